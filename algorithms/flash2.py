@@ -1,0 +1,194 @@
+"""FlashAttention-2 forward — Dao, "FlashAttention-2: Faster Attention with Better Parallelism
+and Work Partitioning" (2023, arXiv 2307.08691), Algorithm 1 (forward) and Section 3.2.
+
+Idea: one CTA per (Q row block, head) streams K/V blocks through SRAM with an online softmax;
+the accumulator stays un-normalized and is rescaled once at the end, and the log-sum-exp
+is stored for the backward pass.
+
+Notation -> code: B_r == block_q, B_c == block_k, T_r == ceil(N_q / B_r),
+T_c == ceil(N_k / B_c); Q_i, K_j, V_j are the tiles ``qi``, ``kj``, ``vj``.
+
+HBM traffic per head (bytes, e = storage bytes per element; non-causal):
+    reads  = N_q d e (Q, once) + T_r * 2 N_k d e (K and V, once per Q block)
+    writes = N_q d e (O) + 4 N_q (fp32 log-sum-exp)
+Bound: Θ(N d + N² d / B_r); with B_r ∝ M/d this is Theorem 2's Θ(N² d² / M) of the
+FlashAttention paper. Causal: tiles entirely above the diagonal are skipped (about half).
+FLOPs: 4 N_q N_k d matmul (2 per product), per visible B_r x B_c tile 4 B_r B_c + 3 B_r +
+B_r d other ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + B_r exps; per Q
+block B_r d + B_r other and B_r exps (the final 1/l and log l).
+
+Tile plan: the largest B_r, then B_c, from {128, 64, 32, 16} such that the shared-memory
+tiles Q_i, K_j, V_j ((B_r + 2 B_c) d e bytes) fit in M and the fp32 register tiles (O
+accumulator B_r d, scores B_r B_c) fit in half the register file (so that two CTAs can
+be resident per SM to hide latency — a modelling choice, in the spirit of FA-2's tuned
+configurations). Differences from the CUDA implementation: the simulator runs the tiles
+of a CTA in sequence; warps and the exp2/FMA fusion of the scale are not modelled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms.base import AlgorithmInfo, Plan, PlanError
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
+                               cdiv, finish_heads, iter_heads,
+                               new_output, new_stats, head_view)
+from hwmodels.memory import SramOverflowError
+from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
+                                 store_rows, store_vector)
+
+INFO = AlgorithmInfo(
+    name="flash2",
+    title="FlashAttention-2 (forward)",
+    paper="Dao, 2023 (arXiv 2307.08691)",
+    exact=True,
+    io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
+)
+
+BLOCK_CANDIDATES = (128, 64, 32, 16)
+STAT_BYTES = 4          # softmax statistics are fp32
+THREADS_PER_CTA = 128   # 4 warps, as FA-2's forward kernels for d <= 128
+
+
+@dataclass(frozen=True)
+class Flash2Plan(Plan):
+    block_q: int            # B_r
+    block_k: int            # B_c
+    smem_bytes: int         # Q_i, K_j, V_j tiles
+    register_bytes: int     # fp32 O accumulator and score tile
+
+
+def smem_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
+    return {"Q_i": block_q * d * e, "K_j": block_k * d * e, "V_j": block_k * d * e}
+
+
+def register_bytes(block_q: int, block_k: int, d: int) -> int:
+    return 4 * block_q * d + 4 * block_q * block_k
+
+
+def plan(wl, gpu, sram_bytes: int) -> Flash2Plan:
+    d, e = wl.head_dim, wl.elem_bytes
+    reg_budget = gpu.register_bytes_per_sm // 2
+    for bq in BLOCK_CANDIDATES:
+        for bk in BLOCK_CANDIDATES:
+            smem = sum(smem_buffers(bq, bk, d, e).values())
+            regs = register_bytes(bq, bk, d)
+            if smem <= sram_bytes and regs <= reg_budget:
+                return Flash2Plan(block_q=bq, block_k=bk, smem_bytes=smem, register_bytes=regs)
+    smallest = BLOCK_CANDIDATES[-1]
+    need = sum(smem_buffers(smallest, smallest, d, e).values())
+    if need > sram_bytes:
+        raise SramOverflowError(
+            f"flash2 with head_dim {d} needs at least {need:,} bytes of SRAM per CTA "
+            f"(16x{d} tiles of Q, K and V at {e} B) but the budget is {sram_bytes:,} bytes; "
+            f"use a smaller --head-dim or a larger --sram-kb")
+    raise PlanError(f"flash2 with head_dim {d}: even 16x16 tiles need "
+                    f"{register_bytes(smallest, smallest, d):,} bytes of fp32 registers, "
+                    f"more than half of the {gpu.register_bytes_per_sm:,}-byte register file")
+
+
+def cta_work(wl, p: Flash2Plan) -> np.ndarray:
+    """K/V tiles each Q-block CTA of one head processes (unequal when causal)."""
+    tr = cdiv(wl.seq_q, p.block_q)
+    if not wl.causal:
+        return np.full(tr, cdiv(wl.seq_k, p.block_k), dtype=np.float64)
+    ends = [max(0, min(wl.seq_k, min(wl.seq_q, (i + 1) * p.block_q) + wl.seq_k - wl.seq_q))
+            for i in range(tr)]
+    return np.array([max(1, cdiv(end, p.block_k)) for end in ends], dtype=np.float64)
+
+
+def run(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
+    tr = cdiv(wl.seq_q, p.block_q)
+    c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads,
+                   buffers=smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes),
+                   threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
+                   tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, p),
+                   matmul_dtype=wl.dtype)
+    o, lse = new_output(wl, compute), new_stats(wl, compute)
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
+                     wl.seq_q, wl.seq_k, wl.head_dim, p.block_q, p.block_k, wl.scale,
+                     wl.causal, wl.elem_bytes, compute)
+    finish_heads(c, wl, compute)
+    return {"o": o, "lse": lse} if compute else {}
+
+
+@njit(cache=True)
+def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
+                 compute):
+    """One head: every Q row block i is one CTA (run here one after another)."""
+    for r0 in range(0, seq_q, block_q):
+        r1 = min(r0 + block_q, seq_q)
+        rows = r1 - r0
+        qi = load_rows(c, q, r0, r1, d, e)                       # Q_i -> SRAM, stays there
+        # -- on-chip state: running max m, running sum l, un-normalized accumulator --
+        m = np.empty(0, dtype=np.float32)
+        l = np.empty(0, dtype=np.float32)
+        acc = np.empty((0, 0), dtype=np.float32)
+        if compute:
+            m = np.full(rows, -np.inf, dtype=np.float32)
+            l = np.zeros(rows, dtype=np.float32)
+            acc = np.zeros((rows, d), dtype=np.float32)
+        key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
+        for c0 in range(0, key_end, block_k):
+            c1 = min(c0 + block_k, seq_k)
+            cols = c1 - c0
+            kj = load_rows(c, k, c0, c1, d, e)                   # K_j -> SRAM
+            vj = load_rows(c, v, c0, c1, d, e)                   # V_j -> SRAM
+            s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # S = Q_i K_jᵀ
+            count_other(c, rows * cols)                          # S *= scale
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            if masked:
+                count_other(c, rows * cols)                      # select -inf above diagonal
+            # -- update m_i and l_i --
+            count_other(c, rows * cols + rows)                   # rowmax(S), max with m
+            count_other(c, rows * cols)                          # S - m_new
+            count_exp(c, rows * cols)                            # P = exp(S - m_new)
+            count_other(c, rows)                                 # m_old - m_new
+            count_exp(c, rows)                                   # alpha = exp(m_old - m_new)
+            count_other(c, rows * cols + 2 * rows)               # l = alpha l + rowsum(P)
+            count_other(c, rows * d)                             # acc *= alpha
+            p = np.empty((0, 0), dtype=np.float32)
+            if compute:
+                s *= scale
+                if masked:
+                    apply_causal_mask(s, r0, c0, seq_q, seq_k)
+                m_new = np.maximum(m, _rowmax(s))
+                # rows that have seen no key yet keep m = -inf: use 0 so exp() gives 0, not NaN
+                m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
+                p = np.exp(s - m_safe[:, None])
+                alpha = np.exp(m - m_safe)
+                l = alpha * l + p.sum(axis=1)
+                acc *= alpha[:, None]
+                m = m_new
+            pv = matmul_nn(c, p, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
+            if compute:
+                acc += pv
+        # -- epilogue: O_i = acc / l, lse_i = m + log l --
+        count_other(c, rows * d + rows)
+        count_exp(c, rows)
+        oi = np.empty((0, 0), dtype=np.float32)
+        lse_i = np.empty(0, dtype=np.float32)
+        if compute:
+            l_safe = np.where(l == 0, np.float32(1.0), l)
+            oi = acc / l_safe[:, None]
+            lse_i = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
+        store_rows(c, o, r0, oi, rows, d, e, compute)            # O_i -> HBM
+        store_vector(c, lse, r0, lse_i, rows, 4, compute)        # lse_i -> HBM (fp32)
+
+
+@njit(cache=True)
+def _rowmax(s):
+    out = np.empty(s.shape[0], dtype=np.float32)
+    for i in range(s.shape[0]):
+        out[i] = s[i].max() if s.shape[1] else -np.inf
+    return out
+
+
+def io_bound(wl, p: Flash2Plan, sram_bytes: int) -> float:
+    """Θ(N d + N² d / B_r) in bytes, all heads."""
+    per_head = (wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q)
+    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+

@@ -1,0 +1,134 @@
+"""simulate(): one algorithm on one workload on one GPU -> counts, time, bound, output."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from algorithms.base import PlanError, check_options
+from algorithms.registry import get_algorithm
+from attnsim.errors import AttnsimError
+from attnsim.inputs import Inputs, make_inputs
+from attnsim.reference import attention_reference, relative_error
+from attnsim.workload import Workload
+from hwmodels.counters import counters_to_dict
+from hwmodels.gpus import GPU, get_gpu
+from hwmodels.memory import Recorder, SramOverflowError
+from hwmodels.timing import TimingBreakdown, TimingOptions, predict_time
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Everything one simulation produced. ``outputs`` is empty in count-only mode.
+
+    ``error_vs_reference``: relative Frobenius error of the output against the float64
+    reference of *the same math* (exact algorithms: exact attention).
+    ``error_vs_exact``: for approximate algorithms, the same against exact softmax attention.
+    """
+    algorithm: str
+    info: object
+    gpu: GPU
+    workload: Workload
+    options: dict
+    sram_budget_bytes: int
+    plan: dict
+    counts: dict
+    kernels: tuple
+    time: TimingBreakdown
+    io_bound_bytes: float
+    compute: bool
+    outputs: dict = field(default_factory=dict)
+    error_vs_reference: float | None = None
+    error_vs_exact: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def hbm_bytes(self) -> int:
+        return self.counts["hbm_read_bytes"] + self.counts["hbm_write_bytes"]
+
+    @property
+    def flops(self) -> int:
+        return self.counts["matmul_flops"] + self.counts["exp_ops"] + self.counts["other_flops"]
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        """FLOPs (matmul + exp + other) per HBM byte."""
+        return self.flops / self.hbm_bytes if self.hbm_bytes else float("inf")
+
+    @property
+    def io_ratio(self) -> float:
+        return self.hbm_bytes / self.io_bound_bytes if self.io_bound_bytes else float("nan")
+
+
+def resolve_gpu(gpu: GPU | str) -> GPU:
+    return gpu if isinstance(gpu, GPU) else get_gpu(gpu)
+
+
+def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
+             compute: bool = True, sram_bytes: int | None = None, options: dict | None = None,
+             inputs: Inputs | None = None, seed: int = 0,
+             timing: TimingOptions = TimingOptions(), check: bool = True) -> SimResult:
+    """Run ``algorithm`` through the simulated hierarchy.
+
+    Arguments:
+        algorithm: a registered name (``algorithms.registry``).
+        workload: shapes, dtype, masking and passes.
+        gpu: a GPU or its name/TOML path.
+        compute: executed mode (True: real arithmetic, outputs returned and checked) or
+            count-only mode (False: same loops and counts, no data).
+        sram_bytes: per-CTA SRAM budget M; default the GPU's shared memory per block.
+        options: algorithm-specific options (see ``attnsim list``).
+        inputs: the tensors to use (default: ``make_inputs(workload, seed)``).
+        timing: switches of the timing model.
+        check: compare executed outputs with the float64 reference.
+    """
+    module = get_algorithm(algorithm)
+    info = module.INFO
+    gpu = resolve_gpu(gpu)
+    if workload.passes not in _supported_passes(info):
+        raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
+                           f"--pass {workload.passes} is not available for it")
+    budget = int(sram_bytes) if sram_bytes else gpu.smem_bytes_per_block
+    if budget > gpu.smem_bytes_per_block:
+        raise AttnsimError(f"SRAM budget {budget:,} B exceeds {gpu.full_name}'s "
+                           f"{gpu.smem_bytes_per_block:,} B of shared memory per block")
+    opts = check_options(info, options or {})
+    plan = module.plan(workload, gpu, budget, **opts)
+    rec = Recorder(gpu, budget)
+    if compute and inputs is None:
+        inputs = make_inputs(workload, seed)
+    outputs = module.run(workload, plan, inputs if compute else None, rec, compute)
+    totals = rec.totals()
+    breakdown = predict_time(gpu, rec.kernels, timing)
+    err_ref = err_exact = None
+    if compute and check and "o" in outputs:
+        err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
+    return SimResult(
+        algorithm=info.name, info=info, gpu=gpu, workload=workload, options=opts,
+        sram_budget_bytes=budget, plan=plan.to_dict(), counts=counters_to_dict(totals),
+        kernels=tuple(rec.kernels), time=breakdown,
+        io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
+        outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
+        extra=dict(rec.info))
+
+
+def _supported_passes(info) -> set[str]:
+    supported = set(info.passes)
+    if {"fwd", "bwd"} <= supported:
+        supported.add("fwd+bwd")
+    return supported
+
+
+def _errors(module, wl, plan, inputs, outputs, info):
+    """(error against the algorithm's own float64 math, error against exact attention)."""
+    exact_o, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
+                                     scale=wl.scale, mask=info.get("mask"))
+    err_exact = relative_error(outputs["o"], exact_o)
+    if module.INFO.exact:
+        return err_exact, None
+    own = getattr(module, "reference", None)
+    err_own = relative_error(outputs["o"], own(wl, plan, inputs)) if own else None
+    return err_own, err_exact
+
+
+__all__ = ["simulate", "SimResult", "PlanError", "SramOverflowError"]

@@ -1,0 +1,94 @@
+"""The workload: what is being simulated (shapes, dtype, masking, passes)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from attnsim.errors import AttnsimError
+from hwmodels.gpus import DTYPE_BYTES
+
+PASSES = ("fwd", "bwd", "fwd+bwd")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One attention call: tensors are (batch, heads, seq, head_dim) as in PyTorch's SDPA.
+
+    Attributes:
+        batch: sequences per call.
+        heads: query heads.
+        seq_q: query length N (and the key length unless ``seq_k`` is given).
+        head_dim: d.
+        seq_k: key/value length; None means ``seq_q``.
+        kv_heads: key/value heads (GQA groups); None means ``heads`` (MHA), 1 is MQA.
+        dtype: storage dtype of Q, K, V, O in HBM: fp16, bf16, fp32 or fp8.
+        causal: bottom-right aligned causal mask (see ``algorithms.common``).
+        scale: softmax scale; None means 1/sqrt(head_dim).
+        passes: "fwd", "bwd" or "fwd+bwd".
+        dropout: dropout probability on P (training).
+    """
+
+    batch: int = 1
+    heads: int = 1
+    seq_q: int = 1024
+    head_dim: int = 64
+    seq_k: int | None = None
+    kv_heads: int | None = None
+    dtype: str = "fp16"
+    causal: bool = False
+    scale: float | None = None
+    passes: str = "fwd"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.seq_k is None:
+            object.__setattr__(self, "seq_k", self.seq_q)
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if self.scale is None:
+            object.__setattr__(self, "scale", 1.0 / math.sqrt(self.head_dim)
+                               if isinstance(self.head_dim, int) and self.head_dim > 0 else 1.0)
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("batch", "heads", "seq_q", "seq_k", "head_dim", "kv_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise AttnsimError(f"workload {name} must be a positive integer, got {value!r}")
+        if self.heads % self.kv_heads:
+            raise AttnsimError(f"heads ({self.heads}) must be a multiple of kv_heads "
+                               f"({self.kv_heads}): each key/value head serves a whole group")
+        if self.dtype not in DTYPE_BYTES or self.dtype == "tf32":
+            raise AttnsimError(f"unknown dtype {self.dtype!r}; valid dtypes: fp16, bf16, fp32, fp8")
+        if self.passes not in PASSES:
+            raise AttnsimError(f"unknown pass {self.passes!r}; valid: {', '.join(PASSES)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AttnsimError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)):
+            raise AttnsimError(f"scale must be a finite number, got {self.scale!r}")
+
+    @property
+    def elem_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def has_forward(self) -> bool:
+        return "fwd" in self.passes
+
+    @property
+    def has_backward(self) -> bool:
+        return "bwd" in self.passes
+
+    def replace(self, **changes) -> "Workload":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        kv = "" if self.kv_heads == self.heads else f", kv_heads={self.kv_heads}"
+        seq = f"N={self.seq_q}" if self.seq_q == self.seq_k else f"N_q={self.seq_q}, N_k={self.seq_k}"
+        return (f"batch={self.batch}, heads={self.heads}{kv}, {seq}, d={self.head_dim}, "
+                f"{self.dtype}, {'causal' if self.causal else 'non-causal'}, {self.passes}"
+                + (f", dropout={self.dropout}" if self.dropout else ""))

@@ -1,0 +1,104 @@
+"""Custom GPUs from TOML files, validated field by field.
+
+A file either describes every field of ``hwmodels.gpus.GPU`` or starts from a built-in
+GPU with ``base = "h100"`` and overrides some fields::
+
+    # my_gpu.toml: an H100 SXM whose HBM runs at 3.0 TB/s
+    base = "h100"
+    name = "h100-slow-hbm"
+    full_name = "H100 SXM5 with 3.0 TB/s HBM"
+    hbm_bandwidth_bytes_per_s = 3.0e12
+    sources = "our own measurement, 2026-11"
+
+Errors name the file, the field and what is wrong with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+
+from hwmodels.gpus import GPU, get_gpu
+
+
+class GpuFileError(ValueError):
+    """A GPU TOML file that cannot be used as it is."""
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
+_INT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("int", int)}
+_FLOAT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("float", float)}
+_STR_FIELDS = {"name", "full_name", "sources"}
+_BOOL_FIELDS = {"has_wgmma"}
+_MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s"}
+
+
+def load_gpu_file(path: str) -> GPU:
+    """Read and validate a GPU description; raises GpuFileError naming the problem."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise GpuFileError(f"GPU file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GpuFileError(f"GPU file {path!r} is not valid TOML: {exc}") from None
+    return gpu_from_mapping(data, origin=path)
+
+
+def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
+    data = dict(data)
+    base_name = data.pop("base", None)
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise GpuFileError(f"{origin}: unknown field(s) {', '.join(unknown)}; "
+                           f"valid fields: base, {', '.join(_FIELDS)}")
+    values = {}
+    if base_name is not None:
+        if not isinstance(base_name, str):
+            raise GpuFileError(f"{origin}: 'base' must be a GPU name string")
+        try:
+            values = dataclasses.asdict(get_gpu(base_name))
+        except ValueError as exc:
+            raise GpuFileError(f"{origin}: base: {exc}") from None
+    for key, value in data.items():
+        values[key] = _checked(origin, key, value)
+    missing = [n for n in _FIELDS if n not in values and n != "sources"]
+    if missing:
+        raise GpuFileError(f"{origin}: missing field(s) {', '.join(missing)} "
+                           f"(or start from a built-in GPU with base = \"h100\")")
+    gpu = GPU(**values)
+    _check_consistency(origin, gpu)
+    return gpu
+
+
+def _checked(origin: str, key: str, value):
+    where = f"{origin}: field {key!r}"
+    if key in _STR_FIELDS:
+        if not isinstance(value, str) or (key != "sources" and not value.strip()):
+            raise GpuFileError(f"{where} must be a non-empty string, got {value!r}")
+        return value
+    if key in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise GpuFileError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GpuFileError(f"{where} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise GpuFileError(f"{where} must be finite, got {value!r}")
+    if key in _INT_FIELDS:
+        if float(value) != int(value):
+            raise GpuFileError(f"{where} must be a whole number, got {value!r}")
+        value = int(value)
+    if value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
+        raise GpuFileError(f"{where} must be positive, got {value!r}")
+    if key == "mma_sync_fraction_of_peak" and value > 1:
+        raise GpuFileError(f"{where} is a fraction of the peak and must be in (0, 1], "
+                           f"got {value!r}")
+    return float(value) if key in _FLOAT_FIELDS else value
+
+
+def _check_consistency(origin: str, gpu: GPU) -> None:
+    if gpu.smem_bytes_per_block > gpu.smem_bytes_per_sm:
+        raise GpuFileError(
+            f"{origin}: smem_bytes_per_block ({gpu.smem_bytes_per_block}) exceeds "
+            f"smem_bytes_per_sm ({gpu.smem_bytes_per_sm})")

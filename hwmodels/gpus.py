@@ -1,0 +1,224 @@
+"""GPU specifications: frozen dataclasses of documented, sourced numbers.
+
+Every number below carries its source. Abbreviations used in the comments:
+
+* [A100-WP]  NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020), Table 1 / Table 3.
+* [A100-DS]  NVIDIA A100 Tensor Core GPU datasheet (2021), "Technical Specifications".
+* [H100-WP]  NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022), Table 3 / Table 2.
+* [H100-DS]  NVIDIA H100 Tensor Core GPU datasheet (2023), "Technical Specifications".
+* [H200-DS]  NVIDIA H200 Tensor Core GPU datasheet (2024).
+* [TUNE-A]   NVIDIA Ampere Tuning Guide, section 1.4.1.1 (shared memory per SM / per block).
+* [TUNE-H]   NVIDIA Hopper Tuning Guide, section 1.4.1.1 (shared memory per SM / per block).
+* [CUDA-CC]  CUDA C++ Programming Guide, "Compute capabilities" table (threads, blocks,
+             registers per SM for cc 8.0 and 9.0).
+* [FA3]      Shah et al., FlashAttention-3 (arXiv 2407.08608), Section 1 and Section 3:
+             H100 SXM5 special-function throughput 3.9 TFLOP/s; the pre-Hopper ``mma.sync``
+             instruction reaches only about 2/3 of the Hopper tensor-core peak, ``wgmma``
+             is required for the rest.
+
+Peak tensor-core numbers are *dense* (no 2:4 sparsity). Bandwidths are decimal
+(1 GB/s = 1e9 B/s) as datasheets state them; capacities in bytes.
+
+Adding a GPU: add a ``GPU(...)`` below (or write a TOML file, see ``hwmodels.gpu_file``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# Bytes per element of each storage dtype the simulator counts.
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Storage bytes per element of ``dtype`` (fp32, tf32, fp16, bf16, fp8)."""
+    try:
+        return DTYPE_BYTES[dtype]
+    except KeyError:
+        raise ValueError(
+            f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPE_BYTES)}") from None
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU model. Field names carry their units."""
+
+    name: str                                  # short name used on the command line
+    full_name: str
+    sm_count: int
+    clock_hz: float                            # sustained boost clock for tensor work
+    smem_bytes_per_sm: int                     # max shared memory configurable per SM
+    smem_bytes_per_block: int                  # max shared memory one CTA may use (opt-in)
+    register_bytes_per_sm: int
+    max_threads_per_sm: int
+    max_ctas_per_sm: int
+    l2_bytes: int
+    hbm_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    tensor_fp16_flops_per_s: float             # dense
+    tensor_bf16_flops_per_s: float             # dense
+    tensor_tf32_flops_per_s: float             # dense
+    tensor_fp8_flops_per_s: float              # dense; 0 where the GPU has no fp8 tensor cores
+    fp32_flops_per_s: float                    # CUDA cores (FMA = 2 FLOPs)
+    sfu_ops_per_clock_per_sm: int              # exp2/log2/rcp ... on the special-function units
+    nvlink_bytes_per_s: float                  # total NVLink bandwidth per GPU, both directions
+    launch_overhead_s: float                   # per kernel launch (host + front-end), modelled
+    mma_sync_fraction_of_peak: float           # what the sm80 mma.sync path reaches (1.0 = peak)
+    has_wgmma: bool                            # Hopper warpgroup MMA (needed for full peak)
+    sources: str = ""                          # free text, for custom GPUs from TOML files
+
+    # ---- derived rates -------------------------------------------------------------------
+    @property
+    def sfu_ops_per_s(self) -> float:
+        """Special-function throughput: ops/clock/SM x SMs x clock."""
+        return self.sfu_ops_per_clock_per_sm * self.sm_count * self.clock_hz
+
+    @property
+    def nvlink_bytes_per_s_one_direction(self) -> float:
+        return self.nvlink_bytes_per_s / 2
+
+    def tensor_flops_per_s(self, dtype: str) -> float:
+        """Dense tensor-core peak for the dtype of the matmul *inputs*.
+
+        fp32 inputs run as TF32 on the tensor cores (as cuBLAS/PyTorch allow) — the
+        simulator has no fp32-FFMA matmul path.
+        """
+        peak = {
+            "fp16": self.tensor_fp16_flops_per_s,
+            "bf16": self.tensor_bf16_flops_per_s,
+            "tf32": self.tensor_tf32_flops_per_s,
+            "fp32": self.tensor_tf32_flops_per_s,
+            "fp8": self.tensor_fp8_flops_per_s,
+        }.get(dtype)
+        if peak is None:
+            raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPE_BYTES)}")
+        if peak <= 0:
+            raise ValueError(f"{self.full_name} has no {dtype} tensor cores; "
+                             f"use --dtype fp16 or bf16")
+        return peak
+
+    def replace(self, **changes) -> "GPU":
+        return dataclasses.replace(self, **changes)
+
+
+# Shared by every cc 8.0 / 9.0 part below [CUDA-CC]: 64K 32-bit registers, 2048 threads and
+# 32 resident CTAs per SM.
+_REGISTERS_PER_SM = 65536 * 4
+_MAX_THREADS_PER_SM = 2048
+_MAX_CTAS_PER_SM = 32
+
+# Kernel launch overhead is not a datasheet number. 4 us is the order of magnitude of a
+# back-to-back launch from PyTorch on A100/H100-class systems (CUDA 12); it is a modelling
+# assumption that `attnsim gpu-check` can calibrate, and a TOML file can override.
+_LAUNCH_OVERHEAD_S = 4e-6
+
+A100_SXM4_40GB = GPU(
+    name="a100-40gb",
+    full_name="NVIDIA A100-SXM4-40GB",
+    sm_count=108,                              # [A100-WP] Table 1
+    clock_hz=1410e6,                           # [A100-WP] Table 1, boost clock
+    smem_bytes_per_sm=164 * KiB,               # [TUNE-A] 1.4.1.1: up to 164 KB per SM
+    smem_bytes_per_block=163 * KiB,            # [TUNE-A] 1.4.1.1: up to 163 KB per block
+    register_bytes_per_sm=_REGISTERS_PER_SM,   # [A100-WP] Table 3: 256 KB per SM
+    max_threads_per_sm=_MAX_THREADS_PER_SM,    # [CUDA-CC] cc 8.0
+    max_ctas_per_sm=_MAX_CTAS_PER_SM,          # [CUDA-CC] cc 8.0
+    l2_bytes=40 * MiB,                         # [A100-WP] Table 1: 40 MB L2
+    hbm_bytes=40 * GiB,                        # [A100-DS] 40 GB HBM2
+    hbm_bandwidth_bytes_per_s=1555e9,          # [A100-DS] 1,555 GB/s
+    tensor_fp16_flops_per_s=312e12,            # [A100-DS] FP16 Tensor Core 312 TFLOPS
+    tensor_bf16_flops_per_s=312e12,            # [A100-DS] BF16 Tensor Core 312 TFLOPS
+    tensor_tf32_flops_per_s=156e12,            # [A100-DS] TF32 Tensor Core 156 TFLOPS
+    tensor_fp8_flops_per_s=0.0,                # Ampere has no fp8 tensor cores
+    fp32_flops_per_s=19.5e12,                  # [A100-DS] FP32 19.5 TFLOPS
+    sfu_ops_per_clock_per_sm=16,               # [A100-WP] 4 SFUs x 4 partitions per SM
+    nvlink_bytes_per_s=600e9,                  # [A100-DS] NVLink 600 GB/s (12 links)
+    launch_overhead_s=_LAUNCH_OVERHEAD_S,      # modelled, see above
+    mma_sync_fraction_of_peak=1.0,             # mma.sync is Ampere's native tensor-core path
+    has_wgmma=False,
+)
+
+A100_SXM4_80GB = A100_SXM4_40GB.replace(
+    name="a100-80gb",
+    full_name="NVIDIA A100-SXM4-80GB",
+    hbm_bytes=80 * GiB,                        # [A100-DS] 80 GB HBM2e
+    hbm_bandwidth_bytes_per_s=2039e9,          # [A100-DS] 2,039 GB/s
+)
+
+H100_SXM5_80GB = GPU(
+    name="h100-sxm",
+    full_name="NVIDIA H100-SXM5-80GB",
+    sm_count=132,                              # [H100-WP] Table 3 (H100 SXM5: 132 SMs)
+    clock_hz=1830e6,                           # [FA3] §3.3 / consistent with 989.4 TFLOPS:
+                                               # 132 SMs x 4096 FLOP/clk x 1.83 GHz
+    smem_bytes_per_sm=228 * KiB,               # [TUNE-H] 1.4.1.1: up to 228 KB per SM
+    smem_bytes_per_block=227 * KiB,            # [TUNE-H] 1.4.1.1: up to 227 KB per block
+    register_bytes_per_sm=_REGISTERS_PER_SM,   # [H100-WP] 256 KB register file per SM
+    max_threads_per_sm=_MAX_THREADS_PER_SM,    # [CUDA-CC] cc 9.0
+    max_ctas_per_sm=_MAX_CTAS_PER_SM,          # [CUDA-CC] cc 9.0
+    l2_bytes=50 * MiB,                         # [H100-WP] 50 MB L2
+    hbm_bytes=80 * GiB,                        # [H100-DS] 80 GB HBM3
+    hbm_bandwidth_bytes_per_s=3.35e12,         # [H100-DS] 3.35 TB/s
+    tensor_fp16_flops_per_s=989.4e12,          # [H100-DS] 1,979 TFLOPS with sparsity / 2
+    tensor_bf16_flops_per_s=989.4e12,          # [H100-DS] 1,979 TFLOPS with sparsity / 2
+    tensor_tf32_flops_per_s=494.7e12,          # [H100-DS] 989 TFLOPS with sparsity / 2
+    tensor_fp8_flops_per_s=1978.9e12,          # [H100-DS] 3,958 TFLOPS with sparsity / 2
+    fp32_flops_per_s=66.9e12,                  # [H100-DS] FP32 67 TFLOPS (66.9 in [H100-WP])
+    sfu_ops_per_clock_per_sm=16,               # [FA3] §1: 3.9 TFLOPS of special functions
+                                               # = 16 x 132 SMs x 1.83 GHz
+    nvlink_bytes_per_s=900e9,                  # [H100-DS] NVLink 900 GB/s (18 links)
+    launch_overhead_s=_LAUNCH_OVERHEAD_S,      # modelled, see above
+    mma_sync_fraction_of_peak=2 / 3,           # [FA3] §1: mma.sync reaches ~2/3 of peak
+    has_wgmma=True,
+)
+
+H100_PCIE_80GB = H100_SXM5_80GB.replace(
+    name="h100-pcie",
+    full_name="NVIDIA H100-PCIe-80GB",
+    sm_count=114,                              # [H100-WP] Table 3 (H100 PCIe: 114 SMs)
+    clock_hz=1620e6,                           # implied by the dense fp16 peak below:
+                                               # 756e12 / (114 SMs x 4096 FLOP/clk)
+    hbm_bytes=80 * GiB,                        # [H100-DS] 80 GB HBM2e
+    hbm_bandwidth_bytes_per_s=2.0e12,          # [H100-DS] 2 TB/s
+    tensor_fp16_flops_per_s=756e12,            # [H100-DS] 1,513 TFLOPS with sparsity / 2
+    tensor_bf16_flops_per_s=756e12,            # [H100-DS] 1,513 TFLOPS with sparsity / 2
+    tensor_tf32_flops_per_s=378e12,            # [H100-DS] 756 TFLOPS with sparsity / 2
+    tensor_fp8_flops_per_s=1513e12,            # [H100-DS] 3,026 TFLOPS with sparsity / 2
+    fp32_flops_per_s=51.2e12,                  # [H100-DS] FP32 51 TFLOPS
+    nvlink_bytes_per_s=600e9,                  # [H100-DS] NVLink bridge 600 GB/s
+)
+
+H200_SXM_141GB = H100_SXM5_80GB.replace(
+    name="h200",
+    full_name="NVIDIA H200-SXM-141GB",
+    hbm_bytes=141 * 10**9,                     # [H200-DS] 141 GB HBM3e
+    hbm_bandwidth_bytes_per_s=4.8e12,          # [H200-DS] 4.8 TB/s; compute as H100 SXM5
+)
+
+GPUS: dict[str, GPU] = {g.name: g for g in (
+    A100_SXM4_40GB, A100_SXM4_80GB, H100_SXM5_80GB, H100_PCIE_80GB, H200_SXM_141GB)}
+
+# Short names people type. "a100" is the 80 GB part, the common one in clusters.
+ALIASES = {"a100": "a100-80gb", "h100": "h100-sxm", "h100-sxm5": "h100-sxm",
+           "a100-40": "a100-40gb", "a100-80": "a100-80gb", "h200-sxm": "h200"}
+
+
+def gpu_names() -> list[str]:
+    """Every name ``get_gpu`` accepts (canonical names first, then aliases)."""
+    return list(GPUS) + list(ALIASES)
+
+
+def get_gpu(name_or_path: str) -> GPU:
+    """A built-in GPU by (case-insensitive) name or alias, or a custom one from a TOML file."""
+    key = name_or_path.strip().lower()
+    key = ALIASES.get(key, key)
+    if key in GPUS:
+        return GPUS[key]
+    if name_or_path.endswith(".toml"):
+        from hwmodels.gpu_file import load_gpu_file
+        return load_gpu_file(name_or_path)
+    raise ValueError(f"unknown GPU {name_or_path!r}; valid names: {', '.join(gpu_names())}, "
+                     f"or a path to a .toml file")

@@ -1,0 +1,129 @@
+"""The simulated memory hierarchy: per-CTA SRAM budget and per-kernel counter records.
+
+HBM tensors are NumPy arrays. SRAM is a per-CTA budget of M bytes: each kernel declares the
+buffers its CTAs keep on chip, and a kernel whose footprint exceeds M is rejected with an
+error that names the buffers and the numbers. Every kernel launch gets its own counter array
+(``hwmodels.counters``); the counted Numba primitives (``hwmodels.primitives``) add to it.
+Keeping one array per kernel lets the timing model apply wave quantization and the
+overlap rules kernel by kernel; the totals are their sum.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwmodels.counters import (ADDITIVE_SLOTS, CTAS, KERNEL_LAUNCHES, NUM_SLOTS,
+                               SRAM_PEAK_BYTES, counters_to_dict, new_counters)
+from hwmodels.gpus import GPU
+
+TC_PATHS = ("mma_sync", "wgmma", "none")
+OVERLAP_MODES = ("serial", "overlap")
+
+
+class SramOverflowError(ValueError):
+    """A plan whose on-chip buffers do not fit the per-CTA SRAM budget."""
+
+
+def describe_buffers(buffers: dict[str, int]) -> str:
+    return " + ".join(f"{name} {nbytes:,} B" for name, nbytes in buffers.items())
+
+
+def check_sram_fits(what: str, buffers: dict[str, int], budget_bytes: int, hint: str = "") -> int:
+    """Total footprint of ``buffers``; SramOverflowError if it exceeds ``budget_bytes``."""
+    need = int(sum(buffers.values()))
+    if need > budget_bytes:
+        raise SramOverflowError(
+            f"{what} needs {need:,} bytes of SRAM per CTA ({describe_buffers(buffers)}) but the "
+            f"budget is {budget_bytes:,} bytes"
+            + (f"; {hint}" if hint else "; use a smaller --head-dim or a larger --sram-kb"))
+    return need
+
+
+@dataclass
+class KernelRecord:
+    """One simulated kernel launch and everything the timing model needs about it.
+
+    Attributes:
+        name: kernel name, e.g. ``"flash2_fwd"``.
+        ctas: thread blocks in the grid (all heads and batches).
+        buffers: on-chip buffers of one CTA, name -> bytes (the declared SRAM footprint).
+        threads_per_cta: threads per CTA (limits CTAs per SM with registers).
+        register_bytes_per_cta: fp32 accumulators kept in registers by one CTA.
+        tc_path: tensor-core instruction path: "mma_sync" (sm80), "wgmma" (sm90) or "none".
+        overlap: "serial" when a warp alternates softmax and GEMM (FlashAttention-2),
+            "overlap" when other warps hide one behind the other (FlashAttention-3).
+        cta_work: optional relative work of each CTA of *one head*, in launch order (None:
+            all equal). Used for wave quantization and causal imbalance.
+        matmul_dtype: dtype of the matmul inputs (selects the tensor-core peak).
+        counters: int64 counter array (``hwmodels.counters``).
+    """
+
+    name: str
+    ctas: int
+    buffers: dict[str, int]
+    threads_per_cta: int = 128
+    register_bytes_per_cta: int = 0
+    tc_path: str = "mma_sync"
+    overlap: str = "serial"
+    cta_work: np.ndarray | None = None
+    matmul_dtype: str = "fp16"
+    counters: np.ndarray = field(default_factory=new_counters)
+
+    @property
+    def sram_bytes_per_cta(self) -> int:
+        return int(sum(self.buffers.values()))
+
+    def counts(self) -> dict[str, int]:
+        return counters_to_dict(self.counters)
+
+
+class Recorder:
+    """Collects the kernels one simulated algorithm launches.
+
+    Arguments:
+        gpu: the simulated GPU.
+        sram_budget_bytes: M, the on-chip bytes one CTA may use (default: the GPU's
+            maximum shared memory per block).
+    """
+
+    def __init__(self, gpu: GPU, sram_budget_bytes: int | None = None):
+        self.gpu = gpu
+        self.sram_budget_bytes = int(sram_budget_bytes or gpu.smem_bytes_per_block)
+        self.kernels: list[KernelRecord] = []
+        self.info: dict = {}  # algorithm-specific facts for the result (pattern density, ...)
+
+    def kernel(self, name: str, *, ctas: int, buffers: dict[str, int], threads_per_cta=128,
+               register_bytes_per_cta=0, tc_path="mma_sync", overlap="serial", cta_work=None,
+               matmul_dtype="fp16") -> np.ndarray:
+        """Declare one kernel launch; returns the counter array its body adds to."""
+        if tc_path not in TC_PATHS:
+            raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
+        if overlap not in OVERLAP_MODES:
+            raise ValueError(f"overlap must be one of {OVERLAP_MODES}, got {overlap!r}")
+        check_sram_fits(f"kernel {name!r}", buffers, self.sram_budget_bytes)
+        rec = KernelRecord(name=name, ctas=int(ctas), buffers=dict(buffers),
+                           threads_per_cta=threads_per_cta,
+                           register_bytes_per_cta=register_bytes_per_cta, tc_path=tc_path,
+                           overlap=overlap,
+                           cta_work=None if cta_work is None else np.asarray(cta_work, float),
+                           matmul_dtype=matmul_dtype)
+        rec.counters[KERNEL_LAUNCHES] = 1
+        rec.counters[CTAS] = int(ctas)
+        rec.counters[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta
+        self.kernels.append(rec)
+        return rec.counters
+
+    @staticmethod
+    def repeat(counters: np.ndarray, times: int) -> None:
+        """Scale the additive slots: a body counted for one head stands for ``times`` heads."""
+        counters[ADDITIVE_SLOTS] *= int(times)
+
+    def totals(self) -> np.ndarray:
+        """Sum over kernels; the SRAM peak is the largest kernel's footprint."""
+        total = np.zeros(NUM_SLOTS, dtype=np.int64)
+        for k in self.kernels:
+            peak = max(total[SRAM_PEAK_BYTES], k.counters[SRAM_PEAK_BYTES])
+            total += k.counters
+            total[SRAM_PEAK_BYTES] = peak
+        return total

@@ -1,0 +1,133 @@
+"""Counted primitives: the only way simulated kernels move data or do arithmetic.
+
+Every primitive takes the kernel's counter array ``c`` first and adds what it does to the
+named slots (``hwmodels.counters``). Sizes are passed as *logical* element counts so that the
+same kernel body counts identically in executed mode (``compute=True``: real NumPy tiles)
+and in count-only mode (``compute=False``: HBM tensors are zero-row placeholders and the
+arithmetic is skipped).
+
+Accounting rules (the same for every algorithm):
+
+* ``load``  HBM -> SRAM: ``hbm_read_bytes`` and ``sram_write_bytes`` += bytes.
+* ``store`` SRAM -> HBM: ``hbm_write_bytes`` and ``sram_read_bytes`` += bytes.
+* ``atomic_add`` to HBM (read-modify-write through L2): ``hbm_read_bytes`` and
+  ``hbm_write_bytes`` += bytes, and ``atomic_bytes`` += bytes.
+* ``matmul`` (m x k) @ (k x n): ``matmul_flops`` += 2mnk; its operands are read from SRAM
+  (``sram_read_bytes`` += (mk + kn) x operand bytes).
+* ``exp`` / ``other``: ``exp_ops`` / ``other_flops`` += number of elementwise operations
+  (a max, add, multiply, divide, compare or select is one op).
+"""
+import numpy as np
+from numba import njit
+
+from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
+                               INTERCONNECT_BYTES, MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES,
+                               SRAM_WRITE_BYTES)
+
+
+@njit(cache=True)
+def count_load(c, nbytes):
+    """HBM -> SRAM transfer of ``nbytes``."""
+    c[HBM_READ_BYTES] += nbytes
+    c[SRAM_WRITE_BYTES] += nbytes
+
+
+@njit(cache=True)
+def count_store(c, nbytes):
+    """SRAM -> HBM transfer of ``nbytes``."""
+    c[HBM_WRITE_BYTES] += nbytes
+    c[SRAM_READ_BYTES] += nbytes
+
+
+@njit(cache=True)
+def count_atomic_add(c, nbytes):
+    """Atomic read-modify-write of ``nbytes`` in HBM (e.g. FlashAttention-2's dQ)."""
+    c[HBM_READ_BYTES] += nbytes
+    c[HBM_WRITE_BYTES] += nbytes
+    c[ATOMIC_BYTES] += nbytes
+
+
+@njit(cache=True)
+def count_matmul(c, m, n, k, operand_bytes):
+    """(m x k) @ (k x n) on the tensor cores, operands read from SRAM."""
+    c[MATMUL_FLOPS] += 2 * m * n * k
+    c[SRAM_READ_BYTES] += (m * k + k * n) * operand_bytes
+
+
+@njit(cache=True)
+def count_exp(c, n):
+    """``n`` special-function ops (exp, log) on the SFUs."""
+    c[EXP_OPS] += n
+
+
+@njit(cache=True)
+def count_other(c, n):
+    """``n`` elementwise fp32 ops (max, add, mul, div, compare, select)."""
+    c[OTHER_FLOPS] += n
+
+
+@njit(cache=True)
+def count_interconnect(c, nbytes):
+    """``nbytes`` sent to another device over NVLink."""
+    c[INTERCONNECT_BYTES] += nbytes
+
+
+# ---- data-moving primitives: count, and move the data when computing ---------------------
+
+@njit(cache=True)
+def load_rows(c, src, r0, r1, ncols, elem_bytes):
+    """Tile ``src[r0:r1, :ncols]`` HBM -> SRAM. Returns the tile (a view: the simulator
+    does not copy, the counter records the transfer). In count-only mode ``src`` has no
+    rows and an empty tile comes back."""
+    count_load(c, (r1 - r0) * ncols * elem_bytes)
+    return src[r0:r1]
+
+
+@njit(cache=True)
+def load_vector(c, src, r0, r1, elem_bytes):
+    """Per-row statistics ``src[r0:r1]`` (e.g. m, l, lse in fp32) HBM -> SRAM."""
+    count_load(c, (r1 - r0) * elem_bytes)
+    return src[r0:r1]
+
+
+@njit(cache=True)
+def store_rows(c, dst, r0, tile, nrows, ncols, elem_bytes, compute):
+    """SRAM tile -> ``dst[r0:r0+nrows, :ncols]`` in HBM."""
+    count_store(c, nrows * ncols * elem_bytes)
+    if compute:
+        dst[r0:r0 + nrows, :] = tile
+
+
+@njit(cache=True)
+def store_vector(c, dst, r0, vec, n, elem_bytes, compute):
+    """SRAM vector -> ``dst[r0:r0+n]`` in HBM."""
+    count_store(c, n * elem_bytes)
+    if compute:
+        dst[r0:r0 + n] = vec
+
+
+@njit(cache=True)
+def matmul_nt(c, a, b, m, n, k, operand_bytes, compute):
+    """``a @ b.T`` with a (m x k), b (n x k): e.g. S = Q Kᵀ. Returns (m x n) float32."""
+    count_matmul(c, m, n, k, operand_bytes)
+    if compute:
+        return np.dot(a, b.T)
+    return np.empty((0, 0), dtype=np.float32)
+
+
+@njit(cache=True)
+def matmul_nn(c, a, b, m, n, k, operand_bytes, compute):
+    """``a @ b`` with a (m x k), b (k x n): e.g. P V. Returns (m x n) float32."""
+    count_matmul(c, m, n, k, operand_bytes)
+    if compute:
+        return np.dot(a, b)
+    return np.empty((0, 0), dtype=np.float32)
+
+
+@njit(cache=True)
+def matmul_tn(c, a, b, m, n, k, operand_bytes, compute):
+    """``a.T @ b`` with a (k x m), b (k x n): e.g. dV = Pᵀ dO. Returns (m x n) float32."""
+    count_matmul(c, m, n, k, operand_bytes)
+    if compute:
+        return np.dot(a.T, b)
+    return np.empty((0, 0), dtype=np.float32)
