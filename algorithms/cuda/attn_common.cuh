@@ -1,0 +1,297 @@
+// attn_common.cuh — device helpers shared by the attention ports (sm_80 and newer).
+//
+// What is here: inline-PTX wrappers for the sm80 tensor-core path (ldmatrix, mma.sync
+// m16n8k16 with fp16 inputs and fp32 accumulators), cp.async copies HBM -> shared memory with
+// zero fill for rows past the end of a ragged sequence, an XOR swizzle of 16-byte chunks that
+// keeps ldmatrix free of bank conflicts without padding (so a tile's shared-memory footprint
+// is exactly rows x head_dim x 2 bytes, the bytes the simulator's plan declares), and the
+// warp-level pieces of a FlashAttention tile step: S = Q Kᵀ, the online-softmax update and
+// O += P V. A warp owns 16 query rows of the tile (one m16 MMA row block); each thread owns
+// rows (lane / 4) and (lane / 4 + 8) of them.
+//
+// Header only, no host headers: the sources are compiled by NVRTC through CuPy (the backend
+// inlines this file in place of its #include line) and by nvcc in CI.
+#pragma once
+#include <cuda_fp16.h>
+
+// Head dimension padded to the MMA k-step of 16; padded columns are zero in shared memory.
+#define ATTN_PAD16(d) ((((d) + 15) / 16) * 16)
+
+// log2(e): softmax runs in base 2, exp(x) = exp2(x * log2(e)), so the scale and log2(e)
+// fold into one multiply per score.
+#define ATTN_LOG2E 1.4426950408889634f
+#define ATTN_LN2 0.6931471805599453f
+#define ATTN_NEG_INF (-__int_as_float(0x7f800000))
+
+// ---- shared-memory layout ---------------------------------------------------------------
+
+// Offset (in halves) of 16-byte chunk `chunk` of row `row` in a tile whose rows hold
+// `cpr` chunks (cpr = padded head_dim / 8). The chunk index is XORed with a function of the
+// row so that the 8 rows an ldmatrix phase reads fall in 8 distinct bank groups. Only when
+// cpr is a power of two (otherwise the XOR could leave the row); other widths stay linear.
+__device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
+    int x = 0;
+    if ((cpr & (cpr - 1)) == 0) {
+        if (cpr >= 8)      x = row & 7;
+        else if (cpr == 4) x = (row >> 1) & 3;
+        else if (cpr == 2) x = (row >> 2) & 1;
+    }
+    return row * cpr * 8 + ((chunk ^ x) * 8);
+}
+
+// ---- inline PTX -------------------------------------------------------------------------
+
+__device__ __forceinline__ unsigned attn_smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes HBM -> shared memory, asynchronous; src_bytes = 0 writes zeros (ragged rows).
+__device__ __forceinline__ void attn_cp_async16(void* smem, const void* gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(attn_smem_addr(smem)), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void attn_cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+// Wait until at most `n` committed groups are still in flight.
+template <int n>
+__device__ __forceinline__ void attn_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(n));
+}
+
+// Four 8x8 b16 matrices; lane l supplies the address of row (l % 8) of matrix (l / 8) and
+// receives, from each matrix m, row (l / 4) elements 2 (l % 4), +1 in r[m].
+__device__ __forceinline__ void attn_ldmatrix_x4(unsigned r[4], const half* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(attn_smem_addr(p)));
+}
+// Same, transposed: from each matrix, column (l / 4), rows 2 (l % 4), +1.
+__device__ __forceinline__ void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(attn_smem_addr(p)));
+}
+
+// D = A B + D: A 16x16 fp16 (row), B 16x8 fp16 (col), D 16x8 fp32.
+__device__ __forceinline__ void attn_mma16816(float d[4], const unsigned a[4], unsigned b0,
+                                              unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned attn_pack_half2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+// ---- tile movement ----------------------------------------------------------------------
+
+// Issue the copy of rows [row0, row0 + ROWS) x head_dim `d` of a row-major (n_rows x d)
+// fp16 matrix into a swizzled ROWS x DPAD shared tile. Rows >= n_rows and columns >= d are
+// zero-filled. d must be a multiple of 8 (16-byte chunks). All threads of the CTA call it.
+template <int ROWS, int DPAD, int NTHREADS>
+__device__ __forceinline__ void attn_load_tile_async(half* tile, const half* mat, int row0,
+                                                     int n_rows, int d, int tid) {
+    constexpr int CPR = DPAD / 8;
+    for (int idx = tid; idx < ROWS * CPR; idx += NTHREADS) {
+        const int r = idx / CPR, ch = idx % CPR;
+        const int g = row0 + r;
+        const bool valid = g < n_rows && ch * 8 < d;
+        const half* src = valid ? mat + (long long)g * d + ch * 8 : mat;
+        attn_cp_async16(tile + attn_swizzle(r, ch, CPR), src, valid ? 16 : 0);
+    }
+}
+
+// Copy a swizzled ROWS x DPAD shared tile (fp16) to rows [row0, ..) of a row-major
+// (n_rows x d) matrix in HBM, skipping rows >= n_rows and padded columns. `lane`, `nlanes`:
+// the threads taking part (a warp storing its own rows, or the whole CTA).
+template <int ROWS, int DPAD>
+__device__ __forceinline__ void attn_store_tile(half* mat, const half* tile, int row0,
+                                                int n_rows, int d, int lane, int nlanes) {
+    constexpr int CPR = DPAD / 8;
+    for (int idx = lane; idx < ROWS * CPR; idx += nlanes) {
+        const int r = idx / CPR, ch = idx % CPR;
+        const int g = row0 + r;
+        if (g < n_rows && ch * 8 < d)
+            *reinterpret_cast<uint4*>(mat + (long long)g * d + ch * 8) =
+                *reinterpret_cast<const uint4*>(tile + attn_swizzle(r, ch, CPR));
+    }
+}
+
+// ---- warp-level FlashAttention tile step -------------------------------------------------
+
+// s[BK/8][4] = Q_w K_jᵀ for the warp's 16 rows (starting at tile row `wrow`) and the BK keys
+// of the shared tile k_s. C-fragment layout: s[n][0..1] row lane/4, keys 8n + 2(lane%4) +0/1;
+// s[n][2..3] the same keys for row lane/4 + 8.
+template <int BK, int DPAD>
+__device__ __forceinline__ void attn_warp_qk(float (*s)[4], const half* q_s, const half* k_s,
+                                             int wrow, int lane) {
+    constexpr int CPR = DPAD / 8;
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n)
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DPAD / 16; ++kk) {
+        unsigned a[4];
+        // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
+        const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
+        attn_ldmatrix_x4(a, q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
+#pragma unroll
+        for (int n = 0; n < BK / 16; ++n) {
+            unsigned b[4];
+            // B = Kᵀ: matrices (keys 0-7, k 0-7), (keys 0-7, k 8-15), (keys 8-15, k 0-7), ...
+            const int krow = n * 16 + (lane & 7) + (lane >> 4) * 8;
+            attn_ldmatrix_x4(b, k_s + attn_swizzle(krow, kk * 2 + ((lane >> 3) & 1), CPR));
+            attn_mma16816(s[2 * n], a, b[0], b[1]);
+            attn_mma16816(s[2 * n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// Mask scores in place: key `key0 + col` is hidden from query `q_row` when it is past the
+// end of the keys, or (causal, bottom-right aligned) when key > q_row + n_k - n_q.
+template <int BK>
+__device__ __forceinline__ void attn_warp_mask(float (*s)[4], int q_row0, int key0, int n_k,
+                                               int causal_shift, bool causal, int lane) {
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int key = key0 + n * 8 + 2 * (lane & 3) + (e & 1);
+            const int row = q_row0 + (lane >> 2) + (e >> 1) * 8;
+            if (key >= n_k || (causal && key > row + causal_shift)) s[n][e] = ATTN_NEG_INF;
+        }
+    }
+}
+
+// General window mask (flash-attn's window_size, bottom-right aligned): key j is visible to
+// query i iff j < n_k, j >= i + shift - window_left (when window_left >= 0) and
+// j <= i + shift + window_right (when window_right >= 0); shift = n_k - n_q. Causal is
+// window_right = 0; -1 means unbounded on that side.
+template <int BK>
+__device__ __forceinline__ void attn_warp_mask_window(float (*s)[4], int q_row0, int key0,
+                                                      int n_k, int shift, int window_left,
+                                                      int window_right, int lane) {
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int key = key0 + n * 8 + 2 * (lane & 3) + (e & 1);
+            const int row = q_row0 + (lane >> 2) + (e >> 1) * 8;
+            const bool hidden = key >= n_k
+                || (window_left >= 0 && key < row + shift - window_left)
+                || (window_right >= 0 && key > row + shift + window_right);
+            if (hidden) s[n][e] = ATTN_NEG_INF;
+        }
+    }
+}
+
+// True when tile rows [r0, r1) x keys [c0, c1) has an entry hidden by the window (or past n_k).
+__device__ __forceinline__ bool attn_tile_needs_mask(int r0, int r1, int c0, int c1, int n_k,
+                                                     int shift, int window_left, int window_right) {
+    if (c1 > n_k) return true;
+    if (window_right >= 0 && c1 - 1 > r0 + shift + window_right) return true;
+    if (window_left >= 0 && c0 < (r1 - 1) + shift - window_left) return true;
+    return false;
+}
+
+// Online-softmax update for the thread's two rows. Scores arrive unscaled; `scale_log2`
+// = softmax scale * log2(e). m[] holds running maxima of the scaled base-2 logits, l[] the
+// running sums (per thread: a partial sum over the keys this thread holds; the quad's
+// partial sums are added at the end). On return s holds P~ = exp2(x - m_new) and o is
+// rescaled by exp2(m_old - m_new).
+template <int BK, int DPAD>
+__device__ __forceinline__ void attn_warp_softmax(float (*s)[4], float (*o)[4], float m[2],
+                                                  float l[2], float scale_log2) {
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]) * scale_log2);
+        mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]) * scale_log2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {          // the 4 threads of a quad hold one row
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    }
+    float alpha[2], base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        // a row that has seen no visible key keeps max -inf: subtract 0 so exp2 gives 0, not NaN
+        base[r] = (mx[r] == ATTN_NEG_INF) ? 0.f : mx[r];
+        alpha[r] = exp2f(m[r] - base[r]);
+        m[r] = mx[r];
+        l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = e >> 1;
+            s[n][e] = exp2f(fmaf(s[n][e], scale_log2, -base[r]));
+            l[r] += s[n][e];
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < DPAD / 8; ++n) {
+        o[n][0] *= alpha[0]; o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1]; o[n][3] *= alpha[1];
+    }
+}
+
+// o[DPAD/8][4] += P V_j: P from the score registers (C layout reinterpreted as the A
+// layout of the next MMA, rounded to fp16), V from the shared tile v_s (B via ldmatrix.trans).
+template <int BK, int DPAD>
+__device__ __forceinline__ void attn_warp_pv(float (*o)[4], float (*s)[4], const half* v_s,
+                                             int lane) {
+    constexpr int CPR = DPAD / 8;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+        unsigned a[4];
+        a[0] = attn_pack_half2(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = attn_pack_half2(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = attn_pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = attn_pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int n = 0; n < DPAD / 16; ++n) {
+            unsigned b[4];
+            // B = V: matrices (keys 0-7, dims 0-7), (keys 8-15, dims 0-7), (keys 0-7, dims 8-15), ...
+            const int vrow = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            attn_ldmatrix_x4_trans(b, v_s + attn_swizzle(vrow, n * 2 + (lane >> 4), CPR));
+            attn_mma16816(o[2 * n], a, b[0], b[1]);
+            attn_mma16816(o[2 * n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// Sum the quad's partial row sums: after this every thread of the quad holds the full l.
+__device__ __forceinline__ void attn_quad_sum(float l[2]) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+}
+
+// Write the warp's normalized rows O = acc / l (fp16) into its own 16 rows of the swizzled
+// tile `dst_s` (rows wrow..wrow+15). Rows with l == 0 (no visible key) get zeros.
+template <int DPAD>
+__device__ __forceinline__ void attn_warp_o_to_smem(half* dst_s, float (*o)[4], const float l[2],
+                                                    int wrow, int lane) {
+    constexpr int CPR = DPAD / 8;
+    const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f;
+    const float inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
+    const int r0 = wrow + (lane >> 2);
+#pragma unroll
+    for (int n = 0; n < DPAD / 8; ++n) {
+        const int col = n * 8 + 2 * (lane & 3);      // even column inside chunk n
+        unsigned* p0 = reinterpret_cast<unsigned*>(dst_s + attn_swizzle(r0, n, CPR) + (col & 7));
+        unsigned* p1 = reinterpret_cast<unsigned*>(dst_s + attn_swizzle(r0 + 8, n, CPR) + (col & 7));
+        *p0 = attn_pack_half2(o[n][0] * inv0, o[n][1] * inv0);
+        *p1 = attn_pack_half2(o[n][2] * inv1, o[n][3] * inv1);
+    }
+}

@@ -1,0 +1,135 @@
+// flash2_fwd.cu — FlashAttention-2 forward (Dao 2023, arXiv 2307.08691, Algorithm 1), the
+// port of algorithms/flash2.py.
+//
+// What it does: O = softmax(scale · Q Kᵀ [+ causal mask]) V for fp16 Q, K, V of shape
+// (batch, heads, N, d) (K and V may have fewer heads: query head h reads kv head
+// h / KV_GROUP), plus the fp32 log-sum-exp of every row. One CTA per (Q row block, batch·head):
+// Q_i is loaded into shared memory once, K_j and V_j stream through shared memory, the
+// scores S_ij, probabilities P_ij and the un-normalized accumulator O_i stay in registers
+// (fp32) with an online softmax, and O_i / l_i and lse_i are written once at the end.
+// Causal masking is bottom-right aligned: key j is visible to query i iff j <= i + N_k - N_q;
+// K/V blocks entirely above the diagonal are never loaded; rows that see no key get O = 0
+// and lse = -inf. Ragged N (not a multiple of the blocks) is handled by zero-filled loads,
+// masked scores and skipped stores.
+//
+// Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports.py):
+//   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA; one warp per 16 rows, so the CTA has
+//               BLOCK_Q / 16 warps (BLOCK_Q in {16, 32, 64, 128}).
+//   BLOCK_K   = plan.block_k  (B_c): keys per K/V tile (a multiple of 16).
+//   HEAD_DIM  = d (a multiple of 8); the MMA k-step pads it to 16 with zero columns.
+// Shared memory (dynamic): Q_i, K_j, V_j tiles, (BLOCK_Q + 2 BLOCK_K) x HEAD_DIM x 2 bytes —
+// the plan's smem_bytes exactly when HEAD_DIM is a multiple of 16. K_j and V_j have one
+// buffer each (as in the plan): V_j's copy overlaps S = Q K_jᵀ and the softmax, K_{j+1}'s copy
+// overlaps the softmax and O += P V_j.
+// HBM traffic equals the simulator's count: Q once, K and V once per Q block (only the
+// visible blocks when causal), O once (fp16) and lse once (fp32).
+// Tensor cores: mma.sync.m16n8k16 (fp16 in, fp32 accumulate) with ldmatrix fragment loads —
+// the plan's tc_path "mma_sync".
+#include "attn_common.cuh"
+
+#ifndef BLOCK_Q
+#define BLOCK_Q 128
+#endif
+#ifndef BLOCK_K
+#define BLOCK_K 64
+#endif
+#ifndef HEAD_DIM
+#define HEAD_DIM 64
+#endif
+
+#define DPAD ATTN_PAD16(HEAD_DIM)
+#define NWARPS (BLOCK_Q / 16)
+#define NTHREADS (NWARPS * 32)
+
+static_assert(BLOCK_Q % 16 == 0 && BLOCK_Q <= 256, "BLOCK_Q must be a multiple of 16, <= 256");
+static_assert(BLOCK_K % 16 == 0, "BLOCK_K must be a multiple of 16");
+static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
+
+// Arguments:
+//   q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d): fp16, contiguous.
+//   o (B, H, n_q, d) fp16, lse (B, H, n_q) fp32: outputs.
+//   heads = H, kv_group = H / kv_heads, scale: softmax scale, causal: 0 or 1.
+// Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS; dynamic shared memory:
+// (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
+extern "C" __global__ void __launch_bounds__(NTHREADS)
+flash2_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
+           half* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
+           int kv_group, float scale, int causal) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    half* q_s = reinterpret_cast<half*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
+    half* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
+    half* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int r0 = blockIdx.x * BLOCK_Q;                       // first query row of the CTA
+    const int bh = blockIdx.y;                                 // batch * heads + head
+    const int kv_bh = (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
+    const half* q_h = q + (long long)bh * n_q * HEAD_DIM;
+    const half* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
+    const half* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
+
+    // Keys visible to the CTA's last row bound the K/V loop (causal: blocks above the
+    // diagonal are skipped, as the simulator's loop does).
+    const int r1 = min(r0 + BLOCK_Q, n_q);
+    const int shift = n_k - n_q;
+    const int key_end = causal ? max(0, min(n_k, r1 + shift)) : n_k;
+    const int n_blocks = (key_end + BLOCK_K - 1) / BLOCK_K;
+
+    // -- prologue: Q_i, K_0, V_0 -> SRAM (three commit groups) --
+    attn_load_tile_async<BLOCK_Q, DPAD, NTHREADS>(q_s, q_h, r0, n_q, HEAD_DIM, tid);
+    attn_cp_async_commit();
+    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, 0, n_k, HEAD_DIM, tid);
+    attn_cp_async_commit();
+    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, 0, n_k, HEAD_DIM, tid);
+    attn_cp_async_commit();
+
+    float acc[DPAD / 8][4];                                    // un-normalized O_i rows
+#pragma unroll
+    for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    const float scale_log2 = scale * ATTN_LOG2E;
+    const int wrow = warp * 16;                                // the warp's rows in the tile
+
+    for (int j = 0; j < n_blocks; ++j) {
+        const int c0 = j * BLOCK_K;
+        attn_cp_async_wait<1>();                               // Q_i and K_j have landed
+        __syncthreads();
+        float s[BLOCK_K / 8][4];
+        attn_warp_qk<BLOCK_K, DPAD>(s, q_s, k_s, wrow, lane);  // S = Q_i K_jᵀ
+        __syncthreads();                                       // every warp is done with K_j
+        if (j + 1 < n_blocks)
+            attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, c0 + BLOCK_K, n_k, HEAD_DIM, tid);
+        attn_cp_async_commit();                                // (possibly empty) group K_{j+1}
+        const bool ragged = c0 + BLOCK_K > n_k;
+        const bool partial = causal && (min(c0 + BLOCK_K, n_k) - 1 > r0 + shift);
+        if (ragged || partial)
+            attn_warp_mask<BLOCK_K>(s, r0 + wrow, c0, n_k, shift, causal != 0, lane);
+        // -- update m_i and l_i, P = exp(S - m), rescale the accumulator --
+        attn_warp_softmax<BLOCK_K, DPAD>(s, acc, m, l, scale_log2);
+        attn_cp_async_wait<1>();                               // V_j has landed
+        __syncthreads();
+        attn_warp_pv<BLOCK_K, DPAD>(acc, s, v_s, lane);        // O_i += P V_j
+        __syncthreads();                                       // every warp is done with V_j
+        if (j + 1 < n_blocks)
+            attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, c0 + BLOCK_K, n_k, HEAD_DIM, tid);
+        attn_cp_async_commit();                                // group V_{j+1}
+    }
+    attn_cp_async_wait<0>();
+    __syncthreads();                                           // Q_i landed even with no K/V block
+
+    // -- epilogue: O_i = acc / l, lse_i = m + log l; the warp reuses its own Q rows --
+    attn_quad_sum(l);
+    attn_warp_o_to_smem<DPAD>(q_s, acc, l, wrow, lane);
+    __syncwarp();
+    attn_store_tile<16, DPAD>(o + (long long)bh * n_q * HEAD_DIM, q_s + wrow * DPAD, r0 + wrow,
+                              n_q, HEAD_DIM, lane, 32);
+    if ((lane & 3) == 0) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = r0 + wrow + (lane >> 2) + r * 8;
+            if (row < n_q)
+                lse[(long long)bh * n_q + row] =
+                    l[r] > 0.f ? (m[r] + log2f(l[r])) * ATTN_LN2 : ATTN_NEG_INF;
+        }
+    }
+}

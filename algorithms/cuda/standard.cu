@@ -1,0 +1,254 @@
+// standard.cu — standard (unfused) attention, the port of algorithms/standard.py.
+//
+// What it does: the textbook three-step attention of the FlashAttention paper's Algorithm 0,
+// each step its own kernel with its result materialized in HBM:
+//   standard_scores   S = scale · Q Kᵀ            tiled tensor-core GEMM, S written in fp16
+//   standard_mask     S[i, j] = -inf where j > i + N_k - N_q   (causal, bottom-right aligned,
+//                     in place; launched only for causal workloads)
+//   standard_softmax  P = softmax(S) row by row   one CTA per row; the row is staged in
+//                     shared memory (N_k x 2 bytes), read once and P written once (fp16)
+//   standard_pv       O = P V                     tiled tensor-core GEMM, O written in fp16
+// S and P are (B·H, N_q, LD_S) fp16 with LD_S = N_k rounded up to a multiple of 8 (16-byte
+// rows for cp.async); the padding columns of P are written as zeros so the P V GEMM needs no
+// special case. That padding (< 8 columns) is the only traffic the simulator does not count.
+// The softmax kernel can also apply the causal mask itself (argument `causal`); the port
+// launches the separate mask kernel when the simulator's plan counts one, and passes
+// causal = 0 to the softmax then.
+//
+// Tile sizes (compile-time defines from algorithms/ports.py):
+//   TILE_M, TILE_N = output tile of a GEMM CTA (128 x 128 by default), TILE_K = depth of a
+//   shared-memory stage (32). Four warps in a 2 x 2 layout, each a (TILE_M/2) x (TILE_N/2)
+//   fp32 accumulator. Shared memory per GEMM CTA: 2 stages x (TILE_M + TILE_N) x TILE_K x 2 B.
+//   HEAD_DIM = d (a multiple of 8) fixes the row stride of Q, K, V and O.
+// Grid of a GEMM: (ceil(cols / TILE_N), ceil(rows / TILE_M), B·H); of the mask and softmax
+// kernels: (N_q, B·H) — one CTA per row, as the simulator counts a row-wise pass.
+// How it maps to the plan: the simulator's standard attention counts each of these launches
+// and its HBM traffic (Q, K read; S written; S read, P written; P, V read; O written); the
+// GEMM tiles only change how often a CTA re-reads Q/K/P/V tiles through L2, which the
+// simulator's unfused model does not charge to HBM (operands of a GEMM are read once).
+#include "attn_common.cuh"
+
+#ifndef TILE_M
+#define TILE_M 128
+#endif
+#ifndef TILE_N
+#define TILE_N 128
+#endif
+#ifndef TILE_K
+#define TILE_K 32
+#endif
+#ifndef HEAD_DIM
+#define HEAD_DIM 64
+#endif
+#ifndef SOFTMAX_THREADS
+#define SOFTMAX_THREADS 256
+#endif
+
+#define GEMM_THREADS 128
+#define WARP_M (TILE_M / 2)
+#define WARP_N (TILE_N / 2)
+
+static_assert(TILE_M % 32 == 0 && TILE_N % 32 == 0, "TILE_M, TILE_N: multiples of 32");
+static_assert(TILE_K % 16 == 0, "TILE_K: a multiple of 16");
+static_assert(HEAD_DIM % 8 == 0, "HEAD_DIM must be a multiple of 8");
+
+// One GEMM CTA: C[tile] = alpha · A B for A (M x K, row-major, leading dim lda) and
+// B either (N x K) row-major (B_TRANS: C = A Bᵀ, as Q Kᵀ) or (K x N) row-major (C = A B,
+// as P V). Rows/columns past M, N, K are zero-filled on load and skipped on store.
+// Two shared-memory stages: the copy of stage t+1 overlaps the MMAs of stage t.
+template <bool B_TRANS>
+__device__ __forceinline__ void gemm_cta(const half* a, int lda, const half* b, int ldb, half* c,
+                                         int ldc, int M, int N, int K, float alpha) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    constexpr int A_STAGE = TILE_M * TILE_K;
+    constexpr int B_STAGE = TILE_N * TILE_K;
+    half* a_s = reinterpret_cast<half*>(smem_raw);            // [2][TILE_M][TILE_K]
+    half* b_s = a_s + 2 * A_STAGE;                             // [2][TILE_N][TILE_K] or [2][TILE_K][TILE_N]
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const int wm = (warp >> 1) * WARP_M, wn = (warp & 1) * WARP_N;
+
+    // Issue the copies of k-slice [k0, k0 + TILE_K) into stage `st`.
+    auto load_stage = [&](int st, int k0) {
+        constexpr int CPR_A = TILE_K / 8;
+        for (int idx = tid; idx < TILE_M * CPR_A; idx += GEMM_THREADS) {
+            const int r = idx / CPR_A, ch = idx % CPR_A;
+            const int gr = m0 + r, gk = k0 + ch * 8;
+            const bool ok = gr < M && gk < K;
+            attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_A),
+                            ok ? a + (long long)gr * lda + gk : a, ok ? 16 : 0);
+        }
+        if (B_TRANS) {                                         // B tile: TILE_N rows of K
+            for (int idx = tid; idx < TILE_N * CPR_A; idx += GEMM_THREADS) {
+                const int r = idx / CPR_A, ch = idx % CPR_A;
+                const int gn = n0 + r, gk = k0 + ch * 8;
+                const bool ok = gn < N && gk < K;
+                attn_cp_async16(b_s + st * B_STAGE + attn_swizzle(r, ch, CPR_A),
+                                ok ? b + (long long)gn * ldb + gk : b, ok ? 16 : 0);
+            }
+        } else {                                               // B tile: TILE_K rows of N
+            constexpr int CPR_B = TILE_N / 8;
+            for (int idx = tid; idx < TILE_K * CPR_B; idx += GEMM_THREADS) {
+                const int r = idx / CPR_B, ch = idx % CPR_B;
+                const int gk = k0 + r, gn = n0 + ch * 8;
+                const bool ok = gk < K && gn < N;
+                attn_cp_async16(b_s + st * B_STAGE + attn_swizzle(r, ch, CPR_B),
+                                ok ? b + (long long)gk * ldb + gn : b, ok ? 16 : 0);
+            }
+        }
+        attn_cp_async_commit();
+    };
+
+    float acc[WARP_M / 16][WARP_N / 8][4];
+#pragma unroll
+    for (int i = 0; i < WARP_M / 16; ++i)
+#pragma unroll
+        for (int j = 0; j < WARP_N / 8; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+    const int n_k_tiles = (K + TILE_K - 1) / TILE_K;
+    load_stage(0, 0);
+    for (int t = 0; t < n_k_tiles; ++t) {
+        const int st = t & 1;
+        if (t + 1 < n_k_tiles) load_stage(st ^ 1, (t + 1) * TILE_K);
+        else attn_cp_async_commit();                           // keep the group count uniform
+        attn_cp_async_wait<1>();
+        __syncthreads();
+        const half* as = a_s + st * A_STAGE;
+        const half* bs = b_s + st * B_STAGE;
+#pragma unroll
+        for (int kk = 0; kk < TILE_K / 16; ++kk) {
+            unsigned af[WARP_M / 16][4];
+#pragma unroll
+            for (int i = 0; i < WARP_M / 16; ++i) {
+                const int r = wm + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                attn_ldmatrix_x4(af[i], as + attn_swizzle(r, kk * 2 + (lane >> 4), TILE_K / 8));
+            }
+#pragma unroll
+            for (int j = 0; j < WARP_N / 16; ++j) {
+                unsigned bf[4];
+                if (B_TRANS) {
+                    const int r = wn + j * 16 + (lane & 7) + (lane >> 4) * 8;
+                    attn_ldmatrix_x4(bf, bs + attn_swizzle(r, kk * 2 + ((lane >> 3) & 1), TILE_K / 8));
+                } else {
+                    const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                    attn_ldmatrix_x4_trans(bf, bs + attn_swizzle(r, (wn + j * 16) / 8 + (lane >> 4), TILE_N / 8));
+                }
+#pragma unroll
+                for (int i = 0; i < WARP_M / 16; ++i) {
+                    attn_mma16816(acc[i][2 * j], af[i], bf[0], bf[1]);
+                    attn_mma16816(acc[i][2 * j + 1], af[i], bf[2], bf[3]);
+                }
+            }
+        }
+        __syncthreads();                                       // stage st is free again
+    }
+    attn_cp_async_wait<0>();
+
+    // -- store C = alpha · acc in fp16, two adjacent columns per 32-bit store --
+#pragma unroll
+    for (int i = 0; i < WARP_M / 16; ++i) {
+#pragma unroll
+        for (int j = 0; j < WARP_N / 8; ++j) {
+            const int col = n0 + wn + j * 8 + 2 * (lane & 3);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = m0 + wm + i * 16 + (lane >> 2) + h * 8;
+                if (row >= M || col >= N) continue;
+                half* dst = c + (long long)row * ldc + col;
+                if (col + 1 < N)
+                    *reinterpret_cast<unsigned*>(dst) =
+                        attn_pack_half2(alpha * acc[i][j][2 * h], alpha * acc[i][j][2 * h + 1]);
+                else
+                    *dst = __float2half_rn(alpha * acc[i][j][2 * h]);
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ int kv_index(int bh, int heads, int kv_group) {
+    return (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
+}
+
+// S = scale · Q Kᵀ. q (B·H, n_q, d), k (B·H/kv_group, n_k, d), s (B·H, n_q, ld_s).
+// Grid (ceil(n_k / TILE_N), ceil(n_q / TILE_M), B·H), block GEMM_THREADS.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+standard_scores(const half* __restrict__ q, const half* __restrict__ k, half* __restrict__ s,
+                int n_q, int n_k, int ld_s, int heads, int kv_group, float scale) {
+    const int bh = blockIdx.z;
+    gemm_cta<true>(q + (long long)bh * n_q * HEAD_DIM, HEAD_DIM,
+                   k + (long long)kv_index(bh, heads, kv_group) * n_k * HEAD_DIM, HEAD_DIM,
+                   s + (long long)bh * n_q * ld_s, ld_s, n_q, n_k, HEAD_DIM, scale);
+}
+
+// O = P V. p (B·H, n_q, ld_s) with zero padding columns, v (B·H/kv_group, n_k, d),
+// o (B·H, n_q, d). Grid (ceil(d / TILE_N), ceil(n_q / TILE_M), B·H).
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+standard_pv(const half* __restrict__ p, const half* __restrict__ v, half* __restrict__ o,
+            int n_q, int n_k, int ld_s, int heads, int kv_group) {
+    const int bh = blockIdx.z;
+    // K dimension = n_k: chunks reaching into the zero padding of P are harmless, V rows
+    // past n_k are zero-filled
+    gemm_cta<false>(p + (long long)bh * n_q * ld_s, ld_s,
+                    v + (long long)kv_index(bh, heads, kv_group) * n_k * HEAD_DIM, HEAD_DIM,
+                    o + (long long)bh * n_q * HEAD_DIM, HEAD_DIM, n_q, HEAD_DIM, n_k, 1.f);
+}
+
+// Causal mask in place: S[i, j] = -inf for j > i + n_k - n_q. Grid (n_q, B·H); only the
+// masked tail of each row is touched, but the simulator counts the whole row read and
+// written (a separate elementwise pass over S) — see algorithms/standard.py.
+extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
+standard_mask(half* __restrict__ s, int n_q, int n_k, int ld_s) {
+    const int row = blockIdx.x;
+    half* srow = s + ((long long)blockIdx.y * n_q + row) * ld_s;
+    const int first_hidden = max(0, row + n_k - n_q + 1);
+    for (int j = first_hidden + threadIdx.x; j < n_k; j += SOFTMAX_THREADS)
+        srow[j] = __float2half_rn(ATTN_NEG_INF);
+}
+
+// Block-wide reduction of one float (max or sum) through shared memory.
+template <bool IS_MAX>
+__device__ __forceinline__ float block_reduce(float x, float* red) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float y = __shfl_xor_sync(0xffffffffu, x, off);
+        x = IS_MAX ? fmaxf(x, y) : x + y;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();                                           // red[] free from a previous use
+    if (lane == 0) red[warp] = x;
+    __syncthreads();
+    x = IS_MAX ? ATTN_NEG_INF : 0.f;
+    for (int w = 0; w < SOFTMAX_THREADS / 32; ++w) x = IS_MAX ? fmaxf(x, red[w]) : x + red[w];
+    return x;
+}
+
+// P = softmax(S) along each row, fp16 in and out; the row (n_k halves) is staged in dynamic
+// shared memory so S is read from HBM once. causal = 1 also applies the mask (when the
+// separate mask kernel is not launched). A fully masked row gives P = 0. Grid (n_q, B·H).
+extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
+standard_softmax(const half* __restrict__ s, half* __restrict__ p, int n_q, int n_k, int ld_s,
+                 int causal) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    half* row_s = reinterpret_cast<half*>(smem_raw);           // n_k halves
+    __shared__ float red[SOFTMAX_THREADS / 32];
+    const int row = blockIdx.x;
+    const long long off = ((long long)blockIdx.y * n_q + row) * ld_s;
+    const int visible = causal ? max(0, min(n_k, row + n_k - n_q + 1)) : n_k;
+
+    float mx = ATTN_NEG_INF;
+    for (int j = threadIdx.x; j < n_k; j += SOFTMAX_THREADS) {  // S row: HBM -> SRAM, once
+        const half x = s[off + j];
+        row_s[j] = x;
+        if (j < visible) mx = fmaxf(mx, __half2float(x));
+    }
+    mx = block_reduce<true>(mx, red);
+    const float base = mx == ATTN_NEG_INF ? 0.f : mx;
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < visible; j += SOFTMAX_THREADS)
+        sum += __expf(__half2float(row_s[j]) - base);
+    sum = block_reduce<false>(sum, red);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int j = threadIdx.x; j < ld_s; j += SOFTMAX_THREADS) // P row: SRAM -> HBM, once
+        p[off + j] = __float2half_rn(j < visible ? __expf(__half2float(row_s[j]) - base) * inv : 0.f);
+}
