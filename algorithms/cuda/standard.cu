@@ -3,17 +3,17 @@
 // What it does: the textbook three-step attention of the FlashAttention paper's Algorithm 0,
 // each step its own kernel with its result materialized in HBM:
 //   standard_scores   S = scale · Q Kᵀ            tiled tensor-core GEMM, S written in fp16
-//   standard_mask     S[i, j] = -inf where j > i + N_k - N_q   (causal, bottom-right aligned,
-//                     in place; launched only for causal workloads)
+//   standard_mask     S = where(mask, S, -inf) with a materialized boolean causal mask
+//                     (bottom-right aligned: j <= i + N_k - N_q), in place; causal only
 //   standard_softmax  P = softmax(S) row by row   one CTA per row; the row is staged in
 //                     shared memory (N_k x 2 bytes), read once and P written once (fp16)
 //   standard_pv       O = P V                     tiled tensor-core GEMM, O written in fp16
 // S and P are (B·H, N_q, LD_S) fp16 with LD_S = N_k rounded up to a multiple of 8 (16-byte
 // rows for cp.async); the padding columns of P are written as zeros so the P V GEMM needs no
 // special case. That padding (< 8 columns) is the only traffic the simulator does not count.
-// The softmax kernel can also apply the causal mask itself (argument `causal`); the port
-// launches the separate mask kernel when the simulator's plan counts one, and passes
-// causal = 0 to the softmax then.
+// The softmax kernel can also apply the causal mask itself (argument `causal`, a fused
+// variant); the port follows the simulator, which counts a separate mask kernel, so it
+// launches standard_mask and passes causal = 0 to the softmax.
 //
 // Tile sizes (compile-time defines from algorithms/ports.py):
 //   TILE_M, TILE_N = output tile of a GEMM CTA (128 x 128 by default), TILE_K = depth of a
@@ -194,16 +194,21 @@ standard_pv(const half* __restrict__ p, const half* __restrict__ v, half* __rest
                     o + (long long)bh * n_q * HEAD_DIM, HEAD_DIM, n_q, HEAD_DIM, n_k, 1.f);
 }
 
-// Causal mask in place: S[i, j] = -inf for j > i + n_k - n_q. Grid (n_q, B·H); only the
-// masked tail of each row is touched, but the simulator counts the whole row read and
-// written (a separate elementwise pass over S) — see algorithms/standard.py.
+// Causal mask in place, as a framework's masked_fill with a materialized boolean mask:
+// S[i, j] = allowed[i, j] ? S[i, j] : -inf. Every entry of the row of S is read and written
+// and the row of the (N_q x N_k, one byte per entry, shared by all heads) mask is read —
+// the traffic algorithms/standard.py counts for its ``mask`` kernel. Grid (N_q, B·H).
 extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-standard_mask(half* __restrict__ s, int n_q, int n_k, int ld_s) {
+standard_mask(half* __restrict__ s, const unsigned char* __restrict__ allowed, int n_q, int n_k,
+              int ld_s) {
     const int row = blockIdx.x;
     half* srow = s + ((long long)blockIdx.y * n_q + row) * ld_s;
-    const int first_hidden = max(0, row + n_k - n_q + 1);
-    for (int j = first_hidden + threadIdx.x; j < n_k; j += SOFTMAX_THREADS)
-        srow[j] = __float2half_rn(ATTN_NEG_INF);
+    const unsigned char* mrow = allowed + (long long)row * n_k;
+    const half neg_inf = __float2half_rn(ATTN_NEG_INF);
+    for (int j = threadIdx.x; j < n_k; j += SOFTMAX_THREADS) {
+        const half x = srow[j];
+        srow[j] = mrow[j] ? x : neg_inf;
+    }
 }
 
 // Block-wide reduction of one float (max or sum) through shared memory.
@@ -229,8 +234,8 @@ __device__ __forceinline__ float block_reduce(float x, float* red) {
 extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
 standard_softmax(const half* __restrict__ s, half* __restrict__ p, int n_q, int n_k, int ld_s,
                  int causal) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    half* row_s = reinterpret_cast<half*>(smem_raw);           // n_k halves
+    extern __shared__ __align__(128) unsigned char softmax_raw[];
+    half* row_s = reinterpret_cast<half*>(softmax_raw);           // n_k halves
     __shared__ float red[SOFTMAX_THREADS / 32];
     const int row = blockIdx.x;
     const long long off = ((long long)blockIdx.y * n_q + row) * ld_s;
