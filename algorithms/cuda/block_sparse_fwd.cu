@@ -9,9 +9,12 @@
 //   numbers of row block i in increasing order, at block_idx[block_ptr[l][i] ..
 //   block_ptr[l][i + 1]). L = 1 (one layout shared by every head, layout_per_head = 0) or
 //   B·H (layout_per_head = 1).
-// Inside the visited blocks an element mask can refine the pattern: a sliding window
-// (window_left, window_right as in flash-attn, -1 = unbounded; causal is window_right = 0),
-// bottom-right aligned like the causal mask. Blocks absent from the layout are never loaded,
+// Tiles flagged in tile_partial[] (one byte per CSR entry) apply an element mask: a sliding
+// window (window_left, window_right as in flash-attn, -1 = unbounded; causal is
+// window_right = 0, bottom-right aligned like the causal mask) and, when elem_mask is not
+// null, a boolean (N_q x N_k, shared by all heads) mask read from HBM for those tiles only —
+// the patterns the simulator builds from indices (strided, BigBird's random blocks...). The
+// simulator computes such masks on chip, so elem_mask reads are traffic it does not count. Blocks absent from the layout are never loaded,
 // so the HBM traffic is Q and O once and K, V once per (row block, listed block) — the
 // count Proposition 4 bounds by Θ(Nd + N²d²M⁻¹ s).
 //
@@ -32,6 +35,23 @@
 #endif
 
 #define DPAD ATTN_PAD16(HEAD_DIM)
+
+// Scores of keys the boolean element mask hides (or past n_k) -> -inf.
+template <int BK>
+__device__ __forceinline__ void warp_mask_elements(float (*s)[4], const unsigned char* elem_mask,
+                                                   int q_row0, int key0, int n_q, int n_k,
+                                                   int lane) {
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int key = key0 + n * 8 + 2 * (lane & 3) + (e & 1);
+            const int row = q_row0 + (lane >> 2) + (e >> 1) * 8;
+            if (key >= n_k || row >= n_q || !elem_mask[(long long)row * n_k + key])
+                s[n][e] = ATTN_NEG_INF;
+        }
+    }
+}
 #define NWARPS (BLOCK_Q / 16)
 #define NTHREADS (NWARPS * 32)
 
@@ -39,13 +59,15 @@ static_assert(BLOCK_Q % 16 == 0 && BLOCK_Q <= 256, "BLOCK_Q must be a multiple o
 static_assert(BLOCK_K % 16 == 0, "BLOCK_K must be a multiple of 16");
 static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
 
-// Arguments: as flash2_fwd, plus the CSR layout (block_ptr, block_idx, layout_per_head)
-// and the element window (window_left, window_right).
+// Arguments: as flash2_fwd, plus the CSR layout (block_ptr, block_idx, layout_per_head),
+// the partial-tile flags (tile_partial, per CSR entry), the optional element mask and the
+// element window (window_left, window_right).
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 block_sparse_fwd(const half* __restrict__ q, const half* __restrict__ k,
                  const half* __restrict__ v, half* __restrict__ o, float* __restrict__ lse,
                  const int* __restrict__ block_ptr, const int* __restrict__ block_idx,
-                 int layout_per_head, int n_q, int n_k, int heads, int kv_group, float scale,
+                 const unsigned char* __restrict__ tile_partial,
+                 const unsigned char* __restrict__ elem_mask, int layout_per_head, int n_q, int n_k, int heads, int kv_group, float scale,
                  int window_left, int window_right) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     half* q_s = reinterpret_cast<half*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
@@ -54,7 +76,7 @@ block_sparse_fwd(const half* __restrict__ q, const half* __restrict__ k,
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int t_r = gridDim.x, i = blockIdx.x;
-    const int r0 = i * BLOCK_Q, r1 = min(r0 + BLOCK_Q, n_q);
+    const int r0 = i * BLOCK_Q;
     const int bh = blockIdx.y;
     const int kv_bh = (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
     const half* q_h = q + (long long)bh * n_q * HEAD_DIM;
@@ -91,9 +113,12 @@ block_sparse_fwd(const half* __restrict__ q, const half* __restrict__ k,
         if (j + 1 < n_blocks)
             attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, c_next, n_k, HEAD_DIM, tid);
         attn_cp_async_commit();
-        if (attn_tile_needs_mask(r0, r1, c0, c0 + BLOCK_K, n_k, shift, window_left, window_right))
+        if (tile_partial[first + j] || c0 + BLOCK_K > n_k) {
             attn_warp_mask_window<BLOCK_K>(s, r0 + wrow, c0, n_k, shift, window_left,
                                            window_right, lane);
+            if (elem_mask != nullptr)
+                warp_mask_elements<BLOCK_K>(s, elem_mask, r0 + wrow, c0, n_q, n_k, lane);
+        }
         attn_warp_softmax<BLOCK_K, DPAD>(s, acc, m, l, scale_log2);
         attn_cp_async_wait<1>();                               // V_j has landed
         __syncthreads();

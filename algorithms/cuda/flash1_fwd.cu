@@ -48,16 +48,17 @@
 static_assert(BQ_PAD <= 256, "BLOCK_Q must be <= 256");
 static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
 
-// Line 2: O = 0 (fp16), ℓ = 0, m = -inf (fp32). Grid (ceil(n_q / INIT_THREADS), B·H).
+// Line 2: O = 0 (fp16), ℓ = 0, m = -inf (fp32). Grid (B·H): one CTA per head, as the
+// simulator's ``flash1_init`` kernel.
 extern "C" __global__ void __launch_bounds__(INIT_THREADS)
 flash1_init(half* __restrict__ o, float* __restrict__ l, float* __restrict__ m, int n_q) {
-    const int row = blockIdx.x * INIT_THREADS + threadIdx.x;
-    if (row >= n_q) return;
-    const long long r = (long long)blockIdx.y * n_q + row;
-    l[r] = 0.f;
-    m[r] = ATTN_NEG_INF;
-    for (int c = 0; c < HEAD_DIM; c += 8)
-        *reinterpret_cast<uint4*>(o + r * HEAD_DIM + c) = make_uint4(0u, 0u, 0u, 0u);
+    for (int row = threadIdx.x; row < n_q; row += INIT_THREADS) {
+        const long long r = (long long)blockIdx.x * n_q + row;
+        l[r] = 0.f;
+        m[r] = ATTN_NEG_INF;
+        for (int c = 0; c < HEAD_DIM; c += 8)
+            *reinterpret_cast<uint4*>(o + r * HEAD_DIM + c) = make_uint4(0u, 0u, 0u, 0u);
+    }
 }
 
 // Arguments: q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d), o (B, H, n_q, d): fp16;

@@ -1,0 +1,432 @@
+"""GPU ports declared as data: the CUDA launches each simulated algorithm becomes.
+
+For every ported algorithm, a function ``(wl, plan, extra) -> PortLaunches`` lists the
+kernel launches of its CUDA port (``algorithms/cuda/*.cu``): source file, kernel name, grid,
+block, dynamic shared memory, ``-D`` defines and the tensors each launch reads and writes.
+Everything is derived from the simulator's plan, so the port's tiles *are* the plan's
+tiles (``BLOCK_Q == plan.block_q``...) and its grid has the CTAs the Recorder counts
+(``Launch.sim_kernel`` names the simulated kernel a launch stands for); tests check both.
+
+Nothing here imports CuPy (``algorithms`` never does): ``attnsim.gpu`` compiles and launches
+these declarations when a device is present.
+
+Conventions shared by every port: fp16 storage (the ports use fp16 tensor-core MMAs),
+head_dim a multiple of 8 (16-byte rows for ``cp.async``) and at most 256, tensors
+(batch, heads, seq, head_dim) contiguous; kv head = h // (heads / kv_heads). A workload a
+port cannot run raises ``PortUnsupported`` with the reason, before anything is compiled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from algorithms.common import cdiv
+
+CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+COMMON_HEADER = "attn_common.cuh"
+
+
+class PortUnsupported(ValueError):
+    """The port cannot run this workload/plan (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A device tensor of a port.
+
+    Attributes:
+        shape: element shape.
+        dtype: "fp16", "fp32", "int32" or "uint8".
+        role: "input" (q, k, v: fp16 copies of the simulator's inputs), "const" (small host
+            data in ``data``: block layouts, masks), "output" (compared with the CPU result),
+            "work" (scratch in HBM: S, P, partial results, running statistics).
+        fill: initial value of an output/work tensor (None: left uninitialized).
+    """
+    shape: tuple
+    dtype: str
+    role: str
+    fill: float | None = None
+    data: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A by-value kernel argument: ``ctype`` is "int" or "float"."""
+    value: float
+    ctype: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch.
+
+    Attributes:
+        source: file name under ``algorithms/cuda``.
+        kernel: its ``extern "C"`` name.
+        grid, block: launch dimensions (x, y, z).
+        smem_bytes: dynamic shared memory per CTA.
+        defines: compile-time ``-D`` values (tile sizes); one compiled module per distinct set.
+        args: the kernel's arguments in order: tensor names (str) or ``Scalar``.
+        sim_kernel: the simulated kernel (``KernelRecord.name``) this launch stands for.
+    """
+    source: str
+    kernel: str
+    grid: tuple
+    block: tuple
+    smem_bytes: int
+    defines: dict
+    args: tuple
+    sim_kernel: str | None
+
+    @property
+    def ctas(self) -> int:
+        return int(np.prod(self.grid))
+
+    @property
+    def inputs(self) -> list[str]:
+        return [a for a in self.args if isinstance(a, str)]
+
+
+@dataclass(frozen=True)
+class PortLaunches:
+    """Everything needed to run one algorithm's port on one workload."""
+    algorithm: str
+    tensors: dict
+    launches: tuple
+    output: str = "o"
+    notes: tuple = ()
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted({l.source for l in self.launches})
+
+
+# ---- shared checks and tensors -------------------------------------------------------------
+
+def pad16(d: int) -> int:
+    return cdiv(d, 16) * 16
+
+
+def round_up(x: int, m: int) -> int:
+    return cdiv(x, m) * m
+
+
+def check_common(name: str, wl) -> None:
+    if wl.dtype != "fp16":
+        raise PortUnsupported(f"the {name} port runs fp16 (mma.sync f16 inputs); the workload "
+                              f"is {wl.dtype}: use --dtype fp16")
+    if wl.head_dim % 8 or wl.head_dim > 256:
+        raise PortUnsupported(f"the {name} port needs head_dim a multiple of 8 and <= 256 "
+                              f"(16-byte rows for cp.async); got {wl.head_dim}")
+    if not wl.has_forward or wl.passes != "fwd":
+        raise PortUnsupported(f"the {name} port runs the forward pass only; got --pass {wl.passes}")
+
+
+def qkv_tensors(wl) -> dict:
+    b, h, g, d = wl.batch, wl.heads, wl.kv_heads, wl.head_dim
+    return {"q": Tensor((b, h, wl.seq_q, d), "fp16", "input"),
+            "k": Tensor((b, g, wl.seq_k, d), "fp16", "input"),
+            "v": Tensor((b, g, wl.seq_k, d), "fp16", "input")}
+
+
+def out_tensor(wl, fill=None) -> Tensor:
+    return Tensor((wl.batch, wl.heads, wl.seq_q, wl.head_dim), "fp16", "output", fill)
+
+
+def stats_tensor(wl, role="output", fill=None) -> Tensor:
+    return Tensor((wl.batch, wl.heads, wl.seq_q), "fp32", role, fill)
+
+
+def head_args(wl) -> tuple:
+    """n_q, n_k, heads, kv_group, scale."""
+    return (Scalar(wl.seq_q, "int"), Scalar(wl.seq_k, "int"), Scalar(wl.heads, "int"),
+            Scalar(wl.heads // wl.kv_heads, "int"), Scalar(wl.scale, "float"))
+
+
+def flash_tile_smem(block_q: int, block_k: int, d: int) -> int:
+    """Q_i, K_j, V_j fp16 tiles, head_dim padded to the MMA k-step."""
+    return (block_q + 2 * block_k) * pad16(d) * 2
+
+
+def check_mma_tiles(name: str, block_q: int, block_k: int) -> None:
+    if block_q % 16 or block_k % 16 or block_q > 256:
+        raise PortUnsupported(f"the {name} port needs block_q, block_k multiples of 16 "
+                              f"(m16n8k16 MMAs) and block_q <= 256; the plan has "
+                              f"{block_q} x {block_k}")
+
+
+# ---- standard ------------------------------------------------------------------------------
+
+def standard_port(wl, plan, extra=None) -> PortLaunches:
+    check_common("standard", wl)
+    tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
+    if tm % 32 or tn % 32 or tk % 16:
+        raise PortUnsupported(f"the standard port's GEMM (2 x 2 warps of m16n8k16) needs "
+                              f"tile_m, tile_n multiples of 32 and tile_k of 16; the plan has "
+                              f"{tm} x {tn} x {tk}")
+    if plan.softmax_passes != 1:
+        raise PortUnsupported(f"the standard port's softmax stages a whole row in shared "
+                              f"memory; N_k = {wl.seq_k} needs the simulator's two-pass "
+                              f"softmax, which is not ported")
+    nq, nk, d, bh = wl.seq_q, wl.seq_k, wl.head_dim, wl.batch * wl.heads
+    ld_s = round_up(nk, 8)
+    defines = {"TILE_M": tm, "TILE_N": tn, "TILE_K": tk, "HEAD_DIM": d}
+    gemm_smem = 2 * (tm + tn) * tk * 2                 # two stages of A and B chunks
+    n_q, n_k, heads, group, scale = head_args(wl)
+    tensors = {**qkv_tensors(wl),
+               "s": Tensor((bh, nq, ld_s), "fp16", "work"),
+               "p": Tensor((bh, nq, ld_s), "fp16", "work"),
+               "o": out_tensor(wl)}
+    launches = [Launch("standard.cu", "standard_scores", (cdiv(nk, tn), cdiv(nq, tm), bh),
+                       (128, 1, 1), gemm_smem, defines,
+                       ("q", "k", "s", n_q, n_k, Scalar(ld_s, "int"), heads, group, scale),
+                       "qk_gemm")]
+    if wl.causal:
+        from attnsim.reference import causal_mask
+        tensors["allowed"] = Tensor((nq, nk), "uint8", "const",
+                                    data=causal_mask(nq, nk).astype(np.uint8))
+        launches.append(Launch("standard.cu", "standard_mask", (nq, bh, 1), (256, 1, 1), 0,
+                               defines, ("s", "allowed", n_q, n_k, Scalar(ld_s, "int")), "mask"))
+    launches.append(Launch("standard.cu", "standard_softmax", (nq, bh, 1), (256, 1, 1),
+                           plan.softmax_chunk * 2, defines,
+                           ("s", "p", n_q, n_k, Scalar(ld_s, "int"), Scalar(0, "int")),
+                           "softmax"))
+    launches.append(Launch("standard.cu", "standard_pv", (cdiv(d, tn), cdiv(nq, tm), bh),
+                           (128, 1, 1), gemm_smem, defines,
+                           ("p", "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
+                           "pv_gemm"))
+    return PortLaunches("standard", tensors, tuple(launches),
+                        notes=(f"S and P rows padded to {ld_s} columns (16-byte rows)",))
+
+
+# ---- flash2 --------------------------------------------------------------------------------
+
+def flash2_port(wl, plan, extra=None) -> PortLaunches:
+    check_common("flash2", wl)
+    bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
+    check_mma_tiles("flash2", bq, bk)
+    launch = Launch("flash2_fwd.cu", "flash2_fwd", (cdiv(wl.seq_q, bq), wl.batch * wl.heads, 1),
+                    (bq // 16 * 32, 1, 1), flash_tile_smem(bq, bk, d),
+                    {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d},
+                    ("q", "k", "v", "o", "lse", *head_args(wl), Scalar(int(wl.causal), "int")),
+                    "flash2_fwd")
+    tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
+    return PortLaunches("flash2", tensors, (launch,))
+
+
+# ---- flash1 --------------------------------------------------------------------------------
+
+FLASH1_SUB_K = 32      # keys of S_ij computed at a time in registers (flash1_fwd.cu SUB_K)
+
+
+def flash1_port(wl, plan, extra=None) -> PortLaunches:
+    check_common("flash1", wl)
+    bq, bk, d, bh = plan.block_q, plan.block_k, wl.head_dim, wl.batch * wl.heads
+    bq_pad, bk_pad = round_up(bq, 16), round_up(bk, FLASH1_SUB_K)
+    if bq_pad > 256:
+        raise PortUnsupported(f"the flash1 port runs one warp per 16 rows of B_r, at most 16 "
+                              f"warps; the plan's B_r = {bq}")
+    defines = {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d}
+    tensors = {**qkv_tensors(wl), "o": out_tensor(wl),
+               "l": stats_tensor(wl, "work"), "m": stats_tensor(wl, "work")}
+    init = Launch("flash1_fwd.cu", "flash1_init", (bh, 1, 1), (256, 1, 1), 0, defines,
+                  ("o", "l", "m", Scalar(wl.seq_q, "int")), "flash1_init")
+    fwd = Launch("flash1_fwd.cu", "flash1_fwd", (bh, 1, 1), (bq_pad // 16 * 32, 1, 1),
+                 (bq_pad + 2 * bk_pad) * pad16(d) * 2, defines,
+                 ("q", "k", "v", "o", "l", "m", *head_args(wl), Scalar(int(wl.causal), "int")),
+                 "flash1_fwd")
+    return PortLaunches("flash1", tensors, (init, fwd),
+                        notes=(f"K_j/V_j tiles padded to {bk_pad} rows; S_ij in registers",))
+
+
+# ---- block-sparse family (block_sparse, local, sparse_transformer, longformer, bigbird) ----
+
+def tile_layout_from_mask(mask: np.ndarray, block_q: int, block_k: int):
+    """(row_ptr, cols, partial) of the tiles of a boolean (N_q, N_k) mask that hold an
+    attended pair; ``partial`` marks tiles that also hold a hidden pair."""
+    nq, nk = mask.shape
+    tr, tc = cdiv(nq, block_q), cdiv(nk, block_k)
+    padded = np.zeros((tr * block_q, tc * block_k), dtype=bool)
+    padded[:nq, :nk] = mask
+    valid = np.zeros_like(padded)
+    valid[:nq, :nk] = True
+    tiles = padded.reshape(tr, block_q, tc, block_k)
+    any_on = tiles.any(axis=(1, 3))
+    all_on = (tiles | ~valid.reshape(tr, block_q, tc, block_k)).all(axis=(1, 3))
+    rows, cols = np.nonzero(any_on)
+    row_ptr = np.zeros(tr + 1, dtype=np.int64)
+    np.add.at(row_ptr, rows + 1, 1)
+    return np.cumsum(row_ptr), cols, ~all_on[rows, cols]
+
+
+def block_sparse_family_port(name: str):
+    def port(wl, plan, extra=None) -> PortLaunches:
+        check_common(name, wl)
+        bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
+        check_mma_tiles(name, bq, bk)
+        window = (-1, 0) if wl.causal else (-1, -1)
+        tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
+        module_layout = getattr(_module(name), "layout", None)
+        if name == "block_sparse" and module_layout is not None:
+            # the block mask is the pattern; inside listed tiles only the causal mask applies
+            lay = module_layout(wl, plan)
+            row_ptr, cols, partial = lay.row_ptr, lay.cols, lay.partial
+            elem = None
+        else:
+            mask = (extra or {}).get("mask")
+            if mask is None:
+                raise PortUnsupported(f"the {name} port takes its tiles from the element mask "
+                                      f"the simulator records in executed mode; run it "
+                                      f"executed (not --count-only)")
+            mask = np.asarray(mask, dtype=bool)
+            row_ptr, cols, partial = tile_layout_from_mask(mask, bq, bk)
+            elem = "elem_mask"
+            tensors[elem] = Tensor(mask.shape, "uint8", "const", data=mask.astype(np.uint8))
+        tensors["block_ptr"] = Tensor((len(row_ptr),), "int32", "const",
+                                      data=np.asarray(row_ptr, dtype=np.int32))
+        tensors["block_idx"] = Tensor((max(1, len(cols)),), "int32", "const",
+                                      data=np.resize(np.asarray(cols, dtype=np.int32), max(1, len(cols))))
+        tensors["tile_partial"] = Tensor((max(1, len(cols)),), "uint8", "const",
+                                         data=np.resize(np.asarray(partial, dtype=np.uint8),
+                                                        max(1, len(cols))))
+        n_q, n_k, heads, group, scale = head_args(wl)
+        launch = Launch("block_sparse_fwd.cu", "block_sparse_fwd",
+                        (cdiv(wl.seq_q, bq), wl.batch * wl.heads, 1), (bq // 16 * 32, 1, 1),
+                        flash_tile_smem(bq, bk, d), {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d},
+                        ("q", "k", "v", "o", "lse", "block_ptr", "block_idx", "tile_partial",
+                         elem, Scalar(0, "int"), n_q, n_k, heads, group, scale,
+                         Scalar(window[0], "int"), Scalar(window[1], "int")),
+                        f"{name}_fwd")
+        return PortLaunches(name, tensors, (launch,),
+                            notes=() if elem is None else
+                            ("partial tiles read the element mask from HBM (not counted)",))
+    port.__name__ = f"{name}_port"
+    return port
+
+
+# ---- linear (elu + 1, non-causal) ----------------------------------------------------------
+
+LINEAR_THREADS = 256
+
+
+def linear_port(wl, plan, extra=None) -> PortLaunches:
+    check_common("linear", wl)
+    if wl.causal:
+        raise PortUnsupported("the linear port is non-causal (state then apply); the causal "
+                              "chunked recurrence is not ported")
+    if getattr(plan, "kind", "elu") != "elu" or wl.head_dim > 128:
+        raise PortUnsupported("the linear port computes φ = elu + 1 with head_dim <= 128")
+    block, d, bh = plan.block, wl.head_dim, wl.batch * wl.heads
+    defines = {"CHUNK": block, "ROWS": block, "HEAD_DIM": d}
+    tensors = {**qkv_tensors(wl), "o": out_tensor(wl),
+               "state": Tensor((bh, d, d), "fp32", "work", 0.0),
+               "z": Tensor((bh, d), "fp32", "work", 0.0)}
+    state = Launch("linear_attn.cu", "linear_kv_state", (1, bh, 1), (LINEAR_THREADS, 1, 1),
+                   2 * block * d * 4, defines,
+                   ("k", "v", "state", "z", Scalar(wl.seq_k, "int"), Scalar(wl.heads, "int"),
+                    Scalar(wl.heads // wl.kv_heads, "int")), "linear_state")
+    apply = Launch("linear_attn.cu", "linear_apply", (cdiv(wl.seq_q, block), bh, 1),
+                   (LINEAR_THREADS, 1, 1), (d * d + d + block * d + block) * 4, defines,
+                   ("q", "state", "z", "o", Scalar(wl.seq_q, "int"), Scalar(0.0, "float")),
+                   "linear_apply")
+    return PortLaunches("linear", tensors, (state, apply))
+
+
+# ---- gqa decode (split-KV) -----------------------------------------------------------------
+
+DECODE_MAX_ROWS = 128
+
+
+def gqa_decode_port(wl, plan, extra=None) -> PortLaunches:
+    """Split-KV decoding. Reads ``plan.block_k`` and ``plan.num_splits`` (the number of
+    chunks the cache is split into)."""
+    check_common("gqa", wl)
+    block_k = getattr(plan, "block_k", None)
+    splits = getattr(plan, "num_splits", None)
+    if block_k is None or splits is None:
+        raise PortUnsupported("the gqa decode port needs a plan with block_k and num_splits")
+    if block_k % 16:
+        raise PortUnsupported(f"the gqa port needs block_k a multiple of 16; got {block_k}")
+    group = wl.heads // wl.kv_heads
+    rows = min(DECODE_MAX_ROWS, round_up(group * wl.seq_q, 16))
+    split_keys = round_up(cdiv(wl.seq_k, splits), block_k)
+    splits = cdiv(wl.seq_k, split_keys)
+    d, bh = wl.head_dim, wl.batch * wl.heads
+    row_blocks = cdiv(group * wl.seq_q, rows)
+    defines = {"BLOCK_Q": rows, "BLOCK_K": block_k, "HEAD_DIM": d}
+    tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl),
+               "o_part": Tensor((bh, splits, wl.seq_q, d), "fp32", "work"),
+               "lse_part": Tensor((bh, splits, wl.seq_q), "fp32", "work")}
+    n_q, n_k, heads, grp, scale = head_args(wl)
+    split = Launch("gqa_decode.cu", "gqa_decode_split",
+                   (splits, wl.batch * wl.kv_heads * row_blocks, 1), (rows // 16 * 32, 1, 1),
+                   flash_tile_smem(rows, block_k, d), defines,
+                   ("q", "k", "v", "o_part", "lse_part", n_q, n_k, heads, grp,
+                    Scalar(split_keys, "int"), scale, Scalar(int(wl.causal), "int")),
+                   "gqa_decode_split")
+    combine = Launch("gqa_decode.cu", "gqa_decode_combine", (wl.seq_q, bh, 1),
+                     (round_up(d, 32), 1, 1), 0, defines,
+                     ("o_part", "lse_part", "o", "lse", n_q, Scalar(splits, "int")),
+                     "gqa_decode_combine")
+    return PortLaunches("gqa", tensors, (split, combine))
+
+
+# ---- the registry of ports -----------------------------------------------------------------
+
+PORTS = {
+    "standard": standard_port,
+    "flash2": flash2_port,
+    "flash1": flash1_port,
+    "block_sparse": block_sparse_family_port("block_sparse"),
+    "local": block_sparse_family_port("local"),
+    "sparse_transformer": block_sparse_family_port("sparse_transformer"),
+    "longformer": block_sparse_family_port("longformer"),
+    "bigbird": block_sparse_family_port("bigbird"),
+    "gqa": gqa_decode_port,
+    "linear": linear_port,
+}
+
+
+def _module(name: str):
+    from algorithms.registry import get_algorithm
+    return get_algorithm(name)
+
+
+def ported_algorithms() -> list[str]:
+    """Ported algorithms that are registered in this build, in the order of ``PORTS``."""
+    from algorithms.registry import algorithm_names
+    registered = set(algorithm_names())
+    return [name for name in PORTS if name in registered]
+
+
+def port_launches(name: str, wl, plan, extra: dict | None = None, gpu=None) -> PortLaunches:
+    """The launches of ``name``'s port for this workload and plan.
+
+    ``extra``: the simulation's ``rec.info`` (sparse patterns' element mask). ``gpu``: when
+    given, launches whose shared memory exceeds its per-block limit raise PortUnsupported.
+    """
+    if name not in PORTS:
+        raise PortUnsupported(f"{name} has no GPU port; ported: {', '.join(PORTS)}")
+    port = PORTS[name](wl, plan, extra)
+    if gpu is not None:
+        for launch in port.launches:
+            if launch.smem_bytes > gpu.smem_bytes_per_block:
+                raise PortUnsupported(
+                    f"{name}: kernel {launch.kernel} needs {launch.smem_bytes:,} bytes of shared "
+                    f"memory per block, more than {gpu.full_name}'s "
+                    f"{gpu.smem_bytes_per_block:,}")
+    return port
+
+
+def source_path(source: str) -> Path:
+    return CUDA_DIR / source
+
+
+def tile_defines_in_header(source: str) -> list[str]:
+    """Names of the -D defines a .cu source documents in its header comment."""
+    text = source_path(source).read_text()
+    header = text.split("#include", 1)[0]
+    return [name for name in ("BLOCK_Q", "BLOCK_K", "HEAD_DIM", "TILE_M", "TILE_N", "TILE_K",
+                              "CHUNK", "ROWS") if name in header]

@@ -1,0 +1,338 @@
+"""The GPU backend: compile the declared CUDA ports, run them on the simulator's inputs, check
+them against the CPU result and time them with CUDA events.
+
+CuPy is optional (``pip install 'attnsim[gpu]'``). Without it, or without a device,
+``gpu_available()`` says why and nothing here touches CUDA; the rest of attnsim works.
+
+Pipeline for one algorithm on one workload (``run_port``):
+
+1. ``algorithms.ports.port_launches`` turns the simulator's plan into launches (source,
+   kernel, grid, block, shared memory, ``-D`` tile defines, tensors);
+2. each (source, defines, arch) is compiled once by NVRTC through ``cupy.RawModule``
+   (``-std=c++17``; CuPy adds ``-arch=sm_<cc>`` of the current device itself — NVRTC rejects
+   a second ``-arch`` option, cupy/cupy#3292 — and the arch is part of our cache key);
+   ``#include "attn_common.cuh"`` is inlined so the cache key covers the header too;
+3. the launches run once on fp16 copies of the simulator's inputs and the output is compared
+   with the CPU result (relative Frobenius error, target < 2e-3 for fp16);
+4. timing: warm-up launches, then ``repeats`` timed runs, each between its own pair of CUDA
+   events, rotating among several copies of the inputs whose total size exceeds twice the L2
+   cache, so that a run does not find its inputs in L2; the median is reported.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from algorithms import ports
+from hwmodels.gpus import GPUS, GPU
+
+# ---- availability and device identification --------------------------------------------------
+
+_cupy = None
+_cupy_error: str | None = None
+
+
+def _import_cupy():
+    """The cupy module, or None (the reason kept for ``gpu_available``)."""
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            import cupy
+            _cupy = cupy
+        except Exception as err:          # ImportError, or a broken CUDA install
+            _cupy_error = (f"CuPy is not importable ({type(err).__name__}: {err}); "
+                           f"install it with: pip install 'attnsim[gpu]'")
+    return _cupy
+
+
+def gpu_available() -> tuple[bool, str]:
+    """(True, device description) when CuPy and a CUDA device are usable, else (False, why)."""
+    cp = _import_cupy()
+    if cp is None:
+        return False, _cupy_error
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as err:
+        return False, f"CuPy found no usable CUDA driver/device ({type(err).__name__}: {err})"
+    if n < 1:
+        return False, "CuPy is installed but no CUDA device is visible"
+    info = device_info()
+    return True, f"{info.name} (sm_{info.arch}, {info.sm_count} SMs)"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    arch: str                   # "90" for compute capability 9.0
+    sm_count: int
+    memory_bytes: int
+    l2_bytes: int
+    smem_bytes_per_block_optin: int
+
+
+def device_info() -> DeviceInfo:
+    cp = _import_cupy()
+    dev = cp.cuda.Device()
+    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return DeviceInfo(name=name, arch=f"{props['major']}{props['minor']}",
+                      sm_count=int(props["multiProcessorCount"]),
+                      memory_bytes=int(props["totalGlobalMem"]),
+                      l2_bytes=int(props["l2CacheSize"]),
+                      smem_bytes_per_block_optin=int(props.get("sharedMemPerBlockOptin",
+                                                               props["sharedMemPerBlock"])))
+
+
+def match_gpu_model(name: str, sm_count: int, memory_bytes: int) -> tuple[GPU, str | None]:
+    """The built-in GPU model of a device, and a warning when it is only the closest one.
+
+    Matches the product name first (H200, H100 PCIe/SXM, A100 40/80 GB); an unknown device
+    gets the model with the nearest SM count, with a warning saying so.
+    """
+    upper = name.upper()
+    gib = memory_bytes / 2**30
+    if "H200" in upper:
+        return GPUS["h200"], None
+    if "H100" in upper:
+        return (GPUS["h100-pcie"], None) if "PCIE" in upper else (GPUS["h100-sxm"], None)
+    if "A100" in upper:
+        return (GPUS["a100-80gb"], None) if gib > 60 else (GPUS["a100-40gb"], None)
+    closest = min(GPUS.values(), key=lambda g: (abs(g.sm_count - sm_count), g.name))
+    return closest, (f"no built-in model for {name!r} ({sm_count} SMs); predictions use the "
+                     f"closest by SM count, {closest.name} ({closest.sm_count} SMs) — pass "
+                     f"--hw NAME or a .toml file for a better match")
+
+
+def detect_gpu_model() -> tuple[GPU, str | None]:
+    info = device_info()
+    return match_gpu_model(info.name, info.sm_count, info.memory_bytes)
+
+
+# ---- compilation -----------------------------------------------------------------------------
+
+_INCLUDE_LINE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
+_modules: dict = {}
+
+
+def load_source(source: str) -> str:
+    """The .cu text with its local ``#include "..."`` headers inlined (once each)."""
+    seen: set[str] = set()
+
+    def inline(match):
+        header = match.group(1)
+        if header in seen:
+            return ""
+        seen.add(header)
+        return _INCLUDE_LINE.sub(inline, ports.source_path(header).read_text())
+
+    return _INCLUDE_LINE.sub(inline, ports.source_path(source).read_text())
+
+
+def compile_options(defines: dict) -> tuple[str, ...]:
+    opts = ["-std=c++17"] + [f"-D{k}={int(v)}" for k, v in sorted(defines.items())]
+    cuda_path = getattr(_import_cupy().cuda, "get_cuda_path", lambda: None)()
+    if cuda_path:
+        opts.append(f"-I{cuda_path}/include")   # cuda_fp16.h for NVRTC
+    return tuple(opts)
+
+
+def get_module(source: str, defines: dict):
+    """The compiled ``cupy.RawModule`` of (source, defines, device arch), built once."""
+    cp = _import_cupy()
+    key = (source, tuple(sorted(defines.items())), device_info().arch)
+    if key not in _modules:
+        _modules[key] = cp.RawModule(code=load_source(source), options=compile_options(defines))
+    return _modules[key]
+
+
+def get_kernel(launch: ports.Launch):
+    kernel = get_module(launch.source, launch.defines).get_function(launch.kernel)
+    if launch.smem_bytes > 48 * 1024:        # above 48 KiB a kernel must opt in
+        kernel.max_dynamic_shared_size_bytes = launch.smem_bytes
+    return kernel
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+_DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "uint8": np.uint8}
+
+
+def _device_tensors(spec: ports.PortLaunches, host_inputs) -> dict:
+    """CuPy arrays for every tensor of the port (inputs as fp16 copies of ``host_inputs``)."""
+    cp = _import_cupy()
+    out = {}
+    for name, t in spec.tensors.items():
+        if t.role == "input":
+            out[name] = cp.asarray(np.ascontiguousarray(getattr(host_inputs, name), np.float16))
+        elif t.role == "const":
+            out[name] = cp.asarray(np.ascontiguousarray(t.data, _DTYPES[t.dtype]))
+        else:
+            out[name] = cp.empty(t.shape, dtype=_DTYPES[t.dtype])
+    return out
+
+
+def _refill(spec: ports.PortLaunches, tensors: dict) -> None:
+    for name, t in spec.tensors.items():
+        if t.role in ("output", "work") and t.fill is not None:
+            tensors[name].fill(t.fill)
+
+
+def _args(launch: ports.Launch, tensors: dict) -> tuple:
+    args = []
+    for a in launch.args:
+        if a is None:
+            args.append(np.uint64(0))                       # a null pointer
+        elif isinstance(a, str):
+            args.append(tensors[a])
+        elif a.ctype == "int":
+            args.append(np.int32(a.value))
+        else:
+            args.append(np.float32(a.value))
+    return tuple(args)
+
+
+def _launch_all(spec: ports.PortLaunches, kernels: list, tensors: dict) -> None:
+    for launch, kernel in zip(spec.launches, kernels):
+        kernel(launch.grid, launch.block, _args(launch, tensors), shared_mem=launch.smem_bytes)
+
+
+@dataclass
+class PortRun:
+    """What one port run measured.
+
+    Attributes:
+        median_s: median time of the launches (all kernels of the port), seconds.
+        times_s: every timed repeat.
+        rel_error: relative Frobenius error of the output against ``reference``'s output
+            (None when no reference was given).
+        output: the port's output, float32 on the host (when ``keep_output``).
+        copies: input copies rotated through while timing.
+    """
+    algorithm: str
+    median_s: float
+    times_s: list
+    rel_error: float | None
+    copies: int
+    notes: tuple = ()
+    output: np.ndarray | None = field(default=None, repr=False)
+
+
+def input_copies(spec: ports.PortLaunches, l2_bytes: int, max_copies: int = 16) -> int:
+    """Copies of the inputs so that one pass over all of them exceeds twice the L2 size."""
+    per_copy = sum(int(np.prod(t.shape)) * np.dtype(_DTYPES[t.dtype]).itemsize
+                   for t in spec.tensors.values() if t.role in ("input", "const"))
+    return int(min(max_copies, max(2, -(-2 * l2_bytes // max(1, per_copy)))))
+
+
+def run_port(spec: ports.PortLaunches, host_inputs, reference: np.ndarray | None = None, *,
+             warmup: int = 3, repeats: int = 30, keep_output: bool = False) -> PortRun:
+    """Run the port once for correctness, then time it. ``reference``: the CPU output."""
+    cp = _import_cupy()
+    from attnsim.reference import relative_error
+    kernels = [get_kernel(l) for l in spec.launches]
+    sets = [_device_tensors(spec, host_inputs)]
+    _refill(spec, sets[0])
+    _launch_all(spec, kernels, sets[0])
+    cp.cuda.Device().synchronize()
+    out = cp.asnumpy(sets[0][spec.output]).astype(np.float32)
+    err = relative_error(out, reference) if reference is not None else None
+    # further copies share the outputs/work buffers, not the inputs
+    n = input_copies(spec, device_info().l2_bytes)
+    for _ in range(n - 1):
+        extra = {k: (cp.copy(v) if spec.tensors[k].role in ("input", "const") else v)
+                 for k, v in sets[0].items()}
+        sets.append(extra)
+    for i in range(warmup):
+        _refill(spec, sets[i % n])
+        _launch_all(spec, kernels, sets[i % n])
+    times = []
+    for i in range(repeats):
+        tensors = sets[i % n]
+        _refill(spec, tensors)
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        _launch_all(spec, kernels, tensors)
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
+    return PortRun(algorithm=spec.algorithm, median_s=statistics.median(times), times_s=times,
+                   rel_error=err, copies=n, notes=spec.notes,
+                   output=out if keep_output else None)
+
+
+# ---- device reference and PyTorch SDPA ----------------------------------------------------------
+
+def device_reference(wl, host_inputs) -> np.ndarray:
+    """Exact softmax attention in float32 on the device (for sizes the CPU cannot afford),
+    head by head; bottom-right aligned causal mask, as ``attnsim.reference``."""
+    cp = _import_cupy()
+    group = wl.heads // wl.kv_heads
+    out = np.empty((wl.batch, wl.heads, wl.seq_q, wl.head_dim), dtype=np.float32)
+    visible = None
+    if wl.causal:
+        i = cp.arange(wl.seq_q)[:, None]
+        j = cp.arange(wl.seq_k)[None, :]
+        visible = j <= i + (wl.seq_k - wl.seq_q)
+    for b in range(wl.batch):
+        for h in range(wl.heads):
+            q = cp.asarray(host_inputs.q[b, h], dtype=cp.float32)
+            k = cp.asarray(host_inputs.k[b, h // group], dtype=cp.float32)
+            v = cp.asarray(host_inputs.v[b, h // group], dtype=cp.float32)
+            s = (q @ k.T) * np.float32(wl.scale)
+            if visible is not None:
+                s = cp.where(visible, s, -cp.inf)
+            m = s.max(axis=1, keepdims=True)
+            m = cp.where(cp.isfinite(m), m, 0)
+            p = cp.exp(s - m)
+            l = p.sum(axis=1, keepdims=True)
+            out[b, h] = cp.asnumpy((p @ v) / cp.where(l > 0, l, 1))
+    return out
+
+
+def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> tuple[float | None, str]:
+    """Median time of ``torch.nn.functional.scaled_dot_product_attention`` on the workload,
+    or (None, why not)."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except Exception as err:
+        return None, f"PyTorch not importable ({type(err).__name__})"
+    if not torch.cuda.is_available():
+        return None, "PyTorch has no CUDA device"
+    if wl.causal and wl.seq_q != wl.seq_k:
+        return None, "SDPA's is_causal is top-left aligned for N_q != N_k"
+    group = wl.heads // wl.kv_heads
+    dev = torch.device("cuda")
+
+    def copy():
+        q = torch.as_tensor(host_inputs.q, dtype=torch.float16, device=dev)
+        k = torch.as_tensor(host_inputs.k, dtype=torch.float16, device=dev)
+        v = torch.as_tensor(host_inputs.v, dtype=torch.float16, device=dev)
+        if group > 1:                                         # plain expansion, any torch version
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return q, k, v
+
+    per_copy = 2 * (host_inputs.q.size + 2 * host_inputs.k.size * group)
+    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
+    sets = [copy() for _ in range(int(min(16, max(2, -(-2 * l2 // per_copy)))))]
+    run = lambda s: F.scaled_dot_product_attention(*s, is_causal=wl.causal, scale=wl.scale)
+    for i in range(warmup):
+        run(sets[i % len(sets)])
+    times = []
+    for i in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run(sets[i % len(sets)])
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    return statistics.median(times), f"torch {torch.__version__}"
+
+
+def warn_once(message: str | None) -> None:
+    if message:
+        warnings.warn(message, stacklevel=2)

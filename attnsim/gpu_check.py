@@ -1,0 +1,226 @@
+"""``attnsim gpu-check``: run the CUDA ports on the local GPU and set measured against predicted.
+
+For each ported algorithm and each N of a sweep: the measured time of the port (median over
+repeats, inputs rotated past L2), the time the simulator predicts for the same workload on the
+matching GPU model (``simulate(..., compute=False).time.predicted_s``), their ratio, the
+measured TFLOP/s (simulator-counted matmul FLOPs / measured time), the effective HBM bandwidth
+(simulator-counted HBM bytes / measured time), the port's error against the CPU result, and,
+where PyTorch with CUDA is importable, the time of ``scaled_dot_product_attention``.
+
+Without CuPy or a device it prints one line saying the checks were skipped and why, and
+exits 0: the checks are optional, not a failure.
+
+This is a CLI-level module (like ``attnsim.cli``): ``report_section`` builds a
+``reports.document.Section`` for ``attnsim report``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from algorithms import ports
+from algorithms.base import check_options
+from algorithms.registry import get_algorithm
+from attnsim import gpu as backend
+from attnsim.inputs import make_inputs
+from attnsim.reference import relative_error
+from attnsim.simulate import simulate
+from attnsim.workload import Workload
+from hwmodels.gpus import get_gpu
+
+DEFAULT_SEQS = (1024, 2048, 4096, 8192)
+DEFAULT_WORKLOAD = Workload(batch=4, heads=16, seq_q=1024, head_dim=64)
+CPU_CHECK_MAX_N = 1024          # above this the CPU executed run is too slow: device fp32 reference
+# Ports whose output is plain softmax attention, checkable against the device's dense reference
+DENSE_EXACT = ("standard", "flash1", "flash2", "gqa")
+FP16_TARGET = 2e-3              # issue 7: each port matches the CPU result to rel. error < 2e-3
+
+COLUMNS = (("algorithm", "algorithm"), ("seq", "N"), ("measured_s", "measured"),
+           ("predicted_s", "predicted"), ("ratio", "pred/meas"), ("tflops", "TFLOP/s"),
+           ("hbm_gbs", "HBM GB/s"), ("rel_error", "rel. error"), ("error_vs", "vs"),
+           ("sdpa_s", "SDPA"), ("note", "note"))
+
+
+def skip_message(reason: str) -> str:
+    return f"attnsim gpu-check: GPU checks skipped: {reason}"
+
+
+# ---- one measurement ---------------------------------------------------------------------------
+
+def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int = CPU_CHECK_MAX_N,
+              sdpa: bool = True, seed: int = 0) -> dict:
+    """Measure one algorithm's port on one workload; a dict with the COLUMNS keys (values
+    None where not measured, ``note`` saying why)."""
+    row = {key: None for key, _ in COLUMNS}
+    row.update(algorithm=name, seq=wl.seq_q, note="")
+    module = get_algorithm(name)
+    opts = check_options(module.INFO, {})
+    try:
+        plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **opts)
+        sim = simulate(name, wl, gpu, compute=False)
+    except ValueError as err:
+        row["note"] = f"not simulated: {err}"
+        return row
+    row["predicted_s"] = sim.time.predicted_s
+    inputs = make_inputs(wl, seed)
+    reference, extra = None, {}
+    if wl.seq_q <= cpu_max_n and wl.seq_k <= cpu_max_n:
+        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
+        reference, extra, row["error_vs"] = cpu.outputs["o"], cpu.extra, "cpu"
+    try:
+        spec = ports.port_launches(name, wl, plan, extra, gpu=gpu)
+    except ports.PortUnsupported as err:
+        row["note"] = f"port skipped: {err}"
+        return row
+    if reference is None and name in DENSE_EXACT:
+        reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
+    run = backend.run_port(spec, inputs, reference, repeats=repeats)
+    t = run.median_s
+    row.update(measured_s=t, ratio=sim.time.predicted_s / t,
+               tflops=sim.counts["matmul_flops"] / t / 1e12, hbm_gbs=sim.hbm_bytes / t / 1e9,
+               rel_error=run.rel_error)
+    notes = list(run.notes)
+    if run.rel_error is not None and run.rel_error >= FP16_TARGET:
+        notes.append(f"error above the {FP16_TARGET:g} target")
+    if sdpa and module.INFO.exact:
+        row["sdpa_s"], why = backend.torch_sdpa_time(wl, inputs, repeats=repeats)
+        if row["sdpa_s"] is None:
+            notes.append(f"no SDPA: {why}")
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def check_rows(gpu, base: Workload, seqs, algorithms, **kw) -> list[dict]:
+    rows = []
+    for name in algorithms:
+        for n in seqs:
+            rows.append(check_one(name, base.replace(seq_q=n, seq_k=n), gpu, **kw))
+    return rows
+
+
+def resolve_model(hw: str):
+    """(GPU model, warning or None): ``auto`` matches the device, otherwise a name/TOML path."""
+    if hw == "auto":
+        return backend.detect_gpu_model()
+    return get_gpu(hw), None
+
+
+def gpu_section_rows(gpu_name: str = "auto", base: Workload = DEFAULT_WORKLOAD,
+                     seqs=DEFAULT_SEQS, algorithms=None, **kw) -> list[dict]:
+    """The check rows for the report, or [] when no device (or CuPy) is available."""
+    ok, _ = backend.gpu_available()
+    if not ok:
+        return []
+    gpu, _ = resolve_model(gpu_name)
+    return check_rows(gpu, base, seqs, algorithms or ports.ported_algorithms(), **kw)
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+
+def _fmt(key, value):
+    if value is None:
+        return "—"
+    if key in ("measured_s", "predicted_s", "sdpa_s"):
+        return f"{value * 1e3:.3f} ms"
+    if key == "ratio":
+        return f"{value:.2f}"
+    if key in ("tflops", "hbm_gbs"):
+        return f"{value:.1f}"
+    if key == "rel_error":
+        return f"{value:.1e}"
+    return str(value)
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = [title for _, title in COLUMNS]
+    return headers, [[_fmt(key, r[key]) for key, _ in COLUMNS] for r in rows]
+
+
+def render(rows: list[dict], fmt: str, header: dict) -> str:
+    if fmt == "json":
+        return json.dumps({**header, "rows": rows}, indent=2, default=float)
+    from tabulate import tabulate
+    headers, body = table_rows(rows)
+    lines = [f"device: {header['device']}; model: {header['model']}; workload: "
+             f"{header['workload']}"]
+    if header.get("warning"):
+        lines.append(f"warning: {header['warning']}")
+    lines.append(tabulate(body, headers=headers,
+                          tablefmt="github" if fmt == "markdown" else "simple",
+                          disable_numparse=True))
+    return "\n".join(lines) + "\n"
+
+
+def report_section(gpu):
+    """(Section, data) for ``attnsim report`` when a device is present, else None."""
+    ok, device = backend.gpu_available()
+    if not ok:
+        return None
+    from reports.document import Section, Table
+    rows = check_rows(gpu, DEFAULT_WORKLOAD, DEFAULT_SEQS, ports.ported_algorithms())
+    headers, body = table_rows(rows)
+    table = Table(key="gpu_check", title="", headers=headers, rows=body, records=rows)
+    text = (f"Measured on {device} with the CUDA ports (algorithms/cuda), against this report's "
+            f"predictions for {gpu.full_name}; workload {DEFAULT_WORKLOAD.describe()}, N swept.")
+    return Section("Measured on this GPU", paragraphs=[text], tables=[table]), {
+        "device": device, "model": gpu.name, "rows": rows}
+
+
+# ---- the subcommand ------------------------------------------------------------------------------
+
+def cmd_gpu_check(a) -> int:
+    names = [n.strip().lower().replace("-", "_") for n in a.algorithms] or ports.ported_algorithms()
+    unknown = [n for n in names if n not in ports.ported_algorithms()]
+    if unknown:                       # a typo is an error even where the checks would be skipped
+        raise ValueError(f"no GPU port for {', '.join(unknown)}; ported: "
+                         f"{', '.join(ports.ported_algorithms())}")
+    ok, device = backend.gpu_available()
+    if not ok:
+        print(skip_message(device))
+        return 0
+    gpu, warning = resolve_model(a.hw)
+    base = Workload(batch=a.batch, heads=a.heads, kv_heads=a.kv_heads, seq_q=a.seq[0],
+                    head_dim=a.head_dim, causal=a.causal)
+    rows = check_rows(gpu, base, a.seq, names, repeats=a.repeats, cpu_max_n=a.cpu_check_max_n,
+                      sdpa=not a.no_sdpa)
+    header = {"device": device, "model": gpu.name, "warning": warning,
+              "workload": base.describe().replace(f"N={base.seq_q}", "N swept")}
+    text = render(rows, a.format, header)
+    if a.output:
+        with open(a.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``gpu-check`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "gpu-check", help="run the CUDA ports on this GPU: measured vs predicted",
+        description="Run the CUDA ports of the algorithms on the local GPU (CuPy) and compare "
+                    "measured times with the simulator's predictions. Skipped, with exit "
+                    "status 0, when CuPy or a CUDA device is missing.")
+    p.add_argument("algorithms", nargs="*", metavar="ALGOS",
+                   help=f"ported algorithms (default: all): {', '.join(ports.PORTS)}")
+    p.add_argument("--hw", default="auto",
+                   help="GPU model for the predictions: auto (match the device) or a name/.toml")
+    p.add_argument("--seq", type=int, nargs="+", default=list(DEFAULT_SEQS),
+                   help="sequence lengths N to sweep")
+    p.add_argument("--batch", type=int, default=DEFAULT_WORKLOAD.batch)
+    p.add_argument("--heads", type=int, default=DEFAULT_WORKLOAD.heads)
+    p.add_argument("--kv-heads", type=int, default=None)
+    p.add_argument("--head-dim", type=int, default=DEFAULT_WORKLOAD.head_dim)
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
+    p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
+                   help="largest N checked against the CPU simulation (above: a float32 "
+                        "reference on the device)")
+    p.add_argument("--no-sdpa", action="store_true", help="do not time PyTorch SDPA")
+    p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
+    p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_gpu_check)
+    return p
