@@ -1,0 +1,275 @@
+"""The GPU ports declared as data (algorithms/ports.py), checked on the CPU.
+
+Launch grids equal the CTAs the simulator's Recorder counts, tile defines equal the plan's
+tiles, shared memory fits the GPU, every declared kernel exists in its .cu file with the
+argument list the declaration passes, the sources compile with nvcc (when present), and
+gpu-check without a device says it skipped and exits 0.
+"""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from algorithms import ports
+from algorithms.base import check_options
+from algorithms.registry import get_algorithm
+from attnsim import gpu as backend
+from attnsim import gpu_check
+from attnsim.simulate import simulate
+from hwmodels.gpus import GPUS, get_gpu
+from port_cases import DENSE_PORTS, GPU_MODELS, SHAPES, case_id, workload
+
+
+def plan_of(name, wl, gpu):
+    module = get_algorithm(name)
+    return module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, {}))
+
+
+def plan_or_skip(name, wl, gpu):
+    try:
+        return plan_of(name, wl, gpu)
+    except ValueError as err:                 # e.g. flash1's Algorithm-1 tiles at d = 128 on A100
+        pytest.skip(f"the simulator does not plan this case: {err}")
+
+
+def expected_defines(name, plan, d):
+    """The tile defines a port must compile with, read off the plan."""
+    if name == "standard":
+        return {"TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
+                "TILE_K": plan.gemm_tile_k, "HEAD_DIM": d}
+    return {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
+
+
+# ---- declarations vs plans -------------------------------------------------------------------
+
+@pytest.mark.parametrize("gpu_name", GPU_MODELS)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
+@pytest.mark.parametrize("name", DENSE_PORTS)
+def test_launches_match_the_simulated_kernels(name, shape, gpu_name):
+    gpu, wl = get_gpu(gpu_name), workload(shape)
+    plan = plan_or_skip(name, wl, gpu)
+    spec = ports.port_launches(name, wl, plan, gpu=gpu)
+    sim = simulate(name, wl, gpu, compute=False)
+    simulated = {k.name: k.ctas for k in sim.kernels}
+    launched = {l.sim_kernel: l.ctas for l in spec.launches}
+    assert launched == simulated                       # same kernels, same CTA counts
+    for launch in spec.launches:
+        assert launch.defines == expected_defines(name, plan, wl.head_dim)
+        assert 0 <= launch.smem_bytes <= gpu.smem_bytes_per_block
+        assert np.prod(launch.block) <= 1024 and np.prod(launch.block) % 32 == 0
+
+
+def test_flash2_grid_and_smem_are_the_plans():
+    """Derived by hand: B_r x B_c tiles, one CTA per (Q block, head), (B_r + 2 B_c) d e bytes."""
+    gpu, wl = get_gpu("h100-sxm"), workload((2, 4, 2, 1000, 1000, 64, False))
+    plan = plan_of("flash2", wl, gpu)
+    (launch,) = ports.port_launches("flash2", wl, plan).launches
+    assert launch.grid == (-(-1000 // plan.block_q), 2 * 4, 1)
+    assert launch.smem_bytes == plan.smem_bytes == (plan.block_q + 2 * plan.block_k) * 64 * 2
+    assert launch.block == (plan.block_q // 16 * 32, 1, 1)
+
+
+def test_standard_mask_is_launched_only_when_causal():
+    gpu = get_gpu("h100-sxm")
+    for causal in (False, True):
+        wl = workload((1, 2, 2, 97, 97, 64, causal))
+        spec = ports.port_launches("standard", wl, plan_of("standard", wl, gpu))
+        kernels = [l.kernel for l in spec.launches]
+        assert ("standard_mask" in kernels) == causal
+        if causal:
+            allowed = spec.tensors["allowed"].data
+            i, j = np.nonzero(allowed == 0)
+            assert np.all(j > i) and allowed.sum() == 97 * 98 // 2
+
+
+@pytest.mark.parametrize("wl_change, words", [
+    ({"dtype": "bf16"}, "fp16"),
+    ({"head_dim": 36}, "multiple of 8"),
+    ({"head_dim": 264}, "<= 256"),
+])
+def test_unsupported_workloads_say_why(wl_change, words):
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[0]).replace(**wl_change)
+    for name in DENSE_PORTS:
+        try:
+            plan = plan_of(name, wl, gpu)
+        except ValueError:
+            continue                                   # the simulator itself refuses it
+        with pytest.raises(ports.PortUnsupported, match=words):
+            ports.port_launches(name, wl, plan)
+
+
+def test_unknown_port_is_refused():
+    with pytest.raises(ports.PortUnsupported, match="no GPU port"):
+        ports.port_launches("flash9", workload(SHAPES[0]), None)
+
+
+def test_smem_over_the_gpu_limit_is_refused():
+    wl = workload(SHAPES[0])
+    plan = plan_of("flash2", wl, get_gpu("h100-sxm"))
+    tiny = get_gpu("h100-sxm").replace(smem_bytes_per_block=1024)
+    with pytest.raises(ports.PortUnsupported, match="shared"):
+        ports.port_launches("flash2", wl, plan, gpu=tiny)
+
+
+def test_tile_layout_from_mask_matches_a_brute_force_count():
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 50)) < 0.05
+    mask[:16, :16] = True                              # one full tile
+    row_ptr, cols, partial = ports.tile_layout_from_mask(mask, 16, 16)
+    expect = []
+    for i in range(3):
+        for j in range(4):
+            tile = mask[16 * i:16 * i + 16, 16 * j:16 * j + 16]
+            if tile.any():
+                expect.append((i, j, not tile.all()))
+    got = [(i, int(c), bool(p)) for i in range(3)
+           for c, p in zip(cols[row_ptr[i]:row_ptr[i + 1]], partial[row_ptr[i]:row_ptr[i + 1]])]
+    assert got == expect
+    assert (0, 0, False) in got
+
+
+# ---- the .cu sources -------------------------------------------------------------------------
+
+C_TYPES = {"half": "fp16", "float": "fp32", "int": "int32", "unsigned char": "uint8"}
+KERNEL_RE = re.compile(r'extern "C" __global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+'
+                       r'(\w+)\(([^)]*)\)', re.S)
+
+
+def kernel_signatures(source):
+    text = ports.source_path(source).read_text()
+    sigs = {}
+    for name, params in KERNEL_RE.findall(text):
+        parsed = []
+        for p in params.split(","):
+            p = " ".join(p.replace("__restrict__", "").replace("const", "").split())
+            base = p.rsplit(" ", 1)[0].replace("*", "").strip()
+            parsed.append((C_TYPES[base], "*" in p))
+        sigs[name] = parsed
+    return sigs
+
+
+def all_specs():
+    """Port declarations over every shared case, GPU and dense port (those that plan)."""
+    for gpu_name in GPU_MODELS:
+        gpu = get_gpu(gpu_name)
+        for shape in SHAPES:
+            wl = workload(shape)
+            for name in DENSE_PORTS:
+                try:
+                    plan = plan_of(name, wl, gpu)
+                except ValueError:
+                    continue                   # not planned by the simulator (see above)
+                yield ports.port_launches(name, wl, plan, gpu=gpu)
+
+
+def test_declared_arguments_match_the_kernel_signatures():
+    """Every launch passes as many arguments as its kernel takes, pointers where it takes
+    pointers (of the tensor's dtype) and ints/floats where it takes those."""
+    checked = set()
+    for spec in all_specs():
+        for launch in spec.launches:
+            sig = kernel_signatures(launch.source)[launch.kernel]
+            assert len(sig) == len(launch.args), launch.kernel
+            for (ctype, is_ptr), arg in zip(sig, launch.args):
+                if is_ptr:
+                    assert arg is None or spec.tensors[arg].dtype == ctype, (launch.kernel, arg)
+                else:
+                    assert isinstance(arg, ports.Scalar)
+                    assert arg.ctype == {"int32": "int", "fp32": "float"}[ctype]
+            checked.add(launch.kernel)
+    assert {"flash2_fwd", "flash1_init", "flash1_fwd", "standard_scores", "standard_mask",
+            "standard_softmax", "standard_pv"} <= checked
+
+
+def test_every_declared_source_exists_and_documents_its_defines():
+    sources = {(s, d) for spec in all_specs() for l in spec.launches
+               for s, d in [(l.source, tuple(l.defines))]}
+    for source, defines in sources:
+        assert ports.source_path(source).is_file()
+        header = ports.source_path(source).read_text().split("#include", 1)[0]
+        for name in defines:
+            assert name in header, f"{source}'s header does not document -D{name}"
+
+
+def test_every_cu_file_has_a_header_naming_tile_defines():
+    for path in sorted(ports.CUDA_DIR.glob("*.cu")):
+        text = path.read_text()
+        assert text.startswith("// " + path.name), path.name
+        assert ports.tile_defines_in_header(path.name), f"{path.name} names no tile define"
+        assert 'extern "C" __global__' in text
+
+
+def test_backend_inlines_the_shared_header():
+    text = backend.load_source("flash2_fwd.cu")
+    assert '#include "attn_common.cuh"' not in text
+    assert "attn_swizzle" in text and "flash2_fwd(" in text
+
+
+def test_no_cupy_import_under_algorithms():
+    for path in ports.CUDA_DIR.parent.glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+cupy", path.read_text(), re.M), path.name
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+def test_flash2_source_compiles_for_sm80():
+    done = subprocess.run([NVCC, "-arch=sm_80", "-std=c++17", "-c", "-o", "/dev/null",
+                           str(ports.source_path("flash2_fwd.cu")), "-DBLOCK_Q=64",
+                           "-DBLOCK_K=64", "-DHEAD_DIM=40"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+# ---- the backend without a device ------------------------------------------------------------
+
+def test_gpu_check_without_a_device_skips_with_exit_0(monkeypatch, capsys):
+    from attnsim.cli import main
+    monkeypatch.setattr(backend, "gpu_available", lambda: (False, "no CUDA device (test)"))
+    assert main(["gpu-check"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["attnsim gpu-check: GPU checks skipped: no CUDA device (test)"]
+    assert gpu_check.gpu_section_rows() == []
+    assert gpu_check.report_section(get_gpu("h100")) is None
+
+
+def test_gpu_check_rejects_unknown_algorithms_even_without_a_device(capsys):
+    from attnsim.cli import main
+    assert main(["gpu-check", "flash9"]) == 2
+    assert "no GPU port for flash9" in capsys.readouterr().err
+
+
+def test_gpu_available_reports_a_reason():
+    ok, reason = backend.gpu_available()
+    assert isinstance(ok, bool) and reason
+
+
+@pytest.mark.parametrize("device, sms, gib, model", [
+    ("NVIDIA H100 80GB HBM3", 132, 80, "h100-sxm"),
+    ("NVIDIA H100 PCIe", 114, 80, "h100-pcie"),
+    ("NVIDIA H200", 132, 141, "h200"),
+    ("NVIDIA A100-SXM4-40GB", 108, 40, "a100-40gb"),
+    ("NVIDIA A100-SXM4-80GB", 108, 80, "a100-80gb"),
+])
+def test_devices_map_to_their_models(device, sms, gib, model):
+    gpu, warning = backend.match_gpu_model(device, sms, gib * 2**30)
+    assert gpu.name == model and warning is None
+
+
+def test_unknown_device_gets_the_closest_sm_count_with_a_warning():
+    gpu, warning = backend.match_gpu_model("NVIDIA L40S", 142, 48 * 2**30)
+    assert gpu.sm_count == min((g.sm_count for g in GPUS.values()), key=lambda s: abs(s - 142))
+    assert "closest" in warning and "L40S" in warning
+
+
+def test_input_copies_exceed_twice_the_l2():
+    wl = workload(SHAPES[0])
+    spec = ports.port_launches("flash2", wl, plan_of("flash2", wl, get_gpu("h100-sxm")))
+    per_copy = sum(int(np.prod(t.shape)) * 2 for t in spec.tensors.values() if t.role == "input")
+    l2 = 8 * per_copy + 1
+    n = backend.input_copies(spec, l2, max_copies=64)
+    assert n * per_copy > 2 * l2 and (n - 1) * per_copy <= 2 * l2
