@@ -77,6 +77,15 @@ def head_view(arr: np.ndarray, b: int, h: int, compute: bool) -> np.ndarray:
     return arr[b, h]
 
 
+def heads_in_flight(rec, ctas_per_head: int, heads: int, sram_bytes_per_cta: int,
+                    register_bytes_per_cta: int = 0, threads_per_cta: int = 128) -> int:
+    """Heads whose CTAs are resident at one time (CTAs launch head after head): the number
+    of heads' K/V that must share L2 for re-reads to hit (``hwmodels.timing``)."""
+    resident = rec.resident_ctas(ctas_per_head * heads, sram_bytes_per_cta,
+                                 register_bytes_per_cta, threads_per_cta)
+    return min(heads, cdiv(resident, ctas_per_head) + 1)
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -21,9 +21,10 @@ ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + 2 B_r exps.
 
 Kernel: one CTA per (batch, head), as in the paper's released implementation (the
 parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
-idle when batch x heads < SMs. SRAM holds K_j, V_j, Q_i, O_i and S_ij at e bytes per
-element (in the paper's model S_ij is on chip; real kernels keep it in registers) and
-ℓ_i, m_i in fp32.
+idle when batch x heads < SMs. Shared memory holds K_j, V_j, Q_i and O_i (e bytes per
+element): 2 B_c d + 2 B_r d <= 4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i,
+m_i are "on chip" in the paper and live in registers here (fp32), checked against the
+register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms.base import AlgorithmInfo, Plan
+from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                head_view, iter_heads, new_output, new_stats)
-from hwmodels.memory import check_sram_fits
+from hwmodels.memory import SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, store_rows, store_vector)
 
@@ -61,20 +62,33 @@ class Flash1Plan(Plan):
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
     return {"K_j": block_k * d * e, "V_j": block_k * d * e, "Q_i": block_q * d * e,
-            "O_i": block_q * d * e, "S_ij": block_q * block_k * e,
-            "l_i,m_i": 2 * block_q * STAT_BYTES}
+            "O_i": block_q * d * e}
+
+
+def register_bytes(block_q: int, block_k: int) -> int:
+    """S_ij / P_ij and ℓ_i, m_i, ℓ̃, m̃ in fp32 registers."""
+    return block_q * block_k * 4 + 4 * block_q * STAT_BYTES
 
 
 def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
     d, e = wl.head_dim, wl.elem_bytes
     m_elems = sram_bytes // e
     block_k = cdiv(m_elems, 4 * d)                 # line 1: B_c = ceil(M / 4d)
+    if block_k * 4 * d > m_elems:
+        block_k = max(1, m_elems // (4 * d))       # rounding up would overflow M
     block_q = min(block_k, d)                      #         B_r = min(ceil(M / 4d), d)
-    need = check_sram_fits(
-        f"flash1 (B_c = ceil(M/4d) = {block_k}, B_r = {block_q}, d = {d})",
-        sram_buffers(block_q, block_k, d, e), sram_bytes,
-        hint="Algorithm 1's tiles need M >= about 8d² elements: use a smaller --head-dim "
-             "or a larger --sram-kb")
+    if m_elems < 4 * d:
+        raise SramOverflowError(
+            f"flash1 with head_dim {d} needs M >= 4d = {4 * d} elements ({4 * d * e:,} bytes) "
+            f"of SRAM for one row of each of K_j, V_j, Q_i, O_i, but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    need = check_sram_fits(f"flash1 (B_c = {block_k}, B_r = {block_q}, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    regs = register_bytes(block_q, block_k)
+    if regs > gpu.register_bytes_per_sm:
+        raise PlanError(f"flash1 tiles B_r x B_c = {block_q} x {block_k} need {regs:,} bytes of "
+                        f"fp32 registers for S_ij, more than the {gpu.register_bytes_per_sm:,}-byte "
+                        f"register file; use a smaller --sram-kb or --head-dim")
     return Flash1Plan(block_q=block_q, block_k=block_k, sram_elements=m_elems, smem_bytes=need)
 
 
@@ -82,9 +96,18 @@ def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     d, e = wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
-    c = rec.kernel("flash1_fwd", ctas=bh, buffers=sram_buffers(p.block_q, p.block_k, d, e),
-                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
-                   matmul_dtype=wl.dtype)
+    buffers = sram_buffers(p.block_q, p.block_k, d, e)
+    regs = register_bytes(p.block_q, p.block_k)
+    # O_i, ℓ_i, m_i and Q_i are re-read for every K/V block: L2 serves them only if the
+    # heads in flight (one CTA each) keep their whole Q, O, ℓ, m there.
+    per_head_reread = 2 * wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES
+    unique = bh * (per_head_reread + 2 * wl.seq_k * d * e + wl.seq_q * d * e
+                   + 2 * wl.seq_q * STAT_BYTES)
+    resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
+    c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM
