@@ -119,7 +119,8 @@ _modules: dict = {}
 
 
 def load_source(source: str) -> str:
-    """The .cu text with its local ``#include "..."`` headers inlined (once each)."""
+    """The .cu text with its local ``#include "..."`` headers inlined (once each; their
+    ``#pragma once`` dropped, as it would sit in the main file)."""
     seen: set[str] = set()
 
     def inline(match):
@@ -127,7 +128,8 @@ def load_source(source: str) -> str:
         if header in seen:
             return ""
         seen.add(header)
-        return _INCLUDE_LINE.sub(inline, ports.source_path(header).read_text())
+        text = ports.source_path(header).read_text().replace("#pragma once", "")
+        return _INCLUDE_LINE.sub(inline, text)
 
     return _INCLUDE_LINE.sub(inline, ports.source_path(source).read_text())
 

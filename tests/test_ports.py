@@ -217,10 +217,16 @@ NVCC = shutil.which("nvcc")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
-def test_flash2_source_compiles_for_sm80():
-    done = subprocess.run([NVCC, "-arch=sm_80", "-std=c++17", "-c", "-o", "/dev/null",
-                           str(ports.source_path("flash2_fwd.cu")), "-DBLOCK_Q=64",
-                           "-DBLOCK_K=64", "-DHEAD_DIM=40"],
+def test_flash2_source_as_the_backend_sends_it_compiles_for_sm80(tmp_path):
+    """The text NVRTC would get (header inlined) compiles, warnings as errors, with the tiles
+    of an A100 plan and a head_dim the MMA k-step pads (40)."""
+    wl = workload((1, 2, 2, 97, 97, 40, True))
+    (launch,) = ports.port_launches("flash2", wl, plan_of("flash2", wl, get_gpu("a100-40gb"))).launches
+    src = tmp_path / "flash2_inlined.cu"
+    src.write_text(backend.load_source(launch.source))
+    done = subprocess.run([NVCC, "-arch=sm_80", "-std=c++17", "-Werror", "all-warnings", "-c",
+                           "-o", "/dev/null", str(src),
+                           *[f"-D{k}={v}" for k, v in launch.defines.items()]],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
 
