@@ -40,6 +40,9 @@ __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
 }
 
 // ---- inline PTX -------------------------------------------------------------------------
+// (ATTN_PTX_EMULATION: tests/cuda_emu provides portable C++ versions of these wrappers so the
+// kernels can be executed on a CPU in the tests; never defined for NVRTC or nvcc builds.)
+#ifndef ATTN_PTX_EMULATION
 
 __device__ __forceinline__ unsigned attn_smem_addr(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -82,6 +85,7 @@ __device__ __forceinline__ void attn_mma16816(float d[4], const unsigned a[4], u
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif  // ATTN_PTX_EMULATION
 
 __device__ __forceinline__ unsigned attn_pack_half2(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);

@@ -1,0 +1,264 @@
+// cuda_emu.h — a small CPU emulator for the attnsim CUDA ports, for tests without a GPU.
+//
+// It runs a kernel's CUDA C++ source as ordinary C++: every CUDA thread of a CTA is a green
+// thread (ucontext) on one OS thread; __syncthreads, __syncwarp and the warp-collective
+// operations (shuffles, ldmatrix, mma.sync) are barriers at which the green threads trade
+// places. The PTX wrappers of attn_common.cuh are replaced (ATTN_PTX_EMULATION) by versions
+// written from the PTX ISA's fragment layouts:
+//   ldmatrix .m8n8.x4: lane l supplies row (l % 8) of matrix (l / 8) and receives, from each
+//     matrix, row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 (.trans: column l / 4, rows
+//     2 (l % 4) and +1);
+//   mma.m16n8k16 row.col f32.f16.f16.f32, g = l / 4, t = l % 4: A regs (row g, k 2t..2t+1),
+//     (g + 8, 2t..), (g, 2t + 8..), (g + 8, 2t + 8..); B regs (k 2t..2t+1, n g), (k 2t + 8.., n g);
+//     C/D (row g, cols 2t, 2t + 1), (row g + 8, cols 2t, 2t + 1).
+// cp.async copies synchronously. Shared memory (``__shared__``) is thread_local storage: all
+// green threads of the CTA share it, CTAs run one after another.
+#pragma once
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __shared__ thread_local
+#define __align__(n) __attribute__((aligned(n)))
+
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+struct uint4 { unsigned x, y, z, w; };
+struct float2 { float x, y; };
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline void atomicAdd(float* p, float v) { *p += v; }
+
+// ---- fp16 -----------------------------------------------------------------------------------
+struct __half { uint16_t x; };
+typedef __half half;
+struct __half2 { __half x, y; };
+
+inline float __half2float(__half h) {
+    const uint32_t sign = (h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1f, man = h.x & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {                                   // subnormal: normalize
+            int e = -1;
+            uint32_t m = man;
+            do { m <<= 1; ++e; } while (!(m & 0x400));
+            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (m & 0x3ff) << 13;
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | man << 13;
+    else bits = sign | (exp + 127 - 15) << 23 | man << 13;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+inline __half __float2half_rn(float f) {         // round to nearest even
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    const uint16_t sign = (b >> 16) & 0x8000;
+    const uint32_t abs = b & 0x7fffffffu;
+    if (abs >= 0x7f800000u) return {uint16_t(sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 : 0))};
+    if (abs >= 0x477ff000u) return {uint16_t(sign | 0x7c00)};          // rounds to inf
+    if (abs < 0x33000001u) return {sign};                               // rounds to 0
+    int exp = int(abs >> 23) - 127 + 15;
+    uint32_t man = (abs & 0x7fffff) | 0x800000;
+    int shift = 13;
+    if (exp <= 0) { shift += 1 - exp; exp = 0; }
+    uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half_ulp = 1u << (shift - 1);
+    if (rem > half_ulp || (rem == half_ulp && (h & 1))) ++h;
+    uint32_t out = exp == 0 ? h : ((uint32_t(exp) << 10) + (h - 0x400));
+    if (exp == 0) out = h;                        // subnormal (h < 0x400) or rounded up to 0x400
+    return {uint16_t(sign | out)};
+}
+inline __half2 __floats2half2_rn(float a, float b) { return {__float2half_rn(a), __float2half_rn(b)}; }
+inline float2 __half22float2(__half2 h) { return {__half2float(h.x), __half2float(h.y)}; }
+
+// ---- green threads ------------------------------------------------------------------------------
+namespace emu {
+
+struct Barrier { int count = 0; unsigned gen = 0; };
+
+struct Thread {
+    ucontext_t ctx;
+    std::vector<char> stack;
+    bool done = false;
+    Barrier* waiting = nullptr;
+    unsigned wait_gen = 0;
+    unsigned tid = 0;
+};
+
+struct WarpScratch {
+    const void* ptr[32];
+    unsigned a[32][4];
+    unsigned b[32][2];
+    float f[32];
+};
+
+inline ucontext_t sched_ctx;
+inline std::vector<Thread> threads;
+inline int current = 0;
+inline Barrier block_barrier;
+inline std::vector<Barrier> warp_barriers;
+inline std::vector<WarpScratch> scratch;
+inline std::function<void()> body;
+
+inline int lane() { return threads[current].tid & 31; }
+inline int warp() { return threads[current].tid >> 5; }
+
+inline void wait(Barrier& b, int n) {
+    const unsigned gen = b.gen;
+    if (++b.count == n) { b.count = 0; ++b.gen; return; }
+    Thread& t = threads[current];
+    t.waiting = &b;
+    t.wait_gen = gen;
+    swapcontext(&t.ctx, &sched_ctx);
+}
+inline void warp_sync() { wait(warp_barriers[warp()], 32); }
+
+}  // namespace emu
+
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+inline void __syncthreads() { emu::wait(emu::block_barrier, int(blockDim.x * blockDim.y * blockDim.z)); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
+inline float __shfl_xor_sync(unsigned, float v, int mask) {
+    auto& w = emu::scratch[emu::warp()];
+    w.f[emu::lane()] = v;
+    emu::warp_sync();
+    const float r = w.f[emu::lane() ^ mask];
+    emu::warp_sync();
+    return r;
+}
+
+namespace emu {
+inline void trampoline() {
+    body();
+    threads[current].done = true;                 // returns to sched_ctx through uc_link
+}
+
+// Run one CTA: blockDim threads of `kernel_body` until all finish; abort on deadlock.
+inline void run_cta(const std::function<void()>& kernel_body) {
+    const unsigned n = blockDim.x * blockDim.y * blockDim.z;
+    if (n % 32) { std::fprintf(stderr, "emu: block size %u is not whole warps\n", n); std::exit(3); }
+    body = kernel_body;
+    threads.assign(n, Thread{});
+    warp_barriers.assign(n / 32, Barrier{});
+    scratch.assign(n / 32, WarpScratch{});
+    block_barrier = Barrier{};
+    for (unsigned i = 0; i < n; ++i) {
+        Thread& t = threads[i];
+        t.tid = i;
+        t.stack.resize(256 * 1024);
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = t.stack.data();
+        t.ctx.uc_stack.ss_size = t.stack.size();
+        t.ctx.uc_link = &sched_ctx;
+        makecontext(&t.ctx, trampoline, 0);
+    }
+    for (;;) {
+        bool alive = false, progress = false;
+        for (unsigned i = 0; i < n; ++i) {
+            Thread& t = threads[i];
+            if (t.done) continue;
+            alive = true;
+            if (t.waiting && t.waiting->gen == t.wait_gen) continue;
+            t.waiting = nullptr;
+            current = int(i);
+            threadIdx.x = i % blockDim.x;
+            threadIdx.y = (i / blockDim.x) % blockDim.y;
+            threadIdx.z = i / (blockDim.x * blockDim.y);
+            swapcontext(&sched_ctx, &t.ctx);
+            progress = true;
+        }
+        if (!alive) return;
+        if (!progress) {
+            std::fprintf(stderr, "emu: deadlock in block (%u, %u, %u): threads wait at a barrier "
+                         "some threads never reach\n", blockIdx.x, blockIdx.y, blockIdx.z);
+            std::exit(4);
+        }
+    }
+}
+}  // namespace emu
+
+// ---- the PTX wrappers of attn_common.cuh ---------------------------------------------------------
+#define ATTN_PTX_EMULATION 1
+
+inline void attn_cp_async16(void* smem, const void* gmem, int src_bytes) {
+    std::memset(smem, 0, 16);
+    std::memcpy(smem, gmem, src_bytes);
+}
+inline void attn_cp_async_commit() {}
+template <int n> inline void attn_cp_async_wait() {}
+
+inline void attn_ldmatrix_x4(unsigned r[4], const half* p) {
+    auto& w = emu::scratch[emu::warp()];
+    const int l = emu::lane();
+    w.ptr[l] = p;
+    emu::warp_sync();
+    for (int m = 0; m < 4; ++m) {
+        const uint16_t* row = static_cast<const uint16_t*>(w.ptr[8 * m + l / 4]);
+        r[m] = row[2 * (l % 4)] | unsigned(row[2 * (l % 4) + 1]) << 16;
+    }
+    emu::warp_sync();
+}
+
+inline void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
+    auto& w = emu::scratch[emu::warp()];
+    const int l = emu::lane();
+    w.ptr[l] = p;
+    emu::warp_sync();
+    for (int m = 0; m < 4; ++m) {
+        const uint16_t* r0 = static_cast<const uint16_t*>(w.ptr[8 * m + 2 * (l % 4)]);
+        const uint16_t* r1 = static_cast<const uint16_t*>(w.ptr[8 * m + 2 * (l % 4) + 1]);
+        r[m] = r0[l / 4] | unsigned(r1[l / 4]) << 16;
+    }
+    emu::warp_sync();
+}
+
+inline float emu_half_bits(unsigned bits) { return __half2float(__half{uint16_t(bits)}); }
+
+inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1) {
+    auto& w = emu::scratch[emu::warp()];
+    const int l = emu::lane();
+    for (int i = 0; i < 4; ++i) w.a[l][i] = a[i];
+    w.b[l][0] = b0;
+    w.b[l][1] = b1;
+    emu::warp_sync();
+    float A[16][16], B[16][8];
+    for (int L = 0; L < 32; ++L) {
+        const int g = L / 4, t = L % 4;
+        const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+        for (int i = 0; i < 4; ++i) {
+            A[rows[i]][cols[i]] = emu_half_bits(w.a[L][i] & 0xffff);
+            A[rows[i]][cols[i] + 1] = emu_half_bits(w.a[L][i] >> 16);
+        }
+        for (int i = 0; i < 2; ++i) {
+            B[2 * t + 8 * i][g] = emu_half_bits(w.b[L][i] & 0xffff);
+            B[2 * t + 8 * i + 1][g] = emu_half_bits(w.b[L][i] >> 16);
+        }
+    }
+    emu::warp_sync();
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
+        float acc = d[i];
+        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+        d[i] = acc;
+    }
+}

@@ -1,0 +1,200 @@
+"""Run a port's CUDA source on the CPU through cuda_emu.h (tests without a GPU).
+
+``emulate(spec, inputs)`` takes the same ``PortLaunches`` declaration the CuPy backend
+launches, compiles the source (header inlined, exactly the text NVRTC would get) with g++
+against the emulator, and runs every launch: grid, block, dynamic shared memory and
+arguments as declared. Output and work tensors start as NaN bytes (0xFF) unless the
+declaration gives a fill, and shared memory is NaN-filled before every CTA, so a kernel that
+reads what it never wrote produces NaNs; bytes past each tensor are checked for stray writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from algorithms import ports
+from attnsim.gpu import load_source
+
+EMU_DIR = Path(__file__).resolve().parent
+CACHE_DIR = Path(tempfile.gettempdir()) / "attnsim-cuda-emu"
+SMEM_LIMIT = 256 * 1024
+DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "uint8": np.uint8}
+KERNEL_RE = re.compile(r'extern "C" __global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+'
+                       r'(\w+)\(([^)]*)\)', re.S)
+
+
+def compiler() -> str | None:
+    return shutil.which("g++")
+
+
+def kernel_params(source_text: str) -> dict[str, list[tuple[str, bool]]]:
+    """kernel name -> [(C base type, is pointer)] from the source's signatures."""
+    out = {}
+    for name, params in KERNEL_RE.findall(source_text):
+        parsed = []
+        for p in params.split(","):
+            p = " ".join(p.replace("__restrict__", "").replace("const", "").split())
+            parsed.append((p.rsplit(" ", 1)[0].replace("*", "").strip(), "*" in p))
+        out[name] = parsed
+    return out
+
+
+def harness(source_file: str, kernels: list[str], params: dict) -> str:
+    """C++ main: reads tensors and launches from the work directory, runs, writes tensors."""
+    cases = []
+    for kid, name in enumerate(kernels):
+        call = []
+        for i, (ctype, is_ptr) in enumerate(params[name]):
+            call.append(f"({ctype}*)P(L, {i})" if is_ptr else
+                        f"I(L, {i})" if ctype == "int" else f"F(L, {i})")
+        cases.append(f"        case {kid}: run(L, [&] {{ {name}({', '.join(call)}); }}); break;")
+    cases_text = "\n".join(cases)
+    return f'''#include "cuda_emu.h"
+#include "{source_file}"
+#include <fstream>
+#include <string>
+
+thread_local __attribute__((aligned(128))) unsigned char smem_raw[{SMEM_LIMIT}];
+thread_local __attribute__((aligned(128))) unsigned char softmax_raw[{SMEM_LIMIT}];
+thread_local __attribute__((aligned(128))) float smem_f[{SMEM_LIMIT // 4}];
+
+static const int GUARD = 64;
+struct Tensor {{ std::vector<unsigned char> bytes; size_t n; }};
+struct Arg {{ char kind; long long t; double v; }};
+struct Launch {{ int kernel; dim3 grid, block; size_t smem; std::vector<Arg> args; }};
+static std::vector<Tensor> tensors;
+
+static void* P(const Launch& L, int i) {{
+    return L.args[i].kind == 'n' ? nullptr : tensors[L.args[i].t].bytes.data();
+}}
+static int I(const Launch& L, int i) {{ return (int)L.args[i].v; }}
+static float F(const Launch& L, int i) {{ return (float)L.args[i].v; }}
+
+static void run(const Launch& L, const std::function<void()>& body) {{
+    if (L.smem > {SMEM_LIMIT}) {{ std::fprintf(stderr, "emu: smem %zu too large\\n", L.smem); std::exit(5); }}
+    gridDim = L.grid; blockDim = L.block;
+    for (unsigned z = 0; z < L.grid.z; ++z)
+        for (unsigned y = 0; y < L.grid.y; ++y)
+            for (unsigned x = 0; x < L.grid.x; ++x) {{
+                blockIdx.x = x; blockIdx.y = y; blockIdx.z = z;
+                std::memset(smem_raw, 0xff, sizeof smem_raw);
+                std::memset(softmax_raw, 0xff, sizeof softmax_raw);
+                std::memset(smem_f, 0xff, sizeof smem_f);
+                emu::run_cta(body);
+            }}
+    for (size_t t = 0; t < tensors.size(); ++t)
+        for (int g = 0; g < GUARD; ++g)
+            if (tensors[t].bytes[tensors[t].n + g] != 0xa5) {{
+                std::fprintf(stderr, "emu: write past the end of tensor %zu\\n", t); std::exit(6);
+            }}
+}}
+
+int main(int argc, char** argv) {{
+    const std::string dir = argv[1];
+    std::ifstream desc(dir + "/launches.txt");
+    size_t count; desc >> count;
+    tensors.resize(count);
+    for (size_t t = 0; t < count; ++t) {{
+        desc >> tensors[t].n;
+        tensors[t].bytes.assign(tensors[t].n + GUARD, 0xa5);
+        std::ifstream in(dir + "/t" + std::to_string(t) + ".bin", std::ios::binary);
+        in.read((char*)tensors[t].bytes.data(), (std::streamsize)tensors[t].n);
+    }}
+    size_t launches; desc >> launches;
+    for (size_t k = 0; k < launches; ++k) {{
+        Launch L; size_t nargs;
+        desc >> L.kernel >> L.grid.x >> L.grid.y >> L.grid.z >> L.block.x >> L.block.y
+             >> L.block.z >> L.smem >> nargs;
+        L.args.resize(nargs);
+        for (auto& a : L.args) {{
+            desc >> a.kind;
+            if (a.kind == 't') desc >> a.t; else if (a.kind != 'n') desc >> a.v;
+        }}
+        switch (L.kernel) {{
+{cases_text}
+        default: return 7;
+        }}
+    }}
+    for (size_t t = 0; t < count; ++t) {{
+        std::ofstream out(dir + "/t" + std::to_string(t) + ".out", std::ios::binary);
+        out.write((const char*)tensors[t].bytes.data(), (std::streamsize)tensors[t].n);
+    }}
+    return 0;
+}}
+'''
+
+
+def build(spec: ports.PortLaunches) -> tuple[Path, list[str]]:
+    """Compile (once, cached by content) the emulator binary for the spec's source/defines."""
+    keys = {(l.source, tuple(sorted(l.defines.items()))) for l in spec.launches}
+    assert len(keys) == 1, "one source and one set of defines per port"
+    (source, defines), = keys
+    text = load_source(source)
+    kernels = sorted({l.kernel for l in spec.launches})
+    main = harness("kernel.cu", kernels, kernel_params(text))
+    flags = ["-std=c++17", "-O1", "-w", "-fno-extern-tls-init", "-I", str(EMU_DIR)] + [f"-D{k}={v}" for k, v in defines]
+    digest = hashlib.sha256("\0".join([text, main, *flags, (EMU_DIR / "cuda_emu.h").read_text()])
+                            .encode()).hexdigest()[:16]
+    out_dir = CACHE_DIR / digest
+    binary = out_dir / "emu"
+    if not binary.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "kernel.cu").write_text(text)
+        (out_dir / "main.cpp").write_text(main)
+        done = subprocess.run([compiler(), *flags, "-x", "c++", str(out_dir / "main.cpp"), "-o",
+                               str(binary) + ".tmp"], capture_output=True, text=True, timeout=600)
+        if done.returncode:
+            raise RuntimeError(f"emulator build of {source} failed:\n{done.stderr[-4000:]}")
+        Path(str(binary) + ".tmp").rename(binary)
+    return binary, kernels
+
+
+def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600) -> dict[str, np.ndarray]:
+    """Run every launch of ``spec`` on the CPU; returns every tensor after the run."""
+    binary, kernels = build(spec)
+    names = list(spec.tensors)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        lines = [str(len(names))]
+        for i, name in enumerate(names):
+            t = spec.tensors[name]
+            dtype = DTYPES[t.dtype]
+            if t.role == "input":
+                data = np.ascontiguousarray(getattr(host_inputs, name), dtype=dtype)
+            elif t.role == "const":
+                data = np.ascontiguousarray(t.data, dtype=dtype)
+            elif t.fill is not None:
+                data = np.full(t.shape, t.fill, dtype=dtype)
+            else:
+                data = np.full(int(np.prod(t.shape)) * np.dtype(dtype).itemsize, 0xFF, np.uint8)
+            (work / f"t{i}.bin").write_bytes(data.tobytes())
+            lines.append(str(data.nbytes))
+        lines.append(str(len(spec.launches)))
+        for launch in spec.launches:
+            args = []
+            for a in launch.args:
+                if a is None:
+                    args.append("n")
+                elif isinstance(a, str):
+                    args.append(f"t {names.index(a)}")
+                else:
+                    args.append(f"{'i' if a.ctype == 'int' else 'f'} {a.value!r}")
+            lines.append(" ".join(map(str, [kernels.index(launch.kernel), *launch.grid,
+                                            *launch.block, launch.smem_bytes, len(args),
+                                            *args])))
+        (work / "launches.txt").write_text("\n".join(lines) + "\n")
+        done = subprocess.run([str(binary), str(work)], capture_output=True, text=True,
+                              timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"emulated {spec.algorithm} failed ({done.returncode}): "
+                               f"{done.stderr[-2000:]}")
+        return {name: np.frombuffer((work / f"t{i}.out").read_bytes(),
+                                    dtype=DTYPES[spec.tensors[name].dtype])
+                .reshape(spec.tensors[name].shape)
+                for i, name in enumerate(names)}
