@@ -268,8 +268,8 @@ def block_sparse_family_port(name: str):
         check_mma_tiles(name, bq, bk)
         window = (-1, 0) if wl.causal else (-1, -1)
         tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
-        module_layout = getattr(_module(name), "layout", None)
-        if name == "block_sparse" and module_layout is not None:
+        module_layout = getattr(_module(name), "layout", None) if name == "block_sparse" else None
+        if module_layout is not None:
             # the block mask is the pattern; inside listed tiles only the causal mask applies
             lay = module_layout(wl, plan)
             row_ptr, cols, partial = lay.row_ptr, lay.cols, lay.partial

@@ -1,0 +1,110 @@
+"""The CUDA ports executed on the CPU by the emulator in tests/cuda_emu (no GPU needed).
+
+The same .cu text NVRTC would compile (header inlined), launched exactly as declared in
+algorithms/ports.py (grid, block, shared memory, arguments), with NaN-filled shared memory
+and outputs, must reproduce the CPU simulation (or the float64 reference) to the fp16
+target: relative error < 2e-3. The emulator replaces only the PTX wrappers (ldmatrix,
+mma.sync, cp.async), with versions written from the PTX ISA's fragment layouts; what it cannot
+check (timing, real races, the PTX strings themselves) is left to tests/gpu.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from algorithms import ports
+from algorithms.registry import get_algorithm
+from attnsim import make_inputs, simulate
+from attnsim.reference import attention_reference, relative_error
+from hwmodels.gpus import get_gpu
+from cuda_emu import emulate as emulate_mod
+from port_cases import SHAPES, case_id, workload
+
+pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
+FP16_TARGET = 2e-3
+
+# a fast subset of the shared cases (the emulator runs every CUDA thread as a green thread)
+CASES = [("flash2", SHAPES[1]), ("flash2", SHAPES[2]), ("flash2", SHAPES[3]),
+         ("flash2", SHAPES[4]), ("flash1", SHAPES[1]), ("flash1", SHAPES[3]),
+         ("standard", SHAPES[0]), ("standard", SHAPES[1])]
+
+
+def run_emulated(name, wl, gpu, magnitude=1.0):
+    plan = get_algorithm(name).plan(wl, gpu, gpu.smem_bytes_per_block)
+    inputs = make_inputs(wl, seed=1, magnitude=magnitude)
+    cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
+    out = emulate_mod.emulate(ports.port_launches(name, wl, plan, gpu=gpu), inputs)
+    return cpu, out, inputs
+
+
+@pytest.mark.parametrize("name, shape", CASES, ids=[f"{n}-{case_id(s)}" for n, s in CASES])
+def test_emulated_port_matches_the_cpu_simulation(name, shape):
+    cpu, out, _ = run_emulated(name, workload(shape), get_gpu("h100-sxm"))
+    o = out["o"].astype(np.float32)
+    assert not np.isnan(o).any()
+    assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET
+
+
+def test_emulated_flash2_lse_and_empty_causal_rows():
+    wl = workload(SHAPES[3])                        # N_q = 333 > N_k = 200: rows < 133 see nothing
+    cpu, out, inputs = run_emulated("flash2", wl, get_gpu("a100-40gb"))
+    _, lse = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
+    assert np.all(out["o"][0, 0, :133] == 0) and np.all(np.isneginf(out["lse"][0, 0, :133]))
+    finite = np.isfinite(lse)
+    assert np.allclose(out["lse"][finite], lse[finite], rtol=1e-3, atol=1e-3)
+
+
+def test_emulated_flash2_large_logits_match_the_fp16_baseline():
+    """Logits ~1e2: error at most twice that of rounding the exact result to fp16."""
+    wl = workload((1, 1, 1, 150, 150, 64, True))
+    _, out, inputs = run_emulated("flash2", wl, get_gpu("h100-sxm"), magnitude=10.0)
+    exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
+    baseline = relative_error(exact.astype(np.float16), exact)
+    assert relative_error(out["o"].astype(np.float32), exact) <= max(2 * baseline, FP16_TARGET)
+
+
+def test_emulated_block_sparse_kernel_with_an_element_mask():
+    """The block-sparse kernel over a sliding window (tiles from the mask, partial tiles
+    masked from HBM), before the sparse modules are registered: a hand-made plan."""
+    wl = workload((1, 2, 1, 150, 150, 32, True))
+    i, j = np.arange(150)[:, None], np.arange(150)[None, :]
+    window = (j <= i) & (j > i - 40)
+    spec = ports.PORTS["local"](wl, SimpleNamespace(block_q=32, block_k=32), {"mask": window})
+    assert spec.launches[0].grid == (5, 2, 1)
+    inputs = make_inputs(wl, seed=3)
+    out = emulate_mod.emulate(spec, inputs)
+    ref, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale,
+                                 mask=window)
+    assert relative_error(out["o"].astype(np.float32), ref) < FP16_TARGET
+
+
+def test_emulated_split_kv_decode():
+    """gqa_decode.cu: 3 new tokens of 8 query heads over a 300-token cache of 2 kv heads,
+    split in 3 chunks, merged by the combine kernel (hand-made plan; gqa is not registered)."""
+    wl = workload((2, 8, 2, 3, 300, 64, True))
+    spec = ports.gqa_decode_port(wl, SimpleNamespace(block_k=32, num_splits=3))
+    split = spec.launches[0]
+    assert split.grid == (3, 2 * 2 * 1, 1) and split.defines["BLOCK_Q"] == 16
+    inputs = make_inputs(wl, seed=4)
+    out = emulate_mod.emulate(spec, inputs)
+    ref, lse = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
+    assert relative_error(out["o"].astype(np.float32), ref) < FP16_TARGET
+    assert np.allclose(out["lse"], lse, rtol=1e-3, atol=1e-3)
+
+
+def elu_plus_one(x):
+    return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+def test_emulated_linear_attention():
+    """linear_attn.cu against the definition φ(Q)(φ(K)ᵀV) / φ(Q)φ(K)ᵀ1 in float64 (to be
+    replaced by algorithms.linear.reference once that module is registered)."""
+    wl = workload((1, 2, 1, 100, 100, 32, False))
+    spec = ports.linear_port(wl, SimpleNamespace(block=32, kind="elu"))
+    inputs = make_inputs(wl, seed=5)
+    out = emulate_mod.emulate(spec, inputs)
+    q = elu_plus_one(inputs.q.astype(np.float64))
+    k = elu_plus_one(np.repeat(inputs.k, 2, axis=1).astype(np.float64))
+    v = np.repeat(inputs.v, 2, axis=1).astype(np.float64)
+    ref = (q @ (k.transpose(0, 1, 3, 2) @ v)) / (q @ k.sum(axis=2)[..., None])
+    assert relative_error(out["o"].astype(np.float32), ref) < FP16_TARGET
