@@ -108,3 +108,29 @@ def test_emulated_linear_attention():
     v = np.repeat(inputs.v, 2, axis=1).astype(np.float64)
     ref = (q @ (k.transpose(0, 1, 3, 2) @ v)) / (q @ k.sum(axis=2)[..., None])
     assert relative_error(out["o"].astype(np.float32), ref) < FP16_TARGET
+
+
+# The emulator's hazard checks must catch what a missing barrier or wait would break on a
+# GPU: each edit below removes one synchronization of flash2_fwd.cu's single-buffered loop.
+BROKEN_SYNC = {
+    "no barrier before the K refill": (
+        "        __syncthreads();                                       // every warp is done with K_j\n", ""),
+    "no wait for V_j": (
+        "        attn_cp_async_wait<1>();                               // V_j has landed\n", ""),
+}
+
+
+@pytest.mark.parametrize("what", BROKEN_SYNC)
+def test_emulator_catches_a_missing_synchronization(what):
+    old, new = BROKEN_SYNC[what]
+
+    def edit(text):
+        assert old in text, "flash2_fwd.cu changed: update BROKEN_SYNC"
+        return text.replace(old, new)
+
+    wl = workload((1, 1, 1, 200, 200, 32, False))
+    gpu = get_gpu("h100-sxm")
+    spec = ports.port_launches("flash2", wl, get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block))
+    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
+        emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
+    assert err.value.status == 8

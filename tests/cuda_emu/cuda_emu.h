@@ -11,8 +11,16 @@
 //   mma.m16n8k16 row.col f32.f16.f16.f32, g = l / 4, t = l % 4: A regs (row g, k 2t..2t+1),
 //     (g + 8, 2t..), (g, 2t + 8..), (g + 8, 2t + 8..); B regs (k 2t..2t+1, n g), (k 2t + 8.., n g);
 //     C/D (row g, cols 2t, 2t + 1), (row g + 8, cols 2t, 2t + 1).
-// cp.async copies synchronously. Shared memory (``__shared__``) is thread_local storage: all
-// green threads of the CTA share it, CTAs run one after another.
+// cp.async is asynchronous as on the GPU: a copy lands in shared memory only when its thread
+// waits for its group (cp.async.wait_group), so a missing wait shows up as NaN data.
+// Shared memory (``__shared__``) is thread_local storage: all green threads of the CTA share
+// it, CTAs run one after another.
+// Hazard checks on the dynamic shared memory moved by cp.async and read by ldmatrix (the
+// tiles of the attention kernels), in "epochs" between two __syncthreads:
+//   read-after-write: ldmatrix reads bytes that a copy landed in the current epoch;
+//   write-after-read: a copy lands on bytes another warp read since the copy was issued
+//     (or earlier in the epoch it was issued in).
+// A hazard stops the run with exit status 8.
 #pragma once
 #include <ucontext.h>
 
@@ -131,11 +139,62 @@ inline void wait(Barrier& b, int n) {
 }
 inline void warp_sync() { wait(warp_barriers[warp()], 32); }
 
+// ---- shared-memory hazard tracking (dynamic shared memory only) ----
+constexpr unsigned NEVER = 0xffffffffu;
+inline unsigned epoch = 0;                      // completed __syncthreads of this CTA
+inline unsigned char* smem_base = nullptr;      // set by the harness
+inline size_t smem_size = 0;
+inline std::vector<unsigned> w_epoch, r_epoch;  // per byte: last copy landed / last ldmatrix read
+inline std::vector<int> r_warp;
+
+inline void reset_hazards() {
+    epoch = 0;
+    w_epoch.assign(smem_size, NEVER);
+    r_epoch.assign(smem_size, NEVER);
+    r_warp.assign(smem_size, -1);
+}
+inline long smem_offset(const void* p) {
+    const unsigned char* c = static_cast<const unsigned char*>(p);
+    return (smem_base && c >= smem_base && c < smem_base + smem_size) ? long(c - smem_base) : -1;
+}
+[[noreturn]] inline void hazard(const char* what, long off) {
+    std::fprintf(stderr, "emu: shared-memory %s hazard at byte %ld (epoch %u, warp %d)\n",
+                 what, off, epoch, warp());
+    std::fflush(stderr); std::_Exit(8);
+}
+inline void note_read16(const void* p) {
+    const long off = smem_offset(p);
+    if (off < 0) return;
+    for (long b = off; b < off + 16; ++b) {
+        if (w_epoch[b] == epoch) hazard("read-after-write", b);
+        r_epoch[b] = epoch;
+        r_warp[b] = warp();
+    }
+}
+inline void note_write16(const void* p, unsigned issued) {
+    const long off = smem_offset(p);
+    if (off < 0) return;
+    for (long b = off; b < off + 16; ++b) {
+        if (r_epoch[b] != NEVER && r_epoch[b] >= issued && r_warp[b] != warp())
+            hazard("write-after-read", b);
+        w_epoch[b] = epoch;
+    }
+}
+
+// cp.async groups of each thread: copies land at cp.async.wait_group
+struct Copy { unsigned char* dst; unsigned char data[16]; unsigned issued; };
+inline std::vector<std::vector<Copy>> open_group;               // per thread
+inline std::vector<std::vector<std::vector<Copy>>> committed;   // per thread, oldest first
+
 }  // namespace emu
 
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-inline void __syncthreads() { emu::wait(emu::block_barrier, int(blockDim.x * blockDim.y * blockDim.z)); }
+inline void __syncthreads() {
+    const unsigned gen = emu::block_barrier.gen;
+    emu::wait(emu::block_barrier, int(blockDim.x * blockDim.y * blockDim.z));
+    if (emu::epoch == gen) emu::epoch = gen + 1;  // the first thread past the barrier advances it
+}
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
 inline float __shfl_xor_sync(unsigned, float v, int mask) {
     auto& w = emu::scratch[emu::warp()];
@@ -155,12 +214,15 @@ inline void trampoline() {
 // Run one CTA: blockDim threads of `kernel_body` until all finish; abort on deadlock.
 inline void run_cta(const std::function<void()>& kernel_body) {
     const unsigned n = blockDim.x * blockDim.y * blockDim.z;
-    if (n % 32) { std::fprintf(stderr, "emu: block size %u is not whole warps\n", n); std::exit(3); }
+    if (n % 32) { std::fprintf(stderr, "emu: block size %u is not whole warps\n", n); std::fflush(stderr); std::_Exit(3); }
     body = kernel_body;
     threads.assign(n, Thread{});
     warp_barriers.assign(n / 32, Barrier{});
     scratch.assign(n / 32, WarpScratch{});
     block_barrier = Barrier{};
+    reset_hazards();
+    open_group.assign(n, {});
+    committed.assign(n, {});
     for (unsigned i = 0; i < n; ++i) {
         Thread& t = threads[i];
         t.tid = i;
@@ -190,7 +252,7 @@ inline void run_cta(const std::function<void()>& kernel_body) {
         if (!progress) {
             std::fprintf(stderr, "emu: deadlock in block (%u, %u, %u): threads wait at a barrier "
                          "some threads never reach\n", blockIdx.x, blockIdx.y, blockIdx.z);
-            std::exit(4);
+            std::fflush(stderr); std::_Exit(4);
         }
     }
 }
@@ -200,16 +262,31 @@ inline void run_cta(const std::function<void()>& kernel_body) {
 #define ATTN_PTX_EMULATION 1
 
 inline void attn_cp_async16(void* smem, const void* gmem, int src_bytes) {
-    std::memset(smem, 0, 16);
-    std::memcpy(smem, gmem, src_bytes);
+    emu::Copy c{static_cast<unsigned char*>(smem), {}, emu::epoch};
+    std::memcpy(c.data, gmem, src_bytes);         // source read at issue, zero fill past src_bytes
+    emu::open_group[emu::current].push_back(c);
 }
-inline void attn_cp_async_commit() {}
-template <int n> inline void attn_cp_async_wait() {}
+inline void attn_cp_async_commit() {
+    auto& mine = emu::open_group[emu::current];
+    emu::committed[emu::current].push_back(mine);
+    mine.clear();
+}
+template <int n> inline void attn_cp_async_wait() {   // land all but the n newest groups
+    auto& groups = emu::committed[emu::current];
+    while (groups.size() > size_t(n)) {
+        for (const emu::Copy& c : groups.front()) {
+            emu::note_write16(c.dst, c.issued);
+            std::memcpy(c.dst, c.data, 16);
+        }
+        groups.erase(groups.begin());
+    }
+}
 
 inline void attn_ldmatrix_x4(unsigned r[4], const half* p) {
     auto& w = emu::scratch[emu::warp()];
     const int l = emu::lane();
     w.ptr[l] = p;
+    emu::note_read16(p);
     emu::warp_sync();
     for (int m = 0; m < 4; ++m) {
         const uint16_t* row = static_cast<const uint16_t*>(w.ptr[8 * m + l / 4]);
@@ -222,6 +299,7 @@ inline void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
     auto& w = emu::scratch[emu::warp()];
     const int l = emu::lane();
     w.ptr[l] = p;
+    emu::note_read16(p);
     emu::warp_sync();
     for (int m = 0; m < 4; ++m) {
         const uint16_t* r0 = static_cast<const uint16_t*>(w.ptr[8 * m + 2 * (l % 4)]);

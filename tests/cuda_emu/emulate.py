@@ -77,7 +77,7 @@ static int I(const Launch& L, int i) {{ return (int)L.args[i].v; }}
 static float F(const Launch& L, int i) {{ return (float)L.args[i].v; }}
 
 static void run(const Launch& L, const std::function<void()>& body) {{
-    if (L.smem > {SMEM_LIMIT}) {{ std::fprintf(stderr, "emu: smem %zu too large\\n", L.smem); std::exit(5); }}
+    if (L.smem > {SMEM_LIMIT}) {{ std::fprintf(stderr, "emu: smem %zu too large\\n", L.smem); std::fflush(stderr); std::_Exit(5); }}
     gridDim = L.grid; blockDim = L.block;
     for (unsigned z = 0; z < L.grid.z; ++z)
         for (unsigned y = 0; y < L.grid.y; ++y)
@@ -91,12 +91,14 @@ static void run(const Launch& L, const std::function<void()>& body) {{
     for (size_t t = 0; t < tensors.size(); ++t)
         for (int g = 0; g < GUARD; ++g)
             if (tensors[t].bytes[tensors[t].n + g] != 0xa5) {{
-                std::fprintf(stderr, "emu: write past the end of tensor %zu\\n", t); std::exit(6);
+                std::fprintf(stderr, "emu: write past the end of tensor %zu\\n", t); std::fflush(stderr); std::_Exit(6);
             }}
 }}
 
 int main(int argc, char** argv) {{
     const std::string dir = argv[1];
+    emu::smem_base = smem_raw;                    // hazard checks cover the dynamic tiles
+    emu::smem_size = sizeof smem_raw;
     std::ifstream desc(dir + "/launches.txt");
     size_t count; desc >> count;
     tensors.resize(count);
@@ -130,12 +132,15 @@ int main(int argc, char** argv) {{
 '''
 
 
-def build(spec: ports.PortLaunches) -> tuple[Path, list[str]]:
-    """Compile (once, cached by content) the emulator binary for the spec's source/defines."""
+def build(spec: ports.PortLaunches, edit=None) -> tuple[Path, list[str]]:
+    """Compile (once, cached by content) the emulator binary for the spec's source/defines.
+    ``edit``: optional function applied to the source text (tests that break a kernel)."""
     keys = {(l.source, tuple(sorted(l.defines.items()))) for l in spec.launches}
     assert len(keys) == 1, "one source and one set of defines per port"
     (source, defines), = keys
     text = load_source(source)
+    if edit is not None:
+        text = edit(text)
     kernels = sorted({l.kernel for l in spec.launches})
     main = harness("kernel.cu", kernels, kernel_params(text))
     flags = ["-std=c++17", "-O1", "-w", "-fno-extern-tls-init", "-I", str(EMU_DIR)] + [f"-D{k}={v}" for k, v in defines]
@@ -155,9 +160,19 @@ def build(spec: ports.PortLaunches) -> tuple[Path, list[str]]:
     return binary, kernels
 
 
-def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600) -> dict[str, np.ndarray]:
-    """Run every launch of ``spec`` on the CPU; returns every tensor after the run."""
-    binary, kernels = build(spec)
+class EmulationError(RuntimeError):
+    """The emulated kernel failed: exit status and the emulator's message."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
+            edit=None) -> dict[str, np.ndarray]:
+    """Run every launch of ``spec`` on the CPU; returns every tensor after the run.
+    Exit statuses of the emulator: 4 deadlock, 6 write past a tensor, 8 shared-memory hazard."""
+    binary, kernels = build(spec, edit)
     names = list(spec.tensors)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -192,8 +207,8 @@ def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600) -> dict
         done = subprocess.run([str(binary), str(work)], capture_output=True, text=True,
                               timeout=timeout)
         if done.returncode:
-            raise RuntimeError(f"emulated {spec.algorithm} failed ({done.returncode}): "
-                               f"{done.stderr[-2000:]}")
+            raise EmulationError(f"emulated {spec.algorithm} failed ({done.returncode}): "
+                                 f"{done.stderr[-2000:]}", done.returncode)
         return {name: np.frombuffer((work / f"t{i}.out").read_bytes(),
                                     dtype=DTYPES[spec.tensors[name].dtype])
                 .reshape(spec.tensors[name].shape)
