@@ -114,7 +114,7 @@ def detect_gpu_model() -> tuple[GPU, str | None]:
 
 # ---- compilation -----------------------------------------------------------------------------
 
-_INCLUDE_LINE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
+_INCLUDE_LINE = re.compile(r'^[ \t]*#include[ \t]+"([^"]+)"[^\n]*$', re.MULTILINE)
 _modules: dict = {}
 
 

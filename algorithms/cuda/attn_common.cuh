@@ -9,10 +9,15 @@
 // O += P V. A warp owns 16 query rows of the tile (one m16 MMA row block); each thread owns
 // rows (lane / 4) and (lane / 4 + 8) of them.
 //
-// Header only, no host headers: the sources are compiled by NVRTC through CuPy (the backend
-// inlines this file in place of its #include line) and by nvcc in CI.
+// Header only and self-contained — no include at all, not even cuda_fp16.h: the sources are
+// compiled by NVRTC through CuPy (the backend inlines this file in place of its #include
+// line) and by nvcc in CI. fp16 values are 16-bit storage converted with PTX cvt, so the
+// build does not depend on which fp16 headers CuPy bundles (cupy/cupy#7758, #8466).
 #pragma once
-#include <cuda_fp16.h>
+
+// 16-byte and 8-byte vectors for wide loads/stores (our own: no vector_types.h needed).
+struct __align__(16) attn_u4 { unsigned x, y, z, w; };
+struct __align__(8) attn_f2 { float x, y; };
 
 // Head dimension padded to the MMA k-step of 16; padded columns are zero in shared memory.
 #define ATTN_PAD16(d) ((((d) + 15) / 16) * 16)
@@ -44,8 +49,36 @@ __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
 // kernels can be executed on a CPU in the tests; never defined for NVRTC or nvcc builds.)
 #ifndef ATTN_PTX_EMULATION
 
+// fp16 storage (IEEE binary16 bits); conversions round to nearest even.
+struct __align__(2) half { unsigned short x; };
+
+__device__ __forceinline__ float attn_h2f(half h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h.x));
+    return f;
+}
+__device__ __forceinline__ half attn_f2h(float f) {
+    half h;
+    asm("cvt.rn.f16.f32 %0, %1;\n" : "=h"(h.x) : "f"(f));
+    return h;
+}
+// Two floats -> one f16x2 register: `lo` in bits 0-15 (the lower column / address).
+__device__ __forceinline__ unsigned attn_pack_half2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ attn_f2 attn_unpack_half2(unsigned v) {
+    half lo, hi;
+    lo.x = static_cast<unsigned short>(v & 0xffffu);
+    hi.x = static_cast<unsigned short>(v >> 16);
+    return attn_f2{attn_h2f(lo), attn_h2f(hi)};
+}
+
 __device__ __forceinline__ unsigned attn_smem_addr(const void* p) {
-    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+    unsigned long long a;
+    asm("cvta.to.shared.u64 %0, %1;\n" : "=l"(a) : "l"(p));
+    return static_cast<unsigned>(a);
 }
 
 // 16 bytes HBM -> shared memory, asynchronous; src_bytes = 0 writes zeros (ragged rows).
@@ -87,21 +120,17 @@ __device__ __forceinline__ void attn_mma16816(float d[4], const unsigned a[4], u
 }
 #endif  // ATTN_PTX_EMULATION
 
-__device__ __forceinline__ unsigned attn_pack_half2(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<unsigned*>(&h);
-}
 
 // ---- tile movement ----------------------------------------------------------------------
 
-// Issue the copy of rows [row0, row0 + ROWS) x head_dim `d` of a row-major (n_rows x d)
-// fp16 matrix into a swizzled ROWS x DPAD shared tile. Rows >= n_rows and columns >= d are
+// Issue the copy of rows [row0, row0 + kRows) x head_dim `d` of a row-major (n_rows x d)
+// fp16 matrix into a swizzled kRows x kDpad shared tile. Rows >= n_rows and columns >= d are
 // zero-filled. d must be a multiple of 8 (16-byte chunks). All threads of the CTA call it.
-template <int ROWS, int DPAD, int NTHREADS>
+template <int kRows, int kDpad, int kThreads>
 __device__ __forceinline__ void attn_load_tile_async(half* tile, const half* mat, int row0,
                                                      int n_rows, int d, int tid) {
-    constexpr int CPR = DPAD / 8;
-    for (int idx = tid; idx < ROWS * CPR; idx += NTHREADS) {
+    constexpr int CPR = kDpad / 8;
+    for (int idx = tid; idx < kRows * CPR; idx += kThreads) {
         const int r = idx / CPR, ch = idx % CPR;
         const int g = row0 + r;
         const bool valid = g < n_rows && ch * 8 < d;
@@ -110,42 +139,42 @@ __device__ __forceinline__ void attn_load_tile_async(half* tile, const half* mat
     }
 }
 
-// Copy a swizzled ROWS x DPAD shared tile (fp16) to rows [row0, ..) of a row-major
+// Copy a swizzled kRows x kDpad shared tile (fp16) to rows [row0, ..) of a row-major
 // (n_rows x d) matrix in HBM, skipping rows >= n_rows and padded columns. `lane`, `nlanes`:
 // the threads taking part (a warp storing its own rows, or the whole CTA).
-template <int ROWS, int DPAD>
+template <int kRows, int kDpad>
 __device__ __forceinline__ void attn_store_tile(half* mat, const half* tile, int row0,
                                                 int n_rows, int d, int lane, int nlanes) {
-    constexpr int CPR = DPAD / 8;
-    for (int idx = lane; idx < ROWS * CPR; idx += nlanes) {
+    constexpr int CPR = kDpad / 8;
+    for (int idx = lane; idx < kRows * CPR; idx += nlanes) {
         const int r = idx / CPR, ch = idx % CPR;
         const int g = row0 + r;
         if (g < n_rows && ch * 8 < d)
-            *reinterpret_cast<uint4*>(mat + (long long)g * d + ch * 8) =
-                *reinterpret_cast<const uint4*>(tile + attn_swizzle(r, ch, CPR));
+            *reinterpret_cast<attn_u4*>(mat + (long long)g * d + ch * 8) =
+                *reinterpret_cast<const attn_u4*>(tile + attn_swizzle(r, ch, CPR));
     }
 }
 
 // ---- warp-level FlashAttention tile step -------------------------------------------------
 
-// s[BK/8][4] = Q_w K_jᵀ for the warp's 16 rows (starting at tile row `wrow`) and the BK keys
+// s[kBK/8][4] = Q_w K_jᵀ for the warp's 16 rows (starting at tile row `wrow`) and the kBK keys
 // of the shared tile k_s. C-fragment layout: s[n][0..1] row lane/4, keys 8n + 2(lane%4) +0/1;
 // s[n][2..3] the same keys for row lane/4 + 8.
-template <int BK, int DPAD>
+template <int kBK, int kDpad>
 __device__ __forceinline__ void attn_warp_qk(float (*s)[4], const half* q_s, const half* k_s,
                                              int wrow, int lane) {
-    constexpr int CPR = DPAD / 8;
+    constexpr int CPR = kDpad / 8;
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n)
+    for (int n = 0; n < kBK / 8; ++n)
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < DPAD / 16; ++kk) {
+    for (int kk = 0; kk < kDpad / 16; ++kk) {
         unsigned a[4];
         // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
         const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
         attn_ldmatrix_x4(a, q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
 #pragma unroll
-        for (int n = 0; n < BK / 16; ++n) {
+        for (int n = 0; n < kBK / 16; ++n) {
             unsigned b[4];
             // B = Kᵀ: matrices (keys 0-7, k 0-7), (keys 0-7, k 8-15), (keys 8-15, k 0-7), ...
             const int krow = n * 16 + (lane & 7) + (lane >> 4) * 8;
@@ -158,11 +187,11 @@ __device__ __forceinline__ void attn_warp_qk(float (*s)[4], const half* q_s, con
 
 // Mask scores in place: key `key0 + col` is hidden from query `q_row` when it is past the
 // end of the keys, or (causal, bottom-right aligned) when key > q_row + n_k - n_q.
-template <int BK>
+template <int kBK>
 __device__ __forceinline__ void attn_warp_mask(float (*s)[4], int q_row0, int key0, int n_k,
                                                int causal_shift, bool causal, int lane) {
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n) {
+    for (int n = 0; n < kBK / 8; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int key = key0 + n * 8 + 2 * (lane & 3) + (e & 1);
@@ -176,12 +205,12 @@ __device__ __forceinline__ void attn_warp_mask(float (*s)[4], int q_row0, int ke
 // query i iff j < n_k, j >= i + shift - window_left (when window_left >= 0) and
 // j <= i + shift + window_right (when window_right >= 0); shift = n_k - n_q. Causal is
 // window_right = 0; -1 means unbounded on that side.
-template <int BK>
+template <int kBK>
 __device__ __forceinline__ void attn_warp_mask_window(float (*s)[4], int q_row0, int key0,
                                                       int n_k, int shift, int window_left,
                                                       int window_right, int lane) {
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n) {
+    for (int n = 0; n < kBK / 8; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int key = key0 + n * 8 + 2 * (lane & 3) + (e & 1);
@@ -208,12 +237,12 @@ __device__ __forceinline__ bool attn_tile_needs_mask(int r0, int r1, int c0, int
 // running sums (per thread: a partial sum over the keys this thread holds; the quad's
 // partial sums are added at the end). On return s holds P~ = exp2(x - m_new) and o is
 // rescaled by exp2(m_old - m_new).
-template <int BK, int DPAD>
+template <int kBK, int kDpad>
 __device__ __forceinline__ void attn_warp_softmax(float (*s)[4], float (*o)[4], float m[2],
                                                   float l[2], float scale_log2) {
     float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n) {
+    for (int n = 0; n < kBK / 8; ++n) {
         mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]) * scale_log2);
         mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]) * scale_log2);
     }
@@ -232,7 +261,7 @@ __device__ __forceinline__ void attn_warp_softmax(float (*s)[4], float (*o)[4], 
         l[r] *= alpha[r];
     }
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n) {
+    for (int n = 0; n < kBK / 8; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int r = e >> 1;
@@ -241,27 +270,27 @@ __device__ __forceinline__ void attn_warp_softmax(float (*s)[4], float (*o)[4], 
         }
     }
 #pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) {
+    for (int n = 0; n < kDpad / 8; ++n) {
         o[n][0] *= alpha[0]; o[n][1] *= alpha[0];
         o[n][2] *= alpha[1]; o[n][3] *= alpha[1];
     }
 }
 
-// o[DPAD/8][4] += P V_j: P from the score registers (C layout reinterpreted as the A
+// o[kDpad/8][4] += P V_j: P from the score registers (C layout reinterpreted as the A
 // layout of the next MMA, rounded to fp16), V from the shared tile v_s (B via ldmatrix.trans).
-template <int BK, int DPAD>
+template <int kBK, int kDpad>
 __device__ __forceinline__ void attn_warp_pv(float (*o)[4], float (*s)[4], const half* v_s,
                                              int lane) {
-    constexpr int CPR = DPAD / 8;
+    constexpr int CPR = kDpad / 8;
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
+    for (int kk = 0; kk < kBK / 16; ++kk) {
         unsigned a[4];
         a[0] = attn_pack_half2(s[2 * kk][0], s[2 * kk][1]);
         a[1] = attn_pack_half2(s[2 * kk][2], s[2 * kk][3]);
         a[2] = attn_pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         a[3] = attn_pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-        for (int n = 0; n < DPAD / 16; ++n) {
+        for (int n = 0; n < kDpad / 16; ++n) {
             unsigned b[4];
             // B = V: matrices (keys 0-7, dims 0-7), (keys 8-15, dims 0-7), (keys 0-7, dims 8-15), ...
             const int vrow = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
@@ -283,15 +312,15 @@ __device__ __forceinline__ void attn_quad_sum(float l[2]) {
 
 // Write the warp's normalized rows O = acc / l (fp16) into its own 16 rows of the swizzled
 // tile `dst_s` (rows wrow..wrow+15). Rows with l == 0 (no visible key) get zeros.
-template <int DPAD>
+template <int kDpad>
 __device__ __forceinline__ void attn_warp_o_to_smem(half* dst_s, float (*o)[4], const float l[2],
                                                     int wrow, int lane) {
-    constexpr int CPR = DPAD / 8;
+    constexpr int CPR = kDpad / 8;
     const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f;
     const float inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
     const int r0 = wrow + (lane >> 2);
 #pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) {
+    for (int n = 0; n < kDpad / 8; ++n) {
         const int col = n * 8 + 2 * (lane & 3);      // even column inside chunk n
         unsigned* p0 = reinterpret_cast<unsigned*>(dst_s + attn_swizzle(r0, n, CPR) + (col & 7));
         unsigned* p1 = reinterpret_cast<unsigned*>(dst_s + attn_swizzle(r0 + 8, n, CPR) + (col & 7));

@@ -57,7 +57,7 @@ flash1_init(half* __restrict__ o, float* __restrict__ l, float* __restrict__ m, 
         l[r] = 0.f;
         m[r] = ATTN_NEG_INF;
         for (int c = 0; c < HEAD_DIM; c += 8)
-            *reinterpret_cast<uint4*>(o + r * HEAD_DIM + c) = make_uint4(0u, 0u, 0u, 0u);
+            *reinterpret_cast<attn_u4*>(o + r * HEAD_DIM + c) = attn_u4{0u, 0u, 0u, 0u};
     }
 }
 
@@ -109,9 +109,9 @@ flash1_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* _
 #pragma unroll
                 for (int n = 0; n < DPAD / 8; ++n) {
                     const int col = n * 8 + 2 * (lane & 3);
-                    float2 x = make_float2(0.f, 0.f);
+                    attn_f2 x{0.f, 0.f};
                     if (ok && col < HEAD_DIM)
-                        x = __half22float2(*reinterpret_cast<const __half2*>(o_h + (long long)row * HEAD_DIM + col));
+                        x = attn_unpack_half2(*reinterpret_cast<const unsigned*>(o_h + (long long)row * HEAD_DIM + col));
                     o_i[n][2 * h] = x.x;
                     o_i[n][2 * h + 1] = x.y;
                 }

@@ -154,8 +154,8 @@ gqa_decode_split(const half* __restrict__ q, const half* __restrict__ k,
         for (int n = 0; n < DPAD / 8; ++n) {
             const int col = n * 8 + 2 * (lane & 3);
             if (col < HEAD_DIM)
-                *reinterpret_cast<float2*>(dst + col) =
-                    make_float2(acc[n][2 * r] * inv, acc[n][2 * r + 1] * inv);
+                *reinterpret_cast<attn_f2*>(dst + col) =
+                    attn_f2{acc[n][2 * r] * inv, acc[n][2 * r + 1] * inv};
         }
         if ((lane & 3) == 0)
             lse_part[prow] = l[r] > 0.f ? (m[r] + log2f(l[r])) * ATTN_LN2 : ATTN_NEG_INF;
@@ -180,6 +180,6 @@ gqa_decode_combine(const float* __restrict__ o_part, const float* __restrict__ l
         }
     }
     const long long orow = (long long)bh * n_q + i;
-    if (col < HEAD_DIM) o[orow * HEAD_DIM + col] = __float2half_rn(total > 0.f ? out / total : 0.f);
+    if (col < HEAD_DIM) o[orow * HEAD_DIM + col] = attn_f2h(total > 0.f ? out / total : 0.f);
     if (col == 0) lse[orow] = total > 0.f ? mx + __logf(total) : ATTN_NEG_INF;
 }

@@ -18,7 +18,7 @@
 // + ROWS x HEAD_DIM x 4 B (φ(Q) rows). Arithmetic on CUDA cores in fp32: linear attention is
 // memory-bound at these sizes, so no tensor cores. Both kernels use dynamic shared memory
 // (the sizes above), set by the launcher.
-#include <cuda_fp16.h>
+#include "attn_common.cuh"
 
 #ifndef CHUNK
 #define CHUNK 64
@@ -63,8 +63,8 @@ linear_kv_state(const half* __restrict__ k, const half* __restrict__ v,
         __syncthreads();                                       // previous chunk consumed
         for (int idx = tid; idx < CHUNK * HEAD_DIM; idx += THREADS) {   // K_j, V_j -> SRAM
             const int r = idx / HEAD_DIM, c = idx % HEAD_DIM;
-            phik_s[r][c] = r < rows ? phi(__half2float(k_h[idx])) : 0.f;
-            v_s[r][c] = r < rows ? __half2float(v_h[idx]) : 0.f;
+            phik_s[r][c] = r < rows ? phi(attn_h2f(k_h[idx])) : 0.f;
+            v_s[r][c] = r < rows ? attn_h2f(v_h[idx]) : 0.f;
         }
         __syncthreads();
         // S[a][b] += Σ_r φ(k_r)[a] v_r[b]; thread t owns entries t, t + THREADS, ...
@@ -108,7 +108,7 @@ linear_apply(const half* __restrict__ q, const float* __restrict__ state,
     const half* q_h = q + ((long long)bh * n_q + row0) * HEAD_DIM;
     for (int idx = tid; idx < ROWS * HEAD_DIM; idx += THREADS) {
         const int r = idx / HEAD_DIM;
-        phiq_s[r][idx % HEAD_DIM] = r < rows ? phi(__half2float(q_h[idx])) : 0.f;
+        phiq_s[r][idx % HEAD_DIM] = r < rows ? phi(attn_h2f(q_h[idx])) : 0.f;
     }
     __syncthreads();
     for (int r = tid; r < ROWS; r += THREADS) {                // φ(q_i)ᵀ z + eps
@@ -122,6 +122,6 @@ linear_apply(const half* __restrict__ q, const float* __restrict__ state,
         const int r = idx / HEAD_DIM, c = idx % HEAD_DIM;
         float num = 0.f;
         for (int a = 0; a < HEAD_DIM; ++a) num += phiq_s[r][a] * s_s[a][c];
-        o_h[idx] = __float2half_rn(den_s[r] != 0.f ? num / den_s[r] : 0.f);
+        o_h[idx] = attn_f2h(den_s[r] != 0.f ? num / den_s[r] : 0.f);
     }
 }

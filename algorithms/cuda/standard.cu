@@ -160,7 +160,7 @@ __device__ __forceinline__ void gemm_cta(const half* a, int lda, const half* b, 
                     *reinterpret_cast<unsigned*>(dst) =
                         attn_pack_half2(alpha * acc[i][j][2 * h], alpha * acc[i][j][2 * h + 1]);
                 else
-                    *dst = __float2half_rn(alpha * acc[i][j][2 * h]);
+                    *dst = attn_f2h(alpha * acc[i][j][2 * h]);
             }
         }
     }
@@ -204,7 +204,7 @@ standard_mask(half* __restrict__ s, const unsigned char* __restrict__ allowed, i
     const int row = blockIdx.x;
     half* srow = s + ((long long)blockIdx.y * n_q + row) * ld_s;
     const unsigned char* mrow = allowed + (long long)row * n_k;
-    const half neg_inf = __float2half_rn(ATTN_NEG_INF);
+    const half neg_inf = attn_f2h(ATTN_NEG_INF);
     for (int j = threadIdx.x; j < n_k; j += SOFTMAX_THREADS) {
         const half x = srow[j];
         srow[j] = mrow[j] ? x : neg_inf;
@@ -245,15 +245,15 @@ standard_softmax(const half* __restrict__ s, half* __restrict__ p, int n_q, int 
     for (int j = threadIdx.x; j < n_k; j += SOFTMAX_THREADS) {  // S row: HBM -> SRAM, once
         const half x = s[off + j];
         row_s[j] = x;
-        if (j < visible) mx = fmaxf(mx, __half2float(x));
+        if (j < visible) mx = fmaxf(mx, attn_h2f(x));
     }
     mx = block_reduce<true>(mx, red);
     const float base = mx == ATTN_NEG_INF ? 0.f : mx;
     float sum = 0.f;
     for (int j = threadIdx.x; j < visible; j += SOFTMAX_THREADS)
-        sum += __expf(__half2float(row_s[j]) - base);
+        sum += __expf(attn_h2f(row_s[j]) - base);
     sum = block_reduce<false>(sum, red);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     for (int j = threadIdx.x; j < ld_s; j += SOFTMAX_THREADS) // P row: SRAM -> HBM, once
-        p[off + j] = __float2half_rn(j < visible ? __expf(__half2float(row_s[j]) - base) * inv : 0.f);
+        p[off + j] = attn_f2h(j < visible ? __expf(attn_h2f(row_s[j]) - base) * inv : 0.f);
 }

@@ -42,10 +42,6 @@
 #define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-struct uint4 { unsigned x, y, z, w; };
-struct float2 { float x, y; };
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
-inline float2 make_float2(float x, float y) { return {x, y}; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
@@ -53,12 +49,10 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline void atomicAdd(float* p, float v) { *p += v; }
 
-// ---- fp16 -----------------------------------------------------------------------------------
-struct __half { uint16_t x; };
-typedef __half half;
-struct __half2 { __half x, y; };
+// ---- fp16 (the storage type and conversions of attn_common.cuh) ----------------------------
+struct half { uint16_t x; };
 
-inline float __half2float(__half h) {
+inline float attn_h2f(half h) {
     const uint32_t sign = (h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1f, man = h.x & 0x3ff;
     uint32_t bits;
     if (exp == 0) {
@@ -76,7 +70,7 @@ inline float __half2float(__half h) {
     return f;
 }
 
-inline __half __float2half_rn(float f) {         // round to nearest even
+inline half attn_f2h(float f) {                  // round to nearest even
     uint32_t b;
     std::memcpy(&b, &f, 4);
     const uint16_t sign = (b >> 16) & 0x8000;
@@ -94,8 +88,11 @@ inline __half __float2half_rn(float f) {         // round to nearest even
     if (exp == 0) out = h;                        // subnormal (h < 0x400) or rounded up to 0x400
     return {uint16_t(sign | out)};
 }
-inline __half2 __floats2half2_rn(float a, float b) { return {__float2half_rn(a), __float2half_rn(b)}; }
-inline float2 __half22float2(__half2 h) { return {__half2float(h.x), __half2float(h.y)}; }
+inline unsigned attn_pack_half2(float lo, float hi) {
+    return attn_f2h(lo).x | unsigned(attn_f2h(hi).x) << 16;
+}
+struct attn_f2;
+inline attn_f2 attn_unpack_half2(unsigned v);   // defined after attn_common.cuh's attn_f2
 
 // ---- green threads ------------------------------------------------------------------------------
 namespace emu {
@@ -309,7 +306,7 @@ inline void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
     emu::warp_sync();
 }
 
-inline float emu_half_bits(unsigned bits) { return __half2float(__half{uint16_t(bits)}); }
+inline float emu_half_bits(unsigned bits) { return attn_h2f(half{uint16_t(bits)}); }
 
 inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1) {
     auto& w = emu::scratch[emu::warp()];

@@ -58,6 +58,11 @@ def harness(source_file: str, kernels: list[str], params: dict) -> str:
     return f'''#include "cuda_emu.h"
 #include "{source_file}"
 #include <fstream>
+
+// needs attn_common.cuh's attn_f2, hence here and not in cuda_emu.h
+inline attn_f2 attn_unpack_half2(unsigned v) {{
+    return attn_f2{{emu_half_bits(v & 0xffffu), emu_half_bits(v >> 16)}};
+}}
 #include <string>
 
 thread_local __attribute__((aligned(128))) unsigned char smem_raw[{SMEM_LIMIT}];
