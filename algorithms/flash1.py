@@ -35,7 +35,8 @@ from numba import njit
 
 from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
-                               head_view, iter_heads, new_output, new_stats)
+                               head_view, iter_heads, new_output, new_stats,
+                               tile_softmax_stats)
 from hwmodels.memory import SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, store_rows, store_vector)
@@ -149,32 +150,44 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             count_other(c, rows * cols)                          #   S - m̃
             count_exp(c, rows * cols)                            #   P̃ = exp(S - m̃)
             count_other(c, rows * cols)                          #   ℓ̃ = rowsum(P̃)
-            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
-            count_exp(c, 2 * rows)
-            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
-            count_other(c, 4 * rows * d)                         #   rescale, add, divide
+            m_tile = np.empty(0, dtype=np.float32)
+            l_tile = np.empty(0, dtype=np.float32)
             if compute:
-                s *= scale
+                s *= np.float32(scale)
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                m_tile = np.full(rows, -np.inf, dtype=np.float32)
-                for i in range(rows):
-                    m_tile[i] = s[i].max()
-                m_tile_safe = np.where(m_tile == -np.inf, np.float32(0.0), m_tile)
-                p = np.exp(s - m_tile_safe[:, None])
-                l_tile = p.sum(axis=1)
-                pv = np.dot(p, vj)
-                m_new = np.maximum(mi, m_tile)
-                m_new_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                a_old = np.exp(mi - m_new_safe)
-                a_tile = np.exp(m_tile_safe - m_new_safe) * (m_tile != -np.inf)
-                l_new = a_old * li + a_tile * l_tile
-                l_div = np.where(l_new == 0, np.float32(1.0), l_new)
-                oi = ((li * a_old)[:, None] * oi + a_tile[:, None] * pv) / l_div[:, None]
-                mi, li = m_new, l_new
+                m_tile, l_tile = tile_softmax_stats(s)           # s now holds P̃_ij
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
+            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
+            count_exp(c, 2 * rows)
+            count_other(c, 4 * rows * d)                         # line 12: rescale, add, divide
+            if compute:
+                oi, mi, li = merge_into_output(oi, mi, li, pv, m_tile, l_tile)
             store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
             store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
             store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+
+
+@njit(cache=True)
+def merge_into_output(oi, mi, li, pv, m_tile, l_tile):
+    """Lines 11-12: m_new = max(m_i, m̃), ℓ_new = e^{m_i-m_new} ℓ_i + e^{m̃-m_new} ℓ̃,
+    O_i = diag(ℓ_new)⁻¹ (diag(ℓ_i) e^{m_i-m_new} O_i + e^{m̃-m_new} P̃ V_j)."""
+    rows, d = pv.shape
+    out = np.empty((rows, d), dtype=np.float32)
+    m_new = np.empty(rows, dtype=np.float32)
+    l_new = np.empty(rows, dtype=np.float32)
+    for i in range(rows):
+        mn = max(mi[i], m_tile[i])
+        ref = mn if mn != -np.inf else np.float32(0.0)
+        a_old = np.exp(mi[i] - ref)
+        a_tile = np.exp(m_tile[i] - ref) if m_tile[i] != -np.inf else np.float32(0.0)
+        ln = a_old * li[i] + a_tile * l_tile[i]
+        inv = np.float32(1.0) / ln if ln > 0 else np.float32(0.0)
+        for j in range(d):
+            out[i, j] = (li[i] * a_old * oi[i, j] + a_tile * pv[i, j]) * inv
+        m_new[i] = mn
+        l_new[i] = ln
+    return out, m_new, l_new
 
 
 def io_bound(wl, p: Flash1Plan, sram_bytes: int) -> float:

@@ -33,7 +33,7 @@ from numba import njit
 
 from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, heads_in_flight, finish_heads, iter_heads,
+                               cdiv, heads_in_flight, online_softmax_tile, scale_rows, finish_heads, iter_heads,
                                new_output, new_stats, head_view)
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
@@ -162,20 +162,13 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
             count_exp(c, rows)                                   # alpha = exp(m_old - m_new)
             count_other(c, rows * cols + 2 * rows)               # l = alpha l + rowsum(P)
             count_other(c, rows * d)                             # acc *= alpha
-            p = np.empty((0, 0), dtype=np.float32)
             if compute:
-                s *= scale
+                s *= np.float32(scale)
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                m_new = np.maximum(m, _rowmax(s))
-                # rows that have seen no key yet keep m = -inf: use 0 so exp() gives 0, not NaN
-                m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                p = np.exp(s - m_safe[:, None])
-                alpha = np.exp(m - m_safe)
-                l = alpha * l + p.sum(axis=1)
-                acc *= alpha[:, None]
-                m = m_new
-            pv = matmul_nn(c, p, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
+                alpha = online_softmax_tile(s, m, l)             # s now holds P
+                scale_rows(acc, alpha)
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
             if compute:
                 acc += pv
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
@@ -189,14 +182,6 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
             lse_i = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
         store_rows(c, o, r0, oi, rows, d, e, compute)            # O_i -> HBM
         store_vector(c, lse, r0, lse_i, rows, 4, compute)        # lse_i -> HBM (fp32)
-
-
-@njit(cache=True)
-def _rowmax(s):
-    out = np.empty(s.shape[0], dtype=np.float32)
-    for i in range(s.shape[0]):
-        out[i] = s[i].max() if s.shape[1] else -np.inf
-    return out
 
 
 def io_bound(wl, p: Flash2Plan, sram_bytes: int) -> float:
