@@ -8,6 +8,8 @@ ALGORITHMS = (
     "standard",
     "flash1",
     "flash2",
+    "gqa",
+    "mla",
 )
 
 
