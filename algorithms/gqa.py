@@ -48,7 +48,7 @@ INFO = AlgorithmInfo(
     title="Grouped-query attention (MHA/GQA/MQA), prefill and split-KV decode",
     paper="Ainslie et al., 2023 (arXiv 2305.13245); flash-decoding (Dao et al., 2023)",
     exact=True,
-    io_bound="Θ(BHN_qd + B(H/g)⌈N_q/B_r⌉N_kd): prefill Θ(N²d²/M), decode Θ(BGN_kd)",
+    io_bound="Θ(HN_qd + (H/g)⌈N_q/B_r⌉N_kd); decode Θ(GNd)",
     options=(
         Option("pack_group", bool, False,
                "prefill: one CTA per (Q block, KV head) packs the group's query heads so "

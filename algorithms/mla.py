@@ -27,8 +27,8 @@ Closed forms (per layer; e storage bytes; GEMM m x n x k with tiles t_m x t_n: r
       once; attention reads B (H/g) (S g N_q (d_c + d_h^R) + N_k (d_c + d_h^R)) e.
   Matmul FLOPs: (a) 4 B N_k d_c H d_h + 2 B H N_q N_k (2 d_h + d_h^R);
                 (b) 4 B H N_q d_h d_c + 2 B H N_q N_k (2 d_c + d_h^R).
-Bound: Θ(B N_k (d_c + d_h^R) H/g) for (b) (the latent cache, once per head block);
-(a) Θ(B N_k H d_h) — the up-projected cache it writes and reads.
+Bound: (b) Θ(B (H/g) ⌈N_q/B_r⌉ N_k (d_c + d_h^R)) — at decode the latent cache, once per
+head block; (a) Θ(B H ⌈N_q/B_r⌉ N_k d_h) — the up-projected cache it writes and reads.
 rec.info["mla"] compares the two paths (HBM bytes and FLOPs of both, counted); rec.info
 also gets ``kv_cache`` ((d_c + d_h^R) L elements per token) and, for decode, ``decode``.
 
@@ -69,7 +69,7 @@ INFO = AlgorithmInfo(
     title="Multi-head latent attention (DeepSeek-V2), up-projected or absorbed decode",
     paper="DeepSeek-AI, 2024 (arXiv 2405.04434), §2.1",
     exact=True,
-    io_bound="absorbed Θ(BN(d_c+d_R)H/g); upproject Θ(BNHd_h)",
+    io_bound="Θ((H/g)⌈N_q/B_r⌉N(d_c+d_R)); upproject Θ(H⌈N_q/B_r⌉Nd_h)",
     options=(
         Option("path", str, "absorbed", "absorbed: W_UK/W_UV folded into query/output, "
                "attention over the latent; upproject: K, V rebuilt from the cache each step",
@@ -319,6 +319,9 @@ def compare_paths(wl, p: MlaPlan, rec, mine) -> dict:
 
 
 def io_bound(wl, p: MlaPlan, sram_bytes: int) -> float:
+    """The leading term in bytes: the cache each path streams, per query block."""
+    t_r = cdiv(wl.seq_q, p.block_q)
     if p.path == "absorbed":
-        return float(wl.batch * wl.seq_k * p.dk * (wl.heads // p.head_block) * wl.elem_bytes)
-    return float(wl.batch * wl.seq_k * wl.heads * wl.head_dim * wl.elem_bytes)
+        return float(wl.batch * (wl.heads // p.head_block) * t_r * wl.seq_k * p.dk
+                     * wl.elem_bytes)
+    return float(wl.batch * wl.heads * t_r * wl.seq_k * wl.head_dim * wl.elem_bytes)

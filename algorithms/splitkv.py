@@ -126,8 +126,8 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
             h // (H_q / H_kv); a CTA packs ``tiles.group`` consecutive query heads, all of
             one KV head.
     Return:
-        (o, lse): (B, H_q, N_q, d_v) and (B, H_q, N_q) float32, or empty dicts' placeholders
-        (None, None) in count-only mode.
+        (o, lse): (B, H_q, N_q, d_v) and (B, H_q, N_q) float32; (None, None) in count-only
+        mode.
     """
     g, bq, bk = tiles.group, tiles.block_q, tiles.block_k
     packs = q_heads // g

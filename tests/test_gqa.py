@@ -162,3 +162,13 @@ def test_bad_parameters_raise_clear_errors():
         simulate("gqa", wl.replace(model=get_model("deepseek-v2")), H100, compute=False)
     with pytest.raises(ValueError, match="multiple of kv_heads"):
         Workload(heads=6, kv_heads=4)
+
+
+def test_decode_counts_follow_the_bound():
+    ratios = []
+    for n in (8192, 32768, 131072):
+        r = simulate("gqa", Workload(heads=32, kv_heads=8, seq_q=1, seq_k=n, head_dim=128,
+                                     decode=True), H100, compute=False)
+        ratios.append(r.io_ratio)
+    # K and V (2 G N d e) against the bound's G N d e: the ratio tends to 2, the constant
+    assert all(1.9 < x < 2.2 for x in ratios)
