@@ -228,10 +228,11 @@ def run_absorbed(wl, p: MlaPlan, x, rec, compute):
 def head_gemms(rec, name, wl, p, *, m, n, k, a, w, trans_b, compute):
     """Per head h: out_h (m x n) = a_h (m x k) @ op(w[h]); a is (B, H, N_q, k)."""
     tm, tn, tk = p.gemm_tile_m, p.gemm_tile_n, p.gemm_tile_k
-    c = rec.kernel(name, ctas=wl.heads * gemm_ctas(m, n, _tiles(p)),
-                   buffers={"A_tile": tm * tk * wl.elem_bytes, "B_tile": tk * tn * wl.elem_bytes},
-                   register_bytes_per_cta=4 * tm * tn, matmul_dtype=wl.dtype)
     e = wl.elem_bytes
+    c = rec.kernel(name, ctas=wl.heads * gemm_ctas(m, n, _tiles(p)),
+                   buffers={"A_tile": tm * tk * e, "B_tile": tk * tn * e},
+                   register_bytes_per_cta=4 * tm * tn, matmul_dtype=wl.dtype,
+                   **gemm_l2(rec, p, wl.heads, m, n, k, e, shared_b=False))
     if not compute:
         empty = np.empty((0, 0), np.float32)
         gemm(c, empty, empty, empty, m, n, k, tm, tn, tk, e, e, False, trans_b, 1.0, False)
@@ -253,7 +254,8 @@ def run_upproject(wl, p: MlaPlan, x, rec, compute):
     tm, tn, tk = p.gemm_tile_m, p.gemm_tile_n, p.gemm_tile_k
     c = rec.kernel("mla_upproject", ctas=b * gemm_ctas(wl.seq_k, n_out, _tiles(p)),
                    buffers={"A_tile": tm * tk * e, "B_tile": tk * tn * e},
-                   register_bytes_per_cta=4 * tm * tn, matmul_dtype=wl.dtype)
+                   register_bytes_per_cta=4 * tm * tn, matmul_dtype=wl.dtype,
+                   **gemm_l2(rec, p, b, wl.seq_k, n_out, d_c, e, shared_b=True))
     q_full = k_full = v_full = None
     if not compute:
         empty = np.empty((0, 0), np.float32)
@@ -280,6 +282,21 @@ def run_upproject(wl, p: MlaPlan, x, rec, compute):
         scale=p.scale, causal=wl.causal, e=e, dtype=wl.dtype, v_in_k=False,
         tc_path="mma_sync", compute=compute)
     return o
+
+
+def gemm_l2(rec, p: MlaPlan, count: int, m: int, n: int, k: int, e: int, shared_b: bool):
+    """L2 declaration of ``count`` GEMMs (m x k) @ (k x n) (``hwmodels.timing``): compulsory
+    traffic reads A and B once and writes C once (B once in all when ``shared_b``: the same
+    weight for every sequence); the re-read working set is B plus the A panels of the
+    resident CTAs."""
+    tiles = _tiles(p)
+    b_reads = k * n * e * (1 if shared_b else count)
+    resident = rec.resident_ctas(count * gemm_ctas(m, n, tiles),
+                                 (tiles.tile_m + tiles.tile_n) * tiles.tile_k * e,
+                                 4 * tiles.tile_m * tiles.tile_n)
+    return {"unique_hbm_bytes": count * (m * k + m * n) * e + b_reads,
+            "l2_working_set_bytes": k * n * e * (1 if shared_b else min(count, resident))
+            + resident * tiles.tile_m * k * e}
 
 
 def _tiles(p: MlaPlan) -> GemmTiles:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms.common import apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
+                               heads_in_flight)
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
 
@@ -135,12 +136,21 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
     _, ranges = split_ranges(seq_k, bk, splits)
     n_split = len(ranges)
     t_r = cdiv(seq_q, bq)
-    c = rec.kernel(name, ctas=batch * packs * t_r * n_split,
-                   buffers=smem_buffers(g, bq, bk, dk, dv, e, v_in_k), threads_per_cta=threads,
-                   register_bytes_per_cta=tiles.register_bytes, tc_path=tc_path,
-                   overlap="serial", cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal),
-                   matmul_dtype=dtype)
     out_bytes = STAT_BYTES if n_split > 1 else e
+    buffers = smem_buffers(g, bq, bk, dk, dv, e, v_in_k)
+    # L2 (hwmodels.timing): compulsory traffic is Q once, each KV head's K/V once, every
+    # output once; the re-reads (K/V by the other heads of a group when not packed, Q by
+    # the splits) hit L2 if the K/V of the packs in flight fit there — as flash2 declares.
+    kv_bytes = seq_k * (dk + (0 if v_in_k else dv)) * e
+    unique = (batch * q_heads * seq_q * (dk * e + n_split * (dv * out_bytes + STAT_BYTES))
+              + batch * kv_heads * kv_bytes)
+    in_flight = heads_in_flight(rec, t_r * n_split, batch * packs, sum(buffers.values()),
+                                tiles.register_bytes, threads)
+    c = rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
+                   threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
+                   tc_path=tc_path, overlap="serial",
+                   cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal), matmul_dtype=dtype,
+                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
     if not compute:
         for k_lo, k_hi in ranges:
             attend_pack(c, np.empty((0, 0, dk), np.float32), np.empty((0, dk), np.float32),
@@ -172,8 +182,9 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
 def combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, splits, e, compute):
     """The reduction kernel: one CTA per (sequence, query head) merges the S partials."""
     c = rec.kernel("splitkv_combine", ctas=batch * q_heads,
-                   buffers={"lse_s": splits * seq_q * STAT_BYTES, "O_s": seq_q * dv * STAT_BYTES,
-                            "O_acc": seq_q * dv * STAT_BYTES},
+                   # rows are merged one after another: one row's partials on chip at a time
+                   buffers={"lse_s": splits * STAT_BYTES, "O_s": dv * STAT_BYTES,
+                            "O_acc": dv * STAT_BYTES},
                    threads_per_cta=128, tc_path="none", overlap="serial")
     if not compute:
         combine_head(c, np.empty((0, 0, dv), np.float32), np.empty((0, 0), np.float32),
