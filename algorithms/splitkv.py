@@ -98,11 +98,13 @@ def choose_splits(base_ctas: int, key_blocks: int, sm_count: int) -> int:
 
 
 def split_ranges(seq_k: int, block_k: int, splits: int) -> tuple[int, list[tuple[int, int]]]:
-    """(blocks per split, [(k_lo, k_hi)]): whole key blocks per chunk, no empty chunk."""
+    """(most key blocks in a chunk, [(k_lo, k_hi)]): ``splits`` chunks of whole key blocks,
+    as even as they go (sizes differ by at most one block), none empty."""
     blocks = cdiv(seq_k, block_k)
-    per = cdiv(blocks, max(1, splits))
-    return per, [(lo, min(seq_k, lo + per * block_k))
-                 for lo in range(0, blocks * block_k, per * block_k)]
+    n = max(1, min(splits, blocks))
+    edges = [i * blocks // n for i in range(n + 1)]
+    ranges = [(edges[i] * block_k, min(seq_k, edges[i + 1] * block_k)) for i in range(n)]
+    return cdiv(blocks, n), ranges
 
 
 def cta_work(seq_q, seq_k, block_q, block_k, ranges, causal) -> np.ndarray:
