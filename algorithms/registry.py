@@ -9,6 +9,8 @@ ALGORITHMS = (
     "flash1",
     "flash2",
     "flash3",
+    "gqa",
+    "mla",
     "ring",
 )
 
