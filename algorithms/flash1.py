@@ -24,27 +24,41 @@ parallelism over the sequence came with FlashAttention-2), which is why FA-1 lea
 idle when batch x heads < SMs. SRAM holds K_j, V_j, Q_i, O_i and S_ij at e bytes per
 element (in the paper's model S_ij is on chip; real kernels keep it in registers) and
 ℓ_i, m_i in fp32.
+
+Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 4, in
+``algorithms.flash1_bwd``; it reads the saved O, ℓ and m, recomputes P on chip and
+read-modify-writes dQ_i through HBM at every inner step. Theorem 5: Θ(N² d² M⁻¹) HBM
+accesses, as the forward (its tiles are B_c = ⌈M/16d⌉, B_r = min(B_c, d): Algorithm 4
+holds twice the forward's tiles on chip). Dropout (``--dropout p``): Z is regenerated on
+chip from the RNG state (Algorithm 2 lines 14-15; no HBM traffic; RNG cost in
+``algorithms.dropout``): per visited tile ⌈B_r B_c/16⌉·100 + 2 B_r B_c other ops in the
+forward, where P̃ ∘ Z feeds P̃ V_j while ℓ̃ sums the undropped P̃.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from algorithms import flash1_bwd
 from algorithms.base import AlgorithmInfo, Plan
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                head_view, iter_heads, new_output, new_stats)
+from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.memory import check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, store_rows, store_vector)
 
 INFO = AlgorithmInfo(
     name="flash1",
-    title="FlashAttention (Algorithm 1, forward)",
+    title="FlashAttention (Algorithm 1 forward, Algorithm 4 backward)",
     paper="Dao et al., 2022 (arXiv 2205.14135)",
     exact=True,
     io_bound="Θ(N²d²/M)",
+    passes=("fwd", "bwd"),
 )
 
 STAT_BYTES = 4
@@ -57,6 +71,7 @@ class Flash1Plan(Plan):
     block_k: int        # B_c
     sram_elements: int  # M in elements
     smem_bytes: int
+    bwd: flash1_bwd.Flash1BwdPlan | None = None   # Algorithm 4's tiles (training)
 
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -66,6 +81,13 @@ def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
 
 
 def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
+    fwd = plan_forward(wl, gpu, sram_bytes)
+    if not wl.has_backward:
+        return fwd
+    return dataclasses.replace(fwd, bwd=flash1_bwd.plan_backward(wl, gpu, sram_bytes))
+
+
+def plan_forward(wl, gpu, sram_bytes: int) -> Flash1Plan:
     d, e = wl.head_dim, wl.elem_bytes
     m_elems = sram_bytes // e
     block_k = cdiv(m_elems, 4 * d)                 # line 1: B_c = ceil(M / 4d)
@@ -79,6 +101,10 @@ def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
 
 
 def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
+    return run_passes(wl, p, inputs, rec, compute, forward, flash1_bwd.backward)
+
+
+def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     d, e = wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
@@ -86,23 +112,25 @@ def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
                    matmul_dtype=wl.dtype)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
+    seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM
         count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
         forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
                      head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q, p.block_k,
-                     wl.scale, wl.causal, e, compute)
+                     wl.scale, wl.causal, e, compute, wl.dropout > 0, seed, b * wl.heads + h,
+                     threshold, inv_keep)
     finish_heads(c_init, wl, compute)
     finish_heads(c, wl, compute)
     if not compute:
         return {}
     lse = np.where(l > 0, m + np.log(np.where(l > 0, l, 1)), -np.inf).astype(np.float32)
-    return {"o": o, "lse": lse}
+    return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
 
 
 @njit(cache=True)
 def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
-                 compute):
+                 compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
         c1 = min(c0 + block_k, seq_k)
         cols = c1 - c0
@@ -130,6 +158,11 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             count_exp(c, 2 * rows)
             pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
             count_other(c, 4 * rows * d)                         #   rescale, add, divide
+            z = np.empty((0, 0), dtype=np.float32)
+            if dropout:                                          # P̃ ∘ Z feeds P̃ V; ℓ̃ keeps P̃
+                z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
+                                 inv_keep, compute)
+                count_other(c, rows * cols)
             if compute:
                 s *= scale
                 if masked:
@@ -140,6 +173,8 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
                 m_tile_safe = np.where(m_tile == -np.inf, np.float32(0.0), m_tile)
                 p = np.exp(s - m_tile_safe[:, None])
                 l_tile = p.sum(axis=1)
+                if dropout:
+                    p = p * z
                 pv = np.dot(p, vj)
                 m_new = np.maximum(mi, m_tile)
                 m_new_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
@@ -155,6 +190,8 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
 
 
 def io_bound(wl, p: Flash1Plan, sram_bytes: int) -> float:
-    """Θ(N² d² / M) in bytes: N_q N_k d² / M elements of e bytes per head."""
+    """Θ(N² d² / M) in bytes: N_q N_k d² / M elements of e bytes per head, per pass
+    (Theorems 2 and 5)."""
     per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / p.sram_elements
-    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    return bound_for_passes(wl, fwd, flash1_bwd.io_bound_backward(wl, p.sram_elements))
