@@ -29,8 +29,8 @@ register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = �
 Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 4, in
 ``algorithms.flash1_bwd``; it reads the saved O, ℓ and m, recomputes P on chip and
 read-modify-writes dQ_i through HBM at every inner step. Theorem 5: Θ(N² d² M⁻¹) HBM
-accesses, as the forward (its tiles are B_c = ⌈M/16d⌉, B_r = min(B_c, d): Algorithm 4
-holds twice the forward's tiles on chip). Dropout (``--dropout p``): Z is regenerated on
+accesses, as the forward (its tiles are B_c = ⌈M/8d⌉, B_r = min(B_c, d): Algorithm 4
+holds twice the forward's d-wide tiles on chip). Dropout (``--dropout p``): Z is regenerated on
 chip from the RNG state (Algorithm 2 lines 14-15; no HBM traffic; RNG cost in
 ``algorithms.dropout``): per visited tile ⌈B_r B_c/16⌉·100 + 2 B_r B_c other ops in the
 forward, where P̃ ∘ Z feeds P̃ V_j while ℓ̃ sums the undropped P̃.

@@ -12,12 +12,13 @@ Notation -> code: B_c == block_k, B_r == block_q, T_c/T_r the numbers of column/
 paper's Q_i, O_i, dO_i, dQ_i, ℓ_i, m_i; D_i == ``d_i``.
 
 Tile plan. Algorithm 4 line 2 keeps the forward's B_c = ⌈M/4d⌉, B_r = min(⌈M/4d⌉, d), but
-Theorem 5's proof only needs B_c = Θ(M/d), B_r = Θ(min(M/d, d)): with every on-chip tile
-of Algorithm 4 charged against M (K_j, V_j, dK̃_j, dṼ_j = 4 B_c d elements, which alone
-are M at the paper's B_c), the paper's sizes do not fit. We keep the form and shrink the
-constant: B_c = ⌈M/16d⌉, B_r = min(B_c, d), so that K_j, V_j, dK̃_j, dṼ_j, Q_i, O_i, dO_i,
-dQ_i (e bytes), S_ij/P_ij and dP_ij/dS_ij (e bytes, B_r x B_c each) and ℓ_i, m_i (fp32) fit
-in M (about 10/16 of it).
+its SRAM holds twice the forward's d-wide tiles: K_j, V_j, dK̃_j, dṼ_j (4 B_c d elements,
+which alone are M at the paper's B_c) and Q_i, O_i, dO_i, dQ_i (4 B_r d). Theorem 5's proof
+only needs B_c = Θ(M/d), B_r = Θ(min(M/d, d)), so we keep the form and halve the constant:
+B_c = ⌈M/8d⌉ (⌊M/8d⌋ when rounding up would overflow), B_r = min(B_c, d), and the eight
+d-wide tiles, at e bytes, take 4 B_c d + 4 B_r d <= 8 B_c d ≈ M — the forward module's
+accounting, where the B_r x B_c tiles S_ij/P_ij and dP_ij/dS_ij and ℓ_i, m_i, D_i live in
+fp32 registers, checked against the register file.
 
 HBM traffic per head (bytes; e = storage bytes; fp32 ℓ, m; R = Σ over visited (i, j)
 tiles of the B_r rows = T_c N_q when not causal):
@@ -44,18 +45,18 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms.base import Plan
+from algorithms.base import Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
 from algorithms.dropout import dropout_args, dropout_tile
 from algorithms.passes import check_backward_workload
-from hwmodels.memory import Recorder, check_sram_fits
+from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, matmul_tn, store_rows)
 
 STAT_BYTES = 4
 THREADS_PER_CTA = 128
-TILE_DIVISOR = 16     # B_c = ceil(M / 16d): see "Tile plan" above
+TILE_DIVISOR = 8      # B_c = ceil(M / 8d): see "Tile plan" above
 
 
 @dataclass(frozen=True)
@@ -63,25 +64,44 @@ class Flash1BwdPlan(Plan):
     block_q: int        # B_r
     block_k: int        # B_c
     smem_bytes: int
+    register_bytes: int
 
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
-    return {"K_j,V_j,dK_j,dV_j": 4 * block_k * d * e, "Q_i,O_i,dO_i,dQ_i": 4 * block_q * d * e,
-            "S_ij/P_ij,dP_ij/dS_ij": 2 * block_q * block_k * e,
-            "l_i,m_i": 2 * block_q * STAT_BYTES}
+    return {"K_j": block_k * d * e, "V_j": block_k * d * e, "dK_j": block_k * d * e,
+            "dV_j": block_k * d * e, "Q_i": block_q * d * e, "O_i": block_q * d * e,
+            "dO_i": block_q * d * e, "dQ_i": block_q * d * e}
+
+
+def register_bytes(block_q: int, block_k: int) -> int:
+    """S_ij/P_ij and dP_ij/dS_ij, and ℓ_i, m_i, D_i, in fp32 registers."""
+    return 2 * block_q * block_k * 4 + 3 * block_q * STAT_BYTES
 
 
 def plan_backward(wl, gpu, sram_bytes: int) -> Flash1BwdPlan:
     check_backward_workload("flash1", wl)
     d, e = wl.head_dim, wl.elem_bytes
-    block_k = cdiv(sram_bytes // e, TILE_DIVISOR * d)
-    block_q = min(block_k, d)
-    need = check_sram_fits(
-        f"flash1 backward (B_c = ceil(M/16d) = {block_k}, B_r = {block_q}, d = {d})",
-        sram_buffers(block_q, block_k, d, e), sram_bytes,
-        hint="Algorithm 4's tiles need M >= about 10d elements: use a smaller --head-dim or "
-             "a larger --sram-kb")
-    return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need)
+    m_elems = sram_bytes // e
+    if m_elems < TILE_DIVISOR * d:
+        raise SramOverflowError(
+            f"flash1 backward with head_dim {d} needs M >= 8d = {8 * d} elements "
+            f"({8 * d * e:,} bytes) of SRAM for one row of each of K_j, V_j, dK_j, dV_j, Q_i, "
+            f"O_i, dO_i, dQ_i, but the budget is {sram_bytes:,} bytes; use a smaller "
+            f"--head-dim or a larger --sram-kb")
+    block_k = cdiv(m_elems, TILE_DIVISOR * d)          # B_c = ceil(M / 8d)
+    if block_k * TILE_DIVISOR * d > m_elems:
+        block_k = m_elems // (TILE_DIVISOR * d)        # rounding up would overflow M
+    block_q = min(block_k, d)                          # B_r = min(B_c, d)
+    need = check_sram_fits(f"flash1 backward (B_c = {block_k}, B_r = {block_q}, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    regs = register_bytes(block_q, block_k)
+    if regs > gpu.register_bytes_per_sm:
+        raise PlanError(f"flash1 backward tiles B_r x B_c = {block_q} x {block_k} need {regs:,} "
+                        f"bytes of fp32 registers for S_ij and dP_ij, more than the "
+                        f"{gpu.register_bytes_per_sm:,}-byte register file; use a smaller "
+                        f"--sram-kb or --head-dim")
+    return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need,
+                         register_bytes=regs)
 
 
 def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
@@ -90,9 +110,17 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     c_init = rec.kernel("flash1_bwd_init", ctas=bh, buffers={}, tc_path="none")
-    c = rec.kernel("flash1_bwd", ctas=bh, buffers=sram_buffers(bp.block_q, bp.block_k, d, e),
-                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
-                   matmul_dtype=wl.dtype)
+    buffers = sram_buffers(bp.block_q, bp.block_k, d, e)
+    # L2: Q, O, dO, dQ, ℓ, m of a head are re-read for every K/V block; they hit when those
+    # of the heads in flight (one CTA each) fit. Compulsory: every input once, dQ, dK, dV
+    # written once.
+    per_head_reread = 4 * nq * d * e + 2 * nq * STAT_BYTES
+    unique = bh * (per_head_reread + 2 * nk * d * e + nq * d * e + 2 * nk * d * e)
+    resident = rec.resident_ctas(bh, sum(buffers.values()), bp.register_bytes, THREADS_PER_CTA)
+    c = rec.kernel("flash1_bwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
+                   overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=resident * per_head_reread)
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:

@@ -50,8 +50,10 @@ Registers (fp32): dK_j, dV_j accumulators (2 B_c d), S/P and dP tiles (2 B_r B_c
 dS K_j product before its atomic add (B_r d), lse_i and D_i (2 B_r). For d = 64 on an
 H100 this gives 128 x 128 and for d = 128 B_r = 64, B_c = 128, FA-2's sm80 choices.
 Differences from the CUDA implementation: no double buffering of Q_i/dO_i; the scale is
-applied to S (FA-2 folds it into exp2); dQ atomics are charged to HBM although on a GPU
-they resolve in L2 (the accumulator of a head, 4 N_q d bytes, usually fits in L2).
+applied to S (FA-2 folds it into exp2). The counts charge each dQ atomic as an HBM read and
+write (the traffic the algorithm requests, which Theorem 5 bounds); on a GPU atomics execute
+in L2, and the kernel declares its compulsory traffic and L2 working set (Q, dO, lse, D and
+dQaccum of the heads in flight) so that the timing model serves them there when they fit.
 """
 from __future__ import annotations
 
@@ -61,8 +63,8 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
-                               placeholder_vector)
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv,
+                               heads_in_flight, placeholder, placeholder_vector)
 from algorithms.dropout import dropout_args, dropout_tile
 from algorithms.passes import check_backward_workload
 from hwmodels.memory import Recorder, SramOverflowError
@@ -133,10 +135,19 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     tr, tc = cdiv(nq, bp.block_q), cdiv(nk, bp.block_k)
     c_pre = rec.kernel("flash2_bwd_preprocess", ctas=tr * bh, buffers={},
                        threads_per_cta=THREADS_PER_CTA, tc_path="none")
-    c_main = rec.kernel("flash2_bwd", ctas=tc * bh, buffers=smem_buffers(bp.block_q, bp.block_k, d, e),
+    # L2: the CTAs in flight (K/V blocks of a few heads) sweep the same Q, dO, lse, D and
+    # dQaccum rows; atomics execute in L2. When those heads' tensors fit, DRAM sees the
+    # compulsory traffic: inputs once, dK, dV once, dQaccum read and written back once.
+    per_head_shared = 2 * nq * d * e + 2 * STAT_BYTES * nq + ACCUM_BYTES * nq * d
+    unique = bh * (per_head_shared + ACCUM_BYTES * nq * d + 4 * nk * d * e)
+    buffers = smem_buffers(bp.block_q, bp.block_k, d, e)
+    flight = heads_in_flight(rec, tc, bh, sum(buffers.values()), bp.register_bytes,
+                             THREADS_PER_CTA)
+    c_main = rec.kernel("flash2_bwd", ctas=tc * bh, buffers=buffers,
                         threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
                         tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, bp),
-                        matmul_dtype=wl.dtype)
+                        matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                        l2_working_set_bytes=flight * per_head_shared)
     c_conv = rec.kernel("flash2_bwd_convert_dq", ctas=tr * bh, buffers={},
                         threads_per_cta=THREADS_PER_CTA, tc_path="none")
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)

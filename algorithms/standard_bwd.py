@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan
-from algorithms.common import placeholder
+from algorithms.common import heads_in_flight, placeholder
 from algorithms.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
                                 rng_ops)
 from algorithms.gemm import gemm, gemm_ctas
@@ -123,20 +123,37 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     bp: StandardBwdPlan = fwd_plan.bwd
     regs = t.register_bytes()
 
-    def gemm_kernel(name, m, n):
-        return rec.kernel(name, ctas=bh * gemm_ctas(m, n, t), buffers=t.smem_buffers(e),
-                          register_bytes_per_cta=regs, matmul_dtype=wl.dtype)
+    smem = sum(t.smem_buffers(e).values())
 
-    def row_kernel(name, buffers):
+    def gemm_kernel(name, m, n, k):
+        # L2, as the forward's GEMMs: the B operand (k x n) of the heads in flight and the A
+        # panels (tile_m x k) of the resident CTAs serve the re-reads; compulsory traffic is
+        # each operand once and the result once
+        ctas = gemm_ctas(m, n, t)
+        flight = heads_in_flight(rec, ctas, bh, smem, regs)
+        resident = rec.resident_ctas(bh * ctas, smem, regs)
+        return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
+                          register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                          unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
+                          l2_working_set_bytes=(flight * k * n + resident * t.tile_m * k) * e)
+
+    def row_kernel(name, buffers, **l2):
         return rec.kernel(name, ctas=bh * nq, buffers=buffers, threads_per_cta=ROW_THREADS,
-                          tc_path="none")
+                          tc_path="none", **l2)
 
     dropout = wl.dropout > 0
-    c_dv, c_dp = gemm_kernel("dv_gemm", nk, d), gemm_kernel("dp_gemm", nq, nk)
+    c_dv, c_dp = gemm_kernel("dv_gemm", nk, d, nq), gemm_kernel("dp_gemm", nq, nk, d)
     c_drop = row_kernel("dropout_bwd", {}) if dropout else None
-    c_sm = row_kernel("softmax_bwd", {"P_row,dP_row": 2 * bp.softmax_bwd_chunk * e})
-    c_mask = row_kernel("mask_bwd", {}) if wl.causal else None
-    c_dq, c_dk = gemm_kernel("dq_gemm", nq, d), gemm_kernel("dk_gemm", nk, d)
+    row_bytes = 2 * bp.softmax_bwd_chunk * e
+    c_sm = row_kernel("softmax_bwd", {"P_row,dP_row": row_bytes},
+                      unique_hbm_bytes=bh * 3 * nq * nk * e,      # a second pass hits L2
+                      l2_working_set_bytes=rec.resident_ctas(bh * nq, row_bytes, 0, ROW_THREADS)
+                      * 2 * nk * e)
+    c_mask = None
+    if wl.causal:                            # the mask is shared by all heads: L2 after one
+        c_mask = row_kernel("mask_bwd", {}, unique_hbm_bytes=bh * 2 * nq * nk * e
+                            + nq * nk * MASK_BYTES, l2_working_set_bytes=nq * nk * MASK_BYTES)
+    c_dq, c_dk = gemm_kernel("dq_gemm", nq, d, nk), gemm_kernel("dk_gemm", nk, d, nq)
     _, _, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:

@@ -177,7 +177,8 @@ def test_flash1_backward_counts_closed_form(nq, nk, d, causal, dropout):
     sram = SMALL_SRAM["flash1"]
     r = bwd_counts("flash1", wl, sram)
     e, bh = wl.elem_bytes, 6
-    bk = cdiv(sram // e, 16 * d)                       # B_c = ceil(M / 16d)
+    m = sram // e                                      # M in elements
+    bk = cdiv(m, 8 * d) if cdiv(m, 8 * d) * 8 * d <= m else m // (8 * d)   # B_c ≈ M / 8d
     bq = min(bk, d)                                    # B_r = min(B_c, d)
     assert (r.plan["bwd"]["block_q"], r.plan["bwd"]["block_k"]) == (bq, bk)
     tiles = visited_tiles(nq, nk, bq, bk, causal)
@@ -384,3 +385,22 @@ def test_suite_training_column():
         assert row.training.workload.passes == "fwd+bwd"
         assert row.training.hbm_bytes > row.result.hbm_bytes
         assert math.isfinite(row.training.time.predicted_s)
+
+
+def test_flash2_backward_atomics_resolve_in_l2_in_the_timing_model():
+    """The counts charge every dQ atomic to HBM (read + write); the timing model's DRAM
+    estimate keeps only the compulsory traffic when the heads in flight fit in L2: Q, dO,
+    lse, D read once, dQaccum read and written once, K, V read and dK, dV written once."""
+    from hwmodels.gpus import get_gpu
+    from hwmodels.timing import TimingOptions, kernel_time
+    gpu = get_gpu(GPU)
+    nq = nk = 2048
+    d, e, bh = 64, 2, 4
+    wl = Workload(batch=1, heads=bh, seq_q=nq, head_dim=d, passes="bwd")
+    r = simulate("flash2", wl, gpu, compute=False)
+    main = next(k for k in r.kernels if k.name == "flash2_bwd")
+    compulsory = bh * (2 * nq * d * e + 8 * nq + 2 * 4 * nq * d + 4 * nk * d * e)
+    assert kernel_time(gpu, main).dram_bytes == compulsory
+    requested = main.counts()["hbm_read_bytes"] + main.counts()["hbm_write_bytes"]
+    assert requested > 3 * compulsory
+    assert kernel_time(gpu, main, TimingOptions(l2_cache=False)).dram_bytes == requested
