@@ -49,6 +49,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
 from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.flash2_bwd import softmax_grad_in_place
 from algorithms.passes import check_backward_workload
 from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
@@ -203,7 +204,7 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
             if compute:
                 dv_acc += dv_part
                 d_i = (doi * oi).sum(axis=1)
-                ds = p * (dp - d_i[:, None]) * np.float32(scale)
+                softmax_grad_in_place(dp, p, d_i, np.float32(scale))  # dp now holds τ dS
             dq_part = matmul_nn(c, ds, kj, rows, d, cols, e, compute)       # line 21
             count_other(c, rows * d)
             if compute:

@@ -231,12 +231,10 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             count_exp(c, rows * cols)
             p = s
             if compute:
-                s *= scale
+                s *= np.float32(scale)
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                # rows that see no key (lse = -inf) get P = 0
-                lse_safe = np.where(lse_i == -np.inf, np.float32(np.inf), lse_i)
-                p = np.exp(s - lse_safe[:, None])
+                exp_minus_rows(s, lse_i)                         # s now holds P
             p_used = p
             z = np.empty((0, 0), dtype=np.float32)
             if dropout:                                          # Z regenerated on chip
@@ -257,7 +255,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             ds = dp
             if compute:
                 dv_acc += dv_part
-                ds = p * (dp - d_i[:, None])
+                softmax_grad_in_place(dp, p, d_i, np.float32(1.0))   # dp now holds dS
             # -- dK_j += dSᵀ Q_i ; dQaccum_i += dS K_j (atomic, fp32) --
             dk_part = matmul_tn(c, ds, qi, cols, d, rows, e, compute)
             dq_part = matmul_nn(c, ds, kj, rows, d, cols, e, compute)
@@ -281,6 +279,33 @@ def convert_dq_head(c, dq_acc, dq, seq_q, d, block_q, scale, e, compute):
         acc = load_rows(c, dq_acc, r0, r1, d, ACCUM_BYTES)
         count_other(c, rows * d)
         store_rows(c, dq, r0, acc * np.float32(scale), rows, d, e, compute)
+
+
+# ---- compiled tile helpers (fused loops: NumPy temporaries are slow in Numba) ---------------
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+def exp_minus_rows(s, ref):
+    """s[i, :] = exp(s[i, :] - ref[i]) in place; a row with ref = -inf (it sees no key)
+    becomes 0."""
+    rows, cols = s.shape
+    for i in range(rows):
+        r = ref[i]
+        row = s[i]
+        if r == -np.inf:
+            row[:] = 0.0
+            continue
+        for j in range(cols):
+            row[j] = np.exp(row[j] - r)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+def softmax_grad_in_place(dp, p, delta, factor):
+    """dp[i, j] = factor · p[i, j] · (dp[i, j] - delta[i]): dS from dP (FlashAttention Eq. 4)."""
+    rows, cols = dp.shape
+    for i in range(rows):
+        di = delta[i]
+        for j in range(cols):
+            dp[i, j] = factor * p[i, j] * (dp[i, j] - di)
 
 
 def io_bound_backward(wl, bp: Flash2BwdPlan) -> float:

@@ -28,8 +28,9 @@ Framework dropout in the forward (``dropout``, between softmax and P V, as
 ``torch.nn.functional.dropout`` on P): reads P, writes P ∘ Z and the mask (1 byte per
 entry); per row ⌈N_k/4⌉·100 RNG ops (``curand_uniform4``, ``algorithms.dropout``) + 2 per
 entry (compare, scale).
-Differences from a framework: no L2 (the mask is charged per head), no fusion of the
-dropout backward into the softmax backward.
+Differences from a framework: no fusion of the dropout backward into the softmax backward;
+the counts charge the shared causal mask per head (the kernels declare their L2 working
+sets, as the forward's do, so the timing model serves such re-reads from L2).
 """
 from __future__ import annotations
 
