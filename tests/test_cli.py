@@ -135,3 +135,12 @@ def test_module_entry_point_exit_code():
                        text=True)
     assert p.returncode == 2
     assert "valid algorithms" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_report_plot(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "growth.png"
+    code, _, _ = run_cli(capsys, "report", "--batch", "1", "--heads", "1", "--seq", "512",
+                         "--seqs", "256,512,1024", "--no-accuracy", "--plot", str(png),
+                         "--output", str(tmp_path / "r.txt"))
+    assert code == 0 and png.stat().st_size > 10_000
