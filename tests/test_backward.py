@@ -379,7 +379,7 @@ def test_suite_training_column():
     from attnsim import suite
     from hwmodels.gpus import get_gpu
     wl = Workload(batch=1, heads=2, seq_q=1024, head_dim=64)
-    rows = suite.run_all(get_gpu(GPU), wl, accuracy=False)
+    rows = suite.run_all(get_gpu(GPU), wl, names=ALGOS, accuracy=False)
     for row in rows:
         assert row.training is not None, row.name
         assert row.training.workload.passes == "fwd+bwd"
