@@ -59,6 +59,7 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
     passes=("fwd", "bwd"),
+    dropout=True,
 )
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)

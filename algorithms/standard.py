@@ -49,6 +49,7 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + N²)",
     passes=("fwd", "bwd"),
+    dropout=True,
 )
 
 MASK_BYTES = 1           # a materialized boolean mask, one byte per entry

@@ -90,6 +90,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if workload.passes not in _supported_passes(info):
         raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
                            f"--pass {workload.passes} is not available for it")
+    if workload.dropout > 0 and not info.dropout:
+        raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
+                           f"of the algorithms that do (standard, flash1, flash2)")
     budget = int(sram_bytes) if sram_bytes else gpu.smem_bytes_per_block
     if budget > gpu.smem_bytes_per_block:
         raise AttnsimError(f"SRAM budget {budget:,} B exceeds {gpu.full_name}'s "
