@@ -12,6 +12,7 @@ ALGORITHMS = (
     "gqa",
     "mla",
     "ring",
+    "diff",
 )
 
 

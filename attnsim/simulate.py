@@ -1,6 +1,8 @@
 """simulate(): one algorithm on one workload on one GPU -> counts, time, bound, output."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,10 +129,22 @@ def _supported_passes(info) -> set[str]:
 def _errors(module, wl, plan, inputs, outputs, info):
     """(error against the algorithm's own float64 math, error against exact attention).
 
+    Exact algorithms of softmax attention are compared with ``attention_reference``; an
+    exact algorithm that computes another function defines ``reference(wl, plan, inputs)``
+    and is compared with that (no error against softmax attention is reported). A
+    ``reference`` with an ``attention_reference`` parameter receives the float64 softmax
+    attention of ``attnsim.reference`` (algorithms do not import the harness).
+
     With gradients among the outputs (backward passes), the error against exact attention
     is the largest relative error of o, dq, dk and dv against the float64 references.
     Dropout: the references use the same keep mask (``algorithms.dropout``).
     """
+    own = getattr(module, "reference", None)
+    if own is not None and "attention_reference" in inspect.signature(own).parameters:
+        own = functools.partial(own, attention_reference=attention_reference)
+    if module.INFO.exact and own is not None and "o" in outputs:
+        # an exact algorithm of a different function (differential attention): its own math
+        return relative_error(outputs["o"], own(wl, plan, inputs)), None
     keep = keep_multiplier(wl, inputs.seed) if wl.dropout > 0 else None
     errors = []
     if "o" in outputs:
@@ -146,7 +160,6 @@ def _errors(module, wl, plan, inputs, outputs, info):
     err_exact = max(errors)
     if module.INFO.exact or "o" not in outputs:
         return err_exact, None
-    own = getattr(module, "reference", None)
     err_own = relative_error(outputs["o"], own(wl, plan, inputs)) if own else None
     return err_own, err_exact
 
