@@ -8,6 +8,11 @@ ALGORITHMS = (
     "standard",
     "flash1",
     "flash2",
+    "local",
+    "sparse_transformer",
+    "longformer",
+    "bigbird",
+    "block_sparse",
 )
 
 
