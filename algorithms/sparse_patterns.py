@@ -194,17 +194,18 @@ def _element_layout(kind, prm, causal, seq_q, seq_k, bq, bk):
             top -= 1
             ka, kb = stack[top, 0], stack[top, 1]
             a, b = ka * bk, min(kb * bk, seq_k)
-            if not _any_row(kind, prm, causal, q0, q1, a, b):
-                continue                              # the whole range is empty: skip it
             if kb - ka > 1:
-                mid = (ka + kb) // 2
-                stack[top, 0], stack[top, 1] = mid, kb     # right half popped second
-                stack[top + 1, 0], stack[top + 1, 1] = ka, mid
-                top += 2
-                continue
+                if _any_row(kind, prm, causal, q0, q1, a, b):
+                    mid = (ka + kb) // 2
+                    stack[top, 0], stack[top, 1] = mid, kb     # right half popped second
+                    stack[top + 1, 0], stack[top + 1, 1] = ka, mid
+                    top += 2
+                continue                              # an empty range is skipped whole
             cnt = 0
             for qpos in range(q0, q1):
                 cnt += row_count(kind, prm, causal, qpos, a, b)
+            if cnt == 0:
+                continue
             if n == cols.shape[0]:
                 cols, pairs, full = _grow(cols, n + 1), _grow(pairs, n + 1), _grow(full, n + 1)
             cols[n], pairs[n], full[n] = ka, cnt, cnt == (q1 - q0) * (b - a)
