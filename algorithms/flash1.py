@@ -1,0 +1,160 @@
+"""FlashAttention (forward) — Dao et al., "FlashAttention: Fast and Memory-Efficient Exact
+Attention with IO-Awareness" (2022, arXiv 2205.14135), Algorithm 1 and Theorem 2.
+
+Idea: tile Q, K, V so blocks fit in SRAM, and combine blocks with the online softmax
+(running max m and sum ℓ), so the N x N matrices never reach HBM. Algorithm 1 as published:
+the outer loop runs over K/V blocks and the inner loop over Q blocks, so O_i, ℓ_i and m_i
+travel HBM -> SRAM -> HBM at every inner step.
+
+Notation -> code: M == sram_bytes / e (SRAM size in elements, as in the paper),
+B_c == block_k = ceil(M / 4d), B_r == block_q = min(ceil(M / 4d), d), T_r/T_c the
+number of row/column blocks; ``qi, oi, li, mi, kj, vj`` are the paper's tiles.
+
+HBM traffic per head (bytes; fp32 statistics; non-causal):
+    init   writes N_q d e + 8 N_q               (line 2: O = 0, ℓ = 0, m = -inf)
+    reads  = 2 N_k d e + T_c (2 N_q d e + 8 N_q)  (K_j, V_j once; Q_i, O_i, ℓ_i, m_i per j)
+    writes = T_c (N_q d e + 8 N_q)               (O_i, ℓ_i, m_i per j)
+Theorem 2: Θ(N² d² M⁻¹) HBM accesses (T_c = 4 N d / M). Causal: pairs of blocks that are
+entirely masked are skipped (the inner loop starts at the first Q block that sees K_j).
+FLOPs: 4 N_q N_k d matmul; per visited B_r x B_c tile 4 B_r B_c + 6 B_r + 4 B_r d other
+ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + 2 B_r exps.
+
+Kernel: one CTA per (batch, head), as in the paper's released implementation (the
+parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
+idle when batch x heads < SMs. SRAM holds K_j, V_j, Q_i, O_i and S_ij at e bytes per
+element (in the paper's model S_ij is on chip; real kernels keep it in registers) and
+ℓ_i, m_i in fp32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms.base import AlgorithmInfo, Plan
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
+                               head_view, iter_heads, new_output, new_stats)
+from hwmodels.memory import check_sram_fits
+from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
+                                 matmul_nn, matmul_nt, store_rows, store_vector)
+
+INFO = AlgorithmInfo(
+    name="flash1",
+    title="FlashAttention (Algorithm 1, forward)",
+    paper="Dao et al., 2022 (arXiv 2205.14135)",
+    exact=True,
+    io_bound="Θ(N²d²/M)",
+)
+
+STAT_BYTES = 4
+THREADS_PER_CTA = 128
+
+
+@dataclass(frozen=True)
+class Flash1Plan(Plan):
+    block_q: int        # B_r
+    block_k: int        # B_c
+    sram_elements: int  # M in elements
+    smem_bytes: int
+
+
+def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
+    return {"K_j": block_k * d * e, "V_j": block_k * d * e, "Q_i": block_q * d * e,
+            "O_i": block_q * d * e, "S_ij": block_q * block_k * e,
+            "l_i,m_i": 2 * block_q * STAT_BYTES}
+
+
+def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
+    d, e = wl.head_dim, wl.elem_bytes
+    m_elems = sram_bytes // e
+    block_k = cdiv(m_elems, 4 * d)                 # line 1: B_c = ceil(M / 4d)
+    block_q = min(block_k, d)                      #         B_r = min(ceil(M / 4d), d)
+    need = check_sram_fits(
+        f"flash1 (B_c = ceil(M/4d) = {block_k}, B_r = {block_q}, d = {d})",
+        sram_buffers(block_q, block_k, d, e), sram_bytes,
+        hint="Algorithm 1's tiles need M >= about 8d² elements: use a smaller --head-dim "
+             "or a larger --sram-kb")
+    return Flash1Plan(block_q=block_q, block_k=block_k, sram_elements=m_elems, smem_bytes=need)
+
+
+def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
+    d, e = wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
+    c = rec.kernel("flash1_fwd", ctas=bh, buffers=sram_buffers(p.block_q, p.block_k, d, e),
+                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
+                   matmul_dtype=wl.dtype)
+    o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM
+        count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
+        forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
+                     head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q, p.block_k,
+                     wl.scale, wl.causal, e, compute)
+    finish_heads(c_init, wl, compute)
+    finish_heads(c, wl, compute)
+    if not compute:
+        return {}
+    lse = np.where(l > 0, m + np.log(np.where(l > 0, l, 1)), -np.inf).astype(np.float32)
+    return {"o": o, "lse": lse}
+
+
+@njit(cache=True)
+def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
+                 compute):
+    for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
+        c1 = min(c0 + block_k, seq_k)
+        cols = c1 - c0
+        kj = load_rows(c, k, c0, c1, d, e)                       # line 6: K_j, V_j -> SRAM
+        vj = load_rows(c, v, c0, c1, d, e)
+        # causal: Q blocks whose last row cannot see key c0 are skipped entirely
+        first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
+        for r0 in range((first_row // block_q) * block_q, seq_q, block_q):  # line 7
+            r1 = min(r0 + block_q, seq_q)
+            rows = r1 - r0
+            qi = load_rows(c, q, r0, r1, d, e)                   # line 8: Q_i, O_i, ℓ_i, m_i
+            oi = load_rows(c, o, r0, r1, d, e)
+            li = load_vector(c, l, r0, r1, STAT_BYTES)
+            mi = load_vector(c, m, r0, r1, STAT_BYTES)
+            s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 9: S_ij = τ Q_i K_jᵀ
+            count_other(c, rows * cols)
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            if masked:
+                count_other(c, rows * cols)
+            count_other(c, rows * cols)                          # line 10: m̃ = rowmax(S)
+            count_other(c, rows * cols)                          #   S - m̃
+            count_exp(c, rows * cols)                            #   P̃ = exp(S - m̃)
+            count_other(c, rows * cols)                          #   ℓ̃ = rowsum(P̃)
+            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
+            count_exp(c, 2 * rows)
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
+            count_other(c, 4 * rows * d)                         #   rescale, add, divide
+            if compute:
+                s *= scale
+                if masked:
+                    apply_causal_mask(s, r0, c0, seq_q, seq_k)
+                m_tile = np.full(rows, -np.inf, dtype=np.float32)
+                for i in range(rows):
+                    m_tile[i] = s[i].max()
+                m_tile_safe = np.where(m_tile == -np.inf, np.float32(0.0), m_tile)
+                p = np.exp(s - m_tile_safe[:, None])
+                l_tile = p.sum(axis=1)
+                pv = np.dot(p, vj)
+                m_new = np.maximum(mi, m_tile)
+                m_new_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
+                a_old = np.exp(mi - m_new_safe)
+                a_tile = np.exp(m_tile_safe - m_new_safe) * (m_tile != -np.inf)
+                l_new = a_old * li + a_tile * l_tile
+                l_div = np.where(l_new == 0, np.float32(1.0), l_new)
+                oi = ((li * a_old)[:, None] * oi + a_tile[:, None] * pv) / l_div[:, None]
+                mi, li = m_new, l_new
+            store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
+            store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
+            store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+
+
+def io_bound(wl, p: Flash1Plan, sram_bytes: int) -> float:
+    """Θ(N² d² / M) in bytes: N_q N_k d² / M elements of e bytes per head."""
+    per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / p.sram_elements
+    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
