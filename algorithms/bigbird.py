@@ -31,11 +31,14 @@ excluding the blocks already attended.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+
+import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          record_pattern, run_layout, sparse_io_bound)
+                                          run_pattern, sparse_io_bound)
 from algorithms.common import cdiv
 from algorithms.sparse_patterns import bigbird_csr, block_layout, layout_element_mask
 
@@ -110,13 +113,18 @@ def layout(wl, p: BigBirdPlan):
     return block_layout(row_ptr, cols, wl.causal, wl.seq_q, wl.seq_k, p.block_q)
 
 
-def run(wl, p: BigBirdPlan, inputs, rec, compute: bool) -> dict:
-    lay = layout(wl, p)
-    mask = layout_element_mask(lay, wl.causal) if compute else None
-    record_pattern(rec, lay, mask, compute, name="bigbird", block=p.block_q,
-                   window_blocks=p.window_blocks, global_blocks=p.global_blocks,
-                   random_blocks=p.random_blocks, seed=p.seed)
-    return run_layout("bigbird", wl, p, lay, mask, inputs, rec, compute)
+def pattern_params(p) -> dict:
+    return {"block": p.block_q, "window_blocks": p.window_blocks,
+            "global_blocks": p.global_blocks, "random_blocks": p.random_blocks, "seed": p.seed}
+
+
+def element_mask(wl, p) -> np.ndarray:
+    """Boolean (N_q, N_k) mask: the visited tiles expanded, causal included (executed mode)."""
+    return layout_element_mask(layout(wl, p), wl.causal)
+
+
+def run(wl, p, inputs, rec, compute: bool) -> dict:
+    return run_pattern(sys.modules[__name__], wl, p, inputs, rec, compute)
 
 
 def io_bound(wl, p: BigBirdPlan, sram_bytes: int) -> float:

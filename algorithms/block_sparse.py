@@ -25,13 +25,14 @@ per tile — the same Θ bound.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          record_pattern, run_layout, sparse_io_bound)
+                                          run_pattern, sparse_io_bound)
 from algorithms.common import cdiv
 from algorithms.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
                                         random_block_csr)
@@ -114,12 +115,18 @@ def layout(wl, p: BlockSparsePlan):
     return block_layout(row_ptr, cols, wl.causal, wl.seq_q, wl.seq_k, p.block_q)
 
 
-def run(wl, p: BlockSparsePlan, inputs, rec, compute: bool) -> dict:
-    lay = layout(wl, p)
-    mask = layout_element_mask(lay, wl.causal) if compute else None
-    record_pattern(rec, lay, mask, compute, name="block_sparse", block=p.block_q,
-                   requested_density=p.density, seed=p.seed, mask_file=p.mask_file)
-    return run_layout("block_sparse", wl, p, lay, mask, inputs, rec, compute)
+def pattern_params(p) -> dict:
+    return {"block": p.block_q, "requested_density": p.density, "seed": p.seed,
+            "mask_file": p.mask_file}
+
+
+def element_mask(wl, p) -> np.ndarray:
+    """Boolean (N_q, N_k) mask: the visited tiles expanded, causal included (executed mode)."""
+    return layout_element_mask(layout(wl, p), wl.causal)
+
+
+def run(wl, p, inputs, rec, compute: bool) -> dict:
+    return run_pattern(sys.modules[__name__], wl, p, inputs, rec, compute)
 
 
 def io_bound(wl, p: BlockSparsePlan, sram_bytes: int) -> float:

@@ -32,7 +32,7 @@ from numba import njit
 from algorithms.base import Plan, PlanError
 from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output, new_stats
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
-from algorithms.sparse_patterns import BlockLayout, element_layout, element_mask
+from algorithms.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, matmul_nn,
                                  matmul_nt, store_rows, store_vector)
@@ -198,7 +198,7 @@ def record_pattern(rec, layout: BlockLayout, mask, compute: bool, **params) -> N
         rec.info["mask"] = mask
 
 
-# ---- element patterns (local, Longformer, Sparse Transformer): tiles from FA-2's plan ------
+# ---- helpers of the pattern modules ---------------------------------------------------------
 
 def flash2_tile_plan(wl, gpu, sram_bytes: int) -> dict:
     """FlashAttention-2's tile choice (largest B_r, B_c that fit M and the registers)."""
@@ -208,14 +208,13 @@ def flash2_tile_plan(wl, gpu, sram_bytes: int) -> dict:
             "register_bytes": fp.register_bytes}
 
 
-def run_element_pattern(name: str, kind: int, prm, wl, p, inputs, rec, compute: bool,
-                        **params) -> dict:
-    """Layout of an element pattern, its mask in executed mode, the kernel over it."""
-    prm = np.asarray(prm, dtype=np.int64)
-    layout = element_layout(kind, prm, wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
-    mask = element_mask(kind, prm, wl.causal, wl.seq_q, wl.seq_k) if compute else None
-    record_pattern(rec, layout, mask, compute, name=name, **params)
-    return run_layout(name, wl, p, layout, mask, inputs, rec, compute)
+def run_pattern(module, wl, p, inputs, rec, compute: bool) -> dict:
+    """The shared ``run`` of the pattern modules: the module's layout, its element mask in
+    executed mode, the pattern published on ``rec.info``, the kernel over the layout."""
+    layout = module.layout(wl, p)
+    mask = module.element_mask(wl, p) if compute else None
+    record_pattern(rec, layout, mask, compute, name=module.INFO.name, **module.pattern_params(p))
+    return run_layout(module.INFO.name, wl, p, layout, mask, inputs, rec, compute)
 
 
 def keys_io_bound(wl, block_q: int, keys_per_q_block: float, extra_keys: float = 0.0) -> float:

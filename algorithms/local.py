@@ -21,12 +21,15 @@ read as a CSR list (a few bytes per tile, see the executor). No dilation.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from algorithms.base import AlgorithmInfo, Option
+import numpy as np
+
 from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_element_pattern)
-from algorithms.sparse_patterns import LOCAL
+                                          positive_int, run_pattern)
+from algorithms.sparse_patterns import LOCAL, element_layout, element_mask as pattern_mask
 
 DEFAULT_WINDOW = 512     # Longformer's window (Beltagy et al., 2020, §4: w = 512)
 
@@ -52,9 +55,22 @@ def plan(wl, gpu, sram_bytes: int, window: int = DEFAULT_WINDOW) -> LocalPlan:
     return LocalPlan(**flash2_tile_plan(wl, gpu, sram_bytes), window=window)
 
 
+def pattern_params(p: LocalPlan) -> dict:
+    return {"window": p.window}
+
+
+def layout(wl, p: LocalPlan):
+    """The band's tiles (no N² mask)."""
+    return element_layout(LOCAL, (p.window,), wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
+
+
+def element_mask(wl, p: LocalPlan) -> np.ndarray:
+    """Boolean (N_q, N_k) mask, causal included (executed mode)."""
+    return pattern_mask(LOCAL, np.array([p.window]), wl.causal, wl.seq_q, wl.seq_k)
+
+
 def run(wl, p: LocalPlan, inputs, rec, compute: bool) -> dict:
-    return run_element_pattern("local", LOCAL, (p.window,), wl, p, inputs, rec, compute,
-                               window=p.window)
+    return run_pattern(sys.modules[__name__], wl, p, inputs, rec, compute)
 
 
 def io_bound(wl, p: LocalPlan, sram_bytes: int) -> float:

@@ -25,12 +25,15 @@ which changes the inputs, not the traffic); its TVM kernel is a banded matmul, h
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
+import numpy as np
+
 from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_element_pattern)
-from algorithms.sparse_patterns import LONGFORMER
+                                          positive_int, run_pattern)
+from algorithms.sparse_patterns import LONGFORMER, element_layout, element_mask as pattern_mask
 
 DEFAULT_WINDOW = 512     # Beltagy et al., 2020, §4 (character LM) and §6: w = 512
 DEFAULT_GLOBAL = 1       # one classification token
@@ -72,10 +75,23 @@ def plan(wl, gpu, sram_bytes: int, window: int = DEFAULT_WINDOW,
                           global_tokens=global_tokens)
 
 
+def pattern_params(p: LongformerPlan) -> dict:
+    return {"window": p.window, "global_tokens": p.global_tokens}
+
+
+def layout(wl, p: LongformerPlan):
+    return element_layout(LONGFORMER, (p.window, p.global_tokens), wl.causal, wl.seq_q,
+                          wl.seq_k, p.block_q, p.block_k)
+
+
+def element_mask(wl, p: LongformerPlan) -> np.ndarray:
+    """Boolean (N_q, N_k) mask, causal included (executed mode)."""
+    return pattern_mask(LONGFORMER, np.array([p.window, p.global_tokens]), wl.causal,
+                        wl.seq_q, wl.seq_k)
+
+
 def run(wl, p: LongformerPlan, inputs, rec, compute: bool) -> dict:
-    return run_element_pattern("longformer", LONGFORMER, (p.window, p.global_tokens), wl, p,
-                               inputs, rec, compute, window=p.window,
-                               global_tokens=p.global_tokens)
+    return run_pattern(sys.modules[__name__], wl, p, inputs, rec, compute)
 
 
 def io_bound(wl, p: LongformerPlan, sram_bytes: int) -> float:

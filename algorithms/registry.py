@@ -13,6 +13,7 @@ ALGORITHMS = (
     "longformer",
     "bigbird",
     "block_sparse",
+    "masked_dense",
 )
 
 

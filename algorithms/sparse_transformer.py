@@ -31,13 +31,17 @@ and A2 (the "merged" variant only).
 """
 from __future__ import annotations
 
+import sys
 import math
 from dataclasses import dataclass
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
+import numpy as np
+
 from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_element_pattern)
-from algorithms.sparse_patterns import FIXED, STRIDED
+                                          positive_int, run_pattern)
+from algorithms.sparse_patterns import FIXED, STRIDED, element_layout
+from algorithms.sparse_patterns import element_mask as pattern_mask
 
 DEFAULT_SUMMARY = 8      # c: Child et al. 2019, §4.3, c ∈ {8, 16, 32}
 
@@ -80,13 +84,30 @@ def plan(wl, gpu, sram_bytes: int, stride: int | None = None, pattern: str = "st
                                  pattern=pattern, summary=summary)
 
 
-def run(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
+def pattern_params(p: SparseTransformerPlan) -> dict:
+    params = {"pattern": p.pattern, "stride": p.stride}
+    return params if p.pattern == "strided" else {**params, "summary": p.summary}
+
+
+def _kind(p: SparseTransformerPlan):
     if p.pattern == "strided":
-        return run_element_pattern("sparse_transformer", STRIDED, (p.stride,), wl, p, inputs,
-                                   rec, compute, pattern="strided", stride=p.stride)
-    return run_element_pattern("sparse_transformer", FIXED, (p.stride, p.summary), wl, p,
-                               inputs, rec, compute, pattern="fixed", stride=p.stride,
-                               summary=p.summary)
+        return STRIDED, np.array([p.stride])
+    return FIXED, np.array([p.stride, p.summary])
+
+
+def layout(wl, p: SparseTransformerPlan):
+    kind, prm = _kind(p)
+    return element_layout(kind, prm, wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
+
+
+def element_mask(wl, p: SparseTransformerPlan) -> np.ndarray:
+    """Boolean (N_q, N_k) mask, causal included (executed mode)."""
+    kind, prm = _kind(p)
+    return pattern_mask(kind, prm, wl.causal, wl.seq_q, wl.seq_k)
+
+
+def run(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
+    return run_pattern(sys.modules[__name__], wl, p, inputs, rec, compute)
 
 
 def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
