@@ -20,7 +20,8 @@ Notation -> code: l == ``stride`` (--stride; default round(√N_k)), c == ``summ
 HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``). A Q block of
 B_r consecutive queries hits each period of l keys in about min(l, B_r + B_c) columns of A2
 (strided; min(l, c + B_c) for fixed), so a row of tiles loads about
-    K ≈ min(N_k, 2l + B_r + B_c + (N_k / l) min(l, B_r + B_c))   keys.
+    K ≈ min(N_k, 2l + B_r + B_c + (N_k / l) min(l, B_r + B_c))   keys
+(causal: l instead of 2l, and half of the A2 term).
 IO bound: Θ(N d + N d (l / B_r + N / l)) = Θ(N^1.5 d) at l = √N (while l >= B; with
 l < B_c every tile holds an A2 key and the pattern visits all tiles, as dense FA-2).
 FLOPs: 4 d per attended pair rounded out to tiles: Θ(N √N d).
@@ -111,10 +112,12 @@ def run(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
 
 
 def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
-    """(N_q d + T_r K d) e with K the keys one row of tiles loads (see the docstring)."""
+    """(N_q d + T_r K d) e with K the keys one row of tiles loads (see the docstring);
+    causal keeps one side of A1 and, on average, half of A2."""
     l, br, bc = p.stride, p.block_q, p.block_k
+    half = 0.5 if wl.causal else 1.0
     if p.pattern == "strided":
-        keys = 2 * l + br + bc + wl.seq_k / l * min(l, br + bc)
+        keys = (1 if wl.causal else 2) * l + br + bc + half * wl.seq_k / l * min(l, br + bc)
     else:
-        keys = l + br + bc + wl.seq_k / l * min(l, p.summary + bc)
+        keys = l + br + bc + half * wl.seq_k / l * min(l, p.summary + bc)
     return keys_io_bound(wl, br, keys)
