@@ -1,5 +1,5 @@
 """BigBird block-sparse attention — Zaheer et al., "Big Bird: Transformers for Longer
-Sequences" (2020, arXiv 2007.14062), §2 and Appendix D (the blocked ITC implementation),
+Sequences" (2020, arXiv 2007.14062), §2 (the pattern) and its blocked ITC implementation,
 run as one block-sparse FlashAttention-2 pass over its block layout.
 
 Idea: in blocks of b tokens, each query block attends a window of blocks around itself, a
@@ -18,8 +18,10 @@ Pattern (blocks of b; T = ⌈N/b⌉ blocks; requires N_q == N_k, self-attention)
 
 Notation -> code: b == ``block`` (--block, 64), w == ``window_blocks`` (--window-blocks, 3),
 g == ``global_blocks`` (--global-blocks, 2), r == ``random_blocks`` (--random-blocks, 3),
-``seed`` (--seed); defaults from the paper's ITC base configuration (Appendix E, Table 8:
-block 64, 3 window, 2 global, 3 random blocks). The kernel tiles are b x b (B_r = B_c = b).
+``seed`` (--seed); defaults of BigBird-ITC (block 64, 3 window, 2 global, 3 random blocks:
+shared/FACTS.md; the same in the released code and Hugging Face's BigBird documentation:
+block_size=64, num_random_blocks=3, "window size of 3 blocks and 2 global blocks").
+The kernel tiles are b x b (B_r = B_c = b).
 HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``) with
 nnz ≈ (T - g)(w + g + r) + g T tiles.
 IO bound (Proposition 4): Θ(N d + s N² d / b) with s ≈ ((T-g)(w+g+r) + g T)/T², i.e.
@@ -42,8 +44,8 @@ from algorithms.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_in
 from algorithms.common import cdiv
 from algorithms.sparse_patterns import bigbird_csr, block_layout, layout_element_mask
 
-# Zaheer et al. 2020, Appendix E (Table 8, BigBird-ITC base): block 64, 3 window blocks,
-# 2 global blocks, 3 random blocks.
+# BigBird-ITC defaults (shared/FACTS.md; HF BigBird docs: block_size=64,
+# num_random_blocks=3, window of 3 blocks, 2 global blocks).
 DEFAULT_BLOCK, DEFAULT_WINDOW, DEFAULT_GLOBAL, DEFAULT_RANDOM = 64, 3, 2, 3
 
 

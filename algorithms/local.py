@@ -31,7 +31,7 @@ from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bo
                                           positive_int, run_pattern)
 from algorithms.sparse_patterns import LOCAL, element_layout, element_mask as pattern_mask
 
-DEFAULT_WINDOW = 512     # Longformer's window (Beltagy et al., 2020, §4: w = 512)
+DEFAULT_WINDOW = 512     # Longformer's window (Beltagy et al., 2020; shared/FACTS.md)
 
 INFO = AlgorithmInfo(
     name="local",

@@ -12,7 +12,8 @@ Longformer puts task tokens such as [CLS] or the question):
                            previous w keys when causal, plus keys 0..g-1
 ``causal`` then keeps j <= p (a global query sees the whole prefix).
 
-Notation -> code: w == ``window`` (--window, default 512, §4), g == ``global_tokens``
+Notation -> code: w == ``window`` (--window, default 512 as in the paper's pretrained
+models; shared/FACTS.md), g == ``global_tokens``
 (--global-tokens, default 1: one [CLS]-like token).
 HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``); a non-global
 row of tiles loads about min(N_k, w + g + B_r + B_c) keys, each of the ⌈g/B_r⌉ global Q
@@ -35,7 +36,7 @@ from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bo
                                           positive_int, run_pattern)
 from algorithms.sparse_patterns import LONGFORMER, element_layout, element_mask as pattern_mask
 
-DEFAULT_WINDOW = 512     # Beltagy et al., 2020, §4 (character LM) and §6: w = 512
+DEFAULT_WINDOW = 512     # Beltagy et al., 2020: window 512 (shared/FACTS.md)
 DEFAULT_GLOBAL = 1       # one classification token
 
 

@@ -15,7 +15,7 @@ paper's autoregressive sets exactly):
 The non-causal sets extend A1 symmetrically (strided) or keep whole blocks (fixed).
 
 Notation -> code: l == ``stride`` (--stride; default round(√N_k)), c == ``summary``
-(--summary; Child et al. §4.3 use c ∈ {8, 16, 32} with l ∈ {128, 256}), pattern ==
+(--summary; Child et al. §4.2 find c ∈ {8, 16, 32} works for l ∈ {128, 256}), pattern ==
 ``pattern`` (--pattern strided|fixed).
 HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``). A Q block of
 B_r consecutive queries hits each period of l keys in about min(l, B_r + B_c) columns of A2
@@ -44,7 +44,7 @@ from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bo
 from algorithms.sparse_patterns import FIXED, STRIDED, element_layout
 from algorithms.sparse_patterns import element_mask as pattern_mask
 
-DEFAULT_SUMMARY = 8      # c: Child et al. 2019, §4.3, c ∈ {8, 16, 32}
+DEFAULT_SUMMARY = 8      # c: Child et al. 2019, §4.2: c ∈ {8, 16, 32} (the smallest)
 
 INFO = AlgorithmInfo(
     name="sparse_transformer",
