@@ -5,11 +5,13 @@ kernel visits):
 
 * element patterns (sliding window, Longformer, Sparse Transformer strided/fixed) are defined
   by ``row_count(kind, prm, causal, qpos, a, b)``: how many keys j in [a, b) the query at key
-  position ``qpos`` may attend. It is O(1) (interval and residue arithmetic), so the layout
-  is found without materialising the N_q x N_k mask: for each Q block a bisection over
-  K-block ranges discards empty ranges whole and counts the allowed pairs of every non-empty
-  tile (``element_layout``). The element mask itself (executed mode, small N) is built from
-  the same rule, so the kernel, the layout and the reference can never disagree.
+  position ``qpos`` may attend, in O(1) (interval and residue arithmetic); ``block_any``
+  answers, also in O(1), whether any query of a block of consecutive rows attends any key
+  of a range (the union of the rows' sets is again intervals and residue ranges). The layout
+  is thus found without materialising the N_q x N_k mask: for each Q block a bisection over
+  K-block ranges discards empty ranges whole (``element_layout``). The element mask itself
+  (executed mode, small N) is built from ``row_count``; the tests check both rules against
+  masks written from the papers' set definitions.
 * block patterns (BigBird, block-sparse with a block mask) are lists of key blocks per query
   block at the tile size; ``block_layout`` intersects them with the causal mask.
 
@@ -104,6 +106,72 @@ def row_count(kind, prm, causal, qpos, a, b):
 
 
 @njit(cache=True)
+def _cyclic_upto(y, l, width):
+    """Number of t in [0, y) (y may be negative: a signed count) with t mod l < width."""
+    return (y // l) * width + min(width, y % l)
+
+
+@njit(cache=True)
+def block_any(kind, prm, causal, q0, q1, a, b):
+    """True when some query at key position in [q0, q1) attends some key in [a, b): O(1),
+    from the union of the rows' key sets (consecutive rows: intervals and residue ranges)."""
+    if causal:
+        b = min(b, q1)                               # no row of the block sees past q1 - 1
+    if b <= a:
+        return False
+    if kind == LOCAL:
+        w = prm[0]
+        if causal:
+            return _overlap(q0 - w + 1, q1, a, b) > 0
+        return _overlap(q0 - w // 2, q1 + w // 2, a, b) > 0
+    if kind == LONGFORMER:
+        w, g = prm[0], prm[1]
+        if q0 < g:                                   # global rows: all keys (causal: <= q)
+            if not causal or _overlap(0, min(q1, g), a, b) > 0:
+                return True
+        r0 = max(q0, g)                              # the block's non-global rows
+        if r0 >= q1:
+            return False
+        if _overlap(0, g, a, b) > 0:
+            return True
+        if causal:
+            return _overlap(r0 - w + 1, q1, a, b) > 0
+        return _overlap(r0 - w // 2, q1 + w // 2, a, b) > 0
+    if kind == STRIDED:
+        l = prm[0]
+        hi = q1 if causal else q1 + l
+        if _overlap(q0 - l, hi, a, b) > 0:           # A1 of the rows
+            return True
+        width = min(l, q1 - q0)                      # A2: residues of the rows, a cyclic range
+        return _cyclic_upto(b - q0, l, width) - _cyclic_upto(a - q0, l, width) > 0
+    l, c = prm[0], prm[1]                            # FIXED
+    hi = q1 if causal else ((q1 - 1) // l + 1) * l
+    if _overlap((q0 // l) * l, hi, a, b) > 0:        # A1: the rows' blocks
+        return True
+    return _summaries(a, b, l, c) > 0                # A2: summary keys
+
+
+@njit(cache=True)
+def _block_full(kind, prm, causal, q0, q1, a, b):
+    """True when every query of [q0, q1) attends every key of [a, b) (stops at the first
+    row that does not)."""
+    for qpos in range(q0, q1):
+        if row_count(kind, prm, causal, qpos, a, b) < b - a:
+            return False
+    return True
+
+
+@njit(cache=True)
+def attended_pairs(kind, prm, causal, seq_q, seq_k):
+    """Σ over queries of the keys they attend: O(N_q)."""
+    total = 0
+    shift = seq_k - seq_q
+    for i in range(seq_q):
+        total += row_count(kind, prm, causal, i + shift, 0, seq_k)
+    return total
+
+
+@njit(cache=True)
 def element_mask(kind, prm, causal, seq_q, seq_k):
     """The boolean (N_q, N_k) mask of an element pattern (executed mode: small N only)."""
     mask = np.zeros((seq_q, seq_k), dtype=np.bool_)
@@ -123,7 +191,7 @@ class BlockLayout:
         row_ptr: (T_r + 1,) int64; Q block i visits ``cols[row_ptr[i]:row_ptr[i+1]]``.
         cols: (nnz,) int64 K block indices, ascending within a row.
         partial: (nnz,) bool, True where some pair of the tile is masked out.
-        pairs: (nnz,) int64 attended (query, key) pairs in each tile.
+        attended_pairs: (query, key) pairs attended, all tiles together.
     """
     seq_q: int
     seq_k: int
@@ -132,7 +200,7 @@ class BlockLayout:
     row_ptr: np.ndarray
     cols: np.ndarray
     partial: np.ndarray
-    pairs: np.ndarray
+    attended_pairs: int
 
     @property
     def nnz(self) -> int:
@@ -148,7 +216,7 @@ class BlockLayout:
 
     def density(self) -> float:
         """Fraction of the N_q x N_k (query, key) pairs attended."""
-        return float(self.pairs.sum()) / (self.seq_q * self.seq_k)
+        return self.attended_pairs / (self.seq_q * self.seq_k)
 
     def block_density(self) -> float:
         """Fraction of the T_r x T_c tiles visited."""
@@ -157,7 +225,7 @@ class BlockLayout:
     def summary(self) -> dict:
         return {"density": self.density(), "block_density": self.block_density(),
                 "blocks_visited": self.nnz, "partial_blocks": self.n_partial,
-                "attended_pairs": int(self.pairs.sum())}
+                "attended_pairs": self.attended_pairs}
 
 
 @njit(cache=True)
@@ -168,57 +236,46 @@ def _grow(arr, n):
 
 
 @njit(cache=True)
-def _any_row(kind, prm, causal, q0, q1, a, b):
-    for qpos in range(q0, q1):
-        if row_count(kind, prm, causal, qpos, a, b) > 0:
-            return True
-    return False
-
-
-@njit(cache=True)
 def _element_layout(kind, prm, causal, seq_q, seq_k, bq, bk):
     tr, tc = (seq_q + bq - 1) // bq, (seq_k + bk - 1) // bk
     row_ptr = np.zeros(tr + 1, dtype=np.int64)
     cols = np.empty(1024, dtype=np.int64)
-    pairs = np.empty(1024, dtype=np.int64)
     full = np.empty(1024, dtype=np.bool_)
     n = 0
     stack = np.empty((2 * 64, 2), dtype=np.int64)     # bisection depth <= log2(tc) + 1
     shift = seq_k - seq_q
     for i in range(tr):
         q0, q1 = i * bq + shift, min((i + 1) * bq, seq_q) + shift
-        top = 0
         stack[0, 0], stack[0, 1] = 0, tc
         top = 1
         while top > 0:                                # -- bisect K-block ranges --
             top -= 1
             ka, kb = stack[top, 0], stack[top, 1]
             a, b = ka * bk, min(kb * bk, seq_k)
-            if kb - ka > 1:
-                if _any_row(kind, prm, causal, q0, q1, a, b):
-                    mid = (ka + kb) // 2
-                    stack[top, 0], stack[top, 1] = mid, kb     # right half popped second
-                    stack[top + 1, 0], stack[top + 1, 1] = ka, mid
-                    top += 2
+            if not block_any(kind, prm, causal, q0, q1, a, b):
                 continue                              # an empty range is skipped whole
-            cnt = 0
-            for qpos in range(q0, q1):
-                cnt += row_count(kind, prm, causal, qpos, a, b)
-            if cnt == 0:
+            if kb - ka > 1:
+                mid = (ka + kb) // 2
+                stack[top, 0], stack[top, 1] = mid, kb     # right half popped second
+                stack[top + 1, 0], stack[top + 1, 1] = ka, mid
+                top += 2
                 continue
             if n == cols.shape[0]:
-                cols, pairs, full = _grow(cols, n + 1), _grow(pairs, n + 1), _grow(full, n + 1)
-            cols[n], pairs[n], full[n] = ka, cnt, cnt == (q1 - q0) * (b - a)
+                cols, full = _grow(cols, n + 1), _grow(full, n + 1)
+            cols[n] = ka
+            full[n] = _block_full(kind, prm, causal, q0, q1, a, b)
             n += 1
         row_ptr[i + 1] = n
-    return row_ptr, cols[:n].copy(), ~full[:n], pairs[:n].copy()
+    return row_ptr, cols[:n].copy(), ~full[:n]
 
 
 def element_layout(kind: int, prm, causal: bool, seq_q: int, seq_k: int, block_q: int,
                    block_k: int) -> BlockLayout:
-    """The tiles an element pattern touches; O(tiles visited x B_r) work, no N² mask."""
-    row_ptr, cols, partial, pairs = _element_layout(
-        kind, np.asarray(prm, dtype=np.int64), causal, seq_q, seq_k, block_q, block_k)
+    """The tiles an element pattern touches, without an N² mask: O(1) per bisection step,
+    and per tile until its first row that is not full (O(B_r) only for full tiles)."""
+    prm = np.asarray(prm, dtype=np.int64)
+    row_ptr, cols, partial = _element_layout(kind, prm, causal, seq_q, seq_k, block_q, block_k)
+    pairs = int(attended_pairs(kind, prm, causal, seq_q, seq_k))
     return BlockLayout(seq_q, seq_k, block_q, block_k, row_ptr, cols, partial, pairs)
 
 
@@ -238,7 +295,7 @@ def _causal_filter(row_ptr_in, cols_in, causal, seq_q, seq_k, b):
             c0 = cols_in[t] * b
             c1 = min(c0 + b, seq_k)
             cnt = (r1 - r0) * (c1 - c0)
-            if causal:
+            if causal and c1 - 1 > r0 + shift:        # not entirely below the diagonal
                 cnt = 0
                 for r in range(r0, r1):
                     cnt += max(0, min(c1, r + shift + 1) - c0)
@@ -257,7 +314,7 @@ def block_layout(row_ptr, cols, causal: bool, seq_q: int, seq_k: int, block: int
     rp, c, partial, pairs = _causal_filter(np.asarray(row_ptr, np.int64),
                                            np.asarray(cols, np.int64), causal, seq_q, seq_k,
                                            block)
-    return BlockLayout(seq_q, seq_k, block, block, rp, c, partial, pairs)
+    return BlockLayout(seq_q, seq_k, block, block, rp, c, partial, int(pairs.sum()))
 
 
 def block_mask_to_csr(block_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,20 +344,21 @@ def layout_element_mask(layout: BlockLayout, causal: bool) -> np.ndarray:
 # ---- random block choices (BigBird's random blocks, block_sparse's random mask) -----------
 
 @njit(cache=True)
-def _sample_distinct(u, n, r, excluded):
+def _sample_distinct(u, n, r, excluded, taken):
     """``r`` distinct values of [0, n + len(excluded)) avoiding the sorted ``excluded``,
-    from r uniform floats ``u`` (Floyd's algorithm: exactly r draws, no rejection)."""
+    from r uniform floats ``u`` (Floyd's algorithm: exactly r draws, no rejection).
+    ``taken`` is a scratch bool array of length >= n, all False (and left so)."""
     picked = np.empty(r, dtype=np.int64)
     for k in range(r):
         top = n - r + k                              # draw t uniformly in [0, top]
         t = min(int(u[k] * (top + 1)), top)
-        for s in range(k):
-            if picked[s] == t:
-                t = top                              # t taken: top cannot be, take it
-                break
+        if taken[t]:
+            t = top                                  # t taken: top cannot be, take it
+        taken[t] = True
         picked[k] = t
-    for k in range(r):                               # skip over the excluded values
-        b = picked[k]
+    for k in range(r):
+        taken[picked[k]] = False
+        b = picked[k]                                # skip over the excluded values
         for x in excluded:
             if x <= b:
                 b += 1
@@ -313,6 +371,7 @@ def _bigbird_rows(tq, tk, window, global_first, global_last, u):
     """CSR of BigBird's blocked pattern: global rows see all; other rows see the global
     blocks, the window blocks around the diagonal and u.shape[1] random other blocks."""
     random = u.shape[1]
+    taken = np.zeros(tk, dtype=np.bool_)
     row_ptr = np.zeros(tq + 1, dtype=np.int64)
     cols = np.empty(tq * (window + global_first + global_last + random)
                     + (global_first + global_last) * tk, np.int64)
@@ -336,7 +395,7 @@ def _bigbird_rows(tq, tk, window, global_first, global_last, u):
             fixed[m] = j
             m += 1
         fixed = np.unique(fixed[:m])
-        chosen = _sample_distinct(u[i], tk - fixed.shape[0], random, fixed)
+        chosen = _sample_distinct(u[i], tk - fixed.shape[0], random, fixed, taken)
         row = np.unique(np.concatenate((fixed, chosen)))
         cols[n:n + row.shape[0]] = row
         n += row.shape[0]
@@ -358,8 +417,10 @@ def _random_rows(tq, tk, u):
     row_ptr = np.arange(tq + 1).astype(np.int64) * per_row
     cols = np.empty(tq * per_row, dtype=np.int64)
     none = np.empty(0, dtype=np.int64)
+    taken = np.zeros(tk, dtype=np.bool_)
     for i in range(tq):
-        cols[i * per_row:(i + 1) * per_row] = np.sort(_sample_distinct(u[i], tk, per_row, none))
+        row = _sample_distinct(u[i], tk, per_row, none, taken)
+        cols[i * per_row:(i + 1) * per_row] = np.sort(row)
     return row_ptr, cols
 
 

@@ -5,6 +5,8 @@ from algorithms/sparse_patterns.py (interval/residue counting and bisection over
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _sparse_helpers import cdiv, paper_mask, tiles_of
 from algorithms.sparse_patterns import (FIXED, LOCAL, LONGFORMER, STRIDED, bigbird_csr,
@@ -56,7 +58,7 @@ def test_layout_visits_exactly_the_nonempty_tiles(name, opts, nq, nk, causal, br
     assert list(zip(rows.tolist(), lay.cols.tolist())) == expected
     tiles = tiles_of(mask, br, bc)
     assert lay.partial.tolist() == [t[2] for t in tiles]
-    assert lay.pairs.tolist() == [t[3] for t in tiles]
+    assert lay.attended_pairs == mask.sum() == sum(t[3] for t in tiles)
     assert lay.density() == pytest.approx(mask.mean(), abs=0)
     assert lay.block_density() == len(expected) / (cdiv(nq, br) * cdiv(nk, bc))
 
@@ -107,3 +109,22 @@ def test_random_block_rows_have_exactly_k_distinct_blocks(tq, tk, k):
     for i in range(tq):
         row = cols[row_ptr[i]:row_ptr[i + 1]]
         assert np.all(np.diff(row) > 0) and row.min() >= 0 and row.max() < tk
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(sorted(KINDS)), nq=st.integers(1, 120), nk=st.integers(1, 120),
+       causal=st.booleans(), br=st.sampled_from([1, 5, 16, 32]), bc=st.sampled_from([1, 7, 16]),
+       a=st.integers(1, 70), b=st.integers(0, 70))
+def test_layout_random_shapes_and_parameters(name, nq, nk, causal, br, bc, a, b):
+    """Random sizes and parameters (window/stride a; globals/summary b, kept valid)."""
+    opts = {"local": {"window": a}, "longformer": {"window": a, "global_tokens": min(b, nk)},
+            "strided": {"stride": a}, "fixed": {"stride": a, "summary": max(1, min(b, a))}}[name]
+    kind, prm = _prm(name, opts)
+    mask = paper_mask(name, nq, nk, causal, **opts)
+    lay = element_layout(kind, prm, causal, nq, nk, br, bc)
+    tiles = [(i, j) for i in range(cdiv(nq, br)) for j in range(cdiv(nk, bc))
+             if mask[i * br:(i + 1) * br, j * bc:(j + 1) * bc].any()]
+    rows = np.repeat(np.arange(cdiv(nq, br)), np.diff(lay.row_ptr))
+    assert list(zip(rows.tolist(), lay.cols.tolist())) == tiles
+    assert lay.partial.tolist() == [t[2] for t in tiles_of(mask, br, bc)]
+    assert lay.attended_pairs == mask.sum()
