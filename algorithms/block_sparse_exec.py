@@ -15,8 +15,11 @@ HBM traffic per head (bytes; e = storage bytes per element; c_t = key columns of
     reads  = N_q d e (Q, once) + Σ_tiles 2 c_t d e (K_j, V_j) + 8 T_r + 4 nnz (layout, int32)
     writes = N_q d e (O) + 4 N_q (fp32 log-sum-exp)
 Bound (Proposition 4): Θ(N d + s N² d / B_r) = Θ(N d + N² d² M⁻¹ s), s = nnz / (T_r T_c).
-FLOPs per tile of r_t rows: 4 r_t c_t d matmul, 4 r_t c_t + 3 r_t + r_t d other (+ r_t c_t
+FLOPs per tile of r_t rows: 4 r_t c_t d matmul, 4 r_t c_t + 4 r_t + r_t d other (+ r_t c_t
 select when partial), r_t c_t + r_t exps; per Q block r d + r other and r exps (epilogue).
+Count-only mode runs the same loop over the layout with the arithmetic skipped: its cost is
+O(tiles visited), so 1M-token windows take well under a second, and the N^1.5 strided
+pattern at 1M tokens (millions of tiles) a few seconds.
 
 Differences from a CUDA block-sparse kernel: the CTA's tiles run in sequence, and the
 layout (CSR row pointer and column indices) is charged as int32 reads even for patterns a
