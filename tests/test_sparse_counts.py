@@ -151,3 +151,14 @@ def test_block_sparse_linear_in_density():
     assert slope(ss, kv) == pytest.approx(1.0, abs=0.02)
     for r in rs:
         assert r.io_ratio == pytest.approx(2.0, rel=0.05)               # K and V per tile
+
+
+def test_compare_with_dense_reports_the_saving():
+    from attnsim.sparse_compare import compare_with_dense
+    wl = Workload(heads=2, seq_q=4096, head_dim=64)
+    c = compare_with_dense("longformer", wl, options={"window": 256, "global_tokens": 2})
+    assert c.dense.algorithm == "masked_dense"
+    assert c.dense.extra["pattern"]["density"] == c.sparse.extra["pattern"]["density"]
+    assert c.dense.options["window"] == 256 and c.dense.options["mask_of"] == "longformer"
+    assert c.hbm_saving == c.dense.hbm_bytes / c.sparse.hbm_bytes > 10
+    assert c.to_dict()["pattern"]["window"] == 256
