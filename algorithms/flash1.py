@@ -21,9 +21,10 @@ ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + 2 B_r exps.
 
 Kernel: one CTA per (batch, head), as in the paper's released implementation (the
 parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
-idle when batch x heads < SMs. SRAM holds K_j, V_j, Q_i, O_i and S_ij at e bytes per
-element (in the paper's model S_ij is on chip; real kernels keep it in registers) and
-ℓ_i, m_i in fp32.
+idle when batch x heads < SMs. Shared memory holds K_j, V_j, Q_i and O_i (e bytes per
+element): 2 B_c d + 2 B_r d <= 4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i,
+m_i are "on chip" in the paper and live in registers here (fp32), checked against the
+register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
 """
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms.base import AlgorithmInfo, Plan
+from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
-                               head_view, iter_heads, new_output, new_stats)
-from hwmodels.memory import check_sram_fits
+                               head_view, iter_heads, new_output, new_stats,
+                               tile_softmax_stats)
+from hwmodels.memory import SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, store_rows, store_vector)
 
@@ -61,20 +63,33 @@ class Flash1Plan(Plan):
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
     return {"K_j": block_k * d * e, "V_j": block_k * d * e, "Q_i": block_q * d * e,
-            "O_i": block_q * d * e, "S_ij": block_q * block_k * e,
-            "l_i,m_i": 2 * block_q * STAT_BYTES}
+            "O_i": block_q * d * e}
+
+
+def register_bytes(block_q: int, block_k: int) -> int:
+    """S_ij / P_ij and ℓ_i, m_i, ℓ̃, m̃ in fp32 registers."""
+    return block_q * block_k * 4 + 4 * block_q * STAT_BYTES
 
 
 def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
     d, e = wl.head_dim, wl.elem_bytes
     m_elems = sram_bytes // e
     block_k = cdiv(m_elems, 4 * d)                 # line 1: B_c = ceil(M / 4d)
+    if block_k * 4 * d > m_elems:
+        block_k = max(1, m_elems // (4 * d))       # rounding up would overflow M
     block_q = min(block_k, d)                      #         B_r = min(ceil(M / 4d), d)
-    need = check_sram_fits(
-        f"flash1 (B_c = ceil(M/4d) = {block_k}, B_r = {block_q}, d = {d})",
-        sram_buffers(block_q, block_k, d, e), sram_bytes,
-        hint="Algorithm 1's tiles need M >= about 8d² elements: use a smaller --head-dim "
-             "or a larger --sram-kb")
+    if m_elems < 4 * d:
+        raise SramOverflowError(
+            f"flash1 with head_dim {d} needs M >= 4d = {4 * d} elements ({4 * d * e:,} bytes) "
+            f"of SRAM for one row of each of K_j, V_j, Q_i, O_i, but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    need = check_sram_fits(f"flash1 (B_c = {block_k}, B_r = {block_q}, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    regs = register_bytes(block_q, block_k)
+    if regs > gpu.register_bytes_per_sm:
+        raise PlanError(f"flash1 tiles B_r x B_c = {block_q} x {block_k} need {regs:,} bytes of "
+                        f"fp32 registers for S_ij, more than the {gpu.register_bytes_per_sm:,}-byte "
+                        f"register file; use a smaller --sram-kb or --head-dim")
     return Flash1Plan(block_q=block_q, block_k=block_k, sram_elements=m_elems, smem_bytes=need)
 
 
@@ -82,9 +97,18 @@ def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     d, e = wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
-    c = rec.kernel("flash1_fwd", ctas=bh, buffers=sram_buffers(p.block_q, p.block_k, d, e),
-                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
-                   matmul_dtype=wl.dtype)
+    buffers = sram_buffers(p.block_q, p.block_k, d, e)
+    regs = register_bytes(p.block_q, p.block_k)
+    # O_i, ℓ_i, m_i and Q_i are re-read for every K/V block: L2 serves them only if the
+    # heads in flight (one CTA each) keep their whole Q, O, ℓ, m there.
+    per_head_reread = 2 * wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES
+    unique = bh * (per_head_reread + 2 * wl.seq_k * d * e + wl.seq_q * d * e
+                   + 2 * wl.seq_q * STAT_BYTES)
+    resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
+    c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM
@@ -126,32 +150,44 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             count_other(c, rows * cols)                          #   S - m̃
             count_exp(c, rows * cols)                            #   P̃ = exp(S - m̃)
             count_other(c, rows * cols)                          #   ℓ̃ = rowsum(P̃)
-            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
-            count_exp(c, 2 * rows)
-            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
-            count_other(c, 4 * rows * d)                         #   rescale, add, divide
+            m_tile = np.empty(0, dtype=np.float32)
+            l_tile = np.empty(0, dtype=np.float32)
             if compute:
-                s *= scale
+                s *= np.float32(scale)
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                m_tile = np.full(rows, -np.inf, dtype=np.float32)
-                for i in range(rows):
-                    m_tile[i] = s[i].max()
-                m_tile_safe = np.where(m_tile == -np.inf, np.float32(0.0), m_tile)
-                p = np.exp(s - m_tile_safe[:, None])
-                l_tile = p.sum(axis=1)
-                pv = np.dot(p, vj)
-                m_new = np.maximum(mi, m_tile)
-                m_new_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                a_old = np.exp(mi - m_new_safe)
-                a_tile = np.exp(m_tile_safe - m_new_safe) * (m_tile != -np.inf)
-                l_new = a_old * li + a_tile * l_tile
-                l_div = np.where(l_new == 0, np.float32(1.0), l_new)
-                oi = ((li * a_old)[:, None] * oi + a_tile[:, None] * pv) / l_div[:, None]
-                mi, li = m_new, l_new
+                m_tile, l_tile = tile_softmax_stats(s)           # s now holds P̃_ij
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
+            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
+            count_exp(c, 2 * rows)
+            count_other(c, 4 * rows * d)                         # line 12: rescale, add, divide
+            if compute:
+                oi, mi, li = merge_into_output(oi, mi, li, pv, m_tile, l_tile)
             store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
             store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
             store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+
+
+@njit(cache=True)
+def merge_into_output(oi, mi, li, pv, m_tile, l_tile):
+    """Lines 11-12: m_new = max(m_i, m̃), ℓ_new = e^{m_i-m_new} ℓ_i + e^{m̃-m_new} ℓ̃,
+    O_i = diag(ℓ_new)⁻¹ (diag(ℓ_i) e^{m_i-m_new} O_i + e^{m̃-m_new} P̃ V_j)."""
+    rows, d = pv.shape
+    out = np.empty((rows, d), dtype=np.float32)
+    m_new = np.empty(rows, dtype=np.float32)
+    l_new = np.empty(rows, dtype=np.float32)
+    for i in range(rows):
+        mn = max(mi[i], m_tile[i])
+        ref = mn if mn != -np.inf else np.float32(0.0)
+        a_old = np.exp(mi[i] - ref)
+        a_tile = np.exp(m_tile[i] - ref) if m_tile[i] != -np.inf else np.float32(0.0)
+        ln = a_old * li[i] + a_tile * l_tile[i]
+        inv = np.float32(1.0) / ln if ln > 0 else np.float32(0.0)
+        for j in range(d):
+            out[i, j] = (li[i] * a_old * oi[i, j] + a_tile * pv[i, j]) * inv
+        m_new[i] = mn
+        l_new[i] = ln
+    return out, m_new, l_new
 
 
 def io_bound(wl, p: Flash1Plan, sram_bytes: int) -> float:

@@ -13,7 +13,7 @@ HBM traffic per head (bytes, e = storage bytes per element; non-causal):
     writes = N_q d e (O) + 4 N_q (fp32 log-sum-exp)
 Bound: Θ(N d + N² d / B_r); with B_r ∝ M/d this is Theorem 2's Θ(N² d² / M) of the
 FlashAttention paper. Causal: tiles entirely above the diagonal are skipped (about half).
-FLOPs: 4 N_q N_k d matmul (2 per product), per visible B_r x B_c tile 4 B_r B_c + 3 B_r +
+FLOPs: 4 N_q N_k d matmul (2 per product), per visible B_r x B_c tile 4 B_r B_c + 4 B_r +
 B_r d other ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + B_r exps; per Q
 block B_r d + B_r other and B_r exps (the final 1/l and log l).
 
@@ -33,7 +33,7 @@ from numba import njit
 
 from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, finish_heads, iter_heads,
+                               cdiv, heads_in_flight, online_softmax_tile, scale_rows, finish_heads, iter_heads,
                                new_output, new_stats, head_view)
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
@@ -99,13 +99,25 @@ def cta_work(wl, p: Flash2Plan) -> np.ndarray:
     return np.array([max(1, cdiv(end, p.block_k)) for end in ends], dtype=np.float64)
 
 
+def l2_footprint(wl, p: Flash2Plan, rec, tr: int, smem: int) -> tuple[int, int]:
+    """(compulsory HBM bytes, L2 working set): Q read and O, lse written once; each K/V head
+    read once if the K/V of the heads in flight stay in L2 while their Q blocks stream."""
+    d, e, b = wl.head_dim, wl.elem_bytes, wl.batch
+    kv_bytes = 2 * wl.seq_k * d * e
+    unique = b * wl.heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q) + b * wl.kv_heads * kv_bytes
+    in_flight = heads_in_flight(rec, tr, b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
+    return unique, in_flight * kv_bytes
+
+
 def run(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     tr = cdiv(wl.seq_q, p.block_q)
-    c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads,
-                   buffers=smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes),
+    buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
+    unique, working_set = l2_footprint(wl, p, rec, tr, sum(buffers.values()))
+    c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, p),
-                   matmul_dtype=wl.dtype)
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
@@ -150,20 +162,13 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
             count_exp(c, rows)                                   # alpha = exp(m_old - m_new)
             count_other(c, rows * cols + 2 * rows)               # l = alpha l + rowsum(P)
             count_other(c, rows * d)                             # acc *= alpha
-            p = np.empty((0, 0), dtype=np.float32)
             if compute:
-                s *= scale
+                s *= np.float32(scale)
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                m_new = np.maximum(m, _rowmax(s))
-                # rows that have seen no key yet keep m = -inf: use 0 so exp() gives 0, not NaN
-                m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                p = np.exp(s - m_safe[:, None])
-                alpha = np.exp(m - m_safe)
-                l = alpha * l + p.sum(axis=1)
-                acc *= alpha[:, None]
-                m = m_new
-            pv = matmul_nn(c, p, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
+                alpha = online_softmax_tile(s, m, l)             # s now holds P
+                scale_rows(acc, alpha)
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
             if compute:
                 acc += pv
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
@@ -177,14 +182,6 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
             lse_i = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
         store_rows(c, o, r0, oi, rows, d, e, compute)            # O_i -> HBM
         store_vector(c, lse, r0, lse_i, rows, 4, compute)        # lse_i -> HBM (fp32)
-
-
-@njit(cache=True)
-def _rowmax(s):
-    out = np.empty(s.shape[0], dtype=np.float32)
-    for i in range(s.shape[0]):
-        out[i] = s[i].max() if s.shape[1] else -np.inf
-    return out
 
 
 def io_bound(wl, p: Flash2Plan, sram_bytes: int) -> float:

@@ -8,6 +8,7 @@ ALGORITHMS = (
     "standard",
     "flash1",
     "flash2",
+    "flash3",
     "local",
     "sparse_transformer",
     "longformer",

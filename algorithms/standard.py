@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import AlgorithmInfo, Plan
-from algorithms.common import iter_heads, new_output, placeholder
+from algorithms.common import heads_in_flight, iter_heads, new_output, placeholder
 from algorithms.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 
@@ -71,17 +71,33 @@ def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     t = p.tiles
-    gemm_regs = t.register_bytes()
-    c_qk = rec.kernel("qk_gemm", ctas=bh * gemm_ctas(nq, nk, t), buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype)
+    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    qk_tiles, pv_tiles = gemm_ctas(nq, nk, t), gemm_ctas(nq, d, t)
+    # L2: a GEMM re-reads its operands' panels; they hit while the operands of the heads in
+    # flight fit. Compulsory traffic: each operand once, the result once.
+    qk_flight = heads_in_flight(rec, qk_tiles, bh, gemm_smem, gemm_regs)
+    c_qk = rec.kernel("qk_gemm", ctas=bh * qk_tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
+                      l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
     c_mask = None
     if wl.causal:
-        c_mask = rec.kernel("mask", ctas=bh * nq, buffers={},
-                            threads_per_cta=SOFTMAX_THREADS, tc_path="none")
+        # the boolean mask is shared by every head: after the first head it comes from L2
+        c_mask = rec.kernel("mask", ctas=bh * nq, buffers={}, threads_per_cta=SOFTMAX_THREADS,
+                            tc_path="none",
+                            unique_hbm_bytes=bh * 2 * nq * nk * e + nq * nk * MASK_BYTES,
+                            l2_working_set_bytes=nq * nk * MASK_BYTES)
+    resident_rows = rec.resident_ctas(bh * nq, p.softmax_chunk * e, 0, SOFTMAX_THREADS)
     c_sm = rec.kernel("softmax", ctas=bh * nq, buffers={"row": p.softmax_chunk * e},
-                      threads_per_cta=SOFTMAX_THREADS, tc_path="none")
-    c_pv = rec.kernel("pv_gemm", ctas=bh * gemm_ctas(nq, d, t), buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype)
+                      threads_per_cta=SOFTMAX_THREADS, tc_path="none",
+                      unique_hbm_bytes=bh * 2 * nq * nk * e,
+                      l2_working_set_bytes=resident_rows * nk * e)
+    pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
+    c_pv = rec.kernel("pv_gemm", ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      unique_hbm_bytes=bh * (nq * nk + nk * d + nq * d) * e,
+                      l2_working_set_bytes=pv_flight * nk * d * e
+                      + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)
     o = new_output(wl, compute)
     s = np.zeros((nq, nk) if compute else (0, nk), dtype=np.float32)   # S, then P, in HBM
     for b, h, q, k, v in iter_heads(wl, inputs, compute):

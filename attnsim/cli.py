@@ -158,6 +158,7 @@ def add_timing_args(p) -> None:
                         ("wave-quantization", "CTA waves and causal imbalance"),
                         ("launch-overhead", "per-kernel launch cost"),
                         ("tc-path-derate", "mma.sync below peak on Hopper"),
+                        ("l2-cache", "re-reads served by L2 when the working set fits"),
                         ("separate-sfu", "exp on the special-function units")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
@@ -167,6 +168,7 @@ def timing_from_args(a) -> TimingOptions:
                          wave_quantization=not a.no_wave_quantization,
                          launch_overhead=not a.no_launch_overhead,
                          tc_path_derate=not a.no_tc_path_derate,
+                         l2_cache=not a.no_l2_cache,
                          separate_sfu=not a.no_separate_sfu)
 
 

@@ -11,6 +11,7 @@ def run_document(r) -> Document:
     count_rows = [
         ["HBM read", fmt.nbytes(c["hbm_read_bytes"]), c["hbm_read_bytes"]],
         ["HBM write", fmt.nbytes(c["hbm_write_bytes"]), c["hbm_write_bytes"]],
+        ["DRAM estimate after L2", fmt.nbytes(r.time.dram_bytes), r.time.dram_bytes],
         ["HBM write, atomic part", fmt.nbytes(c["atomic_bytes"]), c["atomic_bytes"]],
         ["SRAM read", fmt.nbytes(c["sram_read_bytes"]), c["sram_read_bytes"]],
         ["SRAM write", fmt.nbytes(c["sram_write_bytes"]), c["sram_write_bytes"]],
