@@ -369,7 +369,8 @@ def _sample_distinct(u, n, r, excluded, taken):
 @njit(cache=True)
 def _bigbird_rows(tq, tk, window, global_first, global_last, u):
     """CSR of BigBird's blocked pattern: global rows see all; other rows see the global
-    blocks, the window blocks around the diagonal and u.shape[1] random other blocks."""
+    blocks, the window blocks around the diagonal and u.shape[1] random other blocks (or
+    all the other blocks, when fewer remain)."""
     random = u.shape[1]
     taken = np.zeros(tk, dtype=np.bool_)
     row_ptr = np.zeros(tq + 1, dtype=np.int64)
@@ -395,7 +396,8 @@ def _bigbird_rows(tq, tk, window, global_first, global_last, u):
             fixed[m] = j
             m += 1
         fixed = np.unique(fixed[:m])
-        chosen = _sample_distinct(u[i], tk - fixed.shape[0], random, fixed, taken)
+        free = tk - fixed.shape[0]                   # short sequences: all that remain
+        chosen = _sample_distinct(u[i], free, min(random, free), fixed, taken)
         row = np.unique(np.concatenate((fixed, chosen)))
         cols[n:n + row.shape[0]] = row
         n += row.shape[0]
