@@ -12,7 +12,8 @@ k = max(1, round(s T_c)) of the T_c key blocks, uniformly without replacement fr
 --seed. ``causal`` intersects the mask with the causal mask (tiles above the diagonal
 dropped, diagonal tiles masked elementwise).
 
-Notation -> code: s == ``density`` (--density), B == ``block`` (--block; B_r = B_c = B),
+Notation -> code: s == ``density`` (--density), B == ``block`` (--block; B_r = B_c = B;
+default the largest of 128, 64, 32, 16 that fits SRAM and the register budget of FA-2's plan),
 ``seed`` (--seed), ``mask_file`` (--mask-file).
 HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``):
     reads = N_q d e + Σ_tiles 2 c_t d e + 8 T_r + 4 nnz, writes = N_q d e + 4 N_q.
@@ -32,12 +33,11 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          run_pattern, sparse_io_bound)
+                                          run_pattern, sparse_io_bound, square_tile_plan)
 from algorithms.common import cdiv
 from algorithms.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
                                         random_block_csr)
 
-DEFAULT_BLOCK = 128      # FlashAttention's block-sparse tiles (and FA-2's 128 x 128 for d <= 64)
 DEFAULT_DENSITY = 0.25
 
 
@@ -54,7 +54,8 @@ INFO = AlgorithmInfo(
     options=(
         Option("density", float, DEFAULT_DENSITY, "fraction s of non-zero blocks (random mask)",
                validate=_density_in_range),
-        Option("block", int, DEFAULT_BLOCK, "block size B (B_r = B_c = B)",
+        Option("block", int, None, "block size B (B_r = B_c = B; default: the largest of "
+               "128, 64, 32, 16 that fits SRAM and registers)",
                validate=positive_int("tokens per block")),
         Option("seed", int, 0, "seed of the random block mask"),
         Option("mask_file", str, None, "boolean (T_r, T_c) block mask as .npy (overrides "
@@ -93,15 +94,19 @@ def load_block_mask(path: str, tq: int, tk: int, block: int) -> np.ndarray:
     return mask
 
 
-def plan(wl, gpu, sram_bytes: int, density: float = DEFAULT_DENSITY, block: int = DEFAULT_BLOCK,
+def plan(wl, gpu, sram_bytes: int, density: float = DEFAULT_DENSITY, block: int | None = None,
          seed: int = 0, mask_file: str | None = None) -> BlockSparsePlan:
+    if block is None:
+        tiles = square_tile_plan(wl, gpu, sram_bytes, "block_sparse")
+    else:
+        tiles = fixed_tile_plan(wl, gpu, sram_bytes, block, "block_sparse")
+    block = tiles.block_q
     tq, tk = cdiv(wl.seq_q, block), cdiv(wl.seq_k, block)
     per_row = 0
     if mask_file:
         density = float(load_block_mask(mask_file, tq, tk, block).mean())
     else:
         per_row = max(1, round(density * tk))
-    tiles = fixed_tile_plan(wl, gpu, sram_bytes, block, "block_sparse")
     return BlockSparsePlan(**tiles.to_dict(), density=density, blocks_per_row=per_row,
                            seed=seed, mask_file=mask_file)
 

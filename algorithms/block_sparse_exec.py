@@ -70,6 +70,16 @@ def fixed_tile_plan(wl, gpu, sram_bytes: int, block: int, name: str) -> TilePlan
     return TilePlan(block_q=block, block_k=block, smem_bytes=smem, register_bytes=regs)
 
 
+def square_tile_plan(wl, gpu, sram_bytes: int, name: str, candidates=(128, 64, 32, 16)) -> TilePlan:
+    """The largest B x B tile of ``candidates`` that fits SRAM and the registers."""
+    for block in candidates:
+        try:
+            return fixed_tile_plan(wl, gpu, sram_bytes, block, name)
+        except (SramOverflowError, PlanError):
+            continue
+    return fixed_tile_plan(wl, gpu, sram_bytes, candidates[-1], name)   # raises, with numbers
+
+
 def cta_work(layout: BlockLayout) -> np.ndarray:
     """Tiles each Q-block CTA of one head visits (at least 1: the epilogue)."""
     return np.maximum(layout.tiles_per_row, 1).astype(np.float64)
@@ -172,19 +182,6 @@ def _rowmax(s):
     for i in range(s.shape[0]):
         out[i] = s[i].max() if s.shape[1] else -np.inf
     return out
-
-
-def layout_traffic(wl, layout: BlockLayout) -> tuple[int, int]:
-    """(HBM read bytes, HBM write bytes) of ``run_layout``, all heads, from the layout alone
-    (the closed form above, used by the reports and the dense comparison)."""
-    d, e = wl.head_dim, wl.elem_bytes
-    cols_per_tile = np.minimum((layout.cols + 1) * layout.block_k, wl.seq_k) - layout.cols * layout.block_k
-    tr = len(layout.row_ptr) - 1
-    reads = (wl.seq_q * d * e + 2 * int(cols_per_tile.sum()) * d * e
-             + LAYOUT_ROW_BYTES * tr + LAYOUT_COL_BYTES * layout.nnz)
-    writes = wl.seq_q * d * e + STAT_BYTES * wl.seq_q
-    heads = wl.batch * wl.heads
-    return reads * heads, writes * heads
 
 
 def sparse_io_bound(wl, block_q: int, block_density: float) -> float:
