@@ -162,3 +162,22 @@ def test_compare_with_dense_reports_the_saving():
     assert c.dense.options["window"] == 256 and c.dense.options["mask_of"] == "longformer"
     assert c.hbm_saving == c.dense.hbm_bytes / c.sparse.hbm_bytes > 10
     assert c.to_dict()["pattern"]["window"] == 256
+
+
+@pytest.mark.parametrize("n,k", [(12, 3), (9, 1), (7, 4)])
+def test_causal_strided_analytic(n, k):
+    """N = n B, causal, l = k B. Q block i visits A1's K blocks max(0, i-k) .. i and A2's
+    blocks j ≡ i (mod k), j <= i (its rows' residues fill one aligned block per period):
+    min(i, k) + 1 + ⌊i/k⌋ + 1 - (1 + [i >= k]) tiles. Full: A1's interior blocks (i of them
+    while i < k, else k - 1); every other tile is partial."""
+    B, d = 128, 64
+    wl = Workload(batch=1, heads=1, seq_q=n * B, head_dim=d, causal=True)
+    r = count_only("sparse_transformer", wl, stride=k * B)
+    assert (r.plan["block_q"], r.plan["block_k"]) == (B, B)
+    per_q = [min(i, k) + 1 + i // k + 1 - (1 + (i >= k)) for i in range(n)]
+    full = [i if i < k else k - 1 for i in range(n)]
+    tiles = sum(per_q)
+    assert r.extra["pattern"]["blocks_visited"] == tiles
+    assert r.extra["pattern"]["partial_blocks"] == tiles - sum(full)
+    assert r.counts["hbm_read_bytes"] == n * B * d * E + tiles * (2 * B * d * E + 4) + 8 * n
+    assert r.counts["matmul_flops"] == tiles * 4 * B * B * d
