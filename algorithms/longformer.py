@@ -29,9 +29,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from algorithms.base import AlgorithmInfo, Option, PlanError
 import numpy as np
 
+from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           positive_int, run_pattern)
 from algorithms.sparse_patterns import LONGFORMER, element_layout, element_mask as pattern_mask

@@ -32,13 +32,13 @@ and A2 (the "merged" variant only).
 """
 from __future__ import annotations
 
-import sys
 import math
+import sys
 from dataclasses import dataclass
 
-from algorithms.base import AlgorithmInfo, Option, PlanError
 import numpy as np
 
+from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           positive_int, run_pattern)
 from algorithms.sparse_patterns import FIXED, STRIDED, element_layout
