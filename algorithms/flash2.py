@@ -100,13 +100,23 @@ def cta_work(wl, p: Flash2Plan) -> np.ndarray:
 
 
 def l2_footprint(wl, p: Flash2Plan, rec, tr: int, smem: int) -> tuple[int, int]:
-    """(compulsory HBM bytes, L2 working set): Q read and O, lse written once; each K/V head
-    read once if the K/V of the heads in flight stay in L2 while their Q blocks stream."""
+    """(DRAM bytes when L2 works as modelled, the L2 working set that requires).
+
+    Q is read and O, lse written once. The CTAs of one head stream K/V in the same order:
+    if the K/V of the heads in flight fit in L2, each K/V head comes from DRAM once;
+    otherwise the CTAs resident together still share each tile as they stream it in near
+    lockstep, so K/V comes from DRAM once per *wave* of a head's CTAs, and the working
+    set is only the tiles in flight."""
     d, e, b = wl.head_dim, wl.elem_bytes, wl.batch
     kv_bytes = 2 * wl.seq_k * d * e
-    unique = b * wl.heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q) + b * wl.kv_heads * kv_bytes
+    qo_bytes = b * wl.heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q)
     in_flight = heads_in_flight(rec, tr, b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
-    return unique, in_flight * kv_bytes
+    if in_flight * kv_bytes <= rec.gpu.l2_bytes // 2:
+        return qo_bytes + b * wl.kv_heads * kv_bytes, in_flight * kv_bytes
+    resident = rec.resident_ctas(tr * b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
+    waves_per_head = cdiv(tr, resident)
+    tiles_in_flight = resident * 2 * p.block_k * d * e
+    return qo_bytes + b * wl.heads * waves_per_head * kv_bytes, tiles_in_flight
 
 
 def run(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:

@@ -9,6 +9,7 @@ ALGORITHMS = (
     "flash1",
     "flash2",
     "flash3",
+    "ring",
     "local",
     "sparse_transformer",
     "longformer",
