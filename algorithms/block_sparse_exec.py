@@ -21,6 +21,10 @@ Count-only mode runs the same loop over the layout with the arithmetic skipped: 
 O(tiles visited), so 1M-token windows take well under a second, and the N^1.5 strided
 pattern at 1M tokens (millions of tiles) a few seconds.
 
+L2 (timing model only, the counts above are what the kernel requests): ``l2_footprint``
+declares the compulsory DRAM traffic and the working set as flash2 does, over the layout's
+distinct K/V tiles.
+
 Differences from a CUDA block-sparse kernel: the CTA's tiles run in sequence, and the
 layout (CSR row pointer and column indices) is charged as int32 reads even for patterns a
 kernel could compute from indices (local windows), so all patterns share one cost model.
@@ -33,7 +37,8 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output, new_stats
+from algorithms.common import (cdiv, finish_heads, head_view, heads_in_flight, iter_heads,
+                               new_output, new_stats)
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
 from algorithms.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
@@ -96,11 +101,13 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     """
     assert (layout.block_q, layout.block_k) == (p.block_q, p.block_k)
     tr = cdiv(wl.seq_q, p.block_q)
-    c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads,
-                   buffers=smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes),
+    buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
+    unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes)
+    c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
-                   matmul_dtype=wl.dtype)
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
     mask = mask if compute else np.empty((0, 0), dtype=np.bool_)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
@@ -110,6 +117,35 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
                             p.block_k, wl.scale, wl.elem_bytes, compute)
     finish_heads(c, wl, compute)
     return {"o": o, "lse": lse} if compute else {}
+
+
+def _distinct_kv_bytes(layout: BlockLayout, seq_k: int, d: int, e: int, i0: int, i1: int) -> int:
+    """K and V bytes of the distinct key blocks that Q blocks [i0, i1) visit."""
+    cols = np.unique(layout.cols[layout.row_ptr[i0]:layout.row_ptr[i1]])
+    widths = np.minimum((cols + 1) * layout.block_k, seq_k) - cols * layout.block_k
+    return int(2 * d * e * widths.sum())
+
+
+def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[int, int]:
+    """(DRAM bytes when L2 works as modelled, the L2 working set that requires), as
+    ``algorithms.flash2.l2_footprint`` for the tiles of the layout: Q, the layout and O, lse
+    once; if the distinct K/V tiles of the heads in flight fit in half of L2, each comes from
+    DRAM once per K/V head; otherwise each distinct tile of a wave of a head's CTAs (the CTAs
+    resident together) once per wave, with only the tiles in flight as working set: flash2's
+    lockstep assumption (the CTAs stream their tiles in ascending key order). It holds for
+    windows, whose neighbouring rows share shifted tiles; for random blocks it is optimistic."""
+    d, e, heads = wl.head_dim, wl.elem_bytes, wl.batch * wl.heads
+    tr = len(layout.row_ptr) - 1
+    fixed = heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q + LAYOUT_ROW_BYTES * tr
+                     + LAYOUT_COL_BYTES * layout.nnz)
+    per_head = _distinct_kv_bytes(layout, wl.seq_k, d, e, 0, tr)
+    in_flight = heads_in_flight(rec, tr, heads, smem, regs, THREADS_PER_CTA)
+    if in_flight * per_head <= rec.gpu.l2_bytes // 2:
+        return fixed + wl.batch * wl.kv_heads * per_head, in_flight * per_head
+    resident = rec.resident_ctas(tr * heads, smem, regs, THREADS_PER_CTA)
+    waves = [_distinct_kv_bytes(layout, wl.seq_k, d, e, i, min(i + resident, tr))
+             for i in range(0, tr, resident)]
+    return fixed + heads * sum(waves), resident * 2 * layout.block_k * d * e
 
 
 @njit(cache=True)

@@ -20,6 +20,8 @@ row of tiles loads about min(N_k, w + g + B_r + B_c) keys, each of the ⌈g/B_r�
 blocks all N_k.
 IO bound: Θ(N d + N (w + g) d / B_r + ⌈g/B_r⌉ N d): linear in N at fixed w, g.
 FLOPs: 4 d per attended pair (rounded out to tiles): Θ(N (w + g) d).
+Timing: the CTA of each global Q block visits all N_k / B_c tiles while the others visit a
+few, so with few heads it sets the makespan (the timing model's imbalance factor shows it).
 Differences from the paper: no dilation (the paper dilates some heads of higher layers);
 one set of projections (the paper uses separate Q/K/V projections for global attention,
 which changes the inputs, not the traffic); its TVM kernel is a banded matmul, here tiles.

@@ -8,10 +8,11 @@ Algorithm 0) with its ``mask`` kernel always on and reading the pattern's materi
 boolean mask: the pattern saves nothing, every one of the N_q N_k scores is computed,
 written, masked, softmaxed and read back.
 
-Kernels per head (e = storage bytes per element): ``qk_gemm`` and ``pv_gemm`` and
-``softmax`` exactly as ``standard``; ``mask`` reads S (N_q N_k e) and the boolean mask
-(N_q N_k bytes, one byte per entry), does one select per score and writes S (N_q N_k e).
-The pattern's causal mask, if any, is folded into the same boolean mask (one pass).
+Kernels: ``standard.run`` itself, given the pattern's mask: ``qk_gemm``, ``softmax`` and
+``pv_gemm`` as always; its ``mask`` kernel reads S (N_q N_k e) and the boolean mask (N_q N_k
+bytes, one byte per entry), does one select per score and writes S (N_q N_k e), per head
+(standard's L2 model serves the shared mask from L2 after the first head). The causal
+mask, if any, is folded into the same boolean mask (one pass).
 Bound: Θ(N d + N²) (Theorem 2), whatever the density.
 
 Options: ``mask_of`` (--mask-of NAME) picks the pattern; the pattern's own options are
@@ -24,13 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from algorithms import standard
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError, check_options
-from algorithms.common import iter_heads, new_output, placeholder
-from algorithms.gemm import gemm, gemm_ctas
-from hwmodels.primitives import count_load, count_other, count_store
 
 PATTERNS = ("local", "sparse_transformer", "longformer", "bigbird", "block_sparse")
 
@@ -90,47 +87,7 @@ def run(wl, p: MaskedDensePlan, inputs, rec, compute: bool) -> dict:
                            **layout.summary()}
     if compute:
         rec.info["mask"] = mask
-    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
-    bh = wl.batch * wl.heads
-    dp = p.dense
-    t = dp.tiles
-    regs = t.register_bytes()
-    c_qk = rec.kernel("qk_gemm", ctas=bh * gemm_ctas(nq, nk, t), buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype)
-    c_mask = rec.kernel("mask", ctas=bh * nq, buffers={},
-                        threads_per_cta=standard.SOFTMAX_THREADS, tc_path="none")
-    c_sm = rec.kernel("softmax", ctas=bh * nq, buffers={"row": dp.softmax_chunk * e},
-                      threads_per_cta=standard.SOFTMAX_THREADS, tc_path="none")
-    c_pv = rec.kernel("pv_gemm", ctas=bh * gemm_ctas(nq, d, t), buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype)
-    o = new_output(wl, compute)
-    s = np.zeros((nq, nk) if compute else (0, nk), dtype=np.float32)   # S, then P, in HBM
-    for b, h, q, k, v in iter_heads(wl, inputs, compute):
-        gemm(c_qk, q, k, s, nq, nk, d, t.tile_m, t.tile_n, t.tile_k, e, e, False, True,
-             wl.scale, compute)
-        mask_kernel(c_mask, s, mask, nq, nk, e, compute)
-        standard.softmax_kernel(c_sm, s, nq, nk, dp.softmax_chunk, e, compute)
-        o_head = o[b, h] if compute else placeholder(d)
-        gemm(c_pv, s, v, o_head, nq, d, nk, t.tile_m, t.tile_n, t.tile_k, e, e, False, False,
-             1.0, compute)
-    if not compute:
-        for counters in (c_qk, c_mask, c_sm, c_pv):
-            rec.repeat(counters, bh)
-    return {"o": o} if compute else {}
-
-
-@njit(cache=True)
-def mask_kernel(c, s, mask, seq_q, seq_k, e, compute):
-    """S[i, j] = -inf where the mask is False: one row per CTA, reading the boolean mask."""
-    for i in range(seq_q):
-        count_load(c, seq_k * e)                           # row of S
-        count_load(c, seq_k * standard.MASK_BYTES)         # row of the boolean mask
-        count_other(c, seq_k)                              # select
-        count_store(c, seq_k * e)                          # masked row of S
-        if compute:
-            for j in range(seq_k):
-                if not mask[i, j]:
-                    s[i, j] = -np.inf
+    return standard.run(wl, p.dense, inputs, rec, compute, mask=mask)
 
 
 def io_bound(wl, p: MaskedDensePlan, sram_bytes: int) -> float:

@@ -102,6 +102,8 @@ def test_masked_dense_is_standard_plus_mask_pass():
         assert md.counts["other_flops"] - dense.counts["other_flops"] == bh * n
         assert md.counts["matmul_flops"] == dense.counts["matmul_flops"]
         assert md.counts["kernel_launches"] == dense.counts["kernel_launches"] + 1
+        # ... exactly the counts of standard's causal run, whose mask kernel reads a mask too
+        assert md.counts == count_only("standard", wl.replace(causal=True)).counts
         sparse = count_only(alg, wl, **opts)
         assert md.extra["pattern"]["density"] == sparse.extra["pattern"]["density"]
         assert sparse.hbm_bytes < md.hbm_bytes / 5                  # the saving the report shows
@@ -181,3 +183,14 @@ def test_causal_strided_analytic(n, k):
     assert r.extra["pattern"]["partial_blocks"] == tiles - sum(full)
     assert r.counts["hbm_read_bytes"] == n * B * d * E + tiles * (2 * B * d * E + 4) + 8 * n
     assert r.counts["matmul_flops"] == tiles * 4 * B * B * d
+
+
+def test_l2_footprint_declared_for_the_timing_model():
+    """Small heads fit L2: DRAM = Q, O, lse and the layout per head + K/V once per K/V head."""
+    wl = Workload(batch=1, heads=4, kv_heads=2, seq_q=1000, head_dim=64)
+    r = count_only("local", wl, window=100)
+    k = r.kernels[0]
+    tr, nnz, d = cdiv(1000, r.plan["block_q"]), r.extra["pattern"]["blocks_visited"], 64
+    per_head = 2 * 1000 * d * E + 4 * 1000 + 8 * tr + 4 * nnz
+    assert k.unique_hbm_bytes == 4 * per_head + 2 * (2 * 1000 * d * E)   # every key is visited
+    assert r.time.kernels[0].dram_bytes == k.unique_hbm_bytes < r.hbm_bytes
