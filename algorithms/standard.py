@@ -18,17 +18,28 @@ a row read twice, + per-chunk rescaling), + 1 select per score when causal.
 Differences from a framework: no fusion at all (PyTorch fuses the scale into the GEMM
 as we do; some versions fuse the mask into the softmax — see the ``mask`` kernel); the
 L2 cache is not modelled, so the broadcast mask is charged per head.
+
+Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 3, one kernel per
+autograd op (dV, dP, [dropout backward], softmax backward, [masked_fill backward], dQ, dK),
+in ``algorithms.standard_bwd``, which also states what the forward saves (P, and with
+dropout P ∘ Z and a 1-byte mask). Theorem 5: Θ(N d + N²) HBM accesses, as the forward.
+Dropout (``--dropout p``): its own kernel between softmax and P V, as a framework runs it:
+reads P, writes P ∘ Z and the mask (N_q N_k (2e + 1) bytes), ⌈N_k/4⌉·100 RNG ops per row
++ 2 per entry; P V then reads P ∘ Z.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from algorithms import standard_bwd
 from algorithms.base import AlgorithmInfo, Plan
 from algorithms.common import heads_in_flight, iter_heads, new_output, placeholder
 from algorithms.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
+from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 
 INFO = AlgorithmInfo(
@@ -37,6 +48,8 @@ INFO = AlgorithmInfo(
     paper="Dao et al., 2022 (arXiv 2205.14135), Algorithm 0",
     exact=True,
     io_bound="Θ(Nd + N²)",
+    passes=("fwd", "bwd"),
+    dropout=True,
 )
 
 MASK_BYTES = 1           # a materialized boolean mask, one byte per entry
@@ -50,6 +63,7 @@ class StandardPlan(Plan):
     gemm_tile_k: int
     softmax_chunk: int      # elements of one row held in SRAM at a time
     softmax_passes: int     # 1 when the whole row fits in SRAM, else 2
+    bwd: standard_bwd.StandardBwdPlan | None = None   # the backward's softmax rows (training)
 
     @property
     def tiles(self) -> GemmTiles:
@@ -57,6 +71,13 @@ class StandardPlan(Plan):
 
 
 def plan(wl, gpu, sram_bytes: int) -> StandardPlan:
+    fwd = plan_forward(wl, gpu, sram_bytes)
+    if not wl.has_backward:
+        return fwd
+    return dataclasses.replace(fwd, bwd=standard_bwd.plan_backward(wl, gpu, sram_bytes))
+
+
+def plan_forward(wl, gpu, sram_bytes: int) -> StandardPlan:
     e = wl.elem_bytes
     tiles = plan_gemm(e, sram_bytes, gpu.register_bytes_per_sm // 2)
     if wl.seq_k * e <= sram_bytes:
@@ -67,7 +88,16 @@ def plan(wl, gpu, sram_bytes: int) -> StandardPlan:
     return StandardPlan(tiles.tile_m, tiles.tile_n, tiles.tile_k, chunk, passes)
 
 
-def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
+def run(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
+    """``mask``: optional boolean (N_q, N_k) mask (causal folded in; a zero-size placeholder
+    in count-only mode) that the ``mask`` kernel reads and applies instead of the causal
+    mask — ``algorithms.masked_dense`` runs a sparse pattern's mask this way (forward only)."""
+    if mask is not None:
+        return forward(wl, p, inputs, rec, compute, mask=mask)
+    return run_passes(wl, p, inputs, rec, compute, forward, standard_bwd.backward)
+
+
+def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     t = p.tiles
@@ -81,7 +111,7 @@ def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
                       unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
                       l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
     c_mask = None
-    if wl.causal:
+    if wl.causal or mask is not None:
         # the boolean mask is shared by every head: after the first head it comes from L2
         c_mask = rec.kernel("mask", ctas=bh * nq, buffers={}, threads_per_cta=SOFTMAX_THREADS,
                             tc_path="none",
@@ -92,6 +122,7 @@ def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
                       threads_per_cta=SOFTMAX_THREADS, tc_path="none",
                       unique_hbm_bytes=bh * 2 * nq * nk * e,
                       l2_working_set_bytes=resident_rows * nk * e)
+    c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
     pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
     c_pv = rec.kernel("pv_gemm", ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
                       register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
@@ -100,20 +131,28 @@ def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
                       + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)
     o = new_output(wl, compute)
     s = np.zeros((nq, nk) if compute else (0, nk), dtype=np.float32)   # S, then P, in HBM
+    saved = standard_bwd.new_saved(wl, compute)    # training: P (and P ∘ Z, mask) per head
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        if saved:
+            s = saved["p"][b, h]
         gemm(c_qk, q, k, s, nq, nk, d, t.tile_m, t.tile_n, t.tile_k, e, e, False, True,
              wl.scale, compute)
-        if wl.causal:
+        if mask is not None:
+            select_kernel(c_mask, s, mask, nq, nk, e, compute)
+        elif wl.causal:
             mask_kernel(c_mask, s, nq, nk, e, compute)
         softmax_kernel(c_sm, s, nq, nk, p.softmax_chunk, e, compute)
+        p_used = s
+        if wl.dropout > 0:
+            p_used = standard_bwd.dropout_forward(c_drop, wl, s, saved, b, h, inputs, compute)
         o_head = o[b, h] if compute else placeholder(d)
-        gemm(c_pv, s, v, o_head, nq, d, nk, t.tile_m, t.tile_n, t.tile_k, e, e, False, False,
+        gemm(c_pv, p_used, v, o_head, nq, d, nk, t.tile_m, t.tile_n, t.tile_k, e, e, False, False,
              1.0, compute)
     if not compute:
-        for counters in (c_qk, c_mask, c_sm, c_pv):
+        for counters in (c_qk, c_mask, c_sm, c_drop, c_pv):
             if counters is not None:
                 rec.repeat(counters, bh)
-    return {"o": o} if compute else {}
+    return {"o": o, **saved} if compute else {}
 
 
 @njit(cache=True)
@@ -127,6 +166,20 @@ def mask_kernel(c, s, seq_q, seq_k, e, compute):
         if compute:
             first_masked = max(0, i + seq_k - seq_q + 1)
             s[i, first_masked:] = -np.inf
+
+
+@njit(cache=True)
+def select_kernel(c, s, mask, seq_q, seq_k, e, compute):
+    """S[i, j] = -inf where ``mask`` is False: the mask kernel with a given mask (same counts)."""
+    for i in range(seq_q):
+        count_load(c, seq_k * e)                  # row of S
+        count_load(c, seq_k * MASK_BYTES)         # row of the boolean mask
+        count_other(c, seq_k)                     # select
+        count_store(c, seq_k * e)                 # masked row of S
+        if compute:
+            for j in range(seq_k):
+                if not mask[i, j]:
+                    s[i, j] = -np.inf
 
 
 @njit(cache=True)
@@ -163,4 +216,5 @@ def softmax_kernel(c, s, seq_q, seq_k, chunk, e, compute):
 def io_bound(wl, p: StandardPlan, sram_bytes: int) -> float:
     """Θ(N d + N²) in bytes: (N_q d + N_k d + N_q N_k) e per head."""
     per_head = wl.seq_q * wl.head_dim + wl.seq_k * wl.head_dim + wl.seq_q * wl.seq_k
-    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    return bound_for_passes(wl, fwd, standard_bwd.io_bound_backward(wl))

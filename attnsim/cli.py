@@ -34,12 +34,15 @@ def add_hw_args(p: argparse.ArgumentParser, default="h100") -> None:
 def add_workload_args(p: argparse.ArgumentParser, defaults: Workload) -> None:
     g = p.add_argument_group("workload")
     g.add_argument("--batch", type=int, default=defaults.batch)
-    g.add_argument("--heads", type=int, default=defaults.heads)
+    g.add_argument("--heads", type=int, default=None,
+                   help=f"query heads (default {defaults.heads}, or the --model's)")
     g.add_argument("--kv-heads", type=int, default=None,
                    help="key/value heads (GQA groups; 1 = MQA; default = --heads)")
-    g.add_argument("--seq", type=int, default=defaults.seq_q, help="sequence length N")
+    g.add_argument("--seq", type=int, default=defaults.seq_q,
+                   help="sequence length N (with --decode: the KV-cache length)")
     g.add_argument("--seq-k", type=int, default=None, help="key length (default = --seq)")
-    g.add_argument("--head-dim", type=int, default=defaults.head_dim)
+    g.add_argument("--head-dim", type=int, default=None,
+                   help=f"head dim d (default {defaults.head_dim}, or the --model's)")
     g.add_argument("--dtype", default=defaults.dtype, choices=("fp16", "bf16", "fp32", "fp8"))
     g.add_argument("--causal", action="store_true", default=defaults.causal)
     g.add_argument("--scale", type=float, default=None, help="softmax scale (default 1/sqrt(d))")
@@ -47,12 +50,39 @@ def add_workload_args(p: argparse.ArgumentParser, defaults: Workload) -> None:
                    help="forward, backward or both (training)")
     g.add_argument("--dropout", type=float, default=defaults.dropout,
                    help="dropout probability on P (training)")
+    g.add_argument("--model", default=None,
+                   help="model preset (see 'attnsim list') or a model .toml file: sets heads, "
+                        "kv heads and head dim, and adds KV-cache and per-token decode figures")
+    g.add_argument("--decode", action="store_true",
+                   help="one decode step: --new-tokens queries per sequence against a KV "
+                        "cache of --seq tokens")
+    g.add_argument("--new-tokens", type=int, default=None,
+                   help="with --decode: new tokens per sequence (default 1; several attend "
+                        "causally, as in speculative decoding)")
+    p.set_defaults(workload_defaults=defaults)
 
 
 def workload_from_args(a) -> Workload:
-    return Workload(batch=a.batch, heads=a.heads, kv_heads=a.kv_heads, seq_q=a.seq,
-                    seq_k=a.seq_k, head_dim=a.head_dim, dtype=a.dtype, causal=a.causal,
-                    scale=a.scale, passes=a.passes, dropout=a.dropout)
+    from attnsim.errors import AttnsimError
+    from attnsim.models import get_model, shape_from_model
+    model = get_model(a.model) if getattr(a, "model", None) else None
+    heads, kv_heads, head_dim = shape_from_model(
+        model, heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
+        defaults=getattr(a, "workload_defaults", Workload()))
+    decode, new_tokens = getattr(a, "decode", False), getattr(a, "new_tokens", None)
+    seq_q, seq_k, causal = a.seq, a.seq_k, a.causal
+    if new_tokens is not None and not decode:
+        raise AttnsimError("--new-tokens applies to --decode; add --decode or drop it")
+    if decode:
+        if a.seq_k is not None:
+            raise AttnsimError("with --decode, --seq is the KV-cache length and --new-tokens "
+                               "the query length; drop --seq-k")
+        seq_q, seq_k = (1 if new_tokens is None else new_tokens), a.seq
+        causal = causal or seq_q > 1
+    return Workload(batch=a.batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q,
+                    seq_k=seq_k, head_dim=head_dim, dtype=a.dtype, causal=causal,
+                    scale=a.scale, passes=a.passes, dropout=a.dropout, decode=decode,
+                    model=model)
 
 
 def sram_bytes_from_args(a) -> int | None:
@@ -94,7 +124,8 @@ def cmd_list(a) -> int:
              "smem_bytes_per_block": g.smem_bytes_per_block} for g in GPUS.values()]
     extra = _list_extras()
     if a.format == "json":
-        emit(json.dumps({"algorithms": algos, "gpus": gpus, **extra}, indent=2), a.output)
+        data = {k: v for k, v in extra.items() if not k.startswith("_")}
+        emit(json.dumps({"algorithms": algos, "gpus": gpus, **data}, indent=2), a.output)
         return 0
     text = ["Algorithms", tabulate(
         [[x["name"], x["title"], x["paper"], "yes" if x["exact"] else "no", x["io_bound"],
@@ -113,7 +144,8 @@ def cmd_list(a) -> int:
 
 def _list_extras() -> dict:
     """Hook for other listings (model presets); returns {} when there are none."""
-    return {}
+    from attnsim.models import presets_listing
+    return presets_listing()
 
 
 # ---- run -----------------------------------------------------------------------------------
@@ -146,7 +178,7 @@ def cmd_run(a, extra_args: list[str]) -> int:
     options = {k: v for k, v in vars(opts).items() if v is not None}
     result = simulate(a.algorithm, workload_from_args(a), get_gpu(a.hw),
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
-                      options=options, seed=a.seed, timing=timing_from_args(a))
+                      options=options, seed=a.input_seed, timing=timing_from_args(a))
     emit(run_document(result).render(a.format), a.output)
     return 0
 
@@ -214,6 +246,10 @@ def _report_extras(a, gpu, wl):
         if sec is not None:
             sections.append(sec[0])
             data["gpu_check"] = sec[1]
+    from reports.decode import decode_section
+    sec, sec_data = decode_section(gpu, wl)
+    sections.append(sec)
+    data["decode"] = sec_data
     return sections, data
 
 
@@ -267,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_workload_args(pr, Workload(batch=1, heads=16, seq_q=4096, head_dim=64))
     pr.add_argument("--count-only", action="store_true",
                     help="same loops and counts without arithmetic (fast for long sequences)")
-    pr.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    pr.add_argument("--input-seed", type=int, default=0,
+                    help="seed of the random inputs (Q, K, V) in executed mode; an algorithm's "
+                         "own --seed (random features, blocks, hashes) is its option")
     add_timing_args(pr)
     add_output_args(pr, ("text", "markdown", "json"))
     pr.set_defaults(func=cmd_run, takes_extra=True)

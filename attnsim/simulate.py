@@ -1,15 +1,19 @@
 """simulate(): one algorithm on one workload on one GPU -> counts, time, bound, output."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from algorithms.base import PlanError, check_options
+from algorithms.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
-from attnsim.reference import attention_reference, relative_error
+from attnsim.reference import (attention_backward_reference, attention_reference,
+                               relative_error)
 from attnsim.workload import Workload
 from hwmodels.counters import counters_to_dict
 from hwmodels.gpus import GPU, get_gpu
@@ -88,6 +92,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if workload.passes not in _supported_passes(info):
         raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
                            f"--pass {workload.passes} is not available for it")
+    if workload.dropout > 0 and not info.dropout:
+        raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
+                           f"of the algorithms that do (standard, flash1, flash2)")
     budget = int(sram_bytes) if sram_bytes else gpu.smem_bytes_per_block
     if budget > gpu.smem_bytes_per_block:
         raise AttnsimError(f"SRAM budget {budget:,} B exceeds {gpu.full_name}'s "
@@ -101,7 +108,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     totals = rec.totals()
     breakdown = predict_time(gpu, rec.kernels, timing)
     err_ref = err_exact = None
-    if compute and check and "o" in outputs:
+    if compute and check and ("o" in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
     return SimResult(
         algorithm=info.name, info=info, gpu=gpu, workload=workload, options=opts,
@@ -120,13 +127,39 @@ def _supported_passes(info) -> set[str]:
 
 
 def _errors(module, wl, plan, inputs, outputs, info):
-    """(error against the algorithm's own float64 math, error against exact attention)."""
-    exact_o, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
-                                     scale=wl.scale, mask=info.get("mask"))
-    err_exact = relative_error(outputs["o"], exact_o)
-    if module.INFO.exact:
-        return err_exact, None
+    """(error against the algorithm's own float64 math, error against exact attention).
+
+    Exact algorithms of softmax attention are compared with ``attention_reference``; an
+    exact algorithm that computes another function defines ``reference(wl, plan, inputs)``
+    and is compared with that (no error against softmax attention is reported). A
+    ``reference`` with an ``attention_reference`` parameter receives the float64 softmax
+    attention of ``attnsim.reference`` (algorithms do not import the harness).
+
+    With gradients among the outputs (backward passes), the error against exact attention
+    is the largest relative error of o, dq, dk and dv against the float64 references.
+    Dropout: the references use the same keep mask (``algorithms.dropout``).
+    """
     own = getattr(module, "reference", None)
+    if own is not None and "attention_reference" in inspect.signature(own).parameters:
+        own = functools.partial(own, attention_reference=attention_reference)
+    if module.INFO.exact and own is not None and "o" in outputs:
+        # an exact algorithm of a different function (differential attention): its own math
+        return relative_error(outputs["o"], own(wl, plan, inputs)), None
+    keep = keep_multiplier(wl, inputs.seed) if wl.dropout > 0 else None
+    errors = []
+    if "o" in outputs:
+        exact_o, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
+                                         scale=wl.scale, mask=info.get("mask"),
+                                         dropout_keep=keep)
+        errors.append(relative_error(outputs["o"], exact_o))
+    if "dq" in outputs:
+        grads = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,
+                                             causal=wl.causal, scale=wl.scale,
+                                             mask=info.get("mask"), dropout_keep=keep)
+        errors += [relative_error(outputs[name], ref) for name, ref in zip(("dq", "dk", "dv"), grads)]
+    err_exact = max(errors)
+    if module.INFO.exact or "o" not in outputs:
+        return err_exact, None
     err_own = relative_error(outputs["o"], own(wl, plan, inputs)) if own else None
     return err_own, err_exact
 

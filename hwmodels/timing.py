@@ -14,9 +14,10 @@ For each kernel k (kernels run one after another):
                   (about 2/3 on H100, FlashAttention-3 §1), 1 for ``wgmma`` or on A100
     t_exp(k)    = exp_ops / (16 ops/clk/SM x SMs x clock)          special-function units
     t_other(k)  = other_flops / fp32_peak                          CUDA cores
+    t_link(k)   = interconnect_bytes / (NVLink bandwidth in one direction)   multi-device
     t_comp(k)   = t_mma + t_exp + t_other          kernel declares overlap="serial"  (FA-2)
                 = max(t_mma, t_exp + t_other)      kernel declares overlap="overlap" (FA-3)
-    t_body(k)   = max(t_mem, t_comp)               loads are asynchronous w.r.t. math
+    t_body(k)   = max(t_mem, t_comp, t_link)       loads and peer copies are asynchronous
     t(k)        = t_body x q(k) + launch_overhead
     q(k)        = wave quantization / imbalance: CTAs go, in launch order, to the SM with the
                   least work so far (the block scheduler's behaviour, at SM granularity: the
@@ -39,12 +40,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit
 
-from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS,
+from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, INTERCONNECT_BYTES,
+                               KERNEL_LAUNCHES, MATMUL_FLOPS,
                                OTHER_FLOPS)
 from hwmodels.gpus import GPU
 from hwmodels.memory import KernelRecord
 
-RESOURCES = ("memory", "matmul", "exp", "other", "launch")
+RESOURCES = ("memory", "matmul", "exp", "other", "interconnect", "launch")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class KernelTime:
     matmul_s: float
     exp_s: float
     other_s: float
+    interconnect_s: float
     compute_s: float
     body_s: float
     quantization: float
@@ -86,6 +89,7 @@ class TimingBreakdown:
     matmul_s: float
     exp_s: float
     other_s: float
+    interconnect_s: float
     launch_s: float
     quantization: float         # time-weighted mean of the kernels' quantization factors
     time_by_bound_s: dict       # resource -> time of the kernels it bounds
@@ -184,15 +188,19 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
         compute_s = max(matmul_s, exp_s + other_s)
     else:
         compute_s = matmul_s + exp_s + other_s
+    interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
+        if c[INTERCONNECT_BYTES] else 0.0
     body_s = max(memory_s, compute_s) if opts.memory_overlap else memory_s + compute_s
+    body_s = max(body_s, interconnect_s)
     q = quantization_factor(gpu, k) if opts.wave_quantization else 1.0
     launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead else 0.0
-    terms = {"memory": memory_s, "matmul": matmul_s, "exp": exp_s, "other": other_s}
+    terms = {"memory": memory_s, "matmul": matmul_s, "exp": exp_s, "other": other_s,
+             "interconnect": interconnect_s}
     bound = max(terms, key=terms.get)
     if launch_s > body_s * q:
         bound = "launch"
     return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=matmul_s, exp_s=exp_s,
-                      other_s=other_s, compute_s=compute_s, body_s=body_s, quantization=q,
+                      other_s=other_s, interconnect_s=interconnect_s, compute_s=compute_s, body_s=body_s, quantization=q,
                       launch_s=launch_s, total_s=body_s * q + launch_s, bound=bound,
                       ctas=k.ctas, ctas_per_sm=ctas_per_sm(gpu, k))
 
@@ -215,6 +223,7 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
         matmul_s=sum(t.matmul_s for t in times),
         exp_s=sum(t.exp_s for t in times),
         other_s=sum(t.other_s for t in times),
+        interconnect_s=sum(t.interconnect_s for t in times),
         launch_s=sum(t.launch_s for t in times),
         quantization=quant,
         time_by_bound_s=by_bound,
