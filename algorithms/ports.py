@@ -243,61 +243,37 @@ def flash1_port(wl, plan, extra=None) -> PortLaunches:
 
 # ---- block-sparse family (block_sparse, local, sparse_transformer, longformer, bigbird) ----
 
-def tile_layout_from_mask(mask: np.ndarray, block_q: int, block_k: int):
-    """(row_ptr, cols, partial) of the tiles of a boolean (N_q, N_k) mask that hold an
-    attended pair; ``partial`` marks tiles that also hold a hidden pair."""
-    nq, nk = mask.shape
-    tr, tc = cdiv(nq, block_q), cdiv(nk, block_k)
-    padded = np.zeros((tr * block_q, tc * block_k), dtype=bool)
-    padded[:nq, :nk] = mask
-    valid = np.zeros_like(padded)
-    valid[:nq, :nk] = True
-    tiles = padded.reshape(tr, block_q, tc, block_k)
-    any_on = tiles.any(axis=(1, 3))
-    all_on = (tiles | ~valid.reshape(tr, block_q, tc, block_k)).all(axis=(1, 3))
-    rows, cols = np.nonzero(any_on)
-    row_ptr = np.zeros(tr + 1, dtype=np.int64)
-    np.add.at(row_ptr, rows + 1, 1)
-    return np.cumsum(row_ptr), cols, ~all_on[rows, cols]
-
-
 def block_sparse_family_port(name: str):
+    """The ports of the pattern modules (``layout(wl, plan)`` gives the simulator's tiles in
+    CSR form; ``element_mask(wl, plan)`` the boolean (N_q, N_k) pattern)."""
     def port(wl, plan, extra=None) -> PortLaunches:
         check_common(name, wl)
         bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
         check_mma_tiles(name, bq, bk)
-        window = (-1, 0) if wl.causal else (-1, -1)
-        tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
-        module_layout = getattr(_module(name), "layout", None) if name == "block_sparse" else None
-        if module_layout is not None:
-            # the block mask is the pattern; inside listed tiles only the causal mask applies
-            lay = module_layout(wl, plan)
-            row_ptr, cols, partial = lay.row_ptr, lay.cols, lay.partial
-            elem = None
-        else:
+        module = _module(name)
+        lay = module.layout(wl, plan)                  # exactly the simulator's tiles
+        nnz = max(1, len(lay.cols))
+        tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl),
+                   "block_ptr": Tensor((len(lay.row_ptr),), "int32", "const",
+                                       data=np.asarray(lay.row_ptr, dtype=np.int32)),
+                   "block_idx": Tensor((nnz,), "int32", "const",
+                                       data=np.resize(np.asarray(lay.cols, np.int32), nnz)),
+                   "tile_partial": Tensor((nnz,), "uint8", "const",
+                                          data=np.resize(np.asarray(lay.partial, np.uint8), nnz))}
+        elem = None
+        if np.any(lay.partial):                        # partial tiles read the element mask
             mask = (extra or {}).get("mask")
-            if mask is None:
-                raise PortUnsupported(f"the {name} port takes its tiles from the element mask "
-                                      f"the simulator records in executed mode; run it "
-                                      f"executed (not --count-only)")
-            mask = np.asarray(mask, dtype=bool)
-            row_ptr, cols, partial = tile_layout_from_mask(mask, bq, bk)
+            mask = module.element_mask(wl, plan) if mask is None else mask
             elem = "elem_mask"
-            tensors[elem] = Tensor(mask.shape, "uint8", "const", data=mask.astype(np.uint8))
-        tensors["block_ptr"] = Tensor((len(row_ptr),), "int32", "const",
-                                      data=np.asarray(row_ptr, dtype=np.int32))
-        tensors["block_idx"] = Tensor((max(1, len(cols)),), "int32", "const",
-                                      data=np.resize(np.asarray(cols, dtype=np.int32), max(1, len(cols))))
-        tensors["tile_partial"] = Tensor((max(1, len(cols)),), "uint8", "const",
-                                         data=np.resize(np.asarray(partial, dtype=np.uint8),
-                                                        max(1, len(cols))))
+            tensors[elem] = Tensor((wl.seq_q, wl.seq_k), "uint8", "const",
+                                   data=np.asarray(mask, dtype=np.uint8))
         n_q, n_k, heads, group, scale = head_args(wl)
         launch = Launch("block_sparse_fwd.cu", "block_sparse_fwd",
                         (cdiv(wl.seq_q, bq), wl.batch * wl.heads, 1), (bq // 16 * 32, 1, 1),
                         flash_tile_smem(bq, bk, d), {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d},
                         ("q", "k", "v", "o", "lse", "block_ptr", "block_idx", "tile_partial",
                          elem, Scalar(0, "int"), n_q, n_k, heads, group, scale,
-                         Scalar(window[0], "int"), Scalar(window[1], "int")),
+                         Scalar(-1, "int"), Scalar(-1, "int")),
                         f"{name}_fwd")
         return PortLaunches(name, tensors, (launch,),
                             notes=() if elem is None else
@@ -334,43 +310,41 @@ def linear_port(wl, plan, extra=None) -> PortLaunches:
     return PortLaunches("linear", tensors, (state, apply))
 
 
-# ---- gqa decode (split-KV) -----------------------------------------------------------------
+# ---- gqa: packed heads, split-KV (prefill and decode) ----------------------------------------
 
-DECODE_MAX_ROWS = 128
+GQA_MAX_ROWS = 512       # packed rows of a CTA: at most 32 warps of 16
 
 
-def gqa_decode_port(wl, plan, extra=None) -> PortLaunches:
-    """Split-KV decoding. Reads ``plan.block_k`` and ``plan.num_splits`` (the number of
-    chunks the cache is split into)."""
+def gqa_port(wl, plan, extra=None) -> PortLaunches:
+    """algorithms.gqa's plan: ``group`` query heads packed per CTA, ``block_q`` tokens per
+    head, ``block_k`` keys per tile, ``splits`` key chunks (> 1: a combine kernel)."""
     check_common("gqa", wl)
-    block_k = getattr(plan, "block_k", None)
-    splits = getattr(plan, "num_splits", None)
-    if block_k is None or splits is None:
-        raise PortUnsupported("the gqa decode port needs a plan with block_k and num_splits")
-    if block_k % 16:
-        raise PortUnsupported(f"the gqa port needs block_k a multiple of 16; got {block_k}")
-    group = wl.heads // wl.kv_heads
-    rows = min(DECODE_MAX_ROWS, round_up(group * wl.seq_q, 16))
-    split_keys = round_up(cdiv(wl.seq_k, splits), block_k)
-    splits = cdiv(wl.seq_k, split_keys)
+    g, bq, bk, splits = plan.group, plan.block_q, plan.block_k, plan.splits
+    rows = round_up(g * bq, 16)
+    if bk % 16 or rows > GQA_MAX_ROWS:
+        raise PortUnsupported(f"the gqa port needs block_k a multiple of 16 and group x "
+                              f"block_q <= {GQA_MAX_ROWS}; the plan has {g} x {bq}, {bk}")
     d, bh = wl.head_dim, wl.batch * wl.heads
-    row_blocks = cdiv(group * wl.seq_q, rows)
-    defines = {"BLOCK_Q": rows, "BLOCK_K": block_k, "HEAD_DIM": d}
-    tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl),
-               "o_part": Tensor((bh, splits, wl.seq_q, d), "fp32", "work"),
-               "lse_part": Tensor((bh, splits, wl.seq_q), "fp32", "work")}
-    n_q, n_k, heads, grp, scale = head_args(wl)
-    split = Launch("gqa_decode.cu", "gqa_decode_split",
-                   (splits, wl.batch * wl.kv_heads * row_blocks, 1), (rows // 16 * 32, 1, 1),
-                   flash_tile_smem(rows, block_k, d), defines,
-                   ("q", "k", "v", "o_part", "lse_part", n_q, n_k, heads, grp,
-                    Scalar(split_keys, "int"), scale, Scalar(int(wl.causal), "int")),
-                   "gqa_decode_split")
-    combine = Launch("gqa_decode.cu", "gqa_decode_combine", (wl.seq_q, bh, 1),
-                     (round_up(d, 32), 1, 1), 0, defines,
-                     ("o_part", "lse_part", "o", "lse", n_q, Scalar(splits, "int")),
-                     "gqa_decode_combine")
-    return PortLaunches("gqa", tensors, (split, combine))
+    t_r = cdiv(wl.seq_q, bq)
+    defines = {"BLOCK_Q": bq, "GROUP": g, "BLOCK_K": bk, "HEAD_DIM": d}
+    tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
+    if splits > 1:
+        tensors["o_part"] = Tensor((bh, splits, wl.seq_q, d), "fp32", "work")
+        tensors["lse_part"] = Tensor((bh, splits, wl.seq_q), "fp32", "work")
+    part = ("o_part", "lse_part") if splits > 1 else (None, None)
+    n_q, n_k, heads, group, scale = head_args(wl)
+    launches = [Launch("gqa_decode.cu", "gqa_splitkv",
+                       (splits, wl.batch * (wl.heads // g) * t_r, 1), (rows // 16 * 32, 1, 1),
+                       (rows + 2 * bk) * pad16(d) * 2, defines,
+                       ("q", "k", "v", *part, "o", "lse", n_q, n_k, heads, group, scale,
+                        Scalar(int(wl.causal), "int")),
+                       "gqa_decode" if plan.mode == "decode" else "gqa_fwd")]
+    if splits > 1:
+        launches.append(Launch("gqa_decode.cu", "gqa_combine", (bh, 1, 1),
+                               (round_up(d, 32), 1, 1), 0, defines,
+                               ("o_part", "lse_part", "o", "lse", n_q, Scalar(splits, "int")),
+                               "splitkv_combine"))
+    return PortLaunches("gqa", tensors, tuple(launches))
 
 
 # ---- the registry of ports -----------------------------------------------------------------
@@ -384,7 +358,7 @@ PORTS = {
     "sparse_transformer": block_sparse_family_port("sparse_transformer"),
     "longformer": block_sparse_family_port("longformer"),
     "bigbird": block_sparse_family_port("bigbird"),
-    "gqa": gqa_decode_port,
+    "gqa": gqa_port,
     "linear": linear_port,
 }
 

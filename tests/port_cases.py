@@ -1,9 +1,12 @@
-"""Workloads shared by the CPU tests of the port declarations (tests/test_ports.py) and the
-GPU tests of the ports themselves (tests/gpu/test_ports_gpu.py): one list, two backends.
+"""Cases shared by the CPU tests of the port declarations (tests/test_ports.py), the CPU
+emulation of the ports (tests/test_cuda_emulated.py) and the GPU tests of the ports
+(tests/gpu/test_ports_gpu.py): one list, three backends.
 
 Sizes are deliberately ragged (not multiples of any tile), with N_q != N_k, GQA, a head_dim
-that the MMA k-step must pad (40), and causal rows that see no key (N_q > N_k).
+that the MMA k-step must pad (40), causal rows that see no key (N_q > N_k), split-KV decode.
 """
+from dataclasses import dataclass, field
+
 from attnsim import Workload
 
 # (batch, heads, kv_heads, seq_q, seq_k, head_dim, causal)
@@ -14,15 +17,55 @@ SHAPES = [
     (1, 1, 1, 333, 200, 128, True),
     (1, 3, 1, 257, 129, 32, False),
 ]
+DECODE_SHAPES = [
+    (2, 8, 2, 1, 300, 64, False),
+    (1, 8, 1, 3, 257, 40, True),
+]
 DENSE_PORTS = ("standard", "flash1", "flash2")
+# options that make the patterns sparse at these small N (defaults are sized for N ~ 4K)
+SPARSE_OPTIONS = {
+    "local": {"window": 64},
+    "sparse_transformer": {"stride": 32},
+    "longformer": {"window": 64, "global_tokens": 2},
+    "bigbird": {"block": 32},
+    "block_sparse": {"block": 32, "density": 0.5},
+}
 GPU_MODELS = ("a100-40gb", "h100-sxm")
 
 
-def workload(shape) -> Workload:
+def workload(shape, decode=False) -> Workload:
     b, h, g, nq, nk, d, causal = shape
-    return Workload(batch=b, heads=h, kv_heads=g, seq_q=nq, seq_k=nk, head_dim=d, causal=causal)
+    return Workload(batch=b, heads=h, kv_heads=g, seq_q=nq, seq_k=nk, head_dim=d,
+                    causal=causal, decode=decode)
 
 
 def case_id(shape) -> str:
     b, h, g, nq, nk, d, causal = shape
     return f"b{b}h{h}g{g}-{nq}x{nk}-d{d}-{'causal' if causal else 'full'}"
+
+
+@dataclass(frozen=True)
+class PortCase:
+    name: str
+    shape: tuple
+    options: dict = field(default_factory=dict)
+    decode: bool = False
+
+    @property
+    def workload(self) -> Workload:
+        return workload(self.shape, self.decode)
+
+    @property
+    def id(self) -> str:
+        opts = "".join(f"-{k}={v}" for k, v in self.options.items())
+        return f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}"
+
+
+PORT_CASES = (
+    [PortCase(n, s) for n in DENSE_PORTS for s in SHAPES]
+    + [PortCase("gqa", s) for s in SHAPES]
+    + [PortCase("gqa", s, {"pack_group": True}) for s in SHAPES[2:]]
+    + [PortCase("gqa", s, decode=True) for s in DECODE_SHAPES]
+    + [PortCase("gqa", s, {"splits": 2}, decode=True) for s in DECODE_SHAPES]
+    + [PortCase(n, s, o) for n, o in SPARSE_OPTIONS.items() for s in (SHAPES[1], SHAPES[4])]
+)

@@ -13,33 +13,45 @@ import numpy as np
 import pytest
 
 from algorithms import ports
+from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
 from attnsim.reference import attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import SHAPES, case_id, workload
+from port_cases import DECODE_SHAPES, PORT_CASES, SHAPES, PortCase, workload
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 FP16_TARGET = 2e-3
 
 # a fast subset of the shared cases (the emulator runs every CUDA thread as a green thread)
-CASES = [("flash2", SHAPES[1]), ("flash2", SHAPES[2]), ("flash2", SHAPES[3]),
-         ("flash2", SHAPES[4]), ("flash1", SHAPES[1]), ("flash1", SHAPES[3]),
-         ("standard", SHAPES[0]), ("standard", SHAPES[1])]
+EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
+    PortCase("flash1", SHAPES[1]), PortCase("flash1", SHAPES[3]),
+    PortCase("standard", SHAPES[0]), PortCase("standard", SHAPES[1]),
+    PortCase("gqa", DECODE_SHAPES[0], decode=True),
+    PortCase("gqa", DECODE_SHAPES[1], {"splits": 2}, decode=True),
+    PortCase("gqa", SHAPES[2], {"pack_group": True}),
+    PortCase("local", SHAPES[1], {"window": 64}),
+    PortCase("bigbird", SHAPES[1], {"block": 32}),
+    PortCase("block_sparse", SHAPES[4], {"block": 32, "density": 0.5}),
+]
+assert all(c in PORT_CASES for c in EMULATED)
 
 
-def run_emulated(name, wl, gpu, magnitude=1.0):
-    plan = get_algorithm(name).plan(wl, gpu, gpu.smem_bytes_per_block)
+def run_emulated(name, wl, gpu, magnitude=1.0, options=None):
+    module = get_algorithm(name)
+    plan = module.plan(wl, gpu, gpu.smem_bytes_per_block,
+                       **check_options(module.INFO, options or {}))
     inputs = make_inputs(wl, seed=1, magnitude=magnitude)
-    cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
-    out = emulate_mod.emulate(ports.port_launches(name, wl, plan, gpu=gpu), inputs)
+    cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
+    out = emulate_mod.emulate(ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu), inputs)
     return cpu, out, inputs
 
 
-@pytest.mark.parametrize("name, shape", CASES, ids=[f"{n}-{case_id(s)}" for n, s in CASES])
-def test_emulated_port_matches_the_cpu_simulation(name, shape):
-    cpu, out, _ = run_emulated(name, workload(shape), get_gpu("h100-sxm"))
+@pytest.mark.parametrize("case", EMULATED, ids=lambda c: c.id)
+def test_emulated_port_matches_the_cpu_simulation(case):
+    cpu, out, _ = run_emulated(case.name, case.workload, get_gpu("h100-sxm"),
+                               options=case.options)
     o = out["o"].astype(np.float32)
     assert not np.isnan(o).any()
     assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET
@@ -61,35 +73,6 @@ def test_emulated_flash2_large_logits_match_the_fp16_baseline():
     exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
     baseline = relative_error(exact.astype(np.float16), exact)
     assert relative_error(out["o"].astype(np.float32), exact) <= max(2 * baseline, FP16_TARGET)
-
-
-def test_emulated_block_sparse_kernel_with_an_element_mask():
-    """The block-sparse kernel over a sliding window (tiles from the mask, partial tiles
-    masked from HBM), before the sparse modules are registered: a hand-made plan."""
-    wl = workload((1, 2, 1, 150, 150, 32, True))
-    i, j = np.arange(150)[:, None], np.arange(150)[None, :]
-    window = (j <= i) & (j > i - 40)
-    spec = ports.PORTS["local"](wl, SimpleNamespace(block_q=32, block_k=32), {"mask": window})
-    assert spec.launches[0].grid == (5, 2, 1)
-    inputs = make_inputs(wl, seed=3)
-    out = emulate_mod.emulate(spec, inputs)
-    ref, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale,
-                                 mask=window)
-    assert relative_error(out["o"].astype(np.float32), ref) < FP16_TARGET
-
-
-def test_emulated_split_kv_decode():
-    """gqa_decode.cu: 3 new tokens of 8 query heads over a 300-token cache of 2 kv heads,
-    split in 3 chunks, merged by the combine kernel (hand-made plan; gqa is not registered)."""
-    wl = workload((2, 8, 2, 3, 300, 64, True))
-    spec = ports.gqa_decode_port(wl, SimpleNamespace(block_k=32, num_splits=3))
-    split = spec.launches[0]
-    assert split.grid == (3, 2 * 2 * 1, 1) and split.defines["BLOCK_Q"] == 16
-    inputs = make_inputs(wl, seed=4)
-    out = emulate_mod.emulate(spec, inputs)
-    ref, lse = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
-    assert relative_error(out["o"].astype(np.float32), ref) < FP16_TARGET
-    assert np.allclose(out["lse"], lse, rtol=1e-3, atol=1e-3)
 
 
 def elu_plus_one(x):

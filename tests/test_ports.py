@@ -19,18 +19,19 @@ from attnsim import gpu as backend
 from attnsim import gpu_check
 from attnsim.simulate import simulate
 from hwmodels.gpus import GPUS, get_gpu
-from port_cases import DENSE_PORTS, GPU_MODELS, SHAPES, case_id, workload
+from port_cases import DENSE_PORTS, GPU_MODELS, PORT_CASES, SHAPES, workload
 
 
-def plan_of(name, wl, gpu):
+def plan_of(name, wl, gpu, options=None):
     module = get_algorithm(name)
-    return module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, {}))
+    return module.plan(wl, gpu, gpu.smem_bytes_per_block,
+                       **check_options(module.INFO, options or {}))
 
 
-def plan_or_skip(name, wl, gpu):
+def plan_or_skip(name, wl, gpu, options=None):
     try:
-        return plan_of(name, wl, gpu)
-    except ValueError as err:                 # e.g. flash1's Algorithm-1 tiles at d = 128 on A100
+        return plan_of(name, wl, gpu, options)
+    except ValueError as err:                 # a case the simulator itself refuses to plan
         pytest.skip(f"the simulator does not plan this case: {err}")
 
 
@@ -39,24 +40,26 @@ def expected_defines(name, plan, d):
     if name == "standard":
         return {"TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
                 "TILE_K": plan.gemm_tile_k, "HEAD_DIM": d}
+    if name == "gqa":
+        return {"BLOCK_Q": plan.block_q, "GROUP": plan.group, "BLOCK_K": plan.block_k,
+                "HEAD_DIM": d}
     return {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
 
 
 # ---- declarations vs plans -------------------------------------------------------------------
 
 @pytest.mark.parametrize("gpu_name", GPU_MODELS)
-@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
-@pytest.mark.parametrize("name", DENSE_PORTS)
-def test_launches_match_the_simulated_kernels(name, shape, gpu_name):
-    gpu, wl = get_gpu(gpu_name), workload(shape)
-    plan = plan_or_skip(name, wl, gpu)
-    spec = ports.port_launches(name, wl, plan, gpu=gpu)
-    sim = simulate(name, wl, gpu, compute=False)
+@pytest.mark.parametrize("case", PORT_CASES, ids=lambda c: c.id)
+def test_launches_match_the_simulated_kernels(case, gpu_name):
+    gpu, wl = get_gpu(gpu_name), case.workload
+    plan = plan_or_skip(case.name, wl, gpu, case.options)
+    spec = ports.port_launches(case.name, wl, plan, gpu=gpu)
+    sim = simulate(case.name, wl, gpu, compute=False, options=case.options)
     simulated = {k.name: k.ctas for k in sim.kernels}
     launched = {l.sim_kernel: l.ctas for l in spec.launches}
     assert launched == simulated                       # same kernels, same CTA counts
     for launch in spec.launches:
-        assert launch.defines == expected_defines(name, plan, wl.head_dim)
+        assert launch.defines == expected_defines(case.name, plan, wl.head_dim)
         assert 0 <= launch.smem_bytes <= gpu.smem_bytes_per_block
         assert np.prod(launch.block) <= 1024 and np.prod(launch.block) % 32 == 0
 
@@ -114,23 +117,6 @@ def test_smem_over_the_gpu_limit_is_refused():
         ports.port_launches("flash2", wl, plan, gpu=tiny)
 
 
-def test_tile_layout_from_mask_matches_a_brute_force_count():
-    rng = np.random.default_rng(3)
-    mask = rng.random((37, 50)) < 0.05
-    mask[:16, :16] = True                              # one full tile
-    row_ptr, cols, partial = ports.tile_layout_from_mask(mask, 16, 16)
-    expect = []
-    for i in range(3):
-        for j in range(4):
-            tile = mask[16 * i:16 * i + 16, 16 * j:16 * j + 16]
-            if tile.any():
-                expect.append((i, j, not tile.all()))
-    got = [(i, int(c), bool(p)) for i in range(3)
-           for c, p in zip(cols[row_ptr[i]:row_ptr[i + 1]], partial[row_ptr[i]:row_ptr[i + 1]])]
-    assert got == expect
-    assert (0, 0, False) in got
-
-
 # ---- the .cu sources -------------------------------------------------------------------------
 
 C_TYPES = {"half": "fp16", "float": "fp32", "int": "int32", "unsigned char": "uint8"}
@@ -152,17 +138,15 @@ def kernel_signatures(source):
 
 
 def all_specs():
-    """Port declarations over every shared case, GPU and dense port (those that plan)."""
+    """Port declarations over every shared case and GPU model (those the simulator plans)."""
     for gpu_name in GPU_MODELS:
         gpu = get_gpu(gpu_name)
-        for shape in SHAPES:
-            wl = workload(shape)
-            for name in DENSE_PORTS:
-                try:
-                    plan = plan_of(name, wl, gpu)
-                except ValueError:
-                    continue                   # not planned by the simulator (see above)
-                yield ports.port_launches(name, wl, plan, gpu=gpu)
+        for case in PORT_CASES:
+            try:
+                plan = plan_of(case.name, case.workload, gpu, case.options)
+            except ValueError:
+                continue                       # not planned by the simulator (see above)
+            yield ports.port_launches(case.name, case.workload, plan, gpu=gpu)
 
 
 def test_declared_arguments_match_the_kernel_signatures():
@@ -181,7 +165,8 @@ def test_declared_arguments_match_the_kernel_signatures():
                     assert arg.ctype == {"int32": "int", "fp32": "float"}[ctype]
             checked.add(launch.kernel)
     assert {"flash2_fwd", "flash1_init", "flash1_fwd", "standard_scores", "standard_mask",
-            "standard_softmax", "standard_pv"} <= checked
+            "standard_softmax", "standard_pv", "gqa_splitkv", "gqa_combine",
+            "block_sparse_fwd"} <= checked
 
 
 def test_every_declared_source_exists_and_documents_its_defines():

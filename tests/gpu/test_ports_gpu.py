@@ -15,7 +15,7 @@ from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
 from attnsim import gpu as backend
 from attnsim.reference import attention_reference, relative_error
-from port_cases import DENSE_PORTS, SHAPES, case_id, workload
+from port_cases import PORT_CASES, workload
 
 pytestmark = pytest.mark.gpu
 FP16_TARGET = 2e-3
@@ -26,25 +26,24 @@ def device_model():
     return gpu
 
 
-def run_case(name, wl, magnitude=1.0):
+def run_case(name, wl, magnitude=1.0, options=None):
     gpu = device_model()
     module = get_algorithm(name)
     try:
-        plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, {}))
+        plan = module.plan(wl, gpu, gpu.smem_bytes_per_block,
+                           **check_options(module.INFO, options or {}))
     except ValueError as err:
         pytest.skip(f"the simulator does not plan this case: {err}")
     inputs = make_inputs(wl, seed=1, magnitude=magnitude)
-    cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
+    cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
     spec = ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu)
     run = backend.run_port(spec, inputs, cpu.outputs["o"], warmup=0, repeats=1, keep_output=True)
     return cpu, run, inputs
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
-@pytest.mark.parametrize("name", DENSE_PORTS)
-def test_port_matches_the_cpu_result(name, shape):
-    wl = workload(shape)
-    cpu, run, _ = run_case(name, wl)
+@pytest.mark.parametrize("case", PORT_CASES, ids=lambda c: c.id)
+def test_port_matches_the_cpu_result(case):
+    cpu, run, _ = run_case(case.name, case.workload, options=case.options)
     assert np.isfinite(run.output).all()
     assert run.rel_error < FP16_TARGET
 
