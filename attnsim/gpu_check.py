@@ -55,7 +55,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     """Measure one algorithm's port on one workload; a dict with the COLUMNS keys (values
     None where not measured, ``note`` saying why)."""
     row = {key: None for key, _ in COLUMNS}
-    row.update(algorithm=name, seq=wl.seq_q, note="")
+    row.update(algorithm=name, seq=wl.seq_k, note="")
     module = get_algorithm(name)
     opts = check_options(module.INFO, {})
     try:
@@ -67,7 +67,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     row["predicted_s"] = sim.time.predicted_s
     inputs = make_inputs(wl, seed)
     reference, extra = None, {}
-    if wl.seq_q <= cpu_max_n and wl.seq_k <= cpu_max_n:
+    if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
         cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
         reference, extra, row["error_vs"] = cpu.outputs["o"], cpu.extra, "cpu"
     try:
@@ -93,11 +93,23 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     return row
 
 
+def sweep_workload(name: str, base: Workload, n: int) -> Workload:
+    """The workload of one sweep point: N_q = N_k = n; for ``gqa``, a decode step (one new
+    token per sequence) over a KV cache of n tokens, with 4 query heads per KV head unless
+    --kv-heads says otherwise."""
+    if name == "gqa":
+        kv = base.kv_heads
+        if kv == base.heads:
+            kv = base.heads // 4 if base.heads % 4 == 0 else 1
+        return base.replace(seq_q=1, seq_k=n, kv_heads=kv, decode=True, causal=False)
+    return base.replace(seq_q=n, seq_k=n)
+
+
 def check_rows(gpu, base: Workload, seqs, algorithms, **kw) -> list[dict]:
     rows = []
     for name in algorithms:
         for n in seqs:
-            rows.append(check_one(name, base.replace(seq_q=n, seq_k=n), gpu, **kw))
+            rows.append(check_one(name, sweep_workload(name, base, n), gpu, **kw))
     return rows
 
 
@@ -217,8 +229,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--causal", action="store_true")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
-                   help="largest N checked against the CPU simulation (above: a float32 "
-                        "reference on the device)")
+                   help="check against the CPU simulation up to N_q·N_k = this squared "
+                        "(above: against a float32 reference on the device)")
     p.add_argument("--no-sdpa", action="store_true", help="do not time PyTorch SDPA")
     p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")

@@ -7,6 +7,7 @@ target: relative error < 2e-3. The emulator replaces only the PTX wrappers (ldma
 mma.sync, cp.async), with versions written from the PTX ISA's fragment layouts; what it cannot
 check (timing, real races, the PTX strings themselves) is left to tests/gpu.
 """
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -117,3 +118,40 @@ def test_emulator_catches_a_missing_synchronization(what):
     with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
         emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
     assert err.value.status == 8
+
+
+def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
+    """gpu-check's plumbing (plans, simulation, declarations, errors, rows, JSON) with the
+    emulator standing in for CuPy: every number but the (fixed) measured time is real."""
+    from attnsim import gpu as backend
+    from attnsim.cli import main
+
+    def fake_run_port(spec, inputs, reference=None, **kw):
+        out = emulate_mod.emulate(spec, inputs)[spec.output].astype(np.float32)
+        err = relative_error(out, reference) if reference is not None else None
+        return backend.PortRun(algorithm=spec.algorithm, median_s=1e-3, times_s=[1e-3],
+                               rel_error=err, copies=2, notes=spec.notes)
+
+    def fake_reference(wl, inputs):
+        return attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
+                                   scale=wl.scale)[0]
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: (True, "emulated device"))
+    monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
+    monkeypatch.setattr(backend, "run_port", fake_run_port)
+    monkeypatch.setattr(backend, "device_reference", fake_reference)
+    monkeypatch.setattr(backend, "torch_sdpa_time", lambda *a, **k: (None, "no torch"))
+    assert main(["gpu-check", "flash2", "gqa", "--seq", "97", "200", "--batch", "1",
+                 "--heads", "4", "--cpu-check-max-n", "100", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {(r["algorithm"], r["seq"]): r for r in data["rows"]}
+    assert set(rows) == {("flash2", 97), ("flash2", 200), ("gqa", 97), ("gqa", 200)}
+    assert rows[("flash2", 97)]["error_vs"] == "cpu"            # N <= --cpu-check-max-n
+    assert rows[("flash2", 200)]["error_vs"] == "gpu fp32"      # above: device reference
+    assert rows[("gqa", 200)]["error_vs"] == "cpu"              # decode: one query row
+    for row in rows.values():
+        assert row["rel_error"] < FP16_TARGET
+        assert row["measured_s"] == 1e-3
+        assert row["ratio"] == pytest.approx(row["predicted_s"] / 1e-3)
+        assert row["hbm_gbs"] > 0 and row["tflops"] > 0
+    assert data["model"] == "h100-sxm"
