@@ -197,8 +197,8 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
                            (128, 1, 1), gemm_smem, defines,
                            ("p", "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
                            "pv_gemm"))
-    return PortLaunches("standard", tensors, tuple(launches),
-                        notes=(f"S and P rows padded to {ld_s} columns (16-byte rows)",))
+    notes = (f"S and P rows padded to {ld_s} columns (16-byte rows)",) if ld_s != nk else ()
+    return PortLaunches("standard", tensors, tuple(launches), notes=notes)
 
 
 # ---- flash2 --------------------------------------------------------------------------------

@@ -295,6 +295,17 @@ def device_reference(wl, host_inputs) -> np.ndarray:
     return out
 
 
+def sdpa_available() -> tuple[bool, str]:
+    """(True, "torch <version>") when PyTorch with a CUDA device is importable, else why not."""
+    try:
+        import torch
+    except Exception as err:
+        return False, f"PyTorch not importable ({type(err).__name__})"
+    if not torch.cuda.is_available():
+        return False, "PyTorch sees no CUDA device"
+    return True, f"torch {torch.__version__}"
+
+
 def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> tuple[float | None, str]:
     """Median time of ``torch.nn.functional.scaled_dot_product_attention`` on the workload,
     or (None, why not)."""

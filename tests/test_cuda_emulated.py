@@ -140,7 +140,7 @@ def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
     monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
     monkeypatch.setattr(backend, "run_port", fake_run_port)
     monkeypatch.setattr(backend, "device_reference", fake_reference)
-    monkeypatch.setattr(backend, "torch_sdpa_time", lambda *a, **k: (None, "no torch"))
+    monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
     assert main(["gpu-check", "flash2", "gqa", "--seq", "97", "200", "--batch", "1",
                  "--heads", "4", "--cpu-check-max-n", "100", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
