@@ -264,3 +264,16 @@ def test_input_copies_exceed_twice_the_l2():
     l2 = 8 * per_copy + 1
     n = backend.input_copies(spec, l2, max_copies=64)
     assert n * per_copy > 2 * l2 and (n - 1) * per_copy <= 2 * l2
+
+
+def test_report_section_when_a_device_is_present(monkeypatch):
+    from reports.document import Document
+    row = {key: None for key, _ in gpu_check.COLUMNS}
+    row.update(algorithm="flash2", seq=4096, measured_s=2e-3, predicted_s=1.5e-3, ratio=0.75)
+    monkeypatch.setattr(backend, "gpu_available", lambda: (True, "test device"))
+    monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
+    monkeypatch.setattr(gpu_check, "check_rows", lambda *a, **k: [row])
+    section, data = gpu_check.report_section(get_gpu("h100"))
+    assert data["rows"] == [row] and data["device"] == "test device"
+    text = Document("t", [section], {}).render("markdown")
+    assert "pred/meas" in text and "0.75" in text and "2.000 ms" in text
