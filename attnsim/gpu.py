@@ -74,10 +74,20 @@ class DeviceInfo:
     smem_bytes_per_block_optin: int
 
 
+_device_infos: dict = {}
+
+
 def device_info() -> DeviceInfo:
+    """The current device's properties (queried once per device)."""
     cp = _import_cupy()
     dev = cp.cuda.Device()
-    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    if dev.id not in _device_infos:
+        _device_infos[dev.id] = _query_device(cp, dev.id)
+    return _device_infos[dev.id]
+
+
+def _query_device(cp, device_id: int) -> DeviceInfo:
+    props = cp.cuda.runtime.getDeviceProperties(device_id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     return DeviceInfo(name=name, arch=f"{props['major']}{props['minor']}",
                       sm_count=int(props["multiProcessorCount"]),
@@ -135,11 +145,9 @@ def load_source(source: str) -> str:
 
 
 def compile_options(defines: dict) -> tuple[str, ...]:
-    opts = ["-std=c++17"] + [f"-D{k}={int(v)}" for k, v in sorted(defines.items())]
-    cuda_path = getattr(_import_cupy().cuda, "get_cuda_path", lambda: None)()
-    if cuda_path:
-        opts.append(f"-I{cuda_path}/include")   # cuda_fp16.h for NVRTC
-    return tuple(opts)
+    """NVRTC options: C++17 and the tile defines. No include path: the sources include no
+    header (fp16 is converted with PTX cvt in attn_common.cuh)."""
+    return ("-std=c++17",) + tuple(f"-D{k}={int(v)}" for k, v in sorted(defines.items()))
 
 
 def get_module(source: str, defines: dict):
