@@ -34,6 +34,12 @@
 #define HEAD_DIM 64
 #endif
 
+// Tuning knob (not from the plan): CTAs per SM the register allocation must allow. 1 lets
+// ptxas use up to 255 registers; 2 caps them at 128 (small spills at d = 64, B_c = 128).
+#ifndef MIN_CTAS_PER_SM
+#define MIN_CTAS_PER_SM 1
+#endif
+
 #define DPAD ATTN_PAD16(HEAD_DIM)
 
 // Scores of keys the boolean element mask hides (or past n_k) -> -inf.
@@ -62,7 +68,7 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 // Arguments: as flash2_fwd, plus the CSR layout (block_ptr, block_idx, layout_per_head),
 // the partial-tile flags (tile_partial, per CSR entry), the optional element mask and the
 // element window (window_left, window_right).
-extern "C" __global__ void __launch_bounds__(NTHREADS)
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
 block_sparse_fwd(const half* __restrict__ q, const half* __restrict__ k,
                  const half* __restrict__ v, half* __restrict__ o, float* __restrict__ lse,
                  const int* __restrict__ block_ptr, const int* __restrict__ block_idx,

@@ -37,6 +37,12 @@
 #define HEAD_DIM 64
 #endif
 
+// Tuning knob (not from the plan): CTAs per SM the register allocation must allow. 1 lets
+// ptxas use up to 255 registers; 2 caps them at 128 (small spills at d = 64, B_c = 128).
+#ifndef MIN_CTAS_PER_SM
+#define MIN_CTAS_PER_SM 1
+#endif
+
 #define DPAD ATTN_PAD16(HEAD_DIM)
 #define NWARPS (BLOCK_Q / 16)
 #define NTHREADS (NWARPS * 32)
@@ -51,7 +57,7 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 //   heads = H, kv_group = H / kv_heads, scale: softmax scale, causal: 0 or 1.
 // Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS; dynamic shared memory:
 // (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
-extern "C" __global__ void __launch_bounds__(NTHREADS)
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
 flash2_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
            half* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
            int kv_group, float scale, int causal) {
