@@ -7,11 +7,12 @@ simulates the same workload in count-only mode (``simulate(..., compute=False)``
 prints the published value, the prediction and their ratio (predicted / published; above
 1 means the model is optimistic). Then the charts transcribed from the FlashAttention-3
 paper, how much each timing mechanism moves a few predictions, the FlashAttention-2
-backward's L2 cliff, and two what-ifs. Prints to stdout; writes nothing. About a minute
-(every simulation is count-only; Numba compiles on the first run).
+backward's L2 cliff, and a what-if. Prints to stdout; writes nothing. About 10 s (every
+simulation is count-only), plus Numba's compilation on the first run.
 
-TFLOP/s are counted as the FlashAttention papers' benchmark script counts them (quoted in
-Dao-AILab/flash-attention issue #477): forward 4·B·N²·H·d, halved when causal; backward
+TFLOP/s are counted as the FlashAttention papers' benchmark script counts them
+(flash-attention's benchmarks/benchmark_flash_attention.py, ``flops``): forward 4·B·N²·H·d,
+halved when causal; backward
 2.5x and forward+backward 3.5x the forward — not from the simulator's FLOP counters, so
 that predicted and published throughputs divide the same work by their times.
 """
@@ -48,7 +49,7 @@ def paper_workload(seq: int, head_dim: int, causal: bool = False, dtype: str = "
 
 
 def paper_flops(wl: Workload) -> float:
-    """FLOPs as the FlashAttention benchmarks count them (issue #477's quoted formula)."""
+    """FLOPs as the FlashAttention benchmarks count them (benchmark_flash_attention.py)."""
     fwd = 4.0 * wl.batch * wl.heads * wl.seq_q * wl.seq_k * wl.head_dim
     if wl.causal:
         fwd /= 2
@@ -61,7 +62,8 @@ def predicted_seconds(algorithm: str, wl: Workload, gpu: str,
     return simulate(algorithm, wl, gpu, compute=False, timing=timing).time.predicted_s
 
 
-def tflops(algorithm: str, wl: Workload, gpu: str, timing: TimingOptions = TimingOptions()) -> float:
+def tflops(algorithm: str, wl: Workload, gpu: str,
+           timing: TimingOptions = TimingOptions()) -> float:
     return paper_flops(wl) / predicted_seconds(algorithm, wl, gpu, timing) / 1e12
 
 
@@ -70,7 +72,8 @@ def peak_tflops(gpu: str, dtype: str = "fp16") -> float:
 
 
 def sweep(head_dims, causals=(False, True), dtype="fp16", passes="fwd"):
-    return [paper_workload(n, d, c, dtype, passes) for d in head_dims for c in causals for n in SEQS]
+    return [paper_workload(n, d, c, dtype, passes)
+            for d in head_dims for c in causals for n in SEQS]
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -95,8 +98,9 @@ SOURCES = (
            "Head dimension 64 or 128, hidden dimension 2048 (i.e. either 32 or 16 heads). "
            "Sequence length 512, 1k, 2k, 4k, 8k, 16k. Batch size set to 16k / seqlen. "
            "[figure: FlashAttention speedup on A100 80GB SXM5 with FP16/BF16]"),
-    Source("FA-flops", "flash-attention benchmark FLOP formula (quoted in issue #477)",
-           "https://github.com/Dao-AILab/flash-attention/issues/477",
+    Source("FA-flops", "flash-attention benchmarks/benchmark_flash_attention.py, flops()",
+           "github.com/Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py "
+           "(also quoted in issue #477)",
            "f = 4 * batch * seqlen**2 * nheads * headdim // (2 if casual else 1); "
            "return f if mode == 'fwd' else (2.5 * f if mode == 'bwd' else 3.5 * f)"),
     Source("FA2-1059", "T. Dao, flash-attention issue #1059 (2024-07-16)",
@@ -146,11 +150,10 @@ def utilization(algorithm, workloads, gpu, dtype="fp16"):
     return [tflops(algorithm, wl, gpu) / peak_tflops(gpu, dtype) * 100 for wl in workloads]
 
 
-def fa2_a100_range():
-    """FA-2 fwd and bwd over the README sweep (d 64/128, causal or not) on the A100 80GB."""
-    fwd = utilization("flash2", sweep((64, 128)), "a100-80gb")
-    bwd = utilization("flash2", sweep((64, 128), passes="bwd"), "a100-80gb")
-    return min(fwd + bwd), max(fwd + bwd)
+def fa2_a100_range(passes):
+    """FA-2 over the README sweep (d 64/128, causal or not) on the A100 80GB."""
+    u = utilization("flash2", sweep((64, 128), passes=passes), "a100-80gb")
+    return min(u), max(u)
 
 
 def fa2_a100_fwd_max():
@@ -171,8 +174,8 @@ def fa3_h100_max():
 
 
 def fa3_over_fa2_range():
-    ratios = [predicted_seconds("flash2", wl, "h100-sxm") / predicted_seconds("flash3", wl, "h100-sxm")
-              for wl in sweep((64, 128, 256))]
+    ratios = [predicted_seconds("flash2", wl, "h100-sxm")
+              / predicted_seconds("flash3", wl, "h100-sxm") for wl in sweep((64, 128, 256))]
     return min(ratios), max(ratios)
 
 
@@ -197,9 +200,12 @@ def tb2296_workload(seq):
 
 def comparisons() -> list[Comparison]:
     rows = [
-        Comparison("FA2", "FA-2 fwd and bwd, % of peak (range over the benchmark)", "a100-80gb",
+        Comparison("FA2", "FA-2 fwd, % of peak (range over the benchmark)", "a100-80gb",
                    "README sweep, d 64/128, causal and not", (50, 73), "% of 312",
-                   fa2_a100_range),
+                   functools.partial(fa2_a100_range, "fwd")),
+        Comparison("FA2", "FA-2 bwd, % of peak (range over the benchmark)", "a100-80gb",
+                   "README sweep, d 64/128, causal and not", (50, 73), "% of 312",
+                   functools.partial(fa2_a100_range, "bwd")),
         Comparison("FA2-1059", "FA-2 fwd, best % of peak", "a100-80gb",
                    "README sweep, d 64/128", (70,), "% of 312", fa2_a100_fwd_max),
         Comparison("FA2", "FlashAttention (v1) fwd, % of peak (range)", "a100-80gb",
@@ -224,8 +230,9 @@ def comparisons() -> list[Comparison]:
                                functools.partial(lambda w: (tflops("flash3", w, "h100-sxm"),), wl)))
     for n, ms in TB2296_SDPA_MS.items():
         wl = tb2296_workload(n)
-        rows.append(Comparison("TB2296", "SDPA fwd (backend not stated) vs flash2, TFLOP/s from the "
-                               "published ms", "h100-sxm", f"B 128, H 8, N {n}, d 128 ({ms} ms)",
+        rows.append(Comparison("TB2296", "SDPA fwd (backend not stated) vs flash2, TFLOP/s "
+                               "from the published ms", "h100-sxm",
+                               f"B 128, H 8, N {n}, d 128 ({ms} ms)",
                                (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
                                functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl)))
     return rows
@@ -296,8 +303,9 @@ def ablation_table(fmt: str) -> str:
     rows = []
     for algorithm, gpu, wl in ABLATION_CASES:
         base = simulate(algorithm, wl, gpu, compute=False)
+        causal = " causal" if wl.causal else ""
         row = [f"{algorithm} {wl.passes}", gpu,
-               f"B{wl.batch} H{wl.heads} N{wl.seq_q} d{wl.head_dim}{' causal' if wl.causal else ''}",
+               f"B{wl.batch} H{wl.heads} N{wl.seq_q} d{wl.head_dim}{causal}",
                f"{base.time.predicted_s * 1e3:.3f} ({base.time.bound})",
                f"{tflops(algorithm, wl, gpu):.0f}"]
         for m in MECHANISMS:
@@ -336,7 +344,8 @@ def what_if_table(fmt: str) -> str:
                           ("flash3", paper_workload(4096, 64)),
                           ("flash3", paper_workload(4096, 256))):
         base = tflops(algorithm, wl, "h100-sxm")
-        slow = paper_flops(wl) / simulate(algorithm, wl, half_fp32, compute=False).time.predicted_s / 1e12
+        slow_s = simulate(algorithm, wl, half_fp32, compute=False).time.predicted_s
+        slow = paper_flops(wl) / slow_s / 1e12
         rows.append([algorithm, f"N {wl.seq_q}, d {wl.head_dim}, B {wl.batch}, H {wl.heads}",
                      f"{base:.0f}", f"{slow:.0f}", f"{slow / base:.2f}"])
     return tabulate(rows, headers=["algorithm", "workload (H100)", "TFLOP/s as modelled",

@@ -21,8 +21,9 @@ def paper_shape(seq, head_dim, causal=False, passes="fwd"):
 
 
 def paper_forward_flops(wl):
-    """The benchmarks' count (flash-attention issue #477 quotes it): 4·B·N²·H·d, halved when
-    causal; the backward is charged 2.5x and forward + backward 3.5x, whatever the algorithm."""
+    """The benchmarks' count (flash-attention's benchmarks/benchmark_flash_attention.py):
+    4·B·N²·H·d, halved when causal; the backward is charged 2.5x and forward + backward 3.5x,
+    whatever the algorithm."""
     f = 4 * wl.batch * wl.heads * wl.seq_q * wl.seq_k * wl.head_dim
     return f // 2 if wl.causal else f
 
