@@ -107,7 +107,7 @@ SOURCES = (
            "https://github.com/Dao-AILab/flash-attention/issues/1059",
            "FA2 on A100 is already at around 70% theoretical max FLOPS"),
     Source("FA3", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, abstract",
-           "https://catalyzex.com/author/Pradeep%20Ramani (abstract)",
+           "https://huggingface.co/papers/2407.08608 (abstract)",
            "with FlashAttention-2 achieving only 35% utilization on the H100 GPU. [...] "
            "FlashAttention-3, achieves speedup on H100 GPUs by 1.5-2.0x with FP16 reaching up "
            "to 740 TFLOPs/s (75% utilization), and with FP8 reaching close to 1.2 PFLOPs/s"),
