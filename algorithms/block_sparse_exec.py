@@ -42,8 +42,8 @@ from algorithms.common import (cdiv, finish_heads, head_view, heads_in_flight, i
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
 from algorithms.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
-from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, matmul_nn,
-                                 matmul_nt, store_rows, store_vector)
+from algorithms.flash_tile import attend_tile, finish_rows, new_row_state
+from hwmodels.primitives import count_load, load_rows, store_rows, store_vector
 
 LAYOUT_ROW_BYTES = 8     # row_ptr[i], row_ptr[i+1] as int32, read once per Q block
 LAYOUT_COL_BYTES = 4     # one int32 K-block index per visited tile
@@ -151,73 +151,24 @@ def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[in
 @njit(cache=True)
 def sparse_forward_head(c, q, k, v, o, lse, mask, row_ptr, cols, partial, seq_q, seq_k, d,
                         block_q, block_k, scale, e, compute):
-    """One head: Q block i (one CTA) visits only the tiles of its layout row."""
+    """One head: Q block i (one CTA) visits only the tiles of its layout row; the element
+    mask is applied on partial tiles only (``flash_tile.attend_tile``)."""
     for i in range(row_ptr.shape[0] - 1):
         r0 = i * block_q
         r1 = min(r0 + block_q, seq_q)
         rows = r1 - r0
         count_load(c, LAYOUT_ROW_BYTES)                          # this CTA's layout row bounds
         qi = load_rows(c, q, r0, r1, d, e)                       # Q_i -> SRAM, stays there
-        m = np.empty(0, dtype=np.float32)
-        l = np.empty(0, dtype=np.float32)
-        acc = np.empty((0, 0), dtype=np.float32)
-        if compute:
-            m = np.full(rows, -np.inf, dtype=np.float32)
-            l = np.zeros(rows, dtype=np.float32)
-            acc = np.zeros((rows, d), dtype=np.float32)
+        m, l, acc = new_row_state(rows, d, compute)
         for t in range(row_ptr[i], row_ptr[i + 1]):
             count_load(c, LAYOUT_COL_BYTES)                      # K-block index of tile t
             c0 = cols[t] * block_k
-            c1 = min(c0 + block_k, seq_k)
-            ncols = c1 - c0
-            kj = load_rows(c, k, c0, c1, d, e)                   # K_j -> SRAM
-            vj = load_rows(c, v, c0, c1, d, e)                   # V_j -> SRAM
-            s = matmul_nt(c, qi, kj, rows, ncols, d, e, compute)  # S = Q_i K_jᵀ
-            count_other(c, rows * ncols)                         # S *= scale
-            if partial[t]:
-                count_other(c, rows * ncols)                     # select -inf where masked
-            # -- update m_i and l_i (as flash2) --
-            count_other(c, rows * ncols + rows)                  # rowmax(S), max with m
-            count_other(c, rows * ncols)                         # S - m_new
-            count_exp(c, rows * ncols)                           # P = exp(S - m_new)
-            count_other(c, rows)                                 # m_old - m_new
-            count_exp(c, rows)                                   # alpha
-            count_other(c, rows * ncols + 2 * rows)              # l = alpha l + rowsum(P)
-            count_other(c, rows * d)                             # acc *= alpha
-            pt = np.empty((0, 0), dtype=np.float32)
-            if compute:
-                s *= scale
-                if partial[t]:
-                    s = np.where(mask[r0:r1, c0:c1], s, np.float32(-np.inf))
-                m_new = np.maximum(m, _rowmax(s))
-                m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                pt = np.exp(s - m_safe.reshape((rows, 1)))
-                alpha = np.exp(m - m_safe)
-                l = alpha * l + pt.sum(axis=1)
-                acc *= alpha.reshape((rows, 1))
-                m = m_new
-            pv = matmul_nn(c, pt, vj, rows, d, ncols, e, compute)  # acc += P V_j
-            if compute:
-                acc += pv
+            attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, min(c0 + block_k, seq_k), d,
+                        scale, False, seq_q, seq_k, e, compute, mask, partial[t])
         # -- epilogue: O_i = acc / l, lse_i = m + log l (rows that saw no key: 0, -inf) --
-        count_other(c, rows * d + rows)
-        count_exp(c, rows)
-        oi = np.empty((0, 0), dtype=np.float32)
-        lse_i = np.empty(0, dtype=np.float32)
-        if compute:
-            l_safe = np.where(l == 0, np.float32(1.0), l)
-            oi = acc / l_safe.reshape((rows, 1))
-            lse_i = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
+        oi, lse_i = finish_rows(c, acc, m, l, rows, d, compute)
         store_rows(c, o, r0, oi, rows, d, e, compute)            # O_i -> HBM
         store_vector(c, lse, r0, lse_i, rows, STAT_BYTES, compute)
-
-
-@njit(cache=True)
-def _rowmax(s):
-    out = np.empty(s.shape[0], dtype=np.float32)
-    for i in range(s.shape[0]):
-        out[i] = s[i].max() if s.shape[1] else -np.inf
-    return out
 
 
 def sparse_io_bound(wl, block_q: int, block_density: float) -> float:

@@ -1,11 +1,13 @@
 """simulate(): one algorithm on one workload on one GPU -> counts, time, bound, output."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from algorithms.base import PlanError, check_options
 from algorithms.dropout import keep_multiplier
@@ -104,7 +106,8 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     rec = Recorder(gpu, budget)
     if compute and inputs is None:
         inputs = make_inputs(workload, seed)
-    outputs = module.run(workload, plan, inputs if compute else None, rec, compute)
+    with _single_threaded_blas(compute):
+        outputs = module.run(workload, plan, inputs if compute else None, rec, compute)
     totals = rec.totals()
     breakdown = predict_time(gpu, rec.kernels, timing)
     err_ref = err_exact = None
@@ -117,6 +120,15 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
         extra=dict(rec.info))
+
+
+def _single_threaded_blas(compute: bool):
+    """Executed mode multiplies many small tiles: a multi-threaded BLAS spends more time
+    waking threads than multiplying (6x slower on a loaded 2-core machine), so tile
+    products run on one BLAS thread."""
+    if not compute:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _supported_passes(info) -> set[str]:
