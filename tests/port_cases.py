@@ -7,7 +7,10 @@ that the MMA k-step must pad (40), causal rows that see no key (N_q > N_k), spli
 """
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from attnsim import Workload
+from attnsim.reference import attention_reference, relative_error
 
 # (batch, heads, kv_heads, seq_q, seq_k, head_dim, causal)
 SHAPES = [
@@ -69,3 +72,14 @@ PORT_CASES = (
     + [PortCase("gqa", s, {"splits": 2}, decode=True) for s in DECODE_SHAPES]
     + [PortCase(n, s, o) for n, o in SPARSE_OPTIONS.items() for s in (SHAPES[1], SHAPES[4])]
 )
+
+
+def fp16_baseline(inputs, wl) -> float:
+    """Error of a plain fp16 implementation: exact attention of the fp16-rounded inputs,
+    rounded to fp16 — the floor fp16 storage sets. As flash-attn's tests do, a kernel is
+    judged against twice this error."""
+    exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
+                                   scale=wl.scale)
+    rounded = [x.astype(np.float16).astype(np.float32) for x in (inputs.q, inputs.k, inputs.v)]
+    plain, _ = attention_reference(*rounded, causal=wl.causal, scale=wl.scale)
+    return relative_error(plain.astype(np.float16), exact)

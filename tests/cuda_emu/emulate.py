@@ -137,18 +137,11 @@ int main(int argc, char** argv) {{
 '''
 
 
-def build(spec: ports.PortLaunches, edit=None) -> tuple[Path, list[str]]:
-    """Compile (once, cached by content) the emulator binary for the spec's source/defines.
-    ``edit``: optional function applied to the source text (tests that break a kernel)."""
-    keys = {(l.source, tuple(sorted(l.defines.items()))) for l in spec.launches}
-    assert len(keys) == 1, "one source and one set of defines per port"
-    (source, defines), = keys
-    text = load_source(source)
-    if edit is not None:
-        text = edit(text)
-    kernels = sorted({l.kernel for l in spec.launches})
+def build_text(text: str, defines: dict, kernels: list[str], label: str = "kernel") -> Path:
+    """Compile (once, cached by content) the emulator binary for a source text."""
     main = harness("kernel.cu", kernels, kernel_params(text))
-    flags = ["-std=c++17", "-O1", "-w", "-fno-extern-tls-init", "-I", str(EMU_DIR)] + [f"-D{k}={v}" for k, v in defines]
+    flags = (["-std=c++17", "-O1", "-w", "-fno-extern-tls-init", "-I", str(EMU_DIR)]
+             + [f"-D{k}={v}" for k, v in sorted(defines.items())])
     digest = hashlib.sha256("\0".join([text, main, *flags, (EMU_DIR / "cuda_emu.h").read_text()])
                             .encode()).hexdigest()[:16]
     out_dir = CACHE_DIR / digest
@@ -157,12 +150,13 @@ def build(spec: ports.PortLaunches, edit=None) -> tuple[Path, list[str]]:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "kernel.cu").write_text(text)
         (out_dir / "main.cpp").write_text(main)
+        tmp = out_dir / f"emu.{id(text)}.tmp"
         done = subprocess.run([compiler(), *flags, "-x", "c++", str(out_dir / "main.cpp"), "-o",
-                               str(binary) + ".tmp"], capture_output=True, text=True, timeout=600)
+                               str(tmp)], capture_output=True, text=True, timeout=600)
         if done.returncode:
-            raise RuntimeError(f"emulator build of {source} failed:\n{done.stderr[-4000:]}")
-        Path(str(binary) + ".tmp").rename(binary)
-    return binary, kernels
+            raise RuntimeError(f"emulator build of {label} failed:\n{done.stderr[-4000:]}")
+        tmp.rename(binary)
+    return binary
 
 
 class EmulationError(RuntimeError):
@@ -173,48 +167,69 @@ class EmulationError(RuntimeError):
         self.status = status
 
 
-def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
-            edit=None) -> dict[str, np.ndarray]:
-    """Run every launch of ``spec`` on the CPU; returns every tensor after the run.
+def run_binary(binary: Path, kernels: list[str], arrays: list[np.ndarray], launches,
+               label: str = "kernel", timeout: float = 600) -> list[np.ndarray]:
+    """Run ``launches`` — (kernel, grid, block, smem_bytes, args) with args ("t", i) for
+    arrays[i], ("i", v), ("f", v) or ("n",) for a null pointer — and return the arrays after.
     Exit statuses of the emulator: 4 deadlock, 6 write past a tensor, 8 shared-memory hazard."""
-    binary, kernels = build(spec, edit)
-    names = list(spec.tensors)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        lines = [str(len(names))]
-        for i, name in enumerate(names):
-            t = spec.tensors[name]
-            dtype = DTYPES[t.dtype]
-            if t.role == "input":
-                data = np.ascontiguousarray(getattr(host_inputs, name), dtype=dtype)
-            elif t.role == "const":
-                data = np.ascontiguousarray(t.data, dtype=dtype)
-            elif t.fill is not None:
-                data = np.full(t.shape, t.fill, dtype=dtype)
-            else:
-                data = np.full(int(np.prod(t.shape)) * np.dtype(dtype).itemsize, 0xFF, np.uint8)
-            (work / f"t{i}.bin").write_bytes(data.tobytes())
-            lines.append(str(data.nbytes))
-        lines.append(str(len(spec.launches)))
-        for launch in spec.launches:
-            args = []
-            for a in launch.args:
-                if a is None:
-                    args.append("n")
-                elif isinstance(a, str):
-                    args.append(f"t {names.index(a)}")
-                else:
-                    args.append(f"{'i' if a.ctype == 'int' else 'f'} {a.value!r}")
-            lines.append(" ".join(map(str, [kernels.index(launch.kernel), *launch.grid,
-                                            *launch.block, launch.smem_bytes, len(args),
-                                            *args])))
+        lines = [str(len(arrays))]
+        for i, a in enumerate(arrays):
+            (work / f"t{i}.bin").write_bytes(np.ascontiguousarray(a).tobytes())
+            lines.append(str(a.nbytes))
+        lines.append(str(len(launches)))
+        for kernel, grid, block, smem, args in launches:
+            words = [" ".join(f"{w!r}" if isinstance(w, float) else str(w) for w in a)
+                     for a in args]
+            lines.append(" ".join(map(str, [kernels.index(kernel), *grid, *block, smem,
+                                            len(args), *words])))
         (work / "launches.txt").write_text("\n".join(lines) + "\n")
         done = subprocess.run([str(binary), str(work)], capture_output=True, text=True,
                               timeout=timeout)
         if done.returncode:
-            raise EmulationError(f"emulated {spec.algorithm} failed ({done.returncode}): "
+            raise EmulationError(f"emulated {label} failed ({done.returncode}): "
                                  f"{done.stderr[-2000:]}", done.returncode)
-        return {name: np.frombuffer((work / f"t{i}.out").read_bytes(),
-                                    dtype=DTYPES[spec.tensors[name].dtype])
-                .reshape(spec.tensors[name].shape)
-                for i, name in enumerate(names)}
+        return [np.frombuffer((work / f"t{i}.out").read_bytes(), dtype=a.dtype).reshape(a.shape)
+                for i, a in enumerate(arrays)]
+
+
+def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
+            edit=None) -> dict[str, np.ndarray]:
+    """Run every launch of ``spec`` on the CPU; returns every tensor after the run.
+    ``edit``: optional function applied to the source text (tests that break a kernel)."""
+    keys = {(l.source, tuple(sorted(l.defines.items()))) for l in spec.launches}
+    assert len(keys) == 1, "one source and one set of defines per port"
+    (source, defines), = keys
+    text = load_source(source)
+    if edit is not None:
+        text = edit(text)
+    kernels = sorted({l.kernel for l in spec.launches})
+    binary = build_text(text, dict(defines), kernels, source)
+    names = list(spec.tensors)
+    arrays = []
+    for name in names:
+        t = spec.tensors[name]
+        dtype = DTYPES[t.dtype]
+        if t.role == "input":
+            arrays.append(np.ascontiguousarray(getattr(host_inputs, name), dtype=dtype))
+        elif t.role == "const":
+            arrays.append(np.ascontiguousarray(t.data, dtype=dtype))
+        elif t.fill is not None:
+            arrays.append(np.full(t.shape, t.fill, dtype=dtype))
+        else:                                          # NaN bytes: unwritten data shows
+            arrays.append(np.frombuffer(b"\xff" * (int(np.prod(t.shape)) * np.dtype(dtype).itemsize),
+                                        dtype=dtype).reshape(t.shape))
+    launches = []
+    for launch in spec.launches:
+        args = []
+        for a in launch.args:
+            if a is None:
+                args.append(("n",))
+            elif isinstance(a, str):
+                args.append(("t", names.index(a)))
+            else:
+                args.append(("i" if a.ctype == "int" else "f", a.value))
+        launches.append((launch.kernel, launch.grid, launch.block, launch.smem_bytes, args))
+    out = run_binary(binary, kernels, arrays, launches, spec.algorithm, timeout)
+    return dict(zip(names, out))
