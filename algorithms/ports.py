@@ -203,13 +203,27 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
 
 # ---- flash2 --------------------------------------------------------------------------------
 
+# fp32 accumulator registers per thread (S and O fragments) that 2 row tiles per warp may use:
+# 192 is what FlashAttention-2's 4-warp 128 x 128 tile at d = 64 holds (ptxas: 255 registers,
+# 68 bytes spilled); above it one row tile per warp avoids heavy spills.
+WARP_ACC_FLOATS = 192
+
+
+def warp_m_tiles(block_q: int, block_k: int, d: int) -> int:
+    """16-row tiles per warp of flash2_fwd.cu: 2 (K/V fragments reused for 32 rows, B_r / 32
+    warps — 4 for B_r = 128, the plan's THREADS_PER_CTA) when the fp32 accumulators fit."""
+    per_tile = block_k // 2 + pad16(d) // 2        # S and O C-fragments of one 16-row tile
+    return 2 if block_q % 32 == 0 and 2 * per_tile <= WARP_ACC_FLOATS else 1
+
+
 def flash2_port(wl, plan, extra=None) -> PortLaunches:
     check_common("flash2", wl)
     bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
     check_mma_tiles("flash2", bq, bk)
+    mt = warp_m_tiles(bq, bk, d)
     launch = Launch("flash2_fwd.cu", "flash2_fwd", (cdiv(wl.seq_q, bq), wl.batch * wl.heads, 1),
-                    (bq // 16 * 32, 1, 1), flash_tile_smem(bq, bk, d),
-                    {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d},
+                    (bq // (16 * mt) * 32, 1, 1), flash_tile_smem(bq, bk, d),
+                    {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d, "WARP_M_TILES": mt},
                     ("q", "k", "v", "o", "lse", *head_args(wl), Scalar(int(wl.causal), "int")),
                     "flash2_fwd")
     tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}

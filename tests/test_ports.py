@@ -43,7 +43,19 @@ def expected_defines(name, plan, d):
     if name == "gqa":
         return {"BLOCK_Q": plan.block_q, "GROUP": plan.group, "BLOCK_K": plan.block_k,
                 "HEAD_DIM": d}
-    return {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
+    defines = {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
+    if name == "flash2":        # a port-side choice, not a tile size: see test below
+        defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d)
+    return defines
+
+
+def test_flash2_warp_row_tiles():
+    """Two 16-row tiles per warp when S and O fragments (B_c/2 + d/2 floats per tile and
+    thread) fit 192 registers: FA-2's 4 warps for 128 x 128 at d = 64; one otherwise."""
+    assert ports.warp_m_tiles(128, 128, 64) == 2          # 2 (64 + 32) = 192
+    assert ports.warp_m_tiles(128, 128, 128) == 1         # 2 (64 + 64) = 256
+    assert ports.warp_m_tiles(16, 64, 64) == 1            # a single row tile
+    assert ports.warp_m_tiles(64, 64, 40) == 2            # d = 40 pads to 48
 
 
 # ---- declarations vs plans -------------------------------------------------------------------
@@ -71,7 +83,7 @@ def test_flash2_grid_and_smem_are_the_plans():
     (launch,) = ports.port_launches("flash2", wl, plan).launches
     assert launch.grid == (-(-1000 // plan.block_q), 2 * 4, 1)
     assert launch.smem_bytes == plan.smem_bytes == (plan.block_q + 2 * plan.block_k) * 64 * 2
-    assert launch.block == (plan.block_q // 16 * 32, 1, 1)
+    assert launch.block == (plan.block_q // (16 * ports.warp_m_tiles(plan.block_q, plan.block_k, 64)) * 32, 1, 1)
 
 
 def test_standard_mask_is_launched_only_when_causal():

@@ -157,32 +157,49 @@ __device__ __forceinline__ void attn_store_tile(half* mat, const half* tile, int
 
 // ---- warp-level FlashAttention tile step -------------------------------------------------
 
-// s[kBK/8][4] = Q_w K_jᵀ for the warp's 16 rows (starting at tile row `wrow`) and the kBK keys
-// of the shared tile k_s. C-fragment layout: s[n][0..1] row lane/4, keys 8n + 2(lane%4) +0/1;
-// s[n][2..3] the same keys for row lane/4 + 8.
-template <int kBK, int kDpad>
-__device__ __forceinline__ void attn_warp_qk(float (*s)[4], const half* q_s, const half* k_s,
-                                             int wrow, int lane) {
+// s[t][kBK/8][4] = Q_w K_jᵀ for the warp's kMT row tiles of 16 rows (tile t starts at tile
+// row wrow + 16 t) and the kBK keys of the shared tile k_s; each K fragment loaded from shared
+// memory serves all kMT row tiles. C-fragment layout: s[t][n][0..1] row lane/4, keys
+// 8n + 2(lane%4) +0/1; s[t][n][2..3] the same keys for row lane/4 + 8.
+template <int kMT, int kBK, int kDpad>
+__device__ __forceinline__ void attn_warp_qk_mt(float (&s)[kMT][kBK / 8][4], const half* q_s,
+                                                const half* k_s, int wrow, int lane) {
     constexpr int CPR = kDpad / 8;
 #pragma unroll
-    for (int n = 0; n < kBK / 8; ++n)
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int t = 0; t < kMT; ++t)
+#pragma unroll
+        for (int n = 0; n < kBK / 8; ++n)
+            s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kDpad / 16; ++kk) {
-        unsigned a[4];
-        // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
-        const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
-        attn_ldmatrix_x4(a, q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
+        unsigned a[kMT][4];
+#pragma unroll
+        for (int t = 0; t < kMT; ++t) {
+            // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
+            const int arow = wrow + 16 * t + (lane & 7) + ((lane >> 3) & 1) * 8;
+            attn_ldmatrix_x4(a[t], q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
+        }
 #pragma unroll
         for (int n = 0; n < kBK / 16; ++n) {
             unsigned b[4];
             // B = Kᵀ: matrices (keys 0-7, k 0-7), (keys 0-7, k 8-15), (keys 8-15, k 0-7), ...
             const int krow = n * 16 + (lane & 7) + (lane >> 4) * 8;
             attn_ldmatrix_x4(b, k_s + attn_swizzle(krow, kk * 2 + ((lane >> 3) & 1), CPR));
-            attn_mma16816(s[2 * n], a, b[0], b[1]);
-            attn_mma16816(s[2 * n + 1], a, b[2], b[3]);
+#pragma unroll
+            for (int t = 0; t < kMT; ++t) {
+                attn_mma16816(s[t][2 * n], a[t], b[0], b[1]);
+                attn_mma16816(s[t][2 * n + 1], a[t], b[2], b[3]);
+            }
         }
     }
+}
+
+// One row tile (16 rows) of attn_warp_qk_mt.
+template <int kBK, int kDpad>
+__device__ __forceinline__ void attn_warp_qk(float (*s)[4], const half* q_s, const half* k_s,
+                                             int wrow, int lane) {
+    attn_warp_qk_mt<1, kBK, kDpad>(*reinterpret_cast<float (*)[1][kBK / 8][4]>(s), q_s, k_s,
+                                   wrow, lane);
 }
 
 // Mask scores in place: key `key0 + col` is hidden from query `q_row` when it is past the
@@ -276,29 +293,45 @@ __device__ __forceinline__ void attn_warp_softmax(float (*s)[4], float (*o)[4], 
     }
 }
 
-// o[kDpad/8][4] += P V_j: P from the score registers (C layout reinterpreted as the A
-// layout of the next MMA, rounded to fp16), V from the shared tile v_s (B via ldmatrix.trans).
-template <int kBK, int kDpad>
-__device__ __forceinline__ void attn_warp_pv(float (*o)[4], float (*s)[4], const half* v_s,
-                                             int lane) {
+// o[t][kDpad/8][4] += P V_j for the warp's kMT row tiles: P from the score registers (C
+// layout reinterpreted as the A layout of the next MMA, rounded to fp16), V from the shared
+// tile v_s (B via ldmatrix.trans); each V fragment serves all kMT row tiles.
+template <int kMT, int kBK, int kDpad>
+__device__ __forceinline__ void attn_warp_pv_mt(float (&o)[kMT][kDpad / 8][4],
+                                                float (&s)[kMT][kBK / 8][4], const half* v_s,
+                                                int lane) {
     constexpr int CPR = kDpad / 8;
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) {
-        unsigned a[4];
-        a[0] = attn_pack_half2(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = attn_pack_half2(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = attn_pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = attn_pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        unsigned a[kMT][4];
+#pragma unroll
+        for (int t = 0; t < kMT; ++t) {
+            a[t][0] = attn_pack_half2(s[t][2 * kk][0], s[t][2 * kk][1]);
+            a[t][1] = attn_pack_half2(s[t][2 * kk][2], s[t][2 * kk][3]);
+            a[t][2] = attn_pack_half2(s[t][2 * kk + 1][0], s[t][2 * kk + 1][1]);
+            a[t][3] = attn_pack_half2(s[t][2 * kk + 1][2], s[t][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int n = 0; n < kDpad / 16; ++n) {
             unsigned b[4];
             // B = V: matrices (keys 0-7, dims 0-7), (keys 8-15, dims 0-7), (keys 0-7, dims 8-15), ...
             const int vrow = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
             attn_ldmatrix_x4_trans(b, v_s + attn_swizzle(vrow, n * 2 + (lane >> 4), CPR));
-            attn_mma16816(o[2 * n], a, b[0], b[1]);
-            attn_mma16816(o[2 * n + 1], a, b[2], b[3]);
+#pragma unroll
+            for (int t = 0; t < kMT; ++t) {
+                attn_mma16816(o[t][2 * n], a[t], b[0], b[1]);
+                attn_mma16816(o[t][2 * n + 1], a[t], b[2], b[3]);
+            }
         }
     }
+}
+
+// One row tile (16 rows) of attn_warp_pv_mt.
+template <int kBK, int kDpad>
+__device__ __forceinline__ void attn_warp_pv(float (*o)[4], float (*s)[4], const half* v_s,
+                                             int lane) {
+    attn_warp_pv_mt<1, kBK, kDpad>(*reinterpret_cast<float (*)[1][kDpad / 8][4]>(o),
+                                   *reinterpret_cast<float (*)[1][kBK / 8][4]>(s), v_s, lane);
 }
 
 // Sum the quad's partial row sums: after this every thread of the quad holds the full l.

@@ -13,8 +13,10 @@
 // masked scores and skipped stores.
 //
 // Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports.py):
-//   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA; one warp per 16 rows, so the CTA has
-//               BLOCK_Q / 16 warps (BLOCK_Q in {16, 32, 64, 128}).
+//   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA, BLOCK_Q / (16 WARP_M_TILES) warps.
+//   WARP_M_TILES = 16-row tiles per warp (1 or 2; ports.py picks 2 when the registers allow,
+//               d <= 64): a warp's K and V fragments then serve 32 rows, halving the
+//               shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
 //   BLOCK_K   = plan.block_k  (B_c): keys per K/V tile (a multiple of 16).
 //   HEAD_DIM  = d (a multiple of 8); the MMA k-step pads it to 16 with zero columns.
 // Shared memory (dynamic): Q_i, K_j, V_j tiles, (BLOCK_Q + 2 BLOCK_K) x HEAD_DIM x 2 bytes —
@@ -43,11 +45,18 @@
 #define MIN_CTAS_PER_SM 1
 #endif
 
+#ifndef WARP_M_TILES
+#define WARP_M_TILES 1
+#endif
+
 #define DPAD ATTN_PAD16(HEAD_DIM)
-#define NWARPS (BLOCK_Q / 16)
+#define MT WARP_M_TILES
+#define WARP_ROWS (16 * MT)
+#define NWARPS (BLOCK_Q / WARP_ROWS)
 #define NTHREADS (NWARPS * 32)
 
-static_assert(BLOCK_Q % 16 == 0 && BLOCK_Q <= 256, "BLOCK_Q must be a multiple of 16, <= 256");
+static_assert(BLOCK_Q % WARP_ROWS == 0 && BLOCK_Q <= 256,
+              "BLOCK_Q must be a multiple of 16 WARP_M_TILES, <= 256");
 static_assert(BLOCK_K % 16 == 0, "BLOCK_K must be a multiple of 16");
 static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
 
@@ -55,7 +64,7 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 //   q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d): fp16, contiguous.
 //   o (B, H, n_q, d) fp16, lse (B, H, n_q) fp32: outputs.
 //   heads = H, kv_group = H / kv_heads, scale: softmax scale, causal: 0 or 1.
-// Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS; dynamic shared memory:
+// Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS = 32 NWARPS; dynamic shared memory:
 // (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
 extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
 flash2_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
@@ -89,32 +98,40 @@ flash2_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* _
     if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, 0, n_k, HEAD_DIM, tid);
     attn_cp_async_commit();
 
-    float acc[DPAD / 8][4];                                    // un-normalized O_i rows
+    float acc[MT][DPAD / 8][4];                                // un-normalized O_i rows
+    float m[MT][2], l[MT][2];                                  // running max (base 2), sum
 #pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    for (int t = 0; t < MT; ++t) {
+#pragma unroll
+        for (int n = 0; n < DPAD / 8; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.f;
+        m[t][0] = m[t][1] = ATTN_NEG_INF;
+        l[t][0] = l[t][1] = 0.f;
+    }
     const float scale_log2 = scale * ATTN_LOG2E;
-    const int wrow = warp * 16;                                // the warp's rows in the tile
+    const int wrow = warp * WARP_ROWS;                         // the warp's rows in the tile
 
     for (int j = 0; j < n_blocks; ++j) {
         const int c0 = j * BLOCK_K;
         attn_cp_async_wait<1>();                               // Q_i and K_j have landed
         __syncthreads();
-        float s[BLOCK_K / 8][4];
-        attn_warp_qk<BLOCK_K, DPAD>(s, q_s, k_s, wrow, lane);  // S = Q_i K_jᵀ
+        float s[MT][BLOCK_K / 8][4];
+        attn_warp_qk_mt<MT, BLOCK_K, DPAD>(s, q_s, k_s, wrow, lane);  // S = Q_i K_jᵀ
         __syncthreads();                                       // every warp is done with K_j
         if (j + 1 < n_blocks)
             attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, c0 + BLOCK_K, n_k, HEAD_DIM, tid);
         attn_cp_async_commit();                                // (possibly empty) group K_{j+1}
         const bool ragged = c0 + BLOCK_K > n_k;
         const bool partial = causal && (min(c0 + BLOCK_K, n_k) - 1 > r0 + shift);
-        if (ragged || partial)
-            attn_warp_mask<BLOCK_K>(s, r0 + wrow, c0, n_k, shift, causal != 0, lane);
-        // -- update m_i and l_i, P = exp(S - m), rescale the accumulator --
-        attn_warp_softmax<BLOCK_K, DPAD>(s, acc, m, l, scale_log2);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+            if (ragged || partial)
+                attn_warp_mask<BLOCK_K>(s[t], r0 + wrow + 16 * t, c0, n_k, shift, causal != 0, lane);
+            // -- update m_i and l_i, P = exp(S - m), rescale the accumulator --
+            attn_warp_softmax<BLOCK_K, DPAD>(s[t], acc[t], m[t], l[t], scale_log2);
+        }
         attn_cp_async_wait<1>();                               // V_j has landed
         __syncthreads();
-        attn_warp_pv<BLOCK_K, DPAD>(acc, s, v_s, lane);        // O_i += P V_j
+        attn_warp_pv_mt<MT, BLOCK_K, DPAD>(acc, s, v_s, lane); // O_i += P V_j
         __syncthreads();                                       // every warp is done with V_j
         if (j + 1 < n_blocks)
             attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, c0 + BLOCK_K, n_k, HEAD_DIM, tid);
@@ -124,18 +141,24 @@ flash2_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* _
     __syncthreads();                                           // Q_i landed even with no K/V block
 
     // -- epilogue: O_i = acc / l, lse_i = m + log l; the warp reuses its own Q rows --
-    attn_quad_sum(l);
-    attn_warp_o_to_smem<DPAD>(q_s, acc, l, wrow, lane);
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+        attn_quad_sum(l[t]);
+        attn_warp_o_to_smem<DPAD>(q_s, acc[t], l[t], wrow + 16 * t, lane);
+    }
     __syncwarp();
-    attn_store_tile<16, DPAD>(o + (long long)bh * n_q * HEAD_DIM, q_s + wrow * DPAD, r0 + wrow,
-                              n_q, HEAD_DIM, lane, 32);
+    attn_store_tile<WARP_ROWS, DPAD>(o + (long long)bh * n_q * HEAD_DIM, q_s + wrow * DPAD,
+                                     r0 + wrow, n_q, HEAD_DIM, lane, 32);
     if ((lane & 3) == 0) {
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = r0 + wrow + (lane >> 2) + r * 8;
-            if (row < n_q)
-                lse[(long long)bh * n_q + row] =
-                    l[r] > 0.f ? (m[r] + log2f(l[r])) * ATTN_LN2 : ATTN_NEG_INF;
+        for (int t = 0; t < MT; ++t) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = r0 + wrow + 16 * t + (lane >> 2) + r * 8;
+                if (row < n_q)
+                    lse[(long long)bh * n_q + row] =
+                        l[t][r] > 0.f ? (m[t][r] + log2f(l[t][r])) * ATTN_LN2 : ATTN_NEG_INF;
+            }
         }
     }
 }
