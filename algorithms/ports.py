@@ -25,7 +25,6 @@ import numpy as np
 from algorithms.common import cdiv
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
-COMMON_HEADER = "attn_common.cuh"
 
 
 class PortUnsupported(ValueError):
@@ -68,7 +67,8 @@ class Launch:
         grid, block: launch dimensions (x, y, z).
         smem_bytes: dynamic shared memory per CTA.
         defines: compile-time ``-D`` values (tile sizes); one compiled module per distinct set.
-        args: the kernel's arguments in order: tensor names (str) or ``Scalar``.
+        args: the kernel's arguments in order: tensor names (str), ``Scalar`` values, or
+            None for a null pointer (an optional tensor left out).
         sim_kernel: the simulated kernel (``KernelRecord.name``) this launch stands for.
     """
     source: str
@@ -83,10 +83,6 @@ class Launch:
     @property
     def ctas(self) -> int:
         return int(np.prod(self.grid))
-
-    @property
-    def inputs(self) -> list[str]:
-        return [a for a in self.args if isinstance(a, str)]
 
 
 @dataclass(frozen=True)
