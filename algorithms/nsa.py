@@ -45,8 +45,9 @@ Branches and kernels (``algorithms.nsa_kernels``), e = storage bytes per element
 
 FLOPs (causal; tile round-off aside): matmul 4 N_c l d per KV head (φ) + per query head
 6 N_q d (gates) + 3 N_q N_c d (pass 1: S and P Ṽ, pass 2: S, over ~N_c/2 visible tokens)
-+ 4 N_q T d (selected, T ≈ n l' tokens) + 4 N_q w d (window); exps ≈ 1.5 N_q N_c
-+ N_q (n l' + w); top-n ≈ n N_q N_k/(2 l') compares per KV head.
++ 4 N_q T d (selected, T ≈ n l' tokens) + 4 N_q w d (window); exps ≈ N_q N_c (passes 1
+and 2, each over ~N_c/2 tokens) + N_q (n l' + w); top-n ≈ n N_q N_k/(2 l') compares per KV
+head.
 
 Closed-form leading terms (bytes; B batch), causal:
     HBM ≈ B G [3 N_q N_k d e / (2 d_s B_r) + 2 N_q n l' d e] + B H [2 N_q (w + B_r^w) d e / B_r^w
@@ -374,6 +375,8 @@ def _select_work(wl, p) -> np.ndarray:
 def _compress_reference(x, w, bias, p, n_c):
     """(B, G, N_k, d) -> (B, G, N_c, d) float64: wᵀ X_block + bias."""
     s, l = p.compress_stride, p.compress_block
+    if n_c == 0:
+        return np.zeros(x.shape[:2] + (0, x.shape[3]))
     blocks = np.stack([x[:, :, i * s:i * s + l] for i in range(n_c)], axis=2)  # (B,G,N_c,l,d)
     return np.einsum("l,bgild->bgid", w.astype(np.float64), blocks) + bias.astype(np.float64)
 

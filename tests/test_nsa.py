@@ -42,6 +42,17 @@ def test_matches_own_float64_math_and_counts_equal(shape, options):
     assert [k.name for k in counted.kernels] == [k.name for k in r.kernels]
 
 
+@pytest.mark.parametrize("nq,nk", [(20, 20), (1, 1000), (3, 700)])
+def test_edge_lengths(nq, nk):
+    """N_k < l (no compressed token, no compression kernel) and decode-like N_q << N_k."""
+    wl = Workload(batch=1, heads=4, kv_heads=2, seq_q=nq, seq_k=nk, head_dim=32, causal=True)
+    opts = {"selected": 3, "select_block": 32, "window": 16}
+    r = simulate("nsa", wl, "h100", options=opts, inputs=make_inputs(wl, 6))
+    assert r.error_vs_reference < 1e-5
+    assert simulate("nsa", wl, "h100", options=opts, compute=False).counts == r.counts
+    assert ("nsa_compress" in [k.name for k in r.kernels]) == (nk >= 32)
+
+
 def test_large_logits_only_near_ties_flip():
     """Logits of std 16: float32 probabilities underflow where float64 ones do not, so a
     top-n may break a near-tie differently; with the kernel's own selection the float64
