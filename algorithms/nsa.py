@@ -233,7 +233,8 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
 # ---- parameters (seeded stand-ins for the learned ones) -----------------------------------
 
 def weights(wl, p: NsaPlan) -> dict:
-    """float32 parameters: w_k, w_v (l,), biases b_k, b_v = wᵀE (d,), gate projections (H, 3, d)."""
+    """float32 parameters: w_k, w_v (l,), biases b_k, b_v = wᵀE (d,), gate projections
+    (H, 3, d)."""
     rng = np.random.default_rng(p.seed)
     l, d = p.compress_block, wl.head_dim
     out = {}
@@ -385,23 +386,22 @@ def block_credit(p: NsaPlan, n_c: int, n_blocks: int) -> np.ndarray:
     """(N_c, n_blocks) Eq. 9 credit: how many stride segments of compressed token i fall in
     selection block j."""
     seg_c, seg_s = p.compress_block // p.compress_stride, p.select_block // p.compress_stride
+    segments = np.arange(n_c)[:, None] + np.arange(seg_c)[None, :]      # (N_c, l/d_s)
     m = np.zeros((n_c, n_blocks))
-    for i in range(n_c):
-        for sg in range(i, i + seg_c):
-            m[i, sg // seg_s] += 1
+    np.add.at(m, (np.repeat(np.arange(n_c), seg_c), (segments // seg_s).ravel()), 1.0)
     return m
 
 
 def reference_selection(wl, p: NsaPlan, q, kc):
-    """(B, G, N_q, n) int selection in float64 (−1 padded), and (O_cmp, visibility)."""
-    b, G, nq, nk, n = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k, p.selected
+    """(B, G, N_q, n) selection from float64 scores (−1 padded, ascending), and the
+    (N_q, N_c) visibility of the compressed tokens."""
+    b, G, nq, nk, n, ls = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k, p.selected, p.select_block
     n_c = kc.shape[2]
-    kpos = np.arange(nq) + nk - nq
-    nvis = np.array([visible_compressed(int(t), p.compress_block, p.compress_stride)
-                     for t in kpos])
+    kpos = np.arange(nq) + nk - nq                                       # (N_q,)
+    nvis = np.where(kpos + 1 < p.compress_block, 0,
+                    (kpos + 1 - p.compress_block) // p.compress_stride + 1)
     vis = np.arange(n_c)[None, :] < nvis[:, None]                       # (N_q, N_c)
-    n_blocks = cdiv(nk, p.select_block)
-    idx = np.full((b, G, nq, n), -1, dtype=np.int64)
+    n_blocks = cdiv(nk, ls)
     if n_c == 0:
         p_group = np.zeros((b, G, nq, 0))
     else:
@@ -411,18 +411,18 @@ def reference_selection(wl, p: NsaPlan, q, kc):
         prob = np.exp(s - mx)
         prob /= np.where(nvis[:, None] > 0, prob.sum(-1, keepdims=True), 1.0)
         p_group = prob.reshape(b, G, p.group, nq, n_c).sum(2)          # Eq. 10
-    scores = p_group @ block_credit(p, n_c, n_blocks)                   # Eq. 9
-    for bi in range(b):
-        for h in range(G):
-            for t in range(nq):
-                if kpos[t] < 0:
-                    continue
-                jt = kpos[t] // p.select_block
-                sc = scores[bi, h, t, :jt + 1].copy()
-                sc[[0, jt, max(jt - 1, 0)]] = np.inf
-                chosen = np.sort(np.argsort(-sc, kind="stable")[:min(n, jt + 1)])
-                idx[bi, h, t, :len(chosen)] = chosen
-    return idx, vis
+    scores = p_group @ block_credit(p, n_c, n_blocks)                   # Eq. 9, (B,G,N_q,blocks)
+    # Eq. 11 over blocks 0..j_t: initial and local blocks forced, later blocks excluded
+    jt = np.where(kpos < 0, -1, kpos // ls)[:, None]                    # (N_q, 1)
+    blocks = np.arange(n_blocks)[None, :]
+    forced = (blocks == 0) | (blocks == jt) | (blocks == jt - 1)
+    scores = np.where(forced, np.inf, scores)
+    scores = np.where(blocks > jt, -np.inf, scores)
+    order = np.argsort(-scores, axis=-1, kind="stable")[..., :n]        # ties: lower index
+    n_t = np.minimum(n, jt + 1)                                         # (N_q, 1); 0 if kpos < 0
+    order = np.where(np.arange(n)[None, :] < n_t, order, n_blocks)      # padding sorts last
+    order = np.sort(order, axis=-1)
+    return np.where(order == n_blocks, -1, order), vis
 
 
 def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np.ndarray:
@@ -444,13 +444,9 @@ def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np
     o_cmp = (attention_reference(q, kc, vc, scale=wl.scale, mask=vis)[0] if n_c
              else np.zeros_like(q))
     kpos = np.arange(nq) + nk - nq
-    sel = np.zeros((b, H, nq, nk), dtype=bool)
-    for bi in range(b):
-        for h in range(H):
-            for t in range(nq):
-                for j in idx[bi, h // p.group, t]:
-                    if j >= 0:
-                        sel[bi, h, t, j * p.select_block:(j + 1) * p.select_block] = True
+    key_block = np.arange(nk) // p.select_block
+    sel = (idx[..., :, None] == key_block).any(axis=-2)                 # (B, G, N_q, N_k)
+    sel = np.repeat(sel, p.group, axis=1)                               # the group shares it
     o_slc, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=sel)
     window = (np.arange(nk)[None, :] > kpos[:, None] - p.window)
     o_win, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=window)

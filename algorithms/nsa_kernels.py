@@ -57,7 +57,8 @@ def count_softmax_tile(c, rows, cols, dv, masked):
 def compress_head(c, k, v, kc, vc, wk, wv, bk, bv, n_c, d, cblock, stride, block_t, e,
                   compute):
     """One KV head: each CTA compresses ``block_t`` consecutive blocks, loading the span of
-    tokens they cover once (overlapping blocks share it). kc[i] = wkᵀ K[i d_s : i d_s + l] + bk."""
+    tokens they cover once (overlapping blocks share it):
+    kc[i] = wkᵀ K[i d_s : i d_s + l] + bk."""
     for i0 in range(0, n_c, block_t):
         i1 = min(i0 + block_t, n_c)
         t0, t1 = i0 * stride, (i1 - 1) * stride + cblock
