@@ -19,8 +19,8 @@ Branches and kernels (``algorithms.nsa_kernels``), e = storage bytes per element
    encoding: φ(X) = wᵀ(X + E), w ∈ R^l = softmax of seeded N(0,1) logits (a learned-looking
    weighted mean), E ∈ R^{l×d} seeded N(0, 0.1²) — the paper's φ is a learnable MLP. For a
    linear φ the position term is the bias wᵀE, computed once on the host (not counted).
-   reads 2 Σ_CTA ((B_t' − 1) d_s + l) d e + (2 l e + 2 d e) per CTA, writes 2 N_c d e;
-   matmul 4 N_c l d, other 2 N_c d.
+   reads 2 Σ_CTA ((m − 1) d_s + l) d e + (2 l e + 2 d e) per CTA (m = the CTA's compressed
+   tokens, B_t or the remainder), writes 2 N_c d e; matmul 4 N_c l d, other 2 N_c d.
 2. ``nsa_cmp`` (per KV head, one CTA per B_r positions holding all g heads' rows): pass 1
    FlashAttention-2 over the compressed tokens complete before each query (Eq. 7–8) ->
    O_cmp, lse; the gates g = sigmoid(q·W_c), W_c ∈ R^{d} per head and branch drawn
@@ -35,7 +35,8 @@ Branches and kernels (``algorithms.nsa_kernels``), e = storage bytes per element
    visible count v_i (K̃ and Ṽ in pass 1, K̃ in pass 2) ≈ 3 N_q N_c d e/(2 B_r); writes
    g N_q (d e + 12) (O_cmp, fp32 gates) + 4 n N_q (indices).
 3. ``nsa_win_fwd``: sliding-window FlashAttention-2 over the last w keys, exactly
-   ``algorithms.local``'s causal band on the block-sparse executor (per query head).
+   ``algorithms.local``'s causal band on the block-sparse executor (per query head; it
+   also writes its fp32 lse, which NSA does not need, and reads the band's CSR layout).
 4. ``nsa_slc`` (per KV head, one CTA per query position holding its g heads — the paper's
    group-centric loading): n_t selected blocks of raw K/V, streamed in B_s sub-blocks
    (B_s = l' when it fits), online softmax, then o = g_cmp O_cmp + g_slc O_slc + g_win O_win.
