@@ -23,6 +23,7 @@ ALGORITHMS = (
     # multi-device and variants
     "ring",
     "diff",
+    "nsa",
 )
 
 
