@@ -8,6 +8,10 @@ ALGORITHMS = (
     "standard",
     "flash1",
     "flash2",
+    "linear",
+    "rfa",
+    "performer",
+    "reformer",
 )
 
 
