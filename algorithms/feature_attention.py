@@ -28,8 +28,8 @@ Kernels (per (batch, head); e = storage bytes, w = P d e bytes of W):
   Parallelism is only batch x heads CTAs (a GPU port would split the sweep and pass
   chunk-boundary states through HBM; not modelled).
 
-Bound: Θ(N d + N m d / M') HBM bytes with the state kept on chip, i.e. Θ(N d) per head when S
-fits; FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d; Θ(N m d) for random features).
+Bound: Θ(N d + N m d / B) HBM bytes non-causal (the state re-read per query tile), Θ(N d)
+causal (state on chip); FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d).
 
 Random-feature stabilization: keys' features carry a factor exp(E) (RFA: |u|²/2, Performer:
 w·u - |u|²/2) that overflows fp32 for large logits. The kernels keep a running maximum c of E
@@ -469,7 +469,9 @@ def check_positive(value) -> str | None:
 
 def feature_io_bound(wl, p: FeaturePlan) -> float:
     """Θ(N d + N m d / B) bytes, all heads: Q, K, V, O once, plus the fp32 state (m x d) per
-    query tile (the non-causal apply kernel reloads it; the causal sweep does not)."""
+    query tile, which the non-causal apply kernel reloads; the causal sweep keeps the state
+    on chip, so its bound is Θ(N d)."""
     e, d = wl.elem_bytes, wl.head_dim
-    per_head = 2 * (wl.seq_q + wl.seq_k) * d * e + wl.seq_q * p.features * d * STATE_BYTES / p.block
+    state = 0 if wl.causal else wl.seq_q * p.features * d * STATE_BYTES / p.block
+    per_head = 2 * (wl.seq_q + wl.seq_k) * d * e + state
     return float(per_head * wl.batch * wl.heads)

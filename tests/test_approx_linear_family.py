@@ -1,0 +1,214 @@
+"""linear, rfa, performer: outputs against their float64 math, accuracy against exact
+attention as features grow, counts against closed forms, linear growth, bad parameters."""
+import math
+
+import numpy as np
+import pytest
+
+from algorithms import feature_attention as fa
+from algorithms.base import PlanError
+from algorithms.performer import default_features, orthogonal_gaussian
+from attnsim import Workload, make_inputs, simulate
+from attnsim.approx_sweep import sweep_accuracy
+from hwmodels.memory import SramOverflowError
+
+FAMILY = ("linear", "rfa", "performer")
+
+
+def opts_for(alg, features=None):
+    return {} if alg == "linear" or features is None else {"features": features}
+
+
+# ---- numerics: executed float32 == float64 reference of the same math ------------------
+
+@pytest.mark.parametrize("alg", FAMILY)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(77, 77, 16), (45, 130, 24), (1, 33, 16)])
+def test_output_matches_own_reference(alg, causal, shape):
+    seq_q, seq_k, d = shape
+    wl = Workload(batch=2, heads=2, kv_heads=1, seq_q=seq_q, seq_k=seq_k, head_dim=d,
+                  causal=causal)
+    # moderate logits: the trigonometric estimator's denominator stays away from zero
+    inputs = make_inputs(wl, seed=3, magnitude=0.5)
+    r = simulate(alg, wl, "h100", options=opts_for(alg, 64), inputs=inputs)
+    assert r.error_vs_reference < (1e-4 if alg != "rfa" else 1e-3), r.error_vs_reference
+    assert r.error_vs_exact is not None and np.isfinite(r.error_vs_exact)
+
+
+@pytest.mark.parametrize("alg,magnitude", [("linear", 30.0), ("performer", 4.0)])
+def test_large_logits_stay_finite_and_accurate(alg, magnitude):
+    """elu+1 has no exponent to overflow; FAVOR+'s stabilizers keep exp() in range."""
+    wl = Workload(batch=1, heads=2, seq_q=90, head_dim=16)
+    inputs = make_inputs(wl, seed=1, magnitude=magnitude)
+    r = simulate(alg, wl, "h100", inputs=inputs)
+    assert np.isfinite(r.outputs["o"]).all()
+    assert r.error_vs_reference < 1e-4, r.error_vs_reference
+
+
+def test_performer_redraw_per_head_uses_different_projections():
+    wl = Workload(batch=1, heads=2, kv_heads=1, seq_q=40, head_dim=8)
+    inputs = make_inputs(wl, seed=0)
+    inputs = type(inputs)(q=np.repeat(inputs.q[:, :1], 2, axis=1), k=inputs.k, v=inputs.v)
+    same = simulate("performer", wl, "h100", options={"redraw": "none"}, inputs=inputs)
+    fresh = simulate("performer", wl, "h100", options={"redraw": "head"}, inputs=inputs)
+    o_same, o_fresh = same.outputs["o"], fresh.outputs["o"]
+    assert np.allclose(o_same[0, 0], o_same[0, 1])          # identical heads, one W
+    assert not np.allclose(o_fresh[0, 0], o_fresh[0, 1])    # identical heads, two draws
+    assert fresh.error_vs_reference < 1e-4
+
+
+def test_orthogonal_blocks_are_orthogonal():
+    w = orthogonal_gaussian(20, 8, np.random.default_rng(0)).astype(np.float64)
+    for start in (0, 8):
+        block = w[start:start + 8]
+        gram = block @ block.T
+        assert np.allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-4)
+    assert default_features(64) == 266                      # round(64 ln 64)
+
+
+# ---- accuracy against exact attention falls with more features ---------------------------
+
+@pytest.mark.parametrize("alg", ["rfa", "performer"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_error_vs_exact_falls_with_features(alg, causal):
+    wl = Workload(batch=1, heads=1, seq_q=128, head_dim=8, causal=causal)
+    rows = sweep_accuracy(alg, wl, values=[8, 32, 128, 512], seeds=(0, 1, 2, 3),
+                          magnitude=0.5)
+    errors = [r["error_vs_exact"] for r in rows]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.5 * errors[0], errors              # roughly 1/sqrt(m): 4x less
+    costs = [r["hbm_bytes"] for r in rows]
+    assert costs == sorted(costs) and costs[0] < costs[-1]  # accuracy is paid in traffic
+
+
+# ---- counts equal closed forms ----------------------------------------------------------
+
+def feature_ops(kind, rows, d, p, is_key):
+    """(other, exp, matmul) of φ on `rows` rows, from the table in feature_attention."""
+    if kind == "elu":
+        return 3 * rows * d, rows * d, 0
+    if kind == "trig":
+        if is_key:
+            return 3 * rows * d + 3 * rows + 2 * rows * p, 2 * rows * p + rows, 2 * rows * p * d
+        return rows * d + 2 * rows * p, 2 * rows * p, 2 * rows * p * d
+    if is_key:
+        return 3 * rows * d + rows + 4 * rows * p, rows * p, 2 * rows * p * d
+    return rows * d + 4 * rows * p, rows * p, 2 * rows * p * d
+
+
+def tiles(n, b):
+    return [min(b, n - s) for s in range(0, n, b)]
+
+
+def expected_counts(kind, nq, nk, d, m, p, b, e, causal):
+    """Per-head counts of the feature-map kernels."""
+    w = p * d * e
+    stab = kind != "elu"
+    other = exp = mm = 0
+    if not causal:
+        reads = 2 * nk * d * e + w + nq * d * e + math.ceil(nq / b) * (w + 4 * m * d + 4 * m)
+        writes = 4 * (m * d + m) + nq * d * e
+        for r in tiles(nk, b):
+            o_, x_, mm_ = feature_ops(kind, r, d, p, True)
+            other += o_ + r * m + (1 + m * d + m if stab else 0)
+            exp += x_ + (1 if stab else 0)
+            mm += mm_ + 2 * m * d * r
+        for r in tiles(nq, b):
+            o_, x_, mm_ = feature_ops(kind, r, d, p, False)
+            other += o_ + 2 * r * m + r * d
+            exp += x_
+            mm += mm_ + 2 * r * d * m
+        return reads, writes, mm, exp, other
+    assert nq == nk
+    reads, writes = 3 * nq * d * e + w, nq * d * e
+    for r in tiles(nq, b):
+        for is_key in (False, True):
+            o_, x_, mm_ = feature_ops(kind, r, d, p, is_key)
+            other, exp, mm = other + o_, exp + x_, mm + mm_
+        if stab:
+            other, exp = other + 1 + m * d + m, exp + 1
+        mm += 2 * r * r * m + 2 * r * r * d + 2 * r * d * m + 2 * m * d * r
+        other += r * r + r * r + 2 * r * m + r * d + r + r * d + r * m
+    return reads, writes, mm, exp, other
+
+
+@pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
+                                      ("performer", "positive")])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [100, 300])
+def test_counts_equal_closed_form(alg, kind, causal, n):
+    wl = Workload(batch=2, heads=3, seq_q=n, head_dim=32, causal=causal)
+    r = simulate(alg, wl, "h100", options=opts_for(alg, 40), compute=False)
+    d, e, b = 32, 2, r.plan["block"]
+    p = {"elu": 0, "trig": 40, "positive": 40}[kind]
+    m = {"elu": d, "trig": 80, "positive": 40}[kind]
+    reads, writes, mm, exp, other = expected_counts(kind, n, n, d, m, p, b, e, causal)
+    heads = 6
+    assert r.counts["hbm_read_bytes"] == heads * reads
+    assert r.counts["hbm_write_bytes"] == heads * writes
+    assert r.counts["matmul_flops"] == heads * mm
+    assert r.counts["exp_ops"] == heads * exp
+    assert r.counts["other_flops"] == heads * other
+    assert r.counts["kernel_launches"] == (1 if causal else 2)
+    assert r.counts["ctas"] == heads * (1 if causal else 1 + math.ceil(n / b))
+
+
+def test_plan_block_is_the_largest_that_fits():
+    wl = Workload(seq_q=256, head_dim=64)
+    big = simulate("performer", wl, "h100", compute=False)
+    assert big.plan["block"] == 128 and big.plan["features"] == 266
+    # a small SRAM budget forces smaller tiles: S (m x d fp32) alone is 68 KB
+    small = simulate("performer", wl, "h100", compute=False, sram_bytes=140 * 1024)
+    assert small.plan["block"] < 128
+    assert small.counts["sram_peak_bytes"] <= 140 * 1024
+
+
+@pytest.mark.parametrize("alg", FAMILY)
+@pytest.mark.parametrize("causal", [False, True])
+def test_count_only_equals_executed(alg, causal):
+    wl = Workload(batch=1, heads=2, kv_heads=1, seq_q=70, seq_k=70 if causal else 150,
+                  head_dim=16, causal=causal)
+    ex = simulate(alg, wl, "h100", options=opts_for(alg, 24))
+    co = simulate(alg, wl, "h100", options=opts_for(alg, 24), compute=False)
+    assert ex.counts == co.counts
+    assert co.error_vs_exact is None and co.outputs == {}
+
+
+# ---- growth: linear in N ----------------------------------------------------------------
+
+@pytest.mark.parametrize("alg", FAMILY)
+@pytest.mark.parametrize("causal", [False, True])
+def test_traffic_and_flops_grow_linearly(alg, causal):
+    ns = [2 ** k for k in range(12, 19)]
+    hbm, flops = [], []
+    for n in ns:
+        r = simulate(alg, Workload(seq_q=n, head_dim=64, causal=causal), "h100", compute=False)
+        hbm.append(r.hbm_bytes)
+        flops.append(r.flops)
+        assert 1.0 <= r.io_ratio < 2.0, r.io_ratio
+    for series in (hbm, flops):
+        slope = np.polyfit(np.log(ns), np.log(series), 1)[0]
+        assert 0.97 < slope < 1.03, slope
+
+
+# ---- bad parameters: clear errors before any kernel runs ---------------------------------
+
+@pytest.mark.parametrize("alg", ["rfa", "performer"])
+@pytest.mark.parametrize("bad", [0, -4])
+def test_nonpositive_features_rejected(alg, bad):
+    with pytest.raises(PlanError, match="--features must be a positive integer"):
+        simulate(alg, Workload(seq_q=64, head_dim=16), "h100", options={"features": bad})
+
+
+def test_bad_redraw_and_unknown_option_rejected():
+    wl = Workload(seq_q=64, head_dim=16)
+    with pytest.raises(PlanError, match="--redraw must be one of none, head"):
+        simulate("performer", wl, "h100", options={"redraw": "often"})
+    with pytest.raises(PlanError, match="linear has no option"):
+        simulate("linear", wl, "h100", options={"features": 8})
+
+
+def test_too_many_features_for_sram():
+    with pytest.raises(SramOverflowError, match="use fewer --features"):
+        simulate("performer", Workload(seq_q=64, head_dim=64), "h100",
+                 options={"features": 4096}, compute=False)
