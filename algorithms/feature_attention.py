@@ -5,7 +5,7 @@ The three papers replace exp(q·k) by a dot product of feature maps, φ_q(q)·φ
 
     o_i = φ_q(q_i) S / φ_q(q_i) z,      S = Σ_j φ_k(k_j) v_jᵀ  (m x d),   z = Σ_j φ_k(k_j)  (m)
 
-costs O(N m d) instead of O(N² d) (Katharopoulos et al. 2020, arXiv 2006.16236, Eq. 4-6).
+costs O(N m d) instead of O(N² d) (Katharopoulos et al. 2020, arXiv 2006.16236, §3.2).
 The modules differ only in φ (``kind``) and its random projection W; this file runs them
 through the simulated hierarchy.
 
@@ -20,7 +20,7 @@ Kernels (per (batch, head); e = storage bytes, w = P d e bytes of W):
   writes them (fp32). reads 2 N_k d e + w, writes 4 (m d + m).
   ``<name>_apply``: one CTA per B-row query tile loads W, S, z and its Q tile, writes O.
   reads N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e, T_q = ⌈N_q / B⌉.
-* causal, one launch (chunked form, Katharopoulos et al. §3.3 / Eq. 9 applied chunkwise):
+* causal, one launch (chunked form of Katharopoulos et al. §3.3's recurrence):
   ``<name>_causal``: one CTA per head walks C-row chunks in order; the state (S, z) lives in
   SRAM for the whole sweep and never touches HBM. Per chunk: intra-chunk scores
   A = φ(Q_c) φ(K_c)ᵀ masked to j <= i, num = A V_c + φ(Q_c) S, den = A 1 + φ(Q_c) z, then
@@ -56,10 +56,10 @@ from numba import njit
 
 from algorithms.base import Plan, PlanError
 from algorithms.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
-                               placeholder, placeholder_vector)
+                               placeholder)
 from hwmodels.memory import SramOverflowError
-from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, matmul_nn,
-                                 matmul_nt, matmul_tn, store_rows)
+from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
+                                 matmul_nn, matmul_nt, matmul_tn, store_rows, store_vector)
 
 KIND_ELU, KIND_TRIG, KIND_POSITIVE = 0, 1, 2
 KIND_NAMES = {"elu": KIND_ELU, "trig": KIND_TRIG, "positive": KIND_POSITIVE}
@@ -75,6 +75,8 @@ class FeaturePlan(Plan):
     features: int           # m: width of φ(x)
     projections: int        # P: rows of the random projection W (0 for elu+1)
     block: int              # B: rows per tile; chunk length C of the causal form
+    feature_tiles: int      # T_m: the state S is built and applied in T_m slices of features
+    tile_units: int         # projections (elu+1: feature columns) per feature slice
     smem_bytes: int         # largest kernel's SRAM footprint per CTA
     seed: int
     redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
@@ -82,39 +84,95 @@ class FeaturePlan(Plan):
 
 # ---- planning ----------------------------------------------------------------------------
 
-def buffers(kind: str, causal: bool, block: int, d: int, m: int, p: int, e: int) -> dict:
-    """SRAM buffers of the largest kernel for this kind and mask."""
-    w = {"W": p * d * e} if p else {}
-    state = {"S": m * d * STATE_BYTES, "z": m * STATE_BYTES}
-    if causal:
-        return {"Q_c": block * d * e, "K_c": block * d * e, "V_c": block * d * e, **w,
-                "phiQ_c": block * m * e, "phiK_c": block * m * e,
-                "A": block * block * STATE_BYTES, **state}
-    state_kernel = {"K_j": block * d * e, "V_j": block * d * e, **w, "phiK_j": block * m * e,
-                    **state}
-    apply_kernel = {"Q_i": block * d * e, **w, "phiQ_i": block * m * e, **state}
-    return max(state_kernel, apply_kernel, key=lambda b: sum(b.values()))
+def units(kind: str, d: int, p: int) -> tuple[int, int]:
+    """(units to tile, features per unit): projections for random features (trig gives a sin
+    and a cos feature per projection), feature columns for elu+1."""
+    if kind == "elu":
+        return d, 1
+    return p, 2 if kind == "trig" else 1
+
+
+def causal_buffers(block: int, d: int, m: int, p: int, e: int) -> dict:
+    return {"Q_c": block * d * e, "K_c": block * d * e, "V_c": block * d * e,
+            **({"W": p * d * e} if p else {}), "phiQ_c": block * m * e, "phiK_c": block * m * e,
+            "A": block * block * STATE_BYTES, "S": m * d * STATE_BYTES, "z": m * STATE_BYTES}
+
+
+def state_buffers(kind: str, block: int, d: int, tile_units: int, e: int) -> dict:
+    """One CTA of the state kernel: K, V tiles and one feature slice of W, φ(K), S, z."""
+    m_t = tile_units * units(kind, d, 0)[1]
+    w = {"W_t": tile_units * d * e} if kind != "elu" else {}
+    return {"K_j": block * d * e, "V_j": block * d * e, **w, "phiK_j": block * m_t * e,
+            "S_t": m_t * d * STATE_BYTES, "z_t": m_t * STATE_BYTES}
+
+
+def apply_buffers(kind: str, block: int, d: int, tile_units: int, tiles: int, e: int) -> dict:
+    """One CTA of the apply kernel: a Q tile and one feature slice at a time."""
+    m_t = tile_units * units(kind, d, 0)[1]
+    w = {"W_t": tile_units * d * e} if kind != "elu" else {}
+    acc = {"O_acc": block * d * STATE_BYTES, "shifts": tiles * 4} if tiles > 1 else {}
+    return {"Q_i": block * d * e, **w, "phiQ_i": block * m_t * e, "S_t": m_t * d * STATE_BYTES,
+            "z_t": m_t * STATE_BYTES, **acc}
+
+
+def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
+    """Per-head HBM bytes of the non-causal kernels (the closed form in the docstring)."""
+    d, e = wl.head_dim, wl.elem_bytes
+    shifts = 4 * tiles if tiles > 1 and kind != "elu" else 0
+    state = tiles * 2 * wl.seq_k * d * e + p * d * e + 4 * (m * d + m) + shifts
+    apply = 2 * wl.seq_q * d * e + cdiv(wl.seq_q, block) * (p * d * e + 4 * m * d + 4 * m + shifts)
+    return state + apply
 
 
 def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
               seed: int = 0, redraw: str = "none") -> FeaturePlan:
-    """The largest tile whose kernel fits the SRAM budget; errors name the numbers."""
+    """Tiles from the SRAM budget. Causal: the whole state stays on chip, the largest chunk
+    that fits. Non-causal: the (feature slices, query tile) pair with the least traffic."""
     if kind not in KIND_NAMES:
         raise PlanError(f"{name}: unknown feature kind {kind!r}")
     if features <= 0:
         raise PlanError(f"{name}: the feature count must be positive, got {features}")
-    d, e = wl.head_dim, wl.elem_bytes
-    for block in BLOCK_CANDIDATES:
-        smem = sum(buffers(kind, wl.causal, block, d, features, projections, e).values())
-        if smem <= sram_bytes:
-            return FeaturePlan(kind=kind, features=features, projections=projections,
-                               block=block, smem_bytes=smem, seed=seed, redraw=redraw)
-    smallest = buffers(kind, wl.causal, BLOCK_CANDIDATES[-1], d, features, projections, e)
-    raise SramOverflowError(
-        f"{name} with head_dim {d} and {features} features needs at least "
-        f"{sum(smallest.values()):,} bytes of SRAM per CTA "
-        f"({', '.join(f'{k} {v:,} B' for k, v in smallest.items())}) but the budget is "
-        f"{sram_bytes:,} bytes; use fewer --features, a smaller --head-dim or a larger --sram-kb")
+    d, e, m, p = wl.head_dim, wl.elem_bytes, features, projections
+    if wl.causal:
+        for block in BLOCK_CANDIDATES:
+            smem = sum(causal_buffers(block, d, m, p, e).values())
+            if smem <= sram_bytes:
+                return FeaturePlan(kind=kind, features=m, projections=p, block=block,
+                                   feature_tiles=1, tile_units=units(kind, d, p)[0],
+                                   smem_bytes=smem, seed=seed, redraw=redraw)
+        need = causal_buffers(BLOCK_CANDIDATES[-1], d, m, p, e)
+        raise SramOverflowError(
+            f"{name} (causal) keeps its state on chip: with head_dim {d} and {m} features "
+            f"it needs at least {sum(need.values()):,} bytes of SRAM per CTA "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use fewer --features, a smaller --head-dim or a larger --sram-kb")
+    total_units, _ = units(kind, d, p)
+    best = None
+    tiles = 1
+    while True:
+        tile_units = cdiv(total_units, tiles)
+        tiles = cdiv(total_units, tile_units)            # no empty slices
+        for block in BLOCK_CANDIDATES:
+            smem = max(sum(state_buffers(kind, block, d, tile_units, e).values()),
+                       sum(apply_buffers(kind, block, d, tile_units, tiles, e).values()))
+            if smem <= sram_bytes:
+                cost = estimated_traffic(kind, wl, block, tiles, m, p)
+                if best is None or cost < best[0]:
+                    best = (cost, block, tiles, tile_units, smem)
+                break                                       # smaller blocks only cost more
+        if tile_units == 1:
+            break
+        tiles *= 2
+    if best is None:
+        need = state_buffers(kind, BLOCK_CANDIDATES[-1], d, 1, e)
+        raise SramOverflowError(
+            f"{name} with head_dim {d} needs at least {sum(need.values()):,} bytes of SRAM per "
+            f"CTA even with one feature per slice "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    _, block, tiles, tile_units, smem = best
+    return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
+                       tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw)
 
 
 # ---- running -----------------------------------------------------------------------------
@@ -130,7 +188,7 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     empty_w = np.zeros((0, d), dtype=np.float32)
     if wl.causal:
         c = rec.kernel(f"{name}_causal", ctas=heads_total,
-                       buffers=buffers(p.kind, True, p.block, d, m, p.projections, e),
+                       buffers=causal_buffers(p.block, d, m, p.projections, e),
                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
         for b, h, q, k, v in iter_heads(wl, inputs, compute):
             w = _projection(projection_for_head, b, h, compute, empty_w, d)
@@ -138,26 +196,25 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
                         p.projections, p.block, kind, sqrt_scale, e, compute)
         finish_heads(c, wl, compute)
         return {"o": o} if compute else {}
-    # non-causal: state kernel (one CTA per head), then apply kernel (one CTA per Q tile)
+    # non-causal: state kernel (one CTA per head and feature slice), then apply kernel (one
+    # CTA per Q tile, walking the feature slices)
     tq = cdiv(wl.seq_q, p.block)
-    state_buf = {"K_j": p.block * d * e, "V_j": p.block * d * e,
-                 **({"W": p.projections * d * e} if p.projections else {}),
-                 "phiK_j": p.block * m * e, "S": m * d * STATE_BYTES, "z": m * STATE_BYTES}
-    apply_buf = {"Q_i": p.block * d * e,
-                 **({"W": p.projections * d * e} if p.projections else {}),
-                 "phiQ_i": p.block * m * e, "S": m * d * STATE_BYTES, "z": m * STATE_BYTES}
-    cs = rec.kernel(f"{name}_state", ctas=heads_total, buffers=state_buf,
+    cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total,
+                    buffers=state_buffers(p.kind, p.block, d, p.tile_units, e),
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
-    ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total, buffers=apply_buf,
+    ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total,
+                    buffers=apply_buffers(p.kind, p.block, d, p.tile_units, p.feature_tiles, e),
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         w = _projection(projection_for_head, b, h, compute, empty_w, d)
-        s_hbm = np.zeros((m if compute else 0, d), dtype=np.float32)   # S in HBM (fp32)
-        z_hbm = np.zeros((1 if compute else 0, m), dtype=np.float32)   # z in HBM (fp32)
-        state_head(cs, k, v, w, s_hbm, z_hbm, wl.seq_k, d, m, p.projections, p.block, kind,
-                   sqrt_scale, e, compute)
-        apply_head(ca, q, w, s_hbm, z_hbm, head_view(o, b, h, compute), wl.seq_q, d, m,
-                   p.projections, p.block, kind, sqrt_scale, e, compute)
+        s_hbm = np.zeros((m if compute else 0, d), dtype=np.float32)      # S in HBM (fp32)
+        z_hbm = np.zeros((1 if compute else 0, m), dtype=np.float32)      # z in HBM (fp32)
+        shift_hbm = np.zeros(p.feature_tiles if compute else 0, dtype=np.float32)
+        state_head(cs, k, v, w, s_hbm, z_hbm, shift_hbm, wl.seq_k, d, p.projections,
+                   p.tile_units, p.feature_tiles, p.block, kind, sqrt_scale, e, compute)
+        apply_head(ca, q, w, s_hbm, z_hbm, shift_hbm, head_view(o, b, h, compute), wl.seq_q,
+                   d, p.projections, p.tile_units, p.feature_tiles, p.block, kind, sqrt_scale,
+                   e, compute)
     finish_heads(cs, wl, compute)
     finish_heads(ca, wl, compute)
     return {"o": o} if compute else {}
@@ -180,47 +237,60 @@ def load_projection(c, w, p, d, e):
 
 
 @njit(cache=True)
-def query_features(c, x, w, rows, d, m, p, kind, sqrt_scale, e, compute):
-    """φ_q of a (rows x d) SRAM tile -> (rows x m) float32. Per-row constant factors that
-    cancel in num/den are dropped (see the module docstring)."""
+def slice_range(kind, t, tile_units, total_units):
+    """(first unit, end unit, first feature row, end feature row) of feature slice t."""
+    u0 = t * tile_units
+    u1 = min(total_units, u0 + tile_units)
+    per = 2 if kind == KIND_TRIG else 1
+    return u0, u1, per * u0, per * u1
+
+
+@njit(cache=True)
+def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, mx, e, compute):
+    """φ_q of one feature slice of a query tile -> ((rows x m_t) float32, new row max).
+
+    elu+1: ``x`` holds the slice's ``ncols`` columns. Random features: ``w`` holds the
+    slice's ``p`` projections (of ``p_norm`` in all). Per-row factors that cancel in num/den
+    are dropped; positive features are taken relative to the running row max ``mx``."""
     if kind == KIND_ELU:
-        count_exp(c, rows * d)
-        count_other(c, 3 * rows * d)
+        count_exp(c, rows * ncols)
+        count_other(c, 3 * rows * ncols)                       # min, add, select
         if compute:
-            return _elu_plus_one(x)
-        return np.empty((0, 0), dtype=np.float32)
+            return _elu_plus_one(x), mx
+        return np.empty((0, 0), dtype=np.float32), mx
     count_other(c, rows * d)                                   # u = x sqrt(scale)
-    u = x * np.float32(sqrt_scale) if compute else x
-    proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x P)
+    u = x * np.float32(sqrt_scale)                             # (empty in count-only mode)
+    proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x p)
     if kind == KIND_TRIG:
         count_exp(c, 2 * rows * p)                             # sin, cos
         count_other(c, 2 * rows * p)                           # x 1/sqrt(D)
         if compute:
-            return _sin_cos(proj, np.float32(1.0 / math.sqrt(p)))
-        return np.empty((0, 0), dtype=np.float32)
+            return _sin_cos(proj, np.float32(1.0 / math.sqrt(p_norm))), mx
+        return np.empty((0, 0), dtype=np.float32), mx
     count_other(c, 2 * rows * p)                               # row max, subtract
     count_exp(c, rows * p)
-    count_other(c, 2 * rows * p)                               # exp(.) x 1/sqrt(M) ... as 2 ops
+    count_other(c, rows * p)                                   # x 1/sqrt(M)
+    count_other(c, rows * p)                                   # (kept: the table's 4 r P)
     if compute:
-        mx = _rowmax(proj)
-        return np.exp(proj - mx[:, None]) * np.float32(1.0 / math.sqrt(p))
-    return np.empty((0, 0), dtype=np.float32)
+        new_mx = np.maximum(mx, _rowmax(proj))
+        return np.exp(proj - new_mx[:, None]) * np.float32(1.0 / math.sqrt(p_norm)), new_mx
+    return np.empty((0, 0), dtype=np.float32), mx
 
 
 @njit(cache=True)
-def key_features(c, x, w, rows, d, m, p, kind, sqrt_scale, shift, e, compute):
-    """φ_k of a (rows x d) SRAM tile relative to the running shift c of the exponents.
-    Returns (phi (rows x m), new shift)."""
+def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, shift, e, compute):
+    """φ_k of one feature slice of a key tile relative to the running shift c of the
+    exponents. Returns (phi (rows x m_t), new shift)."""
     if kind == KIND_ELU:
-        count_exp(c, rows * d)
-        count_other(c, 3 * rows * d)
+        count_exp(c, rows * ncols)
+        count_other(c, 3 * rows * ncols)
         if compute:
             return _elu_plus_one(x), shift
         return np.empty((0, 0), dtype=np.float32), shift
     count_other(c, rows * d)                                   # u = x sqrt(scale)
     count_other(c, 2 * rows * d)                               # |u|²
-    u = x * np.float32(sqrt_scale) if compute else x
-    proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x P)
+    u = x * np.float32(sqrt_scale)                             # (empty in count-only mode)
+    proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x p)
     new_shift = shift
     phi = np.empty((0, 0), dtype=np.float32)
     if kind == KIND_TRIG:
@@ -232,7 +302,7 @@ def key_features(c, x, w, rows, d, m, p, kind, sqrt_scale, shift, e, compute):
         if compute:
             half_sq = np.float32(0.5) * (u * u).sum(axis=1)
             new_shift = max(shift, np.float32(half_sq.max())) if rows else shift
-            factor = np.exp(half_sq - new_shift) * np.float32(1.0 / math.sqrt(p))
+            factor = np.exp(half_sq - new_shift) * np.float32(1.0 / math.sqrt(p_norm))
             phi = _sin_cos(proj, np.float32(1.0)) * factor[:, None]
         return phi, new_shift
     count_other(c, rows + rows * p)                            # E = W u - |u|²/2
@@ -243,7 +313,7 @@ def key_features(c, x, w, rows, d, m, p, kind, sqrt_scale, shift, e, compute):
     if compute:
         expo = proj - (np.float32(0.5) * (u * u).sum(axis=1))[:, None]
         new_shift = max(shift, np.float32(expo.max())) if rows else shift
-        phi = np.exp(expo - new_shift) * np.float32(1.0 / math.sqrt(p))
+        phi = np.exp(expo - new_shift) * np.float32(1.0 / math.sqrt(p_norm))
     return phi, new_shift
 
 
@@ -261,48 +331,98 @@ def rescale_state(c, s, z, old_shift, new_shift, m, d, kind, compute):
 
 
 @njit(cache=True)
-def state_head(c, k, v, w, s_hbm, z_hbm, seq_k, d, m, p, block, kind, sqrt_scale, e, compute):
-    """Kernel 1 (one CTA per head): S = Σ φ(k) vᵀ, z = Σ φ(k), written to HBM in fp32."""
-    w_s = load_projection(c, w, p, d, e)
-    s = np.zeros((m if compute else 0, d), dtype=np.float32)
-    z = np.zeros(m if compute else 0, dtype=np.float32)
-    shift = np.float32(-np.inf) if kind != KIND_ELU else np.float32(0.0)
-    for c0 in range(0, seq_k, block):
-        c1 = min(c0 + block, seq_k)
-        cols = c1 - c0
-        kj = load_rows(c, k, c0, c1, d, e)                     # K_j -> SRAM
-        vj = load_rows(c, v, c0, c1, d, e)                     # V_j -> SRAM
-        phik, new_shift = key_features(c, kj, w_s, cols, d, m, p, kind, sqrt_scale, shift, e,
-                                       compute)
-        rescale_state(c, s, z, shift, new_shift, m, d, kind, compute)
-        shift = new_shift
-        kv = matmul_tn(c, phik, vj, m, d, cols, e, compute)    # S += φ(K_j)ᵀ V_j
-        count_other(c, cols * m)                               # z += colsum φ(K_j)
-        if compute:
-            s += kv
-            z += phik.sum(axis=0)
-    store_rows(c, s_hbm, 0, s, m, d, STATE_BYTES, compute)     # S -> HBM (fp32)
-    store_rows(c, z_hbm, 0, z.reshape((1, z.shape[0])), 1, m, STATE_BYTES, compute)
+def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_units, tiles,
+               block, kind, sqrt_scale, e, compute):
+    """Kernel 1, one CTA per feature slice t: S_t = Σ φ_t(k) vᵀ, z_t = Σ φ_t(k), written to
+    HBM in fp32 (with the slice's key shift c_t when there are several slices)."""
+    total_units = d if kind == KIND_ELU else p_total
+    for t in range(tiles):
+        u0, u1, f0, f1 = slice_range(kind, t, tile_units, total_units)
+        nu, m_t = u1 - u0, f1 - f0
+        w_t = w[u0:u1] if kind != KIND_ELU else w
+        if kind != KIND_ELU:
+            count_load(c, nu * d * e)                          # W_t -> SRAM
+        s = np.zeros((m_t if compute else 0, d), dtype=np.float32)
+        z = np.zeros(m_t if compute else 0, dtype=np.float32)
+        shift = np.float32(-np.inf) if kind != KIND_ELU else np.float32(0.0)
+        for c0 in range(0, seq_k, block):
+            c1 = min(c0 + block, seq_k)
+            cols = c1 - c0
+            kj = load_rows(c, k, c0, c1, d, e)                 # K_j -> SRAM
+            vj = load_rows(c, v, c0, c1, d, e)                 # V_j -> SRAM
+            x = np.ascontiguousarray(kj[:, u0:u1]) if kind == KIND_ELU else kj
+            phik, new_shift = key_features(c, x, w_t, cols, nu, d, nu, p_total, kind,
+                                           sqrt_scale, shift, e, compute)
+            rescale_state(c, s, z, shift, new_shift, m_t, d, kind, compute)
+            shift = new_shift
+            kv = matmul_tn(c, phik, vj, m_t, d, cols, e, compute)  # S_t += φ_t(K_j)ᵀ V_j
+            count_other(c, cols * m_t)                         # z_t += colsum φ_t(K_j)
+            if compute:
+                s += kv
+                z += phik.sum(axis=0)
+        store_rows(c, s_hbm, f0, s, m_t, d, STATE_BYTES, compute)   # S_t -> HBM (fp32)
+        store_rows(c, z_hbm[:, f0:f1], 0, z.reshape((1, z.shape[0])), 1, m_t, STATE_BYTES,
+                   compute)                                    # z_t -> HBM (fp32)
+        if tiles > 1 and kind != KIND_ELU:
+            store_vector(c, shift_hbm, t, np.full(1, shift, dtype=np.float32), 1, 4, compute)
 
 
 @njit(cache=True)
-def apply_head(c, q, w, s_hbm, z_hbm, o, seq_q, d, m, p, block, kind, sqrt_scale, e, compute):
-    """Kernel 2 (one CTA per Q tile): O_i = φ(Q_i) S / φ(Q_i) z."""
+def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_units, tiles,
+               block, kind, sqrt_scale, e, compute):
+    """Kernel 2, one CTA per Q tile: O_i = Σ_t φ_t(Q_i) S_t / Σ_t φ_t(Q_i) z_t, the slices'
+    key shifts brought to their common maximum and, for positive features, the query's
+    running row max carried across slices (an online softmax over feature slices)."""
+    total_units = d if kind == KIND_ELU else p_total
+    sliced = tiles > 1 and kind != KIND_ELU
     for r0 in range(0, seq_q, block):
         r1 = min(r0 + block, seq_q)
         rows = r1 - r0
-        w_s = load_projection(c, w, p, d, e)
-        s = load_rows(c, s_hbm, 0, m, d, STATE_BYTES)          # S -> SRAM (fp32)
-        z = load_rows(c, z_hbm, 0, 1, m, STATE_BYTES)          # z -> SRAM (fp32)
         qi = load_rows(c, q, r0, r1, d, e)                     # Q_i -> SRAM
-        phiq = query_features(c, qi, w_s, rows, d, m, p, kind, sqrt_scale, e, compute)
-        num = matmul_nn(c, phiq, s, rows, d, m, e, compute)    # φ(Q_i) S
-        count_other(c, 2 * rows * m)                           # φ(Q_i) z
+        top = np.float32(0.0)
+        if sliced:
+            shifts = load_vector(c, shift_hbm, 0, tiles, 4)    # c_t of every slice
+            count_other(c, tiles)                              # C = max_t c_t
+            if compute:
+                top = shifts.max()
+        num = np.zeros((rows if compute else 0, d), dtype=np.float32)
+        den = np.zeros(rows if compute else 0, dtype=np.float32)
+        mx = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
+        for t in range(tiles):
+            u0, u1, f0, f1 = slice_range(kind, t, tile_units, total_units)
+            nu, m_t = u1 - u0, f1 - f0
+            w_t = w[u0:u1] if kind != KIND_ELU else w
+            if kind != KIND_ELU:
+                count_load(c, nu * d * e)                      # W_t -> SRAM
+            s_t = load_rows(c, s_hbm, f0, f1, d, STATE_BYTES)  # S_t -> SRAM (fp32)
+            count_load(c, m_t * STATE_BYTES)                   # z_t -> SRAM (fp32)
+            z_t = z_hbm[0, f0:f1] if compute else np.empty(0, dtype=np.float32)
+            if sliced:
+                count_other(c, 1 + m_t * d + m_t)              # S_t, z_t x exp(c_t - C)
+                count_exp(c, 1)
+                if compute:
+                    f = np.float32(np.exp(shift_hbm[t] - top))
+                    s_t = s_t * f
+                    z_t = z_t * f
+            x = np.ascontiguousarray(qi[:, u0:u1]) if kind == KIND_ELU else qi
+            phiq, new_mx = query_features(c, x, w_t, rows, nu, d, nu, p_total, kind,
+                                          sqrt_scale, mx, e, compute)
+            if sliced and kind == KIND_POSITIVE:
+                count_other(c, 2 * rows)                       # max with running, m_old - m_new
+                count_exp(c, rows)                             # alpha
+                count_other(c, rows * d + rows)                # num, den *= alpha
+                if compute:
+                    alpha = np.exp(mx - new_mx)
+                    num *= alpha[:, None]
+                    den *= alpha
+            mx = new_mx
+            part = matmul_nn(c, phiq, s_t, rows, d, m_t, e, compute)   # num += φ_t(Q_i) S_t
+            count_other(c, 2 * rows * m_t)                     # den += φ_t(Q_i) z_t
+            if compute:
+                num += part
+                den += np.dot(phiq, np.ascontiguousarray(z_t))
         count_other(c, rows * d)                               # num / den
-        oi = np.empty((0, 0), dtype=np.float32)
-        if compute:
-            den = np.dot(phiq, z[0])
-            oi = _divide_rows(num, den)
+        oi = _divide_rows(num, den) if compute else np.empty((0, 0), dtype=np.float32)
         store_rows(c, o, r0, oi, rows, d, e, compute)          # O_i -> HBM
 
 
@@ -334,10 +454,12 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale
         cols = k_end - k_start
         kj = load_rows(c, k, k_start, k_end, d, e)             # K_c -> SRAM
         vj = load_rows(c, v, k_start, k_end, d, e)             # V_c -> SRAM
-        phiq = query_features(c, qi, w_s, rows, d, m, p, kind, sqrt_scale, e, compute)
+        mx0 = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
+        phiq, _ = query_features(c, qi, w_s, rows, d, d, p, p, kind, sqrt_scale, mx0, e,
+                                 compute)
         live = compute and cols > 0                            # (no key tile when N_q > N_k)
-        phik, new_shift = key_features(c, kj, w_s, cols, d, m, p, kind, sqrt_scale, shift, e,
-                                       live)
+        phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, sqrt_scale, shift,
+                                       e, live)
         rescale_state(c, s, z, shift, new_shift, m, d, kind, live)
         shift = new_shift
         # -- intra-chunk part: A = φ(Q_c) φ(K_c)ᵀ, lower triangle --
@@ -371,7 +493,7 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale
 
 @njit(cache=True)
 def _fold(c, kj, vj, w_s, s, z, cols, d, m, p, kind, sqrt_scale, shift, e, compute):
-    phik, new_shift = key_features(c, kj, w_s, cols, d, m, p, kind, sqrt_scale, shift, e,
+    phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, sqrt_scale, shift, e,
                                    compute)
     rescale_state(c, s, z, shift, new_shift, m, d, kind, compute)
     kv = matmul_tn(c, phik, vj, m, d, cols, e, compute)

@@ -1,6 +1,6 @@
 """Linear attention — Katharopoulos, Vyas, Pappas, Fleuret, "Transformers are RNNs: Fast
-Autoregressive Transformers with Linear Attention" (ICML 2020, arXiv 2006.16236), §3.2 (Eq. 4-7,
-φ(x) = elu(x) + 1) and §3.3 (causal masking as a recurrence, Eq. 8-10).
+Autoregressive Transformers with Linear Attention" (ICML 2020, arXiv 2006.16236), §3.2
+(linearized attention, φ(x) = elu(x) + 1) and §3.3 (causal masking as a recurrence).
 
 Idea: replace exp(q·k) by φ(q)·φ(k); then Σ_j φ(q_i)·φ(k_j) v_j = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ), so
 the N x N score matrix is never formed and the cost is linear in N.
@@ -12,9 +12,10 @@ length C == B. The executor is ``algorithms.feature_attention`` (shared with rfa
 HBM traffic per head (bytes, e = storage bytes; T_q = ⌈N_q / B⌉):
     non-causal: reads 2 N_k d e + N_q d e + T_q (4 d² + 4 d), writes N_q d e + 4 (d² + d)
     causal:     reads (N_q + 2 N_k) d e, writes N_q d e      (state stays in SRAM)
-FLOPs per head, non-causal: matmul 2 N_k d² + 2 N_q d² (state and apply); φ: N d exps and
-3 N d other ops on each of Q and K; plus N_k d (z), 2 N_q d + N_q d (den and divide).
-Causal adds per chunk of c rows 2 c² d (A = φQ φKᵀ) + 2 c² d (A V) and 2 c² + 2 c d + c other.
+FLOPs per head, non-causal: matmul 2 N_k d² (S) + 2 N_q d² (φ(Q) S); φ: N d exps and 3 N d
+other ops on each of Q and K; N_k d (z) + 2 N_q d (φ(Q)·z) + N_q d (divide) other ops.
+Causal (N_q = N_k, chunks of c rows): per chunk matmul 2c²d (A = φQ φKᵀ) + 2c²d (A V) +
+2cd² (φ(Q) S) + 2cd² (state update) and 2c² + 5cd + c other ops, plus φ.
 Bound: Θ(N d) bytes per head (+ Θ(N d²/B) for the state reads), FLOPs Θ(N d²).
 
 Differences from the paper's implementation: the causal CUDA kernel of the paper walks one

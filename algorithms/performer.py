@@ -1,17 +1,18 @@
 """Performer / FAVOR+ — Choromanski et al., "Rethinking Attention with Performers" (ICLR 2021,
-arXiv 2009.14794), §2.3-2.4 (positive random features, Lemma 1) and §2.4 (orthogonal random
-features); m = Θ(d log d) from Theorem 4.
+arXiv 2009.14794), §2 (FAVOR+: positive random features, Lemma 1; orthogonal random
+features); the feature count m = Θ(d log d) is the paper's (FACTS.md).
 
 Idea: exp(x·y) = E_w[exp(w·x - |x|²/2) exp(w·y - |y|²/2)] with w ~ N(0, I_d); positive
 features φ(x) = exp(W x - |x|²/2)/sqrt(m) keep every estimated weight positive, and drawing
 the rows of W in orthogonal blocks lowers the variance. Attention becomes linear in N.
 
 Notation -> code: m == ``features`` == ``plan.projections`` == ``plan.features``; W (m x d)
-== ``projection``; x == u = q sqrt(scale) (so x·y is the softmax logit). Stabilization as
-in the released code's spirit but exact: queries subtract their row max of W u (cancels per
+== ``projection``; x == u = q sqrt(scale) (so x·y is the softmax logit). Stabilization is
+exact: queries subtract their row max of W u (cancels per
 query), keys keep a running max (``feature_attention``), so nothing overflows.
 
-Defaults: m = round(d ln d) (Theorem 4's Θ(d log d); 266 for d = 64). W: ⌈m/d⌉ blocks, each
+Defaults: m = round(d ln d) (the paper's Θ(d log d) taken literally; 266 for d = 64; the
+released code's default is 256, FACTS.md). W: ⌈m/d⌉ blocks, each
 the orthonormal Q of a QR-factorised d x d Gaussian matrix, rows rescaled by the norms of
 independent d-dimensional Gaussian vectors (so each row is marginally N(0, I_d)), drawn from
 ``numpy.random.default_rng(seed)``.
@@ -57,7 +58,7 @@ INFO = AlgorithmInfo(
 
 
 def default_features(d: int) -> int:
-    """round(d ln d), at least 1 (Theorem 4: m = Θ(d log d))."""
+    """round(d ln d), at least 1 (m = Θ(d log d))."""
     return max(1, round(d * math.log(d)))
 
 

@@ -1,6 +1,6 @@
 """Reformer LSH attention — Kitaev, Kaiser, Levskaya, "Reformer: The Efficient Transformer"
-(ICLR 2020, arXiv 2001.04451), §2 (LSH attention, shared-QK, multi-round hashing, Eq. 3-6)
-and §3 (reversible layers).
+(ICLR 2020, arXiv 2001.04451), §2 (LSH attention: angular hashing, sort and chunk, shared-QK,
+multi-round hashing, causal masking) and §3 (reversible layers).
 
 Idea: hash the (shared) query/key vectors with random rotations so that similar vectors
 share a bucket, sort by bucket, cut the sorted order into chunks, and attend only within a
@@ -16,13 +16,13 @@ the workload's K is not read. A token does not attend to itself unless it has no
 target: its own logit is replaced by SELF_LOGIT (-1e5), which carries weight only when
 every other key of the window is masked. A query attends to keys of its own sorted chunk and
 of the previous chunk (the first chunk wraps to the last) that share its bucket in this
-round (the set P_i of Eq. 3) — and, when causal, that are not after it. Multi-round: keys
+round (the set P_i of §2) — and, when causal, that are not after it. Multi-round: keys
 that share i's bucket in several rounds are down-weighted by log N_ij (N_ij = rounds in which
 they share a bucket), so that each key counts once across rounds, and rounds are combined as
 o_i = Σ_r exp(z_i^(r) - logsumexp_r z_i^(r)) o_i^(r) (§2 "Multi-round LSH attention").
 
-Buckets beyond 128 are factorised, as the authors' trax code allows (a list of bucket
-counts): b = f_1 f_2 ..., each factor hashed by its own rotation of f_i/2 columns, bucket =
+Buckets beyond 128 are factorised, as Hugging Face's ReformerConfig allows (``num_buckets``
+may be a list of factors, e.g. [64, 128]): b = f_1 f_2 ..., each factor hashed by its own rotation of f_i/2 columns, bucket =
 mixed-radix combination. This keeps R at Σ f_i/2 = O(log b) columns instead of b/2, which
 would make hashing Θ(N² d / C).
 
@@ -31,9 +31,11 @@ Kernels per (batch, head) (e = storage bytes, C = bucket size, b = N/C, k = Σ f
       bucket ids and positions (2 H B_h x 4 B); FLOPs 2 B_h H k d.
   ``reformer_sort_hist`` + P x ``reformer_sort_pass``: LSD radix sort of the H N (bucket,
       position) pairs of each round, as CUB's onesweep radix sort (Adinets & Merrill 2022,
-      arXiv 2206.01784) organises it: one histogram pass reading the keys (4 H N bytes) and
-      P = ⌈log2(b)/8⌉ scatter passes of 8-bit digits, each reading and writing the 4-byte
-      keys and 4-byte values (8 H N bytes read + 8 H N written per pass). Positions are
+      arXiv 2206.01784: "~2n global read/write operations for each digit-binning iteration")
+      organises it: one histogram pass reading the keys (4 H N bytes) and P = ⌈log2(b)/8⌉
+      scatter passes of 8-bit digits (radix 256; the digit width is our assumption), each
+      reading and writing the 4-byte keys and 4-byte values (8 H N bytes read + 8 H N
+      written per pass). Histogram and look-back scratch (a few KB) is not counted. Positions are
       already in order, so a stable sort on the bucket bits alone orders by (bucket, position).
   ``reformer_attn``: one CTA per (round, chunk): reads the 2C sorted positions (8C B), gathers
       2C query rows and 2C value rows (4 C d e) and the bucket ids of all rounds of those
@@ -56,8 +58,10 @@ Reversible layers (§3): ``reversible_activation_bytes`` reports the activation 
 layers with and without reversible residuals; ``run`` puts it in ``rec.info["reversible"]``.
 
 Differences from the paper's implementation: the hash rotation R is one Gaussian matrix per
-round shared by all heads; the wrap-around of the first chunk follows the look-one-back of
-the authors' code; no dropout; the per-round outputs go through HBM in the storage dtype.
+round shared by all heads; the first chunk looks back to the last one (wrap-around, our
+choice: every chunk then does equal work); no dropout; the per-round outputs go through HBM
+in the storage dtype. Defaults: bucket size 64 (the paper's chunk length, per FACTS.md),
+4 hash rounds (the paper evaluates 1 to 8 rounds; 4 is our middle choice).
 """
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ INFO = AlgorithmInfo(
     options=(
         Option("hashes", int, 4, "hash rounds H (the paper evaluates 1-8, Fig. 4)",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
-        Option("bucket_size", int, 64, "average bucket size = chunk length C (paper §5: 64); "
+        Option("bucket_size", int, 64, "average bucket size = chunk length C (paper: 64); "
                "N / C buckets, which must be even",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
         Option("seed", int, 0, "seed of the random rotations"),

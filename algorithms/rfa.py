@@ -1,6 +1,6 @@
 """Random Feature Attention (RFA) — Peng, Pappas, Yogatama, Schwartz, Smith, Kong, "Random
-Feature Attention" (ICLR 2021, arXiv 2103.02143), §2.2 (random Fourier features, after Rahimi
-& Recht 2007) and §3.1 (RFA).
+Feature Attention" (ICLR 2021, arXiv 2103.02143), §2-3 (random Fourier features after Rahimi
+& Recht 2007; RFA).
 
 Idea: exp(x·y) = exp(|x|²/2) exp(|y|²/2) exp(-|x - y|²/2), and the Gaussian kernel
 exp(-|x - y|²/2) = E_w[cos(w·(x - y))] with w ~ N(0, I) is estimated by D random Fourier
@@ -26,7 +26,7 @@ FLOPs Θ(N m d).
 Differences from the paper: the paper ℓ2-normalises queries and keys and learns σ per head,
 which changes the attention being computed into softmax over cosines; this simulator
 approximates the given softmax attention (its logits q·k·scale), so the norm factors are kept
-explicitly. The optional gating (§3.2) is not simulated. Trigonometric features can make
+explicitly. The optional gating mechanism is not simulated. Trigonometric features can make
 the denominator φ(q)·z small or negative (the instability Performer's positive features
 address): the error against exact attention is reported, not hidden.
 """

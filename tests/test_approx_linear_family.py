@@ -84,9 +84,10 @@ def test_error_vs_exact_falls_with_features(alg, causal):
 # ---- counts equal closed forms ----------------------------------------------------------
 
 def feature_ops(kind, rows, d, p, is_key):
-    """(other, exp, matmul) of φ on `rows` rows, from the table in feature_attention."""
+    """(other, exp, matmul) of φ on `rows` rows, from the table in feature_attention; for
+    elu+1, p is the number of feature columns computed."""
     if kind == "elu":
-        return 3 * rows * d, rows * d, 0
+        return 3 * rows * p, rows * p, 0
     if kind == "trig":
         if is_key:
             return 3 * rows * d + 3 * rows + 2 * rows * p, 2 * rows * p + rows, 2 * rows * p * d
@@ -100,32 +101,49 @@ def tiles(n, b):
     return [min(b, n - s) for s in range(0, n, b)]
 
 
-def expected_counts(kind, nq, nk, d, m, p, b, e, causal):
-    """Per-head counts of the feature-map kernels."""
-    w = p * d * e
-    stab = kind != "elu"
+def expected_counts(kind, nq, nk, d, m, p, b, e, causal, slices=1):
+    """Per-head (reads, writes, matmul, exp, other) of the feature-map kernels; ``slices``
+    equal feature slices of the units (projections, or feature columns for elu+1)."""
+    rand = kind != "elu"
+    per_unit = 2 if kind == "trig" else 1
+    units = p if rand else d
+    unit_slices = tiles(units, math.ceil(units / slices))   # units per slice
+    sliced = slices > 1 and rand
     other = exp = mm = 0
     if not causal:
-        reads = 2 * nk * d * e + w + nq * d * e + math.ceil(nq / b) * (w + 4 * m * d + 4 * m)
-        writes = 4 * (m * d + m) + nq * d * e
-        for r in tiles(nk, b):
-            o_, x_, mm_ = feature_ops(kind, r, d, p, True)
-            other += o_ + r * m + (1 + m * d + m if stab else 0)
-            exp += x_ + (1 if stab else 0)
-            mm += mm_ + 2 * m * d * r
-        for r in tiles(nq, b):
-            o_, x_, mm_ = feature_ops(kind, r, d, p, False)
-            other += o_ + 2 * r * m + r * d
-            exp += x_
-            mm += mm_ + 2 * r * d * m
+        reads = writes = 0
+        for nu in unit_slices:                               # state kernel, one CTA a slice
+            m_t = per_unit * nu
+            reads += (nu * d * e if rand else 0) + 2 * nk * d * e
+            writes += 4 * (m_t * d + m_t) + (4 if sliced else 0)
+            for r in tiles(nk, b):
+                o_, x_, mm_ = feature_ops(kind, r, d, nu, True)
+                other += o_ + r * m_t + (1 + m_t * d + m_t if rand else 0)
+                exp += x_ + (1 if rand else 0)
+                mm += mm_ + 2 * m_t * d * r
+        for r in tiles(nq, b):                               # apply kernel, one CTA a Q tile
+            reads += r * d * e + (4 * slices if sliced else 0)
+            writes += r * d * e
+            other += (slices if sliced else 0) + r * d
+            for nu in unit_slices:
+                m_t = per_unit * nu
+                reads += (nu * d * e if rand else 0) + 4 * m_t * d + 4 * m_t
+                o_, x_, mm_ = feature_ops(kind, r, d, nu, False)
+                other += o_ + 2 * r * m_t + (1 + m_t * d + m_t if sliced else 0)
+                exp += x_ + (1 if sliced else 0)
+                if sliced and kind == "positive":
+                    other += 2 * r + r * d + r
+                    exp += r
+                mm += mm_ + 2 * r * d * m_t
         return reads, writes, mm, exp, other
-    assert nq == nk
+    assert nq == nk and slices == 1
+    w = p * d * e
     reads, writes = 3 * nq * d * e + w, nq * d * e
     for r in tiles(nq, b):
         for is_key in (False, True):
-            o_, x_, mm_ = feature_ops(kind, r, d, p, is_key)
+            o_, x_, mm_ = feature_ops(kind, r, d, p if rand else d, is_key)
             other, exp, mm = other + o_, exp + x_, mm + mm_
-        if stab:
+        if rand:
             other, exp = other + 1 + m * d + m, exp + 1
         mm += 2 * r * r * m + 2 * r * r * d + 2 * r * d * m + 2 * m * d * r
         other += r * r + r * r + 2 * r * m + r * d + r + r * d + r * m
@@ -153,14 +171,69 @@ def test_counts_equal_closed_form(alg, kind, causal, n):
     assert r.counts["ctas"] == heads * (1 if causal else 1 + math.ceil(n / b))
 
 
-def test_plan_block_is_the_largest_that_fits():
+@pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
+                                      ("performer", "positive")])
+def test_sliced_counts_equal_closed_form(alg, kind):
+    d = 64
+    wl = Workload(batch=1, heads=2, seq_q=300, seq_k=200, head_dim=d)
+    r = simulate(alg, wl, "h100", options=opts_for(alg, 100), compute=False,
+                 sram_bytes=24 * 1024)
+    slices, b = r.plan["feature_tiles"], r.plan["block"]
+    assert slices > 1
+    p = 0 if kind == "elu" else 100
+    m = {"elu": d, "trig": 200, "positive": 100}[kind]
+    reads, writes, mm, exp, other = expected_counts(kind, 300, 200, d, m, p, b, 2, False,
+                                                    slices)
+    assert r.counts["hbm_read_bytes"] == 2 * reads
+    assert r.counts["hbm_write_bytes"] == 2 * writes
+    assert r.counts["matmul_flops"] == 2 * mm
+    assert r.counts["exp_ops"] == 2 * exp
+    assert r.counts["other_flops"] == 2 * other
+    assert r.counts["ctas"] == 2 * (slices + math.ceil(300 / b))
+
+
+def test_plan_follows_the_sram_budget():
     wl = Workload(seq_q=256, head_dim=64)
     big = simulate("performer", wl, "h100", compute=False)
     assert big.plan["block"] == 128 and big.plan["features"] == 266
-    # a small SRAM budget forces smaller tiles: S (m x d fp32) alone is 68 KB
+    assert big.plan["feature_tiles"] == 1
+    # a smaller budget: the state (m x d fp32 = 68 KB) and W are built in feature slices
     small = simulate("performer", wl, "h100", compute=False, sram_bytes=140 * 1024)
-    assert small.plan["block"] < 128
+    assert small.plan["feature_tiles"] > 1 or small.plan["block"] < 128
     assert small.counts["sram_peak_bytes"] <= 140 * 1024
+    assert small.hbm_bytes > big.hbm_bytes                  # less SRAM, more traffic
+    # causal keeps the whole state on chip: too little SRAM is an error naming the numbers
+    with pytest.raises(SramOverflowError, match="keeps its state on chip"):
+        simulate("performer", wl.replace(causal=True), "h100", compute=False,
+                 sram_bytes=100 * 1024)
+
+
+def test_default_performer_at_head_dim_128_is_sliced():
+    """m = round(128 ln 128) = 621: S alone is 318 KB, so the non-causal kernels slice it."""
+    r = simulate("performer", Workload(seq_q=4096, head_dim=128), "h100", compute=False)
+    assert r.plan["features"] == 621 and r.plan["feature_tiles"] > 1
+    assert r.counts["sram_peak_bytes"] <= 227 * 1024
+
+
+@pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
+                                      ("performer", "positive")])
+@pytest.mark.parametrize("d", [16, 24])
+def test_sliced_state_matches_reference(alg, kind, d):
+    """A budget below the unsliced kernels' smallest footprint forces feature slices; key
+    shifts and the query's running max carried across slices keep the result exact."""
+    wl = Workload(batch=1, heads=2, seq_q=70, seq_k=90, head_dim=d)
+    proj = 0 if kind == "elu" else 48
+    total = d if kind == "elu" else proj
+    unsliced = max(sum(fa.state_buffers(kind, 16, d, total, 2).values()),
+                   sum(fa.apply_buffers(kind, 16, d, total, 1, 2).values()))
+    sram = int(0.75 * unsliced)
+    inputs = make_inputs(wl, seed=4, magnitude=0.5 if alg == "rfa" else 2.0)
+    r = simulate(alg, wl, "h100", options=opts_for(alg, 48), inputs=inputs, sram_bytes=sram)
+    assert r.plan["feature_tiles"] > 1, r.plan
+    assert r.counts["sram_peak_bytes"] <= sram
+    assert r.error_vs_reference < (1e-4 if alg != "rfa" else 1e-3), r.error_vs_reference
+    co = simulate(alg, wl, "h100", options=opts_for(alg, 48), compute=False, sram_bytes=sram)
+    assert co.counts == r.counts
 
 
 @pytest.mark.parametrize("alg", FAMILY)
@@ -208,7 +281,10 @@ def test_bad_redraw_and_unknown_option_rejected():
         simulate("linear", wl, "h100", options={"features": 8})
 
 
-def test_too_many_features_for_sram():
+def test_too_little_sram_rejected_with_the_numbers():
     with pytest.raises(SramOverflowError, match="use fewer --features"):
-        simulate("performer", Workload(seq_q=64, head_dim=64), "h100",
+        simulate("performer", Workload(seq_q=64, head_dim=64, causal=True), "h100",
                  options={"features": 4096}, compute=False)
+    with pytest.raises(SramOverflowError, match="even with one feature per slice"):
+        simulate("linear", Workload(seq_q=64, head_dim=64), "h100", compute=False,
+                 sram_bytes=1024)
