@@ -10,23 +10,31 @@ The modules differ only in φ (``kind``) and its random projection W; this file 
 through the simulated hierarchy.
 
 Notation -> code: m == ``features`` (width of φ), P == ``projections`` (rows of W; 0 for
-elu+1), B == ``block`` (rows per tile; the chunk length C of the causal form).
+elu+1), B == ``block`` (rows per tile; the chunk length C of the causal form), T_m ==
+``feature_tiles`` (slices of the features; a slice holds ``tile_units`` projections, or
+feature columns for elu+1; trig features give a sin and a cos row per projection).
 
-Kernels (per (batch, head); e = storage bytes, w = P d e bytes of W):
+Kernels (per (batch, head); e = storage bytes, w = P d e bytes of W, T_q = ⌈N_q / B⌉):
 
 * non-causal, two launches (not fused: the state is a reduction over all keys that every
-  query block needs, so it goes through HBM once):
-  ``<name>_state``: one CTA per head streams K, V in B-row tiles, builds S and z in SRAM and
-  writes them (fp32). reads 2 N_k d e + w, writes 4 (m d + m).
-  ``<name>_apply``: one CTA per B-row query tile loads W, S, z and its Q tile, writes O.
-  reads N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e, T_q = ⌈N_q / B⌉.
+  query tile needs, so it goes through HBM once):
+  ``<name>_state``: one CTA per feature slice t streams K, V in B-row tiles and builds
+  S_t = Σ φ_t(k) vᵀ (m_t x d) and z_t in SRAM, then writes them (fp32) and, when T_m > 1,
+  its key shift c_t. reads T_m 2 N_k d e + w, writes 4 (m d + m) (+ 4 T_m).
+  ``<name>_apply``: one CTA per query tile walks the slices: W_t, S_t, z_t in, O out.
+  reads N_q d e + T_q (w + 4 m d + 4 m) (+ 4 T_m T_q), writes N_q d e.
+  The planner picks (T_m, B) with the least traffic among those that fit the SRAM budget:
+  T_m = 1 whenever the whole state fits (d = 64 defaults); Performer's default m = 621 at
+  d = 128 (S alone 318 KB) is sliced.
 * causal, one launch (chunked form of Katharopoulos et al. §3.3's recurrence):
   ``<name>_causal``: one CTA per head walks C-row chunks in order; the state (S, z) lives in
   SRAM for the whole sweep and never touches HBM. Per chunk: intra-chunk scores
   A = φ(Q_c) φ(K_c)ᵀ masked to j <= i, num = A V_c + φ(Q_c) S, den = A 1 + φ(Q_c) z, then
   S += φ(K_c)ᵀ V_c, z += Σ φ(K_c). reads (N_q + 2 N_k) d e + w, writes N_q d e.
-  Parallelism is only batch x heads CTAs (a GPU port would split the sweep and pass
-  chunk-boundary states through HBM; not modelled).
+  Not sliced: a state that does not fit is a planning error. Parallelism is only
+  batch x heads CTAs (a GPU port would split the sweep and pass chunk-boundary states
+  through HBM; not modelled).
+GQA: each query head builds its own state (its K, V are re-read per query head).
 
 Bound: Θ(N d + N m d / B) HBM bytes non-causal (the state re-read per query tile), Θ(N d)
 causal (state on chip); FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d).
@@ -35,7 +43,10 @@ Random-feature stabilization: keys' features carry a factor exp(E) (RFA: |u|²/2
 w·u - |u|²/2) that overflows fp32 for large logits. The kernels keep a running maximum c of E
 over the keys seen so far, use exp(E - c), and rescale S, z by exp(c_old - c_new) when c
 grows, the online-softmax trick applied to the state; it cancels in num/den. Queries drop
-their own per-row factor, which cancels in num/den as well.
+their own per-row factor, which cancels in num/den as well (Performer queries subtract their
+row max of W u). With T_m > 1 slices the apply kernel brings every slice to the largest
+shift, S_t, z_t x exp(c_t - max c), and carries the query's row max across slices,
+rescaling num and den as it grows (an online softmax over feature slices).
 
 Per-op accounting of φ for r rows (a max/add/mul/select is one "other" op, sin/cos/exp one
 special-function op), u = x sqrt(scale):
@@ -45,6 +56,9 @@ special-function op), u = x sqrt(scale):
   positive query:     other r d + 4 r P,          exp r P,          matmul 2 r P d
   positive key:       other 3 r d + r + 4 r P,    exp r P,          matmul 2 r P d
   key stabilizer, per key tile (trig, positive): other 1 + m d + m, exp 1
+  with T_m > 1 (trig, positive), per query tile: other T_m (max shift); per slice: other
+  1 + m_t d + m_t, exp 1 (shift); positive only: other 2 r + r d + r, exp r (running max)
+(P, m read per slice: P_t, m_t; elu+1 computes the slice's columns: exp r m_t, other 3 r m_t.)
 """
 from __future__ import annotations
 
@@ -587,6 +601,10 @@ def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_he
 
 def check_positive(value) -> str | None:
     return None if value > 0 else "must be a positive integer"
+
+
+def check_seed(value) -> str | None:
+    return None if value >= 0 else "must be a non-negative integer (a numpy seed)"
 
 
 def feature_io_bound(wl, p: FeaturePlan) -> float:

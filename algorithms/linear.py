@@ -9,7 +9,8 @@ Notation -> code: φ == ``_elu_plus_one``; S == ``s`` (Σ φ(k) vᵀ, d x d), z 
 (Σ φ(k)); m == d (φ keeps the head dimension); B == ``plan.block``; the causal form's chunk
 length C == B. The executor is ``algorithms.feature_attention`` (shared with rfa, performer).
 
-HBM traffic per head (bytes, e = storage bytes; T_q = ⌈N_q / B⌉):
+HBM traffic per head (bytes, e = storage bytes; T_q = ⌈N_q / B⌉; one feature slice, as
+whenever the d x d fp32 state fits, e.g. d <= 128 on an H100):
     non-causal: reads 2 N_k d e + N_q d e + T_q (4 d² + 4 d), writes N_q d e + 4 (d² + d)
     causal:     reads (N_q + 2 N_k) d e, writes N_q d e      (state stays in SRAM)
 FLOPs per head, non-causal: matmul 2 N_k d² (S) + 2 N_q d² (φ(Q) S); φ: N d exps and 3 N d

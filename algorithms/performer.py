@@ -23,7 +23,8 @@ forward call has no steps, so here it means: ``none`` (default) — one W shared
 (batch, head), seeded by (seed, b, h), i.e. a fresh draw per head. Drawing W is host/setup
 work and is not counted; reading it is (once per CTA).
 
-HBM traffic per head (w = m d e bytes of W, T_q = ⌈N_q / B⌉):
+HBM traffic per head (w = P d e bytes of W, m features, T_q = ⌈N_q / B⌉; T_m = 1 feature
+slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
     causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e
 FLOPs: matmul 2 N m d per projection (Q and K) and 2 N m d each for building and applying the
@@ -50,7 +51,8 @@ INFO = AlgorithmInfo(
     options=(
         Option("features", int, None, "m random features; default round(d ln d)",
                validate=fa.check_positive),
-        Option("seed", int, 0, "seed of the orthogonal random projection"),
+        Option("seed", int, 0, "seed of the orthogonal random projection",
+               validate=fa.check_seed),
         Option("redraw", str, "none", "none: one projection for all heads; head: a fresh "
                "draw per (batch, head)", choices=("none", "head")),
     ),

@@ -61,7 +61,7 @@ Differences from the paper's implementation: the hash rotation R is one Gaussian
 round shared by all heads; the first chunk looks back to the last one (wrap-around, our
 choice: every chunk then does equal work); no dropout; the per-round outputs go through HBM
 in the storage dtype. Defaults: bucket size 64 (the paper's chunk length, per FACTS.md),
-4 hash rounds (the paper evaluates 1 to 8 rounds; 4 is our middle choice).
+4 hash rounds (our choice; the paper's Fig. 4 compares several round counts).
 """
 from __future__ import annotations
 
@@ -84,12 +84,13 @@ INFO = AlgorithmInfo(
     exact=False,
     io_bound="Θ(H N d + H N log N) bytes; FLOPs Θ(H N C d)",
     options=(
-        Option("hashes", int, 4, "hash rounds H (the paper evaluates 1-8, Fig. 4)",
+        Option("hashes", int, 4, "hash rounds H (the paper's Fig. 4 compares round counts)",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
         Option("bucket_size", int, 64, "average bucket size = chunk length C (paper: 64); "
                "N / C buckets, which must be even",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
-        Option("seed", int, 0, "seed of the random rotations"),
+        Option("seed", int, 0, "seed of the random rotations",
+               validate=lambda v: None if v >= 0 else "must be a non-negative integer"),
         Option("layers", int, 12, "layers L for the reversible-activation accounting",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
     ),

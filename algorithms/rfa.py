@@ -16,7 +16,8 @@ Default D = d (the head dimension; our choice, giving φ 2d entries — the pape
 feature size per task). W is drawn i.i.d. N(0, 1) from ``numpy.random.default_rng(seed)``,
 one W shared by all heads (a layer's random features for one forward call).
 
-HBM traffic per head (w = D d e bytes of W, m = 2D, T_q = ⌈N_q / B⌉):
+HBM traffic per head (w = P d e bytes of W, m features, T_q = ⌈N_q / B⌉; T_m = 1 feature
+slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
     causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e
 FLOPs: matmul 2 N D d per projection (Q and K), 2 N m d for the state and for applying it;
@@ -46,7 +47,8 @@ INFO = AlgorithmInfo(
     options=(
         Option("features", int, None, "D random Fourier features (φ has 2D entries); "
                "default: head_dim", validate=fa.check_positive),
-        Option("seed", int, 0, "seed of the random projection W"),
+        Option("seed", int, 0, "seed of the random projection W",
+               validate=fa.check_seed),
     ),
 )
 

@@ -277,6 +277,8 @@ def test_bad_redraw_and_unknown_option_rejected():
     wl = Workload(seq_q=64, head_dim=16)
     with pytest.raises(PlanError, match="--redraw must be one of none, head"):
         simulate("performer", wl, "h100", options={"redraw": "often"})
+    with pytest.raises(PlanError, match="--seed must be a non-negative integer"):
+        simulate("rfa", wl, "h100", options={"seed": -2})
     with pytest.raises(PlanError, match="linear has no option"):
         simulate("linear", wl, "h100", options={"features": 8})
 

@@ -215,6 +215,7 @@ def test_reversible_activation_accounting():
     ({"bucket_size": 64}, {"seq_q": 192}, "needs an even number"),
     ({}, {"seq_k": 512}, "seq_k .* must equal seq_q"),
     ({"layers": 0}, {}, "--layers must be a positive integer"),
+    ({"seed": -1}, {}, "--seed must be a non-negative integer"),
 ])
 def test_bad_parameters_rejected_before_running(opts, wl_kw, msg):
     wl = Workload(**{"seq_q": 256, "head_dim": 16, **wl_kw})
