@@ -251,7 +251,10 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
         finish_heads(counters, wl, compute)
     rec.info["reversible"] = reversible_activation_bytes(wl, p.layers)
     rec.info["lsh"] = {"n_buckets": p.n_buckets, "bucket_factors": list(p.factors),
-                       "sort_passes": p.sort_passes, "radix_bits": RADIX_BITS}
+                       "sort_passes": p.sort_passes, "radix_bits": RADIX_BITS,
+                       # every scatter pass reads and writes each (bucket id, position) pair
+                       "sort_bytes_per_pass": 2 * (KEY_BYTES + VALUE_BYTES) * hh * n * heads_total,
+                       "sort_histogram_bytes": KEY_BYTES * hh * n * heads_total}
     return {"o": o} if compute else {}
 
 

@@ -137,6 +137,8 @@ def test_sort_traffic_is_passes_times_pairs():
     for k in sort[1:]:
         assert k.counters[HBM_READ_BYTES] == 8 * n_keys
         assert k.counters[HBM_WRITE_BYTES] == 8 * n_keys
+    assert r.extra["lsh"]["sort_bytes_per_pass"] == 16 * n_keys
+    assert r.extra["lsh"]["sort_histogram_bytes"] == 4 * n_keys
 
 
 # ---- growth: N log N --------------------------------------------------------------------
