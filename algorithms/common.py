@@ -77,6 +77,15 @@ def head_view(arr: np.ndarray, b: int, h: int, compute: bool) -> np.ndarray:
     return arr[b, h]
 
 
+def heads_in_flight(rec, ctas_per_head: int, heads: int, sram_bytes_per_cta: int,
+                    register_bytes_per_cta: int = 0, threads_per_cta: int = 128) -> int:
+    """Heads whose CTAs are resident at one time (CTAs launch head after head): the number
+    of heads' K/V that must share L2 for re-reads to hit (``hwmodels.timing``)."""
+    resident = rec.resident_ctas(ctas_per_head * heads, sram_bytes_per_cta,
+                                 register_bytes_per_cta, threads_per_cta)
+    return min(heads, cdiv(resident, ctas_per_head) + 1)
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -124,3 +133,84 @@ def causal_tile_pairs(seq_q: int, seq_k: int, block_q: int, block_k: int, causal
 
 def log2_floor(x: int) -> int:
     return int(math.floor(math.log2(x)))
+
+
+# ---- online softmax on one tile (compiled loops: NumPy axis reductions are slow in Numba) ---
+
+# Reassociation lets LLVM vectorize the row reductions; no 'nnan'/'ninf' flags, because
+# masked scores are -inf on purpose.
+_FAST = {"reassoc", "contract", "nsz"}
+
+
+@njit(cache=True, fastmath=_FAST)
+def _exp_rows_in_place(s, ref, sums):
+    """s[i, :] = exp(s[i, :] - ref[i]); sums[i] = row sum."""
+    rows, cols = s.shape
+    for i in range(rows):
+        r = ref[i]
+        total = np.float32(0.0)
+        row = s[i]
+        for j in range(cols):
+            p = np.exp(row[j] - r)
+            row[j] = p
+            total += p
+        sums[i] = total
+
+
+@njit(cache=True)
+def _row_max(s, init):
+    rows, cols = s.shape
+    out = init.copy()
+    for i in range(rows):
+        mx = out[i]
+        for j in range(cols):
+            mx = max(mx, s[i, j])
+        out[i] = mx
+    return out
+
+
+@njit(cache=True)
+def _finite_or_zero(m):
+    out = m.copy()
+    for i in range(m.shape[0]):
+        if out[i] == -np.inf:
+            out[i] = 0.0
+    return out
+
+
+@njit(cache=True)
+def online_softmax_tile(s, m, l):
+    """FlashAttention's online softmax step on a scaled (and masked) score tile, in place.
+
+    On entry ``s`` holds scores; ``m``, ``l`` the running row max and sum. On exit ``s``
+    holds P = exp(S - m_new), ``m`` = m_new, ``l`` = alpha·l + rowsum(P), and the returned
+    ``alpha`` = exp(m_old - m_new) rescales the accumulator. Rows that have seen no key
+    keep m = -inf and contribute nothing (exp(-inf) = 0, never NaN)."""
+    m_new = _row_max(s, m)
+    ref = _finite_or_zero(m_new)
+    sums = np.empty(s.shape[0], dtype=np.float32)
+    _exp_rows_in_place(s, ref, sums)
+    alpha = np.exp(m - ref)
+    for i in range(s.shape[0]):
+        l[i] = alpha[i] * l[i] + sums[i]
+        m[i] = m_new[i]
+    return alpha
+
+
+@njit(cache=True)
+def tile_softmax_stats(s):
+    """Row max m̃ and row sum ℓ̃ of P̃ = exp(S - m̃), computing P̃ in place (flash1, line 10)."""
+    init = np.full(s.shape[0], -np.inf, dtype=np.float32)
+    m = _row_max(s, init)
+    l = np.empty(s.shape[0], dtype=np.float32)
+    _exp_rows_in_place(s, _finite_or_zero(m), l)
+    return m, l
+
+
+@njit(cache=True)
+def scale_rows(x, factor):
+    """x[i, :] *= factor[i], in place."""
+    for i in range(x.shape[0]):
+        f = factor[i]
+        for j in range(x.shape[1]):
+            x[i, j] *= f

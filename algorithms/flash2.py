@@ -13,7 +13,7 @@ HBM traffic per head (bytes, e = storage bytes per element; non-causal):
     writes = N_q d e (O) + 4 N_q (fp32 log-sum-exp)
 Bound: Θ(N d + N² d / B_r); with B_r ∝ M/d this is Theorem 2's Θ(N² d² / M) of the
 FlashAttention paper. Causal: tiles entirely above the diagonal are skipped (about half).
-FLOPs: 4 N_q N_k d matmul (2 per product), per visible B_r x B_c tile 4 B_r B_c + 3 B_r +
+FLOPs: 4 N_q N_k d matmul (2 per product), per visible B_r x B_c tile 4 B_r B_c + 4 B_r +
 B_r d other ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + B_r exps; per Q
 block B_r d + B_r other and B_r exps (the final 1/l and log l).
 
@@ -23,28 +23,42 @@ accumulator B_r d, scores B_r B_c) fit in half the register file (so that two CT
 be resident per SM to hide latency — a modelling choice, in the spirit of FA-2's tuned
 configurations). Differences from the CUDA implementation: the simulator runs the tiles
 of a CTA in sequence; warps and the exp2/FMA fusion of the scale are not modelled.
+
+Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is ``algorithms.flash2_bwd``
+(FA-2's preprocessing kernel D = rowsum(dO ∘ O), the main kernel parallel over K/V blocks with
+dQ accumulated in fp32 by atomic adds, and the dQ conversion kernel); it reads the saved O
+and lse. Its HBM traffic is Θ(N d + N² d / B_c) = Θ(N² d² / M) (Theorem 5 of the
+FlashAttention paper) and its matmul FLOPs are 2.5x the forward's (10 against 4 N_q N_k d,
+non-causal). Dropout (``--dropout p``): Z is regenerated on chip from the RNG state in both
+passes (no HBM traffic; RNG cost in ``algorithms.dropout``): per tile ⌈B_r B_c/16⌉·100 +
+2 B_r B_c other ops in the forward, where P ∘ Z feeds P V while ℓ sums the undropped P.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from algorithms import flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, finish_heads, iter_heads,
+                               cdiv, heads_in_flight, online_softmax_tile, scale_rows, finish_heads, iter_heads,
                                new_output, new_stats, head_view)
+from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
                                  store_rows, store_vector)
 
 INFO = AlgorithmInfo(
     name="flash2",
-    title="FlashAttention-2 (forward)",
+    title="FlashAttention-2 (forward and backward)",
     paper="Dao, 2023 (arXiv 2307.08691)",
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
+    passes=("fwd", "bwd"),
 )
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)
@@ -58,6 +72,7 @@ class Flash2Plan(Plan):
     block_k: int            # B_c
     smem_bytes: int         # Q_i, K_j, V_j tiles
     register_bytes: int     # fp32 O accumulator and score tile
+    bwd: flash2_bwd.Flash2BwdPlan | None = None   # the backward's own tiles (training)
 
 
 def smem_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -69,6 +84,13 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
 
 
 def plan(wl, gpu, sram_bytes: int) -> Flash2Plan:
+    fwd = plan_forward(wl, gpu, sram_bytes)
+    if not wl.has_backward:
+        return fwd
+    return dataclasses.replace(fwd, bwd=flash2_bwd.plan_backward(wl, gpu, sram_bytes))
+
+
+def plan_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
     d, e = wl.head_dim, wl.elem_bytes
     reg_budget = gpu.register_bytes_per_sm // 2
     for bq in BLOCK_CANDIDATES:
@@ -99,25 +121,53 @@ def cta_work(wl, p: Flash2Plan) -> np.ndarray:
     return np.array([max(1, cdiv(end, p.block_k)) for end in ends], dtype=np.float64)
 
 
+def l2_footprint(wl, p: Flash2Plan, rec, tr: int, smem: int) -> tuple[int, int]:
+    """(DRAM bytes when L2 works as modelled, the L2 working set that requires).
+
+    Q is read and O, lse written once. The CTAs of one head stream K/V in the same order:
+    if the K/V of the heads in flight fit in L2, each K/V head comes from DRAM once;
+    otherwise the CTAs resident together still share each tile as they stream it in near
+    lockstep, so K/V comes from DRAM once per *wave* of a head's CTAs, and the working
+    set is only the tiles in flight."""
+    d, e, b = wl.head_dim, wl.elem_bytes, wl.batch
+    kv_bytes = 2 * wl.seq_k * d * e
+    qo_bytes = b * wl.heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q)
+    in_flight = heads_in_flight(rec, tr, b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
+    if in_flight * kv_bytes <= rec.gpu.l2_bytes // 2:
+        return qo_bytes + b * wl.kv_heads * kv_bytes, in_flight * kv_bytes
+    resident = rec.resident_ctas(tr * b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
+    waves_per_head = cdiv(tr, resident)
+    tiles_in_flight = resident * 2 * p.block_k * d * e
+    return qo_bytes + b * wl.heads * waves_per_head * kv_bytes, tiles_in_flight
+
+
 def run(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
+    return run_passes(wl, p, inputs, rec, compute, forward, flash2_bwd.backward)
+
+
+def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     tr = cdiv(wl.seq_q, p.block_q)
-    c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads,
-                   buffers=smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes),
+    buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
+    unique, working_set = l2_footprint(wl, p, rec, tr, sum(buffers.values()))
+    c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, p),
-                   matmul_dtype=wl.dtype)
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
+    seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
                      wl.seq_q, wl.seq_k, wl.head_dim, p.block_q, p.block_k, wl.scale,
-                     wl.causal, wl.elem_bytes, compute)
+                     wl.causal, wl.elem_bytes, compute, wl.dropout > 0, seed,
+                     b * wl.heads + h, threshold, inv_keep)
     finish_heads(c, wl, compute)
     return {"o": o, "lse": lse} if compute else {}
 
 
 @njit(cache=True)
 def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
-                 compute):
+                 compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     """One head: every Q row block i is one CTA (run here one after another)."""
     for r0 in range(0, seq_q, block_q):
         r1 = min(r0 + block_q, seq_q)
@@ -150,20 +200,19 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
             count_exp(c, rows)                                   # alpha = exp(m_old - m_new)
             count_other(c, rows * cols + 2 * rows)               # l = alpha l + rowsum(P)
             count_other(c, rows * d)                             # acc *= alpha
-            p = np.empty((0, 0), dtype=np.float32)
             if compute:
-                s *= scale
+                s *= np.float32(scale)
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                m_new = np.maximum(m, _rowmax(s))
-                # rows that have seen no key yet keep m = -inf: use 0 so exp() gives 0, not NaN
-                m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                p = np.exp(s - m_safe[:, None])
-                alpha = np.exp(m - m_safe)
-                l = alpha * l + p.sum(axis=1)
-                acc *= alpha[:, None]
-                m = m_new
-            pv = matmul_nn(c, p, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
+                alpha = online_softmax_tile(s, m, l)             # s now holds P
+                scale_rows(acc, alpha)
+            if dropout:                                          # P ∘ Z feeds P V; l keeps P
+                z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
+                                 inv_keep, compute)
+                count_other(c, rows * cols)
+                if compute:
+                    s = s * z
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
             if compute:
                 acc += pv
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
@@ -179,16 +228,9 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
         store_vector(c, lse, r0, lse_i, rows, 4, compute)        # lse_i -> HBM (fp32)
 
 
-@njit(cache=True)
-def _rowmax(s):
-    out = np.empty(s.shape[0], dtype=np.float32)
-    for i in range(s.shape[0]):
-        out[i] = s[i].max() if s.shape[1] else -np.inf
-    return out
-
-
 def io_bound(wl, p: Flash2Plan, sram_bytes: int) -> float:
-    """Θ(N d + N² d / B_r) in bytes, all heads."""
+    """Θ(N d + N² d / B_r) in bytes, all heads (plus the backward's, when simulated)."""
     per_head = (wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q)
-    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    return bound_for_passes(wl, fwd, flash2_bwd.io_bound_backward(wl, p.bwd) if p.bwd else 0.0)
 

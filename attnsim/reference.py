@@ -20,7 +20,7 @@ def expand_kv(x: np.ndarray, heads: int) -> np.ndarray:
     return np.repeat(x, heads // groups, axis=1)
 
 
-def attention_reference(q, k, v, *, causal=False, scale=None, mask=None):
+def attention_reference(q, k, v, *, causal=False, scale=None, mask=None, dropout_keep=None):
     """Exact softmax attention in float64.
 
     Arguments:
@@ -28,6 +28,9 @@ def attention_reference(q, k, v, *, causal=False, scale=None, mask=None):
         causal: bottom-right aligned causal mask.
         scale: softmax scale, default 1/sqrt(d).
         mask: optional boolean (N_q, N_k) or (B, H, N_q, N_k), True = attend.
+        dropout_keep: optional dropout multiplier Z (B, H, N_q, N_k): 0 where an entry of P
+            is dropped, 1/(1 - p) where it is kept (``algorithms.dropout.keep_multiplier``);
+            then o = (P ∘ Z) V, and lse is that of the undropped P.
     Return:
         (o, lse): o (B, H, N_q, d_v) float64 and the log-sum-exp (B, H, N_q). Rows that see
         no key give o = 0 and lse = -inf (the flash-attn convention).
@@ -48,10 +51,57 @@ def attention_reference(q, k, v, *, causal=False, scale=None, mask=None):
     m_safe = np.where(np.isfinite(m), m, 0.0)
     p = np.exp(s - m_safe)
     l = p.sum(axis=-1, keepdims=True)
-    o = np.einsum("bhij,bhjd->bhid", p / np.where(l > 0, l, 1.0), v64)
+    p = p / np.where(l > 0, l, 1.0)
+    if dropout_keep is not None:
+        p = p * np.asarray(dropout_keep, dtype=np.float64)
+    o = np.einsum("bhij,bhjd->bhid", p, v64)
     lse = np.where(l[..., 0] > 0, m_safe[..., 0] + np.log(np.where(l > 0, l, 1.0))[..., 0],
                    -np.inf)
     return o, lse
+
+
+def attention_backward_reference(q, k, v, do, causal=False, scale=None, mask=None,
+                                 dropout_keep=None):
+    """Analytic gradient of softmax attention in float64 (FlashAttention, arXiv 2205.14135,
+    Appendix B.2, with dropout as in Algorithm 4).
+
+    With P = softmax(scale · Q Kᵀ) (masked entries 0), Z the dropout multiplier and
+    O = (P ∘ Z) V:  dV = (P ∘ Z)ᵀ dO,  dP = (dO Vᵀ) ∘ Z,  dS = P ∘ (dP − rowsum(P ∘ dP)),
+    dQ = scale · dS K,  dK = scale · dSᵀ Q.
+
+    Arguments:
+        q, do: (B, H, N_q, d); k, v: (B, G, N_k, d) with H a multiple of G.
+        causal, scale, mask, dropout_keep: as in ``attention_reference``.
+    Return:
+        (dq, dk, dv) float64 with the shapes of q, k, v (GQA: summed over each group).
+    """
+    heads, groups = q.shape[1], k.shape[1]
+    q64, do64 = np.asarray(q, dtype=np.float64), np.asarray(do, dtype=np.float64)
+    k64 = expand_kv(np.asarray(k, dtype=np.float64), heads)
+    v64 = expand_kv(np.asarray(v, dtype=np.float64), heads)
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    s = np.einsum("bhid,bhjd->bhij", q64, k64) * scale          # (B, H, N_q, N_k)
+    allowed = np.ones(s.shape[-2:], dtype=bool)
+    if causal:
+        allowed = allowed & causal_mask(q.shape[2], k.shape[2])
+    if mask is not None:
+        allowed = allowed & mask
+    s = np.where(np.broadcast_to(allowed, s.shape), s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    p = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    l = p.sum(axis=-1, keepdims=True)
+    p = p / np.where(l > 0, l, 1.0)                              # rows seeing no key: P = 0
+    z = 1.0 if dropout_keep is None else np.asarray(dropout_keep, dtype=np.float64)
+    dv = np.einsum("bhij,bhid->bhjd", p * z, do64)
+    dp = np.einsum("bhid,bhjd->bhij", do64, v64) * z
+    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True))
+    dq = np.einsum("bhij,bhjd->bhid", ds, k64) * scale
+    dk = np.einsum("bhij,bhid->bhjd", ds, q64) * scale
+
+    def fold(x):                                                 # (B, H, ..) -> (B, G, ..)
+        return x.reshape(x.shape[0], groups, heads // groups, *x.shape[2:]).sum(axis=2)
+
+    return dq, fold(dk), fold(dv)
 
 
 def relative_error(x, ref) -> float:

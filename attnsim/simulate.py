@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from algorithms.base import PlanError, check_options
+from algorithms.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
-from attnsim.reference import attention_reference, relative_error
+from attnsim.reference import (attention_backward_reference, attention_reference,
+                               relative_error)
 from attnsim.workload import Workload
 from hwmodels.counters import counters_to_dict
 from hwmodels.gpus import GPU, get_gpu
@@ -101,7 +103,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     totals = rec.totals()
     breakdown = predict_time(gpu, rec.kernels, timing)
     err_ref = err_exact = None
-    if compute and check and "o" in outputs:
+    if compute and check and ("o" in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
     return SimResult(
         algorithm=info.name, info=info, gpu=gpu, workload=workload, options=opts,
@@ -120,14 +122,29 @@ def _supported_passes(info) -> set[str]:
 
 
 def _errors(module, wl, plan, inputs, outputs, info):
-    """(error against the algorithm's own float64 math, error against exact attention)."""
-    # an algorithm that changes the problem (Reformer's shared QK) names the exact one
-    problem = getattr(module, "exact_problem", None)
-    q, k, v, mask = (problem(wl, inputs) if problem else
-                     (inputs.q, inputs.k, inputs.v, info.get("mask")))
-    exact_o, _ = attention_reference(q, k, v, causal=wl.causal, scale=wl.scale, mask=mask)
-    err_exact = relative_error(outputs["o"], exact_o)
-    if module.INFO.exact:
+    """(error against the algorithm's own float64 math, error against exact attention).
+
+    With gradients among the outputs (backward passes), the error against exact attention
+    is the largest relative error of o, dq, dk and dv against the float64 references.
+    Dropout: the references use the same keep mask (``algorithms.dropout``).
+    """
+    keep = keep_multiplier(wl, inputs.seed) if wl.dropout > 0 else None
+    errors = []
+    if "o" in outputs:
+        # an algorithm that changes the problem (Reformer's shared QK) names the exact one
+        problem = getattr(module, "exact_problem", None)
+        q, k, v, mask = (problem(wl, inputs) if problem else
+                         (inputs.q, inputs.k, inputs.v, info.get("mask")))
+        exact_o, _ = attention_reference(q, k, v, causal=wl.causal, scale=wl.scale,
+                                         mask=mask, dropout_keep=keep)
+        errors.append(relative_error(outputs["o"], exact_o))
+    if "dq" in outputs:
+        grads = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,
+                                             causal=wl.causal, scale=wl.scale,
+                                             mask=info.get("mask"), dropout_keep=keep)
+        errors += [relative_error(outputs[name], ref) for name, ref in zip(("dq", "dk", "dv"), grads)]
+    err_exact = max(errors)
+    if module.INFO.exact or "o" not in outputs:
         return err_exact, None
     own = getattr(module, "reference", None)
     err_own = relative_error(outputs["o"], own(wl, plan, inputs)) if own else None

@@ -27,6 +27,10 @@ class Workload:
         scale: softmax scale; None means 1/sqrt(head_dim).
         passes: "fwd", "bwd" or "fwd+bwd".
         dropout: dropout probability on P (training).
+        decode: a decode step: ``seq_q`` new tokens attend to a KV cache of ``seq_k`` tokens
+            (algorithms that distinguish prefill from decode, e.g. ``gqa``, switch schedule).
+        model: the model preset this workload comes from (``attnsim.models.ModelConfig``),
+            or None; algorithms use it for KV-cache and per-token decode accounting.
     """
 
     batch: int = 1
@@ -40,6 +44,8 @@ class Workload:
     scale: float | None = None
     passes: str = "fwd"
     dropout: float = 0.0
+    decode: bool = False
+    model: object = None
 
     def __post_init__(self):
         if self.seq_k is None:
@@ -91,4 +97,6 @@ class Workload:
         seq = f"N={self.seq_q}" if self.seq_q == self.seq_k else f"N_q={self.seq_q}, N_k={self.seq_k}"
         return (f"batch={self.batch}, heads={self.heads}{kv}, {seq}, d={self.head_dim}, "
                 f"{self.dtype}, {'causal' if self.causal else 'non-causal'}, {self.passes}"
-                + (f", dropout={self.dropout}" if self.dropout else ""))
+                + (f", dropout={self.dropout}" if self.dropout else "")
+                + (", decode" if self.decode else "")
+                + (f", model={getattr(self.model, 'name', self.model)}" if self.model else ""))

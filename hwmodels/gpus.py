@@ -11,10 +11,12 @@ Every number below carries its source. Abbreviations used in the comments:
 * [TUNE-H]   NVIDIA Hopper Tuning Guide, section 1.4.1.1 (shared memory per SM / per block).
 * [CUDA-CC]  CUDA C++ Programming Guide, "Compute capabilities" table (threads, blocks,
              registers per SM for cc 8.0 and 9.0).
+* [A100-L2]  A100 whitepaper, "L2 cache": 5120 bytes/clk of L2 read bandwidth (2.3x V100's).
 * [FA3]      Shah et al., FlashAttention-3 (arXiv 2407.08608), Section 1 and Section 3:
              H100 SXM5 special-function throughput 3.9 TFLOP/s; the pre-Hopper ``mma.sync``
              instruction reaches only about 2/3 of the Hopper tensor-core peak, ``wgmma``
-             is required for the rest.
+             is required for the rest. Its hardware table gives the H100 SXM5's L2 as 50 MiB at
+             about 12 TB/s (the figure shared/FACTS.md records).
 
 Peak tensor-core numbers are *dense* (no 2:4 sparsity). Bandwidths are decimal
 (1 GB/s = 1e9 B/s) as datasheets state them; capacities in bytes.
@@ -57,6 +59,7 @@ class GPU:
     max_threads_per_sm: int
     max_ctas_per_sm: int
     l2_bytes: int
+    l2_bandwidth_bytes_per_s: float            # aggregate L2 read bandwidth
     hbm_bytes: int
     hbm_bandwidth_bytes_per_s: float
     tensor_fp16_flops_per_s: float             # dense
@@ -127,6 +130,7 @@ A100_SXM4_40GB = GPU(
     max_threads_per_sm=_MAX_THREADS_PER_SM,    # [CUDA-CC] cc 8.0
     max_ctas_per_sm=_MAX_CTAS_PER_SM,          # [CUDA-CC] cc 8.0
     l2_bytes=40 * MiB,                         # [A100-WP] Table 1: 40 MB L2
+    l2_bandwidth_bytes_per_s=5120 * 1410e6,    # [A100-L2] 5120 B/clk x 1.41 GHz = 7.2 TB/s
     hbm_bytes=40 * GiB,                        # [A100-DS] 40 GB HBM2
     hbm_bandwidth_bytes_per_s=1555e9,          # [A100-DS] 1,555 GB/s
     tensor_fp16_flops_per_s=312e12,            # [A100-DS] FP16 Tensor Core 312 TFLOPS
@@ -160,6 +164,7 @@ H100_SXM5_80GB = GPU(
     max_threads_per_sm=_MAX_THREADS_PER_SM,    # [CUDA-CC] cc 9.0
     max_ctas_per_sm=_MAX_CTAS_PER_SM,          # [CUDA-CC] cc 9.0
     l2_bytes=50 * MiB,                         # [H100-WP] 50 MB L2
+    l2_bandwidth_bytes_per_s=12e12,            # [FA3] hardware table: ~12 TB/s
     hbm_bytes=80 * GiB,                        # [H100-DS] 80 GB HBM3
     hbm_bandwidth_bytes_per_s=3.35e12,         # [H100-DS] 3.35 TB/s
     tensor_fp16_flops_per_s=989.4e12,          # [H100-DS] 1,979 TFLOPS with sparsity / 2
@@ -182,6 +187,7 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     clock_hz=1620e6,                           # implied by the dense fp16 peak below:
                                                # 756e12 / (114 SMs x 4096 FLOP/clk)
     hbm_bytes=80 * GiB,                        # [H100-DS] 80 GB HBM2e
+    l2_bandwidth_bytes_per_s=12e12 * 1620 / 1830,  # SXM5's ~12 TB/s scaled by clock
     hbm_bandwidth_bytes_per_s=2.0e12,          # [H100-DS] 2 TB/s
     tensor_fp16_flops_per_s=756e12,            # [H100-DS] 1,513 TFLOPS with sparsity / 2
     tensor_bf16_flops_per_s=756e12,            # [H100-DS] 1,513 TFLOPS with sparsity / 2

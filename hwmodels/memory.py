@@ -56,6 +56,11 @@ class KernelRecord:
         cta_work: optional relative work of each CTA of *one head*, in launch order (None:
             all equal). Used for wave quantization and causal imbalance.
         matmul_dtype: dtype of the matmul inputs (selects the tensor-core peak).
+        unique_hbm_bytes: compulsory traffic of the whole kernel — every distinct byte read
+            once and every output byte written once — or None if not declared.
+        l2_working_set_bytes: bytes that the CTAs resident at one time re-read from each
+            other's loads (e.g. the K/V of the heads in flight). When it fits in L2, the
+            re-reads beyond ``unique_hbm_bytes`` are served by L2 (``hwmodels.timing``).
         counters: int64 counter array (``hwmodels.counters``).
     """
 
@@ -68,6 +73,8 @@ class KernelRecord:
     overlap: str = "serial"
     cta_work: np.ndarray | None = None
     matmul_dtype: str = "fp16"
+    unique_hbm_bytes: int | None = None
+    l2_working_set_bytes: int | None = None
     counters: np.ndarray = field(default_factory=new_counters)
 
     @property
@@ -95,7 +102,8 @@ class Recorder:
 
     def kernel(self, name: str, *, ctas: int, buffers: dict[str, int], threads_per_cta=128,
                register_bytes_per_cta=0, tc_path="mma_sync", overlap="serial", cta_work=None,
-               matmul_dtype="fp16") -> np.ndarray:
+               matmul_dtype="fp16", unique_hbm_bytes=None,
+               l2_working_set_bytes=None) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -107,12 +115,24 @@ class Recorder:
                            register_bytes_per_cta=register_bytes_per_cta, tc_path=tc_path,
                            overlap=overlap,
                            cta_work=None if cta_work is None else np.asarray(cta_work, float),
-                           matmul_dtype=matmul_dtype)
+                           matmul_dtype=matmul_dtype, unique_hbm_bytes=unique_hbm_bytes,
+                           l2_working_set_bytes=l2_working_set_bytes)
         rec.counters[KERNEL_LAUNCHES] = 1
         rec.counters[CTAS] = int(ctas)
         rec.counters[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta
         self.kernels.append(rec)
         return rec.counters
+
+    def resident_ctas(self, ctas: int, sram_bytes_per_cta: int, register_bytes_per_cta: int = 0,
+                      threads_per_cta: int = 128) -> int:
+        """CTAs of a grid resident at one time (for L2 working sets)."""
+        per_sm = self.gpu.max_ctas_per_sm
+        if sram_bytes_per_cta > 0:
+            per_sm = min(per_sm, self.gpu.smem_bytes_per_sm // sram_bytes_per_cta)
+        if register_bytes_per_cta > 0:
+            per_sm = min(per_sm, self.gpu.register_bytes_per_sm // register_bytes_per_cta)
+        per_sm = max(1, min(per_sm, self.gpu.max_threads_per_sm // max(1, threads_per_cta)))
+        return min(ctas, self.gpu.sm_count * per_sm)
 
     @staticmethod
     def repeat(counters: np.ndarray, times: int) -> None:

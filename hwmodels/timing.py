@@ -2,15 +2,22 @@
 
 For each kernel k (kernels run one after another):
 
-    t_mem(k)    = (hbm_read_bytes + hbm_write_bytes) / hbm_bandwidth
+    t_mem(k)    = max(dram_bytes / hbm_bandwidth, requested_bytes / l2_bandwidth)
+                  requested = hbm_read_bytes + hbm_write_bytes (what the algorithm asks of
+                  global memory: the counts the IO theorems bound); every request passes
+                  through L2. dram = requested, unless the kernel declares its compulsory
+                  traffic and the working set its resident CTAs re-read, and that working
+                  set fits in half of L2 (half: streaming data and imperfect replacement
+                  share it) — then dram = the compulsory traffic, re-reads hit in L2.
     t_mma(k)    = matmul_flops / (tensor_peak[dtype] x path_fraction)
                   path_fraction = gpu.mma_sync_fraction_of_peak for the sm80 ``mma.sync`` path
                   (about 2/3 on H100, FlashAttention-3 §1), 1 for ``wgmma`` or on A100
     t_exp(k)    = exp_ops / (16 ops/clk/SM x SMs x clock)          special-function units
     t_other(k)  = other_flops / fp32_peak                          CUDA cores
+    t_link(k)   = interconnect_bytes / (NVLink bandwidth in one direction)   multi-device
     t_comp(k)   = t_mma + t_exp + t_other          kernel declares overlap="serial"  (FA-2)
                 = max(t_mma, t_exp + t_other)      kernel declares overlap="overlap" (FA-3)
-    t_body(k)   = max(t_mem, t_comp)               loads are asynchronous w.r.t. math
+    t_body(k)   = max(t_mem, t_comp, t_link)       loads and peer copies are asynchronous
     t(k)        = t_body x q(k) + launch_overhead
     q(k)        = wave quantization / imbalance: CTAs go, in launch order, to the SM with the
                   least work so far (the block scheduler's behaviour, at SM granularity: the
@@ -33,12 +40,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit
 
-from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS,
+from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, INTERCONNECT_BYTES,
+                               KERNEL_LAUNCHES, MATMUL_FLOPS,
                                OTHER_FLOPS)
 from hwmodels.gpus import GPU
 from hwmodels.memory import KernelRecord
 
-RESOURCES = ("memory", "matmul", "exp", "other", "launch")
+RESOURCES = ("memory", "matmul", "exp", "other", "interconnect", "launch")
 
 
 @dataclass(frozen=True)
@@ -49,16 +57,19 @@ class TimingOptions:
     wave_quantization: bool = True    # CTAs in waves, idle SMs in the last one, imbalance
     launch_overhead: bool = True      # per-kernel launch cost
     tc_path_derate: bool = True       # mma.sync below peak on Hopper
+    l2_cache: bool = True             # re-reads served by L2 when the working set fits
     separate_sfu: bool = True         # exp on the SFUs; off: exp costs one fp32 op
 
 
 @dataclass(frozen=True)
 class KernelTime:
     name: str
+    dram_bytes: int
     memory_s: float
     matmul_s: float
     exp_s: float
     other_s: float
+    interconnect_s: float
     compute_s: float
     body_s: float
     quantization: float
@@ -73,10 +84,12 @@ class KernelTime:
 class TimingBreakdown:
     predicted_s: float
     bound: str                  # memory | matmul | exp | other | launch
+    dram_bytes: int             # estimated DRAM traffic after L2 (<= counted HBM bytes)
     memory_s: float             # sums over kernels of each unoverlapped term
     matmul_s: float
     exp_s: float
     other_s: float
+    interconnect_s: float
     launch_s: float
     quantization: float         # time-weighted mean of the kernels' quantization factors
     time_by_bound_s: dict       # resource -> time of the kernels it bounds
@@ -139,9 +152,24 @@ def quantization_factor(gpu: GPU, k: KernelRecord) -> float:
     return float(_greedy_makespan(work, sms) * sms / total)
 
 
+L2_USABLE_FRACTION = 0.5
+
+
+def dram_bytes(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> int:
+    """Estimated DRAM traffic: the requests, less the re-reads L2 serves."""
+    requested = int(k.counters[HBM_READ_BYTES] + k.counters[HBM_WRITE_BYTES])
+    if (opts.l2_cache and k.unique_hbm_bytes is not None and k.l2_working_set_bytes is not None
+            and k.l2_working_set_bytes <= L2_USABLE_FRACTION * gpu.l2_bytes):
+        return min(requested, int(k.unique_hbm_bytes))
+    return requested
+
+
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> KernelTime:
     c = k.counters
-    memory_s = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES]) / gpu.hbm_bandwidth_bytes_per_s
+    requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
+    dram = dram_bytes(gpu, k, opts)
+    memory_s = max(dram / gpu.hbm_bandwidth_bytes_per_s,
+                   requested / gpu.l2_bandwidth_bytes_per_s if opts.l2_cache else 0.0)
     matmul_s = 0.0
     if c[MATMUL_FLOPS]:
         if k.tc_path == "wgmma" and not gpu.has_wgmma:
@@ -160,15 +188,19 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
         compute_s = max(matmul_s, exp_s + other_s)
     else:
         compute_s = matmul_s + exp_s + other_s
+    interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
+        if c[INTERCONNECT_BYTES] else 0.0
     body_s = max(memory_s, compute_s) if opts.memory_overlap else memory_s + compute_s
+    body_s = max(body_s, interconnect_s)
     q = quantization_factor(gpu, k) if opts.wave_quantization else 1.0
     launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead else 0.0
-    terms = {"memory": memory_s, "matmul": matmul_s, "exp": exp_s, "other": other_s}
+    terms = {"memory": memory_s, "matmul": matmul_s, "exp": exp_s, "other": other_s,
+             "interconnect": interconnect_s}
     bound = max(terms, key=terms.get)
     if launch_s > body_s * q:
         bound = "launch"
-    return KernelTime(name=k.name, memory_s=memory_s, matmul_s=matmul_s, exp_s=exp_s,
-                      other_s=other_s, compute_s=compute_s, body_s=body_s, quantization=q,
+    return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=matmul_s, exp_s=exp_s,
+                      other_s=other_s, interconnect_s=interconnect_s, compute_s=compute_s, body_s=body_s, quantization=q,
                       launch_s=launch_s, total_s=body_s * q + launch_s, bound=bound,
                       ctas=k.ctas, ctas_per_sm=ctas_per_sm(gpu, k))
 
@@ -186,10 +218,12 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
     return TimingBreakdown(
         predicted_s=total,
         bound=max(by_bound, key=by_bound.get) if total > 0 else "memory",
+        dram_bytes=sum(t.dram_bytes for t in times),
         memory_s=sum(t.memory_s for t in times),
         matmul_s=sum(t.matmul_s for t in times),
         exp_s=sum(t.exp_s for t in times),
         other_s=sum(t.other_s for t in times),
+        interconnect_s=sum(t.interconnect_s for t in times),
         launch_s=sum(t.launch_s for t in times),
         quantization=quant,
         time_by_bound_s=by_bound,

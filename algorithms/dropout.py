@@ -1,0 +1,99 @@
+"""Attention dropout shared by standard, flash1 and flash2: the keep mask and its costs.
+
+Dropout on P (training): P_dropped = P ∘ Z with Z_ij = 1/(1 - p) with probability 1 - p and
+0 otherwise (FlashAttention, arXiv 2205.14135, Algorithm 2 line 14 and Algorithm 4 line 13).
+
+The keep decision of entry (batch b, head h, query i, key j) is a pure function of
+``(seed, b·heads + h, i, j)``: a splitmix64 hash, whose top 24 bits are compared with
+p·2²⁴. The forward, the backward and the float64 reference therefore see exactly the same
+mask, so executed outputs can be checked exactly. (A GPU uses Philox counters keyed the same
+way; the hash here is only the simulator's stand-in for the bits, not for their cost.)
+
+What dropout costs (other FLOPs, counted on the CUDA cores):
+* random bits: Philox4x32-10 takes 10 rounds of 2 ``mul.lo`` + 2 ``mul.hi`` + 4 xor + 2 key
+  additions = ``PHILOX_OPS_PER_CALL`` = 100 ops, and yields 128 random bits.
+  - FlashAttention-2 compares 8-bit slices with a uint8 threshold (``p_dropout_in_uint8_t``
+    in flash-attn's ``flash_api.cpp``): 16 elements per call (``FLASH_ELEMS_PER_CALL``); we
+    charge FlashAttention-1 the same.
+  - PyTorch's fused dropout kernel draws one 32-bit uniform per element
+    (``curand_uniform4``): 4 elements per call (``TORCH_ELEMS_PER_CALL``).
+  Calls are counted per tile (flash) or per row (standard): ⌈n / elements per call⌉.
+* one compare per element to make the keep mask, and one multiply-select per element per
+  tensor the mask is applied to (P in the forward; P and dP in the backward).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hwmodels.primitives import count_other
+
+PHILOX_OPS_PER_CALL = 100   # 10 rounds x (2 mul.lo + 2 mul.hi + 4 xor + 2 key adds)
+FLASH_ELEMS_PER_CALL = 16   # 128 bits / 8-bit comparisons (flash-attn's uint8 threshold)
+TORCH_ELEMS_PER_CALL = 4    # curand_uniform4: one fp32 uniform per element
+HASH_BITS = 24              # resolution of the simulator's keep decision
+
+
+def keep_threshold(p: float) -> int:
+    """Hash values (top HASH_BITS bits) below this are dropped."""
+    return int(round(p * (1 << HASH_BITS)))
+
+
+@njit(cache=True)
+def _splitmix64(x):
+    x = (x + np.uint64(0x9E3779B97F4A7C15))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True)
+def _keeps(seed, bh, i, j, seq_q, seq_k, threshold):
+    idx = np.uint64(((bh * seq_q + i) * seq_k + j))
+    h = _splitmix64(idx ^ _splitmix64(np.uint64(seed)))
+    return (h >> np.uint64(64 - HASH_BITS)) >= np.uint64(threshold)
+
+
+@njit(cache=True)
+def keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep):
+    """Z for rows [r0, r0+rows) x keys [c0, c0+cols) of head ``bh``: 0 or 1/(1-p), float32."""
+    z = np.zeros((rows, cols), dtype=np.float32)
+    for a in range(rows):
+        for b in range(cols):
+            if _keeps(seed, bh, r0 + a, c0 + b, seq_q, seq_k, threshold):
+                z[a, b] = inv_keep
+    return z
+
+
+@njit(cache=True)
+def rng_ops(n, elems_per_call):
+    """Philox ops that produce random bits for ``n`` elements."""
+    return -(-n // elems_per_call) * PHILOX_OPS_PER_CALL
+
+
+@njit(cache=True)
+def dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep, compute):
+    """Regenerate Z for one on-chip tile from the RNG state (no HBM traffic): random bits and
+    one compare per element. Returns Z (an empty array in count-only mode)."""
+    count_other(c, rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + rows * cols)
+    if compute:
+        return keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
+                                    inv_keep)
+    return np.empty((0, 0), dtype=np.float32)
+
+
+def keep_multiplier(wl, seed: int) -> np.ndarray:
+    """The whole Z as (batch, heads, seq_q, seq_k) float32 (for references and tests)."""
+    z = np.empty((wl.batch, wl.heads, wl.seq_q, wl.seq_k), dtype=np.float32)
+    thr, inv = keep_threshold(wl.dropout), np.float32(1.0 / (1.0 - wl.dropout))
+    for b in range(wl.batch):
+        for h in range(wl.heads):
+            z[b, h] = keep_multiplier_tile(seed, b * wl.heads + h, 0, 0, wl.seq_q, wl.seq_k,
+                                           wl.seq_q, wl.seq_k, thr, inv)
+    return z
+
+
+def dropout_args(wl, inputs, compute: bool) -> tuple[int, int, np.float32]:
+    """(seed, threshold, 1/(1-p)) for the kernels; seed 0 in count-only mode."""
+    seed = int(inputs.seed) if compute and inputs is not None else 0
+    return seed, keep_threshold(wl.dropout), np.float32(1.0 / (1.0 - wl.dropout))

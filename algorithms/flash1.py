@@ -1,0 +1,232 @@
+"""FlashAttention (forward) — Dao et al., "FlashAttention: Fast and Memory-Efficient Exact
+Attention with IO-Awareness" (2022, arXiv 2205.14135), Algorithm 1 and Theorem 2.
+
+Idea: tile Q, K, V so blocks fit in SRAM, and combine blocks with the online softmax
+(running max m and sum ℓ), so the N x N matrices never reach HBM. Algorithm 1 as published:
+the outer loop runs over K/V blocks and the inner loop over Q blocks, so O_i, ℓ_i and m_i
+travel HBM -> SRAM -> HBM at every inner step.
+
+Notation -> code: M == sram_bytes / e (SRAM size in elements, as in the paper),
+B_c == block_k = ceil(M / 4d), B_r == block_q = min(ceil(M / 4d), d), T_r/T_c the
+number of row/column blocks; ``qi, oi, li, mi, kj, vj`` are the paper's tiles.
+
+HBM traffic per head (bytes; fp32 statistics; non-causal):
+    init   writes N_q d e + 8 N_q               (line 2: O = 0, ℓ = 0, m = -inf)
+    reads  = 2 N_k d e + T_c (2 N_q d e + 8 N_q)  (K_j, V_j once; Q_i, O_i, ℓ_i, m_i per j)
+    writes = T_c (N_q d e + 8 N_q)               (O_i, ℓ_i, m_i per j)
+Theorem 2: Θ(N² d² M⁻¹) HBM accesses (T_c = 4 N d / M). Causal: pairs of blocks that are
+entirely masked are skipped (the inner loop starts at the first Q block that sees K_j).
+FLOPs: 4 N_q N_k d matmul; per visited B_r x B_c tile 4 B_r B_c + 6 B_r + 4 B_r d other
+ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + 2 B_r exps.
+
+Kernel: one CTA per (batch, head), as in the paper's released implementation (the
+parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
+idle when batch x heads < SMs. Shared memory holds K_j, V_j, Q_i and O_i (e bytes per
+element): 2 B_c d + 2 B_r d <= 4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i,
+m_i are "on chip" in the paper and live in registers here (fp32), checked against the
+register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
+
+Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 4, in
+``algorithms.flash1_bwd``; it reads the saved O, ℓ and m, recomputes P on chip and
+read-modify-writes dQ_i through HBM at every inner step. Theorem 5: Θ(N² d² M⁻¹) HBM
+accesses, as the forward (its tiles are B_c = ⌈M/8d⌉, B_r = min(B_c, d): Algorithm 4
+holds twice the forward's d-wide tiles on chip). Dropout (``--dropout p``): Z is regenerated on
+chip from the RNG state (Algorithm 2 lines 14-15; no HBM traffic; RNG cost in
+``algorithms.dropout``): per visited tile ⌈B_r B_c/16⌉·100 + 2 B_r B_c other ops in the
+forward, where P̃ ∘ Z feeds P̃ V_j while ℓ̃ sums the undropped P̃.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms import flash1_bwd
+from algorithms.base import AlgorithmInfo, Plan, PlanError
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
+                               head_view, iter_heads, new_output, new_stats,
+                               tile_softmax_stats)
+from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.passes import bound_for_passes, run_passes
+from hwmodels.memory import SramOverflowError, check_sram_fits
+from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
+                                 matmul_nn, matmul_nt, store_rows, store_vector)
+
+INFO = AlgorithmInfo(
+    name="flash1",
+    title="FlashAttention (Algorithm 1 forward, Algorithm 4 backward)",
+    paper="Dao et al., 2022 (arXiv 2205.14135)",
+    exact=True,
+    io_bound="Θ(N²d²/M)",
+    passes=("fwd", "bwd"),
+)
+
+STAT_BYTES = 4
+THREADS_PER_CTA = 128
+
+
+@dataclass(frozen=True)
+class Flash1Plan(Plan):
+    block_q: int        # B_r
+    block_k: int        # B_c
+    sram_elements: int  # M in elements
+    smem_bytes: int
+    bwd: flash1_bwd.Flash1BwdPlan | None = None   # Algorithm 4's tiles (training)
+
+
+def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
+    return {"K_j": block_k * d * e, "V_j": block_k * d * e, "Q_i": block_q * d * e,
+            "O_i": block_q * d * e}
+
+
+def register_bytes(block_q: int, block_k: int) -> int:
+    """S_ij / P_ij and ℓ_i, m_i, ℓ̃, m̃ in fp32 registers."""
+    return block_q * block_k * 4 + 4 * block_q * STAT_BYTES
+
+
+def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
+    fwd = plan_forward(wl, gpu, sram_bytes)
+    if not wl.has_backward:
+        return fwd
+    return dataclasses.replace(fwd, bwd=flash1_bwd.plan_backward(wl, gpu, sram_bytes))
+
+
+def plan_forward(wl, gpu, sram_bytes: int) -> Flash1Plan:
+    d, e = wl.head_dim, wl.elem_bytes
+    m_elems = sram_bytes // e
+    block_k = cdiv(m_elems, 4 * d)                 # line 1: B_c = ceil(M / 4d)
+    if block_k * 4 * d > m_elems:
+        block_k = max(1, m_elems // (4 * d))       # rounding up would overflow M
+    block_q = min(block_k, d)                      #         B_r = min(ceil(M / 4d), d)
+    if m_elems < 4 * d:
+        raise SramOverflowError(
+            f"flash1 with head_dim {d} needs M >= 4d = {4 * d} elements ({4 * d * e:,} bytes) "
+            f"of SRAM for one row of each of K_j, V_j, Q_i, O_i, but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    need = check_sram_fits(f"flash1 (B_c = {block_k}, B_r = {block_q}, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    regs = register_bytes(block_q, block_k)
+    if regs > gpu.register_bytes_per_sm:
+        raise PlanError(f"flash1 tiles B_r x B_c = {block_q} x {block_k} need {regs:,} bytes of "
+                        f"fp32 registers for S_ij, more than the {gpu.register_bytes_per_sm:,}-byte "
+                        f"register file; use a smaller --sram-kb or --head-dim")
+    return Flash1Plan(block_q=block_q, block_k=block_k, sram_elements=m_elems, smem_bytes=need)
+
+
+def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
+    return run_passes(wl, p, inputs, rec, compute, forward, flash1_bwd.backward)
+
+
+def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
+    d, e = wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
+    buffers = sram_buffers(p.block_q, p.block_k, d, e)
+    regs = register_bytes(p.block_q, p.block_k)
+    # O_i, ℓ_i, m_i and Q_i are re-read for every K/V block: L2 serves them only if the
+    # heads in flight (one CTA each) keep their whole Q, O, ℓ, m there.
+    per_head_reread = 2 * wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES
+    unique = bh * (per_head_reread + 2 * wl.seq_k * d * e + wl.seq_q * d * e
+                   + 2 * wl.seq_q * STAT_BYTES)
+    resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
+    c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=resident * per_head_reread)
+    o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
+    seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM
+        count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
+        forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
+                     head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q, p.block_k,
+                     wl.scale, wl.causal, e, compute, wl.dropout > 0, seed, b * wl.heads + h,
+                     threshold, inv_keep)
+    finish_heads(c_init, wl, compute)
+    finish_heads(c, wl, compute)
+    if not compute:
+        return {}
+    lse = np.where(l > 0, m + np.log(np.where(l > 0, l, 1)), -np.inf).astype(np.float32)
+    return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
+
+
+@njit(cache=True)
+def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
+                 compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
+    for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
+        c1 = min(c0 + block_k, seq_k)
+        cols = c1 - c0
+        kj = load_rows(c, k, c0, c1, d, e)                       # line 6: K_j, V_j -> SRAM
+        vj = load_rows(c, v, c0, c1, d, e)
+        # causal: Q blocks whose last row cannot see key c0 are skipped entirely
+        first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
+        for r0 in range((first_row // block_q) * block_q, seq_q, block_q):  # line 7
+            r1 = min(r0 + block_q, seq_q)
+            rows = r1 - r0
+            qi = load_rows(c, q, r0, r1, d, e)                   # line 8: Q_i, O_i, ℓ_i, m_i
+            oi = load_rows(c, o, r0, r1, d, e)
+            li = load_vector(c, l, r0, r1, STAT_BYTES)
+            mi = load_vector(c, m, r0, r1, STAT_BYTES)
+            s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 9: S_ij = τ Q_i K_jᵀ
+            count_other(c, rows * cols)
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            if masked:
+                count_other(c, rows * cols)
+            count_other(c, rows * cols)                          # line 10: m̃ = rowmax(S)
+            count_other(c, rows * cols)                          #   S - m̃
+            count_exp(c, rows * cols)                            #   P̃ = exp(S - m̃)
+            count_other(c, rows * cols)                          #   ℓ̃ = rowsum(P̃)
+            m_tile = np.empty(0, dtype=np.float32)
+            l_tile = np.empty(0, dtype=np.float32)
+            if compute:
+                s *= np.float32(scale)
+                if masked:
+                    apply_causal_mask(s, r0, c0, seq_q, seq_k)
+                m_tile, l_tile = tile_softmax_stats(s)           # s now holds P̃_ij
+            if dropout:                                          # P̃ ∘ Z feeds P̃ V; ℓ̃ keeps P̃
+                z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
+                                 inv_keep, compute)
+                count_other(c, rows * cols)
+                if compute:
+                    s = s * z
+            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
+            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
+            count_exp(c, 2 * rows)
+            count_other(c, 4 * rows * d)                         # line 12: rescale, add, divide
+            if compute:
+                oi, mi, li = merge_into_output(oi, mi, li, pv, m_tile, l_tile)
+            store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
+            store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
+            store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+
+
+@njit(cache=True)
+def merge_into_output(oi, mi, li, pv, m_tile, l_tile):
+    """Lines 11-12: m_new = max(m_i, m̃), ℓ_new = e^{m_i-m_new} ℓ_i + e^{m̃-m_new} ℓ̃,
+    O_i = diag(ℓ_new)⁻¹ (diag(ℓ_i) e^{m_i-m_new} O_i + e^{m̃-m_new} P̃ V_j)."""
+    rows, d = pv.shape
+    out = np.empty((rows, d), dtype=np.float32)
+    m_new = np.empty(rows, dtype=np.float32)
+    l_new = np.empty(rows, dtype=np.float32)
+    for i in range(rows):
+        mn = max(mi[i], m_tile[i])
+        ref = mn if mn != -np.inf else np.float32(0.0)
+        a_old = np.exp(mi[i] - ref)
+        a_tile = np.exp(m_tile[i] - ref) if m_tile[i] != -np.inf else np.float32(0.0)
+        ln = a_old * li[i] + a_tile * l_tile[i]
+        inv = np.float32(1.0) / ln if ln > 0 else np.float32(0.0)
+        for j in range(d):
+            out[i, j] = (li[i] * a_old * oi[i, j] + a_tile * pv[i, j]) * inv
+        m_new[i] = mn
+        l_new[i] = ln
+    return out, m_new, l_new
+
+
+def io_bound(wl, p: Flash1Plan, sram_bytes: int) -> float:
+    """Θ(N² d² / M) in bytes: N_q N_k d² / M elements of e bytes per head, per pass
+    (Theorems 2 and 5)."""
+    per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / p.sram_elements
+    fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    return bound_for_passes(wl, fwd, flash1_bwd.io_bound_backward(wl, p.sram_elements))

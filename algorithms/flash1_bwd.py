@@ -1,0 +1,223 @@
+"""FlashAttention backward — Dao et al., "FlashAttention: Fast and Memory-Efficient Exact
+Attention with IO-Awareness" (2022, arXiv 2205.14135), Appendix B.4, Algorithm 4, and
+Theorem 5. Used by ``algorithms.flash1`` (not registered on its own).
+
+Idea: never read an N x N matrix: recompute S_ij and P_ij on chip from Q_i, K_j and the
+saved statistics ℓ, m (and regenerate the dropout mask from the RNG state); the outer loop
+runs over K/V blocks holding dK_j, dV_j on chip, the inner loop over Q blocks, and dQ_i is
+read, updated and written back to HBM at every inner step.
+
+Notation -> code: B_c == block_k, B_r == block_q, T_c/T_r the numbers of column/row blocks;
+``kj, vj, dk_acc, dv_acc`` are K_j, V_j, dK̃_j, dṼ_j; ``qi, oi, doi, dqi, li, mi`` the
+paper's Q_i, O_i, dO_i, dQ_i, ℓ_i, m_i; D_i == ``d_i``.
+
+Tile plan. Algorithm 4 line 2 keeps the forward's B_c = ⌈M/4d⌉, B_r = min(⌈M/4d⌉, d), but
+its SRAM holds twice the forward's d-wide tiles: K_j, V_j, dK̃_j, dṼ_j (4 B_c d elements,
+which alone are M at the paper's B_c) and Q_i, O_i, dO_i, dQ_i (4 B_r d). Theorem 5's proof
+only needs B_c = Θ(M/d), B_r = Θ(min(M/d, d)), so we keep the form and halve the constant:
+B_c = ⌈M/8d⌉ (⌊M/8d⌋ when rounding up would overflow), B_r = min(B_c, d), and the eight
+d-wide tiles, at e bytes, take 4 B_c d + 4 B_r d <= 8 B_c d ≈ M — the forward module's
+accounting, where the B_r x B_c tiles S_ij/P_ij and dP_ij/dS_ij and ℓ_i, m_i, D_i live in
+fp32 registers, checked against the register file.
+
+HBM traffic per head (bytes; e = storage bytes; fp32 ℓ, m; R = Σ over visited (i, j)
+tiles of the B_r rows = T_c N_q when not causal):
+    init   writes (N_q + 2 N_k) d e                 (line 5: dQ = dK = dV = 0)
+    reads  = 2 N_k d e + R (4 d e + 8)               (K_j, V_j once; Q_i, O_i, dO_i, dQ_i,
+                                                      ℓ_i, m_i per inner step)
+    writes = R d e + 2 N_k d e                       (dQ_i per inner step; dK_j, dV_j once)
+Theorem 5: Θ(N² d² M⁻¹) HBM accesses (T_c = Θ(N d / M) passes over Q, O, dO and dQ).
+Causal: Q blocks entirely above the diagonal of K_j are skipped.
+FLOPs per visited tile (r x c): 10 r c d matmul (S, dṼ, dP, dQ, dK̃); other ops r c (τ) +
+r c (S - m) + r + r c (diag(ℓ)⁻¹) + 2 r d (D_i = rowsum(dO_i ∘ O_i), recomputed at every
+step as in line 19) + 2 r c (dS) + r c (τ dS) + r d (dQ_i + τ dS K_j) = 6 r c + r + 3 r d,
++ r c on diagonal tiles (mask); r c exps. Dropout: ⌈r c/16⌉·100 + r c (regenerate Z on
+chip, ``algorithms.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM traffic.
+
+Kernel: one CTA per (batch, head), like the forward. Differences from the paper: the
+statistics are fp32 and the matrices are charged at the storage dtype; τ is applied to
+dS once and used for both dQ_i and dK̃_j.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms.base import Plan, PlanError
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
+                               placeholder_vector)
+from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.flash2_bwd import softmax_grad_in_place
+from algorithms.passes import check_backward_workload
+from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
+from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
+                                 matmul_nn, matmul_nt, matmul_tn, store_rows)
+
+STAT_BYTES = 4
+THREADS_PER_CTA = 128
+TILE_DIVISOR = 8      # B_c = ceil(M / 8d): see "Tile plan" above
+
+
+@dataclass(frozen=True)
+class Flash1BwdPlan(Plan):
+    block_q: int        # B_r
+    block_k: int        # B_c
+    smem_bytes: int
+    register_bytes: int
+
+
+def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
+    return {"K_j": block_k * d * e, "V_j": block_k * d * e, "dK_j": block_k * d * e,
+            "dV_j": block_k * d * e, "Q_i": block_q * d * e, "O_i": block_q * d * e,
+            "dO_i": block_q * d * e, "dQ_i": block_q * d * e}
+
+
+def register_bytes(block_q: int, block_k: int) -> int:
+    """S_ij/P_ij and dP_ij/dS_ij, and ℓ_i, m_i, D_i, in fp32 registers."""
+    return 2 * block_q * block_k * 4 + 3 * block_q * STAT_BYTES
+
+
+def plan_backward(wl, gpu, sram_bytes: int) -> Flash1BwdPlan:
+    check_backward_workload("flash1", wl)
+    d, e = wl.head_dim, wl.elem_bytes
+    m_elems = sram_bytes // e
+    if m_elems < TILE_DIVISOR * d:
+        raise SramOverflowError(
+            f"flash1 backward with head_dim {d} needs M >= 8d = {8 * d} elements "
+            f"({8 * d * e:,} bytes) of SRAM for one row of each of K_j, V_j, dK_j, dV_j, Q_i, "
+            f"O_i, dO_i, dQ_i, but the budget is {sram_bytes:,} bytes; use a smaller "
+            f"--head-dim or a larger --sram-kb")
+    block_k = cdiv(m_elems, TILE_DIVISOR * d)          # B_c = ceil(M / 8d)
+    if block_k * TILE_DIVISOR * d > m_elems:
+        block_k = m_elems // (TILE_DIVISOR * d)        # rounding up would overflow M
+    block_q = min(block_k, d)                          # B_r = min(B_c, d)
+    need = check_sram_fits(f"flash1 backward (B_c = {block_k}, B_r = {block_q}, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    regs = register_bytes(block_q, block_k)
+    if regs > gpu.register_bytes_per_sm:
+        raise PlanError(f"flash1 backward tiles B_r x B_c = {block_q} x {block_k} need {regs:,} "
+                        f"bytes of fp32 registers for S_ij and dP_ij, more than the "
+                        f"{gpu.register_bytes_per_sm:,}-byte register file; use a smaller "
+                        f"--sram-kb or --head-dim")
+    return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need,
+                         register_bytes=regs)
+
+
+def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
+    """Launch the init and main kernels; ``saved`` holds o, l, m (executed mode)."""
+    bp: Flash1BwdPlan = fwd_plan.bwd
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    c_init = rec.kernel("flash1_bwd_init", ctas=bh, buffers={}, tc_path="none")
+    buffers = sram_buffers(bp.block_q, bp.block_k, d, e)
+    # L2: Q, O, dO, dQ, ℓ, m of a head are re-read for every K/V block; they hit when those
+    # of the heads in flight (one CTA each) fit. Compulsory: every input once, dQ, dK, dV
+    # written once.
+    per_head_reread = 4 * nq * d * e + 2 * nq * STAT_BYTES
+    unique = bh * (per_head_reread + 2 * nk * d * e + nq * d * e + 2 * nk * d * e)
+    resident = rec.resident_ctas(bh, sum(buffers.values()), bp.register_bytes, THREADS_PER_CTA)
+    c = rec.kernel("flash1_bwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
+                   overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=resident * per_head_reread)
+    seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
+    grads = {}
+    if compute:
+        grads = {"dq": np.zeros((wl.batch, wl.heads, nq, d), np.float32),
+                 "dk": np.zeros((wl.batch, wl.heads, nk, d), np.float32),
+                 "dv": np.zeros((wl.batch, wl.heads, nk, d), np.float32)}
+    for b in range(wl.batch if compute else 1):
+        for h in range(wl.heads if compute else 1):
+            # line 5: dQ = dK = dV = 0 in HBM
+            count_store(c_init, (nq + 2 * nk) * d * e)
+            if compute:
+                q, k, v, do = inputs.q[b, h], inputs.k[b, h], inputs.v[b, h], inputs.do[b, h]
+                o, l, m = saved["o"][b, h], saved["l"][b, h], saved["m"][b, h]
+                dq, dk, dv = grads["dq"][b, h], grads["dk"][b, h], grads["dv"][b, h]
+            else:
+                q = k = v = do = o = dq = dk = dv = placeholder(d)
+                l = m = placeholder_vector()
+            backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, nq, nk, d, bp.block_q,
+                          bp.block_k, wl.scale, wl.causal, e, wl.dropout > 0, seed,
+                          b * wl.heads + h, threshold, inv_keep, compute)
+    if not compute:
+        Recorder.repeat(c_init, bh)
+        Recorder.repeat(c, bh)
+    return grads
+
+
+@njit(cache=True)
+def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q, block_k,
+                  scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute):
+    for c0 in range(0, seq_k, block_k):                          # line 6: for j in 1..T_c
+        c1 = min(c0 + block_k, seq_k)
+        cols = c1 - c0
+        kj = load_rows(c, k, c0, c1, d, e)                       # line 7: K_j, V_j -> SRAM
+        vj = load_rows(c, v, c0, c1, d, e)
+        dk_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)  # line 8
+        dv_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)
+        first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
+        for r0 in range((first_row // block_q) * block_q, seq_q, block_q):  # line 9
+            r1 = min(r0 + block_q, seq_q)
+            rows = r1 - r0
+            qi = load_rows(c, q, r0, r1, d, e)                   # line 10
+            oi = load_rows(c, o, r0, r1, d, e)
+            doi = load_rows(c, do, r0, r1, d, e)
+            dqi = load_rows(c, dq, r0, r1, d, e)
+            li = load_vector(c, l, r0, r1, STAT_BYTES)
+            mi = load_vector(c, m, r0, r1, STAT_BYTES)
+            s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 11: S = τ Q_i K_jᵀ
+            count_other(c, rows * cols)
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            if masked:                                           # line 12: MASK
+                count_other(c, rows * cols)
+            count_other(c, rows * cols + rows + rows * cols)     # line 13: S - m, 1/ℓ, x 1/ℓ
+            count_exp(c, rows * cols)
+            p = s
+            if compute:
+                s *= scale
+                if masked:
+                    apply_causal_mask(s, r0, c0, seq_q, seq_k)
+                # rows that see no key (ℓ = 0, m = -inf) get P = 0
+                m_safe = np.where(mi == -np.inf, np.float32(np.inf), mi)
+                inv_l = np.where(li == 0, np.float32(0.0), np.float32(1.0) / li)
+                p = np.exp(s - m_safe[:, None]) * inv_l[:, None]
+            p_used = p
+            z = np.empty((0, 0), dtype=np.float32)
+            if dropout:                                          # lines 14-15: Z, P ∘ Z
+                z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
+                                 inv_keep, compute)
+                count_other(c, rows * cols)
+                if compute:
+                    p_used = p * z
+            dv_part = matmul_tn(c, p_used, doi, cols, d, rows, e, compute)  # line 16
+            dp = matmul_nt(c, doi, vj, rows, cols, d, e, compute)           # line 17
+            if dropout:                                          # line 18: dP ∘ Z
+                count_other(c, rows * cols)
+                if compute:
+                    dp = dp * z
+            count_other(c, 2 * rows * d)                         # line 19: D_i
+            count_other(c, 2 * rows * cols + rows * cols)        # line 20: dS; τ dS
+            ds = dp
+            if compute:
+                dv_acc += dv_part
+                d_i = (doi * oi).sum(axis=1)
+                softmax_grad_in_place(dp, p, d_i, np.float32(scale))  # dp now holds τ dS
+            dq_part = matmul_nn(c, ds, kj, rows, d, cols, e, compute)       # line 21
+            count_other(c, rows * d)
+            if compute:
+                dqi = dqi + dq_part
+            store_rows(c, dq, r0, dqi, rows, d, e, compute)      #   dQ_i -> HBM
+            dk_part = matmul_tn(c, ds, qi, cols, d, rows, e, compute)       # line 22
+            if compute:
+                dk_acc += dk_part
+        store_rows(c, dk, c0, dk_acc, cols, d, e, compute)       # line 24: dK_j, dV_j -> HBM
+        store_rows(c, dv, c0, dv_acc, cols, d, e, compute)
+
+
+def io_bound_backward(wl, sram_elements: int) -> float:
+    """Theorem 5: Θ(N² d² / M) in bytes (N_q N_k d² / M elements of e bytes per head)."""
+    per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / sram_elements
+    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)

@@ -1,0 +1,75 @@
+"""A tiled GEMM through the counted primitives, as cuBLAS-style kernels move data.
+
+C (m x n) = alpha · op(A) (m x k) · op(B) (k x n). One CTA per (tile_m x tile_n) output
+tile; it streams k in chunks of tile_k, loading an A panel chunk (tile_m x tile_k) and a B
+panel chunk (tile_k x tile_n) into SRAM for each, and writes its C tile once.
+
+HBM traffic (bytes): reads = (T_n · m · k + T_m · k · n) · e_in, writes = m · n · e_out,
+with T_m = ceil(m / tile_m), T_n = ceil(n / tile_n); FLOPs 2 m n k (+ m n for alpha ≠ 1).
+Used by standard attention (S = QKᵀ, O = PV) and its backward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms.base import PlanError
+from hwmodels.primitives import count_load, count_other, count_matmul, count_store
+
+TILE_CANDIDATES = (128, 64, 32, 16)
+TILE_K = 32
+
+
+@dataclass(frozen=True)
+class GemmTiles:
+    tile_m: int
+    tile_n: int
+    tile_k: int
+
+    def smem_buffers(self, e: int) -> dict[str, int]:
+        return {"A_tile": self.tile_m * self.tile_k * e, "B_tile": self.tile_k * self.tile_n * e}
+
+    def register_bytes(self) -> int:
+        return 4 * self.tile_m * self.tile_n    # fp32 accumulator
+
+
+def plan_gemm(e: int, sram_bytes: int, register_budget: int) -> GemmTiles:
+    """Largest square output tile whose A/B chunks fit SRAM and accumulator fits registers."""
+    for t in TILE_CANDIDATES:
+        tiles = GemmTiles(t, t, TILE_K)
+        if sum(tiles.smem_buffers(e).values()) <= sram_bytes and tiles.register_bytes() <= register_budget:
+            return tiles
+    raise PlanError(f"no GEMM tile fits: even 16x16 tiles with k-chunks of {TILE_K} need "
+                    f"{(16 + 16) * TILE_K * e:,} bytes of SRAM but the budget is {sram_bytes:,}")
+
+
+def gemm_ctas(m: int, n: int, tiles: GemmTiles) -> int:
+    return -(-m // tiles.tile_m) * -(-n // tiles.tile_n)
+
+
+@njit(cache=True)
+def gemm(c, a, b, out, m, n, k, tile_m, tile_n, tile_k, e_in, e_out, trans_a, trans_b,
+         alpha, compute):
+    """out[:m, :n] = alpha · op(a) @ op(b); op(x) = x.T when trans_x. Arrays are 2-D HBM tensors
+    (zero-row placeholders in count-only mode)."""
+    for i0 in range(0, m, tile_m):
+        i1 = min(i0 + tile_m, m)
+        for j0 in range(0, n, tile_n):
+            j1 = min(j0 + tile_n, n)
+            acc = np.zeros((i1 - i0, j1 - j0) if compute else (0, 0), dtype=np.float32)
+            for k0 in range(0, k, tile_k):
+                k1 = min(k0 + tile_k, k)
+                count_load(c, (i1 - i0) * (k1 - k0) * e_in)      # A chunk -> SRAM
+                count_load(c, (k1 - k0) * (j1 - j0) * e_in)      # B chunk -> SRAM
+                count_matmul(c, i1 - i0, j1 - j0, k1 - k0, e_in)
+                if compute:
+                    at = a[k0:k1, i0:i1].T if trans_a else a[i0:i1, k0:k1]
+                    bt = b[j0:j1, k0:k1].T if trans_b else b[k0:k1, j0:j1]
+                    acc += np.dot(np.ascontiguousarray(at), np.ascontiguousarray(bt))
+            if alpha != 1.0:
+                count_other(c, (i1 - i0) * (j1 - j0))            # epilogue: alpha · acc
+            count_store(c, (i1 - i0) * (j1 - j0) * e_out)        # C tile -> HBM
+            if compute:
+                out[i0:i1, j0:j1] = acc * np.float32(alpha)

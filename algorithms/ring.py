@@ -1,0 +1,186 @@
+"""Ring Attention — Liu, Zaharia and Abbeel, "Ring Attention with Blockwise Transformers for
+Near-Infinite Context" (2023, arXiv 2310.01889), Section 3 and Algorithm 1.
+
+Idea: split the sequence over P devices; each keeps its block of c = ⌈N/P⌉ queries and
+passes its K/V block around a ring. In each of the P steps a device runs blockwise
+(FlashAttention-2 style) attention of its queries against the K/V block it holds while
+sending that block to the next device; the partial results merge by the online softmax.
+
+Notation -> code: P == devices, c == block_q of the ring (rows per device),
+B_r/B_c == the FlashAttention-2 tiles inside each step (``flash2.plan``).
+
+Per device and head (e bytes per element, fp32 running state), over the P steps:
+    HBM reads  = P c d e (Q block, every step) + N_k d e · 2 (every K/V block once)
+                 + (P - 1) (c d 4 + 8 c) (running acc, m, l of the previous step)
+    HBM writes = (P - 1) (c d 4 + 8 c) + c d e + 4 c  (state, then O and lse)
+    NVLink     = (P - 1) · 2 c d e sent (each K/V block forwarded, but the last)
+FLOPs as FlashAttention-2 over the device's c x N_k scores. Bound per device:
+Θ(N d + c N d / B_r) HBM bytes and Θ(N d) interconnect bytes; compute hides the
+transfer when c ≥ F / B (F: FLOP/s per device, B: one-direction link bandwidth; the
+paper's condition, with 4 d FLOPs per score pair and 2 d e bytes per key).
+Counts are per device (devices are symmetric; causal: the last device, which sees every
+block, is simulated — the slowest); ``rec.info["ring"]`` gives the totals over devices.
+Each ring step is one kernel here; the transfer overlaps it (``t_link`` in the timing
+model). Not modelled: the receive buffer's copy and the blockwise feed-forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms import flash2
+from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
+from algorithms.flash_tile import STAT_BYTES, attend_tile, finish_rows
+from hwmodels.counters import new_counters
+from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
+                                 store_vector)
+
+INFO = AlgorithmInfo(
+    name="ring",
+    title="Ring Attention (sequence over a ring of devices)",
+    paper="Liu, Zaharia, Abbeel, 2023 (arXiv 2310.01889)",
+    exact=True,
+    io_bound="Θ(Nd + cNd/B_r) HBM, Θ(Nd) link per device",
+    options=(Option("devices", int, 8, "devices in the ring (P)",
+                    validate=lambda p: None if p >= 1 else "must be at least 1"),),
+)
+
+
+@dataclass(frozen=True)
+class RingPlan(Plan):
+    devices: int
+    rows_per_device: int       # c
+    keys_per_device: int
+    block_q: int               # FlashAttention-2 tiles inside a step
+    block_k: int
+    simulated_device: int
+    min_block_for_overlap: int  # c >= F / B
+
+
+def plan(wl, gpu, sram_bytes: int, devices: int = 8) -> RingPlan:
+    if devices > min(wl.seq_q, wl.seq_k):
+        raise PlanError(f"ring: {devices} devices for a sequence of {min(wl.seq_q, wl.seq_k)} "
+                        f"tokens leaves devices without a block; use --devices <= the sequence")
+    inner = flash2.plan(wl, gpu, sram_bytes)
+    # Compute per key block (4 c d FLOPs per key) vs sending it (2 d e bytes per key).
+    flops = gpu.tensor_flops_per_s(wl.dtype) * gpu.mma_sync_fraction_of_peak
+    link = gpu.nvlink_bytes_per_s_one_direction
+    c_min = int(np.ceil(flops * 2 * wl.elem_bytes / (4 * link))) if link else 0
+    return RingPlan(devices=devices, rows_per_device=cdiv(wl.seq_q, devices),
+                    keys_per_device=cdiv(wl.seq_k, devices), block_q=inner.block_q,
+                    block_k=inner.block_k, simulated_device=devices - 1 if wl.causal else 0,
+                    min_block_for_overlap=c_min)
+
+
+def _rows(p: RingPlan, device: int, n: int, per: int) -> tuple[int, int]:
+    return min(n, device * per), min(n, (device + 1) * per)
+
+
+def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
+    d, e, bh = wl.head_dim, wl.elem_bytes, wl.batch * wl.heads
+    dev = p.simulated_device
+    q_lo, q_hi = _rows(p, dev, wl.seq_q, p.rows_per_device)
+    counters, sends = [], []
+    inner = flash2.Flash2Plan(p.block_q, p.block_k, 0, flash2.register_bytes(p.block_q, p.block_k, d))
+    buffers = flash2.smem_buffers(p.block_q, p.block_k, d, e)
+    tr = cdiv(q_hi - q_lo, p.block_q)
+    state_bytes = bh * (q_hi - q_lo) * (d + 2) * STAT_BYTES
+    for step in range(p.devices):
+        j = (dev - step) % p.devices
+        k_lo, k_hi = _rows(p, j, wl.seq_k, p.keys_per_device)
+        # L2 as in FlashAttention-2 for this device's queries against the visiting block,
+        # plus the running state read and written once
+        dram, working_set = flash2.l2_footprint(
+            wl.replace(seq_q=q_hi - q_lo, seq_k=k_hi - k_lo), inner, rec, tr,
+            sum(buffers.values()))
+        c = rec.kernel(f"ring_step{step}", ctas=tr * bh, buffers=buffers,
+                       register_bytes_per_cta=inner.register_bytes, tc_path="mma_sync",
+                       overlap="serial", matmul_dtype=wl.dtype,
+                       unique_hbm_bytes=dram + 2 * state_bytes, l2_working_set_bytes=working_set)
+        counters.append(c)
+        # forward the K/V block to the next device (all but the last step)
+        sends.append(2 * (k_hi - k_lo) * d * e * wl.batch * wl.kv_heads
+                     if step < p.devices - 1 else 0)
+    o, lse = new_output(wl, compute), new_stats(wl, compute)
+    heads = list(iter_heads(wl, inputs, compute))
+    devices = range(p.devices) if compute else [dev]
+    for device in devices:
+        rows = _rows(p, device, wl.seq_q, p.rows_per_device)
+        for b, h, q, k, v in heads:
+            state = _new_state(rows[1] - rows[0], d, compute)
+            for step in range(p.devices):
+                j = (device - step) % p.devices
+                keys = _rows(p, j, wl.seq_k, p.keys_per_device)
+                # only the simulated device is counted; the others run for the output
+                c = counters[step] if device == dev else new_counters()
+                ring_step(c, q, k, v, o[b, h] if compute else q, lse[b, h] if compute else q[:, 0],
+                          *state, rows[0], rows[1], keys[0], keys[1], wl.seq_q, wl.seq_k, d,
+                          p.block_q, p.block_k, wl.scale, wl.causal, e, step == 0,
+                          step == p.devices - 1, compute)
+    for c, nbytes in zip(counters, sends):
+        if not compute:
+            rec.repeat(c, bh)
+        count_interconnect(c, nbytes)
+    rec.info["ring"] = _ring_info(wl, p, rec)
+    return {"o": o, "lse": lse} if compute else {}
+
+
+def _new_state(rows: int, d: int, compute: bool):
+    """The running acc, m, l of one device's queries, kept in HBM between ring steps."""
+    if not compute:
+        return (np.empty((0, d), np.float32), np.empty(0, np.float32), np.empty(0, np.float32))
+    return (np.zeros((rows, d), np.float32), np.full(rows, -np.inf, np.float32),
+            np.zeros(rows, np.float32))
+
+
+@njit(cache=True)
+def ring_step(c, q, k, v, o, lse, acc, m, l, q_lo, q_hi, k_lo, k_hi, seq_q, seq_k, d,
+              block_q, block_k, scale, causal, e, first, last, compute):
+    """One device, one head, one ring step: its queries against the visiting K/V block."""
+    for r0 in range(q_lo, q_hi, block_q):
+        r1 = min(r0 + block_q, q_hi)
+        rows = r1 - r0
+        s0, s1 = r0 - q_lo, r1 - q_lo               # rows of the device-local state
+        qi = load_rows(c, q, r0, r1, d, e)
+        if first:
+            acc_i, m_i, l_i = acc[s0:s1], m[s0:s1], l[s0:s1]   # fresh state, on chip
+        else:
+            acc_i = load_rows(c, acc, s0, s1, d, STAT_BYTES)
+            m_i = load_vector(c, m, s0, s1, STAT_BYTES)
+            l_i = load_vector(c, l, s0, s1, STAT_BYTES)
+        key_end = min(k_hi, causal_key_end(r1, seq_q, seq_k)) if causal else k_hi
+        for c0 in range(k_lo, key_end, block_k):
+            attend_tile(c, qi, k, v, acc_i, m_i, l_i, r0, rows, c0, min(c0 + block_k, k_hi),
+                        d, scale, causal, seq_q, seq_k, e, compute)
+        if last:
+            oi, lse_i = finish_rows(c, acc_i, m_i, l_i, rows, d, compute)
+            store_rows(c, o, r0, oi, rows, d, e, compute)
+            store_vector(c, lse, r0, lse_i, rows, STAT_BYTES, compute)
+        else:                                        # keep the state for the next step
+            store_rows(c, acc, s0, acc_i, rows, d, STAT_BYTES, compute)
+            store_vector(c, m, s0, m_i, rows, STAT_BYTES, compute)
+            store_vector(c, l, s0, l_i, rows, STAT_BYTES, compute)
+
+
+def _ring_info(wl, p: RingPlan, rec) -> dict:
+    per_device = rec.totals()
+    return {
+        "devices": p.devices,
+        "simulated_device": p.simulated_device,
+        "counts_are": "per device",
+        "hbm_bytes_all_devices": int(per_device[0] + per_device[1]) * p.devices,
+        "interconnect_bytes_all_devices": int(per_device[10]) * p.devices,
+        "rows_per_device": p.rows_per_device,
+        "min_rows_per_device_to_hide_transfers": p.min_block_for_overlap,
+        "transfers_hidden": p.rows_per_device >= p.min_block_for_overlap,
+    }
+
+
+def io_bound(wl, p: RingPlan, sram_bytes: int) -> float:
+    """Per device: Θ(N d + c N d / B_r) HBM bytes, all heads."""
+    c = p.rows_per_device
+    per_head = wl.seq_k * wl.head_dim + c * wl.seq_k * wl.head_dim / p.block_q
+    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)

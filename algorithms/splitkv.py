@@ -1,0 +1,309 @@
+"""Packed-query, split-KV attention kernels shared by ``gqa`` and ``mla`` (not an algorithm of
+its own: it is registered through them).
+
+One CTA attends ``g`` query heads that read the same key/value head ("packed": their
+g x B_r query rows share every K/V tile it loads) for one block of B_r query rows and one
+chunk [k_lo, k_hi) of the keys, with FlashAttention-2's online softmax. With one chunk
+(``splits`` = 1) the CTA writes the final O (storage dtype) and the fp32 log-sum-exp; with
+several chunks (flash-decoding, Dao et al. 2023, "Flash-Decoding for long-context
+inference") each CTA writes a partial O and lse in fp32 and a second kernel combines them:
+
+    lse = max_s lse_s + log Σ_s exp(lse_s − max_s lse_s),   O = Σ_s exp(lse_s − lse) · O_s
+
+Notation -> code: g == group (query heads per CTA), B_r == block_q (rows per head),
+B_c == block_k, S == splits, d_k / d_v == dk / dv (MLA: 576 / 512). ``v_in_k``: the values
+are the first d_v columns of the key tile (MLA's latent serves as both), so no V load.
+
+Per CTA (R = g·rows, e = storage bytes, o_b = 4 when split else e), HBM bytes:
+    reads  = R d_k e (Q) + Σ_tiles cols (d_k + d_v [0 if v_in_k]) e
+    writes = R d_v o_b + 4 R
+and the other/exp counts of ``flash2.forward_head`` with rows -> R (a packed CTA with g = 1
+counts exactly as FlashAttention-2). Combine kernel, per query head:
+    reads 4 S N_q (d_v + 1), writes N_q (d_v e + 4);
+    other 3 S N_q + 2 S N_q d_v + N_q d_v + N_q, exp S N_q + N_q.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
+                               heads_in_flight)
+from hwmodels.memory import Recorder
+from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
+
+Q_BLOCKS = (128, 64, 32, 16)                    # FlashAttention-2's per-head row blocks
+Q_BLOCKS_PACKED = (128, 64, 32, 16, 8, 4, 2, 1)  # packing g heads may need fewer rows per head
+K_BLOCKS = (128, 64, 32, 16)
+STAT_BYTES = 4         # lse and the partial O of split CTAs are fp32
+MAX_SPLITS = 128       # as flash-attn's num_splits heuristic caps it
+SPLIT_EFFICIENCY = 0.85  # smallest split count within 85% of the best wave efficiency
+
+
+@dataclass(frozen=True)
+class PackedTiles:
+    group: int
+    block_q: int
+    block_k: int
+    smem_bytes: int
+    register_bytes: int
+
+
+def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k) -> dict[str, int]:
+    buffers = {"Q_i": g * block_q * dk * e, "K_j": block_k * dk * e}
+    if not v_in_k:
+        buffers["V_j"] = block_k * dv * e
+    return buffers
+
+
+def register_bytes(g, block_q, block_k, dv) -> int:
+    """fp32 O accumulator and score tile of the g·B_r packed rows."""
+    return 4 * g * block_q * dv + 4 * g * block_q * block_k
+
+
+def plan_tiles(groups, seq_q, dk, dv, e, sram_bytes, register_budget, *, v_in_k=False,
+               q_blocks=Q_BLOCKS_PACKED, clamp_to_seq=True):
+    """The first (g, B_r, B_c), largest first, whose tiles fit SRAM and registers, or None.
+
+    ``clamp_to_seq``: B_r = min(B_r, N_q) (decode: a few query rows); off for FA-2 parity.
+    """
+    for g in groups:
+        seen = []
+        for bq in q_blocks:
+            bq = min(bq, seq_q) if clamp_to_seq else bq
+            if bq in seen:
+                continue
+            seen.append(bq)
+            for bk in K_BLOCKS:
+                smem = sum(smem_buffers(g, bq, bk, dk, dv, e, v_in_k).values())
+                regs = register_bytes(g, bq, bk, dv)
+                if smem <= sram_bytes and regs <= register_budget:
+                    return PackedTiles(g, bq, bk, smem, regs)
+    return None
+
+
+def choose_splits(base_ctas: int, key_blocks: int, sm_count: int) -> int:
+    """Flash-decoding's split count: the smallest S whose grid (base_ctas x S) fills the SMs'
+    waves within 85% of the best S, at most one split per key block and ``MAX_SPLITS``."""
+    top = max(1, min(MAX_SPLITS, key_blocks))
+    eff = []
+    for s in range(1, top + 1):
+        waves = base_ctas * s / sm_count
+        eff.append(waves / math.ceil(waves))
+    best = max(eff)
+    return next(s for s, x in enumerate(eff, start=1) if x >= SPLIT_EFFICIENCY * best)
+
+
+def split_ranges(seq_k: int, block_k: int, splits: int) -> tuple[int, list[tuple[int, int]]]:
+    """(most key blocks in a chunk, [(k_lo, k_hi)]): ``splits`` chunks of whole key blocks,
+    as even as they go (sizes differ by at most one block), none empty."""
+    blocks = cdiv(seq_k, block_k)
+    n = max(1, min(splits, blocks))
+    edges = [i * blocks // n for i in range(n + 1)]
+    ranges = [(edges[i] * block_k, min(seq_k, edges[i + 1] * block_k)) for i in range(n)]
+    return cdiv(blocks, n), ranges
+
+
+def cta_work(seq_q, seq_k, block_q, block_k, ranges, causal) -> np.ndarray:
+    """Key tiles each CTA of one pack processes, in launch order (split-major)."""
+    work = []
+    for k_lo, k_hi in ranges:
+        for r0 in range(0, seq_q, block_q):
+            r1 = min(r0 + block_q, seq_q)
+            end = min(k_hi, max(0, min(seq_k, r1 + seq_k - seq_q))) if causal else k_hi
+            work.append(max(1, cdiv(max(0, end - k_lo), block_k)))
+    return np.array(work, dtype=np.float64)
+
+
+def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv,
+                     tiles: PackedTiles, splits, scale, causal, e, dtype, v_in_k, tc_path,
+                     compute, threads=128):
+    """Launch the (split) attention kernel, and the combine kernel when ``splits`` > 1.
+
+    Arguments:
+        q: (B, H_q, N_q, d_k); k: (B, H_kv, N_k, d_k); v: (B, H_kv, N_k, d_v) or None when
+            ``v_in_k``. None in count-only mode. Query head h reads KV head
+            h // (H_q / H_kv); a CTA packs ``tiles.group`` consecutive query heads, all of
+            one KV head.
+    Return:
+        (o, lse): (B, H_q, N_q, d_v) and (B, H_q, N_q) float32; (None, None) in count-only
+        mode.
+    """
+    g, bq, bk = tiles.group, tiles.block_q, tiles.block_k
+    packs = q_heads // g
+    heads_per_kv = q_heads // kv_heads
+    _, ranges = split_ranges(seq_k, bk, splits)
+    n_split = len(ranges)
+    t_r = cdiv(seq_q, bq)
+    out_bytes = STAT_BYTES if n_split > 1 else e
+    buffers = smem_buffers(g, bq, bk, dk, dv, e, v_in_k)
+    # L2 (hwmodels.timing): compulsory traffic is Q once, each KV head's K/V once, every
+    # output once; the re-reads (K/V by the other heads of a group when not packed, Q by
+    # the splits) hit L2 if the K/V of the packs in flight fit there — as flash2 declares.
+    kv_bytes = seq_k * (dk + (0 if v_in_k else dv)) * e
+    unique = (batch * q_heads * seq_q * (dk * e + n_split * (dv * out_bytes + STAT_BYTES))
+              + batch * kv_heads * kv_bytes)
+    in_flight = heads_in_flight(rec, t_r * n_split, batch * packs, sum(buffers.values()),
+                                tiles.register_bytes, threads)
+    c = rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
+                   threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
+                   tc_path=tc_path, overlap="serial",
+                   cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal), matmul_dtype=dtype,
+                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
+    if not compute:
+        for k_lo, k_hi in ranges:
+            attend_pack(c, np.empty((0, 0, dk), np.float32), np.empty((0, dk), np.float32),
+                        np.empty((0, dv), np.float32), np.empty((0, 0, dv), np.float32),
+                        np.empty((0, 0), np.float32), seq_q, seq_k, dk, dv, g, bq, bk, k_lo,
+                        k_hi, scale, causal, e, out_bytes, v_in_k, False)
+        Recorder.repeat(c, batch * packs)
+        if n_split > 1:
+            combine(rec, None, None, batch, q_heads, seq_q, dv, n_split, e, False)
+        return None, None
+    o_part = np.zeros((n_split, batch, q_heads, seq_q, dv), dtype=np.float32)
+    lse_part = np.full((n_split, batch, q_heads, seq_q), -np.inf, dtype=np.float32)
+    for b in range(batch):
+        for p in range(packs):
+            h0 = p * g
+            kv = h0 // heads_per_kv
+            kb = np.ascontiguousarray(k[b, kv])
+            vb = kb[:, :dv] if v_in_k else np.ascontiguousarray(v[b, kv])
+            qb = np.ascontiguousarray(q[b, h0:h0 + g])
+            for s, (k_lo, k_hi) in enumerate(ranges):
+                attend_pack(c, qb, kb, vb, o_part[s, b, h0:h0 + g], lse_part[s, b, h0:h0 + g],
+                            seq_q, seq_k, dk, dv, g, bq, bk, k_lo, k_hi, scale, causal, e,
+                            out_bytes, v_in_k, True)
+    if n_split == 1:
+        return o_part[0], lse_part[0]
+    return combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, n_split, e, True)
+
+
+def combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, splits, e, compute):
+    """The reduction kernel: one CTA per (sequence, query head) merges the S partials."""
+    c = rec.kernel("splitkv_combine", ctas=batch * q_heads,
+                   # rows are merged one after another: one row's partials on chip at a time
+                   buffers={"lse_s": splits * STAT_BYTES, "O_s": dv * STAT_BYTES,
+                            "O_acc": dv * STAT_BYTES},
+                   threads_per_cta=128, tc_path="none", overlap="serial")
+    if not compute:
+        combine_head(c, np.empty((0, 0, dv), np.float32), np.empty((0, 0), np.float32),
+                     np.empty((0, dv), np.float32), np.empty(0, np.float32), seq_q, dv, splits,
+                     e, False)
+        Recorder.repeat(c, batch * q_heads)
+        return None, None
+    o = np.zeros((batch, q_heads, seq_q, dv), dtype=np.float32)
+    lse = np.zeros((batch, q_heads, seq_q), dtype=np.float32)
+    for b in range(batch):
+        for h in range(q_heads):
+            combine_head(c, np.ascontiguousarray(o_part[:, b, h]),
+                         np.ascontiguousarray(lse_part[:, b, h]), o[b, h], lse[b, h], seq_q,
+                         dv, splits, e, True)
+    return o, lse
+
+
+@njit(cache=True)
+def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k_lo, k_hi,
+                scale, causal, e, out_bytes, v_in_k, compute):
+    """One pack of g query heads over keys [k_lo, k_hi): every query block is one CTA.
+
+    q (g, N_q, d_k), k (N_k, d_k), v (N_k, d_v), o (g, N_q, d_v), lse (g, N_q).
+    """
+    for r0 in range(0, seq_q, block_q):
+        r1 = min(r0 + block_q, seq_q)
+        rows = r1 - r0
+        big = g * rows                                             # packed rows R
+        count_load(c, big * dk * e)                                # Q_i of g heads -> SRAM
+        m = np.empty((0, 0), dtype=np.float32)
+        l = np.empty((0, 0), dtype=np.float32)
+        acc = np.empty((0, 0, 0), dtype=np.float32)
+        if compute:
+            m = np.full((g, rows), -np.inf, dtype=np.float32)
+            l = np.zeros((g, rows), dtype=np.float32)
+            acc = np.zeros((g, rows, dv), dtype=np.float32)
+        key_end = min(k_hi, causal_key_end(r1, seq_q, seq_k)) if causal else k_hi
+        for c0 in range(k_lo, key_end, block_k):
+            c1 = min(c0 + block_k, k_hi)
+            cols = c1 - c0
+            count_load(c, cols * dk * e)                           # K_j -> SRAM, once for g heads
+            if not v_in_k:
+                count_load(c, cols * dv * e)                       # V_j -> SRAM
+            count_matmul(c, big, cols, dk, e)                      # S = Q_i K_jᵀ (g heads)
+            count_other(c, big * cols)                             # S *= scale
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            if masked:
+                count_other(c, big * cols)                         # select -inf
+            # -- update m_i and l_i (as flash2.forward_head) --
+            count_other(c, big * cols + big)
+            count_other(c, big * cols)
+            count_exp(c, big * cols)
+            count_other(c, big)
+            count_exp(c, big)
+            count_other(c, big * cols + 2 * big)
+            count_other(c, big * dv)
+            count_matmul(c, big, dv, cols, e)                      # acc += P V_j
+            if compute:
+                kt = np.ascontiguousarray(k[c0:c1].T)
+                vj = np.ascontiguousarray(v[c0:c1])
+                for j in range(g):
+                    s = np.dot(np.ascontiguousarray(q[j, r0:r1]), kt) * np.float32(scale)
+                    if masked:
+                        apply_causal_mask(s, r0, c0, seq_q, seq_k)
+                    m_new = np.maximum(m[j], _rowmax(s))
+                    m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
+                    p = np.exp(s - m_safe.reshape((rows, 1)))
+                    alpha = np.exp(m[j] - m_safe)
+                    l[j] = alpha * l[j] + p.sum(axis=1)
+                    acc[j] = acc[j] * alpha.reshape((rows, 1)) + np.dot(p, vj)
+                    m[j] = m_new
+        # -- epilogue: O_i = acc / l, lse_i = m + log l --
+        count_other(c, big * dv + big)
+        count_exp(c, big)
+        count_store(c, big * dv * out_bytes)                       # O_i (or partial) -> HBM
+        count_store(c, big * STAT_BYTES)                           # lse_i -> HBM
+        if compute:
+            for j in range(g):
+                l_safe = np.where(l[j] == 0, np.float32(1.0), l[j])
+                o[j, r0:r1] = acc[j] / l_safe.reshape((rows, 1))
+                lse[j, r0:r1] = np.where(l[j] == 0, np.float32(-np.inf), m[j] + np.log(l_safe))
+
+
+@njit(cache=True)
+def combine_head(c, o_part, lse_part, o, lse, seq_q, dv, splits, e, compute):
+    """Merge S partials of one query head: o_part (S, N_q, d_v), lse_part (S, N_q)."""
+    rows = seq_q * splits
+    count_load(c, rows * STAT_BYTES)                               # lse_s
+    count_other(c, 3 * rows)                                       # max, lse_s - max, sum
+    count_exp(c, rows)                                             # w_s = exp(lse_s - max)
+    count_load(c, rows * dv * STAT_BYTES)                          # O_s
+    count_other(c, 2 * rows * dv + seq_q * dv + seq_q)             # Σ w_s O_s, / Σ w_s, + max
+    count_exp(c, seq_q)                                            # log Σ w_s
+    count_store(c, seq_q * dv * e)                                 # O -> HBM
+    count_store(c, seq_q * STAT_BYTES)                             # lse -> HBM
+    if compute:
+        for i in range(seq_q):
+            mx = -np.inf
+            for s in range(splits):
+                mx = max(mx, lse_part[s, i])
+            if mx == -np.inf:
+                o[i, :] = 0.0
+                lse[i] = -np.inf
+                continue
+            total = np.float32(0.0)
+            acc = np.zeros(dv, dtype=np.float32)
+            for s in range(splits):
+                w = np.float32(np.exp(lse_part[s, i] - mx))
+                total += w
+                acc += w * o_part[s, i]
+            o[i, :] = acc / total
+            lse[i] = mx + np.log(total)
+
+
+@njit(cache=True)
+def _rowmax(s):
+    out = np.empty(s.shape[0], dtype=np.float32)
+    for i in range(s.shape[0]):
+        out[i] = s[i].max() if s.shape[1] else -np.inf
+    return out

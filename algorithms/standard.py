@@ -1,0 +1,198 @@
+"""Standard attention — Algorithm 0 of Dao et al., "FlashAttention: Fast and Memory-Efficient
+Exact Attention with IO-Awareness" (2022, arXiv 2205.14135), Section 2.2.
+
+Idea: the textbook implementation a framework runs: each step is its own kernel and the
+N_q x N_k matrices S and P are materialized in HBM between them.
+
+Kernels (per head; e = storage bytes per element, T_m/T_n = GEMM output tiles):
+  1. ``qk_gemm``   S = scale · Q Kᵀ     reads (T_n N_q d + T_m N_k d) e, writes N_q N_k e
+  2. ``mask``      causal only: S[masked] = -inf; reads S (N_q N_k e) and the boolean mask
+                   (N_q N_k bytes, as ``masked_fill`` with a materialized mask), writes S
+  3. ``softmax``   P = softmax(S) row by row; reads S, writes P (N_q N_k e each). A row
+                   that fits in SRAM is read once; a longer row is read twice (an online
+                   max/sum pass, then a normalize pass).
+  4. ``pv_gemm``   O = P V              reads (T_d N_q N_k + T_m N_k d) e, writes N_q d e
+Bound (Theorem 2): Θ(N d + N²) HBM accesses. FLOPs: 4 N_q N_k d matmul; per score
+1 (scale) + 4 (max, subtract, sum, divide) other ops and 1 exp (+3 other, +1 exp for
+a row read twice, + per-chunk rescaling), + 1 select per score when causal.
+Differences from a framework: no fusion at all (PyTorch fuses the scale into the GEMM
+as we do; some versions fuse the mask into the softmax — see the ``mask`` kernel); the
+L2 cache is not modelled, so the broadcast mask is charged per head.
+
+Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 3, one kernel per
+autograd op (dV, dP, [dropout backward], softmax backward, [masked_fill backward], dQ, dK),
+in ``algorithms.standard_bwd``, which also states what the forward saves (P, and with
+dropout P ∘ Z and a 1-byte mask). Theorem 5: Θ(N d + N²) HBM accesses, as the forward.
+Dropout (``--dropout p``): its own kernel between softmax and P V, as a framework runs it:
+reads P, writes P ∘ Z and the mask (N_q N_k (2e + 1) bytes), ⌈N_k/4⌉·100 RNG ops per row
++ 2 per entry; P V then reads P ∘ Z.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms import standard_bwd
+from algorithms.base import AlgorithmInfo, Plan
+from algorithms.common import heads_in_flight, iter_heads, new_output, placeholder
+from algorithms.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
+from algorithms.passes import bound_for_passes, run_passes
+from hwmodels.primitives import count_exp, count_load, count_other, count_store
+
+INFO = AlgorithmInfo(
+    name="standard",
+    title="Standard attention (S and P materialized in HBM)",
+    paper="Dao et al., 2022 (arXiv 2205.14135), Algorithm 0",
+    exact=True,
+    io_bound="Θ(Nd + N²)",
+    passes=("fwd", "bwd"),
+)
+
+MASK_BYTES = 1           # a materialized boolean mask, one byte per entry
+SOFTMAX_THREADS = 256
+
+
+@dataclass(frozen=True)
+class StandardPlan(Plan):
+    gemm_tile_m: int
+    gemm_tile_n: int
+    gemm_tile_k: int
+    softmax_chunk: int      # elements of one row held in SRAM at a time
+    softmax_passes: int     # 1 when the whole row fits in SRAM, else 2
+    bwd: standard_bwd.StandardBwdPlan | None = None   # the backward's softmax rows (training)
+
+    @property
+    def tiles(self) -> GemmTiles:
+        return GemmTiles(self.gemm_tile_m, self.gemm_tile_n, self.gemm_tile_k)
+
+
+def plan(wl, gpu, sram_bytes: int) -> StandardPlan:
+    fwd = plan_forward(wl, gpu, sram_bytes)
+    if not wl.has_backward:
+        return fwd
+    return dataclasses.replace(fwd, bwd=standard_bwd.plan_backward(wl, gpu, sram_bytes))
+
+
+def plan_forward(wl, gpu, sram_bytes: int) -> StandardPlan:
+    e = wl.elem_bytes
+    tiles = plan_gemm(e, sram_bytes, gpu.register_bytes_per_sm // 2)
+    if wl.seq_k * e <= sram_bytes:
+        chunk, passes = wl.seq_k, 1
+    else:
+        chunk = 1 << int(np.log2(sram_bytes // e))
+        passes = 2
+    return StandardPlan(tiles.tile_m, tiles.tile_n, tiles.tile_k, chunk, passes)
+
+
+def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
+    return run_passes(wl, p, inputs, rec, compute, forward, standard_bwd.backward)
+
+
+def forward(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    t = p.tiles
+    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    qk_tiles, pv_tiles = gemm_ctas(nq, nk, t), gemm_ctas(nq, d, t)
+    # L2: a GEMM re-reads its operands' panels; they hit while the operands of the heads in
+    # flight fit. Compulsory traffic: each operand once, the result once.
+    qk_flight = heads_in_flight(rec, qk_tiles, bh, gemm_smem, gemm_regs)
+    c_qk = rec.kernel("qk_gemm", ctas=bh * qk_tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
+                      l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
+    c_mask = None
+    if wl.causal:
+        # the boolean mask is shared by every head: after the first head it comes from L2
+        c_mask = rec.kernel("mask", ctas=bh * nq, buffers={}, threads_per_cta=SOFTMAX_THREADS,
+                            tc_path="none",
+                            unique_hbm_bytes=bh * 2 * nq * nk * e + nq * nk * MASK_BYTES,
+                            l2_working_set_bytes=nq * nk * MASK_BYTES)
+    resident_rows = rec.resident_ctas(bh * nq, p.softmax_chunk * e, 0, SOFTMAX_THREADS)
+    c_sm = rec.kernel("softmax", ctas=bh * nq, buffers={"row": p.softmax_chunk * e},
+                      threads_per_cta=SOFTMAX_THREADS, tc_path="none",
+                      unique_hbm_bytes=bh * 2 * nq * nk * e,
+                      l2_working_set_bytes=resident_rows * nk * e)
+    c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
+    pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
+    c_pv = rec.kernel("pv_gemm", ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      unique_hbm_bytes=bh * (nq * nk + nk * d + nq * d) * e,
+                      l2_working_set_bytes=pv_flight * nk * d * e
+                      + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)
+    o = new_output(wl, compute)
+    s = np.zeros((nq, nk) if compute else (0, nk), dtype=np.float32)   # S, then P, in HBM
+    saved = standard_bwd.new_saved(wl, compute)    # training: P (and P ∘ Z, mask) per head
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        if saved:
+            s = saved["p"][b, h]
+        gemm(c_qk, q, k, s, nq, nk, d, t.tile_m, t.tile_n, t.tile_k, e, e, False, True,
+             wl.scale, compute)
+        if wl.causal:
+            mask_kernel(c_mask, s, nq, nk, e, compute)
+        softmax_kernel(c_sm, s, nq, nk, p.softmax_chunk, e, compute)
+        p_used = s
+        if wl.dropout > 0:
+            p_used = standard_bwd.dropout_forward(c_drop, wl, s, saved, b, h, inputs, compute)
+        o_head = o[b, h] if compute else placeholder(d)
+        gemm(c_pv, p_used, v, o_head, nq, d, nk, t.tile_m, t.tile_n, t.tile_k, e, e, False, False,
+             1.0, compute)
+    if not compute:
+        for counters in (c_qk, c_mask, c_sm, c_drop, c_pv):
+            if counters is not None:
+                rec.repeat(counters, bh)
+    return {"o": o, **saved} if compute else {}
+
+
+@njit(cache=True)
+def mask_kernel(c, s, seq_q, seq_k, e, compute):
+    """S[i, j] = -inf where key j is after query i (bottom-right aligned): one row per CTA."""
+    for i in range(seq_q):
+        count_load(c, seq_k * e)                  # row of S
+        count_load(c, seq_k * MASK_BYTES)         # row of the boolean mask
+        count_other(c, seq_k)                     # select
+        count_store(c, seq_k * e)                 # masked row of S
+        if compute:
+            first_masked = max(0, i + seq_k - seq_q + 1)
+            s[i, first_masked:] = -np.inf
+
+
+@njit(cache=True)
+def softmax_kernel(c, s, seq_q, seq_k, chunk, e, compute):
+    """P = softmax(S) in place, one row per CTA. Rows longer than the SRAM chunk take two
+    passes: an online pass for the max and sum (rescaling the sum per chunk), then a
+    normalize pass."""
+    two_pass = chunk < seq_k
+    n_chunks = -(-seq_k // chunk)
+    for i in range(seq_q):
+        count_load(c, seq_k * e)                  # read the row (pass 1)
+        if two_pass:
+            count_other(c, 3 * seq_k)             # running max, subtract, running sum
+            count_exp(c, seq_k)
+            count_other(c, 2 * n_chunks)          # per chunk: m_old - m_new, rescale sum
+            count_exp(c, n_chunks)
+            count_load(c, seq_k * e)              # read the row again (pass 2)
+            count_other(c, 2 * seq_k)             # subtract, divide
+            count_exp(c, seq_k)
+        else:
+            count_other(c, 4 * seq_k)             # max, subtract, sum, divide
+            count_exp(c, seq_k)
+        count_store(c, seq_k * e)                 # write the row of P
+        if compute:
+            row = s[i]
+            m = row.max()
+            if m == -np.inf:                      # a row that sees no key: P = 0
+                row[:] = 0.0
+            else:
+                p = np.exp(row - m)
+                row[:] = p / p.sum()
+
+
+def io_bound(wl, p: StandardPlan, sram_bytes: int) -> float:
+    """Θ(N d + N²) in bytes: (N_q d + N_k d + N_q N_k) e per head."""
+    per_head = wl.seq_q * wl.head_dim + wl.seq_k * wl.head_dim + wl.seq_q * wl.seq_k
+    fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    return bound_for_passes(wl, fwd, standard_bwd.io_bound_backward(wl))

@@ -1,0 +1,349 @@
+"""Command line: ``python -m attnsim {list,run,report,gpu-check}`` (also the ``attnsim`` script).
+
+User errors print one line, ``attnsim: error: ...``, and exit with status 2 (no traceback;
+set ATTNSIM_DEBUG=1 to see one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from algorithms.base import Option
+from algorithms.registry import algorithm_names, get_algorithm
+from attnsim.simulate import simulate
+from attnsim.workload import PASSES, Workload
+from hwmodels.gpus import GPUS, get_gpu, gpu_names
+from hwmodels.timing import TimingOptions
+
+OUTPUT_FORMATS = ("text", "markdown", "json", "csv")
+
+
+# ---- shared argument groups ----------------------------------------------------------------
+
+def add_hw_args(p: argparse.ArgumentParser, default="h100") -> None:
+    p.add_argument("--hw", default=default,
+                   help=f"GPU: {', '.join(gpu_names())}, or a path to a .toml file "
+                        f"(default {default})")
+    p.add_argument("--sram-kb", type=float, default=None,
+                   help="per-CTA SRAM budget M in KiB (default: the GPU's shared memory per "
+                        "block); smaller values explore Theorem 2's N²d²/M")
+
+
+def add_workload_args(p: argparse.ArgumentParser, defaults: Workload) -> None:
+    g = p.add_argument_group("workload")
+    g.add_argument("--batch", type=int, default=defaults.batch)
+    g.add_argument("--heads", type=int, default=None,
+                   help=f"query heads (default {defaults.heads}, or the --model's)")
+    g.add_argument("--kv-heads", type=int, default=None,
+                   help="key/value heads (GQA groups; 1 = MQA; default = --heads)")
+    g.add_argument("--seq", type=int, default=defaults.seq_q,
+                   help="sequence length N (with --decode: the KV-cache length)")
+    g.add_argument("--seq-k", type=int, default=None, help="key length (default = --seq)")
+    g.add_argument("--head-dim", type=int, default=None,
+                   help=f"head dim d (default {defaults.head_dim}, or the --model's)")
+    g.add_argument("--dtype", default=defaults.dtype, choices=("fp16", "bf16", "fp32", "fp8"))
+    g.add_argument("--causal", action="store_true", default=defaults.causal)
+    g.add_argument("--scale", type=float, default=None, help="softmax scale (default 1/sqrt(d))")
+    g.add_argument("--pass", dest="passes", default=defaults.passes, choices=PASSES,
+                   help="forward, backward or both (training)")
+    g.add_argument("--dropout", type=float, default=defaults.dropout,
+                   help="dropout probability on P (training)")
+    g.add_argument("--model", default=None,
+                   help="model preset (see 'attnsim list') or a model .toml file: sets heads, "
+                        "kv heads and head dim, and adds KV-cache and per-token decode figures")
+    g.add_argument("--decode", action="store_true",
+                   help="one decode step: --new-tokens queries per sequence against a KV "
+                        "cache of --seq tokens")
+    g.add_argument("--new-tokens", type=int, default=None,
+                   help="with --decode: new tokens per sequence (default 1; several attend "
+                        "causally, as in speculative decoding)")
+    p.set_defaults(workload_defaults=defaults)
+
+
+def workload_from_args(a) -> Workload:
+    from attnsim.errors import AttnsimError
+    from attnsim.models import get_model, shape_from_model
+    model = get_model(a.model) if getattr(a, "model", None) else None
+    heads, kv_heads, head_dim = shape_from_model(
+        model, heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
+        defaults=getattr(a, "workload_defaults", Workload()))
+    decode, new_tokens = getattr(a, "decode", False), getattr(a, "new_tokens", None)
+    seq_q, seq_k, causal = a.seq, a.seq_k, a.causal
+    if new_tokens is not None and not decode:
+        raise AttnsimError("--new-tokens applies to --decode; add --decode or drop it")
+    if decode:
+        if a.seq_k is not None:
+            raise AttnsimError("with --decode, --seq is the KV-cache length and --new-tokens "
+                               "the query length; drop --seq-k")
+        seq_q, seq_k = (1 if new_tokens is None else new_tokens), a.seq
+        causal = causal or seq_q > 1
+    return Workload(batch=a.batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q,
+                    seq_k=seq_k, head_dim=head_dim, dtype=a.dtype, causal=causal,
+                    scale=a.scale, passes=a.passes, dropout=a.dropout, decode=decode,
+                    model=model)
+
+
+def sram_bytes_from_args(a) -> int | None:
+    if a.sram_kb is None:
+        return None
+    if a.sram_kb <= 0:
+        raise ValueError(f"--sram-kb must be positive, got {a.sram_kb}")
+    return int(a.sram_kb * 1024)
+
+
+def add_output_args(p, formats=OUTPUT_FORMATS) -> None:
+    p.add_argument("--format", default="text", choices=formats)
+    p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+
+
+def emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# ---- list ----------------------------------------------------------------------------------
+
+def cmd_list(a) -> int:
+    from tabulate import tabulate
+    algos = []
+    for name in algorithm_names():
+        info = get_algorithm(name).INFO
+        algos.append({"name": name, "title": info.title, "paper": info.paper, "exact": info.exact,
+                      "io_bound": info.io_bound, "passes": list(info.passes),
+                      "options": [{"flag": o.flag, "default": o.default, "help": o.help}
+                                  for o in info.options]})
+    gpus = [{"name": g.name, "full_name": g.full_name, "sm_count": g.sm_count,
+             "hbm_bandwidth_bytes_per_s": g.hbm_bandwidth_bytes_per_s,
+             "tensor_fp16_flops_per_s": g.tensor_fp16_flops_per_s,
+             "smem_bytes_per_block": g.smem_bytes_per_block} for g in GPUS.values()]
+    extra = _list_extras()
+    if a.format == "json":
+        data = {k: v for k, v in extra.items() if not k.startswith("_")}
+        emit(json.dumps({"algorithms": algos, "gpus": gpus, **data}, indent=2), a.output)
+        return 0
+    text = ["Algorithms", tabulate(
+        [[x["name"], x["title"], x["paper"], "yes" if x["exact"] else "no", x["io_bound"],
+          ",".join(x["passes"]), " ".join(o["flag"] for o in x["options"]) or "—"] for x in algos],
+        headers=["name", "algorithm", "paper", "exact", "IO bound", "passes", "options"]),
+        "", "GPUs", tabulate(
+        [[g["name"], g["full_name"], g["sm_count"], f"{g['hbm_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s",
+          f"{g['tensor_fp16_flops_per_s'] / 1e12:.0f} TFLOP/s",
+          f"{g['smem_bytes_per_block'] // 1024} KiB"] for g in gpus],
+        headers=["name", "GPU", "SMs", "HBM", "fp16 dense", "smem/block"])]
+    for title, rows, headers in extra.get("_tables", []):
+        text += ["", title, tabulate(rows, headers=headers)]
+    emit("\n".join(text), a.output)
+    return 0
+
+
+def _list_extras() -> dict:
+    """Hook for other listings (model presets); returns {} when there are none."""
+    from attnsim.models import presets_listing
+    return presets_listing()
+
+
+# ---- run -----------------------------------------------------------------------------------
+
+def algorithm_option_parser(name: str) -> argparse.ArgumentParser:
+    info = get_algorithm(name).INFO
+    p = argparse.ArgumentParser(prog=f"attnsim run {name}", add_help=False)
+    for opt in info.options:
+        add_option(p, opt)
+    return p
+
+
+def add_option(p: argparse.ArgumentParser, opt: Option) -> None:
+    if opt.type is bool:
+        p.add_argument(opt.flag, dest=opt.name, action="store_true", default=None, help=opt.help)
+    else:
+        p.add_argument(opt.flag, dest=opt.name, type=opt.type, default=None,
+                       choices=opt.choices, help=opt.help)
+
+
+def cmd_run(a, extra_args: list[str]) -> int:
+    from reports.run_view import run_document
+    info = get_algorithm(a.algorithm).INFO
+    opt_parser = algorithm_option_parser(a.algorithm)
+    opts, unknown = opt_parser.parse_known_args(extra_args)
+    if unknown:
+        valid = ", ".join(o.flag for o in info.options) or "none"
+        raise ValueError(f"unrecognized argument(s) for {info.name}: {' '.join(unknown)}; "
+                         f"its own options: {valid} (see 'attnsim list')")
+    options = {k: v for k, v in vars(opts).items() if v is not None}
+    result = simulate(a.algorithm, workload_from_args(a), get_gpu(a.hw),
+                      compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
+                      options=options, seed=a.seed, timing=timing_from_args(a))
+    emit(run_document(result).render(a.format), a.output)
+    return 0
+
+
+def add_timing_args(p) -> None:
+    g = p.add_argument_group("timing model (switch mechanisms off to see their effect)")
+    for flag, help_ in (("overlap", "softmax/GEMM overlap of kernels that declare it"),
+                        ("memory-overlap", "memory time hidden behind compute"),
+                        ("wave-quantization", "CTA waves and causal imbalance"),
+                        ("launch-overhead", "per-kernel launch cost"),
+                        ("tc-path-derate", "mma.sync below peak on Hopper"),
+                        ("l2-cache", "re-reads served by L2 when the working set fits"),
+                        ("separate-sfu", "exp on the special-function units")):
+        g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
+
+
+def timing_from_args(a) -> TimingOptions:
+    return TimingOptions(overlap=not a.no_overlap, memory_overlap=not a.no_memory_overlap,
+                         wave_quantization=not a.no_wave_quantization,
+                         launch_overhead=not a.no_launch_overhead,
+                         tc_path_derate=not a.no_tc_path_derate,
+                         l2_cache=not a.no_l2_cache,
+                         separate_sfu=not a.no_separate_sfu)
+
+
+# ---- report --------------------------------------------------------------------------------
+
+def cmd_report(a) -> int:
+    from attnsim import suite
+    from reports.report import build_report
+    gpu = get_gpu(a.hw)
+    wl = workload_from_args(a)
+    seqs = parse_seqs(a.seqs)
+    names = [n.strip() for n in a.algorithms.split(",")] if a.algorithms else None
+    for n in names or []:
+        get_algorithm(n)
+    sram = sram_bytes_from_args(a)
+    progress = _progress(len(names or algorithm_names()) * 2)
+    rows = suite.run_all(gpu, wl, names, sram_bytes=sram, accuracy=not a.no_accuracy,
+                         progress=progress.update1)
+    series = suite.growth(gpu, wl, seqs, names, sram_bytes=sram, progress=progress.update1)
+    progress.close()
+    sections, data = _report_extras(a, gpu, wl)
+    doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
+                       accuracy_workload=None if a.no_accuracy else
+                       suite.ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype),
+                       extra_sections=sections, extra_data=data)
+    emit(doc.render(a.format), a.output)
+    if a.plot:
+        from reports.plots import growth_plot
+        growth_plot(series, gpu, a.plot)
+        print(f"wrote {a.plot}", file=sys.stderr)
+    return 0
+
+
+def _report_extras(a, gpu, wl):
+    """Sections other capabilities add to the report (decode, GPU cross-checks)."""
+    sections, data = [], {}
+    try:
+        from attnsim import gpu_check
+    except ImportError:
+        gpu_check = None
+    if gpu_check is not None and hasattr(gpu_check, "report_section"):
+        sec = gpu_check.report_section(gpu)
+        if sec is not None:
+            sections.append(sec[0])
+            data["gpu_check"] = sec[1]
+    from reports.decode import decode_section
+    sec, sec_data = decode_section(gpu, wl)
+    sections.append(sec)
+    data["decode"] = sec_data
+    return sections, data
+
+
+def parse_seqs(text: str) -> list[int]:
+    try:
+        seqs = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seqs must be comma-separated integers, got {text!r}") from None
+    if len(seqs) < 2 or any(n < 1 for n in seqs):
+        raise ValueError(f"--seqs needs at least two positive lengths, got {text!r}")
+    return sorted(set(seqs))
+
+
+class _progress:
+    """tqdm on an interactive stderr, silent otherwise."""
+
+    def __init__(self, total):
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc="simulating", unit="algo", leave=False,
+                            disable=None, file=sys.stderr)
+        except ImportError:
+            self.bar = None
+
+    def update1(self, _name=None):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from attnsim import suite
+    p = argparse.ArgumentParser(prog="attnsim", description="Simulate attention algorithms "
+                                "through a GPU memory hierarchy: HBM/SRAM traffic, FLOPs, IO "
+                                "bounds and predicted A100/H100 runtimes.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pl = sub.add_parser("list", help="algorithms and GPUs")
+    add_output_args(pl, ("text", "json"))
+    pl.set_defaults(func=cmd_list)
+
+    pr = sub.add_parser("run", help="one algorithm on one workload",
+                        description="Algorithm-specific options (see 'attnsim list') may follow.")
+    pr.add_argument("algorithm", help=f"one of: {', '.join(algorithm_names())}")
+    add_hw_args(pr)
+    add_workload_args(pr, Workload(batch=1, heads=16, seq_q=4096, head_dim=64))
+    pr.add_argument("--count-only", action="store_true",
+                    help="same loops and counts without arithmetic (fast for long sequences)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    add_timing_args(pr)
+    add_output_args(pr, ("text", "markdown", "json"))
+    pr.set_defaults(func=cmd_run, takes_extra=True)
+
+    pp = sub.add_parser("report", help="the main report: every algorithm on one GPU")
+    add_hw_args(pp)
+    add_workload_args(pp, suite.DEFAULT_WORKLOAD)
+    pp.add_argument("--seqs", default=",".join(map(str, suite.DEFAULT_GROWTH_SEQS)),
+                    help="sequence lengths of the growth table")
+    pp.add_argument("--algorithms", default=None, help="comma-separated subset")
+    pp.add_argument("--no-accuracy", action="store_true",
+                    help="skip the executed-mode accuracy column")
+    pp.add_argument("--plot", default=None, help="also write a PNG of HBM traffic vs N")
+    add_output_args(pp)
+    pp.set_defaults(func=cmd_report)
+
+    try:
+        from attnsim import gpu_check
+    except ImportError:
+        gpu_check = None
+    if gpu_check is not None:
+        gpu_check.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
+    except ValueError as exc:        # every user error (AttnsimError, PlanError, ...) is one
+        if os.environ.get("ATTNSIM_DEBUG"):
+            raise
+        print(f"attnsim: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if os.environ.get("ATTNSIM_DEBUG"):
+            raise
+        print(f"attnsim: error: {exc}", file=sys.stderr)
+        return 2

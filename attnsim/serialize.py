@@ -1,0 +1,69 @@
+"""SimResult -> plain JSON-able dicts. The keys are a public interface: extend, never rename."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from hwmodels.timing import kernel_time
+
+
+def jsonable(x):
+    """Recursively convert numpy scalars/arrays and dataclasses into JSON types."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return jsonable(dataclasses.asdict(x))
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def gpu_dict(gpu) -> dict:
+    d = dataclasses.asdict(gpu)
+    d["sfu_ops_per_s"] = gpu.sfu_ops_per_s
+    return d
+
+
+def result_dict(r) -> dict:
+    """The JSON object of ``attnsim run --format json``."""
+    kernels = []
+    for k in r.kernels:
+        kt = kernel_time(r.gpu, k)
+        kernels.append({"name": k.name, "ctas": k.ctas, "sram_bytes_per_cta": k.sram_bytes_per_cta,
+                        "buffers": k.buffers, "tc_path": k.tc_path, "overlap": k.overlap,
+                        "counts": k.counts(), "time": dataclasses.asdict(kt)})
+    time = r.time.to_dict()
+    time.pop("kernels")
+    out = {
+        "algorithm": r.algorithm,
+        "title": r.info.title,
+        "paper": r.info.paper,
+        "exact": r.info.exact,
+        "gpu": gpu_dict(r.gpu),
+        "workload": r.workload.to_dict(),
+        "options": r.options,
+        "mode": "executed" if r.compute else "count-only",
+        "sram_budget_bytes": r.sram_budget_bytes,
+        "plan": r.plan,
+        "counts": r.counts,
+        "derived": {"hbm_bytes": r.hbm_bytes, "flops": r.flops,
+                    "arithmetic_intensity_flop_per_byte": r.arithmetic_intensity},
+        "time": time,
+        "io_bound": {"formula": r.info.io_bound, "bytes": r.io_bound_bytes,
+                     "ratio": r.io_ratio},
+        "kernels": kernels,
+        "error_vs_reference": r.error_vs_reference,
+        "error_vs_exact": r.error_vs_exact,
+    }
+    for key, value in r.extra.items():
+        if key != "mask" and key not in out:
+            out[key] = value
+    return jsonable(out)

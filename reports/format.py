@@ -1,0 +1,45 @@
+"""Human-readable numbers (decimal SI units, as datasheets use)."""
+from __future__ import annotations
+
+import math
+
+
+def si(value: float, unit: str, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if value == 0:
+        return f"0 {unit}"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.{digits}g} {prefix}{unit}"
+    return f"{value:.{digits}g} {unit}"
+
+
+def nbytes(value) -> str:
+    return si(value, "B")
+
+
+def kib(value) -> str:
+    return "—" if value is None else f"{value / 1024:.1f} KiB"
+
+
+def flops(value) -> str:
+    return si(value, "FLOP")
+
+
+def seconds(value) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} µs"
+
+
+def ratio(value, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def sci(value) -> str:
+    return "—" if value is None else f"{value:.1e}"

@@ -1,0 +1,53 @@
+"""The main report (``attnsim report --hw h100``): assembled from results, no simulation here."""
+from __future__ import annotations
+
+from attnsim.serialize import gpu_dict, jsonable, result_dict
+from reports import tables
+from reports.document import Document, Section
+
+
+def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=None,
+                 extra_sections=(), extra_data=None) -> Document:
+    """Document with the GPU, the per-algorithm table, the timing breakdown and the growth
+    of HBM traffic with N against each algorithm's bound."""
+    budget = sram_bytes or gpu.smem_bytes_per_block
+    sections = [
+        Section(f"GPU: {gpu.full_name}", tables=[tables.gpu_table(gpu)]),
+        Section("Algorithms", paragraphs=[
+            f"Workload: {wl.describe()}; SRAM budget M = {budget:,} bytes per CTA. "
+            "Counts are simulated (count-only mode) through the HBM/SRAM hierarchy; "
+            "'predicted' is the timing model's estimate, 'bound' the resource that limits it. "
+            "'causal' and 'fwd+bwd' are predicted times of the same workload with a causal "
+            "mask and for training (forward + backward), where the algorithm has them."
+            + (f" 'err vs exact': relative Frobenius error of the executed output against "
+               f"float64 exact attention on {accuracy_workload.describe()}."
+               if accuracy_workload else "")],
+            tables=[tables.algorithms_table(rows)]),
+        Section("Where the time goes", tables=[tables.timing_table(rows)]),
+        Section("Growth of HBM traffic with sequence length", paragraphs=[
+            f"Same workload with N from {series[0].seqs[0] if series and series[0].seqs else '?'} "
+            f"to {max((s.seqs[-1] for s in series if s.seqs), default='?')} (count-only)."],
+            tables=[tables.growth_table(series)]),
+        *extra_sections,
+    ]
+    data = {
+        "gpu": gpu_dict(gpu),
+        "workload": wl.to_dict(),
+        "sram_budget_bytes": budget,
+        "algorithms": [
+            {**(result_dict(r.result) if r.result else {"algorithm": r.name, "error": r.error}),
+             "causal": result_dict(r.causal) if r.causal else None,
+             "training": result_dict(r.training) if r.training else None,
+             "accuracy": ({"workload": r.accuracy.workload.to_dict(),
+                           "error_vs_reference": r.accuracy.error_vs_reference,
+                           "error_vs_exact": r.accuracy.error_vs_exact}
+                          if r.accuracy else None)}
+            for r in rows],
+        "growth": [{"algorithm": s.name, "bound": s.bound, "seqs": s.seqs,
+                    "hbm_bytes": s.hbm_bytes, "io_bound_bytes": s.io_bound_bytes,
+                    "fitted_exponent": s.fitted_exponent(), "bound_exponent": s.bound_exponent()}
+                   for s in series],
+        **(extra_data or {}),
+    }
+    return Document(title=f"attnsim report — {gpu.full_name}", sections=sections,
+                    data=jsonable(data))

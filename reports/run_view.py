@@ -1,0 +1,60 @@
+"""One simulation (``attnsim run``) as a document."""
+from __future__ import annotations
+
+from reports import format as fmt
+from reports.document import Document, Section, Table
+from attnsim.serialize import result_dict
+
+
+def run_document(r) -> Document:
+    c = r.counts
+    count_rows = [
+        ["HBM read", fmt.nbytes(c["hbm_read_bytes"]), c["hbm_read_bytes"]],
+        ["HBM write", fmt.nbytes(c["hbm_write_bytes"]), c["hbm_write_bytes"]],
+        ["DRAM estimate after L2", fmt.nbytes(r.time.dram_bytes), r.time.dram_bytes],
+        ["HBM write, atomic part", fmt.nbytes(c["atomic_bytes"]), c["atomic_bytes"]],
+        ["SRAM read", fmt.nbytes(c["sram_read_bytes"]), c["sram_read_bytes"]],
+        ["SRAM write", fmt.nbytes(c["sram_write_bytes"]), c["sram_write_bytes"]],
+        ["SRAM peak per CTA", fmt.kib(c["sram_peak_bytes"]), c["sram_peak_bytes"]],
+        ["matmul FLOPs", fmt.flops(c["matmul_flops"]), c["matmul_flops"]],
+        ["exp ops", fmt.si(c["exp_ops"], "op"), c["exp_ops"]],
+        ["other FLOPs", fmt.flops(c["other_flops"]), c["other_flops"]],
+        ["kernel launches", str(c["kernel_launches"]), c["kernel_launches"]],
+        ["CTAs", str(c["ctas"]), c["ctas"]],
+        ["interconnect", fmt.nbytes(c["interconnect_bytes"]), c["interconnect_bytes"]],
+        ["arithmetic intensity", f"{r.arithmetic_intensity:.3g} FLOP/B", r.arithmetic_intensity],
+        [f"IO bound {r.info.io_bound}", fmt.nbytes(r.io_bound_bytes), r.io_bound_bytes],
+        ["HBM bytes ÷ IO bound", fmt.ratio(r.io_ratio), r.io_ratio],
+    ]
+    counts = Table("counts", "", ["quantity", "value", "exact"],
+                   [[a, b, f"{v:,}" if isinstance(v, int) else f"{v:.6g}"] for a, b, v in count_rows],
+                   [{"quantity": a, "value": v} for a, _, v in count_rows])
+    kt_rows, kt_records = [], []
+    for kt in r.time.kernels:
+        kt_rows.append([kt.name, kt.ctas, kt.ctas_per_sm, fmt.seconds(kt.memory_s),
+                        fmt.seconds(kt.matmul_s), fmt.seconds(kt.exp_s), fmt.seconds(kt.other_s),
+                        f"{kt.quantization:.3f}", fmt.seconds(kt.launch_s),
+                        fmt.seconds(kt.total_s), kt.bound])
+        kt_records.append(dict(kt.__dict__))
+    kernels = Table("kernels", "", ["kernel", "CTAs", "CTAs/SM", "memory", "matmul", "exp",
+                                    "other", "waves ×", "launch", "time", "bound"],
+                    kt_rows, kt_records,
+                    notes=[f"predicted total {fmt.seconds(r.time.predicted_s)}, bound by "
+                           f"{r.time.bound}"])
+    plan = Table("plan", "", ["plan field", "value"], [[k, v] for k, v in r.plan.items()],
+                 [r.plan])
+    paragraphs = [f"{r.info.title} — {r.info.paper}",
+                  f"GPU {r.gpu.full_name}; workload {r.workload.describe()}; "
+                  f"SRAM budget M = {r.sram_budget_bytes:,} B; "
+                  f"{'executed' if r.compute else 'count-only'} mode"
+                  + (f"; options {r.options}" if r.options else "")]
+    if r.error_vs_reference is not None:
+        paragraphs.append(f"relative error vs float64 reference: {r.error_vs_reference:.2e}")
+    if r.error_vs_exact is not None:
+        paragraphs.append(f"relative error vs exact softmax attention: {r.error_vs_exact:.2e}")
+    for key, value in r.extra.items():
+        if key != "mask":
+            paragraphs.append(f"{key}: {value}")
+    return Document(title=f"attnsim run {r.algorithm}",
+                    sections=[Section("Simulation", paragraphs, [plan, counts, kernels])],
+                    data=result_dict(r))

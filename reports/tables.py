@@ -1,0 +1,124 @@
+"""Pure functions: results -> Tables (formatted rows for people, records for machines)."""
+from __future__ import annotations
+
+from reports import format as fmt
+from reports.document import Table
+
+
+def gpu_table(gpu) -> Table:
+    items = [
+        ("SMs", gpu.sm_count, str(gpu.sm_count)),
+        ("clock", gpu.clock_hz, f"{gpu.clock_hz / 1e6:.0f} MHz"),
+        ("shared memory per SM / per block (M)", gpu.smem_bytes_per_block,
+         f"{fmt.kib(gpu.smem_bytes_per_sm)} / {fmt.kib(gpu.smem_bytes_per_block)}"),
+        ("register file per SM", gpu.register_bytes_per_sm, fmt.kib(gpu.register_bytes_per_sm)),
+        ("L2", gpu.l2_bytes, f"{gpu.l2_bytes / 2**20:.0f} MiB"),
+        ("HBM capacity", gpu.hbm_bytes, f"{gpu.hbm_bytes / 2**30:.0f} GiB"),
+        ("HBM bandwidth", gpu.hbm_bandwidth_bytes_per_s, fmt.si(gpu.hbm_bandwidth_bytes_per_s, "B/s")),
+        ("fp16 / bf16 tensor (dense)", gpu.tensor_fp16_flops_per_s,
+         fmt.si(gpu.tensor_fp16_flops_per_s, "FLOP/s")),
+        ("tf32 tensor (dense)", gpu.tensor_tf32_flops_per_s, fmt.si(gpu.tensor_tf32_flops_per_s, "FLOP/s")),
+        ("fp8 tensor (dense)", gpu.tensor_fp8_flops_per_s,
+         fmt.si(gpu.tensor_fp8_flops_per_s, "FLOP/s") if gpu.tensor_fp8_flops_per_s else "none"),
+        ("mma.sync reaches", gpu.mma_sync_fraction_of_peak, f"{gpu.mma_sync_fraction_of_peak:.2f} of peak"),
+        ("fp32 CUDA cores", gpu.fp32_flops_per_s, fmt.si(gpu.fp32_flops_per_s, "FLOP/s")),
+        ("special functions (exp)", gpu.sfu_ops_per_s,
+         f"{fmt.si(gpu.sfu_ops_per_s, 'op/s')} ({gpu.sfu_ops_per_clock_per_sm}/clk/SM)"),
+        ("NVLink (both directions)", gpu.nvlink_bytes_per_s, fmt.si(gpu.nvlink_bytes_per_s, "B/s")),
+        ("kernel launch overhead (modelled)", gpu.launch_overhead_s, fmt.seconds(gpu.launch_overhead_s)),
+    ]
+    return Table(key="gpu", title="", headers=["parameter", "value"],
+                 rows=[[name, text] for name, _, text in items],
+                 records=[{"parameter": name, "value": value} for name, value, _ in items],
+                 notes=["Sources: NVIDIA whitepapers, datasheets and tuning guides, cited field "
+                        "by field in hwmodels/gpus.py."])
+
+
+def algorithms_table(rows, title="") -> Table:
+    headers = ["algorithm", "exact", "HBM read", "HBM write", "FLOPs", "FLOP/B", "SRAM/CTA",
+               "predicted", "bound", "HBM ÷ IO bound", "causal", "fwd+bwd", "err vs exact"]
+    out, records = [], []
+    for row in rows:
+        r = row.result
+        if r is None:
+            out.append([row.name, "", "—", "—", "—", "—", "—", "—", "—", "—", "—", "—",
+                        "n/a: " + (row.error or "")[:60]])
+            records.append({"algorithm": row.name, "error": row.error})
+            continue
+        c = r.counts
+        err = _accuracy(row)
+        out.append([
+            r.algorithm, "yes" if r.info.exact else "no", fmt.nbytes(c["hbm_read_bytes"]),
+            fmt.nbytes(c["hbm_write_bytes"]), fmt.flops(r.flops), f"{r.arithmetic_intensity:.3g}",
+            fmt.kib(c["sram_peak_bytes"]), fmt.seconds(r.time.predicted_s), r.time.bound,
+            f"{fmt.ratio(r.io_ratio)} of {r.info.io_bound}",
+            fmt.seconds(row.causal.time.predicted_s) if row.causal else "—",
+            fmt.seconds(row.training.time.predicted_s) if row.training else "—",
+            fmt.sci(err),
+        ])
+        records.append({
+            "algorithm": r.algorithm, "exact": r.info.exact,
+            "hbm_read_bytes": c["hbm_read_bytes"], "hbm_write_bytes": c["hbm_write_bytes"],
+            "matmul_flops": c["matmul_flops"], "exp_ops": c["exp_ops"],
+            "other_flops": c["other_flops"], "arithmetic_intensity": r.arithmetic_intensity,
+            "sram_peak_bytes": c["sram_peak_bytes"], "kernel_launches": c["kernel_launches"],
+            "predicted_s": r.time.predicted_s, "bound": r.time.bound,
+            "io_bound_formula": r.info.io_bound, "io_bound_bytes": r.io_bound_bytes,
+            "io_ratio": r.io_ratio,
+            "causal_predicted_s": row.causal.time.predicted_s if row.causal else None,
+            "fwd_bwd_predicted_s": row.training.time.predicted_s if row.training else None,
+            "error_vs_exact": err,
+        })
+    return Table(key="algorithms", title=title, headers=headers, rows=out, records=records)
+
+
+def _accuracy(row):
+    a = row.accuracy
+    if a is None:
+        return None
+    return a.error_vs_reference if a.info.exact else a.error_vs_exact
+
+
+def timing_table(rows) -> Table:
+    headers = ["algorithm", "kernels", "memory", "matmul", "exp (SFU)", "other (fp32)",
+               "launch", "waves ×", "predicted", "bound"]
+    out, records = [], []
+    for row in rows:
+        r = row.result
+        if r is None:
+            continue
+        t = r.time
+        out.append([r.algorithm, r.counts["kernel_launches"], fmt.seconds(t.memory_s),
+                    fmt.seconds(t.matmul_s), fmt.seconds(t.exp_s), fmt.seconds(t.other_s),
+                    fmt.seconds(t.launch_s), f"{t.quantization:.3f}",
+                    fmt.seconds(t.predicted_s), t.bound])
+        records.append({"algorithm": r.algorithm, "kernel_launches": r.counts["kernel_launches"],
+                        "memory_s": t.memory_s, "matmul_s": t.matmul_s, "exp_s": t.exp_s,
+                        "other_s": t.other_s, "launch_s": t.launch_s,
+                        "quantization": t.quantization, "predicted_s": t.predicted_s,
+                        "bound": t.bound})
+    return Table(key="timing", title="", headers=headers, rows=out, records=records,
+                 notes=["memory, matmul, exp and other are each kernel's unoverlapped terms summed "
+                        "over kernels; 'predicted' applies each kernel's overlap rule, wave "
+                        "quantization and launch overhead (hwmodels/timing.py)."])
+
+
+def growth_table(series) -> Table:
+    seqs = sorted({n for s in series for n in s.seqs})
+    headers = ["algorithm"] + [f"N={n // 1024}K" if n % 1024 == 0 else f"N={n}" for n in seqs] + [
+        "fitted exponent", "bound", "bound exponent", "HBM ÷ bound (first → last)"]
+    out, records = [], []
+    for s in series:
+        by_n = dict(zip(s.seqs, s.hbm_bytes))
+        fit, bexp = s.fitted_exponent(), s.bound_exponent()
+        ratios = [b / ib for b, ib in zip(s.hbm_bytes, s.io_bound_bytes)]
+        out.append([s.name] + [fmt.nbytes(by_n[n]) if n in by_n else "—" for n in seqs] + [
+            fmt.ratio(fit), s.bound, fmt.ratio(bexp),
+            f"{ratios[0]:.3g} → {ratios[-1]:.3g}" if ratios else "—"])
+        for n, b, ib in zip(s.seqs, s.hbm_bytes, s.io_bound_bytes):
+            records.append({"algorithm": s.name, "seq": n, "hbm_bytes": b, "io_bound_bytes": ib,
+                            "io_bound_formula": s.bound})
+    return Table(key="growth", title="", headers=headers, rows=out, records=records,
+                 notes=["fitted exponent: slope of log(HBM bytes) vs log(N) over the upper half "
+                        "of the sweep; bound exponent: the same for the bound's closed form. "
+                        "A flat 'HBM ÷ bound' means the counts follow the theorem's leading term."])

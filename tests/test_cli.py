@@ -1,0 +1,149 @@
+"""The command line: list, run (text/json), report (all formats), and one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from attnsim.cli import main
+
+RUN_JSON_COUNT_KEYS = {"hbm_read_bytes", "hbm_write_bytes", "matmul_flops", "exp_ops",
+                       "other_flops", "sram_peak_bytes", "kernel_launches"}
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_names_algorithms_and_gpus(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ("standard", "flash1", "flash2", "h100-sxm", "a100-80gb", "h100-pcie"):
+        assert name in out
+    code, out, _ = run_cli(capsys, "list", "--format", "json")
+    data = json.loads(out)
+    assert {a["name"] for a in data["algorithms"]} >= {"standard", "flash1", "flash2"}
+    assert all("exact" in a and "paper" in a for a in data["algorithms"])
+
+
+@pytest.mark.parametrize("mode", [[], ["--count-only"]])
+def test_run_json_has_the_public_keys(capsys, mode):
+    code, out, _ = run_cli(capsys, "run", "flash2", "--hw", "h100", "--batch", "2", "--heads", "3",
+                           "--seq", "257", "--head-dim", "64", "--causal", "--format", "json", *mode)
+    assert code == 0
+    d = json.loads(out)
+    assert d["algorithm"] == "flash2" and d["gpu"]["name"] == "h100-sxm"
+    assert d["workload"]["seq_q"] == 257 and d["workload"]["causal"] is True
+    assert RUN_JSON_COUNT_KEYS <= set(d["counts"])
+    assert {"predicted_s", "bound", "memory_s", "matmul_s", "exp_s", "other_s",
+            "launch_s"} <= set(d["time"])
+    assert d["io_bound"]["bytes"] > 0 and d["io_bound"]["ratio"] > 0
+    assert d["mode"] == ("count-only" if mode else "executed")
+    if not mode:
+        assert d["error_vs_reference"] < 1e-4
+
+
+def test_run_sram_override_changes_the_plan(capsys):
+    _, out, _ = run_cli(capsys, "run", "flash1", "--seq", "512", "--count-only", "--format",
+                        "json", "--sram-kb", "32")
+    small = json.loads(out)
+    _, out, _ = run_cli(capsys, "run", "flash1", "--seq", "512", "--count-only", "--format", "json")
+    full = json.loads(out)
+    assert small["sram_budget_bytes"] == 32 * 1024
+    assert small["plan"]["block_k"] < full["plan"]["block_k"]
+    assert small["counts"]["hbm_read_bytes"] > full["counts"]["hbm_read_bytes"]
+
+
+def test_run_text_output(capsys):
+    code, out, _ = run_cli(capsys, "run", "standard", "--seq", "300", "--heads", "2")
+    assert code == 0
+    assert "HBM read" in out and "predicted total" in out and "qk_gemm" in out
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json", "csv"])
+def test_report_formats(capsys, tmp_path, fmt):
+    out_file = tmp_path / f"report.{fmt}"
+    code, _, _ = run_cli(capsys, "report", "--hw", "a100", "--batch", "1", "--heads", "2",
+                         "--seq", "512", "--seqs", "256,512,1024", "--no-accuracy",
+                         "--format", fmt, "--output", str(out_file))
+    assert code == 0
+    text = out_file.read_text()
+    if fmt == "json":
+        data = json.loads(text)
+        assert {a["algorithm"] for a in data["algorithms"]} >= {"standard", "flash1", "flash2"}
+        assert data["gpu"]["name"] == "a100-80gb"
+        unavailable = {a["algorithm"] for a in data["algorithms"] if a.get("error")}
+        assert unavailable <= {"flash3"}          # Hopper-only on an A100: said, not hidden
+        assert all(len(g["seqs"]) == (0 if g["algorithm"] in unavailable else 3)
+                   for g in data["growth"])
+    elif fmt == "csv":
+        assert "# algorithms" in text and "hbm_read_bytes" in text and "# growth" in text
+    else:
+        for word in ("flash2", "standard", "HBM", "bound", "NVIDIA A100"):
+            assert word in text
+
+
+BAD_INPUTS = [
+    (["run", "flash3000"], "unknown algorithm 'flash3000'; valid algorithms: standard"),
+    (["run", "flash2", "--hw", "b300"], "unknown GPU 'b300'; valid names: a100-40gb"),
+    (["run", "flash2", "--heads", "6", "--kv-heads", "4"], "must be a multiple of kv_heads"),
+    (["run", "flash2", "--seq", "0"], "seq_q must be a positive integer"),
+    (["run", "flash1", "--head-dim", "256", "--sram-kb", "1"], "needs M >= 4d = 1024 elements"),
+    (["run", "flash2", "--head-dim", "2048", "--hw", "a100"], "use a smaller --head-dim"),
+    (["run", "flash2", "--window", "5"], "unrecognized argument(s) for flash2: --window"),
+    (["run", "flash2", "--sram-kb", "1000"], "exceeds"),
+    (["run", "flash2", "--pass", "bwd"], ""),
+    (["report", "--seqs", "12,x"], "--seqs must be comma-separated integers"),
+    (["run", "flash2", "--hw", "nonexistent.toml"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS)
+def test_bad_input_is_one_clear_line(capsys, args, message):
+    code, out, err = run_cli(capsys, *args, "--count-only") if args[0] == "run" else run_cli(capsys, *args)
+    if args[-1] == "bwd" and code == 0:
+        pytest.skip("flash2 has a backward pass in this build")
+    assert code == 2
+    assert err.startswith("attnsim: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_malformed_gpu_toml(capsys, tmp_path):
+    bad = tmp_path / "gpu.toml"
+    bad.write_text('base = "h100"\nhbm_bandwidth_bytes_per_s = "fast"\n')
+    code, _, err = run_cli(capsys, "run", "flash2", "--hw", str(bad), "--count-only")
+    assert code == 2 and "field 'hbm_bandwidth_bytes_per_s' must be a number" in err
+    bad.write_text("sm_count = 10\n[oops\n")
+    code, _, err = run_cli(capsys, "run", "flash2", "--hw", str(bad), "--count-only")
+    assert code == 2 and "is not valid TOML" in err
+
+
+def test_custom_gpu_toml_changes_the_prediction(capsys, tmp_path):
+    slow = tmp_path / "slow.toml"
+    slow.write_text('base = "h100"\nname = "h100-slow"\nfull_name = "H100, slow HBM"\n'
+                    "hbm_bandwidth_bytes_per_s = 1.0e12\n")
+    _, out, _ = run_cli(capsys, "run", "standard", "--hw", str(slow), "--count-only", "--format", "json")
+    slow_t = json.loads(out)["time"]["memory_s"]
+    _, out, _ = run_cli(capsys, "run", "standard", "--hw", "h100", "--count-only", "--format", "json")
+    fast_t = json.loads(out)["time"]["memory_s"]
+    assert slow_t > 3 * fast_t * 0.99
+
+
+def test_module_entry_point_exit_code():
+    """`python -m attnsim` as users run it: exit status 2 and no traceback on bad input."""
+    p = subprocess.run([sys.executable, "-m", "attnsim", "run", "nope"], capture_output=True,
+                       text=True)
+    assert p.returncode == 2
+    assert "valid algorithms" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_report_plot(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "growth.png"
+    code, _, _ = run_cli(capsys, "report", "--batch", "1", "--heads", "1", "--seq", "512",
+                         "--seqs", "256,512,1024", "--no-accuracy", "--plot", str(png),
+                         "--output", str(tmp_path / "r.txt"))
+    assert code == 0 and png.stat().st_size > 10_000

@@ -1,0 +1,74 @@
+"""The CLI's --model/--decode flags, the JSON keys kv_cache and decode, presets in list, the
+report's decode section."""
+import json
+
+import pytest
+
+from attnsim.cli import main
+from attnsim.models import get_model
+from attnsim.workload import Workload
+from hwmodels.gpus import get_gpu
+from reports.decode import decode_section
+
+
+def run_json(capsys, *args):
+    assert main(list(args)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_gqa_decode_json_keys(capsys):
+    d = run_json(capsys, "run", "gqa", "--model", "llama-2-70b", "--decode", "--seq", "4096",
+                 "--batch", "2", "--count-only", "--format", "json")
+    assert d["workload"]["heads"] == 64 and d["workload"]["kv_heads"] == 8
+    assert d["workload"]["seq_q"] == 1 and d["workload"]["seq_k"] == 4096
+    assert d["kv_cache"]["bytes_per_token"] == 2 * 8 * 128 * 80 * 2
+    assert d["kv_cache"]["bytes_total"] == 2 * 8 * 128 * 80 * 2 * 4096 * 2
+    assert d["decode"]["time_per_token_s"] > d["decode"]["attention_only_s"] > 0
+
+
+def test_mla_decode_json_keys(capsys):
+    d = run_json(capsys, "run", "mla", "--model", "deepseek-v2", "--decode", "--seq", "2048",
+                 "--count-only", "--format", "json", "--path", "upproject")
+    assert d["options"]["path"] == "upproject"
+    assert d["kv_cache"]["bytes_per_token"] == (512 + 64) * 60 * 2
+    assert d["decode"]["time_per_token_s"] > 0
+    assert d["mla"]["hbm_bytes_upproject_over_absorbed"] > 1
+
+
+def test_kv_heads_without_preset(capsys):
+    d = run_json(capsys, "run", "gqa", "--heads", "8", "--kv-heads", "2", "--decode",
+                 "--seq", "300", "--new-tokens", "2", "--head-dim", "32", "--format", "json")
+    assert d["kv_cache"]["bytes_per_token"] == 2 * 2 * 32 * 2 and d["kv_cache"]["layers"] == 1
+    assert d["workload"]["causal"] and d["error_vs_reference"] < 2e-6
+    assert d["decode"]["weights_s"] is None
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "gpt-5"], "valid models: llama-2-7b"),
+    (["--model", "llama-2-7b", "--heads", "16"], "conflicts with llama-2-7b"),
+    (["--heads", "6", "--kv-heads", "4"], "multiple of kv_heads"),
+    (["--new-tokens", "2"], "applies to --decode"),
+    (["--decode", "--seq-k", "9"], "drop --seq-k"),
+])
+def test_bad_flags_give_one_line_errors(capsys, args, message):
+    assert main(["run", "gqa", "--count-only", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_list_has_presets(capsys):
+    d = run_json(capsys, "list", "--format", "json")
+    assert {"llama-2-70b", "deepseek-v2"} <= {m["name"] for m in d["models"]}
+    assert main(["list"]) == 0
+    assert "Model presets" in capsys.readouterr().out
+
+
+def test_report_decode_section():
+    wl = Workload(heads=32, kv_heads=8, head_dim=128, model=get_model("mistral-7b"))
+    section, records = decode_section(get_gpu("h100"), wl)
+    assert [r["context"] for r in records] == [4096, 32768, 131072]
+    assert all(r["kv_cache"]["bytes_per_token"] == 2 * 8 * 128 * 32 * 2 for r in records)
+    # the cache read grows with the context: so does the attention time per token
+    times = [r["decode"]["attention_only_s"] for r in records]
+    assert times == sorted(times) and times[-1] > 10 * times[0]
+    assert section.tables[0].rows[0][0] == "mistral-7b"

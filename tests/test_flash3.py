@@ -1,0 +1,65 @@
+"""FlashAttention-3: FlashAttention-2's math and traffic, Hopper's instructions and overlap."""
+import pytest
+
+from algorithms.base import PlanError
+from attnsim import Workload, make_inputs, simulate
+from hwmodels.memory import SramOverflowError
+from hwmodels.timing import TimingOptions
+from tests.conftest import RAGGED_SHAPES
+
+
+@pytest.mark.parametrize("shape", RAGGED_SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_reference_and_count_only(shape, causal):
+    b, h, nq, nk, d = shape
+    wl = Workload(batch=b, heads=h, seq_q=nq, seq_k=nk, head_dim=d, causal=causal)
+    r = simulate("flash3", wl, "h100", sram_bytes=64 * 1024, inputs=make_inputs(wl, 11))
+    assert r.error_vs_reference < 1e-4
+    assert simulate("flash3", wl, "h100", sram_bytes=64 * 1024, compute=False).counts == r.counts
+
+
+def test_same_traffic_as_flash2_with_the_same_tiles():
+    wl = Workload(batch=2, heads=4, seq_q=1000, head_dim=64, causal=True)
+    f3 = simulate("flash3", wl, "h100", compute=False)
+    assert f3.plan["block_q"] == 128
+    f2 = simulate("flash2", wl, "h100", compute=False)
+    if (f2.plan["block_q"], f2.plan["block_k"]) == (f3.plan["block_q"], f3.plan["block_k"]):
+        assert f2.counts["hbm_read_bytes"] == f3.counts["hbm_read_bytes"]
+    cdiv = lambda a, b: -(-a // b)  # noqa: E731
+    # non-causal closed form: Q once, K and V once per Q block, O and lse once
+    wl = wl.replace(causal=False)
+    f3 = simulate("flash3", wl, "h100", compute=False)
+    tr, e = cdiv(1000, 128), 2
+    assert f3.counts["hbm_read_bytes"] == 8 * (1000 * 64 * e + tr * 2 * 1000 * 64 * e)
+    assert f3.counts["hbm_write_bytes"] == 8 * (1000 * 64 * e + 4 * 1000)
+
+
+def test_faster_than_flash2_for_the_modelled_reasons():
+    wl = Workload(batch=4, heads=16, seq_q=4096, head_dim=128)
+    f2 = simulate("flash2", wl, "h100", compute=False).time
+    f3 = simulate("flash3", wl, "h100", compute=False).time
+    assert f3.predicted_s < f2.predicted_s
+    assert f3.matmul_s == pytest.approx(f2.matmul_s * 2 / 3, rel=1e-6)   # wgmma vs mma.sync
+    # switch both mechanisms off and flash3's compute time becomes flash2's
+    off = TimingOptions(overlap=False, tc_path_derate=False)
+    f2_off = simulate("flash2", wl, "h100", compute=False, timing=off).time
+    f3_off = simulate("flash3", wl, "h100", compute=False, timing=off).time
+    assert f3_off.predicted_s == pytest.approx(f2_off.predicted_s, rel=0.02)
+
+
+def test_needs_hopper_and_fitting_stages():
+    wl = Workload(seq_q=256, head_dim=128)
+    with pytest.raises(PlanError, match="needs Hopper's wgmma"):
+        simulate("flash3", wl, "a100", compute=False)
+    with pytest.raises(SramOverflowError, match="use fewer --stages"):
+        simulate("flash3", wl, "h100", compute=False, options={"stages": 8}, sram_bytes=40000)
+    with pytest.raises(PlanError, match="--stages must be at least 1"):
+        simulate("flash3", wl, "h100", compute=False, options={"stages": 0})
+
+
+def test_fp8_uses_the_fp8_peak_and_one_byte_elements():
+    wl = Workload(batch=4, heads=16, seq_q=4096, head_dim=128)
+    t16 = simulate("flash3", wl, "h100", compute=False)
+    t8 = simulate("flash3", wl.replace(dtype="fp8"), "h100", compute=False)
+    assert t8.time.matmul_s == pytest.approx(t16.time.matmul_s / 2, rel=1e-4)  # 1978.9 vs 2 x 989.4
+    assert t8.counts["hbm_read_bytes"] < t16.counts["hbm_read_bytes"]

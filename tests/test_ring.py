@@ -1,0 +1,80 @@
+"""Ring Attention: exact output, per-device closed-form traffic, the link, the overlap rule."""
+import numpy as np
+import pytest
+
+from algorithms.base import PlanError
+from attnsim import Workload, make_inputs, simulate
+
+cdiv = lambda a, b: -(-a // b)  # noqa: E731
+
+
+@pytest.mark.parametrize("nq,nk,devices", [(333, 333, 4), (300, 200, 3), (100, 250, 5), (64, 64, 1)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_reference_and_count_only(nq, nk, devices, causal):
+    wl = Workload(batch=2, heads=2, kv_heads=1, seq_q=nq, seq_k=nk, head_dim=40, causal=causal)
+    opts = {"devices": devices}
+    r = simulate("ring", wl, "h100", sram_bytes=40000, options=opts, inputs=make_inputs(wl, 3))
+    assert r.error_vs_reference < 1e-4
+    counted = simulate("ring", wl, "h100", sram_bytes=40000, options=opts, compute=False)
+    assert counted.counts == r.counts
+
+
+def test_per_device_closed_form_non_causal():
+    n, d, P, b, h, e = 1000, 64, 4, 2, 3, 2
+    wl = Workload(batch=b, heads=h, seq_q=n, head_dim=d)
+    r = simulate("ring", wl, "h100", options={"devices": P}, compute=False)
+    br, c = r.plan["block_q"], cdiv(n, P)
+    rows = min(n, c)                                   # device 0's queries
+    keys = [min(n, (j + 1) * c) - min(n, j * c) for j in range(P)]
+    visits = [keys[(0 - s) % P] for s in range(P)]      # the block each step sees
+    tr = cdiv(rows, br)
+    state = rows * d * 4 + 2 * rows * 4                 # fp32 acc, m, l
+    reads = sum(rows * d * e + tr * 2 * kb * d * e for kb in visits) + (P - 1) * state
+    writes = (P - 1) * state + rows * d * e + 4 * rows
+    assert r.counts["hbm_read_bytes"] == b * h * reads
+    assert r.counts["hbm_write_bytes"] == b * h * writes
+    assert r.counts["interconnect_bytes"] == b * h * sum(2 * kb * d * e for kb in visits[:-1])
+    assert r.counts["matmul_flops"] == b * h * 4 * rows * n * d
+    assert r.counts["kernel_launches"] == P
+    assert r.extra["ring"]["interconnect_bytes_all_devices"] == P * r.counts["interconnect_bytes"]
+
+
+def test_causal_simulates_the_busiest_device():
+    wl = Workload(batch=1, heads=4, seq_q=4096, head_dim=64, causal=True)
+    r = simulate("ring", wl, "h100", options={"devices": 4}, compute=False)
+    assert r.plan["simulated_device"] == 3
+    full = simulate("ring", wl.replace(causal=False), "h100", options={"devices": 4}, compute=False)
+    # the last device sees every block: its FLOPs are those of a non-causal device less
+    # the upper half of its own diagonal block
+    assert 0.8 * full.counts["matmul_flops"] < r.counts["matmul_flops"] < full.counts["matmul_flops"]
+
+
+def test_transfers_hide_behind_compute_only_for_large_blocks():
+    big = simulate("ring", Workload(heads=8, seq_q=65536, head_dim=128), "h100",
+                   options={"devices": 8}, compute=False)
+    assert big.extra["ring"]["transfers_hidden"]
+    assert big.time.bound != "interconnect"
+    small = simulate("ring", Workload(heads=8, seq_q=2048, head_dim=128), "h100",
+                     options={"devices": 8}, compute=False)
+    assert not small.extra["ring"]["transfers_hidden"]
+    assert small.time.interconnect_s > 0
+    # F/B: 2/3 of 989 TFLOP/s of mma.sync against 450 GB/s one way, 2 d e bytes per key
+    assert big.extra["ring"]["min_rows_per_device_to_hide_transfers"] == pytest.approx(
+        989.4e12 * 2 / 3 * 4 / (4 * 450e9), rel=0.01)
+
+
+def test_per_device_traffic_grows_as_n_squared_over_p():
+    def hbm(n, p):
+        return simulate("ring", Workload(heads=2, seq_q=n, head_dim=64), "h100",
+                        options={"devices": p}, compute=False).hbm_bytes
+    ns = [32768, 65536, 131072]          # the O(N d) state/Q terms fade at this size
+    slope = np.polyfit(np.log(ns), np.log([hbm(n, 4) for n in ns]), 1)[0]
+    assert slope == pytest.approx(2.0, abs=0.05)
+    assert hbm(16384, 8) < 0.6 * hbm(16384, 4)
+
+
+def test_bad_device_count():
+    with pytest.raises(PlanError, match="--devices <= the sequence"):
+        simulate("ring", Workload(seq_q=4, head_dim=16), "h100", options={"devices": 8})
+    with pytest.raises(PlanError, match="--devices must be at least 1"):
+        simulate("ring", Workload(seq_q=64, head_dim=16), "h100", options={"devices": 0})
