@@ -39,25 +39,25 @@ GQA: each query head builds its own state (its K, V are re-read per query head).
 Bound: Θ(N d + N m d / B) HBM bytes non-causal (the state re-read per query tile), Θ(N d)
 causal (state on chip); FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d).
 
-Random-feature stabilization: keys' features carry a factor exp(E) (RFA: |u|²/2, Performer:
-w·u - |u|²/2) that overflows fp32 for large logits. The kernels keep a running maximum c of E
-over the keys seen so far, use exp(E - c), and rescale S, z by exp(c_old - c_new) when c
-grows, the online-softmax trick applied to the state; it cancels in num/den. Queries drop
-their own per-row factor, which cancels in num/den as well (Performer queries subtract their
-row max of W u). With T_m > 1 slices the apply kernel brings every slice to the largest
-shift, S_t, z_t x exp(c_t - max c), and carries the query's row max across slices,
-rescaling num and den as it grows (an online softmax over feature slices).
+Stabilization (Performer's positive features): keys' features carry a factor exp(E),
+E = w·u - |u|²/2, that overflows fp32 for large logits. The kernels keep a running maximum c
+of E over the keys seen so far, use exp(E - c), and rescale S, z by exp(c_old - c_new) when
+c grows, the online-softmax trick applied to the state; it cancels in num/den. Queries
+subtract their row max of W u, which cancels in num/den as well. With T_m > 1 slices the
+apply kernel brings every slice to the largest shift, S_t, z_t x exp(c_t - max c), and
+carries the query's row max across slices, rescaling num and den as it grows (an online
+softmax over feature slices). RFA's inputs are ℓ2-normalised, so its features are bounded
+and need none of this; elu+1 grows only linearly.
 
 Per-op accounting of φ for r rows (a max/add/mul/select is one "other" op, sin/cos/exp one
-special-function op), u = x sqrt(scale):
+special-function op; RFA: u = x / (|x| σ), Performer: u = x sqrt(scale)):
   elu+1 (q and k):    exp r d,  other 3 r d (min, add, select)
-  trig query:         other r d + 2 r P,          exp 2 r P,        matmul 2 r P d
-  trig key:           other 3 r d + 3 r + 2 r P,  exp 2 r P + r,    matmul 2 r P d
+  trig (q and k):     other 3 r d + 2 r P,        exp r + 2 r P,    matmul 2 r P d
   positive query:     other r d + 4 r P,          exp r P,          matmul 2 r P d
   positive key:       other 3 r d + r + 4 r P,    exp r P,          matmul 2 r P d
-  key stabilizer, per key tile (trig, positive): other 1 + m d + m, exp 1
-  with T_m > 1 (trig, positive), per query tile: other T_m (max shift); per slice: other
-  1 + m_t d + m_t, exp 1 (shift); positive only: other 2 r + r d + r, exp r (running max)
+  key stabilizer, per key tile (positive): other 1 + m d + m, exp 1
+  with T_m > 1 (positive), per query tile: other T_m (max shift); per slice: other
+  1 + m_t d + m_t, exp 1 (shift) and other 2 r + r d + r, exp r (running row max)
 (P, m read per slice: P_t, m_t; elu+1 computes the slice's columns: exp r m_t, other 3 r m_t.)
 """
 from __future__ import annotations
@@ -94,6 +94,7 @@ class FeaturePlan(Plan):
     smem_bytes: int         # largest kernel's SRAM footprint per CTA
     seed: int
     redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
+    sigma: float | None     # RFA's σ (ℓ2-normalised inputs are divided by it); None otherwise
 
 
 # ---- planning ----------------------------------------------------------------------------
@@ -124,7 +125,9 @@ def apply_buffers(kind: str, block: int, d: int, tile_units: int, tiles: int, e:
     """One CTA of the apply kernel: a Q tile and one feature slice at a time."""
     m_t = tile_units * units(kind, d, 0)[1]
     w = {"W_t": tile_units * d * e} if kind != "elu" else {}
-    acc = {"O_acc": block * d * STATE_BYTES, "shifts": tiles * 4} if tiles > 1 else {}
+    acc = {"O_acc": block * d * STATE_BYTES} if tiles > 1 else {}
+    if tiles > 1 and kind == "positive":
+        acc["shifts"] = tiles * 4
     return {"Q_i": block * d * e, **w, "phiQ_i": block * m_t * e, "S_t": m_t * d * STATE_BYTES,
             "z_t": m_t * STATE_BYTES, **acc}
 
@@ -132,14 +135,14 @@ def apply_buffers(kind: str, block: int, d: int, tile_units: int, tiles: int, e:
 def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
     """Per-head HBM bytes of the non-causal kernels (the closed form in the docstring)."""
     d, e = wl.head_dim, wl.elem_bytes
-    shifts = 4 * tiles if tiles > 1 and kind != "elu" else 0
+    shifts = 4 * tiles if tiles > 1 and kind == "positive" else 0
     state = tiles * 2 * wl.seq_k * d * e + p * d * e + 4 * (m * d + m) + shifts
     apply = 2 * wl.seq_q * d * e + cdiv(wl.seq_q, block) * (p * d * e + 4 * m * d + 4 * m + shifts)
     return state + apply
 
 
 def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
-              seed: int = 0, redraw: str = "none") -> FeaturePlan:
+              seed: int = 0, redraw: str = "none", sigma: float | None = None) -> FeaturePlan:
     """Tiles from the SRAM budget. Causal: the whole state stays on chip, the largest chunk
     that fits. Non-causal: the (feature slices, query tile) pair with the least traffic."""
     if kind not in KIND_NAMES:
@@ -153,7 +156,7 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
             if smem <= sram_bytes:
                 return FeaturePlan(kind=kind, features=m, projections=p, block=block,
                                    feature_tiles=1, tile_units=units(kind, d, p)[0],
-                                   smem_bytes=smem, seed=seed, redraw=redraw)
+                                   smem_bytes=smem, seed=seed, redraw=redraw, sigma=sigma)
         need = causal_buffers(BLOCK_CANDIDATES[-1], d, m, p, e)
         raise SramOverflowError(
             f"{name} (causal) keeps its state on chip: with head_dim {d} and {m} features "
@@ -186,7 +189,8 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
             f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
     _, block, tiles, tile_units, smem = best
     return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
-                       tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw)
+                       tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
+                       sigma=sigma)
 
 
 # ---- running -----------------------------------------------------------------------------
@@ -196,7 +200,9 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     """Launch the kernels; ``projection_for_head(b, h)`` gives W (P x d float32) or None."""
     d, m, e = wl.head_dim, p.features, wl.elem_bytes
     kind = KIND_NAMES[p.kind]
-    sqrt_scale = math.sqrt(wl.scale)
+    # inputs are multiplied by in_scale before the projection: sqrt(scale) for positive
+    # features (so that x·y is the logit); 1/σ after ℓ2 normalisation for RFA
+    in_scale = 1.0 / p.sigma if p.kind == "trig" else math.sqrt(wl.scale)
     heads_total = wl.batch * wl.heads
     o = new_output(wl, compute)
     empty_w = np.zeros((0, d), dtype=np.float32)
@@ -207,7 +213,7 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
         for b, h, q, k, v in iter_heads(wl, inputs, compute):
             w = _projection(projection_for_head, b, h, compute, empty_w, d)
             causal_head(c, q, k, v, w, head_view(o, b, h, compute), wl.seq_q, wl.seq_k, d, m,
-                        p.projections, p.block, kind, sqrt_scale, e, compute)
+                        p.projections, p.block, kind, in_scale, e, compute)
         finish_heads(c, wl, compute)
         return {"o": o} if compute else {}
     # non-causal: state kernel (one CTA per head and feature slice), then apply kernel (one
@@ -225,9 +231,9 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
         z_hbm = np.zeros((1 if compute else 0, m), dtype=np.float32)      # z in HBM (fp32)
         shift_hbm = np.zeros(p.feature_tiles if compute else 0, dtype=np.float32)
         state_head(cs, k, v, w, s_hbm, z_hbm, shift_hbm, wl.seq_k, d, p.projections,
-                   p.tile_units, p.feature_tiles, p.block, kind, sqrt_scale, e, compute)
+                   p.tile_units, p.feature_tiles, p.block, kind, in_scale, e, compute)
         apply_head(ca, q, w, s_hbm, z_hbm, shift_hbm, head_view(o, b, h, compute), wl.seq_q,
-                   d, p.projections, p.tile_units, p.feature_tiles, p.block, kind, sqrt_scale,
+                   d, p.projections, p.tile_units, p.feature_tiles, p.block, kind, in_scale,
                    e, compute)
     finish_heads(cs, wl, compute)
     finish_heads(ca, wl, compute)
@@ -260,7 +266,7 @@ def slice_range(kind, t, tile_units, total_units):
 
 
 @njit(cache=True)
-def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, mx, e, compute):
+def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, mx, e, compute):
     """φ_q of one feature slice of a query tile -> ((rows x m_t) float32, new row max).
 
     elu+1: ``x`` holds the slice's ``ncols`` columns. Random features: ``w`` holds the
@@ -272,15 +278,16 @@ def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, mx, e, 
         if compute:
             return _elu_plus_one(x), mx
         return np.empty((0, 0), dtype=np.float32), mx
-    count_other(c, rows * d)                                   # u = x sqrt(scale)
-    u = x * np.float32(sqrt_scale)                             # (empty in count-only mode)
-    proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x p)
     if kind == KIND_TRIG:
+        proj = _trig_projection(c, x, w, rows, d, p, in_scale, e, compute)
         count_exp(c, 2 * rows * p)                             # sin, cos
         count_other(c, 2 * rows * p)                           # x 1/sqrt(D)
         if compute:
             return _sin_cos(proj, np.float32(1.0 / math.sqrt(p_norm))), mx
         return np.empty((0, 0), dtype=np.float32), mx
+    count_other(c, rows * d)                                   # u = x sqrt(scale)
+    u = x * np.float32(in_scale)                               # (empty in count-only mode)
+    proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x p)
     count_other(c, 2 * rows * p)                               # row max, subtract
     count_exp(c, rows * p)
     count_other(c, rows * p)                                   # x 1/sqrt(M)
@@ -292,7 +299,7 @@ def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, mx, e, 
 
 
 @njit(cache=True)
-def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, shift, e, compute):
+def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, shift, e, compute):
     """φ_k of one feature slice of a key tile relative to the running shift c of the
     exponents. Returns (phi (rows x m_t), new shift)."""
     if kind == KIND_ELU:
@@ -301,24 +308,19 @@ def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, shift, e,
         if compute:
             return _elu_plus_one(x), shift
         return np.empty((0, 0), dtype=np.float32), shift
+    if kind == KIND_TRIG:
+        proj = _trig_projection(c, x, w, rows, d, p, in_scale, e, compute)
+        count_exp(c, 2 * rows * p)                             # sin, cos
+        count_other(c, 2 * rows * p)                           # x 1/sqrt(D)
+        if compute:
+            return _sin_cos(proj, np.float32(1.0 / math.sqrt(p_norm))), shift
+        return np.empty((0, 0), dtype=np.float32), shift
     count_other(c, rows * d)                                   # u = x sqrt(scale)
     count_other(c, 2 * rows * d)                               # |u|²
-    u = x * np.float32(sqrt_scale)                             # (empty in count-only mode)
+    u = x * np.float32(in_scale)                               # (empty in count-only mode)
     proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x p)
     new_shift = shift
     phi = np.empty((0, 0), dtype=np.float32)
-    if kind == KIND_TRIG:
-        count_other(c, 2 * rows)                               # E = |u|²/2, tile max of E
-        count_other(c, rows)                                   # E - c
-        count_exp(c, rows)                                     # exp(E - c)
-        count_exp(c, 2 * rows * p)                             # sin, cos
-        count_other(c, 2 * rows * p)                           # x exp(E - c)/sqrt(D)
-        if compute:
-            half_sq = np.float32(0.5) * (u * u).sum(axis=1)
-            new_shift = max(shift, np.float32(half_sq.max())) if rows else shift
-            factor = np.exp(half_sq - new_shift) * np.float32(1.0 / math.sqrt(p_norm))
-            phi = _sin_cos(proj, np.float32(1.0)) * factor[:, None]
-        return phi, new_shift
     count_other(c, rows + rows * p)                            # E = W u - |u|²/2
     count_other(c, rows * p)                                   # tile max of E
     count_other(c, rows * p)                                   # E - c
@@ -332,9 +334,24 @@ def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, sqrt_scale, shift, e,
 
 
 @njit(cache=True)
+def _trig_projection(c, x, w, rows, d, p, inv_sigma, e, compute):
+    """RFA's input: u = x / (|x| σ) (ℓ2-normalised rows), then W u (rows x p)."""
+    count_other(c, 2 * rows * d + rows * d)                    # |x|², x x (1/(|x| σ))
+    count_exp(c, rows)                                         # rsqrt
+    u = x
+    if compute:
+        u = np.empty_like(x)
+        for i in range(rows):
+            nrm = np.sqrt((x[i] * x[i]).sum())
+            u[i] = x[i] * np.float32(inv_sigma / nrm) if nrm > 0 else x[i]
+    return matmul_nt(c, u, w, rows, p, d, e, compute)
+
+
+@njit(cache=True)
 def rescale_state(c, s, z, old_shift, new_shift, m, d, kind, compute):
-    """S, z *= exp(c_old - c_new): keeps the state relative to the running shift."""
-    if kind == KIND_ELU:
+    """S, z *= exp(c_old - c_new): keeps the state relative to the running shift (positive
+    features only: the others have no exponent to stabilise)."""
+    if kind != KIND_POSITIVE:
         return
     count_other(c, 1 + m * d + m)
     count_exp(c, 1)
@@ -346,7 +363,7 @@ def rescale_state(c, s, z, old_shift, new_shift, m, d, kind, compute):
 
 @njit(cache=True)
 def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_units, tiles,
-               block, kind, sqrt_scale, e, compute):
+               block, kind, in_scale, e, compute):
     """Kernel 1, one CTA per feature slice t: S_t = Σ φ_t(k) vᵀ, z_t = Σ φ_t(k), written to
     HBM in fp32 (with the slice's key shift c_t when there are several slices)."""
     total_units = d if kind == KIND_ELU else p_total
@@ -358,7 +375,7 @@ def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_unit
             count_load(c, nu * d * e)                          # W_t -> SRAM
         s = np.zeros((m_t if compute else 0, d), dtype=np.float32)
         z = np.zeros(m_t if compute else 0, dtype=np.float32)
-        shift = np.float32(-np.inf) if kind != KIND_ELU else np.float32(0.0)
+        shift = np.float32(-np.inf) if kind == KIND_POSITIVE else np.float32(0.0)
         for c0 in range(0, seq_k, block):
             c1 = min(c0 + block, seq_k)
             cols = c1 - c0
@@ -366,7 +383,7 @@ def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_unit
             vj = load_rows(c, v, c0, c1, d, e)                 # V_j -> SRAM
             x = np.ascontiguousarray(kj[:, u0:u1]) if kind == KIND_ELU else kj
             phik, new_shift = key_features(c, x, w_t, cols, nu, d, nu, p_total, kind,
-                                           sqrt_scale, shift, e, compute)
+                                           in_scale, shift, e, compute)
             rescale_state(c, s, z, shift, new_shift, m_t, d, kind, compute)
             shift = new_shift
             kv = matmul_tn(c, phik, vj, m_t, d, cols, e, compute)  # S_t += φ_t(K_j)ᵀ V_j
@@ -377,18 +394,18 @@ def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_unit
         store_rows(c, s_hbm, f0, s, m_t, d, STATE_BYTES, compute)   # S_t -> HBM (fp32)
         store_rows(c, z_hbm[:, f0:f1], 0, z.reshape((1, z.shape[0])), 1, m_t, STATE_BYTES,
                    compute)                                    # z_t -> HBM (fp32)
-        if tiles > 1 and kind != KIND_ELU:
+        if tiles > 1 and kind == KIND_POSITIVE:
             store_vector(c, shift_hbm, t, np.full(1, shift, dtype=np.float32), 1, 4, compute)
 
 
 @njit(cache=True)
 def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_units, tiles,
-               block, kind, sqrt_scale, e, compute):
+               block, kind, in_scale, e, compute):
     """Kernel 2, one CTA per Q tile: O_i = Σ_t φ_t(Q_i) S_t / Σ_t φ_t(Q_i) z_t, the slices'
     key shifts brought to their common maximum and, for positive features, the query's
     running row max carried across slices (an online softmax over feature slices)."""
     total_units = d if kind == KIND_ELU else p_total
-    sliced = tiles > 1 and kind != KIND_ELU
+    sliced = tiles > 1 and kind == KIND_POSITIVE              # slices carry key shifts
     for r0 in range(0, seq_q, block):
         r1 = min(r0 + block, seq_q)
         rows = r1 - r0
@@ -420,8 +437,8 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
                     z_t = z_t * f
             x = np.ascontiguousarray(qi[:, u0:u1]) if kind == KIND_ELU else qi
             phiq, new_mx = query_features(c, x, w_t, rows, nu, d, nu, p_total, kind,
-                                          sqrt_scale, mx, e, compute)
-            if sliced and kind == KIND_POSITIVE:
+                                          in_scale, mx, e, compute)
+            if sliced:
                 count_other(c, 2 * rows)                       # max with running, m_old - m_new
                 count_exp(c, rows)                             # alpha
                 count_other(c, rows * d + rows)                # num, den *= alpha
@@ -441,7 +458,7 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
 
 
 @njit(cache=True)
-def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale, e, compute):
+def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, in_scale, e, compute):
     """Chunked causal form (one CTA per head). Query row i sees key j <= i + (N_k - N_q)
     (bottom-right aligned); keys before the first query chunk's diagonal are folded into
     the state first, in chunks of ``block``."""
@@ -449,7 +466,7 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale
     w_s = load_projection(c, w, p, d, e)
     s = np.zeros((m if compute else 0, d), dtype=np.float32)
     z = np.zeros(m if compute else 0, dtype=np.float32)
-    shift = np.float32(-np.inf) if kind != KIND_ELU else np.float32(0.0)
+    shift = np.float32(-np.inf) if kind == KIND_POSITIVE else np.float32(0.0)
     done = 0                                                   # keys folded into (S, z)
     for r0 in range(0, seq_q, block):
         r1 = min(r0 + block, seq_q)
@@ -461,7 +478,7 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale
             c1 = min(done + block, k_start)
             kj = load_rows(c, k, done, c1, d, e)
             vj = load_rows(c, v, done, c1, d, e)
-            shift = _fold(c, kj, vj, w_s, s, z, c1 - done, d, m, p, kind, sqrt_scale, shift,
+            shift = _fold(c, kj, vj, w_s, s, z, c1 - done, d, m, p, kind, in_scale, shift,
                           e, compute)
             done = c1
         qi = load_rows(c, q, r0, r1, d, e)                     # Q_c -> SRAM
@@ -469,10 +486,10 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale
         kj = load_rows(c, k, k_start, k_end, d, e)             # K_c -> SRAM
         vj = load_rows(c, v, k_start, k_end, d, e)             # V_c -> SRAM
         mx0 = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
-        phiq, _ = query_features(c, qi, w_s, rows, d, d, p, p, kind, sqrt_scale, mx0, e,
+        phiq, _ = query_features(c, qi, w_s, rows, d, d, p, p, kind, in_scale, mx0, e,
                                  compute)
         live = compute and cols > 0                            # (no key tile when N_q > N_k)
-        phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, sqrt_scale, shift,
+        phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, in_scale, shift,
                                        e, live)
         rescale_state(c, s, z, shift, new_shift, m, d, kind, live)
         shift = new_shift
@@ -506,8 +523,8 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, sqrt_scale
 
 
 @njit(cache=True)
-def _fold(c, kj, vj, w_s, s, z, cols, d, m, p, kind, sqrt_scale, shift, e, compute):
-    phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, sqrt_scale, shift, e,
+def _fold(c, kj, vj, w_s, s, z, cols, d, m, p, kind, in_scale, shift, e, compute):
+    phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, in_scale, shift, e,
                                    compute)
     rescale_state(c, s, z, shift, new_shift, m, d, kind, compute)
     kv = matmul_tn(c, phik, vj, m, d, cols, e, compute)
@@ -562,22 +579,24 @@ def _rowmax(s):
 # ---- float64 reference of the same math ---------------------------------------------------
 
 def reference_features(kind: str, x: np.ndarray, w: np.ndarray | None, scale: float,
-                       is_key: bool) -> np.ndarray:
+                       is_key: bool, sigma: float | None = None) -> np.ndarray:
     """φ(x) in float64 as the papers define it (no stabilization, no dropped factors)."""
     x = np.asarray(x, dtype=np.float64)
     if kind == "elu":
         return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
-    u = x * math.sqrt(scale)
-    proj = u @ np.asarray(w, dtype=np.float64).T
-    sq = 0.5 * (u * u).sum(axis=-1, keepdims=True)
     p = w.shape[0]
+    w = np.asarray(w, dtype=np.float64)
     if kind == "trig":
-        phi = np.concatenate([np.sin(proj), np.cos(proj)], axis=-1) / math.sqrt(p)
-        return phi * np.exp(sq) if is_key else phi
-    return np.exp(proj - sq) / math.sqrt(p)
+        nrm = np.linalg.norm(x, axis=-1, keepdims=True)
+        proj = (x / np.where(nrm > 0, nrm, 1.0) / sigma) @ w.T
+        return np.concatenate([np.sin(proj), np.cos(proj)], axis=-1) / math.sqrt(p)
+    u = x * math.sqrt(scale)
+    sq = 0.5 * (u * u).sum(axis=-1, keepdims=True)
+    return np.exp(u @ w.T - sq) / math.sqrt(p)
 
 
-def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_head) -> np.ndarray:
+def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_head,
+                        sigma: float | None = None) -> np.ndarray:
     """float64 feature-map attention, (B, H, N_q, d); ``w_for_head(b, h)`` gives W or None."""
     batch, heads, seq_q, _ = q.shape
     group = heads // k.shape[1]
@@ -586,8 +605,8 @@ def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_he
     for b in range(batch):
         for h in range(heads):
             w = w_for_head(b, h)
-            fq = reference_features(kind, q[b, h], w, scale, False)
-            fk = reference_features(kind, k[b, h // group], w, scale, True)
+            fq = reference_features(kind, q[b, h], w, scale, False, sigma)
+            fk = reference_features(kind, k[b, h // group], w, scale, True, sigma)
             a = fq @ fk.T                                          # (N_q, N_k)
             if causal:
                 i = np.arange(seq_q)[:, None]

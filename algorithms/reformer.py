@@ -482,7 +482,7 @@ def _shared_keys(q):
     return q / np.where(nrm > 0, nrm, 1.0)
 
 
-def exact_problem(wl, inputs):
+def exact_problem(wl, p, inputs):
     """(q, k, v, mask) of the exact softmax attention Reformer approximates: keys are the
     normalised queries, no self-attention unless a row has no other visible key."""
     q = np.asarray(inputs.q, dtype=np.float64)

@@ -44,7 +44,7 @@ def test_error_vs_exact_is_measured_against_shared_qk_attention():
     wl = Workload(batch=1, heads=2, seq_q=32, head_dim=8, causal=True)
     inputs = make_inputs(wl, 0)
     r = run(wl, inputs=inputs, hashes=2, bucket_size=8)
-    q, k, v, mask = reformer.exact_problem(wl, inputs)
+    q, k, v, mask = reformer.exact_problem(wl, None, inputs)
     assert np.allclose(np.linalg.norm(k, axis=-1), 1.0)
     assert not mask[np.arange(1, 32), np.arange(1, 32)].any() and mask[0, 0]
     exact, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=mask)
