@@ -26,18 +26,24 @@ Kernels (per (batch, head); e = storage bytes, w = P d e bytes of W, T_q = ⌈N_
   The planner picks (T_m, B) with the least traffic among those that fit the SRAM budget:
   T_m = 1 whenever the whole state fits (d = 64 defaults); Performer's default m = 621 at
   d = 128 (S alone 318 KB) is sliced.
-* causal, one launch (chunked form of Katharopoulos et al. §3.3's recurrence):
-  ``<name>_causal``: one CTA per head walks C-row chunks in order; the state (S, z) lives in
-  SRAM for the whole sweep and never touches HBM. Per chunk: intra-chunk scores
-  A = φ(Q_c) φ(K_c)ᵀ masked to j <= i, num = A V_c + φ(Q_c) S, den = A 1 + φ(Q_c) z, then
-  S += φ(K_c)ᵀ V_c, z += Σ φ(K_c). reads (N_q + 2 N_k) d e + w, writes N_q d e.
-  Not sliced: a state that does not fit is a planning error. Parallelism is only
-  batch x heads CTAs (a GPU port would split the sweep and pass chunk-boundary states
+* causal (chunked form of Katharopoulos et al. §3.3's recurrence):
+  ``<name>_causal``: one CTA per (head, feature slice) walks C-row chunks in order; its
+  (slice of the) state S, z lives in SRAM for the whole sweep and never touches HBM. Per
+  chunk: intra-chunk scores A = φ(Q_c) φ(K_c)ᵀ masked to j <= i, num = A V_c + φ(Q_c) S,
+  den = A 1 + φ(Q_c) z, then S += φ(K_c)ᵀ V_c, z += Σ φ(K_c).
+  T_m = 1: writes O directly; reads (N_q + 2 N_k) d e + w, writes N_q d e.
+  T_m > 1: each slice writes its un-normalised num, den (and, for positive features, their
+  log-scale: row max + key shift) in fp32, and ``<name>_combine`` (one CTA per B query
+  rows) merges them as split-K attention does: reads T_m (N_q + 2 N_k) d e + w +
+  T_m N_q (d + 1 [+ 1]) 4, writes T_m N_q (d + 1 [+ 1]) 4 + N_q d e.
+  The planner picks (T_m, C) with the least traffic. Parallelism is batch x heads x T_m
+  CTAs (a GPU port would also split the sweep along N and pass chunk-boundary states
   through HBM; not modelled).
 GQA: each query head builds its own state (its K, V are re-read per query head).
 
 Bound: Θ(N d + N m d / B) HBM bytes non-causal (the state re-read per query tile), Θ(N d)
-causal (state on chip); FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d).
+causal (state on chip), both for T_m = 1 (more slices multiply the Q, K, V reads by T_m);
+FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d).
 
 Stabilization (Performer's positive features): keys' features carry a factor exp(E),
 E = w·u - |u|²/2, that overflows fp32 for large logits. The kernels keep a running maximum c
@@ -151,18 +157,7 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
         raise PlanError(f"{name}: the feature count must be positive, got {features}")
     d, e, m, p = wl.head_dim, wl.elem_bytes, features, projections
     if wl.causal:
-        for block in BLOCK_CANDIDATES:
-            smem = sum(causal_buffers(block, d, m, p, e).values())
-            if smem <= sram_bytes:
-                return FeaturePlan(kind=kind, features=m, projections=p, block=block,
-                                   feature_tiles=1, tile_units=units(kind, d, p)[0],
-                                   smem_bytes=smem, seed=seed, redraw=redraw, sigma=sigma)
-        need = causal_buffers(BLOCK_CANDIDATES[-1], d, m, p, e)
-        raise SramOverflowError(
-            f"{name} (causal) keeps its state on chip: with head_dim {d} and {m} features "
-            f"it needs at least {sum(need.values()):,} bytes of SRAM per CTA "
-            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
-            f"{sram_bytes:,} bytes; use fewer --features, a smaller --head-dim or a larger --sram-kb")
+        return _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
     total_units, _ = units(kind, d, p)
     best = None
     tiles = 1
@@ -193,6 +188,57 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
                        sigma=sigma)
 
 
+def combine_buffers(block: int, d: int) -> dict:
+    return {"O_acc": block * d * STATE_BYTES, "partial": block * (d + 2) * STATE_BYTES}
+
+
+def causal_traffic(kind, wl, tiles, p) -> int:
+    """Per-head HBM bytes of the causal kernels (the closed form in the docstring)."""
+    d, e = wl.head_dim, wl.elem_bytes
+    sweep = tiles * (wl.seq_q + 2 * wl.seq_k) * d * e + p * d * e
+    if tiles == 1:
+        return sweep + wl.seq_q * d * e
+    per_row = (d + 1 + (kind == "positive")) * STATE_BYTES  # num, den (and log-scale)
+    return sweep + 2 * tiles * wl.seq_q * per_row + wl.seq_q * d * e
+
+
+def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> FeaturePlan:
+    """The chunked sweep keeps (its slice of) the state on chip: the whole state when it
+    fits, else T_m slices swept by T_m CTAs per head and combined by a second kernel; the
+    (T_m, C) pair with the least traffic."""
+    d, e = wl.head_dim, wl.elem_bytes
+    total_units, per_unit = units(kind, d, p)
+    best, tiles = None, 1
+    while True:
+        tile_units = cdiv(total_units, tiles)
+        tiles = cdiv(total_units, tile_units)
+        for block in BLOCK_CANDIDATES:
+            sweep = causal_buffers(block, d, tile_units * per_unit,
+                                   tile_units if kind != "elu" else 0, e)
+            smem = sum(sweep.values())
+            if tiles > 1:
+                smem = max(smem, sum(combine_buffers(block, d).values()))
+            if smem <= sram_bytes:
+                cost = causal_traffic(kind, wl, tiles, p)
+                if best is None or cost < best[0]:
+                    best = (cost, block, tiles, tile_units, smem)
+                break
+        if tile_units == 1:
+            break
+        tiles *= 2
+    if best is None:
+        need = causal_buffers(BLOCK_CANDIDATES[-1], d, per_unit, 1 if kind != "elu" else 0, e)
+        raise SramOverflowError(
+            f"{name} (causal) with head_dim {d} needs at least {sum(need.values()):,} bytes of "
+            f"SRAM per CTA even with one feature per slice "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    _, block, tiles, tile_units, smem = best
+    return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
+                       tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
+                       sigma=sigma)
+
+
 # ---- running -----------------------------------------------------------------------------
 
 def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
@@ -207,15 +253,8 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     o = new_output(wl, compute)
     empty_w = np.zeros((0, d), dtype=np.float32)
     if wl.causal:
-        c = rec.kernel(f"{name}_causal", ctas=heads_total,
-                       buffers=causal_buffers(p.block, d, m, p.projections, e),
-                       threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
-        for b, h, q, k, v in iter_heads(wl, inputs, compute):
-            w = _projection(projection_for_head, b, h, compute, empty_w, d)
-            causal_head(c, q, k, v, w, head_view(o, b, h, compute), wl.seq_q, wl.seq_k, d, m,
-                        p.projections, p.block, kind, in_scale, e, compute)
-        finish_heads(c, wl, compute)
-        return {"o": o} if compute else {}
+        return _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
+                           in_scale, empty_w)
     # non-causal: state kernel (one CTA per head and feature slice), then apply kernel (one
     # CTA per Q tile, walking the feature slices)
     tq = cdiv(wl.seq_q, p.block)
@@ -240,20 +279,49 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     return {"o": o} if compute else {}
 
 
+def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind, in_scale,
+                empty_w) -> dict:
+    """One sweep CTA per (head, feature slice); with slices, a combine kernel."""
+    d, e, tiles = wl.head_dim, wl.elem_bytes, p.feature_tiles
+    heads_total = wl.batch * wl.heads
+    total_units, per_unit = units(p.kind, d, p.projections)
+    sweep_buf = causal_buffers(p.block, d, p.tile_units * per_unit,
+                               p.tile_units if p.kind != "elu" else 0, e)
+    c = rec.kernel(f"{name}_causal", ctas=tiles * heads_total, buffers=sweep_buf,
+                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    cc = None
+    if tiles > 1:
+        cc = rec.kernel(f"{name}_combine", ctas=cdiv(wl.seq_q, p.block) * heads_total,
+                        buffers=combine_buffers(p.block, d), tc_path="none",
+                        threads_per_cta=THREADS_PER_CTA)
+    rows = wl.seq_q if compute else 0
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        w = _projection(projection_for_head, b, h, compute, empty_w, d)
+        o_head = head_view(o, b, h, compute)
+        # HBM partials of the slices: un-normalised num, den and their log-scale (fp32)
+        pnum = np.zeros((tiles, rows if tiles > 1 else 0, d), dtype=np.float32)
+        pden = np.zeros((tiles, rows if tiles > 1 else 0), dtype=np.float32)
+        plog = np.zeros((tiles, rows if tiles > 1 else 0), dtype=np.float32)
+        for t in range(tiles):
+            u0 = t * p.tile_units
+            u1 = min(total_units, u0 + p.tile_units)
+            causal_head(c, q, k, v, w, o_head, pnum, pden, plog, t, wl.seq_q, wl.seq_k, d,
+                        p.projections, u0, u1, p.block, kind, in_scale, e, compute, tiles > 1)
+        if cc is not None:
+            combine_slices(cc, pnum, pden, plog, o_head, wl.seq_q, d, tiles, p.block, kind, e,
+                           compute)
+    finish_heads(c, wl, compute)
+    if cc is not None:
+        finish_heads(cc, wl, compute)
+    return {"o": o} if compute else {}
+
+
 def _projection(projection_for_head, b, h, compute, empty_w, d):
     if projection_for_head is None:
         return empty_w
     if not compute:
         return placeholder(d)
     return np.ascontiguousarray(projection_for_head(b, h), dtype=np.float32)
-
-
-@njit(cache=True)
-def load_projection(c, w, p, d, e):
-    """W (P x d, storage dtype) HBM -> SRAM, once per CTA."""
-    if p > 0:
-        count_load(c, p * d * e)
-    return w
 
 
 @njit(cache=True)
@@ -458,12 +526,19 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
 
 
 @njit(cache=True)
-def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, in_scale, e, compute):
-    """Chunked causal form (one CTA per head). Query row i sees key j <= i + (N_k - N_q)
-    (bottom-right aligned); keys before the first query chunk's diagonal are folded into
-    the state first, in chunks of ``block``."""
+def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total, u0, u1,
+                block, kind, in_scale, e, compute, sliced):
+    """Chunked causal form, one CTA: the whole state (``sliced`` False: writes O), or feature
+    slice t = units [u0, u1) (``sliced``: writes this slice's un-normalised num, den and
+    their log-scale to ``pnum``, ``pden``, ``plog`` for ``combine_slices``). Query row i
+    sees key j <= i + (N_k - N_q) (bottom-right aligned); keys before the first query
+    chunk's diagonal are folded into the state first, in chunks of ``block``."""
     off = seq_k - seq_q
-    w_s = load_projection(c, w, p, d, e)
+    nu = u1 - u0
+    m = nu * (2 if kind == KIND_TRIG else 1)                   # this CTA's features
+    w_s = w[u0:u1] if kind != KIND_ELU else w
+    if kind != KIND_ELU:
+        count_load(c, nu * d * e)                              # W (slice) -> SRAM, once
     s = np.zeros((m if compute else 0, d), dtype=np.float32)
     z = np.zeros(m if compute else 0, dtype=np.float32)
     shift = np.float32(-np.inf) if kind == KIND_POSITIVE else np.float32(0.0)
@@ -478,19 +553,19 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, in_scale, 
             c1 = min(done + block, k_start)
             kj = load_rows(c, k, done, c1, d, e)
             vj = load_rows(c, v, done, c1, d, e)
-            shift = _fold(c, kj, vj, w_s, s, z, c1 - done, d, m, p, kind, in_scale, shift,
-                          e, compute)
+            shift = _fold(c, _cols(kj, u0, u1, kind), vj, w_s, s, z, c1 - done, d, nu,
+                          p_total, kind, in_scale, shift, e, compute)
             done = c1
         qi = load_rows(c, q, r0, r1, d, e)                     # Q_c -> SRAM
         cols = k_end - k_start
         kj = load_rows(c, k, k_start, k_end, d, e)             # K_c -> SRAM
         vj = load_rows(c, v, k_start, k_end, d, e)             # V_c -> SRAM
         mx0 = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
-        phiq, _ = query_features(c, qi, w_s, rows, d, d, p, p, kind, in_scale, mx0, e,
-                                 compute)
+        phiq, qmax = query_features(c, _cols(qi, u0, u1, kind), w_s, rows, nu, d, nu, p_total,
+                                    kind, in_scale, mx0, e, compute)
         live = compute and cols > 0                            # (no key tile when N_q > N_k)
-        phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, in_scale, shift,
-                                       e, live)
+        phik, new_shift = key_features(c, _cols(kj, u0, u1, kind), w_s, cols, nu, d, nu,
+                                       p_total, kind, in_scale, shift, e, live)
         rescale_state(c, s, z, shift, new_shift, m, d, kind, live)
         shift = new_shift
         # -- intra-chunk part: A = φ(Q_c) φ(K_c)ᵀ, lower triangle --
@@ -504,15 +579,25 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, in_scale, 
         num = matmul_nn(c, phiq, s, rows, d, m, e, compute)    # φ(Q_c) S
         count_other(c, 2 * rows * m)                           # φ(Q_c) z
         count_other(c, rows * d + rows)                        # num += A V, den += A 1
-        count_other(c, rows * d)                               # num / den
-        oi = np.empty((0, 0), dtype=np.float32)
+        den = np.empty(0, dtype=np.float32)
         if compute:
             den = np.dot(phiq, z)
             if live:
                 den = den + a.sum(axis=1)
                 num = num + pv
-            oi = _divide_rows(num, den)
-        store_rows(c, o, r0, oi, rows, d, e, compute)          # O_c -> HBM
+        if sliced:
+            # un-normalised partials: true values are these x exp(row max + key shift)
+            if kind == KIND_POSITIVE:
+                count_other(c, rows)                           # log-scale = max + shift
+            store_rows(c, pnum[t], r0, num, rows, d, STATE_BYTES, compute)
+            store_vector(c, pden[t], r0, den, rows, STATE_BYTES, compute)
+            if kind == KIND_POSITIVE:
+                store_vector(c, plog[t], r0, qmax + shift if compute else den, rows,
+                             STATE_BYTES, compute)
+        else:
+            count_other(c, rows * d)                           # num / den
+            oi = _divide_rows(num, den) if compute else np.empty((0, 0), dtype=np.float32)
+            store_rows(c, o, r0, oi, rows, d, e, compute)      # O_c -> HBM
         # -- fold this chunk's keys into the state, from the tiles already in SRAM --
         kv = matmul_tn(c, phik, vj, m, d, cols, e, live)
         count_other(c, cols * m)
@@ -523,9 +608,55 @@ def causal_head(c, q, k, v, w, o, seq_q, seq_k, d, m, p, block, kind, in_scale, 
 
 
 @njit(cache=True)
-def _fold(c, kj, vj, w_s, s, z, cols, d, m, p, kind, in_scale, shift, e, compute):
-    phik, new_shift = key_features(c, kj, w_s, cols, d, d, p, p, kind, in_scale, shift, e,
-                                   compute)
+def combine_slices(c, pnum, pden, plog, o, seq_q, d, tiles, block, kind, e, compute):
+    """Causal, sliced: O = Σ_t num_t e^{λ_t} / Σ_t den_t e^{λ_t}, one CTA per B query rows,
+    the slices' log-scales λ_t brought to their running maximum (positive features)."""
+    positive = kind == KIND_POSITIVE
+    for r0 in range(0, seq_q, block):
+        r1 = min(r0 + block, seq_q)
+        rows = r1 - r0
+        num = np.zeros((rows if compute else 0, d), dtype=np.float32)
+        den = np.zeros(rows if compute else 0, dtype=np.float32)
+        top = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
+        for t in range(tiles):
+            nt = load_rows(c, pnum[t], r0, r1, d, STATE_BYTES)
+            dt = load_vector(c, pden[t], r0, r1, STATE_BYTES)
+            if positive:
+                lt = load_vector(c, plog[t], r0, r1, STATE_BYTES)
+                count_other(c, 2 * rows)                       # new max, differences
+                count_exp(c, 2 * rows)                         # rescale old, weight new
+                count_other(c, rows * d + rows)                # acc x rescale
+                if compute:
+                    new_top = np.maximum(top, lt)
+                    keep = np.exp(top - new_top)
+                    wt = np.exp(lt - new_top)
+                    num = num * keep[:, None] + nt * wt[:, None]
+                    den = den * keep + dt * wt
+                    top = new_top
+                count_other(c, rows * d + rows)                # acc += weighted partial
+            else:
+                count_other(c, rows * d + rows)                # acc += partial
+                if compute:
+                    num = num + nt
+                    den = den + dt
+        count_other(c, rows * d)                               # num / den
+        oi = _divide_rows(num, den) if compute else np.empty((0, 0), dtype=np.float32)
+        store_rows(c, o, r0, oi, rows, d, e, compute)          # O rows -> HBM
+
+
+@njit(cache=True)
+def _cols(x, u0, u1, kind):
+    """elu+1 works on the slice's own columns; random features project the whole row."""
+    if kind == KIND_ELU:
+        return np.ascontiguousarray(x[:, u0:u1])
+    return x
+
+
+@njit(cache=True)
+def _fold(c, kj, vj, w_s, s, z, cols, d, nu, p_total, kind, in_scale, shift, e, compute):
+    m = s.shape[0] if compute else nu * (2 if kind == KIND_TRIG else 1)
+    phik, new_shift = key_features(c, kj, w_s, cols, nu, d, nu, p_total, kind, in_scale,
+                                   shift, e, compute)
     rescale_state(c, s, z, shift, new_shift, m, d, kind, compute)
     kv = matmul_tn(c, phik, vj, m, d, cols, e, compute)
     count_other(c, cols * m)

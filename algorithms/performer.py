@@ -26,7 +26,7 @@ work and is not counted; reading it is (once per CTA).
 HBM traffic per head (w = P d e bytes of W, m features, T_q = ⌈N_q / B⌉; T_m = 1 feature
 slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
-    causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e
+    causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e   (state on chip)
 FLOPs: matmul 2 N m d per projection (Q and K) and 2 N m d each for building and applying the
 state; N m exps per projection. Bound: Θ(N d + N m d / B) bytes, FLOPs Θ(N m d).
 

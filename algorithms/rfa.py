@@ -25,7 +25,7 @@ features for one forward call).
 HBM traffic per head (w = D d e bytes of W, m = 2D, T_q = ⌈N_q / B⌉; T_m = 1 feature
 slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
-    causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e
+    causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e   (state on chip)
 FLOPs: matmul 2 N D d per projection (Q and K), 2 N m d for the state and for applying it;
 2 N D sin/cos and N rsqrt per projection (special-function units). Bound: Θ(N d + N m d / B)
 bytes, FLOPs Θ(N m d).

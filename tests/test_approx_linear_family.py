@@ -139,17 +139,36 @@ def expected_counts(kind, nq, nk, d, m, p, b, e, causal, slices=1):
                     exp += r
                 mm += mm_ + 2 * r * d * m_t
         return reads, writes, mm, exp, other
-    assert nq == nk and slices == 1
-    w = p * d * e
-    reads, writes = 3 * nq * d * e + w, nq * d * e
-    for r in tiles(nq, b):
-        for is_key in (False, True):
-            o_, x_, mm_ = feature_ops(kind, r, d, p if rand else d, is_key)
-            other, exp, mm = other + o_, exp + x_, mm + mm_
-        if stab:
-            other, exp = other + 1 + m * d + m, exp + 1
-        mm += 2 * r * r * m + 2 * r * r * d + 2 * r * d * m + 2 * m * d * r
-        other += r * r + r * r + 2 * r * m + r * d + r + r * d + r * m
+    assert nq == nk
+    n, reads, writes, multi = nq, 0, 0, slices > 1
+    for nu in unit_slices:                                   # sweep kernel, one CTA a slice
+        m_t = per_unit * nu
+        reads += (nu * d * e if rand else 0) + 3 * n * d * e
+        for r in tiles(n, b):
+            for is_key in (False, True):
+                o_, x_, mm_ = feature_ops(kind, r, d, nu, is_key)
+                other, exp, mm = other + o_, exp + x_, mm + mm_
+            if stab:
+                other, exp = other + 1 + m_t * d + m_t, exp + 1
+            mm += 2 * r * r * m_t + 2 * r * r * d + 2 * r * d * m_t + 2 * m_t * d * r
+            other += r * r + r * r + 2 * r * m_t + r * d + r + r * m_t
+            if multi:                                        # partial num, den (, log-scale)
+                other += r if stab else 0
+                writes += 4 * (r * d + r + (r if stab else 0))
+            else:
+                other += r * d
+                writes += r * d * e
+    if multi:                                                # combine kernel
+        for r in tiles(n, b):
+            for _ in unit_slices:
+                reads += 4 * (r * d + r + (r if stab else 0))
+                if stab:
+                    other += 2 * r + r * d + r + r * d + r
+                    exp += 2 * r
+                else:
+                    other += r * d + r
+            other += r * d
+            writes += r * d * e
     return reads, writes, mm, exp, other
 
 
@@ -176,16 +195,18 @@ def test_counts_equal_closed_form(alg, kind, causal, n):
 
 @pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
                                       ("performer", "positive")])
-def test_sliced_counts_equal_closed_form(alg, kind):
+@pytest.mark.parametrize("causal", [False, True])
+def test_sliced_counts_equal_closed_form(alg, kind, causal):
     d = 64
-    wl = Workload(batch=1, heads=2, seq_q=300, seq_k=200, head_dim=d)
-    r = simulate(alg, wl, "h100", options=opts_for(alg, 100), compute=False,
-                 sram_bytes=24 * 1024)
+    nk = 300 if causal else 200
+    wl = Workload(batch=1, heads=2, seq_q=300, seq_k=nk, head_dim=d, causal=causal)
+    sram = 24 * 1024 if not causal or kind != "elu" else 14 * 1024
+    r = simulate(alg, wl, "h100", options=opts_for(alg, 100), compute=False, sram_bytes=sram)
     slices, b = r.plan["feature_tiles"], r.plan["block"]
     assert slices > 1
     p = 0 if kind == "elu" else 100
     m = {"elu": d, "trig": 200, "positive": 100}[kind]
-    reads, writes, mm, exp, other = expected_counts(kind, 300, 200, d, m, p, b, 2, False,
+    reads, writes, mm, exp, other = expected_counts(kind, 300, nk, d, m, p, b, 2, causal,
                                                     slices)
     assert r.counts["hbm_read_bytes"] == 2 * reads
     assert r.counts["hbm_write_bytes"] == 2 * writes
@@ -193,6 +214,7 @@ def test_sliced_counts_equal_closed_form(alg, kind):
     assert r.counts["exp_ops"] == 2 * exp
     assert r.counts["other_flops"] == 2 * other
     assert r.counts["ctas"] == 2 * (slices + math.ceil(300 / b))
+    assert r.counts["kernel_launches"] == 2
 
 
 def test_plan_follows_the_sram_budget():
@@ -205,10 +227,11 @@ def test_plan_follows_the_sram_budget():
     assert small.plan["feature_tiles"] > 1 or small.plan["block"] < 128
     assert small.counts["sram_peak_bytes"] <= 140 * 1024
     assert small.hbm_bytes > big.hbm_bytes                  # less SRAM, more traffic
-    # causal keeps the whole state on chip: too little SRAM is an error naming the numbers
-    with pytest.raises(SramOverflowError, match="keeps its state on chip"):
-        simulate("performer", wl.replace(causal=True), "h100", compute=False,
-                 sram_bytes=100 * 1024)
+    # causal sweeps keep their state slice on chip: slices, then a combine kernel
+    causal = simulate("performer", wl.replace(causal=True), "h100", compute=False,
+                      sram_bytes=100 * 1024)
+    assert causal.plan["feature_tiles"] > 1 and causal.counts["sram_peak_bytes"] <= 100 * 1024
+    assert [k.name for k in causal.kernels] == ["performer_causal", "performer_combine"]
 
 
 def test_default_performer_at_head_dim_128_is_sliced():
@@ -221,14 +244,19 @@ def test_default_performer_at_head_dim_128_is_sliced():
 @pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
                                       ("performer", "positive")])
 @pytest.mark.parametrize("d", [16, 24])
-def test_sliced_state_matches_reference(alg, kind, d):
+@pytest.mark.parametrize("causal", [False, True])
+def test_sliced_state_matches_reference(alg, kind, d, causal):
     """A budget below the unsliced kernels' smallest footprint forces feature slices; key
     shifts and the query's running max carried across slices keep the result exact."""
-    wl = Workload(batch=1, heads=2, seq_q=70, seq_k=90, head_dim=d)
+    wl = Workload(batch=1, heads=2, seq_q=70, seq_k=90, head_dim=d, causal=causal)
     proj = 0 if kind == "elu" else 48
     total = d if kind == "elu" else proj
-    unsliced = max(sum(fa.state_buffers(kind, 16, d, total, 2).values()),
-                   sum(fa.apply_buffers(kind, 16, d, total, 1, 2).values()))
+    if causal:
+        m = total * (2 if kind == "trig" else 1)
+        unsliced = sum(fa.causal_buffers(16, d, m, proj, 2).values())
+    else:
+        unsliced = max(sum(fa.state_buffers(kind, 16, d, total, 2).values()),
+                       sum(fa.apply_buffers(kind, 16, d, total, 1, 2).values()))
     sram = int(0.75 * unsliced)
     inputs = make_inputs(wl, seed=4, magnitude=2.0)
     r = simulate(alg, wl, "h100", options=opts_for(alg, 48), inputs=inputs, sram_bytes=sram)
@@ -287,9 +315,9 @@ def test_bad_redraw_and_unknown_option_rejected():
 
 
 def test_too_little_sram_rejected_with_the_numbers():
-    with pytest.raises(SramOverflowError, match="use fewer --features"):
+    with pytest.raises(SramOverflowError, match="even with one feature per slice"):
         simulate("performer", Workload(seq_q=64, head_dim=64, causal=True), "h100",
-                 options={"features": 4096}, compute=False)
+                 compute=False, sram_bytes=2048)
     with pytest.raises(SramOverflowError, match="even with one feature per slice"):
         simulate("linear", Workload(seq_q=64, head_dim=64), "h100", compute=False,
                  sram_bytes=1024)
