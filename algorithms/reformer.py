@@ -30,12 +30,10 @@ Kernels per (batch, head) (e = storage bytes, C = bucket size, b = N/C, k = Σ f
   ``reformer_hash``: one CTA per B_h query rows: reads B_h d e + H k d e (R, per CTA), writes
       bucket ids and positions (2 H B_h x 4 B); FLOPs 2 B_h H k d.
   ``reformer_sort_hist`` + P x ``reformer_sort_pass``: LSD radix sort of the H N (bucket,
-      position) pairs of each round, as CUB's onesweep radix sort (Adinets & Merrill 2022,
-      arXiv 2206.01784: "~2n global read/write operations for each digit-binning iteration")
-      organises it: one histogram pass reading the keys (4 H N bytes) and P = ⌈log2(b)/8⌉
-      scatter passes of 8-bit digits (radix 256; the digit width is our assumption), each
-      reading and writing the 4-byte keys and 4-byte values (8 H N bytes read + 8 H N
-      written per pass). Histogram and look-back scratch (a few KB) is not counted. Positions are
+      position) pairs of each round (``algorithms.radix_sort``: CUB's onesweep, Adinets &
+      Merrill 2022, arXiv 2206.01784): one histogram pass reading the keys (4 H N bytes) and
+      P = ⌈log2(b)/8⌉ scatter passes of 8-bit digits, each reading and writing the 4-byte
+      keys and 4-byte values (8 H N bytes read + 8 H N written per pass). Positions are
       already in order, so a stable sort on the bucket bits alone orders by (bucket, position).
   ``reformer_attn``: one CTA per (round, chunk): reads the 2C sorted positions (8C B), gathers
       2C query rows and 2C value rows (4 C d e) and the bucket ids of all rounds of those
@@ -74,6 +72,8 @@ from numba import njit
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output
 from hwmodels.memory import SramOverflowError
+from algorithms.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, SORT_TILE, radix_sort,
+                                  sort_buffers)
 from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,
                                  matmul_nt)
 
@@ -100,10 +100,6 @@ INFO = AlgorithmInfo(
 
 SELF_LOGIT = -1.0e5       # a token's logit to itself: used only when nothing else is visible
 MAX_FACTOR = 128          # buckets per hash factor (rotation of 64 columns)
-RADIX_BITS = 8            # onesweep digit width
-SORT_TILE = 4096          # keys per sort CTA (our choice; only the CTA count depends on it)
-KEY_BYTES = 4             # int32 bucket ids
-VALUE_BYTES = 4           # int32 positions
 LSE_BYTES = 4
 BLOCK_CANDIDATES = (128, 64, 32, 16)
 THREADS_PER_CTA = 128
@@ -150,11 +146,6 @@ def hash_buffers(rows: int, d: int, e: int, cols: int) -> dict:
 
 def combine_buffers(rows: int, d: int, e: int, hashes: int) -> dict:
     return {"O_r": hashes * rows * d * e, "lse_r": hashes * rows * LSE_BYTES}
-
-
-def sort_buffers() -> dict:
-    return {"keys": SORT_TILE * KEY_BYTES, "values": SORT_TILE * VALUE_BYTES,
-            "histogram": (1 << RADIX_BITS) * 4}
 
 
 def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed: int = 0,
@@ -300,44 +291,6 @@ def _argmax_buckets(proj, factors, out_buckets, out_pos, r0):
             col += half
         out_buckets[r0 + i] = bucket
         out_pos[r0 + i] = r0 + i
-
-
-def radix_sort(c_hist, c_passes, keys, values, keys_out, values_out, n, passes, compute):
-    """Stable LSD radix sort of (bucket, position) pairs: histogram, then one pass per digit."""
-    sort_histogram(c_hist, keys, n, passes)
-    src_k, src_v = keys, values
-    for i, c in enumerate(c_passes):
-        dst_k = keys_out if i == passes - 1 else np.empty_like(keys)
-        dst_v = values_out if i == passes - 1 else np.empty_like(values)
-        sort_pass(c, src_k, src_v, dst_k, dst_v, n, i * RADIX_BITS, compute)
-        src_k, src_v = dst_k, dst_v
-
-
-@njit(cache=True)
-def sort_histogram(c, keys, n, passes):
-    """Onesweep's up-front pass: every digit's histogram from one read of the keys."""
-    count_load(c, n * KEY_BYTES)
-    count_other(c, n * passes)                                 # digit extract + bin increment
-
-
-@njit(cache=True)
-def sort_pass(c, keys, values, keys_out, values_out, n, shift, compute):
-    """One scatter pass on the digit at ``shift``: read keys+values, write them in place."""
-    count_load(c, n * (KEY_BYTES + VALUE_BYTES))
-    count_other(c, 2 * n)                                      # digit, scatter offset
-    count_store(c, n * (KEY_BYTES + VALUE_BYTES))
-    if compute:
-        radix = 1 << RADIX_BITS
-        offsets = np.zeros(radix + 1, dtype=np.int64)
-        for i in range(n):
-            offsets[((keys[i] >> shift) & (radix - 1)) + 1] += 1
-        for j in range(radix):
-            offsets[j + 1] += offsets[j]
-        for i in range(n):
-            digit = (keys[i] >> shift) & (radix - 1)
-            keys_out[offsets[digit]] = keys[i]
-            values_out[offsets[digit]] = values[i]
-            offsets[digit] += 1
 
 
 @njit(cache=True)
