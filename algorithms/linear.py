@@ -21,7 +21,8 @@ Bound: Θ(N d) bytes per head (+ Θ(N d²/B) for the state reads), FLOPs Θ(N d�
 
 Differences from the paper's implementation: the causal CUDA kernel of the paper walks one
 token at a time; here the equivalent chunked form (intra-chunk scores + inter-chunk state)
-is used (same result; it turns the per-token rank-1 updates into tile matmuls). No feature map normalisation or epsilon in the divide:
+is used (same result; it turns the per-token rank-1 updates into tile matmuls). No feature
+map normalisation or epsilon in the divide:
 a row whose denominator is 0 (no visible key) outputs zeros.
 """
 from __future__ import annotations

@@ -11,20 +11,21 @@ Notation -> code: n_rounds == ``hashes`` (H); average bucket size == chunk lengt
 ``rotations``; h(x) = argmax([xR; -xR]); s_i (sorted slot) == ``perm``; the per-round
 outputs o^(r) and log-sum-exps z^(r) == ``o_rounds``, ``lse_rounds``.
 
-Shared-QK (§2 "Shared-QK Transformer"): keys are the normalised queries k_j = q_j/|q_j|;
+Shared-QK (§2): keys are the normalised queries k_j = q_j/|q_j|;
 the workload's K is not read. A token does not attend to itself unless it has no other
 target: its own logit is replaced by SELF_LOGIT (-1e5), which carries weight only when
 every other key of the window is masked. A query attends to keys of its own sorted chunk and
 of the previous chunk (the first chunk wraps to the last) that share its bucket in this
-round (the set P_i of §2) — and, when causal, that are not after it. Multi-round: keys
-that share i's bucket in several rounds are down-weighted by log N_ij (N_ij = rounds in which
-they share a bucket), so that each key counts once across rounds, and rounds are combined as
-o_i = Σ_r exp(z_i^(r) - logsumexp_r z_i^(r)) o_i^(r) (§2 "Multi-round LSH attention").
+round (the set P_i of §2) — and, when causal, that are not after it. Multi-round (§2):
+rounds are combined as o_i = Σ_r exp(z_i^(r) - logsumexp_r z_i^(r)) o_i^(r). So that a key
+found in several rounds is not counted several times, its logit is lowered by log N_ij,
+N_ij = the rounds in which i and j share a bucket (our de-duplication; keys cut off by a
+chunk boundary in some round are then slightly under-weighted).
 
 Buckets beyond 128 are factorised, as Hugging Face's ReformerConfig allows (``num_buckets``
-may be a list of factors, e.g. [64, 128]): b = f_1 f_2 ..., each factor hashed by its own rotation of f_i/2 columns, bucket =
-mixed-radix combination. This keeps R at Σ f_i/2 = O(log b) columns instead of b/2, which
-would make hashing Θ(N² d / C).
+may be a list of factors, e.g. [64, 128]): b = f_1 f_2 ..., each factor hashed by its own
+rotation of f_i/2 columns, bucket = mixed-radix combination. This keeps R at
+Σ f_i/2 = O(log b) columns instead of b/2, which would make hashing Θ(N² d / C).
 
 Kernels per (batch, head) (e = storage bytes, C = bucket size, b = N/C, k = Σ f_i/2):
   ``reformer_hash``: one CTA per B_h query rows: reads B_h d e + H k d e (R, per CTA), writes
@@ -71,9 +72,9 @@ from numba import njit
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output
-from hwmodels.memory import SramOverflowError
-from algorithms.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, SORT_TILE, radix_sort,
+from algorithms.radix_sort import (KEY_BYTES, RADIX_BITS, SORT_TILE, VALUE_BYTES, radix_sort,
                                   sort_buffers)
+from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,
                                  matmul_nt)
 
@@ -137,7 +138,8 @@ def bucket_factors(n_buckets: int) -> tuple:
 
 def attn_buffers(c: int, d: int, e: int, hashes: int) -> dict:
     return {"Q_c": c * d * e, "Khat_2c": 2 * c * d * e, "V_2c": 2 * c * d * e,
-            "S": c * 2 * c * 4, "pos_2c": 2 * c * VALUE_BYTES, "buckets_2c": 2 * c * hashes * KEY_BYTES}
+            "S": c * 2 * c * 4, "pos_2c": 2 * c * VALUE_BYTES,
+            "buckets_2c": 2 * c * hashes * KEY_BYTES}
 
 
 def hash_buffers(rows: int, d: int, e: int, cols: int) -> dict:

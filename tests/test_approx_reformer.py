@@ -109,7 +109,8 @@ def test_counts_equal_closed_form(n, chunk, hashes, causal):
     r = run(wl, compute=False, hashes=hashes, bucket_size=chunk)
     nb = n // chunk
     # the plan's derived numbers, checked independently
-    assert math.prod(r.plan["factors"]) == nb and all(f % 2 == 0 and f <= 128 for f in r.plan["factors"])
+    assert math.prod(r.plan["factors"]) == nb
+    assert all(f % 2 == 0 and f <= 128 for f in r.plan["factors"])
     cols = sum(f // 2 for f in r.plan["factors"])
     assert r.plan["rotation_cols"] == cols
     assert r.plan["sort_passes"] == math.ceil(math.ceil(math.log2(nb)) / 8)
