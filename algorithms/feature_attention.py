@@ -95,7 +95,7 @@ class FeaturePlan(Plan):
     feature_tiles: int      # T_m: the state S is built and applied in T_m slices of features
     tile_units: int         # projections (elu+1: feature columns) per feature slice
     smem_bytes: int         # largest kernel's SRAM footprint per CTA
-    seed: int
+    seed: int | None        # None: the inputs' seed
     redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
     sigma: float | None     # RFA's σ (ℓ2-normalised inputs are divided by it); None otherwise
 
@@ -369,6 +369,17 @@ def check_positive(value) -> str | None:
 
 def check_seed(value) -> str | None:
     return None if value >= 0 else "must be a non-negative integer (a numpy seed)"
+
+
+SEED_HELP = ("seed of the random {what}; default: the inputs' seed (the CLI's --seed), so one "
+             "--seed fixes both the data and the {what}")
+
+
+def resolve_seed(plan_seed, inputs) -> int:
+    """The plan's seed, or (option left unset) the seed the inputs were drawn with."""
+    if plan_seed is not None:
+        return int(plan_seed)
+    return int(getattr(inputs, "seed", 0) or 0)
 
 
 def feature_io_bound(wl, p: FeaturePlan) -> float:

@@ -15,7 +15,7 @@ Defaults: m = round(d ln d) (the paper's Θ(d log d) taken literally; 266 for d 
 released code's default is 256, FACTS.md). W: ⌈m/d⌉ blocks, each
 the orthonormal Q of a QR-factorised d x d Gaussian matrix, rows rescaled by the norms of
 independent d-dimensional Gaussian vectors (so each row is marginally N(0, I_d)), drawn from
-``numpy.random.default_rng(seed)``.
+``numpy.random.default_rng(seed)``; ``--seed`` unset means the inputs' seed.
 
 ``--redraw``: the paper redraws W periodically during training (every k steps). A single
 forward call has no steps, so here it means: ``none`` (default) — one W shared by every
@@ -51,7 +51,7 @@ INFO = AlgorithmInfo(
     options=(
         Option("features", int, None, "m random features; default round(d ln d)",
                validate=fa.check_positive),
-        Option("seed", int, 0, "seed of the orthogonal random projection",
+        Option("seed", int, None, fa.SEED_HELP.format(what="orthogonal projection"),
                validate=fa.check_seed),
         Option("redraw", str, "none", "none: one projection for all heads; head: a fresh "
                "draw per (batch, head)", choices=("none", "head")),
@@ -64,7 +64,7 @@ def default_features(d: int) -> int:
     return max(1, round(d * math.log(d)))
 
 
-def plan(wl, gpu, sram_bytes: int, features=None, seed: int = 0,
+def plan(wl, gpu, sram_bytes: int, features=None, seed=None,
          redraw: str = "none") -> fa.FeaturePlan:
     m = default_features(wl.head_dim) if features is None else int(features)
     return fa.make_plan("performer", "positive", wl, sram_bytes, features=m, projections=m,
@@ -82,24 +82,26 @@ def orthogonal_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return (w * lengths[:, None]).astype(np.float32)
 
 
-def projection_fn(p: fa.FeaturePlan, d: int):
+def projection_fn(p: fa.FeaturePlan, d: int, seed: int):
     """(b, h) -> W for that head, per ``p.redraw``."""
     if p.redraw == "head":
         return lambda b, h: orthogonal_gaussian(p.projections, d,
-                                                np.random.default_rng([p.seed, b, h]))
-    shared = orthogonal_gaussian(p.projections, d, np.random.default_rng(p.seed))
+                                                np.random.default_rng([seed, b, h]))
+    shared = orthogonal_gaussian(p.projections, d, np.random.default_rng(seed))
     return lambda b, h: shared
 
 
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:
-    fn = projection_fn(p, wl.head_dim) if compute else (lambda b, h: None)
+    fn = (projection_fn(p, wl.head_dim, fa.resolve_seed(p.seed, inputs)) if compute
+          else (lambda b, h: None))
     return fa.run_features("performer", wl, p, inputs, rec, compute, fn)
 
 
 def reference(wl, p: fa.FeaturePlan, inputs):
     """float64 FAVOR+ with the same projections."""
     return fa.reference_attention("positive", inputs.q, inputs.k, inputs.v, wl.causal,
-                                  wl.scale, projection_fn(p, wl.head_dim))
+                                  wl.scale, projection_fn(p, wl.head_dim,
+                                                          fa.resolve_seed(p.seed, inputs)))
 
 
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:

@@ -90,7 +90,8 @@ INFO = AlgorithmInfo(
         Option("bucket_size", int, 64, "average bucket size = chunk length C (paper: 64); "
                "N / C buckets, which must be even",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
-        Option("seed", int, 0, "seed of the random rotations",
+        Option("seed", int, None, "seed of the random rotations; default: the inputs' seed "
+               "(the CLI's --seed), so one --seed fixes both the data and the hashes",
                validate=lambda v: None if v >= 0 else "must be a non-negative integer"),
         Option("layers", int, 12, "layers L for the reversible-activation accounting",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
@@ -117,7 +118,7 @@ class ReformerPlan(Plan):
     hash_block: int         # B_h rows per hash CTA
     combine_block: int      # B_c rows per combine CTA
     attn_smem_bytes: int
-    seed: int
+    seed: int | None        # None: the inputs' seed
     layers: int
 
 
@@ -150,7 +151,7 @@ def combine_buffers(rows: int, d: int, e: int, hashes: int) -> dict:
     return {"O_r": hashes * rows * d * e, "lse_r": hashes * rows * LSE_BYTES}
 
 
-def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed: int = 0,
+def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed=None,
          layers: int = 12) -> ReformerPlan:
     n, c = wl.seq_q, bucket_size
     if wl.seq_k != wl.seq_q:
@@ -189,9 +190,11 @@ def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed:
                         attn_smem_bytes=sum(need.values()), seed=seed, layers=layers)
 
 
-def rotations(p: ReformerPlan, d: int) -> np.ndarray:
-    """R: (H, d, k) float32 Gaussian random rotations (the paper's random projection)."""
-    rng = np.random.default_rng(p.seed)
+def rotations(p: ReformerPlan, d: int, inputs) -> np.ndarray:
+    """R: (H, d, k) float32 Gaussian random rotations (the paper's random projection), from
+    the plan's seed or, when unset, the inputs' seed."""
+    seed = p.seed if p.seed is not None else int(getattr(inputs, "seed", 0) or 0)
+    rng = np.random.default_rng(seed)
     return rng.standard_normal((p.hashes, d, p.rotation_cols)).astype(np.float32)
 
 
@@ -200,7 +203,7 @@ def rotations(p: ReformerPlan, d: int) -> np.ndarray:
 def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
     n, d, e, hh = wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
     heads_total = wl.batch * wl.heads
-    rot = rotations(p, d) if compute else np.zeros((hh, 0, 0), dtype=np.float32)
+    rot = rotations(p, d, inputs) if compute else np.zeros((hh, 0, 0), dtype=np.float32)
     factors = np.array(p.factors, dtype=np.int64)
     c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total,
                         buffers=hash_buffers(p.hash_block, d, e, p.rotation_cols),
@@ -466,7 +469,7 @@ def reference_buckets(q, rot, factors):
 
 def reference(wl, p: ReformerPlan, inputs):
     """float64 LSH attention with the same rotations (buckets recomputed in float64)."""
-    rot = rotations(p, wl.head_dim)
+    rot = rotations(p, wl.head_dim, inputs)
     group = wl.heads // wl.kv_heads
     out = np.zeros(inputs.q.shape, dtype=np.float64)
     for b in range(wl.batch):

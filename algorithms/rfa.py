@@ -20,7 +20,7 @@ then measures the random-feature approximation alone.
 Defaults: D = d (the head dimension; our choice, giving φ 2d entries — the paper sets the
 feature size per task), σ = 1 (our choice: the paper learns it). W is drawn i.i.d. N(0, 1)
 from ``numpy.random.default_rng(seed)``, one W shared by all heads (a layer's random
-features for one forward call).
+features for one forward call); ``--seed`` unset means the inputs' seed.
 
 HBM traffic per head (w = D d e bytes of W, m = 2D, T_q = ⌈N_q / B⌉; T_m = 1 feature
 slice, see ``feature_attention`` for T_m > 1):
@@ -54,33 +54,33 @@ INFO = AlgorithmInfo(
         Option("sigma", float, 1.0, "σ: attention is softmax(q̂·k̂/σ²) over ℓ2-normalised "
                "queries and keys (learned in the paper; fixed here)",
                validate=lambda v: None if v > 0 else "must be a positive number"),
-        Option("seed", int, 0, "seed of the random projection W",
+        Option("seed", int, None, fa.SEED_HELP.format(what="projection W"),
                validate=fa.check_seed),
     ),
 )
 
 
 def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0,
-         seed: int = 0) -> fa.FeaturePlan:
+         seed=None) -> fa.FeaturePlan:
     dfeat = wl.head_dim if features is None else int(features)
     return fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
                         seed=seed, sigma=float(sigma))
 
 
-def projection(p: fa.FeaturePlan, d: int) -> np.ndarray:
-    """W: (D, d) float32, i.i.d. N(0, 1), from the plan's seed."""
-    rng = np.random.default_rng(p.seed)
+def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:
+    """W: (D, d) float32, i.i.d. N(0, 1)."""
+    rng = np.random.default_rng(seed)
     return rng.standard_normal((p.projections, d)).astype(np.float32)
 
 
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:
-    w = projection(p, wl.head_dim) if compute else None
+    w = projection(p, wl.head_dim, fa.resolve_seed(p.seed, inputs)) if compute else None
     return fa.run_features("rfa", wl, p, inputs, rec, compute, lambda b, h: w)
 
 
 def reference(wl, p: fa.FeaturePlan, inputs):
     """float64 RFA with the same W."""
-    w = projection(p, wl.head_dim)
+    w = projection(p, wl.head_dim, fa.resolve_seed(p.seed, inputs))
     return fa.reference_attention("trig", inputs.q, inputs.k, inputs.v, wl.causal, wl.scale,
                                   lambda b, h: w, sigma=p.sigma)
 

@@ -337,3 +337,15 @@ def test_rfa_error_is_against_its_normalised_problem():
     assert r.error_vs_exact < 0.3
     with pytest.raises(PlanError, match="--sigma must be a positive number"):
         simulate("rfa", wl, "h100", options={"sigma": 0.0})
+
+
+@pytest.mark.parametrize("alg", ["rfa", "performer"])
+def test_unset_seed_follows_the_inputs_seed(alg):
+    """One --seed on the CLI seeds both the inputs and the random features."""
+    wl = Workload(batch=1, heads=2, seq_q=50, head_dim=16)
+    implicit = simulate(alg, wl, "h100", seed=5)                       # inputs' seed 5
+    explicit = simulate(alg, wl, "h100", inputs=make_inputs(wl, 5), options={"seed": 5})
+    other = simulate(alg, wl, "h100", inputs=make_inputs(wl, 5), options={"seed": 6})
+    assert np.array_equal(implicit.outputs["o"], explicit.outputs["o"])
+    assert not np.allclose(implicit.outputs["o"], other.outputs["o"])
+    assert implicit.error_vs_reference < 1e-4

@@ -232,3 +232,13 @@ def test_bucket_count_that_cannot_be_factored():
     wl = Workload(seq_q=262 * 4, head_dim=16)
     with pytest.raises(PlanError, match="cannot be split into even factors"):
         run(wl, compute=False, bucket_size=4)
+
+
+def test_unset_seed_follows_the_inputs_seed():
+    wl = Workload(batch=1, heads=1, seq_q=128, head_dim=16)
+    implicit = simulate("reformer", wl, "h100", seed=3, options={"bucket_size": 16})
+    explicit = run(wl, inputs=make_inputs(wl, 3), seed=3, bucket_size=16)
+    other = run(wl, inputs=make_inputs(wl, 3), seed=4, bucket_size=16)
+    assert np.array_equal(implicit.outputs["o"], explicit.outputs["o"])
+    assert not np.allclose(implicit.outputs["o"], other.outputs["o"])
+    assert implicit.error_vs_reference < 1e-4
