@@ -320,8 +320,10 @@ def combine_slices(c, pnum, pden, plog, o, seq_q, d, tiles, block, kind, e, comp
                 count_other(c, rows * d + rows)                # acc x rescale
                 if compute:
                     new_top = np.maximum(top, lt)
-                    keep = np.exp(top - new_top)
-                    wt = np.exp(lt - new_top)
+                    # rows that have seen no key yet have log-scale -inf: weight 0, not NaN
+                    ref = np.where(new_top == -np.inf, np.float32(0.0), new_top)
+                    keep = np.exp(top - ref)
+                    wt = np.exp(lt - ref)
                     num = num * keep[:, None] + nt * wt[:, None]
                     den = den * keep + dt * wt
                     top = new_top
