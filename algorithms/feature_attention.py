@@ -173,7 +173,10 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
             break
         tiles *= 2
     if best is None:
-        need = state_buffers(kind, BLOCK_CANDIDATES[-1], d, 1, e)
+        b16 = BLOCK_CANDIDATES[-1]
+        need = max(state_buffers(kind, b16, d, 1, e),
+                   apply_buffers(kind, b16, d, 1, total_units, e),
+                   key=lambda buf: sum(buf.values()))
         raise SramOverflowError(
             f"{name} with head_dim {d} needs at least {sum(need.values()):,} bytes of SRAM per "
             f"CTA even with one feature per slice "
@@ -224,7 +227,9 @@ def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> Featu
             break
         tiles *= 2
     if best is None:
-        need = causal_buffers(BLOCK_CANDIDATES[-1], d, per_unit, 1 if kind != "elu" else 0, e)
+        b16 = BLOCK_CANDIDATES[-1]
+        need = max(causal_buffers(b16, d, per_unit, 1 if kind != "elu" else 0, e),
+                   combine_buffers(b16, d), key=lambda buf: sum(buf.values()))
         raise SramOverflowError(
             f"{name} (causal) with head_dim {d} needs at least {sum(need.values()):,} bytes of "
             f"SRAM per CTA even with one feature per slice "

@@ -18,14 +18,20 @@ from numba import njit
 from hwmodels.primitives import count_load, count_other, count_store
 
 RADIX_BITS = 8            # digit width (radix 256)
-SORT_TILE = 4096          # keys per sort CTA (our choice; only the CTA count depends on it)
+SORT_TILES = (4096, 2048, 1024, 512, 256)   # keys per sort CTA, largest that fits SRAM
+                                           # (our choice; only the CTA count depends on it)
 KEY_BYTES = 4             # int32 keys (bucket ids)
 VALUE_BYTES = 4           # int32 values (positions)
 
 
-def sort_buffers() -> dict:
-    return {"keys": SORT_TILE * KEY_BYTES, "values": SORT_TILE * VALUE_BYTES,
+def sort_buffers(tile: int) -> dict:
+    return {"keys": tile * KEY_BYTES, "values": tile * VALUE_BYTES,
             "histogram": (1 << RADIX_BITS) * 4}
+
+
+def sort_tile(sram_bytes: int) -> int | None:
+    """Keys per sort CTA: the largest candidate whose buffers fit, None if none does."""
+    return next((t for t in SORT_TILES if sum(sort_buffers(t).values()) <= sram_bytes), None)
 
 
 def radix_sort(c_hist, c_passes, keys, values, keys_out, values_out, n, passes, compute):

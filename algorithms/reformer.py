@@ -72,8 +72,8 @@ from numba import njit
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output
-from algorithms.radix_sort import (KEY_BYTES, RADIX_BITS, SORT_TILE, VALUE_BYTES, radix_sort,
-                                  sort_buffers)
+from algorithms.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
+                                  sort_buffers, sort_tile)
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,
                                  matmul_nt)
@@ -117,6 +117,7 @@ class ReformerPlan(Plan):
     sort_passes: int        # P = ⌈bits / 8⌉
     hash_block: int         # B_h rows per hash CTA
     combine_block: int      # B_c rows per combine CTA
+    sort_tile: int          # keys per radix-sort CTA
     attn_smem_bytes: int
     seed: int | None        # None: the inputs' seed
     layers: int
@@ -183,10 +184,16 @@ def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed=
         raise SramOverflowError(f"reformer: hashing ({cols} rotation columns) or combining "
                                 f"{hashes} rounds does not fit {sram_bytes:,} bytes of SRAM "
                                 f"even with 16-row tiles; use fewer --hashes")
+    tile = sort_tile(sram_bytes)
+    if tile is None:
+        raise SramOverflowError(f"reformer: the radix sort needs at least "
+                                f"{sum(sort_buffers(256).values()):,} bytes of SRAM per CTA "
+                                f"(256 keys and values and a 256-bin histogram) but the "
+                                f"budget is {sram_bytes:,} bytes; use a larger --sram-kb")
     bits = max(1, math.ceil(math.log2(nb)))
     return ReformerPlan(hashes=hashes, bucket_size=c, n_buckets=nb, factors=factors,
                         rotation_cols=cols, sort_passes=cdiv(bits, RADIX_BITS),
-                        hash_block=hash_block, combine_block=combine_block,
+                        hash_block=hash_block, combine_block=combine_block, sort_tile=tile,
                         attn_smem_bytes=sum(need.values()), seed=seed, layers=layers)
 
 
@@ -208,11 +215,12 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
     c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total,
                         buffers=hash_buffers(p.hash_block, d, e, p.rotation_cols),
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
-    sort_ctas = cdiv(n, SORT_TILE) * hh * heads_total
-    c_hist = rec.kernel("reformer_sort_hist", ctas=sort_ctas, buffers=sort_buffers(),
-                        tc_path="none", threads_per_cta=256)
-    c_passes = [rec.kernel(f"reformer_sort_pass{i}", ctas=sort_ctas, buffers=sort_buffers(),
-                           tc_path="none", threads_per_cta=256) for i in range(p.sort_passes)]
+    sort_ctas = cdiv(n, p.sort_tile) * hh * heads_total
+    c_hist = rec.kernel("reformer_sort_hist", ctas=sort_ctas,
+                        buffers=sort_buffers(p.sort_tile), tc_path="none", threads_per_cta=256)
+    c_passes = [rec.kernel(f"reformer_sort_pass{i}", ctas=sort_ctas,
+                           buffers=sort_buffers(p.sort_tile), tc_path="none",
+                           threads_per_cta=256) for i in range(p.sort_passes)]
     c_attn = rec.kernel("reformer_attn", ctas=p.n_buckets * hh * heads_total,
                         buffers=attn_buffers(p.bucket_size, d, e, hh),
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)

@@ -10,7 +10,8 @@ from algorithms.base import PlanError
 from algorithms.radix_sort import radix_sort
 from attnsim import Workload, attention_reference, make_inputs, relative_error, simulate
 from attnsim.approx_sweep import sweep_accuracy
-from hwmodels.counters import new_counters, HBM_READ_BYTES, HBM_WRITE_BYTES
+from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES, new_counters
+from hwmodels.memory import SramOverflowError
 
 
 def run(wl, compute=True, inputs=None, **opts):
@@ -242,3 +243,12 @@ def test_unset_seed_follows_the_inputs_seed():
     assert np.array_equal(implicit.outputs["o"], explicit.outputs["o"])
     assert not np.allclose(implicit.outputs["o"], other.outputs["o"])
     assert implicit.error_vs_reference < 1e-4
+
+
+def test_small_sram_shrinks_the_sort_tile_then_errors_in_plan():
+    wl = Workload(seq_q=64, head_dim=8)
+    small = simulate("reformer", wl, "h100", options={"bucket_size": 4}, compute=False,
+                     sram_bytes=5000)
+    assert small.plan["sort_tile"] < 4096 and small.counts["sram_peak_bytes"] <= 5000
+    with pytest.raises(SramOverflowError, match="radix sort needs at least 3,072 bytes"):
+        simulate("reformer", wl, "h100", options={"bucket_size": 4}, sram_bytes=3000)
