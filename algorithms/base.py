@@ -59,6 +59,7 @@ class AlgorithmInfo:
     options: tuple = ()
     passes: tuple = ("fwd",)         # which of "fwd", "bwd" it simulates
     count_only: str = "exact"        # "exact": same counts without data; or how it copes
+    dropout: bool = False            # simulates dropout on P (``--dropout``)
 
 
 @dataclass(frozen=True)

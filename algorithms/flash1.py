@@ -61,6 +61,7 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(N²d²/M)",
     passes=("fwd", "bwd"),
+    dropout=True,
 )
 
 STAT_BYTES = 4

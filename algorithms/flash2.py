@@ -43,14 +43,13 @@ from numba import njit
 
 from algorithms import flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, heads_in_flight, online_softmax_tile, scale_rows, finish_heads, iter_heads,
-                               new_output, new_stats, head_view)
-from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.common import (causal_key_end, cdiv, finish_heads, head_view, heads_in_flight,
+                               iter_heads, new_output, new_stats)
+from algorithms.dropout import dropout_args
+from algorithms.flash_tile import STAT_BYTES, attend_tile, finish_rows, new_row_state
 from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError
-from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
-                                 store_rows, store_vector)
+from hwmodels.primitives import load_rows, store_rows, store_vector
 
 INFO = AlgorithmInfo(
     name="flash2",
@@ -59,10 +58,10 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
     passes=("fwd", "bwd"),
+    dropout=True,
 )
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)
-STAT_BYTES = 4          # softmax statistics are fp32
 THREADS_PER_CTA = 128   # 4 warps, as FA-2's forward kernels for d <= 128
 
 
@@ -169,63 +168,20 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
 def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
                  compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     """One head: every Q row block i is one CTA (run here one after another)."""
+    no_mask = np.zeros((0, 0), dtype=np.bool_)
     for r0 in range(0, seq_q, block_q):
         r1 = min(r0 + block_q, seq_q)
         rows = r1 - r0
         qi = load_rows(c, q, r0, r1, d, e)                       # Q_i -> SRAM, stays there
-        # -- on-chip state: running max m, running sum l, un-normalized accumulator --
-        m = np.empty(0, dtype=np.float32)
-        l = np.empty(0, dtype=np.float32)
-        acc = np.empty((0, 0), dtype=np.float32)
-        if compute:
-            m = np.full(rows, -np.inf, dtype=np.float32)
-            l = np.zeros(rows, dtype=np.float32)
-            acc = np.zeros((rows, d), dtype=np.float32)
+        m, l, acc = new_row_state(rows, d, compute)              # on chip: m, l, acc
         key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
-        for c0 in range(0, key_end, block_k):
-            c1 = min(c0 + block_k, seq_k)
-            cols = c1 - c0
-            kj = load_rows(c, k, c0, c1, d, e)                   # K_j -> SRAM
-            vj = load_rows(c, v, c0, c1, d, e)                   # V_j -> SRAM
-            s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # S = Q_i K_jᵀ
-            count_other(c, rows * cols)                          # S *= scale
-            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-            if masked:
-                count_other(c, rows * cols)                      # select -inf above diagonal
-            # -- update m_i and l_i --
-            count_other(c, rows * cols + rows)                   # rowmax(S), max with m
-            count_other(c, rows * cols)                          # S - m_new
-            count_exp(c, rows * cols)                            # P = exp(S - m_new)
-            count_other(c, rows)                                 # m_old - m_new
-            count_exp(c, rows)                                   # alpha = exp(m_old - m_new)
-            count_other(c, rows * cols + 2 * rows)               # l = alpha l + rowsum(P)
-            count_other(c, rows * d)                             # acc *= alpha
-            if compute:
-                s *= np.float32(scale)
-                if masked:
-                    apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                alpha = online_softmax_tile(s, m, l)             # s now holds P
-                scale_rows(acc, alpha)
-            if dropout:                                          # P ∘ Z feeds P V; l keeps P
-                z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
-                                 inv_keep, compute)
-                count_other(c, rows * cols)
-                if compute:
-                    s = s * z
-            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # acc += P V_j (in the MMA)
-            if compute:
-                acc += pv
-        # -- epilogue: O_i = acc / l, lse_i = m + log l --
-        count_other(c, rows * d + rows)
-        count_exp(c, rows)
-        oi = np.empty((0, 0), dtype=np.float32)
-        lse_i = np.empty(0, dtype=np.float32)
-        if compute:
-            l_safe = np.where(l == 0, np.float32(1.0), l)
-            oi = acc / l_safe[:, None]
-            lse_i = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
+        for c0 in range(0, key_end, block_k):                    # K_j, V_j stream through
+            attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, min(c0 + block_k, seq_k), d,
+                        scale, causal, seq_q, seq_k, e, compute, no_mask, False, dropout, seed,
+                        bh, threshold, inv_keep)
+        oi, lse_i = finish_rows(c, acc, m, l, rows, d, compute)  # O_i = acc / l, lse_i
         store_rows(c, o, r0, oi, rows, d, e, compute)            # O_i -> HBM
-        store_vector(c, lse, r0, lse_i, rows, 4, compute)        # lse_i -> HBM (fp32)
+        store_vector(c, lse, r0, lse_i, rows, STAT_BYTES, compute)  # lse_i -> HBM (fp32)
 
 
 def io_bound(wl, p: Flash2Plan, sram_bytes: int) -> float:

@@ -1,33 +1,49 @@
-"""One FlashAttention-2 tile step, counted: the building block of the streaming-softmax
-algorithms that keep their running state between calls (ring attention, split-KV decode).
+"""One FlashAttention-2 tile step, counted: the building block every streaming-softmax
+forward shares (flash2, flash3, the block-sparse executor, ring attention).
 
-``attend_tile`` loads K_j and V_j, computes S = scale · Q_i K_jᵀ (masked where causal),
-updates the running max m, sum l and un-normalized accumulator acc in place with the
-online softmax, and counts exactly what ``algorithms.flash2.forward_head`` counts per
-tile: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r d other
-ops (+ B_r B_c for the mask on diagonal tiles); B_r B_c + B_r exps.
+``attend_tile`` loads K_j and V_j, computes S = scale · Q_i K_jᵀ, masks it (causal on
+diagonal tiles, or an element mask on a sparse pattern's partial tiles), updates the running
+max m, sum l and un-normalized accumulator acc in place with the online softmax, applies
+dropout to P when asked (regenerated on chip), and adds P V_j to acc. Per B_r x B_c tile it
+counts: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r d other ops
+(+ B_r B_c for a mask, + the dropout ops of ``algorithms.dropout``); B_r B_c + B_r exps.
+``finish_rows`` is the epilogue: O = acc / l, lse = m + log l.
 """
 import numpy as np
 from numba import njit
 
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
                                scale_rows)
+from algorithms.dropout import dropout_tile
 from hwmodels.primitives import count_exp, count_other, load_rows, matmul_nn, matmul_nt
 
 STAT_BYTES = 4
 
 
 @njit(cache=True)
+def apply_element_mask(s, mask, r0, c0):
+    """s[i, j] = -inf where mask[r0 + i, c0 + j] is False (a sparse pattern's partial tile)."""
+    rows, cols = s.shape
+    for i in range(rows):
+        for j in range(cols):
+            if not mask[r0 + i, c0 + j]:
+                s[i, j] = -np.inf
+
+
+@njit(cache=True)
 def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_q, seq_k, e,
-                compute):
+                compute, mask, mask_partial=False, dropout=False, seed=0, bh=0, threshold=0,
+                inv_keep=1.0):
+    """Q_i (rows x d, on chip) against keys [c0, c1): the online-softmax step, in place."""
     cols = c1 - c0
     kj = load_rows(c, k, c0, c1, d, e)                       # K_j -> SRAM
     vj = load_rows(c, v, c0, c1, d, e)                       # V_j -> SRAM
     s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)      # S = Q_i K_jᵀ
     count_other(c, rows * cols)                              # S *= scale
-    masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-    if masked:
-        count_other(c, rows * cols)                          # select -inf above the diagonal
+    causal_partial = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+    if causal_partial or mask_partial:
+        count_other(c, rows * cols)                          # select -inf where masked
+    # -- update m_i and l_i --
     count_other(c, rows * cols + rows)                       # rowmax(S), max with m
     count_other(c, rows * cols)                              # S - m_new
     count_exp(c, rows * cols)                                # P = exp(S - m_new)
@@ -37,13 +53,31 @@ def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_
     count_other(c, rows * d)                                 # acc *= alpha
     if compute:
         s *= np.float32(scale)
-        if masked:
+        if causal_partial:
             apply_causal_mask(s, r0, c0, seq_q, seq_k)
+        if mask_partial:
+            apply_element_mask(s, mask, r0, c0)
         alpha = online_softmax_tile(s, m, l)                 # s now holds P
         scale_rows(acc, alpha)
-    pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)      # acc += P V_j
+    if dropout:                                              # P ∘ Z feeds P V; l keeps P
+        z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep,
+                         compute)
+        count_other(c, rows * cols)
+        if compute:
+            s = s * z
+    pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)      # acc += P V_j (in the MMA)
     if compute:
         acc += pv
+
+
+@njit(cache=True)
+def new_row_state(rows, d, compute):
+    """On-chip state of a Q block: running max m = -inf, sum l = 0, accumulator 0."""
+    if compute:
+        return (np.full(rows, -np.inf, dtype=np.float32), np.zeros(rows, dtype=np.float32),
+                np.zeros((rows, d), dtype=np.float32))
+    return (np.empty(0, dtype=np.float32), np.empty(0, dtype=np.float32),
+            np.empty((0, 0), dtype=np.float32))
 
 
 @njit(cache=True)
@@ -58,3 +92,6 @@ def finish_rows(c, acc, m, l, rows, d, compute):
         o = acc / l_safe.reshape((-1, 1))
         lse = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
     return o, lse
+
+
+NO_MASK = np.zeros((0, 0), dtype=np.bool_)

@@ -5,13 +5,25 @@ import importlib
 from types import ModuleType
 
 ALGORITHMS = (
+    # exact, dense
     "standard",
     "flash1",
     "flash2",
     "flash3",
+    # sparse and local (issue 4), and the same masks on dense standard attention
+    "local",
+    "sparse_transformer",
+    "longformer",
+    "bigbird",
+    "block_sparse",
+    "masked_dense",
+    # inference: KV cache and decoding (issue 6)
     "gqa",
     "mla",
+    # multi-device and variants
     "ring",
+    "diff",
+    # approximate: kernel features and hashing (issue 5)
     "linear",
     "rfa",
     "performer",

@@ -140,6 +140,7 @@ def _new_state(rows: int, d: int, compute: bool):
 def ring_step(c, q, k, v, o, lse, acc, m, l, q_lo, q_hi, k_lo, k_hi, seq_q, seq_k, d,
               block_q, block_k, scale, causal, e, first, last, compute):
     """One device, one head, one ring step: its queries against the visiting K/V block."""
+    no_mask = np.zeros((0, 0), dtype=np.bool_)
     for r0 in range(q_lo, q_hi, block_q):
         r1 = min(r0 + block_q, q_hi)
         rows = r1 - r0
@@ -154,7 +155,7 @@ def ring_step(c, q, k, v, o, lse, acc, m, l, q_lo, q_hi, k_lo, k_hi, seq_q, seq_
         key_end = min(k_hi, causal_key_end(r1, seq_q, seq_k)) if causal else k_hi
         for c0 in range(k_lo, key_end, block_k):
             attend_tile(c, qi, k, v, acc_i, m_i, l_i, r0, rows, c0, min(c0 + block_k, k_hi),
-                        d, scale, causal, seq_q, seq_k, e, compute)
+                        d, scale, causal, seq_q, seq_k, e, compute, no_mask)
         if last:
             oi, lse_i = finish_rows(c, acc_i, m_i, l_i, rows, d, compute)
             store_rows(c, o, r0, oi, rows, d, e, compute)

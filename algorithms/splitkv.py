@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
-                               heads_in_flight)
+                               heads_in_flight, online_softmax_tile, scale_rows)
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
 
@@ -251,13 +251,9 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
                     s = np.dot(np.ascontiguousarray(q[j, r0:r1]), kt) * np.float32(scale)
                     if masked:
                         apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                    m_new = np.maximum(m[j], _rowmax(s))
-                    m_safe = np.where(m_new == -np.inf, np.float32(0.0), m_new)
-                    p = np.exp(s - m_safe.reshape((rows, 1)))
-                    alpha = np.exp(m[j] - m_safe)
-                    l[j] = alpha * l[j] + p.sum(axis=1)
-                    acc[j] = acc[j] * alpha.reshape((rows, 1)) + np.dot(p, vj)
-                    m[j] = m_new
+                    alpha = online_softmax_tile(s, m[j], l[j])     # s now holds P
+                    scale_rows(acc[j], alpha)
+                    acc[j] += np.dot(s, vj)
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
         count_other(c, big * dv + big)
         count_exp(c, big)
@@ -299,11 +295,3 @@ def combine_head(c, o_part, lse_part, o, lse, seq_q, dv, splits, e, compute):
                 acc += w * o_part[s, i]
             o[i, :] = acc / total
             lse[i] = mx + np.log(total)
-
-
-@njit(cache=True)
-def _rowmax(s):
-    out = np.empty(s.shape[0], dtype=np.float32)
-    for i in range(s.shape[0]):
-        out[i] = s[i].max() if s.shape[1] else -np.inf
-    return out

@@ -49,6 +49,7 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + N²)",
     passes=("fwd", "bwd"),
+    dropout=True,
 )
 
 MASK_BYTES = 1           # a materialized boolean mask, one byte per entry
@@ -87,11 +88,16 @@ def plan_forward(wl, gpu, sram_bytes: int) -> StandardPlan:
     return StandardPlan(tiles.tile_m, tiles.tile_n, tiles.tile_k, chunk, passes)
 
 
-def run(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
+def run(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
+    """``mask``: optional boolean (N_q, N_k) mask (causal folded in; a zero-size placeholder
+    in count-only mode) that the ``mask`` kernel reads and applies instead of the causal
+    mask — ``algorithms.masked_dense`` runs a sparse pattern's mask this way (forward only)."""
+    if mask is not None:
+        return forward(wl, p, inputs, rec, compute, mask=mask)
     return run_passes(wl, p, inputs, rec, compute, forward, standard_bwd.backward)
 
 
-def forward(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
+def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     t = p.tiles
@@ -105,7 +111,7 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
                       unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
                       l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
     c_mask = None
-    if wl.causal:
+    if wl.causal or mask is not None:
         # the boolean mask is shared by every head: after the first head it comes from L2
         c_mask = rec.kernel("mask", ctas=bh * nq, buffers={}, threads_per_cta=SOFTMAX_THREADS,
                             tc_path="none",
@@ -131,7 +137,9 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool) -> dict:
             s = saved["p"][b, h]
         gemm(c_qk, q, k, s, nq, nk, d, t.tile_m, t.tile_n, t.tile_k, e, e, False, True,
              wl.scale, compute)
-        if wl.causal:
+        if mask is not None:
+            select_kernel(c_mask, s, mask, nq, nk, e, compute)
+        elif wl.causal:
             mask_kernel(c_mask, s, nq, nk, e, compute)
         softmax_kernel(c_sm, s, nq, nk, p.softmax_chunk, e, compute)
         p_used = s
@@ -158,6 +166,20 @@ def mask_kernel(c, s, seq_q, seq_k, e, compute):
         if compute:
             first_masked = max(0, i + seq_k - seq_q + 1)
             s[i, first_masked:] = -np.inf
+
+
+@njit(cache=True)
+def select_kernel(c, s, mask, seq_q, seq_k, e, compute):
+    """S[i, j] = -inf where ``mask`` is False: the mask kernel with a given mask (same counts)."""
+    for i in range(seq_q):
+        count_load(c, seq_k * e)                  # row of S
+        count_load(c, seq_k * MASK_BYTES)         # row of the boolean mask
+        count_other(c, seq_k)                     # select
+        count_store(c, seq_k * e)                 # masked row of S
+        if compute:
+            for j in range(seq_k):
+                if not mask[i, j]:
+                    s[i, j] = -np.inf
 
 
 @njit(cache=True)

@@ -178,7 +178,7 @@ def cmd_run(a, extra_args: list[str]) -> int:
     options = {k: v for k, v in vars(opts).items() if v is not None}
     result = simulate(a.algorithm, workload_from_args(a), get_gpu(a.hw),
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
-                      options=options, seed=a.seed, timing=timing_from_args(a))
+                      options=options, seed=a.input_seed, timing=timing_from_args(a))
     emit(run_document(result).render(a.format), a.output)
     return 0
 
@@ -303,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_workload_args(pr, Workload(batch=1, heads=16, seq_q=4096, head_dim=64))
     pr.add_argument("--count-only", action="store_true",
                     help="same loops and counts without arithmetic (fast for long sequences)")
-    pr.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    pr.add_argument("--input-seed", type=int, default=0,
+                    help="seed of the random inputs (Q, K, V) in executed mode; an algorithm's "
+                         "own --seed (random features, blocks, hashes) is its option")
     add_timing_args(pr)
     add_output_args(pr, ("text", "markdown", "json"))
     pr.set_defaults(func=cmd_run, takes_extra=True)

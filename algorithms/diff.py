@@ -1,0 +1,222 @@
+"""Differential attention — Ye et al., "Differential Transformer" (2024, arXiv 2410.05258),
+Section 2.1 (Equations 1–3).
+
+Idea: each head computes two softmax attention maps from the two halves of its query and
+key, and subtracts them, so common-mode "attention noise" cancels:
+    DiffAttn = (softmax(Q₁K₁ᵀ/√d) − λ softmax(Q₂K₂ᵀ/√d)) V,
+    λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, λ_init = 0.8 − 0.6 exp(−0.3 (l − 1)),
+then a per-head RMSNorm over the 2d outputs and a (1 − λ_init) scale.
+
+Notation -> code: the workload's ``head_dim`` is the paper's 2d (Q, K and V heads are 2d
+wide; Q₁ = q[..., :d], Q₂ = q[..., d:]); ``layer`` is l; B_r/B_c are FlashAttention-2 tiles
+(``flash2.plan`` with d = 2d, so the doubled state fits); λ_q, λ_k ∈ R^d are drawn
+N(0, 0.1²) per head from ``seed`` (the paper's initialization).
+
+The kernel is one fused FlashAttention-2-style pass (one CTA per Q block and head) that
+keeps two online softmaxes: per head (e bytes per element, 2d = head_dim)
+    reads  = N_q 2d e (Q₁, Q₂) + T_r · 2 N_k 2d e (K₁, K₂ and V per Q block)
+    writes = N_q 2d e (O)
+    matmul = 2 · 2 N_q N_k d (two score maps) + 2 · 2 N_q N_k 2d (two P V) = 12 N_q N_k d
+Bound Θ(N d + N² d / B_r), as FlashAttention-2's. The paper's reference implementation
+instead calls FlashAttention twice (or four times, splitting V, when the kernel requires
+equal Q/V widths) and subtracts: that reads Q, K, V twice and writes two N x 2d outputs —
+about twice this kernel's traffic; the fused form is what a dedicated kernel does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from algorithms import flash2
+from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
+                               cdiv, heads_in_flight, new_output, online_softmax_tile,
+                               placeholder, scale_rows)
+from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
+                                 store_rows)
+
+INFO = AlgorithmInfo(
+    name="diff",
+    title="Differential attention (fused two-map kernel)",
+    paper="Ye et al., 2024 (arXiv 2410.05258)",
+    exact=True,
+    io_bound="Θ(Nd + N²d/B_r)",
+    options=(
+        Option("layer", int, 1, "layer index l (sets λ_init = 0.8 − 0.6·exp(−0.3(l−1)))",
+               validate=lambda v: None if v >= 1 else "must be at least 1"),
+        Option("seed", int, 0, "seed of the λ_q, λ_k vectors (N(0, 0.1²) per head)"),
+    ),
+)
+
+THREADS_PER_CTA = 128
+RMS_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class DiffPlan(Plan):
+    block_q: int
+    block_k: int
+    smem_bytes: int
+    register_bytes: int
+    lambda_init: float
+    layer: int
+    seed: int
+
+
+def lambda_init(layer: int) -> float:
+    return 0.8 - 0.6 * float(np.exp(-0.3 * (layer - 1)))
+
+
+def lambdas(wl, p: DiffPlan) -> np.ndarray:
+    """λ per head: exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, vectors of size d ~ N(0, 0.1²)."""
+    d = wl.head_dim // 2
+    rng = np.random.default_rng(p.seed)
+    vq1, vk1, vq2, vk2 = (rng.normal(0.0, 0.1, size=(wl.heads, d)) for _ in range(4))
+    return np.exp((vq1 * vk1).sum(1)) - np.exp((vq2 * vk2).sum(1)) + p.lambda_init
+
+
+def plan(wl, gpu, sram_bytes: int, layer: int = 1, seed: int = 0) -> DiffPlan:
+    if wl.head_dim % 2:
+        raise PlanError(f"diff: --head-dim is the paper's 2d and must be even, got {wl.head_dim}")
+    if wl.kv_heads != wl.heads:
+        raise PlanError("diff: differential attention is simulated for multi-head attention "
+                        "(kv_heads == heads); drop --kv-heads")
+    inner = flash2.plan_forward(wl, gpu, sram_bytes)          # tiles sized for 2d-wide rows
+    # two score tiles and two 2d-wide accumulators in registers
+    regs = 2 * flash2.register_bytes(inner.block_q, inner.block_k, wl.head_dim)
+    return DiffPlan(inner.block_q, inner.block_k, inner.smem_bytes, regs, lambda_init(layer),
+                    layer, seed)
+
+
+def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
+    d2, e, bh = wl.head_dim, wl.elem_bytes, wl.batch * wl.heads
+    tr = cdiv(wl.seq_q, p.block_q)
+    buffers = flash2.smem_buffers(p.block_q, p.block_k, d2, e)
+    in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes, THREADS_PER_CTA)
+    c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=p.register_bytes, tc_path="mma_sync", overlap="serial",
+                   matmul_dtype=wl.dtype,
+                   unique_hbm_bytes=bh * (2 * wl.seq_q + 2 * wl.seq_k) * d2 * e,
+                   l2_working_set_bytes=in_flight * 2 * wl.seq_k * d2 * e)
+    lam = lambdas(wl, p)
+    o = new_output(wl, compute)
+    if not compute:
+        empty = placeholder(d2 // 2)
+        forward_head(c, empty, empty, empty, empty, placeholder(d2), placeholder(d2),
+                     wl.seq_q, wl.seq_k, d2 // 2, p.block_q, p.block_k, wl.scale, wl.causal,
+                     0.0, p.lambda_init, e, False)
+        rec.repeat(c, bh)
+        return {}
+    halves = lambda x: (np.ascontiguousarray(x[..., : d2 // 2]),   # noqa: E731
+                        np.ascontiguousarray(x[..., d2 // 2:]))
+    (q1, q2), (k1, k2) = halves(inputs.q), halves(inputs.k)
+    for b in range(wl.batch):
+        for h in range(wl.heads):
+            forward_head(c, q1[b, h], q2[b, h], k1[b, h], k2[b, h], inputs.v[b, h], o[b, h],
+                         wl.seq_q, wl.seq_k, d2 // 2, p.block_q, p.block_k, wl.scale, wl.causal,
+                         lam[h], p.lambda_init, e, True)
+    return {"o": o}
+
+
+@njit(cache=True)
+def forward_head(c, q1, q2, k1, k2, v, o, seq_q, seq_k, d, block_q, block_k, scale, causal,
+                 lam, lam_init, e, compute):
+    """One head: two online softmaxes over the same K/V stream; V and O are 2d wide."""
+    dv = 2 * d
+    for r0 in range(0, seq_q, block_q):
+        r1 = min(r0 + block_q, seq_q)
+        rows = r1 - r0
+        q1i = load_rows(c, q1, r0, r1, d, e)                     # Q₁_i, Q₂_i -> SRAM
+        q2i = load_rows(c, q2, r0, r1, d, e)
+        m1, l1, acc1 = _state(rows, dv, compute)
+        m2, l2, acc2 = _state(rows, dv, compute)
+        key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
+        for c0 in range(0, key_end, block_k):
+            c1 = min(c0 + block_k, seq_k)
+            cols = c1 - c0
+            k1j = load_rows(c, k1, c0, c1, d, e)                 # K₁_j, K₂_j, V_j -> SRAM
+            k2j = load_rows(c, k2, c0, c1, d, e)
+            vj = load_rows(c, v, c0, c1, dv, e)
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            _softmax_map(c, q1i, k1j, vj, acc1, m1, l1, r0, c0, rows, cols, d, dv, scale,
+                         masked, seq_q, seq_k, e, compute)
+            _softmax_map(c, q2i, k2j, vj, acc2, m2, l2, r0, c0, rows, cols, d, dv, scale,
+                         masked, seq_q, seq_k, e, compute)
+        # -- epilogue: O = acc₁/l₁ − λ acc₂/l₂, RMSNorm over 2d, × (1 − λ_init) --
+        count_other(c, 4 * rows * dv)                            # two divides, λ·, subtract
+        count_other(c, 4 * rows * dv)                            # square, sum, scale, (1-λ_init)
+        count_exp(c, rows)                                       # rsqrt
+        oi = np.empty((0, 0), dtype=np.float32)
+        if compute:
+            oi = _combine(acc1, l1, acc2, l2, lam, lam_init)
+        store_rows(c, o, r0, oi, rows, dv, e, compute)           # O_i -> HBM
+
+
+@njit(cache=True)
+def _state(rows, dv, compute):
+    if compute:
+        return (np.full(rows, -np.inf, dtype=np.float32), np.zeros(rows, dtype=np.float32),
+                np.zeros((rows, dv), dtype=np.float32))
+    return (np.empty(0, dtype=np.float32), np.empty(0, dtype=np.float32),
+            np.empty((0, 0), dtype=np.float32))
+
+
+@njit(cache=True)
+def _softmax_map(c, qi, kj, vj, acc, m, l, r0, c0, rows, cols, d, dv, scale, masked, seq_q,
+                 seq_k, e, compute):
+    """One of the two maps on one tile: the FlashAttention-2 step with a 2d-wide V."""
+    s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)          # S = Q_i K_jᵀ
+    count_other(c, rows * cols)                                  # scale
+    if masked:
+        count_other(c, rows * cols)
+    count_other(c, 3 * rows * cols + 4 * rows)                   # max, subtract, sum; m, l
+    count_exp(c, rows * cols + rows)                             # P, alpha
+    count_other(c, rows * dv)                                    # acc *= alpha
+    if compute:
+        s *= np.float32(scale)
+        if masked:
+            apply_causal_mask(s, r0, c0, seq_q, seq_k)
+        alpha = online_softmax_tile(s, m, l)
+        scale_rows(acc, alpha)
+    pv = matmul_nn(c, s, vj, rows, dv, cols, e, compute)         # acc += P V_j
+    if compute:
+        acc += pv
+
+
+@njit(cache=True)
+def _combine(acc1, l1, acc2, l2, lam, lam_init):
+    rows, dv = acc1.shape
+    out = np.empty((rows, dv), dtype=np.float32)
+    for i in range(rows):
+        a = np.float32(1.0) / l1[i] if l1[i] > 0 else np.float32(0.0)
+        b = np.float32(lam) / l2[i] if l2[i] > 0 else np.float32(0.0)
+        ms = 0.0
+        for j in range(dv):
+            out[i, j] = acc1[i, j] * a - acc2[i, j] * b
+            ms += out[i, j] * out[i, j]
+        norm = (1.0 - lam_init) / np.sqrt(ms / dv + RMS_EPS)
+        for j in range(dv):
+            out[i, j] *= np.float32(norm)
+    return out
+
+
+def reference(wl, p: DiffPlan, inputs, attention_reference) -> np.ndarray:
+    """The paper's Equations 1–3 in float64, built on the harness's float64 softmax
+    attention (passed in: algorithms do not import attnsim)."""
+    d = wl.head_dim // 2
+    a1, _ = attention_reference(inputs.q[..., :d], inputs.k[..., :d], inputs.v,
+                                causal=wl.causal, scale=wl.scale)
+    a2, _ = attention_reference(inputs.q[..., d:], inputs.k[..., d:], inputs.v,
+                                causal=wl.causal, scale=wl.scale)
+    lam = lambdas(wl, p)[None, :, None, None]
+    diff = a1 - lam * a2
+    rms = np.sqrt((diff ** 2).mean(axis=-1, keepdims=True) + RMS_EPS)
+    return diff / rms * (1.0 - p.lambda_init)
+
+
+def io_bound(wl, p: DiffPlan, sram_bytes: int) -> float:
+    """Θ(N d + N² d / B_r) in bytes (d = the 2d-wide head), all heads."""
+    per_head = wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q
+    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)

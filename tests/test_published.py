@@ -1,0 +1,118 @@
+"""Structural facts from the FlashAttention papers that hold whatever the calibration.
+
+The timings themselves are compared with the published figures in docs/validation.md
+(benchmarks/validate_published.py); these tests pin what must not depend on them: how the
+papers count FLOPs against what each algorithm computes, the ratio of matmuls to
+exponentials, which resource bounds each algorithm, the parallelization FlashAttention-2
+introduced, and the ordering every published chart shows. Count-only mode throughout.
+"""
+import pytest
+
+from attnsim import Workload, simulate
+
+cdiv = lambda a, b: -(-a // b)  # noqa: E731
+
+TOKENS, HIDDEN = 16384, 2048    # the papers' benchmark: batch = 16k / N, heads = 2048 / d
+
+
+def paper_shape(seq, head_dim, causal=False, passes="fwd"):
+    return Workload(batch=TOKENS // seq, heads=HIDDEN // head_dim, seq_q=seq, head_dim=head_dim,
+                    causal=causal, passes=passes)
+
+
+def paper_forward_flops(wl):
+    """The benchmarks' count (flash-attention's benchmarks/benchmark_flash_attention.py):
+    4·B·N²·H·d, halved when causal; the backward is charged 2.5x and forward + backward 3.5x,
+    whatever the algorithm."""
+    f = 4 * wl.batch * wl.heads * wl.seq_q * wl.seq_k * wl.head_dim
+    return f // 2 if wl.causal else f
+
+
+@pytest.mark.parametrize("algorithm,gpu", [("standard", "a100"), ("flash1", "a100"),
+                                           ("flash2", "a100"), ("flash3", "h100")])
+def test_non_causal_forward_flops_are_the_papers_4_n2_d(algorithm, gpu):
+    wl = paper_shape(1024, 128)
+    r = simulate(algorithm, wl, gpu, compute=False)
+    assert r.counts["matmul_flops"] == paper_forward_flops(wl) == 4 * 16 * 16 * 1024**2 * 128
+
+
+@pytest.mark.parametrize("algorithm,factor", [("flash1", 2.5), ("flash2", 2.5), ("standard", 2.0)])
+def test_backward_matmuls_recompute_s_in_flash_not_in_standard(algorithm, factor):
+    """FlashAttention (Algorithm 4) and FlashAttention-2 recompute S = QKᵀ in the backward:
+    5 matmuls against the forward's 2, the 2.5x the papers charge. Standard attention keeps
+    P from the forward and does 4 (dV, dP, dQ, dK): its backward is 2x the forward, so the
+    papers' convention credits it 25% more backward work than it does."""
+    wl = paper_shape(1024, 64, passes="bwd")
+    r = simulate(algorithm, wl, "a100", compute=False)
+    assert r.counts["matmul_flops"] == factor * paper_forward_flops(wl)
+
+
+def test_causal_convention_halves_and_flash_computes_whole_diagonal_tiles():
+    """The papers halve the FLOPs when causal. FlashAttention-2 skips the tiles above the
+    diagonal and computes the diagonal ones whole: with square B x B tiles the T = N/B row
+    blocks see 1, 2, ..., T tiles, T(T+1)/2 of them, i.e. the papers' count x (1 + B/N).
+    Standard attention computes all of S and masks it afterwards: no saving."""
+    n, d = 4096, 128
+    causal, full = paper_shape(n, d, causal=True), paper_shape(n, d)
+    f2 = simulate("flash2", causal, "a100", compute=False)
+    b = f2.plan["block_q"]
+    assert f2.plan["block_k"] == b and n % b == 0
+    assert f2.counts["matmul_flops"] * n == paper_forward_flops(causal) * (n + b)
+    std = simulate("standard", causal, "a100", compute=False)
+    assert std.counts["matmul_flops"] == paper_forward_flops(full)
+
+
+@pytest.mark.parametrize("algorithm", ["flash2", "flash3"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_matmul_flops_outnumber_exponentials_4d_to_1(algorithm, head_dim):
+    """FlashAttention-3 §3: with d = 128 the matmul FLOPs outnumber the exponentials 512x
+    (4d per score: two products of 2d FLOPs each, one exp). The online softmax adds one exp
+    per row per K/V block (the rescale factor) and one per row at the end, so the ratio sits
+    just below 4d: 4d / (1 + 1/B_c + 1/N) exactly for non-causal, N a multiple of B_c."""
+    n = 4096
+    wl = paper_shape(n, head_dim)
+    r = simulate(algorithm, wl, "h100", compute=False)
+    bk = r.plan["block_k"]
+    tc = cdiv(n, bk)
+    exps_per_head = n * n + n * tc + n
+    assert r.counts["exp_ops"] == wl.batch * wl.heads * exps_per_head
+    ratio = r.counts["matmul_flops"] / r.counts["exp_ops"]
+    assert 0.99 * 4 * head_dim < ratio < 4 * head_dim
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("seq", [1024, 4096, 16384])
+def test_standard_is_memory_bound_and_flash2_matmul_bound_on_a100(head_dim, seq):
+    """FlashAttention §2.2: standard attention's S and P round trips make it memory-bound;
+    FlashAttention-2 on the same shapes is bound by its matmuls (FA-2 §2.1, §4.1)."""
+    wl = paper_shape(seq, head_dim)
+    assert simulate("standard", wl, "a100", compute=False).time.bound == "memory"
+    assert simulate("flash2", wl, "a100", compute=False).time.bound == "matmul"
+
+
+def test_flash2_parallelizes_over_the_sequence_where_flash1_cannot():
+    """FlashAttention-2's abstract: "parallelize the attention computation, even for a single
+    head, across different thread blocks to increase occupancy". At batch 1 x 16 heads, N 16k
+    (the last point of the papers' sweep at d = 128), FlashAttention's one CTA per head leaves
+    92 of the A100's 108 SMs idle; FlashAttention-2 launches one CTA per Q block."""
+    wl = paper_shape(16384, 128)
+    f1 = simulate("flash1", wl, "a100", compute=False)
+    f2 = simulate("flash2", wl, "a100", compute=False)
+    main1 = next(k for k in f1.time.kernels if k.name == "flash1_fwd")
+    main2 = next(k for k in f2.time.kernels if k.name == "flash2_fwd")
+    assert main1.ctas == wl.batch * wl.heads == 16
+    assert main1.quantization == pytest.approx(108 / 16)
+    assert main2.ctas == 16 * cdiv(16384, f2.plan["block_q"])
+    assert main2.quantization < 1.05
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq", [512, 2048, 16384])
+def test_published_ordering_standard_flash2_flash3_on_h100(head_dim, causal, seq):
+    """Every forward chart of the FlashAttention-3 paper (H100, d 64 and 128, causal or not,
+    N 512–16k) ranks standard attention < FlashAttention-2 < FlashAttention-3."""
+    wl = paper_shape(seq, head_dim, causal)
+    t = {a: simulate(a, wl, "h100", compute=False).time.predicted_s
+         for a in ("standard", "flash2", "flash3")}
+    assert t["standard"] > t["flash2"] > t["flash3"]
