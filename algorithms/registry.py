@@ -24,6 +24,11 @@ ALGORITHMS = (
     "ring",
     "diff",
     "nsa",
+    # approximate: kernel features and hashing (issue 5)
+    "linear",
+    "rfa",
+    "performer",
+    "reformer",
 )
 
 
