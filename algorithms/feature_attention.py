@@ -376,8 +376,8 @@ def check_seed(value) -> str | None:
     return None if value >= 0 else "must be a non-negative integer (a numpy seed)"
 
 
-SEED_HELP = ("seed of the random {what}; default: the inputs' seed (the CLI's --seed), so one "
-             "--seed fixes both the data and the {what}")
+SEED_HELP = ("seed of the random {what}; default: the inputs' seed (the CLI's --input-seed), "
+             "so one seed fixes both the data and the {what}")
 
 
 def resolve_seed(plan_seed, inputs) -> int:

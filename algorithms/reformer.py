@@ -91,7 +91,7 @@ INFO = AlgorithmInfo(
                "N / C buckets, which must be even",
                validate=lambda v: None if v > 0 else "must be a positive integer"),
         Option("seed", int, None, "seed of the random rotations; default: the inputs' seed "
-               "(the CLI's --seed), so one --seed fixes both the data and the hashes",
+               "(the CLI's --input-seed), so one seed fixes both the data and the hashes",
                validate=lambda v: None if v >= 0 else "must be a non-negative integer"),
         Option("layers", int, 12, "layers L for the reversible-activation accounting",
                validate=lambda v: None if v > 0 else "must be a positive integer"),

@@ -344,7 +344,7 @@ def test_rfa_error_is_against_its_normalised_problem():
 
 @pytest.mark.parametrize("alg", ["rfa", "performer"])
 def test_unset_seed_follows_the_inputs_seed(alg):
-    """One --seed on the CLI seeds both the inputs and the random features."""
+    """With --seed unset, the CLI's --input-seed seeds both the inputs and the features."""
     wl = Workload(batch=1, heads=2, seq_q=50, head_dim=16)
     implicit = simulate(alg, wl, "h100", seed=5)                       # inputs' seed 5
     explicit = simulate(alg, wl, "h100", inputs=make_inputs(wl, 5), options={"seed": 5})
