@@ -45,6 +45,11 @@ def plan_gemm(e: int, sram_bytes: int, register_budget: int) -> GemmTiles:
                     f"{(16 + 16) * TILE_K * e:,} bytes of SRAM but the budget is {sram_bytes:,}")
 
 
+def gemm_tc_path(gpu) -> str:
+    """cuBLAS runs its GEMMs on Hopper's wgmma where the GPU has it, mma.sync otherwise."""
+    return "wgmma" if gpu.has_wgmma else "mma_sync"
+
+
 def gemm_ctas(m: int, n: int, tiles: GemmTiles) -> int:
     return -(-m // tiles.tile_m) * -(-n // tiles.tile_n)
 

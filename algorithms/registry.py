@@ -23,6 +23,12 @@ ALGORITHMS = (
     # multi-device and variants
     "ring",
     "diff",
+    "nsa",
+    # approximate: kernel features and hashing (issue 5)
+    "linear",
+    "rfa",
+    "performer",
+    "reformer",
 )
 
 

@@ -38,7 +38,7 @@ from numba import njit
 from algorithms import standard_bwd
 from algorithms.base import AlgorithmInfo, Plan
 from algorithms.common import heads_in_flight, iter_heads, new_output, placeholder
-from algorithms.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
+from algorithms.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, plan_gemm
 from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 
@@ -108,6 +108,7 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     qk_flight = heads_in_flight(rec, qk_tiles, bh, gemm_smem, gemm_regs)
     c_qk = rec.kernel("qk_gemm", ctas=bh * qk_tiles, buffers=t.smem_buffers(e),
                       register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      tc_path=gemm_tc_path(rec.gpu),
                       unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
                       l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
     c_mask = None
@@ -126,6 +127,7 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
     c_pv = rec.kernel("pv_gemm", ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
                       register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      tc_path=gemm_tc_path(rec.gpu),
                       unique_hbm_bytes=bh * (nq * nk + nk * d + nq * d) * e,
                       l2_working_set_bytes=pv_flight * nk * d * e
                       + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)

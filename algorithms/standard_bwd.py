@@ -43,7 +43,7 @@ from algorithms.base import Plan
 from algorithms.common import heads_in_flight, placeholder
 from algorithms.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
                                 rng_ops)
-from algorithms.gemm import gemm, gemm_ctas
+from algorithms.gemm import gemm, gemm_ctas, gemm_tc_path
 from algorithms.passes import check_backward_workload
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_load, count_other, count_store
@@ -135,6 +135,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
         resident = rec.resident_ctas(bh * ctas, smem, regs)
         return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
                           register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                          tc_path=gemm_tc_path(rec.gpu),
                           unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
                           l2_working_set_bytes=(flight * k * n + resident * t.tile_m * k) * e)
 

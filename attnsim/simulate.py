@@ -160,9 +160,13 @@ def _errors(module, wl, plan, inputs, outputs, info):
     keep = keep_multiplier(wl, inputs.seed) if wl.dropout > 0 else None
     errors = []
     if "o" in outputs:
-        exact_o, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
-                                         scale=wl.scale, mask=info.get("mask"),
-                                         dropout_keep=keep)
+        # an algorithm that changes the problem (Reformer's shared QK, RFA's normalised q, k)
+        # names the exact one
+        problem = getattr(module, "exact_problem", None)
+        q, k, v, mask = (problem(wl, plan, inputs) if problem else
+                         (inputs.q, inputs.k, inputs.v, info.get("mask")))
+        exact_o, _ = attention_reference(q, k, v, causal=wl.causal, scale=wl.scale,
+                                         mask=mask, dropout_keep=keep)
         errors.append(relative_error(outputs["o"], exact_o))
     if "dq" in outputs:
         grads = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,

@@ -75,15 +75,19 @@ def run_all(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, names=None, sram_bytes=No
     for name in names or algorithm_names():
         info = get_algorithm(name).INFO
         result, err = _try(lambda: simulate(name, wl, gpu, compute=False, sram_bytes=sram_bytes))
-        row = AlgorithmRow(name=name, result=result, error=err)
+        causal, _ = _try(lambda: simulate(name, wl.replace(causal=True), gpu, compute=False,
+                                          sram_bytes=sram_bytes))
+        if result is None and causal is not None:
+            # causal-only algorithms (NSA) are shown on the causal variant of the workload
+            result, err = causal, None
+        row = AlgorithmRow(name=name, result=result, causal=causal, error=err)
         if result is not None:
-            row.causal, _ = _try(lambda: simulate(name, wl.replace(causal=True), gpu,
-                                                  compute=False, sram_bytes=sram_bytes))
             if "bwd" in info.passes:
-                row.training, _ = _try(lambda: simulate(name, wl.replace(passes="fwd+bwd"), gpu,
-                                                        compute=False, sram_bytes=sram_bytes))
+                row.training, _ = _try(lambda: simulate(name, result.workload.replace(passes="fwd+bwd"),
+                                                        gpu, compute=False, sram_bytes=sram_bytes))
             if accuracy:
-                acc_wl = ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype)
+                acc_wl = ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype,
+                                                   causal=result.workload.causal)
                 row.accuracy, _ = _try(lambda: simulate(name, acc_wl, gpu, compute=True,
                                                         sram_bytes=sram_bytes))
         rows.append(row)
@@ -102,6 +106,9 @@ def growth(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, 
         for n in seqs:
             r, _ = _try(lambda: simulate(name, wl.replace(seq_q=n, seq_k=n), gpu, compute=False,
                                          sram_bytes=sram_bytes))
+            if r is None and not wl.causal:     # causal-only algorithms: the causal workload
+                r, _ = _try(lambda: simulate(name, wl.replace(seq_q=n, seq_k=n, causal=True),
+                                             gpu, compute=False, sram_bytes=sram_bytes))
             if r is None:
                 continue
             s.seqs.append(n)

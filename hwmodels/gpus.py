@@ -81,6 +81,12 @@ class GPU:
         return self.sfu_ops_per_clock_per_sm * self.sm_count * self.clock_hz
 
     @property
+    def fp32_ops_per_s(self) -> float:
+        """fp32 instructions per second on the CUDA cores: the datasheet peak counts an FMA
+        as 2 FLOPs; a max, add, multiply or compare is one instruction."""
+        return self.fp32_flops_per_s / 2
+
+    @property
     def nvlink_bytes_per_s_one_direction(self) -> float:
         return self.nvlink_bytes_per_s / 2
 

@@ -6,14 +6,15 @@ For each kernel k (kernels run one after another):
                   requested = hbm_read_bytes + hbm_write_bytes (what the algorithm asks of
                   global memory: the counts the IO theorems bound); every request passes
                   through L2. dram = requested, unless the kernel declares its compulsory
-                  traffic and the working set its resident CTAs re-read, and that working
-                  set fits in half of L2 (half: streaming data and imperfect replacement
-                  share it) — then dram = the compulsory traffic, re-reads hit in L2.
+                  traffic and the working set its resident CTAs re-read: then a fraction
+                  min(1, L2/2 / working set) of the re-reads hit in L2 (half of L2: streaming
+                  data and imperfect replacement share it).
     t_mma(k)    = matmul_flops / (tensor_peak[dtype] x path_fraction)
                   path_fraction = gpu.mma_sync_fraction_of_peak for the sm80 ``mma.sync`` path
                   (about 2/3 on H100, FlashAttention-3 §1), 1 for ``wgmma`` or on A100
     t_exp(k)    = exp_ops / (16 ops/clk/SM x SMs x clock)          special-function units
-    t_other(k)  = other_flops / fp32_peak                          CUDA cores
+    t_other(k)  = other_flops / (fp32_peak / 2)                    CUDA cores: each counted
+                  op is one instruction; the datasheet's fp32 peak counts an FMA as 2
     t_link(k)   = interconnect_bytes / (NVLink bandwidth in one direction)   multi-device
     t_comp(k)   = t_mma + t_exp + t_other          kernel declares overlap="serial"  (FA-2)
                 = max(t_mma, t_exp + t_other)      kernel declares overlap="overlap" (FA-3)
@@ -156,12 +157,18 @@ L2_USABLE_FRACTION = 0.5
 
 
 def dram_bytes(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> int:
-    """Estimated DRAM traffic: the requests, less the re-reads L2 serves."""
+    """Estimated DRAM traffic: the requests, less the re-reads L2 serves.
+
+    A working set that fits in the usable part of L2 keeps every re-read on chip; a larger
+    one keeps the fraction usable / working_set of them (graded, not a cliff: LRU keeps part
+    of a stream that is somewhat too large)."""
     requested = int(k.counters[HBM_READ_BYTES] + k.counters[HBM_WRITE_BYTES])
-    if (opts.l2_cache and k.unique_hbm_bytes is not None and k.l2_working_set_bytes is not None
-            and k.l2_working_set_bytes <= L2_USABLE_FRACTION * gpu.l2_bytes):
-        return min(requested, int(k.unique_hbm_bytes))
-    return requested
+    if not opts.l2_cache or k.unique_hbm_bytes is None or k.l2_working_set_bytes is None:
+        return requested
+    unique = min(requested, int(k.unique_hbm_bytes))
+    usable = L2_USABLE_FRACTION * gpu.l2_bytes
+    hit = 1.0 if k.l2_working_set_bytes <= usable else usable / k.l2_working_set_bytes
+    return int(unique + (requested - unique) * (1.0 - hit))
 
 
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> KernelTime:
@@ -180,10 +187,10 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
         matmul_s = float(c[MATMUL_FLOPS]) / peak
     if opts.separate_sfu:
         exp_s = float(c[EXP_OPS]) / gpu.sfu_ops_per_s
-        other_s = float(c[OTHER_FLOPS]) / gpu.fp32_flops_per_s
+        other_s = float(c[OTHER_FLOPS]) / gpu.fp32_ops_per_s
     else:
         exp_s = 0.0
-        other_s = float(c[OTHER_FLOPS] + c[EXP_OPS]) / gpu.fp32_flops_per_s
+        other_s = float(c[OTHER_FLOPS] + c[EXP_OPS]) / gpu.fp32_ops_per_s
     if k.overlap == "overlap" and opts.overlap:
         compute_s = max(matmul_s, exp_s + other_s)
     else:

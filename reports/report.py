@@ -20,7 +20,12 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
             "'causal' and 'fwd+bwd' are predicted times of the same workload with a causal "
             "mask and for training (forward + backward), where the algorithm has them."
             + (f" 'err vs exact': relative Frobenius error of the executed output against "
-               f"float64 exact attention on {accuracy_workload.describe()}."
+               f"float64 exact attention on {accuracy_workload.describe()}, standard-normal "
+               f"Q, K, V — diffuse attention, on which feature and hashing approximations do "
+               f"poorly (their error falls with more features or hashes: see "
+               f"attnsim.approx_sweep). RFA is compared with exact attention on unit-normalized "
+               f"queries and keys, Reformer with exact shared-QK attention, as in the papers; "
+               f"MLA's output lives in its latent space and has no such column."
                if accuracy_workload else "")],
             tables=[tables.algorithms_table(rows)]),
         Section("Where the time goes", tables=[tables.timing_table(rows)]),

@@ -47,8 +47,9 @@ def algorithms_table(rows, title="") -> Table:
             continue
         c = r.counts
         err = _accuracy(row)
+        name = r.algorithm + (" (causal)" if r.workload.causal and not row_workload_causal(rows) else "")
         out.append([
-            r.algorithm, "yes" if r.info.exact else "no", fmt.nbytes(c["hbm_read_bytes"]),
+            name, "yes" if r.info.exact else "no", fmt.nbytes(c["hbm_read_bytes"]),
             fmt.nbytes(c["hbm_write_bytes"]), fmt.flops(r.flops), f"{r.arithmetic_intensity:.3g}",
             fmt.kib(c["sram_peak_bytes"]), fmt.seconds(r.time.predicted_s), r.time.bound,
             f"{fmt.ratio(r.io_ratio)} of {r.info.io_bound}",
@@ -70,6 +71,11 @@ def algorithms_table(rows, title="") -> Table:
             "error_vs_exact": err,
         })
     return Table(key="algorithms", title=title, headers=headers, rows=out, records=records)
+
+
+def row_workload_causal(rows) -> bool:
+    """Whether the report's workload itself is causal (then no row needs the remark)."""
+    return all(r.result is None or r.result.workload.causal for r in rows)
 
 
 def _accuracy(row):

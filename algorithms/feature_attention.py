@@ -1,0 +1,397 @@
+"""Feature-map ("kernelized") linear attention: the executor shared by ``linear``, ``rfa`` and
+``performer``.
+
+The three papers replace exp(q·k) by a dot product of feature maps, φ_q(q)·φ_k(k), so that
+
+    o_i = φ_q(q_i) S / φ_q(q_i) z,      S = Σ_j φ_k(k_j) v_jᵀ  (m x d),   z = Σ_j φ_k(k_j)  (m)
+
+costs O(N m d) instead of O(N² d) (Katharopoulos et al. 2020, arXiv 2006.16236, §3.2).
+The modules differ only in φ (``kind``) and its random projection W; this file runs them
+through the simulated hierarchy; the compiled kernel bodies are in ``feature_kernels``.
+
+Notation -> code: m == ``features`` (width of φ), P == ``projections`` (rows of W; 0 for
+elu+1), B == ``block`` (rows per tile; the chunk length C of the causal form), T_m ==
+``feature_tiles`` (slices of the features; a slice holds ``tile_units`` projections, or
+feature columns for elu+1; trig features give a sin and a cos row per projection).
+
+Kernels (per (batch, head); e = storage bytes, w = P d e bytes of W, T_q = ⌈N_q / B⌉):
+
+* non-causal, two launches (not fused: the state is a reduction over all keys that every
+  query tile needs, so it goes through HBM once):
+  ``<name>_state``: one CTA per feature slice t streams K, V in B-row tiles and builds
+  S_t = Σ φ_t(k) vᵀ (m_t x d) and z_t in SRAM, then writes them (fp32) and, when T_m > 1,
+  its key shift c_t. reads T_m 2 N_k d e + w, writes 4 (m d + m) (+ 4 T_m).
+  ``<name>_apply``: one CTA per query tile walks the slices: W_t, S_t, z_t in, O out.
+  reads N_q d e + T_q (w + 4 m d + 4 m) (+ 4 T_m T_q), writes N_q d e.
+  The planner picks (T_m, B) with the least traffic among those that fit the SRAM budget:
+  usually T_m = 1 when the whole state fits (the d = 64 defaults); Performer's default
+  m = 621 at d = 128 (S alone 318 KB) is sliced.
+* causal (chunked form of Katharopoulos et al. §3.3's recurrence):
+  ``<name>_causal``: one CTA per (head, feature slice) walks C-row chunks in order; its
+  (slice of the) state S, z lives in SRAM for the whole sweep and never touches HBM. Per
+  chunk: intra-chunk scores A = φ(Q_c) φ(K_c)ᵀ masked to j <= i, num = A V_c + φ(Q_c) S,
+  den = A 1 + φ(Q_c) z, then S += φ(K_c)ᵀ V_c, z += Σ φ(K_c).
+  T_m = 1: writes O directly; reads (N_q + 2 N_k) d e + w, writes N_q d e.
+  T_m > 1: each slice writes its un-normalised num, den (and, for positive features, their
+  log-scale: row max + key shift) in fp32, and ``<name>_combine`` (one CTA per B query
+  rows) merges them as split-K attention does: reads T_m (N_q + 2 N_k) d e + w +
+  T_m N_q (d + 1 [+ 1]) 4, writes T_m N_q (d + 1 [+ 1]) 4 + N_q d e.
+  The planner picks (T_m, C) with the least traffic. Parallelism is batch x heads x T_m
+  CTAs (a GPU port would also split the sweep along N and pass chunk-boundary states
+  through HBM; not modelled).
+GQA: each query head builds its own state (its K, V are re-read per query head).
+
+Bound: Θ(N d + N m d / B) HBM bytes non-causal (the state re-read per query tile), Θ(N d)
+causal (state on chip), both for T_m = 1 (more slices multiply the Q, K, V reads by T_m);
+FLOPs Θ(N m d) (Θ(N d²) for elu+1, m = d).
+
+Stabilization (Performer's positive features): keys' features carry a factor exp(E),
+E = w·u - |u|²/2, that overflows fp32 for large logits. The kernels keep a running maximum c
+of E over the keys seen so far, use exp(E - c), and rescale S, z by exp(c_old - c_new) when
+c grows, the online-softmax trick applied to the state; it cancels in num/den. Queries
+subtract their row max of W u, which cancels in num/den as well. With T_m > 1 slices the
+apply kernel brings every slice to the largest shift, S_t, z_t x exp(c_t - max c), and
+carries the query's row max across slices, rescaling num and den as it grows (an online
+softmax over feature slices). RFA's inputs are ℓ2-normalised, so its features are bounded
+and need none of this; elu+1 grows only linearly.
+
+Per-op accounting of φ for r rows (a max/add/mul/select is one "other" op, sin/cos/exp one
+special-function op; RFA: u = x / (|x| σ), Performer: u = x sqrt(scale)):
+  elu+1 (q and k):    exp r d,  other 3 r d (min, add, select)
+  trig (q and k):     other 3 r d + 2 r P,        exp r + 2 r P,    matmul 2 r P d
+  positive query:     other r d + 4 r P,          exp r P,          matmul 2 r P d
+  positive key:       other 3 r d + r + 4 r P,    exp r P,          matmul 2 r P d
+  key stabilizer, per key tile (positive): other 1 + m d + m, exp 1
+  with T_m > 1 (positive), per query tile: other T_m (max shift); per slice: other
+  1 + m_t d + m_t, exp 1 (shift) and other 2 r + r d + r, exp r (running row max)
+(P, m read per slice: P_t, m_t; elu+1 computes the slice's columns: exp r m_t, other 3 r m_t.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from algorithms.base import Plan, PlanError
+from algorithms.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
+                               placeholder)
+from algorithms.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
+                                       apply_head, causal_head, combine_slices, state_head)
+from hwmodels.memory import SramOverflowError
+
+KIND_NAMES = {"elu": KIND_ELU, "trig": KIND_TRIG, "positive": KIND_POSITIVE}
+BLOCK_CANDIDATES = (128, 64, 32, 16)
+THREADS_PER_CTA = 128
+
+
+@dataclass(frozen=True)
+class FeaturePlan(Plan):
+    """Tiles and random-feature settings of one feature-map attention run."""
+    kind: str               # "elu", "trig" (RFA) or "positive" (Performer)
+    features: int           # m: width of φ(x)
+    projections: int        # P: rows of the random projection W (0 for elu+1)
+    block: int              # B: rows per tile; chunk length C of the causal form
+    feature_tiles: int      # T_m: the state S is built and applied in T_m slices of features
+    tile_units: int         # projections (elu+1: feature columns) per feature slice
+    smem_bytes: int         # largest kernel's SRAM footprint per CTA
+    seed: int | None        # None: the inputs' seed
+    redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
+    sigma: float | None     # RFA's σ (ℓ2-normalised inputs are divided by it); None otherwise
+
+
+# ---- planning ----------------------------------------------------------------------------
+
+def units(kind: str, d: int, p: int) -> tuple[int, int]:
+    """(units to tile, features per unit): projections for random features (trig gives a sin
+    and a cos feature per projection), feature columns for elu+1."""
+    if kind == "elu":
+        return d, 1
+    return p, 2 if kind == "trig" else 1
+
+
+def causal_buffers(block: int, d: int, m: int, p: int, e: int) -> dict:
+    return {"Q_c": block * d * e, "K_c": block * d * e, "V_c": block * d * e,
+            **({"W": p * d * e} if p else {}), "phiQ_c": block * m * e, "phiK_c": block * m * e,
+            "A": block * block * STATE_BYTES, "S": m * d * STATE_BYTES, "z": m * STATE_BYTES}
+
+
+def state_buffers(kind: str, block: int, d: int, tile_units: int, e: int) -> dict:
+    """One CTA of the state kernel: K, V tiles and one feature slice of W, φ(K), S, z."""
+    m_t = tile_units * units(kind, d, 0)[1]
+    w = {"W_t": tile_units * d * e} if kind != "elu" else {}
+    return {"K_j": block * d * e, "V_j": block * d * e, **w, "phiK_j": block * m_t * e,
+            "S_t": m_t * d * STATE_BYTES, "z_t": m_t * STATE_BYTES}
+
+
+def apply_buffers(kind: str, block: int, d: int, tile_units: int, tiles: int, e: int) -> dict:
+    """One CTA of the apply kernel: a Q tile and one feature slice at a time."""
+    m_t = tile_units * units(kind, d, 0)[1]
+    w = {"W_t": tile_units * d * e} if kind != "elu" else {}
+    acc = {"O_acc": block * d * STATE_BYTES} if tiles > 1 else {}
+    if tiles > 1 and kind == "positive":
+        acc["shifts"] = tiles * 4
+    return {"Q_i": block * d * e, **w, "phiQ_i": block * m_t * e, "S_t": m_t * d * STATE_BYTES,
+            "z_t": m_t * STATE_BYTES, **acc}
+
+
+def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
+    """Per-head HBM bytes of the non-causal kernels (the closed form in the docstring)."""
+    d, e = wl.head_dim, wl.elem_bytes
+    shifts = 4 * tiles if tiles > 1 and kind == "positive" else 0
+    state = tiles * 2 * wl.seq_k * d * e + p * d * e + 4 * (m * d + m) + shifts
+    apply = 2 * wl.seq_q * d * e + cdiv(wl.seq_q, block) * (p * d * e + 4 * m * d + 4 * m + shifts)
+    return state + apply
+
+
+def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
+              seed: int = 0, redraw: str = "none", sigma: float | None = None) -> FeaturePlan:
+    """Tiles from the SRAM budget. Causal: the whole state stays on chip, the largest chunk
+    that fits. Non-causal: the (feature slices, query tile) pair with the least traffic."""
+    if kind not in KIND_NAMES:
+        raise PlanError(f"{name}: unknown feature kind {kind!r}")
+    if features <= 0:
+        raise PlanError(f"{name}: the feature count must be positive, got {features}")
+    d, e, m, p = wl.head_dim, wl.elem_bytes, features, projections
+    if wl.causal:
+        return _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
+    total_units, _ = units(kind, d, p)
+    best = None
+    tiles = 1
+    while True:
+        tile_units = cdiv(total_units, tiles)
+        tiles = cdiv(total_units, tile_units)            # no empty slices
+        for block in BLOCK_CANDIDATES:
+            smem = max(sum(state_buffers(kind, block, d, tile_units, e).values()),
+                       sum(apply_buffers(kind, block, d, tile_units, tiles, e).values()))
+            if smem <= sram_bytes:
+                cost = estimated_traffic(kind, wl, block, tiles, m, p)
+                if best is None or cost < best[0]:
+                    best = (cost, block, tiles, tile_units, smem)
+                break                                       # smaller blocks only cost more
+        if tile_units == 1:
+            break
+        tiles *= 2
+    if best is None:
+        b16 = BLOCK_CANDIDATES[-1]
+        need = max(state_buffers(kind, b16, d, 1, e),
+                   apply_buffers(kind, b16, d, 1, total_units, e),
+                   key=lambda buf: sum(buf.values()))
+        raise SramOverflowError(
+            f"{name} with head_dim {d} needs at least {sum(need.values()):,} bytes of SRAM per "
+            f"CTA even with one feature per slice "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    _, block, tiles, tile_units, smem = best
+    return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
+                       tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
+                       sigma=sigma)
+
+
+def combine_buffers(block: int, d: int) -> dict:
+    return {"O_acc": block * d * STATE_BYTES, "partial": block * (d + 2) * STATE_BYTES}
+
+
+def causal_traffic(kind, wl, tiles, p) -> int:
+    """Per-head HBM bytes of the causal kernels (the closed form in the docstring)."""
+    d, e = wl.head_dim, wl.elem_bytes
+    sweep = tiles * (wl.seq_q + 2 * wl.seq_k) * d * e + p * d * e
+    if tiles == 1:
+        return sweep + wl.seq_q * d * e
+    per_row = (d + 1 + (kind == "positive")) * STATE_BYTES  # num, den (and log-scale)
+    return sweep + 2 * tiles * wl.seq_q * per_row + wl.seq_q * d * e
+
+
+def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> FeaturePlan:
+    """The chunked sweep keeps (its slice of) the state on chip: the whole state when it
+    fits, else T_m slices swept by T_m CTAs per head and combined by a second kernel; the
+    (T_m, C) pair with the least traffic."""
+    d, e = wl.head_dim, wl.elem_bytes
+    total_units, per_unit = units(kind, d, p)
+    best, tiles = None, 1
+    while True:
+        tile_units = cdiv(total_units, tiles)
+        tiles = cdiv(total_units, tile_units)
+        for block in BLOCK_CANDIDATES:
+            sweep = causal_buffers(block, d, tile_units * per_unit,
+                                   tile_units if kind != "elu" else 0, e)
+            smem = sum(sweep.values())
+            if tiles > 1:
+                smem = max(smem, sum(combine_buffers(block, d).values()))
+            if smem <= sram_bytes:
+                cost = causal_traffic(kind, wl, tiles, p)
+                if best is None or cost < best[0]:
+                    best = (cost, block, tiles, tile_units, smem)
+                break
+        if tile_units == 1:
+            break
+        tiles *= 2
+    if best is None:
+        b16 = BLOCK_CANDIDATES[-1]
+        need = max(causal_buffers(b16, d, per_unit, 1 if kind != "elu" else 0, e),
+                   combine_buffers(b16, d), key=lambda buf: sum(buf.values()))
+        raise SramOverflowError(
+            f"{name} (causal) with head_dim {d} needs at least {sum(need.values()):,} bytes of "
+            f"SRAM per CTA even with one feature per slice "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+    _, block, tiles, tile_units, smem = best
+    return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
+                       tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
+                       sigma=sigma)
+
+
+# ---- running -----------------------------------------------------------------------------
+
+def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
+                 projection_for_head) -> dict:
+    """Launch the kernels; ``projection_for_head(b, h)`` gives W (P x d float32) or None."""
+    d, m, e = wl.head_dim, p.features, wl.elem_bytes
+    kind = KIND_NAMES[p.kind]
+    # inputs are multiplied by in_scale before the projection: sqrt(scale) for positive
+    # features (so that x·y is the logit); 1/σ after ℓ2 normalisation for RFA
+    in_scale = 1.0 / p.sigma if p.kind == "trig" else math.sqrt(wl.scale)
+    heads_total = wl.batch * wl.heads
+    o = new_output(wl, compute)
+    empty_w = np.zeros((0, d), dtype=np.float32)
+    if wl.causal:
+        return _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
+                           in_scale, empty_w)
+    # non-causal: state kernel (one CTA per head and feature slice), then apply kernel (one
+    # CTA per Q tile, walking the feature slices)
+    tq = cdiv(wl.seq_q, p.block)
+    cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total,
+                    buffers=state_buffers(p.kind, p.block, d, p.tile_units, e),
+                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total,
+                    buffers=apply_buffers(p.kind, p.block, d, p.tile_units, p.feature_tiles, e),
+                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        w = _projection(projection_for_head, b, h, compute, empty_w, d)
+        s_hbm = np.zeros((m if compute else 0, d), dtype=np.float32)      # S in HBM (fp32)
+        z_hbm = np.zeros((1 if compute else 0, m), dtype=np.float32)      # z in HBM (fp32)
+        shift_hbm = np.zeros(p.feature_tiles if compute else 0, dtype=np.float32)
+        state_head(cs, k, v, w, s_hbm, z_hbm, shift_hbm, wl.seq_k, d, p.projections,
+                   p.tile_units, p.feature_tiles, p.block, kind, in_scale, e, compute)
+        apply_head(ca, q, w, s_hbm, z_hbm, shift_hbm, head_view(o, b, h, compute), wl.seq_q,
+                   d, p.projections, p.tile_units, p.feature_tiles, p.block, kind, in_scale,
+                   e, compute)
+    finish_heads(cs, wl, compute)
+    finish_heads(ca, wl, compute)
+    return {"o": o} if compute else {}
+
+
+def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind, in_scale,
+                empty_w) -> dict:
+    """One sweep CTA per (head, feature slice); with slices, a combine kernel."""
+    d, e, tiles = wl.head_dim, wl.elem_bytes, p.feature_tiles
+    heads_total = wl.batch * wl.heads
+    total_units, per_unit = units(p.kind, d, p.projections)
+    sweep_buf = causal_buffers(p.block, d, p.tile_units * per_unit,
+                               p.tile_units if p.kind != "elu" else 0, e)
+    c = rec.kernel(f"{name}_causal", ctas=tiles * heads_total, buffers=sweep_buf,
+                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    cc = None
+    if tiles > 1:
+        cc = rec.kernel(f"{name}_combine", ctas=cdiv(wl.seq_q, p.block) * heads_total,
+                        buffers=combine_buffers(p.block, d), tc_path="none",
+                        threads_per_cta=THREADS_PER_CTA)
+    rows = wl.seq_q if compute else 0
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        w = _projection(projection_for_head, b, h, compute, empty_w, d)
+        o_head = head_view(o, b, h, compute)
+        # HBM partials of the slices: un-normalised num, den and their log-scale (fp32)
+        pnum = np.zeros((tiles, rows if tiles > 1 else 0, d), dtype=np.float32)
+        pden = np.zeros((tiles, rows if tiles > 1 else 0), dtype=np.float32)
+        plog = np.zeros((tiles, rows if tiles > 1 else 0), dtype=np.float32)
+        for t in range(tiles):
+            u0 = t * p.tile_units
+            u1 = min(total_units, u0 + p.tile_units)
+            causal_head(c, q, k, v, w, o_head, pnum, pden, plog, t, wl.seq_q, wl.seq_k, d,
+                        p.projections, u0, u1, p.block, kind, in_scale, e, compute, tiles > 1)
+        if cc is not None:
+            combine_slices(cc, pnum, pden, plog, o_head, wl.seq_q, d, tiles, p.block, kind, e,
+                           compute)
+    finish_heads(c, wl, compute)
+    if cc is not None:
+        finish_heads(cc, wl, compute)
+    return {"o": o} if compute else {}
+
+
+def _projection(projection_for_head, b, h, compute, empty_w, d):
+    if projection_for_head is None:
+        return empty_w
+    if not compute:
+        return placeholder(d)
+    return np.ascontiguousarray(projection_for_head(b, h), dtype=np.float32)
+
+
+# ---- float64 reference of the same math ---------------------------------------------------
+
+def reference_features(kind: str, x: np.ndarray, w: np.ndarray | None, scale: float,
+                       is_key: bool, sigma: float | None = None) -> np.ndarray:
+    """φ(x) in float64 as the papers define it (no stabilization, no dropped factors)."""
+    x = np.asarray(x, dtype=np.float64)
+    if kind == "elu":
+        return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
+    p = w.shape[0]
+    w = np.asarray(w, dtype=np.float64)
+    if kind == "trig":
+        nrm = np.linalg.norm(x, axis=-1, keepdims=True)
+        proj = (x / np.where(nrm > 0, nrm, 1.0) / sigma) @ w.T
+        return np.concatenate([np.sin(proj), np.cos(proj)], axis=-1) / math.sqrt(p)
+    u = x * math.sqrt(scale)
+    sq = 0.5 * (u * u).sum(axis=-1, keepdims=True)
+    return np.exp(u @ w.T - sq) / math.sqrt(p)
+
+
+def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_head,
+                        sigma: float | None = None) -> np.ndarray:
+    """float64 feature-map attention, (B, H, N_q, d); ``w_for_head(b, h)`` gives W or None."""
+    batch, heads, seq_q, _ = q.shape
+    group = heads // k.shape[1]
+    seq_k = k.shape[2]
+    out = np.zeros(q.shape, dtype=np.float64)
+    for b in range(batch):
+        for h in range(heads):
+            w = w_for_head(b, h)
+            fq = reference_features(kind, q[b, h], w, scale, False, sigma)
+            fk = reference_features(kind, k[b, h // group], w, scale, True, sigma)
+            a = fq @ fk.T                                          # (N_q, N_k)
+            if causal:
+                i = np.arange(seq_q)[:, None]
+                j = np.arange(seq_k)[None, :]
+                a = np.where(j <= i + (seq_k - seq_q), a, 0.0)
+            den = a.sum(axis=1)
+            num = a @ np.asarray(v[b, h // group], dtype=np.float64)
+            out[b, h] = np.where(den[:, None] != 0, num / np.where(den == 0, 1, den)[:, None], 0)
+    return out
+
+
+def check_positive(value) -> str | None:
+    return None if value > 0 else "must be a positive integer"
+
+
+def check_seed(value) -> str | None:
+    return None if value >= 0 else "must be a non-negative integer (a numpy seed)"
+
+
+SEED_HELP = ("seed of the random {what}; default: the inputs' seed (the CLI's --input-seed), "
+             "so one seed fixes both the data and the {what}")
+
+
+def resolve_seed(plan_seed, inputs) -> int:
+    """The plan's seed, or (option left unset) the seed the inputs were drawn with."""
+    if plan_seed is not None:
+        return int(plan_seed)
+    return int(getattr(inputs, "seed", 0) or 0)
+
+
+def feature_io_bound(wl, p: FeaturePlan) -> float:
+    """Θ(N d + N m d / B) bytes, all heads: Q, K, V, O once, plus the fp32 state (m x d) per
+    query tile, which the non-causal apply kernel reloads; the causal sweep keeps the state
+    on chip, so its bound is Θ(N d)."""
+    e, d = wl.elem_bytes, wl.head_dim
+    state = 0 if wl.causal else wl.seq_q * p.features * d * STATE_BYTES / p.block
+    per_head = 2 * (wl.seq_q + wl.seq_k) * d * e + state
+    return float(per_head * wl.batch * wl.heads)

@@ -1,0 +1,468 @@
+"""Native Sparse Attention, forward — Yuan et al. (DeepSeek), "Native Sparse Attention:
+Hardware-Aligned and Natively Trainable Sparse Attention" (2025, arXiv 2502.11089),
+Section 3.3 (Eqs. 5–12) and Section 3.4 (kernel design, Figure 3).
+
+Idea: each query attends three small key sets instead of all N keys — ~N/d_s compressed
+block summaries, the raw tokens of the n blocks those summaries rank highest, and a window
+of the last w tokens — and a sigmoid gate mixes the three outputs: o = Σ_c g_c · Attn_c.
+
+Notation -> code: l == compress_block, d_s == compress_stride (the paper's d; ``d`` here is
+head_dim), l' == select_block, n == selected, w == window, H == heads, G == kv_heads,
+g == H/G == plan.group, N_c == plan.compressed_tokens = ⌊(N_k − l)/d_s⌋ + 1 (0 if N_k < l),
+B_r/B_c == cmp_block_q/cmp_block_k, B_t == compress_tile, B_s == select_tile;
+kpos(t) = t + N_k − N_q (bottom-right causal alignment, ``algorithms.common``),
+j_t = ⌊kpos/l'⌋ (the current selection block), n_t = min(n, j_t + 1).
+
+Branches and kernels (``algorithms.nsa_kernels``), e = storage bytes per element:
+1. ``nsa_compress`` (per KV head, one CTA per B_t compressed tokens): K̃_i = φ_k(K[i d_s :
+   i d_s + l]) and Ṽ_i likewise. φ here is a FIXED LINEAR MAP with intra-block position
+   encoding: φ(X) = wᵀ(X + E), w ∈ R^l = softmax of seeded N(0,1) logits (a learned-looking
+   weighted mean), E ∈ R^{l×d} seeded N(0, 0.1²) — the paper's φ is a learnable MLP. For a
+   linear φ the position term is the bias wᵀE, computed once on the host (not counted).
+   reads 2 Σ_CTA ((m − 1) d_s + l) d e + (2 l e + 2 d e) per CTA (m = the CTA's compressed
+   tokens, B_t or the remainder), writes 2 N_c d e; matmul 4 N_c l d, other 2 N_c d.
+2. ``nsa_cmp`` (per KV head, one CTA per B_r positions holding all g heads' rows): pass 1
+   FlashAttention-2 over the compressed tokens complete before each query (Eq. 7–8) ->
+   O_cmp, lse; the gates g = sigmoid(q·W_c), W_c ∈ R^{d} per head and branch drawn
+   N(0, 1/d) from ``seed`` (the paper's gate is an MLP on the input), stored fp32; pass 2
+   recomputes S and p_cmp = exp(S − lse), sums it over the g heads (Eq. 10) and credits
+   compressed token i to each selection block once per stride segment they share (Eq. 9
+   with 0-based indices: p_slc[j] = Σ_i p_cmp[i]·|{s ∈ [i, i + l/d_s) : ⌊s d_s/l'⌋ = j}|);
+   then the top-n blocks of 0..j_t with block 0, j_t − 1 and j_t forced in (Eq. 11), ties
+   to the lower index, written ascending as int32 (n per position, −1 padded).
+   Per KV head: reads g N_q d e (Q) + T_r 3 g d e (gate weights) + Σ_{Q blocks} 3 c_i d e,
+   c_i = min(N_c, ⌈v_i/B_c⌉ B_c) compressed tokens tiled up to the block's last row's
+   visible count v_i (K̃ and Ṽ in pass 1, K̃ in pass 2) ≈ 3 N_q N_c d e/(2 B_r); writes
+   g N_q (d e + 12) (O_cmp, fp32 gates) + 4 n N_q (indices).
+3. ``nsa_win_fwd``: sliding-window FlashAttention-2 over the last w keys, exactly
+   ``algorithms.local``'s causal band on the block-sparse executor (per query head; it
+   also writes its fp32 lse, which NSA does not need, and reads the band's CSR layout).
+4. ``nsa_slc`` (per KV head, one CTA per query position holding its g heads — the paper's
+   group-centric loading): n_t selected blocks of raw K/V, streamed in B_s sub-blocks
+   (B_s = l' when it fits), online softmax, then o = g_cmp O_cmp + g_slc O_slc + g_win O_win.
+   Per position: reads 4 n + g d e + 2 T_t d e + 12 g + 2 g d e, writes g d e, with
+   T_t = (n_t − 1) l' + (tokens of the current block read, sub-blocks up to kpos, capped
+   at N_k); matmul 4 g T_t d.
+
+FLOPs (causal; tile round-off aside): matmul 4 N_c l d per KV head (φ) + per query head
+6 N_q d (gates) + 3 N_q N_c d (pass 1: S and P Ṽ, pass 2: S, over ~N_c/2 visible tokens)
++ 4 N_q T d (selected, T ≈ n l' tokens) + 4 N_q w d (window); exps ≈ N_q N_c (passes 1
+and 2, each over ~N_c/2 tokens) + N_q (n l' + w); top-n ≈ n N_q N_k/(2 l') compares per KV
+head.
+
+Closed-form leading terms (bytes; B batch), causal:
+    HBM ≈ B G [3 N_q N_k d e / (2 d_s B_r) + 2 N_q n l' d e] + B H [2 N_q (w + B_r^w) d e / B_r^w
+          + 4 N_q d e]
+Bound: Θ(B G N² d/(d_s B_r) + B G N n l' d + B H N (w/B_r^w + 1) d): the compressed branch
+is the only quadratic term (with a 1/d_s factor); for fixed n, l', w the selected and window
+branches are linear in N — the paper's claim. io_bound() evaluates these terms.
+
+Count-only mode: top-n is data-dependent, but the schedule is not. Kernel 2 always
+scans every visible compressed tile and charges each position (j_t + 1)·n + 3 ops for the
+top-n and n indices; kernel 4 visits n_t = min(n, j_t + 1) blocks per position, and the
+selected set always contains the current block j_t (forced, last in ascending order) while
+every other selected block lies wholly before it and is full (l' tokens, unmasked). So the
+counts depend only on positions, n, l' and N — count-only mode visits block 0 as the stand-
+in for each earlier block and counts exactly what executed mode counts (tested).
+
+Non-causal workloads are rejected: NSA's compression and selection are defined over the
+tokens before each query (for decoding and autoregressive training). GQA: kv_heads must
+divide heads (the workload enforces it); the selection is shared by each group.
+
+Differences from the paper: φ is linear, not an MLP, and the gates come from q, not from an
+MLP on the layer input; branches use separate kernels for the window (FlashAttention-2 as
+the paper does) and for compression; the importance scores need a second pass over K̃
+because the softmax normalizer is only known after pass 1 (a kernel that stored p_cmp
+would write N²/d_s floats); top-n is an insertion into n on-chip slots. The selected kernel
+is credited with L2 reuse only when the K/V of the KV heads in flight fit in half of L2 —
+reuse between neighbouring positions' selections is data-dependent and not modelled.
+Backward pass: not simulated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from algorithms import local
+from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.block_sparse_exec import positive_int, run_layout
+from algorithms.common import cdiv, heads_in_flight, kv_group, placeholder
+from algorithms.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
+                                    selected_pack, visible_compressed)
+from algorithms.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
+from algorithms.splitkv import register_bytes as packed_register_bytes
+from algorithms.splitkv import smem_buffers as packed_smem_buffers
+from hwmodels.memory import SramOverflowError
+
+# Defaults: NSA paper, Section 4.1 (shared/FACTS.md): l = 32, d = 16, l' = 64, n = 16, w = 512.
+INFO = AlgorithmInfo(
+    name="nsa",
+    title="Native Sparse Attention (compressed + selected + window, gated), forward",
+    paper="Yuan et al., 2025 (arXiv 2502.11089)",
+    exact=False,
+    io_bound="Θ(G N²d/(d_s B_r) + G N n l' d + H N (w/B_r + 1) d)",
+    options=(
+        Option("compress_block", int, 32, "l: tokens per compressed block",
+               validate=positive_int("tokens")),
+        Option("compress_stride", int, 16, "d: stride between compressed blocks (divides l)",
+               validate=positive_int("tokens")),
+        Option("select_block", int, 64, "l': tokens per selection block (a multiple of d)",
+               validate=positive_int("tokens")),
+        Option("selected", int, 16, "n: selection blocks per query, initial + 2 local "
+               "included", validate=lambda v: None if v >= 3 else
+               f"must be at least 3 (the initial and the 2 local blocks are always selected), "
+               f"got {v}"),
+        Option("window", int, 512, "w: sliding-window keys per query",
+               validate=positive_int("keys per query")),
+        Option("seed", int, 0, "seed of the compression map and the gate projections"),
+    ),
+    count_only="exact: counts depend only on positions and n (the selection's size), "
+               "never on which blocks are selected",
+)
+
+THREADS_PER_CTA = 128
+COMPRESS_TILES = (64, 32, 16, 8, 4, 2, 1)
+SELECT_TILES = (128, 64, 32, 16, 8, 4, 2, 1)
+TOPN_SLOT_BYTES = 8     # fp32 score + int32 block index per on-chip top-n slot
+
+
+@dataclass(frozen=True)
+class NsaPlan(Plan):
+    compress_block: int      # l
+    compress_stride: int     # d_s
+    select_block: int        # l'
+    selected: int            # n
+    window: int              # w
+    seed: int
+    group: int               # g = H / G query heads per CTA (kernels 2 and 4)
+    compressed_tokens: int   # N_c
+    compress_tile: int       # B_t compressed tokens per CTA of kernel 1
+    compress_smem_bytes: int
+    cmp_block_q: int         # B_r positions per CTA of kernel 2
+    cmp_block_k: int         # B_c compressed tokens per tile
+    cmp_smem_bytes: int
+    cmp_register_bytes: int
+    select_tile: int         # B_s keys per sub-block of kernel 4
+    select_smem_bytes: int
+    select_register_bytes: int
+    win: local.LocalPlan     # the window branch's FlashAttention-2 tiles
+
+
+def compressed_count(seq_k: int, cblock: int, stride: int) -> int:
+    """N_c: complete blocks of l tokens at stride d_s."""
+    return 0 if seq_k < cblock else (seq_k - cblock) // stride + 1
+
+
+def compress_buffers(bt, cblock, stride, d, e) -> dict[str, int]:
+    span = (bt - 1) * stride + cblock
+    return {"K_span": span * d * e, "V_span": span * d * e, "K~_V~_out": 2 * bt * d * e,
+            "w_bias": 2 * cblock * e + 2 * d * e}
+
+
+def cmp_buffers(g, bq, bk, d, e, cblock, stride, sblock, n) -> dict[str, int]:
+    bins = cdiv((bk - 1) * stride + cblock, sblock) + 1      # selection blocks one tile touches
+    return {**packed_smem_buffers(g, bq, bk, d, d, e, False), "W_gate": 3 * g * d * e,
+            "block_scores": bq * bins * STAT_BYTES, "top_n": bq * n * TOPN_SLOT_BYTES}
+
+
+def select_buffers(g, bs, d, e, n) -> dict[str, int]:
+    return {"q_t": g * d * e, "K_s": bs * d * e, "V_s": bs * d * e,
+            "O_cmp_O_win": 2 * g * d * e, "idx": n * IDX_BYTES}
+
+
+def _check_params(wl, l, ds, ls, n, w):
+    if not wl.causal:
+        raise PlanError("nsa: Native Sparse Attention is causal by design (compression and "
+                        "selection use only the tokens before each query); add --causal")
+    if l % ds:
+        raise PlanError(f"nsa: --compress-stride {ds} must divide --compress-block {l} "
+                        f"(blocks are whole stride segments); e.g. --compress-stride "
+                        f"{max(x for x in range(1, l + 1) if l % x == 0 and x <= ds)}")
+    if ls % ds:
+        raise PlanError(f"nsa: --select-block {ls} must be a multiple of --compress-stride "
+                        f"{ds} (Eq. 9 maps stride segments onto selection blocks)")
+
+
+def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: int = 16,
+         select_block: int = 64, selected: int = 16, window: int = 512, seed: int = 0) -> NsaPlan:
+    l, ds, ls, n, w = compress_block, compress_stride, select_block, selected, window
+    _check_params(wl, l, ds, ls, n, w)
+    d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
+    regs_budget = gpu.register_bytes_per_sm // 2
+    bt = next((b for b in COMPRESS_TILES
+               if sum(compress_buffers(b, l, ds, d, e).values()) <= sram_bytes), None)
+    if bt is None:
+        need = sum(compress_buffers(1, l, ds, d, e).values())
+        raise SramOverflowError(f"nsa: compressing one block of {l} tokens (head_dim {d}) needs "
+                                f"{need:,} bytes of SRAM but the budget is {sram_bytes:,}; use a "
+                                f"smaller --compress-block or a larger --sram-kb")
+    cmp = None
+    for bq in Q_BLOCKS_PACKED:
+        for bk in K_BLOCKS:
+            smem = sum(cmp_buffers(g, bq, bk, d, e, l, ds, ls, n).values())
+            regs = packed_register_bytes(g, bq, bk, d)
+            if smem <= sram_bytes and regs <= regs_budget:
+                cmp = (bq, bk, smem, regs)
+                break
+        if cmp:
+            break
+    if cmp is None:
+        raise SramOverflowError(f"nsa: compressed attention of {g} packed head(s) with head_dim "
+                                f"{d} and n = {n} fits no tile in {sram_bytes:,} bytes of SRAM "
+                                f"and half the register file; use a larger --sram-kb")
+    sel = None
+    for bs in (ls,) + tuple(x for x in SELECT_TILES if x < ls and ls % x == 0):
+        smem = sum(select_buffers(g, bs, d, e, n).values())
+        regs = 4 * g * d + 4 * g * bs
+        if smem <= sram_bytes and regs <= regs_budget:
+            sel = (bs, smem, regs)
+            break
+    if sel is None:
+        raise SramOverflowError(f"nsa: selected attention of {g} packed head(s) with head_dim "
+                                f"{d} fits no sub-block of {ls} in {sram_bytes:,} bytes of SRAM; "
+                                f"use a larger --sram-kb")
+    return NsaPlan(compress_block=l, compress_stride=ds, select_block=ls, selected=n, window=w,
+                   seed=seed, group=g, compressed_tokens=compressed_count(wl.seq_k, l, ds),
+                   compress_tile=bt,
+                   compress_smem_bytes=sum(compress_buffers(bt, l, ds, d, e).values()),
+                   cmp_block_q=cmp[0], cmp_block_k=cmp[1], cmp_smem_bytes=cmp[2],
+                   cmp_register_bytes=cmp[3], select_tile=sel[0], select_smem_bytes=sel[1],
+                   select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w))
+
+
+# ---- parameters (seeded stand-ins for the learned ones) -----------------------------------
+
+def weights(wl, p: NsaPlan) -> dict:
+    """float32 parameters: w_k, w_v (l,), biases b_k, b_v = wᵀE (d,), gate projections
+    (H, 3, d)."""
+    rng = np.random.default_rng(p.seed)
+    l, d = p.compress_block, wl.head_dim
+    out = {}
+    for name in ("k", "v"):
+        logits = rng.standard_normal(l)
+        w = np.exp(logits - logits.max())
+        w /= w.sum()
+        pos_enc = rng.normal(0.0, 0.1, size=(l, d))             # intra-block position encoding E
+        out["w" + name] = w.astype(np.float32)
+        out["b" + name] = (w @ pos_enc).astype(np.float32)
+    out["wg"] = rng.normal(0.0, 1.0 / np.sqrt(d), size=(wl.heads, 3, d)).astype(np.float32)
+    return out
+
+
+# ---- run ----------------------------------------------------------------------------------
+
+def run(wl, p: NsaPlan, inputs, rec, compute: bool) -> dict:
+    par = weights(wl, p)
+    kc, vc = _compress(wl, p, inputs, par, rec, compute)
+    o_cmp, gates, idx = _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute)
+    win = run_layout("nsa_win", wl, p.win, local.layout(wl, p.win),
+                     local.element_mask(wl, p.win) if compute else None, inputs, rec, compute)
+    o = _selected_attention(wl, p, inputs, idx, gates, o_cmp, win.get("o"), rec, compute)
+    rec.info["nsa"] = {"compressed_tokens": p.compressed_tokens,
+                       "selection_blocks": cdiv(wl.seq_k, p.select_block),
+                       "compression": "fixed linear map w^T(X + E), seeded",
+                       "gates": "sigmoid(q . W_c), W_c seeded N(0, 1/d)"}
+    return {"o": o, "sel": idx} if compute else {}
+
+
+def _compress(wl, p, inputs, par, rec, compute):
+    b, G, d, e, n_c = wl.batch, wl.kv_heads, wl.head_dim, wl.elem_bytes, p.compressed_tokens
+    if not compute:
+        kc = vc = None
+    else:
+        kc = np.zeros((b, G, n_c, d), dtype=np.float32)
+        vc = np.zeros((b, G, n_c, d), dtype=np.float32)
+    if n_c == 0:
+        return kc, vc
+    c = rec.kernel("nsa_compress", ctas=b * G * cdiv(n_c, p.compress_tile),
+                   buffers=compress_buffers(p.compress_tile, p.compress_block,
+                                            p.compress_stride, d, e),
+                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", matmul_dtype=wl.dtype)
+    args = (par["wk"], par["wv"], par["bk"], par["bv"], n_c, d, p.compress_block,
+            p.compress_stride, p.compress_tile, e, compute)
+    if not compute:
+        compress_head(c, placeholder(d), placeholder(d), placeholder(d), placeholder(d), *args)
+        rec.repeat(c, b * G)
+        return kc, vc
+    for bi in range(b):
+        for h in range(G):
+            compress_head(c, inputs.k[bi, h], inputs.v[bi, h], kc[bi, h], vc[bi, h], *args)
+    return kc, vc
+
+
+def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
+    b, H, G, g = wl.batch, wl.heads, wl.kv_heads, p.group
+    d, e, nq, n = wl.head_dim, wl.elem_bytes, wl.seq_q, p.selected
+    tr = cdiv(nq, p.cmp_block_q)
+    buffers = cmp_buffers(g, p.cmp_block_q, p.cmp_block_k, d, e, p.compress_block,
+                          p.compress_stride, p.select_block, n)
+    kc_bytes = 2 * p.compressed_tokens * d * e
+    in_flight = heads_in_flight(rec, tr, b * G, p.cmp_smem_bytes, p.cmp_register_bytes,
+                                THREADS_PER_CTA)
+    unique = (b * H * (nq * d * e + 3 * d * e + nq * (d * e + 3 * STAT_BYTES))
+              + b * G * (kc_bytes + nq * n * IDX_BYTES))
+    c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
+                   overlap="serial", cta_work=_cmp_work(wl, p), matmul_dtype=wl.dtype,
+                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
+    args = (nq, wl.seq_k, d, g, p.cmp_block_q, p.cmp_block_k, p.compressed_tokens,
+            p.compress_block, p.compress_stride, p.select_block, n, wl.scale, e, compute)
+    if not compute:
+        e3 = np.empty((0, 0, d), np.float32)
+        compressed_pack(c, e3, placeholder(d), placeholder(d), np.empty((0, 3, d), np.float32),
+                        e3, np.empty((0, 0, 3), np.float32), np.empty((0, n), np.int32), *args)
+        rec.repeat(c, b * G)
+        return None, None, None
+    o_cmp = np.zeros((b, H, nq, d), dtype=np.float32)
+    gates = np.zeros((b, H, nq, 3), dtype=np.float32)
+    idx = np.full((b, G, nq, n), -1, dtype=np.int32)
+    for bi in range(b):
+        for h in range(G):
+            hs = slice(h * g, (h + 1) * g)
+            compressed_pack(c, np.ascontiguousarray(inputs.q[bi, hs]), kc[bi, h], vc[bi, h],
+                            np.ascontiguousarray(par["wg"][hs]), o_cmp[bi, hs], gates[bi, hs],
+                            idx[bi, h], *args)
+    return o_cmp, gates, idx
+
+
+def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
+    b, H, G, g = wl.batch, wl.heads, wl.kv_heads, p.group
+    d, e, nq, n = wl.head_dim, wl.elem_bytes, wl.seq_q, p.selected
+    kv_bytes = 2 * wl.seq_k * d * e
+    in_flight = heads_in_flight(rec, nq, b * G, p.select_smem_bytes, p.select_register_bytes,
+                                THREADS_PER_CTA)
+    unique = b * H * nq * (4 * d * e + 3 * STAT_BYTES) + b * G * (kv_bytes + nq * n * IDX_BYTES)
+    c = rec.kernel("nsa_slc", ctas=b * G * nq,
+                   buffers=select_buffers(g, p.select_tile, d, e, n),
+                   threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
+                   overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
+                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
+    args = (nq, wl.seq_k, d, g, p.select_block, n, p.select_tile, wl.scale, e, compute)
+    if not compute:
+        e3 = np.empty((0, 0, d), np.float32)
+        selected_pack(c, e3, placeholder(d), placeholder(d), np.empty((0, n), np.int32),
+                      np.empty((0, 0, 3), np.float32), e3, e3, e3, *args)
+        rec.repeat(c, b * G)
+        return None
+    o = np.zeros((b, H, nq, d), dtype=np.float32)
+    for bi in range(b):
+        for h in range(G):
+            hs = slice(h * g, (h + 1) * g)
+            selected_pack(c, np.ascontiguousarray(inputs.q[bi, hs]), inputs.k[bi, h],
+                          inputs.v[bi, h], idx[bi, h], gates[bi, hs], o_cmp[bi, hs],
+                          np.ascontiguousarray(o_win[bi, hs]), o[bi, hs], *args)
+    return o
+
+
+def _cmp_work(wl, p) -> np.ndarray:
+    """Compressed tiles (two passes) each Q-block CTA of one group visits."""
+    shift = wl.seq_k - wl.seq_q
+    ends = [visible_compressed(min(wl.seq_q, r0 + p.cmp_block_q) - 1 + shift,
+                               p.compress_block, p.compress_stride)
+            for r0 in range(0, wl.seq_q, p.cmp_block_q)]
+    return np.array([1 + 2 * cdiv(x, p.cmp_block_k) for x in ends], dtype=np.float64)
+
+
+def _select_work(wl, p) -> np.ndarray:
+    """Selected blocks each position's CTA visits (1 + n_t)."""
+    kpos = np.arange(wl.seq_q) + wl.seq_k - wl.seq_q
+    n_t = np.where(kpos < 0, 0, np.minimum(p.selected, kpos // p.select_block + 1))
+    return (1 + n_t).astype(np.float64)
+
+
+# ---- the float64 reference of the same math -----------------------------------------------
+
+def _compress_reference(x, w, bias, p, n_c):
+    """(B, G, N_k, d) -> (B, G, N_c, d) float64: wᵀ X_block + bias."""
+    s, l = p.compress_stride, p.compress_block
+    if n_c == 0:
+        return np.zeros(x.shape[:2] + (0, x.shape[3]))
+    blocks = np.stack([x[:, :, i * s:i * s + l] for i in range(n_c)], axis=2)  # (B,G,N_c,l,d)
+    return np.einsum("l,bgild->bgid", w.astype(np.float64), blocks) + bias.astype(np.float64)
+
+
+def block_credit(p: NsaPlan, n_c: int, n_blocks: int) -> np.ndarray:
+    """(N_c, n_blocks) Eq. 9 credit: how many stride segments of compressed token i fall in
+    selection block j."""
+    seg_c, seg_s = p.compress_block // p.compress_stride, p.select_block // p.compress_stride
+    segments = np.arange(n_c)[:, None] + np.arange(seg_c)[None, :]      # (N_c, l/d_s)
+    m = np.zeros((n_c, n_blocks))
+    np.add.at(m, (np.repeat(np.arange(n_c), seg_c), (segments // seg_s).ravel()), 1.0)
+    return m
+
+
+def reference_selection(wl, p: NsaPlan, q, kc):
+    """(B, G, N_q, n) selection from float64 scores (−1 padded, ascending), and the
+    (N_q, N_c) visibility of the compressed tokens."""
+    b, G, nq, nk, n, ls = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k, p.selected, p.select_block
+    n_c = kc.shape[2]
+    kpos = np.arange(nq) + nk - nq                                       # (N_q,)
+    nvis = np.where(kpos + 1 < p.compress_block, 0,
+                    (kpos + 1 - p.compress_block) // p.compress_stride + 1)
+    vis = np.arange(n_c)[None, :] < nvis[:, None]                       # (N_q, N_c)
+    n_blocks = cdiv(nk, ls)
+    if n_c == 0:
+        p_group = np.zeros((b, G, nq, 0))
+    else:
+        s = np.einsum("bhid,bhjd->bhij", q, np.repeat(kc, p.group, axis=1)) * wl.scale
+        s = np.where(vis, s, -np.inf)
+        mx = np.where(nvis[:, None] > 0, s.max(-1, keepdims=True), 0.0)
+        prob = np.exp(s - mx)
+        prob /= np.where(nvis[:, None] > 0, prob.sum(-1, keepdims=True), 1.0)
+        p_group = prob.reshape(b, G, p.group, nq, n_c).sum(2)          # Eq. 10
+    scores = p_group @ block_credit(p, n_c, n_blocks)                   # Eq. 9, (B,G,N_q,blocks)
+    # Eq. 11 over blocks 0..j_t: initial and local blocks forced, later blocks excluded
+    jt = np.where(kpos < 0, -1, kpos // ls)[:, None]                    # (N_q, 1)
+    blocks = np.arange(n_blocks)[None, :]
+    forced = (blocks == 0) | (blocks == jt) | (blocks == jt - 1)
+    scores = np.where(forced, np.inf, scores)
+    scores = np.where(blocks > jt, -np.inf, scores)
+    order = np.argsort(-scores, axis=-1, kind="stable")[..., :n]        # ties: lower index
+    n_t = np.minimum(n, jt + 1)                                         # (N_q, 1); 0 if kpos < 0
+    order = np.where(np.arange(n)[None, :] < n_t, order, n_blocks)      # padding sorts last
+    order = np.sort(order, axis=-1)
+    return np.where(order == n_blocks, -1, order), vis
+
+
+def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np.ndarray:
+    """NSA's output in float64: the same φ, gates, Eq. 9–11 selection and branches, built on
+    the harness's float64 softmax attention (algorithms do not import attnsim).
+
+    ``selection``: (B, G, N_q, n) block indices to use instead of the float64 top-n (e.g.
+    the kernel's own ``outputs["sel"]``, to separate arithmetic error from a top-n flip at
+    a near-tie of float32 scores)."""
+    par = weights(wl, p)
+    q, k, v = (np.asarray(x, np.float64) for x in (inputs.q, inputs.k, inputs.v))
+    b, H, nq, nk, d = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.head_dim
+    n_c = p.compressed_tokens
+    kc = _compress_reference(k, par["wk"], par["bk"], p, n_c)
+    vc = _compress_reference(v, par["wv"], par["bv"], p, n_c)
+    idx, vis = reference_selection(wl, p, q, kc)
+    if selection is not None:
+        idx = np.asarray(selection)
+    o_cmp = (attention_reference(q, kc, vc, scale=wl.scale, mask=vis)[0] if n_c
+             else np.zeros_like(q))
+    kpos = np.arange(nq) + nk - nq
+    key_block = np.arange(nk) // p.select_block
+    sel = (idx[..., :, None] == key_block).any(axis=-2)                 # (B, G, N_q, N_k)
+    sel = np.repeat(sel, p.group, axis=1)                               # the group shares it
+    o_slc, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=sel)
+    window = (np.arange(nk)[None, :] > kpos[:, None] - p.window)
+    o_win, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=window)
+    gates = 1.0 / (1.0 + np.exp(-np.einsum("bhid,hcd->bhic", q, par["wg"].astype(np.float64))))
+    return gates[..., 0:1] * o_cmp + gates[..., 1:2] * o_slc + gates[..., 2:3] * o_win
+
+
+# ---- bound ----------------------------------------------------------------------------------
+
+def io_bound(wl, p: NsaPlan, sram_bytes: int) -> float:
+    """The leading terms in bytes: B G [3 N_q N_k d e/(2 d_s B_r) + 2 N_q n l' d e]
+    + B H [2 N_q (w + B_r^w) d e / B_r^w + 4 N_q d e] (causal)."""
+    d, e, nq, nk = wl.head_dim, wl.elem_bytes, wl.seq_q, wl.seq_k
+    per_group = (3 * nq * nk * d * e / (2 * p.compress_stride * p.cmp_block_q)
+                 + 2 * nq * min(nk, p.selected * p.select_block) * d * e)
+    bw = p.win.block_q
+    per_head = 2 * nq * min(nk, p.window + bw) * d * e / bw + 4 * nq * d * e
+    return float(wl.batch * (wl.kv_heads * per_group + wl.heads * per_head))

@@ -1,0 +1,52 @@
+"""Cost and accuracy side by side: sweep an approximate algorithm's feature / hash count.
+
+    >>> from attnsim import Workload
+    >>> from attnsim.approx_sweep import sweep_accuracy
+    >>> rows = sweep_accuracy("performer", Workload(seq_q=256, head_dim=16), "features",
+    ...                       [16, 64, 256], seeds=(0, 1, 2))
+    >>> [(r["value"], r["hbm_bytes"], r["error_vs_exact"]) for r in rows]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from attnsim.inputs import make_inputs
+from attnsim.simulate import simulate
+
+SWEEP_OPTION = {"rfa": "features", "performer": "features", "reformer": "hashes"}
+
+
+def sweep_accuracy(algorithm: str, workload, option: str | None = None, values=(),
+                   gpu="h100", seeds=(0,), options: dict | None = None,
+                   input_seed: int = 0, magnitude: float = 1.0) -> list[dict]:
+    """One row per value of ``option``: counted cost (the same for every seed) and the
+    relative Frobenius error against exact softmax attention, averaged over ``seeds`` of
+    the random features / hashes, on one fixed set of inputs.
+
+    Arguments:
+        algorithm: ``rfa``, ``performer`` or ``reformer`` (or any algorithm with a
+            ``seed`` option).
+        workload: the shapes; keep N small, every point runs in executed mode.
+        option: the swept option (default: features for rfa/performer, hashes for reformer).
+        values: the option's values, e.g. (16, 64, 256).
+        seeds: seeds of the random projection / rotations to average over.
+        options: other fixed options of the algorithm.
+        input_seed, magnitude: the inputs (``make_inputs``).
+    Return:
+        [{"value", "hbm_bytes", "flops", "predicted_s", "error_vs_exact",
+          "error_vs_exact_per_seed"}, ...]
+    """
+    option = option or SWEEP_OPTION[algorithm]
+    inputs = make_inputs(workload, input_seed, magnitude)
+    rows = []
+    for value in values:
+        errors, result = [], None
+        for seed in seeds:
+            opts = {**(options or {}), option: value, "seed": seed}
+            result = simulate(algorithm, workload, gpu, options=opts, inputs=inputs)
+            errors.append(result.error_vs_exact)
+        rows.append({"value": value, "hbm_bytes": result.hbm_bytes, "flops": result.flops,
+                     "predicted_s": result.time.predicted_s,
+                     "error_vs_exact": float(np.mean(errors)),
+                     "error_vs_exact_per_seed": [float(x) for x in errors]})
+    return rows
