@@ -298,12 +298,15 @@ LINEAR_THREADS = 256
 
 
 def linear_port(wl, plan, extra=None) -> PortLaunches:
+    """algorithms.linear's plan: ``block`` rows of K/V (state kernel) and of Q (apply)."""
     check_common("linear", wl)
     if wl.causal:
         raise PortUnsupported("the linear port is non-causal (state then apply); the causal "
                               "chunked recurrence is not ported")
-    if getattr(plan, "kind", "elu") != "elu" or wl.head_dim > 128:
-        raise PortUnsupported("the linear port computes φ = elu + 1 with head_dim <= 128")
+    if (plan.kind != "elu" or getattr(plan, "features", wl.head_dim) != wl.head_dim
+            or wl.head_dim > 128):
+        raise PortUnsupported("the linear port computes φ = elu + 1 (as many features as "
+                              "head_dim) with head_dim <= 128")
     block, d, bh = plan.block, wl.head_dim, wl.batch * wl.heads
     defines = {"CHUNK": block, "ROWS": block, "HEAD_DIM": d}
     tensors = {**qkv_tensors(wl), "o": out_tensor(wl),

@@ -71,6 +71,8 @@ PORT_CASES = (
     + [PortCase("gqa", s, decode=True) for s in DECODE_SHAPES]
     + [PortCase("gqa", s, {"splits": 2}, decode=True) for s in DECODE_SHAPES]
     + [PortCase(n, s, o) for n, o in SPARSE_OPTIONS.items() for s in (SHAPES[1], SHAPES[4])]
+    + [PortCase("linear", s) for s in SHAPES if not s[-1]]       # the port is non-causal
+    + [PortCase("linear", (2, 4, 2, 200, 333, 40, False))]
 )
 
 

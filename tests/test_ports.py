@@ -43,6 +43,8 @@ def expected_defines(name, plan, d):
     if name == "gqa":
         return {"BLOCK_Q": plan.block_q, "GROUP": plan.group, "BLOCK_K": plan.block_k,
                 "HEAD_DIM": d}
+    if name == "linear":
+        return {"CHUNK": plan.block, "ROWS": plan.block, "HEAD_DIM": d}
     defines = {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
     if name == "flash2":        # a port-side choice, not a tile size: see test below
         defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d)
@@ -178,7 +180,7 @@ def test_declared_arguments_match_the_kernel_signatures():
             checked.add(launch.kernel)
     assert {"flash2_fwd", "flash1_init", "flash1_fwd", "standard_scores", "standard_mask",
             "standard_softmax", "standard_pv", "gqa_splitkv", "gqa_combine",
-            "block_sparse_fwd"} <= checked
+            "block_sparse_fwd", "linear_kv_state", "linear_apply"} <= checked
 
 
 def test_every_declared_source_exists_and_documents_its_defines():
@@ -289,3 +291,10 @@ def test_report_section_when_a_device_is_present(monkeypatch):
     assert data["rows"] == [row] and data["device"] == "test device"
     text = Document("t", [section], {}).render("markdown")
     assert "pred/meas" in text and "0.75" in text and "2.000 ms" in text
+
+
+def test_causal_linear_attention_is_not_ported():
+    wl = workload(SHAPES[1])                           # causal
+    plan = plan_of("linear", wl, get_gpu("h100-sxm"))
+    with pytest.raises(ports.PortUnsupported, match="non-causal"):
+        ports.port_launches("linear", wl, plan)
