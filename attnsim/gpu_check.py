@@ -53,7 +53,7 @@ def skip_message(reason: str) -> str:
 def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int = CPU_CHECK_MAX_N,
               sdpa: bool = True, seed: int = 0) -> dict:
     """Measure one algorithm's port on one workload; a dict with the COLUMNS keys (values
-    None where not measured, ``note`` saying why)."""
+    None where not measured, ``note`` saying why; ``failed`` when the port raised)."""
     row = {key: None for key, _ in COLUMNS}
     row.update(algorithm=name, seq=wl.seq_k, note="")
     module = get_algorithm(name)
@@ -65,19 +65,23 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         row["note"] = f"not simulated: {err}"
         return row
     row["predicted_s"] = sim.time.predicted_s
-    inputs = make_inputs(wl, seed)
-    reference, extra = None, {}
-    if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
-        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
-        reference, extra, row["error_vs"] = cpu.outputs["o"], cpu.extra, "cpu"
     try:
-        spec = ports.port_launches(name, wl, plan, extra, gpu=gpu)
+        spec = ports.port_launches(name, wl, plan, gpu=gpu)
     except ports.PortUnsupported as err:
         row["note"] = f"port skipped: {err}"
         return row
-    if reference is None and name in DENSE_EXACT:
+    inputs = make_inputs(wl, seed)
+    reference = None
+    if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
+        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
+        reference, row["error_vs"] = cpu.outputs["o"], "cpu"
+    elif name in DENSE_EXACT:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
-    run = backend.run_port(spec, inputs, reference, repeats=repeats)
+    try:
+        run = backend.run_port(spec, inputs, reference, repeats=repeats)
+    except Exception as err:          # a compile or launch error: record it, keep sweeping
+        row.update(failed=True, note=f"FAILED: {type(err).__name__}: {err}"[:500])
+        return row
     t = run.median_s
     row.update(measured_s=t, ratio=sim.time.predicted_s / t,
                tflops=sim.counts["matmul_flops"] / t / 1e12, hbm_gbs=sim.hbm_bytes / t / 1e9,
@@ -211,7 +215,11 @@ def cmd_gpu_check(a) -> int:
             fh.write(text)
     else:
         sys.stdout.write(text)
-    return 0
+    failed = [f"{r['algorithm']} N={r['seq']}" for r in rows if r.get("failed")]
+    if failed:
+        print(f"attnsim gpu-check: {len(failed)} port run(s) failed: {', '.join(failed)}",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

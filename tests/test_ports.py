@@ -5,6 +5,7 @@ tiles, shared memory fits the GPU, every declared kernel exists in its .cu file 
 argument list the declaration passes, the sources compile with nvcc (when present), and
 gpu-check without a device says it skipped and exits 0.
 """
+import json
 import re
 import shutil
 import subprocess
@@ -298,3 +299,22 @@ def test_causal_linear_attention_is_not_ported():
     plan = plan_of("linear", wl, get_gpu("h100-sxm"))
     with pytest.raises(ports.PortUnsupported, match="non-causal"):
         ports.port_launches("linear", wl, plan)
+
+
+def test_gpu_check_reports_a_failing_port_and_exits_1(monkeypatch, capsys):
+    from attnsim.cli import main
+
+    def broken(*a, **k):
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS (test)")
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: (True, "test device"))
+    monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
+    monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
+    monkeypatch.setattr(backend, "device_reference", lambda wl, inputs: np.zeros(1))
+    monkeypatch.setattr(backend, "run_port", broken)
+    assert main(["gpu-check", "flash2", "--seq", "64", "--batch", "1", "--heads", "1",
+                 "--cpu-check-max-n", "1", "--format", "json"]) == 1
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)["rows"]
+    assert row["failed"] and "ILLEGAL_ADDRESS" in row["note"] and row["predicted_s"] > 0
+    assert "1 port run(s) failed: flash2 N=64" in captured.err
