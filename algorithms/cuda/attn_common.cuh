@@ -16,8 +16,8 @@
 #pragma once
 
 // 16-byte and 8-byte vectors for wide loads/stores (our own: no vector_types.h needed).
-struct __align__(16) attn_u4 { unsigned x, y, z, w; };
-struct __align__(8) attn_f2 { float x, y; };
+struct alignas(16) attn_u4 { unsigned x, y, z, w; };
+struct alignas(8) attn_f2 { float x, y; };
 
 // Head dimension padded to the MMA k-step of 16; padded columns are zero in shared memory.
 #define ATTN_PAD16(d) ((((d) + 15) / 16) * 16)
@@ -50,7 +50,7 @@ __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
 #ifndef ATTN_PTX_EMULATION
 
 // fp16 storage (IEEE binary16 bits); conversions round to nearest even.
-struct __align__(2) half { unsigned short x; };
+struct alignas(2) half { unsigned short x; };
 
 __device__ __forceinline__ float attn_h2f(half h) {
     float f;
