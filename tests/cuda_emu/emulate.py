@@ -10,6 +10,7 @@ reads what it never wrote produces NaNs; bytes past each tensor are checked for 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -147,15 +148,19 @@ def build_text(text: str, defines: dict, kernels: list[str], label: str = "kerne
     out_dir = CACHE_DIR / digest
     binary = out_dir / "emu"
     if not binary.exists():
+        # Private file names per process: concurrent test runs share the cache directory,
+        # and only the finished binary is published, by an atomic rename.
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "kernel.cu").write_text(text)
-        (out_dir / "main.cpp").write_text(main)
-        tmp = out_dir / f"emu.{id(text)}.tmp"
-        done = subprocess.run([compiler(), *flags, "-x", "c++", str(out_dir / "main.cpp"), "-o",
-                               str(tmp)], capture_output=True, text=True, timeout=600)
+        tag = f"{os.getpid()}.{id(text)}"
+        (out_dir / f"kernel.{tag}.cu").write_text(text)
+        main_cpp = out_dir / f"main.{tag}.cpp"
+        main_cpp.write_text(main.replace('#include "kernel.cu"', f'#include "kernel.{tag}.cu"'))
+        tmp = out_dir / f"emu.{tag}.tmp"
+        done = subprocess.run([compiler(), *flags, "-x", "c++", str(main_cpp), "-o", str(tmp)],
+                              capture_output=True, text=True, timeout=600)
         if done.returncode:
             raise RuntimeError(f"emulator build of {label} failed:\n{done.stderr[-4000:]}")
-        tmp.rename(binary)
+        tmp.replace(binary)
     return binary
 
 
