@@ -1,5 +1,8 @@
 """Attention dropout shared by standard, flash1 and flash2: the keep mask and its costs.
 
+Cost (the bound): Θ(N_q N_k) RNG and compare ops on chip in flash1/flash2, no HBM bytes; in
+standard attention a separate kernel adds Θ(N_q N_k) HBM bytes (P read; P∘Z and a 1-byte mask written).
+
 Dropout on P (training): P_dropped = P ∘ Z with Z_ij = 1/(1 - p) with probability 1 - p and
 0 otherwise (FlashAttention, arXiv 2205.14135, Algorithm 2 line 14 and Algorithm 4 line 13).
 

@@ -1,6 +1,8 @@
 """The compiled kernel bodies of feature-map attention (``algorithms.feature_attention``
 documents the algorithm, the traffic and the per-op accounting these functions implement).
 
+Bound: the feature-map family's Θ(N d + N m d / B) HBM bytes and Θ(N m d) FLOPs.
+
 Every function takes the kernel's counter array ``c`` first and moves data only through the
 counted primitives; ``compute=False`` runs the same loops without arithmetic (count-only).
 """

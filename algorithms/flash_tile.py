@@ -1,6 +1,9 @@
 """One FlashAttention-2 tile step, counted: the building block every streaming-softmax
 forward shares (flash2, flash3, the block-sparse executor, ring attention).
 
+Bound: O(B_c d) HBM bytes and O(B_r B_c d) FLOPs per tile, so a forward over T_r x T_c
+tiles has FlashAttention-2's Θ(N d + N² d / B_r) traffic.
+
 ``attend_tile`` loads K_j and V_j, computes S = scale · Q_i K_jᵀ, masks it (causal on
 diagonal tiles, or an element mask on a sparse pattern's partial tiles), updates the running
 max m, sum l and un-normalized accumulator acc in place with the online softmax, applies

@@ -1,5 +1,7 @@
 """A tiled GEMM through the counted primitives, as cuBLAS-style kernels move data.
 
+Bound: Θ(m k n (1/tile_m + 1/tile_n)) bytes read and Θ(m n) written.
+
 C (m x n) = alpha · op(A) (m x k) · op(B) (k x n). One CTA per (tile_m x tile_n) output
 tile; it streams k in chunks of tile_k, loading an A panel chunk (tile_m x tile_k) and a B
 panel chunk (tile_k x tile_n) into SRAM for each, and writes its C tile once.

@@ -1,6 +1,9 @@
 """Multi-head Latent Attention (MLA) decode — DeepSeek-AI, "DeepSeek-V2: A Strong, Economical,
 and Efficient Mixture-of-Experts Language Model" (2024, arXiv 2405.04434), §2.1.
 
+IO bound: absorbed decode Θ(N (d_c + d_h^R)) bytes per query block and KV group (the latent
+cache read once); up-projected decode Θ(H N d_h) (per-head K, V materialised and read).
+
 Idea: the cache holds, per token, one compressed latent c_KV (d_c = 512) and one decoupled
 RoPE key k^R (d_h^R = 64) shared by all heads, instead of 2 n_h d_h elements; head h's key
 is [W_UK^h c_KV ; k^R] and its value W_UV^h c_KV.

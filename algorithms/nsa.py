@@ -2,6 +2,8 @@
 Hardware-Aligned and Natively Trainable Sparse Attention" (2025, arXiv 2502.11089),
 Section 3.3 (Eqs. 5–12) and Section 3.4 (kernel design, Figure 3).
 
+IO bound: Θ(G N² d / (d_s B_r) + G N n l′ d + H N (w / B_r + 1) d) bytes (details below).
+
 Idea: each query attends three small key sets instead of all N keys — ~N/d_s compressed
 block summaries, the raw tokens of the n blocks those summaries rank highest, and a window
 of the last w tokens — and a sigmoid gate mixes the three outputs: o = Σ_c g_c · Attn_c.

@@ -1,5 +1,8 @@
 """GPU ports declared as data: the CUDA launches each simulated algorithm becomes.
 
+Bound: a port moves what its algorithm's module counts (its IO bound is that module's);
+what a port reads beyond the counts is listed in docs/gpu.md.
+
 For every ported algorithm, a function ``(wl, plan, extra) -> PortLaunches`` lists the
 kernel launches of its CUDA port (``algorithms/cuda/*.cu``): source file, kernel name, grid,
 block, dynamic shared memory, ``-D`` defines and the tensors each launch reads and writes.

@@ -1,6 +1,9 @@
 """LSD radix sort of (key, value) pairs, counted as a GPU sorts them — used by Reformer's
 bucket sort (``algorithms.reformer``).
 
+Bound: Θ(n · passes) bytes — 4 n for the histogram plus 16 n read and written per digit
+pass, passes = ⌈log2(key range) / 8⌉.
+
 Model: CUB's onesweep radix sort (Adinets & Merrill, "Onesweep: A Faster Least Significant
 Digit Radix Sort for GPUs", 2022, arXiv 2206.01784), which needs "~2n global read/write
 operations for each digit-binning iteration": one up-front histogram pass reads the keys

@@ -2,6 +2,8 @@
 Feature Attention" (ICLR 2021, arXiv 2103.02143), §2-3 (random Fourier features after Rahimi
 & Recht 2007; RFA with ℓ2-normalised queries and keys).
 
+Bound: Θ(N d + N m d / B) HBM bytes and Θ(N m d) FLOPs, m = 2D features.
+
 Idea: for unit vectors, exp(x·y/σ²) = e^{1/σ²} exp(-|x - y|²/(2σ²)), and the Gaussian kernel
 is E_w[cos(w·(x - y)/σ)] with w ~ N(0, I); D random Fourier features
 φ(x) = [sin(W x/σ), cos(W x/σ)] / sqrt(D) estimate it, and attention becomes linear in N.

@@ -1,6 +1,9 @@
 """Packed-query, split-KV attention kernels shared by ``gqa`` and ``mla`` (not an algorithm of
 its own: it is registered through them).
 
+Bound: Θ(G N d) bytes per decode step (each K/V head read once, split over CTAs) plus
+Θ(S H N_q d) for the fp32 partials of S splits.
+
 One CTA attends ``g`` query heads that read the same key/value head ("packed": their
 g x B_r query rows share every K/V tile it loads) for one block of B_r query rows and one
 chunk [k_lo, k_hi) of the keys, with FlashAttention-2's online softmax. With one chunk

@@ -1,5 +1,8 @@
 """linear, rfa, performer: outputs against their float64 math, accuracy against exact
-attention as features grow, counts against closed forms, linear growth, bad parameters."""
+attention as features grow, counts against closed forms, linear growth, bad parameters.
+
+Kernel bodies: algorithms/feature_kernels.py (planning: algorithms/feature_attention.py).
+"""
 import math
 
 import numpy as np

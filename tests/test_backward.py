@@ -4,6 +4,8 @@ Gradients against the float64 reference (itself checked by finite differences), 
 traffic and FLOPs against closed forms derived here from the shapes and the plan, IO-bound
 exponents fitted over N, d and M in count-only mode, FA-2's 2.5x FLOP ratio, and
 count-only == executed counts.
+
+Kernels: algorithms/standard_bwd.py, algorithms/flash1_bwd.py, algorithms/flash2_bwd.py.
 """
 import math
 

@@ -3,6 +3,8 @@ counts of the window / selected / compression kernels, count-only == executed, g
 
 Closed forms are derived here from the shapes and the plan (algorithms/nsa.py docstring);
 the window kernel's from the causal band written independently in tests/_sparse_helpers.py.
+
+Kernel bodies: algorithms/nsa_kernels.py.
 """
 import numpy as np
 import pytest

@@ -1,0 +1,95 @@
+"""The shared building blocks, tested on their own: the counted tile step
+(algorithms/flash_tile.py) and the tiled GEMM (algorithms/gemm.py). Every algorithm's
+counts rest on these two; the per-algorithm tests cover them only in aggregate."""
+import numpy as np
+import pytest
+
+from algorithms.flash_tile import attend_tile, finish_rows, new_row_state
+from algorithms.gemm import gemm
+from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
+                               OTHER_FLOPS, new_counters)
+
+cdiv = lambda a, b: -(-a // b)  # noqa: E731
+NO_MASK = np.zeros((0, 0), dtype=np.bool_)
+
+
+def softmax_rows(s):
+    s = s - s.max(axis=1, keepdims=True)
+    p = np.exp(s)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("rows,cols,d", [(16, 16, 8), (37, 53, 24), (128, 64, 64)])
+def test_one_tile_counts_and_math(rows, cols, d):
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((rows, d), dtype=np.float32)
+    k = rng.standard_normal((cols, d), dtype=np.float32)
+    v = rng.standard_normal((cols, d), dtype=np.float32)
+    c = new_counters()
+    m, l, acc = new_row_state(rows, d, True)
+    attend_tile(c, q, k, v, acc, m, l, 0, rows, 0, cols, d, 0.5, False, rows, cols, 2, True,
+                NO_MASK)
+    o, lse = finish_rows(c, acc, m, l, rows, d, True)
+    s = 0.5 * (q.astype(np.float64) @ k.T.astype(np.float64))
+    np.testing.assert_allclose(o, softmax_rows(s) @ v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lse, np.log(np.exp(s).sum(axis=1)), rtol=1e-5)
+    # the docstring's per-tile formula, plus the epilogue's R d + R other ops and R exps
+    assert c[HBM_READ_BYTES] == 2 * cols * d * 2 and c[HBM_WRITE_BYTES] == 0
+    assert c[MATMUL_FLOPS] == 4 * rows * cols * d
+    assert c[OTHER_FLOPS] == 4 * rows * cols + 4 * rows + rows * d + rows * d + rows
+    assert c[EXP_OPS] == rows * cols + rows + rows
+
+
+def test_tiles_merge_like_one_big_tile():
+    """Two tiles of keys through the online softmax equal one tile of all of them."""
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((20, 16), dtype=np.float32) * 4
+    k = rng.standard_normal((70, 16), dtype=np.float32) * 4
+    v = rng.standard_normal((70, 16), dtype=np.float32)
+    outs = []
+    for splits in ([0, 70], [0, 33, 70]):
+        c = new_counters()
+        m, l, acc = new_row_state(20, 16, True)
+        for c0, c1 in zip(splits[:-1], splits[1:]):
+            attend_tile(c, q, k, v, acc, m, l, 0, 20, c0, c1, 16, 0.25, False, 20, 70, 2, True,
+                        NO_MASK)
+        outs.append(finish_rows(c, acc, m, l, 20, 16, True)[0])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_element_mask_on_a_partial_tile():
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((8, 8), dtype=np.float32)
+    k = rng.standard_normal((8, 8), dtype=np.float32)
+    v = rng.standard_normal((8, 8), dtype=np.float32)
+    mask = rng.random((8, 8)) < 0.5
+    mask[:, 0] = True                                  # every row keeps one key
+    c = new_counters()
+    m, l, acc = new_row_state(8, 8, True)
+    attend_tile(c, q, k, v, acc, m, l, 0, 8, 0, 8, 8, 1.0, False, 8, 8, 2, True, mask, True)
+    o, _ = finish_rows(c, acc, m, l, 8, 8, True)
+    s = np.where(mask, q.astype(np.float64) @ k.T, -np.inf)
+    np.testing.assert_allclose(o, softmax_rows(s) @ v, rtol=1e-4, atol=1e-5)
+    unmasked = new_counters()
+    m, l, acc = new_row_state(8, 8, True)
+    attend_tile(unmasked, q, k, v, acc, m, l, 0, 8, 0, 8, 8, 1.0, False, 8, 8, 2, True, mask)
+    finish_rows(unmasked, acc, m, l, 8, 8, True)
+    assert c[OTHER_FLOPS] - unmasked[OTHER_FLOPS] == 64   # one select per score
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("m,n,k,tile", [(100, 70, 40, 32), (64, 64, 64, 64), (33, 129, 17, 16)])
+def test_tiled_gemm_counts_and_product(trans_a, trans_b, m, n, k, tile):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
+    out = np.zeros((m, n), dtype=np.float32)
+    c = new_counters()
+    gemm(c, a, b, out, m, n, k, tile, tile, 8, 2, 4, trans_a, trans_b, 0.5, True)
+    ref = 0.5 * ((a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    # each output tile reads its A row panel and its B column panel once
+    assert c[HBM_READ_BYTES] == (cdiv(n, tile) * m * k + cdiv(m, tile) * k * n) * 2
+    assert c[HBM_WRITE_BYTES] == m * n * 4
+    assert c[MATMUL_FLOPS] == 2 * m * n * k
+    assert c[OTHER_FLOPS] == m * n                     # the alpha epilogue
