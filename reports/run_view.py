@@ -52,9 +52,36 @@ def run_document(r) -> Document:
         paragraphs.append(f"relative error vs float64 reference: {r.error_vs_reference:.2e}")
     if r.error_vs_exact is not None:
         paragraphs.append(f"relative error vs exact softmax attention: {r.error_vs_exact:.2e}")
-    for key, value in r.extra.items():
-        if key != "mask":
-            paragraphs.append(f"{key}: {value}")
+    extras = [extra_table(key, value) for key, value in r.extra.items()
+              if key != "mask" and value is not None]
     return Document(title=f"attnsim run {r.algorithm}",
-                    sections=[Section("Simulation", paragraphs, [plan, counts, kernels])],
+                    sections=[Section("Simulation", paragraphs, [plan, counts, kernels, *extras])],
                     data=result_dict(r))
+
+
+def extra_table(key: str, value) -> Table:
+    """An algorithm's extra facts (pattern, kv_cache, decode, ring...) as field/value rows,
+    nested fields joined with dots."""
+    rows = [[field, _cell(v)] for field, v in _flatten(value)]
+    return Table(key, key, [f"{key} field", "value"], rows, [dict(_flatten(value))])
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix or "value", value
+
+
+def _cell(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        text = ", ".join(_cell(x) for x in v[:8])
+        return f"[{text}{', ...' if len(v) > 8 else ''}]"
+    return str(v)
