@@ -37,8 +37,8 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import (cdiv, finish_heads, head_view, heads_in_flight, iter_heads,
-                               new_output, new_stats)
+from algorithms.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
+                               new_stats)
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
 from algorithms.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
@@ -110,12 +110,12 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
     mask = mask if compute else np.empty((0, 0), dtype=np.bool_)
-    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+    def head(c, b, h, q, k, v):
         sparse_forward_head(c, q, k, v, head_view(o, b, h, compute),
                             head_view(lse, b, h, compute), mask, layout.row_ptr, layout.cols,
                             layout.partial, wl.seq_q, wl.seq_k, wl.head_dim, p.block_q,
                             p.block_k, wl.scale, wl.elem_bytes, compute)
-    finish_heads(c, wl, compute)
+    for_each_head(wl, inputs, compute, c, head)
     return {"o": o, "lse": lse} if compute else {}
 
 
@@ -148,7 +148,7 @@ def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[in
     return fixed + heads * sum(waves), resident * 2 * layout.block_k * d * e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sparse_forward_head(c, q, k, v, o, lse, mask, row_ptr, cols, partial, seq_q, seq_k, d,
                         block_q, block_k, scale, e, compute):
     """One head: Q block i (one CTA) visits only the tiles of its layout row; the element

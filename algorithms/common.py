@@ -12,6 +12,8 @@ and a query row with no visible key (seq_q > seq_k) outputs zeros, with lse = -i
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -47,6 +49,40 @@ def iter_heads(wl, inputs, compute: bool):
     for b in range(wl.batch):
         for h in range(wl.heads):
             yield b, h, inputs.q[b, h], inputs.k[b, h // group], inputs.v[b, h // group]
+
+
+def head_workers() -> int:
+    """Threads for executed-mode heads: the CPUs this process may use (ATTNSIM_THREADS sets it)."""
+    env = os.environ.get("ATTNSIM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                       # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def for_each_head(wl, inputs, compute: bool, counters: np.ndarray, body) -> None:
+    """Run ``body(c, b, h, q, k, v)`` for every (batch, head), counting into ``counters``.
+
+    Executed mode runs heads concurrently on the machine's cores: the bodies are Numba
+    functions compiled with ``nogil=True``, and each head counts into its own array, summed
+    at the end, so the counts do not depend on the threading. Count-only mode runs the one
+    placeholder head of ``iter_heads`` and scales it to every head."""
+    heads = list(iter_heads(wl, inputs, compute))
+    workers = min(head_workers(), len(heads))
+    if not compute or workers == 1:
+        for b, h, q, k, v in heads:
+            body(counters, b, h, q, k, v)
+    else:
+        def one_head(args):
+            local = np.zeros_like(counters)
+            body(local, *args)
+            return local
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for local in pool.map(one_head, heads):
+                counters += local
+    finish_heads(counters, wl, compute)
 
 
 def finish_heads(counters: np.ndarray, wl, compute: bool, heads: int | None = None) -> None:

@@ -46,7 +46,7 @@ from numba import njit
 from algorithms import flash1_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
-                               head_view, iter_heads, new_output, new_stats,
+                               for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
 from algorithms.dropout import dropout_args, dropout_tile
 from algorithms.passes import bound_for_passes, run_passes
@@ -138,22 +138,23 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
-    for b, h, q, k, v in iter_heads(wl, inputs, compute):
-        # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM
-        count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
+    # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM (every head)
+    count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
+    finish_heads(c_init, wl, False)
+
+    def head(c, b, h, q, k, v):
         forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
                      head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q, p.block_k,
                      wl.scale, wl.causal, e, compute, wl.dropout > 0, seed, b * wl.heads + h,
                      threshold, inv_keep)
-    finish_heads(c_init, wl, compute)
-    finish_heads(c, wl, compute)
+    for_each_head(wl, inputs, compute, c, head)
     if not compute:
         return {}
     lse = np.where(l > 0, m + np.log(np.where(l > 0, l, 1)), -np.inf).astype(np.float32)
     return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
                  compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c

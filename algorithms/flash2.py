@@ -43,8 +43,8 @@ from numba import njit
 
 from algorithms import flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
-from algorithms.common import (causal_key_end, cdiv, finish_heads, head_view, heads_in_flight,
-                               iter_heads, new_output, new_stats)
+from algorithms.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
+                               new_output, new_stats)
 from algorithms.dropout import dropout_args
 from algorithms.flash_tile import STAT_BYTES, attend_tile, finish_rows, new_row_state
 from algorithms.passes import bound_for_passes, run_passes
@@ -155,16 +155,16 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
-    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+    def head(c, b, h, q, k, v):
         forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
                      wl.seq_q, wl.seq_k, wl.head_dim, p.block_q, p.block_k, wl.scale,
                      wl.causal, wl.elem_bytes, compute, wl.dropout > 0, seed,
                      b * wl.heads + h, threshold, inv_keep)
-    finish_heads(c, wl, compute)
+    for_each_head(wl, inputs, compute, c, head)
     return {"o": o, "lse": lse} if compute else {}
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
                  compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     """One head: every Q row block i is one CTA (run here one after another)."""

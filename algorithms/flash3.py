@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output, new_stats
+from algorithms.common import cdiv, for_each_head, head_view, new_output, new_stats
 from hwmodels.memory import SramOverflowError
 
 INFO = AlgorithmInfo(
@@ -92,12 +92,12 @@ def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
-    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+    def head(c, b, h, q, k, v):
         # The tile loop, its arithmetic and its traffic are FlashAttention-2's.
         flash2.forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
                             wl.seq_q, wl.seq_k, wl.head_dim, p.block_q, p.block_k, wl.scale,
                             wl.causal, wl.elem_bytes, compute)
-    finish_heads(c, wl, compute)
+    for_each_head(wl, inputs, compute, c, head)
     return {"o": o, "lse": lse} if compute else {}
 
 
