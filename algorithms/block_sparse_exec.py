@@ -42,7 +42,7 @@ from algorithms.common import (cdiv, for_each_head, head_view, heads_in_flight, 
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
 from algorithms.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
-from algorithms.flash_tile import attend_tile, finish_rows, new_row_state
+from algorithms.flash_tile import attend_tile, count_tile, finish_rows, new_row_state
 from hwmodels.primitives import count_load, load_rows, store_rows, store_vector
 
 LAYOUT_ROW_BYTES = 8     # row_ptr[i], row_ptr[i+1] as int32, read once per Q block
@@ -163,6 +163,9 @@ def sparse_forward_head(c, q, k, v, o, lse, mask, row_ptr, cols, partial, seq_q,
         for t in range(row_ptr[i], row_ptr[i + 1]):
             count_load(c, LAYOUT_COL_BYTES)                      # K-block index of tile t
             c0 = cols[t] * block_k
+            if not compute:                                      # same counts, no arrays
+                count_tile(c, rows, min(c0 + block_k, seq_k) - c0, d, e, partial[t], False)
+                continue
             attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, min(c0 + block_k, seq_k), d,
                         scale, False, seq_q, seq_k, e, compute, mask, partial[t])
         # -- epilogue: O_i = acc / l, lse_i = m + log l (rows that saw no key: 0, -inf) --

@@ -48,7 +48,9 @@ from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
-from algorithms.dropout import dropout_args, dropout_tile
+from algorithms.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile, rng_ops
+from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
+                               OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
@@ -167,6 +169,10 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
         for r0 in range((first_row // block_q) * block_q, seq_q, block_q):  # line 7
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
+            if not compute:                                      # same counts, no arrays
+                count_pair(c, rows, cols, d, e,
+                           causal and causal_block_is_partial(r0, c1, seq_q, seq_k), dropout)
+                continue
             qi = load_rows(c, q, r0, r1, d, e)                   # line 8: Q_i, O_i, ℓ_i, m_i
             oi = load_rows(c, o, r0, r1, d, e)
             li = load_vector(c, l, r0, r1, STAT_BYTES)
@@ -202,6 +208,26 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
             store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
             store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+
+
+@njit(cache=True)
+def count_pair(c, rows, cols, d, e, masked, dropout):
+    """Exactly what one (K/V block, Q block) step of ``forward_head`` counts, as arithmetic:
+    count-only mode calls this instead of running the step on placeholder arrays."""
+    io = 2 * rows * d * e + 2 * rows * STAT_BYTES                # Q_i, O_i, ℓ_i, m_i
+    c[HBM_READ_BYTES] += io
+    c[SRAM_WRITE_BYTES] += io
+    c[HBM_WRITE_BYTES] += io - rows * d * e                      # O_i, ℓ_i, m_i back
+    c[SRAM_READ_BYTES] += io - rows * d * e
+    c[MATMUL_FLOPS] += 4 * rows * cols * d                       # S = Q Kᵀ, P̃ V
+    c[SRAM_READ_BYTES] += (rows * d + cols * d) * e + (rows * cols + cols * d) * e
+    other = 4 * rows * cols + 6 * rows + 4 * rows * d
+    if masked:
+        other += rows * cols
+    if dropout:
+        other += rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + 2 * rows * cols
+    c[OTHER_FLOPS] += other
+    c[EXP_OPS] += rows * cols + 2 * rows
 
 
 @njit(cache=True)

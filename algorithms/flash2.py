@@ -46,7 +46,8 @@ from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
                                new_output, new_stats)
 from algorithms.dropout import dropout_args
-from algorithms.flash_tile import STAT_BYTES, attend_tile, finish_rows, new_row_state
+from algorithms.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
+                                   new_row_state)
 from algorithms.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import load_rows, store_rows, store_vector
@@ -175,7 +176,10 @@ def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, c
         qi = load_rows(c, q, r0, r1, d, e)                       # Q_i -> SRAM, stays there
         m, l, acc = new_row_state(rows, d, compute)              # on chip: m, l, acc
         key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
-        for c0 in range(0, key_end, block_k):                    # K_j, V_j stream through
+        if not compute:                                          # same counts, no arrays
+            count_tiles(c, r0, rows, 0, key_end, block_k, seq_k, d, e, causal, seq_q, seq_k,
+                        dropout)
+        for c0 in range(0, key_end if compute else 0, block_k):  # K_j, V_j stream through
             attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, min(c0 + block_k, seq_k), d,
                         scale, causal, seq_q, seq_k, e, compute, no_mask, False, dropout, seed,
                         bh, threshold, inv_keep)

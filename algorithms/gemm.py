@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import PlanError
+from hwmodels.counters import MATMUL_FLOPS, SRAM_READ_BYTES
 from hwmodels.primitives import count_load, count_other, count_matmul, count_store
 
 TILE_CANDIDATES = (128, 64, 32, 16)
@@ -57,10 +58,29 @@ def gemm_ctas(m: int, n: int, tiles: GemmTiles) -> int:
 
 
 @njit(cache=True)
+def gemm_counts(c, m, n, k, tile_m, tile_n, e_in, e_out, alpha):
+    """What ``gemm``'s loops count, summed: every output tile loads its A row panel and its B
+    column panel once (in k-chunks) and stores its C tile once."""
+    tm = -(-m // tile_m)
+    tn = -(-n // tile_n)
+    loaded = (tn * m * k + tm * k * n) * e_in
+    count_load(c, loaded)
+    c[MATMUL_FLOPS] += 2 * m * n * k
+    c[SRAM_READ_BYTES] += loaded                      # every loaded chunk feeds one MMA
+    if alpha != 1.0:
+        count_other(c, m * n)
+    count_store(c, m * n * e_out)
+
+
+@njit(cache=True)
 def gemm(c, a, b, out, m, n, k, tile_m, tile_n, tile_k, e_in, e_out, trans_a, trans_b,
          alpha, compute):
     """out[:m, :n] = alpha · op(a) @ op(b); op(x) = x.T when trans_x. Arrays are 2-D HBM tensors
-    (zero-row placeholders in count-only mode)."""
+    (zero-row placeholders in count-only mode, which counts in closed form instead of
+    looping: the same sums, O(1) instead of O(T_m T_n T_k))."""
+    if not compute:
+        gemm_counts(c, m, n, k, tile_m, tile_n, e_in, e_out, alpha)
+        return
     for i0 in range(0, m, tile_m):
         i1 = min(i0 + tile_m, m)
         for j0 in range(0, n, tile_n):

@@ -33,7 +33,7 @@ from numba import njit
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
-from algorithms.flash_tile import STAT_BYTES, attend_tile, finish_rows
+from algorithms.flash_tile import STAT_BYTES, attend_tile, count_tiles, finish_rows
 from hwmodels.counters import new_counters
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
                                  store_vector)
@@ -153,6 +153,10 @@ def ring_step(c, q, k, v, o, lse, acc, m, l, q_lo, q_hi, k_lo, k_hi, seq_q, seq_
             m_i = load_vector(c, m, s0, s1, STAT_BYTES)
             l_i = load_vector(c, l, s0, s1, STAT_BYTES)
         key_end = min(k_hi, causal_key_end(r1, seq_q, seq_k)) if causal else k_hi
+        if not compute:                                  # same counts, no arrays
+            count_tiles(c, r0, rows, k_lo, key_end, block_k, k_hi, d, e, causal, seq_q, seq_k,
+                        False)
+            key_end = k_lo
         for c0 in range(k_lo, key_end, block_k):
             attend_tile(c, qi, k, v, acc_i, m_i, l_i, r0, rows, c0, min(c0 + block_k, k_hi),
                         d, scale, causal, seq_q, seq_k, e, compute, no_mask)

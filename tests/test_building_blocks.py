@@ -93,3 +93,36 @@ def test_tiled_gemm_counts_and_product(trans_a, trans_b, m, n, k, tile):
     assert c[HBM_WRITE_BYTES] == m * n * 4
     assert c[MATMUL_FLOPS] == 2 * m * n * k
     assert c[OTHER_FLOPS] == m * n                     # the alpha epilogue
+
+
+@pytest.mark.parametrize("rows,cols,d", [(16, 16, 8), (37, 53, 24), (128, 64, 64)])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_count_only_tile_counts_what_the_tile_step_counts(rows, cols, d, masked, dropout):
+    """Count-only mode counts a tile by arithmetic (count_tile); it must match attend_tile."""
+    from algorithms.flash_tile import count_tile
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((rows, d), dtype=np.float32)
+    k = rng.standard_normal((cols, d), dtype=np.float32)
+    v = rng.standard_normal((cols, d), dtype=np.float32)
+    mask = np.ones((rows, cols), dtype=np.bool_)
+    executed = new_counters()
+    m, l, acc = new_row_state(rows, d, True)
+    attend_tile(executed, q, k, v, acc, m, l, 0, rows, 0, cols, d, 1.0, False, rows, cols, 2,
+                True, mask, masked, dropout, 7, 0, 1 << 23, 2.0)
+    counted = new_counters()
+    count_tile(counted, rows, cols, d, 2, masked, dropout)
+    np.testing.assert_array_equal(counted, executed)
+
+
+@pytest.mark.parametrize("m,n,k,tile", [(100, 70, 40, 32), (33, 129, 17, 16)])
+def test_count_only_gemm_counts_what_the_executed_gemm_counts(m, n, k, tile):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    executed, counted = new_counters(), new_counters()
+    gemm(executed, a, b, np.zeros((m, n), np.float32), m, n, k, tile, tile, 8, 2, 2, False,
+         False, 0.5, True)
+    empty = np.empty((0, 0), dtype=np.float32)
+    gemm(counted, empty, empty, empty, m, n, k, tile, tile, 8, 2, 2, False, False, 0.5, False)
+    np.testing.assert_array_equal(counted, executed)
