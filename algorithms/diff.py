@@ -34,6 +34,7 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
                                cdiv, heads_in_flight, new_output, online_softmax_tile,
                                placeholder, scale_rows)
+from algorithms.flash_tile import new_row_state
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
                                  store_rows)
 
@@ -130,8 +131,8 @@ def forward_head(c, q1, q2, k1, k2, v, o, seq_q, seq_k, d, block_q, block_k, sca
         rows = r1 - r0
         q1i = load_rows(c, q1, r0, r1, d, e)                     # Q₁_i, Q₂_i -> SRAM
         q2i = load_rows(c, q2, r0, r1, d, e)
-        m1, l1, acc1 = _state(rows, dv, compute)
-        m2, l2, acc2 = _state(rows, dv, compute)
+        m1, l1, acc1 = new_row_state(rows, dv, compute)          # one state per map
+        m2, l2, acc2 = new_row_state(rows, dv, compute)
         key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
         for c0 in range(0, key_end, block_k):
             c1 = min(c0 + block_k, seq_k)
@@ -152,15 +153,6 @@ def forward_head(c, q1, q2, k1, k2, v, o, seq_q, seq_k, d, block_q, block_k, sca
         if compute:
             oi = _combine(acc1, l1, acc2, l2, lam, lam_init)
         store_rows(c, o, r0, oi, rows, dv, e, compute)           # O_i -> HBM
-
-
-@njit(cache=True)
-def _state(rows, dv, compute):
-    if compute:
-        return (np.full(rows, -np.inf, dtype=np.float32), np.zeros(rows, dtype=np.float32),
-                np.zeros((rows, dv), dtype=np.float32))
-    return (np.empty(0, dtype=np.float32), np.empty(0, dtype=np.float32),
-            np.empty((0, 0), dtype=np.float32))
 
 
 @njit(cache=True)
