@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
 
 from attnsim.errors import AttnsimError
 from algorithms.decode_info import kv_cache_accounting
+from hwmodels.config_file import read_toml, start_from_base
 from hwmodels.gpus import DTYPE_BYTES
 
 ATTENTION_KINDS = ("mha", "gqa", "mqa", "mla")
@@ -232,32 +232,13 @@ _MAY_BE_ZERO = {"kv_lora_rank", "rope_head_dim", "q_lora_rank"}
 
 
 def load_model_file(path: str) -> ModelConfig:
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ModelFileError(f"model file {path!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelFileError(f"model file {path!r} is not valid TOML: {exc}") from None
-    return model_from_mapping(data, origin=path)
+    return model_from_mapping(read_toml(path, "model", ModelFileError), origin=path)
 
 
 def model_from_mapping(data: dict, origin: str = "<mapping>") -> ModelConfig:
     """Validate ``data`` field by field (the error names the field) -> ModelConfig."""
-    data = dict(data)
-    base = data.pop("base", None)
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise ModelFileError(f"{origin}: unknown field(s) {', '.join(unknown)}; "
-                             f"valid fields: base, {', '.join(_FIELDS)}")
-    values = {}
-    if base is not None:
-        if not isinstance(base, str):
-            raise ModelFileError(f"{origin}: 'base' must be a model name string")
-        try:
-            values = get_model(base).to_dict()
-        except AttnsimError as exc:
-            raise ModelFileError(f"{origin}: base: {exc}") from None
+    values, data = start_from_base(data, _FIELDS, lambda name: get_model(name).to_dict(),
+                                   "model", origin, ModelFileError)
     for key, value in data.items():
         values[key] = _checked(origin, key, value)
     missing = [n for n in _REQUIRED if n not in values]

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 
+from hwmodels.config_file import read_toml, start_from_base
 from hwmodels.gpus import GPU, get_gpu
 
 
@@ -35,31 +35,12 @@ _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead
 
 def load_gpu_file(path: str) -> GPU:
     """Read and validate a GPU description; raises GpuFileError naming the problem."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise GpuFileError(f"GPU file {path!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GpuFileError(f"GPU file {path!r} is not valid TOML: {exc}") from None
-    return gpu_from_mapping(data, origin=path)
+    return gpu_from_mapping(read_toml(path, "GPU", GpuFileError), origin=path)
 
 
 def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
-    data = dict(data)
-    base_name = data.pop("base", None)
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise GpuFileError(f"{origin}: unknown field(s) {', '.join(unknown)}; "
-                           f"valid fields: base, {', '.join(_FIELDS)}")
-    values = {}
-    if base_name is not None:
-        if not isinstance(base_name, str):
-            raise GpuFileError(f"{origin}: 'base' must be a GPU name string")
-        try:
-            values = dataclasses.asdict(get_gpu(base_name))
-        except ValueError as exc:
-            raise GpuFileError(f"{origin}: base: {exc}") from None
+    values, data = start_from_base(data, _FIELDS, lambda name: dataclasses.asdict(get_gpu(name)),
+                                   "GPU", origin, GpuFileError)
     for key, value in data.items():
         values[key] = _checked(origin, key, value)
     missing = [n for n in _FIELDS if n not in values and n != "sources"]
