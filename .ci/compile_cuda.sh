@@ -3,7 +3,8 @@
 # A failed compile fails the script, naming the file, the architecture and the defines.
 # Without nvcc: says so and exits 1, unless ATTNSIM_SKIP_NVCC=1 (then exits 0).
 #
-# Each file is compiled with its default tile defines, plus the extra tile configurations
+# Each file is compiled with its default tile defines, with them and bf16 storage
+# (-DATTN_BF16=1, what ports.py adds for --dtype bf16), plus the extra tile configurations
 # below (the sizes the simulator's plans pick on A100/H100, and a padded head_dim).
 set -u
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ count=0
 for src in algorithms/cuda/*.cu; do
     name=$(basename "$src")
     IFS='|' read -r -a configs <<< "${EXTRA[$name]:-}"
-    configs=("" "${configs[@]}")
+    configs=("" "-DATTN_BF16=1" "${configs[@]}")
     for arch in sm_80 sm_90; do
         for defs in "${configs[@]}"; do
             count=$((count + 1))

@@ -13,14 +13,15 @@ tiles (``BLOCK_Q == plan.block_q``...) and its grid has the CTAs the Recorder co
 Nothing here imports CuPy (``algorithms`` never does): ``attnsim.gpu`` compiles and launches
 these declarations when a device is present.
 
-Conventions shared by every port: fp16 storage (the ports use fp16 tensor-core MMAs),
-head_dim a multiple of 8 (16-byte rows for ``cp.async``) and at most 256, tensors
+Conventions shared by every port: fp16 or bf16 storage, the workload's dtype (the ports
+use fp16/bf16 tensor-core MMAs with fp32 accumulation; ``port_launches`` adds the
+``ATTN_BF16`` define that switches attn_common.cuh's storage type), head_dim a multiple of 8 (16-byte rows for ``cp.async``) and at most 256, tensors
 (batch, heads, seq, head_dim) contiguous; kv head = h // (heads / kv_heads). A workload a
 port cannot run raises ``PortUnsupported`` with the reason, before anything is compiled.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,9 @@ class Tensor:
 
     Attributes:
         shape: element shape.
-        dtype: "fp16", "fp32", "int32" or "uint8".
-        role: "input" (q, k, v: fp16 copies of the simulator's inputs), "const" (small host
+        dtype: "fp16", "bf16", "fp32", "int32" or "uint8" (``HOST_DTYPES``: bf16 travels as
+            its uint16 bit patterns, see ``to_storage``).
+        role: "input" (q, k, v: fp16/bf16 copies of the simulator's inputs), "const" (small host
             data in ``data``: block layouts, masks), "output" (compared with the CPU result),
             "work" (scratch in HBM: S, P, partial results, running statistics).
         fill: initial value of an output/work tensor (None: left uninitialized).
@@ -102,6 +104,41 @@ class PortLaunches:
         return sorted({l.source for l in self.launches})
 
 
+# ---- storage dtypes --------------------------------------------------------------------------
+
+STORAGE_DTYPES = ("fp16", "bf16")
+# numpy type that holds each tensor dtype on the host (bf16 as raw bits: numpy has no bf16)
+HOST_DTYPES = {"fp16": np.float16, "bf16": np.uint16, "fp32": np.float32, "int32": np.int32,
+               "uint8": np.uint8}
+# relative Frobenius error a port's output must stay under against the CPU result: fp16 is
+# the issue's target; bf16 keeps 8 significand bits to fp16's 11, so its rounding is 8x
+# coarser and the target scales with it.
+ERROR_TARGETS = {"fp16": 2e-3, "bf16": 1.6e-2}
+
+
+def to_storage(values, dtype: str) -> np.ndarray:
+    """Host array in the device layout of ``dtype``: bf16 as uint16 bits, rounded to
+    nearest even (NaN kept NaN), as cvt.rn.bf16.f32 rounds on the device."""
+    if dtype != "bf16":
+        return _c_order(np.asarray(values, dtype=HOST_DTYPES[dtype]))
+    bits = _c_order(np.asarray(values, dtype=np.float32)).view(np.uint32)
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def _c_order(a: np.ndarray) -> np.ndarray:
+    # (not np.ascontiguousarray: it turns a 0-d value into a 1-element array)
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def from_storage(array, dtype: str) -> np.ndarray:
+    """float32 values of a host array in the device layout of ``dtype``."""
+    if dtype != "bf16":
+        return np.asarray(array).astype(np.float32)
+    return (np.asarray(array, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 # ---- shared checks and tensors -------------------------------------------------------------
 
 def pad16(d: int) -> int:
@@ -113,9 +150,9 @@ def round_up(x: int, m: int) -> int:
 
 
 def check_common(name: str, wl) -> None:
-    if wl.dtype != "fp16":
-        raise PortUnsupported(f"the {name} port runs fp16 (mma.sync f16 inputs); the workload "
-                              f"is {wl.dtype}: use --dtype fp16")
+    if wl.dtype not in STORAGE_DTYPES:
+        raise PortUnsupported(f"the {name} port runs fp16 or bf16 (mma.sync inputs); the "
+                              f"workload is {wl.dtype}: use --dtype fp16 or --dtype bf16")
     if wl.head_dim % 8 or wl.head_dim > 256:
         raise PortUnsupported(f"the {name} port needs head_dim a multiple of 8 and <= 256 "
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
@@ -125,13 +162,13 @@ def check_common(name: str, wl) -> None:
 
 def qkv_tensors(wl) -> dict:
     b, h, g, d = wl.batch, wl.heads, wl.kv_heads, wl.head_dim
-    return {"q": Tensor((b, h, wl.seq_q, d), "fp16", "input"),
-            "k": Tensor((b, g, wl.seq_k, d), "fp16", "input"),
-            "v": Tensor((b, g, wl.seq_k, d), "fp16", "input")}
+    return {"q": Tensor((b, h, wl.seq_q, d), wl.dtype, "input"),
+            "k": Tensor((b, g, wl.seq_k, d), wl.dtype, "input"),
+            "v": Tensor((b, g, wl.seq_k, d), wl.dtype, "input")}
 
 
 def out_tensor(wl, fill=None) -> Tensor:
-    return Tensor((wl.batch, wl.heads, wl.seq_q, wl.head_dim), "fp16", "output", fill)
+    return Tensor((wl.batch, wl.heads, wl.seq_q, wl.head_dim), wl.dtype, "output", fill)
 
 
 def stats_tensor(wl, role="output", fill=None) -> Tensor:
@@ -145,7 +182,7 @@ def head_args(wl) -> tuple:
 
 
 def flash_tile_smem(block_q: int, block_k: int, d: int) -> int:
-    """Q_i, K_j, V_j fp16 tiles, head_dim padded to the MMA k-step."""
+    """Q_i, K_j, V_j 16-bit tiles, head_dim padded to the MMA k-step."""
     return (block_q + 2 * block_k) * pad16(d) * 2
 
 
@@ -175,8 +212,8 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
     gemm_smem = 2 * (tm + tn) * tk * 2                 # two stages of A and B chunks
     n_q, n_k, heads, group, scale = head_args(wl)
     tensors = {**qkv_tensors(wl),
-               "s": Tensor((bh, nq, ld_s), "fp16", "work"),
-               "p": Tensor((bh, nq, ld_s), "fp16", "work"),
+               "s": Tensor((bh, nq, ld_s), wl.dtype, "work"),
+               "p": Tensor((bh, nq, ld_s), wl.dtype, "work"),
                "o": out_tensor(wl)}
     launches = [Launch("standard.cu", "standard_scores", (cdiv(nk, tn), cdiv(nq, tm), bh),
                        (128, 1, 1), gemm_smem, defines,
@@ -399,7 +436,7 @@ def port_launches(name: str, wl, plan, extra: dict | None = None, gpu=None) -> P
     """
     if name not in PORTS:
         raise PortUnsupported(f"{name} has no GPU port; ported: {', '.join(PORTS)}")
-    port = PORTS[name](wl, plan, extra)
+    port = with_storage_define(PORTS[name](wl, plan, extra), wl.dtype)
     if gpu is not None:
         for launch in port.launches:
             if launch.smem_bytes > gpu.smem_bytes_per_block:
@@ -408,6 +445,18 @@ def port_launches(name: str, wl, plan, extra: dict | None = None, gpu=None) -> P
                     f"memory per block, more than {gpu.full_name}'s "
                     f"{gpu.smem_bytes_per_block:,}")
     return port
+
+
+def with_storage_define(port: PortLaunches, dtype: str) -> PortLaunches:
+    """Compile every launch for the workload's storage type (``ATTN_BF16`` for bf16)."""
+    stray = [n for n, t in port.tensors.items() if t.dtype in STORAGE_DTYPES and t.dtype != dtype]
+    if stray:
+        raise AssertionError(f"{port.algorithm}: tensors {stray} are not in the workload's "
+                             f"dtype {dtype} (declare them with wl.dtype)")
+    if dtype != "bf16":
+        return port
+    launches = tuple(replace(l, defines={**l.defines, "ATTN_BF16": 1}) for l in port.launches)
+    return replace(port, launches=launches)
 
 
 def source_path(source: str) -> Path:

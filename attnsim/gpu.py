@@ -12,8 +12,9 @@ Pipeline for one algorithm on one workload (``run_port``):
    (``-std=c++17``; CuPy adds ``-arch=sm_<cc>`` of the current device itself — NVRTC rejects
    a second ``-arch`` option, cupy/cupy#3292 — and the arch is part of our cache key);
    ``#include "attn_common.cuh"`` is inlined so the cache key covers the header too;
-3. the launches run once on fp16 copies of the simulator's inputs and the output is compared
-   with the CPU result (relative Frobenius error, target < 2e-3 for fp16);
+3. the launches run once on fp16/bf16 copies (the workload's dtype) of the simulator's inputs
+   and the output is compared with the CPU result (relative Frobenius error, targets in
+   ``ports.ERROR_TARGETS``: 2e-3 for fp16, 1.6e-2 for bf16);
 4. timing: warm-up launches, then ``repeats`` timed runs, each between its own pair of CUDA
    events, rotating among several copies of the inputs whose total size exceeds twice the L2
    cache, so that a run does not find its inputs in L2; the median is reported.
@@ -146,7 +147,7 @@ def load_source(source: str) -> str:
 
 def compile_options(defines: dict) -> tuple[str, ...]:
     """NVRTC options: C++17 and the tile defines. No include path: the sources include no
-    header (fp16 is converted with PTX cvt in attn_common.cuh)."""
+    header (fp16/bf16 are converted with PTX cvt in attn_common.cuh)."""
     return ("-std=c++17",) + tuple(f"-D{k}={int(v)}" for k, v in sorted(defines.items()))
 
 
@@ -168,18 +169,19 @@ def get_kernel(launch: ports.Launch):
 
 # ---- running ---------------------------------------------------------------------------------
 
-_DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "uint8": np.uint8}
+_DTYPES = ports.HOST_DTYPES
 
 
 def _device_tensors(spec: ports.PortLaunches, host_inputs) -> dict:
-    """CuPy arrays for every tensor of the port (inputs as fp16 copies of ``host_inputs``)."""
+    """CuPy arrays for every tensor of the port (inputs as fp16/bf16 copies of
+    ``host_inputs``, in the tensor's dtype)."""
     cp = _import_cupy()
     out = {}
     for name, t in spec.tensors.items():
         if t.role == "input":
-            out[name] = cp.asarray(np.ascontiguousarray(getattr(host_inputs, name), np.float16))
+            out[name] = cp.asarray(ports.to_storage(getattr(host_inputs, name), t.dtype))
         elif t.role == "const":
-            out[name] = cp.asarray(np.ascontiguousarray(t.data, _DTYPES[t.dtype]))
+            out[name] = cp.asarray(ports.to_storage(t.data, t.dtype))
         else:
             out[name] = cp.empty(t.shape, dtype=_DTYPES[t.dtype])
     return out
@@ -188,7 +190,8 @@ def _device_tensors(spec: ports.PortLaunches, host_inputs) -> dict:
 def _refill(spec: ports.PortLaunches, tensors: dict) -> None:
     for name, t in spec.tensors.items():
         if t.role in ("output", "work") and t.fill is not None:
-            tensors[name].fill(t.fill)
+            # the fill's bit pattern in the tensor's dtype (bf16 tensors hold uint16 bits)
+            tensors[name].fill(ports.to_storage(np.float32(t.fill), t.dtype)[()])
 
 
 def _args(launch: ports.Launch, tensors: dict) -> tuple:
@@ -248,7 +251,7 @@ def run_port(spec: ports.PortLaunches, host_inputs, reference: np.ndarray | None
     _refill(spec, sets[0])
     _launch_all(spec, kernels, sets[0])
     cp.cuda.Device().synchronize()
-    out = cp.asnumpy(sets[0][spec.output]).astype(np.float32)
+    out = ports.from_storage(cp.asnumpy(sets[0][spec.output]), spec.tensors[spec.output].dtype)
     err = relative_error(out, reference) if reference is not None else None
     # further copies share the outputs/work buffers, not the inputs
     n = input_copies(spec, device_info().l2_bytes)
@@ -329,10 +332,12 @@ def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> t
     group = wl.heads // wl.kv_heads
     dev = torch.device("cuda")
 
+    dtype = torch.bfloat16 if wl.dtype == "bf16" else torch.float16
+
     def copy():
-        q = torch.as_tensor(host_inputs.q, dtype=torch.float16, device=dev)
-        k = torch.as_tensor(host_inputs.k, dtype=torch.float16, device=dev)
-        v = torch.as_tensor(host_inputs.v, dtype=torch.float16, device=dev)
+        q = torch.as_tensor(host_inputs.q, device=dev).to(dtype)
+        k = torch.as_tensor(host_inputs.k, device=dev).to(dtype)
+        v = torch.as_tensor(host_inputs.v, device=dev).to(dtype)
         if group > 1:                                         # plain expansion, any torch version
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         return q, k, v

@@ -36,7 +36,7 @@ DEFAULT_WORKLOAD = Workload(batch=4, heads=16, seq_q=1024, head_dim=64)
 CPU_CHECK_MAX_N = 1024          # above this the CPU executed run is too slow: device fp32 reference
 # Ports whose output is plain softmax attention, checkable against the device's dense reference
 DENSE_EXACT = ("standard", "flash1", "flash2", "gqa")
-FP16_TARGET = 2e-3              # issue 7: each port matches the CPU result to rel. error < 2e-3
+FP16_TARGET = ports.ERROR_TARGETS["fp16"]   # issue 7: rel. error < 2e-3 against the CPU result
 
 COLUMNS = (("algorithm", "algorithm"), ("seq", "N"), ("measured_s", "measured"),
            ("predicted_s", "predicted"), ("ratio", "pred/meas"), ("tflops", "TFLOP/s"),
@@ -87,8 +87,9 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
                tflops=sim.counts["matmul_flops"] / t / 1e12, hbm_gbs=sim.hbm_bytes / t / 1e9,
                rel_error=run.rel_error)
     notes = list(run.notes)
-    if run.rel_error is not None and run.rel_error >= FP16_TARGET:
-        notes.append(f"error above the {FP16_TARGET:g} target")
+    target = ports.ERROR_TARGETS[wl.dtype]
+    if run.rel_error is not None and run.rel_error >= target:
+        notes.append(f"error above the {target:g} {wl.dtype} target")
     if sdpa and name in DENSE_EXACT:             # SDPA computes the same dense attention
         row["sdpa_s"], why = backend.torch_sdpa_time(wl, inputs, repeats=repeats)
         if row["sdpa_s"] is None:
@@ -204,7 +205,7 @@ def cmd_gpu_check(a) -> int:
     gpu, warning = resolve_model(a.hw)
     sdpa_ok, sdpa_why = (False, "--no-sdpa") if a.no_sdpa else backend.sdpa_available()
     base = Workload(batch=a.batch, heads=a.heads, kv_heads=a.kv_heads, seq_q=a.seq[0],
-                    head_dim=a.head_dim, causal=a.causal)
+                    head_dim=a.head_dim, causal=a.causal, dtype=a.dtype)
     rows = check_rows(gpu, base, a.seq, names, repeats=a.repeats, cpu_max_n=a.cpu_check_max_n,
                       sdpa=sdpa_ok)
     header = {"device": device, "model": gpu.name, "warning": warning, "sdpa": sdpa_why,
@@ -240,6 +241,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--kv-heads", type=int, default=None)
     p.add_argument("--head-dim", type=int, default=DEFAULT_WORKLOAD.head_dim)
     p.add_argument("--causal", action="store_true")
+    p.add_argument("--dtype", default="fp16", choices=ports.STORAGE_DTYPES,
+                   help="storage type of Q, K, V, O (the ports build for fp16 or bf16)")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
                    help="check against the CPU simulation up to N_q·N_k = this squared "

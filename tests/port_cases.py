@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from algorithms import ports
 from attnsim import Workload
 from attnsim.reference import attention_reference, relative_error
 
@@ -36,10 +37,10 @@ SPARSE_OPTIONS = {
 GPU_MODELS = ("a100-40gb", "h100-sxm")
 
 
-def workload(shape, decode=False) -> Workload:
+def workload(shape, decode=False, dtype="fp16") -> Workload:
     b, h, g, nq, nk, d, causal = shape
     return Workload(batch=b, heads=h, kv_heads=g, seq_q=nq, seq_k=nk, head_dim=d,
-                    causal=causal, decode=decode)
+                    causal=causal, decode=decode, dtype=dtype)
 
 
 def case_id(shape) -> str:
@@ -53,15 +54,17 @@ class PortCase:
     shape: tuple
     options: dict = field(default_factory=dict)
     decode: bool = False
+    dtype: str = "fp16"
 
     @property
     def workload(self) -> Workload:
-        return workload(self.shape, self.decode)
+        return workload(self.shape, self.decode, self.dtype)
 
     @property
     def id(self) -> str:
         opts = "".join(f"-{k}={v}" for k, v in self.options.items())
-        return f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}"
+        dtype = "" if self.dtype == "fp16" else f"-{self.dtype}"
+        return f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}{dtype}"
 
 
 PORT_CASES = (
@@ -74,14 +77,29 @@ PORT_CASES = (
     + [PortCase("linear", s) for s in SHAPES if not s[-1]]       # the port is non-causal
     + [PortCase("linear", (2, 4, 2, 200, 333, 40, False))]
 )
+# bf16 storage (the ATTN_BF16 build of the same sources): one case per port family
+BF16_CASES = [
+    PortCase("flash2", SHAPES[2], dtype="bf16"),
+    PortCase("flash1", SHAPES[1], dtype="bf16"),
+    PortCase("standard", SHAPES[1], dtype="bf16"),
+    PortCase("gqa", DECODE_SHAPES[1], {"splits": 2}, decode=True, dtype="bf16"),
+    PortCase("local", SHAPES[1], {"window": 64}, dtype="bf16"),
+    PortCase("linear", SHAPES[4], dtype="bf16"),
+]
+PORT_CASES += BF16_CASES
+
+
+def storage_round(x, dtype):
+    """x rounded to the workload's 16-bit storage type, as float32."""
+    return ports.from_storage(ports.to_storage(x, dtype), dtype)
 
 
 def fp16_baseline(inputs, wl) -> float:
-    """Error of a plain fp16 implementation: exact attention of the fp16-rounded inputs,
-    rounded to fp16 — the floor fp16 storage sets. As flash-attn's tests do, a kernel is
-    judged against twice this error."""
+    """Error of a plain implementation in the workload's storage type (fp16 or bf16): exact
+    attention of the rounded inputs, rounded — the floor 16-bit storage sets. As
+    flash-attn's tests do, a kernel is judged against twice this error."""
     exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
                                    scale=wl.scale)
-    rounded = [x.astype(np.float16).astype(np.float32) for x in (inputs.q, inputs.k, inputs.v)]
+    rounded = [storage_round(x, wl.dtype) for x in (inputs.q, inputs.k, inputs.v)]
     plain, _ = attention_reference(*rounded, causal=wl.causal, scale=wl.scale)
-    return relative_error(plain.astype(np.float16), exact)
+    return relative_error(storage_round(plain, wl.dtype), exact)

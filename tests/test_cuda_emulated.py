@@ -19,7 +19,8 @@ from attnsim import make_inputs, simulate
 from attnsim.reference import attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import DECODE_SHAPES, PORT_CASES, SHAPES, PortCase, fp16_baseline, workload
+from port_cases import (BF16_CASES, DECODE_SHAPES, PORT_CASES, SHAPES, PortCase, fp16_baseline,
+                        workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 FP16_TARGET = 2e-3
@@ -36,7 +37,7 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("bigbird", SHAPES[1], {"block": 32}),
     PortCase("block_sparse", SHAPES[4], {"block": 32, "density": 0.5}),
     PortCase("linear", (2, 4, 2, 200, 333, 40, False)),
-]
+] + BF16_CASES
 assert all(c in PORT_CASES for c in EMULATED)
 
 
@@ -52,11 +53,15 @@ def run_emulated(name, wl, gpu, magnitude=1.0, options=None):
 
 @pytest.mark.parametrize("case", EMULATED, ids=lambda c: c.id)
 def test_emulated_port_matches_the_cpu_simulation(case):
-    cpu, out, _ = run_emulated(case.name, case.workload, get_gpu("h100-sxm"),
-                               options=case.options)
-    o = out["o"].astype(np.float32)
+    wl = case.workload
+    cpu, out, inputs = run_emulated(case.name, wl, get_gpu("h100-sxm"), options=case.options)
+    o = ports.from_storage(out["o"], wl.dtype)
     assert not np.isnan(o).any()
-    assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET
+    err = relative_error(o, cpu.outputs["o"])
+    assert err < ports.ERROR_TARGETS[wl.dtype]
+    if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
+        # exact attention: within twice the error of plain bf16 attention (flash-attn's rule)
+        assert err <= 2 * fp16_baseline(inputs, wl)
 
 
 def test_emulated_flash2_lse_and_empty_causal_rows():
@@ -101,6 +106,36 @@ def test_emulator_catches_a_missing_synchronization(what):
     with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
         emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
     assert err.value.status == 8
+
+
+@pytest.fixture
+def emulated_backend(monkeypatch):
+    """attnsim.gpu with the emulator standing in for CuPy (measured time fixed at 1 ms)."""
+    from attnsim import gpu as backend
+
+    def fake_run_port(spec, inputs, reference=None, **kw):
+        out = ports.from_storage(emulate_mod.emulate(spec, inputs)[spec.output],
+                                 spec.tensors[spec.output].dtype)
+        err = relative_error(out, reference) if reference is not None else None
+        return backend.PortRun(algorithm=spec.algorithm, median_s=1e-3, times_s=[1e-3],
+                               rel_error=err, copies=2, notes=spec.notes)
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: (True, "emulated device"))
+    monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
+    monkeypatch.setattr(backend, "run_port", fake_run_port)
+    monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
+    return backend
+
+
+def test_gpu_check_dtype_bf16_runs_the_bf16_build(emulated_backend, capsys):
+    from attnsim.cli import main
+    assert main(["gpu-check", "flash2", "--seq", "97", "--batch", "1", "--heads", "2",
+                 "--dtype", "bf16", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "bf16" in data["workload"]
+    (row,) = data["rows"]
+    assert row["error_vs"] == "cpu" and row["rel_error"] < ports.ERROR_TARGETS["bf16"]
+    assert "above" not in row["note"]
 
 
 def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):

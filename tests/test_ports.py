@@ -12,6 +12,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from algorithms import ports
 from algorithms.base import check_options
@@ -20,7 +22,7 @@ from attnsim import gpu as backend
 from attnsim import gpu_check
 from attnsim.simulate import simulate
 from hwmodels.gpus import GPUS, get_gpu
-from port_cases import DENSE_PORTS, GPU_MODELS, PORT_CASES, SHAPES, workload
+from port_cases import BF16_CASES, DENSE_PORTS, GPU_MODELS, PORT_CASES, SHAPES, workload
 
 
 def plan_of(name, wl, gpu, options=None):
@@ -74,7 +76,8 @@ def test_launches_match_the_simulated_kernels(case, gpu_name):
     launched = {l.sim_kernel: l.ctas for l in spec.launches}
     assert launched == simulated                       # same kernels, same CTA counts
     for launch in spec.launches:
-        assert launch.defines == expected_defines(case.name, plan, wl.head_dim)
+        storage = {"ATTN_BF16": 1} if wl.dtype == "bf16" else {}
+        assert launch.defines == {**expected_defines(case.name, plan, wl.head_dim), **storage}
         assert 0 <= launch.smem_bytes <= gpu.smem_bytes_per_block
         assert np.prod(launch.block) <= 1024 and np.prod(launch.block) % 32 == 0
 
@@ -103,7 +106,7 @@ def test_standard_mask_is_launched_only_when_causal():
 
 
 @pytest.mark.parametrize("wl_change, words", [
-    ({"dtype": "bf16"}, "fp16"),
+    ({"dtype": "fp32"}, "fp16 or bf16"),
     ({"head_dim": 36}, "multiple of 8"),
     ({"head_dim": 264}, "<= 256"),
 ])
@@ -134,7 +137,7 @@ def test_smem_over_the_gpu_limit_is_refused():
 
 # ---- the .cu sources -------------------------------------------------------------------------
 
-C_TYPES = {"half": "fp16", "float": "fp32", "int": "int32", "unsigned char": "uint8"}
+C_TYPES = {"attn_t": ("fp16", "bf16"), "float": "fp32", "int": "int32", "unsigned char": "uint8"}
 KERNEL_RE = re.compile(r'extern "C" __global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+'
                        r'(\w+)\(([^)]*)\)', re.S)
 
@@ -174,7 +177,8 @@ def test_declared_arguments_match_the_kernel_signatures():
             assert len(sig) == len(launch.args), launch.kernel
             for (ctype, is_ptr), arg in zip(sig, launch.args):
                 if is_ptr:
-                    assert arg is None or spec.tensors[arg].dtype == ctype, (launch.kernel, arg)
+                    allowed = ctype if isinstance(ctype, tuple) else (ctype,)
+                    assert arg is None or spec.tensors[arg].dtype in allowed, (launch.kernel, arg)
                 else:
                     assert isinstance(arg, ports.Scalar)
                     assert arg.ctype == {"int32": "int", "fp32": "float"}[ctype]
@@ -190,7 +194,7 @@ def test_every_declared_source_exists_and_documents_its_defines():
     for source, defines in sources:
         assert ports.source_path(source).is_file()
         header = ports.source_path(source).read_text().split("#include", 1)[0]
-        for name in defines:
+        for name in set(defines) - {"ATTN_BF16"}:      # the storage switch: attn_common.cuh
             assert name in header, f"{source}'s header does not document -D{name}"
 
 
@@ -318,3 +322,44 @@ def test_gpu_check_reports_a_failing_port_and_exits_1(monkeypatch, capsys):
     (row,) = json.loads(captured.out)["rows"]
     assert row["failed"] and "ILLEGAL_ADDRESS" in row["note"] and row["predicted_s"] > 0
     assert "1 port run(s) failed: flash2 N=64" in captured.err
+
+
+# ---- bf16 storage ------------------------------------------------------------------------------
+
+def test_bf16_ports_declare_bf16_tensors_and_the_storage_define():
+    gpu = get_gpu("h100-sxm")
+    for case in BF16_CASES:
+        spec = ports.port_launches(case.name, case.workload,
+                                   plan_of(case.name, case.workload, gpu, case.options), gpu=gpu)
+        assert {t.dtype for t in spec.tensors.values()} & {"fp16", "bf16"} == {"bf16"}
+        assert all(l.defines.get("ATTN_BF16") == 1 for l in spec.launches)
+        fp16 = ports.port_launches(case.name, case.workload.replace(dtype="fp16"),
+                                   plan_of(case.name, case.workload, gpu, case.options), gpu=gpu)
+        assert all("ATTN_BF16" not in l.defines for l in fp16.launches)
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32,
+                          min_value=-2.0 ** 127, max_value=2.0 ** 127), min_size=1, max_size=64))
+def test_bf16_host_rounding_is_within_half_an_ulp(values):
+    """to_storage rounds to the nearest bf16 (8 significand bits): for x in [2^e, 2^(e+1))
+    the spacing is 2^(e-7), so the error is at most 2^(e-8)."""
+    x = np.asarray(values, dtype=np.float32)
+    back = ports.from_storage(ports.to_storage(x, "bf16"), "bf16").astype(np.float64)
+    normal = np.abs(x) >= np.finfo(np.float32).tiny
+    _, e = np.frexp(x[normal].astype(np.float64))          # |x| in [2^(e-1), 2^e)
+    assert np.all(np.abs(back[normal] - x[normal]) <= np.ldexp(1.0, e - 1 - 8))
+
+
+def test_bf16_host_rounding_breaks_ties_to_even():
+    """Halfway cases go to the even significand, as cvt.rn.bf16.f32 does."""
+    ulp = 2.0 ** -7                                    # bf16 spacing in [1, 2)
+    x = np.array([1 + ulp / 2, 1 + 3 * ulp / 2, -(1 + ulp / 2)], dtype=np.float32)
+    back = ports.from_storage(ports.to_storage(x, "bf16"), "bf16")
+    assert back.tolist() == [1.0, 1 + 2 * ulp, -1.0]
+
+
+def test_bf16_host_conversion_keeps_nan_and_infinities():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3.0e38], dtype=np.float32)
+    back = ports.from_storage(ports.to_storage(x, "bf16"), "bf16")
+    assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf
+    assert back[3] == 0 and np.signbit(back[4]) and np.isfinite(back[5])

@@ -1,7 +1,7 @@
 // attn_common.cuh — device helpers shared by the attention ports (sm_80 and newer).
 //
 // What is here: inline-PTX wrappers for the sm80 tensor-core path (ldmatrix, mma.sync
-// m16n8k16 with fp16 inputs and fp32 accumulators), cp.async copies HBM -> shared memory with
+// m16n8k16 with fp16 or bf16 inputs and fp32 accumulators), cp.async copies HBM -> shared memory with
 // zero fill for rows past the end of a ragged sequence, an XOR swizzle of 16-byte chunks that
 // keeps ldmatrix free of bank conflicts without padding (so a tile's shared-memory footprint
 // is exactly rows x head_dim x 2 bytes, the bytes the simulator's plan declares), and the
@@ -11,7 +11,7 @@
 //
 // Header only and self-contained — no include at all, not even cuda_fp16.h: the sources are
 // compiled by NVRTC through CuPy (the backend inlines this file in place of its #include
-// line) and by nvcc in CI. fp16 values are 16-bit storage converted with PTX cvt, so the
+// line) and by nvcc in CI. fp16/bf16 values are 16-bit storage converted with PTX cvt, so the
 // build does not depend on which fp16 headers CuPy bundles (cupy/cupy#7758, #8466).
 #pragma once
 
@@ -49,30 +49,53 @@ __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
 // kernels can be executed on a CPU in the tests; never defined for NVRTC or nvcc builds.)
 #ifndef ATTN_PTX_EMULATION
 
-// fp16 storage (IEEE binary16 bits); conversions round to nearest even.
-struct alignas(2) half { unsigned short x; };
+// Storage element: 16-bit fp16 (IEEE binary16) by default, bf16 when ATTN_BF16 is defined
+// (ports.py sets it for --dtype bf16). Kernels see only attn_t and the conversions below;
+// conversions to storage round to nearest even; the MMAs accumulate in fp32 either way.
+struct alignas(2) attn_t { unsigned short x; };
 
-__device__ __forceinline__ float attn_h2f(half h) {
+#ifdef ATTN_BF16
+// bf16 -> fp32 is exact: the bf16 bits are the top half of the fp32 bits (a shift, valid on
+// sm_80; cvt.f32.bf16 would need sm_90).
+__device__ __forceinline__ float attn_to_f32(attn_t h) {
+    return __int_as_float(static_cast<int>(static_cast<unsigned>(h.x) << 16));
+}
+__device__ __forceinline__ attn_t attn_from_f32(float f) {
+    attn_t h;
+    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(h.x) : "f"(f));
+    return h;
+}
+// Two floats -> one bf16x2 register: `lo` in bits 0-15 (the lower column / address).
+__device__ __forceinline__ unsigned attn_pack2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+#define ATTN_MMA_TYPE "bf16"
+#else
+__device__ __forceinline__ float attn_to_f32(attn_t h) {
     float f;
     asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h.x));
     return f;
 }
-__device__ __forceinline__ half attn_f2h(float f) {
-    half h;
+__device__ __forceinline__ attn_t attn_from_f32(float f) {
+    attn_t h;
     asm("cvt.rn.f16.f32 %0, %1;\n" : "=h"(h.x) : "f"(f));
     return h;
 }
 // Two floats -> one f16x2 register: `lo` in bits 0-15 (the lower column / address).
-__device__ __forceinline__ unsigned attn_pack_half2(float lo, float hi) {
+__device__ __forceinline__ unsigned attn_pack2(float lo, float hi) {
     unsigned r;
     asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-__device__ __forceinline__ attn_f2 attn_unpack_half2(unsigned v) {
-    half lo, hi;
+#define ATTN_MMA_TYPE "f16"
+#endif
+__device__ __forceinline__ attn_f2 attn_unpack2(unsigned v) {
+    attn_t lo, hi;
     lo.x = static_cast<unsigned short>(v & 0xffffu);
     hi.x = static_cast<unsigned short>(v >> 16);
-    return attn_f2{attn_h2f(lo), attn_h2f(hi)};
+    return attn_f2{attn_to_f32(lo), attn_to_f32(hi)};
 }
 
 __device__ __forceinline__ unsigned attn_smem_addr(const void* p) {
@@ -97,23 +120,23 @@ __device__ __forceinline__ void attn_cp_async_wait() {
 
 // Four 8x8 b16 matrices; lane l supplies the address of row (l % 8) of matrix (l / 8) and
 // receives, from each matrix m, row (l / 4) elements 2 (l % 4), +1 in r[m].
-__device__ __forceinline__ void attn_ldmatrix_x4(unsigned r[4], const half* p) {
+__device__ __forceinline__ void attn_ldmatrix_x4(unsigned r[4], const attn_t* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(attn_smem_addr(p)));
 }
 // Same, transposed: from each matrix, column (l / 4), rows 2 (l % 4), +1.
-__device__ __forceinline__ void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
+__device__ __forceinline__ void attn_ldmatrix_x4_trans(unsigned r[4], const attn_t* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(attn_smem_addr(p)));
 }
 
-// D = A B + D: A 16x16 fp16 (row), B 16x8 fp16 (col), D 16x8 fp32.
+// D = A B + D: A 16x16 (row), B 16x8 (col) in the storage type (fp16 or bf16), D 16x8 fp32.
 __device__ __forceinline__ void attn_mma16816(float d[4], const unsigned a[4], unsigned b0,
                                               unsigned b1) {
     asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "mma.sync.aligned.m16n8k16.row.col.f32." ATTN_MMA_TYPE "." ATTN_MMA_TYPE ".f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -124,26 +147,26 @@ __device__ __forceinline__ void attn_mma16816(float d[4], const unsigned a[4], u
 // ---- tile movement ----------------------------------------------------------------------
 
 // Issue the copy of rows [row0, row0 + kRows) x head_dim `d` of a row-major (n_rows x d)
-// fp16 matrix into a swizzled kRows x kDpad shared tile. Rows >= n_rows and columns >= d are
+// 16-bit matrix into a swizzled kRows x kDpad shared tile. Rows >= n_rows and columns >= d are
 // zero-filled. d must be a multiple of 8 (16-byte chunks). All threads of the CTA call it.
 template <int kRows, int kDpad, int kThreads>
-__device__ __forceinline__ void attn_load_tile_async(half* tile, const half* mat, int row0,
+__device__ __forceinline__ void attn_load_tile_async(attn_t* tile, const attn_t* mat, int row0,
                                                      int n_rows, int d, int tid) {
     constexpr int CPR = kDpad / 8;
     for (int idx = tid; idx < kRows * CPR; idx += kThreads) {
         const int r = idx / CPR, ch = idx % CPR;
         const int g = row0 + r;
         const bool valid = g < n_rows && ch * 8 < d;
-        const half* src = valid ? mat + (long long)g * d + ch * 8 : mat;
+        const attn_t* src = valid ? mat + (long long)g * d + ch * 8 : mat;
         attn_cp_async16(tile + attn_swizzle(r, ch, CPR), src, valid ? 16 : 0);
     }
 }
 
-// Copy a swizzled kRows x kDpad shared tile (fp16) to rows [row0, ..) of a row-major
+// Copy a swizzled kRows x kDpad shared tile (16-bit) to rows [row0, ..) of a row-major
 // (n_rows x d) matrix in HBM, skipping rows >= n_rows and padded columns. `lane`, `nlanes`:
 // the threads taking part (a warp storing its own rows, or the whole CTA).
 template <int kRows, int kDpad>
-__device__ __forceinline__ void attn_store_tile(half* mat, const half* tile, int row0,
+__device__ __forceinline__ void attn_store_tile(attn_t* mat, const attn_t* tile, int row0,
                                                 int n_rows, int d, int lane, int nlanes) {
     constexpr int CPR = kDpad / 8;
     for (int idx = lane; idx < kRows * CPR; idx += nlanes) {
@@ -162,8 +185,8 @@ __device__ __forceinline__ void attn_store_tile(half* mat, const half* tile, int
 // memory serves all kMT row tiles. C-fragment layout: s[t][n][0..1] row lane/4, keys
 // 8n + 2(lane%4) +0/1; s[t][n][2..3] the same keys for row lane/4 + 8.
 template <int kMT, int kBK, int kDpad>
-__device__ __forceinline__ void attn_warp_qk_mt(float (&s)[kMT][kBK / 8][4], const half* q_s,
-                                                const half* k_s, int wrow, int lane) {
+__device__ __forceinline__ void attn_warp_qk_mt(float (&s)[kMT][kBK / 8][4], const attn_t* q_s,
+                                                const attn_t* k_s, int wrow, int lane) {
     constexpr int CPR = kDpad / 8;
 #pragma unroll
     for (int t = 0; t < kMT; ++t)
@@ -196,7 +219,7 @@ __device__ __forceinline__ void attn_warp_qk_mt(float (&s)[kMT][kBK / 8][4], con
 
 // One row tile (16 rows) of attn_warp_qk_mt.
 template <int kBK, int kDpad>
-__device__ __forceinline__ void attn_warp_qk(float (*s)[4], const half* q_s, const half* k_s,
+__device__ __forceinline__ void attn_warp_qk(float (*s)[4], const attn_t* q_s, const attn_t* k_s,
                                              int wrow, int lane) {
     attn_warp_qk_mt<1, kBK, kDpad>(*reinterpret_cast<float (*)[1][kBK / 8][4]>(s), q_s, k_s,
                                    wrow, lane);
@@ -294,11 +317,11 @@ __device__ __forceinline__ void attn_warp_softmax(float (*s)[4], float (*o)[4], 
 }
 
 // o[t][kDpad/8][4] += P V_j for the warp's kMT row tiles: P from the score registers (C
-// layout reinterpreted as the A layout of the next MMA, rounded to fp16), V from the shared
+// layout reinterpreted as the A layout of the next MMA, rounded to the storage type), V from the shared
 // tile v_s (B via ldmatrix.trans); each V fragment serves all kMT row tiles.
 template <int kMT, int kBK, int kDpad>
 __device__ __forceinline__ void attn_warp_pv_mt(float (&o)[kMT][kDpad / 8][4],
-                                                float (&s)[kMT][kBK / 8][4], const half* v_s,
+                                                float (&s)[kMT][kBK / 8][4], const attn_t* v_s,
                                                 int lane) {
     constexpr int CPR = kDpad / 8;
 #pragma unroll
@@ -306,10 +329,10 @@ __device__ __forceinline__ void attn_warp_pv_mt(float (&o)[kMT][kDpad / 8][4],
         unsigned a[kMT][4];
 #pragma unroll
         for (int t = 0; t < kMT; ++t) {
-            a[t][0] = attn_pack_half2(s[t][2 * kk][0], s[t][2 * kk][1]);
-            a[t][1] = attn_pack_half2(s[t][2 * kk][2], s[t][2 * kk][3]);
-            a[t][2] = attn_pack_half2(s[t][2 * kk + 1][0], s[t][2 * kk + 1][1]);
-            a[t][3] = attn_pack_half2(s[t][2 * kk + 1][2], s[t][2 * kk + 1][3]);
+            a[t][0] = attn_pack2(s[t][2 * kk][0], s[t][2 * kk][1]);
+            a[t][1] = attn_pack2(s[t][2 * kk][2], s[t][2 * kk][3]);
+            a[t][2] = attn_pack2(s[t][2 * kk + 1][0], s[t][2 * kk + 1][1]);
+            a[t][3] = attn_pack2(s[t][2 * kk + 1][2], s[t][2 * kk + 1][3]);
         }
 #pragma unroll
         for (int n = 0; n < kDpad / 16; ++n) {
@@ -328,7 +351,7 @@ __device__ __forceinline__ void attn_warp_pv_mt(float (&o)[kMT][kDpad / 8][4],
 
 // One row tile (16 rows) of attn_warp_pv_mt.
 template <int kBK, int kDpad>
-__device__ __forceinline__ void attn_warp_pv(float (*o)[4], float (*s)[4], const half* v_s,
+__device__ __forceinline__ void attn_warp_pv(float (*o)[4], float (*s)[4], const attn_t* v_s,
                                              int lane) {
     attn_warp_pv_mt<1, kBK, kDpad>(*reinterpret_cast<float (*)[1][kDpad / 8][4]>(o),
                                    *reinterpret_cast<float (*)[1][kBK / 8][4]>(s), v_s, lane);
@@ -346,7 +369,7 @@ __device__ __forceinline__ void attn_quad_sum(float l[2]) {
 // Write the warp's normalized rows O = acc / l (fp16) into its own 16 rows of the swizzled
 // tile `dst_s` (rows wrow..wrow+15). Rows with l == 0 (no visible key) get zeros.
 template <int kDpad>
-__device__ __forceinline__ void attn_warp_o_to_smem(half* dst_s, float (*o)[4], const float l[2],
+__device__ __forceinline__ void attn_warp_o_to_smem(attn_t* dst_s, float (*o)[4], const float l[2],
                                                     int wrow, int lane) {
     constexpr int CPR = kDpad / 8;
     const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f;
@@ -357,7 +380,7 @@ __device__ __forceinline__ void attn_warp_o_to_smem(half* dst_s, float (*o)[4], 
         const int col = n * 8 + 2 * (lane & 3);      // even column inside chunk n
         unsigned* p0 = reinterpret_cast<unsigned*>(dst_s + attn_swizzle(r0, n, CPR) + (col & 7));
         unsigned* p1 = reinterpret_cast<unsigned*>(dst_s + attn_swizzle(r0 + 8, n, CPR) + (col & 7));
-        *p0 = attn_pack_half2(o[n][0] * inv0, o[n][1] * inv0);
-        *p1 = attn_pack_half2(o[n][2] * inv1, o[n][3] * inv1);
+        *p0 = attn_pack2(o[n][0] * inv0, o[n][1] * inv0);
+        *p1 = attn_pack2(o[n][2] * inv1, o[n][3] * inv1);
     }
 }

@@ -21,7 +21,9 @@
 // Tile sizes (compile-time defines from the plan via algorithms/ports.py): BLOCK_Q =
 // block rows of the layout (B_r), BLOCK_K = block columns of the layout (B_c), HEAD_DIM = d;
 // one warp per 16 query rows. Shared memory: (BLOCK_Q + 2 BLOCK_K) x HEAD_DIM x 2 bytes,
-// as flash2. Grid: (T_r, B·H). Tensor cores: mma.sync m16n8k16 (fp16 in, fp32 accumulate).
+// as flash2. Grid: (T_r, B·H). Tensor cores: mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate).
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 
 #ifndef BLOCK_Q
@@ -69,25 +71,25 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 // the partial-tile flags (tile_partial, per CSR entry), the optional element mask and the
 // element window (window_left, window_right).
 extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
-block_sparse_fwd(const half* __restrict__ q, const half* __restrict__ k,
-                 const half* __restrict__ v, half* __restrict__ o, float* __restrict__ lse,
+block_sparse_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
+                 const attn_t* __restrict__ v, attn_t* __restrict__ o, float* __restrict__ lse,
                  const int* __restrict__ block_ptr, const int* __restrict__ block_idx,
                  const unsigned char* __restrict__ tile_partial,
                  const unsigned char* __restrict__ elem_mask, int layout_per_head, int n_q, int n_k, int heads, int kv_group, float scale,
                  int window_left, int window_right) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    half* q_s = reinterpret_cast<half*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
-    half* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
-    half* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
+    attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
+    attn_t* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
+    attn_t* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int t_r = gridDim.x, i = blockIdx.x;
     const int r0 = i * BLOCK_Q;
     const int bh = blockIdx.y;
     const int kv_bh = (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
-    const half* q_h = q + (long long)bh * n_q * HEAD_DIM;
-    const half* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
-    const half* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* q_h = q + (long long)bh * n_q * HEAD_DIM;
+    const attn_t* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
     const int* row_ptr = block_ptr + (layout_per_head ? bh : 0) * (t_r + 1) + i;
     const int first = row_ptr[0], n_blocks = row_ptr[1] - first;
     const int shift = n_k - n_q;

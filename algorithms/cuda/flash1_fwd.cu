@@ -24,7 +24,9 @@
 // O_i; ports.py declares the port's own footprint, which is smaller.
 // HBM traffic equals the simulator's count: K, V once; Q_i, O_i (fp16), ℓ_i, m_i (fp32) read
 // and O_i, ℓ_i, m_i written once per visited (j, i); the init kernel writes O, ℓ, m once.
-// Tensor cores: mma.sync m16n8k16 (fp16 in, fp32 accumulate), as the plan's tc_path.
+// Tensor cores: mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate), as the plan's tc_path.
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 
 #ifndef BLOCK_Q
@@ -51,7 +53,7 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 // Line 2: O = 0 (fp16), ℓ = 0, m = -inf (fp32). Grid (B·H): one CTA per head, as the
 // simulator's ``flash1_init`` kernel.
 extern "C" __global__ void __launch_bounds__(INIT_THREADS)
-flash1_init(half* __restrict__ o, float* __restrict__ l, float* __restrict__ m, int n_q) {
+flash1_init(attn_t* __restrict__ o, float* __restrict__ l, float* __restrict__ m, int n_q) {
     for (int row = threadIdx.x; row < n_q; row += INIT_THREADS) {
         const long long r = (long long)blockIdx.x * n_q + row;
         l[r] = 0.f;
@@ -66,21 +68,21 @@ flash1_init(half* __restrict__ o, float* __restrict__ l, float* __restrict__ m, 
 // simulator); scale; causal. Grid (B·H); block NTHREADS; dynamic shared memory
 // (BQ_PAD + 2 BK_PAD) * DPAD * 2 bytes.
 extern "C" __global__ void __launch_bounds__(NTHREADS)
-flash1_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
-           half* __restrict__ o, float* __restrict__ l, float* __restrict__ m, int n_q,
+flash1_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
+           attn_t* __restrict__ o, float* __restrict__ l, float* __restrict__ m, int n_q,
            int n_k, int heads, int kv_group, float scale, int causal) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    half* q_s = reinterpret_cast<half*>(smem_raw);           // Q_i: BQ_PAD x DPAD
-    half* k_s = q_s + BQ_PAD * DPAD;                           // K_j: BK_PAD x DPAD
-    half* v_s = k_s + BK_PAD * DPAD;                           // V_j: BK_PAD x DPAD
+    attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i: BQ_PAD x DPAD
+    attn_t* k_s = q_s + BQ_PAD * DPAD;                           // K_j: BK_PAD x DPAD
+    attn_t* v_s = k_s + BK_PAD * DPAD;                           // V_j: BK_PAD x DPAD
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wrow = warp * 16;
     const int bh = blockIdx.x;
     const int kv_bh = (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
-    const half* q_h = q + (long long)bh * n_q * HEAD_DIM;
-    const half* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
-    const half* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
-    half* o_h = o + (long long)bh * n_q * HEAD_DIM;
+    const attn_t* q_h = q + (long long)bh * n_q * HEAD_DIM;
+    const attn_t* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
+    attn_t* o_h = o + (long long)bh * n_q * HEAD_DIM;
     float* l_h = l + (long long)bh * n_q;
     float* m_h = m + (long long)bh * n_q;
     const int shift = n_k - n_q;
@@ -111,7 +113,7 @@ flash1_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* _
                     const int col = n * 8 + 2 * (lane & 3);
                     attn_f2 x{0.f, 0.f};
                     if (ok && col < HEAD_DIM)
-                        x = attn_unpack_half2(*reinterpret_cast<const unsigned*>(o_h + (long long)row * HEAD_DIM + col));
+                        x = attn_unpack2(*reinterpret_cast<const unsigned*>(o_h + (long long)row * HEAD_DIM + col));
                     o_i[n][2 * h] = x.x;
                     o_i[n][2 * h + 1] = x.y;
                 }
@@ -166,7 +168,7 @@ flash1_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* _
                     const int col = n * 8 + 2 * (lane & 3);
                     if (col < HEAD_DIM)
                         *reinterpret_cast<unsigned*>(o_h + (long long)row * HEAD_DIM + col) =
-                            attn_pack_half2(o_i[n][2 * h], o_i[n][2 * h + 1]);
+                            attn_pack2(o_i[n][2 * h], o_i[n][2 * h + 1]);
                 }
                 if ((lane & 3) == 0) {
                     l_h[row] = l_i[h];

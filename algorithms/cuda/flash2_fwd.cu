@@ -25,8 +25,10 @@
 // overlaps the softmax and O += P V_j.
 // HBM traffic equals the simulator's count: Q once, K and V once per Q block (only the
 // visible blocks when causal), O once (fp16) and lse once (fp32).
-// Tensor cores: mma.sync.m16n8k16 (fp16 in, fp32 accumulate) with ldmatrix fragment loads —
+// Tensor cores: mma.sync.m16n8k16 (fp16 or bf16 in, fp32 accumulate) with ldmatrix fragment loads —
 // the plan's tc_path "mma_sync".
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 
 #ifndef BLOCK_Q
@@ -67,21 +69,21 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 // Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS = 32 NWARPS; dynamic shared memory:
 // (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
 extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
-flash2_fwd(const half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
-           half* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
+flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
+           attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
            int kv_group, float scale, int causal) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    half* q_s = reinterpret_cast<half*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
-    half* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
-    half* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
+    attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
+    attn_t* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
+    attn_t* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int r0 = blockIdx.x * BLOCK_Q;                       // first query row of the CTA
     const int bh = blockIdx.y;                                 // batch * heads + head
     const int kv_bh = (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
-    const half* q_h = q + (long long)bh * n_q * HEAD_DIM;
-    const half* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
-    const half* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* q_h = q + (long long)bh * n_q * HEAD_DIM;
+    const attn_t* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
 
     // Keys visible to the CTA's last row bound the K/V loop (causal: blocks above the
     // diagonal are skipped, as the simulator's loop does).

@@ -29,6 +29,8 @@
 // GROUP·BLOCK_Q rounded up to 16 — the plan's Q_i, K_j, V_j when GROUP·BLOCK_Q is a multiple
 // of 16. HBM traffic as the simulator counts: Q once per split, K/V once per (pack, row block),
 // partials 4 (d + 1) bytes per (row, split) written and read back by the combine.
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 
 #ifndef BLOCK_Q
@@ -59,14 +61,14 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 //   o_part (B·H, n_splits, n_q, d), lse_part (B·H, n_splits, n_q): fp32 partials (unused
 //   with one split); o (B, H, n_q, d) fp16 and lse (B, H, n_q) fp32 (written with one split).
 extern "C" __global__ void __launch_bounds__(NTHREADS)
-gqa_splitkv(const half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
-            float* __restrict__ o_part, float* __restrict__ lse_part, half* __restrict__ o,
+gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
+            float* __restrict__ o_part, float* __restrict__ lse_part, attn_t* __restrict__ o,
             float* __restrict__ lse, int n_q, int n_k, int heads, int kv_group, float scale,
             int causal) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    half* q_s = reinterpret_cast<half*>(smem_raw);           // packed rows: ROWS_PAD x DPAD
-    half* k_s = q_s + ROWS_PAD * DPAD;                         // K_j: BLOCK_K x DPAD
-    half* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
+    attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // packed rows: ROWS_PAD x DPAD
+    attn_t* k_s = q_s + ROWS_PAD * DPAD;                         // K_j: BLOCK_K x DPAD
+    attn_t* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
     constexpr int CPR = DPAD / 8;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wrow = warp * 16;
@@ -77,8 +79,8 @@ gqa_splitkv(const half* __restrict__ q, const half* __restrict__ k, const half* 
     const int b = blockIdx.y / (t_r * packs);
     const int h0 = pack * GROUP;                               // first query head of the pack
     const int kv_bh = b * (heads / kv_group) + h0 / kv_group;
-    const half* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
-    const half* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
+    const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
     const int r0 = rb * BLOCK_Q, r1 = min(r0 + BLOCK_Q, n_q);  // query tokens of the CTA
 
     // the split's keys: whole key blocks, dealt as the simulator's split_ranges
@@ -94,7 +96,7 @@ gqa_splitkv(const half* __restrict__ q, const half* __restrict__ k, const half* 
         const int r = idx / CPR, ch = idx % CPR;
         const int hh = r / BLOCK_Q, i = r0 + r % BLOCK_Q;
         const bool ok = hh < GROUP && i < r1 && ch * 8 < HEAD_DIM;
-        const half* src = ok ? q + ((long long)(b * heads + h0 + hh) * n_q + i) * HEAD_DIM + ch * 8 : q;
+        const attn_t* src = ok ? q + ((long long)(b * heads + h0 + hh) * n_q + i) * HEAD_DIM + ch * 8 : q;
         attn_cp_async16(q_s + attn_swizzle(r, ch, CPR), src, ok ? 16 : 0);
     }
     attn_cp_async_commit();
@@ -154,13 +156,13 @@ gqa_splitkv(const half* __restrict__ q, const half* __restrict__ k, const half* 
         const float inv = l[hr] > 0.f ? 1.f / l[hr] : 0.f;
         const float row_lse = l[hr] > 0.f ? (m[hr] + log2f(l[hr])) * ATTN_LN2 : ATTN_NEG_INF;
         if (n_splits == 1) {
-            half* dst = o + (bh * n_q + i) * HEAD_DIM;
+            attn_t* dst = o + (bh * n_q + i) * HEAD_DIM;
 #pragma unroll
             for (int n = 0; n < DPAD / 8; ++n) {
                 const int col = n * 8 + 2 * (lane & 3);
                 if (col < HEAD_DIM)
                     *reinterpret_cast<unsigned*>(dst + col) =
-                        attn_pack_half2(acc[n][2 * hr] * inv, acc[n][2 * hr + 1] * inv);
+                        attn_pack2(acc[n][2 * hr] * inv, acc[n][2 * hr + 1] * inv);
             }
             if ((lane & 3) == 0) lse[bh * n_q + i] = row_lse;
         } else {
@@ -181,7 +183,7 @@ gqa_splitkv(const half* __restrict__ q, const half* __restrict__ k, const half* 
 // Merge the n_splits partials of every row of one query head. Grid (B·H).
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 gqa_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
-            half* __restrict__ o, float* __restrict__ lse, int n_q, int n_splits) {
+            attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_splits) {
     const int bh = blockIdx.x, col = threadIdx.x;
     for (int i = 0; i < n_q; ++i) {
         const long long base = (long long)bh * n_splits * n_q + i;   // split s at base + s·n_q
@@ -197,7 +199,7 @@ gqa_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part
             }
         }
         const long long orow = (long long)bh * n_q + i;
-        if (col < HEAD_DIM) o[orow * HEAD_DIM + col] = attn_f2h(total > 0.f ? out / total : 0.f);
+        if (col < HEAD_DIM) o[orow * HEAD_DIM + col] = attn_from_f32(total > 0.f ? out / total : 0.f);
         if (col == 0) lse[orow] = total > 0.f ? mx + __logf(total) : ATTN_NEG_INF;
     }
 }

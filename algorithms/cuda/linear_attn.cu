@@ -18,6 +18,8 @@
 // + ROWS x HEAD_DIM x 4 B (φ(Q) rows). Arithmetic on CUDA cores in fp32: linear attention is
 // memory-bound at these sizes, so no tensor cores. Both kernels use dynamic shared memory
 // (the sizes above), set by the launcher.
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 
 #ifndef CHUNK
@@ -42,7 +44,7 @@ __device__ __forceinline__ float phi(float x) { return x > 0.f ? x + 1.f : __exp
 // (gridDim.x = 1: one CTA per head, as the simulator's ``linear_state`` kernel; more CTAs
 // split the keys and meet through the atomics). Query head h reads kv head h / kv_group.
 extern "C" __global__ void __launch_bounds__(THREADS)
-linear_kv_state(const half* __restrict__ k, const half* __restrict__ v,
+linear_kv_state(const attn_t* __restrict__ k, const attn_t* __restrict__ v,
                 float* __restrict__ state, float* __restrict__ z, int n_k, int heads,
                 int kv_group) {
     extern __shared__ __align__(16) float smem_f[];            // dynamic: 2 CHUNK HEAD_DIM floats
@@ -56,13 +58,13 @@ linear_kv_state(const half* __restrict__ k, const half* __restrict__ v,
     float zs = 0.f;                                            // z[tid] (tid < HEAD_DIM)
     for (int row0 = blockIdx.x * CHUNK; row0 < n_k; row0 += gridDim.x * CHUNK) {
         const int rows = min(CHUNK, n_k - row0);
-        const half* k_h = k + ((long long)kv_bh * n_k + row0) * HEAD_DIM;
-        const half* v_h = v + ((long long)kv_bh * n_k + row0) * HEAD_DIM;
+        const attn_t* k_h = k + ((long long)kv_bh * n_k + row0) * HEAD_DIM;
+        const attn_t* v_h = v + ((long long)kv_bh * n_k + row0) * HEAD_DIM;
         __syncthreads();                                       // previous chunk consumed
         for (int idx = tid; idx < CHUNK * HEAD_DIM; idx += THREADS) {   // K_j, V_j -> SRAM
             const int r = idx / HEAD_DIM, c = idx % HEAD_DIM;
-            phik_s[r][c] = r < rows ? phi(attn_h2f(k_h[idx])) : 0.f;
-            v_s[r][c] = r < rows ? attn_h2f(v_h[idx]) : 0.f;
+            phik_s[r][c] = r < rows ? phi(attn_to_f32(k_h[idx])) : 0.f;
+            v_s[r][c] = r < rows ? attn_to_f32(v_h[idx]) : 0.f;
         }
         __syncthreads();
         // S[a][b] += Σ_r φ(k_r)[a] v_r[b]; thread t owns entries t, t + THREADS, ...
@@ -88,8 +90,8 @@ linear_kv_state(const half* __restrict__ k, const half* __restrict__ v,
 // q (B·H, n_q, d) fp16 -> o (B·H, n_q, d) fp16, with the state of the same head.
 // Grid (ceil(n_q / ROWS), B·H). A row whose denominator is 0 outputs zeros.
 extern "C" __global__ void __launch_bounds__(THREADS)
-linear_apply(const half* __restrict__ q, const float* __restrict__ state,
-             const float* __restrict__ z, half* __restrict__ o, int n_q, float eps) {
+linear_apply(const attn_t* __restrict__ q, const float* __restrict__ state,
+             const float* __restrict__ z, attn_t* __restrict__ o, int n_q, float eps) {
     // dynamic: (HEAD_DIM² + HEAD_DIM + ROWS·HEAD_DIM + ROWS) floats
     extern __shared__ __align__(16) float smem_f[];
     float (*s_s)[HEAD_DIM] = reinterpret_cast<float (*)[HEAD_DIM]>(smem_f);
@@ -103,10 +105,10 @@ linear_apply(const half* __restrict__ q, const float* __restrict__ state,
     for (int idx = tid; idx < HEAD_DIM * HEAD_DIM; idx += THREADS)   // S, z -> SRAM once
         s_s[idx / HEAD_DIM][idx % HEAD_DIM] = st[idx];
     if (tid < HEAD_DIM) z_s[tid] = z[(long long)bh * HEAD_DIM + tid];
-    const half* q_h = q + ((long long)bh * n_q + row0) * HEAD_DIM;
+    const attn_t* q_h = q + ((long long)bh * n_q + row0) * HEAD_DIM;
     for (int idx = tid; idx < ROWS * HEAD_DIM; idx += THREADS) {
         const int r = idx / HEAD_DIM;
-        phiq_s[r][idx % HEAD_DIM] = r < rows ? phi(attn_h2f(q_h[idx])) : 0.f;
+        phiq_s[r][idx % HEAD_DIM] = r < rows ? phi(attn_to_f32(q_h[idx])) : 0.f;
     }
     __syncthreads();
     for (int r = tid; r < ROWS; r += THREADS) {                // φ(q_i)ᵀ z + eps
@@ -115,11 +117,11 @@ linear_apply(const half* __restrict__ q, const float* __restrict__ state,
         den_s[r] = den;
     }
     __syncthreads();
-    half* o_h = o + ((long long)bh * n_q + row0) * HEAD_DIM;
+    attn_t* o_h = o + ((long long)bh * n_q + row0) * HEAD_DIM;
     for (int idx = tid; idx < rows * HEAD_DIM; idx += THREADS) {      // φ(q_i)ᵀ S / den
         const int r = idx / HEAD_DIM, c = idx % HEAD_DIM;
         float num = 0.f;
         for (int a = 0; a < HEAD_DIM; ++a) num += phiq_s[r][a] * s_s[a][c];
-        o_h[idx] = attn_f2h(den_s[r] != 0.f ? num / den_s[r] : 0.f);
+        o_h[idx] = attn_from_f32(den_s[r] != 0.f ? num / den_s[r] : 0.f);
     }
 }

@@ -26,6 +26,8 @@
 // and its HBM traffic (Q, K read; S written; S read, P written; P, V read; O written); the
 // GEMM tiles only change how often a CTA re-reads Q/K/P/V tiles through L2, which the
 // simulator's unfused model does not charge to HBM (operands of a GEMM are read once).
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 
 #ifndef TILE_M
@@ -57,13 +59,13 @@ static_assert(HEAD_DIM % 8 == 0, "HEAD_DIM must be a multiple of 8");
 // as P V). Rows/columns past M, N, K are zero-filled on load and skipped on store.
 // Two shared-memory stages: the copy of stage t+1 overlaps the MMAs of stage t.
 template <bool B_TRANS>
-__device__ __forceinline__ void gemm_cta(const half* a, int lda, const half* b, int ldb, half* c,
+__device__ __forceinline__ void gemm_cta(const attn_t* a, int lda, const attn_t* b, int ldb, attn_t* c,
                                          int ldc, int M, int N, int K, float alpha) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     constexpr int A_STAGE = TILE_M * TILE_K;
     constexpr int B_STAGE = TILE_N * TILE_K;
-    half* a_s = reinterpret_cast<half*>(smem_raw);            // [2][TILE_M][TILE_K]
-    half* b_s = a_s + 2 * A_STAGE;                             // [2][TILE_N][TILE_K] or [2][TILE_K][TILE_N]
+    attn_t* a_s = reinterpret_cast<attn_t*>(smem_raw);            // [2][TILE_M][TILE_K]
+    attn_t* b_s = a_s + 2 * A_STAGE;                             // [2][TILE_N][TILE_K] or [2][TILE_K][TILE_N]
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
@@ -114,8 +116,8 @@ __device__ __forceinline__ void gemm_cta(const half* a, int lda, const half* b, 
         else attn_cp_async_commit();                           // keep the group count uniform
         attn_cp_async_wait<1>();
         __syncthreads();
-        const half* as = a_s + st * A_STAGE;
-        const half* bs = b_s + st * B_STAGE;
+        const attn_t* as = a_s + st * A_STAGE;
+        const attn_t* bs = b_s + st * B_STAGE;
 #pragma unroll
         for (int kk = 0; kk < TILE_K / 16; ++kk) {
             unsigned af[WARP_M / 16][4];
@@ -155,12 +157,12 @@ __device__ __forceinline__ void gemm_cta(const half* a, int lda, const half* b, 
             for (int h = 0; h < 2; ++h) {
                 const int row = m0 + wm + i * 16 + (lane >> 2) + h * 8;
                 if (row >= M || col >= N) continue;
-                half* dst = c + (long long)row * ldc + col;
+                attn_t* dst = c + (long long)row * ldc + col;
                 if (col + 1 < N)
                     *reinterpret_cast<unsigned*>(dst) =
-                        attn_pack_half2(alpha * acc[i][j][2 * h], alpha * acc[i][j][2 * h + 1]);
+                        attn_pack2(alpha * acc[i][j][2 * h], alpha * acc[i][j][2 * h + 1]);
                 else
-                    *dst = attn_f2h(alpha * acc[i][j][2 * h]);
+                    *dst = attn_from_f32(alpha * acc[i][j][2 * h]);
             }
         }
     }
@@ -173,7 +175,7 @@ __device__ __forceinline__ int kv_index(int bh, int heads, int kv_group) {
 // S = scale · Q Kᵀ. q (B·H, n_q, d), k (B·H/kv_group, n_k, d), s (B·H, n_q, ld_s).
 // Grid (ceil(n_k / TILE_N), ceil(n_q / TILE_M), B·H), block GEMM_THREADS.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-standard_scores(const half* __restrict__ q, const half* __restrict__ k, half* __restrict__ s,
+standard_scores(const attn_t* __restrict__ q, const attn_t* __restrict__ k, attn_t* __restrict__ s,
                 int n_q, int n_k, int ld_s, int heads, int kv_group, float scale) {
     const int bh = blockIdx.z;
     gemm_cta<true>(q + (long long)bh * n_q * HEAD_DIM, HEAD_DIM,
@@ -184,7 +186,7 @@ standard_scores(const half* __restrict__ q, const half* __restrict__ k, half* __
 // O = P V. p (B·H, n_q, ld_s) with zero padding columns, v (B·H/kv_group, n_k, d),
 // o (B·H, n_q, d). Grid (ceil(d / TILE_N), ceil(n_q / TILE_M), B·H).
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-standard_pv(const half* __restrict__ p, const half* __restrict__ v, half* __restrict__ o,
+standard_pv(const attn_t* __restrict__ p, const attn_t* __restrict__ v, attn_t* __restrict__ o,
             int n_q, int n_k, int ld_s, int heads, int kv_group) {
     const int bh = blockIdx.z;
     // K dimension = n_k: chunks reaching into the zero padding of P are harmless, V rows
@@ -199,14 +201,14 @@ standard_pv(const half* __restrict__ p, const half* __restrict__ v, half* __rest
 // and the row of the (N_q x N_k, one byte per entry, shared by all heads) mask is read —
 // the traffic algorithms/standard.py counts for its ``mask`` kernel. Grid (N_q, B·H).
 extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-standard_mask(half* __restrict__ s, const unsigned char* __restrict__ allowed, int n_q, int n_k,
+standard_mask(attn_t* __restrict__ s, const unsigned char* __restrict__ allowed, int n_q, int n_k,
               int ld_s) {
     const int row = blockIdx.x;
-    half* srow = s + ((long long)blockIdx.y * n_q + row) * ld_s;
+    attn_t* srow = s + ((long long)blockIdx.y * n_q + row) * ld_s;
     const unsigned char* mrow = allowed + (long long)row * n_k;
-    const half neg_inf = attn_f2h(ATTN_NEG_INF);
+    const attn_t neg_inf = attn_from_f32(ATTN_NEG_INF);
     for (int j = threadIdx.x; j < n_k; j += SOFTMAX_THREADS) {
-        const half x = srow[j];
+        const attn_t x = srow[j];
         srow[j] = mrow[j] ? x : neg_inf;
     }
 }
@@ -232,10 +234,10 @@ __device__ __forceinline__ float block_reduce(float x, float* red) {
 // shared memory so S is read from HBM once. causal = 1 also applies the mask (when the
 // separate mask kernel is not launched). A fully masked row gives P = 0. Grid (n_q, B·H).
 extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-standard_softmax(const half* __restrict__ s, half* __restrict__ p, int n_q, int n_k, int ld_s,
+standard_softmax(const attn_t* __restrict__ s, attn_t* __restrict__ p, int n_q, int n_k, int ld_s,
                  int causal) {
     extern __shared__ __align__(128) unsigned char softmax_raw[];
-    half* row_s = reinterpret_cast<half*>(softmax_raw);           // n_k halves
+    attn_t* row_s = reinterpret_cast<attn_t*>(softmax_raw);           // n_k halves
     __shared__ float red[SOFTMAX_THREADS / 32];
     const int row = blockIdx.x;
     const long long off = ((long long)blockIdx.y * n_q + row) * ld_s;
@@ -243,17 +245,17 @@ standard_softmax(const half* __restrict__ s, half* __restrict__ p, int n_q, int 
 
     float mx = ATTN_NEG_INF;
     for (int j = threadIdx.x; j < n_k; j += SOFTMAX_THREADS) {  // S row: HBM -> SRAM, once
-        const half x = s[off + j];
+        const attn_t x = s[off + j];
         row_s[j] = x;
-        if (j < visible) mx = fmaxf(mx, attn_h2f(x));
+        if (j < visible) mx = fmaxf(mx, attn_to_f32(x));
     }
     mx = block_reduce<true>(mx, red);
     const float base = mx == ATTN_NEG_INF ? 0.f : mx;
     float sum = 0.f;
     for (int j = threadIdx.x; j < visible; j += SOFTMAX_THREADS)
-        sum += __expf(attn_h2f(row_s[j]) - base);
+        sum += __expf(attn_to_f32(row_s[j]) - base);
     sum = block_reduce<false>(sum, red);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     for (int j = threadIdx.x; j < ld_s; j += SOFTMAX_THREADS) // P row: SRAM -> HBM, once
-        p[off + j] = attn_f2h(j < visible ? __expf(attn_h2f(row_s[j]) - base) * inv : 0.f);
+        p[off + j] = attn_from_f32(j < visible ? __expf(attn_to_f32(row_s[j]) - base) * inv : 0.f);
 }

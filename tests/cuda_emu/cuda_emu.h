@@ -49,10 +49,22 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline void atomicAdd(float* p, float v) { *p += v; }
 
-// ---- fp16 (the storage type and conversions of attn_common.cuh) ----------------------------
-struct half { uint16_t x; };
+// ---- the storage type and conversions of attn_common.cuh: fp16, or bf16 with ATTN_BF16 -------
+struct attn_t { uint16_t x; };
 
-inline float attn_h2f(half h) {
+#ifdef ATTN_BF16
+inline float attn_to_f32(attn_t h) { return __int_as_float(int(uint32_t(h.x) << 16)); }
+
+inline attn_t attn_from_f32(float f) {                  // round to nearest even, NaN stays NaN
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return {uint16_t((b >> 16) | 0x40)};
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return {uint16_t(b >> 16)};
+}
+#else
+
+inline float attn_to_f32(attn_t h) {
     const uint32_t sign = (h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1f, man = h.x & 0x3ff;
     uint32_t bits;
     if (exp == 0) {
@@ -70,7 +82,7 @@ inline float attn_h2f(half h) {
     return f;
 }
 
-inline half attn_f2h(float f) {                  // round to nearest even
+inline attn_t attn_from_f32(float f) {                  // round to nearest even
     uint32_t b;
     std::memcpy(&b, &f, 4);
     const uint16_t sign = (b >> 16) & 0x8000;
@@ -88,11 +100,12 @@ inline half attn_f2h(float f) {                  // round to nearest even
     if (exp == 0) out = h;                        // subnormal (h < 0x400) or rounded up to 0x400
     return {uint16_t(sign | out)};
 }
-inline unsigned attn_pack_half2(float lo, float hi) {
-    return attn_f2h(lo).x | unsigned(attn_f2h(hi).x) << 16;
+#endif
+inline unsigned attn_pack2(float lo, float hi) {
+    return attn_from_f32(lo).x | unsigned(attn_from_f32(hi).x) << 16;
 }
 struct attn_f2;
-inline attn_f2 attn_unpack_half2(unsigned v);   // defined after attn_common.cuh's attn_f2
+inline attn_f2 attn_unpack2(unsigned v);   // defined after attn_common.cuh's attn_f2
 
 // ---- green threads ------------------------------------------------------------------------------
 namespace emu {
@@ -279,7 +292,7 @@ template <int n> inline void attn_cp_async_wait() {   // land all but the n newe
     }
 }
 
-inline void attn_ldmatrix_x4(unsigned r[4], const half* p) {
+inline void attn_ldmatrix_x4(unsigned r[4], const attn_t* p) {
     auto& w = emu::scratch[emu::warp()];
     const int l = emu::lane();
     w.ptr[l] = p;
@@ -292,7 +305,7 @@ inline void attn_ldmatrix_x4(unsigned r[4], const half* p) {
     emu::warp_sync();
 }
 
-inline void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
+inline void attn_ldmatrix_x4_trans(unsigned r[4], const attn_t* p) {
     auto& w = emu::scratch[emu::warp()];
     const int l = emu::lane();
     w.ptr[l] = p;
@@ -306,7 +319,7 @@ inline void attn_ldmatrix_x4_trans(unsigned r[4], const half* p) {
     emu::warp_sync();
 }
 
-inline float emu_half_bits(unsigned bits) { return attn_h2f(half{uint16_t(bits)}); }
+inline float emu_elem_bits(unsigned bits) { return attn_to_f32(attn_t{uint16_t(bits)}); }
 
 inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1) {
     auto& w = emu::scratch[emu::warp()];
@@ -320,12 +333,12 @@ inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned
         const int g = L / 4, t = L % 4;
         const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
         for (int i = 0; i < 4; ++i) {
-            A[rows[i]][cols[i]] = emu_half_bits(w.a[L][i] & 0xffff);
-            A[rows[i]][cols[i] + 1] = emu_half_bits(w.a[L][i] >> 16);
+            A[rows[i]][cols[i]] = emu_elem_bits(w.a[L][i] & 0xffff);
+            A[rows[i]][cols[i] + 1] = emu_elem_bits(w.a[L][i] >> 16);
         }
         for (int i = 0; i < 2; ++i) {
-            B[2 * t + 8 * i][g] = emu_half_bits(w.b[L][i] & 0xffff);
-            B[2 * t + 8 * i + 1][g] = emu_half_bits(w.b[L][i] >> 16);
+            B[2 * t + 8 * i][g] = emu_elem_bits(w.b[L][i] & 0xffff);
+            B[2 * t + 8 * i + 1][g] = emu_elem_bits(w.b[L][i] >> 16);
         }
     }
     emu::warp_sync();

@@ -25,7 +25,7 @@ from attnsim.gpu import load_source
 EMU_DIR = Path(__file__).resolve().parent
 CACHE_DIR = Path(tempfile.gettempdir()) / "attnsim-cuda-emu"
 SMEM_LIMIT = 256 * 1024
-DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "uint8": np.uint8}
+DTYPES = ports.HOST_DTYPES
 KERNEL_RE = re.compile(r'extern "C" __global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+'
                        r'(\w+)\(([^)]*)\)', re.S)
 
@@ -61,8 +61,8 @@ def harness(source_file: str, kernels: list[str], params: dict) -> str:
 #include <fstream>
 
 // needs attn_common.cuh's attn_f2, hence here and not in cuda_emu.h
-inline attn_f2 attn_unpack_half2(unsigned v) {{
-    return attn_f2{{emu_half_bits(v & 0xffffu), emu_half_bits(v >> 16)}};
+inline attn_f2 attn_unpack2(unsigned v) {{
+    return attn_f2{{emu_elem_bits(v & 0xffffu), emu_elem_bits(v >> 16)}};
 }}
 #include <string>
 
@@ -217,11 +217,11 @@ def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
         t = spec.tensors[name]
         dtype = DTYPES[t.dtype]
         if t.role == "input":
-            arrays.append(np.ascontiguousarray(getattr(host_inputs, name), dtype=dtype))
+            arrays.append(ports.to_storage(getattr(host_inputs, name), t.dtype))
         elif t.role == "const":
-            arrays.append(np.ascontiguousarray(t.data, dtype=dtype))
+            arrays.append(ports.to_storage(t.data, t.dtype))
         elif t.fill is not None:
-            arrays.append(np.full(t.shape, t.fill, dtype=dtype))
+            arrays.append(np.full(t.shape, ports.to_storage(np.float32(t.fill), t.dtype), dtype=dtype))
         else:                                          # NaN bytes: unwritten data shows
             arrays.append(np.frombuffer(b"\xff" * (int(np.prod(t.shape)) * np.dtype(dtype).itemsize),
                                         dtype=dtype).reshape(t.shape))

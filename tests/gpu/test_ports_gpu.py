@@ -1,7 +1,8 @@
 """The CUDA ports on a real GPU, on the same cases as the CPU tests (tests/port_cases.py).
 
 Each port's fp16 output must match the CPU simulation of the same algorithm on the same
-inputs to a relative error < 2e-3 (issue 7's target), ragged sizes, causal and not, GQA.
+inputs to a relative error < 2e-3 (issue 7's target; bf16 cases: < 1.6e-2 and, for exact
+attention, within twice the error of plain bf16 attention), ragged sizes, causal and not, GQA.
 Skipped without CuPy or a CUDA device (tests/gpu/conftest.py). No timing assertions.
 """
 import json
@@ -18,8 +19,7 @@ from attnsim.reference import attention_reference, relative_error
 from port_cases import PORT_CASES, fp16_baseline, workload
 
 pytestmark = pytest.mark.gpu
-FP16_TARGET = 2e-3
-
+FP16_TARGET = ports.ERROR_TARGETS["fp16"]
 
 
 def device_model():
@@ -44,9 +44,12 @@ def run_case(name, wl, magnitude=1.0, options=None):
 
 @pytest.mark.parametrize("case", PORT_CASES, ids=lambda c: c.id)
 def test_port_matches_the_cpu_result(case):
-    cpu, run, _ = run_case(case.name, case.workload, options=case.options)
+    wl = case.workload
+    cpu, run, inputs = run_case(case.name, wl, options=case.options)
     assert np.isfinite(run.output).all()
-    assert run.rel_error < FP16_TARGET
+    assert run.rel_error < ports.ERROR_TARGETS[wl.dtype]
+    if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
+        assert run.rel_error <= 2 * fp16_baseline(inputs, wl)
 
 
 @pytest.mark.parametrize("name", ("flash1", "flash2"))
