@@ -55,42 +55,37 @@ __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
 struct alignas(2) attn_t { unsigned short x; };
 
 #ifdef ATTN_BF16
-// bf16 -> fp32 is exact: the bf16 bits are the top half of the fp32 bits (a shift, valid on
-// sm_80; cvt.f32.bf16 would need sm_90).
-__device__ __forceinline__ float attn_to_f32(attn_t h) {
-    return __int_as_float(static_cast<int>(static_cast<unsigned>(h.x) << 16));
-}
-__device__ __forceinline__ attn_t attn_from_f32(float f) {
-    attn_t h;
-    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(h.x) : "f"(f));
-    return h;
-}
-// Two floats -> one bf16x2 register: `lo` in bits 0-15 (the lower column / address).
-__device__ __forceinline__ unsigned attn_pack2(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
 #define ATTN_MMA_TYPE "bf16"
+#define ATTN_CVT_FROM_F32 "cvt.rn.bf16.f32"
+#define ATTN_CVT_PACK2 "cvt.rn.bf16x2.f32"
 #else
+#define ATTN_MMA_TYPE "f16"
+#define ATTN_CVT_FROM_F32 "cvt.rn.f16.f32"
+#define ATTN_CVT_PACK2 "cvt.rn.f16x2.f32"
+#endif
+
 __device__ __forceinline__ float attn_to_f32(attn_t h) {
+#ifdef ATTN_BF16
+    // exact: the bf16 bits are the top half of the fp32 bits (a shift works on sm_80, where
+    // cvt.f32.bf16 does not exist: it needs sm_90)
+    return __int_as_float(static_cast<int>(static_cast<unsigned>(h.x) << 16));
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h.x));
     return f;
+#endif
 }
 __device__ __forceinline__ attn_t attn_from_f32(float f) {
     attn_t h;
-    asm("cvt.rn.f16.f32 %0, %1;\n" : "=h"(h.x) : "f"(f));
+    asm(ATTN_CVT_FROM_F32 " %0, %1;\n" : "=h"(h.x) : "f"(f));
     return h;
 }
-// Two floats -> one f16x2 register: `lo` in bits 0-15 (the lower column / address).
+// Two floats -> one 2 x 16-bit register: `lo` in bits 0-15 (the lower column / address).
 __device__ __forceinline__ unsigned attn_pack2(float lo, float hi) {
     unsigned r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    asm(ATTN_CVT_PACK2 " %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-#define ATTN_MMA_TYPE "f16"
-#endif
 __device__ __forceinline__ attn_f2 attn_unpack2(unsigned v) {
     attn_t lo, hi;
     lo.x = static_cast<unsigned short>(v & 0xffffu);
