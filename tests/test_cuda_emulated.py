@@ -173,3 +173,25 @@ def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
         assert row["ratio"] == pytest.approx(row["predicted_s"] / 1e-3)
         assert row["hbm_gbs"] > 0 and row["tflops"] > 0
     assert data["model"] == "h100-sxm"
+
+
+def test_both_flash2_warp_layouts_are_correct():
+    """benchmarks/flash2_warp_layout.py times WARP_M_TILES 1 and 2 against each other on a
+    GPU; both layouts must compute the same attention (checked here on the emulator)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "flash2_warp_layout.py"
+    loader = importlib.util.spec_from_file_location("flash2_warp_layout", path)
+    script = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(script)
+    wl = workload((1, 2, 2, 150, 150, 64, True))
+    gpu = get_gpu("h100-sxm")
+    plan = get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block)
+    inputs = make_inputs(wl, seed=1)
+    cpu = simulate("flash2", wl, gpu, compute=True, inputs=inputs, check=False)
+    base = ports.port_launches("flash2", wl, plan, gpu=gpu)
+    for tiles in (1, 2):
+        spec = script.variant(base, tiles)
+        assert spec.launches[0].block[0] == plan.block_q // (16 * tiles) * 32
+        o = emulate_mod.emulate(spec, inputs)["o"].astype(np.float32)
+        assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET

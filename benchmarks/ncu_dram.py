@@ -1,0 +1,114 @@
+"""DRAM bytes of a CUDA port measured by Nsight Compute, against the simulator's counts
+(a script for a machine with a GPU, CuPy and ``ncu``; issue 7's "ncu DRAM bytes vs count").
+
+    python benchmarks/ncu_dram.py flash2 --seq 16384 --batch 4 --heads 16 --head-dim 64
+    python benchmarks/ncu_dram.py standard --seq 4096 --format markdown --json standard.json
+    python benchmarks/ncu_dram.py gqa --decode --seq 65536 --heads 32 --kv-heads 8
+
+For one algorithm and workload it
+
+1. simulates the workload in count-only mode on the device's GPU model (``--hw auto``) and
+   declares the port's launches from the same plan;
+2. runs ``ncu --clock-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum
+   --print-units base --csv`` on this script in ``--run-once`` mode, which compiles the port
+   (outside the profiled kernels) and runs each of its launches exactly once;
+3. prints, per kernel, the simulator's counted HBM reads/writes, the timing model's DRAM
+   estimate after its L2 filter, the bytes ncu measured and their ratios
+   (``attnsim.ncu`` explains the three numbers). ``--json FILE`` writes the rows.
+
+``ncu`` usually needs permission to read the performance counters (root, or the driver's
+``NVreg_RestrictProfilingToAdminUsers=0``). ``--ncu PATH`` picks the binary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from algorithms import ports  # noqa: E402
+from algorithms.base import check_options  # noqa: E402
+from algorithms.registry import get_algorithm  # noqa: E402
+from attnsim import ncu  # noqa: E402
+from attnsim.cli import add_workload_args, workload_from_args  # noqa: E402
+from attnsim.workload import Workload  # noqa: E402
+
+DEFAULT = Workload(batch=4, heads=16, seq_q=8192, head_dim=64)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("algorithm", help=f"a ported algorithm: {', '.join(ports.ported_algorithms())}")
+    add_workload_args(p, DEFAULT)
+    p.add_argument("--hw", default="auto", help="GPU model of the prediction (auto: the device's)")
+    p.add_argument("--ncu", default="ncu", help="the Nsight Compute CLI")
+    p.add_argument("--format", default="text", choices=("text", "markdown"))
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--run-once", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def setup(a):
+    """(workload, GPU model, simulation, port declaration) for the arguments."""
+    from attnsim import gpu as backend
+    from attnsim.simulate import simulate
+    from hwmodels.gpus import get_gpu
+    wl = workload_from_args(a)
+    gpu = backend.detect_gpu_model()[0] if a.hw == "auto" else get_gpu(a.hw)
+    module = get_algorithm(a.algorithm)
+    plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, {}))
+    sim = simulate(a.algorithm, wl, gpu, compute=False)
+    spec = ports.port_launches(a.algorithm, wl, plan, sim.extra, gpu=gpu)
+    return wl, gpu, sim, spec
+
+
+def run_once(a) -> int:
+    """The profiled process: compile, then every launch of the port once."""
+    from attnsim import gpu as backend
+    from attnsim.inputs import make_inputs
+    wl, _, _, spec = setup(a)
+    backend.launch_once(spec, make_inputs(wl, seed=0))
+    return 0
+
+
+def profile(a, argv: list[str]) -> int:
+    wl, gpu, sim, spec = setup(a)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "ncu.csv"
+        cmd = [a.ncu, "--clock-control", "none", "--metrics", ncu.NCU_METRICS,
+               "--print-units", "base", "--csv", "--log-file", str(log),
+               sys.executable, str(Path(__file__).resolve()), "--run-once", *argv]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+        if done.returncode or not log.exists():
+            sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+            print(f"ncu_dram: ncu failed (exit {done.returncode}); command: {' '.join(cmd)}",
+                  file=sys.stderr)
+            return 1
+        launches = ncu.parse_ncu_csv(log.read_text())
+    kernels = [l.kernel for l in spec.launches]
+    rows = ncu.compare(spec.launches, sim.kernels, sim.time.kernels,
+                       ncu.port_launches_only(launches, kernels))
+    print(f"{a.algorithm} on {gpu.full_name}: {wl.describe()}")
+    print(ncu.render_rows(rows, a.format))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"algorithm": a.algorithm, "gpu": gpu.name,
+                                            "workload": wl.describe(),
+                                            "rows": [r.as_dict() for r in rows]}, indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a = parse_args(argv)
+    return run_once(a) if a.run_once else profile(a, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
