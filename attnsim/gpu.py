@@ -387,3 +387,46 @@ def launch_once(spec: ports.PortLaunches, host_inputs) -> dict:
     _launch_all(spec, kernels, tensors)
     cp.cuda.Device().synchronize()
     return tensors
+
+
+# CUDA device attribute numbers (cudaDeviceAttr): stable across CUDA 12 and 13, unlike the
+# cudaDeviceProp fields clockRate/memoryClockRate that CUDA 13 removed.
+_ATTR_CLOCK_KHZ, _ATTR_MEM_CLOCK_KHZ, _ATTR_MEM_BUS_BITS = 13, 36, 37
+
+
+def environment() -> dict:
+    """What a measurement depends on besides the code, for reproducible reports: versions
+    (CuPy, CUDA runtime and driver, PyTorch), the device, its maximum SM clock and the HBM
+    peak implied by its memory clock and bus width (2 transfers per clock). Fields the
+    platform does not report are None."""
+    cp = _require_cupy()
+    rt = cp.cuda.runtime
+    info = device_info()
+    dev = cp.cuda.Device().id
+
+    def attempt(fn):
+        try:
+            return fn()
+        except Exception:
+            return None
+
+    clock = attempt(lambda: rt.deviceGetAttribute(_ATTR_CLOCK_KHZ, dev))
+    mem_clock = attempt(lambda: rt.deviceGetAttribute(_ATTR_MEM_CLOCK_KHZ, dev))
+    bus = attempt(lambda: rt.deviceGetAttribute(_ATTR_MEM_BUS_BITS, dev))
+    torch_version = None
+    try:
+        import torch
+        torch_version = torch.__version__
+    except Exception:
+        pass
+    return {
+        "device": info.name, "compute_capability": info.arch, "sm_count": info.sm_count,
+        "l2_bytes": info.l2_bytes,
+        "sm_clock_max_mhz": None if not clock else clock / 1e3,
+        "hbm_peak_gbs_from_clocks": None if not (mem_clock and bus) else
+        2 * mem_clock * 1e3 * bus / 8 / 1e9,
+        "cupy": getattr(cp, "__version__", None),
+        "cuda_runtime": attempt(rt.runtimeGetVersion),
+        "cuda_driver": attempt(rt.driverGetVersion),
+        "torch": torch_version,
+    }

@@ -166,6 +166,16 @@ def render(rows: list[dict], fmt: str, header: dict) -> str:
     headers, body = table_rows(rows)
     lines = [f"device: {header['device']}; model: {header['model']}; workload: "
              f"{header['workload']}; SDPA: {header['sdpa']}"]
+    env = header.get("environment") or {}
+    if env:
+        def show(x, fmt):
+            return "?" if x is None else format(x, fmt)
+        lines.append(f"max SM clock {show(env.get('sm_clock_max_mhz'), '.0f')} MHz (model: "
+                     f"{header['model_clock_mhz']:.0f}); HBM peak from memory clock "
+                     f"{show(env.get('hbm_peak_gbs_from_clocks'), '.0f')} GB/s (model: "
+                     f"{header['model_hbm_gbs']:.0f}); CuPy {env.get('cupy')}, CUDA runtime "
+                     f"{env.get('cuda_runtime')}, driver {env.get('cuda_driver')}, torch "
+                     f"{env.get('torch')}")
     if header.get("warning"):
         lines.append(f"warning: {header['warning']}")
     lines.append(tabulate(body, headers=headers,
@@ -209,7 +219,10 @@ def cmd_gpu_check(a) -> int:
     rows = check_rows(gpu, base, a.seq, names, repeats=a.repeats, cpu_max_n=a.cpu_check_max_n,
                       sdpa=sdpa_ok)
     header = {"device": device, "model": gpu.name, "warning": warning, "sdpa": sdpa_why,
-              "workload": base.describe().replace(f"N={base.seq_q}", "N swept")}
+              "workload": base.describe().replace(f"N={base.seq_q}", "N swept"),
+              "environment": backend.environment(),
+              "model_clock_mhz": gpu.clock_hz / 1e6,
+              "model_hbm_gbs": gpu.hbm_bandwidth_bytes_per_s / 1e9}
     text = render(rows, a.format, header)
     if a.output:
         with open(a.output, "w", encoding="utf-8") as fh:

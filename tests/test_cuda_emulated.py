@@ -124,6 +124,7 @@ def emulated_backend(monkeypatch):
     monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
     monkeypatch.setattr(backend, "run_port", fake_run_port)
     monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
+    monkeypatch.setattr(backend, "environment", lambda: {"device": "emulated"})
     return backend
 
 
@@ -159,6 +160,8 @@ def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
     monkeypatch.setattr(backend, "run_port", fake_run_port)
     monkeypatch.setattr(backend, "device_reference", fake_reference)
     monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
+    monkeypatch.setattr(backend, "environment", lambda: {"device": "emulated",
+                                                         "sm_clock_max_mhz": 1980.0})
     assert main(["gpu-check", "flash2", "gqa", "--seq", "97", "200", "--batch", "1",
                  "--heads", "4", "--cpu-check-max-n", "100", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -173,6 +176,8 @@ def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
         assert row["ratio"] == pytest.approx(row["predicted_s"] / 1e-3)
         assert row["hbm_gbs"] > 0 and row["tflops"] > 0
     assert data["model"] == "h100-sxm"
+    assert data["environment"]["sm_clock_max_mhz"] == 1980.0
+    assert data["model_clock_mhz"] == pytest.approx(get_gpu("h100-sxm").clock_hz / 1e6)
 
 
 def test_both_flash2_warp_layouts_are_correct():

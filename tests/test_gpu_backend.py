@@ -62,7 +62,10 @@ class FakeCupy:
                     "name": b"NVIDIA H100 80GB HBM3", "major": 9, "minor": 0,
                     "multiProcessorCount": 132, "totalGlobalMem": 80 * 2**30,
                     "l2CacheSize": fake.l2, "sharedMemPerBlockOptin": 227 * 1024,
-                    "sharedMemPerBlock": 48 * 1024}),
+                    "sharedMemPerBlock": 48 * 1024},
+                deviceGetAttribute=lambda attr, dev: {13: 1980000, 36: 2619000, 37: 5120}[attr],
+                runtimeGetVersion=lambda: 12080,
+                driverGetVersion=lambda: (_ for _ in ()).throw(RuntimeError("no driver"))),
             Device=lambda: SimpleNamespace(id=0, synchronize=lambda: None),
             Event=Event, get_elapsed_time=lambda a, b: 0.25)
 
@@ -194,3 +197,12 @@ def test_device_calls_without_cupy_say_why(monkeypatch):
     wl, spec = flash2_spec()
     with pytest.raises(backend.GpuUnavailable, match="pip install"):
         backend.launch_once(spec, make_inputs(wl))
+
+
+def test_environment_records_clocks_versions_and_what_is_missing(fake_cupy):
+    env = backend.environment()
+    assert env["device"] == "NVIDIA H100 80GB HBM3" and env["compute_capability"] == "90"
+    assert env["sm_clock_max_mhz"] == 1980.0
+    # HBM3 at 2619 MHz, double data rate, 5120-bit bus: 3352 GB/s (H100 SXM's 3.35 TB/s)
+    assert env["hbm_peak_gbs_from_clocks"] == pytest.approx(3352.32)
+    assert env["cuda_runtime"] == 12080 and env["cuda_driver"] is None   # a failing query

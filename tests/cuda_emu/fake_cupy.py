@@ -79,7 +79,11 @@ class EmulatedCupy:
     float32 = np.float32
     cuda = SimpleNamespace(
         runtime=SimpleNamespace(getDeviceCount=lambda: 1,
-                                getDeviceProperties=lambda i: dict(H100_PROPERTIES)),
+                                getDeviceProperties=lambda i: dict(H100_PROPERTIES),
+                                # SM clock 1980 MHz, HBM3 2619 MHz x 5120 bits (H100 SXM)
+                                deviceGetAttribute=lambda attr, dev: {13: 1980000, 36: 2619000,
+                                                                      37: 5120}[attr],
+                                runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12080),
         Device=lambda: SimpleNamespace(id=0, synchronize=lambda: None),
         Event=_Event, get_elapsed_time=lambda start, end: 1.0)
 
