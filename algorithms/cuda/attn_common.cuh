@@ -32,15 +32,15 @@ struct alignas(8) attn_f2 { float x, y; };
 
 // Offset (in halves) of 16-byte chunk `chunk` of row `row` in a tile whose rows hold
 // `cpr` chunks (cpr = padded head_dim / 8). The chunk index is XORed with a function of the
-// row so that the 8 rows an ldmatrix phase reads fall in 8 distinct bank groups. Only when
-// cpr is a power of two (otherwise the XOR could leave the row); other widths stay linear.
+// row so that the 8 rows an ldmatrix phase reads fall in 8 distinct bank groups. When cpr is
+// a multiple of 8 the XOR touches only the low 3 bits, so a chunk stays inside its aligned
+// group of 8 (and its row): 64, 128, 256 but also 192 or MLA's 576 columns; 4 and 2 chunks
+// per row use the XOR that spreads 2 or 4 consecutive rows; other widths stay linear.
 __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
     int x = 0;
-    if ((cpr & (cpr - 1)) == 0) {
-        if (cpr >= 8)      x = row & 7;
-        else if (cpr == 4) x = (row >> 1) & 3;
-        else if (cpr == 2) x = (row >> 2) & 1;
-    }
+    if (cpr % 8 == 0)  x = row & 7;
+    else if (cpr == 4) x = (row >> 1) & 3;
+    else if (cpr == 2) x = (row >> 2) & 1;
     return row * cpr * 8 + ((chunk ^ x) * 8);
 }
 

@@ -28,17 +28,8 @@
 // simulator's unfused model does not charge to HBM (operands of a GEMM are read once).
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
-#include "attn_common.cuh"
+#include "attn_gemm.cuh"      // gemm_cta, TILE_M/N/K (includes attn_common.cuh)
 
-#ifndef TILE_M
-#define TILE_M 128
-#endif
-#ifndef TILE_N
-#define TILE_N 128
-#endif
-#ifndef TILE_K
-#define TILE_K 32
-#endif
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
 #endif
@@ -46,127 +37,7 @@
 #define SOFTMAX_THREADS 256
 #endif
 
-#define GEMM_THREADS 128
-#define WARP_M (TILE_M / 2)
-#define WARP_N (TILE_N / 2)
-
-static_assert(TILE_M % 32 == 0 && TILE_N % 32 == 0, "TILE_M, TILE_N: multiples of 32");
-static_assert(TILE_K % 16 == 0, "TILE_K: a multiple of 16");
 static_assert(HEAD_DIM % 8 == 0, "HEAD_DIM must be a multiple of 8");
-
-// One GEMM CTA: C[tile] = alpha · A B for A (M x K, row-major, leading dim lda) and
-// B either (N x K) row-major (B_TRANS: C = A Bᵀ, as Q Kᵀ) or (K x N) row-major (C = A B,
-// as P V). Rows/columns past M, N, K are zero-filled on load and skipped on store.
-// Two shared-memory stages: the copy of stage t+1 overlaps the MMAs of stage t.
-template <bool B_TRANS>
-__device__ __forceinline__ void gemm_cta(const attn_t* a, int lda, const attn_t* b, int ldb, attn_t* c,
-                                         int ldc, int M, int N, int K, float alpha) {
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    constexpr int A_STAGE = TILE_M * TILE_K;
-    constexpr int B_STAGE = TILE_N * TILE_K;
-    attn_t* a_s = reinterpret_cast<attn_t*>(smem_raw);            // [2][TILE_M][TILE_K]
-    attn_t* b_s = a_s + 2 * A_STAGE;                             // [2][TILE_N][TILE_K] or [2][TILE_K][TILE_N]
-
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
-    const int wm = (warp >> 1) * WARP_M, wn = (warp & 1) * WARP_N;
-
-    // Issue the copies of k-slice [k0, k0 + TILE_K) into stage `st`.
-    auto load_stage = [&](int st, int k0) {
-        constexpr int CPR_A = TILE_K / 8;
-        for (int idx = tid; idx < TILE_M * CPR_A; idx += GEMM_THREADS) {
-            const int r = idx / CPR_A, ch = idx % CPR_A;
-            const int gr = m0 + r, gk = k0 + ch * 8;
-            const bool ok = gr < M && gk < K;
-            attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_A),
-                            ok ? a + (long long)gr * lda + gk : a, ok ? 16 : 0);
-        }
-        if (B_TRANS) {                                         // B tile: TILE_N rows of K
-            for (int idx = tid; idx < TILE_N * CPR_A; idx += GEMM_THREADS) {
-                const int r = idx / CPR_A, ch = idx % CPR_A;
-                const int gn = n0 + r, gk = k0 + ch * 8;
-                const bool ok = gn < N && gk < K;
-                attn_cp_async16(b_s + st * B_STAGE + attn_swizzle(r, ch, CPR_A),
-                                ok ? b + (long long)gn * ldb + gk : b, ok ? 16 : 0);
-            }
-        } else {                                               // B tile: TILE_K rows of N
-            constexpr int CPR_B = TILE_N / 8;
-            for (int idx = tid; idx < TILE_K * CPR_B; idx += GEMM_THREADS) {
-                const int r = idx / CPR_B, ch = idx % CPR_B;
-                const int gk = k0 + r, gn = n0 + ch * 8;
-                const bool ok = gk < K && gn < N;
-                attn_cp_async16(b_s + st * B_STAGE + attn_swizzle(r, ch, CPR_B),
-                                ok ? b + (long long)gk * ldb + gn : b, ok ? 16 : 0);
-            }
-        }
-        attn_cp_async_commit();
-    };
-
-    float acc[WARP_M / 16][WARP_N / 8][4];
-#pragma unroll
-    for (int i = 0; i < WARP_M / 16; ++i)
-#pragma unroll
-        for (int j = 0; j < WARP_N / 8; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-
-    const int n_k_tiles = (K + TILE_K - 1) / TILE_K;
-    load_stage(0, 0);
-    for (int t = 0; t < n_k_tiles; ++t) {
-        const int st = t & 1;
-        if (t + 1 < n_k_tiles) load_stage(st ^ 1, (t + 1) * TILE_K);
-        else attn_cp_async_commit();                           // keep the group count uniform
-        attn_cp_async_wait<1>();
-        __syncthreads();
-        const attn_t* as = a_s + st * A_STAGE;
-        const attn_t* bs = b_s + st * B_STAGE;
-#pragma unroll
-        for (int kk = 0; kk < TILE_K / 16; ++kk) {
-            unsigned af[WARP_M / 16][4];
-#pragma unroll
-            for (int i = 0; i < WARP_M / 16; ++i) {
-                const int r = wm + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                attn_ldmatrix_x4(af[i], as + attn_swizzle(r, kk * 2 + (lane >> 4), TILE_K / 8));
-            }
-#pragma unroll
-            for (int j = 0; j < WARP_N / 16; ++j) {
-                unsigned bf[4];
-                if (B_TRANS) {
-                    const int r = wn + j * 16 + (lane & 7) + (lane >> 4) * 8;
-                    attn_ldmatrix_x4(bf, bs + attn_swizzle(r, kk * 2 + ((lane >> 3) & 1), TILE_K / 8));
-                } else {
-                    const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                    attn_ldmatrix_x4_trans(bf, bs + attn_swizzle(r, (wn + j * 16) / 8 + (lane >> 4), TILE_N / 8));
-                }
-#pragma unroll
-                for (int i = 0; i < WARP_M / 16; ++i) {
-                    attn_mma16816(acc[i][2 * j], af[i], bf[0], bf[1]);
-                    attn_mma16816(acc[i][2 * j + 1], af[i], bf[2], bf[3]);
-                }
-            }
-        }
-        __syncthreads();                                       // stage st is free again
-    }
-    attn_cp_async_wait<0>();
-
-    // -- store C = alpha · acc in fp16, two adjacent columns per 32-bit store --
-#pragma unroll
-    for (int i = 0; i < WARP_M / 16; ++i) {
-#pragma unroll
-        for (int j = 0; j < WARP_N / 8; ++j) {
-            const int col = n0 + wn + j * 8 + 2 * (lane & 3);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = m0 + wm + i * 16 + (lane >> 2) + h * 8;
-                if (row >= M || col >= N) continue;
-                attn_t* dst = c + (long long)row * ldc + col;
-                if (col + 1 < N)
-                    *reinterpret_cast<unsigned*>(dst) =
-                        attn_pack2(alpha * acc[i][j][2 * h], alpha * acc[i][j][2 * h + 1]);
-                else
-                    *dst = attn_from_f32(alpha * acc[i][j][2 * h]);
-            }
-        }
-    }
-}
 
 __device__ __forceinline__ int kv_index(int bh, int heads, int kv_group) {
     return (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
@@ -178,9 +49,10 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 standard_scores(const attn_t* __restrict__ q, const attn_t* __restrict__ k, attn_t* __restrict__ s,
                 int n_q, int n_k, int ld_s, int heads, int kv_group, float scale) {
     const int bh = blockIdx.z;
-    gemm_cta<true>(q + (long long)bh * n_q * HEAD_DIM, HEAD_DIM,
+    gemm_cta<true>(q + (long long)bh * n_q * HEAD_DIM, attn_dense_rows(n_q, HEAD_DIM),
                    k + (long long)kv_index(bh, heads, kv_group) * n_k * HEAD_DIM, HEAD_DIM,
-                   s + (long long)bh * n_q * ld_s, ld_s, n_q, n_k, HEAD_DIM, scale);
+                   s + (long long)bh * n_q * ld_s, attn_dense_rows(n_q, ld_s), n_q, n_k,
+                   HEAD_DIM, scale);
 }
 
 // O = P V. p (B·H, n_q, ld_s) with zero padding columns, v (B·H/kv_group, n_k, d),
@@ -191,9 +63,10 @@ standard_pv(const attn_t* __restrict__ p, const attn_t* __restrict__ v, attn_t* 
     const int bh = blockIdx.z;
     // K dimension = n_k: chunks reaching into the zero padding of P are harmless, V rows
     // past n_k are zero-filled
-    gemm_cta<false>(p + (long long)bh * n_q * ld_s, ld_s,
+    gemm_cta<false>(p + (long long)bh * n_q * ld_s, attn_dense_rows(n_q, ld_s),
                     v + (long long)kv_index(bh, heads, kv_group) * n_k * HEAD_DIM, HEAD_DIM,
-                    o + (long long)bh * n_q * HEAD_DIM, HEAD_DIM, n_q, HEAD_DIM, n_k, 1.f);
+                    o + (long long)bh * n_q * HEAD_DIM, attn_dense_rows(n_q, HEAD_DIM), n_q,
+                    HEAD_DIM, n_k, 1.f);
 }
 
 // Causal mask in place, as a framework's masked_fill with a materialized boolean mask:
