@@ -40,7 +40,9 @@ N(0, 1/d_c); c_KV, k^R, q^R standard normal. Their HBM reads are counted; the pr
 that produce q^C, q^R, c_KV and k^R (W_DQ, W_UQ, W_DKV, W_KR) and W_O are common to both
 paths and not simulated. Differences from FlashMLA / DeepSeek's kernels: W_UV is not folded
 into W_O; the head block is chosen so that the fp32 accumulator (g x 512) fits the whole
-register file (one CTA per SM, as FlashMLA's 64-head tiles); the up-projected K stores
+register file (one CTA per SM, as FlashMLA's 64-head tiles), and shared memory holds, besides
+the Q and latent tiles, the probabilities passed between the warps that share a row tile's
+512 value columns (``splitkv.value_column_slices``; FlashMLA's sP); the up-projected K stores
 [K^C ; k^R] per head (k^R copied), so the executed-mode layout matches the counted loads.
 The output is returned as ``o_mla`` (not ``o``): the harness's exact-attention check over
 the workload's q, k, v does not apply to latent inputs; the tests compare it with

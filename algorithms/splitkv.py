@@ -17,6 +17,14 @@ Notation -> code: g == group (query heads per CTA), B_r == block_q (rows per hea
 B_c == block_k, S == splits, d_k / d_v == dk / dv (MLA: 576 / 512). ``v_in_k``: the values
 are the first d_v columns of the key tile (MLA's latent serves as both), so no V load.
 
+Wide values (MLA's d_v = 512): one warp cannot hold a 16-row tile's fp32 O (512 columns =
+256 registers a thread), so ``value_column_slices`` warps share each row tile, each owning
+128 columns, and each computes S for its own B_c / slices keys; the probabilities are passed
+between them through shared memory, a slice of keys at a time (FlashMLA's sP plays this
+role), with the row maxima and sums. The plan declares those buffers (``P_slice``,
+``row_stats``) so that a tile choice leaves room for them; B_c must split into slices of
+whole 16-key MMA steps.
+
 Per CTA (R = g·rows, e = storage bytes, o_b = 4 when split else e), HBM bytes:
     reads  = R d_k e (Q) + Σ_tiles cols (d_k + d_v [0 if v_in_k]) e
     writes = R d_v o_b + 4 R
@@ -55,10 +63,23 @@ class PackedTiles:
     register_bytes: int
 
 
+VALUE_COLUMNS_PER_WARP = 128   # fp32 O columns of a 16-row tile one warp holds (64 regs/thread)
+
+
+def value_column_slices(dv: int) -> int:
+    """Warps that share one 16-row tile's output columns (1 unless d_v > 128)."""
+    return max(1, math.ceil(dv / VALUE_COLUMNS_PER_WARP))
+
+
 def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k) -> dict[str, int]:
     buffers = {"Q_i": g * block_q * dk * e, "K_j": block_k * dk * e}
     if not v_in_k:
         buffers["V_j"] = block_k * dv * e
+    slices = value_column_slices(dv)
+    if v_in_k and slices > 1:
+        rows = g * block_q
+        buffers["P_slice"] = rows * (block_k // slices) * e      # one key slice of P
+        buffers["row_stats"] = 2 * rows * slices * STAT_BYTES     # partial row max and sum
     return buffers
 
 
@@ -81,6 +102,8 @@ def plan_tiles(groups, seq_q, dk, dv, e, sram_bytes, register_budget, *, v_in_k=
                 continue
             seen.append(bq)
             for bk in K_BLOCKS:
+                if v_in_k and bk % (16 * value_column_slices(dv)):
+                    continue                   # key slices of whole 16-key MMA steps
                 smem = sum(smem_buffers(g, bq, bk, dk, dv, e, v_in_k).values())
                 regs = register_bytes(g, bq, bk, dv)
                 if smem <= sram_bytes and regs <= register_budget:

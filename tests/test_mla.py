@@ -134,3 +134,22 @@ def test_decode_traffic_grows_linearly_with_the_cache():
         assert abs(slope - 1.0) < 0.05, path
         ratios = np.array(hbm) / np.array(bound)
         assert ratios.min() >= 1 and ratios.max() / ratios.min() < 1.2, path
+
+
+@pytest.mark.parametrize("gpu_name, heads", [("h100", 128), ("h100", 16), ("a100-80gb", 16)])
+def test_absorbed_plan_makes_room_for_the_probability_exchange(gpu_name, heads):
+    """d_v = 512 is split over 4 warps a row tile (128 fp32 columns each), which pass P and
+    the row statistics through shared memory: the plan counts those buffers, and B_c splits
+    into 4 slices of whole 16-key steps."""
+    gpu = get_gpu(gpu_name)
+    wl = Workload(batch=4, heads=heads, seq_q=1, seq_k=4096, head_dim=128, decode=True)
+    p = mla.plan(wl, gpu, gpu.smem_bytes_per_block)
+    rows, e = p.head_block * p.block_q, 2
+    q_k = (rows + p.block_k) * 576 * e
+    exchange = rows * p.block_k // 4 * e + 2 * rows * 4 * 4
+    assert p.smem_bytes == q_k + exchange <= gpu.smem_bytes_per_block
+    assert p.block_k % 64 == 0
+    # without the exchange buffers the A100 would have picked B_c = 128 for 16 heads; the
+    # 1.5 KB they need do not fit next to Q (16 x 576) and K (128 x 576)
+    if gpu_name == "a100-80gb":
+        assert (16 + 128) * 576 * e + 16 * 32 * e + 2 * 16 * 4 * 4 > gpu.smem_bytes_per_block
