@@ -71,13 +71,18 @@ def value_column_slices(dv: int) -> int:
     return max(1, math.ceil(dv / VALUE_COLUMNS_PER_WARP))
 
 
+MMA_ROWS = 16          # a tensor-core tile's rows: packed query rows are padded to a multiple
+
+
 def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k) -> dict[str, int]:
-    buffers = {"Q_i": g * block_q * dk * e, "K_j": block_k * dk * e}
+    """Shared memory of a packed CTA. Its g·B_r query rows are padded to a multiple of 16,
+    the M of an m16n8k16 MMA (a decode step packs, e.g., 4 rows: the tile still holds 16)."""
+    rows = -(-g * block_q // MMA_ROWS) * MMA_ROWS
+    buffers = {"Q_i": rows * dk * e, "K_j": block_k * dk * e}
     if not v_in_k:
         buffers["V_j"] = block_k * dv * e
     slices = value_column_slices(dv)
     if v_in_k and slices > 1:
-        rows = g * block_q
         buffers["P_slice"] = rows * (block_k // slices) * e      # one key slice of P
         buffers["row_stats"] = 2 * rows * slices * STAT_BYTES     # partial row max and sum
     return buffers

@@ -191,7 +191,7 @@ def _device_tensors(spec: ports.PortLaunches, host_inputs) -> dict:
     out = {}
     for name, t in spec.tensors.items():
         if t.role == "input":
-            out[name] = cp.asarray(ports.to_storage(getattr(host_inputs, name), t.dtype))
+            out[name] = cp.asarray(ports.to_storage(t.host_values(name, host_inputs), t.dtype))
         elif t.role == "const":
             out[name] = cp.asarray(ports.to_storage(t.data, t.dtype))
         else:

@@ -74,7 +74,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     reference = None
     if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
         cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
-        reference, row["error_vs"] = cpu.outputs["o"], "cpu"
+        reference, row["error_vs"] = cpu.outputs[spec.cpu_output], "cpu"
     elif name in DENSE_EXACT:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
     try:
@@ -103,12 +103,15 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
 def sweep_workload(name: str, base: Workload, n: int) -> Workload:
     """The workload of one sweep point: N_q = N_k = n; for ``gqa``, a decode step (one new
     token per sequence) over a KV cache of n tokens, with 4 query heads per KV head unless
-    --kv-heads says otherwise."""
+    --kv-heads says otherwise; for ``mla``, a decode step over a latent cache of n tokens
+    (DeepSeek-V2's d_c = 512, d_h^R = 64; --head-dim is d_h)."""
     if name == "gqa":
         kv = base.kv_heads
         if kv == base.heads:
             kv = base.heads // 4 if base.heads % 4 == 0 else 1
         return base.replace(seq_q=1, seq_k=n, kv_heads=kv, decode=True, causal=False)
+    if name == "mla":                 # a decode step over a latent cache of n tokens
+        return base.replace(seq_q=1, seq_k=n, kv_heads=base.heads, decode=True, causal=False)
     return base.replace(seq_q=n, seq_k=n)
 
 
@@ -202,6 +205,14 @@ def report_section(gpu):
 
 # ---- the subcommand ------------------------------------------------------------------------------
 
+def _environment() -> dict:
+    """backend.environment(), or why it could not be read (never fails the check)."""
+    try:
+        return backend.environment()
+    except Exception as err:
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
 def cmd_gpu_check(a) -> int:
     names = [n.strip().lower().replace("-", "_") for n in a.algorithms] or ports.ported_algorithms()
     unknown = [n for n in names if n not in ports.ported_algorithms()]
@@ -220,7 +231,7 @@ def cmd_gpu_check(a) -> int:
                       sdpa=sdpa_ok)
     header = {"device": device, "model": gpu.name, "warning": warning, "sdpa": sdpa_why,
               "workload": base.describe().replace(f"N={base.seq_q}", "N swept"),
-              "environment": backend.environment(),
+              "environment": _environment(),
               "model_clock_mhz": gpu.clock_hz / 1e6,
               "model_hbm_gbs": gpu.hbm_bandwidth_bytes_per_s / 1e9}
     text = render(rows, a.format, header)

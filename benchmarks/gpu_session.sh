@@ -65,6 +65,8 @@ stage_timing() {
         --seq 4096 16384 --format json -o "$OUT/gpu-check-bf16.json"
     run gpu-check-rest "$PY" -m attnsim gpu-check local block_sparse gqa linear \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-rest.json"
+    run gpu-check-mla "$PY" -m attnsim gpu-check mla --heads 128 --head-dim 128 --batch 4 \
+        --seq 4096 32768 --format json -o "$OUT/gpu-check-mla.json"
     run gpu-check-all "$PY" -m attnsim gpu-check --seq 4096 --format markdown \
         -o "$OUT/gpu-check-all.md"
 }
@@ -91,6 +93,7 @@ stage_ncu() {
     run ncu-block-sparse "$PY" benchmarks/ncu_dram.py block_sparse --seq 8192 --ncu "$n" --json "$OUT/ncu-block-sparse.json"
     run ncu-gqa "$PY" benchmarks/ncu_dram.py gqa --decode --seq 65536 --heads 32 --kv-heads 8 --ncu "$n" --json "$OUT/ncu-gqa.json"
     run ncu-linear "$PY" benchmarks/ncu_dram.py linear --seq 65536 --ncu "$n" --json "$OUT/ncu-linear.json"
+    run ncu-mla "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --ncu "$n" --json "$OUT/ncu-mla.json"
 }
 
 stage_tuning() {

@@ -77,6 +77,20 @@ PORT_CASES = (
     + [PortCase("linear", s) for s in SHAPES if not s[-1]]       # the port is non-causal
     + [PortCase("linear", (2, 4, 2, 200, 333, 40, False))]
 )
+# MLA decode (absorbed): small latents (d_c = 64, 128: one warp per row tile), d_c = 256 (2
+# column slices) and DeepSeek-V2's 512 / 64 (4 slices); several new tokens, causal; splits
+MLA_CASES = [
+    PortCase("mla", (2, 4, 4, 1, 300, 32, False), {"kv_lora_rank": 64, "rope_dim": 16},
+             decode=True),
+    PortCase("mla", (1, 8, 8, 3, 257, 64, True), {"kv_lora_rank": 128, "rope_dim": 32},
+             decode=True),
+    PortCase("mla", (1, 16, 16, 2, 150, 64, True),
+             {"kv_lora_rank": 256, "rope_dim": 64, "splits": 2}, decode=True),
+    PortCase("mla", (1, 4, 4, 1, 200, 128, False), decode=True),
+    # 32 heads in one CTA (2 row tiles x 4 slices), one split: mla_attn writes o_lat itself
+    PortCase("mla", (1, 32, 32, 1, 130, 64, False), {"splits": 1}, decode=True),
+]
+PORT_CASES += MLA_CASES
 # bf16 storage (the ATTN_BF16 build of the same sources): one case per port family
 BF16_CASES = [
     PortCase("flash2", SHAPES[2], dtype="bf16"),
@@ -85,6 +99,8 @@ BF16_CASES = [
     PortCase("gqa", DECODE_SHAPES[1], {"splits": 2}, decode=True, dtype="bf16"),
     PortCase("local", SHAPES[1], {"window": 64}, dtype="bf16"),
     PortCase("linear", SHAPES[4], dtype="bf16"),
+    PortCase("mla", (2, 4, 4, 1, 300, 32, False), {"kv_lora_rank": 64, "rope_dim": 16},
+             decode=True, dtype="bf16"),
 ]
 PORT_CASES += BF16_CASES
 

@@ -19,7 +19,7 @@ from attnsim import make_inputs, simulate
 from attnsim.reference import attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import (BF16_CASES, DECODE_SHAPES, PORT_CASES, SHAPES, PortCase, fp16_baseline,
+from port_cases import (BF16_CASES, DECODE_SHAPES, MLA_CASES, PORT_CASES, SHAPES, PortCase, fp16_baseline,
                         workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
@@ -38,27 +38,29 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("block_sparse", SHAPES[4], {"block": 32, "density": 0.5}),
     PortCase("linear", (2, 4, 2, 200, 333, 40, False)),
     PortCase("flash2", (1, 1, 1, 97, 97, 192, True)),     # 24 chunks a row: the grouped swizzle
-] + BF16_CASES
+] + MLA_CASES + BF16_CASES
 assert all(c in PORT_CASES for c in EMULATED if c.shape[5] != 192)
 
 
-def run_emulated(name, wl, gpu, magnitude=1.0, options=None):
+def run_emulated(name, wl, gpu, magnitude=1.0, options=None, with_spec=False):
     module = get_algorithm(name)
     plan = module.plan(wl, gpu, gpu.smem_bytes_per_block,
                        **check_options(module.INFO, options or {}))
     inputs = make_inputs(wl, seed=1, magnitude=magnitude)
     cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
-    out = emulate_mod.emulate(ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu), inputs)
-    return cpu, out, inputs
+    spec = ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu)
+    out = emulate_mod.emulate(spec, inputs)
+    return (cpu, out, inputs, spec) if with_spec else (cpu, out, inputs)
 
 
 @pytest.mark.parametrize("case", EMULATED, ids=lambda c: c.id)
 def test_emulated_port_matches_the_cpu_simulation(case):
     wl = case.workload
-    cpu, out, inputs = run_emulated(case.name, wl, get_gpu("h100-sxm"), options=case.options)
-    o = ports.from_storage(out["o"], wl.dtype)
+    cpu, out, inputs, spec = run_emulated(case.name, wl, get_gpu("h100-sxm"),
+                                          options=case.options, with_spec=True)
+    o = ports.from_storage(out[spec.output], wl.dtype)
     assert not np.isnan(o).any()
-    err = relative_error(o, cpu.outputs["o"])
+    err = relative_error(o, cpu.outputs[spec.cpu_output])
     assert err < ports.ERROR_TARGETS[wl.dtype]
     if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
         # exact attention: within twice the error of plain bf16 attention (flash-attn's rule)
@@ -91,6 +93,36 @@ BROKEN_SYNC = {
     "no wait for V_j": (
         "        attn_cp_async_wait<1>();                               // V_j has landed\n", ""),
 }
+
+
+# ... and in mla_decode.cu's exchange of P between the warps that share a row tile
+MLA_BROKEN_SYNC = {
+    "no barrier after publishing a P slice": (
+        "            __syncthreads();                                   // P slice c (and row sums) visible\n",
+        ""),
+    "no barrier before overwriting the P slice": (
+        "            __syncthreads();                                   // P slice c and the tile consumed\n",
+        ""),
+}
+
+
+@pytest.mark.parametrize("what", MLA_BROKEN_SYNC)
+def test_emulator_catches_a_missing_synchronization_in_mla(what):
+    old, new = MLA_BROKEN_SYNC[what]
+
+    def edit(text):
+        assert old in text, "mla_decode.cu changed: update MLA_BROKEN_SYNC"
+        return text.replace(old, new)
+
+    case = MLA_CASES[3]                                # d_c = 512: 4 warps share each row tile
+    gpu = get_gpu("h100-sxm")
+    wl = case.workload
+    plan = get_algorithm("mla").plan(wl, gpu, gpu.smem_bytes_per_block,
+                                     **check_options(get_algorithm("mla").INFO, case.options))
+    spec = ports.port_launches("mla", wl, plan, gpu=gpu)
+    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
+        emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
+    assert err.value.status == 8
 
 
 @pytest.mark.parametrize("what", BROKEN_SYNC)
@@ -138,6 +170,17 @@ def test_gpu_check_dtype_bf16_runs_the_bf16_build(emulated_backend, capsys):
     (row,) = data["rows"]
     assert row["error_vs"] == "cpu" and row["rel_error"] < ports.ERROR_TARGETS["bf16"]
     assert "above" not in row["note"]
+
+
+def test_gpu_check_mla_decode_on_the_emulator(emulated_backend, capsys):
+    """gpu-check's mla rows: a decode step over a latent cache (d_c = 512, d_h^R = 64), the
+    port's output compared with the simulation's o_mla."""
+    from attnsim.cli import main
+    assert main(["gpu-check", "mla", "--seq", "150", "--batch", "1", "--heads", "4",
+                 "--head-dim", "64", "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["error_vs"] == "cpu" and row["rel_error"] < FP16_TARGET
+    assert row["predicted_s"] > 0 and row["sdpa_s"] is None
 
 
 def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):

@@ -48,6 +48,13 @@ def expected_defines(name, plan, d):
                 "HEAD_DIM": d}
     if name == "linear":
         return {"CHUNK": plan.block, "ROWS": plan.block, "HEAD_DIM": d}
+    if name == "mla":
+        from algorithms.splitkv import value_column_slices
+        return {"GROUP": plan.head_block, "BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k,
+                "DC": plan.kv_lora_rank, "DR": plan.rope_dim, "HEAD_DIM": d,
+                "COL_SLICES": value_column_slices(plan.kv_lora_rank),
+                "TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
+                "TILE_K": plan.gemm_tile_k}
     defines = {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
     if name == "flash2":        # a port-side choice, not a tile size: see test below
         defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d)
@@ -185,7 +192,8 @@ def test_declared_arguments_match_the_kernel_signatures():
             checked.add(launch.kernel)
     assert {"flash2_fwd", "flash1_init", "flash1_fwd", "standard_scores", "standard_mask",
             "standard_softmax", "standard_pv", "gqa_splitkv", "gqa_combine",
-            "block_sparse_fwd", "linear_kv_state", "linear_apply"} <= checked
+            "block_sparse_fwd", "linear_kv_state", "linear_apply", "mla_absorb_q", "mla_attn",
+            "mla_combine", "mla_absorb_o"} <= checked
 
 
 def test_every_declared_source_exists_and_documents_its_defines():

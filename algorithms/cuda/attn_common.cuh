@@ -136,6 +136,15 @@ __device__ __forceinline__ void attn_mma16816(float d[4], const unsigned a[4], u
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// Plain shared-memory accesses that other warps see after a barrier (a probability tile
+// exchanged between warps, row statistics): on the GPU ordinary stores and loads; the CPU
+// emulator checks them for races (a read or write of bytes another warp touched since the
+// last __syncthreads).
+__device__ __forceinline__ void attn_st_shared32(void* p, unsigned v) {
+    *reinterpret_cast<unsigned*>(p) = v;
+}
+__device__ __forceinline__ void attn_st_shared_f32(float* p, float v) { *p = v; }
+__device__ __forceinline__ float attn_ld_shared_f32(const float* p) { return *p; }
 #endif  // ATTN_PTX_EMULATION
 
 
@@ -378,4 +387,32 @@ __device__ __forceinline__ void attn_warp_o_to_smem(attn_t* dst_s, float (*o)[4]
         *p0 = attn_pack2(o[n][0] * inv0, o[n][1] * inv0);
         *p1 = attn_pack2(o[n][2] * inv1, o[n][3] * inv1);
     }
+}
+
+// ---- split-KV combine --------------------------------------------------------------------
+
+// Merge the n_splits partials of row i of one query head (flash-decoding): the thread owns
+// output column `col` (< kDV) and, when col == 0, writes the row's lse.
+//   lse = max_s lse_s + log Σ_s exp(lse_s − max), O = Σ_s exp(lse_s − lse) O_s
+// o_part (·, n_splits, n_q, kDV) and lse_part (·, n_splits, n_q) fp32, head `bh`; o (·, n_q,
+// kDV) storage type and lse (·, n_q) fp32. Splits that saw no key (lse -inf) weigh 0.
+template <int kDV>
+__device__ __forceinline__ void attn_combine_row(const float* o_part, const float* lse_part,
+                                                 attn_t* o, float* lse, long long bh, int i,
+                                                 int n_q, int n_splits, int col) {
+    const long long base = bh * n_splits * n_q + i;             // split s at base + s·n_q
+    float mx = ATTN_NEG_INF;
+    for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, lse_part[base + (long long)s * n_q]);
+    float total = 0.f, out = 0.f;
+    if (mx != ATTN_NEG_INF) {
+        for (int s = 0; s < n_splits; ++s) {
+            const long long row = base + (long long)s * n_q;
+            const float w = __expf(lse_part[row] - mx);
+            total += w;
+            if (col < kDV) out += w * o_part[row * kDV + col];
+        }
+    }
+    const long long orow = bh * n_q + i;
+    if (col < kDV) o[orow * kDV + col] = attn_from_f32(total > 0.f ? out / total : 0.f);
+    if (col == 0) lse[orow] = total > 0.f ? mx + __logf(total) : ATTN_NEG_INF;
 }

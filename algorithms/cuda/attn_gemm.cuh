@@ -29,6 +29,11 @@
 static_assert(TILE_M % 32 == 0 && TILE_N % 32 == 0, "TILE_M, TILE_N: multiples of 32");
 static_assert(TILE_K % 16 == 0, "TILE_K: a multiple of 16");
 
+// The dynamic shared memory of a launch, declared once here (not inside gemm_cta) so that a
+// source with GEMM kernels can also use it in its other kernels without a second, conflicting
+// declaration.
+extern __shared__ __align__(128) unsigned char smem_raw[];
+
 // Rows of a matrix: `group` consecutive rows `ld` elements apart, groups `gstride` apart.
 struct attn_rows { int group; long long gstride; int ld; };
 
@@ -48,7 +53,6 @@ template <bool B_TRANS>
 __device__ __forceinline__ void gemm_cta(const attn_t* a, attn_rows am, const attn_t* b, int ldb,
                                          attn_t* c, attn_rows cm, int M, int N, int K,
                                          float alpha) {
-    extern __shared__ __align__(128) unsigned char smem_raw[];
     constexpr int A_STAGE = TILE_M * TILE_K;
     constexpr int B_STAGE = TILE_N * TILE_K;
     attn_t* a_s = reinterpret_cast<attn_t*>(smem_raw);            // [2][TILE_M][TILE_K]

@@ -184,22 +184,7 @@ gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const at
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 gqa_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
             attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_splits) {
-    const int bh = blockIdx.x, col = threadIdx.x;
-    for (int i = 0; i < n_q; ++i) {
-        const long long base = (long long)bh * n_splits * n_q + i;   // split s at base + s·n_q
-        float mx = ATTN_NEG_INF;
-        for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, lse_part[base + (long long)s * n_q]);
-        float total = 0.f, out = 0.f;
-        if (mx != ATTN_NEG_INF) {
-            for (int s = 0; s < n_splits; ++s) {
-                const long long row = base + (long long)s * n_q;
-                const float w = __expf(lse_part[row] - mx);         // 0 for empty splits
-                total += w;
-                if (col < HEAD_DIM) out += w * o_part[row * HEAD_DIM + col];
-            }
-        }
-        const long long orow = (long long)bh * n_q + i;
-        if (col < HEAD_DIM) o[orow * HEAD_DIM + col] = attn_from_f32(total > 0.f ? out / total : 0.f);
-        if (col == 0) lse[orow] = total > 0.f ? mx + __logf(total) : ATTN_NEG_INF;
-    }
+    for (int i = 0; i < n_q; ++i)
+        attn_combine_row<HEAD_DIM>(o_part, lse_part, o, lse, blockIdx.x, i, n_q, n_splits,
+                                   threadIdx.x);
 }

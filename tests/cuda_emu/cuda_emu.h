@@ -154,14 +154,15 @@ constexpr unsigned NEVER = 0xffffffffu;
 inline unsigned epoch = 0;                      // completed __syncthreads of this CTA
 inline unsigned char* smem_base = nullptr;      // set by the harness
 inline size_t smem_size = 0;
-inline std::vector<unsigned> w_epoch, r_epoch;  // per byte: last copy landed / last ldmatrix read
-inline std::vector<int> r_warp;
+inline std::vector<unsigned> w_epoch, r_epoch;  // per byte: last write (copy landed or store) / read
+inline std::vector<int> r_warp, w_warp;         // ... and its warp (w_warp -1: a cp.async copy)
 
 inline void reset_hazards() {
     epoch = 0;
     w_epoch.assign(smem_size, NEVER);
     r_epoch.assign(smem_size, NEVER);
     r_warp.assign(smem_size, -1);
+    w_warp.assign(smem_size, -1);
 }
 inline long smem_offset(const void* p) {
     const unsigned char* c = static_cast<const unsigned char*>(p);
@@ -172,13 +173,30 @@ inline long smem_offset(const void* p) {
                  what, off, epoch, warp());
     std::fflush(stderr); std::_Exit(8);
 }
-inline void note_read16(const void* p) {
+// A read of bytes written since the last barrier is a hazard, unless the reading warp stored
+// them itself (a copy's landing is visible to no other thread before a barrier: always one).
+inline void note_read(const void* p, long n) {
     const long off = smem_offset(p);
     if (off < 0) return;
-    for (long b = off; b < off + 16; ++b) {
-        if (w_epoch[b] == epoch) hazard("read-after-write", b);
+    for (long b = off; b < off + n; ++b) {
+        if (w_epoch[b] == epoch && (w_warp[b] < 0 || w_warp[b] != warp()))
+            hazard("read-after-write", b);
         r_epoch[b] = epoch;
         r_warp[b] = warp();
+    }
+}
+inline void note_read16(const void* p) { note_read(p, 16); }
+// A plain store (attn_st_shared*): a hazard when another warp read or wrote the bytes since
+// the last barrier.
+inline void note_store(const void* p, long n) {
+    const long off = smem_offset(p);
+    if (off < 0) return;
+    for (long b = off; b < off + n; ++b) {
+        if (r_epoch[b] == epoch && r_warp[b] != warp()) hazard("write-after-read", b);
+        if (w_epoch[b] == epoch && w_warp[b] >= 0 && w_warp[b] != warp())
+            hazard("write-after-write", b);
+        w_epoch[b] = epoch;
+        w_warp[b] = warp();
     }
 }
 inline void note_write16(const void* p, unsigned issued) {
@@ -188,6 +206,7 @@ inline void note_write16(const void* p, unsigned issued) {
         if (r_epoch[b] != NEVER && r_epoch[b] >= issued && r_warp[b] != warp())
             hazard("write-after-read", b);
         w_epoch[b] = epoch;
+        w_warp[b] = -1;
     }
 }
 
@@ -290,6 +309,20 @@ template <int n> inline void attn_cp_async_wait() {   // land all but the n newe
         }
         groups.erase(groups.begin());
     }
+}
+
+// plain shared-memory accesses of attn_common.cuh, with the hazard checks
+inline void attn_st_shared32(void* p, unsigned v) {
+    emu::note_store(p, 4);
+    std::memcpy(p, &v, 4);
+}
+inline void attn_st_shared_f32(float* p, float v) {
+    emu::note_store(p, 4);
+    *p = v;
+}
+inline float attn_ld_shared_f32(const float* p) {
+    emu::note_read(p, 4);
+    return *p;
 }
 
 inline void attn_ldmatrix_x4(unsigned r[4], const attn_t* p) {

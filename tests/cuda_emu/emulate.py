@@ -217,7 +217,7 @@ def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
         t = spec.tensors[name]
         dtype = DTYPES[t.dtype]
         if t.role == "input":
-            arrays.append(ports.to_storage(getattr(host_inputs, name), t.dtype))
+            arrays.append(ports.to_storage(t.host_values(name, host_inputs), t.dtype))
         elif t.role == "const":
             arrays.append(ports.to_storage(t.data, t.dtype))
         elif t.fill is not None:

@@ -38,7 +38,8 @@ def run_case(name, wl, magnitude=1.0, options=None):
     inputs = make_inputs(wl, seed=1, magnitude=magnitude)
     cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
     spec = ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu)
-    run = backend.run_port(spec, inputs, cpu.outputs["o"], warmup=0, repeats=1, keep_output=True)
+    run = backend.run_port(spec, inputs, cpu.outputs[spec.cpu_output], warmup=0, repeats=1,
+                           keep_output=True)
     return cpu, run, inputs
 
 
