@@ -384,3 +384,13 @@ __device__ __forceinline__ void attn_warp_o_to_smem(attn_t* dst_s, float (*o)[4]
         *p1 = attn_pack2(o[n][2] * inv1, o[n][3] * inv1);
     }
 }
+
+// ---- tracked shared-memory stores ---------------------------------------------------------
+#ifndef ATTN_PTX_EMULATION
+// A 4-byte store of register data into a shared tile that other warps read back with
+// ldmatrix (flash2_bwd.cu's P_ij and dS_ij). A plain store on the device; a function so that
+// tests/cuda_emu can check these stores for barrier hazards as it checks cp.async copies.
+__device__ __forceinline__ void attn_st_shared_u32(attn_t* p, unsigned v) {
+    *reinterpret_cast<unsigned*>(p) = v;
+}
+#endif

@@ -103,10 +103,10 @@ __device__ __forceinline__ void bwd_frag_to_smem(attn_t* dst, const float (&c)[k
         for (int n = 0; n < kN; ++n) {
             const int col = col0 + n * 8 + 2 * (lane & 3);
             const int r = row0 + 16 * t + (lane >> 2);
-            *reinterpret_cast<unsigned*>(dst + attn_swizzle(r, col >> 3, cpr) + (col & 7)) =
-                attn_pack2(c[t][n][0] * mul, c[t][n][1] * mul);
-            *reinterpret_cast<unsigned*>(dst + attn_swizzle(r + 8, col >> 3, cpr) + (col & 7)) =
-                attn_pack2(c[t][n][2] * mul, c[t][n][3] * mul);
+            attn_st_shared_u32(dst + attn_swizzle(r, col >> 3, cpr) + (col & 7),
+                               attn_pack2(c[t][n][0] * mul, c[t][n][1] * mul));
+            attn_st_shared_u32(dst + attn_swizzle(r + 8, col >> 3, cpr) + (col & 7),
+                               attn_pack2(c[t][n][2] * mul, c[t][n][3] * mul));
         }
     }
 }

@@ -350,3 +350,17 @@ inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned
         d[i] = acc;
     }
 }
+
+// attn_common.cuh's attn_st_shared_u32: a store of register data into a shared tile, checked
+// as a cp.async copy landing now: read-after-write when another ldmatrix reads it before the
+// next __syncthreads, write-after-read when another warp read the bytes in this epoch.
+inline void attn_st_shared_u32(attn_t* p, unsigned v) {
+    const long off = emu::smem_offset(p);
+    if (off >= 0)
+        for (long b = off; b < off + 4; ++b) {
+            if (emu::r_epoch[b] == emu::epoch && emu::r_warp[b] != emu::warp())
+                emu::hazard("write-after-read", b);
+            emu::w_epoch[b] = emu::epoch;
+        }
+    std::memcpy(p, &v, 4);
+}
