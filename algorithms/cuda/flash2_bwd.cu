@@ -64,6 +64,10 @@
 
 constexpr int bwd_min(int a, int b) { return a < b ? a : b; }
 
+// Register budget: dK_j, dV_j take 2 B_c d / (32 BWD_WARPS) fp32 registers a thread (64 at
+// d = 64, 128 at d = 128 with the plans' B_c = 128); everything else is kept in chunks
+// around them. The chunk sizes and the unrolling below are what leaves ptxas without spills
+// at the A100/H100 plan sizes (244-255 registers; see docs/gpu.md).
 // S / dP phase: WS_R x WS_C warps over the B_r x B_c tile; each warp S_MT row tiles of 16
 // and S_COLS keys, taken S_CH keys at a time so that S and dP of one chunk (not of the whole
 // row) are live next to the dK/dV accumulators.
@@ -71,7 +75,7 @@ constexpr int WS_R = bwd_min(BWD_WARPS, BLOCK_Q / 16);
 constexpr int WS_C = BWD_WARPS / WS_R;
 constexpr int S_MT = BLOCK_Q / 16 / WS_R;
 constexpr int S_COLS = BLOCK_K / WS_C;
-constexpr int S_CH = bwd_min(S_COLS, DPAD > 64 ? 32 : 64);
+constexpr int S_CH = bwd_min(S_COLS, DPAD > 64 ? 16 : 64);
 // dK / dV phase: WKV_R x WKV_C warps over B_c x DPAD.
 constexpr int WKV_R = bwd_min(BWD_WARPS, BLOCK_K / 16);
 constexpr int WKV_C = BWD_WARPS / WKV_R;
@@ -82,6 +86,10 @@ constexpr int WQ_R = bwd_min(BWD_WARPS, BLOCK_Q / 16);
 constexpr int WQ_C = BWD_WARPS / WQ_R;
 constexpr int Q_MT = BLOCK_Q / 16 / WQ_R;
 constexpr int Q_DW = DPAD / WQ_C;
+constexpr int Q_CH = bwd_min(Q_DW, DPAD > 64 ? 32 : 16);     // dQ columns per MMA pass
+// Unrolling of the reduction loops of the three products: full for d <= 64; for larger d
+// a rolled loop keeps ptxas from hoisting every fragment address out of the Q-block loop.
+constexpr int KK_UNROLL = DPAD > 64 ? 1 : 16;
 
 static_assert(BLOCK_Q % 16 == 0 && BLOCK_K % 16 == 0, "BLOCK_Q, BLOCK_K: multiples of 16");
 static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
@@ -89,7 +97,8 @@ static_assert(WS_R * WS_C == BWD_WARPS && (BLOCK_Q / 16) % WS_R == 0 && S_COLS %
               && S_COLS % S_CH == 0, "BWD_WARPS does not divide the B_r x B_c tile");
 static_assert(WKV_R * WKV_C == BWD_WARPS && (BLOCK_K / 16) % WKV_R == 0 && KV_DW % 16 == 0,
               "BWD_WARPS does not divide the B_c x d tile");
-static_assert(WQ_R * WQ_C == BWD_WARPS && (BLOCK_Q / 16) % WQ_R == 0 && Q_DW % 16 == 0,
+static_assert(WQ_R * WQ_C == BWD_WARPS && (BLOCK_Q / 16) % WQ_R == 0 && Q_DW % 16 == 0
+              && Q_DW % Q_CH == 0,
               "BWD_WARPS does not divide the B_r x d tile");
 
 // Write a warp's fp32 C fragments (kMT row tiles from `row0`, kN 8-column tiles from `col0`)
@@ -120,7 +129,7 @@ template <int kMT, int kDW, int kRows>
 __device__ __forceinline__ void bwd_warp_tn(float (&acc)[kMT][kDW / 8][4], const attn_t* x_s,
                                             int xcpr, const attn_t* y_s, int ycpr, int xcol0,
                                             int ycol0, int lane) {
-#pragma unroll
+#pragma unroll KK_UNROLL
     for (int kk = 0; kk < kRows / 16; ++kk) {
         unsigned a[kMT][4];
 #pragma unroll
@@ -156,7 +165,7 @@ __device__ __forceinline__ void bwd_warp_nn(float (&acc)[kMT][kDW / 8][4], const
     for (int t = 0; t < kMT; ++t)
 #pragma unroll
         for (int n = 0; n < kDW / 8; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.f;
-#pragma unroll
+#pragma unroll KK_UNROLL
     for (int kk = 0; kk < kK / 16; ++kk) {
         unsigned a[kMT][4];
 #pragma unroll
@@ -318,19 +327,22 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
         attn_cp_async_commit();
 
         // -- dQaccum_i += dS_ij K_j (fp32 atomics; the copies above run meanwhile) --
-        float dq[Q_MT][Q_DW / 8][4];
-        bwd_warp_nn<Q_MT, Q_DW, BLOCK_K>(dq, ds_s, CPR_P, k_s, CPR, q_row, q_col, lane);
 #pragma unroll
-        for (int t = 0; t < Q_MT; ++t)
+        for (int dc = 0; dc < Q_DW; dc += Q_CH) {
+            float dq[Q_MT][Q_CH / 8][4];
+            bwd_warp_nn<Q_MT, Q_CH, BLOCK_K>(dq, ds_s, CPR_P, k_s, CPR, q_row, q_col + dc, lane);
 #pragma unroll
-            for (int n = 0; n < Q_DW / 8; ++n)
+            for (int t = 0; t < Q_MT; ++t)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int row = r0 + q_row + 16 * t + (lane >> 2) + 8 * (e >> 1);
-                    const int col = q_col + n * 8 + 2 * (lane & 3) + (e & 1);
-                    if (row < n_q && col < HEAD_DIM)
-                        atomicAdd(dq_h + (long long)row * HEAD_DIM + col, dq[t][n][e]);
-                }
+                for (int n = 0; n < Q_CH / 8; ++n)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int row = r0 + q_row + 16 * t + (lane >> 2) + 8 * (e >> 1);
+                        const int col = q_col + dc + n * 8 + 2 * (lane & 3) + (e & 1);
+                        if (row < n_q && col < HEAD_DIM)
+                            atomicAdd(dq_h + (long long)row * HEAD_DIM + col, dq[t][n][e]);
+                    }
+        }
     }
     attn_cp_async_wait<0>();
     __syncthreads();                               // every warp is done with K_j and V_j
