@@ -264,3 +264,31 @@ def test_gpu_check_pass_bwd_on_the_emulator(emulated_backend, capsys):
     assert flash2["predicted_s"] == sim("flash2", wl, get_gpu("h100-sxm"), compute=False).time.predicted_s
     assert standard["note"].startswith("port skipped:") and "forward pass only" in standard["note"]
     assert standard["measured_s"] is None
+
+
+def test_gpu_check_pass_bwd_alone_on_the_emulator(emulated_backend, capsys):
+    """--pass bwd: dq, dk, dv compared (the CPU run outputs no o), O and lse from the setup."""
+    from attnsim.cli import main
+    assert main(["gpu-check", "flash2", "flash1", "--seq", "64", "--batch", "1", "--heads",
+                 "2", "--pass", "bwd", "--format", "json"]) == 0
+    rows = {r["algorithm"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows["flash2"]["rel_errors"]) == {"dq", "dk", "dv"}
+    assert rows["flash2"]["rel_error"] < FP16_TARGET and "untimed forward" in rows["flash2"]["note"]
+    assert rows["flash1"]["note"].startswith("port skipped:")
+
+
+def test_device_backward_reference_is_the_analytic_gradient(monkeypatch):
+    """gpu.device_backward_reference (the reference above --cpu-check-max-n), run with
+    NumPy standing in for CuPy, against the float64 reference."""
+    from attnsim import gpu as backend
+    from cuda_emu.fake_cupy import EmulatedCupy
+    monkeypatch.setattr(backend, "_cupy", EmulatedCupy())
+    wl = workload((2, 2, 2, 70, 90, 32, True), passes="fwd+bwd")
+    inputs = make_inputs(wl, seed=4)
+    ref = backend.device_backward_reference(wl, inputs)
+    exact = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do, causal=True,
+                                         scale=wl.scale)
+    o, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
+    assert relative_error(ref["o"], o) < 1e-5
+    for name, x in zip(("dq", "dk", "dv"), exact):
+        assert relative_error(ref[name], x) < 1e-5, name
