@@ -31,12 +31,16 @@ declare -A EXTRA=(
     [gqa_decode.cu]="-DBLOCK_Q=64 -DGROUP=4 -DBLOCK_K=64 -DHEAD_DIM=64|-DBLOCK_Q=16 -DGROUP=8 -DBLOCK_K=128 -DHEAD_DIM=128|-DBLOCK_Q=4 -DGROUP=32 -DBLOCK_K=128 -DHEAD_DIM=128"
     [linear_attn.cu]="-DCHUNK=128 -DROWS=128 -DHEAD_DIM=128"
     [mla_decode.cu]="-DGROUP=64 -DBLOCK_Q=1 -DBLOCK_K=128 -DHEAD_DIM=128|-DGROUP=64 -DBLOCK_Q=1 -DBLOCK_K=64 -DHEAD_DIM=128|-DGROUP=16 -DBLOCK_Q=2 -DBLOCK_K=128 -DHEAD_DIM=128|-DGROUP=4 -DBLOCK_Q=1 -DBLOCK_K=128 -DDC=64 -DDR=16 -DHEAD_DIM=32 -DCOL_SLICES=1"
+    [flash2_bwd.cu]="-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=64 -DBWD_WARPS=8|-DBLOCK_Q=64 -DBLOCK_K=128 -DHEAD_DIM=128 -DBWD_WARPS=8|-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=40 -DBWD_WARPS=8|-DBLOCK_Q=64 -DBLOCK_K=64 -DHEAD_DIM=256 -DBWD_WARPS=8|-DBLOCK_Q=16 -DBLOCK_K=16 -DHEAD_DIM=64 -DBWD_WARPS=1"
 )
 
 # "file|arch|defines" whose spills are known and accepted
 declare -A SPILLS_OK=(
     ["flash2_fwd.cu|sm_80|-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=64 -DWARP_M_TILES=2"]=1
     ["flash2_fwd.cu|sm_90|-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=64 -DWARP_M_TILES=2"]=1
+    # the backward at d = 256 (B_r = B_c = 64): 8 warps hold dK_j and dV_j of 256 columns
+    ["flash2_bwd.cu|sm_80|-DBLOCK_Q=64 -DBLOCK_K=64 -DHEAD_DIM=256 -DBWD_WARPS=8"]=1
+    ["flash2_bwd.cu|sm_90|-DBLOCK_Q=64 -DBLOCK_K=64 -DHEAD_DIM=256 -DBWD_WARPS=8"]=1
     # mla_attn with 16 warps (64 heads x 4 column slices) is capped at 128 registers a
     # thread; at B_c = 64 ptxas spills 2 of them (B_c = 128 does not spill)
     ["mla_decode.cu|sm_80|-DGROUP=64 -DBLOCK_Q=1 -DBLOCK_K=64 -DHEAD_DIM=128"]=1

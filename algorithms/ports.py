@@ -43,9 +43,12 @@ class Tensor:
         shape: element shape.
         dtype: "fp16", "bf16", "fp32", "int32" or "uint8" (``HOST_DTYPES``: bf16 travels as
             its uint16 bit patterns, see ``to_storage``).
-        role: "input" (q, k, v: fp16/bf16 copies of the simulator's inputs), "const" (small host
-            data in ``data``: block layouts, masks), "output" (compared with the CPU result),
-            "work" (scratch in HBM: S, P, partial results, running statistics).
+        role: "input" (q, k, v, do: fp16/bf16 copies of the simulator's inputs), "const" (small
+            host data in ``data``: block layouts, masks), "output" (written by the launches;
+            those named in ``PortLaunches.outputs`` are compared with the CPU result),
+            "work" (scratch in HBM: S, P, partial results, running statistics), "saved"
+            (written once by ``PortLaunches.setup`` from the inputs — the forward's O and lse
+            that a backward-only run reads — then read-only like an input).
         fill: initial value of an output/work tensor (None: left uninitialized).
         derive: for an input that is not one of the simulator's q, k, v, do: a function of
             the host inputs (``attnsim.inputs.Inputs``) returning its float32 values, computed
@@ -102,18 +105,44 @@ class Launch:
 class PortLaunches:
     """Everything needed to run one algorithm's port on one workload.
 
-    ``output`` names the port's result tensor; ``cpu_output`` the key of the simulation's
-    ``outputs`` it is compared with (MLA: ``o_mla``)."""
+    Attributes:
+        launches: the launches that stand for the simulated kernels (run and timed in order).
+        output: the main output tensor (``outputs[0]``).
+        outputs: every tensor compared with the CPU result of the same name (default:
+            ``(output,)``; a backward port compares dq, dk, dv, and o for fwd+bwd).
+        cpu_output: the key of the simulation's ``outputs`` that ``output`` is compared with,
+            when its name differs (MLA: the port's o is the simulation's ``o_mla``).
+        setup: launches run once, untimed and not counted, before the first run of
+            ``launches``: they fill the "saved" tensors (a backward-only run's O and lse,
+            which the simulator takes as given).
+    """
     algorithm: str
     tensors: dict
     launches: tuple
     output: str = "o"
     notes: tuple = ()
-    cpu_output: str = "o"
+    outputs: tuple = ()
+    setup: tuple = ()
+    cpu_output: str | None = None
+
+    def __post_init__(self):
+        if not self.outputs:
+            object.__setattr__(self, "outputs", (self.output,))
+        elif self.output not in self.outputs:
+            object.__setattr__(self, "output", self.outputs[0])
+
+    @property
+    def all_launches(self) -> tuple:
+        """setup, then launches: everything one correctness run executes."""
+        return (*self.setup, *self.launches)
+
+    def cpu_key(self, name: str) -> str:
+        """The simulation output a port output is compared with."""
+        return self.cpu_output if name == self.output and self.cpu_output else name
 
     @property
     def sources(self) -> list[str]:
-        return sorted({l.source for l in self.launches})
+        return sorted({l.source for l in self.all_launches})
 
 
 # ---- storage dtypes --------------------------------------------------------------------------
@@ -161,14 +190,17 @@ def round_up(x: int, m: int) -> int:
     return cdiv(x, m) * m
 
 
-def check_common(name: str, wl) -> None:
+def check_common(name: str, wl, passes=("fwd",)) -> None:
     if wl.dtype not in STORAGE_DTYPES:
         raise PortUnsupported(f"the {name} port runs fp16 or bf16 (mma.sync inputs); the "
                               f"workload is {wl.dtype}: use --dtype fp16 or --dtype bf16")
     if wl.head_dim % 8 or wl.head_dim > 256:
         raise PortUnsupported(f"the {name} port needs head_dim a multiple of 8 and <= 256 "
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
-    if not wl.has_forward or wl.passes != "fwd":
+    if wl.passes not in passes:
+        if passes != ("fwd",):
+            raise PortUnsupported(f"the {name} port runs --pass {', '.join(passes)}; got "
+                                  f"--pass {wl.passes}")
         raise PortUnsupported(f"the {name} port runs the forward pass only; got --pass {wl.passes}")
 
 
@@ -265,7 +297,9 @@ def warp_m_tiles(block_q: int, block_k: int, d: int) -> int:
 
 
 def flash2_port(wl, plan, extra=None) -> PortLaunches:
-    check_common("flash2", wl)
+    """The forward (``flash2_fwd.cu``); with ``--pass bwd`` / ``fwd+bwd`` also the backward's
+    three kernels (``flash2_bwd.cu``, see ``flash2_backward_launches``)."""
+    check_common("flash2", wl, passes=("fwd", "bwd", "fwd+bwd"))
     bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
     check_mma_tiles("flash2", bq, bk)
     mt = warp_m_tiles(bq, bk, d)
@@ -275,7 +309,88 @@ def flash2_port(wl, plan, extra=None) -> PortLaunches:
                     ("q", "k", "v", "o", "lse", *head_args(wl), Scalar(int(wl.causal), "int")),
                     "flash2_fwd")
     tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
-    return PortLaunches("flash2", tensors, (launch,))
+    if wl.passes == "fwd":
+        return PortLaunches("flash2", tensors, (launch,))
+    return flash2_backward_launches(wl, plan, launch)
+
+
+# ---- flash2 backward -----------------------------------------------------------------------
+
+FLASH2_BWD_THREADS = 256        # preprocess / convert (flash2_bwd.cu PRE_THREADS)
+
+
+def flash2_bwd_warps(block_q: int, block_k: int, d: int) -> int:
+    """Warps of flash2_bwd.cu's main kernel: the largest of 8, 4, 2, 1 that splits the
+    S/dP tile (B_r x B_c, 16-row x 16-key granules), dK/dV (B_c x d) and dQ (B_r x d)
+    evenly — 8 (FA-2's sm80 backward) for every plan tile of 64 x 128 or larger."""
+    dchunks = pad16(d) // 16
+    for w in (8, 4, 2, 1):
+        ws_r = min(w, block_q // 16)
+        kv_r = min(w, block_k // 16)
+        if (w % ws_r == 0 and (block_q // 16) % ws_r == 0 and (block_k // 16) % (w // ws_r) == 0
+                and w % kv_r == 0 and (block_k // 16) % kv_r == 0 and dchunks % (w // kv_r) == 0
+                and dchunks % (w // ws_r) == 0):
+            return w
+    return 1
+
+
+def flash2_bwd_smem(block_q: int, block_k: int, d: int) -> int:
+    """Q_i, dO_i, K_j, V_j (head_dim padded to 16) and P_ij, dS_ij, all 16-bit."""
+    return (2 * block_q + 2 * block_k) * pad16(d) * 2 + 2 * block_q * block_k * 2
+
+
+def flash2_backward_launches(wl, plan, fwd: Launch) -> PortLaunches:
+    """FA-2's backward as the simulator counts it (``algorithms.flash2_bwd``): preprocess,
+    the K/V-block-parallel main kernel, dQ conversion, with the backward plan's tiles.
+
+    ``fwd+bwd``: the forward launch, then the three backward launches, all timed; o, dq, dk,
+    dv are compared with the CPU result. ``bwd``: the simulator counts the backward alone and
+    takes O and lse as given (computed by an uncounted forward); the port computes them the
+    same way, with the forward launch as untimed ``setup`` writing "saved" tensors — on the
+    device, so it scales to any N (a host float64 reference would not), and from the same
+    storage-type inputs the backward reads.
+    """
+    name = "flash2"
+    if wl.kv_heads != wl.heads:
+        raise PortUnsupported(f"the {name} backward port is multi-head only (kv_heads == heads, "
+                              f"as the simulator's backward); got heads={wl.heads}, "
+                              f"kv_heads={wl.kv_heads}: use --pass fwd for GQA/MQA")
+    bp = getattr(plan, "bwd", None)
+    if bp is None:
+        raise PortUnsupported(f"the {name} plan has no backward tiles (plan the workload with "
+                              f"--pass {wl.passes})")
+    bq, bk, d = bp.block_q, bp.block_k, wl.head_dim
+    check_mma_tiles(f"{name} backward", bq, bk)
+    b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads
+    saved = "output" if wl.passes == "fwd+bwd" else "saved"
+    tensors = {**qkv_tensors(wl),
+               "do": Tensor((b, h, nq, d), wl.dtype, "input"),
+               "o": Tensor((b, h, nq, d), wl.dtype, saved),
+               "lse": stats_tensor(wl, saved),
+               "delta": stats_tensor(wl, "work"),
+               "dq_acc": Tensor((b, h, nq, d), "fp32", "work"),
+               "dq": Tensor((b, h, nq, d), wl.dtype, "output"),
+               "dk": Tensor((b, h, nk, d), wl.dtype, "output"),
+               "dv": Tensor((b, h, nk, d), wl.dtype, "output")}
+    defines = {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d,
+               "BWD_WARPS": flash2_bwd_warps(bq, bk, d)}
+    tr, tc = cdiv(nq, bq), cdiv(nk, bk)
+    threads = (FLASH2_BWD_THREADS, 1, 1)
+    n_q, n_k, scale = Scalar(nq, "int"), Scalar(nk, "int"), Scalar(wl.scale, "float")
+    bwd = (Launch("flash2_bwd.cu", "flash2_bwd_preprocess", (tr, bh, 1), threads, 0, defines,
+                  ("do", "o", "delta", "dq_acc", n_q), "flash2_bwd_preprocess"),
+           Launch("flash2_bwd.cu", "flash2_bwd", (tc, bh, 1), (defines["BWD_WARPS"] * 32, 1, 1),
+                  flash2_bwd_smem(bq, bk, d), defines,
+                  ("q", "k", "v", "do", "lse", "delta", "dq_acc", "dk", "dv", n_q, n_k, scale,
+                   Scalar(int(wl.causal), "int")), "flash2_bwd"),
+           Launch("flash2_bwd.cu", "flash2_bwd_convert_dq", (tr, bh, 1), threads, 0, defines,
+                  ("dq_acc", "dq", n_q, scale), "flash2_bwd_convert_dq"))
+    if wl.passes == "fwd+bwd":
+        return PortLaunches(name, tensors, (fwd, *bwd), output="o",
+                            outputs=("o", "dq", "dk", "dv"))
+    return PortLaunches(name, tensors, bwd, output="dq", outputs=("dq", "dk", "dv"),
+                        setup=(replace(fwd, sim_kernel=None),),
+                        notes=("O and lse computed by an untimed forward launch (setup)",))
 
 
 # ---- flash1 --------------------------------------------------------------------------------
@@ -540,7 +655,7 @@ def port_launches(name: str, wl, plan, extra: dict | None = None, gpu=None) -> P
         raise PortUnsupported(f"{name} has no GPU port; ported: {', '.join(PORTS)}")
     port = with_storage_define(PORTS[name](wl, plan, extra), wl.dtype)
     if gpu is not None:
-        for launch in port.launches:
+        for launch in port.all_launches:
             if launch.smem_bytes > gpu.smem_bytes_per_block:
                 raise PortUnsupported(
                     f"{name}: kernel {launch.kernel} needs {launch.smem_bytes:,} bytes of shared "
@@ -557,8 +672,8 @@ def with_storage_define(port: PortLaunches, dtype: str) -> PortLaunches:
                              f"dtype {dtype} (declare them with wl.dtype)")
     if dtype != "bf16":
         return port
-    launches = tuple(replace(l, defines={**l.defines, "ATTN_BF16": 1}) for l in port.launches)
-    return replace(port, launches=launches)
+    bf16 = lambda ls: tuple(replace(l, defines={**l.defines, "ATTN_BF16": 1}) for l in ls)
+    return replace(port, launches=bf16(port.launches), setup=bf16(port.setup))
 
 
 def source_path(source: str) -> Path:
@@ -570,5 +685,5 @@ def tile_defines_in_header(source: str) -> list[str]:
     text = source_path(source).read_text()
     header = text.split("#include", 1)[0]
     return [name for name in ("BLOCK_Q", "BLOCK_K", "HEAD_DIM", "TILE_M", "TILE_N", "TILE_K",
-                              "CHUNK", "ROWS", "GROUP", "DC", "DR", "COL_SLICES")
-            if name in header]
+                              "CHUNK", "ROWS", "GROUP", "DC", "DR", "COL_SLICES",
+                              "BWD_WARPS") if name in header]

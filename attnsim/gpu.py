@@ -13,8 +13,10 @@ Pipeline for one algorithm on one workload (``run_port``):
    a second ``-arch`` option, cupy/cupy#3292 — and the arch is part of our cache key);
    ``#include "attn_common.cuh"`` is inlined so the cache key covers the header too;
 3. the launches run once on fp16/bf16 copies (the workload's dtype) of the simulator's inputs
-   and the output is compared with the CPU result (relative Frobenius error, targets in
-   ``ports.ERROR_TARGETS``: 2e-3 for fp16, 1.6e-2 for bf16);
+   (after the port's untimed ``setup`` launches, e.g. the forward that gives a backward-only
+   run its O and lse) and every compared output (``spec.outputs``: o; dq, dk, dv for a
+   backward) is compared with the CPU result (relative Frobenius error, the maximum over the
+   outputs is reported; targets in ``ports.ERROR_TARGETS``: 2e-3 for fp16, 1.6e-2 for bf16);
 4. timing: warm-up launches, then ``repeats`` timed runs, each between its own pair of CUDA
    events, rotating among several copies of the inputs whose total size exceeds twice the L2
    cache, so that a run does not find its inputs in L2; the median is reported.
@@ -220,8 +222,8 @@ def _args(launch: ports.Launch, tensors: dict) -> tuple:
     return tuple(args)
 
 
-def _launch_all(spec: ports.PortLaunches, kernels: list, tensors: dict) -> None:
-    for launch, kernel in zip(spec.launches, kernels):
+def _launch_all(spec: ports.PortLaunches, kernels: list, tensors: dict, launches=None) -> None:
+    for launch, kernel in zip(spec.launches if launches is None else launches, kernels):
         kernel(launch.grid, launch.block, _args(launch, tensors), shared_mem=launch.smem_bytes)
 
 
@@ -232,9 +234,11 @@ class PortRun:
     Attributes:
         median_s: median time of the launches (all kernels of the port), seconds.
         times_s: every timed repeat.
-        rel_error: relative Frobenius error of the output against ``reference``'s output
-            (None when no reference was given).
-        output: the port's output, float32 on the host (when ``keep_output``).
+        rel_error: relative Frobenius error against the reference: the largest over the
+            compared outputs (None when no reference was given).
+        rel_errors: the error of each compared output, by name (None without a reference).
+        output: the port's main output (``spec.output``), float32 on the host (when
+            ``keep_output``); ``outputs``: every compared output, by name.
         copies: input copies rotated through while timing.
     """
     algorithm: str
@@ -244,31 +248,54 @@ class PortRun:
     copies: int
     notes: tuple = ()
     output: np.ndarray | None = field(default=None, repr=False)
+    rel_errors: dict | None = None
+    outputs: dict | None = field(default=None, repr=False)
+
+
+# tensors each input copy has its own of (the rest: outputs and scratch, shared)
+_PER_COPY = ("input", "const", "saved")
+
+
+def reference_errors(spec: ports.PortLaunches, outputs: dict, reference) -> dict | None:
+    """Relative error of each compared output. ``reference``: the CPU result as an array (the
+    main output's) or a dict by output name (e.g. ``simulate(...).outputs``)."""
+    from attnsim.reference import relative_error
+    if reference is None:
+        return None
+    if not isinstance(reference, dict):
+        reference = {spec.output: reference}
+    return {name: relative_error(outputs[name], reference[name])
+            for name in spec.outputs if name in reference}
 
 
 def input_copies(spec: ports.PortLaunches, l2_bytes: int, max_copies: int = 16) -> int:
     """Copies of the inputs so that one pass over all of them exceeds twice the L2 size."""
     per_copy = sum(int(np.prod(t.shape)) * np.dtype(_DTYPES[t.dtype]).itemsize
-                   for t in spec.tensors.values() if t.role in ("input", "const"))
+                   for t in spec.tensors.values() if t.role in _PER_COPY)
     return int(min(max_copies, max(2, -(-2 * l2_bytes // max(1, per_copy)))))
 
 
-def run_port(spec: ports.PortLaunches, host_inputs, reference: np.ndarray | None = None, *,
+def run_port(spec: ports.PortLaunches, host_inputs, reference=None, *,
              warmup: int = 3, repeats: int = 30, keep_output: bool = False) -> PortRun:
-    """Run the port once for correctness, then time it. ``reference``: the CPU output."""
+    """Run the port once for correctness, then time it (``spec.launches`` only; the setup
+    launches run once, untimed). ``reference``: the CPU output — the main output's array,
+    or a dict by output name compared for every name in ``spec.outputs``."""
     cp = _require_cupy()
-    from attnsim.reference import relative_error
     kernels = [get_kernel(l) for l in spec.launches]
     sets = [_device_tensors(spec, host_inputs)]
     _refill(spec, sets[0])
+    _launch_all(spec, [get_kernel(l) for l in spec.setup], sets[0], spec.setup)
     _launch_all(spec, kernels, sets[0])
     cp.cuda.Device().synchronize()
-    out = ports.from_storage(cp.asnumpy(sets[0][spec.output]), spec.tensors[spec.output].dtype)
-    err = relative_error(out, reference) if reference is not None else None
-    # further copies share the outputs/work buffers, not the inputs
+    outs = {name: ports.from_storage(cp.asnumpy(sets[0][name]), spec.tensors[name].dtype)
+            for name in spec.outputs}
+    errs = reference_errors(spec, outs, reference)
+    err = max(errs.values()) if errs else None
+    # further copies share the outputs/work buffers, not the inputs (nor the saved tensors
+    # the setup computed from them)
     n = input_copies(spec, device_info().l2_bytes)
     for _ in range(n - 1):
-        extra = {k: (cp.copy(v) if spec.tensors[k].role in ("input", "const") else v)
+        extra = {k: (cp.copy(v) if spec.tensors[k].role in _PER_COPY else v)
                  for k, v in sets[0].items()}
         sets.append(extra)
     for i in range(warmup):
@@ -286,7 +313,8 @@ def run_port(spec: ports.PortLaunches, host_inputs, reference: np.ndarray | None
         times.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
     return PortRun(algorithm=spec.algorithm, median_s=statistics.median(times), times_s=times,
                    rel_error=err, copies=n, notes=spec.notes,
-                   output=out if keep_output else None)
+                   output=outs[spec.output] if keep_output else None, rel_errors=errs,
+                   outputs=outs if keep_output else None)
 
 
 # ---- device reference and PyTorch SDPA ----------------------------------------------------------
@@ -318,6 +346,43 @@ def device_reference(wl, host_inputs) -> np.ndarray:
     return out
 
 
+def device_backward_reference(wl, host_inputs) -> dict:
+    """o, dq, dk, dv of exact softmax attention in float32 on the device, head by head (the
+    analytic gradient, as ``attnsim.reference.attention_backward_reference``; multi-head)."""
+    cp = _import_cupy()
+    group = wl.heads // wl.kv_heads
+    shape_q = (wl.batch, wl.heads, wl.seq_q, wl.head_dim)
+    shape_k = (wl.batch, wl.kv_heads, wl.seq_k, wl.head_dim)
+    out = {"o": np.empty(shape_q, np.float32), "dq": np.empty(shape_q, np.float32),
+           "dk": np.zeros(shape_k, np.float32), "dv": np.zeros(shape_k, np.float32)}
+    visible = None
+    if wl.causal:
+        i = cp.arange(wl.seq_q)[:, None]
+        j = cp.arange(wl.seq_k)[None, :]
+        visible = j <= i + (wl.seq_k - wl.seq_q)
+    scale = np.float32(wl.scale)
+    for b in range(wl.batch):
+        for h in range(wl.heads):
+            q = cp.asarray(host_inputs.q[b, h], dtype=cp.float32)
+            k = cp.asarray(host_inputs.k[b, h // group], dtype=cp.float32)
+            v = cp.asarray(host_inputs.v[b, h // group], dtype=cp.float32)
+            do = cp.asarray(host_inputs.do[b, h], dtype=cp.float32)
+            s = (q @ k.T) * scale
+            if visible is not None:
+                s = cp.where(visible, s, -cp.inf)
+            m = s.max(axis=1, keepdims=True)
+            p = cp.exp(s - cp.where(cp.isfinite(m), m, 0))
+            l = p.sum(axis=1, keepdims=True)
+            p = p / cp.where(l > 0, l, 1)
+            dp = do @ v.T
+            ds = p * (dp - (p * dp).sum(axis=1, keepdims=True))
+            out["o"][b, h] = cp.asnumpy(p @ v)
+            out["dq"][b, h] = cp.asnumpy((ds @ k) * scale)
+            out["dk"][b, h // group] += cp.asnumpy((ds.T @ q) * scale)
+            out["dv"][b, h // group] += cp.asnumpy(p.T @ do)
+    return out
+
+
 def sdpa_available() -> tuple[bool, str]:
     """(True, "torch <version>") when PyTorch with a CUDA device is importable, else why not."""
     try:
@@ -330,8 +395,10 @@ def sdpa_available() -> tuple[bool, str]:
 
 
 def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> tuple[float | None, str]:
-    """Median time of ``torch.nn.functional.scaled_dot_product_attention`` on the workload,
-    or (None, why not)."""
+    """Median time of ``torch.nn.functional.scaled_dot_product_attention`` on the workload's
+    passes, or (None, why not): "fwd" the forward; "fwd+bwd" the forward and the autograd
+    backward (dQ, dK, dV from dO); "bwd" the backward alone (the forward run untimed before,
+    its graph kept: what the simulator counts for --pass bwd)."""
     try:
         import torch
         import torch.nn.functional as F
@@ -346,18 +413,35 @@ def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> t
 
     dtype = torch.bfloat16 if wl.dtype == "bf16" else torch.float16
 
+    backward = wl.has_backward
+
     def copy():
         q = torch.as_tensor(host_inputs.q, device=dev).to(dtype)
         k = torch.as_tensor(host_inputs.k, device=dev).to(dtype)
         v = torch.as_tensor(host_inputs.v, device=dev).to(dtype)
         if group > 1:                                         # plain expansion, any torch version
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        return q, k, v
+        if not backward:
+            return q, k, v
+        q, k, v = (x.requires_grad_() for x in (q, k, v))
+        do = torch.as_tensor(host_inputs.do, device=dev).to(dtype)
+        out = None if wl.has_forward else sdpa((q, k, v))     # bwd: forward outside the timing
+        return q, k, v, do, out
+
+    def sdpa(s):
+        return F.scaled_dot_product_attention(*s[:3], is_causal=wl.causal, scale=wl.scale)
+
+    def run(s):
+        if not backward:
+            return sdpa(s)
+        out = sdpa(s) if s[4] is None else s[4]
+        return torch.autograd.grad(out, s[:3], s[3], retain_graph=s[4] is not None)
 
     per_copy = 2 * (host_inputs.q.size + 2 * host_inputs.k.size * group)
+    if backward:                                  # dO, O (and the gradients written)
+        per_copy += 2 * 2 * host_inputs.q.size
     l2 = torch.cuda.get_device_properties(dev).L2_cache_size
     sets = [copy() for _ in range(int(min(16, max(2, -(-2 * l2 // per_copy)))))]
-    run = lambda s: F.scaled_dot_product_attention(*s, is_causal=wl.causal, scale=wl.scale)
     for i in range(warmup):
         run(sets[i % len(sets)])
     times = []
@@ -377,12 +461,15 @@ def warn_once(message: str | None) -> None:
 
 
 def launch_once(spec: ports.PortLaunches, host_inputs) -> dict:
-    """Compile the port, then run each of its launches exactly once (for profilers: ncu sees
-    one run of the port's kernels, plus CuPy's own fills). Returns the device tensors."""
+    """Compile the port, then run its setup launches (a backward-only port's forward) and each
+    of its launches exactly once (for profilers: ncu sees one run of the port's kernels, plus
+    the setup's and CuPy's own fills, which ncu_dram.py leaves out). Returns the tensors."""
     cp = _require_cupy()
-    kernels = [get_kernel(l) for l in spec.launches]     # compiled before any launch
+    setup = [get_kernel(l) for l in spec.setup]           # compiled before any launch
+    kernels = [get_kernel(l) for l in spec.launches]
     tensors = _device_tensors(spec, host_inputs)
     _refill(spec, tensors)
+    _launch_all(spec, setup, tensors, spec.setup)
     cp.cuda.Device().synchronize()
     _launch_all(spec, kernels, tensors)
     cp.cuda.Device().synchronize()

@@ -7,6 +7,11 @@ measured TFLOP/s (simulator-counted matmul FLOPs / measured time), the effective
 (simulator-counted HBM bytes / measured time), the port's error against the CPU result, and,
 where PyTorch with CUDA is importable, the time of ``scaled_dot_product_attention``.
 
+``--pass bwd`` / ``fwd+bwd`` check the backward (flash2 only; the other ports' rows say
+"port skipped"): the prediction is the simulation of the same passes, the error the largest
+over o, dq, dk, dv against the CPU result (the note lists each), SDPA is timed through
+autograd for the same passes.
+
 Without CuPy or a device it prints one line saying the checks were skipped and why, and
 exits 0: the checks are optional, not a failure.
 
@@ -28,7 +33,7 @@ from attnsim import gpu as backend
 from attnsim.inputs import make_inputs
 from attnsim.reference import relative_error
 from attnsim.simulate import simulate
-from attnsim.workload import Workload
+from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import get_gpu
 
 DEFAULT_SEQS = (1024, 2048, 4096, 8192)
@@ -55,7 +60,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     """Measure one algorithm's port on one workload; a dict with the COLUMNS keys (values
     None where not measured, ``note`` saying why; ``failed`` when the port raised)."""
     row = {key: None for key, _ in COLUMNS}
-    row.update(algorithm=name, seq=wl.seq_k, note="")
+    row.update(algorithm=name, seq=wl.seq_k, note="", rel_errors=None)
     module = get_algorithm(name)
     opts = check_options(module.INFO, {})
     try:
@@ -74,9 +79,14 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     reference = None
     if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
         cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
-        reference, row["error_vs"] = cpu.outputs[spec.cpu_output], "cpu"
-    elif name in DENSE_EXACT:
+        reference, row["error_vs"] = cpu.outputs[spec.cpu_key(spec.output)], "cpu"
+        if len(spec.outputs) > 1:                     # a backward: dq, dk, dv (and o)
+            reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}
+    elif name in DENSE_EXACT and not wl.has_backward:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
+    elif name in DENSE_EXACT:
+        reference = backend.device_backward_reference(wl, inputs)
+        reference, row["error_vs"] = {n: reference[n] for n in spec.outputs}, "gpu fp32"
     try:
         run = backend.run_port(spec, inputs, reference, repeats=repeats)
     except Exception as err:          # a compile or launch error: record it, keep sweeping
@@ -87,6 +97,9 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
                tflops=sim.counts["matmul_flops"] / t / 1e12, hbm_gbs=sim.hbm_bytes / t / 1e9,
                rel_error=run.rel_error)
     notes = list(run.notes)
+    if getattr(run, "rel_errors", None) and len(run.rel_errors) > 1:
+        row["rel_errors"] = dict(run.rel_errors)
+        notes.append("errors: " + ", ".join(f"{k} {v:.1e}" for k, v in run.rel_errors.items()))
     target = ports.ERROR_TARGETS[wl.dtype]
     if run.rel_error is not None and run.rel_error >= target:
         notes.append(f"error above the {target:g} {wl.dtype} target")
@@ -226,11 +239,12 @@ def cmd_gpu_check(a) -> int:
     gpu, warning = resolve_model(a.hw)
     sdpa_ok, sdpa_why = (False, "--no-sdpa") if a.no_sdpa else backend.sdpa_available()
     base = Workload(batch=a.batch, heads=a.heads, kv_heads=a.kv_heads, seq_q=a.seq[0],
-                    head_dim=a.head_dim, causal=a.causal, dtype=a.dtype)
+                    head_dim=a.head_dim, causal=a.causal, dtype=a.dtype, passes=a.passes)
     rows = check_rows(gpu, base, a.seq, names, repeats=a.repeats, cpu_max_n=a.cpu_check_max_n,
                       sdpa=sdpa_ok)
     header = {"device": device, "model": gpu.name, "warning": warning, "sdpa": sdpa_why,
               "workload": base.describe().replace(f"N={base.seq_q}", "N swept"),
+              "passes": base.passes,
               "environment": _environment(),
               "model_clock_mhz": gpu.clock_hz / 1e6,
               "model_hbm_gbs": gpu.hbm_bandwidth_bytes_per_s / 1e9}
@@ -267,6 +281,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--causal", action="store_true")
     p.add_argument("--dtype", default="fp16", choices=ports.STORAGE_DTYPES,
                    help="storage type of Q, K, V, O (the ports build for fp16 or bf16)")
+    p.add_argument("--pass", dest="passes", default="fwd", choices=PASSES,
+                   help="passes to run and predict: fwd, bwd (the backward alone: O and lse "
+                        "from an untimed forward) or fwd+bwd; backward: flash2 only")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
                    help="check against the CPU simulation up to N_q·N_k = this squared "

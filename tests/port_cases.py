@@ -11,7 +11,8 @@ import numpy as np
 
 from algorithms import ports
 from attnsim import Workload
-from attnsim.reference import attention_reference, relative_error
+from attnsim.reference import (attention_backward_reference, attention_reference,
+                               relative_error)
 
 # (batch, heads, kv_heads, seq_q, seq_k, head_dim, causal)
 SHAPES = [
@@ -37,10 +38,10 @@ SPARSE_OPTIONS = {
 GPU_MODELS = ("a100-40gb", "h100-sxm")
 
 
-def workload(shape, decode=False, dtype="fp16") -> Workload:
+def workload(shape, decode=False, dtype="fp16", passes="fwd") -> Workload:
     b, h, g, nq, nk, d, causal = shape
     return Workload(batch=b, heads=h, kv_heads=g, seq_q=nq, seq_k=nk, head_dim=d,
-                    causal=causal, decode=decode, dtype=dtype)
+                    causal=causal, decode=decode, dtype=dtype, passes=passes)
 
 
 def case_id(shape) -> str:
@@ -55,16 +56,19 @@ class PortCase:
     options: dict = field(default_factory=dict)
     decode: bool = False
     dtype: str = "fp16"
+    passes: str = "fwd"
 
     @property
     def workload(self) -> Workload:
-        return workload(self.shape, self.decode, self.dtype)
+        return workload(self.shape, self.decode, self.dtype, self.passes)
 
     @property
     def id(self) -> str:
         opts = "".join(f"-{k}={v}" for k, v in self.options.items())
         dtype = "" if self.dtype == "fp16" else f"-{self.dtype}"
-        return f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}{dtype}"
+        passes = "" if self.passes == "fwd" else f"-{self.passes}"
+        return (f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}"
+                f"{dtype}{passes}")
 
 
 PORT_CASES = (
@@ -103,6 +107,20 @@ BF16_CASES = [
              decode=True, dtype="bf16"),
 ]
 PORT_CASES += BF16_CASES
+# training passes (flash2 only; multi-head: the simulator's backward has no GQA): ragged,
+# causal and not, N_q > N_k (causal rows that see no key), N_q < N_k, d = 40 (padded), the
+# A100/H100 plans' 64 x 128 tiles at d = 128, bf16
+BACKWARD_CASES = [
+    PortCase("flash2", SHAPES[0], passes="bwd"),
+    PortCase("flash2", SHAPES[1], passes="bwd"),
+    PortCase("flash2", SHAPES[0], passes="fwd+bwd"),
+    PortCase("flash2", (1, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+    PortCase("flash2", (2, 2, 2, 200, 333, 40, False), passes="bwd"),
+    PortCase("flash2", SHAPES[3], passes="bwd"),
+    PortCase("flash2", (1, 1, 1, 150, 260, 128, False), passes="fwd+bwd"),
+    PortCase("flash2", SHAPES[1], dtype="bf16", passes="bwd"),
+]
+PORT_CASES += BACKWARD_CASES
 
 
 def storage_round(x, dtype):
@@ -119,3 +137,15 @@ def fp16_baseline(inputs, wl) -> float:
     rounded = [storage_round(x, wl.dtype) for x in (inputs.q, inputs.k, inputs.v)]
     plain, _ = attention_reference(*rounded, causal=wl.causal, scale=wl.scale)
     return relative_error(storage_round(plain, wl.dtype), exact)
+
+
+def backward_baseline(inputs, wl) -> dict:
+    """The backward's counterpart of ``fp16_baseline``, per gradient: the exact gradients of
+    the storage-rounded inputs (and dO), rounded to the storage type, against the exact
+    gradients of the inputs."""
+    exact = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,
+                                         causal=wl.causal, scale=wl.scale)
+    rounded = [storage_round(x, wl.dtype) for x in (inputs.q, inputs.k, inputs.v, inputs.do)]
+    plain = attention_backward_reference(*rounded, causal=wl.causal, scale=wl.scale)
+    return {name: relative_error(storage_round(p, wl.dtype), e)
+            for name, p, e in zip(("dq", "dk", "dv"), plain, exact)}

@@ -16,11 +16,11 @@ from algorithms import ports
 from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
-from attnsim.reference import attention_reference, relative_error
+from attnsim.reference import attention_backward_reference, attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import (BF16_CASES, DECODE_SHAPES, MLA_CASES, PORT_CASES, SHAPES, PortCase, fp16_baseline,
-                        workload)
+from port_cases import (BF16_CASES, DECODE_SHAPES, MLA_CASES, PORT_CASES, SHAPES, PortCase,
+                        backward_baseline, fp16_baseline, workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 FP16_TARGET = 2e-3
@@ -38,7 +38,14 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("block_sparse", SHAPES[4], {"block": 32, "density": 0.5}),
     PortCase("linear", (2, 4, 2, 200, 333, 40, False)),
     PortCase("flash2", (1, 1, 1, 97, 97, 192, True)),     # 24 chunks a row: the grouped swizzle
-] + MLA_CASES + BF16_CASES
+] + MLA_CASES + BF16_CASES + [
+    # flash2's backward: dq, dk, dv (and o for fwd+bwd) against the CPU simulation
+    PortCase("flash2", SHAPES[1], passes="bwd"),
+    PortCase("flash2", SHAPES[0], passes="fwd+bwd"),
+    PortCase("flash2", (1, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+    PortCase("flash2", SHAPES[3], passes="bwd"),
+    PortCase("flash2", SHAPES[1], dtype="bf16", passes="bwd"),
+]
 assert all(c in PORT_CASES for c in EMULATED if c.shape[5] != 192)
 
 
@@ -58,13 +65,15 @@ def test_emulated_port_matches_the_cpu_simulation(case):
     wl = case.workload
     cpu, out, inputs, spec = run_emulated(case.name, wl, get_gpu("h100-sxm"),
                                           options=case.options, with_spec=True)
-    o = ports.from_storage(out[spec.output], wl.dtype)
-    assert not np.isnan(o).any()
-    err = relative_error(o, cpu.outputs[spec.cpu_output])
-    assert err < ports.ERROR_TARGETS[wl.dtype]
-    if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
-        # exact attention: within twice the error of plain bf16 attention (flash-attn's rule)
-        assert err <= 2 * fp16_baseline(inputs, wl)
+    baseline = backward_baseline(inputs, wl) if wl.has_backward else {}
+    for name in spec.outputs:                   # o; dq, dk, dv for the backward
+        x = ports.from_storage(out[name], wl.dtype)
+        assert not np.isnan(x).any(), name
+        err = relative_error(x, cpu.outputs[spec.cpu_key(name)])
+        assert err < ports.ERROR_TARGETS[wl.dtype], name
+        if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
+            # exact attention: within twice the error of plain bf16 attention (flash-attn's rule)
+            assert err <= 2 * baseline.get(name, fp16_baseline(inputs, wl)), name
 
 
 def test_emulated_flash2_lse_and_empty_causal_rows():
@@ -83,6 +92,32 @@ def test_emulated_flash2_large_logits_match_the_fp16_baseline():
     exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
     assert relative_error(out["o"].astype(np.float32), exact) <= max(2 * fp16_baseline(inputs, wl),
                                                                      FP16_TARGET)
+
+
+def test_emulated_flash2_backward_rows_that_see_no_key():
+    """N_q = 333 > N_k = 200, causal: query rows < 133 see no key (lse = -inf), so their dQ is
+    0, and they add nothing to dK, dV; every key is seen by some row."""
+    wl = workload(SHAPES[3], passes="bwd")
+    cpu, out, inputs = run_emulated("flash2", wl, get_gpu("a100-40gb"))
+    assert np.all(out["dq"][0, 0, :133] == 0) and np.isneginf(out["lse"][0, 0, :133]).all()
+    dq, dk, dv = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,
+                                              causal=True, scale=wl.scale)
+    for name, ref in (("dq", dq), ("dk", dk), ("dv", dv)):
+        assert relative_error(out[name].astype(np.float32), ref) < FP16_TARGET
+
+
+def test_emulated_flash2_backward_large_logits_match_the_fp16_baseline():
+    """Logits ~1e2 (Q, K x 10), against the float64 backward: each gradient's error at most
+    twice that of the exact gradients of the fp16-rounded inputs, rounded to fp16."""
+    wl = workload((1, 1, 1, 150, 150, 64, True), passes="bwd")
+    _, out, inputs = run_emulated("flash2", wl, get_gpu("h100-sxm"), magnitude=10.0)
+    exact = dict(zip(("dq", "dk", "dv"), attention_backward_reference(
+        inputs.q, inputs.k, inputs.v, inputs.do, causal=True, scale=wl.scale)))
+    baseline = backward_baseline(inputs, wl)
+    for name in ("dq", "dk", "dv"):
+        x = out[name].astype(np.float32)
+        assert np.isfinite(x).all(), name
+        assert relative_error(x, exact[name]) <= max(2 * baseline[name], FP16_TARGET), name
 
 
 # The emulator's hazard checks must catch what a missing barrier or wait would break on a
@@ -147,11 +182,12 @@ def emulated_backend(monkeypatch):
     from attnsim import gpu as backend
 
     def fake_run_port(spec, inputs, reference=None, **kw):
-        out = ports.from_storage(emulate_mod.emulate(spec, inputs)[spec.output],
-                                 spec.tensors[spec.output].dtype)
-        err = relative_error(out, reference) if reference is not None else None
+        run = emulate_mod.emulate(spec, inputs)
+        outs = {n: ports.from_storage(run[n], spec.tensors[n].dtype) for n in spec.outputs}
+        errs = backend.reference_errors(spec, outs, reference)     # every compared output
         return backend.PortRun(algorithm=spec.algorithm, median_s=1e-3, times_s=[1e-3],
-                               rel_error=err, copies=2, notes=spec.notes)
+                               rel_error=max(errs.values()) if errs else None, copies=2,
+                               notes=spec.notes, rel_errors=errs)
 
     monkeypatch.setattr(backend, "gpu_available", lambda: (True, "emulated device"))
     monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
@@ -244,3 +280,84 @@ def test_both_flash2_warp_layouts_are_correct():
         assert spec.launches[0].block[0] == plan.block_q // (16 * tiles) * 32
         o = emulate_mod.emulate(spec, inputs)["o"].astype(np.float32)
         assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET
+
+
+# The same for flash2_bwd.cu: without the barrier before the Q_i/dO_i refill, the copies
+# land on tiles other warps are still reading; without the one after P_ij and dS_ij are
+# stored (attn_st_shared32, checked for races), warps read P/dS rows other warps stored
+# in the same epoch; without the wait, the copies land late, on tiles already being read.
+BROKEN_BWD_SYNC = {
+    "no barrier before the Q/dO refill":
+        "        __syncthreads();                           // every warp is done with Q_i and dO_i\n",
+    "no barrier after P and dS":
+        "        __syncthreads();                           // P_ij and dS_ij are complete\n",
+    "no wait for Q_i and dO_i":
+        "        attn_cp_async_wait<0>();                   // Q_i, dO_i (and K_j, V_j) have landed\n",
+}
+
+
+@pytest.mark.parametrize("what", BROKEN_BWD_SYNC)
+def test_emulator_catches_a_missing_synchronization_in_the_backward(what):
+    old = BROKEN_BWD_SYNC[what]
+
+    def edit(text):
+        assert old in text, "flash2_bwd.cu changed: update BROKEN_BWD_SYNC"
+        return text.replace(old, "")
+
+    wl = workload((1, 1, 1, 200, 150, 32, False), passes="bwd")
+    gpu = get_gpu("h100-sxm")
+    spec = ports.port_launches("flash2", wl, get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block))
+    inputs = make_inputs(wl, seed=1)
+    intact = emulate_mod.emulate(spec, inputs)          # the same launches run clean unedited
+    assert all(np.isfinite(intact[n].astype(np.float32)).all() for n in spec.outputs)
+    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
+        emulate_mod.emulate(spec, inputs, edit={"flash2_bwd.cu": edit})
+    assert err.value.status == 8
+
+
+def test_gpu_check_pass_bwd_on_the_emulator(emulated_backend, capsys):
+    """--pass fwd+bwd: flash2 runs its forward and backward kernels, compared on o, dq, dk,
+    dv; the prediction is the simulation of both passes; other ports say they skip."""
+    from attnsim.cli import main
+    from attnsim.simulate import simulate as sim
+    assert main(["gpu-check", "flash2", "standard", "--seq", "97", "--batch", "1", "--heads",
+                 "2", "--causal", "--pass", "fwd+bwd", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["passes"] == "fwd+bwd" and "fwd+bwd" in data["workload"]
+    rows = {r["algorithm"]: r for r in data["rows"]}
+    flash2, standard = rows["flash2"], rows["standard"]
+    assert set(flash2["rel_errors"]) == {"o", "dq", "dk", "dv"}
+    assert flash2["rel_error"] == max(flash2["rel_errors"].values()) < FP16_TARGET
+    assert "errors: o" in flash2["note"]
+    wl = workload((1, 2, 2, 97, 97, 64, True), passes="fwd+bwd")
+    assert flash2["predicted_s"] == sim("flash2", wl, get_gpu("h100-sxm"), compute=False).time.predicted_s
+    assert standard["note"].startswith("port skipped:") and "forward pass only" in standard["note"]
+    assert standard["measured_s"] is None
+
+
+def test_gpu_check_pass_bwd_alone_on_the_emulator(emulated_backend, capsys):
+    """--pass bwd: dq, dk, dv compared (the CPU run outputs no o), O and lse from the setup."""
+    from attnsim.cli import main
+    assert main(["gpu-check", "flash2", "flash1", "--seq", "64", "--batch", "1", "--heads",
+                 "2", "--pass", "bwd", "--format", "json"]) == 0
+    rows = {r["algorithm"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows["flash2"]["rel_errors"]) == {"dq", "dk", "dv"}
+    assert rows["flash2"]["rel_error"] < FP16_TARGET and "untimed forward" in rows["flash2"]["note"]
+    assert rows["flash1"]["note"].startswith("port skipped:")
+
+
+def test_device_backward_reference_is_the_analytic_gradient(monkeypatch):
+    """gpu.device_backward_reference (the reference above --cpu-check-max-n), run with
+    NumPy standing in for CuPy, against the float64 reference."""
+    from attnsim import gpu as backend
+    from cuda_emu.fake_cupy import EmulatedCupy
+    monkeypatch.setattr(backend, "_cupy", EmulatedCupy())
+    wl = workload((2, 2, 2, 70, 90, 32, True), passes="fwd+bwd")
+    inputs = make_inputs(wl, seed=4)
+    ref = backend.device_backward_reference(wl, inputs)
+    exact = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do, causal=True,
+                                         scale=wl.scale)
+    o, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)
+    assert relative_error(ref["o"], o) < 1e-5
+    for name, x in zip(("dq", "dk", "dv"), exact):
+        assert relative_error(ref[name], x) < 1e-5, name

@@ -206,3 +206,22 @@ def test_environment_records_clocks_versions_and_what_is_missing(fake_cupy):
     # HBM3 at 2619 MHz, double data rate, 5120-bit bus: 3352 GB/s (H100 SXM's 3.35 TB/s)
     assert env["hbm_peak_gbs_from_clocks"] == pytest.approx(3352.32)
     assert env["cuda_runtime"] == 12080 and env["cuda_driver"] is None   # a failing query
+
+
+def test_backward_setup_runs_once_untimed_and_saved_tensors_rotate(fake_cupy):
+    """--pass bwd: the forward that gives the backward its O and lse runs once, before the
+    correctness run, never in warm-ups or timed repeats; each input copy gets its own O and
+    lse (copied after the setup), like its own Q, K, V, dO."""
+    wl, g = workload(SHAPES[0], passes="bwd"), get_gpu("h100-sxm")
+    spec = ports.port_launches("flash2", wl, get_algorithm("flash2").plan(
+        wl, g, g.smem_bytes_per_block), gpu=g)
+    fake_cupy.l2 = 1                                   # the minimum: 2 copies
+    run = backend.run_port(spec, make_inputs(wl), warmup=1, repeats=2)
+    calls = [c for c in fake_cupy.log if c != "event"]
+    bwd = ["flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq"]
+    assert [c.kernel for c in calls] == ["flash2_fwd"] + bwd * 4   # setup, check, 1 + 2 runs
+    assert len(fake_cupy.modules) == 2                 # flash2_fwd.cu and flash2_bwd.cu
+    pre = [c for c in calls if c.kernel == "flash2_bwd_preprocess"]
+    assert run.copies == 2 and id(pre[2].args[1]) != id(pre[3].args[1])   # o of two copies
+    assert id(pre[0].args[1]) == id(calls[0].args[3])  # the check run reads the setup's o
+    assert run.rel_error is None and run.rel_errors is None

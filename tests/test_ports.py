@@ -38,8 +38,13 @@ def plan_or_skip(name, wl, gpu, options=None):
         pytest.skip(f"the simulator does not plan this case: {err}")
 
 
-def expected_defines(name, plan, d):
-    """The tile defines a port must compile with, read off the plan."""
+def expected_defines(name, plan, d, source=None):
+    """The tile defines a port must compile with, read off the plan (``source``: the
+    launch's file, for ports with several)."""
+    if source == "flash2_bwd.cu":               # the backward's own tiles
+        bp = plan.bwd
+        return {"BLOCK_Q": bp.block_q, "BLOCK_K": bp.block_k, "HEAD_DIM": d,
+                "BWD_WARPS": ports.flash2_bwd_warps(bp.block_q, bp.block_k, d)}
     if name == "standard":
         return {"TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
                 "TILE_K": plan.gemm_tile_k, "HEAD_DIM": d}
@@ -82,9 +87,11 @@ def test_launches_match_the_simulated_kernels(case, gpu_name):
     simulated = {k.name: k.ctas for k in sim.kernels}
     launched = {l.sim_kernel: l.ctas for l in spec.launches}
     assert launched == simulated                       # same kernels, same CTA counts
-    for launch in spec.launches:
+    assert all(l.sim_kernel is None for l in spec.setup)   # untimed, uncounted
+    for launch in spec.all_launches:
         storage = {"ATTN_BF16": 1} if wl.dtype == "bf16" else {}
-        assert launch.defines == {**expected_defines(case.name, plan, wl.head_dim), **storage}
+        assert launch.defines == {**expected_defines(case.name, plan, wl.head_dim, launch.source),
+                                  **storage}
         assert 0 <= launch.smem_bytes <= gpu.smem_bytes_per_block
         assert np.prod(launch.block) <= 1024 and np.prod(launch.block) % 32 == 0
 
@@ -179,7 +186,7 @@ def test_declared_arguments_match_the_kernel_signatures():
     pointers (of the tensor's dtype) and ints/floats where it takes those."""
     checked = set()
     for spec in all_specs():
-        for launch in spec.launches:
+        for launch in spec.all_launches:
             sig = kernel_signatures(launch.source)[launch.kernel]
             assert len(sig) == len(launch.args), launch.kernel
             for (ctype, is_ptr), arg in zip(sig, launch.args):
@@ -194,10 +201,11 @@ def test_declared_arguments_match_the_kernel_signatures():
             "standard_softmax", "standard_pv", "gqa_splitkv", "gqa_combine",
             "block_sparse_fwd", "linear_kv_state", "linear_apply", "mla_absorb_q", "mla_attn",
             "mla_combine", "mla_absorb_o"} <= checked
+    assert {"flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq"} <= checked
 
 
 def test_every_declared_source_exists_and_documents_its_defines():
-    sources = {(s, d) for spec in all_specs() for l in spec.launches
+    sources = {(s, d) for spec in all_specs() for l in spec.all_launches
                for s, d in [(l.source, tuple(l.defines))]}
     for source, defines in sources:
         assert ports.source_path(source).is_file()
@@ -371,3 +379,79 @@ def test_bf16_host_conversion_keeps_nan_and_infinities():
     back = ports.from_storage(ports.to_storage(x, "bf16"), "bf16")
     assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf
     assert back[3] == 0 and np.signbit(back[4]) and np.isfinite(back[5])
+
+
+# ---- flash2 backward ---------------------------------------------------------------------------
+
+def test_flash2_backward_grid_smem_and_tensors():
+    """Derived by hand from FA-2's Algorithm 2: preprocess and convert one CTA per (Q block,
+    head), the main kernel one per (K/V block, head), shared memory Q_i, dO_i, K_j, V_j and
+    P_ij, dS_ij; outputs dq, dk, dv (o too for fwd+bwd)."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload((2, 4, 4, 1000, 700, 64, True)).replace(passes="bwd")
+    plan = plan_of("flash2", wl, gpu)
+    bq, bk = plan.bwd.block_q, plan.bwd.block_k
+    assert (bq, bk) == (128, 128)
+    spec = ports.port_launches("flash2", wl, plan, gpu=gpu)
+    pre, main, conv = spec.launches
+    assert pre.grid == conv.grid == (-(-1000 // bq), 8, 1)
+    assert main.grid == (-(-700 // bk), 8, 1) and main.block == (8 * 32, 1, 1)
+    assert main.smem_bytes == plan.bwd.smem_bytes == (2 * bq + 2 * bk) * 64 * 2 + 2 * bq * bk * 2
+    assert spec.outputs == ("dq", "dk", "dv") and spec.output == "dq"
+    (fwd,) = spec.setup                               # O and lse for the backward: untimed
+    assert fwd.kernel == "flash2_fwd" and fwd.sim_kernel is None
+    assert spec.tensors["o"].role == spec.tensors["lse"].role == "saved"
+    assert spec.tensors["do"].role == "input" and spec.tensors["dq_acc"].dtype == "fp32"
+    both = ports.port_launches("flash2", wl.replace(passes="fwd+bwd"), plan, gpu=gpu)
+    assert [l.kernel for l in both.launches] == ["flash2_fwd", "flash2_bwd_preprocess",
+                                                 "flash2_bwd", "flash2_bwd_convert_dq"]
+    assert both.outputs == ("o", "dq", "dk", "dv") and both.setup == ()
+    assert both.tensors["o"].role == "output"
+
+
+def test_flash2_backward_warps():
+    """8 warps (FA-2's sm80 backward) for the plans' tiles; fewer only when the tiles
+    cannot be split 8 ways into 16 x 16 granules."""
+    assert ports.flash2_bwd_warps(128, 128, 64) == 8
+    assert ports.flash2_bwd_warps(64, 128, 128) == 8
+    assert ports.flash2_bwd_warps(128, 128, 40) == 8          # d pads to 48: 3 chunks of 16
+    assert ports.flash2_bwd_warps(64, 64, 40) == 4            # 4 x 2 warps cannot split 48
+    assert ports.flash2_bwd_warps(16, 64, 64) == 4
+    assert ports.flash2_bwd_warps(16, 16, 64) == 1
+
+
+def test_backward_is_refused_where_not_ported():
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[0]).replace(passes="bwd")
+    for name in ("standard", "flash1"):
+        try:
+            plan = plan_of(name, wl, gpu)
+        except ValueError:
+            continue
+        with pytest.raises(ports.PortUnsupported, match="forward pass only"):
+            ports.port_launches(name, wl, plan)
+    plan = plan_of("flash2", wl, gpu)
+    gqa = wl.replace(heads=4, kv_heads=2)           # the simulator plans no GQA backward
+    with pytest.raises(ValueError, match="kv_heads"):
+        plan_of("flash2", gqa, gpu)
+    with pytest.raises(ports.PortUnsupported, match="multi-head only"):
+        ports.port_launches("flash2", gqa, plan)
+    with pytest.raises(ports.PortUnsupported, match="no backward tiles"):
+        ports.port_launches("flash2", wl, plan_of("flash2", wl.replace(passes="fwd"), gpu))
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+@pytest.mark.parametrize("gpu_name, d", [("a100-40gb", 128), ("h100-sxm", 40)])
+def test_flash2_backward_source_as_the_backend_sends_it_compiles(tmp_path, gpu_name, d):
+    wl = workload((1, 2, 2, 97, 97, d, True)).replace(passes="bwd")
+    gpu = get_gpu(gpu_name)
+    spec = ports.port_launches("flash2", wl, plan_of("flash2", wl, gpu))
+    main = spec.launches[1]
+    src = tmp_path / "flash2_bwd_inlined.cu"
+    src.write_text(backend.load_source(main.source))
+    arch = "sm_80" if gpu_name.startswith("a100") else "sm_90"
+    done = subprocess.run([NVCC, f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings", "-c",
+                           "-o", "/dev/null", str(src),
+                           *[f"-D{k}={v}" for k, v in main.defines.items()]],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -201,16 +201,25 @@ def run_binary(binary: Path, kernels: list[str], arrays: list[np.ndarray], launc
 
 def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
             edit=None) -> dict[str, np.ndarray]:
-    """Run every launch of ``spec`` on the CPU; returns every tensor after the run.
-    ``edit``: optional function applied to the source text (tests that break a kernel)."""
-    keys = {(l.source, tuple(sorted(l.defines.items()))) for l in spec.launches}
-    assert len(keys) == 1, "one source and one set of defines per port"
-    (source, defines), = keys
-    text = load_source(source)
-    if edit is not None:
-        text = edit(text)
-    kernels = sorted({l.kernel for l in spec.launches})
-    binary = build_text(text, dict(defines), kernels, source)
+    """Run every launch of ``spec`` (its ``setup`` launches first) on the CPU; returns every
+    tensor after the run. Each distinct (source, defines) is built once; launches run in
+    order on the same arrays, consecutive launches of one build in one emulator process.
+    ``edit``: optional function applied to the source text (tests that break a kernel), or a
+    dict {source file: function} to edit only some sources."""
+    launches_all = spec.all_launches
+    key = lambda l: (l.source, tuple(sorted(l.defines.items())))
+    builds = {}
+    for k in dict.fromkeys(key(l) for l in launches_all):
+        source, defines = k
+        text = load_source(source)
+        fn = edit.get(source) if isinstance(edit, dict) else edit
+        if fn is not None:
+            text = fn(text)
+        kernels = sorted({l.kernel for l in launches_all if key(l) == k})
+        builds[k] = (build_text(text, dict(defines), kernels, source), kernels)
+    if isinstance(edit, dict):
+        missing = set(edit) - {source for source, _ in builds}
+        assert not missing, f"edit names sources the port does not launch: {missing}"
     names = list(spec.tensors)
     arrays = []
     for name in names:
@@ -225,8 +234,8 @@ def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
         else:                                          # NaN bytes: unwritten data shows
             arrays.append(np.frombuffer(b"\xff" * (int(np.prod(t.shape)) * np.dtype(dtype).itemsize),
                                         dtype=dtype).reshape(t.shape))
-    launches = []
-    for launch in spec.launches:
+    groups = []                                        # consecutive launches of one build
+    for launch in launches_all:
         args = []
         for a in launch.args:
             if a is None:
@@ -235,6 +244,12 @@ def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
                 args.append(("t", names.index(a)))
             else:
                 args.append(("i" if a.ctype == "int" else "f", a.value))
-        launches.append((launch.kernel, launch.grid, launch.block, launch.smem_bytes, args))
-    out = run_binary(binary, kernels, arrays, launches, spec.algorithm, timeout)
-    return dict(zip(names, out))
+        words = (launch.kernel, launch.grid, launch.block, launch.smem_bytes, args)
+        if groups and groups[-1][0] == key(launch):
+            groups[-1][1].append(words)
+        else:
+            groups.append((key(launch), [words]))
+    for k, launches in groups:
+        binary, kernels = builds[k]
+        arrays = run_binary(binary, kernels, arrays, launches, spec.algorithm, timeout)
+    return dict(zip(names, arrays))

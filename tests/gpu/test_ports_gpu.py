@@ -16,7 +16,7 @@ from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
 from attnsim import gpu as backend
 from attnsim.reference import attention_reference, relative_error
-from port_cases import PORT_CASES, fp16_baseline, workload
+from port_cases import PORT_CASES, backward_baseline, fp16_baseline, workload
 
 pytestmark = pytest.mark.gpu
 FP16_TARGET = ports.ERROR_TARGETS["fp16"]
@@ -38,8 +38,8 @@ def run_case(name, wl, magnitude=1.0, options=None):
     inputs = make_inputs(wl, seed=1, magnitude=magnitude)
     cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
     spec = ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu)
-    run = backend.run_port(spec, inputs, cpu.outputs[spec.cpu_output], warmup=0, repeats=1,
-                           keep_output=True)
+    reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}     # o; dq, dk, dv for a backward
+    run = backend.run_port(spec, inputs, reference, warmup=0, repeats=1, keep_output=True)
     return cpu, run, inputs
 
 
@@ -47,10 +47,12 @@ def run_case(name, wl, magnitude=1.0, options=None):
 def test_port_matches_the_cpu_result(case):
     wl = case.workload
     cpu, run, inputs = run_case(case.name, wl, options=case.options)
-    assert np.isfinite(run.output).all()
-    assert run.rel_error < ports.ERROR_TARGETS[wl.dtype]
+    assert all(np.isfinite(x).all() for x in run.outputs.values())
+    assert run.rel_error < ports.ERROR_TARGETS[wl.dtype]      # the largest over the outputs
     if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
-        assert run.rel_error <= 2 * fp16_baseline(inputs, wl)
+        baseline = backward_baseline(inputs, wl) if wl.has_backward else {}
+        for name, err in run.rel_errors.items():
+            assert err <= 2 * baseline.get(name, fp16_baseline(inputs, wl)), name
 
 
 @pytest.mark.parametrize("name", ("flash1", "flash2"))
@@ -93,3 +95,27 @@ def test_gpu_check_end_to_end_json(capsys):
     for row in data["rows"]:
         assert row["measured_s"] > 0 and row["predicted_s"] > 0
         assert row["rel_error"] < FP16_TARGET
+
+
+def test_flash2_backward_large_logits_against_the_float64_gradients():
+    """Logits ~1e2: each gradient within twice the error of the exact gradients of the
+    fp16-rounded inputs, rounded to fp16."""
+    from attnsim.reference import attention_backward_reference
+    wl = workload((1, 2, 2, 150, 150, 64, True), passes="bwd")
+    _, run, inputs = run_case("flash2", wl, magnitude=10.0)
+    exact = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do, causal=True,
+                                         scale=wl.scale)
+    baseline = backward_baseline(inputs, wl)
+    for name, ref in zip(("dq", "dk", "dv"), exact):
+        assert np.isfinite(run.outputs[name]).all()
+        assert relative_error(run.outputs[name], ref) <= max(2 * baseline[name], FP16_TARGET)
+
+
+def test_gpu_check_backward_json(capsys):
+    from attnsim.cli import main
+    assert main(["gpu-check", "flash2", "--seq", "256", "--batch", "1", "--heads", "2",
+                 "--pass", "fwd+bwd", "--causal", "--repeats", "3", "--no-sdpa",
+                 "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["measured_s"] > 0 and row["predicted_s"] > 0
+    assert set(row["rel_errors"]) == {"o", "dq", "dk", "dv"} and row["rel_error"] < FP16_TARGET
