@@ -26,6 +26,7 @@ declare -A EXTRA=(
     [standard.cu]="-DTILE_M=64 -DTILE_N=64 -DHEAD_DIM=40"
     [gqa_decode.cu]="-DBLOCK_Q=64 -DBLOCK_K=128 -DHEAD_DIM=64"
     [linear_attn.cu]="-DCHUNK=128 -DROWS=128 -DHEAD_DIM=128"
+    [diff_fwd.cu]="-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=64 -DSUB_K=64|-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=32 -DSUB_K=128|-DBLOCK_Q=128 -DBLOCK_K=128 -DHEAD_DIM=96 -DSUB_K=32"
 )
 
 failed=0

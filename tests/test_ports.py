@@ -51,6 +51,8 @@ def expected_defines(name, plan, d):
     defines = {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
     if name == "flash2":        # a port-side choice, not a tile size: see test below
         defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d)
+    if name == "diff":          # keys per score slice in registers: a port-side choice
+        defines["SUB_K"] = ports.diff_sub_k(plan.block_k, d)
     return defines
 
 
@@ -363,3 +365,72 @@ def test_bf16_host_conversion_keeps_nan_and_infinities():
     back = ports.from_storage(ports.to_storage(x, "bf16"), "bf16")
     assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf
     assert back[3] == 0 and np.signbit(back[4]) and np.isfinite(back[5])
+
+
+# ---- diff ----------------------------------------------------------------------------------------
+
+def test_diff_sub_k_keeps_the_score_slice_within_the_register_budget():
+    """SUB_K x 2d <= 4096 (no ptxas spill at B_c = 128, see ports.DIFF_SUB_K_BUDGET), SUB_K a
+    multiple of 16 dividing B_c."""
+    assert [ports.diff_sub_k(128, d2) for d2 in (32, 64, 96, 128)] == [128, 64, 32, 32]
+    assert ports.diff_sub_k(64, 32) == 64 and ports.diff_sub_k(48, 128) == 16
+
+
+@pytest.mark.parametrize("head_dim, words", [(48, "multiple of 32"), (256, "<= 128")])
+def test_diff_port_refuses_head_dims_it_cannot_run(head_dim, words):
+    gpu = get_gpu("h100-sxm")
+    wl = workload((1, 2, 2, 97, 97, head_dim, False))
+    with pytest.raises(ports.PortUnsupported, match=words):
+        ports.port_launches("diff", wl, plan_of("diff", wl, gpu))
+
+
+def test_diff_port_passes_the_simulators_lambdas_and_scales():
+    from algorithms import diff
+    gpu = get_gpu("a100-40gb")
+    wl = workload((2, 3, 3, 200, 333, 64, True))
+    plan = plan_of("diff", wl, gpu, {"layer": 5, "seed": 3})
+    spec = ports.port_launches("diff", wl, plan, gpu=gpu)
+    (launch,) = spec.launches
+    lam = spec.tensors["lambda"]
+    assert lam.role == "const" and lam.dtype == "fp32" and lam.shape == (3,)
+    assert np.array_equal(lam.data, diff.lambdas(wl, plan).astype(np.float32))
+    args = dict(zip(("n_q", "n_k", "heads", "scale", "out_scale", "rms_eps", "causal"),
+                    [a.value for a in launch.args[5:]]))
+    assert args == {"n_q": 200, "n_k": 333, "heads": 3, "scale": wl.scale,
+                    "out_scale": 1 - diff.lambda_init(5), "rms_eps": diff.RMS_EPS, "causal": 1}
+    assert launch.smem_bytes == plan.smem_bytes and "lse" not in spec.tensors
+
+
+def test_diff_device_reference_is_diffs_formula(monkeypatch):
+    """gpu-check's large-N reference for diff: diff.reference with the device's float32
+    attention (stood in for here by the float64 one) — not plain attention."""
+    from algorithms import diff
+    from attnsim import make_inputs
+    from attnsim.reference import attention_reference, relative_error
+    monkeypatch.setattr(backend, "device_reference", lambda wl, x: attention_reference(
+        x.q, x.k, x.v, causal=wl.causal, scale=wl.scale)[0])
+    wl = workload((1, 2, 2, 50, 70, 64, True))
+    plan = plan_of("diff", wl, get_gpu("h100-sxm"))
+    inputs = make_inputs(wl, seed=4)
+    ours = backend.diff_device_reference(wl, plan, inputs)
+    exact = diff.reference(wl, plan, inputs, attention_reference)
+    assert ours.shape == (1, 2, 50, 64) and relative_error(ours, exact) < 1e-6
+    plain = attention_reference(inputs.q, inputs.k, inputs.v, causal=True, scale=wl.scale)[0]
+    assert relative_error(plain, exact) > 0.1
+
+
+def test_diff_torch_formulation_matches_the_reference():
+    """The SDPA baseline gpu-check times for diff computes diff (run on the CPU here)."""
+    torch = pytest.importorskip("torch")
+    from algorithms import diff
+    from attnsim import make_inputs
+    from attnsim.reference import attention_reference, relative_error
+    wl = workload((2, 3, 3, 64, 64, 64, True)).replace(dtype="fp32")
+    plan = plan_of("diff", wl, get_gpu("h100-sxm"))
+    inputs = make_inputs(wl, seed=5)
+    lam = torch.tensor(diff.lambdas(wl, plan), dtype=torch.float32)
+    out = backend.torch_diff_attention(torch, *(torch.from_numpy(getattr(inputs, n))
+                                                for n in ("q", "k", "v")),
+                                       lam, 1 - plan.lambda_init, diff.RMS_EPS, True, wl.scale)
+    exact = diff.reference(wl, plan, inputs, attention_reference)
+    assert relative_error(out.numpy(), exact) < 1e-5
