@@ -434,3 +434,31 @@ def test_diff_torch_formulation_matches_the_reference():
                                        lam, 1 - plan.lambda_init, diff.RMS_EPS, True, wl.scale)
     exact = diff.reference(wl, plan, inputs, attention_reference)
     assert relative_error(out.numpy(), exact) < 1e-5
+
+
+def diff_port_hbm_bytes(wl, launch) -> tuple[int, int]:
+    """(read, written) HBM bytes of diff_fwd.cu as its loops move them (cp.async zero-fills
+    rows past N without reading): per CTA Q_i, the visible K_j and V_j blocks, O_i."""
+    bq, bk, d2 = launch.defines["BLOCK_Q"], launch.defines["BLOCK_K"], wl.head_dim
+    row = d2 * wl.elem_bytes
+    read = written = 0
+    for x in range(launch.grid[0]):
+        r0, r1 = x * bq, min(x * bq + bq, wl.seq_q)
+        key_end = (max(0, min(wl.seq_k, r1 + wl.seq_k - wl.seq_q)) if wl.causal else wl.seq_k)
+        read += (r1 - r0) * row
+        for c0 in range(0, -(-key_end // bk) * bk, bk):
+            read += 2 * min(bk, wl.seq_k - c0) * row            # K_j (both halves), V_j
+        written += (r1 - r0) * row
+    bh = launch.grid[1]
+    return read * bh, written * bh
+
+
+@pytest.mark.parametrize("case", [c for c in PORT_CASES if c.name == "diff"], ids=lambda c: c.id)
+def test_diff_port_moves_the_simulators_hbm_bytes(case):
+    """The port's loops (mirrored above) read and write the bytes the simulator counts; the
+    λ_h read (4 bytes per CTA) is the one documented extra."""
+    gpu, wl = get_gpu("h100-sxm"), case.workload
+    (launch,) = ports.port_launches("diff", wl, plan_of("diff", wl, gpu)).launches
+    (kernel,) = simulate("diff", wl, gpu, compute=False).kernels
+    counts = kernel.counts()
+    assert diff_port_hbm_bytes(wl, launch) == (counts["hbm_read_bytes"], counts["hbm_write_bytes"])
