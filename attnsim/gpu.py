@@ -517,3 +517,72 @@ def environment() -> dict:
         "cuda_driver": attempt(rt.driverGetVersion),
         "torch": torch_version,
     }
+
+
+# ---- diff (differential attention): its device reference and its PyTorch formulation -----------
+
+def diff_device_reference(wl, plan, host_inputs) -> np.ndarray:
+    """Differential attention in float32 on the device: ``algorithms.diff.reference`` (the
+    paper's Equations 1–3) with ``device_reference`` as its softmax attention (Q₁, K₁ and
+    Q₂, K₂ are d wide, V 2d wide; the combine and RMSNorm run on the host)."""
+    from algorithms import diff
+    from attnsim.inputs import Inputs
+
+    def attention(q, k, v, causal, scale):
+        assert causal == wl.causal and scale == wl.scale
+        return device_reference(wl, Inputs(q=q, k=k, v=v)), None
+
+    return diff.reference(wl, plan, host_inputs, attention).astype(np.float32)
+
+
+def torch_diff_attention(torch, q, k, v, lam, out_scale: float, eps: float, causal: bool,
+                         scale: float):
+    """Differential attention as PyTorch runs it without a fused kernel: two SDPA calls (Q₁K₁ᵀ
+    and Q₂K₂ᵀ, each with the 2d-wide V), then (A₁ − λ A₂), RMSNorm over 2d and (1 − λ_init).
+    ``lam``: (H,) tensor; q, k, v: (B, H, N, 2d)."""
+    F = torch.nn.functional
+    d = q.shape[-1] // 2
+    a1 = F.scaled_dot_product_attention(q[..., :d], k[..., :d], v, is_causal=causal, scale=scale)
+    a2 = F.scaled_dot_product_attention(q[..., d:], k[..., d:], v, is_causal=causal, scale=scale)
+    x = a1.float() - lam.view(1, -1, 1, 1) * a2.float()
+    x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * out_scale
+    return x.to(q.dtype)
+
+
+def torch_sdpa_diff_time(wl, plan, host_inputs, *, warmup: int = 3,
+                         repeats: int = 30) -> tuple[float | None, str]:
+    """Median time of ``torch_diff_attention`` (two SDPA calls and the combine) on the
+    workload, or (None, why not): the unfused baseline of the diff port."""
+    try:
+        import torch
+    except Exception as err:
+        return None, f"PyTorch not importable ({type(err).__name__})"
+    if not torch.cuda.is_available():
+        return None, "PyTorch has no CUDA device"
+    if wl.causal and wl.seq_q != wl.seq_k:
+        return None, "SDPA's is_causal is top-left aligned for N_q != N_k"
+    from algorithms import diff
+    dev = torch.device("cuda")
+    dtype = torch.bfloat16 if wl.dtype == "bf16" else torch.float16
+    lam = torch.as_tensor(np.asarray(diff.lambdas(wl, plan), dtype=np.float32), device=dev)
+
+    def copy():
+        return tuple(torch.as_tensor(getattr(host_inputs, n), device=dev).to(dtype)
+                     for n in ("q", "k", "v"))
+
+    per_copy = 2 * (host_inputs.q.size + 2 * host_inputs.k.size)
+    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
+    sets = [copy() for _ in range(int(min(16, max(2, -(-2 * l2 // per_copy)))))]
+    run = lambda s: torch_diff_attention(torch, *s, lam, 1.0 - plan.lambda_init,   # noqa: E731
+                                         diff.RMS_EPS, wl.causal, wl.scale)
+    for i in range(warmup):
+        run(sets[i % len(sets)])
+    times = []
+    for i in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run(sets[i % len(sets)])
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    return statistics.median(times), f"torch {torch.__version__} (2 SDPA calls + combine)"

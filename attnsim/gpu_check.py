@@ -84,6 +84,8 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
             reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}
     elif name in DENSE_EXACT and not wl.has_backward:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
+    elif name == "diff":          # not plain softmax attention: its own fp32 device reference
+        reference, row["error_vs"] = backend.diff_device_reference(wl, plan, inputs), "gpu fp32"
     elif name in DENSE_EXACT:
         reference = backend.device_backward_reference(wl, inputs)
         reference, row["error_vs"] = {n: reference[n] for n in spec.outputs}, "gpu fp32"
@@ -103,8 +105,11 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     target = ports.ERROR_TARGETS[wl.dtype]
     if run.rel_error is not None and run.rel_error >= target:
         notes.append(f"error above the {target:g} {wl.dtype} target")
-    if sdpa and name in DENSE_EXACT:             # SDPA computes the same dense attention
-        row["sdpa_s"], why = backend.torch_sdpa_time(wl, inputs, repeats=repeats)
+    if sdpa and (name in DENSE_EXACT or name == "diff"):   # SDPA computes the same attention
+        if name == "diff":        # two SDPA calls + combine: the unfused formulation of diff
+            row["sdpa_s"], why = backend.torch_sdpa_diff_time(wl, plan, inputs, repeats=repeats)
+        else:
+            row["sdpa_s"], why = backend.torch_sdpa_time(wl, inputs, repeats=repeats)
         if row["sdpa_s"] is None:
             notes.append(f"no SDPA: {why}")
         else:

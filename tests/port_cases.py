@@ -149,3 +149,32 @@ def backward_baseline(inputs, wl) -> dict:
     plain = attention_backward_reference(*rounded, causal=wl.causal, scale=wl.scale)
     return {name: relative_error(storage_round(p, wl.dtype), e)
             for name, p, e in zip(("dq", "dk", "dv"), plain, exact)}
+
+
+# ---- diff (differential attention) ---------------------------------------------------------
+# Multi-head only (the simulator refuses kv_heads != heads); head_dim = the paper's 2d, a
+# multiple of 32 for the port (each half a multiple of the MMA k-step). Ragged, N_q != N_k
+# both ways (333 x 200 causal: rows < 133 see no key), every supported head_dim.
+DIFF_SHAPES = [
+    (1, 2, 2, 97, 97, 64, False),
+    (1, 2, 2, 97, 97, 64, True),
+    (2, 3, 3, 200, 333, 32, True),
+    (1, 1, 1, 333, 200, 128, True),
+    (1, 2, 2, 150, 170, 96, False),
+]
+DIFF_CASES = ([PortCase("diff", s) for s in DIFF_SHAPES]
+              + [PortCase("diff", DIFF_SHAPES[1], dtype="bf16")])
+PORT_CASES += DIFF_CASES
+
+
+def diff_fp16_baseline(inputs, wl, plan) -> tuple:
+    """(exact, baseline error) for diff: the paper's Equations 1–3 in float64 on the inputs,
+    and the error of the same float64 computation on inputs rounded to the storage type with
+    its output rounded — the floor 16-bit storage sets (fp16_baseline's idea, for diff)."""
+    from dataclasses import replace
+    from algorithms import diff
+    exact = diff.reference(wl, plan, inputs, attention_reference)
+    rounded = replace(inputs, q=storage_round(inputs.q, wl.dtype),
+                      k=storage_round(inputs.k, wl.dtype), v=storage_round(inputs.v, wl.dtype))
+    plain = storage_round(diff.reference(wl, plan, rounded, attention_reference), wl.dtype)
+    return exact, relative_error(plain, exact)

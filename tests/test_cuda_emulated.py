@@ -19,8 +19,8 @@ from attnsim import make_inputs, simulate
 from attnsim.reference import attention_backward_reference, attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import (BF16_CASES, DECODE_SHAPES, MLA_CASES, PORT_CASES, SHAPES, PortCase,
-                        backward_baseline, fp16_baseline, workload)
+from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, MLA_CASES, PORT_CASES, SHAPES,
+                        PortCase, backward_baseline, diff_fp16_baseline, fp16_baseline, workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 FP16_TARGET = 2e-3
@@ -46,6 +46,7 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("flash2", SHAPES[3], passes="bwd"),
     PortCase("flash2", SHAPES[1], dtype="bf16", passes="bwd"),
 ]
+EMULATED += DIFF_CASES                # every diff case: 2d = 32 ... 128, N_q <> N_k, bf16
 assert all(c in PORT_CASES for c in EMULATED if c.shape[5] != 192)
 
 
@@ -361,3 +362,95 @@ def test_device_backward_reference_is_the_analytic_gradient(monkeypatch):
     assert relative_error(ref["o"], o) < 1e-5
     for name, x in zip(("dq", "dk", "dv"), exact):
         assert relative_error(ref[name], x) < 1e-5, name
+
+
+
+
+# ---- diff (differential attention) -------------------------------------------------------------
+
+def test_emulated_diff_bf16_within_twice_the_bf16_baseline():
+    """The bf16 build: within twice the error of the float64 formula on bf16-rounded inputs,
+    bf16-rounded (fp16_baseline's rule, on diff's own reference)."""
+    (case,) = [c for c in DIFF_CASES if c.dtype == "bf16"]
+    wl, gpu = case.workload, get_gpu("h100-sxm")
+    cpu, out, inputs = run_emulated("diff", wl, gpu)
+    exact, baseline = diff_fp16_baseline(inputs, wl, get_algorithm("diff").plan(
+        wl, gpu, gpu.smem_bytes_per_block))
+    assert relative_error(ports.from_storage(out["o"], wl.dtype), exact) <= 2 * baseline
+
+
+def test_emulated_diff_large_logits_match_the_fp16_baseline():
+    """Logits ~1e2 in both maps: error against diff's float64 reference at most twice the
+    error of the same formula on fp16-rounded inputs with an fp16-rounded output."""
+    wl = workload((1, 2, 2, 150, 150, 64, True))
+    gpu = get_gpu("h100-sxm")
+    _, out, inputs = run_emulated("diff", wl, gpu, magnitude=10.0)
+    exact, baseline = diff_fp16_baseline(inputs, wl, get_algorithm("diff").plan(
+        wl, gpu, gpu.smem_bytes_per_block))
+    o = out["o"].astype(np.float32)
+    assert np.isfinite(o).all()
+    assert relative_error(o, exact) <= 2 * baseline
+
+
+def test_emulated_diff_rows_that_see_no_key_are_zero():
+    wl = workload((1, 1, 1, 333, 200, 128, True))      # causal, rows < 133 see no key
+    cpu, out, _ = run_emulated("diff", wl, get_gpu("a100-40gb"))
+    assert np.all(out["o"][0, 0, :133] == 0) and np.all(cpu.outputs["o"][0, 0, :133] == 0)
+    assert np.all(np.any(out["o"][0, 0, 133:] != 0, axis=-1))
+
+
+# Each edit removes one synchronization of diff_fwd.cu's single-buffered K/V loop.
+DIFF_BROKEN_SYNC = {
+    "no barrier before the K refill": (
+        "                    __syncthreads();                             // every warp is done with K_j\n", ""),
+    "no barrier before the V refill": (
+        "        __syncthreads();                                         // every warp is done with V_j\n", ""),
+    "no wait for V_j": (
+        "                    attn_cp_async_wait<0>();                     // V_j has landed\n", ""),
+}
+
+
+@pytest.mark.parametrize("what", DIFF_BROKEN_SYNC)
+def test_emulator_catches_a_missing_synchronization_in_diff(what):
+    old, new = DIFF_BROKEN_SYNC[what]
+
+    def edit(text):
+        assert old in text, "diff_fwd.cu changed: update DIFF_BROKEN_SYNC"
+        return text.replace(old, new)
+
+    wl = workload((1, 1, 1, 200, 300, 64, False))
+    gpu = get_gpu("h100-sxm")
+    spec = ports.port_launches("diff", wl, get_algorithm("diff").plan(wl, gpu, gpu.smem_bytes_per_block))
+    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
+        emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
+    assert err.value.status == 8
+
+
+def test_gpu_check_diff_on_the_emulator(monkeypatch, capsys):
+    """gpu-check for diff: the CPU simulation up to --cpu-check-max-n, above it diff's own
+    float32 reference (two softmax maps), never the plain attention reference."""
+    from attnsim import gpu as backend
+    from attnsim.cli import main
+
+    def fake_run_port(spec, inputs, reference=None, **kw):
+        out = ports.from_storage(emulate_mod.emulate(spec, inputs)[spec.output],
+                                 spec.tensors[spec.output].dtype)
+        err = relative_error(out, reference) if reference is not None else None
+        return backend.PortRun(algorithm=spec.algorithm, median_s=1e-3, times_s=[1e-3],
+                               rel_error=err, copies=2, notes=spec.notes)
+
+    def fake_reference(wl, inputs):            # float32 softmax attention, as on the device
+        return attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
+                                   scale=wl.scale)[0].astype(np.float32)
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: (True, "emulated device"))
+    monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))
+    monkeypatch.setattr(backend, "run_port", fake_run_port)
+    monkeypatch.setattr(backend, "device_reference", fake_reference)
+    monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
+    assert main(["gpu-check", "diff", "--seq", "97", "200", "--batch", "1", "--heads", "2",
+                 "--causal", "--cpu-check-max-n", "100", "--format", "json"]) == 0
+    rows = {r["seq"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows[97]["error_vs"] == "cpu" and rows[200]["error_vs"] == "gpu fp32"
+    for row in rows.values():
+        assert row["rel_error"] < FP16_TARGET and row["sdpa_s"] is None
