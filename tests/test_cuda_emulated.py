@@ -19,8 +19,8 @@ from attnsim import make_inputs, simulate
 from attnsim.reference import attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import (BF16_CASES, DECODE_SHAPES, PORT_CASES, SHAPES, PortCase, fp16_baseline,
-                        workload)
+from port_cases import (BF16_CASES, DECODE_SHAPES, FEATURE_SHAPES, PORT_CASES, SHAPES, PortCase,
+                        fp16_baseline, workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 FP16_TARGET = 2e-3
@@ -37,6 +37,13 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("bigbird", SHAPES[1], {"block": 32}),
     PortCase("block_sparse", SHAPES[4], {"block": 32, "density": 0.5}),
     PortCase("linear", (2, 4, 2, 200, 333, 40, False)),
+    PortCase("linear", SHAPES[1]), PortCase("linear", SHAPES[2]), PortCase("linear", SHAPES[3]),
+    PortCase("rfa", SHAPES[2]), PortCase("rfa", SHAPES[4]), PortCase("rfa", FEATURE_SHAPES[0]),
+    PortCase("rfa", SHAPES[2], {"features": 24, "sigma": 2.0}),
+    PortCase("performer", SHAPES[0]), PortCase("performer", SHAPES[2]),
+    PortCase("performer", SHAPES[3]),                        # causal, 4 slices + combine
+    PortCase("performer", FEATURE_SHAPES[0]),                # non-causal, 8 slices
+    PortCase("performer", SHAPES[0], {"redraw": "head"}),
 ] + BF16_CASES
 assert all(c in PORT_CASES for c in EMULATED)
 
@@ -173,3 +180,32 @@ def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
         assert row["ratio"] == pytest.approx(row["predicted_s"] / 1e-3)
         assert row["hbm_gbs"] > 0 and row["tflops"] > 0
     assert data["model"] == "h100-sxm"
+
+
+@pytest.mark.parametrize("name", ["rfa", "performer"])
+def test_emulated_sliced_causal_sweep_on_the_a100_plan(name):
+    """The A100's smaller shared memory slices the causal state at d = 128 (rfa: 2 slices of
+    B = 32 rows; performer: 4 slices, B = 16): per-slice partials merged by the combine."""
+    wl, gpu = workload(SHAPES[3]), get_gpu("a100-40gb")
+    plan = get_algorithm(name).plan(wl, gpu, gpu.smem_bytes_per_block)
+    assert plan.feature_tiles > 1
+    cpu, out, _ = run_emulated(name, wl, gpu)
+    o = ports.from_storage(out["o"], wl.dtype)
+    assert not np.isnan(o).any()
+    assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET
+
+
+def test_gpu_check_of_approximate_ports_says_when_there_is_no_reference(emulated_backend,
+                                                                        capsys):
+    """linear / rfa / performer approximate softmax attention: the device's dense fp32
+    reference is no reference for them, so above --cpu-check-max-n the error is reported as
+    not checked (and why), not compared with the wrong thing."""
+    from attnsim.cli import main
+    assert main(["gpu-check", "performer", "linear", "--seq", "97", "160", "--batch", "1",
+                 "--heads", "2", "--cpu-check-max-n", "100", "--format", "json"]) == 0
+    rows = {(r["algorithm"], r["seq"]): r for r in json.loads(capsys.readouterr().out)["rows"]}
+    for name in ("performer", "linear"):
+        small, large = rows[(name, 97)], rows[(name, 160)]
+        assert small["error_vs"] == "cpu" and small["rel_error"] < FP16_TARGET
+        assert large["error_vs"] == "none" and large["rel_error"] is None
+        assert "error not checked" in large["note"] and "--cpu-check-max-n" in large["note"]
