@@ -361,12 +361,14 @@ def feature_smem(kernel: str, kind: str, block: int, d: int, tile_units: int, ti
     w = _a16(up * dp * 2) if kind != "elu" else 0
     phi, state = _a16(block * mp * 2), _a16(mp * d * 4) + _a16(mp * 4)
     row, red = _a16(block * 4), _a16(4 * (FEATURE_THREADS // 32))
+    norm = 2 * _a16(mp * 4) if kind == "positive" else 0   # 1 / z and log z per feature
     if kernel == "state":
-        return 2 * tile + w + phi + state + red
+        return 2 * tile + w + phi + state + row + red
     if kernel == "apply":
-        return tile + w + phi + state + 2 * row + red + (_a16(block * d * 4) if tiles > 1 else 0)
+        return (tile + w + phi + state + 2 * row + red + norm
+                + (_a16(block * d * 4) if tiles > 1 else 0))
     if kernel == "causal":
-        return 3 * tile + w + 2 * phi + state + row + red
+        return 3 * tile + w + 2 * phi + state + 2 * row + red + norm
     return tiles * block * 4                               # combine: per-row slice weights
 
 

@@ -209,3 +209,15 @@ def test_gpu_check_of_approximate_ports_says_when_there_is_no_reference(emulated
         assert small["error_vs"] == "cpu" and small["rel_error"] < FP16_TARGET
         assert large["error_vs"] == "none" and large["rel_error"] is None
         assert "error not checked" in large["note"] and "--cpu-check-max-n" in large["note"]
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[3], FEATURE_SHAPES[0]],
+                         ids=["causal", "causal-4-slices", "full-8-slices"])
+def test_emulated_performer_keeps_its_accuracy_at_larger_logits(shape):
+    """Inputs x2 (logits x4): Performer's exponents then span more e-folds than fp16 holds.
+    The port keeps each key's features relative to its own max (its weight g in fp32), scales
+    A's rows and g V before they are rounded, and normalises S by z for φ(Q) S; without these
+    the error here was 1e-1 (the fp32 simulator does not see the problem)."""
+    wl = workload(shape)
+    cpu, out, _ = run_emulated("performer", wl, get_gpu("h100-sxm"), magnitude=2.0)
+    assert relative_error(out["o"].astype(np.float32), cpu.outputs["o"]) < FP16_TARGET

@@ -76,8 +76,7 @@
 #define MP ATTN_PAD16(FEAT_UNITS * PER)              // features of a slice, padded
 #define RT (CHUNK / 16)                              // 16-row tiles of a chunk
 // Positive features are stored times 2^14: exp(E - max) spans many e-folds, and the bias
-// keeps 10 more of them above fp16's smallest normal (it cancels in num / den; A = φQ φKᵀ is
-// scaled back by 2^-28 before it is rounded for A V).
+// keeps 10 more of them above fp16's smallest normal (it cancels in num / den).
 #define FA_PHI_BIAS (FEAT_KIND == 2 ? 16384.f : 1.f)
 
 static_assert(CHUNK % 16 == 0 && CHUNK <= 128, "CHUNK must be a multiple of 16, <= 128");
@@ -124,7 +123,8 @@ __device__ __forceinline__ float fa_state_mul(const float* s_s, float* red_s, in
     float mx = 0.f;
     for (int i = tid; i < MP * HEAD_DIM; i += FA_THREADS) mx = fmaxf(mx, fabsf(s_s[i]));
     mx = fa_cta_max(mx, red_s, tid);
-    return mx > 0.f ? exp2f(-(floorf(log2f(mx)) + 1.f)) : 1.f;
+    // (clamped: a state of fp32 subnormals would give an infinite factor, and 0 x inf = NaN)
+    return mx > 0.f ? exp2f(fminf(-(floorf(log2f(mx)) + 1.f), 64.f)) : 1.f;
 }
 
 // A fragments of a 16-row tile (rows wrow..wrow+15) of a swizzled [rows][DP] input tile,
@@ -173,12 +173,51 @@ __device__ __forceinline__ void fa_row_norms2(float (&n2)[2], const attn_t* x_s,
 // Builds phi_s ([CHUNK][MP], swizzled) from the input tile x_s ([CHUNK][DP]) for slice units
 // [u0, u0 + nu) and rows < valid (other rows and padded features are 0). Called by the whole
 // CTA. Positive keys: *shift is the running max of the exponents, updated (the return value
-// is the factor e^{c_old - c_new} to apply to S, z); positive queries: row references
-// (max of W u over the slice, at least mx_in[r] when mx_in is given) go to mx_out.
+// is the factor e^{c_old - c_new} to apply to S, z), and the keys' weights g go to mx_out;
+// positive queries: row references (max of W u over the slice, at least mx_in[r] when
+// mx_in is given) go to mx_out.
 struct FaArgs {
     int u0, nu, valid;
     float in_scale;
+    const float* lz = nullptr;     // positive queries: per-feature log z added to the exponent
 };
+
+// Positive query features of one 16-row tile (warp): φ = exp(E + lz - ref) x bias with
+// E = in_scale (W x) and ref = max(prev, row max of E + lz) (returned in ref, quad-shared).
+// Writes only the tile's valid entries (the caller zeroed the rest).
+__device__ void fa_query_tile(attn_t* phi_s, const attn_t* x_s, const attn_t* w_s, FaArgs f,
+                              int wrow, const float (&prev)[2], float (&ref)[2], int lane) {
+    unsigned a[KT][4];
+    fa_load_rows_a(a, x_s, wrow, lane);
+    for (int pass = 0; pass < 2; ++pass) {
+        float rmax[2] = {ATTN_NEG_INF, ATTN_NEG_INF};
+        for (int col0 = 0; col0 < f.nu; col0 += 16) {
+            float p[2][4];
+            fa_project16(p, a, w_s, col0, lane);
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int h = e >> 1;
+                    const int r = wrow + (lane >> 2) + h * 8;
+                    const int c = col0 + 8 * j + 2 * (lane & 3) + (e & 1);
+                    if (c >= f.nu || r >= f.valid) continue;
+                    const float ex = p[j][e] * f.in_scale + (f.lz ? f.lz[c] : 0.f);
+                    if (pass == 0) rmax[h] = fmaxf(rmax[h], ex);
+                    else fa_put(phi_s, r, c, MP / 8,
+                                ref[h] == ATTN_NEG_INF ? 0.f : expf(ex - ref[h]) * FA_PHI_BIAS);
+                }
+        }
+        if (pass == 0)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = wrow + (lane >> 2) + 8 * h;
+                // a row past `valid` keeps 0 (no exponent to take)
+                const float m = fa_quad_max(rmax[h]);     // (all lanes: a shuffle)
+                ref[h] = r < f.valid ? fmaxf(prev[h], m) : 0.f;
+            }
+    }
+}
 
 __device__ __forceinline__ float fa_elu1(float x) { return x > 0.f ? x + 1.f : expf(fminf(x, 0.f)); }
 
@@ -230,27 +269,46 @@ __device__ float fa_features(attn_t* phi_s, const attn_t* x_s, const attn_t* w_s
         }
     }
 #else
-    // exponent E = in_scale (W x) [- in_scale² |x|² / 2 for keys]; pass 1: the max, pass 2: exp
+    // exponent E = in_scale (W x) [- in_scale² |x|² / 2 for keys]; pass 1: the row maxima,
+    // pass 2: φ = exp(E - row max) x bias. Queries (fa_query_tile): the row max cancels in
+    // num / den. Keys: each key's own max c_j keeps its features in fp16's range, and its
+    // weight g_j = e^{c_j - c} relative to the running shift c (mx_out, fp32) is applied where
+    // the keys are summed: A's columns, V's rows in S += φ(K)ᵀ (g V), z += Σ g φ(K).
+    if (!kKey) {
+        for (int rt = warp; rt < RT; rt += FA_WARPS) {
+            const int wrow = rt * 16;
+            float prev[2], ref[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                prev[h] = mx_in ? mx_in[wrow + (lane >> 2) + 8 * h] : ATTN_NEG_INF;
+            fa_query_tile(phi_s, x_s, w_s, f, wrow, prev, ref, lane);
+            __syncwarp();                                  // the quad read mx_in above
+            if ((lane & 3) == 0)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) mx_out[wrow + (lane >> 2) + 8 * h] = ref[h];
+        }
+        __syncwarp();
+        return factor;
+    }
     const float half_s2 = 0.5f * f.in_scale * f.in_scale;
     float kmax = ATTN_NEG_INF;
     for (int pass = 0; pass < 2; ++pass) {
-        float ref = 0.f;
-        if (kKey && pass == 1) {
+        float c = 0.f;
+        if (pass == 1) {
             const float c_new = fa_cta_max(kmax, red_s, tid);
             const float c_old = *shift;                     // (every thread holds a copy)
-            const float c = fmaxf(c_old, c_new);
+            c = fmaxf(c_old, c_new);
             factor = (c_old == ATTN_NEG_INF || c == c_old) ? 1.f : expf(c_old - c);
-            ref = c;
             *shift = c;
         }
         for (int rt = warp; rt < RT; rt += FA_WARPS) {
             const int wrow = rt * 16;
-            float n2[2] = {0.f, 0.f};
-            if (kKey) fa_row_norms2(n2, x_s, wrow, lane);
-            float qref[2];
-            if (!kKey && pass == 1)
+            float n2[2];
+            fa_row_norms2(n2, x_s, wrow, lane);
+            float ref[2] = {0.f, 0.f};
+            if (pass == 1)
 #pragma unroll
-                for (int h = 0; h < 2; ++h) qref[h] = mx_out[wrow + (lane >> 2) + 8 * h];
+                for (int h = 0; h < 2; ++h) ref[h] = mx_out[wrow + (lane >> 2) + 8 * h];
             float rmax[2] = {ATTN_NEG_INF, ATTN_NEG_INF};
             unsigned a[KT][4];
             fa_load_rows_a(a, x_s, wrow, lane);
@@ -265,25 +323,21 @@ __device__ float fa_features(attn_t* phi_s, const attn_t* x_s, const attn_t* w_s
                         const int r = wrow + (lane >> 2) + h * 8;
                         const int c = col0 + 8 * j + 2 * (lane & 3) + (e & 1);
                         if (c >= f.nu || r >= f.valid) continue;
-                        const float ex = kKey ? fmaf(p[j][e], f.in_scale, -half_s2 * n2[h])
-                                              : p[j][e] * f.in_scale;
+                        const float ex = fmaf(p[j][e], f.in_scale, -half_s2 * n2[h]);
                         if (pass == 0) rmax[h] = fmaxf(rmax[h], ex);
-                        else fa_put(phi_s, r, c, FCPR,
-                                    expf(ex - (kKey ? ref : qref[h])) * FA_PHI_BIAS);
+                        else fa_put(phi_s, r, c, FCPR, expf(ex - ref[h]) * FA_PHI_BIAS);
                     }
             }
-            if (pass == 0) {
-                if (kKey) {
-                    kmax = fmaxf(kmax, fmaxf(rmax[0], rmax[1]));
-                } else {
+            __syncwarp();                                  // the quad read mx_out above
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const int r = wrow + (lane >> 2) + 8 * h;
-                        const float m = fa_quad_max(rmax[h]);
-                        const float prev = mx_in ? mx_in[r] : ATTN_NEG_INF;
-                        // a row past `valid` keeps 0 (no exponent to take)
-                        if ((lane & 3) == 0) mx_out[r] = r < f.valid ? fmaxf(prev, m) : 0.f;
-                    }
+            for (int h = 0; h < 2; ++h) {
+                const int r = wrow + (lane >> 2) + 8 * h;
+                if (pass == 0) {
+                    const float m = fa_quad_max(rmax[h]);
+                    kmax = fmaxf(kmax, m);
+                    if ((lane & 3) == 0) mx_out[r] = r < f.valid ? m : 0.f;       // c_r
+                } else if ((lane & 3) == 0) {
+                    mx_out[r] = r < f.valid ? expf(ref[h] - c) : 0.f;              // g_r
                 }
             }
         }
@@ -297,9 +351,23 @@ __device__ float fa_features(attn_t* phi_s, const attn_t* x_s, const attn_t* w_s
 
 // S_s (fp32 [MP][HEAD_DIM]) += φ(K)ᵀ V and z_s += Σ φ(K) over the CHUNK rows of phik_s, v_s
 // (rows past the valid keys are zero in both). Warps own disjoint 16-feature row tiles of S.
+// Positive features: key r's row of φ(K) is relative to its own max; g_s[r] (fp32) is its
+// weight, applied to V's rows in the MMA's B operand and to φ(K) in z.
 __device__ void fa_state_update(float* s_s, float* z_s, const attn_t* phik_s, const attn_t* v_s,
-                                int tid) {
+                                const float* g_s, float* red_s, int tid) {
     const int warp = tid >> 5, lane = tid & 31;
+    // positive: g V is rounded to 16 bits, times a power of two that brings its largest entry
+    // into [2^14, 2^15) (the keys' weights g span many e-folds below 1: the headroom up to
+    // fp16's maximum keeps more of them above its smallest normal), S += product / that
+    float gv_mul = 1.f;
+    if (FEAT_KIND == 2) {
+        float mx = 0.f;
+        for (int i = tid; i < CHUNK * HEAD_DIM; i += FA_THREADS)
+            mx = fmaxf(mx, fabsf(fa_get(v_s, i / HEAD_DIM, i % HEAD_DIM, DP / 8)) * g_s[i / HEAD_DIM]);
+        mx = fa_cta_max(mx, red_s, tid);
+        gv_mul = mx > 0.f ? exp2f(fminf(14.f - floorf(log2f(mx)), 126.f)) : 1.f;
+    }
+    const float gv_back = 1.f / gv_mul;
     for (int ft = warp; ft < MP / 16; ft += FA_WARPS) {
         float acc[DP / 8][4];
 #pragma unroll
@@ -316,6 +384,16 @@ __device__ void fa_state_update(float* s_s, float* z_s, const attn_t* phik_s, co
                 unsigned b[4];
                 const int vrow = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
                 attn_ldmatrix_x4_trans(b, v_s + attn_swizzle(vrow, n * 2 + (lane >> 4), DP / 8));
+                if (FEAT_KIND == 2) {
+                    // b[0], b[2]: keys 2t, 2t + 1 of the k-step; b[1], b[3]: keys 2t + 8, + 9
+                    const int k0 = kk * 16 + 2 * (lane & 3);
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int kr = k0 + (i & 1) * 8;
+                        const attn_f2 x = attn_unpack2(b[i]);
+                        b[i] = attn_pack2(x.x * (g_s[kr] * gv_mul), x.y * (g_s[kr + 1] * gv_mul));
+                    }
+                }
                 attn_mma16816(acc[2 * n], a, b[0], b[1]);
                 attn_mma16816(acc[2 * n + 1], a, b[2], b[3]);
             }
@@ -325,16 +403,17 @@ __device__ void fa_state_update(float* s_s, float* z_s, const attn_t* phik_s, co
         for (int n = 0; n < DP / 8; ++n) {
             const int col = n * 8 + 2 * (lane & 3);
             if (col < HEAD_DIM) {
-                s_s[f0 * HEAD_DIM + col] += acc[n][0];
-                s_s[f0 * HEAD_DIM + col + 1] += acc[n][1];
-                s_s[(f0 + 8) * HEAD_DIM + col] += acc[n][2];
-                s_s[(f0 + 8) * HEAD_DIM + col + 1] += acc[n][3];
+                s_s[f0 * HEAD_DIM + col] += acc[n][0] * gv_back;
+                s_s[f0 * HEAD_DIM + col + 1] += acc[n][1] * gv_back;
+                s_s[(f0 + 8) * HEAD_DIM + col] += acc[n][2] * gv_back;
+                s_s[(f0 + 8) * HEAD_DIM + col + 1] += acc[n][3] * gv_back;
             }
         }
     }
     for (int f = tid; f < MP; f += FA_THREADS) {
         float s = 0.f;
-        for (int r = 0; r < CHUNK; ++r) s += fa_get(phik_s, r, f, MP / 8);
+        for (int r = 0; r < CHUNK; ++r)
+            s += FEAT_KIND == 2 ? fa_get(phik_s, r, f, MP / 8) * g_s[r] : fa_get(phik_s, r, f, MP / 8);
         z_s[f] += s;
     }
 }
@@ -346,32 +425,41 @@ __device__ __forceinline__ void fa_rescale_state(float* s_s, float* z_s, float f
     for (int i = tid; i < MP; i += FA_THREADS) z_s[i] *= factor;
 }
 
-// o[DP/8][4] = φ(Q) S for the warp's 16 rows at wrow: S (fp32) is multiplied by s_mul and
-// rounded to 16 bits for the MMA's B operand, the product multiplied back by 1 / s_mul.
-// den[2] = φ(Q) z (fp32, quad-reduced) for the thread's two rows.
+// o[DP/8][4] += φ(Q) S for the warp's 16 rows at wrow; den[2] = φ(Q) z (fp32,
+// quad-reduced) for the thread's two rows. S (fp32) is rounded to 16 bits for the MMA's B
+// operand: kNorm (positive features): row f multiplied by z_s[f] = 1 / z_f — S_f / z_f is a
+// weighted mean of V rows, in fp16's range however far apart the features' magnitudes are
+// (φ(Q) then carries log z_f, see fa_query_tile) — and den = Σ φ(Q); otherwise S x s_mul (a
+// power of two bringing its largest entry into [0.5, 1)), the product multiplied back.
+template <bool kNorm>
 __device__ __forceinline__ void fa_apply_state(float (&o)[DP / 8][4], float (&den)[2],
                                                const attn_t* phiq_s, const float* s_s,
                                                const float* z_s, float s_mul, int wrow, int lane) {
-#pragma unroll
-    for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     const int g = lane >> 2, t = lane & 3;
+    const float back = kNorm ? 1.f : 1.f / s_mul;
+#pragma unroll
+    for (int n = 0; n < DP / 8; ++n) {                     // o is accumulated in S's scale
+        o[n][0] *= s_mul; o[n][1] *= s_mul; o[n][2] *= s_mul; o[n][3] *= s_mul;
+    }
     for (int kk = 0; kk < MP / 16; ++kk) {
         unsigned a[4];
         const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
         attn_ldmatrix_x4(a, phiq_s + attn_swizzle(arow, kk * 2 + (lane >> 4), MP / 8));
-        const float* s0 = s_s + (kk * 16 + 2 * t) * HEAD_DIM;
+        const int f0 = kk * 16 + 2 * t;
+        const float* s0 = s_s + f0 * HEAD_DIM;
+        const float m0 = kNorm ? z_s[f0] : s_mul, m1 = kNorm ? z_s[f0 + 1] : s_mul;
+        const float m8 = kNorm ? z_s[f0 + 8] : s_mul, m9 = kNorm ? z_s[f0 + 9] : s_mul;
 #pragma unroll
         for (int n = 0; n < DP / 8; ++n) {
             const int col = n * 8 + g;
             unsigned b0 = 0u, b1 = 0u;
             if (col < HEAD_DIM) {
-                b0 = attn_pack2(s0[col] * s_mul, s0[HEAD_DIM + col] * s_mul);
-                b1 = attn_pack2(s0[8 * HEAD_DIM + col] * s_mul, s0[9 * HEAD_DIM + col] * s_mul);
+                b0 = attn_pack2(s0[col] * m0, s0[HEAD_DIM + col] * m1);
+                b1 = attn_pack2(s0[8 * HEAD_DIM + col] * m8, s0[9 * HEAD_DIM + col] * m9);
             }
             attn_mma16816(o[n], a, b0, b1);
         }
     }
-    const float back = 1.f / s_mul;
 #pragma unroll
     for (int n = 0; n < DP / 8; ++n) {
         o[n][0] *= back; o[n][1] *= back; o[n][2] *= back; o[n][3] *= back;
@@ -380,8 +468,20 @@ __device__ __forceinline__ void fa_apply_state(float (&o)[DP / 8][4], float (&de
     for (int h = 0; h < 2; ++h) {
         const int r = wrow + g + 8 * h;
         float s = 0.f;
-        for (int f = t; f < MP; f += 4) s = fmaf(fa_get(phiq_s, r, f, MP / 8), z_s[f], s);
+        for (int f = t; f < MP; f += 4)
+            s = kNorm ? s + fa_get(phiq_s, r, f, MP / 8) : fmaf(fa_get(phiq_s, r, f, MP / 8), z_s[f], s);
         den[h] = fa_quad_sum(s);
+    }
+}
+
+// Positive features: iz_s[f] = 1 / z_f and lz_s[f] = log z_f + lz_add (-inf, 0 when z_f <= 0)
+// for the normalised φ(Q) S of fa_apply_state<true>. Whole CTA; caller syncs.
+__device__ __forceinline__ void fa_norm_state(float* iz_s, float* lz_s, const float* z_s,
+                                              float lz_add, int tid) {
+    for (int f = tid; f < MP; f += FA_THREADS) {
+        const float z = z_s[f];
+        iz_s[f] = z > 0.f ? 1.f / z : 0.f;
+        lz_s[f] = z > 0.f ? logf(z) + lz_add : ATTN_NEG_INF;
     }
 }
 
@@ -394,13 +494,15 @@ __device__ __forceinline__ void fa_store_out(attn_t* o, const float (&num)[DP / 
     for (int h = 0; h < 2; ++h) {
         const int r = row0 + (lane >> 2) + 8 * h;
         if (r >= n_rows) continue;
-        const float inv = den[h] != 0.f ? 1.f / den[h] : 0.f;
+        // (a division, not a reciprocal: 1 / den overflows for an fp32-subnormal den)
+        const float dv = den[h];
 #pragma unroll
         for (int n = 0; n < DP / 8; ++n) {
             const int col = n * 8 + 2 * (lane & 3);
             if (col < HEAD_DIM)
                 *reinterpret_cast<unsigned*>(o + (long long)r * HEAD_DIM + col) =
-                    attn_pack2(num[n][2 * h] * inv, num[n][2 * h + 1] * inv);
+                    attn_pack2(dv != 0.f ? num[n][2 * h] / dv : 0.f,
+                               dv != 0.f ? num[n][2 * h + 1] / dv : 0.f);
         }
     }
 }
@@ -421,7 +523,7 @@ __device__ __forceinline__ int fa_kv_head(int bh, int heads, int kv_group) {
 // Shared-memory carve-up: each kernel takes the tiles it uses, in this order.
 struct FaSmem {
     attn_t *x0, *x1, *x2, *w, *phi0, *phi1;
-    float *s, *z, *row0, *row1, *red, *oacc;
+    float *s, *z, *row0, *row1, *red, *oacc, *iz, *lz;
 };
 __device__ __forceinline__ char* fa_take(char*& p, int bytes) {
     char* q = p;
@@ -440,11 +542,11 @@ __device__ void fa_fold_keys(FaSmem& sm, const attn_t* k_h, const attn_t* v_h, i
     attn_cp_async_wait<0>();
     __syncthreads();
     f.valid = c1 - c0;
-    const float factor = fa_features<true>(sm.phi1, sm.x1, sm.w, f, shift, nullptr, nullptr,
+    const float factor = fa_features<true>(sm.phi1, sm.x1, sm.w, f, shift, nullptr, sm.row0,
                                            sm.red, tid);
     fa_rescale_state(sm.s, sm.z, factor, tid);
     __syncthreads();
-    fa_state_update(sm.s, sm.z, sm.phi1, sm.x2, tid);
+    fa_state_update(sm.s, sm.z, sm.phi1, sm.x2, sm.row0, sm.red, tid);
     __syncthreads();                                       // K, V, φ(K) free for the next tile
 }
 
@@ -466,6 +568,7 @@ feature_state(const attn_t* __restrict__ k, const attn_t* __restrict__ v,
     sm.phi1 = reinterpret_cast<attn_t*>(fa_take(p, CHUNK * MP * 2));
     sm.s = reinterpret_cast<float*>(fa_take(p, MP * HEAD_DIM * 4));
     sm.z = reinterpret_cast<float*>(fa_take(p, MP * 4));
+    sm.row0 = reinterpret_cast<float*>(fa_take(p, CHUNK * 4));   // key weights (positive)
     sm.red = reinterpret_cast<float*>(fa_take(p, FA_WARPS * 4));
     FaArgs f{t * FEAT_UNITS, min(FEAT_UNITS, total_units - t * FEAT_UNITS), 0, in_scale};
     fa_load_w(sm.w, w + (w_per_head ? (long long)bh * total_units * HEAD_DIM : 0), f.u0, f.nu, tid);
@@ -507,6 +610,10 @@ feature_apply(const attn_t* __restrict__ q, const attn_t* __restrict__ w,
     sm.row0 = reinterpret_cast<float*>(fa_take(p, CHUNK * 4));   // running row max (old)
     sm.row1 = reinterpret_cast<float*>(fa_take(p, CHUNK * 4));   // row max (new)
     sm.red = reinterpret_cast<float*>(fa_take(p, FA_WARPS * 4));
+    if (FEAT_KIND == 2) {
+        sm.iz = reinterpret_cast<float*>(fa_take(p, MP * 4));
+        sm.lz = reinterpret_cast<float*>(fa_take(p, MP * 4));
+    }
     if (tiles > 1) {
         sm.oacc = reinterpret_cast<float*>(fa_take(p, CHUNK * HEAD_DIM * 4));
         for (int i = tid; i < CHUNK * HEAD_DIM; i += FA_THREADS) sm.oacc[i] = 0.f;
@@ -531,21 +638,32 @@ feature_apply(const attn_t* __restrict__ q, const attn_t* __restrict__ w,
         __syncthreads();                                   // previous slice's W, S, φ(Q) consumed
         fa_load_w(sm.w, w_h, f.u0, f.nu, tid);
         attn_cp_async_commit();
-        const float scale_t = sliced ? expf(shift_in[(long long)bh * tiles + t] - top) : 1.f;
         const float* s_h = s_in + ((long long)bh * m_total + f0) * HEAD_DIM;
         for (int i = tid; i < MP * HEAD_DIM; i += FA_THREADS)
-            sm.s[i] = i < m_t * HEAD_DIM ? s_h[i] * scale_t : 0.f;
+            sm.s[i] = i < m_t * HEAD_DIM ? s_h[i] : 0.f;
         for (int i = tid; i < MP; i += FA_THREADS)
-            sm.z[i] = i < m_t ? z_in[(long long)bh * m_total + f0 + i] * scale_t : 0.f;
+            sm.z[i] = i < m_t ? z_in[(long long)bh * m_total + f0 + i] : 0.f;
         attn_cp_async_wait<0>();
         __syncthreads();
-        const float s_mul = fa_state_mul(sm.s, sm.red, tid);
+        float s_mul = 1.f;
+        if (FEAT_KIND == 2) {
+            // S_t, z_t are relative to the slice's key shift: bring them to the common one
+            // through log z (S_t / z_t is invariant)
+            fa_norm_state(sm.iz, sm.lz, sm.z, sliced ? shift_in[(long long)bh * tiles + t] - top : 0.f, tid);
+            __syncthreads();
+            f.lz = sm.lz;
+        } else {
+            s_mul = fa_state_mul(sm.s, sm.red, tid);
+        }
         fa_features<false>(sm.phi0, sm.x0, sm.w, f, nullptr, sm.row0, sm.row1, sm.red, tid);
         __syncthreads();
         for (int rt = warp; rt < RT; rt += FA_WARPS) {
             const int wrow = rt * 16;
             float num[DP / 8][4], den[2];
-            fa_apply_state(num, den, sm.phi0, sm.s, sm.z, s_mul, wrow, lane);
+#pragma unroll
+            for (int n = 0; n < DP / 8; ++n) num[n][0] = num[n][1] = num[n][2] = num[n][3] = 0.f;
+            if (FEAT_KIND == 2) fa_apply_state<true>(num, den, sm.phi0, sm.s, sm.iz, 1.f, wrow, lane);
+            else fa_apply_state<false>(num, den, sm.phi0, sm.s, sm.z, s_mul, wrow, lane);
             if (tiles == 1) {
                 fa_store_out(o + (long long)bh * n_q * HEAD_DIM, num, den, row0 + wrow, n_q, lane);
                 continue;
@@ -554,7 +672,8 @@ feature_apply(const attn_t* __restrict__ q, const attn_t* __restrict__ w,
             for (int h = 0; h < 2; ++h) {
                 const int r = wrow + (lane >> 2) + 8 * h;
                 // positive features: the running row max grew, rescale what is accumulated
-                const float alpha = FEAT_KIND == 2 && t > 0 ? expf(sm.row0[r] - sm.row1[r]) : 1.f;
+                const float alpha = FEAT_KIND == 2 && t > 0 && sm.row1[r] != ATTN_NEG_INF
+                                    ? expf(sm.row0[r] - sm.row1[r]) : 1.f;
                 den_acc[rt][h] = den_acc[rt][h] * alpha + den[h];
 #pragma unroll
                 for (int n = 0; n < DP / 8; ++n) {
@@ -584,11 +703,11 @@ feature_apply(const attn_t* __restrict__ q, const attn_t* __restrict__ w,
         for (int h = 0; h < 2; ++h) {
             const int r = rt * 16 + (lane >> 2) + 8 * h;
             if (row0 + r >= n_q) continue;
-            const float inv = den_acc[rt][h] != 0.f ? 1.f / den_acc[rt][h] : 0.f;
+            const float dv = den_acc[rt][h];
             for (int col = 2 * (lane & 3); col < HEAD_DIM; col += 8)
                 *reinterpret_cast<unsigned*>(o_h + (long long)(row0 + r) * HEAD_DIM + col) =
-                    attn_pack2(sm.oacc[r * HEAD_DIM + col] * inv,
-                               sm.oacc[r * HEAD_DIM + col + 1] * inv);
+                    attn_pack2(dv != 0.f ? sm.oacc[r * HEAD_DIM + col] / dv : 0.f,
+                               dv != 0.f ? sm.oacc[r * HEAD_DIM + col + 1] / dv : 0.f);
         }
 }
 
@@ -613,8 +732,13 @@ feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
     sm.phi1 = reinterpret_cast<attn_t*>(fa_take(p, CHUNK * MP * 2));
     sm.s = reinterpret_cast<float*>(fa_take(p, MP * HEAD_DIM * 4));
     sm.z = reinterpret_cast<float*>(fa_take(p, MP * 4));
+    sm.row0 = reinterpret_cast<float*>(fa_take(p, CHUNK * 4));   // key weights (positive)
     sm.row1 = reinterpret_cast<float*>(fa_take(p, CHUNK * 4));   // query row references
     sm.red = reinterpret_cast<float*>(fa_take(p, FA_WARPS * 4));
+    if (FEAT_KIND == 2) {
+        sm.iz = reinterpret_cast<float*>(fa_take(p, MP * 4));
+        sm.lz = reinterpret_cast<float*>(fa_take(p, MP * 4));
+    }
     FaArgs f{t * FEAT_UNITS, min(FEAT_UNITS, total_units - t * FEAT_UNITS), 0, in_scale};
     fa_load_w(sm.w, w + (w_per_head ? (long long)bh * total_units * HEAD_DIM : 0), f.u0, f.nu, tid);
     attn_cp_async_commit();
@@ -644,15 +768,24 @@ feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
         f.valid = r1 - r0;
         fa_features<false>(sm.phi0, sm.x0, sm.w, f, nullptr, nullptr, sm.row1, sm.red, tid);
         f.valid = cols;
-        const float factor = fa_features<true>(sm.phi1, sm.x1, sm.w, f, shift, nullptr, nullptr,
+        const float factor = fa_features<true>(sm.phi1, sm.x1, sm.w, f, shift, nullptr, sm.row0,
                                                sm.red, tid);
         fa_rescale_state(sm.s, sm.z, factor, tid);
         __syncthreads();
-        const float s_mul = fa_state_mul(sm.s, sm.red, tid);
+        float s_mul = 1.f;
+        if (FEAT_KIND == 2) {
+            fa_norm_state(sm.iz, sm.lz, sm.z, 0.f, tid);
+            __syncthreads();
+        } else {
+            s_mul = fa_state_mul(sm.s, sm.red, tid);
+        }
         for (int rt = warp; rt < RT; rt += FA_WARPS) {
             const int wrow = rt * 16;
-            float num[DP / 8][4], den[2];
-            fa_apply_state(num, den, sm.phi0, sm.s, sm.z, s_mul, wrow, lane);   // φ(Q) S, φ(Q) z
+            float num[DP / 8][4], den[2] = {0.f, 0.f}, ref[2] = {0.f, 0.f};
+#pragma unroll
+            for (int n = 0; n < DP / 8; ++n) num[n][0] = num[n][1] = num[n][2] = num[n][3] = 0.f;
+            if (FEAT_KIND != 2)                            // φ(Q) S, φ(Q) z
+                fa_apply_state<false>(num, den, sm.phi0, sm.s, sm.z, s_mul, wrow, lane);
             float a[1][CHUNK / 8][4];                       // A = φ(Q_c) φ(K_c)ᵀ, masked
             attn_warp_qk_mt<1, CHUNK, MP>(a, sm.phi0, sm.phi1, wrow, lane);
             float rs[2] = {0.f, 0.f};
@@ -663,28 +796,68 @@ feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
                     const int j = n * 8 + 2 * (lane & 3) + (e & 1);
                     const int i = r0 + wrow + (lane >> 2) + (e >> 1) * 8;
                     if (j >= cols || k_start + j > i + off) a[0][n][e] = 0.f;
+                    else if (FEAT_KIND == 2) a[0][n][e] *= sm.row0[j];     // key weight g_j
                     rs[e >> 1] += a[0][n][e];
                 }
             den[0] += fa_quad_sum(rs[0]);
             den[1] += fa_quad_sum(rs[1]);
-            if (FEAT_KIND == 2) {                          // A / bias² fits fp16: A V, then back
-                constexpr float down = 1.f / (FA_PHI_BIAS * FA_PHI_BIAS);
+            {
+                // A is rounded to 16 bits for A V: each row scaled by a power of two that
+                // brings its largest entry into [0.5, 1) (as FlashAttention's P <= 1), the
+                // product scaled back (clamped: a row of fp32 subnormals is a row of zeros)
+                float up[2];
 #pragma unroll
-                for (int n = 0; n < CHUNK / 8; ++n)
+                for (int h = 0; h < 2; ++h) {
+                    float mx = 0.f;
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) a[0][n][e] *= down;
+                    for (int n = 0; n < CHUNK / 8; ++n)
+                        mx = fmaxf(mx, fmaxf(fabsf(a[0][n][2 * h]), fabsf(a[0][n][2 * h + 1])));
+                    mx = fa_quad_max(mx);
+                    const float k = mx > 0.f ? fminf(floorf(log2f(mx)) + 1.f, 126.f) : 0.f;
+                    const float down = exp2f(-fmaxf(k, -126.f));
+                    up[h] = 1.f / down;
 #pragma unroll
-                for (int n = 0; n < DP / 8; ++n)
+                    for (int n = 0; n < CHUNK / 8; ++n) {
+                        a[0][n][2 * h] *= down; a[0][n][2 * h + 1] *= down;
+                    }
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) num[n][e] *= down;
+                    for (int n = 0; n < DP / 8; ++n) {
+                        num[n][2 * h] *= down; num[n][2 * h + 1] *= down;
+                    }
+                }
+                attn_warp_pv<CHUNK, DP>(num, a[0], sm.x2, lane);   // + A V_c
+#pragma unroll
+                for (int n = 0; n < DP / 8; ++n) {
+                    num[n][0] *= up[0]; num[n][1] *= up[0];
+                    num[n][2] *= up[1]; num[n][3] *= up[1];
+                }
             }
-            attn_warp_pv<CHUNK, DP>(num, a[0], sm.x2, lane);   // + A V_c
             if (FEAT_KIND == 2) {
-                constexpr float up = FA_PHI_BIAS * FA_PHI_BIAS;
+                // φ(Q) S with S_f / z_f: this warp's φ(Q) rows again, with log z_f in the
+                // exponent, relative to ref >= the plain rows' reference
+                float prev[2];
 #pragma unroll
-                for (int n = 0; n < DP / 8; ++n)
+                for (int h = 0; h < 2; ++h) prev[h] = sm.row1[wrow + (lane >> 2) + 8 * h];
+                FaArgs fq = f;
+                fq.valid = r1 - r0;
+                fq.lz = sm.lz;
+                fa_query_tile(sm.phi0, sm.x0, sm.w, fq, wrow, prev, ref, lane);
+                __syncwarp();
+                float alpha[2];
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) num[n][e] *= up;
+                for (int h = 0; h < 2; ++h) {
+                    alpha[h] = expf(prev[h] - ref[h]);
+                    den[h] *= alpha[h];
+                }
+#pragma unroll
+                for (int n = 0; n < DP / 8; ++n) {
+                    num[n][0] *= alpha[0]; num[n][1] *= alpha[0];
+                    num[n][2] *= alpha[1]; num[n][3] *= alpha[1];
+                }
+                float dS[2];
+                fa_apply_state<true>(num, dS, sm.phi0, sm.s, sm.iz, 1.f, wrow, lane);
+                den[0] += dS[0];
+                den[1] += dS[1];
             }
             if (tiles == 1) {
                 fa_store_out(o + (long long)bh * n_q * HEAD_DIM, num, den, r0 + wrow, n_q, lane);
@@ -706,12 +879,12 @@ feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
                 if ((lane & 3) == 0) {
                     pden[part + r] = den[h];
                     // true num, den = these x e^{row max + key shift}
-                    if (FEAT_KIND == 2) plog[part + r] = sm.row1[r - r0] + key_shift;
+                    if (FEAT_KIND == 2) plog[part + r] = ref[h] + key_shift;
                 }
             }
         }
         __syncthreads();                                   // S, z, φ(Q) read by every warp
-        if (cols > 0) fa_state_update(sm.s, sm.z, sm.phi1, sm.x2, tid);
+        if (cols > 0) fa_state_update(sm.s, sm.z, sm.phi1, sm.x2, sm.row0, sm.red, tid);
         __syncthreads();
         done = k_end;
     }
@@ -742,8 +915,8 @@ feature_combine(const float* __restrict__ pnum, const float* __restrict__ pden,
             wt_s[t * CHUNK + i] = wt;
             den = fmaf(pden[pr], wt, den);
         }
-        const float inv = den != 0.f ? 1.f / den : 0.f;
-        for (int t = 0; t < tiles; ++t) wt_s[t * CHUNK + i] *= inv;
+        for (int t = 0; t < tiles; ++t)                    // (divide: 1 / den may overflow)
+            wt_s[t * CHUNK + i] = den != 0.f ? wt_s[t * CHUNK + i] / den : 0.f;
     }
     __syncthreads();
     for (int idx = threadIdx.x; idx < rows * HEAD_DIM; idx += FA_THREADS) {
