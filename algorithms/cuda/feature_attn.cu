@@ -35,7 +35,8 @@
 //                padded to a multiple of 16 with zero features for the MMAs.
 // Shared memory (dynamic, sizes in ports.py): 16-bit Q/K/V tiles CHUNK x HEAD_DIM, W_t
 // FEAT_UNITS x HEAD_DIM, φ(Q), φ(K) CHUNK x m_t, fp32 S_t m_t x HEAD_DIM and z_t, as the plan
-// counts (feature and row counts padded to 16), plus per-row scalars; the apply kernel with
+// counts (feature and row counts padded to 16), plus per-row scalars (and, positive, 1 / z_f
+// and log z_f per feature); the apply kernel with
 // several slices keeps its fp32 accumulator CHUNK x HEAD_DIM (the plan's O_acc) in shared
 // memory. Differences from the plan: the causal A = φ(Q_c) φ(K_c)ᵀ (the plan's C² fp32 buffer)
 // stays in registers.
@@ -45,10 +46,16 @@
 // (T_m = 1) or the fp32 partials written once and read once by the combine kernel.
 // Tensor cores: mma.sync.m16n8k16 (16-bit in, fp32 accumulate) with ldmatrix loads for every
 // matmul the simulator counts (W u, A = φQ φKᵀ, A V, φQ S, φKᵀ V) — the plan's tc_path
-// "mma_sync". S is fp32 in shared memory and is rounded to 16 bits when it feeds the MMA,
-// after a division by the number of keys it holds (so it cannot overflow fp16); the product
-// is multiplied back in fp32. Performer's exponents need a max before the exp: its W u is
-// computed twice (max pass, then exp pass), twice the projection MMAs the simulator counts.
+// "mma_sync". Every 16-bit MMA operand that is not an input is scaled into fp16's range
+// first, the scale undone in fp32: S (fp32 in shared memory) by a power of two (elu, trig)
+// or row by row by 1 / z_f (positive: S_f / z_f is a weighted mean of V, with log z_f moved
+// into φ(Q)'s exponent), A's rows by powers of two before A V (as FlashAttention's P <= 1).
+// Performer's exponents span more e-folds than fp16 holds (logits of a few units suffice):
+// each key's features are taken relative to its own max, its weight g_j = e^{c_j - c}
+// (fp32) scales A's columns, V's rows in φ(K)ᵀ (g V) (times a power of two) and z; queries
+// relative to their row max. Performer's W u needs a max before the exp, so it is computed
+// twice (max pass, exp pass) — three times for the causal queries, whose φ(Q) is rebuilt
+// with log z for φ(Q) S: more projection MMAs than the simulator counts.
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
 // --dtype bf16; attn_common.cuh's attn_t).
 #include "attn_common.cuh"
