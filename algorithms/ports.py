@@ -50,9 +50,11 @@ class Tensor:
             (written once by ``PortLaunches.setup`` from the inputs — the forward's O and lse
             that a backward-only run reads — then read-only like an input).
         fill: initial value of an output/work tensor (None: left uninitialized).
-        derive: for an input that is not one of the simulator's q, k, v, do: a function of
-            the host inputs (``attnsim.inputs.Inputs``) returning its float32 values, computed
-            as the algorithm's module computes them (MLA's latent cache and weights).
+        derive: values computed from the host inputs (``attnsim.inputs.Inputs``), as the
+            algorithm's module computes them: for an "input" that is not one of the
+            simulator's q, k, v, do (MLA's latent cache and weights; read through
+            ``host_values``), or for a "const" tensor without ``data`` (a random projection
+            seeded by the inputs' seed; read through ``const_data``).
     """
     shape: tuple
     dtype: str
@@ -166,6 +168,11 @@ def to_storage(values, dtype: str) -> np.ndarray:
     nan = (bits & 0x7FFFFFFF) > 0x7F800000
     rounded = ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     return np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def const_data(t: Tensor, host_inputs) -> np.ndarray:
+    """The host data of a "const" tensor: its ``data``, or ``derive(host_inputs)``."""
+    return t.data if t.derive is None else t.derive(host_inputs)
 
 
 def _c_order(a: np.ndarray) -> np.ndarray:
@@ -459,35 +466,131 @@ def block_sparse_family_port(name: str):
     return port
 
 
-# ---- linear (elu + 1, non-causal) ----------------------------------------------------------
+# ---- feature-map attention: linear (elu + 1), rfa (trig), performer (positive) ---------------
 
-LINEAR_THREADS = 256
+FEATURE_KINDS = {"elu": 0, "trig": 1, "positive": 2}
+FEATURE_THREADS = 128        # feature_attn.cu FA_THREADS: the simulator's THREADS_PER_CTA
+FEATURE_MAX_CHUNK = 128      # A = φ(Q_c) φ(K_c)ᵀ of a warp's 16 rows stays in registers
 
 
-def linear_port(wl, plan, extra=None) -> PortLaunches:
-    """algorithms.linear's plan: ``block`` rows of K/V (state kernel) and of Q (apply)."""
-    check_common("linear", wl)
-    if wl.causal:
-        raise PortUnsupported("the linear port is non-causal (state then apply); the causal "
-                              "chunked recurrence is not ported")
-    if (plan.kind != "elu" or getattr(plan, "features", wl.head_dim) != wl.head_dim
-            or wl.head_dim > 128):
-        raise PortUnsupported("the linear port computes φ = elu + 1 (as many features as "
-                              "head_dim) with head_dim <= 128")
-    block, d, bh = plan.block, wl.head_dim, wl.batch * wl.heads
-    defines = {"CHUNK": block, "ROWS": block, "HEAD_DIM": d}
-    tensors = {**qkv_tensors(wl), "o": out_tensor(wl),
-               "state": Tensor((bh, d, d), "fp32", "work", 0.0),
-               "z": Tensor((bh, d), "fp32", "work", 0.0)}
-    state = Launch("linear_attn.cu", "linear_kv_state", (1, bh, 1), (LINEAR_THREADS, 1, 1),
-                   2 * block * d * 4, defines,
-                   ("k", "v", "state", "z", Scalar(wl.seq_k, "int"), Scalar(wl.heads, "int"),
-                    Scalar(wl.heads // wl.kv_heads, "int")), "linear_state")
-    apply = Launch("linear_attn.cu", "linear_apply", (cdiv(wl.seq_q, block), bh, 1),
-                   (LINEAR_THREADS, 1, 1), (d * d + d + block * d + block) * 4, defines,
-                   ("q", "state", "z", "o", Scalar(wl.seq_q, "int"), Scalar(0.0, "float")),
-                   "linear_apply")
-    return PortLaunches("linear", tensors, (state, apply))
+def _a16(nbytes: int) -> int:
+    return round_up(nbytes, 16)
+
+
+def feature_smem(kernel: str, kind: str, block: int, d: int, tile_units: int, tiles: int) -> int:
+    """Dynamic shared memory of a feature_attn.cu kernel (its carve-up, 16-byte aligned
+    pieces): 16-bit tiles with head_dim and feature counts padded to 16, fp32 S_t and z_t."""
+    per = 2 if kind == "trig" else 1
+    dp, up, mp = pad16(d), pad16(tile_units), pad16(tile_units * per)
+    tile = _a16(block * dp * 2)
+    w = _a16(up * dp * 2) if kind != "elu" else 0
+    phi, state = _a16(block * mp * 2), _a16(mp * d * 4) + _a16(mp * 4)
+    row, red = _a16(block * 4), _a16(4 * (FEATURE_THREADS // 32))
+    norm = 2 * _a16(mp * 4) if kind == "positive" else 0   # 1 / z and log z per feature
+    if kernel == "state":
+        return 2 * tile + w + phi + state + row + red
+    if kernel == "apply":
+        return (tile + w + phi + state + 2 * row + red + norm
+                + (_a16(block * d * 4) if tiles > 1 else 0))
+    if kernel == "causal":
+        return 3 * tile + w + 2 * phi + state + 2 * row + red + norm
+    return tiles * block * 4                               # combine: per-row slice weights
+
+
+def _projection_tensor(name: str, wl, plan) -> Tensor:
+    """W of rfa / performer, computed as the module computes it for the same inputs (seed:
+    the plan's, else the inputs' seed): (1, P, d) shared by all heads, or (B·H, P, d) for
+    performer's ``redraw="head"``."""
+    module = _module(name)
+    d, heads = wl.head_dim, wl.batch * wl.heads
+    per_head = getattr(plan, "redraw", "none") == "head"
+
+    def derive(inputs):
+        from algorithms.feature_attention import resolve_seed
+        seed = resolve_seed(plan.seed, inputs)
+        if name == "rfa":
+            return module.projection(plan, d, seed)[None]
+        fn = module.projection_fn(plan, d, seed)
+        if per_head:
+            return np.stack([fn(b, h) for b in range(wl.batch) for h in range(wl.heads)])
+        return fn(0, 0)[None]
+
+    return Tensor((heads if per_head else 1, plan.projections, d), wl.dtype, "const",
+                  derive=derive)
+
+
+def feature_port(name: str):
+    """The port of a feature-map module (``algorithms.feature_attention`` plans): non-causal
+    state + apply kernels, or the causal sweep (+ combine when the state is sliced)."""
+    def port(wl, plan, extra=None) -> PortLaunches:
+        check_common(name, wl)
+        kind, block, tiles, tu = plan.kind, plan.block, plan.feature_tiles, plan.tile_units
+        if kind not in FEATURE_KINDS:
+            raise PortUnsupported(f"the {name} port computes elu + 1, trig or positive "
+                                  f"features; the plan has {kind!r}")
+        if block % 16 or block > FEATURE_MAX_CHUNK:
+            raise PortUnsupported(f"the {name} port needs the plan's block a multiple of 16 "
+                                  f"and <= {FEATURE_MAX_CHUNK} (16-row MMA tiles, A in "
+                                  f"registers); the plan has {block}")
+        d, bh, nq, nk = wl.head_dim, wl.batch * wl.heads, wl.seq_q, wl.seq_k
+        total = d if kind == "elu" else plan.projections
+        m = plan.features
+        if kind == "trig":
+            in_scale = 1.0 / plan.sigma
+        elif kind == "positive":
+            in_scale = float(np.sqrt(wl.scale))
+        else:
+            in_scale = 0.0
+        defines = {"CHUNK": block, "HEAD_DIM": d, "FEAT_KIND": FEATURE_KINDS[kind],
+                   "FEAT_UNITS": tu}
+        tensors = {**qkv_tensors(wl), "o": out_tensor(wl)}
+        w, w_per_head = None, Scalar(0, "int")
+        if kind != "elu":
+            tensors["w"] = _projection_tensor(name, wl, plan)
+            w, w_per_head = "w", Scalar(int(tensors["w"].shape[0] > 1), "int")
+        n_q, n_k, heads, group, _ = head_args(wl)
+        scale, threads = Scalar(in_scale, "float"), (FEATURE_THREADS, 1, 1)
+        units, ntiles = Scalar(total, "int"), Scalar(tiles, "int")
+
+        def smem(kernel):
+            return feature_smem(kernel, kind, block, d, tu, tiles)
+
+        if not wl.causal:
+            tensors["s_state"] = Tensor((bh, m, d), "fp32", "work")
+            tensors["z_state"] = Tensor((bh, m), "fp32", "work")
+            shifts = None
+            if kind == "positive" and tiles > 1:
+                shifts = "shifts"
+                tensors[shifts] = Tensor((bh, tiles), "fp32", "work")
+            launches = (
+                Launch("feature_attn.cu", "feature_state", (tiles, bh, 1), threads,
+                       smem("state"), defines,
+                       ("k", "v", w, "s_state", "z_state", shifts, n_k, heads, group, scale,
+                        w_per_head, units, Scalar(m, "int")), f"{name}_state"),
+                Launch("feature_attn.cu", "feature_apply", (cdiv(nq, block), bh, 1), threads,
+                       smem("apply"), defines,
+                       ("q", w, "s_state", "z_state", shifts, "o", n_q, n_k, scale, w_per_head,
+                        ntiles, units, Scalar(m, "int")), f"{name}_apply"))
+            return PortLaunches(name, tensors, launches)
+        part = (None, None, None)
+        if tiles > 1:
+            tensors["pnum"] = Tensor((tiles, bh, nq, d), "fp32", "work")
+            tensors["pden"] = Tensor((tiles, bh, nq), "fp32", "work")
+            part = ("pnum", "pden", None)
+            if kind == "positive":
+                tensors["plog"] = Tensor((tiles, bh, nq), "fp32", "work")
+                part = ("pnum", "pden", "plog")
+        launches = [Launch("feature_attn.cu", "feature_causal", (tiles, bh, 1), threads,
+                           smem("causal"), defines,
+                           ("q", "k", "v", w, "o", *part, n_q, n_k, heads, group, scale,
+                            w_per_head, units), f"{name}_causal")]
+        if tiles > 1:
+            launches.append(Launch("feature_attn.cu", "feature_combine", (cdiv(nq, block), bh, 1),
+                                   threads, smem("combine"), defines, (*part, "o", n_q, ntiles),
+                                   f"{name}_combine"))
+        return PortLaunches(name, tensors, tuple(launches))
+    port.__name__ = f"{name}_port"
+    return port
 
 
 # ---- gqa: packed heads, split-KV (prefill and decode) ----------------------------------------
@@ -675,7 +778,9 @@ PORTS = {
     "longformer": block_sparse_family_port("longformer"),
     "bigbird": block_sparse_family_port("bigbird"),
     "gqa": gqa_port,
-    "linear": linear_port,
+    "linear": feature_port("linear"),
+    "rfa": feature_port("rfa"),
+    "performer": feature_port("performer"),
     "mla": mla_port,
     "diff": diff_port,
 }

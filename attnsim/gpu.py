@@ -195,7 +195,7 @@ def _device_tensors(spec: ports.PortLaunches, host_inputs) -> dict:
         if t.role == "input":
             out[name] = cp.asarray(ports.to_storage(t.host_values(name, host_inputs), t.dtype))
         elif t.role == "const":
-            out[name] = cp.asarray(ports.to_storage(t.data, t.dtype))
+            out[name] = cp.asarray(ports.to_storage(ports.const_data(t, host_inputs), t.dtype))
         else:
             out[name] = cp.empty(t.shape, dtype=_DTYPES[t.dtype])
     return out

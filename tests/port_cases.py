@@ -36,6 +36,10 @@ SPARSE_OPTIONS = {
     "block_sparse": {"block": 32, "density": 0.5},
 }
 GPU_MODELS = ("a100-40gb", "h100-sxm")
+# random-feature ports (with linear, the feature-map family of feature_attn.cu); d = 128 with
+# the default features slices the state (T_m > 1: performer on both GPUs, rfa on the A100)
+FEATURE_PORTS = ("rfa", "performer")
+FEATURE_SHAPES = [(1, 2, 1, 150, 150, 128, False)]
 
 
 def workload(shape, decode=False, dtype="fp16", passes="fwd") -> Workload:
@@ -78,8 +82,11 @@ PORT_CASES = (
     + [PortCase("gqa", s, decode=True) for s in DECODE_SHAPES]
     + [PortCase("gqa", s, {"splits": 2}, decode=True) for s in DECODE_SHAPES]
     + [PortCase(n, s, o) for n, o in SPARSE_OPTIONS.items() for s in (SHAPES[1], SHAPES[4])]
-    + [PortCase("linear", s) for s in SHAPES if not s[-1]]       # the port is non-causal
+    + [PortCase("linear", s) for s in SHAPES]
     + [PortCase("linear", (2, 4, 2, 200, 333, 40, False))]
+    + [PortCase(n, s) for n in FEATURE_PORTS for s in SHAPES + FEATURE_SHAPES]
+    + [PortCase("performer", SHAPES[0], {"redraw": "head"}),
+       PortCase("rfa", SHAPES[2], {"features": 24, "sigma": 2.0})]
 )
 # MLA decode (absorbed): small latents (d_c = 64, 128: one warp per row tile), d_c = 256 (2
 # column slices) and DeepSeek-V2's 512 / 64 (4 slices); several new tokens, causal; splits
@@ -105,6 +112,7 @@ BF16_CASES = [
     PortCase("linear", SHAPES[4], dtype="bf16"),
     PortCase("mla", (2, 4, 4, 1, 300, 32, False), {"kv_lora_rank": 64, "rope_dim": 16},
              decode=True, dtype="bf16"),
+    PortCase("performer", SHAPES[1], dtype="bf16"),
 ]
 PORT_CASES += BF16_CASES
 # training passes (flash2 only; multi-head: the simulator's backward has no GQA): ragged,

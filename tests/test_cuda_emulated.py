@@ -19,8 +19,9 @@ from attnsim import make_inputs, simulate
 from attnsim.reference import attention_backward_reference, attention_reference, relative_error
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
-from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, MLA_CASES, PORT_CASES, SHAPES,
-                        PortCase, backward_baseline, diff_fp16_baseline, fp16_baseline, workload)
+from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, FEATURE_SHAPES, MLA_CASES,
+                        PORT_CASES, SHAPES, PortCase, backward_baseline, diff_fp16_baseline,
+                        fp16_baseline, workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 FP16_TARGET = 2e-3
@@ -37,6 +38,13 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("bigbird", SHAPES[1], {"block": 32}),
     PortCase("block_sparse", SHAPES[4], {"block": 32, "density": 0.5}),
     PortCase("linear", (2, 4, 2, 200, 333, 40, False)),
+    PortCase("linear", SHAPES[1]), PortCase("linear", SHAPES[2]), PortCase("linear", SHAPES[3]),
+    PortCase("rfa", SHAPES[2]), PortCase("rfa", SHAPES[4]), PortCase("rfa", FEATURE_SHAPES[0]),
+    PortCase("rfa", SHAPES[2], {"features": 24, "sigma": 2.0}),
+    PortCase("performer", SHAPES[0]), PortCase("performer", SHAPES[2]),
+    PortCase("performer", SHAPES[3]),                        # causal, 4 slices + combine
+    PortCase("performer", FEATURE_SHAPES[0]),                # non-causal, 8 slices
+    PortCase("performer", SHAPES[0], {"redraw": "head"}),
     PortCase("flash2", (1, 1, 1, 97, 97, 192, True)),     # 24 chunks a row: the grouped swizzle
 ] + MLA_CASES + BF16_CASES + [
     # flash2's backward: dq, dk, dv (and o for fwd+bwd) against the CPU simulation
@@ -454,3 +462,46 @@ def test_gpu_check_diff_on_the_emulator(monkeypatch, capsys):
     assert rows[97]["error_vs"] == "cpu" and rows[200]["error_vs"] == "gpu fp32"
     for row in rows.values():
         assert row["rel_error"] < FP16_TARGET and row["sdpa_s"] is None
+
+
+
+
+@pytest.mark.parametrize("name", ["rfa", "performer"])
+def test_emulated_sliced_causal_sweep_on_the_a100_plan(name):
+    """The A100's smaller shared memory slices the causal state at d = 128 (rfa: 2 slices of
+    B = 32 rows; performer: 4 slices, B = 16): per-slice partials merged by the combine."""
+    wl, gpu = workload(SHAPES[3]), get_gpu("a100-40gb")
+    plan = get_algorithm(name).plan(wl, gpu, gpu.smem_bytes_per_block)
+    assert plan.feature_tiles > 1
+    cpu, out, _ = run_emulated(name, wl, gpu)
+    o = ports.from_storage(out["o"], wl.dtype)
+    assert not np.isnan(o).any()
+    assert relative_error(o, cpu.outputs["o"]) < FP16_TARGET
+
+
+def test_gpu_check_of_approximate_ports_says_when_there_is_no_reference(emulated_backend,
+                                                                        capsys):
+    """linear / rfa / performer approximate softmax attention: the device's dense fp32
+    reference is no reference for them, so above --cpu-check-max-n the error is reported as
+    not checked (and why), not compared with the wrong thing."""
+    from attnsim.cli import main
+    assert main(["gpu-check", "performer", "linear", "--seq", "97", "160", "--batch", "1",
+                 "--heads", "2", "--cpu-check-max-n", "100", "--format", "json"]) == 0
+    rows = {(r["algorithm"], r["seq"]): r for r in json.loads(capsys.readouterr().out)["rows"]}
+    for name in ("performer", "linear"):
+        small, large = rows[(name, 97)], rows[(name, 160)]
+        assert small["error_vs"] == "cpu" and small["rel_error"] < FP16_TARGET
+        assert large["error_vs"] == "none" and large["rel_error"] is None
+        assert "error not checked" in large["note"] and "--cpu-check-max-n" in large["note"]
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[3], FEATURE_SHAPES[0]],
+                         ids=["causal", "causal-4-slices", "full-8-slices"])
+def test_emulated_performer_keeps_its_accuracy_at_larger_logits(shape):
+    """Inputs x2 (logits x4): Performer's exponents then span more e-folds than fp16 holds.
+    The port keeps each key's features relative to its own max (its weight g in fp32), scales
+    A's rows and g V before they are rounded, and normalises S by z for φ(Q) S; without these
+    the error here was 1e-1 (the fp32 simulator does not see the problem)."""
+    wl = workload(shape)
+    cpu, out, _ = run_emulated("performer", wl, get_gpu("h100-sxm"), magnitude=2.0)
+    assert relative_error(out["o"].astype(np.float32), cpu.outputs["o"]) < FP16_TARGET

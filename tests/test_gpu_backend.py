@@ -7,6 +7,7 @@ compile once per (source, defines), the opt-in for > 48 KiB of shared memory, ar
 typed as the kernels declare them, inputs rotated among copies, refills before every run.
 """
 import re
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -147,12 +148,16 @@ def test_inputs_rotate_through_copies_beyond_l2(fake_cupy):
 
 def test_null_pointer_and_fill(fake_cupy):
     """A declared None argument is passed as a null pointer; filled work tensors are reset
-    before every run (linear's state accumulates with atomics)."""
+    before every run (a state a kernel accumulates into)."""
     wl = workload((1, 2, 1, 100, 100, 32, False))
-    spec = ports.linear_port(wl, SimpleNamespace(block=32, kind="elu"))
+    spec = ports.PORTS["linear"](wl, SimpleNamespace(block=32, kind="elu", feature_tiles=1,
+                                                     tile_units=32, features=32, projections=0))
+    filled = replace(spec.tensors["s_state"], fill=0.0)
+    spec = replace(spec, tensors={**spec.tensors, "s_state": filled})
     backend.run_port(spec, make_inputs(wl), warmup=0, repeats=2)
-    state_kernel = [c for c in fake_cupy.log if c != "event" and c.kernel == "linear_kv_state"]
-    assert len(state_kernel) == 3 and np.all(state_kernel[-1].args[2] == 0)
+    state_kernel = [c for c in fake_cupy.log if c != "event" and c.kernel == "feature_state"]
+    assert len(state_kernel) == 3 and np.all(state_kernel[-1].args[3] == 0)
+    assert state_kernel[-1].args[2] == np.uint64(0)            # linear has no projection W
     launch = ports.Launch("x.cu", "k", (1, 1, 1), (32, 1, 1), 0, {}, (None,), None)
     assert backend._args(launch, {}) == (np.uint64(0),)
 

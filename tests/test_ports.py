@@ -22,7 +22,9 @@ from attnsim import gpu as backend
 from attnsim import gpu_check
 from attnsim.simulate import simulate
 from hwmodels.gpus import GPUS, get_gpu
-from port_cases import BF16_CASES, DENSE_PORTS, GPU_MODELS, PORT_CASES, SHAPES, workload
+from attnsim import make_inputs
+from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS, PORT_CASES, SHAPES,
+                        workload)
 
 
 def plan_of(name, wl, gpu, options=None):
@@ -51,8 +53,9 @@ def expected_defines(name, plan, d, source=None):
     if name == "gqa":
         return {"BLOCK_Q": plan.block_q, "GROUP": plan.group, "BLOCK_K": plan.block_k,
                 "HEAD_DIM": d}
-    if name == "linear":
-        return {"CHUNK": plan.block, "ROWS": plan.block, "HEAD_DIM": d}
+    if name in ("linear", "rfa", "performer"):
+        return {"CHUNK": plan.block, "HEAD_DIM": d, "FEAT_KIND": ports.FEATURE_KINDS[plan.kind],
+                "FEAT_UNITS": plan.tile_units}
     if name == "mla":
         from algorithms.splitkv import value_column_slices
         return {"GROUP": plan.head_block, "BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k,
@@ -201,8 +204,8 @@ def test_declared_arguments_match_the_kernel_signatures():
             checked.add(launch.kernel)
     assert {"flash2_fwd", "flash1_init", "flash1_fwd", "standard_scores", "standard_mask",
             "standard_softmax", "standard_pv", "gqa_splitkv", "gqa_combine",
-            "block_sparse_fwd", "linear_kv_state", "linear_apply", "mla_absorb_q", "mla_attn",
-            "mla_combine", "mla_absorb_o"} <= checked
+            "block_sparse_fwd", "feature_state", "feature_apply", "feature_causal",
+            "feature_combine", "mla_absorb_q", "mla_attn", "mla_combine", "mla_absorb_o"} <= checked
     assert {"flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq"} <= checked
 
 
@@ -316,11 +319,37 @@ def test_report_section_when_a_device_is_present(monkeypatch):
     assert "pred/meas" in text and "0.75" in text and "2.000 ms" in text
 
 
-def test_causal_linear_attention_is_not_ported():
-    wl = workload(SHAPES[1])                           # causal
-    plan = plan_of("linear", wl, get_gpu("h100-sxm"))
-    with pytest.raises(ports.PortUnsupported, match="non-causal"):
-        ports.port_launches("linear", wl, plan)
+@pytest.mark.parametrize("name", ["linear", "rfa", "performer"])
+def test_feature_ports_launch_the_causal_sweep_or_state_and_apply(name):
+    """Causal: the chunked sweep, one CTA per (head, slice), plus the combine when sliced;
+    non-causal: state then apply. The projection W is the module's, for the inputs' seed."""
+    gpu = get_gpu("h100-sxm")
+    for shape in (SHAPES[3], FEATURE_SHAPES[0]):
+        wl = workload(shape)
+        plan = plan_of(name, wl, gpu)
+        spec = ports.port_launches(name, wl, plan, gpu=gpu)
+        kernels = [l.kernel for l in spec.launches]
+        if wl.causal:
+            assert kernels == ["feature_causal"] + ["feature_combine"] * (plan.feature_tiles > 1)
+        else:
+            assert kernels == ["feature_state", "feature_apply"]
+        assert spec.launches[0].grid == (plan.feature_tiles, wl.batch * wl.heads, 1)
+        if name != "linear":
+            w = spec.tensors["w"]
+            data = ports.const_data(w, make_inputs(wl, seed=5))
+            assert data.shape == w.shape == (1, plan.projections, wl.head_dim)
+            module = get_algorithm(name)
+            expected = (module.projection(plan, wl.head_dim, 5) if name == "rfa"
+                        else module.projection_fn(plan, wl.head_dim, 5)(0, 0))
+            assert np.array_equal(data[0], expected)
+
+
+def test_feature_port_refuses_a_block_it_cannot_tile():
+    from dataclasses import replace
+    wl, gpu = workload(SHAPES[1]), get_gpu("h100-sxm")
+    plan = replace(plan_of("performer", wl, gpu), block=24)
+    with pytest.raises(ports.PortUnsupported, match="multiple of 16"):
+        ports.port_launches("performer", wl, plan)
 
 
 def test_gpu_check_reports_a_failing_port_and_exits_1(monkeypatch, capsys):

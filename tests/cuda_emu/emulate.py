@@ -228,7 +228,7 @@ def emulate(spec: ports.PortLaunches, host_inputs, timeout: float = 600,
         if t.role == "input":
             arrays.append(ports.to_storage(t.host_values(name, host_inputs), t.dtype))
         elif t.role == "const":
-            arrays.append(ports.to_storage(t.data, t.dtype))
+            arrays.append(ports.to_storage(ports.const_data(t, host_inputs), t.dtype))
         elif t.fill is not None:
             arrays.append(np.full(t.shape, ports.to_storage(np.float32(t.fill), t.dtype), dtype=dtype))
         else:                                          # NaN bytes: unwritten data shows
