@@ -440,6 +440,13 @@ def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> t
     per_copy = 2 * (host_inputs.q.size + 2 * host_inputs.k.size * group)
     if backward:                                  # dO, O (and the gradients written)
         per_copy += 2 * 2 * host_inputs.q.size
+    return _torch_median_time(torch, dev, copy, run, per_copy, warmup, repeats), \
+        f"torch {torch.__version__}"
+
+
+def _torch_median_time(torch, dev, copy, run, per_copy: int, warmup: int, repeats: int) -> float:
+    """Median CUDA-event time of ``run(inputs)``, rotating among copies made by ``copy()``
+    whose total exceeds twice the L2 (as run_port does), after ``warmup`` untimed runs."""
     l2 = torch.cuda.get_device_properties(dev).L2_cache_size
     sets = [copy() for _ in range(int(min(16, max(2, -(-2 * l2 // per_copy)))))]
     for i in range(warmup):
@@ -452,7 +459,7 @@ def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> t
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e-3)
-    return statistics.median(times), f"torch {torch.__version__}"
+    return statistics.median(times)
 
 
 def warn_once(message: str | None) -> None:
@@ -571,18 +578,7 @@ def torch_sdpa_diff_time(wl, plan, host_inputs, *, warmup: int = 3,
                      for n in ("q", "k", "v"))
 
     per_copy = 2 * (host_inputs.q.size + 2 * host_inputs.k.size)
-    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-    sets = [copy() for _ in range(int(min(16, max(2, -(-2 * l2 // per_copy)))))]
     run = lambda s: torch_diff_attention(torch, *s, lam, 1.0 - plan.lambda_init,   # noqa: E731
                                          diff.RMS_EPS, wl.causal, wl.scale)
-    for i in range(warmup):
-        run(sets[i % len(sets)])
-    times = []
-    for i in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run(sets[i % len(sets)])
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e-3)
-    return statistics.median(times), f"torch {torch.__version__} (2 SDPA calls + combine)"
+    return (_torch_median_time(torch, dev, copy, run, per_copy, warmup, repeats),
+            f"torch {torch.__version__} (2 SDPA calls + combine)")

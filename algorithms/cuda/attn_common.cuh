@@ -389,6 +389,24 @@ __device__ __forceinline__ void attn_warp_o_to_smem(attn_t* dst_s, float (*o)[4]
     }
 }
 
+// ---- split-KV key ranges -----------------------------------------------------------------
+
+// The keys of split `split` of n_splits: whole blocks of kBK keys dealt as the simulator's
+// split_ranges (chunk s = blocks [s·blocks/n, (s+1)·blocks/n)), and the blocks a CTA whose
+// last query row is r1 − 1 visits (causal, bottom-right aligned: none past its last visible
+// key).
+struct attn_split_keys { int k_lo, k_hi, n_blocks; };
+
+template <int kBK>
+__device__ __forceinline__ attn_split_keys attn_split_range(int split, int n_splits, int n_q,
+                                                            int n_k, int r1, bool causal) {
+    const int blocks = (n_k + kBK - 1) / kBK;
+    const int k_lo = (int)((long long)split * blocks / n_splits) * kBK;
+    const int k_hi = min(n_k, (int)((long long)(split + 1) * blocks / n_splits) * kBK);
+    const int key_end = causal ? min(k_hi, max(0, min(n_k, r1 + n_k - n_q))) : k_hi;
+    return attn_split_keys{k_lo, k_hi, key_end > k_lo ? (key_end - k_lo + kBK - 1) / kBK : 0};
+}
+
 // ---- split-KV combine --------------------------------------------------------------------
 
 // Merge the n_splits partials of row i of one query head (flash-decoding): the thread owns

@@ -83,13 +83,9 @@ gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const at
     const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
     const int r0 = rb * BLOCK_Q, r1 = min(r0 + BLOCK_Q, n_q);  // query tokens of the CTA
 
-    // the split's keys: whole key blocks, dealt as the simulator's split_ranges
-    const int blocks = (n_k + BLOCK_K - 1) / BLOCK_K;
-    const int k_lo = (int)((long long)split * blocks / n_splits) * BLOCK_K;
-    const int k_hi = min(n_k, (int)((long long)(split + 1) * blocks / n_splits) * BLOCK_K);
+    const attn_split_keys keys = attn_split_range<BLOCK_K>(split, n_splits, n_q, n_k, r1, causal);
+    const int k_lo = keys.k_lo, k_hi = keys.k_hi, n_blocks = keys.n_blocks;
     const int shift = n_k - n_q;
-    const int key_end = causal ? min(k_hi, max(0, min(n_k, r1 + shift))) : k_hi;
-    const int n_blocks = key_end > k_lo ? (key_end - k_lo + BLOCK_K - 1) / BLOCK_K : 0;
 
     // -- packed Q rows -> SRAM: row r is token r0 + r % BLOCK_Q of head h0 + r / BLOCK_Q --
     for (int idx = tid; idx < ROWS_PAD * CPR; idx += NTHREADS) {

@@ -185,13 +185,9 @@ mla_attn(const attn_t* __restrict__ q_lat, const attn_t* __restrict__ q_rope,
     const int h0 = pack * GROUP;
     const int r0 = rb * BLOCK_Q, r1 = min(r0 + BLOCK_Q, n_q);
 
-    // the split's keys: whole key blocks, dealt as the simulator's split_ranges
-    const int blocks = (n_k + BLOCK_K - 1) / BLOCK_K;
-    const int k_lo = (int)((long long)split * blocks / n_splits) * BLOCK_K;
-    const int k_hi = min(n_k, (int)((long long)(split + 1) * blocks / n_splits) * BLOCK_K);
+    const attn_split_keys keys = attn_split_range<BLOCK_K>(split, n_splits, n_q, n_k, r1, causal);
+    const int k_lo = keys.k_lo, k_hi = keys.k_hi, n_blocks = keys.n_blocks;
     const int shift = n_k - n_q;
-    const int key_end = causal ? min(k_hi, max(0, min(n_k, r1 + shift))) : k_hi;
-    const int n_blocks = key_end > k_lo ? (key_end - k_lo + BLOCK_K - 1) / BLOCK_K : 0;
 
     // -- packed query rows [q̃ ; q^R] -> SRAM (padding rows and columns zero) --
     for (int idx = tid; idx < ROWS_PAD * CPR; idx += NTHREADS) {
