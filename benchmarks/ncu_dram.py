@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,15 @@ def run_once(a) -> int:
 
 
 def profile(a, argv: list[str]) -> int:
+    from attnsim import gpu as backend
+    ok, why = backend.gpu_available()
+    if not ok:
+        print(f"ncu_dram: no GPU to profile: {why}", file=sys.stderr)
+        return 2
+    if shutil.which(a.ncu) is None:
+        print(f"ncu_dram: Nsight Compute's CLI {a.ncu!r} is not on PATH; install Nsight "
+              f"Compute or pass --ncu /path/to/ncu", file=sys.stderr)
+        return 2
     wl, gpu, sim, spec = setup(a)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "ncu.csv"

@@ -88,3 +88,19 @@ def test_compare_pairs_declared_launches_with_their_simulated_kernels(name, wl):
     assert table.count("\n") == len(rows) + 1 and "ncu/modelled" in table
     with pytest.raises(ncu.NcuParseError, match="declared launches"):
         ncu.compare(spec.launches, sim.kernels, sim.time.kernels, measured[:-1] if len(measured) > 1 else [])
+
+
+def test_ncu_driver_says_plainly_what_is_missing(capsys):
+    """Without a GPU (or without ncu) the driver exits 2 with one line naming what is missing
+    and the fix, not a traceback."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ncu_dram.py"
+    spec = importlib.util.spec_from_file_location("ncu_dram", path)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    from attnsim import gpu as backend
+    if backend.gpu_available()[0]:
+        pytest.skip("a GPU is present: the driver would profile")
+    assert driver.main(["flash2", "--seq", "256", "--hw", "h100", "--ncu", "/nonexistent"]) == 2
+    assert "no GPU to profile" in capsys.readouterr().err
