@@ -73,6 +73,11 @@ def main(argv=None) -> int:
     p.add_argument("--causal", action="store_true")
     p.add_argument("--repeats", type=int, default=30)
     a = p.parse_args(argv)
+    from attnsim import gpu as backend
+    ok, why = backend.gpu_available()
+    if not ok:
+        print(f"flash2_warp_layout: no GPU to time on: {why}", file=sys.stderr)
+        return 2
     from tabulate import tabulate
     rows = []
     for n in a.seq:
