@@ -47,40 +47,81 @@ declare -A SPILL_BUDGET=(
     [mla_decode.cu]=8
     # standard_pv at TILE 64 x 64: ptxas keeps 80 registers and spills 12 B (not pressure)
     [standard.cu]=12
-    # feature_causal: 4-144 B at 168 registers (rfa d = 128, chunk 32 is the worst); the
-    # sweep's per-row arrays — to look at with a profiler on a GPU
-    [feature_attn.cu]=144
+    # feature_causal at d = 128 with 128-row chunks (the A100/H100 plans for linear and rfa):
+    # up to 812 B (sm_80, rfa) — the chunk's register-resident A and per-row arrays; likely
+    # costly: measure on a GPU, and consider smaller chunks in the port (issue 7 note)
+    [feature_attn.cu]=812
 )
 
-failed=0
-count=0
-summary=""
+# Besides those: every configuration the simulator's plans give the ports over a sweep of
+# A100/H100/H200 workloads (algorithms/port_configs.py; needs the project importable —
+# ATTNSIM_PLAN_CONFIGS=0 skips them).
+declare -A PLANNED=()
+if [ "${ATTNSIM_PLAN_CONFIGS:-1}" = "1" ]; then
+    if ! planned=$("${PYTHON:-python3}" -m algorithms.port_configs 2>&1); then
+        echo "compile_cuda: could not list the plans' configurations (is the project installed?):" >&2
+        echo "$planned" >&2
+        exit 1
+    fi
+    while IFS=$'\t' read -r file defs; do
+        [ -n "$file" ] && PLANNED[$file]+="${PLANNED[$file]:+|}$defs"
+    done <<< "$planned"
+fi
+
+# One job per (source, arch, defines), run in parallel (nproc at a time); each writes its
+# nvcc output and a "status registers spill" line, read back below in job order.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+compile_one() {      # compile_one INDEX SRC ARCH DEFS
+    local out status regs spill
+    # shellcheck disable=SC2086  # defines are deliberately word-split
+    out=$("$NVCC" -arch="$3" -std=c++17 -Werror all-warnings -Xptxas -v -c -o /dev/null $4 "$2" 2>&1)
+    status=$?
+    regs=$(echo "$out" | grep -o 'Used [0-9]* registers' | grep -o '[0-9]*' | sort -n | tail -1)
+    spill=$(echo "$out" | grep -o '[0-9]* bytes spill stores' | grep -o '^[0-9]*' | sort -n | tail -1)
+    echo "$out" > "$WORK/$1.out"
+    echo "$status ${regs:-?} ${spill:-0}" > "$WORK/$1.res"
+}
+export -f compile_one
+export NVCC WORK="$work"
+
+jobs=()
 for src in algorithms/cuda/*.cu; do
     name=$(basename "$src")
-    IFS='|' read -r -a configs <<< "${EXTRA[$name]:-}"
+    IFS='|' read -r -a configs <<< "${EXTRA[$name]:-}${PLANNED[$name]:+|${PLANNED[$name]}}"
     configs=("" "-DATTN_BF16=1" "${configs[@]}")
+    # drop repeats (a planned configuration may equal a hand-picked one)
+    mapfile -t configs < <(printf '%s\n' "${configs[@]}" | awk '!seen[$0]++')
     for arch in sm_80 sm_90; do
         for defs in "${configs[@]}"; do
-            count=$((count + 1))
-            # shellcheck disable=SC2086  # defines are deliberately word-split
-            if ! out=$("$NVCC" -arch="$arch" -std=c++17 -Werror all-warnings -Xptxas -v -c -o /dev/null $defs "$src" 2>&1); then
-                echo "FAILED: $name for $arch ${defs:-(default defines)}" >&2
-                echo "$out" >&2
-                failed=$((failed + 1))
-                continue
-            fi
-            regs=$(echo "$out" | grep -o 'Used [0-9]* registers' | grep -o '[0-9]*' | sort -n | tail -1)
-            spill=$(echo "$out" | grep -o '[0-9]* bytes spill stores' | grep -o '^[0-9]*' | sort -n | tail -1)
-            summary+="$name $arch ${defs:-(defaults)}: ${regs:-?} registers, ${spill:-0} B spilled"$'\n'
-            budget=${SPILL_BUDGET[$name]:-0}
-            if [ "${spill:-0}" -gt "$budget" ]; then
-                echo "FAILED: $name for $arch ${defs:-(default defines)} spills ${spill} bytes of registers (budget ${budget})" >&2
-                echo "$out" | grep -i 'spill\|registers' >&2
-                failed=$((failed + 1))
-            fi
+            jobs+=("$src"$'\t'"$arch"$'\t'"$defs")
         done
     done
 done
+for i in "${!jobs[@]}"; do printf '%s\t%s\0' "$i" "${jobs[$i]}"; done |
+    xargs -0 -P "$(nproc)" -I{} bash -c 'IFS=$'"'"'\t'"'"' read -r i src arch defs <<< "$1"; compile_one "$i" "$src" "$arch" "$defs"' _ {}
+
+failed=0
+summary=""
+for i in "${!jobs[@]}"; do
+    IFS=$'\t' read -r src arch defs <<< "${jobs[$i]}"
+    name=$(basename "$src")
+    read -r status regs spill < "$work/$i.res"
+    if [ "$status" -ne 0 ]; then
+        echo "FAILED: $name for $arch ${defs:-(default defines)}" >&2
+        cat "$work/$i.out" >&2
+        failed=$((failed + 1))
+        continue
+    fi
+    summary+="$name $arch ${defs:-(defaults)}: $regs registers, $spill B spilled"$'\n'
+    budget=${SPILL_BUDGET[$name]:-0}
+    if [ "$spill" -gt "$budget" ]; then
+        echo "FAILED: $name for $arch ${defs:-(default defines)} spills $spill bytes of registers (budget $budget)" >&2
+        grep -i 'spill\|registers' "$work/$i.out" >&2
+        failed=$((failed + 1))
+    fi
+done
+count=${#jobs[@]}
 printf '%s' "$summary"
 if [ "$failed" -ne 0 ]; then
     echo "compile_cuda: $failed of $count compilations failed" >&2

@@ -583,3 +583,15 @@ def test_diff_port_moves_the_simulators_hbm_bytes(case):
     (kernel,) = simulate("diff", wl, gpu, compute=False).kernels
     counts = kernel.counts()
     assert diff_port_hbm_bytes(wl, launch) == (counts["hbm_read_bytes"], counts["hbm_write_bytes"])
+
+
+def test_plan_configurations_cover_every_ported_source():
+    """algorithms.port_configs lists what the plans give the ports over the A100/H100 sweep
+    (compiled by .ci/compile_cuda.sh): every .cu source appears, with its tile defines."""
+    from algorithms import port_configs
+    configs = port_configs.configs()
+    sources = {s for s, _ in configs}
+    assert sources == {p.name for p in ports.CUDA_DIR.glob("*.cu")}
+    assert len(configs) == len(set(configs))
+    for source, defines in configs:
+        assert all(d.startswith("-D") and "=" in d for d in defines.split())
