@@ -10,6 +10,9 @@ heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache, f
 forward + backward, and the ports' option variants that change their tiles. Workloads a
 port refuses (``PortUnsupported``) or the simulator cannot plan are skipped: the tests
 already check that those are refused with a reason.
+
+Bound: none of its own (it moves no data); each configuration belongs to a port whose IO
+bound is its algorithm module's.
 """
 from __future__ import annotations
 
