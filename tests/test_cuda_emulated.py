@@ -129,6 +129,18 @@ def test_emulated_flash2_backward_large_logits_match_the_fp16_baseline():
         assert relative_error(x, exact[name]) <= max(2 * baseline[name], FP16_TARGET), name
 
 
+def assert_removal_is_caught(spec, inputs, source, table, old, new=""):
+    """Running ``spec`` with ``old`` replaced by ``new`` in ``source`` (one synchronization
+    removed) must stop the emulator with a shared-memory hazard (exit status 8)."""
+    def edit(text):
+        assert old in text, f"{source} changed: update {table}"
+        return text.replace(old, new)
+
+    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
+        emulate_mod.emulate(spec, inputs, edit={source: edit})
+    assert err.value.status == 8
+
+
 # The emulator's hazard checks must catch what a missing barrier or wait would break on a
 # GPU: each edit below removes one synchronization of flash2_fwd.cu's single-buffered loop.
 BROKEN_SYNC = {
@@ -153,36 +165,24 @@ MLA_BROKEN_SYNC = {
 @pytest.mark.parametrize("what", MLA_BROKEN_SYNC)
 def test_emulator_catches_a_missing_synchronization_in_mla(what):
     old, new = MLA_BROKEN_SYNC[what]
-
-    def edit(text):
-        assert old in text, "mla_decode.cu changed: update MLA_BROKEN_SYNC"
-        return text.replace(old, new)
-
     case = MLA_CASES[3]                                # d_c = 512: 4 warps share each row tile
     gpu = get_gpu("h100-sxm")
     wl = case.workload
     plan = get_algorithm("mla").plan(wl, gpu, gpu.smem_bytes_per_block,
                                      **check_options(get_algorithm("mla").INFO, case.options))
     spec = ports.port_launches("mla", wl, plan, gpu=gpu)
-    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
-        emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
-    assert err.value.status == 8
+    assert_removal_is_caught(spec, make_inputs(wl, seed=1), "mla_decode.cu", "MLA_BROKEN_SYNC",
+                             old, new)
 
 
 @pytest.mark.parametrize("what", BROKEN_SYNC)
 def test_emulator_catches_a_missing_synchronization(what):
     old, new = BROKEN_SYNC[what]
-
-    def edit(text):
-        assert old in text, "flash2_fwd.cu changed: update BROKEN_SYNC"
-        return text.replace(old, new)
-
     wl = workload((1, 1, 1, 200, 200, 32, False))
     gpu = get_gpu("h100-sxm")
     spec = ports.port_launches("flash2", wl, get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block))
-    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
-        emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
-    assert err.value.status == 8
+    assert_removal_is_caught(spec, make_inputs(wl, seed=1), "flash2_fwd.cu", "BROKEN_SYNC",
+                             old, new)
 
 
 @pytest.fixture
@@ -308,20 +308,13 @@ BROKEN_BWD_SYNC = {
 @pytest.mark.parametrize("what", BROKEN_BWD_SYNC)
 def test_emulator_catches_a_missing_synchronization_in_the_backward(what):
     old = BROKEN_BWD_SYNC[what]
-
-    def edit(text):
-        assert old in text, "flash2_bwd.cu changed: update BROKEN_BWD_SYNC"
-        return text.replace(old, "")
-
     wl = workload((1, 1, 1, 200, 150, 32, False), passes="bwd")
     gpu = get_gpu("h100-sxm")
     spec = ports.port_launches("flash2", wl, get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block))
     inputs = make_inputs(wl, seed=1)
     intact = emulate_mod.emulate(spec, inputs)          # the same launches run clean unedited
     assert all(np.isfinite(intact[n].astype(np.float32)).all() for n in spec.outputs)
-    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
-        emulate_mod.emulate(spec, inputs, edit={"flash2_bwd.cu": edit})
-    assert err.value.status == 8
+    assert_removal_is_caught(spec, inputs, "flash2_bwd.cu", "BROKEN_BWD_SYNC", old)
 
 
 def test_gpu_check_pass_bwd_on_the_emulator(emulated_backend, capsys):
@@ -421,17 +414,11 @@ DIFF_BROKEN_SYNC = {
 @pytest.mark.parametrize("what", DIFF_BROKEN_SYNC)
 def test_emulator_catches_a_missing_synchronization_in_diff(what):
     old, new = DIFF_BROKEN_SYNC[what]
-
-    def edit(text):
-        assert old in text, "diff_fwd.cu changed: update DIFF_BROKEN_SYNC"
-        return text.replace(old, new)
-
     wl = workload((1, 1, 1, 200, 300, 64, False))
     gpu = get_gpu("h100-sxm")
     spec = ports.port_launches("diff", wl, get_algorithm("diff").plan(wl, gpu, gpu.smem_bytes_per_block))
-    with pytest.raises(emulate_mod.EmulationError, match="hazard") as err:
-        emulate_mod.emulate(spec, make_inputs(wl, seed=1), edit=edit)
-    assert err.value.status == 8
+    assert_removal_is_caught(spec, make_inputs(wl, seed=1), "diff_fwd.cu", "DIFF_BROKEN_SYNC",
+                             old, new)
 
 
 def test_gpu_check_diff_on_the_emulator(monkeypatch, capsys):
