@@ -4,7 +4,7 @@
 # Without nvcc: says so and exits 1, unless ATTNSIM_SKIP_NVCC=1 (then exits 0).
 #
 # Each file is compiled with its default tile defines, with them and bf16 storage
-# (-DATTN_BF16=1, what ports.py adds for --dtype bf16), plus the extra tile configurations
+# (-DATTN_BF16=1, what algorithms/ports adds for --dtype bf16), plus the extra tile configurations
 # below (the sizes the simulator's plans pick on A100/H100, and a padded head_dim).
 #
 # Register spills fail the build too: ptxas -v is read for every compilation, a summary of

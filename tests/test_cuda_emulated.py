@@ -1,7 +1,7 @@
 """The CUDA ports executed on the CPU by the emulator in tests/cuda_emu (no GPU needed).
 
 The same .cu text NVRTC would compile (header inlined), launched exactly as declared in
-algorithms/ports.py (grid, block, shared memory, arguments), with NaN-filled shared memory
+algorithms/ports/ (grid, block, shared memory, arguments), with NaN-filled shared memory
 and outputs, must reproduce the CPU simulation (or the float64 reference) to the fp16
 target: relative error < 2e-3. The emulator replaces only the PTX wrappers (ldmatrix,
 mma.sync, cp.async), with versions written from the PTX ISA's fragment layouts; what it cannot

@@ -1,4 +1,4 @@
-"""The GPU ports declared as data (algorithms/ports.py), checked on the CPU.
+"""The GPU ports declared as data (algorithms/ports/), checked on the CPU.
 
 Launch grids equal the CTAs the simulator's Recorder counts, tile defines equal the plan's
 tiles, shared memory fits the GPU, every declared kernel exists in its .cu file with the

@@ -50,7 +50,7 @@ __device__ __forceinline__ int attn_swizzle(int row, int chunk, int cpr) {
 #ifndef ATTN_PTX_EMULATION
 
 // Storage element: 16-bit fp16 (IEEE binary16) by default, bf16 when ATTN_BF16 is defined
-// (ports.py sets it for --dtype bf16). Kernels see only attn_t and the conversions below;
+// (algorithms/ports sets it for --dtype bf16). Kernels see only attn_t and the conversions below;
 // conversions to storage round to nearest even; the MMAs accumulate in fp32 either way.
 struct alignas(2) attn_t { unsigned short x; };
 

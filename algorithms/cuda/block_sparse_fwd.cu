@@ -18,11 +18,11 @@
 // so the HBM traffic is Q and O once and K, V once per (row block, listed block) — the
 // count Proposition 4 bounds by Θ(Nd + N²d²M⁻¹ s).
 //
-// Tile sizes (compile-time defines from the plan via algorithms/ports.py): BLOCK_Q =
+// Tile sizes (compile-time defines from the plan via algorithms/ports/): BLOCK_Q =
 // block rows of the layout (B_r), BLOCK_K = block columns of the layout (B_c), HEAD_DIM = d;
 // one warp per 16 query rows. Shared memory: (BLOCK_Q + 2 BLOCK_K) x HEAD_DIM x 2 bytes,
 // as flash2. Grid: (T_r, B·H). Tensor cores: mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate).
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 

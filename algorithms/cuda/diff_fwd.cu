@@ -18,7 +18,7 @@
 // gives 0 for l = 0). Ragged N: zero-filled loads, masked scores, skipped stores.
 // diff is simulated for multi-head attention only (kv_heads == heads), so there is no GQA here.
 //
-// Tile sizes (compile-time defines, from the simulator's plan by algorithms/ports.py):
+// Tile sizes (compile-time defines, from the simulator's plan by algorithms/ports/):
 //   BLOCK_Q  = plan.block_q (B_r): query rows per CTA; one warp per 16 rows.
 //   BLOCK_K  = plan.block_k (B_c): keys per K/V tile (a multiple of SUB_K).
 //   HEAD_DIM = 2d, a multiple of 32 (each half a multiple of the MMA k-step of 16) and at most
@@ -38,7 +38,7 @@
 // count: λ_h, 4 bytes per CTA (the simulator treats λ as a scalar).
 // Tensor cores: mma.sync.m16n8k16 (fp16 or bf16 in, fp32 accumulate) with ldmatrix fragment
 // loads — the plan's tc_path "mma_sync". P is rounded to the storage type for the P V MMA.
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t).
 #include "attn_common.cuh"
 

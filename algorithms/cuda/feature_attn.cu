@@ -26,14 +26,14 @@
 // over the slice's projections; both cancel in num / den. Per-row factors 1/sqrt(P) of the
 // random features are dropped (they cancel too): features stay near 1 in 16-bit storage.
 //
-// Tile sizes (compile-time defines from algorithms/ports.py):
+// Tile sizes (compile-time defines from algorithms/ports/):
 //   CHUNK      = plan.block (B: rows of a K/V/Q tile; the causal chunk length C); a multiple of 16.
 //   HEAD_DIM   = d (a multiple of 8; the MMA k-step pads it to 16 with zero columns).
 //   FEAT_KIND  = 0 elu + 1, 1 trig (RFA), 2 positive (Performer).
 //   FEAT_UNITS = plan.tile_units: projections (feature columns for elu + 1) per slice; a slice
 //                has FEAT_UNITS features (2 FEAT_UNITS for trig: a sin and a cos per projection),
 //                padded to a multiple of 16 with zero features for the MMAs.
-// Shared memory (dynamic, sizes in ports.py): 16-bit Q/K/V tiles CHUNK x HEAD_DIM, W_t
+// Shared memory (dynamic, sizes in algorithms/ports/feature.py): 16-bit Q/K/V tiles CHUNK x HEAD_DIM, W_t
 // FEAT_UNITS x HEAD_DIM, φ(Q), φ(K) CHUNK x m_t, fp32 S_t m_t x HEAD_DIM and z_t, as the plan
 // counts (feature and row counts padded to 16), plus per-row scalars (and, positive, 1 / z_f
 // and log z_f per feature); the apply kernel with
@@ -56,7 +56,7 @@
 // relative to their row max. Performer's W u needs a max before the exp, so it is computed
 // twice (max pass, exp pass) — three times for the causal queries, whose φ(Q) is rebuilt
 // with log z for φ(Q) S: more projection MMAs than the simulator counts.
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t).
 #include "attn_common.cuh"
 

@@ -11,7 +11,7 @@
 // starts at the first Q block that sees key c0, and tiles crossing the diagonal are masked.
 // Ragged N: zero-filled loads, masked keys, skipped stores.
 //
-// Tile sizes (compile-time defines from the plan via algorithms/ports.py):
+// Tile sizes (compile-time defines from the plan via algorithms/ports/):
 //   BLOCK_Q = plan.block_q = B_r = min(ceil(M/4d), d); one warp per 16 rows of the block
 //             padded to 16 (padded rows are never stored);
 //   BLOCK_K = plan.block_k = B_c = ceil(M/4d) keys; the K_j/V_j tiles are padded to a
@@ -21,11 +21,11 @@
 //   HEAD_DIM = d (a multiple of 8).
 // Shared memory: (BQ_PAD + 2 BK_PAD) x HEAD_DIM x 2 bytes (Q_i, K_j, V_j); O_i, ℓ_i, m_i are
 // held in registers between their HBM load and store. The plan's SRAM also holds S_ij and
-// O_i; ports.py declares the port's own footprint, which is smaller.
+// O_i; algorithms/ports declares the port's own footprint, which is smaller.
 // HBM traffic equals the simulator's count: K, V once; Q_i, O_i (fp16), ℓ_i, m_i (fp32) read
 // and O_i, ℓ_i, m_i written once per visited (j, i); the init kernel writes O, ℓ, m once.
 // Tensor cores: mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate), as the plan's tc_path.
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 

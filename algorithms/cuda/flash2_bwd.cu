@@ -17,10 +17,10 @@
 // as the forward: a K/V block starts at the first Q block that can see it (the simulator's
 // loop); rows that see no key have lse = −inf and get P = 0. Ragged N: zero-filled loads,
 // masked keys, skipped stores and atomics. Multi-head only (kv_heads == heads): the simulator
-// does not model GQA's backward, and ports.py refuses it.
+// does not model GQA's backward, and algorithms/ports refuses it.
 //
 // Tile sizes (compile-time defines, from the simulator's backward plan, plan.bwd, by
-// algorithms/ports.py; the three kernels share one module):
+// algorithms/ports/; the three kernels share one module):
 //   BLOCK_Q   = plan.bwd.block_q (B_r): query rows per Q block (preprocess/convert: rows per CTA).
 //   BLOCK_K   = plan.bwd.block_k (B_c): keys per CTA of flash2_bwd.
 //   HEAD_DIM  = d (a multiple of 8); the MMA k-step pads it to 16 with zero columns.

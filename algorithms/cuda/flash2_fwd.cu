@@ -12,9 +12,9 @@
 // and lse = -inf. Ragged N (not a multiple of the blocks) is handled by zero-filled loads,
 // masked scores and skipped stores.
 //
-// Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports.py):
+// Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports/):
 //   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA, BLOCK_Q / (16 WARP_M_TILES) warps.
-//   WARP_M_TILES = 16-row tiles per warp (1 or 2; ports.py picks 2 when the registers allow,
+//   WARP_M_TILES = 16-row tiles per warp (1 or 2; algorithms/ports picks 2 when the registers allow,
 //               d <= 64): a warp's K and V fragments then serve 32 rows, halving the
 //               shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
 //   BLOCK_K   = plan.block_k  (B_c): keys per K/V tile (a multiple of 16).
@@ -27,7 +27,7 @@
 // visible blocks when causal), O once (fp16) and lse once (fp32).
 // Tensor cores: mma.sync.m16n8k16 (fp16 or bf16 in, fp32 accumulate) with ldmatrix fragment loads —
 // the plan's tc_path "mma_sync".
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 

@@ -20,7 +20,7 @@
 // chunks of whole blocks, chunk s = blocks [s·blocks/n, (s+1)·blocks/n). Causal (bottom-right
 // aligned): token i sees key j iff j <= i + N_k − N_q.
 //
-// Tile sizes (compile-time defines from the plan via algorithms/ports.py):
+// Tile sizes (compile-time defines from the plan via algorithms/ports/):
 //   BLOCK_Q  = plan.block_q (B_r, query tokens per head in a CTA);
 //   GROUP    = plan.group (query heads packed in a CTA);
 //   BLOCK_K  = plan.block_k (B_c, keys per K/V tile);
@@ -29,7 +29,7 @@
 // GROUP·BLOCK_Q rounded up to 16 — the plan's Q_i, K_j, V_j when GROUP·BLOCK_Q is a multiple
 // of 16. HBM traffic as the simulator counts: Q once per split, K/V once per (pack, row block),
 // partials 4 (d + 1) bytes per (row, split) written and read back by the combine.
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
 

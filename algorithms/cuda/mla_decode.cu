@@ -25,7 +25,7 @@
 // exchange as FlashMLA's sP; the simulator's plan declares these buffers (``P_slice``,
 // ``row_stats``).
 //
-// Tile sizes (compile-time defines from the plan via algorithms/ports.py):
+// Tile sizes (compile-time defines from the plan via algorithms/ports/):
 //   GROUP = plan.head_block (heads per CTA), BLOCK_Q = plan.block_q (tokens per head),
 //   BLOCK_K = plan.block_k (latent rows per tile), DC = plan.kv_lora_rank, DR = plan.rope_dim,
 //   HEAD_DIM = d_h (the query/output head dim), COL_SLICES = splitkv.value_column_slices(DC),
@@ -37,7 +37,7 @@
 // q̃ / o once; the attention reads Q once per split and each latent tile once per (pack,
 // query block); partials 4 (DC + 1) bytes per (row, split), read back by the combine.
 // Tensor cores: mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate) throughout.
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_gemm.cuh"      // gemm_cta, TILE_M/N/K (includes attn_common.cuh)
 

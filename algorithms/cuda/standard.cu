@@ -15,7 +15,7 @@
 // variant); the port follows the simulator, which counts a separate mask kernel, so it
 // launches standard_mask and passes causal = 0 to the softmax.
 //
-// Tile sizes (compile-time defines from algorithms/ports.py):
+// Tile sizes (compile-time defines from algorithms/ports/):
 //   TILE_M, TILE_N = output tile of a GEMM CTA (128 x 128 by default), TILE_K = depth of a
 //   shared-memory stage (32). Four warps in a 2 x 2 layout, each a (TILE_M/2) x (TILE_N/2)
 //   fp32 accumulator. Shared memory per GEMM CTA: 2 stages x (TILE_M + TILE_N) x TILE_K x 2 B.
@@ -26,7 +26,7 @@
 // and its HBM traffic (Q, K read; S written; S read, P written; P, V read; O written); the
 // GEMM tiles only change how often a CTA re-reads Q/K/P/V tiles through L2, which the
 // simulator's unfused model does not charge to HBM (operands of a GEMM are read once).
-// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (ports.py adds it for
+// Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_gemm.cuh"      // gemm_cta, TILE_M/N/K (includes attn_common.cuh)
 
