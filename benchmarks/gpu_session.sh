@@ -63,7 +63,7 @@ stage_timing() {
         --seq 4096 16384 --format json -o "$OUT/gpu-check-d128.json"
     run gpu-check-bf16 "$PY" -m attnsim gpu-check flash2 --dtype bf16 \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-bf16.json"
-    run gpu-check-rest "$PY" -m attnsim gpu-check local block_sparse gqa linear \
+    run gpu-check-rest "$PY" -m attnsim gpu-check local block_sparse masked_dense gqa linear \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-rest.json"
     run gpu-check-mla "$PY" -m attnsim gpu-check mla --heads 128 --head-dim 128 --batch 4 \
         --seq 4096 32768 --format json -o "$OUT/gpu-check-mla.json"

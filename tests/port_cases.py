@@ -186,3 +186,18 @@ def diff_fp16_baseline(inputs, wl, plan) -> tuple:
                       k=storage_round(inputs.k, wl.dtype), v=storage_round(inputs.v, wl.dtype))
     plain = storage_round(diff.reference(wl, plan, rounded, attention_reference), wl.dtype)
     return exact, relative_error(plain, exact)
+
+
+# ---- masked_dense (a pattern's mask on standard attention: the block-sparse ports' baseline) --
+# the mask kernel reads the pattern's boolean mask: windowed and causal, block-sparse with GQA
+# and N_q != N_k, BigBird's random blocks (self-attention only), bf16
+MASKED_DENSE_CASES = [
+    PortCase("masked_dense", SHAPES[1], {"mask_of": "local", "window": 64}),
+    PortCase("masked_dense", SHAPES[4], {"mask_of": "block_sparse", "block": 32, "density": 0.5}),
+    PortCase("masked_dense", SHAPES[0], {"mask_of": "bigbird", "block": 32}),
+    PortCase("masked_dense", SHAPES[2], {"mask_of": "longformer", "window": 64,
+                                         "global_tokens": 2}),
+    PortCase("masked_dense", SHAPES[1], {"mask_of": "local", "window": 64}, dtype="bf16"),
+]
+PORT_CASES += MASKED_DENSE_CASES
+

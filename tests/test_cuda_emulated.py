@@ -20,7 +20,7 @@ from attnsim.reference import attention_backward_reference, attention_reference,
 from hwmodels.gpus import get_gpu
 from cuda_emu import emulate as emulate_mod
 from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, FEATURE_SHAPES, MLA_CASES,
-                        PORT_CASES, SHAPES, PortCase, backward_baseline, diff_fp16_baseline,
+                        MASKED_DENSE_CASES, PORT_CASES, SHAPES, PortCase, backward_baseline, diff_fp16_baseline,
                         fp16_baseline, workload)
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
@@ -55,6 +55,7 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("flash2", SHAPES[1], dtype="bf16", passes="bwd"),
 ]
 EMULATED += DIFF_CASES                # every diff case: 2d = 32 ... 128, N_q <> N_k, bf16
+EMULATED += [MASKED_DENSE_CASES[i] for i in (0, 1, 4)]   # window + causal, block mask + GQA, bf16
 assert all(c in PORT_CASES for c in EMULATED if c.shape[5] != 192)
 
 

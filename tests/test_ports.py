@@ -47,6 +47,8 @@ def expected_defines(name, plan, d, source=None):
         bp = plan.bwd
         return {"BLOCK_Q": bp.block_q, "BLOCK_K": bp.block_k, "HEAD_DIM": d,
                 "BWD_WARPS": ports.flash2_bwd_warps(bp.block_q, bp.block_k, d)}
+    if name == "masked_dense":                   # standard's kernels on its dense plan
+        name, plan = "standard", plan.dense
     if name == "standard":
         return {"TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
                 "TILE_K": plan.gemm_tile_k, "HEAD_DIM": d}
@@ -122,6 +124,25 @@ def test_standard_mask_is_launched_only_when_causal():
             allowed = spec.tensors["allowed"].data
             i, j = np.nonzero(allowed == 0)
             assert np.all(j > i) and allowed.sum() == 97 * 98 // 2
+
+
+@pytest.mark.parametrize("causal", (False, True))
+def test_masked_dense_reads_the_patterns_mask_with_causal_folded_in(causal):
+    """masked_dense's mask kernel always runs and reads the pattern's element mask (and the
+    same mask when the simulation was count-only, i.e. without one in ``extra``)."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload((1, 2, 2, 200, 200, 64, causal))
+    options = {"mask_of": "local", "window": 48}
+    plan = plan_of("masked_dense", wl, gpu, options)
+    sim = simulate("masked_dense", wl, gpu, compute=True, options=options)
+    from_count_only = ports.port_launches("masked_dense", wl, plan)
+    from_executed = ports.port_launches("masked_dense", wl, plan, sim.extra)
+    expected = get_algorithm("local").element_mask(wl, plan.pattern)
+    for spec in (from_count_only, from_executed):
+        assert "standard_mask" in [l.kernel for l in spec.launches]
+        np.testing.assert_array_equal(spec.tensors["allowed"].data, expected.astype(np.uint8))
+    i, j = np.nonzero(expected)
+    assert np.all(i - j < 48) and (np.all(j <= i) if causal else np.any(j > i))
 
 
 @pytest.mark.parametrize("wl_change, words", [

@@ -41,7 +41,7 @@ from algorithms.ports.feature import (FEATURE_KINDS, FEATURE_MAX_CHUNK,  # noqa:
 from algorithms.ports.flash2 import (FLASH2_BWD_THREADS, WARP_ACC_FLOATS,  # noqa: F401
                                      flash2_backward_launches, flash2_bwd_smem, flash2_bwd_warps,
                                      flash2_port, warp_m_tiles)
-from algorithms.ports.sparse import block_sparse_family_port  # noqa: F401
+from algorithms.ports.sparse import block_sparse_family_port, masked_dense_port  # noqa: F401
 
 # ---- the registry of ports -----------------------------------------------------------------
 
@@ -54,6 +54,7 @@ PORTS = {
     "sparse_transformer": block_sparse_family_port("sparse_transformer"),
     "longformer": block_sparse_family_port("longformer"),
     "bigbird": block_sparse_family_port("bigbird"),
+    "masked_dense": masked_dense_port,
     "gqa": gqa_port,
     "linear": feature_port("linear"),
     "rfa": feature_port("rfa"),

@@ -13,8 +13,11 @@ from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar
                                    round_up, stats_tensor)
 
 
-def standard_port(wl, plan, extra=None) -> PortLaunches:
-    check_common("standard", wl)
+def standard_port(wl, plan, extra=None, *, mask=None, name="standard") -> PortLaunches:
+    """Standard attention's four kernels. ``mask``: a boolean (N_q, N_k) mask with the causal
+    mask folded in (``masked_dense``: a sparse pattern's mask on dense attention), read by the
+    mask kernel instead of the causal mask; ``name`` names the algorithm in messages."""
+    check_common(name, wl)
     tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
     if tm % 32 or tn % 32 or tk % 16:
         raise PortUnsupported(f"the standard port's GEMM (2 x 2 warps of m16n8k16) needs "
@@ -37,10 +40,12 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
                        (128, 1, 1), gemm_smem, defines,
                        ("q", "k", "s", n_q, n_k, Scalar(ld_s, "int"), heads, group, scale),
                        "qk_gemm")]
-    if wl.causal:
+    if mask is None and wl.causal:
         from attnsim.reference import causal_mask
+        mask = causal_mask(nq, nk)
+    if mask is not None:
         tensors["allowed"] = Tensor((nq, nk), "uint8", "const",
-                                    data=causal_mask(nq, nk).astype(np.uint8))
+                                    data=np.asarray(mask, dtype=np.uint8))
         launches.append(Launch("standard.cu", "standard_mask", (nq, bh, 1), (256, 1, 1), 0,
                                defines, ("s", "allowed", n_q, n_k, Scalar(ld_s, "int")), "mask"))
     launches.append(Launch("standard.cu", "standard_softmax", (nq, bh, 1), (256, 1, 1),
@@ -52,7 +57,7 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
                            ("p", "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
                            "pv_gemm"))
     notes = (f"S and P rows padded to {ld_s} columns (16-byte rows)",) if ld_s != nk else ()
-    return PortLaunches("standard", tensors, tuple(launches), notes=notes)
+    return PortLaunches(name, tensors, tuple(launches), notes=notes)
 
 
 # ---- flash1 --------------------------------------------------------------------------------

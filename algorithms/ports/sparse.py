@@ -1,9 +1,11 @@
 """GPU port declarations: the block-sparse family (block_sparse, local, sparse_transformer,
-longformer, bigbird).
+longformer, bigbird) and its dense baseline, masked_dense (the same mask on standard attention).
 
 Bound: each port moves what its algorithm's module counts (that module states the bound).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from algorithms.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, algorithm_module,
                                    check_common, check_mma_tiles, flash_tile_smem, head_args,
                                    out_tensor, qkv_tensors, stats_tensor)
+from algorithms.ports.dense import standard_port
 
 
 def block_sparse_family_port(name: str):
@@ -50,3 +53,15 @@ def block_sparse_family_port(name: str):
                             ("partial tiles read the element mask from HBM (not counted)",))
     port.__name__ = f"{name}_port"
     return port
+
+
+def masked_dense_port(wl, plan, extra=None) -> PortLaunches:
+    """``masked_dense``: standard.cu's four kernels with the mask kernel reading the pattern's
+    materialised boolean mask (causal folded in), exactly ``algorithms.masked_dense``'s
+    schedule — the baseline the block-sparse ports are measured against."""
+    mask = (extra or {}).get("mask")
+    if mask is None or np.size(mask) == 0:          # count-only runs keep a zero-size stand-in
+        mask = algorithm_module(plan.mask_of).element_mask(wl, plan.pattern)
+    port = standard_port(wl, plan.dense, extra, mask=mask, name="masked_dense")
+    return replace(port, notes=(*port.notes, f"mask of {plan.mask_of} read from HBM by the "
+                                             f"mask kernel, one byte per score (counted)"))
