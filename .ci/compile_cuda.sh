@@ -47,10 +47,11 @@ declare -A SPILL_BUDGET=(
     [mla_decode.cu]=8
     # standard_pv at TILE 64 x 64: ptxas keeps 80 registers and spills 12 B (not pressure)
     [standard.cu]=12
-    # feature_causal at d = 128 with 128-row chunks (the A100/H100 plans for linear and rfa):
-    # up to 812 B (sm_80, rfa) — the chunk's register-resident A and per-row arrays; likely
-    # costly: measure on a GPU, and consider smaller chunks in the port (issue 7 note)
-    [feature_attn.cu]=812
+    # performer at d = 128 with 128-row tiles (the non-causal A100/H100 plans): feature_state
+    # 72 B on sm_90 (255 registers). feature_causal, which spilled up to 812 B at d = 128
+    # with whole 128-key chunks of A in registers, now builds A in FA_SUB-key slices: no
+    # spill in any configuration it is launched with (docs/gpu.md)
+    [feature_attn.cu]=72
 )
 
 # Besides those: every configuration the simulator's plans give the ports over a sweep of

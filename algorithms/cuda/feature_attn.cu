@@ -39,7 +39,7 @@
 // and log z_f per feature); the apply kernel with
 // several slices keeps its fp32 accumulator CHUNK x HEAD_DIM (the plan's O_acc) in shared
 // memory. Differences from the plan: the causal A = φ(Q_c) φ(K_c)ᵀ (the plan's C² fp32 buffer)
-// stays in registers.
+// stays in registers, built FA_SUB keys at a time (same MMAs and traffic; see FA_SUB).
 // HBM traffic equals the simulator's count: state: K, V once per slice, W_t once, S_t, z_t
 // written once (fp32; the slice's shift when T_m > 1, positive); apply: Q once, W_t, S_t, z_t
 // (and the shifts) once per Q tile, O once; causal: Q, K, V once per slice, W_t once, O once
@@ -85,6 +85,18 @@
 // Positive features are stored times 2^14: exp(E - max) spans many e-folds, and the bias
 // keeps 10 more of them above fp16's smallest normal (it cancels in num / den).
 #define FA_PHI_BIAS (FEAT_KIND == 2 ? 16384.f : 1.f)
+// Keys of the causal A = φ(Q_c) φ(K_c)ᵀ a warp holds in registers at a time: the largest
+// multiple of 16 dividing CHUNK with FA_SUB x DP <= 2048, so that A's FA_SUB / 2 fp32
+// registers fit beside num's DP / 2: 64 keys at d = 32, 32 at d = 64, 16 at d = 128. Whole
+// 128-key chunks at d = 128 (64 + 64 registers) spilled up to 812 bytes (nvcc 13.0, sm_80);
+// 4096 (32 keys at d = 128) still spilled 8-20 bytes.
+constexpr int fa_sub_keys() {
+    int s = CHUNK;
+    while (s > 16 && (s * DP > 2048 || CHUNK % s != 0)) s -= 16;
+    return s;
+}
+constexpr int kFaSubKeys = fa_sub_keys();         // evaluated by the host compiler
+#define FA_SUB kFaSubKeys
 
 static_assert(CHUNK % 16 == 0 && CHUNK <= 128, "CHUNK must be a multiple of 16, <= 128");
 static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
@@ -560,7 +572,7 @@ __device__ void fa_fold_keys(FaSmem& sm, const attn_t* k_h, const attn_t* v_h, i
 // k, v (B, G, n_k, d); w (P, d) shared by all heads or (B·H, P, d) when w_per_head;
 // s_out (B·H, m, d) fp32, z_out (B·H, m) fp32 (the slice's rows at f0 = PER u0);
 // shift_out (B·H, T_m) fp32 (written when T_m > 1, positive features).
-extern "C" __global__ void __launch_bounds__(FA_THREADS)
+extern "C" __global__ void __launch_bounds__(FA_THREADS, 1)
 feature_state(const attn_t* __restrict__ k, const attn_t* __restrict__ v,
               const attn_t* __restrict__ w, float* __restrict__ s_out, float* __restrict__ z_out,
               float* __restrict__ shift_out, int n_k, int heads, int kv_group, float in_scale,
@@ -599,7 +611,7 @@ feature_state(const attn_t* __restrict__ k, const attn_t* __restrict__ v,
 }
 
 // q (B, H, n_q, d) -> o; S, z (and shifts) from feature_state. Grid (⌈n_q / CHUNK⌉, B·H).
-extern "C" __global__ void __launch_bounds__(FA_THREADS)
+extern "C" __global__ void __launch_bounds__(FA_THREADS, 1)
 feature_apply(const attn_t* __restrict__ q, const attn_t* __restrict__ w,
               const float* __restrict__ s_in, const float* __restrict__ z_in,
               const float* __restrict__ shift_in, attn_t* __restrict__ o, int n_q, int n_k,
@@ -718,9 +730,76 @@ feature_apply(const attn_t* __restrict__ q, const attn_t* __restrict__ w,
         }
 }
 
+// One key slice [s0, s0 + FA_SUB) of the causal chunk for a warp's 16 query rows (wrow in the
+// chunk; row_lag = the rows' first query index minus the chunk's first key index, after
+// bottom-right alignment): A = φ(Q_c) φ(K_c)ᵀ masked to key <= query and to the chunk's
+// cols keys, weighted by g_j (positive), its row sums added to den, num += A V_c.
+// A is rounded to 16 bits for A V, relative to a per-row power of two 2^E that brings the
+// largest entry seen so far into [0.5, 1) (as FlashAttention's P <= 1, and, like its
+// online softmax, rescaled only when a slice raises it): num holds num_true 2^-E between
+// slices, fa_causal_unscale restores it. Powers of two, so the rescaling itself is exact;
+// E is clamped to [-126, 126], so a row of fp32 subnormals is a row of zeros.
+#define FA_NO_SCALE (-1e30f)
+__device__ __forceinline__ void fa_causal_slice(float (*num)[4], float den[2], float e_row[2],
+                                                const FaSmem& sm, int s0, int cols,
+                                                int row_lag, int wrow, int lane) {
+    float a[1][FA_SUB / 8][4];
+    attn_warp_qk_mt<1, FA_SUB, MP>(a, sm.phi0, sm.phi1 + s0 * MP, wrow, lane);
+    float rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int n = 0; n < FA_SUB / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int j = s0 + n * 8 + 2 * (lane & 3) + (e & 1);        // key in the chunk
+            const int i = (lane >> 2) + (e >> 1) * 8;                    // row in the tile
+            if (j >= cols || j > i + row_lag) a[0][n][e] = 0.f;
+            else if (FEAT_KIND == 2) a[0][n][e] *= sm.row0[j];     // key weight g_j
+            rs[e >> 1] += a[0][n][e];
+        }
+    den[0] += fa_quad_sum(rs[0]);
+    den[1] += fa_quad_sum(rs[1]);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float mx = 0.f;
+#pragma unroll
+        for (int n = 0; n < FA_SUB / 8; ++n)
+            mx = fmaxf(mx, fmaxf(fabsf(a[0][n][2 * h]), fabsf(a[0][n][2 * h + 1])));
+        mx = fa_quad_max(mx);
+        if (mx > 0.f) {
+            const float k = fmaxf(fminf(floorf(log2f(mx)) + 1.f, 126.f), -126.f);
+            if (k > e_row[h]) {                            // a larger entry: rescale num
+                const float f = exp2f((e_row[h] == FA_NO_SCALE ? 0.f : e_row[h]) - k);
+#pragma unroll
+                for (int n = 0; n < DP / 8; ++n) {
+                    num[n][2 * h] *= f; num[n][2 * h + 1] *= f;
+                }
+                e_row[h] = k;
+            }
+        }
+        const float down = e_row[h] == FA_NO_SCALE ? 1.f : exp2f(-e_row[h]);
+#pragma unroll
+        for (int n = 0; n < FA_SUB / 8; ++n) {
+            a[0][n][2 * h] *= down; a[0][n][2 * h + 1] *= down;
+        }
+    }
+    attn_warp_pv<FA_SUB, DP>(num, a[0], sm.x2 + s0 * DP, lane);       // + A V_c
+}
+
+// num_true = num 2^E after the chunk's slices (fa_causal_slice).
+__device__ __forceinline__ void fa_causal_unscale(float (*num)[4], const float e_row[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const float up = e_row[h] == FA_NO_SCALE ? 1.f : exp2f(e_row[h]);
+#pragma unroll
+        for (int n = 0; n < DP / 8; ++n) {
+            num[n][2 * h] *= up; num[n][2 * h + 1] *= up;
+        }
+    }
+}
+
 // The causal sweep. q (B, H, n_q, d), k, v (B, G, n_k, d), w as feature_state. T_m = 1: o;
 // T_m > 1: pnum (T_m, B·H, n_q, d), pden and plog (T_m, B·H, n_q) fp32 (plog: positive only).
-extern "C" __global__ void __launch_bounds__(FA_THREADS)
+extern "C" __global__ void __launch_bounds__(FA_THREADS, 1)
 feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
                const attn_t* __restrict__ v, const attn_t* __restrict__ w,
                attn_t* __restrict__ o, float* __restrict__ pnum, float* __restrict__ pden,
@@ -793,52 +872,14 @@ feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
             for (int n = 0; n < DP / 8; ++n) num[n][0] = num[n][1] = num[n][2] = num[n][3] = 0.f;
             if (FEAT_KIND != 2)                            // φ(Q) S, φ(Q) z
                 fa_apply_state<false>(num, den, sm.phi0, sm.s, sm.z, s_mul, wrow, lane);
-            float a[1][CHUNK / 8][4];                       // A = φ(Q_c) φ(K_c)ᵀ, masked
-            attn_warp_qk_mt<1, CHUNK, MP>(a, sm.phi0, sm.phi1, wrow, lane);
-            float rs[2] = {0.f, 0.f};
-#pragma unroll
-            for (int n = 0; n < CHUNK / 8; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int j = n * 8 + 2 * (lane & 3) + (e & 1);
-                    const int i = r0 + wrow + (lane >> 2) + (e >> 1) * 8;
-                    if (j >= cols || k_start + j > i + off) a[0][n][e] = 0.f;
-                    else if (FEAT_KIND == 2) a[0][n][e] *= sm.row0[j];     // key weight g_j
-                    rs[e >> 1] += a[0][n][e];
-                }
-            den[0] += fa_quad_sum(rs[0]);
-            den[1] += fa_quad_sum(rs[1]);
-            {
-                // A is rounded to 16 bits for A V: each row scaled by a power of two that
-                // brings its largest entry into [0.5, 1) (as FlashAttention's P <= 1), the
-                // product scaled back (clamped: a row of fp32 subnormals is a row of zeros)
-                float up[2];
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    float mx = 0.f;
-#pragma unroll
-                    for (int n = 0; n < CHUNK / 8; ++n)
-                        mx = fmaxf(mx, fmaxf(fabsf(a[0][n][2 * h]), fabsf(a[0][n][2 * h + 1])));
-                    mx = fa_quad_max(mx);
-                    const float k = mx > 0.f ? fminf(floorf(log2f(mx)) + 1.f, 126.f) : 0.f;
-                    const float down = exp2f(-fmaxf(k, -126.f));
-                    up[h] = 1.f / down;
-#pragma unroll
-                    for (int n = 0; n < CHUNK / 8; ++n) {
-                        a[0][n][2 * h] *= down; a[0][n][2 * h + 1] *= down;
-                    }
-#pragma unroll
-                    for (int n = 0; n < DP / 8; ++n) {
-                        num[n][2 * h] *= down; num[n][2 * h + 1] *= down;
-                    }
-                }
-                attn_warp_pv<CHUNK, DP>(num, a[0], sm.x2, lane);   // + A V_c
-#pragma unroll
-                for (int n = 0; n < DP / 8; ++n) {
-                    num[n][0] *= up[0]; num[n][1] *= up[0];
-                    num[n][2] *= up[1]; num[n][3] *= up[1];
-                }
-            }
+            // A = φ(Q_c) φ(K_c)ᵀ, masked, in slices of FA_SUB keys (registers: FA_SUB / 2 of A
+            // next to the DP / 2 of num); each slice's A V_c is added before the next is built
+            float e_row[2] = {FA_NO_SCALE, FA_NO_SCALE};
+#pragma unroll 1
+            for (int s0 = 0; s0 < CHUNK && s0 < cols; s0 += FA_SUB)
+                fa_causal_slice(num, den, e_row, sm, s0, cols, r0 + wrow - (k_start - off),
+                                wrow, lane);
+            fa_causal_unscale(num, e_row);
             if (FEAT_KIND == 2) {
                 // φ(Q) S with S_f / z_f: this warp's φ(Q) rows again, with log z_f in the
                 // exponent, relative to ref >= the plain rows' reference
@@ -901,7 +942,7 @@ feature_causal(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
 // simulator's combine kernel has no matmul: tc_path "none"). Each row's slice weights
 // e^{λ_t - max λ} / Σ_t den_t e^{λ_t - max λ} go through shared memory (T_m x CHUNK
 // floats), so pden and plog are read once, pnum once.
-extern "C" __global__ void __launch_bounds__(FA_THREADS)
+extern "C" __global__ void __launch_bounds__(FA_THREADS, 1)
 feature_combine(const float* __restrict__ pnum, const float* __restrict__ pden,
                 const float* __restrict__ plog, attn_t* __restrict__ o, int n_q, int tiles) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
