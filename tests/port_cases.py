@@ -191,7 +191,8 @@ def diff_fp16_baseline(inputs, wl, plan) -> tuple:
 # ---- mla --path upproject (up-projected decode, mla_upproject.cu) ----------------------------
 # The GEMM [K^C | V] = c_KV [W_UK | W_UV]ᵀ, then one head per CTA over d_k = d_h + d_h^R and
 # d_v = d_h: small latents (d_c = 64, 128), DeepSeek-V2's d_c = 512 / d_h^R = 64 (d_k = 192 at
-# d_h = 128); one and several new tokens (causal), the plan's splits and one split; bf16.
+# d_h = 128); one and several new tokens (causal; 20 tokens: two row warps), the plan's splits
+# and one split; bf16.
 # The last case is DeepSeek-V2's 128 heads x 512 / 64 at a 4K cache: for the declaration tests
 # (too large for the emulator).
 MLA_UP_CASES = [
@@ -199,7 +200,7 @@ MLA_UP_CASES = [
              {"path": "upproject", "kv_lora_rank": 64, "rope_dim": 16}, decode=True),
     PortCase("mla", (1, 8, 8, 3, 257, 64, True),
              {"path": "upproject", "kv_lora_rank": 128, "rope_dim": 32}, decode=True),
-    PortCase("mla", (1, 16, 16, 2, 150, 64, True),
+    PortCase("mla", (1, 16, 16, 2, 100, 32, True),
              {"path": "upproject", "kv_lora_rank": 512, "rope_dim": 64, "splits": 1},
              decode=True),
     PortCase("mla", (1, 4, 4, 1, 200, 128, False), {"path": "upproject", "splits": 2},
@@ -207,6 +208,10 @@ MLA_UP_CASES = [
     PortCase("mla", (1, 8, 8, 3, 257, 64, True),
              {"path": "upproject", "kv_lora_rank": 128, "rope_dim": 32}, decode=True,
              dtype="bf16"),
+    # 20 new tokens, causal: B_r = 20, two row warps share every K/V tile (one split)
+    PortCase("mla", (1, 2, 2, 20, 300, 32, True),
+             {"path": "upproject", "kv_lora_rank": 64, "rope_dim": 16, "splits": 1},
+             decode=True),
     PortCase("mla", (1, 128, 128, 1, 4096, 128, False), {"path": "upproject"}, decode=True),
 ]
 PORT_CASES += MLA_UP_CASES
