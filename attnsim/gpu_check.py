@@ -82,13 +82,18 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         return row
     inputs = make_inputs(wl, seed)
     reference = None
-    if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
+    # the CPU run costs N_q N_k per head; mla's (a decode step) B H N_k: its up-projection
+    # GEMM, or its latent attention, per key and head
+    cpu_cost = wl.batch * wl.heads * wl.seq_k if name == "mla" else wl.seq_q * wl.seq_k
+    if cpu_cost <= cpu_max_n ** 2:
         cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
         reference, row["error_vs"] = cpu.outputs[spec.cpu_key(spec.output)], "cpu"
         if len(spec.outputs) > 1:                     # a backward: dq, dk, dv (and o)
             reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}
     elif name in DENSE_EXACT and not wl.has_backward:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
+    elif name == "mla":           # latent inputs: its definition in fp32 on the device
+        reference, row["error_vs"] = backend.mla_device_reference(wl, plan, inputs), "gpu fp32"
     elif name == "diff":          # not plain softmax attention: its own fp32 device reference
         reference, row["error_vs"] = backend.diff_device_reference(wl, plan, inputs), "gpu fp32"
     elif name in DENSE_EXACT:
@@ -313,8 +318,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "each, labelled 'mla --path ...'")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
-                   help="check against the CPU simulation up to N_q·N_k = this squared "
-                        "(above: against a float32 reference on the device)")
+                   help="check against the CPU simulation up to N_q·N_k (mla: B·H·N_k) = "
+                        "this squared (above: against a float32 reference on the device)")
     p.add_argument("--no-sdpa", action="store_true", help="do not time PyTorch SDPA")
     p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")

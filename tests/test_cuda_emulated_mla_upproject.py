@@ -104,3 +104,17 @@ def test_gpu_check_mla_path_upproject_on_the_emulator(emulated_backend, capsys):
     assert row["algorithm"] == "mla --path upproject"
     assert row["error_vs"] == "cpu" and row["rel_error"] < ports.ERROR_TARGETS["fp16"]
     assert row["predicted_s"] > 0
+
+
+def test_gpu_check_mla_above_the_cpu_bound_uses_the_device_reference(emulated_backend,  # noqa: F811
+                                                                     monkeypatch, capsys):
+    """Above --cpu-check-max-n² (mla: B·H·N_k) the rows are checked against
+    ``mla_device_reference`` (numpy standing in for CuPy), not left unchecked."""
+    from attnsim.cli import main
+    from test_ports import NumpyAsCupy
+    monkeypatch.setattr(emulated_backend, "_require_cupy", lambda: NumpyAsCupy())
+    assert main(["gpu-check", "mla", "--path", "upproject", "--seq", "150", "--batch", "1",
+                 "--heads", "4", "--head-dim", "64", "--cpu-check-max-n", "16",
+                 "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["error_vs"] == "gpu fp32" and row["rel_error"] < ports.ERROR_TARGETS["fp16"]

@@ -653,3 +653,27 @@ def test_mla_upproject_port_moves_the_simulators_hbm_bytes(case):
     counted = {k.name: (k.counts()["hbm_read_bytes"], k.counts()["hbm_write_bytes"])
                for k in sim.kernels}
     assert mla_upproject_port_hbm_bytes(wl, plan, spec.launches) == counted
+
+
+class NumpyAsCupy:
+    """numpy standing in for CuPy in the device references' tests (plus ``asnumpy``)."""
+    def __getattr__(self, name):
+        return np.asarray if name == "asnumpy" else getattr(np, name)
+
+
+@pytest.mark.parametrize("causal, new", [(False, 1), (True, 3)])
+def test_mla_device_reference_is_the_definition(monkeypatch, causal, new):
+    """gpu-check's large-N reference for mla (either path): the up-projected K, V and softmax
+    attention by definition, one head at a time (numpy standing in for the device)."""
+    from algorithms import mla
+    from attnsim.reference import attention_reference, relative_error
+    monkeypatch.setattr(backend, "_require_cupy", lambda: NumpyAsCupy())
+    wl = workload((2, 4, 4, new, 90, 32, causal), decode=True)
+    inputs = make_inputs(wl, seed=3)
+    for path in mla.PATHS:
+        plan = plan_of("mla", wl, get_gpu("h100-sxm"), {"path": path, "kv_lora_rank": 64,
+                                                        "rope_dim": 16})
+        q, k, v = mla.up_projected(wl, mla.mla_inputs(wl, plan, inputs))
+        exact, _ = attention_reference(q, k, v, causal=causal, scale=plan.scale)
+        ours = backend.mla_device_reference(wl, plan, inputs)
+        assert ours.shape == (2, 4, new, 32) and relative_error(ours, exact) < 1e-5

@@ -1,5 +1,5 @@
 // mla_upproject.cu — multi-head latent attention decode, up-projected path (DeepSeek-AI 2024,
-// "DeepSeek-V2", arXiv 2405.04434, §2.1, Eq. 10-11 and 14-19), the port of algorithms/mla.py
+// "DeepSeek-V2", arXiv 2405.04434, §2.1), the port of algorithms/mla.py
 // (``--path upproject``) with the split-KV kernels of algorithms/splitkv.py.
 //
 // What it does: the cache holds per token one latent c_KV (DC columns) and one RoPE key k^R
