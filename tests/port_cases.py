@@ -215,3 +215,19 @@ MLA_UP_CASES = [
     PortCase("mla", (1, 128, 128, 1, 1024, 128, False), {"path": "upproject"}, decode=True),
 ]
 PORT_CASES += MLA_UP_CASES
+
+
+def mla_storage_baseline(wl, plan, inputs) -> tuple:
+    """(exact, baseline error) for mla (either path): o by its definition in float64
+    (``mla.up_projected`` + softmax attention), and the error of the same float64 computation
+    on inputs rounded to the storage type, with the up-projected K, V and the output rounded
+    too — the floor that 16-bit storage of the inputs, of the up-projected cache and of o sets
+    (``fp16_baseline``'s idea, for MLA's latent inputs)."""
+    from algorithms import mla
+    x = mla.mla_inputs(wl, plan, inputs)
+    q, k, v = mla.up_projected(wl, x)
+    exact, _ = attention_reference(q, k, v, causal=wl.causal, scale=plan.scale)
+    q, k, v = mla.up_projected(wl, {n: storage_round(a, wl.dtype) for n, a in x.items()})
+    plain, _ = attention_reference(q, storage_round(k, wl.dtype), storage_round(v, wl.dtype),
+                                   causal=wl.causal, scale=plan.scale)
+    return exact, relative_error(storage_round(plain, wl.dtype), exact)

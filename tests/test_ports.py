@@ -677,3 +677,18 @@ def test_mla_device_reference_is_the_definition(monkeypatch, causal, new):
         exact, _ = attention_reference(q, k, v, causal=causal, scale=plan.scale)
         ours = backend.mla_device_reference(wl, plan, inputs)
         assert ours.shape == (2, 4, new, 32) and relative_error(ours, exact) < 1e-5
+
+
+@pytest.mark.parametrize("options, tiles, words", [
+    ({"rope_dim": 12}, {}, "multiples of 8"),
+    ({"kv_lora_rank": 100}, {}, "multiples of 8"),
+    ({}, {"gemm_tile_m": 16, "gemm_tile_n": 16}, "GEMM tiles"),   # plan_gemm's smallest tile
+])
+def test_mla_upproject_port_refuses_what_it_cannot_run(options, tiles, words):
+    """Before anything is compiled, with the reason and the fix."""
+    from dataclasses import replace
+    wl = workload((1, 4, 4, 1, 200, 64, False), decode=True)
+    plan = replace(plan_of("mla", wl, get_gpu("h100-sxm"), {"path": "upproject", **options}),
+                   **tiles)
+    with pytest.raises(ports.PortUnsupported, match=words):
+        ports.port_launches("mla", wl, plan)

@@ -135,13 +135,14 @@ def mla_upproject_port(wl, plan) -> PortLaunches:
     rows = round_up(bq, 16)
     problems = []
     if d_c % 8 or d_r % 8:
-        problems.append(f"d_c and d_h^R multiples of 8 (16-byte rows; got {d_c}, {d_r})")
+        problems.append(f"d_c and d_h^R multiples of 8 for 16-byte cp.async rows (got {d_c}, "
+                        f"{d_r}: use --kv-lora-rank / --rope-dim multiples of 8)")
     if plan.head_block != 1 or bk % 16 or rows > GQA_MAX_ROWS:
         problems.append(f"one head per CTA, block_k a multiple of 16 and block_q <= "
                         f"{GQA_MAX_ROWS} (got {plan.head_block}, {bk}, {bq})")
     if tm % 32 or tn % 32 or tk % 16:
         problems.append(f"GEMM tiles tile_m, tile_n multiples of 32 and tile_k of 16 (got "
-                        f"{tm} x {tn} x {tk})")
+                        f"{tm} x {tn} x {tk}: a larger --sram-kb gives the plan larger tiles)")
     if problems:
         raise PortUnsupported("the mla --path upproject port needs " + "; ".join(problems))
     b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads
