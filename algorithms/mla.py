@@ -43,7 +43,9 @@ into W_O; the head block is chosen so that the fp32 accumulator (g x 512) fits t
 register file (one CTA per SM, as FlashMLA's 64-head tiles), and shared memory holds, besides
 the Q and latent tiles, the probabilities passed between the warps that share a row tile's
 512 value columns (``splitkv.value_column_slices``; FlashMLA's sP); the up-projected K stores
-[K^C ; k^R] per head (k^R copied), so the executed-mode layout matches the counted loads.
+[K^C ; k^R] per head (k^R copied), so the executed-mode layout matches the counted loads (a
+host layout, not counted: the CUDA port, mla_upproject.cu, reads k^R from the cache in its
+attention kernel and moves exactly the counted bytes).
 The output is returned as ``o_mla`` (not ``o``): the harness's exact-attention check over
 the workload's q, k, v does not apply to latent inputs; the tests compare it with
 ``attnsim.reference.attention_reference`` over ``up_projected``'s float64 q, K, V.

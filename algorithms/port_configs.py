@@ -6,7 +6,8 @@ beyond its budget) before a GPU ever sees it.
     python -m algorithms.port_configs        # one line per config: source<TAB>-DNAME=value ...
 
 The sweep: A100 40/80 GB, H100 SXM and H200; head_dim 64 and 128; causal and not; 16
-heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache, flash2's
+heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache (MLA: both
+``--path``s), flash2's
 forward + backward, and the ports' option variants that change their tiles. Workloads a
 port refuses (``PortUnsupported``) or the simulator cannot plan are skipped: the tests
 already check that those are refused with a reason.
@@ -38,8 +39,12 @@ def _workloads(name: str):
                                    causal=False), {}
             elif name == "mla":
                 for heads in (16, 128):
-                    yield base.replace(heads=heads, seq_q=1, seq_k=32768, decode=True,
-                                       causal=False), {}
+                    step = base.replace(heads=heads, seq_q=1, seq_k=32768, decode=True,
+                                        causal=False)
+                    yield step, {}
+                    yield step, {"path": "upproject"}
+                # the up-projected path with several new tokens (speculative decoding's few: B_r = 4)
+                yield base.replace(seq_q=4, seq_k=32768, decode=True), {"path": "upproject"}
             else:
                 yield base, {}
                 if name == "flash2":

@@ -335,15 +335,21 @@ def device_reference(wl, host_inputs) -> np.ndarray:
             q = cp.asarray(host_inputs.q[b, h], dtype=cp.float32)
             k = cp.asarray(host_inputs.k[b, h // group], dtype=cp.float32)
             v = cp.asarray(host_inputs.v[b, h // group], dtype=cp.float32)
-            s = (q @ k.T) * np.float32(wl.scale)
-            if visible is not None:
-                s = cp.where(visible, s, -cp.inf)
-            m = s.max(axis=1, keepdims=True)
-            m = cp.where(cp.isfinite(m), m, 0)
-            p = cp.exp(s - m)
-            l = p.sum(axis=1, keepdims=True)
-            out[b, h] = cp.asnumpy((p @ v) / cp.where(l > 0, l, 1))
+            out[b, h] = cp.asnumpy(_device_attend(cp, q, k, v, wl.scale, visible))
     return out
+
+
+def _device_attend(cp, q, k, v, scale, visible):
+    """softmax(scale q kᵀ, hidden where not ``visible``) v of one head, float32 on the device;
+    rows that see no key are 0."""
+    s = (q @ k.T) * np.float32(scale)
+    if visible is not None:
+        s = cp.where(visible, s, -cp.inf)
+    m = s.max(axis=1, keepdims=True)
+    m = cp.where(cp.isfinite(m), m, 0)
+    p = cp.exp(s - m)
+    l = p.sum(axis=1, keepdims=True)
+    return (p @ v) / cp.where(l > 0, l, 1)
 
 
 def device_backward_reference(wl, host_inputs) -> dict:
@@ -524,6 +530,32 @@ def environment() -> dict:
         "cuda_driver": attempt(rt.driverGetVersion),
         "torch": torch_version,
     }
+
+
+# ---- mla: its device reference ------------------------------------------------------------------
+
+def mla_device_reference(wl, plan, host_inputs) -> np.ndarray:
+    """MLA's o (B, H, N_q, d_h) in float32 on the device, by its definition (either path's
+    output): per sequence and head, K = [c_KV W_UK^hᵀ ; k^R], V = c_KV W_UV^hᵀ, q = [q^C ;
+    q^R] (``algorithms.mla.up_projected``, one head at a time so 128 heads over a long cache
+    fit), then softmax attention with the plan's scale. The latent inputs are drawn as the
+    simulation draws them (``mla.mla_inputs``)."""
+    from algorithms import mla
+    cp = _require_cupy()
+    x = mla.mla_inputs(wl, plan, host_inputs)
+    visible = None
+    if wl.causal:
+        visible = cp.arange(wl.seq_k)[None, :] <= cp.arange(wl.seq_q)[:, None] + (wl.seq_k - wl.seq_q)
+    f32 = lambda a: cp.asarray(a, dtype=cp.float32)              # noqa: E731
+    out = np.empty((wl.batch, wl.heads, wl.seq_q, wl.head_dim), dtype=np.float32)
+    for b in range(wl.batch):
+        c, k_rope = f32(x["c_kv"][b]), f32(x["k_rope"][b])          # (N_k, d_c), (N_k, d_h^R)
+        for h in range(wl.heads):
+            k = cp.concatenate([c @ f32(x["w_uk"][h]).T, k_rope], axis=1)
+            v = c @ f32(x["w_uv"][h]).T
+            q = cp.concatenate([f32(x["q_nope"][b, h]), f32(x["q_rope"][b, h])], axis=1)
+            out[b, h] = cp.asnumpy(_device_attend(cp, q, k, v, plan.scale, visible))
+    return out
 
 
 # ---- diff (differential attention): its device reference and its PyTorch formulation -----------

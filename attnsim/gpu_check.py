@@ -12,6 +12,9 @@ where PyTorch with CUDA is importable, the time of ``scaled_dot_product_attentio
 over o, dq, dk, dv against the CPU result (the note lists each), SDPA is timed through
 autograd for the same passes.
 
+``--path absorbed upproject`` checks both of mla's decode paths (rows labelled
+``mla --path ...``); the default is mla's default path (absorbed).
+
 Without CuPy or a device it prints one line saying the checks were skipped and why, and
 exits 0: the checks are optional, not a failure.
 
@@ -56,16 +59,18 @@ def skip_message(reason: str) -> str:
 # ---- one measurement ---------------------------------------------------------------------------
 
 def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int = CPU_CHECK_MAX_N,
-              sdpa: bool = True, seed: int = 0) -> dict:
+              sdpa: bool = True, seed: int = 0, options: dict | None = None) -> dict:
     """Measure one algorithm's port on one workload; a dict with the COLUMNS keys (values
-    None where not measured, ``note`` saying why; ``failed`` when the port raised)."""
+    None where not measured, ``note`` saying why; ``failed`` when the port raised).
+    ``options``: the algorithm's options (mla's ``path``), named in the row's algorithm."""
     row = {key: None for key, _ in COLUMNS}
-    row.update(algorithm=name, seq=wl.seq_k, note="", rel_errors=None)
+    label = " ".join([name] + [f"--{k.replace('_', '-')} {v}" for k, v in (options or {}).items()])
+    row.update(algorithm=label, seq=wl.seq_k, note="", rel_errors=None)
     module = get_algorithm(name)
-    opts = check_options(module.INFO, {})
+    opts = check_options(module.INFO, options or {})
     try:
         plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **opts)
-        sim = simulate(name, wl, gpu, compute=False)
+        sim = simulate(name, wl, gpu, compute=False, options=options)
     except ValueError as err:
         row["note"] = f"not simulated: {err}"
         return row
@@ -77,13 +82,18 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         return row
     inputs = make_inputs(wl, seed)
     reference = None
-    if wl.seq_q * wl.seq_k <= cpu_max_n ** 2:         # the CPU run costs N_q N_k per head
-        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False)
+    # the CPU run costs N_q N_k per head; mla's (a decode step) B H N_k: its up-projection
+    # GEMM, or its latent attention, per key and head
+    cpu_cost = wl.batch * wl.heads * wl.seq_k if name == "mla" else wl.seq_q * wl.seq_k
+    if cpu_cost <= cpu_max_n ** 2:
+        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
         reference, row["error_vs"] = cpu.outputs[spec.cpu_key(spec.output)], "cpu"
         if len(spec.outputs) > 1:                     # a backward: dq, dk, dv (and o)
             reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}
     elif name in DENSE_EXACT and not wl.has_backward:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
+    elif name == "mla":           # latent inputs: its definition in fp32 on the device
+        reference, row["error_vs"] = backend.mla_device_reference(wl, plan, inputs), "gpu fp32"
     elif name == "diff":          # not plain softmax attention: its own fp32 device reference
         reference, row["error_vs"] = backend.diff_device_reference(wl, plan, inputs), "gpu fp32"
     elif name in DENSE_EXACT:
@@ -141,11 +151,17 @@ def sweep_workload(name: str, base: Workload, n: int) -> Workload:
     return base.replace(seq_q=n, seq_k=n)
 
 
-def check_rows(gpu, base: Workload, seqs, algorithms, **kw) -> list[dict]:
+def check_rows(gpu, base: Workload, seqs, algorithms, mla_paths=None, **kw) -> list[dict]:
+    """One row per algorithm and N; ``mla_paths`` (e.g. ("absorbed", "upproject")): mla's
+    rows once per decode path, each labelled with it (default: mla's default path)."""
     rows = []
     for name in algorithms:
-        for n in seqs:
-            rows.append(check_one(name, sweep_workload(name, base, n), gpu, **kw))
+        variants = ([{"path": p} for p in mla_paths] if name == "mla" and mla_paths
+                    else [None])
+        for options in variants:
+            for n in seqs:
+                rows.append(check_one(name, sweep_workload(name, base, n), gpu,
+                                      options=options, **kw))
     return rows
 
 
@@ -253,8 +269,8 @@ def cmd_gpu_check(a) -> int:
     sdpa_ok, sdpa_why = (False, "--no-sdpa") if a.no_sdpa else backend.sdpa_available()
     base = Workload(batch=a.batch, heads=a.heads, kv_heads=a.kv_heads, seq_q=a.seq[0],
                     head_dim=a.head_dim, causal=a.causal, dtype=a.dtype, passes=a.passes)
-    rows = check_rows(gpu, base, a.seq, names, repeats=a.repeats, cpu_max_n=a.cpu_check_max_n,
-                      sdpa=sdpa_ok)
+    rows = check_rows(gpu, base, a.seq, names, mla_paths=a.path, repeats=a.repeats,
+                      cpu_max_n=a.cpu_check_max_n, sdpa=sdpa_ok)
     header = {"device": device, "model": gpu.name, "warning": warning, "sdpa": sdpa_why,
               "workload": base.describe().replace(f"N={base.seq_q}", "N swept"),
               "passes": base.passes,
@@ -297,10 +313,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pass", dest="passes", default="fwd", choices=PASSES,
                    help="passes to run and predict: fwd, bwd (the backward alone: O and lse "
                         "from an untimed forward) or fwd+bwd; backward: flash2 only")
+    p.add_argument("--path", nargs="+", default=None, choices=("absorbed", "upproject"),
+                   help="mla's decode path(s) to check (default: absorbed); both: one row set "
+                        "each, labelled 'mla --path ...'")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
-                   help="check against the CPU simulation up to N_q·N_k = this squared "
-                        "(above: against a float32 reference on the device)")
+                   help="check against the CPU simulation up to N_q·N_k (mla: B·H·N_k) = "
+                        "this squared (above: against a float32 reference on the device)")
     p.add_argument("--no-sdpa", action="store_true", help="do not time PyTorch SDPA")
     p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")

@@ -201,3 +201,47 @@ MASKED_DENSE_CASES = [
 ]
 PORT_CASES += MASKED_DENSE_CASES
 
+
+# ---- mla --path upproject (up-projected decode, mla_upproject.cu) ----------------------------
+# The GEMM [K^C | V] = c_KV [W_UK | W_UV]ᵀ, then one head per CTA over d_k = d_h + d_h^R and
+# d_v = d_h: small latents (d_c = 64, 128), DeepSeek-V2's d_c = 512 / d_h^R = 64 (d_k = 192 at
+# d_h = 128); one and several new tokens (causal; 20 tokens: two row warps), the plan's splits
+# and one split; bf16.
+# The last case is DeepSeek-V2's 128 heads x 512 / 64 over a 1K cache: for the declaration tests
+# and the GPU tests (too large for the emulator; its CPU simulation takes ~15 s).
+MLA_UP_CASES = [
+    PortCase("mla", (2, 4, 4, 1, 300, 32, False),
+             {"path": "upproject", "kv_lora_rank": 64, "rope_dim": 16}, decode=True),
+    PortCase("mla", (1, 8, 8, 3, 257, 64, True),
+             {"path": "upproject", "kv_lora_rank": 128, "rope_dim": 32}, decode=True),
+    PortCase("mla", (1, 16, 16, 2, 100, 32, True),
+             {"path": "upproject", "kv_lora_rank": 512, "rope_dim": 64, "splits": 1},
+             decode=True),
+    PortCase("mla", (1, 4, 4, 1, 200, 128, False), {"path": "upproject", "splits": 2},
+             decode=True),
+    PortCase("mla", (1, 8, 8, 3, 257, 64, True),
+             {"path": "upproject", "kv_lora_rank": 128, "rope_dim": 32}, decode=True,
+             dtype="bf16"),
+    # 20 new tokens, causal: B_r = 20, two row warps share every K/V tile (one split)
+    PortCase("mla", (1, 2, 2, 20, 300, 32, True),
+             {"path": "upproject", "kv_lora_rank": 64, "rope_dim": 16, "splits": 1},
+             decode=True),
+    PortCase("mla", (1, 128, 128, 1, 1024, 128, False), {"path": "upproject"}, decode=True),
+]
+PORT_CASES += MLA_UP_CASES
+
+
+def mla_storage_baseline(wl, plan, inputs) -> tuple:
+    """(exact, baseline error) for mla (either path): o by its definition in float64
+    (``mla.up_projected`` + softmax attention), and the error of the same float64 computation
+    on inputs rounded to the storage type, with the up-projected K, V and the output rounded
+    too — the floor that 16-bit storage of the inputs, of the up-projected cache and of o sets
+    (``fp16_baseline``'s idea, for MLA's latent inputs)."""
+    from algorithms import mla
+    x = mla.mla_inputs(wl, plan, inputs)
+    q, k, v = mla.up_projected(wl, x)
+    exact, _ = attention_reference(q, k, v, causal=wl.causal, scale=plan.scale)
+    q, k, v = mla.up_projected(wl, {n: storage_round(a, wl.dtype) for n, a in x.items()})
+    plain, _ = attention_reference(q, storage_round(k, wl.dtype), storage_round(v, wl.dtype),
+                                   causal=wl.causal, scale=plan.scale)
+    return exact, relative_error(storage_round(plain, wl.dtype), exact)

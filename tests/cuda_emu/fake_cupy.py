@@ -97,6 +97,8 @@ class EmulatedCupy:
     exp = staticmethod(np.exp)
     isfinite = staticmethod(np.isfinite)
     inf = np.inf
+    # ---- used by attnsim.gpu.mla_device_reference (K = [K^C ; k^R] per head) ----
+    concatenate = staticmethod(np.concatenate)
 
 
 def install(gpu_module) -> None:
