@@ -400,11 +400,22 @@ def sdpa_available() -> tuple[bool, str]:
     return True, f"torch {torch.__version__}"
 
 
-def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> tuple[float | None, str]:
+# SDPA backends a check times one by one (``torch.nn.attention.SDPBackend`` names), besides the
+# backend PyTorch dispatches to by default: FlashAttention-2's kernels, cuDNN's fused attention
+# (on Hopper a warp-specialized wgmma/TMA kernel: FlashAttention-3's design, the stand-in for
+# flash3, which has no port here) and xFormers' memory-efficient kernel.
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                 "efficient": "EFFICIENT_ATTENTION"}
+
+
+def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30,
+                    sdpa_backend: str | None = None) -> tuple[float | None, str]:
     """Median time of ``torch.nn.functional.scaled_dot_product_attention`` on the workload's
     passes, or (None, why not): "fwd" the forward; "fwd+bwd" the forward and the autograd
     backward (dQ, dK, dV from dO); "bwd" the backward alone (the forward run untimed before,
-    its graph kept: what the simulator counts for --pass bwd)."""
+    its graph kept: what the simulator counts for --pass bwd). ``sdpa_backend``: one of
+    ``SDPA_BACKENDS`` forced through ``torch.nn.attention.sdpa_kernel`` (None: PyTorch's own
+    choice); a backend that cannot run the workload gives (None, PyTorch's reason)."""
     try:
         import torch
         import torch.nn.functional as F
@@ -412,6 +423,19 @@ def torch_sdpa_time(wl, host_inputs, *, warmup: int = 3, repeats: int = 30) -> t
         return None, f"PyTorch not importable ({type(err).__name__})"
     if not torch.cuda.is_available():
         return None, "PyTorch has no CUDA device"
+    if sdpa_backend is not None:
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:
+            return None, (f"torch {torch.__version__} has no torch.nn.attention.sdpa_kernel "
+                          f"(PyTorch >= 2.3 selects SDPA backends)")
+        forced = sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])])
+        try:
+            with forced:
+                return torch_sdpa_time(wl, host_inputs, warmup=warmup, repeats=repeats)
+        except RuntimeError as err:           # "No available kernel" and its reasons
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            return None, f"SDPA's {sdpa_backend} backend cannot run this workload: {first}"
     if wl.causal and wl.seq_q != wl.seq_k:
         return None, "SDPA's is_causal is top-left aligned for N_q != N_k"
     group = wl.heads // wl.kv_heads

@@ -45,6 +45,12 @@ CPU_CHECK_MAX_N = 1024          # above this the CPU executed run is too slow: d
 # Ports whose output is plain softmax attention, checkable against the device's dense reference
 DENSE_EXACT = ("standard", "flash1", "flash2", "gqa")
 FP16_TARGET = ports.ERROR_TARGETS["fp16"]   # issue 7: rel. error < 2e-3 against the CPU result
+# Algorithms with no CUDA port whose prediction is set against a production kernel of the same
+# design instead (the SDPA backend named): FlashAttention-3 needs wgmma and TMA, which only a
+# Hopper device can develop against; cuDNN's fused attention on Hopper is a warp-specialized
+# wgmma/TMA kernel of its design. The ratio says how the model's flash3 compares with it —
+# a stand-in, not a port: tiles, pipelining and scheduling are cuDNN's own.
+STAND_INS = {"flash3": "cudnn"}
 
 COLUMNS = (("algorithm", "algorithm"), ("seq", "N"), ("measured_s", "measured"),
            ("predicted_s", "predicted"), ("ratio", "pred/meas"), ("tflops", "TFLOP/s"),
@@ -66,6 +72,8 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     row = {key: None for key, _ in COLUMNS}
     label = " ".join([name] + [f"--{k.replace('_', '-')} {v}" for k, v in (options or {}).items()])
     row.update(algorithm=label, seq=wl.seq_k, note="", rel_errors=None)
+    if name in STAND_INS:
+        return stand_in_row(row, name, wl, gpu, repeats=repeats, sdpa=sdpa, seed=seed)
     module = get_algorithm(name)
     opts = check_options(module.INFO, options or {})
     try:
@@ -132,8 +140,49 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
             notes.append(f"no SDPA: {why}")
         else:
             row["of_sdpa"] = row["sdpa_s"] / t          # issue 7's flash2 target: >= 0.5
+        if name in DENSE_EXACT:                         # each backend: which kernel is which
+            row["sdpa_backends"] = sdpa_backend_times(wl, inputs, repeats)
     row["note"] = "; ".join(notes)
     return row
+
+
+def sdpa_backend_times(wl: Workload, inputs, repeats: int) -> dict:
+    """``{backend: {"s": median seconds or None, "why": ...}}`` over ``gpu.SDPA_BACKENDS``."""
+    out = {}
+    for name in backend.SDPA_BACKENDS:
+        s, why = backend.torch_sdpa_time(wl, inputs, repeats=repeats, sdpa_backend=name)
+        out[name] = {"s": s, "why": why}
+    return out
+
+
+def stand_in_row(row: dict, name: str, wl: Workload, gpu, *, repeats: int, sdpa: bool,
+                 seed: int) -> dict:
+    """The row of an algorithm without a port (``STAND_INS``): its prediction, and the time of
+    the SDPA backend of the same design on the same workload (``stand_in``: kernel, seconds,
+    predicted / stand-in). ``measured_s`` stays empty: nothing of ours ran."""
+    try:
+        sim = simulate(name, wl, gpu, compute=False)
+    except ValueError as err:
+        row["note"] = f"not simulated: {err}"
+        return row
+    row["predicted_s"] = sim.time.predicted_s
+    kernel = STAND_INS[name]
+    if not sdpa:
+        row["note"] = f"no CUDA port; its stand-in, SDPA's {kernel} backend, not timed (no SDPA)"
+        return row
+    s, why = backend.torch_sdpa_time(wl, make_inputs(wl, seed), repeats=repeats,
+                                     sdpa_backend=kernel)
+    ratio = None if s is None else sim.time.predicted_s / s
+    row["stand_in"] = {"kernel": f"sdpa-{kernel}", "s": s, "predicted_over_stand_in": ratio}
+    row["note"] = (f"no CUDA port; stand-in: SDPA's {kernel} backend " +
+                   (f"did not run ({why})" if s is None else
+                    f"took {s * 1e3:.3f} ms ({why}), predicted/{kernel} = {ratio:.2f}"))
+    return row
+
+
+def checkable_algorithms() -> list[str]:
+    """What gpu-check runs: every ported algorithm, then the stand-ins."""
+    return ports.ported_algorithms() + [n for n in STAND_INS if n not in ports.PORTS]
 
 
 def sweep_workload(name: str, base: Workload, n: int) -> Workload:
@@ -180,7 +229,7 @@ def gpu_section_rows(gpu_name: str = "auto", base: Workload = DEFAULT_WORKLOAD,
         return []
     gpu, _ = resolve_model(gpu_name)
     kw.setdefault("sdpa", backend.sdpa_available()[0])
-    return check_rows(gpu, base, seqs, algorithms or ports.ported_algorithms(), **kw)
+    return check_rows(gpu, base, seqs, algorithms or checkable_algorithms(), **kw)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -235,7 +284,7 @@ def report_section(gpu):
     if not ok:
         return None
     from reports.document import Section, Table
-    rows = check_rows(gpu, DEFAULT_WORKLOAD, DEFAULT_SEQS, ports.ported_algorithms(),
+    rows = check_rows(gpu, DEFAULT_WORKLOAD, DEFAULT_SEQS, checkable_algorithms(),
                       sdpa=backend.sdpa_available()[0])
     headers, body = table_rows(rows)
     table = Table(key="gpu_check", title="", headers=headers, rows=body, records=rows)
@@ -256,11 +305,12 @@ def _environment() -> dict:
 
 
 def cmd_gpu_check(a) -> int:
-    names = [n.strip().lower().replace("-", "_") for n in a.algorithms] or ports.ported_algorithms()
-    unknown = [n for n in names if n not in ports.ported_algorithms()]
+    names = [n.strip().lower().replace("-", "_") for n in a.algorithms] or checkable_algorithms()
+    unknown = [n for n in names if n not in checkable_algorithms()]
     if unknown:                       # a typo is an error even where the checks would be skipped
         raise ValueError(f"no GPU port for {', '.join(unknown)}; ported: "
-                         f"{', '.join(ports.ported_algorithms())}")
+                         f"{', '.join(ports.ported_algorithms())}; set against an SDPA "
+                         f"stand-in: {', '.join(STAND_INS)}")
     ok, device = backend.gpu_available()
     if not ok:
         print(skip_message(device))
@@ -298,7 +348,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "measured times with the simulator's predictions. Skipped, with exit "
                     "status 0, when CuPy or a CUDA device is missing.")
     p.add_argument("algorithms", nargs="*", metavar="ALGOS",
-                   help=f"ported algorithms (default: all): {', '.join(ports.PORTS)}")
+                   help=f"ported algorithms (default: all): {', '.join(ports.PORTS)}; and "
+                        f"{', '.join(STAND_INS)}, set against an SDPA backend of its design")
     p.add_argument("--hw", default="auto",
                    help="GPU model for the predictions: auto (match the device) or a name/.toml")
     p.add_argument("--seq", type=int, nargs="+", default=list(DEFAULT_SEQS),

@@ -59,7 +59,7 @@ stage_timing() {
         --seq 1024 4096 16384 --format json -o "$OUT/gpu-check-dense.json"
     run gpu-check-dense-causal "$PY" -m attnsim gpu-check flash2 --causal \
         --seq 1024 4096 16384 --format json -o "$OUT/gpu-check-causal.json"
-    run gpu-check-d128 "$PY" -m attnsim gpu-check flash2 --head-dim 128 \
+    run gpu-check-d128 "$PY" -m attnsim gpu-check flash2 flash3 --head-dim 128 \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-d128.json"
     run gpu-check-bf16 "$PY" -m attnsim gpu-check flash2 --dtype bf16 \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-bf16.json"

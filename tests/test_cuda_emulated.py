@@ -493,3 +493,110 @@ def test_emulated_performer_keeps_its_accuracy_at_larger_logits(shape):
     wl = workload(shape)
     cpu, out, _ = run_emulated("performer", wl, get_gpu("h100-sxm"), magnitude=2.0)
     assert relative_error(out["o"].astype(np.float32), cpu.outputs["o"]) < FP16_TARGET
+
+
+# ---- SDPA's backends, and flash3's stand-in ----------------------------------------------------
+
+def fake_sdpa_times(calls):
+    """torch_sdpa_time stand-in: PyTorch's default 3 ms, flash 2 ms, cudnn 1.5 ms, and the
+    efficient backend refusing (as SDPA does for what it cannot run)."""
+    times = {None: 3e-3, "flash": 2e-3, "cudnn": 1.5e-3, "efficient": None}
+
+    def fake(wl, inputs, *, repeats=30, warmup=3, sdpa_backend=None):
+        calls.append(sdpa_backend)
+        s = times[sdpa_backend]
+        return s, "torch (fake)" if s is not None else "SDPA's efficient backend cannot run"
+    return fake
+
+
+def test_gpu_check_times_each_sdpa_backend(emulated_backend, monkeypatch, capsys):
+    from attnsim.cli import main
+    calls = []
+    monkeypatch.setattr(emulated_backend, "sdpa_available", lambda: (True, "torch (fake)"))
+    monkeypatch.setattr(emulated_backend, "torch_sdpa_time", fake_sdpa_times(calls))
+    assert main(["gpu-check", "flash2", "--seq", "97", "--batch", "1", "--heads", "2",
+                 "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["sdpa_s"] == 3e-3 and row["of_sdpa"] == pytest.approx(3.0)   # measured: 1 ms
+    assert row["sdpa_backends"] == {
+        "flash": {"s": 2e-3, "why": "torch (fake)"},
+        "cudnn": {"s": 1.5e-3, "why": "torch (fake)"},
+        "efficient": {"s": None, "why": "SDPA's efficient backend cannot run"}}
+    assert calls == [None, "flash", "cudnn", "efficient"]
+
+
+def test_gpu_check_sets_flash3_against_sdpas_cudnn_backend(emulated_backend, monkeypatch,
+                                                          capsys):
+    """flash3 has no port: its row has the prediction and cuDNN's time, nothing measured."""
+    from attnsim.cli import main
+    calls = []
+    monkeypatch.setattr(emulated_backend, "sdpa_available", lambda: (True, "torch (fake)"))
+    monkeypatch.setattr(emulated_backend, "torch_sdpa_time", fake_sdpa_times(calls))
+    assert main(["gpu-check", "flash3", "--seq", "4096", "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    predicted = simulate("flash3", workload((4, 16, 16, 4096, 4096, 64, False)),
+                         get_gpu("h100-sxm"), compute=False).time.predicted_s
+    assert row["measured_s"] is None and row["ratio"] is None
+    assert row["predicted_s"] == pytest.approx(predicted)
+    assert row["stand_in"] == {"kernel": "sdpa-cudnn", "s": 1.5e-3,
+                               "predicted_over_stand_in": pytest.approx(predicted / 1.5e-3)}
+    assert calls == ["cudnn"] and "no CUDA port" in row["note"]
+
+
+def test_gpu_check_flash3_on_an_a100_model_says_it_is_not_simulated(emulated_backend, capsys):
+    from attnsim.cli import main
+    assert main(["gpu-check", "flash3", "--hw", "a100", "--seq", "256", "--format",
+                 "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["predicted_s"] is None and row["note"].startswith("not simulated")
+
+
+def _stub_torch(monkeypatch, attention=None):
+    """A torch without a device API beyond is_available (enough to reach backend forcing)."""
+    import sys
+    import types
+    torch = types.ModuleType("torch")
+    torch.__version__ = "0.0-stub"
+    torch.cuda = types.SimpleNamespace(is_available=lambda: True)
+    nn = types.ModuleType("torch.nn")
+    functional = types.ModuleType("torch.nn.functional")
+    torch.nn, nn.functional = nn, functional
+    for name, mod in (("torch", torch), ("torch.nn", nn), ("torch.nn.functional", functional)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    if attention is not None:
+        nn.attention = attention
+        monkeypatch.setitem(sys.modules, "torch.nn.attention", attention)
+    else:
+        monkeypatch.setitem(sys.modules, "torch.nn.attention", None)   # ImportError
+
+
+def test_a_forced_sdpa_backend_that_cannot_run_gives_pytorchs_reason(monkeypatch):
+    import types
+    from attnsim import gpu as backend
+    forced = []
+
+    class Refusing:
+        def __enter__(self):
+            raise RuntimeError("No available kernel. Aborting execution.\n(details)")
+
+        def __exit__(self, *exc):
+            return False
+
+    attention = types.ModuleType("torch.nn.attention")
+    attention.SDPBackend = types.SimpleNamespace(FLASH_ATTENTION="F", CUDNN_ATTENTION="C",
+                                                 EFFICIENT_ATTENTION="E")
+    attention.sdpa_kernel = lambda backends: forced.append(backends) or Refusing()
+    _stub_torch(monkeypatch, attention)
+    wl = workload(SHAPES[0])
+    s, why = backend.torch_sdpa_time(wl, make_inputs(wl, seed=0), sdpa_backend="cudnn")
+    assert s is None and forced == [["C"]]
+    assert why == "SDPA's cudnn backend cannot run this workload: No available kernel. " \
+                  "Aborting execution."
+
+
+def test_forcing_a_backend_needs_sdpa_kernel(monkeypatch):
+    from attnsim import gpu as backend
+    _stub_torch(monkeypatch)
+    wl = workload(SHAPES[0])
+    s, why = backend.torch_sdpa_time(wl, make_inputs(wl, seed=0), sdpa_backend="flash")
+    assert s is None and "sdpa_kernel" in why and ">= 2.3" in why
