@@ -186,3 +186,22 @@ def diff_fp16_baseline(inputs, wl, plan) -> tuple:
                       k=storage_round(inputs.k, wl.dtype), v=storage_round(inputs.v, wl.dtype))
     plain = storage_round(diff.reference(wl, plan, rounded, attention_reference), wl.dtype)
     return exact, relative_error(plain, exact)
+
+
+# ---- reformer (LSH attention, shared QK) ---------------------------------------------------
+# The simulator needs N a multiple of the bucket size C and N / C even: ragged against the
+# 128-row hash and combine tiles and the sort tile (192, 320, 384 tokens; 10 buckets, not a
+# power of two); 1 and 4 hash rounds; C = 32, 64; d = 64, 128; causal and not; GQA (V of kv
+# head h / g); bf16. The last case (GPU only: too large for the emulator) has 8 sort tiles
+# per round (the look-back across CTAs), two digit passes and factorised buckets (512 =
+# 128 x 4, 66 rotation columns).
+REFORMER_CASES = [
+    PortCase("reformer", (1, 2, 2, 192, 192, 64, True), {"bucket_size": 32, "hashes": 4}),
+    PortCase("reformer", (1, 2, 2, 256, 256, 64, False), {"bucket_size": 64, "hashes": 1}),
+    PortCase("reformer", (1, 2, 1, 384, 384, 128, True), {"bucket_size": 64, "hashes": 4}),
+    PortCase("reformer", (1, 1, 1, 320, 320, 128, False), {"bucket_size": 32, "hashes": 1}),
+    PortCase("reformer", (1, 2, 2, 192, 192, 64, False), {"bucket_size": 32, "hashes": 4},
+             dtype="bf16"),
+    PortCase("reformer", (1, 1, 1, 32768, 32768, 64, True), {"bucket_size": 64, "hashes": 2}),
+]
+PORT_CASES += REFORMER_CASES

@@ -63,6 +63,10 @@ def expected_defines(name, plan, d, source=None):
                 "COL_SLICES": value_column_slices(plan.kv_lora_rank),
                 "TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
                 "TILE_K": plan.gemm_tile_k}
+    if name == "reformer":
+        return {"HEAD_DIM": d, "CHUNK": plan.bucket_size, "HASHES": plan.hashes,
+                "HASH_ROWS": plan.hash_block, "ROT_COLS": plan.rotation_cols,
+                "SORT_TILE": plan.sort_tile, "COMBINE_ROWS": plan.combine_block}
     defines = {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
     if name == "flash2":        # a port-side choice, not a tile size: see test below
         defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d)

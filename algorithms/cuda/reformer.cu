@@ -124,14 +124,17 @@ static_assert(SORT_THREADS == RADIX, "the sort kernels give each thread one digi
 // (tests/cuda_emu replaces these: its CTAs run one after another, so a wait on a flag that
 // is still 0 could never end there and stops the emulator instead.)
 #ifndef ATTN_PTX_EMULATION
+// One 32-bit word holds value and state, so a relaxed (gpu-scope) store publishes both at
+// once and no fence is needed: nothing else a reader uses depends on the write.
 __device__ __forceinline__ void attn_st_flag(int* p, int v) {
-    *reinterpret_cast<volatile int*>(p) = v;                  // one 32-bit word: value and state
+    asm volatile("st.relaxed.gpu.global.b32 [%0], %1;\n" :: "l"(p), "r"(v) : "memory");
 }
-// Spin until the flag word is nonzero (published), return it.
+// Spin until the flag word is nonzero (published), return it. (A volatile C++ loop here made
+// ptxas spill 4 bytes in reformer_sort_pass; the PTX load does not.)
 __device__ __forceinline__ int attn_spin_wait_nonzero(const int* p) {
     int s;
     do {
-        s = *reinterpret_cast<const volatile int*>(p);
+        asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(s) : "l"(p) : "memory");
     } while (s == 0);
     return s;
 }
@@ -433,7 +436,13 @@ reformer_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ v,
     if (!active) return;
     // -- O rows (normalised, storage type) into the warp's own query rows of the tile, then
     //    scattered to their tokens --
-    attn_warp_o_to_smem<DPAD>(k_s, acc, l, wrow, lane);
+    const float inv[2] = {1.f / l[0], 1.f / l[1]};       // l >= 1: the row max is in the sum
+#pragma unroll
+    for (int c = 0; c < DPAD / 8; ++c)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+            attn_st_shared32(k_s + attn_swizzle(wrow + (lane >> 2) + 8 * half, c, CPR) + 2 * (lane & 3),
+                             attn_pack2(acc[c][2 * half] * inv[half], acc[c][2 * half + 1] * inv[half]));
     __syncwarp();
     attn_t* dst = HASHES == 1 ? o + bh * n * HEAD_DIM : o_rounds + (seg + r) * n * HEAD_DIM;
     for (int idx = lane; idx < 16 * CPR; idx += 32) {

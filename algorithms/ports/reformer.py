@@ -64,19 +64,41 @@ def _rotations_tensor(wl, plan) -> Tensor:
                   derive=derive)
 
 
-def _sort_launches(wl, plan, defines, segments: int) -> list[Launch]:
-    """The histogram, then one scatter pass per digit, ping-ponging through scratch pairs."""
+def sort_tensors(wl, plan) -> dict:
+    """The sort's tensors: bucket ids and positions in (hash output), sorted keys and the
+    permutation out, ping-pong pairs between digit passes, and the scratch (histograms, tile
+    counters, look-back flags), zero-filled before every run. Layout (B, H, rounds, N)."""
+    n, hh, passes = wl.seq_q, plan.hashes, plan.sort_passes
+    segments, tiles = wl.batch * wl.heads * hh, cdiv(n, plan.sort_tile)
+    pairs = (wl.batch, wl.heads, hh, n)                  # the simulation's layout
+    tensors = {"buckets": Tensor(pairs, "int32", "output"),
+               "positions": Tensor(pairs, "int32", "work"),
+               "sorted_keys": Tensor(pairs, "int32", "work"),
+               "perm": Tensor(pairs, "int32", "output"),
+               "sort_hist": Tensor((segments, passes, RADIX), "int32", "work", fill=0),
+               "sort_tiles": Tensor((segments, passes), "int32", "work", fill=0),
+               "sort_flags": Tensor((segments, passes, tiles, RADIX), "int32", "work", fill=0)}
+    for p in range(min(2, passes - 1)):
+        tensors[f"keys_tmp{p}"] = Tensor(pairs, "int32", "work")
+        tensors[f"vals_tmp{p}"] = Tensor(pairs, "int32", "work")
+    return tensors
+
+
+def sort_launches(wl, plan, defines) -> list[Launch]:
+    """The histogram, then one scatter pass per digit (pass p reads what p - 1 wrote), over
+    the (head, round) segments of ``sort_tensors``."""
     n, passes, tiles = wl.seq_q, plan.sort_passes, cdiv(wl.seq_q, plan.sort_tile)
-    grid, block = (tiles, segments, 1), (SORT_THREADS, 1, 1)
+    grid = (tiles, wl.batch * wl.heads * plan.hashes, 1)
+    block = (SORT_THREADS, 1, 1)
     ints = lambda *xs: tuple(Scalar(x, "int") for x in xs)          # noqa: E731
     launches = [Launch("reformer.cu", "reformer_sort_hist", grid, block, 0, defines,
                        ("buckets", "sort_hist", *ints(n, passes)), "reformer_sort_hist")]
     src = ("buckets", "positions")
     for p in range(passes):
-        dst = ("sorted_keys", "perm") if p == passes - 1 else (f"keys_tmp{p % 2}",
-                                                              f"vals_tmp{p % 2}")
+        dst = (("sorted_keys", "perm") if p == passes - 1
+               else (f"keys_tmp{p % 2}", f"vals_tmp{p % 2}"))
         launches.append(Launch("reformer.cu", "reformer_sort_pass", grid, block,
-                               plan.sort_tile * 8, defines,
+                               plan.sort_tile * 8, defines,            # keys + values tile
                                (*src, *dst, "sort_hist", "sort_tiles", "sort_flags",
                                 *ints(n, passes, p)), f"reformer_sort_pass{p}"))
         src = dst
@@ -89,43 +111,30 @@ def reformer_port(wl, plan, extra=None) -> PortLaunches:
     ``combine_block`` rows."""
     _check(wl, plan)
     n, d, hh, c = wl.seq_q, wl.head_dim, plan.hashes, plan.bucket_size
-    bh, passes, tiles = wl.batch * wl.heads, plan.sort_passes, cdiv(n, plan.sort_tile)
-    segments = bh * hh                                   # one sorted sequence per (head, round)
-    ints = (wl.batch, wl.heads, hh, n)                   # the simulation's layout of both
+    bh = wl.batch * wl.heads
     qkv = qkv_tensors(wl)
     tensors = {
         "q": qkv["q"], "v": qkv["v"],                    # shared QK: K is not read
         "rot_t": _rotations_tensor(wl, plan),
         "factors": Tensor((len(plan.factors),), "int32", "const",
                           data=np.array(plan.factors, dtype=np.int32)),
-        "buckets": Tensor(ints, "int32", "output"),
-        "positions": Tensor(ints, "int32", "work"),
-        "sorted_keys": Tensor(ints, "int32", "work"),
-        "perm": Tensor(ints, "int32", "output"),
-        # the sort's scratch, zero-filled before every run
-        "sort_hist": Tensor((segments, passes, RADIX), "int32", "work", fill=0),
-        "sort_tiles": Tensor((segments, passes), "int32", "work", fill=0),
-        "sort_flags": Tensor((segments, passes, tiles, RADIX), "int32", "work", fill=0),
+        **sort_tensors(wl, plan),
         "o": out_tensor(wl)}
-    for p in range(min(2, passes - 1)):
-        tensors[f"keys_tmp{p}"] = Tensor(ints, "int32", "work")
-        tensors[f"vals_tmp{p}"] = Tensor(ints, "int32", "work")
     if hh > 1:
         tensors["o_rounds"] = Tensor((bh, hh, n, d), wl.dtype, "work")
         tensors["lse_rounds"] = Tensor((bh, hh, n), "fp32", "work")
     defines = reformer_defines(wl, plan)
     block = (REFORMER_THREADS, 1, 1)
-    dp = pad16(d)
-    hash_smem = (plan.hash_block + pad16(plan.rotation_cols)) * dp * 2 \
-        + plan.hash_block * pad16(plan.rotation_cols) * 4
+    dp, cols = pad16(d), pad16(plan.rotation_cols)
+    hash_smem = (plan.hash_block + cols) * dp * 2 + plan.hash_block * cols * 4   # Q_h, R_rᵀ, proj
     launches = [Launch("reformer.cu", "reformer_hash", (cdiv(n, plan.hash_block), bh, 1), block,
                        hash_smem, defines,
                        ("q", "rot_t", "factors", "buckets", "positions", Scalar(n, "int"),
                         Scalar(len(plan.factors), "int")), "reformer_hash")]
-    launches += _sort_launches(wl, plan, defines, segments)
+    launches += sort_launches(wl, plan, defines)
     rounds = ("o_rounds", "lse_rounds") if hh > 1 else (None, None)
     launches.append(Launch("reformer.cu", "reformer_attn", (plan.n_buckets, hh, bh), block,
-                           2 * (2 * c) * dp * 2, defines,
+                           2 * (2 * c) * dp * 2, defines,                   # Q, V of 2C rows
                            ("q", "v", "buckets", "perm", "o", *rounds, Scalar(n, "int"),
                             Scalar(wl.heads, "int"), Scalar(wl.heads // wl.kv_heads, "int"),
                             Scalar(wl.scale, "float"), Scalar(int(wl.causal), "int")),
