@@ -26,6 +26,7 @@ RADIX = 256
 REFORMER_MAX_CHUNK = 64      # one warp per 16 queries of the chunk, 4 warps
 REFORMER_MAX_COLS = 128      # R columns per round: the proj fragment of a warp in registers
 FLAG_VALUE_LIMIT = 1 << 29   # look-back flag words hold counts below 2^29
+GRID_Y_LIMIT = 65535         # CUDA's grid.y (the sort's segments) and grid.z (attn's heads)
 
 
 def reformer_defines(wl, plan) -> dict:
@@ -46,6 +47,9 @@ def _check(wl, plan) -> None:
         problems.append(f"at most {REFORMER_MAX_COLS} rotation columns per round (got "
                         f"{plan.rotation_cols} for {plan.n_buckets} buckets: use a larger "
                         f"--bucket-size)")
+    if wl.batch * wl.heads * plan.hashes > GRID_Y_LIMIT:
+        problems.append(f"batch x heads x hashes <= {GRID_Y_LIMIT} (the sort's grid.y; got "
+                        f"{wl.batch * wl.heads * plan.hashes})")
     if wl.seq_q >= FLAG_VALUE_LIMIT:
         problems.append(f"N < 2^29 (look-back flag words; got {wl.seq_q})")
     if problems:
