@@ -14,7 +14,7 @@
 //                      position (int32).
 //   reformer_sort_hist grid (ceil(N / SORT_TILE), H_r·B·H): every digit's 256-bin histogram of
 //                      the tile's bucket ids, shared atomics, then added to the segment's
-//                      global histogram (fp32-free int atomics).
+//                      global histogram (int atomics).
 //   reformer_sort_pass grid as the histogram, once per 8-bit digit (launch p = simulated
 //                      kernel reformer_sort_pass{p}): a CTA takes its tile id from an atomic
 //                      counter (so a tile's predecessors are CTAs that already run: the
@@ -221,7 +221,8 @@ reformer_sort_hist(const int* __restrict__ keys, int* __restrict__ hist, int n, 
     const int t0 = blockIdx.x * SORT_TILE, t1 = min(n, t0 + SORT_TILE);
     for (int i = t0 + tid; i < t1; i += SORT_THREADS) {
         const unsigned key = static_cast<unsigned>(keys[seg * n + i]);
-        for (int p = 0; p < passes; ++p) atomicAdd(&hist_s[p * RADIX + ((key >> (8 * p)) & 255u)], 1);
+        for (int p = 0; p < passes; ++p)
+            atomicAdd(&hist_s[p * RADIX + ((key >> (8 * p)) & 255u)], 1);
     }
     __syncthreads();
     for (int i = tid; i < passes * RADIX; i += SORT_THREADS)
@@ -330,7 +331,8 @@ reformer_sort_pass(const int* __restrict__ keys_in, const int* __restrict__ vals
         const int i = k * SORT_THREADS + tid;
         if (i < count) {
             const int key = keys_s[i];
-            const long long at = seg * n + base[(static_cast<unsigned>(key) >> shift) & 255u] + rank[k];
+            const int digit = int((static_cast<unsigned>(key) >> shift) & 255u);
+            const long long at = seg * n + base[digit] + rank[k];
             keys_out[at] = key;
             vals_out[at] = vals_s[i];
         }
@@ -422,7 +424,8 @@ reformer_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ v,
                 } else {
                     int shared = 0;                                    // N_ij: de-duplication
 #pragma unroll
-                    for (int rr = 0; rr < HASHES; ++rr) shared += bucket_s[rr][j] == bucket_s[rr][i];
+                    for (int rr = 0; rr < HASHES; ++rr)
+                        shared += bucket_s[rr][j] == bucket_s[rr][i];
                     x = s[c][e] * inv_norm_s[j] * scale - __logf(float(shared));
                 }
                 s[c][e] = x;                                           // natural-log logits
@@ -440,9 +443,12 @@ reformer_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ v,
 #pragma unroll
     for (int c = 0; c < DPAD / 8; ++c)
 #pragma unroll
-        for (int half = 0; half < 2; ++half)
-            attn_st_shared32(k_s + attn_swizzle(wrow + (lane >> 2) + 8 * half, c, CPR) + 2 * (lane & 3),
-                             attn_pack2(acc[c][2 * half] * inv[half], acc[c][2 * half + 1] * inv[half]));
+        for (int half = 0; half < 2; ++half) {
+            const int i = wrow + (lane >> 2) + 8 * half;
+            attn_st_shared32(k_s + attn_swizzle(i, c, CPR) + 2 * (lane & 3),
+                             attn_pack2(acc[c][2 * half] * inv[half],
+                                        acc[c][2 * half + 1] * inv[half]));
+        }
     __syncwarp();
     attn_t* dst = HASHES == 1 ? o + bh * n * HEAD_DIM : o_rounds + (seg + r) * n * HEAD_DIM;
     for (int idx = lane; idx < 16 * CPR; idx += 32) {
