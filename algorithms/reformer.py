@@ -56,6 +56,11 @@ gathers' coalescing, which the simulator does not model: it counts bytes, not se
 Reversible layers (§3): ``reversible_activation_bytes`` reports the activation memory of L
 layers with and without reversible residuals; ``run`` puts it in ``rec.info["reversible"]``.
 
+Hashing on stored values: ``reformer_hash`` reads Q and R at e bytes, and the argmax is
+computed on exactly those values (``storage_values``: rounded to fp16/bf16), so that a real
+kernel, which can only hash what it stored, finds the same buckets (the CUDA port does, up
+to float32 summation order); the attention itself is computed from the float32 inputs.
+
 Differences from the paper's implementation: the hash rotation R is one Gaussian matrix per
 round shared by all heads; the first chunk looks back to the last one (wrap-around, our
 choice: every chunk then does equal work); no dropout; the per-round outputs go through HBM
@@ -197,12 +202,28 @@ def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed=
                         attn_smem_bytes=sum(need.values()), seed=seed, layers=layers)
 
 
-def rotations(p: ReformerPlan, d: int, inputs) -> np.ndarray:
-    """R: (H, d, k) float32 Gaussian random rotations (the paper's random projection), from
-    the plan's seed or, when unset, the inputs' seed."""
+def rotations(p: ReformerPlan, d: int, inputs, dtype: str = "fp32") -> np.ndarray:
+    """R: (H, d, k) Gaussian random rotations (the paper's random projection), from the
+    plan's seed or, when unset, the inputs' seed, as float32 values of the storage ``dtype``
+    (``storage_values``: R is counted, and read by ``reformer_hash``, at e bytes)."""
     seed = p.seed if p.seed is not None else int(getattr(inputs, "seed", 0) or 0)
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((p.hashes, d, p.rotation_cols)).astype(np.float32)
+    return storage_values(rng.standard_normal((p.hashes, d, p.rotation_cols)).astype(np.float32),
+                          dtype)
+
+
+def storage_values(x, dtype: str) -> np.ndarray:
+    """float32 values of ``x`` rounded to the 16-bit storage type (fp16, bf16: round to
+    nearest even, as the device converts); other dtypes unchanged.
+
+    The hash is an argmax, a discontinuous function of Q and R: it is computed on the values
+    the simulated kernel reads from HBM (Q rows and R at e bytes), not on the float32 inputs,
+    so that a kernel hashing its stored fp16/bf16 data (the CUDA port) finds the same
+    buckets, up to float32 summation order."""
+    if dtype not in ("fp16", "bf16"):
+        return np.asarray(x, dtype=np.float32)
+    from algorithms.ports.core import from_storage, to_storage   # lazy: ports import modules
+    return from_storage(to_storage(x, dtype), dtype)
 
 
 # ---- running -----------------------------------------------------------------------------
@@ -210,7 +231,8 @@ def rotations(p: ReformerPlan, d: int, inputs) -> np.ndarray:
 def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
     n, d, e, hh = wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
     heads_total = wl.batch * wl.heads
-    rot = rotations(p, d, inputs) if compute else np.zeros((hh, 0, 0), dtype=np.float32)
+    rot = (rotations(p, d, inputs, wl.dtype) if compute
+           else np.zeros((hh, 0, 0), dtype=np.float32))
     factors = np.array(p.factors, dtype=np.int64)
     c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total,
                         buffers=hash_buffers(p.hash_block, d, e, p.rotation_cols),
@@ -231,18 +253,24 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
                             threads_per_cta=THREADS_PER_CTA)
     o = new_output(wl, compute)
     rows_alloc = n if compute else 0
+    # (B, H, hashes, N) bucket ids and sorted permutations, returned with o (executed mode)
+    all_buckets = np.zeros((wl.batch, wl.heads, hh, rows_alloc), dtype=np.int32)
+    all_perm = np.zeros((wl.batch, wl.heads, hh, rows_alloc), dtype=np.int32)
     for b, h, q, _k, v in iter_heads(wl, inputs, compute):
         # HBM scratch of this head: bucket ids and positions per round, sorted copies,
         # per-round outputs and log-sum-exps
         buckets = np.zeros((hh, rows_alloc), dtype=np.int32)
         positions = np.zeros((hh, rows_alloc), dtype=np.int32)
-        hash_head(c_hash, q, rot, factors, buckets, positions, n, d, hh, p.rotation_cols,
+        q_hash = storage_values(q, wl.dtype) if compute else q     # Q rows as stored
+        hash_head(c_hash, q_hash, rot, factors, buckets, positions, n, d, hh, p.rotation_cols,
                   p.hash_block, e, compute)
         sorted_keys = np.zeros((hh, rows_alloc), dtype=np.int32)
         perm = np.zeros((hh, rows_alloc), dtype=np.int32)
         for r in range(hh):
             radix_sort(c_hist, c_passes, buckets[r], positions[r], sorted_keys[r], perm[r], n,
                        p.sort_passes, compute)
+        if compute:
+            all_buckets[b, h], all_perm[b, h] = buckets, perm
         o_head = head_view(o, b, h, compute)
         o_rounds = np.zeros((hh if hh > 1 else 0, rows_alloc, d), dtype=np.float32)
         lse_rounds = np.zeros((hh if hh > 1 else 0, rows_alloc), dtype=np.float32)
@@ -259,7 +287,7 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
                        # every scatter pass reads and writes each (bucket id, position) pair
                        "sort_bytes_per_pass": 2 * (KEY_BYTES + VALUE_BYTES) * hh * n * heads_total,
                        "sort_histogram_bytes": KEY_BYTES * hh * n * heads_total}
-    return {"o": o} if compute else {}
+    return {"o": o, "buckets": all_buckets, "perm": all_perm} if compute else {}
 
 
 @njit(cache=True)
@@ -477,21 +505,22 @@ def reference_buckets(q, rot, factors):
 
 def reference(wl, p: ReformerPlan, inputs):
     """float64 LSH attention with the same rotations (buckets recomputed in float64)."""
-    rot = rotations(p, wl.head_dim, inputs)
+    rot = rotations(p, wl.head_dim, inputs, wl.dtype)
     group = wl.heads // wl.kv_heads
     out = np.zeros(inputs.q.shape, dtype=np.float64)
     for b in range(wl.batch):
         for h in range(wl.heads):
             q = np.asarray(inputs.q[b, h], dtype=np.float64)
             v = np.asarray(inputs.v[b, h // group], dtype=np.float64)
-            out[b, h] = _reference_head(q, v, rot, p, wl.scale, wl.causal)
+            q_hash = storage_values(inputs.q[b, h], wl.dtype).astype(np.float64)
+            out[b, h] = _reference_head(q, q_hash, v, rot, p, wl.scale, wl.causal)
     return out
 
 
-def _reference_head(q, v, rot, p, scale, causal):
+def _reference_head(q, q_hash, v, rot, p, scale, causal):
     n, c, nb, hh = q.shape[0], p.bucket_size, p.n_buckets, p.hashes
     keys = _shared_keys(q)
-    bk = reference_buckets(q, rot, p.factors)                  # (H, N)
+    bk = reference_buckets(q_hash, rot, p.factors)             # (H, N), from the stored Q
     shared = (bk[:, :, None] == bk[:, None, :]).sum(axis=0)    # N_ij
     o_r = np.zeros((hh, n, q.shape[1]))
     lse_r = np.zeros((hh, n))

@@ -90,9 +90,14 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         return row
     inputs = make_inputs(wl, seed)
     reference = None
-    # the CPU run costs N_q N_k per head; mla's (a decode step) B H N_k: its up-projection
-    # GEMM, or its latent attention, per key and head
-    cpu_cost = wl.batch * wl.heads * wl.seq_k if name == "mla" else wl.seq_q * wl.seq_k
+    # the CPU run's cost per head: N_q N_k; mla's (a decode step) B H N_k, its up-projection
+    # GEMM or its latent attention per key and head; reformer's N 2C rounds (LSH attention:
+    # each token meets 2C keys in each round)
+    cpu_cost, cost_words = wl.seq_q * wl.seq_k, "N_q N_k"
+    if name == "mla":
+        cpu_cost, cost_words = wl.batch * wl.heads * wl.seq_k, "B H N_k"
+    elif name == "reformer":
+        cpu_cost, cost_words = wl.seq_q * 2 * plan.bucket_size * plan.hashes, "N 2C rounds"
     if cpu_cost <= cpu_max_n ** 2:
         cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
         reference, row["error_vs"] = cpu.outputs[spec.cpu_key(spec.output)], "cpu"
@@ -112,7 +117,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         what = ("approximates softmax attention" if not get_algorithm(name).INFO.exact
                 else "is not plain dense attention (no device reference for it)")
         unchecked = (f"error not checked: {name} {what}, so only its CPU run is a reference, "
-                     f"and N_q N_k > {cpu_max_n}² (--cpu-check-max-n)")
+                     f"and {cost_words} > {cpu_max_n}² (--cpu-check-max-n)")
     try:
         run = backend.run_port(spec, inputs, reference, repeats=repeats)
     except Exception as err:          # a compile or launch error: record it, keep sweeping

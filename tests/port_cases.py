@@ -245,3 +245,21 @@ def mla_storage_baseline(wl, plan, inputs) -> tuple:
     plain, _ = attention_reference(q, storage_round(k, wl.dtype), storage_round(v, wl.dtype),
                                    causal=wl.causal, scale=plan.scale)
     return exact, relative_error(storage_round(plain, wl.dtype), exact)
+
+# ---- reformer (LSH attention, shared QK) ---------------------------------------------------
+# The simulator needs N a multiple of the bucket size C and N / C even: ragged against the
+# 128-row hash and combine tiles and the sort tile (192, 320, 384 tokens; 10 buckets, not a
+# power of two); 1 and 4 hash rounds; C = 32, 64; d = 64, 128; causal and not; GQA (V of kv
+# head h / g); bf16. The last case (GPU only: too large for the emulator) has 8 sort tiles
+# per round (the look-back across CTAs), two digit passes and factorised buckets (512 =
+# 128 x 4, 66 rotation columns).
+REFORMER_CASES = [
+    PortCase("reformer", (1, 2, 2, 192, 192, 64, True), {"bucket_size": 32, "hashes": 4}),
+    PortCase("reformer", (1, 2, 2, 256, 256, 64, False), {"bucket_size": 64, "hashes": 1}),
+    PortCase("reformer", (1, 2, 1, 384, 384, 128, True), {"bucket_size": 64, "hashes": 4}),
+    PortCase("reformer", (1, 1, 1, 320, 320, 128, False), {"bucket_size": 32, "hashes": 1}),
+    PortCase("reformer", (1, 2, 2, 192, 192, 64, False), {"bucket_size": 32, "hashes": 4},
+             dtype="bf16"),
+    PortCase("reformer", (1, 1, 1, 32768, 32768, 64, True), {"bucket_size": 64, "hashes": 2}),
+]
+PORT_CASES += REFORMER_CASES

@@ -252,3 +252,30 @@ def test_small_sram_shrinks_the_sort_tile_then_errors_in_plan():
     assert small.plan["sort_tile"] < 4096 and small.counts["sram_peak_bytes"] <= 5000
     with pytest.raises(SramOverflowError, match="radix sort needs at least 3,072 bytes"):
         simulate("reformer", wl, "h100", options={"bucket_size": 4}, sram_bytes=3000)
+
+
+def test_hash_runs_on_the_stored_q_and_r():
+    """reformer_hash reads Q and R at e bytes, so its argmax runs on those values rounded to
+    the storage type (what a real kernel hashes): the returned buckets are the float64 argmax
+    of the stored values, and they differ from hashing the float32 inputs (bf16: 8 bits)."""
+    from algorithms.ports import from_storage, to_storage
+    from hwmodels.gpus import get_gpu
+    wl = Workload(batch=1, heads=2, seq_q=512, head_dim=32, dtype="bf16")
+    inputs = make_inputs(wl, seed=3)
+    r = run(wl, inputs=inputs, hashes=2, bucket_size=32)
+    gpu = get_gpu("h100")
+    p = reformer.plan(wl, gpu, gpu.smem_bytes_per_block, hashes=2, bucket_size=32)
+    rot = reformer.rotations(p, wl.head_dim, inputs, wl.dtype)
+    assert np.array_equal(from_storage(to_storage(rot, "bf16"), "bf16"), rot)   # bf16 values
+    unrounded = 0
+    for h in range(wl.heads):
+        stored = reformer.storage_values(inputs.q[0, h], wl.dtype)
+        assert np.array_equal(r.outputs["buckets"][0, h],
+                              reformer.reference_buckets(stored.astype(np.float64), rot, p.factors))
+        unrounded += int((r.outputs["buckets"][0, h] != reformer.reference_buckets(
+            inputs.q[0, h].astype(np.float64), reformer.rotations(p, wl.head_dim, inputs),
+            p.factors)).sum())
+        assert np.array_equal(r.outputs["perm"][0, h],
+                              np.argsort(r.outputs["buckets"][0, h], axis=-1, kind="stable"))
+    assert unrounded > 0
+    assert np.array_equal(reformer.storage_values(inputs.q, "fp32"), inputs.q)

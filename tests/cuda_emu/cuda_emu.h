@@ -126,6 +126,7 @@ struct WarpScratch {
     unsigned a[32][4];
     unsigned b[32][2];
     float f[32];
+    int i[32];          // __match_any_sync's values
 };
 
 inline ucontext_t sched_ctx;
@@ -382,4 +383,40 @@ inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned
         for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
         d[i] = acc;
     }
+}
+
+// ---- integer atomics, warp match and cross-CTA flags (reformer.cu's radix sort) -------------
+// Written from the CUDA C++ Programming Guide (atomicAdd, __popc, __match_any_sync) and the
+// PTX ISA (match.any.sync.b32: "the mask of threads that have the same value of a").
+// Green threads change places only at barriers, so a read-modify-write runs as one step:
+// atomic, as on the GPU.
+inline int atomicAdd(int* p, int v) {
+    const int old = *p;
+    *p = old + v;
+    return old;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline unsigned __match_any_sync(unsigned, int v) {
+    auto& w = emu::scratch[emu::warp()];
+    w.i[emu::lane()] = v;
+    emu::warp_sync();
+    unsigned mask = 0;
+    for (int l = 0; l < 32; ++l)
+        if (w.i[l] == v) mask |= 1u << l;
+    emu::warp_sync();
+    return mask;
+}
+// A flag word published for other CTAs (reformer.cu: a volatile store on the GPU).
+inline void attn_st_flag(int* p, int v) { *p = v; }
+// Spin until another CTA publishes the flag. CTAs run here one after another, in grid order,
+// so a flag that is still 0 belongs to a CTA that has not run and never will while this one
+// waits: on a GPU that would be a hang whenever the waited-for CTA is not resident. Stop with
+// exit status 9 instead of spinning forever.
+inline int attn_spin_wait_nonzero(const int* p) {
+    if (*p != 0) return *p;
+    std::fprintf(stderr, "emu: spin wait on a flag no CTA that has run has published (block "
+                 "%u, %u, %u): a look-back on a CTA that has not started\n",
+                 blockIdx.x, blockIdx.y, blockIdx.z);
+    std::fflush(stderr);
+    std::_Exit(9);
 }
