@@ -12,7 +12,7 @@
 //                 W[t][u] = w[u − t d_s] inside the band, 0 outside (see "differences").
 //   nsa_cmp       grid (T_r = ⌈N_q / B_r⌉, B·G): one CTA per KV head and B_r positions holding
 //                 the g heads' rows (packed: row r is head r / B_r, position r % B_r; one warp
-//                 per 16). Gates g_c = sigmoid(q · W_c) (an MMA against the group's 3g gate
+//                 per 16). Gates g_c = sigmoid(q · W_c) (an MMA against the group's gate
 //                 rows); pass 1: FlashAttention-2 over the compressed tokens complete before
 //                 each query (Eq. 7–8) -> O_cmp (storage type), lse; pass 2: S again,
 //                 p_cmp = exp(S − lse), summed over the g heads and credited to selection
@@ -40,7 +40,8 @@
 // HBM traffic vs the simulator's count: the same tensors, tiles and passes. Differences: the
 // compress CTA reads w, b once (as counted) but its φ MMA multiplies the whole band chunk
 // (~(15 d_s + l)/l times the counted 2 l d FLOPs per token — the kernel is memory-bound);
-// nsa_cmp's gate MMA multiplies every row by the group's 3g gate rows (g× the counted FLOPs);
+// nsa_cmp's gate MMA multiplies every row by 16–32 gate columns (all 3g of the group when
+// g <= 10, else the 16-column chunks holding the warp's heads) where 3 are counted;
 // nsa_slc runs pad16(g)/16 warps (the plan's occupancy assumes 128 threads).
 // Numerics: w, b, W_c, K̃, Ṽ, O_cmp and O_win are rounded to the storage type (the simulator
 // keeps fp32 on chip); softmax, scores, gates and the gated sum are fp32. The importance
@@ -263,6 +264,27 @@ __device__ __forceinline__ void nsa_finalize(float* bins_row, float* score, int*
     }
 }
 
+// Gates of the warp's rows from gate columns [col0, col0 + kCols) (gate row c = 3 h + branch
+// of the group's head h): sigmoid(q · W_c), written for the columns of each row's own head.
+template <int kCols>
+__device__ __forceinline__ void nsa_gate_chunk(float* gates, const attn_t* q_s, const attn_t* wg_s,
+                                               int col0, int wrow, int lane, const bool* row_ok,
+                                               const int* row_head, const int* row_pos,
+                                               int head0, int n_q) {
+    float sg[kCols / 8][4];
+    attn_warp_qk<kCols, DPAD>(sg, q_s, wg_s, wrow, lane);
+#pragma unroll
+    for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int col = col0 + n * 8 + 2 * (lane & 3) + (e & 1), hr = e >> 1;
+            if (row_ok[hr] && col / 3 == row_head[hr]) {
+                const long long qrow = (long long)(head0 + row_head[hr]) * n_q + row_pos[hr];
+                gates[qrow * 3 + col % 3] = 1.f / (1.f + __expf(-sg[n][e]));
+            }
+        }
+}
+
 // Arguments: q (B, H, n_q, d); kc, vc (B, G, n_c, d); w_gate (H, 3, d) storage type;
 // o_cmp (B, H, n_q, d) storage type; gates (B, H, n_q, 3) fp32; sel (B, G, n_q, n) int32.
 extern "C" __global__ void __launch_bounds__(CMP_THREADS)
@@ -321,19 +343,26 @@ nsa_cmp(const attn_t* __restrict__ q, const attn_t* __restrict__ kc,
     // -- gates: g_c = sigmoid(q · W_c) for c in (cmp, slc, win), fp32 -> HBM --
     attn_cp_async_wait<2>();                                     // Q rows and gate rows landed
     __syncthreads();
-    {
-        float sg[WG_ROWS / 8][4];
-        attn_warp_qk<WG_ROWS, DPAD>(sg, q_s, wg_s, wrow, lane);
-#pragma unroll
-        for (int n = 0; n < WG_ROWS / 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int col = n * 8 + 2 * (lane & 3) + (e & 1), hr = e >> 1;
-                if (row_ok[hr] && col / 3 == row_head[hr]) {
-                    const long long qrow = (long long)(b * heads + h0 + row_head[hr]) * n_q + row_pos[hr];
-                    gates[qrow * 3 + col % 3] = 1.f / (1.f + __expf(-sg[n][e]));
-                }
+    if (WG_ROWS <= 32) {                                       // g <= 10: every gate row at once
+        nsa_gate_chunk<WG_ROWS>(gates, q_s, wg_s, 0, wrow, lane, row_ok, row_head, row_pos,
+                                b * heads + h0, n_q);
+    } else {
+        // only 16-column chunks (starting at multiples of 8 rows, which keep the swizzle)
+        // that hold the warp's own heads' 3 columns: 3g columns at once would cost 3g/2
+        // registers a thread. B_r >= 8: at most 2 heads a warp, 6 columns, one chunk.
+        const int col_lo = 3 * min(GROUP - 1, wrow / BLOCK_Q);
+        const int col_hi = 3 * min(GROUP - 1, (wrow + 15) / BLOCK_Q) + 3;
+        const int first = min(col_lo & ~7, WG_ROWS - 16);
+        if (BLOCK_Q >= 8) {
+            nsa_gate_chunk<16>(gates, q_s, wg_s + first * DPAD, first, wrow, lane, row_ok,
+                               row_head, row_pos, b * heads + h0, n_q);
+        } else {
+            for (int c = first; c < col_hi; c += 16) {
+                const int c0 = min(c, WG_ROWS - 16);
+                nsa_gate_chunk<16>(gates, q_s, wg_s + c0 * DPAD, c0, wrow, lane, row_ok,
+                                   row_head, row_pos, b * heads + h0, n_q);
             }
+        }
     }
 
     // -- pass 1: FlashAttention-2 over the visible compressed tokens -> O_cmp, lse --
@@ -490,7 +519,8 @@ __device__ __forceinline__ nsa_sub nsa_next_sub(nsa_sub it, const int* idx_s, in
 
 // Arguments: q (B, H, n_q, d), k, v (B, G, n_k, d); sel (B, G, n_q, n) int32; gates
 // (B, H, n_q, 3) fp32; o_cmp, o_win, o (B, H, n_q, d) storage type.
-extern "C" __global__ void __launch_bounds__(SLC_THREADS)
+// (minimum 1 CTA per SM stated: without it ptxas spills 28 B at d = 128, B_s = 64 on sm_90)
+extern "C" __global__ void __launch_bounds__(SLC_THREADS, 1)
 nsa_slc(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
         const int* __restrict__ sel, const float* __restrict__ gates,
         const attn_t* __restrict__ o_cmp, const attn_t* __restrict__ o_win, attn_t* __restrict__ o,
