@@ -100,6 +100,44 @@ def test_emulated_nsa_matches_the_cpu_simulation(case):
     assert relative_error(o, ref) < target
 
 
+def test_near_tie_check_accepts_near_ties_and_rejects_other_choices():
+    """The selection check itself (no emulator): at a position of the simulation's own
+    selection, swapping a chosen block for the unchosen block of nearest float64 score is
+    accepted when within the tolerance; swapping it for one far below is rejected (N = 300:
+    positions with up to 10 candidate blocks)."""
+    wl = workload((1, 2, 1, 300, 300, 32, True), dtype="bf16")
+    gpu = get_gpu("h100-sxm")
+    module = get_algorithm("nsa")
+    plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, NSA_SMALL))
+    inputs = make_inputs(wl, seed=1)
+    sel = simulate("nsa", wl, gpu, inputs=inputs, check=False, options=NSA_SMALL).outputs["sel"]
+    scores = nsa.reference_scores(wl, plan, inputs)
+    tol = TIE_ROUNDOFFS * ROUNDOFF[wl.dtype]
+
+    def swapped(t, a, c):
+        x = sel.copy()
+        x[0, 0, t] = sorted(set(x[0, 0, t]) - {a} | {c})
+        return x
+
+    near = far = None
+    for t in range(wl.seq_q):
+        jt = t // plan.select_block
+        row = scores[0, 0, t, :jt + 1]
+        chosen = set(sel[0, 0, t]) - {-1, 0, jt - 1, jt}
+        others = set(range(jt + 1)) - set(sel[0, 0, t])
+        for a in chosen:
+            for c in others:
+                gap = abs(row[a] - row[c])
+                if near is None and gap <= tol * row.max():
+                    near = swapped(t, a, c)
+                if far is None and gap > 2 * tol * row.max():
+                    far = swapped(t, a, c)
+    assert near is not None and far is not None
+    assert len(near_tie_flips(wl, plan, inputs, near, sel)) == 1
+    with pytest.raises(AssertionError):
+        near_tie_flips(wl, plan, inputs, far, sel)
+
+
 def test_emulated_nsa_rows_that_see_no_key():
     """N_q = 40 > N_k = 12 < l: no compressed token (no nsa_compress launch), rows t < 28 see
     no key: every branch is empty, their output is 0 and their selection all −1."""

@@ -23,7 +23,7 @@ from attnsim import gpu_check
 from attnsim.simulate import simulate
 from hwmodels.gpus import GPUS, get_gpu
 from attnsim import make_inputs
-from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS, NSA_CASES,
+from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS,
                         NSA_PAPER_CASES, NSA_SHAPES, NSA_SMALL, PORT_CASES, SHAPES, workload)
 
 

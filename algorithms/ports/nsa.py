@@ -13,8 +13,8 @@ import numpy as np
 
 from algorithms.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
-                                   check_common, check_mma_tiles, flash_tile_smem, head_args,
-                                   out_tensor, pad16, qkv_tensors, stats_tensor)
+                                   check_common, flash_tile_smem, head_args, out_tensor, pad16,
+                                   qkv_tensors, stats_tensor)
 
 NSA_SOURCE = "nsa_fwd.cu"
 NSA_MAX_ROWS = 512          # packed rows of an nsa_cmp CTA: at most 32 warps of 16
@@ -50,8 +50,10 @@ def nsa_smem(wl, plan) -> dict:
 
 def _check(wl, plan) -> None:
     check_common("nsa", wl)
-    check_mma_tiles("nsa (compressed attention)", 16, plan.cmp_block_k)
     problems = []
+    if plan.cmp_block_k % 16:
+        problems.append(f"B_c (compressed tokens per tile) a multiple of 16 (got "
+                        f"{plan.cmp_block_k})")
     if pad16(plan.group * plan.cmp_block_q) > NSA_MAX_ROWS:
         problems.append(f"g x B_r <= {NSA_MAX_ROWS} packed rows (got {plan.group} x "
                         f"{plan.cmp_block_q})")
