@@ -395,16 +395,16 @@ def block_credit(p: NsaPlan, n_c: int, n_blocks: int) -> np.ndarray:
     return m
 
 
-def reference_selection(wl, p: NsaPlan, q, kc):
-    """(B, G, N_q, n) selection from float64 scores (−1 padded, ascending), and the
-    (N_q, N_c) visibility of the compressed tokens."""
-    b, G, nq, nk, n, ls = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k, p.selected, p.select_block
+def reference_block_scores(wl, p: NsaPlan, q, kc):
+    """(B, G, N_q, ⌈N_k/l'⌉) float64 importance scores of the selection blocks (Eqs. 9–10,
+    before Eq. 11's forcing), and the (N_q, N_c) visibility of the compressed tokens."""
+    b, G, nq, nk = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k
     n_c = kc.shape[2]
     kpos = np.arange(nq) + nk - nq                                       # (N_q,)
     nvis = np.where(kpos + 1 < p.compress_block, 0,
                     (kpos + 1 - p.compress_block) // p.compress_stride + 1)
     vis = np.arange(n_c)[None, :] < nvis[:, None]                       # (N_q, N_c)
-    n_blocks = cdiv(nk, ls)
+    n_blocks = cdiv(nk, p.select_block)
     if n_c == 0:
         p_group = np.zeros((b, G, nq, 0))
     else:
@@ -414,7 +414,16 @@ def reference_selection(wl, p: NsaPlan, q, kc):
         prob = np.exp(s - mx)
         prob /= np.where(nvis[:, None] > 0, prob.sum(-1, keepdims=True), 1.0)
         p_group = prob.reshape(b, G, p.group, nq, n_c).sum(2)          # Eq. 10
-    scores = p_group @ block_credit(p, n_c, n_blocks)                   # Eq. 9, (B,G,N_q,blocks)
+    return p_group @ block_credit(p, n_c, n_blocks), vis                # Eq. 9
+
+
+def reference_selection(wl, p: NsaPlan, q, kc):
+    """(B, G, N_q, n) selection from float64 scores (−1 padded, ascending), and the
+    (N_q, N_c) visibility of the compressed tokens."""
+    nq, nk, n, ls = wl.seq_q, wl.seq_k, p.selected, p.select_block
+    kpos = np.arange(nq) + nk - nq                                       # (N_q,)
+    n_blocks = cdiv(nk, ls)
+    scores, vis = reference_block_scores(wl, p, q, kc)                  # (B, G, N_q, blocks)
     # Eq. 11 over blocks 0..j_t: initial and local blocks forced, later blocks excluded
     jt = np.where(kpos < 0, -1, kpos // ls)[:, None]                    # (N_q, 1)
     blocks = np.arange(n_blocks)[None, :]
@@ -422,10 +431,22 @@ def reference_selection(wl, p: NsaPlan, q, kc):
     scores = np.where(forced, np.inf, scores)
     scores = np.where(blocks > jt, -np.inf, scores)
     order = np.argsort(-scores, axis=-1, kind="stable")[..., :n]        # ties: lower index
+    if n_blocks < n:                       # fewer blocks than slots (N_k < n l'): pad to n
+        order = np.concatenate([order, np.full(order.shape[:-1] + (n - n_blocks,), n_blocks)],
+                               axis=-1)
     n_t = np.minimum(n, jt + 1)                                         # (N_q, 1); 0 if kpos < 0
     order = np.where(np.arange(n)[None, :] < n_t, order, n_blocks)      # padding sorts last
     order = np.sort(order, axis=-1)
     return np.where(order == n_blocks, -1, order), vis
+
+
+def reference_scores(wl, p: NsaPlan, inputs) -> np.ndarray:
+    """(B, G, N_q, ⌈N_k/l'⌉) float64 block importance scores of the inputs (Eqs. 9–10): how
+    near a tie two blocks' scores are, when a float32/fp16 top-n chose differently."""
+    par = weights(wl, p)
+    kc = _compress_reference(np.asarray(inputs.k, np.float64), par["wk"], par["bk"], p,
+                             p.compressed_tokens)
+    return reference_block_scores(wl, p, np.asarray(inputs.q, np.float64), kc)[0]
 
 
 def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np.ndarray:

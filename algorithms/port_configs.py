@@ -7,8 +7,8 @@ beyond its budget) before a GPU ever sees it.
 
 The sweep: A100 40/80 GB, H100 SXM and H200; head_dim 64 and 128; causal and not; 16
 heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache (MLA: both
-``--path``s), flash2's
-forward + backward, and the ports' option variants that change their tiles. Workloads a
+``--path``s), flash2's forward + backward, NSA (causal) with 1, 4 and 16 query heads per KV
+head, and the ports' option variants that change their tiles. Workloads a
 port refuses (``PortUnsupported``) or the simulator cannot plan are skipped: the tests
 already check that those are refused with a reason.
 
@@ -37,6 +37,11 @@ def _workloads(name: str):
                 yield base.replace(kv_heads=4), {"pack_group": True}
                 yield base.replace(seq_q=1, seq_k=32768, kv_heads=4, decode=True,
                                    causal=False), {}
+            elif name == "nsa":         # causal only; MHA, g = 4 and the paper's g = 16
+                if causal:
+                    yield base, {}
+                    yield base.replace(kv_heads=4), {}
+                    yield base.replace(heads=64, kv_heads=4), {}
             elif name == "mla":
                 for heads in (16, 128):
                     step = base.replace(heads=heads, seq_q=1, seq_k=32768, decode=True,

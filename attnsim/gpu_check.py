@@ -194,7 +194,8 @@ def sweep_workload(name: str, base: Workload, n: int) -> Workload:
     """The workload of one sweep point: N_q = N_k = n; for ``gqa``, a decode step (one new
     token per sequence) over a KV cache of n tokens, with 4 query heads per KV head unless
     --kv-heads says otherwise; for ``mla``, a decode step over a latent cache of n tokens
-    (DeepSeek-V2's d_c = 512, d_h^R = 64; --head-dim is d_h)."""
+    (DeepSeek-V2's d_c = 512, d_h^R = 64; --head-dim is d_h); for ``nsa``, a causal prefill
+    (NSA rejects non-causal) with 4 query heads per KV head unless --kv-heads says otherwise."""
     if name == "gqa":
         kv = base.kv_heads
         if kv == base.heads:
@@ -202,6 +203,11 @@ def sweep_workload(name: str, base: Workload, n: int) -> Workload:
         return base.replace(seq_q=1, seq_k=n, kv_heads=kv, decode=True, causal=False)
     if name == "mla":                 # a decode step over a latent cache of n tokens
         return base.replace(seq_q=1, seq_k=n, kv_heads=base.heads, decode=True, causal=False)
+    if name == "nsa":                 # causal by design (prefill), 4 query heads per KV head
+        kv = base.kv_heads
+        if kv == base.heads:
+            kv = base.heads // 4 if base.heads % 4 == 0 else 1
+        return base.replace(seq_q=n, seq_k=n, kv_heads=kv, causal=True)
     return base.replace(seq_q=n, seq_k=n)
 
 

@@ -263,3 +263,30 @@ REFORMER_CASES = [
     PortCase("reformer", (1, 1, 1, 32768, 32768, 64, True), {"bucket_size": 64, "hashes": 2}),
 ]
 PORT_CASES += REFORMER_CASES
+
+# ---- nsa (Native Sparse Attention) -----------------------------------------------------------
+# Causal only (the simulator rejects non-causal). Small NSA parameters keep the emulator fast
+# and still give several compressed tokens, selection blocks and a window per query: l = 16,
+# d_s = 8, l' = 32, n = 4, w = 64. Shapes: GQA (8 query heads over 2 KV heads; MQA 4 over 1),
+# g = 32, MHA g = 1, ragged N (not a multiple of l, l', d_s or any tile), N below the window
+# and N_k < n l' (fewer blocks than slots), N_q < N_k (a chunk of a prefill), N_k < l (no
+# compressed token: nsa_compress is not launched, rows N_q > N_k see no key), head_dim 64,
+# 128 and 96, fp16 and bf16.
+NSA_SMALL = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
+             "window": 64}
+NSA_SHAPES = [
+    (1, 8, 2, 130, 130, 64, True),
+    (1, 1, 1, 97, 97, 128, True),
+    (1, 32, 1, 12, 40, 128, True),      # g = 32 over B_r = 4: 4 heads' gate columns a warp
+    (1, 8, 2, 50, 150, 64, True),
+    (2, 4, 1, 75, 75, 96, True),
+    (1, 4, 2, 40, 12, 64, True),
+]
+NSA_CASES = ([PortCase("nsa", s, NSA_SMALL) for s in NSA_SHAPES]
+             + [PortCase("nsa", NSA_SHAPES[3], NSA_SMALL, dtype="bf16")])
+PORT_CASES += NSA_CASES
+# The paper's defaults (l = 32, d_s = 16, l' = 64, n = 16, w = 512), 16 query heads over one
+# KV head, N = 1100 > n l' = 1024 and > w: declarations only (tests/test_ports.py) — the CPU
+# simulation that the emulator and device tests compare with is slow at this size.
+NSA_PAPER_CASES = [PortCase("nsa", (1, 16, 1, 1100, 1100, 128, True)),
+                   PortCase("nsa", (1, 64, 4, 4096, 4096, 128, True), dtype="bf16")]

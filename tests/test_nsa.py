@@ -262,3 +262,36 @@ def test_small_sram_is_named():
     wl = Workload(seq_q=256, head_dim=256, causal=True)
     with pytest.raises(ValueError, match="bytes of SRAM"):
         simulate("nsa", wl, "h100", compute=False, sram_bytes=8 * 1024)
+
+
+def test_reference_with_fewer_selection_blocks_than_slots():
+    """N_k < n l' (2 blocks of 32 keys, n = 4 slots): the float64 reference pads its
+    selection with −1 as the kernel does (it used to fail on the broadcast), and matches the
+    simulation; found by the GPU port's tests (N below the window)."""
+    wl = workload((1, 4, 4, 40, 40, 64))
+    inputs = make_inputs(wl, 1)
+    r = simulate("nsa", wl, "h100", options=SMALL, inputs=inputs)
+    p = plan(wl, r.gpu, r.sram_budget_bytes, **r.options)
+    idx, _ = reference_selection(wl, p, inputs.q.astype(np.float64),
+                                 _compressed_keys(wl, p, inputs))
+    assert idx.shape == r.outputs["sel"].shape and (idx == r.outputs["sel"]).all()
+    assert (idx[..., 2:] == -1).all()
+    assert relative_error(r.outputs["o"], reference(wl, p, inputs, attention_reference)) < 1e-5
+
+
+def test_reference_scores_rank_the_selected_blocks():
+    """reference_scores (the float64 block scores the port's tests judge near-ties by):
+    every unforced selected block scores at least as high as every unselected one."""
+    from algorithms.nsa import reference_scores
+    wl = workload(SHAPES[0])
+    inputs = make_inputs(wl, 4)
+    r = simulate("nsa", wl, "h100", options=SMALL, inputs=inputs)
+    p = plan(wl, r.gpu, r.sram_budget_bytes, **r.options)
+    scores = reference_scores(wl, p, inputs)
+    sel = r.outputs["sel"]
+    for t in range(100, wl.seq_q, 37):
+        jt = t // p.select_block
+        chosen = set(sel[0, 0, t]) - {-1, 0, jt - 1, jt}
+        others = set(range(jt + 1)) - set(sel[0, 0, t])
+        if chosen and others:
+            assert min(scores[0, 0, t, list(chosen)]) >= max(scores[0, 0, t, list(others)])

@@ -23,8 +23,8 @@ from attnsim import gpu_check
 from attnsim.simulate import simulate
 from hwmodels.gpus import GPUS, get_gpu
 from attnsim import make_inputs
-from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS, PORT_CASES, SHAPES,
-                        workload)
+from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS,
+                        NSA_PAPER_CASES, NSA_SHAPES, NSA_SMALL, PORT_CASES, SHAPES, workload)
 
 
 def plan_of(name, wl, gpu, options=None):
@@ -49,6 +49,14 @@ def expected_defines(name, plan, d, source=None):
                 "BWD_WARPS": ports.flash2_bwd_warps(bp.block_q, bp.block_k, d)}
     if name == "masked_dense":                   # standard's kernels on its dense plan
         name, plan = "standard", plan.dense
+    if name == "nsa":           # nsa_fwd.cu's tiles, or the window's FlashAttention-2 tiles
+        if source == "block_sparse_fwd.cu":
+            return {"BLOCK_Q": plan.win.block_q, "BLOCK_K": plan.win.block_k, "HEAD_DIM": d}
+        return {"HEAD_DIM": d, "COMPRESS_TILE": plan.compress_tile,
+                "CBLOCK": plan.compress_block, "CSTRIDE": plan.compress_stride,
+                "GROUP": plan.group, "BLOCK_Q": plan.cmp_block_q, "BLOCK_K": plan.cmp_block_k,
+                "SBLOCK": plan.select_block, "N_SEL": plan.selected,
+                "SELECT_TILE": plan.select_tile}
     if name == "standard":
         return {"TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
                 "TILE_K": plan.gemm_tile_k, "HEAD_DIM": d}
@@ -235,7 +243,8 @@ def test_declared_arguments_match_the_kernel_signatures():
             "standard_softmax", "standard_pv", "gqa_splitkv", "gqa_combine",
             "block_sparse_fwd", "feature_state", "feature_apply", "feature_causal",
             "feature_combine", "mla_absorb_q", "mla_attn", "mla_combine", "mla_absorb_o",
-            "mla_upproject", "mla_up_attn", "mla_up_combine"} <= checked
+            "mla_upproject", "mla_up_attn", "mla_up_combine",
+            "nsa_compress", "nsa_cmp", "nsa_slc"} <= checked
     assert {"flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq"} <= checked
 
 
@@ -786,3 +795,74 @@ def test_gpu_check_reformer_uses_the_cpu_run_while_its_linear_cost_fits(monkeypa
     row = gpu_check.check_one("reformer", base.replace(seq_q=512, seq_k=512), gpu,
                               cpu_max_n=400, sdpa=False)
     assert seen["reference"] is None and "N 2C rounds > 400²" in row["note"]
+
+
+# ---- nsa -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gpu_name", GPU_MODELS)
+@pytest.mark.parametrize("case", NSA_PAPER_CASES, ids=lambda c: c.id)
+def test_nsa_paper_defaults_launch_the_simulated_kernels(case, gpu_name):
+    """At the paper's defaults (l = 32, d_s = 16, l' = 64, n = 16, w = 512): the four
+    launches are the simulator's kernels with its CTA counts, the defines its plan's."""
+    gpu, wl = get_gpu(gpu_name), case.workload
+    plan = plan_of("nsa", wl, gpu)
+    assert (plan.compress_block, plan.compress_stride, plan.select_block, plan.selected,
+            plan.window) == (32, 16, 64, 16, 512)
+    spec = ports.port_launches("nsa", wl, plan, gpu=gpu)
+    sim = simulate("nsa", wl, gpu, compute=False)
+    assert {l.sim_kernel: l.ctas for l in spec.launches} == {k.name: k.ctas for k in sim.kernels}
+    assert [l.sim_kernel for l in spec.launches] == [k.name for k in sim.kernels]
+    storage = {"ATTN_BF16": 1} if wl.dtype == "bf16" else {}
+    for launch in spec.launches:
+        assert launch.defines == {**expected_defines("nsa", plan, wl.head_dim, launch.source),
+                                  **storage}
+        assert launch.smem_bytes <= gpu.smem_bytes_per_block
+        assert np.prod(launch.block) <= 1024
+
+
+def test_nsa_declares_the_modules_parameters_and_the_window_band():
+    """φ's weights and biases and the gate projections are the module's (``nsa.weights``);
+    the window launch runs local's band layout with the causal window on chip (window_left
+    w − 1, window_right 0, no element mask); sel is an int32 output of n per position."""
+    from algorithms import local, nsa
+    gpu = get_gpu("h100-sxm")
+    wl = workload(NSA_SHAPES[0])
+    plan = plan_of("nsa", wl, gpu, NSA_SMALL)
+    spec = ports.port_launches("nsa", wl, plan, gpu=gpu)
+    par = nsa.weights(wl, plan)
+    inputs = make_inputs(wl, seed=3)
+    for name, key in (("w_k", "wk"), ("w_v", "wv"), ("b_k", "bk"), ("b_v", "bv"),
+                      ("w_gate", "wg")):
+        t = spec.tensors[name]
+        assert t.role == "input" and t.dtype == wl.dtype
+        assert np.array_equal(t.host_values(name, inputs), par[key])
+    assert spec.tensors["sel"].dtype == "int32"
+    assert spec.tensors["sel"].shape == (1, 2, wl.seq_q, plan.selected)
+    assert spec.outputs == ("o",)
+    (win,) = [l for l in spec.launches if l.sim_kernel == "nsa_win_fwd"]
+    lay = local.layout(wl, plan.win)
+    assert np.array_equal(spec.tensors["block_ptr"].data, lay.row_ptr)
+    assert win.args[8] is None                                  # the mask is computed on chip
+    assert [a.value for a in win.args[-2:]] == [plan.window - 1, 0]
+
+
+def test_nsa_skips_the_compression_when_no_block_is_complete():
+    """N_k < l: the simulator records no nsa_compress, nor does the port launch one."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload(NSA_SHAPES[5])
+    plan = plan_of("nsa", wl, gpu, NSA_SMALL)
+    assert plan.compressed_tokens == 0
+    kernels = [l.kernel for l in ports.port_launches("nsa", wl, plan, gpu=gpu).launches]
+    assert kernels == ["nsa_cmp", "block_sparse_fwd", "nsa_slc"]
+
+
+def test_nsa_port_refuses_sub_blocks_below_the_mma_size():
+    from dataclasses import replace
+    gpu = get_gpu("h100-sxm")
+    wl = workload(NSA_SHAPES[0])
+    plan = replace(plan_of("nsa", wl, gpu, NSA_SMALL), select_tile=8)
+    with pytest.raises(ports.PortUnsupported, match="multiple of 16"):
+        ports.port_launches("nsa", wl, plan)
+    wide = replace(plan_of("nsa", wl, gpu, NSA_SMALL), cmp_block_q=256)   # 4 x 256 rows
+    with pytest.raises(ports.PortUnsupported, match="packed rows"):
+        ports.port_launches("nsa", wl, wide)

@@ -41,6 +41,7 @@ from algorithms.ports.feature import (FEATURE_KINDS, FEATURE_MAX_CHUNK,  # noqa:
 from algorithms.ports.flash2 import (FLASH2_BWD_THREADS, WARP_ACC_FLOATS,  # noqa: F401
                                      flash2_backward_launches, flash2_bwd_smem, flash2_bwd_warps,
                                      flash2_port, warp_m_tiles)
+from algorithms.ports.nsa import nsa_port  # noqa: F401
 from algorithms.ports.reformer import reformer_defines, reformer_port  # noqa: F401
 from algorithms.ports.sparse import block_sparse_family_port, masked_dense_port  # noqa: F401
 
@@ -63,6 +64,7 @@ PORTS = {
     "mla": mla_port,
     "diff": diff_port,
     "reformer": reformer_port,
+    "nsa": nsa_port,
 }
 
 

@@ -47,7 +47,7 @@ inline int max(int a, int b) { return a > b ? a : b; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
-inline void atomicAdd(float* p, float v) { *p += v; }
+inline void atomicAdd(float* p, float v);      // defined at the end: shared memory is tracked
 
 // ---- the storage type and conversions of attn_common.cuh: fp16, or bf16 with ATTN_BF16 -------
 struct attn_t { uint16_t x; };
@@ -385,12 +385,40 @@ inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned
     }
 }
 
+// ---- atomics (nsa_fwd.cu's shared-memory score bins) -----------------------------------------
+// atomicAdd (CUDA C++ Programming Guide, "Atomic Functions": a read-modify-write of a 32-bit
+// word in global or shared memory that no other thread's access interleaves with). The green
+// threads never interleave inside it, so the update itself is plain. On dynamic shared memory
+// it is tracked as a write: atomics of several warps to the same bytes in one epoch are legal
+// (that is what atomics are for), but a plain read or store of those bytes by another warp
+// before the next __syncthreads is a hazard, as is an atomic on bytes another warp read in the
+// epoch. w_warp -2 marks bytes updated by the atomics of more than one warp (every reader is
+// then "another warp").
+namespace emu {
+inline void note_atomic(const void* p, long n) {
+    const long off = smem_offset(p);
+    if (off < 0) return;                          // global memory: not tracked
+    for (long b = off; b < off + n; ++b) {
+        if (r_epoch[b] == epoch && r_warp[b] != warp()) hazard("write-after-read", b);
+        const bool mine = w_epoch[b] != epoch || w_warp[b] == warp();
+        w_warp[b] = mine ? warp() : -2;
+        w_epoch[b] = epoch;
+    }
+}
+}  // namespace emu
+
+inline void atomicAdd(float* p, float v) {
+    emu::note_atomic(p, 4);
+    *p += v;
+}
+
 // ---- integer atomics, warp match and cross-CTA flags (reformer.cu's radix sort) -------------
 // Written from the CUDA C++ Programming Guide (atomicAdd, __popc, __match_any_sync) and the
 // PTX ISA (match.any.sync.b32: "the mask of threads that have the same value of a").
 // Green threads change places only at barriers, so a read-modify-write runs as one step:
 // atomic, as on the GPU.
 inline int atomicAdd(int* p, int v) {
+    emu::note_atomic(p, 4);                       // shared memory: tracked as nsa's float atomics
     const int old = *p;
     *p = old + v;
     return old;
