@@ -186,6 +186,13 @@ def check_common(name: str, wl, passes=("fwd",)) -> None:
     if wl.head_dim % 8 or wl.head_dim > 256:
         raise PortUnsupported(f"the {name} port needs head_dim a multiple of 8 and <= 256 "
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
+    if getattr(wl, "dropout", 0.0) > 0:
+        # The simulator's keep mask is a pure splitmix64 hash of (seed, b·H + h, i, j)
+        # (algorithms/dropout.py) and could be reproduced bit-exactly with 64-bit integer
+        # arithmetic, but no port kernel applies it: refuse rather than run without dropout.
+        raise PortUnsupported(f"the {name} port does not apply dropout (no kernel draws the "
+                              f"simulator's keep mask, algorithms/dropout.py); got --dropout "
+                              f"{wl.dropout}: use --dropout 0 for the GPU check")
     if wl.passes not in passes:
         if passes != ("fwd",):
             raise PortUnsupported(f"the {name} port runs --pass {', '.join(passes)}; got "

@@ -1,5 +1,6 @@
 """GPU port declarations: standard attention (three kernels, as counted) and FlashAttention-1
-(K/V outer loop).
+(K/V outer loop); with ``--pass bwd`` / ``fwd+bwd`` also their backward passes
+(``algorithms.ports.backward``).
 
 Bound: each port moves what its algorithm's module counts (that module states the bound).
 """
@@ -8,13 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.common import cdiv
+from algorithms.ports.backward import flash1_backward_launches, standard_backward_launches
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, head_args, out_tensor, pad16, qkv_tensors,
                                    round_up, stats_tensor)
 
 
 def standard_port(wl, plan, extra=None) -> PortLaunches:
-    check_common("standard", wl)
+    """The forward (``standard.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 3's
+    kernels (``standard_bwd.cu``, see ``backward.standard_backward_launches``)."""
+    check_common("standard", wl, passes=("fwd", "bwd", "fwd+bwd"))
     tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
     if tm % 32 or tn % 32 or tk % 16:
         raise PortUnsupported(f"the standard port's GEMM (2 x 2 warps of m16n8k16) needs "
@@ -52,6 +56,8 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
                            ("p", "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
                            "pv_gemm"))
     notes = (f"S and P rows padded to {ld_s} columns (16-byte rows)",) if ld_s != nk else ()
+    if wl.passes != "fwd":
+        return standard_backward_launches(wl, plan, tensors, tuple(launches), notes)
     return PortLaunches("standard", tensors, tuple(launches), notes=notes)
 
 
@@ -61,7 +67,9 @@ FLASH1_SUB_K = 32      # keys of S_ij computed at a time in registers (flash1_fw
 
 
 def flash1_port(wl, plan, extra=None) -> PortLaunches:
-    check_common("flash1", wl)
+    """The forward (``flash1_fwd.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 4's
+    kernels (``flash1_bwd.cu``, see ``backward.flash1_backward_launches``)."""
+    check_common("flash1", wl, passes=("fwd", "bwd", "fwd+bwd"))
     bq, bk, d, bh = plan.block_q, plan.block_k, wl.head_dim, wl.batch * wl.heads
     bq_pad, bk_pad = round_up(bq, 16), round_up(bk, FLASH1_SUB_K)
     if bq_pad > 256:
@@ -76,5 +84,7 @@ def flash1_port(wl, plan, extra=None) -> PortLaunches:
                  (bq_pad + 2 * bk_pad) * pad16(d) * 2, defines,
                  ("q", "k", "v", "o", "l", "m", *head_args(wl), Scalar(int(wl.causal), "int")),
                  "flash1_fwd")
-    return PortLaunches("flash1", tensors, (init, fwd),
-                        notes=(f"K_j/V_j tiles padded to {bk_pad} rows; S_ij in registers",))
+    notes = (f"K_j/V_j tiles padded to {bk_pad} rows; S_ij in registers",)
+    if wl.passes != "fwd":
+        return flash1_backward_launches(wl, plan, tensors, (init, fwd), notes)
+    return PortLaunches("flash1", tensors, (init, fwd), notes=notes)
