@@ -186,3 +186,22 @@ def diff_fp16_baseline(inputs, wl, plan) -> tuple:
                       k=storage_round(inputs.k, wl.dtype), v=storage_round(inputs.v, wl.dtype))
     plain = storage_round(diff.reference(wl, plan, rounded, attention_reference), wl.dtype)
     return exact, relative_error(plain, exact)
+
+
+# ---- backward of standard attention and FlashAttention-1 (standard_bwd.cu, flash1_bwd.cu) ----
+# Multi-head only (the simulator has no GQA backward). Ragged, causal and not, N_q > N_k
+# (causal rows that see no key) and N_q < N_k, d = 40 (padded), 64, 128, both passes, bf16;
+# the last two (d = 40, batch 2, causal, fwd+bwd) only for the declarations and the GPU.
+BACKWARD_PORT_CASES = [
+    PortCase("standard", SHAPES[1], passes="bwd"),
+    PortCase("standard", (1, 1, 1, 150, 260, 40, False), passes="fwd+bwd"),
+    PortCase("flash1", SHAPES[1], passes="bwd"),
+    PortCase("flash1", SHAPES[3], passes="bwd"),
+    PortCase("flash1", (1, 2, 2, 200, 333, 40, False), passes="fwd+bwd"),
+    PortCase("standard", SHAPES[3], passes="bwd"),
+    PortCase("standard", SHAPES[1], dtype="bf16", passes="bwd"),
+    PortCase("flash1", SHAPES[1], dtype="bf16", passes="bwd"),
+    PortCase("standard", (2, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+    PortCase("flash1", (2, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+]
+PORT_CASES += BACKWARD_PORT_CASES
