@@ -7,10 +7,10 @@ measured TFLOP/s (simulator-counted matmul FLOPs / measured time), the effective
 (simulator-counted HBM bytes / measured time), the port's error against the CPU result, and,
 where PyTorch with CUDA is importable, the time of ``scaled_dot_product_attention``.
 
-``--pass bwd`` / ``fwd+bwd`` check the backward (flash2 only; the other ports' rows say
-"port skipped"): the prediction is the simulation of the same passes, the error the largest
-over o, dq, dk, dv against the CPU result (the note lists each), SDPA is timed through
-autograd for the same passes.
+``--pass bwd`` / ``fwd+bwd`` check the backward (flash2, flash1 and standard; the other
+ports' rows say "port skipped"): the prediction is the simulation of the same passes, the
+error the largest over o, dq, dk, dv against the CPU result (the note lists each), SDPA is
+timed through autograd for the same passes.
 
 Without CuPy or a device it prints one line saying the checks were skipped and why, and
 exits 0: the checks are optional, not a failure.
@@ -296,7 +296,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="storage type of Q, K, V, O (the ports build for fp16 or bf16)")
     p.add_argument("--pass", dest="passes", default="fwd", choices=PASSES,
                    help="passes to run and predict: fwd, bwd (the backward alone: O and lse "
-                        "from an untimed forward) or fwd+bwd; backward: flash2 only")
+                        "from an untimed forward) or fwd+bwd; backward: flash2, flash1, standard")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
                    help="check against the CPU simulation up to N_q·N_k = this squared "
