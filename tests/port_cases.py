@@ -61,18 +61,21 @@ class PortCase:
     decode: bool = False
     dtype: str = "fp16"
     passes: str = "fwd"
+    dropout: float = 0.0
 
     @property
     def workload(self) -> Workload:
-        return workload(self.shape, self.decode, self.dtype, self.passes)
+        wl = workload(self.shape, self.decode, self.dtype, self.passes)
+        return wl.replace(dropout=self.dropout) if self.dropout else wl
 
     @property
     def id(self) -> str:
         opts = "".join(f"-{k}={v}" for k, v in self.options.items())
         dtype = "" if self.dtype == "fp16" else f"-{self.dtype}"
         passes = "" if self.passes == "fwd" else f"-{self.passes}"
+        dropout = f"-dropout={self.dropout}" if self.dropout else ""
         return (f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}"
-                f"{dtype}{passes}")
+                f"{dtype}{passes}{dropout}")
 
 
 PORT_CASES = (
@@ -191,7 +194,7 @@ def diff_fp16_baseline(inputs, wl, plan) -> tuple:
 # ---- backward of standard attention and FlashAttention-1 (standard_bwd.cu, flash1_bwd.cu) ----
 # Multi-head only (the simulator has no GQA backward). Ragged, causal and not, N_q > N_k
 # (causal rows that see no key) and N_q < N_k, d = 40 (padded), 64, 128, both passes, bf16;
-# the last two (d = 40, batch 2, causal, fwd+bwd) only for the declarations and the GPU.
+# the two d = 40, batch 2, causal, fwd+bwd cases only for the declarations and the GPU.
 BACKWARD_PORT_CASES = [
     PortCase("standard", SHAPES[1], passes="bwd"),
     PortCase("standard", (1, 1, 1, 150, 260, 40, False), passes="fwd+bwd"),
@@ -203,5 +206,8 @@ BACKWARD_PORT_CASES = [
     PortCase("flash1", SHAPES[1], dtype="bf16", passes="bwd"),
     PortCase("standard", (2, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
     PortCase("flash1", (2, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+    # standard's dropout (the simulator's hashed keep mask, bit for bit): forward + backward
+    PortCase("standard", SHAPES[1], passes="fwd+bwd", dropout=0.2),
+    PortCase("standard", (1, 1, 1, 150, 260, 40, False), passes="bwd", dropout=0.2),
 ]
 PORT_CASES += BACKWARD_PORT_CASES

@@ -5,7 +5,7 @@ fwd+bwd) against the CPU simulation, rows that see no key, and removed synchroni
 Few, small cases (the emulator runs every CUDA thread as a green thread); between them:
 ragged sizes, N_q > N_k and N_q < N_k, causal and not, head_dim 40 (padded), 64 and 128, the
 A100 and H100 plans (flash1 with two K/V blocks, so that dQ_i is read-modify-written across
-outer steps), both passes, bf16.
+outer steps), both passes, bf16, standard's dropout.
 """
 import numpy as np
 import pytest
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not 
 # blocks of 260 keys over N_k = 333; at d = 128 the H100's B_c = B_r = 113 gives 2 x 3 blocks
 EMULATED = [(BACKWARD_PORT_CASES[i], gpu) for i, gpu in
             ((0, "h100-sxm"), (1, "h100-sxm"), (2, "h100-sxm"), (3, "h100-sxm"),
-             (4, "a100-40gb"), (6, "h100-sxm"), (7, "h100-sxm"))]
+             (4, "a100-40gb"), (6, "h100-sxm"), (7, "h100-sxm"), (10, "h100-sxm"),
+             (11, "h100-sxm"))]
 
 
 @pytest.mark.parametrize("case, gpu_name", EMULATED, ids=lambda x: getattr(x, "id", x))
@@ -54,6 +55,24 @@ def test_emulated_backward_rows_that_see_no_key(name):
                                          scale=wl.scale)
     for grad, ref in zip(("dq", "dk", "dv"), exact):
         assert relative_error(out[grad].astype(np.float32), ref) < ports.ERROR_TARGETS["fp16"]
+
+
+def test_emulated_standard_dropout_mask_is_the_simulators_bit_for_bit():
+    """standard_dropout draws algorithms/dropout.py's keep mask exactly (a seed above 2³² so
+    both int32 halves matter), and P ∘ Z is P scaled by 1/(1 - p) where kept, 0 elsewhere."""
+    from algorithms.dropout import keep_multiplier
+    wl = workload((2, 2, 2, 40, 70, 32, False)).replace(dropout=0.3)
+    gpu = get_gpu("h100-sxm")
+    spec = ports.port_launches("standard", wl, get_algorithm("standard").plan(
+        wl, gpu, gpu.smem_bytes_per_block))
+    inputs = make_inputs(wl, seed=(1 << 40) + 12345)
+    out = emulate_mod.emulate(spec, inputs)
+    z = keep_multiplier(wl, inputs.seed).reshape(4, 40, 70)
+    assert np.array_equal(out["dropout_mask"], (z > 0).astype(np.uint8))
+    p = out["p"][..., :70].astype(np.float32)
+    p_drop = out["p_drop"].astype(np.float32)
+    expected = (p * np.float32(1 / 0.7)).astype(np.float16).astype(np.float32) * (z > 0)
+    assert np.array_equal(p_drop[..., :70], expected) and np.all(p_drop[..., 70:] == 0)
 
 
 def line_ending_with(source: str, comment: str) -> str:

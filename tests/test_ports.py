@@ -211,7 +211,8 @@ def test_declared_arguments_match_the_kernel_signatures():
             "feature_combine", "mla_absorb_q", "mla_attn", "mla_combine", "mla_absorb_o"} <= checked
     assert {"flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq"} <= checked
     assert {"standard_bwd_dv", "standard_bwd_dp", "standard_bwd_softmax", "standard_bwd_mask",
-            "standard_bwd_dq", "standard_bwd_dk", "flash1_bwd_init", "flash1_bwd"} <= checked
+            "standard_bwd_dq", "standard_bwd_dk", "flash1_bwd_init", "flash1_bwd",
+            "standard_dropout", "standard_bwd_dropout"} <= checked
 
 
 def test_every_declared_source_exists_and_documents_its_defines():
@@ -657,15 +658,36 @@ def test_flash1_backward_refuses_dk_dv_beyond_its_registers():
         ports.port_launches("flash1", wl, big)
 
 
-@pytest.mark.parametrize("name", DENSE_PORTS)
-def test_dense_ports_refuse_dropout(name):
-    """The simulator runs dropout (a hashed keep mask); no port kernel applies it, so every
-    dense port, flash2 included, refuses it rather than running without it."""
+@pytest.mark.parametrize("name", ("flash1", "flash2"))
+def test_fused_ports_refuse_dropout(name):
+    """The simulator runs dropout (a hashed keep mask); the fused ports' kernels do not draw
+    it, so they refuse it (flash2 used to run without it) rather than run without it."""
     gpu = get_gpu("h100-sxm")
-    for passes in ("fwd", "fwd+bwd"):
+    for passes in ("fwd", "bwd", "fwd+bwd"):
         wl = workload(SHAPES[0]).replace(passes=passes, dropout=0.1)
         with pytest.raises(ports.PortUnsupported, match="dropout"):
             ports.port_launches(name, wl, plan_of(name, wl, gpu))
+
+
+def test_standard_dropout_launches_the_framework_kernels():
+    """standard with --dropout: the forward's dropout kernel between softmax and P V (which
+    reads P ∘ Z), the backward's dropout_bwd before the softmax backward; --pass bwd saves P,
+    P ∘ Z and the mask from the setup."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[1]).replace(passes="bwd", dropout=0.1)
+    spec = ports.port_launches("standard", wl, plan_of("standard", wl, gpu))
+    assert [l.kernel for l in spec.setup][-1] == "standard_dropout"
+    assert [l.sim_kernel for l in spec.launches] == ["dv_gemm", "dp_gemm", "dropout_bwd",
+                                                     "softmax_bwd", "mask_bwd", "dq_gemm",
+                                                     "dk_gemm"]
+    assert spec.launches[0].args[0] == "p_drop"
+    assert {n for n, t in spec.tensors.items() if t.role == "saved"} == {"p", "p_drop",
+                                                                         "dropout_mask"}
+    fwd = ports.port_launches("standard", wl.replace(passes="fwd"), plan_of("standard", wl, gpu))
+    pv = fwd.launches[-1]
+    assert pv.kernel == "standard_pv" and pv.args[0] == "p_drop"
+    seed = fwd.tensors["dropout_seed"].derive(make_inputs(wl, seed=(7 << 32) + 5))
+    assert seed.dtype == np.int32 and list(seed) == [5, 7]
 
 
 @pytest.mark.parametrize("name", ("standard", "flash1"))

@@ -17,6 +17,14 @@
 // A_TRANS) copies TILE_K rows of P (or dS) per stage and builds the A fragments with
 // ldmatrix.trans. Causal masking is bottom-right aligned (key j visible to query i iff
 // j <= i + N_k − N_q); a row that sees no key has P = 0, hence dS = 0 and dQ = 0.
+// Dropout (--dropout p, training): the framework dropout of the forward, between softmax and
+// P V, and its backward, with the simulator's keep mask bit for bit (algorithms/dropout.py:
+// entry (b·H + h, i, j) is kept iff the top 24 bits of splitmix64(((b·H + h) N_q + i) N_k + j
+// ^ splitmix64(seed)) are >= threshold = round(p 2²⁴); Z = kept / (1 − p)):
+//   standard_dropout      forward: P ∘ Z and the bool mask (one byte per entry), one CTA per row
+//   standard_bwd_dropout  dP = dP̃ ∘ mask / (1 − p) in place, before the softmax backward
+// dV then reads P ∘ Z, the softmax backward the undropped P (as autograd). The seed travels as
+// a 2 x int32 const tensor (8 bytes per CTA that the simulator does not count).
 //
 // Tile sizes (compile-time defines from the simulator's plan via algorithms/ports/):
 //   TILE_M, TILE_N, TILE_K = plan.gemm_tile_m/n/k, the GEMM tiles the simulator counts for the
@@ -134,5 +142,61 @@ standard_bwd_mask(attn_t* __restrict__ ds, const unsigned char* __restrict__ all
     for (int j = threadIdx.x; j < n_k; j += ROW_THREADS) {
         const attn_t x = ds_row[j];
         ds_row[j] = mask_row[j] ? x : zero;
+    }
+}
+
+// ---- dropout: the simulator's keep mask (algorithms/dropout.py), bit for bit ----------------
+
+// splitmix64's finalizer, as algorithms/dropout.py _splitmix64: 64-bit wrapping arithmetic.
+__device__ __forceinline__ unsigned long long splitmix64(unsigned long long x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// splitmix64 of the seed, given as two int32 halves (low first).
+__device__ __forceinline__ unsigned long long dropout_seed_mix(const int* seed) {
+    return splitmix64(static_cast<unsigned long long>(static_cast<unsigned>(seed[0]))
+                      | (static_cast<unsigned long long>(static_cast<unsigned>(seed[1])) << 32));
+}
+
+// Entry `idx` = ((b·H + h) N_q + i) N_k + j is kept iff the top 24 bits (HASH_BITS) of its
+// hash reach the threshold.
+__device__ __forceinline__ bool dropout_keeps(unsigned long long seed_mix, long long idx,
+                                              int threshold) {
+    return (splitmix64(static_cast<unsigned long long>(idx) ^ seed_mix) >> 40)
+           >= static_cast<unsigned long long>(threshold);
+}
+
+// Forward dropout on P: p_drop = P ∘ Z (ld_s columns, padding zeros for the P V GEMM) and the
+// bool keep mask (n_k bytes a row), one row per CTA: reads the row of P once and writes both
+// rows once, as the simulator's ``dropout`` kernel. Grid (N_q, B·H).
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+standard_dropout(const attn_t* __restrict__ p, attn_t* __restrict__ p_drop,
+                 unsigned char* __restrict__ mask, const int* __restrict__ seed, int n_q,
+                 int n_k, int ld_s, int threshold, float inv_keep) {
+    const long long row = (long long)blockIdx.y * n_q + blockIdx.x;    // (b·H + h) N_q + i
+    const unsigned long long seed_mix = dropout_seed_mix(seed);
+    for (int j = threadIdx.x; j < ld_s; j += ROW_THREADS) {
+        float x = 0.f;
+        if (j < n_k) {
+            const bool keep = dropout_keeps(seed_mix, row * n_k + j, threshold);
+            mask[row * n_k + j] = keep ? 1 : 0;
+            x = keep ? attn_to_f32(p[row * ld_s + j]) * inv_keep : 0.f;
+        }
+        p_drop[row * ld_s + j] = attn_from_f32(x);
+    }
+}
+
+// Backward of dropout: dP = dP̃ ∘ mask / (1 − p), in place of dP̃ (ds), one row per CTA: reads
+// the dP̃ and mask rows, writes dP, as the simulator's ``dropout_bwd``. Grid (N_q, B·H).
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+standard_bwd_dropout(attn_t* __restrict__ ds, const unsigned char* __restrict__ mask, int n_q,
+                     int n_k, int ld_s, float inv_keep) {
+    const long long row = (long long)blockIdx.y * n_q + blockIdx.x;
+    for (int j = threadIdx.x; j < n_k; j += ROW_THREADS) {
+        const float x = attn_to_f32(ds[row * ld_s + j]);
+        ds[row * ld_s + j] = attn_from_f32(mask[row * n_k + j] ? x * inv_keep : 0.f);
     }
 }

@@ -8,14 +8,19 @@ Both follow flash2's backward port (``algorithms.ports.flash2``): ``--pass fwd+b
 forward's launches then the backward's, all timed, and compares o, dq, dk, dv with the CPU
 result; ``--pass bwd`` runs the forward as untimed ``setup`` launches writing the "saved"
 tensors the simulator takes as given (standard: P; flash1: O, ℓ, m), then times the backward
-alone and compares dq, dk, dv. GQA/MQA and dropout are refused (``PortUnsupported``), as the
-simulator refuses the former and no kernel draws the latter's keep mask.
+alone and compares dq, dk, dv. GQA/MQA is refused (``PortUnsupported``), as the simulator
+refuses it. Dropout: standard runs the framework dropout kernel and its backward with the
+simulator's keep mask (``standard_dropout_launch``); flash1 refuses it (its fused kernels do
+not draw the mask).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from algorithms.common import cdiv
+from algorithms.dropout import keep_threshold
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    pad16, round_up)
 
@@ -63,6 +68,35 @@ def with_passes(name, wl, tensors, fwd, bwd, saved, notes) -> PortLaunches:
 
 # ---- standard attention: Algorithm 3 ----------------------------------------------------------
 
+def dropout_seed(host_inputs) -> np.ndarray:
+    """The inputs' dropout seed as two int32 halves, low first (standard_bwd.cu rebuilds the
+    64-bit value the simulator's hash takes)."""
+    seed = np.array([int(host_inputs.seed) & 0xFFFFFFFF, (int(host_inputs.seed) >> 32) & 0xFFFFFFFF],
+                    dtype=np.uint32)
+    return seed.view(np.int32)
+
+
+def standard_dropout_launch(wl, defines: dict) -> tuple[dict, Launch]:
+    """The forward's framework dropout kernel (the simulator's ``dropout``, in
+    ``algorithms.standard_bwd``): P ∘ Z and the bool keep mask from the simulator's hash."""
+    nq, nk, bh = wl.seq_q, wl.seq_k, wl.batch * wl.heads
+    ld_s = round_up(nk, 8)
+    tensors = {"p_drop": Tensor((bh, nq, ld_s), wl.dtype, "work"),
+               "dropout_mask": Tensor((bh, nq, nk), "uint8", "work"),
+               "dropout_seed": Tensor((2,), "int32", "const", derive=dropout_seed)}
+    launch = Launch("standard_bwd.cu", "standard_dropout", (nq, bh, 1), (ROW_THREADS, 1, 1), 0,
+                    defines, ("p", "p_drop", "dropout_mask", "dropout_seed", Scalar(nq, "int"),
+                              Scalar(nk, "int"), Scalar(ld_s, "int"),
+                              Scalar(keep_threshold(wl.dropout), "int"), inv_keep(wl)),
+                    "dropout")
+    return tensors, launch
+
+
+def inv_keep(wl) -> Scalar:
+    """1 / (1 - p) in float32, as algorithms/dropout.py dropout_args."""
+    return Scalar(float(np.float32(1.0 / (1.0 - wl.dropout))), "float")
+
+
 def standard_backward_launches(wl, plan, fwd_tensors: dict, fwd: tuple, notes: tuple) -> PortLaunches:
     """``algorithms.standard_bwd``'s kernels: dV = Pᵀ dO, dP = dO Vᵀ, the softmax backward,
     the masked_fill backward (causal), dQ = scale dS K, dK = scale dSᵀ Q — the forward's GEMM
@@ -90,17 +124,23 @@ def standard_backward_launches(wl, plan, fwd_tensors: dict, fwd: tuple, notes: t
         return Launch("standard_bwd.cu", kernel, (nq, bh, 1), (ROW_THREADS, 1, 1), smem,
                       defines, args, sim)
 
-    bwd = [gemm("standard_bwd_dv", nk, d, ("p", "do", "dv", n_q, n_k, ld), "dv_gemm"),
-           gemm("standard_bwd_dp", nq, nk, ("do", "v", "ds", n_q, n_k, ld), "dp_gemm"),
-           rows("standard_bwd_softmax", 2 * bp.softmax_bwd_chunk * 2, ("p", "ds", n_q, n_k, ld),
-                "softmax_bwd")]
+    dropout = wl.dropout > 0                # dV reads P ∘ Z; dP̃ -> dP before the softmax
+    bwd = [gemm("standard_bwd_dv", nk, d, ("p_drop" if dropout else "p", "do", "dv", n_q, n_k, ld),
+                "dv_gemm"),
+           gemm("standard_bwd_dp", nq, nk, ("do", "v", "ds", n_q, n_k, ld), "dp_gemm")]
+    if dropout:
+        bwd.append(rows("standard_bwd_dropout", 0, ("ds", "dropout_mask", n_q, n_k, ld,
+                                                     inv_keep(wl)), "dropout_bwd"))
+    bwd.append(rows("standard_bwd_softmax", 2 * bp.softmax_bwd_chunk * 2,
+                    ("p", "ds", n_q, n_k, ld), "softmax_bwd"))
     if wl.causal:
         bwd.append(rows("standard_bwd_mask", 0, ("ds", "allowed", n_q, n_k, ld), "mask_bwd"))
     bwd += [gemm("standard_bwd_dq", nq, d, ("ds", "k", "dq", n_q, n_k, ld, scale), "dq_gemm"),
             gemm("standard_bwd_dk", nk, d, ("ds", "q", "dk", n_q, n_k, ld, scale), "dk_gemm")]
     if wl.passes == "bwd":            # the setup needs S -> P only: O = P V is not saved
         fwd = tuple(l for l in fwd if l.kernel != "standard_pv")
-    return with_passes("standard", wl, tensors, fwd, tuple(bwd), ("p",), notes)
+    saved = ("p", "p_drop", "dropout_mask") if dropout else ("p",)
+    return with_passes("standard", wl, tensors, fwd, tuple(bwd), saved, notes)
 
 
 # ---- FlashAttention-1: Algorithm 4 ----------------------------------------------------------

@@ -179,20 +179,22 @@ def round_up(x: int, m: int) -> int:
     return cdiv(x, m) * m
 
 
-def check_common(name: str, wl, passes=("fwd",)) -> None:
+def check_common(name: str, wl, passes=("fwd",), dropout: bool = False) -> None:
+    """What every port checks first; ``dropout``: the port applies ``--dropout`` (else it is
+    refused)."""
     if wl.dtype not in STORAGE_DTYPES:
         raise PortUnsupported(f"the {name} port runs fp16 or bf16 (mma.sync inputs); the "
                               f"workload is {wl.dtype}: use --dtype fp16 or --dtype bf16")
     if wl.head_dim % 8 or wl.head_dim > 256:
         raise PortUnsupported(f"the {name} port needs head_dim a multiple of 8 and <= 256 "
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
-    if getattr(wl, "dropout", 0.0) > 0:
+    if getattr(wl, "dropout", 0.0) > 0 and not dropout:
         # The simulator's keep mask is a pure splitmix64 hash of (seed, b·H + h, i, j)
-        # (algorithms/dropout.py) and could be reproduced bit-exactly with 64-bit integer
-        # arithmetic, but no port kernel applies it: refuse rather than run without dropout.
-        raise PortUnsupported(f"the {name} port does not apply dropout (no kernel draws the "
-                              f"simulator's keep mask, algorithms/dropout.py); got --dropout "
-                              f"{wl.dropout}: use --dropout 0 for the GPU check")
+        # (algorithms/dropout.py), reproduced bit for bit by standard_bwd.cu; the fused ports
+        # do not draw it yet: refuse rather than run without dropout.
+        raise PortUnsupported(f"the {name} port does not apply dropout (its kernels do not draw "
+                              f"the simulator's keep mask, algorithms/dropout.py; the standard "
+                              f"port does); got --dropout {wl.dropout}: use --dropout 0")
     if wl.passes not in passes:
         if passes != ("fwd",):
             raise PortUnsupported(f"the {name} port runs --pass {', '.join(passes)}; got "

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.common import cdiv
-from algorithms.ports.backward import flash1_backward_launches, standard_backward_launches
+from algorithms.ports.backward import (flash1_backward_launches, standard_backward_launches,
+                                       standard_dropout_launch)
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, head_args, out_tensor, pad16, qkv_tensors,
                                    round_up, stats_tensor)
@@ -18,7 +19,7 @@ from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar
 def standard_port(wl, plan, extra=None) -> PortLaunches:
     """The forward (``standard.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 3's
     kernels (``standard_bwd.cu``, see ``backward.standard_backward_launches``)."""
-    check_common("standard", wl, passes=("fwd", "bwd", "fwd+bwd"))
+    check_common("standard", wl, passes=("fwd", "bwd", "fwd+bwd"), dropout=True)
     tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
     if tm % 32 or tn % 32 or tk % 16:
         raise PortUnsupported(f"the standard port's GEMM (2 x 2 warps of m16n8k16) needs "
@@ -51,9 +52,15 @@ def standard_port(wl, plan, extra=None) -> PortLaunches:
                            plan.softmax_chunk * 2, defines,
                            ("s", "p", n_q, n_k, Scalar(ld_s, "int"), Scalar(0, "int")),
                            "softmax"))
+    p_used = "p"
+    if wl.dropout > 0:                   # the framework dropout kernel: P V reads P ∘ Z
+        dropout_tensors, dropout = standard_dropout_launch(wl, defines)
+        tensors.update(dropout_tensors)
+        launches.append(dropout)
+        p_used = "p_drop"
     launches.append(Launch("standard.cu", "standard_pv", (cdiv(d, tn), cdiv(nq, tm), bh),
                            (128, 1, 1), gemm_smem, defines,
-                           ("p", "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
+                           (p_used, "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
                            "pv_gemm"))
     notes = (f"S and P rows padded to {ld_s} columns (16-byte rows)",) if ld_s != nk else ()
     if wl.passes != "fwd":
