@@ -209,5 +209,10 @@ BACKWARD_PORT_CASES = [
     # standard's dropout (the simulator's hashed keep mask, bit for bit): forward + backward
     PortCase("standard", SHAPES[1], passes="fwd+bwd", dropout=0.2),
     PortCase("standard", (1, 1, 1, 150, 260, 40, False), passes="bwd", dropout=0.2),
+    # flash1's dropout (Z regenerated on chip from the same mask): forward, both passes with
+    # two K/V blocks (A100 plan at d = 40; H100 plan at d = 128)
+    PortCase("flash1", SHAPES[1], dropout=0.2),
+    PortCase("flash1", (1, 2, 2, 200, 333, 40, False), passes="fwd+bwd", dropout=0.2),
+    PortCase("flash1", SHAPES[3], passes="bwd", dropout=0.2),
 ]
 PORT_CASES += BACKWARD_PORT_CASES

@@ -658,15 +658,28 @@ def test_flash1_backward_refuses_dk_dv_beyond_its_registers():
         ports.port_launches("flash1", wl, big)
 
 
-@pytest.mark.parametrize("name", ("flash1", "flash2"))
-def test_fused_ports_refuse_dropout(name):
-    """The simulator runs dropout (a hashed keep mask); the fused ports' kernels do not draw
-    it, so they refuse it (flash2 used to run without it) rather than run without it."""
+def test_flash2_refuses_dropout():
+    """The simulator runs dropout (a hashed keep mask); flash2's kernels do not draw it, so
+    the port refuses it (it used to run without it) instead of running without it."""
     gpu = get_gpu("h100-sxm")
     for passes in ("fwd", "bwd", "fwd+bwd"):
         wl = workload(SHAPES[0]).replace(passes=passes, dropout=0.1)
-        with pytest.raises(ports.PortUnsupported, match="dropout"):
-            ports.port_launches(name, wl, plan_of(name, wl, gpu))
+        with pytest.raises(ports.PortUnsupported, match="does not apply dropout"):
+            ports.port_launches("flash2", wl, plan_of("flash2", wl, gpu))
+
+
+def test_flash1_dropout_passes_the_seed_to_both_kernels():
+    """flash1 regenerates Z on chip: the forward and backward kernels take the seed tensor,
+    threshold round(p 2^24) and 1/(1 - p); without dropout a null seed (Z = 1)."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[1]).replace(passes="fwd+bwd", dropout=0.25)
+    spec = ports.port_launches("flash1", wl, plan_of("flash1", wl, gpu))
+    for launch in (spec.launches[1], spec.launches[3]):
+        seed, threshold, keep = launch.args[-3:]
+        assert seed == "dropout_seed" and threshold.value == 1 << 22
+        assert keep.value == float(np.float32(1 / 0.75))          # float32, as the simulator
+    plain = ports.port_launches("flash1", wl.replace(dropout=0.0), plan_of("flash1", wl, gpu))
+    assert plain.launches[3].args[-3] is None and "dropout_seed" not in plain.tensors
 
 
 def test_standard_dropout_launches_the_framework_kernels():

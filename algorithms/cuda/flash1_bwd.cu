@@ -42,8 +42,12 @@
 // for them, as FA-2); dQ_i is rounded to the storage type at every inner step, since it lives
 // in HBM at e bytes between steps (the simulator keeps it in fp32: the rounding error grows
 // with the number of K/V blocks T_c).
+// Dropout (--dropout p; `seed` not null): Z regenerated on chip from the simulator's keep mask
+// (attn_dropout.cuh, bit for bit; lines 14-15 and 18): dV_j += (P ∘ Z)ᵀ dO_i, and
+// dS = P ∘ (dP ∘ Z − D_i) with the undropped P; the seed is 8 uncounted bytes a CTA.
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (attn_common.cuh's attn_t).
 #include "attn_common.cuh"
+#include "attn_dropout.cuh"
 
 #ifndef BLOCK_Q
 #define BLOCK_Q 64
@@ -140,14 +144,15 @@ __device__ __forceinline__ void granule_nn(float (&acc)[2][4], const attn_t* x_s
 
 // Arguments: q, k, v, dout (B, H, n, d), o (B, H, n_q, d): storage type; l, m (B, H, n_q) fp32
 // (the forward's statistics, natural log); dq, dk, dv (B, H, n, d): zero on entry (init),
-// dq accumulated, dk, dv written; scale; causal. Grid (B·H); block BWD_THREADS; dynamic shared
+// dq accumulated, dk, dv written; scale; causal; dropout: seed (2 int32, null without dropout),
+// threshold, 1 / (1 - p) (attn_dropout.cuh). Grid (B·H); block BWD_THREADS; dynamic shared
 // memory (2 BQ_PAD + 2 BK_PAD) DPAD 2 + 2 BQ_PAD BK_PAD 2 + 2 BQ_PAD 4 bytes.
 extern "C" __global__ void __launch_bounds__(BWD_THREADS, 1)
 flash1_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
            const attn_t* __restrict__ o, const attn_t* __restrict__ dout,
            const float* __restrict__ l, const float* __restrict__ m, attn_t* __restrict__ dq,
            attn_t* __restrict__ dk, attn_t* __restrict__ dv, int n_q, int n_k, float scale,
-           int causal) {
+           int causal, const int* __restrict__ seed, int threshold, float inv_keep) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i:  BQ_PAD x DPAD
     attn_t* do_s = q_s + BQ_PAD * DPAD;                          // dO_i: BQ_PAD x DPAD
@@ -168,6 +173,8 @@ flash1_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
     const float* m_h = m + bh * n_q;
     const int shift = n_k - n_q;
     const float scale_log2 = scale * ATTN_LOG2E;
+    const bool dropout = seed != nullptr;
+    const unsigned long long seed_mix = dropout ? attn_dropout_seed_mix(seed) : 0ull;
 
     for (int c0 = 0; c0 < n_k; c0 += BLOCK_K) {                // line 6: for j = 1..T_c
         const int c1 = min(c0 + BLOCK_K, n_k);
@@ -221,6 +228,7 @@ flash1_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
                 if (c0 + kt + 16 > c1 || (causal && c0 + kt + 15 > r0 + rt + shift))
                     attn_warp_mask<16>(s, r0 + rt, c0 + kt, c1, shift, causal != 0, lane);  // 12
                 attn_warp_qk<16, DPAD>(dp, do_s, v_s + kt * DPAD, rt, lane);        // line 17
+                float pz[2][4];                                // P ∘ Z (P without dropout)
 #pragma unroll
                 for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -228,9 +236,14 @@ flash1_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
                         const int r = rt + (lane >> 2) + 8 * (e >> 1);
                         // line 13: P = exp(scale S - m) / ℓ = exp2(scale log2(e) S - log2(ℓ e^m))
                         s[n][e] = exp2f(fmaf(s[n][e], scale_log2, -attn_ld_shared_f32(lse2_s + r)));
-                        dp[n][e] = s[n][e] * (dp[n][e] - attn_ld_shared_f32(dlt_s + r));  // 20
+                        const float z = dropout ? attn_dropout_z(seed_mix, bh * n_q, r0 + r,
+                                                                 c0 + kt + n * 8 + 2 * (lane & 3) + (e & 1),
+                                                                 n_k, threshold, inv_keep)
+                                                : 1.f;           // lines 14-15, 18: Z
+                        pz[n][e] = s[n][e] * z;
+                        dp[n][e] = s[n][e] * (dp[n][e] * z - attn_ld_shared_f32(dlt_s + r));  // 20
                     }
-                granule_to_smem(p_s, s, 1.f, rt, kt, lane);
+                granule_to_smem(p_s, pz, 1.f, rt, kt, lane);
                 granule_to_smem(ds_s, dp, scale, rt, kt, lane);                     // τ dS
             }
             __syncthreads();                                   // P_ij and dS_ij are complete

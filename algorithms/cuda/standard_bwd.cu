@@ -44,6 +44,7 @@
 // HBM (the simulator keeps them in fp32), the row sums are fp32.
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (attn_common.cuh's attn_t).
 #include "attn_gemm.cuh"      // gemm_cta (A_TRANS for Pᵀ, dSᵀ), TILE_M/N/K
+#include "attn_dropout.cuh"   // the simulator's keep mask
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -145,29 +146,7 @@ standard_bwd_mask(attn_t* __restrict__ ds, const unsigned char* __restrict__ all
     }
 }
 
-// ---- dropout: the simulator's keep mask (algorithms/dropout.py), bit for bit ----------------
-
-// splitmix64's finalizer, as algorithms/dropout.py _splitmix64: 64-bit wrapping arithmetic.
-__device__ __forceinline__ unsigned long long splitmix64(unsigned long long x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-// splitmix64 of the seed, given as two int32 halves (low first).
-__device__ __forceinline__ unsigned long long dropout_seed_mix(const int* seed) {
-    return splitmix64(static_cast<unsigned long long>(static_cast<unsigned>(seed[0]))
-                      | (static_cast<unsigned long long>(static_cast<unsigned>(seed[1])) << 32));
-}
-
-// Entry `idx` = ((b·H + h) N_q + i) N_k + j is kept iff the top 24 bits (HASH_BITS) of its
-// hash reach the threshold.
-__device__ __forceinline__ bool dropout_keeps(unsigned long long seed_mix, long long idx,
-                                              int threshold) {
-    return (splitmix64(static_cast<unsigned long long>(idx) ^ seed_mix) >> 40)
-           >= static_cast<unsigned long long>(threshold);
-}
+// ---- dropout: the simulator's keep mask (attn_dropout.cuh) ----------------------------------
 
 // Forward dropout on P: p_drop = P ∘ Z (ld_s columns, padding zeros for the P V GEMM) and the
 // bool keep mask (n_k bytes a row), one row per CTA: reads the row of P once and writes both
@@ -177,11 +156,11 @@ standard_dropout(const attn_t* __restrict__ p, attn_t* __restrict__ p_drop,
                  unsigned char* __restrict__ mask, const int* __restrict__ seed, int n_q,
                  int n_k, int ld_s, int threshold, float inv_keep) {
     const long long row = (long long)blockIdx.y * n_q + blockIdx.x;    // (b·H + h) N_q + i
-    const unsigned long long seed_mix = dropout_seed_mix(seed);
+    const unsigned long long seed_mix = attn_dropout_seed_mix(seed);
     for (int j = threadIdx.x; j < ld_s; j += ROW_THREADS) {
         float x = 0.f;
         if (j < n_k) {
-            const bool keep = dropout_keeps(seed_mix, row * n_k + j, threshold);
+            const bool keep = attn_dropout_keeps(seed_mix, row * n_k + j, threshold);
             mask[row * n_k + j] = keep ? 1 : 0;
             x = keep ? attn_to_f32(p[row * ld_s + j]) * inv_keep : 0.f;
         }

@@ -9,9 +9,9 @@ forward's launches then the backward's, all timed, and compares o, dq, dk, dv wi
 result; ``--pass bwd`` runs the forward as untimed ``setup`` launches writing the "saved"
 tensors the simulator takes as given (standard: P; flash1: O, ℓ, m), then times the backward
 alone and compares dq, dk, dv. GQA/MQA is refused (``PortUnsupported``), as the simulator
-refuses it. Dropout: standard runs the framework dropout kernel and its backward with the
-simulator's keep mask (``standard_dropout_launch``); flash1 refuses it (its fused kernels do
-not draw the mask).
+refuses it. Dropout uses the simulator's keep mask bit for bit (``algorithms/cuda/
+attn_dropout.cuh``): standard runs the framework dropout kernel and its backward
+(``standard_dropout_launch``), flash1 regenerates Z on chip in its forward and backward.
 """
 from __future__ import annotations
 
@@ -76,18 +76,31 @@ def dropout_seed(host_inputs) -> np.ndarray:
     return seed.view(np.int32)
 
 
+def dropout_tensors(wl) -> dict:
+    """The seed tensor of a port that regenerates Z on chip (none without dropout)."""
+    if wl.dropout <= 0:
+        return {}
+    return {"dropout_seed": Tensor((2,), "int32", "const", derive=dropout_seed)}
+
+
+def dropout_args(wl) -> tuple:
+    """seed (null without dropout), threshold, 1 / (1 - p): the kernels' dropout arguments."""
+    if wl.dropout <= 0:
+        return (None, Scalar(0, "int"), Scalar(1.0, "float"))
+    return ("dropout_seed", Scalar(keep_threshold(wl.dropout), "int"), inv_keep(wl))
+
+
 def standard_dropout_launch(wl, defines: dict) -> tuple[dict, Launch]:
     """The forward's framework dropout kernel (the simulator's ``dropout``, in
     ``algorithms.standard_bwd``): P ∘ Z and the bool keep mask from the simulator's hash."""
     nq, nk, bh = wl.seq_q, wl.seq_k, wl.batch * wl.heads
     ld_s = round_up(nk, 8)
     tensors = {"p_drop": Tensor((bh, nq, ld_s), wl.dtype, "work"),
-               "dropout_mask": Tensor((bh, nq, nk), "uint8", "work"),
-               "dropout_seed": Tensor((2,), "int32", "const", derive=dropout_seed)}
+               "dropout_mask": Tensor((bh, nq, nk), "uint8", "work"), **dropout_tensors(wl)}
+    seed, threshold, keep = dropout_args(wl)
     launch = Launch("standard_bwd.cu", "standard_dropout", (nq, bh, 1), (ROW_THREADS, 1, 1), 0,
-                    defines, ("p", "p_drop", "dropout_mask", "dropout_seed", Scalar(nq, "int"),
-                              Scalar(nk, "int"), Scalar(ld_s, "int"),
-                              Scalar(keep_threshold(wl.dropout), "int"), inv_keep(wl)),
+                    defines, ("p", "p_drop", "dropout_mask", seed, Scalar(nq, "int"),
+                              Scalar(nk, "int"), Scalar(ld_s, "int"), threshold, keep),
                     "dropout")
     return tensors, launch
 
@@ -177,7 +190,8 @@ def flash1_backward_launches(wl, plan, fwd_tensors: dict, fwd: tuple, notes: tup
            Launch("flash1_bwd.cu", "flash1_bwd", (bh, 1, 1), (FLASH1_BWD_THREADS, 1, 1),
                   flash1_bwd_smem(bq, bk, d), defines,
                   ("q", "k", "v", "o", "do", "l", "m", "dq", "dk", "dv", n_q, n_k,
-                   Scalar(wl.scale, "float"), Scalar(int(wl.causal), "int")), "flash1_bwd"))
+                   Scalar(wl.scale, "float"), Scalar(int(wl.causal), "int"), *dropout_args(wl)),
+                  "flash1_bwd"))
     notes = (*notes, f"backward tiles B_r x B_c = {bq} x {bk} padded to 16; dK_j, dV_j in "
                      f"registers, P_ij, dS_ij in shared memory; dQ_i rounded to {wl.dtype} at "
                      f"every inner step (HBM)")

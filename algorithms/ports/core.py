@@ -190,11 +190,12 @@ def check_common(name: str, wl, passes=("fwd",), dropout: bool = False) -> None:
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
     if getattr(wl, "dropout", 0.0) > 0 and not dropout:
         # The simulator's keep mask is a pure splitmix64 hash of (seed, b·H + h, i, j)
-        # (algorithms/dropout.py), reproduced bit for bit by standard_bwd.cu; the fused ports
-        # do not draw it yet: refuse rather than run without dropout.
+        # (algorithms/dropout.py), reproduced bit for bit by attn_dropout.cuh; a port whose
+        # kernels do not apply it refuses dropout rather than run without it.
         raise PortUnsupported(f"the {name} port does not apply dropout (its kernels do not draw "
-                              f"the simulator's keep mask, algorithms/dropout.py; the standard "
-                              f"port does); got --dropout {wl.dropout}: use --dropout 0")
+                              f"the simulator's keep mask, algorithms/cuda/attn_dropout.cuh; the "
+                              f"standard and flash1 ports do); got --dropout {wl.dropout}: use "
+                              f"--dropout 0")
     if wl.passes not in passes:
         if passes != ("fwd",):
             raise PortUnsupported(f"the {name} port runs --pass {', '.join(passes)}; got "

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.common import cdiv
-from algorithms.ports.backward import (flash1_backward_launches, standard_backward_launches,
-                                       standard_dropout_launch)
+from algorithms.ports.backward import (dropout_args, dropout_tensors, flash1_backward_launches,
+                                       standard_backward_launches, standard_dropout_launch)
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, head_args, out_tensor, pad16, qkv_tensors,
                                    round_up, stats_tensor)
@@ -76,7 +76,7 @@ FLASH1_SUB_K = 32      # keys of S_ij computed at a time in registers (flash1_fw
 def flash1_port(wl, plan, extra=None) -> PortLaunches:
     """The forward (``flash1_fwd.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 4's
     kernels (``flash1_bwd.cu``, see ``backward.flash1_backward_launches``)."""
-    check_common("flash1", wl, passes=("fwd", "bwd", "fwd+bwd"))
+    check_common("flash1", wl, passes=("fwd", "bwd", "fwd+bwd"), dropout=True)
     bq, bk, d, bh = plan.block_q, plan.block_k, wl.head_dim, wl.batch * wl.heads
     bq_pad, bk_pad = round_up(bq, 16), round_up(bk, FLASH1_SUB_K)
     if bq_pad > 256:
@@ -89,8 +89,10 @@ def flash1_port(wl, plan, extra=None) -> PortLaunches:
                   ("o", "l", "m", Scalar(wl.seq_q, "int")), "flash1_init")
     fwd = Launch("flash1_fwd.cu", "flash1_fwd", (bh, 1, 1), (bq_pad // 16 * 32, 1, 1),
                  (bq_pad + 2 * bk_pad) * pad16(d) * 2, defines,
-                 ("q", "k", "v", "o", "l", "m", *head_args(wl), Scalar(int(wl.causal), "int")),
+                 ("q", "k", "v", "o", "l", "m", *head_args(wl), Scalar(int(wl.causal), "int"),
+                  *dropout_args(wl)),
                  "flash1_fwd")
+    tensors.update(dropout_tensors(wl))
     notes = (f"K_j/V_j tiles padded to {bk_pad} rows; S_ij in registers",)
     if wl.passes != "fwd":
         return flash1_backward_launches(wl, plan, tensors, (init, fwd), notes)
