@@ -23,10 +23,12 @@ pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not 
 
 # (case, GPU model whose plan the port runs): the A100 plan gives flash1 at d = 40 two K/V
 # blocks of 260 keys over N_k = 333; at d = 128 the H100's B_c = B_r = 113 gives 2 x 3 blocks
+# (the fp16 97 x 97 causal --pass bwd cases are left to the GPU tests: their kernels run here
+# in the bf16, dropout and rows-that-see-no-key cases, and the suite must stay well under 60 s)
 EMULATED = [(BACKWARD_PORT_CASES[i], gpu) for i, gpu in
-            ((0, "h100-sxm"), (1, "h100-sxm"), (2, "h100-sxm"), (3, "h100-sxm"),
-             (4, "a100-40gb"), (6, "h100-sxm"), (7, "h100-sxm"), (10, "h100-sxm"),
-             (11, "h100-sxm"), (12, "h100-sxm"), (13, "a100-40gb"), (14, "h100-sxm"))]
+            ((1, "h100-sxm"), (3, "h100-sxm"), (4, "a100-40gb"), (6, "h100-sxm"),
+             (7, "h100-sxm"), (10, "h100-sxm"), (11, "h100-sxm"), (12, "h100-sxm"),
+             (13, "a100-40gb"), (14, "h100-sxm"))]
 OUTPUTS = {"fwd": {"o"}, "bwd": {"dq", "dk", "dv"}, "fwd+bwd": {"o", "dq", "dk", "dv"}}
 
 
