@@ -7,7 +7,8 @@ Bound: each port moves what its algorithm's backward module counts (``algorithms
 Both follow flash2's backward port (``algorithms.ports.flash2``): ``--pass fwd+bwd`` runs the
 forward's launches then the backward's, all timed, and compares o, dq, dk, dv with the CPU
 result; ``--pass bwd`` runs the forward as untimed ``setup`` launches writing the "saved"
-tensors the simulator takes as given (standard: P; flash1: O, ℓ, m), then times the backward
+tensors the simulator takes as given (standard: P, with dropout also P ∘ Z and the mask;
+flash1: O, ℓ, m), then times the backward
 alone and compares dq, dk, dv. GQA/MQA is refused (``PortUnsupported``), as the simulator
 refuses it. Dropout uses the simulator's keep mask bit for bit (``algorithms/cuda/
 attn_dropout.cuh``): standard runs the framework dropout kernel and its backward
@@ -66,10 +67,10 @@ def with_passes(name, wl, tensors, fwd, bwd, saved, notes) -> PortLaunches:
                                        f"(setup)"))
 
 
-# ---- standard attention: Algorithm 3 ----------------------------------------------------------
+# ---- dropout: the simulator's keep mask (attn_dropout.cuh) ------------------------------------
 
 def dropout_seed(host_inputs) -> np.ndarray:
-    """The inputs' dropout seed as two int32 halves, low first (standard_bwd.cu rebuilds the
+    """The inputs' dropout seed as two int32 halves, low first (attn_dropout.cuh rebuilds the
     64-bit value the simulator's hash takes)."""
     seed = np.array([int(host_inputs.seed) & 0xFFFFFFFF, (int(host_inputs.seed) >> 32) & 0xFFFFFFFF],
                     dtype=np.uint32)
@@ -90,6 +91,13 @@ def dropout_args(wl) -> tuple:
     return ("dropout_seed", Scalar(keep_threshold(wl.dropout), "int"), inv_keep(wl))
 
 
+def inv_keep(wl) -> Scalar:
+    """1 / (1 - p) in float32, as algorithms/dropout.py dropout_args."""
+    return Scalar(float(np.float32(1.0 / (1.0 - wl.dropout))), "float")
+
+
+# ---- standard attention: Algorithm 3 ----------------------------------------------------------
+
 def standard_dropout_launch(wl, defines: dict) -> tuple[dict, Launch]:
     """The forward's framework dropout kernel (the simulator's ``dropout``, in
     ``algorithms.standard_bwd``): P ∘ Z and the bool keep mask from the simulator's hash."""
@@ -103,11 +111,6 @@ def standard_dropout_launch(wl, defines: dict) -> tuple[dict, Launch]:
                               Scalar(nk, "int"), Scalar(ld_s, "int"), threshold, keep),
                     "dropout")
     return tensors, launch
-
-
-def inv_keep(wl) -> Scalar:
-    """1 / (1 - p) in float32, as algorithms/dropout.py dropout_args."""
-    return Scalar(float(np.float32(1.0 / (1.0 - wl.dropout))), "float")
 
 
 def standard_backward_launches(wl, plan, fwd_tensors: dict, fwd: tuple, notes: tuple) -> PortLaunches:
