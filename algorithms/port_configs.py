@@ -7,10 +7,10 @@ beyond its budget) before a GPU ever sees it.
 
 The sweep: A100 40/80 GB, H100 SXM and H200; head_dim 64 and 128; causal and not; 16
 heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache (MLA: both
-``--path``s), flash2's forward + backward, NSA (causal) with 1, 4 and 16 query heads per KV
-head, and the ports' option variants that change their tiles. Workloads a
-port refuses (``PortUnsupported``) or the simulator cannot plan are skipped: the tests
-already check that those are refused with a reason.
+``--path``s), the forward + backward of flash2, flash1 and standard, NSA (causal) with 1, 4
+and 16 query heads per KV head, and the ports' option variants that change their tiles.
+Workloads a port refuses (``PortUnsupported``) or the simulator cannot plan are skipped: the
+tests already check that those are refused with a reason.
 
 Bound: none of its own (it moves no data); each configuration belongs to a port whose IO
 bound is its algorithm module's.
@@ -25,6 +25,7 @@ from algorithms.registry import get_algorithm
 
 GPUS = ("a100-40gb", "a100-80gb", "h100-sxm", "h200")
 HEAD_DIMS = (64, 128)
+BACKWARD_PORTS = ("flash2", "flash1", "standard")   # ports with a backward (--pass fwd+bwd)
 
 
 def _workloads(name: str):
@@ -52,7 +53,7 @@ def _workloads(name: str):
                 yield base.replace(seq_q=4, seq_k=32768, decode=True), {"path": "upproject"}
             else:
                 yield base, {}
-                if name == "flash2":
+                if name in BACKWARD_PORTS:
                     yield base.replace(passes="fwd+bwd"), {}
 
 

@@ -7,10 +7,10 @@ measured TFLOP/s (simulator-counted matmul FLOPs / measured time), the effective
 (simulator-counted HBM bytes / measured time), the port's error against the CPU result, and,
 where PyTorch with CUDA is importable, the time of ``scaled_dot_product_attention``.
 
-``--pass bwd`` / ``fwd+bwd`` check the backward (flash2 only; the other ports' rows say
-"port skipped"): the prediction is the simulation of the same passes, the error the largest
-over o, dq, dk, dv against the CPU result (the note lists each), SDPA is timed through
-autograd for the same passes.
+``--pass bwd`` / ``fwd+bwd`` check the backward (flash2, flash1 and standard; the other
+ports' rows say "port skipped"): the prediction is the simulation of the same passes, the
+error the largest over o, dq, dk, dv against the CPU result (the note lists each), SDPA is
+timed through autograd for the same passes.
 
 ``--path absorbed upproject`` checks both of mla's decode paths (rows labelled
 ``mla --path ...``); the default is mla's default path (absorbed).
@@ -374,7 +374,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="storage type of Q, K, V, O (the ports build for fp16 or bf16)")
     p.add_argument("--pass", dest="passes", default="fwd", choices=PASSES,
                    help="passes to run and predict: fwd, bwd (the backward alone: O and lse "
-                        "from an untimed forward) or fwd+bwd; backward: flash2 only")
+                        "from an untimed forward) or fwd+bwd; backward: flash2, flash1, standard")
     p.add_argument("--path", nargs="+", default=None, choices=("absorbed", "upproject"),
                    help="mla's decode path(s) to check (default: absorbed); both: one row set "
                         "each, labelled 'mla --path ...'")

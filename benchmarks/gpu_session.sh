@@ -63,6 +63,8 @@ stage_timing() {
         --seq 4096 16384 --format json -o "$OUT/gpu-check-d128.json"
     run gpu-check-bf16 "$PY" -m attnsim gpu-check flash2 --dtype bf16 \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-bf16.json"
+    run gpu-check-bwd "$PY" -m attnsim gpu-check flash2 flash1 standard --pass fwd+bwd \
+        --seq 1024 4096 --format json -o "$OUT/gpu-check-bwd.json"
     run gpu-check-rest "$PY" -m attnsim gpu-check local block_sparse masked_dense gqa linear \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-rest.json"
     run gpu-check-mla "$PY" -m attnsim gpu-check mla --heads 128 --head-dim 128 --batch 4 \

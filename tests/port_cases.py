@@ -61,18 +61,21 @@ class PortCase:
     decode: bool = False
     dtype: str = "fp16"
     passes: str = "fwd"
+    dropout: float = 0.0
 
     @property
     def workload(self) -> Workload:
-        return workload(self.shape, self.decode, self.dtype, self.passes)
+        wl = workload(self.shape, self.decode, self.dtype, self.passes)
+        return wl.replace(dropout=self.dropout) if self.dropout else wl
 
     @property
     def id(self) -> str:
         opts = "".join(f"-{k}={v}" for k, v in self.options.items())
         dtype = "" if self.dtype == "fp16" else f"-{self.dtype}"
         passes = "" if self.passes == "fwd" else f"-{self.passes}"
+        dropout = f"-dropout={self.dropout}" if self.dropout else ""
         return (f"{self.name}-{'decode-' if self.decode else ''}{case_id(self.shape)}{opts}"
-                f"{dtype}{passes}")
+                f"{dtype}{passes}{dropout}")
 
 
 PORT_CASES = (
@@ -290,3 +293,29 @@ PORT_CASES += NSA_CASES
 # simulation that the emulator and device tests compare with is slow at this size.
 NSA_PAPER_CASES = [PortCase("nsa", (1, 16, 1, 1100, 1100, 128, True)),
                    PortCase("nsa", (1, 64, 4, 4096, 4096, 128, True), dtype="bf16")]
+
+# ---- backward of standard attention and FlashAttention-1 (standard_bwd.cu, flash1_bwd.cu) ----
+# Multi-head only (the simulator has no GQA backward). Ragged, causal and not, N_q > N_k
+# (causal rows that see no key) and N_q < N_k, d = 40 (padded), 64, 128, both passes, bf16;
+# the two d = 40, batch 2, causal, fwd+bwd cases only for the declarations and the GPU.
+BACKWARD_PORT_CASES = [
+    PortCase("standard", SHAPES[1], passes="bwd"),
+    PortCase("standard", (1, 1, 1, 150, 260, 40, False), passes="fwd+bwd"),
+    PortCase("flash1", SHAPES[1], passes="bwd"),
+    PortCase("flash1", SHAPES[3], passes="bwd"),
+    PortCase("flash1", (1, 2, 2, 200, 333, 40, False), passes="fwd+bwd"),
+    PortCase("standard", SHAPES[3], passes="bwd"),
+    PortCase("standard", SHAPES[1], dtype="bf16", passes="bwd"),
+    PortCase("flash1", SHAPES[1], dtype="bf16", passes="bwd"),
+    PortCase("standard", (2, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+    PortCase("flash1", (2, 2, 2, 200, 333, 40, True), passes="fwd+bwd"),
+    # standard's dropout (the simulator's hashed keep mask, bit for bit): forward + backward
+    PortCase("standard", SHAPES[1], passes="fwd+bwd", dropout=0.2),
+    PortCase("standard", (1, 1, 1, 150, 260, 40, False), passes="bwd", dropout=0.2),
+    # flash1's dropout (Z regenerated on chip from the same mask): forward, both passes with
+    # two K/V blocks (A100 plan at d = 40; H100 plan at d = 128)
+    PortCase("flash1", SHAPES[1], dropout=0.2),
+    PortCase("flash1", (1, 2, 2, 200, 333, 40, False), passes="fwd+bwd", dropout=0.2),
+    PortCase("flash1", SHAPES[3], passes="bwd", dropout=0.2),
+]
+PORT_CASES += BACKWARD_PORT_CASES

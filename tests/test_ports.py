@@ -7,6 +7,7 @@ gpu-check without a device says it skipped and exits 0.
 """
 import json
 import re
+from dataclasses import replace
 import shutil
 import subprocess
 
@@ -43,6 +44,8 @@ def plan_or_skip(name, wl, gpu, options=None):
 def expected_defines(name, plan, d, source=None):
     """The tile defines a port must compile with, read off the plan (``source``: the
     launch's file, for ports with several)."""
+    if source == "flash1_bwd.cu":               # the backward's own tiles (Algorithm 4)
+        return {"BLOCK_Q": plan.bwd.block_q, "BLOCK_K": plan.bwd.block_k, "HEAD_DIM": d}
     if source == "flash2_bwd.cu":               # the backward's own tiles
         bp = plan.bwd
         return {"BLOCK_Q": bp.block_q, "BLOCK_K": bp.block_k, "HEAD_DIM": d,
@@ -246,6 +249,9 @@ def test_declared_arguments_match_the_kernel_signatures():
             "mla_upproject", "mla_up_attn", "mla_up_combine",
             "nsa_compress", "nsa_cmp", "nsa_slc"} <= checked
     assert {"flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq"} <= checked
+    assert {"standard_bwd_dv", "standard_bwd_dp", "standard_bwd_softmax", "standard_bwd_mask",
+            "standard_bwd_dq", "standard_bwd_dk", "flash1_bwd_init", "flash1_bwd",
+            "standard_dropout", "standard_bwd_dropout"} <= checked
 
 
 def test_every_declared_source_exists_and_documents_its_defines():
@@ -493,13 +499,8 @@ def test_flash2_backward_warps():
 def test_backward_is_refused_where_not_ported():
     gpu = get_gpu("h100-sxm")
     wl = workload(SHAPES[0]).replace(passes="bwd")
-    for name in ("standard", "flash1"):
-        try:
-            plan = plan_of(name, wl, gpu)
-        except ValueError:
-            continue
-        with pytest.raises(ports.PortUnsupported, match="forward pass only"):
-            ports.port_launches(name, wl, plan)
+    with pytest.raises(ports.PortUnsupported, match="forward pass only"):
+        ports.port_launches("gqa", wl.replace(passes="fwd+bwd"), plan_of("gqa", wl.replace(passes="fwd"), gpu))
     plan = plan_of("flash2", wl, gpu)
     gqa = wl.replace(heads=4, kv_heads=2)           # the simulator plans no GQA backward
     with pytest.raises(ValueError, match="kv_heads"):
@@ -866,3 +867,137 @@ def test_nsa_port_refuses_sub_blocks_below_the_mma_size():
     wide = replace(plan_of("nsa", wl, gpu, NSA_SMALL), cmp_block_q=256)   # 4 x 256 rows
     with pytest.raises(ports.PortUnsupported, match="packed rows"):
         ports.port_launches("nsa", wl, wide)
+
+# ---- standard and flash1 backward (algorithms/ports/backward.py) -----------------------------
+
+def test_standard_backward_grids_tensors_and_passes():
+    """Derived by hand from Algorithm 3 as autograd runs it: four GEMMs with the forward's
+    128 x 128 tiles (dV, dK: N_k x d outputs; dP: N_q x N_k; dQ: N_q x d), one CTA per row for
+    the softmax and (causal) masked_fill backward; dP and dS share the padded work tensor."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload((2, 4, 4, 1000, 700, 64, True)).replace(passes="bwd")
+    plan = plan_of("standard", wl, gpu)
+    assert (plan.gemm_tile_m, plan.gemm_tile_n) == (128, 128)
+    spec = ports.port_launches("standard", wl, plan, gpu=gpu)
+    grids = {l.kernel: l.grid for l in spec.launches}
+    assert grids == {"standard_bwd_dv": (1, 6, 8), "standard_bwd_dp": (6, 8, 8),
+                     "standard_bwd_softmax": (1000, 8, 1), "standard_bwd_mask": (1000, 8, 1),
+                     "standard_bwd_dq": (1, 8, 8), "standard_bwd_dk": (1, 6, 8)}
+    softmax = next(l for l in spec.launches if l.kernel == "standard_bwd_softmax")
+    assert softmax.smem_bytes == 2 * 700 * 2                 # the rows of P and dP
+    assert spec.tensors["ds"].shape == (8, 1000, 704) and spec.tensors["p"].role == "saved"
+    assert [l.kernel for l in spec.setup] == ["standard_scores", "standard_mask",
+                                              "standard_softmax"]
+    assert "o" not in spec.tensors and spec.outputs == ("dq", "dk", "dv")
+    full = ports.port_launches("standard", wl.replace(causal=False), plan, gpu=gpu)
+    assert "standard_bwd_mask" not in {l.kernel for l in full.launches}
+    both = ports.port_launches("standard", wl.replace(passes="fwd+bwd"), plan, gpu=gpu)
+    assert [l.kernel for l in both.launches][:4] == ["standard_scores", "standard_mask",
+                                                     "standard_softmax", "standard_pv"]
+    assert both.outputs == ("o", "dq", "dk", "dv") and both.tensors["p"].role == "work"
+
+
+def test_flash1_backward_tiles_smem_and_passes():
+    """Algorithm 4 on the H100 at d = 64: B_c = ceil(M/8d) = 227, B_r = 64 (the simulator's
+    backward plan), one CTA per head, 8 warps; shared memory Q_i, dO_i, K_j, V_j, P_ij, dS_ij
+    with B_c padded to 240, and two fp32 row vectors. --pass bwd: O, l, m from the forward."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload((2, 4, 4, 1000, 700, 64, True)).replace(passes="bwd")
+    plan = plan_of("flash1", wl, gpu)
+    assert (plan.bwd.block_q, plan.bwd.block_k) == (64, 227)
+    spec = ports.port_launches("flash1", wl, plan, gpu=gpu)
+    init, main = spec.launches
+    assert init.grid == main.grid == (8, 1, 1) and main.block == (256, 1, 1)
+    assert main.defines == {"BLOCK_Q": 64, "BLOCK_K": 227, "HEAD_DIM": 64}
+    assert main.smem_bytes == (2 * 64 + 2 * 240) * 64 * 2 + 2 * 64 * 240 * 2 + 2 * 64 * 4
+    assert [l.kernel for l in spec.setup] == ["flash1_init", "flash1_fwd"]
+    assert {n for n, t in spec.tensors.items() if t.role == "saved"} == {"o", "l", "m"}
+    assert ports.flash1_kv_granules_per_warp(227, 64) == 8        # 15 x 4 granules / 8 warps
+    both = ports.port_launches("flash1", wl.replace(passes="fwd+bwd"), plan, gpu=gpu)
+    assert [l.kernel for l in both.launches] == ["flash1_init", "flash1_fwd", "flash1_bwd_init",
+                                                 "flash1_bwd"]
+    assert both.outputs == ("o", "dq", "dk", "dv") and both.tensors["o"].role == "output"
+
+
+def test_flash1_backward_refuses_dk_dv_beyond_its_registers():
+    gpu = get_gpu("h100-sxm")
+    wl = workload((1, 1, 1, 300, 300, 64, False)).replace(passes="bwd")
+    plan = plan_of("flash1", wl, gpu)
+    big = replace(plan, bwd=replace(plan.bwd, block_k=400))   # 25 x 4 granules: 13 a warp
+    with pytest.raises(ports.PortUnsupported, match="registers of 8 warps"):
+        ports.port_launches("flash1", wl, big)
+
+
+def test_flash2_refuses_dropout():
+    """The simulator runs dropout (a hashed keep mask); flash2's kernels do not draw it, so
+    the port refuses it (it used to run without it) instead of running without it."""
+    gpu = get_gpu("h100-sxm")
+    for passes in ("fwd", "bwd", "fwd+bwd"):
+        wl = workload(SHAPES[0]).replace(passes=passes, dropout=0.1)
+        with pytest.raises(ports.PortUnsupported, match="does not apply dropout"):
+            ports.port_launches("flash2", wl, plan_of("flash2", wl, gpu))
+
+
+def test_flash1_dropout_passes_the_seed_to_both_kernels():
+    """flash1 regenerates Z on chip: the forward and backward kernels take the seed tensor,
+    threshold round(p 2^24) and 1/(1 - p); without dropout a null seed (Z = 1)."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[1]).replace(passes="fwd+bwd", dropout=0.25)
+    spec = ports.port_launches("flash1", wl, plan_of("flash1", wl, gpu))
+    for launch in (spec.launches[1], spec.launches[3]):
+        seed, threshold, keep = launch.args[-3:]
+        assert seed == "dropout_seed" and threshold.value == 1 << 22
+        assert keep.value == float(np.float32(1 / 0.75))          # float32, as the simulator
+    plain = ports.port_launches("flash1", wl.replace(dropout=0.0), plan_of("flash1", wl, gpu))
+    assert plain.launches[3].args[-3] is None and "dropout_seed" not in plain.tensors
+
+
+def test_standard_dropout_launches_the_framework_kernels():
+    """standard with --dropout: the forward's dropout kernel between softmax and P V (which
+    reads P ∘ Z), the backward's dropout_bwd before the softmax backward; --pass bwd saves P,
+    P ∘ Z and the mask from the setup."""
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[1]).replace(passes="bwd", dropout=0.1)
+    spec = ports.port_launches("standard", wl, plan_of("standard", wl, gpu))
+    assert [l.kernel for l in spec.setup][-1] == "standard_dropout"
+    assert [l.sim_kernel for l in spec.launches] == ["dv_gemm", "dp_gemm", "dropout_bwd",
+                                                     "softmax_bwd", "mask_bwd", "dq_gemm",
+                                                     "dk_gemm"]
+    assert spec.launches[0].args[0] == "p_drop"
+    assert {n for n, t in spec.tensors.items() if t.role == "saved"} == {"p", "p_drop",
+                                                                         "dropout_mask"}
+    fwd = ports.port_launches("standard", wl.replace(passes="fwd"), plan_of("standard", wl, gpu))
+    pv = fwd.launches[-1]
+    assert pv.kernel == "standard_pv" and pv.args[0] == "p_drop"
+    seed = fwd.tensors["dropout_seed"].derive(make_inputs(wl, seed=(7 << 32) + 5))
+    assert seed.dtype == np.int32 and list(seed) == [5, 7]
+
+
+@pytest.mark.parametrize("name", ("standard", "flash1"))
+def test_backward_ports_refuse_gqa_and_forward_plans(name):
+    gpu = get_gpu("h100-sxm")
+    wl = workload(SHAPES[0]).replace(passes="bwd")
+    with pytest.raises(ValueError, match="kv_heads"):             # the simulator refuses it
+        plan_of(name, wl.replace(heads=4, kv_heads=2), gpu)
+    with pytest.raises(ports.PortUnsupported, match="multi-head only"):
+        ports.port_launches(name, wl.replace(heads=4, kv_heads=2), plan_of(name, wl, gpu))
+    with pytest.raises(ports.PortUnsupported, match="no backward tiles"):
+        ports.port_launches(name, wl, plan_of(name, wl.replace(passes="fwd"), gpu))
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+@pytest.mark.parametrize("name, gpu_name, d", [("flash1", "a100-40gb", 128),
+                                               ("flash1", "h100-sxm", 40),
+                                               ("standard", "h100-sxm", 40)])
+def test_backward_sources_as_the_backend_sends_them_compile(tmp_path, name, gpu_name, d):
+    wl = workload((1, 2, 2, 97, 97, d, True)).replace(passes="bwd")
+    gpu = get_gpu(gpu_name)
+    main = ports.port_launches(name, wl, plan_of(name, wl, gpu)).launches[-1]
+    src = tmp_path / f"{name}_bwd_inlined.cu"
+    src.write_text(backend.load_source(main.source))
+    arch = "sm_80" if gpu_name.startswith("a100") else "sm_90"
+    done = subprocess.run([NVCC, f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings", "-c",
+                           "-o", "/dev/null", str(src),
+                           *[f"-D{k}={v}" for k, v in main.defines.items()]],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -48,14 +48,18 @@ __device__ __forceinline__ attn_rows attn_dense_rows(int rows, int ld) {
 // One GEMM CTA: C[tile] = alpha · A B for A (M x K, rows `am`) and B either (N x K)
 // row-major (B_TRANS: C = A Bᵀ, as Q Kᵀ) or (K x N) row-major (C = A B, as P V), C (M x N,
 // rows `cm`). Rows/columns past M, N, K are zero-filled on load and skipped on store.
+// A_TRANS: A is given as its transpose, a (K x M) row-major matrix whose K rows are `am`
+// (C = Xᵀ B, as the backward's Pᵀ dO and dSᵀ Q): the A stage is then TILE_K rows of TILE_M
+// columns, read with ldmatrix.trans. Its 16-byte chunks start below M but may reach past it
+// (into a row's padding): those columns only feed rows of C past M, which are not stored.
 // Two shared-memory stages: the copy of stage t+1 overlaps the MMAs of stage t.
-template <bool B_TRANS>
+template <bool B_TRANS, bool A_TRANS = false>
 __device__ __forceinline__ void gemm_cta(const attn_t* a, attn_rows am, const attn_t* b, int ldb,
                                          attn_t* c, attn_rows cm, int M, int N, int K,
                                          float alpha) {
     constexpr int A_STAGE = TILE_M * TILE_K;
     constexpr int B_STAGE = TILE_N * TILE_K;
-    attn_t* a_s = reinterpret_cast<attn_t*>(smem_raw);            // [2][TILE_M][TILE_K]
+    attn_t* a_s = reinterpret_cast<attn_t*>(smem_raw);            // [2][TILE_M][TILE_K] or [2][TILE_K][TILE_M]
     attn_t* b_s = a_s + 2 * A_STAGE;                             // [2][TILE_N][TILE_K] or [2][TILE_K][TILE_N]
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -65,12 +69,23 @@ __device__ __forceinline__ void gemm_cta(const attn_t* a, attn_rows am, const at
     // Issue the copies of k-slice [k0, k0 + TILE_K) into stage `st`.
     auto load_stage = [&](int st, int k0) {
         constexpr int CPR_A = TILE_K / 8;
-        for (int idx = tid; idx < TILE_M * CPR_A; idx += GEMM_THREADS) {
-            const int r = idx / CPR_A, ch = idx % CPR_A;
-            const int gr = m0 + r, gk = k0 + ch * 8;
-            const bool ok = gr < M && gk < K;
-            attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_A),
-                            ok ? a + attn_row_offset(am, gr) + gk : a, ok ? 16 : 0);
+        if (A_TRANS) {                                         // A tile: TILE_K rows of M
+            constexpr int CPR_AT = TILE_M / 8;
+            for (int idx = tid; idx < TILE_K * CPR_AT; idx += GEMM_THREADS) {
+                const int r = idx / CPR_AT, ch = idx % CPR_AT;
+                const int gk = k0 + r, gm = m0 + ch * 8;
+                const bool ok = gk < K && gm < M;
+                attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_AT),
+                                ok ? a + attn_row_offset(am, gk) + gm : a, ok ? 16 : 0);
+            }
+        } else {
+            for (int idx = tid; idx < TILE_M * CPR_A; idx += GEMM_THREADS) {
+                const int r = idx / CPR_A, ch = idx % CPR_A;
+                const int gr = m0 + r, gk = k0 + ch * 8;
+                const bool ok = gr < M && gk < K;
+                attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_A),
+                                ok ? a + attn_row_offset(am, gr) + gk : a, ok ? 16 : 0);
+            }
         }
         if (B_TRANS) {                                         // B tile: TILE_N rows of K
             for (int idx = tid; idx < TILE_N * CPR_A; idx += GEMM_THREADS) {
@@ -114,8 +129,16 @@ __device__ __forceinline__ void gemm_cta(const attn_t* a, attn_rows am, const at
             unsigned af[WARP_M / 16][4];
 #pragma unroll
             for (int i = 0; i < WARP_M / 16; ++i) {
-                const int r = wm + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                attn_ldmatrix_x4(af[i], as + attn_swizzle(r, kk * 2 + (lane >> 4), TILE_K / 8));
+                if (A_TRANS) {
+                    // stored matrices (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), ...:
+                    // transposed, the A fragments (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15)
+                    const int r = kk * 16 + (lane & 7) + (lane >> 4) * 8;
+                    attn_ldmatrix_x4_trans(af[i], as + attn_swizzle(r, (wm + i * 16) / 8 + ((lane >> 3) & 1),
+                                                                    TILE_M / 8));
+                } else {
+                    const int r = wm + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                    attn_ldmatrix_x4(af[i], as + attn_swizzle(r, kk * 2 + (lane >> 4), TILE_K / 8));
+                }
             }
 #pragma unroll
             for (int j = 0; j < WARP_N / 16; ++j) {

@@ -25,9 +25,14 @@
 // HBM traffic equals the simulator's count: K, V once; Q_i, O_i (fp16), ℓ_i, m_i (fp32) read
 // and O_i, ℓ_i, m_i written once per visited (j, i); the init kernel writes O, ℓ, m once.
 // Tensor cores: mma.sync m16n8k16 (fp16 or bf16 in, fp32 accumulate), as the plan's tc_path.
+// Dropout (--dropout p, training; `seed` not null): Algorithm 2 lines 14-15 — the ℓ~ of a
+// block sums the undropped P~, while P~ ∘ Z feeds P~ V_j; Z is regenerated on chip from the
+// simulator's keep mask (attn_dropout.cuh), bit for bit. The seed is 8 bytes a CTA that the
+// simulator does not count.
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
+#include "attn_dropout.cuh"
 
 #ifndef BLOCK_Q
 #define BLOCK_Q 64
@@ -65,12 +70,14 @@ flash1_init(attn_t* __restrict__ o, float* __restrict__ l, float* __restrict__ m
 
 // Arguments: q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d), o (B, H, n_q, d): fp16;
 // l, m (B, H, n_q): fp32 running statistics in the natural-log domain (as the paper and the
-// simulator); scale; causal. Grid (B·H); block NTHREADS; dynamic shared memory
+// simulator); scale; causal; dropout: seed (2 int32, null without dropout), threshold and
+// 1 / (1 - p) (attn_dropout.cuh). Grid (B·H); block NTHREADS; dynamic shared memory
 // (BQ_PAD + 2 BK_PAD) * DPAD * 2 bytes.
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 flash1_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
            attn_t* __restrict__ o, float* __restrict__ l, float* __restrict__ m, int n_q,
-           int n_k, int heads, int kv_group, float scale, int causal) {
+           int n_k, int heads, int kv_group, float scale, int causal,
+           const int* __restrict__ seed, int threshold, float inv_keep) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i: BQ_PAD x DPAD
     attn_t* k_s = q_s + BQ_PAD * DPAD;                           // K_j: BK_PAD x DPAD
@@ -87,6 +94,8 @@ flash1_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
     float* m_h = m + (long long)bh * n_q;
     const int shift = n_k - n_q;
     const float scale_log2 = scale * ATTN_LOG2E;
+    const bool dropout = seed != nullptr;
+    const unsigned long long seed_mix = dropout ? attn_dropout_seed_mix(seed) : 0ull;
 
     for (int c0 = 0; c0 < n_k; c0 += BLOCK_K) {                // line 5: for j = 1..T_c
         const int c1 = min(c0 + BLOCK_K, n_k);
@@ -135,6 +144,15 @@ flash1_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
                 if (key0 + SUB_K > c1 || (causal && key0 + SUB_K - 1 > r0 + shift))
                     attn_warp_mask<SUB_K>(s, r0 + wrow, key0, c1, shift, causal != 0, lane);
                 attn_warp_softmax<SUB_K, DPAD>(s, acc, mt, lt, scale_log2);
+                if (dropout)                                   // lines 14-15: P~ ∘ Z (ℓ~ undropped)
+#pragma unroll
+                    for (int n = 0; n < SUB_K / 8; ++n)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            s[n][e] *= attn_dropout_z(seed_mix, (long long)bh * n_q,
+                                                      r0 + wrow + (lane >> 2) + 8 * (e >> 1),
+                                                      key0 + n * 8 + 2 * (lane & 3) + (e & 1),
+                                                      n_k, threshold, inv_keep);
                 attn_warp_pv<SUB_K, DPAD>(acc, s, v_s + sub * DPAD, lane);
             }
             attn_quad_sum(lt);

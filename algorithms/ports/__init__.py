@@ -33,6 +33,9 @@ from algorithms.ports.core import (CUDA_DIR, ERROR_TARGETS, HOST_DTYPES,  # noqa
                                    algorithm_module, check_common, check_mma_tiles, const_data,
                                    flash_tile_smem, from_storage, head_args, out_tensor, pad16,
                                    qkv_tensors, round_up, stats_tensor, to_storage)
+from algorithms.ports.backward import (FLASH1_BWD_MAX_KV_GRANULES,  # noqa: F401
+                                       flash1_backward_launches, flash1_bwd_smem,
+                                       flash1_kv_granules_per_warp, standard_backward_launches)
 from algorithms.ports.decode import GQA_MAX_ROWS, gqa_port, mla_port  # noqa: F401
 from algorithms.ports.dense import FLASH1_SUB_K, flash1_port, standard_port  # noqa: F401
 from algorithms.ports.diff import DIFF_SUB_K_BUDGET, diff_port, diff_sub_k  # noqa: F401

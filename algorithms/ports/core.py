@@ -179,13 +179,23 @@ def round_up(x: int, m: int) -> int:
     return cdiv(x, m) * m
 
 
-def check_common(name: str, wl, passes=("fwd",)) -> None:
+def check_common(name: str, wl, passes=("fwd",), dropout: bool = False) -> None:
+    """What every port checks first; ``dropout``: the port applies ``--dropout`` (else it is
+    refused)."""
     if wl.dtype not in STORAGE_DTYPES:
         raise PortUnsupported(f"the {name} port runs fp16 or bf16 (mma.sync inputs); the "
                               f"workload is {wl.dtype}: use --dtype fp16 or --dtype bf16")
     if wl.head_dim % 8 or wl.head_dim > 256:
         raise PortUnsupported(f"the {name} port needs head_dim a multiple of 8 and <= 256 "
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
+    if getattr(wl, "dropout", 0.0) > 0 and not dropout:
+        # The simulator's keep mask is a pure splitmix64 hash of (seed, b·H + h, i, j)
+        # (algorithms/dropout.py), reproduced bit for bit by attn_dropout.cuh; a port whose
+        # kernels do not apply it refuses dropout rather than run without it.
+        raise PortUnsupported(f"the {name} port does not apply dropout (its kernels do not draw "
+                              f"the simulator's keep mask, algorithms/cuda/attn_dropout.cuh; the "
+                              f"standard and flash1 ports do); got --dropout {wl.dropout}: use "
+                              f"--dropout 0")
     if wl.passes not in passes:
         if passes != ("fwd",):
             raise PortUnsupported(f"the {name} port runs --pass {', '.join(passes)}; got "

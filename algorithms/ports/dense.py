@@ -1,5 +1,6 @@
 """GPU port declarations: standard attention (three kernels, as counted) and FlashAttention-1
-(K/V outer loop).
+(K/V outer loop); with ``--pass bwd`` / ``fwd+bwd`` also their backward passes
+(``algorithms.ports.backward``).
 
 Bound: each port moves what its algorithm's module counts (that module states the bound).
 """
@@ -8,16 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.common import cdiv
+from algorithms.ports.backward import (dropout_args, dropout_tensors, flash1_backward_launches,
+                                       standard_backward_launches, standard_dropout_launch)
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, head_args, out_tensor, pad16, qkv_tensors,
                                    round_up, stats_tensor)
 
 
 def standard_port(wl, plan, extra=None, *, mask=None, name="standard") -> PortLaunches:
-    """Standard attention's four kernels. ``mask``: a boolean (N_q, N_k) mask with the causal
-    mask folded in (``masked_dense``: a sparse pattern's mask on dense attention), read by the
+    """The forward (``standard.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 3's
+    kernels (``standard_bwd.cu``, see ``backward.standard_backward_launches``). ``mask``: a
+    boolean (N_q, N_k) mask with the causal mask folded in (``masked_dense``: a sparse
+    pattern's mask on dense attention, forward only, as the simulator runs it), read by the
     mask kernel instead of the causal mask; ``name`` names the algorithm in messages."""
-    check_common(name, wl)
+    if mask is None:
+        check_common(name, wl, passes=("fwd", "bwd", "fwd+bwd"), dropout=True)
+    else:
+        check_common(name, wl)
     tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
     if tm % 32 or tn % 32 or tk % 16:
         raise PortUnsupported(f"the standard port's GEMM (2 x 2 warps of m16n8k16) needs "
@@ -52,11 +60,19 @@ def standard_port(wl, plan, extra=None, *, mask=None, name="standard") -> PortLa
                            plan.softmax_chunk * 2, defines,
                            ("s", "p", n_q, n_k, Scalar(ld_s, "int"), Scalar(0, "int")),
                            "softmax"))
+    p_used = "p"
+    if wl.dropout > 0:                   # the framework dropout kernel: P V reads P ∘ Z
+        dropout_tensors, dropout = standard_dropout_launch(wl, defines)
+        tensors.update(dropout_tensors)
+        launches.append(dropout)
+        p_used = "p_drop"
     launches.append(Launch("standard.cu", "standard_pv", (cdiv(d, tn), cdiv(nq, tm), bh),
                            (128, 1, 1), gemm_smem, defines,
-                           ("p", "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
+                           (p_used, "v", "o", n_q, n_k, Scalar(ld_s, "int"), heads, group),
                            "pv_gemm"))
     notes = (f"S and P rows padded to {ld_s} columns (16-byte rows)",) if ld_s != nk else ()
+    if wl.passes != "fwd":
+        return standard_backward_launches(wl, plan, tensors, tuple(launches), notes)
     return PortLaunches(name, tensors, tuple(launches), notes=notes)
 
 
@@ -66,7 +82,9 @@ FLASH1_SUB_K = 32      # keys of S_ij computed at a time in registers (flash1_fw
 
 
 def flash1_port(wl, plan, extra=None) -> PortLaunches:
-    check_common("flash1", wl)
+    """The forward (``flash1_fwd.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 4's
+    kernels (``flash1_bwd.cu``, see ``backward.flash1_backward_launches``)."""
+    check_common("flash1", wl, passes=("fwd", "bwd", "fwd+bwd"), dropout=True)
     bq, bk, d, bh = plan.block_q, plan.block_k, wl.head_dim, wl.batch * wl.heads
     bq_pad, bk_pad = round_up(bq, 16), round_up(bk, FLASH1_SUB_K)
     if bq_pad > 256:
@@ -79,7 +97,11 @@ def flash1_port(wl, plan, extra=None) -> PortLaunches:
                   ("o", "l", "m", Scalar(wl.seq_q, "int")), "flash1_init")
     fwd = Launch("flash1_fwd.cu", "flash1_fwd", (bh, 1, 1), (bq_pad // 16 * 32, 1, 1),
                  (bq_pad + 2 * bk_pad) * pad16(d) * 2, defines,
-                 ("q", "k", "v", "o", "l", "m", *head_args(wl), Scalar(int(wl.causal), "int")),
+                 ("q", "k", "v", "o", "l", "m", *head_args(wl), Scalar(int(wl.causal), "int"),
+                  *dropout_args(wl)),
                  "flash1_fwd")
-    return PortLaunches("flash1", tensors, (init, fwd),
-                        notes=(f"K_j/V_j tiles padded to {bk_pad} rows; S_ij in registers",))
+    tensors.update(dropout_tensors(wl))
+    notes = (f"K_j/V_j tiles padded to {bk_pad} rows; S_ij in registers",)
+    if wl.passes != "fwd":
+        return flash1_backward_launches(wl, plan, tensors, (init, fwd), notes)
+    return PortLaunches("flash1", tensors, (init, fwd), notes=notes)
