@@ -23,24 +23,11 @@ import numpy as np
 from algorithms.common import cdiv
 from algorithms.dropout import keep_threshold
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
-                                   pad16, round_up)
+                                   check_backward_port, pad16, round_up)
 
 ROW_THREADS = 256             # standard_bwd.cu ROW_THREADS (the simulator's row kernels)
 FLASH1_BWD_THREADS = 256      # flash1_bwd.cu BWD_THREADS: 8 warps
 FLASH1_BWD_MAX_KV_GRANULES = 12   # flash1_bwd.cu: 16 x 16 dK/dV granules a warp keeps (registers)
-
-
-def check_backward_port(name: str, wl, plan):
-    """The backward plan, or PortUnsupported for what the backward ports do not run."""
-    if wl.kv_heads != wl.heads:
-        raise PortUnsupported(f"the {name} backward port is multi-head only (kv_heads == heads, "
-                              f"as the simulator's backward); got heads={wl.heads}, "
-                              f"kv_heads={wl.kv_heads}: use --pass fwd for GQA/MQA")
-    bp = getattr(plan, "bwd", None)
-    if bp is None:
-        raise PortUnsupported(f"the {name} plan has no backward tiles (plan the workload with "
-                              f"--pass {wl.passes})")
-    return bp
 
 
 def grad_tensors(wl) -> dict:

@@ -203,6 +203,19 @@ def check_common(name: str, wl, passes=("fwd",), dropout: bool = False) -> None:
         raise PortUnsupported(f"the {name} port runs the forward pass only; got --pass {wl.passes}")
 
 
+def check_backward_port(name: str, wl, plan):
+    """The backward plan, or PortUnsupported for what the backward ports do not run."""
+    if wl.kv_heads != wl.heads:
+        raise PortUnsupported(f"the {name} backward port is multi-head only (kv_heads == heads, "
+                              f"as the simulator's backward); got heads={wl.heads}, "
+                              f"kv_heads={wl.kv_heads}: use --pass fwd for GQA/MQA")
+    bp = getattr(plan, "bwd", None)
+    if bp is None:
+        raise PortUnsupported(f"the {name} plan has no backward tiles (plan the workload with "
+                              f"--pass {wl.passes})")
+    return bp
+
+
 def qkv_tensors(wl) -> dict:
     b, h, g, d = wl.batch, wl.heads, wl.kv_heads, wl.head_dim
     return {"q": Tensor((b, h, wl.seq_q, d), wl.dtype, "input"),

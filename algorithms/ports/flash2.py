@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from algorithms.common import cdiv
-from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
+from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_backward_port,
                                    check_common, check_mma_tiles, flash_tile_smem, head_args,
                                    out_tensor, pad16, qkv_tensors, stats_tensor)
 
@@ -80,14 +80,7 @@ def flash2_backward_launches(wl, plan, fwd: Launch) -> PortLaunches:
     storage-type inputs the backward reads.
     """
     name = "flash2"
-    if wl.kv_heads != wl.heads:
-        raise PortUnsupported(f"the {name} backward port is multi-head only (kv_heads == heads, "
-                              f"as the simulator's backward); got heads={wl.heads}, "
-                              f"kv_heads={wl.kv_heads}: use --pass fwd for GQA/MQA")
-    bp = getattr(plan, "bwd", None)
-    if bp is None:
-        raise PortUnsupported(f"the {name} plan has no backward tiles (plan the workload with "
-                              f"--pass {wl.passes})")
+    bp = check_backward_port(name, wl, plan)
     bq, bk, d = bp.block_q, bp.block_k, wl.head_dim
     check_mma_tiles(f"{name} backward", bq, bk)
     b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads
