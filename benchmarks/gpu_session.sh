@@ -67,8 +67,10 @@ stage_timing() {
         --seq 1024 4096 --format json -o "$OUT/gpu-check-bwd.json"
     run gpu-check-rest "$PY" -m attnsim gpu-check local block_sparse masked_dense gqa linear \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-rest.json"
-    run gpu-check-mla "$PY" -m attnsim gpu-check mla --heads 128 --head-dim 128 --batch 4 \
-        --seq 4096 32768 --format json -o "$OUT/gpu-check-mla.json"
+    run gpu-check-mla "$PY" -m attnsim gpu-check mla --path absorbed upproject --heads 128 \
+        --head-dim 128 --batch 4 --seq 4096 32768 --format json -o "$OUT/gpu-check-mla.json"
+    run gpu-check-nsa-reformer "$PY" -m attnsim gpu-check nsa reformer --heads 16 \
+        --seq 4096 16384 --format json -o "$OUT/gpu-check-nsa-reformer.json"
     run gpu-check-all "$PY" -m attnsim gpu-check --seq 4096 --format markdown \
         -o "$OUT/gpu-check-all.md"
 }
@@ -81,6 +83,8 @@ stage_sanitizer() {
         tests/gpu -q -p no:cacheprovider -k "flash2 and 97x97"
     run racecheck-others "$cs" --tool racecheck --error-exitcode 9 "$PY" -m pytest -m gpu \
         tests/gpu -q -p no:cacheprovider -k "(flash1 or local or gqa) and 97x97"
+    run racecheck-new "$cs" --tool racecheck --error-exitcode 9 "$PY" -m pytest -m gpu \
+        tests/gpu -q -p no:cacheprovider -k "(nsa or reformer or upproject) and not 32768 and not h128"
     run initcheck "$cs" --tool initcheck --error-exitcode 9 "$PY" -m pytest -m gpu tests/gpu \
         -q -p no:cacheprovider -k "standard and 97x97"
 }
@@ -96,6 +100,11 @@ stage_ncu() {
     run ncu-gqa "$PY" benchmarks/ncu_dram.py gqa --decode --seq 65536 --heads 32 --kv-heads 8 --ncu "$n" --json "$OUT/ncu-gqa.json"
     run ncu-linear "$PY" benchmarks/ncu_dram.py linear --seq 65536 --ncu "$n" --json "$OUT/ncu-linear.json"
     run ncu-mla "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --ncu "$n" --json "$OUT/ncu-mla.json"
+    run ncu-mla-upproject "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --option path=upproject --ncu "$n" --json "$OUT/ncu-mla-upproject.json"
+    run ncu-nsa "$PY" benchmarks/ncu_dram.py nsa --causal --seq 16384 --heads 64 --kv-heads 4 --head-dim 128 --batch 1 --ncu "$n" --json "$OUT/ncu-nsa.json"
+    run ncu-reformer "$PY" benchmarks/ncu_dram.py reformer --seq 16384 --ncu "$n" --json "$OUT/ncu-reformer.json"
+    run ncu-flash1-bwd "$PY" benchmarks/ncu_dram.py flash1 --pass bwd --seq 4096 --ncu "$n" --json "$OUT/ncu-flash1-bwd.json"
+    run ncu-standard-bwd "$PY" benchmarks/ncu_dram.py standard --pass bwd --seq 2048 --ncu "$n" --json "$OUT/ncu-standard-bwd.json"
 }
 
 stage_tuning() {

@@ -52,8 +52,22 @@ def parse_args(argv=None):
     p.add_argument("--ncu", default="ncu", help="the Nsight Compute CLI")
     p.add_argument("--format", default="text", choices=("text", "markdown"))
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an algorithm option, as `attnsim list` names it (repeatable), e.g. "
+                        "--option path=upproject for mla")
     p.add_argument("--run-once", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def algorithm_options(a) -> dict:
+    """``--option NAME=VALUE`` pairs (option names with - or _), values cast by the module."""
+    options = {}
+    for pair in a.option:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"ncu_dram: --option takes NAME=VALUE, got {pair!r}")
+        options[name.strip().replace("-", "_")] = value.strip()
+    return options
 
 
 def setup(a):
@@ -64,8 +78,9 @@ def setup(a):
     wl = workload_from_args(a)
     gpu = backend.detect_gpu_model()[0] if a.hw == "auto" else get_gpu(a.hw)
     module = get_algorithm(a.algorithm)
-    plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, {}))
-    sim = simulate(a.algorithm, wl, gpu, compute=False)
+    options = check_options(module.INFO, algorithm_options(a))
+    plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **options)
+    sim = simulate(a.algorithm, wl, gpu, compute=False, options=options)
     spec = ports.port_launches(a.algorithm, wl, plan, sim.extra, gpu=gpu)
     return wl, gpu, sim, spec
 

@@ -90,15 +90,33 @@ def test_compare_pairs_declared_launches_with_their_simulated_kernels(name, wl):
         ncu.compare(spec.launches, sim.kernels, sim.time.kernels, measured[:-1] if len(measured) > 1 else [])
 
 
-def test_ncu_driver_says_plainly_what_is_missing(capsys):
-    """Without a GPU (or without ncu) the driver exits 2 with one line naming what is missing
-    and the fix, not a traceback."""
+def load_driver():
+    """benchmarks/ncu_dram.py as a module (it is a script, not in a package)."""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "ncu_dram.py"
     spec = importlib.util.spec_from_file_location("ncu_dram", path)
     driver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(driver)
+    return driver
+
+
+def test_ncu_driver_passes_algorithm_options_to_the_plan_and_the_simulation():
+    """--option path=upproject profiles mla's up-projected port, simulated the same way."""
+    driver = load_driver()
+    a = driver.parse_args(["mla", "--decode", "--seq", "1024", "--heads", "16", "--hw", "h100",
+                           "--option", "path=upproject", "--option", "splits=2"])
+    _, _, sim, spec = driver.setup(a)
+    assert [l.kernel for l in spec.launches] == ["mla_upproject", "mla_up_attn", "mla_up_combine"]
+    assert {l.sim_kernel for l in spec.launches} == {k.name for k in sim.kernels}
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        driver.algorithm_options(driver.parse_args(["mla", "--option", "upproject"]))
+
+
+def test_ncu_driver_says_plainly_what_is_missing(capsys):
+    """Without a GPU (or without ncu) the driver exits 2 with one line naming what is missing
+    and the fix, not a traceback."""
+    driver = load_driver()
     from attnsim import gpu as backend
     if backend.gpu_available()[0]:
         pytest.skip("a GPU is present: the driver would profile")
