@@ -103,8 +103,13 @@ for src in algorithms/cuda/*.cu; do
     name=$(basename "$src")
     IFS='|' read -r -a configs <<< "${EXTRA[$name]:-}${PLANNED[$name]:+|${PLANNED[$name]}}"
     configs=("" "-DATTN_BF16=1" "${configs[@]}")
-    # drop repeats (a planned configuration may equal a hand-picked one)
-    mapfile -t configs < <(printf '%s\n' "${configs[@]}" | awk '!seen[$0]++')
+    # drop repeats (a planned configuration may equal a hand-picked one with its defines in
+    # another order): each configuration's defines sorted, then the first of each kept
+    mapfile -t configs < <(printf '%s\n' "${configs[@]}" |
+        awk '{ n = split($0, w, " "); for (i = 2; i <= n; i++) { x = w[i]
+                   for (j = i - 1; j >= 1 && w[j] > x; j--) w[j + 1] = w[j]; w[j + 1] = x }
+               s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? " " : "") w[i]
+               if (!seen[s]++) print s }')
     for arch in sm_80 sm_90; do
         for defs in "${configs[@]}"; do
             jobs+=("$src"$'\t'"$arch"$'\t'"$defs")
