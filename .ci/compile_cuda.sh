@@ -46,7 +46,9 @@ declare -A EXTRA=(
 declare -A SPILL_BUDGET=(
     # FA-2's 4-warp layout (2 row tiles a warp) at d = 64, B_c = 128: 255 registers + 68 B
     [flash2_fwd.cu]=68
-    # the backward at d = 256 (B_r = B_c = 64): dK_j, dV_j of 256 columns in 8 warps
+    # the backward at d = 256 (B_r = B_c = 64): dK_j, dV_j of 256 columns in 8 warps; its
+    # dropout build at the d = 128 plan (64 x 128) spills 32 B (sm_80) / 28 B (sm_90): the
+    # keep mask's hash beside 252-254 registers (docs/gpu.md "The flash2 dropout")
     [flash2_bwd.cu]=236
     # mla_attn's 16-warp CTA (64 heads x 4 column slices) is capped at 128 registers a thread:
     # 2 registers spill at B_c = 64 (A100 plan); none at B_c = 128
