@@ -48,8 +48,8 @@
 // bit, the same Z as the forward), dV_j += (P ∘ Z)ᵀ dO_i and dS = P ∘ (dP ∘ Z − D_i) with the
 // undropped P (D = rowsum(dO ∘ O) of the dropped forward's O). Each entry is hashed once: its
 // keep bit waits in a register word (attn_dropout.cuh AttnKeepBits, not a float of Z) between
-// P ∘ Z and dS. A define, not a
-// runtime flag, so that the kernel without dropout keeps its registers (docs/gpu.md).
+// P ∘ Z and dS. A define, not a runtime flag, so that the kernel without dropout keeps its
+// registers (docs/gpu.md "The flash2 dropout").
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (attn_common.cuh's attn_t).
 #include "attn_common.cuh"
 #ifndef ATTN_DROPOUT

@@ -15,7 +15,7 @@
 // Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports/):
 //   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA, BLOCK_Q / (16 WARP_M_TILES) warps.
 //   WARP_M_TILES = 16-row tiles per warp (1 or 2; algorithms/ports picks 2 when the registers allow,
-//               d <= 64): a warp's K and V fragments then serve 32 rows, halving the
+//               d <= 64, and never with dropout): a warp's K and V fragments then serve 32 rows, halving the
 //               shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
 //   BLOCK_K   = plan.block_k  (B_c): keys per K/V tile (a multiple of 16).
 //   HEAD_DIM  = d (a multiple of 8); the MMA k-step pads it to 16 with zero columns.
@@ -34,7 +34,7 @@
 // no HBM traffic; the 8-byte seed a CTA reads is not counted, as in flash1_fwd.cu). A define
 // rather than a runtime flag: the kernel without dropout keeps its registers exactly (the
 // hash's 64-bit temporaries next to the 255-register d = 64 tile would otherwise be budgeted
-// for every launch; docs/gpu.md has the counts).
+// for every launch; docs/gpu.md "The flash2 dropout" has the counts).
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
