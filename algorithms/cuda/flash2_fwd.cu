@@ -15,8 +15,8 @@
 // Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports/):
 //   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA, BLOCK_Q / (16 WARP_M_TILES) warps.
 //   WARP_M_TILES = 16-row tiles per warp (1 or 2; algorithms/ports picks 2 when the registers allow,
-//               d <= 64, and never with dropout): a warp's K and V fragments then serve 32 rows, halving the
-//               shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
+//               d <= 64, and never with dropout): a warp's K and V fragments then serve 32
+//               rows, halving the shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
 //   BLOCK_K   = plan.block_k  (B_c): keys per K/V tile (a multiple of 16).
 //   HEAD_DIM  = d (a multiple of 8); the MMA k-step pads it to 16 with zero columns.
 // Shared memory (dynamic): Q_i, K_j, V_j tiles, (BLOCK_Q + 2 BLOCK_K) x HEAD_DIM x 2 bytes —
