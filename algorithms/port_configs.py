@@ -7,7 +7,8 @@ beyond its budget) before a GPU ever sees it.
 
 The sweep: A100 40/80 GB, H100 SXM and H200; head_dim 64 and 128; causal and not; 16
 heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache (MLA: both
-``--path``s), the forward + backward of flash2, flash1 and standard, NSA (causal) with 1, 4
+``--path``s), the forward + backward of flash2, flash1 and standard (with and without
+dropout), NSA (causal) with 1, 4
 and 16 query heads per KV head, and the ports' option variants that change their tiles.
 Workloads a port refuses (``PortUnsupported``) or the simulator cannot plan are skipped: the
 tests already check that those are refused with a reason.
@@ -55,6 +56,9 @@ def _workloads(name: str):
                 yield base, {}
                 if name in BACKWARD_PORTS:
                     yield base.replace(passes="fwd+bwd"), {}
+                    # dropout compiles flash2's kernels with ATTN_DROPOUT (flash1 and
+                    # standard take it at run time: no new configuration)
+                    yield base.replace(passes="fwd+bwd", dropout=0.1), {}
 
 
 def configs() -> list[tuple[str, str]]:

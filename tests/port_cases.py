@@ -319,3 +319,17 @@ BACKWARD_PORT_CASES = [
     PortCase("flash1", SHAPES[3], passes="bwd", dropout=0.2),
 ]
 PORT_CASES += BACKWARD_PORT_CASES
+
+# ---- flash2's dropout (flash2_fwd.cu, flash2_bwd.cu built with ATTN_DROPOUT) ----------------
+# Z regenerated on chip from the simulator's keep mask in both passes: forward, backward and
+# both; causal and not; ragged N_q != N_k both ways (333 x 200 causal: rows < 133 see no
+# key); d = 40 (padded), 64, 128; GQA in the forward (the mask indexes query heads); bf16.
+FLASH2_DROPOUT_CASES = [
+    PortCase("flash2", SHAPES[1], dropout=0.2),
+    PortCase("flash2", SHAPES[2], dropout=0.2),
+    PortCase("flash2", (1, 1, 1, 150, 260, 128, False), passes="bwd", dropout=0.2),
+    PortCase("flash2", (1, 2, 2, 200, 333, 40, True), passes="fwd+bwd", dropout=0.2),
+    PortCase("flash2", SHAPES[3], passes="bwd", dropout=0.2),
+    PortCase("flash2", SHAPES[0], dtype="bf16", passes="fwd+bwd", dropout=0.2),
+]
+PORT_CASES += FLASH2_DROPOUT_CASES

@@ -41,9 +41,15 @@ def plan_or_skip(name, wl, gpu, options=None):
         pytest.skip(f"the simulator does not plan this case: {err}")
 
 
-def expected_defines(name, plan, d, source=None):
+def expected_defines(name, plan, d, source=None, dropout=0.0):
     """The tile defines a port must compile with, read off the plan (``source``: the
-    launch's file, for ports with several)."""
+    launch's file, for ports with several; ``dropout``: the workload's p — flash2 compiles
+    its dropout in, ``ATTN_DROPOUT``)."""
+    if name == "flash2" and dropout > 0:
+        defines = {**expected_defines(name, plan, d, source), "ATTN_DROPOUT": 1}
+        if source == "flash2_fwd.cu":
+            defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d, True)
+        return defines
     if source == "flash1_bwd.cu":               # the backward's own tiles (Algorithm 4)
         return {"BLOCK_Q": plan.bwd.block_q, "BLOCK_K": plan.bwd.block_k, "HEAD_DIM": d}
     if source == "flash2_bwd.cu":               # the backward's own tiles
@@ -99,6 +105,9 @@ def test_flash2_warp_row_tiles():
     assert ports.warp_m_tiles(128, 128, 128) == 1         # 2 (64 + 64) = 256
     assert ports.warp_m_tiles(16, 64, 64) == 1            # a single row tile
     assert ports.warp_m_tiles(64, 64, 40) == 2            # d = 40 pads to 48
+    # with dropout one: the keep mask's hashing next to two tiles' fragments spills
+    for tiles in ((128, 128, 64), (128, 64, 64), (64, 64, 40)):
+        assert ports.warp_m_tiles(*tiles, dropout=True) == 1
 
 
 # ---- declarations vs plans -------------------------------------------------------------------
@@ -116,7 +125,8 @@ def test_launches_match_the_simulated_kernels(case, gpu_name):
     assert all(l.sim_kernel is None for l in spec.setup)   # untimed, uncounted
     for launch in spec.all_launches:
         storage = {"ATTN_BF16": 1} if wl.dtype == "bf16" else {}
-        assert launch.defines == {**expected_defines(case.name, plan, wl.head_dim, launch.source),
+        assert launch.defines == {**expected_defines(case.name, plan, wl.head_dim, launch.source,
+                                                     wl.dropout),
                                   **storage}
         assert 0 <= launch.smem_bytes <= gpu.smem_bytes_per_block
         assert np.prod(launch.block) <= 1024 and np.prod(launch.block) % 32 == 0
@@ -928,14 +938,29 @@ def test_flash1_backward_refuses_dk_dv_beyond_its_registers():
         ports.port_launches("flash1", wl, big)
 
 
-def test_flash2_refuses_dropout():
-    """The simulator runs dropout (a hashed keep mask); flash2's kernels do not draw it, so
-    the port refuses it (it used to run without it) instead of running without it."""
+def test_flash2_dropout_compiles_in_the_mask_and_passes_the_seed():
+    """flash2 regenerates Z on chip (it used to refuse --dropout): with dropout the forward and
+    the backward's main kernel are compiled with ATTN_DROPOUT and take the seed tensor,
+    threshold round(p 2^24) and 1/(1 - p) in float32; without dropout no define (the kernels'
+    registers are unchanged), no seed tensor and a null seed."""
     gpu = get_gpu("h100-sxm")
     for passes in ("fwd", "bwd", "fwd+bwd"):
-        wl = workload(SHAPES[0]).replace(passes=passes, dropout=0.1)
-        with pytest.raises(ports.PortUnsupported, match="does not apply dropout"):
-            ports.port_launches("flash2", wl, plan_of("flash2", wl, gpu))
+        wl = workload(SHAPES[0]).replace(passes=passes, dropout=0.25)
+        spec = ports.port_launches("flash2", wl, plan_of("flash2", wl, gpu))
+        assert spec.tensors["dropout_seed"].role == "const"
+        takes_seed = [l for l in spec.all_launches if l.kernel in ("flash2_fwd", "flash2_bwd")]
+        assert len(takes_seed) == (1 if passes == "fwd" else 2)
+        for launch in takes_seed:
+            seed, threshold, keep = launch.args[-3:]
+            assert seed == "dropout_seed" and threshold.value == 1 << 22
+            assert keep.value == float(np.float32(1 / 0.75))
+        assert all(l.defines["ATTN_DROPOUT"] == 1 for l in spec.all_launches)
+        plain = ports.port_launches("flash2", wl.replace(dropout=0.0), plan_of("flash2", wl, gpu))
+        assert "dropout_seed" not in plain.tensors
+        assert all("ATTN_DROPOUT" not in l.defines for l in plain.all_launches)
+        for launch in plain.all_launches:
+            if launch.kernel in ("flash2_fwd", "flash2_bwd"):
+                assert launch.args[-3] is None and launch.args[-2].value == 0
 
 
 def test_flash1_dropout_passes_the_seed_to_both_kernels():

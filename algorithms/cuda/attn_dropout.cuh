@@ -1,6 +1,6 @@
 // attn_dropout.cuh — attention dropout's keep mask, bit for bit the simulator's
 // (algorithms/dropout.py), for the ports that apply --dropout (standard_bwd.cu's framework
-// dropout kernels, flash1_fwd.cu and flash1_bwd.cu's on-chip Z).
+// dropout kernels, flash1_fwd.cu, flash1_bwd.cu, flash2_fwd.cu and flash2_bwd.cu's on-chip Z).
 //
 // Entry (bh = b·H + h, query i, key j) is kept iff the top HASH_BITS = 24 bits of
 // splitmix64(((bh N_q + i) N_k + j) ^ splitmix64(seed)) are >= threshold = round(p 2²⁴), and
@@ -37,4 +37,61 @@ __device__ __forceinline__ float attn_dropout_z(unsigned long long seed_mix, lon
                                                 int row, int key, int n_k, int threshold,
                                                 float inv_keep) {
     return attn_dropout_keeps(seed_mix, (head_row0 + row) * n_k + key, threshold) ? inv_keep : 0.f;
+}
+
+// Is C-fragment entry e of 8-key tile n kept? The m16n8 accumulator layout: lane holds rows
+// (lane >> 2) + 8 (e >> 1) of the 16-row tile starting at query `row0`, and keys
+// 2 (lane & 3) + (e & 1) of the tile starting at `key0` + 8 n (attn_common.cuh's fragments).
+__device__ __forceinline__ bool attn_dropout_frag_keeps(unsigned long long seed_mix,
+                                                        long long head_row0, int row0, int key0,
+                                                        int n, int e, int n_k, int threshold,
+                                                        int lane) {
+    return attn_dropout_keeps(seed_mix,
+                              (head_row0 + row0 + (lane >> 2) + 8 * (e >> 1)) * n_k
+                                  + key0 + n * 8 + 2 * (lane & 3) + (e & 1),
+                              threshold);
+}
+
+// Keep bits of a warp's 16-row tile of kN keys (C fragments), for kernels whose registers are
+// tight (flash2_fwd.cu, flash2_bwd.cu): bit 4 (n % 8) + e of word n / 8 is entry [n][e]. The
+// 8-key tiles of a word are hashed in a rolled loop, 4 entries at a time: fully unrolled,
+// ptxas interleaves every hash's 64-bit temporaries and spills next to the S and O
+// fragments (docs/gpu.md); the words are 1 register per 64 keys.
+template <int kN>
+struct AttnKeepBits {
+    static constexpr int kWords = (kN / 8 + 7) / 8;
+    unsigned w[kWords];
+
+    __device__ __forceinline__ void draw(unsigned long long seed_mix, long long head_row0,
+                                         int row0, int key0, int n_k, int threshold, int lane) {
+#pragma unroll
+        for (int i = 0; i < kWords; ++i) {
+            unsigned word = 0u;
+            const int n_end = (8 * i + 8 < kN / 8) ? 8 * i + 8 : kN / 8;
+#pragma unroll 1
+            for (int n = 8 * i; n < n_end; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    word |= static_cast<unsigned>(attn_dropout_frag_keeps(
+                                seed_mix, head_row0, row0, key0, n, e, n_k, threshold, lane))
+                            << (4 * (n - 8 * i) + e);
+            w[i] = word;
+        }
+    }
+    // with n, e compile-time constants (unrolled loops) this is a shift and an and
+    __device__ __forceinline__ bool kept(int n, int e) const {
+        return (w[n >> 3] >> (4 * (n & 7) + e)) & 1u;
+    }
+};
+
+// P~ ∘ Z in place for a warp's 16-row tile of kN keys (C fragments), from its keep bits.
+// Keys past n_k and masked entries are already 0 and rows past n_q are never stored, so the
+// hash index those entries got (which aliases another entry's) does not matter.
+template <int kN>
+__device__ __forceinline__ void attn_warp_dropout(float (&s)[kN / 8][4], const AttnKeepBits<kN>& keep,
+                                                  float inv_keep) {
+#pragma unroll
+    for (int n = 0; n < kN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[n][e] = keep.kept(n, e) ? s[n][e] * inv_keep : 0.f;
 }

@@ -42,8 +42,22 @@
 // Tensor cores: mma.sync.m16n8k16 (fp16 or bf16 in, fp32 accumulate) with ldmatrix fragment
 // loads (.trans for the transposed operands) — the plan's tc_path "mma_sync". P and dS are
 // rounded to the storage type for the MMAs (as FA-2); D, lse and all accumulators are fp32.
+// Dropout (--dropout p): compiled in with -DATTN_DROPOUT=1 (algorithms/ports adds it with the
+// workload's dropout, to the three kernels' module and to the forward), as the simulator's
+// flash2_bwd: Z regenerated on chip from the simulator's keep mask (attn_dropout.cuh, bit for
+// bit, the same Z as the forward), dV_j += (P ∘ Z)ᵀ dO_i and dS = P ∘ (dP ∘ Z − D_i) with the
+// undropped P (D = rowsum(dO ∘ O) of the dropped forward's O). Each entry is hashed once: its
+// keep bit waits in a register word (attn_dropout.cuh AttnKeepBits, not a float of Z) between
+// P ∘ Z and dS. A define, not a runtime flag, so that the kernel without dropout keeps its
+// registers (docs/gpu.md "The flash2 dropout").
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (attn_common.cuh's attn_t).
 #include "attn_common.cuh"
+#ifndef ATTN_DROPOUT
+#define ATTN_DROPOUT 0
+#endif
+#if ATTN_DROPOUT
+#include "attn_dropout.cuh"
+#endif
 
 #ifndef BLOCK_Q
 #define BLOCK_Q 128
@@ -75,7 +89,9 @@ constexpr int WS_R = bwd_min(BWD_WARPS, BLOCK_Q / 16);
 constexpr int WS_C = BWD_WARPS / WS_R;
 constexpr int S_MT = BLOCK_Q / 16 / WS_R;
 constexpr int S_COLS = BLOCK_K / WS_C;
-constexpr int S_CH = bwd_min(S_COLS, DPAD > 64 ? 16 : 64);
+// With dropout, 32 keys at d <= 64: the keep mask's hashing needs the registers of 32 of S and
+// dP's floats (64 keys spill 28 B on sm_90; 32 spill nothing, docs/gpu.md).
+constexpr int S_CH = bwd_min(S_COLS, DPAD > 64 ? 16 : (ATTN_DROPOUT ? 32 : 64));
 // dK / dV phase: WKV_R x WKV_C warps over B_c x DPAD.
 constexpr int WKV_R = bwd_min(BWD_WARPS, BLOCK_K / 16);
 constexpr int WKV_C = BWD_WARPS / WKV_R;
@@ -100,6 +116,30 @@ static_assert(WKV_R * WKV_C == BWD_WARPS && (BLOCK_K / 16) % WKV_R == 0 && KV_DW
 static_assert(WQ_R * WQ_C == BWD_WARPS && (BLOCK_Q / 16) % WQ_R == 0 && Q_DW % 16 == 0
               && Q_DW % Q_CH == 0,
               "BWD_WARPS does not divide the B_r x d tile");
+
+#if ATTN_DROPOUT
+// bwd_frag_to_smem of P ∘ Z: kept entries times 1 / (1 - p), dropped ones 0.
+template <int kMT, int kN>
+__device__ __forceinline__ void bwd_dropped_to_smem(attn_t* dst, const float (&c)[kMT][kN / 8][4],
+                                                    const AttnKeepBits<kN> (&keep)[kMT],
+                                                    float inv_keep, int row0, int col0, int cpr,
+                                                    int lane) {
+#pragma unroll
+    for (int t = 0; t < kMT; ++t) {
+#pragma unroll
+        for (int n = 0; n < kN / 8; ++n) {
+            float z[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) z[e] = keep[t].kept(n, e) ? c[t][n][e] * inv_keep : 0.f;
+            const int col = col0 + n * 8 + 2 * (lane & 3);
+            const int r = row0 + 16 * t + (lane >> 2);
+            attn_st_shared32(dst + attn_swizzle(r, col >> 3, cpr) + (col & 7), attn_pack2(z[0], z[1]));
+            attn_st_shared32(dst + attn_swizzle(r + 8, col >> 3, cpr) + (col & 7),
+                             attn_pack2(z[2], z[3]));
+        }
+    }
+}
+#endif
 
 // Write a warp's fp32 C fragments (kMT row tiles from `row0`, kN 8-column tiles from `col0`)
 // times `mul`, rounded to the storage type, into a swizzled tile with `cpr` 16-byte chunks a row.
@@ -214,6 +254,9 @@ flash2_bwd_preprocess(const attn_t* __restrict__ dout, const attn_t* __restrict_
 //   q, dout (B, H, n_q, d), k, v (B, H, n_k, d): storage type; lse, delta (B, H, n_q) fp32;
 //   dq_acc (B, H, n_q, d) fp32, zero on entry, accumulated; dk, dv (B, H, n_k, d) out;
 //   scale: softmax scale; causal: 0 or 1.
+//   dropout: seed (2 int32, low half first), threshold = round(p 2²⁴), inv_keep = 1 / (1 - p)
+//   (attn_dropout.cuh); read only by ATTN_DROPOUT builds (the port passes a null seed, 0 and
+//   1 without dropout): one signature for both builds, as the emulator and flash1 expect.
 // Grid: (ceil(n_k / BLOCK_K), B * H); block: NTHREADS; dynamic shared memory:
 // (2 BLOCK_Q + 2 BLOCK_K) * DPAD * 2 + 2 * BLOCK_Q * BLOCK_K * 2 bytes.
 extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
@@ -221,7 +264,8 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
            const attn_t* __restrict__ v, const attn_t* __restrict__ dout,
            const float* __restrict__ lse, const float* __restrict__ delta,
            float* __restrict__ dq_acc, attn_t* __restrict__ dk, attn_t* __restrict__ dv,
-           int n_q, int n_k, float scale, int causal) {
+           int n_q, int n_k, float scale, int causal,
+           const int* __restrict__ seed, int threshold, float inv_keep) {
     constexpr int CPR = DPAD / 8, CPR_P = BLOCK_K / 8;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);            // Q_i:  BLOCK_Q x DPAD
@@ -239,6 +283,9 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
     const float* lse_h = lse + bh * n_q;
     const float* delta_h = delta + bh * n_q;
     float* dq_h = dq_acc + bh * n_q * HEAD_DIM;
+#if ATTN_DROPOUT
+    const unsigned long long seed_mix = attn_dropout_seed_mix(seed);
+#endif
 
     // causal: Q blocks whose last row cannot see key c0 are skipped (the simulator's loop)
     const int shift = n_k - n_q;
@@ -271,7 +318,8 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
         attn_cp_async_wait<0>();                   // Q_i, dO_i (and K_j, V_j) have landed
         __syncthreads();                           // ... and every warp is done with dS of i-1
 
-        // -- P = exp(scale S - lse) and dS = P ∘ (dO Vᵀ - D) for the warp's rows and keys --
+        // -- P = exp(scale S - lse) and dS = P ∘ (dO Vᵀ - D) for the warp's rows and keys
+        //    (dropout: P ∘ Z to p_s, dS = P ∘ (dO Vᵀ ∘ Z - D)) --
         float lse2[S_MT][2], dlt[S_MT][2];
 #pragma unroll
         for (int t = 0; t < S_MT; ++t) {
@@ -287,6 +335,14 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
 #pragma unroll
         for (int cc = 0; cc < S_COLS / S_CH; ++cc) {
             const int col0 = s_col + cc * S_CH;          // within the tile
+#if ATTN_DROPOUT
+            // Z of the chunk, hashed once and before S exists (its keep bits live on to dS)
+            AttnKeepBits<S_CH> keep[S_MT];
+#pragma unroll
+            for (int t = 0; t < S_MT; ++t)
+                keep[t].draw(seed_mix, bh * n_q, r0 + s_row + 16 * t, c0 + col0, n_k, threshold,
+                             lane);
+#endif
             float s[S_MT][S_CH / 8][4];
             attn_warp_qk_mt<S_MT, S_CH, DPAD>(s, q_s, k_s + col0 * DPAD, s_row, lane);
             const int key_end = min(c0 + col0 + S_CH, n_k);
@@ -302,7 +358,11 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
                     for (int e = 0; e < 4; ++e)
                         s[t][n][e] = exp2f(fmaf(s[t][n][e], scale_log2, -lse2[t][e >> 1]));
             }
+#if ATTN_DROPOUT
+            bwd_dropped_to_smem<S_MT, S_CH>(p_s, s, keep, inv_keep, s_row, col0, CPR_P, lane);
+#else
             bwd_frag_to_smem<S_MT, S_CH / 8>(p_s, s, 1.f, s_row, col0, CPR_P, lane);
+#endif
             float dp[S_MT][S_CH / 8][4];
             attn_warp_qk_mt<S_MT, S_CH, DPAD>(dp, do_s, v_s + col0 * DPAD, s_row, lane);
 #pragma unroll
@@ -310,13 +370,20 @@ flash2_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
 #pragma unroll
                 for (int n = 0; n < S_CH / 8; ++n)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        dp[t][n][e] = s[t][n][e] * (dp[t][n][e] - dlt[t][e >> 1]);
+                    for (int e = 0; e < 4; ++e) {
+#if ATTN_DROPOUT
+                        // dP ∘ Z: the gradient reaches P only through the kept entries
+                        const float dpz = keep[t].kept(n, e) ? dp[t][n][e] * inv_keep : 0.f;
+#else
+                        const float dpz = dp[t][n][e];
+#endif
+                        dp[t][n][e] = s[t][n][e] * (dpz - dlt[t][e >> 1]);
+                    }
             bwd_frag_to_smem<S_MT, S_CH / 8>(ds_s, dp, 1.f, s_row, col0, CPR_P, lane);
         }
         __syncthreads();                           // P_ij and dS_ij are complete
 
-        // -- dV_j += P_ijᵀ dO_i ; dK_j += dS_ijᵀ Q_i --
+        // -- dV_j += P_ijᵀ dO_i (P ∘ Z with dropout) ; dK_j += dS_ijᵀ Q_i --
         bwd_warp_tn<KV_MT, KV_DW, BLOCK_Q>(dv_acc, p_s, CPR_P, do_s, CPR, kv_row, kv_col, lane);
         bwd_warp_tn<KV_MT, KV_DW, BLOCK_Q>(dk_acc, ds_s, CPR_P, q_s, CPR, kv_row, kv_col, lane);
         __syncthreads();                           // every warp is done with Q_i and dO_i

@@ -15,8 +15,8 @@
 // Tile sizes (compile-time defines, taken from the simulator's plan by algorithms/ports/):
 //   BLOCK_Q   = plan.block_q  (B_r): query rows per CTA, BLOCK_Q / (16 WARP_M_TILES) warps.
 //   WARP_M_TILES = 16-row tiles per warp (1 or 2; algorithms/ports picks 2 when the registers allow,
-//               d <= 64): a warp's K and V fragments then serve 32 rows, halving the
-//               shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
+//               d <= 64, and never with dropout): a warp's K and V fragments then serve 32
+//               rows, halving the shared-memory reads per MMA — FA-2's 4 warps for a 128-row block.
 //   BLOCK_K   = plan.block_k  (B_c): keys per K/V tile (a multiple of 16).
 //   HEAD_DIM  = d (a multiple of 8); the MMA k-step pads it to 16 with zero columns.
 // Shared memory (dynamic): Q_i, K_j, V_j tiles, (BLOCK_Q + 2 BLOCK_K) x HEAD_DIM x 2 bytes —
@@ -27,9 +27,23 @@
 // visible blocks when causal), O once (fp16) and lse once (fp32).
 // Tensor cores: mma.sync.m16n8k16 (fp16 or bf16 in, fp32 accumulate) with ldmatrix fragment loads —
 // the plan's tc_path "mma_sync".
+// Dropout (--dropout p, training): compiled in with -DATTN_DROPOUT=1 (algorithms/ports adds it
+// when the workload has dropout), as the simulator's flash2 (algorithms/flash_tile.py
+// attend_tile): m and l are updated from the undropped P~, then P~ ∘ Z feeds O_i += P~ V_j,
+// with Z regenerated on chip from the simulator's keep mask (attn_dropout.cuh, bit for bit;
+// no HBM traffic; the 8-byte seed a CTA reads is not counted, as in flash1_fwd.cu). A define
+// rather than a runtime flag: the kernel without dropout keeps its registers exactly (the
+// hash's 64-bit temporaries next to the 255-register d = 64 tile would otherwise be budgeted
+// for every launch; docs/gpu.md "The flash2 dropout" has the counts).
 // Storage type: fp16, or bf16 when compiled with -DATTN_BF16=1 (algorithms/ports adds it for
 // --dtype bf16; attn_common.cuh's attn_t). "fp16" in the comments here means that 16-bit type.
 #include "attn_common.cuh"
+#ifndef ATTN_DROPOUT
+#define ATTN_DROPOUT 0
+#endif
+#if ATTN_DROPOUT
+#include "attn_dropout.cuh"
+#endif
 
 #ifndef BLOCK_Q
 #define BLOCK_Q 128
@@ -66,12 +80,16 @@ static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple
 //   q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d): fp16, contiguous.
 //   o (B, H, n_q, d) fp16, lse (B, H, n_q) fp32: outputs.
 //   heads = H, kv_group = H / kv_heads, scale: softmax scale, causal: 0 or 1.
+//   dropout: seed (2 int32, low half first), threshold = round(p 2²⁴), inv_keep = 1 / (1 - p)
+//   (attn_dropout.cuh); read only by ATTN_DROPOUT builds (the port passes a null seed, 0 and
+//   1 without dropout): one signature for both builds, as the emulator and flash1 expect.
 // Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS = 32 NWARPS; dynamic shared memory:
 // (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
 extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
 flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
            attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
-           int kv_group, float scale, int causal) {
+           int kv_group, float scale, int causal,
+           const int* __restrict__ seed, int threshold, float inv_keep) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
     attn_t* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
@@ -84,6 +102,10 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
     const attn_t* q_h = q + (long long)bh * n_q * HEAD_DIM;
     const attn_t* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
     const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
+#if ATTN_DROPOUT
+    const unsigned long long seed_mix = attn_dropout_seed_mix(seed);
+    const long long head_row0 = (long long)bh * n_q;           // the mask indexes (bh, i, j)
+#endif
 
     // Keys visible to the CTA's last row bound the K/V loop (causal: blocks above the
     // diagonal are skipped, as the simulator's loop does).
@@ -116,6 +138,14 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
         const int c0 = j * BLOCK_K;
         attn_cp_async_wait<1>();                               // Q_i and K_j have landed
         __syncthreads();
+#if ATTN_DROPOUT
+        // Z of the warp's rows, drawn before S exists: the hashing then shares the registers
+        // only with the O accumulator (no new spills; docs/gpu.md)
+        AttnKeepBits<BLOCK_K> keep[MT];
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+            keep[t].draw(seed_mix, head_row0, r0 + wrow + 16 * t, c0, n_k, threshold, lane);
+#endif
         float s[MT][BLOCK_K / 8][4];
         attn_warp_qk_mt<MT, BLOCK_K, DPAD>(s, q_s, k_s, wrow, lane);  // S = Q_i K_jᵀ
         __syncthreads();                                       // every warp is done with K_j
@@ -130,6 +160,10 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
                 attn_warp_mask<BLOCK_K>(s[t], r0 + wrow + 16 * t, c0, n_k, shift, causal != 0, lane);
             // -- update m_i and l_i, P = exp(S - m), rescale the accumulator --
             attn_warp_softmax<BLOCK_K, DPAD>(s[t], acc[t], m[t], l[t], scale_log2);
+#if ATTN_DROPOUT
+            // l_i summed the undropped P~ above; P~ ∘ Z is what P V_j reads
+            attn_warp_dropout<BLOCK_K>(s[t], keep[t], inv_keep);
+#endif
         }
         attn_cp_async_wait<1>();                               // V_j has landed
         __syncthreads();

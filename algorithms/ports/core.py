@@ -194,8 +194,8 @@ def check_common(name: str, wl, passes=("fwd",), dropout: bool = False) -> None:
         # kernels do not apply it refuses dropout rather than run without it.
         raise PortUnsupported(f"the {name} port does not apply dropout (its kernels do not draw "
                               f"the simulator's keep mask, algorithms/cuda/attn_dropout.cuh; the "
-                              f"standard and flash1 ports do); got --dropout {wl.dropout}: use "
-                              f"--dropout 0")
+                              f"standard, flash1 and flash2 ports do); got --dropout "
+                              f"{wl.dropout}: use --dropout 0")
     if wl.passes not in passes:
         if passes != ("fwd",):
             raise PortUnsupported(f"the {name} port runs --pass {', '.join(passes)}; got "

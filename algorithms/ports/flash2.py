@@ -1,5 +1,11 @@
 """GPU port declarations: FlashAttention-2: the forward, and the backward's three kernels.
 
+Dropout (``--dropout p``): both sources are compiled with ``ATTN_DROPOUT=1`` and take the seed,
+threshold and 1 / (1 - p) (``algorithms.ports.backward.dropout_args``); Z is regenerated on
+chip from the simulator's keep mask in the forward and the backward, as ``algorithms.flash2``
+and ``algorithms.flash2_bwd`` do. Without dropout the define is absent (the kernels keep
+their registers) and the seed is null.
+
 Bound: each port moves what its algorithm's module counts (that module states the bound).
 """
 from __future__ import annotations
@@ -7,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from algorithms.common import cdiv
+from algorithms.ports.backward import dropout_args, dropout_tensors
 from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_backward_port,
                                    check_common, check_mma_tiles, flash_tile_smem, head_args,
                                    out_tensor, pad16, qkv_tensors, stats_tensor)
@@ -18,26 +25,44 @@ from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_b
 WARP_ACC_FLOATS = 192
 
 
-def warp_m_tiles(block_q: int, block_k: int, d: int) -> int:
+def warp_m_tiles(block_q: int, block_k: int, d: int, dropout: bool = False) -> int:
     """16-row tiles per warp of flash2_fwd.cu: 2 (K/V fragments reused for 32 rows, B_r / 32
-    warps — 4 for B_r = 128, the plan's THREADS_PER_CTA) when the fp32 accumulators fit."""
+    warps — 4 for B_r = 128, the plan's THREADS_PER_CTA) when the fp32 accumulators fit.
+
+    With ``dropout`` always 1: the keep mask's hashing needs registers next to two tiles'
+    fragments, and ptxas spills (sm_80 / sm_90: 96 / 88 B at d = 64, B_c = 128; 8 / 72 B
+    even at B_c = 64), while one tile a warp spills nothing (218 / 226 registers at d = 64,
+    B_c = 128; 249 / 252 at d = 128)."""
     per_tile = block_k // 2 + pad16(d) // 2        # S and O C-fragments of one 16-row tile
+    if dropout:
+        return 1
     return 2 if block_q % 32 == 0 and 2 * per_tile <= WARP_ACC_FLOATS else 1
+
+
+def dropout_build(wl) -> tuple[dict, tuple]:
+    """(defines, trailing kernel arguments) of dropout: compiled in (``ATTN_DROPOUT``) only
+    when the workload has it, so that the kernels without dropout are unchanged; the
+    arguments (seed, threshold, 1 / (1 - p)) always, a null seed without dropout."""
+    return ({"ATTN_DROPOUT": 1} if wl.dropout > 0 else {}), dropout_args(wl)
 
 
 def flash2_port(wl, plan, extra=None) -> PortLaunches:
     """The forward (``flash2_fwd.cu``); with ``--pass bwd`` / ``fwd+bwd`` also the backward's
     three kernels (``flash2_bwd.cu``, see ``flash2_backward_launches``)."""
-    check_common("flash2", wl, passes=("fwd", "bwd", "fwd+bwd"))
+    check_common("flash2", wl, passes=("fwd", "bwd", "fwd+bwd"), dropout=True)
     bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
     check_mma_tiles("flash2", bq, bk)
-    mt = warp_m_tiles(bq, bk, d)
+    mt = warp_m_tiles(bq, bk, d, wl.dropout > 0)
+    drop_defines, drop_args = dropout_build(wl)
     launch = Launch("flash2_fwd.cu", "flash2_fwd", (cdiv(wl.seq_q, bq), wl.batch * wl.heads, 1),
                     (bq // (16 * mt) * 32, 1, 1), flash_tile_smem(bq, bk, d),
-                    {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d, "WARP_M_TILES": mt},
-                    ("q", "k", "v", "o", "lse", *head_args(wl), Scalar(int(wl.causal), "int")),
+                    {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d, "WARP_M_TILES": mt,
+                     **drop_defines},
+                    ("q", "k", "v", "o", "lse", *head_args(wl), Scalar(int(wl.causal), "int"),
+                     *drop_args),
                     "flash2_fwd")
-    tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
+    tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl),
+               **dropout_tensors(wl)}
     if wl.passes == "fwd":
         return PortLaunches("flash2", tensors, (launch,))
     return flash2_backward_launches(wl, plan, launch)
@@ -93,9 +118,11 @@ def flash2_backward_launches(wl, plan, fwd: Launch) -> PortLaunches:
                "dq_acc": Tensor((b, h, nq, d), "fp32", "work"),
                "dq": Tensor((b, h, nq, d), wl.dtype, "output"),
                "dk": Tensor((b, h, nk, d), wl.dtype, "output"),
-               "dv": Tensor((b, h, nk, d), wl.dtype, "output")}
+               "dv": Tensor((b, h, nk, d), wl.dtype, "output"),
+               **dropout_tensors(wl)}
+    drop_defines, drop_args = dropout_build(wl)
     defines = {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d,
-               "BWD_WARPS": flash2_bwd_warps(bq, bk, d)}
+               "BWD_WARPS": flash2_bwd_warps(bq, bk, d), **drop_defines}
     tr, tc = cdiv(nq, bq), cdiv(nk, bk)
     threads = (FLASH2_BWD_THREADS, 1, 1)
     n_q, n_k, scale = Scalar(nq, "int"), Scalar(nk, "int"), Scalar(wl.scale, "float")
@@ -104,7 +131,7 @@ def flash2_backward_launches(wl, plan, fwd: Launch) -> PortLaunches:
            Launch("flash2_bwd.cu", "flash2_bwd", (tc, bh, 1), (defines["BWD_WARPS"] * 32, 1, 1),
                   flash2_bwd_smem(bq, bk, d), defines,
                   ("q", "k", "v", "do", "lse", "delta", "dq_acc", "dk", "dv", n_q, n_k, scale,
-                   Scalar(int(wl.causal), "int")), "flash2_bwd"),
+                   Scalar(int(wl.causal), "int"), *drop_args), "flash2_bwd"),
            Launch("flash2_bwd.cu", "flash2_bwd_convert_dq", (tr, bh, 1), threads, 0, defines,
                   ("dq_acc", "dq", n_q, scale), "flash2_bwd_convert_dq"))
     if wl.passes == "fwd+bwd":
