@@ -229,6 +229,31 @@ __device__ __forceinline__ void attn_warp_qk(float (*s)[4], const attn_t* q_s, c
                                    wrow, lane);
 }
 
+// attn_warp_qk with the k-step loop rolled: for wide rows (the 192- and 576-column keys of
+// mla_upproject.cu and mla_decode.cu), where fully unrolled ptxas keeps the ldmatrix
+// fragments of many k-steps live beside the fp32 accumulators and spills.
+template <int kBK, int kDpad>
+__device__ __forceinline__ void attn_warp_qk_rolled(float (*s)[4], const attn_t* q_s,
+                                                    const attn_t* k_s, int wrow, int lane) {
+    constexpr int CPR = kDpad / 8;
+#pragma unroll
+    for (int n = 0; n < kBK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll 1
+    for (int kk = 0; kk < kDpad / 16; ++kk) {
+        unsigned a[4];
+        const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
+        attn_ldmatrix_x4(a, q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
+#pragma unroll
+        for (int n = 0; n < kBK / 16; ++n) {
+            unsigned b[4];
+            const int krow = n * 16 + (lane & 7) + (lane >> 4) * 8;
+            attn_ldmatrix_x4(b, k_s + attn_swizzle(krow, kk * 2 + ((lane >> 3) & 1), CPR));
+            attn_mma16816(s[2 * n], a, b[0], b[1]);
+            attn_mma16816(s[2 * n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
 // Mask scores in place: key `key0 + col` is hidden from query `q_row` when it is past the
 // end of the keys, or (causal, bottom-right aligned) when key > q_row + n_k - n_q.
 template <int kBK>

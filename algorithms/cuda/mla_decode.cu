@@ -109,30 +109,6 @@ mla_absorb_o(const attn_t* __restrict__ o_lat, const attn_t* __restrict__ w_uv,
 
 // ---- attention over the latent -------------------------------------------------------------
 
-// s = Q_rows K_sliceᵀ for the warp's 16 rows and KEY_SLICE keys, over all d_k (36 MMA k-steps
-// for 576 columns). The k loop is not unrolled: fully unrolled, ptxas keeps fragments of
-// many steps live and a 16-warp CTA (128 registers a thread) spills.
-__device__ __forceinline__ void warp_qk_slice(float (*s)[4], const attn_t* q_s,
-                                              const attn_t* k_s, int wrow, int lane) {
-    constexpr int CPR = DKPAD / 8;
-#pragma unroll
-    for (int n = 0; n < KEY_SLICE / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll 1
-    for (int kk = 0; kk < DKPAD / 16; ++kk) {
-        unsigned a[4];
-        const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
-        attn_ldmatrix_x4(a, q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
-#pragma unroll
-        for (int n = 0; n < KEY_SLICE / 16; ++n) {
-            unsigned b[4];
-            const int krow = n * 16 + (lane & 7) + (lane >> 4) * 8;
-            attn_ldmatrix_x4(b, k_s + attn_swizzle(krow, kk * 2 + ((lane >> 3) & 1), CPR));
-            attn_mma16816(s[2 * n], a, b[0], b[1]);
-            attn_mma16816(s[2 * n + 1], a, b[2], b[3]);
-        }
-    }
-}
-
 // O_slice += P_slice V for the warp's 16 rows: P (16 x KEY_SLICE) from the exchange tile p_s
 // (ldmatrix), V = latent rows [key0, key0 + KEY_SLICE) x columns [col0, col0 + VAL_SLICE)
 // of the latent tile (ldmatrix.trans).
@@ -230,7 +206,10 @@ mla_attn(const attn_t* __restrict__ q_lat, const attn_t* __restrict__ q_rope,
         __syncthreads();
         // -- S = Q_rows K_sliceᵀ over all d_k, masked --
         float s[KEY_SLICE / 8][4];
-        warp_qk_slice(s, q_s, lat_s + slice * KEY_SLICE * DKPAD, wrow, lane);
+        // s = Q_rows K_sliceᵀ over all d_k (36 MMA k-steps for 576 columns), k loop rolled:
+        // fully unrolled, a 16-warp CTA (128 registers a thread) spills
+        attn_warp_qk_rolled<KEY_SLICE, DKPAD>(s, q_s, lat_s + slice * KEY_SLICE * DKPAD, wrow,
+                                              lane);
         const int key0 = c0 + slice * KEY_SLICE;
         if (causal || c0 + BLOCK_K > k_hi) {
 #pragma unroll

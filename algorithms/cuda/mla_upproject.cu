@@ -102,30 +102,6 @@ __device__ __forceinline__ void load_key_rows(attn_t* tile, const attn_t* main, 
 }
 
 // s = Q_w K_jᵀ for the warp's 16 rows over all DKPAD columns (attn_warp_qk's fragment layout).
-// The k loop is not unrolled: DKPAD = 192 is 12 MMA k-steps, and fully unrolled (as
-// attn_warp_qk does) ptxas hoists their ldmatrix fragments next to the 128 fp32 registers of
-// S and O and spills (sm_90, B_c = 128, d_h = 128: 255 registers + 4 B).
-__device__ __forceinline__ void warp_qk_rolled(float (*s)[4], const attn_t* q_s, const attn_t* k_s,
-                                               int wrow, int lane) {
-    constexpr int CPR = DKPAD / 8;
-#pragma unroll
-    for (int n = 0; n < BLOCK_K / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll 1
-    for (int kk = 0; kk < DKPAD / 16; ++kk) {
-        unsigned a[4];
-        const int arow = wrow + (lane & 7) + ((lane >> 3) & 1) * 8;
-        attn_ldmatrix_x4(a, q_s + attn_swizzle(arow, kk * 2 + (lane >> 4), CPR));
-#pragma unroll
-        for (int n = 0; n < BLOCK_K / 16; ++n) {
-            unsigned b[4];
-            const int krow = n * 16 + (lane & 7) + (lane >> 4) * 8;
-            attn_ldmatrix_x4(b, k_s + attn_swizzle(krow, kk * 2 + ((lane >> 3) & 1), CPR));
-            attn_mma16816(s[2 * n], a, b[0], b[1]);
-            attn_mma16816(s[2 * n + 1], a, b[2], b[3]);
-        }
-    }
-}
-
 // Arguments:
 //   q (B, H, n_q, HEAD_DIM) = q^C, q_rope (B, H, n_q, DR); kv (B, n_k, 2, H, HEAD_DIM) from
 //   mla_upproject, k_rope (B, n_k, DR); o_part (B·H, n_splits, n_q, HEAD_DIM), lse_part (B·H,
@@ -191,7 +167,9 @@ mla_up_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ q_rope,
         __syncthreads();
         // -- S = Q K_jᵀ over all d_k = d_h + d_h^R columns --
         float s[BLOCK_K / 8][4];
-        warp_qk_rolled(s, q_s, k_s, wrow, lane);
+        // k loop rolled: DKPAD = 192 is 12 k-steps, and unrolled (attn_warp_qk) ptxas spills
+        // (sm_90, B_c = 128, d_h = 128: 255 registers + 4 B)
+        attn_warp_qk_rolled<BLOCK_K, DKPAD>(s, q_s, k_s, wrow, lane);
         __syncthreads();                                       // every warp is done with K_j
         if (j + 1 < n_blocks)
             load_key_rows<CPR_K, HEAD_DIM, DR>(k_s, kc_h, kv_ld, kr_b, c0 + BLOCK_K, k_hi, tid);
