@@ -111,13 +111,19 @@ def emit(text: str, output: str | None) -> None:
 
 def cmd_list(a) -> int:
     from tabulate import tabulate
+    from algorithms.ports import PORTS
+    from attnsim.gpu_check import STAND_INS
     algos = []
     for name in algorithm_names():
         info = get_algorithm(name).INFO
+        stand_in = STAND_INS.get(name)
         algos.append({"name": name, "title": info.title, "paper": info.paper, "exact": info.exact,
                       "io_bound": info.io_bound, "passes": list(info.passes),
                       "options": [{"flag": o.flag, "default": o.default, "help": o.help}
-                                  for o in info.options]})
+                                  for o in info.options],
+                      # what `gpu-check` runs: a CUDA port, or an SDPA backend as stand-in
+                      "gpu_port": name in PORTS,
+                      "gpu_stand_in": f"sdpa-{stand_in}" if stand_in else None})
     gpus = [{"name": g.name, "full_name": g.full_name, "sm_count": g.sm_count,
              "hbm_bandwidth_bytes_per_s": g.hbm_bandwidth_bytes_per_s,
              "tensor_fp16_flops_per_s": g.tensor_fp16_flops_per_s,
@@ -129,8 +135,10 @@ def cmd_list(a) -> int:
         return 0
     text = ["Algorithms", tabulate(
         [[x["name"], x["title"], x["paper"], "yes" if x["exact"] else "no", x["io_bound"],
-          ",".join(x["passes"]), " ".join(o["flag"] for o in x["options"]) or "—"] for x in algos],
-        headers=["name", "algorithm", "paper", "exact", "IO bound", "passes", "options"]),
+          ",".join(x["passes"]), _gpu_column(x), " ".join(o["flag"] for o in x["options"]) or "—"]
+         for x in algos],
+        headers=["name", "algorithm", "paper", "exact", "IO bound", "passes", "GPU port",
+                 "options"]),
         "", "GPUs", tabulate(
         [[g["name"], g["full_name"], g["sm_count"], f"{g['hbm_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s",
           f"{g['tensor_fp16_flops_per_s'] / 1e12:.0f} TFLOP/s",
@@ -140,6 +148,12 @@ def cmd_list(a) -> int:
         text += ["", title, tabulate(rows, headers=headers)]
     emit("\n".join(text), a.output)
     return 0
+
+
+def _gpu_column(x: dict) -> str:
+    if x["gpu_port"]:
+        return "yes"
+    return f"no (vs {x['gpu_stand_in']})" if x["gpu_stand_in"] else "no"
 
 
 def _list_extras() -> dict:

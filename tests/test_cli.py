@@ -26,6 +26,9 @@ def test_list_names_algorithms_and_gpus(capsys):
     data = json.loads(out)
     assert {a["name"] for a in data["algorithms"]} >= {"standard", "flash1", "flash2"}
     assert all("exact" in a and "paper" in a for a in data["algorithms"])
+    ported = {a["name"]: (a["gpu_port"], a["gpu_stand_in"]) for a in data["algorithms"]}
+    assert ported["flash2"] == (True, None) and ported["nsa"] == (True, None)
+    assert ported["flash3"] == (False, "sdpa-cudnn") and ported["ring"] == (False, None)
 
 
 @pytest.mark.parametrize("mode", [[], ["--count-only"]])
