@@ -1,4 +1,4 @@
-"""Cases shared by the CPU tests of the port declarations (tests/test_ports.py), the CPU
+"""Cases shared by the CPU tests of the port declarations (tests/test_ports*.py), the CPU
 emulation of the ports (tests/test_cuda_emulated.py) and the GPU tests of the ports
 (tests/gpu/test_ports_gpu.py): one list, three backends.
 
@@ -289,7 +289,7 @@ NSA_CASES = ([PortCase("nsa", s, NSA_SMALL) for s in NSA_SHAPES]
              + [PortCase("nsa", NSA_SHAPES[3], NSA_SMALL, dtype="bf16")])
 PORT_CASES += NSA_CASES
 # The paper's defaults (l = 32, d_s = 16, l' = 64, n = 16, w = 512), 16 query heads over one
-# KV head, N = 1100 > n l' = 1024 and > w: declarations only (tests/test_ports.py) — the CPU
+# KV head, N = 1100 > n l' = 1024 and > w: declarations only (tests/test_ports_nsa.py) — the CPU
 # simulation that the emulator and device tests compare with is slow at this size.
 NSA_PAPER_CASES = [PortCase("nsa", (1, 16, 1, 1100, 1100, 128, True)),
                    PortCase("nsa", (1, 64, 4, 4096, 4096, 128, True), dtype="bf16")]

@@ -106,7 +106,7 @@ def test_gpu_check_mla_above_the_cpu_bound_uses_the_device_reference(emulated_ba
     """Above --cpu-check-max-n² (mla: B·H·N_k) the rows are checked against
     ``mla_device_reference`` (numpy standing in for CuPy), not left unchecked."""
     from attnsim.cli import main
-    from test_ports import NumpyAsCupy
+    from port_plans import NumpyAsCupy
     monkeypatch.setattr(emulated_backend, "_require_cupy", lambda: NumpyAsCupy())
     assert main(["gpu-check", "mla", "--path", "upproject", "--seq", "150", "--batch", "1",
                  "--heads", "4", "--head-dim", "64", "--cpu-check-max-n", "16",
