@@ -216,6 +216,17 @@ def check_backward_port(name: str, wl, plan):
     return bp
 
 
+def gemm_tile_problem(plan) -> str | None:
+    """What attn_gemm.cuh's CTA (2 x 2 warps of m16n8k16) cannot tile in the plan's GEMM
+    tiles, or None: tile_m and tile_n multiples of 32, tile_k of 16."""
+    tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
+    if tm % 32 or tn % 32 or tk % 16:
+        return (f"GEMM tiles tile_m, tile_n multiples of 32 and tile_k of 16 (2 x 2 warps of "
+                f"m16n8k16; the plan has {tm} x {tn} x {tk}: a larger --sram-kb gives it "
+                f"larger tiles)")
+    return None
+
+
 def qkv_tensors(wl) -> dict:
     b, h, g, d = wl.batch, wl.heads, wl.kv_heads, wl.head_dim
     return {"q": Tensor((b, h, wl.seq_q, d), wl.dtype, "input"),

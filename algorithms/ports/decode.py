@@ -9,8 +9,8 @@ import numpy as np
 
 from algorithms.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
-                                   check_common, head_args, out_tensor, pad16, qkv_tensors,
-                                   round_up, stats_tensor)
+                                   check_common, gemm_tile_problem, head_args, out_tensor, pad16,
+                                   qkv_tensors, round_up, stats_tensor)
 
 
 GQA_MAX_ROWS = 512       # packed rows of a CTA: at most 32 warps of 16
@@ -71,9 +71,8 @@ def mla_port(wl, plan, extra=None) -> PortLaunches:
         problems.append(f"block_k a multiple of {16 * slices} (got {bk})")
     if rows // 16 * slices > 32:
         problems.append(f"at most 32 warps ({rows // 16} row tiles x {slices} column slices)")
-    if tm % 32 or tn % 32 or tk % 16:
-        problems.append(f"GEMM tiles tile_m, tile_n multiples of 32 and tile_k of 16 (got "
-                        f"{tm} x {tn} x {tk})")
+    if gemm_tile_problem(plan):
+        problems.append(gemm_tile_problem(plan))
     if problems:
         raise PortUnsupported("the mla port needs " + "; ".join(problems))
     b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads
@@ -140,9 +139,8 @@ def mla_upproject_port(wl, plan) -> PortLaunches:
     if plan.head_block != 1 or bk % 16 or rows > GQA_MAX_ROWS:
         problems.append(f"one head per CTA, block_k a multiple of 16 and block_q <= "
                         f"{GQA_MAX_ROWS} (got {plan.head_block}, {bk}, {bq})")
-    if tm % 32 or tn % 32 or tk % 16:
-        problems.append(f"GEMM tiles tile_m, tile_n multiples of 32 and tile_k of 16 (got "
-                        f"{tm} x {tn} x {tk}: a larger --sram-kb gives the plan larger tiles)")
+    if gemm_tile_problem(plan):
+        problems.append(gemm_tile_problem(plan))
     if problems:
         raise PortUnsupported("the mla --path upproject port needs " + "; ".join(problems))
     b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads

@@ -12,8 +12,8 @@ from algorithms.common import cdiv
 from algorithms.ports.backward import (dropout_args, dropout_tensors, flash1_backward_launches,
                                        standard_backward_launches, standard_dropout_launch)
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
-                                   check_common, head_args, out_tensor, pad16, qkv_tensors,
-                                   round_up, stats_tensor)
+                                   check_common, gemm_tile_problem, head_args, out_tensor, pad16,
+                                   qkv_tensors, round_up, stats_tensor)
 
 
 def standard_port(wl, plan, extra=None, *, mask=None, name="standard") -> PortLaunches:
@@ -27,10 +27,9 @@ def standard_port(wl, plan, extra=None, *, mask=None, name="standard") -> PortLa
     else:
         check_common(name, wl)
     tm, tn, tk = plan.gemm_tile_m, plan.gemm_tile_n, plan.gemm_tile_k
-    if tm % 32 or tn % 32 or tk % 16:
-        raise PortUnsupported(f"the standard port's GEMM (2 x 2 warps of m16n8k16) needs "
-                              f"tile_m, tile_n multiples of 32 and tile_k of 16; the plan has "
-                              f"{tm} x {tn} x {tk}")
+    problem = gemm_tile_problem(plan)
+    if problem:
+        raise PortUnsupported(f"the {name} port needs {problem}")
     if plan.softmax_passes != 1:
         raise PortUnsupported(f"the standard port's softmax stages a whole row in shared "
                               f"memory; N_k = {wl.seq_k} needs the simulator's two-pass "
