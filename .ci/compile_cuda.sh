@@ -2,6 +2,8 @@
 # Compile every CUDA port (algorithms/cuda/*.cu) with nvcc for sm_80 (A100) and sm_90 (H100).
 # A failed compile fails the script, naming the file, the architecture and the defines.
 # Without nvcc: says so and exits 1, unless ATTNSIM_SKIP_NVCC=1 (then exits 0).
+# --list: print every (source, defines) configuration, one "file<TAB>defines" line each, and
+# exit without compiling (benchmarks/kernel_code_diff.py reads it).
 #
 # Each file is compiled with its default tile defines, with them and bf16 storage
 # (-DATTN_BF16=1, what algorithms/ports adds for --dtype bf16), plus the extra tile configurations
@@ -12,9 +14,11 @@
 # registers and spills is printed, and a spill above its source's SPILL_BUDGET fails.
 set -u
 cd "$(dirname "$0")/.."
+LIST_ONLY=0
+[ "${1:-}" = "--list" ] && LIST_ONLY=1
 
 NVCC="${NVCC:-$(command -v nvcc || true)}"
-if [ -z "$NVCC" ]; then
+if [ -z "$NVCC" ] && [ "$LIST_ONLY" = "0" ]; then
     if [ "${ATTNSIM_SKIP_NVCC:-0}" = "1" ]; then
         echo "compile_cuda: nvcc not found; skipped (ATTNSIM_SKIP_NVCC=1)"
         exit 0
@@ -113,12 +117,17 @@ for src in algorithms/cuda/*.cu; do
                    for (j = i - 1; j >= 1 && w[j] > x; j--) w[j + 1] = w[j]; w[j + 1] = x }
                s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? " " : "") w[i]
                if (!seen[s]++) print s }')
+    if [ "$LIST_ONLY" = "1" ]; then
+        printf "$name\t%s\n" "${configs[@]}"
+        continue
+    fi
     for arch in sm_80 sm_90; do
         for defs in "${configs[@]}"; do
             jobs+=("$src"$'\t'"$arch"$'\t'"$defs")
         done
     done
 done
+[ "$LIST_ONLY" = "1" ] && exit 0
 for i in "${!jobs[@]}"; do printf '%s\t%s\0' "$i" "${jobs[$i]}"; done |
     xargs -0 -P "$(nproc)" -I{} bash -c 'IFS=$'"'"'\t'"'"' read -r i src arch defs <<< "$1"; compile_one "$i" "$src" "$arch" "$defs"' _ {}
 
