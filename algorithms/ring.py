@@ -22,6 +22,8 @@ Counts are per device (devices are symmetric; causal: the last device, which see
 block, is simulated — the slowest); ``rec.info["ring"]`` gives the totals over devices.
 Each ring step is one kernel here; the transfer overlaps it (``t_link`` in the timing
 model). Not modelled: the receive buffer's copy and the blockwise feed-forward.
+GPU port: ``ring_step`` in algorithms/cuda/flash2_fwd.cu runs the simulated device's P steps
+on one GPU (no transfers; docs/gpu.md "The ring port").
 """
 from __future__ import annotations
 
@@ -64,6 +66,15 @@ def plan(wl, gpu, sram_bytes: int, devices: int = 8) -> RingPlan:
     if devices > min(wl.seq_q, wl.seq_k):
         raise PlanError(f"ring: {devices} devices for a sequence of {min(wl.seq_q, wl.seq_k)} "
                         f"tokens leaves devices without a block; use --devices <= the sequence")
+    for what, n in (("query rows", wl.seq_q), ("keys", wl.seq_k)):
+        if _empty_devices(n, devices):
+            # blocks of ⌈n/P⌉ tokens run out before the last device (e.g. 9 tokens over 8
+            # devices: blocks of 2 fill 5 devices): a device without a block would count nothing
+            fit = max(p for p in range(1, devices + 1) if not _empty_devices(n, p))
+            raise PlanError(f"ring: {devices} devices with blocks of ⌈{n}/{devices}⌉ = "
+                            f"{cdiv(n, devices)} {what} leave the last "
+                            f"{_empty_devices(n, devices)} without any; use --devices {fit} "
+                            f"(or a count that divides the sequence)")
     inner = flash2.plan(wl, gpu, sram_bytes)
     # Compute per key block (4 c d FLOPs per key) vs sending it (2 d e bytes per key).
     flops = gpu.tensor_flops_per_s(wl.dtype) * gpu.mma_sync_fraction_of_peak
@@ -73,6 +84,11 @@ def plan(wl, gpu, sram_bytes: int, devices: int = 8) -> RingPlan:
                     keys_per_device=cdiv(wl.seq_k, devices), block_q=inner.block_q,
                     block_k=inner.block_k, simulated_device=devices - 1 if wl.causal else 0,
                     min_block_for_overlap=c_min)
+
+
+def _empty_devices(n: int, devices: int) -> int:
+    """Devices left without a block when n tokens are dealt in blocks of ⌈n / devices⌉."""
+    return devices - cdiv(n, cdiv(n, devices))
 
 
 def _rows(p: RingPlan, device: int, n: int, per: int) -> tuple[int, int]:

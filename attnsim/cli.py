@@ -205,7 +205,8 @@ def add_timing_args(p) -> None:
                         ("launch-overhead", "per-kernel launch cost"),
                         ("tc-path-derate", "mma.sync below peak on Hopper"),
                         ("l2-cache", "re-reads served by L2 when the working set fits"),
-                        ("separate-sfu", "exp on the special-function units")):
+                        ("separate-sfu", "exp on the special-function units"),
+                        ("interconnect", "peer transfers of multi-device algorithms (ring)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 
@@ -215,7 +216,8 @@ def timing_from_args(a) -> TimingOptions:
                          launch_overhead=not a.no_launch_overhead,
                          tc_path_derate=not a.no_tc_path_derate,
                          l2_cache=not a.no_l2_cache,
-                         separate_sfu=not a.no_separate_sfu)
+                         separate_sfu=not a.no_separate_sfu,
+                         interconnect=not a.no_interconnect)
 
 
 # ---- report --------------------------------------------------------------------------------

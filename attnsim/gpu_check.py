@@ -15,6 +15,13 @@ timed through autograd for the same passes.
 ``--path absorbed upproject`` checks both of mla's decode paths (rows labelled
 ``mla --path ...``); the default is mla's default path (absorbed).
 
+``ring`` runs one device of the ring (``--devices P``, several for one row set each): its P
+steps on this GPU, where no K/V block travels. Its rows keep ``predicted_s`` / ``ratio`` (the
+per-device prediction, link included) and add ``predicted_no_link_s`` / ``ratio_no_link``
+(the prediction with ``TimingOptions(interconnect=False)``: what one GPU can measure); at
+large blocks the link hides behind compute and the two agree. No SDPA time: the port
+computes one device's N/P rows, not the whole attention.
+
 Without CuPy or a device it prints one line saying the checks were skipped and why, and
 exits 0: the checks are optional, not a failure.
 
@@ -38,12 +45,16 @@ from attnsim.reference import relative_error
 from attnsim.simulate import simulate
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import get_gpu
+from hwmodels.timing import TimingOptions
 
 DEFAULT_SEQS = (1024, 2048, 4096, 8192)
 DEFAULT_WORKLOAD = Workload(batch=4, heads=16, seq_q=1024, head_dim=64)
 CPU_CHECK_MAX_N = 1024          # above this the CPU executed run is too slow: device fp32 reference
 # Ports whose output is plain softmax attention, checkable against the device's dense reference
 DENSE_EXACT = ("standard", "flash1", "flash2", "gqa")
+# ... and those whose output is plain softmax attention but whose port runs only part of it
+# (ring: one device's share), so that SDPA of the whole workload is not the same work
+PLAIN_SOFTMAX = DENSE_EXACT + ("ring",)
 FP16_TARGET = ports.ERROR_TARGETS["fp16"]   # issue 7: rel. error < 2e-3 against the CPU result
 # Algorithms with no CUDA port whose prediction is set against a production kernel of the same
 # design instead (the SDPA backend named): FlashAttention-3 needs wgmma and TMA, which only a
@@ -103,7 +114,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         reference, row["error_vs"] = cpu.outputs[spec.cpu_key(spec.output)], "cpu"
         if len(spec.outputs) > 1:                     # a backward: dq, dk, dv (and o)
             reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}
-    elif name in DENSE_EXACT and not wl.has_backward:
+    elif name in PLAIN_SOFTMAX and not wl.has_backward:
         reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
     elif name == "mla":           # latent inputs: its definition in fp32 on the device
         reference, row["error_vs"] = backend.mla_device_reference(wl, plan, inputs), "gpu fp32"
@@ -133,6 +144,8 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         notes.append("errors: " + ", ".join(f"{k} {v:.1e}" for k, v in run.rel_errors.items()))
     if reference is None:
         notes.append(unchecked)
+    if sim.counts["interconnect_bytes"]:
+        notes.append(without_link(row, name, wl, gpu, options, t))
     target = ports.ERROR_TARGETS[wl.dtype]
     if run.rel_error is not None and run.rel_error >= target:
         notes.append(f"error above the {target:g} {wl.dtype} target")
@@ -149,6 +162,21 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
             row["sdpa_backends"] = sdpa_backend_times(wl, inputs, repeats)
     row["note"] = "; ".join(notes)
     return row
+
+
+def without_link(row: dict, name: str, wl: Workload, gpu, options, measured_s: float) -> str:
+    """For a multi-device algorithm (ring): one GPU transfers nothing, so the port measures
+    one device's own kernels. Adds ``predicted_no_link_s`` (the prediction with
+    ``TimingOptions(interconnect=False)``) and ``ratio_no_link`` to the row (``predicted_s``
+    and ``ratio`` keep the full per-device prediction); returns the row's note."""
+    alone = simulate(name, wl, gpu, compute=False, options=options,
+                     timing=TimingOptions(interconnect=False)).time.predicted_s
+    row.update(predicted_no_link_s=alone, ratio_no_link=alone / measured_s)
+    hidden = alone >= row["predicted_s"] * (1 - 1e-9)
+    return (f"one GPU: K/V blocks read in place, no transfer; predicted without the link "
+            f"{alone * 1e3:.3f} ms, pred/meas {alone / measured_s:.2f}" +
+            (" (the link hides behind compute: same prediction)" if hidden else
+             f" (the link adds {(row['predicted_s'] - alone) * 1e3:.3f} ms to the prediction)"))
 
 
 def sdpa_backend_times(wl: Workload, inputs, repeats: int) -> dict:
@@ -211,13 +239,18 @@ def sweep_workload(name: str, base: Workload, n: int) -> Workload:
     return base.replace(seq_q=n, seq_k=n)
 
 
-def check_rows(gpu, base: Workload, seqs, algorithms, mla_paths=None, **kw) -> list[dict]:
+def check_rows(gpu, base: Workload, seqs, algorithms, mla_paths=None, ring_devices=None,
+               **kw) -> list[dict]:
     """One row per algorithm and N; ``mla_paths`` (e.g. ("absorbed", "upproject")): mla's
-    rows once per decode path, each labelled with it (default: mla's default path)."""
+    rows once per decode path, each labelled with it (default: mla's default path);
+    ``ring_devices`` (e.g. (4, 8)): ring's rows once per ring size, likewise."""
     rows = []
     for name in algorithms:
-        variants = ([{"path": p} for p in mla_paths] if name == "mla" and mla_paths
-                    else [None])
+        variants = [None]
+        if name == "mla" and mla_paths:
+            variants = [{"path": p} for p in mla_paths]
+        elif name == "ring" and ring_devices:
+            variants = [{"devices": p} for p in ring_devices]
         for options in variants:
             for n in seqs:
                 rows.append(check_one(name, sweep_workload(name, base, n), gpu,
@@ -330,7 +363,8 @@ def cmd_gpu_check(a) -> int:
     sdpa_ok, sdpa_why = (False, "--no-sdpa") if a.no_sdpa else backend.sdpa_available()
     base = Workload(batch=a.batch, heads=a.heads, kv_heads=a.kv_heads, seq_q=a.seq[0],
                     head_dim=a.head_dim, causal=a.causal, dtype=a.dtype, passes=a.passes)
-    rows = check_rows(gpu, base, a.seq, names, mla_paths=a.path, repeats=a.repeats,
+    rows = check_rows(gpu, base, a.seq, names, mla_paths=a.path, ring_devices=a.devices,
+                      repeats=a.repeats,
                       cpu_max_n=a.cpu_check_max_n, sdpa=sdpa_ok)
     header = {"device": device, "model": gpu.name, "warning": warning, "sdpa": sdpa_why,
               "workload": base.describe().replace(f"N={base.seq_q}", "N swept"),
@@ -378,6 +412,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--path", nargs="+", default=None, choices=("absorbed", "upproject"),
                    help="mla's decode path(s) to check (default: absorbed); both: one row set "
                         "each, labelled 'mla --path ...'")
+    p.add_argument("--devices", type=int, nargs="+", default=None,
+                   help="ring's ring size(s) P to check (default: ring's default, 8); several: "
+                        "one row set each, labelled 'ring --devices P'")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats (median reported)")
     p.add_argument("--cpu-check-max-n", type=int, default=CPU_CHECK_MAX_N,
                    help="check against the CPU simulation up to N_q·N_k (mla: B·H·N_k) = "

@@ -89,17 +89,23 @@ def parse_ncu_csv(text: str) -> list[NcuLaunch]:
     return launches
 
 
-def port_launches_only(launches: list[NcuLaunch], port_kernels: list[str]) -> list[NcuLaunch]:
-    """The profiled launches of the port (its kernels, in order), without CuPy's own.
+def port_launches_only(launches: list[NcuLaunch], port_kernels: list[str],
+                       setup_kernels: list[str] = ()) -> list[NcuLaunch]:
+    """The profiled launches of the port (its kernels, in order), without CuPy's own and
+    without the port's untimed setup.
 
-    ``port_kernels``: the kernel names of the port's declared launches, in launch order; the
-    profile must hold exactly one run of them."""
-    mine = [l for l in launches if l.kernel in set(port_kernels)]
-    if [l.kernel for l in mine] != list(port_kernels):
+    ``port_kernels``: the kernel names of the port's declared launches, in launch order;
+    ``setup_kernels``: those of its setup launches, which run first (a backward-only port's
+    forward; the ring's other devices, which launch the same kernel as the timed steps). The
+    profile must hold exactly one run of the setup, then of the launches."""
+    names = set(port_kernels) | set(setup_kernels)
+    mine = [l for l in launches if l.kernel in names]
+    expected = [*setup_kernels, *port_kernels]
+    if [l.kernel for l in mine] != expected:
         raise NcuParseError(f"the profiled port launches {[l.kernel for l in mine]} do not "
-                            f"match the declared {list(port_kernels)}: profile exactly one "
+                            f"match the declared {expected}: profile exactly one "
                             f"run of the port (benchmarks/ncu_dram.py --run-once)")
-    return mine
+    return mine[len(setup_kernels):]
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,10 @@ stage_timing() {
         --head-dim 128 --batch 4 --seq 4096 32768 --format json -o "$OUT/gpu-check-mla.json"
     run gpu-check-nsa-reformer "$PY" -m attnsim gpu-check nsa reformer --heads 16 \
         --seq 4096 16384 --format json -o "$OUT/gpu-check-nsa-reformer.json"
+    # one device of the ring: link-bound blocks (N = 16K over 8: predicted with and without
+    # the link differ) and large ones (the link hidden: the two agree)
+    run gpu-check-ring "$PY" -m attnsim gpu-check ring --devices 4 8 --head-dim 128 --heads 8 \
+        --seq 16384 65536 --format json -o "$OUT/gpu-check-ring.json"
     run gpu-check-all "$PY" -m attnsim gpu-check --seq 4096 --format markdown \
         -o "$OUT/gpu-check-all.md"
 }
@@ -84,7 +88,7 @@ stage_sanitizer() {
     run racecheck-others "$cs" --tool racecheck --error-exitcode 9 "$PY" -m pytest -m gpu \
         tests/gpu -q -p no:cacheprovider -k "(flash1 or local or gqa) and 97x97"
     run racecheck-new "$cs" --tool racecheck --error-exitcode 9 "$PY" -m pytest -m gpu \
-        tests/gpu -q -p no:cacheprovider -k "(nsa or reformer or upproject) and not 32768 and not h128"
+        tests/gpu -q -p no:cacheprovider -k "(nsa or reformer or upproject or ring) and not 32768 and not h128"
     run initcheck "$cs" --tool initcheck --error-exitcode 9 "$PY" -m pytest -m gpu tests/gpu \
         -q -p no:cacheprovider -k "standard and 97x97"
 }
@@ -103,6 +107,7 @@ stage_ncu() {
     run ncu-mla-upproject "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --option path=upproject --ncu "$n" --json "$OUT/ncu-mla-upproject.json"
     run ncu-nsa "$PY" benchmarks/ncu_dram.py nsa --causal --seq 16384 --heads 64 --kv-heads 4 --head-dim 128 --batch 1 --ncu "$n" --json "$OUT/ncu-nsa.json"
     run ncu-reformer "$PY" benchmarks/ncu_dram.py reformer --seq 16384 --ncu "$n" --json "$OUT/ncu-reformer.json"
+    run ncu-ring "$PY" benchmarks/ncu_dram.py ring --seq 65536 --heads 8 --head-dim 128 --option devices=8 --ncu "$n" --json "$OUT/ncu-ring.json"
     run ncu-flash1-bwd "$PY" benchmarks/ncu_dram.py flash1 --pass bwd --seq 4096 --ncu "$n" --json "$OUT/ncu-flash1-bwd.json"
     run ncu-standard-bwd "$PY" benchmarks/ncu_dram.py standard --pass bwd --seq 2048 --ncu "$n" --json "$OUT/ncu-standard-bwd.json"
 }

@@ -119,7 +119,8 @@ def profile(a, argv: list[str]) -> int:
         launches = ncu.parse_ncu_csv(log.read_text())
     kernels = [l.kernel for l in spec.launches]
     rows = ncu.compare(spec.launches, sim.kernels, sim.time.kernels,
-                       ncu.port_launches_only(launches, kernels))
+                       ncu.port_launches_only(launches, kernels,
+                                              [l.kernel for l in spec.setup]))
     print(f"{a.algorithm} on {gpu.full_name}: {wl.describe()}")
     print(ncu.render_rows(rows, a.format))
     if a.json:

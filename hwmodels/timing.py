@@ -16,6 +16,7 @@ For each kernel k (kernels run one after another):
     t_other(k)  = other_flops / (fp32_peak / 2)                    CUDA cores: each counted
                   op is one instruction; the datasheet's fp32 peak counts an FMA as 2
     t_link(k)   = interconnect_bytes / (NVLink bandwidth in one direction)   multi-device
+                  (0 with ``TimingOptions(interconnect=False)``: one device's own work)
     t_comp(k)   = t_mma + t_exp + t_other          kernel declares overlap="serial"  (FA-2)
                 = max(t_mma, t_exp + t_other)      kernel declares overlap="overlap" (FA-3)
     t_body(k)   = max(t_mem, t_comp, t_link)       loads and peer copies are asynchronous
@@ -60,6 +61,8 @@ class TimingOptions:
     tc_path_derate: bool = True       # mma.sync below peak on Hopper
     l2_cache: bool = True             # re-reads served by L2 when the working set fits
     separate_sfu: bool = True         # exp on the SFUs; off: exp costs one fp32 op
+    interconnect: bool = True         # peer transfers (ring); off: one device's own work, as
+                                      # a port on one GPU, which moves nothing, measures it
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     else:
         compute_s = matmul_s + exp_s + other_s
     interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
-        if c[INTERCONNECT_BYTES] else 0.0
+        if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
     body_s = max(memory_s, compute_s) if opts.memory_overlap else memory_s + compute_s
     body_s = max(body_s, interconnect_s)
     q = quantization_factor(gpu, k) if opts.wave_quantization else 1.0

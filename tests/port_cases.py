@@ -333,3 +333,18 @@ FLASH2_DROPOUT_CASES = [
     PortCase("flash2", SHAPES[0], dtype="bf16", passes="fwd+bwd", dropout=0.2),
 ]
 PORT_CASES += FLASH2_DROPOUT_CASES
+
+# ---- ring (Ring Attention on one GPU: ring_step in flash2_fwd.cu) -----------------------------
+# P ring steps with the running state in HBM between them: ragged blocks (333 over 4 devices:
+# blocks of 84, the last of 81), N_q != N_k both ways (300 x 200 causal: the first devices'
+# rows see no key; 100 x 250), GQA, d = 40 (padded) and 128, one device (one step is both the
+# first and the last), causal (the last device is the one timed) and not, bf16.
+RING_CASES = [
+    PortCase("ring", (1, 2, 1, 333, 333, 40, True), {"devices": 4}),
+    PortCase("ring", (1, 2, 2, 333, 333, 64, False), {"devices": 4}),
+    PortCase("ring", (2, 2, 1, 300, 200, 64, True), {"devices": 3}),
+    PortCase("ring", (1, 1, 1, 100, 250, 128, False), {"devices": 5}),
+    PortCase("ring", (1, 3, 3, 97, 97, 64, True), {"devices": 1}),
+    PortCase("ring", (1, 2, 1, 333, 333, 40, True), {"devices": 4}, dtype="bf16"),
+]
+PORT_CASES += RING_CASES

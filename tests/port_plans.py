@@ -77,7 +77,7 @@ def expected_defines(name, plan, d, source=None, dropout=0.0):
                 "HASH_ROWS": plan.hash_block, "ROT_COLS": plan.rotation_cols,
                 "SORT_TILE": plan.sort_tile, "COMBINE_ROWS": plan.combine_block}
     defines = {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d}
-    if name == "flash2":        # a port-side choice, not a tile size: see test below
+    if name in ("flash2", "ring"):   # a port-side choice, not a tile size: see test below
         defines["WARP_M_TILES"] = ports.warp_m_tiles(plan.block_q, plan.block_k, d)
     if name == "diff":          # keys per score slice in registers: a port-side choice
         defines["SUB_K"] = ports.diff_sub_k(plan.block_k, d)

@@ -28,7 +28,9 @@ def test_list_names_algorithms_and_gpus(capsys):
     assert all("exact" in a and "paper" in a for a in data["algorithms"])
     ported = {a["name"]: (a["gpu_port"], a["gpu_stand_in"]) for a in data["algorithms"]}
     assert ported["flash2"] == (True, None) and ported["nsa"] == (True, None)
-    assert ported["flash3"] == (False, "sdpa-cudnn") and ported["ring"] == (False, None)
+    assert ported["ring"] == (True, None)
+    # every algorithm has a port but FlashAttention-3, measured against its stand-in
+    assert {n: v for n, v in ported.items() if not v[0]} == {"flash3": (False, "sdpa-cudnn")}
 
 
 @pytest.mark.parametrize("mode", [[], ["--count-only"]])

@@ -55,6 +55,15 @@ def test_malformed_ncu_output_says_what_is_wrong(text, words):
         ncu.parse_ncu_csv(text)
 
 
+def test_setup_launches_of_the_same_kernel_are_left_out():
+    """ring: the other devices' steps (setup) launch ring_step too; they run first."""
+    launches = [ncu.NcuLaunch(i, "ring_step", float(i), 1.0) for i in range(6)]
+    kept = ncu.port_launches_only(launches, ["ring_step"] * 3, ["ring_step"] * 3)
+    assert [l.launch_id for l in kept] == [3, 4, 5]
+    with pytest.raises(ncu.NcuParseError, match="exactly one run"):
+        ncu.port_launches_only(launches[:5], ["ring_step"] * 3, ["ring_step"] * 3)
+
+
 def test_profile_must_hold_exactly_one_run_of_the_port():
     twice = [ncu.NcuLaunch(i, "flash2_fwd", 1.0, 1.0) for i in range(2)]
     with pytest.raises(ncu.NcuParseError, match="exactly one run"):

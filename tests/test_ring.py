@@ -78,3 +78,28 @@ def test_bad_device_count():
         simulate("ring", Workload(seq_q=4, head_dim=16), "h100", options={"devices": 8})
     with pytest.raises(PlanError, match="--devices must be at least 1"):
         simulate("ring", Workload(seq_q=64, head_dim=16), "h100", options={"devices": 0})
+    # 9 tokens in blocks of 2 fill 5 of 8 devices: named, with a count that works
+    with pytest.raises(PlanError, match=r"leave the last 3 without any; use --devices 5"):
+        simulate("ring", Workload(seq_q=9, head_dim=16, causal=True), "h100",
+                 options={"devices": 8})
+    with pytest.raises(PlanError, match="keys leave the last"):
+        simulate("ring", Workload(seq_q=64, seq_k=9, head_dim=16), "h100",
+                 options={"devices": 8})
+
+
+def test_switching_the_link_off_leaves_one_devices_own_work():
+    """TimingOptions(interconnect=False): what a port on one GPU (no transfers) measures.
+    Small blocks are link-bound (the switch removes that time and changes the bound); large
+    blocks hide the link (the switch changes nothing)."""
+    from hwmodels.timing import TimingOptions
+    off = TimingOptions(interconnect=False)
+    small = Workload(heads=8, seq_q=2048, head_dim=128)
+    on_s = simulate("ring", small, "h100", options={"devices": 8}, compute=False)
+    off_s = simulate("ring", small, "h100", options={"devices": 8}, compute=False, timing=off)
+    assert on_s.time.bound == "interconnect" and off_s.time.bound != "interconnect"
+    assert off_s.time.interconnect_s == 0 and off_s.time.predicted_s < on_s.time.predicted_s
+    assert off_s.counts == on_s.counts                       # the counts do not change
+    big = Workload(heads=8, seq_q=65536, head_dim=128)
+    on_b, off_b = (simulate("ring", big, "h100", options={"devices": 8}, compute=False,
+                            timing=t).time.predicted_s for t in (TimingOptions(), off))
+    assert off_b == pytest.approx(on_b, rel=1e-9)

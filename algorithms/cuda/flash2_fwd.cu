@@ -76,27 +76,91 @@ static_assert(BLOCK_Q % WARP_ROWS == 0 && BLOCK_Q <= 256,
 static_assert(BLOCK_K % 16 == 0, "BLOCK_K must be a multiple of 16");
 static_assert(HEAD_DIM % 8 == 0 && HEAD_DIM <= 256, "HEAD_DIM must be a multiple of 8, <= 256");
 
-// Arguments:
-//   q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d): fp16, contiguous.
-//   o (B, H, n_q, d) fp16, lse (B, H, n_q) fp32: outputs.
-//   heads = H, kv_group = H / kv_heads, scale: softmax scale, causal: 0 or 1.
-//   dropout: seed (2 int32, low half first), threshold = round(p 2²⁴), inv_keep = 1 / (1 - p)
-//   (attn_dropout.cuh); read only by ATTN_DROPOUT builds (the port passes a null seed, 0 and
-//   1 without dropout): one signature for both builds, as the emulator and flash1 expect.
-// Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS = 32 NWARPS; dynamic shared memory:
-// (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
-extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
-flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
-           attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
-           int kv_group, float scale, int causal,
-           const int* __restrict__ seed, int threshold, float inv_keep) {
+// What one CTA attends: query rows [r0, min(r0 + BLOCK_Q, row_end)) against keys
+// [key_lo, key_hi). flash2_fwd: a block of every row against every key; ring_step: a block of
+// one ring device's rows against the key block visiting it.
+struct flash2_span { int r0, row_end, key_lo, key_hi; };
+
+// The running state a ring step keeps in HBM between steps (fp32, indexed by the global row
+// (b·H + h)·n_q + i): acc, the un-normalized O rows (HEAD_DIM columns); m, the running max
+// in the kernel's base-2 scaled units; l, the running sum. `first`: start from the empty
+// state instead of reading it; `last`: finish (O = acc / l, lse) instead of writing it back.
+struct flash2_ring_state { float* acc; float* m; float* l; bool first, last; };
+
+// The state of the warp's rows (fragment element e of row tile t, column chunk n: row
+// row0 + 16 t + lane/4 + 8 (e / 2), column 8 n + 2 (lane % 4) + e % 2, the m16n8 C layout).
+// Rows >= row_end and padded columns are neither read nor written, so a CTA moves
+// rows x (HEAD_DIM + 2) x 4 bytes each way: the simulator's count. l is stored summed over
+// the quad (attn_quad_sum) and read back into the quad's first thread only, so that the
+// partial sums the other three go on adding start from 0.
+__device__ __forceinline__ void flash2_load_state(const flash2_ring_state& st,
+                                                  float (&acc)[MT][DPAD / 8][4], float (&m)[MT][2],
+                                                  float (&l)[MT][2], long long head_row0, int row0,
+                                                  int row_end, int lane) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = row0 + 16 * t + (lane >> 2) + 8 * r;
+            if (row >= row_end) continue;              // past the device's rows: stays empty
+            const long long g = head_row0 + row;
+            m[t][r] = st.m[g];
+            l[t][r] = (lane & 3) == 0 ? st.l[g] : 0.f;
+#pragma unroll
+            for (int n = 0; n < DPAD / 8; ++n) {
+                if (n * 8 >= HEAD_DIM) continue;      // padded columns hold zeros on chip
+                const float* a = st.acc + g * HEAD_DIM + n * 8 + 2 * (lane & 3);
+                acc[t][n][2 * r] = a[0];
+                acc[t][n][2 * r + 1] = a[1];
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ void flash2_store_state(const flash2_ring_state& st,
+                                                   const float (&acc)[MT][DPAD / 8][4],
+                                                   const float (&m)[MT][2], const float (&l)[MT][2],
+                                                   long long head_row0, int row0, int row_end,
+                                                   int lane) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = row0 + 16 * t + (lane >> 2) + 8 * r;
+            if (row >= row_end) continue;
+            const long long g = head_row0 + row;
+            if ((lane & 3) == 0) {
+                st.m[g] = m[t][r];
+                st.l[g] = l[t][r];
+            }
+#pragma unroll
+            for (int n = 0; n < DPAD / 8; ++n) {
+                if (n * 8 >= HEAD_DIM) continue;
+                float* a = st.acc + g * HEAD_DIM + n * 8 + 2 * (lane & 3);
+                a[0] = acc[t][n][2 * r];
+                a[1] = acc[t][n][2 * r + 1];
+            }
+        }
+    }
+}
+
+// The online-softmax loop of one CTA (Algorithm 1's inner loop over the K/V blocks of `span`).
+// kRing = false is flash2_fwd (the state is never touched: one key range, so the CTA starts
+// empty and finishes); kRing = true reads and writes `st` as the ring step says.
+template <bool kRing>
+__device__ __forceinline__ void
+flash2_attend(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
+              attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
+              int kv_group, float scale, int causal,
+              const int* __restrict__ seed, int threshold, float inv_keep,
+              const flash2_span span, const flash2_ring_state st) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // Q_i: BLOCK_Q x DPAD
     attn_t* k_s = q_s + BLOCK_Q * DPAD;                          // K_j: BLOCK_K x DPAD
     attn_t* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int r0 = blockIdx.x * BLOCK_Q;                       // first query row of the CTA
+    const int r0 = span.r0;                                    // first query row of the CTA
     const int bh = blockIdx.y;                                 // batch * heads + head
     const int kv_bh = (bh / heads) * (heads / kv_group) + (bh % heads) / kv_group;
     const attn_t* q_h = q + (long long)bh * n_q * HEAD_DIM;
@@ -109,17 +173,19 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
 
     // Keys visible to the CTA's last row bound the K/V loop (causal: blocks above the
     // diagonal are skipped, as the simulator's loop does).
-    const int r1 = min(r0 + BLOCK_Q, n_q);
+    const int r1 = min(r0 + BLOCK_Q, span.row_end);
     const int shift = n_k - n_q;
-    const int key_end = causal ? max(0, min(n_k, r1 + shift)) : n_k;
-    const int n_blocks = (key_end + BLOCK_K - 1) / BLOCK_K;
+    const int key_end = causal ? max(span.key_lo, min(span.key_hi, r1 + shift)) : span.key_hi;
+    const int n_blocks = (key_end - span.key_lo + BLOCK_K - 1) / BLOCK_K;
 
     // -- prologue: Q_i, K_0, V_0 -> SRAM (three commit groups) --
-    attn_load_tile_async<BLOCK_Q, DPAD, NTHREADS>(q_s, q_h, r0, n_q, HEAD_DIM, tid);
+    attn_load_tile_async<BLOCK_Q, DPAD, NTHREADS>(q_s, q_h, r0, span.row_end, HEAD_DIM, tid);
     attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, 0, n_k, HEAD_DIM, tid);
+    if (n_blocks > 0)
+        attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, span.key_lo, span.key_hi, HEAD_DIM, tid);
     attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, 0, n_k, HEAD_DIM, tid);
+    if (n_blocks > 0)
+        attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, span.key_lo, span.key_hi, HEAD_DIM, tid);
     attn_cp_async_commit();
 
     float acc[MT][DPAD / 8][4];                                // un-normalized O_i rows
@@ -133,9 +199,13 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
     }
     const float scale_log2 = scale * ATTN_LOG2E;
     const int wrow = warp * WARP_ROWS;                         // the warp's rows in the tile
+    if constexpr (kRing) {
+        if (!st.first) flash2_load_state(st, acc, m, l, (long long)bh * n_q, r0 + wrow,
+                                         span.row_end, lane);
+    }
 
     for (int j = 0; j < n_blocks; ++j) {
-        const int c0 = j * BLOCK_K;
+        const int c0 = span.key_lo + j * BLOCK_K;
         attn_cp_async_wait<1>();                               // Q_i and K_j have landed
         __syncthreads();
 #if ATTN_DROPOUT
@@ -150,14 +220,15 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
         attn_warp_qk_mt<MT, BLOCK_K, DPAD>(s, q_s, k_s, wrow, lane);  // S = Q_i K_jᵀ
         __syncthreads();                                       // every warp is done with K_j
         if (j + 1 < n_blocks)
-            attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, c0 + BLOCK_K, n_k, HEAD_DIM, tid);
+            attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, c0 + BLOCK_K, span.key_hi, HEAD_DIM, tid);
         attn_cp_async_commit();                                // (possibly empty) group K_{j+1}
-        const bool ragged = c0 + BLOCK_K > n_k;
-        const bool partial = causal && (min(c0 + BLOCK_K, n_k) - 1 > r0 + shift);
+        const bool ragged = c0 + BLOCK_K > span.key_hi;
+        const bool partial = causal && (min(c0 + BLOCK_K, span.key_hi) - 1 > r0 + shift);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
             if (ragged || partial)
-                attn_warp_mask<BLOCK_K>(s[t], r0 + wrow + 16 * t, c0, n_k, shift, causal != 0, lane);
+                attn_warp_mask<BLOCK_K>(s[t], r0 + wrow + 16 * t, c0, span.key_hi, shift,
+                                        causal != 0, lane);
             // -- update m_i and l_i, P = exp(S - m), rescale the accumulator --
             attn_warp_softmax<BLOCK_K, DPAD>(s[t], acc[t], m[t], l[t], scale_log2);
 #if ATTN_DROPOUT
@@ -170,12 +241,20 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
         attn_warp_pv_mt<MT, BLOCK_K, DPAD>(acc, s, v_s, lane); // O_i += P V_j
         __syncthreads();                                       // every warp is done with V_j
         if (j + 1 < n_blocks)
-            attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, c0 + BLOCK_K, n_k, HEAD_DIM, tid);
+            attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, c0 + BLOCK_K, span.key_hi, HEAD_DIM, tid);
         attn_cp_async_commit();                                // group V_{j+1}
     }
     attn_cp_async_wait<0>();
     __syncthreads();                                           // Q_i landed even with no K/V block
 
+    if constexpr (kRing) {
+        if (!st.last) {                                        // the next step goes on from here
+#pragma unroll
+            for (int t = 0; t < MT; ++t) attn_quad_sum(l[t]);
+            flash2_store_state(st, acc, m, l, (long long)bh * n_q, r0 + wrow, span.row_end, lane);
+            return;
+        }
+    }
     // -- epilogue: O_i = acc / l, lse_i = m + log l; the warp reuses its own Q rows --
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
@@ -184,17 +263,71 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
     }
     __syncwarp();
     attn_store_tile<WARP_ROWS, DPAD>(o + (long long)bh * n_q * HEAD_DIM, q_s + wrow * DPAD,
-                                     r0 + wrow, n_q, HEAD_DIM, lane, 32);
+                                     r0 + wrow, span.row_end, HEAD_DIM, lane, 32);
     if ((lane & 3) == 0) {
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int row = r0 + wrow + 16 * t + (lane >> 2) + r * 8;
-                if (row < n_q)
+                if (row < span.row_end)
                     lse[(long long)bh * n_q + row] =
                         l[t][r] > 0.f ? (m[t][r] + log2f(l[t][r])) * ATTN_LN2 : ATTN_NEG_INF;
             }
         }
     }
 }
+
+// Arguments:
+//   q (B, H, n_q, d), k and v (B, H / kv_group, n_k, d): fp16, contiguous.
+//   o (B, H, n_q, d) fp16, lse (B, H, n_q) fp32: outputs.
+//   heads = H, kv_group = H / kv_heads, scale: softmax scale, causal: 0 or 1.
+//   dropout: seed (2 int32, low half first), threshold = round(p 2²⁴), inv_keep = 1 / (1 - p)
+//   (attn_dropout.cuh); read only by ATTN_DROPOUT builds (the port passes a null seed, 0 and
+//   1 without dropout): one signature for both builds, as the emulator and flash1 expect.
+// Grid: (ceil(n_q / BLOCK_Q), B * H); block: NTHREADS = 32 NWARPS; dynamic shared memory:
+// (BLOCK_Q + 2 BLOCK_K) * DPAD * 2 bytes.
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
+flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
+           attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_k, int heads,
+           int kv_group, float scale, int causal,
+           const int* __restrict__ seed, int threshold, float inv_keep) {
+    flash2_attend<false>(q, k, v, o, lse, n_q, n_k, heads, kv_group, scale, causal, seed,
+                         threshold, inv_keep, flash2_span{(int)blockIdx.x * BLOCK_Q, n_q, 0, n_k},
+                         flash2_ring_state{nullptr, nullptr, nullptr, true, true});
+}
+
+#if !ATTN_DROPOUT
+// ring_step — one step of Ring Attention (Liu, Zaharia, Abbeel 2023, arXiv 2310.01889,
+// Algorithm 1) on one GPU, the port of algorithms/ring.py: device `device0 + blockIdx.z` of a
+// ring of `devices` attends its query rows [i c, (i + 1) c) (c = rows_per_device, clipped to
+// n_q) against the K/V block that visits it at step `step`, the block of device
+// (i - step) mod P (keys_per_device keys each). The K/V block is read in place from k and v:
+// on one GPU nothing travels, so the link's transfers are not part of what this measures.
+// Between steps the running acc, m, l stay in HBM (acc_state (B, H, n_q, d), m_state and
+// l_state (B, H, n_q), fp32), as the simulator counts them: step 0 starts empty, the last
+// step writes o and lse. Causal: the mask is the global one (bottom-right aligned), so a
+// block past a device's rows is skipped, as the simulator does.
+// Grid: (ceil(rows / BLOCK_Q), B * H, devices covered); the port times the simulated device
+// alone (grid z = 1) and computes the other devices' rows once, untimed (z = devices).
+// No dropout (the ring port refuses it): not compiled into ATTN_DROPOUT builds.
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
+ring_step(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
+          attn_t* __restrict__ o, float* __restrict__ lse, float* __restrict__ acc_state,
+          float* __restrict__ m_state, float* __restrict__ l_state, int n_q, int n_k, int heads,
+          int kv_group, float scale, int causal, int devices, int rows_per_device,
+          int keys_per_device, int device0, int step) {
+    const int device = device0 + blockIdx.z;
+    const int q_lo = min(n_q, device * rows_per_device);
+    const int q_hi = min(n_q, q_lo + rows_per_device);
+    const int r0 = q_lo + blockIdx.x * BLOCK_Q;
+    if (r0 >= q_hi) return;                 // a CTA of the widest grid past this device's rows
+    const int visiting = (device - step + devices) % devices;
+    const int k_lo = min(n_k, visiting * keys_per_device);
+    const int k_hi = min(n_k, k_lo + keys_per_device);
+    flash2_attend<true>(q, k, v, o, lse, n_q, n_k, heads, kv_group, scale, causal, nullptr, 0,
+                        1.f, flash2_span{r0, q_hi, k_lo, k_hi},
+                        flash2_ring_state{acc_state, m_state, l_state, step == 0,
+                                          step == devices - 1});
+}
+#endif

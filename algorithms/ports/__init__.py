@@ -46,6 +46,7 @@ from algorithms.ports.flash2 import (FLASH2_BWD_THREADS, WARP_ACC_FLOATS,  # noq
                                      flash2_port, warp_m_tiles)
 from algorithms.ports.nsa import nsa_port  # noqa: F401
 from algorithms.ports.reformer import reformer_defines, reformer_port  # noqa: F401
+from algorithms.ports.ring import ring_port  # noqa: F401
 from algorithms.ports.sparse import (block_sparse_family_port,  # noqa: F401
                                      masked_dense_port)
 
@@ -69,6 +70,7 @@ PORTS = {
     "diff": diff_port,
     "reformer": reformer_port,
     "nsa": nsa_port,
+    "ring": ring_port,
 }
 
 
