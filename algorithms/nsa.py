@@ -449,6 +449,60 @@ def reference_scores(wl, p: NsaPlan, inputs) -> np.ndarray:
     return reference_block_scores(wl, p, np.asarray(inputs.q, np.float64), kc)[0]
 
 
+# Two blocks' float64 scores are a near-tie when within this many unit roundoffs of the
+# storage type of each other (relative to the position's largest score): a kernel scores
+# blocks from q and K̃ rounded to that type, which moves each score by a few roundoffs, so
+# its top-n may order such blocks either way.
+TIE_ROUNDOFFS = 16
+STORAGE_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8, "fp32": 2.0 ** -24}
+
+
+@dataclass(frozen=True)
+class SelectionDifferences:
+    """Where two top-n selections of the same inputs differ (``selection_differences``).
+
+    Attributes:
+        flipped: (k, 3) int array of the (batch, kv head, position) triples whose selections
+            differ.
+        near_tie: (k,) bool: the difference is a swap among blocks whose float64 scores are a
+            near-tie (within ``TIE_ROUNDOFFS`` roundoffs), none of them forced — rounding can
+            explain it; False: a real disagreement.
+        agree: (N_q,) bool: positions where every batch and kv head agrees (the outputs there
+            can be compared with each other to the storage type's target).
+    """
+    flipped: np.ndarray
+    near_tie: np.ndarray
+    agree: np.ndarray
+
+    @property
+    def all_near_ties(self) -> bool:
+        return bool(self.near_tie.all())
+
+
+def selection_differences(wl, p: NsaPlan, inputs, sel, other) -> SelectionDifferences:
+    """Compare a kernel's selection ``sel`` ((B, G, N_q, n) block indices, ascending, −1
+    padded: ``outputs["sel"]``) with ``other`` (the simulator's, say), judging each
+    difference against the float64 block scores of the inputs."""
+    sel, other = np.asarray(sel), np.asarray(other)
+    flipped = np.argwhere((sel != other).any(-1))
+    near = np.ones(len(flipped), bool)
+    scores = reference_scores(wl, p, inputs) if len(flipped) else None
+    tol = TIE_ROUNDOFFS * STORAGE_ROUNDOFF[wl.dtype]
+    kpos = np.arange(wl.seq_q) + wl.seq_k - wl.seq_q
+    for i, (b, g, t) in enumerate(flipped):
+        jt = kpos[t] // p.select_block
+        ours, theirs = set(sel[b, g, t]) - set(other[b, g, t]), set(other[b, g, t]) - set(sel[b, g, t])
+        if len(ours) != len(theirs) or (ours | theirs) & {-1, 0, jt - 1, jt}:
+            near[i] = False                   # a forced block or a different count: no tie
+            continue
+        row = scores[b, g, t, :jt + 1]
+        swapped = row[sorted(ours | theirs)]
+        near[i] = swapped.max() - swapped.min() <= tol * row.max()
+    agree = np.ones(wl.seq_q, bool)
+    agree[np.unique(flipped[:, 2]) if len(flipped) else []] = False
+    return SelectionDifferences(flipped, near, agree)
+
+
 def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np.ndarray:
     """NSA's output in float64: the same φ, gates, Eq. 9–11 selection and branches, built on
     the harness's float64 softmax attention (algorithms do not import attnsim).

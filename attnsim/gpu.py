@@ -238,7 +238,8 @@ class PortRun:
             compared outputs (None when no reference was given).
         rel_errors: the error of each compared output, by name (None without a reference).
         output: the port's main output (``spec.output``), float32 on the host (when
-            ``keep_output``); ``outputs``: every compared output, by name.
+            ``keep_output``); ``outputs``: every compared output, by name, and the tensors
+            named in ``run_port(keep=...)``.
         copies: input copies rotated through while timing.
     """
     algorithm: str
@@ -276,10 +277,13 @@ def input_copies(spec: ports.PortLaunches, l2_bytes: int, max_copies: int = 16) 
 
 
 def run_port(spec: ports.PortLaunches, host_inputs, reference=None, *,
-             warmup: int = 3, repeats: int = 30, keep_output: bool = False) -> PortRun:
+             warmup: int = 3, repeats: int = 30, keep_output: bool = False,
+             keep: tuple = ()) -> PortRun:
     """Run the port once for correctness, then time it (``spec.launches`` only; the setup
     launches run once, untimed). ``reference``: the CPU output — the main output's array,
-    or a dict by output name compared for every name in ``spec.outputs``."""
+    or a dict by output name compared for every name in ``spec.outputs``. ``keep``: further
+    tensors of the correctness run to return in ``outputs`` (e.g. nsa's ``sel``), not
+    compared here."""
     cp = _require_cupy()
     kernels = [get_kernel(l) for l in spec.launches]
     sets = [_device_tensors(spec, host_inputs)]
@@ -290,6 +294,7 @@ def run_port(spec: ports.PortLaunches, host_inputs, reference=None, *,
     outs = {name: ports.from_storage(cp.asnumpy(sets[0][name]), spec.tensors[name].dtype)
             for name in spec.outputs}
     errs = reference_errors(spec, outs, reference)
+    kept = {name: cp.asnumpy(sets[0][name]) for name in keep}     # before the timed runs
     err = max(errs.values()) if errs else None
     # further copies share the outputs/work buffers, not the inputs (nor the saved tensors
     # the setup computed from them)
@@ -314,7 +319,7 @@ def run_port(spec: ports.PortLaunches, host_inputs, reference=None, *,
     return PortRun(algorithm=spec.algorithm, median_s=statistics.median(times), times_s=times,
                    rel_error=err, copies=n, notes=spec.notes,
                    output=outs[spec.output] if keep_output else None, rel_errors=errs,
-                   outputs=outs if keep_output else None)
+                   outputs={**outs, **kept} if keep_output or keep else None)
 
 
 # ---- device reference and PyTorch SDPA ----------------------------------------------------------

@@ -191,13 +191,15 @@ def emulated_backend(monkeypatch):
     """attnsim.gpu with the emulator standing in for CuPy (measured time fixed at 1 ms)."""
     from attnsim import gpu as backend
 
-    def fake_run_port(spec, inputs, reference=None, **kw):
+    def fake_run_port(spec, inputs, reference=None, keep_output=False, keep=(), **kw):
         run = emulate_mod.emulate(spec, inputs)
         outs = {n: ports.from_storage(run[n], spec.tensors[n].dtype) for n in spec.outputs}
         errs = backend.reference_errors(spec, outs, reference)     # every compared output
+        kept = {n: run[n] for n in keep}
         return backend.PortRun(algorithm=spec.algorithm, median_s=1e-3, times_s=[1e-3],
                                rel_error=max(errs.values()) if errs else None, copies=2,
-                               notes=spec.notes, rel_errors=errs)
+                               notes=spec.notes, rel_errors=errs,
+                               outputs={**outs, **kept} if keep_output or keep else None)
 
     monkeypatch.setattr(backend, "gpu_available", lambda: (True, "emulated device"))
     monkeypatch.setattr(backend, "detect_gpu_model", lambda: (get_gpu("h100-sxm"), None))

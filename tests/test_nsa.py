@@ -295,3 +295,57 @@ def test_reference_scores_rank_the_selected_blocks():
         others = set(range(jt + 1)) - set(sel[0, 0, t])
         if chosen and others:
             assert min(scores[0, 0, t, list(chosen)]) >= max(scores[0, 0, t, list(others)])
+
+
+def test_selection_differences_accept_near_ties_and_reject_other_choices():
+    """nsa.selection_differences, the check the emulator, device and gpu-check comparisons of
+    the port's top-n use: at a position of the simulation's own selection, swapping a chosen
+    block for the unchosen block of nearest float64 score is a near-tie when within the
+    tolerance; swapping it for one far below, or dropping a forced block, is not (N = 300:
+    positions with up to 10 candidate blocks)."""
+    from algorithms import nsa
+    from algorithms.base import check_options
+    from algorithms.registry import get_algorithm
+    from hwmodels.gpus import get_gpu
+    small = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
+             "window": 64}
+    wl = Workload(batch=1, heads=2, kv_heads=1, seq_q=300, head_dim=32, causal=True,
+                  dtype="bf16")
+    gpu = get_gpu("h100-sxm")
+    module = get_algorithm("nsa")
+    plan = module.plan(wl, gpu, gpu.smem_bytes_per_block, **check_options(module.INFO, small))
+    inputs = make_inputs(wl, seed=1)
+    sel = simulate("nsa", wl, gpu, inputs=inputs, check=False, options=small).outputs["sel"]
+    scores = nsa.reference_scores(wl, plan, inputs)
+    tol = nsa.TIE_ROUNDOFFS * nsa.STORAGE_ROUNDOFF[wl.dtype]
+
+    def swapped(t, a, c):
+        x = sel.copy()
+        x[0, 0, t] = sorted(set(x[0, 0, t]) - {a} | {c})
+        return x, t
+
+    near = far = None
+    for t in range(wl.seq_q):
+        jt = t // plan.select_block
+        row = scores[0, 0, t, :jt + 1]
+        chosen = set(sel[0, 0, t]) - {-1, 0, jt - 1, jt}
+        others = set(range(jt + 1)) - set(sel[0, 0, t])
+        for a in chosen:
+            for c in others:
+                gap = abs(row[a] - row[c])
+                if near is None and gap <= tol * row.max():
+                    near = swapped(t, a, c)
+                if far is None and gap > 2 * tol * row.max():
+                    far = swapped(t, a, c)
+    assert near is not None and far is not None
+    same = nsa.selection_differences(wl, plan, inputs, sel, sel)
+    assert len(same.flipped) == 0 and same.all_near_ties and same.agree.all()
+    diff = nsa.selection_differences(wl, plan, inputs, near[0], sel)
+    assert diff.flipped.tolist() == [[0, 0, near[1]]] and diff.all_near_ties
+    assert not diff.agree[near[1]] and diff.agree.sum() == wl.seq_q - 1
+    assert not nsa.selection_differences(wl, plan, inputs, far[0], sel).all_near_ties
+    t = far[1]                                # swap the forced block 0 for a free one
+    forced = sel.copy()
+    free = sorted(set(range(t // plan.select_block + 1)) - set(sel[0, 0, t]))[0]
+    forced[0, 0, t] = sorted(set(forced[0, 0, t]) - {0} | {free})
+    assert not nsa.selection_differences(wl, plan, inputs, forced, sel).all_near_ties

@@ -82,3 +82,28 @@ def test_nsa_port_refuses_sub_blocks_below_the_mma_size():
     wide = replace(plan_of("nsa", wl, gpu, NSA_SMALL), cmp_block_q=256)   # 4 x 256 rows
     with pytest.raises(ports.PortUnsupported, match="packed rows"):
         ports.port_launches("nsa", wl, wide)
+
+
+def test_selection_verdict_judges_near_ties_apart_from_real_disagreements():
+    """gpu_check.nsa_selection_verdict on the simulation's own outputs: identical selections
+    are judged on the whole output; a swap of a forced block (never a near-tie) is a real
+    disagreement, judged on the whole output, and says so."""
+    from attnsim.gpu_check import nsa_selection_verdict
+    small = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
+             "window": 64}
+    wl = workload((1, 4, 1, 200, 200, 64, True))
+    gpu = get_gpu("h100-sxm")
+    plan = plan_of("nsa", wl, gpu, small)
+    inputs = make_inputs(wl, seed=2)
+    cpu = simulate("nsa", wl, gpu, inputs=inputs, check=False, options=small)
+    o, sel = cpu.outputs["o"], cpu.outputs["sel"]
+    same = nsa_selection_verdict(wl, plan, inputs, o, sel, cpu.outputs)
+    assert same["positions_differing"] == 0 and same["all_near_ties"]
+    assert same["judged_error"] < 1e-5 and "identical" in same["note"]
+    t = 150                                  # block 4 of 7: blocks 0, 3, 4 forced
+    bad = sel.copy()
+    free = sorted(set(range(5)) - set(sel[0, 0, t]))[0]
+    bad[0, 0, t] = sorted(set(bad[0, 0, t]) - {0} | {free})
+    verdict = nsa_selection_verdict(wl, plan, inputs, o, bad, cpu.outputs)
+    assert not verdict["all_near_ties"] and verdict["positions_differing"] == 1
+    assert "not near-ties" in verdict["note"]

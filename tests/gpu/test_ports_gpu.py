@@ -39,7 +39,9 @@ def run_case(name, wl, magnitude=1.0, options=None):
     cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
     spec = ports.port_launches(name, wl, plan, cpu.extra, gpu=gpu)
     reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}     # o; dq, dk, dv for a backward
-    run = backend.run_port(spec, inputs, reference, warmup=0, repeats=1, keep_output=True)
+    keep = ("sel",) if name == "nsa" else ()          # its top-n, judged on its own
+    run = backend.run_port(spec, inputs, reference, warmup=0, repeats=1, keep_output=True,
+                           keep=keep)
     return cpu, run, inputs
 
 
@@ -48,7 +50,18 @@ def test_port_matches_the_cpu_result(case):
     wl = case.workload
     cpu, run, inputs = run_case(case.name, wl, options=case.options)
     assert all(np.isfinite(x).all() for x in run.outputs.values())
-    assert run.rel_error < ports.ERROR_TARGETS[wl.dtype]      # the largest over the outputs
+    error = run.rel_error                                      # the largest over the outputs
+    if case.name == "nsa":
+        # a top-n flip at a near-tie of the block scores is right either way: judged where
+        # the selections agree and against the float64 reference with the port's selection
+        from attnsim.gpu_check import nsa_selection_verdict
+        plan = get_algorithm("nsa").plan(wl, device_model(), device_model().smem_bytes_per_block,
+                                         **check_options(get_algorithm("nsa").INFO, case.options))
+        verdict = nsa_selection_verdict(wl, plan, inputs, run.outputs["o"], run.outputs["sel"],
+                                        cpu.outputs)
+        assert verdict["all_near_ties"], verdict["note"]
+        error = verdict["judged_error"]
+    assert error < ports.ERROR_TARGETS[wl.dtype]
     if wl.dtype == "bf16" and case.name in ("flash2", "flash1", "standard", "gqa"):
         baseline = backward_baseline(inputs, wl) if wl.has_backward else {}
         for name, err in run.rel_errors.items():
