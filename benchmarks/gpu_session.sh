@@ -1,30 +1,85 @@
 #!/usr/bin/env bash
 # The device checks owed by issue 7, in stages that each fit a 10-minute device call.
 #
-#   bash benchmarks/gpu_session.sh STAGE [STAGE ...]      (stages: env correctness timing
-#                                                          sanitizer ncu tuning; all = every one)
+#   bash benchmarks/gpu_session.sh STAGE [STAGE ...]      (stages: quick env correctness timing
+#                                                          sanitizer ncu tuning; all = every one
+#                                                          but quick)
 #
-# Each stage writes its logs under $OUT (default: ./gpu-session), one file per command, so a
-# session with little device time can run the stages in separate calls and keep every figure.
+# Each stage writes its logs under $LOGS (default: $OUT, default ./gpu-session), one file per
+# command, so a session with little device time can run the stages in separate calls and keep
+# every figure. When $LOGS is elsewhere (the device tool brings back at most 8 files from
+# $OUT), $OUT/session.tgz is rewritten after every command: a call cut short still returns
+# everything done so far.
+#
+# `quick` is the whole session in one call for a lease of ~15 device minutes: the issue's
+# targets first (flash2 against SDPA, predicted/measured), then every port once, a subset of
+# the correctness tests, one ncu and one racecheck, each command under its own timeout and all
+# of them under QUICK_BUDGET_S (default 480 s: what is left is skipped, and says so).
 # Nothing is installed: the machine needs the project's dependencies (numpy, numba, scipy,
 # tabulate, tqdm, threadpoolctl; pytest + hypothesis for the tests), CuPy, and optionally
 # PyTorch (SDPA reference), compute-sanitizer and ncu. The `env` stage lists what is missing.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-session}"
-mkdir -p "$OUT"
+LOGS="${LOGS:-$OUT}"
+mkdir -p "$OUT" "$LOGS"
 PY="${PYTHON:-python3}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+DEADLINE=""          # set by stage_quick: commands starting after it are skipped
+CMD_TIMEOUT="${CMD_TIMEOUT:-0}"     # seconds per command (0: none)
 
-run() {      # run NAME CMD...: log to $OUT/NAME.log, echo the tail, keep going on failure
+run() {      # run NAME CMD...: log to $LOGS/NAME.log, echo the tail, keep going on failure
     local name=$1; shift
+    if [ -n "$DEADLINE" ] && [ "$SECONDS" -ge "$DEADLINE" ]; then
+        echo "== $name: skipped (QUICK_BUDGET_S spent)"
+        echo "$name skipped 0" >> "$LOGS/stages.txt"
+        return
+    fi
     echo "== $name: $*"
-    local t0=$SECONDS
-    "$@" > "$OUT/$name.log" 2>&1
+    local t0=$SECONDS limit=$CMD_TIMEOUT
+    if [ -n "$DEADLINE" ]; then       # never past the deadline (at least 30 s a command)
+        local left=$((DEADLINE - SECONDS))
+        [ "$left" -lt 30 ] && left=30
+        { [ "$limit" -eq 0 ] || [ "$left" -lt "$limit" ]; } && limit=$left
+    fi
+    if [ "$limit" -gt 0 ]; then
+        timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+    else
+        "$@" > "$LOGS/$name.log" 2>&1
+    fi
     local rc=$?
-    tail -n 25 "$OUT/$name.log"
-    echo "== $name: exit $rc in $((SECONDS - t0)) s"
-    echo "$name $rc $((SECONDS - t0))" >> "$OUT/stages.txt"
+    tail -n 25 "$LOGS/$name.log"
+    echo "== $name: exit $rc in $((SECONDS - t0)) s$([ "$rc" -eq 124 ] && echo " (timed out)")"
+    echo "$name $rc $((SECONDS - t0))" >> "$LOGS/stages.txt"
+    if [ "$LOGS" != "$OUT" ]; then tar czf "$OUT/session.tgz" -C "$LOGS" . 2>/dev/null; fi
+}
+
+stage_quick() {
+    DEADLINE=$((SECONDS + ${QUICK_BUDGET_S:-480}))
+    CMD_TIMEOUT="${CMD_TIMEOUT:-0}"; [ "$CMD_TIMEOUT" -eq 0 ] && CMD_TIMEOUT=150
+    run env-short bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,driver_version --format=csv; $PY -c 'import cupy, torch; print(cupy.__version__, torch.__version__)'"
+    # the issue's targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
+    run q-flash2 "$PY" -m attnsim gpu-check flash2 standard --seq 4096 16384 --format json \
+        -o "$LOGS/q-flash2.json"
+    run q-d128 "$PY" -m attnsim gpu-check flash2 flash3 --head-dim 128 --seq 16384 \
+        --format json -o "$LOGS/q-d128.json"
+    # every other port once at N = 4096 (the CPU run is too large there: device references)
+    run q-ports "$PY" -m attnsim gpu-check flash1 gqa ring local block_sparse linear performer \
+        diff nsa reformer mla --seq 4096 --format json -o "$LOGS/q-ports.json"
+    run q-bwd "$PY" -m attnsim gpu-check flash2 --pass fwd+bwd --seq 4096 --format json \
+        -o "$LOGS/q-bwd.json"
+    # correctness against the CPU simulation: small ragged cases of every port (48 tests,
+    # bf16 and the backward included; the full list is the correctness stage)
+    run q-pytest "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider \
+        -k "(b1h2g2-97x97-d64-causal and not dropout) or (decode and not bf16 and not h128) or (ring and not bf16) or (nsa and 130x130) or (reformer and 192x192)" \
+        --junitxml="$LOGS/q-pytest.xml"
+    run q-ncu "$PY" benchmarks/ncu_dram.py flash2 --seq 16384 --ncu "${NCU:-ncu}" \
+        --json "$LOGS/q-ncu-flash2.json"
+    run q-racecheck "${COMPUTE_SANITIZER:-compute-sanitizer}" --tool racecheck \
+        --error-exitcode 9 "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider \
+        -k "(flash2 or nsa or reformer or ring) and (97x97 or 130x130 or 192x192 or 333x333) and not bf16"
+    run q-rest "$PY" -m attnsim gpu-check --seq 16384 --format json -o "$LOGS/q-rest.json"
+    DEADLINE=""
 }
 
 stage_env() {
@@ -117,12 +172,12 @@ stage_tuning() {
     run warp-layout-d64-causal "$PY" benchmarks/flash2_warp_layout.py --head-dim 64 --causal --seq 16384
 }
 
-[ $# -gt 0 ] || { sed -n '2,10p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,20p' "$0"; exit 2; }
 for stage in "$@"; do
     case "$stage" in
         all) stage_env; stage_correctness; stage_timing; stage_sanitizer; stage_ncu; stage_tuning ;;
-        env|correctness|timing|sanitizer|ncu|tuning) "stage_$stage" ;;
-        *) echo "unknown stage $stage; stages: env correctness timing sanitizer ncu tuning all" >&2; exit 2 ;;
+        quick|env|correctness|timing|sanitizer|ncu|tuning) "stage_$stage" ;;
+        *) echo "unknown stage $stage; stages: quick env correctness timing sanitizer ncu tuning all" >&2; exit 2 ;;
     esac
 done
-echo "logs in $OUT/ (stages.txt: name, exit status, seconds)"
+echo "logs in $LOGS/ (stages.txt: name, exit status, seconds)$([ "$LOGS" != "$OUT" ] && echo "; all of it in $OUT/session.tgz")"
