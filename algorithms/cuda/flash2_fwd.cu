@@ -167,7 +167,9 @@ flash2_attend(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const 
     const attn_t* k_h = k + (long long)kv_bh * n_k * HEAD_DIM;
     const attn_t* v_h = v + (long long)kv_bh * n_k * HEAD_DIM;
 #if ATTN_DROPOUT
-    const unsigned long long seed_mix = attn_dropout_seed_mix(seed);
+    // a ring step never applies dropout (the ring port refuses it), even in a dropout build
+    constexpr bool kDropout = !kRing;
+    const unsigned long long seed_mix = kDropout ? attn_dropout_seed_mix(seed) : 0ull;
     const long long head_row0 = (long long)bh * n_q;           // the mask indexes (bh, i, j)
 #endif
 
@@ -212,9 +214,11 @@ flash2_attend(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const 
         // Z of the warp's rows, drawn before S exists: the hashing then shares the registers
         // only with the O accumulator (no new spills; docs/gpu.md)
         AttnKeepBits<BLOCK_K> keep[MT];
+        if constexpr (kDropout) {
 #pragma unroll
-        for (int t = 0; t < MT; ++t)
-            keep[t].draw(seed_mix, head_row0, r0 + wrow + 16 * t, c0, n_k, threshold, lane);
+            for (int t = 0; t < MT; ++t)
+                keep[t].draw(seed_mix, head_row0, r0 + wrow + 16 * t, c0, n_k, threshold, lane);
+        }
 #endif
         float s[MT][BLOCK_K / 8][4];
         attn_warp_qk_mt<MT, BLOCK_K, DPAD>(s, q_s, k_s, wrow, lane);  // S = Q_i K_jᵀ
@@ -233,7 +237,7 @@ flash2_attend(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const 
             attn_warp_softmax<BLOCK_K, DPAD>(s[t], acc[t], m[t], l[t], scale_log2);
 #if ATTN_DROPOUT
             // l_i summed the undropped P~ above; P~ ∘ Z is what P V_j reads
-            attn_warp_dropout<BLOCK_K>(s[t], keep[t], inv_keep);
+            if constexpr (kDropout) attn_warp_dropout<BLOCK_K>(s[t], keep[t], inv_keep);
 #endif
         }
         attn_cp_async_wait<1>();                               // V_j has landed
@@ -297,7 +301,6 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
                          flash2_ring_state{nullptr, nullptr, nullptr, true, true});
 }
 
-#if !ATTN_DROPOUT
 // ring_step — one step of Ring Attention (Liu, Zaharia, Abbeel 2023, arXiv 2310.01889,
 // Algorithm 1) on one GPU, the port of algorithms/ring.py: device `device0 + blockIdx.z` of a
 // ring of `devices` attends its query rows [i c, (i + 1) c) (c = rows_per_device, clipped to
@@ -310,7 +313,8 @@ flash2_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
 // block past a device's rows is skipped, as the simulator does.
 // Grid: (ceil(rows / BLOCK_Q), B * H, devices covered); the port times the simulated device
 // alone (grid z = 1) and computes the other devices' rows once, untimed (z = devices).
-// No dropout (the ring port refuses it): not compiled into ATTN_DROPOUT builds.
+// No dropout (the ring port refuses it; in an ATTN_DROPOUT build of this file the step
+// skips the mask, kDropout above).
 extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS_PER_SM)
 ring_step(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t* __restrict__ v,
           attn_t* __restrict__ o, float* __restrict__ lse, float* __restrict__ acc_state,
@@ -330,4 +334,3 @@ ring_step(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn
                         flash2_ring_state{acc_state, m_state, l_state, step == 0,
                                           step == devices - 1});
 }
-#endif
