@@ -440,6 +440,15 @@ __device__ __forceinline__ void attn_quad_sum(float l[2]) {
     }
 }
 
+// Sum over the 32 lanes of a warp (a butterfly: every lane returns the total), for a row
+// statistic that one warp computes with its lanes striding the columns (the backward's D_i).
+// Full-mask shuffles: every lane of the warp must call it, not only the lanes that own data.
+__device__ __forceinline__ float attn_warp_sum(float x) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    return x;
+}
+
 // Write the warp's normalized rows O = acc / l (fp16) into its own 16 rows of the swizzled
 // tile `dst_s` (rows wrow..wrow+15). Rows with l == 0 (no visible key) get zeros.
 template <int kDpad>
