@@ -5,9 +5,10 @@
 // zero fill for rows past the end of a ragged sequence, an XOR swizzle of 16-byte chunks that
 // keeps ldmatrix free of bank conflicts without padding (so a tile's shared-memory footprint
 // is exactly rows x head_dim x 2 bytes, the bytes the simulator's plan declares), and the
-// warp-level pieces of a FlashAttention tile step: S = Q Kᵀ, the online-softmax update and
-// O += P V. A warp owns 16 query rows of the tile (one m16 MMA row block); each thread owns
-// rows (lane / 4) and (lane / 4 + 8) of them.
+// pieces of a FlashAttention kernel: the prologue's copies (packed query rows, the first K
+// and V tiles as their own commit groups) and starting softmax state, and the warp-level tile
+// step S = Q Kᵀ, the online-softmax update and O += P V. A warp owns 16 query rows of the
+// tile (one m16 MMA row block); each thread owns rows (lane / 4) and (lane / 4 + 8) of them.
 //
 // Header only and self-contained — no include at all, not even cuda_fp16.h: the sources are
 // compiled by NVRTC through CuPy (the backend inlines this file in place of its #include
@@ -166,6 +167,40 @@ __device__ __forceinline__ void attn_load_tile_async(attn_t* tile, const attn_t*
     }
 }
 
+// Issue the copy of the packed query rows of kGroup heads into a swizzled kRows x kDpad tile:
+// tile row r is token r0 + r % kBlockQ of head h0 + r / kBlockQ of batch b in q (B, heads,
+// n_q, d). Tokens >= r1, heads past kGroup (the tile's padding rows) and columns >= d are
+// zero-filled. d must be a multiple of 8. All kThreads threads of the CTA call it.
+template <int kRows, int kDpad, int kThreads, int kGroup, int kBlockQ>
+__device__ __forceinline__ void attn_load_packed_rows_async(attn_t* tile, const attn_t* q, int b,
+                                                            int heads, int h0, int n_q, int r0,
+                                                            int r1, int d, int tid) {
+    constexpr int CPR = kDpad / 8;
+    for (int idx = tid; idx < kRows * CPR; idx += kThreads) {
+        const int r = idx / CPR, ch = idx % CPR;
+        const int hh = r / kBlockQ, i = r0 + r % kBlockQ;
+        const bool ok = hh < kGroup && i < r1 && ch * 8 < d;
+        // b · heads + h0 formed here, not passed in: nsa_cmp's SASS depends on it
+        const attn_t* src = ok ? q + ((long long)(b * heads + h0 + hh) * n_q + i) * d + ch * 8 : q;
+        attn_cp_async16(tile + attn_swizzle(r, ch, CPR), src, ok ? 16 : 0);
+    }
+}
+
+// The K and V groups of an online-softmax prologue: the copies of rows [row0, row0 + kBK) of
+// k into k_s, then of v into v_s (attn_load_tile_async), as two commit groups — K's, then V's —
+// after the caller's committed Q group. The loop's first attn_cp_async_wait<1> then finds Q and
+// K landed, its second V. `n_tiles`: the key tiles the loop visits; with none both groups are
+// committed empty, so that the group count stays the same.
+template <int kBK, int kDpad, int kThreads>
+__device__ __forceinline__ void attn_load_kv_async(attn_t* k_s, attn_t* v_s, const attn_t* k,
+                                                   const attn_t* v, int row0, int n_rows, int d,
+                                                   int n_tiles, int tid) {
+    if (n_tiles > 0) attn_load_tile_async<kBK, kDpad, kThreads>(k_s, k, row0, n_rows, d, tid);
+    attn_cp_async_commit();
+    if (n_tiles > 0) attn_load_tile_async<kBK, kDpad, kThreads>(v_s, v, row0, n_rows, d, tid);
+    attn_cp_async_commit();
+}
+
 // Copy a swizzled kRows x kDpad shared tile (16-bit) to rows [row0, ..) of a row-major
 // (n_rows x d) matrix in HBM, skipping rows >= n_rows and padded columns. `lane`, `nlanes`:
 // the threads taking part (a warp storing its own rows, or the whole CTA).
@@ -301,6 +336,16 @@ __device__ __forceinline__ bool attn_tile_needs_mask(int r0, int r1, int c0, int
     return false;
 }
 
+// The online softmax's state before the first key tile, for the thread's two rows: the O
+// accumulator (kDpad columns) zero, the running max -inf (no key seen) and the running sum 0.
+template <int kDpad>
+__device__ __forceinline__ void attn_softmax_init(float (*o)[4], float m[2], float l[2]) {
+#pragma unroll
+    for (int n = 0; n < kDpad / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    m[0] = m[1] = ATTN_NEG_INF;
+    l[0] = l[1] = 0.f;
+}
+
 // Online-softmax update for the thread's two rows. Scores arrive unscaled; `scale_log2`
 // = softmax scale * log2(e). m[] holds running maxima of the scaled base-2 logits, l[] the
 // running sums (per thread: a partial sum over the keys this thread holds; the quad's
@@ -393,6 +438,15 @@ __device__ __forceinline__ void attn_quad_sum(float l[2]) {
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     }
+}
+
+// Sum over the 32 lanes of a warp (a butterfly: every lane returns the total), for a row
+// statistic that one warp computes with its lanes striding the columns (the backward's D_i).
+// Full-mask shuffles: every lane of the warp must call it, not only the lanes that own data.
+__device__ __forceinline__ float attn_warp_sum(float x) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    return x;
 }
 
 // Write the warp's normalized rows O = acc / l (fp16) into its own 16 rows of the swizzled

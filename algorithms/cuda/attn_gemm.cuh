@@ -45,6 +45,27 @@ __device__ __forceinline__ attn_rows attn_dense_rows(int rows, int ld) {
     return attn_rows{rows > 0 ? rows : 1, 0, ld};
 }
 
+// Issue the copy of a kRows x (8 kCpr) window of a 16-bit matrix into stage `st` of `stages`,
+// swizzled kRows x (8 kCpr) tiles back to back: stage row r is matrix row row0 + r (at mat +
+// row_offset(row0 + r)), stage chunk ch its columns col0 + 8 ch .. + 7. Rows >= n_rows and
+// chunks that start at or past n_cols are zero-filled; a chunk that starts below n_cols is
+// copied whole (gemm_cta says why that is safe for A_TRANS). All GEMM_THREADS threads call it
+// (`tid`: the thread's index); the caller commits the group.
+template <int kRows, int kCpr, typename RowOffset>
+__device__ __forceinline__ void gemm_load_slice_async(attn_t* stages, int st, const attn_t* mat,
+                                                      RowOffset row_offset, int row0, int n_rows,
+                                                      int col0, int n_cols, int tid) {
+    for (int idx = tid; idx < kRows * kCpr; idx += GEMM_THREADS) {
+        const int r = idx / kCpr, ch = idx % kCpr;
+        const int gr = row0 + r, gc = col0 + ch * 8;
+        const bool ok = gr < n_rows && gc < n_cols;
+        // the stage offset is formed here in the loop, not passed in as a stage pointer: nvcc
+        // then folds the caller's st ^ 1 into it otherwise, and every GEMM kernel's SASS changes
+        attn_cp_async16(stages + st * (kRows * kCpr * 8) + attn_swizzle(r, ch, kCpr),
+                        ok ? mat + row_offset(gr) + gc : mat, ok ? 16 : 0);
+    }
+}
+
 // One GEMM CTA: C[tile] = alpha · A B for A (M x K, rows `am`) and B either (N x K)
 // row-major (B_TRANS: C = A Bᵀ, as Q Kᵀ) or (K x N) row-major (C = A B, as P V), C (M x N,
 // rows `cm`). Rows/columns past M, N, K are zero-filled on load and skipped on store.
@@ -66,45 +87,16 @@ __device__ __forceinline__ void gemm_cta(const attn_t* a, attn_rows am, const at
     const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
     const int wm = (warp >> 1) * WARP_M, wn = (warp & 1) * WARP_N;
 
-    // Issue the copies of k-slice [k0, k0 + TILE_K) into stage `st`.
+    // Issue the copies of k-slice [k0, k0 + TILE_K) into stage `st` (one commit group): the A
+    // stage is TILE_K rows of M (A_TRANS) or TILE_M rows of K, the B stage TILE_N rows of K
+    // (B_TRANS) or TILE_K rows of N.
+    const auto a_row = [&](int r) { return attn_row_offset(am, r); };
+    const auto b_row = [&](int r) { return (long long)r * ldb; };
     auto load_stage = [&](int st, int k0) {
-        constexpr int CPR_A = TILE_K / 8;
-        if (A_TRANS) {                                         // A tile: TILE_K rows of M
-            constexpr int CPR_AT = TILE_M / 8;
-            for (int idx = tid; idx < TILE_K * CPR_AT; idx += GEMM_THREADS) {
-                const int r = idx / CPR_AT, ch = idx % CPR_AT;
-                const int gk = k0 + r, gm = m0 + ch * 8;
-                const bool ok = gk < K && gm < M;
-                attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_AT),
-                                ok ? a + attn_row_offset(am, gk) + gm : a, ok ? 16 : 0);
-            }
-        } else {
-            for (int idx = tid; idx < TILE_M * CPR_A; idx += GEMM_THREADS) {
-                const int r = idx / CPR_A, ch = idx % CPR_A;
-                const int gr = m0 + r, gk = k0 + ch * 8;
-                const bool ok = gr < M && gk < K;
-                attn_cp_async16(a_s + st * A_STAGE + attn_swizzle(r, ch, CPR_A),
-                                ok ? a + attn_row_offset(am, gr) + gk : a, ok ? 16 : 0);
-            }
-        }
-        if (B_TRANS) {                                         // B tile: TILE_N rows of K
-            for (int idx = tid; idx < TILE_N * CPR_A; idx += GEMM_THREADS) {
-                const int r = idx / CPR_A, ch = idx % CPR_A;
-                const int gn = n0 + r, gk = k0 + ch * 8;
-                const bool ok = gn < N && gk < K;
-                attn_cp_async16(b_s + st * B_STAGE + attn_swizzle(r, ch, CPR_A),
-                                ok ? b + (long long)gn * ldb + gk : b, ok ? 16 : 0);
-            }
-        } else {                                               // B tile: TILE_K rows of N
-            constexpr int CPR_B = TILE_N / 8;
-            for (int idx = tid; idx < TILE_K * CPR_B; idx += GEMM_THREADS) {
-                const int r = idx / CPR_B, ch = idx % CPR_B;
-                const int gk = k0 + r, gn = n0 + ch * 8;
-                const bool ok = gk < K && gn < N;
-                attn_cp_async16(b_s + st * B_STAGE + attn_swizzle(r, ch, CPR_B),
-                                ok ? b + (long long)gk * ldb + gn : b, ok ? 16 : 0);
-            }
-        }
+        if (A_TRANS) gemm_load_slice_async<TILE_K, TILE_M / 8>(a_s, st, a, a_row, k0, K, m0, M, tid);
+        else         gemm_load_slice_async<TILE_M, TILE_K / 8>(a_s, st, a, a_row, m0, M, k0, K, tid);
+        if (B_TRANS) gemm_load_slice_async<TILE_N, TILE_K / 8>(b_s, st, b, b_row, n0, N, k0, K, tid);
+        else         gemm_load_slice_async<TILE_K, TILE_N / 8>(b_s, st, b, b_row, k0, K, n0, N, tid);
         attn_cp_async_commit();
     };
 

@@ -98,15 +98,10 @@ block_sparse_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k,
     attn_load_tile_async<BLOCK_Q, DPAD, NTHREADS>(q_s, q_h, r0, n_q, HEAD_DIM, tid);
     attn_cp_async_commit();
     int c_next = n_blocks > 0 ? block_idx[first] * BLOCK_K : 0;
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, c_next, n_k, HEAD_DIM, tid);
-    attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, c_next, n_k, HEAD_DIM, tid);
-    attn_cp_async_commit();
+    attn_load_kv_async<BLOCK_K, DPAD, NTHREADS>(k_s, v_s, k_h, v_h, c_next, n_k, HEAD_DIM, n_blocks, tid);
 
-    float acc[DPAD / 8][4];
-#pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    float acc[DPAD / 8][4], m[2], l[2];
+    attn_softmax_init<DPAD>(acc, m, l);
     const float scale_log2 = scale * ATTN_LOG2E;
     const int wrow = warp * 16;
 

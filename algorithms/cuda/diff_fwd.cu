@@ -121,21 +121,12 @@ diff_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_
     // -- prologue: Q_i, K_0, V_0 -> SRAM (three commit groups) --
     attn_load_tile_async<BLOCK_Q, HEAD_DIM, NTHREADS>(q_s, q_h, r0, n_q, HEAD_DIM, tid);
     attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, HEAD_DIM, NTHREADS>(k_s, k_h, 0, n_k, HEAD_DIM, tid);
-    attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, HEAD_DIM, NTHREADS>(v_s, v_h, 0, n_k, HEAD_DIM, tid);
-    attn_cp_async_commit();
+    attn_load_kv_async<BLOCK_K, HEAD_DIM, NTHREADS>(k_s, v_s, k_h, v_h, 0, n_k, HEAD_DIM, n_blocks, tid);
 
     float acc[2][HEAD_DIM / 8][4];                               // un-normalized O of each map
     float m[2][2], l[2][2];                                      // [map][row]: max (base 2), sum
 #pragma unroll
-    for (int mp = 0; mp < 2; ++mp) {
-#pragma unroll
-        for (int n = 0; n < HEAD_DIM / 8; ++n)
-            acc[mp][n][0] = acc[mp][n][1] = acc[mp][n][2] = acc[mp][n][3] = 0.f;
-        m[mp][0] = m[mp][1] = ATTN_NEG_INF;
-        l[mp][0] = l[mp][1] = 0.f;
-    }
+    for (int mp = 0; mp < 2; ++mp) attn_softmax_init<HEAD_DIM>(acc[mp], m[mp], l[mp]);
     const float scale_log2 = scale * ATTN_LOG2E;
     const int wrow = warp * 16;
 

@@ -209,8 +209,7 @@ flash1_bwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
                     for (int c = lane; c < HEAD_DIM; c += 32)
                         dot = fmaf(attn_to_f32(do_s[attn_swizzle(r, c >> 3, CPR) + (c & 7)]),
                                    attn_to_f32(o_h[(long long)row * HEAD_DIM + c]), dot);
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+                dot = attn_warp_sum(dot);
                 if (lane == 0) {
                     const float li = row < r1 ? l_h[row] : 0.f;
                     attn_st_shared_f32(lse2_s + r, li > 0.f ? m_h[row] * ATTN_LOG2E + log2f(li)

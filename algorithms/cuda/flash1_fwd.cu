@@ -131,10 +131,8 @@ flash1_fwd(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const att
             __syncthreads();
             // lines 9-10 over the block, SUB_K keys at a time: block max m~ (base 2),
             // block sum ℓ~ and un-normalized P~ V_j accumulate in registers
-            float acc[DPAD / 8][4];
-#pragma unroll
-            for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-            float mt[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, lt[2] = {0.f, 0.f};
+            float acc[DPAD / 8][4], mt[2], lt[2];
+            attn_softmax_init<DPAD>(acc, mt, lt);
             for (int sub = 0; sub < BK_PAD; sub += SUB_K) {
                 const int key0 = c0 + sub;
                 if (key0 >= c1) break;

@@ -242,8 +242,7 @@ flash2_bwd_preprocess(const attn_t* __restrict__ dout, const attn_t* __restrict_
         float sum = 0.f;
         for (int c = lane; c < HEAD_DIM; c += 32)
             sum = fmaf(attn_to_f32(dout[base + c]), attn_to_f32(o[base + c]), sum);
-#pragma unroll
-        for (int m = 16; m > 0; m >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+        sum = attn_warp_sum(sum);
         if (lane == 0) delta[head + r0 + r] = sum;
     }
     float* acc = dq_acc + (head + r0) * HEAD_DIM;

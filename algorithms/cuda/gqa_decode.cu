@@ -69,7 +69,6 @@ gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const at
     attn_t* q_s = reinterpret_cast<attn_t*>(smem_raw);           // packed rows: ROWS_PAD x DPAD
     attn_t* k_s = q_s + ROWS_PAD * DPAD;                         // K_j: BLOCK_K x DPAD
     attn_t* v_s = k_s + BLOCK_K * DPAD;                          // V_j: BLOCK_K x DPAD
-    constexpr int CPR = DPAD / 8;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wrow = warp * 16;
     const int split = blockIdx.x, n_splits = gridDim.x;
@@ -87,24 +86,15 @@ gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const at
     const int k_lo = keys.k_lo, k_hi = keys.k_hi, n_blocks = keys.n_blocks;
     const int shift = n_k - n_q;
 
-    // -- packed Q rows -> SRAM: row r is token r0 + r % BLOCK_Q of head h0 + r / BLOCK_Q --
-    for (int idx = tid; idx < ROWS_PAD * CPR; idx += NTHREADS) {
-        const int r = idx / CPR, ch = idx % CPR;
-        const int hh = r / BLOCK_Q, i = r0 + r % BLOCK_Q;
-        const bool ok = hh < GROUP && i < r1 && ch * 8 < HEAD_DIM;
-        const attn_t* src = ok ? q + ((long long)(b * heads + h0 + hh) * n_q + i) * HEAD_DIM + ch * 8 : q;
-        attn_cp_async16(q_s + attn_swizzle(r, ch, CPR), src, ok ? 16 : 0);
-    }
+    // -- prologue: packed Q rows (row r is token r0 + r % BLOCK_Q of head h0 + r / BLOCK_Q),
+    //    the split's first K and V tiles -> SRAM (three commit groups) --
+    attn_load_packed_rows_async<ROWS_PAD, DPAD, NTHREADS, GROUP, BLOCK_Q>(q_s, q, b, heads, h0, n_q,
+                                                                          r0, r1, HEAD_DIM, tid);
     attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(k_s, k_h, k_lo, k_hi, HEAD_DIM, tid);
-    attn_cp_async_commit();
-    if (n_blocks > 0) attn_load_tile_async<BLOCK_K, DPAD, NTHREADS>(v_s, v_h, k_lo, k_hi, HEAD_DIM, tid);
-    attn_cp_async_commit();
+    attn_load_kv_async<BLOCK_K, DPAD, NTHREADS>(k_s, v_s, k_h, v_h, k_lo, k_hi, HEAD_DIM, n_blocks, tid);
 
-    float acc[DPAD / 8][4];
-#pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    float acc[DPAD / 8][4], m[2], l[2];
+    attn_softmax_init<DPAD>(acc, m, l);
     const float scale_log2 = scale * ATTN_LOG2E;
 
     for (int j = 0; j < n_blocks; ++j) {

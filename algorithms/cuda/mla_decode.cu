@@ -194,9 +194,8 @@ mla_attn(const attn_t* __restrict__ q_lat, const attn_t* __restrict__ q_rope,
     if (n_blocks > 0) load_latent(k_lo);
 
     float acc[VAL_SLICE / 8][4];                               // this warp's output columns
-#pragma unroll
-    for (int n = 0; n < VAL_SLICE / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};  // full-row max and sum
+    float m[2], l[2];                                          // full-row max and sum
+    attn_softmax_init<VAL_SLICE>(acc, m, l);
     const float scale_log2 = scale * ATTN_LOG2E;
     const int my_row = wrow + (lane >> 2);                     // and my_row + 8
 

@@ -154,10 +154,8 @@ mla_up_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ q_rope,
     if (n_blocks > 0) load_key_rows<CPR_V, HEAD_DIM, 0>(v_s, v_h, kv_ld, v_h, k_lo, k_hi, tid);
     else attn_cp_async_commit();
 
-    float acc[DVPAD / 8][4];
-#pragma unroll
-    for (int n = 0; n < DVPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    float acc[DVPAD / 8][4], m[2], l[2];
+    attn_softmax_init<DVPAD>(acc, m, l);
     const float scale_log2 = scale * ATTN_LOG2E;
     const int shift = n_k - n_q;
 

@@ -313,20 +313,12 @@ nsa_cmp(const attn_t* __restrict__ q, const attn_t* __restrict__ kc,
     const int n_tiles = (nv_last + BLOCK_K - 1) / BLOCK_K;
 
     // -- prologue: packed Q rows and the group's gate rows; K̃_0; Ṽ_0 (three commit groups) --
-    for (int idx = tid; idx < ROWS_PAD * CPR; idx += CMP_THREADS) {
-        const int r = idx / CPR, ch = idx % CPR;
-        const int hh = r / BLOCK_Q, i = r0 + r % BLOCK_Q;
-        const bool ok = hh < GROUP && i < r1 && ch * 8 < HEAD_DIM;
-        const attn_t* src = ok ? q + ((long long)(b * heads + h0 + hh) * n_q + i) * HEAD_DIM + ch * 8 : q;
-        attn_cp_async16(q_s + attn_swizzle(r, ch, CPR), src, ok ? 16 : 0);
-    }
+    attn_load_packed_rows_async<ROWS_PAD, DPAD, CMP_THREADS, GROUP, BLOCK_Q>(q_s, q, b, heads, h0,
+                                                                             n_q, r0, r1, HEAD_DIM, tid);
     attn_load_tile_async<WG_ROWS, DPAD, CMP_THREADS>(wg_s, w_gate + (long long)h0 * 3 * HEAD_DIM,
                                                      0, 3 * GROUP, HEAD_DIM, tid);
     attn_cp_async_commit();
-    if (n_tiles > 0) attn_load_tile_async<BLOCK_K, DPAD, CMP_THREADS>(k_s, kc_h, 0, n_c, HEAD_DIM, tid);
-    attn_cp_async_commit();
-    if (n_tiles > 0) attn_load_tile_async<BLOCK_K, DPAD, CMP_THREADS>(v_s, vc_h, 0, n_c, HEAD_DIM, tid);
-    attn_cp_async_commit();
+    attn_load_kv_async<BLOCK_K, DPAD, CMP_THREADS>(k_s, v_s, kc_h, vc_h, 0, n_c, HEAD_DIM, n_tiles, tid);
 
     // the thread's two packed rows: head, position, compressed tokens visible
     int row_head[2], row_pos[2], row_nv[2];
@@ -366,10 +358,8 @@ nsa_cmp(const attn_t* __restrict__ q, const attn_t* __restrict__ kc,
     }
 
     // -- pass 1: FlashAttention-2 over the visible compressed tokens -> O_cmp, lse --
-    float acc[DPAD / 8][4];
-#pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    float acc[DPAD / 8][4], m[2], l[2];
+    attn_softmax_init<DPAD>(acc, m, l);
     const float scale_log2 = scale * ATTN_LOG2E;
     for (int j = 0; j < n_tiles; ++j) {
         const int c0 = j * BLOCK_K;
@@ -543,24 +533,15 @@ nsa_slc(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const attn_t
     // -- the position's indices and q_t of the g heads -> SRAM --
     for (int s = tid; s < N_SEL; s += SLC_THREADS)
         idx_s[s] = sel[((long long)kv_bh * n_q + t) * N_SEL + s];
-    for (int x = tid; x < SLC_ROWS * CPR; x += SLC_THREADS) {
-        const int r = x / CPR, ch = x % CPR;
-        const bool ok = r < GROUP && ch * 8 < HEAD_DIM;
-        const attn_t* src = ok ? q + ((long long)(b * heads + h0 + r) * n_q + t) * HEAD_DIM + ch * 8 : q;
-        attn_cp_async16(q_s + attn_swizzle(r, ch, CPR), src, ok ? 16 : 0);
-    }
+    attn_load_packed_rows_async<SLC_ROWS, DPAD, SLC_THREADS, GROUP, 1>(q_s, q, b, heads, h0, n_q, t,
+                                                                       t + 1, HEAD_DIM, tid);
     attn_cp_async_commit();
     __syncthreads();                                             // idx_s visible
     nsa_sub next{0, n_t > 0 ? idx_s[0] * SBLOCK : 0};
-    if (n_t > 0) attn_load_tile_async<SELECT_TILE, DPAD, SLC_THREADS>(k_s, k_h, next.c0, n_k, HEAD_DIM, tid);
-    attn_cp_async_commit();
-    if (n_t > 0) attn_load_tile_async<SELECT_TILE, DPAD, SLC_THREADS>(v_s, v_h, next.c0, n_k, HEAD_DIM, tid);
-    attn_cp_async_commit();
+    attn_load_kv_async<SELECT_TILE, DPAD, SLC_THREADS>(k_s, v_s, k_h, v_h, next.c0, n_k, HEAD_DIM, n_t, tid);
 
-    float acc[DPAD / 8][4];
-#pragma unroll
-    for (int n = 0; n < DPAD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
+    float acc[DPAD / 8][4], m[2], l[2];
+    attn_softmax_init<DPAD>(acc, m, l);
     const float scale_log2 = scale * ATTN_LOG2E;
 
     while (next.slot < n_t) {

@@ -402,10 +402,8 @@ reformer_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ v,
     // -- each of the CHUNK / 16 warps: 16 queries (window rows CHUNK + 16 w ..) x 2C keys --
     const int wrow = CHUNK + 16 * warp;
     const bool active = warp < CHUNK / 16;
-    float acc[DPAD / 8][4];
-    float m[2] = {ATTN_NEG_INF, ATTN_NEG_INF}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int c = 0; c < DPAD / 8; ++c) acc[c][0] = acc[c][1] = acc[c][2] = acc[c][3] = 0.f;
+    float acc[DPAD / 8][4], m[2], l[2];
+    attn_softmax_init<DPAD>(acc, m, l);
     if (active) {
         float s[WINDOW / 8][4];
         attn_warp_qk<WINDOW, DPAD>(s, k_s, k_s, wrow, lane);          // S = Q_c Q_2cᵀ

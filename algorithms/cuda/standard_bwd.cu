@@ -96,8 +96,7 @@ standard_bwd_dk(const attn_t* __restrict__ ds, const attn_t* __restrict__ q,
 
 // Sum of one float over the CTA (ROW_THREADS threads), through shared memory `red`.
 __device__ __forceinline__ float row_sum(float x, float* red) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    x = attn_warp_sum(x);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) attn_st_shared_f32(red + warp, x);
     __syncthreads();                                           // every warp's partial sum stored
