@@ -105,33 +105,33 @@ if ok:
 stage_correctness() {
     # every port against the CPU simulation, fp16 and bf16, ragged/causal/GQA/split-KV
     run pytest-gpu "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider \
-        --junitxml="$OUT/pytest-gpu.xml"
+        --junitxml="$LOGS/pytest-gpu.xml"
 }
 
 stage_timing() {
     # issue 7's targets: flash2 >= 0.5x SDPA; predicted/measured within 1.5x at large N
     run gpu-check-dense "$PY" -m attnsim gpu-check standard flash1 flash2 \
-        --seq 1024 4096 16384 --format json -o "$OUT/gpu-check-dense.json"
+        --seq 1024 4096 16384 --format json -o "$LOGS/gpu-check-dense.json"
     run gpu-check-dense-causal "$PY" -m attnsim gpu-check flash2 --causal \
-        --seq 1024 4096 16384 --format json -o "$OUT/gpu-check-causal.json"
+        --seq 1024 4096 16384 --format json -o "$LOGS/gpu-check-causal.json"
     run gpu-check-d128 "$PY" -m attnsim gpu-check flash2 flash3 --head-dim 128 \
-        --seq 4096 16384 --format json -o "$OUT/gpu-check-d128.json"
+        --seq 4096 16384 --format json -o "$LOGS/gpu-check-d128.json"
     run gpu-check-bf16 "$PY" -m attnsim gpu-check flash2 --dtype bf16 \
-        --seq 4096 16384 --format json -o "$OUT/gpu-check-bf16.json"
+        --seq 4096 16384 --format json -o "$LOGS/gpu-check-bf16.json"
     run gpu-check-bwd "$PY" -m attnsim gpu-check flash2 flash1 standard --pass fwd+bwd \
-        --seq 1024 4096 --format json -o "$OUT/gpu-check-bwd.json"
+        --seq 1024 4096 --format json -o "$LOGS/gpu-check-bwd.json"
     run gpu-check-rest "$PY" -m attnsim gpu-check local block_sparse masked_dense gqa linear \
-        --seq 4096 16384 --format json -o "$OUT/gpu-check-rest.json"
+        --seq 4096 16384 --format json -o "$LOGS/gpu-check-rest.json"
     run gpu-check-mla "$PY" -m attnsim gpu-check mla --path absorbed upproject --heads 128 \
-        --head-dim 128 --batch 4 --seq 4096 32768 --format json -o "$OUT/gpu-check-mla.json"
+        --head-dim 128 --batch 4 --seq 4096 32768 --format json -o "$LOGS/gpu-check-mla.json"
     run gpu-check-nsa-reformer "$PY" -m attnsim gpu-check nsa reformer --heads 16 \
-        --seq 4096 16384 --format json -o "$OUT/gpu-check-nsa-reformer.json"
-    # one device of the ring: link-bound blocks (N = 16K over 8: predicted with and without
-    # the link differ) and large ones (the link hidden: the two agree)
+        --seq 4096 16384 --format json -o "$LOGS/gpu-check-nsa-reformer.json"
+    # one device of the ring: link-bound blocks (N = 4K over 8: the predictions with and
+    # without the link differ) and large ones (N = 64K: the link hidden, the two agree)
     run gpu-check-ring "$PY" -m attnsim gpu-check ring --devices 4 8 --head-dim 128 --heads 8 \
-        --seq 16384 65536 --format json -o "$OUT/gpu-check-ring.json"
+        --seq 4096 65536 --format json -o "$LOGS/gpu-check-ring.json"
     run gpu-check-all "$PY" -m attnsim gpu-check --seq 4096 --format markdown \
-        -o "$OUT/gpu-check-all.md"
+        -o "$LOGS/gpu-check-all.md"
 }
 
 stage_sanitizer() {
@@ -151,20 +151,20 @@ stage_sanitizer() {
 stage_ncu() {
     # one large case per port: DRAM bytes measured vs counted vs modelled
     local n="${NCU:-ncu}"
-    run ncu-standard "$PY" benchmarks/ncu_dram.py standard --seq 4096 --ncu "$n" --json "$OUT/ncu-standard.json"
-    run ncu-flash2 "$PY" benchmarks/ncu_dram.py flash2 --seq 16384 --ncu "$n" --json "$OUT/ncu-flash2.json"
-    run ncu-flash2-causal "$PY" benchmarks/ncu_dram.py flash2 --seq 16384 --causal --ncu "$n" --json "$OUT/ncu-flash2-causal.json"
-    run ncu-flash1 "$PY" benchmarks/ncu_dram.py flash1 --seq 8192 --ncu "$n" --json "$OUT/ncu-flash1.json"
-    run ncu-block-sparse "$PY" benchmarks/ncu_dram.py block_sparse --seq 8192 --ncu "$n" --json "$OUT/ncu-block-sparse.json"
-    run ncu-gqa "$PY" benchmarks/ncu_dram.py gqa --decode --seq 65536 --heads 32 --kv-heads 8 --ncu "$n" --json "$OUT/ncu-gqa.json"
-    run ncu-linear "$PY" benchmarks/ncu_dram.py linear --seq 65536 --ncu "$n" --json "$OUT/ncu-linear.json"
-    run ncu-mla "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --ncu "$n" --json "$OUT/ncu-mla.json"
-    run ncu-mla-upproject "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --option path=upproject --ncu "$n" --json "$OUT/ncu-mla-upproject.json"
-    run ncu-nsa "$PY" benchmarks/ncu_dram.py nsa --causal --seq 16384 --heads 64 --kv-heads 4 --head-dim 128 --batch 1 --ncu "$n" --json "$OUT/ncu-nsa.json"
-    run ncu-reformer "$PY" benchmarks/ncu_dram.py reformer --seq 16384 --ncu "$n" --json "$OUT/ncu-reformer.json"
-    run ncu-ring "$PY" benchmarks/ncu_dram.py ring --seq 65536 --heads 8 --head-dim 128 --option devices=8 --ncu "$n" --json "$OUT/ncu-ring.json"
-    run ncu-flash1-bwd "$PY" benchmarks/ncu_dram.py flash1 --pass bwd --seq 4096 --ncu "$n" --json "$OUT/ncu-flash1-bwd.json"
-    run ncu-standard-bwd "$PY" benchmarks/ncu_dram.py standard --pass bwd --seq 2048 --ncu "$n" --json "$OUT/ncu-standard-bwd.json"
+    run ncu-standard "$PY" benchmarks/ncu_dram.py standard --seq 4096 --ncu "$n" --json "$LOGS/ncu-standard.json"
+    run ncu-flash2 "$PY" benchmarks/ncu_dram.py flash2 --seq 16384 --ncu "$n" --json "$LOGS/ncu-flash2.json"
+    run ncu-flash2-causal "$PY" benchmarks/ncu_dram.py flash2 --seq 16384 --causal --ncu "$n" --json "$LOGS/ncu-flash2-causal.json"
+    run ncu-flash1 "$PY" benchmarks/ncu_dram.py flash1 --seq 8192 --ncu "$n" --json "$LOGS/ncu-flash1.json"
+    run ncu-block-sparse "$PY" benchmarks/ncu_dram.py block_sparse --seq 8192 --ncu "$n" --json "$LOGS/ncu-block-sparse.json"
+    run ncu-gqa "$PY" benchmarks/ncu_dram.py gqa --decode --seq 65536 --heads 32 --kv-heads 8 --ncu "$n" --json "$LOGS/ncu-gqa.json"
+    run ncu-linear "$PY" benchmarks/ncu_dram.py linear --seq 65536 --ncu "$n" --json "$LOGS/ncu-linear.json"
+    run ncu-mla "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --ncu "$n" --json "$LOGS/ncu-mla.json"
+    run ncu-mla-upproject "$PY" benchmarks/ncu_dram.py mla --decode --seq 32768 --heads 128 --head-dim 128 --option path=upproject --ncu "$n" --json "$LOGS/ncu-mla-upproject.json"
+    run ncu-nsa "$PY" benchmarks/ncu_dram.py nsa --causal --seq 16384 --heads 64 --kv-heads 4 --head-dim 128 --batch 1 --ncu "$n" --json "$LOGS/ncu-nsa.json"
+    run ncu-reformer "$PY" benchmarks/ncu_dram.py reformer --seq 16384 --ncu "$n" --json "$LOGS/ncu-reformer.json"
+    run ncu-ring "$PY" benchmarks/ncu_dram.py ring --seq 65536 --heads 8 --head-dim 128 --option devices=8 --ncu "$n" --json "$LOGS/ncu-ring.json"
+    run ncu-flash1-bwd "$PY" benchmarks/ncu_dram.py flash1 --pass bwd --seq 4096 --ncu "$n" --json "$LOGS/ncu-flash1-bwd.json"
+    run ncu-standard-bwd "$PY" benchmarks/ncu_dram.py standard --pass bwd --seq 2048 --ncu "$n" --json "$LOGS/ncu-standard-bwd.json"
 }
 
 stage_tuning() {
