@@ -1,5 +1,7 @@
 // flash2_fwd.cu — FlashAttention-2 forward (Dao 2023, arXiv 2307.08691, Algorithm 1), the
-// port of algorithms/flash2.py.
+// port of algorithms/flash2.py; and ring_step, one step of Ring Attention (the port of
+// algorithms/ring.py, at the end of the file), which runs the same loop over one K/V block
+// with its running state in HBM (flash2_attend<true>).
 //
 // What it does: O = softmax(scale · Q Kᵀ [+ causal mask]) V for fp16 Q, K, V of shape
 // (batch, heads, N, d) (K and V may have fewer heads: query head h reads kv head
