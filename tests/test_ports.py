@@ -192,6 +192,27 @@ def test_declared_arguments_match_the_kernel_signatures():
             "standard_dropout", "standard_bwd_dropout"} <= checked
 
 
+def test_every_kernel_is_in_every_build_of_its_source():
+    """No extern "C" kernel sits inside a preprocessor conditional: every build of a source
+    (bf16, dropout, any tiles) has the same kernels, which a RawModule is looked up by and
+    the emulated CuPy lists from the text (a kernel left out of the dropout builds once
+    broke those there). Conditionals still select code inside the kernels."""
+    for path in sorted(ports.CUDA_DIR.glob("*.cu")):
+        depth, opened = 0, []
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            word = line.strip().split(" ", 1)[0]
+            if word in ("#if", "#ifdef", "#ifndef"):
+                depth += 1
+                opened.append(no)
+            elif word == "#endif":
+                depth -= 1
+                opened.pop()
+            elif line.startswith('extern "C"'):
+                assert depth == 0, f"{path.name}:{no}: a kernel inside the #if of line {opened}"
+        assert depth == 0, path.name
+    assert "ring_step" in kernel_signatures("flash2_fwd.cu")
+
+
 def test_every_declared_source_exists_and_documents_its_defines():
     sources = {(s, d) for spec in all_specs() for l in spec.all_launches
                for s, d in [(l.source, tuple(l.defines))]}
