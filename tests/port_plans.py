@@ -3,6 +3,7 @@ simulator itself refuses; the tile defines a port must compile with; numpy stand
 CuPy in the device references' tests.
 """
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -12,6 +13,18 @@ from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 
 NVCC = shutil.which("nvcc")        # the compile tests run where nvcc is on PATH
+
+
+def compile_as_the_backend_sends_it(tmp_path, launch, arch):
+    """nvcc on the text NVRTC would get for ``launch`` (headers inlined, its defines), warnings
+    as errors: the finished process (returncode, stderr)."""
+    from attnsim import gpu as backend
+    src = tmp_path / f"{launch.kernel}_inlined.cu"
+    src.write_text(backend.load_source(launch.source))
+    return subprocess.run([NVCC, f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings", "-c",
+                           "-o", "/dev/null", str(src),
+                           *[f"-D{k}={v}" for k, v in launch.defines.items()]],
+                          capture_output=True, text=True, timeout=300)
 
 
 def plan_of(name, wl, gpu, options=None):

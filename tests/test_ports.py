@@ -7,7 +7,6 @@ gpu-check without a device says it skipped and exits 0.
 """
 import json
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -23,7 +22,8 @@ from hwmodels.gpus import GPUS, get_gpu
 from attnsim import make_inputs
 from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS, PORT_CASES, SHAPES,
                         workload)
-from port_plans import NVCC, expected_defines, plan_of, plan_or_skip
+from port_plans import (NVCC, compile_as_the_backend_sends_it, expected_defines, plan_of,
+                        plan_or_skip)
 
 
 def test_flash2_warp_row_tiles():
@@ -250,12 +250,7 @@ def test_flash2_source_as_the_backend_sends_it_compiles_for_sm80(tmp_path):
     of an A100 plan and a head_dim the MMA k-step pads (40)."""
     wl = workload((1, 2, 2, 97, 97, 40, True))
     (launch,) = ports.port_launches("flash2", wl, plan_of("flash2", wl, get_gpu("a100-40gb"))).launches
-    src = tmp_path / "flash2_inlined.cu"
-    src.write_text(backend.load_source(launch.source))
-    done = subprocess.run([NVCC, "-arch=sm_80", "-std=c++17", "-Werror", "all-warnings", "-c",
-                           "-o", "/dev/null", str(src),
-                           *[f"-D{k}={v}" for k, v in launch.defines.items()]],
-                          capture_output=True, text=True, timeout=300)
+    done = compile_as_the_backend_sends_it(tmp_path, launch, "sm_80")
     assert done.returncode == 0, done.stderr
 
 

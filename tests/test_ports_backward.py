@@ -2,17 +2,15 @@
 backward.py), checked on the CPU: grids, tiles, shared memory, saved tensors and passes.
 """
 from dataclasses import replace
-import subprocess
 
 import numpy as np
 import pytest
 
 from algorithms import ports
-from attnsim import gpu as backend
 from hwmodels.gpus import get_gpu
 from attnsim import make_inputs
 from port_cases import SHAPES, workload
-from port_plans import NVCC, plan_of
+from port_plans import NVCC, compile_as_the_backend_sends_it, plan_of
 
 
 # ---- flash2 backward ---------------------------------------------------------------------------
@@ -76,13 +74,8 @@ def test_flash2_backward_source_as_the_backend_sends_it_compiles(tmp_path, gpu_n
     gpu = get_gpu(gpu_name)
     spec = ports.port_launches("flash2", wl, plan_of("flash2", wl, gpu))
     main = spec.launches[1]
-    src = tmp_path / "flash2_bwd_inlined.cu"
-    src.write_text(backend.load_source(main.source))
     arch = "sm_80" if gpu_name.startswith("a100") else "sm_90"
-    done = subprocess.run([NVCC, f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings", "-c",
-                           "-o", "/dev/null", str(src),
-                           *[f"-D{k}={v}" for k, v in main.defines.items()]],
-                          capture_output=True, text=True, timeout=300)
+    done = compile_as_the_backend_sends_it(tmp_path, main, arch)
     assert done.returncode == 0, done.stderr
 
 
@@ -226,11 +219,6 @@ def test_backward_sources_as_the_backend_sends_them_compile(tmp_path, name, gpu_
     wl = workload((1, 2, 2, 97, 97, d, True)).replace(passes="bwd")
     gpu = get_gpu(gpu_name)
     main = ports.port_launches(name, wl, plan_of(name, wl, gpu)).launches[-1]
-    src = tmp_path / f"{name}_bwd_inlined.cu"
-    src.write_text(backend.load_source(main.source))
     arch = "sm_80" if gpu_name.startswith("a100") else "sm_90"
-    done = subprocess.run([NVCC, f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings", "-c",
-                           "-o", "/dev/null", str(src),
-                           *[f"-D{k}={v}" for k, v in main.defines.items()]],
-                          capture_output=True, text=True, timeout=300)
+    done = compile_as_the_backend_sends_it(tmp_path, main, arch)
     assert done.returncode == 0, done.stderr
