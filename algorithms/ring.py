@@ -91,14 +91,15 @@ def _empty_devices(n: int, devices: int) -> int:
     return devices - cdiv(n, cdiv(n, devices))
 
 
-def _rows(p: RingPlan, device: int, n: int, per: int) -> tuple[int, int]:
+def device_rows(device: int, n: int, per: int) -> tuple[int, int]:
+    """[lo, hi) of the block of ``per`` of the n tokens that ``device`` holds."""
     return min(n, device * per), min(n, (device + 1) * per)
 
 
 def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
     d, e, bh = wl.head_dim, wl.elem_bytes, wl.batch * wl.heads
     dev = p.simulated_device
-    q_lo, q_hi = _rows(p, dev, wl.seq_q, p.rows_per_device)
+    q_lo, q_hi = device_rows(dev, wl.seq_q, p.rows_per_device)
     counters, sends = [], []
     inner = flash2.Flash2Plan(p.block_q, p.block_k, 0, flash2.register_bytes(p.block_q, p.block_k, d))
     buffers = flash2.smem_buffers(p.block_q, p.block_k, d, e)
@@ -106,7 +107,7 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
     state_bytes = bh * (q_hi - q_lo) * (d + 2) * STAT_BYTES
     for step in range(p.devices):
         j = (dev - step) % p.devices
-        k_lo, k_hi = _rows(p, j, wl.seq_k, p.keys_per_device)
+        k_lo, k_hi = device_rows(j, wl.seq_k, p.keys_per_device)
         # L2 as in FlashAttention-2 for this device's queries against the visiting block,
         # plus the running state read and written once
         dram, working_set = flash2.l2_footprint(
@@ -124,12 +125,12 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
     heads = list(iter_heads(wl, inputs, compute))
     devices = range(p.devices) if compute else [dev]
     for device in devices:
-        rows = _rows(p, device, wl.seq_q, p.rows_per_device)
+        rows = device_rows(device, wl.seq_q, p.rows_per_device)
         for b, h, q, k, v in heads:
             state = _new_state(rows[1] - rows[0], d, compute)
             for step in range(p.devices):
                 j = (device - step) % p.devices
-                keys = _rows(p, j, wl.seq_k, p.keys_per_device)
+                keys = device_rows(j, wl.seq_k, p.keys_per_device)
                 # only the simulated device is counted; the others run for the output
                 c = counters[step] if device == dev else new_counters()
                 ring_step(c, q, k, v, o[b, h] if compute else q, lse[b, h] if compute else q[:, 0],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from algorithms import ports
-from algorithms.ports.ring import device_rows
+from algorithms.ring import device_rows
 from attnsim.reference import attention_reference, relative_error
 from cuda_emu import emulate as emulate_mod
 from hwmodels.gpus import get_gpu

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from algorithms import ports
-from algorithms.ports.ring import device_rows
+from algorithms.ring import device_rows
 from attnsim import gpu as backend
 from attnsim import gpu_check
 from attnsim.simulate import simulate

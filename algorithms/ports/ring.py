@@ -18,15 +18,11 @@ Bound: the port moves what ``algorithms.ring`` counts per device (that module st
 from __future__ import annotations
 
 from algorithms.common import cdiv
+from algorithms.ring import device_rows
 from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_common,
                                    check_mma_tiles, flash_tile_smem, head_args, out_tensor,
                                    qkv_tensors, stats_tensor)
 from algorithms.ports.flash2 import warp_m_tiles
-
-
-def device_rows(device: int, n: int, per: int) -> tuple[int, int]:
-    """[lo, hi) of the block of ``per`` tokens a device holds (``algorithms.ring._rows``)."""
-    return min(n, device * per), min(n, (device + 1) * per)
 
 
 def ring_port(wl, plan, extra=None) -> PortLaunches:
