@@ -51,7 +51,7 @@ from attnsim.reference import relative_error
 from attnsim.simulate import simulate
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import get_gpu
-from hwmodels.timing import TimingOptions
+from hwmodels.timing import TimingOptions, predict_time
 
 DEFAULT_SEQS = (1024, 2048, 4096, 8192)
 DEFAULT_WORKLOAD = Workload(batch=4, heads=16, seq_q=1024, head_dim=64)
@@ -153,7 +153,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     if reference is None:
         notes.append(unchecked)
     if sim.counts["interconnect_bytes"]:
-        notes.append(without_link(row, name, wl, gpu, options, t))
+        notes.append(without_link(row, sim, gpu, t))
     target = ports.ERROR_TARGETS[wl.dtype]
     judged = run.rel_error
     if keep:
@@ -220,13 +220,12 @@ def nsa_selection_verdict(wl: Workload, plan, inputs, o, sel, cpu_outputs) -> di
             "judged_error": judged, "note": note}
 
 
-def without_link(row: dict, name: str, wl: Workload, gpu, options, measured_s: float) -> str:
+def without_link(row: dict, sim, gpu, measured_s: float) -> str:
     """For a multi-device algorithm (ring): one GPU transfers nothing, so the port measures
-    one device's own kernels. Adds ``predicted_no_link_s`` (the prediction with
-    ``TimingOptions(interconnect=False)``) and ``ratio_no_link`` to the row (``predicted_s``
+    one device's own kernels. Adds ``predicted_no_link_s`` (the simulation's kernels timed
+    with ``TimingOptions(interconnect=False)``) and ``ratio_no_link`` to the row (``predicted_s``
     and ``ratio`` keep the full per-device prediction); returns the row's note."""
-    alone = simulate(name, wl, gpu, compute=False, options=options,
-                     timing=TimingOptions(interconnect=False)).time.predicted_s
+    alone = predict_time(gpu, list(sim.kernels), TimingOptions(interconnect=False)).predicted_s
     row.update(predicted_no_link_s=alone, ratio_no_link=alone / measured_s)
     hidden = alone >= row["predicted_s"] * (1 - 1e-9)
     return (f"one GPU: K/V blocks read in place, no transfer; predicted without the link "
