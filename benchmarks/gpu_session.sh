@@ -56,7 +56,7 @@ run() {      # run NAME CMD...: log to $LOGS/NAME.log, echo the tail, keep going
 
 stage_quick() {
     DEADLINE=$((SECONDS + ${QUICK_BUDGET_S:-480}))
-    CMD_TIMEOUT="${CMD_TIMEOUT:-0}"; [ "$CMD_TIMEOUT" -eq 0 ] && CMD_TIMEOUT=150
+    [ "$CMD_TIMEOUT" -eq 0 ] && CMD_TIMEOUT=150
     run env-short bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,driver_version --format=csv; $PY -c 'import cupy, torch; print(cupy.__version__, torch.__version__)'"
     # the targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
     run q-flash2 "$PY" -m attnsim gpu-check flash2 standard --seq 4096 16384 --format json \
