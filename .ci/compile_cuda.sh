@@ -75,11 +75,11 @@ declare -A SPILL_BUDGET=(
 )
 
 # Besides those: every configuration the simulator's plans give the ports over a sweep of
-# A100/H100/H200 workloads (algorithms/port_configs.py; needs the project importable —
+# A100/H100/H200 workloads (attnsim/port_configs.py; needs the project importable —
 # ATTNSIM_PLAN_CONFIGS=0 skips them).
 declare -A PLANNED=()
 if [ "${ATTNSIM_PLAN_CONFIGS:-1}" = "1" ]; then
-    if ! planned=$("${PYTHON:-python3}" -m algorithms.port_configs 2>&1); then
+    if ! planned=$("${PYTHON:-python3}" -m attnsim.port_configs 2>&1); then
         echo "compile_cuda: could not list the plans' configurations (is the project installed?):" >&2
         echo "$planned" >&2
         exit 1

@@ -24,7 +24,7 @@ g == ``global_blocks`` (--global-blocks, 2), r == ``random_blocks`` (--random-bl
 shared/FACTS.md; the same in the released code and Hugging Face's BigBird documentation:
 block_size=64, num_random_blocks=3, "window size of 3 blocks and 2 global blocks").
 The kernel tiles are b x b (B_r = B_c = b).
-HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``) with
+HBM traffic: the block-sparse executor's (``algorithms.kernels.block_sparse_exec``) with
 nnz ≈ (T - g)(w + g + r) + g T tiles.
 IO bound (Proposition 4): Θ(N d + s N² d / b) with s ≈ ((T-g)(w+g+r) + g T)/T², i.e.
 Θ(N d (w + g + r) + g N d) — linear in N at fixed b, w, g, r. FLOPs: 4 b² d per tile.
@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
-from algorithms.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
+from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
                                           run_pattern, sparse_io_bound)
-from algorithms.common import cdiv
-from algorithms.sparse_patterns import bigbird_csr, block_layout, layout_element_mask
+from algorithms.kernels.common import cdiv
+from algorithms.kernels.sparse_patterns import bigbird_csr, block_layout, layout_element_mask
 
 # BigBird-ITC defaults (shared/FACTS.md; HF BigBird docs: block_size=64,
 # num_random_blocks=3, window of 3 blocks, 2 global blocks).

@@ -15,7 +15,7 @@ dropped, diagonal tiles masked elementwise).
 Notation -> code: s == ``density`` (--density), B == ``block`` (--block; B_r = B_c = B;
 default the largest of 128, 64, 32, 16 that fits SRAM and the register budget of FA-2's plan),
 ``seed`` (--seed), ``mask_file`` (--mask-file).
-HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``):
+HBM traffic: the block-sparse executor's (``algorithms.kernels.block_sparse_exec``):
     reads = N_q d e + Σ_tiles 2 c_t d e + 8 T_r + 4 nnz, writes = N_q d e + 4 N_q.
 IO bound (Proposition 4): Θ(N d + N² d² M⁻¹ s) = Θ(N d + s N² d / B) with B ∝ M/d.
 FLOPs: 4 B² d per tile, s times FA-2's.
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
-from algorithms.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
+from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
                                           run_pattern, sparse_io_bound, square_tile_plan)
-from algorithms.common import cdiv
-from algorithms.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
+from algorithms.kernels.common import cdiv
+from algorithms.kernels.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
                                         random_block_csr)
 
 DEFAULT_DENSITY = 0.25

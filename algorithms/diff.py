@@ -31,10 +31,10 @@ from numba import njit
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
                                cdiv, heads_in_flight, new_output, online_softmax_tile,
                                placeholder, scale_rows)
-from algorithms.flash_tile import new_row_state
+from algorithms.kernels.flash_tile import new_row_state
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
                                  store_rows)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import cdiv, for_each_head, head_view, new_output, new_stats
+from algorithms.kernels.common import cdiv, for_each_head, head_view, new_output, new_stats
 from hwmodels.memory import SramOverflowError
 
 INFO = AlgorithmInfo(

@@ -11,7 +11,7 @@ of a group share each K/V tile it loads reads the cache H/G times less.
 Notation -> code: n_h == heads (H), n_g == kv_heads (G), g == H/G == plan.group when packed,
 B_r == block_q, B_c == block_k, S == splits, N_q == seq_q, N_k == seq_k, d == head_dim.
 
-Schedules (``plan.schedule``; kernels in ``algorithms.splitkv``):
+Schedules (``plan.schedule``; kernels in ``algorithms.kernels.splitkv``):
 * prefill, ``per_head`` (default; what flash-attn's FA-2 forward does): one CTA per (Q block,
   query head) loads the K/V of its group — FlashAttention-2 exactly, each K/V tile read by
   all g heads of its group: reads = B H (N_q d + T_r 2 N_k d) e.
@@ -28,7 +28,7 @@ Bound: Θ(B H N_q d + B (H/g) ⌈N_q/B_r⌉ N_k d) — prefill Θ(N² d² / M) p
 FlashAttention; decode Θ(B G N_k d): the cache read once per KV head.
 
 rec.info gets ``kv_cache`` (per token 2 G d L elements) and, for decode, ``decode`` with the
-predicted time per generated token (``algorithms.decode_info``).
+predicted time per generated token (``algorithms.kernels.decode_info``).
 Differences from flash-attn: splits are chosen by the same wave-efficiency idea but not its
 exact table; the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's.
 """
@@ -37,9 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import cdiv
-from algorithms.decode_info import decode_info, kv_cache_info
-from algorithms.splitkv import (Q_BLOCKS, Q_BLOCKS_PACKED, PackedTiles, choose_splits,
+from algorithms.kernels.common import cdiv
+from algorithms.kernels.decode_info import decode_info, kv_cache_info
+from algorithms.kernels.splitkv import (Q_BLOCKS, Q_BLOCKS_PACKED, PackedTiles, choose_splits,
                                 packed_attention, plan_tiles, split_ranges)
 from hwmodels.memory import SramOverflowError
 

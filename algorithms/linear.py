@@ -7,7 +7,7 @@ the N x N score matrix is never formed and the cost is linear in N.
 
 Notation -> code: φ == ``_elu_plus_one``; S == ``s`` (Σ φ(k) vᵀ, d x d), z == ``z``
 (Σ φ(k)); m == d (φ keeps the head dimension); B == ``plan.block``; the causal form's chunk
-length C == B. The executor is ``algorithms.feature_attention`` (shared with rfa, performer).
+length C == B. The executor is ``algorithms.kernels.feature_attention`` (shared with rfa, performer).
 
 HBM traffic per head (bytes, e = storage bytes; T_q = ⌈N_q / B⌉; one feature slice, as
 whenever the d x d fp32 state fits, e.g. d <= 128 on an H100):
@@ -28,7 +28,7 @@ a row whose denominator is 0 (no visible key) outputs zeros.
 from __future__ import annotations
 
 from algorithms.base import AlgorithmInfo
-from algorithms import feature_attention as fa
+from algorithms.kernels import feature_attention as fa
 
 INFO = AlgorithmInfo(
     name="linear",

@@ -11,7 +11,7 @@ Pattern (query i at key position p = i + N_k - N_q, bottom-right aligned):
 A window larger than N is dense attention.
 
 Notation -> code: w == ``window`` (--window), B_r/B_c == ``block_q``/``block_k`` (FA-2's plan).
-HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``):
+HBM traffic: the block-sparse executor's (``algorithms.kernels.block_sparse_exec``):
     reads = N_q d e + Σ_tiles 2 c_t d e + 8 T_r + 4 nnz, writes = N_q d e + 4 N_q,
 with about ⌈(w + B_r)/B_c⌉ + 1 tiles per Q block.
 IO bound: Θ(N d + N (w + B_r + B_c) d / B_r) = Θ(N w d / B_r) for w >> B: linear in N at
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option
-from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
+from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           positive_int, run_pattern)
-from algorithms.sparse_patterns import LOCAL, element_layout, element_mask as pattern_mask
+from algorithms.kernels.sparse_patterns import LOCAL, element_layout, element_mask as pattern_mask
 
 DEFAULT_WINDOW = 512     # Longformer's window (Beltagy et al., 2020; shared/FACTS.md)
 

@@ -15,7 +15,7 @@ Longformer puts task tokens such as [CLS] or the question):
 Notation -> code: w == ``window`` (--window, default 512 as in the paper's pretrained
 models; shared/FACTS.md), g == ``global_tokens``
 (--global-tokens, default 1: one [CLS]-like token).
-HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``); a non-global
+HBM traffic: the block-sparse executor's (``algorithms.kernels.block_sparse_exec``); a non-global
 row of tiles loads about min(N_k, w + g + B_r + B_c) keys, each of the ⌈g/B_r⌉ global Q
 blocks all N_k.
 IO bound: Θ(N d + N (w + g) d / B_r + ⌈g/B_r⌉ N d): linear in N at fixed w, g.
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
-from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
+from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           positive_int, run_pattern)
-from algorithms.sparse_patterns import LONGFORMER, element_layout, element_mask as pattern_mask
+from algorithms.kernels.sparse_patterns import LONGFORMER, element_layout, element_mask as pattern_mask
 
 DEFAULT_WINDOW = 512     # Beltagy et al., 2020: window 512 (shared/FACTS.md)
 DEFAULT_GLOBAL = 1       # one classification token

@@ -58,10 +58,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import cdiv
-from algorithms.decode_info import decode_info, kv_cache_info
-from algorithms.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
-from algorithms.splitkv import (Q_BLOCKS_PACKED, PackedTiles, choose_splits, packed_attention,
+from algorithms.kernels.common import cdiv
+from algorithms.kernels.decode_info import decode_info, kv_cache_info
+from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
+from algorithms.kernels.splitkv import (Q_BLOCKS_PACKED, PackedTiles, choose_splits, packed_attention,
                                 plan_tiles, split_ranges)
 from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS
 from hwmodels.memory import Recorder, SramOverflowError
@@ -310,7 +310,7 @@ def _tiles(p: MlaPlan) -> GemmTiles:
     return GemmTiles(p.gemm_tile_m, p.gemm_tile_n, p.gemm_tile_k)
 
 
-# ---- the comparison the issue asks for ------------------------------------------------------
+# ---- MLA against dense GQA/MHA decoding ------------------------------------------------------
 
 def compare_paths(wl, p: MlaPlan, rec, mine) -> dict:
     """HBM bytes and matmul FLOPs of this path (counted) and of the other (counted too, in

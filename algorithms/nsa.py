@@ -12,10 +12,10 @@ Notation -> code: l == compress_block, d_s == compress_stride (the paper's d; ``
 head_dim), l' == select_block, n == selected, w == window, H == heads, G == kv_heads,
 g == H/G == plan.group, N_c == plan.compressed_tokens = ⌊(N_k − l)/d_s⌋ + 1 (0 if N_k < l),
 B_r/B_c == cmp_block_q/cmp_block_k, B_t == compress_tile, B_s == select_tile;
-kpos(t) = t + N_k − N_q (bottom-right causal alignment, ``algorithms.common``),
+kpos(t) = t + N_k − N_q (bottom-right causal alignment, ``algorithms.kernels.common``),
 j_t = ⌊kpos/l'⌋ (the current selection block), n_t = min(n, j_t + 1).
 
-Branches and kernels (``algorithms.nsa_kernels``), e = storage bytes per element:
+Branches and kernels (``algorithms.kernels.nsa_kernels``), e = storage bytes per element:
 1. ``nsa_compress`` (per KV head, one CTA per B_t compressed tokens): K̃_i = φ_k(K[i d_s :
    i d_s + l]) and Ṽ_i likewise. φ here is a FIXED LINEAR MAP with intra-block position
    encoding: φ(X) = wᵀ(X + E), w ∈ R^l = softmax of seeded N(0,1) logits (a learned-looking
@@ -88,13 +88,13 @@ import numpy as np
 
 from algorithms import local
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.block_sparse_exec import positive_int, run_layout
-from algorithms.common import cdiv, heads_in_flight, kv_group, placeholder
-from algorithms.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
+from algorithms.kernels.block_sparse_exec import positive_int, run_layout
+from algorithms.kernels.common import cdiv, heads_in_flight, kv_group, placeholder
+from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
-from algorithms.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
-from algorithms.splitkv import register_bytes as packed_register_bytes
-from algorithms.splitkv import smem_buffers as packed_smem_buffers
+from algorithms.kernels.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
+from algorithms.kernels.splitkv import register_bytes as packed_register_bytes
+from algorithms.kernels.splitkv import smem_buffers as packed_smem_buffers
 from hwmodels.memory import SramOverflowError
 
 # Defaults: NSA paper, Section 4.1 (shared/FACTS.md): l = 32, d = 16, l' = 64, n = 16, w = 512.

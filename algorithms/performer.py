@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option
-from algorithms import feature_attention as fa
+from algorithms.kernels import feature_attention as fa
 
 INFO = AlgorithmInfo(
     name="performer",

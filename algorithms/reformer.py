@@ -31,7 +31,7 @@ Kernels per (batch, head) (e = storage bytes, C = bucket size, b = N/C, k = Σ f
   ``reformer_hash``: one CTA per B_h query rows: reads B_h d e + H k d e (R, per CTA), writes
       bucket ids and positions (2 H B_h x 4 B); FLOPs 2 B_h H k d.
   ``reformer_sort_hist`` + P x ``reformer_sort_pass``: LSD radix sort of the H N (bucket,
-      position) pairs of each round (``algorithms.radix_sort``: CUB's onesweep, Adinets &
+      position) pairs of each round (``algorithms.kernels.radix_sort``: CUB's onesweep, Adinets &
       Merrill 2022, arXiv 2206.01784): one histogram pass reading the keys (4 H N bytes) and
       P = ⌈log2(b)/8⌉ scatter passes of 8-bit digits, each reading and writing the 4-byte
       keys and 4-byte values (8 H N bytes read + 8 H N written per pass). Positions are
@@ -76,8 +76,8 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import cdiv, finish_heads, head_view, iter_heads, new_output
-from algorithms.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
+from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads, new_output
+from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
                                   sort_buffers, sort_tile)
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,

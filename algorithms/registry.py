@@ -10,21 +10,21 @@ ALGORITHMS = (
     "flash1",
     "flash2",
     "flash3",
-    # sparse and local (issue 4), and the same masks on dense standard attention
+    # sparse and local, and the same masks on dense standard attention (their baseline)
     "local",
     "sparse_transformer",
     "longformer",
     "bigbird",
     "block_sparse",
     "masked_dense",
-    # inference: KV cache and decoding (issue 6)
+    # inference: KV cache and decoding
     "gqa",
     "mla",
     # multi-device and variants
     "ring",
     "diff",
     "nsa",
-    # approximate: kernel features and hashing (issue 5)
+    # approximate: kernel features and hashing
     "linear",
     "rfa",
     "performer",

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option
-from algorithms import feature_attention as fa
+from algorithms.kernels import feature_attention as fa
 
 INFO = AlgorithmInfo(
     name="rfa",

@@ -34,8 +34,8 @@ from numba import njit
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
-from algorithms.flash_tile import STAT_BYTES, attend_tile, count_tiles, finish_rows
+from algorithms.kernels.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
+from algorithms.kernels.flash_tile import STAT_BYTES, attend_tile, count_tiles, finish_rows
 from hwmodels.counters import new_counters
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
                                  store_vector)

@@ -17,7 +17,7 @@ The non-causal sets extend A1 symmetrically (strided) or keep whole blocks (fixe
 Notation -> code: l == ``stride`` (--stride; default round(√N_k)), c == ``summary``
 (--summary; Child et al. §4.2 find c ∈ {8, 16, 32} works for l ∈ {128, 256}), pattern ==
 ``pattern`` (--pattern strided|fixed).
-HBM traffic: the block-sparse executor's (``algorithms.block_sparse_exec``). A Q block of
+HBM traffic: the block-sparse executor's (``algorithms.kernels.block_sparse_exec``). A Q block of
 B_r consecutive queries hits each period of l keys in about min(l, B_r + B_c) columns of A2
 (strided; min(l, c + B_c) for fixed), so a row of tiles loads about
     K ≈ min(N_k, 2l + B_r + B_c + (N_k / l) min(l, B_r + B_c))   keys
@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
-from algorithms.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
+from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           positive_int, run_pattern)
-from algorithms.sparse_patterns import FIXED, STRIDED, element_layout
-from algorithms.sparse_patterns import element_mask as pattern_mask
+from algorithms.kernels.sparse_patterns import FIXED, STRIDED, element_layout
+from algorithms.kernels.sparse_patterns import element_mask as pattern_mask
 
 DEFAULT_SUMMARY = 8      # c: Child et al. 2019, §4.2: c ∈ {8, 16, 32} (the smallest)
 

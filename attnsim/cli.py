@@ -14,7 +14,8 @@ from algorithms.base import Option
 from algorithms.registry import algorithm_names, get_algorithm
 from attnsim.simulate import simulate
 from attnsim.workload import PASSES, Workload
-from hwmodels.gpus import GPUS, get_gpu, gpu_names
+from hwmodels.gpus import GPUS, gpu_names
+from hwmodels import get_gpu
 from hwmodels.timing import TimingOptions
 
 OUTPUT_FORMATS = ("text", "markdown", "json", "csv")
@@ -252,16 +253,12 @@ def cmd_report(a) -> int:
 
 def _report_extras(a, gpu, wl):
     """Sections other capabilities add to the report (decode, GPU cross-checks)."""
+    from reports.gpu_check import gpu_check_section
     sections, data = [], {}
-    try:
-        from attnsim import gpu_check
-    except ImportError:
-        gpu_check = None
-    if gpu_check is not None and hasattr(gpu_check, "report_section"):
-        sec = gpu_check.report_section(gpu)
-        if sec is not None:
-            sections.append(sec[0])
-            data["gpu_check"] = sec[1]
+    sec = gpu_check_section(gpu)
+    if sec is not None:
+        sections.append(sec[0])
+        data["gpu_check"] = sec[1]
     from reports.decode import decode_section
     sec, sec_data = decode_section(gpu, wl)
     sections.append(sec)

@@ -31,8 +31,7 @@ computes one device's N/P rows, not the whole attention.
 Without CuPy or a device it prints one line saying the checks were skipped and why, and
 exits 0: the checks are optional, not a failure.
 
-This is a CLI-level module (like ``attnsim.cli``): ``report_section`` builds a
-``reports.document.Section`` for ``attnsim report``.
+``reports.gpu_check`` turns the rows into the report's "Measured on this GPU" section.
 """
 from __future__ import annotations
 
@@ -50,7 +49,7 @@ from attnsim.inputs import make_inputs
 from attnsim.reference import relative_error
 from attnsim.simulate import simulate
 from attnsim.workload import PASSES, Workload
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from hwmodels.timing import TimingOptions, predict_time
 
 DEFAULT_SEQS = (1024, 2048, 4096, 8192)
@@ -61,7 +60,7 @@ DENSE_EXACT = ("standard", "flash1", "flash2", "gqa")
 # ... and those whose output is plain softmax attention but whose port runs only part of it
 # (ring: one device's share), so that SDPA of the whole workload is not the same work
 PLAIN_SOFTMAX = DENSE_EXACT + ("ring",)
-FP16_TARGET = ports.ERROR_TARGETS["fp16"]   # issue 7: rel. error < 2e-3 against the CPU result
+FP16_TARGET = ports.ERROR_TARGETS["fp16"]   # the ports' target: rel. error < 2e-3 vs the CPU
 # Algorithms with no CUDA port whose prediction is set against a production kernel of the same
 # design instead (the SDPA backend named): FlashAttention-3 needs wgmma and TMA, which only a
 # Hopper device can develop against; cuDNN's fused attention on Hopper is a warp-specialized
@@ -171,7 +170,7 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         if row["sdpa_s"] is None:
             notes.append(f"no SDPA: {why}")
         else:
-            row["of_sdpa"] = row["sdpa_s"] / t          # issue 7's flash2 target: >= 0.5
+            row["of_sdpa"] = row["sdpa_s"] / t          # flash2's target: >= 0.5
         if name in DENSE_EXACT:                         # each backend: which kernel is which
             row["sdpa_backends"] = sdpa_backend_times(wl, inputs, repeats)
     row["note"] = "; ".join(notes)
@@ -375,22 +374,6 @@ def render(rows: list[dict], fmt: str, header: dict) -> str:
                           tablefmt="github" if fmt == "markdown" else "simple",
                           disable_numparse=True))
     return "\n".join(lines) + "\n"
-
-
-def report_section(gpu):
-    """(Section, data) for ``attnsim report`` when a device is present, else None."""
-    ok, device = backend.gpu_available()
-    if not ok:
-        return None
-    from reports.document import Section, Table
-    rows = check_rows(gpu, DEFAULT_WORKLOAD, DEFAULT_SEQS, checkable_algorithms(),
-                      sdpa=backend.sdpa_available()[0])
-    headers, body = table_rows(rows)
-    table = Table(key="gpu_check", title="", headers=headers, rows=body, records=rows)
-    text = (f"Measured on {device} with the CUDA ports (algorithms/cuda), against this report's "
-            f"predictions for {gpu.full_name}; workload {DEFAULT_WORKLOAD.describe()}, N swept.")
-    return Section("Measured on this GPU", paragraphs=[text], tables=[table]), {
-        "device": device, "model": gpu.name, "rows": rows}
 
 
 # ---- the subcommand ------------------------------------------------------------------------------

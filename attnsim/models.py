@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass
 
 from attnsim.errors import AttnsimError
-from algorithms.decode_info import kv_cache_accounting
+from algorithms.kernels.decode_info import kv_cache_accounting
 from hwmodels.config_file import read_toml, start_from_base
 from hwmodels.gpus import DTYPE_BYTES
 

@@ -1,6 +1,6 @@
 """Nsight Compute DRAM bytes against the simulator's counted HBM bytes, kernel by kernel.
 
-Issue 7 asks, for one large case per CUDA port, for the DRAM traffic a real GPU moves
+The check: for one large case per CUDA port, the DRAM traffic a real GPU moves
 (``ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum``) next to what the simulator
 counts. ``benchmarks/ncu_dram.py`` runs the port once under ``ncu`` and calls this module;
 everything here is plain parsing and arithmetic, so it is tested without a GPU.

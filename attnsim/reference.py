@@ -29,7 +29,7 @@ def attention_reference(q, k, v, *, causal=False, scale=None, mask=None, dropout
         scale: softmax scale, default 1/sqrt(d).
         mask: optional boolean (N_q, N_k) or (B, H, N_q, N_k), True = attend.
         dropout_keep: optional dropout multiplier Z (B, H, N_q, N_k): 0 where an entry of P
-            is dropped, 1/(1 - p) where it is kept (``algorithms.dropout.keep_multiplier``);
+            is dropped, 1/(1 - p) where it is kept (``algorithms.kernels.dropout.keep_multiplier``);
             then o = (P ∘ Z) V, and lse is that of the undropped P.
     Return:
         (o, lse): o (B, H, N_q, d_v) float64 and the log-sum-exp (B, H, N_q). Rows that see

@@ -10,7 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from algorithms.base import PlanError, check_options
-from algorithms.dropout import keep_multiplier
+from algorithms.kernels.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
@@ -18,7 +18,8 @@ from attnsim.reference import (attention_backward_reference, attention_reference
                                relative_error)
 from attnsim.workload import Workload
 from hwmodels.counters import counters_to_dict
-from hwmodels.gpus import GPU, get_gpu
+from hwmodels.gpus import GPU
+from hwmodels import get_gpu
 from hwmodels.memory import Recorder, SramOverflowError
 from hwmodels.timing import TimingBreakdown, TimingOptions, predict_time
 
@@ -149,7 +150,7 @@ def _errors(module, wl, plan, inputs, outputs, info):
 
     With gradients among the outputs (backward passes), the error against exact attention
     is the largest relative error of o, dq, dk and dv against the float64 references.
-    Dropout: the references use the same keep mask (``algorithms.dropout``).
+    Dropout: the references use the same keep mask (``algorithms.kernels.dropout``).
     """
     own = getattr(module, "reference", None)
     if own is not None and "attention_reference" in inspect.signature(own).parameters:

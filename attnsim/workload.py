@@ -23,7 +23,7 @@ class Workload:
         seq_k: key/value length; None means ``seq_q``.
         kv_heads: key/value heads (GQA groups); None means ``heads`` (MHA), 1 is MQA.
         dtype: storage dtype of Q, K, V, O in HBM: fp16, bf16, fp32 or fp8.
-        causal: bottom-right aligned causal mask (see ``algorithms.common``).
+        causal: bottom-right aligned causal mask (see ``algorithms.kernels.common``).
         scale: softmax scale; None means 1/sqrt(head_dim).
         passes: "fwd", "bwd" or "fwd+bwd".
         dropout: dropout probability on P (training).

@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from algorithms import flash2, flash2_bwd
+from algorithms import flash2
+from algorithms.flash2 import backward as flash2_bwd
 from attnsim.inputs import make_inputs
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from hwmodels.memory import Recorder
 
 

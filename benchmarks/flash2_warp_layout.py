@@ -1,5 +1,5 @@
 """flash2's port with one or two 16-row tiles per warp, timed on the local GPU (a script
-for a machine with a GPU and CuPy; issue 7's open tuning question).
+for a machine with a GPU and CuPy; an open tuning question of the flash2 port).
 
     python benchmarks/flash2_warp_layout.py [--seq 4096 16384] [--head-dim 64] [--causal]
 

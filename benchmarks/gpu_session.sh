@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device checks owed by issue 7, in stages that each fit a 10-minute device call.
+# The device checks the CUDA ports owe (docs/gpu.md), in stages that each fit a 10-minute device call.
 #
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]      (stages: quick env correctness timing
 #                                                          sanitizer ncu tuning; all = every one
@@ -11,7 +11,7 @@
 # $OUT), $OUT/session.tgz is rewritten after every command: a call cut short still returns
 # everything done so far.
 #
-# `quick` is the whole session in one call for a lease of ~15 device minutes: the issue's
+# `quick` is the whole session in one call for a lease of ~15 device minutes: the ports'
 # targets first (flash2 against SDPA, predicted/measured), then every port once, a subset of
 # the correctness tests, one ncu and one racecheck, each command under its own timeout and all
 # of them under QUICK_BUDGET_S (default 480 s: what is left is skipped, and says so).
@@ -58,7 +58,7 @@ stage_quick() {
     DEADLINE=$((SECONDS + ${QUICK_BUDGET_S:-480}))
     [ "$CMD_TIMEOUT" -eq 0 ] && CMD_TIMEOUT=150
     run env-short bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,driver_version --format=csv; $PY -c 'import cupy, torch; print(cupy.__version__, torch.__version__)'"
-    # the issue's targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
+    # the targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
     run q-flash2 "$PY" -m attnsim gpu-check flash2 standard --seq 4096 16384 --format json \
         -o "$LOGS/q-flash2.json"
     run q-d128 "$PY" -m attnsim gpu-check flash2 flash3 --head-dim 128 --seq 16384 \
@@ -109,7 +109,7 @@ stage_correctness() {
 }
 
 stage_timing() {
-    # issue 7's targets: flash2 >= 0.5x SDPA; predicted/measured within 1.5x at large N
+    # the targets: flash2 >= 0.5x SDPA; predicted/measured within 1.5x at large N
     run gpu-check-dense "$PY" -m attnsim gpu-check standard flash1 flash2 \
         --seq 1024 4096 16384 --format json -o "$LOGS/gpu-check-dense.json"
     run gpu-check-dense-causal "$PY" -m attnsim gpu-check flash2 --causal \

@@ -1,5 +1,5 @@
 """DRAM bytes of a CUDA port measured by Nsight Compute, against the simulator's counts
-(a script for a machine with a GPU, CuPy and ``ncu``; issue 7's "ncu DRAM bytes vs count").
+(a script for a machine with a GPU, CuPy and ``ncu``; measured DRAM bytes against the counts).
 
     python benchmarks/ncu_dram.py flash2 --seq 16384 --batch 4 --heads 16 --head-dim 64
     python benchmarks/ncu_dram.py standard --seq 4096 --format markdown --json standard.json
@@ -74,7 +74,7 @@ def setup(a):
     """(workload, GPU model, simulation, port declaration) for the arguments."""
     from attnsim import gpu as backend
     from attnsim.simulate import simulate
-    from hwmodels.gpus import get_gpu
+    from hwmodels import get_gpu
     wl = workload_from_args(a)
     gpu = backend.detect_gpu_model()[0] if a.hw == "auto" else get_gpu(a.hw)
     module = get_algorithm(a.algorithm)

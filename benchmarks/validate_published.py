@@ -26,7 +26,7 @@ from tabulate import tabulate
 
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from hwmodels.timing import TimingOptions
 
 # -- the benchmark shapes -------------------------------------------------------------------

@@ -18,7 +18,7 @@ import dataclasses
 import math
 
 from hwmodels.config_file import read_toml, start_from_base
-from hwmodels.gpus import GPU, get_gpu
+from hwmodels.gpus import GPU, builtin_gpu
 
 
 class GpuFileError(ValueError):
@@ -31,6 +31,13 @@ _FLOAT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("float", float)}
 _STR_FIELDS = {"name", "full_name", "sources"}
 _BOOL_FIELDS = {"has_wgmma"}
 _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s"}
+
+
+def get_gpu(name_or_path: str) -> GPU:
+    """A built-in GPU by (case-insensitive) name or alias, or a custom one from a TOML file."""
+    if name_or_path.endswith(".toml"):
+        return load_gpu_file(name_or_path)
+    return builtin_gpu(name_or_path)
 
 
 def load_gpu_file(path: str) -> GPU:

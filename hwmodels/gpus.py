@@ -223,14 +223,12 @@ def gpu_names() -> list[str]:
     return list(GPUS) + list(ALIASES)
 
 
-def get_gpu(name_or_path: str) -> GPU:
-    """A built-in GPU by (case-insensitive) name or alias, or a custom one from a TOML file."""
-    key = name_or_path.strip().lower()
+def builtin_gpu(name: str) -> GPU:
+    """A built-in GPU by (case-insensitive) name or alias. Custom GPUs from TOML files are
+    read by ``hwmodels.gpu_file``, whose ``get_gpu`` accepts both (and is the one callers use)."""
+    key = name.strip().lower()
     key = ALIASES.get(key, key)
     if key in GPUS:
         return GPUS[key]
-    if name_or_path.endswith(".toml"):
-        from hwmodels.gpu_file import load_gpu_file
-        return load_gpu_file(name_or_path)
-    raise ValueError(f"unknown GPU {name_or_path!r}; valid names: {', '.join(gpu_names())}, "
+    raise ValueError(f"unknown GPU {name!r}; valid names: {', '.join(gpu_names())}, "
                      f"or a path to a .toml file")

@@ -59,7 +59,7 @@ def tiles_of(mask, br, bc):
 
 def closed_form(tiles, nq, d, tr, bh):
     """Counts of the block-sparse FA-2 forward over ``tiles``, all heads (module docstring of
-    algorithms/block_sparse_exec.py)."""
+    algorithms/kernels/block_sparse_exec.py)."""
     reads = nq * d * E + sum(2 * cols * d * E for _, cols, _, _ in tiles) + 8 * tr + 4 * len(tiles)
     writes = nq * d * E + LSE_BYTES * nq
     matmul = sum(4 * r * c * d for r, c, _, _ in tiles)

@@ -79,7 +79,7 @@ def expected_defines(name, plan, d, source=None, dropout=0.0):
                 "DR": plan.rope_dim, "DC": plan.kv_lora_rank, "TILE_M": plan.gemm_tile_m,
                 "TILE_N": plan.gemm_tile_n, "TILE_K": plan.gemm_tile_k}
     if name == "mla":
-        from algorithms.splitkv import value_column_slices
+        from algorithms.kernels.splitkv import value_column_slices
         return {"GROUP": plan.head_block, "BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k,
                 "DC": plan.kv_lora_rank, "DR": plan.rope_dim, "HEAD_DIM": d,
                 "COL_SLICES": value_column_slices(plan.kv_lora_rank),

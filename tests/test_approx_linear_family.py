@@ -1,14 +1,14 @@
 """linear, rfa, performer: outputs against their float64 math, accuracy against exact
 attention as features grow, counts against closed forms, linear growth, bad parameters.
 
-Kernel bodies: algorithms/feature_kernels.py (planning: algorithms/feature_attention.py).
+Kernel bodies: algorithms/kernels/feature_kernels.py (planning: algorithms/kernels/feature_attention.py).
 """
 import math
 
 import numpy as np
 import pytest
 
-from algorithms import feature_attention as fa
+from algorithms.kernels import feature_attention as fa
 from algorithms.base import PlanError
 from algorithms.performer import default_features, orthogonal_gaussian
 from attnsim import Workload, attention_reference, make_inputs, relative_error, simulate

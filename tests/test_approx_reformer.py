@@ -7,7 +7,7 @@ import pytest
 
 from algorithms import reformer
 from algorithms.base import PlanError
-from algorithms.radix_sort import radix_sort
+from algorithms.kernels.radix_sort import radix_sort
 from attnsim import Workload, attention_reference, make_inputs, relative_error, simulate
 from attnsim.approx_sweep import sweep_accuracy
 from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES, new_counters
@@ -259,7 +259,7 @@ def test_hash_runs_on_the_stored_q_and_r():
     the storage type (what a real kernel hashes): the returned buckets are the float64 argmax
     of the stored values, and they differ from hashing the float32 inputs (bf16: 8 bits)."""
     from algorithms.ports import from_storage, to_storage
-    from hwmodels.gpus import get_gpu
+    from hwmodels import get_gpu
     wl = Workload(batch=1, heads=2, seq_q=512, head_dim=32, dtype="bf16")
     inputs = make_inputs(wl, seed=3)
     r = run(wl, inputs=inputs, hashes=2, bucket_size=32)

@@ -5,7 +5,7 @@ traffic and FLOPs against closed forms derived here from the shapes and the plan
 exponents fitted over N, d and M in count-only mode, FA-2's 2.5x FLOP ratio, and
 count-only == executed counts.
 
-Kernels: algorithms/standard_bwd.py, algorithms/flash1_bwd.py, algorithms/flash2_bwd.py.
+Kernels: algorithms/standard/backward.py, algorithms/flash1/backward.py, algorithms/flash2/backward.py.
 """
 import math
 
@@ -84,7 +84,7 @@ def test_gradients_match_reference(algo, seq_q, seq_k, d, causal, dropout, magni
     assert set(r.outputs) >= {"o", "dq", "dk", "dv"}
     assert r.error_vs_reference < grad_tolerance(magnitude)
     # the harness' error is the largest of o, dq, dk, dv: check one directly as well
-    from algorithms.dropout import keep_multiplier
+    from algorithms.kernels.dropout import keep_multiplier
     z = keep_multiplier(wl, inputs.seed) if dropout else None
     _, _, dv = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,
                                             causal=causal, scale=wl.scale, dropout_keep=z)
@@ -379,7 +379,7 @@ def test_flash2_backward_sram_too_small():
 
 def test_suite_training_column():
     from attnsim import suite
-    from hwmodels.gpus import get_gpu
+    from hwmodels import get_gpu
     wl = Workload(batch=1, heads=2, seq_q=1024, head_dim=64)
     rows = suite.run_all(get_gpu(GPU), wl, names=ALGOS, accuracy=False)
     for row in rows:
@@ -393,7 +393,7 @@ def test_flash2_backward_atomics_resolve_in_l2_in_the_timing_model():
     """The counts charge every dQ atomic to HBM (read + write); the timing model's DRAM
     estimate keeps only the compulsory traffic when the heads in flight fit in L2: Q, dO,
     lse, D read once, dQaccum read and written once, K, V read and dK, dV written once."""
-    from hwmodels.gpus import get_gpu
+    from hwmodels import get_gpu
     from hwmodels.timing import TimingOptions, kernel_time
     gpu = get_gpu(GPU)
     nq = nk = 2048

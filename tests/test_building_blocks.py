@@ -1,11 +1,11 @@
 """The shared building blocks, tested on their own: the counted tile step
-(algorithms/flash_tile.py) and the tiled GEMM (algorithms/gemm.py). Every algorithm's
+(algorithms/kernels/flash_tile.py) and the tiled GEMM (algorithms/kernels/gemm.py). Every algorithm's
 counts rest on these two; the per-algorithm tests cover them only in aggregate."""
 import numpy as np
 import pytest
 
-from algorithms.flash_tile import attend_tile, finish_rows, new_row_state
-from algorithms.gemm import gemm
+from algorithms.kernels.flash_tile import attend_tile, finish_rows, new_row_state
+from algorithms.kernels.gemm import gemm
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
                                OTHER_FLOPS, new_counters)
 
@@ -100,7 +100,7 @@ def test_tiled_gemm_counts_and_product(trans_a, trans_b, m, n, k, tile):
 @pytest.mark.parametrize("dropout", [False, True])
 def test_count_only_tile_counts_what_the_tile_step_counts(rows, cols, d, masked, dropout):
     """Count-only mode counts a tile by arithmetic (count_tile); it must match attend_tile."""
-    from algorithms.flash_tile import count_tile
+    from algorithms.kernels.flash_tile import count_tile
     rng = np.random.default_rng(4)
     q = rng.standard_normal((rows, d), dtype=np.float32)
     k = rng.standard_normal((cols, d), dtype=np.float32)

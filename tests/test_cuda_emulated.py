@@ -17,7 +17,7 @@ from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
 from attnsim.reference import attention_backward_reference, attention_reference, relative_error
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from cuda_emu import emulate as emulate_mod
 from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, FEATURE_SHAPES, MLA_CASES,
                         MASKED_DENSE_CASES, PORT_CASES, SHAPES, PortCase, backward_baseline, diff_fp16_baseline,

@@ -15,7 +15,7 @@ from algorithms.registry import get_algorithm
 from attnsim import make_inputs
 from attnsim.reference import attention_backward_reference, relative_error
 from cuda_emu import emulate as emulate_mod
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import BACKWARD_PORT_CASES, backward_baseline, workload
 from test_cuda_emulated import assert_removal_is_caught, run_emulated
 
@@ -61,9 +61,9 @@ def test_emulated_backward_rows_that_see_no_key(name):
 
 
 def test_emulated_standard_dropout_mask_is_the_simulators_bit_for_bit():
-    """standard_dropout draws algorithms/dropout.py's keep mask exactly (a seed above 2³² so
+    """standard_dropout draws algorithms/kernels/dropout.py's keep mask exactly (a seed above 2³² so
     both int32 halves matter), and P ∘ Z is P scaled by 1/(1 - p) where kept, 0 elsewhere."""
-    from algorithms.dropout import keep_multiplier
+    from algorithms.kernels.dropout import keep_multiplier
     wl = workload((2, 2, 2, 40, 70, 32, False)).replace(dropout=0.3)
     gpu = get_gpu("h100-sxm")
     spec = ports.port_launches("standard", wl, get_algorithm("standard").plan(

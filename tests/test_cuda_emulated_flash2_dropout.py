@@ -1,6 +1,6 @@
 """flash2's dropout (flash2_fwd.cu and flash2_bwd.cu built with ATTN_DROPOUT) executed on the
 CPU emulator (tests/cuda_emu): o, dq, dk, dv against the CPU simulation, which draws the same
-keep mask (algorithms/dropout.py); dropout must change the result (a port that ignored it
+keep mask (algorithms/kernels/dropout.py); dropout must change the result (a port that ignored it
 would pass the error bound of a small p only by luck, not at p = 0.5); the forward's P ∘ Z is
 exactly the simulator's mask.
 
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from algorithms import ports
-from algorithms.dropout import keep_multiplier
+from algorithms.kernels.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim import make_inputs
 from attnsim.reference import relative_error
 from cuda_emu import emulate as emulate_mod
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import FLASH2_DROPOUT_CASES, workload
 from test_cuda_emulated import run_emulated
 
@@ -58,7 +58,7 @@ def test_emulated_flash2_dropout_changes_the_output_and_gradients():
 
 def test_emulated_flash2_dropout_mask_is_the_simulators_bit_for_bit():
     """With V = I (d = N_k = 32) and one query block, O_i = (P~ ∘ Z) / l: O is zero exactly
-    where algorithms.dropout's mask drops an entry, and the kept entries are P ∘ 1/(1 - p).
+    where algorithms.kernels.dropout's mask drops an entry, and the kept entries are P ∘ 1/(1 - p).
     A seed above 2³² makes both int32 halves of the seed matter; two heads check the head index."""
     wl = workload((1, 2, 2, 48, 32, 32, False)).replace(dropout=0.4)
     gpu = get_gpu("h100-sxm")

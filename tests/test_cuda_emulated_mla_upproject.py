@@ -20,7 +20,7 @@ from algorithms.registry import get_algorithm
 from attnsim import make_inputs
 from attnsim.reference import relative_error
 from cuda_emu import emulate as emulate_mod
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import MLA_UP_CASES, mla_storage_baseline
 from test_cuda_emulated import (assert_removal_is_caught, emulated_backend,  # noqa: F401
                                 run_emulated)

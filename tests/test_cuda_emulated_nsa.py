@@ -20,7 +20,7 @@ from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
 from attnsim.reference import attention_reference, relative_error
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from cuda_emu import emulate as emulate_mod
 from port_cases import NSA_CASES, NSA_SHAPES, NSA_SMALL, workload
 from test_cuda_emulated import assert_removal_is_caught, emulated_backend  # noqa: F401

@@ -25,7 +25,7 @@ from attnsim.reference import relative_error
 from cuda_emu import emulate as emulate_mod
 from port_cases import REFORMER_CASES
 from test_cuda_emulated import assert_removal_is_caught, run_emulated
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 
 pytestmark = pytest.mark.skipif(emulate_mod.compiler() is None, reason="g++ not on PATH")
 

@@ -13,7 +13,7 @@ from algorithms import ports
 from algorithms.ring import device_rows
 from attnsim.reference import attention_reference, relative_error
 from cuda_emu import emulate as emulate_mod
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import RING_CASES, fp16_baseline, workload
 from test_cuda_emulated import assert_removal_is_caught, run_emulated
 

@@ -7,7 +7,7 @@ import pytest
 from attnsim.cli import main
 from attnsim.models import get_model
 from attnsim.workload import Workload
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from reports.decode import decode_section
 
 

@@ -17,7 +17,7 @@ from algorithms import ports
 from algorithms.registry import get_algorithm
 from attnsim import gpu as backend
 from attnsim import make_inputs
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import SHAPES, workload
 
 

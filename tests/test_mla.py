@@ -10,7 +10,7 @@ from attnsim.models import get_model
 from attnsim.reference import attention_reference, relative_error
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 
 H100 = get_gpu("h100")
 

@@ -4,7 +4,7 @@ import pytest
 from attnsim.errors import AttnsimError
 from attnsim.models import (PRESETS, ModelFileError, get_model, kv_cache_summary,
                             load_model_file, model_names)
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 
 H100 = get_gpu("h100")
 

@@ -8,7 +8,7 @@ from algorithms.registry import get_algorithm
 from attnsim import ncu
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 
 # what `ncu --csv --print-units base` writes, with a CuPy fill launch before the port's
 # kernels, program output and ==PROF== lines around the CSV, a kernel signature, thousands

@@ -4,7 +4,7 @@ counts of the window / selected / compression kernels, count-only == executed, g
 Closed forms are derived here from the shapes and the plan (algorithms/nsa.py docstring);
 the window kernel's from the causal band written independently in tests/_sparse_helpers.py.
 
-Kernel bodies: algorithms/nsa_kernels.py.
+Kernel bodies: algorithms/kernels/nsa_kernels.py.
 """
 import numpy as np
 import pytest
@@ -306,7 +306,7 @@ def test_selection_differences_accept_near_ties_and_reject_other_choices():
     from algorithms import nsa
     from algorithms.base import check_options
     from algorithms.registry import get_algorithm
-    from hwmodels.gpus import get_gpu
+    from hwmodels import get_gpu
     small = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
              "window": 64}
     wl = Workload(batch=1, heads=2, kv_heads=1, seq_q=300, head_dim=32, causal=True,

@@ -18,7 +18,8 @@ from algorithms.registry import get_algorithm
 from attnsim import gpu as backend
 from attnsim import gpu_check
 from attnsim.simulate import simulate
-from hwmodels.gpus import GPUS, get_gpu
+from hwmodels.gpus import GPUS
+from hwmodels import get_gpu
 from attnsim import make_inputs
 from port_cases import (BF16_CASES, DENSE_PORTS, FEATURE_SHAPES, GPU_MODELS, PORT_CASES, SHAPES,
                         workload)
@@ -263,7 +264,8 @@ def test_gpu_check_without_a_device_skips_with_exit_0(monkeypatch, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out == ["attnsim gpu-check: GPU checks skipped: no CUDA device (test)"]
     assert gpu_check.gpu_section_rows() == []
-    assert gpu_check.report_section(get_gpu("h100")) is None
+    from reports.gpu_check import gpu_check_section
+    assert gpu_check_section(get_gpu("h100")) is None
 
 
 def test_gpu_check_rejects_unknown_algorithms_even_without_a_device(capsys):
@@ -304,14 +306,15 @@ def test_input_copies_exceed_twice_the_l2():
     assert n * per_copy > 2 * l2 and (n - 1) * per_copy <= 2 * l2
 
 
-def test_report_section_when_a_device_is_present(monkeypatch):
+def test_gpu_check_section_when_a_device_is_present(monkeypatch):
     from reports.document import Document
     row = {key: None for key, _ in gpu_check.COLUMNS}
     row.update(algorithm="flash2", seq=4096, measured_s=2e-3, predicted_s=1.5e-3, ratio=0.75)
     monkeypatch.setattr(backend, "gpu_available", lambda: (True, "test device"))
     monkeypatch.setattr(backend, "sdpa_available", lambda: (False, "no torch (test)"))
     monkeypatch.setattr(gpu_check, "check_rows", lambda *a, **k: [row])
-    section, data = gpu_check.report_section(get_gpu("h100"))
+    from reports.gpu_check import gpu_check_section
+    section, data = gpu_check_section(get_gpu("h100"))
     assert data["rows"] == [row] and data["device"] == "test device"
     text = Document("t", [section], {}).render("markdown")
     assert "pred/meas" in text and "0.75" in text and "2.000 ms" in text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from algorithms import ports
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from attnsim import make_inputs
 from port_cases import SHAPES, workload
 from port_plans import NVCC, compile_as_the_backend_sends_it, plan_of

@@ -8,7 +8,7 @@ import pytest
 from algorithms import ports
 from attnsim import gpu as backend
 from attnsim.simulate import simulate
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import PORT_CASES, workload
 from port_plans import plan_of
 
@@ -111,9 +111,9 @@ def test_diff_port_moves_the_simulators_hbm_bytes(case):
 
 
 def test_plan_configurations_cover_every_ported_source():
-    """algorithms.port_configs lists what the plans give the ports over the A100/H100 sweep
+    """attnsim.port_configs lists what the plans give the ports over the A100/H100 sweep
     (compiled by .ci/compile_cuda.sh): every .cu source appears, with its tile defines."""
-    from algorithms import port_configs
+    from attnsim import port_configs
     configs = port_configs.configs()
     sources = {s for s, _ in configs}
     assert sources == {p.name for p in ports.CUDA_DIR.glob("*.cu")}

@@ -7,7 +7,7 @@ import pytest
 from algorithms import ports
 from attnsim import gpu as backend
 from attnsim.simulate import simulate
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from attnsim import make_inputs
 from port_cases import PORT_CASES, workload
 from port_plans import NumpyAsCupy, plan_of

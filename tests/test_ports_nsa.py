@@ -7,7 +7,7 @@ import pytest
 
 from algorithms import ports
 from attnsim.simulate import simulate
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from attnsim import make_inputs
 from port_cases import GPU_MODELS, NSA_PAPER_CASES, NSA_SHAPES, NSA_SMALL, workload
 from port_plans import expected_defines, plan_of

@@ -8,7 +8,7 @@ import pytest
 from algorithms import ports
 from attnsim import gpu as backend
 from attnsim import gpu_check
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from attnsim import make_inputs
 from port_cases import workload
 from port_plans import plan_of

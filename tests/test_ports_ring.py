@@ -10,7 +10,7 @@ from algorithms.ring import device_rows
 from attnsim import gpu as backend
 from attnsim import gpu_check
 from attnsim.simulate import simulate
-from hwmodels.gpus import get_gpu
+from hwmodels import get_gpu
 from port_cases import workload
 from port_plans import plan_of
 

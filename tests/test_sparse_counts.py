@@ -1,6 +1,6 @@
 """Counted traffic and FLOPs of the sparse algorithms equal closed forms; growth exponents.
 
-Closed forms: algorithms/block_sparse_exec.py's docstring, evaluated over the tiles of the
+Closed forms: algorithms/kernels/block_sparse_exec.py's docstring, evaluated over the tiles of the
 papers' masks (tests/_sparse_helpers.py), plus fully analytic forms for a sliding window and
 for block_sparse. Exponents: np.polyfit on log-log over N (or s) in count-only mode.
 """

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import algorithms.block_sparse_exec as executor
+import algorithms.kernels.block_sparse_exec as executor
 from algorithms.base import PlanError
 from attnsim import Workload, simulate
 from attnsim.cli import main

@@ -1,7 +1,7 @@
 """Block layouts and element masks of the sparse patterns against the papers' definitions.
 
 The masks in tests/_sparse_helpers.py are written from the papers' set notation, separately
-from algorithms/sparse_patterns.py (interval/residue counting and bisection over tiles).
+from algorithms/kernels/sparse_patterns.py (interval/residue counting and bisection over tiles).
 """
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _sparse_helpers import cdiv, paper_mask, tiles_of
-from algorithms.sparse_patterns import (FIXED, LOCAL, LONGFORMER, STRIDED, bigbird_csr,
+from algorithms.kernels.sparse_patterns import (FIXED, LOCAL, LONGFORMER, STRIDED, bigbird_csr,
                                         element_layout, element_mask, random_block_csr)
 
 KINDS = {"local": (LOCAL, ("window",)), "longformer": (LONGFORMER, ("window", "global_tokens")),

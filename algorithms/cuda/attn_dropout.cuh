@@ -1,5 +1,5 @@
 // attn_dropout.cuh — attention dropout's keep mask, bit for bit the simulator's
-// (algorithms/dropout.py), for the ports that apply --dropout (standard_bwd.cu's framework
+// (algorithms/kernels/dropout.py), for the ports that apply --dropout (standard_bwd.cu's framework
 // dropout kernels, flash1_fwd.cu, flash1_bwd.cu, flash2_fwd.cu and flash2_bwd.cu's on-chip Z).
 //
 // Entry (bh = b·H + h, query i, key j) is kept iff the top HASH_BITS = 24 bits of
@@ -10,7 +10,7 @@
 // halves, low first (algorithms/ports/backward.py dropout_seed).
 #pragma once
 
-// splitmix64's finalizer, as algorithms/dropout.py _splitmix64 (64-bit wrapping arithmetic).
+// splitmix64's finalizer, as algorithms/kernels/dropout.py _splitmix64 (64-bit wrapping arithmetic).
 __device__ __forceinline__ unsigned long long attn_splitmix64(unsigned long long x) {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;

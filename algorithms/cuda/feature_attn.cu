@@ -1,5 +1,5 @@
 // feature_attn.cu — feature-map ("kernelized") attention, the port of
-// algorithms/feature_attention.py (the executor of linear, rfa and performer):
+// algorithms/kernels/feature_attention.py (the executor of linear, rfa and performer):
 //   linear     Katharopoulos et al. 2020 (arXiv 2006.16236) §3.2, φ = elu + 1; §3.3 causal;
 //   rfa        Peng et al. 2021 (arXiv 2103.02143) §2-3, φ = [sin, cos](W x̂ / σ);
 //   performer  Choromanski et al. 2021 (arXiv 2009.14794) §2 FAVOR+, φ = exp(W u - |u|²/2).

@@ -1,5 +1,5 @@
 // flash1_bwd.cu — FlashAttention backward as published (Dao et al. 2022, arXiv 2205.14135,
-// Appendix B.4, Algorithm 4), the port of algorithms/flash1_bwd.py.
+// Appendix B.4, Algorithm 4), the port of algorithms/flash1/backward.py.
 //
 // What it does: given Q, K, V, dO (B, H, N, d) and the forward's O, ℓ, m (flash1_fwd.cu), the
 // gradients dQ, dK, dV of O = softmax(scale · Q Kᵀ [+ causal mask]) V, with the loop order of

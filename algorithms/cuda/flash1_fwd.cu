@@ -1,5 +1,5 @@
 // flash1_fwd.cu — FlashAttention forward as published (Dao et al. 2022, arXiv 2205.14135,
-// Algorithm 1), the port of algorithms/flash1.py.
+// Algorithm 1), the port of algorithms/flash1/__init__.py.
 //
 // What it does: O = softmax(scale · Q Kᵀ [+ causal mask]) V, fp16 in and out, with the loop
 // order of Algorithm 1: one CTA per batch·head; the OUTER loop walks the K/V blocks K_j, V_j

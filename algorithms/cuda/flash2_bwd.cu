@@ -1,5 +1,5 @@
 // flash2_bwd.cu — FlashAttention-2 backward (Dao 2023, arXiv 2307.08691, Algorithm 2 and
-// Section 3.2), the port of algorithms/flash2_bwd.py.
+// Section 3.2), the port of algorithms/flash2/backward.py.
 //
 // What it does: given fp16 Q, K, V, dO (batch, heads, N, d), the forward's O and fp32 lse,
 // the gradients dQ, dK, dV of O = softmax(scale · Q Kᵀ [+ causal mask]) V, in three kernels

@@ -1,5 +1,5 @@
 // flash2_fwd.cu — FlashAttention-2 forward (Dao 2023, arXiv 2307.08691, Algorithm 1), the
-// port of algorithms/flash2.py; and ring_step, one step of Ring Attention (the port of
+// port of algorithms/flash2/__init__.py; and ring_step, one step of Ring Attention (the port of
 // algorithms/ring.py, at the end of the file), which runs the same loop over one K/V block
 // with its running state in HBM (flash2_attend<true>).
 //
@@ -30,7 +30,7 @@
 // Tensor cores: mma.sync.m16n8k16 (fp16 or bf16 in, fp32 accumulate) with ldmatrix fragment loads —
 // the plan's tc_path "mma_sync".
 // Dropout (--dropout p, training): compiled in with -DATTN_DROPOUT=1 (algorithms/ports adds it
-// when the workload has dropout), as the simulator's flash2 (algorithms/flash_tile.py
+// when the workload has dropout), as the simulator's flash2 (algorithms/kernels/flash_tile.py
 // attend_tile): m and l are updated from the undropped P~, then P~ ∘ Z feeds O_i += P~ V_j,
 // with Z regenerated on chip from the simulator's keep mask (attn_dropout.cuh, bit for bit;
 // no HBM traffic; the 8-byte seed a CTA reads is not counted, as in flash1_fwd.cu). A define

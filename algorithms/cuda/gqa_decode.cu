@@ -1,5 +1,5 @@
 // gqa_decode.cu — grouped-query attention with split-KV (flash-decoding), the port of
-// algorithms/gqa.py (kernels of algorithms/splitkv.py). GQA: Ainslie et al. 2023 (arXiv
+// algorithms/gqa.py (kernels of algorithms/kernels/splitkv.py). GQA: Ainslie et al. 2023 (arXiv
 // 2305.13245); split-KV: Dao, Haziza, Massa, Sizov, "Flash-Decoding for long-context
 // inference" (2023).
 //

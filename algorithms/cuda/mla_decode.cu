@@ -1,6 +1,6 @@
 // mla_decode.cu — multi-head latent attention decode, absorbed path (DeepSeek-AI 2024,
 // "DeepSeek-V2", arXiv 2405.04434, §2.1), the port of algorithms/mla.py (``--path absorbed``)
-// with the split-KV kernels of algorithms/splitkv.py.
+// with the split-KV kernels of algorithms/kernels/splitkv.py.
 //
 // What it does: the cache holds per token one latent c_KV (DC columns) and one RoPE key k^R
 // (DR columns) shared by all H heads. W_UK is folded into the query and W_UV into the output,

@@ -1,6 +1,6 @@
 // mla_upproject.cu — multi-head latent attention decode, up-projected path (DeepSeek-AI 2024,
 // "DeepSeek-V2", arXiv 2405.04434, §2.1), the port of algorithms/mla.py
-// (``--path upproject``) with the split-KV kernels of algorithms/splitkv.py.
+// (``--path upproject``) with the split-KV kernels of algorithms/kernels/splitkv.py.
 //
 // What it does: the cache holds per token one latent c_KV (DC columns) and one RoPE key k^R
 // (DR columns) shared by all H heads. This path rebuilds every head's keys and values from the

@@ -1,5 +1,5 @@
 // nsa_fwd.cu — Native Sparse Attention forward, the port of algorithms/nsa.py (kernels of
-// algorithms/nsa_kernels.py): Yuan et al. (DeepSeek) 2025, "Native Sparse Attention:
+// algorithms/kernels/nsa_kernels.py): Yuan et al. (DeepSeek) 2025, "Native Sparse Attention:
 // Hardware-Aligned and Natively Trainable Sparse Attention", arXiv 2502.11089, §3.3–3.4.
 //
 // What it does: each query attends three small key sets — compressed block summaries, the

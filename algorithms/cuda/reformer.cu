@@ -59,7 +59,7 @@
 //     stores it transposed (host layout), which changes no byte;
 //   - the sort's scratch (the global histograms, tile counters and look-back flags: 4 bytes
 //     per digit bin and tile) is read and written besides the counted pairs; the
-//     simulator does not count it ("a few KB per CTA", algorithms/radix_sort.py). They are
+//     simulator does not count it ("a few KB per CTA", algorithms/kernels/radix_sort.py). They are
 //     zero-filled before each run (the backend's fill of the "work" tensors);
 //   - reformer_attn reads the 2C positions and 2C H_r bucket ids, 2C Q and V rows, writes C
 //     rows (+ C lse): as counted (the chunk's queries are rows of the gathered Q tile, not a

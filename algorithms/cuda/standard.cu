@@ -1,4 +1,4 @@
-// standard.cu — standard (unfused) attention, the port of algorithms/standard.py.
+// standard.cu — standard (unfused) attention, the port of algorithms/standard/__init__.py.
 //
 // What it does: the textbook three-step attention of the FlashAttention paper's Algorithm 0,
 // each step its own kernel with its result materialized in HBM:
@@ -72,7 +72,7 @@ standard_pv(const attn_t* __restrict__ p, const attn_t* __restrict__ v, attn_t* 
 // Causal mask in place, as a framework's masked_fill with a materialized boolean mask:
 // S[i, j] = allowed[i, j] ? S[i, j] : -inf. Every entry of the row of S is read and written
 // and the row of the (N_q x N_k, one byte per entry, shared by all heads) mask is read —
-// the traffic algorithms/standard.py counts for its ``mask`` kernel. Grid (N_q, B·H).
+// the traffic algorithms/standard/__init__.py counts for its ``mask`` kernel. Grid (N_q, B·H).
 extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
 standard_mask(attn_t* __restrict__ s, const unsigned char* __restrict__ allowed, int n_q, int n_k,
               int ld_s) {

@@ -1,5 +1,5 @@
 // standard_bwd.cu — standard attention's backward as autograd runs it (Dao et al. 2022, arXiv
-// 2205.14135, Appendix B.3, Algorithm 3), the port of algorithms/standard_bwd.py.
+// 2205.14135, Appendix B.3, Algorithm 3), the port of algorithms/standard/backward.py.
 //
 // What it does: given Q, K, V, dO (B, H, N, d) and the forward's saved P (B·H, N_q, LD_S), the
 // gradients of O = softmax(scale · Q Kᵀ [masked_fill causal]) V, one kernel per autograd op,
@@ -18,7 +18,7 @@
 // ldmatrix.trans. Causal masking is bottom-right aligned (key j visible to query i iff
 // j <= i + N_k − N_q); a row that sees no key has P = 0, hence dS = 0 and dQ = 0.
 // Dropout (--dropout p, training): the framework dropout of the forward, between softmax and
-// P V, and its backward, with the simulator's keep mask bit for bit (algorithms/dropout.py:
+// P V, and its backward, with the simulator's keep mask bit for bit (algorithms/kernels/dropout.py:
 // entry (b·H + h, i, j) is kept iff the top 24 bits of splitmix64(((b·H + h) N_q + i) N_k + j
 // ^ splitmix64(seed)) are >= threshold = round(p 2²⁴); Z = kept / (1 − p)):
 //   standard_dropout      forward: P ∘ Z and the bool mask (one byte per entry), one CTA per row
@@ -49,7 +49,7 @@
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
 #endif
-#define ROW_THREADS 256       // softmax / mask backward: algorithms/standard_bwd.py ROW_THREADS
+#define ROW_THREADS 256       // softmax / mask backward: algorithms/standard/backward.py ROW_THREADS
 
 static_assert(HEAD_DIM % 8 == 0, "HEAD_DIM must be a multiple of 8");
 

@@ -1,8 +1,8 @@
 """GPU port declarations of the backward passes of standard attention (Algorithm 3, one kernel
 per autograd op: ``standard_bwd.cu``) and FlashAttention-1 (Algorithm 4: ``flash1_bwd.cu``).
 
-Bound: each port moves what its algorithm's backward module counts (``algorithms.standard_bwd``:
-Θ(N d + N²); ``algorithms.flash1_bwd``: Θ(N² d² / M)).
+Bound: each port moves what its algorithm's backward module counts (``algorithms.standard.backward``:
+Θ(N d + N²); ``algorithms.flash1.backward``: Θ(N² d² / M)).
 
 Both follow flash2's backward port (``algorithms.ports.flash2``): ``--pass fwd+bwd`` runs the
 forward's launches then the backward's, all timed, and compares o, dq, dk, dv with the CPU
@@ -20,8 +20,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from algorithms.common import cdiv
-from algorithms.dropout import keep_threshold
+from algorithms.kernels.common import cdiv
+from algorithms.kernels.dropout import keep_threshold
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_backward_port, pad16, round_up)
 
@@ -79,7 +79,7 @@ def dropout_args(wl) -> tuple:
 
 
 def inv_keep(wl) -> Scalar:
-    """1 / (1 - p) in float32, as algorithms/dropout.py dropout_args."""
+    """1 / (1 - p) in float32, as algorithms/kernels/dropout.py dropout_args."""
     return Scalar(float(np.float32(1.0 / (1.0 - wl.dropout))), "float")
 
 
@@ -87,7 +87,7 @@ def inv_keep(wl) -> Scalar:
 
 def standard_dropout_launch(wl, defines: dict) -> tuple[dict, Launch]:
     """The forward's framework dropout kernel (the simulator's ``dropout``, in
-    ``algorithms.standard_bwd``): P ∘ Z and the bool keep mask from the simulator's hash."""
+    ``algorithms.standard.backward``): P ∘ Z and the bool keep mask from the simulator's hash."""
     nq, nk, bh = wl.seq_q, wl.seq_k, wl.batch * wl.heads
     ld_s = round_up(nk, 8)
     tensors = {"p_drop": Tensor((bh, nq, ld_s), wl.dtype, "work"),
@@ -101,7 +101,7 @@ def standard_dropout_launch(wl, defines: dict) -> tuple[dict, Launch]:
 
 
 def standard_backward_launches(wl, plan, fwd_tensors: dict, fwd: tuple, notes: tuple) -> PortLaunches:
-    """``algorithms.standard_bwd``'s kernels: dV = Pᵀ dO, dP = dO Vᵀ, the softmax backward,
+    """``algorithms.standard.backward``'s kernels: dV = Pᵀ dO, dP = dO Vᵀ, the softmax backward,
     the masked_fill backward (causal), dQ = scale dS K, dK = scale dSᵀ Q — the forward's GEMM
     tiles, the GEMM grids the simulator counts, one CTA per row for the row kernels. dP and
     dS share one (B·H, N_q, LD_S) work tensor, as the simulator computes dS in place of dP."""
@@ -162,7 +162,7 @@ def flash1_kv_granules_per_warp(block_k: int, d: int) -> int:
 
 
 def flash1_backward_launches(wl, plan, fwd_tensors: dict, fwd: tuple, notes: tuple) -> PortLaunches:
-    """``algorithms.flash1_bwd``'s kernels: the init (dQ = dK = dV = 0) and the main kernel,
+    """``algorithms.flash1.backward``'s kernels: the init (dQ = dK = dV = 0) and the main kernel,
     one CTA per head, with the backward plan's B_r x B_c."""
     bp = check_backward_port("flash1", wl, plan)
     bq, bk, d, bh = bp.block_q, bp.block_k, wl.head_dim, wl.batch * wl.heads

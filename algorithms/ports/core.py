@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 
 CUDA_DIR = Path(__file__).resolve().parent.parent / "cuda"
 
@@ -136,7 +136,7 @@ STORAGE_DTYPES = ("fp16", "bf16")
 HOST_DTYPES = {"fp16": np.float16, "bf16": np.uint16, "fp32": np.float32, "int32": np.int32,
                "uint8": np.uint8}
 # relative Frobenius error a port's output must stay under against the CPU result: fp16 is
-# the issue's target; bf16 keeps 8 significand bits to fp16's 11, so its rounding is 8x
+# the ports' target; bf16 keeps 8 significand bits to fp16's 11, so its rounding is 8x
 # coarser and the target scales with it.
 ERROR_TARGETS = {"fp16": 2e-3, "bf16": 1.6e-2}
 
@@ -190,7 +190,7 @@ def check_common(name: str, wl, passes=("fwd",), dropout: bool = False) -> None:
                               f"(16-byte rows for cp.async); got {wl.head_dim}")
     if getattr(wl, "dropout", 0.0) > 0 and not dropout:
         # The simulator's keep mask is a pure splitmix64 hash of (seed, b·H + h, i, j)
-        # (algorithms/dropout.py), reproduced bit for bit by attn_dropout.cuh; a port whose
+        # (algorithms/kernels/dropout.py), reproduced bit for bit by attn_dropout.cuh; a port whose
         # kernels do not apply it refuses dropout rather than run without it.
         raise PortUnsupported(f"the {name} port does not apply dropout (its kernels do not draw "
                               f"the simulator's keep mask, algorithms/cuda/attn_dropout.cuh; the "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, gemm_tile_problem, head_args, out_tensor, pad16,
                                    qkv_tensors, round_up, stats_tensor)
@@ -55,7 +55,7 @@ def mla_port(wl, plan, extra=None) -> PortLaunches:
     attention over the latent (``splitkv.value_column_slices`` warps share each row tile's
     d_c output columns, exchanging P through shared memory, as the plan declares);
     ``--path upproject``: ``mla_upproject_port``."""
-    from algorithms.splitkv import value_column_slices
+    from algorithms.kernels.splitkv import value_column_slices
     check_common("mla", wl)
     if plan.path == "upproject":
         return mla_upproject_port(wl, plan)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import causal_element_mask, cdiv
 from algorithms.ports.backward import (dropout_args, dropout_tensors, flash1_backward_launches,
                                        standard_backward_launches, standard_dropout_launch)
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
@@ -48,8 +48,7 @@ def standard_port(wl, plan, extra=None, *, mask=None, name="standard") -> PortLa
                        ("q", "k", "s", n_q, n_k, Scalar(ld_s, "int"), heads, group, scale),
                        "qk_gemm")]
     if mask is None and wl.causal:
-        from attnsim.reference import causal_mask
-        mask = causal_mask(nq, nk)
+        mask = causal_element_mask(nq, nk)
     if mask is not None:
         tensors["allowed"] = Tensor((nq, nk), "uint8", "const",
                                     data=np.asarray(mask, dtype=np.uint8))

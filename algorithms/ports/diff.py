@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    algorithm_module, check_common, check_mma_tiles,
                                    flash_tile_smem, head_args, out_tensor, qkv_tensors)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    algorithm_module, check_common, head_args, out_tensor,
                                    pad16, qkv_tensors, round_up)
@@ -51,7 +51,7 @@ def _projection_tensor(name: str, wl, plan) -> Tensor:
     per_head = getattr(plan, "redraw", "none") == "head"
 
     def derive(inputs):
-        from algorithms.feature_attention import resolve_seed
+        from algorithms.kernels.feature_attention import resolve_seed
         seed = resolve_seed(plan.seed, inputs)
         if name == "rfa":
             return module.projection(plan, d, seed)[None]
@@ -65,7 +65,7 @@ def _projection_tensor(name: str, wl, plan) -> Tensor:
 
 
 def feature_port(name: str):
-    """The port of a feature-map module (``algorithms.feature_attention`` plans): non-causal
+    """The port of a feature-map module (``algorithms.kernels.feature_attention`` plans): non-causal
     state + apply kernels, or the causal sweep (+ combine when the state is sliced)."""
     def port(wl, plan, extra=None) -> PortLaunches:
         check_common(name, wl)

@@ -3,7 +3,7 @@
 Dropout (``--dropout p``): both sources are compiled with ``ATTN_DROPOUT=1`` and take the seed,
 threshold and 1 / (1 - p) (``algorithms.ports.backward.dropout_args``); Z is regenerated on
 chip from the simulator's keep mask in the forward and the backward, as ``algorithms.flash2``
-and ``algorithms.flash2_bwd`` do. Without dropout the define is absent (the kernels keep
+and ``algorithms.flash2.backward`` do. Without dropout the define is absent (the kernels keep
 their registers) and the seed is null.
 
 Bound: each port moves what its algorithm's module counts (that module states the bound).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ports.backward import dropout_args, dropout_tensors
 from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_backward_port,
                                    check_common, check_mma_tiles, flash_tile_smem, head_args,
@@ -94,7 +94,7 @@ def flash2_bwd_smem(block_q: int, block_k: int, d: int) -> int:
 
 
 def flash2_backward_launches(wl, plan, fwd: Launch) -> PortLaunches:
-    """FA-2's backward as the simulator counts it (``algorithms.flash2_bwd``): preprocess,
+    """FA-2's backward as the simulator counts it (``algorithms.flash2.backward``): preprocess,
     the K/V-block-parallel main kernel, dQ conversion, with the backward plan's tiles.
 
     ``fwd+bwd``: the forward launch, then the three backward launches, all timed; o, dq, dk,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, flash_tile_smem, head_args, out_tensor, pad16,
                                    qkv_tensors, stats_tensor)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    algorithm_module, check_common, out_tensor, pad16,
                                    qkv_tensors)

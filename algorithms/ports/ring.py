@@ -17,7 +17,7 @@ Bound: the port moves what ``algorithms.ring`` counts per device (that module st
 """
 from __future__ import annotations
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 from algorithms.ring import device_rows
 from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_common,
                                    check_mma_tiles, flash_tile_smem, head_args, out_tensor,

@@ -1,7 +1,7 @@
 """The CUDA ports on a real GPU, on the same cases as the CPU tests (tests/port_cases.py).
 
 Each port's fp16 output must match the CPU simulation of the same algorithm on the same
-inputs to a relative error < 2e-3 (issue 7's target; bf16 cases: < 1.6e-2 and, for exact
+inputs to a relative error < 2e-3 (the ports' target; bf16 cases: < 1.6e-2 and, for exact
 attention, within twice the error of plain bf16 attention), ragged sizes, causal and not, GQA.
 Skipped without CuPy or a CUDA device (tests/gpu/conftest.py). No timing assertions.
 """

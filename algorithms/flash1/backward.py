@@ -32,7 +32,7 @@ FLOPs per visited tile (r x c): 10 r c d matmul (S, dṼ, dP, dQ, dK̃); other o
 r c (S - m) + r + r c (diag(ℓ)⁻¹) + 2 r d (D_i = rowsum(dO_i ∘ O_i), recomputed at every
 step as in line 19) + 2 r c (dS) + r c (τ dS) + r d (dQ_i + τ dS K_j) = 6 r c + r + 3 r d,
 + r c on diagonal tiles (mask); r c exps. Dropout: ⌈r c/16⌉·100 + r c (regenerate Z on
-chip, ``algorithms.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM traffic.
+chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM traffic.
 
 Kernel: one CTA per (batch, head), like the forward. Differences from the paper: the
 statistics are fp32 and the matrices are charged at the storage dtype; τ is applied to
@@ -46,11 +46,11 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
-from algorithms.dropout import dropout_args, dropout_tile
-from algorithms.flash2_bwd import softmax_grad_in_place
-from algorithms.passes import check_backward_workload
+from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.flash2.backward import softmax_grad_in_place
+from algorithms.kernels.passes import check_backward_workload
 from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, matmul_tn, store_rows)

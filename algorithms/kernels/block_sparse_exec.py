@@ -3,7 +3,7 @@
 Block-sparse FlashAttention — Dao et al., 2022 (arXiv 2205.14135), Section 3.3 and
 Proposition 4 — run as the FlashAttention-2 forward (Dao, 2023, arXiv 2307.08691,
 Algorithm 1): one CTA per (Q block, head) keeps Q_i on chip and streams only the K/V blocks
-its row of the layout (``algorithms.sparse_patterns.BlockLayout``) marks non-empty, with the
+its row of the layout (``algorithms.kernels.sparse_patterns.BlockLayout``) marks non-empty, with the
 online softmax of ``algorithms.flash2``. Empty tiles are never loaded; full tiles are
 computed without a mask; partial tiles apply the element mask (a select per score, the mask
 computed from indices on chip as flash-attn does for causal and local windows).
@@ -37,12 +37,12 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
+from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
                                new_stats)
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
-from algorithms.sparse_patterns import BlockLayout
+from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
-from algorithms.flash_tile import attend_tile, count_tile, finish_rows, new_row_state
+from algorithms.kernels.flash_tile import attend_tile, count_tile, finish_rows, new_row_state
 from hwmodels.primitives import count_load, load_rows, store_rows, store_vector
 
 LAYOUT_ROW_BYTES = 8     # row_ptr[i], row_ptr[i+1] as int32, read once per Q block

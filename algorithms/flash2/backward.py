@@ -38,7 +38,7 @@ FlashAttention-2 counts it (Section 4.1), exactly when both passes visit the sam
 passes tile differently, so the ratio is 2.5 x (backward visited area / forward visited
 area). Other ops per tile: r c (scale) + r c (S - lse) + 2 r c (dS = P ∘ (dP - D)), + r c
 mask select on diagonal tiles; r c exps. Per K/V block: c d (dK_j *= scale). Preprocess:
-2 N_q d (D); convert: N_q d (scale). Dropout (``algorithms.dropout``): per tile the RNG
+2 N_q d (D); convert: N_q d (scale). Dropout (``algorithms.kernels.dropout``): per tile the RNG
 ops ⌈r c/16⌉·100 + r c compares, and 2 r c to apply Z to P and dP; no HBM traffic (Z is
 regenerated from the RNG state).
 
@@ -63,10 +63,10 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv,
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
                                heads_in_flight, placeholder, placeholder_vector)
-from algorithms.dropout import dropout_args, dropout_tile
-from algorithms.passes import check_backward_workload
+from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.kernels.passes import check_backward_workload
 from hwmodels.memory import Recorder, SramOverflowError
 from hwmodels.primitives import (count_atomic_add, count_exp, count_other, count_store,
                                  load_rows, load_vector, matmul_nn, matmul_nt, matmul_tn,

@@ -27,12 +27,12 @@ m_i are "on chip" in the paper and live in registers here (fp32), checked agains
 register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
 
 Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 4, in
-``algorithms.flash1_bwd``; it reads the saved O, ℓ and m, recomputes P on chip and
+``algorithms.flash1.backward``; it reads the saved O, ℓ and m, recomputes P on chip and
 read-modify-writes dQ_i through HBM at every inner step. Theorem 5: Θ(N² d² M⁻¹) HBM
 accesses, as the forward (its tiles are B_c = ⌈M/8d⌉, B_r = min(B_c, d): Algorithm 4
 holds twice the forward's d-wide tiles on chip). Dropout (``--dropout p``): Z is regenerated on
 chip from the RNG state (Algorithm 2 lines 14-15; no HBM traffic; RNG cost in
-``algorithms.dropout``): per visited tile ⌈B_r B_c/16⌉·100 + 2 B_r B_c other ops in the
+``algorithms.kernels.dropout``): per visited tile ⌈B_r B_c/16⌉·100 + 2 B_r B_c other ops in the
 forward, where P̃ ∘ Z feeds P̃ V_j while ℓ̃ sums the undropped P̃.
 """
 from __future__ import annotations
@@ -43,15 +43,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms import flash1_bwd
+from algorithms.flash1 import backward as flash1_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
-from algorithms.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile, rng_ops
+from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile, rng_ops
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
                                OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
-from algorithms.passes import bound_for_passes, run_passes
+from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, store_rows, store_vector)

@@ -3,7 +3,7 @@ realistic workloads: what ``.ci/compile_cuda.sh`` compiles besides its hand-pick
 that every tile set a plan picks on an A100 or H100 is known to compile (and not to spill
 beyond its budget) before a GPU ever sees it.
 
-    python -m algorithms.port_configs        # one line per config: source<TAB>-DNAME=value ...
+    python -m attnsim.port_configs        # one line per config: source<TAB>-DNAME=value ...
 
 The sweep: A100 40/80 GB, H100 SXM and H200; head_dim 64 and 128; causal and not; 16
 heads over 4096 tokens (prefill), GQA/MLA decode steps over a 32K-token cache (MLA: both
@@ -63,7 +63,7 @@ def _workloads(name: str):
 
 def configs() -> list[tuple[str, str]]:
     """Sorted distinct (source, "-DNAME=value ...") over the sweep."""
-    from hwmodels.gpus import get_gpu
+    from hwmodels import get_gpu
     found = set()
     for gpu_name in GPUS:
         gpu = get_gpu(gpu_name)

@@ -141,6 +141,14 @@ def causal_block_is_partial(r0, c1, seq_q, seq_k):
     return c1 - 1 > r0 + seq_k - seq_q
 
 
+def causal_element_mask(seq_q: int, seq_k: int) -> np.ndarray:
+    """The bottom-right aligned causal mask as a (seq_q, seq_k) bool array: True where query
+    i sees key j (j < causal_key_end(i + 1)), for kernels that read a mask (the dense ports)."""
+    i = np.arange(seq_q)[:, None]
+    j = np.arange(seq_k)[None, :]
+    return j <= i + (seq_k - seq_q)
+
+
 @njit(cache=True)
 def apply_causal_mask(s, r0, c0, seq_q, seq_k):
     """Set masked scores of tile ``s`` (rows from r0, keys from c0) to -inf in place."""

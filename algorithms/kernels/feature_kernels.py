@@ -1,4 +1,4 @@
-"""The compiled kernel bodies of feature-map attention (``algorithms.feature_attention``
+"""The compiled kernel bodies of feature-map attention (``algorithms.kernels.feature_attention``
 documents the algorithm, the traffic and the per-op accounting these functions implement).
 
 Bound: the feature-map family's Θ(N d + N m d / B) HBM bytes and Θ(N m d) FLOPs.

@@ -10,7 +10,7 @@ entry (``native_dropout`` returns a bool mask). O is not needed: the softmax bac
 rowsum(P ∘ dP), which equals rowsum(dO ∘ O) (FlashAttention Eq. 4) but is what the softmax
 op, knowing nothing of O, computes.
 
-Kernels (per head; e = storage bytes; gemm traffic as in ``algorithms.gemm``: reads
+Kernels (per head; e = storage bytes; gemm traffic as in ``algorithms.kernels.gemm``: reads
 (T_n m k + T_m k n) e, writes m n e for an (m x n) = (m x k)(k x n) product):
   1. ``dv_gemm``      dV = (P ∘ Z)ᵀ dO         m, n, k = N_k, d, N_q
   2. ``dp_gemm``      dP̃ = dO Vᵀ               m, n, k = N_q, N_k, d
@@ -26,7 +26,7 @@ Kernels (per head; e = storage bytes; gemm traffic as in ``algorithms.gemm``: re
 Bound (Theorem 5): Θ(N d + N²) HBM accesses; matmul FLOPs 8 N_q N_k d (four products).
 Framework dropout in the forward (``dropout``, between softmax and P V, as
 ``torch.nn.functional.dropout`` on P): reads P, writes P ∘ Z and the mask (1 byte per
-entry); per row ⌈N_k/4⌉·100 RNG ops (``curand_uniform4``, ``algorithms.dropout``) + 2 per
+entry); per row ⌈N_k/4⌉·100 RNG ops (``curand_uniform4``, ``algorithms.kernels.dropout``) + 2 per
 entry (compare, scale).
 Differences from a framework: no fusion of the dropout backward into the softmax backward;
 the counts charge the shared causal mask per head (the kernels declare their L2 working
@@ -40,11 +40,11 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan
-from algorithms.common import heads_in_flight, placeholder
-from algorithms.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
+from algorithms.kernels.common import heads_in_flight, placeholder
+from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
                                 rng_ops)
-from algorithms.gemm import gemm, gemm_ctas, gemm_tc_path
-from algorithms.passes import check_backward_workload
+from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path
+from algorithms.kernels.passes import check_backward_workload
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_load, count_other, count_store
 

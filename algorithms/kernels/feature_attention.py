@@ -74,9 +74,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan, PlanError
-from algorithms.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
+from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
                                placeholder)
-from algorithms.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
+from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
                                        apply_head, causal_head, combine_slices, state_head)
 from hwmodels.memory import SramOverflowError
 

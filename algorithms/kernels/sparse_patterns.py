@@ -16,7 +16,7 @@ kernel visits):
   block at the tile size; ``block_layout`` intersects them with the causal mask.
 
 Positions: query row i sits at key position ``qpos = i + N_k - N_q`` (bottom-right
-alignment, as the causal mask of ``algorithms.common``), so decode-like shapes work.
+alignment, as the causal mask of ``algorithms.kernels.common``), so decode-like shapes work.
 ``causal`` keeps keys j <= qpos.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms.common import cdiv
+from algorithms.kernels.common import cdiv
 
 # pattern kinds and their parameter vectors ``prm`` (int64)
 LOCAL = 0        # prm = (w,):   causal: j in (qpos - w, qpos]; else |j - qpos| <= w // 2

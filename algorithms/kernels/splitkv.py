@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
                                heads_in_flight, online_softmax_tile, scale_rows)
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store

@@ -21,7 +21,7 @@ L2 cache is not modelled, so the broadcast mask is charged per head.
 
 Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 3, one kernel per
 autograd op (dV, dP, [dropout backward], softmax backward, [masked_fill backward], dQ, dK),
-in ``algorithms.standard_bwd``, which also states what the forward saves (P, and with
+in ``algorithms.standard.backward``, which also states what the forward saves (P, and with
 dropout P ∘ Z and a 1-byte mask). Theorem 5: Θ(N d + N²) HBM accesses, as the forward.
 Dropout (``--dropout p``): its own kernel between softmax and P V, as a framework runs it:
 reads P, writes P ∘ Z and the mask (N_q N_k (2e + 1) bytes), ⌈N_k/4⌉·100 RNG ops per row
@@ -35,11 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms import standard_bwd
+from algorithms.standard import backward as standard_bwd
 from algorithms.base import AlgorithmInfo, Plan
-from algorithms.common import heads_in_flight, iter_heads, new_output, placeholder
-from algorithms.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, plan_gemm
-from algorithms.passes import bound_for_passes, run_passes
+from algorithms.kernels.common import heads_in_flight, iter_heads, new_output, placeholder
+from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, plan_gemm
+from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 
 INFO = AlgorithmInfo(

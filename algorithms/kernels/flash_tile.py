@@ -9,15 +9,15 @@ diagonal tiles, or an element mask on a sparse pattern's partial tiles), updates
 max m, sum l and un-normalized accumulator acc in place with the online softmax, applies
 dropout to P when asked (regenerated on chip), and adds P V_j to acc. Per B_r x B_c tile it
 counts: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r d other ops
-(+ B_r B_c for a mask, + the dropout ops of ``algorithms.dropout``); B_r B_c + B_r exps.
+(+ B_r B_c for a mask, + the dropout ops of ``algorithms.kernels.dropout``); B_r B_c + B_r exps.
 ``finish_rows`` is the epilogue: O = acc / l, lse = m + log l.
 """
 import numpy as np
 from numba import njit
 
-from algorithms.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
                                scale_rows)
-from algorithms.dropout import FLASH_ELEMS_PER_CALL, dropout_tile, rng_ops
+from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_tile, rng_ops
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
                                SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from hwmodels.primitives import count_exp, count_other, load_rows, matmul_nn, matmul_nt

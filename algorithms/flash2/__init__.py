@@ -24,13 +24,13 @@ be resident per SM to hide latency — a modelling choice, in the spirit of FA-2
 configurations). Differences from the CUDA implementation: the simulator runs the tiles
 of a CTA in sequence; warps and the exp2/FMA fusion of the scale are not modelled.
 
-Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is ``algorithms.flash2_bwd``
+Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is ``algorithms.flash2.backward``
 (FA-2's preprocessing kernel D = rowsum(dO ∘ O), the main kernel parallel over K/V blocks with
 dQ accumulated in fp32 by atomic adds, and the dQ conversion kernel); it reads the saved O
 and lse. Its HBM traffic is Θ(N d + N² d / B_c) = Θ(N² d² / M) (Theorem 5 of the
 FlashAttention paper) and its matmul FLOPs are 2.5x the forward's (10 against 4 N_q N_k d,
 non-causal). Dropout (``--dropout p``): Z is regenerated on chip from the RNG state in both
-passes (no HBM traffic; RNG cost in ``algorithms.dropout``): per tile ⌈B_r B_c/16⌉·100 +
+passes (no HBM traffic; RNG cost in ``algorithms.kernels.dropout``): per tile ⌈B_r B_c/16⌉·100 +
 2 B_r B_c other ops in the forward, where P ∘ Z feeds P V while ℓ sums the undropped P.
 """
 from __future__ import annotations
@@ -41,14 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from algorithms import flash2_bwd
+from algorithms.flash2 import backward as flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
-from algorithms.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
+from algorithms.kernels.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
                                new_output, new_stats)
-from algorithms.dropout import dropout_args
-from algorithms.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
+from algorithms.kernels.dropout import dropout_args
+from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
                                    new_row_state)
-from algorithms.passes import bound_for_passes, run_passes
+from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import load_rows, store_rows, store_vector
 

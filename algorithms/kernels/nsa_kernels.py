@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from algorithms.common import online_softmax_tile
+from algorithms.kernels.common import online_softmax_tile
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
                                  load_rows, store_rows)
 

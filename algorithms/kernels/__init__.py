@@ -1,0 +1,20 @@
+"""The counted building blocks the algorithms share.
+
+Nothing here is registered or run on its own: each module is a piece that several
+algorithm modules (one level up) compose, and every byte and FLOP it moves goes through
+the counted primitives of ``hwmodels.primitives``.
+
+* ``common``            plan helpers, head iteration, causal-mask geometry, the online softmax
+* ``flash_tile``        FlashAttention-2's inner tile step (flash2, ring, the sparse family)
+* ``block_sparse_exec`` the CSR tile-list kernel behind local, sparse_transformer, longformer,
+                        bigbird, block_sparse and nsa's window
+* ``sparse_patterns``   the patterns themselves, as element masks and block layouts
+* ``splitkv``           packed-group split-KV attention and its combine (gqa, mla, nsa)
+* ``gemm``              cuBLAS-like tiled GEMMs (standard attention, mla's projections)
+* ``feature_kernels``, ``feature_attention``  the linear-attention family's state/apply kernels
+* ``nsa_kernels``       NSA's compression, compressed attention and top-n selection
+* ``radix_sort``        the LSD radix sort of Reformer's bucket ids
+* ``dropout``           the counter-based keep mask shared by every dropout pass and port
+* ``passes``            forward / backward / fwd+bwd composition for training workloads
+* ``decode_info``       KV-cache sizes and per-token decode timing for decode workloads
+"""
