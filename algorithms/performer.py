@@ -23,6 +23,11 @@ forward call has no steps, so here it means: ``none`` (default) — one W shared
 (batch, head), seeded by (seed, b, h), i.e. a fresh draw per head. Drawing W is host/setup
 work and is not counted; reading it is (once per CTA).
 
+``--features-kind``: ``orthogonal`` (default, FAVOR+) as above; ``iid`` draws the rows of W
+independently from N(0, I_d), the estimator the paper improves on (§2.4, Theorem 2: for
+positive features orthogonal rows give a strictly smaller mean squared error). Both cost the
+same: the kind changes only the values of W, never the counts.
+
 HBM traffic per head (w = P d e bytes of W, m features, T_q = ⌈N_q / B⌉; T_m = 1 feature
 slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
@@ -36,11 +41,14 @@ stabilizer is a running max (online rescaling of S, z) instead of a global max p
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option
 from algorithms.kernels import feature_attention as fa
+
+FEATURE_KINDS = ("orthogonal", "iid")
 
 INFO = AlgorithmInfo(
     name="performer",
@@ -55,6 +63,9 @@ INFO = AlgorithmInfo(
                validate=fa.check_seed),
         Option("redraw", str, "none", "none: one projection for all heads; head: a fresh "
                "draw per (batch, head)", choices=("none", "head")),
+        Option("features_kind", str, "orthogonal", "orthogonal: rows of W in orthogonal "
+               "blocks (FAVOR+); iid: i.i.d. Gaussian rows (the paper's baseline)",
+               choices=FEATURE_KINDS),
     ),
 )
 
@@ -64,11 +75,17 @@ def default_features(d: int) -> int:
     return max(1, round(d * math.log(d)))
 
 
-def plan(wl, gpu, sram_bytes: int, features=None, seed=None,
-         redraw: str = "none") -> fa.FeaturePlan:
+@dataclass(frozen=True)
+class PerformerPlan(fa.FeaturePlan):
+    features_kind: str = "orthogonal"   # how the rows of W are drawn (FEATURE_KINDS)
+
+
+def plan(wl, gpu, sram_bytes: int, features=None, seed=None, redraw: str = "none",
+         features_kind: str = "orthogonal") -> PerformerPlan:
     m = default_features(wl.head_dim) if features is None else int(features)
-    return fa.make_plan("performer", "positive", wl, sram_bytes, features=m, projections=m,
-                        seed=seed, redraw=redraw)
+    p = fa.make_plan("performer", "positive", wl, sram_bytes, features=m, projections=m,
+                     seed=seed, redraw=redraw)
+    return PerformerPlan(**vars(p), features_kind=features_kind)
 
 
 def orthogonal_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,12 +99,18 @@ def orthogonal_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return (w * lengths[:, None]).astype(np.float32)
 
 
-def projection_fn(p: fa.FeaturePlan, d: int, seed: int):
-    """(b, h) -> W for that head, per ``p.redraw``."""
+def iid_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """(m, d) float32: rows i.i.d. N(0, I_d), the unstructured estimator the paper compares
+    orthogonal features with (§2.4: orthogonality lowers the variance, Theorem 2)."""
+    return rng.standard_normal((m, d)).astype(np.float32)
+
+
+def projection_fn(p: PerformerPlan, d: int, seed: int):
+    """(b, h) -> W for that head, per ``p.redraw`` and ``p.features_kind``."""
+    draw = iid_gaussian if p.features_kind == "iid" else orthogonal_gaussian
     if p.redraw == "head":
-        return lambda b, h: orthogonal_gaussian(p.projections, d,
-                                                np.random.default_rng([seed, b, h]))
-    shared = orthogonal_gaussian(p.projections, d, np.random.default_rng(seed))
+        return lambda b, h: draw(p.projections, d, np.random.default_rng([seed, b, h]))
+    shared = draw(p.projections, d, np.random.default_rng(seed))
     return lambda b, h: shared
 
 

@@ -32,17 +32,39 @@ FLOPs: matmul 2 N D d per projection (Q and K), 2 N m d for the state and for ap
 2 N D sin/cos and N rsqrt per projection (special-function units). Bound: Θ(N d + N m d / B)
 bytes, FLOPs Θ(N m d).
 
-Differences from the paper: σ is a fixed option, not learned; the optional gating mechanism
-is not simulated. Trigonometric features can still make the denominator φ(q)·z small or
+Gating (``--gate``, causal only; the paper's §3.2 recency bias): g_t = σ(w_g·x_t + b_g),
+S_t = g_t S_{t-1} + (1 - g_t) φ(k_t) v_tᵀ, z_t likewise, run as a chunked sweep with the
+state decayed by the gates (``algorithms.kernels.feature_gate`` states the math and the
+counts it adds). x_t is the key k_t (the simulator has no layer input); w_g ~ N(0, I/d)
+from the seed (so w_g·k has s.d. about 1 on standard-normal keys) and b_g == ``gate_bias``
+(default 2: σ(2) ≈ 0.88, a memory of about 8 tokens) stand in for the learned parameters.
+The gated model is no longer softmax attention; ``error_vs_exact`` is then against the exact
+attention it approximates: weights exp(q̂·k̂/σ²)·(1 - g_j)·Π_{j<s<=i} g_s, i.e. softmax with
+the per-key bias log(1 - g_j) - Λ_j (Λ the running sum of log g; the query's own Λ_i
+cancels in the normalisation).
+
+Differences from the paper: σ, w_g and b_g are fixed, not learned; the gate reads the key,
+not the layer input. Trigonometric features can still make the denominator φ(q)·z small or
 negative at small D (the instability Performer's positive features address); a row whose
 denominator is exactly 0 outputs zeros.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option
 from algorithms.kernels import feature_attention as fa
+from algorithms.kernels import feature_gate as gk
+from algorithms.kernels.common import new_output, placeholder, placeholder_vector
+from algorithms.kernels.feature_kernels import KIND_TRIG
+from hwmodels.memory import SramOverflowError
+
+DEFAULT_GATE_BIAS = 2.0     # b_g: σ(2) ≈ 0.88 (our choice; the paper learns it)
+GATE_STREAM = 1             # the gate's random stream of the seed (W uses the seed itself)
 
 INFO = AlgorithmInfo(
     name="rfa",
@@ -58,15 +80,37 @@ INFO = AlgorithmInfo(
                validate=lambda v: None if v > 0 else "must be a positive number"),
         Option("seed", int, None, fa.SEED_HELP.format(what="projection W"),
                validate=fa.check_seed),
+        Option("gate", bool, False, "the paper's recency gate g_t = σ(w_g·k_t + b_g) on the "
+               "causal state (needs --causal)"),
+        Option("gate_bias", float, DEFAULT_GATE_BIAS, "b_g of the gate (with --gate); "
+               "σ(b_g) is the typical decay per token",
+               validate=lambda v: None if math.isfinite(v) else "must be a finite number"),
     ),
 )
 
 
-def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0,
-         seed=None) -> fa.FeaturePlan:
+@dataclass(frozen=True)
+class RFAPlan(fa.FeaturePlan):
+    gate: bool = False                  # the recency gate on the causal state
+    gate_bias: float = DEFAULT_GATE_BIAS
+
+
+def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0, seed=None,
+         gate: bool = False, gate_bias: float = DEFAULT_GATE_BIAS) -> RFAPlan:
     dfeat = wl.head_dim if features is None else int(features)
-    return fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
-                        seed=seed, sigma=float(sigma))
+    if gate:
+        gk.check_gate_workload("rfa", wl, "trig")
+    p = fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
+                     seed=seed, sigma=float(sigma))
+    if gate:
+        extra = sum(gk.gate_buffers(p.block, wl.head_dim, wl.elem_bytes).values())
+        if p.smem_bytes + extra > sram_bytes:
+            raise SramOverflowError(
+                f"rfa --gate needs {p.smem_bytes + extra:,} bytes of SRAM per CTA (the sweep's "
+                f"{p.smem_bytes:,} B plus {extra:,} B of gate parameters and values) but the "
+                f"budget is {sram_bytes:,} bytes; use fewer --features or a larger --sram-kb")
+        p = dataclasses.replace(p, smem_bytes=p.smem_bytes + extra)
+    return RFAPlan(**vars(p), gate=bool(gate), gate_bias=float(gate_bias))
 
 
 def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:
@@ -75,16 +119,62 @@ def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:
     return rng.standard_normal((p.projections, d)).astype(np.float32)
 
 
-def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:
+def gate_params(p: RFAPlan, d: int, seed: int) -> tuple[np.ndarray, np.float32]:
+    """(w_g (d,) float32 ~ N(0, I/d), b_g): one gate for every head, drawn from its own
+    stream of the seed (so W is the same with and without the gate)."""
+    rng = np.random.default_rng([seed, GATE_STREAM])
+    wg = (rng.standard_normal(d) / math.sqrt(d)).astype(np.float32)
+    return wg, np.float32(p.gate_bias)
+
+
+def run(wl, p: RFAPlan, inputs, rec, compute: bool) -> dict:
     w = projection(p, wl.head_dim, fa.resolve_seed(p.seed, inputs)) if compute else None
-    return fa.run_features("rfa", wl, p, inputs, rec, compute, lambda b, h: w)
+    if not p.gate:
+        return fa.run_features("rfa", wl, p, inputs, rec, compute, lambda b, h: w)
+    d, e = wl.head_dim, wl.elem_bytes
+    if compute:
+        gate = gate_params(p, d, fa.resolve_seed(p.seed, inputs))
+    else:
+        w, gate = placeholder(d), (placeholder_vector(), np.float32(0.0))
+    per_slice = p.tile_units
+    return gk.run_gated("rfa", wl, p, inputs, rec, compute, lambda b, h: w, lambda b, h: gate,
+                        KIND_TRIG, 1.0 / p.sigma,
+                        fa.causal_buffers(p.block, d, 2 * per_slice, per_slice, e),
+                        fa.combine_buffers(p.block, d), new_output(wl, compute))
 
 
-def reference(wl, p: fa.FeaturePlan, inputs):
-    """float64 RFA with the same W."""
-    w = projection(p, wl.head_dim, fa.resolve_seed(p.seed, inputs))
-    return fa.reference_attention("trig", inputs.q, inputs.k, inputs.v, wl.causal, wl.scale,
-                                  lambda b, h: w, sigma=p.sigma)
+def gate_logs(wl, p: RFAPlan, k, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(log(1 - g_j), Λ_j = Σ_{s<=j} log g_s), each (B, G, N_k) float64."""
+    wg, bg = gate_params(p, wl.head_dim, seed)
+    y = np.asarray(k, np.float64) @ wg.astype(np.float64) + float(bg)
+    return -np.logaddexp(0.0, y), np.cumsum(-np.logaddexp(0.0, -y), axis=-1)
+
+
+def reference(wl, p: RFAPlan, inputs):
+    """float64 RFA with the same W (and gate)."""
+    seed = fa.resolve_seed(p.seed, inputs)
+    w = projection(p, wl.head_dim, seed)
+    if not p.gate:
+        return fa.reference_attention("trig", inputs.q, inputs.k, inputs.v, wl.causal,
+                                      wl.scale, lambda b, h: w, sigma=p.sigma)
+    # gated: the chunk-free form, weights φ(q_i)·φ(k_j) (1 - g_j) exp(Λ_i - Λ_j), j <= i
+    log_one_minus, lam = gate_logs(wl, p, inputs.k, seed)         # (B, G, N_k) each
+    group = wl.heads // wl.kv_heads
+    off = wl.seq_k - wl.seq_q
+    pos = np.arange(wl.seq_q)[:, None] + off                      # query key positions
+    visible = np.arange(wl.seq_k)[None, :] <= pos
+    out = np.zeros(inputs.q.shape, dtype=np.float64)
+    for b in range(wl.batch):
+        for h in range(wl.heads):
+            g = h // group
+            fq = fa.reference_features("trig", inputs.q[b, h], w, wl.scale, False, p.sigma)
+            fk = fa.reference_features("trig", inputs.k[b, g], w, wl.scale, True, p.sigma)
+            log_d = log_one_minus[b, g][None, :] + lam[b, g][pos] - lam[b, g][None, :]
+            a = np.where(visible, (fq @ fk.T) * np.exp(np.minimum(log_d, 0.0)), 0.0)
+            den = a.sum(axis=1)
+            num = a @ np.asarray(inputs.v[b, g], dtype=np.float64)
+            out[b, h] = np.where(den[:, None] != 0, num / np.where(den == 0, 1, den)[:, None], 0)
+    return out
 
 
 def _unit(x):
@@ -93,10 +183,19 @@ def _unit(x):
     return x / np.where(nrm > 0, nrm, 1.0)
 
 
-def exact_problem(wl, p: fa.FeaturePlan, inputs):
+def exact_problem(wl, p: RFAPlan, inputs):
     """(q, k, v, mask) of the exact softmax attention RFA approximates: logits q̂·k̂/σ² (the
-    queries are pre-divided by σ² scale so that the reference's own scale gives that)."""
-    return _unit(inputs.q) / (p.sigma ** 2 * wl.scale), _unit(inputs.k), inputs.v, None
+    queries are pre-divided by σ² scale so that the reference's own scale gives that); with
+    the gate, plus the per-key bias log(1 - g_j) - Λ_j, carried by one more column (1/scale
+    on the queries, the bias on the keys)."""
+    q, k = _unit(inputs.q) / (p.sigma ** 2 * wl.scale), _unit(inputs.k)
+    if not p.gate:
+        return q, k, inputs.v, None
+    log_one_minus, lam = gate_logs(wl, p, inputs.k, fa.resolve_seed(p.seed, inputs))
+    bias = log_one_minus - lam
+    q = np.concatenate([q, np.full(q.shape[:-1] + (1,), 1.0 / wl.scale)], axis=-1)
+    k = np.concatenate([k, bias[..., None]], axis=-1)
+    return q, k, inputs.v, None
 
 
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:

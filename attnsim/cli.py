@@ -6,12 +6,14 @@ set ATTNSIM_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
 from algorithms.base import Option
 from algorithms.registry import algorithm_names, get_algorithm
+from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import GPUS, gpu_names
@@ -191,9 +193,15 @@ def cmd_run(a, extra_args: list[str]) -> int:
         raise ValueError(f"unrecognized argument(s) for {info.name}: {' '.join(unknown)}; "
                          f"its own options: {valid} (see 'attnsim list')")
     options = {k: v for k, v in vars(opts).items() if v is not None}
-    result = simulate(a.algorithm, workload_from_args(a), get_gpu(a.hw),
+    wl = workload_from_args(a)
+    inputs = None if a.count_only else make_inputs(wl, a.input_seed, family=a.inputs)
+    result = simulate(a.algorithm, wl, get_gpu(a.hw),
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
-                      options=options, seed=a.input_seed, timing=timing_from_args(a))
+                      options=options, seed=a.input_seed, inputs=inputs,
+                      timing=timing_from_args(a))
+    if inputs is not None:
+        result = dataclasses.replace(result, extra={
+            **result.extra, "inputs": {"family": a.inputs, "seed": a.input_seed}})
     emit(run_document(result).render(a.format), a.output)
     return 0
 
@@ -319,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input-seed", type=int, default=0,
                     help="seed of the random inputs (Q, K, V) in executed mode; an algorithm's "
                          "own --seed (random features, blocks, hashes) is its option")
+    pr.add_argument("--inputs", default="normal", choices=FAMILIES,
+                    help="input family in executed mode: normal (standard normal, diffuse "
+                         "attention), scaled (logits x4), clustered, lowrank, near_keys "
+                         "(attention with structure; attnsim.inputs documents each)")
     add_timing_args(pr)
     add_output_args(pr, ("text", "markdown", "json"))
     pr.set_defaults(func=cmd_run, takes_extra=True)
