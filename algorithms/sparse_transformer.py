@@ -25,10 +25,17 @@ B_r consecutive queries hits each period of l keys in about min(l, B_r + B_c) co
 IO bound: Θ(N d + N d (l / B_r + N / l)) = Θ(N^1.5 d) at l = √N (while l >= B; with
 l < B_c every tile holds an A2 key and the pattern visits all tiles, as dense FA-2).
 FLOPs: 4 d per attended pair rounded out to tiles: Θ(N √N d).
-Differences from the paper: its kernels reorder the sequence so that A2 becomes contiguous
-blocks; this kernel keeps the natural order and visits the tiles A2 touches, so small
-strides waste most of each tile (the report shows it). Heads are not split between A1
-and A2 (the "merged" variant only).
+Layouts (``--layout``): ``dense`` (default) keeps the natural order and visits the tiles A2
+touches, so strides below B_c waste most of each tile: the strided pattern visits every
+tile up to N = 16K (its work follows N² there) and the fixed pattern at l = 128 as many as
+dense attention. ``blocked`` is the paper's kernel layout (§5: a strided head "can be
+computed by transposing the matrix and computing a local window"): A1 runs as a sliding
+window in natural order, A2 (minus A1's keys) on queries and keys reordered by residue mod
+l, where it is l dense diagonal blocks, merged by log-sum-exp
+(``algorithms.kernels.strided_blocked`` states its kernels and traffic). Its work follows
+N √N: A1 Θ(N l d), A2 Θ(N² d / l). Strided pattern only.
+Differences from the paper: heads are not split between A1 and A2 (the "merged" variant
+only; the blocked layout runs the merged set as two kernels and one merge).
 """
 from __future__ import annotations
 
@@ -39,11 +46,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
+from algorithms.flash2 import THREADS_PER_CTA, smem_buffers
+from algorithms.kernels import strided_blocked as sb
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_pattern)
-from algorithms.kernels.sparse_patterns import FIXED, STRIDED, element_layout
+                                          positive_int, run_layout, run_pattern)
+from algorithms.kernels.common import for_each_head
+from algorithms.kernels.sparse_patterns import (FIXED, LOCAL, STRIDED, attended_pairs,
+                                                element_layout)
 from algorithms.kernels.sparse_patterns import element_mask as pattern_mask
 
+LAYOUTS = ("dense", "blocked")
 DEFAULT_SUMMARY = 8      # c: Child et al. 2019, §4.2: c ∈ {8, 16, 32} (the smallest)
 
 INFO = AlgorithmInfo(
@@ -59,6 +71,9 @@ INFO = AlgorithmInfo(
         Option("summary", int, DEFAULT_SUMMARY,
                "fixed pattern: c, the summary keys at the end of each block of l",
                validate=positive_int("summary keys per block")),
+        Option("layout", str, "dense", "dense: natural order, the tiles the pattern touches; "
+               "blocked: the paper's layout, strided keys reordered by residue into contiguous "
+               "blocks (strided pattern)", choices=LAYOUTS),
     ),
     count_only="exact: tiles from interval/residue arithmetic, no N² mask",
 )
@@ -69,6 +84,7 @@ class SparseTransformerPlan(TilePlan):
     stride: int
     pattern: str
     summary: int
+    layout: str = "dense"
 
 
 def default_stride(seq_k: int) -> int:
@@ -76,17 +92,22 @@ def default_stride(seq_k: int) -> int:
 
 
 def plan(wl, gpu, sram_bytes: int, stride: int | None = None, pattern: str = "strided",
-         summary: int = DEFAULT_SUMMARY) -> SparseTransformerPlan:
+         summary: int = DEFAULT_SUMMARY, layout: str = "dense") -> SparseTransformerPlan:
     stride = default_stride(wl.seq_k) if stride is None else stride
     if pattern == "fixed" and summary > stride:
         raise PlanError(f"sparse_transformer: --summary {summary} exceeds the block (--stride "
                         f"{stride}); the fixed pattern keeps c <= l summary keys per block of l")
+    if layout == "blocked" and pattern != "strided":
+        raise PlanError("sparse_transformer: --layout blocked reorders the strided pattern's "
+                        "keys; use --pattern strided, or --layout dense for the fixed pattern")
     return SparseTransformerPlan(**flash2_tile_plan(wl, gpu, sram_bytes), stride=stride,
-                                 pattern=pattern, summary=summary)
+                                 pattern=pattern, summary=summary, layout=layout)
 
 
 def pattern_params(p: SparseTransformerPlan) -> dict:
     params = {"pattern": p.pattern, "stride": p.stride}
+    if p.layout != "dense":
+        params["layout"] = p.layout
     return params if p.pattern == "strided" else {**params, "summary": p.summary}
 
 
@@ -108,14 +129,77 @@ def element_mask(wl, p: SparseTransformerPlan) -> np.ndarray:
 
 
 def run(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
+    if p.layout == "blocked":
+        return run_blocked(wl, p, inputs, rec, compute)
     return run_pattern(sys.modules[__name__], wl, p, inputs, rec, compute)
+
+
+def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
+    """The blocked layout: A1 as a window in natural order, then A2 minus A1 in residue order
+    merged into its output (``algorithms.kernels.strided_blocked``)."""
+    window = np.array([sb.local_window(p.stride, wl.causal)])
+    local = element_layout(LOCAL, window, wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
+    tiles = sb.strided_layout(p.stride, wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
+    q_lo, q_hi, row_ptr, k_lo, k_hi, partial = tiles
+    mask = element_mask(wl, p) if compute else None
+    _record_blocked(wl, p, rec, local, tiles, mask, compute)
+    local_mask = pattern_mask(LOCAL, window, wl.causal, wl.seq_q, wl.seq_k) if compute else None
+    out = run_layout(f"{INFO.name}_local", wl, p, local, local_mask, inputs, rec, compute)
+    if len(q_lo) == 0:
+        return out                                          # no key of A2 outside A1
+    d, e = wl.head_dim, wl.elem_bytes
+    c = rec.kernel(f"{INFO.name}_strided_fwd", ctas=len(q_lo) * wl.batch * wl.heads,
+                   buffers=smem_buffers(p.block_q, p.block_k, d, e),
+                   threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
+                   tc_path="mma_sync", overlap="serial",
+                   cta_work=np.maximum(np.diff(row_ptr), 1).astype(np.float64),
+                   matmul_dtype=wl.dtype)
+    perm_q = sb.residue_order(np.arange(wl.seq_q) + wl.seq_k - wl.seq_q, p.stride)
+    perm_k = sb.residue_order(np.arange(wl.seq_k), p.stride)
+    mask2 = (sb.strided_mask(p.stride, wl.causal, wl.seq_q, wl.seq_k, perm_q, perm_k)
+             if compute else np.empty((0, 0), dtype=np.bool_))
+
+    def head(c, b, h, q, k, v):
+        if not compute:
+            sb.strided_forward_head(c, q, k, v, q, q[:, 0], mask2, q_lo, q_hi, row_ptr, k_lo,
+                                    k_hi, partial, d, wl.scale, e, compute)
+            return
+        o_h, lse_h = out["o"][b, h], out["lse"][b, h]
+        o_p, lse_p = np.ascontiguousarray(o_h[perm_q]), np.ascontiguousarray(lse_h[perm_q])
+        sb.strided_forward_head(c, np.ascontiguousarray(q[perm_q]), np.ascontiguousarray(
+                                    k[perm_k]), np.ascontiguousarray(v[perm_k]), o_p, lse_p,
+                                mask2, q_lo, q_hi, row_ptr, k_lo, k_hi, partial, d, wl.scale,
+                                e, compute)
+        o_h[perm_q], lse_h[perm_q] = o_p, lse_p             # scattered rows, back in place
+    for_each_head(wl, inputs, compute, c, head)
+    return out
+
+
+def _record_blocked(wl, p, rec, local, tiles, mask, compute) -> None:
+    """The pattern on the result: the union's density, and the tiles of both kernels."""
+    _, _, row_ptr, k_lo, _, partial = tiles
+    kind, prm = _kind(p)
+    pairs = int(attended_pairs(kind, prm, wl.causal, wl.seq_q, wl.seq_k))
+    dense_tiles = -(-wl.seq_q // p.block_q) * -(-wl.seq_k // p.block_k)
+    visited = local.nnz + len(k_lo)
+    rec.info["pattern"] = {
+        "name": INFO.name, **pattern_params(p), "block_q": p.block_q, "block_k": p.block_k,
+        "density": pairs / (wl.seq_q * wl.seq_k), "block_density": visited / dense_tiles,
+        "blocks_visited": visited, "partial_blocks": local.n_partial + int(partial.sum()),
+        "attended_pairs": pairs, "local_blocks": local.nnz, "strided_blocks": len(k_lo)}
+    if compute:
+        rec.info["mask"] = mask
 
 
 def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
     """(N_q d + T_r K d) e with K the keys one row of tiles loads (see the docstring);
-    causal keeps one side of A1 and, on average, half of A2."""
+    causal keeps one side of A1 and, on average, half of A2. Blocked: each Q tile of a
+    residue run loads the run's N/l keys instead of min(l, B_r + B_c) per period."""
     l, br, bc = p.stride, p.block_q, p.block_k
     half = 0.5 if wl.causal else 1.0
+    if p.layout == "blocked":
+        keys = (1 if wl.causal else 2) * l + br + bc + half * wl.seq_k / l
+        return keys_io_bound(wl, br, keys)
     if p.pattern == "strided":
         keys = (1 if wl.causal else 2) * l + br + bc + half * wl.seq_k / l * min(l, br + bc)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnsim.inputs import make_inputs
+from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
 
 SWEEP_OPTION = {"rfa": "features", "performer": "features", "reformer": "hashes"}
@@ -18,7 +18,8 @@ SWEEP_OPTION = {"rfa": "features", "performer": "features", "reformer": "hashes"
 
 def sweep_accuracy(algorithm: str, workload, option: str | None = None, values=(),
                    gpu="h100", seeds=(0,), options: dict | None = None,
-                   input_seed: int = 0, magnitude: float = 1.0) -> list[dict]:
+                   input_seed: int = 0, magnitude: float = 1.0,
+                   family: str = "normal") -> list[dict]:
     """One row per value of ``option``: counted cost (the same for every seed) and the
     relative Frobenius error against exact softmax attention, averaged over ``seeds`` of
     the random features / hashes, on one fixed set of inputs.
@@ -31,13 +32,15 @@ def sweep_accuracy(algorithm: str, workload, option: str | None = None, values=(
         values: the option's values, e.g. (16, 64, 256).
         seeds: seeds of the random projection / rotations to average over.
         options: other fixed options of the algorithm.
-        input_seed, magnitude: the inputs (``make_inputs``).
+        input_seed, magnitude, family: the inputs (``make_inputs``; ``family`` one of
+            ``attnsim.inputs.FAMILIES``: errors on ``normal`` inputs measure noise against
+            a near-zero output, the structured families measure the approximation).
     Return:
         [{"value", "hbm_bytes", "flops", "predicted_s", "error_vs_exact",
           "error_vs_exact_per_seed"}, ...]
     """
     option = option or SWEEP_OPTION[algorithm]
-    inputs = make_inputs(workload, input_seed, magnitude)
+    inputs = make_inputs(workload, input_seed, magnitude, family=family)
     rows = []
     for value in values:
         errors, result = [], None
@@ -48,5 +51,21 @@ def sweep_accuracy(algorithm: str, workload, option: str | None = None, values=(
         rows.append({"value": value, "hbm_bytes": result.hbm_bytes, "flops": result.flops,
                      "predicted_s": result.time.predicted_s,
                      "error_vs_exact": float(np.mean(errors)),
+                     "error_vs_exact_per_seed": [float(x) for x in errors]})
+    return rows
+
+
+def error_by_family(algorithm: str, workload, gpu="h100", families=FAMILIES, seeds=(0,),
+                    options: dict | None = None, input_seed: int = 0) -> list[dict]:
+    """``error_vs_exact`` of one configuration on each input family, averaged over
+    ``seeds`` of the algorithm's randomness: [{"family", "error_vs_exact",
+    "error_vs_exact_per_seed"}, ...]."""
+    rows = []
+    for family in families:
+        inputs = make_inputs(workload, input_seed, family=family)
+        errors = [simulate(algorithm, workload, gpu, inputs=inputs,
+                           options={**(options or {}), "seed": seed}).error_vs_exact
+                  for seed in seeds]
+        rows.append({"family": family, "error_vs_exact": float(np.mean(errors)),
                      "error_vs_exact_per_seed": [float(x) for x in errors]})
     return rows
