@@ -85,7 +85,8 @@ def gates(c, x, wg, bg, rows, d, compute):
 
 @njit(cache=True)
 def decay_fold(c, phik, vj, lam, one_minus, s, z, cols, m, d, e, compute):
-    """S <- exp(Λ_last) S + (w ⊙ φ(K))ᵀ V, z likewise, w_j = (1 - g_j) exp(Λ_last - Λ_j)."""
+    """S <- exp(Λ_last) S + (w ⊙ φ(K))ᵀ V, z likewise, w_j = (1 - g_j) exp(Λ_last - Λ_j).
+    Counts the block's running sum Λ, which the chunk's intra part reuses."""
     count_other(c, cols)                                       # Λ = cumsum λ
     count_other(c, 2 * cols)                                   # Λ_last - Λ_j, x (1 - g_j)
     count_exp(c, cols)
@@ -149,7 +150,6 @@ def gated_causal_head(c, q, k, v, w, wg, bg, o, pnum, pden, t, seq_q, seq_k, d, 
         # -- intra-chunk part: A = (φ(Q_c) φ(K_c)ᵀ) ⊙ D, lower triangle --
         a = matmul_nt(c, phiq, phik, rows, rows, m, e, compute)
         count_other(c, rows * rows)                            # causal select
-        count_other(c, rows)                                   # Λ = cumsum λ
         count_other(c, 3 * rows * rows)                        # Λ_i - Λ_j, x (1 - g_j), A x D
         count_exp(c, rows * rows)
         cum = np.empty(0, dtype=np.float32)
