@@ -12,6 +12,7 @@ import numpy as np
 
 from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
+from attnsim.workload import Workload
 
 SWEEP_OPTION = {"rfa": "features", "performer": "features", "reformer": "hashes"}
 
@@ -69,3 +70,34 @@ def error_by_family(algorithm: str, workload, gpu="h100", families=FAMILIES, see
         rows.append({"family": family, "error_vs_exact": float(np.mean(errors)),
                      "error_vs_exact_per_seed": [float(x) for x in errors]})
     return rows
+
+
+# The report's table: each approximate algorithm at a cheap and a generous setting, so that
+# the rows show the error falling with features / hashes on every family.
+REPORT_WORKLOAD = Workload(batch=1, heads=1, seq_q=256, head_dim=64, dtype="fp16")
+REPORT_CONFIGS = (
+    ("performer", "m = 64, orthogonal", {"features": 64}, False),
+    ("performer", "m = 64, i.i.d.", {"features": 64, "features_kind": "iid"}, False),
+    ("performer", "m = 256, orthogonal", {"features": 256}, False),
+    ("rfa", "D = 16", {"features": 16}, False),
+    ("rfa", "D = 256", {"features": 256}, False),
+    ("rfa", "D = 256, gated (causal)", {"features": 256, "gate": True}, True),
+    ("reformer", "1 hash", {"hashes": 1}, False),
+    ("reformer", "4 hashes", {"hashes": 4}, False),
+)
+REPORT_SEEDS = (0, 1, 2)
+
+
+def family_error_table(gpu="h100", workload=REPORT_WORKLOAD, configs=REPORT_CONFIGS,
+                       seeds=REPORT_SEEDS, families=FAMILIES) -> list[dict]:
+    """``error_vs_exact`` of each (algorithm, setting) on each input family, averaged over
+    ``seeds`` of the algorithm's randomness (inputs from seed 0):
+    [{"algorithm", "setting", "options", "causal", "errors": {family: error}}, ...]."""
+    records = []
+    for algorithm, setting, options, causal in configs:
+        wl = workload.replace(causal=causal)
+        rows = error_by_family(algorithm, wl, gpu, families, seeds, options)
+        records.append({"algorithm": algorithm, "setting": setting, "options": options,
+                        "causal": causal, "workload": wl.to_dict(),
+                        "errors": {r["family"]: r["error_vs_exact"] for r in rows}})
+    return records

@@ -271,6 +271,23 @@ def _report_extras(a, gpu, wl):
     sec, sec_data = decode_section(gpu, wl)
     sections.append(sec)
     data["decode"] = sec_data
+    sections_approx, data_approx = _approx_sections(a, gpu, wl)
+    return sections + sections_approx, {**data, **data_approx}
+
+
+def _approx_sections(a, gpu, wl):
+    """The approximation-error table (executed, skipped by --no-accuracy) and the Sparse
+    Transformer's two layouts (count-only)."""
+    from attnsim.approx_sweep import REPORT_SEEDS, family_error_table
+    from attnsim.sparse_compare import sparse_transformer_layouts
+    from reports.approx import family_error_section, sparse_layout_section
+    sections, data = [], {}
+    if not a.no_accuracy:
+        data["approx_error_by_family"] = family_error_table(gpu)
+        sections.append(family_error_section(data["approx_error_by_family"], len(REPORT_SEEDS)))
+    data["sparse_transformer_layouts"] = sparse_transformer_layouts(
+        gpu, wl, sram_bytes=sram_bytes_from_args(a))
+    sections.append(sparse_layout_section(data["sparse_transformer_layouts"], wl.describe()))
     return sections, data
 
 

@@ -142,3 +142,13 @@ def test_blocked_layout_is_for_the_strided_pattern():
     with pytest.raises(PlanError, match="--pattern strided"):
         simulate("sparse_transformer", Workload(seq_q=256, head_dim=32), "h100",
                  compute=False, options={"layout": "blocked", "pattern": "fixed"})
+
+
+def test_the_gpu_port_refuses_the_blocked_layout():
+    from algorithms import ports
+    from algorithms.sparse_transformer import plan
+    from hwmodels import get_gpu
+    wl = Workload(batch=1, heads=2, seq_q=256, head_dim=64)
+    p = plan(wl, get_gpu("h100"), 228 * 1024 - 1024, layout="blocked")
+    with pytest.raises(ports.PortUnsupported, match="--layout blocked"):
+        ports.port_launches("sparse_transformer", wl, p)

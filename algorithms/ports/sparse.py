@@ -10,9 +10,10 @@ from dataclasses import replace
 import numpy as np
 
 from algorithms.kernels.common import cdiv
-from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, algorithm_module,
-                                   check_common, check_mma_tiles, flash_tile_smem, head_args,
-                                   out_tensor, qkv_tensors, stats_tensor)
+from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
+                                   algorithm_module, check_common, check_mma_tiles,
+                                   flash_tile_smem, head_args, out_tensor, qkv_tensors,
+                                   stats_tensor)
 from algorithms.ports.dense import standard_port
 
 
@@ -21,6 +22,9 @@ def block_sparse_family_port(name: str):
     CSR form; ``element_mask(wl, plan)`` the boolean (N_q, N_k) pattern)."""
     def port(wl, plan, extra=None) -> PortLaunches:
         check_common(name, wl)
+        if getattr(plan, "layout", "dense") != "dense":
+            raise PortUnsupported(f"the {name} port runs the natural-order tile list; "
+                                  f"--layout {plan.layout} is simulated only (use --layout dense)")
         bq, bk, d = plan.block_q, plan.block_k, wl.head_dim
         check_mma_tiles(name, bq, bk)
         module = algorithm_module(name)
