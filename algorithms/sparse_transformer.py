@@ -31,9 +31,11 @@ tile up to N = 16K (its work follows N² there) and the fixed pattern at l = 128
 dense attention. ``blocked`` is the paper's kernel layout (§5: a strided head "can be
 computed by transposing the matrix and computing a local window"): A1 runs as a sliding
 window in natural order, A2 (minus A1's keys) on queries and keys reordered by residue mod
-l, where it is l dense diagonal blocks, merged by log-sum-exp
-(``algorithms.kernels.strided_blocked`` states its kernels and traffic). Its work follows
-N √N: A1 Θ(N l d), A2 Θ(N² d / l). Strided pattern only.
+l, where it is l dense diagonal blocks, merged by log-sum-exp;
+for the fixed pattern A1 is the own block and the summary keys are gathered into one
+contiguous run ("fixed attention positions can be aggregated and computed in blocks").
+``algorithms.kernels.sparse_blocked`` states the kernels and their traffic. Strided work
+follows N √N: A1 Θ(N l d), A2 Θ(N² d / l); fixed Θ(N l d + N² c d / l).
 Differences from the paper: heads are not split between A1 and A2 (the "merged" variant
 only; the blocked layout runs the merged set as two kernels and one merge).
 """
@@ -47,10 +49,10 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.flash2 import THREADS_PER_CTA, smem_buffers
-from algorithms.kernels import strided_blocked as sb
+from algorithms.kernels import sparse_blocked as sb
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           positive_int, run_layout, run_pattern)
-from algorithms.kernels.common import for_each_head
+from algorithms.kernels.common import finish_heads, for_each_head
 from algorithms.kernels.sparse_patterns import (FIXED, LOCAL, STRIDED, attended_pairs,
                                                 element_layout)
 from algorithms.kernels.sparse_patterns import element_mask as pattern_mask
@@ -72,8 +74,8 @@ INFO = AlgorithmInfo(
                "fixed pattern: c, the summary keys at the end of each block of l",
                validate=positive_int("summary keys per block")),
         Option("layout", str, "dense", "dense: natural order, the tiles the pattern touches; "
-               "blocked: the paper's layout, strided keys reordered by residue into contiguous "
-               "blocks (strided pattern)", choices=LAYOUTS),
+               "blocked: the paper's layout, A2 made contiguous (strided: keys reordered by "
+               "residue; fixed: summary keys gathered)", choices=LAYOUTS),
     ),
     count_only="exact: tiles from interval/residue arithmetic, no N² mask",
 )
@@ -97,9 +99,6 @@ def plan(wl, gpu, sram_bytes: int, stride: int | None = None, pattern: str = "st
     if pattern == "fixed" and summary > stride:
         raise PlanError(f"sparse_transformer: --summary {summary} exceeds the block (--stride "
                         f"{stride}); the fixed pattern keeps c <= l summary keys per block of l")
-    if layout == "blocked" and pattern != "strided":
-        raise PlanError("sparse_transformer: --layout blocked reorders the strided pattern's "
-                        "keys; use --pattern strided, or --layout dense for the fixed pattern")
     return SparseTransformerPlan(**flash2_tile_plan(wl, gpu, sram_bytes), stride=stride,
                                  pattern=pattern, summary=summary, layout=layout)
 
@@ -135,44 +134,72 @@ def run(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
 
 
 def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dict:
-    """The blocked layout: A1 as a window in natural order, then A2 minus A1 in residue order
-    merged into its output (``algorithms.kernels.strided_blocked``)."""
-    window = np.array([sb.local_window(p.stride, wl.causal)])
-    local = element_layout(LOCAL, window, wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
-    tiles = sb.strided_layout(p.stride, wl.causal, wl.seq_q, wl.seq_k, p.block_q, p.block_k)
-    q_lo, q_hi, row_ptr, k_lo, k_hi, partial = tiles
-    mask = element_mask(wl, p) if compute else None
-    _record_blocked(wl, p, rec, local, tiles, mask, compute)
-    local_mask = pattern_mask(LOCAL, window, wl.causal, wl.seq_q, wl.seq_k) if compute else None
+    """The blocked layout: A1 in natural order, then A2 minus A1 in the blocked order (keys
+    by residue for strided, the summary keys gathered for fixed) merged into its output
+    (``algorithms.kernels.sparse_blocked``)."""
+    local_kind, local_prm = _local_part(wl, p)
+    local = element_layout(local_kind, local_prm, wl.causal, wl.seq_q, wl.seq_k, p.block_q,
+                           p.block_k)
+    order_q, order_k, tiles = _blocked_part(wl, p)
+    q_lo = tiles[0]
+    _record_blocked(wl, p, rec, local, tiles, element_mask(wl, p) if compute else None,
+                    compute)
+    local_mask = (pattern_mask(local_kind, local_prm, wl.causal, wl.seq_q, wl.seq_k)
+                  if compute else None)
     out = run_layout(f"{INFO.name}_local", wl, p, local, local_mask, inputs, rec, compute)
     if len(q_lo) == 0:
         return out                                          # no key of A2 outside A1
     d, e = wl.head_dim, wl.elem_bytes
-    c = rec.kernel(f"{INFO.name}_strided_fwd", ctas=len(q_lo) * wl.batch * wl.heads,
+    c = rec.kernel(f"{INFO.name}_blocked_fwd", ctas=len(q_lo) * wl.batch * wl.heads,
                    buffers=smem_buffers(p.block_q, p.block_k, d, e),
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial",
-                   cta_work=np.maximum(np.diff(row_ptr), 1).astype(np.float64),
+                   cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
                    matmul_dtype=wl.dtype)
-    perm_q = sb.residue_order(np.arange(wl.seq_q) + wl.seq_k - wl.seq_q, p.stride)
-    perm_k = sb.residue_order(np.arange(wl.seq_k), p.stride)
-    mask2 = (sb.strided_mask(p.stride, wl.causal, wl.seq_q, wl.seq_k, perm_q, perm_k)
-             if compute else np.empty((0, 0), dtype=np.bool_))
+    if not compute:
+        none = np.empty((0, d), dtype=np.float32)
+        sb.blocked_forward_head(c, none, none, none, none, np.empty(0, np.float32),
+                                np.empty((0, 0), np.bool_), *tiles, d, wl.scale, e, compute)
+        finish_heads(c, wl, compute)
+        return out
+    if p.pattern == "strided":
+        mask2 = sb.strided_mask(p.stride, wl.causal, wl.seq_q, wl.seq_k, order_q, order_k)
+    else:
+        mask2 = sb.fixed_mask(p.stride, wl.causal, wl.seq_q, wl.seq_k, order_k)
 
     def head(c, b, h, q, k, v):
-        if not compute:
-            sb.strided_forward_head(c, q, k, v, q, q[:, 0], mask2, q_lo, q_hi, row_ptr, k_lo,
-                                    k_hi, partial, d, wl.scale, e, compute)
-            return
         o_h, lse_h = out["o"][b, h], out["lse"][b, h]
-        o_p, lse_p = np.ascontiguousarray(o_h[perm_q]), np.ascontiguousarray(lse_h[perm_q])
-        sb.strided_forward_head(c, np.ascontiguousarray(q[perm_q]), np.ascontiguousarray(
-                                    k[perm_k]), np.ascontiguousarray(v[perm_k]), o_p, lse_p,
-                                mask2, q_lo, q_hi, row_ptr, k_lo, k_hi, partial, d, wl.scale,
-                                e, compute)
-        o_h[perm_q], lse_h[perm_q] = o_p, lse_p             # scattered rows, back in place
+        o_p, lse_p = np.ascontiguousarray(o_h[order_q]), np.ascontiguousarray(lse_h[order_q])
+        sb.blocked_forward_head(c, np.ascontiguousarray(q[order_q]),
+                                np.ascontiguousarray(k[order_k]),
+                                np.ascontiguousarray(v[order_k]), o_p, lse_p, mask2, *tiles,
+                                d, wl.scale, e, compute)
+        o_h[order_q], lse_h[order_q] = o_p, lse_p           # rows back in natural order
     for_each_head(wl, inputs, compute, c, head)
     return out
+
+
+def _local_part(wl, p):
+    """A1 as an element pattern: strided, a window of the last (and next) l keys; fixed,
+    the query's own block (the fixed pattern with no summary keys)."""
+    if p.pattern == "strided":
+        return LOCAL, np.array([sb.strided_local_window(p.stride, wl.causal)])
+    return FIXED, np.array([p.stride, 0])
+
+
+def _blocked_part(wl, p):
+    """(query order, key order, tiles) of the blocked kernel."""
+    if p.pattern == "strided":
+        order_q = sb.residue_order(np.arange(wl.seq_q) + wl.seq_k - wl.seq_q, p.stride)
+        order_k = sb.residue_order(np.arange(wl.seq_k), p.stride)
+        tiles = sb.strided_layout(p.stride, wl.causal, wl.seq_q, wl.seq_k, p.block_q,
+                                  p.block_k)
+    else:
+        order_q = np.arange(wl.seq_q)
+        order_k = sb.summary_positions(p.stride, p.summary, wl.seq_k)
+        tiles = sb.fixed_layout(p.stride, p.summary, wl.causal, wl.seq_q, wl.seq_k, p.block_q,
+                                p.block_k)
+    return order_q, order_k, tiles
 
 
 def _record_blocked(wl, p, rec, local, tiles, mask, compute) -> None:
@@ -186,7 +213,7 @@ def _record_blocked(wl, p, rec, local, tiles, mask, compute) -> None:
         "name": INFO.name, **pattern_params(p), "block_q": p.block_q, "block_k": p.block_k,
         "density": pairs / (wl.seq_q * wl.seq_k), "block_density": visited / dense_tiles,
         "blocks_visited": visited, "partial_blocks": local.n_partial + int(partial.sum()),
-        "attended_pairs": pairs, "local_blocks": local.nnz, "strided_blocks": len(k_lo)}
+        "attended_pairs": pairs, "local_blocks": local.nnz, "blocked_blocks": len(k_lo)}
     if compute:
         rec.info["mask"] = mask
 
@@ -197,9 +224,11 @@ def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
     residue run loads the run's N/l keys instead of min(l, B_r + B_c) per period."""
     l, br, bc = p.stride, p.block_q, p.block_k
     half = 0.5 if wl.causal else 1.0
-    if p.layout == "blocked":
+    if p.layout == "blocked" and p.pattern == "strided":
         keys = (1 if wl.causal else 2) * l + br + bc + half * wl.seq_k / l
         return keys_io_bound(wl, br, keys)
+    if p.layout == "blocked":
+        return keys_io_bound(wl, br, l + br + bc + half * wl.seq_k * p.summary / l)
     if p.pattern == "strided":
         keys = (1 if wl.causal else 2) * l + br + bc + half * wl.seq_k / l * min(l, br + bc)
     else:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from algorithms.base import PlanError
-from algorithms.kernels import strided_blocked as sb
+from algorithms.kernels import sparse_blocked as sb
 from algorithms.kernels.sparse_patterns import LOCAL, STRIDED, element_mask
 from attnsim import Workload, attention_reference, make_inputs, relative_error, simulate
 from attnsim.sparse_compare import compare_with_dense
@@ -47,7 +47,7 @@ def test_window_and_residue_blocks_split_the_pattern(causal):
     """A1 (the window kernel) and A2 minus A1 (the residue kernel, mapped back to natural
     order) are disjoint and together are the strided pattern."""
     seq_q, seq_k, l = 120, 150, 7
-    local = element_mask(LOCAL, np.array([sb.local_window(l, causal)]), causal, seq_q, seq_k)
+    local = element_mask(LOCAL, np.array([sb.strided_local_window(l, causal)]), causal, seq_q, seq_k)
     perm_q = sb.residue_order(np.arange(seq_q) + seq_k - seq_q, l)
     perm_k = sb.residue_order(np.arange(seq_k), l)
     blocked = sb.strided_mask(l, causal, seq_q, seq_k, perm_q, perm_k)
@@ -87,7 +87,7 @@ def test_strided_kernel_counts_match_the_closed_form():
     wl = Workload(batch=1, heads=heads, seq_q=l * l, head_dim=d)
     r = simulate("sparse_transformer", wl, "h100", compute=False, options=BLOCKED)
     assert r.plan["stride"] == l and r.plan["block_q"] >= l and r.plan["block_k"] >= l
-    (k,) = [k for k in r.kernels if k.name == "sparse_transformer_strided_fwd"]
+    (k,) = [k for k in r.kernels if k.name == "sparse_transformer_blocked_fwd"]
     c, e, rows = k.counts(), 2, l
     assert k.ctas == l * heads
     assert c["hbm_read_bytes"] == heads * l * (8 + rows * d * e + 4 + 2 * l * d * e
@@ -138,10 +138,59 @@ def test_blocked_layout_saves_work_at_16k():
     assert c.to_dict()["pattern"]["layout"] == "blocked" and c.flop_saving > 1
 
 
-def test_blocked_layout_is_for_the_strided_pattern():
-    with pytest.raises(PlanError, match="--pattern strided"):
-        simulate("sparse_transformer", Workload(seq_q=256, head_dim=32), "h100",
-                 compute=False, options={"layout": "blocked", "pattern": "fixed"})
+def paper_fixed_mask(seq_q, seq_k, stride, summary, causal):
+    """A1 ∪ A2 of the fixed pattern: ⌊j/l⌋ == ⌊p/l⌋ or j mod l >= l - c; causal j <= p."""
+    p = np.arange(seq_q)[:, None] + seq_k - seq_q
+    j = np.arange(seq_k)[None, :]
+    allowed = (j // stride == p // stride) | (j % stride >= stride - summary)
+    return allowed & (j <= p) if causal else allowed
+
+
+@pytest.mark.parametrize("shape", [(300, 300, 32, False), (300, 300, 32, True),
+                                   (200, 333, 32, True), (97, 160, 16, False)])
+@pytest.mark.parametrize("stride,summary", [(16, 4), (40, 8), (7, 7)])
+def test_fixed_blocked_output_is_exact_masked_attention(shape, stride, summary):
+    seq_q, seq_k, d, causal = shape
+    wl = Workload(batch=1, heads=2, kv_heads=1, seq_q=seq_q, seq_k=seq_k, head_dim=d,
+                  causal=causal)
+    opts = {"layout": "blocked", "pattern": "fixed", "stride": stride, "summary": summary}
+    x = make_inputs(wl, 4)
+    r = simulate("sparse_transformer", wl, "h100", inputs=x, options=opts)
+    exact, _ = attention_reference(x.q, x.k, x.v, causal=causal, scale=wl.scale,
+                                   mask=paper_fixed_mask(seq_q, seq_k, stride, summary, causal))
+    assert relative_error(r.outputs["o"], exact) < 2e-6
+    assert (r.counts == simulate("sparse_transformer", wl, "h100", compute=False,
+                                 options=opts).counts)
+
+
+def test_fixed_layout_tiles_hold_exactly_the_summary_pairs():
+    for causal in (False, True):
+        seq_q, seq_k, l, c, bq, bk = 150, 180, 12, 3, 16, 8
+        keys = sb.summary_positions(l, c, seq_k)
+        assert np.array_equal(keys, np.flatnonzero(np.arange(seq_k) % l >= l - c))
+        mask = sb.fixed_mask(l, causal, seq_q, seq_k, keys)
+        q_lo, q_hi, row_ptr, k_lo, k_hi, partial = sb.fixed_layout(l, c, causal, seq_q, seq_k,
+                                                                   bq, bk)
+        covered = np.zeros_like(mask)
+        for i in range(len(q_lo)):
+            for t in range(row_ptr[i], row_ptr[i + 1]):
+                tile = mask[q_lo[i]:q_hi[i], k_lo[t]:k_hi[t]]
+                assert tile.any() and partial[t] == (not tile.all())
+                covered[q_lo[i]:q_hi[i], k_lo[t]:k_hi[t]] = True
+        assert not (mask & ~covered).any()
+
+
+def test_fixed_blocked_layout_does_a_fraction_of_dense_work_at_l_128():
+    """The paper's fixed pattern, l = 128, c = 8: natural order visits every tile (as much
+    work as dense attention); the blocked layout does about c/l of it plus the own blocks."""
+    wl = Workload(batch=1, heads=16, seq_q=16384, head_dim=64)
+    opts = {"pattern": "fixed", "stride": 128, "summary": 8}
+    dense = simulate("sparse_transformer", wl, "h100", compute=False, options=opts)
+    blocked = simulate("sparse_transformer", wl, "h100", compute=False,
+                       options={**opts, "layout": "blocked"})
+    assert dense.extra["pattern"]["block_density"] == 1.0
+    assert blocked.counts["matmul_flops"] * 8 < dense.counts["matmul_flops"]
+    assert blocked.hbm_bytes * 8 < dense.hbm_bytes
 
 
 def test_the_gpu_port_refuses_the_blocked_layout():

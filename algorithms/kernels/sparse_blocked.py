@@ -1,35 +1,42 @@
-"""The Sparse Transformer's blocked layout for the strided pattern — Child et al. 2019 (arXiv
-1904.10509), §5: "attention with a stride of k can be computed by transposing the matrix and
-computing a local window".
+"""The Sparse Transformer's blocked layouts — Child et al. 2019 (arXiv 1904.10509), §5:
+"attention with a stride of k can be computed by transposing the matrix and computing a
+local window. Fixed attention positions can be aggregated and computed in blocks."
 
-In natural order the strided pattern's second set A2 = {j : (p - j) mod l == 0} puts one key
-in every l columns, so with l < B_c every tile holds one and a block-sparse kernel visits all
-of them (N² work until N is large). Reordered by residue (p mod l, then p), the queries and
-keys of residue r form contiguous runs of about N/l rows, and A2 becomes l dense diagonal
-blocks of (N/l) x (N/l): N²/l pairs, N√N at l = √N, with every tile full.
+In natural order the second set A2 of either pattern puts keys in every period of l columns
+(strided: one every l; fixed: the last c of every block of l), so with l < B_c every tile
+holds some and a block-sparse kernel visits all of them (N² work until N is large). The
+blocked layouts make A2 contiguous:
+
+* strided, A2 = {j : (p - j) mod l == 0}: queries and keys reordered by residue
+  (p mod l, then p) form runs of about N/l rows, and A2 becomes l dense diagonal blocks of
+  (N/l) x (N/l): N²/l pairs, N√N at l = √N, every tile full but for the band below.
+* fixed, A2 = {j : j mod l >= l - c}: the summary keys gathered into one contiguous run of
+  N c / l keys that every query reads (queries keep their order): N² c / l pairs, dense tiles.
 
 Two kernels per head (FlashAttention-2 tiles, ``algorithms.kernels.flash_tile``):
 
-* ``<name>_local_fwd``: A1 = {j : |p - j| <= l} (causal: p - l <= j <= p) in natural order,
-  the sliding-window kernel of ``block_sparse_exec`` (a window of l + 1 causal, 2l + 1 not);
-  writes O and lse.
-* ``<name>_strided_fwd``: A2 \\ A1 in residue order. Q tiles never cross a residue run
-  (varlen tiling, as flash-attn's varlen kernels): the Q tile of run r holding rows s0..s1
-  (p = r + l s) visits the K tiles t0..t1 of the same run with a pair left, i.e.
-  causal t0 <= s1 - 2 (full when t1 <= s0 - 2), non-causal some |s - t| >= 2 (full when
-  none has |s - t| <= 1): keys l or 0 apart are A1's. Its rows are gathered by a stride-l
+* ``<name>_local_fwd``: A1 in natural order with ``block_sparse_exec``'s kernel: strided
+  A1 = {j : |p - j| <= l} (causal p - l <= j <= p) as a sliding window of l + 1 (causal) or
+  2l + 1 keys; fixed A1 = the query's own block of l (the fixed pattern with c = 0). Writes O
+  and lse.
+* ``<name>_blocked_fwd``: A2 minus A1 in the blocked order. Strided: Q tiles never cross a
+  residue run (varlen tiling, as flash-attn's varlen kernels): the Q tile of run r holding
+  rows s0..s1 (p = r + l s) visits the K tiles t0..t1 of the same run with a pair left,
+  i.e. causal t0 <= s1 - 2 (full when t1 <= s0 - 2), non-causal some |s - t| >= 2 (full when
+  none has |s - t| <= 1): keys l or 0 apart are A1's. Fixed: natural Q tiles against the
+  gathered summary keys of other blocks (causal: earlier blocks). Rows are gathered by a
   row index (each row d e contiguous bytes, so the reordering costs no extra bytes); the
   epilogue merges with the local kernel's O and lse as split-KV attention does
   (lse = log(e^lse1 + e^lse2)), reading O, lse and writing them back. Q tiles with no key
   tile are not launched (the local kernel's output stands).
 
-HBM traffic of the strided kernel per head (e = storage bytes; Q_t = its Q tiles with work,
+HBM traffic of the blocked kernel per head (e = storage bytes; Q_t = its Q tiles with work,
 tiles of r_t x c_t):
     reads  = Σ_{Q_t} (r d e + 8 + r d e + 4 r) + Σ_tiles (2 c_t d e + 4)
     writes = Σ_{Q_t} (r d e + 4 r)
 FLOPs: the tile step's (4 r c d matmul per tile), plus per merged row other 3d + 4, exp 3.
-Bound: Θ(N d + N d (l / B_r + N / l)) = Θ(N^1.5 d) at l = √N, the A2 term now N/l keys
-per Q tile instead of min(l, B_r + B_c) N/l.
+Bound: strided Θ(N d + N d (l / B_r + N / l)) = Θ(N^1.5 d) at l = √N (the A2 term N/l keys
+per Q tile instead of min(l, B_r + B_c) N/l); fixed Θ(N d + N d (l + N c / l) / B_r).
 """
 from __future__ import annotations
 
@@ -47,7 +54,7 @@ def residue_order(positions: np.ndarray, stride: int) -> np.ndarray:
     return np.lexsort((positions, positions % stride))
 
 
-def local_window(stride: int, causal: bool) -> int:
+def strided_local_window(stride: int, causal: bool) -> int:
     """The LOCAL pattern's w that gives A1: causal (p - w, p] = [p - l, p]; else |p - j| <=
     w // 2 = l."""
     return stride + 1 if causal else 2 * stride
@@ -119,6 +126,72 @@ def _grow(arr, n):
     return out
 
 
+@njit(cache=True)
+def fixed_layout(stride, summary, causal, seq_q, seq_k, bq, bk):
+    """Tiles of the fixed pattern's blocked kernel: natural Q tiles against the gathered
+    summary keys (g -> position (g // c) l + l - c + g mod c), the same arrays as
+    ``strided_layout``. A pair is allowed when the key's block differs from the query's
+    (causal: is earlier)."""
+    off = seq_k - seq_q
+    n_sum = summary_positions(stride, summary, seq_k).shape[0]
+    tr = (seq_q + bq - 1) // bq
+    cap = 1024
+    q_lo = np.empty(tr, np.int64)
+    q_hi = np.empty(tr, np.int64)
+    row_ptr = np.zeros(tr + 1, np.int64)
+    k_lo = np.empty(cap, np.int64)
+    k_hi = np.empty(cap, np.int64)
+    full = np.empty(cap, np.bool_)
+    nq_tiles = 0
+    n = 0
+    for i in range(tr):
+        r0, r1 = i * bq, min((i + 1) * bq, seq_q)
+        b0 = (r0 + off) // stride                       # blocks of the tile's queries
+        b1 = (r1 - 1 + off) // stride
+        start = n
+        for g0 in range(0, n_sum, bk):
+            g1 = min(g0 + bk, n_sum)
+            kb0, kb1 = g0 // summary, (g1 - 1) // summary   # blocks of the tile's keys
+            if causal:
+                if kb0 >= b1:
+                    break
+                is_full = kb1 < b0
+            else:
+                if b0 == b1 == kb0 == kb1:
+                    continue
+                is_full = kb1 < b0 or kb0 > b1
+            if n == k_lo.shape[0]:
+                k_lo, k_hi, full = _grow(k_lo, n), _grow(k_hi, n), _grow(full, n)
+            k_lo[n], k_hi[n], full[n] = g0, g1, is_full
+            n += 1
+        if n > start:
+            q_lo[nq_tiles], q_hi[nq_tiles] = r0, r1
+            row_ptr[nq_tiles + 1] = n
+            nq_tiles += 1
+    return (q_lo[:nq_tiles].copy(), q_hi[:nq_tiles].copy(), row_ptr[:nq_tiles + 1].copy(),
+            k_lo[:n].copy(), k_hi[:n].copy(), ~full[:n])
+
+
+@njit(cache=True)
+def summary_positions(stride, summary, seq_k):
+    """Key positions j < N_k with j mod l >= l - c, ascending (the gathered order)."""
+    out = np.empty(seq_k, np.int64)
+    n = 0
+    for j in range(seq_k):
+        if j % stride >= stride - summary:
+            out[n] = j
+            n += 1
+    return out[:n].copy()
+
+
+def fixed_mask(stride: int, causal: bool, seq_q: int, seq_k: int, positions):
+    """Boolean mask of A2 minus A1 of the fixed pattern, queries in natural order, keys the
+    gathered summary ``positions`` (executed mode: small N)."""
+    blk_q = ((np.arange(seq_q) + seq_k - seq_q) // stride)[:, None]
+    blk_k = (positions // stride)[None, :]
+    return blk_k < blk_q if causal else blk_k != blk_q
+
+
 def strided_mask(stride: int, causal: bool, seq_q: int, seq_k: int, perm_q, perm_k):
     """Boolean mask of A2 \\ A1 in residue order (executed mode: small N)."""
     p = (perm_q + seq_k - seq_q)[:, None]
@@ -128,9 +201,9 @@ def strided_mask(stride: int, causal: bool, seq_q: int, seq_k: int, perm_q, perm
 
 
 @njit(cache=True, nogil=True)
-def strided_forward_head(c, q, k, v, o, lse, mask, q_lo, q_hi, row_ptr, k_lo, k_hi, partial,
+def blocked_forward_head(c, q, k, v, o, lse, mask, q_lo, q_hi, row_ptr, k_lo, k_hi, partial,
                          d, scale, e, compute):
-    """One head of the strided kernel, all arrays in residue order: each Q tile (one CTA)
+    """One head of the blocked kernel, all arrays in the blocked order: each Q tile (one CTA)
     runs the online softmax over its key ranges, then merges with the local kernel's O, lse
     of its rows (already in ``o``, ``lse``) and writes them back."""
     for i in range(q_lo.shape[0]):
