@@ -61,25 +61,31 @@ def compare_with_dense(algorithm: str, wl: Workload, gpu="h100", *, options: dic
 
 
 LAYOUT_SEQS = (4096, 16384, 65536)
+FIXED_OPTIONS = {"stride": 128, "summary": 8}     # Child et al. §4.2: l = 128, c = 8
 
 
 def sparse_transformer_layouts(gpu="h100", wl: Workload | None = None, seqs=LAYOUT_SEQS,
                                sram_bytes: int | None = None) -> list[dict]:
-    """The strided Sparse Transformer (l = √N) in natural order (``dense`` layout) and in
-    the paper's blocked layout, count-only, at each N: one record per (N, layout) with HBM
+    """The Sparse Transformer in natural order (``dense`` layout) and in the paper's blocked
+    layout, count-only, at each N: the strided pattern at l = √N and the fixed pattern at
+    the paper's l = 128, c = 8 (FIXED_OPTIONS). One record per (pattern, N, layout) with HBM
     bytes, FLOPs, predicted time, tiles visited and the fraction of dense tiles."""
     wl = wl or Workload(batch=4, heads=16, seq_q=4096, head_dim=128, dtype="fp16")
     records = []
-    for n in seqs:
-        w = wl.replace(seq_q=n, seq_k=n)
-        for layout in ("dense", "blocked"):
-            r = simulate("sparse_transformer", w, gpu, compute=False, sram_bytes=sram_bytes,
-                         options={"layout": layout})
-            pat = r.extra["pattern"]
-            records.append({"seq": n, "layout": layout, "stride": pat["stride"],
-                            "hbm_bytes": r.hbm_bytes, "flops": r.flops,
-                            "matmul_flops": r.counts["matmul_flops"],
-                            "predicted_s": r.time.predicted_s, "bound": r.time.bound,
-                            "blocks_visited": pat["blocks_visited"],
-                            "block_density": pat["block_density"], "density": pat["density"]})
+    for pattern, options in (("strided", {}), ("fixed", FIXED_OPTIONS)):
+        for n in seqs:
+            w = wl.replace(seq_q=n, seq_k=n)
+            for layout in ("dense", "blocked"):
+                r = simulate("sparse_transformer", w, gpu, compute=False,
+                             sram_bytes=sram_bytes,
+                             options={"pattern": pattern, **options, "layout": layout})
+                pat = r.extra["pattern"]
+                records.append({"pattern": pattern, "seq": n, "layout": layout,
+                                "stride": pat["stride"], "summary": pat.get("summary"),
+                                "hbm_bytes": r.hbm_bytes, "flops": r.flops,
+                                "matmul_flops": r.counts["matmul_flops"],
+                                "predicted_s": r.time.predicted_s, "bound": r.time.bound,
+                                "blocks_visited": pat["blocks_visited"],
+                                "block_density": pat["block_density"],
+                                "density": pat["density"]})
     return records

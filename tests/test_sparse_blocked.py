@@ -6,7 +6,6 @@ as N√N where the natural-order layout grows as N².
 import numpy as np
 import pytest
 
-from algorithms.base import PlanError
 from algorithms.kernels import sparse_blocked as sb
 from algorithms.kernels.sparse_patterns import LOCAL, STRIDED, element_mask
 from attnsim import Workload, attention_reference, make_inputs, relative_error, simulate

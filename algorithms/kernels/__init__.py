@@ -9,9 +9,12 @@ the counted primitives of ``hwmodels.primitives``.
 * ``block_sparse_exec`` the CSR tile-list kernel behind local, sparse_transformer, longformer,
                         bigbird, block_sparse and nsa's window
 * ``sparse_patterns``   the patterns themselves, as element masks and block layouts
+* ``sparse_blocked``    the Sparse Transformer's blocked layouts (residue-ordered strided keys,
+                        gathered fixed summary keys) and their merging kernel
 * ``splitkv``           packed-group split-KV attention and its combine (gqa, mla, nsa)
 * ``gemm``              cuBLAS-like tiled GEMMs (standard attention, mla's projections)
 * ``feature_kernels``, ``feature_attention``  the linear-attention family's state/apply kernels
+* ``feature_gate``      RFA's recency gate on the causal sweep
 * ``nsa_kernels``       NSA's compression, compressed attention and top-n selection
 * ``radix_sort``        the LSD radix sort of Reformer's bucket ids
 * ``dropout``           the counter-based keep mask shared by every dropout pass and port
