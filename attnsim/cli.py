@@ -277,7 +277,8 @@ def _report_extras(a, gpu, wl):
 
 def _approx_sections(a, gpu, wl):
     """The approximation-error table (executed, skipped by --no-accuracy) and the Sparse
-    Transformer's two layouts (count-only)."""
+    Transformer's two layouts (count-only, at every other N of --seqs from the top, up to
+    three)."""
     from attnsim.approx_sweep import REPORT_SEEDS, family_error_table
     from attnsim.sparse_compare import sparse_transformer_layouts
     from reports.approx import family_error_section, sparse_layout_section
@@ -285,8 +286,9 @@ def _approx_sections(a, gpu, wl):
     if not a.no_accuracy:
         data["approx_error_by_family"] = family_error_table(gpu)
         sections.append(family_error_section(data["approx_error_by_family"], len(REPORT_SEEDS)))
+    seqs = parse_seqs(a.seqs)[::-2][:3][::-1]        # the growth table's N: 4K, 16K, 64K
     data["sparse_transformer_layouts"] = sparse_transformer_layouts(
-        gpu, wl, sram_bytes=sram_bytes_from_args(a))
+        gpu, wl, seqs, sram_bytes=sram_bytes_from_args(a))
     sections.append(sparse_layout_section(data["sparse_transformer_layouts"], wl.describe()))
     return sections, data
 

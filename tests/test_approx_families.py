@@ -268,3 +268,24 @@ def test_cli_gate_without_causal_is_one_line_exit_2(capsys):
     code = main(["run", "rfa", "--seq", "64", "--gate"])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "--causal" in err
+
+
+def test_report_sections_render_the_records():
+    from attnsim.approx_sweep import family_error_table
+    from attnsim.sparse_compare import sparse_transformer_layouts
+    from reports.approx import family_error_section, sparse_layout_section
+    from reports.document import Document
+    records = family_error_table(workload=Workload(batch=1, heads=1, seq_q=64, head_dim=16),
+                                 configs=(("rfa", "D = 8", {"features": 8}, False),),
+                                 seeds=(0,))
+    layouts = sparse_transformer_layouts(wl=Workload(batch=1, heads=2, seq_q=1024,
+                                                     head_dim=64), seqs=(1024, 4096))
+    doc = Document("t", [family_error_section(records, 1),
+                         sparse_layout_section(layouts, "test")], {})
+    text = doc.render("text")
+    assert "clustered" in text and "D = 8" in text and "blocked" in text
+    assert [(r["pattern"], r["seq"], r["layout"]) for r in layouts][:2] == [
+        ("strided", 1024, "dense"), ("strided", 1024, "blocked")]
+    assert len(layouts) == 8 and all(r["hbm_bytes"] > 0 for r in layouts)
+    csv = doc.render("csv")
+    assert "approx_error_by_family" in csv and "sparse_transformer_layouts" in csv
