@@ -150,12 +150,15 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
     if len(q_lo) == 0:
         return out                                          # no key of A2 outside A1
     d, e = wl.head_dim, wl.elem_bytes
+    buffers = smem_buffers(p.block_q, p.block_k, d, e)
+    unique, working_set = sb.l2_footprint(wl, tiles, rec, sum(buffers.values()),
+                                          p.register_bytes, THREADS_PER_CTA)
     c = rec.kernel(f"{INFO.name}_blocked_fwd", ctas=len(q_lo) * wl.batch * wl.heads,
-                   buffers=smem_buffers(p.block_q, p.block_k, d, e),
-                   threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
-                   tc_path="mma_sync", overlap="serial",
-                   cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
-                   matmul_dtype=wl.dtype)
+                   buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+                   register_bytes_per_cta=p.register_bytes, tc_path="mma_sync",
+                   overlap="serial", cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   l2_working_set_bytes=working_set)
     if not compute:
         none = np.empty((0, d), dtype=np.float32)
         sb.blocked_forward_head(c, none, none, none, none, np.empty(0, np.float32),

@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.kernels.block_sparse_exec import LAYOUT_COL_BYTES, LAYOUT_ROW_BYTES, STAT_BYTES
+from algorithms.kernels.common import heads_in_flight
 from algorithms.kernels.flash_tile import attend_tile, count_tile, finish_rows, new_row_state
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
                                  store_rows, store_vector)
@@ -190,6 +191,25 @@ def fixed_mask(stride: int, causal: bool, seq_q: int, seq_k: int, positions):
     blk_q = ((np.arange(seq_q) + seq_k - seq_q) // stride)[:, None]
     blk_k = (positions // stride)[None, :]
     return blk_k < blk_q if causal else blk_k != blk_q
+
+
+def l2_footprint(wl, tiles, rec, smem: int, regs: int, threads: int) -> tuple[int, int]:
+    """(DRAM bytes when L2 works as modelled, the working set that requires) of the blocked
+    kernel, for the timing model only: Q, O, lse and the layout once (compulsory), and each
+    K/V row the tiles visit once per K/V head, when the distinct K/V rows of the heads in
+    flight are the working set (Q tiles of one residue run, or every Q tile for the fixed
+    pattern's gathered summary keys, re-read the same rows)."""
+    q_lo, q_hi, _, k_lo, k_hi, _ = tiles
+    d, e, heads = wl.head_dim, wl.elem_bytes, wl.batch * wl.heads
+    rows = int((q_hi - q_lo).sum())
+    fixed = heads * (3 * rows * d * e + 2 * STAT_BYTES * rows + LAYOUT_ROW_BYTES * len(q_lo)
+                     + LAYOUT_COL_BYTES * len(k_lo))
+    covered = np.zeros(int(k_hi.max()) if len(k_hi) else 0, dtype=np.bool_)
+    for a, b in zip(k_lo, k_hi):
+        covered[a:b] = True
+    per_head = 2 * d * e * int(covered.sum())                 # distinct K, V rows
+    in_flight = heads_in_flight(rec, len(q_lo), heads, smem, regs, threads)
+    return fixed + wl.batch * wl.kv_heads * per_head, in_flight * per_head
 
 
 def strided_mask(stride: int, causal: bool, seq_q: int, seq_k: int, perm_q, perm_k):
