@@ -279,13 +279,15 @@ def _approx_sections(a, gpu, wl):
     """The approximation-error table (executed, skipped by --no-accuracy) and the Sparse
     Transformer's two layouts (count-only, at every other N of --seqs from the top, up to
     three)."""
-    from attnsim.approx_sweep import REPORT_SEEDS, family_error_table
+    from attnsim.approx_sweep import REPORT_SEEDS, family_error_table, kernel_mse
     from attnsim.sparse_compare import sparse_transformer_layouts
     from reports.approx import family_error_section, sparse_layout_section
     sections, data = [], {}
     if not a.no_accuracy:
         data["approx_error_by_family"] = family_error_table(gpu)
-        sections.append(family_error_section(data["approx_error_by_family"], len(REPORT_SEEDS)))
+        data["performer_kernel_mse"] = kernel_mse(draws=2000)
+        sections.append(family_error_section(data["approx_error_by_family"], len(REPORT_SEEDS),
+                                             data["performer_kernel_mse"]))
     seqs = parse_seqs(a.seqs)[::-2][:3][::-1]        # the growth table's N: 4K, 16K, 64K
     data["sparse_transformer_layouts"] = sparse_transformer_layouts(
         gpu, wl, seqs, sram_bytes=sram_bytes_from_args(a))

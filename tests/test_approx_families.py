@@ -118,25 +118,32 @@ def test_reformer_error_falls_with_the_hashes(family, drop):
     assert e4 < drop * e1
 
 
-def _favor_kernel_mse(draw, m=32, d=16, draws=400):
-    """Mean squared error of φ(x)·φ(y) against exp(x·y) for positive random features
-    φ(x) = exp(W x - |x|²/2)/√m (Choromanski et al., Lemma 1), over ``draws`` projections."""
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((2, d)) * 0.5
-    truth = math.exp(x @ y)
-    errs = []
-    for i in range(draws):
-        w = draw(m, d, np.random.default_rng([7, i])).astype(np.float64)
-        phi = lambda u: np.exp(w @ u - u @ u / 2) / math.sqrt(m)
-        errs.append((phi(x) @ phi(y) - truth) ** 2)
-    return float(np.mean(errs))
+def _favor_kernel_mse(draw, z, m, draws=4000):
+    """Per pair, the mean squared error of φ(x)·φ(y) relative to exp(x·y) for positive
+    random features φ(x) = exp(W x - |x|²/2)/√m (Choromanski et al., Lemma 1), over
+    ``draws`` projections W = draw(m, d, rng); only z = x + y matters:
+    φ(x)·φ(y) / exp(x·y) = mean_i exp(w_i·z - |z|²/2)."""
+    err = np.zeros(len(z))
+    for t in range(draws):
+        w = draw(m, z.shape[1], np.random.default_rng([11, t])).astype(np.float64)
+        est = np.mean(np.exp(z @ w.T - 0.5 * (z * z).sum(axis=1, keepdims=True)), axis=1)
+        err += (est - 1.0) ** 2
+    return err / draws
 
 
-def test_orthogonal_features_estimate_the_softmax_kernel_better_than_iid():
-    """Theorem 2 of the Performer paper: orthogonal rows give a strictly smaller MSE for
-    positive features (measured here: 0.46x of i.i.d. at m = 2d)."""
+@pytest.mark.parametrize("seed", [0, 1])
+def test_orthogonal_features_estimate_the_softmax_kernel_better_than_iid(seed):
+    """Theorem 2 of the Performer paper: orthogonal rows give positive features a strictly
+    smaller MSE. Six pairs at |x + y|² ≈ 0.7 (larger norms make the log-normal estimator's
+    sample MSE swing tenfold between seeds); measured ratios 0.70-0.94 per pair, 0.81 and
+    0.82 on average for the two seeds."""
     from algorithms.performer import iid_gaussian, orthogonal_gaussian
-    assert _favor_kernel_mse(orthogonal_gaussian) < 0.9 * _favor_kernel_mse(iid_gaussian)
+    rng = np.random.default_rng([seed, 5])
+    z = rng.standard_normal((6, 16)) * 0.15 + rng.standard_normal((6, 16)) * 0.15
+    orth = _favor_kernel_mse(orthogonal_gaussian, z, 16)
+    iid = _favor_kernel_mse(iid_gaussian, z, 16)
+    assert (orth < iid).all()
+    assert orth.mean() < 0.92 * iid.mean()
 
 
 def test_orthogonal_features_beat_iid_on_attention_outputs():
