@@ -15,13 +15,14 @@ Defaults: m = round(d ln d) (the paper's Θ(d log d) taken literally; 266 for d 
 released code's default is 256, FACTS.md). W: ⌈m/d⌉ blocks, each
 the orthonormal Q of a QR-factorised d x d Gaussian matrix, rows rescaled by the norms of
 independent d-dimensional Gaussian vectors (so each row is marginally N(0, I_d)), drawn from
-``numpy.random.default_rng(seed)``; ``--seed`` unset means the inputs' seed.
+``numpy.random.default_rng([seed, PROJECTION_STREAM])``; ``--seed`` unset means the inputs'
+seed (the separate stream keeps W independent of the inputs drawn from that seed).
 
 ``--redraw``: the paper redraws W periodically during training (every k steps). A single
 forward call has no steps, so here it means: ``none`` (default) — one W shared by every
 (batch, head), as one layer's buffer between redraws; ``head`` — an independent W for each
-(batch, head), seeded by (seed, b, h), i.e. a fresh draw per head. Drawing W is host/setup
-work and is not counted; reading it is (once per CTA).
+(batch, head), seeded by (seed, PROJECTION_STREAM, b, h), i.e. a fresh draw per head.
+Drawing W is host/setup work and is not counted; reading it is (once per CTA).
 
 ``--features-kind``: ``orthogonal`` (default, FAVOR+) as above; ``iid`` draws the rows of W
 independently from N(0, I_d), the estimator the paper improves on (§2.4, Theorem 2: for
@@ -49,6 +50,11 @@ from algorithms.base import AlgorithmInfo, Option
 from algorithms.kernels import feature_attention as fa
 
 FEATURE_KINDS = ("orthogonal", "iid")
+# W comes from the stream [seed, PROJECTION_STREAM], never from default_rng(seed) itself:
+# --seed defaults to --input-seed, and make_inputs draws Q first from default_rng(seed), so
+# one stream would make W's rows the queries themselves (an i.i.d. W would equal the first m
+# query rows) and the error would measure a coincidence, not the approximation.
+PROJECTION_STREAM = 2009_14794
 
 INFO = AlgorithmInfo(
     name="performer",
@@ -109,8 +115,9 @@ def projection_fn(p: PerformerPlan, d: int, seed: int):
     """(b, h) -> W for that head, per ``p.redraw`` and ``p.features_kind``."""
     draw = iid_gaussian if p.features_kind == "iid" else orthogonal_gaussian
     if p.redraw == "head":
-        return lambda b, h: draw(p.projections, d, np.random.default_rng([seed, b, h]))
-    shared = draw(p.projections, d, np.random.default_rng(seed))
+        return lambda b, h: draw(p.projections, d,
+                                 np.random.default_rng([seed, PROJECTION_STREAM, b, h]))
+    shared = draw(p.projections, d, np.random.default_rng([seed, PROJECTION_STREAM]))
     return lambda b, h: shared
 
 

@@ -202,12 +202,16 @@ def plan(wl, gpu, sram_bytes: int, hashes: int = 4, bucket_size: int = 64, seed=
                         attn_smem_bytes=sum(need.values()), seed=seed, layers=layers)
 
 
+ROTATION_STREAM = 2001_04451     # R: default_rng([seed, ROTATION_STREAM])
+
 def rotations(p: ReformerPlan, d: int, inputs, dtype: str = "fp32") -> np.ndarray:
     """R: (H, d, k) Gaussian random rotations (the paper's random projection), from the
     plan's seed or, when unset, the inputs' seed, as float32 values of the storage ``dtype``
     (``storage_values``: R is counted, and read by ``reformer_hash``, at e bytes)."""
     seed = p.seed if p.seed is not None else int(getattr(inputs, "seed", 0) or 0)
-    rng = np.random.default_rng(seed)
+    # its own stream of the seed: make_inputs draws Q first from default_rng(seed), and R
+    # drawn from the same stream would be built from the very values of the queries
+    rng = np.random.default_rng([seed, ROTATION_STREAM])
     return storage_values(rng.standard_normal((p.hashes, d, p.rotation_cols)).astype(np.float32),
                           dtype)
 

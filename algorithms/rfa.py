@@ -21,8 +21,8 @@ then measures the random-feature approximation alone.
 
 Defaults: D = d (the head dimension; our choice, giving φ 2d entries — the paper sets the
 feature size per task), σ = 1 (our choice: the paper learns it). W is drawn i.i.d. N(0, 1)
-from ``numpy.random.default_rng(seed)``, one W shared by all heads (a layer's random
-features for one forward call); ``--seed`` unset means the inputs' seed.
+from ``numpy.random.default_rng([seed, PROJECTION_STREAM])``, one W shared by all heads (a
+layer's random features for one forward call); ``--seed`` unset means the inputs' seed.
 
 HBM traffic per head (w = D d e bytes of W, m = 2D, T_q = ⌈N_q / B⌉; T_m = 1 feature
 slice, see ``feature_attention`` for T_m > 1):
@@ -64,7 +64,11 @@ from algorithms.kernels.feature_kernels import KIND_TRIG
 from hwmodels.memory import SramOverflowError
 
 DEFAULT_GATE_BIAS = 2.0     # b_g: σ(2) ≈ 0.88 (our choice; the paper learns it)
-GATE_STREAM = 1             # the gate's random stream of the seed (W uses the seed itself)
+# W and the gate come from their own streams of the seed, never from default_rng(seed)
+# itself: --seed defaults to --input-seed and make_inputs draws Q first from that stream,
+# which would make W's rows the queries themselves.
+PROJECTION_STREAM = 2103_02143
+GATE_STREAM = 1
 
 INFO = AlgorithmInfo(
     name="rfa",
@@ -115,7 +119,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0, seed=None,
 
 def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:
     """W: (D, d) float32, i.i.d. N(0, 1)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, PROJECTION_STREAM])
     return rng.standard_normal((p.projections, d)).astype(np.float32)
 
 

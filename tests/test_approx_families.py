@@ -147,13 +147,14 @@ def test_orthogonal_features_estimate_the_softmax_kernel_better_than_iid(seed):
 
 
 def test_orthogonal_features_beat_iid_on_attention_outputs():
-    """The same claim on executed attention, averaged over 8 projection seeds (lowrank
-    inputs, m = d = 64; measured orthogonal 0.95 vs i.i.d. 1.06 over 4 seeds)."""
+    """The same claim on executed attention, averaged over 8 projection seeds: clustered
+    inputs, m = 256 (measured orthogonal 0.35 vs i.i.d. 0.43; at m = 64 and on the other
+    families the two are within seed noise of each other)."""
     seeds = tuple(range(8))
-    orth = _errors("performer", "features", [64], "lowrank", seeds)[0]
-    iid = _errors("performer", "features", [64], "lowrank", seeds,
+    orth = _errors("performer", "features", [256], "clustered", seeds)[0]
+    iid = _errors("performer", "features", [256], "clustered", seeds,
                   options={"features_kind": "iid"})[0]
-    assert orth < iid
+    assert orth < 0.92 * iid
 
 
 def test_feature_kind_changes_values_not_counts():
@@ -212,7 +213,7 @@ def test_gated_rfa_matches_the_papers_recurrence(shape, sram):
     if sram:
         assert r.plan["feature_tiles"] > 1                    # the sliced sweep + combine
     # the random parameters as the module documents their draws
-    w = np.random.default_rng(9).standard_normal((64, d)).astype(np.float32)
+    w = np.random.default_rng([9, 2103_02143]).standard_normal((64, d)).astype(np.float32)
     wg = (np.random.default_rng([9, 1]).standard_normal(d) / math.sqrt(d)).astype(np.float32)
     for h in range(2):
         ref = _paper_gated_rfa(x.q[0, h], x.k[0, 0], x.v[0, 0], w, wg, 1.0, 1.0,

@@ -46,7 +46,8 @@ def test_window_and_residue_blocks_split_the_pattern(causal):
     """A1 (the window kernel) and A2 minus A1 (the residue kernel, mapped back to natural
     order) are disjoint and together are the strided pattern."""
     seq_q, seq_k, l = 120, 150, 7
-    local = element_mask(LOCAL, np.array([sb.strided_local_window(l, causal)]), causal, seq_q, seq_k)
+    window = np.array([sb.strided_local_window(l, causal)])
+    local = element_mask(LOCAL, window, causal, seq_q, seq_k)
     perm_q = sb.residue_order(np.arange(seq_q) + seq_k - seq_q, l)
     perm_k = sb.residue_order(np.arange(seq_k), l)
     blocked = sb.strided_mask(l, causal, seq_q, seq_k, perm_q, perm_k)
