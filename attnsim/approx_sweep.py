@@ -1,10 +1,15 @@
-"""Cost and accuracy side by side: sweep an approximate algorithm's feature / hash count.
+"""Cost and accuracy side by side: sweep an approximate algorithm's feature / hash count,
+on inputs with structure (``attnsim.inputs`` families), and the report's tables.
 
     >>> from attnsim import Workload
-    >>> from attnsim.approx_sweep import sweep_accuracy
-    >>> rows = sweep_accuracy("performer", Workload(seq_q=256, head_dim=16), "features",
-    ...                       [16, 64, 256], seeds=(0, 1, 2))
+    >>> from attnsim.approx_sweep import error_by_family, sweep_accuracy
+    >>> rows = sweep_accuracy("performer", Workload(seq_q=256, head_dim=64), "features",
+    ...                       [16, 64, 256], seeds=(0, 1, 2), family="clustered")
     >>> [(r["value"], r["hbm_bytes"], r["error_vs_exact"]) for r in rows]
+    >>> error_by_family("reformer", Workload(seq_q=256, head_dim=64), options={"hashes": 4})
+
+On the ``normal`` family (standard-normal Q, K) attention is diffuse and the exact output
+near zero: relative errors there measure noise against almost nothing.
 """
 from __future__ import annotations
 

@@ -201,3 +201,17 @@ def test_the_gpu_port_refuses_the_blocked_layout():
     p = plan(wl, get_gpu("h100"), 228 * 1024 - 1024, layout="blocked")
     with pytest.raises(ports.PortUnsupported, match="--layout blocked"):
         ports.port_launches("sparse_transformer", wl, p)
+
+
+def test_cli_runs_the_blocked_layout(capsys):
+    import json
+    from attnsim.cli import main
+    code = main(["run", "sparse_transformer", "--seq", "4096", "--layout", "blocked",
+                 "--count-only", "--format", "json"])
+    data = json.loads(capsys.readouterr()[0])
+    assert code == 0 and data["options"]["layout"] == "blocked"
+    assert data["pattern"]["layout"] == "blocked"
+    assert data["pattern"]["local_blocks"] + data["pattern"]["blocked_blocks"] == \
+        data["pattern"]["blocks_visited"]
+    assert {k["name"] for k in data["kernels"]} == {"sparse_transformer_local_fwd",
+                                                    "sparse_transformer_blocked_fwd"}
