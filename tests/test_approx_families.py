@@ -235,20 +235,24 @@ def test_gate_changes_the_output_and_its_error_falls_with_the_features():
     assert np.abs(plain.outputs["o"] - gate.outputs["o"]).max() > 0.1
 
 
-@pytest.mark.parametrize("seq,d,features", [(256, 32, 32), (200, 64, 16)])
-def test_gate_counts_add_the_closed_form(seq, d, features):
+@pytest.mark.parametrize("seq,seq_k,d,features", [(256, 256, 32, 32), (200, 200, 64, 16),
+                                                   (130, 230, 32, 16)])
+def test_gate_counts_add_the_closed_form(seq, seq_k, d, features):
     """Gated minus ungated counts, per head, from the kernel docstring's table: per chunk of
     r rows with m = 2D features, other 3rd + 8r + 3r² + rm + md + m and exp r² + 4r + 1;
-    (d + 1) e bytes of gate parameters read once per CTA."""
-    wl = Workload(batch=2, heads=3, seq_q=seq, head_dim=d, causal=True)
+    per block of c keys folded in before the first query (N_k > N_q), other
+    2cd + 7c + cm + md + m and exp 3c + 1; (d + 1) e bytes of gate parameters per CTA."""
+    wl = Workload(batch=2, heads=3, seq_q=seq, seq_k=seq_k, head_dim=d, causal=True)
     gated = simulate("rfa", wl, "h100", compute=False, options={"gate": True,
                                                                  "features": features})
     plain = simulate("rfa", wl, "h100", compute=False, options={"features": features})
     block, m, e, heads = gated.plan["block"], 2 * features, wl.elem_bytes, 6
     assert gated.plan["feature_tiles"] == 1 and plain.plan["block"] == block
     rows = [min(block, seq - r0) for r0 in range(0, seq, block)]
-    other = sum(3 * r * d + 8 * r + 3 * r * r + r * m + m * d + m for r in rows)
-    exp = sum(r * r + 4 * r + 1 for r in rows)
+    folds = [min(block, seq_k - seq - c0) for c0 in range(0, seq_k - seq, block)]
+    other = (sum(3 * r * d + 8 * r + 3 * r * r + r * m + m * d + m for r in rows)
+             + sum(2 * c * d + 7 * c + c * m + m * d + m for c in folds))
+    exp = sum(r * r + 4 * r + 1 for r in rows) + sum(3 * c + 1 for c in folds)
     g, p = gated.counts, plain.counts
     assert g["hbm_read_bytes"] - p["hbm_read_bytes"] == heads * (d + 1) * e
     assert g["hbm_write_bytes"] == p["hbm_write_bytes"]
