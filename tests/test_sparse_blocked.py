@@ -180,6 +180,31 @@ def test_fixed_layout_tiles_hold_exactly_the_summary_pairs():
         assert not (mask & ~covered).any()
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_fixed_blocked_kernel_counts_match_the_closed_form(causal):
+    """N = 2048, l = B_r = B_c = 128, c = 8: 16 blocks, 128 gathered summary keys = one K
+    tile. Every Q tile is one block and sees the summary keys of the others (causal: of the
+    earlier ones, so block 0 has no tile): one partial 128 x 128 tile per Q tile with work,
+    T = 16 (causal 15) of them. Per head: reads T (8 + r d e + 4 + 2 r d e + r d e + 4 r),
+    writes T (r d e + 4 r), matmul T 4 r² d, and the tile step's and merge's element ops."""
+    l, c, d, heads, n = 128, 8, 64, 2, 2048
+    wl = Workload(batch=1, heads=heads, seq_q=n, head_dim=d, causal=causal)
+    r = simulate("sparse_transformer", wl, "h100", compute=False,
+                 options={"layout": "blocked", "pattern": "fixed", "stride": l, "summary": c})
+    assert r.plan["block_q"] == r.plan["block_k"] == 128
+    (k,) = [k for k in r.kernels if k.name == "sparse_transformer_blocked_fwd"]
+    cnt, e, rows, tiles = k.counts(), 2, 128, 15 if causal else 16
+    assert k.ctas == tiles * heads
+    assert cnt["hbm_read_bytes"] == heads * tiles * (8 + rows * d * e + 4 + 2 * rows * d * e
+                                                     + rows * d * e + 4 * rows)
+    assert cnt["hbm_write_bytes"] == heads * tiles * (rows * d * e + 4 * rows)
+    assert cnt["matmul_flops"] == heads * tiles * 4 * rows * rows * d
+    tile_other = 4 * rows * rows + 4 * rows + rows * d + rows * rows
+    assert cnt["other_flops"] == heads * tiles * (tile_other + rows * d + rows
+                                                  + rows * (3 * d + 4))
+    assert cnt["exp_ops"] == heads * tiles * (rows * rows + rows + rows + 3 * rows)
+
+
 def test_fixed_blocked_layout_does_a_fraction_of_dense_work_at_l_128():
     """The paper's fixed pattern, l = 128, c = 8: natural order visits every tile (as much
     work as dense attention); the blocked layout does about c/l of it plus the own blocks."""
