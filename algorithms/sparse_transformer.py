@@ -31,13 +31,14 @@ tile up to N = 16K (its work follows N² there) and the fixed pattern at l = 128
 dense attention. ``blocked`` is the paper's kernel layout (§5: a strided head "can be
 computed by transposing the matrix and computing a local window"): A1 runs as a sliding
 window in natural order, A2 (minus A1's keys) on queries and keys reordered by residue mod
-l, where it is l dense diagonal blocks, merged by log-sum-exp;
-for the fixed pattern A1 is the own block and the summary keys are gathered into one
-contiguous run ("fixed attention positions can be aggregated and computed in blocks").
+l, where it is l dense diagonal blocks, merged by log-sum-exp; for the fixed pattern A1 is
+the own block and the summary keys are gathered into one contiguous run ("fixed attention
+positions can be aggregated and computed in blocks").
 ``algorithms.kernels.sparse_blocked`` states the kernels and their traffic. Strided work
 follows N √N: A1 Θ(N l d), A2 Θ(N² d / l); fixed Θ(N l d + N² c d / l).
 Differences from the paper: heads are not split between A1 and A2 (the "merged" variant
-only; the blocked layout runs the merged set as two kernels and one merge).
+only; the blocked layout runs the merged set as two kernels, the second merging its rows
+into the first's output in its epilogue).
 """
 from __future__ import annotations
 
