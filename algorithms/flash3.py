@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import cdiv, for_each_head, head_view, new_output, new_stats
+from algorithms.kernels.dropout import dropout_args
 from hwmodels.memory import SramOverflowError
 
 INFO = AlgorithmInfo(
@@ -92,11 +93,14 @@ def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
+    # no dropout here, but the same argument types as flash2's call: one compiled kernel
+    seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     def head(c, b, h, q, k, v):
         # The tile loop, its arithmetic and its traffic are FlashAttention-2's.
         flash2.forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
                             wl.seq_q, wl.seq_k, wl.head_dim, p.block_q, p.block_k, wl.scale,
-                            wl.causal, wl.elem_bytes, compute)
+                            wl.causal, wl.elem_bytes, compute, False, seed,
+                            b * wl.heads + h, threshold, inv_keep)
     for_each_head(wl, inputs, compute, c, head)
     return {"o": o, "lse": lse} if compute else {}
 

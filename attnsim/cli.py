@@ -233,10 +233,10 @@ def cmd_report(a) -> int:
     for n in names or []:
         get_algorithm(n)
     sram = sram_bytes_from_args(a)
-    progress = _progress(len(names or algorithm_names()) * 2)
-    rows = suite.run_all(gpu, wl, names, sram_bytes=sram, accuracy=not a.no_accuracy,
-                         progress=progress.update1)
-    series = suite.growth(gpu, wl, seqs, names, sram_bytes=sram, progress=progress.update1)
+    progress = _progress(len(names or algorithm_names()))
+    rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
+                               accuracy=not a.no_accuracy, jobs=a.jobs,
+                               progress=progress.update)
     progress.close()
     sections, data = _report_extras(a, gpu, wl)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
@@ -276,20 +276,31 @@ def parse_seqs(text: str) -> list[int]:
     return sorted(set(seqs))
 
 
+def positive_jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= jobs <= 256:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 256, got {jobs}")
+    return jobs
+
+
 class _progress:
     """tqdm on an interactive stderr, silent otherwise."""
 
     def __init__(self, total):
         try:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc="simulating", unit="algo", leave=False,
-                            disable=None, file=sys.stderr)
+            # the first run after an install is mostly Numba compiling (cached afterwards)
+            self.bar = tqdm(total=total, desc="simulating (a first run compiles the kernels)",
+                            unit="algo", leave=False, disable=None, file=sys.stderr)
         except ImportError:
             self.bar = None
 
-    def update1(self, _name=None):
+    def update(self, n=1):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(n)
 
     def close(self):
         if self.bar is not None:
@@ -332,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--no-accuracy", action="store_true",
                     help="skip the executed-mode accuracy column")
     pp.add_argument("--plot", default=None, help="also write a PNG of HBM traffic vs N")
+    pp.add_argument("--jobs", type=positive_jobs, default=suite.default_jobs(),
+                    help="worker processes for the simulations (default: the CPUs available; "
+                         "a first run compiles the kernels in all of them at once)")
     add_output_args(pp)
     pp.set_defaults(func=cmd_report)
 

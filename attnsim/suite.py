@@ -4,6 +4,9 @@ Pure data (SimResult objects and plain dicts); ``reports/`` turns them into tabl
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,3 +121,81 @@ def growth(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, 
         if progress:
             progress(name)
     return series
+
+
+# Algorithms whose kernels share compiled code (a building block of algorithms/kernels/):
+# one worker simulates a whole family, so no two workers compile the same kernels at once.
+# Listed roughly by how long their kernels take to compile, longest first, so that no worker
+# is left with a long compilation at the end. An algorithm missing here is a family of one.
+KERNEL_FAMILIES = (
+    ("linear", "rfa", "performer"),                   # feature_kernels
+    ("nsa",),                                         # nsa_kernels (+ splitkv, sparse exec)
+    ("gqa", "mla"),                                   # splitkv
+    ("flash2", "flash3", "ring", "diff"),             # flash2's tile loop, flash_tile
+    ("local", "sparse_transformer", "longformer", "bigbird", "block_sparse"),   # sparse exec
+    ("flash1",),
+    ("standard", "masked_dense"),                     # gemm
+    ("reformer",),                                    # radix_sort
+)
+
+
+def default_jobs() -> int:
+    """Worker processes for the report's sweep: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                            # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _families(names) -> list[tuple[str, ...]]:
+    """``names`` grouped by KERNEL_FAMILIES, in the families' order, each name once."""
+    wanted, groups = list(names), []
+    for family in KERNEL_FAMILIES:
+        group = tuple(n for n in wanted if n in family)
+        if group:
+            groups.append(group)
+    grouped = {n for g in groups for n in g}
+    groups += [(n,) for n in wanted if n not in grouped]
+    return groups
+
+
+def _sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy):
+    rows = run_all(gpu, wl, family, sram_bytes=sram_bytes, accuracy=accuracy)
+    series = growth(gpu, wl, seqs, family, sram_bytes=sram_bytes)
+    return family, rows, series
+
+
+def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, names=None,
+          sram_bytes=None, accuracy: bool = True, jobs: int = 1,
+          progress=None) -> tuple[list[AlgorithmRow], list[GrowthSeries]]:
+    """``run_all`` and ``growth`` for every algorithm (or ``names``), in registry order.
+
+    With ``jobs`` > 1 the algorithms' families run in that many worker processes (forked,
+    so they start with everything imported). The first run after an install spends most of
+    its time compiling Numba kernels, and Numba compiles one function at a time per process:
+    the workers compile different families at once and write the on-disk cache, which every
+    later run loads. The results are the same as ``jobs=1`` (the same simulations, gathered
+    in the same order). ``progress(n)`` is called with the number of algorithms finished.
+    """
+    names = list(names or algorithm_names())
+    families = _families(names)
+    done: dict[str, tuple] = {}
+
+    def collect(family, rows, series):
+        for name, row, s in zip(family, rows, series):
+            done[name] = (row, s)
+        if progress:
+            progress(len(family))
+
+    jobs = min(jobs, len(families))
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for family in families:
+            collect(*_sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs,
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_sweep_family, gpu, wl, family, seqs, sram_bytes, accuracy)
+                       for family in families]
+            for future in as_completed(futures):
+                collect(*future.result())
+    return [done[n][0] for n in names], [done[n][1] for n in names]
