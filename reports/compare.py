@@ -1,0 +1,93 @@
+"""``attnsim report --hw a100,h100,h200``: the GPUs side by side in one document —
+their parameters, and every algorithm's predicted time and bound on each."""
+from __future__ import annotations
+
+from attnsim.serialize import gpu_dict, jsonable, result_dict
+from reports import format as fmt
+from reports import tables
+from reports.document import Document, Figure, Section, Table
+
+
+def gpus_table(gpus) -> Table:
+    """The single-GPU parameter table, one value column per GPU."""
+    per_gpu = [tables.gpu_table(g) for g in gpus]
+    rows = [[first[0]] + [t.rows[i][1] for t in per_gpu]
+            for i, first in enumerate(per_gpu[0].rows)]
+    records = [{"parameter": rec["parameter"],
+                **{g.name: t.records[i]["value"] for g, t in zip(gpus, per_gpu)}}
+               for i, rec in enumerate(per_gpu[0].records)]
+    return Table("gpus", "", ["parameter"] + [g.full_name for g in gpus], rows, records,
+                 notes=per_gpu[0].notes)
+
+
+def comparison_table(gpus, rows_by_gpu) -> Table:
+    """One row per algorithm: predicted time and bound on each GPU, and fwd+bwd."""
+    names = [r.name for r in rows_by_gpu[0]]
+    headers = ["algorithm"]
+    for g in gpus:
+        headers += [f"{g.name}", "bound"]
+    headers += [f"fwd+bwd {g.name}" for g in gpus]
+    out, records = [], []
+    for i, name in enumerate(names):
+        cells, rec = [name], {"algorithm": name}
+        for g, rows in zip(gpus, rows_by_gpu):
+            r = rows[i].result
+            cells += [fmt.seconds(r.time.predicted_s), r.time.bound] if r else ["n/a", "—"]
+            rec[g.name] = ({"predicted_s": r.time.predicted_s, "bound": r.time.bound}
+                           if r else {"error": rows[i].error})
+        for g, rows in zip(gpus, rows_by_gpu):
+            t = rows[i].training
+            cells.append(fmt.seconds(t.time.predicted_s) if t else "—")
+            if t:
+                rec[g.name]["fwd_bwd_predicted_s"] = t.time.predicted_s
+        out.append(cells)
+        records.append(rec)
+    return Table("compare", "", headers, out, records,
+                 notes=["n/a: the algorithm does not run on that GPU (flash3 needs Hopper's "
+                        "wgmma); bound: the resource whose kernels take the most time."])
+
+
+def compare_figure(gpus, rows_by_gpu):
+    """Grouped horizontal bars: each algorithm's predicted time on each GPU (log axis)."""
+    from reports.plots import _plt
+    plt = _plt()
+    names = [r.name for r in rows_by_gpu[0]]
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(names) * max(1, len(gpus) / 2) + 1.5))
+    height = 0.8 / len(gpus)
+    for j, (g, rows) in enumerate(zip(gpus, rows_by_gpu)):
+        ys = [len(names) - 1 - i + (len(gpus) / 2 - j - 0.5) * height for i in range(len(names))]
+        xs = [row.result.time.predicted_s if row.result else 0 for row in rows]
+        ax.barh([y for y, x in zip(ys, xs) if x], [x for x in xs if x], height=height,
+                label=g.full_name)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names[::-1], fontsize=8)
+    ax.set_xlabel("predicted time (s, log scale)")
+    ax.set_title("Predicted time per GPU", fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def build_comparison(gpus, wl, rows_by_gpu, extra_sections=(), extra_data=None) -> Document:
+    sections = [
+        Section("GPUs", tables=[gpus_table(gpus)]),
+        Section("Algorithms on each GPU", paragraphs=[
+            f"Workload: {wl.describe()}; each GPU's own SRAM budget (shared memory per block), "
+            "count-only. Tiles are planned per GPU, so the counts can differ where the SRAM "
+            "budgets do."],
+            tables=[comparison_table(gpus, rows_by_gpu)],
+            figures=[Figure("compare", "Predicted time of every algorithm on each GPU",
+                            lambda: compare_figure(gpus, rows_by_gpu), after="compare")]),
+        *extra_sections,
+    ]
+    data = {"gpus": [gpu_dict(g) for g in gpus], "workload": wl.to_dict(),
+            "algorithms": {g.name: [
+                {**(result_dict(r.result) if r.result else {"algorithm": r.name,
+                                                               "error": r.error}),
+                 "training": result_dict(r.training) if r.training else None}
+                for r in rows] for g, rows in zip(gpus, rows_by_gpu)},
+            **(extra_data or {})}
+    return Document(title="attnsim report — " + " vs ".join(g.full_name for g in gpus),
+                    sections=sections, data=jsonable(data))
