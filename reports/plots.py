@@ -23,11 +23,45 @@ def _plt():
 
 
 def _styles(names):
-    """A distinct (colour, marker) per name: 20 colours × 4 markers, stable in order."""
+    """A distinct (colour, marker) per name, stable in order: tab10's strong colours for up
+    to 10 names, tab20 (pairs of a strong and a light shade) beyond."""
     plt = _plt()
-    colours = plt.get_cmap("tab20").colors
+    names = list(names)
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
     markers = "osD^v<>ph*"
-    return {n: (colours[i % 20], markers[i % len(markers)]) for i, n in enumerate(names)}
+    return {n: (colours[i % len(colours)], markers[i % len(markers)])
+            for i, n in enumerate(names)}
+
+
+def _merge_identical(lines: dict) -> dict:
+    """{label: points} with identical point lists merged under "a = b" so that a line
+    hidden under another still shows in the legend."""
+    groups = []                 # [labels, points], in the order of first appearance
+    for label, pts in lines.items():
+        same = next((g for g in groups if g[1] == pts), None)
+        if same is None:
+            groups.append([[label], pts])
+        else:
+            same[0].append(label)
+    return {" = ".join(labels): pts for labels, pts in groups}
+
+
+def _bytes_axis(ax):
+    """Log byte axis (y) labelled in decimal SI units (kB, MB, GB, TB) at decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from reports.format import nbytes
+    ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: nbytes(v)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _time_axis(ax, axis="y"):
+    """Log time axis labelled in s / ms / µs at 1-2-5 steps."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    a = ax.yaxis if axis == "y" else ax.xaxis
+    a.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    a.set_major_formatter(FuncFormatter(lambda v, _: _fmt_s(v)))
+    a.set_minor_formatter(NullFormatter())
 
 
 def _legend_right(ax, **kw):
@@ -52,7 +86,6 @@ def roofline_ceilings(gpu) -> tuple[dict, dict]:
     if gpu.tensor_fp8_flops_per_s:
         compute["fp8 tensor"] = gpu.tensor_fp8_flops_per_s
     compute["fp32 CUDA cores"] = gpu.fp32_flops_per_s
-    compute["exp (SFU), op/s"] = gpu.sfu_ops_per_s
     return memory, compute
 
 
@@ -73,13 +106,12 @@ def roofline_figure(gpu, rows):
     x = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     top = max(compute.values())
     for (label, bw), ls in zip(memory.items(), ("-", "-.")):
-        ax.loglog(x, [min(bw * v, top) for v in x], color="black", linestyle=ls, lw=1.2)
-        ax.annotate(f"{label} {bw / 1e12:.3g} TB/s", (lo * 1.15, bw * lo * 1.4), fontsize=8,
-                    rotation=0)
+        ax.loglog(x, [min(bw * v, top) for v in x], color="black", linestyle=ls, lw=1.2,
+                  label=f"{label} roof, {bw / 1e12:.3g} TB/s")
     for label, peak in compute.items():
         ax.axhline(peak, color="grey", linestyle="--", lw=0.8)
-        ax.annotate(f"{label}: {peak / 1e12:.3g} T", (hi / 1.1, peak * 1.06), fontsize=7,
-                    ha="right", color="dimgray")
+        ax.annotate(f"{label}: {peak / 1e12:.0f} TFLOP/s", (hi / 1.1, peak * 1.06),
+                    fontsize=7, ha="right", color="dimgray")
     for name, fwd, train in points:
         colour, marker = styles[name]
         ax.loglog([fwd.arithmetic_intensity], [fwd.flops / fwd.time.predicted_s], marker,
@@ -89,8 +121,8 @@ def roofline_figure(gpu, rows):
                       marker, ms=8, linestyle="none", markerfacecolor="none", color=colour,
                       markeredgewidth=1.5)
     ax.set_xlim(lo, hi)
-    ax.set_ylim(min(gpu.sfu_ops_per_s, min(f.flops / f.time.predicted_s
-                                          for _, f, _ in points)) / 3, top * 2)
+    ax.set_ylim(min(min(compute.values()), min(f.flops / f.time.predicted_s
+                                               for _, f, _ in points)) / 3, top * 2)
     ax.set_xlabel("arithmetic intensity (FLOP per HBM byte requested)")
     ax.set_ylabel("predicted throughput (FLOP/s)")
     ax.set_title(f"Roofline, {gpu.full_name}: filled = forward, hollow = forward + backward",
@@ -114,24 +146,29 @@ def growth_figure(series, gpu):
     if not drawn:
         return None
     plt = _plt()
-    styles = _styles(_series_names(series))
+    groups = _merge_identical({s.name: (s.seqs, s.hbm_bytes) for s in drawn})
+    first = {s.name: s for s in drawn}
+    styles = _styles(groups)
     fig, ax = plt.subplots(figsize=WIDE)
-    for s in drawn:
-        colour, marker = styles[s.name]
+    for label in groups:
+        s = first[label.split(" = ")[0]]
+        colour, marker = styles[label]
         fit, bound = s.fitted_exponent(), s.bound_exponent()
         slope = (f" (slope {fit:.2f}, bound {bound:.2f})" if fit is not None and bound
                  is not None else "")
         ax.loglog(s.seqs, s.hbm_bytes, marker=marker, color=colour, ms=4, lw=1.2,
-                  label=s.name + slope)
+                  label=label + slope)
         scale = s.hbm_bytes[-1] / s.io_bound_bytes[-1]
         ax.loglog(s.seqs, [b * scale for b in s.io_bound_bytes], linestyle="--",
                   color=colour, alpha=0.5, lw=1)
     _log2_ticks(ax, drawn[0].seqs if len(drawn) == 1 else sorted({n for s in drawn
                                                                    for n in s.seqs}))
     ax.set_xlabel("sequence length N (tokens)")
-    ax.set_ylabel("HBM bytes (read + write)")
-    ax.set_title(f"HBM traffic against N, {gpu.full_name} (dashed: each IO bound, scaled to "
-                 "meet the counts at the largest N)", fontsize=10)
+    ax.set_ylabel("HBM traffic (read + write)")
+    _bytes_axis(ax)
+    ax.set_title(f"HBM traffic against N, {gpu.full_name}\n(dashed: each IO bound, scaled "
+                 "to meet the counts at the largest N; slopes fitted over the upper half)",
+                 fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend_right(ax)
     fig.tight_layout()
@@ -150,15 +187,16 @@ def time_vs_n_figure(series, gpu):
     if not drawn:
         return None
     plt = _plt()
-    styles = _styles(_series_names(series))
+    groups = _merge_identical({s.name: (s.seqs, s.predicted_s) for s in drawn})
+    styles = _styles(groups)
     fig, ax = plt.subplots(figsize=WIDE)
-    for s in drawn:
-        colour, marker = styles[s.name]
-        ax.loglog(s.seqs, s.predicted_s, marker=marker, color=colour, ms=4, lw=1.2,
-                  label=s.name)
+    for label, (seqs, times) in groups.items():
+        colour, marker = styles[label]
+        ax.loglog(seqs, times, marker=marker, color=colour, ms=4, lw=1.2, label=label)
     _log2_ticks(ax, sorted({n for s in drawn for n in s.seqs}))
     ax.set_xlabel("sequence length N (tokens)")
-    ax.set_ylabel("predicted time (s)")
+    ax.set_ylabel("predicted time")
+    _time_axis(ax, "y")
     ax.set_title(f"Predicted time against N, {gpu.full_name}", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend_right(ax)
@@ -183,8 +221,9 @@ def throughput_figure(records, gpu):
         peak = gpu.tensor_flops_per_s(dtype)
         ax.axhline(peak / 1e12, color="grey", linestyle="--", lw=0.8)
         ax.annotate(f"{dtype} tensor peak {peak / 1e12:.0f} TFLOP/s",
-                    (records[0]["seqs"][0], peak / 1e12), fontsize=8, va="bottom",
-                    color="dimgray")
+                    (max(n for r in records for n in r["seqs"]), peak / 1e12),
+                    xytext=(0, 3), textcoords="offset points", fontsize=8, ha="right",
+                    va="bottom", color="dimgray")
     _log2_ticks(ax, sorted({n for r in records for n in r["seqs"]}))
     ax.set_ylim(0, max(gpu.tensor_flops_per_s(r["dtype"]) for r in records) / 1e12 * 1.12)
     ax.set_xlabel("sequence length N (tokens; batch × N fixed)")
@@ -206,43 +245,72 @@ def timing_terms(breakdown) -> dict:
             and isinstance(getattr(breakdown, f.name), float)}
 
 
+def predicted_split(breakdown) -> dict:
+    """The predicted time split exactly: per kernel, its body time goes to the resource that
+    bounds it, the wave-quantization loss (body × (q − 1)) to "waves", launch overhead to
+    "launch". The values sum to ``breakdown.predicted_s``."""
+    split = defaultdict(float)
+    for k in breakdown.kernels:
+        split["launch" if k.bound == "launch" else k.bound] += k.body_s
+        split["waves"] += k.body_s * (k.quantization - 1.0)
+        split["launch"] += k.launch_s
+    return dict(split)
+
+
 def time_terms_figure(rows, gpu):
-    """Per algorithm, a horizontal bar stacking the timing model's terms, each divided by
-    the predicted time: a bar past 1 shows how much the model overlaps (max, not sum); the
-    predicted time is written beside it."""
+    """Per algorithm two bars, as fractions of its predicted time (written beside them):
+    the upper splits the prediction by the resource bounding each kernel, plus the
+    wave-quantization loss and launch overhead (it ends at 1); the lower stacks every term
+    of the timing model alone (``timing_terms``), so what the overlap hides shows past 1."""
     results = [row.result for row in rows if row.result is not None]
     if not results:
         return None
     plt = _plt()
     terms = [timing_terms(r.time) for r in results]
+    splits = [predicted_split(r.time) for r in results]
     names = [k for k in terms[0] if any(t.get(k, 0) > 0 for t in terms)]
+    names += [k for sp in splits for k in sp if k not in names and k != "waves"]
     colours = dict(zip(names, plt.get_cmap("Set2").colors))
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(results) + 1.6))
+    colours["waves"] = "lightgrey"
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(results) + 1.7))
     y = list(range(len(results)))[::-1]
-    for r, t, yi in zip(results, terms, y):
-        left = 0.0
-        for k in names:
-            width = t.get(k, 0.0) / r.time.predicted_s
-            ax.barh(yi, width, left=left, color=colours[k], edgecolor="white", lw=0.5,
-                    label=k if yi == y[0] else None)
-            left += width
-        ax.annotate(f"{_fmt_s(r.time.predicted_s)}, {r.time.bound}", (left, yi),
+    seen = set()
+    for r, t, sp, yi in zip(results, terms, splits, y):
+        for bar_y, height, parts, alpha in ((yi + 0.17, 0.34, sp, 1.0),
+                                            (yi - 0.19, 0.26, t, 0.55)):
+            left = 0.0
+            for k in names + ["waves"]:
+                width = parts.get(k, 0.0) / r.time.predicted_s
+                if width <= 0:
+                    continue
+                ax.barh(bar_y, width, left=left, height=height, color=colours[k],
+                        alpha=alpha, edgecolor="white", lw=0.4,
+                        hatch="//" if k == "waves" else None)
+                seen.add(k)
+                left += width
+        right = max(1.0, sum(t.values()) / r.time.predicted_s)
+        ax.annotate(f"{_fmt_s(r.time.predicted_s)}, {r.time.bound}", (right, yi),
                     xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
     ax.axvline(1.0, color="black", lw=1)
     ax.set_yticks(y)
     ax.set_yticklabels([r.algorithm for r in results], fontsize=8)
-    ax.set_xlim(0, max(sum(t.values()) / r.time.predicted_s for r, t in zip(results, terms))
-                * 1.25)
-    ax.set_xlabel("term ÷ predicted time (each kernel's unoverlapped terms, summed; "
-                  "the line at 1 is the prediction)")
+    ax.set_xlim(0, max(max(1.0, sum(t.values()) / r.time.predicted_s)
+                       for r, t in zip(results, terms)) * 1.22)
+    ax.set_xlabel("fraction of the predicted time  (upper bar: the prediction, split by "
+                  "bounding resource; lower bar: each term alone)")
     ax.set_title(f"Where the time goes, {gpu.full_name}", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, ncol=len(names))
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(facecolor=colours[k], hatch="//" if k == "waves" else None,
+                             label=k) for k in names + ["waves"] if k in seen],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 def _fmt_s(s: float) -> str:
+    if s >= 1:
+        return f"{s:.3g} s"
     return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} µs"
 
 
@@ -260,16 +328,17 @@ def decode_figure(records, gpu):
     if not lines:
         return None
     plt = _plt()
+    lines = _merge_identical({k: sorted(v) for k, v in lines.items()})
     styles = _styles(list(lines))
     fig, ax = plt.subplots(figsize=WIDE)
     for label, pts in lines.items():
-        pts.sort()
         colour, marker = styles[label]
         ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour,
                   label=label, lw=1.3)
     _log2_ticks(ax, sorted({c for pts in lines.values() for c, _ in pts}))
     ax.set_xlabel("context length (cached tokens)")
-    ax.set_ylabel("attention time per token, all layers (s)")
+    ax.set_ylabel("attention time per token, all layers")
+    _time_axis(ax, "y")
     ax.set_title(f"Decoding, batch 1: attention per generated token, {gpu.full_name}",
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
@@ -304,7 +373,8 @@ def approx_figure(records, gpu, exact_label=None, exact_s=None):
         ax.axvline(exact_s, color="black", linestyle=":", lw=1)
         ax.annotate(f"{exact_label} (exact)", (exact_s, ax.get_ylim()[1]), xytext=(-4, -12),
                     textcoords="offset points", ha="right", fontsize=8)
-    ax.set_xlabel("predicted time on the report's workload (s)")
+    _time_axis(ax, "x")
+    ax.set_xlabel("predicted time on the report's workload")
     ax.set_ylabel("relative error vs exact attention")
     ax.set_title(f"Approximations: error against cost (labels: features or hashes), "
                  f"{gpu.full_name}", fontsize=10)
@@ -340,7 +410,8 @@ def resident_hbm_figure(series: dict, capacity_bytes: float, gpu_name: str):
                 xytext=(2, 4), textcoords="offset points", color="red", fontsize=8)
     _log2_ticks(ax, sorted({p[0] for pts in series.values() for p in pts}))
     ax.set_xlabel("sequence length N (tokens)")
-    ax.set_ylabel("resident HBM (bytes)")
+    ax.set_ylabel("resident HBM")
+    _bytes_axis(ax)
     ax.set_title(f"Resident HBM against N, {gpu_name}", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend_right(ax)

@@ -52,7 +52,9 @@ def approx_section(records, gpu, exact=None) -> Section | None:
                   notes=[f"error: relative Frobenius error against exact softmax attention, "
                          f"executed on {records[0]['accuracy_workload']}, standard-normal "
                          "Q, K, V, mean of two seeds of the features/hashes "
-                         "(attnsim.approx_sweep); cost: count-only on the report's workload."
+                         "(attnsim.approx_sweep); RFA against exact attention on unit-normalized "
+                         "queries and keys, Reformer against exact shared-QK attention, as in "
+                         "their papers; cost: count-only on the report's workload."
                          + (f" For comparison, {exact.algorithm} (exact) predicts "
                             f"{fmt.seconds(exact.time.predicted_s)}." if exact else "")])
     fig = Figure("approx", f"Approximate attention: error against predicted time, "
