@@ -20,6 +20,10 @@ def gpus_table(gpus) -> Table:
                  notes=per_gpu[0].notes)
 
 
+def _causal_report(rows_by_gpu) -> bool:
+    return tables.row_workload_causal(rows_by_gpu[0])
+
+
 def comparison_table(gpus, rows_by_gpu) -> Table:
     """One row per algorithm: predicted time and bound on each GPU, and fwd+bwd."""
     names = [r.name for r in rows_by_gpu[0]]
@@ -29,7 +33,11 @@ def comparison_table(gpus, rows_by_gpu) -> Table:
     headers += [f"fwd+bwd {g.name}" for g in gpus]
     out, records = [], []
     for i, name in enumerate(names):
-        cells, rec = [name], {"algorithm": name}
+        first = next((rows[i].result for rows in rows_by_gpu if rows[i].result), None)
+        causal_only = (first is not None and first.workload.causal
+                       and not _causal_report(rows_by_gpu))     # NSA on a non-causal report
+        shown = name + (" (causal)" if causal_only else "")
+        cells, rec = [shown], {"algorithm": name}
         for g, rows in zip(gpus, rows_by_gpu):
             r = rows[i].result
             cells += [fmt.seconds(r.time.predicted_s), r.time.bound] if r else ["n/a", "—"]
@@ -48,24 +56,27 @@ def comparison_table(gpus, rows_by_gpu) -> Table:
 
 
 def compare_figure(gpus, rows_by_gpu):
-    """Grouped horizontal bars: each algorithm's predicted time on each GPU (log axis)."""
-    from reports.plots import _plt
+    """A dot plot: each algorithm's predicted time on each GPU, one marker per GPU on a log
+    time axis (a missing marker: the algorithm does not run on that GPU)."""
+    from reports.plots import _plt, _styles, _time_axis
     plt = _plt()
     names = [r.name for r in rows_by_gpu[0]]
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(names) * max(1, len(gpus) / 2) + 1.5))
-    height = 0.8 / len(gpus)
+    styles = _styles([g.full_name for g in gpus])
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(names) + 1.4))
+    ys = list(range(len(names)))[::-1]
     for j, (g, rows) in enumerate(zip(gpus, rows_by_gpu)):
-        ys = [len(names) - 1 - i + (len(gpus) / 2 - j - 0.5) * height for i in range(len(names))]
-        xs = [row.result.time.predicted_s if row.result else 0 for row in rows]
-        ax.barh([y for y, x in zip(ys, xs) if x], [x for x in xs if x], height=height,
-                label=g.full_name)
-    ax.set_xscale("log")
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names[::-1], fontsize=8)
-    ax.set_xlabel("predicted time (s, log scale)")
-    ax.set_title("Predicted time per GPU", fontsize=10)
-    ax.grid(True, axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+        colour, marker = styles[g.full_name]
+        size = max(4, 10 - 2 * j)   # later GPUs smaller: coinciding markers stay visible
+        pts = [(row.result.time.predicted_s, y) for row, y in zip(rows, ys) if row.result]
+        ax.semilogx([p[0] for p in pts], [p[1] for p in pts], marker, color=colour, ms=size,
+                    linestyle="none", label=g.full_name)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=8)
+    _time_axis(ax, "x")
+    ax.set_xlabel("predicted time")
+    ax.set_title("Predicted time on each GPU (the report's workload)", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
