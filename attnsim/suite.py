@@ -243,7 +243,8 @@ def design_points(nsa_seqs=(16384, 32768, 65536)) -> list[DesignPoint]:
         wl = GQA_SHAPE.replace(kv_heads=kv)
         points.append(DesignPoint("gqa", f"{label} decode, 32K", wl, {}, "flash2",
                                   f"flash2 on the same {label} shapes", wl, gqa_claim,
-                                  f"KV cache ÷ {64 // kv}; speed near MQA", gqa_source))
+                                  f"KV cache ÷ {64 // kv}" + ("; speed near MQA's" if kv > 1 else ""),
+                                  gqa_source))
     m = PRESETS["deepseek-v2"]
     mla_wl = Workload(batch=1, heads=m.heads, kv_heads=m.kv_heads, seq_q=1, seq_k=32768,
                       head_dim=m.head_dim, dtype="fp16", decode=True, model=m)
@@ -254,7 +255,7 @@ def design_points(nsa_seqs=(16384, 32768, 65536)) -> list[DesignPoint]:
         "flash2, multi-head 128 × 128 (the same heads, uncompressed cache)", dense,
         "KV cache per token (d_c + d_h^R)·l ≈ 4.5 d_h·l elements, \"equal to GQA with only "
         "2.25 groups\"; DeepSeek-V2 \"reduces the KV cache by 93.3%\" against DeepSeek 67B",
-        "KV/token = 576 elements per layer (4.5 d_h)", "DeepSeek-AI 2024, arXiv 2405.04434, Table 1 and abstract"))
+        "KV/token/layer 4.5 d_h = GQA with 2.25 groups", "DeepSeek-AI 2024, arXiv 2405.04434, Table 1 and abstract"))
     return points
 
 
