@@ -211,15 +211,17 @@ def throughput_figure(records, gpu):
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
-    styles = _styles([f"{r['algorithm']} {r['dtype']}" for r in records])
+    # colour and marker per algorithm, line style per dtype
+    styles = _styles(dict.fromkeys(r["algorithm"] for r in records))
+    dashes = dict(zip(dict.fromkeys(r["dtype"] for r in records), ("-", "--", ":", "-.")))
     for r in records:
-        key = f"{r['algorithm']} {r['dtype']}"
-        colour, marker = styles[key]
+        colour, marker = styles[r["algorithm"]]
         ax.semilogx(r["seqs"], [v / 1e12 for v in r["flops_per_s"]], marker=marker,
-                    color=colour, label=key, lw=1.5)
+                    color=colour, linestyle=dashes[r["dtype"]],
+                    label=f"{r['algorithm']} {r['dtype']}", lw=1.5)
     for dtype in sorted({r["dtype"] for r in records}):
         peak = gpu.tensor_flops_per_s(dtype)
-        ax.axhline(peak / 1e12, color="grey", linestyle="--", lw=0.8)
+        ax.axhline(peak / 1e12, color="grey", linestyle=":", lw=0.8)
         ax.annotate(f"{dtype} tensor peak {peak / 1e12:.0f} TFLOP/s",
                     (max(n for r in records for n in r["seqs"]), peak / 1e12),
                     xytext=(0, 3), textcoords="offset points", fontsize=8, ha="right",
