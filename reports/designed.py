@@ -13,7 +13,8 @@ def designed_section(points, gpu) -> tuple[Section, list[dict]]:
     for p in points:
         r, b = p.result, p.baseline_result
         if r is None or b is None:
-            rows.append([p.label, p.workload.describe(), "—", "—", "—", p.baseline_label, "—",
+            rows.append([p.label, p.workload.describe(), "—", "—", "—", p.baseline_label,
+                         "—",
                          "—", p.claim_short, "n/a: " + (p.error or "")[:60]])
             records.append({"label": p.label, "algorithm": p.algorithm, "error": p.error})
             continue

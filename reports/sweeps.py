@@ -51,7 +51,7 @@ def approx_section(records, gpu, exact=None) -> Section | None:
                                       "HBM", "FLOPs"], rows, records,
                   notes=[f"error: relative Frobenius error against exact softmax attention, "
                          f"executed on {records[0]['accuracy_workload']}, standard-normal "
-                         "Q, K, V, mean of two seeds of the features/hashes "
+                         f"Q, K, V, features/hashes drawn with seed(s) {records[0]['seeds']} "
                          "(attnsim.approx_sweep); RFA against exact attention on unit-normalized "
                          "queries and keys, Reformer against exact shared-QK attention, as in "
                          "their papers; cost: count-only on the report's workload."

@@ -162,3 +162,18 @@ def test_resident_hbm_figure_draws_the_capacity():
     ax = fig.axes[0]
     assert any(list(line.get_ydata()) == [gpu.hbm_bytes] * 2 for line in ax.get_lines())
     assert resident_hbm_figure({}, gpu.hbm_bytes, gpu.full_name) is None
+
+
+def test_error_against_cost_falls_with_more_features():
+    pytest.importorskip("matplotlib")
+    gpu = get_gpu("h100")
+    wl = Workload(batch=1, heads=2, seq_q=1024, head_dim=64)
+    records = suite.approx_cost_accuracy(gpu, wl, names={"rfa"})
+    assert [r["value"] for r in records] == [16, 64, 256]
+    errors = [r["error_vs_exact"] for r in records]
+    times = [r["predicted_s"] for r in records]
+    assert errors[0] > errors[1] > errors[2] > 0      # more features, closer to exact
+    assert times[0] < times[1] < times[2]              # ... at a higher cost
+    from reports.sweeps import approx_section
+    section = approx_section(records, gpu)
+    assert len(section.tables[0].rows) == 3 and section.figures[0].draw() is not None
