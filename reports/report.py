@@ -29,7 +29,8 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                if accuracy_workload else "")],
             tables=[tables.algorithms_table(rows)],
             figures=[Figure("roofline", f"Roofline of {gpu.full_name} with every algorithm on "
-                            "this workload (forward and forward + backward)",
+                            "this workload (forward and forward + backward); a point above "
+                            "the HBM roof has re-reads the timing model serves from L2",
                             lambda: plots.roofline_figure(gpu, rows), after="algorithms")]),
         Section("Where the time goes", tables=[tables.timing_table(rows)],
                 figures=[Figure("time_terms", "The timing model's terms per algorithm, over "
