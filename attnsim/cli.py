@@ -309,7 +309,7 @@ def _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress):
     progress.update1()
     points = [p for p in suite.design_points() if p.algorithm in chosen]
     if points:
-        sec, records = designed_section(suite.run_design_points(gpu, points), gpu)
+        sec, records = designed_section(suite.run_design_points(gpu, points), gpu, wl)
         sections.append(sec)
         data["designed_to_win"] = records
     progress.update1()
