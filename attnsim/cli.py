@@ -323,11 +323,22 @@ def _report_comparison(a, gpus, wl, names, sram, document_out) -> int:
     if a.plot:
         raise ValueError("--plot draws one GPU's growth figure: give one --hw, or use "
                          "--output DIR/report.md for the comparison's figures")
-    progress = _progress(len(names or algorithm_names()) * len(gpus))
+    from reports.compare import designed_comparison_section
+    progress = _progress((len(names or algorithm_names()) + 1) * len(gpus))
     rows_by_gpu = [suite.run_all(g, wl, names, sram_bytes=sram, accuracy=False,
                                  progress=progress.update1) for g in gpus]
+    chosen = set(names or algorithm_names())
+    points_by_gpu = []
+    for g in gpus:
+        points_by_gpu.append(suite.run_design_points(
+            g, [p for p in suite.design_points() if p.algorithm in chosen]))
+        progress.update1()
     progress.close()
-    doc = build_comparison(gpus, wl, rows_by_gpu)
+    sections, data = [], {}
+    if points_by_gpu[0]:
+        sections.append(designed_comparison_section(gpus, points_by_gpu))
+        data["designed_to_win"] = sections[-1].tables[0].records
+    doc = build_comparison(gpus, wl, rows_by_gpu, sections, data)
     _emit_report(a, doc, document_out)
     return 0
 

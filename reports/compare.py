@@ -81,6 +81,37 @@ def compare_figure(gpus, rows_by_gpu):
     return fig
 
 
+def designed_comparison_section(gpus, points_by_gpu) -> Section:
+    """Each design point's predicted time and speedup over its baseline on every GPU."""
+    headers = ["configuration", "baseline"]
+    for g in gpus:
+        headers += [g.name, f"speedup {g.name}"]
+    rows, records = [], []
+    for i, p in enumerate(points_by_gpu[0]):
+        cells, rec = [p.label, p.baseline_label], {"label": p.label, "baseline": p.baseline}
+        for g, points in zip(gpus, points_by_gpu):
+            q = points[i]
+            if q.result is None or q.baseline_result is None:
+                cells += ["n/a", "—"]
+                rec[g.name] = {"error": q.error}
+                continue
+            speedup = q.baseline_result.time.predicted_s / q.result.time.predicted_s
+            cells += [fmt.seconds(q.result.time.predicted_s), f"{speedup:.2f}×"]
+            rec[g.name] = {"predicted_s": q.result.time.predicted_s,
+                           "baseline_predicted_s": q.baseline_result.time.predicted_s,
+                           "speedup_over_baseline": speedup}
+        rows.append(cells)
+        records.append(rec)
+    claims = {}
+    for p in points_by_gpu[0]:
+        claims.setdefault(p.algorithm, f"{p.algorithm}: {p.claim} ({p.source})")
+    table = Table("designed_compare", "", headers, rows, records,
+                  notes=["The papers' claims: " + "; ".join(claims.values()) + "."])
+    return Section("Where each algorithm was designed to win, on each GPU",
+                   ["NSA, GQA/MQA and MLA on the configurations their papers evaluate, each "
+                    "against flash2 on the same shapes (count-only)."], [table])
+
+
 def build_comparison(gpus, wl, rows_by_gpu, extra_sections=(), extra_data=None) -> Document:
     sections = [
         Section("GPUs", tables=[gpus_table(gpus)]),

@@ -101,6 +101,12 @@ def test_gpus_side_by_side(capsys, tmp_path):
                            *SMALL)
     assert "NVIDIA A100-SXM4-80GB" in out and "NVIDIA H100-SXM5-80GB" in out
     assert "fwd+bwd a100-80gb" in out
+    code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "gqa",
+                           *SMALL, "--format", "json")
+    rows = json.loads(out)["designed_to_win"]
+    assert [r["label"] for r in rows] == ["GQA-8 decode, 32K", "MQA decode, 32K"]
+    assert all(r[g]["speedup_over_baseline"] > 1 for r in rows for g in ("a100-80gb",
+                                                                         "h100-sxm"))
 
 
 def test_design_points_set_our_number_beside_the_papers():
