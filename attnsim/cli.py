@@ -261,9 +261,9 @@ def cmd_report(a) -> int:
 
 def _document_output(a) -> bool:
     """Whether --output names a document with figures (.md, .html) rather than a file in
-    --format; --svg needs such a document."""
-    doc = bool(a.output) and os.path.splitext(a.output)[1].lower() in (
-        ".md", ".markdown", ".html", ".htm")
+    --format (an explicit --format json or csv wins); --svg needs such a document."""
+    doc = bool(a.output) and a.format in ("text", "markdown") and os.path.splitext(
+        a.output)[1].lower() in (".md", ".markdown", ".html", ".htm")
     if a.svg and not doc:
         raise ValueError("--svg writes figures beside a document: give --output "
                          "DIR/report.md or DIR/report.html")
