@@ -183,3 +183,12 @@ def test_error_against_cost_falls_with_more_features():
     from reports.sweeps import approx_section
     section = approx_section(records, gpu)
     assert len(section.tables[0].rows) == 3 and section.figures[0].draw() is not None
+
+
+def test_an_explicit_json_format_wins_over_a_markdown_file_name(capsys, tmp_path):
+    out = tmp_path / "report.md"
+    code, _, _ = run_cli(capsys, "report", "--algorithms", "flash2", *SMALL, "--format",
+                         "json", "--output", str(out))
+    assert code == 0
+    assert json.loads(out.read_text())["algorithms"][0]["algorithm"] == "flash2"
+    assert not (tmp_path / "report").exists()
