@@ -81,10 +81,13 @@ def test_without_matplotlib_the_document_says_how_to_get_figures(capsys, tmp_pat
     assert "no figures: matplotlib is not installed" in err
 
 
-def test_svg_needs_a_document(capsys):
+def test_svg_needs_a_document_and_plot_one_gpu(capsys, tmp_path):
     code, _, err = run_cli(capsys, "report", "--algorithms", "flash2", *SMALL, "--svg")
     assert code == 2 and err.count("\n") == 1
     assert "--svg writes figures beside a document" in err
+    code, _, err = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "flash2",
+                           *SMALL, "--plot", str(tmp_path / "g.png"))
+    assert code == 2 and err.count("\n") == 1 and "give one --hw" in err
 
 
 def test_gpus_side_by_side(capsys, tmp_path):
