@@ -51,20 +51,22 @@ def outlier_inputs(wl, seed: int = 0, fraction: float = OUTLIER_FRACTION,
 
 
 def variant_errors(wl: Workload | None = None, gpu="h100", seed: int = 0) -> dict:
-    """{workload, inputs, variants: [{name, fp8_scales, rotation, rmse, relative_error}]}:
-    each FP8 variant of flash3 on the same outlier inputs against float64 attention."""
+    """{workload, inputs, seed, variants: {name: {fp8_scales, rotation, rmse,
+    relative_error}}}: each FP8 variant of flash3 on the same outlier inputs against
+    float64 attention."""
     wl = (wl or ERROR_WORKLOAD).replace(dtype="fp8")
     inputs = outlier_inputs(wl, seed)
     exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, causal=wl.causal,
                                    scale=wl.scale)
-    variants = []
+    variants = {}
     for name, options in VARIANTS:
         r = simulate("flash3", wl, gpu, options=options, inputs=inputs, check=False)
         o = np.asarray(r.outputs["o"], dtype=np.float64)
-        variants.append({"name": name, **options,
-                         "rmse": float(np.sqrt(np.mean((o - exact) ** 2))),
-                         "relative_error": relative_error(o, exact)})
-    return {"workload": wl.to_dict(), "inputs": OUTLIER_DESCRIPTION, "seed": seed,
+        variants[name] = {**options, "rmse": float(np.sqrt(np.mean((o - exact) ** 2))),
+                          "relative_error": relative_error(o, exact)}
+    shape = {"batch": wl.batch, "heads": wl.heads, "seq": wl.seq_q, "head_dim": wl.head_dim,
+             "causal": wl.causal}
+    return {"workload": shape, "inputs": OUTLIER_DESCRIPTION, "seed": seed,
             "variants": variants}
 
 

@@ -16,19 +16,19 @@ def fp8_section(gpu, wl) -> tuple[Section, dict]:
     errors = variant_errors(error_workload_like(wl), gpu)
     timed = wl.replace(dtype="fp8")
     rows, records = [], []
-    for (name, options), err in zip(VARIANTS, errors["variants"]):
+    for name, options in VARIANTS:
+        err = errors["variants"][name]
         r = simulate("flash3", timed, gpu, compute=False, options=options)
         quantize = next(k for k in r.time.kernels if k.name == "flash3_fp8_quantize")
-        records.append({**err, "paper_rmse": PAPER_RMSE.get(name),
+        records.append({"name": name, **err, "paper_rmse": PAPER_RMSE.get(name),
                         "predicted_s": r.time.predicted_s, "quantize_kernel_s": quantize.total_s,
                         "other_flops": r.counts["other_flops"]})
         rows.append([name, options["fp8_scales"], options["rotation"], f"{err['rmse']:.2e}",
                      f"{err['relative_error']:.3f}",
                      f"{PAPER_RMSE[name]:.1e}" if name in PAPER_RMSE else "—",
                      fmt.seconds(r.time.predicted_s), fmt.seconds(quantize.total_s)])
-    base = next(e["rmse"] for e in errors["variants"] if e["name"] == "per-tensor")
-    block = next(e["rmse"] for e in errors["variants"] if e["name"] == "block")
-    best = next(e["rmse"] for e in errors["variants"] if e["name"] == "block + Hadamard")
+    rmse = {name: e["rmse"] for name, e in errors["variants"].items()}
+    base, block, best = rmse["per-tensor"], rmse["block"], rmse["block + Hadamard"]
     ew = error_workload_like(wl)
     table = Table(
         "fp8", f"FlashAttention-3 FP8 (e4m3) on {gpu.full_name}",
