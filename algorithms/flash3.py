@@ -33,8 +33,9 @@ in ``algorithms.kernels.fp8``), in two kernels:
   cvt) and 2 per block (s and 1/s, the 1/√b of H folded in). Reads 2 B, writes 1 B per
   element, plus a 4 B scale per block (per-tensor: a 4 B atomic max into the amax history
   per block, as delayed scaling keeps it; executed with the current amax).
-* ``flash3_fwd`` on the e4m3 tensors (1 B per element read; O written in bf16, as FA-3's
-  FP8 forward does): S = (Q̂_i K̂_jᵀ)·s_Q,i·s_K,j·scale in fp32 (the block scales are
+* ``flash3_fwd`` on the e4m3 tensors (1 B per element read, and the fp32 scales: s_Q,i per
+  Q block and s_K,j, s_V,j per tile, or the three per-tensor scales once per CTA; O written
+  in bf16, as FA-3's FP8 forward does): S = (Q̂_i K̂_jᵀ)·s_Q,i·s_K,j·scale in fp32 (the block scales are
   folded into the softmax scale: 2 ops per tile); P is computed as 2⁸·exp(S − m) — FA-3's
   offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's [0, 256] instead of [0, 1]
   and fewer small probabilities underflow — and converted to e4m3 before the P V GEMM (one
@@ -42,7 +43,9 @@ in ``algorithms.kernels.fp8``), in two kernels:
   by keeping the fp32 accumulator in units of the current block's scale, acc ← acc·α·
   s_V,j−1/s_V,j + P̂ V̂_j (B_r + 1 ops per tile, so the GEMM still accumulates in place);
   the epilogue multiplies by s_V,last/ℓ and takes 2⁻⁸ out of ℓ for the lse (2 B_r ops per
-  Q block). The fp8 ``wgmma`` needs V K-major: each V_j is transposed in shared memory
+  Q block). ``--fp8-quantize upstream`` leaves the quantize kernel out of the counts (Q, K,
+  V arrive in e4m3, as in FA-3's benchmarks); the numbers computed are the same. The fp8
+  ``wgmma`` needs V K-major: each V_j is transposed in shared memory
   (B_c d bytes read and written per tile, an s-stage Vᵀ buffer), as the paper describes.
 """
 from __future__ import annotations
@@ -70,6 +73,7 @@ from hwmodels.primitives import (count_atomic_add, count_exp, count_load, count_
 
 FP8_SCALES = ("block", "tensor")
 ROTATIONS = ("hadamard", "none")
+FP8_QUANTIZE = ("kernel", "upstream")
 
 
 def _one_of(valid):
@@ -90,7 +94,12 @@ INFO = AlgorithmInfo(
              Option("rotation", str, None,
                     "with --dtype fp8: incoherent processing, Q and K times a random "
                     "±1-diagonal Hadamard matrix (hadamard, the default) or not (none)",
-                    validate=_one_of(ROTATIONS))),
+                    validate=_one_of(ROTATIONS)),
+             Option("fp8_quantize", str, None,
+                    "with --dtype fp8: count the quantize kernel (kernel, the default) or take "
+                    "Q, K, V already in e4m3 from upstream (upstream: FA-3's benchmarks, or "
+                    "the rotary-embedding fusion the paper proposes)",
+                    validate=_one_of(FP8_QUANTIZE))),
 )
 
 BLOCK_Q = 128                 # 2 consumer warpgroups x 64 rows (Section 3.1)
@@ -112,6 +121,7 @@ class Flash3Plan(Plan):
     fp8_scales: str | None = None     # "block" / "tensor" under --dtype fp8, else None
     rotation: str | None = None       # "hadamard" / "none" under --dtype fp8, else None
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
+    fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
 
 
 def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
@@ -127,14 +137,15 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
 
 
 def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
-         rotation: str | None = None) -> Flash3Plan:
+         rotation: str | None = None, fp8_quantize: str | None = None) -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
     is_fp8 = wl.dtype == "fp8"
-    if not is_fp8 and (fp8_scales is not None or rotation is not None):
-        raise PlanError(f"flash3: --fp8-scales and --rotation apply to --dtype fp8 (the "
-                        f"workload is {wl.dtype}); add --dtype fp8 or drop them")
+    if not is_fp8 and (fp8_scales, rotation, fp8_quantize) != (None, None, None):
+        raise PlanError(f"flash3: --fp8-scales, --rotation and --fp8-quantize apply to "
+                        f"--dtype fp8 (the workload is {wl.dtype}); add --dtype fp8 or drop "
+                        f"them")
     d, e = wl.head_dim, wl.elem_bytes
     for bk in BLOCK_K_CANDIDATES:
         smem = sum(smem_buffers(BLOCK_Q, bk, stages, d, e, is_fp8).values())
@@ -143,7 +154,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
             if not is_fp8:
                 return Flash3Plan(BLOCK_Q, bk, stages, smem, regs)
             return Flash3Plan(BLOCK_Q, bk, stages, smem, regs, fp8_scales or "block",
-                              rotation or "hadamard", fp8.hadamard_block(d))
+                              rotation or "hadamard", fp8.hadamard_block(d),
+                              fp8_quantize or "kernel")
     need = sum(smem_buffers(BLOCK_Q, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
@@ -200,7 +212,9 @@ def run_fp8(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
                        "q_block_rows": p.block_q, "kv_block_rows": p.block_k,
                        "rotation": p.rotation, "hadamard_block": p.hadamard_block,
                        "p_scale": 2 ** P_SCALE_LOG2, "accumulate": "fp32",
-                       "quantize_kernel": "flash3_fp8_quantize", "source_dtype": "bf16",
+                       "quantize_kernel": ("flash3_fp8_quantize" if p.fp8_quantize == "kernel"
+                                           else None),
+                       "source_dtype": "bf16" if p.fp8_quantize == "kernel" else "fp8",
                        "output_dtype": "bf16"}
     return {"o": o, "lse": lse} if compute else {}
 
@@ -221,8 +235,26 @@ def quantize_counts(wl, p: Flash3Plan) -> dict[str, int]:
 
 def quantize_inputs(wl, p: Flash3Plan, inputs, rec, compute: bool):
     """Rotate (optionally) and quantize Q, K, V to e4m3 with their scales, counted as the
-    ``flash3_fp8_quantize`` kernel. Returns the e4m3 tensors (q, k, v) and scales (sq, sk,
-    sv: per block along the sequence, per batch and head), or None in count-only mode."""
+    ``flash3_fp8_quantize`` kernel (not counted with ``--fp8-quantize upstream``). Returns
+    the e4m3 tensors (q, k, v) and scales (sq, sk, sv: per block along the sequence, per
+    batch and head), or None in count-only mode."""
+    if p.fp8_quantize == "kernel":
+        count_quantize_kernel(wl, p, rec)
+    if not compute:
+        return None
+    q, k = inputs.q, inputs.k
+    if p.rotation == "hadamard":
+        signs = fp8.random_signs(wl.head_dim, ROTATION_SEED)
+        q, k = fp8.rotate(q, signs), fp8.rotate(k, signs)
+    per_tensor = p.fp8_scales == "tensor"
+    q8, sq = fp8.quantize(q, p.block_q, per_tensor)
+    k8, sk = fp8.quantize(k, p.block_k, per_tensor)
+    v8, sv = fp8.quantize(inputs.v, p.block_k, per_tensor)
+    return types.SimpleNamespace(q=q8, k=k8, v=v8, sq=sq, sk=sk, sv=sv)
+
+
+def count_quantize_kernel(wl, p: Flash3Plan, rec) -> None:
+    """Declare ``flash3_fp8_quantize`` and count its traffic and ops (``quantize_counts``)."""
     n = quantize_counts(wl, p)
     block_rows = max(p.block_q, p.block_k)
     c = rec.kernel("flash3_fp8_quantize", ctas=n["blocks"],
@@ -235,17 +267,6 @@ def quantize_inputs(wl, p: Flash3Plan, inputs, rec, compute: bool):
     else:
         count_atomic_add(c, 4 * n["blocks"])                     # amax history (atomic max)
     count_other(c, n["other_flops"])
-    if not compute:
-        return None
-    q, k = inputs.q, inputs.k
-    if p.rotation == "hadamard":
-        signs = fp8.random_signs(wl.head_dim, ROTATION_SEED)
-        q, k = fp8.rotate(q, signs), fp8.rotate(k, signs)
-    per_tensor = p.fp8_scales == "tensor"
-    q8, sq = fp8.quantize(q, p.block_q, per_tensor)
-    k8, sk = fp8.quantize(k, p.block_k, per_tensor)
-    v8, sv = fp8.quantize(inputs.v, p.block_k, per_tensor)
-    return types.SimpleNamespace(q=q8, k=k8, v=v8, sq=sq, sk=sk, sv=sv)
 
 
 # ---- FP8: the attention kernel --------------------------------------------------------------
@@ -297,11 +318,14 @@ def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q
         r1 = min(r0 + block_q, seq_q)
         rows = r1 - r0
         qi = load_rows(c, q8, r0, r1, d, 1)                  # Q̂_i -> SRAM, stays there
+        count_load(c, 4 if block_scales else 12)             # s_Q,i (per tensor: s_Q, s_K, s_V)
         m, l, acc = new_row_state(rows, d, compute)
         key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
         v_prev = np.float32(1.0)
         for c0 in range(0, key_end, block_k):
             c1 = min(c0 + block_k, seq_k)
+            if block_scales:
+                count_load(c, 8)                             # s_K,j and s_V,j
             if not compute:                                  # same counts, no arrays
                 masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
                 count_tile(c, rows, c1 - c0, d, 1, masked, False)

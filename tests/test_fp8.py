@@ -193,7 +193,8 @@ def closed_form(wl, bq, bk, scales, rotation):
              + rc                                   # P -> e4m3
              + (tr * tc * 3 + nq * tc if scales == "block" else 0)  # scale products, V ratio
              + nq * d + nq + 2 * nq)                # epilogue: acc / l, · s_V, 2^-8
-    attn = {"hbm_read_bytes": nq * d + tr * 2 * nk * d,          # 1 B Q, K, V
+    scale_bytes = tr * 4 + tr * tc * 8 if scales == "block" else tr * 12
+    attn = {"hbm_read_bytes": nq * d + tr * 2 * nk * d + scale_bytes,   # 1 B Q, K, V; scales
             "hbm_write_bytes": nq * d * 2 + 4 * nq,              # bf16 O, fp32 lse
             "matmul_flops": 4 * nq * nk * d, "exp_ops": rc + nq * tc + nq,
             "other_flops": other, "ctas": tr}
@@ -245,6 +246,17 @@ def test_the_rotation_costs_cuda_core_ops_only():
             {k: v for k, v in off.items() if k != "other_flops"}
         # Q and K rows (2 x 8 heads x 2048 each): d sign flips + d log2 d butterflies
         assert on["other_flops"] - off["other_flops"] == 2 * 2 * 8 * 2048 * (128 + 128 * 7)
+
+
+def test_upstream_quantization_drops_the_quantize_kernel_and_nothing_else():
+    wl = Workload(batch=1, heads=2, seq_q=300, head_dim=64, dtype="fp8")
+    inputs = outlier_inputs(wl, seed=1)
+    kernel = simulate("flash3", wl, "h100", inputs=inputs)
+    upstream = simulate("flash3", wl, "h100", inputs=inputs, options={"fp8_quantize": "upstream"})
+    assert [k.name for k in upstream.kernels] == ["flash3_fwd"]
+    assert upstream.kernels[0].counts() == kernel.kernels[1].counts()
+    assert np.array_equal(upstream.outputs["o"], kernel.outputs["o"])
+    assert upstream.extra["fp8"]["quantize_kernel"] is None
 
 
 # ---- the paper's experiment -----------------------------------------------------------------
