@@ -10,11 +10,11 @@ Notation -> code: B_r == block_q (2 consumer warpgroups x 64 rows = 128), B_c ==
 s == stages (K/V pipeline depth).
 
 At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles
-(same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head; Θ(Nd + N²d/B_r),
-i.e. Θ(N² d² / M) of FlashAttention's Theorem 2. What changes is the time: the GEMMs run
-on ``wgmma`` (full tensor-core peak, where FA-2's ``mma.sync`` reaches about 2/3 on H100)
-and softmax overlaps the GEMMs (``overlap="overlap"`` in the timing model: compute =
-max(matmul, exp + other) instead of their sum).
+(same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head;
+Θ(Nd + N²d/B_r), i.e. Θ(N² d² / M) of FlashAttention's Theorem 2. What changes is the
+time: the GEMMs run on ``wgmma`` (full tensor-core peak, where FA-2's ``mma.sync`` reaches
+about 2/3 on H100) and softmax overlaps the GEMMs (``overlap="overlap"`` in the timing
+model: compute = max(matmul, exp + other) instead of their sum).
 Needs Hopper (``wgmma``, TMA): planning on a GPU without them is an error.
 Shared memory: Q_i (B_r d e) + s stages of K_j and V_j (2 s B_c d e); registers: the
 O accumulators (B_r d fp32) and two score tiles in flight per warpgroup for the
@@ -36,8 +36,8 @@ in ``algorithms.kernels.fp8``), in two kernels:
 * ``flash3_fwd`` on the e4m3 tensors (1 B per element read, and the fp32 scales: s_Q,i per
   Q block and s_K,j, s_V,j per tile, or the three per-tensor scales once per CTA; O written
   in bf16, as FA-3's FP8 forward does): S = (Q̂_i K̂_jᵀ)·s_Q,i·s_K,j·scale in fp32 (the
-  block scales are folded into the softmax scale: 2 ops per tile); P is computed as 2⁸·exp(S − m) — FA-3's
-  offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's [0, 256] instead of [0, 1]
+  block scales are folded into the softmax scale: 2 ops per tile); P is computed as
+  2⁸·exp(S − m) — FA-3's offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's [0, 256] instead of [0, 1]
   and fewer small probabilities underflow — and converted to e4m3 before the P V GEMM (one
   cvt per element); the row sum ℓ stays fp32 and unquantized; V's block scale is applied
   by keeping the fp32 accumulator in units of the current block's scale, acc ← acc·α·

@@ -43,7 +43,8 @@ def outlier_inputs(wl, seed: int = 0, fraction: float = OUTLIER_FRACTION,
     def draw(*shape):
         x = rng.standard_normal(shape, dtype=np.float32)
         outlier = rng.random(shape) < fraction
-        return x + outlier * (np.float32(outlier_std) * rng.standard_normal(shape, dtype=np.float32))
+        extra = np.float32(outlier_std) * rng.standard_normal(shape, dtype=np.float32)
+        return x + outlier * extra
 
     return Inputs(q=draw(wl.batch, wl.heads, wl.seq_q, wl.head_dim),
                   k=draw(wl.batch, wl.kv_heads, wl.seq_k, wl.head_dim),

@@ -118,9 +118,8 @@ def emulate_fp8_forward(q, k, v, block_q, block_k, scale, per_tensor, signs):
     rounding: rotate Q, K; quantize per block (s = amax/448); per tile S from the e4m3
     values times the scales; online softmax; P = 2^8 exp(S - m) cast to e4m3 before P V."""
     if signs is not None:
-        d = q.shape[1]
-        m = np.diag(signs) @ np.kron(np.eye(d // fp8.hadamard_block(d)),
-                                     sylvester(fp8.hadamard_block(d))) / np.sqrt(fp8.hadamard_block(d))
+        d, b = q.shape[1], fp8.hadamard_block(q.shape[1])
+        m = np.diag(signs) @ np.kron(np.eye(d // b), sylvester(b)) / np.sqrt(b)
         q, k = q @ m, k @ m
 
     def quant(x, rows):
@@ -158,9 +157,9 @@ def test_kernel_computes_what_the_paper_describes(scales, rotation):
     r = simulate("flash3", wl, "h100", inputs=inputs,
                  options={"fp8_scales": scales, "rotation": rotation})
     signs = fp8.random_signs(64, 0) if rotation == "hadamard" else None
-    emulated = emulate_fp8_forward(inputs.q[0, 0].astype(np.float64), inputs.k[0, 0].astype(np.float64),
-                                   inputs.v[0, 0].astype(np.float64), r.plan["block_q"],
-                                   r.plan["block_k"], wl.scale, scales == "tensor", signs)
+    q, k, v = (x[0, 0].astype(np.float64) for x in (inputs.q, inputs.k, inputs.v))
+    emulated = emulate_fp8_forward(q, k, v, r.plan["block_q"], r.plan["block_k"], wl.scale,
+                                   scales == "tensor", signs)
     exact, _ = attention_reference(inputs.q, inputs.k, inputs.v, scale=wl.scale)
     o = r.outputs["o"][0, 0]
     to_emulated = np.linalg.norm(o - emulated) / np.linalg.norm(emulated)
@@ -185,10 +184,7 @@ def closed_form(wl, bq, bk, scales, rotation):
              "hbm_write_bytes": elems + 4 * blocks,
              "other_flops": 3 * elems + 2 * blocks + rotated * (d + d * log2b),
              "matmul_flops": 0, "exp_ops": 0, "ctas": blocks}
-    # per head: tiles are (rows_i x cols_j); sums over i, j of rows and cols
-    rows = [min(bq, nq - i * bq) for i in range(tr)]
-    cols = [min(bk, nk - j * bk) for j in range(tc)]
-    rc = sum(rows) * sum(cols)
+    rc = nq * nk                                    # Σ over tiles of rows x cols, per head
     other = (4 * rc + 4 * nq * tc + nq * d * tc      # FA-2's online softmax per tile
              + rc                                   # P -> e4m3
              + (tr * tc * 3 + nq * tc if scales == "block" else 0)  # scale products, V ratio
@@ -298,7 +294,8 @@ def test_json_has_an_fp8_object_with_the_error_by_variant(capsys):
                  "--seq", "256", "--head-dim", "64", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     f = out["fp8"]
-    assert (f["format"], f["scales"], f["rotation"], f["p_scale"]) == ("e4m3", "block", "hadamard", 256)
+    assert (f["format"], f["scales"], f["rotation"], f["p_scale"]) == \
+        ("e4m3", "block", "hadamard", 256)
     variants = f["error_by_variant"]["variants"]
     assert list(variants) == ["per-tensor", "block", "block + Hadamard"]
     assert variants["block + Hadamard"]["rmse"] < variants["per-tensor"]["rmse"]
