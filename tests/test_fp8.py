@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from algorithms.base import PlanError
 from algorithms.kernels import fp8
@@ -86,6 +88,22 @@ def test_random_values_round_to_the_nearest_table_value():
     # the Numba-compiled copy the kernel uses is the same function
     tile = x[:4096].reshape(64, 64)
     assert np.array_equal(fp8.round_to_e4m3_jit(tile), fp8.round_to_e4m3(tile))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False),
+       st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_rounding_is_idempotent_monotone_and_within_half_a_step(a, b):
+    x = np.array([min(a, b), max(a, b)], dtype=np.float32)
+    y = fp8.round_to_e4m3(x)
+    assert np.array_equal(fp8.round_to_e4m3(y), y)
+    assert y[0] <= y[1]
+    values, _ = e4m3_table()
+    for xi, yi in zip(np.abs(x.astype(np.float64)), np.abs(y.astype(np.float64))):
+        if xi <= 448:
+            i = np.searchsorted(values, xi)
+            lo, hi = values[max(i - 1, 0)], values[min(i, len(values) - 1)]
+            assert abs(yi - xi) <= (hi - lo) / 2 + 1e-30
 
 
 # ---- the rotation ---------------------------------------------------------------------------

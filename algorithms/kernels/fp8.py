@@ -98,7 +98,11 @@ def quantize(x: np.ndarray, block_rows: int, per_tensor: bool) -> tuple[np.ndarr
         amax = np.full_like(amax, amax.max() if amax.size else 0.0)
     scales = scales_from_amax(amax)
     row_scales = np.repeat(scales, block_rows, axis=2)[:, :, :x.shape[2], None]
-    return round_to_e4m3(x / row_scales), scales
+    values = np.empty(x.shape, dtype=np.float32)
+    for b in range(x.shape[0]):          # a head at a time: float64 temporaries stay small
+        for h in range(x.shape[1]):
+            values[b, h] = round_to_e4m3(x[b, h] / row_scales[b, h])
+    return values, scales
 
 
 # ---- incoherent processing: x -> x D H ------------------------------------------------------
