@@ -23,10 +23,12 @@ OUTLIER_FRACTION = 0.001      # Bernoulli(0.001): the paper's share of outlier e
 OUTLIER_STD = 10.0            # N(0, 100): the outliers' extra term
 OUTLIER_DESCRIPTION = "N(0,1) + N(0,100)·Bernoulli(0.001) (FA-3 paper §4.3)"
 
-# (name, flash3 options): the paper's baseline, block scales alone, and FA-3's FP8 recipe.
+# (name, flash3 options): the paper's baseline, its two ablations (Table 3: "no incoherent
+# processing", "no block quant") and FA-3's FP8 recipe.
 VARIANTS = (
     ("per-tensor", {"fp8_scales": "tensor", "rotation": "none"}),
     ("block", {"fp8_scales": "block", "rotation": "none"}),
+    ("per-tensor + Hadamard", {"fp8_scales": "tensor", "rotation": "hadamard"}),
     ("block + Hadamard", {"fp8_scales": "block", "rotation": "hadamard"}),
 )
 
