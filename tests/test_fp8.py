@@ -182,9 +182,10 @@ def test_kernel_computes_what_the_paper_describes(scales, rotation):
     o = r.outputs["o"][0, 0]
     to_emulated = np.linalg.norm(o - emulated) / np.linalg.norm(emulated)
     to_exact = np.linalg.norm(o - exact[0, 0]) / np.linalg.norm(exact[0, 0])
-    # float32 vs float64 may round a P or Q value on the other side of an e4m3 tie
-    assert to_emulated < 2e-3
-    assert to_exact > 10 * to_emulated             # the quantization error is the signal
+    # measured 2e-7 (block scales) and 8e-5 (per tensor: the float32 scale sends a few
+    # values to the other side of an e4m3 tie) against a quantization error of 5-8e-2
+    assert to_emulated < 3e-4
+    assert to_exact > 100 * to_emulated
     assert r.error_vs_reference == pytest.approx(to_exact, rel=1e-6)
 
 
