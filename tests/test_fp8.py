@@ -192,7 +192,7 @@ def test_kernel_computes_what_the_paper_describes(scales, rotation):
 # ---- counts in closed form ------------------------------------------------------------------
 
 def closed_form(wl, bq, bk, scales, rotation):
-    """(quantize kernel, attention kernel) counts of FA-3's FP8 forward, non-causal."""
+    """(quantize kernel, attention kernel) counts of FA-3's FP8 forward."""
     b, h, g, nq, nk, d = wl.batch, wl.heads, wl.kv_heads, wl.seq_q, wl.seq_k, wl.head_dim
     tr, tc = cdiv(nq, bq), cdiv(nk, bk)
     blocks = b * h * tr + 2 * b * g * tc
@@ -203,25 +203,42 @@ def closed_form(wl, bq, bk, scales, rotation):
              "hbm_write_bytes": elems + 4 * blocks,
              "other_flops": 3 * elems + 2 * blocks + rotated * (d + d * log2b),
              "matmul_flops": 0, "exp_ops": 0, "ctas": blocks}
-    rc = nq * nk                                    # Σ over tiles of rows x cols, per head
-    other = (4 * rc + 4 * nq * tc + nq * d * tc      # FA-2's online softmax per tile
-             + rc                                   # P -> e4m3
-             + (tr * tc * 3 + nq * tc if scales == "block" else 0)  # scale products, V ratio
-             + nq * d + nq + 2 * nq)                # epilogue: acc / l, · s_V, 2^-8
-    scale_bytes = tr * 4 + tr * tc * 8 if scales == "block" else tr * 12
-    attn = {"hbm_read_bytes": nq * d + tr * 2 * nk * d + scale_bytes,   # 1 B Q, K, V; scales
+    # attention, per head: Q block i (r rows) meets the key tiles it can see (c columns
+    # each; causal: bottom-right aligned, tiles past the diagonal skipped)
+    kv = other = exp = flops = tiles = 0
+    for i in range(tr):
+        r0, r = i * bq, min(bq, nq - i * bq)
+        end = min(nk, max(0, r0 + r + nk - nq)) if wl.causal else nk
+        for c0 in range(0, end, bk):
+            c = min(bk, nk - c0)
+            masked = wl.causal and c0 + c - 1 > r0 + nk - nq
+            kv += 2 * c * d                          # K_j, V_j at 1 B
+            flops += 4 * r * c * d
+            exp += r * c + r
+            other += (4 * r * c + 4 * r + r * d      # FA-2's scale, softmax, acc *= α
+                      + r * c * masked               # the causal select
+                      + r * c                        # P -> e4m3
+                      + (3 + r if scales == "block" else 0))   # s_Q s_K; α·s_V ratio
+            tiles += 1
+        exp += r
+        other += r * d + r + 2 * r                   # epilogue: acc / l, · s_V, 2^-8
+    scale_bytes = tr * 4 + tiles * 8 if scales == "block" else tr * 12
+    attn = {"hbm_read_bytes": nq * d + kv + scale_bytes,          # 1 B Q, K, V; fp32 scales
             "hbm_write_bytes": nq * d * 2 + 4 * nq,              # bf16 O, fp32 lse
-            "matmul_flops": 4 * nq * nk * d, "exp_ops": rc + nq * tc + nq,
-            "other_flops": other, "ctas": tr}
+            "matmul_flops": flops, "exp_ops": exp, "other_flops": other, "ctas": tr}
     return quant, {key: value * b * h for key, value in attn.items()}
 
 
 @pytest.mark.parametrize("scales,rotation", [("block", "hadamard"), ("block", "none"),
                                              ("tensor", "hadamard"), ("tensor", "none")])
-@pytest.mark.parametrize("shape", [(2, 4, 2, 300, 500, 64), (1, 2, 2, 129, 129, 96)])
+@pytest.mark.parametrize("shape", [(2, 4, 2, 300, 500, 64, False),
+                                   (1, 2, 2, 129, 129, 96, False),
+                                   (1, 2, 1, 400, 300, 64, True),
+                                   (2, 2, 2, 300, 700, 128, True)])
 def test_counts_match_the_closed_form(scales, rotation, shape):
-    b, h, g, nq, nk, d = shape
-    wl = Workload(batch=b, heads=h, kv_heads=g, seq_q=nq, seq_k=nk, head_dim=d, dtype="fp8")
+    b, h, g, nq, nk, d, causal = shape
+    wl = Workload(batch=b, heads=h, kv_heads=g, seq_q=nq, seq_k=nk, head_dim=d, dtype="fp8",
+                  causal=causal)
     r = simulate("flash3", wl, "h100", compute=False,
                  options={"fp8_scales": scales, "rotation": rotation})
     quant_k, attn_k = r.kernels
@@ -230,6 +247,8 @@ def test_counts_match_the_closed_form(scales, rotation, shape):
     got_q, got_a = quant_k.counts(), attn_k.counts()
     assert {k: got_q[k] for k in quant} == quant
     assert {k: got_a[k] for k in attn} == attn
+    if causal:
+        return
     # SRAM: operands of both GEMMs at 1 B, plus V_j read once more for its transpose, plus
     # the O store (2 B) and lse store (4 B) read from SRAM
     tr, tc = cdiv(nq, r.plan["block_q"]), cdiv(nk, r.plan["block_k"])
