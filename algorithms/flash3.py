@@ -37,8 +37,8 @@ in ``algorithms.kernels.fp8``), in two kernels:
   Q block and s_K,j, s_V,j per tile, or the three per-tensor scales once per CTA; O written
   in bf16, as FA-3's FP8 forward does): S = (Q̂_i K̂_jᵀ)·s_Q,i·s_K,j·scale in fp32 (the
   block scales are folded into the softmax scale: 2 ops per tile); P is computed as
-  2⁸·exp(S − m) — FA-3's offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's [0, 256] instead of [0, 1]
-  and fewer small probabilities underflow — and converted to e4m3 before the P V GEMM (one
+  2⁸·exp(S − m) — FA-3's offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's
+  [0, 256] instead of [0, 1] and fewer small probabilities underflow — and converted to e4m3 before the P V GEMM (one
   cvt per element); the row sum ℓ stays fp32 and unquantized; V's block scale is applied
   by keeping the fp32 accumulator in units of the current block's scale, acc ← acc·α·
   s_V,j−1/s_V,j + P̂ V̂_j (B_r + 1 ops per tile, so the GEMM still accumulates in place);

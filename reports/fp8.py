@@ -39,8 +39,9 @@ def fp8_section(gpu, wl) -> tuple[Section, dict]:
         rows, records,
         notes=[f"errors: executed on {ew.describe()}, inputs {errors['inputs']}, against "
                f"float64 exact attention; P cast to e4m3 at 2^8·exp(S − m), fp32 accumulation",
-               f"predicted: count-only on {timed.describe()}, the quantize kernel (bf16 in, e4m3 + scales out, the "
-               "rotation) standing alone; the paper fuses it into the rotary embedding"])
+               f"predicted: count-only on {timed.describe()}; the quantize kernel (bf16 in, "
+               "e4m3 + scales out, the rotation) standing alone, where the paper fuses it into "
+               "the rotary embedding"])
     paragraphs = [f"Incoherent processing (Q and K times a random ±1-diagonal Hadamard "
                   f"matrix) lowers the RMSE {block / best:.1f}x against block scales alone and "
                   f"{base / best:.1f}x against the per-tensor baseline (the paper: 2.6x against "
