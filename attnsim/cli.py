@@ -194,6 +194,8 @@ def cmd_run(a, extra_args: list[str]) -> int:
     result = simulate(a.algorithm, workload_from_args(a), get_gpu(a.hw),
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
                       options=options, seed=a.input_seed, timing=timing_from_args(a))
+    from attnsim.fp8_error import attach_variant_errors
+    attach_variant_errors(result)
     emit(run_document(result).render(a.format), a.output)
     return 0
 
@@ -360,6 +362,12 @@ def _report_extras(a, gpu, wl):
                               lambda: decode_figure(sec_data, gpu)))
     sections.append(sec)
     data["decode"] = sec_data
+    from reports.fp8 import fp8_section
+    wanted = not a.algorithms or "flash3" in a.algorithms.split(",")
+    sec = fp8_section(gpu, wl) if wanted and gpu.has_wgmma and not a.no_accuracy else None
+    if sec is not None:
+        sections.append(sec[0])
+        data["fp8"] = sec[1]
     return sections, data
 
 
