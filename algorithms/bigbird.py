@@ -42,7 +42,7 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          run_pattern, sparse_io_bound)
+                                          run_pattern, pattern_footprint, sparse_io_bound)
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.sparse_patterns import bigbird_csr, block_layout, layout_element_mask
 
@@ -131,3 +131,8 @@ def io_bound(wl, p: BigBirdPlan, sram_bytes: int) -> float:
     per_row = min(t, p.window_blocks + g + p.random_blocks)
     s = ((t - g) * per_row + g * t) / (t * t)
     return sparse_io_bound(wl, p.block_q, s)
+
+
+def footprint(wl, p):
+    """Q, K, V, O, lse and the CSR layout (``block_sparse_exec.pattern_footprint``)."""
+    return pattern_footprint(sys.modules[__name__], wl, p)

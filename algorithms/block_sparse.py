@@ -33,7 +33,7 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          run_pattern, sparse_io_bound, square_tile_plan)
+                                          run_pattern, pattern_footprint, sparse_io_bound, square_tile_plan)
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
                                         random_block_csr)
@@ -139,3 +139,8 @@ def io_bound(wl, p: BlockSparsePlan, sram_bytes: int) -> float:
     tk = cdiv(wl.seq_k, p.block_k)
     s = p.blocks_per_row / tk if not p.mask_file else p.density
     return sparse_io_bound(wl, p.block_q, s)
+
+
+def footprint(wl, p):
+    """Q, K, V, O, lse and the CSR layout (``block_sparse_exec.pattern_footprint``)."""
+    return pattern_footprint(sys.modules[__name__], wl, p)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv, for_each_head, head_view, new_output, new_stats
 from hwmodels.memory import SramOverflowError
 
@@ -105,3 +106,8 @@ def io_bound(wl, p: Flash3Plan, sram_bytes: int) -> float:
     """Θ(N d + N² d / B_r) in bytes, all heads."""
     per_head = wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint(wl, p: Flash3Plan):
+    """Q, K, V, O and the fp32 lse, as FlashAttention-2's forward: Θ(N d)."""
+    return fp.single_kernel(wl, "flash3_fwd")

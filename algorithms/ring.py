@@ -37,6 +37,7 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
 from algorithms.kernels.flash_tile import STAT_BYTES, attend_tile, count_tiles, finish_rows
 from hwmodels.counters import new_counters
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
                                  store_vector)
 
@@ -206,3 +207,32 @@ def io_bound(wl, p: RingPlan, sram_bytes: int) -> float:
     c = p.rows_per_device
     per_head = wl.seq_k * wl.head_dim + c * wl.seq_k * wl.head_dim / p.block_q
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint(wl, p: RingPlan):
+    """One device's HBM allocations (a device with full blocks: c = ⌈N_q/P⌉ queries,
+    c_k = ⌈N_k/P⌉ keys): its Q block and its own K/V block (inputs), the buffers the visiting
+    K/V blocks arrive in — two while P > 2 (one is computed on while the next arrives, the
+    paper's overlap), one for P = 2, none for P = 1 —, the fp32 running acc, m, l between
+    steps, and its block of O and lse. Θ(N d / P) per device, which is why the context the
+    ring holds grows linearly with P (``max_context_tokens``)."""
+    b, h, g, d, e = wl.batch, wl.heads, wl.kv_heads, wl.head_dim, wl.elem_bytes
+    c, ck, devices = p.rows_per_device, p.keys_per_device, p.devices
+    phases = tuple(f"ring_step{s}" for s in range(devices))
+    first, last = phases[0], phases[-1]
+    kv_block = 2 * b * g * ck * d * e
+    allocs = [Allocation("q_block", b * h * c * d * e, first, last, "input"),
+              Allocation("kv_block", kv_block, first, last, "input"),
+              Allocation("kv_receive", min(2, devices - 1) * kv_block, first, last),
+              Allocation("o_block", b * h * c * d * e, last, last, "output"),
+              Allocation("lse_block", b * h * c * STAT_BYTES, last, last, "output")]
+    if devices > 1:
+        allocs.append(Allocation("running_state", b * h * c * (d + 2) * STAT_BYTES, first,
+                                 last))
+    return Footprint(phases, allocs)
+
+
+def plannable_seq(wl, p: RingPlan, n: int) -> int:
+    """The longest sequence <= n the ring plans for with the same devices: a multiple of P
+    leaves no device without a block."""
+    return n - n % p.devices

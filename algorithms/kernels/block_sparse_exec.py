@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
+from algorithms.kernels import footprints
 from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
                                new_stats)
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
@@ -205,6 +206,14 @@ def run_pattern(module, wl, p, inputs, rec, compute: bool) -> dict:
     mask = module.element_mask(wl, p) if compute else None
     record_pattern(rec, layout, mask, compute, name=module.INFO.name, **module.pattern_params(p))
     return run_layout(module.INFO.name, wl, p, layout, mask, inputs, rec, compute)
+
+
+def pattern_footprint(module, wl, p):
+    """HBM allocations of a pattern module's run: Q, K, V, O, the fp32 lse and the int32
+    CSR layout (row pointers and one column index per visited tile) — Θ(N d + nnz)."""
+    kernel = f"{module.INFO.name}_fwd"
+    return footprints.single_kernel(
+        wl, kernel, extra=[footprints.csr_layout(module.layout(wl, p), "layout", kernel)])
 
 
 def keys_io_bound(wl, block_q: int, keys_per_q_block: float, extra_keys: float = 0.0) -> float:
