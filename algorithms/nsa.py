@@ -553,7 +553,8 @@ def footprint(wl, p: NsaPlan):
     parameters (w_k, w_v, b_k, b_v of the compression, the gate projections: H 3 d e); the
     compressed branch's output O_cmp (B H N d e), gates (3 fp32 per row) and the selected
     block indices (B G N n int32) until the selected-attention kernel; the window branch's
-    O_win, its lse and its CSR layout; the gated output O."""
+    O_win and its lse (its window is index arithmetic, see ``pattern_footprint``); the gated
+    output O."""
     b, h, g, nq, d, e = wl.batch, wl.heads, wl.kv_heads, wl.seq_q, wl.head_dim, wl.elem_bytes
     head_rows = b * h * nq
     phases = (("nsa_compress",) if p.compressed_tokens else ()) + ("nsa_cmp", "nsa_win_fwd",
@@ -568,7 +569,6 @@ def footprint(wl, p: NsaPlan):
         Allocation("o_cmp", head_rows * d * e, "nsa_cmp", "nsa_slc"),
         Allocation("gates", head_rows * 3 * STAT_BYTES, "nsa_cmp", "nsa_slc"),
         Allocation("selected_idx", b * g * nq * p.selected * IDX_BYTES, "nsa_cmp", "nsa_slc"),
-        fp.csr_layout(local.layout(wl, p.win), "window_layout", "nsa_win_fwd"),
         Allocation("o_win", head_rows * d * e, "nsa_win_fwd", "nsa_slc"),
         Allocation("lse_win", head_rows * STAT_BYTES, "nsa_win_fwd", "nsa_slc"),
         Allocation("o", head_rows * d * e, "nsa_slc", last, "output")])

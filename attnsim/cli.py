@@ -194,8 +194,23 @@ def cmd_run(a, extra_args: list[str]) -> int:
     result = simulate(a.algorithm, workload_from_args(a), get_gpu(a.hw),
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
                       options=options, seed=a.input_seed, timing=timing_from_args(a))
+    warn_if_it_does_not_fit(result)
     emit(run_document(result).render(a.format), a.output)
     return 0
+
+
+def warn_if_it_does_not_fit(result) -> None:
+    """One line on stderr when the run's HBM footprint exceeds the GPU's memory (the counts
+    are still printed: they are what the run would move on a GPU that held it)."""
+    m = result.memory
+    if not m or m["fits"]:
+        return
+    longest = m["max_seq_that_fits"]
+    print(f"attnsim: warning: {result.algorithm} needs {m['peak_bytes'] / 2**30:,.1f} GiB of HBM "
+          f"at its peak ({m['largest_at_peak']} is the largest tensor), more than "
+          f"{result.gpu.name}'s {m['capacity_bytes'] / 2**30:,.1f} GiB; counts are printed "
+          f"anyway; " + (f"the longest sequence that fits is {longest:,}" if longest else
+                         "no sequence length fits this workload"), file=sys.stderr)
 
 
 def add_timing_args(p) -> None:

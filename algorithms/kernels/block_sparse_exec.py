@@ -208,12 +208,17 @@ def run_pattern(module, wl, p, inputs, rec, compute: bool) -> dict:
     return run_layout(module.INFO.name, wl, p, layout, mask, inputs, rec, compute)
 
 
-def pattern_footprint(module, wl, p):
-    """HBM allocations of a pattern module's run: Q, K, V, O, the fp32 lse and the int32
-    CSR layout (row pointers and one column index per visited tile) — Θ(N d + nnz)."""
+def pattern_footprint(module, wl, p, extra=()):
+    """HBM allocations of a pattern module's run: Q, K, V, O and the fp32 lse — Θ(N d) —
+    plus ``extra``, the pattern's own tables (``extra(kernel)`` -> allocations).
+
+    The CSR tile list this executor reads is not a tensor of the patterns' own kernels:
+    windows, strides, global tokens and causal skips are index arithmetic (flash-attn's
+    window, the Sparse Transformer's and Longformer's kernels); the simulator charges its
+    reads only to give every pattern one cost model. Patterns whose layout is data declare
+    it: block_sparse's block list, BigBird's random-block table."""
     kernel = f"{module.INFO.name}_fwd"
-    return footprints.single_kernel(
-        wl, kernel, extra=[footprints.csr_layout(module.layout(wl, p), "layout", kernel)])
+    return footprints.single_kernel(wl, kernel, extra=list(extra(kernel)) if extra else [])
 
 
 def keys_io_bound(wl, block_q: int, keys_per_q_block: float, extra_keys: float = 0.0) -> float:

@@ -57,13 +57,6 @@ def single_kernel(wl, kernel: str, lse: bool = True, extra=()) -> Footprint:
                      + list(extra))
 
 
-def csr_layout(layout, name: str = "layout", phase: str = "") -> Allocation:
-    """A block layout as the block-sparse kernel reads it: row pointers (T_r + 1) and one
-    column index per non-empty tile, int32."""
-    nbytes = INDEX_BYTES * (len(layout.row_ptr) + layout.nnz)
-    return Allocation(name, nbytes, phase, phase, "input")
-
-
 def with_passes(wl, forward: Footprint | None, backward: Footprint | None) -> Footprint:
     """The footprint of ``wl.passes``: the forward, the backward alone (what the forward
     saved is then its input, live from its first phase), or both in sequence — the
