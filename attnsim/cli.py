@@ -253,7 +253,7 @@ def cmd_report(a) -> int:
                          progress=progress.update1)
     series = suite.growth(gpu, wl, seqs, names, sram_bytes=sram, progress=progress.update1)
     progress.close()
-    sections, data = _report_extras(a, gpu, wl)
+    sections, data = _report_extras(a, gpu, wl, names)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
                        accuracy_workload=None if a.no_accuracy else
                        suite.ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype),
@@ -266,7 +266,7 @@ def cmd_report(a) -> int:
     return 0
 
 
-def _report_extras(a, gpu, wl):
+def _report_extras(a, gpu, wl, names=None):
     """Sections other capabilities add to the report (decode, GPU cross-checks)."""
     from reports.gpu_check import gpu_check_section
     sections, data = [], {}
@@ -278,6 +278,10 @@ def _report_extras(a, gpu, wl):
     sec, sec_data = decode_section(gpu, wl)
     sections.append(sec)
     data["decode"] = sec_data
+    from reports.memory import longest_context_section
+    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a))
+    sections.append(sec)
+    data["memory"] = sec_data
     return sections, data
 
 

@@ -99,3 +99,88 @@ def memory_summary(module, wl, plan, gpu, sram_bytes: int, options: dict) -> dic
         "search": "bisection on the closed-form footprint (plan + footprint per probe; no "
                   "kernel runs)",
     }
+
+
+# ---- the report's tables --------------------------------------------------------------------
+
+def _plan(module, wl, gpu, sram_bytes, options):
+    try:
+        return module.plan(wl, gpu, sram_bytes, **options)
+    except (PlanError, SramOverflowError, ValueError):
+        return None
+
+
+def longest_context(name: str, wl, gpu, sram_bytes: int | None = None,
+                    options: dict | None = None) -> dict | None:
+    """What fits of ``name`` on ``wl``'s shape: the footprint at ``wl``, the longest sequence
+    that fits, and the tensor that runs out first (the largest at the peak of the first
+    plannable length beyond it). None when the algorithm cannot plan ``wl``."""
+    from algorithms.base import check_options
+    from algorithms.registry import get_algorithm
+    module = get_algorithm(name)
+    budget = sram_bytes or gpu.smem_bytes_per_block
+    opts = check_options(module.INFO, options or {})
+    plan = _plan(module, wl, gpu, budget, opts)
+    if plan is None:
+        return None
+    here = footprint(module, wl, plan)
+    longest = max_seq_that_fits(module, wl, plan, gpu, budget, opts)
+    runs_out = None
+    if longest is not None:
+        plannable = getattr(module, "plannable_seq", None)
+        step = 1
+        while runs_out is None and step <= 1 << 20:
+            n = longest + step
+            f = peak_at(module, wl, gpu, budget, opts, plannable(wl, plan, n) if plannable else n)
+            if f is not None and f.peak_bytes > gpu.hbm_bytes:
+                runs_out = f.largest_at_peak
+            step *= 2
+    return {"algorithm": name, "passes": wl.passes, "batch": wl.batch,
+            "workload": wl.describe(), "peak_bytes": here.peak_bytes,
+            "fits": here.peak_bytes <= gpu.hbm_bytes, "max_seq_that_fits": longest,
+            "runs_out_first": runs_out}
+
+
+def longest_context_table(gpu, wl, names=None, sram_bytes: int | None = None) -> list[dict]:
+    """Every algorithm (or ``names``), forward and training (fwd+bwd where it has a backward),
+    at batch 1 and at ``wl``'s batch. Algorithms that only plan causal workloads (NSA) are
+    taken causal, as the report's main table does."""
+    from algorithms.registry import algorithm_names, get_algorithm
+    records = []
+    for name in names or algorithm_names():
+        passes = ["fwd"] + (["fwd+bwd"] if "bwd" in get_algorithm(name).INFO.passes else [])
+        for batch in dict.fromkeys((1, wl.batch)):
+            for p in passes:
+                probe = wl.replace(batch=batch, passes=p, dropout=0.0)
+                rec = longest_context(name, probe, gpu, sram_bytes)
+                if rec is None and not probe.causal:
+                    rec = longest_context(name, probe.replace(causal=True), gpu, sram_bytes)
+                records.append(rec or {"algorithm": name, "passes": p, "batch": batch,
+                                       "workload": probe.describe(), "peak_bytes": None,
+                                       "fits": None, "max_seq_that_fits": None,
+                                       "runs_out_first": None})
+    return records
+
+
+RING_DEVICES = (1, 2, 3, 4, 8, 16, 32, 64)
+
+
+def ring_capacity_table(gpu, wl, devices=RING_DEVICES, sram_bytes: int | None = None) -> list[dict]:
+    """Ring Attention per device count P: one device's footprint at ``wl`` (when N >= P) and
+    ``max_context_tokens``, the longest total context the P devices hold."""
+    from algorithms import ring
+    budget = sram_bytes or gpu.smem_bytes_per_block
+    records = []
+    for p in devices:
+        opts = {"devices": p}
+        # the workload's length rounded down to whole blocks (at least one token a device)
+        probe = with_seq(wl, max(p, wl.seq_k - wl.seq_k % p))
+        plan = _plan(ring, probe, gpu, budget, opts)
+        if plan is None:
+            continue
+        here = footprint(ring, probe, plan)
+        records.append({"devices": p, "seq": probe.seq_k,
+                        "per_device_peak_bytes": here.peak_bytes,
+                        "max_context_tokens": max_seq_that_fits(ring, probe, plan, gpu, budget,
+                                                                opts)})
+    return records

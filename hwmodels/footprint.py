@@ -101,10 +101,12 @@ class Footprint:
 
     @property
     def by_tensor(self) -> dict:
-        """Name -> bytes of the tensors live at the peak, largest first."""
+        """Name -> bytes of the tensors live at the peak, largest first (among equals, what
+        the run allocates before what it is given: flash attention's O before Q, K, V)."""
         if not self.phases:
             return {}
-        live = sorted(self.live(self.peak_phase), key=lambda a: (-a.nbytes, a.name))
+        live = sorted(self.live(self.peak_phase),
+                      key=lambda a: (-a.nbytes, a.kind == "input", a.name))
         return {a.name: a.nbytes for a in live}
 
     @property
