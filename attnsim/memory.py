@@ -166,8 +166,10 @@ RING_DEVICES = (1, 2, 3, 4, 8, 16, 32, 64)
 
 
 def ring_capacity_table(gpu, wl, devices=RING_DEVICES, sram_bytes: int | None = None) -> list[dict]:
-    """Ring Attention per device count P: one device's footprint at ``wl`` (when N >= P) and
-    ``max_context_tokens``, the longest total context the P devices hold."""
+    """Ring Attention per device count P: one device's footprint at ``wl`` (when N >= P),
+    ``max_context_tokens``, the longest total context the P devices hold, and under a causal
+    mask the slowdown against perfect balance each token order leaves
+    (``ring.load_balance``: contiguous blocks against striped)."""
     from algorithms import ring
     budget = sram_bytes or gpu.smem_bytes_per_block
     records = []
@@ -179,8 +181,14 @@ def ring_capacity_table(gpu, wl, devices=RING_DEVICES, sram_bytes: int | None = 
         if plan is None:
             continue
         here = footprint(ring, probe, plan)
+        causal = probe.replace(causal=True)
+        balance = {order: ring.load_balance(causal, ring.plan(causal, gpu, budget, devices=p,
+                                                               ring_order=order))
+                   for order in ring.ORDERS}
         records.append({"devices": p, "seq": probe.seq_k,
                         "per_device_peak_bytes": here.peak_bytes,
                         "max_context_tokens": max_seq_that_fits(ring, probe, plan, gpu, budget,
-                                                                opts)})
+                                                                opts),
+                        "causal_step_imbalance": {order: b["step_imbalance"]
+                                                  for order, b in balance.items()}})
     return records

@@ -35,15 +35,23 @@ def longest_context_section(gpu, wl, names=None, sram_bytes=None) -> tuple[Secti
         ring_rows = [[r["devices"], f"{r['seq']:,}", fmt.nbytes(r["per_device_peak_bytes"]),
                       _tokens(r["max_context_tokens"]),
                       _tokens(r["max_context_tokens"] // r["devices"]
-                              if r["max_context_tokens"] else None)]
+                              if r["max_context_tokens"] else None),
+                      f"{r['causal_step_imbalance']['contiguous']:.3f}",
+                      f"{r['causal_step_imbalance']['striped']:.3f}"]
                      for r in ring_records]
         tables.append(Table(
             "ring_capacity", "Ring Attention: context against devices",
-            ["devices P", "N", "HBM peak per device", "max_context_tokens", "tokens per device"],
+            ["devices P", "N", "HBM peak per device", "max_context_tokens", "tokens per device",
+             "causal imbalance, contiguous", "striped"],
             ring_rows, ring_records,
             notes=["per device: its Q block and K/V block, two receive buffers for the "
                    "visiting K/V blocks (one for P = 2), the fp32 running state and its O; "
-                   "the context the ring holds grows linearly with P (Liu et al. 2023)"]))
+                   "the context the ring holds grows linearly with P (Liu et al. 2023)",
+                   "causal imbalance: the ring advances in lock step, so each step lasts as "
+                   "long as its busiest device; Σ over steps of the busiest device's visible "
+                   "score pairs ÷ the mean device's total (1 = balanced). Contiguous blocks "
+                   "approach 2 as P grows; striped tokens (Brandon et al. 2023; --ring-order "
+                   "striped) stay near 1"]))
         data["ring_capacity"] = ring_records
     paragraphs = [f"What one attention call on {wl.describe()} keeps in HBM, and the longest "
                   f"sequence each algorithm fits on this GPU. Standard attention materializes "
