@@ -33,7 +33,8 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          run_pattern, pattern_footprint, sparse_io_bound, square_tile_plan)
+                                          pattern_footprint, run_pattern, sparse_io_bound,
+                                          square_tile_plan)
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.footprints import INDEX_BYTES
 from algorithms.kernels.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,

@@ -22,6 +22,13 @@ Counts are per device (devices are symmetric; causal: the last device, which see
 block, is simulated — the slowest); ``rec.info["ring"]`` gives the totals over devices.
 Each ring step is one kernel here; the transfer overlaps it (``t_link`` in the timing
 model). Not modelled: the receive buffer's copy and the blockwise feed-forward.
+
+Token order (``--ring-order``): ``contiguous`` as above; ``striped`` (Brandon et al.,
+"Striped Attention", 2023, arXiv 2311.09431) deals token t to device t mod P, so under a
+causal mask every step is about half a block on every device instead of whole blocks on
+some and none on others. Counts for the striped order use the same kernels over the
+permuted sequence (``causal_alignment`` gives each step's mask); ``load_balance`` states
+the imbalance each order leaves. HBM footprint per device: ``footprint`` (Θ(N d / P)).
 GPU port: ``ring_step`` in algorithms/cuda/flash2_fwd.cu runs the simulated device's P steps
 on one GPU (no transfers; docs/gpu.md "The ring port").
 """

@@ -124,5 +124,6 @@ def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
 
 
 def footprint(wl, p):
-    """Q, K, V, O and lse; the pattern is index arithmetic (``block_sparse_exec.pattern_footprint``)."""
+    """Q, K, V, O and lse; the pattern is index arithmetic
+    (``block_sparse_exec.pattern_footprint``)."""
     return pattern_footprint(sys.modules[__name__], wl, p)

@@ -17,4 +17,5 @@ the counted primitives of ``hwmodels.primitives``.
 * ``dropout``           the counter-based keep mask shared by every dropout pass and port
 * ``passes``            forward / backward / fwd+bwd composition for training workloads
 * ``decode_info``       KV-cache sizes and per-token decode timing for decode workloads
+* ``footprints``        HBM allocations shared by the algorithms' ``footprint`` declarations
 """

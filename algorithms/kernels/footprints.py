@@ -41,7 +41,8 @@ def inputs(wl, first: str, last: str, names=("q", "k", "v")) -> list[Allocation]
             for n in names]
 
 
-def output(wl, writer: str, last: str, lse: bool = True, width: int | None = None) -> list[Allocation]:
+def output(wl, writer: str, last: str, lse: bool = True,
+           width: int | None = None) -> list[Allocation]:
     """O (and the fp32 log-sum-exp), allocated for the kernel that writes them, kept to the end."""
     out = [Allocation("o", q_bytes(wl, width), writer, last, "output")]
     if lse:
