@@ -560,7 +560,8 @@ def footprint(wl, p: ReformerPlan):
     """HBM allocations of one call (B H heads, r = hashes rounds, int32 ids):
     Q (= K, shared-QK) and V; R (r x d x k at e); per round and head the bucket ids and
     positions written by the hash kernel, the sorted keys and permutation the radix sort
-    writes (Θ(r N) ints; the sort's per-CTA histograms, a few KB, are not counted, as in
+    writes (Θ(r N) ints), and with more than one digit pass a scratch pair the passes
+    ping-pong through (the per-CTA histograms, a few KB, are not counted, as in
     ``radix_sort``); with r > 1 the per-round outputs (e bytes) and fp32 lse until the
     combine; O. The reversible layers' saving is across layers (``rec.info["reversible"]``),
     not within this call."""
@@ -577,6 +578,8 @@ def footprint(wl, p: ReformerPlan):
         Allocation("sorted_buckets", ints, sort[1], sort[-1]),
         Allocation("perm", ints, sort[1], "reformer_attn"),
         Allocation("o", b * h * n * d * e, "reformer_attn", last, "output")]
+    if p.sort_passes > 1:        # the digit passes ping-pong through one more key/value pair
+        allocs.append(Allocation("sort_scratch", 2 * ints, sort[1], sort[-1]))
     if r > 1:
         allocs += [Allocation("o_rounds", b * h * r * n * d * e, "reformer_attn", last),
                    Allocation("lse_rounds", b * h * r * n * LSE_BYTES, "reformer_attn", last)]

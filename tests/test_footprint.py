@@ -249,3 +249,23 @@ def test_run_text_shows_the_memory_lines(capsys):
     assert main(["run", "flash2", "--hw", "h100", "--seq", "2048", "--count-only"]) == 0
     out, _ = capsys.readouterr()
     assert "HBM peak" in out and "HBM capacity" in out and "that fits" in out
+
+
+def test_report_has_the_longest_context_section(capsys):
+    assert main(["report", "--hw", "a100-40gb", "--algorithms", "standard,flash2,ring",
+                 "--seq", "32768", "--heads", "16", "--batch", "1", "--seqs", "1024,2048",
+                 "--no-accuracy", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {(r["algorithm"], r["passes"], r["batch"]): r
+            for r in data["memory"]["longest_context"]}
+    assert set(rows) == {(a, p, 1) for a in ("standard", "flash2") for p in ("fwd", "fwd+bwd")} \
+        | {("ring", "fwd", 1)}
+    assert rows[("standard", "fwd+bwd", 1)]["fits"] is False          # 3 N² e H > 40 GiB
+    assert rows[("standard", "fwd+bwd", 1)]["runs_out_first"] in ("p", "dp", "ds")
+    assert rows[("flash2", "fwd", 1)]["max_seq_that_fits"] > 100 * \
+        rows[("standard", "fwd", 1)]["max_seq_that_fits"]
+    ring_rows = data["memory"]["ring_capacity"]
+    assert [r["devices"] for r in ring_rows] == [1, 2, 3, 4, 8, 16, 32, 64]
+    algorithms = {r["algorithm"]: r for r in data["algorithms"]}
+    assert algorithms["standard"]["memory"]["fits"] is True
+    assert algorithms["standard"]["training"]["memory"]["fits"] is False
