@@ -253,7 +253,7 @@ def test_run_text_shows_the_memory_lines(capsys):
 
 def test_report_has_the_longest_context_section(capsys):
     assert main(["report", "--hw", "a100-40gb", "--algorithms", "standard,flash2,ring",
-                 "--seq", "32768", "--heads", "16", "--batch", "1", "--seqs", "1024,2048",
+                 "--seq", "16384", "--heads", "32", "--batch", "1", "--seqs", "1024,2048",
                  "--no-accuracy", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     rows = {(r["algorithm"], r["passes"], r["batch"]): r
