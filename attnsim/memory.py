@@ -49,7 +49,9 @@ def max_seq_that_fits(module, wl, plan, gpu, sram_bytes: int, options: dict,
                       capacity: int | None = None) -> int | None:
     """The longest sequence length (see ``with_seq``) whose footprint fits ``capacity``
     (default: the GPU's HBM), for this algorithm, workload, pass and options; None when not
-    even the shortest plannable length fits.
+    even the shortest plannable length fits; ``SEARCH_LIMIT`` (2^40) when every length the
+    search tries fits (a footprint that does not grow with N, as a recurrent decoding
+    step's).
 
     Exponential search from the workload's own length, then bisection. Lengths the algorithm
     cannot plan for (ring: multiples of the device count; reformer: N / bucket size even and
@@ -68,8 +70,8 @@ def max_seq_that_fits(module, wl, plan, gpu, sram_bytes: int, options: dict,
         lo, hi = n, 2 * n
         while hi <= SEARCH_LIMIT and fits(hi):
             lo, hi = hi, 2 * hi
-        if hi > SEARCH_LIMIT:
-            return plannable(wl, plan, lo) if plannable else lo
+        if hi > SEARCH_LIMIT:            # the footprint does not grow with N
+            return SEARCH_LIMIT
     else:
         hi = n
         lo = n // 2
