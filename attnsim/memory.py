@@ -56,7 +56,10 @@ def max_seq_that_fits(module, wl, plan, gpu, sram_bytes: int, options: dict,
     Exponential search from the workload's own length, then bisection. Lengths the algorithm
     cannot plan for (ring: multiples of the device count; reformer: N / bucket size even and
     factorable) are mapped down to the longest plannable one by the module's optional
-    ``plannable_seq(wl, plan, n)``, which keeps the test monotone in n."""
+    ``plannable_seq(wl, plan, n)``, which keeps the test monotone in n. The footprints are
+    monotone in n from a few thousand tokens up (tested for every algorithm); below about 1K
+    tokens MLA's automatic split count, and with it its fp32 partials, can fall as n grows,
+    so an answer that short may be a few tokens below the longest."""
     capacity = gpu.hbm_bytes if capacity is None else capacity
     plannable = getattr(module, "plannable_seq", None)
 

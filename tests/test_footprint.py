@@ -176,6 +176,21 @@ def test_footprint_grows_as_the_papers_say(name, passes, exponent):
 
 # ---- what fits ------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("name,wl", [(n, w) for n, w in _registry_cases() if w.passes == "fwd"],
+                         ids=lambda x: x if isinstance(x, str) else str(x.decode))
+def test_footprint_never_shrinks_as_n_grows(name, wl):
+    """The bisection of ``max_seq_that_fits`` needs a monotone footprint where answers lie
+    (thousands of tokens up; below about 1K tokens MLA's automatic split count, and so its
+    fp32 partials, can fall as N grows)."""
+    module = get_algorithm(name)
+    opts = check_options(module.INFO, {})
+    plan = module.plan(wl, H100, M, **opts)
+    plannable = getattr(module, "plannable_seq", lambda wl, plan, n: n)
+    peaks = [f.peak_bytes for f in (peak_at(module, wl, H100, M, opts, plannable(wl, plan, n))
+                                    for n in range(4096, 200_000, 4999)) if f is not None]
+    assert len(peaks) > 30 and peaks == sorted(peaks)
+
+
 @pytest.mark.parametrize("name,passes", [("standard", "fwd"), ("standard", "fwd+bwd"),
                                          ("flash2", "fwd+bwd"), ("reformer", "fwd"),
                                          ("ring", "fwd")])
