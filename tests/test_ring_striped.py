@@ -24,9 +24,11 @@ def test_striped_output_is_exact_attention_and_counts_match_count_only(causal, d
     assert ring(wl, "striped", devices).counts == executed.counts
 
 
-def _matmul_flops_of_last_device(n, devices, d, block_q, block_k, order, heads):
-    """The simulated (last, busiest) device under a causal mask: per step, every Q row block
-    of its c rows visits the K/V tiles up to its last visible key, 4 d FLOPs per score.
+def _counts_of_last_device(n, devices, d, e, block_q, block_k, order, heads):
+    """(matmul FLOPs, HBM read bytes, HBM write bytes) of the simulated (last, busiest)
+    device under a causal mask. Per step, every Q row block of its c rows loads Q_i, the
+    fp32 running acc, m, l (all steps but the first), the K/V tiles up to its last visible
+    key (4 d FLOPs per score), and stores the state (O and lse at the last step).
 
     Contiguous (Liu et al.): block j < i is seen whole, its own block j = i as a causal
     block with the diagonal. Striped: local query r is token r P + i, local key s token
@@ -34,25 +36,31 @@ def _matmul_flops_of_last_device(n, devices, d, block_q, block_k, order, heads):
     every step is a causal block with its diagonal."""
     c = n // devices
     i = devices - 1
-    total = 0
-    for j in range(devices):
+    flops = reads = writes = 0
+    for step in range(devices):
+        j = (i - step) % devices
         whole = order == "contiguous" and j < i
         for r0 in range(0, c, block_q):
-            r1 = min(r0 + block_q, c)
-            end = c if whole else r1                  # exclusive end of the visible keys
+            rows = min(r0 + block_q, c) - r0
+            reads += rows * d * e + (rows * (d + 2) * 4 if step > 0 else 0)
+            writes += rows * d * e + rows * 4 if step == devices - 1 else rows * (d + 2) * 4
+            end = c if whole else r0 + rows               # exclusive end of the visible keys
             for c0 in range(0, end, block_k):
-                total += 4 * d * (r1 - r0) * (min(c0 + block_k, c) - c0)
-    return total * heads
+                cols = min(c0 + block_k, c) - c0
+                flops += 4 * d * rows * cols
+                reads += 2 * cols * d * e                 # K_j, V_j
+    return flops * heads, reads * heads, writes * heads
 
 
 @pytest.mark.parametrize("order", ["contiguous", "striped"])
-def test_causal_matmul_flops_of_the_simulated_device_match_the_derivation(order):
+def test_causal_counts_of_the_simulated_device_match_the_derivation(order):
     n, devices, d, heads = 4096, 4, 64, 2
     wl = Workload(batch=1, heads=heads, seq_q=n, head_dim=d, causal=True)
     r = ring(wl, order, devices)
-    expected = _matmul_flops_of_last_device(n, devices, d, r.plan["block_q"], r.plan["block_k"],
-                                            order, heads)
-    assert r.counts["matmul_flops"] == expected
+    expected = _counts_of_last_device(n, devices, d, 2, r.plan["block_q"], r.plan["block_k"],
+                                      order, heads)
+    assert (r.counts["matmul_flops"], r.counts["hbm_read_bytes"],
+            r.counts["hbm_write_bytes"]) == expected
 
 
 def test_striped_leaves_the_busiest_device_less_work():
