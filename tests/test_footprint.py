@@ -175,7 +175,7 @@ def test_footprint_grows_as_the_papers_say(name, passes, exponent):
 
 
 def test_flash_attention_trains_at_64k_where_standard_attention_runs_out():
-    """The claim that motivates FlashAttention (Dao et al. 2022, §1 and §4.3): training
+    """The claim that motivates FlashAttention (Dao et al. 2022: memory linear in N): training
     attention at 64K tokens, 16 heads of 128, fp16, on one 80 GB GPU."""
     wl = Workload(batch=1, heads=16, seq_q=65536, head_dim=128, passes="fwd+bwd")
     standard, _ = footprint_of("standard", wl)
