@@ -17,8 +17,8 @@ the same at 1K and 1M tokens, and ``max_seq_that_fits`` can bisect on it.
 What is not counted: the rest of the model (weights, other layers' activations, the
 optimizer), the allocator's rounding and fragmentation, and the CUDA context; the footprint
 is one attention call's, which is what the claims about attention's memory are about
-(FlashAttention, Dao et al. 2022, arXiv 2205.14135, §3.1 and Fig. 3: memory linear in N
-against standard attention's quadratic).
+(FlashAttention, Dao et al. 2022, arXiv 2205.14135, Theorem 1: O(N) memory beyond its
+inputs and output, against standard attention's quadratic).
 """
 from __future__ import annotations
 

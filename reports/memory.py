@@ -55,5 +55,6 @@ def longest_context_section(gpu, wl, names=None, sram_bytes=None) -> tuple[Secti
         data["ring_capacity"] = ring_records
     paragraphs = [f"What one attention call on {wl.describe()} keeps in HBM, and the longest "
                   f"sequence each algorithm fits on this GPU. Standard attention materializes "
-                  f"N x N scores (Θ(N²)); FlashAttention keeps Θ(N d) (Dao et al. 2022, §3.1)."]
+                  f"N x N scores (Θ(N²)); FlashAttention keeps Θ(N d) (Dao et al. 2022, "
+                  f"Theorem 1)."]
     return Section("Longest context on this GPU", paragraphs, tables), data

@@ -169,7 +169,7 @@ def _fitted_exponent(name, passes="fwd"):
     ("flash3", "fwd", 1.0), ("linear", "fwd", 1.0),
 ])
 def test_footprint_grows_as_the_papers_say(name, passes, exponent):
-    """FlashAttention (Dao et al. 2022, §3.1): memory linear in N, against standard
+    """FlashAttention (Dao et al. 2022, Theorem 1): memory linear in N, against standard
     attention's quadratic."""
     assert _fitted_exponent(name, passes) == pytest.approx(exponent, abs=0.03)
 
