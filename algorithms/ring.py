@@ -185,8 +185,8 @@ def causal_alignment(wl, p: RingPlan, device: int, j: int) -> tuple[int, int]:
     Contiguous: the workload's own. Striped (Brandon et al. 2023, arXiv 2311.09431): local
     query r of device i is token r P + i, local key s of device j token s P + j, and
     r P + i >= s P + j exactly when s <= r - [j > i]: a causal block with the diagonal when
-    j <= i and without it when j > i — every step about half a block on every device. In permuted indices
-    (query i c + r, key j c + s) that is key <= query + (j - i) c - [j > i]."""
+    j <= i and without it when j > i — every step about half a block on every device. In
+    permuted indices (query i c + r, key j c + s) that is key <= query + (j - i) c - [j > i]."""
     if p.order != "striped":
         return wl.seq_q, wl.seq_k
     c = p.rows_per_device
