@@ -56,3 +56,8 @@ def reference(wl, p: fa.FeaturePlan, inputs):
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:
     """Θ(N d + N m d / B) in bytes, all heads (m = d)."""
     return fa.feature_io_bound(wl, p)
+
+
+def footprint(wl, p: fa.FeaturePlan):
+    """Q, K, V, O and the fp32 state or slice partials (``feature_attention.feature_footprint``)."""
+    return fa.feature_footprint("linear", wl, p)

@@ -89,12 +89,14 @@ import numpy as np
 from algorithms import local
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv, heads_in_flight, kv_group, placeholder
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
 from algorithms.kernels.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
 from algorithms.kernels.splitkv import register_bytes as packed_register_bytes
 from algorithms.kernels.splitkv import smem_buffers as packed_smem_buffers
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
 
 # Defaults: NSA paper, Section 4.1 (shared/FACTS.md): l = 32, d = 16, l' = 64, n = 16, w = 512.
@@ -543,3 +545,30 @@ def io_bound(wl, p: NsaPlan, sram_bytes: int) -> float:
     bw = p.win.block_q
     per_head = 2 * nq * min(nk, p.window + bw) * d * e / bw + 4 * nq * d * e
     return float(wl.batch * (wl.kv_heads * per_group + wl.heads * per_head))
+
+
+def footprint(wl, p: NsaPlan):
+    """HBM allocations of the prefill: Q, K, V; the compressed keys and values (B G N_c d e
+    each: NSA's compressed cache, which decoding keeps, so it outlives the call); the
+    parameters (w_k, w_v, b_k, b_v of the compression, the gate projections: H 3 d e); the
+    compressed branch's output O_cmp (B H N d e), gates (3 fp32 per row) and the selected
+    block indices (B G N n int32) until the selected-attention kernel; the window branch's
+    O_win and its lse (its window is index arithmetic, see ``pattern_footprint``); the gated
+    output O."""
+    b, h, g, nq, d, e = wl.batch, wl.heads, wl.kv_heads, wl.seq_q, wl.head_dim, wl.elem_bytes
+    head_rows = b * h * nq
+    phases = (("nsa_compress",) if p.compressed_tokens else ()) + ("nsa_cmp", "nsa_win_fwd",
+                                                                    "nsa_slc")
+    first, last = phases[0], phases[-1]
+    compressed = b * g * p.compressed_tokens * d * e
+    params = h * 3 * d * e + 2 * p.compress_block * e + 2 * d * e
+    return Footprint(phases, fp.inputs(wl, first, last) + [
+        Allocation("k_compressed", compressed, first, last, "cache"),
+        Allocation("v_compressed", compressed, first, last, "cache"),
+        Allocation("params", params, first, last, "input"),
+        Allocation("o_cmp", head_rows * d * e, "nsa_cmp", "nsa_slc"),
+        Allocation("gates", head_rows * 3 * STAT_BYTES, "nsa_cmp", "nsa_slc"),
+        Allocation("selected_idx", b * g * nq * p.selected * IDX_BYTES, "nsa_cmp", "nsa_slc"),
+        Allocation("o_win", head_rows * d * e, "nsa_win_fwd", "nsa_slc"),
+        Allocation("lse_win", head_rows * STAT_BYTES, "nsa_win_fwd", "nsa_slc"),
+        Allocation("o", head_rows * d * e, "nsa_slc", last, "output")])

@@ -18,4 +18,5 @@ the counted primitives of ``hwmodels.primitives``.
 * ``fp8``               e4m3 rounding, block scales and the Hadamard rotation (flash3's FP8)
 * ``passes``            forward / backward / fwd+bwd composition for training workloads
 * ``decode_info``       KV-cache sizes and per-token decode timing for decode workloads
+* ``footprints``        HBM allocations shared by the algorithms' ``footprint`` declarations
 """

@@ -78,6 +78,8 @@ from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads
                                placeholder)
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
                                        apply_head, causal_head, combine_slices, state_head)
+from algorithms.kernels import footprints
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
 
 KIND_NAMES = {"elu": KIND_ELU, "trig": KIND_TRIG, "positive": KIND_POSITIVE}
@@ -239,6 +241,37 @@ def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> Featu
     return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
                        tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
                        sigma=sigma)
+
+
+# ---- footprint ----------------------------------------------------------------------------
+
+def feature_footprint(name: str, wl, p: FeaturePlan):
+    """HBM allocations of ``run_features``: Q, K, V, O; the projection W (P x d at e bytes:
+    one for all heads, or one per (batch, head) with ``redraw = head``); non-causal, the fp32
+    state S (m x d), normaliser z (m) and per-slice key shifts per head, written by the state
+    kernel and read by the apply kernel; causal with several feature slices, the fp32
+    partial numerators (N d), denominators and log-scales (N each) per slice and head, until
+    the combine kernel. The causal sweep with one slice keeps its state on chip: Θ(N d) in
+    every case, never N x N."""
+    d, m, e = wl.head_dim, p.features, wl.elem_bytes
+    heads_total = wl.batch * wl.heads
+    if wl.causal:
+        phases = (f"{name}_causal",) + ((f"{name}_combine",) if p.feature_tiles > 1 else ())
+    else:
+        phases = (f"{name}_state", f"{name}_apply")
+    first, last = phases[0], phases[-1]
+    allocs = footprints.inputs(wl, first, last) + footprints.output(wl, last, last, lse=False)
+    if p.kind != "elu":
+        copies = heads_total if p.redraw == "head" else 1
+        allocs.append(Allocation("projection", copies * p.projections * d * e, first, last,
+                                 "input"))
+    if not wl.causal:
+        state = heads_total * (m * d + m + p.feature_tiles) * STATE_BYTES
+        allocs.append(Allocation("state", state, first, last))
+    elif p.feature_tiles > 1:
+        partials = heads_total * p.feature_tiles * wl.seq_q * (d + 2) * STATE_BYTES
+        allocs.append(Allocation("slice_partials", partials, first, last))
+    return Footprint(phases, allocs)
 
 
 # ---- running -----------------------------------------------------------------------------
