@@ -92,6 +92,10 @@ from algorithms.kernels.block_sparse_exec import positive_int, run_layout
 from algorithms.kernels.common import cdiv, heads_in_flight, kv_group, placeholder
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
+from algorithms.kernels.decode_info import decode_info, kv_cache_info
+from algorithms.kernels.nsa_decode import (DECODE_TILES, compressed_cache, compressed_span,
+                                           decode_buffers, decode_group, plan_decode,
+                                           tokens_per_step)
 from algorithms.kernels.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
 from algorithms.kernels.splitkv import register_bytes as packed_register_bytes
 from algorithms.kernels.splitkv import smem_buffers as packed_smem_buffers
@@ -149,6 +153,9 @@ class NsaPlan(Plan):
     select_smem_bytes: int
     select_register_bytes: int
     win: local.LocalPlan     # the window branch's FlashAttention-2 tiles
+    decode_tile: int = 0     # decode: K/V tokens per tile of the fused decode kernel
+    decode_rescore: bool = False   # decode: bins did not fit on chip, K̃ is read twice
+    decode_smem_bytes: int = 0
 
 
 def compressed_count(seq_k: int, cblock: int, stride: int) -> int:
@@ -224,13 +231,24 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
         raise SramOverflowError(f"nsa: selected attention of {g} packed head(s) with head_dim "
                                 f"{d} fits no sub-block of {ls} in {sram_bytes:,} bytes of SRAM; "
                                 f"use a larger --sram-kb")
+    dec = (0, False, 0)
+    if getattr(wl, "decode", False):
+        dec = plan_decode(g, wl.seq_q, wl.seq_k, d, e, ls, n, sram_bytes)
+        if dec is None:
+            need = sum(decode_buffers(g, wl.seq_q, DECODE_TILES[-1], d, e, cdiv(wl.seq_k, ls), n,
+                                      True).values())
+            raise SramOverflowError(f"nsa: a decode step of {g} packed head(s) x {wl.seq_q} new "
+                                    f"token(s), head_dim {d}, needs {need:,} bytes of SRAM but "
+                                    f"the budget is {sram_bytes:,}; use fewer --new-tokens or a "
+                                    f"larger --select-block")
     return NsaPlan(compress_block=l, compress_stride=ds, select_block=ls, selected=n, window=w,
                    seed=seed, group=g, compressed_tokens=compressed_count(wl.seq_k, l, ds),
                    compress_tile=bt,
                    compress_smem_bytes=sum(compress_buffers(bt, l, ds, d, e).values()),
                    cmp_block_q=cmp[0], cmp_block_k=cmp[1], cmp_smem_bytes=cmp[2],
                    cmp_register_bytes=cmp[3], select_tile=sel[0], select_smem_bytes=sel[1],
-                   select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w))
+                   select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w),
+                   decode_tile=dec[0], decode_rescore=dec[1], decode_smem_bytes=dec[2])
 
 
 # ---- parameters (seeded stand-ins for the learned ones) -----------------------------------
@@ -256,6 +274,8 @@ def weights(wl, p: NsaPlan) -> dict:
 
 def run(wl, p: NsaPlan, inputs, rec, compute: bool) -> dict:
     par = weights(wl, p)
+    if getattr(wl, "decode", False):
+        return _decode(wl, p, inputs, par, rec, compute)
     kc, vc = _compress(wl, p, inputs, par, rec, compute)
     o_cmp, gates, idx = _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute)
     win = run_layout("nsa_win", wl, p.win, local.layout(wl, p.win),
@@ -356,6 +376,105 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
                           inputs.v[bi, h], idx[bi, h], gates[bi, hs], o_cmp[bi, hs],
                           np.ascontiguousarray(o_win[bi, hs]), o[bi, hs], *args)
     return o
+
+
+# ---- decoding (``algorithms.kernels.nsa_decode``) -------------------------------------------
+
+def _decode(wl, p, inputs, par, rec, compute):
+    """One decode step: append the compressed tokens the new tokens complete, then the fused
+    three-branch kernel per (sequence, KV group)."""
+    b, G, g, d, e = wl.batch, wl.kv_heads, p.group, wl.head_dim, wl.elem_bytes
+    nq, nk, n = wl.seq_q, wl.seq_k, p.selected
+    l, ds = p.compress_block, p.compress_stride
+    first, n_c = compressed_count(nk - nq, l, ds), p.compressed_tokens
+    kc = vc = None
+    if compute:
+        kc = np.zeros((b, G, n_c, d), dtype=np.float32)
+        vc = np.zeros((b, G, n_c, d), dtype=np.float32)
+        for bi in range(b):
+            for h in range(G):
+                kc[bi, h, :first], vc[bi, h, :first] = compressed_cache(
+                    compress_head, inputs.k[bi, h], inputs.v[bi, h], par, first, d, l, ds, e)
+    if n_c > first:
+        _append_compressed(wl, p, inputs, par, kc, vc, first, rec, compute)
+    c = rec.kernel("nsa_decode", ctas=b * G,
+                   buffers=decode_buffers(g, nq, p.decode_tile, d, e, cdiv(nk, p.select_block),
+                                          n, p.decode_rescore),
+                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
+                   matmul_dtype=wl.dtype)
+    args = (nq, nk, d, g, n_c, l, ds, p.select_block, n, p.window, p.decode_tile,
+            p.decode_rescore, wl.scale, e, compute)
+    o = sel = None
+    if not compute:
+        e3 = np.empty((0, 0, d), np.float32)
+        decode_group(c, e3, placeholder(d), placeholder(d), placeholder(d), placeholder(d),
+                     np.empty((0, 3, d), np.float32), e3, np.empty((0, n), np.int32), *args)
+        rec.repeat(c, b * G)
+    else:
+        o = np.zeros((b, wl.heads, nq, d), dtype=np.float32)
+        sel = np.full((b, G, nq, n), -1, dtype=np.int32)
+        for bi in range(b):
+            for h in range(G):
+                hs = slice(h * g, (h + 1) * g)
+                decode_group(c, np.ascontiguousarray(inputs.q[bi, hs]), kc[bi, h], vc[bi, h],
+                             inputs.k[bi, h], inputs.v[bi, h], np.ascontiguousarray(par["wg"][hs]),
+                             o[bi, hs], sel[bi, h], *args)
+    _decode_info(wl, p, first, rec)
+    return {"o": o, "sel": sel} if compute else {}
+
+
+def _append_compressed(wl, p, inputs, par, kc, vc, first, rec, compute):
+    """``nsa_decode_compress``: one CTA per (sequence, KV head) compresses the new blocks,
+    reading the raw span they cover once."""
+    b, G, d, e = wl.batch, wl.kv_heads, wl.head_dim, wl.elem_bytes
+    l, ds, new = p.compress_block, p.compress_stride, p.compressed_tokens - first
+    c = rec.kernel("nsa_decode_compress", ctas=b * G,
+                   buffers=compress_buffers(new, l, ds, d, e), threads_per_cta=THREADS_PER_CTA,
+                   tc_path="mma_sync", matmul_dtype=wl.dtype)
+    args = (par["wk"], par["wv"], par["bk"], par["bv"], new, d, l, ds, new, e, compute)
+    if not compute:
+        compress_head(c, placeholder(d), placeholder(d), placeholder(d), placeholder(d), *args)
+        rec.repeat(c, b * G)
+        return
+    t0 = first * ds
+    for bi in range(b):
+        for h in range(G):
+            compress_head(c, inputs.k[bi, h, t0:], inputs.v[bi, h, t0:], kc[bi, h, first:],
+                          vc[bi, h, first:], *args)
+
+
+def _decode_info(wl, p, first, rec):
+    """``nsa.decode`` (tokens per step against dense attention), ``kv_cache`` (raw plus
+    compressed cache) and ``decode`` (per-token time)."""
+    G, d, e = wl.kv_heads, wl.head_dim, wl.elem_bytes
+    tok = tokens_per_step(wl.seq_k, wl.seq_q, p.compress_block, p.compress_stride,
+                          p.select_block, p.selected, p.window)
+    rec.info["nsa"] = {
+        "compressed_tokens": p.compressed_tokens,
+        "selection_blocks": cdiv(wl.seq_k, p.select_block),
+        "compression": "fixed linear map w^T(X + E), seeded",
+        "gates": "sigmoid(q . W_c), W_c seeded N(0, 1/d)",
+        "decode": {
+            "tokens_per_step_per_kv_group": tok,
+            "dense_tokens_per_step_per_kv_group": wl.seq_k,
+            "expected_speedup_over_dense": wl.seq_k / tok["total"],
+            "compressed_tokens_appended": p.compressed_tokens - first,
+            "raw_tokens_read_to_compress": compressed_span(p.compressed_tokens - first,
+                                                           p.compress_block, p.compress_stride),
+            "bins_on_chip": not p.decode_rescore,
+            "note": "a token is its key and value (2 d e bytes); dense = every cached token "
+                    "once per KV group (GQA split-KV decoding); the paper's Table 4 counts "
+                    "the same three terms, (N - l)/d + n l' + w",
+        },
+    }
+    model = getattr(wl, "model", None)
+    layers = model.layers if model is not None else 1
+    kv = kv_cache_info(wl, rec.gpu, 2 * G * d)
+    comp = 2 * G * d * e * p.compressed_tokens * layers * wl.batch
+    kv.update(compressed_tokens=p.compressed_tokens, compressed_bytes_total=comp,
+              resident_bytes_total=kv["bytes_total"] + comp)
+    rec.info["kv_cache"] = kv
+    rec.info["decode"] = decode_info(wl, rec.gpu, rec.kernels, p.group * wl.seq_q)
 
 
 def _cmp_work(wl, p) -> np.ndarray:
