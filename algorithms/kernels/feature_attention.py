@@ -75,10 +75,13 @@ import numpy as np
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
-                               placeholder)
+                               placeholder, placeholder_vector)
+from algorithms.kernels.decode_info import decode_info
+from algorithms.kernels.feature_decode import decode_buffers as decode_state_buffers
+from algorithms.kernels.feature_decode import plan_slice, prefix_state, recurrent_step, state_bytes
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
                                        apply_head, causal_head, combine_slices, state_head)
-from hwmodels.memory import SramOverflowError
+from hwmodels.memory import Recorder, SramOverflowError
 
 KIND_NAMES = {"elu": KIND_ELU, "trig": KIND_TRIG, "positive": KIND_POSITIVE}
 BLOCK_CANDIDATES = (128, 64, 32, 16)
@@ -98,6 +101,7 @@ class FeaturePlan(Plan):
     seed: int | None        # None: the inputs' seed
     redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
     sigma: float | None     # RFA's σ (ℓ2-normalised inputs are divided by it); None otherwise
+    decode_slice_rows: int = 0   # decode: feature rows of the state per streamed slice
 
 
 # ---- planning ----------------------------------------------------------------------------
@@ -153,6 +157,8 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
     if features <= 0:
         raise PlanError(f"{name}: the feature count must be positive, got {features}")
     d, e, m, p = wl.head_dim, wl.elem_bytes, features, projections
+    if getattr(wl, "decode", False):
+        return _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
     if wl.causal:
         return _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
     total_units, _ = units(kind, d, p)
@@ -241,6 +247,32 @@ def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> Featu
                        sigma=sigma)
 
 
+def state_group(wl, redraw: str) -> int:
+    """Query heads that share one recurrent state: a KV head's group, unless every query
+    head draws its own W (Performer ``--redraw head``)."""
+    return 1 if redraw == "head" else wl.heads // wl.kv_heads
+
+
+def _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> FeaturePlan:
+    """Recurrent decoding (``feature_decode``): the largest state slice whose CTA fits."""
+    if wl.seq_q > 1 and not wl.causal:
+        raise PlanError(f"{name}: recurrent decoding is causal (each new token sees the state "
+                        f"of the tokens before it); add --causal or use --new-tokens 1")
+    d, e, g = wl.head_dim, wl.elem_bytes, state_group(wl, redraw)
+    got = plan_slice(g, wl.seq_q, d, m, p, e, sram_bytes)
+    if got is None:
+        need = decode_state_buffers(g, wl.seq_q, d, m, p, 1, e)
+        raise SramOverflowError(
+            f"{name} decoding with {g} query head(s) per state, {wl.seq_q} new token(s) and "
+            f"{m} features needs at least {sum(need.values()):,} bytes of SRAM per CTA "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use fewer --new-tokens or --features, or a larger --sram-kb")
+    rows, smem = got
+    return FeaturePlan(kind=kind, features=m, projections=p, block=wl.seq_q,
+                       feature_tiles=cdiv(m, rows), tile_units=0, smem_bytes=smem, seed=seed,
+                       redraw=redraw, sigma=sigma, decode_slice_rows=rows)
+
+
 # ---- running -----------------------------------------------------------------------------
 
 def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
@@ -254,6 +286,9 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     heads_total = wl.batch * wl.heads
     o = new_output(wl, compute)
     empty_w = np.zeros((0, d), dtype=np.float32)
+    if getattr(wl, "decode", False):
+        return _run_decode(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
+                           in_scale, empty_w)
     if wl.causal:
         return _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
                            in_scale, empty_w)
@@ -316,6 +351,77 @@ def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     if cc is not None:
         finish_heads(cc, wl, compute)
     return {"o": o} if compute else {}
+
+
+def _run_decode(name, wl, p, inputs, rec, compute, projection_for_head, o, kind, in_scale,
+                empty_w) -> dict:
+    """One CTA per (sequence, state head): ``feature_decode.recurrent_step``."""
+    d, e, m, nq = wl.head_dim, wl.elem_bytes, p.features, wl.seq_q
+    g = state_group(wl, p.redraw)
+    states = wl.heads // g
+    c = rec.kernel(f"{name}_decode", ctas=wl.batch * states,
+                   buffers=decode_state_buffers(g, nq, d, m, p.projections, p.decode_slice_rows,
+                                                e),
+                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    args = (nq, g, d, p.projections, m, p.decode_slice_rows, kind, in_scale, e, compute)
+    if not compute:
+        w = empty_w if projection_for_head is None else placeholder(d)
+        recurrent_step(c, np.empty((0, 0, d), np.float32), placeholder(d), placeholder(d), w,
+                       placeholder(d), placeholder_vector(), placeholder_vector(),
+                       np.empty((0, 0, d), np.float32), *args)
+        Recorder.repeat(c, wl.batch * states)
+    else:
+        head_group = wl.heads // wl.kv_heads
+        for b in range(wl.batch):
+            for sh in range(states):
+                h0 = sh * g                                    # first query head of the state
+                kvh = h0 // head_group
+                w = _projection(projection_for_head, b, h0, compute, empty_w, d)
+                k, v = inputs.k[b, kvh], inputs.v[b, kvh]
+                s, z, shift = prefix_state(p.kind, k[:wl.seq_k - nq], v[:wl.seq_k - nq], w,
+                                           in_scale, max(p.projections, 1))
+                recurrent_step(c, np.ascontiguousarray(inputs.q[b, h0:h0 + g]),
+                               np.ascontiguousarray(k[wl.seq_k - nq:]),
+                               np.ascontiguousarray(v[wl.seq_k - nq:]), w, s, z, shift,
+                               o[b, h0:h0 + g], *args)
+    rec.info["kv_cache"] = recurrent_state_info(wl, rec.gpu, m, p.kind, states)
+    rec.info["decode"] = decode_info(wl, rec.gpu, rec.kernels, g * nq)
+    return {"o": o} if compute else {}
+
+
+def recurrent_state_info(wl, gpu, m: int, kind: str, states: int) -> dict:
+    """``kv_cache`` of recurrent decoding: the per-head state is the whole cache; it does
+    not grow with the context."""
+    model = getattr(wl, "model", None)
+    layers = model.layers if model is not None else 1
+    per_head = state_bytes(m, wl.head_dim, kind == "positive")
+    per_seq = per_head * states * layers
+    weights = model.weight_bytes(wl.dtype) if model is not None else None
+    free = gpu.hbm_bytes - (weights or 0)
+    return {
+        "kind": "recurrent_state",
+        "model": model.name if model is not None else None,
+        "layers": layers,
+        "storage_dtype": "fp32",
+        "state_heads": states,
+        "features": m,
+        "state_bytes_per_head": per_head,
+        "state_bytes_per_sequence": per_seq,
+        "bytes_per_token": 0,
+        "context_tokens": int(wl.seq_k),
+        "batch": int(wl.batch),
+        "bytes_total": per_seq * wl.batch,
+        "grows_with_context": False,
+        "gpu": gpu.name,
+        "hbm_bytes": gpu.hbm_bytes,
+        "weights_bytes": weights,
+        "weights_fit": free > 0,
+        "tokens_that_fit": None,
+        "sequences_that_fit": int(max(0, free) // per_seq),
+        "note": "S (m x d) and z (m) per state head in fp32 (+ the fp32 shift c for positive "
+                "features); states are per KV head (per query head with --redraw head); the "
+                "context length does not change it",
+    }
 
 
 def _projection(projection_for_head, b, h, compute, empty_w, d):
