@@ -107,7 +107,7 @@ INFO = AlgorithmInfo(
     title="Native Sparse Attention (compressed + selected + window, gated), forward",
     paper="Yuan et al., 2025 (arXiv 2502.11089)",
     exact=False,
-    io_bound="Θ(G N²d/(d_s B_r) + G N n l' d + H N (w/B_r + 1) d)",
+    io_bound="Θ(G N²d/(d_s B_r) + G N n l' d + H N (w/B_r + 1) d); decode Θ(G (N/d_s + n l' + w) d)",
     options=(
         Option("compress_block", int, 32, "l: tokens per compressed block",
                validate=positive_int("tokens")),
@@ -152,7 +152,7 @@ class NsaPlan(Plan):
     select_tile: int         # B_s keys per sub-block of kernel 4
     select_smem_bytes: int
     select_register_bytes: int
-    win: local.LocalPlan     # the window branch's FlashAttention-2 tiles
+    win: local.LocalPlan | None    # the window branch's FlashAttention-2 tiles (None: decode)
     decode_tile: int = 0     # decode: K/V tokens per tile of the fused decode kernel
     decode_rescore: bool = False   # decode: bins did not fit on chip, K̃ is read twice
     decode_smem_bytes: int = 0
@@ -181,7 +181,8 @@ def select_buffers(g, bs, d, e, n) -> dict[str, int]:
 
 
 def _check_params(wl, l, ds, ls, n, w):
-    if not wl.causal:
+    one_new_token = getattr(wl, "decode", False) and wl.seq_q == 1   # sees the whole cache
+    if not wl.causal and not one_new_token:
         raise PlanError("nsa: Native Sparse Attention is causal by design (compression and "
                         "selection use only the tokens before each query); add --causal")
     if l % ds:
@@ -198,6 +199,8 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
     l, ds, ls, n, w = compress_block, compress_stride, select_block, selected, window
     _check_params(wl, l, ds, ls, n, w)
     d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
+    if getattr(wl, "decode", False):
+        return _plan_decode(wl, sram_bytes, l, ds, ls, n, w, seed)
     regs_budget = gpu.register_bytes_per_sm // 2
     bt = next((b for b in COMPRESS_TILES
                if sum(compress_buffers(b, l, ds, d, e).values()) <= sram_bytes), None)
@@ -231,24 +234,40 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
         raise SramOverflowError(f"nsa: selected attention of {g} packed head(s) with head_dim "
                                 f"{d} fits no sub-block of {ls} in {sram_bytes:,} bytes of SRAM; "
                                 f"use a larger --sram-kb")
-    dec = (0, False, 0)
-    if getattr(wl, "decode", False):
-        dec = plan_decode(g, wl.seq_q, wl.seq_k, d, e, ls, n, sram_bytes)
-        if dec is None:
-            need = sum(decode_buffers(g, wl.seq_q, DECODE_TILES[-1], d, e, cdiv(wl.seq_k, ls), n,
-                                      True).values())
-            raise SramOverflowError(f"nsa: a decode step of {g} packed head(s) x {wl.seq_q} new "
-                                    f"token(s), head_dim {d}, needs {need:,} bytes of SRAM but "
-                                    f"the budget is {sram_bytes:,}; use fewer --new-tokens or a "
-                                    f"larger --select-block")
     return NsaPlan(compress_block=l, compress_stride=ds, select_block=ls, selected=n, window=w,
                    seed=seed, group=g, compressed_tokens=compressed_count(wl.seq_k, l, ds),
                    compress_tile=bt,
                    compress_smem_bytes=sum(compress_buffers(bt, l, ds, d, e).values()),
                    cmp_block_q=cmp[0], cmp_block_k=cmp[1], cmp_smem_bytes=cmp[2],
                    cmp_register_bytes=cmp[3], select_tile=sel[0], select_smem_bytes=sel[1],
-                   select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w),
-                   decode_tile=dec[0], decode_rescore=dec[1], decode_smem_bytes=dec[2])
+                   select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w))
+
+
+def _plan_decode(wl, sram_bytes, l, ds, ls, n, w, seed) -> NsaPlan:
+    """A decode step runs ``nsa_decode_compress`` (its tile: the blocks this step completes)
+    and the fused ``nsa_decode``; the prefill kernels' tiles are 0."""
+    d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
+    dec = plan_decode(g, wl.seq_q, wl.seq_k, d, e, ls, n, sram_bytes)
+    if dec is None:
+        need = sum(decode_buffers(g, wl.seq_q, DECODE_TILES[-1], d, e, cdiv(wl.seq_k, ls), n,
+                                  True).values())
+        raise SramOverflowError(f"nsa: a decode step of {g} packed head(s) x {wl.seq_q} new "
+                                f"token(s), head_dim {d}, needs {need:,} bytes of SRAM but the "
+                                f"budget is {sram_bytes:,}; use fewer --new-tokens, a larger "
+                                f"--select-block or a larger --sram-kb")
+    new = compressed_count(wl.seq_k, l, ds) - compressed_count(wl.seq_k - wl.seq_q, l, ds)
+    if new and sum(compress_buffers(new, l, ds, d, e).values()) > sram_bytes:
+        raise SramOverflowError(f"nsa: compressing the {new} block(s) of {l} tokens this step "
+                                f"completes (head_dim {d}) does not fit {sram_bytes:,} bytes of "
+                                f"SRAM; use fewer --new-tokens or a larger --sram-kb")
+    return NsaPlan(compress_block=l, compress_stride=ds, select_block=ls, selected=n, window=w,
+                   seed=seed, group=g, compressed_tokens=compressed_count(wl.seq_k, l, ds),
+                   compress_tile=new,
+                   compress_smem_bytes=sum(compress_buffers(new, l, ds, d, e).values()) if new
+                   else 0, cmp_block_q=0, cmp_block_k=0, cmp_smem_bytes=0,
+                   cmp_register_bytes=0, select_tile=0, select_smem_bytes=0,
+                   select_register_bytes=0, win=None, decode_tile=dec[0],
+                   decode_rescore=dec[1], decode_smem_bytes=dec[2])
 
 
 # ---- parameters (seeded stand-ins for the learned ones) -----------------------------------
@@ -657,6 +676,12 @@ def io_bound(wl, p: NsaPlan, sram_bytes: int) -> float:
     """The leading terms in bytes: B G [3 N_q N_k d e/(2 d_s B_r) + 2 N_q n l' d e]
     + B H [2 N_q (w + B_r^w) d e / B_r^w + 4 N_q d e] (causal)."""
     d, e, nq, nk = wl.head_dim, wl.elem_bytes, wl.seq_q, wl.seq_k
+    if getattr(wl, "decode", False):
+        # decode: Θ(B G (N/d_s + n l' + w) d) — the compressed cache, the selected blocks
+        # and the window once per KV group, plus the queries and outputs
+        per_group = 2 * (nk / p.compress_stride + min(nk, p.selected * p.select_block)
+                         + min(nk, p.window)) * d * e
+        return float(wl.batch * (wl.kv_heads * per_group + 2 * wl.heads * nq * d * e))
     per_group = (3 * nq * nk * d * e / (2 * p.compress_stride * p.cmp_block_q)
                  + 2 * nq * min(nk, p.selected * p.select_block) * d * e)
     bw = p.win.block_q
