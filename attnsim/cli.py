@@ -259,10 +259,13 @@ def _report_extras(a, gpu, wl):
     if sec is not None:
         sections.append(sec[0])
         data["gpu_check"] = sec[1]
-    from reports.decode import decode_section
+    from reports.decode import decode_paths_section, decode_section
     sec, sec_data = decode_section(gpu, wl)
     sections.append(sec)
     data["decode"] = sec_data
+    sec, sec_data = decode_paths_section(gpu, wl)
+    sections.append(sec)
+    data["decode_paths"] = sec_data
     return sections, data
 
 

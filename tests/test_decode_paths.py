@@ -308,3 +308,21 @@ def test_json_has_the_state_and_the_compressed_cache(capsys):
     assert d["kv_cache"]["compressed_bytes_total"] == 2 * 4 * 128 * 2 * 511
     assert d["kv_cache"]["resident_bytes_total"] == \
         d["kv_cache"]["bytes_total"] + d["kv_cache"]["compressed_bytes_total"]
+
+
+def test_report_section_has_the_papers_table_and_every_path():
+    from hwmodels import get_gpu
+    from reports.decode import NSA_PAPER_TABLE, PATH_ALGORITHMS, decode_paths_section
+    section, data = decode_paths_section(get_gpu("h100"), Workload())
+    assert [t.key for t in section.tables] == ["nsa_decode", "decode_paths"]
+    for rec in data["nsa"]:
+        paper_tokens, paper_speedup = NSA_PAPER_TABLE[rec["context"]]
+        assert abs(rec["total"] - paper_tokens) <= 1
+        assert round(rec["speedup"], 1) == paper_speedup
+        assert rec["hbm_bytes"] < rec["dense_hbm_bytes"]
+    paths = {rec["algorithm"]: rec for rec in data["paths"]}
+    assert list(paths) == list(PATH_ALGORITHMS)
+    for name in ("linear", "rfa", "performer"):
+        assert paths[name]["growth_exponent"] == 0.0
+    assert paths["gqa"]["growth_exponent"] > 0.9
+    assert paths["nsa"]["hbm_bytes"][-1] < paths["gqa"]["hbm_bytes"][-1] / 10
