@@ -75,9 +75,10 @@ Differences from the paper: φ is linear, not an MLP, and the gates come from q,
 MLP on the layer input; branches use separate kernels for the window (FlashAttention-2 as
 the paper does) and for compression; the importance scores need a second pass over K̃
 because the softmax normalizer is only known after pass 1 (a kernel that stored p_cmp
-would write N²/d_s floats); top-n is an insertion into n on-chip slots. The selected kernel
-is credited with L2 reuse only when the K/V of the KV heads in flight fit in half of L2 —
-reuse between neighbouring positions' selections is data-dependent and not modelled.
+would write N²/d_s floats); top-n is an insertion into n on-chip slots. The selected kernel's
+re-reads are priced with L2 reuse between neighbouring positions: its declared working set
+assumes the positions in flight share their non-local selected blocks
+(``selected_working_set``), which the counts never depend on.
 Backward pass: not simulated.
 """
 from __future__ import annotations
@@ -374,12 +375,15 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     in_flight = heads_in_flight(rec, nq, b * G, p.select_smem_bytes, p.select_register_bytes,
                                 THREADS_PER_CTA)
     unique = b * H * nq * (4 * d * e + 3 * STAT_BYTES) + b * G * (kv_bytes + nq * n * IDX_BYTES)
+    resident = rec.resident_ctas(b * G * nq, p.select_smem_bytes, p.select_register_bytes,
+                                 THREADS_PER_CTA)
     c = rec.kernel("nsa_slc", ctas=b * G * nq,
                    buffers=select_buffers(g, p.select_tile, d, e, n),
                    threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
-                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
+                   unique_hbm_bytes=unique,
+                   l2_working_set_bytes=in_flight * selected_working_set(wl, p, resident))
     args = (nq, wl.seq_k, d, g, p.select_block, n, p.select_tile, wl.scale, e, compute)
     if not compute:
         e3 = np.empty((0, 0, d), np.float32)
@@ -494,6 +498,23 @@ def _decode_info(wl, p, first, rec):
               resident_bytes_total=kv["bytes_total"] + comp)
     rec.info["kv_cache"] = kv
     rec.info["decode"] = decode_info(wl, rec.gpu, rec.kernels, p.group * wl.seq_q)
+
+
+def selected_working_set(wl, p, resident_ctas: int) -> int:
+    """Bytes of raw K/V one KV group's resident ``nsa_slc`` CTAs read, for L2 reuse.
+
+    CTAs launch position after position, so the resident ones of a group are P_f =
+    min(N_q, resident) consecutive positions. Neighbouring positions select mostly the same
+    blocks — the spatial continuity of attention scores NSA's blockwise selection relies on
+    (§3.3.2) — so they share their n − 2 non-local blocks (block 0 and n − 3 scored ones),
+    while their local blocks (j_t − 1, j_t) sweep the ⌈P_f/l′⌉ + 1 blocks the positions span:
+        ((n − 2) + ⌈P_f/l′⌉ + 1) l′ tokens of K and V, at most the group's whole K/V.
+    An assumption about the selections (not counted: counts never depend on it), used only to
+    price re-reads; ``--no-l2-cache`` shows the price without it."""
+    d, e, ls = wl.head_dim, wl.elem_bytes, p.select_block
+    span = min(wl.seq_q, max(1, resident_ctas))
+    tokens = ((p.selected - 2) + cdiv(span, ls) + 1) * ls
+    return 2 * min(wl.seq_k, tokens) * d * e
 
 
 def _cmp_work(wl, p) -> np.ndarray:
