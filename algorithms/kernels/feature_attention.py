@@ -496,8 +496,13 @@ def resolve_seed(plan_seed, inputs) -> int:
 def feature_io_bound(wl, p: FeaturePlan) -> float:
     """Θ(N d + N m d / B) bytes, all heads: Q, K, V, O once, plus the fp32 state (m x d) per
     query tile, which the non-causal apply kernel reloads; the causal sweep keeps the state
-    on chip, so its bound is Θ(N d)."""
+    on chip, so its bound is Θ(N d). A recurrent decode step: Θ(G m d), the fp32 state read
+    and written once per state head, plus the new tokens and the outputs."""
     e, d = wl.elem_bytes, wl.head_dim
+    if getattr(wl, "decode", False):
+        g = state_group(wl, p.redraw)
+        per_state = 2 * STATE_BYTES * p.features * d + 2 * wl.seq_q * d * e * (1 + g)
+        return float(per_state * wl.batch * (wl.heads // g))
     state = 0 if wl.causal else wl.seq_q * p.features * d * STATE_BYTES / p.block
     per_head = 2 * (wl.seq_q + wl.seq_k) * d * e + state
     return float(per_head * wl.batch * wl.heads)
