@@ -229,10 +229,14 @@ def projections(algorithm, wl, plan_dict, options):
 
 CASES = [("linear", {}), ("rfa", {"seed": 3}), ("performer", {"seed": 3}),
          ("performer", {"seed": 5, "redraw": "head"}), ("performer", {"seed": 1, "features": 300})]
+SHAPES = [(129, 1, 32), (64, 3, 40), (1, 1, 16)]
 
 
-@pytest.mark.parametrize("algorithm,options", CASES)
-@pytest.mark.parametrize("nk,nq,d", [(129, 1, 32), (64, 3, 40), (1, 1, 16), (300, 1, 128)])
+@pytest.mark.parametrize("algorithm,options,nk,nq,d", [
+    *((a, o, *s) for a, o in CASES for s in SHAPES),
+    ("linear", {}, 300, 1, 128), ("rfa", {"seed": 3}, 300, 1, 128),
+    ("performer", {"seed": 3}, 300, 2, 128),      # m = 621: the state streams in slices
+])
 def test_recurrent_step_equals_the_full_cache_computation(algorithm, options, nk, nq, d):
     wl = decode_wl(nk, nq=nq, batch=2, heads=4, kv_heads=2, d=d, dtype="fp32")
     r = simulate(algorithm, wl, "h100", options=options)
