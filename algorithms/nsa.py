@@ -95,8 +95,8 @@ from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head
                                     selected_pack, visible_compressed)
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
 from algorithms.kernels.nsa_decode import (DECODE_TILES, compressed_cache, compressed_span,
-                                           decode_buffers, decode_group, plan_decode,
-                                           tokens_per_step)
+                                           plan_decode, plan_split, run_fused_decode,
+                                           run_split_decode, tokens_per_step)
 from algorithms.kernels.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
 from algorithms.kernels.splitkv import register_bytes as packed_register_bytes
 from algorithms.kernels.splitkv import smem_buffers as packed_smem_buffers
@@ -123,6 +123,10 @@ INFO = AlgorithmInfo(
         Option("window", int, 512, "w: sliding-window keys per query",
                validate=positive_int("keys per query")),
         Option("seed", int, 0, "seed of the compression map and the gate projections"),
+        Option("decode_schedule", str, "auto", "decode: fused (one CTA per sequence and KV "
+               "group), split (the branches over many CTAs, partial states merged, as "
+               "flash-decoding), auto (split when the fused grid leaves SMs idle)",
+               choices=("auto", "fused", "split")),
     ),
     count_only="exact: counts depend only on positions and n (the selection's size), "
                "never on which blocks are selected",
@@ -154,9 +158,13 @@ class NsaPlan(Plan):
     select_smem_bytes: int
     select_register_bytes: int
     win: local.LocalPlan | None    # the window branch's FlashAttention-2 tiles (None: decode)
-    decode_tile: int = 0     # decode: K/V tokens per tile of the fused decode kernel
-    decode_rescore: bool = False   # decode: bins did not fit on chip, K̃ is read twice
-    decode_smem_bytes: int = 0
+    decode_schedule: str = ""    # decode: "fused" or "split" (``algorithms.kernels.nsa_decode``)
+    decode_tile: int = 0         # decode: K/V tokens per tile
+    decode_rescore: bool = False  # fused decode: the bins do not fit on chip, K̃ read twice
+    decode_cmp_splits: int = 0   # decode: chunks of the compressed cache per KV group
+    decode_win_splits: int = 0   # decode: chunks of the window per KV group
+    decode_slots: int = 0        # decode: selection slots (one CTA each) per KV group
+    decode_smem_bytes: int = 0   # decode: the largest decode kernel's SRAM per CTA
 
 
 def compressed_count(seq_k: int, cblock: int, stride: int) -> int:
@@ -196,12 +204,16 @@ def _check_params(wl, l, ds, ls, n, w):
 
 
 def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: int = 16,
-         select_block: int = 64, selected: int = 16, window: int = 512, seed: int = 0) -> NsaPlan:
+         select_block: int = 64, selected: int = 16, window: int = 512, seed: int = 0,
+         decode_schedule: str = "auto") -> NsaPlan:
     l, ds, ls, n, w = compress_block, compress_stride, select_block, selected, window
     _check_params(wl, l, ds, ls, n, w)
     d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
     if getattr(wl, "decode", False):
-        return _plan_decode(wl, sram_bytes, l, ds, ls, n, w, seed)
+        return _plan_decode(wl, gpu, sram_bytes, l, ds, ls, n, w, seed, decode_schedule)
+    if decode_schedule != "auto":
+        raise PlanError("nsa: --decode-schedule applies to a decode step; add --decode or "
+                        "drop it")
     regs_budget = gpu.register_bytes_per_sm // 2
     bt = next((b for b in COMPRESS_TILES
                if sum(compress_buffers(b, l, ds, d, e).values()) <= sram_bytes), None)
@@ -244,18 +256,30 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
                    select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w))
 
 
-def _plan_decode(wl, sram_bytes, l, ds, ls, n, w, seed) -> NsaPlan:
-    """A decode step runs ``nsa_decode_compress`` (its tile: the blocks this step completes)
-    and the fused ``nsa_decode``; the prefill kernels' tiles are 0."""
+def _plan_decode(wl, gpu, sram_bytes, l, ds, ls, n, w, seed, schedule) -> NsaPlan:
+    """A decode step (``algorithms.kernels.nsa_decode``): fused, one CTA per (sequence, KV
+    group), or split over CTAs when that grid leaves SMs idle (``auto``); the prefill
+    kernels' tiles are 0."""
     d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
-    dec = plan_decode(g, wl.seq_q, wl.seq_k, d, e, ls, n, sram_bytes)
+    if schedule == "auto":
+        schedule = "split" if wl.batch * wl.kv_heads < gpu.sm_count else "fused"
+    fields = {"decode_schedule": schedule}
+    if schedule == "fused":
+        dec = plan_decode(g, wl.seq_q, wl.seq_k, d, e, ls, n, sram_bytes)
+        if dec is not None:
+            fields.update(decode_tile=dec[0], decode_rescore=dec[1], decode_smem_bytes=dec[2])
+    else:
+        dec = plan_split(wl.batch, wl.kv_heads, g, wl.seq_q, wl.seq_k, d, e, l, ds, ls, n, w,
+                         gpu.sm_count, sram_bytes)
+        if dec is not None:
+            fields.update(decode_tile=dec["tile"], decode_cmp_splits=dec["cmp_splits"],
+                          decode_win_splits=dec["win_splits"], decode_slots=dec["slots"],
+                          decode_smem_bytes=dec["smem"])
     if dec is None:
-        need = sum(decode_buffers(g, wl.seq_q, DECODE_TILES[-1], d, e, cdiv(wl.seq_k, ls), n,
-                                  True).values())
-        raise SramOverflowError(f"nsa: a decode step of {g} packed head(s) x {wl.seq_q} new "
-                                f"token(s), head_dim {d}, needs {need:,} bytes of SRAM but the "
-                                f"budget is {sram_bytes:,}; use fewer --new-tokens, a larger "
-                                f"--select-block or a larger --sram-kb")
+        raise SramOverflowError(f"nsa: a {schedule} decode step of {g} packed head(s) x "
+                                f"{wl.seq_q} new token(s), head_dim {d}, fits no K/V tile of "
+                                f"{DECODE_TILES[-1]} tokens in {sram_bytes:,} bytes of SRAM; "
+                                f"use fewer --new-tokens or a larger --sram-kb")
     new = compressed_count(wl.seq_k, l, ds) - compressed_count(wl.seq_k - wl.seq_q, l, ds)
     if new and sum(compress_buffers(new, l, ds, d, e).values()) > sram_bytes:
         raise SramOverflowError(f"nsa: compressing the {new} block(s) of {l} tokens this step "
@@ -267,8 +291,7 @@ def _plan_decode(wl, sram_bytes, l, ds, ls, n, w, seed) -> NsaPlan:
                    compress_smem_bytes=sum(compress_buffers(new, l, ds, d, e).values()) if new
                    else 0, cmp_block_q=0, cmp_block_k=0, cmp_smem_bytes=0,
                    cmp_register_bytes=0, select_tile=0, select_smem_bytes=0,
-                   select_register_bytes=0, win=None, decode_tile=dec[0],
-                   decode_rescore=dec[1], decode_smem_bytes=dec[2])
+                   select_register_bytes=0, win=None, **fields)
 
 
 # ---- parameters (seeded stand-ins for the learned ones) -----------------------------------
@@ -404,12 +427,11 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
 # ---- decoding (``algorithms.kernels.nsa_decode``) -------------------------------------------
 
 def _decode(wl, p, inputs, par, rec, compute):
-    """One decode step: append the compressed tokens the new tokens complete, then the fused
-    three-branch kernel per (sequence, KV group)."""
-    b, G, g, d, e = wl.batch, wl.kv_heads, p.group, wl.head_dim, wl.elem_bytes
-    nq, nk, n = wl.seq_q, wl.seq_k, p.selected
-    l, ds = p.compress_block, p.compress_stride
-    first, n_c = compressed_count(nk - nq, l, ds), p.compressed_tokens
+    """One decode step: append the compressed tokens the new tokens complete; the compressed
+    and window chunks (one launch); the selection; the selected slots; the gated combine."""
+    b, G, d, e = wl.batch, wl.kv_heads, wl.head_dim, wl.elem_bytes
+    nq, l, ds = wl.seq_q, p.compress_block, p.compress_stride
+    first, n_c = compressed_count(wl.seq_k - nq, l, ds), p.compressed_tokens
     kc = vc = None
     if compute:
         kc = np.zeros((b, G, n_c, d), dtype=np.float32)
@@ -420,28 +442,8 @@ def _decode(wl, p, inputs, par, rec, compute):
                     compress_head, inputs.k[bi, h], inputs.v[bi, h], par, first, d, l, ds, e)
     if n_c > first:
         _append_compressed(wl, p, inputs, par, kc, vc, first, rec, compute)
-    c = rec.kernel("nsa_decode", ctas=b * G,
-                   buffers=decode_buffers(g, nq, p.decode_tile, d, e, cdiv(nk, p.select_block),
-                                          n, p.decode_rescore),
-                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", overlap="serial",
-                   matmul_dtype=wl.dtype)
-    args = (nq, nk, d, g, n_c, l, ds, p.select_block, n, p.window, p.decode_tile,
-            p.decode_rescore, wl.scale, e, compute)
-    o = sel = None
-    if not compute:
-        e3 = np.empty((0, 0, d), np.float32)
-        decode_group(c, e3, placeholder(d), placeholder(d), placeholder(d), placeholder(d),
-                     np.empty((0, 3, d), np.float32), e3, np.empty((0, n), np.int32), *args)
-        rec.repeat(c, b * G)
-    else:
-        o = np.zeros((b, wl.heads, nq, d), dtype=np.float32)
-        sel = np.full((b, G, nq, n), -1, dtype=np.int32)
-        for bi in range(b):
-            for h in range(G):
-                hs = slice(h * g, (h + 1) * g)
-                decode_group(c, np.ascontiguousarray(inputs.q[bi, hs]), kc[bi, h], vc[bi, h],
-                             inputs.k[bi, h], inputs.v[bi, h], np.ascontiguousarray(par["wg"][hs]),
-                             o[bi, hs], sel[bi, h], *args)
+    run = run_split_decode if p.decode_schedule == "split" else run_fused_decode
+    o, sel = run(wl, p, inputs, par, kc, vc, rec, compute)
     _decode_info(wl, p, first, rec)
     return {"o": o, "sel": sel} if compute else {}
 
@@ -484,7 +486,9 @@ def _decode_info(wl, p, first, rec):
             "compressed_tokens_appended": p.compressed_tokens - first,
             "raw_tokens_read_to_compress": compressed_span(p.compressed_tokens - first,
                                                            p.compress_block, p.compress_stride),
-            "bins_on_chip": not p.decode_rescore,
+            "schedule": p.decode_schedule,
+            "compressed_chunks": p.decode_cmp_splits,
+            "window_chunks": p.decode_win_splits,
             "note": "a token is its key and value (2 d e bytes); dense = every cached token "
                     "once per KV group (GQA split-KV decoding); the paper's Table 4 counts "
                     "the same three terms, (N - l)/d + n l' + w",

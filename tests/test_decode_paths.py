@@ -49,38 +49,89 @@ def nsa_tokens(nk, nq=1, l=L, ds=DS, ls=LS, n=N_SEL, w=W):
     return n_c, sel, min(nk, w + nq - 1)
 
 
-def nsa_decode_bytes(wl, rescore=False, **params):
-    """nsa_decode reads the group's queries and gate weights, K̃ and Ṽ once (K̃ twice when
-    the bins do not fit on chip), and the raw K/V of its selected and window tokens; it
-    writes the group's outputs."""
+def fused_bytes(wl, rescore=False, **params):
+    """The fused schedule (one CTA per sequence and KV group): the group's queries and gate
+    weights, K̃ and Ṽ once (K̃ twice when the bins do not fit on chip), the raw K/V of its
+    selected and window tokens; the group's outputs written."""
     g, d = wl.heads // wl.kv_heads, wl.head_dim
     n_c, sel, win = nsa_tokens(wl.seq_k, wl.seq_q, **params)
     reads = (g * wl.seq_q * d * E + 3 * g * d * E + (2 + rescore) * n_c * d * E
              + 2 * sel * d * E + 2 * win * d * E)
     bg = wl.batch * wl.kv_heads
-    return bg * reads, bg * g * wl.seq_q * d * E
+    return {"nsa_decode": (bg * reads, bg * g * wl.seq_q * d * E)}
+
+
+def even_chunks(n, tile, parts):
+    """``parts`` chunks of whole tiles of n tokens, sizes differing by at most a tile."""
+    tiles = -(-n // tile)
+    parts = max(1, min(parts, tiles))
+    edges = [i * tiles // parts for i in range(parts + 1)]
+    return [(edges[i] * tile, min(n, edges[i + 1] * tile)) for i in range(parts)]
+
+
+def split_bytes(wl, plan, l=L, ds=DS, ls=LS, n=N_SEL, w=W):
+    """The split schedule, per kernel (reads, writes). Per group, rows = g N_q; a partial
+    softmax state is acc (d fp32) + m, l (8 B) per row:
+    cmp_win: every compressed chunk and window chunk reads the queries and its tokens, writes
+             its partial states; a compressed chunk also its rows' bins of the selection blocks
+             its tokens credit (Eq. 9: token i covers stride segments i .. i + l/d − 1);
+    select:  every chunk's m, l and bins; writes the n indices per position;
+    slc:     per position and slot, the index, q of g heads and the block's tokens; writes a
+             partial state of g rows;
+    combine: per query head, q, its gate weights and every partial of its rows; writes O."""
+    g, d, nq, nk = wl.heads // wl.kv_heads, wl.head_dim, wl.seq_q, wl.seq_k
+    rows, tile, part = g * nq, plan["decode_tile"], d * 4 + 8
+    n_c, sel, win = nsa_tokens(nk, nq, l, ds, ls, n, w)
+    cmp = even_chunks(n_c, tile, plan["decode_cmp_splits"]) if n_c else []
+    w0 = max(0, nk - nq - w + 1)
+    n_win = len(even_chunks(nk - w0, tile, plan["decode_win_splits"]))
+    seg_c, seg_s = l // ds, ls // ds
+    bins = sum((b - 1 + seg_c - 1) // seg_s + 1 - a // seg_s for a, b in cmp)
+    n_t = [min(n, (nk - nq + t) // ls + 1) for t in range(nq)]
+    parts = len(cmp) + n_win
+    out = {"nsa_decode_cmp_win": (parts * rows * d * E + 2 * (n_c + win) * d * E,
+                                  parts * rows * part + rows * bins * 4),
+           "nsa_decode_select": (len(cmp) * rows * 8 + rows * bins * 4, nq * n * 4),
+           "nsa_decode_slc": (sum(n_t) * (4 + g * d * E) + 2 * sel * d * E,
+                              sum(n_t) * g * part),
+           "nsa_decode_combine": (g * (nq * d * E + 3 * d * E
+                                       + sum(len(cmp) + x + n_win for x in n_t) * part),
+                                  g * nq * d * E)}
+    bg = wl.batch * wl.kv_heads
+    return {k: (bg * r, bg * wr) for k, (r, wr) in out.items()}
+
+
+def decode_kernel_bytes(r):
+    return {k.name: (k.counts()["hbm_read_bytes"], k.counts()["hbm_write_bytes"])
+            for k in r.kernels if k.name != "nsa_decode_compress"}
 
 
 @pytest.mark.parametrize("nk", sorted(PAPER_TABLE))
 def test_nsa_decode_loads_the_papers_tokens(nk):
-    """The paper's configuration (64 query heads over 4 KV heads): the counted bytes equal
-    the closed form, the tokens are the paper's table (it rounds (N − l)/d + 1 to N/d), and
-    the speedup over full attention is the paper's."""
+    """The paper's configuration (64 query heads over 4 KV heads): the counted bytes of both
+    schedules equal their closed forms, the K/V tokens are the paper's table (it rounds
+    (N − l)/d + 1 to N/d), and the speedup over full attention is the paper's; the fused
+    schedule reads that factor less than dense GQA decoding, the split one pays for its
+    parallelism at batch 1 with partial states."""
     wl = decode_wl(nk)
-    r = simulate("nsa", wl, "h100", compute=False)
-    reads, writes = nsa_decode_bytes(wl)
-    k = kernel(r, "nsa_decode")
-    assert (k["hbm_read_bytes"], k["hbm_write_bytes"]) == (reads, writes)
+    split = simulate("nsa", wl, "h100", compute=False)
+    assert split.plan["decode_schedule"] == "split"           # 4 CTAs would idle 128 SMs
+    assert decode_kernel_bytes(split) == split_bytes(wl, split.plan)
+    fused = simulate("nsa", wl, "h100", compute=False, options={"decode_schedule": "fused"})
+    assert decode_kernel_bytes(fused) == fused_bytes(wl)
     n_c, sel, win = nsa_tokens(nk)
     tokens = n_c + sel + win
     paper_tokens, paper_speedup = PAPER_TABLE[nk]
-    assert r.extra["nsa"]["decode"]["tokens_per_step_per_kv_group"]["total"] == tokens
+    for r in (split, fused):
+        assert r.extra["nsa"]["decode"]["tokens_per_step_per_kv_group"]["total"] == tokens
+        assert round(r.extra["nsa"]["decode"]["expected_speedup_over_dense"], 1) == paper_speedup
     assert abs(tokens - paper_tokens) <= 1
     assert round(nk / tokens, 1) == paper_speedup
-    assert round(r.extra["nsa"]["decode"]["expected_speedup_over_dense"], 1) == paper_speedup
-    # and against the simulated dense GQA decode of the same heads: about the same factor
     dense = simulate("gqa", wl, "h100", compute=False)
-    assert 0.9 * paper_speedup < dense.hbm_bytes / r.hbm_bytes < 1.1 * paper_speedup + 0.5
+    assert 0.9 * paper_speedup < dense.hbm_bytes / fused.hbm_bytes < 1.1 * paper_speedup + 0.5
+    assert 0.5 * paper_speedup < dense.hbm_bytes / split.hbm_bytes < dense.hbm_bytes / fused.hbm_bytes
+    # the split schedule fills the SMs: faster than the fused one at batch 1
+    assert split.time.predicted_s < fused.time.predicted_s
 
 
 @pytest.mark.parametrize("nk,appended", [(8192, 1), (8193, 0), (8207, 0), (8208, 1), (31, 0),
@@ -100,49 +151,65 @@ def test_nsa_compressed_cache_grows_every_stride(nk, appended):
     assert r.extra["nsa"]["decode"]["compressed_tokens_appended"] == appended
 
 
+SMALL = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
+         "window": 40}
+SMALL_PARAMS = dict(l=16, ds=8, ls=32, n=4, w=40)
+
+
 def test_nsa_several_new_tokens_and_small_sram_closed_forms():
-    """Speculative steps (3 new tokens: windows overlap, per-position selections) and a budget
-    too small for on-chip bins (K̃ read a second time)."""
-    small = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
-             "window": 40}
-    params = dict(l=16, ds=8, ls=32, n=4, w=40)
+    """Speculative steps (3 new tokens: windows overlap, per-position selections), both
+    schedules, and a budget too small for the fused schedule's on-chip bins (K̃ read twice)."""
     wl = decode_wl(1000, nq=3, batch=2, heads=4, kv_heads=2, d=64)
-    r = simulate("nsa", wl, "h100", compute=False, options=small)
+    for schedule in ("fused", "split"):
+        r = simulate("nsa", wl, "h100", compute=False,
+                     options={**SMALL, "decode_schedule": schedule})
+        want = (fused_bytes(wl, **SMALL_PARAMS) if schedule == "fused"
+                else split_bytes(wl, r.plan, **SMALL_PARAMS))
+        assert decode_kernel_bytes(r) == want
     assert not r.plan["decode_rescore"]
-    k = kernel(r, "nsa_decode")
-    assert (k["hbm_read_bytes"], k["hbm_write_bytes"]) == nsa_decode_bytes(wl, **params)
     big = decode_wl(65536, heads=64, kv_heads=4)
-    tight = simulate("nsa", big, "h100", compute=False, sram_bytes=60 * 1024)
+    tight = simulate("nsa", big, "h100", compute=False, sram_bytes=60 * 1024,
+                     options={"decode_schedule": "fused"})
     assert tight.plan["decode_rescore"]
-    k = kernel(tight, "nsa_decode")
-    assert (k["hbm_read_bytes"], k["hbm_write_bytes"]) == nsa_decode_bytes(big, rescore=True)
+    assert decode_kernel_bytes(tight) == fused_bytes(big, rescore=True)
+
+
+def test_nsa_auto_schedule_fuses_when_the_grid_fills_the_gpu():
+    wl = decode_wl(8192, batch=64)                       # 256 (sequence, KV group) CTAs
+    assert simulate("nsa", wl, "h100", compute=False).plan["decode_schedule"] == "fused"
+    with pytest.raises(Exception, match="--decode-schedule applies to a decode step"):
+        simulate("nsa", Workload(seq_q=64, causal=True), "h100", compute=False,
+                 options={"decode_schedule": "split"})
 
 
 # ---- NSA: outputs and count-only ---------------------------------------------------------------
 
-SMALL = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
-         "window": 40}
-
-
-@pytest.mark.parametrize("nk,nq,heads,kv_heads,dtype,sram_kb", [
-    (300, 1, 4, 2, "fp16", None), (777, 3, 4, 2, "fp32", None), (40, 2, 4, 2, "fp16", None),
-    (2000, 1, 8, 1, "bf16", 9),          # 9 KiB: the bins do not fit, K̃ is read twice
+@pytest.mark.parametrize("nk,nq,heads,kv_heads,dtype,sram_kb,schedule", [
+    (300, 1, 4, 2, "fp16", None, "split"), (777, 3, 4, 2, "fp32", None, "split"),
+    (777, 3, 4, 2, "fp16", None, "fused"), (40, 2, 4, 2, "fp16", None, "split"),
+    (40, 2, 4, 2, "bf16", None, "fused"),
+    (3000, 1, 8, 1, "fp16", None, "split"),      # the compressed cache in several chunks
+    (2000, 1, 8, 1, "bf16", 9, "fused"),         # 9 KiB: the bins do not fit, K̃ read twice
 ])
-def test_nsa_decode_output_matches_float64(nk, nq, heads, kv_heads, dtype, sram_kb):
+def test_nsa_decode_output_matches_float64(nk, nq, heads, kv_heads, dtype, sram_kb, schedule):
     """The step's output against NSA's float64 math over the whole cache (same φ, gates and
     selection); any selection difference from the float64 top-n is a near-tie."""
     wl = decode_wl(nk, nq=nq, batch=2, heads=heads, kv_heads=kv_heads, d=32, dtype=dtype)
     sram = sram_kb * 1024 if sram_kb else None
-    r = simulate("nsa", wl, "h100", options=SMALL, sram_bytes=sram)
+    options = {**SMALL, "decode_schedule": schedule}
+    r = simulate("nsa", wl, "h100", options=options, sram_bytes=sram)
+    assert r.plan["decode_schedule"] == schedule
     assert r.plan["decode_rescore"] == bool(sram_kb)
+    if nk == 3000:
+        assert r.plan["decode_cmp_splits"] > 2
     inputs = make_inputs(wl, 0)
-    p = nsa.plan(wl, r.gpu, r.sram_budget_bytes, **{**SMALL, "seed": 0})
+    p = nsa.plan(wl, r.gpu, r.sram_budget_bytes, **{**options, "seed": 0})
     ref = nsa.reference(wl, p, inputs, attention_reference, selection=r.outputs["sel"])
     assert relative_error(r.outputs["o"], ref) < 1e-5
     diff = nsa.selection_differences(wl, p, inputs, r.outputs["sel"],
                                      float64_selection(wl, p, inputs))
     assert diff.all_near_ties
-    counted = simulate("nsa", wl, "h100", options=SMALL, sram_bytes=sram, compute=False)
+    counted = simulate("nsa", wl, "h100", options=options, sram_bytes=sram, compute=False)
     assert counted.counts == r.counts
     assert [k.name for k in counted.kernels] == [k.name for k in r.kernels]
 
