@@ -40,7 +40,8 @@ INFO = AlgorithmInfo(
 
 
 def plan(wl, gpu, sram_bytes: int) -> fa.FeaturePlan:
-    return fa.make_plan("linear", "elu", wl, sram_bytes, features=wl.head_dim, projections=0)
+    return fa.make_plan("linear", "elu", wl, sram_bytes, features=wl.head_dim, projections=0,
+                        sm_count=gpu.sm_count)
 
 
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:

@@ -68,7 +68,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, seed=None,
          redraw: str = "none") -> fa.FeaturePlan:
     m = default_features(wl.head_dim) if features is None else int(features)
     return fa.make_plan("performer", "positive", wl, sram_bytes, features=m, projections=m,
-                        seed=seed, redraw=redraw)
+                        seed=seed, redraw=redraw, sm_count=gpu.sm_count)
 
 
 def orthogonal_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:

@@ -66,7 +66,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0,
          seed=None) -> fa.FeaturePlan:
     dfeat = wl.head_dim if features is None else int(features)
     return fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
-                        seed=seed, sigma=float(sigma))
+                        seed=seed, sigma=float(sigma), sm_count=gpu.sm_count)
 
 
 def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:

@@ -73,10 +73,11 @@ PATH_SHAPE = {"heads": 64, "kv_heads": 4, "head_dim": 128}
 
 
 @functools.lru_cache(maxsize=64)
-def _path_step(algorithm: str, gpu, context: int, dtype: str):
+def _path_step(algorithm: str, gpu, context: int, dtype: str, schedule: str | None = None):
     wl = Workload(batch=1, seq_q=1, seq_k=context, dtype=dtype, causal=True, decode=True,
                   **PATH_SHAPE)
-    return simulate(algorithm, wl, gpu, compute=False)
+    options = {"decode_schedule": schedule} if schedule else None
+    return simulate(algorithm, wl, gpu, compute=False, options=options)
 
 
 def _resident_bytes(r) -> int:
@@ -88,32 +89,41 @@ def nsa_table(gpu, dtype: str) -> Table:
     """The paper's decoding table, reproduced by the simulated decode step."""
     rows, records = [], []
     for context, (paper_tokens, paper_speedup) in NSA_PAPER_TABLE.items():
-        r = _path_step("nsa", gpu, context, dtype)
+        split = _path_step("nsa", gpu, context, dtype)
+        fused = _path_step("nsa", gpu, context, dtype, "fused")
         dense = _path_step("gqa", gpu, context, dtype)
-        tok = r.extra["nsa"]["decode"]["tokens_per_step_per_kv_group"]
+        tok = split.extra["nsa"]["decode"]["tokens_per_step_per_kv_group"]
         speedup = context / tok["total"]
         records.append({"context": context, "dense_tokens": context, **tok,
                         "paper_tokens": paper_tokens, "speedup": speedup,
-                        "paper_speedup": paper_speedup,
-                        "hbm_bytes": r.hbm_bytes, "dense_hbm_bytes": dense.hbm_bytes,
-                        "predicted_s": r.time.predicted_s,
-                        "dense_predicted_s": dense.time.predicted_s})
+                        "paper_speedup": paper_speedup, "dense_hbm_bytes": dense.hbm_bytes,
+                        "fused_hbm_bytes": fused.hbm_bytes, "split_hbm_bytes": split.hbm_bytes,
+                        "dense_predicted_s": dense.time.predicted_s,
+                        "fused_predicted_s": fused.time.predicted_s,
+                        "split_predicted_s": split.time.predicted_s})
         rows.append([f"{context // 1024}K", f"{context:,}", f"{tok['compressed']:,}",
                      f"{tok['selected']:,}", f"{tok['window']:,}", f"{tok['total']:,}",
                      f"{paper_tokens:,}", f"{speedup:.1f}×", f"{paper_speedup}×",
-                     f"{dense.hbm_bytes / r.hbm_bytes:.1f}×"])
+                     f"{dense.hbm_bytes / fused.hbm_bytes:.1f}× / "
+                     f"{dense.hbm_bytes / split.hbm_bytes:.1f}×",
+                     f"{fmt.seconds(dense.time.predicted_s)} / "
+                     f"{fmt.seconds(split.time.predicted_s)}"])
     return Table(
         "nsa_decode", "NSA decoding: tokens loaded per step and KV group (the NSA paper's "
         "Table 4)",
         ["context", "dense", "compressed", "selected", "window", "NSA", "paper NSA",
-         "speedup", "paper", "HBM bytes, dense ÷ NSA"], rows, records,
+         "speedup", "paper", "HBM bytes dense ÷ NSA, fused / split", "time dense / NSA"],
+        rows, records,
         notes=["a token is its key and value; dense: every cached token once per KV group "
                "(split-KV GQA decoding); NSA: ⌊(N − l)/d⌋ + 1 compressed tokens + n l′ "
                "selected + w window, l = 32, d = 16, l′ = 64, n = 16, w = 512 (the paper "
                "rounds the compressed term to N/d)",
                "HBM bytes: all kernels of the simulated step, 64 query heads over 4 KV heads, "
-               "head_dim 128 (queries, outputs and, on the steps that complete a block, the "
-               "compression of l new tokens included)"])
+               "head_dim 128, batch 1; fused: one CTA per KV group; split (chosen at batch 1): "
+               "the branches over many CTAs, whose fp32 partial states cost bytes; these "
+               "contexts complete a compressed block, so the step also compresses l new tokens",
+               "time: predicted, one layer, attention only; NSA's split step is five launches "
+               "(4 µs each in the model)"])
 
 
 def paths_table(gpu, dtype: str) -> Table:
@@ -144,9 +154,8 @@ def paths_table(gpu, dtype: str) -> Table:
                "n selected blocks and the window once per KV group; linear, rfa, performer: "
                "the recurrent state (m × d + m, fp32) read and written per KV head",
                "exponent: log-log slope of the bytes between the first and last context",
-               "nsa and the linear family run one CTA per (sequence, KV group) (no split over "
-               "the keys or the state): at batch 1 most SMs idle, which the predicted times "
-               "include"])
+               "nsa: the split schedule at batch 1; linear family: the state's value columns "
+               "over several CTAs per KV head, each re-reading the queries, keys, W and z"])
 
 
 def decode_paths_section(gpu, wl) -> tuple[Section, dict]:

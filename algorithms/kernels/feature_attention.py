@@ -74,11 +74,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan, PlanError
-from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
-                               placeholder, placeholder_vector)
+from algorithms.kernels.common import (cdiv, finish_heads, head_view, heads_in_flight,
+                               iter_heads, new_output, placeholder, placeholder_vector)
 from algorithms.kernels.decode_info import decode_info
 from algorithms.kernels.feature_decode import decode_buffers as decode_state_buffers
-from algorithms.kernels.feature_decode import plan_slice, prefix_state, recurrent_step, state_bytes
+from algorithms.kernels.feature_decode import (COLUMN_UNIT, column_ranges, plan_slice,
+                                               prefix_state, recurrent_step, state_bytes)
+from algorithms.kernels.splitkv import choose_splits
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
                                        apply_head, causal_head, combine_slices, state_head)
 from hwmodels.memory import Recorder, SramOverflowError
@@ -102,6 +104,7 @@ class FeaturePlan(Plan):
     redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
     sigma: float | None     # RFA's σ (ℓ2-normalised inputs are divided by it); None otherwise
     decode_slice_rows: int = 0   # decode: feature rows of the state per streamed slice
+    decode_col_splits: int = 0   # decode: CTAs per state head, each owning value columns
 
 
 # ---- planning ----------------------------------------------------------------------------
@@ -149,7 +152,8 @@ def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
 
 
 def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
-              seed: int = 0, redraw: str = "none", sigma: float | None = None) -> FeaturePlan:
+              seed: int = 0, redraw: str = "none", sigma: float | None = None,
+              sm_count: int = 1) -> FeaturePlan:
     """Tiles from the SRAM budget. Causal: the whole state stays on chip, the largest chunk
     that fits. Non-causal: the (feature slices, query tile) pair with the least traffic."""
     if kind not in KIND_NAMES:
@@ -158,7 +162,7 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
         raise PlanError(f"{name}: the feature count must be positive, got {features}")
     d, e, m, p = wl.head_dim, wl.elem_bytes, features, projections
     if getattr(wl, "decode", False):
-        return _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
+        return _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma, sm_count)
     if wl.causal:
         return _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
     total_units, _ = units(kind, d, p)
@@ -253,15 +257,24 @@ def state_group(wl, redraw: str) -> int:
     return 1 if redraw == "head" else wl.heads // wl.kv_heads
 
 
-def _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> FeaturePlan:
-    """Recurrent decoding (``feature_decode``): the largest state slice whose CTA fits."""
+def _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma, sm_count) -> FeaturePlan:
+    """Recurrent decoding (``feature_decode``): the state's value columns split over enough
+    CTAs to fill the SMs (flash-decoding's rule), but no more CTAs than keep what each one
+    re-reads (queries, keys, W, z) within the state traffic they share — past that the
+    requests grow faster than the parallelism helps; then the largest state slice that fits."""
     if wl.seq_q > 1 and not wl.causal:
         raise PlanError(f"{name}: recurrent decoding is causal (each new token sees the state "
                         f"of the tokens before it); add --causal or use --new-tokens 1")
     d, e, g = wl.head_dim, wl.elem_bytes, state_group(wl, redraw)
-    got = plan_slice(g, wl.seq_q, d, m, p, e, sram_bytes)
+    states = wl.batch * (wl.heads // g)
+    reread = (g + 1) * wl.seq_q * d * e + p * d * e + STATE_BYTES * m
+    most = max(1, 2 * STATE_BYTES * m * d // reread)
+    splits = len(column_ranges(d, min(most, choose_splits(states, cdiv(d, COLUMN_UNIT),
+                                                          sm_count))))
+    wc = int(np.diff(column_ranges(d, splits), axis=1).max())
+    got = plan_slice(g, wl.seq_q, d, m, p, wc, e, sram_bytes)
     if got is None:
-        need = decode_state_buffers(g, wl.seq_q, d, m, p, 1, e)
+        need = decode_state_buffers(g, wl.seq_q, d, m, p, 1, wc, e)
         raise SramOverflowError(
             f"{name} decoding with {g} query head(s) per state, {wl.seq_q} new token(s) and "
             f"{m} features needs at least {sum(need.values()):,} bytes of SRAM per CTA "
@@ -270,7 +283,8 @@ def _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> Featu
     rows, smem = got
     return FeaturePlan(kind=kind, features=m, projections=p, block=wl.seq_q,
                        feature_tiles=cdiv(m, rows), tile_units=0, smem_bytes=smem, seed=seed,
-                       redraw=redraw, sigma=sigma, decode_slice_rows=rows)
+                       redraw=redraw, sigma=sigma, decode_slice_rows=rows,
+                       decode_col_splits=splits)
 
 
 # ---- running -----------------------------------------------------------------------------
@@ -359,11 +373,22 @@ def _run_decode(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     d, e, m, nq = wl.head_dim, wl.elem_bytes, p.features, wl.seq_q
     g = state_group(wl, p.redraw)
     states = wl.heads // g
-    c = rec.kernel(f"{name}_decode", ctas=wl.batch * states,
-                   buffers=decode_state_buffers(g, nq, d, m, p.projections, p.decode_slice_rows,
-                                                e),
-                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
-    args = (nq, g, d, p.projections, m, p.decode_slice_rows, kind, in_scale, e, compute)
+    cols = column_ranges(d, p.decode_col_splits)
+    wc = int(np.diff(cols, axis=1).max())
+    buffers = decode_state_buffers(g, nq, d, m, p.projections, p.decode_slice_rows, wc, e)
+    w_bytes = p.projections * d * e
+    shared_w = p.redraw != "head"
+    # compulsory traffic: per state its queries, new tokens, z, S (and the shift) once, W once
+    # (per state with --redraw head); the column CTAs of a state re-read q, k, z and W
+    per_state = (g * nq * d * e + 2 * nq * d * e + 2 * state_bytes(m, d, p.kind == "positive")
+                 + g * nq * d * e + (0 if shared_w else w_bytes))
+    in_flight = heads_in_flight(rec, len(cols), wl.batch * states, sum(buffers.values()))
+    reread = g * nq * d * e + nq * d * e + 4 * m + (0 if shared_w else w_bytes)
+    c = rec.kernel(f"{name}_decode", ctas=wl.batch * states * len(cols), buffers=buffers,
+                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                   unique_hbm_bytes=wl.batch * states * per_state + (w_bytes if shared_w else 0),
+                   l2_working_set_bytes=(w_bytes if shared_w else 0) + in_flight * reread)
+    args = (nq, g, d, p.projections, m, p.decode_slice_rows, cols, kind, in_scale, e, compute)
     if not compute:
         w = empty_w if projection_for_head is None else placeholder(d)
         recurrent_step(c, np.empty((0, 0, d), np.float32), placeholder(d), placeholder(d), w,

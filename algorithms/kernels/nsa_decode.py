@@ -1,52 +1,59 @@
 """Native Sparse Attention decoding: one step of ``seq_q`` new tokens against a cache of
 ``seq_k`` tokens, with the compressed keys/values kept as a cache of their own — Yuan et al.
-2025 (arXiv 2502.11089), §3.4 and §5 (decoding speed, the table of memory access volume per
+2025 (arXiv 2502.11089), §3.4 and §5 (decoding speed, Table 4: memory access volume per
 decoding step). ``algorithms.nsa`` documents the branches; this module runs a decode step.
 
-What a decode step does, per (sequence, KV group) — the paper's group-centric loading: the
-g query heads of a group share one load of everything below.
+Bound: Θ(B G (N/d_s + n l′ + w) d) bytes per step — K/V tokens per KV group, against
+dense decoding's Θ(B G N d).
 
-1. ``nsa_decode_compress`` (only on the steps that complete a compressed block): the
-   compressed cache grows by one token every d_s tokens, so a step compresses the blocks its
-   new tokens complete — N_c(N_k) − N_c(N_k − N_q) of them — reading the span of raw tokens
-   they cover once, ((m − 1) d_s + l) tokens of K and V for m new blocks, and appending K̃, Ṽ.
-   Averaged over steps that is l/d_s raw tokens per new token, not a recompression of all N.
-2. ``nsa_decode`` (one CTA per (sequence, KV group); all three branches fused):
-   - the group's queries (g N_q d e) and gate weights (3 g d e), once;
-   - compressed branch: every visible compressed token once, K̃ and Ṽ (N_c of them, the
-     paper's ⌊(N − l)/d⌋(+1) term), FlashAttention-2's online softmax over g N_q rows.
-     The importance scores come out of the same pass: each row keeps its selection-block
-     bins on chip relative to its running max (rescaled by α at every tile, as the
-     accumulator is), so Eq. 9–10 need no second read of K̃ — unless the bins
-     (g N_q ⌈N_k/l′⌉ fp32) do not fit the SRAM budget, when a second pass re-reads K̃
-     with the final lse (``rescore``; counted);
-   - top-n per position on chip (Eq. 11: the initial and two local blocks forced);
-   - selected branch: each position's n_t blocks of raw K and V, loaded once for the
-     group — (n_t − 1) l′ + (kpos + 1 − j_t l′) tokens (the paper's n l′);
-   - window branch: keys [kpos_0 − w + 1, N_k) once for all rows — min(N_k, w + N_q − 1)
-     tokens (the paper's w);
-   - the gates and o = Σ_c g_c O_c; O written once.
+The compressed cache grows by one token every d_s tokens: ``nsa_decode_compress`` (only on
+the steps that complete a block) compresses the N_c(N_k) − N_c(N_k − N_q) blocks its new
+tokens complete, reading the span of raw tokens they cover once, ((m − 1) d_s + l) tokens of
+K and V for m new blocks, and appends K̃, Ṽ — not a recompression of all N tokens.
 
-Tokens loaded by ``nsa_decode`` per step and KV group (a token is its key and value, 2 d e
-bytes; for N_q = 1, kpos = N − 1):
-    N_c(N) + [(n_t − 1) l′ + N − j_t l′] + min(N, w)  ≈  (N − l)/d_s + n l′ + w   (the paper)
-against N for dense attention; the paper's table lists these totals at 8K–64K.
+Every branch is loaded once per (sequence, KV group) and shared by the group's g query heads
+(the paper's group-centric loading). K/V tokens per step and KV group (a token is its key and
+value, 2 d e bytes; for N_q = 1, kpos = N − 1, j_t = ⌊kpos/l′⌋, n_t = min(n, j_t + 1)):
+    N_c + [(n_t − 1) l′ + N − j_t l′] + min(N, w + N_q − 1)  ≈  (N − l)/d_s + n l′ + w
+against N for dense attention (the selected term summed over the new positions).
 
-Bytes of ``nsa_decode`` per step and KV group (e bytes per element, T_s the selected and T_w
-the window tokens above):
+Two schedules (``--decode-schedule``; ``auto`` splits when B·G CTAs would leave SMs idle):
+
+fused — ``nsa_decode``, one CTA per (sequence, KV group) (``decode_group``): the queries
+  and gate weights once; the compressed branch over K̃, Ṽ once with FlashAttention-2's
+  online softmax, its selection-block bins (Eq. 9–10) accumulated on chip per row relative
+  to the running max (rescaled by α at every tile, like the accumulator) — or, when the bins
+  (g N_q ⌈N_k/l′⌉ fp32) do not fit the SRAM budget, a second pass that re-reads K̃ with the
+  final lse (``decode_rescore``); top-n on chip (Eq. 11); the selected blocks and the window;
+  the gates; O written once. Per group:
     reads  g N_q d e + 3 g d e + (2 + r) N_c d e + 2 T_s d e + 2 T_w d e   (r = 1 if rescore)
-    writes g N_q d e
-(fp32 gates and O_cmp/O_slc/O_win never leave the chip.)
-FLOPs follow the prefill kernels' accounting (``nsa_kernels``): matmul 4 g N_q d per token of
-each branch (2 per token for the rescore pass), FlashAttention-2's softmax ops per tile, the
-bins' rescale (rows × blocks touched so far per tile) and credit (rows × cols × l/d_s).
+    writes g N_q d e                          (T_s, T_w: the selected and window tokens)
+
+split — flash-decoding's idea for the three branches (partial softmax states in fp32: acc
+  (d), m and l per row, merged as split-KV attention merges them):
+  ``nsa_decode_cmp_win``: S chunks of the compressed cache and S_w chunks of the window, one
+    CTA each (one launch): the group's queries, the chunk's tokens once; writes a partial
+    state per row, and a compressed chunk also its rows' bins of the selection blocks its
+    tokens credit, relative to the chunk's m;
+  ``nsa_decode_select``: one CTA per group: lse from the chunks' (m, l); the chunks' bins
+    scaled by exp(m_s − lse) and summed over the heads into each position's block scores;
+    top-n; writes the indices;
+  ``nsa_decode_slc``: one CTA per selection slot: for each position with that slot, the
+    block's tokens once for its g heads; a partial state per row;
+  ``nsa_decode_combine``: one CTA per query head: its gates, the three branches' partials
+    merged, o = Σ_c g_c O_c written once.
+  The partial states are the price of the parallelism (``tests/test_decode_paths.py``
+  derives every kernel's bytes): at batch 1 (64 heads over 4 KV heads, d = 128) the split
+  step requests 1.6× (8K) to 1.2× (128K) the fused step's bytes and runs 1.9–5.7× faster.
+Tiles: DECODE_TILES tokens; S and S_w fill the SMs' waves (``splitkv.choose_splits``) shared
+in proportion to the branches' tiles.
+
+FLOPs follow the prefill kernels' accounting (``nsa_kernels``): matmul 4 rows d per token of
+each branch (2 for the rescore pass), FlashAttention-2's softmax ops per tile, the bins'
+rescale (rows × blocks touched so far per tile) and credit (rows × cols × l/d_s), merges.
 
 Count-only mode: as in prefill, the loops depend only on positions and n_t; slot s < n_t − 1
 stands for block 0 (a full earlier block), the last slot for the current block j_t.
-
-Not modelled: splitting one group's work over several CTAs (flash-decoding). A step launches
-B G CTAs, so at batch 1 the timing model's wave quantization leaves most SMs idle; the
-memory volume — what the paper's table compares — does not depend on it.
 """
 from __future__ import annotations
 
