@@ -150,7 +150,7 @@ def paths_table(gpu, dtype: str) -> Table:
         ["algorithm", *ctx, "exponent in N", f"cache / state at {PATH_CONTEXTS[-1] // 1024}K",
          f"predicted at {PATH_CONTEXTS[-1] // 1024}K", "bound"], rows, records,
         notes=["gqa: split-KV (flash-decoding), the whole cache once per KV head; mla: the "
-               "absorbed path over the d_c + d_R latent (512 + 64); nsa: the compressed cache, "
+               "absorbed path over the d_c + d_R latent (512 + 64), W_UK and W_UV read too; nsa: the compressed cache, "
                "n selected blocks and the window once per KV group; linear, rfa, performer: "
                "the recurrent state (m × d + m, fp32) read and written per KV head",
                "exponent: log-log slope of the bytes between the first and last context",
