@@ -24,6 +24,9 @@ token at a time; here the equivalent chunked form (intra-chunk scores + inter-ch
 is used (same result; it turns the per-token rank-1 updates into tile matmuls). No feature
 map normalisation or epsilon in the divide:
 a row whose denominator is 0 (no visible key) outputs zeros.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 

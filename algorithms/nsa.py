@@ -67,6 +67,15 @@ every other selected block lies wholly before it and is full (l' tokens, unmaske
 counts depend only on positions, n, l' and N — count-only mode visits block 0 as the stand-
 in for each earlier block and counts exactly what executed mode counts (tested).
 
+Decoding (``--decode``; ``algorithms.kernels.nsa_decode``): the compressed keys/values are a
+cache of their own, extended by ``nsa_decode_compress`` on the steps that complete a block;
+the branches read ⌊(N − l)/d_s⌋ + 1 compressed tokens, n selected blocks and the w-token
+window once per KV group (the paper's Table 4: (N − l)/d + n l′ + w tokens per step), fused
+in one CTA per (sequence, KV group) or split over CTAs with merged partial states
+(``--decode-schedule``). rec.info gets ``nsa.decode`` (tokens by branch against dense),
+``kv_cache`` (raw and compressed cache) and ``decode`` (per-token time). Bound:
+Θ(B G (N/d_s + n l′ + w) d).
+
 Non-causal workloads are rejected: NSA's compression and selection are defined over the
 tokens before each query (for decoding and autoregressive training). GQA: kv_heads must
 divide heads (the workload enforces it); the selection is shared by each group.

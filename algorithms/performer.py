@@ -32,6 +32,9 @@ state; N m exps per projection. Bound: Θ(N d + N m d / B) bytes, FLOPs Θ(N m d
 
 Differences from the paper's implementation: no epsilon added to the features; the key
 stabilizer is a running max (online rescaling of S, z) instead of a global max pass.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 

@@ -36,6 +36,9 @@ Differences from the paper: σ is a fixed option, not learned; the optional gati
 is not simulated. Trigonometric features can still make the denominator φ(q)·z small or
 negative at small D (the instability Performer's positive features address); a row whose
 denominator is exactly 0 outputs zeros.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 
