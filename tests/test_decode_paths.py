@@ -404,3 +404,19 @@ def test_report_section_has_the_papers_table_and_every_path():
         assert paths[name]["growth_exponent"] == 0.0
     assert paths["gqa"]["growth_exponent"] > 0.9
     assert paths["nsa"]["hbm_bytes"][-1] < paths["gqa"]["hbm_bytes"][-1] / 10
+
+
+def test_nsa_prefill_prices_the_shared_selected_blocks_as_l2_hits():
+    """At 64K the K/V of one KV group (32 MiB) exceeds the usable L2, but the positions in
+    flight share their selected blocks: the declared working set is those blocks, it fits,
+    and nsa_slc's DRAM traffic is its compulsory traffic (the counts do not change)."""
+    from hwmodels.timing import L2_USABLE_FRACTION, TimingOptions, dram_bytes
+    wl = Workload(batch=1, heads=64, kv_heads=4, seq_q=65536, head_dim=128, causal=True)
+    r = simulate("nsa", wl, "h100", compute=False)
+    k = next(k for k in r.kernels if k.name == "nsa_slc")
+    group_kv = 2 * 65536 * 128 * E
+    assert k.l2_working_set_bytes < group_kv
+    assert k.l2_working_set_bytes <= L2_USABLE_FRACTION * r.gpu.l2_bytes
+    assert dram_bytes(r.gpu, k) == k.unique_hbm_bytes
+    off = simulate("nsa", wl, "h100", compute=False, timing=TimingOptions(l2_cache=False))
+    assert off.counts == r.counts and off.time.predicted_s > 1.2 * r.time.predicted_s
