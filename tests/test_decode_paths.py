@@ -363,6 +363,8 @@ def test_recurrent_decoding_of_several_tokens_is_causal_only():
     wl = Workload(batch=1, heads=2, seq_q=3, seq_k=50, head_dim=16, causal=False, decode=True)
     with pytest.raises(Exception, match="recurrent decoding is causal"):
         simulate("linear", wl, "h100", compute=False)
+    with pytest.raises(Exception, match="use --new-tokens <= --seq"):
+        simulate("rfa", wl.replace(seq_q=51, causal=True), "h100", compute=False)
 
 
 # ---- the JSON ---------------------------------------------------------------------------------

@@ -265,6 +265,9 @@ def _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma, sm_count
     if wl.seq_q > 1 and not wl.causal:
         raise PlanError(f"{name}: recurrent decoding is causal (each new token sees the state "
                         f"of the tokens before it); add --causal or use --new-tokens 1")
+    if wl.seq_q > wl.seq_k:
+        raise PlanError(f"{name}: a decode step's {wl.seq_q} new tokens are part of the "
+                        f"{wl.seq_k}-token context; use --new-tokens <= --seq")
     d, e, g = wl.head_dim, wl.elem_bytes, state_group(wl, redraw)
     states = wl.batch * (wl.heads // g)
     reread = (g + 1) * wl.seq_q * d * e + p * d * e + STATE_BYTES * m
