@@ -123,7 +123,7 @@ def nsa_table(gpu, dtype: str) -> Table:
                "the branches over many CTAs, whose fp32 partial states cost bytes; these "
                "contexts complete a compressed block, so the step also compresses l new tokens",
                "time: predicted, one layer, attention only; NSA's split step is five launches "
-               "(4 µs each in the model)"])
+               "(4 µs each in the model), which outweigh its smaller reads below about 32K"])
 
 
 def paths_table(gpu, dtype: str) -> Table:
