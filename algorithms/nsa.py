@@ -104,8 +104,8 @@ from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head
                                     selected_pack, visible_compressed)
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
 from algorithms.kernels.nsa_decode import (DECODE_TILES, compressed_cache, compressed_span,
-                                           plan_decode, plan_split, run_fused_decode,
-                                           run_split_decode, tokens_per_step)
+                                           plan_decode, run_fused_decode, tokens_per_step)
+from algorithms.kernels.nsa_decode_split import plan_split, run_split_decode
 from algorithms.kernels.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
 from algorithms.kernels.splitkv import register_bytes as packed_register_bytes
 from algorithms.kernels.splitkv import smem_buffers as packed_smem_buffers
