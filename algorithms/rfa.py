@@ -36,6 +36,9 @@ Differences from the paper: σ is a fixed option, not learned; the optional gati
 is not simulated. Trigonometric features can still make the denominator φ(q)·z small or
 negative at small D (the instability Performer's positive features address); a row whose
 denominator is exactly 0 outputs zeros.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0,
          seed=None) -> fa.FeaturePlan:
     dfeat = wl.head_dim if features is None else int(features)
     return fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
-                        seed=seed, sigma=float(sigma))
+                        seed=seed, sigma=float(sigma), sm_count=gpu.sm_count)
 
 
 def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:

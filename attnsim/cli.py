@@ -368,7 +368,7 @@ def _report_extras(a, gpu, wl, names=None):
     if sec is not None:
         sections.append(sec[0])
         data["gpu_check"] = sec[1]
-    from reports.decode import decode_section
+    from reports.decode import decode_paths_section, decode_section
     sec, sec_data = decode_section(gpu, wl)
     from reports.document import Figure
     from reports.plots import decode_figure
@@ -387,6 +387,9 @@ def _report_extras(a, gpu, wl, names=None):
     sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a))
     sections.append(sec)
     data["memory"] = sec_data
+    sec, sec_data = decode_paths_section(gpu, wl)
+    sections.append(sec)
+    data["decode_paths"] = sec_data
     return sections, data
 
 

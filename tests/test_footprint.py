@@ -73,15 +73,30 @@ def _registry_cases():
             yield name, wl.replace(passes="bwd")
     yield "gqa", Workload(batch=2, heads=8, kv_heads=2, seq_q=1, seq_k=4096, head_dim=64,
                           decode=True)
+    for name in ("linear", "rfa", "performer", "nsa"):      # the recurrent and NSA decoders
+        yield name, Workload(batch=2, heads=8, kv_heads=2, seq_q=1, seq_k=4096, head_dim=64,
+                             decode=True, causal=True)
+    # a step that completes a compressed block, in both NSA decode schedules
+    for schedule in ("fused", "split"):
+        yield ("nsa", Workload(batch=1, heads=8, kv_heads=2, seq_q=1, seq_k=4128, head_dim=64,
+                               decode=True, causal=True), {"decode_schedule": schedule})
 
 
-@pytest.mark.parametrize("name,wl", list(_registry_cases()),
-                         ids=lambda x: x if isinstance(x, str) else x.passes)
-def test_footprint_phases_are_the_kernels_the_run_launches(name, wl):
+def _case_ids(x):
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return ",".join(f"{k}={v}" for k, v in x.items())
+    return x.passes + ("-decode" if x.decode else "")
+
+
+@pytest.mark.parametrize("name,wl,options", [(c + ({},))[:3] for c in _registry_cases()],
+                         ids=_case_ids)
+def test_footprint_phases_are_the_kernels_the_run_launches(name, wl, options):
     """Each algorithm's declared phases are exactly the kernels its run records, in order:
     the declaration cannot drift from the schedule it describes."""
-    r = simulate(name, wl, H100, compute=False)
-    f, _ = footprint_of(name, wl)
+    r = simulate(name, wl, H100, compute=False, options=options)
+    f, _ = footprint_of(name, wl, **options)
     assert f.phases == tuple(k.name for k in r.kernels)
     assert sum(f.by_tensor.values()) == f.peak_bytes == r.memory["peak_bytes"]
     names = {a.name for a in f.allocations}
@@ -186,7 +201,8 @@ def test_flash_attention_trains_at_64k_where_standard_attention_runs_out():
 
 # ---- what fits ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,wl", [(n, w) for n, w in _registry_cases() if w.passes == "fwd"],
+@pytest.mark.parametrize("name,wl", [c[:2] for c in _registry_cases()
+                                     if c[1].passes == "fwd" and not c[1].decode],
                          ids=lambda x: x if isinstance(x, str) else str(x.decode))
 def test_footprint_never_shrinks_as_n_grows(name, wl):
     """The bisection of ``max_seq_that_fits`` needs a monotone footprint where answers lie
@@ -294,3 +310,22 @@ def test_report_has_the_longest_context_section(capsys):
     algorithms = {r["algorithm"]: r for r in data["algorithms"]}
     assert algorithms["standard"]["memory"]["fits"] is True
     assert algorithms["standard"]["training"]["memory"]["fits"] is False
+
+
+@pytest.mark.parametrize("name", ["linear", "rfa", "performer"])
+def test_recurrent_decode_footprint_is_constant_in_the_context(name):
+    """A recurrent decoder keeps a state instead of a KV cache: the same bytes at every N."""
+    peaks = {footprint_of(name, Workload(batch=1, heads=8, kv_heads=2, seq_q=1, seq_k=n,
+                                         head_dim=64, decode=True, causal=True))[0].peak_bytes
+             for n in (1024, 8192, 65536, 1 << 20)}
+    assert len(peaks) == 1
+
+
+def test_nsa_decode_keeps_the_compressed_cache():
+    b, h, g, n, d, e = 1, 8, 2, 8192, 64, 2
+    wl = Workload(batch=b, heads=h, kv_heads=g, seq_q=1, seq_k=n, head_dim=d, decode=True,
+                  causal=True)
+    f, _ = footprint_of("nsa", wl, decode_schedule="fused")
+    n_c = (n - 32) // 16 + 1                        # compressed tokens: l = 32, d_s = 16
+    assert f.by_tensor["k_compressed"] == f.by_tensor["v_compressed"] == b * g * n_c * d * e
+    assert f.by_tensor["k"] == f.by_tensor["v"] == b * g * n * d * e
