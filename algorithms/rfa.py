@@ -47,6 +47,9 @@ Differences from the paper: σ, w_g and b_g are fixed, not learned; the gate rea
 not the layer input. Trigonometric features can still make the denominator φ(q)·z small or
 negative at small D (the instability Performer's positive features address); a row whose
 denominator is exactly 0 outputs zeros.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 
@@ -105,7 +108,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0, seed=None,
     if gate:
         gk.check_gate_workload("rfa", wl, "trig")
     p = fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
-                     seed=seed, sigma=float(sigma))
+                     seed=seed, sigma=float(sigma), sm_count=gpu.sm_count)
     if gate:
         extra = sum(gk.gate_buffers(p.block, wl.head_dim, wl.elem_bytes).values())
         if p.smem_bytes + extra > sram_bytes:
@@ -205,3 +208,8 @@ def exact_problem(wl, p: RFAPlan, inputs):
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:
     """Θ(N d + N m d / B) in bytes, all heads (m = 2D)."""
     return fa.feature_io_bound(wl, p)
+
+
+def footprint(wl, p: fa.FeaturePlan):
+    """Q, K, V, O and the fp32 state or slice partials (``feature_attention.feature_footprint``)."""
+    return fa.feature_footprint("rfa", wl, p)

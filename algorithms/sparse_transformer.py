@@ -52,8 +52,10 @@ from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.flash2 import THREADS_PER_CTA, smem_buffers
 from algorithms.kernels import sparse_blocked as sb
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_layout, run_pattern)
+                                          pattern_footprint, positive_int, run_layout,
+                                          run_pattern)
 from algorithms.kernels.common import finish_heads, for_each_head
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.sparse_patterns import (FIXED, LOCAL, STRIDED, attended_pairs,
                                                 element_layout)
 from algorithms.kernels.sparse_patterns import element_mask as pattern_mask
@@ -238,3 +240,16 @@ def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
     else:
         keys = l + br + bc + half * wl.seq_k / l * min(l, p.summary + bc)
     return keys_io_bound(wl, br, keys)
+
+
+def footprint(wl, p):
+    """Q, K, V, O and lse; the pattern is index arithmetic
+    (``block_sparse_exec.pattern_footprint``). Blocked layout: the same tensors over its two
+    kernels (the second gathers rows by index and merges into O, lse in place); without a
+    second-set tile (tiny N) only the first runs."""
+    if p.layout != "blocked":
+        return pattern_footprint(sys.modules[__name__], wl, p)
+    first = f"{INFO.name}_local_fwd"
+    last = f"{INFO.name}_blocked_fwd" if len(_blocked_part(wl, p)[2][0]) else first
+    phases = (first,) if last == first else (first, last)
+    return fp.Footprint(phases, fp.inputs(wl, first, last) + fp.output(wl, first, last))
