@@ -185,6 +185,20 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
     return out
 
 
+def has_second_set(wl, p) -> bool:
+    """Whether A2 minus A1 holds any pair, i.e. the blocked kernel launches; O(1) (the
+    footprint asks it at any N). Query positions run over [lo, hi] = [N_k - N_q, N_k - 1].
+    Strided: a key of the query's residue at least 2l before it (causal), or 2l before or
+    after it; fixed: a summary key in an earlier block (causal), or in another block."""
+    lo, hi, l = wl.seq_k - wl.seq_q, wl.seq_k - 1, p.stride
+    if p.pattern == "strided":
+        return hi >= 2 * l or (not wl.causal and 0 <= lo + 2 * l <= wl.seq_k - 1)
+    blocks = (wl.seq_k - (l - p.summary)) // l + 1 if wl.seq_k > l - p.summary else 0
+    if wl.causal:
+        return hi >= l and blocks >= 1                   # block 0 has summary keys
+    return blocks >= 2 or (blocks == 1 and hi >= l)
+
+
 def _local_part(wl, p):
     """A1 as an element pattern: strided, a window of the last (and next) l keys; fixed,
     the query's own block (the fixed pattern with no summary keys)."""
@@ -250,6 +264,6 @@ def footprint(wl, p):
     if p.layout != "blocked":
         return pattern_footprint(sys.modules[__name__], wl, p)
     first = f"{INFO.name}_local_fwd"
-    last = f"{INFO.name}_blocked_fwd" if len(_blocked_part(wl, p)[2][0]) else first
+    last = f"{INFO.name}_blocked_fwd" if has_second_set(wl, p) else first
     phases = (first,) if last == first else (first, last)
     return fp.Footprint(phases, fp.inputs(wl, first, last) + fp.output(wl, first, last))

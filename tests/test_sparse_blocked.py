@@ -240,3 +240,21 @@ def test_cli_runs_the_blocked_layout(capsys):
         data["pattern"]["blocks_visited"]
     assert {k["name"] for k in data["kernels"]} == {"sparse_transformer_local_fwd",
                                                     "sparse_transformer_blocked_fwd"}
+
+
+def test_has_second_set_agrees_with_the_layouts():
+    """The footprint's O(1) answer (does the blocked kernel launch?) against the layouts."""
+    from algorithms import sparse_transformer as st
+    from hwmodels import get_gpu
+    gpu = get_gpu("h100")
+    for seq_q, seq_k in [(1, 1), (5, 9), (20, 20), (33, 70), (70, 33), (130, 130)]:
+        for causal in (False, True):
+            wl = Workload(batch=1, heads=1, seq_q=seq_q, seq_k=seq_k, head_dim=16,
+                          causal=causal)
+            for opts in ({"stride": 3}, {"stride": 10}, {"stride": 40},
+                         {"pattern": "fixed", "stride": 8, "summary": 2},
+                         {"pattern": "fixed", "stride": 30, "summary": 30},
+                         {"pattern": "fixed", "stride": 50, "summary": 4}):
+                p = st.plan(wl, gpu, 200_000, layout="blocked", **opts)
+                tiles = st._blocked_part(wl, p)[2][0]
+                assert st.has_second_set(wl, p) == (len(tiles) > 0), (seq_q, seq_k, causal, opts)
