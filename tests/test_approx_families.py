@@ -269,6 +269,8 @@ def test_gate_count_only_equals_executed():
 
 
 @pytest.mark.parametrize("kw,match", [({"causal": False}, "--causal"),
+                                      ({"causal": True, "decode": True, "seq_q": 1,
+                                        "seq_k": 64}, "--decode"),
                                       ({"causal": True, "seq_q": 64, "seq_k": 32}, "--seq-k")])
 def test_gate_refuses_what_it_cannot_run(kw, match):
     wl = Workload(batch=1, heads=1, head_dim=16, **{"seq_q": 64, **kw})

@@ -286,7 +286,7 @@ def recurrent_reference(algorithm, wl, inputs, w_for_head):
 def projections(algorithm, wl, plan_dict, options):
     if algorithm == "linear":
         return lambda b, h: None
-    p = performer.fa.FeaturePlan(**plan_dict)
+    p = (rfa.RFAPlan if algorithm == "rfa" else performer.PerformerPlan)(**plan_dict)
     if algorithm == "rfa":
         w = rfa.projection(p, wl.head_dim, options.get("seed", 0))
         return lambda b, h: np.asarray(w, np.float64)

@@ -57,6 +57,9 @@ def gate_buffers(block: int, d: int, e: int) -> dict:
 def check_gate_workload(name: str, wl, kind: str) -> None:
     """The gate is a causal recurrence over key positions: causal, N_k >= N_q, and (in this
     simulator) not on Performer's stabilised positive features."""
+    if getattr(wl, "decode", False):
+        raise PlanError(f"{name}: --gate is simulated for prefill (the chunked sweep); the "
+                        f"gated recurrent decode step is not: drop --gate or --decode")
     if not wl.causal:
         raise PlanError(f"{name}: --gate is RFA's causal recurrence (S_t = g_t S_t-1 + ...); "
                         f"add --causal or drop --gate")
