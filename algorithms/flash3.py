@@ -44,6 +44,8 @@ INFO = AlgorithmInfo(
 BLOCK_Q = 128                 # 2 consumer warpgroups x 64 rows (Section 3.1)
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
 THREADS_PER_CTA = 384         # 1 producer + 2 consumer warpgroups
+CONSUMER_WARPGROUPS = 2       # ping-pong scheduling (Section 3.1)
+PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
     c = rec.kernel("flash3_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
+                   # Section 3.1-3.2: 2 consumer warpgroups in ping-pong, each pipelining two
+                   # tiles: 4 independent GEMM -> softmax chains; each warpgroup's wgmma reads
+                   # K_j and V_j from shared memory (pricing only)
+                   chains_per_cta=CONSUMER_WARPGROUPS * PIPELINE_STAGES_PER_WARPGROUP,
+                   smem_readers=CONSUMER_WARPGROUPS, mma_rows_per_cta=BLOCK_Q,
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

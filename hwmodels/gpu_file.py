@@ -30,7 +30,13 @@ _INT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("int", int)}
 _FLOAT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("float", float)}
 _STR_FIELDS = {"name", "full_name", "sources"}
 _BOOL_FIELDS = {"has_wgmma"}
-_MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s"}
+_MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s",
+                # 0 means "not given": the timing model falls back as hwmodels.gpus documents
+                "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
+                "l2_atomic_bytes_per_s"}
+_FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
+              "hbm_achievable_fraction"}
+_OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
 
 
 def get_gpu(name_or_path: str) -> GPU:
@@ -50,7 +56,7 @@ def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
                                    "GPU", origin, GpuFileError)
     for key, value in data.items():
         values[key] = _checked(origin, key, value)
-    missing = [n for n in _FIELDS if n not in values and n != "sources"]
+    missing = [n for n in _FIELDS if n not in values and n not in _OPTIONAL]
     if missing:
         raise GpuFileError(f"{origin}: missing field(s) {', '.join(missing)} "
                            f"(or start from a built-in GPU with base = \"h100\")")
@@ -79,7 +85,7 @@ def _checked(origin: str, key: str, value):
         value = int(value)
     if value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
         raise GpuFileError(f"{where} must be positive, got {value!r}")
-    if key == "mma_sync_fraction_of_peak" and value > 1:
+    if key in _FRACTIONS and value > 1:
         raise GpuFileError(f"{where} is a fraction of the peak and must be in (0, 1], "
                            f"got {value!r}")
     return float(value) if key in _FLOAT_FIELDS else value

@@ -61,6 +61,16 @@ class KernelRecord:
         l2_working_set_bytes: bytes that the CTAs resident at one time re-read from each
             other's loads (e.g. the K/V of the heads in flight). When it fits in L2, the
             re-reads beyond ``unique_hbm_bytes`` are served by L2 (``hwmodels.timing``).
+        chains_per_cta: independent GEMM -> softmax -> GEMM dependency chains one CTA keeps
+            in flight. 1 when its warps meet at a barrier on every tile (FlashAttention-2);
+            FlashAttention-3 runs 2 consumer warpgroups in ping-pong, each with two-stage
+            intra-warpgroup pipelining: 4. The timing model hides a chain's latency only
+            behind the other chains resident on the SM (``hwmodels.timing``).
+        smem_readers: warps (mma.sync) or warpgroups (wgmma) that each read the shared
+            operand tile of the kernel's GEMMs from shared memory (FA-2's 4 warps each read
+            all of K_j and V_j); the counters record one read per matmul.
+        mma_rows_per_cta: rows of the CTA's GEMM output tile shared by those readers (B_r);
+            with ``smem_readers`` it prices the repeated operand reads. 0: not declared.
         counters: int64 counter array (``hwmodels.counters``).
     """
 
@@ -75,6 +85,9 @@ class KernelRecord:
     matmul_dtype: str = "fp16"
     unique_hbm_bytes: int | None = None
     l2_working_set_bytes: int | None = None
+    chains_per_cta: int = 1
+    smem_readers: int = 1
+    mma_rows_per_cta: int = 0
     counters: np.ndarray = field(default_factory=new_counters)
 
     @property
@@ -103,7 +116,8 @@ class Recorder:
     def kernel(self, name: str, *, ctas: int, buffers: dict[str, int], threads_per_cta=128,
                register_bytes_per_cta=0, tc_path="mma_sync", overlap="serial", cta_work=None,
                matmul_dtype="fp16", unique_hbm_bytes=None,
-               l2_working_set_bytes=None) -> np.ndarray:
+               l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
+               mma_rows_per_cta=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -116,7 +130,9 @@ class Recorder:
                            overlap=overlap,
                            cta_work=None if cta_work is None else np.asarray(cta_work, float),
                            matmul_dtype=matmul_dtype, unique_hbm_bytes=unique_hbm_bytes,
-                           l2_working_set_bytes=l2_working_set_bytes)
+                           l2_working_set_bytes=l2_working_set_bytes,
+                           chains_per_cta=int(chains_per_cta), smem_readers=int(smem_readers),
+                           mma_rows_per_cta=int(mma_rows_per_cta))
         rec.counters[KERNEL_LAUNCHES] = 1
         rec.counters[CTAS] = int(ctas)
         rec.counters[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -152,6 +152,8 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, p),
+                   # 4 warps of B_r/4 rows each read all of K_j, V_j (pricing only)
+                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
