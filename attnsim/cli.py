@@ -207,7 +207,16 @@ def add_timing_args(p) -> None:
                         ("tc-path-derate", "mma.sync below peak on Hopper"),
                         ("l2-cache", "re-reads served by L2 when the working set fits"),
                         ("separate-sfu", "exp on the special-function units"),
-                        ("interconnect", "peer transfers of multi-device algorithms (ring)")):
+                        ("interconnect", "peer transfers of multi-device algorithms (ring)"),
+                        ("achievable-rates", "measured GEMM/copy rates and sustained clock "
+                                             "(off: datasheet peaks)"),
+                        ("pipe-model", "issue rate and GEMM-softmax dependency chains (off: "
+                                       "sum or max of the terms)"),
+                        ("smem-bandwidth", "shared-memory traffic at 128 B/clk/SM"),
+                        ("cta-fixed-costs", "per-CTA prologue (DRAM latency, pipeline fill)"),
+                        ("latency-bound-memory", "Little's law for thin grids"),
+                        ("launch-pipeline", "launches overlapping earlier kernels"),
+                        ("l2-atomics", "fp32 atomics at the L2 atomic rate")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 
@@ -218,7 +227,14 @@ def timing_from_args(a) -> TimingOptions:
                          tc_path_derate=not a.no_tc_path_derate,
                          l2_cache=not a.no_l2_cache,
                          separate_sfu=not a.no_separate_sfu,
-                         interconnect=not a.no_interconnect)
+                         interconnect=not a.no_interconnect,
+                         achievable_rates=not a.no_achievable_rates,
+                         pipe_model=not a.no_pipe_model,
+                         smem_bandwidth=not a.no_smem_bandwidth,
+                         cta_fixed_costs=not a.no_cta_fixed_costs,
+                         latency_bound_memory=not a.no_latency_bound_memory,
+                         launch_pipeline=not a.no_launch_pipeline,
+                         l2_atomics=not a.no_l2_atomics)
 
 
 # ---- report --------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def _accuracy(row):
 
 def timing_table(rows) -> Table:
     headers = ["algorithm", "kernels", "memory", "matmul", "exp (SFU)", "other (fp32)",
-               "launch", "waves ×", "predicted", "bound"]
+               "smem", "issue", "chain", "fixed", "launch", "waves ×", "predicted", "bound",
+               "set by"]
     out, records = [], []
     for row in rows:
         r = row.result
@@ -96,17 +97,30 @@ def timing_table(rows) -> Table:
         t = r.time
         out.append([r.algorithm, r.counts["kernel_launches"], fmt.seconds(t.memory_s),
                     fmt.seconds(t.matmul_s), fmt.seconds(t.exp_s), fmt.seconds(t.other_s),
-                    fmt.seconds(t.launch_s), f"{t.quantization:.3f}",
-                    fmt.seconds(t.predicted_s), t.bound])
+                    fmt.seconds(t.smem_s), fmt.seconds(t.issue_s), fmt.seconds(t.chain_s),
+                    fmt.seconds(t.fixed_s), fmt.seconds(t.launch_s), f"{t.quantization:.3f}",
+                    fmt.seconds(t.predicted_s), t.bound, _main_mechanism(t)])
         records.append({"algorithm": r.algorithm, "kernel_launches": r.counts["kernel_launches"],
                         "memory_s": t.memory_s, "matmul_s": t.matmul_s, "exp_s": t.exp_s,
                         "other_s": t.other_s, "launch_s": t.launch_s,
                         "quantization": t.quantization, "predicted_s": t.predicted_s,
-                        "bound": t.bound})
+                        "bound": t.bound, "smem_s": t.smem_s, "issue_s": t.issue_s,
+                        "chain_s": t.chain_s, "fixed_s": t.fixed_s,
+                        "latency_s": t.latency_s, "atomic_s": t.atomic_s,
+                        "mechanism": _main_mechanism(t),
+                        "time_by_mechanism_s": t.time_by_mechanism_s})
     return Table(key="timing", title="", headers=headers, rows=out, records=records,
-                 notes=["memory, matmul, exp and other are each kernel's unoverlapped terms summed "
-                        "over kernels; 'predicted' applies each kernel's overlap rule, wave "
-                        "quantization and launch overhead (hwmodels/timing.py)."])
+                 notes=["Each column sums one term over the kernels, unoverlapped: the pipes "
+                        "(memory, matmul, exp, other, smem = shared memory, issue), 'chain' the "
+                        "GEMM-softmax dependency chain with the chains in flight per SM, "
+                        "'fixed' the exposed per-CTA prologue, 'launch' what the host pipeline "
+                        "does not hide. 'predicted' combines them per kernel; 'set by' is the "
+                        "mechanism that sets most of the time (hwmodels/timing.py)."])
+
+
+def _main_mechanism(t) -> str:
+    by = t.time_by_mechanism_s
+    return max(by, key=by.get) if by else t.bound
 
 
 def growth_table(series) -> Table:
