@@ -96,6 +96,7 @@ def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
                    # K_j and V_j from shared memory (pricing only)
                    chains_per_cta=CONSUMER_WARPGROUPS * PIPELINE_STAGES_PER_WARPGROUP,
                    smem_readers=CONSUMER_WARPGROUPS, mma_rows_per_cta=BLOCK_Q,
+                   prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim * wl.elem_bytes,
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

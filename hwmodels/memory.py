@@ -71,6 +71,8 @@ class KernelRecord:
             all of K_j and V_j); the counters record one read per matmul.
         mma_rows_per_cta: rows of the CTA's GEMM output tile shared by those readers (B_r);
             with ``smem_readers`` it prices the repeated operand reads. 0: not declared.
+        prologue_bytes_per_cta: bytes a CTA must load before its first MMA (FA: Q_i and
+            the first K_j); 0: not declared (the prologue is then one DRAM latency).
         counters: int64 counter array (``hwmodels.counters``).
     """
 
@@ -88,6 +90,7 @@ class KernelRecord:
     chains_per_cta: int = 1
     smem_readers: int = 1
     mma_rows_per_cta: int = 0
+    prologue_bytes_per_cta: int = 0
     counters: np.ndarray = field(default_factory=new_counters)
 
     @property
@@ -117,7 +120,7 @@ class Recorder:
                register_bytes_per_cta=0, tc_path="mma_sync", overlap="serial", cta_work=None,
                matmul_dtype="fp16", unique_hbm_bytes=None,
                l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
-               mma_rows_per_cta=0) -> np.ndarray:
+               mma_rows_per_cta=0, prologue_bytes_per_cta=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -132,7 +135,8 @@ class Recorder:
                            matmul_dtype=matmul_dtype, unique_hbm_bytes=unique_hbm_bytes,
                            l2_working_set_bytes=l2_working_set_bytes,
                            chains_per_cta=int(chains_per_cta), smem_readers=int(smem_readers),
-                           mma_rows_per_cta=int(mma_rows_per_cta))
+                           mma_rows_per_cta=int(mma_rows_per_cta),
+                           prologue_bytes_per_cta=int(prologue_bytes_per_cta))
         rec.counters[KERNEL_LAUNCHES] = 1
         rec.counters[CTAS] = int(ctas)
         rec.counters[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -34,22 +34,25 @@ ceiling, no ldmatrix issue) and its 4 chains per CTA (2 warpgroups in ping-pong 
 pipelining, against FA-2's 1: its warps meet at a barrier on every tile).
 
 Memory:
-    t_mem(k)   = max(dram_bytes / (HBM bandwidth x achievable fraction),
-                     (requested - atomic) / L2 bandwidth + atomic_bytes / L2 atomic rate,
-                     dram_bytes / (SMs in use x bytes in flight per SM / DRAM latency))
+    t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)
+    t_l2(k)    = (requested - atomic) / L2 bandwidth + atomic_bytes / L2 atomic rate
+    t_lat(k)   = dram_bytes / (SMs x bytes in flight per SM / DRAM latency)
+    t_mem(k)   = max(t_hbm, t_l2, t_lat)                     (reported)
                  requested = hbm_read_bytes + hbm_write_bytes (the counts the IO theorems
                  bound); dram = requested unless L2 serves re-reads (``dram_bytes``); the last
                  term is Little's law: a CTA has at most its shared-memory tiles in flight, so
                  thin grids (split-KV decode) are latency-bound.
     t_link(k)  = interconnect_bytes / (NVLink bandwidth in one direction)   (ring)
-    t_body(k)  = max(t_mem, t_comp, t_link)           loads are asynchronous
-    t_fixed(k) = ceil(CTAs per SM / resident CTAs per SM) x (DRAM latency + fill)
-                 per-CTA prologue: a CTA's first tiles arrive one DRAM latency after it
-                 starts, and its first tile runs with nothing to overlap (fill = one tile's
-                 (G + P) less its share of the overlapped time); a resident neighbour hides
-                 both, a lone CTA per SM does not. The epilogue's stores drain asynchronously
-                 and its normalization is counted work: no fixed term.
-    t(k)       = t_body x q(k) + t_fixed
+    t_fixed(k) = per-CTA prologue (``_fixed_cost``): the first tiles of a wave of CTAs
+                 (``prologue_bytes_per_cta`` each, all SMs loading at once) arrive one DRAM
+                 latency plus their transfer after the wave starts, and the first tile of each
+                 CTA's chains runs with nothing to overlap (pipeline fill: one tile's (G + P)
+                 less its share of the overlapped time). A resident neighbour hides both after
+                 the first wave; a lone CTA per SM pays them every wave. The epilogue's
+                 stores drain asynchronously and its normalization is counted work.
+    t(k)       = max(t_bw - prologue transfer, q(k) x max(t_comp, t_lat), t_link) + t_fixed
+                 t_bw = max(HBM, L2 terms) is shared by the whole GPU and does not stretch with
+                 the waves; compute and latency-bound memory are per SM and do (q below).
     q(k)       = wave quantization / imbalance: CTAs go, in launch order, to the SM with the
                  least work so far; q = makespan / (total work / SMs) >= 1.
 Launch as a host pipeline: the host submits kernel i at (launches so far) x overhead; the GPU
@@ -315,7 +318,11 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
 
 
 def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
-    """(memory_s, hbm_s, l2_s, latency_s, atomic_s, mechanism)."""
+    """(memory_s, hbm_s, l2_s, latency_s, atomic_s, mechanism of the bandwidth terms).
+
+    HBM and L2 bandwidth are shared by the whole GPU: their terms hold however many SMs the
+    grid occupies. The latency term is per SM (computed as if every SM held the grid's
+    resident CTAs); the caller scales it, like compute, by wave quantization."""
     c = k.counters
     requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
     bandwidth = gpu.hbm_bandwidth_bytes_per_s
@@ -329,32 +336,42 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
     latency_s = 0.0
     if opts.latency_bound_memory and gpu.dram_latency_s > 0 and k.sram_bytes_per_cta > 0 \
             and k.ctas > 0:
-        sms_in_use = min(gpu.sm_count, k.ctas)
-        in_flight = sms_in_use * resident_per_sm(gpu, k) * k.sram_bytes_per_cta
+        # as if every SM held the grid's resident CTAs; wave quantization then charges a
+        # grid of fewer CTAs than SMs for the SMs it leaves idle
+        in_flight = gpu.sm_count * resident_per_sm(gpu, k) * k.sram_bytes_per_cta
         latency_s = dram * gpu.dram_latency_s / in_flight
-    terms = {"HBM bandwidth": hbm_s, "L2 bandwidth": l2_s, "DRAM latency": latency_s}
-    mechanism = max(terms, key=terms.get)
-    if mechanism == "L2 bandwidth" and atomic_s > l2_s / 2:
-        mechanism = "L2 atomics"
-    return max(terms.values()), hbm_s, l2_s, latency_s, atomic_s, mechanism
+    mechanism = "HBM bandwidth" if hbm_s >= l2_s else \
+        "L2 atomics" if atomic_s > l2_s / 2 else "L2 bandwidth"
+    return max(hbm_s, l2_s, latency_s), hbm_s, l2_s, latency_s, atomic_s, mechanism
 
 
 def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
-                overlapped_s: float) -> float:
-    """Exposed per-CTA prologue, for CTAs that no resident neighbour hides: the first tiles
-    arrive one DRAM latency after the CTA starts, and the first tile of its chains runs
-    with nothing to overlap (pipeline fill: one tile's serial time less its overlapped
-    time; zero for a kernel whose chain is serial anyway)."""
+                overlapped_s: float, memory_s: float) -> tuple[float, float]:
+    """(exposed per-CTA fixed time, the memory time it already paid for).
+
+    Prologue: a CTA can start its first MMA only when its first tiles
+    (``prologue_bytes_per_cta``) have arrived: one DRAM latency, plus the bytes of a whole
+    wave of CTAs loading their first tiles at once (identical CTAs launched together stay in
+    step), priced at the kernel's own mix of DRAM and L2 (memory_s per requested byte).
+    Every wave pays it when one CTA fits per SM; with two or more resident, only the first
+    wave does (afterwards a neighbour computes while a CTA loads). Pipeline fill: the first
+    tile of a CTA's chains has nothing to overlap with: one tile's serial time less its
+    share of the overlapped time, per CTA that no resident neighbour hides."""
     if not opts.cta_fixed_costs or k.ctas <= 0 or k.sram_bytes_per_cta <= 0:
-        return 0.0
+        return 0.0, 0.0
+    resident = resident_per_sm(gpu, k)
     per_sm = math.ceil(k.ctas / gpu.sm_count)
-    exposed_ctas = math.ceil(per_sm / resident_per_sm(gpu, k))
+    waves = per_sm if resident == 1 else 1
+    c = k.counters
+    requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
+    wave_bytes = float(k.prologue_bytes_per_cta) * min(k.ctas, gpu.sm_count * resident)
+    paid = min(memory_s, waves * wave_bytes * memory_s / requested) if requested > 0 else 0.0
     fill = 0.0
     if k.cta_work is not None and overlapped_s < serial_s:
         tiles_per_cta = float(np.mean(k.cta_work))
-        ctas_per_sm_total = k.ctas / gpu.sm_count
-        fill = (serial_s - overlapped_s) / ctas_per_sm_total / max(1.0, tiles_per_cta)
-    return exposed_ctas * (gpu.dram_latency_s + fill)
+        fill = (serial_s - overlapped_s) / (k.ctas / gpu.sm_count) / max(1.0, tiles_per_cta)
+    exposed_ctas = math.ceil(per_sm / resident)
+    return waves * gpu.dram_latency_s + paid + exposed_ctas * fill, paid
 
 
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> KernelTime:
@@ -377,22 +394,29 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
         compute_s = max(chain_s, p.smem_s)
     interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
         if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
-    body_s = max(memory_s, compute_s) if opts.memory_overlap else memory_s + compute_s
-    body_s = max(body_s, interconnect_s)
+    bandwidth_s = max(hbm_s, l2_s)
+    fixed_s, paid = _fixed_cost(gpu, k, opts, gemm + softmax, chain_s, bandwidth_s)
+    streamed_s = bandwidth_s - paid    # what the prologue did not already load
     q = quantization_factor(gpu, k) if opts.wave_quantization else 1.0
-    fixed_s = _fixed_cost(gpu, k, opts, gemm + softmax, chain_s)
+    # per-SM terms (compute, latency-bound memory) stretch with the waves; bandwidth does not
+    memory_eff = max(streamed_s, q * latency_s)
+    if latency_s * q > streamed_s:
+        memory_mechanism = "DRAM latency"
+    scaled = max(memory_eff, q * compute_s) if opts.memory_overlap else memory_eff + q * compute_s
+    scaled = max(scaled, interconnect_s)
+    body_s = scaled / q
     launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead else 0.0
     terms = {"memory": memory_s, "matmul": p.tensor_s, "exp": p.mufu_s, "other": p.fma_s,
              "smem": p.smem_s, "issue": p.issue_s, "interconnect": interconnect_s}
     bound = max(terms, key=terms.get)
-    mechanism = _mechanism(memory_s, memory_mechanism, compute_s, chain_s, p, gemm, softmax,
-                           interconnect_s)
+    mechanism = _mechanism(memory_eff / q, memory_mechanism, compute_s, chain_s, p, gemm,
+                           softmax, interconnect_s / q)
     if launch_s > body_s * q + fixed_s:
         bound = mechanism = "launch"
     return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=p.tensor_s,
                       exp_s=p.mufu_s, other_s=p.fma_s, interconnect_s=interconnect_s,
                       compute_s=compute_s, body_s=body_s, quantization=q, launch_s=launch_s,
-                      total_s=body_s * q + fixed_s + launch_s, bound=bound, ctas=k.ctas,
+                      total_s=scaled + fixed_s + launch_s, bound=bound, ctas=k.ctas,
                       ctas_per_sm=ctas_per_sm(gpu, k), smem_s=p.smem_s, issue_s=p.issue_s,
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
