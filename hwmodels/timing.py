@@ -406,8 +406,10 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     scaled = max(scaled, interconnect_s)
     body_s = scaled / q
     launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead else 0.0
-    terms = {"memory": memory_s, "matmul": p.tensor_s, "exp": p.mufu_s, "other": p.fma_s,
-             "smem": p.smem_s, "issue": p.issue_s, "interconnect": interconnect_s}
+    # the bound compares each resource as it enters the kernel's time
+    terms = {"memory": memory_eff, "matmul": q * p.tensor_s, "exp": q * p.mufu_s,
+             "other": q * p.fma_s, "smem": q * p.smem_s, "issue": q * p.issue_s,
+             "interconnect": interconnect_s}
     bound = max(terms, key=terms.get)
     mechanism = _mechanism(memory_eff / q, memory_mechanism, compute_s, chain_s, p, gemm,
                            softmax, interconnect_s / q)

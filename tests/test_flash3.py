@@ -40,8 +40,11 @@ def test_faster_than_flash2_for_the_modelled_reasons():
     f3 = simulate("flash3", wl, "h100", compute=False).time
     assert f3.predicted_s < f2.predicted_s
     assert f3.matmul_s == pytest.approx(f2.matmul_s * 2 / 3, rel=1e-6)   # wgmma vs mma.sync
-    # switch both mechanisms off and flash3's compute time becomes flash2's
-    off = TimingOptions(overlap=False, tc_path_derate=False)
+    # switch off what distinguishes them (independent chains, the tensor-core path, and the
+    # per-warp shared-memory reads and per-CTA prologues their different tiles imply) and
+    # flash3's time becomes flash2's
+    off = TimingOptions(overlap=False, tc_path_derate=False, smem_bandwidth=False,
+                        cta_fixed_costs=False)
     f2_off = simulate("flash2", wl, "h100", compute=False, timing=off).time
     f3_off = simulate("flash3", wl, "h100", compute=False, timing=off).time
     assert f3_off.predicted_s == pytest.approx(f2_off.predicted_s, rel=0.02)
@@ -61,5 +64,8 @@ def test_fp8_uses_the_fp8_peak_and_one_byte_elements():
     wl = Workload(batch=4, heads=16, seq_q=4096, head_dim=128)
     t16 = simulate("flash3", wl, "h100", compute=False)
     t8 = simulate("flash3", wl.replace(dtype="fp8"), "h100", compute=False)
-    assert t8.time.matmul_s == pytest.approx(t16.time.matmul_s / 2, rel=1e-4)  # 1978.9 vs 2 x 989.4
+    # the fp8 peak is twice fp16's (1978.9 vs 989.4) but large fp8 GEMMs reach a smaller
+    # fraction of it (MAMF: 70.9% against 80.3%)
+    assert t8.time.matmul_s == pytest.approx(t16.time.matmul_s / 2 * (794.5 / 989.4)
+                                             / (1402.6 / 1978.9), rel=1e-4)
     assert t8.counts["hbm_read_bytes"] < t16.counts["hbm_read_bytes"]
