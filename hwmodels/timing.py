@@ -374,8 +374,10 @@ def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
     return waves * gpu.dram_latency_s + paid + exposed_ctas * fill, paid
 
 
-def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> KernelTime:
-    """One kernel on its own (its launch charged whole; ``predict_time`` pipelines them)."""
+def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions(),
+                launch_s: float | None = None) -> KernelTime:
+    """One kernel on its own: its launch charged whole unless ``launch_s`` says what of it is
+    exposed (``predict_time`` pipelines the launches of kernels run back to back)."""
     c = k.counters
     dram = dram_bytes(gpu, k, opts)
     memory_s, hbm_s, l2_s, latency_s, atomic_s, memory_mechanism = _memory(gpu, k, dram, opts)
@@ -405,7 +407,9 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     scaled = max(memory_eff, q * compute_s) if opts.memory_overlap else memory_eff + q * compute_s
     scaled = max(scaled, interconnect_s)
     body_s = scaled / q
-    launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead else 0.0
+    if launch_s is None:
+        launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead \
+            else 0.0
     # the bound compares each resource as it enters the kernel's time
     terms = {"memory": memory_eff, "matmul": q * p.tensor_s, "exp": q * p.mufu_s,
              "other": q * p.fma_s, "smem": q * p.smem_s, "issue": q * p.issue_s,
@@ -413,7 +417,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     bound = max(terms, key=terms.get)
     mechanism = _mechanism(memory_eff / q, memory_mechanism, compute_s, chain_s, p, gemm,
                            softmax, interconnect_s / q)
-    if launch_s > body_s * q + fixed_s:
+    if launch_s > scaled + fixed_s:
         bound = mechanism = "launch"
     return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=p.tensor_s,
                       exp_s=p.mufu_s, other_s=p.fma_s, interconnect_s=interconnect_s,
@@ -441,43 +445,34 @@ def _mechanism(memory_s, memory_mechanism, compute_s, chain_s, p: _Pipes, gemm, 
     return max(pipes, key=pipes.get)
 
 
-def _pipelined_launches(gpu: GPU, kernels: list[KernelRecord], times: tuple[KernelTime, ...],
-                        opts: TimingOptions) -> tuple[KernelTime, ...]:
-    """Charge each launch only where the host is behind the GPU: the host submits kernel i
-    after its launches so far; the GPU starts it when it is submitted and the previous
-    kernel is done."""
-    if not opts.launch_overhead or not opts.launch_pipeline:
-        return times
+def _launch_exposures(gpu: GPU, kernels: list[KernelRecord], busy_s: list[float]) -> list[float]:
+    """The part of each launch the GPU waits for: the host submits kernel i after its
+    launches so far; the GPU starts it when it is submitted and the previous kernel is done."""
     submitted, gpu_free, out = 0.0, 0.0, []
-    for k, t in zip(kernels, times):
+    for k, busy in zip(kernels, busy_s):
         submitted += gpu.launch_overhead_s * int(k.counters[KERNEL_LAUNCHES])
         start = max(submitted, gpu_free)
-        exposed = start - gpu_free
-        busy = t.total_s - t.launch_s
+        out.append(start - gpu_free)
         gpu_free = start + busy
-        bound = t.bound
-        mechanism = t.mechanism
-        if bound == "launch" and exposed <= busy:
-            bound, mechanism = _unlaunched(t)
-        elif exposed > busy:
-            bound = mechanism = "launch"
-        out.append(dataclasses.replace(t, launch_s=exposed, total_s=busy + exposed, bound=bound,
-                                       mechanism=mechanism))
-    return tuple(out)
+    return out
 
 
-def _unlaunched(t: KernelTime) -> tuple[str, str]:
-    terms = {"memory": t.memory_s, "matmul": t.matmul_s, "exp": t.exp_s, "other": t.other_s,
-             "smem": t.smem_s, "issue": t.issue_s, "interconnect": t.interconnect_s}
-    bound = max(terms, key=terms.get)
-    return bound, ("memory" if bound == "memory" else "pipes")
+def _with_launch(t: KernelTime, exposed_s: float) -> KernelTime:
+    launch_bound = exposed_s > t.total_s
+    return dataclasses.replace(t, launch_s=exposed_s, total_s=t.total_s + exposed_s,
+                               bound="launch" if launch_bound else t.bound,
+                               mechanism="launch" if launch_bound else t.mechanism)
 
 
 def predict_time(gpu: GPU, kernels: list[KernelRecord],
                  opts: TimingOptions = TimingOptions()) -> TimingBreakdown:
     """Predicted time of kernels run back to back, with the breakdown and the bound."""
-    times = tuple(kernel_time(gpu, k, opts) for k in kernels)
-    times = _pipelined_launches(gpu, kernels, times, opts)
+    if opts.launch_overhead and opts.launch_pipeline:
+        busy = [kernel_time(gpu, k, opts, launch_s=0.0) for k in kernels]
+        exposed = _launch_exposures(gpu, kernels, [t.total_s for t in busy])
+        times = tuple(_with_launch(t, e) for t, e in zip(busy, exposed))
+    else:
+        times = tuple(kernel_time(gpu, k, opts) for k in kernels)
     by_bound = {r: 0.0 for r in RESOURCES}
     by_mechanism: dict[str, float] = {}
     for t in times:

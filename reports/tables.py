@@ -21,6 +21,14 @@ def gpu_table(gpu) -> Table:
         ("fp8 tensor (dense)", gpu.tensor_fp8_flops_per_s,
          fmt.si(gpu.tensor_fp8_flops_per_s, "FLOP/s") if gpu.tensor_fp8_flops_per_s else "none"),
         ("mma.sync reaches", gpu.mma_sync_fraction_of_peak, f"{gpu.mma_sync_fraction_of_peak:.2f} of peak"),
+        ("large GEMMs reach (measured)", gpu.tensor_gemm_fraction,
+         f"{gpu.tensor_gemm_fraction:.2f} of peak"
+         + (f" (fp8 {gpu.tensor_fp8_gemm_fraction:.2f})" if gpu.tensor_fp8_flops_per_s else "")),
+        ("sustained clock under tensor load", gpu.sustained_clock,
+         f"{gpu.sustained_clock / 1e6:.0f} MHz"),
+        ("achievable HBM bandwidth", gpu.hbm_achievable_fraction,
+         f"{gpu.hbm_achievable_fraction:.2f} of the datasheet"),
+        ("DRAM latency", gpu.dram_latency_s, fmt.seconds(gpu.dram_latency_s)),
         ("fp32 CUDA cores", gpu.fp32_flops_per_s, fmt.si(gpu.fp32_flops_per_s, "FLOP/s")),
         ("special functions (exp)", gpu.sfu_ops_per_s,
          f"{fmt.si(gpu.sfu_ops_per_s, 'op/s')} ({gpu.sfu_ops_per_clock_per_sm}/clk/SM)"),
@@ -30,8 +38,9 @@ def gpu_table(gpu) -> Table:
     return Table(key="gpu", title="", headers=["parameter", "value"],
                  rows=[[name, text] for name, _, text in items],
                  records=[{"parameter": name, "value": value} for name, value, _ in items],
-                 notes=["Sources: NVIDIA whitepapers, datasheets and tuning guides, cited field "
-                        "by field in hwmodels/gpus.py."])
+                 notes=["Sources: NVIDIA whitepapers, datasheets and tuning guides, and "
+                        "microbenchmarks for the achievable rates, cited field by field in "
+                        "hwmodels/gpus.py."])
 
 
 def algorithms_table(rows, title="") -> Table:
