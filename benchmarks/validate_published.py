@@ -511,6 +511,34 @@ def breakdown_table(fmt: str) -> str:
                                    "fixed", "waves ×", "total µs", "set by"], tablefmt=fmt)
 
 
+# -- a diagnostic, not a calibration ------------------------------------------------------------
+def fa2_h100_points(gpu) -> list[float]:
+    """predicted/published of every FlashAttention-2 H100 point, on ``gpu`` (a GPU object)."""
+    out = [tflops("flash2", tb2296_workload(n), gpu) / (paper_flops(tb2296_workload(n))
+                                                        / (ms * 1e-3) / 1e12)
+           for n, ms in TB2296_SDPA_MS.items()]
+    for (chart, d, causal), values in FA3_CHARTS.items():
+        for n, published in values.items():
+            out.append(tflops("flash2", paper_workload(n, d, causal), gpu) / published[1])
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def implied_mma_sync_fraction() -> tuple[float, tuple[float, float]]:
+    """The ``mma.sync`` ceiling (fraction of the H100 peak, before the GEMM fraction) at which
+    the FA-2 H100 points would have a median ratio of 1 if nothing else were missing, and the
+    range of their ratios there. A prediction for a GPU session to test (a CUTLASS sm80 GEMM on
+    the H100), not a constant of the model: the model keeps FlashAttention-3's 2/3."""
+    h100 = get_gpu("h100-sxm")
+    lo, hi = 0.2, h100.mma_sync_fraction_of_peak
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        ratios = fa2_h100_points(h100.replace(mma_sync_fraction_of_peak=mid))
+        lo, hi = (lo, mid) if statistics.median(ratios) > 1 else (mid, hi)
+    ratios = fa2_h100_points(h100.replace(mma_sync_fraction_of_peak=(lo + hi) / 2))
+    return (lo + hi) / 2, (min(ratios), max(ratios))
+
+
 def sources_text() -> str:
     return "\n".join(f"- [{s.key}] {s.citation} — {s.where}: \"{s.quote}\"" for s in SOURCES)
 
@@ -585,7 +613,13 @@ def document(fmt: str = "github") -> str:
         "is priced at FA-3's 2/3 ceiling times the MAMF fraction measured for `wgmma`, and no "
         "microbenchmark of `mma.sync` GEMMs on the H100 was at hand to replace that product. "
         "A GPU session should measure it (a CUTLASS sm80 GEMM on the H100) before anything "
-        "else is changed.",
+        "else is changed. As a prediction to test (not used by the model): the FA-2 H100 "
+        "points would centre on 1 with a `mma.sync` ceiling of "
+        f"{implied_mma_sync_fraction()[0]:.2f} of the peak instead of 2/3 (their ratios then "
+        f"{implied_mma_sync_fraction()[1][0]:.2f}–{implied_mma_sync_fraction()[1][1]:.2f}), "
+        f"i.e. `mma.sync` GEMMs at about "
+        f"{implied_mma_sync_fraction()[0] * get_gpu('h100-sxm').tensor_gemm_fraction * 989.4:.0f}"
+        " TFLOP/s.",
         "- **Standard attention at short sequences and causal.** The charts' standard "
         "attention is PyTorch eager code (flash-attention's benchmark `attention_pytorch`): "
         "beyond the three kernels of Algorithm 0 that attnsim's `standard` simulates, it "
