@@ -286,3 +286,19 @@ def test_every_timing_mechanism_has_a_no_flag(field):
     flag = "--no-" + field.replace("_", "-")
     a = build_parser().parse_args(["run", "flash2", flag])
     assert getattr(timing_from_args(a), field) is False
+
+
+def test_json_time_keeps_its_keys_and_adds_the_new_terms_per_kernel():
+    from attnsim import Workload, simulate
+    from attnsim.serialize import result_dict
+    wl = Workload(batch=1, heads=4, seq_q=1024, head_dim=64)
+    off = TimingOptions(smem_bandwidth=False)
+    d = result_dict(simulate("flash2", wl, "h100", compute=False, timing=off))
+    old = {"predicted_s", "bound", "dram_bytes", "memory_s", "matmul_s", "exp_s", "other_s",
+           "interconnect_s", "launch_s", "quantization", "time_by_bound_s"}
+    new = {"smem_s", "issue_s", "chain_s", "latency_s", "atomic_s", "fixed_s",
+           "time_by_mechanism_s"}
+    assert old | new <= set(d["time"])
+    kt = d["kernels"][0]["time"]
+    assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism"} <= set(kt)
+    assert kt["smem_s"] == 0                       # the run's own options, not the defaults
