@@ -14,6 +14,7 @@ from algorithms.kernels.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
+from attnsim.memory import memory_summary
 from attnsim.reference import (attention_backward_reference, attention_reference,
                                relative_error)
 from attnsim.workload import Workload
@@ -48,6 +49,17 @@ class SimResult:
     error_vs_reference: float | None = None
     error_vs_exact: float | None = None
     extra: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)   # HBM footprint (attnsim.memory)
+
+    def __getstate__(self):
+        # INFO holds its options' validators (closures, lambdas), which do not pickle: it
+        # travels by the algorithm's name (the report's worker processes return results)
+        return {**self.__dict__, "info": None}
+
+    def __setstate__(self, state):
+        state["info"] = get_algorithm(state["algorithm"]).INFO
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
 
     @property
     def hbm_bytes(self) -> int:
@@ -111,6 +123,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         outputs = module.run(workload, plan, inputs if compute else None, rec, compute)
     totals = rec.totals()
     breakdown = predict_time(gpu, rec.kernels, timing)
+    memory = memory_summary(module, workload, plan, gpu, budget, opts)
+    if "ring" in rec.info:   # the longest total context the P devices hold
+        rec.info["ring"]["max_context_tokens"] = memory["max_seq_that_fits"]
     err_ref = err_exact = None
     if compute and check and ("o" in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
@@ -120,7 +135,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         kernels=tuple(rec.kernels), time=breakdown,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
-        extra=dict(rec.info))
+        extra=dict(rec.info), memory=memory)
 
 
 def _single_threaded_blas(compute: bool):
