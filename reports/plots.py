@@ -249,12 +249,13 @@ def timing_terms(breakdown) -> dict:
 
 def predicted_split(breakdown) -> dict:
     """The predicted time split exactly: per kernel, its body time goes to the resource that
-    bounds it, the wave-quantization loss (body × (q − 1)) to "waves", launch overhead to
-    "launch". The values sum to ``breakdown.predicted_s``."""
+    bounds it, the wave-quantization loss (body × (q − 1)) to "waves", per-CTA fixed costs
+    to "fixed", launch overhead to "launch". The values sum to ``breakdown.predicted_s``."""
     split = defaultdict(float)
     for k in breakdown.kernels:
         split["launch" if k.bound == "launch" else k.bound] += k.body_s
         split["waves"] += k.body_s * (k.quantization - 1.0)
+        split["fixed"] += getattr(k, "fixed_s", 0.0)
         split["launch"] += k.launch_s
     return dict(split)
 
@@ -272,7 +273,7 @@ def time_terms_figure(rows, gpu):
     splits = [predicted_split(r.time) for r in results]
     names = [k for k in terms[0] if any(t.get(k, 0) > 0 for t in terms)]
     names += [k for sp in splits for k in sp if k not in names and k != "waves"]
-    colours = dict(zip(names, plt.get_cmap("Set2").colors))
+    colours = dict(zip(names, plt.get_cmap("tab20").colors))   # the model has a dozen terms
     colours["waves"] = "lightgrey"
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(results) + 1.7))
     y = list(range(len(results)))[::-1]
