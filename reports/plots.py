@@ -273,7 +273,9 @@ def time_terms_figure(rows, gpu):
     splits = [predicted_split(r.time) for r in results]
     names = [k for k in terms[0] if any(t.get(k, 0) > 0 for t in terms)]
     names += [k for sp in splits for k in sp if k not in names and k != "waves"]
-    colours = dict(zip(names, plt.get_cmap("tab20").colors))   # the model has a dozen terms
+    # the model has a dozen terms: ten distinct colours, then more from a second palette
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
+    colours = dict(zip(names, palette))
     colours["waves"] = "lightgrey"
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(results) + 1.7))
     y = list(range(len(results)))[::-1]
