@@ -331,7 +331,8 @@ def chart_points() -> tuple:
 def chart_table(fmt: str) -> str:
     rows, by_key = [], {}
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
-        by_key.setdefault((chart, d, causal, n), []).append(f"{pub} / {pred:.0f} ({pred / pub:.2f})")
+        cell = f"{pub} / {pred:.0f} ({pred / pub:.2f})"
+        by_key.setdefault((chart, d, causal, n), []).append(cell)
     for (chart, d, causal, n), cells in by_key.items():
         rows.append([chart, d, "causal" if causal else "non-causal", n] + cells)
     return tabulate(rows, headers=["chart", "d", "read as", "N", "standard pub / pred (ratio)",
@@ -399,7 +400,8 @@ def targets_table(fmt: str) -> str:
         ["every point within 0.8–1.25 (primary and charts)",
          f"{lo:.2f}–{hi:.2f}; {inside} of {len(ratios)} inside",
          "met" if inside == len(ratios) else "not met"],
-        ["median ratio within 0.9–1.1 (all points)", f"{med:.2f} (primary only: {med_primary:.2f})",
+        ["median ratio within 0.9–1.1 (all points)",
+         f"{med:.2f} (primary only: {med_primary:.2f})",
          "met" if in_band(med, TARGET_MEDIAN) else "not met"],
         ["FA-3 fp16 fwd, d 128, N 4k–16k: 70–80% of peak", f"{u_lo:.0f}–{u_hi:.0f}%",
          "met" if TARGET_FA3_UTILIZATION[0] <= u_lo and u_hi <= TARGET_FA3_UTILIZATION[1]

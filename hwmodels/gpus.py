@@ -282,7 +282,8 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     nvlink_bytes_per_s=600e9,                  # [H100-DS] NVLink bridge 600 GB/s
     sustained_clock_hz=1620e6,                 # the clock of its tensor peak (as SXM5)
     dram_latency_s=500 / 1620e6,               # [DRAM-LAT] ~500 cycles
-)                                              # GEMM fractions: no PCIe row in [MAMF]; SXM5's
+    # GEMM and HBM fractions: [MAMF] has no H100 PCIe row; the SXM5's are kept
+)
 
 H200_SXM_141GB = H100_SXM5_80GB.replace(
     name="h200",
