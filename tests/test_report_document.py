@@ -48,7 +48,7 @@ def test_markdown_document_writes_the_figures_it_references(capsys, tmp_path):
         "## Where the time goes")
     assert "## FlashAttention-2/3 throughput against N" in text
     assert "designed to win" not in text          # no NSA, GQA or MLA in this subset
-    assert "wrote" in err and "6 figure files" in err
+    assert "wrote" in err and "7 figure files" in err
 
 
 def test_html_document_and_svg(capsys, tmp_path):
