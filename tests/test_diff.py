@@ -5,7 +5,7 @@ import pytest
 from algorithms.base import PlanError
 from algorithms.diff import lambda_init
 from attnsim import Workload, make_inputs, simulate
-from tests.conftest import RAGGED_SHAPES
+from shapes import RAGGED_SHAPES
 
 cdiv = lambda a, b: -(-a // b)  # noqa: E731
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from attnsim import Workload, attention_reference, make_inputs, simulate
-from tests.conftest import EXACT_FORWARD, RAGGED_SHAPES, rel_err
+from shapes import EXACT_FORWARD, RAGGED_SHAPES, rel_err
 
 # A small SRAM budget forces several blocks in every direction even at these sizes.
 SMALL_SRAM = 24 * 1024

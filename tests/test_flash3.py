@@ -5,7 +5,7 @@ from algorithms.base import PlanError
 from attnsim import Workload, make_inputs, simulate
 from hwmodels.memory import SramOverflowError
 from hwmodels.timing import TimingOptions
-from tests.conftest import RAGGED_SHAPES
+from shapes import RAGGED_SHAPES
 
 
 @pytest.mark.parametrize("shape", RAGGED_SHAPES)
