@@ -6,7 +6,7 @@ from algorithms import diff
 from algorithms.base import PlanError
 from algorithms.diff import lambda_init
 from attnsim import Workload, make_inputs, simulate
-from shapes import RAGGED_SHAPES, rel_err
+from shapes import EXACT_TOL, RAGGED_SHAPES, rel_err
 
 cdiv = lambda a, b: -(-a // b)  # noqa: E731
 
@@ -57,7 +57,7 @@ def test_kernel_matches_its_float64_reference(shape, causal, layer):
     wl = diff_workload(shape, causal)
     opts = {"layer": layer, "seed": 3}
     r = simulate("diff", wl, "h100", sram_bytes=48 * 1024, options=opts, inputs=make_inputs(wl, 5))
-    assert r.error_vs_reference < 2e-6 and r.error_vs_exact is None
+    assert r.error_vs_reference < EXACT_TOL and r.error_vs_exact is None
     counted = simulate("diff", wl, "h100", sram_bytes=48 * 1024, options=opts, compute=False)
     assert counted.counts == r.counts
 
@@ -74,7 +74,7 @@ def test_matches_the_papers_equations_written_here(shape, causal, layer):
                  inputs=inputs)
     paper = paper_differential_attention(inputs.q, inputs.k, inputs.v,
                                          *diff.lambda_vectors(wl, 3), layer, causal)
-    assert rel_err(r.outputs["o"], paper) < 2e-6
+    assert rel_err(r.outputs["o"], paper) < EXACT_TOL
 
 
 def test_logit_scale_is_one_over_root_of_the_half_width():
@@ -85,7 +85,7 @@ def test_logit_scale_is_one_over_root_of_the_half_width():
     chosen = wl.replace(scale=0.05)                       # an explicit --scale is the user's
     assert simulate("diff", chosen, "h100", compute=False).plan["scale"] == 0.05
     r = simulate("diff", chosen, "h100", inputs=make_inputs(chosen, 1))
-    assert r.error_vs_reference < 2e-6
+    assert r.error_vs_reference < EXACT_TOL
 
 
 def test_lambda_init_follows_the_paper():
