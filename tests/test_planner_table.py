@@ -40,8 +40,10 @@ FLASH3 = [
     ("h100-pcie", 128, "bf16", 2, 160 * KIB, 128, "128 + 4 B_c <= 640"),
     ("h100-sxm", 128, "fp16", 3, None, 128, "128 + 6 B_c <= 908"),
     ("h100-sxm", 256, "fp16", 2, None, 64, "regs cap B_c at 128; smem: 96 needs 256 KiB"),
-    ("h100-sxm", 128, "fp8", 2, 100 * KIB, 128, "1-byte rows: 128 + 4 B_c <= 800"),
-    ("h100-sxm", 128, "fp8", 2, 104 * KIB, 176, "1-byte rows: (128 + 704)·128 = 104 KiB"),
+    # fp8 adds a transposed copy of V per stage (fp8 wgmma reads V K-major): 128 + 6 B_c rows
+    ("h100-sxm", 128, "fp8", 2, 100 * KIB, 112, "1-byte rows: 128 + 6 B_c <= 800: B_c <= 112"),
+    ("h100-sxm", 128, "fp8", 2, 104 * KIB, 112, "128 + 6 B_c <= 832: B_c = 128 needs 896"),
+    ("h100-sxm", 128, "fp8", 2, None, 176, "(128 + 1056)·128 = 148 KiB <= 227 KiB"),
 ]
 
 
@@ -63,7 +65,8 @@ def test_flash3_tiles(gpu, head_dim, dtype, stages, sram, block_k, why):
     p = plan_of("flash3", gpu, head_dim, dtype, sram, stages=stages)
     assert (p["block_q"], p["block_k"], p["stages"]) == (128, block_k, stages), why
     e = {"fp16": 2, "bf16": 2, "fp8": 1}[dtype]
-    assert p["smem_bytes"] == (128 + 2 * stages * block_k) * head_dim * e
+    per_stage = 3 if dtype == "fp8" else 2             # K_j, V_j (and V_jᵀ in fp8)
+    assert p["smem_bytes"] == (128 + per_stage * stages * block_k) * head_dim * e
 
 
 @pytest.mark.parametrize("gpu", ["a100-40gb", "a100-80gb"])
