@@ -72,20 +72,20 @@ def _legend_right(ax, **kw):
 # ---- the roofline --------------------------------------------------------------------------
 
 def roofline_ceilings(gpu) -> tuple[dict, dict]:
-    """(memory ceilings in B/s, compute ceilings in FLOP/s or op/s) the roofline draws, read
-    from the GPU's fields in this one place. Today these are datasheet peaks and the
-    mma.sync derate; point this function at achievable rates where the GPU model has them."""
-    memory = {"HBM": gpu.hbm_bandwidth_bytes_per_s, "L2": gpu.l2_bandwidth_bytes_per_s}
-    fp16 = gpu.tensor_fp16_flops_per_s
+    """(memory ceilings in B/s, compute ceilings in FLOP/s) the roofline draws, read from the
+    GPU's fields in this one place: the achievable rates the timing model prices with
+    (datasheet peak x the measured fraction of each source in hwmodels/gpus.py: HBM copy
+    bandwidth, large-GEMM throughput per dtype and path, FP32 lanes at the sustained clock)."""
+    memory = {"HBM": gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction,
+              "L2": gpu.l2_bandwidth_bytes_per_s}
+    fp16 = gpu.tensor_fp16_flops_per_s * gpu.gemm_fraction("fp16")
     compute = {}
     if gpu.has_wgmma:
         compute["fp16 tensor, wgmma"] = fp16
-        compute["fp16 tensor, mma.sync"] = fp16 * gpu.mma_sync_fraction_of_peak
-    else:
-        compute["fp16 tensor, mma.sync"] = fp16 * gpu.mma_sync_fraction_of_peak
+    compute["fp16 tensor, mma.sync"] = fp16 * gpu.mma_sync_fraction_of_peak
     if gpu.tensor_fp8_flops_per_s:
-        compute["fp8 tensor"] = gpu.tensor_fp8_flops_per_s
-    compute["fp32 CUDA cores"] = gpu.fp32_flops_per_s
+        compute["fp8 tensor"] = gpu.tensor_fp8_flops_per_s * gpu.gemm_fraction("fp8")
+    compute["fp32 CUDA cores"] = 2 * gpu.fp32_lanes * gpu.sm_count * gpu.sustained_clock
     return memory, compute
 
 
@@ -125,7 +125,8 @@ def roofline_figure(gpu, rows):
                                                for _, f, _ in points)) / 3, top * 2)
     ax.set_xlabel("arithmetic intensity (FLOP per HBM byte requested)")
     ax.set_ylabel("predicted throughput (FLOP/s)")
-    ax.set_title(f"Roofline, {gpu.full_name}: filled = forward, hollow = forward + backward",
+    ax.set_title(f"Roofline at achievable rates, {gpu.full_name}: filled = forward, hollow = "
+                 f"forward + backward",
                  fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend_right(ax)
