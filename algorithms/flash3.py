@@ -68,6 +68,7 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2) -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
+    flash2.check_head_dim(wl.head_dim)
     d, e = wl.head_dim, wl.elem_bytes
     for bk in BLOCK_K_CANDIDATES:
         smem = sum(smem_buffers(BLOCK_Q, bk, stages, d, e).values())

@@ -64,6 +64,23 @@ INFO = AlgorithmInfo(
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)
 THREADS_PER_CTA = 128   # 4 warps, as FA-2's forward kernels for d <= 128
+# Head dims the tensor-core kernels run: mma.sync (m16n8k8/k16) and wgmma take operands in
+# 8-column groups, so d is a multiple of 8 (flash-attn pads other head dims to one before
+# its kernels run), and flash-attn instantiates its kernels for d <= 256.
+HEAD_DIM_MULTIPLE = 8
+MAX_HEAD_DIM = 256
+
+
+def check_head_dim(d: int) -> None:
+    """PlanError unless FlashAttention-2/3's tensor-core kernels run head dim ``d``."""
+    if d % HEAD_DIM_MULTIPLE or d > MAX_HEAD_DIM:
+        padded = -(-d // HEAD_DIM_MULTIPLE) * HEAD_DIM_MULTIPLE
+        fix = (f"pad it to {padded}, as flash-attn does" if padded <= MAX_HEAD_DIM else
+               f"use a head dim of at most {MAX_HEAD_DIM}")
+        raise PlanError(f"--head-dim {d}: FlashAttention's tensor-core tiles (flash2, flash3, "
+                        f"ring and the block-sparse family) need a multiple of "
+                        f"{HEAD_DIM_MULTIPLE} no larger than {MAX_HEAD_DIM}, as flash-attn; "
+                        f"{fix}, or use standard or flash1")
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,7 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
 
 
 def plan(wl, gpu, sram_bytes: int) -> Flash2Plan:
+    check_head_dim(wl.head_dim)
     fwd = plan_forward(wl, gpu, sram_bytes)
     if not wl.has_backward:
         return fwd
