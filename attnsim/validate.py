@@ -24,6 +24,7 @@ import contextvars
 import math
 import os
 
+from algorithms.base import PlanError
 from attnsim.errors import AttnsimError
 
 MAX_SEQ = 2**24
@@ -145,22 +146,23 @@ def check_option_values(info, options: dict) -> None:
         if opt is None or value is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise AttnsimError(f"{info.name}: {opt.flag} must be a finite number, got {value}")
+            raise PlanError(f"{info.name}: {opt.flag} must be a finite number, got {value}")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SEED:
-            raise AttnsimError(f"{info.name}: {opt.flag} must be in [-(2**63 - 1), 2**63 - 1], "
+            raise PlanError(f"{info.name}: {opt.flag} must be in [-(2**63 - 1), 2**63 - 1], "
                                f"got {value}")
         if key == "mask_file":
             check_input_file(value, f"{info.name}: {opt.flag}")
 
 
 def check_input_file(path: str, name: str) -> None:
-    """A file the user named must exist, be a regular file and be readable."""
+    """A file the user named must exist, be a regular file and be readable (PlanError: a
+    file an algorithm option names is part of its plan)."""
     if os.path.isdir(path):
-        raise AttnsimError(f"{name} {path!r} is a directory; give a file")
+        raise PlanError(f"{name} {path!r} is a directory; give a file")
     if not os.path.exists(path):
-        raise AttnsimError(f"{name} {path!r} does not exist")
+        raise PlanError(f"{name} {path!r} does not exist")
     if not os.access(path, os.R_OK):
-        raise AttnsimError(f"{name} {path!r} is not readable")
+        raise PlanError(f"{name} {path!r} is not readable")
 
 
 def check_writable(path: str, flag: str) -> None:

@@ -112,9 +112,13 @@ def _checked(origin: str, key: str, value):
     lo, hi = FIELD_RANGES.get(key, (None, None))
     if lo is not None and value != 0 and not lo <= value <= hi:
         zero = " (or 0: none)" if key in _MAY_BE_ZERO else ""
-        raise GpuFileError(f"{where} must be in [{lo:g}, {hi:g}]{zero}, the range of real "
-                           f"GPUs, got {value!r}")
+        raise GpuFileError(f"{where} must be in [{_number(lo)}, {_number(hi)}]{zero}, the "
+                           f"range of real GPUs, got {_number(value)}")
     return float(value) if key in _FLOAT_FIELDS else value
+
+
+def _number(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 def _check_consistency(origin: str, gpu: GPU) -> None:

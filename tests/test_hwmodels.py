@@ -48,8 +48,9 @@ def test_gpu_file_from_base(tmp_path):
     ({"base": "h100", "sm_count": 1.5}, "'sm_count' must be a whole number"),
     ({"base": "h100", "has_wgmma": 1}, "'has_wgmma' must be true or false"),
     ({"base": "h100", "warp_size": 32}, "unknown field(s) warp_size"),
-    ({"base": "h100", "mma_sync_fraction_of_peak": 1.5}, "must be in (0, 1]"),
-    ({"base": "h100", "smem_bytes_per_block": 10**9}, "exceeds smem_bytes_per_sm"),
+    ({"base": "h100", "mma_sync_fraction_of_peak": 1.5}, "must be in [0.001, 1]"),
+    ({"base": "h100", "smem_bytes_per_block": 2**20}, "exceeds smem_bytes_per_sm"),
+    ({"base": "h100", "smem_bytes_per_block": 10**9}, "must be in [1,024, 16,777,216]"),
     ({"base": "tpu"}, "unknown GPU 'tpu'"),
     ({"name": "x", "sm_count": 10}, "missing field(s) full_name"),
 ])
