@@ -40,6 +40,10 @@ from hwmodels.counters import new_counters
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
                                  store_vector)
 
+# The largest single interconnect domain a ring spans (a TPU v4 pod: 4096 chips); one
+# kernel is simulated per ring step, so P also bounds the simulation's work.
+MAX_DEVICES = 4096
+
 INFO = AlgorithmInfo(
     name="ring",
     title="Ring Attention (sequence over a ring of devices)",
@@ -47,7 +51,8 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + cNd/B_r) HBM, Θ(Nd) link per device",
     options=(Option("devices", int, 8, "devices in the ring (P)",
-                    validate=lambda p: None if p >= 1 else "must be at least 1"),),
+                    validate=lambda p: None if 1 <= p <= MAX_DEVICES else
+                    f"must be in [1, {MAX_DEVICES}] (a TPU v4 pod's chips)"),),
 )
 
 

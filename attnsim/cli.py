@@ -423,6 +423,10 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     status 2, as every other user error."""
 
     def error(self, message):
-        print(f"attnsim: error: {' '.join(message.split())} (see '{self.prog} --help')",
+        print(f"attnsim: error: {' '.join(message.split())} (see '{self.help_command}')",
               file=sys.stderr)
         raise SystemExit(2)
+
+    @property
+    def help_command(self) -> str:
+        return f"{self.prog} --help" if self.add_help else "attnsim list"

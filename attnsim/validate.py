@@ -33,6 +33,7 @@ MAX_BATCH = 2**20
 MAX_HEADS = 2**14
 MAX_ROWS = 2**30
 MAX_SEED = 2**63 - 1
+MAX_SCALE = 10_000
 
 # Workload field -> (command-line flag, lower bound, upper bound).
 WORKLOAD_LIMITS = {
@@ -106,8 +107,10 @@ def check_workload(wl, flags: dict | None = None) -> None:
                 f"--heads or --seq")
     check_float(wl.dropout, name("dropout"), 0.0, 1.0, hi_open=True)
     if isinstance(wl.scale, bool) or not isinstance(wl.scale, (int, float)) \
-            or not math.isfinite(wl.scale):
-        raise AttnsimError(f"{name('scale')} must be a finite number, got {wl.scale!r}")
+            or not math.isfinite(wl.scale) or abs(wl.scale) > MAX_SCALE:
+        raise AttnsimError(f"{name('scale')} must be a finite number in [-{MAX_SCALE:,}, "
+                           f"{MAX_SCALE:,}] (the usual 1/sqrt(d) is at most 1; far larger "
+                           f"scales overflow the fp32 scores), got {wl.scale!r}")
 
 
 def sram_budget_bytes(sram_kb, smem_bytes_per_block: int, flag: str = "--sram-kb") -> int | None:
@@ -138,8 +141,9 @@ def check_seqs(seqs: list[int], flag: str = "--seqs") -> list[int]:
 
 
 def check_option_values(info, options: dict) -> None:
-    """Algorithm options: numbers finite, integers within ±2**63 (the algorithms' own
-    validators check their ranges), file options naming a readable file."""
+    """Algorithm options: numbers finite, seeds within int64, other integers no larger
+    than the longest sequence (the algorithms' own validators check their finer ranges),
+    file options naming a readable file."""
     by_name = {o.name: o for o in info.options}
     for key, value in options.items():
         opt = by_name.get(key)
@@ -147,9 +151,13 @@ def check_option_values(info, options: dict) -> None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
             raise PlanError(f"{info.name}: {opt.flag} must be a finite number, got {value}")
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SEED:
-            raise PlanError(f"{info.name}: {opt.flag} must be in [-(2**63 - 1), 2**63 - 1], "
-                               f"got {value}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            # seeds span int64; every other integer option counts tokens, blocks, features,
+            # hashes, devices, splits or stages of one sequence, never more than its length
+            hi = MAX_SEED if "seed" in key else MAX_SEQ
+            if abs(value) > hi:
+                raise PlanError(f"{info.name}: {opt.flag} must be at most {hi:,} in size, "
+                                f"got {value:,}")
         if key == "mask_file":
             check_input_file(value, f"{info.name}: {opt.flag}")
 
