@@ -83,6 +83,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2) -> Flash3Plan:
 
 
 def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
+    if flash2.head_dim_note(wl.head_dim):
+        rec.info["note"] = flash2.head_dim_note(wl.head_dim)
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, p.stages, wl.head_dim, wl.elem_bytes)
     as_fa2 = flash2.Flash2Plan(p.block_q, p.block_k, p.smem_bytes, p.register_bytes)

@@ -15,7 +15,8 @@ from algorithms.base import Option
 from algorithms.registry import algorithm_names, get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.simulate import simulate
-from attnsim.validate import check_seqs, check_writable, flag_names, sram_budget_bytes
+from attnsim.validate import (check_gpu_check_flags, check_seqs, check_writable, flag_names,
+                              sram_budget_bytes)
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import GPUS, gpu_names
 from hwmodels import get_gpu
@@ -387,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("output", "plot"):       # refuse before computing, not after
             if getattr(args, flag, None):
                 check_writable(getattr(args, flag), f"--{flag}")
+        if args.command == "gpu-check":
+            check_gpu_check_flags(args)
         return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
     except SystemExit as exc:          # argparse's --help (0) and its one-line errors (2)
         return exc.code if isinstance(exc.code, int) else 2

@@ -129,6 +129,22 @@ def sram_budget_bytes(sram_kb, smem_bytes_per_block: int, flag: str = "--sram-kb
     return nbytes
 
 
+def check_gpu_check_flags(a) -> None:
+    """``gpu-check``'s workload flags in the same ranges as ``run``'s, checked even when no
+    device is present (the run would be skipped, the typo should not be)."""
+    for n in a.seq:
+        check_int(n, "each --seq length", 1, MAX_SEQ)
+    for flag, hi in (("batch", MAX_BATCH), ("heads", MAX_HEADS), ("kv_heads", MAX_HEADS),
+                     ("head_dim", MAX_HEAD_DIM), ("repeats", 10**6)):
+        value = getattr(a, flag, None)
+        if value is not None:
+            check_int(value, "--" + flag.replace("_", "-"), 1, hi)
+    for d in getattr(a, "devices", None) or []:
+        check_int(d, "each --devices count", 1, 4096)
+    if getattr(a, "cpu_check_max_n", None) is not None:
+        check_int(a.cpu_check_max_n, "--cpu-check-max-n", 0, MAX_SEQ)
+
+
 def check_seqs(seqs: list[int], flag: str = "--seqs") -> list[int]:
     """The growth table's lengths: at least two distinct ones, each a valid sequence length."""
     for n in seqs:

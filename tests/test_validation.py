@@ -103,10 +103,21 @@ def test_workload_flags_are_checked_and_named(capsys, args, message):
 
 
 @pytest.mark.parametrize("algo", ["flash2", "flash3"])
-@pytest.mark.parametrize("d,why", [(7, "pad it to 8"), (1000, "at most 256")])
-def test_flash_head_dims_are_what_tensor_core_kernels_run(capsys, algo, d, why):
-    err = one_error_line(capsys, "run", algo, "--head-dim", d, "--count-only")
-    assert f"--head-dim {d}" in err and "multiple of 8" in err and why in err
+def test_flash_head_dims_above_256_are_refused(capsys, algo):
+    err = one_error_line(capsys, "run", algo, "--head-dim", 1000, "--count-only")
+    assert "--head-dim 1000" in err and "up to 256, as flash-attn" in err
+
+
+@pytest.mark.parametrize("algo", ["flash2", "flash3"])
+def test_flash_head_dims_off_the_mma_grid_say_how_flash_attn_runs_them(capsys, algo):
+    code, out, _ = run_cli(capsys, "run", algo, "--head-dim", 7, "--count-only",
+                           "--format", "json")
+    assert code == 0
+    assert json.loads(out)["note"].startswith("head dim 7 is not a multiple of 8: "
+                                              "flash-attn pads it to 8")
+    code, out, _ = run_cli(capsys, "run", algo, "--head-dim", 64, "--count-only",
+                           "--format", "json")
+    assert "note" not in json.loads(out)
 
 
 def test_report_growth_needs_two_different_lengths(capsys):
@@ -249,3 +260,8 @@ def test_json_of_a_valid_run_is_unchanged_in_shape(capsys):
     assert code == 0
     data = json.loads(out)
     assert isinstance(data["counts"]["matmul_flops"], int)
+
+
+def test_gpu_check_flags_are_checked_without_a_device(capsys):
+    err = one_error_line(capsys, "gpu-check", "flash2", "--seq", -1)
+    assert "each --seq length must be in [1, 16,777,216], got -1" in err
