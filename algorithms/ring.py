@@ -51,8 +51,9 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + cNd/B_r) HBM, Θ(Nd) link per device",
     options=(Option("devices", int, 8, "devices in the ring (P)",
-                    validate=lambda p: None if 1 <= p <= MAX_DEVICES else
-                    f"must be in [1, {MAX_DEVICES}] (a TPU v4 pod's chips)"),),
+                    validate=lambda p: "must be at least 1" if p < 1 else
+                    f"must be at most {MAX_DEVICES} (a TPU v4 pod's chips)"
+                    if p > MAX_DEVICES else None),),
 )
 
 

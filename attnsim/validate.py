@@ -95,9 +95,9 @@ def check_workload(wl, flags: dict | None = None) -> None:
     for field, (_flag, lo, hi) in WORKLOAD_LIMITS.items():
         check_int(getattr(wl, field), name(field), lo, hi)
     if wl.heads % wl.kv_heads:
-        raise AttnsimError(f"{name('heads')} ({wl.heads}) must be a multiple of "
-                           f"{name('kv_heads')} ({wl.kv_heads}): each key/value head serves "
-                           f"a whole group")
+        raise AttnsimError(f"{flags.get('heads', 'heads')} ({wl.heads}) must be a multiple of "
+                           f"{flags.get('kv_heads', 'kv_heads')} ({wl.kv_heads}): each "
+                           f"key/value head serves a whole group")
     for rows, field, what in ((wl.batch * wl.heads * wl.seq_q, "seq_q", "query"),
                               (wl.batch * wl.kv_heads * wl.seq_k, "seq_k", "key/value")):
         if rows > MAX_ROWS:
