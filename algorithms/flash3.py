@@ -1,5 +1,5 @@
 """FlashAttention-3 forward — Shah et al., "FlashAttention-3: Fast and Accurate Attention with
-Asynchrony and Low-precision" (2024, arXiv 2407.08608), Algorithm 1 and Sections 3.1–3.2.
+Asynchrony and Low-precision" (2024, arXiv 2407.08608), Algorithm 1 and Sections 3.1–3.3.
 
 Idea: the same tiled online-softmax forward as FlashAttention-2, rebuilt for Hopper: a
 producer warp loads K/V tiles with TMA into an s-stage circular shared-memory buffer, two
@@ -9,27 +9,80 @@ hides behind the other's GEMMs.
 Notation -> code: B_r == block_q (2 consumer warpgroups x 64 rows = 128), B_c == block_k,
 s == stages (K/V pipeline depth).
 
-HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles (same math, same
-IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head; Θ(Nd + N²d/B_r),
-i.e. Θ(N² d² / M) of FlashAttention's Theorem 2. What changes is the time: the GEMMs run
-on ``wgmma`` (full tensor-core peak, where FA-2's ``mma.sync`` reaches about 2/3 on H100)
-and softmax overlaps the GEMMs (``overlap="overlap"`` in the timing model: compute =
-max(matmul, exp + other) instead of their sum). fp8 (``--dtype fp8``) halves the bytes
-and uses the fp8 tensor peak; block quantization and incoherent processing (Hadamard)
-are not modelled (their cost is O(N d log d) per tensor, small next to the O(N² d) GEMMs).
+At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles
+(same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head;
+Θ(Nd + N²d/B_r), i.e. Θ(N² d² / M) of FlashAttention's Theorem 2. What changes is the
+time: the GEMMs run on ``wgmma`` (full tensor-core peak, where FA-2's ``mma.sync`` reaches
+about 2/3 on H100) and softmax overlaps the GEMMs (``overlap="overlap"`` in the timing
+model: compute = max(matmul, exp + other) instead of their sum).
 Needs Hopper (``wgmma``, TMA): planning on a GPU without them is an error.
 Shared memory: Q_i (B_r d e) + s stages of K_j and V_j (2 s B_c d e); registers: the
 O accumulators (B_r d fp32) and two score tiles in flight per warpgroup for the
 intra-warpgroup pipelining (2 B_r B_c fp32, Section 3.2).
+
+**FP8** (``--dtype fp8``, Section 3.3), executed as the kernel computes it (e4m3 arithmetic
+in ``algorithms.kernels.fp8``), in two kernels:
+
+* ``flash3_fp8_quantize`` (the producer of the fp8 tensors; the paper fuses it into the
+  rotary-embedding kernel before attention, here it stands alone and reads Q, K, V in
+  bf16): with ``--rotation hadamard``, Q and K rows are multiplied by M = D·H (incoherent
+  processing: d sign flips and d log₂ d butterfly adds per row, the fast transform the
+  paper uses, not a d x d GEMM); then each B_r x d block of Q and B_c x d block of K and V
+  (``--fp8-scales block``; ``tensor``: one scale per tensor, the paper's baseline) gets
+  s = amax/448 and is converted to e4m3 — 3 CUDA-core ops per element (|x| max, x / s,
+  cvt) and 2 per block (s and 1/s, the 1/√b of H folded in). Reads 2 B, writes 1 B per
+  element, plus a 4 B scale per block (per-tensor: a 4 B atomic max into the amax history
+  per block, as delayed scaling keeps it; executed with the current amax).
+* ``flash3_fwd`` on the e4m3 tensors (1 B per element read, and the fp32 scales: s_Q,i per
+  Q block and s_K,j, s_V,j per tile, or the three per-tensor scales once per CTA; O written
+  in bf16, as FA-3's FP8 forward does): S = (Q̂_i K̂_jᵀ)·s_Q,i·s_K,j·scale in fp32 (the
+  block scales are folded into the softmax scale: 2 ops per tile); P is computed as
+  2⁸·exp(S − m) — FA-3's offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's
+  [0, 256] instead of [0, 1] and fewer small probabilities underflow — and converted to e4m3 before the P V GEMM (one
+  cvt per element); the row sum ℓ stays fp32 and unquantized; V's block scale is applied
+  by keeping the fp32 accumulator in units of the current block's scale, acc ← acc·α·
+  s_V,j−1/s_V,j + P̂ V̂_j (B_r + 1 ops per tile, so the GEMM still accumulates in place);
+  the epilogue multiplies by s_V,last/ℓ and takes 2⁻⁸ out of ℓ for the lse (2 B_r ops per
+  Q block). ``--fp8-quantize upstream`` leaves the quantize kernel out of the counts (Q, K,
+  V arrive in e4m3, as in FA-3's benchmarks); the numbers computed are the same. The fp8
+  ``wgmma`` needs V K-major: each V_j is transposed in shared memory
+  (B_c d bytes read and written per tile, an s-stage Vᵀ buffer), as the paper describes.
+
+Not modelled in the numbers: the bf16 rounding of the quantize kernel's input and of O
+(2⁻⁹ relative, against e4m3's 2⁻⁴); the inputs are taken as given in float32.
 """
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.kernels.common import cdiv, for_each_head, head_view, new_output, new_stats
+from algorithms.kernels import fp8
+from algorithms.kernels.fp8 import P_SCALE_LOG2, round_to_e4m3_jit
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial,
+                                       causal_key_end, cdiv, for_each_head, head_view,
+                                       kv_group, new_output, new_stats, online_softmax_tile,
+                                       scale_rows)
+from algorithms.kernels.dropout import dropout_args
+from algorithms.kernels.flash_tile import STAT_BYTES, count_tile, finish_rows, new_row_state
+from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
+from hwmodels.primitives import (count_atomic_add, count_exp, count_load, count_other,
+                                 count_store, load_rows, matmul_nn, matmul_nt, store_rows,
+                                 store_vector)
+
+FP8_SCALES = ("block", "tensor")
+ROTATIONS = ("hadamard", "none")
+FP8_QUANTIZE = ("kernel", "upstream")
+
+
+def _one_of(valid):
+    return lambda v: None if v in valid else f"must be one of {', '.join(valid)}, got {v!r}"
+
 
 INFO = AlgorithmInfo(
     name="flash3",
@@ -38,12 +91,28 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
     options=(Option("stages", int, 2, "K/V pipeline stages in shared memory",
-                    validate=lambda s: None if s >= 1 else "must be at least 1"),),
+                    validate=lambda s: None if s >= 1 else "must be at least 1"),
+             Option("fp8_scales", str, None,
+                    "with --dtype fp8: one e4m3 scale per B_r x d / B_c x d block (block, "
+                    "the default) or per tensor (tensor)", validate=_one_of(FP8_SCALES)),
+             Option("rotation", str, None,
+                    "with --dtype fp8: incoherent processing, Q and K times a random "
+                    "±1-diagonal Hadamard matrix (hadamard, the default) or not (none)",
+                    validate=_one_of(ROTATIONS)),
+             Option("fp8_quantize", str, None,
+                    "with --dtype fp8: count the quantize kernel (kernel, the default) or take "
+                    "Q, K, V already in e4m3 from upstream (upstream: FA-3's benchmarks, or "
+                    "the rotary-embedding fusion the paper proposes)",
+                    validate=_one_of(FP8_QUANTIZE))),
 )
 
 BLOCK_Q = 128                 # 2 consumer warpgroups x 64 rows (Section 3.1)
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
 THREADS_PER_CTA = 384         # 1 producer + 2 consumer warpgroups
+SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
+OUT_BYTES_FP8 = 2             # FA-3's FP8 forward writes O in bf16
+ROTATION_SEED = 0             # draws D's signs (one M for Q and K of every head)
+QUANTIZE_THREADS = 128
 
 
 @dataclass(frozen=True)
@@ -53,55 +122,238 @@ class Flash3Plan(Plan):
     stages: int
     smem_bytes: int
     register_bytes: int
+    fp8_scales: str | None = None     # "block" / "tensor" under --dtype fp8, else None
+    rotation: str | None = None       # "hadamard" / "none" under --dtype fp8, else None
+    hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
+    fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
 
 
-def smem_buffers(block_q, block_k, stages, d, e) -> dict[str, int]:
-    return {"Q_i": block_q * d * e, "K_j stages": stages * block_k * d * e,
-            "V_j stages": stages * block_k * d * e}
+def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
+    buffers = {"Q_i": block_q * d * e, "K_j stages": stages * block_k * d * e,
+               "V_j stages": stages * block_k * d * e}
+    if fp8_vt:                # fp8 wgmma reads V K-major: a transposed copy per stage
+        buffers["V_jᵀ stages"] = stages * block_k * d * e
+    return buffers
 
 
 def register_bytes(block_q: int, block_k: int, d: int) -> int:
     return 4 * block_q * d + 2 * 4 * block_q * block_k
 
 
-def plan(wl, gpu, sram_bytes: int, stages: int = 2) -> Flash3Plan:
+def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
+         rotation: str | None = None, fp8_quantize: str | None = None) -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
     flash2.check_head_dim(wl.head_dim)
+    is_fp8 = wl.dtype == "fp8"
+    if not is_fp8 and (fp8_scales, rotation, fp8_quantize) != (None, None, None):
+        raise PlanError(f"flash3: --fp8-scales, --rotation and --fp8-quantize apply to "
+                        f"--dtype fp8 (the workload is {wl.dtype}); add --dtype fp8 or drop "
+                        f"them")
     d, e = wl.head_dim, wl.elem_bytes
     for bk in BLOCK_K_CANDIDATES:
-        smem = sum(smem_buffers(BLOCK_Q, bk, stages, d, e).values())
+        smem = sum(smem_buffers(BLOCK_Q, bk, stages, d, e, is_fp8).values())
         regs = register_bytes(BLOCK_Q, bk, d)
         if smem <= sram_bytes and regs <= gpu.register_bytes_per_sm:
-            return Flash3Plan(BLOCK_Q, bk, stages, smem, regs)
-    need = sum(smem_buffers(BLOCK_Q, 16, stages, d, e).values())
+            if not is_fp8:
+                return Flash3Plan(BLOCK_Q, bk, stages, smem, regs)
+            return Flash3Plan(BLOCK_Q, bk, stages, smem, regs, fp8_scales or "block",
+                              rotation or "hadamard", fp8.hadamard_block(d),
+                              fp8_quantize or "kernel")
+    need = sum(smem_buffers(BLOCK_Q, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
-        f"per CTA (Q_i 128x{d} + {stages} stages of 16x{d} K and V) but the budget is "
+        f"per CTA (Q_i 128x{d} + {stages} stages of 16x{d} K and V"
+        f"{' and Vᵀ' if is_fp8 else ''}) but the budget is "
         f"{sram_bytes:,} bytes; use fewer --stages, a smaller --head-dim or a larger --sram-kb")
 
 
 def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
     if flash2.head_dim_note(wl.head_dim):
         rec.info["note"] = flash2.head_dim_note(wl.head_dim)
-    tr = cdiv(wl.seq_q, p.block_q)
-    buffers = smem_buffers(p.block_q, p.block_k, p.stages, wl.head_dim, wl.elem_bytes)
-    as_fa2 = flash2.Flash2Plan(p.block_q, p.block_k, p.smem_bytes, p.register_bytes)
-    unique, working_set = flash2.l2_footprint(wl, as_fa2, rec, tr, p.smem_bytes)
-    c = rec.kernel("flash3_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
-                   threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
-                   tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
-                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
-                   l2_working_set_bytes=working_set)
+    if wl.dtype == "fp8":
+        return run_fp8(wl, p, inputs, rec, compute)
+    c = declare_attention_kernel(wl, p, rec, wl.elem_bytes)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
+    # no dropout here, but the same argument types as flash2's call: one compiled kernel
+    seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     def head(c, b, h, q, k, v):
         # The tile loop, its arithmetic and its traffic are FlashAttention-2's.
         flash2.forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(lse, b, h, compute),
                             wl.seq_q, wl.seq_k, wl.head_dim, p.block_q, p.block_k, wl.scale,
-                            wl.causal, wl.elem_bytes, compute)
+                            wl.causal, wl.elem_bytes, compute, False, seed,
+                            b * wl.heads + h, threshold, inv_keep)
     for_each_head(wl, inputs, compute, c, head)
     return {"o": o, "lse": lse} if compute else {}
+
+
+def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
+    tr = cdiv(wl.seq_q, p.block_q)
+    buffers = smem_buffers(p.block_q, p.block_k, p.stages, wl.head_dim, wl.elem_bytes,
+                           p.fp8_scales is not None)
+    as_fa2 = flash2.Flash2Plan(p.block_q, p.block_k, p.smem_bytes, p.register_bytes)
+    unique, working_set = flash2.l2_footprint(wl, as_fa2, rec, tr, p.smem_bytes)
+    unique += wl.batch * wl.heads * wl.seq_q * wl.head_dim * (out_bytes - wl.elem_bytes)
+    return rec.kernel("flash3_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
+                      threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
+                      tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
+                      matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                      l2_working_set_bytes=working_set)
+
+
+# ---- FP8: the quantize kernel ---------------------------------------------------------------
+
+def run_fp8(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
+    quantized = quantize_inputs(wl, p, inputs, rec, compute)
+    c = declare_attention_kernel(wl, p, rec, OUT_BYTES_FP8)
+    o, lse = new_output(wl, compute), new_stats(wl, compute)
+    block_scales = p.fp8_scales == "block"
+    group = kv_group(wl)
+    empty = np.empty(0, dtype=np.float32)
+    def head(c, b, h, q, k, v):
+        sq, sk, sv = ((quantized.sq[b, h], quantized.sk[b, h // group],
+                       quantized.sv[b, h // group]) if compute else (empty, empty, empty))
+        forward_head_fp8(c, q, k, v, sq, sk, sv, head_view(o, b, h, compute),
+                         head_view(lse, b, h, compute), wl.seq_q, wl.seq_k, wl.head_dim,
+                         p.block_q, p.block_k, wl.scale, wl.causal, block_scales, compute)
+    for_each_head(wl, quantized, compute, c, head)
+    rec.info["fp8"] = {"format": "e4m3", "scales": p.fp8_scales,
+                       "q_block_rows": p.block_q, "kv_block_rows": p.block_k,
+                       "rotation": p.rotation, "hadamard_block": p.hadamard_block,
+                       "p_scale": 2 ** P_SCALE_LOG2, "accumulate": "fp32",
+                       "quantize_kernel": ("flash3_fp8_quantize" if p.fp8_quantize == "kernel"
+                                           else None),
+                       "source_dtype": "bf16" if p.fp8_quantize == "kernel" else "fp8",
+                       "output_dtype": "bf16"}
+    return {"o": o, "lse": lse} if compute else {}
+
+
+def quantize_counts(wl, p: Flash3Plan) -> dict[str, int]:
+    """The quantize kernel's work in closed form: CTAs (one per block), elements, rows
+    rotated, and its CUDA-core ops."""
+    blocks = (wl.batch * wl.heads * cdiv(wl.seq_q, p.block_q)
+              + 2 * wl.batch * wl.kv_heads * cdiv(wl.seq_k, p.block_k))
+    d = wl.head_dim
+    elements = (wl.batch * wl.heads * wl.seq_q + 2 * wl.batch * wl.kv_heads * wl.seq_k) * d
+    rotated_rows = (wl.batch * wl.heads * wl.seq_q + wl.batch * wl.kv_heads * wl.seq_k
+                    if p.rotation == "hadamard" else 0)
+    other = 3 * elements + 2 * blocks + rotated_rows * fp8.rotation_ops_per_row(d)
+    return {"blocks": blocks, "elements": elements, "rotated_rows": rotated_rows,
+            "other_flops": other}
+
+
+def quantize_inputs(wl, p: Flash3Plan, inputs, rec, compute: bool):
+    """Rotate (optionally) and quantize Q, K, V to e4m3 with their scales, counted as the
+    ``flash3_fp8_quantize`` kernel (not counted with ``--fp8-quantize upstream``). Returns
+    the e4m3 tensors (q, k, v) and scales (sq, sk, sv: per block along the sequence, per
+    batch and head), or None in count-only mode."""
+    if p.fp8_quantize == "kernel":
+        count_quantize_kernel(wl, p, rec)
+    if not compute:
+        return None
+    q, k = inputs.q, inputs.k
+    if p.rotation == "hadamard":
+        signs = fp8.random_signs(wl.head_dim, ROTATION_SEED)
+        q, k = fp8.rotate(q, signs), fp8.rotate(k, signs)
+    per_tensor = p.fp8_scales == "tensor"
+    q8, sq = fp8.quantize(q, p.block_q, per_tensor)
+    k8, sk = fp8.quantize(k, p.block_k, per_tensor)
+    v8, sv = fp8.quantize(inputs.v, p.block_k, per_tensor)
+    return types.SimpleNamespace(q=q8, k=k8, v=v8, sq=sq, sk=sk, sv=sv)
+
+
+def count_quantize_kernel(wl, p: Flash3Plan, rec) -> None:
+    """Declare ``flash3_fp8_quantize`` and count its traffic and ops (``quantize_counts``)."""
+    n = quantize_counts(wl, p)
+    block_rows = max(p.block_q, p.block_k)
+    c = rec.kernel("flash3_fp8_quantize", ctas=n["blocks"],
+                   buffers={"block (bf16)": block_rows * wl.head_dim * SOURCE_BYTES},
+                   threads_per_cta=QUANTIZE_THREADS, tc_path="none", matmul_dtype=wl.dtype)
+    count_load(c, SOURCE_BYTES * n["elements"])                  # bf16 Q, K, V in
+    count_store(c, n["elements"])                                # e4m3 Q, K, V out
+    if p.fp8_scales == "block":
+        count_store(c, 4 * n["blocks"])                          # one fp32 scale per block
+    else:
+        count_atomic_add(c, 4 * n["blocks"])                     # amax history (atomic max)
+    count_other(c, n["other_flops"])
+
+
+# ---- FP8: the attention kernel --------------------------------------------------------------
+
+@njit(cache=True)
+def count_fp8_tile_extras(c, rows, cols, d, block_scales):
+    """What the FP8 tile adds to FlashAttention-2's tile (``count_tile`` at 1 B)."""
+    c[SRAM_READ_BYTES] += cols * d                        # V_j -> V_jᵀ in shared memory
+    c[SRAM_WRITE_BYTES] += cols * d
+    count_other(c, rows * cols)                           # P -> e4m3 (cvt)
+    if block_scales:
+        count_other(c, 2 + rows + 1)                      # s_Q s_K scale; α·s_V,j-1/s_V,j
+
+
+@njit(cache=True)
+def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_ratio, causal,
+                    seq_q, seq_k, block_scales, compute):
+    """Q̂_i against the keys [c0, c1) of the e4m3 K̂, V̂: the online-softmax step with P cast
+    to e4m3 before P V̂_j, in place on acc (in units of this block's V scale), m and l."""
+    cols = c1 - c0
+    kj = load_rows(c, k8, c0, c1, d, 1)                   # K̂_j -> SRAM (1 B)
+    vj = load_rows(c, v8, c0, c1, d, 1)                   # V̂_j -> SRAM, then transposed
+    s = matmul_nt(c, qi, kj, rows, cols, d, 1, compute)   # Q̂_i K̂_jᵀ, fp32 accumulate
+    count_other(c, rows * cols)                           # S *= scale · s_Q,i · s_K,j
+    masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+    if masked:
+        count_other(c, rows * cols)
+    count_other(c, 3 * rows * cols + 4 * rows + rows * d)  # rowmax, S - m, ℓ, acc *= α (FA-2's)
+    count_exp(c, rows * cols + rows)
+    count_fp8_tile_extras(c, rows, cols, d, block_scales)
+    p8 = np.empty((0, 0), dtype=np.float32)
+    if compute:
+        s *= np.float32(qk_scale)
+        if masked:
+            apply_causal_mask(s, r0, c0, seq_q, seq_k)
+        alpha = online_softmax_tile(s, m, l)              # s = exp(S - m); l in fp32
+        p8 = round_to_e4m3_jit(s * np.float32(2.0 ** P_SCALE_LOG2))   # 2⁸ P -> e4m3
+        scale_rows(acc, alpha * np.float32(v_ratio))
+    pv = matmul_nn(c, p8, vj, rows, d, cols, 1, compute)  # acc += P̂ V̂_j (in the MMA)
+    if compute:
+        acc += pv
+
+
+@njit(cache=True, nogil=True)
+def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q, block_k,
+                     scale, causal, block_scales, compute):
+    """One head of the FP8 forward: every Q block is one CTA (run here one after another)."""
+    for r0 in range(0, seq_q, block_q):
+        r1 = min(r0 + block_q, seq_q)
+        rows = r1 - r0
+        qi = load_rows(c, q8, r0, r1, d, 1)                  # Q̂_i -> SRAM, stays there
+        count_load(c, 4 if block_scales else 12)             # s_Q,i (per tensor: s_Q, s_K, s_V)
+        m, l, acc = new_row_state(rows, d, compute)
+        key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
+        v_prev = np.float32(1.0)
+        for c0 in range(0, key_end, block_k):
+            c1 = min(c0 + block_k, seq_k)
+            if block_scales:
+                count_load(c, 8)                             # s_K,j and s_V,j
+            if not compute:                                  # same counts, no arrays
+                masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+                count_tile(c, rows, c1 - c0, d, 1, masked, False)
+                count_fp8_tile_extras(c, rows, c1 - c0, d, block_scales)
+                continue
+            j = c0 // block_k
+            v_j = sv[j]
+            v_ratio = v_prev / v_j if c0 > 0 else np.float32(1.0)
+            attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d,
+                            scale * sq[r0 // block_q] * sk[j], v_ratio, causal, seq_q, seq_k,
+                            block_scales, compute)
+            v_prev = v_j
+        oi, lse_i = finish_rows(c, acc, m, l, rows, d, compute)   # acc / l, m + log l
+        count_other(c, 2 * rows)                             # · s_V,last; ℓ·2⁻⁸ for the lse
+        if compute:
+            oi *= v_prev / np.float32(2.0 ** P_SCALE_LOG2)
+        store_rows(c, o, r0, oi, rows, d, OUT_BYTES_FP8, compute)   # O_i -> HBM (bf16)
+        store_vector(c, lse, r0, lse_i, rows, STAT_BYTES, compute)
 
 
 def io_bound(wl, p: Flash3Plan, sram_bytes: int) -> float:

@@ -218,6 +218,8 @@ def cmd_run(a, extra_args: list[str]) -> int:
     result = simulate(a.algorithm, workload_from_args(a), gpu,
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a, gpu),
                       options=options, seed=a.input_seed, timing=timing_from_args(a))
+    from attnsim.fp8_error import attach_variant_errors
+    attach_variant_errors(result)
     emit(run_document(result).render(a.format), a.output)
     return 0
 
@@ -250,24 +252,33 @@ def timing_from_args(a) -> TimingOptions:
 def cmd_report(a) -> int:
     from attnsim import suite
     from reports.report import build_report
-    gpu = get_gpu(a.hw)
+    gpus = [get_gpu(h.strip()) for h in a.hw.split(",") if h.strip()]
+    if not gpus:
+        raise ValueError("--hw needs a GPU name, e.g. --hw h100 or --hw a100,h100,h200")
+    document_out = _document_output(a)
     wl = workload_from_args(a)
     seqs = parse_seqs(a.seqs)
     names = [n.strip() for n in a.algorithms.split(",")] if a.algorithms else None
     for n in names or []:
         get_algorithm(n)
-    sram = sram_bytes_from_args(a, gpu)
-    progress = _progress(len(names or algorithm_names()) * 2)
-    rows = suite.run_all(gpu, wl, names, sram_bytes=sram, accuracy=not a.no_accuracy,
-                         progress=progress.update1)
-    series = suite.growth(gpu, wl, seqs, names, sram_bytes=sram, progress=progress.update1)
+    # one budget for every GPU compared: it must fit the smallest one
+    sram = sram_bytes_from_args(a, min(gpus, key=lambda g: g.smem_bytes_per_block))
+    if len(gpus) > 1:
+        return _report_comparison(a, gpus, wl, names, sram, document_out)
+    gpu = gpus[0]
+    n_algos = len(names or algorithm_names())
+    progress = _progress(n_algos + 3)
+    rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
+                               accuracy=not a.no_accuracy, jobs=a.jobs,
+                               progress=progress.update)
+    sections, data = _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress)
     progress.close()
-    sections, data = _report_extras(a, gpu, wl)
+    more, more_data = _report_extras(a, gpu, wl)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
                        accuracy_workload=None if a.no_accuracy else
                        suite.ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype),
-                       extra_sections=sections, extra_data=data)
-    emit(doc.render(a.format), a.output)
+                       extra_sections=sections + more, extra_data={**data, **more_data})
+    _emit_report(a, doc, document_out)
     if a.plot:
         from reports.plots import growth_plot
         try:
@@ -276,6 +287,94 @@ def cmd_report(a) -> int:
             raise AttnsimError(f"--plot {a.plot!r} cannot be written: "
                                f"{exc.strerror or exc}") from None
         print(f"wrote {a.plot}", file=sys.stderr)
+    return 0
+
+
+def _document_output(a) -> bool:
+    """Whether --output names a document with figures (.md, .html) rather than a file in
+    --format (an explicit --format json or csv wins); --svg needs such a document."""
+    doc = bool(a.output) and a.format in ("text", "markdown") and os.path.splitext(
+        a.output)[1].lower() in (".md", ".markdown", ".html", ".htm")
+    if a.svg and not doc:
+        raise ValueError("--svg writes figures beside a document: give --output "
+                         "DIR/report.md or DIR/report.html")
+    return doc
+
+
+def _emit_report(a, doc, document_out: bool) -> None:
+    if not document_out:
+        emit(doc.render(a.format), a.output)
+        return
+    from reports.document import matplotlib_available, write_document
+    try:
+        written = write_document(doc, a.output, svg=a.svg)
+    except OSError as exc:
+        raise AttnsimError(f"--output {a.output!r} cannot be written: "
+                           f"{exc.strerror or exc}") from None
+    print(f"wrote {a.output}" + (f" and {len(written) - 1} figure files beside it"
+                                 if len(written) > 1 else ""), file=sys.stderr)
+    if not matplotlib_available():
+        print("attnsim: no figures: matplotlib is not installed (pip install -e '.[plot]')",
+              file=sys.stderr)
+
+
+def _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress):
+    """The sections over sweeps (throughput against N, approximations' error against cost)
+    and where each algorithm was designed to win, for the algorithms the report covers."""
+    from attnsim import suite
+    from reports.designed import designed_section
+    from reports.sweeps import approx_section, throughput_section
+    sections, data = [], {}
+    chosen = set(names or algorithm_names())
+    tp_names = [n for n in suite.THROUGHPUT_ALGORITHMS if n in chosen]
+    if tp_names:
+        records = suite.throughput_sweep(gpu, wl, seqs, tp_names, sram_bytes=sram)
+        sec = throughput_section(records, gpu, wl)
+        if sec is not None:
+            sections.append(sec)
+            data["throughput"] = records
+    progress.update1()
+    if not a.no_accuracy and chosen & set(suite.APPROX_KNOBS):
+        records = suite.approx_cost_accuracy(gpu, wl, chosen, sram_bytes=sram)
+        exact = next((r.result for r in rows if r.name == "flash2" and r.result), None)
+        sec = approx_section(records, gpu, exact)
+        if sec is not None:
+            sections.append(sec)
+            data["approx_cost_accuracy"] = records
+    progress.update1()
+    points = [p for p in suite.design_points() if p.algorithm in chosen]
+    if points:
+        sec, records = designed_section(suite.run_design_points(gpu, points), gpu, wl)
+        sections.append(sec)
+        data["designed_to_win"] = records
+    progress.update1()
+    return sections, data
+
+
+def _report_comparison(a, gpus, wl, names, sram, document_out) -> int:
+    """--hw a100,h100,...: every algorithm's predicted time and bound per GPU, side by side."""
+    from attnsim import suite
+    from reports.compare import build_comparison
+    if a.plot:
+        raise ValueError("--plot draws one GPU's growth figure: give one --hw, or use "
+                         "--output DIR/report.md for the comparison's figures")
+    from reports.compare import designed_comparison_section
+    progress = _progress((len(names or algorithm_names()) + 1) * len(gpus))
+    rows_by_gpu = [suite.run_all(g, wl, names, sram_bytes=sram, accuracy=False,
+                                 progress=progress.update1) for g in gpus]
+    chosen = set(names or algorithm_names())
+    points_by_gpu = []
+    for g in gpus:
+        points_by_gpu.append(suite.run_design_points(
+            g, [p for p in suite.design_points() if p.algorithm in chosen]))
+        progress.update1()
+    progress.close()
+    sections, data = [], {}
+    if points_by_gpu[0]:
+        sections.append(designed_comparison_section(gpus, points_by_gpu))
+        data["designed_to_win"] = sections[-1].tables[0].records
+    doc = build_comparison(gpus, wl, rows_by_gpu, sections, data)
+    _emit_report(a, doc, document_out)
     return 0
 
 
@@ -289,8 +388,19 @@ def _report_extras(a, gpu, wl):
         data["gpu_check"] = sec[1]
     from reports.decode import decode_section
     sec, sec_data = decode_section(gpu, wl)
+    from reports.document import Figure
+    from reports.plots import decode_figure
+    sec.figures.append(Figure("decode", "Decoding: attention time per generated token "
+                              "against the context length",
+                              lambda: decode_figure(sec_data, gpu)))
     sections.append(sec)
     data["decode"] = sec_data
+    from reports.fp8 import fp8_section
+    wanted = not a.algorithms or "flash3" in a.algorithms.split(",")
+    sec = fp8_section(gpu, wl) if wanted and gpu.has_wgmma and not a.no_accuracy else None
+    if sec is not None:
+        sections.append(sec[0])
+        data["fp8"] = sec[1]
     return sections, data
 
 
@@ -304,20 +414,35 @@ def parse_seqs(text: str) -> list[int]:
     return check_seqs(seqs)
 
 
+def positive_jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= jobs <= 256:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 256, got {jobs}")
+    return jobs
+
+
 class _progress:
     """tqdm on an interactive stderr, silent otherwise."""
 
     def __init__(self, total):
         try:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc="simulating", unit="algo", leave=False,
-                            disable=None, file=sys.stderr)
+            # the first run after an install is mostly Numba compiling (cached afterwards)
+            self.bar = tqdm(total=total, desc="simulating (a first run compiles the kernels)",
+                            unit="algo", leave=False, disable=None, file=sys.stderr)
         except ImportError:
             self.bar = None
 
-    def update1(self, _name=None):
+    def update(self, n=1):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(n)
+
+    def update1(self, _name=None):
+        """One step done (the callback run_all and growth call with a name)."""
+        self.update(1)
 
     def close(self):
         if self.bar is not None:
@@ -353,7 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_args(pr, ("text", "markdown", "json"))
     pr.set_defaults(func=cmd_run, takes_extra=True)
 
-    pp = sub.add_parser("report", help="the main report: every algorithm on one GPU")
+    pp = sub.add_parser("report", help="the main report: every algorithm on one GPU",
+                        description="--hw a100,h100,h200 puts several GPUs side by side; "
+                                    "--output DIR/report.md or .html writes the document "
+                                    "with its figures in DIR/report/ (needs matplotlib).")
     add_hw_args(pp)
     add_workload_args(pp, suite.DEFAULT_WORKLOAD)
     pp.add_argument("--seqs", default=",".join(map(str, suite.DEFAULT_GROWTH_SEQS)),
@@ -362,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--no-accuracy", action="store_true",
                     help="skip the executed-mode accuracy column")
     pp.add_argument("--plot", default=None, help="also write a PNG of HBM traffic vs N")
+    pp.add_argument("--jobs", type=positive_jobs, default=suite.default_jobs(),
+                    help="worker processes for the simulations (default: the CPUs available; "
+                         "a first run compiles the kernels in all of them at once)")
+    pp.add_argument("--svg", action="store_true",
+                    help="with --output DIR/report.md|.html: SVG figures beside the PNGs")
     add_output_args(pp)
     pp.set_defaults(func=cmd_report)
 
@@ -387,7 +520,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         for flag in ("output", "plot"):       # refuse before computing, not after
             if getattr(args, flag, None):
-                check_writable(getattr(args, flag), f"--{flag}")
+                # a report document (DIR/report.md) creates its folder
+                creates = flag == "output" and args.command == "report" and \
+                    _document_output(args)
+                check_writable(getattr(args, flag), f"--{flag}", may_create_folder=creates)
         if args.command == "gpu-check":
             check_gpu_check_flags(args)
         return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)

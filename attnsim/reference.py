@@ -39,7 +39,8 @@ def attention_reference(q, k, v, *, causal=False, scale=None, mask=None, dropout
     k64 = expand_kv(np.asarray(k, dtype=np.float64), q.shape[1])
     v64 = expand_kv(np.asarray(v, dtype=np.float64), q.shape[1])
     scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
-    s = np.einsum("bhid,bhjd->bhij", q64, k64) * scale          # (B, H, N_q, N_k)
+    # matmul, not einsum: the batched products go to BLAS (einsum loops in C, 20x slower)
+    s = (q64 @ k64.swapaxes(-1, -2)) * scale                    # (B, H, N_q, N_k)
     allowed = np.ones(s.shape[-2:], dtype=bool)
     if causal:
         allowed = allowed & causal_mask(q.shape[2], k.shape[2])
@@ -54,7 +55,7 @@ def attention_reference(q, k, v, *, causal=False, scale=None, mask=None, dropout
     p = p / np.where(l > 0, l, 1.0)
     if dropout_keep is not None:
         p = p * np.asarray(dropout_keep, dtype=np.float64)
-    o = np.einsum("bhij,bhjd->bhid", p, v64)
+    o = p @ v64
     lse = np.where(l[..., 0] > 0, m_safe[..., 0] + np.log(np.where(l > 0, l, 1.0))[..., 0],
                    -np.inf)
     return o, lse
@@ -80,7 +81,7 @@ def attention_backward_reference(q, k, v, do, causal=False, scale=None, mask=Non
     k64 = expand_kv(np.asarray(k, dtype=np.float64), heads)
     v64 = expand_kv(np.asarray(v, dtype=np.float64), heads)
     scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
-    s = np.einsum("bhid,bhjd->bhij", q64, k64) * scale          # (B, H, N_q, N_k)
+    s = (q64 @ k64.swapaxes(-1, -2)) * scale                    # (B, H, N_q, N_k)
     allowed = np.ones(s.shape[-2:], dtype=bool)
     if causal:
         allowed = allowed & causal_mask(q.shape[2], k.shape[2])
@@ -92,11 +93,11 @@ def attention_backward_reference(q, k, v, do, causal=False, scale=None, mask=Non
     l = p.sum(axis=-1, keepdims=True)
     p = p / np.where(l > 0, l, 1.0)                              # rows seeing no key: P = 0
     z = 1.0 if dropout_keep is None else np.asarray(dropout_keep, dtype=np.float64)
-    dv = np.einsum("bhij,bhid->bhjd", p * z, do64)
-    dp = np.einsum("bhid,bhjd->bhij", do64, v64) * z
+    dv = (p * z).swapaxes(-1, -2) @ do64
+    dp = (do64 @ v64.swapaxes(-1, -2)) * z
     ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True))
-    dq = np.einsum("bhij,bhjd->bhid", ds, k64) * scale
-    dk = np.einsum("bhij,bhid->bhjd", ds, q64) * scale
+    dq = (ds @ k64) * scale
+    dk = (ds.swapaxes(-1, -2) @ q64) * scale
 
     def fold(x):                                                 # (B, H, ..) -> (B, G, ..)
         return x.reshape(x.shape[0], groups, heads // groups, *x.shape[2:]).sum(axis=2)

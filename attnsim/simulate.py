@@ -50,6 +50,16 @@ class SimResult:
     error_vs_exact: float | None = None
     extra: dict = field(default_factory=dict)
 
+    def __getstate__(self):
+        # INFO holds its options' validators (closures, lambdas), which do not pickle: it
+        # travels by the algorithm's name (the report's worker processes return results)
+        return {**self.__dict__, "info": None}
+
+    def __setstate__(self, state):
+        state["info"] = get_algorithm(state["algorithm"]).INFO
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
     @property
     def hbm_bytes(self) -> int:
         return self.counts["hbm_read_bytes"] + self.counts["hbm_write_bytes"]

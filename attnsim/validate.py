@@ -189,18 +189,24 @@ def check_input_file(path: str, name: str) -> None:
         raise PlanError(f"{name} {path!r} is not readable")
 
 
-def check_writable(path: str, flag: str) -> None:
+def check_writable(path: str, flag: str, may_create_folder: bool = False) -> None:
     """An output file the user named can be created: not a directory, in a directory that
-    exists and that we may write to (a full disk shows only when writing, see the CLI)."""
+    exists (or, when the writer creates it, under one) and that we may write to. A full
+    disk shows only when writing (the CLI names it then)."""
     if os.path.isdir(path):
         raise AttnsimError(f"{flag} {path!r} is a directory; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if existing != folder and not may_create_folder:
         raise AttnsimError(f"{flag} {path!r}: the folder {folder!r} does not exist")
+    if not os.path.isdir(existing):
+        raise AttnsimError(f"{flag} {path!r}: {existing!r} is a file, not a folder")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise AttnsimError(f"{flag} {path!r} is not writable (permission denied)")
-    if not os.path.exists(path) and not os.access(folder, os.W_OK):
-        raise AttnsimError(f"{flag} {path!r}: the folder {folder!r} is not writable")
+    if not os.path.exists(path) and not os.access(existing, os.W_OK):
+        raise AttnsimError(f"{flag} {path!r}: the folder {existing!r} is not writable")
 
 
 # ---- host memory of an executed run -----------------------------------------------------------

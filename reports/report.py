@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from attnsim.serialize import gpu_dict, jsonable, result_dict
-from reports import tables
-from reports.document import Document, Section
+from reports import plots, tables
+from reports.document import Document, Figure, Section
 
 
 def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=None,
@@ -27,12 +27,23 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                f"queries and keys, Reformer with exact shared-QK attention, as in the papers; "
                f"MLA's output lives in its latent space and has no such column."
                if accuracy_workload else "")],
-            tables=[tables.algorithms_table(rows)]),
-        Section("Where the time goes", tables=[tables.timing_table(rows)]),
+            tables=[tables.algorithms_table(rows)],
+            figures=[Figure("roofline", f"Roofline of {gpu.full_name} with every algorithm on "
+                            "this workload (forward and forward + backward); a point above "
+                            "the HBM roof has re-reads the timing model serves from L2",
+                            lambda: plots.roofline_figure(gpu, rows), after="algorithms")]),
+        Section("Where the time goes", tables=[tables.timing_table(rows)],
+                figures=[Figure("time_terms", "The timing model's terms per algorithm, over "
+                                "its predicted time",
+                                lambda: plots.time_terms_figure(rows, gpu), after="timing")]),
         Section("Growth of HBM traffic with sequence length", paragraphs=[
             f"Same workload with N from {series[0].seqs[0] if series and series[0].seqs else '?'} "
             f"to {max((s.seqs[-1] for s in series if s.seqs), default='?')} (count-only)."],
-            tables=[tables.growth_table(series)]),
+            tables=[tables.growth_table(series)],
+            figures=[Figure("growth", "HBM traffic against N with each IO bound's slope",
+                            lambda: plots.growth_figure(series, gpu), after="growth"),
+                     Figure("time_vs_n", "Predicted time against N",
+                            lambda: plots.time_vs_n_figure(series, gpu), after="growth")]),
         *extra_sections,
     ]
     data = {
@@ -50,6 +61,7 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
             for r in rows],
         "growth": [{"algorithm": s.name, "bound": s.bound, "seqs": s.seqs,
                     "hbm_bytes": s.hbm_bytes, "io_bound_bytes": s.io_bound_bytes,
+                    "predicted_s": s.predicted_s, "flops": s.flops,
                     "fitted_exponent": s.fitted_exponent(), "bound_exponent": s.bound_exponent()}
                    for s in series],
         **(extra_data or {}),

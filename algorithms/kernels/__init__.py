@@ -15,6 +15,7 @@ the counted primitives of ``hwmodels.primitives``.
 * ``nsa_kernels``       NSA's compression, compressed attention and top-n selection
 * ``radix_sort``        the LSD radix sort of Reformer's bucket ids
 * ``dropout``           the counter-based keep mask shared by every dropout pass and port
+* ``fp8``               e4m3 rounding, block scales and the Hadamard rotation (flash3's FP8)
 * ``passes``            forward / backward / fwd+bwd composition for training workloads
 * ``decode_info``       KV-cache sizes and per-token decode timing for decode workloads
 """

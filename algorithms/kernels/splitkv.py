@@ -201,7 +201,8 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
             h0 = p * g
             kv = h0 // heads_per_kv
             kb = np.ascontiguousarray(k[b, kv])
-            vb = kb[:, :dv] if v_in_k else np.ascontiguousarray(v[b, kv])
+            # contiguous either way: one compiled specialization of attend_pack, not two
+            vb = np.ascontiguousarray(kb[:, :dv] if v_in_k else v[b, kv])
             qb = np.ascontiguousarray(q[b, h0:h0 + g])
             for s, (k_lo, k_hi) in enumerate(ranges):
                 attend_pack(c, qb, kb, vb, o_part[s, b, h0:h0 + g], lse_part[s, b, h0:h0 + g],

@@ -1,0 +1,197 @@
+"""The report as a document with figures: ``report --output DIR/report.md|.html``, the
+figures it references, GPUs side by side, the design-point section, and the text-only
+fallback without matplotlib."""
+import json
+import re
+
+import pytest
+
+from attnsim import suite
+from attnsim.cli import main
+from attnsim.workload import Workload
+from hwmodels import get_gpu
+
+SMALL = ["--batch", "1", "--heads", "2", "--seq", "512", "--seqs", "256,512,1024",
+         "--no-accuracy"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def referenced_images(text: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+def test_markdown_document_writes_the_figures_it_references(capsys, tmp_path):
+    """The sample's command (docs/report-h100.md), on a reduced configuration."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out" / "report.md"
+    out.parent.mkdir()
+    code, _, err = run_cli(capsys, "report", "--hw", "h100", "--algorithms",
+                           "standard,flash2,flash3", *SMALL, "--output", str(out))
+    assert code == 0, err
+    text = out.read_text()
+    images = referenced_images(text)
+    assert [i.split("/")[-1] for i in images] == [
+        "roofline.png", "time_terms.png", "growth.png", "time_vs_n.png", "throughput.png",
+        "decode.png"]
+    for rel in images:
+        assert rel.startswith("report/")
+        png = out.parent / rel
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # each figure sits under the table it illustrates
+    assert text.index("| flash3") < text.index("report/roofline.png") < text.index(
+        "## Where the time goes")
+    assert "## FlashAttention-2/3 throughput against N" in text
+    assert "designed to win" not in text          # no NSA, GQA or MLA in this subset
+    assert "wrote" in err and "6 figure files" in err
+
+
+def test_html_document_and_svg(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "r.html"
+    code, _, err = run_cli(capsys, "report", "--hw", "a100", "--algorithms", "flash2",
+                           *SMALL, "--output", str(out), "--svg")
+    assert code == 0, err
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert "r/roofline.png" in srcs
+    for src in srcs:
+        assert (tmp_path / src).is_file()
+        assert (tmp_path / src.replace(".png", ".svg")).read_text().lstrip().startswith("<?xml")
+    assert "flash3" not in {s.split("/")[-1] for s in srcs}
+
+
+def test_without_matplotlib_the_document_says_how_to_get_figures(capsys, tmp_path,
+                                                                  monkeypatch):
+    import reports.document as document
+    monkeypatch.setattr(document, "matplotlib_available", lambda: False)
+    out = tmp_path / "report.md"
+    code, _, err = run_cli(capsys, "report", "--algorithms", "flash2", *SMALL,
+                           "--output", str(out))
+    assert code == 0
+    text = out.read_text()
+    assert referenced_images(text) == []
+    assert "pip install -e '.[plot]'" in text and "flash2" in text
+    assert not (tmp_path / "report").exists()
+    assert "no figures: matplotlib is not installed" in err
+
+
+def test_svg_needs_a_document_and_plot_one_gpu(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "report", "--algorithms", "flash2", *SMALL, "--svg")
+    assert code == 2 and err.count("\n") == 1
+    assert "--svg writes figures beside a document" in err
+    code, _, err = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "flash2",
+                           *SMALL, "--plot", str(tmp_path / "g.png"))
+    assert code == 2 and err.count("\n") == 1 and "give one --hw" in err
+
+
+def test_gpus_side_by_side(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100,h200", "--algorithms",
+                           "flash2,flash3", *SMALL, "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert [g["name"] for g in data["gpus"]] == ["a100-80gb", "h100-sxm", "h200"]
+    by_gpu = {g: {a["algorithm"]: a for a in rows} for g, rows in data["algorithms"].items()}
+    assert "error" in by_gpu["a100-80gb"]["flash3"]          # Hopper only: said, not hidden
+    assert by_gpu["h100-sxm"]["flash2"]["time"]["predicted_s"] < \
+        by_gpu["a100-80gb"]["flash2"]["time"]["predicted_s"]
+    code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "flash2",
+                           *SMALL)
+    assert "NVIDIA A100-SXM4-80GB" in out and "NVIDIA H100-SXM5-80GB" in out
+    assert "fwd+bwd a100-80gb" in out
+    code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "gqa",
+                           *SMALL, "--format", "json")
+    rows = json.loads(out)["designed_to_win"]
+    assert [r["label"] for r in rows] == ["GQA-8 decode, 32K", "MQA decode, 32K"]
+    assert all(r[g]["speedup_over_baseline"] > 1 for r in rows for g in ("a100-80gb",
+                                                                         "h100-sxm"))
+
+
+def test_design_points_set_our_number_beside_the_papers():
+    gpu = get_gpu("h100")
+    points = suite.run_design_points(gpu, suite.design_points(nsa_seqs=(8192,)))
+    assert {p.algorithm for p in points} == {"nsa", "gqa", "mla"}
+    for p in points:
+        assert p.error is None and p.result is not None and p.baseline_result is not None
+        assert "arXiv" in p.source and p.claim
+        assert p.baseline_workload.heads == p.workload.heads
+    nsa = next(p for p in points if p.algorithm == "nsa")
+    assert (nsa.workload.heads, nsa.workload.kv_heads, nsa.workload.causal) == (64, 4, True)
+    mla = next(p for p in points if p.algorithm == "mla")
+    assert mla.result.extra["kv_cache"]["elements_per_token_per_layer"] == 512 + 64
+    mqa = next(p for p in points if p.algorithm == "gqa" and p.workload.kv_heads == 1)
+    # one K/V head read instead of 64: the cache read shrinks 64x, the bytes nearly so
+    assert 40 < mqa.baseline_result.hbm_bytes / mqa.result.hbm_bytes <= 64
+    from reports.designed import designed_section
+    section, records = designed_section(points, gpu)
+    assert len(section.tables[0].rows) == len(points) == len(records)
+    assert all(r["speedup_over_baseline"] == pytest.approx(
+        r["baseline_result"]["time"]["predicted_s"] / r["result"]["time"]["predicted_s"])
+        for r in records)
+
+
+def test_time_split_sums_to_the_prediction_and_terms_are_read_generically():
+    from attnsim.simulate import simulate
+    from reports.plots import predicted_split, timing_terms
+    for name in ("flash1", "ring", "standard"):
+        r = simulate(name, Workload(batch=1, heads=4, seq_q=2048, head_dim=64), "h100",
+                     compute=False)
+        split = predicted_split(r.time)
+        assert sum(split.values()) == pytest.approx(r.time.predicted_s, rel=1e-12)
+        terms = timing_terms(r.time)
+        assert {"memory", "matmul", "exp", "other", "launch"} <= set(terms)
+        assert "predicted" not in terms
+        assert terms["memory"] == r.time.memory_s
+
+
+def test_roofline_ceilings_follow_the_gpu():
+    from reports.plots import roofline_ceilings
+    a100, h100 = get_gpu("a100"), get_gpu("h100")
+    mem, comp = roofline_ceilings(a100)
+    assert mem["HBM"] == a100.hbm_bandwidth_bytes_per_s and "fp8 tensor" not in comp
+    assert comp["fp16 tensor, mma.sync"] == a100.tensor_fp16_flops_per_s   # no derate
+    mem, comp = roofline_ceilings(h100)
+    assert comp["fp16 tensor, mma.sync"] == pytest.approx(
+        h100.tensor_fp16_flops_per_s * h100.mma_sync_fraction_of_peak)
+    assert comp["fp8 tensor"] == h100.tensor_fp8_flops_per_s
+
+
+def test_resident_hbm_figure_draws_the_capacity():
+    pytest.importorskip("matplotlib")
+    from reports.plots import resident_hbm_figure
+    gpu = get_gpu("h100")
+    fig = resident_hbm_figure({"standard": [(4096, 3e9), (65536, 6e11)],
+                               "flash2": [(4096, 1e8), (65536, 2e9)]}, gpu.hbm_bytes,
+                              gpu.full_name)
+    ax = fig.axes[0]
+    assert any(list(line.get_ydata()) == [gpu.hbm_bytes] * 2 for line in ax.get_lines())
+    assert resident_hbm_figure({}, gpu.hbm_bytes, gpu.full_name) is None
+
+
+def test_error_against_cost_falls_with_more_features():
+    pytest.importorskip("matplotlib")
+    gpu = get_gpu("h100")
+    wl = Workload(batch=1, heads=2, seq_q=1024, head_dim=64)
+    records = suite.approx_cost_accuracy(gpu, wl, names={"rfa"})
+    assert [r["value"] for r in records] == [16, 64, 256]
+    errors = [r["error_vs_exact"] for r in records]
+    times = [r["predicted_s"] for r in records]
+    assert errors[0] > errors[1] > errors[2] > 0      # more features, closer to exact
+    assert times[0] < times[1] < times[2]              # ... at a higher cost
+    from reports.sweeps import approx_section
+    section = approx_section(records, gpu)
+    assert len(section.tables[0].rows) == 3 and section.figures[0].draw() is not None
+
+
+def test_an_explicit_json_format_wins_over_a_markdown_file_name(capsys, tmp_path):
+    out = tmp_path / "report.md"
+    code, _, _ = run_cli(capsys, "report", "--algorithms", "flash2", *SMALL, "--format",
+                         "json", "--output", str(out))
+    assert code == 0
+    assert json.loads(out.read_text())["algorithms"][0]["algorithm"] == "flash2"
+    assert not (tmp_path / "report").exists()
