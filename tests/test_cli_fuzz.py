@@ -27,7 +27,7 @@ from algorithms.registry import algorithm_names, get_algorithm
 from attnsim.cli import main
 
 FUZZ_SEED = int(os.environ.get("ATTNSIM_FUZZ_SEED", "0"))
-EXAMPLES = int(os.environ.get("ATTNSIM_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("ATTNSIM_FUZZ_EXAMPLES", "300"))   # about 10 s here
 SLOWEST_S = 20.0    # "a few seconds" on a loaded 2-core machine, first compilations included
 
 SMALL_INTS = ["1", "2", "3", "4", "8", "16", "64", "100", "128", "256"]
@@ -54,8 +54,9 @@ def files(tmp_path_factory):
     np.savez(d / "mask.npz", mask=np.ones((4, 4), bool))
     (d / "a_dir").mkdir()
     return {
-        "gpu": ["h100", "a100", "a100-40gb", "h100-pcie", "h200", "b300",
+        "gpu": ["h100", "a100", "a100-40gb", "h100-pcie", "h200",
                 put("gpu_ok.toml", 'base = "h100"\nname = "slow"\nhbm_bandwidth_bytes_per_s = 2e12\n'),
+                "b300",
                 put("gpu_tiny_bw.toml", 'base = "h100"\nhbm_bandwidth_bytes_per_s = 5e-324\n'),
                 put("gpu_huge_sm.toml", 'base = "h100"\nsm_count = 1e12\n'),
                 put("gpu_str.toml", 'base = "h100"\nclock_hz = "fast"\n'),
@@ -78,45 +79,70 @@ def files(tmp_path_factory):
     }
 
 
-def mostly_valid(valid, bad):
-    """One bad value in five: enough runs get through to check their numbers."""
+def mostly_valid(valid, bad, hostile):
+    """Hostile examples draw one bad value in five; the others only valid ones, so that
+    enough runs get through to have their numbers checked."""
+    if not hostile:
+        return st.sampled_from(valid)
     return st.integers(0, 4).flatmap(lambda i: st.sampled_from(bad if i == 0 else valid))
 
 
-def int_value():
-    return mostly_valid(SMALL_INTS, BAD_INTS)
+def int_value(hostile=True):
+    return mostly_valid(SMALL_INTS, BAD_INTS, hostile)
 
 
-def float_value():
-    return mostly_valid(SMALL_FLOATS, BAD_FLOATS)
+def float_value(hostile=True):
+    return mostly_valid(SMALL_FLOATS, BAD_FLOATS, hostile)
 
 
 @st.composite
-def workload_flags(draw, files):
+def workload_flags(draw, files, hostile):
+    """Workload flags; the examples that are not hostile keep flags consistent with each
+    other (--new-tokens with --decode, --kv-heads dividing --heads, a dropout below 1)."""
     args = []
-    for flag in ("--batch", "--heads", "--kv-heads", "--seq", "--seq-k", "--head-dim",
-                 "--new-tokens"):
+    decode = draw(st.integers(0, 2)) == 0
+    heads = draw(st.sampled_from(["1", "2", "4", "8", "16"]))
+    use_model = hostile and draw(st.integers(0, 4)) == 0 or \
+        not hostile and decode and draw(st.integers(0, 3)) == 0
+    # a model sets heads, kv heads and head dim: only hostile examples contradict it
+    flags = ["--batch", "--seq"] + (["--heads", "--kv-heads", "--head-dim"]
+                                   if hostile or not use_model else [])
+    flags += ["--seq-k", "--new-tokens"] if hostile else \
+        (["--new-tokens"] if decode else ["--seq-k"])
+    for flag in flags:
         if draw(st.integers(0, 3)) == 0:
-            args += [flag, draw(int_value())]
-    for flag in ("--scale", "--dropout", "--sram-kb"):
-        if draw(st.integers(0, 4)) == 0:
-            args += [flag, draw(float_value())]
-    for flag in ("--causal", "--decode"):
-        if draw(st.integers(0, 2)) == 0:
-            args.append(flag)
-    if draw(st.integers(0, 3)) == 0:
-        args += ["--dtype", draw(st.sampled_from(["fp16", "bf16", "fp32", "fp8", "int4"]))]
-    if draw(st.integers(0, 3)) == 0:
-        args += ["--pass", draw(st.sampled_from(["fwd", "bwd", "fwd+bwd", "both"]))]
-    if draw(st.integers(0, 2)) == 0:
-        args += ["--hw", draw(st.sampled_from(files["gpu"]))]
+            if not hostile and flag in ("--heads", "--kv-heads"):
+                value = heads if flag == "--heads" else draw(st.sampled_from(["1", heads]))
+                args += ["--heads", heads, flag, value] if flag == "--kv-heads" else [flag, value]
+            else:
+                args += [flag, draw(int_value(hostile))]
     if draw(st.integers(0, 4)) == 0:
-        args += ["--model", draw(st.sampled_from(files["model"]))]
+        args += ["--scale", draw(float_value(hostile))]
+    if draw(st.integers(0, 4)) == 0:
+        args += ["--dropout", draw(float_value(hostile) if hostile else
+                                   st.sampled_from(["0", "0.1", "0.5"]))]
+    if draw(st.integers(0, 4)) == 0:
+        args += ["--sram-kb", draw(float_value(hostile) if hostile else
+                                   st.sampled_from(["16", "64", "100", "160"]))]
+    if draw(st.integers(0, 2)) == 0:
+        args.append("--causal")
+    if decode:
+        args.append("--decode")
+    if draw(st.integers(0, 3)) == 0:
+        args += ["--dtype", draw(st.sampled_from(["fp16", "bf16", "fp32", "fp8"]
+                                                 + ["int4"] * hostile))]
+    if draw(st.integers(0, 3)) == 0:
+        args += ["--pass", draw(st.sampled_from(["fwd", "bwd", "fwd+bwd"] + ["both"] * hostile))]
+    if draw(st.integers(0, 2)) == 0:
+        args += ["--hw", draw(st.sampled_from(files["gpu"] if hostile else files["gpu"][:6]))]
+    if use_model:
+        args += ["--model", draw(st.sampled_from(files["model"] if hostile else
+                                                 files["model"][:3]))]
     return args
 
 
 @st.composite
-def option_flags(draw, algo, files):
+def option_flags(draw, algo, files, hostile):
     args = []
     for opt in get_algorithm(algo).INFO.options:
         if draw(st.integers(0, 2)):
@@ -128,9 +154,9 @@ def option_flags(draw, algo, files):
         elif opt.choices:
             args += [opt.flag, draw(st.sampled_from(list(opt.choices) + ["bogus"]))]
         elif opt.type is float:
-            args += [opt.flag, draw(float_value())]
+            args += [opt.flag, draw(float_value(hostile))]
         elif opt.type is int:
-            args += [opt.flag, draw(int_value())]
+            args += [opt.flag, draw(int_value(hostile))]
         else:
             args += [opt.flag, draw(st.sampled_from(["x", "", "strided", "local"]))]
     return args
@@ -154,14 +180,17 @@ def command_lines(draw, files):
                                      f"128,{2**25}"]))
         plot = ["--plot", draw(st.sampled_from(files["plot"]))] if draw(
             st.integers(0, 7)) == 0 else []
-        return ["report", "--algorithms", algos, "--seqs", seqs, "--no-accuracy",
-                "--batch", "1", "--heads", "2", "--seq", "256", "--head-dim", "64",
+        hw = ["--hw", draw(st.sampled_from(["h100", "a100,h100", "h100,b300", "h100,"]))]
+        # one process: the report's worker pool would cost more than the example
+        return ["report", "--algorithms", algos, "--seqs", seqs, "--no-accuracy", "--jobs",
+                "1", "--batch", "1", "--heads", "2", "--seq", "256", "--head-dim", "64",
                 "--format", draw(st.sampled_from(["json", "csv", "markdown", "text"])),
-                *output, *plot]
+                *hw, *output, *plot]
+    hostile = draw(st.booleans())
     algo = draw(st.sampled_from(algorithm_names() + ["flash3000"]))
-    args = ["run", algo, *draw(workload_flags(files))]
+    args = ["run", algo, *draw(workload_flags(files, hostile))]
     if algo != "flash3000":
-        args += draw(option_flags(algo, files))
+        args += draw(option_flags(algo, files, hostile))
     # executed mode only on small shapes (it computes real outputs); count-only on anything
     executed = draw(st.integers(0, 4)) == 0 and "--model" not in args
     if not executed:
@@ -170,9 +199,9 @@ def command_lines(draw, files):
         args += ["--batch", "1", "--heads", "2", "--seq", "128", "--new-tokens", "1"] \
             if "--decode" in args else ["--batch", "1", "--heads", "2", "--seq", "128"]
     if draw(st.booleans()):
-        args += ["--input-seed", draw(int_value())]
-    return args + ["--format", draw(st.sampled_from(["json"] * 5 + ["text", "markdown", "xml"]))] \
-        + output
+        args += ["--input-seed", draw(int_value(hostile))]
+    formats = ["json"] * 5 + ["text", "markdown"] + ["xml"] * hostile
+    return args + ["--format", draw(st.sampled_from(formats))] + (output if hostile else [])
 
 
 def run_in_process(argv):
