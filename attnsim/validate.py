@@ -98,11 +98,12 @@ def check_workload(wl, flags: dict | None = None) -> None:
         raise AttnsimError(f"{flags.get('heads', 'heads')} ({wl.heads}) must be a multiple of "
                            f"{flags.get('kv_heads', 'kv_heads')} ({wl.kv_heads}): each "
                            f"key/value head serves a whole group")
-    for rows, field, what in ((wl.batch * wl.heads * wl.seq_q, "seq_q", "query"),
-                              (wl.batch * wl.kv_heads * wl.seq_k, "seq_k", "key/value")):
+    for rows, heads, field, what in (
+            (wl.batch * wl.heads * wl.seq_q, "heads", "seq_q", "query"),
+            (wl.batch * wl.kv_heads * wl.seq_k, "kv heads", "seq_k", "key/value")):
         if rows > MAX_ROWS:
             raise AttnsimError(
-                f"batch x heads x {name(field)} = {rows:,} {what} rows exceeds 2**30 "
+                f"batch x {heads} x {name(field)} = {rows:,} {what} rows exceeds 2**30 "
                 f"({MAX_ROWS:,}, more than any one GPU's HBM holds); use a smaller --batch, "
                 f"--heads or --seq")
     check_float(wl.dropout, name("dropout"), 0.0, 1.0, hi_open=True)
@@ -123,10 +124,9 @@ def sram_budget_bytes(sram_kb, smem_bytes_per_block: int, flag: str = "--sram-kb
     if isinstance(sram_kb, bool) or not isinstance(sram_kb, (int, float)) \
             or not math.isfinite(sram_kb):
         raise AttnsimError(f"{flag} must be {valid}, got {sram_kb!r}")
-    nbytes = round(sram_kb * 1024)
-    if nbytes < 1 or nbytes > smem_bytes_per_block:
-        raise AttnsimError(f"{flag} must be {valid}, got {sram_kb:g}")
-    return nbytes
+    if not 1 <= sram_kb * 1024 <= smem_bytes_per_block:      # compared before rounding:
+        raise AttnsimError(f"{flag} must be {valid}, got {sram_kb:g}")   # 1e308 KiB is inf B
+    return round(sram_kb * 1024)
 
 
 def check_gpu_check_flags(a) -> None:

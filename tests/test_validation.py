@@ -89,6 +89,7 @@ def test_largest_accepted_workload_totals_equal_their_closed_forms():
     (["--sram-kb", "inf"], "--sram-kb must be a number of KiB in [1/1024 (one byte), 227]"),
     (["--sram-kb", "nan"], "--sram-kb must be a number of KiB"),
     (["--sram-kb", "0.0001"], "--sram-kb must be a number of KiB"),   # was: the full budget
+    (["--sram-kb", "1e308"], "--sram-kb must be a number of KiB"),    # found by the fuzz test
     (["--dropout", "nan"], "--dropout must be a finite number in [0, 1)"),
     (["--scale", "inf"], "--scale must be a finite number"),
     (["--batch", "x"], "argument --batch: invalid int value: 'x'"),
