@@ -532,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("attnsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:            # the reader went away (| head): stop quietly
+        try:
+            sys.stdout = open(os.devnull, "w")   # no second error when Python flushes stdout
+        except OSError:
+            pass
+        return 1
     except Exception as exc:           # noqa: BLE001 - the one place every error ends up
         if debug:
             raise
@@ -546,6 +552,8 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
             and not isinstance(exc, UnicodeError):
         # every user error (AttnsimError, PlanError, GPU and model file errors) is one
         return 2, f"attnsim: error: {_one_line(exc)}"
+    if isinstance(exc, OSError) and exc.filename:   # a path the user gave, e.g. a full disk
+        return 2, f"attnsim: error: {exc.filename!r}: {exc.strerror or _one_line(exc)}"
     if isinstance(exc, MemoryError):
         return 2, ("attnsim: error: out of host memory for this workload; add --count-only "
                    "(the same counts, no data), or use a smaller --batch, --heads or --seq")
