@@ -108,10 +108,11 @@ def check_workload(wl, flags: dict | None = None) -> None:
                 f"--heads or --seq")
     check_float(wl.dropout, name("dropout"), 0.0, 1.0, hi_open=True)
     if isinstance(wl.scale, bool) or not isinstance(wl.scale, (int, float)) \
-            or not math.isfinite(wl.scale) or abs(wl.scale) > MAX_SCALE:
-        raise AttnsimError(f"{name('scale')} must be a finite number in [-{MAX_SCALE:,}, "
-                           f"{MAX_SCALE:,}] (the usual 1/sqrt(d) is at most 1; far larger "
-                           f"scales overflow the fp32 scores), got {wl.scale!r}")
+            or not math.isfinite(wl.scale) or not 0 < wl.scale <= MAX_SCALE:
+        raise AttnsimError(f"{name('scale')} must be a finite number in (0, {MAX_SCALE:,}] "
+                           f"(the usual 1/sqrt(d) is at most 1; random-feature methods divide "
+                           f"by it, and far larger scales overflow fp32 scores), got "
+                           f"{wl.scale!r}")
 
 
 def sram_budget_bytes(sram_kb, smem_bytes_per_block: int, flag: str = "--sram-kb") -> int | None:

@@ -3,7 +3,7 @@
 Random subcommands, algorithms, flags and values (negative, zero, huge, inf, nan, not a
 number), malformed GPU/model TOML files, .npy/.npz/directory mask files and unwritable
 outputs. Every run must either succeed (status 0; with --format json, finite non-negative
-counts and times) or fail with status 2 and exactly one stderr line naming the problem —
+counts, times and errors) or fail with status 2 and exactly one stderr line naming the problem —
 never a traceback, never more than a few seconds.
 
 The CLI runs in-process (``attnsim.cli.main``), so an example costs milliseconds. The
@@ -216,13 +216,16 @@ def run_in_process(argv):
 
 
 def check_json_numbers(data) -> None:
-    """Counts: non-negative integers; times: finite and non-negative."""
+    """Counts: non-negative integers; times and errors: finite and non-negative."""
     for name, value in data["counts"].items():
         assert isinstance(value, int) and value >= 0, (name, value)
     for name, value in data["time"].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             assert math.isfinite(value) and value >= 0, (name, value)
     assert data["time"]["predicted_s"] > 0
+    for name in ("error_vs_reference", "error_vs_exact"):       # executed runs
+        value = data.get(name)
+        assert value is None or (math.isfinite(value) and value >= 0), (name, value)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,

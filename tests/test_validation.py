@@ -91,7 +91,8 @@ def test_largest_accepted_workload_totals_equal_their_closed_forms():
     (["--sram-kb", "0.0001"], "--sram-kb must be a number of KiB"),   # was: the full budget
     (["--sram-kb", "1e308"], "--sram-kb must be a number of KiB"),    # found by the fuzz test
     (["--dropout", "nan"], "--dropout must be a finite number in [0, 1)"),
-    (["--scale", "inf"], "--scale must be a finite number"),
+    (["--scale", "inf"], "--scale must be a finite number in (0, 10,000]"),
+    (["--scale", "0"], "--scale must be a finite number in (0, 10,000]"),  # rfa divided by 0
     (["--batch", "x"], "argument --batch: invalid int value: 'x'"),
     (["--decode", "--new-tokens", 0], "--new-tokens must be in [1, 16,777,216], got 0"),
     (["--decode", "--new-tokens", 10**12], "--new-tokens must be in [1, 16,777,216]"),  # hung
