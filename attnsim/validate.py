@@ -6,16 +6,18 @@ Why these limits (``WORKLOAD_LIMITS``):
 * ``seq`` ≤ 2**24 (16,777,216 tokens): above the longest context any published model
   serves (10M tokens), and what keeps one head's counts in int64. Count-only mode counts
   one head in the kernels' int64 arrays and scales it to batch x heads in Python integers
-  (``hwmodels.memory``); the largest per-head count is the backward's matmul FLOPs,
-  at most 14 N² d (forward 4 N² d + backward 10 N² d, FlashAttention-2 §3), and with
-  N ≤ 2**24 and d ≤ 2**10 that is 14 · 2**58 < 2**62. Totals are exact at any accepted size.
+  (``hwmodels.memory``). One head's counts are small multiples of N_q·N_k·d (FLOPs: at most
+  14 N² d for a forward and backward, 4 + 10 by FlashAttention-2 §3) or of N_q·N_k (bytes
+  and elementwise ops: a few per score), so with N ≤ 2**24 and d ≤ 2**10 they stay below
+  2**62; a wrapped counter would be refused as a bug (``KernelRecord``), never printed.
+  Totals are exact at any accepted size.
 * ``head_dim`` ≤ 1024: four times the largest head dim FlashAttention supports (256) and
   above any published model's (MLA's latent is an option of ``mla``, not the head dim).
 * ``batch`` ≤ 2**20, ``heads`` ≤ 2**14: far above real deployments (the largest published
   models have 128 query heads).
 * query rows and key rows, batch x heads x seq, ≤ 2**30 each: 2**30 fp16 rows of d = 64 are
   128 GiB, as much as the largest GPU's HBM (H200: 141 GB), so no single GPU holds more; the
-  bound also keeps the timing model's per-CTA work lists (one entry per CTA) bounded.
+  bound also keeps the timing model's CTA-by-CTA schedule of causal grids short.
 """
 from __future__ import annotations
 
@@ -35,14 +37,14 @@ MAX_ROWS = 2**30
 MAX_SEED = 2**63 - 1
 MAX_SCALE = 10_000
 
-# Workload field -> (command-line flag, lower bound, upper bound).
+# Workload field -> (lowest, highest) accepted value.
 WORKLOAD_LIMITS = {
-    "batch": ("--batch", 1, MAX_BATCH),
-    "heads": ("--heads", 1, MAX_HEADS),
-    "kv_heads": ("--kv-heads", 1, MAX_HEADS),
-    "seq_q": ("--seq", 1, MAX_SEQ),
-    "seq_k": ("--seq-k", 1, MAX_SEQ),
-    "head_dim": ("--head-dim", 1, MAX_HEAD_DIM),
+    "batch": (1, MAX_BATCH),
+    "heads": (1, MAX_HEADS),
+    "kv_heads": (1, MAX_HEADS),
+    "seq_q": (1, MAX_SEQ),
+    "seq_k": (1, MAX_SEQ),
+    "head_dim": (1, MAX_HEAD_DIM),
 }
 
 
@@ -92,7 +94,7 @@ def check_workload(wl, flags: dict | None = None) -> None:
     def name(field):
         return flags.get(field, f"workload {field}")
 
-    for field, (_flag, lo, hi) in WORKLOAD_LIMITS.items():
+    for field, (lo, hi) in WORKLOAD_LIMITS.items():
         check_int(getattr(wl, field), name(field), lo, hi)
     if wl.heads % wl.kv_heads:
         raise AttnsimError(f"{flags.get('heads', 'heads')} ({wl.heads}) must be a multiple of "

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwmodels.counters import (ADDITIVE_SLOTS, CTAS, KERNEL_LAUNCHES, NUM_SLOTS,
-                               SRAM_PEAK_BYTES, counters_to_dict, new_counters)
+from hwmodels.counters import (ADDITIVE_SLOTS, COUNTER_NAMES, CTAS, KERNEL_LAUNCHES,
+                               NUM_SLOTS, SRAM_PEAK_BYTES, counters_to_dict, new_counters)
 from hwmodels.gpus import GPU
 
 TC_PATHS = ("mma_sync", "wgmma", "none")
@@ -90,14 +90,24 @@ class KernelRecord:
     @property
     def counters(self) -> np.ndarray:
         """Exact counts, slot by slot, as an object array of Python ints (never wraps)."""
+        self._check_not_wrapped()
         return np.array([f + int(r) for f, r in zip(self.folded, self.raw)], dtype=object)
 
     def fold_and_scale(self, times: int) -> None:
         """The counts so far stand for ``times`` repetitions: multiply the additive slots in
         Python integers and clear them from the int64 array."""
+        self._check_not_wrapped()
         for slot in ADDITIVE_SLOTS:
             self.folded[slot] = (self.folded[slot] + int(self.raw[slot])) * int(times)
             self.raw[slot] = 0
+
+    def _check_not_wrapped(self) -> None:
+        """Counts only grow: a negative int64 count wrapped around. The workload limits
+        (``attnsim.validate``) keep one kernel body far below 2**63; this is the alarm if a
+        body ever exceeds them, so that a wrapped count is an error, never a number."""
+        if (self.raw < 0).any():
+            raise OverflowError(f"kernel {self.name}: an int64 counter wrapped around "
+                                f"({dict(zip(COUNTER_NAMES, self.raw.tolist()))})")
 
     @property
     def sram_bytes_per_cta(self) -> int:

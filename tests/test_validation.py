@@ -49,6 +49,17 @@ def test_repeat_scales_in_python_integers_and_later_counts_stay_unscaled():
     assert rec.totals()[MATMUL_FLOPS] == 3 * 2**101
 
 
+def test_a_wrapped_kernel_counter_is_an_error_not_a_number():
+    rec = Recorder(builtin_gpu("h100"))
+    c = rec.kernel("k", ctas=1, buffers={"tile": 1024})
+    c[MATMUL_FLOPS] = np.iinfo(np.int64).max
+    c[MATMUL_FLOPS] += 1                              # wraps to -2**63, as numba would
+    with pytest.raises(OverflowError, match="kernel k: an int64 counter wrapped around"):
+        rec.totals()
+    with pytest.raises(OverflowError):
+        Recorder.repeat(c, 2)
+
+
 def test_issue_example_no_longer_wraps_to_minus_two_to_the_63():
     """batch 4 x 16 heads x N = 2**24 x d = 128: 4·b·h·N²·d = 2**63 FLOPs exactly."""
     wl = Workload(batch=4, heads=16, seq_q=2**24, head_dim=128)
