@@ -113,7 +113,7 @@ def _checked(origin: str, key: str, value):
     if lo is not None and value != 0 and not lo <= value <= hi:
         zero = " (or 0: none)" if key in _MAY_BE_ZERO else ""
         raise GpuFileError(f"{where} must be in [{_number(lo)}, {_number(hi)}]{zero}, the "
-                           f"range of real GPUs, got {_number(value)}")
+                           f"range of real GPUs, got {value!r}")
     return float(value) if key in _FLOAT_FIELDS else value
 
 
