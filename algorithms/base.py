@@ -18,6 +18,11 @@ A module ``algorithms/<name>.py`` defines:
 ``io_bound(wl, plan, sram_bytes) -> float``
     The theorem's leading term evaluated in bytes (no hidden constant): tests compare the
     counted traffic to it and fit its exponents; the report prints their ratio.
+``footprint(wl, plan) -> hwmodels.footprint.Footprint``
+    The HBM tensors one call allocates and the kernels they live across (phases = the
+    kernel names ``run`` launches, in order), as a closed form: the peak, what is live at it
+    and ``max_seq_that_fits`` follow (``attnsim.memory``). Optionally
+    ``plannable_seq(wl, plan, n) -> int``: the longest length <= n the plan accepts.
 
 The workload ``wl`` is duck-typed (``attnsim.Workload``): batch, heads, kv_heads, seq_q,
 seq_k, head_dim, dtype, elem_bytes, causal, scale, passes, dropout.

@@ -42,9 +42,11 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          run_pattern, sparse_io_bound)
+                                          run_pattern, pattern_footprint, sparse_io_bound)
 from algorithms.kernels.common import cdiv
+from algorithms.kernels.footprints import INDEX_BYTES
 from algorithms.kernels.sparse_patterns import bigbird_csr, block_layout, layout_element_mask
+from hwmodels.footprint import Allocation
 
 # BigBird-ITC defaults (shared/FACTS.md; HF BigBird docs: block_size=64,
 # num_random_blocks=3, window of 3 blocks, 2 global blocks).
@@ -131,3 +133,11 @@ def io_bound(wl, p: BigBirdPlan, sram_bytes: int) -> float:
     per_row = min(t, p.window_blocks + g + p.random_blocks)
     s = ((t - g) * per_row + g * t) / (t * t)
     return sparse_io_bound(wl, p.block_q, s)
+
+
+def footprint(wl, p):
+    """Q, K, V, O, lse and the random-block table: r int32 block indices per query block, as
+    the released code's ``rand_attn`` (one draw shared by all heads here)."""
+    table = INDEX_BYTES * cdiv(wl.seq_q, p.block_q) * p.random_blocks
+    return pattern_footprint(sys.modules[__name__], wl, p, lambda kernel: [
+        Allocation("random_blocks", table, kernel, kernel, "input")])

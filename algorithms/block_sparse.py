@@ -33,10 +33,13 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, positive_int,
-                                          run_pattern, sparse_io_bound, square_tile_plan)
+                                          pattern_footprint, run_pattern, sparse_io_bound,
+                                          square_tile_plan)
 from algorithms.kernels.common import cdiv
+from algorithms.kernels.footprints import INDEX_BYTES
 from algorithms.kernels.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
                                         random_block_csr)
+from hwmodels.footprint import Allocation
 
 DEFAULT_DENSITY = 0.25
 
@@ -143,3 +146,16 @@ def io_bound(wl, p: BlockSparsePlan, sram_bytes: int) -> float:
     tk = cdiv(wl.seq_k, p.block_k)
     s = p.blocks_per_row / tk if not p.mask_file else p.density
     return sparse_io_bound(wl, p.block_q, s)
+
+
+def footprint(wl, p):
+    """Q, K, V, O, lse and the block list the kernel is given: CSR row pointers (T_r + 1) and
+    one int32 column per kept block (T_r k for the random mask, the mask file's non-zero
+    blocks); causal skipping of the blocks above the diagonal is index arithmetic."""
+    tq = cdiv(wl.seq_q, p.block_q)
+    if p.mask_file:
+        kept = int(load_block_mask(p.mask_file, tq, cdiv(wl.seq_k, p.block_k), p.block_q).sum())
+    else:
+        kept = tq * p.blocks_per_row
+    return pattern_footprint(sys.modules[__name__], wl, p, lambda kernel: [
+        Allocation("block_list", INDEX_BYTES * (tq + 1 + kept), kernel, kernel, "input")])

@@ -31,6 +31,7 @@ from numba import njit
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
                                cdiv, heads_in_flight, new_output, online_softmax_tile,
                                placeholder, scale_rows)
@@ -212,3 +213,9 @@ def io_bound(wl, p: DiffPlan, sram_bytes: int) -> float:
     """Θ(N d + N² d / B_r) in bytes (d = the 2d-wide head), all heads."""
     per_head = wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint(wl, p: DiffPlan):
+    """Q, K, V and O, 2d wide (the fused kernel stores no lse): Θ(N d). λ is computed per
+    head on the host (d/2 values), not an HBM tensor of the kernel."""
+    return fp.single_kernel(wl, "diff_fwd", lse=False)

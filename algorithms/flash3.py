@@ -61,6 +61,7 @@ from numba import njit
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import footprints as fp
 from algorithms.kernels import fp8
 from algorithms.kernels.fp8 import P_SCALE_LOG2, round_to_e4m3_jit
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial,
@@ -360,3 +361,26 @@ def io_bound(wl, p: Flash3Plan, sram_bytes: int) -> float:
     """Θ(N d + N² d / B_r) in bytes, all heads."""
     per_head = wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint(wl, p: Flash3Plan):
+    """Q, K, V, O and the fp32 lse, as FlashAttention-2's forward: Θ(N d). In FP8 the
+    quantize kernel reads bf16 Q, K, V and keeps their e4m3 copies and fp32 scales for the
+    attention kernel, which writes O in bf16 (with ``--fp8-quantize upstream`` the e4m3
+    tensors and scales are the call's inputs)."""
+    if wl.dtype != "fp8":
+        return fp.single_kernel(wl, "flash3_fwd")
+    n = quantize_counts(wl, p)
+    e4m3 = [fp.Allocation(f"{x}_e4m3", size, "flash3_fp8_quantize", "flash3_fwd")
+            for x, size in (("q", fp.q_bytes(wl)), ("k", fp.kv_bytes(wl)),
+                            ("v", fp.kv_bytes(wl)))]
+    scales = fp.Allocation("fp8 scales", 4 * n["blocks"], "flash3_fp8_quantize", "flash3_fwd")
+    out = fp.output(wl, "flash3_fwd", "flash3_fwd", width=wl.head_dim * OUT_BYTES_FP8)
+    if p.fp8_quantize == "upstream":
+        given = [fp.Allocation(a.name, a.nbytes, "flash3_fwd", "flash3_fwd", "input")
+                 for a in (*e4m3, scales)]
+        return fp.Footprint(("flash3_fwd",), given + out)
+    bf16 = [fp.Allocation(a.name, a.nbytes * SOURCE_BYTES, "flash3_fp8_quantize",
+                          "flash3_fwd", "input") for a in fp.inputs(wl, "flash3_fp8_quantize",
+                                                                     "flash3_fwd")]
+    return fp.Footprint(("flash3_fp8_quantize", "flash3_fwd"), bf16 + e4m3 + [scales] + out)

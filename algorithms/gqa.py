@@ -37,10 +37,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
 from algorithms.kernels.splitkv import (Q_BLOCKS, Q_BLOCKS_PACKED, PackedTiles, choose_splits,
                                 packed_attention, plan_tiles, split_ranges)
+from hwmodels.footprint import Footprint
 from hwmodels.memory import SramOverflowError
 
 INFO = AlgorithmInfo(
@@ -135,3 +137,13 @@ def io_bound(wl, p: GqaPlan, sram_bytes: int) -> float:
              + wl.batch * (wl.heads // p.group) * cdiv(wl.seq_q, p.block_q) * wl.seq_k
              * wl.head_dim)
     return float(elems * wl.elem_bytes)
+
+
+def footprint(wl, p: GqaPlan):
+    """Q, K and V (in a decode step: the KV cache, 2 B G N_k d e, kept after the step), O and
+    the fp32 lse; with S splits the fp32 partials (S B H N_q (d + 1) 4 bytes) until the
+    combine kernel: Θ(G N_k d) at decode."""
+    kernel = "gqa_decode" if p.mode == "decode" else "gqa_fwd"
+    phases, allocs = fp.packed_attention(wl, kernel, q_heads=wl.heads, kv_heads=wl.kv_heads,
+                                         dk=wl.head_dim, dv=wl.head_dim, splits=p.splits)
+    return Footprint(phases, allocs)

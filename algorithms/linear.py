@@ -24,6 +24,9 @@ token at a time; here the equivalent chunked form (intra-chunk scores + inter-ch
 is used (same result; it turns the per-token rank-1 updates into tile matmuls). No feature
 map normalisation or epsilon in the divide:
 a row whose denominator is 0 (no visible key) outputs zeros.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ INFO = AlgorithmInfo(
 
 
 def plan(wl, gpu, sram_bytes: int) -> fa.FeaturePlan:
-    return fa.make_plan("linear", "elu", wl, sram_bytes, features=wl.head_dim, projections=0)
+    return fa.make_plan("linear", "elu", wl, sram_bytes, features=wl.head_dim, projections=0,
+                        sm_count=gpu.sm_count)
 
 
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:
@@ -56,3 +60,8 @@ def reference(wl, p: fa.FeaturePlan, inputs):
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:
     """Θ(N d + N m d / B) in bytes, all heads (m = d)."""
     return fa.feature_io_bound(wl, p)
+
+
+def footprint(wl, p: fa.FeaturePlan):
+    """Q, K, V, O and the fp32 state or slice partials (``feature_attention.feature_footprint``)."""
+    return fa.feature_footprint("linear", wl, p)

@@ -28,7 +28,7 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_pattern)
+                                          positive_int, run_pattern, pattern_footprint)
 from algorithms.kernels.sparse_patterns import LOCAL, element_layout, element_mask as pattern_mask
 
 DEFAULT_WINDOW = 512     # Longformer's window (Beltagy et al., 2020; shared/FACTS.md)
@@ -76,3 +76,9 @@ def run(wl, p: LocalPlan, inputs, rec, compute: bool) -> dict:
 def io_bound(wl, p: LocalPlan, sram_bytes: int) -> float:
     """(N_q d + T_r min(N_k, w + B_r + B_c) d) e, all heads."""
     return keys_io_bound(wl, p.block_q, p.window + p.block_q + p.block_k)
+
+
+def footprint(wl, p):
+    """Q, K, V, O and lse; the pattern is index arithmetic
+    (``block_sparse_exec.pattern_footprint``)."""
+    return pattern_footprint(sys.modules[__name__], wl, p)

@@ -35,7 +35,7 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_pattern)
+                                          positive_int, run_pattern, pattern_footprint)
 from algorithms.kernels.sparse_patterns import LONGFORMER, element_layout, element_mask as pattern_mask
 
 DEFAULT_WINDOW = 512     # Beltagy et al., 2020: window 512 (shared/FACTS.md)
@@ -103,3 +103,9 @@ def io_bound(wl, p: LongformerPlan, sram_bytes: int) -> float:
     global_blocks = -(-g // br)
     return keys_io_bound(wl, br, p.window + g + br + p.block_k,
                          extra_keys=global_blocks * wl.seq_k)
+
+
+def footprint(wl, p):
+    """Q, K, V, O and lse; the pattern is index arithmetic
+    (``block_sparse_exec.pattern_footprint``)."""
+    return pattern_footprint(sys.modules[__name__], wl, p)

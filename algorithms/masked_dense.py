@@ -92,3 +92,9 @@ def run(wl, p: MaskedDensePlan, inputs, rec, compute: bool) -> dict:
 
 def io_bound(wl, p: MaskedDensePlan, sram_bytes: int) -> float:
     return standard.io_bound(wl, p.dense, sram_bytes)
+
+
+def footprint(wl, p: MaskedDensePlan):
+    """Standard attention's allocations (S and P, Θ(N²)) with the pattern's boolean mask
+    (N_q N_k bytes) in place of the causal one."""
+    return standard.footprint_forward(wl, mask_name="pattern_mask")

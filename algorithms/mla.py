@@ -58,12 +58,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
 from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, plan_gemm
 from algorithms.kernels.splitkv import (Q_BLOCKS_PACKED, PackedTiles, choose_splits, packed_attention,
                                 plan_tiles, split_ranges)
 from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError
 
 PATHS = ("absorbed", "upproject")
@@ -349,3 +351,38 @@ def io_bound(wl, p: MlaPlan, sram_bytes: int) -> float:
         return float(wl.batch * (wl.heads // p.head_block) * t_r * wl.seq_k * p.dk
                      * wl.elem_bytes)
     return float(wl.batch * wl.heads * t_r * wl.seq_k * wl.head_dim * wl.elem_bytes)
+
+
+def footprint(wl, p: MlaPlan):
+    """HBM allocations of one MLA attention call: the latent cache c_KV and k^R
+    (B N_k (d_c + d_h^R) e, kept after the step), q^C and q^R, W_UK and W_UV (H d_h d_c e
+    each), and per path:
+    absorbed — q̃ (B H N_q d_c e) until the latent attention, its latent output ô (d_c wide)
+    and lse until the W_UV GEMM, which writes O; upproject — the up-projected per-head K^C
+    and V (B N_k 2 H d_h e: Θ(H N d_h), the cost the absorbed path avoids) until the
+    attention, which writes O. Split-KV partials as ``footprints.packed_attention``."""
+    b, h, nq, nk, d, e = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    d_c, d_r = p.kv_lora_rank, p.rope_dim
+    if p.path == "absorbed":
+        attn, allocs = fp.packed_attention(
+            wl, "mla_latent_attn", q_heads=h, kv_heads=1, dk=d_c + d_r, dv=d_c,
+            splits=p.splits, v_in_k=True, q_name=None, kv_names=None, o_name="o_latent",
+            o_last="mla_absorb_o", o_kind="workspace", first="mla_absorb_q",
+            last="mla_absorb_o")
+        phases = ("mla_absorb_q",) + attn + ("mla_absorb_o",)
+        allocs += [Allocation("q_absorbed", b * h * nq * d_c * e, "mla_absorb_q", attn[0]),
+                   Allocation("o", b * h * nq * d * e, "mla_absorb_o", "mla_absorb_o", "output")]
+    else:
+        attn, allocs = fp.packed_attention(
+            wl, "mla_attn", q_heads=h, kv_heads=h, dk=d + d_r, dv=d, splits=p.splits,
+            q_name=None, kv_names=None, first="mla_upproject")
+        phases = ("mla_upproject",) + attn
+        allocs.append(Allocation("kv_upprojected", b * nk * 2 * h * d * e, "mla_upproject",
+                                 "mla_attn"))
+    first, last = phases[0], phases[-1]
+    allocs += [Allocation("q", b * h * nq * d * e, first, last, "input"),
+               Allocation("q_rope", b * h * nq * d_r * e, first, last, "input"),
+               Allocation("kv_latent", b * nk * (d_c + d_r) * e, first, last, "cache"),
+               Allocation("w_uk", h * d * d_c * e, first, last, "input"),
+               Allocation("w_uv", h * d * d_c * e, first, last, "input")]
+    return Footprint(phases, allocs)

@@ -67,6 +67,15 @@ every other selected block lies wholly before it and is full (l' tokens, unmaske
 counts depend only on positions, n, l' and N — count-only mode visits block 0 as the stand-
 in for each earlier block and counts exactly what executed mode counts (tested).
 
+Decoding (``--decode``; ``algorithms.kernels.nsa_decode``): the compressed keys/values are a
+cache of their own, extended by ``nsa_decode_compress`` on the steps that complete a block;
+the branches read ⌊(N − l)/d_s⌋ + 1 compressed tokens, n selected blocks and the w-token
+window once per KV group (the paper's Table 4: (N − l)/d + n l′ + w tokens per step), fused
+in one CTA per (sequence, KV group) or split over CTAs with merged partial states
+(``--decode-schedule``). rec.info gets ``nsa.decode`` (tokens by branch against dense),
+``kv_cache`` (raw and compressed cache) and ``decode`` (per-token time). Bound:
+Θ(B G (N/d_s + n l′ + w) d).
+
 Non-causal workloads are rejected: NSA's compression and selection are defined over the
 tokens before each query (for decoding and autoregressive training). GQA: kv_heads must
 divide heads (the workload enforces it); the selection is shared by each group.
@@ -75,9 +84,10 @@ Differences from the paper: φ is linear, not an MLP, and the gates come from q,
 MLP on the layer input; branches use separate kernels for the window (FlashAttention-2 as
 the paper does) and for compression; the importance scores need a second pass over K̃
 because the softmax normalizer is only known after pass 1 (a kernel that stored p_cmp
-would write N²/d_s floats); top-n is an insertion into n on-chip slots. The selected kernel
-is credited with L2 reuse only when the K/V of the KV heads in flight fit in half of L2 —
-reuse between neighbouring positions' selections is data-dependent and not modelled.
+would write N²/d_s floats); top-n is an insertion into n on-chip slots. The selected kernel's
+re-reads are priced with L2 reuse between neighbouring positions: its declared working set
+assumes the positions in flight share their non-local selected blocks
+(``selected_working_set``), which the counts never depend on.
 Backward pass: not simulated.
 """
 from __future__ import annotations
@@ -89,12 +99,18 @@ import numpy as np
 from algorithms import local
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv, heads_in_flight, kv_group, placeholder
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
+from algorithms.kernels.decode_info import decode_info, kv_cache_info
+from algorithms.kernels.nsa_decode import (DECODE_TILES, compressed_cache, compressed_span,
+                                           plan_decode, run_fused_decode, tokens_per_step)
+from algorithms.kernels.nsa_decode_split import plan_split, run_split_decode, split_layout
 from algorithms.kernels.splitkv import K_BLOCKS, Q_BLOCKS_PACKED
 from algorithms.kernels.splitkv import register_bytes as packed_register_bytes
 from algorithms.kernels.splitkv import smem_buffers as packed_smem_buffers
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
 
 # Defaults: NSA paper, Section 4.1 (shared/FACTS.md): l = 32, d = 16, l' = 64, n = 16, w = 512.
@@ -103,7 +119,7 @@ INFO = AlgorithmInfo(
     title="Native Sparse Attention (compressed + selected + window, gated), forward",
     paper="Yuan et al., 2025 (arXiv 2502.11089)",
     exact=False,
-    io_bound="Θ(G N²d/(d_s B_r) + G N n l' d + H N (w/B_r + 1) d)",
+    io_bound="Θ(G N²d/(d_s B_r) + G N n l' d + H N (w/B_r + 1) d); decode Θ(G (N/d_s + n l' + w) d)",
     options=(
         Option("compress_block", int, 32, "l: tokens per compressed block",
                validate=positive_int("tokens")),
@@ -118,6 +134,10 @@ INFO = AlgorithmInfo(
         Option("window", int, 512, "w: sliding-window keys per query",
                validate=positive_int("keys per query")),
         Option("seed", int, 0, "seed of the compression map and the gate projections"),
+        Option("decode_schedule", str, "auto", "decode: fused (one CTA per sequence and KV "
+               "group), split (the branches over many CTAs, partial states merged, as "
+               "flash-decoding), auto (split when the fused grid leaves SMs idle)",
+               choices=("auto", "fused", "split")),
     ),
     count_only="exact: counts depend only on positions and n (the selection's size), "
                "never on which blocks are selected",
@@ -148,7 +168,14 @@ class NsaPlan(Plan):
     select_tile: int         # B_s keys per sub-block of kernel 4
     select_smem_bytes: int
     select_register_bytes: int
-    win: local.LocalPlan     # the window branch's FlashAttention-2 tiles
+    win: local.LocalPlan | None    # the window branch's FlashAttention-2 tiles (None: decode)
+    decode_schedule: str = ""    # decode: "fused" or "split" (``algorithms.kernels.nsa_decode``)
+    decode_tile: int = 0         # decode: K/V tokens per tile
+    decode_rescore: bool = False  # fused decode: the bins do not fit on chip, K̃ read twice
+    decode_cmp_splits: int = 0   # decode: chunks of the compressed cache per KV group
+    decode_win_splits: int = 0   # decode: chunks of the window per KV group
+    decode_slots: int = 0        # decode: selection slots (one CTA each) per KV group
+    decode_smem_bytes: int = 0   # decode: the largest decode kernel's SRAM per CTA
 
 
 def compressed_count(seq_k: int, cblock: int, stride: int) -> int:
@@ -174,7 +201,8 @@ def select_buffers(g, bs, d, e, n) -> dict[str, int]:
 
 
 def _check_params(wl, l, ds, ls, n, w):
-    if not wl.causal:
+    one_new_token = getattr(wl, "decode", False) and wl.seq_q == 1   # sees the whole cache
+    if not wl.causal and not one_new_token:
         raise PlanError("nsa: Native Sparse Attention is causal by design (compression and "
                         "selection use only the tokens before each query); add --causal")
     if l % ds:
@@ -187,10 +215,16 @@ def _check_params(wl, l, ds, ls, n, w):
 
 
 def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: int = 16,
-         select_block: int = 64, selected: int = 16, window: int = 512, seed: int = 0) -> NsaPlan:
+         select_block: int = 64, selected: int = 16, window: int = 512, seed: int = 0,
+         decode_schedule: str = "auto") -> NsaPlan:
     l, ds, ls, n, w = compress_block, compress_stride, select_block, selected, window
     _check_params(wl, l, ds, ls, n, w)
     d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
+    if getattr(wl, "decode", False):
+        return _plan_decode(wl, gpu, sram_bytes, l, ds, ls, n, w, seed, decode_schedule)
+    if decode_schedule != "auto":
+        raise PlanError("nsa: --decode-schedule applies to a decode step; add --decode or "
+                        "drop it")
     regs_budget = gpu.register_bytes_per_sm // 2
     bt = next((b for b in COMPRESS_TILES
                if sum(compress_buffers(b, l, ds, d, e).values()) <= sram_bytes), None)
@@ -233,6 +267,44 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
                    select_register_bytes=sel[2], win=local.plan(wl, gpu, sram_bytes, window=w))
 
 
+def _plan_decode(wl, gpu, sram_bytes, l, ds, ls, n, w, seed, schedule) -> NsaPlan:
+    """A decode step (``algorithms.kernels.nsa_decode``): fused, one CTA per (sequence, KV
+    group), or split over CTAs when that grid leaves SMs idle (``auto``); the prefill
+    kernels' tiles are 0."""
+    d, e, g = wl.head_dim, wl.elem_bytes, kv_group(wl)
+    if schedule == "auto":
+        schedule = "split" if wl.batch * wl.kv_heads < gpu.sm_count else "fused"
+    fields = {"decode_schedule": schedule}
+    if schedule == "fused":
+        dec = plan_decode(g, wl.seq_q, wl.seq_k, d, e, ls, n, sram_bytes)
+        if dec is not None:
+            fields.update(decode_tile=dec[0], decode_rescore=dec[1], decode_smem_bytes=dec[2])
+    else:
+        dec = plan_split(wl.batch, wl.kv_heads, g, wl.seq_q, wl.seq_k, d, e, l, ds, ls, n, w,
+                         gpu.sm_count, sram_bytes)
+        if dec is not None:
+            fields.update(decode_tile=dec["tile"], decode_cmp_splits=dec["cmp_splits"],
+                          decode_win_splits=dec["win_splits"], decode_slots=dec["slots"],
+                          decode_smem_bytes=dec["smem"])
+    if dec is None:
+        raise SramOverflowError(f"nsa: a {schedule} decode step of {g} packed head(s) x "
+                                f"{wl.seq_q} new token(s), head_dim {d}, fits no K/V tile of "
+                                f"{DECODE_TILES[-1]} tokens in {sram_bytes:,} bytes of SRAM; "
+                                f"use fewer --new-tokens or a larger --sram-kb")
+    new = compressed_count(wl.seq_k, l, ds) - compressed_count(wl.seq_k - wl.seq_q, l, ds)
+    if new and sum(compress_buffers(new, l, ds, d, e).values()) > sram_bytes:
+        raise SramOverflowError(f"nsa: compressing the {new} block(s) of {l} tokens this step "
+                                f"completes (head_dim {d}) does not fit {sram_bytes:,} bytes of "
+                                f"SRAM; use fewer --new-tokens or a larger --sram-kb")
+    return NsaPlan(compress_block=l, compress_stride=ds, select_block=ls, selected=n, window=w,
+                   seed=seed, group=g, compressed_tokens=compressed_count(wl.seq_k, l, ds),
+                   compress_tile=new,
+                   compress_smem_bytes=sum(compress_buffers(new, l, ds, d, e).values()) if new
+                   else 0, cmp_block_q=0, cmp_block_k=0, cmp_smem_bytes=0,
+                   cmp_register_bytes=0, select_tile=0, select_smem_bytes=0,
+                   select_register_bytes=0, win=None, **fields)
+
+
 # ---- parameters (seeded stand-ins for the learned ones) -----------------------------------
 
 def weights(wl, p: NsaPlan) -> dict:
@@ -256,6 +328,8 @@ def weights(wl, p: NsaPlan) -> dict:
 
 def run(wl, p: NsaPlan, inputs, rec, compute: bool) -> dict:
     par = weights(wl, p)
+    if getattr(wl, "decode", False):
+        return _decode(wl, p, inputs, par, rec, compute)
     kc, vc = _compress(wl, p, inputs, par, rec, compute)
     o_cmp, gates, idx = _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute)
     win = run_layout("nsa_win", wl, p.win, local.layout(wl, p.win),
@@ -335,12 +409,15 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     in_flight = heads_in_flight(rec, nq, b * G, p.select_smem_bytes, p.select_register_bytes,
                                 THREADS_PER_CTA)
     unique = b * H * nq * (4 * d * e + 3 * STAT_BYTES) + b * G * (kv_bytes + nq * n * IDX_BYTES)
+    resident = rec.resident_ctas(b * G * nq, p.select_smem_bytes, p.select_register_bytes,
+                                 THREADS_PER_CTA)
     c = rec.kernel("nsa_slc", ctas=b * G * nq,
                    buffers=select_buffers(g, p.select_tile, d, e, n),
                    threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
-                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
+                   unique_hbm_bytes=unique,
+                   l2_working_set_bytes=in_flight * selected_working_set(wl, p, resident))
     args = (nq, wl.seq_k, d, g, p.select_block, n, p.select_tile, wl.scale, e, compute)
     if not compute:
         e3 = np.empty((0, 0, d), np.float32)
@@ -356,6 +433,103 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
                           inputs.v[bi, h], idx[bi, h], gates[bi, hs], o_cmp[bi, hs],
                           np.ascontiguousarray(o_win[bi, hs]), o[bi, hs], *args)
     return o
+
+
+# ---- decoding (``algorithms.kernels.nsa_decode``) -------------------------------------------
+
+def _decode(wl, p, inputs, par, rec, compute):
+    """One decode step: append the compressed tokens the new tokens complete; the compressed
+    and window chunks (one launch); the selection; the selected slots; the gated combine."""
+    b, G, d, e = wl.batch, wl.kv_heads, wl.head_dim, wl.elem_bytes
+    nq, l, ds = wl.seq_q, p.compress_block, p.compress_stride
+    first, n_c = compressed_count(wl.seq_k - nq, l, ds), p.compressed_tokens
+    kc = vc = None
+    if compute:
+        kc = np.zeros((b, G, n_c, d), dtype=np.float32)
+        vc = np.zeros((b, G, n_c, d), dtype=np.float32)
+        for bi in range(b):
+            for h in range(G):
+                kc[bi, h, :first], vc[bi, h, :first] = compressed_cache(
+                    compress_head, inputs.k[bi, h], inputs.v[bi, h], par, first, d, l, ds, e)
+    if n_c > first:
+        _append_compressed(wl, p, inputs, par, kc, vc, first, rec, compute)
+    run = run_split_decode if p.decode_schedule == "split" else run_fused_decode
+    o, sel = run(wl, p, inputs, par, kc, vc, rec, compute)
+    _decode_info(wl, p, first, rec)
+    return {"o": o, "sel": sel} if compute else {}
+
+
+def _append_compressed(wl, p, inputs, par, kc, vc, first, rec, compute):
+    """``nsa_decode_compress``: one CTA per (sequence, KV head) compresses the new blocks,
+    reading the raw span they cover once."""
+    b, G, d, e = wl.batch, wl.kv_heads, wl.head_dim, wl.elem_bytes
+    l, ds, new = p.compress_block, p.compress_stride, p.compressed_tokens - first
+    c = rec.kernel("nsa_decode_compress", ctas=b * G,
+                   buffers=compress_buffers(new, l, ds, d, e), threads_per_cta=THREADS_PER_CTA,
+                   tc_path="mma_sync", matmul_dtype=wl.dtype)
+    args = (par["wk"], par["wv"], par["bk"], par["bv"], new, d, l, ds, new, e, compute)
+    if not compute:
+        compress_head(c, placeholder(d), placeholder(d), placeholder(d), placeholder(d), *args)
+        rec.repeat(c, b * G)
+        return
+    t0 = first * ds
+    for bi in range(b):
+        for h in range(G):
+            compress_head(c, inputs.k[bi, h, t0:], inputs.v[bi, h, t0:], kc[bi, h, first:],
+                          vc[bi, h, first:], *args)
+
+
+def _decode_info(wl, p, first, rec):
+    """``nsa.decode`` (tokens per step against dense attention), ``kv_cache`` (raw plus
+    compressed cache) and ``decode`` (per-token time)."""
+    G, d, e = wl.kv_heads, wl.head_dim, wl.elem_bytes
+    tok = tokens_per_step(wl.seq_k, wl.seq_q, p.compress_block, p.compress_stride,
+                          p.select_block, p.selected, p.window)
+    rec.info["nsa"] = {
+        "compressed_tokens": p.compressed_tokens,
+        "selection_blocks": cdiv(wl.seq_k, p.select_block),
+        "compression": "fixed linear map w^T(X + E), seeded",
+        "gates": "sigmoid(q . W_c), W_c seeded N(0, 1/d)",
+        "decode": {
+            "tokens_per_step_per_kv_group": tok,
+            "dense_tokens_per_step_per_kv_group": wl.seq_k,
+            "expected_speedup_over_dense": wl.seq_k / tok["total"],
+            "compressed_tokens_appended": p.compressed_tokens - first,
+            "raw_tokens_read_to_compress": compressed_span(p.compressed_tokens - first,
+                                                           p.compress_block, p.compress_stride),
+            "schedule": p.decode_schedule,
+            "compressed_chunks": p.decode_cmp_splits,
+            "window_chunks": p.decode_win_splits,
+            "note": "a token is its key and value (2 d e bytes); dense = every cached token "
+                    "once per KV group (GQA split-KV decoding); the paper's Table 4 counts "
+                    "the same three terms, (N - l)/d + n l' + w",
+        },
+    }
+    model = getattr(wl, "model", None)
+    layers = model.layers if model is not None else 1
+    kv = kv_cache_info(wl, rec.gpu, 2 * G * d)
+    comp = 2 * G * d * e * p.compressed_tokens * layers * wl.batch
+    kv.update(compressed_tokens=p.compressed_tokens, compressed_bytes_total=comp,
+              resident_bytes_total=kv["bytes_total"] + comp)
+    rec.info["kv_cache"] = kv
+    rec.info["decode"] = decode_info(wl, rec.gpu, rec.kernels, p.group * wl.seq_q)
+
+
+def selected_working_set(wl, p, resident_ctas: int) -> int:
+    """Bytes of raw K/V one KV group's resident ``nsa_slc`` CTAs read, for L2 reuse.
+
+    CTAs launch position after position, so the resident ones of a group are P_f =
+    min(N_q, resident) consecutive positions. Neighbouring positions select mostly the same
+    blocks — the spatial continuity of attention scores NSA's blockwise selection relies on
+    (§3.3.2) — so they share their n − 2 non-local blocks (block 0 and n − 3 scored ones),
+    while their local blocks (j_t − 1, j_t) sweep the ⌈P_f/l′⌉ + 1 blocks the positions span:
+        ((n − 2) + ⌈P_f/l′⌉ + 1) l′ tokens of K and V, at most the group's whole K/V.
+    An assumption about the selections (not counted: counts never depend on it), used only to
+    price re-reads; ``--no-l2-cache`` shows the price without it."""
+    d, e, ls = wl.head_dim, wl.elem_bytes, p.select_block
+    span = min(wl.seq_q, max(1, resident_ctas))
+    tokens = ((p.selected - 2) + cdiv(span, ls) + 1) * ls
+    return 2 * min(wl.seq_k, tokens) * d * e
 
 
 def _cmp_work(wl, p) -> np.ndarray:
@@ -538,8 +712,81 @@ def io_bound(wl, p: NsaPlan, sram_bytes: int) -> float:
     """The leading terms in bytes: B G [3 N_q N_k d e/(2 d_s B_r) + 2 N_q n l' d e]
     + B H [2 N_q (w + B_r^w) d e / B_r^w + 4 N_q d e] (causal)."""
     d, e, nq, nk = wl.head_dim, wl.elem_bytes, wl.seq_q, wl.seq_k
+    if getattr(wl, "decode", False):
+        # decode: Θ(B G (N/d_s + n l' + w) d) — the compressed cache, the selected blocks
+        # and the window once per KV group, plus the queries and outputs
+        per_group = 2 * (nk / p.compress_stride + min(nk, p.selected * p.select_block)
+                         + min(nk, p.window)) * d * e
+        return float(wl.batch * (wl.kv_heads * per_group + 2 * wl.heads * nq * d * e))
     per_group = (3 * nq * nk * d * e / (2 * p.compress_stride * p.cmp_block_q)
                  + 2 * nq * min(nk, p.selected * p.select_block) * d * e)
     bw = p.win.block_q
     per_head = 2 * nq * min(nk, p.window + bw) * d * e / bw + 4 * nq * d * e
     return float(wl.batch * (wl.kv_heads * per_group + wl.heads * per_head))
+
+
+def footprint(wl, p: NsaPlan):
+    """HBM allocations of the prefill: Q, K, V; the compressed keys and values (B G N_c d e
+    each: NSA's compressed cache, which decoding keeps, so it outlives the call); the
+    parameters (w_k, w_v, b_k, b_v of the compression, the gate projections: H 3 d e); the
+    compressed branch's output O_cmp (B H N d e), gates (3 fp32 per row) and the selected
+    block indices (B G N n int32) until the selected-attention kernel; the window branch's
+    O_win and its lse (its window is index arithmetic, see ``pattern_footprint``); the gated
+    output O."""
+    if getattr(wl, "decode", False):
+        return _decode_footprint(wl, p)
+    b, h, g, nq, d, e = wl.batch, wl.heads, wl.kv_heads, wl.seq_q, wl.head_dim, wl.elem_bytes
+    head_rows = b * h * nq
+    phases = (("nsa_compress",) if p.compressed_tokens else ()) + ("nsa_cmp", "nsa_win_fwd",
+                                                                    "nsa_slc")
+    first, last = phases[0], phases[-1]
+    compressed = b * g * p.compressed_tokens * d * e
+    params = h * 3 * d * e + 2 * p.compress_block * e + 2 * d * e
+    return Footprint(phases, fp.inputs(wl, first, last) + [
+        Allocation("k_compressed", compressed, first, last, "cache"),
+        Allocation("v_compressed", compressed, first, last, "cache"),
+        Allocation("params", params, first, last, "input"),
+        Allocation("o_cmp", head_rows * d * e, "nsa_cmp", "nsa_slc"),
+        Allocation("gates", head_rows * 3 * STAT_BYTES, "nsa_cmp", "nsa_slc"),
+        Allocation("selected_idx", b * g * nq * p.selected * IDX_BYTES, "nsa_cmp", "nsa_slc"),
+        Allocation("o_win", head_rows * d * e, "nsa_win_fwd", "nsa_slc"),
+        Allocation("lse_win", head_rows * STAT_BYTES, "nsa_win_fwd", "nsa_slc"),
+        Allocation("o", head_rows * d * e, "nsa_slc", last, "output")])
+
+
+def _decode_footprint(wl, p: NsaPlan):
+    """A decode step: the new tokens' q in, O out, the raw K/V cache and the compressed cache
+    (B G N_c d e each, both kept between steps), the parameters; with the split schedule the
+    fp32 partial states (acc, m, l) of every compressed, window and selected chunk until the
+    combine, the compressed chunks' selection-block scores until the selection, and the
+    selected block indices until the selected attention. The fused step keeps those on chip."""
+    b, G, nq, nk, d, e = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    first_compressed = compressed_count(nk - nq, p.compress_block, p.compress_stride)
+    steps = ("nsa_decode_compress",) if p.compressed_tokens > first_compressed else ()
+    if p.decode_schedule == "split":
+        steps += ("nsa_decode_cmp_win", "nsa_decode_select", "nsa_decode_slc",
+                  "nsa_decode_combine")
+    else:
+        steps += ("nsa_decode",)
+    first, last = steps[0], steps[-1]
+    compressed = b * G * p.compressed_tokens * d * e
+    params = wl.heads * 3 * d * e + 2 * p.compress_block * e + 2 * d * e
+    allocs = fp.inputs(wl, first, last) + [
+        Allocation("k_compressed", compressed, first, last, "cache"),
+        Allocation("v_compressed", compressed, first, last, "cache"),
+        Allocation("params", params, first, last, "input")]
+    if p.decode_schedule == "split":
+        rows = p.group * nq
+        cmp_r, off, win_r = split_layout(nq, nk, p.compressed_tokens, p.compress_block,
+                                         p.compress_stride, p.select_block, p.window,
+                                         p.decode_tile, p.decode_cmp_splits, p.decode_win_splits)
+        chunks = len(cmp_r) + len(win_r) + p.decode_slots
+        allocs += [
+            Allocation("partial_states", b * G * chunks * rows * (d + 2) * STAT_BYTES,
+                       "nsa_decode_cmp_win", "nsa_decode_combine"),
+            Allocation("block_scores", b * G * rows * int(off[-1]) * STAT_BYTES,
+                       "nsa_decode_cmp_win", "nsa_decode_select"),
+            Allocation("selected_idx", b * G * nq * p.selected * IDX_BYTES,
+                       "nsa_decode_select", "nsa_decode_slc")]
+    allocs += fp.output(wl, last, last, lse=False)
+    return Footprint(steps, allocs)

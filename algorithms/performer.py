@@ -32,6 +32,9 @@ state; N m exps per projection. Bound: Θ(N d + N m d / B) bytes, FLOPs Θ(N m d
 
 Differences from the paper's implementation: no epsilon added to the features; the key
 stabilizer is a running max (online rescaling of S, z) instead of a global max pass.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, seed=None,
          redraw: str = "none") -> fa.FeaturePlan:
     m = default_features(wl.head_dim) if features is None else int(features)
     return fa.make_plan("performer", "positive", wl, sram_bytes, features=m, projections=m,
-                        seed=seed, redraw=redraw)
+                        seed=seed, redraw=redraw, sm_count=gpu.sm_count)
 
 
 def orthogonal_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,3 +110,8 @@ def reference(wl, p: fa.FeaturePlan, inputs):
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:
     """Θ(N d + N m d / B) in bytes, all heads."""
     return fa.feature_io_bound(wl, p)
+
+
+def footprint(wl, p: fa.FeaturePlan):
+    """Q, K, V, O and the fp32 state or slice partials (``feature_attention.feature_footprint``)."""
+    return fa.feature_footprint("performer", wl, p)

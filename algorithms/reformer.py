@@ -76,9 +76,11 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import footprints
 from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads, new_output
 from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
                                   sort_buffers, sort_tile)
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,
                                  matmul_nt)
@@ -552,3 +554,47 @@ def io_bound(wl, p: ReformerPlan, sram_bytes: int) -> float:
     n, d, e, hh = wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
     per_head = hh * n * (5 * d * e) + hh * n * 16 * math.log2(n / p.bucket_size) / RADIX_BITS
     return float(per_head * wl.batch * wl.heads)
+
+
+def footprint(wl, p: ReformerPlan):
+    """HBM allocations of one call (B H heads, r = hashes rounds, int32 ids):
+    Q (= K, shared-QK) and V; R (r x d x k at e); per round and head the bucket ids and
+    positions written by the hash kernel, the sorted keys and permutation the radix sort
+    writes (Θ(r N) ints), and with more than one digit pass a scratch pair the passes
+    ping-pong through (the per-CTA histograms, a few KB, are not counted, as in
+    ``radix_sort``); with r > 1 the per-round outputs (e bytes) and fp32 lse until the
+    combine; O. The reversible layers' saving is across layers (``rec.info["reversible"]``),
+    not within this call."""
+    b, h, n, d, e, r = wl.batch, wl.heads, wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
+    ints = b * h * r * n * KEY_BYTES
+    sort = ("reformer_sort_hist",) + tuple(f"reformer_sort_pass{i}" for i in range(p.sort_passes))
+    phases = ("reformer_hash",) + sort + ("reformer_attn",) \
+        + (("reformer_combine",) if r > 1 else ())
+    first, last = phases[0], phases[-1]
+    allocs = footprints.inputs(wl, first, last, names=("q", "v")) + [
+        Allocation("rotations", r * d * p.rotation_cols * e, first, "reformer_hash", "input"),
+        Allocation("buckets", ints, first, "reformer_attn"),
+        Allocation("positions", ints, first, sort[-1]),
+        Allocation("sorted_buckets", ints, sort[1], sort[-1]),
+        Allocation("perm", ints, sort[1], "reformer_attn"),
+        Allocation("o", b * h * n * d * e, "reformer_attn", last, "output")]
+    if p.sort_passes > 1:        # the digit passes ping-pong through one more key/value pair
+        allocs.append(Allocation("sort_scratch", 2 * ints, sort[1], sort[-1]))
+    if r > 1:
+        allocs += [Allocation("o_rounds", b * h * r * n * d * e, "reformer_attn", last),
+                   Allocation("lse_rounds", b * h * r * n * LSE_BYTES, "reformer_attn", last)]
+    return Footprint(phases, allocs)
+
+
+def plannable_seq(wl, p: ReformerPlan, n: int) -> int:
+    """The longest sequence <= n the plan accepts: a multiple of 2 C whose bucket count
+    splits into even factors <= 128 (0 when there is none)."""
+    step = 2 * p.bucket_size
+    nb = (n // step) * 2
+    while nb >= 2:
+        try:
+            bucket_factors(nb)
+            return nb * p.bucket_size
+        except PlanError:
+            nb -= 2
+    return 0

@@ -36,6 +36,9 @@ Differences from the paper: σ is a fixed option, not learned; the optional gati
 is not simulated. Trigonometric features can still make the denominator φ(q)·z small or
 negative at small D (the instability Performer's positive features address); a row whose
 denominator is exactly 0 outputs zeros.
+
+Decoding (``--decode``): the recurrent form — a step reads and writes the fp32 state S, z per
+KV head instead of a K/V cache, constant in N (``algorithms.kernels.feature_decode``).
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0,
          seed=None) -> fa.FeaturePlan:
     dfeat = wl.head_dim if features is None else int(features)
     return fa.make_plan("rfa", "trig", wl, sram_bytes, features=2 * dfeat, projections=dfeat,
-                        seed=seed, sigma=float(sigma))
+                        seed=seed, sigma=float(sigma), sm_count=gpu.sm_count)
 
 
 def projection(p: fa.FeaturePlan, d: int, seed: int) -> np.ndarray:
@@ -102,3 +105,8 @@ def exact_problem(wl, p: fa.FeaturePlan, inputs):
 def io_bound(wl, p: fa.FeaturePlan, sram_bytes: int) -> float:
     """Θ(N d + N m d / B) in bytes, all heads (m = 2D)."""
     return fa.feature_io_bound(wl, p)
+
+
+def footprint(wl, p: fa.FeaturePlan):
+    """Q, K, V, O and the fp32 state or slice partials (``feature_attention.feature_footprint``)."""
+    return fa.feature_footprint("rfa", wl, p)

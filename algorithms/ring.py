@@ -22,6 +22,13 @@ Counts are per device (devices are symmetric; causal: the last device, which see
 block, is simulated — the slowest); ``rec.info["ring"]`` gives the totals over devices.
 Each ring step is one kernel here; the transfer overlaps it (``t_link`` in the timing
 model). Not modelled: the receive buffer's copy and the blockwise feed-forward.
+
+Token order (``--ring-order``): ``contiguous`` as above; ``striped`` (Brandon et al.,
+"Striped Attention", 2023, arXiv 2311.09431) deals token t to device t mod P, so under a
+causal mask every step is about half a block on every device instead of whole blocks on
+some and none on others. Counts for the striped order use the same kernels over the
+permuted sequence (``causal_alignment`` gives each step's mask); ``load_balance`` states
+the imbalance each order leaves. HBM footprint per device: ``footprint`` (Θ(N d / P)).
 GPU port: ``ring_step`` in algorithms/cuda/flash2_fwd.cu runs the simulated device's P steps
 on one GPU (no transfers; docs/gpu.md "The ring port").
 """
@@ -37,12 +44,14 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
 from algorithms.kernels.flash_tile import STAT_BYTES, attend_tile, count_tiles, finish_rows
 from hwmodels.counters import new_counters
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
                                  store_vector)
 
 # The largest single interconnect domain a ring spans (a TPU v4 pod: 4096 chips); one
 # kernel is simulated per ring step, so P also bounds the simulation's work.
 MAX_DEVICES = 4096
+ORDERS = ("contiguous", "striped")
 
 INFO = AlgorithmInfo(
     name="ring",
@@ -53,7 +62,11 @@ INFO = AlgorithmInfo(
     options=(Option("devices", int, 8, "devices in the ring (P)",
                     validate=lambda p: "must be at least 1" if p < 1 else
                     f"must be at most {MAX_DEVICES} (a TPU v4 pod's chips)"
-                    if p > MAX_DEVICES else None),),
+                    if p > MAX_DEVICES else None),
+             Option("ring_order", str, "contiguous",
+                    "token assignment: contiguous blocks (Liu et al.) or striped, token i on "
+                    "device i mod P (Brandon et al. 2023), which balances causal work",
+                    choices=ORDERS)),
 )
 
 
@@ -66,9 +79,14 @@ class RingPlan(Plan):
     block_k: int
     simulated_device: int
     min_block_for_overlap: int  # c >= F / B
+    order: str = "contiguous"  # token assignment (``ORDERS``)
 
 
-def plan(wl, gpu, sram_bytes: int, devices: int = 8) -> RingPlan:
+def plan(wl, gpu, sram_bytes: int, devices: int = 8, ring_order: str = "contiguous") -> RingPlan:
+    if ring_order == "striped" and (wl.seq_q != wl.seq_k or wl.seq_q % devices):
+        raise PlanError(f"ring: --ring-order striped deals the tokens of a self-attention "
+                        f"sequence round-robin, so it needs seq_q == seq_k and a multiple of "
+                        f"--devices; got seq_q={wl.seq_q}, seq_k={wl.seq_k}, devices={devices}")
     if devices > min(wl.seq_q, wl.seq_k):
         raise PlanError(f"ring: {devices} devices for a sequence of {min(wl.seq_q, wl.seq_k)} "
                         f"tokens leaves devices without a block; use --devices <= the sequence")
@@ -89,7 +107,7 @@ def plan(wl, gpu, sram_bytes: int, devices: int = 8) -> RingPlan:
     return RingPlan(devices=devices, rows_per_device=cdiv(wl.seq_q, devices),
                     keys_per_device=cdiv(wl.seq_k, devices), block_q=inner.block_q,
                     block_k=inner.block_k, simulated_device=devices - 1 if wl.causal else 0,
-                    min_block_for_overlap=c_min)
+                    min_block_for_overlap=c_min, order=ring_order)
 
 
 def _empty_devices(n: int, devices: int) -> int:
@@ -128,27 +146,105 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
         sends.append(2 * (k_hi - k_lo) * d * e * wl.batch * wl.kv_heads
                      if step < p.devices - 1 else 0)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
-    heads = list(iter_heads(wl, inputs, compute))
     devices = range(p.devices) if compute else [dev]
-    for device in devices:
-        rows = device_rows(device, wl.seq_q, p.rows_per_device)
-        for b, h, q, k, v in heads:
+    # striped: the tokens are permuted so that each device's stripe is one contiguous block
+    # of the permuted sequence (device j: tokens j, j + P, ...); outputs are permuted back
+    perm = striped_permutation(wl.seq_q, p.devices) if p.order == "striped" else None
+    for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        o_h, lse_h = (o[b, h], lse[b, h]) if compute else (q, q[:, 0])
+        if perm is not None and compute:
+            q, k, v = (np.ascontiguousarray(x[perm]) for x in (q, k, v))
+            o_h, lse_h = np.zeros_like(o_h), np.zeros_like(lse_h)
+        for device in devices:
+            rows = device_rows(device, wl.seq_q, p.rows_per_device)
             state = _new_state(rows[1] - rows[0], d, compute)
             for step in range(p.devices):
                 j = (device - step) % p.devices
                 keys = device_rows(j, wl.seq_k, p.keys_per_device)
+                seq_q, seq_k = causal_alignment(wl, p, device, j)
                 # only the simulated device is counted; the others run for the output
                 c = counters[step] if device == dev else new_counters()
-                ring_step(c, q, k, v, o[b, h] if compute else q, lse[b, h] if compute else q[:, 0],
-                          *state, rows[0], rows[1], keys[0], keys[1], wl.seq_q, wl.seq_k, d,
-                          p.block_q, p.block_k, wl.scale, wl.causal, e, step == 0,
-                          step == p.devices - 1, compute)
+                ring_step(c, q, k, v, o_h, lse_h, *state, rows[0], rows[1], keys[0], keys[1],
+                          seq_q, seq_k, d, p.block_q, p.block_k, wl.scale, wl.causal, e,
+                          step == 0, step == p.devices - 1, compute)
+        if perm is not None and compute:
+            o[b, h][perm], lse[b, h][perm] = o_h, lse_h
     for c, nbytes in zip(counters, sends):
         if not compute:
             rec.repeat(c, bh)
         count_interconnect(c, nbytes)
     rec.info["ring"] = _ring_info(wl, p, rec)
     return {"o": o, "lse": lse} if compute else {}
+
+
+def striped_permutation(n: int, devices: int) -> np.ndarray:
+    """Token order that puts device j's stripe (tokens j, j + P, j + 2P, ...) in block j."""
+    return np.concatenate([np.arange(j, n, devices) for j in range(devices)])
+
+
+def causal_alignment(wl, p: RingPlan, device: int, j: int) -> tuple[int, int]:
+    """(seq_q, seq_k) whose bottom-right alignment, seq_k - seq_q, gives the causal mask of
+    ``device``'s queries against block ``j``'s keys, in the indices of the (permuted)
+    sequence the kernel walks.
+
+    Contiguous: the workload's own. Striped (Brandon et al. 2023, arXiv 2311.09431): local
+    query r of device i is token r P + i, local key s of device j token s P + j, and
+    r P + i >= s P + j exactly when s <= r - [j > i]: a causal block with the diagonal when
+    j <= i and without it when j > i — every step about half a block on every device. In
+    permuted indices (query i c + r, key j c + s) that is key <= query + (j - i) c - [j > i]."""
+    if p.order != "striped":
+        return wl.seq_q, wl.seq_k
+    c = p.rows_per_device
+    return wl.seq_q, wl.seq_q + (j - device) * c - (1 if j > device else 0)
+
+
+def load_balance(wl, p: RingPlan) -> dict:
+    """How evenly the P devices share the work: visible (query, key) score pairs per device
+    and per step (closed forms for blocks of c tokens; non-causal: c² everywhere).
+
+    ``imbalance``: the busiest device's pairs over the mean; ``step_imbalance``: the ring
+    advances in lock step, so each step lasts as long as its busiest device: Σ_steps
+    max_devices pairs over the mean total — the slowdown against perfect balance."""
+    P, c = p.devices, p.rows_per_device
+    ck = p.keys_per_device
+    work = np.zeros((P, P), dtype=np.int64)         # [device, step]
+    for i in range(P):
+        for step in range(P):
+            j = (i - step) % P
+            work[i, step] = _block_pairs(wl, p, i, j, c, ck)
+    per_device = work.sum(axis=1)
+    mean = per_device.mean()
+    return {"order": p.order, "pairs_per_device": [int(x) for x in per_device],
+            "imbalance": float(per_device.max() / mean) if mean else 1.0,
+            "step_imbalance": float(work.max(axis=0).sum() / mean) if mean else 1.0}
+
+
+def _block_pairs(wl, p: RingPlan, i: int, j: int, c: int, ck: int) -> int:
+    """Visible score pairs of device i's queries against block j's keys."""
+    q_lo, q_hi = device_rows(i, wl.seq_q, c)
+    k_lo, k_hi = device_rows(j, wl.seq_k, ck)
+    rows, cols = q_hi - q_lo, k_hi - k_lo
+    if not wl.causal:
+        return rows * cols
+    if p.order == "striped":                        # rows == cols == c
+        return c * (c + 1) // 2 if j <= i else c * (c - 1) // 2
+    # contiguous: query t (bottom-right aligned) sees the keys before t + 1 + N_k - N_q, so
+    # t sees clamp(t + 1 + N_k - N_q - k_lo, 0, cols) keys of the block
+    shift = wl.seq_k - wl.seq_q + 1 - k_lo
+    return _clamped_sum(q_lo + shift, q_hi - 1 + shift, cols)
+
+
+def _clamped_sum(a: int, b: int, cap: int) -> int:
+    """Σ_{t=a}^{b} min(max(t, 0), cap), in closed form."""
+    if b < a:
+        return 0
+    def prefix(x):                                   # Σ_{t=-inf}^{x} clamp(t, 0, cap)
+        if x <= 0:
+            return 0
+        if x <= cap:
+            return x * (x + 1) // 2
+        return cap * (cap + 1) // 2 + (x - cap) * cap
+    return prefix(b) - prefix(a - 1)
 
 
 def _new_state(rows: int, d: int, compute: bool):
@@ -204,6 +300,7 @@ def _ring_info(wl, p: RingPlan, rec) -> dict:
         "rows_per_device": p.rows_per_device,
         "min_rows_per_device_to_hide_transfers": p.min_block_for_overlap,
         "transfers_hidden": p.rows_per_device >= p.min_block_for_overlap,
+        "load_balance": load_balance(wl, p),
     }
 
 
@@ -212,3 +309,32 @@ def io_bound(wl, p: RingPlan, sram_bytes: int) -> float:
     c = p.rows_per_device
     per_head = wl.seq_k * wl.head_dim + c * wl.seq_k * wl.head_dim / p.block_q
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint(wl, p: RingPlan):
+    """One device's HBM allocations (a device with full blocks: c = ⌈N_q/P⌉ queries,
+    c_k = ⌈N_k/P⌉ keys): its Q block and its own K/V block (inputs), the buffers the visiting
+    K/V blocks arrive in — two while P > 2 (one is computed on while the next arrives, the
+    paper's overlap), one for P = 2, none for P = 1 —, the fp32 running acc, m, l between
+    steps, and its block of O and lse. Θ(N d / P) per device, which is why the context the
+    ring holds grows linearly with P (``max_context_tokens``)."""
+    b, h, g, d, e = wl.batch, wl.heads, wl.kv_heads, wl.head_dim, wl.elem_bytes
+    c, ck, devices = p.rows_per_device, p.keys_per_device, p.devices
+    phases = tuple(f"ring_step{s}" for s in range(devices))
+    first, last = phases[0], phases[-1]
+    kv_block = 2 * b * g * ck * d * e
+    allocs = [Allocation("q_block", b * h * c * d * e, first, last, "input"),
+              Allocation("kv_block", kv_block, first, last, "input"),
+              Allocation("kv_receive", min(2, devices - 1) * kv_block, first, last),
+              Allocation("o_block", b * h * c * d * e, last, last, "output"),
+              Allocation("lse_block", b * h * c * STAT_BYTES, last, last, "output")]
+    if devices > 1:
+        allocs.append(Allocation("running_state", b * h * c * (d + 2) * STAT_BYTES, first,
+                                 last))
+    return Footprint(phases, allocs)
+
+
+def plannable_seq(wl, p: RingPlan, n: int) -> int:
+    """The longest sequence <= n the ring plans for with the same devices: a multiple of P
+    leaves no device without a block."""
+    return n - n % p.devices

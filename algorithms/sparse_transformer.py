@@ -40,7 +40,7 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
-                                          positive_int, run_pattern)
+                                          positive_int, run_pattern, pattern_footprint)
 from algorithms.kernels.sparse_patterns import FIXED, STRIDED, element_layout
 from algorithms.kernels.sparse_patterns import element_mask as pattern_mask
 
@@ -121,3 +121,9 @@ def io_bound(wl, p: SparseTransformerPlan, sram_bytes: int) -> float:
     else:
         keys = l + br + bc + half * wl.seq_k / l * min(l, p.summary + bc)
     return keys_io_bound(wl, br, keys)
+
+
+def footprint(wl, p):
+    """Q, K, V, O and lse; the pattern is index arithmetic
+    (``block_sparse_exec.pattern_footprint``)."""
+    return pattern_footprint(sys.modules[__name__], wl, p)

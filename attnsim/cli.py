@@ -220,8 +220,23 @@ def cmd_run(a, extra_args: list[str]) -> int:
                       options=options, seed=a.input_seed, timing=timing_from_args(a))
     from attnsim.fp8_error import attach_variant_errors
     attach_variant_errors(result)
+    warn_if_it_does_not_fit(result)
     emit(run_document(result).render(a.format), a.output)
     return 0
+
+
+def warn_if_it_does_not_fit(result) -> None:
+    """One line on stderr when the run's HBM footprint exceeds the GPU's memory (the counts
+    are still printed: they are what the run would move on a GPU that held it)."""
+    m = result.memory
+    if not m or m["fits"]:
+        return
+    longest = m["max_seq_that_fits"]
+    print(f"attnsim: warning: {result.algorithm} needs {m['peak_bytes'] / 2**30:,.1f} GiB of HBM "
+          f"at its peak ({m['largest_at_peak']} is the largest tensor), more than "
+          f"{result.gpu.name}'s {m['capacity_bytes'] / 2**30:,.1f} GiB; counts are printed "
+          f"anyway; " + (f"the longest sequence that fits is {longest:,}" if longest else
+                         "no sequence length fits this workload"), file=sys.stderr)
 
 
 def add_timing_args(p) -> None:
@@ -273,7 +288,7 @@ def cmd_report(a) -> int:
                                progress=progress.update)
     sections, data = _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress)
     progress.close()
-    more, more_data = _report_extras(a, gpu, wl)
+    more, more_data = _report_extras(a, gpu, wl, names)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
                        accuracy_workload=None if a.no_accuracy else
                        suite.ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype),
@@ -378,7 +393,7 @@ def _report_comparison(a, gpus, wl, names, sram, document_out) -> int:
     return 0
 
 
-def _report_extras(a, gpu, wl):
+def _report_extras(a, gpu, wl, names=None):
     """Sections other capabilities add to the report (decode, GPU cross-checks)."""
     from reports.gpu_check import gpu_check_section
     sections, data = [], {}
@@ -386,13 +401,13 @@ def _report_extras(a, gpu, wl):
     if sec is not None:
         sections.append(sec[0])
         data["gpu_check"] = sec[1]
-    from reports.decode import decode_section
+    from reports.decode import decode_paths_section, decode_section
     sec, sec_data = decode_section(gpu, wl)
     from reports.document import Figure
     from reports.plots import decode_figure
     sec.figures.append(Figure("decode", "Decoding: attention time per generated token "
                               "against the context length",
-                              lambda: decode_figure(sec_data, gpu)))
+                              lambda records=sec_data: decode_figure(records, gpu)))
     sections.append(sec)
     data["decode"] = sec_data
     from reports.fp8 import fp8_section
@@ -401,6 +416,13 @@ def _report_extras(a, gpu, wl):
     if sec is not None:
         sections.append(sec[0])
         data["fp8"] = sec[1]
+    from reports.memory import longest_context_section
+    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a))
+    sections.append(sec)
+    data["memory"] = sec_data
+    sec, sec_data = decode_paths_section(gpu, wl)
+    sections.append(sec)
+    data["decode_paths"] = sec_data
     return sections, data
 
 

@@ -62,6 +62,7 @@ def result_dict(r) -> dict:
         "kernels": kernels,
         "error_vs_reference": r.error_vs_reference,
         "error_vs_exact": r.error_vs_exact,
+        "memory": r.memory,
     }
     for key, value in r.extra.items():
         if key != "mask" and key not in out:

@@ -14,6 +14,7 @@ from algorithms.kernels.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
+from attnsim.memory import memory_summary
 from attnsim.reference import (attention_backward_reference, attention_reference,
                                relative_error)
 from attnsim.validate import (MAX_SEED, check_host_memory, check_int, check_option_values)
@@ -49,6 +50,7 @@ class SimResult:
     error_vs_reference: float | None = None
     error_vs_exact: float | None = None
     extra: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)   # HBM footprint (attnsim.memory)
 
     def __getstate__(self):
         # INFO holds its options' validators (closures, lambdas), which do not pickle: it
@@ -128,6 +130,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         outputs = module.run(workload, plan, inputs if compute else None, rec, compute)
     totals = rec.totals()
     breakdown = predict_time(gpu, rec.kernels, timing)
+    memory = memory_summary(module, workload, plan, gpu, budget, opts)
+    if "ring" in rec.info:   # the longest total context the P devices hold
+        rec.info["ring"]["max_context_tokens"] = memory["max_seq_that_fits"]
     err_ref = err_exact = None
     if compute and check and ("o" in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
@@ -137,7 +142,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         kernels=tuple(rec.kernels), time=breakdown,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
-        extra=dict(rec.info))
+        extra=dict(rec.info), memory=memory)
 
 
 def _single_threaded_blas(compute: bool):

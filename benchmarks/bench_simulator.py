@@ -79,6 +79,17 @@ def main() -> None:
                      f"{r.hbm_bytes / 1e9:.1f} GB"])
     print("Count-only mode")
     print(tabulate(rows, headers=["algorithm", "workload", "wall", "HBM traffic counted"]))
+    print()
+    # HBM capacity: every algorithm's footprint searched for the longest N that fits (the
+    # report's "Longest context on this GPU"; closed forms, no kernel runs)
+    from attnsim.memory import longest_context_table
+    from attnsim.suite import DEFAULT_WORKLOAD
+    from hwmodels import get_gpu
+    gpu = get_gpu("h100")
+    secs = median_seconds(lambda: longest_context_table(gpu, DEFAULT_WORKLOAD), a.repeats)
+    rows = len(longest_context_table(gpu, DEFAULT_WORKLOAD))
+    print(f"HBM capacity: longest context of every algorithm ({rows} searches, fwd and fwd+bwd, "
+          f"batch 1 and {DEFAULT_WORKLOAD.batch}): {secs:.2f} s")
 
 
 if __name__ == "__main__":

@@ -54,9 +54,25 @@ def run_document(r) -> Document:
         paragraphs.append(f"relative error vs exact softmax attention: {r.error_vs_exact:.2e}")
     extras = [extra_table(key, value) for key, value in r.extra.items()
               if key != "mask" and value is not None]
+    memory = [memory_table(r.memory)] if r.memory else []
     return Document(title=f"attnsim run {r.algorithm}",
-                    sections=[Section("Simulation", paragraphs, [plan, counts, kernels, *extras])],
+                    sections=[Section("Simulation", paragraphs,
+                                      [plan, counts, kernels, *memory, *extras])],
                     data=result_dict(r))
+
+
+def memory_table(m: dict) -> Table:
+    """HBM footprint: the peak, the tensors live at it, the GPU's capacity, what fits."""
+    longest = m["max_seq_that_fits"]
+    rows = [["HBM peak", fmt.nbytes(m["peak_bytes"]), f"{m['peak_bytes']:,}"],
+            *[[f"  {name}", fmt.nbytes(b), f"{b:,}"] for name, b in m["by_tensor"].items()],
+            ["HBM capacity", fmt.nbytes(m["capacity_bytes"]), f"{m['capacity_bytes']:,}"],
+            ["fits", "yes" if m["fits"] else "NO", str(m["fits"])],
+            [f"longest {m['varies']} that fits", f"{longest:,}" if longest else "none",
+             str(longest)]]
+    return Table("memory", "", ["memory", "value", "exact"], rows,
+                 [{k: v for k, v in m.items() if k != "allocations"}],
+                 notes=[f"peak in kernel {m['peak_phase']}; {m['search']}"])
 
 
 def extra_table(key: str, value) -> Table:

@@ -48,13 +48,15 @@ def algorithms_table(rows, title="") -> Table:
         c = r.counts
         err = _accuracy(row)
         name = r.algorithm + (" (causal)" if r.workload.causal and not row_workload_causal(rows) else "")
+        name += exceeds_hbm(r)
         out.append([
             name, "yes" if r.info.exact else "no", fmt.nbytes(c["hbm_read_bytes"]),
             fmt.nbytes(c["hbm_write_bytes"]), fmt.flops(r.flops), f"{r.arithmetic_intensity:.3g}",
             fmt.kib(c["sram_peak_bytes"]), fmt.seconds(r.time.predicted_s), r.time.bound,
             f"{fmt.ratio(r.io_ratio)} of {r.info.io_bound}",
             fmt.seconds(row.causal.time.predicted_s) if row.causal else "—",
-            fmt.seconds(row.training.time.predicted_s) if row.training else "—",
+            fmt.seconds(row.training.time.predicted_s) + exceeds_hbm(row.training)
+            if row.training else "—",
             fmt.sci(err),
         ])
         records.append({
@@ -69,8 +71,22 @@ def algorithms_table(rows, title="") -> Table:
             "causal_predicted_s": row.causal.time.predicted_s if row.causal else None,
             "fwd_bwd_predicted_s": row.training.time.predicted_s if row.training else None,
             "error_vs_exact": err,
+            "fits_hbm": r.memory.get("fits"),
         })
-    return Table(key="algorithms", title=title, headers=headers, rows=out, records=records)
+    notes = ([f"{EXCEEDS}: the run's HBM footprint exceeds the GPU's memory (see 'Longest "
+              f"context on this GPU'); its counts and times are those of a GPU that could "
+              f"hold it"] if any(EXCEEDS in cell for line in out for cell in map(str, line))
+             else [])
+    return Table(key="algorithms", title=title, headers=headers, rows=out, records=records,
+                 notes=notes)
+
+
+EXCEEDS = "(> HBM)"
+
+
+def exceeds_hbm(result) -> str:
+    """A mark for a result whose HBM footprint does not fit the GPU."""
+    return f" {EXCEEDS}" if result.memory and not result.memory["fits"] else ""
 
 
 def row_workload_causal(rows) -> bool:

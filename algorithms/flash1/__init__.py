@@ -51,6 +51,9 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
 from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile, rng_ops
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
                                OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
+from algorithms.kernels import footprints as fp
+from algorithms.kernels.footprints import with_passes
+from hwmodels.footprint import Allocation, Footprint
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
@@ -258,3 +261,16 @@ def io_bound(wl, p: Flash1Plan, sram_bytes: int) -> float:
     per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / p.sram_elements
     fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
     return bound_for_passes(wl, fwd, flash1_bwd.io_bound_backward(wl, p.sram_elements))
+
+
+def footprint(wl, p: Flash1Plan):
+    """HBM allocations: Q, K, V and, from the init kernel (Algorithm 1 line 2), O and the
+    fp32 ℓ and m, which the main kernel read-modify-writes — Θ(N d). Training keeps O, ℓ,
+    m for Algorithm 4 (``flash1.backward.footprint_backward``)."""
+    phases = ("flash1_init", "flash1_fwd")
+    forward = Footprint(phases, fp.inputs(wl, *phases) + [
+        Allocation("o", fp.q_bytes(wl), "flash1_init", "flash1_fwd", "output"),
+        Allocation("l", fp.row_stat_bytes(wl), "flash1_init", "flash1_fwd", "output"),
+        Allocation("m", fp.row_stat_bytes(wl), "flash1_init", "flash1_fwd", "output")])
+    return with_passes(wl, forward,
+                       flash1_bwd.footprint_backward(wl) if wl.has_backward else None)

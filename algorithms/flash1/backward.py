@@ -50,7 +50,9 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
 from algorithms.flash2.backward import softmax_grad_in_place
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
                                  matmul_nn, matmul_nt, matmul_tn, store_rows)
@@ -221,3 +223,17 @@ def io_bound_backward(wl, sram_elements: int) -> float:
     """Theorem 5: Θ(N² d² / M) in bytes (N_q N_k d² / M elements of e bytes per head)."""
     per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / sram_elements
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint_backward(wl):
+    """The backward's HBM allocations (Algorithm 4): Q, K, V, dO and the saved O, ℓ, m as
+    inputs; dQ, dK, dV at e bytes from the init kernel (line 5: zeroed in HBM), dQ
+    read-modify-written in place by the main kernel — Θ(N d)."""
+    phases = ("flash1_bwd_init", "flash1_bwd")
+    first, last = phases
+    return Footprint(phases, fp.inputs(wl, first, last) + [
+        Allocation("do", fp.q_bytes(wl), first, last, "input"),
+        Allocation("o", fp.q_bytes(wl), first, last, "saved"),
+        Allocation("l", fp.row_stat_bytes(wl), first, last, "saved"),
+        Allocation("m", fp.row_stat_bytes(wl), first, last, "saved"),
+        *fp.grads(wl, first, last)])

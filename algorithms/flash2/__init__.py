@@ -48,6 +48,8 @@ from algorithms.kernels.common import (causal_key_end, cdiv, for_each_head, head
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
                                    new_row_state)
+from algorithms.kernels import footprints as fp
+from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import load_rows, store_rows, store_vector
@@ -221,3 +223,10 @@ def io_bound(wl, p: Flash2Plan, sram_bytes: int) -> float:
     fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
     return bound_for_passes(wl, fwd, flash2_bwd.io_bound_backward(wl, p.bwd) if p.bwd else 0.0)
 
+
+
+def footprint(wl, p: Flash2Plan):
+    """HBM allocations: Q, K, V, O and the fp32 lse — Θ(N d), nothing N_q x N_k. Training
+    keeps O and lse for the backward (``flash2.backward.footprint_backward``)."""
+    return with_passes(wl, fp.single_kernel(wl, "flash2_fwd"),
+                       flash2_bwd.footprint_backward(wl) if wl.has_backward else None)

@@ -66,7 +66,9 @@ from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
                                heads_in_flight, placeholder, placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError
 from hwmodels.primitives import (count_atomic_add, count_exp, count_other, count_store,
                                  load_rows, load_vector, matmul_nn, matmul_nt, matmul_tn,
@@ -312,3 +314,23 @@ def io_bound_backward(wl, bp: Flash2BwdPlan) -> float:
     """Θ(N d + N² d / B_c) in bytes, all heads."""
     per_head = (wl.seq_k * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / bp.block_k)
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint_backward(wl):
+    """The backward's HBM allocations: Q, K, V, dO and the saved O and lse as inputs; D
+    (fp32, one per row) and the fp32 dQ accumulator (4 N_q d per head) from the preprocess
+    kernel, D freed after the main kernel, dQaccum after the conversion; dK, dV from the
+    main kernel, dQ from the conversion. Peak in the conversion kernel (dQaccum and dQ both
+    live): Θ(N d)."""
+    phases = ("flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq")
+    first, last = phases[0], phases[-1]
+    return Footprint(phases, fp.inputs(wl, first, last) + [
+        Allocation("do", fp.q_bytes(wl), first, last, "input"),
+        Allocation("o", fp.q_bytes(wl), first, "flash2_bwd", "saved"),
+        Allocation("lse", fp.row_stat_bytes(wl), first, "flash2_bwd", "saved"),
+        Allocation("delta", fp.row_stat_bytes(wl), first, "flash2_bwd"),
+        Allocation("dq_accum", wl.batch * wl.heads * wl.seq_q * wl.head_dim * ACCUM_BYTES,
+                   first, last),
+        Allocation("dk", fp.kv_bytes(wl), "flash2_bwd", last, "output"),
+        Allocation("dv", fp.kv_bytes(wl), "flash2_bwd", last, "output"),
+        Allocation("dq", fp.q_bytes(wl), last, last, "output")])

@@ -13,9 +13,13 @@ the counted primitives of ``hwmodels.primitives``.
 * ``gemm``              cuBLAS-like tiled GEMMs (standard attention, mla's projections)
 * ``feature_kernels``, ``feature_attention``  the linear-attention family's state/apply kernels
 * ``nsa_kernels``       NSA's compression, compressed attention and top-n selection
+* ``nsa_decode``, ``nsa_decode_split``  NSA's decode step with its compressed cache (fused
+                        and split schedules)
+* ``feature_decode``    recurrent decoding of the linear-attention family (its state per KV head)
 * ``radix_sort``        the LSD radix sort of Reformer's bucket ids
 * ``dropout``           the counter-based keep mask shared by every dropout pass and port
 * ``fp8``               e4m3 rounding, block scales and the Hadamard rotation (flash3's FP8)
 * ``passes``            forward / backward / fwd+bwd composition for training workloads
 * ``decode_info``       KV-cache sizes and per-token decode timing for decode workloads
+* ``footprints``        HBM allocations shared by the algorithms' ``footprint`` declarations
 """

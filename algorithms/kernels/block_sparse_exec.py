@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from algorithms.base import Plan, PlanError
+from algorithms.kernels import footprints
 from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
                                new_stats)
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
@@ -205,6 +206,19 @@ def run_pattern(module, wl, p, inputs, rec, compute: bool) -> dict:
     mask = module.element_mask(wl, p) if compute else None
     record_pattern(rec, layout, mask, compute, name=module.INFO.name, **module.pattern_params(p))
     return run_layout(module.INFO.name, wl, p, layout, mask, inputs, rec, compute)
+
+
+def pattern_footprint(module, wl, p, extra=()):
+    """HBM allocations of a pattern module's run: Q, K, V, O and the fp32 lse — Θ(N d) —
+    plus ``extra``, the pattern's own tables (``extra(kernel)`` -> allocations).
+
+    The CSR tile list this executor reads is not a tensor of the patterns' own kernels:
+    windows, strides, global tokens and causal skips are index arithmetic (flash-attn's
+    window, the Sparse Transformer's and Longformer's kernels); the simulator charges its
+    reads only to give every pattern one cost model. Patterns whose layout is data declare
+    it: block_sparse's block list, BigBird's random-block table."""
+    kernel = f"{module.INFO.name}_fwd"
+    return footprints.single_kernel(wl, kernel, extra=list(extra(kernel)) if extra else [])
 
 
 def keys_io_bound(wl, block_q: int, keys_per_q_block: float, extra_keys: float = 0.0) -> float:

@@ -74,11 +74,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan, PlanError
-from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads, new_output,
-                               placeholder)
+from algorithms.kernels.common import (cdiv, finish_heads, head_view, heads_in_flight,
+                               iter_heads, new_output, placeholder, placeholder_vector)
+from algorithms.kernels.decode_info import decode_info
+from algorithms.kernels.feature_decode import decode_buffers as decode_state_buffers
+from algorithms.kernels.feature_decode import (COLUMN_UNIT, column_ranges, plan_slice,
+                                               prefix_state, recurrent_step, state_bytes)
+from algorithms.kernels.splitkv import choose_splits
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, KIND_TRIG, STATE_BYTES,
                                        apply_head, causal_head, combine_slices, state_head)
-from hwmodels.memory import SramOverflowError
+from algorithms.kernels import footprints
+from hwmodels.footprint import Allocation, Footprint
+from hwmodels.memory import Recorder, SramOverflowError
 
 KIND_NAMES = {"elu": KIND_ELU, "trig": KIND_TRIG, "positive": KIND_POSITIVE}
 BLOCK_CANDIDATES = (128, 64, 32, 16)
@@ -98,6 +105,8 @@ class FeaturePlan(Plan):
     seed: int | None        # None: the inputs' seed
     redraw: str             # "none": one W for all heads; "head": a fresh W per (batch, head)
     sigma: float | None     # RFA's σ (ℓ2-normalised inputs are divided by it); None otherwise
+    decode_slice_rows: int = 0   # decode: feature rows of the state per streamed slice
+    decode_col_splits: int = 0   # decode: CTAs per state head, each owning value columns
 
 
 # ---- planning ----------------------------------------------------------------------------
@@ -145,7 +154,8 @@ def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
 
 
 def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
-              seed: int = 0, redraw: str = "none", sigma: float | None = None) -> FeaturePlan:
+              seed: int = 0, redraw: str = "none", sigma: float | None = None,
+              sm_count: int = 1) -> FeaturePlan:
     """Tiles from the SRAM budget. Causal: the whole state stays on chip, the largest chunk
     that fits. Non-causal: the (feature slices, query tile) pair with the least traffic."""
     if kind not in KIND_NAMES:
@@ -153,6 +163,8 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
     if features <= 0:
         raise PlanError(f"{name}: the feature count must be positive, got {features}")
     d, e, m, p = wl.head_dim, wl.elem_bytes, features, projections
+    if getattr(wl, "decode", False):
+        return _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma, sm_count)
     if wl.causal:
         return _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma)
     total_units, _ = units(kind, d, p)
@@ -241,6 +253,98 @@ def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> Featu
                        sigma=sigma)
 
 
+# ---- footprint ----------------------------------------------------------------------------
+
+def feature_footprint(name: str, wl, p: FeaturePlan):
+    """HBM allocations of ``run_features``: Q, K, V, O; the projection W (P x d at e bytes:
+    one for all heads, or one per (batch, head) with ``redraw = head``); non-causal, the fp32
+    state S (m x d), normaliser z (m) and per-slice key shifts per head, written by the state
+    kernel and read by the apply kernel; causal with several feature slices, the fp32
+    partial numerators (N d), denominators and log-scales (N each) per slice and head, until
+    the combine kernel. The causal sweep with one slice keeps its state on chip: Θ(N d) in
+    every case, never N x N."""
+    d, m, e = wl.head_dim, p.features, wl.elem_bytes
+    heads_total = wl.batch * wl.heads
+    if getattr(wl, "decode", False):
+        return _decode_footprint(name, wl, p)
+    if wl.causal:
+        phases = (f"{name}_causal",) + ((f"{name}_combine",) if p.feature_tiles > 1 else ())
+    else:
+        phases = (f"{name}_state", f"{name}_apply")
+    first, last = phases[0], phases[-1]
+    allocs = footprints.inputs(wl, first, last) + footprints.output(wl, last, last, lse=False)
+    if p.kind != "elu":
+        copies = heads_total if p.redraw == "head" else 1
+        allocs.append(Allocation("projection", copies * p.projections * d * e, first, last,
+                                 "input"))
+    if not wl.causal:
+        state = heads_total * (m * d + m + p.feature_tiles) * STATE_BYTES
+        allocs.append(Allocation("state", state, first, last))
+    elif p.feature_tiles > 1:
+        partials = heads_total * p.feature_tiles * wl.seq_q * (d + 2) * STATE_BYTES
+        allocs.append(Allocation("slice_partials", partials, first, last))
+    return Footprint(phases, allocs)
+
+
+def _decode_footprint(name: str, wl, p: FeaturePlan):
+    """A recurrent decode step (``{name}_decode``): the new tokens' q, k, v in, O out, W, and
+    the fp32 state (S, z and the shift) of every state head, which replaces the KV cache and
+    outlives the step: constant in the context length."""
+    d, e, phase = wl.head_dim, wl.elem_bytes, f"{name}_decode"
+    states = wl.batch * wl.heads // state_group(wl, p.redraw)
+    new_kv = wl.batch * wl.kv_heads * wl.seq_q * d * e
+    allocs = (footprints.inputs(wl, phase, phase, names=("q",))
+              + [Allocation("k_new", new_kv, phase, phase, "input"),
+                 Allocation("v_new", new_kv, phase, phase, "input"),
+                 Allocation("state", states * state_bytes(p.features, d, p.kind == "positive"),
+                            phase, phase, "state")]
+              + footprints.output(wl, phase, phase, lse=False))
+    if p.kind != "elu":
+        copies = wl.batch * wl.heads if p.redraw == "head" else 1
+        allocs.append(Allocation("projection", copies * p.projections * d * e, phase, phase,
+                                 "input"))
+    return Footprint((phase,), allocs)
+
+
+def state_group(wl, redraw: str) -> int:
+    """Query heads that share one recurrent state: a KV head's group, unless every query
+    head draws its own W (Performer ``--redraw head``)."""
+    return 1 if redraw == "head" else wl.heads // wl.kv_heads
+
+
+def _plan_decode(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma, sm_count) -> FeaturePlan:
+    """Recurrent decoding (``feature_decode``): the state's value columns split over enough
+    CTAs to fill the SMs (flash-decoding's rule), but no more CTAs than keep what each one
+    re-reads (queries, keys, W, z) within the state traffic they share — past that the
+    requests grow faster than the parallelism helps; then the largest state slice that fits."""
+    if wl.seq_q > 1 and not wl.causal:
+        raise PlanError(f"{name}: recurrent decoding is causal (each new token sees the state "
+                        f"of the tokens before it); add --causal or use --new-tokens 1")
+    if wl.seq_q > wl.seq_k:
+        raise PlanError(f"{name}: a decode step's {wl.seq_q} new tokens are part of the "
+                        f"{wl.seq_k}-token context; use --new-tokens <= --seq")
+    d, e, g = wl.head_dim, wl.elem_bytes, state_group(wl, redraw)
+    states = wl.batch * (wl.heads // g)
+    reread = (g + 1) * wl.seq_q * d * e + p * d * e + STATE_BYTES * m
+    most = max(1, 2 * STATE_BYTES * m * d // reread)
+    splits = len(column_ranges(d, min(most, choose_splits(states, cdiv(d, COLUMN_UNIT),
+                                                          sm_count))))
+    wc = int(np.diff(column_ranges(d, splits), axis=1).max())
+    got = plan_slice(g, wl.seq_q, d, m, p, wc, e, sram_bytes)
+    if got is None:
+        need = decode_state_buffers(g, wl.seq_q, d, m, p, 1, wc, e)
+        raise SramOverflowError(
+            f"{name} decoding with {g} query head(s) per state, {wl.seq_q} new token(s) and "
+            f"{m} features needs at least {sum(need.values()):,} bytes of SRAM per CTA "
+            f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
+            f"{sram_bytes:,} bytes; use fewer --new-tokens or --features, or a larger --sram-kb")
+    rows, smem = got
+    return FeaturePlan(kind=kind, features=m, projections=p, block=wl.seq_q,
+                       feature_tiles=cdiv(m, rows), tile_units=0, smem_bytes=smem, seed=seed,
+                       redraw=redraw, sigma=sigma, decode_slice_rows=rows,
+                       decode_col_splits=splits)
+
+
 # ---- running -----------------------------------------------------------------------------
 
 def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
@@ -254,6 +358,9 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     heads_total = wl.batch * wl.heads
     o = new_output(wl, compute)
     empty_w = np.zeros((0, d), dtype=np.float32)
+    if getattr(wl, "decode", False):
+        return _run_decode(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
+                           in_scale, empty_w)
     if wl.causal:
         return _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
                            in_scale, empty_w)
@@ -316,6 +423,88 @@ def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     if cc is not None:
         finish_heads(cc, wl, compute)
     return {"o": o} if compute else {}
+
+
+def _run_decode(name, wl, p, inputs, rec, compute, projection_for_head, o, kind, in_scale,
+                empty_w) -> dict:
+    """One CTA per (sequence, state head): ``feature_decode.recurrent_step``."""
+    d, e, m, nq = wl.head_dim, wl.elem_bytes, p.features, wl.seq_q
+    g = state_group(wl, p.redraw)
+    states = wl.heads // g
+    cols = column_ranges(d, p.decode_col_splits)
+    wc = int(np.diff(cols, axis=1).max())
+    buffers = decode_state_buffers(g, nq, d, m, p.projections, p.decode_slice_rows, wc, e)
+    w_bytes = p.projections * d * e
+    shared_w = p.redraw != "head"
+    # compulsory traffic: per state its queries, new tokens, z, S (and the shift) once, W once
+    # (per state with --redraw head); the column CTAs of a state re-read q, k, z and W
+    per_state = (g * nq * d * e + 2 * nq * d * e + 2 * state_bytes(m, d, p.kind == "positive")
+                 + g * nq * d * e + (0 if shared_w else w_bytes))
+    in_flight = heads_in_flight(rec, len(cols), wl.batch * states, sum(buffers.values()))
+    reread = g * nq * d * e + nq * d * e + 4 * m + (0 if shared_w else w_bytes)
+    c = rec.kernel(f"{name}_decode", ctas=wl.batch * states * len(cols), buffers=buffers,
+                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                   unique_hbm_bytes=wl.batch * states * per_state + (w_bytes if shared_w else 0),
+                   l2_working_set_bytes=(w_bytes if shared_w else 0) + in_flight * reread)
+    args = (nq, g, d, p.projections, m, p.decode_slice_rows, cols, kind, in_scale, e, compute)
+    if not compute:
+        w = empty_w if projection_for_head is None else placeholder(d)
+        recurrent_step(c, np.empty((0, 0, d), np.float32), placeholder(d), placeholder(d), w,
+                       placeholder(d), placeholder_vector(), placeholder_vector(),
+                       np.empty((0, 0, d), np.float32), *args)
+        Recorder.repeat(c, wl.batch * states)
+    else:
+        head_group = wl.heads // wl.kv_heads
+        for b in range(wl.batch):
+            for sh in range(states):
+                h0 = sh * g                                    # first query head of the state
+                kvh = h0 // head_group
+                w = _projection(projection_for_head, b, h0, compute, empty_w, d)
+                k, v = inputs.k[b, kvh], inputs.v[b, kvh]
+                s, z, shift = prefix_state(p.kind, k[:wl.seq_k - nq], v[:wl.seq_k - nq], w,
+                                           in_scale, max(p.projections, 1))
+                recurrent_step(c, np.ascontiguousarray(inputs.q[b, h0:h0 + g]),
+                               np.ascontiguousarray(k[wl.seq_k - nq:]),
+                               np.ascontiguousarray(v[wl.seq_k - nq:]), w, s, z, shift,
+                               o[b, h0:h0 + g], *args)
+    rec.info["kv_cache"] = recurrent_state_info(wl, rec.gpu, m, p.kind, states)
+    rec.info["decode"] = decode_info(wl, rec.gpu, rec.kernels, g * nq)
+    return {"o": o} if compute else {}
+
+
+def recurrent_state_info(wl, gpu, m: int, kind: str, states: int) -> dict:
+    """``kv_cache`` of recurrent decoding: the per-head state is the whole cache; it does
+    not grow with the context."""
+    model = getattr(wl, "model", None)
+    layers = model.layers if model is not None else 1
+    per_head = state_bytes(m, wl.head_dim, kind == "positive")
+    per_seq = per_head * states * layers
+    weights = model.weight_bytes(wl.dtype) if model is not None else None
+    free = gpu.hbm_bytes - (weights or 0)
+    return {
+        "kind": "recurrent_state",
+        "model": model.name if model is not None else None,
+        "layers": layers,
+        "storage_dtype": "fp32",
+        "state_heads": states,
+        "features": m,
+        "state_bytes_per_head": per_head,
+        "state_bytes_per_sequence": per_seq,
+        "bytes_per_token": 0,
+        "context_tokens": int(wl.seq_k),
+        "batch": int(wl.batch),
+        "bytes_total": per_seq * wl.batch,
+        "grows_with_context": False,
+        "gpu": gpu.name,
+        "hbm_bytes": gpu.hbm_bytes,
+        "weights_bytes": weights,
+        "weights_fit": free > 0,
+        "tokens_that_fit": None,
+        "sequences_that_fit": int(max(0, free) // per_seq),
+        "note": "S (m x d) and z (m) per state head in fp32 (+ the fp32 shift c for positive "
+                "features); states are per KV head (per query head with --redraw head); the "
+                "context length does not change it",
+    }
 
 
 def _projection(projection_for_head, b, h, compute, empty_w, d):
@@ -390,8 +579,13 @@ def resolve_seed(plan_seed, inputs) -> int:
 def feature_io_bound(wl, p: FeaturePlan) -> float:
     """Θ(N d + N m d / B) bytes, all heads: Q, K, V, O once, plus the fp32 state (m x d) per
     query tile, which the non-causal apply kernel reloads; the causal sweep keeps the state
-    on chip, so its bound is Θ(N d)."""
+    on chip, so its bound is Θ(N d). A recurrent decode step: Θ(G m d), the fp32 state read
+    and written once per state head, plus the new tokens and the outputs."""
     e, d = wl.elem_bytes, wl.head_dim
+    if getattr(wl, "decode", False):
+        g = state_group(wl, p.redraw)
+        per_state = 2 * STATE_BYTES * p.features * d + 2 * wl.seq_q * d * e * (1 + g)
+        return float(per_state * wl.batch * (wl.heads // g))
     state = 0 if wl.causal else wl.seq_q * p.features * d * STATE_BYTES / p.block
     per_head = 2 * (wl.seq_q + wl.seq_k) * d * e + state
     return float(per_head * wl.batch * wl.heads)

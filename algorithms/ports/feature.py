@@ -69,6 +69,9 @@ def feature_port(name: str):
     state + apply kernels, or the causal sweep (+ combine when the state is sliced)."""
     def port(wl, plan, extra=None) -> PortLaunches:
         check_common(name, wl)
+        if getattr(wl, "decode", False):
+            raise PortUnsupported(f"the {name} port runs the forward sweep; recurrent decoding "
+                                  f"(--decode) has no port")
         kind, block, tiles, tu = plan.kind, plan.block, plan.feature_tiles, plan.tile_units
         if kind not in FEATURE_KINDS:
             raise PortUnsupported(f"the {name} port computes elu + 1, trig or positive "

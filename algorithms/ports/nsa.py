@@ -50,6 +50,9 @@ def nsa_smem(wl, plan) -> dict:
 
 def _check(wl, plan) -> None:
     check_common("nsa", wl)
+    if getattr(wl, "decode", False):
+        raise PortUnsupported("the nsa port runs prefill; a decode step (--decode: the "
+                              "compressed cache and the fused decode kernel) has no port")
     problems = []
     if plan.cmp_block_k % 16:
         problems.append(f"B_c (compressed tokens per tile) a multiple of 16 (got "

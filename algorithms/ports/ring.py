@@ -17,6 +17,7 @@ Bound: the port moves what ``algorithms.ring`` counts per device (that module st
 """
 from __future__ import annotations
 
+from algorithms.base import PlanError
 from algorithms.kernels.common import cdiv
 from algorithms.ring import device_rows
 from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_common,
@@ -28,6 +29,9 @@ from algorithms.ports.flash2 import warp_m_tiles
 def ring_port(wl, plan, extra=None) -> PortLaunches:
     """P timed ``ring_step`` launches for the simulated device; P untimed ones for the rest."""
     check_common("ring", wl)
+    if getattr(plan, "order", "contiguous") != "contiguous":
+        raise PlanError("ring: the port runs the contiguous order (device blocks in place); "
+                        "drop --ring-order striped for gpu-check")
     bq, bk, d, bh = plan.block_q, plan.block_k, wl.head_dim, wl.batch * wl.heads
     check_mma_tiles("ring", bq, bk)
     mt = warp_m_tiles(bq, bk, d)

@@ -39,7 +39,10 @@ from algorithms.standard import backward as standard_bwd
 from algorithms.base import AlgorithmInfo, Plan
 from algorithms.kernels.common import heads_in_flight, iter_heads, new_output, placeholder
 from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, plan_gemm
+from algorithms.kernels import footprints as fp
+from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 
 INFO = AlgorithmInfo(
@@ -220,3 +223,34 @@ def io_bound(wl, p: StandardPlan, sram_bytes: int) -> float:
     per_head = wl.seq_q * wl.head_dim + wl.seq_k * wl.head_dim + wl.seq_q * wl.seq_k
     fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
     return bound_for_passes(wl, fwd, standard_bwd.io_bound_backward(wl))
+
+
+def footprint(wl, p: StandardPlan, mask_name: str | None = None):
+    """HBM allocations as a framework's autograd runs these kernels: S written by the GEMM
+    and masked in place, P = softmax(S) out of place (both live during the softmax: 2 N_q N_k
+    e), the boolean causal mask (N_q N_k bytes, a buffer the model keeps, as GPT-2's
+    ``bias``), with dropout P ∘ Z and its 1-byte mask. The forward frees P after P V; training
+    keeps P (P ∘ Z, the mask) for the backward (``standard.backward.footprint_backward``).
+    Θ(N²) either way. ``mask_name``: a sparse pattern's mask in place of the causal one
+    (``masked_dense``)."""
+    return with_passes(wl, footprint_forward(wl, mask_name),
+                       standard_bwd.footprint_backward(wl) if wl.has_backward else None)
+
+
+def footprint_forward(wl, mask_name: str | None = None):
+    nq, nk, e = wl.seq_q, wl.seq_k, wl.elem_bytes
+    scores = wl.batch * wl.heads * nq * nk
+    masked = wl.causal or mask_name is not None
+    drop = wl.dropout > 0
+    phases = ("qk_gemm",) + (("mask",) if masked else ()) + ("softmax",) \
+        + (("dropout",) if drop else ()) + ("pv_gemm",)
+    allocs = fp.inputs(wl, "qk_gemm", "pv_gemm") + fp.output(wl, "pv_gemm", "pv_gemm", lse=False)
+    if masked:
+        allocs.append(Allocation(mask_name or "causal_mask", nq * nk * MASK_BYTES, "qk_gemm",
+                                 "pv_gemm", "input"))
+    allocs += [Allocation("s", scores * e, "qk_gemm", "softmax"),
+               Allocation("p", scores * e, "softmax", "dropout" if drop else "pv_gemm")]
+    if drop:
+        allocs += [Allocation("p_drop", scores * e, "dropout", "pv_gemm"),
+                   Allocation("dropout_mask", scores * MASK_BYTES, "dropout", "dropout")]
+    return Footprint(phases, allocs)

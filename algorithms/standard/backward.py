@@ -44,7 +44,9 @@ from algorithms.kernels.common import heads_in_flight, placeholder
 from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
                                 rng_ops)
 from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path
+from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
+from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_load, count_other, count_store
 
@@ -236,3 +238,31 @@ def io_bound_backward(wl) -> float:
     """Θ(N d + N²) in bytes: (N_q d + N_k d + N_q N_k) e per head, as the forward."""
     per_head = wl.seq_q * wl.head_dim + wl.seq_k * wl.head_dim + wl.seq_q * wl.seq_k
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+
+
+def footprint_backward(wl):
+    """The backward's HBM allocations, one autograd op per kernel: the saved P (P ∘ Z and
+    the dropout mask) as inputs, dP (dP̃ and dP with dropout) and dS written out of place,
+    dS masked in place, each freed after its last reader. Peak at the softmax backward:
+    P, dP and dS live together (3 N_q N_k e)."""
+    nq, nk, e = wl.seq_q, wl.seq_k, wl.elem_bytes
+    scores = wl.batch * wl.heads * nq * nk
+    drop = wl.dropout > 0
+    phases = ("dv_gemm", "dp_gemm") + (("dropout_bwd",) if drop else ()) + ("softmax_bwd",) \
+        + (("mask_bwd",) if wl.causal else ()) + ("dq_gemm", "dk_gemm")
+    first, last = phases[0], phases[-1]
+    allocs = fp.inputs(wl, first, last) + [
+        Allocation("do", fp.q_bytes(wl), first, last, "input"),
+        Allocation("p", scores * e, first, "softmax_bwd", "saved")]
+    if wl.causal:
+        allocs.append(Allocation("causal_mask", nq * nk * MASK_BYTES, first, last, "input"))
+    if drop:
+        allocs += [Allocation("p_drop", scores * e, first, "dv_gemm", "saved"),
+                   Allocation("dropout_mask", scores * MASK_BYTES, first, "dropout_bwd", "saved"),
+                   Allocation("dp_dropped", scores * e, "dp_gemm", "dropout_bwd")]
+    allocs += [Allocation("dp", scores * e, "dropout_bwd" if drop else "dp_gemm", "softmax_bwd"),
+               Allocation("ds", scores * e, "softmax_bwd", "dk_gemm"),
+               *fp.grads(wl, "dv_gemm", last, dq_writer="dq_gemm")]
+    # dK is written by the last GEMM
+    return Footprint(phases, [a if a.name != "dk" else Allocation("dk", a.nbytes, "dk_gemm", last,
+                                                                  "output") for a in allocs])
