@@ -417,7 +417,7 @@ def _report_extras(a, gpu, wl, names=None):
         sections.append(sec[0])
         data["fp8"] = sec[1]
     from reports.memory import longest_context_section
-    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a))
+    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a, gpu))
     sections.append(sec)
     data["memory"] = sec_data
     sec, sec_data = decode_paths_section(gpu, wl)

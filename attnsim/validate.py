@@ -62,6 +62,24 @@ def flag_names(mapping: dict):
         _FLAG_NAMES.reset(token)
 
 
+# True while workloads are built as closed-form probes that are never simulated (see
+# ``hypothetical_workloads``).
+_HYPOTHETICAL: contextvars.ContextVar[bool] = contextvars.ContextVar("hypothetical",
+                                                                     default=False)
+
+
+@contextlib.contextmanager
+def hypothetical_workloads():
+    """Workloads built inside are probes of closed forms (the HBM footprint's search for the
+    longest context that fits), never simulated: the size limits, which keep a simulation's
+    counts in int64 and its loops short, do not apply; the fields' types and signs do."""
+    token = _HYPOTHETICAL.set(True)
+    try:
+        yield
+    finally:
+        _HYPOTHETICAL.reset(token)
+
+
 def check_int(value, name: str, lo: int, hi: int | None = None) -> int:
     """``value`` as an int in [lo, hi]; AttnsimError naming ``name`` and the range."""
     valid = f"[{lo:,}, {hi:,}]" if hi is not None else f"≥ {lo:,}"
@@ -94,8 +112,9 @@ def check_workload(wl, flags: dict | None = None) -> None:
     def name(field):
         return flags.get(field, f"workload {field}")
 
+    hypothetical = _HYPOTHETICAL.get()
     for field, (lo, hi) in WORKLOAD_LIMITS.items():
-        check_int(getattr(wl, field), name(field), lo, hi)
+        check_int(getattr(wl, field), name(field), lo, None if hypothetical else hi)
     if wl.heads % wl.kv_heads:
         raise AttnsimError(f"{flags.get('heads', 'heads')} ({wl.heads}) must be a multiple of "
                            f"{flags.get('kv_heads', 'kv_heads')} ({wl.kv_heads}): each "
@@ -103,7 +122,7 @@ def check_workload(wl, flags: dict | None = None) -> None:
     for rows, heads, field, what in (
             (wl.batch * wl.heads * wl.seq_q, "heads", "seq_q", "query"),
             (wl.batch * wl.kv_heads * wl.seq_k, "kv heads", "seq_k", "key/value")):
-        if rows > MAX_ROWS:
+        if rows > MAX_ROWS and not hypothetical:
             raise AttnsimError(
                 f"batch x {heads} x {name(field)} = {rows:,} {what} rows exceeds 2**30 "
                 f"({MAX_ROWS:,}, more than any one GPU's HBM holds); use a smaller --batch, "
