@@ -46,6 +46,7 @@ class GrowthSeries:
     io_bound_bytes: list = field(default_factory=list)
     predicted_s: list = field(default_factory=list)     # the timing model's, per N
     flops: list = field(default_factory=list)
+    resident_bytes: list = field(default_factory=list)  # HBM footprint's peak, per N
 
     def fitted_exponent(self) -> float | None:
         """Slope of log(HBM bytes) against log(N) over the upper half of the sweep."""
@@ -121,6 +122,7 @@ def growth(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, 
             s.io_bound_bytes.append(r.io_bound_bytes)
             s.predicted_s.append(r.time.predicted_s)
             s.flops.append(r.flops)
+            s.resident_bytes.append(r.memory.get("peak_bytes"))
         series.append(s)
         if progress:
             progress(name)

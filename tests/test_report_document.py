@@ -36,7 +36,8 @@ def test_markdown_document_writes_the_figures_it_references(capsys, tmp_path):
     text = out.read_text()
     images = referenced_images(text)
     assert [i.split("/")[-1] for i in images] == [
-        "roofline.png", "time_terms.png", "growth.png", "time_vs_n.png", "throughput.png",
+        "roofline.png", "time_terms.png", "growth.png", "time_vs_n.png", "resident_hbm.png",
+        "throughput.png",
         "decode.png"]
     for rel in images:
         assert rel.startswith("report/")
@@ -47,7 +48,7 @@ def test_markdown_document_writes_the_figures_it_references(capsys, tmp_path):
         "## Where the time goes")
     assert "## FlashAttention-2/3 throughput against N" in text
     assert "designed to win" not in text          # no NSA, GQA or MLA in this subset
-    assert "wrote" in err and "6 figure files" in err
+    assert "wrote" in err and "7 figure files" in err
 
 
 def test_html_document_and_svg(capsys, tmp_path):

@@ -4,6 +4,7 @@ import pytest
 
 from algorithms.base import PlanError
 from attnsim import Workload, make_inputs, simulate
+from shapes import EXACT_TOL
 
 cdiv = lambda a, b: -(-a // b)  # noqa: E731
 
@@ -14,7 +15,7 @@ def test_matches_reference_and_count_only(nq, nk, devices, causal):
     wl = Workload(batch=2, heads=2, kv_heads=1, seq_q=nq, seq_k=nk, head_dim=40, causal=causal)
     opts = {"devices": devices}
     r = simulate("ring", wl, "h100", sram_bytes=40000, options=opts, inputs=make_inputs(wl, 3))
-    assert r.error_vs_reference < 1e-4
+    assert r.error_vs_reference < EXACT_TOL
     counted = simulate("ring", wl, "h100", sram_bytes=40000, options=opts, compute=False)
     assert counted.counts == r.counts
 
