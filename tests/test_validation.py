@@ -59,7 +59,7 @@ def test_a_wrapped_kernel_counter_is_an_error_not_a_number():
         Recorder.repeat(c, 2)
 
 
-def test_issue_example_no_longer_wraps_to_minus_two_to_the_63():
+def test_two_to_the_63_flops_no_longer_wrap_to_minus_two_to_the_63():
     """batch 4 x 16 heads x N = 2**24 x d = 128: 4·b·h·N²·d = 2**63 FLOPs exactly."""
     wl = Workload(batch=4, heads=16, seq_q=2**24, head_dim=128)
     r = simulate("flash2", wl, "h100", compute=False)
