@@ -148,6 +148,7 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
+    flash2.check_head_dim(wl.head_dim)
     is_fp8 = wl.dtype == "fp8"
     if not is_fp8 and (fp8_scales, rotation, fp8_quantize) != (None, None, None):
         raise PlanError(f"flash3: --fp8-scales, --rotation and --fp8-quantize apply to "
@@ -172,6 +173,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
 
 
 def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
+    if flash2.head_dim_note(wl.head_dim):
+        rec.info["note"] = flash2.head_dim_note(wl.head_dim)
     if wl.dtype == "fp8":
         return run_fp8(wl, p, inputs, rec, compute)
     c = declare_attention_kernel(wl, p, rec, wl.elem_bytes)

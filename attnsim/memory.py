@@ -13,6 +13,7 @@ tokens N_q stay; self-attention (N_q = N_k) varies both; cross-attention varies 
 from __future__ import annotations
 
 from algorithms.base import PlanError
+from attnsim.validate import hypothetical_workloads
 from hwmodels.memory import SramOverflowError
 
 SEARCH_LIMIT = 1 << 40       # tokens: far beyond any GPU's HBM at one byte per token
@@ -39,7 +40,8 @@ def peak_at(module, wl, gpu, sram_bytes: int, options: dict, n: int):
     if n < 1:
         return None
     try:
-        probe = with_seq(wl, n)
+        with hypothetical_workloads():     # a closed form: not bound by simulation limits
+            probe = with_seq(wl, n)
         return footprint(module, probe, module.plan(probe, gpu, sram_bytes, **options))
     except (PlanError, SramOverflowError, ValueError):
         return None

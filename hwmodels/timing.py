@@ -186,16 +186,19 @@ def resident_per_sm(gpu: GPU, k: KernelRecord) -> int:
 
 
 @njit(cache=True)
-def _greedy_makespan(work, servers):
-    """List scheduling in launch order: each CTA goes to the server that frees first."""
-    n = work.shape[0]
+def _greedy_makespan(work, heads, servers):
+    """List scheduling in launch order: each CTA goes to the server that frees first. The
+    grid is ``heads`` copies of one head's ``work``, read in place rather than tiled (a tiled
+    copy would hold one float per CTA of the whole grid)."""
+    per_head = work.shape[0]
+    n = per_head * heads
     if n <= servers:
         return work.max()
     free_at = [0.0] * servers
     heapq.heapify(free_at)
     for i in range(n):
         t = heapq.heappop(free_at)
-        heapq.heappush(free_at, t + work[i])
+        heapq.heappush(free_at, t + work[i % per_head])
     return max(free_at)
 
 
@@ -221,8 +224,7 @@ def quantization_factor(gpu: GPU, k: KernelRecord) -> float:
     sms = gpu.sm_count
     if np.all(work_per_head == work_per_head[0]):
         return float(math.ceil(k.ctas / sms) * sms / k.ctas)
-    work = np.tile(work_per_head, heads)
-    return float(_greedy_makespan(work, sms) * sms / total)
+    return float(_greedy_makespan(work_per_head, heads, sms) * sms / total)
 
 
 L2_USABLE_FRACTION = 0.5

@@ -52,7 +52,9 @@ def test_gpu_file_from_base(tmp_path):
     ({"base": "h100", "mma_sync_fraction_of_peak": 1.5}, "must be in (0, 1]"),
     ({"base": "h100", "tensor_gemm_fraction": 1.2}, "'tensor_gemm_fraction' is a fraction"),
     ({"base": "h100", "dram_latency_s": -1e-7}, "'dram_latency_s' must be positive"),
-    ({"base": "h100", "smem_bytes_per_block": 10**9}, "exceeds smem_bytes_per_sm"),
+    ({"base": "h100", "dram_latency_s": 1.0}, "'dram_latency_s' must be in"),
+    ({"base": "h100", "smem_bytes_per_block": 2**20}, "exceeds smem_bytes_per_sm"),
+    ({"base": "h100", "smem_bytes_per_block": 10**9}, "must be in [1,024, 16,777,216]"),
     ({"base": "tpu"}, "unknown GPU 'tpu'"),
     ({"name": "x", "sm_count": 10}, "missing field(s) full_name"),
 ])
