@@ -299,10 +299,11 @@ def cmd_report(a) -> int:
     gpu = gpus[0]
     n_algos = len(names or algorithm_names())
     progress = _progress(n_algos + 3)
+    side = _report_side_tasks(a, gpu, wl, names, seqs, sram)
     rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
                                accuracy=not a.no_accuracy, jobs=a.jobs,
-                               progress=progress.update)
-    sections, data = _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress)
+                               progress=progress.update, side_tasks=side)
+    sections, data = _report_sweeps(gpu, wl, rows, side, progress)
     progress.close()
     more, more_data = _report_extras(a, gpu, wl, names)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
@@ -349,33 +350,47 @@ def _emit_report(a, doc, document_out: bool) -> None:
               file=sys.stderr)
 
 
-def _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress):
-    """The sections over sweeps (throughput against N, approximations' error against cost)
-    and where each algorithm was designed to win, for the algorithms the report covers."""
+def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
+    """The report's sweeps besides the per-algorithm ones, as (function, args) the sweep's
+    workers run: throughput against N, the approximations' error against cost, and where
+    each algorithm was designed to win — for the algorithms the report covers."""
     from attnsim import suite
+    chosen = set(names or algorithm_names())
+    tasks = {}
+    tp_names = [n for n in suite.THROUGHPUT_ALGORITHMS if n in chosen]
+    if tp_names:
+        tasks["throughput"] = (suite.throughput_sweep, (gpu, wl, seqs, tp_names,
+                                                        suite.THROUGHPUT_DTYPES, sram))
+    if not a.no_accuracy and chosen & set(suite.APPROX_KNOBS):
+        tasks["approx_cost_accuracy"] = (suite.approx_cost_accuracy, (gpu, wl, chosen, sram))
+    points = [p for p in suite.design_points() if p.algorithm in chosen]
+    if points:
+        tasks["designed_to_win"] = (suite.run_design_points, (gpu, points))
+    return tasks
+
+
+def _report_sweeps(gpu, wl, rows, side: dict, progress):
+    """The sections of the side tasks' results (``_report_side_tasks``)."""
     from reports.designed import designed_section
     from reports.sweeps import approx_section, throughput_section
     sections, data = [], {}
-    chosen = set(names or algorithm_names())
-    tp_names = [n for n in suite.THROUGHPUT_ALGORITHMS if n in chosen]
-    if tp_names:
-        records = suite.throughput_sweep(gpu, wl, seqs, tp_names, sram_bytes=sram)
+    if "throughput" in side:
+        records = side["throughput"]
         sec = throughput_section(records, gpu, wl)
         if sec is not None:
             sections.append(sec)
             data["throughput"] = records
     progress.update1()
-    if not a.no_accuracy and chosen & set(suite.APPROX_KNOBS):
-        records = suite.approx_cost_accuracy(gpu, wl, chosen, sram_bytes=sram)
+    if "approx_cost_accuracy" in side:
+        records = side["approx_cost_accuracy"]
         exact = next((r.result for r in rows if r.name == "flash2" and r.result), None)
         sec = approx_section(records, gpu, exact)
         if sec is not None:
             sections.append(sec)
             data["approx_cost_accuracy"] = records
     progress.update1()
-    points = [p for p in suite.design_points() if p.algorithm in chosen]
-    if points:
-        sec, records = designed_section(suite.run_design_points(gpu, points), gpu, wl)
+    if "designed_to_win" in side:
+        sec, records = designed_section(side["designed_to_win"], gpu, wl)
         sections.append(sec)
         data["designed_to_win"] = records
     progress.update1()
