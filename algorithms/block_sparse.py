@@ -82,8 +82,12 @@ def load_block_mask(path: str, tq: int, tk: int, block: int) -> np.ndarray:
         raise PlanError(f"block_sparse: --mask-file {path!r} does not exist")
     try:
         mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise PlanError(f"block_sparse: --mask-file {path!r} is not a .npy array ({err})") from None
+    if not isinstance(mask, np.ndarray):     # a .npz archive loads as a dict of arrays
+        mask.close()
+        raise PlanError(f"block_sparse: --mask-file {path!r} is a .npz archive; save the "
+                        f"(T_r, T_c) mask alone with numpy.save (.npy)")
     if mask.shape != (tq, tk):
         raise PlanError(f"block_sparse: --mask-file holds a {mask.shape} mask but --block "
                         f"{block} tiles this workload into ({tq}, {tk}) blocks (T_r, T_c)")

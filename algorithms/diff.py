@@ -8,7 +8,10 @@ key, and subtracts them, so common-mode "attention noise" cancels:
 then a per-head RMSNorm over the 2d outputs and a (1 − λ_init) scale.
 
 Notation -> code: the workload's ``head_dim`` is the paper's 2d (Q, K and V heads are 2d
-wide; Q₁ = q[..., :d], Q₂ = q[..., d:]); ``layer`` is l; B_r/B_c are FlashAttention-2 tiles
+wide; Q₁ = q[..., :d], Q₂ = q[..., d:]); ``layer`` is l; the plan's ``scale`` is the paper's
+1/√d — d the half-width, as in Equation 1 and the official code's ``scaling = head_dim ** -0.5``
+with its head_dim the half-width — not the workload's default 1/√(2d) (an explicit
+``--scale`` is honoured); B_r/B_c are FlashAttention-2 tiles
 (``flash2.plan`` with d = 2d, so the doubled state fits); λ_q, λ_k ∈ R^d are drawn
 N(0, 0.1²) per head from ``seed`` (the paper's initialization).
 
@@ -24,6 +27,7 @@ about twice this kernel's traffic; the fused form is what a dedicated kernel doe
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,17 +69,34 @@ class DiffPlan(Plan):
     lambda_init: float
     layer: int
     seed: int
+    scale: float        # logit scale of both maps: 1/√d, d = head_dim / 2 (see logit_scale)
+
+
+def logit_scale(wl) -> float:
+    """The paper's 1/√d for both maps, d = head_dim / 2 the width of Q₁, K₁ (Equation 1).
+
+    The workload's scale defaults to 1/√head_dim = 1/√(2d), which is not the paper's (it
+    would soften both maps by √2); a scale the user set explicitly is kept.
+    """
+    if wl.scale == 1.0 / math.sqrt(wl.head_dim):     # the workload's default, not a choice
+        return 1.0 / math.sqrt(wl.head_dim // 2)
+    return float(wl.scale)
 
 
 def lambda_init(layer: int) -> float:
     return 0.8 - 0.6 * float(np.exp(-0.3 * (layer - 1)))
 
 
+def lambda_vectors(wl, seed: int) -> tuple[np.ndarray, ...]:
+    """The learnable λ_q1, λ_k1, λ_q2, λ_k2 of every head, (H, d) each, drawn N(0, 0.1²) as the
+    paper initializes them (d = head_dim / 2)."""
+    rng = np.random.default_rng(seed)
+    return tuple(rng.normal(0.0, 0.1, size=(wl.heads, wl.head_dim // 2)) for _ in range(4))
+
+
 def lambdas(wl, p: DiffPlan) -> np.ndarray:
-    """λ per head: exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, vectors of size d ~ N(0, 0.1²)."""
-    d = wl.head_dim // 2
-    rng = np.random.default_rng(p.seed)
-    vq1, vk1, vq2, vk2 = (rng.normal(0.0, 0.1, size=(wl.heads, d)) for _ in range(4))
+    """λ per head: exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init (Equation 2)."""
+    vq1, vk1, vq2, vk2 = lambda_vectors(wl, p.seed)
     return np.exp((vq1 * vk1).sum(1)) - np.exp((vq2 * vk2).sum(1)) + p.lambda_init
 
 
@@ -89,7 +110,7 @@ def plan(wl, gpu, sram_bytes: int, layer: int = 1, seed: int = 0) -> DiffPlan:
     # two score tiles and two 2d-wide accumulators in registers
     regs = 2 * flash2.register_bytes(inner.block_q, inner.block_k, wl.head_dim)
     return DiffPlan(inner.block_q, inner.block_k, inner.smem_bytes, regs, lambda_init(layer),
-                    layer, seed)
+                    layer, seed, logit_scale(wl))
 
 
 def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
@@ -107,7 +128,7 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     if not compute:
         empty = placeholder(d2 // 2)
         forward_head(c, empty, empty, empty, empty, placeholder(d2), placeholder(d2),
-                     wl.seq_q, wl.seq_k, d2 // 2, p.block_q, p.block_k, wl.scale, wl.causal,
+                     wl.seq_q, wl.seq_k, d2 // 2, p.block_q, p.block_k, p.scale, wl.causal,
                      0.0, p.lambda_init, e, False)
         rec.repeat(c, bh)
         return {}
@@ -117,7 +138,7 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     for b in range(wl.batch):
         for h in range(wl.heads):
             forward_head(c, q1[b, h], q2[b, h], k1[b, h], k2[b, h], inputs.v[b, h], o[b, h],
-                         wl.seq_q, wl.seq_k, d2 // 2, p.block_q, p.block_k, wl.scale, wl.causal,
+                         wl.seq_q, wl.seq_k, d2 // 2, p.block_q, p.block_k, p.scale, wl.causal,
                          lam[h], p.lambda_init, e, True)
     return {"o": o}
 
@@ -200,9 +221,9 @@ def reference(wl, p: DiffPlan, inputs, attention_reference) -> np.ndarray:
     attention (passed in: algorithms do not import attnsim)."""
     d = wl.head_dim // 2
     a1, _ = attention_reference(inputs.q[..., :d], inputs.k[..., :d], inputs.v,
-                                causal=wl.causal, scale=wl.scale)
+                                causal=wl.causal, scale=p.scale)
     a2, _ = attention_reference(inputs.q[..., d:], inputs.k[..., d:], inputs.v,
-                                causal=wl.causal, scale=wl.scale)
+                                causal=wl.causal, scale=p.scale)
     lam = lambdas(wl, p)[None, :, None, None]
     diff = a1 - lam * a2
     rms = np.sqrt((diff ** 2).mean(axis=-1, keepdims=True) + RMS_EPS)

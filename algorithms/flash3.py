@@ -110,6 +110,8 @@ INFO = AlgorithmInfo(
 BLOCK_Q = 128                 # 2 consumer warpgroups x 64 rows (Section 3.1)
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
 THREADS_PER_CTA = 384         # 1 producer + 2 consumer warpgroups
+CONSUMER_WARPGROUPS = 2       # ping-pong scheduling (Section 3.1)
+PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
 SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
 OUT_BYTES_FP8 = 2             # FA-3's FP8 forward writes O in bf16
 ROTATION_SEED = 0             # draws D's signs (one M for Q and K of every head)
@@ -146,6 +148,7 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
+    flash2.check_head_dim(wl.head_dim)
     is_fp8 = wl.dtype == "fp8"
     if not is_fp8 and (fp8_scales, rotation, fp8_quantize) != (None, None, None):
         raise PlanError(f"flash3: --fp8-scales, --rotation and --fp8-quantize apply to "
@@ -170,6 +173,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
 
 
 def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
+    if flash2.head_dim_note(wl.head_dim):
+        rec.info["note"] = flash2.head_dim_note(wl.head_dim)
     if wl.dtype == "fp8":
         return run_fp8(wl, p, inputs, rec, compute)
     c = declare_attention_kernel(wl, p, rec, wl.elem_bytes)
@@ -196,6 +201,13 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
     return rec.kernel("flash3_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                       threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                       tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
+                      # Section 3.1-3.2: 2 consumer warpgroups in ping-pong, each pipelining
+                      # two tiles: 4 independent GEMM -> softmax chains; each warpgroup's wgmma
+                      # reads K_j and V_j from shared memory (pricing only)
+                      chains_per_cta=CONSUMER_WARPGROUPS * PIPELINE_STAGES_PER_WARPGROUP,
+                      smem_readers=CONSUMER_WARPGROUPS, mma_rows_per_cta=BLOCK_Q,
+                      prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim
+                      * wl.elem_bytes,
                       matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                       l2_working_set_bytes=working_set)
 

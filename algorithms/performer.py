@@ -101,7 +101,11 @@ def orthogonal_gaussian(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
     """(m, d) float32: orthogonal blocks of d rows, each row of chi(d)-distributed length."""
     blocks = []
     for _ in range(-(-m // d)):
-        qmat, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        qmat, rmat = np.linalg.qr(rng.standard_normal((d, d)))
+        # Householder QR fixes the signs of R's diagonal, which biases Q's columns (the first
+        # always leans to -e_1): flipping each by sign(R_jj) makes Q Haar-distributed
+        # (Mezzadri 2007), so every row of W is marginally N(0, I_d) as FAVOR+ needs.
+        qmat = qmat * np.sign(np.diag(rmat))
         blocks.append(qmat.T)                          # rows orthonormal
     w = np.concatenate(blocks)[:m]
     lengths = np.linalg.norm(rng.standard_normal((m, d)), axis=1)

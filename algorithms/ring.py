@@ -48,6 +48,9 @@ from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
                                  store_vector)
 
+# The largest single interconnect domain a ring spans (a TPU v4 pod: 4096 chips); one
+# kernel is simulated per ring step, so P also bounds the simulation's work.
+MAX_DEVICES = 4096
 ORDERS = ("contiguous", "striped")
 
 INFO = AlgorithmInfo(
@@ -57,7 +60,9 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + cNd/B_r) HBM, Θ(Nd) link per device",
     options=(Option("devices", int, 8, "devices in the ring (P)",
-                    validate=lambda p: None if p >= 1 else "must be at least 1"),
+                    validate=lambda p: "must be at least 1" if p < 1 else
+                    f"must be at most {MAX_DEVICES} (a TPU v4 pod's chips)"
+                    if p > MAX_DEVICES else None),
              Option("ring_order", str, "contiguous",
                     "token assignment: contiguous blocks (Liu et al.) or striped, token i on "
                     "device i mod P (Brandon et al. 2023), which balances causal work",

@@ -1,7 +1,8 @@
 """Command line: ``python -m attnsim {list,run,report,gpu-check}`` (also the ``attnsim`` script).
 
-User errors print one line, ``attnsim: error: ...``, and exit with status 2 (no traceback;
-set ATTNSIM_DEBUG=1 to see one).
+User errors print one line, ``attnsim: error: ...``, and exit with status 2. Anything else
+is a bug and says so in one line, with status 1; ``--debug`` (or ATTNSIM_DEBUG=1) shows the
+traceback instead.
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import sys
 
 from algorithms.base import Option
 from algorithms.registry import algorithm_names, get_algorithm
+from attnsim.errors import AttnsimError
 from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
+from attnsim.validate import (check_gpu_check_flags, check_seqs, check_writable, flag_names,
+                              sram_budget_bytes)
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import GPUS, gpu_names
 from hwmodels import get_gpu
@@ -66,7 +70,6 @@ def add_workload_args(p: argparse.ArgumentParser, defaults: Workload) -> None:
 
 
 def workload_from_args(a) -> Workload:
-    from attnsim.errors import AttnsimError
     from attnsim.models import get_model, shape_from_model
     model = get_model(a.model) if getattr(a, "model", None) else None
     heads, kv_heads, head_dim = shape_from_model(
@@ -81,19 +84,29 @@ def workload_from_args(a) -> Workload:
             raise AttnsimError("with --decode, --seq is the KV-cache length and --new-tokens "
                                "the query length; drop --seq-k")
         seq_q, seq_k = (1 if new_tokens is None else new_tokens), a.seq
-        causal = causal or seq_q > 1
-    return Workload(batch=a.batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q,
-                    seq_k=seq_k, head_dim=head_dim, dtype=a.dtype, causal=causal,
-                    scale=a.scale, passes=a.passes, dropout=a.dropout, decode=decode,
-                    model=model)
+        causal = causal or (isinstance(seq_q, int) and seq_q > 1)
+    with flag_names(_workload_flags(a, model, decode)):
+        return Workload(batch=a.batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q,
+                        seq_k=seq_k, head_dim=head_dim, dtype=a.dtype, causal=causal,
+                        scale=a.scale, passes=a.passes, dropout=a.dropout, decode=decode,
+                        model=model)
 
 
-def sram_bytes_from_args(a) -> int | None:
-    if a.sram_kb is None:
-        return None
-    if a.sram_kb <= 0:
-        raise ValueError(f"--sram-kb must be positive, got {a.sram_kb}")
-    return int(a.sram_kb * 1024)
+def _workload_flags(a, model, decode: bool) -> dict:
+    """Workload field -> what the user typed to set it, for error messages."""
+    from_model = f"--model {getattr(model, 'name', '')}'s " if model is not None else None
+    return {"batch": "--batch", "dropout": "--dropout", "scale": "--scale",
+            "heads": f"{from_model}heads" if from_model and a.heads is None else "--heads",
+            "kv_heads": (f"{from_model}kv_heads" if from_model and a.kv_heads is None
+                         else "--kv-heads" if a.kv_heads is not None else "--heads"),
+            "head_dim": (f"{from_model}head_dim" if from_model and a.head_dim is None
+                         else "--head-dim"),
+            "seq_q": "--new-tokens" if decode else "--seq",
+            "seq_k": "--seq" if decode or a.seq_k is None else "--seq-k"}
+
+
+def sram_bytes_from_args(a, gpu) -> int | None:
+    return sram_budget_bytes(a.sram_kb, gpu.smem_bytes_per_block)
 
 
 def add_output_args(p, formats=OUTPUT_FORMATS) -> None:
@@ -103,11 +116,21 @@ def add_output_args(p, formats=OUTPUT_FORMATS) -> None:
 
 def emit(text: str, output: str | None) -> None:
     if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_output(output, text)
         print(f"wrote {output}", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def write_output(path: str, text: str, flag: str = "--output") -> None:
+    """Write ``text`` to ``path``; a one-line error naming ``flag`` when the file cannot be
+    written (a directory, no permission, a full disk)."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise AttnsimError(f"{flag} {path!r} cannot be written: "
+                           f"{exc.strerror or exc}") from None
 
 
 # ---- list ----------------------------------------------------------------------------------
@@ -169,7 +192,7 @@ def _list_extras() -> dict:
 
 def algorithm_option_parser(name: str) -> argparse.ArgumentParser:
     info = get_algorithm(name).INFO
-    p = argparse.ArgumentParser(prog=f"attnsim run {name}", add_help=False)
+    p = OneLineArgumentParser(prog=f"attnsim run {name}", add_help=False)
     for opt in info.options:
         add_option(p, opt)
     return p
@@ -193,10 +216,11 @@ def cmd_run(a, extra_args: list[str]) -> int:
         raise ValueError(f"unrecognized argument(s) for {info.name}: {' '.join(unknown)}; "
                          f"its own options: {valid} (see 'attnsim list')")
     options = {k: v for k, v in vars(opts).items() if v is not None}
+    gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
     inputs = None if a.count_only else make_inputs(wl, a.input_seed, family=a.inputs)
-    result = simulate(a.algorithm, wl, get_gpu(a.hw),
-                      compute=not a.count_only, sram_bytes=sram_bytes_from_args(a),
+    result = simulate(a.algorithm, wl, gpu,
+                      compute=not a.count_only, sram_bytes=sram_bytes_from_args(a, gpu),
                       options=options, seed=a.input_seed, inputs=inputs,
                       timing=timing_from_args(a))
     if inputs is not None:
@@ -232,7 +256,16 @@ def add_timing_args(p) -> None:
                         ("tc-path-derate", "mma.sync below peak on Hopper"),
                         ("l2-cache", "re-reads served by L2 when the working set fits"),
                         ("separate-sfu", "exp on the special-function units"),
-                        ("interconnect", "peer transfers of multi-device algorithms (ring)")):
+                        ("interconnect", "peer transfers of multi-device algorithms (ring)"),
+                        ("achievable-rates", "measured GEMM/copy rates and sustained clock "
+                                             "(off: datasheet peaks)"),
+                        ("pipe-model", "issue rate and GEMM-softmax dependency chains (off: "
+                                       "sum or max of the terms)"),
+                        ("smem-bandwidth", "shared-memory traffic at 128 B/clk/SM"),
+                        ("cta-fixed-costs", "per-CTA prologue (DRAM latency, pipeline fill)"),
+                        ("latency-bound-memory", "Little's law for thin grids"),
+                        ("launch-pipeline", "launches overlapping earlier kernels"),
+                        ("l2-atomics", "fp32 atomics at the L2 atomic rate")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 
@@ -243,7 +276,14 @@ def timing_from_args(a) -> TimingOptions:
                          tc_path_derate=not a.no_tc_path_derate,
                          l2_cache=not a.no_l2_cache,
                          separate_sfu=not a.no_separate_sfu,
-                         interconnect=not a.no_interconnect)
+                         interconnect=not a.no_interconnect,
+                         achievable_rates=not a.no_achievable_rates,
+                         pipe_model=not a.no_pipe_model,
+                         smem_bandwidth=not a.no_smem_bandwidth,
+                         cta_fixed_costs=not a.no_cta_fixed_costs,
+                         latency_bound_memory=not a.no_latency_bound_memory,
+                         launch_pipeline=not a.no_launch_pipeline,
+                         l2_atomics=not a.no_l2_atomics)
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -260,16 +300,18 @@ def cmd_report(a) -> int:
     names = [n.strip() for n in a.algorithms.split(",")] if a.algorithms else None
     for n in names or []:
         get_algorithm(n)
-    sram = sram_bytes_from_args(a)
+    # one budget for every GPU compared: it must fit the smallest one
+    sram = sram_bytes_from_args(a, min(gpus, key=lambda g: g.smem_bytes_per_block))
     if len(gpus) > 1:
         return _report_comparison(a, gpus, wl, names, sram, document_out)
     gpu = gpus[0]
     n_algos = len(names or algorithm_names())
     progress = _progress(n_algos + 3)
+    side = _report_side_tasks(a, gpu, wl, names, seqs, sram)
     rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
                                accuracy=not a.no_accuracy, jobs=a.jobs,
-                               progress=progress.update)
-    sections, data = _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress)
+                               progress=progress.update, side_tasks=side)
+    sections, data = _report_sweeps(gpu, wl, rows, side, progress)
     progress.close()
     more, more_data = _report_extras(a, gpu, wl, names)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
@@ -279,7 +321,11 @@ def cmd_report(a) -> int:
     _emit_report(a, doc, document_out)
     if a.plot:
         from reports.plots import growth_plot
-        growth_plot(series, gpu, a.plot)
+        try:
+            growth_plot(series, gpu, a.plot)
+        except OSError as exc:
+            raise AttnsimError(f"--plot {a.plot!r} cannot be written: "
+                               f"{exc.strerror or exc}") from None
         print(f"wrote {a.plot}", file=sys.stderr)
     return 0
 
@@ -300,7 +346,11 @@ def _emit_report(a, doc, document_out: bool) -> None:
         emit(doc.render(a.format), a.output)
         return
     from reports.document import matplotlib_available, write_document
-    written = write_document(doc, a.output, svg=a.svg)
+    try:
+        written = write_document(doc, a.output, svg=a.svg)
+    except OSError as exc:
+        raise AttnsimError(f"--output {a.output!r} cannot be written: "
+                           f"{exc.strerror or exc}") from None
     print(f"wrote {a.output}" + (f" and {len(written) - 1} figure files beside it"
                                  if len(written) > 1 else ""), file=sys.stderr)
     if not matplotlib_available():
@@ -308,33 +358,47 @@ def _emit_report(a, doc, document_out: bool) -> None:
               file=sys.stderr)
 
 
-def _report_sweeps(a, gpu, wl, names, seqs, sram, rows, progress):
-    """The sections over sweeps (throughput against N, approximations' error against cost)
-    and where each algorithm was designed to win, for the algorithms the report covers."""
+def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
+    """The report's sweeps besides the per-algorithm ones, as (function, args) the sweep's
+    workers run: throughput against N, the approximations' error against cost, and where
+    each algorithm was designed to win — for the algorithms the report covers."""
     from attnsim import suite
+    chosen = set(names or algorithm_names())
+    tasks = {}
+    tp_names = [n for n in suite.THROUGHPUT_ALGORITHMS if n in chosen]
+    if tp_names:
+        tasks["throughput"] = (suite.throughput_sweep, (gpu, wl, seqs, tp_names,
+                                                        suite.THROUGHPUT_DTYPES, sram))
+    if not a.no_accuracy and chosen & set(suite.APPROX_KNOBS):
+        tasks["approx_cost_accuracy"] = (suite.approx_cost_accuracy, (gpu, wl, chosen, sram))
+    points = [p for p in suite.design_points() if p.algorithm in chosen]
+    if points:
+        tasks["designed_to_win"] = (suite.run_design_points, (gpu, points))
+    return tasks
+
+
+def _report_sweeps(gpu, wl, rows, side: dict, progress):
+    """The sections of the side tasks' results (``_report_side_tasks``)."""
     from reports.designed import designed_section
     from reports.sweeps import approx_section, throughput_section
     sections, data = [], {}
-    chosen = set(names or algorithm_names())
-    tp_names = [n for n in suite.THROUGHPUT_ALGORITHMS if n in chosen]
-    if tp_names:
-        records = suite.throughput_sweep(gpu, wl, seqs, tp_names, sram_bytes=sram)
+    if "throughput" in side:
+        records = side["throughput"]
         sec = throughput_section(records, gpu, wl)
         if sec is not None:
             sections.append(sec)
             data["throughput"] = records
     progress.update1()
-    if not a.no_accuracy and chosen & set(suite.APPROX_KNOBS):
-        records = suite.approx_cost_accuracy(gpu, wl, chosen, sram_bytes=sram)
+    if "approx_cost_accuracy" in side:
+        records = side["approx_cost_accuracy"]
         exact = next((r.result for r in rows if r.name == "flash2" and r.result), None)
         sec = approx_section(records, gpu, exact)
         if sec is not None:
             sections.append(sec)
             data["approx_cost_accuracy"] = records
     progress.update1()
-    points = [p for p in suite.design_points() if p.algorithm in chosen]
-    if points:
-        sec, records = designed_section(suite.run_design_points(gpu, points), gpu, wl)
+    if "designed_to_win" in side:
+        sec, records = designed_section(side["designed_to_win"], gpu, wl)
         sections.append(sec)
         data["designed_to_win"] = records
     progress.update1()
@@ -392,7 +456,7 @@ def _report_extras(a, gpu, wl, names=None):
         sections.append(sec[0])
         data["fp8"] = sec[1]
     from reports.memory import longest_context_section
-    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a))
+    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a, gpu))
     sections.append(sec)
     data["memory"] = sec_data
     sec, sec_data = decode_paths_section(gpu, wl)
@@ -417,7 +481,7 @@ def _approx_sections(a, gpu, wl):
                                              data["performer_kernel_mse"]))
     seqs = parse_seqs(a.seqs)[::-2][:3][::-1]        # the growth table's N: 4K, 16K, 64K
     data["sparse_transformer_layouts"] = sparse_transformer_layouts(
-        gpu, wl, seqs, sram_bytes=sram_bytes_from_args(a))
+        gpu, wl, seqs, sram_bytes=sram_bytes_from_args(a, gpu))
     sections.append(sparse_layout_section(data["sparse_transformer_layouts"], wl.describe()))
     return sections, data
 
@@ -429,7 +493,7 @@ def parse_seqs(text: str) -> list[int]:
         raise ValueError(f"--seqs must be comma-separated integers, got {text!r}") from None
     if len(seqs) < 2 or any(n < 1 for n in seqs):
         raise ValueError(f"--seqs needs at least two positive lengths, got {text!r}")
-    return sorted(set(seqs))
+    return check_seqs(seqs)
 
 
 def positive_jobs(text: str) -> int:
@@ -471,9 +535,11 @@ class _progress:
 
 def build_parser() -> argparse.ArgumentParser:
     from attnsim import suite
-    p = argparse.ArgumentParser(prog="attnsim", description="Simulate attention algorithms "
+    p = OneLineArgumentParser(prog="attnsim", description="Simulate attention algorithms "
                                 "through a GPU memory hierarchy: HBM/SRAM traffic, FLOPs, IO "
                                 "bounds and predicted A100/H100 runtimes.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of an error (also ATTNSIM_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     pl = sub.add_parser("list", help="algorithms and GPUs")
@@ -528,20 +594,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "takes_extra", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    """Run the command line. User errors: one line on stderr and status 2. Anything else is a
+    bug: one line saying so and status 1 (``--debug`` or ATTNSIM_DEBUG=1 show the traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("ATTNSIM_DEBUG"))
+    argv = [x for x in argv if x != "--debug"]
     try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "takes_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        for flag in ("output", "plot"):       # refuse before computing, not after
+            if getattr(args, flag, None):
+                # a report document (DIR/report.md) creates its folder
+                creates = flag == "output" and args.command == "report" and \
+                    _document_output(args)
+                check_writable(getattr(args, flag), f"--{flag}", may_create_folder=creates)
+        if args.command == "gpu-check":
+            check_gpu_check_flags(args)
         return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
-    except ValueError as exc:        # every user error (AttnsimError, PlanError, ...) is one
-        if os.environ.get("ATTNSIM_DEBUG"):
+    except SystemExit as exc:          # argparse's --help (0) and its one-line errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        print("attnsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:            # the reader went away (| head): stop quietly
+        try:
+            sys.stdout = open(os.devnull, "w")   # no second error when Python flushes stdout
+        except OSError:
+            pass
+        return 1
+    except Exception as exc:           # noqa: BLE001 - the one place every error ends up
+        if debug:
             raise
-        print(f"attnsim: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        if os.environ.get("ATTNSIM_DEBUG"):
-            raise
-        print(f"attnsim: error: {exc}", file=sys.stderr)
-        return 2
+        code, line = describe_error(exc)
+        print(line, file=sys.stderr)
+        return code
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """(exit status, the one stderr line) for an exception that reached ``main``."""
+    if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)) \
+            and not isinstance(exc, UnicodeError):
+        # every user error (AttnsimError, PlanError, GPU and model file errors) is one
+        return 2, f"attnsim: error: {_one_line(exc)}"
+    if isinstance(exc, OSError) and exc.filename:   # a path the user gave, e.g. a full disk
+        return 2, f"attnsim: error: {exc.filename!r}: {exc.strerror or _one_line(exc)}"
+    if isinstance(exc, MemoryError):
+        return 2, ("attnsim: error: out of host memory for this workload; add --count-only "
+                   "(the same counts, no data), or use a smaller --batch, --heads or --seq")
+    return 1, (f"attnsim: internal error (a bug in attnsim, please report it): "
+               f"{type(exc).__name__}: {_one_line(exc)}; rerun with --debug to see the traceback")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (``attnsim: error: argument --batch: ...``) and
+    status 2, as every other user error."""
+
+    def error(self, message):
+        print(f"attnsim: error: {' '.join(message.split())} (see '{self.help_command}')",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+    @property
+    def help_command(self) -> str:
+        return f"{self.prog} --help" if self.add_help else "attnsim list"

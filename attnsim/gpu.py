@@ -597,8 +597,8 @@ def diff_device_reference(wl, plan, host_inputs) -> np.ndarray:
     from attnsim.inputs import Inputs
 
     def attention(q, k, v, causal, scale):
-        assert causal == wl.causal and scale == wl.scale
-        return device_reference(wl, Inputs(q=q, k=k, v=v)), None
+        assert causal == wl.causal and scale == plan.scale          # diff's 1/√d, not wl.scale
+        return device_reference(wl.replace(scale=scale), Inputs(q=q, k=k, v=v)), None
 
     return diff.reference(wl, plan, host_inputs, attention).astype(np.float32)
 
@@ -640,6 +640,6 @@ def torch_sdpa_diff_time(wl, plan, host_inputs, *, warmup: int = 3,
 
     per_copy = 2 * (host_inputs.q.size + 2 * host_inputs.k.size)
     run = lambda s: torch_diff_attention(torch, *s, lam, 1.0 - plan.lambda_init,   # noqa: E731
-                                         diff.RMS_EPS, wl.causal, wl.scale)
+                                         diff.RMS_EPS, wl.causal, plan.scale)
     return (_torch_median_time(torch, dev, copy, run, per_copy, warmup, repeats),
             f"torch {torch.__version__} (2 SDPA calls + combine)")

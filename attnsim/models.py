@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from attnsim.errors import AttnsimError
 from algorithms.kernels.decode_info import kv_cache_accounting
-from hwmodels.config_file import read_toml, start_from_base
+from hwmodels.config_file import base_chain, read_toml, start_from_base
 from hwmodels.gpus import DTYPE_BYTES
 
 ATTENTION_KINDS = ("mha", "gqa", "mqa", "mla")
@@ -230,9 +230,26 @@ _REQUIRED = ("name", "layers", "d_model", "heads", "head_dim", "params")
 _STR_FIELDS = {"name", "full_name", "attention", "source"}
 _MAY_BE_ZERO = {"kv_lora_rank", "rope_head_dim", "q_lora_rank"}
 
+# (lowest, highest) of each numeric field: the published models above sit well inside
+# (the largest: 128 heads, 126 layers (Llama 3.1 405B), d_model 16,384, 671B parameters);
+# heads and head_dim share the workload's limits (attnsim.validate).
+FIELD_RANGES = {
+    "layers": (1, 4096),
+    "d_model": (1, 2**20),
+    "heads": (1, 2**14),
+    "kv_heads": (1, 2**14),
+    "head_dim": (1, 1024),
+    "params": (1, 10**15),
+    "active_params": (1, 10**15),
+    "kv_lora_rank": (0, 2**16),
+    "rope_head_dim": (0, 2**12),
+    "q_lora_rank": (0, 2**20),
+}
+
 
 def load_model_file(path: str) -> ModelConfig:
-    return model_from_mapping(read_toml(path, "model", ModelFileError), origin=path)
+    with base_chain(path, "model", ModelFileError):
+        return model_from_mapping(read_toml(path, "model", ModelFileError), origin=path)
 
 
 def model_from_mapping(data: dict, origin: str = "<mapping>") -> ModelConfig:
@@ -267,11 +284,14 @@ def _checked(origin: str, key: str, value):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ModelFileError(f"{where} must be a number, got {value!r}")
-    if not math.isfinite(value) or float(value) != int(value):
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise ModelFileError(f"{where} must be a whole number, got {value!r}")
     value = int(value)
     if value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
         raise ModelFileError(f"{where} must be positive, got {value!r}")
+    lo, hi = FIELD_RANGES.get(key, (0, None))
+    if hi is not None and not lo <= value <= hi:
+        raise ModelFileError(f"{where} must be in [{lo:,}, {hi:,}], got {value:,}")
     return value
 
 

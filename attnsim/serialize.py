@@ -29,16 +29,22 @@ def jsonable(x):
 def gpu_dict(gpu) -> dict:
     d = dataclasses.asdict(gpu)
     d["sfu_ops_per_s"] = gpu.sfu_ops_per_s
+    d["sustained_clock"] = gpu.sustained_clock
+    d["fp32_lanes"] = gpu.fp32_lanes
+    d["atomic_bytes_per_s"] = gpu.atomic_bytes_per_s
     return d
 
 
 def result_dict(r) -> dict:
     """The JSON object of ``attnsim run --format json``."""
     kernels = []
-    for k in r.kernels:
-        kt = kernel_time(r.gpu, k)
+    # the run's own timing (its options, launches pipelined); a kernel alone otherwise
+    times = r.time.kernels if len(r.time.kernels) == len(r.kernels) else \
+        tuple(kernel_time(r.gpu, k) for k in r.kernels)
+    for k, kt in zip(r.kernels, times):
         kernels.append({"name": k.name, "ctas": k.ctas, "sram_bytes_per_cta": k.sram_bytes_per_cta,
                         "buffers": k.buffers, "tc_path": k.tc_path, "overlap": k.overlap,
+                        "chains_per_cta": k.chains_per_cta, "smem_readers": k.smem_readers,
                         "counts": k.counts(), "time": dataclasses.asdict(kt)})
     time = r.time.to_dict()
     time.pop("kernels")

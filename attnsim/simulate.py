@@ -17,6 +17,7 @@ from attnsim.inputs import Inputs, make_inputs
 from attnsim.memory import memory_summary
 from attnsim.reference import (attention_backward_reference, attention_reference,
                                relative_error)
+from attnsim.validate import (MAX_SEED, check_host_memory, check_int, check_option_values)
 from attnsim.workload import Workload
 from hwmodels.counters import counters_to_dict
 from hwmodels.gpus import GPU
@@ -110,14 +111,20 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if workload.dropout > 0 and not info.dropout:
         raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
                            f"of the algorithms that do (standard, flash1, flash2)")
-    budget = int(sram_bytes) if sram_bytes else gpu.smem_bytes_per_block
+    budget = gpu.smem_bytes_per_block if sram_bytes is None else \
+        check_int(sram_bytes, "SRAM budget (--sram-kb) in bytes", 1)
     if budget > gpu.smem_bytes_per_block:
-        raise AttnsimError(f"SRAM budget {budget:,} B exceeds {gpu.full_name}'s "
+        raise AttnsimError(f"SRAM budget (--sram-kb) {budget:,} B exceeds {gpu.full_name}'s "
                            f"{gpu.smem_bytes_per_block:,} B of shared memory per block")
+    check_option_values(info, options or {})
     opts = check_options(info, options or {})
+    if compute and inputs is None:
+        # before planning: a plan may already build per-block tables of the workload
+        check_host_memory(workload)
     plan = module.plan(workload, gpu, budget, **opts)
     rec = Recorder(gpu, budget)
     if compute and inputs is None:
+        check_int(seed, "input seed (--input-seed)", 0, MAX_SEED)
         inputs = make_inputs(workload, seed)
     with _single_threaded_blas(compute):
         outputs = module.run(workload, plan, inputs if compute else None, rec, compute)

@@ -46,6 +46,7 @@ class GrowthSeries:
     io_bound_bytes: list = field(default_factory=list)
     predicted_s: list = field(default_factory=list)     # the timing model's, per N
     flops: list = field(default_factory=list)
+    resident_bytes: list = field(default_factory=list)  # HBM footprint's peak, per N
 
     def fitted_exponent(self) -> float | None:
         """Slope of log(HBM bytes) against log(N) over the upper half of the sweep."""
@@ -121,6 +122,7 @@ def growth(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, 
             s.io_bound_bytes.append(r.io_bound_bytes)
             s.predicted_s.append(r.time.predicted_s)
             s.flops.append(r.flops)
+            s.resident_bytes.append(r.memory.get("peak_bytes"))
         series.append(s)
         if progress:
             progress(name)
@@ -170,8 +172,8 @@ def _sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy):
 
 
 def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, names=None,
-          sram_bytes=None, accuracy: bool = True, jobs: int = 1,
-          progress=None) -> tuple[list[AlgorithmRow], list[GrowthSeries]]:
+          sram_bytes=None, accuracy: bool = True, jobs: int = 1, progress=None,
+          side_tasks: dict | None = None) -> tuple[list[AlgorithmRow], list[GrowthSeries]]:
     """``run_all`` and ``growth`` for every algorithm (or ``names``), in registry order.
 
     With ``jobs`` > 1 the algorithms' families run in that many worker processes (forked,
@@ -180,6 +182,10 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
     the workers compile different families at once and write the on-disk cache, which every
     later run loads. The results are the same as ``jobs=1`` (the same simulations, gathered
     in the same order). ``progress(n)`` is called with the number of algorithms finished.
+
+    ``side_tasks``: {key: (function, args)} of other picklable work the report needs (its
+    sweeps over features or dtypes), run in the same workers after the families; each
+    result is stored back into the dict under its key, replacing the task.
     """
     names = list(names or algorithm_names())
     families = _families(names)
@@ -191,17 +197,23 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
         if progress:
             progress(len(family))
 
-    jobs = min(jobs, len(families))
+    side = dict(side_tasks or {})
+    jobs = min(jobs, len(families) + len(side))
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for family in families:
             collect(*_sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy))
+        results = {key: fn(*args) for key, (fn, args) in side.items()}
     else:
         with ProcessPoolExecutor(max_workers=jobs,
                                  mp_context=multiprocessing.get_context("fork")) as pool:
             futures = [pool.submit(_sweep_family, gpu, wl, family, seqs, sram_bytes, accuracy)
                        for family in families]
+            side_futures = {key: pool.submit(fn, *args) for key, (fn, args) in side.items()}
             for future in as_completed(futures):
                 collect(*future.result())
+            results = {key: future.result() for key, future in side_futures.items()}
+    if side_tasks is not None:
+        side_tasks.update(results)
     return [done[n][0] for n in names], [done[n][1] for n in names]
 
 

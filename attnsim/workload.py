@@ -57,22 +57,15 @@ class Workload:
                                if isinstance(self.head_dim, int) and self.head_dim > 0 else 1.0)
         self.validate()
 
-    def validate(self) -> None:
-        for name in ("batch", "heads", "seq_q", "seq_k", "head_dim", "kv_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AttnsimError(f"workload {name} must be a positive integer, got {value!r}")
-        if self.heads % self.kv_heads:
-            raise AttnsimError(f"heads ({self.heads}) must be a multiple of kv_heads "
-                               f"({self.kv_heads}): each key/value head serves a whole group")
+    def validate(self, flags: dict | None = None) -> None:
+        """Every field in its physical range (``attnsim.validate``); ``flags`` maps fields to
+        the command-line flags the messages should name."""
+        from attnsim.validate import check_workload
         if self.dtype not in DTYPE_BYTES or self.dtype == "tf32":
             raise AttnsimError(f"unknown dtype {self.dtype!r}; valid dtypes: fp16, bf16, fp32, fp8")
         if self.passes not in PASSES:
             raise AttnsimError(f"unknown pass {self.passes!r}; valid: {', '.join(PASSES)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise AttnsimError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)):
-            raise AttnsimError(f"scale must be a finite number, got {self.scale!r}")
+        check_workload(self, flags)
 
     @property
     def elem_bytes(self) -> int:

@@ -1,25 +1,28 @@
 """Predicted vs published: attnsim's timing model against published FlashAttention figures.
 
-    python benchmarks/validate_published.py [--format markdown|text]
+    python benchmarks/validate_published.py [--output docs/validation.md]
 
-Regenerates every predicted number in docs/validation.md: for each published figure it
-simulates the same workload in count-only mode (``simulate(..., compute=False)``) and
-prints the published value, the prediction and their ratio (predicted / published; above
-1 means the model is optimistic). Then the charts transcribed from the FlashAttention-3
-paper, how much each timing mechanism moves a few predictions, the FlashAttention-2
-backward's L2 cliff, and a what-if. Prints to stdout; writes nothing. About 10 s (every
-simulation is count-only), plus Numba's compilation on the first run.
+Writes docs/validation.md whole (or prints it): for each published figure it simulates the
+same workload in count-only mode (``simulate(..., compute=False)``) and gives the published
+value, the prediction and their ratio (predicted / published; above 1 the model is
+optimistic); then the FlashAttention-3 paper's charts, which source set which constant of
+the timing model, what each mechanism contributes, and the targets of the timing model
+with whether they are met. Every number in the document is computed here. About 30 s once
+Numba has compiled (every simulation is count-only).
 
 TFLOP/s are counted as the FlashAttention papers' benchmark script counts them
 (flash-attention's benchmarks/benchmark_flash_attention.py, ``flops``): forward 4·B·N²·H·d,
-halved when causal; backward
-2.5x and forward+backward 3.5x the forward — not from the simulator's FLOP counters, so
-that predicted and published throughputs divide the same work by their times.
+halved when causal; backward 2.5x and forward+backward 3.5x the forward — not from the
+simulator's FLOP counters, so that predicted and published throughputs divide the same work
+by their times. Attention figures only validate: no constant of the model is set from them.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import statistics
+import sys
 from dataclasses import dataclass
 
 from tabulate import tabulate
@@ -39,6 +42,16 @@ SEQS = (512, 1024, 2048, 4096, 8192, 16384)
 TOKENS = 16384
 HIDDEN = 2048
 PASS_FLOP_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
+
+# The targets of the timing model (the issue that introduced timing model v2).
+TARGET_BAND = (0.8, 1.25)          # every predicted / published ratio
+TARGET_MEDIAN = (0.9, 1.1)         # the median ratio
+TARGET_FA3_UTILIZATION = (70, 80)  # FA-3 fp16 forward at d = 128, % of the dense peak
+
+# The band the model meets today over every point of this page (primary and chart), rounded
+# outward to 0.05. tests/test_published.py asserts every ratio inside it and the README
+# quotes it: change all three together, and only when the model changes.
+DOCUMENTED_BAND = (0.50, 2.00)
 
 
 def paper_workload(seq: int, head_dim: int, causal: bool = False, dtype: str = "fp16",
@@ -93,6 +106,11 @@ SOURCES = (
            "operations, reaching only 25-40% of the theoretical maximum FLOPs/s. [...] These "
            "yield around 2x speedup compared to FlashAttention, reaching 50-73% of the "
            "theoretical maximum FLOPs/s on A100"),
+    Source("FA2-bwd", "Dao 2023, FlashAttention-2, arXiv 2307.08691, §4.1 (backward pass)",
+           "the paper's benchmark section, as cited by the timing-model issue; the 50-73% of "
+           "the abstract is the forward pass",
+           "the backward pass reaches up to 63% of the theoretical maximum FLOPs/s on A100 "
+           "(earlier versions of this page compared the backward with the forward's 73%)"),
     Source("FA2-shapes", "flash-attention README, Performance / A100",
            "github.com/Dao-AILab/flash-attention README.md",
            "Head dimension 64 or 128, hidden dimension 2048 (i.e. either 32 or 16 heads). "
@@ -156,12 +174,22 @@ def fa2_a100_range(passes):
     return min(u), max(u)
 
 
+def fa2_a100_bwd_max():
+    return (max(utilization("flash2", sweep((64, 128), passes="bwd"), "a100-80gb")),)
+
+
 def fa2_a100_fwd_max():
     return (max(utilization("flash2", sweep((64, 128)), "a100-80gb")),)
 
 
 def fa1_a100_range():
-    u = utilization("flash1", sweep((64, 128)), "a100-80gb")
+    """FlashAttention (v1) runs one CTA per (batch, head): over the sweep points whose grid
+    fills the A100's 108 SMs. Below that (B·H = 16 at N = 16k, d 128) it collapses, as the
+    FA-2 paper explains and tests/test_published.py pins; the published 25-40% summarizes
+    its typical points and is not compared with that collapse."""
+    gpu = get_gpu("a100-80gb")
+    u = utilization("flash1", [wl for wl in sweep((64, 128))
+                               if wl.batch * wl.heads >= gpu.sm_count], "a100-80gb")
     return min(u), max(u)
 
 
@@ -199,49 +227,52 @@ def tb2296_workload(seq):
 
 
 def comparisons() -> list[Comparison]:
+    """Every primary published figure (papers, maintainers, benchmark logs)."""
     rows = [
         Comparison("FA2", "FA-2 fwd, % of peak (range over the benchmark)", "a100-80gb",
-                   "README sweep, d 64/128, causal and not", (50, 73), "% of 312",
+                   "README sweep, d 64/128, causal and not, fp16, fwd", (50, 73), "% of 312",
                    functools.partial(fa2_a100_range, "fwd")),
-        Comparison("FA2", "FA-2 bwd, % of peak (range over the benchmark)", "a100-80gb",
-                   "README sweep, d 64/128, causal and not", (50, 73), "% of 312",
-                   functools.partial(fa2_a100_range, "bwd")),
+        Comparison("FA2-bwd", "FA-2 bwd, best % of peak", "a100-80gb",
+                   "README sweep, d 64/128, causal and not, fp16, bwd", (63,), "% of 312",
+                   fa2_a100_bwd_max),
         Comparison("FA2-1059", "FA-2 fwd, best % of peak", "a100-80gb",
-                   "README sweep, d 64/128", (70,), "% of 312", fa2_a100_fwd_max),
+                   "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max),
         Comparison("FA2", "FlashAttention (v1) fwd, % of peak (range)", "a100-80gb",
-                   "README sweep, d 64/128, causal and not", (25, 40), "% of 312",
+                   "README sweep, d 64/128, causal and not, fp16, fwd; points with B·H >= 108",
+                   (25, 40), "% of 312",
                    fa1_a100_range),
         Comparison("FA3", "FA-2 fwd on H100, % of peak", "h100-sxm",
-                   "FA-3 sweep, d 64/128/256 (best case)", (35,), "% of 989",
+                   "FA-3 sweep, d 64/128/256, fp16, fwd (best case)", (35,), "% of 989",
                    fa2_h100_max),
         Comparison("FA3", "FA-3 fp16 fwd, best TFLOP/s", "h100-sxm",
-                   "FA-3 sweep, d 64/128/256, causal and not", (740,), "TFLOP/s",
+                   "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (740,), "TFLOP/s",
                    fa3_h100_max),
         Comparison("FA3", "FA-3 over FA-2 fwd speedup (range)", "h100-sxm",
-                   "FA-3 sweep, d 64/128/256, causal and not", (1.5, 2.0), "x",
+                   "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (1.5, 2.0), "x",
                    fa3_over_fa2_range),
         Comparison("FA3", "FA-3 fp8 fwd, best TFLOP/s", "h100-sxm",
-                   "FA-3 sweep in fp8, d 64/128/256", (1200,), "TFLOP/s", fa3_fp8_max),
+                   "FA-3 sweep, d 64/128/256, fp8, fwd", (1200,), "TFLOP/s", fa3_fp8_max),
     ]
     for n, value in TB2391_FA3.items():
         wl = tb2391_workload(n)
         rows.append(Comparison("TB2391", "FA-3 fp16 fwd TFLOP/s", "h100-sxm",
-                               f"B {wl.batch}, H 16, N {n}, d 128", (value,), "TFLOP/s",
+                               f"B {wl.batch}, H 16, N {n}, d 128, fp16, fwd", (value,),
+                               "TFLOP/s",
                                functools.partial(lambda w: (tflops("flash3", w, "h100-sxm"),), wl)))
     for n, ms in TB2296_SDPA_MS.items():
         wl = tb2296_workload(n)
         rows.append(Comparison("TB2296", "SDPA fwd (backend not stated) vs flash2, TFLOP/s "
                                "from the published ms", "h100-sxm",
-                               f"B 128, H 8, N {n}, d 128 ({ms} ms)",
+                               f"B 128, H 8, N {n}, d 128, fp16, fwd ({ms} ms)",
                                (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
                                functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl)))
     return rows
 
 
-def ratio_text(pred: tuple, pub: tuple) -> str:
+def ratios_of(pred: tuple, pub: tuple) -> list[float]:
     """predicted / published; for ranges, low/low and high/high. Every published figure is a
     throughput (or a ratio of throughputs), so above 1 means the model is optimistic."""
-    return " – ".join(f"{p / q:.2f}" for p, q in zip(pred, pub))
+    return [p / q for p, q in zip(pred, pub)]
 
 
 def value_text(values: tuple, unit: str) -> str:
@@ -249,14 +280,28 @@ def value_text(values: tuple, unit: str) -> str:
     return "–".join(fmt.format(v) for v in values)
 
 
+@functools.lru_cache(maxsize=None)
+def evaluated() -> tuple:
+    """(comparison, predicted tuple, ratios) for every primary figure."""
+    out = []
+    for c in comparisons():
+        pred = tuple(c.predict())
+        out.append((c, pred, tuple(ratios_of(pred, c.published))))
+    return tuple(out)
+
+
+def in_band(r: float, band=TARGET_BAND) -> bool:
+    return band[0] <= r <= band[1]
+
+
 def comparison_table(fmt: str) -> str:
     rows = []
-    for c in comparisons():
-        pred = c.predict()
+    for c, pred, ratios in evaluated():
         rows.append([c.source, c.claim, c.gpu, c.workload, c.unit, value_text(c.published, c.unit),
-                     value_text(pred, c.unit), ratio_text(pred, c.published)])
+                     value_text(pred, c.unit), " – ".join(f"{r:.2f}" for r in ratios),
+                     "yes" if all(in_band(r) for r in ratios) else "no"])
     return tabulate(rows, headers=["source", "figure", "GPU", "workload", "unit", "published",
-                                   "predicted", "pred/pub"], tablefmt=fmt)
+                                   "predicted", "pred/pub", "in 0.8–1.25"], tablefmt=fmt)
 
 
 # -- the FlashAttention-3 charts (secondary: machine transcriptions) ----------------------------
@@ -268,34 +313,169 @@ FA3_CHARTS = {
 }
 # Chart A's FlashAttention-3 value at 512 is 467 in one transcription and 497 in another
 # (they swap it with cuDNN's); the lower one is used.
+CHART_ALGORITHMS = ("standard", "flash2", "flash3")
 
 
-def chart_table(fmt: str) -> str:
-    rows = []
+@functools.lru_cache(maxsize=None)
+def chart_points() -> tuple:
+    """(chart, d, causal, N, algorithm, published, predicted) for every chart bar."""
+    out = []
     for (chart, d, causal), values in FA3_CHARTS.items():
         for n, published in values.items():
             wl = paper_workload(n, d, causal)
-            row = [chart, d, "causal" if causal else "non-causal", n]
-            for algorithm, pub in zip(("standard", "flash2", "flash3"), published):
-                pred = tflops(algorithm, wl, "h100-sxm")
-                row.append(f"{pub} / {pred:.0f} ({pred / pub:.2f})")
-            rows.append(row)
+            for algorithm, pub in zip(CHART_ALGORITHMS, published):
+                out.append((chart, d, causal, n, algorithm, pub, tflops(algorithm, wl, "h100-sxm")))
+    return tuple(out)
+
+
+def chart_table(fmt: str) -> str:
+    rows, by_key = [], {}
+    for chart, d, causal, n, algorithm, pub, pred in chart_points():
+        cell = f"{pub} / {pred:.0f} ({pred / pub:.2f})"
+        by_key.setdefault((chart, d, causal, n), []).append(cell)
+    for (chart, d, causal, n), cells in by_key.items():
+        rows.append([chart, d, "causal" if causal else "non-causal", n] + cells)
     return tabulate(rows, headers=["chart", "d", "read as", "N", "standard pub / pred (ratio)",
                                    "FA-2 pub / pred (ratio)", "FA-3 pub / pred (ratio)"],
                     tablefmt=fmt)
 
 
+GROUP_OF_SOURCE_CLAIM = (
+    # (substring of the claim, GPU) -> group; first match wins
+    ("over FA-2", "h100-sxm", "H100, FA-3 over FA-2 speedup"),
+    ("FA-3", "h100-sxm", "H100, FlashAttention-3 (fp16, fp8)"),
+    ("flash2", "h100-sxm", "H100, FlashAttention-2"),
+    ("FA-2", "h100-sxm", "H100, FlashAttention-2"),
+    ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
+    ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
+)
+CHART_GROUP = {"standard": "H100, standard attention (charts)",
+               "flash2": "H100, FlashAttention-2", "flash3": "H100, FlashAttention-3 (fp16, fp8)"}
+
+
+def grouped_ratios() -> dict[str, list[float]]:
+    groups: dict[str, list[float]] = {}
+    for c, _, ratios in evaluated():
+        group = next(g for key, gpu, g in GROUP_OF_SOURCE_CLAIM
+                     if key in c.claim and gpu == c.gpu)
+        groups.setdefault(group, []).extend(ratios)
+    for chart, d, causal, n, algorithm, pub, pred in chart_points():
+        groups.setdefault(CHART_GROUP[algorithm], []).append(pred / pub)
+    return groups
+
+
+def groups_table(fmt: str) -> str:
+    rows = [[group, len(r), f"{min(r):.2f}–{max(r):.2f}", f"{statistics.median(r):.2f}",
+             sum(in_band(x) for x in r)] for group, r in grouped_ratios().items()]
+    return tabulate(rows, headers=["group", "points", "pred/pub range", "median",
+                                   "in 0.8–1.25"], tablefmt=fmt)
+
+
+def all_ratios() -> list[tuple[str, float]]:
+    """(label, ratio) of every point on this page: primary figures and chart bars."""
+    out = [(f"{c.source}: {c.claim} ({c.workload})", r)
+           for c, _, ratios in evaluated() for r in ratios]
+    out += [(f"FA3-fig {chart} d{d} {'causal' if causal else 'non-causal'} N{n} {algorithm}",
+             pred / pub) for chart, d, causal, n, algorithm, pub, pred in chart_points()]
+    return out
+
+
+# -- targets ------------------------------------------------------------------------------------
+def fa3_d128_utilization() -> tuple[float, float]:
+    """FA-3 fp16 forward at d = 128, non-causal, N 4k-16k: % of the dense peak (min, max)."""
+    u = [tflops("flash3", paper_workload(n, 128), "h100-sxm") / peak_tflops("h100-sxm") * 100
+         for n in (4096, 8192, 16384)]
+    return min(u), max(u)
+
+
+def targets_table(fmt: str) -> str:
+    ratios = [r for _, r in all_ratios()]
+    primary = [r for _, _, rs in evaluated() for r in rs]
+    lo, hi = min(ratios), max(ratios)
+    med, med_primary = statistics.median(ratios), statistics.median(primary)
+    inside = sum(in_band(r) for r in ratios)
+    u_lo, u_hi = fa3_d128_utilization()
+    s_lo, s_hi = fa3_over_fa2_range()
+    rows = [
+        ["every point within 0.8–1.25 (primary and charts)",
+         f"{lo:.2f}–{hi:.2f}; {inside} of {len(ratios)} inside",
+         "met" if inside == len(ratios) else "not met"],
+        ["median ratio within 0.9–1.1 (all points)",
+         f"{med:.2f} (primary only: {med_primary:.2f})",
+         "met" if in_band(med, TARGET_MEDIAN) else "not met"],
+        ["FA-3 fp16 fwd, d 128, N 4k–16k: 70–80% of peak", f"{u_lo:.0f}–{u_hi:.0f}%",
+         "met" if TARGET_FA3_UTILIZATION[0] <= u_lo and u_hi <= TARGET_FA3_UTILIZATION[1]
+         else "not met"],
+        ["FA-3 / FA-2 fwd speedup in the published 1.5–2.0", f"{s_lo:.2f}–{s_hi:.2f}",
+         "met" if 1.5 <= s_lo and s_hi <= 2.0 else "not met"],
+        ["documented band (tests/test_published.py, README)",
+         f"{DOCUMENTED_BAND[0]:.2f}–{DOCUMENTED_BAND[1]:.2f}",
+         "holds" if DOCUMENTED_BAND[0] <= lo and hi <= DOCUMENTED_BAND[1] else "VIOLATED"],
+    ]
+    return tabulate(rows, headers=["target", "model", "status"], tablefmt=fmt)
+
+
+def outside_table(fmt: str) -> str:
+    rows = [[label, f"{r:.2f}"] for label, r in sorted(all_ratios(), key=lambda x: -x[1])
+            if not in_band(r)]
+    return tabulate(rows, headers=["point outside 0.8–1.25", "pred/pub"], tablefmt=fmt) \
+        if rows else "(none)"
+
+
+# -- which source set which constant -------------------------------------------------------
+CONSTANTS = (
+    ("sustained_clock_hz", "SM clock under tensor load (scales SFU, FMA, shared memory, issue)",
+     lambda g: f"{g.sustained_clock / 1e6:.0f} MHz",
+     "A100: HPL-CLK (NVIDIA's HPL Rpeak clock at the power limit); H100: the tensor peak's "
+     "clock (FA3 §3.3), no measured sustained clock found"),
+    ("tensor_gemm_fraction", "best large-GEMM fp16/bf16 throughput / dense peak",
+     lambda g: f"{g.tensor_gemm_fraction:.3f}", "MAMF (ml-engineering, mamf-finder.py)"),
+    ("tensor_fp8_gemm_fraction", "the same for fp8",
+     lambda g: f"{g.tensor_fp8_gemm_fraction:.3f}" if g.tensor_fp8_flops_per_s else "—", "MAMF"),
+    ("mma_sync_fraction_of_peak", "ceiling of the sm80 mma.sync path / peak",
+     lambda g: f"{g.mma_sync_fraction_of_peak:.3f}", "FA3 §1 (Hopper); 1 on Ampere"),
+    ("hbm_achievable_fraction", "copy/stream bandwidth / datasheet",
+     lambda g: f"{g.hbm_achievable_fraction:.2f}", "STREAM (starting point, unmeasured)"),
+    ("fp32_lanes_per_sm", "FP32 FMA lanes per SM", lambda g: f"{g.fp32_lanes}", "WP-SM"),
+    ("sfu_ops_per_clock_per_sm", "exp/log per clock per SM",
+     lambda g: f"{g.sfu_ops_per_clock_per_sm}", "A100-WP; FA3 §1 (3.9 TFLOP/s)"),
+    ("smem_bytes_per_clock_per_sm", "shared-memory bytes per clock per SM",
+     lambda g: f"{g.smem_bytes_per_clock_per_sm}", "SMEM-BK (CUDA guide: 32 banks x 4 B)"),
+    ("issue_per_clock_per_sm", "warp-instructions issued per clock per SM",
+     lambda g: f"{g.issue_per_clock_per_sm}", "WP-SM (4 schedulers)"),
+    ("dram_latency_s", "L2-miss load latency",
+     lambda g: f"{g.dram_latency_s * 1e9:.0f} ns", "DRAM-LAT (~500 cycles, Ampere-class "
+     "pointer chasing; unmeasured on A100/H100)"),
+    ("l2_atomic_bytes_per_s", "fp32 atomic (RED) throughput in L2",
+     lambda g: f"{g.atomic_bytes_per_s / 1e12:.1f} TB/s", "NSIGHT-AT (read-modify-write at "
+     "L2 bandwidth / 2)"),
+    ("launch_overhead_s", "kernel launch (host pipeline)",
+     lambda g: f"{g.launch_overhead_s * 1e6:.0f} µs", "modelling assumption (hwmodels/gpus.py)"),
+)
+
+
+def constants_table(fmt: str) -> str:
+    a100, h100 = get_gpu("a100-80gb"), get_gpu("h100-sxm")
+    rows = [[name, what, value(a100), value(h100), source]
+            for name, what, value, source in CONSTANTS]
+    return tabulate(rows, headers=["GPU field", "what", "A100 SXM4 80GB", "H100 SXM5",
+                                   "set by (source keys in hwmodels/gpus.py)"], tablefmt=fmt)
+
+
 # -- what each mechanism contributes ----------------------------------------------------------
-MECHANISMS = ("tc_path_derate", "overlap", "l2_cache", "wave_quantization", "memory_overlap",
-              "separate_sfu", "launch_overhead")
+MECHANISMS = tuple(f.name for f in dataclasses.fields(TimingOptions) if f.name != "interconnect")
 
 ABLATION_CASES = (
-    ("flash2", "h100-sxm", Workload(batch=4, heads=16, seq_q=4096, head_dim=128)),
-    ("flash3", "h100-sxm", Workload(batch=4, heads=16, seq_q=4096, head_dim=128)),
-    ("flash3", "h100-sxm", Workload(batch=4, heads=32, seq_q=4096, head_dim=64)),
-    ("flash2", "a100-80gb", Workload(batch=4, heads=16, seq_q=4096, head_dim=128, causal=True)),
-    ("standard", "a100-80gb", Workload(batch=4, heads=32, seq_q=4096, head_dim=64)),
-    ("flash2", "h100-sxm", Workload(batch=2, heads=16, seq_q=8192, head_dim=128, passes="bwd")),
+    ("flash2", "a100-80gb", paper_workload(4096, 128)),
+    ("flash2", "a100-80gb", paper_workload(4096, 128, passes="bwd")),
+    ("flash2", "h100-sxm", paper_workload(4096, 128)),
+    ("flash3", "h100-sxm", paper_workload(4096, 128)),
+    ("flash3", "h100-sxm", paper_workload(512, 128)),
+    ("flash3", "h100-sxm", paper_workload(4096, 64)),
+    ("flash3", "h100-sxm", paper_workload(4096, 128, dtype="fp8")),
+    ("standard", "h100-sxm", paper_workload(4096, 128)),
+    ("gqa", "h100-sxm", Workload(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
+                                 head_dim=128, decode=True)),
 )
 
 
@@ -304,76 +484,210 @@ def ablation_table(fmt: str) -> str:
     for algorithm, gpu, wl in ABLATION_CASES:
         base = simulate(algorithm, wl, gpu, compute=False)
         causal = " causal" if wl.causal else ""
-        row = [f"{algorithm} {wl.passes}", gpu,
-               f"B{wl.batch} H{wl.heads} N{wl.seq_q} d{wl.head_dim}{causal}",
-               f"{base.time.predicted_s * 1e3:.3f} ({base.time.bound})",
-               f"{tflops(algorithm, wl, gpu):.0f}"]
+        shape = (f"decode B{wl.batch} H{wl.heads}/{wl.kv_heads} N{wl.seq_k}" if wl.decode else
+                 f"B{wl.batch} H{wl.heads} N{wl.seq_q} d{wl.head_dim}{causal}")
+        main = max(base.time.kernels, key=lambda k: k.total_s)
+        row = [f"{algorithm} {wl.passes} {wl.dtype}", gpu, shape,
+               f"{base.time.predicted_s * 1e3:.3f}", main.mechanism]
         for m in MECHANISMS:
             off = predicted_seconds(algorithm, wl, gpu, TimingOptions(**{m: False}))
             row.append(f"{off / base.time.predicted_s:.2f}")
         rows.append(row)
-    return tabulate(rows, headers=["algorithm", "GPU", "workload", "predicted ms (bound)",
-                                   "TFLOP/s"] + [f"no {m}" for m in MECHANISMS], tablefmt=fmt)
+    return tabulate(rows, headers=["algorithm", "GPU", "workload", "predicted ms",
+                                   "set by"] + [f"no {m}" for m in MECHANISMS], tablefmt=fmt)
 
 
-# -- the FlashAttention-2 backward's L2 cliff ------------------------------------------------
-def l2_cliff_table(fmt: str) -> str:
+def breakdown_table(fmt: str) -> str:
+    """The main kernel's terms for the ablation cases: what each pipe and mechanism costs."""
     rows = []
-    for n in (2048, 4096, 8192, 16384):
-        wl = paper_workload(n, 128, passes="bwd")
-        r = simulate("flash2", wl, "h100-sxm", compute=False)
-        main = [k for k in r.kernels if k.name == "flash2_bwd"][0]
-        kt = [k for k in r.time.kernels if k.name == "flash2_bwd"][0]
-        rows.append([n, wl.batch, f"{main.l2_working_set_bytes / 2**20:.1f}",
-                     f"{(main.counters[0] + main.counters[1]) / 1e9:.1f}",
-                     f"{kt.dram_bytes / 1e9:.1f}", f"{r.time.predicted_s * 1e3:.2f}",
-                     kt.bound, f"{tflops('flash2', wl, 'h100-sxm'):.0f}"])
-    return tabulate(rows, headers=["N", "batch", "L2 working set MiB (limit 25)",
-                                   "requested GB", "DRAM GB", "predicted ms", "bound",
-                                   "TFLOP/s"], tablefmt=fmt)
+    for algorithm, gpu, wl in ABLATION_CASES:
+        r = simulate(algorithm, wl, gpu, compute=False)
+        k = max(r.time.kernels, key=lambda t: t.total_s)
+        us = lambda s: f"{s * 1e6:.0f}"  # noqa: E731
+        rows.append([f"{algorithm} {wl.passes} {wl.dtype}", gpu, k.name, us(k.matmul_s),
+                     us(k.smem_s), us(k.exp_s), us(k.other_s), us(k.issue_s),
+                     f"{us(k.chain_s)} ({k.chains})", us(k.hbm_s), us(k.l2_s), us(k.latency_s),
+                     us(k.fixed_s), f"{k.quantization:.2f}", us(k.total_s), k.mechanism])
+    return tabulate(rows, headers=["case", "GPU", "kernel", "tensor µs", "smem", "SFU", "FMA",
+                                   "issue", "chain (chains/SM)", "HBM", "L2", "latency",
+                                   "fixed", "waves ×", "total µs", "set by"], tablefmt=fmt)
 
 
-# -- what-ifs (GPU variants; nothing in hwmodels changes) ------------------------------------
-def what_if_table(fmt: str) -> str:
-    """CUDA-core ops at the instruction rate (half the FMA-counted fp32 peak)."""
+# -- a diagnostic, not a calibration ------------------------------------------------------------
+def fa2_h100_points(gpu) -> list[float]:
+    """predicted/published of every FlashAttention-2 H100 point, on ``gpu`` (a GPU object)."""
+    out = [tflops("flash2", tb2296_workload(n), gpu) / (paper_flops(tb2296_workload(n))
+                                                        / (ms * 1e-3) / 1e12)
+           for n, ms in TB2296_SDPA_MS.items()]
+    for (chart, d, causal), values in FA3_CHARTS.items():
+        for n, published in values.items():
+            out.append(tflops("flash2", paper_workload(n, d, causal), gpu) / published[1])
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def implied_mma_sync_fraction() -> tuple[float, tuple[float, float]]:
+    """The ``mma.sync`` ceiling (fraction of the H100 peak, before the GEMM fraction) at which
+    the FA-2 H100 points would have a median ratio of 1 if nothing else were missing, and the
+    range of their ratios there. A prediction for a GPU session to test (a CUTLASS sm80 GEMM on
+    the H100), not a constant of the model: the model keeps FlashAttention-3's 2/3."""
     h100 = get_gpu("h100-sxm")
-    half_fp32 = h100.replace(fp32_flops_per_s=h100.fp32_flops_per_s / 2)
-    rows = []
-    for algorithm, wl in (("flash2", paper_workload(4096, 128)),
-                          ("flash3", paper_workload(4096, 128)),
-                          ("flash3", paper_workload(4096, 64)),
-                          ("flash3", paper_workload(4096, 256))):
-        base = tflops(algorithm, wl, "h100-sxm")
-        slow_s = simulate(algorithm, wl, half_fp32, compute=False).time.predicted_s
-        slow = paper_flops(wl) / slow_s / 1e12
-        rows.append([algorithm, f"N {wl.seq_q}, d {wl.head_dim}, B {wl.batch}, H {wl.heads}",
-                     f"{base:.0f}", f"{slow:.0f}", f"{slow / base:.2f}"])
-    return tabulate(rows, headers=["algorithm", "workload (H100)", "TFLOP/s as modelled",
-                                   "other ops at fp32 peak / 2", "ratio"], tablefmt=fmt)
+    lo, hi = 0.2, h100.mma_sync_fraction_of_peak
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        ratios = fa2_h100_points(h100.replace(mma_sync_fraction_of_peak=mid))
+        lo, hi = (lo, mid) if statistics.median(ratios) > 1 else (mid, hi)
+    ratios = fa2_h100_points(h100.replace(mma_sync_fraction_of_peak=(lo + hi) / 2))
+    return (lo + hi) / 2, (min(ratios), max(ratios))
 
 
 def sources_text() -> str:
     return "\n".join(f"- [{s.key}] {s.citation} — {s.where}: \"{s.quote}\"" for s in SOURCES)
 
 
+# -- the document ----------------------------------------------------------------------------
+def document(fmt: str = "github") -> str:
+    ratios = [r for _, r in all_ratios()]
+    lo, hi = min(ratios), max(ratios)
+    parts = [
+        "# Validation against published figures",
+        "",
+        "attnsim's timing model predicts A100/H100 attention runtimes from counted traffic and "
+        "FLOPs, priced by mechanisms whose constants come from microbenchmarks (large GEMMs, "
+        "copies, latencies, clocks; `hwmodels/gpus.py`). This page compares the predictions "
+        "with numbers published for the same workloads: the FlashAttention papers, their "
+        "maintainers and third-party benchmark logs. Published attention figures only "
+        "validate: no constant is set from them. The whole page is written by",
+        "",
+        "```bash",
+        "python benchmarks/validate_published.py --output docs/validation.md",
+        "```",
+        "",
+        "(count-only simulations; nothing below is hand-written except the prose, and the prose "
+        "quotes no number the script did not compute). `tests/test_published.py` asserts every "
+        f"ratio on this page inside the documented band {DOCUMENTED_BAND[0]:.2f}–"
+        f"{DOCUMENTED_BAND[1]:.2f}, so a change of the model that moves a point outside it fails.",
+        "",
+        "## Targets",
+        "",
+        targets_table(fmt),
+        "",
+        f"Over all {len(ratios)} points the predicted/published ratio lies in "
+        f"{lo:.2f}–{hi:.2f}. Where a target is not met, the points responsible and the "
+        "mechanism the model still lacks are listed under *Where the model is still off*. By "
+        "group:",
+        "",
+        groups_table(fmt),
+        "",
+        "## Predicted vs published (primary figures)",
+        "",
+        "pred/pub > 1: the model is optimistic. Ranges compare the predicted minimum and "
+        "maximum over the papers' sweep with the published range's ends.",
+        "",
+        comparison_table(fmt),
+        "",
+        "## The FlashAttention-3 paper's forward charts (secondary)",
+        "",
+        "TFLOP/s, published / predicted (ratio), H100 SXM5, fp16. The values come from machine "
+        "transcriptions of the chart images ([FA3-fig] below), not from the paper's text, and "
+        "the transcriptions do not say which chart is causal: chart A (standard attention "
+        "74–139 TFLOP/s) is read as non-causal and chart B (standard 26–35, FA-3 292 at "
+        "N = 512) as causal. Two transcriptions of chart A disagree at N = 512 (467 or 497 for "
+        "FA-3); the lower is used.",
+        "",
+        chart_table(fmt),
+        "",
+        "## Where the model is still off",
+        "",
+        outside_table(fmt),
+        "",
+        "What the remaining gaps point at (mechanisms the model does not have yet):",
+        "",
+        "- **FlashAttention-2 on the H100 is predicted too fast** (the FA-2 chart bars, the "
+        "SDPA log, the FA-3 abstract's 35% and, through it, the low end of the FA-3/FA-2 "
+        "speedup and two orderings that tests/test_published.py marks as expected failures). "
+        "The simulator's FA-2 plan (128 x 128 tiles, 96 KiB of shared memory) fits two CTAs "
+        "per H100 SM but one per A100 SM, and the dependency-chain model (mean-value analysis "
+        "of two chains sharing the tensor and softmax pipes) lets two resident CTAs hide most "
+        "of each other's softmax; on the A100 the single chain is serial and agrees with the "
+        "published figures. No overlap rule fits both GPUs (the released FA-2 kernel runs two "
+        "CTAs per SM on both), so the missing piece is a rate: the `mma.sync` path on the H100 "
+        "is priced at FA-3's 2/3 ceiling times the MAMF fraction measured for `wgmma`, and no "
+        "microbenchmark of `mma.sync` GEMMs on the H100 was at hand to replace that product. "
+        "A GPU session should measure it (a CUTLASS sm80 GEMM on the H100) before anything "
+        "else is changed. As a prediction to test (not used by the model): the FA-2 H100 "
+        "points would centre on 1 with a `mma.sync` ceiling of "
+        f"{implied_mma_sync_fraction()[0]:.2f} of the peak instead of 2/3 (their ratios then "
+        f"{implied_mma_sync_fraction()[1][0]:.2f}–{implied_mma_sync_fraction()[1][1]:.2f}), "
+        f"i.e. `mma.sync` GEMMs at about "
+        f"{implied_mma_sync_fraction()[0] * get_gpu('h100-sxm').tensor_gemm_fraction * 989.4:.0f}"
+        " TFLOP/s.",
+        "- **Standard attention at short sequences and causal.** The charts' standard "
+        "attention is PyTorch eager code (flash-attention's benchmark `attention_pytorch`): "
+        "beyond the three kernels of Algorithm 0 that attnsim's `standard` simulates, it "
+        "builds the causal mask in fp32 per call and adds it to S, and permutes its output; "
+        "at N = 512 those extra kernels and launches are a large share of the time. The gap "
+        "is a difference of programs, not of pricing.",
+        "- **FlashAttention-3 at short sequences and at d = 64.** The per-CTA prologue (one "
+        "DRAM latency) and the pipeline fill (one tile of each chain unhidden) are the only "
+        "fixed costs; FA-3's epilogue (O through shared memory and a TMA store with a wait), "
+        "its barrier hand-offs between producer and consumer warpgroups, and register "
+        "pressure at d = 64 are not priced.",
+        "- **Unmeasured constants.** The H100's sustained clock under tensor load, the DRAM "
+        "latency of the A100/H100 themselves and their copy bandwidth are starting points "
+        "(see the constants table); a GPU session should measure them before anything else "
+        "(`bash benchmarks/gpu_session.sh quick`).",
+        "",
+        "## Which source set which constant",
+        "",
+        constants_table(fmt),
+        "",
+        "## What each mechanism contributes",
+        "",
+        "Predicted time with one `TimingOptions` switch off, divided by the prediction with "
+        "all on (`attnsim run ... --no-<switch>` does the same for one run); 'set by' is the "
+        "mechanism that sets the main kernel's time.",
+        "",
+        ablation_table(fmt),
+        "",
+        "The main kernel's terms (µs; each unoverlapped; 'chain' is the GEMM-softmax "
+        "dependency chain with the chains in flight per SM):",
+        "",
+        breakdown_table(fmt),
+        "",
+        "## How the numbers are compared",
+        "",
+        "- **Workloads.** The papers' sweep (flash-attention README, A100: head dimension 64 or "
+        "128, hidden dimension 2048, sequence length 512 to 16k, batch 16k / N; the FA-3 paper "
+        "sizes its inputs the same way with head dim 64, 128 and 256), fp16 unless stated, on "
+        "`a100-80gb` (A100 SXM4 80GB) and `h100-sxm` (H100 SXM5 80GB).",
+        "- **TFLOP/s** are counted the way the FlashAttention benchmark counts them "
+        "(4·B·N²·H·d forward, halved when causal; backward 2.5x, forward+backward 3.5x) and "
+        "divided by the *predicted* time, so published and predicted throughputs divide the "
+        "same work by their times.",
+        "- **% of peak** divides by the dense datasheet peak (312 TFLOP/s A100, 989.4 H100 "
+        "fp16), as the papers do.",
+        "",
+        "## Sources",
+        "",
+        sources_text(),
+        "",
+    ]
+    return "\n".join(parts)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--output", help="write the document here (default: standard output)")
     ap.add_argument("--format", default="github", choices=("github", "simple", "plain"),
                     help="table format (tabulate): github = markdown")
     a = ap.parse_args(argv)
-    sections = (
-        ("Predicted vs published (pred/pub > 1: the model is optimistic)", comparison_table),
-        ("FlashAttention-3 forward charts, H100 (TFLOP/s, published / predicted (ratio))",
-         chart_table),
-        ("Mechanisms: predicted time with one switch off / with all on", ablation_table),
-        ("FlashAttention-2 backward on H100, d 128, B·N = 16k: the L2 cliff", l2_cliff_table),
-        ("What-if: CUDA-core ops at half the FMA-counted fp32 peak (H100)", what_if_table),
-    )
-    for title, table in sections:
-        print(f"\n## {title}\n")
-        print(table(a.format))
-    print("\n## Sources\n")
-    print(sources_text())
+    text = document(a.format)
+    if a.output:
+        with open(a.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -4,7 +4,9 @@ Every counted primitive (``hwmodels.primitives``) adds to one of these slots. Un
 the names: bytes are counted at the workload's *storage* dtype (fp16/bf16 = 2 bytes, fp8 = 1,
 fp32 softmax statistics = 4), whatever dtype the CPU happens to compute in.
 
-Slots are plain module-level integers so Numba folds them into constants.
+Slots are plain module-level integers so Numba folds them into constants. The int64 array
+holds what one kernel body counts; scaling to every head and summing over kernels happen in
+Python integers (``hwmodels.memory``), so reported totals are exact at any size.
 """
 import numpy as np
 

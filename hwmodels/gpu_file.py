@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hwmodels.config_file import read_toml, start_from_base
+from hwmodels.config_file import base_chain, read_toml, start_from_base
 from hwmodels.gpus import GPU, builtin_gpu
 
 
@@ -30,7 +30,52 @@ _INT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("int", int)}
 _FLOAT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("float", float)}
 _STR_FIELDS = {"name", "full_name", "sources"}
 _BOOL_FIELDS = {"has_wgmma"}
-_MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s"}
+_MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s",
+                # 0 means "not given": the timing model falls back as hwmodels.gpus documents
+                "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
+                "l2_atomic_bytes_per_s"}
+_FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
+              "hbm_achievable_fraction"}
+_OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
+
+# What hardware of this kind has, with room to spare: (lowest, highest) accepted value of each
+# numeric field. The built-in GPUs' values (hwmodels.gpus) sit well inside; the upper ends
+# are 5-100x today's largest parts (B200: 148 SMs, 192 GB of HBM3e at 8 TB/s, about 4.5
+# dense fp8 PFLOP/s per NVIDIA's datasheet), so a file with a unit slip (bytes for KiB,
+# FLOP/s for TFLOP/s) or a typo is refused instead of simulated. Fields not listed are
+# checked as positive and finite.
+FIELD_RANGES = {
+    "sm_count": (1, 1024),
+    "clock_hz": (1e8, 1e10),
+    "smem_bytes_per_sm": (1024, 2**24),
+    "smem_bytes_per_block": (1024, 2**24),
+    "register_bytes_per_sm": (1024, 2**24),
+    "max_threads_per_sm": (32, 2**16),
+    "max_ctas_per_sm": (1, 1024),
+    "l2_bytes": (1024, 2**34),
+    "l2_bandwidth_bytes_per_s": (1e9, 1e15),
+    "hbm_bytes": (2**20, 2**40),
+    "hbm_bandwidth_bytes_per_s": (1e9, 1e14),
+    "tensor_fp16_flops_per_s": (1e9, 1e17),
+    "tensor_bf16_flops_per_s": (1e9, 1e17),
+    "tensor_tf32_flops_per_s": (1e9, 1e17),
+    "tensor_fp8_flops_per_s": (1e9, 1e17),
+    "fp32_flops_per_s": (1e9, 1e16),
+    "sfu_ops_per_clock_per_sm": (1, 1024),
+    "nvlink_bytes_per_s": (1e9, 1e14),
+    "launch_overhead_s": (1e-8, 1.0),
+    "mma_sync_fraction_of_peak": (1e-3, 1.0),
+    # the timing model's achievable rates (0 where allowed: not given, see hwmodels.gpus)
+    "sustained_clock_hz": (1e8, 1e10),
+    "tensor_gemm_fraction": (1e-3, 1.0),
+    "tensor_fp8_gemm_fraction": (1e-3, 1.0),
+    "hbm_achievable_fraction": (1e-3, 1.0),
+    "fp32_lanes_per_sm": (1, 1024),
+    "smem_bytes_per_clock_per_sm": (4, 4096),
+    "issue_per_clock_per_sm": (1, 64),
+    "dram_latency_s": (1e-8, 1e-4),
+    "l2_atomic_bytes_per_s": (1e9, 1e15),
+}
 
 
 def get_gpu(name_or_path: str) -> GPU:
@@ -42,7 +87,8 @@ def get_gpu(name_or_path: str) -> GPU:
 
 def load_gpu_file(path: str) -> GPU:
     """Read and validate a GPU description; raises GpuFileError naming the problem."""
-    return gpu_from_mapping(read_toml(path, "GPU", GpuFileError), origin=path)
+    with base_chain(path, "GPU", GpuFileError):
+        return gpu_from_mapping(read_toml(path, "GPU", GpuFileError), origin=path)
 
 
 def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
@@ -50,7 +96,7 @@ def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
                                    "GPU", origin, GpuFileError)
     for key, value in data.items():
         values[key] = _checked(origin, key, value)
-    missing = [n for n in _FIELDS if n not in values and n != "sources"]
+    missing = [n for n in _FIELDS if n not in values and n not in _OPTIONAL]
     if missing:
         raise GpuFileError(f"{origin}: missing field(s) {', '.join(missing)} "
                            f"(or start from a built-in GPU with base = \"h100\")")
@@ -71,18 +117,27 @@ def _checked(origin: str, key: str, value):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GpuFileError(f"{where} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value) or abs(value) >= 2**63:
         raise GpuFileError(f"{where} must be finite, got {value!r}")
     if key in _INT_FIELDS:
-        if float(value) != int(value):
+        if isinstance(value, float) and not value.is_integer():
             raise GpuFileError(f"{where} must be a whole number, got {value!r}")
         value = int(value)
     if value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
         raise GpuFileError(f"{where} must be positive, got {value!r}")
-    if key == "mma_sync_fraction_of_peak" and value > 1:
+    if key in _FRACTIONS and value > 1:
         raise GpuFileError(f"{where} is a fraction of the peak and must be in (0, 1], "
                            f"got {value!r}")
+    lo, hi = FIELD_RANGES.get(key, (None, None))
+    if lo is not None and value != 0 and not lo <= value <= hi:
+        zero = " (or 0: none)" if key in _MAY_BE_ZERO else ""
+        raise GpuFileError(f"{where} must be in [{_number(lo)}, {_number(hi)}]{zero}, the "
+                           f"range of real GPUs, got {value!r}")
     return float(value) if key in _FLOAT_FIELDS else value
+
+
+def _number(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 def _check_consistency(origin: str, gpu: GPU) -> None:

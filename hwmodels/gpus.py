@@ -18,6 +18,38 @@ Every number below carries its source. Abbreviations used in the comments:
              is required for the rest. Its hardware table gives the H100 SXM5's L2 as 50 MiB at
              about 12 TB/s (the figure shared/FACTS.md records).
 
+Achievable rates (timing model v2; measured by microbenchmarks, never fitted to attention):
+
+* [MAMF]     S. Bekman, ml-engineering, compute/accelerator/README.md, "Maximum Achievable
+             Matmul FLOPS comparison table" (mamf-finder.py: best mean TFLOPS of a torch
+             ``matmul`` over a sweep of large shapes, 50 warm-up + 100 timed iterations): BF16
+             A100 SXM 271.2 of 312 (86.9%), H100 SXM 794.5 of 989 (80.3%; "H200 is the same");
+             FP8 (e4m3) H100 SXM 1402.6 of 1979 (70.9%), H200 SXM 1453.4 of 1979 (73.4%).
+             These are cuBLAS kernels (``mma.sync`` on Ampere, ``wgmma`` on Hopper) running at
+             whatever clock the GPU sustains under the load, so they carry the power limit.
+* [HPL-CLK]  G. Lockwood, "Peak FLOPS" (glennklockwood.com/garden/peak-FLOPS): NVIDIA computes
+             HPL Rpeak at the clock sustainable at the power limit while running HPL, 1305 MHz
+             for A100 (boost 1410 MHz).
+* [WP-SM]    A100 / H100 whitepapers, SM diagrams: 4 SM sub-partitions, each with one warp
+             scheduler that dispatches one warp-instruction per clock; 16 (A100) / 32 (H100)
+             FP32 lanes per sub-partition, i.e. 64 / 128 FP32 FMA per clock per SM.
+* [SMEM-BK]  CUDA C++ Programming Guide, "Shared Memory" (compute capability 5.x and later):
+             32 banks of 4 bytes, each bank serves one 32-bit word per clock: 128 B/clk/SM.
+* [DRAM-LAT] Pointer-chasing microbenchmarks (the method of Jia et al. 2018, "Dissecting the
+             NVIDIA Volta GPU Architecture via Microbenchmarking"): an L2-miss load costs about
+             500 clock cycles on Ampere-class GPUs (ooreilly/cuda, cache/README.md: "~500 cycle
+             latency ... L2 miss and TLB miss"; YKTian-x2b/AmpereArchViaMicroBenchMark,
+             GlobalMem_Bandwidth_Latency: 475-530 cycles). Not measured on A100/H100 SXM here;
+             ``attnsim gpu-check`` should measure it.
+* [STREAM]   Copy/stream benchmarks reach about 90% of the datasheet HBM bandwidth
+             (shared/FACTS.md, "copy/stream bandwidth ~90% of datasheet"; a published
+             BabelStream table for A100/H100 SXM was not at hand: to be replaced by a
+             measurement, see docs/validation.md).
+* [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
+             capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
+             loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
+             L2 slice, i.e. one read and one write of L2 bandwidth per atomic byte.
+
 Peak tensor-core numbers are *dense* (no 2:4 sparsity). Bandwidths are decimal
 (1 GB/s = 1e9 B/s) as datasheets state them; capacities in bytes.
 
@@ -72,6 +104,16 @@ class GPU:
     launch_overhead_s: float                   # per kernel launch (host + front-end), modelled
     mma_sync_fraction_of_peak: float           # what the sm80 mma.sync path reaches (1.0 = peak)
     has_wgmma: bool                            # Hopper warpgroup MMA (needed for full peak)
+    # ---- achievable rates (timing model v2); defaults mean "the datasheet, no derate" -------
+    sustained_clock_hz: float = 0.0            # SM clock under tensor load; 0: clock_hz
+    tensor_gemm_fraction: float = 1.0          # best large-GEMM fp16/bf16 (and tf32) rate / peak
+    tensor_fp8_gemm_fraction: float = 1.0      # the same for fp8
+    hbm_achievable_fraction: float = 1.0       # copy/stream bandwidth / datasheet bandwidth
+    fp32_lanes_per_sm: int = 0                 # FP32 FMA lanes per SM; 0: from fp32_flops_per_s
+    smem_bytes_per_clock_per_sm: int = 128     # shared-memory bandwidth (32 banks x 4 B)
+    issue_per_clock_per_sm: int = 4            # warp-instructions issued per clock per SM
+    dram_latency_s: float = 0.0                # L2-miss load latency; 0: no latency terms
+    l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 bandwidth / 2
     sources: str = ""                          # free text, for custom GPUs from TOML files
 
     # ---- derived rates -------------------------------------------------------------------
@@ -79,6 +121,26 @@ class GPU:
     def sfu_ops_per_s(self) -> float:
         """Special-function throughput: ops/clock/SM x SMs x clock."""
         return self.sfu_ops_per_clock_per_sm * self.sm_count * self.clock_hz
+
+    @property
+    def sustained_clock(self) -> float:
+        """The SM clock under tensor load (the boost clock where none is given)."""
+        return self.sustained_clock_hz or self.clock_hz
+
+    @property
+    def fp32_lanes(self) -> int:
+        """FP32 lanes per SM; derived from the datasheet fp32 peak at the boost clock if unset."""
+        return self.fp32_lanes_per_sm or round(self.fp32_flops_per_s / (2 * self.sm_count
+                                                                          * self.clock_hz))
+
+    @property
+    def atomic_bytes_per_s(self) -> float:
+        """fp32 atomic (RED) bytes per second: read-modify-write in L2 [NSIGHT-AT]."""
+        return self.l2_atomic_bytes_per_s or self.l2_bandwidth_bytes_per_s / 2
+
+    def gemm_fraction(self, dtype: str) -> float:
+        """Best measured large-GEMM throughput over the dense peak, for the input dtype."""
+        return self.tensor_fp8_gemm_fraction if dtype == "fp8" else self.tensor_gemm_fraction
 
     @property
     def fp32_ops_per_s(self) -> float:
@@ -149,6 +211,13 @@ A100_SXM4_40GB = GPU(
     launch_overhead_s=_LAUNCH_OVERHEAD_S,      # modelled, see above
     mma_sync_fraction_of_peak=1.0,             # mma.sync is Ampere's native tensor-core path
     has_wgmma=False,
+    sustained_clock_hz=1305e6,                 # [HPL-CLK] clock at the power limit under HPL
+    tensor_gemm_fraction=271.2 / 312,          # [MAMF] A100 SXM bf16: 86.9%
+    hbm_achievable_fraction=0.90,              # [STREAM]
+    fp32_lanes_per_sm=64,                      # [WP-SM] 4 x 16 FP32 lanes
+    smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
+    issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
+    dram_latency_s=500 / 1305e6,               # [DRAM-LAT] ~500 cycles at the sustained clock
 )
 
 A100_SXM4_80GB = A100_SXM4_40GB.replace(
@@ -184,6 +253,16 @@ H100_SXM5_80GB = GPU(
     launch_overhead_s=_LAUNCH_OVERHEAD_S,      # modelled, see above
     mma_sync_fraction_of_peak=2 / 3,           # [FA3] §1: mma.sync reaches ~2/3 of peak
     has_wgmma=True,
+    sustained_clock_hz=1830e6,                 # the clock of the tensor peak ([FA3] §3.3); no
+                                               # published sustained clock under tensor load was
+                                               # found: [MAMF]'s 80% carries the power limit
+    tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
+    tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
+    hbm_achievable_fraction=0.90,              # [STREAM]
+    fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes
+    smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
+    issue_per_clock_per_sm=4,                  # [WP-SM]
+    dram_latency_s=500 / 1830e6,               # [DRAM-LAT] ~500 cycles
 )
 
 H100_PCIE_80GB = H100_SXM5_80GB.replace(
@@ -201,6 +280,9 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     tensor_fp8_flops_per_s=1513e12,            # [H100-DS] 3,026 TFLOPS with sparsity / 2
     fp32_flops_per_s=51.2e12,                  # [H100-DS] FP32 51 TFLOPS
     nvlink_bytes_per_s=600e9,                  # [H100-DS] NVLink bridge 600 GB/s
+    sustained_clock_hz=1620e6,                 # the clock of its tensor peak (as SXM5)
+    dram_latency_s=500 / 1620e6,               # [DRAM-LAT] ~500 cycles
+    # GEMM and HBM fractions: [MAMF] has no H100 PCIe row; the SXM5's are kept
 )
 
 H200_SXM_141GB = H100_SXM5_80GB.replace(
@@ -208,6 +290,7 @@ H200_SXM_141GB = H100_SXM5_80GB.replace(
     full_name="NVIDIA H200-SXM-141GB",
     hbm_bytes=141 * 10**9,                     # [H200-DS] 141 GB HBM3e
     hbm_bandwidth_bytes_per_s=4.8e12,          # [H200-DS] 4.8 TB/s; compute as H100 SXM5
+    tensor_fp8_gemm_fraction=1453.4 / 1978.9,  # [MAMF] H200 SXM fp8: 73.4% (bf16 as H100)
 )
 
 GPUS: dict[str, GPU] = {g.name: g for g in (

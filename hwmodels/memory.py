@@ -6,15 +6,22 @@ error that names the buffers and the numbers. Every kernel launch gets its own c
 (``hwmodels.counters``); the counted Numba primitives (``hwmodels.primitives``) add to it.
 Keeping one array per kernel lets the timing model apply wave quantization and the
 overlap rules kernel by kernel; the totals are their sum.
+
+Exact counts at any size: the int64 array only ever holds what one kernel body counted
+since the last ``Recorder.repeat`` (in count-only mode: one head, whose counts the
+workload limits keep far below 2**63, see ``attnsim.validate``). ``repeat`` folds it into
+Python integers before multiplying by batch x heads, and totals are summed in Python
+integers, so a count never wraps around however large the product.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwmodels.counters import (ADDITIVE_SLOTS, CTAS, KERNEL_LAUNCHES, NUM_SLOTS,
-                               SRAM_PEAK_BYTES, counters_to_dict, new_counters)
+from hwmodels.counters import (ADDITIVE_SLOTS, COUNTER_NAMES, CTAS, KERNEL_LAUNCHES,
+                               NUM_SLOTS, SRAM_PEAK_BYTES, counters_to_dict, new_counters)
 from hwmodels.gpus import GPU
 
 TC_PATHS = ("mma_sync", "wgmma", "none")
@@ -61,7 +68,21 @@ class KernelRecord:
         l2_working_set_bytes: bytes that the CTAs resident at one time re-read from each
             other's loads (e.g. the K/V of the heads in flight). When it fits in L2, the
             re-reads beyond ``unique_hbm_bytes`` are served by L2 (``hwmodels.timing``).
-        counters: int64 counter array (``hwmodels.counters``).
+        chains_per_cta: independent GEMM -> softmax -> GEMM dependency chains one CTA keeps
+            in flight. 1 when its warps meet at a barrier on every tile (FlashAttention-2);
+            FlashAttention-3 runs 2 consumer warpgroups in ping-pong, each with two-stage
+            intra-warpgroup pipelining: 4. The timing model hides a chain's latency only
+            behind the other chains resident on the SM (``hwmodels.timing``).
+        smem_readers: warps (mma.sync) or warpgroups (wgmma) that each read the shared
+            operand tile of the kernel's GEMMs from shared memory (FA-2's 4 warps each read
+            all of K_j and V_j); the counters record one read per matmul.
+        mma_rows_per_cta: rows of the CTA's GEMM output tile shared by those readers (B_r);
+            with ``smem_readers`` it prices the repeated operand reads. 0: not declared.
+        prologue_bytes_per_cta: bytes a CTA must load before its first MMA (FA: Q_i and
+            the first K_j); 0: not declared (the prologue is then one DRAM latency).
+        raw: the int64 counter array the kernel body adds to (``hwmodels.counters``).
+        folded: exact Python-int counts folded out of ``raw`` by ``Recorder.repeat``.
+        ``counters`` is their sum.
     """
 
     name: str
@@ -75,7 +96,34 @@ class KernelRecord:
     matmul_dtype: str = "fp16"
     unique_hbm_bytes: int | None = None
     l2_working_set_bytes: int | None = None
-    counters: np.ndarray = field(default_factory=new_counters)
+    chains_per_cta: int = 1
+    smem_readers: int = 1
+    mma_rows_per_cta: int = 0
+    prologue_bytes_per_cta: int = 0
+    raw: np.ndarray = field(default_factory=new_counters)
+    folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
+
+    @property
+    def counters(self) -> np.ndarray:
+        """Exact counts, slot by slot, as an object array of Python ints (never wraps)."""
+        self._check_not_wrapped()
+        return np.array([f + int(r) for f, r in zip(self.folded, self.raw)], dtype=object)
+
+    def fold_and_scale(self, times: int) -> None:
+        """The counts so far stand for ``times`` repetitions: multiply the additive slots in
+        Python integers and clear them from the int64 array."""
+        self._check_not_wrapped()
+        for slot in ADDITIVE_SLOTS:
+            self.folded[slot] = (self.folded[slot] + int(self.raw[slot])) * int(times)
+            self.raw[slot] = 0
+
+    def _check_not_wrapped(self) -> None:
+        """Counts only grow: a negative int64 count wrapped around. The workload limits
+        (``attnsim.validate``) keep one kernel body far below 2**63; this is the alarm if a
+        body ever exceeds them, so that a wrapped count is an error, never a number."""
+        if (self.raw < 0).any():
+            raise OverflowError(f"kernel {self.name}: an int64 counter wrapped around "
+                                f"({dict(zip(COUNTER_NAMES, self.raw.tolist()))})")
 
     @property
     def sram_bytes_per_cta(self) -> int:
@@ -83,6 +131,11 @@ class KernelRecord:
 
     def counts(self) -> dict[str, int]:
         return counters_to_dict(self.counters)
+
+
+# The record behind each counter array handed to a kernel body, so that ``Recorder.repeat``
+# (which kernels call with the array alone) scales the record's exact counts.
+_RECORD_OF_ARRAY: "weakref.WeakValueDictionary[int, KernelRecord]" = weakref.WeakValueDictionary()
 
 
 class Recorder:
@@ -103,7 +156,8 @@ class Recorder:
     def kernel(self, name: str, *, ctas: int, buffers: dict[str, int], threads_per_cta=128,
                register_bytes_per_cta=0, tc_path="mma_sync", overlap="serial", cta_work=None,
                matmul_dtype="fp16", unique_hbm_bytes=None,
-               l2_working_set_bytes=None) -> np.ndarray:
+               l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
+               mma_rows_per_cta=0, prologue_bytes_per_cta=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -116,12 +170,16 @@ class Recorder:
                            overlap=overlap,
                            cta_work=None if cta_work is None else np.asarray(cta_work, float),
                            matmul_dtype=matmul_dtype, unique_hbm_bytes=unique_hbm_bytes,
-                           l2_working_set_bytes=l2_working_set_bytes)
-        rec.counters[KERNEL_LAUNCHES] = 1
-        rec.counters[CTAS] = int(ctas)
-        rec.counters[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta
+                           l2_working_set_bytes=l2_working_set_bytes,
+                           chains_per_cta=int(chains_per_cta), smem_readers=int(smem_readers),
+                           mma_rows_per_cta=int(mma_rows_per_cta),
+                           prologue_bytes_per_cta=int(prologue_bytes_per_cta))
+        rec.folded[KERNEL_LAUNCHES] = 1
+        rec.folded[CTAS] = int(ctas)
+        rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta
         self.kernels.append(rec)
-        return rec.counters
+        _RECORD_OF_ARRAY[id(rec.raw)] = rec
+        return rec.raw
 
     def resident_ctas(self, ctas: int, sram_bytes_per_cta: int, register_bytes_per_cta: int = 0,
                       threads_per_cta: int = 128) -> int:
@@ -136,14 +194,27 @@ class Recorder:
 
     @staticmethod
     def repeat(counters: np.ndarray, times: int) -> None:
-        """Scale the additive slots: a body counted for one head stands for ``times`` heads."""
-        counters[ADDITIVE_SLOTS] *= int(times)
+        """Scale the additive slots: a body counted for one head stands for ``times`` heads.
+
+        ``counters`` is an array from ``kernel()``: the record's exact counts are scaled in
+        Python integers. Any other int64 array is scaled in place, refusing a product that
+        would not fit."""
+        rec = _RECORD_OF_ARRAY.get(id(counters))
+        if rec is not None and rec.raw is counters:
+            rec.fold_and_scale(times)
+            return
+        scaled = [int(counters[s]) * int(times) for s in ADDITIVE_SLOTS]
+        if any(abs(v) >= 2**63 for v in scaled):
+            raise OverflowError("a counter scaled outside a kernel record exceeds int64")
+        counters[ADDITIVE_SLOTS] = scaled
 
     def totals(self) -> np.ndarray:
-        """Sum over kernels; the SRAM peak is the largest kernel's footprint."""
-        total = np.zeros(NUM_SLOTS, dtype=np.int64)
+        """Sum over kernels in Python integers (object array, exact at any size); the SRAM
+        peak is the largest kernel's footprint."""
+        total = np.array([0] * NUM_SLOTS, dtype=object)
         for k in self.kernels:
-            peak = max(total[SRAM_PEAK_BYTES], k.counters[SRAM_PEAK_BYTES])
-            total += k.counters
+            counts = k.counters
+            peak = max(total[SRAM_PEAK_BYTES], counts[SRAM_PEAK_BYTES])
+            total = total + counts
             total[SRAM_PEAK_BYTES] = peak
         return total

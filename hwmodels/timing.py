@@ -1,40 +1,72 @@
-"""The timing model: counted work -> predicted time, with its breakdown and its bound.
+"""The timing model: counted work -> predicted time, with its breakdown and what bounds it.
 
-For each kernel k (kernels run one after another):
+Every rate below is a GPU field with its source (``hwmodels.gpus``): achievable rates from
+microbenchmarks (large GEMMs, copies, latency), never fitted to attention results. Kernels
+run back to back; for each kernel k, with f = the sustained SM clock under tensor load and
+S = the SMs:
 
-    t_mem(k)    = max(dram_bytes / hbm_bandwidth, requested_bytes / l2_bandwidth)
-                  requested = hbm_read_bytes + hbm_write_bytes (what the algorithm asks of
-                  global memory: the counts the IO theorems bound); every request passes
-                  through L2. dram = requested, unless the kernel declares its compulsory
-                  traffic and the working set its resident CTAs re-read: then a fraction
-                  min(1, L2/2 / working set) of the re-reads hit in L2 (half of L2: streaming
-                  data and imperfect replacement share it).
-    t_mma(k)    = matmul_flops / (tensor_peak[dtype] x path_fraction)
-                  path_fraction = gpu.mma_sync_fraction_of_peak for the sm80 ``mma.sync`` path
-                  (about 2/3 on H100, FlashAttention-3 §1), 1 for ``wgmma`` or on A100
-    t_exp(k)    = exp_ops / (16 ops/clk/SM x SMs x clock)          special-function units
-    t_other(k)  = other_flops / (fp32_peak / 2)                    CUDA cores: each counted
-                  op is one instruction; the datasheet's fp32 peak counts an FMA as 2
-    t_link(k)   = interconnect_bytes / (NVLink bandwidth in one direction)   multi-device
-                  (0 with ``TimingOptions(interconnect=False)``: one device's own work)
-    t_comp(k)   = t_mma + t_exp + t_other          kernel declares overlap="serial"  (FA-2)
-                = max(t_mma, t_exp + t_other)      kernel declares overlap="overlap" (FA-3)
-    t_body(k)   = max(t_mem, t_comp, t_link)       loads and peer copies are asynchronous
-    t(k)        = t_body x q(k) + launch_overhead
-    q(k)        = wave quantization / imbalance: CTAs go, in launch order, to the SM with the
-                  least work so far (the block scheduler's behaviour, at SM granularity: the
-                  CTAs resident on one SM share its throughput); q = makespan / (total work /
-                  SMs) >= 1. For equal CTAs q = ceil(CTAs / SMs) / (CTAs / SMs). Causal masking
-                  makes CTAs unequal (``KernelRecord.cta_work``) and q grows.
-                  Resident CTAs per SM (shared memory, registers, threads, hardware cap) are
-                  reported as occupancy; see the note in ``quantization_factor``.
+Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
+    t_mma(k)   = matmul_flops / (peak[dtype] x gemm_fraction[dtype] x path_ceiling)
+                 gemm_fraction: best measured large-GEMM rate / peak (MAMF tables; it carries
+                 the power-limited clock); path_ceiling: 2/3 for ``mma.sync`` on Hopper
+                 (FlashAttention-3 §1), 1 for the GPU's native path.
+    t_mufu(k)  = exp_ops / (16 x S x f)                         special-function units
+    t_fma(k)   = other_flops / (fp32 lanes x S x f)             one instruction per counted op
+    t_smem(k)  = smem_bytes / (128 B x S x f)                   32 banks x 4 B per clock
+                 smem_bytes = counted SRAM reads + writes + the operand re-reads of the
+                 ``smem_readers`` warps/warpgroups that each read the shared GEMM operand:
+                 matmul_flops x e / 2 x (readers - 1) / mma_rows_per_cta.
+    t_issue(k) = warp-instructions / (4 x S x f)                4 schedulers, 1 instr/clk each
+                 instructions: MMAs (4096 FLOPs per fp16 m16n8k16 ``mma.sync``, 8192 for fp8;
+                 65536 per warp for a 64x128x16 ``wgmma``), exp/32, other/32, and one
+                 ldmatrix/cp.async per 512 B of shared memory on the ``mma.sync`` path (TMA and
+                 ``wgmma`` read shared memory without instructions).
 
-The bounding resource of a kernel is the largest of its terms; that of a whole run is the
-resource whose kernels take the most time (launch overhead counts as a resource).
-Every mechanism can be switched off (``TimingOptions``) to show what it contributes.
+Dependency chain (replaces the binary sum-or-max of softmax and GEMMs): a warp's GEMM
+phase G = max(t_mma, t_smem) (fragments are prefetched while MMAs run) and its softmax
+phase P = max(t_mufu, t_fma) depend on each other, tile after tile. The chains in flight on
+an SM (g = chains_per_cta x resident CTAs on it) share the two phases' pipes: a closed
+queueing network of g customers over two stations, solved exactly by mean-value analysis
+(Reiser & Lavenberg 1980): g = 1 gives G + P (fully serial), g -> inf gives max(G, P).
+    t_comp(k)  = max(MVA(G, P; g), t_issue)
+FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no 2/3
+ceiling, no ldmatrix issue) and its 4 chains per CTA (2 warpgroups in ping-pong x 2-stage
+pipelining, against FA-2's 1: its warps meet at a barrier on every tile).
+
+Memory:
+    t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)
+    t_l2(k)    = (requested - atomic) / L2 bandwidth + atomic_bytes / L2 atomic rate
+    t_lat(k)   = dram_bytes / (SMs x bytes in flight per SM / DRAM latency)
+    t_mem(k)   = max(t_hbm, t_l2, t_lat)                     (reported)
+                 requested = hbm_read_bytes + hbm_write_bytes (the counts the IO theorems
+                 bound); dram = requested unless L2 serves re-reads (``dram_bytes``); the last
+                 term is Little's law: a CTA has at most its shared-memory tiles in flight, so
+                 thin grids (split-KV decode) are latency-bound.
+    t_link(k)  = interconnect_bytes / (NVLink bandwidth in one direction)   (ring)
+    t_fixed(k) = per-CTA prologue (``_fixed_cost``): the first tiles of a wave of CTAs
+                 (``prologue_bytes_per_cta`` each, all SMs loading at once) arrive one DRAM
+                 latency plus their transfer after the wave starts, and the first tile of each
+                 CTA's chains runs with nothing to overlap (pipeline fill: one tile's (G + P)
+                 less its share of the overlapped time). A resident neighbour hides both after
+                 the first wave; a lone CTA per SM pays them every wave. The epilogue's
+                 stores drain asynchronously and its normalization is counted work.
+    t(k)       = max(t_bw - prologue transfer, q(k) x max(t_comp, t_lat), t_link) + t_fixed
+                 t_bw = max(HBM, L2 terms) is shared by the whole GPU and does not stretch with
+                 the waves; compute and latency-bound memory are per SM and do (q below).
+    q(k)       = wave quantization / imbalance: CTAs go, in launch order, to the SM with the
+                 least work so far; q = makespan / (total work / SMs) >= 1.
+Launch as a host pipeline: the host submits kernel i at (launches so far) x overhead; the GPU
+starts it when both it is submitted and kernel i-1 has finished. Only the part of a launch
+that the previous kernel's GPU time does not cover is charged.
+
+The bound of a kernel is its largest resource term (memory, matmul, exp, other, smem, issue,
+interconnect, launch); ``mechanism`` says which mechanism sets its time (a pipe, the
+dependency chain, the issue rate, HBM/L2 bandwidth, DRAM latency, launch). Every mechanism
+can be switched off (``TimingOptions``) to show what it contributes.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import asdict, dataclass
@@ -42,19 +74,27 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit
 
-from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, INTERCONNECT_BYTES,
-                               KERNEL_LAUNCHES, MATMUL_FLOPS,
-                               OTHER_FLOPS)
-from hwmodels.gpus import GPU
+from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
+                               INTERCONNECT_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS, OTHER_FLOPS,
+                               SRAM_READ_BYTES, SRAM_WRITE_BYTES)
+from hwmodels.gpus import GPU, dtype_bytes
 from hwmodels.memory import KernelRecord
 
-RESOURCES = ("memory", "matmul", "exp", "other", "interconnect", "launch")
+RESOURCES = ("memory", "matmul", "exp", "other", "smem", "issue", "interconnect", "launch")
+
+# Warp-instruction sizes (PTX ISA, "Warp-level matrix instructions"): mma.sync m16n8k16 for
+# fp16/bf16 (m16n8k32 for fp8, m16n8k8 for tf32); wgmma m64nNk16 is issued by the 4 warps of
+# a warpgroup, N = 128 taken as the typical tile width.
+MMA_SYNC_FLOPS_PER_INSTR = {"fp16": 4096, "bf16": 4096, "fp8": 8192, "tf32": 2048, "fp32": 2048}
+WGMMA_FLOPS_PER_WARP_INSTR = 2 * 64 * 128 * 16 // 4
+SMEM_BYTES_PER_INSTR = 32 * 16          # ldmatrix.x4 / cp.async: 16 B per lane
+WARP = 32
 
 
 @dataclass(frozen=True)
 class TimingOptions:
     """Switches for each mechanism of the model (all on by default)."""
-    overlap: bool = True              # honour kernels that overlap softmax with GEMMs
+    overlap: bool = True              # chains hide each other (off: softmax and GEMMs serial)
     memory_overlap: bool = True       # memory time hides behind compute (max, not sum)
     wave_quantization: bool = True    # CTAs in waves, idle SMs in the last one, imbalance
     launch_overhead: bool = True      # per-kernel launch cost
@@ -63,6 +103,13 @@ class TimingOptions:
     separate_sfu: bool = True         # exp on the SFUs; off: exp costs one fp32 op
     interconnect: bool = True         # peer transfers (ring); off: one device's own work, as
                                       # a port on one GPU, which moves nothing, measures it
+    achievable_rates: bool = True     # measured GEMM/copy rates, sustained clock (off: datasheet)
+    pipe_model: bool = True           # issue + dependency chain (off: sum or max of the terms)
+    smem_bandwidth: bool = True       # shared-memory traffic at 128 B/clk/SM
+    cta_fixed_costs: bool = True      # per-CTA prologue at DRAM latency
+    latency_bound_memory: bool = True  # Little's law for thin grids
+    launch_pipeline: bool = True      # launches overlap earlier kernels (off: serial add)
+    l2_atomics: bool = True           # fp32 atomics at the L2 atomic rate
 
 
 @dataclass(frozen=True)
@@ -82,22 +129,39 @@ class KernelTime:
     bound: str
     ctas: int
     ctas_per_sm: int
+    smem_s: float = 0.0           # shared-memory pipe
+    issue_s: float = 0.0          # instruction issue
+    chain_s: float = 0.0          # the GEMM -> softmax chain with ``chains`` in flight per SM
+    chains: int = 1
+    hbm_s: float = 0.0            # DRAM bytes at the achievable HBM bandwidth
+    l2_s: float = 0.0             # requests at L2 bandwidth (atomics at the atomic rate)
+    latency_s: float = 0.0        # Little's law: bytes in flight over the DRAM latency
+    atomic_s: float = 0.0         # of l2_s, the atomics
+    fixed_s: float = 0.0          # exposed per-CTA prologue
+    mechanism: str = ""
 
 
 @dataclass(frozen=True)
 class TimingBreakdown:
     predicted_s: float
-    bound: str                  # memory | matmul | exp | other | launch
+    bound: str                  # the resource whose kernels take the most time
     dram_bytes: int             # estimated DRAM traffic after L2 (<= counted HBM bytes)
     memory_s: float             # sums over kernels of each unoverlapped term
     matmul_s: float
     exp_s: float
     other_s: float
     interconnect_s: float
-    launch_s: float
+    launch_s: float             # launch time not hidden behind earlier kernels
     quantization: float         # time-weighted mean of the kernels' quantization factors
     time_by_bound_s: dict       # resource -> time of the kernels it bounds
     kernels: tuple
+    smem_s: float = 0.0
+    issue_s: float = 0.0
+    chain_s: float = 0.0
+    latency_s: float = 0.0
+    atomic_s: float = 0.0
+    fixed_s: float = 0.0
+    time_by_mechanism_s: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -116,17 +180,25 @@ def ctas_per_sm(gpu: GPU, k: KernelRecord) -> int:
     return max(1, int(limit))
 
 
+def resident_per_sm(gpu: GPU, k: KernelRecord) -> int:
+    """CTAs actually sharing an SM: the occupancy limit, or fewer when the grid is small."""
+    return max(1, min(ctas_per_sm(gpu, k), math.ceil(k.ctas / gpu.sm_count)))
+
+
 @njit(cache=True)
-def _greedy_makespan(work, servers):
-    """List scheduling in launch order: each CTA goes to the server that frees first."""
-    n = work.shape[0]
+def _greedy_makespan(work, heads, servers):
+    """List scheduling in launch order: each CTA goes to the server that frees first. The
+    grid is ``heads`` copies of one head's ``work``, read in place rather than tiled (a tiled
+    copy would hold one float per CTA of the whole grid)."""
+    per_head = work.shape[0]
+    n = per_head * heads
     if n <= servers:
         return work.max()
     free_at = [0.0] * servers
     heapq.heapify(free_at)
     for i in range(n):
         t = heapq.heappop(free_at)
-        heapq.heappush(free_at, t + work[i])
+        heapq.heappush(free_at, t + work[i % per_head])
     return max(free_at)
 
 
@@ -152,8 +224,7 @@ def quantization_factor(gpu: GPU, k: KernelRecord) -> float:
     sms = gpu.sm_count
     if np.all(work_per_head == work_per_head[0]):
         return float(math.ceil(k.ctas / sms) * sms / k.ctas)
-    work = np.tile(work_per_head, heads)
-    return float(_greedy_makespan(work, sms) * sms / total)
+    return float(_greedy_makespan(work_per_head, heads, sms) * sms / total)
 
 
 L2_USABLE_FRACTION = 0.5
@@ -174,68 +245,255 @@ def dram_bytes(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions())
     return int(unique + (requested - unique) * (1.0 - hit))
 
 
-def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> KernelTime:
+def closed_network_time(demands: tuple[float, ...], customers: int) -> float:
+    """Time for a closed queueing network of ``customers`` cycling through stations whose
+    total service demands are ``demands`` (exact mean-value analysis, exponential service,
+    first-come-first-served stations). 1 customer: the sum; many: the largest demand."""
+    if not any(demands):
+        return 0.0
+    queue = [0.0] * len(demands)
+    throughput = 0.0
+    for n in range(1, max(1, customers) + 1):
+        residence = [d * (1.0 + q) for d, q in zip(demands, queue)]
+        throughput = n / sum(residence)
+        queue = [throughput * r for r in residence]
+    return 1.0 / throughput
+
+
+@dataclass(frozen=True)
+class _Pipes:
+    tensor_s: float
+    mufu_s: float
+    fma_s: float
+    smem_s: float
+    issue_s: float
+
+
+def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
+    if k.tc_path == "wgmma" and not gpu.has_wgmma:
+        raise ValueError(f"kernel {k.name} uses wgmma, which {gpu.full_name} does not have")
+    rate = gpu.tensor_flops_per_s(k.matmul_dtype)
+    if opts.achievable_rates:
+        rate *= gpu.gemm_fraction(k.matmul_dtype)
+    if k.tc_path == "mma_sync" and opts.tc_path_derate:
+        rate *= gpu.mma_sync_fraction_of_peak
+    return rate
+
+
+def smem_bytes(k: KernelRecord) -> float:
+    """Shared-memory bytes as the warps move them: the counted reads and writes, plus the
+    shared GEMM operand once more for every further warp (or warpgroup) that reads it."""
+    c = k.counters
+    counted = float(c[SRAM_READ_BYTES] + c[SRAM_WRITE_BYTES])
+    if k.smem_readers <= 1 or k.mma_rows_per_cta <= 0 or not c[MATMUL_FLOPS]:
+        return counted
+    operand = dtype_bytes(k.matmul_dtype)
+    # an (m x k) @ (k x n) product of 2mnk FLOPs reads the k x n operand once per reader
+    return counted + float(c[MATMUL_FLOPS]) * operand / 2 * (k.smem_readers - 1) \
+        / k.mma_rows_per_cta
+
+
+def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
+    c = k.counters
+    clock = gpu.sustained_clock if opts.achievable_rates else gpu.clock_hz
+    sms = gpu.sm_count
+    tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
+    fma_rate = gpu.fp32_lanes * sms * clock
+    if opts.separate_sfu:
+        mufu_s = float(c[EXP_OPS]) / (gpu.sfu_ops_per_clock_per_sm * sms * clock)
+        fma_s = float(c[OTHER_FLOPS]) / fma_rate
+    else:
+        mufu_s, fma_s = 0.0, float(c[OTHER_FLOPS] + c[EXP_OPS]) / fma_rate
+    nbytes = smem_bytes(k)
+    smem_s = nbytes / (gpu.smem_bytes_per_clock_per_sm * sms * clock) \
+        if opts.smem_bandwidth else 0.0
+    if k.tc_path == "wgmma":
+        mma_instr = float(c[MATMUL_FLOPS]) / WGMMA_FLOPS_PER_WARP_INSTR * \
+            (2 if k.matmul_dtype == "fp8" else 1)
+        smem_instr = 0.0        # TMA loads and stores, wgmma reads its operands itself
+    else:
+        mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
+        smem_instr = nbytes / SMEM_BYTES_PER_INSTR
+    instr = mma_instr + float(c[EXP_OPS] + c[OTHER_FLOPS]) / WARP + smem_instr
+    issue_s = instr / (gpu.issue_per_clock_per_sm * sms * clock)
+    return _Pipes(tensor_s, mufu_s, fma_s, smem_s, issue_s)
+
+
+def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
+    """(memory_s, hbm_s, l2_s, latency_s, atomic_s, mechanism of the bandwidth terms).
+
+    HBM and L2 bandwidth are shared by the whole GPU: their terms hold however many SMs the
+    grid occupies. The latency term is per SM (computed as if every SM held the grid's
+    resident CTAs); the caller scales it, like compute, by wave quantization."""
     c = k.counters
     requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
+    bandwidth = gpu.hbm_bandwidth_bytes_per_s
+    if opts.achievable_rates:
+        bandwidth *= gpu.hbm_achievable_fraction
+    hbm_s = dram / bandwidth
+    atomic = float(c[ATOMIC_BYTES]) if opts.l2_atomics else 0.0
+    atomic_s = atomic / gpu.atomic_bytes_per_s
+    l2_s = ((requested - atomic) / gpu.l2_bandwidth_bytes_per_s if opts.l2_cache else 0.0) \
+        + atomic_s
+    latency_s = 0.0
+    if opts.latency_bound_memory and gpu.dram_latency_s > 0 and k.sram_bytes_per_cta > 0 \
+            and k.ctas > 0:
+        # as if every SM held the grid's resident CTAs; wave quantization then charges a
+        # grid of fewer CTAs than SMs for the SMs it leaves idle
+        in_flight = gpu.sm_count * resident_per_sm(gpu, k) * k.sram_bytes_per_cta
+        latency_s = dram * gpu.dram_latency_s / in_flight
+    mechanism = "HBM bandwidth" if hbm_s >= l2_s else \
+        "L2 atomics" if atomic_s > l2_s / 2 else "L2 bandwidth"
+    return max(hbm_s, l2_s, latency_s), hbm_s, l2_s, latency_s, atomic_s, mechanism
+
+
+def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
+                overlapped_s: float, memory_s: float) -> tuple[float, float]:
+    """(exposed per-CTA fixed time, the memory time it already paid for).
+
+    Prologue: a CTA can start its first MMA only when its first tiles
+    (``prologue_bytes_per_cta``) have arrived: one DRAM latency, plus the bytes of a whole
+    wave of CTAs loading their first tiles at once (identical CTAs launched together stay in
+    step), priced at the kernel's own mix of DRAM and L2 (memory_s per requested byte).
+    Every wave pays it when one CTA fits per SM; with two or more resident, only the first
+    wave does (afterwards a neighbour computes while a CTA loads). Pipeline fill: the first
+    tile of a CTA's chains has nothing to overlap with: one tile's serial time less its
+    share of the overlapped time, per CTA that no resident neighbour hides."""
+    if not opts.cta_fixed_costs or k.ctas <= 0 or k.sram_bytes_per_cta <= 0:
+        return 0.0, 0.0
+    resident = resident_per_sm(gpu, k)
+    per_sm = math.ceil(k.ctas / gpu.sm_count)
+    waves = per_sm if resident == 1 else 1
+    c = k.counters
+    requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
+    wave_bytes = float(k.prologue_bytes_per_cta) * min(k.ctas, gpu.sm_count * resident)
+    paid = min(memory_s, waves * wave_bytes * memory_s / requested) if requested > 0 else 0.0
+    fill = 0.0
+    if k.cta_work is not None and overlapped_s < serial_s:
+        tiles_per_cta = float(np.mean(k.cta_work))
+        fill = (serial_s - overlapped_s) / (k.ctas / gpu.sm_count) / max(1.0, tiles_per_cta)
+    exposed_ctas = math.ceil(per_sm / resident)
+    return waves * gpu.dram_latency_s + paid + exposed_ctas * fill, paid
+
+
+def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions(),
+                launch_s: float | None = None) -> KernelTime:
+    """One kernel on its own: its launch charged whole unless ``launch_s`` says what of it is
+    exposed (``predict_time`` pipelines the launches of kernels run back to back)."""
+    c = k.counters
     dram = dram_bytes(gpu, k, opts)
-    memory_s = max(dram / gpu.hbm_bandwidth_bytes_per_s,
-                   requested / gpu.l2_bandwidth_bytes_per_s if opts.l2_cache else 0.0)
-    matmul_s = 0.0
-    if c[MATMUL_FLOPS]:
-        if k.tc_path == "wgmma" and not gpu.has_wgmma:
-            raise ValueError(f"kernel {k.name} uses wgmma, which {gpu.full_name} does not have")
-        peak = gpu.tensor_flops_per_s(k.matmul_dtype)
-        if k.tc_path == "mma_sync" and opts.tc_path_derate:
-            peak *= gpu.mma_sync_fraction_of_peak
-        matmul_s = float(c[MATMUL_FLOPS]) / peak
-    if opts.separate_sfu:
-        exp_s = float(c[EXP_OPS]) / gpu.sfu_ops_per_s
-        other_s = float(c[OTHER_FLOPS]) / gpu.fp32_ops_per_s
-    else:
-        exp_s = 0.0
-        other_s = float(c[OTHER_FLOPS] + c[EXP_OPS]) / gpu.fp32_ops_per_s
-    if k.overlap == "overlap" and opts.overlap:
-        compute_s = max(matmul_s, exp_s + other_s)
-    else:
-        compute_s = matmul_s + exp_s + other_s
+    memory_s, hbm_s, l2_s, latency_s, atomic_s, memory_mechanism = _memory(gpu, k, dram, opts)
+    p = _pipes(gpu, k, opts)
+    gemm = max(p.tensor_s, p.smem_s)
+    softmax = max(p.mufu_s, p.fma_s)
+    chains = k.chains_per_cta * resident_per_sm(gpu, k) if opts.overlap else 1
+    if opts.pipe_model:
+        chain_s = closed_network_time((gemm, softmax), chains)
+        compute_s = max(chain_s, p.issue_s)
+    else:   # the first model: a pure sum, or a pure max for kernels that declare overlap
+        if k.overlap == "overlap" and opts.overlap:
+            chain_s = max(p.tensor_s, p.mufu_s + p.fma_s)
+        else:
+            chain_s = p.tensor_s + p.mufu_s + p.fma_s
+        compute_s = max(chain_s, p.smem_s)
     interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
         if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
-    body_s = max(memory_s, compute_s) if opts.memory_overlap else memory_s + compute_s
-    body_s = max(body_s, interconnect_s)
+    bandwidth_s = max(hbm_s, l2_s)
+    fixed_s, paid = _fixed_cost(gpu, k, opts, gemm + softmax, chain_s, bandwidth_s)
+    streamed_s = bandwidth_s - paid    # what the prologue did not already load
     q = quantization_factor(gpu, k) if opts.wave_quantization else 1.0
-    launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead else 0.0
-    terms = {"memory": memory_s, "matmul": matmul_s, "exp": exp_s, "other": other_s,
+    # per-SM terms (compute, latency-bound memory) stretch with the waves; bandwidth does not
+    memory_eff = max(streamed_s, q * latency_s)
+    if latency_s * q > streamed_s:
+        memory_mechanism = "DRAM latency"
+    scaled = max(memory_eff, q * compute_s) if opts.memory_overlap else memory_eff + q * compute_s
+    scaled = max(scaled, interconnect_s)
+    body_s = scaled / q
+    if launch_s is None:
+        launch_s = gpu.launch_overhead_s * int(c[KERNEL_LAUNCHES]) if opts.launch_overhead \
+            else 0.0
+    # the bound compares each resource as it enters the kernel's time
+    terms = {"memory": memory_eff, "matmul": q * p.tensor_s, "exp": q * p.mufu_s,
+             "other": q * p.fma_s, "smem": q * p.smem_s, "issue": q * p.issue_s,
              "interconnect": interconnect_s}
     bound = max(terms, key=terms.get)
-    if launch_s > body_s * q:
-        bound = "launch"
-    return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=matmul_s, exp_s=exp_s,
-                      other_s=other_s, interconnect_s=interconnect_s, compute_s=compute_s, body_s=body_s, quantization=q,
-                      launch_s=launch_s, total_s=body_s * q + launch_s, bound=bound,
-                      ctas=k.ctas, ctas_per_sm=ctas_per_sm(gpu, k))
+    mechanism = _mechanism(memory_eff / q, memory_mechanism, compute_s, chain_s, p, gemm,
+                           softmax, interconnect_s / q)
+    if launch_s > scaled + fixed_s:
+        bound = mechanism = "launch"
+    return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=p.tensor_s,
+                      exp_s=p.mufu_s, other_s=p.fma_s, interconnect_s=interconnect_s,
+                      compute_s=compute_s, body_s=body_s, quantization=q, launch_s=launch_s,
+                      total_s=scaled + fixed_s + launch_s, bound=bound, ctas=k.ctas,
+                      ctas_per_sm=ctas_per_sm(gpu, k), smem_s=p.smem_s, issue_s=p.issue_s,
+                      chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
+                      latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
+                      mechanism=mechanism)
+
+
+def _mechanism(memory_s, memory_mechanism, compute_s, chain_s, p: _Pipes, gemm, softmax,
+               interconnect_s) -> str:
+    """Which mechanism sets the kernel's body time."""
+    if interconnect_s >= max(memory_s, compute_s) and interconnect_s > 0:
+        return "interconnect"
+    if memory_s >= compute_s:
+        return memory_mechanism if memory_s > 0 else "none"
+    if p.issue_s >= chain_s:
+        return "issue"
+    if chain_s > 1.02 * max(gemm, softmax):
+        return "dependency chain"
+    pipes = {"tensor pipe": p.tensor_s, "shared memory": p.smem_s, "SFU pipe": p.mufu_s,
+             "FMA pipe": p.fma_s}
+    return max(pipes, key=pipes.get)
+
+
+def _launch_exposures(gpu: GPU, kernels: list[KernelRecord], busy_s: list[float]) -> list[float]:
+    """The part of each launch the GPU waits for: the host submits kernel i after its
+    launches so far; the GPU starts it when it is submitted and the previous kernel is done."""
+    submitted, gpu_free, out = 0.0, 0.0, []
+    for k, busy in zip(kernels, busy_s):
+        submitted += gpu.launch_overhead_s * int(k.counters[KERNEL_LAUNCHES])
+        start = max(submitted, gpu_free)
+        out.append(start - gpu_free)
+        gpu_free = start + busy
+    return out
+
+
+def _with_launch(t: KernelTime, exposed_s: float) -> KernelTime:
+    launch_bound = exposed_s > t.total_s
+    return dataclasses.replace(t, launch_s=exposed_s, total_s=t.total_s + exposed_s,
+                               bound="launch" if launch_bound else t.bound,
+                               mechanism="launch" if launch_bound else t.mechanism)
 
 
 def predict_time(gpu: GPU, kernels: list[KernelRecord],
                  opts: TimingOptions = TimingOptions()) -> TimingBreakdown:
     """Predicted time of kernels run back to back, with the breakdown and the bound."""
-    times = tuple(kernel_time(gpu, k, opts) for k in kernels)
+    if opts.launch_overhead and opts.launch_pipeline:
+        busy = [kernel_time(gpu, k, opts, launch_s=0.0) for k in kernels]
+        exposed = _launch_exposures(gpu, kernels, [t.total_s for t in busy])
+        times = tuple(_with_launch(t, e) for t, e in zip(busy, exposed))
+    else:
+        times = tuple(kernel_time(gpu, k, opts) for k in kernels)
     by_bound = {r: 0.0 for r in RESOURCES}
+    by_mechanism: dict[str, float] = {}
     for t in times:
         by_bound[t.bound] += t.total_s
+        by_mechanism[t.mechanism] = by_mechanism.get(t.mechanism, 0.0) + t.total_s
     total = sum(t.total_s for t in times)
     body = sum(t.body_s for t in times)
     quant = (sum(t.body_s * t.quantization for t in times) / body) if body > 0 else 1.0
+
+    def summed(field: str) -> float:
+        return sum(getattr(t, field) for t in times)
     return TimingBreakdown(
         predicted_s=total,
         bound=max(by_bound, key=by_bound.get) if total > 0 else "memory",
         dram_bytes=sum(t.dram_bytes for t in times),
-        memory_s=sum(t.memory_s for t in times),
-        matmul_s=sum(t.matmul_s for t in times),
-        exp_s=sum(t.exp_s for t in times),
-        other_s=sum(t.other_s for t in times),
-        interconnect_s=sum(t.interconnect_s for t in times),
-        launch_s=sum(t.launch_s for t in times),
-        quantization=quant,
-        time_by_bound_s=by_bound,
-        kernels=times,
+        memory_s=summed("memory_s"), matmul_s=summed("matmul_s"), exp_s=summed("exp_s"),
+        other_s=summed("other_s"), interconnect_s=summed("interconnect_s"),
+        launch_s=summed("launch_s"), quantization=quant, time_by_bound_s=by_bound,
+        kernels=times, smem_s=summed("smem_s"), issue_s=summed("issue_s"),
+        chain_s=summed("chain_s"), latency_s=summed("latency_s"), atomic_s=summed("atomic_s"),
+        fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism,
     )

@@ -72,20 +72,20 @@ def _legend_right(ax, **kw):
 # ---- the roofline --------------------------------------------------------------------------
 
 def roofline_ceilings(gpu) -> tuple[dict, dict]:
-    """(memory ceilings in B/s, compute ceilings in FLOP/s or op/s) the roofline draws, read
-    from the GPU's fields in this one place. Today these are datasheet peaks and the
-    mma.sync derate; point this function at achievable rates where the GPU model has them."""
-    memory = {"HBM": gpu.hbm_bandwidth_bytes_per_s, "L2": gpu.l2_bandwidth_bytes_per_s}
-    fp16 = gpu.tensor_fp16_flops_per_s
+    """(memory ceilings in B/s, compute ceilings in FLOP/s) the roofline draws, read from the
+    GPU's fields in this one place: the achievable rates the timing model prices with
+    (datasheet peak x the measured fraction of each source in hwmodels/gpus.py: HBM copy
+    bandwidth, large-GEMM throughput per dtype and path, FP32 lanes at the sustained clock)."""
+    memory = {"HBM": gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction,
+              "L2": gpu.l2_bandwidth_bytes_per_s}
+    fp16 = gpu.tensor_fp16_flops_per_s * gpu.gemm_fraction("fp16")
     compute = {}
     if gpu.has_wgmma:
         compute["fp16 tensor, wgmma"] = fp16
-        compute["fp16 tensor, mma.sync"] = fp16 * gpu.mma_sync_fraction_of_peak
-    else:
-        compute["fp16 tensor, mma.sync"] = fp16 * gpu.mma_sync_fraction_of_peak
+    compute["fp16 tensor, mma.sync"] = fp16 * gpu.mma_sync_fraction_of_peak
     if gpu.tensor_fp8_flops_per_s:
-        compute["fp8 tensor"] = gpu.tensor_fp8_flops_per_s
-    compute["fp32 CUDA cores"] = gpu.fp32_flops_per_s
+        compute["fp8 tensor"] = gpu.tensor_fp8_flops_per_s * gpu.gemm_fraction("fp8")
+    compute["fp32 CUDA cores"] = 2 * gpu.fp32_lanes * gpu.sm_count * gpu.sustained_clock
     return memory, compute
 
 
@@ -125,7 +125,8 @@ def roofline_figure(gpu, rows):
                                                for _, f, _ in points)) / 3, top * 2)
     ax.set_xlabel("arithmetic intensity (FLOP per HBM byte requested)")
     ax.set_ylabel("predicted throughput (FLOP/s)")
-    ax.set_title(f"Roofline, {gpu.full_name}: filled = forward, hollow = forward + backward",
+    ax.set_title(f"Roofline at achievable rates, {gpu.full_name}: filled = forward, hollow = "
+                 f"forward + backward",
                  fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend_right(ax)
@@ -249,12 +250,13 @@ def timing_terms(breakdown) -> dict:
 
 def predicted_split(breakdown) -> dict:
     """The predicted time split exactly: per kernel, its body time goes to the resource that
-    bounds it, the wave-quantization loss (body × (q − 1)) to "waves", launch overhead to
-    "launch". The values sum to ``breakdown.predicted_s``."""
+    bounds it, the wave-quantization loss (body × (q − 1)) to "waves", per-CTA fixed costs
+    to "fixed", launch overhead to "launch". The values sum to ``breakdown.predicted_s``."""
     split = defaultdict(float)
     for k in breakdown.kernels:
         split["launch" if k.bound == "launch" else k.bound] += k.body_s
         split["waves"] += k.body_s * (k.quantization - 1.0)
+        split["fixed"] += getattr(k, "fixed_s", 0.0)
         split["launch"] += k.launch_s
     return dict(split)
 
@@ -272,7 +274,9 @@ def time_terms_figure(rows, gpu):
     splits = [predicted_split(r.time) for r in results]
     names = [k for k in terms[0] if any(t.get(k, 0) > 0 for t in terms)]
     names += [k for sp in splits for k in sp if k not in names and k != "waves"]
-    colours = dict(zip(names, plt.get_cmap("Set2").colors))
+    # the model has a dozen terms: ten distinct colours, then more from a second palette
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
+    colours = dict(zip(names, palette))
     colours["waves"] = "lightgrey"
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(results) + 1.7))
     y = list(range(len(results)))[::-1]

@@ -43,7 +43,13 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
             figures=[Figure("growth", "HBM traffic against N with each IO bound's slope",
                             lambda: plots.growth_figure(series, gpu), after="growth"),
                      Figure("time_vs_n", "Predicted time against N",
-                            lambda: plots.time_vs_n_figure(series, gpu), after="growth")]),
+                            lambda: plots.time_vs_n_figure(series, gpu), after="growth"),
+                     Figure("resident_hbm", f"Resident HBM against N (the footprint's peak) "
+                            f"with the capacity of {gpu.full_name}",
+                            lambda: plots.resident_hbm_figure(
+                                {s.name: [(n, b) for n, b in zip(s.seqs, s.resident_bytes) if b]
+                                 for s in series}, gpu.hbm_bytes, gpu.full_name),
+                            after="growth")]),
         *extra_sections,
     ]
     data = {

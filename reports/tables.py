@@ -21,6 +21,14 @@ def gpu_table(gpu) -> Table:
         ("fp8 tensor (dense)", gpu.tensor_fp8_flops_per_s,
          fmt.si(gpu.tensor_fp8_flops_per_s, "FLOP/s") if gpu.tensor_fp8_flops_per_s else "none"),
         ("mma.sync reaches", gpu.mma_sync_fraction_of_peak, f"{gpu.mma_sync_fraction_of_peak:.2f} of peak"),
+        ("large GEMMs reach (measured)", gpu.tensor_gemm_fraction,
+         f"{gpu.tensor_gemm_fraction:.2f} of peak"
+         + (f" (fp8 {gpu.tensor_fp8_gemm_fraction:.2f})" if gpu.tensor_fp8_flops_per_s else "")),
+        ("sustained clock under tensor load", gpu.sustained_clock,
+         f"{gpu.sustained_clock / 1e6:.0f} MHz"),
+        ("achievable HBM bandwidth", gpu.hbm_achievable_fraction,
+         f"{gpu.hbm_achievable_fraction:.2f} of the datasheet"),
+        ("DRAM latency", gpu.dram_latency_s, fmt.seconds(gpu.dram_latency_s)),
         ("fp32 CUDA cores", gpu.fp32_flops_per_s, fmt.si(gpu.fp32_flops_per_s, "FLOP/s")),
         ("special functions (exp)", gpu.sfu_ops_per_s,
          f"{fmt.si(gpu.sfu_ops_per_s, 'op/s')} ({gpu.sfu_ops_per_clock_per_sm}/clk/SM)"),
@@ -30,8 +38,9 @@ def gpu_table(gpu) -> Table:
     return Table(key="gpu", title="", headers=["parameter", "value"],
                  rows=[[name, text] for name, _, text in items],
                  records=[{"parameter": name, "value": value} for name, value, _ in items],
-                 notes=["Sources: NVIDIA whitepapers, datasheets and tuning guides, cited field "
-                        "by field in hwmodels/gpus.py."])
+                 notes=["Sources: NVIDIA whitepapers, datasheets and tuning guides, and "
+                        "microbenchmarks for the achievable rates, cited field by field in "
+                        "hwmodels/gpus.py."])
 
 
 def algorithms_table(rows, title="") -> Table:
@@ -103,7 +112,8 @@ def _accuracy(row):
 
 def timing_table(rows) -> Table:
     headers = ["algorithm", "kernels", "memory", "matmul", "exp (SFU)", "other (fp32)",
-               "launch", "waves ×", "predicted", "bound"]
+               "smem", "issue", "chain", "fixed", "launch", "waves ×", "predicted", "bound",
+               "set by"]
     out, records = [], []
     for row in rows:
         r = row.result
@@ -112,17 +122,30 @@ def timing_table(rows) -> Table:
         t = r.time
         out.append([r.algorithm, r.counts["kernel_launches"], fmt.seconds(t.memory_s),
                     fmt.seconds(t.matmul_s), fmt.seconds(t.exp_s), fmt.seconds(t.other_s),
-                    fmt.seconds(t.launch_s), f"{t.quantization:.3f}",
-                    fmt.seconds(t.predicted_s), t.bound])
+                    fmt.seconds(t.smem_s), fmt.seconds(t.issue_s), fmt.seconds(t.chain_s),
+                    fmt.seconds(t.fixed_s), fmt.seconds(t.launch_s), f"{t.quantization:.3f}",
+                    fmt.seconds(t.predicted_s), t.bound, _main_mechanism(t)])
         records.append({"algorithm": r.algorithm, "kernel_launches": r.counts["kernel_launches"],
                         "memory_s": t.memory_s, "matmul_s": t.matmul_s, "exp_s": t.exp_s,
                         "other_s": t.other_s, "launch_s": t.launch_s,
                         "quantization": t.quantization, "predicted_s": t.predicted_s,
-                        "bound": t.bound})
+                        "bound": t.bound, "smem_s": t.smem_s, "issue_s": t.issue_s,
+                        "chain_s": t.chain_s, "fixed_s": t.fixed_s,
+                        "latency_s": t.latency_s, "atomic_s": t.atomic_s,
+                        "mechanism": _main_mechanism(t),
+                        "time_by_mechanism_s": t.time_by_mechanism_s})
     return Table(key="timing", title="", headers=headers, rows=out, records=records,
-                 notes=["memory, matmul, exp and other are each kernel's unoverlapped terms summed "
-                        "over kernels; 'predicted' applies each kernel's overlap rule, wave "
-                        "quantization and launch overhead (hwmodels/timing.py)."])
+                 notes=["Each column sums one term over the kernels, unoverlapped: the pipes "
+                        "(memory, matmul, exp, other, smem = shared memory, issue), 'chain' the "
+                        "GEMM-softmax dependency chain with the chains in flight per SM, "
+                        "'fixed' the exposed per-CTA prologue, 'launch' what the host pipeline "
+                        "does not hide. 'predicted' combines them per kernel; 'set by' is the "
+                        "mechanism that sets most of the time (hwmodels/timing.py)."])
+
+
+def _main_mechanism(t) -> str:
+    by = t.time_by_mechanism_s
+    return max(by, key=by.get) if by else t.bound
 
 
 def growth_table(series) -> Table:

@@ -1,22 +1,10 @@
-"""Shared test helpers. The float64 reference lives in attnsim.reference (never copied here)."""
-import numpy as np
+"""Shared test fixtures. The float64 reference lives in attnsim.reference (never copied here);
+shared shapes and helpers live in plain modules (shapes.py, port_cases.py) that test modules
+import by name."""
 import pytest
 
 from attnsim import Workload, make_inputs, simulate
-
-# Deliberately awkward sizes (not multiples of any block size), as flash-attn's tests do.
-RAGGED_SHAPES = [
-    # batch, heads, seq_q, seq_k, head_dim
-    (1, 2, 97, 97, 40),
-    (2, 1, 200, 333, 64),
-    (1, 3, 257, 129, 59),
-]
-EXACT_FORWARD = ("standard", "flash1", "flash2")
-
-
-def rel_err(x, ref):
-    ref = np.asarray(ref, np.float64)
-    return float(np.linalg.norm(np.asarray(x, np.float64) - ref) / np.linalg.norm(ref))
+from shapes import EXACT_FORWARD, RAGGED_SHAPES, rel_err
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from attnsim import Workload, attention_reference, make_inputs, relative_error, 
 from attnsim.approx_sweep import sweep_accuracy
 from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES, new_counters
 from hwmodels.memory import SramOverflowError
+from shapes import EXACT_TOL
 
 
 def run(wl, compute=True, inputs=None, **opts):
@@ -28,7 +29,7 @@ def test_output_matches_own_reference(causal, hashes, magnitude):
     wl = Workload(batch=2, heads=2, kv_heads=1, seq_q=96, head_dim=20, causal=causal)
     inputs = make_inputs(wl, seed=5, magnitude=magnitude)
     r = run(wl, inputs=inputs, hashes=hashes, bucket_size=24)
-    assert r.error_vs_reference < 1e-4, r.error_vs_reference
+    assert r.error_vs_reference < EXACT_TOL, r.error_vs_reference
     assert np.isfinite(r.outputs["o"]).all()
 
 
@@ -242,7 +243,7 @@ def test_unset_seed_follows_the_inputs_seed():
     other = run(wl, inputs=make_inputs(wl, 3), seed=4, bucket_size=16)
     assert np.array_equal(implicit.outputs["o"], explicit.outputs["o"])
     assert not np.allclose(implicit.outputs["o"], other.outputs["o"])
-    assert implicit.error_vs_reference < 1e-4
+    assert implicit.error_vs_reference < EXACT_TOL
 
 
 def test_small_sram_shrinks_the_sort_tile_then_errors_in_plan():

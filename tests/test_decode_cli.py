@@ -46,7 +46,7 @@ def test_kv_heads_without_preset(capsys):
 @pytest.mark.parametrize("args,message", [
     (["--model", "gpt-5"], "valid models: llama-2-7b"),
     (["--model", "llama-2-7b", "--heads", "16"], "conflicts with llama-2-7b"),
-    (["--heads", "6", "--kv-heads", "4"], "multiple of kv_heads"),
+    (["--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
     (["--new-tokens", "2"], "applies to --decode"),
     (["--decode", "--seq-k", "9"], "drop --seq-k"),
 ])

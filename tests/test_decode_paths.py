@@ -130,8 +130,14 @@ def test_nsa_decode_loads_the_papers_tokens(nk):
     dense = simulate("gqa", wl, "h100", compute=False)
     assert 0.9 * paper_speedup < dense.hbm_bytes / fused.hbm_bytes < 1.1 * paper_speedup + 0.5
     assert 0.5 * paper_speedup < dense.hbm_bytes / split.hbm_bytes < dense.hbm_bytes / fused.hbm_bytes
-    # the split schedule fills the SMs: faster than the fused one at batch 1
-    assert split.time.predicted_s < fused.time.predicted_s
+    # the split schedule fills the SMs: its GPU time is below the fused one's at batch 1
+    # (with its 5 launches against 2 it is launch-bound unless the launches are hidden,
+    # e.g. by a CUDA graph, so the comparison leaves them out)
+    from hwmodels.timing import TimingOptions
+    gpu_only = TimingOptions(launch_overhead=False)
+    assert simulate("nsa", wl, "h100", compute=False, timing=gpu_only).time.predicted_s \
+        < simulate("nsa", wl, "h100", compute=False, options={"decode_schedule": "fused"},
+                   timing=gpu_only).time.predicted_s
 
 
 @pytest.mark.parametrize("nk,appended", [(8192, 1), (8193, 0), (8207, 0), (8208, 1), (31, 0),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from attnsim import Workload, attention_reference, make_inputs, simulate
-from tests.conftest import EXACT_FORWARD, RAGGED_SHAPES, rel_err
+from shapes import EXACT_FORWARD, EXACT_TOL, LARGE_LOGIT_TOL, RAGGED_SHAPES, rel_err
 
 # A small SRAM budget forces several blocks in every direction even at these sizes.
 SMALL_SRAM = 24 * 1024
@@ -18,8 +18,8 @@ def test_matches_float64_reference(algorithm, shape, causal):
     inputs = make_inputs(wl, seed=1)
     r = simulate(algorithm, wl, "h100", sram_bytes=SMALL_SRAM, inputs=inputs)
     ref, lse_ref = attention_reference(inputs.q, inputs.k, inputs.v, causal=causal)
-    assert rel_err(r.outputs["o"], ref) < 1e-4
-    assert r.error_vs_reference < 1e-4
+    assert rel_err(r.outputs["o"], ref) < EXACT_TOL
+    assert r.error_vs_reference < EXACT_TOL
     if "lse" in r.outputs:
         finite = np.isfinite(lse_ref)
         np.testing.assert_allclose(r.outputs["lse"][finite], lse_ref[finite], rtol=1e-5, atol=1e-4)
@@ -35,7 +35,7 @@ def test_large_logits_do_not_overflow(algorithm):
     assert np.abs(logits).max() > 1e3
     r = simulate(algorithm, wl, "h100", sram_bytes=SMALL_SRAM, inputs=inputs)
     assert np.all(np.isfinite(r.outputs["o"]))
-    assert r.error_vs_reference < 1e-4
+    assert r.error_vs_reference < LARGE_LOGIT_TOL
 
 
 @pytest.mark.parametrize("algorithm", EXACT_FORWARD)
@@ -45,7 +45,7 @@ def test_rows_without_visible_keys_give_zero(algorithm):
     inputs = make_inputs(wl, seed=3)
     r = simulate(algorithm, wl, "h100", sram_bytes=SMALL_SRAM, inputs=inputs)
     assert np.all(r.outputs["o"][0, 0, :40] == 0)
-    assert r.error_vs_reference < 1e-4
+    assert r.error_vs_reference < EXACT_TOL
 
 
 @pytest.mark.parametrize("algorithm", EXACT_FORWARD)
@@ -64,7 +64,7 @@ def test_gqa_heads_share_kv(algorithm):
     wl = Workload(batch=1, heads=4, kv_heads=2, seq_q=90, head_dim=32)
     inputs = make_inputs(wl, seed=4)
     r = simulate(algorithm, wl, "h100", sram_bytes=SMALL_SRAM, inputs=inputs)
-    assert r.error_vs_reference < 1e-4
+    assert r.error_vs_reference < EXACT_TOL
 
 
 def test_algorithms_agree_with_each_other():

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from hwmodels import GPUS, Recorder, SramOverflowError, TimingOptions, get_gpu, predict_time
-from hwmodels.counters import COUNTER_NAMES, HBM_READ_BYTES, MATMUL_FLOPS, EXP_OPS, OTHER_FLOPS
+from hwmodels.counters import (ATOMIC_BYTES, COUNTER_NAMES, EXP_OPS, HBM_READ_BYTES,
+                               HBM_WRITE_BYTES, MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES)
 from hwmodels.gpu_file import GpuFileError, gpu_from_mapping, load_gpu_file
-from hwmodels.timing import quantization_factor
+from hwmodels.timing import closed_network_time, quantization_factor
 
 
 @pytest.mark.parametrize("gpu", list(GPUS.values()), ids=list(GPUS))
@@ -49,7 +50,11 @@ def test_gpu_file_from_base(tmp_path):
     ({"base": "h100", "has_wgmma": 1}, "'has_wgmma' must be true or false"),
     ({"base": "h100", "warp_size": 32}, "unknown field(s) warp_size"),
     ({"base": "h100", "mma_sync_fraction_of_peak": 1.5}, "must be in (0, 1]"),
-    ({"base": "h100", "smem_bytes_per_block": 10**9}, "exceeds smem_bytes_per_sm"),
+    ({"base": "h100", "tensor_gemm_fraction": 1.2}, "'tensor_gemm_fraction' is a fraction"),
+    ({"base": "h100", "dram_latency_s": -1e-7}, "'dram_latency_s' must be positive"),
+    ({"base": "h100", "dram_latency_s": 1.0}, "'dram_latency_s' must be in"),
+    ({"base": "h100", "smem_bytes_per_block": 2**20}, "exceeds smem_bytes_per_sm"),
+    ({"base": "h100", "smem_bytes_per_block": 10**9}, "must be in [1,024, 16,777,216]"),
     ({"base": "tpu"}, "unknown GPU 'tpu'"),
     ({"name": "x", "sm_count": 10}, "missing field(s) full_name"),
 ])
@@ -91,33 +96,138 @@ def one_kernel(gpu, ctas=1000, read=0, mm=0, exp=0, other=0, overlap="serial", c
     return rec.kernels
 
 
-def test_memory_bound_kernel_time_is_bytes_over_bandwidth():
+def test_memory_bound_kernel_time_is_bytes_over_achievable_bandwidth():
     g = get_gpu("h100")
     t = predict_time(g, one_kernel(g, ctas=132 * 8, read=10**10))
-    assert t.bound == "memory"
-    assert t.predicted_s == pytest.approx(1e10 / 3.35e12 + g.launch_overhead_s)
+    assert t.bound == "memory" and t.kernels[0].mechanism == "HBM bandwidth"
+    # copy/stream bandwidth (90% of 3.35 TB/s), one DRAM latency of prologue, one launch
+    assert t.predicted_s == pytest.approx(1e10 / (0.9 * 3.35e12) + g.dram_latency_s
+                                          + g.launch_overhead_s)
+    datasheet = TimingOptions(achievable_rates=False, cta_fixed_costs=False)
+    assert predict_time(g, one_kernel(g, ctas=132 * 8, read=10**10), datasheet).predicted_s \
+        == pytest.approx(1e10 / 3.35e12 + g.launch_overhead_s)
 
 
-def test_mma_sync_is_derated_on_hopper_not_on_ampere():
+def test_tensor_rates_are_the_measured_gemm_fractions_and_mma_sync_ceiling():
     h, a = get_gpu("h100"), get_gpu("a100")
     th = predict_time(h, one_kernel(h, ctas=132, mm=10**15))
     ta = predict_time(a, one_kernel(a, ctas=108, mm=10**15))
-    assert th.matmul_s == pytest.approx(1e15 / (989.4e12 * 2 / 3))
-    assert ta.matmul_s == pytest.approx(1e15 / 312e12)
+    assert th.matmul_s == pytest.approx(1e15 / (794.5e12 * 2 / 3))   # MAMF x FA-3's 2/3
+    assert ta.matmul_s == pytest.approx(1e15 / 271.2e12)             # MAMF, A100 SXM
     tw = predict_time(h, one_kernel(h, ctas=132, mm=10**15, tc_path="wgmma"))
-    assert tw.matmul_s == pytest.approx(1e15 / 989.4e12)
+    assert tw.matmul_s == pytest.approx(1e15 / 794.5e12)
+    peak = TimingOptions(achievable_rates=False)
+    assert predict_time(h, one_kernel(h, ctas=132, mm=10**15, tc_path="wgmma"),
+                        peak).matmul_s == pytest.approx(1e15 / 989.4e12)
     with pytest.raises(ValueError, match="wgmma"):
         predict_time(a, one_kernel(a, mm=1, tc_path="wgmma"))
 
 
-def test_overlap_hides_softmax_behind_matmul():
+def test_sustained_clock_sets_the_sfu_and_fma_rates():
+    a = get_gpu("a100")                                  # 1305 MHz under load, 1410 boost
+    t = predict_time(a, one_kernel(a, ctas=108, exp=10**12, other=10**12)).kernels[0]
+    assert t.exp_s == pytest.approx(1e12 / (16 * 108 * 1305e6))
+    assert t.other_s == pytest.approx(1e12 / (64 * 108 * 1305e6))
+    h = get_gpu("h100")    # FP32 lanes from the whitepaper: the 1.98 GHz of the datasheet's
+    assert h.fp32_lanes == 128 and a.fp32_lanes == 64    # 66.9 TFLOP/s no longer leaks in
+    o = predict_time(h, one_kernel(h, ctas=132, other=10**12)).kernels[0]
+    assert o.other_s == pytest.approx(1e12 / (128 * 132 * 1830e6))
+
+
+def test_closed_network_interpolates_between_serial_and_overlapped():
+    assert closed_network_time((3.0, 1.0), 1) == pytest.approx(4.0)        # one chain: serial
+    assert closed_network_time((2.0, 2.0), 2) == pytest.approx(3.0)        # exact MVA: 1.5 a
+    assert closed_network_time((3.0, 1.0), 200) == pytest.approx(3.0, rel=1e-3)
+    ts = [closed_network_time((3.0, 1.0), n) for n in range(1, 6)]
+    assert all(x > y for x, y in zip(ts, ts[1:]))                          # more chains help
+    assert closed_network_time((0.0, 0.0), 4) == 0.0
+
+
+def test_chains_hide_softmax_behind_matmul_and_overlap_off_serializes():
     g = get_gpu("h100")
-    serial = predict_time(g, one_kernel(g, ctas=132, mm=10**14, exp=10**11))
-    overlap = predict_time(g, one_kernel(g, ctas=132, mm=10**14, exp=10**11, overlap="overlap"))
-    assert serial.predicted_s == pytest.approx(overlap.predicted_s + 1e11 / g.sfu_ops_per_s)
-    off = predict_time(g, one_kernel(g, ctas=132, mm=10**14, exp=10**11, overlap="overlap"),
-                       TimingOptions(overlap=False))
-    assert off.predicted_s == pytest.approx(serial.predicted_s)
+    serial = predict_time(g, one_kernel(g, ctas=132, mm=10**14, exp=10**11)).kernels[0]
+    assert serial.chains == 1 and serial.chain_s == pytest.approx(serial.matmul_s + serial.exp_s)
+    rec = Recorder(g)
+    c = rec.kernel("k", ctas=132, buffers={"x": 1024}, tc_path="mma_sync", chains_per_cta=4)
+    c[MATMUL_FLOPS], c[EXP_OPS] = 10**14, 10**11
+    four = predict_time(g, rec.kernels).kernels[0]
+    assert four.chains == 4
+    assert four.chain_s == pytest.approx(closed_network_time((four.matmul_s, four.exp_s), 4))
+    assert four.matmul_s < four.chain_s < serial.chain_s
+    off = predict_time(g, rec.kernels, TimingOptions(overlap=False)).kernels[0]
+    assert off.chain_s == pytest.approx(serial.chain_s)
+    old = predict_time(g, rec.kernels, TimingOptions(pipe_model=False)).kernels[0]
+    assert old.chain_s == pytest.approx(serial.chain_s)       # declared "serial": the old sum
+
+
+def test_shared_memory_reads_count_once_per_reading_warp():
+    g = get_gpu("a100")
+    rec = Recorder(g)
+    c = rec.kernel("k", ctas=108, buffers={"x": 1024}, smem_readers=4, mma_rows_per_cta=128)
+    c[MATMUL_FLOPS], c[SRAM_READ_BYTES] = 2 * 128 * 128 * 64 * 1000, 10**6
+    t = predict_time(g, rec.kernels).kernels[0]
+    extra = 2 * 128 * 128 * 64 * 1000 * 2 / 2 * 3 / 128     # the 128 x 64 operand, 3 more times
+    assert t.smem_s == pytest.approx((10**6 + extra) / (128 * 108 * 1305e6))
+    assert predict_time(g, rec.kernels, TimingOptions(smem_bandwidth=False)).kernels[0].smem_s == 0
+
+
+def test_thin_grids_are_latency_bound_by_littles_law():
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("splitkv", ctas=8, buffers={"kv": 64 * 1024})
+    c[HBM_READ_BYTES] = 10**9
+    t = predict_time(g, rec.kernels).kernels[0]
+    assert t.mechanism == "DRAM latency"
+    # 8 CTAs keep 8 x 64 KiB in flight: 1 GB takes 1e9 / (8 x 64 KiB) DRAM latencies
+    assert t.latency_s * t.quantization == pytest.approx(1e9 * g.dram_latency_s / (8 * 64 * 1024))
+    off = predict_time(g, rec.kernels, TimingOptions(latency_bound_memory=False)).kernels[0]
+    assert off.memory_s == pytest.approx(1e9 / (0.9 * 3.35e12))
+
+
+def test_atomics_run_at_the_l2_atomic_rate():
+    g = get_gpu("a100")
+    rec = Recorder(g)
+    c = rec.kernel("dq", ctas=1080, buffers={"x": 1024}, unique_hbm_bytes=10**8,
+                   l2_working_set_bytes=2**20)        # dQ accumulators stay in L2
+    c[HBM_WRITE_BYTES] = c[ATOMIC_BYTES] = 10**10
+    t = predict_time(g, rec.kernels).kernels[0]
+    assert g.atomic_bytes_per_s == g.l2_bandwidth_bytes_per_s / 2     # read-modify-write in L2
+    assert t.atomic_s == pytest.approx(1e10 / g.atomic_bytes_per_s)
+    assert t.mechanism == "L2 atomics"
+    off = predict_time(g, rec.kernels, TimingOptions(l2_atomics=False)).kernels[0]
+    assert off.atomic_s == 0 and off.memory_s < t.memory_s
+
+
+def test_prologue_is_paid_every_wave_by_a_lone_cta_per_sm():
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("big", ctas=2 * 132, buffers={"tiles": 200 * 1024},
+                   prologue_bytes_per_cta=100 * 1024)     # one CTA fits per SM: 2 waves
+    c[HBM_READ_BYTES], c[MATMUL_FLOPS] = 10**9, 10**13
+    t = predict_time(g, rec.kernels).kernels[0]
+    per_byte = t.memory_s / 1e9
+    assert t.fixed_s == pytest.approx(2 * (g.dram_latency_s + 132 * 100 * 1024 * per_byte))
+    off = predict_time(g, rec.kernels, TimingOptions(cta_fixed_costs=False)).kernels[0]
+    assert off.fixed_s == 0 and off.total_s < t.total_s
+
+
+def test_launches_are_a_host_pipeline():
+    g = get_gpu("a100")
+    rec = Recorder(g)
+    c = rec.kernel("long", ctas=108, buffers={})
+    c[HBM_READ_BYTES] = 10**10                                 # ~5.4 ms
+    for i in range(5):
+        rec.kernel(f"tiny{i}", ctas=1, buffers={})
+    t = predict_time(g, rec.kernels)
+    assert t.launch_s == pytest.approx(g.launch_overhead_s)   # only the first is exposed
+    serial = predict_time(g, rec.kernels, TimingOptions(launch_pipeline=False))
+    assert serial.launch_s == pytest.approx(6 * g.launch_overhead_s)
+    tiny = Recorder(g)
+    for i in range(10):
+        tiny.kernel(f"t{i}", ctas=1, buffers={})
+    host_bound = predict_time(g, tiny.kernels)
+    assert host_bound.predicted_s == pytest.approx(10 * g.launch_overhead_s)
+    assert host_bound.bound == "launch"
 
 
 def test_wave_quantization():
@@ -154,6 +264,43 @@ def test_l2_serves_rereads_in_proportion_to_the_working_set_that_fits():
     hit = 25 / 40                        # half of the 50 MiB L2 against a 40 MiB working set
     assert spills.dram_bytes == int(10**8 + (10**10 - 10**8) * (1 - hit))
     assert fits.memory_s == pytest.approx(1e10 / g.l2_bandwidth_bytes_per_s)   # L2-bound
-    assert spills.memory_s == pytest.approx(spills.dram_bytes / g.hbm_bandwidth_bytes_per_s)
+    assert spills.memory_s == pytest.approx(spills.dram_bytes / (0.9 * g.hbm_bandwidth_bytes_per_s))
     off = predict_time(g, rec.kernels, TimingOptions(l2_cache=False))
     assert off.dram_bytes == 2 * 10**10
+
+
+def test_gpu_file_sets_the_achievable_rates_and_may_omit_them(tmp_path):
+    f = tmp_path / "measured.toml"
+    f.write_text('base = "h100"\nname = "h100-measured"\nfull_name = "our H100"\n'
+                 "sustained_clock_hz = 1.755e9\ntensor_gemm_fraction = 0.78\n"
+                 "hbm_achievable_fraction = 0.92\ndram_latency_s = 4.8e-7\n")
+    g = load_gpu_file(str(f))
+    assert (g.sustained_clock, g.tensor_gemm_fraction, g.dram_latency_s) == (1.755e9, 0.78, 4.8e-7)
+    optional = {f.name for f in dataclasses.fields(g) if f.default is not dataclasses.MISSING}
+    old = {k: v for k, v in dataclasses.asdict(get_gpu("a100")).items() if k not in optional}
+    legacy = gpu_from_mapping(dict(old, name="legacy"), origin="legacy.toml")
+    assert legacy.sustained_clock == legacy.clock_hz and legacy.tensor_gemm_fraction == 1.0
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(TimingOptions)])
+def test_every_timing_mechanism_has_a_no_flag(field):
+    from attnsim.cli import build_parser, timing_from_args
+    flag = "--no-" + field.replace("_", "-")
+    a = build_parser().parse_args(["run", "flash2", flag])
+    assert getattr(timing_from_args(a), field) is False
+
+
+def test_json_time_keeps_its_keys_and_adds_the_new_terms_per_kernel():
+    from attnsim import Workload, simulate
+    from attnsim.serialize import result_dict
+    wl = Workload(batch=1, heads=4, seq_q=1024, head_dim=64)
+    off = TimingOptions(smem_bandwidth=False)
+    d = result_dict(simulate("flash2", wl, "h100", compute=False, timing=off))
+    old = {"predicted_s", "bound", "dram_bytes", "memory_s", "matmul_s", "exp_s", "other_s",
+           "interconnect_s", "launch_s", "quantization", "time_by_bound_s"}
+    new = {"smem_s", "issue_s", "chain_s", "latency_s", "atomic_s", "fixed_s",
+           "time_by_mechanism_s"}
+    assert old | new <= set(d["time"])
+    kt = d["kernels"][0]["time"]
+    assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism"} <= set(kt)
+    assert kt["smem_s"] == 0                       # the run's own options, not the defaults

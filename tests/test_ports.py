@@ -61,7 +61,20 @@ def test_launches_match_the_simulated_kernels(case, gpu_name):
         assert np.prod(launch.block) <= 1024 and np.prod(launch.block) % 32 == 0
 
 
-def test_flash2_grid_and_smem_are_the_plans():
+def test_every_port_case_is_planned_on_every_gpu_model():
+    """plan_or_skip skips a case the simulator refuses to plan; a case refused everywhere
+    would never run (as a 257 x 129 bigbird case once did: BigBird is self-attention only)."""
+    refused = []
+    for case in PORT_CASES:
+        for gpu_name in GPU_MODELS:
+            try:
+                plan_of(case.name, case.workload, get_gpu(gpu_name), case.options)
+            except ValueError as err:
+                refused.append(f"{case.id} on {gpu_name}: {err}")
+    assert refused == []
+
+
+
     """Derived by hand: B_r x B_c tiles, one CTA per (Q block, head), (B_r + 2 B_c) d e bytes."""
     gpu, wl = get_gpu("h100-sxm"), workload((2, 4, 2, 1000, 1000, 64, False))
     plan = plan_of("flash2", wl, gpu)

@@ -2,6 +2,8 @@
 its score slices, refusals, λ values, device reference and the HBM bytes its loops move.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,8 @@ def test_diff_port_passes_the_simulators_lambdas_and_scales():
     assert np.array_equal(lam.data, diff.lambdas(wl, plan).astype(np.float32))
     args = dict(zip(("n_q", "n_k", "heads", "scale", "out_scale", "rms_eps", "causal"),
                     [a.value for a in launch.args[5:]]))
-    assert args == {"n_q": 200, "n_k": 333, "heads": 3, "scale": wl.scale,
+    assert plan.scale == 1 / np.sqrt(32)             # the paper's 1/√d, d = head_dim / 2
+    assert args == {"n_q": 200, "n_k": 333, "heads": 3, "scale": plan.scale,
                     "out_scale": 1 - diff.lambda_init(5), "rms_eps": diff.RMS_EPS, "causal": 1}
     assert launch.smem_bytes == plan.smem_bytes and "lse" not in spec.tensors
 
@@ -65,21 +68,63 @@ def test_diff_device_reference_is_diffs_formula(monkeypatch):
     assert relative_error(plain, exact) > 0.1
 
 
-def test_diff_torch_formulation_matches_the_reference():
-    """The SDPA baseline gpu-check times for diff computes diff (run on the CPU here)."""
-    torch = pytest.importorskip("torch")
+class _ArrayTensor(np.ndarray):
+    """The few torch.Tensor methods torch_diff_attention calls, on a float64 ndarray."""
+
+    def float(self):
+        return self
+
+    def view(self, *shape):
+        return np.asarray(self).reshape(shape).view(_ArrayTensor)
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def mean(self, dim=None, keepdim=False):
+        return np.asarray(self).mean(axis=dim, keepdims=keepdim).view(_ArrayTensor)
+
+    def to(self, dtype):
+        return self
+
+
+def _array_sdpa(q, k, v, is_causal=False, scale=None):
+    """F.scaled_dot_product_attention's definition: softmax(scale q kᵀ) v, causal top-left
+    aligned (key j visible to query i when j <= i), float64."""
+    logits = np.asarray(q) @ np.asarray(k).swapaxes(-1, -2) * scale
+    if is_causal:
+        n_q, n_k = logits.shape[-2:]
+        logits = np.where(np.tril(np.ones((n_q, n_k), bool)), logits, -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True) @ np.asarray(v)).view(_ArrayTensor)
+
+
+ARRAY_TORCH = SimpleNamespace(nn=SimpleNamespace(functional=SimpleNamespace(
+    scaled_dot_product_attention=_array_sdpa)),
+    rsqrt=lambda x: (1.0 / np.sqrt(np.asarray(x))).view(_ArrayTensor))
+
+
+@pytest.mark.parametrize("framework", ["arrays", "torch"])
+def test_diff_torch_formulation_matches_the_reference(framework):
+    """The SDPA baseline gpu-check times for diff computes diff: its formulation (the split,
+    λ, RMSNorm, (1 − λ_init), the paper's scale) run on the CPU with PyTorch when it is
+    installed, and always on a float64 stand-in for the torch calls it makes."""
     from algorithms import diff
     from attnsim import make_inputs
     from attnsim.reference import attention_reference, relative_error
     wl = workload((2, 3, 3, 64, 64, 64, True)).replace(dtype="fp32")
     plan = plan_of("diff", wl, get_gpu("h100-sxm"))
     inputs = make_inputs(wl, seed=5)
-    lam = torch.tensor(diff.lambdas(wl, plan), dtype=torch.float32)
-    out = backend.torch_diff_attention(torch, *(torch.from_numpy(getattr(inputs, n))
-                                                for n in ("q", "k", "v")),
-                                       lam, 1 - plan.lambda_init, diff.RMS_EPS, True, wl.scale)
+    if framework == "torch":
+        torch = pytest.importorskip("torch")
+        wrap = torch.from_numpy
+        lam = torch.tensor(diff.lambdas(wl, plan), dtype=torch.float32)
+    else:
+        torch, wrap = ARRAY_TORCH, lambda x: np.asarray(x, np.float64).view(_ArrayTensor)
+        lam = wrap(diff.lambdas(wl, plan))
+    out = backend.torch_diff_attention(torch, *(wrap(getattr(inputs, n)) for n in ("q", "k", "v")),
+                                       lam, 1 - plan.lambda_init, diff.RMS_EPS, True, plan.scale)
     exact = diff.reference(wl, plan, inputs, attention_reference)
-    assert relative_error(out.numpy(), exact) < 1e-5
+    assert relative_error(np.asarray(out), exact) < (1e-5 if framework == "torch" else 1e-12)
 
 
 def diff_port_hbm_bytes(wl, launch) -> tuple[int, int]:

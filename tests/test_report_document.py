@@ -36,7 +36,8 @@ def test_markdown_document_writes_the_figures_it_references(capsys, tmp_path):
     text = out.read_text()
     images = referenced_images(text)
     assert [i.split("/")[-1] for i in images] == [
-        "roofline.png", "time_terms.png", "growth.png", "time_vs_n.png", "throughput.png",
+        "roofline.png", "time_terms.png", "growth.png", "time_vs_n.png", "resident_hbm.png",
+        "throughput.png",
         "decode.png"]
     for rel in images:
         assert rel.startswith("report/")
@@ -47,7 +48,7 @@ def test_markdown_document_writes_the_figures_it_references(capsys, tmp_path):
         "## Where the time goes")
     assert "## FlashAttention-2/3 throughput against N" in text
     assert "designed to win" not in text          # no NSA, GQA or MLA in this subset
-    assert "wrote" in err and "6 figure files" in err
+    assert "wrote" in err and "7 figure files" in err
 
 
 def test_html_document_and_svg(capsys, tmp_path):
@@ -150,15 +151,22 @@ def test_time_split_sums_to_the_prediction_and_terms_are_read_generically():
 
 
 def test_roofline_ceilings_follow_the_gpu():
+    """The ceilings are the timing model's achievable rates, read from the GPU's fields."""
     from reports.plots import roofline_ceilings
     a100, h100 = get_gpu("a100"), get_gpu("h100")
     mem, comp = roofline_ceilings(a100)
-    assert mem["HBM"] == a100.hbm_bandwidth_bytes_per_s and "fp8 tensor" not in comp
-    assert comp["fp16 tensor, mma.sync"] == a100.tensor_fp16_flops_per_s   # no derate
+    assert mem["HBM"] == pytest.approx(a100.hbm_bandwidth_bytes_per_s
+                                       * a100.hbm_achievable_fraction)
+    assert "fp8 tensor" not in comp and "fp16 tensor, wgmma" not in comp
+    assert comp["fp16 tensor, mma.sync"] == pytest.approx(          # no mma.sync derate
+        a100.tensor_fp16_flops_per_s * a100.tensor_gemm_fraction)
+    assert comp["fp32 CUDA cores"] == pytest.approx(2 * 64 * 108 * a100.sustained_clock)
     mem, comp = roofline_ceilings(h100)
     assert comp["fp16 tensor, mma.sync"] == pytest.approx(
-        h100.tensor_fp16_flops_per_s * h100.mma_sync_fraction_of_peak)
-    assert comp["fp8 tensor"] == h100.tensor_fp8_flops_per_s
+        comp["fp16 tensor, wgmma"] * h100.mma_sync_fraction_of_peak)
+    assert comp["fp8 tensor"] == pytest.approx(h100.tensor_fp8_flops_per_s
+                                               * h100.tensor_fp8_gemm_fraction)
+    assert comp["fp8 tensor"] < h100.tensor_fp8_flops_per_s
 
 
 def test_resident_hbm_figure_draws_the_capacity():

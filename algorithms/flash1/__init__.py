@@ -139,6 +139,8 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
     c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
+                   # each warp reads all of K_j, V_j from shared memory (pricing only)
+                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)

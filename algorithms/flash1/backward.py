@@ -123,7 +123,9 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     c = rec.kernel("flash1_bwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
                    overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
-                   l2_working_set_bytes=resident * per_head_reread)
+                   l2_working_set_bytes=resident * per_head_reread,
+                   # the warps share the streamed Q_i, dO_i tiles (pricing only)
+                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k)
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:

@@ -66,6 +66,30 @@ INFO = AlgorithmInfo(
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)
 THREADS_PER_CTA = 128   # 4 warps, as FA-2's forward kernels for d <= 128
+# Head dims the tensor-core kernels run: mma.sync (m16n8k8/k16) and wgmma take operands in
+# 8-column groups, so flash-attn pads a head dim that is not a multiple of 8 up to one
+# before its kernels run (and its tests use d = 59 on purpose); its kernels are
+# instantiated for d <= 256 and it refuses larger head dims.
+HEAD_DIM_MULTIPLE = 8
+MAX_HEAD_DIM = 256
+
+
+def check_head_dim(d: int) -> None:
+    """PlanError for a head dim FlashAttention's kernels do not run (above 256)."""
+    if d > MAX_HEAD_DIM:
+        raise PlanError(f"--head-dim {d}: FlashAttention's tensor-core kernels (flash2, "
+                        f"flash3, ring and the block-sparse family) support head dims up to "
+                        f"{MAX_HEAD_DIM}, as flash-attn; use standard or flash1 for larger")
+
+
+def head_dim_note(d: int) -> str | None:
+    """One line on a head dim that is not a multiple of 8 (None when it is)."""
+    if d % HEAD_DIM_MULTIPLE == 0:
+        return None
+    padded = -(-d // HEAD_DIM_MULTIPLE) * HEAD_DIM_MULTIPLE
+    return (f"head dim {d} is not a multiple of {HEAD_DIM_MULTIPLE}: flash-attn pads it to "
+            f"{padded} before its tensor-core kernels run; these counts are for d = {d} "
+            f"(the padded kernel moves {padded}/{d} as many Q, K, V and O bytes)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,7 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
 
 
 def plan(wl, gpu, sram_bytes: int) -> Flash2Plan:
+    check_head_dim(wl.head_dim)
     fwd = plan_forward(wl, gpu, sram_bytes)
     if not wl.has_backward:
         return fwd
@@ -144,6 +169,8 @@ def l2_footprint(wl, p: Flash2Plan, rec, tr: int, smem: int) -> tuple[int, int]:
 
 
 def run(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
+    if head_dim_note(wl.head_dim):
+        rec.info["note"] = head_dim_note(wl.head_dim)
     return run_passes(wl, p, inputs, rec, compute, forward, flash2_bwd.backward)
 
 
@@ -154,6 +181,9 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, p),
+                   # 4 warps of B_r/4 rows each read all of K_j, V_j (pricing only)
+                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
+                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

@@ -148,6 +148,10 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     c_main = rec.kernel("flash2_bwd", ctas=tc * bh, buffers=buffers,
                         threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
                         tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, bp),
+                        # 8 warps share the streamed Q_i, dO_i tiles (pricing only)
+                        smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
+                        prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j",
+                                                                        "V_j")),
                         matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                         l2_working_set_bytes=flight * per_head_shared)
     c_conv = rec.kernel("flash2_bwd_convert_dq", ctas=tr * bh, buffers={},

@@ -45,7 +45,8 @@ def diff_port(wl, plan, extra=None) -> PortLaunches:
     lam = np.asarray(module.lambdas(wl, plan), dtype=np.float32)
     tensors = {**qkv_tensors(wl), "o": out_tensor(wl),
                "lambda": Tensor((wl.heads,), "fp32", "const", data=lam)}
-    n_q, n_k, heads, _, scale = head_args(wl)
+    n_q, n_k, heads, _, _ = head_args(wl)
+    scale = Scalar(plan.scale, "float")              # the paper's 1/√d, d = head_dim / 2
     launch = Launch("diff_fwd.cu", "diff_fwd", (cdiv(wl.seq_q, bq), wl.batch * wl.heads, 1),
                     (bq // 16 * 32, 1, 1), flash_tile_smem(bq, bk, d2),
                     {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d2, "SUB_K": diff_sub_k(bk, d2)},

@@ -1,0 +1,83 @@
+"""Every registered algorithm, in each of its main modes: count-only mode counts exactly what
+executed mode counts — every slot, kernel by kernel — and predicts the same time.
+
+CASES must name every registered algorithm (``test_every_registered_algorithm_has_cases``), so
+a new algorithm cannot skip this test; each list covers the modes its options switch between.
+Sizes are ragged and small (executed mode runs the arithmetic).
+"""
+import pytest
+
+from algorithms.registry import algorithm_names
+from attnsim import Workload, make_inputs, simulate
+
+
+def wl(nq=97, nk=None, d=40, heads=2, kv_heads=None, causal=False, **kw):
+    return Workload(batch=2, heads=heads, kv_heads=kv_heads, seq_q=nq, seq_k=nk, head_dim=d,
+                    causal=causal, **kw)
+
+
+SMALL_NSA = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "selected": 4,
+             "window": 40}
+CASES = {
+    "standard": [(wl(nk=130, kv_heads=1, causal=True), {}),
+                 (wl(causal=True, passes="fwd+bwd", dropout=0.1), {})],
+    "flash1": [(wl(nk=130, causal=True), {}),
+               (wl(passes="fwd+bwd", dropout=0.1), {}),
+               (wl(causal=True, passes="bwd"), {})],
+    "flash2": [(wl(nq=130, nk=97, kv_heads=1, causal=True), {}),
+               (wl(causal=True, passes="fwd+bwd", dropout=0.1), {}),
+               (wl(passes="bwd"), {})],
+    "flash3": [(wl(nk=200, causal=True), {}), (wl(d=64), {"stages": 3})],
+    "local": [(wl(nq=200, causal=True), {"window": 32}), (wl(nq=200), {"window": 48})],
+    "sparse_transformer": [(wl(nq=200, causal=True), {"stride": 16}),
+                           (wl(nq=200), {"stride": 16, "pattern": "fixed", "summary": 4})],
+    "longformer": [(wl(nq=200), {"window": 32, "global_tokens": 2}),
+                   (wl(nq=200, causal=True), {"window": 32, "global_tokens": 3})],
+    "bigbird": [(wl(nq=256), {"block": 16, "seed": 3}),
+                (wl(nq=250, causal=True), {"block": 16, "random_blocks": 2})],
+    "block_sparse": [(wl(nq=200), {"density": 0.5, "block": 32, "seed": 1}),
+                     (wl(nq=200, causal=True), {"density": 0.3, "block": 16})],
+    "masked_dense": [(wl(nq=200, causal=True), {"mask_of": "local", "window": 32}),
+                     (wl(nq=256), {"mask_of": "bigbird", "block": 16})],
+    "gqa": [(wl(nq=130, heads=4, kv_heads=2, causal=True), {}),
+            (wl(nq=130, heads=4, kv_heads=2, causal=True), {"pack_group": True}),
+            (wl(nq=1, nk=300, heads=8, kv_heads=2, decode=True), {}),
+            (wl(nq=3, nk=257, heads=8, kv_heads=1, causal=True, decode=True), {"splits": 2})],
+    "mla": [(wl(nq=1, nk=301, heads=4, d=32, decode=True), {"kv_lora_rank": 64, "rope_dim": 16}),
+            (wl(nq=3, nk=257, heads=8, d=64, causal=True, decode=True),
+             {"path": "upproject", "kv_lora_rank": 128, "rope_dim": 32}),
+            (wl(nq=2, nk=150, heads=16, d=64, causal=True, decode=True),
+             {"kv_lora_rank": 256, "rope_dim": 64, "splits": 2})],
+    "ring": [(wl(nq=333, kv_heads=1, causal=True), {"devices": 4}),
+             (wl(nq=300, nk=200), {"devices": 3})],
+    "diff": [(wl(nq=97, nk=130, d=64, causal=True), {"layer": 3, "seed": 2}), (wl(d=32), {})],
+    "nsa": [(wl(nq=300, heads=2, kv_heads=1, d=32, causal=True), SMALL_NSA),
+            (wl(nq=97, nk=161, heads=3, causal=True), {"selected": 3, "window": 7, "seed": 4})],
+    "linear": [(wl(nq=130), {}), (wl(nq=130, heads=4, kv_heads=2, causal=True), {})],
+    "rfa": [(wl(nq=130, nk=200), {"seed": 1}),
+            (wl(nq=130, causal=True), {"features": 24, "sigma": 2.0, "seed": 2})],
+    "performer": [(wl(nq=130), {"seed": 1, "redraw": "head"}),
+                  (wl(nq=130, d=128, causal=True), {"seed": 2})],
+    "reformer": [(wl(nq=256, d=32), {"hashes": 2, "bucket_size": 32}),
+                 (wl(nq=192, heads=4, kv_heads=2, causal=True), {"hashes": 3, "bucket_size": 16})],
+}
+
+
+def test_every_registered_algorithm_has_cases():
+    assert sorted(CASES) == sorted(algorithm_names())
+
+
+def kernel_counts(result):
+    return [(k.name, k.ctas, k.counts()) for k in result.kernels]
+
+
+@pytest.mark.parametrize("name, workload, options",
+                         [pytest.param(n, w, o, id=f"{n}-{i}") for n, cases in CASES.items()
+                          for i, (w, o) in enumerate(cases)])
+def test_count_only_equals_executed(name, workload, options):
+    executed = simulate(name, workload, "h100", options=options, inputs=make_inputs(workload, 3))
+    counted = simulate(name, workload, "h100", options=options, compute=False)
+    assert counted.outputs == {} and executed.outputs
+    assert kernel_counts(counted) == kernel_counts(executed)
+    assert counted.counts == executed.counts
+    assert counted.time.predicted_s == executed.time.predicted_s

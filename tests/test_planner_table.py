@@ -1,0 +1,75 @@
+"""flash2's and flash3's tile choices, table-driven: each row's tiles are derived by hand from
+the rule each module's docstring states, over head dims, SRAM budgets M, dtypes and GPUs.
+
+flash2 (algorithms/flash2): the largest B_r, then B_c, from {128, 64, 32, 16} such that
+    shared memory (B_r + 2 B_c) d e <= M  and  fp32 registers 4 B_r (d + B_c) <= half the
+    register file (256 KiB on every GPU in the catalog: 131072 B).
+flash3 (algorithms/flash3): B_r = 128 (two consumer warpgroups of 64 rows), the largest B_c
+    from {176, 128, 112, 96, 64, 32, 16} such that (128 + 2 s B_c) d e <= M (s stages of K
+    and V) and 4·128 d + 8·128 B_c <= the whole register file (262144 B); Hopper only.
+M = None: the GPU's shared memory per block (A100 166912 B, H100/H200 232448 B).
+"""
+import pytest
+
+from algorithms.base import PlanError
+from attnsim import Workload, simulate
+
+KIB = 1024
+
+FLASH2 = [
+    # gpu, head_dim, dtype, M, (B_r, B_c), why
+    ("a100-40gb", 64, "fp16", None, (128, 128), "384·64·2 = 48 KiB; regs 512·192 = 96 KiB"),
+    ("h100-sxm", 64, "fp16", 32 * KIB, (128, 64), "128 + 2 B_c <= 256"),
+    ("h100-sxm", 64, "fp16", 16 * KIB, (64, 32), "B_r = 128 leaves no room; 64 + 2 B_c <= 128"),
+    ("h100-sxm", 64, "fp32", 48 * KIB, (128, 32), "4-byte rows: 128 + 2 B_c <= 192"),
+    ("a100-80gb", 128, "fp16", None, (128, 128), "384·128·2 = 96 KiB; regs 512·256 = 128 KiB"),
+    ("h100-sxm", 128, "bf16", 64 * KIB, (128, 64), "128 + 2 B_c <= 256"),
+    ("h100-sxm", 128, "fp16", 48 * KIB, (128, 32), "128 + 2 B_c <= 192"),
+    ("h200", 256, "fp16", None, (64, 128), "regs: B_r = 128 needs 4·128·(256 + 16) > 128 KiB"),
+    ("a100-40gb", 256, "fp16", 160 * KIB, (64, 128), "(64 + 256)·512 = 160 KiB exactly"),
+    ("h100-pcie", 256, "fp16", 100 * KIB, (64, 64), "64 + 2 B_c <= 200"),
+    ("h100-sxm", 40, "fp16", 24 * KIB, (128, 64), "(128 + 128)·80 = 20 KiB; B_c = 128 is 30 KiB"),
+]
+
+FLASH3 = [
+    # gpu, head_dim, dtype, stages, M, B_c, why
+    ("h100-sxm", 64, "fp16", 2, None, 176, "(128 + 704)·128 = 104 KiB; regs 32 + 176 KiB"),
+    ("h100-sxm", 64, "fp16", 2, 100 * KIB, 128, "128 + 4 B_c <= 800: B_c <= 168"),
+    ("h100-sxm", 64, "fp16", 2, 64 * KIB, 96, "128 + 4 B_c <= 512"),
+    ("h200", 128, "fp16", 2, None, 176, "(128 + 704)·256 = 208 KiB <= 227 KiB"),
+    ("h100-pcie", 128, "bf16", 2, 160 * KIB, 128, "128 + 4 B_c <= 640"),
+    ("h100-sxm", 128, "fp16", 3, None, 128, "128 + 6 B_c <= 908"),
+    ("h100-sxm", 256, "fp16", 2, None, 64, "regs cap B_c at 128; smem: 96 needs 256 KiB"),
+    # fp8 adds a transposed copy of V per stage (fp8 wgmma reads V K-major): 128 + 6 B_c rows
+    ("h100-sxm", 128, "fp8", 2, 100 * KIB, 112, "1-byte rows: 128 + 6 B_c <= 800: B_c <= 112"),
+    ("h100-sxm", 128, "fp8", 2, 104 * KIB, 112, "128 + 6 B_c <= 832: B_c = 128 needs 896"),
+    ("h100-sxm", 128, "fp8", 2, None, 176, "(128 + 1056)·128 = 148 KiB <= 227 KiB"),
+]
+
+
+def plan_of(name, gpu, head_dim, dtype, sram, **options):
+    wl = Workload(batch=1, heads=1, seq_q=512, head_dim=head_dim, dtype=dtype)
+    return simulate(name, wl, gpu, compute=False, sram_bytes=sram, options=options).plan
+
+
+@pytest.mark.parametrize("gpu, head_dim, dtype, sram, tiles, why", FLASH2)
+def test_flash2_tiles(gpu, head_dim, dtype, sram, tiles, why):
+    p = plan_of("flash2", gpu, head_dim, dtype, sram)
+    assert (p["block_q"], p["block_k"]) == tiles, why
+    e = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
+    assert p["smem_bytes"] == (tiles[0] + 2 * tiles[1]) * head_dim * e
+
+
+@pytest.mark.parametrize("gpu, head_dim, dtype, stages, sram, block_k, why", FLASH3)
+def test_flash3_tiles(gpu, head_dim, dtype, stages, sram, block_k, why):
+    p = plan_of("flash3", gpu, head_dim, dtype, sram, stages=stages)
+    assert (p["block_q"], p["block_k"], p["stages"]) == (128, block_k, stages), why
+    e = {"fp16": 2, "bf16": 2, "fp8": 1}[dtype]
+    per_stage = 3 if dtype == "fp8" else 2             # K_j, V_j (and V_jᵀ in fp8)
+    assert p["smem_bytes"] == (128 + per_stage * stages * block_k) * head_dim * e
+
+
+@pytest.mark.parametrize("gpu", ["a100-40gb", "a100-80gb"])
+def test_flash3_needs_hopper(gpu):
+    with pytest.raises(PlanError, match="wgmma"):
+        plan_of("flash3", gpu, 64, "fp16", None)
