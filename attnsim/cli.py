@@ -311,13 +311,14 @@ def cmd_report(a) -> int:
     rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
                                accuracy=not a.no_accuracy, jobs=a.jobs,
                                progress=progress.update, side_tasks=side)
-    sections, data = _report_sweeps(gpu, wl, rows, side, progress)
+    sections, data, approx_sections = _report_sweeps(gpu, wl, rows, side, progress)
     progress.close()
     more, more_data = _report_extras(a, gpu, wl, names)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
                        accuracy_workload=None if a.no_accuracy else
                        suite.ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype),
-                       extra_sections=sections + more, extra_data={**data, **more_data})
+                       extra_sections=sections + more + approx_sections,
+                       extra_data={**data, **more_data})
     _emit_report(a, doc, document_out)
     if a.plot:
         from reports.plots import growth_plot
@@ -374,6 +375,15 @@ def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
     points = [p for p in suite.design_points() if p.algorithm in chosen]
     if points:
         tasks["designed_to_win"] = (suite.run_design_points, (gpu, points))
+    from attnsim.approx_sweep import SWEEP_OPTION, family_error_table, kernel_mse
+    if not a.no_accuracy and chosen & set(SWEEP_OPTION):
+        tasks["approx_error_by_family"] = (family_error_table, (gpu,))
+        tasks["performer_kernel_mse"] = (kernel_mse, (16, 16, 2000))
+    if "sparse_transformer" in chosen:
+        from attnsim.sparse_compare import sparse_transformer_layouts
+        seqs_shown = seqs[::-2][:3][::-1]           # the growth table's N: 4K, 16K, 64K
+        tasks["sparse_transformer_layouts"] = (sparse_transformer_layouts,
+                                               (gpu, wl, seqs_shown, sram))
     return tasks
 
 
@@ -402,7 +412,8 @@ def _report_sweeps(gpu, wl, rows, side: dict, progress):
         sections.append(sec)
         data["designed_to_win"] = records
     progress.update1()
-    return sections, data
+    approx_sections, approx_data = _approx_sections(side, wl)
+    return sections, {**data, **approx_data}, approx_sections
 
 
 def _report_comparison(a, gpus, wl, names, sram, document_out) -> int:
@@ -462,27 +473,24 @@ def _report_extras(a, gpu, wl, names=None):
     sec, sec_data = decode_paths_section(gpu, wl)
     sections.append(sec)
     data["decode_paths"] = sec_data
-    sections_approx, data_approx = _approx_sections(a, gpu, wl)
-    return sections + sections_approx, {**data, **data_approx}
+    return sections, data
 
 
-def _approx_sections(a, gpu, wl):
-    """The approximation-error table (executed, skipped by --no-accuracy) and the Sparse
-    Transformer's two layouts (count-only, at every other N of --seqs from the top, up to
-    three)."""
-    from attnsim.approx_sweep import REPORT_SEEDS, family_error_table, kernel_mse
-    from attnsim.sparse_compare import sparse_transformer_layouts
+def _approx_sections(side: dict, wl):
+    """The approximation-error table by input family (executed) and the Sparse Transformer's
+    two layouts (count-only), from the side tasks' results (``_report_side_tasks``)."""
+    from attnsim.approx_sweep import REPORT_SEEDS
     from reports.approx import family_error_section, sparse_layout_section
     sections, data = [], {}
-    if not a.no_accuracy:
-        data["approx_error_by_family"] = family_error_table(gpu)
-        data["performer_kernel_mse"] = kernel_mse(draws=2000)
+    if "approx_error_by_family" in side:
+        data["approx_error_by_family"] = side["approx_error_by_family"]
+        data["performer_kernel_mse"] = side["performer_kernel_mse"]
         sections.append(family_error_section(data["approx_error_by_family"], len(REPORT_SEEDS),
                                              data["performer_kernel_mse"]))
-    seqs = parse_seqs(a.seqs)[::-2][:3][::-1]        # the growth table's N: 4K, 16K, 64K
-    data["sparse_transformer_layouts"] = sparse_transformer_layouts(
-        gpu, wl, seqs, sram_bytes=sram_bytes_from_args(a, gpu))
-    sections.append(sparse_layout_section(data["sparse_transformer_layouts"], wl.describe()))
+    if "sparse_transformer_layouts" in side:
+        data["sparse_transformer_layouts"] = side["sparse_transformer_layouts"]
+        sections.append(sparse_layout_section(data["sparse_transformer_layouts"],
+                                              wl.describe()))
     return sections, data
 
 
