@@ -309,7 +309,8 @@ def cmd_report(a) -> int:
     progress = _progress(n_algos + 3)
     side = _report_side_tasks(a, gpu, wl, names, seqs, sram)
     rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
-                               accuracy=not a.no_accuracy, jobs=a.jobs,
+                               accuracy=not a.no_accuracy,
+                               jobs=a.jobs or suite.default_jobs(names),
                                progress=progress.update, side_tasks=side)
     sections, data, approx_sections = _report_sweeps(gpu, wl, rows, side, progress)
     progress.close()
@@ -584,9 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--no-accuracy", action="store_true",
                     help="skip the executed-mode accuracy column")
     pp.add_argument("--plot", default=None, help="also write a PNG of HBM traffic vs N")
-    pp.add_argument("--jobs", type=positive_jobs, default=suite.default_jobs(),
-                    help="worker processes for the simulations (default: the CPUs available; "
-                         "a first run compiles the kernels in all of them at once)")
+    pp.add_argument("--jobs", type=positive_jobs, default=None,
+                    help="worker processes for the simulations (default: the CPUs available "
+                         "while the Numba kernels are not yet compiled, which a first run "
+                         "then compiles in all of them at once; 1 once they are cached)")
     pp.add_argument("--svg", action="store_true",
                     help="with --output DIR/report.md|.html: SVG figures beside the PNGs")
     add_output_args(pp)
