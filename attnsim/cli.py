@@ -17,8 +17,8 @@ from algorithms.registry import algorithm_names, get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
-from attnsim.validate import (check_gpu_check_flags, check_seqs, check_writable, flag_names,
-                              sram_budget_bytes)
+from attnsim.validate import (check_gpu_check_flags, check_host_memory, check_seqs,
+                              check_writable, flag_names, sram_budget_bytes)
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import GPUS, gpu_names
 from hwmodels import get_gpu
@@ -218,6 +218,8 @@ def cmd_run(a, extra_args: list[str]) -> int:
     options = {k: v for k, v in vars(opts).items() if v is not None}
     gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
+    if not a.count_only:
+        check_host_memory(wl)                     # before drawing the inputs
     inputs = None if a.count_only else make_inputs(wl, a.input_seed, family=a.inputs)
     result = simulate(a.algorithm, wl, gpu,
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a, gpu),

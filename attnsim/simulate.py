@@ -118,8 +118,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
                            f"{gpu.smem_bytes_per_block:,} B of shared memory per block")
     check_option_values(info, options or {})
     opts = check_options(info, options or {})
-    if compute and inputs is None:
-        # before planning: a plan may already build per-block tables of the workload
+    if compute:
+        # before planning: a plan may already build per-block tables of the workload; given
+        # inputs too, since the float64 reference and the outputs are still to be allocated
         check_host_memory(workload)
     plan = module.plan(workload, gpu, budget, **opts)
     rec = Recorder(gpu, budget)
