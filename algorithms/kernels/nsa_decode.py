@@ -122,6 +122,29 @@ def _mask_rows(s, nq, c0, shift, cblock, stride, window, mode):
 
 
 @njit(cache=True)
+def window_tile(c, qr, k, v, acc, m, l, c0, c1, rows, seq_q, seq_k, shift, d, e, window, scale,
+                compute):
+    """One key tile [c0, c1) of the sliding-window branch for all the step's rows (the fused
+    step, and the split step's window chunks): K_j, V_j loaded, masked online softmax in
+    place on m and l; returns acc rescaled and accumulated."""
+    cols = c1 - c0
+    kj = load_rows(c, k, c0, c1, d, e)
+    vj = load_rows(c, v, c0, c1, d, e)
+    # a tile needs the mask when some row's window starts after c0 or ends before c1
+    masked = c0 < seq_k - window or c1 - 1 > shift
+    count_matmul(c, rows, cols, d, e)
+    count_softmax_tile(c, rows, cols, d, masked)
+    count_matmul(c, rows, d, cols, e)
+    if compute:
+        s = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
+        if masked:
+            _mask_rows(s, seq_q, c0, shift, 1, 1, window, 1)
+        alpha = online_softmax_tile(s, m, l)
+        acc = acc * alpha.reshape((rows, 1)) + np.dot(s, vj)
+    return acc
+
+
+@njit(cache=True)
 def _finish(acc, l):
     """acc / l per row; rows that saw nothing give 0."""
     out = np.zeros_like(acc)
@@ -283,21 +306,8 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
     lw = np.zeros(rows if compute else 0, dtype=np.float32)
     accw = np.zeros((rows if compute else 0, d), dtype=np.float32)
     for c0 in range(w0, seq_k, tile):
-        c1 = min(c0 + tile, seq_k)
-        cols = c1 - c0
-        kj = load_rows(c, k, c0, c1, d, e)
-        vj = load_rows(c, v, c0, c1, d, e)
-        # a tile needs the mask when some row's window starts after c0 or ends before c1
-        masked = c0 < seq_k - window or c1 - 1 > shift
-        count_matmul(c, rows, cols, d, e)
-        count_softmax_tile(c, rows, cols, d, masked)
-        count_matmul(c, rows, d, cols, e)
-        if compute:
-            s = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
-            if masked:
-                _mask_rows(s, seq_q, c0, shift, cblock, stride, window, 1)
-            alpha = online_softmax_tile(s, mw, lw)
-            accw = accw * alpha.reshape((rows, 1)) + np.dot(s, vj)
+        accw = window_tile(c, qr, k, v, accw, mw, lw, c0, min(c0 + tile, seq_k), rows, seq_q,
+                           seq_k, shift, d, e, window, scale, compute)
     count_other(c, rows * d + rows)                       # O_win = acc / l
     # -- gated combination o = Σ_c g_c O_c, written once --
     count_other(c, 5 * rows * d)

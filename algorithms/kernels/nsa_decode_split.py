@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit
 
 from algorithms.kernels.common import online_softmax_tile
-from algorithms.kernels.nsa_decode import DECODE_TILES, TOPN_SLOT_BYTES, _mask_rows
+from algorithms.kernels.nsa_decode import (DECODE_TILES, TOPN_SLOT_BYTES, _mask_rows,
+                                           window_tile)
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n, count_softmax_tile,
                                             selected_count, visible_compressed)
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
@@ -103,21 +104,8 @@ def win_partials(c, q, k, v, acc_p, m_p, l_p, seq_q, seq_k, d, g, window, tile, 
         l = np.zeros(rows if compute else 0, dtype=np.float32)
         acc = np.zeros((rows if compute else 0, d), dtype=np.float32)
         for c0 in range(a, b, tile):
-            c1 = min(c0 + tile, b)
-            cols = c1 - c0
-            kj = load_rows(c, k, c0, c1, d, e)
-            vj = load_rows(c, v, c0, c1, d, e)
-            # some row's window starts after c0, or some row's position is before c1 − 1
-            masked = c0 < seq_k - window or c1 - 1 > shift
-            count_matmul(c, rows, cols, d, e)
-            count_softmax_tile(c, rows, cols, d, masked)
-            count_matmul(c, rows, d, cols, e)
-            if compute:
-                sc = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
-                if masked:
-                    _mask_rows(sc, seq_q, c0, shift, 1, 1, window, 1)
-                alpha = online_softmax_tile(sc, m, l)
-                acc = acc * alpha.reshape((rows, 1)) + np.dot(sc, vj)
+            acc = window_tile(c, qr, k, v, acc, m, l, c0, min(c0 + tile, b), rows, seq_q,
+                              seq_k, shift, d, e, window, scale, compute)
         count_store(c, rows * d * STAT_BYTES + rows * PARTIAL_STAT_BYTES)
         if compute:
             acc_p[s] = acc
