@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
@@ -143,7 +143,7 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     return {"o": o}
 
 
-@njit(cache=True)
+@compiled
 def forward_head(c, q1, q2, k1, k2, v, o, seq_q, seq_k, d, block_q, block_k, scale, causal,
                  lam, lam_init, e, compute):
     """One head: two online softmaxes over the same K/V stream; V and O are 2d wide."""
@@ -177,7 +177,7 @@ def forward_head(c, q1, q2, k1, k2, v, o, seq_q, seq_k, d, block_q, block_k, sca
         store_rows(c, o, r0, oi, rows, dv, e, compute)           # O_i -> HBM
 
 
-@njit(cache=True)
+@compiled
 def _softmax_map(c, qi, kj, vj, acc, m, l, r0, c0, rows, cols, d, dv, scale, masked, seq_q,
                  seq_k, e, compute):
     """One of the two maps on one tile: the FlashAttention-2 step with a 2d-wide V."""
@@ -199,7 +199,7 @@ def _softmax_map(c, qi, kj, vj, acc, m, l, r0, c0, rows, cols, d, dv, scale, mas
         acc += pv
 
 
-@njit(cache=True)
+@compiled
 def _combine(acc1, l1, acc2, l2, lam, lam_init):
     rows, dv = acc1.shape
     out = np.empty((rows, dv), dtype=np.float32)

@@ -57,7 +57,7 @@ import types
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
@@ -291,7 +291,7 @@ def count_quantize_kernel(wl, p: Flash3Plan, rec) -> None:
 
 # ---- FP8: the attention kernel --------------------------------------------------------------
 
-@njit(cache=True)
+@compiled
 def count_fp8_tile_extras(c, rows, cols, d, block_scales):
     """What the FP8 tile adds to FlashAttention-2's tile (``count_tile`` at 1 B)."""
     c[SRAM_READ_BYTES] += cols * d                        # V_j -> V_jᵀ in shared memory
@@ -301,7 +301,7 @@ def count_fp8_tile_extras(c, rows, cols, d, block_scales):
         count_other(c, 2 + rows + 1)                      # s_Q s_K scale; α·s_V,j-1/s_V,j
 
 
-@njit(cache=True)
+@compiled
 def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_ratio, causal,
                     seq_q, seq_k, block_scales, compute):
     """Q̂_i against the keys [c0, c1) of the e4m3 K̂, V̂: the online-softmax step with P cast
@@ -330,7 +330,7 @@ def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_r
         acc += pv
 
 
-@njit(cache=True, nogil=True)
+@compiled(nogil=True)
 def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q, block_k,
                      scale, causal, block_scales, compute):
     """One head of the FP8 forward: every Q block is one CTA (run here one after another)."""

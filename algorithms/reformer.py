@@ -73,7 +73,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints
@@ -296,7 +296,7 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
     return {"o": o, "buckets": all_buckets, "perm": all_perm} if compute else {}
 
 
-@njit(cache=True)
+@compiled
 def hash_head(c, q, rot, factors, buckets, positions, n, d, hashes, cols, block, e, compute):
     """h(x) = argmax([xR; -xR]) per factor, mixed-radix combined, for every round."""
     nf = factors.shape[0]
@@ -314,7 +314,7 @@ def hash_head(c, q, rot, factors, buckets, positions, n, d, hashes, cols, block,
         count_store(c, hashes * rows * (4 + 4))                # bucket ids, positions -> HBM
 
 
-@njit(cache=True)
+@compiled
 def _argmax_buckets(proj, factors, out_buckets, out_pos, r0):
     rows = proj.shape[0]
     for i in range(rows):
@@ -340,7 +340,7 @@ def _argmax_buckets(proj, factors, out_buckets, out_pos, r0):
         out_pos[r0 + i] = r0 + i
 
 
-@njit(cache=True)
+@compiled
 def attn_head(c, q, v, buckets, perm, o_rounds, lse_rounds, o, n, d, hashes, chunk, nchunks,
               scale, causal, e, compute):
     """One CTA per (round, chunk): attend to own chunk and the previous one (wrapping)."""
@@ -397,7 +397,7 @@ def attn_head(c, q, v, buckets, perm, o_rounds, lse_rounds, o, n, d, hashes, chu
                         lse_rounds[r, tok[chunk + i]] = lse[i]
 
 
-@njit(cache=True)
+@compiled
 def _masked_softmax(s, tok, buckets, r, chunk, scale, causal):
     """Row-normalised weights and lse of one chunk's C x 2C scores under the LSH masks."""
     rows, w = s.shape
@@ -432,7 +432,7 @@ def _masked_softmax(s, tok, buckets, r, chunk, scale, causal):
     return p, lse
 
 
-@njit(cache=True)
+@compiled
 def combine_head(c, o_rounds, lse_rounds, o, n, d, hashes, block, e, compute):
     """o_i = Σ_r exp(z_i^(r) - logsumexp_r z_i^(r)) o_i^(r)."""
     for r0 in range(0, n, block):

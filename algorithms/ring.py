@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
@@ -255,7 +255,7 @@ def _new_state(rows: int, d: int, compute: bool):
             np.zeros(rows, np.float32))
 
 
-@njit(cache=True)
+@compiled
 def ring_step(c, q, k, v, o, lse, acc, m, l, q_lo, q_hi, k_lo, k_hi, seq_q, seq_k, d,
               block_q, block_k, scale, causal, e, first, last, compute):
     """One device, one head, one ring step: its queries against the visiting K/V block."""

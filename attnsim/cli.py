@@ -316,7 +316,7 @@ def cmd_report(a) -> int:
                                progress=progress.update, side_tasks=side)
     sections, data, approx_sections = _report_sweeps(gpu, wl, rows, side, progress)
     progress.close()
-    more, more_data = _report_extras(a, gpu, wl, names)
+    more, more_data = _report_extras(gpu, side)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
                        accuracy_workload=None if a.no_accuracy else
                        suite.ACCURACY_WORKLOAD.replace(head_dim=wl.head_dim, dtype=wl.dtype),
@@ -364,8 +364,10 @@ def _emit_report(a, doc, document_out: bool) -> None:
 
 def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
     """The report's sweeps besides the per-algorithm ones, as (function, args) the sweep's
-    workers run: throughput against N, the approximations' error against cost, and where
-    each algorithm was designed to win — for the algorithms the report covers."""
+    workers run: throughput against N, the approximations' error against cost, where each
+    algorithm was designed to win (for the algorithms the report covers), decoding, FP8
+    errors, the longest context that fits and the decode paths. In workers, a first run
+    compiles their kernels beside the algorithms' own."""
     from attnsim import suite
     chosen = set(names or algorithm_names())
     tasks = {}
@@ -387,6 +389,14 @@ def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
         seqs_shown = seqs[::-2][:3][::-1]           # the growth table's N: 4K, 16K, 64K
         tasks["sparse_transformer_layouts"] = (sparse_transformer_layouts,
                                                (gpu, wl, seqs_shown, sram))
+    from reports.decode import decode_paths_section, decode_section
+    from reports.fp8 import fp8_section
+    from reports.memory import longest_context_section
+    tasks["decode"] = (decode_section, (gpu, wl))
+    if "flash3" in chosen and gpu.has_wgmma and not a.no_accuracy:
+        tasks["fp8"] = (fp8_section, (gpu, wl))
+    tasks["memory"] = (longest_context_section, (gpu, wl, names, sram))
+    tasks["decode_paths"] = (decode_paths_section, (gpu, wl))
     return tasks
 
 
@@ -446,36 +456,30 @@ def _report_comparison(a, gpus, wl, names, sram, document_out) -> int:
     return 0
 
 
-def _report_extras(a, gpu, wl, names=None):
-    """Sections other capabilities add to the report (decode, GPU cross-checks)."""
+def _report_extras(gpu, side: dict):
+    """Sections other capabilities add to the report (GPU cross-checks, decode, FP8, memory),
+    the simulated ones from the side tasks' results (``_report_side_tasks``)."""
     from reports.gpu_check import gpu_check_section
     sections, data = [], {}
     sec = gpu_check_section(gpu)
     if sec is not None:
         sections.append(sec[0])
         data["gpu_check"] = sec[1]
-    from reports.decode import decode_paths_section, decode_section
-    sec, sec_data = decode_section(gpu, wl)
     from reports.document import Figure
     from reports.plots import decode_figure
+    sec, sec_data = side["decode"]
     sec.figures.append(Figure("decode", "Decoding: attention time per generated token "
                               "against the context length",
                               lambda records=sec_data: decode_figure(records, gpu)))
     sections.append(sec)
     data["decode"] = sec_data
-    from reports.fp8 import fp8_section
-    wanted = not a.algorithms or "flash3" in a.algorithms.split(",")
-    sec = fp8_section(gpu, wl) if wanted and gpu.has_wgmma and not a.no_accuracy else None
-    if sec is not None:
-        sections.append(sec[0])
-        data["fp8"] = sec[1]
-    from reports.memory import longest_context_section
-    sec, sec_data = longest_context_section(gpu, wl, names, sram_bytes_from_args(a, gpu))
-    sections.append(sec)
-    data["memory"] = sec_data
-    sec, sec_data = decode_paths_section(gpu, wl)
-    sections.append(sec)
-    data["decode_paths"] = sec_data
+    if side.get("fp8") is not None:
+        sections.append(side["fp8"][0])
+        data["fp8"] = side["fp8"][1]
+    for key in ("memory", "decode_paths"):
+        sec, sec_data = side[key]
+        sections.append(sec)
+        data[key] = sec_data
     return sections, data
 
 

@@ -12,6 +12,8 @@ tokens N_q stay; self-attention (N_q = N_k) varies both; cross-attention varies 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from algorithms.base import PlanError
 from attnsim.validate import hypothetical_workloads
 from hwmodels.memory import SramOverflowError
@@ -121,6 +123,31 @@ def memory_summary(module, wl, plan, gpu, sram_bytes: int, options: dict) -> dic
         "search": "bisection on the closed-form footprint (plan + footprint per probe; no "
                   "kernel runs)",
     }
+
+
+@dataclass(frozen=True)
+class FootprintQuestion:
+    """What ``memory_summary`` needs, by the algorithm's name, so that a simulation's result
+    can carry it across processes (the report's workers) and answer it when asked."""
+    algorithm: str
+    workload: object
+    plan: object
+    gpu: object
+    sram_bytes: int
+    options: dict
+
+    def summary(self) -> dict:
+        """``memory_summary``: the footprint and the longest sequence that fits (a search)."""
+        return memory_summary(self._module(), self.workload, self.plan, self.gpu,
+                              self.sram_bytes, self.options)
+
+    def peak_bytes(self) -> int:
+        """The footprint's peak alone: one closed form, no search."""
+        return footprint(self._module(), self.workload, self.plan).peak_bytes
+
+    def _module(self):
+        from algorithms.registry import get_algorithm
+        return get_algorithm(self.algorithm)
 
 
 # ---- the report's tables --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """simulate(): one algorithm on one workload on one GPU -> counts, time, bound, output."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -14,7 +15,7 @@ from algorithms.kernels.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
-from attnsim.memory import memory_summary
+from attnsim.memory import FootprintQuestion
 from attnsim.reference import (attention_backward_reference, attention_reference,
                                relative_error)
 from attnsim.validate import (MAX_SEED, check_host_memory, check_int, check_option_values)
@@ -50,7 +51,29 @@ class SimResult:
     error_vs_reference: float | None = None
     error_vs_exact: float | None = None
     extra: dict = field(default_factory=dict)
-    memory: dict = field(default_factory=dict)   # HBM footprint (attnsim.memory)
+    footprint_question: FootprintQuestion | None = field(default=None, repr=False,
+                                                         compare=False)
+
+    @functools.cached_property
+    def memory(self) -> dict:
+        """The HBM footprint and the longest sequence that fits (``attnsim.memory``), worked
+        out on first use: the search costs more than a small executed simulation, and a
+        sweep of them (the report's accuracy runs) never looks at it."""
+        q = self.footprint_question
+        return q.summary() if q is not None else {}
+
+    @property
+    def fits_hbm(self) -> bool | None:
+        """Whether the footprint's peak fits the GPU's HBM (``memory["fits"]``, without the
+        search for the longest sequence that fits); None without a footprint."""
+        q = self.footprint_question
+        return None if q is None else q.peak_bytes() <= self.gpu.hbm_bytes
+
+    @property
+    def peak_hbm_bytes(self) -> int | None:
+        """``memory["peak_bytes"]``, without the search."""
+        q = self.footprint_question
+        return None if q is None else q.peak_bytes()
 
     def __getstate__(self):
         # INFO holds its options' validators (closures, lambdas), which do not pickle: it
@@ -131,9 +154,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         outputs = module.run(workload, plan, inputs if compute else None, rec, compute)
     totals = rec.totals()
     breakdown = predict_time(gpu, rec.kernels, timing)
-    memory = memory_summary(module, workload, plan, gpu, budget, opts)
+    footprint = FootprintQuestion(info.name, workload, plan, gpu, budget, opts)
     if "ring" in rec.info:   # the longest total context the P devices hold
-        rec.info["ring"]["max_context_tokens"] = memory["max_seq_that_fits"]
+        rec.info["ring"]["max_context_tokens"] = footprint.summary()["max_seq_that_fits"]
     err_ref = err_exact = None
     if compute and check and ("o" in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
@@ -143,7 +166,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         kernels=tuple(rec.kernels), time=breakdown,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
-        extra=dict(rec.info), memory=memory)
+        extra=dict(rec.info), footprint_question=footprint)
 
 
 def _single_threaded_blas(compute: bool):
@@ -160,6 +183,32 @@ def _supported_passes(info) -> set[str]:
     if {"fwd", "bwd"} <= supported:
         supported.add("fwd+bwd")
     return supported
+
+
+# Float64 references of the last small inputs: a sweep (the report's accuracy column and its
+# approximation sweeps) simulates many algorithms and settings on the same drawn inputs.
+# Keyed by the inputs' bytes, so an equal key means equal inputs, whatever objects hold them.
+_REFERENCES: collections.OrderedDict = collections.OrderedDict()
+_REFERENCES_KEPT = 8
+_REFERENCE_KEY_LIMIT = 8 << 20          # bytes of q, k and v together
+
+
+def _exact_attention(q, k, v, causal, scale, mask, keep):
+    """``attention_reference(...)[0]``, remembered for small unmasked inputs without dropout."""
+    small = q.nbytes + k.nbytes + v.nbytes <= _REFERENCE_KEY_LIMIT
+    if mask is not None or keep is not None or not small:
+        return attention_reference(q, k, v, causal=causal, scale=scale, mask=mask,
+                                   dropout_keep=keep)[0]
+    key = (causal, scale, *((x.shape, x.dtype.str, np.ascontiguousarray(x).tobytes())
+                            for x in (q, k, v)))
+    if key not in _REFERENCES:
+        o = attention_reference(q, k, v, causal=causal, scale=scale)[0]
+        o.setflags(write=False)                      # shared by every result that asks
+        _REFERENCES[key] = o
+        if len(_REFERENCES) > _REFERENCES_KEPT:
+            _REFERENCES.popitem(last=False)
+    _REFERENCES.move_to_end(key)
+    return _REFERENCES[key]
 
 
 def _errors(module, wl, plan, inputs, outputs, info):
@@ -189,8 +238,7 @@ def _errors(module, wl, plan, inputs, outputs, info):
         problem = getattr(module, "exact_problem", None)
         q, k, v, mask = (problem(wl, plan, inputs) if problem else
                          (inputs.q, inputs.k, inputs.v, info.get("mask")))
-        exact_o, _ = attention_reference(q, k, v, causal=wl.causal, scale=wl.scale,
-                                         mask=mask, dropout_keep=keep)
+        exact_o = _exact_attention(q, k, v, wl.causal, wl.scale, mask, keep)
         errors.append(relative_error(outputs["o"], exact_o))
     if "dq" in outputs:
         grads = attention_backward_reference(inputs.q, inputs.k, inputs.v, inputs.do,

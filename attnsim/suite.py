@@ -122,7 +122,7 @@ def growth(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, 
             s.io_bound_bytes.append(r.io_bound_bytes)
             s.predicted_s.append(r.time.predicted_s)
             s.flops.append(r.flops)
-            s.resident_bytes.append(r.memory.get("peak_bytes"))
+            s.resident_bytes.append(r.peak_hbm_bytes)
         series.append(s)
         if progress:
             progress(name)
@@ -131,8 +131,7 @@ def growth(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, 
 
 # Algorithms whose kernels share compiled code (a building block of algorithms/kernels/):
 # one worker simulates a whole family, so no two workers compile the same kernels at once.
-# Listed roughly by how long their kernels take to compile, longest first, so that no worker
-# is left with a long compilation at the end. An algorithm missing here is a family of one.
+# An algorithm missing here is a family of one.
 KERNEL_FAMILIES = (
     ("linear", "rfa", "performer"),                   # feature_kernels
     ("nsa",),                                         # nsa_kernels (+ splitkv, sparse exec)
@@ -143,6 +142,22 @@ KERNEL_FAMILIES = (
     ("standard", "masked_dense"),                     # gemm
     ("reformer",),                                    # radix_sort
 )
+
+# Seconds the H100 report's first run spends on each unit of work (a family, by its first
+# algorithm, or a side task, by its key), measured by ``benchmarks/bench_first_run.py
+# --units`` on 2 CPUs with an empty Numba cache; almost all of it is compilation. The
+# workers take the units longest first, so that no worker is left with a long compilation
+# at the end while the other idles. Only the order depends on these; a unit missing here
+# counts as one second.
+FIRST_RUN_SECONDS = {
+    "linear": 23, "nsa": 18, "decode_paths": 12, "flash2": 8, "throughput": 5,
+    "sparse_transformer_layouts": 5, "approx_error_by_family": 4, "gqa": 4, "flash1": 3,
+    "local": 3, "reformer": 3, "standard": 1,
+}
+
+
+def first_run_seconds(unit: str) -> float:
+    return FIRST_RUN_SECONDS.get(unit, 1)
 
 
 def available_cpus() -> int:
@@ -240,11 +255,18 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
             collect(*_sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy))
         results = {key: fn(*args) for key, (fn, args) in side.items()}
     else:
+        units = [(family[0], family) for family in families] + [(key, None) for key in side]
+        units.sort(key=lambda unit: -first_run_seconds(unit[0]))   # longest first
         with ProcessPoolExecutor(max_workers=jobs,
                                  mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_sweep_family, gpu, wl, family, seqs, sram_bytes, accuracy)
-                       for family in families]
-            side_futures = {key: pool.submit(fn, *args) for key, (fn, args) in side.items()}
+            futures, side_futures = [], {}
+            for key, family in units:
+                if family is not None:
+                    futures.append(pool.submit(_sweep_family, gpu, wl, family, seqs,
+                                               sram_bytes, accuracy))
+                else:
+                    fn, args = side[key]
+                    side_futures[key] = pool.submit(fn, *args)
             for future in as_completed(futures):
                 collect(*future.result())
             results = {key: future.result() for key, future in side_futures.items()}

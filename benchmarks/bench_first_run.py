@@ -4,6 +4,7 @@ after a fresh install) and warm (everything cached).
     python benchmarks/bench_first_run.py                 # cold once, warm best of 3
     python benchmarks/bench_first_run.py --jobs 1        # the report without worker processes
     python benchmarks/bench_first_run.py --profile       # where a cold run's compile time goes
+    python benchmarks/bench_first_run.py --units         # each unit of the report's work, cold
 
 The working tree is copied (without caches, virtual environments or .git) into a temporary
 folder and the report runs there with this interpreter, so Numba finds no cache, exactly as
@@ -26,7 +27,8 @@ SKIP = shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc", ".git", ".venv", 
 
 # Run inside the copy: the report, with a Numba listener that sums compile time per function.
 PROFILER = """
-import collections, sys, time
+import collections, os, sys, time
+os.environ.setdefault("NUMBA_OPT", "1")       # as python -m attnsim does
 from numba.core import event
 spent, started = collections.Counter(), {}
 class Compiles(event.Listener):
@@ -43,6 +45,29 @@ main(sys.argv[1:])
 print("compile time per function (inclusive of the functions it calls):", file=sys.stderr)
 for name, s in spent.most_common(25):
     print(f"  {s:7.2f} s  {name}", file=sys.stderr)
+"""
+
+# Run inside the copy: each unit of the report's work (an algorithm family of the sweep, a
+# side task), one after the other in one process, cold then warm; the first column is what
+# suite.FIRST_RUN_SECONDS records.
+UNITS = """
+import os, sys, time
+os.environ.setdefault("NUMBA_OPT", "1")       # as python -m attnsim does
+from attnsim import cli, suite
+from algorithms.registry import algorithm_names
+from hwmodels import get_gpu
+a = cli.build_parser().parse_args(sys.argv[1:])
+gpu = get_gpu(a.hw)
+wl, seqs = cli.workload_from_args(a), cli.parse_seqs(a.seqs)
+sram = cli.sram_bytes_from_args(a, gpu)
+side = cli._report_side_tasks(a, gpu, wl, None, seqs, sram)
+units = [(f[0], lambda f=f: suite._sweep_family(gpu, wl, f, seqs, sram, True))
+         for f in suite._families(algorithm_names())]
+units += [(key, lambda fn=fn, args=args: fn(*args)) for key, (fn, args) in side.items()]
+for name, run in units:
+    t0 = time.perf_counter()
+    run()
+    print(f"{time.perf_counter() - t0:7.1f} s  {name}", flush=True)
 """
 
 
@@ -69,10 +94,19 @@ def main() -> None:
     ap.add_argument("--warm-runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true",
                     help="cold run under a Numba compile-time listener (top 25 functions)")
+    ap.add_argument("--units", action="store_true",
+                    help="seconds of each unit of the report's work, cold then warm")
     a = ap.parse_args()
     report = ["report", "--hw", a.hw] + ([] if a.jobs is None else ["--jobs", str(a.jobs)])
     with tempfile.TemporaryDirectory(prefix="attnsim-first-run-") as tmp:
         tree = copy_tree(Path(tmp))
+        if a.units:
+            for state in ("cold (no Numba cache)", "warm"):
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                done = subprocess.run([sys.executable, "-c", UNITS, *report], cwd=tree,
+                                      env=env, capture_output=True, text=True)
+                print(f"{state}:\n{done.stdout}{done.stderr[-2000:]}", end="")
+            return
         if a.profile:
             cold, err = timed([sys.executable, "-c", PROFILER, *report], tree)
             print(err[err.find("compile time per function"):], end="")

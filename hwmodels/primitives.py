@@ -18,28 +18,28 @@ Accounting rules (the same for every algorithm):
   (a max, add, multiply, divide, compare or select is one op).
 """
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                INTERCONNECT_BYTES, MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES,
                                SRAM_WRITE_BYTES)
 
 
-@njit(cache=True)
+@compiled
 def count_load(c, nbytes):
     """HBM -> SRAM transfer of ``nbytes``."""
     c[HBM_READ_BYTES] += nbytes
     c[SRAM_WRITE_BYTES] += nbytes
 
 
-@njit(cache=True)
+@compiled
 def count_store(c, nbytes):
     """SRAM -> HBM transfer of ``nbytes``."""
     c[HBM_WRITE_BYTES] += nbytes
     c[SRAM_READ_BYTES] += nbytes
 
 
-@njit(cache=True)
+@compiled
 def count_atomic_add(c, nbytes):
     """Atomic read-modify-write of ``nbytes`` in HBM (e.g. FlashAttention-2's dQ)."""
     c[HBM_READ_BYTES] += nbytes
@@ -47,26 +47,26 @@ def count_atomic_add(c, nbytes):
     c[ATOMIC_BYTES] += nbytes
 
 
-@njit(cache=True)
+@compiled
 def count_matmul(c, m, n, k, operand_bytes):
     """(m x k) @ (k x n) on the tensor cores, operands read from SRAM."""
     c[MATMUL_FLOPS] += 2 * m * n * k
     c[SRAM_READ_BYTES] += (m * k + k * n) * operand_bytes
 
 
-@njit(cache=True)
+@compiled
 def count_exp(c, n):
     """``n`` special-function ops (exp, log) on the SFUs."""
     c[EXP_OPS] += n
 
 
-@njit(cache=True)
+@compiled
 def count_other(c, n):
     """``n`` elementwise fp32 ops (max, add, mul, div, compare, select)."""
     c[OTHER_FLOPS] += n
 
 
-@njit(cache=True)
+@compiled
 def count_interconnect(c, nbytes):
     """``nbytes`` sent to another device over NVLink."""
     c[INTERCONNECT_BYTES] += nbytes
@@ -74,7 +74,7 @@ def count_interconnect(c, nbytes):
 
 # ---- data-moving primitives: count, and move the data when computing ---------------------
 
-@njit(cache=True)
+@compiled
 def load_rows(c, src, r0, r1, ncols, elem_bytes):
     """Tile ``src[r0:r1, :ncols]`` HBM -> SRAM. Returns the tile (a view: the simulator
     does not copy, the counter records the transfer). In count-only mode ``src`` has no
@@ -83,14 +83,14 @@ def load_rows(c, src, r0, r1, ncols, elem_bytes):
     return src[r0:r1]
 
 
-@njit(cache=True)
+@compiled
 def load_vector(c, src, r0, r1, elem_bytes):
     """Per-row statistics ``src[r0:r1]`` (e.g. m, l, lse in fp32) HBM -> SRAM."""
     count_load(c, (r1 - r0) * elem_bytes)
     return src[r0:r1]
 
 
-@njit(cache=True)
+@compiled
 def store_rows(c, dst, r0, tile, nrows, ncols, elem_bytes, compute):
     """SRAM tile -> ``dst[r0:r0+nrows, :ncols]`` in HBM."""
     count_store(c, nrows * ncols * elem_bytes)
@@ -98,7 +98,7 @@ def store_rows(c, dst, r0, tile, nrows, ncols, elem_bytes, compute):
         dst[r0:r0 + nrows, :] = tile
 
 
-@njit(cache=True)
+@compiled
 def store_vector(c, dst, r0, vec, n, elem_bytes, compute):
     """SRAM vector -> ``dst[r0:r0+n]`` in HBM."""
     count_store(c, n * elem_bytes)
@@ -106,7 +106,7 @@ def store_vector(c, dst, r0, vec, n, elem_bytes, compute):
         dst[r0:r0 + n] = vec
 
 
-@njit(cache=True)
+@compiled
 def matmul_nt(c, a, b, m, n, k, operand_bytes, compute):
     """``a @ b.T`` with a (m x k), b (n x k): e.g. S = Q Kᵀ. Returns (m x n) float32."""
     count_matmul(c, m, n, k, operand_bytes)
@@ -115,7 +115,7 @@ def matmul_nt(c, a, b, m, n, k, operand_bytes, compute):
     return np.empty((0, 0), dtype=np.float32)
 
 
-@njit(cache=True)
+@compiled
 def matmul_nn(c, a, b, m, n, k, operand_bytes, compute):
     """``a @ b`` with a (m x k), b (k x n): e.g. P V. Returns (m x n) float32."""
     count_matmul(c, m, n, k, operand_bytes)
@@ -124,7 +124,7 @@ def matmul_nn(c, a, b, m, n, k, operand_bytes, compute):
     return np.empty((0, 0), dtype=np.float32)
 
 
-@njit(cache=True)
+@compiled
 def matmul_tn(c, a, b, m, n, k, operand_bytes, compute):
     """``a.T @ b`` with a (k x m), b (k x n): e.g. dV = Pᵀ dO. Returns (m x n) float32."""
     count_matmul(c, m, n, k, operand_bytes)

@@ -72,7 +72,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                INTERCONNECT_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS, OTHER_FLOPS,
@@ -185,21 +185,59 @@ def resident_per_sm(gpu: GPU, k: KernelRecord) -> int:
     return max(1, min(ctas_per_sm(gpu, k), math.ceil(k.ctas / gpu.sm_count)))
 
 
-@njit(cache=True)
+# Free-time states remembered to find the schedule's period (8-byte floats, one row per
+# head): 32 MiB at most.
+_STATES_KEPT = 1 << 22
+
+
+@compiled
 def _greedy_makespan(work, heads, servers):
     """List scheduling in launch order: each CTA goes to the server that frees first. The
     grid is ``heads`` copies of one head's ``work``, read in place rather than tiled (a tiled
-    copy would hold one float per CTA of the whole grid)."""
+    copy would hold one float per CTA of the whole grid).
+
+    The servers' free times evolve as a multiset (the earliest is taken, the work added),
+    and the evolution commutes with adding a constant to every free time. So when the free
+    times after head j equal those after an earlier head g shifted by some delta, the heads
+    after j repeat heads g+1..j, each period shifting the free times by delta, and the
+    makespan follows without scheduling the rest (with integral work, as the tile counts
+    are, every sum is exact; otherwise a repeat is rarely exact and the loop runs on)."""
     per_head = work.shape[0]
     n = per_head * heads
     if n <= servers:
         return work.max()
     free_at = [0.0] * servers
     heapq.heapify(free_at)
-    for i in range(n):
-        t = heapq.heappop(free_at)
-        heapq.heappush(free_at, t + work[i % per_head])
+    kept = min(heads, _STATES_KEPT // servers)
+    states = np.empty((kept, servers))                # free times after head j, sorted
+    first_at = {np.int64(0): -1}                      # state hash -> first head with it
+    for h in range(heads):
+        for i in range(per_head):
+            t = heapq.heappop(free_at)
+            heapq.heappush(free_at, t + work[i])
+        if h >= kept:
+            continue
+        states[h] = np.sort(np.array(free_at))
+        relative = states[h] - states[h, 0]
+        key = _state_hash(relative)
+        g = first_at[key] if key in first_at else -1
+        if g >= 0 and np.array_equal(states[g] - states[g, 0], relative):
+            period, delta = h - g, states[h, 0] - states[g, 0]
+            r = (heads - 1 - g) % period
+            m = (heads - 1 - g - r) // period
+            return states[g + r, servers - 1] + m * delta
+        first_at[key] = h
     return max(free_at)
+
+
+@compiled
+def _state_hash(values):
+    """A hash of a float array's bit patterns (equal arrays, equal hashes)."""
+    bits = values.view(np.int64)
+    h = np.int64(1469598103934665603)
+    for b in bits:
+        h = (h ^ b) * np.int64(1099511628211)
+    return h
 
 
 def quantization_factor(gpu: GPU, k: KernelRecord) -> float:

@@ -80,7 +80,7 @@ def algorithms_table(rows, title="") -> Table:
             "causal_predicted_s": row.causal.time.predicted_s if row.causal else None,
             "fwd_bwd_predicted_s": row.training.time.predicted_s if row.training else None,
             "error_vs_exact": err,
-            "fits_hbm": r.memory.get("fits"),
+            "fits_hbm": r.fits_hbm,
         })
     notes = ([f"{EXCEEDS}: the run's HBM footprint exceeds the GPU's memory (see 'Longest "
               f"context on this GPU'); its counts and times are those of a GPU that could "
@@ -95,7 +95,7 @@ EXCEEDS = "(> HBM)"
 
 def exceeds_hbm(result) -> str:
     """A mark for a result whose HBM footprint does not fit the GPU."""
-    return f" {EXCEEDS}" if result.memory and not result.memory["fits"] else ""
+    return f" {EXCEEDS}" if result.fits_hbm is False else ""
 
 
 def row_workload_causal(rows) -> bool:

@@ -41,7 +41,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.flash1 import backward as flash1_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
@@ -161,7 +161,7 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
 
 
-@njit(cache=True, nogil=True)
+@compiled(nogil=True)
 def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
                  compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
@@ -215,7 +215,7 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
 
 
-@njit(cache=True)
+@compiled
 def count_pair(c, rows, cols, d, e, masked, dropout):
     """Exactly what one (K/V block, Q block) step of ``forward_head`` counts, as arithmetic:
     count-only mode calls this instead of running the step on placeholder arrays."""
@@ -235,7 +235,7 @@ def count_pair(c, rows, cols, d, e, masked, dropout):
     c[EXP_OPS] += rows * cols + 2 * rows
 
 
-@njit(cache=True)
+@compiled
 def merge_into_output(oi, mi, li, pv, m_tile, l_tile):
     """Lines 11-12: m_new = max(m_i, m̃), ℓ_new = e^{m_i-m_new} ℓ_i + e^{m̃-m_new} ℓ̃,
     O_i = diag(ℓ_new)⁻¹ (diag(ℓ_i) e^{m_i-m_new} O_i + e^{m̃-m_new} P̃ V_j)."""

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
@@ -152,7 +152,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     return grads
 
 
-@njit(cache=True)
+@compiled
 def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q, block_k,
                   scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute):
     for c0 in range(0, seq_k, block_k):                          # line 6: for j in 1..T_c

@@ -39,7 +39,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.flash2 import backward as flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
@@ -197,7 +197,7 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     return {"o": o, "lse": lse} if compute else {}
 
 
-@njit(cache=True, nogil=True)
+@compiled(nogil=True)
 def forward_head(c, q, k, v, o, lse, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
                  compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
     """One head: every Q row block i is one CTA (run here one after another)."""

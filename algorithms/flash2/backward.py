@@ -60,7 +60,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
@@ -189,7 +189,7 @@ def _new_grads(wl, compute: bool) -> dict:
             "dv": np.zeros(shape_k, np.float32)}
 
 
-@njit(cache=True)
+@compiled
 def preprocess_head(c, do, o, delta, dq_acc, seq_q, d, block_q, e, compute):
     """D_i = rowsum(dO_i ∘ O_i) (fp32) and dQaccum_i = 0, one Q block per CTA."""
     for r0 in range(0, seq_q, block_q):
@@ -207,7 +207,7 @@ def preprocess_head(c, do, o, delta, dq_acc, seq_q, d, block_q, e, compute):
             dq_acc[r0:r1] = 0.0
 
 
-@njit(cache=True)
+@compiled
 def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, block_q,
                   block_k, scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute):
     """One head: every K/V block j is one CTA (run here one after another)."""
@@ -276,7 +276,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
         store_rows(c, dv, c0, dv_acc, cols, d, e, compute)
 
 
-@njit(cache=True)
+@compiled
 def convert_dq_head(c, dq_acc, dq, seq_q, d, block_q, scale, e, compute):
     """dQ_i = scale · dQaccum_i, fp32 -> storage dtype."""
     for r0 in range(0, seq_q, block_q):
@@ -289,7 +289,7 @@ def convert_dq_head(c, dq_acc, dq, seq_q, d, block_q, scale, e, compute):
 
 # ---- compiled tile helpers (fused loops: NumPy temporaries are slow in Numba) ---------------
 
-@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+@compiled(fastmath={"reassoc", "contract", "nsz"})
 def exp_minus_rows(s, ref):
     """s[i, :] = exp(s[i, :] - ref[i]) in place; a row with ref = -inf (it sees no key)
     becomes 0."""
@@ -304,7 +304,7 @@ def exp_minus_rows(s, ref):
             row[j] = np.exp(row[j] - r)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+@compiled(fastmath={"reassoc", "contract", "nsz"})
 def softmax_grad_in_place(dp, p, delta, factor):
     """dp[i, j] = factor · p[i, j] · (dp[i, j] - delta[i]): dS from dP (FlashAttention Eq. 4)."""
     rows, cols = dp.shape

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels import footprints
@@ -149,7 +149,7 @@ def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[in
     return fixed + heads * sum(waves), resident * 2 * layout.block_k * d * e
 
 
-@njit(cache=True, nogil=True)
+@compiled(nogil=True)
 def sparse_forward_head(c, q, k, v, o, lse, mask, row_ptr, cols, partial, seq_q, seq_k, d,
                         block_q, block_k, scale, e, compute):
     """One head: Q block i (one CTA) visits only the tiles of its layout row; the element

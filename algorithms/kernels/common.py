@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from hwmodels.memory import Recorder
 
@@ -128,14 +128,14 @@ def cdiv(a: int, b: int) -> int:
 
 # ---- causal masks (bottom-right aligned) ---------------------------------------------------
 
-@njit(cache=True)
+@compiled
 def causal_key_end(r1, seq_q, seq_k):
     """Exclusive end of the keys visible to query rows [.., r1): the last row sees the most."""
     end = r1 + seq_k - seq_q
     return max(0, min(seq_k, end))
 
 
-@njit(cache=True)
+@compiled
 def causal_block_is_partial(r0, c1, seq_q, seq_k):
     """True when block rows [r0, ..) x keys [.., c1) has a masked entry (first row sees the least)."""
     return c1 - 1 > r0 + seq_k - seq_q
@@ -149,7 +149,7 @@ def causal_element_mask(seq_q: int, seq_k: int) -> np.ndarray:
     return j <= i + (seq_k - seq_q)
 
 
-@njit(cache=True)
+@compiled
 def apply_causal_mask(s, r0, c0, seq_q, seq_k):
     """Set masked scores of tile ``s`` (rows from r0, keys from c0) to -inf in place."""
     rows, cols = s.shape
@@ -186,7 +186,7 @@ def log2_floor(x: int) -> int:
 _FAST = {"reassoc", "contract", "nsz"}
 
 
-@njit(cache=True, fastmath=_FAST)
+@compiled(fastmath=_FAST)
 def _exp_rows_in_place(s, ref, sums):
     """s[i, :] = exp(s[i, :] - ref[i]); sums[i] = row sum."""
     rows, cols = s.shape
@@ -201,7 +201,7 @@ def _exp_rows_in_place(s, ref, sums):
         sums[i] = total
 
 
-@njit(cache=True)
+@compiled
 def _row_max(s, init):
     rows, cols = s.shape
     out = init.copy()
@@ -213,7 +213,7 @@ def _row_max(s, init):
     return out
 
 
-@njit(cache=True)
+@compiled
 def _finite_or_zero(m):
     out = m.copy()
     for i in range(m.shape[0]):
@@ -222,7 +222,7 @@ def _finite_or_zero(m):
     return out
 
 
-@njit(cache=True)
+@compiled
 def online_softmax_tile(s, m, l):
     """FlashAttention's online softmax step on a scaled (and masked) score tile, in place.
 
@@ -241,7 +241,7 @@ def online_softmax_tile(s, m, l):
     return alpha
 
 
-@njit(cache=True)
+@compiled
 def tile_softmax_stats(s):
     """Row max m̃ and row sum ℓ̃ of P̃ = exp(S - m̃), computing P̃ in place (flash1, line 10)."""
     init = np.full(s.shape[0], -np.inf, dtype=np.float32)
@@ -251,7 +251,7 @@ def tile_softmax_stats(s):
     return m, l
 
 
-@njit(cache=True)
+@compiled
 def scale_rows(x, factor):
     """x[i, :] *= factor[i], in place."""
     for i in range(x.shape[0]):

@@ -27,7 +27,7 @@ What dropout costs (other FLOPs, counted on the CUDA cores):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from hwmodels.primitives import count_other
 
@@ -42,7 +42,7 @@ def keep_threshold(p: float) -> int:
     return int(round(p * (1 << HASH_BITS)))
 
 
-@njit(cache=True)
+@compiled
 def _splitmix64(x):
     x = (x + np.uint64(0x9E3779B97F4A7C15))
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -50,14 +50,14 @@ def _splitmix64(x):
     return x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True)
+@compiled
 def _keeps(seed, bh, i, j, seq_q, seq_k, threshold):
     idx = np.uint64(((bh * seq_q + i) * seq_k + j))
     h = _splitmix64(idx ^ _splitmix64(np.uint64(seed)))
     return (h >> np.uint64(64 - HASH_BITS)) >= np.uint64(threshold)
 
 
-@njit(cache=True)
+@compiled
 def keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep):
     """Z for rows [r0, r0+rows) x keys [c0, c0+cols) of head ``bh``: 0 or 1/(1-p), float32."""
     z = np.zeros((rows, cols), dtype=np.float32)
@@ -68,13 +68,13 @@ def keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, 
     return z
 
 
-@njit(cache=True)
+@compiled
 def rng_ops(n, elems_per_call):
     """Philox ops that produce random bits for ``n`` elements."""
     return -(-n // elems_per_call) * PHILOX_OPS_PER_CALL
 
 
-@njit(cache=True)
+@compiled
 def dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep, compute):
     """Regenerate Z for one on-chip tile from the RNG state (no HBM traffic): random bits and
     one compare per element. Returns Z (an empty array in count-only mode)."""

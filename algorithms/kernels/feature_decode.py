@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, STATE_BYTES,
                                                 key_features, query_features)
@@ -93,7 +93,7 @@ def state_bytes(m: int, d: int, positive: bool) -> int:
     return STATE_BYTES * (m * d + m) + (SHIFT_BYTES if positive else 0)
 
 
-@njit(cache=True)
+@compiled
 def recurrent_step(c, q, k, v, w, s, z, shift, o, nq, g, d, p, m, slice_rows, cols, kind,
                    in_scale, e, compute):
     """One (sequence, state head) of a decode step, over its column CTAs.

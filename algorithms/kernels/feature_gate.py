@@ -36,7 +36,7 @@ per chunk row (g, λ / Λ, weight).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import PlanError
 from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads
@@ -70,7 +70,7 @@ def check_gate_workload(name: str, wl, kind: str) -> None:
         raise PlanError(f"{name}: --gate is simulated for rfa's features only")
 
 
-@njit(cache=True)
+@compiled
 def gates(c, x, wg, bg, rows, d, compute):
     """(λ = log g, 1 - g) of ``rows`` tokens, g = σ(w_g · x + b_g), computed stably:
     log σ(y) = min(y, 0) - log1p(e^-|y|), 1 - σ(y) = σ(-y)."""
@@ -86,7 +86,7 @@ def gates(c, x, wg, bg, rows, d, compute):
     return lam, one_minus
 
 
-@njit(cache=True)
+@compiled
 def decay_fold(c, phik, vj, lam, one_minus, s, z, cols, m, d, e, compute):
     """S <- exp(Λ_last) S + (w ⊙ φ(K))ᵀ V, z likewise, w_j = (1 - g_j) exp(Λ_last - Λ_j).
     Counts the block's running sum Λ, which the chunk's intra part reuses."""
@@ -111,7 +111,7 @@ def decay_fold(c, phik, vj, lam, one_minus, s, z, cols, m, d, e, compute):
         z += weighted.sum(axis=0)
 
 
-@njit(cache=True)
+@compiled
 def gated_causal_head(c, q, k, v, w, wg, bg, o, pnum, pden, t, seq_q, seq_k, d, p_total, u0,
                       u1, block, kind, in_scale, e, compute, sliced):
     """The gated chunked sweep, one CTA (the whole state, or feature slice t = units

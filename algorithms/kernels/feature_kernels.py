@@ -9,7 +9,7 @@ counted primitives; ``compute=False`` runs the same loops without arithmetic (co
 import math
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
                                  matmul_nn, matmul_nt, matmul_tn, store_rows, store_vector)
@@ -18,7 +18,7 @@ KIND_ELU, KIND_TRIG, KIND_POSITIVE = 0, 1, 2
 STATE_BYTES = 4          # S, z and the causal partials are fp32
 
 
-@njit(cache=True)
+@compiled
 def slice_range(kind, t, tile_units, total_units):
     """(first unit, end unit, first feature row, end feature row) of feature slice t."""
     u0 = t * tile_units
@@ -27,7 +27,7 @@ def slice_range(kind, t, tile_units, total_units):
     return u0, u1, per * u0, per * u1
 
 
-@njit(cache=True)
+@compiled
 def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, mx, e, compute):
     """φ_q of one feature slice of a query tile -> ((rows x m_t) float32, new row max).
 
@@ -60,7 +60,7 @@ def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, mx, e, co
     return np.empty((0, 0), dtype=np.float32), mx
 
 
-@njit(cache=True)
+@compiled
 def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, shift, e, compute):
     """φ_k of one feature slice of a key tile relative to the running shift c of the
     exponents. Returns (phi (rows x m_t), new shift)."""
@@ -95,7 +95,7 @@ def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, shift, e, c
     return phi, new_shift
 
 
-@njit(cache=True)
+@compiled
 def _trig_projection(c, x, w, rows, d, p, inv_sigma, e, compute):
     """RFA's input: u = x / (|x| σ) (ℓ2-normalised rows), then W u (rows x p)."""
     count_other(c, 2 * rows * d + rows * d)                    # |x|², x x (1/(|x| σ))
@@ -109,7 +109,7 @@ def _trig_projection(c, x, w, rows, d, p, inv_sigma, e, compute):
     return matmul_nt(c, u, w, rows, p, d, e, compute)
 
 
-@njit(cache=True)
+@compiled
 def rescale_state(c, s, z, old_shift, new_shift, m, d, kind, compute):
     """S, z *= exp(c_old - c_new): keeps the state relative to the running shift (positive
     features only: the others have no exponent to stabilise)."""
@@ -123,7 +123,7 @@ def rescale_state(c, s, z, old_shift, new_shift, m, d, kind, compute):
         z *= f
 
 
-@njit(cache=True)
+@compiled
 def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_units, tiles,
                block, kind, in_scale, e, compute):
     """Kernel 1, one CTA per feature slice t: S_t = Σ φ_t(k) vᵀ, z_t = Σ φ_t(k), written to
@@ -160,7 +160,7 @@ def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_unit
             store_vector(c, shift_hbm, t, np.full(1, shift, dtype=np.float32), 1, 4, compute)
 
 
-@njit(cache=True)
+@compiled
 def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_units, tiles,
                block, kind, in_scale, e, compute):
     """Kernel 2, one CTA per Q tile: O_i = Σ_t φ_t(Q_i) S_t / Σ_t φ_t(Q_i) z_t, the slices'
@@ -219,7 +219,7 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
         store_rows(c, o, r0, oi, rows, d, e, compute)          # O_i -> HBM
 
 
-@njit(cache=True)
+@compiled
 def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total, u0, u1,
                 block, kind, in_scale, e, compute, sliced):
     """Chunked causal form, one CTA: the whole state (``sliced`` False: writes O), or feature
@@ -301,7 +301,7 @@ def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total,
         done = k_end
 
 
-@njit(cache=True)
+@compiled
 def combine_slices(c, pnum, pden, plog, o, seq_q, d, tiles, block, kind, e, compute):
     """Causal, sliced: O = Σ_t num_t e^{λ_t} / Σ_t den_t e^{λ_t}, one CTA per B query rows,
     the slices' log-scales λ_t brought to their running maximum (positive features)."""
@@ -340,7 +340,7 @@ def combine_slices(c, pnum, pden, plog, o, seq_q, d, tiles, block, kind, e, comp
         store_rows(c, o, r0, oi, rows, d, e, compute)          # O rows -> HBM
 
 
-@njit(cache=True)
+@compiled
 def _cols(x, u0, u1, kind):
     """elu+1 works on the slice's own columns; random features project the whole row."""
     if kind == KIND_ELU:
@@ -348,7 +348,7 @@ def _cols(x, u0, u1, kind):
     return x
 
 
-@njit(cache=True)
+@compiled
 def _fold(c, kj, vj, w_s, s, z, cols, d, nu, p_total, kind, in_scale, shift, e, compute):
     m = s.shape[0] if compute else nu * (2 if kind == KIND_TRIG else 1)
     phik, new_shift = key_features(c, kj, w_s, cols, nu, d, nu, p_total, kind, in_scale,
@@ -362,7 +362,7 @@ def _fold(c, kj, vj, w_s, s, z, cols, d, nu, p_total, kind, in_scale, shift, e, 
     return new_shift
 
 
-@njit(cache=True)
+@compiled
 def _mask_lower(a, r0, c0, off):
     """Zero A[i, j] where key c0 + j is after query r0 + i's diagonal."""
     rows, cols = a.shape
@@ -371,7 +371,7 @@ def _mask_lower(a, r0, c0, off):
             a[i, j] = 0.0
 
 
-@njit(cache=True)
+@compiled
 def _divide_rows(num, den):
     """num / den row-wise; a row with den == 0 (no visible key) outputs zeros."""
     out = np.zeros_like(num)
@@ -381,12 +381,12 @@ def _divide_rows(num, den):
     return out
 
 
-@njit(cache=True)
+@compiled
 def _elu_plus_one(x):
     return np.where(x > 0, x + np.float32(1.0), np.exp(np.minimum(x, np.float32(0.0))))
 
 
-@njit(cache=True)
+@compiled
 def _sin_cos(proj, factor):
     rows, p = proj.shape
     out = np.empty((rows, 2 * p), dtype=np.float32)
@@ -395,7 +395,7 @@ def _sin_cos(proj, factor):
     return out
 
 
-@njit(cache=True)
+@compiled
 def _rowmax(s):
     out = np.empty(s.shape[0], dtype=np.float32)
     for i in range(s.shape[0]):

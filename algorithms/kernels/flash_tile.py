@@ -13,7 +13,7 @@ counts: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r 
 ``finish_rows`` is the epilogue: O = acc / l, lse = m + log l.
 """
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
                                scale_rows)
@@ -25,7 +25,7 @@ from hwmodels.primitives import count_exp, count_other, load_rows, matmul_nn, ma
 STAT_BYTES = 4
 
 
-@njit(cache=True)
+@compiled
 def apply_element_mask(s, mask, r0, c0):
     """s[i, j] = -inf where mask[r0 + i, c0 + j] is False (a sparse pattern's partial tile)."""
     rows, cols = s.shape
@@ -35,7 +35,7 @@ def apply_element_mask(s, mask, r0, c0):
                 s[i, j] = -np.inf
 
 
-@njit(cache=True)
+@compiled
 def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_q, seq_k, e,
                 compute, mask, mask_partial=False, dropout=False, seed=0, bh=0, threshold=0,
                 inv_keep=1.0):
@@ -75,7 +75,7 @@ def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_
         acc += pv
 
 
-@njit(cache=True)
+@compiled
 def count_tile(c, rows, cols, d, e, masked, dropout):
     """Exactly what ``attend_tile`` counts for one tile, as plain arithmetic: count-only mode
     calls this instead (no placeholder arrays per tile), which makes a 1M-token forward
@@ -94,7 +94,7 @@ def count_tile(c, rows, cols, d, e, masked, dropout):
     c[EXP_OPS] += rows * cols + rows
 
 
-@njit(cache=True)
+@compiled
 def count_tiles(c, r0, rows, c_lo, c_hi, block_k, key_limit, d, e, causal, seq_q, seq_k,
                 dropout):
     """``count_tile`` for the tiles starting in [c_lo, c_hi) of one Q block, each ending at
@@ -105,7 +105,7 @@ def count_tiles(c, r0, rows, c_lo, c_hi, block_k, key_limit, d, e, causal, seq_q
         count_tile(c, rows, c1 - c0, d, e, masked, dropout)
 
 
-@njit(cache=True)
+@compiled
 def new_row_state(rows, d, compute):
     """On-chip state of a Q block: running max m = -inf, sum l = 0, accumulator 0."""
     if compute:
@@ -115,7 +115,7 @@ def new_row_state(rows, d, compute):
             np.empty((0, 0), dtype=np.float32))
 
 
-@njit(cache=True)
+@compiled
 def finish_rows(c, acc, m, l, rows, d, compute):
     """Epilogue counts and math: O = acc / l, lse = m + log l (rows with no key: 0, -inf)."""
     count_other(c, rows * d + rows)

@@ -33,7 +33,7 @@ Everything here is vectorized NumPy; ``round_to_e4m3`` is also compiled by Numba
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 E4M3_MAX = 448.0          # 1.75 · 2^8: 0x7E; 0x7F is NaN
 E4M3_MIN_EXP = -6         # 1 - bias: the normal range's (and the subnormals') exponent floor
@@ -55,7 +55,7 @@ def round_to_e4m3(x):
     return np.copysign(y, x).astype(np.float32)
 
 
-round_to_e4m3_jit = njit(cache=True)(round_to_e4m3)
+round_to_e4m3_jit = compiled(round_to_e4m3)
 
 
 def e4m3_value(code: int) -> float:

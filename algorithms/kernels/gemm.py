@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import PlanError
 from hwmodels.counters import MATMUL_FLOPS, SRAM_READ_BYTES
@@ -57,7 +57,7 @@ def gemm_ctas(m: int, n: int, tiles: GemmTiles) -> int:
     return -(-m // tiles.tile_m) * -(-n // tiles.tile_n)
 
 
-@njit(cache=True)
+@compiled
 def gemm_counts(c, m, n, k, tile_m, tile_n, e_in, e_out, alpha):
     """What ``gemm``'s loops count, summed: every output tile loads its A row panel and its B
     column panel once (in k-chunks) and stores its C tile once."""
@@ -72,7 +72,7 @@ def gemm_counts(c, m, n, k, tile_m, tile_n, e_in, e_out, alpha):
     count_store(c, m * n * e_out)
 
 
-@njit(cache=True)
+@compiled
 def gemm(c, a, b, out, m, n, k, tile_m, tile_n, tile_k, e_in, e_out, trans_a, trans_b,
          alpha, compute):
     """out[:m, :n] = alpha · op(a) @ op(b); op(x) = x.T when trans_x. Arrays are 2-D HBM tensors

@@ -58,7 +58,7 @@ stands for block 0 (a full earlier block), the last slot for the current block j
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import online_softmax_tile
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n, count_softmax_tile,
@@ -104,7 +104,7 @@ def tokens_per_step(seq_k: int, seq_q: int, cblock: int, stride: int, sblock: in
             "total": n_c + selected + win}
 
 
-@njit(cache=True)
+@compiled
 def _mask_rows(s, nq, c0, shift, cblock, stride, window, mode):
     """-inf where a row may not see column c0 + j. Rows are (head, position) with the
     position fastest. mode 0: compressed tokens (complete before the position);
@@ -121,7 +121,7 @@ def _mask_rows(s, nq, c0, shift, cblock, stride, window, mode):
                 s[r, j] = -np.inf
 
 
-@njit(cache=True)
+@compiled
 def window_tile(c, qr, k, v, acc, m, l, c0, c1, rows, seq_q, seq_k, shift, d, e, window, scale,
                 compute):
     """One key tile [c0, c1) of the sliding-window branch for all the step's rows (the fused
@@ -144,7 +144,7 @@ def window_tile(c, qr, k, v, acc, m, l, c0, c1, rows, seq_q, seq_k, shift, d, e,
     return acc
 
 
-@njit(cache=True)
+@compiled
 def _finish(acc, l):
     """acc / l per row; rows that saw nothing give 0."""
     out = np.zeros_like(acc)
@@ -154,7 +154,7 @@ def _finish(acc, l):
     return out
 
 
-@njit(cache=True)
+@compiled
 def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock, stride,
                  sblock, n_sel, window, tile, rescore, scale, e, compute):
     """One (sequence, KV group) of a decode step (the CTA of ``nsa_decode``).

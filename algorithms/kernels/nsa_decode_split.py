@@ -10,7 +10,7 @@ slot) and ``nsa_decode_combine`` (one CTA per query head: gates and the merge).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import online_softmax_tile
 from algorithms.kernels.nsa_decode import (DECODE_TILES, TOPN_SLOT_BYTES, _mask_rows,
@@ -23,14 +23,14 @@ from hwmodels.primitives import (count_exp, count_load, count_matmul, count_othe
 PARTIAL_STAT_BYTES = 8   # fp32 m and l of a partial softmax state, per row
 
 
-@njit(cache=True)
+@compiled
 def touched_blocks(a, b, seg_c, seg_s):
     """Selection blocks [lo, hi) compressed tokens [a, b) credit (Eq. 9: token i covers
     stride segments i .. i + l/d_s − 1)."""
     return a // seg_s, (b - 1 + seg_c - 1) // seg_s + 1
 
 
-@njit(cache=True)
+@compiled
 def cmp_partials(c, q, kc, vc, acc_p, m_p, l_p, bins_p, seq_q, seq_k, d, g, cblock, stride,
                  sblock, tile, ranges, bin_off, scale, e, compute):
     """``nsa_decode_cmp_win``'s compressed CTAs of one group, one per chunk of K̃/Ṽ: a partial
@@ -87,7 +87,7 @@ def cmp_partials(c, q, kc, vc, acc_p, m_p, l_p, bins_p, seq_q, seq_k, d, g, cblo
             bins_p[:, bin_off[s]:bin_off[s] + bhi - blo] = hb
 
 
-@njit(cache=True)
+@compiled
 def win_partials(c, q, k, v, acc_p, m_p, l_p, seq_q, seq_k, d, g, window, tile, ranges, scale,
                  e, compute):
     """``nsa_decode_cmp_win``'s window CTAs of one group, one per chunk of the keys
@@ -113,7 +113,7 @@ def win_partials(c, q, k, v, acc_p, m_p, l_p, seq_q, seq_k, d, g, window, tile, 
             l_p[s] = l
 
 
-@njit(cache=True)
+@compiled
 def select_from_partials(c, m_p, l_p, bins_p, sel, seq_q, seq_k, g, cblock, stride, sblock,
                          n_sel, ranges, bin_off, compute):
     """``nsa_decode_select``, one CTA per group: lse of the compressed branch from the chunks'
@@ -165,7 +165,7 @@ def select_from_partials(c, m_p, l_p, bins_p, sel, seq_q, seq_k, g, cblock, stri
     count_store(c, seq_q * n_sel * IDX_BYTES)
 
 
-@njit(cache=True)
+@compiled
 def slc_partials(c, q, k, v, sel, acc_p, m_p, l_p, seq_q, seq_k, d, g, sblock, n_sel, tile,
                  slots, scale, e, compute):
     """``nsa_decode_slc``, one CTA per selection slot of one group: for every position that
@@ -212,7 +212,7 @@ def slc_partials(c, q, k, v, sel, acc_p, m_p, l_p, seq_q, seq_k, d, g, sblock, n
                     l_p[j, h * seq_q + t] = ls[h]
 
 
-@njit(cache=True)
+@compiled
 def _merge_rows(c, acc_p, m_p, l_p, parts, row, d, compute):
     """Merge ``parts`` partial softmax states of one row (loads and ops counted)."""
     count_load(c, parts * (d * STAT_BYTES + PARTIAL_STAT_BYTES))
@@ -236,7 +236,7 @@ def _merge_rows(c, acc_p, m_p, l_p, parts, row, d, compute):
     return out
 
 
-@njit(cache=True)
+@compiled
 def combine_head(c, q, wg, cmp_acc, cmp_m, cmp_l, slc_acc, slc_m, slc_l, win_acc, win_m,
                  win_l, o, head, n_cmp, n_win, seq_q, seq_k, d, sblock, n_sel, e, compute):
     """``nsa_decode_combine``, one CTA per query head: its gates from q, each branch's

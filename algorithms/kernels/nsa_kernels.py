@@ -9,7 +9,7 @@ Notation: l == cblock, d_s == stride, l' == sblock, n == n_sel, g == group, w ==
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import online_softmax_tile
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
@@ -19,7 +19,7 @@ IDX_BYTES = 4      # int32 selected-block index
 STAT_BYTES = 4     # fp32 gates and softmax statistics
 
 
-@njit(cache=True)
+@compiled
 def visible_compressed(kpos, cblock, stride):
     """Compressed tokens a query at key position ``kpos`` may see: those whose whole block
     [i d_s, i d_s + l) lies at or before it (Eq. 7: 0 <= i <= floor((t - l) / d_s))."""
@@ -28,7 +28,7 @@ def visible_compressed(kpos, cblock, stride):
     return (kpos + 1 - cblock) // stride + 1
 
 
-@njit(cache=True)
+@compiled
 def selected_count(kpos, sblock, n_sel):
     """Blocks the selected branch attends for a query at ``kpos``: min(n, blocks so far)."""
     if kpos < 0:
@@ -36,7 +36,7 @@ def selected_count(kpos, sblock, n_sel):
     return min(n_sel, kpos // sblock + 1)
 
 
-@njit(cache=True)
+@compiled
 def count_softmax_tile(c, rows, cols, dv, masked):
     """FlashAttention-2's per-tile softmax ops (as ``flash2.forward_head`` counts them)."""
     count_other(c, rows * cols)                      # S *= scale
@@ -53,7 +53,7 @@ def count_softmax_tile(c, rows, cols, dv, masked):
 
 # ---- kernel 1: compression φ -------------------------------------------------------------
 
-@njit(cache=True)
+@compiled
 def compress_head(c, k, v, kc, vc, wk, wv, bk, bv, n_c, d, cblock, stride, block_t, e,
                   compute):
     """One KV head: each CTA compresses ``block_t`` consecutive blocks, loading the span of
@@ -84,7 +84,7 @@ def compress_head(c, k, v, kc, vc, wk, wv, bk, bv, n_c, d, cblock, stride, block
 
 # ---- kernel 2: compressed attention, gates, importance scores, top-n ---------------------
 
-@njit(cache=True)
+@compiled
 def _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride):
     """-inf where compressed token c0 + j is not yet complete for query row r0 + i."""
     rows, cols = s.shape
@@ -94,7 +94,7 @@ def _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride):
             s[i, j] = -np.inf
 
 
-@njit(cache=True)
+@compiled
 def _top_n(scores, jt, n_sel, out):
     """The n highest-scoring blocks of 0..jt, the initial and two local blocks forced in;
     ties go to the lower index; written ascending (the current block jt is last)."""
@@ -110,7 +110,7 @@ def _top_n(scores, jt, n_sel, out):
         out[s] = chosen[s] if s < nt else -1
 
 
-@njit(cache=True)
+@compiled
 def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, block_q, block_k,
                     n_c, cblock, stride, sblock, n_sel, scale, e, compute):
     """One GQA group (g query heads of one KV head); every block of ``block_q`` positions
@@ -221,7 +221,7 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
 
 # ---- kernel 4: selected attention and the gated combination ------------------------------
 
-@njit(cache=True)
+@compiled
 def selected_pack(c, q, k, v, idx, gates, o_cmp, o_win, o, seq_q, seq_k, d, g, sblock,
                   n_sel, block_s, scale, e, compute):
     """One GQA group; every query position is one CTA that holds the g heads' query rows

@@ -16,7 +16,7 @@ Histogram and look-back scratch (a few KB per CTA) is not counted. Executed mode
 sorts (stable, so equal keys keep their input order); count-only mode runs the same passes.
 """
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from hwmodels.primitives import count_load, count_other, count_store
 
@@ -48,14 +48,14 @@ def radix_sort(c_hist, c_passes, keys, values, keys_out, values_out, n, passes, 
         src_k, src_v = dst_k, dst_v
 
 
-@njit(cache=True)
+@compiled
 def sort_histogram(c, keys, n, passes):
     """Onesweep's up-front pass: every digit's histogram from one read of the keys."""
     count_load(c, n * KEY_BYTES)
     count_other(c, n * passes)                                 # digit extract + bin increment
 
 
-@njit(cache=True)
+@compiled
 def sort_pass(c, keys, values, keys_out, values_out, n, shift, compute):
     """One scatter pass on the digit at ``shift``: read keys+values, write them in place."""
     count_load(c, n * (KEY_BYTES + VALUE_BYTES))

@@ -41,7 +41,7 @@ per Q tile instead of min(l, B_r + B_c) N/l); fixed Θ(N d + N d (l + N c / l) /
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.block_sparse_exec import LAYOUT_COL_BYTES, LAYOUT_ROW_BYTES, STAT_BYTES
 from algorithms.kernels.common import heads_in_flight
@@ -61,12 +61,12 @@ def strided_local_window(stride: int, causal: bool) -> int:
     return stride + 1 if causal else 2 * stride
 
 
-@njit(cache=True)
+@compiled
 def _ceil_div(a, b):
     return -((-a) // b)
 
 
-@njit(cache=True)
+@compiled
 def strided_layout(stride, causal, seq_q, seq_k, bq, bk):
     """Tiles of the strided kernel in residue order: (q_lo, q_hi, row_ptr, k_lo, k_hi,
     partial), Q tile i holding permuted rows [q_lo[i], q_hi[i]) and visiting key ranges
@@ -120,14 +120,14 @@ def strided_layout(stride, causal, seq_q, seq_k, bq, bk):
             k_lo[:n].copy(), k_hi[:n].copy(), ~full[:n])
 
 
-@njit(cache=True)
+@compiled
 def _grow(arr, n):
     out = np.zeros(2 * max(n, 1), dtype=arr.dtype)
     out[:arr.shape[0]] = arr
     return out
 
 
-@njit(cache=True)
+@compiled
 def fixed_layout(stride, summary, causal, seq_q, seq_k, bq, bk):
     """Tiles of the fixed pattern's blocked kernel: natural Q tiles against the gathered
     summary keys (g -> position (g // c) l + l - c + g mod c), the same arrays as
@@ -173,7 +173,7 @@ def fixed_layout(stride, summary, causal, seq_q, seq_k, bq, bk):
             k_lo[:n].copy(), k_hi[:n].copy(), ~full[:n])
 
 
-@njit(cache=True)
+@compiled
 def summary_positions(stride, summary, seq_k):
     """Key positions j < N_k with j mod l >= l - c, ascending (the gathered order)."""
     out = np.empty(seq_k, np.int64)
@@ -220,7 +220,7 @@ def strided_mask(stride: int, causal: bool, seq_q: int, seq_k: int, perm_q, perm
     return allowed & (diff >= 0) if causal else allowed
 
 
-@njit(cache=True, nogil=True)
+@compiled(nogil=True)
 def blocked_forward_head(c, q, k, v, o, lse, mask, q_lo, q_hi, row_ptr, k_lo, k_hi, partial,
                          d, scale, e, compute):
     """One head of the blocked kernel, all arrays in the blocked order: each Q tile (one CTA)
@@ -253,7 +253,7 @@ def blocked_forward_head(c, q, k, v, o, lse, mask, q_lo, q_hi, row_ptr, k_lo, k_
         store_vector(c, lse, r0, lse_new, rows, STAT_BYTES, compute)
 
 
-@njit(cache=True)
+@compiled
 def _merge(o1, lse1, o2, lse2):
     rows = o1.shape[0]
     out = np.zeros_like(o1)

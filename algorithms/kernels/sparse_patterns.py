@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import cdiv
 
@@ -35,13 +35,13 @@ STRIDED = 2      # prm = (l,):   |j - qpos| <= l, or (qpos - j) mod l == 0   (Ch
 FIXED = 3        # prm = (l, c): floor(j/l) == floor(qpos/l), or j mod l >= l - c
 
 
-@njit(cache=True)
+@compiled
 def _overlap(a0, a1, b0, b1):
     """|[a0, a1) ∩ [b0, b1)|."""
     return max(0, min(a1, b1) - max(a0, b0))
 
 
-@njit(cache=True)
+@compiled
 def _residues(a, b, r, l):
     """Number of j in [a, b) with j ≡ r (mod l)."""
     if b <= a:
@@ -49,20 +49,20 @@ def _residues(a, b, r, l):
     return (b - 1 - r) // l - (a - 1 - r) // l
 
 
-@njit(cache=True)
+@compiled
 def _summary_upto(x, l, c):
     """Number of j in [0, x) with j mod l >= l - c (the fixed pattern's summary columns)."""
     return (x // l) * c + max(0, x % l - (l - c))
 
 
-@njit(cache=True)
+@compiled
 def _summaries(a, b, l, c):
     if b <= a:
         return 0
     return _summary_upto(b, l, c) - _summary_upto(a, l, c)
 
 
-@njit(cache=True)
+@compiled
 def _window(w, causal, qpos):
     """[lo, hi) of the sliding window: the w previous keys when causal, else w//2 each side."""
     if causal:
@@ -70,7 +70,7 @@ def _window(w, causal, qpos):
     return qpos - w // 2, qpos + w // 2 + 1
 
 
-@njit(cache=True)
+@compiled
 def row_count(kind, prm, causal, qpos, a, b):
     """Keys j in [a, b) that the query at key position ``qpos`` attends (causal included).
     ``a, b`` must already lie in [0, N_k)."""
@@ -105,13 +105,13 @@ def row_count(kind, prm, causal, qpos, a, b):
     return a1 + a2 - both
 
 
-@njit(cache=True)
+@compiled
 def _cyclic_upto(y, l, width):
     """Number of t in [0, y) (y may be negative: a signed count) with t mod l < width."""
     return (y // l) * width + min(width, y % l)
 
 
-@njit(cache=True)
+@compiled
 def block_any(kind, prm, causal, q0, q1, a, b):
     """True when some query at key position in [q0, q1) attends some key in [a, b): O(1),
     from the union of the rows' key sets (consecutive rows: intervals and residue ranges)."""
@@ -151,7 +151,7 @@ def block_any(kind, prm, causal, q0, q1, a, b):
     return _summaries(a, b, l, c) > 0                # A2: summary keys
 
 
-@njit(cache=True)
+@compiled
 def _block_full(kind, prm, causal, q0, q1, a, b):
     """True when every query of [q0, q1) attends every key of [a, b) (stops at the first
     row that does not)."""
@@ -161,7 +161,7 @@ def _block_full(kind, prm, causal, q0, q1, a, b):
     return True
 
 
-@njit(cache=True)
+@compiled
 def attended_pairs(kind, prm, causal, seq_q, seq_k):
     """Σ over queries of the keys they attend: O(N_q)."""
     total = 0
@@ -171,7 +171,7 @@ def attended_pairs(kind, prm, causal, seq_q, seq_k):
     return total
 
 
-@njit(cache=True)
+@compiled
 def element_mask(kind, prm, causal, seq_q, seq_k):
     """The boolean (N_q, N_k) mask of an element pattern (executed mode: small N only)."""
     mask = np.zeros((seq_q, seq_k), dtype=np.bool_)
@@ -228,14 +228,14 @@ class BlockLayout:
                 "attended_pairs": self.attended_pairs}
 
 
-@njit(cache=True)
+@compiled
 def _grow(arr, n):
     out = np.empty(max(2 * arr.shape[0], n), dtype=arr.dtype)
     out[:arr.shape[0]] = arr
     return out
 
 
-@njit(cache=True)
+@compiled
 def _element_layout(kind, prm, causal, seq_q, seq_k, bq, bk):
     tr, tc = (seq_q + bq - 1) // bq, (seq_k + bk - 1) // bk
     row_ptr = np.zeros(tr + 1, dtype=np.int64)
@@ -279,7 +279,7 @@ def element_layout(kind: int, prm, causal: bool, seq_q: int, seq_k: int, block_q
     return BlockLayout(seq_q, seq_k, block_q, block_k, row_ptr, cols, partial, pairs)
 
 
-@njit(cache=True)
+@compiled
 def _causal_filter(row_ptr_in, cols_in, causal, seq_q, seq_k, b):
     tr = row_ptr_in.shape[0] - 1
     nnz = cols_in.shape[0]
@@ -343,7 +343,7 @@ def layout_element_mask(layout: BlockLayout, causal: bool) -> np.ndarray:
 
 # ---- random block choices (BigBird's random blocks, block_sparse's random mask) -----------
 
-@njit(cache=True)
+@compiled
 def _sample_distinct(u, n, r, excluded, taken):
     """``r`` distinct values of [0, n + len(excluded)) avoiding the sorted ``excluded``,
     from r uniform floats ``u`` (Floyd's algorithm: exactly r draws, no rejection).
@@ -366,7 +366,7 @@ def _sample_distinct(u, n, r, excluded, taken):
     return picked
 
 
-@njit(cache=True)
+@compiled
 def _bigbird_rows(tq, tk, window, global_first, global_last, u):
     """CSR of BigBird's blocked pattern: global rows see all; other rows see the global
     blocks, the window blocks around the diagonal and u.shape[1] random other blocks (or
@@ -413,7 +413,7 @@ def bigbird_csr(tq: int, tk: int, window: int, global_blocks: int, random: int, 
     return _bigbird_rows(tq, tk, window, first, last, u)
 
 
-@njit(cache=True)
+@compiled
 def _random_rows(tq, tk, u):
     per_row = u.shape[1]
     row_ptr = np.arange(tq + 1).astype(np.int64) * per_row

@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
                                heads_in_flight, online_softmax_tile, scale_rows)
@@ -236,7 +236,7 @@ def combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, splits, e, compute
     return o, lse
 
 
-@njit(cache=True)
+@compiled
 def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k_lo, k_hi,
                 scale, causal, e, out_bytes, v_in_k, compute):
     """One pack of g query heads over keys [k_lo, k_hi): every query block is one CTA.
@@ -298,7 +298,7 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
                 lse[j, r0:r1] = np.where(l[j] == 0, np.float32(-np.inf), m[j] + np.log(l_safe))
 
 
-@njit(cache=True)
+@compiled
 def combine_head(c, o_part, lse_part, o, lse, seq_q, dv, splits, e, compute):
     """Merge S partials of one query head: o_part (S, N_q, d_v), lse_part (S, N_q)."""
     rows = seq_q * splits

@@ -33,7 +33,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.standard import backward as standard_bwd
 from algorithms.base import AlgorithmInfo, Plan
@@ -160,7 +160,7 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     return {"o": o, **saved} if compute else {}
 
 
-@njit(cache=True)
+@compiled
 def mask_kernel(c, s, seq_q, seq_k, e, compute):
     """S[i, j] = -inf where key j is after query i (bottom-right aligned): one row per CTA."""
     for i in range(seq_q):
@@ -173,7 +173,7 @@ def mask_kernel(c, s, seq_q, seq_k, e, compute):
             s[i, first_masked:] = -np.inf
 
 
-@njit(cache=True)
+@compiled
 def select_kernel(c, s, mask, seq_q, seq_k, e, compute):
     """S[i, j] = -inf where ``mask`` is False: the mask kernel with a given mask (same counts)."""
     for i in range(seq_q):
@@ -187,7 +187,7 @@ def select_kernel(c, s, mask, seq_q, seq_k, e, compute):
                     s[i, j] = -np.inf
 
 
-@njit(cache=True)
+@compiled
 def softmax_kernel(c, s, seq_q, seq_k, chunk, e, compute):
     """P = softmax(S) in place, one row per CTA. Rows longer than the SRAM chunk take two
     passes: an online pass for the max and sum (rescaling the sum per chunk), then a

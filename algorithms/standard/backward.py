@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from hwmodels.compiled import compiled
 
 from algorithms.base import Plan
 from algorithms.kernels.common import heads_in_flight, placeholder
@@ -102,7 +102,7 @@ def dropout_forward(c, wl, p, saved, b, h, inputs, compute):
     return p_drop
 
 
-@njit(cache=True)
+@compiled
 def dropout_kernel(c, p, p_drop, mask, seq_q, seq_k, e, seed, bh, threshold, inv_keep, compute):
     """P ∘ Z and the bool mask, one row per CTA."""
     for i in range(seq_q):
@@ -194,7 +194,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     return grads
 
 
-@njit(cache=True)
+@compiled
 def dropout_bwd_kernel(c, dp, mask, seq_q, seq_k, e, inv_keep, compute):
     """dP = dP̃ ∘ mask / (1 - p) in place, one row per CTA."""
     for i in range(seq_q):
@@ -206,7 +206,7 @@ def dropout_bwd_kernel(c, dp, mask, seq_q, seq_k, e, inv_keep, compute):
             dp[i] = dp[i] * mask[i] * inv_keep
 
 
-@njit(cache=True)
+@compiled
 def softmax_bwd_kernel(c, p, dp, seq_q, seq_k, chunk, e, compute):
     """dS = P ∘ (dP - rowsum(P ∘ dP)) in place of dP, one row per CTA."""
     two_pass = chunk < seq_k
@@ -222,7 +222,7 @@ def softmax_bwd_kernel(c, p, dp, seq_q, seq_k, chunk, e, compute):
             dp[i] = p[i] * (dp[i] - row_sum)
 
 
-@njit(cache=True)
+@compiled
 def mask_bwd_kernel(c, ds, seq_q, seq_k, e, compute):
     """dS[masked] = 0 (the backward of masked_fill), one row per CTA."""
     for i in range(seq_q):
