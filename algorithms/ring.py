@@ -42,7 +42,8 @@ from hwmodels.compiled import compiled
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
-from algorithms.kernels.flash_tile import STAT_BYTES, attend_tile, count_tiles, finish_rows
+from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
+                                           finish_rows)
 from hwmodels.counters import new_counters
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,
@@ -278,7 +279,8 @@ def ring_step(c, q, k, v, o, lse, acc, m, l, q_lo, q_hi, k_lo, k_hi, seq_q, seq_
             key_end = k_lo
         for c0 in range(k_lo, key_end, block_k):
             attend_tile(c, qi, k, v, acc_i, m_i, l_i, r0, rows, c0, min(c0 + block_k, k_hi),
-                        d, scale, causal, seq_q, seq_k, e, compute, no_mask)
+                        d, scale, causal, seq_q, seq_k, e, compute, no_mask, False, False, 0,
+                        0, 0, NO_DROPOUT_SCALE)
         if last:
             oi, lse_i = finish_rows(c, acc_i, m_i, l_i, rows, d, compute)
             store_rows(c, o, r0, oi, rows, d, e, compute)

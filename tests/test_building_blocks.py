@@ -4,7 +4,7 @@ counts rest on these two; the per-algorithm tests cover them only in aggregate."
 import numpy as np
 import pytest
 
-from algorithms.kernels.flash_tile import attend_tile, finish_rows, new_row_state
+from algorithms.kernels.flash_tile import NO_DROPOUT_SCALE, attend_tile, finish_rows, new_row_state
 from algorithms.kernels.gemm import gemm
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
                                OTHER_FLOPS, new_counters)
@@ -28,7 +28,7 @@ def test_one_tile_counts_and_math(rows, cols, d):
     c = new_counters()
     m, l, acc = new_row_state(rows, d, True)
     attend_tile(c, q, k, v, acc, m, l, 0, rows, 0, cols, d, 0.5, False, rows, cols, 2, True,
-                NO_MASK)
+                NO_MASK, False, False, 0, 0, 0, NO_DROPOUT_SCALE)
     o, lse = finish_rows(c, acc, m, l, rows, d, True)
     s = 0.5 * (q.astype(np.float64) @ k.T.astype(np.float64))
     np.testing.assert_allclose(o, softmax_rows(s) @ v, rtol=1e-4, atol=1e-5)
@@ -52,7 +52,7 @@ def test_tiles_merge_like_one_big_tile():
         m, l, acc = new_row_state(20, 16, True)
         for c0, c1 in zip(splits[:-1], splits[1:]):
             attend_tile(c, q, k, v, acc, m, l, 0, 20, c0, c1, 16, 0.25, False, 20, 70, 2, True,
-                        NO_MASK)
+                        NO_MASK, False, False, 0, 0, 0, NO_DROPOUT_SCALE)
         outs.append(finish_rows(c, acc, m, l, 20, 16, True)[0])
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
 
@@ -66,13 +66,15 @@ def test_element_mask_on_a_partial_tile():
     mask[:, 0] = True                                  # every row keeps one key
     c = new_counters()
     m, l, acc = new_row_state(8, 8, True)
-    attend_tile(c, q, k, v, acc, m, l, 0, 8, 0, 8, 8, 1.0, False, 8, 8, 2, True, mask, True)
+    attend_tile(c, q, k, v, acc, m, l, 0, 8, 0, 8, 8, 1.0, False, 8, 8, 2, True, mask, True,
+                False, 0, 0, 0, NO_DROPOUT_SCALE)
     o, _ = finish_rows(c, acc, m, l, 8, 8, True)
     s = np.where(mask, q.astype(np.float64) @ k.T, -np.inf)
     np.testing.assert_allclose(o, softmax_rows(s) @ v, rtol=1e-4, atol=1e-5)
     unmasked = new_counters()
     m, l, acc = new_row_state(8, 8, True)
-    attend_tile(unmasked, q, k, v, acc, m, l, 0, 8, 0, 8, 8, 1.0, False, 8, 8, 2, True, mask)
+    attend_tile(unmasked, q, k, v, acc, m, l, 0, 8, 0, 8, 8, 1.0, False, 8, 8, 2, True, mask,
+                False, False, 0, 0, 0, NO_DROPOUT_SCALE)
     finish_rows(unmasked, acc, m, l, 8, 8, True)
     assert c[OTHER_FLOPS] - unmasked[OTHER_FLOPS] == 64   # one select per score
 

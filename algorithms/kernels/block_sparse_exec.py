@@ -43,7 +43,8 @@ from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
 from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.memory import SramOverflowError
-from algorithms.kernels.flash_tile import attend_tile, count_tile, finish_rows, new_row_state
+from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, attend_tile, count_tile, finish_rows,
+                                           new_row_state)
 from hwmodels.primitives import count_load, load_rows, store_rows, store_vector
 
 LAYOUT_ROW_BYTES = 8     # row_ptr[i], row_ptr[i+1] as int32, read once per Q block
@@ -168,7 +169,8 @@ def sparse_forward_head(c, q, k, v, o, lse, mask, row_ptr, cols, partial, seq_q,
                 count_tile(c, rows, min(c0 + block_k, seq_k) - c0, d, e, partial[t], False)
                 continue
             attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, min(c0 + block_k, seq_k), d,
-                        scale, False, seq_q, seq_k, e, compute, mask, partial[t])
+                        scale, False, seq_q, seq_k, e, compute, mask, partial[t], False, 0,
+                        0, 0, NO_DROPOUT_SCALE)
         # -- epilogue: O_i = acc / l, lse_i = m + log l (rows that saw no key: 0, -inf) --
         oi, lse_i = finish_rows(c, acc, m, l, rows, d, compute)
         store_rows(c, o, r0, oi, rows, d, e, compute)            # O_i -> HBM

@@ -23,6 +23,7 @@ from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS, OTHER_FLOP
 from hwmodels.primitives import count_exp, count_other, load_rows, matmul_nn, matmul_nt
 
 STAT_BYTES = 4
+NO_DROPOUT_SCALE = np.float32(1.0)   # attend_tile's inv_keep when there is no dropout
 
 
 @compiled
@@ -37,9 +38,11 @@ def apply_element_mask(s, mask, r0, c0):
 
 @compiled
 def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_q, seq_k, e,
-                compute, mask, mask_partial=False, dropout=False, seed=0, bh=0, threshold=0,
-                inv_keep=1.0):
-    """Q_i (rows x d, on chip) against keys [c0, c1): the online-softmax step, in place."""
+                compute, mask, mask_partial, dropout, seed, bh, threshold, inv_keep):
+    """Q_i (rows x d, on chip) against keys [c0, c1): the online-softmax step, in place.
+
+    Every caller passes every argument (without dropout: ``False, 0, 0, 0,
+    NO_DROPOUT_SCALE``), so that all of them share one compiled specialization."""
     cols = c1 - c0
     kj = load_rows(c, k, c0, c1, d, e)                       # K_j -> SRAM
     vj = load_rows(c, v, c0, c1, d, e)                       # V_j -> SRAM

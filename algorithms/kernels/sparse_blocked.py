@@ -45,7 +45,8 @@ from hwmodels.compiled import compiled
 
 from algorithms.kernels.block_sparse_exec import LAYOUT_COL_BYTES, LAYOUT_ROW_BYTES, STAT_BYTES
 from algorithms.kernels.common import heads_in_flight
-from algorithms.kernels.flash_tile import attend_tile, count_tile, finish_rows, new_row_state
+from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, attend_tile, count_tile, finish_rows,
+                                           new_row_state)
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
                                  store_rows, store_vector)
 
@@ -238,7 +239,7 @@ def blocked_forward_head(c, q, k, v, o, lse, mask, q_lo, q_hi, row_ptr, k_lo, k_
                 count_tile(c, rows, k_hi[t] - k_lo[t], d, e, partial[t], False)
                 continue
             attend_tile(c, qi, k, v, acc, m, l, r0, rows, k_lo[t], k_hi[t], d, scale, False,
-                        0, 0, e, compute, mask, partial[t])
+                        0, 0, e, compute, mask, partial[t], False, 0, 0, 0, NO_DROPOUT_SCALE)
         o2, lse2 = finish_rows(c, acc, m, l, rows, d, compute)
         # -- merge with the local kernel's rows: lse = log(e^lse1 + e^lse2) --
         o1 = load_rows(c, o, r0, r1, d, e)                       # O (local) -> SRAM
