@@ -310,3 +310,21 @@ def test_json_time_keeps_its_keys_and_adds_the_new_terms_per_kernel():
     kt = d["kernels"][0]["time"]
     assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism"} <= set(kt)
     assert kt["smem_s"] == 0                       # the run's own options, not the defaults
+
+
+def test_microbenchmark_constants_follow_their_derivation():
+    """The latency, copy-bandwidth and mma.sync constants are published measurements turned
+    into fields as hwmodels/gpus.py says: cycles at the measured clock, triad over datasheet,
+    mma.sync over wgmma on one board. Every Hopper part shares the H800's latency."""
+    a100, a100_40, h100, pcie, h200 = (get_gpu(n) for n in
+                                       ("a100-80gb", "a100-40gb", "h100-sxm", "h100-pcie", "h200"))
+    assert a100.dram_latency_s == pytest.approx(523.3 / 1395e6, rel=1e-3)
+    for g in (h100, pcie, h200):
+        assert g.dram_latency_s == pytest.approx(597.8 / 1755e6, rel=1e-3)
+    assert a100_40.hbm_achievable_fraction * 1555e9 == pytest.approx(1358e9)
+    assert a100.hbm_achievable_fraction * 2039e9 == pytest.approx(1794e9)
+    assert pcie.hbm_achievable_fraction * 2000e9 == pytest.approx(1832e9)
+    assert h100.hbm_achievable_fraction == h200.hbm_achievable_fraction == pytest.approx(
+        0.946, abs=5e-4)
+    assert h100.mma_sync_fraction_of_peak == pytest.approx(0.680, abs=5e-4)
+    assert a100.mma_sync_fraction_of_peak == 1.0
