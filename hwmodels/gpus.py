@@ -15,8 +15,9 @@ Every number below carries its source. Abbreviations used in the comments:
 * [FA3]      Shah et al., FlashAttention-3 (arXiv 2407.08608), Section 1 and Section 3:
              H100 SXM5 special-function throughput 3.9 TFLOP/s; the pre-Hopper ``mma.sync``
              instruction reaches only about 2/3 of the Hopper tensor-core peak, ``wgmma``
-             is required for the rest (the field comes from a microbenchmark, [LUO-MMA]). Its hardware table gives the H100 SXM5's L2 as 50 MiB at
-             about 12 TB/s (the figure shared/FACTS.md records).
+             is required for the rest (the field comes from a microbenchmark, [LUO-MMA]).
+             Its hardware table gives the H100 SXM5's L2 as 50 MiB at about 12 TB/s (the
+             figure shared/FACTS.md records).
 
 Achievable rates (timing model v2; measured by microbenchmarks, never fitted to attention):
 
