@@ -270,7 +270,8 @@ def test_l2_serves_rereads_in_proportion_to_the_working_set_that_fits():
     hit = 25 / 40                        # half of the 50 MiB L2 against a 40 MiB working set
     assert spills.dram_bytes == int(10**8 + (10**10 - 10**8) * (1 - hit))
     assert fits.memory_s == pytest.approx(1e10 / g.l2_bandwidth_bytes_per_s)   # L2-bound
-    assert spills.memory_s == pytest.approx(spills.dram_bytes / (3783 / 4000 * g.hbm_bandwidth_bytes_per_s))
+    assert spills.memory_s == pytest.approx(spills.dram_bytes
+                                            / (3783 / 4000 * g.hbm_bandwidth_bytes_per_s))
     off = predict_time(g, rec.kernels, TimingOptions(l2_cache=False))
     assert off.dram_bytes == 2 * 10**10
 
