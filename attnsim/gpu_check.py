@@ -363,7 +363,8 @@ def render(rows: list[dict], fmt: str, header: dict) -> str:
         def show(x, fmt):
             return "?" if x is None else format(x, fmt)
         lines.append(f"max SM clock {show(env.get('sm_clock_max_mhz'), '.0f')} MHz (model: "
-                     f"{header['model_clock_mhz']:.0f}); HBM peak from memory clock "
+                     f"{header['model_clock_mhz']:.0f} sustained, "
+                     f"{header['model_boost_clock_mhz']:.0f} boost); HBM peak from memory clock "
                      f"{show(env.get('hbm_peak_gbs_from_clocks'), '.0f')} GB/s (model: "
                      f"{header['model_hbm_gbs']:.0f}); CuPy {env.get('cupy')}, CUDA runtime "
                      f"{env.get('cuda_runtime')}, driver {env.get('cuda_driver')}, torch "
@@ -374,6 +375,19 @@ def render(rows: list[dict], fmt: str, header: dict) -> str:
                           tablefmt="github" if fmt == "markdown" else "simple",
                           disable_numparse=True))
     return "\n".join(lines) + "\n"
+
+
+def model_rates(gpu) -> dict:
+    """The clock and HBM bandwidth the timing model prices the GPU at, for comparison with
+    the device's own: ``model_clock_mhz`` is the clock every pipe rate is scaled by (the
+    sustained clock under tensor load where the GPU has one, as ``TimingOptions`` uses by
+    default), ``model_boost_clock_mhz`` the datasheet boost clock; the HBM bandwidth is the
+    datasheet peak and the achievable (copy/stream) bandwidth the model charges."""
+    return {"model_clock_mhz": gpu.sustained_clock / 1e6,
+            "model_boost_clock_mhz": gpu.clock_hz / 1e6,
+            "model_hbm_gbs": gpu.hbm_bandwidth_bytes_per_s / 1e9,
+            "model_hbm_achievable_gbs":
+                gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction / 1e9}
 
 
 # ---- the subcommand ------------------------------------------------------------------------------
@@ -408,8 +422,7 @@ def cmd_gpu_check(a) -> int:
               "workload": base.describe().replace(f"N={base.seq_q}", "N swept"),
               "passes": base.passes,
               "environment": _environment(),
-              "model_clock_mhz": gpu.clock_hz / 1e6,
-              "model_hbm_gbs": gpu.hbm_bandwidth_bytes_per_s / 1e9}
+              **model_rates(gpu)}
     text = render(rows, a.format, header)
     if a.output:
         with open(a.output, "w", encoding="utf-8") as fh:

@@ -15,8 +15,9 @@ Every number below carries its source. Abbreviations used in the comments:
 * [FA3]      Shah et al., FlashAttention-3 (arXiv 2407.08608), Section 1 and Section 3:
              H100 SXM5 special-function throughput 3.9 TFLOP/s; the pre-Hopper ``mma.sync``
              instruction reaches only about 2/3 of the Hopper tensor-core peak, ``wgmma``
-             is required for the rest. Its hardware table gives the H100 SXM5's L2 as 50 MiB at
-             about 12 TB/s (the figure shared/FACTS.md records).
+             is required for the rest (the field comes from a microbenchmark, [LUO-MMA]).
+             Its hardware table gives the H100 SXM5's L2 as 50 MiB at about 12 TB/s (the
+             figure shared/FACTS.md records).
 
 Achievable rates (timing model v2; measured by microbenchmarks, never fitted to attention):
 
@@ -35,16 +36,33 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              FP32 lanes per sub-partition, i.e. 64 / 128 FP32 FMA per clock per SM.
 * [SMEM-BK]  CUDA C++ Programming Guide, "Shared Memory" (compute capability 5.x and later):
              32 banks of 4 bytes, each bank serves one 32-bit word per clock: 128 B/clk/SM.
-* [DRAM-LAT] Pointer-chasing microbenchmarks (the method of Jia et al. 2018, "Dissecting the
-             NVIDIA Volta GPU Architecture via Microbenchmarking"): an L2-miss load costs about
-             500 clock cycles on Ampere-class GPUs (ooreilly/cuda, cache/README.md: "~500 cycle
-             latency ... L2 miss and TLB miss"; YKTian-x2b/AmpereArchViaMicroBenchMark,
-             GlobalMem_Bandwidth_Latency: 475-530 cycles). Not measured on A100/H100 SXM here;
-             ``attnsim gpu-check`` should measure it.
-* [STREAM]   Copy/stream benchmarks reach about 90% of the datasheet HBM bandwidth
-             (shared/FACTS.md, "copy/stream bandwidth ~90% of datasheet"; a published
-             BabelStream table for A100/H100 SXM was not at hand: to be replaced by a
-             measurement, see docs/validation.md).
+* [LUO-LAT]  Luo et al., "Dissecting the NVIDIA Hopper Architecture through Microbenchmarking
+             and Multiple Level Analysis" (arXiv 2501.12084), random-access latency figure; its
+             data: HPMLL/NVIDIA-Hopper-Benchmark, RegularUnits/random_latency/h800_pcie.txt and
+             a100_pcie.txt (one thread pointer-chasing a randomly ordered buffer; latency per
+             load). DRAM latency = the 108,208 KiB row (about twice L2: every load misses L2,
+             while the footprint stays far from the multi-GB rows where TLB misses add ~10%):
+             H800 PCIe 597.8 cycles at 1755 MHz = 340.6 ns, A100 PCIe 523.3 cycles at 1395 MHz
+             = 375.1 ns. Cross-checks: RRZE-HPC/gpu-benches gpu-latency (same method) A100 80GB
+             369-383 ns at 60-120 MB, GH200 (HBM3) 310-331 ns at 94-117 MB. Held in seconds:
+             DRAM latency is set by the memory, not by the SM clock.
+* [STREAM]   RRZE-HPC/gpu-benches, gpu-stream (README "gpu-stream"; data gpu-stream/*.txt): the
+             STREAM triad A[i] = B[i] + D[i]*C[i] (3 load streams, 1 store) at 100% occupancy:
+             A100 40GB 1358 of 1555 GB/s (87.3%), A100 80GB 1794 of 2039 GB/s (88.0%), H100 PCIe
+             1832 of 2000 GB/s (91.6%), GH200 3783 of 4000 GB/s (94.6%; its 96 GB HBM3 part,
+             whose 'init' store stream reaches 3942 GB/s). No H100 SXM5 or H200 row is
+             published: they take GH200's, the same GH100 die with HBM3.
+* [LUO-MMA]  Luo et al. 2025 (arXiv 2501.12084), tensor-core throughput of the register-
+             resident ``mma.sync.m16n8k16`` fp16 benchmark on every SM (HPMLL/NVIDIA-Hopper-
+             Benchmark, TensorCores/mma/m16n8k16/run_m16n8k16_all_SM.cu: f16 inputs, f32 or
+             f16 accumulators, 4 independent MMAs per warp) against ``wgmma`` on the H800:
+             mma.sync 494 of 757 TFLOP/s (65.3% of the H800 PCIe's dense fp16 peak), wgmma
+             about 96%, as quoted from the paper by waynehacking8/blackwell-tensorcore-kernels
+             (README, "Measured on H100 80GB SXM5"); the paper's own table was not readable
+             here. Both rates come from the same board in the same study, so their ratio
+             0.653 / 0.96 = 0.680 is free of its clock and power limit: that ratio is the field
+             (the model applies it on top of the measured wgmma GEMM fraction [MAMF]). It
+             confirms FlashAttention-3's "about 2/3" [FA3] rather than a lower ceiling.
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
@@ -213,11 +231,11 @@ A100_SXM4_40GB = GPU(
     has_wgmma=False,
     sustained_clock_hz=1305e6,                 # [HPL-CLK] clock at the power limit under HPL
     tensor_gemm_fraction=271.2 / 312,          # [MAMF] A100 SXM bf16: 86.9%
-    hbm_achievable_fraction=0.90,              # [STREAM]
+    hbm_achievable_fraction=1358 / 1555,       # [STREAM] A100 40GB triad: 87.3%
     fp32_lanes_per_sm=64,                      # [WP-SM] 4 x 16 FP32 lanes
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
-    dram_latency_s=500 / 1305e6,               # [DRAM-LAT] ~500 cycles at the sustained clock
+    dram_latency_s=375.1e-9,                   # [LUO-LAT] A100 PCIe: 523.3 cycles at 1395 MHz
 )
 
 A100_SXM4_80GB = A100_SXM4_40GB.replace(
@@ -225,6 +243,7 @@ A100_SXM4_80GB = A100_SXM4_40GB.replace(
     full_name="NVIDIA A100-SXM4-80GB",
     hbm_bytes=80 * GiB,                        # [A100-DS] 80 GB HBM2e
     hbm_bandwidth_bytes_per_s=2039e9,          # [A100-DS] 2,039 GB/s
+    hbm_achievable_fraction=1794 / 2039,       # [STREAM] A100 80GB triad: 88.0%
 )
 
 H100_SXM5_80GB = GPU(
@@ -251,18 +270,18 @@ H100_SXM5_80GB = GPU(
                                                # = 16 x 132 SMs x 1.83 GHz
     nvlink_bytes_per_s=900e9,                  # [H100-DS] NVLink 900 GB/s (18 links)
     launch_overhead_s=_LAUNCH_OVERHEAD_S,      # modelled, see above
-    mma_sync_fraction_of_peak=2 / 3,           # [FA3] §1: mma.sync reaches ~2/3 of peak
+    mma_sync_fraction_of_peak=(494 / 757) / 0.96,  # [LUO-MMA] mma.sync / wgmma on H800: 0.680
     has_wgmma=True,
     sustained_clock_hz=1830e6,                 # the clock of the tensor peak ([FA3] §3.3); no
                                                # published sustained clock under tensor load was
                                                # found: [MAMF]'s 80% carries the power limit
     tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
     tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
-    hbm_achievable_fraction=0.90,              # [STREAM]
+    hbm_achievable_fraction=3783 / 4000,       # [STREAM] GH200 (HBM3) triad: 94.6%
     fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
-    dram_latency_s=500 / 1830e6,               # [DRAM-LAT] ~500 cycles
+    dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe: 597.8 cycles at 1755 MHz
 )
 
 H100_PCIE_80GB = H100_SXM5_80GB.replace(
@@ -281,8 +300,9 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     fp32_flops_per_s=51.2e12,                  # [H100-DS] FP32 51 TFLOPS
     nvlink_bytes_per_s=600e9,                  # [H100-DS] NVLink bridge 600 GB/s
     sustained_clock_hz=1620e6,                 # the clock of its tensor peak (as SXM5)
-    dram_latency_s=500 / 1620e6,               # [DRAM-LAT] ~500 cycles
-    # GEMM and HBM fractions: [MAMF] has no H100 PCIe row; the SXM5's are kept
+    hbm_achievable_fraction=1832 / 2000,       # [STREAM] H100 PCIe triad: 91.6%
+    dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe (the same board class)
+    # GEMM fractions: [MAMF] has no H100 PCIe row; the SXM5's are kept
 )
 
 H200_SXM_141GB = H100_SXM5_80GB.replace(

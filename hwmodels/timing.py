@@ -8,8 +8,10 @@ S = the SMs:
 Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
     t_mma(k)   = matmul_flops / (peak[dtype] x gemm_fraction[dtype] x path_ceiling)
                  gemm_fraction: best measured large-GEMM rate / peak (MAMF tables; it carries
-                 the power-limited clock); path_ceiling: 2/3 for ``mma.sync`` on Hopper
-                 (FlashAttention-3 §1), 1 for the GPU's native path.
+                 the power-limited clock); path_ceiling: for ``mma.sync`` on Hopper, its
+                 throughput over ``wgmma``'s in one register-resident microbenchmark on one
+                 board (0.68, Luo et al. 2025 on the H800; FlashAttention-3 §1 says about
+                 2/3), 1 for the GPU's native path.
     t_mufu(k)  = exp_ops / (16 x S x f)                         special-function units
     t_fma(k)   = other_flops / (fp32 lanes x S x f)             one instruction per counted op
     t_smem(k)  = smem_bytes / (128 B x S x f)                   32 banks x 4 B per clock
@@ -29,7 +31,7 @@ an SM (g = chains_per_cta x resident CTAs on it) share the two phases' pipes: a 
 queueing network of g customers over two stations, solved exactly by mean-value analysis
 (Reiser & Lavenberg 1980): g = 1 gives G + P (fully serial), g -> inf gives max(G, P).
     t_comp(k)  = max(MVA(G, P; g), t_issue)
-FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no 2/3
+FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
 ceiling, no ldmatrix issue) and its 4 chains per CTA (2 warpgroups in ping-pong x 2-stage
 pipelining, against FA-2's 1: its warps meet at a barrier on every tile).
 

@@ -45,7 +45,8 @@ def test_faster_than_flash2_for_the_modelled_reasons():
     f2 = simulate("flash2", wl, "h100", compute=False).time
     f3 = simulate("flash3", wl, "h100", compute=False).time
     assert f3.predicted_s < f2.predicted_s
-    assert f3.matmul_s == pytest.approx(f2.matmul_s * 2 / 3, rel=1e-6)   # wgmma vs mma.sync
+    # wgmma against mma.sync: the H800 microbenchmark's ratio, 0.653 / 0.96
+    assert f3.matmul_s == pytest.approx(f2.matmul_s * (494 / 757) / 0.96, rel=1e-6)
     # switch off what distinguishes them (independent chains, the tensor-core path, and the
     # per-warp shared-memory reads and per-CTA prologues their different tiles imply) and
     # flash3's time becomes flash2's

@@ -88,9 +88,9 @@ def test_counter_names_are_unique_and_in_bytes_or_ops():
 # ---- timing model --------------------------------------------------------------------------
 
 def one_kernel(gpu, ctas=1000, read=0, mm=0, exp=0, other=0, overlap="serial", cta_work=None,
-               tc_path="mma_sync"):
+               tc_path="mma_sync", buffer_bytes=1024):
     rec = Recorder(gpu)
-    c = rec.kernel("k", ctas=ctas, buffers={"x": 1024}, overlap=overlap, cta_work=cta_work,
+    c = rec.kernel("k", ctas=ctas, buffers={"x": buffer_bytes}, overlap=overlap, cta_work=cta_work,
                    tc_path=tc_path)
     c[HBM_READ_BYTES], c[MATMUL_FLOPS], c[EXP_OPS], c[OTHER_FLOPS] = read, mm, exp, other
     return rec.kernels
@@ -98,13 +98,18 @@ def one_kernel(gpu, ctas=1000, read=0, mm=0, exp=0, other=0, overlap="serial", c
 
 def test_memory_bound_kernel_time_is_bytes_over_achievable_bandwidth():
     g = get_gpu("h100")
-    t = predict_time(g, one_kernel(g, ctas=132 * 8, read=10**10))
+    # 16 KiB in flight per CTA, 8 CTAs per SM: enough bytes in flight that the DRAM latency
+    # (Little's law) does not bound it, at the datasheet bandwidth too
+    stream = one_kernel(g, ctas=132 * 8, read=10**10, buffer_bytes=16 * 1024)
+    t = predict_time(g, stream)
     assert t.bound == "memory" and t.kernels[0].mechanism == "HBM bandwidth"
-    # copy/stream bandwidth (90% of 3.35 TB/s), one DRAM latency of prologue, one launch
-    assert t.predicted_s == pytest.approx(1e10 / (0.9 * 3.35e12) + g.dram_latency_s
+    # STREAM triad bandwidth (GH200's 94.6%, of 3.35 TB/s), one DRAM latency of prologue
+    # (340.6 ns, pointer chasing on the H800), one launch
+    assert g.dram_latency_s == pytest.approx(340.6e-9)
+    assert t.predicted_s == pytest.approx(1e10 / (3783 / 4000 * 3.35e12) + g.dram_latency_s
                                           + g.launch_overhead_s)
     datasheet = TimingOptions(achievable_rates=False, cta_fixed_costs=False)
-    assert predict_time(g, one_kernel(g, ctas=132 * 8, read=10**10), datasheet).predicted_s \
+    assert predict_time(g, stream, datasheet).predicted_s \
         == pytest.approx(1e10 / 3.35e12 + g.launch_overhead_s)
 
 
@@ -112,7 +117,8 @@ def test_tensor_rates_are_the_measured_gemm_fractions_and_mma_sync_ceiling():
     h, a = get_gpu("h100"), get_gpu("a100")
     th = predict_time(h, one_kernel(h, ctas=132, mm=10**15))
     ta = predict_time(a, one_kernel(a, ctas=108, mm=10**15))
-    assert th.matmul_s == pytest.approx(1e15 / (794.5e12 * 2 / 3))   # MAMF x FA-3's 2/3
+    # MAMF x the mma.sync / wgmma ratio of the H800 microbenchmark (0.653 / 0.96)
+    assert th.matmul_s == pytest.approx(1e15 / (794.5e12 * (494 / 757) / 0.96))
     assert ta.matmul_s == pytest.approx(1e15 / 271.2e12)             # MAMF, A100 SXM
     tw = predict_time(h, one_kernel(h, ctas=132, mm=10**15, tc_path="wgmma"))
     assert tw.matmul_s == pytest.approx(1e15 / 794.5e12)
@@ -181,7 +187,7 @@ def test_thin_grids_are_latency_bound_by_littles_law():
     # 8 CTAs keep 8 x 64 KiB in flight: 1 GB takes 1e9 / (8 x 64 KiB) DRAM latencies
     assert t.latency_s * t.quantization == pytest.approx(1e9 * g.dram_latency_s / (8 * 64 * 1024))
     off = predict_time(g, rec.kernels, TimingOptions(latency_bound_memory=False)).kernels[0]
-    assert off.memory_s == pytest.approx(1e9 / (0.9 * 3.35e12))
+    assert off.memory_s == pytest.approx(1e9 / (3783 / 4000 * 3.35e12))
 
 
 def test_atomics_run_at_the_l2_atomic_rate():
@@ -264,7 +270,8 @@ def test_l2_serves_rereads_in_proportion_to_the_working_set_that_fits():
     hit = 25 / 40                        # half of the 50 MiB L2 against a 40 MiB working set
     assert spills.dram_bytes == int(10**8 + (10**10 - 10**8) * (1 - hit))
     assert fits.memory_s == pytest.approx(1e10 / g.l2_bandwidth_bytes_per_s)   # L2-bound
-    assert spills.memory_s == pytest.approx(spills.dram_bytes / (0.9 * g.hbm_bandwidth_bytes_per_s))
+    assert spills.memory_s == pytest.approx(spills.dram_bytes
+                                            / (3783 / 4000 * g.hbm_bandwidth_bytes_per_s))
     off = predict_time(g, rec.kernels, TimingOptions(l2_cache=False))
     assert off.dram_bytes == 2 * 10**10
 
@@ -304,3 +311,21 @@ def test_json_time_keeps_its_keys_and_adds_the_new_terms_per_kernel():
     kt = d["kernels"][0]["time"]
     assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism"} <= set(kt)
     assert kt["smem_s"] == 0                       # the run's own options, not the defaults
+
+
+def test_microbenchmark_constants_follow_their_derivation():
+    """The latency, copy-bandwidth and mma.sync constants are published measurements turned
+    into fields as hwmodels/gpus.py says: cycles at the measured clock, triad over datasheet,
+    mma.sync over wgmma on one board. Every Hopper part shares the H800's latency."""
+    a100, a100_40, h100, pcie, h200 = (get_gpu(n) for n in
+                                       ("a100-80gb", "a100-40gb", "h100-sxm", "h100-pcie", "h200"))
+    assert a100.dram_latency_s == pytest.approx(523.3 / 1395e6, rel=1e-3)
+    for g in (h100, pcie, h200):
+        assert g.dram_latency_s == pytest.approx(597.8 / 1755e6, rel=1e-3)
+    assert a100_40.hbm_achievable_fraction * 1555e9 == pytest.approx(1358e9)
+    assert a100.hbm_achievable_fraction * 2039e9 == pytest.approx(1794e9)
+    assert pcie.hbm_achievable_fraction * 2000e9 == pytest.approx(1832e9)
+    assert h100.hbm_achievable_fraction == h200.hbm_achievable_fraction == pytest.approx(
+        0.946, abs=5e-4)
+    assert h100.mma_sync_fraction_of_peak == pytest.approx(0.680, abs=5e-4)
+    assert a100.mma_sync_fraction_of_peak == 1.0
