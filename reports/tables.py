@@ -20,7 +20,9 @@ def gpu_table(gpu) -> Table:
         ("tf32 tensor (dense)", gpu.tensor_tf32_flops_per_s, fmt.si(gpu.tensor_tf32_flops_per_s, "FLOP/s")),
         ("fp8 tensor (dense)", gpu.tensor_fp8_flops_per_s,
          fmt.si(gpu.tensor_fp8_flops_per_s, "FLOP/s") if gpu.tensor_fp8_flops_per_s else "none"),
-        ("mma.sync reaches", gpu.mma_sync_fraction_of_peak, f"{gpu.mma_sync_fraction_of_peak:.2f} of peak"),
+        ("mma.sync path (sm80 kernels)", gpu.mma_sync_fraction_of_peak,
+         f"{gpu.mma_sync_fraction_of_peak:.2f} of the wgmma path's rate" if gpu.has_wgmma
+         else "the native tensor-core path"),
         ("large GEMMs reach (measured)", gpu.tensor_gemm_fraction,
          f"{gpu.tensor_gemm_fraction:.2f} of peak"
          + (f" (fp8 {gpu.tensor_fp8_gemm_fraction:.2f})" if gpu.tensor_fp8_flops_per_s else "")),
