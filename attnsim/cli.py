@@ -291,6 +291,15 @@ def timing_from_args(a) -> TimingOptions:
 # ---- report --------------------------------------------------------------------------------
 
 def cmd_report(a) -> int:
+    # The report's BLAS calls are small (float64 references of 1,024 tokens, tile products):
+    # a second BLAS thread gains nothing and, spinning between calls, takes a CPU from the
+    # sweep's workers.
+    from attnsim.simulate import blas_controller
+    with blas_controller().limit(limits=1, user_api="blas"):
+        return _report(a)
+
+
+def _report(a) -> int:
     from attnsim import suite
     from reports.report import build_report
     gpus = [get_gpu(h.strip()) for h in a.hw.split(",") if h.strip()]

@@ -216,6 +216,13 @@ def _families(names) -> list[tuple[str, ...]]:
     return groups
 
 
+def _one_blas_thread():
+    """In a worker: BLAS on one thread. The workers already keep every CPU busy, and an
+    idle BLAS thread spins, taking CPU time from the other workers' compilation."""
+    from attnsim.simulate import blas_controller
+    blas_controller().limit(limits=1, user_api="blas")
+
+
 def _sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy):
     rows = run_all(gpu, wl, family, sram_bytes=sram_bytes, accuracy=accuracy)
     series = growth(gpu, wl, seqs, family, sram_bytes=sram_bytes)
@@ -257,7 +264,7 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
     else:
         units = [(family[0], family) for family in families] + [(key, None) for key in side]
         units.sort(key=lambda unit: -first_run_seconds(unit[0]))   # longest first
-        with ProcessPoolExecutor(max_workers=jobs,
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_one_blas_thread,
                                  mp_context=multiprocessing.get_context("fork")) as pool:
             futures, side_futures = [], {}
             for key, family in units:
