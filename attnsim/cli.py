@@ -308,13 +308,13 @@ def cmd_report(a) -> int:
         return _report_comparison(a, gpus, wl, names, sram, document_out)
     gpu = gpus[0]
     n_algos = len(names or algorithm_names())
-    progress = _progress(n_algos + 3)
     side = _report_side_tasks(a, gpu, wl, names, seqs, sram)
+    progress = _progress(n_algos + len(side))
     rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
                                accuracy=not a.no_accuracy,
                                jobs=a.jobs or suite.default_jobs(),
                                progress=progress.update, side_tasks=side)
-    sections, data, approx_sections = _report_sweeps(gpu, wl, rows, side, progress)
+    sections, data, approx_sections = _report_sweeps(gpu, wl, rows, side)
     progress.close()
     more, more_data = _report_extras(gpu, side)
     doc = build_report(gpu, wl, rows, series, sram_bytes=sram,
@@ -400,7 +400,7 @@ def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
     return tasks
 
 
-def _report_sweeps(gpu, wl, rows, side: dict, progress):
+def _report_sweeps(gpu, wl, rows, side: dict):
     """The sections of the side tasks' results (``_report_side_tasks``)."""
     from reports.designed import designed_section
     from reports.sweeps import approx_section, throughput_section
@@ -411,7 +411,6 @@ def _report_sweeps(gpu, wl, rows, side: dict, progress):
         if sec is not None:
             sections.append(sec)
             data["throughput"] = records
-    progress.update1()
     if "approx_cost_accuracy" in side:
         records = side["approx_cost_accuracy"]
         exact = next((r.result for r in rows if r.name == "flash2" and r.result), None)
@@ -419,12 +418,10 @@ def _report_sweeps(gpu, wl, rows, side: dict, progress):
         if sec is not None:
             sections.append(sec)
             data["approx_cost_accuracy"] = records
-    progress.update1()
     if "designed_to_win" in side:
         sec, records = designed_section(side["designed_to_win"], gpu, wl)
         sections.append(sec)
         data["designed_to_win"] = records
-    progress.update1()
     approx_sections, approx_data = _approx_sections(side, wl)
     return sections, {**data, **approx_data}, approx_sections
 
@@ -529,12 +526,15 @@ class _progress:
             from tqdm import tqdm
             # the first run after an install is mostly Numba compiling (cached afterwards)
             self.bar = tqdm(total=total, desc="simulating (a first run compiles the kernels)",
-                            unit="algo", leave=False, disable=None, file=sys.stderr)
+                            unit="step", leave=False, disable=None, file=sys.stderr)
         except ImportError:
             self.bar = None
 
-    def update(self, n=1):
+    def update(self, n=1, done=None):
+        """``n`` steps finished; ``done`` names what (shown beside the bar)."""
         if self.bar is not None:
+            if done:
+                self.bar.set_postfix_str(f"done: {done}", refresh=False)
             self.bar.update(n)
 
     def update1(self, _name=None):

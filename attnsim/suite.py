@@ -211,7 +211,8 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
     its time compiling Numba kernels, and Numba compiles one function at a time per process:
     the workers compile different families at once and write the on-disk cache, which every
     later run loads. The results are the same as ``jobs=1`` (the same simulations, gathered
-    in the same order). ``progress(n)`` is called with the number of algorithms finished.
+    in the same order). ``progress(n, what)`` is called as each unit of work finishes: a
+    family of ``n`` algorithms, or a side task (n = 1), ``what`` naming it.
 
     ``side_tasks``: {key: (function, args)} of other picklable work the report needs (its
     sweeps over features or dtypes), run in the same workers after the families; each
@@ -225,31 +226,42 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
         for name, row, s in zip(family, rows, series):
             done[name] = (row, s)
         if progress:
-            progress(len(family))
+            progress(len(family), ", ".join(family))
+
+    def collect_side(key, result):
+        results[key] = result
+        if progress:
+            progress(1, key.replace("_", " "))
 
     side = dict(side_tasks or {})
+    results: dict = {}
     jobs = min(jobs, len(families) + len(side))
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         with blas_controller().limit(limits=1, user_api="blas"):   # as in the workers
             for family in families:
                 collect(*_sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy))
-            results = {key: fn(*args) for key, (fn, args) in side.items()}
+            for key, (fn, args) in side.items():
+                collect_side(key, fn(*args))
     else:
         units = [(family[0], family) for family in families] + [(key, None) for key in side]
         units.sort(key=lambda unit: -first_run_seconds(unit[0]))   # longest first
         with ProcessPoolExecutor(max_workers=jobs, initializer=_one_blas_thread,
                                  mp_context=multiprocessing.get_context("fork")) as pool:
-            futures, side_futures = [], {}
+            pending = {}
             for key, family in units:
                 if family is not None:
-                    futures.append(pool.submit(_sweep_family, gpu, wl, family, seqs,
-                                               sram_bytes, accuracy))
+                    future = pool.submit(_sweep_family, gpu, wl, family, seqs, sram_bytes,
+                                         accuracy)
                 else:
                     fn, args = side[key]
-                    side_futures[key] = pool.submit(fn, *args)
-            for future in as_completed(futures):
-                collect(*future.result())
-            results = {key: future.result() for key, future in side_futures.items()}
+                    future = pool.submit(fn, *args)
+                pending[future] = (key, family)
+            for future in as_completed(pending):
+                key, family = pending[future]
+                if family is not None:
+                    collect(*future.result())
+                else:
+                    collect_side(key, future.result())
     if side_tasks is not None:
         side_tasks.update(results)
     return [done[n][0] for n in names], [done[n][1] for n in names]
