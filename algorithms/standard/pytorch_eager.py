@@ -51,9 +51,10 @@ launches them, 128 threads x 4 elements per CTA, ``ATen/native/cuda/Loops.cuh``)
                    must be copied: B H N d e each way. Not launched when B = 1 or H = 1.
  11. ``bmm``       O = P V, one cuBLAS batched GEMM; writes B H N d e. einsum returns O as a
                    permuted view (b t h d): no copy.
-Bound: Θ(N d + N²) HBM accesses per head, as Algorithm 0. Against Algorithm 0's causal
-forward, per head: +6 N d e (the three copies) and the mask read at e instead of 1 byte;
-per call: the mask built in 4 + 4 + 4 + 4 + e bytes per entry (fill, triu, cast).
+Bound: Θ(N d + N²) HBM accesses per head, as Algorithm 0. Against Algorithm 0, per head:
++6 N d e (the three copies; none when B = 1 or H = 1); causal, the mask read at e bytes per
+entry instead of 1, and once per call the mask built in about 14 + e bytes per entry
+(fill 4; triu about 2 read, 4 written; cast 4 read, e written).
 Differences from PyTorch: cuBLAS's and the softmax's own tilings are not modelled (the GEMMs
 and the row softmax are ``algorithms.standard``'s); ``torch.empty`` and the views launch
 nothing, as on a GPU.
