@@ -31,7 +31,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
@@ -40,6 +39,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                cdiv, heads_in_flight, new_output, online_softmax_tile,
                                placeholder, scale_rows)
 from algorithms.kernels.flash_tile import new_row_state
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
                                  store_rows)
 

@@ -57,7 +57,6 @@ import types
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
@@ -70,6 +69,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                        scale_rows)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import STAT_BYTES, count_tile, finish_rows, new_row_state
+from hwmodels.compiled import compiled
 from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_atomic_add, count_exp, count_load, count_other,

@@ -73,13 +73,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints
 from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads, new_output
 from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
                                   sort_buffers, sort_tile)
+from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,

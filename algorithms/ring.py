@@ -37,13 +37,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import cdiv, causal_key_end, iter_heads, new_output, new_stats
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
                                            finish_rows)
+from hwmodels.compiled import compiled
 from hwmodels.counters import new_counters
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import (count_interconnect, load_rows, load_vector, store_rows,

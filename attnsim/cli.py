@@ -312,7 +312,7 @@ def cmd_report(a) -> int:
     side = _report_side_tasks(a, gpu, wl, names, seqs, sram)
     rows, series = suite.sweep(gpu, wl, seqs, names, sram_bytes=sram,
                                accuracy=not a.no_accuracy,
-                               jobs=a.jobs or suite.default_jobs(names),
+                               jobs=a.jobs or suite.default_jobs(),
                                progress=progress.update, side_tasks=side)
     sections, data, approx_sections = _report_sweeps(gpu, wl, rows, side, progress)
     progress.close()
@@ -592,9 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the executed-mode accuracy column")
     pp.add_argument("--plot", default=None, help="also write a PNG of HBM traffic vs N")
     pp.add_argument("--jobs", type=positive_jobs, default=None,
-                    help="worker processes for the simulations (default: the CPUs available "
-                         "while the Numba kernels are not yet compiled, which a first run "
-                         "then compiles in all of them at once; 1 once they are cached)")
+                    help="worker processes for the simulations (default: the CPUs "
+                         "available; a first run compiles the kernel families in all of them "
+                         "at once)")
     pp.add_argument("--svg", action="store_true",
                     help="with --output DIR/report.md|.html: SVG figures beside the PNGs")
     add_output_args(pp)

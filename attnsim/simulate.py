@@ -8,7 +8,7 @@ import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from algorithms.base import PlanError, check_options
 from algorithms.kernels.dropout import keep_multiplier
@@ -175,7 +175,17 @@ def _single_threaded_blas(compute: bool):
     products run on one BLAS thread."""
     if not compute:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return blas_controller().limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def blas_controller() -> ThreadpoolController:
+    """The process's BLAS libraries, found once: finding them reads /proc/self/maps, which
+    costs more than a small executed simulation (the report runs hundreds). Compiled
+    kernels call BLAS through SciPy's (``scipy.linalg.cython_blas``, Numba's provider), NumPy
+    through its own: both are loaded before they are looked for."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+    return ThreadpoolController()
 
 
 def _supported_passes(info) -> set[str]:

@@ -18,8 +18,8 @@ Accounting rules (the same for every algorithm):
   (a max, add, multiply, divide, compare or select is one op).
 """
 import numpy as np
-from hwmodels.compiled import compiled
 
+from hwmodels.compiled import compiled
 from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                INTERCONNECT_BYTES, MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES,
                                SRAM_WRITE_BYTES)

@@ -74,8 +74,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
+from hwmodels.compiled import compiled
 from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                INTERCONNECT_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS, OTHER_FLOPS,
                                SRAM_READ_BYTES, SRAM_WRITE_BYTES)

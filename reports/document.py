@@ -50,7 +50,14 @@ class Section:
 class Document:
     title: str
     sections: list[Section]
-    data: dict                  # the JSON rendering: structured results, not strings
+    # the JSON rendering (structured results, not strings), or a function that builds it
+    # when it is first asked for (the text renderings never need it)
+    data: dict | Callable[[], dict]
+
+    def json_data(self) -> dict:
+        if callable(self.data):
+            self.data = self.data()
+        return self.data
 
     def render(self, fmt: str, figure_paths: dict | None = None) -> str:
         """``figure_paths`` maps figure names to the (relative) paths written by
@@ -63,7 +70,7 @@ class Document:
         if fmt == "html":
             return _render_html(self, figure_paths or {})
         if fmt == "json":
-            return json.dumps(self.data, indent=2, allow_nan=False)
+            return json.dumps(self.json_data(), indent=2, allow_nan=False)
         if fmt == "csv":
             return _render_csv(self)
         raise ValueError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")

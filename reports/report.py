@@ -52,25 +52,28 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                             after="growth")]),
         *extra_sections,
     ]
-    data = {
-        "gpu": gpu_dict(gpu),
-        "workload": wl.to_dict(),
-        "sram_budget_bytes": budget,
-        "algorithms": [
-            {**(result_dict(r.result) if r.result else {"algorithm": r.name, "error": r.error}),
-             "causal": result_dict(r.causal) if r.causal else None,
-             "training": result_dict(r.training) if r.training else None,
-             "accuracy": ({"workload": r.accuracy.workload.to_dict(),
-                           "error_vs_reference": r.accuracy.error_vs_reference,
-                           "error_vs_exact": r.accuracy.error_vs_exact}
-                          if r.accuracy else None)}
-            for r in rows],
-        "growth": [{"algorithm": s.name, "bound": s.bound, "seqs": s.seqs,
-                    "hbm_bytes": s.hbm_bytes, "io_bound_bytes": s.io_bound_bytes,
-                    "predicted_s": s.predicted_s, "flops": s.flops,
-                    "fitted_exponent": s.fitted_exponent(), "bound_exponent": s.bound_exponent()}
-                   for s in series],
-        **(extra_data or {}),
-    }
-    return Document(title=f"attnsim report — {gpu.full_name}", sections=sections,
-                    data=jsonable(data))
+
+    def data() -> dict:                      # built only for the JSON rendering
+        return jsonable({
+            "gpu": gpu_dict(gpu),
+            "workload": wl.to_dict(),
+            "sram_budget_bytes": budget,
+            "algorithms": [
+                {**(result_dict(r.result) if r.result else
+                    {"algorithm": r.name, "error": r.error}),
+                 "causal": result_dict(r.causal) if r.causal else None,
+                 "training": result_dict(r.training) if r.training else None,
+                 "accuracy": ({"workload": r.accuracy.workload.to_dict(),
+                               "error_vs_reference": r.accuracy.error_vs_reference,
+                               "error_vs_exact": r.accuracy.error_vs_exact}
+                              if r.accuracy else None)}
+                for r in rows],
+            "growth": [{"algorithm": s.name, "bound": s.bound, "seqs": s.seqs,
+                        "hbm_bytes": s.hbm_bytes, "io_bound_bytes": s.io_bound_bytes,
+                        "predicted_s": s.predicted_s, "flops": s.flops,
+                        "fitted_exponent": s.fitted_exponent(),
+                        "bound_exponent": s.bound_exponent()}
+                       for s in series],
+            **(extra_data or {}),
+        })
+    return Document(title=f"attnsim report — {gpu.full_name}", sections=sections, data=data)

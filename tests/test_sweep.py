@@ -39,12 +39,5 @@ def test_sim_results_pickle_with_their_info():
     assert back.info is r.info and back.counts == r.counts
 
 
-def test_workers_only_while_the_kernels_are_not_cached(monkeypatch):
-    """A warm cache runs the sweep in-process (workers would reload every kernel); a cold one
-    compiles in as many workers as there are CPUs."""
-    simulate("flash2", SMALL, "h100", compute=False)        # flash2's kernels now cached
-    assert suite.kernels_cached(["flash2"]) is True
-    monkeypatch.setattr(suite, "kernels_cached", lambda names=None: False)
-    assert suite.default_jobs() == suite.available_cpus()
-    monkeypatch.setattr(suite, "kernels_cached", lambda names=None: True)
-    assert suite.default_jobs() == 1
+def test_the_sweep_runs_in_one_worker_per_cpu():
+    assert suite.default_jobs() == suite.available_cpus() >= 1

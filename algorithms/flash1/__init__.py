@@ -41,7 +41,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.flash1 import backward as flash1_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
@@ -49,6 +48,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
 from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile, rng_ops
+from hwmodels.compiled import compiled
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
                                OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from algorithms.kernels import footprints as fp

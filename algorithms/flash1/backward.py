@@ -43,7 +43,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
@@ -52,6 +51,7 @@ from algorithms.kernels.dropout import dropout_args, dropout_tile
 from algorithms.flash2.backward import softmax_grad_in_place
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
+from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
 from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,

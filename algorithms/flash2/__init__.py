@@ -39,7 +39,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.flash2 import backward as flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
@@ -51,6 +50,7 @@ from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles,
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
+from hwmodels.compiled import compiled
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import load_rows, store_rows, store_vector
 

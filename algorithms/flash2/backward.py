@@ -60,7 +60,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
@@ -68,6 +67,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
 from algorithms.kernels.dropout import dropout_args, dropout_tile
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
+from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError
 from hwmodels.primitives import (count_atomic_add, count_exp, count_other, count_store,

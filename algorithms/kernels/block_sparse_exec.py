@@ -34,7 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels import footprints
@@ -42,6 +41,7 @@ from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_
                                new_stats)
 from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
 from algorithms.kernels.sparse_patterns import BlockLayout
+from hwmodels.compiled import compiled
 from hwmodels.memory import SramOverflowError
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, attend_tile, count_tile, finish_rows,
                                            new_row_state)

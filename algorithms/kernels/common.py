@@ -16,8 +16,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from hwmodels.compiled import compiled
 
+from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 
 

@@ -27,8 +27,8 @@ What dropout costs (other FLOPs, counted on the CUDA cores):
 from __future__ import annotations
 
 import numpy as np
-from hwmodels.compiled import compiled
 
+from hwmodels.compiled import compiled
 from hwmodels.primitives import count_other
 
 PHILOX_OPS_PER_CALL = 100   # 10 rounds x (2 mul.lo + 2 mul.hi + 4 xor + 2 key adds)

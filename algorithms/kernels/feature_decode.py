@@ -44,10 +44,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, STATE_BYTES,
                                                 key_features, query_features)
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
                                  load_rows)
 

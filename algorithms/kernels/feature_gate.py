@@ -36,13 +36,13 @@ per chunk row (g, λ / Λ, weight).
 from __future__ import annotations
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import PlanError
 from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads
 from algorithms.kernels.feature_kernels import (KIND_POSITIVE, STATE_BYTES, _cols,
                                                 _divide_rows, combine_slices, key_features,
                                                 query_features)
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, matmul_nn,
                                  matmul_nt, matmul_tn, store_rows, store_vector)
 

@@ -9,8 +9,8 @@ counted primitives; ``compute=False`` runs the same loops without arithmetic (co
 import math
 
 import numpy as np
-from hwmodels.compiled import compiled
 
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
                                  matmul_nn, matmul_nt, matmul_tn, store_rows, store_vector)
 

@@ -13,11 +13,11 @@ counts: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r 
 ``finish_rows`` is the epilogue: O = acc / l, lse = m + log l.
 """
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
                                scale_rows)
 from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_tile, rng_ops
+from hwmodels.compiled import compiled
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
                                SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from hwmodels.primitives import count_exp, count_other, load_rows, matmul_nn, matmul_nt

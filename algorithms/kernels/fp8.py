@@ -33,6 +33,7 @@ Everything here is vectorized NumPy; ``round_to_e4m3`` is also compiled by Numba
 from __future__ import annotations
 
 import numpy as np
+
 from hwmodels.compiled import compiled
 
 E4M3_MAX = 448.0          # 1.75 · 2^8: 0x7E; 0x7F is NaN

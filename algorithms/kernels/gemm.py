@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import PlanError
+from hwmodels.compiled import compiled
 from hwmodels.counters import MATMUL_FLOPS, SRAM_READ_BYTES
 from hwmodels.primitives import count_load, count_other, count_matmul, count_store
 

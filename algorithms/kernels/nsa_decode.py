@@ -58,11 +58,11 @@ stands for block 0 (a full earlier block), the last slot for the current block j
 from __future__ import annotations
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import online_softmax_tile
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n, count_softmax_tile,
                                             selected_count, visible_compressed)
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
                                  load_rows)
 

@@ -9,9 +9,9 @@ Notation: l == cblock, d_s == stride, l' == sblock, n == n_sel, g == group, w ==
 from __future__ import annotations
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import online_softmax_tile
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
                                  load_rows, store_rows)
 

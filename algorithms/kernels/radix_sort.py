@@ -16,8 +16,8 @@ Histogram and look-back scratch (a few KB per CTA) is not counted. Executed mode
 sorts (stable, so equal keys keep their input order); count-only mode runs the same passes.
 """
 import numpy as np
-from hwmodels.compiled import compiled
 
+from hwmodels.compiled import compiled
 from hwmodels.primitives import count_load, count_other, count_store
 
 RADIX_BITS = 8            # digit width (radix 256)

@@ -41,12 +41,12 @@ per Q tile instead of min(l, B_r + B_c) N/l); fixed Θ(N d + N d (l + N c / l) /
 from __future__ import annotations
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.block_sparse_exec import LAYOUT_COL_BYTES, LAYOUT_ROW_BYTES, STAT_BYTES
 from algorithms.kernels.common import heads_in_flight
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, attend_tile, count_tile, finish_rows,
                                            new_row_state)
+from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
                                  store_rows, store_vector)
 

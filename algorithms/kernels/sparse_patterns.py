@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import cdiv
+from hwmodels.compiled import compiled
 
 # pattern kinds and their parameter vectors ``prm`` (int64)
 LOCAL = 0        # prm = (w,):   causal: j in (qpos - w, qpos]; else |j - qpos| <= w // 2

@@ -39,10 +39,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
                                heads_in_flight, online_softmax_tile, scale_rows)
+from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
 

@@ -39,7 +39,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.standard import backward as standard_bwd
 from algorithms.standard import pytorch_eager
@@ -49,6 +48,7 @@ from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, pl
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
+from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 

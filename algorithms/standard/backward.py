@@ -37,7 +37,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hwmodels.compiled import compiled
 
 from algorithms.base import Plan
 from algorithms.kernels.common import heads_in_flight, placeholder
@@ -46,6 +45,7 @@ from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep
 from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
+from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_load, count_other, count_store
