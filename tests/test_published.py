@@ -123,11 +123,13 @@ FA2_H100_GAP = pytest.mark.xfail(strict=True, reason="FA-2 predicted too fast on
 @pytest.mark.parametrize("seq", [512, 2048, 16384])
 def test_published_ordering_standard_flash2_flash3_on_h100(head_dim, causal, seq, request):
     """Every forward chart of the FlashAttention-3 paper (H100, d 64 and 128, causal or not,
-    N 512–16k) ranks standard attention < FlashAttention-2 < FlashAttention-3."""
+    N 512–16k) ranks standard attention < FlashAttention-2 < FlashAttention-3; the charts'
+    standard attention is the benchmarks' PyTorch eager program."""
     if causal and seq == 512:
         request.applymarker(FA2_H100_GAP)
     wl = paper_shape(seq, head_dim, causal)
-    t = {a: simulate(a, wl, "h100", compute=False).time.predicted_s
+    options = {"standard": {"program": "pytorch-eager"}}
+    t = {a: simulate(a, wl, "h100", compute=False, options=options.get(a)).time.predicted_s
          for a in ("standard", "flash2", "flash3")}
     assert t["standard"] > t["flash2"] > t["flash3"]
 
@@ -165,3 +167,26 @@ def test_validation_page_is_the_scripts_output(validation):
     """docs/validation.md is regenerated whole by the script: no hand edits, no stale table."""
     page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "validation.md"
     assert page.read_text(encoding="utf-8") == validation.document()
+
+
+def test_readme_states_the_page_range_and_the_documented_band(validation):
+    """The README's band sentence quotes the page's range and the band this file enforces."""
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    text = " ".join(readme.read_text(encoding="utf-8").split())
+    ratios = [r for _, r in validation.all_ratios()]
+    lo, hi = validation.DOCUMENTED_BAND
+    assert f"within {min(ratios):.2f}–{max(ratios):.2f}×" in text
+    assert f"tests hold them inside {lo:.2f}–{hi:.2f}" in text
+
+
+def test_chart_standard_bars_are_priced_as_the_benchmarks_program(validation):
+    """The FA-3 charts' standard attention is flash-attention's ``attention_pytorch`` run by
+    PyTorch eager: its bars are priced with ``--program pytorch-eager``, whose copies and
+    per-call mask only add work to Algorithm 0's, so every bar's ratio drops."""
+    assert validation.CHART_OPTIONS["standard"] == (("program", "pytorch-eager"),)
+    eager = validation.standard_chart_ratios("pytorch-eager")
+    algorithm0 = validation.standard_chart_ratios("algorithm0")
+    assert all(e < a for e, a in zip(eager, algorithm0))
+    charted = [pred / pub for *_, algorithm, pub, pred in validation.chart_points()
+               if algorithm == "standard"]
+    assert charted == eager

@@ -26,6 +26,12 @@ dropout P ∘ Z and a 1-byte mask). Theorem 5: Θ(N d + N²) HBM accesses, as th
 Dropout (``--dropout p``): its own kernel between softmax and P V, as a framework runs it:
 reads P, writes P ∘ Z and the mask (N_q N_k (2e + 1) bytes), ⌈N_k/4⌉·100 RNG ops per row
 + 2 per entry; P V then reads P ∘ Z.
+
+Programs (``--program``): ``algorithm0`` (the default) is the paper's Algorithm 0 above;
+``pytorch-eager`` is the PyTorch code that published "standard attention" figures time
+(flash-attention's benchmark ``attention_pytorch``: layout copies, a baddbmm, the causal mask
+built in fp32 per call and added to S, softmax, an einsum), forward only, in
+``algorithms.standard.pytorch_eager``, whose docstring lists its kernels.
 """
 from __future__ import annotations
 
@@ -35,7 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.standard import backward as standard_bwd
-from algorithms.base import AlgorithmInfo, Plan
+from algorithms.standard import pytorch_eager
+from algorithms.base import AlgorithmInfo, Option, Plan
 from algorithms.kernels.common import heads_in_flight, iter_heads, new_output, placeholder
 from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, plan_gemm
 from algorithms.kernels import footprints as fp
@@ -45,6 +52,9 @@ from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import count_exp, count_load, count_other, count_store
 
+ALGORITHM0, PYTORCH_EAGER = "algorithm0", "pytorch-eager"
+PROGRAMS = (ALGORITHM0, PYTORCH_EAGER)
+
 INFO = AlgorithmInfo(
     name="standard",
     title="Standard attention (S and P materialized in HBM)",
@@ -53,6 +63,12 @@ INFO = AlgorithmInfo(
     io_bound="Θ(Nd + N²)",
     passes=("fwd", "bwd"),
     dropout=True,
+    options=(Option("program", str, "algorithm0",
+                    "the program simulated: algorithm0 (the paper's Algorithm 0: GEMM, [mask], "
+                    "softmax, GEMM) or pytorch-eager (flash-attention's benchmark baseline "
+                    "attention_pytorch as PyTorch eager runs it: layout copies, an fp32 causal "
+                    "mask built per call and added to S; forward only)",
+                    choices=PROGRAMS),),
 )
 
 MASK_BYTES = 1           # a materialized boolean mask, one byte per entry
@@ -67,14 +83,18 @@ class StandardPlan(Plan):
     softmax_chunk: int      # elements of one row held in SRAM at a time
     softmax_passes: int     # 1 when the whole row fits in SRAM, else 2
     bwd: standard_bwd.StandardBwdPlan | None = None   # the backward's softmax rows (training)
+    program: str = ALGORITHM0   # which program's kernels run (``--program``)
 
     @property
     def tiles(self) -> GemmTiles:
         return GemmTiles(self.gemm_tile_m, self.gemm_tile_n, self.gemm_tile_k)
 
 
-def plan(wl, gpu, sram_bytes: int) -> StandardPlan:
+def plan(wl, gpu, sram_bytes: int, program: str = ALGORITHM0) -> StandardPlan:
     fwd = plan_forward(wl, gpu, sram_bytes)
+    if program == PYTORCH_EAGER:
+        pytorch_eager.check_workload(wl)
+        return dataclasses.replace(fwd, program=program)
     if not wl.has_backward:
         return fwd
     return dataclasses.replace(fwd, bwd=standard_bwd.plan_backward(wl, gpu, sram_bytes))
@@ -101,19 +121,12 @@ def run(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
 
 
 def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
+    if p.program == PYTORCH_EAGER:
+        return pytorch_eager.forward(wl, p, inputs, rec, compute)
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     t = p.tiles
-    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
-    qk_tiles, pv_tiles = gemm_ctas(nq, nk, t), gemm_ctas(nq, d, t)
-    # L2: a GEMM re-reads its operands' panels; they hit while the operands of the heads in
-    # flight fit. Compulsory traffic: each operand once, the result once.
-    qk_flight = heads_in_flight(rec, qk_tiles, bh, gemm_smem, gemm_regs)
-    c_qk = rec.kernel("qk_gemm", ctas=bh * qk_tiles, buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
-                      tc_path=gemm_tc_path(rec.gpu),
-                      unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
-                      l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
+    c_qk = qk_gemm_record(rec, wl, t, "qk_gemm")
     c_mask = None
     if wl.causal or mask is not None:
         # the boolean mask is shared by every head: after the first head it comes from L2
@@ -121,19 +134,9 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
                             tc_path="none",
                             unique_hbm_bytes=bh * 2 * nq * nk * e + nq * nk * MASK_BYTES,
                             l2_working_set_bytes=nq * nk * MASK_BYTES)
-    resident_rows = rec.resident_ctas(bh * nq, p.softmax_chunk * e, 0, SOFTMAX_THREADS)
-    c_sm = rec.kernel("softmax", ctas=bh * nq, buffers={"row": p.softmax_chunk * e},
-                      threads_per_cta=SOFTMAX_THREADS, tc_path="none",
-                      unique_hbm_bytes=bh * 2 * nq * nk * e,
-                      l2_working_set_bytes=resident_rows * nk * e)
+    c_sm = softmax_record(rec, wl, p)
     c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
-    pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
-    c_pv = rec.kernel("pv_gemm", ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
-                      tc_path=gemm_tc_path(rec.gpu),
-                      unique_hbm_bytes=bh * (nq * nk + nk * d + nq * d) * e,
-                      l2_working_set_bytes=pv_flight * nk * d * e
-                      + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)
+    c_pv = pv_gemm_record(rec, wl, t, "pv_gemm")
     o = new_output(wl, compute)
     s = np.zeros((nq, nk) if compute else (0, nk), dtype=np.float32)   # S, then P, in HBM
     saved = standard_bwd.new_saved(wl, compute)    # training: P (and P ∘ Z, mask) per head
@@ -158,6 +161,49 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
             if counters is not None:
                 rec.repeat(counters, bh)
     return {"o": o, **saved} if compute else {}
+
+
+def qk_gemm_record(rec, wl, t: GemmTiles, name: str):
+    """S = scale · Q Kᵀ as one batched GEMM launch. L2: a GEMM re-reads its operands' panels;
+    they hit while the operands of the heads in flight fit. Compulsory traffic: each operand
+    once, the result once."""
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    qk_tiles = gemm_ctas(nq, nk, t)
+    qk_flight = heads_in_flight(rec, qk_tiles, bh, gemm_smem, gemm_regs)
+    return rec.kernel(name, ctas=bh * qk_tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      tc_path=gemm_tc_path(rec.gpu),
+                      unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
+                      l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
+
+
+def softmax_record(rec, wl, p: StandardPlan):
+    """P = softmax(S), one row per CTA."""
+    nq, nk, e = wl.seq_q, wl.seq_k, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    resident_rows = rec.resident_ctas(bh * nq, p.softmax_chunk * e, 0, SOFTMAX_THREADS)
+    return rec.kernel("softmax", ctas=bh * nq, buffers={"row": p.softmax_chunk * e},
+                      threads_per_cta=SOFTMAX_THREADS, tc_path="none",
+                      unique_hbm_bytes=bh * 2 * nq * nk * e,
+                      l2_working_set_bytes=resident_rows * nk * e)
+
+
+def pv_gemm_record(rec, wl, t: GemmTiles, name: str):
+    """O = P V as one batched GEMM launch; the P row panels of the resident CTAs and the V of
+    the heads in flight are its L2 working set."""
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    pv_tiles = gemm_ctas(nq, d, t)
+    pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
+    return rec.kernel(name, ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
+                      tc_path=gemm_tc_path(rec.gpu),
+                      unique_hbm_bytes=bh * (nq * nk + nk * d + nq * d) * e,
+                      l2_working_set_bytes=pv_flight * nk * d * e
+                      + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)
 
 
 @compiled
@@ -233,6 +279,8 @@ def footprint(wl, p: StandardPlan, mask_name: str | None = None):
     keeps P (P ∘ Z, the mask) for the backward (``standard.backward.footprint_backward``).
     Θ(N²) either way. ``mask_name``: a sparse pattern's mask in place of the causal one
     (``masked_dense``)."""
+    if p.program == PYTORCH_EAGER:
+        return pytorch_eager.footprint(wl)
     return with_passes(wl, footprint_forward(wl, mask_name),
                        standard_bwd.footprint_backward(wl) if wl.has_backward else None)
 

@@ -1,0 +1,165 @@
+"""``standard --program pytorch-eager``: flash-attention's benchmark baseline
+``attention_pytorch`` as PyTorch eager runs it. Count-only equals executed, the output
+matches the float64 reference, the HBM bytes equal a closed form derived here from the
+benchmark's source line by line, the footprint holds the extra buffers, and what the
+program cannot run is refused with the flag named."""
+import numpy as np
+import pytest
+
+from algorithms.base import PlanError, check_options
+from algorithms.registry import get_algorithm
+from attnsim import Workload, make_inputs, simulate
+from attnsim.cli import main
+from hwmodels import get_gpu
+
+EAGER = {"program": "pytorch-eager"}
+H100 = get_gpu("h100")
+cdiv = lambda a, b: -(-a // b)  # noqa: E731
+
+
+def wl(b=2, h=3, n=97, d=40, **kw):
+    return Workload(batch=b, heads=h, seq_q=n, head_dim=d, **kw)
+
+
+CASES = [wl(), wl(causal=True), wl(b=1, causal=True), wl(h=1, n=130),
+         wl(causal=True, dtype="bf16"), wl(causal=True, dtype="fp32"),
+         wl(causal=True, dropout=0.1)]
+
+
+def kernel_counts(result):
+    return [(k.name, k.ctas, k.counts()) for k in result.kernels]
+
+
+@pytest.mark.parametrize("workload", CASES, ids=str)
+def test_count_only_equals_executed_and_output_is_exact(workload):
+    executed = simulate("standard", workload, "h100", options=EAGER,
+                        inputs=make_inputs(workload, 5))
+    counted = simulate("standard", workload, "h100", options=EAGER, compute=False)
+    assert kernel_counts(counted) == kernel_counts(executed)
+    assert counted.counts == executed.counts
+    assert counted.time.predicted_s == executed.time.predicted_s
+    assert executed.error_vs_reference < 1e-6        # measured: 1.6e-7 to 2.7e-7
+    # the same float32 arithmetic as Algorithm 0: the additive -10000 underflows exp to 0
+    # exactly where Algorithm 0 writes -inf
+    algorithm0 = simulate("standard", workload, "h100", inputs=make_inputs(workload, 5))
+    assert np.array_equal(executed.outputs["o"], algorithm0.outputs["o"])
+
+
+def expected_bytes(b, h, n, d, e, causal, tm, tn):
+    """HBM (read, write) bytes of attention_pytorch, kernel by kernel, from the benchmark's
+    lines (flash-attention benchmarks/benchmark_flash_attention.py)."""
+    bh = b * h
+    read = write = 0
+    copies = b > 1 and h > 1          # (b h) merge of a packed-qkv slice: a view only if 1
+    if copies:                         # rearrange(q), rearrange(k), einsum's V operand
+        read += 3 * bh * n * d * e
+        write += 3 * bh * n * d * e
+    # baddbmm (beta = 0: the preallocated scores are not read): panels of Q and K per tile
+    read += bh * (cdiv(n, tn) * n * d + cdiv(n, tm) * n * d) * e
+    write += bh * n * n * e
+    if causal:
+        write += 4 * n * n                           # torch.full, float32
+        # triu: a thread holds 2 fp32 elements and loads them when one has j >= i + 1,
+        # i.e. row i reads from column 2·⌊i/2⌋ on; writes everything
+        read += 4 * sum(n - 2 * (i // 2) for i in range(n))
+        write += 4 * n * n
+        if e != 4:                                   # .to(fp16/bf16)
+            read += 4 * n * n
+            write += e * n * n
+        read += bh * 2 * n * n * e                   # scores + mask (mask broadcast per head)
+        write += bh * n * n * e
+    read += bh * n * n * e                           # softmax
+    write += bh * n * n * e
+    # bmm P V: P row panels once per output column tile, V per row tile; O written
+    read += bh * (cdiv(d, tn) * n * n + cdiv(n, tm) * n * d) * e
+    write += bh * n * d * e
+    return read, write
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 97, 40), (1, 4, 256, 64), (3, 1, 130, 32),
+                                   (4, 16, 512, 128)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype,e", [("fp16", 2), ("fp32", 4)])
+def test_hbm_bytes_closed_form(shape, causal, dtype, e):
+    b, h, n, d = shape
+    r = simulate("standard", wl(b, h, n, d, causal=causal, dtype=dtype), "h100", options=EAGER,
+                 compute=False)
+    assert r.plan["softmax_passes"] == 1
+    read, write = expected_bytes(b, h, n, d, e, causal, r.plan["gemm_tile_m"],
+                                 r.plan["gemm_tile_n"])
+    assert (r.counts["hbm_read_bytes"], r.counts["hbm_write_bytes"]) == (read, write)
+    launches = 3 + 3 * (b > 1 and h > 1) + (3 + (e != 4) if causal else 0)
+    assert r.counts["kernel_launches"] == launches
+    assert r.counts["matmul_flops"] == 4 * b * h * n * n * d
+
+
+def test_extra_work_over_algorithm0_is_the_copies_and_the_mask():
+    """Per head the program adds 6 N d e bytes of copies; causal, it reads the mask at e bytes
+    instead of Algorithm 0's 1-byte bool and builds it once per call; the FLOPs of the GEMMs
+    and the softmax are the same."""
+    b, h, n, d, e = 2, 3, 128, 64, 2
+    for causal in (False, True):
+        w = wl(b, h, n, d, causal=causal)
+        a0 = simulate("standard", w, "h100", compute=False)
+        eager = simulate("standard", w, "h100", options=EAGER, compute=False)
+        traffic = lambda r: r.counts["hbm_read_bytes"] + r.counts["hbm_write_bytes"]  # noqa: E731
+        # full (write 4), triu (read from column 2⌊i/2⌋, write 4), cast (read 4, write e)
+        build = 4 * n * n + 4 * sum(n - 2 * (i // 2) for i in range(n)) + (4 + 4 + e) * n * n
+        extra = 6 * b * h * n * d * e + (b * h * (e - 1) * n * n + build if causal else 0)
+        assert traffic(eager) - traffic(a0) == extra
+        assert eager.counts["exp_ops"] == a0.counts["exp_ops"]
+
+
+def footprint_of(w):
+    module = get_algorithm("standard")
+    plan = module.plan(w, H100, H100.smem_bytes_per_block,
+                       **check_options(module.INFO, EAGER))
+    return module.footprint(w, plan)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_footprint_phases_are_the_kernels_and_peak_is_closed_form(causal):
+    b, h, n, d, e = 2, 4, 1024, 64, 2
+    w = wl(b, h, n, d, causal=causal)
+    f = footprint_of(w)
+    r = simulate("standard", w, "h100", options=EAGER, compute=False)
+    assert f.phases == tuple(k.name for k in r.kernels)
+    scores, head_rows = b * h * n * n * e, b * h * n * d * e
+    # S and P (or the preallocated scores and S) live together; Q, K, V and their copies
+    # (V's copy and O in the bmm); causal: the fp32 mask is a local to the end, and during the
+    # add its fp16 cast and both S live
+    at_bmm = 2 * scores + 7 * head_rows + (4 * n * n if causal else 0)
+    at_add = 2 * scores + 5 * head_rows + 4 * n * n + e * n * n
+    assert f.peak_bytes == (max(at_bmm, at_add) if causal else at_bmm)
+    if causal:
+        assert f.allocation("causal_mask").nbytes == 4 * n * n
+        assert f.allocation("causal_mask_cast").nbytes == e * n * n
+    assert f.allocation("scores_preallocated").nbytes == scores
+
+
+@pytest.mark.parametrize("workload,flag", [
+    (wl(passes="bwd"), "--pass bwd"), (wl(passes="fwd+bwd"), "--pass fwd+bwd"),
+    (Workload(batch=1, heads=2, seq_q=64, seq_k=128, head_dim=32), "--seq-q 64"),
+    (wl(h=4, kv_heads=2), "--kv-heads 2"), (wl(dtype="fp8"), "--dtype fp16")])
+def test_what_the_program_cannot_run_is_refused_naming_the_flag(workload, flag):
+    with pytest.raises(PlanError, match="--program pytorch-eager") as err:
+        simulate("standard", workload, "h100", options=EAGER, compute=False)
+    assert flag in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_refuses_the_backward_in_one_line(capsys):
+    code = main(["run", "standard", "--program", "pytorch-eager", "--pass", "bwd",
+                 "--seq", "128", "--count-only"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "--program pytorch-eager" in err
+    assert "Traceback" not in err
+
+
+def test_cli_runs_the_program_and_json_names_it(capsys):
+    import json
+    code = main(["run", "standard", "--program", "pytorch-eager", "--causal", "--seq", "256",
+                 "--batch", "2", "--heads", "2", "--count-only", "--format", "json"])
+    out, _ = capsys.readouterr()
+    d = json.loads(out)
+    assert code == 0 and d["options"]["program"] == "pytorch-eager"
+    assert [k["name"] for k in d["kernels"]][:3] == ["q_copy", "k_copy", "baddbmm"]
