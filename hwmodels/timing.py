@@ -198,28 +198,38 @@ def _greedy_makespan(work, heads, servers):
     grid is ``heads`` copies of one head's ``work``, read in place rather than tiled (a tiled
     copy would hold one float per CTA of the whole grid).
 
-    The servers' free times evolve as a multiset (the earliest is taken, the work added),
-    and the evolution commutes with adding a constant to every free time. So when the free
-    times after head j equal those after an earlier head g shifted by some delta, the heads
-    after j repeat heads g+1..j, each period shifting the free times by delta, and the
+    Servers are kept in groups that free at the same time: the first group's servers take
+    the next CTAs together while those CTAs' work is the same (a grid of equal CTAs is
+    scheduled a wave at a time, not a CTA at a time). The servers' free times evolve as a
+    multiset, and the evolution commutes with adding a constant to every free time: when
+    the free times after head j equal those after an earlier head g shifted by some delta,
+    the heads after j repeat heads g+1..j, each period shifting them by delta, and the
     makespan follows without scheduling the rest (with integral work, as the tile counts
     are, every sum is exact; otherwise a repeat is rarely exact and the loop runs on)."""
     per_head = work.shape[0]
     n = per_head * heads
     if n <= servers:
         return work.max()
-    free_at = [0.0] * servers
-    heapq.heapify(free_at)
+    run = np.empty(per_head, dtype=np.int64)          # equal work from CTA i on, in the head
+    run[per_head - 1] = 1
+    for i in range(per_head - 2, -1, -1):
+        run[i] = run[i + 1] + 1 if work[i] == work[i + 1] else 1
+    groups = [(0.0, servers)]                          # (free time, servers), a heap
     kept = min(heads, _STATES_KEPT // servers)
     states = np.empty((kept, servers))                # free times after head j, sorted
     first_at = {np.int64(0): -1}                      # state hash -> first head with it
     for h in range(heads):
-        for i in range(per_head):
-            t = heapq.heappop(free_at)
-            heapq.heappush(free_at, t + work[i])
+        i = 0
+        while i < per_head:
+            t, free = heapq.heappop(groups)
+            take = min(free, run[i])
+            if take < free:
+                heapq.heappush(groups, (t, free - take))
+            heapq.heappush(groups, (t + work[i], take))
+            i += take
         if h >= kept:
             continue
-        states[h] = np.sort(np.array(free_at))
+        states[h] = _free_times(groups, servers)
         relative = states[h] - states[h, 0]
         key = _state_hash(relative)
         g = first_at[key] if key in first_at else -1
@@ -229,7 +239,18 @@ def _greedy_makespan(work, heads, servers):
             m = (heads - 1 - g - r) // period
             return states[g + r, servers - 1] + m * delta
         first_at[key] = h
-    return max(free_at)
+    return max([t for t, _ in groups])
+
+
+@compiled
+def _free_times(groups, servers):
+    """Every server's free time, ascending, from the (free time, servers) groups."""
+    out = np.empty(servers)
+    k = 0
+    for t, count in sorted(groups):
+        out[k:k + count] = t
+        k += count
+    return out
 
 
 @compiled
