@@ -34,14 +34,15 @@ class _TypeSpecializedDispatcher(CPUDispatcher):
         return super().get_call_template(args, kws)
 
 
-def compiled(func=None, **options):
+def compiled(func=None, *, cache: bool = True, **options):
     """``@compiled`` or ``@compiled(fastmath=..., nogil=True)``: ``func`` compiled by Numba in
-    nopython mode, cached on disk, specialized per argument type."""
+    nopython mode, cached on disk (unless ``cache=False``), specialized per argument type."""
     if func is None:
-        return lambda f: compiled(f, **options)
+        return lambda f: compiled(f, cache=cache, **options)
     if config.DISABLE_JIT:                   # NUMBA_DISABLE_JIT=1: plain Python, for debuggers
         return func
     dispatcher = _TypeSpecializedDispatcher(py_func=func, locals={},
                                             targetoptions={**_SHARED_OPTIONS, **options})
-    dispatcher.enable_caching()
+    if cache:
+        dispatcher.enable_caching()
     return dispatcher
