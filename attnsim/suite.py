@@ -172,7 +172,7 @@ def default_jobs() -> int:
     """Worker processes for the report's sweep: one per CPU. A first run spends most of its
     time compiling, and the workers compile different kernel families at once; a warm run
     loads each family's cached kernels in the worker that runs it and simulates in parallel
-    (4.3 s against 6.1 s in one process for the H100 report on 2 CPUs)."""
+    (3.7 s against 6.2 s in one process for the H100 report on 2 CPUs)."""
     return available_cpus()
 
 
