@@ -39,8 +39,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from algorithms import ports
 from algorithms.base import check_options
 from algorithms.registry import get_algorithm
