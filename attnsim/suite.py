@@ -152,7 +152,8 @@ KERNEL_FAMILIES = (
 FIRST_RUN_SECONDS = {
     "linear": 23, "nsa": 18, "decode_paths": 12, "flash2": 8, "throughput": 5,
     "sparse_transformer_layouts": 5, "approx_error_by_family": 4, "gqa": 4, "flash1": 3,
-    "local": 3, "reformer": 3, "standard": 1, "fp8": 2,    # fp8: 0.6 s cold, 0.5 s warm
+    "local": 3, "reformer": 3, "fp8": 2,       # fp8: 0.6 s cold but 0.5 s warm: not last
+    "standard": 1,
 }
 
 
@@ -215,8 +216,9 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
     family of ``n`` algorithms, or a side task (n = 1), ``what`` naming it.
 
     ``side_tasks``: {key: (function, args)} of other picklable work the report needs (its
-    sweeps over features or dtypes), run in the same workers after the families; each
-    result is stored back into the dict under its key, replacing the task.
+    sweeps over features or dtypes, its decode and memory sections), run in the same
+    workers, every unit longest first (``FIRST_RUN_SECONDS``); each result is stored back
+    into the dict under its key, replacing the task.
     """
     names = list(names or algorithm_names())
     families = _families(names)
