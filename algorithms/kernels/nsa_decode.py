@@ -145,6 +145,26 @@ def window_tile(c, qr, k, v, acc, m, l, c0, c1, rows, seq_q, seq_k, shift, d, e,
 
 
 @compiled
+def selected_block(c, qt, k, v, acc, m, l, b0, b1, g, d, tile, e, scale, compute):
+    """One selected block's raw keys [b0, b1) for one position's g query heads (the fused
+    step, and the split step's slot CTAs): tile by tile, K_j and V_j loaded once for the
+    group, online softmax in place on m and l; returns acc rescaled and accumulated."""
+    for c0 in range(b0, b1, tile):
+        c1 = min(c0 + tile, b1)
+        cols = c1 - c0
+        kj = load_rows(c, k, c0, c1, d, e)
+        vj = load_rows(c, v, c0, c1, d, e)
+        count_matmul(c, g, cols, d, e)
+        count_softmax_tile(c, g, cols, d, False)
+        count_matmul(c, g, d, cols, e)
+        if compute:
+            s = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
+            alpha = online_softmax_tile(s, m, l)
+            acc = acc * alpha.reshape((g, 1)) + np.dot(s, vj)
+    return acc
+
+
+@compiled
 def _finish(acc, l):
     """acc / l per row; rows that saw nothing give 0."""
     out = np.zeros_like(acc)
@@ -282,19 +302,8 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
             if compute:
                 blk = sel[t, slot]
             b0 = blk * sblock
-            b1 = min(b0 + sblock, kend)
-            for c0 in range(b0, b1, tile):
-                c1 = min(c0 + tile, b1)
-                cols = c1 - c0
-                kj = load_rows(c, k, c0, c1, d, e)
-                vj = load_rows(c, v, c0, c1, d, e)
-                count_matmul(c, g, cols, d, e)
-                count_softmax_tile(c, g, cols, d, False)
-                count_matmul(c, g, d, cols, e)
-                if compute:
-                    s = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
-                    alpha = online_softmax_tile(s, ms, ls)
-                    accs = accs * alpha.reshape((g, 1)) + np.dot(s, vj)
+            accs = selected_block(c, qt, k, v, accs, ms, ls, b0, min(b0 + sblock, kend), g, d,
+                                  tile, e, scale, compute)
         count_other(c, g * d + g)                         # O_slc = acc / l
         if compute:
             fin = _finish(accs, ls)

@@ -13,7 +13,7 @@ import numpy as np
 
 from algorithms.kernels.common import online_softmax_tile
 from algorithms.kernels.nsa_decode import (DECODE_TILES, TOPN_SLOT_BYTES, _mask_rows,
-                                           window_tile)
+                                           selected_block, window_tile)
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n, count_softmax_tile,
                                             selected_count, visible_compressed)
 from hwmodels.compiled import compiled
@@ -192,18 +192,8 @@ def slc_partials(c, q, k, v, sel, acc_p, m_p, l_p, seq_q, seq_k, d, g, sblock, n
             qt = np.empty((0, 0), dtype=np.float32)
             if compute:
                 qt = np.ascontiguousarray(q[:, t, :])
-            for c0 in range(b0, b1, tile):
-                c1 = min(c0 + tile, b1)
-                cols = c1 - c0
-                kj = load_rows(c, k, c0, c1, d, e)
-                vj = load_rows(c, v, c0, c1, d, e)
-                count_matmul(c, g, cols, d, e)
-                count_softmax_tile(c, g, cols, d, False)
-                count_matmul(c, g, d, cols, e)
-                if compute:
-                    sc = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
-                    alpha = online_softmax_tile(sc, ms, ls)
-                    accs = accs * alpha.reshape((g, 1)) + np.dot(sc, vj)
+            accs = selected_block(c, qt, k, v, accs, ms, ls, b0, b1, g, d, tile, e, scale,
+                                  compute)
             count_store(c, g * d * STAT_BYTES + g * PARTIAL_STAT_BYTES)
             if compute:
                 for h in range(g):
