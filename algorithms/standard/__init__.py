@@ -163,20 +163,28 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     return {"o": o, **saved} if compute else {}
 
 
+def _batched_gemm_record(rec, wl, t: GemmTiles, name: str, cols: int, unique_elems: int,
+                         working_set):
+    """One launch of a GEMM batched over the heads, N_q x ``cols`` outputs per head.
+    ``working_set(heads in flight, tiles per head, smem bytes, register bytes)`` gives its
+    L2 working set in bytes; ``unique_elems`` its compulsory elements per head."""
+    bh, e = wl.batch * wl.heads, wl.elem_bytes
+    smem, regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    tiles = gemm_ctas(wl.seq_q, cols, t)
+    flight = heads_in_flight(rec, tiles, bh, smem, regs)
+    return rec.kernel(name, ctas=bh * tiles, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                      tc_path=gemm_tc_path(rec.gpu), unique_hbm_bytes=bh * unique_elems * e,
+                      l2_working_set_bytes=working_set(flight, tiles, smem, regs))
+
+
 def qk_gemm_record(rec, wl, t: GemmTiles, name: str):
     """S = scale · Q Kᵀ as one batched GEMM launch. L2: a GEMM re-reads its operands' panels;
     they hit while the operands of the heads in flight fit. Compulsory traffic: each operand
     once, the result once."""
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
-    bh = wl.batch * wl.heads
-    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
-    qk_tiles = gemm_ctas(nq, nk, t)
-    qk_flight = heads_in_flight(rec, qk_tiles, bh, gemm_smem, gemm_regs)
-    return rec.kernel(name, ctas=bh * qk_tiles, buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
-                      tc_path=gemm_tc_path(rec.gpu),
-                      unique_hbm_bytes=bh * ((nq + nk) * d + nq * nk) * e,
-                      l2_working_set_bytes=qk_flight * (nq + nk) * d * e)
+    return _batched_gemm_record(rec, wl, t, name, nk, (nq + nk) * d + nq * nk,
+                                lambda flight, tiles, smem, regs: flight * (nq + nk) * d * e)
 
 
 def softmax_record(rec, wl, p: StandardPlan):
@@ -195,15 +203,11 @@ def pv_gemm_record(rec, wl, t: GemmTiles, name: str):
     the heads in flight are its L2 working set."""
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
-    gemm_smem, gemm_regs = sum(t.smem_buffers(e).values()), t.register_bytes()
-    pv_tiles = gemm_ctas(nq, d, t)
-    pv_flight = heads_in_flight(rec, pv_tiles, bh, gemm_smem, gemm_regs)
-    return rec.kernel(name, ctas=bh * pv_tiles, buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=gemm_regs, matmul_dtype=wl.dtype,
-                      tc_path=gemm_tc_path(rec.gpu),
-                      unique_hbm_bytes=bh * (nq * nk + nk * d + nq * d) * e,
-                      l2_working_set_bytes=pv_flight * nk * d * e
-                      + rec.resident_ctas(bh * pv_tiles, gemm_smem, gemm_regs) * t.tile_m * nk * e)
+
+    def working_set(flight, tiles, smem, regs):
+        return flight * nk * d * e + rec.resident_ctas(bh * tiles, smem, regs) * t.tile_m * nk * e
+
+    return _batched_gemm_record(rec, wl, t, name, d, nq * nk + nk * d + nq * d, working_set)
 
 
 @compiled
