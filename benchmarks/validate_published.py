@@ -44,7 +44,7 @@ TOKENS = 16384
 HIDDEN = 2048
 PASS_FLOP_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
 
-# The targets of the timing model (the issue that introduced timing model v2).
+# The timing model's targets: every ratio within 0.8-1.25, the median within 10%.
 TARGET_BAND = (0.8, 1.25)          # every predicted / published ratio
 TARGET_MEDIAN = (0.9, 1.1)         # the median ratio
 TARGET_FA3_UTILIZATION = (70, 80)  # FA-3 fp16 forward at d = 128, % of the dense peak
@@ -110,7 +110,7 @@ SOURCES = (
            "yield around 2x speedup compared to FlashAttention, reaching 50-73% of the "
            "theoretical maximum FLOPs/s on A100"),
     Source("FA2-bwd", "Dao 2023, FlashAttention-2, arXiv 2307.08691, §4.1 (backward pass)",
-           "the paper's benchmark section, as cited by the timing-model issue; the 50-73% of "
+           "the paper's benchmark section; the 50-73% of "
            "the abstract is the forward pass",
            "the backward pass reaches up to 63% of the theoretical maximum FLOPs/s on A100 "
            "(earlier versions of this page compared the backward with the forward's 73%)"),
@@ -121,7 +121,7 @@ SOURCES = (
            "[figure: FlashAttention speedup on A100 80GB SXM5 with FP16/BF16]"),
     Source("FA-flops", "flash-attention benchmarks/benchmark_flash_attention.py, flops()",
            "github.com/Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py "
-           "(also quoted in issue #477)",
+           "(also quoted in the flash-attention GitHub thread #477)",
            "f = 4 * batch * seqlen**2 * nheads * headdim // (2 if casual else 1); "
            "return f if mode == 'fwd' else (2.5 * f if mode == 'bwd' else 3.5 * f)"),
     Source("FA-eager", "flash-attention benchmarks/benchmark_flash_attention.py and "
@@ -133,7 +133,7 @@ SOURCES = (
            "causal_mask.to(dtype=scores.dtype), torch.softmax, F.dropout, "
            "torch.einsum('bhts,bshd->bthd', ...) — simulated kernel by kernel by "
            "standard --program pytorch-eager (algorithms/standard/pytorch_eager.py)"),
-    Source("FA2-1059", "T. Dao, flash-attention issue #1059 (2024-07-16)",
+    Source("FA2-1059", "T. Dao, in the flash-attention GitHub thread #1059 (2024-07-16)",
            "https://github.com/Dao-AILab/flash-attention/issues/1059",
            "FA2 on A100 is already at around 70% theoretical max FLOPS"),
     Source("FA3", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, abstract",
