@@ -62,18 +62,18 @@ class SimResult:
         q = self.footprint_question
         return q.summary() if q is not None else {}
 
+    @functools.cached_property
+    def peak_hbm_bytes(self) -> int | None:
+        """``memory["peak_bytes"]``, without the search; None without a footprint."""
+        q = self.footprint_question
+        return None if q is None else q.peak_bytes()
+
     @property
     def fits_hbm(self) -> bool | None:
         """Whether the footprint's peak fits the GPU's HBM (``memory["fits"]``, without the
         search for the longest sequence that fits); None without a footprint."""
-        q = self.footprint_question
-        return None if q is None else q.peak_bytes() <= self.gpu.hbm_bytes
-
-    @property
-    def peak_hbm_bytes(self) -> int | None:
-        """``memory["peak_bytes"]``, without the search."""
-        q = self.footprint_question
-        return None if q is None else q.peak_bytes()
+        peak = self.peak_hbm_bytes
+        return None if peak is None else peak <= self.gpu.hbm_bytes
 
     def __getstate__(self):
         # INFO holds its options' validators (closures, lambdas), which do not pickle: it
