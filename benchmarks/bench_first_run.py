@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -25,12 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc", ".git", ".venv", "venv",
                               ".ci-venv", ".pytest_cache", ".hypothesis", "*.egg-info", "out")
 
-# Run inside the copy: the report, with a Numba listener that sums compile time per function.
+# Run inside the copy: the report, with a Numba listener that records each compilation's
+# time. The sweep's workers are forked, so they inherit the listener; each process appends
+# to its own file, and the totals are summed over processes at the end (a function compiled
+# by both workers counts twice: that is CPU the workers both spend).
 PROFILER = """
-import collections, os, sys, time
+import collections, glob, os, sys, time
 os.environ.setdefault("NUMBA_OPT", "1")       # as python -m attnsim does
 from numba.core import event
-spent, started = collections.Counter(), {}
+started = {}
 class Compiles(event.Listener):
     def on_start(self, ev):
         started[id(ev.data["dispatcher"]), str(ev.data["args"])] = time.perf_counter()
@@ -38,13 +42,22 @@ class Compiles(event.Listener):
         d = ev.data["dispatcher"]
         t0 = started.pop((id(d), str(ev.data["args"])), None)
         if t0 is not None:
-            spent[f"{d.py_func.__module__}.{d.py_func.__name__}"] += time.perf_counter() - t0
+            with open(f"compile-times.{os.getpid()}", "a") as f:
+                print(f"{d.py_func.__module__}.{d.py_func.__name__}\t"
+                      f"{time.perf_counter() - t0}", file=f)
 event.register("numba:compile", Compiles())
 from attnsim.cli import main
 main(sys.argv[1:])
-print("compile time per function (inclusive of the functions it calls):", file=sys.stderr)
-for name, s in spent.most_common(25):
-    print(f"  {s:7.2f} s  {name}", file=sys.stderr)
+spent, where = collections.Counter(), collections.defaultdict(set)
+for path in glob.glob("compile-times.*"):
+    for line in open(path):
+        name, s = line.rsplit("\\t", 1)
+        spent[name] += float(s)
+        where[name].add(path)
+print("compile time per function, summed over processes (inclusive of the functions it "
+      "calls; x2: compiled in two processes):", file=sys.stderr)
+for name, s in spent.most_common(30):
+    print(f"  {s:7.2f} s  x{len(where[name])}  {name}", file=sys.stderr)
 """
 
 # Run inside the copy: each unit of the report's work (an algorithm family of the sweep, a
@@ -77,14 +90,21 @@ def copy_tree(dest: Path) -> Path:
     return tree
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the command and every process it waited for, stderr).
+
+    The CPU time is the steadier figure on a shared or virtual machine: other load stretches
+    the wall time of a compile far more than its CPU time."""
     env = {**os.environ, "PYTHONPATH": str(cwd)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return elapsed, done.stderr
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return elapsed, cpu, done.stderr
 
 
 def main() -> None:
@@ -93,7 +113,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=None, help="report --jobs (default: its own)")
     ap.add_argument("--warm-runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true",
-                    help="cold run under a Numba compile-time listener (top 25 functions)")
+                    help="cold run under a Numba compile-time listener (top 30 functions)")
     ap.add_argument("--units", action="store_true",
                     help="seconds of each unit of the report's work, cold then warm")
     a = ap.parse_args()
@@ -108,15 +128,16 @@ def main() -> None:
                 print(f"{state}:\n{done.stdout}{done.stderr[-2000:]}", end="")
             return
         if a.profile:
-            cold, err = timed([sys.executable, "-c", PROFILER, *report], tree)
+            cold, cold_cpu, err = timed([sys.executable, "-c", PROFILER, *report], tree)
             print(err[err.find("compile time per function"):], end="")
         else:
-            cold, _ = timed([sys.executable, "-m", "attnsim", *report], tree)
-        warm = min(timed([sys.executable, "-m", "attnsim", *report], tree)[0]
+            cold, cold_cpu, _ = timed([sys.executable, "-m", "attnsim", *report], tree)
+        warm = min(timed([sys.executable, "-m", "attnsim", *report], tree)[:2]
                    for _ in range(a.warm_runs))
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"report {' '.join(report[1:])} on {cpus} CPUs: cold {cold:.1f} s (no Numba "
-          f"cache), warm {warm:.1f} s (best of {a.warm_runs})")
+          f"cache; {cold_cpu:.1f} CPU s), warm {warm[0]:.1f} s ({warm[1]:.1f} CPU s; best "
+          f"of {a.warm_runs})")
 
 
 if __name__ == "__main__":

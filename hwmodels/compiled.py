@@ -15,7 +15,7 @@ It is Numba's ``njit`` with the options all of them share, written once:
   compile time, so calls are typed with the constants widened to their types.
 
 A first run spends most of its time compiling (``benchmarks/bench_first_run.py`` measures
-it); the command line also lowers LLVM's optimisation level for it (``attnsim.startup``).
+it); the command line also lowers LLVM's optimisation level for it (``attnsim.__main__``).
 """
 from __future__ import annotations
 

@@ -69,13 +69,12 @@ can be switched off (``TimingOptions``) to show what it contributes.
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hwmodels.compiled import compiled
+from hwmodels.cta_schedule import greedy_makespan
 from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                INTERCONNECT_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS, OTHER_FLOPS,
                                SRAM_READ_BYTES, SRAM_WRITE_BYTES)
@@ -187,82 +186,6 @@ def resident_per_sm(gpu: GPU, k: KernelRecord) -> int:
     return max(1, min(ctas_per_sm(gpu, k), math.ceil(k.ctas / gpu.sm_count)))
 
 
-# Free-time states remembered to find the schedule's period (8-byte floats, one row per
-# head): 32 MiB at most.
-_STATES_KEPT = 1 << 22
-
-
-@compiled
-def _greedy_makespan(work, heads, servers):
-    """List scheduling in launch order: each CTA goes to the server that frees first. The
-    grid is ``heads`` copies of one head's ``work``, read in place rather than tiled (a tiled
-    copy would hold one float per CTA of the whole grid).
-
-    Servers are kept in groups that free at the same time: the first group's servers take
-    the next CTAs together while those CTAs' work is the same (a grid of equal CTAs is
-    scheduled a wave at a time, not a CTA at a time). The servers' free times evolve as a
-    multiset, and the evolution commutes with adding a constant to every free time: when
-    the free times after head j equal those after an earlier head g shifted by some delta,
-    the heads after j repeat heads g+1..j, each period shifting them by delta, and the
-    makespan follows without scheduling the rest (with integral work, as the tile counts
-    are, every sum is exact; otherwise a repeat is rarely exact and the loop runs on)."""
-    per_head = work.shape[0]
-    n = per_head * heads
-    if n <= servers:
-        return work.max()
-    run = np.empty(per_head, dtype=np.int64)          # equal work from CTA i on, in the head
-    run[per_head - 1] = 1
-    for i in range(per_head - 2, -1, -1):
-        run[i] = run[i + 1] + 1 if work[i] == work[i + 1] else 1
-    groups = [(0.0, servers)]                          # (free time, servers), a heap
-    kept = min(heads, _STATES_KEPT // servers)
-    states = np.empty((kept, servers))                # free times after head j, sorted
-    first_at = {np.int64(0): -1}                      # state hash -> first head with it
-    for h in range(heads):
-        i = 0
-        while i < per_head:
-            t, free = heapq.heappop(groups)
-            take = min(free, run[i])
-            if take < free:
-                heapq.heappush(groups, (t, free - take))
-            heapq.heappush(groups, (t + work[i], take))
-            i += take
-        if h >= kept:
-            continue
-        states[h] = _free_times(groups, servers)
-        relative = states[h] - states[h, 0]
-        key = _state_hash(relative)
-        g = first_at[key] if key in first_at else -1
-        if g >= 0 and np.array_equal(states[g] - states[g, 0], relative):
-            period, delta = h - g, states[h, 0] - states[g, 0]
-            r = (heads - 1 - g) % period
-            m = (heads - 1 - g - r) // period
-            return states[g + r, servers - 1] + m * delta
-        first_at[key] = h
-    return max([t for t, _ in groups])
-
-
-@compiled
-def _free_times(groups, servers):
-    """Every server's free time, ascending, from the (free time, servers) groups."""
-    out = np.empty(servers)
-    k = 0
-    for t, count in sorted(groups):
-        out[k:k + count] = t
-        k += count
-    return out
-
-
-@compiled
-def _state_hash(values):
-    """A hash of a float array's bit patterns (equal arrays, equal hashes)."""
-    bits = values.view(np.int64)
-    h = np.int64(1469598103934665603)
-    for b in bits:
-        h = (h ^ b) * np.int64(1099511628211)
-    return h
-
-
 def quantization_factor(gpu: GPU, k: KernelRecord) -> float:
     """Makespan over the ideal, perfectly balanced time (>= 1).
 
@@ -285,7 +208,7 @@ def quantization_factor(gpu: GPU, k: KernelRecord) -> float:
     sms = gpu.sm_count
     if np.all(work_per_head == work_per_head[0]):
         return float(math.ceil(k.ctas / sms) * sms / k.ctas)
-    return float(_greedy_makespan(work_per_head, heads, sms) * sms / total)
+    return float(greedy_makespan(work_per_head, heads, sms) * sms / total)
 
 
 L2_USABLE_FRACTION = 0.5

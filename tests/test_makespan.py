@@ -1,4 +1,4 @@
-"""The timing model's CTA scheduler (hwmodels.timing._greedy_makespan) against list
+"""The timing model's CTA scheduler (hwmodels.cta_schedule.greedy_makespan) against list
 scheduling written out plainly: every CTA of the grid, in launch order, to the SM that frees
 first. The scheduler stops early once the SMs' free times repeat; these cases cover grids
 that repeat after one head, after several, and never (non-integral work)."""
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwmodels.timing import _greedy_makespan
+from hwmodels.cta_schedule import greedy_makespan
 
 
 def list_schedule(work, heads, servers):
@@ -24,7 +24,7 @@ def list_schedule(work, heads, servers):
 def test_integral_work_matches_list_scheduling_exactly(work, heads, servers):
     w = np.array(work, dtype=np.float64)
     expected = list_schedule(w, heads, servers) if len(w) * heads > servers else w.max()
-    assert _greedy_makespan(w, heads, servers) == expected
+    assert greedy_makespan(w, heads, servers) == expected
 
 
 @settings(max_examples=60, deadline=None)
@@ -33,7 +33,7 @@ def test_integral_work_matches_list_scheduling_exactly(work, heads, servers):
 def test_fractional_work_matches_list_scheduling(work, heads, servers):
     w = np.array(work, dtype=np.float64)
     expected = list_schedule(w, heads, servers) if len(w) * heads > servers else w.max()
-    assert abs(_greedy_makespan(w, heads, servers) - expected) <= 1e-12 * expected
+    assert abs(greedy_makespan(w, heads, servers) - expected) <= 1e-12 * expected
 
 
 def test_causal_grids_of_many_heads():
@@ -41,4 +41,4 @@ def test_causal_grids_of_many_heads():
     # their work growing along the diagonal, on 132 SMs
     work = np.arange(1, 513, dtype=np.float64)
     for heads in (3, 64, 1024):
-        assert _greedy_makespan(work, heads, 132) == list_schedule(work, heads, 132)
+        assert greedy_makespan(work, heads, 132) == list_schedule(work, heads, 132)

@@ -8,10 +8,13 @@ Kernel bodies: algorithms/kernels/nsa_kernels.py.
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _sparse_helpers import E, cdiv, closed_form, paper_mask, slope, tiles_of
 from shapes import EXACT_TOL, LARGE_LOGIT_TOL
 from algorithms.base import PlanError
+from algorithms.kernels.nsa_kernels import _top_n
 from algorithms.nsa import plan, reference, reference_selection, weights
 from attnsim import Workload, make_inputs, simulate
 from attnsim.reference import attention_reference, relative_error
@@ -350,3 +353,28 @@ def test_selection_differences_accept_near_ties_and_reject_other_choices():
     free = sorted(set(range(t // plan.select_block + 1)) - set(sel[0, 0, t]))[0]
     forced[0, 0, t] = sorted(set(forced[0, 0, t]) - {0} | {free})
     assert not nsa.selection_differences(wl, plan, inputs, forced, sel).all_near_ties
+
+
+# ---- the compiled top-n selection against a stable sort -----------------------------------
+
+
+def top_n_by_stable_sort(scores, jt, n_sel):
+    """Eq. 11's choice written plainly: force the initial and the two local blocks, order
+    by score with ties to the lower index and NaN last, keep n, list them ascending."""
+    sc = np.array(scores[:jt + 1], dtype=np.float32)
+    sc[[0, jt, max(jt - 1, 0)]] = np.inf
+    order = np.argsort(-sc, kind="stable")                  # NumPy sorts NaN last
+    chosen = np.sort(order[:min(n_sel, jt + 1)])
+    return np.concatenate([chosen, -np.ones(n_sel - len(chosen), dtype=np.int64)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(scores=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 3.0, float("nan"),
+                                        float("-inf")]) | st.floats(0, 4, width=32),
+                       min_size=1, max_size=40),
+       n_sel=st.integers(1, 20), data=st.data())
+def test_top_n_matches_a_stable_sort_with_ties_and_nan(scores, n_sel, data):
+    jt = data.draw(st.integers(0, len(scores) - 1))
+    out = np.empty(n_sel, dtype=np.int64)
+    _top_n(np.array(scores, dtype=np.float32), jt, n_sel, out)
+    assert out.tolist() == top_n_by_stable_sort(scores, jt, n_sel).tolist()

@@ -153,6 +153,19 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
 
 
 @compiled
+def _no_key_safe(m, l):
+    """(m with +inf where m = -inf, 1/l with 0 where l = 0): a row that saw no key
+    (l = 0, m = -inf) gets P = exp(S - inf) x 0 = 0, never NaN. A loop: ``np.where``
+    would compile Numba's broadcasting and error-message machinery into the first run."""
+    m_safe = np.empty_like(m)
+    inv_l = np.empty_like(l)
+    for i in range(l.shape[0]):
+        m_safe[i] = np.inf if m[i] == -np.inf else m[i]
+        inv_l[i] = 0.0 if l[i] == 0 else np.float32(1.0) / l[i]
+    return m_safe, inv_l
+
+
+@compiled
 def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q, block_k,
                   scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute):
     for c0 in range(0, seq_k, block_k):                          # line 6: for j in 1..T_c
@@ -185,8 +198,7 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
                 if masked:
                     apply_causal_mask(s, r0, c0, seq_q, seq_k)
                 # rows that see no key (ℓ = 0, m = -inf) get P = 0
-                m_safe = np.where(mi == -np.inf, np.float32(np.inf), mi)
-                inv_l = np.where(li == 0, np.float32(0.0), np.float32(1.0) / li)
+                m_safe, inv_l = _no_key_safe(mi, li)
                 p = np.exp(s - m_safe[:, None]) * inv_l[:, None]
             p_used = p
             z = np.empty((0, 0), dtype=np.float32)

@@ -214,7 +214,7 @@ def _row_max(s, init):
 
 
 @compiled
-def _finite_or_zero(m):
+def finite_or_zero(m):
     out = m.copy()
     for i in range(m.shape[0]):
         if out[i] == -np.inf:
@@ -231,7 +231,7 @@ def online_softmax_tile(s, m, l):
     ``alpha`` = exp(m_old - m_new) rescales the accumulator. Rows that have seen no key
     keep m = -inf and contribute nothing (exp(-inf) = 0, never NaN)."""
     m_new = _row_max(s, m)
-    ref = _finite_or_zero(m_new)
+    ref = finite_or_zero(m_new)
     sums = np.empty(s.shape[0], dtype=np.float32)
     _exp_rows_in_place(s, ref, sums)
     alpha = np.exp(m - ref)
@@ -247,8 +247,58 @@ def tile_softmax_stats(s):
     init = np.full(s.shape[0], -np.inf, dtype=np.float32)
     m = _row_max(s, init)
     l = np.empty(s.shape[0], dtype=np.float32)
-    _exp_rows_in_place(s, _finite_or_zero(m), l)
+    _exp_rows_in_place(s, finite_or_zero(m), l)
     return m, l
+
+
+# ---- small sorts ---------------------------------------------------------------------------
+# The index lists sorted in kernels hold a handful of entries (a row's window and random
+# blocks, NSA's top-n blocks). An insertion sort is the right algorithm for them, and it
+# compiles in a fraction of the time of Numba's generic np.sort / np.unique / np.argsort,
+# which every worker process of a first run would otherwise compile for itself.
+
+@compiled
+def sort_small_in_place(a):
+    """Ascending insertion sort of the 1-D array ``a``, in place; returns ``a``."""
+    for i in range(1, a.shape[0]):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+    return a
+
+
+@compiled
+def sorted_unique(a):
+    """The distinct values of the 1-D array ``a``, ascending (a new array)."""
+    s = sort_small_in_place(a.copy())
+    n = 0
+    for i in range(s.shape[0]):
+        if n == 0 or s[i] != s[n - 1]:
+            s[n] = s[i]
+            n += 1
+    return s[:n].copy()
+
+
+@compiled
+def safe_normalizers(m, l):
+    """The epilogue's (l_safe, lse): l with 1 where l = 0, and lse = m + log l with -inf
+    where l = 0, so that rows that saw no key get O = 0 and lse = -inf, never NaN.
+
+    Written as a loop, like the other helpers here: Numba's ``np.where`` compiles its
+    broadcasting and error-message machinery into the first run (seconds per process)."""
+    l_safe = np.empty_like(l)
+    lse = np.empty_like(l)
+    for i in range(l.shape[0]):
+        if l[i] == 0:
+            l_safe[i] = 1.0
+            lse[i] = -np.inf
+        else:
+            l_safe[i] = l[i]
+            lse[i] = m[i] + np.log(l[i])
+    return l_safe, lse
 
 
 @compiled

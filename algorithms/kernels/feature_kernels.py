@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from algorithms.kernels.common import finite_or_zero
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
                                  matmul_nn, matmul_nt, matmul_tn, store_rows, store_vector)
@@ -323,7 +324,7 @@ def combine_slices(c, pnum, pden, plog, o, seq_q, d, tiles, block, kind, e, comp
                 if compute:
                     new_top = np.maximum(top, lt)
                     # rows that have seen no key yet have log-scale -inf: weight 0, not NaN
-                    ref = np.where(new_top == -np.inf, np.float32(0.0), new_top)
+                    ref = finite_or_zero(new_top)
                     keep = np.exp(top - ref)
                     wt = np.exp(lt - ref)
                     num = num * keep[:, None] + nt * wt[:, None]
@@ -383,7 +384,13 @@ def _divide_rows(num, den):
 
 @compiled
 def _elu_plus_one(x):
-    return np.where(x > 0, x + np.float32(1.0), np.exp(np.minimum(x, np.float32(0.0))))
+    """elu(x) + 1, element by element (a loop: ``np.where`` would compile Numba's
+    broadcasting and error-message machinery into the first run)."""
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = x[i, j] + np.float32(1.0) if x[i, j] > 0 else np.exp(x[i, j])
+    return out
 
 
 @compiled

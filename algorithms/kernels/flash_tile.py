@@ -15,7 +15,7 @@ counts: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r 
 import numpy as np
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
-                               scale_rows)
+                               safe_normalizers, scale_rows)
 from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_tile, rng_ops
 from hwmodels.compiled import compiled
 from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
@@ -126,9 +126,8 @@ def finish_rows(c, acc, m, l, rows, d, compute):
     o = np.empty((0, 0), dtype=np.float32)
     lse = np.empty(0, dtype=np.float32)
     if compute:
-        l_safe = np.where(l == 0, np.float32(1.0), l)
+        l_safe, lse = safe_normalizers(m, l)
         o = acc / l_safe.reshape((-1, 1))
-        lse = np.where(l == 0, np.float32(-np.inf), m + np.log(l_safe))
     return o, lse
 
 

@@ -52,7 +52,7 @@ def round_to_e4m3(x):
     # spacing of e4m3 values in that binade: 2^(E - 3), built from its exponent bits
     spacing = ((exponent - E4M3_MANTISSA_BITS + 1023) << 52).view(np.float64)
     y = np.rint(a / spacing) * spacing                  # rint: round half to even
-    y = np.where(y > E4M3_MAX, E4M3_MAX, y)             # satfinite (inf included)
+    y = np.minimum(y, E4M3_MAX)                         # satfinite (inf included; NaN kept)
     return np.copysign(y, x).astype(np.float32)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.kernels.common import online_softmax_tile
+from algorithms.kernels.common import online_softmax_tile, sort_small_in_place
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
                                  load_rows, store_rows)
@@ -97,17 +97,38 @@ def _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride):
 @compiled
 def _top_n(scores, jt, n_sel, out):
     """The n highest-scoring blocks of 0..jt, the initial and two local blocks forced in;
-    ties go to the lower index; written ascending (the current block jt is last)."""
+    ties go to the lower index, NaN scores rank last; written ascending (the current block
+    jt is last). Each candidate in turn is inserted into the running top list, as the
+    counts charge it ((jt + 1) x n_sel comparisons)."""
     sc = scores[:jt + 1].copy()
     sc[0] = np.inf
     sc[jt] = np.inf
     if jt >= 1:
         sc[jt - 1] = np.inf
-    order = np.argsort(-sc, kind="mergesort")
     nt = min(n_sel, jt + 1)
-    chosen = np.sort(order[:nt])
+    if nt <= 0:
+        out[:] = -1
+        return
+    top = np.empty(nt, dtype=np.int64)
+    kept = 0
+    for j in range(jt + 1):
+        if kept == nt and not _ranks_above(sc[j], sc[top[nt - 1]]):
+            continue
+        k = kept if kept < nt else nt - 1          # a full list drops its last entry
+        while k > 0 and _ranks_above(sc[j], sc[top[k - 1]]):
+            top[k] = top[k - 1]
+            k -= 1
+        top[k] = j
+        kept = min(kept + 1, nt)
+    sort_small_in_place(top)
     for s in range(out.shape[0]):
-        out[s] = chosen[s] if s < nt else -1
+        out[s] = top[s] if s < nt else -1
+
+
+@compiled
+def _ranks_above(a, b):
+    """Score a ranks strictly above score b (NaN ranks below every number)."""
+    return not np.isnan(a) and (np.isnan(b) or a > b)
 
 
 @compiled

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
-                               heads_in_flight, online_softmax_tile, scale_rows)
+                               heads_in_flight, online_softmax_tile, safe_normalizers,
+                               scale_rows)
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
@@ -293,9 +294,8 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
         count_store(c, big * STAT_BYTES)                           # lse_i -> HBM
         if compute:
             for j in range(g):
-                l_safe = np.where(l[j] == 0, np.float32(1.0), l[j])
+                l_safe, lse[j, r0:r1] = safe_normalizers(m[j], l[j])
                 o[j, r0:r1] = acc[j] / l_safe.reshape((rows, 1))
-                lse[j, r0:r1] = np.where(l[j] == 0, np.float32(-np.inf), m[j] + np.log(l_safe))
 
 
 @compiled
