@@ -267,7 +267,9 @@ def add_timing_args(p) -> None:
                         ("cta-fixed-costs", "per-CTA prologue (DRAM latency, pipeline fill)"),
                         ("latency-bound-memory", "Little's law for thin grids"),
                         ("launch-pipeline", "launches overlapping earlier kernels"),
-                        ("l2-atomics", "fp32 atomics at the L2 atomic rate")):
+                        ("l2-atomics", "fp32 atomics at the L2 atomic rate"),
+                        ("lockstep-ctas", "resident CTAs running in phase (off: each "
+                                          "resident CTA hides the others' softmax)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 
@@ -285,7 +287,8 @@ def timing_from_args(a) -> TimingOptions:
                          cta_fixed_costs=not a.no_cta_fixed_costs,
                          latency_bound_memory=not a.no_latency_bound_memory,
                          launch_pipeline=not a.no_launch_pipeline,
-                         l2_atomics=not a.no_l2_atomics)
+                         l2_atomics=not a.no_l2_atomics,
+                         lockstep_ctas=not a.no_lockstep_ctas)
 
 
 # ---- report --------------------------------------------------------------------------------

@@ -63,6 +63,14 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              0.653 / 0.96 = 0.680 is free of its clock and power limit: that ratio is the field
              (the model applies it on top of the measured wgmma GEMM fraction [MAMF]). It
              confirms FlashAttention-3's "about 2/3" [FA3] rather than a lower ceiling.
+             What else is known of that study, from transcriptions of it (its tables could
+             not be opened here): the board is an H800 PCIe (114 SMs, 1755 MHz at most,
+             350 W); 494.4 TFLOP/s is its m16n8k16 fp16 row, while the paper's average over
+             all its mma.sync shapes and types is 62.9% of peak (0.629 / 0.96 = 0.655); the
+             wgmma 96% (729.3 of 756.5, m64n256k16) is with zero-filled operands, and random
+             operands bring the fp32-accumulating wgmma to 665.4 (88%) on that power-capped
+             board. N >= 64 wgmma shapes run within about 1% of each other (728.5 at N = 128,
+             719.6 at N = 64).
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the

@@ -27,10 +27,20 @@ Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
 Dependency chain (replaces the binary sum-or-max of softmax and GEMMs): a warp's GEMM
 phase G = max(t_mma, t_smem) (fragments are prefetched while MMAs run) and its softmax
 phase P = max(t_mufu, t_fma) depend on each other, tile after tile. The chains in flight on
-an SM (g = chains_per_cta x resident CTAs on it) share the two phases' pipes: a closed
-queueing network of g customers over two stations, solved exactly by mean-value analysis
-(Reiser & Lavenberg 1980): g = 1 gives G + P (fully serial), g -> inf gives max(G, P).
+an SM share the two phases' pipes: a closed queueing network of g customers over two
+stations, solved exactly by mean-value analysis (Reiser & Lavenberg 1980): g = 1 gives
+G + P (fully serial), g -> inf gives max(G, P).
     t_comp(k)  = max(MVA(G, P; g), t_issue)
+    g          = chains_per_cta: the chains a CTA staggers on purpose (FlashAttention-3's
+                 ping-pong barriers between warpgroups, its 2-stage GEMM-softmax pipeline).
+Resident CTAs do not add chains (``lockstep_ctas``): identical CTAs that start together run
+the same instruction stream on the same pipes, so they reach their GEMMs together and their
+softmax together, and neither hides the other. FlashAttention-3 §3.1 overlaps softmax with
+GEMMs only by forcing it ("we use synchronization barriers ... to force the GEMMs of
+warpgroup 1 to be scheduled before the GEMMs of warpgroup 2"), and FlashAttention-2 on the
+H100 reaches per SM and clock about what it reaches on the A100, as a serial chain would,
+although its tensor ceiling there is 1.36x higher. (Off: every resident CTA is one more
+independent chain, as the exponential-service analysis assumes of unsynchronized chains.)
 FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
 ceiling, no ldmatrix issue) and its 4 chains per CTA (2 warpgroups in ping-pong x 2-stage
 pipelining, against FA-2's 1: its warps meet at a barrier on every tile).
@@ -111,6 +121,9 @@ class TimingOptions:
     latency_bound_memory: bool = True  # Little's law for thin grids
     launch_pipeline: bool = True      # launches overlap earlier kernels (off: serial add)
     l2_atomics: bool = True           # fp32 atomics at the L2 atomic rate
+    lockstep_ctas: bool = True        # resident CTAs run in phase: only a CTA's own staggered
+                                      # chains hide its softmax (off: each resident CTA is
+                                      # one more chain)
 
 
 @dataclass(frozen=True)
@@ -370,7 +383,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     p = _pipes(gpu, k, opts)
     gemm = max(p.tensor_s, p.smem_s)
     softmax = max(p.mufu_s, p.fma_s)
-    chains = k.chains_per_cta * resident_per_sm(gpu, k) if opts.overlap else 1
+    chains = chains_in_flight(gpu, k, opts)
     if opts.pipe_model:
         chain_s = closed_network_time((gemm, softmax), chains)
         compute_s = max(chain_s, p.issue_s)
@@ -413,6 +426,16 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
                       mechanism=mechanism)
+
+
+def chains_in_flight(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> int:
+    """The GEMM -> softmax chains that hide each other on an SM: the ones a CTA staggers on
+    purpose, times its resident neighbours only if they are taken to run out of phase."""
+    if not opts.overlap:
+        return 1
+    if opts.lockstep_ctas:
+        return k.chains_per_cta
+    return k.chains_per_cta * resident_per_sm(gpu, k)
 
 
 def _mechanism(memory_s, memory_mechanism, compute_s, chain_s, p: _Pipes, gemm, softmax,

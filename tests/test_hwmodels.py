@@ -140,6 +140,26 @@ def test_sustained_clock_sets_the_sfu_and_fma_rates():
     assert o.other_s == pytest.approx(1e12 / (128 * 132 * 1830e6))
 
 
+def test_resident_ctas_run_in_phase_and_add_no_chains():
+    """Two CTAs fit per SM (1 KiB of shared memory each, 264 CTAs on 132 SMs): by default
+    only the CTA's own staggered chains hide its softmax; with lockstep_ctas off each
+    resident CTA is one more chain, and the time is the mean-value analysis of 2x as many."""
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("k", ctas=2 * g.sm_count, buffers={"x": 1024}, tc_path="mma_sync",
+                   chains_per_cta=2)
+    c[MATMUL_FLOPS], c[EXP_OPS] = 10**14, 10**11
+    in_phase = predict_time(g, rec.kernels).kernels[0]
+    apart = predict_time(g, rec.kernels, TimingOptions(lockstep_ctas=False)).kernels[0]
+    assert in_phase.ctas_per_sm >= 2
+    assert (in_phase.chains, apart.chains) == (2, 4)
+    for k in (in_phase, apart):
+        assert k.chain_s == pytest.approx(closed_network_time((k.matmul_s, k.exp_s), k.chains))
+    assert apart.chain_s < in_phase.chain_s
+    serial = predict_time(g, rec.kernels, TimingOptions(overlap=False)).kernels[0]
+    assert serial.chains == 1 and in_phase.chain_s < serial.chain_s
+
+
 def test_closed_network_interpolates_between_serial_and_overlapped():
     assert closed_network_time((3.0, 1.0), 1) == pytest.approx(4.0)        # one chain: serial
     assert closed_network_time((2.0, 2.0), 2) == pytest.approx(3.0)        # exact MVA: 1.5 a
