@@ -70,3 +70,47 @@ def test_the_command_line_compiles_at_o1_unless_numba_opt_is_set():
             "import numba.core.config as c; print('OPT', int(c.OPT))")
     assert _python(code).splitlines()[-1] == "OPT 1"
     assert _python(code, NUMBA_OPT="3").splitlines()[-1] == "OPT 3"
+
+
+# ---- what compiled code does not call ---------------------------------------------------------
+# Each of these pulls one of Numba's generic implementations into the first compile of every
+# process that reaches it, seconds apiece on a cold cache: np.where's broadcasting with its
+# formatted shape-mismatch error (strings, joins), the sorts' quicksort/mergesort, np.unique,
+# the typed heap, dict and list of tuples. The kernels write the few selects and small sorts
+# they need as loops (algorithms.kernels.common: safe_normalizers, finite_or_zero,
+# sort_small_in_place, sorted_unique; hwmodels.cta_schedule).
+COSTLY_IN_COMPILED = {"where", "sort", "argsort", "unique", "heappush", "heappop", "sorted",
+                      "dict", "heapify"}
+
+
+def _compiled_functions():
+    import ast
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in sorted([*root.glob("algorithms/**/*.py"), *root.glob("hwmodels/**/*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for d in fn.decorator_list:
+                target = d.func if isinstance(d, ast.Call) else d
+                if isinstance(target, ast.Name) and target.id == "compiled":
+                    yield path.relative_to(root), fn
+                    break
+
+
+def test_compiled_code_calls_none_of_the_costly_generic_implementations():
+    import ast
+    found, offenders = 0, []
+    for path, fn in _compiled_functions():
+        found += 1
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                if name in COSTLY_IN_COMPILED:
+                    offenders.append(f"{path}:{node.lineno} {fn.name} calls {name}()")
+            elif isinstance(node, ast.Dict):
+                offenders.append(f"{path}:{node.lineno} {fn.name} builds a dict")
+    assert found > 100                     # the scan sees the kernels
+    assert not offenders, "\n".join(offenders)
