@@ -33,14 +33,18 @@ G + P (fully serial), g -> inf gives max(G, P).
     t_comp(k)  = max(MVA(G, P; g), t_issue)
     g          = chains_per_cta: the chains a CTA staggers on purpose (FlashAttention-3's
                  ping-pong barriers between warpgroups, its 2-stage GEMM-softmax pipeline).
-Resident CTAs do not add chains (``lockstep_ctas``): identical CTAs that start together run
-the same instruction stream on the same pipes, so they reach their GEMMs together and their
-softmax together, and neither hides the other. FlashAttention-3 §3.1 overlaps softmax with
-GEMMs only by forcing it ("we use synchronization barriers ... to force the GEMMs of
-warpgroup 1 to be scheduled before the GEMMs of warpgroup 2"), and FlashAttention-2 on the
-H100 reaches per SM and clock about what it reaches on the A100, as a serial chain would,
-although its tensor ceiling there is 1.36x higher. (Off: every resident CTA is one more
-independent chain, as the exponential-service analysis assumes of unsynchronized chains.)
+Resident CTAs do not add chains (``lockstep_ctas``): the overlap of one warp's softmax with
+another's GEMMs is not something the SM provides unasked. FlashAttention-3 §3.1 gets it only
+by forcing it ("we use synchronization barriers ... to force the GEMMs of warpgroup 1 to be
+scheduled before the GEMMs of warpgroup 2"); identical CTAs that start together reach their
+GEMMs together and their softmax together; and FlashAttention-2 on the H100 reaches, per SM
+and clock, about what it reaches on the A100 (about 1.5 kFLOP), as a serial chain would,
+although its mma.sync rate per SM and clock there is about 1.3x the A100's. Causal grids,
+whose CTAs do not stay in step, show the same, so phase may not be the whole reason: the
+SMSP's issue and register-file ports, shared by mma.sync and softmax warps, are the other
+candidate; timing FA-2 with one and two CTAs per SM on a GPU would tell them apart. (Off:
+every resident CTA is one more independent chain, as mean-value analysis assumes of
+unsynchronized chains.)
 FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
 ceiling, no ldmatrix issue) and its 4 chains per CTA (2 warpgroups in ping-pong x 2-stage
 pipelining, against FA-2's 1: its warps meet at a barrier on every tile).
