@@ -58,6 +58,10 @@ stage_quick() {
     DEADLINE=$((SECONDS + ${QUICK_BUDGET_S:-480}))
     [ "$CMD_TIMEOUT" -eq 0 ] && CMD_TIMEOUT=150
     run env-short bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,driver_version --format=csv; $PY -c 'import cupy, torch; print(cupy.__version__, torch.__version__)'"
+    # the timing model's microbenchmark constants on this board (GEMM, clock under load,
+    # triad bandwidth, DRAM latency, mma.sync and ex2 ceilings; about 20 s)
+    run q-microbench "$PY" benchmarks/gpu_microbench.py --json "$LOGS/q-microbench.json" \
+        --toml "$LOGS/measured-gpu.toml"
     # the targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
     run q-flash2 "$PY" -m attnsim gpu-check flash2 standard --seq 4096 16384 --format json \
         -o "$LOGS/q-flash2.json"
@@ -109,6 +113,8 @@ stage_correctness() {
 }
 
 stage_timing() {
+    run microbench "$PY" benchmarks/gpu_microbench.py --json "$LOGS/microbench.json" \
+        --toml "$LOGS/measured-gpu.toml"
     # the targets: flash2 >= 0.5x SDPA; predicted/measured within 1.5x at large N
     run gpu-check-dense "$PY" -m attnsim gpu-check standard flash1 flash2 \
         --seq 1024 4096 16384 --format json -o "$LOGS/gpu-check-dense.json"

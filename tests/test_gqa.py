@@ -148,7 +148,7 @@ def test_decode_info_and_kv_cache_in_result():
     r4, r8 = (simulate("gqa", wl.replace(batch=bb), H100, compute=False, options={"splits": 4})
               for bb in (4, 8))
     # (to 5%, not exactly: the graded L2 hit fraction moves with the batch's working set, and
-    # the timing model's latency-bound memory and chains in flight with the CTAs per SM)
+    # the timing model's latency-bound memory with the CTAs per SM)
     assert math.isclose(r8.extra["decode"]["attention_compute_over_memory"],
                         r4.extra["decode"]["attention_compute_over_memory"], rel_tol=0.05)
     assert dec["attention_memory_bound_at_any_batch"]

@@ -1,0 +1,436 @@
+"""The timing model's microbenchmark constants, measured on this machine's GPU.
+
+The model prices counted work at rates taken from published microbenchmarks on sibling
+boards (``hwmodels.gpus``: large-GEMM fractions, the STREAM triad's share of the datasheet
+bandwidth, a pointer chase's DRAM latency, the clock under tensor load). This script
+measures the same quantities on the GPU at hand, with the same methods, and compares them
+with the built-in model of that GPU:
+
+    python benchmarks/gpu_microbench.py                       # the table
+    python benchmarks/gpu_microbench.py --json out.json --toml measured.toml
+
+* GEMM: ``torch.matmul`` of random normal square matrices (fp16, bf16; fp8 through
+  ``torch._scaled_mm`` where the GPU has it), the best of a few sizes, as the MAMF tables
+  measure it -> ``tensor_gemm_fraction``, ``tensor_fp8_gemm_fraction``.
+* Clock: ``nvidia-smi`` samples the SM clock while the fp16 GEMM runs for a few seconds ->
+  ``sustained_clock_hz`` (the clock the model prices SFU, FMA, shared memory and issue at).
+* HBM: a device copy and the STREAM triad a = b + s c on 1 GiB arrays -> the triad's share
+  of the datasheet bandwidth, ``hbm_achievable_fraction``.
+* DRAM latency: one thread chasing a random cycle of 128-byte lines over twice the L2 ->
+  ``dram_latency_s``.
+* ``mma.sync.m16n8k16`` (fp16 in, fp32 accumulate, operands in registers, 4 independent
+  MMAs per warp) and ``ex2.approx`` throughput loops: the ceiling of the sm80 tensor-core path
+  (against the model's mma.sync GEMM rate) and the special-function rate per SM and clock
+  (``sfu_ops_per_clock_per_sm``).
+
+``--toml`` writes a GPU file that starts from the built-in model (``base = ...``) and sets
+the measured constants; ``attnsim run --hw measured.toml`` then predicts with them. A value
+outside what the hardware can do (above the datasheet, a latency off by 10x) is reported as
+implausible and not written. Needs PyTorch with CUDA, CuPy, and ``nvidia-smi`` for the clock.
+Attention figures are never used here: these constants only come from microbenchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+GEMM_SIZES = (4096, 8192, 16384)
+COPY_BYTES = 1 << 30
+CLOCK_SAMPLE_S = 4.0
+
+# One thread follows next[] through a random cycle of 128-byte lines: every load depends on
+# the one before, so the time per step is the load-to-use latency of memory.
+CHASE_SOURCE = r"""
+extern "C" __global__ void pointer_chase(const unsigned long long* next,
+                                         unsigned long long start, long long steps,
+                                         unsigned long long* sink) {
+    unsigned long long p = start;
+    for (long long i = 0; i < steps; ++i) p = next[p];
+    *sink = p;
+}
+"""
+
+# Each warp issues 4 independent mma.sync.m16n8k16 (fp16 inputs, fp32 accumulators) per
+# iteration, its operands in registers: the instruction's throughput ceiling, as Luo et al.
+# measure it. Operand values are small and nonzero (zero operands draw less power).
+MMA_SOURCE = r"""
+extern "C" __global__ void mma_sync_loop(float* out, int iters) {
+    unsigned lane = threadIdx.x & 31u;
+    unsigned a0 = 0x2c002c00u + lane, a1 = 0x2c012c01u + lane;
+    unsigned a2 = 0x2c022c02u + lane, a3 = 0x2c032c03u + lane;
+    unsigned b0 = 0x2c042c04u + lane, b1 = 0x2c052c05u + lane;
+    float c[4][4] = {};
+    for (int i = 0; i < iters; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            asm volatile(
+                "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                : "+f"(c[j][0]), "+f"(c[j][1]), "+f"(c[j][2]), "+f"(c[j][3])
+                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+        }
+    }
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+        s += c[j][0] + c[j][1] + c[j][2] + c[j][3];
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+}
+"""
+
+# Four independent chains x <- 2^(-x) per thread (x stays in (0.5, 1]): ex2 on the
+# special-function units, one negation beside each on the FMA pipe.
+EX2_SOURCE = r"""
+extern "C" __global__ void ex2_loop(float* out, int iters) {
+    float x0 = 0.25f + 1e-6f * threadIdx.x, x1 = x0 + 0.125f, x2 = x0 + 0.25f, x3 = x0 + 0.5f;
+    for (int i = 0; i < iters; ++i) {
+        asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(x0) : "f"(-x0));
+        asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(x1) : "f"(-x1));
+        asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(x2) : "f"(-x2));
+        asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(x3) : "f"(-x3));
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3;
+}
+"""
+MMA_FLOPS_PER_WARP_ITER = 4 * 2 * 16 * 8 * 16
+EX2_PER_THREAD_ITER = 4
+
+
+class Unavailable(RuntimeError):
+    """What this machine lacks to run the measurements (one line, with the fix)."""
+
+
+@dataclass
+class Measurements:
+    """Raw results; None where a measurement could not be made (``notes`` says why)."""
+    device: str = ""
+    sm_count: int = 0
+    gemm_flops_per_s: dict = field(default_factory=dict)      # dtype -> best FLOP/s
+    sustained_clock_hz: float | None = None
+    max_clock_hz: float | None = None
+    copy_bytes_per_s: float | None = None
+    triad_bytes_per_s: float | None = None
+    dram_latency_s: float | None = None
+    mma_sync_flops_per_s: float | None = None
+    ex2_per_s: float | None = None
+    notes: list = field(default_factory=list)
+
+
+# ---- from measurements to the model's fields (no GPU needed) ---------------------------------
+
+# What a measurement may be, against the model's datasheet value, to be written: a GEMM or a
+# copy above the datasheet peak (5% for clock drift) or a latency outside 100 ns - 2 µs is a
+# broken measurement, not a faster GPU.
+PLAUSIBLE_OVER_PEAK = 1.05
+LATENCY_RANGE_S = (100e-9, 2e-6)
+
+
+@dataclass(frozen=True)
+class Derived:
+    fields: dict            # GPU field -> measured value, only the plausible ones
+    rejected: dict          # GPU field -> why it was not written
+    mma_sync_ceiling_flops_per_s: float | None   # measured mma.sync loop
+    model_mma_sync_flops_per_s: float            # the model's mma.sync GEMM rate
+
+
+def derive_fields(m: Measurements, gpu) -> Derived:
+    """The GPU fields the measurements set, each checked against the model's datasheet."""
+    fields, rejected = {}, {}
+
+    def fraction(name, measured, peak):
+        if measured is None:
+            return
+        f = measured / peak
+        if f <= PLAUSIBLE_OVER_PEAK:
+            fields[name] = round(min(f, 1.0), 4)
+        else:
+            rejected[name] = f"{measured:.4g} is {f:.2f}x the datasheet's {peak:.4g}"
+
+    gemm16 = max((m.gemm_flops_per_s.get(d) or 0 for d in ("fp16", "bf16")), default=0)
+    fraction("tensor_gemm_fraction", gemm16 or None, gpu.tensor_flops_per_s("fp16"))
+    if gpu.tensor_fp8_flops_per_s:
+        fraction("tensor_fp8_gemm_fraction", m.gemm_flops_per_s.get("fp8"),
+                 gpu.tensor_fp8_flops_per_s)
+    fraction("hbm_achievable_fraction", m.triad_bytes_per_s, gpu.hbm_bandwidth_bytes_per_s)
+    if m.sustained_clock_hz is not None:
+        top = max(gpu.clock_hz, m.max_clock_hz or 0)
+        if 1e8 <= m.sustained_clock_hz <= PLAUSIBLE_OVER_PEAK * top:
+            fields["sustained_clock_hz"] = float(round(m.sustained_clock_hz, -6))
+        else:
+            rejected["sustained_clock_hz"] = f"{m.sustained_clock_hz:.4g} Hz is above the " \
+                                             f"boost clock {top:.4g} Hz"
+    if m.dram_latency_s is not None:
+        lo, hi = LATENCY_RANGE_S
+        if lo <= m.dram_latency_s <= hi:
+            fields["dram_latency_s"] = float(f"{m.dram_latency_s:.4g}")
+        else:
+            rejected["dram_latency_s"] = f"{m.dram_latency_s * 1e9:.0f} ns is outside " \
+                                         f"{lo * 1e9:.0f}-{hi * 1e9:.0f} ns"
+    clock = fields.get("sustained_clock_hz", gpu.sustained_clock)
+    if m.ex2_per_s is not None and m.sm_count:
+        per_clock = m.ex2_per_s / (m.sm_count * clock)
+        if 1 <= per_clock <= 1024:
+            fields["sfu_ops_per_clock_per_sm"] = int(round(per_clock))
+        else:
+            rejected["sfu_ops_per_clock_per_sm"] = f"{per_clock:.3g} per SM and clock"
+    model_mma = gpu.tensor_flops_per_s("fp16") * gpu.gemm_fraction("fp16") \
+        * gpu.mma_sync_fraction_of_peak
+    return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma)
+
+
+def toml_text(gpu, derived: Derived, m: Measurements) -> str:
+    """A GPU file: the built-in model as base, the measured fields set (TOML basic strings
+    share JSON's escapes, so strings are written with json.dumps)."""
+    source = f"benchmarks/gpu_microbench.py on {m.device}, {date.today()}"
+    lines = [f"# {m.device}: the timing model's microbenchmark constants, measured by",
+             "# benchmarks/gpu_microbench.py; every other field is the built-in model's.",
+             f"base = {json.dumps(gpu.name)}",
+             f"name = {json.dumps(gpu.name + '-measured')}",
+             f"full_name = {json.dumps(gpu.full_name + ' (measured constants)')}",
+             f"sources = {json.dumps(source)}"]
+    for key, value in sorted(derived.fields.items()):
+        lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(key: str, value) -> str:
+    if value is None:
+        return "—"
+    if key == "sustained_clock_hz":
+        return f"{value / 1e6:.0f} MHz"
+    if key == "dram_latency_s":
+        return f"{value * 1e9:.0f} ns"
+    if key == "sfu_ops_per_clock_per_sm":
+        return f"{value:g}"
+    return f"{value:.3f}"
+
+
+def report_rows(gpu, derived: Derived) -> list[list[str]]:
+    """(quantity, measured, model, what the TOML does with it) rows for the table."""
+    model = {"tensor_gemm_fraction": gpu.tensor_gemm_fraction,
+             "tensor_fp8_gemm_fraction": gpu.tensor_fp8_gemm_fraction,
+             "hbm_achievable_fraction": gpu.hbm_achievable_fraction,
+             "sustained_clock_hz": gpu.sustained_clock,
+             "dram_latency_s": gpu.dram_latency_s,
+             "sfu_ops_per_clock_per_sm": gpu.sfu_ops_per_clock_per_sm}
+    rows = []
+    for key, model_value in model.items():
+        status = "written" if key in derived.fields else \
+            f"implausible: {derived.rejected[key]}" if key in derived.rejected else "not measured"
+        rows.append([key, _shown(key, derived.fields.get(key)), _shown(key, model_value),
+                     status])
+    if derived.mma_sync_ceiling_flops_per_s is not None:
+        rows.append(["mma.sync m16n8k16 loop",
+                     f"{derived.mma_sync_ceiling_flops_per_s / 1e12:.0f} TFLOP/s",
+                     f"{derived.model_mma_sync_flops_per_s / 1e12:.0f} TFLOP/s (GEMM rate)",
+                     "reported only"])
+    return rows
+
+
+# ---- the measurements (GPU) ------------------------------------------------------------------
+
+def _require_gpu():
+    try:
+        import torch
+    except Exception as err:
+        raise Unavailable(f"PyTorch is not importable ({type(err).__name__}); install a CUDA "
+                          f"build of torch") from err
+    if not torch.cuda.is_available():
+        raise Unavailable("PyTorch sees no CUDA device; run this on a machine with a GPU")
+    try:
+        import cupy
+    except Exception as err:
+        raise Unavailable(f"CuPy is not importable ({type(err).__name__}); install it with: "
+                          f"pip install 'attnsim[gpu]'") from err
+    return torch, cupy
+
+
+def _best_time(torch, run, repeats: int) -> float:
+    """Smallest CUDA-event time of ``run()`` over ``repeats`` runs (after one warm-up)."""
+    run()
+    best = math.inf
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) * 1e-3)
+    return best
+
+
+def measure_gemm(torch, m: Measurements) -> None:
+    for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        best = 0.0
+        for n in GEMM_SIZES:
+            a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
+            best = max(best, 2 * n ** 3 / _best_time(torch, lambda: a @ b, 10))
+            del a, b
+        m.gemm_flops_per_s[name] = best
+    if not hasattr(torch, "_scaled_mm") or not hasattr(torch, "float8_e4m3fn"):
+        m.notes.append("fp8 GEMM: this torch has no _scaled_mm / float8_e4m3fn")
+        return
+    try:
+        best = 0.0
+        one = torch.tensor(1.0, device="cuda")
+        for n in GEMM_SIZES:
+            a = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn)
+            b = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn).t()
+            run = lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one,    # noqa: E731
+                                           out_dtype=torch.bfloat16)
+            best = max(best, 2 * n ** 3 / _best_time(torch, run, 10))
+        m.gemm_flops_per_s["fp8"] = best
+    except Exception as err:          # an older _scaled_mm signature, or no fp8 tensor cores
+        m.notes.append(f"fp8 GEMM not measured: {type(err).__name__}: {err}"[:200])
+
+
+def measure_clock(torch, cupy, m: Measurements) -> None:
+    """The SM clock sampled every 100 ms while fp16 GEMMs keep the tensor cores busy."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        m.notes.append("clock: nvidia-smi not found")
+        return
+    for device in (cupy.cuda.Device().pci_bus_id, str(torch.cuda.current_device())):
+        query = [smi, "-i", device, "--format=csv,noheader,nounits"]
+        top = subprocess.run(query + ["--query-gpu=clocks.max.sm"], capture_output=True,
+                             text=True)
+        if top.returncode == 0 and top.stdout.strip():
+            m.max_clock_hz = float(top.stdout.split()[0]) * 1e6
+            break
+    else:
+        m.notes.append(f"clock: nvidia-smi could not query this device: {top.stderr.strip()}")
+        return
+    n = GEMM_SIZES[-1]
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.float16) for _ in range(2))
+    for _ in range(3):
+        a @ b                                       # reach the power limit first
+    torch.cuda.synchronize()
+    sampler = subprocess.Popen(query + ["--query-gpu=clocks.sm", "-lms", "100"],
+                               stdout=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < CLOCK_SAMPLE_S:
+        for _ in range(4):
+            a @ b
+        torch.cuda.synchronize()
+    sampler.terminate()
+    out, _ = sampler.communicate(timeout=10)
+    samples = [float(s) * 1e6 for s in out.split() if s.replace(".", "", 1).isdigit()]
+    if len(samples) >= 5:
+        m.sustained_clock_hz = statistics.median(samples[2:])    # past the first samples
+    else:
+        m.notes.append(f"clock: only {len(samples)} samples from nvidia-smi")
+
+
+def measure_bandwidth(torch, m: Measurements) -> None:
+    n = COPY_BYTES // 4
+    a, b, c = (torch.rand(n, device="cuda") for _ in range(3))
+    m.copy_bytes_per_s = 2 * COPY_BYTES / _best_time(torch, lambda: a.copy_(b), 10)
+    m.triad_bytes_per_s = 3 * COPY_BYTES / _best_time(
+        torch, lambda: torch.add(b, c, alpha=0.5, out=a), 10)
+
+
+def chase_table(footprint_bytes: int, seed: int = 0):
+    """(next, start): 8-byte entries over ``footprint_bytes`` where following next[] from
+    start visits the first entry of every 128-byte line once, in random order, then repeats
+    (one cycle: no line is revisited before all the others, so none is still cached)."""
+    import numpy as np
+    line = 128 // 8                                   # 8-byte entries per 128-byte line
+    lines = footprint_bytes // 128
+    order = np.random.default_rng(seed).permutation(lines).astype(np.uint64) * line
+    nxt = np.zeros(lines * line, dtype=np.uint64)
+    nxt[order] = np.roll(order, -1)
+    return nxt, int(order[0])
+
+
+def measure_latency(cupy, m: Measurements, l2_bytes: int) -> None:
+    nxt, first = chase_table(2 * l2_bytes)            # twice the L2: every load misses it
+    d_next, sink = cupy.asarray(nxt), cupy.zeros(1, dtype=cupy.uint64)
+    kernel = cupy.RawKernel(CHASE_SOURCE, "pointer_chase")
+    steps = 200_000
+    args = (d_next, cupy.uint64(first), cupy.int64(steps), sink)
+    kernel((1,), (1,), args)                          # warm the TLB and the code
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    kernel((1,), (1,), args)
+    end.record()
+    end.synchronize()
+    m.dram_latency_s = cupy.cuda.get_elapsed_time(start, end) * 1e-3 / steps
+
+
+def measure_loops(cupy, m: Measurements) -> None:
+    blocks, threads = 4 * m.sm_count, 256
+    out = cupy.zeros(blocks * threads, dtype=cupy.float32)
+    for source, name, iters, work in (
+            (MMA_SOURCE, "mma_sync_loop", 4096, MMA_FLOPS_PER_WARP_ITER * threads // 32),
+            (EX2_SOURCE, "ex2_loop", 8192, EX2_PER_THREAD_ITER * threads)):
+        kernel = cupy.RawKernel(source, name)
+        kernel((blocks,), (threads,), (out, cupy.int32(16)))          # compile and warm
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        kernel((blocks,), (threads,), (out, cupy.int32(iters)))
+        end.record()
+        end.synchronize()
+        rate = blocks * work * iters / (cupy.cuda.get_elapsed_time(start, end) * 1e-3)
+        if name == "mma_sync_loop":
+            m.mma_sync_flops_per_s = rate
+        else:
+            m.ex2_per_s = rate
+
+
+def measure() -> tuple[Measurements, object]:
+    torch, cupy = _require_gpu()
+    from attnsim.gpu import detect_gpu_model, device_info
+    info = device_info()
+    gpu, warning = detect_gpu_model()
+    m = Measurements(device=f"{info.name} (sm_{info.arch}, {info.sm_count} SMs)",
+                     sm_count=info.sm_count)
+    if warning:
+        m.notes.append(warning)
+    for step in (lambda: measure_gemm(torch, m), lambda: measure_clock(torch, cupy, m),
+                 lambda: measure_bandwidth(torch, m),
+                 lambda: measure_latency(cupy, m, info.l2_bytes),
+                 lambda: measure_loops(cupy, m)):
+        step()
+        torch.cuda.empty_cache()
+    return m, gpu
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", metavar="FILE", help="write the raw measurements and the fields")
+    ap.add_argument("--toml", metavar="FILE",
+                    help="write a GPU file: the built-in model with the measured constants")
+    a = ap.parse_args(argv)
+    try:
+        m, gpu = measure()
+    except Unavailable as err:
+        print(f"gpu_microbench: {err}", file=sys.stderr)
+        return 2
+    derived = derive_fields(m, gpu)
+    from tabulate import tabulate
+    print(f"{m.device}, against the built-in model {gpu.name}:")
+    print(tabulate(report_rows(gpu, derived),
+                   headers=["quantity", "measured", "model", "TOML"]))
+    for note in m.notes:
+        print(f"note: {note}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"measurements": asdict(m), "fields": derived.fields,
+                       "rejected": derived.rejected, "model": gpu.name}, f, indent=2)
+    if a.toml:
+        with open(a.toml, "w") as f:
+            f.write(toml_text(gpu, derived, m))
+        print(f"wrote {a.toml}: use it with --hw {a.toml}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

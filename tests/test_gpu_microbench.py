@@ -1,0 +1,120 @@
+"""benchmarks/gpu_microbench.py without a GPU: the measured numbers become the GPU fields the
+timing model reads (checked against the datasheet, implausible ones refused), the GPU file it
+writes loads back, its CUDA kernels compile for sm_80 and sm_90, and a machine without a GPU
+gets one line and exit status 2."""
+import importlib.util
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hwmodels import get_gpu
+from hwmodels.gpu_file import load_gpu_file
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_microbench.py"
+
+
+@pytest.fixture(scope="module")
+def mb():
+    spec = importlib.util.spec_from_file_location("gpu_microbench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def h100_measurements(mb, **changes):
+    m = mb.Measurements(device="NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)", sm_count=132,
+                        gemm_flops_per_s={"fp16": 780e12, "bf16": 795e12, "fp8": 1400e12},
+                        sustained_clock_hz=1755.4e6, max_clock_hz=1980e6,
+                        copy_bytes_per_s=3.0e12, triad_bytes_per_s=3.1e12,
+                        dram_latency_s=352.34e-9, mma_sync_flops_per_s=520e12,
+                        ex2_per_s=16 * 132 * 1755.4e6 * 0.98)
+    for key, value in changes.items():
+        setattr(m, key, value)
+    return m
+
+
+def test_measurements_become_fractions_of_the_datasheet(mb):
+    gpu = get_gpu("h100-sxm")
+    d = mb.derive_fields(h100_measurements(mb), gpu)
+    assert d.fields["tensor_gemm_fraction"] == pytest.approx(795e12 / 989.4e12, abs=1e-4)
+    assert d.fields["tensor_fp8_gemm_fraction"] == pytest.approx(1400e12 / 1978.9e12, abs=1e-4)
+    assert d.fields["hbm_achievable_fraction"] == pytest.approx(
+        3.1e12 / gpu.hbm_bandwidth_bytes_per_s, abs=1e-4)
+    assert d.fields["sustained_clock_hz"] == 1755e6
+    assert d.fields["dram_latency_s"] == pytest.approx(352.3e-9)
+    assert d.fields["sfu_ops_per_clock_per_sm"] == 16
+    assert not d.rejected
+    assert d.mma_sync_ceiling_flops_per_s == 520e12
+    assert d.model_mma_sync_flops_per_s == pytest.approx(
+        989.4e12 * gpu.tensor_gemm_fraction * gpu.mma_sync_fraction_of_peak)
+
+
+def test_implausible_measurements_are_refused_with_the_reason(mb):
+    gpu = get_gpu("h100-sxm")
+    m = h100_measurements(mb, gemm_flops_per_s={"fp16": 1.2e15}, dram_latency_s=5e-6,
+                          sustained_clock_hz=3.5e9, triad_bytes_per_s=None)
+    d = mb.derive_fields(m, gpu)
+    assert {"tensor_gemm_fraction", "dram_latency_s", "sustained_clock_hz"} <= set(d.rejected)
+    assert "1.21x the datasheet" in d.rejected["tensor_gemm_fraction"]
+    assert "5000 ns" in d.rejected["dram_latency_s"]
+    assert "hbm_achievable_fraction" not in d.fields | d.rejected      # not measured
+    rows = {r[0]: r for r in mb.report_rows(gpu, d)}
+    assert rows["tensor_gemm_fraction"][3].startswith("implausible")
+    assert rows["hbm_achievable_fraction"][3] == "not measured"
+    assert rows["sfu_ops_per_clock_per_sm"][3] == "written"
+
+
+def test_the_gpu_file_loads_back_with_the_measured_constants(mb, tmp_path):
+    gpu = get_gpu("h100-sxm")
+    m = h100_measurements(mb)
+    d = mb.derive_fields(m, gpu)
+    path = tmp_path / "measured.toml"
+    path.write_text(mb.toml_text(gpu, d, m))
+    loaded = load_gpu_file(str(path))
+    assert loaded.name == "h100-sxm-measured"
+    assert "gpu_microbench.py on NVIDIA H100" in loaded.sources
+    for key, value in d.fields.items():
+        assert getattr(loaded, key) == pytest.approx(value)
+    assert loaded.hbm_bandwidth_bytes_per_s == gpu.hbm_bandwidth_bytes_per_s   # from the base
+    assert loaded.mma_sync_fraction_of_peak == gpu.mma_sync_fraction_of_peak
+
+
+def test_the_pointer_chase_visits_every_line_once_per_cycle(mb):
+    nxt, p = mb.chase_table(64 * 128, seed=3)
+    seen = []
+    for _ in range(64):
+        seen.append(p)
+        p = int(nxt[p])
+    assert p == seen[0]                                  # back to the start after 64 loads
+    assert sorted(seen) == [16 * i for i in range(64)]   # each line's first entry, once
+    assert seen != sorted(seen)                          # in random order
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_kernels_compile(mb, arch, tmp_path):
+    source = tmp_path / "microbench.cu"
+    source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE)
+    done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings",
+                           "-c", "-o", str(tmp_path / "microbench.o"), str(source)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_without_a_gpu_one_line_and_exit_2():
+    probe = subprocess.run([sys.executable, "-c",
+                            "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("this machine has a GPU")
+    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("gpu_microbench: ")
+    assert "Traceback" not in done.stderr
