@@ -21,7 +21,9 @@ with the built-in model of that GPU:
 * ``mma.sync.m16n8k16`` (fp16 in, fp32 accumulate, operands in registers, 4 independent
   MMAs per warp) and ``ex2.approx`` throughput loops: the ceiling of the sm80 tensor-core path
   (against the model's mma.sync GEMM rate) and the special-function rate per SM and clock
-  (``sfu_ops_per_clock_per_sm``).
+  (against ``sfu_ops_per_clock_per_sm``). Both are reported, not written: the loops run at
+  clocks of their own (the ex2 loop draws little power), and the model's ``mma.sync`` field
+  is a ratio to ``wgmma``, which no loop here measures.
 
 ``--toml`` writes a GPU file that starts from the built-in model (``base = ...``) and sets
 the measured constants; ``attnsim run --hw measured.toml`` then predicts with them. A value
@@ -139,6 +141,7 @@ class Derived:
     rejected: dict          # GPU field -> why it was not written
     mma_sync_ceiling_flops_per_s: float | None   # measured mma.sync loop
     model_mma_sync_flops_per_s: float            # the model's mma.sync GEMM rate
+    ex2_per_clock_per_sm: float | None           # measured ex2 loop, at the boost clock
 
 
 def derive_fields(m: Measurements, gpu) -> Derived:
@@ -174,16 +177,13 @@ def derive_fields(m: Measurements, gpu) -> Derived:
         else:
             rejected["dram_latency_s"] = f"{m.dram_latency_s * 1e9:.0f} ns is outside " \
                                          f"{lo * 1e9:.0f}-{hi * 1e9:.0f} ns"
-    clock = fields.get("sustained_clock_hz", gpu.sustained_clock)
+    # the ex2 loop draws little power and runs at the boost clock, not at the GEMM's
+    ex2_per_clock = None
     if m.ex2_per_s is not None and m.sm_count:
-        per_clock = m.ex2_per_s / (m.sm_count * clock)
-        if 1 <= per_clock <= 1024:
-            fields["sfu_ops_per_clock_per_sm"] = int(round(per_clock))
-        else:
-            rejected["sfu_ops_per_clock_per_sm"] = f"{per_clock:.3g} per SM and clock"
+        ex2_per_clock = m.ex2_per_s / (m.sm_count * (m.max_clock_hz or gpu.clock_hz))
     model_mma = gpu.tensor_flops_per_s("fp16") * gpu.gemm_fraction("fp16") \
         * gpu.mma_sync_fraction_of_peak
-    return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma)
+    return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma, ex2_per_clock)
 
 
 def toml_text(gpu, derived: Derived, m: Measurements) -> str:
@@ -208,8 +208,6 @@ def _shown(key: str, value) -> str:
         return f"{value / 1e6:.0f} MHz"
     if key == "dram_latency_s":
         return f"{value * 1e9:.0f} ns"
-    if key == "sfu_ops_per_clock_per_sm":
-        return f"{value:g}"
     return f"{value:.3f}"
 
 
@@ -219,8 +217,7 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
              "tensor_fp8_gemm_fraction": gpu.tensor_fp8_gemm_fraction,
              "hbm_achievable_fraction": gpu.hbm_achievable_fraction,
              "sustained_clock_hz": gpu.sustained_clock,
-             "dram_latency_s": gpu.dram_latency_s,
-             "sfu_ops_per_clock_per_sm": gpu.sfu_ops_per_clock_per_sm}
+             "dram_latency_s": gpu.dram_latency_s}
     rows = []
     for key, model_value in model.items():
         status = "written" if key in derived.fields else \
@@ -231,6 +228,10 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
         rows.append(["mma.sync m16n8k16 loop",
                      f"{derived.mma_sync_ceiling_flops_per_s / 1e12:.0f} TFLOP/s",
                      f"{derived.model_mma_sync_flops_per_s / 1e12:.0f} TFLOP/s (GEMM rate)",
+                     "reported only"])
+    if derived.ex2_per_clock_per_sm is not None:
+        rows.append(["ex2 per SM and clock", f"{derived.ex2_per_clock_per_sm:.1f}",
+                     f"{gpu.sfu_ops_per_clock_per_sm:g} (sfu_ops_per_clock_per_sm)",
                      "reported only"])
     return rows
 
@@ -370,7 +371,7 @@ def measure_loops(cupy, m: Measurements) -> None:
     out = cupy.zeros(blocks * threads, dtype=cupy.float32)
     for source, name, iters, work in (
             (MMA_SOURCE, "mma_sync_loop", 4096, MMA_FLOPS_PER_WARP_ITER * threads // 32),
-            (EX2_SOURCE, "ex2_loop", 8192, EX2_PER_THREAD_ITER * threads)):
+            (EX2_SOURCE, "ex2_loop", 1 << 18, EX2_PER_THREAD_ITER * threads)):
         kernel = cupy.RawKernel(source, name)
         kernel((blocks,), (threads,), (out, cupy.int32(16)))          # compile and warm
         start, end = cupy.cuda.Event(), cupy.cuda.Event()

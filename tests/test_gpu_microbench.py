@@ -47,7 +47,8 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
         3.1e12 / gpu.hbm_bandwidth_bytes_per_s, abs=1e-4)
     assert d.fields["sustained_clock_hz"] == 1755e6
     assert d.fields["dram_latency_s"] == pytest.approx(352.3e-9)
-    assert d.fields["sfu_ops_per_clock_per_sm"] == 16
+    assert d.ex2_per_clock_per_sm == pytest.approx(16 * 0.98 * 1755.4 / 1980)  # boost clock
+    assert "sfu_ops_per_clock_per_sm" not in d.fields                         # reported only
     assert not d.rejected
     assert d.mma_sync_ceiling_flops_per_s == 520e12
     assert d.model_mma_sync_flops_per_s == pytest.approx(
@@ -66,7 +67,9 @@ def test_implausible_measurements_are_refused_with_the_reason(mb):
     rows = {r[0]: r for r in mb.report_rows(gpu, d)}
     assert rows["tensor_gemm_fraction"][3].startswith("implausible")
     assert rows["hbm_achievable_fraction"][3] == "not measured"
-    assert rows["sfu_ops_per_clock_per_sm"][3] == "written"
+    assert rows["dram_latency_s"][3].startswith("implausible")
+    assert rows["tensor_fp8_gemm_fraction"][3] == "not measured"
+    assert rows["ex2 per SM and clock"][3] == "reported only"
 
 
 def test_the_gpu_file_loads_back_with_the_measured_constants(mb, tmp_path):
