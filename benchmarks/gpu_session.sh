@@ -62,6 +62,8 @@ stage_quick() {
     # triad bandwidth, DRAM latency, mma.sync and ex2 ceilings; about 20 s)
     run q-microbench "$PY" benchmarks/gpu_microbench.py --json "$LOGS/q-microbench.json" \
         --toml "$LOGS/measured-gpu.toml"
+    # PyTorch eager attention (the papers' "standard" bars) step by step against the model
+    run q-eager "$PY" benchmarks/profile_eager.py --json "$LOGS/q-eager.json"
     # the targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
     run q-flash2 "$PY" -m attnsim gpu-check flash2 standard --seq 4096 16384 --format json \
         -o "$LOGS/q-flash2.json"

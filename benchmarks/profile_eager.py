@@ -1,0 +1,171 @@
+"""The benchmarks' PyTorch eager attention, timed kernel by kernel on a GPU, beside the
+simulator's prediction for each kernel (``standard --program pytorch-eager``).
+
+The FlashAttention papers' "standard attention" bars time flash-attention's
+``attention_pytorch(qkv, dropout_p, causal)``. ``algorithms/standard/pytorch_eager.py``
+simulates it kernel by kernel, and docs/validation.md finds the predictions optimistic at
+N = 512 and causal. This script runs the same program step by step, each step between two
+CUDA events, and prints measured against predicted per step, so that the step the model
+prices wrong shows itself:
+
+    python benchmarks/profile_eager.py                     # the FA-3 charts' d = 128 shapes
+    python benchmarks/profile_eager.py --seq 512 2048 --head-dim 64 --causal --json out.json
+
+The shapes are the papers' (batch 16k / N, 2048 / d heads, fp16). ``--predict-only`` prints
+the predictions without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+TOKENS, HIDDEN = 16384, 2048
+
+
+@dataclass(frozen=True)
+class Shape:
+    seq: int
+    head_dim: int
+    causal: bool
+
+    @property
+    def batch(self) -> int:
+        return max(1, TOKENS // self.seq)
+
+    @property
+    def heads(self) -> int:
+        return HIDDEN // self.head_dim
+
+    def label(self) -> str:
+        return f"N {self.seq}, d {self.head_dim}, {'causal' if self.causal else 'non-causal'}"
+
+
+def predicted_steps(shape: Shape, hw: str = "h100-sxm") -> dict[str, float]:
+    """Predicted seconds of each kernel of the simulated program (its launch included), in
+    launch order; the layout copies, the mask and the GEMMs carry the names the script's
+    steps use."""
+    from attnsim.simulate import simulate
+    from attnsim.workload import Workload
+    wl = Workload(batch=shape.batch, heads=shape.heads, seq_q=shape.seq,
+                  head_dim=shape.head_dim, causal=shape.causal)
+    run = simulate("standard", wl, hw, compute=False, options={"program": "pytorch-eager"})
+    return {k.name: k.total_s for k in run.time.kernels}
+
+
+def measured_steps(shape: Shape, repeats: int = 20) -> dict[str, float]:
+    """Median device seconds of each step of attention_pytorch on this GPU (CUDA events
+    around every step; ``torch.empty`` and the views are inside the next step's window)."""
+    import torch
+    dev = torch.device("cuda")
+    b, n, h, d = shape.batch, shape.seq, shape.heads, shape.head_dim
+    qkv = torch.randn(b, n, 3, h, d, device=dev, dtype=torch.float16)
+    scale = d ** -0.5
+    times: dict[str, list[float]] = {}
+
+    def one_call():
+        marks = []
+
+        def mark(name):
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            marks.append((name, event))
+
+        mark("start")
+        q, k, v = qkv.unbind(dim=2)
+        q = q.permute(0, 2, 1, 3).reshape(b * h, n, d)             # rearrange: a copy
+        mark("q_copy")
+        k = k.permute(0, 2, 3, 1).reshape(b * h, d, n)
+        mark("k_copy")
+        scores = torch.empty(b * h, n, n, dtype=qkv.dtype, device=dev)
+        scores = torch.baddbmm(scores, q, k, beta=0, alpha=scale)
+        mark("baddbmm")
+        if shape.causal:
+            full = torch.full((n, n), -10000.0, device=dev)
+            mark("mask_full")
+            mask = torch.triu(full, 1)
+            mark("mask_triu")
+            mask = mask.to(dtype=scores.dtype)
+            mark("mask_cast")
+            scores = scores + mask
+            mark("mask_add")
+        attention = torch.softmax(scores, dim=-1)
+        mark("softmax")
+        vv = v.permute(0, 2, 1, 3).reshape(b * h, n, d)            # einsum's copy of V
+        mark("v_copy")
+        torch.bmm(attention.view(b * h, n, n), vv)
+        mark("bmm")
+        return marks
+
+    for _ in range(3):
+        one_call()
+    for _ in range(repeats):
+        marks = one_call()
+        marks[-1][1].synchronize()
+        for (_, e0), (name, e1) in zip(marks, marks[1:]):
+            times.setdefault(name, []).append(e0.elapsed_time(e1) * 1e-3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def rows(predicted: dict, measured: dict | None) -> list[list]:
+    out = []
+    for name, pred in predicted.items():
+        meas = None if measured is None else measured.get(name)
+        out.append([name, f"{pred * 1e6:.1f}", "—" if meas is None else f"{meas * 1e6:.1f}",
+                    "—" if not meas else f"{pred / meas:.2f}"])
+    total_p = sum(predicted.values())
+    total_m = None if measured is None else sum(measured.values())
+    out.append(["total", f"{total_p * 1e6:.1f}", "—" if total_m is None else
+                f"{total_m * 1e6:.1f}", "—" if not total_m else f"{total_p / total_m:.2f}"])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seq", type=int, nargs="+", default=[512, 8192])
+    ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
+    ap.add_argument("--causal", action="store_true", help="causal only (default: both)")
+    ap.add_argument("--hw", default="h100-sxm", help="the model to predict with")
+    ap.add_argument("--predict-only", action="store_true", help="no GPU: predictions only")
+    ap.add_argument("--json", metavar="FILE")
+    a = ap.parse_args(argv)
+    bad = [s for s in a.seq if not 16 <= s <= TOKENS] + \
+        [d for d in a.head_dim if d not in (64, 128, 256)]
+    if bad:
+        print(f"profile_eager: --seq takes 16..{TOKENS} and --head-dim 64, 128 or 256 (the "
+              f"papers' shapes); got {bad}", file=sys.stderr)
+        return 2
+    if not a.predict_only:
+        try:
+            import torch
+        except Exception as err:
+            print(f"profile_eager: PyTorch is not importable ({type(err).__name__}); use "
+                  f"--predict-only without a GPU", file=sys.stderr)
+            return 2
+        if not torch.cuda.is_available():
+            print("profile_eager: PyTorch sees no CUDA device; use --predict-only without a "
+                  "GPU", file=sys.stderr)
+            return 2
+    shapes = [Shape(s, d, c) for d in a.head_dim for s in a.seq
+              for c in ((True,) if a.causal else (False, True))]
+    results = []
+    for shape in shapes:
+        predicted = predicted_steps(shape, a.hw)
+        measured = None if a.predict_only else measured_steps(shape)
+        print(f"\n{shape.label()} (batch {shape.batch}, {shape.heads} heads, fp16), µs:")
+        print(tabulate(rows(predicted, measured),
+                       headers=["kernel", "predicted", "measured", "pred/meas"]))
+        results.append({"seq": shape.seq, "head_dim": shape.head_dim, "causal": shape.causal,
+                        "predicted_s": predicted, "measured_s": measured})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"hw": a.hw, "shapes": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
