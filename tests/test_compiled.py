@@ -78,7 +78,7 @@ def test_the_command_line_compiles_at_o1_unless_numba_opt_is_set():
 # formatted shape-mismatch error (strings, joins), the sorts' quicksort/mergesort, np.unique,
 # the typed heap, dict and list of tuples. The kernels write the few selects and small sorts
 # they need as loops (algorithms.kernels.common: safe_normalizers, finite_or_zero,
-# sort_small_in_place, sorted_unique; hwmodels.cta_schedule).
+# sort_small_in_place, sorted_unique, sorted_distinct; hwmodels.cta_schedule).
 COSTLY_IN_COMPILED = {"where", "sort", "argsort", "unique", "heappush", "heappop", "sorted",
                       "dict", "heapify"}
 
@@ -114,3 +114,23 @@ def test_compiled_code_calls_none_of_the_costly_generic_implementations():
                 offenders.append(f"{path}:{node.lineno} {fn.name} builds a dict")
     assert found > 100                     # the scan sees the kernels
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_small_sorts_match_numpy():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from algorithms.kernels.common import sort_small_in_place, sorted_distinct, sorted_unique
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(0, 99), max_size=60))
+    def check(values):
+        a = np.array(values, dtype=np.int64)
+        assert sort_small_in_place(a.copy()).tolist() == sorted(values)
+        assert sorted_unique(a).tolist() == sorted(set(values))
+        for span in (100, 10_000):           # both the insertion sort and the marked scan
+            scratch = np.zeros(span, dtype=np.bool_)
+            assert sorted_distinct(a, scratch).tolist() == sorted(set(values))
+            assert not scratch.any()          # left all False for the next row
+
+    check()

@@ -252,10 +252,12 @@ def tile_softmax_stats(s):
 
 
 # ---- small sorts ---------------------------------------------------------------------------
-# The index lists sorted in kernels hold a handful of entries (a row's window and random
-# blocks, NSA's top-n blocks). An insertion sort is the right algorithm for them, and it
-# compiles in a fraction of the time of Numba's generic np.sort / np.unique / np.argsort,
-# which every worker process of a first run would otherwise compile for itself.
+# The index lists sorted in kernels mostly hold a handful of entries (a row's window and
+# random blocks, NSA's top-n blocks). An insertion sort is the right algorithm for them, and
+# it compiles in a fraction of the time of Numba's generic np.sort / np.unique / np.argsort,
+# which every worker process of a first run would otherwise compile for itself. Lists of
+# block indices that may be long (a user's density or window) go through ``sorted_distinct``,
+# which switches to marking and scanning the index range.
 
 @compiled
 def sort_small_in_place(a):
@@ -280,6 +282,27 @@ def sorted_unique(a):
             s[n] = s[i]
             n += 1
     return s[:n].copy()
+
+
+@compiled
+def sorted_distinct(values, scratch):
+    """The distinct values of the 1-D integer array ``values``, each in [0, len(scratch)),
+    ascending (a new array). ``scratch``: a bool array, all False on entry and on return.
+    Insertion sort while len(values)² <= len(scratch); beyond, marking the values in
+    ``scratch`` and scanning it is cheaper (O(len(scratch)) against O(len(values)²))."""
+    n = values.shape[0]
+    if n * n <= scratch.shape[0]:
+        return sorted_unique(values)
+    for v in values:
+        scratch[v] = True
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for t in range(scratch.shape[0]):
+        if scratch[t]:
+            scratch[t] = False
+            out[k] = t
+            k += 1
+    return out[:k].copy()
 
 
 @compiled

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.kernels.common import cdiv, sort_small_in_place, sorted_unique
+from algorithms.kernels.common import cdiv, sorted_distinct
 from hwmodels.compiled import compiled
 
 # pattern kinds and their parameter vectors ``prm`` (int64)
@@ -395,10 +395,10 @@ def _bigbird_rows(tq, tk, window, global_first, global_last, u):
         for j in range(max(0, i - window // 2), min(tk, i + window // 2 + 1)):
             fixed[m] = j
             m += 1
-        fixed = sorted_unique(fixed[:m])
+        fixed = sorted_distinct(fixed[:m], taken)
         free = tk - fixed.shape[0]                   # short sequences: all that remain
         chosen = _sample_distinct(u[i], free, min(random, free), fixed, taken)
-        row = sorted_unique(np.concatenate((fixed, chosen)))
+        row = sorted_distinct(np.concatenate((fixed, chosen)), taken)
         cols[n:n + row.shape[0]] = row
         n += row.shape[0]
         row_ptr[i + 1] = n
@@ -422,7 +422,7 @@ def _random_rows(tq, tk, u):
     taken = np.zeros(tk, dtype=np.bool_)
     for i in range(tq):
         row = _sample_distinct(u[i], tk, per_row, none, taken)
-        cols[i * per_row:(i + 1) * per_row] = sort_small_in_place(row)
+        cols[i * per_row:(i + 1) * per_row] = sorted_distinct(row, taken)
     return row_ptr, cols
 
 
