@@ -395,11 +395,16 @@ def measure() -> tuple[Measurements, object]:
                      sm_count=info.sm_count)
     if warning:
         m.notes.append(warning)
-    for step in (lambda: measure_gemm(torch, m), lambda: measure_clock(torch, cupy, m),
-                 lambda: measure_bandwidth(torch, m),
-                 lambda: measure_latency(cupy, m, info.l2_bytes),
-                 lambda: measure_loops(cupy, m)):
-        step()
+    steps = {"GEMM": lambda: measure_gemm(torch, m),
+             "clock": lambda: measure_clock(torch, cupy, m),
+             "bandwidth": lambda: measure_bandwidth(torch, m),
+             "DRAM latency": lambda: measure_latency(cupy, m, info.l2_bytes),
+             "mma.sync and ex2 loops": lambda: measure_loops(cupy, m)}
+    for name, step in steps.items():
+        try:
+            step()
+        except Exception as err:      # one failed measurement must not lose the others
+            m.notes.append(f"{name} not measured: {type(err).__name__}: {err}"[:300])
         torch.cuda.empty_cache()
     return m, gpu
 
