@@ -18,6 +18,7 @@ from algorithms.registry import get_algorithm
 from attnsim import make_inputs, simulate
 from attnsim.reference import attention_backward_reference, attention_reference, relative_error
 from hwmodels import get_gpu
+from _benchmarks import load_benchmark
 from cuda_emu import emulate as emulate_mod
 from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, FEATURE_SHAPES, MLA_CASES,
                         MASKED_DENSE_CASES, PORT_CASES, SHAPES, PortCase, backward_baseline, diff_fp16_baseline,
@@ -275,12 +276,7 @@ def test_gpu_check_end_to_end_on_the_emulator(monkeypatch, capsys):
 def test_both_flash2_warp_layouts_are_correct():
     """benchmarks/flash2_warp_layout.py times WARP_M_TILES 1 and 2 against each other on a
     GPU; both layouts must compute the same attention (checked here on the emulator)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "flash2_warp_layout.py"
-    loader = importlib.util.spec_from_file_location("flash2_warp_layout", path)
-    script = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(script)
+    script = load_benchmark("flash2_warp_layout")
     wl = workload((1, 2, 2, 150, 150, 64, True))
     gpu = get_gpu("h100-sxm")
     plan = get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block)

@@ -18,6 +18,7 @@ from algorithms.registry import get_algorithm
 from attnsim import gpu as backend
 from attnsim import make_inputs
 from hwmodels import get_gpu
+from _benchmarks import load_benchmark
 from port_cases import SHAPES, workload
 
 
@@ -180,12 +181,7 @@ def test_launch_once_runs_each_declared_launch_once_after_compiling(fake_cupy):
 def test_ncu_driver_run_once_mode(fake_cupy, monkeypatch):
     """benchmarks/ncu_dram.py --run-once: the process ncu profiles (device model matched,
     plan, declaration, one run) — everything but ncu itself."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ncu_dram.py"
-    spec = importlib.util.spec_from_file_location("ncu_dram", path)
-    driver = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(driver)
+    driver = load_benchmark("ncu_dram")
     assert driver.main(["flash2", "--seq", "300", "--batch", "1", "--heads", "2",
                         "--causal", "--run-once"]) == 0
     assert [e.kernel for e in fake_cupy.log if not isinstance(e, str)] == ["flash2_fwd"]

@@ -2,7 +2,6 @@
 timing model reads (checked against the datasheet, implausible ones refused), the GPU file it
 writes loads back, its CUDA kernels compile for sm_80 and sm_90, and a machine without a GPU
 gets one line and exit status 2."""
-import importlib.util
 import pathlib
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 
 import pytest
 
+from _benchmarks import load_benchmark
 from hwmodels import get_gpu
 from hwmodels.gpu_file import load_gpu_file
 
@@ -19,11 +19,7 @@ SCRIPT = ROOT / "benchmarks" / "gpu_microbench.py"
 
 @pytest.fixture(scope="module")
 def mb():
-    spec = importlib.util.spec_from_file_location("gpu_microbench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_microbench")
 
 
 def h100_measurements(mb, **changes):

@@ -1,16 +1,12 @@
 """benchmarks/kernel_code_diff.py: the cubin reader and the identical/differs verdict on tiny
 kernels compiled with the machine's nvcc (skipped without one; CI has it)."""
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("kernel_code_diff",
-                                              ROOT / "benchmarks" / "kernel_code_diff.py")
-kcd = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kcd)
+from _benchmarks import load_benchmark
+
+kcd = load_benchmark("kernel_code_diff")
 
 NVCC = shutil.which("nvcc")
 KERNEL = '''// {comment}

@@ -1,6 +1,5 @@
 """attnsim.ncu: Nsight Compute DRAM bytes against counted bytes (parsing and pairing; the
 profiling itself needs a GPU: benchmarks/ncu_dram.py)."""
-import numpy as np
 import pytest
 
 from algorithms import ports
@@ -9,6 +8,7 @@ from attnsim import ncu
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
 from hwmodels import get_gpu
+from _benchmarks import load_benchmark
 
 # what `ncu --csv --print-units base` writes, with a CuPy fill launch before the port's
 # kernels, program output and ==PROF== lines around the CSV, a kernel signature, thousands
@@ -101,13 +101,7 @@ def test_compare_pairs_declared_launches_with_their_simulated_kernels(name, wl):
 
 def load_driver():
     """benchmarks/ncu_dram.py as a module (it is a script, not in a package)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ncu_dram.py"
-    spec = importlib.util.spec_from_file_location("ncu_dram", path)
-    driver = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(driver)
-    return driver
+    return load_benchmark("ncu_dram")
 
 
 def test_ncu_driver_passes_algorithm_options_to_the_plan_and_the_simulation():

@@ -1,12 +1,12 @@
 """benchmarks/profile_eager.py without a GPU: its steps are the simulated program's kernels,
 in launch order, and its predictions are the simulator's; bad shapes get one line, exit 2."""
-import importlib.util
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from _benchmarks import load_benchmark
 from algorithms.standard.pytorch_eager import kernel_names
 from attnsim.workload import Workload
 
@@ -16,11 +16,7 @@ SCRIPT = ROOT / "benchmarks" / "profile_eager.py"
 
 @pytest.fixture(scope="module")
 def pe():
-    spec = importlib.util.spec_from_file_location("profile_eager", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("profile_eager")
 
 
 @pytest.mark.parametrize("causal", [False, True])

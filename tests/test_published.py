@@ -8,12 +8,11 @@ introduced, and the ordering every published chart shows. Count-only mode throug
 The last tests hold the timing model to the band of predicted/published ratios that
 docs/validation.md and the README state.
 """
-import importlib.util
 import pathlib
-import sys
 
 import pytest
 
+from _benchmarks import load_benchmark
 from attnsim import Workload, simulate
 
 cdiv = lambda a, b: -(-a // b)  # noqa: E731
@@ -139,12 +138,7 @@ def test_published_ordering_standard_flash2_flash3_on_h100(head_dim, causal, seq
 @pytest.fixture(scope="module")
 def validation():
     """benchmarks/validate_published.py, the script that writes docs/validation.md."""
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "validate_published.py"
-    spec = importlib.util.spec_from_file_location("validate_published", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module           # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("validate_published")
 
 
 def test_every_documented_ratio_is_inside_the_documented_band(validation):
