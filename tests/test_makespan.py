@@ -12,6 +12,8 @@ from hwmodels.cta_schedule import greedy_makespan
 
 
 def list_schedule(work, heads, servers):
+    """Every CTA of the grid to the server that frees first (one CTA per server when they
+    are at least as many: the longest CTA's work)."""
     free_at = [0.0] * servers
     for i in range(len(work) * heads):
         heapq.heappush(free_at, heapq.heappop(free_at) + work[i % len(work)])
@@ -23,7 +25,7 @@ def list_schedule(work, heads, servers):
        heads=st.integers(1, 50), servers=st.integers(1, 140))
 def test_integral_work_matches_list_scheduling_exactly(work, heads, servers):
     w = np.array(work, dtype=np.float64)
-    expected = list_schedule(w, heads, servers) if len(w) * heads > servers else w.max()
+    expected = list_schedule(w, heads, servers)
     assert greedy_makespan(w, heads, servers) == expected
 
 
@@ -32,7 +34,7 @@ def test_integral_work_matches_list_scheduling_exactly(work, heads, servers):
        heads=st.integers(1, 30), servers=st.integers(1, 50))
 def test_fractional_work_matches_list_scheduling(work, heads, servers):
     w = np.array(work, dtype=np.float64)
-    expected = list_schedule(w, heads, servers) if len(w) * heads > servers else w.max()
+    expected = list_schedule(w, heads, servers)
     assert abs(greedy_makespan(w, heads, servers) - expected) <= 1e-12 * expected
 
 
