@@ -274,21 +274,9 @@ def add_timing_args(p) -> None:
 
 
 def timing_from_args(a) -> TimingOptions:
-    return TimingOptions(overlap=not a.no_overlap, memory_overlap=not a.no_memory_overlap,
-                         wave_quantization=not a.no_wave_quantization,
-                         launch_overhead=not a.no_launch_overhead,
-                         tc_path_derate=not a.no_tc_path_derate,
-                         l2_cache=not a.no_l2_cache,
-                         separate_sfu=not a.no_separate_sfu,
-                         interconnect=not a.no_interconnect,
-                         achievable_rates=not a.no_achievable_rates,
-                         pipe_model=not a.no_pipe_model,
-                         smem_bandwidth=not a.no_smem_bandwidth,
-                         cta_fixed_costs=not a.no_cta_fixed_costs,
-                         latency_bound_memory=not a.no_latency_bound_memory,
-                         launch_pipeline=not a.no_launch_pipeline,
-                         l2_atomics=not a.no_l2_atomics,
-                         lockstep_ctas=not a.no_lockstep_ctas)
+    """Every mechanism on unless its --no-<name> flag is given."""
+    return TimingOptions(**{f.name: not getattr(a, f"no_{f.name}")
+                            for f in dataclasses.fields(TimingOptions)})
 
 
 # ---- report --------------------------------------------------------------------------------
