@@ -351,6 +351,16 @@ def chase_table(footprint_bytes: int, seed: int = 0):
     return nxt, int(order[0])
 
 
+def _cupy_seconds(cupy, run) -> float:
+    """Device seconds of one ``run()`` (CuPy events around it)."""
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    run()
+    end.record()
+    end.synchronize()
+    return cupy.cuda.get_elapsed_time(start, end) * 1e-3
+
+
 def measure_latency(cupy, m: Measurements, l2_bytes: int) -> None:
     nxt, first = chase_table(2 * l2_bytes)            # twice the L2: every load misses it
     d_next, sink = cupy.asarray(nxt), cupy.zeros(1, dtype=cupy.uint64)
@@ -358,32 +368,21 @@ def measure_latency(cupy, m: Measurements, l2_bytes: int) -> None:
     steps = 200_000
     args = (d_next, cupy.uint64(first), cupy.int64(steps), sink)
     kernel((1,), (1,), args)                          # warm the TLB and the code
-    start, end = cupy.cuda.Event(), cupy.cuda.Event()
-    start.record()
-    kernel((1,), (1,), args)
-    end.record()
-    end.synchronize()
-    m.dram_latency_s = cupy.cuda.get_elapsed_time(start, end) * 1e-3 / steps
+    m.dram_latency_s = _cupy_seconds(cupy, lambda: kernel((1,), (1,), args)) / steps
 
 
 def measure_loops(cupy, m: Measurements) -> None:
     blocks, threads = 4 * m.sm_count, 256
     out = cupy.zeros(blocks * threads, dtype=cupy.float32)
-    for source, name, iters, work in (
-            (MMA_SOURCE, "mma_sync_loop", 4096, MMA_FLOPS_PER_WARP_ITER * threads // 32),
-            (EX2_SOURCE, "ex2_loop", 1 << 18, EX2_PER_THREAD_ITER * threads)):
+    for source, name, iters, work, field_name in (
+            (MMA_SOURCE, "mma_sync_loop", 4096, MMA_FLOPS_PER_WARP_ITER * threads // 32,
+             "mma_sync_flops_per_s"),
+            (EX2_SOURCE, "ex2_loop", 1 << 18, EX2_PER_THREAD_ITER * threads, "ex2_per_s")):
         kernel = cupy.RawKernel(source, name)
         kernel((blocks,), (threads,), (out, cupy.int32(16)))          # compile and warm
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        kernel((blocks,), (threads,), (out, cupy.int32(iters)))
-        end.record()
-        end.synchronize()
-        rate = blocks * work * iters / (cupy.cuda.get_elapsed_time(start, end) * 1e-3)
-        if name == "mma_sync_loop":
-            m.mma_sync_flops_per_s = rate
-        else:
-            m.ex2_per_s = rate
+        seconds = _cupy_seconds(
+            cupy, lambda: kernel((blocks,), (threads,), (out, cupy.int32(iters))))
+        setattr(m, field_name, blocks * work * iters / seconds)
 
 
 def measure() -> tuple[Measurements, object]:
