@@ -24,9 +24,9 @@ Schedules (``plan.schedule``; kernels in ``algorithms.kernels.splitkv``):
   directly). reads = B (H N_q d S + 2 G N_k d) e (+ the combine's 4 S B H N_q (d + 1)).
 Writes: B H N_q (d o_b + 4) (o_b = e unsplit, 4 split) (+ the combine's B H N_q (d e + 4)).
 FLOPs: 4 B H N_q N_k d matmul (causal: visible tiles only) + FlashAttention-2's softmax counts.
-IO bound (HBM bytes): Θ(B H N_q d + B (H/g) ⌈N_q/B_r⌉ N_k d) — prefill Θ(N² d² / M) per head as
-FlashAttention; decode Θ(B G N_k d): the cache read once per KV head. FLOPs: 4 B H N_q N_k d
-(about half with a causal mask), as multi-head attention: grouping shares K/V, not work.
+Bound: Θ(B H N_q d + B (H/g) ⌈N_q/B_r⌉ N_k d) HBM bytes — prefill Θ(N² d² / M) per head as
+FlashAttention; decode Θ(B G N_k d): the cache read once per KV head — and Θ(B H N_q N_k d)
+FLOPs (about half with a causal mask), as multi-head attention: grouping shares K/V, not work.
 
 rec.info gets ``kv_cache`` (per token 2 G d L elements) and, for decode, ``decode`` with the
 predicted time per generated token (``algorithms.kernels.decode_info``).
