@@ -52,7 +52,7 @@ TARGET_FA3_UTILIZATION = (70, 80)  # FA-3 fp16 forward at d = 128, % of the dens
 # The band the model meets today over every point of this page (primary and chart), rounded
 # outward to 0.05. tests/test_published.py asserts every ratio inside it and the README
 # quotes it: change all three together, and only when the model changes.
-DOCUMENTED_BAND = (0.60, 1.75)
+DOCUMENTED_BAND = (0.60, 1.85)
 
 
 def paper_workload(seq: int, head_dim: int, causal: bool = False, dtype: str = "fp16",
@@ -762,7 +762,12 @@ def document(fmt: str = "github") -> str:
         f"{min(standard_chart_ratios('pytorch-eager')):.2f}–"
         f"{max(standard_chart_ratios('pytorch-eager')):.2f} (the copies are "
         f"{eager_copy_share():.0%} of the predicted HBM traffic at N = 512, d = 128). What "
-        "remains is pricing, not the program: causality adds "
+        "remains is pricing, not the program, and it is larger than it looked: the model "
+        "used to count the P V GEMM's re-reads of V as DRAM traffic, because it took the P "
+        "row panels of the resident CTAs (each read by one CTA, once) for part of L2's "
+        "working set; the CTAs of a head read V together, k-chunk by k-chunk, and it stays in "
+        "L2 (`algorithms/kernels/gemm.py: l2_working_set`), so the bmm is priced at one pass "
+        "over P and the bars are optimistic by more. Causality adds "
         f"{eager_causal_extra_us()[1]:.0f} µs to the predicted time at N = 512, d = 128, "
         f"where charts A and B imply {eager_causal_extra_us()[0]:.0f} µs, and the non-causal "
         "N = 512 bars are still optimistic. Every kernel of the program is a stream priced at "

@@ -128,3 +128,31 @@ def test_count_only_gemm_counts_what_the_executed_gemm_counts(m, n, k, tile):
     empty = np.empty((0, 0), dtype=np.float32)
     gemm(counted, empty, empty, empty, m, n, k, tile, tile, 8, 2, 2, False, False, 0.5, False)
     np.testing.assert_array_equal(counted, executed)
+
+
+def test_gemm_l2_working_set_counts_a_panels_only_where_they_are_re_read():
+    """A panel is re-read only by the further column tiles of its rows: with one column
+    tile (n <= tile_n) the working set is the B operands of the heads in flight alone."""
+    from algorithms.kernels.gemm import GemmTiles, l2_working_set
+    t = GemmTiles(128, 128, 32)
+    heads, resident, k, e = 3, 264, 8192, 2
+    assert l2_working_set(heads, resident, k, 128, t, e) == heads * k * 128 * e
+    assert l2_working_set(heads, resident, k, 256, t, e) == \
+        heads * k * 256 * e + resident * 128 * k * e
+
+
+def test_standard_pv_gemm_reads_v_from_l2_and_p_once_from_dram():
+    """O = P V at N = 8192, d = 128 on an H100: the counts charge V once per row tile, the
+    timing model's DRAM estimate is one pass over P, V once and O once (the CTAs of a head
+    read V together, so its re-reads hit L2 although the P stream is far larger than L2)."""
+    from attnsim import Workload, simulate
+    from hwmodels.timing import TimingOptions, kernel_time
+    n, d, bh, e = 8192, 128, 32, 2
+    r = simulate("standard", Workload(batch=2, heads=16, seq_q=n, head_dim=d), "h100",
+                 compute=False)
+    pv = next(k for k in r.kernels if k.name == "pv_gemm")
+    compulsory = bh * (n * n + n * d + n * d) * e
+    assert kernel_time(r.gpu, pv).dram_bytes == compulsory
+    requested = pv.counts()["hbm_read_bytes"] + pv.counts()["hbm_write_bytes"]
+    assert requested == bh * (n * n + (n // 128) * n * d + n * d) * e
+    assert kernel_time(r.gpu, pv, TimingOptions(l2_cache=False)).dram_bytes == requested

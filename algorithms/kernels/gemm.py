@@ -57,6 +57,22 @@ def gemm_ctas(m: int, n: int, tiles: GemmTiles) -> int:
     return -(-m // tiles.tile_m) * -(-n // tiles.tile_n)
 
 
+def l2_working_set(heads_in_flight: int, resident_ctas: int, k: int, n: int,
+                   tiles: GemmTiles, e: int) -> int:
+    """Bytes a batched GEMM re-reads from L2 (``KernelRecord.l2_working_set_bytes``).
+
+    The B operand (k x n) of the heads in flight is re-read by every row tile of its head.
+    A CTA's A panel (tile_m x k) is re-read only when its rows have further column tiles
+    (n > tile_n); when one tile spans n, each panel is read by one CTA, once, and streams
+    through L2 without being any part of a re-read (P in O = P V at d <= tile_n: counting
+    it would price V's re-reads, which the CTAs of a head make together, k-chunk by
+    k-chunk, as DRAM traffic)."""
+    b_operands = heads_in_flight * k * n * e
+    if -(-n // tiles.tile_n) <= 1:
+        return b_operands
+    return b_operands + resident_ctas * tiles.tile_m * k * e
+
+
 @compiled
 def gemm_counts(c, m, n, k, tile_m, tile_n, e_in, e_out, alpha):
     """What ``gemm``'s loops count, summed: every output tile loads its A row panel and its B

@@ -44,7 +44,8 @@ from algorithms.standard import backward as standard_bwd
 from algorithms.standard import pytorch_eager
 from algorithms.base import AlgorithmInfo, Option, Plan
 from algorithms.kernels.common import heads_in_flight, iter_heads, new_output, placeholder
-from algorithms.kernels.gemm import GemmTiles, gemm, gemm_ctas, gemm_tc_path, plan_gemm
+from algorithms.kernels.gemm import (GemmTiles, gemm, gemm_ctas, gemm_tc_path, l2_working_set,
+                                    plan_gemm)
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
@@ -199,13 +200,13 @@ def softmax_record(rec, wl, p: StandardPlan):
 
 
 def pv_gemm_record(rec, wl, t: GemmTiles, name: str):
-    """O = P V as one batched GEMM launch; the P row panels of the resident CTAs and the V of
-    the heads in flight are its L2 working set."""
+    """O = P V as one batched GEMM launch; the V of the heads in flight is its L2 working set,
+    and the P row panels of the resident CTAs when d spans more than one column tile."""
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
 
     def working_set(flight, tiles, smem, regs):
-        return flight * nk * d * e + rec.resident_ctas(bh * tiles, smem, regs) * t.tile_m * nk * e
+        return l2_working_set(flight, rec.resident_ctas(bh * tiles, smem, regs), nk, d, t, e)
 
     return _batched_gemm_record(rec, wl, t, name, d, nq * nk + nk * d + nq * d, working_set)
 

@@ -42,7 +42,7 @@ from algorithms.base import Plan
 from algorithms.kernels.common import heads_in_flight, placeholder
 from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
                                 rng_ops)
-from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path
+from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path, l2_working_set
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
@@ -129,9 +129,8 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     smem = sum(t.smem_buffers(e).values())
 
     def gemm_kernel(name, m, n, k):
-        # L2, as the forward's GEMMs: the B operand (k x n) of the heads in flight and the A
-        # panels (tile_m x k) of the resident CTAs serve the re-reads; compulsory traffic is
-        # each operand once and the result once
+        # L2, as the forward's GEMMs (gemm.l2_working_set); compulsory traffic is each
+        # operand once and the result once
         ctas = gemm_ctas(m, n, t)
         flight = heads_in_flight(rec, ctas, bh, smem, regs)
         resident = rec.resident_ctas(bh * ctas, smem, regs)
@@ -139,7 +138,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                           register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
                           tc_path=gemm_tc_path(rec.gpu),
                           unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
-                          l2_working_set_bytes=(flight * k * n + resident * t.tile_m * k) * e)
+                          l2_working_set_bytes=l2_working_set(flight, resident, k, n, t, e))
 
     def row_kernel(name, buffers, **l2):
         return rec.kernel(name, ctas=bh * nq, buffers=buffers, threads_per_cta=ROW_THREADS,
