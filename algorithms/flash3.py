@@ -18,7 +18,7 @@ model: compute = max(matmul, exp + other) instead of their sum).
 Needs Hopper (``wgmma``, TMA): planning on a GPU without them is an error.
 Shared memory: Q_i (B_r d e) + s stages of K_j and V_j (2 s B_c d e); registers: the
 O accumulators (B_r d fp32) and two score tiles in flight per warpgroup for the
-intra-warpgroup pipelining (2 B_r B_c fp32, Section 3.2).
+intra-warpgroup pipelining (2 B_r B_c fp32, Section 3.2), at most 255 per consumer thread.
 
 **FP8** (``--dtype fp8``, Section 3.3), executed as the kernel computes it (e4m3 arithmetic
 in ``algorithms.kernels.fp8``), in two kernels:
@@ -143,6 +143,13 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
     return 4 * block_q * d + 2 * 4 * block_q * block_k
 
 
+def consumer_register_budget(gpu) -> int:
+    """Bytes of fp32 tiles the consumer warpgroups may keep: the register file, and no
+    more than their threads may hold (255 registers each)."""
+    threads = CONSUMER_WARPGROUPS * 128
+    return min(gpu.register_bytes_per_sm, gpu.max_registers_per_thread * 4 * threads)
+
+
 def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
          rotation: str | None = None, fp8_quantize: str | None = None) -> Flash3Plan:
     if not gpu.has_wgmma:
@@ -158,7 +165,7 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
     for bk in BLOCK_K_CANDIDATES:
         smem = sum(smem_buffers(BLOCK_Q, bk, stages, d, e, is_fp8).values())
         regs = register_bytes(BLOCK_Q, bk, d)
-        if smem <= sram_bytes and regs <= gpu.register_bytes_per_sm:
+        if smem <= sram_bytes and regs <= consumer_register_budget(gpu):
             if not is_fp8:
                 return Flash3Plan(BLOCK_Q, bk, stages, smem, regs)
             return Flash3Plan(BLOCK_Q, bk, stages, smem, regs, fp8_scales or "block",

@@ -167,6 +167,13 @@ SOURCES = (
            "Cores are performing the matmul. To do so, we use synchronization barriers "
            "(bar.sync instructions) to force the GEMMs [...] of warpgroup 1 to be scheduled "
            "before the GEMMs of warpgroup 2"),
+    Source("FA3-src", "flash-attention hopper/flash_fwd_launch_template.h at the FA-3 release "
+           "(commit 7f67966c, 2024-07-11) and hopper/tile_size.h (release 2.8.4, commit "
+           "0251105a)", "github.com/Dao-AILab/flash-attention",
+           "7f67966c run_mha_fwd_hdim64: Flash_fwd_kernel_traits<64, 192, 128, 16 warps, 2 "
+           "stages> (3 consumer warpgroups, P V from registers: rs_op_selector); hdim128: 128 x "
+           "(causal 128 : 176), 12 warps; hdim256: 128 x 80. 0251105a tile_size_fwd_sm90, fp16, "
+           "d <= 64: {192, causal ? 128 : 192, MmaPV_is_RS = causal, IntraWGOverlap = true}"),
     Source("FA2-src", "flash-attention csrc/flash_attn/src/flash_fwd_launch_template.h and "
            "kernel_traits.h (release 2.8.4, commit 0251105a)",
            "github.com/Dao-AILab/flash-attention",
@@ -787,7 +794,14 @@ def document(fmt: str = "github") -> str:
         "d = 64 a tile's exp, FMA and shared-memory work nearly equal its MMAs, and the model "
         "lets the four chains of a CTA hide them behind each other; the producer/consumer "
         "barrier hand-offs, the consumer warpgroups' issue slots shared between `wgmma` and "
-        "softmax, and register pressure at d = 64 are not priced.",
+        "softmax, and register pressure at d = 64 are not priced. The simulated program also "
+        "differs from the released one here: attnsim plans FlashAttention-3 with 128-row "
+        "tiles and two consumer warpgroups at every head dimension (the paper's §3.1), while "
+        "the release of the paper's date runs d = 64 on 192 x 128 tiles with three consumer "
+        "warpgroups and P in registers ([FA3-src]), and today's release on 192 x 192 tiles "
+        "with P passed through shared memory, which adds a P tile written and read per K/V "
+        "tile to the shared-memory pipe. The planner offers neither yet; a GPU session "
+        "timing FA-3 at d = 64 with its per-kernel counters (ncu) would say which pipe binds.",
         "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
         "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H100 "
         "SXM5 and H200 from a GH200 (STREAM), the `mma.sync` ratio from an H800 PCIe "

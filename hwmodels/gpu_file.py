@@ -75,6 +75,7 @@ FIELD_RANGES = {
     "issue_per_clock_per_sm": (1, 64),
     "dram_latency_s": (1e-8, 1e-4),
     "l2_atomic_bytes_per_s": (1e9, 1e15),
+    "max_registers_per_thread": (16, 1024),
 }
 
 

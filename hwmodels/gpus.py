@@ -10,7 +10,7 @@ Every number below carries its source. Abbreviations used in the comments:
 * [TUNE-A]   NVIDIA Ampere Tuning Guide, section 1.4.1.1 (shared memory per SM / per block).
 * [TUNE-H]   NVIDIA Hopper Tuning Guide, section 1.4.1.1 (shared memory per SM / per block).
 * [CUDA-CC]  CUDA C++ Programming Guide, "Compute capabilities" table (threads, blocks,
-             registers per SM for cc 8.0 and 9.0).
+             registers per SM for cc 8.0 and 9.0; at most 255 32-bit registers per thread).
 * [A100-L2]  A100 whitepaper, "L2 cache": 5120 bytes/clk of L2 read bandwidth (2.3x V100's).
 * [FA3]      Shah et al., FlashAttention-3 (arXiv 2407.08608), Section 1 and Section 3:
              H100 SXM5 special-function throughput 3.9 TFLOP/s; the pre-Hopper ``mma.sync``
@@ -138,6 +138,8 @@ class GPU:
     fp32_lanes_per_sm: int = 0                 # FP32 FMA lanes per SM; 0: from fp32_flops_per_s
     smem_bytes_per_clock_per_sm: int = 128     # shared-memory bandwidth (32 banks x 4 B)
     issue_per_clock_per_sm: int = 4            # warp-instructions issued per clock per SM
+    # ---- what one thread may hold ----------------------------------------------------------
+    max_registers_per_thread: int = 255        # [CUDA-CC] 32-bit registers per thread, cc 5.0-9.0
     dram_latency_s: float = 0.0                # L2-miss load latency; 0: no latency terms
     l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 bandwidth / 2
     sources: str = ""                          # free text, for custom GPUs from TOML files

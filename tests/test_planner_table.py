@@ -3,10 +3,12 @@ the rule each module's docstring states, over head dims, SRAM budgets M, dtypes 
 
 flash2 (algorithms/flash2): the largest B_r, then B_c, from {128, 64, 32, 16} such that
     shared memory (B_r + 2 B_c) d e <= M  and  fp32 registers 4 B_r (d + B_c) <= half the
-    register file (256 KiB on every GPU in the catalog: 131072 B).
+    register file (256 KiB on every GPU in the catalog: 131072 B) and <= the 255 registers
+    each of the CTA's 128 threads may hold (255·4·128 = 130560 B): 130560 B.
 flash3 (algorithms/flash3): B_r = 128 (two consumer warpgroups of 64 rows), the largest B_c
     from {176, 128, 112, 96, 64, 32, 16} such that (128 + 2 s B_c) d e <= M (s stages of K
-    and V) and 4·128 d + 8·128 B_c <= the whole register file (262144 B); Hopper only.
+    and V) and 4·128 d + 8·128 B_c <= the whole register file (262144 B) and <= 255
+    registers for each of the 256 consumer threads (261120 B); Hopper only.
 M = None: the GPU's shared memory per block (A100 166912 B, H100/H200 232448 B).
 """
 import pytest
@@ -22,7 +24,8 @@ FLASH2 = [
     ("h100-sxm", 64, "fp16", 32 * KIB, (128, 64), "128 + 2 B_c <= 256"),
     ("h100-sxm", 64, "fp16", 16 * KIB, (64, 32), "B_r = 128 leaves no room; 64 + 2 B_c <= 128"),
     ("h100-sxm", 64, "fp32", 48 * KIB, (128, 32), "4-byte rows: 128 + 2 B_c <= 192"),
-    ("a100-80gb", 128, "fp16", None, (128, 128), "384·128·2 = 96 KiB; regs 512·256 = 128 KiB"),
+    ("a100-80gb", 128, "fp16", None, (128, 64),
+     "regs: B_c = 128 needs 512·256 = 131072 B, 256 a thread; 512·192 = 96 KiB"),
     ("h100-sxm", 128, "bf16", 64 * KIB, (128, 64), "128 + 2 B_c <= 256"),
     ("h100-sxm", 128, "fp16", 48 * KIB, (128, 32), "128 + 2 B_c <= 192"),
     ("h200", 256, "fp16", None, (64, 128), "regs: B_r = 128 needs 4·128·(256 + 16) > 128 KiB"),
@@ -39,7 +42,7 @@ FLASH3 = [
     ("h200", 128, "fp16", 2, None, 176, "(128 + 704)·256 = 208 KiB <= 227 KiB"),
     ("h100-pcie", 128, "bf16", 2, 160 * KIB, 128, "128 + 4 B_c <= 640"),
     ("h100-sxm", 128, "fp16", 3, None, 128, "128 + 6 B_c <= 908"),
-    ("h100-sxm", 256, "fp16", 2, None, 64, "regs cap B_c at 128; smem: 96 needs 256 KiB"),
+    ("h100-sxm", 256, "fp16", 2, None, 64, "regs cap B_c at 112; smem: 96 needs 256 KiB"),
     # fp8 adds a transposed copy of V per stage (fp8 wgmma reads V K-major): 128 + 6 B_c rows
     ("h100-sxm", 128, "fp8", 2, 100 * KIB, 112, "1-byte rows: 128 + 6 B_c <= 800: B_c <= 112"),
     ("h100-sxm", 128, "fp8", 2, 104 * KIB, 112, "128 + 6 B_c <= 832: B_c = 128 needs 896"),
@@ -73,3 +76,14 @@ def test_flash3_tiles(gpu, head_dim, dtype, stages, sram, block_k, why):
 def test_flash3_needs_hopper(gpu):
     with pytest.raises(PlanError, match="wgmma"):
         plan_of("flash3", gpu, 64, "fp16", None)
+
+
+def test_flash2_d128_tile_is_set_by_the_registers_a_thread_may_hold():
+    """At d = 128 the 128 x 128 tile's accumulators (4·128·(128 + 128) = 131072 B over 128
+    threads) need 256 registers a thread, one more than cc 8.0/9.0 allow: a GPU whose threads
+    could hold 256 would take it (the half register file allows it), the A100 takes 128 x 64."""
+    from hwmodels import get_gpu
+    a100 = get_gpu("a100-80gb")
+    assert plan_of("flash2", a100, 128, "fp16", None)["block_k"] == 64
+    roomier = a100.replace(max_registers_per_thread=256)
+    assert plan_of("flash2", roomier, 128, "fp16", None)["block_k"] == 128

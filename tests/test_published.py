@@ -54,14 +54,15 @@ def test_backward_matmuls_recompute_s_in_flash_not_in_standard(algorithm, factor
 
 def test_causal_convention_halves_and_flash_computes_whole_diagonal_tiles():
     """The papers halve the FLOPs when causal. FlashAttention-2 skips the tiles above the
-    diagonal and computes the diagonal ones whole: with square B x B tiles the T = N/B row
-    blocks see 1, 2, ..., T tiles, T(T+1)/2 of them, i.e. the papers' count x (1 + B/N).
-    Standard attention computes all of S and masks it afterwards: no saving."""
+    diagonal and computes the diagonal ones whole: with B_r x B_c tiles, B_c dividing B_r,
+    row block i of the T = N/B_r sees the (i + 1) B_r keys up to its last row, T(T+1)/2
+    B_r x B_r squares in all, i.e. the papers' count x (1 + B_r/N). Standard attention
+    computes all of S and masks it afterwards: no saving."""
     n, d = 4096, 128
     causal, full = paper_shape(n, d, causal=True), paper_shape(n, d)
     f2 = simulate("flash2", causal, "a100", compute=False)
     b = f2.plan["block_q"]
-    assert f2.plan["block_k"] == b and n % b == 0
+    assert b % f2.plan["block_k"] == 0 and n % b == 0
     assert f2.counts["matmul_flops"] * n == paper_forward_flops(causal) * (n + b)
     std = simulate("standard", causal, "a100", compute=False)
     assert std.counts["matmul_flops"] == paper_forward_flops(full)
@@ -73,7 +74,8 @@ def test_matmul_flops_outnumber_exponentials_4d_to_1(algorithm, head_dim):
     """FlashAttention-3 §3: with d = 128 the matmul FLOPs outnumber the exponentials 512x
     (4d per score: two products of 2d FLOPs each, one exp). The online softmax adds one exp
     per row per K/V block (the rescale factor) and one per row at the end, so the ratio sits
-    just below 4d: 4d / (1 + 1/B_c + 1/N) exactly for non-causal, N a multiple of B_c."""
+    just below 4d: 4d N² / (N² + N T_c + N) exactly for non-causal, T_c = ⌈N / B_c⌉
+    (4d / (1 + 1/B_c + 1/N) when B_c divides N)."""
     n = 4096
     wl = paper_shape(n, head_dim)
     r = simulate(algorithm, wl, "h100", compute=False)
@@ -81,8 +83,10 @@ def test_matmul_flops_outnumber_exponentials_4d_to_1(algorithm, head_dim):
     tc = cdiv(n, bk)
     exps_per_head = n * n + n * tc + n
     assert r.counts["exp_ops"] == wl.batch * wl.heads * exps_per_head
+    assert r.counts["matmul_flops"] == wl.batch * wl.heads * 4 * n * n * head_dim
     ratio = r.counts["matmul_flops"] / r.counts["exp_ops"]
-    assert 0.99 * 4 * head_dim < ratio < 4 * head_dim
+    assert ratio == pytest.approx(4 * head_dim * n * n / exps_per_head, rel=1e-12)
+    assert ratio < 4 * head_dim
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])

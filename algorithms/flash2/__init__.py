@@ -19,9 +19,13 @@ block B_r d + B_r other and B_r exps (the final 1/l and log l).
 
 Tile plan: the largest B_r, then B_c, from {128, 64, 32, 16} such that the shared-memory
 tiles Q_i, K_j, V_j ((B_r + 2 B_c) d e bytes) fit in M and the fp32 register tiles (O
-accumulator B_r d, scores B_r B_c) fit in half the register file (so that two CTAs can
+accumulator B_r d, scores B_r B_c) fit both in half the register file (so that two CTAs can
 be resident per SM to hide latency — a modelling choice, in the spirit of FA-2's tuned
-configurations). Differences from the CUDA implementation: the simulator runs the tiles
+configurations) and in the 255 registers a thread may hold, over the CTA's 128 threads
+(the hardware's limit: at d = 128 a 128 x 128 tile would need 256 accumulator registers per
+thread). This gives the release's tiles for 16-bit inputs on the A100 and H100 [FA-2
+flash_fwd_launch_template.h, run_mha_fwd_hdim64/128]: 128 x 128 at d = 64, 128 x 64 at
+d = 128. Differences from the CUDA implementation: the simulator runs the tiles
 of a CTA in sequence; warps and the exp2/FMA fusion of the scale are not modelled.
 
 Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is ``algorithms.flash2.backward``
@@ -119,7 +123,7 @@ def plan(wl, gpu, sram_bytes: int) -> Flash2Plan:
 
 def plan_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
     d, e = wl.head_dim, wl.elem_bytes
-    reg_budget = gpu.register_bytes_per_sm // 2
+    reg_budget = forward_register_budget(gpu)
     for bq in BLOCK_CANDIDATES:
         for bk in BLOCK_CANDIDATES:
             smem = sum(smem_buffers(bq, bk, d, e).values())
@@ -135,7 +139,16 @@ def plan_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
             f"use a smaller --head-dim or a larger --sram-kb")
     raise PlanError(f"flash2 with head_dim {d}: even 16x16 tiles need "
                     f"{register_bytes(smallest, smallest, d):,} bytes of fp32 registers, "
-                    f"more than half of the {gpu.register_bytes_per_sm:,}-byte register file")
+                    f"more than the {reg_budget:,} bytes a CTA may hold (half of the "
+                    f"{gpu.register_bytes_per_sm:,}-byte register file, at most "
+                    f"{gpu.max_registers_per_thread} registers for each of its "
+                    f"{THREADS_PER_CTA} threads)")
+
+
+def forward_register_budget(gpu) -> int:
+    """Bytes of fp32 accumulators one forward CTA may keep: half the register file (two
+    CTAs resident per SM), and no more than its threads may hold."""
+    return min(gpu.register_bytes_per_sm // 2, gpu.max_registers_per_thread * 4 * THREADS_PER_CTA)
 
 
 def cta_work(wl, p: Flash2Plan) -> np.ndarray:

@@ -43,8 +43,8 @@ ops ⌈r c/16⌉·100 + r c compares, and 2 r c to apply Z to P and dP; no HBM t
 regenerated from the RNG state).
 
 Tile plan: the largest B_c, then B_r, from {128, 64, 32, 16} whose shared-memory tiles fit
-M and whose fp32 register tiles fit the register file (one 8-warp CTA per SM, as FA-2's
-backward kernels run). Shared memory: Q_i, dO_i, K_j, V_j, and P_ij, dS_ij (the operands
+M and whose fp32 register tiles fit the register file and the 255 registers a thread may
+hold (one 8-warp CTA per SM, as FA-2's backward kernels run). Shared memory: Q_i, dO_i, K_j, V_j, and P_ij, dS_ij (the operands
 of the transposed products Pᵀ dO and dSᵀ Q go through shared memory), all at e bytes.
 Registers (fp32): dK_j, dV_j accumulators (2 B_c d), S/P and dP tiles (2 B_r B_c), the
 dS K_j product before its atomic add (B_r d), lse_i and D_i (2 B_r). For d = 64 on an
@@ -105,7 +105,7 @@ def plan_backward(wl, gpu, sram_bytes: int) -> Flash2BwdPlan:
         for bq in BLOCK_CANDIDATES:
             smem = sum(smem_buffers(bq, bk, d, e).values())
             regs = register_bytes(bq, bk, d)
-            if smem <= sram_bytes and regs <= gpu.register_bytes_per_sm:
+            if smem <= sram_bytes and regs <= register_budget(gpu):
                 return Flash2BwdPlan(block_q=bq, block_k=bk, smem_bytes=smem, register_bytes=regs)
     smallest = BLOCK_CANDIDATES[-1]
     need = sum(smem_buffers(smallest, smallest, d, e).values())
@@ -116,7 +116,15 @@ def plan_backward(wl, gpu, sram_bytes: int) -> Flash2BwdPlan:
             f"is {sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
     raise PlanError(f"flash2 backward with head_dim {d}: even 16x16 tiles need "
                     f"{register_bytes(smallest, smallest, d):,} bytes of fp32 registers, more "
-                    f"than the {gpu.register_bytes_per_sm:,}-byte register file")
+                    f"than the {register_budget(gpu):,} bytes its {THREADS_PER_CTA} threads may "
+                    f"hold (the {gpu.register_bytes_per_sm:,}-byte register file, at most "
+                    f"{gpu.max_registers_per_thread} registers a thread)")
+
+
+def register_budget(gpu) -> int:
+    """Bytes of fp32 tiles one backward CTA may keep: the register file, and no more than
+    its threads may hold."""
+    return min(gpu.register_bytes_per_sm, gpu.max_registers_per_thread * 4 * THREADS_PER_CTA)
 
 
 def cta_work(wl, bp: Flash2BwdPlan) -> np.ndarray:
