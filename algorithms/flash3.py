@@ -2,12 +2,28 @@
 Asynchrony and Low-precision" (2024, arXiv 2407.08608), Algorithm 1 and Sections 3.1–3.3.
 
 Idea: the same tiled online-softmax forward as FlashAttention-2, rebuilt for Hopper: a
-producer warp loads K/V tiles with TMA into an s-stage circular shared-memory buffer, two
-consumer warpgroups (64 query rows each) run ``wgmma`` and ping-pong so that one's softmax
-hides behind the other's GEMMs.
+producer warp loads K/V tiles with TMA into an s-stage circular shared-memory buffer, the
+consumer warpgroups (64 query rows each, two in the paper's Section 3.1) run ``wgmma`` and
+take turns at the tensor cores (ping-pong) so that one's softmax hides behind the others'
+GEMMs.
 
-Notation -> code: B_r == block_q (2 consumer warpgroups x 64 rows = 128), B_c == block_k,
-s == stages (K/V pipeline depth).
+Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
+s == stages (K/V pipeline depth), W == consumer_warpgroups.
+
+Tile plan, as the release sizes its kernels: the producer warpgroup gives up its registers
+(``setmaxnreg``: 24 a thread, the least PTX allows), the W consumer warpgroups share the
+rest in multiples of 8 (PTX ISA, setmaxnreg), at most 255 a thread: 240 for W = 2, 160 for
+W = 3 on a 64K-register SM, the release's own split (hopper/flash_fwd_kernel.h at 7f67966c:
+warpgroup_reg_dealloc<24 or 32> for the producer, warpgroup_reg_alloc<240 or 160>). For
+each W in {3, 2, 1}, the largest B_c from {176, 128, 112, 96, 64, 32, 16} whose tiles fit M
+and whose accumulators (a warpgroup's O, 64 d, and two score tiles, 2 · 64 B_c, in fp32:
+d/2 + B_c registers a thread) fit that share; the plan takes the W whose B_r x B_c tile is
+largest (the most work per K/V byte streamed). This reproduces the release of the paper's
+date at 16-bit dtypes (flash-attention commit 7f67966c, flash_fwd_launch_template.h):
+192 x 128 with three consumer warpgroups at d = 64, 128 x 176 with two at d = 128, and
+128 x 64 at d = 256 (the release: 128 x 80). Not modelled: the release's 128 x 128 tiles
+when causal at d = 128, and its later choices (2.8.4: 192 x 192 at d = 64, with P V
+reading P from shared memory).
 
 At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles
 (same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head;
@@ -107,10 +123,11 @@ INFO = AlgorithmInfo(
                     validate=_one_of(FP8_QUANTIZE))),
 )
 
-BLOCK_Q = 128                 # 2 consumer warpgroups x 64 rows (Section 3.1)
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
-THREADS_PER_CTA = 384         # 1 producer + 2 consumer warpgroups
-CONSUMER_WARPGROUPS = 2       # ping-pong scheduling (Section 3.1)
+CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64
+ROWS_PER_WARPGROUP = 64       # wgmma's M: each consumer warpgroup owns 64 query rows
+WARPGROUP = 128               # threads
+PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum
 PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
 SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
 OUT_BYTES_FP8 = 2             # FA-3's FP8 forward writes O in bf16
@@ -125,6 +142,7 @@ class Flash3Plan(Plan):
     stages: int
     smem_bytes: int
     register_bytes: int
+    consumer_warpgroups: int = 2      # W: block_q / 64
     fp8_scales: str | None = None     # "block" / "tensor" under --dtype fp8, else None
     rotation: str | None = None       # "hadamard" / "none" under --dtype fp8, else None
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
@@ -143,11 +161,33 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
     return 4 * block_q * d + 2 * 4 * block_q * block_k
 
 
-def consumer_register_budget(gpu) -> int:
-    """Bytes of fp32 tiles the consumer warpgroups may keep: the register file, and no
-    more than their threads may hold (255 registers each)."""
-    threads = CONSUMER_WARPGROUPS * 128
-    return min(gpu.register_bytes_per_sm, gpu.max_registers_per_thread * 4 * threads)
+def consumer_registers_per_thread(gpu, warpgroups: int) -> int:
+    """Registers each consumer thread gets: what the producer warpgroup leaves of the SM's
+    file, split over ``warpgroups`` warpgroups in setmaxnreg's multiples of 8, at most the
+    255 a thread may hold."""
+    free = gpu.register_bytes_per_sm // 4 - WARPGROUP * PRODUCER_REGISTERS
+    share = free // (warpgroups * WARPGROUP) // 8 * 8
+    return min(share, gpu.max_registers_per_thread // 8 * 8)
+
+
+def consumer_register_budget(gpu, warpgroups: int) -> int:
+    """Bytes of fp32 tiles ``warpgroups`` consumer warpgroups may keep."""
+    return warpgroups * WARPGROUP * 4 * consumer_registers_per_thread(gpu, warpgroups)
+
+
+def largest_tile(d: int, e: int, stages: int, sram_bytes: int, gpu, is_fp8: bool):
+    """(W, B_r, B_c) of the largest tile that fits shared memory and registers, or None."""
+    best = None
+    for w in CONSUMER_WARPGROUP_CHOICES:
+        bq = w * ROWS_PER_WARPGROUP
+        for bk in BLOCK_K_CANDIDATES:
+            smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
+            if smem <= sram_bytes and register_bytes(bq, bk, d) <= \
+                    consumer_register_budget(gpu, w):
+                if best is None or bq * bk > best[1] * best[2]:
+                    best = (w, bq, bk)
+                break
+    return best
 
 
 def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
@@ -162,19 +202,20 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
                         f"--dtype fp8 (the workload is {wl.dtype}); add --dtype fp8 or drop "
                         f"them")
     d, e = wl.head_dim, wl.elem_bytes
-    for bk in BLOCK_K_CANDIDATES:
-        smem = sum(smem_buffers(BLOCK_Q, bk, stages, d, e, is_fp8).values())
-        regs = register_bytes(BLOCK_Q, bk, d)
-        if smem <= sram_bytes and regs <= consumer_register_budget(gpu):
-            if not is_fp8:
-                return Flash3Plan(BLOCK_Q, bk, stages, smem, regs)
-            return Flash3Plan(BLOCK_Q, bk, stages, smem, regs, fp8_scales or "block",
-                              rotation or "hadamard", fp8.hadamard_block(d),
-                              fp8_quantize or "kernel")
-    need = sum(smem_buffers(BLOCK_Q, 16, stages, d, e, is_fp8).values())
+    tile = largest_tile(d, e, stages, sram_bytes, gpu, is_fp8)
+    if tile is not None:
+        w, bq, bk = tile
+        smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
+        regs = register_bytes(bq, bk, d)
+        if not is_fp8:
+            return Flash3Plan(bq, bk, stages, smem, regs, w)
+        return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
+                          rotation or "hadamard", fp8.hadamard_block(d),
+                          fp8_quantize or "kernel")
+    need = sum(smem_buffers(ROWS_PER_WARPGROUP, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
-        f"per CTA (Q_i 128x{d} + {stages} stages of 16x{d} K and V"
+        f"per CTA (Q_i 64x{d} + {stages} stages of 16x{d} K and V"
         f"{' and Vᵀ' if is_fp8 else ''}) but the budget is "
         f"{sram_bytes:,} bytes; use fewer --stages, a smaller --head-dim or a larger --sram-kb")
 
@@ -206,13 +247,14 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
     unique, working_set = flash2.l2_footprint(wl, as_fa2, rec, tr, p.smem_bytes)
     unique += wl.batch * wl.heads * wl.seq_q * wl.head_dim * (out_bytes - wl.elem_bytes)
     return rec.kernel("flash3_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
-                      threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
+                      threads_per_cta=(p.consumer_warpgroups + 1) * WARPGROUP,
+                      register_bytes_per_cta=p.register_bytes,
                       tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
-                      # Section 3.1-3.2: 2 consumer warpgroups in ping-pong, each pipelining
-                      # two tiles: 4 independent GEMM -> softmax chains; each warpgroup's wgmma
-                      # reads K_j and V_j from shared memory (pricing only)
-                      chains_per_cta=CONSUMER_WARPGROUPS * PIPELINE_STAGES_PER_WARPGROUP,
-                      smem_readers=CONSUMER_WARPGROUPS, mma_rows_per_cta=BLOCK_Q,
+                      # Section 3.1-3.2: W consumer warpgroups taking turns (ping-pong), each
+                      # pipelining two tiles: 2W independent GEMM -> softmax chains; each
+                      # warpgroup's wgmma reads K_j and V_j from shared memory (pricing only)
+                      chains_per_cta=p.consumer_warpgroups * PIPELINE_STAGES_PER_WARPGROUP,
+                      smem_readers=p.consumer_warpgroups, mma_rows_per_cta=p.block_q,
                       prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim
                       * wl.elem_bytes,
                       matmul_dtype=wl.dtype, unique_hbm_bytes=unique,

@@ -171,7 +171,8 @@ SOURCES = (
            "(commit 7f67966c, 2024-07-11) and hopper/tile_size.h (release 2.8.4, commit "
            "0251105a)", "github.com/Dao-AILab/flash-attention",
            "7f67966c run_mha_fwd_hdim64: Flash_fwd_kernel_traits<64, 192, 128, 16 warps, 2 "
-           "stages> (3 consumer warpgroups, P V from registers: rs_op_selector); hdim128: 128 x "
+           "stages> (3 consumer warpgroups, P V from registers: rs_op_selector), "
+           "flash_fwd_kernel.h warpgroup_reg_alloc<kNWarps == 12 ? 240 : 160>; hdim128: 128 x "
            "(causal 128 : 176), 12 warps; hdim256: 128 x 80. 0251105a tile_size_fwd_sm90, fp16, "
            "d <= 64: {192, causal ? 128 : 192, MmaPV_is_RS = causal, IntraWGOverlap = true}"),
     Source("FA2-src", "flash-attention csrc/flash_attn/src/flash_fwd_launch_template.h and "
@@ -652,6 +653,13 @@ def fa3_d64_epilogue_bound() -> tuple[tuple[int, float, float], ...]:
     return tuple(out)
 
 
+def fa3_d64_unoverlapped() -> tuple[float, ...]:
+    """Predicted/published for the FA-3 d = 64 chart bars with no chain hiding another
+    (``TimingOptions(overlap=False)``: every tile's GEMMs and softmax in sequence)."""
+    return tuple(tflops("flash3", paper_workload(n, 64), "h100-sxm", TimingOptions(overlap=False))
+                 / published[2] for n, published in FA3_CHARTS[("hd64", 64, False)].items())
+
+
 def sources_text() -> str:
     return "\n".join(f"- [{s.key}] {s.citation} — {s.where}: \"{s.quote}\"" for s in SOURCES)
 
@@ -790,18 +798,26 @@ def document(fmt: str = "github") -> str:
         + "), and an epilogue priced at its upper bound from the kernel's own counts (one DRAM "
         "latency plus the O tile through shared memory, per CTA, none hidden) would take "
         + ", ".join(f"{share:.1%}" for _, _, share in fa3_d64_epilogue_bound())
-        + " of the predicted time. A gap that scales with the tiles points at the softmax: at "
-        "d = 64 a tile's exp, FMA and shared-memory work nearly equal its MMAs, and the model "
-        "lets the four chains of a CTA hide them behind each other; the producer/consumer "
-        "barrier hand-offs, the consumer warpgroups' issue slots shared between `wgmma` and "
-        "softmax, and register pressure at d = 64 are not priced. The simulated program also "
-        "differs from the released one here: attnsim plans FlashAttention-3 with 128-row "
-        "tiles and two consumer warpgroups at every head dimension (the paper's §3.1), while "
-        "the release of the paper's date runs d = 64 on 192 x 128 tiles with three consumer "
-        "warpgroups and P in registers ([FA3-src]), and today's release on 192 x 192 tiles "
-        "with P passed through shared memory, which adds a P tile written and read per K/V "
-        "tile to the shared-memory pipe. The planner offers neither yet; a GPU session "
-        "timing FA-3 at d = 64 with its per-kernel counters (ncu) would say which pipe binds.",
+        + " of the predicted time. The simulated program is the release's: the planner "
+        "splits the registers as the release does (`setmaxnreg`: 240 a consumer thread for two "
+        "warpgroups, 160 for three) and takes the largest tile they hold, which at d = 64 is "
+        "the release's 192 x 128 with three consumer warpgroups and P in registers "
+        "([FA3-src], the commit of the paper's date), not the 128 x 176 with two warpgroups "
+        "it planned at every head dimension before. A gap that scales with the tiles "
+        "points at the softmax: at d = 64 a tile's exp, FMA and shared-memory work nearly "
+        "equal its MMAs, and the model lets the six chains of a CTA (three warpgroups taking "
+        "turns, two tiles each) hide them behind each other, as the round-robin barrier "
+        "intends; with no chain hiding another (`--no-overlap`) the same bars would be "
+        + ", ".join(f"{r:.2f}" for r in fa3_d64_unoverlapped())
+        + ": the published rates are close to what the pipes give when softmax and GEMMs do "
+        "not overlap at all. The producer/consumer "
+        "barrier hand-offs, the latency of a softmax run by one warp per SM sub-partition "
+        "(its row max and sum go through shuffles before the exponentials can start), and "
+        "the consumer warpgroups' issue slots shared between `wgmma` and softmax are not "
+        "priced. Today's release (2.8.4) runs d = 64 on 192 x 192 tiles with P passed "
+        "through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
+        "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
+        "which of these binds.",
         "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
         "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H100 "
         "SXM5 and H200 from a GH200 (STREAM), the `mma.sync` ratio from an H800 PCIe "

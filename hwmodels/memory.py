@@ -70,8 +70,8 @@ class KernelRecord:
             re-reads beyond ``unique_hbm_bytes`` are served by L2 (``hwmodels.timing``).
         chains_per_cta: independent GEMM -> softmax -> GEMM dependency chains one CTA keeps
             in flight. 1 when its warps meet at a barrier on every tile (FlashAttention-2);
-            FlashAttention-3 runs 2 consumer warpgroups in ping-pong, each with two-stage
-            intra-warpgroup pipelining: 4. The timing model hides a chain's latency only
+            FlashAttention-3 runs W consumer warpgroups in ping-pong (2, or 3 at d <= 64),
+            each with two-stage intra-warpgroup pipelining: 2W. The timing model hides a chain's latency only
             behind the other chains resident on the SM (``hwmodels.timing``).
         smem_readers: warps (mma.sync) or warpgroups (wgmma) that each read the shared
             operand tile of the kernel's GEMMs from shared memory (FA-2's 4 warps each read

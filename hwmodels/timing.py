@@ -46,8 +46,9 @@ candidate; timing FA-2 with one and two CTAs per SM on a GPU would tell them apa
 every resident CTA is one more independent chain, as mean-value analysis assumes of
 unsynchronized chains.)
 FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
-ceiling, no ldmatrix issue) and its 4 chains per CTA (2 warpgroups in ping-pong x 2-stage
-pipelining, against FA-2's 1: its warps meet at a barrier on every tile).
+ceiling, no ldmatrix issue) and its 2W chains per CTA (W = 2 consumer warpgroups, 3 at
+d <= 64, in ping-pong x 2-stage pipelining, against FA-2's 1: its warps meet at a barrier on
+every tile).
 
 Memory:
     t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)

@@ -24,18 +24,20 @@ def test_same_traffic_as_flash2_with_the_same_tiles(monkeypatch):
     own plan picks others) counts the same HBM bytes and the same operations."""
     wl = Workload(batch=2, heads=4, seq_q=1000, head_dim=64, causal=True)
     f3 = simulate("flash3", wl, "h100", compute=False)
-    assert (f3.plan["block_q"], f3.plan["block_k"]) == (128, 176)
-    tiles = flash2.Flash2Plan(128, 176, f3.plan["smem_bytes"], f3.plan["register_bytes"])
+    # d = 64: three consumer warpgroups, 160 registers a thread, hold 192 x 128
+    assert (f3.plan["block_q"], f3.plan["block_k"], f3.plan["consumer_warpgroups"]) == \
+        (192, 128, 3)
+    tiles = flash2.Flash2Plan(192, 128, f3.plan["smem_bytes"], f3.plan["register_bytes"])
     monkeypatch.setattr(flash2, "plan", lambda wl, gpu, sram_bytes: tiles)
     f2 = simulate("flash2", wl, "h100", compute=False)
-    assert (f2.plan["block_q"], f2.plan["block_k"]) == (128, 176)
+    assert (f2.plan["block_q"], f2.plan["block_k"]) == (192, 128)
     same = ("hbm_read_bytes", "hbm_write_bytes", "matmul_flops", "exp_ops", "other_flops")
     assert {k: f2.counts[k] for k in same} == {k: f3.counts[k] for k in same}
     cdiv = lambda a, b: -(-a // b)  # noqa: E731
     # non-causal closed form: Q once, K and V once per Q block, O and lse once
     wl = wl.replace(causal=False)
     f3 = simulate("flash3", wl, "h100", compute=False)
-    tr, e = cdiv(1000, 128), 2
+    tr, e = cdiv(1000, 192), 2
     assert f3.counts["hbm_read_bytes"] == 8 * (1000 * 64 * e + tr * 2 * 1000 * 64 * e)
     assert f3.counts["hbm_write_bytes"] == 8 * (1000 * 64 * e + 4 * 1000)
 

@@ -5,10 +5,13 @@ flash2 (algorithms/flash2): the largest B_r, then B_c, from {128, 64, 32, 16} su
     shared memory (B_r + 2 B_c) d e <= M  and  fp32 registers 4 B_r (d + B_c) <= half the
     register file (256 KiB on every GPU in the catalog: 131072 B) and <= the 255 registers
     each of the CTA's 128 threads may hold (255·4·128 = 130560 B): 130560 B.
-flash3 (algorithms/flash3): B_r = 128 (two consumer warpgroups of 64 rows), the largest B_c
-    from {176, 128, 112, 96, 64, 32, 16} such that (128 + 2 s B_c) d e <= M (s stages of K
-    and V) and 4·128 d + 8·128 B_c <= the whole register file (262144 B) and <= 255
-    registers for each of the 256 consumer threads (261120 B); Hopper only.
+flash3 (algorithms/flash3): W consumer warpgroups of 64 rows (B_r = 64 W, W in 3, 2, 1)
+    share the registers the producer warpgroup leaves (65536 - 128·24), in multiples of 8,
+    at most 255 a thread: 160 a thread for W = 3, 240 for W = 2, 248 for W = 1. For each W
+    the largest B_c from {176, 128, 112, 96, 64, 32, 16} with (B_r + 2 s B_c) d e <= M (s
+    stages of K and V; fp8 adds a V_jᵀ per stage: 3 s B_c) and d/2 + B_c <= that share (a
+    thread's O rows and two score tiles); the plan is the W with the largest B_r x B_c, the
+    larger W on a tie. Hopper only.
 M = None: the GPU's shared memory per block (A100 166912 B, H100/H200 232448 B).
 """
 import pytest
@@ -35,18 +38,25 @@ FLASH2 = [
 ]
 
 FLASH3 = [
-    # gpu, head_dim, dtype, stages, M, B_c, why
-    ("h100-sxm", 64, "fp16", 2, None, 176, "(128 + 704)·128 = 104 KiB; regs 32 + 176 KiB"),
-    ("h100-sxm", 64, "fp16", 2, 100 * KIB, 128, "128 + 4 B_c <= 800: B_c <= 168"),
-    ("h100-sxm", 64, "fp16", 2, 64 * KIB, 96, "128 + 4 B_c <= 512"),
-    ("h200", 128, "fp16", 2, None, 176, "(128 + 704)·256 = 208 KiB <= 227 KiB"),
-    ("h100-pcie", 128, "bf16", 2, 160 * KIB, 128, "128 + 4 B_c <= 640"),
-    ("h100-sxm", 128, "fp16", 3, None, 128, "128 + 6 B_c <= 908"),
-    ("h100-sxm", 256, "fp16", 2, None, 64, "regs cap B_c at 112; smem: 96 needs 256 KiB"),
-    # fp8 adds a transposed copy of V per stage (fp8 wgmma reads V K-major): 128 + 6 B_c rows
-    ("h100-sxm", 128, "fp8", 2, 100 * KIB, 112, "1-byte rows: 128 + 6 B_c <= 800: B_c <= 112"),
-    ("h100-sxm", 128, "fp8", 2, 104 * KIB, 112, "128 + 6 B_c <= 832: B_c = 128 needs 896"),
-    ("h100-sxm", 128, "fp8", 2, None, 176, "(128 + 1056)·128 = 148 KiB <= 227 KiB"),
+    # gpu, head_dim, dtype, stages, M, (B_r, B_c), why
+    ("h100-sxm", 64, "fp16", 2, None, (192, 128),
+     "W 3: 32 + B_c <= 160 -> 128, smem 704·128 = 88 KiB; W 2: 128 x 176 is smaller"),
+    ("h100-sxm", 64, "fp16", 2, 100 * KIB, (192, 128), "W 3: 192 + 4 B_c <= 800: B_c <= 152"),
+    ("h100-sxm", 64, "fp16", 2, 64 * KIB, (192, 64),
+     "W 3: 192 + 4 B_c <= 512 -> 64; W 2: 128 + 4 B_c <= 512 -> 96: 12288 each, W 3"),
+    ("h200", 128, "fp16", 2, None, (128, 176),
+     "W 2: 64 + B_c <= 240, (128 + 704)·256 = 208 KiB; W 3: 64 + B_c <= 160 -> 192 x 96"),
+    ("h100-pcie", 128, "bf16", 2, 160 * KIB, (192, 96),
+     "W 3: regs -> 96, 192 + 384 <= 640; W 2: 128 + 4 B_c <= 640 -> 128 x 128 is smaller"),
+    ("h100-sxm", 128, "fp16", 3, None, (192, 96),
+     "W 3: 192 + 6·96 <= 908; W 2: 128 + 6 B_c <= 908 -> 128 x 128 is smaller"),
+    ("h100-sxm", 256, "fp16", 2, None, (128, 64),
+     "W 2: regs cap B_c at 112, 128 + 4 B_c <= 454 -> 64; W 3: 32 (6144); W 1: 96 (6144)"),
+    # fp8 adds a transposed copy of V per stage (fp8 wgmma reads V K-major): B_r + 6 B_c rows
+    ("h100-sxm", 128, "fp8", 2, 100 * KIB, (192, 96),
+     "1-byte rows: W 3: 192 + 6·96 <= 800; W 2: 128 + 6 B_c <= 800 -> 112"),
+    ("h100-sxm", 128, "fp8", 2, 104 * KIB, (192, 96), "W 2: 128 + 6 B_c <= 832 -> 112 only"),
+    ("h100-sxm", 128, "fp8", 2, None, (128, 176), "(128 + 1056)·128 = 148 KiB <= 227 KiB"),
 ]
 
 
@@ -63,13 +73,23 @@ def test_flash2_tiles(gpu, head_dim, dtype, sram, tiles, why):
     assert p["smem_bytes"] == (tiles[0] + 2 * tiles[1]) * head_dim * e
 
 
-@pytest.mark.parametrize("gpu, head_dim, dtype, stages, sram, block_k, why", FLASH3)
-def test_flash3_tiles(gpu, head_dim, dtype, stages, sram, block_k, why):
+@pytest.mark.parametrize("gpu, head_dim, dtype, stages, sram, tiles, why", FLASH3)
+def test_flash3_tiles(gpu, head_dim, dtype, stages, sram, tiles, why):
     p = plan_of("flash3", gpu, head_dim, dtype, sram, stages=stages)
-    assert (p["block_q"], p["block_k"], p["stages"]) == (128, block_k, stages), why
+    assert (p["block_q"], p["block_k"], p["stages"]) == (*tiles, stages), why
+    assert p["consumer_warpgroups"] == tiles[0] // 64
     e = {"fp16": 2, "bf16": 2, "fp8": 1}[dtype]
     per_stage = 3 if dtype == "fp8" else 2             # K_j, V_j (and V_jᵀ in fp8)
-    assert p["smem_bytes"] == (128 + per_stage * stages * block_k) * head_dim * e
+    assert p["smem_bytes"] == (tiles[0] + per_stage * stages * tiles[1]) * head_dim * e
+
+
+def test_flash3_register_split_is_the_release_s():
+    """setmaxnreg's split of a 64K-register SM with the producer at 24: 240 a consumer
+    thread for two warpgroups and 160 for three, the release's MmaRegisterRequirement."""
+    from algorithms.flash3 import consumer_registers_per_thread
+    from hwmodels import get_gpu
+    h100 = get_gpu("h100")
+    assert [consumer_registers_per_thread(h100, w) for w in (1, 2, 3)] == [248, 240, 160]
 
 
 @pytest.mark.parametrize("gpu", ["a100-40gb", "a100-80gb"])

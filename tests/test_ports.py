@@ -32,6 +32,7 @@ def test_flash2_warp_row_tiles():
     thread) fit 192 registers: FA-2's 4 warps for 128 x 128 at d = 64; one otherwise."""
     assert ports.warp_m_tiles(128, 128, 64) == 2          # 2 (64 + 32) = 192
     assert ports.warp_m_tiles(128, 128, 128) == 1         # 2 (64 + 64) = 256
+    assert ports.warp_m_tiles(128, 64, 128) == 1          # 192, but d = 128 spills
     assert ports.warp_m_tiles(16, 64, 64) == 1            # a single row tile
     assert ports.warp_m_tiles(64, 64, 40) == 2            # d = 40 pads to 48
     # with dropout one: the keep mask's hashing next to two tiles' fragments spills

@@ -42,10 +42,11 @@ mask select on diagonal tiles; r c exps. Per K/V block: c d (dK_j *= scale). Pre
 ops ⌈r c/16⌉·100 + r c compares, and 2 r c to apply Z to P and dP; no HBM traffic (Z is
 regenerated from the RNG state).
 
-Tile plan: the largest B_c, then B_r, from {128, 64, 32, 16} whose shared-memory tiles fit
-M and whose fp32 register tiles fit the register file and the 255 registers a thread may
-hold (one 8-warp CTA per SM, as FA-2's backward kernels run). Shared memory: Q_i, dO_i, K_j, V_j, and P_ij, dS_ij (the operands
-of the transposed products Pᵀ dO and dSᵀ Q go through shared memory), all at e bytes.
+Tile plan: the largest B_c, then B_r, from {128, 64, 32, 16} whose shared-memory tiles fit M
+and whose fp32 register tiles fit the register file and the 255 registers a thread may hold
+(one 8-warp CTA per SM, as FA-2's backward kernels run). Shared memory: Q_i, dO_i, K_j, V_j,
+and P_ij, dS_ij (the operands of the transposed products Pᵀ dO and dSᵀ Q go through shared
+memory), all at e bytes.
 Registers (fp32): dK_j, dV_j accumulators (2 B_c d), S/P and dP tiles (2 B_r B_c), the
 dS K_j product before its atomic add (B_r d), lse_i and D_i (2 B_r). For d = 64 on an
 H100 this gives 128 x 128 and for d = 128 B_r = 64, B_c = 128, FA-2's sm80 choices.

@@ -23,18 +23,23 @@ from algorithms.ports.core import (Launch, PortLaunches, Scalar, Tensor, check_b
 # 192 is what FlashAttention-2's 4-warp 128 x 128 tile at d = 64 holds (ptxas: 255 registers,
 # 68 bytes spilled); above it one row tile per warp avoids heavy spills.
 WARP_ACC_FLOATS = 192
+# Head dims (padded to 16) at which two row tiles a warp fit: at d = 128 the same 192
+# accumulators (128 x 64 tiles) leave too little for the wider K/V fragments (ptxas, nvcc 13.0:
+# 255 registers and 132 / 212 bytes spilled on sm_80 / sm_90).
+WARP_M_TILES_MAX_D = 64
 
 
 def warp_m_tiles(block_q: int, block_k: int, d: int, dropout: bool = False) -> int:
     """16-row tiles per warp of flash2_fwd.cu: 2 (K/V fragments reused for 32 rows, B_r / 32
-    warps — 4 for B_r = 128, the plan's THREADS_PER_CTA) when the fp32 accumulators fit.
+    warps — 4 for B_r = 128, the plan's THREADS_PER_CTA) when the fp32 accumulators fit and
+    d <= 64 (at d = 128 the K/V fragments no longer fit beside them).
 
     With ``dropout`` always 1: the keep mask's hashing needs registers next to two tiles'
     fragments, and ptxas spills (sm_80 / sm_90: 96 / 88 B at d = 64, B_c = 128; 8 / 72 B
     even at B_c = 64), while one tile a warp spills nothing (218 / 226 registers at d = 64,
     B_c = 128; 249 / 252 at d = 128)."""
     per_tile = block_k // 2 + pad16(d) // 2        # S and O C-fragments of one 16-row tile
-    if dropout:
+    if dropout or pad16(d) > WARP_M_TILES_MAX_D:
         return 1
     return 2 if block_q % 32 == 0 and 2 * per_tile <= WARP_ACC_FLOATS else 1
 
