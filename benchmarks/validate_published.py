@@ -153,6 +153,12 @@ SOURCES = (
            "--n-heads 8 --d-head 128 ... SeqLen sdpa-latency sdpa-tflops ... 1024 1.91248 "
            "287.457 ... 16384 462.649 304.199 — latency in ms; causal not stated (the "
            "TFLOP/s match the non-causal 4·B·H·N²·d); SDPA's backend not stated"),
+    Source("TB2443", "pytorch/benchmark PR #2443 (2024-08-28), test plan",
+           "https://github.com/pytorch/benchmark/pull/2443",
+           "run_benchmark.py triton --op flash_attention --d-head 128 --only "
+           "sdpa,flash_v2,flex_attention: (Batch, Heads, SeqLen, Dhead) sdpa-latency "
+           "flash_v2-latency ... (32, 16, 512, 128) 0.24512 0.236768 ... (1, 16, 16384, 128) "
+           "6.55098 6.14246 — ms, non-causal; GPU not named"),
     Source("FA3-fig", "FlashAttention-3 paper, forward-speed bar charts (machine "
            "transcriptions of the chart images)",
            "subtext.edge.nugit.net/image/e27582d2... (hd128, chart A), .../4ec66909... "
@@ -250,6 +256,17 @@ TB2391_FA3 = {512: 430.32, 1024: 517.099, 2048: 565.544, 4096: 590.233, 8192: 61
               16384: 620.73}
 # pytorch/benchmark PR #2296: sdpa latency in ms at batch 128, 8 heads, d 128, on H100
 TB2296_SDPA_MS = {1024: 1.91248, 2048: 7.49987, 4096: 29.4748, 8192: 122.297, 16384: 462.649}
+# pytorch/benchmark PR #2443: (sdpa, flash_v2) latency in ms at (16k / N, 16 heads, N, d 128),
+# non-causal, in the same harness as PR #2296 two months later (GPU not named)
+TB2443_SDPA_FLASH2_MS = {512: (0.24512, 0.236768), 1024: (0.442944, 0.41968),
+                         2048: (0.845728, 0.798688), 4096: (1.65574, 1.55882),
+                         8192: (3.27904, 3.08669), 16384: (6.55098, 6.14246)}
+
+
+def sdpa_over_flash2() -> tuple[float, float]:
+    """(min, max) of SDPA's forward time over flash-attn's FA-2 in PR #2443's harness."""
+    ratios = [sdpa / fa2 for sdpa, fa2 in TB2443_SDPA_FLASH2_MS.values()]
+    return min(ratios), max(ratios)
 
 
 def tb2391_workload(seq):
@@ -743,15 +760,22 @@ def document(fmt: str = "github") -> str:
         "unsynchronized chains) the same points were "
         f"{lockstep_effect()['h100_off'][0]:.2f}–{lockstep_effect()['h100_off'][1]:.2f} "
         f"(median {lockstep_effect()['h100_off'][2]:.2f}): the simulator's FA-2 plan fits "
-        "two CTAs per H100 SM, and their mutual hiding was most of the gap, while on the "
-        "A100 the plan fits one at d = 128 and nothing changes there. At d = 64 two fit on "
-        "both GPUs, so the A100 sweep's best forward moves from "
+        "two CTAs per SM (the release's 128 x 64 tiles at d = 128, 64 KiB, 96 KiB of "
+        "accumulators), and their mutual hiding was most of the gap. The same switch moves "
+        "the A100 sweep's best forward from "
         f"{lockstep_effect()['a100_best_off'][0]:.0f}% of peak (d = "
         f"{lockstep_effect()['a100_best_off'][1]}) to "
         f"{lockstep_effect()['a100_best_on'][0]:.0f}% (d = "
-        f"{lockstep_effect()['a100_best_on'][1]}) against the published 70–73%. "
+        f"{lockstep_effect()['a100_best_on'][1]}) against the published 70–73%: the A100 "
+        "lands a little below, the H100 still above, so the rest of the gap is specific to the "
+        "H100 running sm80 code. "
         "What remains is largest at N = 512 (causal above all) and in the SDPA log, whose "
-        "backend and FlashAttention version are not stated. The `mma.sync` path is priced at "
+        "backend and FlashAttention version are not stated; in the same harness in August 2024 "
+        "([TB2443], GPU not named) SDPA's forward took "
+        f"{sdpa_over_flash2()[0]:.3f}–{sdpa_over_flash2()[1]:.3f}x the time of flash-attn's "
+        "FA-2 at the FA-3 paper's shapes (d = 128, N = 512–16k), so the log's SDPA is most "
+        "likely PyTorch's own copy of the FA-2 kernel and its points are FA-2 points. The "
+        "`mma.sync` path is priced at "
         "the ratio of `mma.sync` to `wgmma` throughput measured by one microbenchmark on one "
         "board (LUO-MMA: 0.653 against about 0.96 of the H800's peak, "
         f"{get_gpu('h100-sxm').mma_sync_fraction_of_peak:.3f}; FA-3's 'about 2/3' agrees) "
