@@ -18,12 +18,12 @@ warpgroup_reg_dealloc<24 or 32> for the producer, warpgroup_reg_alloc<240 or 160
 each W in {3, 2, 1}, the largest B_c from {176, 128, 112, 96, 64, 32, 16} whose tiles fit M
 and whose accumulators (a warpgroup's O, 64 d, and two score tiles, 2 · 64 B_c, in fp32:
 d/2 + B_c registers a thread) fit that share; the plan takes the W whose B_r x B_c tile is
-largest (the most work per K/V byte streamed). This reproduces the release of the paper's
-date at 16-bit dtypes (flash-attention commit 7f67966c, flash_fwd_launch_template.h):
-192 x 128 with three consumer warpgroups at d = 64, 128 x 176 with two at d = 128, and
-128 x 64 at d = 256 (the release: 128 x 80). Not modelled: the release's 128 x 128 tiles
-when causal at d = 128, and its later choices (2.8.4: 192 x 192 at d = 64, with P V
-reading P from shared memory).
+largest (the most work per K/V byte streamed); causal, the same W with B_c at most 128
+(the release's "Is_causal ? 128 : 176"). This reproduces the release of the paper's date at 16-bit dtypes
+(flash-attention commit 7f67966c, flash_fwd_launch_template.h): 192 x 128 with three
+consumer warpgroups at d = 64, 128 x 176 with two at d = 128 (128 x 128 causal), and
+128 x 64 at d = 256 (the release: 128 x 80). Not modelled: the release's later choices
+(2.8.4: 192 x 192 at d = 64, with P V reading P from shared memory).
 
 At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles
 (same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head;
@@ -124,6 +124,7 @@ INFO = AlgorithmInfo(
 )
 
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
+CAUSAL_MAX_BLOCK_K = 128      # the release's causal tiles: 128 x 128 at d = 128
 CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64
 ROWS_PER_WARPGROUP = 64       # wgmma's M: each consumer warpgroup owns 64 query rows
 WARPGROUP = 128               # threads
@@ -205,6 +206,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
     tile = largest_tile(d, e, stages, sram_bytes, gpu, is_fp8)
     if tile is not None:
         w, bq, bk = tile
+        if wl.causal:     # the same kernel with narrower K/V tiles, as the release
+            bk = min(bk, CAUSAL_MAX_BLOCK_K)
         smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
         regs = register_bytes(bq, bk, d)
         if not is_fp8:

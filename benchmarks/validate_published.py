@@ -745,7 +745,7 @@ def document(fmt: str = "github") -> str:
         "chart bars and the SDPA log: "
         f"{lockstep_effect()['h100_on'][0]:.2f}–{lockstep_effect()['h100_on'][1]:.2f}, median "
         f"{lockstep_effect()['h100_on'][2]:.2f}; through them the low end of the FA-3/FA-2 "
-        "speedup and two orderings that tests/test_published.py marks as expected failures). "
+        "speedup). "
         "The model no longer lets resident CTAs hide each other's softmax (`lockstep_ctas`): "
         "the chains in flight on an SM are those a CTA staggers on purpose, FlashAttention-3's "
         "ping-pong barriers and 2-stage pipeline, which its paper (§3.1) introduces because "

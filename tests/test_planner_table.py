@@ -11,7 +11,7 @@ flash3 (algorithms/flash3): W consumer warpgroups of 64 rows (B_r = 64 W, W in 3
     the largest B_c from {176, 128, 112, 96, 64, 32, 16} with (B_r + 2 s B_c) d e <= M (s
     stages of K and V; fp8 adds a V_jᵀ per stage: 3 s B_c) and d/2 + B_c <= that share (a
     thread's O rows and two score tiles); the plan is the W with the largest B_r x B_c, the
-    larger W on a tie. Hopper only.
+    larger W on a tie; causal, the same W with B_c at most 128. Hopper only.
 M = None: the GPU's shared memory per block (A100 166912 B, H100/H200 232448 B).
 """
 import pytest
@@ -107,3 +107,13 @@ def test_flash2_d128_tile_is_set_by_the_registers_a_thread_may_hold():
     assert plan_of("flash2", a100, 128, "fp16", None)["block_k"] == 64
     roomier = a100.replace(max_registers_per_thread=256)
     assert plan_of("flash2", roomier, 128, "fp16", None)["block_k"] == 128
+
+
+@pytest.mark.parametrize("head_dim, tiles", [(64, (192, 128)), (128, (128, 128)),
+                                             (256, (128, 64))])
+def test_flash3_causal_keeps_the_warpgroups_and_narrows_b_c_to_128(head_dim, tiles):
+    """Causal, the release runs the same kernel with B_c at most 128 ("Is_causal ? 128 :
+    176" at d = 128): the non-causal W, B_c = min(B_c, 128)."""
+    wl = Workload(batch=1, heads=1, seq_q=512, head_dim=head_dim, causal=True)
+    p = simulate("flash3", wl, "h100", compute=False).plan
+    assert (p["block_q"], p["block_k"]) == tiles
