@@ -164,11 +164,11 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
 
 def consumer_registers_per_thread(gpu, warpgroups: int) -> int:
     """Registers each consumer thread gets: what the producer warpgroup leaves of the SM's
-    file, split over ``warpgroups`` warpgroups in setmaxnreg's multiples of 8, at most the
-    255 a thread may hold."""
+    file, split over ``warpgroups`` warpgroups in setmaxnreg's multiples of 8, at most what
+    a thread may hold."""
     free = gpu.register_bytes_per_sm // 4 - WARPGROUP * PRODUCER_REGISTERS
-    share = free // (warpgroups * WARPGROUP) // 8 * 8
-    return min(share, gpu.max_registers_per_thread // 8 * 8)
+    share = free // (warpgroups * WARPGROUP)
+    return min(share, gpu.max_registers_per_thread) // 8 * 8
 
 
 def consumer_register_budget(gpu, warpgroups: int) -> int:

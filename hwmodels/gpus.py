@@ -203,6 +203,11 @@ class GPU:
     def replace(self, **changes) -> "GPU":
         return dataclasses.replace(self, **changes)
 
+    def register_bytes_for_threads(self, threads: int) -> int:
+        """The most register bytes ``threads`` threads may hold (each at most
+        ``max_registers_per_thread`` 32-bit registers), whatever the register file."""
+        return self.max_registers_per_thread * 4 * threads
+
 
 # Shared by every cc 8.0 / 9.0 part below [CUDA-CC]: 64K 32-bit registers, 2048 threads and
 # 32 resident CTAs per SM.

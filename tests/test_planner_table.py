@@ -141,6 +141,7 @@ def test_no_kernel_asks_more_registers_a_thread_than_the_hardware_has_beyond_the
                 except PlanError:
                     continue
                 for k in result.kernels:
-                    if k.register_bytes_per_cta > 255 * 4 * k.threads_per_cta:
+                    if k.register_bytes_per_cta > result.gpu.register_bytes_for_threads(
+                            k.threads_per_cta):
                         over.add((name, k.name))
     assert over == KNOWN_REGISTER_OVERSUBSCRIPTION

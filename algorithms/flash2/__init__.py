@@ -148,7 +148,7 @@ def plan_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
 def forward_register_budget(gpu) -> int:
     """Bytes of fp32 accumulators one forward CTA may keep: half the register file (two
     CTAs resident per SM), and no more than its threads may hold."""
-    return min(gpu.register_bytes_per_sm // 2, gpu.max_registers_per_thread * 4 * THREADS_PER_CTA)
+    return min(gpu.register_bytes_per_sm // 2, gpu.register_bytes_for_threads(THREADS_PER_CTA))
 
 
 def cta_work(wl, p: Flash2Plan) -> np.ndarray:

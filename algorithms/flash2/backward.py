@@ -125,7 +125,7 @@ def plan_backward(wl, gpu, sram_bytes: int) -> Flash2BwdPlan:
 def register_budget(gpu) -> int:
     """Bytes of fp32 tiles one backward CTA may keep: the register file, and no more than
     its threads may hold."""
-    return min(gpu.register_bytes_per_sm, gpu.max_registers_per_thread * 4 * THREADS_PER_CTA)
+    return min(gpu.register_bytes_per_sm, gpu.register_bytes_for_threads(THREADS_PER_CTA))
 
 
 def cta_work(wl, bp: Flash2BwdPlan) -> np.ndarray:
