@@ -10,6 +10,10 @@ GEMMs.
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
 
+Bound: Θ(N d + N² d / B_r) HBM bytes per head (FlashAttention's Theorem 2, Θ(N² d² / M)),
+as FlashAttention-2's for the same tiles, and Θ(N² d) FLOPs: 4 N_q N_k d matmul (about half
+causal); fp8 halves the bytes of Q, K and V.
+
 Tile plan, as the release sizes its kernels: the producer warpgroup gives up its registers
 (``setmaxnreg``: 24 a thread, the least PTX allows), the W consumer warpgroups share the
 rest in multiples of 8 (PTX ISA, setmaxnreg), at most 255 a thread: 240 for W = 2, 160 for
@@ -19,11 +23,11 @@ each W in {3, 2, 1}, the largest B_c from {176, 128, 112, 96, 64, 32, 16} whose 
 and whose accumulators (a warpgroup's O, 64 d, and two score tiles, 2 · 64 B_c, in fp32:
 d/2 + B_c registers a thread) fit that share; the plan takes the W whose B_r x B_c tile is
 largest (the most work per K/V byte streamed); causal, the same W with B_c at most 128
-(the release's "Is_causal ? 128 : 176"). This reproduces the release of the paper's date at 16-bit dtypes
-(flash-attention commit 7f67966c, flash_fwd_launch_template.h): 192 x 128 with three
-consumer warpgroups at d = 64, 128 x 176 with two at d = 128 (128 x 128 causal), and
-128 x 64 at d = 256 (the release: 128 x 80). Not modelled: the release's later choices
-(2.8.4: 192 x 192 at d = 64, with P V reading P from shared memory).
+(the release's "Is_causal ? 128 : 176"). This reproduces the release of the paper's date at
+16-bit dtypes (flash-attention commit 7f67966c, flash_fwd_launch_template.h): 192 x 128
+with three consumer warpgroups at d = 64, 128 x 176 with two at d = 128 (128 x 128
+causal), and 128 x 64 at d = 256 (the release: 128 x 80). Not modelled: the release's later
+choices (2.8.4: 192 x 192 at d = 64, with P V reading P from shared memory).
 
 At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles
 (same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head;

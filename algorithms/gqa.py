@@ -8,6 +8,10 @@ Idea: H query heads share G key/value heads (G = H: MHA, G = 1: MQA); query head
 head h // (H/G), so the KV cache shrinks H/G-fold — and a kernel that lets the g = H/G heads
 of a group share each K/V tile it loads reads the cache H/G times less.
 
+Bound: Θ(B H N_q d + B (H/g) ⌈N_q/B_r⌉ N_k d) HBM bytes — prefill Θ(N² d² / M) per head as
+FlashAttention; decode Θ(B G N_k d): the cache read once per KV head — and Θ(B H N_q N_k d)
+FLOPs (about half with a causal mask), as multi-head attention: grouping shares K/V, not work.
+
 Notation -> code: n_h == heads (H), n_g == kv_heads (G), g == H/G == plan.group when packed,
 B_r == block_q, B_c == block_k, S == splits, N_q == seq_q, N_k == seq_k, d == head_dim.
 
@@ -24,9 +28,6 @@ Schedules (``plan.schedule``; kernels in ``algorithms.kernels.splitkv``):
   directly). reads = B (H N_q d S + 2 G N_k d) e (+ the combine's 4 S B H N_q (d + 1)).
 Writes: B H N_q (d o_b + 4) (o_b = e unsplit, 4 split) (+ the combine's B H N_q (d e + 4)).
 FLOPs: 4 B H N_q N_k d matmul (causal: visible tiles only) + FlashAttention-2's softmax counts.
-Bound: Θ(B H N_q d + B (H/g) ⌈N_q/B_r⌉ N_k d) HBM bytes — prefill Θ(N² d² / M) per head as
-FlashAttention; decode Θ(B G N_k d): the cache read once per KV head — and Θ(B H N_q N_k d)
-FLOPs (about half with a causal mask), as multi-head attention: grouping shares K/V, not work.
 
 rec.info gets ``kv_cache`` (per token 2 G d L elements) and, for decode, ``decode`` with the
 predicted time per generated token (``algorithms.kernels.decode_info``).
