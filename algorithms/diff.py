@@ -23,7 +23,9 @@ keeps two online softmaxes: per head (e bytes per element, 2d = head_dim)
 Bound Θ(N d + N² d / B_r), as FlashAttention-2's. The paper's reference implementation
 instead calls FlashAttention twice (or four times, splitting V, when the kernel requires
 equal Q/V widths) and subtracts: that reads Q, K, V twice and writes two N x 2d outputs —
-about twice this kernel's traffic; the fused form is what a dedicated kernel does.
+about twice this kernel's traffic; the fused form is what a dedicated kernel does. A CTA
+runs one warp per 16 query rows (``common.mma_warps``): the two score tiles and two
+2d-wide accumulators would need 384 registers a thread on FlashAttention-2's four warps.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, heads_in_flight, new_output, online_softmax_tile,
-                               placeholder, scale_rows)
+                               WARP, cdiv, heads_in_flight, new_output, online_softmax_tile,
+                               mma_warps, placeholder, scale_rows)
 from algorithms.kernels.flash_tile import new_row_state
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
@@ -56,7 +58,6 @@ INFO = AlgorithmInfo(
     ),
 )
 
-THREADS_PER_CTA = 128
 RMS_EPS = 1e-5
 
 
@@ -117,8 +118,12 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     d2, e, bh = wl.head_dim, wl.elem_bytes, wl.batch * wl.heads
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = flash2.smem_buffers(p.block_q, p.block_k, d2, e)
-    in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes, THREADS_PER_CTA)
-    c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+    # the two maps' state on 4 warps of 32 rows would be 384 registers a thread
+    warps = mma_warps(rec.gpu, p.block_q, p.register_bytes)
+    threads = warps * WARP
+    in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes, threads)
+    c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, threads_per_cta=threads,
+                   smem_readers=warps, mma_rows_per_cta=p.block_q,
                    register_bytes_per_cta=p.register_bytes, tc_path="mma_sync", overlap="serial",
                    matmul_dtype=wl.dtype,
                    unique_hbm_bytes=bh * (2 * wl.seq_q + 2 * wl.seq_k) * d2 * e,

@@ -32,12 +32,15 @@ FLOPs: 4 B H N_q N_k d matmul (causal: visible tiles only) + FlashAttention-2's 
 rec.info gets ``kv_cache`` (per token 2 G d L elements) and, for decode, ``decode`` with the
 predicted time per generated token (``algorithms.kernels.decode_info``).
 Differences from flash-attn: splits are chosen by the same wave-efficiency idea but not its
-exact table; the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's.
+exact table; the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's;
+the warps are laid out as FA-2's (``common.mma_warps``), where the CUDA port
+(``gqa_decode.cu``) runs one warp per 16 packed rows.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv
@@ -62,9 +65,6 @@ INFO = AlgorithmInfo(
     ),
 )
 
-THREADS_PER_CTA = 128
-
-
 @dataclass(frozen=True)
 class GqaPlan(Plan):
     mode: str               # "prefill" or "decode"
@@ -88,14 +88,17 @@ def plan(wl, gpu, sram_bytes: int, pack_group: bool = False, splits: int = 0) ->
         raise PlanError("gqa: --splits applies to decode (--decode); prefill uses one chunk")
     packed = decode or pack_group
     g = wl.heads // wl.kv_heads if packed else 1
+    # per head, FlashAttention-2's tiles exactly (its 4 warps hold them); packed, half the
+    # register file, over as many warps as the tiles need (common.mma_warps)
+    budget = gpu.register_bytes_per_sm // 2 if packed else flash2.forward_register_budget(gpu)
     tiles = plan_tiles((g,), wl.seq_q, wl.head_dim, wl.head_dim, wl.elem_bytes, sram_bytes,
-                       gpu.register_bytes_per_sm // 2,
-                       q_blocks=Q_BLOCKS_PACKED if packed else Q_BLOCKS, clamp_to_seq=decode)
+                       budget, q_blocks=Q_BLOCKS_PACKED if packed else Q_BLOCKS,
+                       clamp_to_seq=decode)
     if tiles is None:
         raise SramOverflowError(
             f"gqa: no tiling of {g} packed head(s) with head_dim {wl.head_dim} fits "
-            f"{sram_bytes:,} bytes of SRAM and half the {gpu.register_bytes_per_sm:,}-byte "
-            f"register file; use a smaller --head-dim, a larger --sram-kb"
+            f"{sram_bytes:,} bytes of SRAM and {budget:,} bytes of fp32 registers a CTA; "
+            f"use a smaller --head-dim, a larger --sram-kb"
             + (" or drop --pack-group" if pack_group and not decode else ""))
     key_blocks = cdiv(wl.seq_k, tiles.block_k)
     n_split = 1
@@ -121,8 +124,7 @@ def run(wl, p: GqaPlan, inputs, rec, compute: bool) -> dict:
         v=inputs.v if compute else None, batch=wl.batch, q_heads=wl.heads,
         kv_heads=wl.kv_heads, seq_q=wl.seq_q, seq_k=wl.seq_k, dk=wl.head_dim, dv=wl.head_dim,
         tiles=tiles, splits=p.splits, scale=wl.scale, causal=wl.causal, e=wl.elem_bytes,
-        dtype=wl.dtype, v_in_k=False, tc_path="mma_sync", compute=compute,
-        threads=THREADS_PER_CTA)
+        dtype=wl.dtype, v_in_k=False, tc_path="mma_sync", compute=compute)
     rec.info["kv_cache"] = kv_cache_info(wl, rec.gpu, 2 * wl.kv_heads * wl.head_dim)
     if p.mode == "decode":
         rec.info["decode"] = decode_info(wl, rec.gpu, rec.kernels, p.group * wl.seq_q)

@@ -100,7 +100,8 @@ from algorithms import local
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
 from algorithms.kernels import footprints as fp
-from algorithms.kernels.common import cdiv, heads_in_flight, kv_group, placeholder
+from algorithms.kernels.common import (cdiv, heads_in_flight, kv_group, placeholder,
+                                       WARP, mma_warps)
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
@@ -143,7 +144,8 @@ INFO = AlgorithmInfo(
                "never on which blocks are selected",
 )
 
-THREADS_PER_CTA = 128
+THREADS_PER_CTA = 128   # the compression kernels (nsa_fwd.cu's COMPRESS_THREADS); the
+                        # attention kernels' warps: common.mma_warps
 COMPRESS_TILES = (64, 32, 16, 8, 4, 2, 1)
 SELECT_TILES = (128, 64, 32, 16, 8, 4, 2, 1)
 TOPN_SLOT_BYTES = 8     # fp32 score + int32 block index per on-chip top-n slot
@@ -374,12 +376,16 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
     buffers = cmp_buffers(g, p.cmp_block_q, p.cmp_block_k, d, e, p.compress_block,
                           p.compress_stride, p.select_block, n)
     kc_bytes = 2 * p.compressed_tokens * d * e
+    rows = g * p.cmp_block_q
+    warps = mma_warps(rec.gpu, rows, p.cmp_register_bytes)
+    threads = warps * WARP
     in_flight = heads_in_flight(rec, tr, b * G, p.cmp_smem_bytes, p.cmp_register_bytes,
-                                THREADS_PER_CTA)
+                                threads)
     unique = (b * H * (nq * d * e + 3 * d * e + nq * (d * e + 3 * STAT_BYTES))
               + b * G * (kc_bytes + nq * n * IDX_BYTES))
-    c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+    c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, threads_per_cta=threads,
                    register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
+                   smem_readers=warps, mma_rows_per_cta=rows,
                    overlap="serial", cta_work=_cmp_work(wl, p), matmul_dtype=wl.dtype,
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
     args = (nq, wl.seq_k, d, g, p.cmp_block_q, p.cmp_block_k, p.compressed_tokens,
@@ -406,14 +412,16 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     b, H, G, g = wl.batch, wl.heads, wl.kv_heads, p.group
     d, e, nq, n = wl.head_dim, wl.elem_bytes, wl.seq_q, p.selected
     kv_bytes = 2 * wl.seq_k * d * e
+    warps = mma_warps(rec.gpu, g, p.select_register_bytes)   # one token's g packed heads
+    threads = warps * WARP
     in_flight = heads_in_flight(rec, nq, b * G, p.select_smem_bytes, p.select_register_bytes,
-                                THREADS_PER_CTA)
+                                threads)
     unique = b * H * nq * (4 * d * e + 3 * STAT_BYTES) + b * G * (kv_bytes + nq * n * IDX_BYTES)
     resident = rec.resident_ctas(b * G * nq, p.select_smem_bytes, p.select_register_bytes,
-                                 THREADS_PER_CTA)
+                                 threads)
     c = rec.kernel("nsa_slc", ctas=b * G * nq,
                    buffers=select_buffers(g, p.select_tile, d, e, n),
-                   threads_per_cta=THREADS_PER_CTA,
+                   threads_per_cta=threads, smem_readers=warps, mma_rows_per_cta=g,
                    register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
                    unique_hbm_bytes=unique,
@@ -686,7 +694,7 @@ def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np
     a near-tie of float32 scores)."""
     par = weights(wl, p)
     q, k, v = (np.asarray(x, np.float64) for x in (inputs.q, inputs.k, inputs.v))
-    b, H, nq, nk, d = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.head_dim
+    nq, nk = wl.seq_q, wl.seq_k
     n_c = p.compressed_tokens
     kc = _compress_reference(k, par["wk"], par["bk"], p, n_c)
     vc = _compress_reference(v, par["wv"], par["bv"], p, n_c)

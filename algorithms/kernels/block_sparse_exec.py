@@ -25,6 +25,12 @@ L2 (timing model only, the counts above are what the kernel requests): ``l2_foot
 declares the compulsory DRAM traffic and the working set as flash2 does, over the layout's
 distinct K/V tiles.
 
+Warps as FlashAttention-2 lays them out (``common.mma_warps``): two 16-row tiles a warp when
+the fp32 tiles fit the registers a thread may hold, else one (8 warps at B_r = 128), each
+warp reading the whole K_j and V_j from shared memory. A pattern's block fixes B_r x B_c: at
+128 x 128, d = 128, four warps would need 256 accumulator registers a thread, one more than
+a thread may hold.
+
 Differences from a CUDA block-sparse kernel: the CTA's tiles run in sequence, and the
 layout (CSR row pointer and column indices) is charged as int32 reads even for patterns a
 kernel could compute from indices (local windows), so all patterns share one cost model.
@@ -38,8 +44,8 @@ import numpy as np
 from algorithms.base import Plan, PlanError
 from algorithms.kernels import footprints
 from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
-                               new_stats)
-from algorithms.flash2 import THREADS_PER_CTA, register_bytes, smem_buffers
+                               new_stats, WARP, mma_warps)
+from algorithms.flash2 import register_bytes, smem_buffers
 from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.compiled import compiled
 from hwmodels.memory import SramOverflowError
@@ -105,8 +111,10 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
     unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes)
+    warps = mma_warps(rec.gpu, p.block_q, p.register_bytes)
     c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
-                   threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
+                   threads_per_cta=warps * WARP, smem_readers=warps, mma_rows_per_cta=p.block_q,
+                   register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
@@ -141,10 +149,11 @@ def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[in
     fixed = heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q + LAYOUT_ROW_BYTES * tr
                      + LAYOUT_COL_BYTES * layout.nnz)
     per_head = _distinct_kv_bytes(layout, wl.seq_k, d, e, 0, tr)
-    in_flight = heads_in_flight(rec, tr, heads, smem, regs, THREADS_PER_CTA)
+    threads = mma_warps(rec.gpu, layout.block_q, regs) * WARP
+    in_flight = heads_in_flight(rec, tr, heads, smem, regs, threads)
     if in_flight * per_head <= rec.gpu.l2_bytes // 2:
         return fixed + wl.batch * wl.kv_heads * per_head, in_flight * per_head
-    resident = rec.resident_ctas(tr * heads, smem, regs, THREADS_PER_CTA)
+    resident = rec.resident_ctas(tr * heads, smem, regs, threads)
     waves = [_distinct_kv_bytes(layout, wl.seq_k, d, e, i, min(i + resident, tr))
              for i in range(0, tr, resident)]
     return fixed + heads * sum(waves), resident * 2 * layout.block_k * d * e

@@ -113,6 +113,37 @@ def head_view(arr: np.ndarray, b: int, h: int, compute: bool) -> np.ndarray:
     return arr[b, h]
 
 
+MMA_ROWS = 16      # the M of an m16n8k16 MMA: a warp's row tile
+WARP = 32
+WGMMA_ROWS = 64    # the M of a wgmma: a warpgroup's (4 warps') row tile
+WARPGROUP = 4 * WARP
+
+
+def row_tiles(rows: int) -> int:
+    """16-row MMA tiles of a CTA's ``rows`` query rows (padded to 16)."""
+    return cdiv(rows, MMA_ROWS)
+
+
+def mma_warps(gpu, rows: int, register_bytes: int) -> int:
+    """Warps of an ``mma.sync`` attention CTA of ``rows`` query rows, laid out as
+    FlashAttention-2 lays them: two 16-row tiles a warp, which then reads each K/V fragment
+    from shared memory once for 32 rows (its 4-warp kernels at B_r = 128, d <= 128), when the
+    CTA's fp32 tiles (``register_bytes``) fit the registers those threads may hold; otherwise
+    one tile a warp (its 8-warp kernels at d = 192 and 256; the CUDA ports here always run
+    one)."""
+    tiles = row_tiles(rows)
+    paired = cdiv(tiles, 2)
+    if tiles > 1 and register_bytes <= gpu.register_bytes_for_threads(paired * WARP):
+        return paired
+    return tiles
+
+
+def wgmma_warpgroups(rows: int) -> int:
+    """Warpgroups of a ``wgmma`` attention CTA of ``rows`` query rows: one per 64 rows, each
+    reading the whole K and V tiles from shared memory."""
+    return cdiv(rows, WGMMA_ROWS)
+
+
 def heads_in_flight(rec, ctas_per_head: int, heads: int, sram_bytes_per_cta: int,
                     register_bytes_per_cta: int = 0, threads_per_cta: int = 128) -> int:
     """Heads whose CTAs are resident at one time (CTAs launch head after head): the number

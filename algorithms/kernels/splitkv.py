@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end, cdiv,
-                               heads_in_flight, online_softmax_tile, safe_normalizers,
-                               scale_rows)
+from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_mask, causal_block_is_partial,
+                                       causal_key_end, cdiv, heads_in_flight,
+                                       mma_warps, online_softmax_tile, row_tiles, wgmma_warpgroups,
+                                       safe_normalizers, scale_rows)
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
@@ -70,9 +71,6 @@ VALUE_COLUMNS_PER_WARP = 128   # fp32 O columns of a 16-row tile one warp holds 
 def value_column_slices(dv: int) -> int:
     """Warps that share one 16-row tile's output columns (1 unless d_v > 128)."""
     return max(1, math.ceil(dv / VALUE_COLUMNS_PER_WARP))
-
-
-MMA_ROWS = 16          # a tensor-core tile's rows: packed query rows are padded to a multiple
 
 
 def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k) -> dict[str, int]:
@@ -152,8 +150,15 @@ def cta_work(seq_q, seq_k, block_q, block_k, ranges, causal) -> np.ndarray:
 
 def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv,
                      tiles: PackedTiles, splits, scale, causal, e, dtype, v_in_k, tc_path,
-                     compute, threads=128):
+                     compute):
     """Launch the (split) attention kernel, and the combine kernel when ``splits`` > 1.
+
+    On the ``mma.sync`` path a CTA's warps are laid out as FlashAttention-2's
+    (``common.mma_warps``: two 16-row tiles a warp when the registers allow, else one); on
+    the ``wgmma`` path, a warpgroup per 64 rows. Wide values give each row tile
+    ``value_column_slices`` warps (warpgroups), which share its K and V reads. Each reader
+    reads the whole K and V tiles from shared memory: the pricing charges them once per
+    reader.
 
     Arguments:
         q: (B, H_q, N_q, d_k); k: (B, H_kv, N_k, d_k); v: (B, H_kv, N_k, d_v) or None when
@@ -172,6 +177,14 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
     t_r = cdiv(seq_q, bq)
     out_bytes = STAT_BYTES if n_split > 1 else e
     buffers = smem_buffers(g, bq, bk, dk, dv, e, v_in_k)
+    slices = value_column_slices(dv)
+    if tc_path == "wgmma":                  # warpgroups of 64 rows (x slices of 128 columns)
+        readers = wgmma_warpgroups(g * bq)
+        threads = readers * slices * WARPGROUP
+    else:                                   # warps (or groups of slices) reading K and V
+        readers = (mma_warps(rec.gpu, g * bq, tiles.register_bytes) if slices == 1
+                   else row_tiles(g * bq))
+        threads = readers * slices * WARP
     # L2 (hwmodels.timing): compulsory traffic is Q once, each KV head's K/V once, every
     # output once; the re-reads (K/V by the other heads of a group when not packed, Q by
     # the splits) hit L2 if the K/V of the packs in flight fit there — as flash2 declares.
@@ -182,7 +195,8 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
                                 tiles.register_bytes, threads)
     c = rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
                    threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
-                   tc_path=tc_path, overlap="serial",
+                   tc_path=tc_path, overlap="serial", smem_readers=readers,
+                   mma_rows_per_cta=g * bq,
                    cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal), matmul_dtype=dtype,
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
     if not compute:
