@@ -148,9 +148,10 @@ def plan(wl, gpu, sram_bytes: int, path: str = "absorbed", kv_lora_rank: int = 0
                            gpu.register_bytes_per_sm // 2, q_blocks=Q_BLOCKS_PACKED)
         kv_units = wl.batch * wl.heads
     if tiles is None:
+        roomier = " a larger --sram-kb or" if sram_bytes < gpu.smem_bytes_per_block else ""
         raise SramOverflowError(f"mla ({path}): no tile with d_c = {d_c}, d_h^R = {d_r}, "
-                                f"d_h = {d} fits {sram_bytes:,} bytes of SRAM per CTA; use a "
-                                f"larger --sram-kb or smaller latent dims")
+                                f"d_h = {d} fits {sram_bytes:,} bytes of SRAM per CTA; use"
+                                f"{roomier} a smaller --kv-lora-rank or --rope-dim")
     key_blocks = cdiv(wl.seq_k, tiles.block_k)
     if splits > key_blocks:
         raise PlanError(f"mla: --splits {splits} exceeds the {key_blocks} key blocks of "

@@ -245,10 +245,12 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
                 break
         if cmp:
             break
+    roomier = " a larger --sram-kb or" if sram_bytes < gpu.smem_bytes_per_block else ""
     if cmp is None:
         raise SramOverflowError(f"nsa: compressed attention of {g} packed head(s) with head_dim "
                                 f"{d} and n = {n} fits no tile in {sram_bytes:,} bytes of SRAM "
-                                f"and half the register file; use a larger --sram-kb")
+                                f"and half the register file (its top-n slots are on chip); "
+                                f"use{roomier} a smaller --selected")
     sel = None
     for bs in (ls,) + tuple(x for x in SELECT_TILES if x < ls and ls % x == 0):
         smem = sum(select_buffers(g, bs, d, e, n).values())
@@ -258,8 +260,9 @@ def plan(wl, gpu, sram_bytes: int, compress_block: int = 32, compress_stride: in
             break
     if sel is None:
         raise SramOverflowError(f"nsa: selected attention of {g} packed head(s) with head_dim "
-                                f"{d} fits no sub-block of {ls} in {sram_bytes:,} bytes of SRAM; "
-                                f"use a larger --sram-kb")
+                                f"{d} and n = {n} fits no sub-block of {ls} in {sram_bytes:,} "
+                                f"bytes of SRAM; use{roomier} a smaller --selected or "
+                                f"--select-block")
     return NsaPlan(compress_block=l, compress_stride=ds, select_block=ls, selected=n, window=w,
                    seed=seed, group=g, compressed_tokens=compressed_count(wl.seq_k, l, ds),
                    compress_tile=bt,

@@ -73,8 +73,9 @@ INFO = AlgorithmInfo(
         Option("stride", int, None, "stride l (default round(√N_k))",
                validate=positive_int("the stride l")),
         Option("pattern", str, "strided", "factorized pattern", choices=("strided", "fixed")),
-        Option("summary", int, DEFAULT_SUMMARY,
-               "fixed pattern: c, the summary keys at the end of each block of l",
+        Option("summary", int, None,
+               f"fixed pattern: c, the summary keys at the end of each block of l (default "
+               f"{DEFAULT_SUMMARY})",
                validate=positive_int("summary keys per block")),
         Option("layout", str, "dense", "dense: natural order, the tiles the pattern touches; "
                "blocked: the paper's layout, A2 made contiguous (strided: keys reordered by "
@@ -97,8 +98,13 @@ def default_stride(seq_k: int) -> int:
 
 
 def plan(wl, gpu, sram_bytes: int, stride: int | None = None, pattern: str = "strided",
-         summary: int = DEFAULT_SUMMARY, layout: str = "dense") -> SparseTransformerPlan:
+         summary: int | None = None, layout: str = "dense") -> SparseTransformerPlan:
     stride = default_stride(wl.seq_k) if stride is None else stride
+    if summary is not None and pattern != "fixed":
+        raise PlanError(f"sparse_transformer: --summary applies to --pattern fixed (the "
+                        f"{pattern} pattern has no summary keys); add --pattern fixed or drop "
+                        f"--summary")
+    summary = DEFAULT_SUMMARY if summary is None else summary
     if pattern == "fixed" and summary > stride:
         raise PlanError(f"sparse_transformer: --summary {summary} exceeds the block (--stride "
                         f"{stride}); the fixed pattern keeps c <= l summary keys per block of l")

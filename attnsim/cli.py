@@ -17,8 +17,8 @@ from algorithms.registry import algorithm_names, get_algorithm
 from attnsim.errors import AttnsimError
 from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
-from attnsim.validate import (check_gpu_check_flags, check_host_memory, check_seqs,
-                              check_writable, flag_names, sram_budget_bytes)
+from attnsim.validate import (MAX_SEED, check_gpu_check_flags, check_host_memory, check_int,
+                              check_seqs, check_writable, flag_names, sram_budget_bytes)
 from attnsim.workload import PASSES, Workload
 from hwmodels.gpus import GPUS, gpu_names
 from hwmodels import get_gpu
@@ -59,7 +59,8 @@ def add_workload_args(p: argparse.ArgumentParser, defaults: Workload) -> None:
                    help="dropout probability on P (training)")
     g.add_argument("--model", default=None,
                    help="model preset (see 'attnsim list') or a model .toml file: sets heads, "
-                        "kv heads and head dim, and adds KV-cache and per-token decode figures")
+                        "kv heads and head dim; with gqa and mla, adds KV-cache and per-token "
+                        "decode figures")
     g.add_argument("--decode", action="store_true",
                    help="one decode step: --new-tokens queries per sequence against a KV "
                         "cache of --seq tokens")
@@ -71,7 +72,7 @@ def add_workload_args(p: argparse.ArgumentParser, defaults: Workload) -> None:
 
 def workload_from_args(a) -> Workload:
     from attnsim.models import get_model, shape_from_model
-    model = get_model(a.model) if getattr(a, "model", None) else None
+    model = get_model(a.model) if getattr(a, "model", None) is not None else None
     heads, kv_heads, head_dim = shape_from_model(
         model, heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
         defaults=getattr(a, "workload_defaults", Workload()))
@@ -84,12 +85,20 @@ def workload_from_args(a) -> Workload:
             raise AttnsimError("with --decode, --seq is the KV-cache length and --new-tokens "
                                "the query length; drop --seq-k")
         seq_q, seq_k = (1 if new_tokens is None else new_tokens), a.seq
+        if getattr(a, "passes", "fwd") != "fwd":
+            raise AttnsimError(f"--decode is one inference step, forward only: drop --pass "
+                               f"{a.passes}")
         causal = causal or (isinstance(seq_q, int) and seq_q > 1)
     with flag_names(_workload_flags(a, model, decode)):
-        return Workload(batch=a.batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q,
-                        seq_k=seq_k, head_dim=head_dim, dtype=a.dtype, causal=causal,
-                        scale=a.scale, passes=a.passes, dropout=a.dropout, decode=decode,
-                        model=model)
+        wl = Workload(batch=a.batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q,
+                      seq_k=seq_k, head_dim=head_dim, dtype=a.dtype, causal=causal,
+                      scale=a.scale, passes=a.passes, dropout=a.dropout, decode=decode,
+                      model=model)
+    if decode and wl.seq_q > wl.seq_k:
+        raise AttnsimError(f"--new-tokens {wl.seq_q:,} exceeds --seq {wl.seq_k:,}: with --decode "
+                           f"--seq is the KV cache including the new tokens (the last "
+                           f"{wl.seq_q:,} of it); give --seq at least {wl.seq_q:,}")
+    return wl
 
 
 def _workload_flags(a, model, decode: bool) -> dict:
@@ -216,6 +225,12 @@ def cmd_run(a, extra_args: list[str]) -> int:
         raise ValueError(f"unrecognized argument(s) for {info.name}: {' '.join(unknown)}; "
                          f"its own options: {valid} (see 'attnsim list')")
     options = {k: v for k, v in vars(opts).items() if v is not None}
+    check_int(a.input_seed, "--input-seed", 0, MAX_SEED)   # before numpy sees it
+    if info.name == "mla" and a.kv_heads is not None:
+        # the report runs mla on its GQA workload, whose K/V heads MLA has no use for; a
+        # user who types the flag would see it echoed and ignored
+        raise AttnsimError(f"mla: --kv-heads {a.kv_heads} does not apply: every head reads "
+                           f"the one latent cache of its sequence; drop --kv-heads")
     gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
     if not a.count_only:
@@ -241,10 +256,11 @@ def warn_if_it_does_not_fit(result) -> None:
     m = result.memory
     if not m or m["fits"]:
         return
+    from reports.format import nbytes
     longest = m["max_seq_that_fits"]
-    print(f"attnsim: warning: {result.algorithm} needs {m['peak_bytes'] / 2**30:,.1f} GiB of HBM "
+    print(f"attnsim: warning: {result.algorithm} needs {nbytes(m['peak_bytes'])} of HBM "
           f"at its peak ({m['largest_at_peak']} is the largest tensor), more than "
-          f"{result.gpu.name}'s {m['capacity_bytes'] / 2**30:,.1f} GiB; counts are printed "
+          f"{result.gpu.name}'s {nbytes(m['capacity_bytes'])}; counts are printed "
           f"anyway; " + (f"the longest sequence that fits is {longest:,}" if longest else
                          "no sequence length fits this workload"), file=sys.stderr)
 

@@ -131,6 +131,12 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if workload.passes not in _supported_passes(info):
         raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
                            f"--pass {workload.passes} is not available for it")
+    model = getattr(workload, "model", None)
+    if model is not None and model.is_mla and info.name != "mla":
+        # its heads read one latent cache: run as heads x head_dim attention, the numbers
+        # would describe a model that does not exist
+        raise AttnsimError(f"{model.name} uses multi-head latent attention, which {info.name} "
+                           f"does not simulate: run 'attnsim run mla --model {model.name}'")
     if workload.dropout > 0 and not info.dropout:
         raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
                            f"of the algorithms that do (standard, flash1, flash2)")

@@ -193,6 +193,9 @@ def check_option_values(info, options: dict) -> None:
             # seeds span int64; every other integer option counts tokens, blocks, features,
             # hashes, devices, splits or stages of one sequence, never more than its length
             hi = MAX_SEED if "seed" in key else MAX_SEQ
+            if "seed" in key and value < 0:
+                raise PlanError(f"{info.name}: {opt.flag} must be a non-negative integer (a "
+                                f"numpy seed), got {value:,}")
             if abs(value) > hi:
                 raise PlanError(f"{info.name}: {opt.flag} must be at most {hi:,} in size, "
                                 f"got {value:,}")

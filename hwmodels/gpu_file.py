@@ -50,7 +50,8 @@ FIELD_RANGES = {
     "smem_bytes_per_sm": (1024, 2**24),
     "smem_bytes_per_block": (1024, 2**24),
     "register_bytes_per_sm": (1024, 2**24),
-    "max_threads_per_sm": (32, 2**16),
+    # every compute capability since 2.0 runs 1024-thread blocks [CUDA-CC]
+    "max_threads_per_sm": (1024, 2**16),
     "max_ctas_per_sm": (1, 1024),
     "l2_bytes": (1024, 2**34),
     "l2_bandwidth_bytes_per_s": (1e9, 1e15),
@@ -81,7 +82,7 @@ FIELD_RANGES = {
 
 def get_gpu(name_or_path: str) -> GPU:
     """A built-in GPU by (case-insensitive) name or alias, or a custom one from a TOML file."""
-    if name_or_path.endswith(".toml"):
+    if name_or_path.lower().endswith(".toml"):
         return load_gpu_file(name_or_path)
     return builtin_gpu(name_or_path)
 
@@ -146,3 +147,15 @@ def _check_consistency(origin: str, gpu: GPU) -> None:
         raise GpuFileError(
             f"{origin}: smem_bytes_per_block ({gpu.smem_bytes_per_block}) exceeds "
             f"smem_bytes_per_sm ({gpu.smem_bytes_per_sm})")
+    if gpu.max_threads_per_sm % 32:
+        raise GpuFileError(f"{origin}: max_threads_per_sm ({gpu.max_threads_per_sm}) must be a "
+                           f"multiple of the 32-thread warp")
+    if gpu.sustained_clock_hz > gpu.clock_hz:
+        raise GpuFileError(
+            f"{origin}: sustained_clock_hz ({gpu.sustained_clock_hz:g}), the clock under load, "
+            f"exceeds clock_hz ({gpu.clock_hz:g}), the boost clock; lower it or raise clock_hz")
+    if gpu.tensor_fp16_flops_per_s < gpu.fp32_flops_per_s:
+        raise GpuFileError(
+            f"{origin}: tensor_fp16_flops_per_s ({gpu.tensor_fp16_flops_per_s:g}) is below "
+            f"fp32_flops_per_s ({gpu.fp32_flops_per_s:g}); tensor cores are the faster path on "
+            f"every GPU that has them: check the units (FLOP/s)")

@@ -49,11 +49,35 @@ def test_kv_heads_without_preset(capsys):
     (["--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
     (["--new-tokens", "2"], "applies to --decode"),
     (["--decode", "--seq-k", "9"], "drop --seq-k"),
+    (["--decode", "--seq", "512", "--new-tokens", "600"], "--new-tokens 600 exceeds --seq 512"),
+    (["--decode", "--pass", "fwd+bwd"], "forward only: drop --pass fwd+bwd"),
+    (["--input-seed", "-1"], "--input-seed must be in [0, "),
+    (["--input-seed", str(2**64)], "--input-seed must be in [0, "),
 ])
 def test_bad_flags_give_one_line_errors(capsys, args, message):
     assert main(["run", "gqa", "--count-only", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("alg", ["flash2", "standard", "flash3"])
+def test_an_mla_model_runs_only_as_mla(capsys, alg):
+    """DeepSeek-V2's heads read one latent cache: as 128-head MHA the numbers would describe
+    a model that does not exist."""
+    assert main(["run", alg, "--model", "deepseek-v2", "--count-only", "--seq", "512"]) == 2
+    assert "run 'attnsim run mla --model deepseek-v2'" in capsys.readouterr().err
+
+
+def test_an_empty_model_name_is_unknown(capsys):
+    assert main(["run", "gqa", "--model", "", "--count-only", "--seq", "512"]) == 2
+    assert "unknown model ''" in capsys.readouterr().err
+
+
+def test_mla_refuses_kv_heads_it_would_ignore(capsys):
+    """Every head reads the one latent cache: --kv-heads would be echoed and ignored."""
+    assert main(["run", "mla", "--decode", "--count-only", "--seq", "512", "--kv-heads",
+                 "1"]) == 2
+    assert "--kv-heads 1 does not apply" in capsys.readouterr().err
 
 
 def test_list_has_presets(capsys):

@@ -42,6 +42,9 @@ def test_gpu_file_from_base(tmp_path):
     g = load_gpu_file(str(f))
     assert g.clock_hz == 1.5e9 and g.hbm_bandwidth_bytes_per_s == get_gpu("a100").hbm_bandwidth_bytes_per_s
     assert get_gpu(str(f)) == g
+    upper = tmp_path / "OC.TOML"
+    upper.write_text(f.read_text())
+    assert get_gpu(str(upper)) == g
 
 
 @pytest.mark.parametrize("data,message", [
@@ -55,6 +58,10 @@ def test_gpu_file_from_base(tmp_path):
     ({"base": "h100", "dram_latency_s": 1.0}, "'dram_latency_s' must be in"),
     ({"base": "h100", "smem_bytes_per_block": 2**20}, "exceeds smem_bytes_per_sm"),
     ({"base": "h100", "smem_bytes_per_block": 10**9}, "must be in [1,024, 16,777,216]"),
+    ({"base": "h100", "max_threads_per_sm": 32}, "'max_threads_per_sm' must be in [1,024,"),
+    ({"base": "h100", "max_threads_per_sm": 1056 + 1}, "multiple of the 32-thread warp"),
+    ({"base": "h100", "clock_hz": 1e9, "sustained_clock_hz": 2e9}, "exceeds clock_hz"),
+    ({"base": "h100", "tensor_fp16_flops_per_s": 1e12}, "is below fp32_flops_per_s"),
     ({"base": "tpu"}, "unknown GPU 'tpu'"),
     ({"name": "x", "sm_count": 10}, "missing field(s) full_name"),
 ])
