@@ -65,6 +65,9 @@ class AlgorithmInfo:
     passes: tuple = ("fwd",)         # which of "fwd", "bwd" it simulates
     count_only: str = "exact"        # "exact": same counts without data; or how it copes
     dropout: bool = False            # simulates dropout on P (``--dropout``)
+    # its published kernel runs fp8, and executed mode quantizes as that kernel does (e4m3);
+    # elsewhere --dtype fp8 prices fp8 storage and tensor rates, in count-only mode only
+    fp8_kernel: bool = False
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ INFO = AlgorithmInfo(
     paper="Shah et al., 2024 (arXiv 2407.08608)",
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
+    fp8_kernel=True,
     options=(Option("stages", int, 2, "K/V pipeline stages in shared memory",
                     validate=lambda s: None if s >= 1 else "must be at least 1"),
              Option("fp8_scales", str, None,

@@ -665,7 +665,8 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
         return 2, f"attnsim: error: {exc.filename!r}: {exc.strerror or _one_line(exc)}"
     if isinstance(exc, MemoryError):
         return 2, ("attnsim: error: out of host memory for this workload; add --count-only "
-                   "(the same counts, no data), or use a smaller --batch, --heads or --seq")
+                   "if it is not given (the same counts, no data), or use a smaller --batch, "
+                   "--heads or --seq, or a sparser pattern")
     return 1, (f"attnsim: internal error (a bug in attnsim, please report it): "
                f"{type(exc).__name__}: {_one_line(exc)}; rerun with --debug to see the traceback")
 

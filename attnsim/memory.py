@@ -230,7 +230,9 @@ def ring_capacity_table(gpu, wl, devices=RING_DEVICES, sram_bytes: int | None = 
         if plan is None:
             continue
         here = footprint(ring, probe, plan)
-        causal = probe.replace(causal=True)
+        # the orders balance causal self-attention (striped deals a square sequence's tokens
+        # round-robin), whatever the probed workload: a decode step or a cross-attention
+        causal = probe.replace(causal=True, decode=False, seq_q=probe.seq_k)
         balance = {order: ring.load_balance(causal, ring.plan(causal, gpu, budget, devices=p,
                                                                ring_order=order))
                    for order in ring.ORDERS}

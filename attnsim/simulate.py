@@ -131,6 +131,12 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if workload.passes not in _supported_passes(info):
         raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
                            f"--pass {workload.passes} is not available for it")
+    if compute and workload.dtype == "fp8" and not info.fp8_kernel:
+        # its arithmetic would run unquantized: an "fp8" error that is fp32's
+        raise AttnsimError(f"{info.name} has no fp8 kernel to execute (its arithmetic would not "
+                           f"be quantized, so its error would not be fp8's): add --count-only "
+                           f"for fp8 storage's counts and time, or run flash3 (FlashAttention-3's "
+                           f"e4m3 forward)")
     model = getattr(workload, "model", None)
     if model is not None and model.is_mla and info.name != "mla":
         # its heads read one latent cache: run as heads x head_dim attention, the numbers

@@ -74,7 +74,8 @@ def sparse_transformer_layouts(gpu="h100", wl: Workload | None = None, seqs=LAYO
     records = []
     for pattern, options in (("strided", {}), ("fixed", FIXED_OPTIONS)):
         for n in seqs:
-            w = wl.replace(seq_q=n, seq_k=n)
+            # the layouts of one forward pass, whatever the report's --pass or --decode
+            w = wl.replace(seq_q=n, seq_k=n, decode=False, passes="fwd", dropout=0.0)
             for layout in ("dense", "blocked"):
                 r = simulate("sparse_transformer", w, gpu, compute=False,
                              sram_bytes=sram_bytes,

@@ -286,12 +286,16 @@ def throughput_sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GRO
     out = []
     for name in names:
         for dtype in dtypes:
+            if dtype == "fp8" and not get_algorithm(name).INFO.fp8_kernel:
+                continue            # no fp8 kernel was published: no fp8 row to compare
             rec = {"algorithm": name, "dtype": dtype, "seqs": [], "batch": [],
                    "predicted_s": [], "flops": [], "flops_per_s": []}
             for n in seqs:
                 b = max(1, tokens // n)
+                # the papers' forward benchmark, whatever the report's --pass or --decode
                 r, _ = _try(lambda: simulate(name, wl.replace(batch=b, seq_q=n, seq_k=n,
-                                                              dtype=dtype),
+                                                              dtype=dtype, decode=False,
+                                                              passes="fwd", dropout=0.0),
                                              gpu, compute=False, sram_bytes=sram_bytes))
                 if r is None:
                     continue

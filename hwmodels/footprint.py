@@ -79,7 +79,11 @@ class Footprint:
                                  f"allocated ({a.first})")
 
     def _index(self, phase: str) -> int:
-        return self.phases.index(phase)
+        order = self.__dict__.get("_order")
+        if order is None:                    # phase -> position, built once (runs of many
+            order = {ph: i for i, ph in enumerate(self.phases)}   # phases: ring steps)
+            object.__setattr__(self, "_order", order)
+        return order[phase]
 
     def live(self, phase: str) -> tuple:
         """The allocations live during ``phase``."""
@@ -87,13 +91,30 @@ class Footprint:
         return tuple(a for a in self.allocations
                      if self._index(a.first) <= i <= self._index(a.last))
 
+    def _bytes_by_phase(self) -> list:
+        """Live bytes at every phase, in one sweep over the allocations (O(phases +
+        allocations), not their product)."""
+        table = self.__dict__.get("_live_bytes")
+        if table is None:
+            delta = [0] * (len(self.phases) + 1)
+            for a in self.allocations:
+                delta[self._index(a.first)] += a.nbytes
+                delta[self._index(a.last) + 1] -= a.nbytes
+            table, running = [], 0
+            for change in delta[:-1]:
+                running += change
+                table.append(running)
+            object.__setattr__(self, "_live_bytes", table)
+        return table
+
     def bytes_at(self, phase: str) -> int:
-        return sum(a.nbytes for a in self.live(phase))
+        return self._bytes_by_phase()[self._index(phase)]
 
     @property
     def peak_phase(self) -> str:
         """The first phase at which the live bytes are largest."""
-        return max(self.phases, key=lambda ph: (self.bytes_at(ph), -self._index(ph)))
+        table = self._bytes_by_phase()
+        return self.phases[table.index(max(table))]
 
     @property
     def peak_bytes(self) -> int:

@@ -27,8 +27,9 @@ def throughput_section(records, gpu, wl) -> Section | None:
                   headers, rows, flat,
                   notes=["batch × N held at the report workload's "
                          f"{wl.batch * wl.seq_q:,} tokens, as the FlashAttention-2 and -3 "
-                         "papers' benchmark figures; fp8: the FP8 tensor rate where the GPU "
-                         "and the algorithm have it (rows absent otherwise)."])
+                         "papers' benchmark figures; fp8 where the GPU has FP8 tensor cores and "
+                         "the algorithm a published fp8 kernel (FlashAttention-3; "
+                         "FlashAttention-2 has none)."])
     fig = Figure("throughput", f"FlashAttention-2/3 predicted TFLOP/s against N, "
                  f"{gpu.full_name}", lambda: plots.throughput_figure(records, gpu),
                  after="throughput")

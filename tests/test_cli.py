@@ -152,3 +152,18 @@ def test_report_plot(capsys, tmp_path):
                          "--seqs", "256,512,1024", "--no-accuracy", "--plot", str(png),
                          "--output", str(tmp_path / "r.txt"))
     assert code == 0 and png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("extra", [["--decode"], ["--causal", "--seq-k", "256"],
+                                   ["--pass", "bwd"], ["--dropout", "0.1"]])
+def test_report_runs_on_every_kind_of_workload(capsys, tmp_path, extra):
+    """The report's side tables (throughput, the Sparse Transformer's layouts, the ring's
+    balance) take what they need of the workload: a decode step, a cross-attention, a
+    backward or dropout must not fail them."""
+    out_file = tmp_path / "report.md"
+    code, _, err = run_cli(capsys, "report", "--hw", "h100", "--batch", "1", "--heads", "2",
+                           "--seq", "512", "--seqs", "256,512", "--no-accuracy", "--jobs", "1",
+                           "--algorithms", "flash2,flash3,ring,sparse_transformer", *extra,
+                           "--output", str(out_file))
+    assert code == 0, err
+    assert "Traceback" not in err and out_file.read_text().count("flash2") > 0

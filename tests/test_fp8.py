@@ -346,3 +346,22 @@ def test_json_has_an_fp8_object_with_the_error_by_variant(capsys):
     assert main(["run", "flash3", "--dtype", "fp8", "--seq", "256", "--count-only",
                  "--format", "json"]) == 0
     assert "error_by_variant" not in json.loads(capsys.readouterr().out)["fp8"]
+
+
+@pytest.mark.parametrize("algorithm", ["flash2", "standard", "gqa", "linear"])
+def test_no_fp8_error_is_printed_for_an_algorithm_without_an_fp8_kernel(capsys, algorithm):
+    """Its arithmetic would run unquantized: the printed error would be fp32's, not fp8's.
+    Count-only still prices fp8 storage."""
+    assert main(["run", algorithm, "--seq", "128", "--heads", "2", "--dtype", "fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "has no fp8 kernel to execute" in err and "--count-only" in err
+    assert main(["run", algorithm, "--seq", "128", "--heads", "2", "--dtype", "fp8",
+                 "--count-only"]) == 0
+
+
+def test_the_throughput_sweep_has_fp8_rows_only_for_a_published_fp8_kernel():
+    from attnsim.suite import throughput_sweep
+    records = throughput_sweep("h100", Workload(batch=1, seq_q=1024, head_dim=128),
+                               seqs=(512, 1024))
+    assert {(r["algorithm"], r["dtype"]) for r in records} == {
+        ("flash2", "fp16"), ("flash3", "fp16"), ("flash3", "fp8")}

@@ -59,6 +59,20 @@ def test_block_too_large_for_sram():
                  options={"block": 512}, compute=False)
 
 
+@pytest.mark.parametrize("alg,options,seq", [
+    ("sparse_transformer", {}, 2**24),               # N^1.5 at 16M tokens: 5e8 tiles
+    ("sparse_transformer", {"stride": 1}, 2**20),    # every tile of 1M tokens
+    ("block_sparse", {"block": 16}, 2**20),          # 65,536 x 6,554 random tiles
+])
+def test_a_pattern_too_large_to_enumerate_is_refused_before_it_is_drawn(alg, options, seq):
+    """Count-only mode still visits every tile: a pattern of more than 2**24 tiles would take
+    minutes and gigabytes, so it is refused at once with the flags that shrink it."""
+    with pytest.raises(PlanError, match=r"tiles over [\d,]+ query blocks, more than the "
+                                        r"16,777,216 the simulator enumerates"):
+        simulate(alg, Workload(seq_q=seq, head_dim=64), "h100", options=options,
+                 compute=False)
+
+
 @pytest.mark.parametrize("content,match", [
     (np.ones((3, 8), dtype=bool), r"holds a \(3, 8\) mask but --block 128 tiles this workload "
                                   r"into \(8, 8\) blocks"),

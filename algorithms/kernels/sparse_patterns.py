@@ -25,8 +25,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from algorithms.base import PlanError
 from algorithms.kernels.common import cdiv, sorted_distinct
 from hwmodels.compiled import compiled
+
+# Tiles a layout may list. The simulator enumerates every tile of a pattern, count-only mode
+# included (int64 column and flag per tile, and the kernel loop over them): 2**24 tiles take
+# about 0.2 GB and seconds; the largest patterns the documentation promises (the N^1.5
+# strided pattern at 1M tokens) list a few million. Beyond it a run takes minutes and GBs.
+MAX_LAYOUT_TILES = 2**24
+
+
+def too_many_tiles(tiles: int, block_rows: int, what: str) -> PlanError:
+    return PlanError(
+        f"the pattern lists {what}{tiles:,} tiles over {block_rows:,} query blocks, more than "
+        f"the {MAX_LAYOUT_TILES:,} the simulator enumerates (it visits every tile, also with "
+        f"--count-only): use a smaller --seq or a sparser pattern (a larger --stride or "
+        f"--block, a smaller --window or --density)")
+
+
+def least_tiles(kind: int, prm, causal: bool, tq: int, tc: int, seq_k: int, bk: int) -> int:
+    """A lower bound on a Sparse Transformer pattern's tiles, in O(1): every K block that
+    holds a residue (strided) or summary key (fixed) is visited by every Q block (about half
+    of them when causal), at least N_k / max(l, B_c) blocks per Q block."""
+    if kind not in (STRIDED, FIXED):
+        return 0
+    per_row = min(tc, seq_k // max(int(prm[0]), bk))
+    return tq * per_row // 2 - tq if causal else tq * per_row
+
+
+def check_layout_tiles(tiles: int, block_rows: int) -> None:
+    """Refuse a layout of more than ``MAX_LAYOUT_TILES`` tiles before it is drawn."""
+    if tiles > MAX_LAYOUT_TILES:
+        raise too_many_tiles(tiles, block_rows, "")
 
 # pattern kinds and their parameter vectors ``prm`` (int64)
 LOCAL = 0        # prm = (w,):   causal: j in (qpos - w, qpos]; else |j - qpos| <= w // 2
@@ -236,7 +267,9 @@ def _grow(arr, n):
 
 
 @compiled
-def _element_layout(kind, prm, causal, seq_q, seq_k, bq, bk):
+def _element_layout(kind, prm, causal, seq_q, seq_k, bq, bk, max_tiles):
+    """(row_ptr, cols, partial); row_ptr[0] = -1 when the pattern has more than
+    ``max_tiles`` tiles (the enumeration stops there)."""
     tr, tc = (seq_q + bq - 1) // bq, (seq_k + bk - 1) // bk
     row_ptr = np.zeros(tr + 1, dtype=np.int64)
     cols = np.empty(1024, dtype=np.int64)
@@ -260,6 +293,9 @@ def _element_layout(kind, prm, causal, seq_q, seq_k, bq, bk):
                 stack[top + 1, 0], stack[top + 1, 1] = ka, mid
                 top += 2
                 continue
+            if n == max_tiles:
+                row_ptr[0] = -1
+                return row_ptr, cols[:0].copy(), ~full[:0]
             if n == cols.shape[0]:
                 cols, full = _grow(cols, n + 1), _grow(full, n + 1)
             cols[n] = ka
@@ -274,7 +310,14 @@ def element_layout(kind: int, prm, causal: bool, seq_q: int, seq_k: int, block_q
     """The tiles an element pattern touches, without an N² mask: O(1) per bisection step,
     and per tile until its first row that is not full (O(B_r) only for full tiles)."""
     prm = np.asarray(prm, dtype=np.int64)
-    row_ptr, cols, partial = _element_layout(kind, prm, causal, seq_q, seq_k, block_q, block_k)
+    tq, tc = cdiv(seq_q, block_q), cdiv(seq_k, block_k)
+    least = least_tiles(kind, prm, causal, tq, tc, seq_k, block_k)
+    if least > MAX_LAYOUT_TILES:
+        raise too_many_tiles(least, tq, "at least ")
+    row_ptr, cols, partial = _element_layout(kind, prm, causal, seq_q, seq_k, block_q, block_k,
+                                             MAX_LAYOUT_TILES)
+    if row_ptr[0] < 0:
+        raise too_many_tiles(MAX_LAYOUT_TILES, len(row_ptr) - 1, "more than ")
     pairs = int(attended_pairs(kind, prm, causal, seq_q, seq_k))
     return BlockLayout(seq_q, seq_k, block_q, block_k, row_ptr, cols, partial, pairs)
 
@@ -408,6 +451,7 @@ def _bigbird_rows(tq, tk, window, global_first, global_last, u):
 def bigbird_csr(tq: int, tk: int, window: int, global_blocks: int, random: int, seed: int):
     """(row_ptr, cols) of BigBird's block pattern; the random blocks come from
     ``np.random.default_rng(seed)`` so that counts are reproducible."""
+    check_layout_tiles(tq * (window + global_blocks + random), tq)
     u = np.random.default_rng(seed).random((tq, random))
     first, last = (global_blocks + 1) // 2, global_blocks // 2
     return _bigbird_rows(tq, tk, window, first, last, u)
@@ -429,5 +473,6 @@ def _random_rows(tq, tk, u):
 def random_block_csr(tq: int, tk: int, per_row: int, seed: int):
     """Each of the ``tq`` block rows keeps ``per_row`` of the ``tk`` key blocks, uniformly
     without replacement (``np.random.default_rng(seed)``)."""
+    check_layout_tiles(tq * per_row, tq)
     u = np.random.default_rng(seed).random((tq, per_row))
     return _random_rows(tq, tk, u)
