@@ -47,6 +47,9 @@ def plan(wl, gpu, sram_bytes: int) -> fa.FeaturePlan:
                         sm_count=gpu.sm_count)
 
 
+executed_host_bytes = fa.executed_host_bytes    # its φ maps, for the host check
+
+
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:
     return fa.run_features("linear", wl, p, inputs, rec, compute, None)
 

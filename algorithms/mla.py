@@ -47,8 +47,8 @@ the Q and latent tiles, the probabilities passed between the warps that share a 
 host layout, not counted: the CUDA port, mla_upproject.cu, reads k^R from the cache in its
 attention kernel and moves exactly the counted bytes).
 The output is returned as ``o_mla`` (not ``o``): the harness's exact-attention check over
-the workload's q, k, v does not apply to latent inputs; the tests compare it with
-``attnsim.reference.attention_reference`` over ``up_projected``'s float64 q, K, V.
+the workload's q, k, v does not apply to latent inputs; executed runs report its error
+against ``reference``, float64 attention over ``up_projected``'s q, K, V.
 """
 from __future__ import annotations
 
@@ -199,6 +199,16 @@ def up_projected(wl, x: dict):
     k_r = np.broadcast_to(x["k_rope"].astype(f)[:, None], k_c.shape[:3] + (x["k_rope"].shape[-1],))
     q = np.concatenate([x["q_nope"].astype(f), x["q_rope"].astype(f)], axis=-1)
     return q, np.concatenate([k_c, k_r], axis=-1), v
+
+
+def reference(wl, p: MlaPlan, inputs, attention_reference) -> np.ndarray:
+    """float64 attention over the up-projected heads (the definition, before absorption):
+    what ``o_mla`` is compared with in executed runs."""
+    q, k, v = up_projected(wl, mla_inputs(wl, p, inputs))
+    return attention_reference(q, k, v, causal=wl.causal, scale=p.scale)[0]
+
+
+OUTPUT = "o_mla"      # the output ``reference`` checks (not the workload's q, k, v attention)
 
 
 # ---- run ----------------------------------------------------------------------------------

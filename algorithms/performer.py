@@ -128,6 +128,9 @@ def projection_fn(p: PerformerPlan, d: int, seed: int):
     return lambda b, h: shared
 
 
+executed_host_bytes = fa.executed_host_bytes    # its φ maps, for the host check
+
+
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:
     fn = (projection_fn(p, wl.head_dim, fa.resolve_seed(p.seed, inputs)) if compute
           else (lambda b, h: None))

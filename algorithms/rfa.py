@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.base import AlgorithmInfo, Option
+from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.kernels import feature_attention as fa
 from algorithms.kernels import feature_gate as gk
 from algorithms.kernels.common import new_output, placeholder, placeholder_vector
@@ -73,6 +73,21 @@ DEFAULT_GATE_BIAS = 2.0     # b_g: σ(2) ≈ 0.88 (our choice; the paper learns 
 PROJECTION_STREAM = 2103_02143
 GATE_STREAM = 1
 
+# q̂·k̂ lies in [-1, 1], so σ sets the logits' range to ±1/σ²: below 0.01 they pass ±10⁴ and
+# the softmax is an argmax that D random features cannot estimate (the sin/cos arguments
+# W x̂/σ lose their float32 precision, 1/σ² overflows near 1e-19); above 100 the attention is
+# uniform to within 10⁻⁴ (and 1/σ² underflows near 1e19). Outside, the run would print an
+# error of the float arithmetic, not of the estimator, or NaN.
+SIGMA_MIN, SIGMA_MAX = 1e-2, 1e2
+
+
+def check_sigma(value: float) -> str | None:
+    if not math.isfinite(value) or not SIGMA_MIN <= value <= SIGMA_MAX:
+        return (f"must be in [{SIGMA_MIN:g}, {SIGMA_MAX:g}] (logits q̂·k̂/σ² within ±10⁴), "
+                f"got {value:g}")
+    return None
+
+
 INFO = AlgorithmInfo(
     name="rfa",
     title="Random Feature Attention, random Fourier features (forward)",
@@ -83,14 +98,14 @@ INFO = AlgorithmInfo(
         Option("features", int, None, "D random Fourier features (φ has 2D entries); "
                "default: head_dim", validate=fa.check_positive),
         Option("sigma", float, 1.0, "σ: attention is softmax(q̂·k̂/σ²) over ℓ2-normalised "
-               "queries and keys (learned in the paper; fixed here)",
-               validate=lambda v: None if v > 0 else "must be a positive number"),
+               f"queries and keys (learned in the paper; fixed here), in [{SIGMA_MIN:g}, "
+               f"{SIGMA_MAX:g}]", validate=check_sigma),
         Option("seed", int, None, fa.SEED_HELP.format(what="projection W"),
                validate=fa.check_seed),
         Option("gate", bool, False, "the paper's recency gate g_t = σ(w_g·k_t + b_g) on the "
                "causal state (needs --causal)"),
-        Option("gate_bias", float, DEFAULT_GATE_BIAS, "b_g of the gate (with --gate); "
-               "σ(b_g) is the typical decay per token",
+        Option("gate_bias", float, None, "b_g of the gate (with --gate; default "
+               f"{DEFAULT_GATE_BIAS:g}); σ(b_g) is the typical decay per token",
                validate=lambda v: None if math.isfinite(v) else "must be a finite number"),
     ),
 )
@@ -103,7 +118,11 @@ class RFAPlan(fa.FeaturePlan):
 
 
 def plan(wl, gpu, sram_bytes: int, features=None, sigma: float = 1.0, seed=None,
-         gate: bool = False, gate_bias: float = DEFAULT_GATE_BIAS) -> RFAPlan:
+         gate: bool = False, gate_bias: float | None = None) -> RFAPlan:
+    if gate_bias is not None and not gate:
+        raise PlanError("rfa: --gate-bias sets the recency gate's bias: add --gate, or drop "
+                        "--gate-bias")
+    gate_bias = DEFAULT_GATE_BIAS if gate_bias is None else gate_bias
     dfeat = wl.head_dim if features is None else int(features)
     if gate:
         gk.check_gate_workload("rfa", wl, "trig")
@@ -132,6 +151,9 @@ def gate_params(p: RFAPlan, d: int, seed: int) -> tuple[np.ndarray, np.float32]:
     rng = np.random.default_rng([seed, GATE_STREAM])
     wg = (rng.standard_normal(d) / math.sqrt(d)).astype(np.float32)
     return wg, np.float32(p.gate_bias)
+
+
+executed_host_bytes = fa.executed_host_bytes    # its φ maps, for the host check
 
 
 def run(wl, p: RFAPlan, inputs, rec, compute: bool) -> dict:

@@ -306,7 +306,13 @@ def cmd_report(a) -> int:
     document_out = _document_output(a)
     wl = workload_from_args(a)
     seqs = parse_seqs(a.seqs)
-    names = [n.strip() for n in a.algorithms.split(",")] if a.algorithms else None
+    names = None
+    if a.algorithms is not None:
+        # each named once, in the order given; an empty list is a slip, not "all"
+        names = list(dict.fromkeys(n.strip() for n in a.algorithms.split(",") if n.strip()))
+        if not names:
+            raise AttnsimError("--algorithms names no algorithm; give a comma-separated "
+                               "list (see 'attnsim list') or drop it for all")
     for n in names or []:
         get_algorithm(n)
     # one budget for every GPU compared: it must fit the smallest one
@@ -628,11 +634,12 @@ def main(argv: list[str] | None = None) -> int:
         if extra and not getattr(args, "takes_extra", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         for flag in ("output", "plot"):       # refuse before computing, not after
-            if getattr(args, flag, None):
+            if getattr(args, flag, None) is not None:
                 # a report document (DIR/report.md) creates its folder
                 creates = flag == "output" and args.command == "report" and \
                     _document_output(args)
                 check_writable(getattr(args, flag), f"--{flag}", may_create_folder=creates)
+                check_not_an_input(args, extra, flag)
         if args.command == "gpu-check":
             check_gpu_check_flags(args)
         return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
@@ -653,6 +660,19 @@ def main(argv: list[str] | None = None) -> int:
         code, line = describe_error(exc)
         print(line, file=sys.stderr)
         return code
+
+
+def check_not_an_input(args, extra: list[str], flag: str) -> None:
+    """--output/--plot must not name a file the run reads (--hw, --model, --mask-file): it
+    would be overwritten with the results."""
+    out = os.path.realpath(getattr(args, flag))
+    inputs = {"--hw": getattr(args, "hw", None), "--model": getattr(args, "model", None)}
+    if "--mask-file" in extra[:-1]:
+        inputs["--mask-file"] = extra[extra.index("--mask-file") + 1]
+    for name, path in inputs.items():
+        if path and os.path.exists(path) and os.path.realpath(path) == out:
+            raise AttnsimError(f"--{flag} {getattr(args, flag)!r} is the file {name} reads; "
+                               f"write the results elsewhere")
 
 
 def describe_error(exc: BaseException) -> tuple[int, str]:

@@ -405,9 +405,18 @@ def cmd_gpu_check(a) -> int:
         raise ValueError(f"no GPU port for {', '.join(unknown)}; ported: "
                          f"{', '.join(ports.ported_algorithms())}; set against an SDPA "
                          f"stand-in: {', '.join(STAND_INS)}")
+    if a.hw != "auto":
+        get_gpu(a.hw)                 # an unknown GPU or a bad file: an error with or without one
+    if a.algorithms:                  # a pass the named algorithm does not have
+        for name in names:
+            has = set(get_algorithm(name).INFO.passes)
+            if not set(a.passes.split("+")) <= has:
+                raise ValueError(f"{name} simulates passes {', '.join(sorted(has))}; --pass "
+                                 f"{a.passes} is not available for it")
     ok, device = backend.gpu_available()
     if not ok:
-        print(skip_message(device))
+        _write(a, json.dumps({"skipped": device}, indent=2) + "\n" if a.format == "json"
+               else skip_message(device) + "\n")
         return 0
     gpu, warning = resolve_model(a.hw)
     sdpa_ok, sdpa_why = (False, "--no-sdpa") if a.no_sdpa else backend.sdpa_available()
@@ -421,17 +430,22 @@ def cmd_gpu_check(a) -> int:
               "passes": base.passes,
               "environment": _environment(),
               **model_rates(gpu)}
-    text = render(rows, a.format, header)
-    if a.output:
-        with open(a.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
+    _write(a, render(rows, a.format, header))
     failed = [f"{r['algorithm']} N={r['seq']}" for r in rows if r.get("failed")]
     if failed:
         print(f"attnsim gpu-check: {len(failed)} port run(s) failed: {', '.join(failed)}",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def _write(a, text: str) -> None:
+    """To --output, or stdout: the results, or (no device) that the checks were skipped, in
+    the format asked for."""
+    if a.output:
+        with open(a.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

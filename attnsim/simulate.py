@@ -158,6 +158,11 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         # inputs too, since the float64 reference and the outputs are still to be allocated
         check_host_memory(workload)
     plan = module.plan(workload, gpu, budget, **opts)
+    own_bytes = getattr(module, "executed_host_bytes", None)
+    if compute and own_bytes is not None:       # workspaces an option sizes (features)
+        sized_by = [o.flag for o in info.options if o.name == "features"]
+        check_host_memory(workload, extra=own_bytes(workload, plan),
+                          what=f", {info.name}'s feature maps", also=sized_by)
     rec = Recorder(gpu, budget)
     if compute and inputs is None:
         check_int(seed, "input seed (--input-seed)", 0, MAX_SEED)
@@ -170,7 +175,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if "ring" in rec.info:   # the longest total context the P devices hold
         rec.info["ring"]["max_context_tokens"] = footprint.summary()["max_seq_that_fits"]
     err_ref = err_exact = None
-    if compute and check and ("o" in outputs or "dq" in outputs):
+    if compute and check and (getattr(module, "OUTPUT", "o") in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
     return SimResult(
         algorithm=info.name, info=info, gpu=gpu, workload=workload, options=opts,
@@ -249,9 +254,11 @@ def _errors(module, wl, plan, inputs, outputs, info):
     own = getattr(module, "reference", None)
     if own is not None and "attention_reference" in inspect.signature(own).parameters:
         own = functools.partial(own, attention_reference=attention_reference)
-    if module.INFO.exact and own is not None and "o" in outputs:
-        # an exact algorithm of a different function (differential attention): its own math
-        return relative_error(outputs["o"], own(wl, plan, inputs)), None
+    named = getattr(module, "OUTPUT", "o")       # MLA: o_mla, over its latent inputs
+    if module.INFO.exact and own is not None and named in outputs:
+        # an exact algorithm of a different function (differential attention, MLA): its
+        # own math
+        return relative_error(outputs[named], own(wl, plan, inputs)), None
     keep = keep_multiplier(wl, inputs.seed) if wl.dropout > 0 else None
     errors = []
     if "o" in outputs:

@@ -218,6 +218,9 @@ def check_writable(path: str, flag: str, may_create_folder: bool = False) -> Non
     """An output file the user named can be created: not a directory, in a directory that
     exists (or, when the writer creates it, under one) and that we may write to. A full
     disk shows only when writing (the CLI names it then)."""
+    if not path:
+        raise AttnsimError(f"{flag} '' names no file; give a file name, or drop {flag} to "
+                           f"write to stdout")
     if os.path.isdir(path):
         raise AttnsimError(f"{flag} {path!r} is a directory; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
@@ -276,18 +279,22 @@ def executed_host_bytes(wl) -> int:
     return io32 + ref64 + scores + workspace
 
 
-def check_host_memory(wl, available: int | None = None) -> None:
-    """Refuse an executed run that needs more host memory than the machine has available."""
+def check_host_memory(wl, available: int | None = None, extra: int = 0,
+                      what: str = "", also: list | tuple = ()) -> None:
+    """Refuse an executed run that needs more host memory than the machine has available;
+    ``extra``: an algorithm's own workspaces (``what`` names them, ``also`` the flags that
+    shrink them)."""
     available = available_host_bytes() if available is None else available
     if available is None:
         return
-    need = executed_host_bytes(wl)
+    need = executed_host_bytes(wl) + extra
     if need > available:
         raise AttnsimError(
             f"executed mode needs about {_gib(need)} of host memory for this workload "
             f"(inputs, outputs, the float64 reference's {wl.seq_q:,} x {wl.seq_k:,} score "
-            f"matrices per head) but {_gib(available)} is available; add --count-only (the "
-            f"same counts, no data), or use a smaller --batch, --heads or --seq")
+            f"matrices per head{what}) but {_gib(available)} is available; add --count-only "
+            f"(the same counts, no data), or use a smaller --batch, --heads"
+            f"{''.join(', ' + flag for flag in also)} or --seq")
 
 
 def _gib(nbytes: int) -> str:

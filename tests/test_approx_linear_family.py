@@ -342,8 +342,12 @@ def test_rfa_error_is_against_its_normalised_problem():
                                    scale=1 / 0.7 ** 2)
     assert r.error_vs_exact == pytest.approx(relative_error(r.outputs["o"], exact), rel=1e-6)
     assert r.error_vs_exact < 0.3
-    with pytest.raises(PlanError, match="--sigma must be a positive number"):
-        simulate("rfa", wl, "h100", options={"sigma": 0.0})
+    # logits q̂·k̂/σ² beyond ±10⁴ (or below 10⁻⁴): float trouble or NaN, not the estimator
+    with pytest.raises(PlanError, match="--gate-bias sets the recency gate's bias: add --gate"):
+        simulate("rfa", wl, "h100", options={"gate_bias": 5.0}, compute=False)
+    for sigma in (0.0, -1.0, 1e-3, 1e155):
+        with pytest.raises(PlanError, match=r"--sigma must be in \[0.01, 100\]"):
+            simulate("rfa", wl, "h100", options={"sigma": sigma}, compute=False)
 
 
 @pytest.mark.parametrize("alg", ["rfa", "performer"])

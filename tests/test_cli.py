@@ -167,3 +167,22 @@ def test_report_runs_on_every_kind_of_workload(capsys, tmp_path, extra):
                            "--output", str(out_file))
     assert code == 0, err
     assert "Traceback" not in err and out_file.read_text().count("flash2") > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "flash2", "--count-only", "--output", ""], "--output '' names no file"),
+    (["report", "--algorithms", ""], "--algorithms names no algorithm"),
+    (["report", "--algorithms", " , "], "--algorithms names no algorithm"),
+])
+def test_empty_names_are_refused_not_read_as_defaults(capsys, args, message):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_never_overwrites_a_file_the_run_reads(capsys, tmp_path):
+    gpu_file = tmp_path / "my.toml"
+    gpu_file.write_text('base = "h100"\n')
+    assert main(["run", "flash2", "--seq", "256", "--count-only", "--hw", str(gpu_file),
+                 "--output", str(gpu_file)]) == 2
+    assert "is the file --hw reads" in capsys.readouterr().err
+    assert gpu_file.read_text() == 'base = "h100"\n'

@@ -50,6 +50,10 @@ def test_both_paths_give_the_reference_output(causal, new):
     assert relative_error(absorbed.outputs["o_mla"], ref) < 2e-6
     assert relative_error(up.outputs["o_mla"], ref) < 2e-6
     assert relative_error(absorbed.outputs["o_mla"], up.outputs["o_mla"]) < 2e-6
+    # what an executed run reports is that same comparison
+    assert absorbed.error_vs_reference == pytest.approx(
+        relative_error(absorbed.outputs["o_mla"], ref), rel=1e-9)
+    assert up.error_vs_reference < 2e-6 and up.error_vs_exact is None
 
 
 @pytest.mark.parametrize("splits", [1, 3])

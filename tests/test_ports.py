@@ -282,6 +282,29 @@ def test_gpu_check_without_a_device_skips_with_exit_0(monkeypatch, capsys):
     assert gpu_check_section(get_gpu("h100")) is None
 
 
+def test_gpu_check_without_a_device_answers_in_the_format_and_file_asked(monkeypatch, capsys,
+                                                                         tmp_path):
+    import json
+    from attnsim.cli import main
+    monkeypatch.setattr(backend, "gpu_available", lambda: (False, "no CUDA device (test)"))
+    assert main(["gpu-check", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"skipped": "no CUDA device (test)"}
+    out = tmp_path / "check.json"
+    assert main(["gpu-check", "--format", "json", "-o", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"skipped": "no CUDA device (test)"}
+
+
+@pytest.mark.parametrize("args,message", [(["--hw", "nosuch"], "unknown GPU 'nosuch'"),
+                                          (["--pass", "bwd", "flash3"],
+                                           "--pass bwd is not available for it")])
+def test_gpu_check_refuses_bad_flags_even_without_a_device(monkeypatch, capsys, args, message):
+    """A CI job with a typo must fail on a runner without a GPU too."""
+    from attnsim.cli import main
+    monkeypatch.setattr(backend, "gpu_available", lambda: (False, "no CUDA device (test)"))
+    assert main(["gpu-check", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_gpu_check_rejects_unknown_algorithms_even_without_a_device(capsys):
     from attnsim.cli import main
     assert main(["gpu-check", "flash9"]) == 2

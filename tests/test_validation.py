@@ -237,6 +237,17 @@ def test_host_memory_estimate_counts_the_reference_scores():
     check_host_memory(Workload(batch=1, heads=1, seq_q=256, head_dim=64), available=2**30)
 
 
+def test_executed_feature_attention_counts_its_feature_maps(monkeypatch):
+    """φ(Q), φ(K) grow with --features, which the workload alone does not show: 10**6 random
+    features at N = 512 are about 12 GB a head, refused before anything is drawn."""
+    import attnsim.validate as validate
+    monkeypatch.setattr(validate, "available_host_bytes", lambda: 8 * 2**30)
+    wl = Workload(batch=1, heads=2, seq_q=512, head_dim=64)
+    with pytest.raises(AttnsimError, match=r"performer's feature maps.*--features or --seq"):
+        simulate("performer", wl, "h100", options={"features": 10**6})
+    simulate("performer", wl, "h100", options={"features": 64})
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_count_only_allocates_nothing_proportional_to_batch_heads_seq(causal):
     """2**26 query rows over 2**12 heads: a few MiB, not one entry per row or per CTA

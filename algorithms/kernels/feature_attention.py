@@ -69,6 +69,7 @@ special-function op; RFA: u = x / (|x| σ), Performer: u = x sqrt(scale)):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,7 +194,8 @@ def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projecti
             f"{name} with head_dim {d} needs at least {sum(need.values()):,} bytes of SRAM per "
             f"CTA even with one feature per slice "
             f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
-            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+            f"{sram_bytes:,} bytes; use {'' if kind == 'elu' else 'fewer --features, '}a "
+            f"smaller --head-dim or a larger --sram-kb")
     _, block, tiles, tile_units, smem = best
     return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
                        tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
@@ -246,7 +248,8 @@ def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> Featu
             f"{name} (causal) with head_dim {d} needs at least {sum(need.values()):,} bytes of "
             f"SRAM per CTA even with one feature per slice "
             f"({', '.join(f'{k} {v:,} B' for k, v in need.items())}) but the budget is "
-            f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
+            f"{sram_bytes:,} bytes; use {'' if kind == 'elu' else 'fewer --features, '}a "
+            f"smaller --head-dim or a larger --sram-kb")
     _, block, tiles, tile_units, smem = best
     return FeaturePlan(kind=kind, features=m, projections=p, block=block, feature_tiles=tiles,
                        tile_units=tile_units, smem_bytes=smem, seed=seed, redraw=redraw,
@@ -555,6 +558,14 @@ def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_he
             num = a @ np.asarray(v[b, h // group], dtype=np.float64)
             out[b, h] = np.where(den[:, None] != 0, num / np.where(den == 0, 1, den)[:, None], 0)
     return out
+
+
+def executed_host_bytes(wl, p: FeaturePlan) -> int:
+    """Host memory an executed run needs beyond the harness's own estimate: each head's
+    feature maps φ(Q) and φ(K) in float32 (the kernel) and float64 (the reference), one head
+    per CPU core, and the projection W in float64."""
+    workers = max(1, min(os.cpu_count() or 1, wl.batch * wl.heads))
+    return (12 * (wl.seq_q + wl.seq_k) * p.features + 8 * p.features * wl.head_dim) * workers
 
 
 def check_positive(value) -> str | None:
