@@ -141,8 +141,8 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if model is not None and model.is_mla and info.name != "mla":
         # its heads read one latent cache: run as heads x head_dim attention, the numbers
         # would describe a model that does not exist
-        raise AttnsimError(f"{model.name} uses multi-head latent attention, which {info.name} "
-                           f"does not simulate: run 'attnsim run mla --model {model.name}'")
+        raise PlanError(f"{model.name} uses multi-head latent attention, which {info.name} "
+                        f"does not simulate: run 'attnsim run mla --model {model.name}'")
     if workload.dropout > 0 and not info.dropout:
         raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
                            f"of the algorithms that do (standard, flash1, flash2)")
