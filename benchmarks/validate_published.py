@@ -181,6 +181,13 @@ SOURCES = (
            "flash_fwd_kernel.h warpgroup_reg_alloc<kNWarps == 12 ? 240 : 160>; hdim128: 128 x "
            "(causal 128 : 176), 12 warps; hdim256: 128 x 80. 0251105a tile_size_fwd_sm90, fp16, "
            "d <= 64: {192, causal ? 128 : 192, MmaPV_is_RS = causal, IntraWGOverlap = true}"),
+    Source("CUDA-BP", "CUDA C++ Best Practices Guide, 'Coalesced Access to Global Memory'",
+           "https://docs.nvidia.com/cuda/cuda-c-best-practices-guide/index.html"
+           "#coalesced-access-to-global-memory",
+           "(paraphrased) the concurrent accesses of a warp's threads coalesce into as many "
+           "transactions as the 32-byte segments they touch; with a large stride between "
+           "threads every access is a 32-byte transaction of its own, of which the thread uses "
+           "its element's bytes"),
     Source("FA2-src", "flash-attention csrc/flash_attn/src/flash_fwd_launch_template.h and "
            "kernel_traits.h (release 2.8.4, commit 0251105a)",
            "github.com/Dao-AILab/flash-attention",
@@ -397,10 +404,10 @@ def chart_table(fmt: str) -> str:
                     tablefmt=fmt)
 
 
-def standard_chart_ratios(program: str) -> list[float]:
+def standard_chart_ratios(program: str, timing: TimingOptions = TimingOptions()) -> list[float]:
     """The charts' standard-attention bars, predicted/published, priced with one program of
     ``standard`` (``--program``)."""
-    return [tflops("standard", paper_workload(n, d, causal), "h100-sxm",
+    return [tflops("standard", paper_workload(n, d, causal), "h100-sxm", timing,
                    options=(("program", program),)) / published[0]
             for (_, d, causal), values in FA3_CHARTS.items() for n, published in values.items()]
 
@@ -565,21 +572,31 @@ ABLATION_CASES = (
     ("standard", "h100-sxm", paper_workload(4096, 128)),
     ("gqa", "h100-sxm", Workload(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
                                  head_dim=128, decode=True)),
+    ("standard", "h100-sxm", paper_workload(512, 128), CHART_OPTIONS["standard"]),
 )
+
+
+def ablation_case(case) -> tuple:
+    """(algorithm, gpu, workload, options as (name, value) pairs, row label)."""
+    algorithm, gpu, wl, *rest = case
+    options = tuple(rest[0]) if rest else ()
+    program = dict(options).get("program")
+    label = f"{algorithm}{f' ({program})' if program else ''} {wl.passes} {wl.dtype}"
+    return algorithm, gpu, wl, options, label
 
 
 def ablation_table(fmt: str) -> str:
     rows = []
-    for algorithm, gpu, wl in ABLATION_CASES:
-        base = simulate(algorithm, wl, gpu, compute=False)
+    for case in ABLATION_CASES:
+        algorithm, gpu, wl, options, label = ablation_case(case)
+        base = simulate(algorithm, wl, gpu, compute=False, options=dict(options))
         causal = " causal" if wl.causal else ""
         shape = (f"decode B{wl.batch} H{wl.heads}/{wl.kv_heads} N{wl.seq_k}" if wl.decode else
                  f"B{wl.batch} H{wl.heads} N{wl.seq_q} d{wl.head_dim}{causal}")
         main = max(base.time.kernels, key=lambda k: k.total_s)
-        row = [f"{algorithm} {wl.passes} {wl.dtype}", gpu, shape,
-               f"{base.time.predicted_s * 1e3:.3f}", main.mechanism]
+        row = [label, gpu, shape, f"{base.time.predicted_s * 1e3:.3f}", main.mechanism]
         for m in MECHANISMS:
-            off = predicted_seconds(algorithm, wl, gpu, TimingOptions(**{m: False}))
+            off = predicted_seconds(algorithm, wl, gpu, TimingOptions(**{m: False}), options)
             row.append(f"{off / base.time.predicted_s:.2f}")
         rows.append(row)
     return tabulate(rows, headers=["algorithm", "GPU", "workload", "predicted ms",
@@ -589,11 +606,12 @@ def ablation_table(fmt: str) -> str:
 def breakdown_table(fmt: str) -> str:
     """The main kernel's terms for the ablation cases: what each pipe and mechanism costs."""
     rows = []
-    for algorithm, gpu, wl in ABLATION_CASES:
-        r = simulate(algorithm, wl, gpu, compute=False)
+    for case in ABLATION_CASES:
+        algorithm, gpu, wl, options, label = ablation_case(case)
+        r = simulate(algorithm, wl, gpu, compute=False, options=dict(options))
         k = max(r.time.kernels, key=lambda t: t.total_s)
         us = lambda s: f"{s * 1e6:.0f}"  # noqa: E731
-        rows.append([f"{algorithm} {wl.passes} {wl.dtype}", gpu, k.name, us(k.matmul_s),
+        rows.append([label, gpu, k.name, us(k.matmul_s),
                      us(k.smem_s), us(k.exp_s), us(k.other_s), us(k.issue_s),
                      f"{us(k.chain_s)} ({k.chains})", us(k.hbm_s), us(k.l2_s), us(k.latency_s),
                      us(k.fixed_s), f"{k.quantization:.2f}", us(k.total_s), k.mechanism])
@@ -800,7 +818,15 @@ def document(fmt: str = "github") -> str:
         f"{max(standard_chart_ratios('algorithm0')):.2f}; as the benchmark's program they are "
         f"{min(standard_chart_ratios('pytorch-eager')):.2f}–"
         f"{max(standard_chart_ratios('pytorch-eager')):.2f} (the copies are "
-        f"{eager_copy_share():.0%} of the predicted HBM traffic at N = 512, d = 128). What "
+        f"{eager_copy_share():.0%} of the predicted HBM traffic at N = 512, d = 128). The K "
+        "copy transposes (`rearrange(k, 'b s h d -> (b h) d s')`): ATen walks its contiguous "
+        "output, so the 32 loads of a warp fall 3·H·d·e bytes apart, each in a sector of its "
+        "own, and L2 moves each whole 32-byte sector for the 2 bytes a thread uses "
+        "([CUDA-BP]; the next d's CTAs take the rest of the sector from L2, so DRAM moves each "
+        "byte once): `read_sector_use`, without which (`--no-sector-use`) the bars were "
+        f"{min(standard_chart_ratios('pytorch-eager', TimingOptions(sector_use=False))):.2f}–"
+        f"{max(standard_chart_ratios('pytorch-eager', TimingOptions(sector_use=False))):.2f}. "
+        "What "
         "remains is pricing, not the program, and it is larger than it looked: the model "
         "used to count the P V GEMM's re-reads of V as DRAM traffic, because it took the P "
         "row panels of the resident CTAs (each read by one CTA, once) for part of L2's "

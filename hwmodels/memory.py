@@ -81,6 +81,10 @@ class KernelRecord:
             with ``smem_readers`` it prices the repeated operand reads. 0: not declared.
         prologue_bytes_per_cta: bytes a CTA must load before its first MMA (FA: Q_i and
             the first K_j); 0: not declared (the prologue is then one DRAM latency).
+        read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
+            reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
+            reads one e-byte element from a different sector (a transposing copy). The
+            counts keep the bytes requested; the L2 term moves whole sectors.
         raw: the int64 counter array the kernel body adds to (``hwmodels.counters``).
         folded: exact Python-int counts folded out of ``raw`` by ``Recorder.repeat``.
         ``counters`` is their sum.
@@ -101,6 +105,7 @@ class KernelRecord:
     smem_readers: int = 1
     mma_rows_per_cta: int = 0
     prologue_bytes_per_cta: int = 0
+    read_sector_use: float = 1.0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -158,7 +163,8 @@ class Recorder:
                register_bytes_per_cta=0, tc_path="mma_sync", overlap="serial", cta_work=None,
                matmul_dtype="fp16", unique_hbm_bytes=None,
                l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
-               mma_rows_per_cta=0, prologue_bytes_per_cta=0) -> np.ndarray:
+               mma_rows_per_cta=0, prologue_bytes_per_cta=0,
+               read_sector_use=1.0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -174,7 +180,8 @@ class Recorder:
                            l2_working_set_bytes=l2_working_set_bytes,
                            chains_per_cta=int(chains_per_cta), smem_readers=int(smem_readers),
                            mma_rows_per_cta=int(mma_rows_per_cta),
-                           prologue_bytes_per_cta=int(prologue_bytes_per_cta))
+                           prologue_bytes_per_cta=int(prologue_bytes_per_cta),
+                           read_sector_use=float(read_sector_use))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

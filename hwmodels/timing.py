@@ -52,7 +52,11 @@ every tile).
 
 Memory:
     t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)
-    t_l2(k)    = (requested - atomic) / L2 bandwidth + atomic_bytes / L2 atomic rate
+    t_l2(k)    = (requested + sectors - atomic) / L2 bandwidth + atomic_bytes / L2 atomic rate
+                 sectors = hbm_read_bytes x (1 / read_sector_use - 1): L2 moves 32-byte
+                 sectors, so a warp whose 32 loads fall in 32 sectors (a transposing copy
+                 of 2-byte elements) moves 16x the bytes it uses (CUDA C++ Best Practices
+                 Guide, "Coalesced Access to Global Memory"); 0 for coalesced kernels
     t_lat(k)   = dram_bytes / (SMs x bytes in flight per SM / DRAM latency)
     t_mem(k)   = max(t_hbm, t_l2, t_lat)                     (reported)
                  requested = hbm_read_bytes + hbm_write_bytes (the counts the IO theorems
@@ -129,6 +133,7 @@ class TimingOptions:
     lockstep_ctas: bool = True        # resident CTAs run in phase: only a CTA's own staggered
                                       # chains hide its softmax (off: each resident CTA is
                                       # one more chain)
+    sector_use: bool = True           # uncoalesced reads move whole 32-byte sectors from L2
 
 
 @dataclass(frozen=True)
@@ -335,8 +340,11 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
     hbm_s = dram / bandwidth
     atomic = float(c[ATOMIC_BYTES]) if opts.l2_atomics else 0.0
     atomic_s = atomic / gpu.atomic_bytes_per_s
-    l2_s = ((requested - atomic) / gpu.l2_bandwidth_bytes_per_s if opts.l2_cache else 0.0) \
-        + atomic_s
+    # a sector (32 B) is the least L2 delivers: reads that use part of each move it whole
+    sectors = float(c[HBM_READ_BYTES]) * (1.0 / k.read_sector_use - 1.0) \
+        if opts.sector_use else 0.0
+    l2_s = ((requested + sectors - atomic) / gpu.l2_bandwidth_bytes_per_s
+            if opts.l2_cache else 0.0) + atomic_s
     latency_s = 0.0
     if opts.latency_bound_memory and gpu.dram_latency_s > 0 and k.sram_bytes_per_cta > 0 \
             and k.ctas > 0:

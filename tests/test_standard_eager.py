@@ -163,3 +163,24 @@ def test_cli_runs_the_program_and_json_names_it(capsys):
     d = json.loads(out)
     assert code == 0 and d["options"]["program"] == "pytorch-eager"
     assert [k["name"] for k in d["kernels"]][:3] == ["q_copy", "k_copy", "baddbmm"]
+
+
+@pytest.mark.parametrize("dtype,e", [("fp16", 2), ("fp32", 4)])
+def test_the_transposing_k_copy_moves_whole_sectors_through_l2(dtype, e):
+    """rearrange(k, 'b s h d -> (b h) d s') walks its contiguous output: a warp's 32 loads
+    fall in 32 sectors, each used for e of its 32 bytes, so L2 moves 32/e times the bytes
+    the copy reads (its counts do not change); the other copies are coalesced."""
+    from hwmodels.timing import TimingOptions, kernel_time
+    w = Workload(batch=4, heads=8, seq_q=512, head_dim=128, dtype=dtype)
+    r = simulate("standard", w, H100, options=EAGER, compute=False)
+    kernels = {k.name: k for k in r.kernels}
+    k_copy, q_copy = kernels["k_copy"], kernels["q_copy"]
+    assert k_copy.counts() == q_copy.counts()                  # the same bytes requested
+    assert k_copy.read_sector_use == e / 32 and q_copy.read_sector_use == 1.0
+    reads = 4 * 8 * 512 * 128 * e
+    l2_bytes = reads * 32 / e + reads                         # sectors read, then written
+    t = kernel_time(H100, k_copy, TimingOptions())
+    assert t.l2_s == pytest.approx(l2_bytes / H100.l2_bandwidth_bytes_per_s, rel=1e-12)
+    off = kernel_time(H100, k_copy, TimingOptions(sector_use=False))
+    assert off.l2_s == pytest.approx(2 * reads / H100.l2_bandwidth_bytes_per_s, rel=1e-12)
+    assert kernel_time(H100, q_copy, TimingOptions()).l2_s == pytest.approx(off.l2_s)

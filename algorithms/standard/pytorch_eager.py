@@ -26,6 +26,10 @@ launches them, 128 threads x 4 elements per CTA, ``ATen/native/cuda/Loops.cuh``)
                    copies: reads and writes B H N d e. Not launched when B = 1 or H = 1
                    (the merge is then a view).
   2. ``k_copy``    the same for K, written transposed as (B·H, d, N): B H N d e each way.
+                   TensorIterator walks the contiguous output, so the 32 threads of a warp
+                   read 32 keys' elements 3 H d e bytes apart: each load uses e of the 32
+                   bytes of its sector (the neighbouring d's CTAs, launched next, take the
+                   rest from L2: DRAM moves each byte once, L2 32 / e times).
   3. ``baddbmm``   S = scale · Q Kᵀ, one cuBLAS batched GEMM; beta = 0, so the preallocated
                    ``scores`` is never read (it is only allocated). Traffic as
                    ``algorithms.kernels.gemm``; writes B H N² e.
@@ -122,6 +126,9 @@ def kernel_names(wl) -> tuple[str, ...]:
     return names + (("v_copy",) if copies else ()) + ("bmm",)
 
 
+SECTOR_BYTES = 32                # the unit L2 delivers (CUDA Best Practices Guide)
+
+
 def elementwise_record(rec, name: str, elements: int, **l2):
     return rec.kernel(name, ctas=cdiv(elements, ELEMENTWISE_PER_CTA), buffers={},
                       threads_per_cta=ELEMENTWISE_THREADS, tc_path="none", **l2)
@@ -134,7 +141,8 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
     copies = layout_copies(wl)
     # kernels declared in launch order (the report and the footprint list them so)
     c_qc = elementwise_record(rec, "q_copy", bh * n * d) if copies else None
-    c_kc = elementwise_record(rec, "k_copy", bh * n * d) if copies else None
+    c_kc = elementwise_record(rec, "k_copy", bh * n * d,    # reads strided by 3 H d e
+                              read_sector_use=min(1.0, e / SECTOR_BYTES)) if copies else None
     c_qk = standard.qk_gemm_record(rec, wl, t, "baddbmm")
     c_full = c_triu = c_cast = c_add = None
     if wl.causal:
