@@ -40,10 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_mask, causal_block_is_partial,
-                                       causal_key_end, cdiv, heads_in_flight,
-                                       mma_warps, online_softmax_tile, row_tiles, wgmma_warpgroups,
-                                       safe_normalizers, scale_rows)
+from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_mask,
+                                       causal_block_is_partial, causal_key_end, cdiv,
+                                       heads_in_flight, mma_warps, online_softmax_tile,
+                                       row_tiles, safe_normalizers, scale_rows,
+                                       wgmma_warpgroups)
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
