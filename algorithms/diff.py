@@ -23,9 +23,10 @@ keeps two online softmaxes: per head (e bytes per element, 2d = head_dim)
 Bound Θ(N d + N² d / B_r), as FlashAttention-2's. The paper's reference implementation
 instead calls FlashAttention twice (or four times, splitting V, when the kernel requires
 equal Q/V widths) and subtracts: that reads Q, K, V twice and writes two N x 2d outputs —
-about twice this kernel's traffic; the fused form is what a dedicated kernel does. A CTA
-runs one warp per 16 query rows (``common.mma_warps``): the two score tiles and two
-2d-wide accumulators would need 384 registers a thread on FlashAttention-2's four warps.
+about twice this kernel's traffic; the fused form is what a dedicated kernel does. Warps
+as ``common.mma_warps`` lays them out: at FlashAttention-2's 128-row tiles one warp per 16
+query rows, since the two score tiles and two 2d-wide accumulators would need 384
+registers a thread on its four warps of 32 rows.
 """
 from __future__ import annotations
 

@@ -83,10 +83,10 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels import fp8
 from algorithms.kernels.fp8 import P_SCALE_LOG2, round_to_e4m3_jit
-from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial,
-                                       causal_key_end, cdiv, for_each_head, head_view,
-                                       kv_group, new_output, new_stats, online_softmax_tile,
-                                       scale_rows)
+from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
+                                       causal_block_is_partial, causal_key_end, cdiv,
+                                       for_each_head, head_view, kv_group, new_output,
+                                       new_stats, online_softmax_tile, scale_rows)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import STAT_BYTES, count_tile, finish_rows, new_row_state
 from hwmodels.compiled import compiled
@@ -130,9 +130,7 @@ INFO = AlgorithmInfo(
 
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
 CAUSAL_MAX_BLOCK_K = 128      # the release's causal tiles: 128 x 128 at d = 128
-CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64
-ROWS_PER_WARPGROUP = 64       # wgmma's M: each consumer warpgroup owns 64 query rows
-WARPGROUP = 128               # threads
+CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64 (each owns wgmma's 64 rows)
 PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum
 PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
 SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
@@ -185,7 +183,7 @@ def largest_tile(d: int, e: int, stages: int, sram_bytes: int, gpu, is_fp8: bool
     """(W, B_r, B_c) of the largest tile that fits shared memory and registers, or None."""
     best = None
     for w in CONSUMER_WARPGROUP_CHOICES:
-        bq = w * ROWS_PER_WARPGROUP
+        bq = w * WGMMA_ROWS
         for bk in BLOCK_K_CANDIDATES:
             smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
             if smem <= sram_bytes and register_bytes(bq, bk, d) <= \
@@ -220,7 +218,7 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
                           rotation or "hadamard", fp8.hadamard_block(d),
                           fp8_quantize or "kernel")
-    need = sum(smem_buffers(ROWS_PER_WARPGROUP, 16, stages, d, e, is_fp8).values())
+    need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
         f"per CTA (Q_i 64x{d} + {stages} stages of 16x{d} K and V"

@@ -79,10 +79,6 @@ class GqaPlan(Plan):
 
 
 def plan(wl, gpu, sram_bytes: int, pack_group: bool = False, splits: int = 0) -> GqaPlan:
-    model = getattr(wl, "model", None)
-    if model is not None and model.is_mla:
-        raise PlanError(f"{model.name} uses multi-head latent attention: run "
-                        f"'attnsim run mla --model {model.name}'")
     decode = bool(getattr(wl, "decode", False))
     if splits and not decode:
         raise PlanError("gqa: --splits applies to decode (--decode); prefill uses one chunk")

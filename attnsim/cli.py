@@ -669,8 +669,11 @@ def check_not_an_input(args, extra: list[str], flag: str) -> None:
     would be overwritten with the results."""
     out = os.path.realpath(getattr(args, flag))
     inputs = {"--hw": getattr(args, "hw", None), "--model": getattr(args, "model", None)}
-    if "--mask-file" in extra[:-1]:
-        inputs["--mask-file"] = extra[extra.index("--mask-file") + 1]
+    for i, arg in enumerate(extra):
+        if arg == "--mask-file" and i + 1 < len(extra):
+            inputs["--mask-file"] = extra[i + 1]
+        elif arg.startswith("--mask-file="):
+            inputs["--mask-file"] = arg.split("=", 1)[1]
     for name, path in inputs.items():
         if path and os.path.exists(path) and os.path.realpath(path) == out:
             raise AttnsimError(f"--{flag} {getattr(args, flag)!r} is the file {name} reads; "

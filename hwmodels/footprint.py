@@ -22,6 +22,7 @@ inputs and output, against standard attention's quadratic).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 KINDS = ("input", "output", "saved", "workspace", "cache", "state")
@@ -66,6 +67,8 @@ class Footprint:
         object.__setattr__(self, "allocations", tuple(a for a in self.allocations if a.nbytes))
         if len(set(self.phases)) != len(self.phases):
             raise ValueError(f"phase names repeat: {self.phases}")
+        # phase -> position (runs of many phases, ring's steps, look them up often)
+        object.__setattr__(self, "_order", {ph: i for i, ph in enumerate(self.phases)})
         names = [a.name for a in self.allocations]
         if len(set(names)) != len(names):
             raise ValueError(f"allocation names repeat: {names}")
@@ -77,13 +80,15 @@ class Footprint:
             if self._index(a.first) > self._index(a.last):
                 raise ValueError(f"allocation {a.name}: freed ({a.last}) before it is "
                                  f"allocated ({a.first})")
+        # live bytes at every phase, in one sweep (O(phases + allocations))
+        delta = [0] * (len(self.phases) + 1)
+        for a in self.allocations:
+            delta[self._index(a.first)] += a.nbytes
+            delta[self._index(a.last) + 1] -= a.nbytes
+        object.__setattr__(self, "_live_bytes", list(itertools.accumulate(delta[:-1])))
 
     def _index(self, phase: str) -> int:
-        order = self.__dict__.get("_order")
-        if order is None:                    # phase -> position, built once (runs of many
-            order = {ph: i for i, ph in enumerate(self.phases)}   # phases: ring steps)
-            object.__setattr__(self, "_order", order)
-        return order[phase]
+        return self._order[phase]
 
     def live(self, phase: str) -> tuple:
         """The allocations live during ``phase``."""
@@ -91,30 +96,13 @@ class Footprint:
         return tuple(a for a in self.allocations
                      if self._index(a.first) <= i <= self._index(a.last))
 
-    def _bytes_by_phase(self) -> list:
-        """Live bytes at every phase, in one sweep over the allocations (O(phases +
-        allocations), not their product)."""
-        table = self.__dict__.get("_live_bytes")
-        if table is None:
-            delta = [0] * (len(self.phases) + 1)
-            for a in self.allocations:
-                delta[self._index(a.first)] += a.nbytes
-                delta[self._index(a.last) + 1] -= a.nbytes
-            table, running = [], 0
-            for change in delta[:-1]:
-                running += change
-                table.append(running)
-            object.__setattr__(self, "_live_bytes", table)
-        return table
-
     def bytes_at(self, phase: str) -> int:
-        return self._bytes_by_phase()[self._index(phase)]
+        return self._live_bytes[self._index(phase)]
 
     @property
     def peak_phase(self) -> str:
         """The first phase at which the live bytes are largest."""
-        table = self._bytes_by_phase()
-        return self.phases[table.index(max(table))]
+        return self.phases[self._live_bytes.index(max(self._live_bytes))]
 
     @property
     def peak_bytes(self) -> int:

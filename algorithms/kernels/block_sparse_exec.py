@@ -110,8 +110,9 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     assert (layout.block_q, layout.block_k) == (p.block_q, p.block_k)
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
-    unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes)
     warps = mma_warps(rec.gpu, p.block_q, p.register_bytes)
+    unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes,
+                                       warps * WARP)
     c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=warps * WARP, smem_readers=warps, mma_rows_per_cta=p.block_q,
                    register_bytes_per_cta=p.register_bytes,
@@ -136,7 +137,8 @@ def _distinct_kv_bytes(layout: BlockLayout, seq_k: int, d: int, e: int, i0: int,
     return int(2 * d * e * widths.sum())
 
 
-def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[int, int]:
+def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int,
+                 threads: int) -> tuple[int, int]:
     """(DRAM bytes when L2 works as modelled, the L2 working set that requires), as
     ``algorithms.flash2.l2_footprint`` for the tiles of the layout: Q, the layout and O, lse
     once; if the distinct K/V tiles of the heads in flight fit in half of L2, each comes from
@@ -149,7 +151,6 @@ def l2_footprint(wl, layout: BlockLayout, rec, smem: int, regs: int) -> tuple[in
     fixed = heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q + LAYOUT_ROW_BYTES * tr
                      + LAYOUT_COL_BYTES * layout.nnz)
     per_head = _distinct_kv_bytes(layout, wl.seq_k, d, e, 0, tr)
-    threads = mma_warps(rec.gpu, layout.block_q, regs) * WARP
     in_flight = heads_in_flight(rec, tr, heads, smem, regs, threads)
     if in_flight * per_head <= rec.gpu.l2_bytes // 2:
         return fixed + wl.batch * wl.kv_heads * per_head, in_flight * per_head
