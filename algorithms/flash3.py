@@ -125,7 +125,11 @@ INFO = AlgorithmInfo(
                     "with --dtype fp8: count the quantize kernel (kernel, the default) or take "
                     "Q, K, V already in e4m3 from upstream (upstream: FA-3's benchmarks, or "
                     "the rotary-embedding fusion the paper proposes)",
-                    validate=_one_of(FP8_QUANTIZE))),
+                    validate=_one_of(FP8_QUANTIZE)),
+             Option("no_pipelining", bool, False,
+                    "schedule without Section 3.2's intra-warpgroup GEMM-softmax pipelining "
+                    "(the paper's Table 2 ablation): each consumer warpgroup waits for its "
+                    "softmax before its next GEMMs; same tiles")),
 )
 
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
@@ -151,6 +155,7 @@ class Flash3Plan(Plan):
     rotation: str | None = None       # "hadamard" / "none" under --dtype fp8, else None
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
     fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
+    pipelining: bool = True           # Section 3.2's two tiles in flight per warpgroup
 
 
 def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
@@ -195,7 +200,8 @@ def largest_tile(d: int, e: int, stages: int, sram_bytes: int, gpu, is_fp8: bool
 
 
 def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
-         rotation: str | None = None, fp8_quantize: str | None = None) -> Flash3Plan:
+         rotation: str | None = None, fp8_quantize: str | None = None,
+         no_pipelining: bool = False) -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
@@ -213,11 +219,12 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
             bk = min(bk, CAUSAL_MAX_BLOCK_K)
         smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
         regs = register_bytes(bq, bk, d)
+        # the ablation keeps the tiles (and the second score tile's registers) unchanged
         if not is_fp8:
-            return Flash3Plan(bq, bk, stages, smem, regs, w)
+            return Flash3Plan(bq, bk, stages, smem, regs, w, pipelining=not no_pipelining)
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
                           rotation or "hadamard", fp8.hadamard_block(d),
-                          fp8_quantize or "kernel")
+                          fp8_quantize or "kernel", pipelining=not no_pipelining)
     need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
@@ -257,9 +264,11 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       register_bytes_per_cta=p.register_bytes,
                       tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
                       # Section 3.1-3.2: W consumer warpgroups taking turns (ping-pong), each
-                      # pipelining two tiles: 2W independent GEMM -> softmax chains; each
-                      # warpgroup's wgmma reads K_j and V_j from shared memory (pricing only)
-                      chains_per_cta=p.consumer_warpgroups * PIPELINE_STAGES_PER_WARPGROUP,
+                      # pipelining two tiles: 2W independent GEMM -> softmax chains (W without
+                      # the pipelining); each warpgroup's wgmma reads K_j and V_j from shared
+                      # memory (pricing only)
+                      chains_per_cta=p.consumer_warpgroups
+                      * (PIPELINE_STAGES_PER_WARPGROUP if p.pipelining else 1),
                       smem_readers=p.consumer_warpgroups, mma_rows_per_cta=p.block_q,
                       prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim
                       * wl.elem_bytes,

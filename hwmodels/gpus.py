@@ -51,7 +51,17 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              A100 40GB 1358 of 1555 GB/s (87.3%), A100 80GB 1794 of 2039 GB/s (88.0%), H100 PCIe
              1832 of 2000 GB/s (91.6%), GH200 3783 of 4000 GB/s (94.6%; its 96 GB HBM3 part,
              whose 'init' store stream reaches 3942 GB/s). No H100 SXM5 or H200 row is
-             published: they take GH200's, the same GH100 die with HBM3.
+             published: the H200 takes GH200's, the same GH100 die with HBM3 (the H100 SXM5
+             has a measurement of its own, [QUACK]).
+* [QUACK]    W. Guo, T. Zadouri, T. Dao, "Getting Memory-bound Kernels to Speed-of-Light"
+             (Dao-AILab/quack, media/2025-07-10-membound-sol.md), on one H100 80GB HBM3 (SXM5,
+             "DRAM peak throughput = 3.35 TB/s"): a streaming kernel that loads each byte
+             once with 128-bit vector loads and stores each result once (softmax over
+             16K x 131K fp32; RMSNorm, softmax and cross-entropy alike) reaches "DRAM
+             throughput (device memory throughput) at 3.01 TB/s which is 89.7% of the peak",
+             measured by Nsight Compute, and "about 3 TB/s (~90% peak) for a reduction
+             dimension larger than 4k". The H100 SXM5's own copy-like measurement, preferred
+             to GH200's triad (another board: six HBM3 stacks at 4 TB/s against five at 3.35).
 * [LUO-MMA]  Luo et al. 2025 (arXiv 2501.12084), tensor-core throughput of the register-
              resident ``mma.sync.m16n8k16`` fp16 benchmark on every SM (HPMLL/NVIDIA-Hopper-
              Benchmark, TensorCores/mma/m16n8k16/run_m16n8k16_all_SM.cu: f16 inputs, f32 or
@@ -292,7 +302,7 @@ H100_SXM5_80GB = GPU(
                                                # found: [MAMF]'s 80% carries the power limit
     tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
     tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
-    hbm_achievable_fraction=3783 / 4000,       # [STREAM] GH200 (HBM3) triad: 94.6%
+    hbm_achievable_fraction=3.01 / 3.35,       # [QUACK] H100 SXM5 stream (ncu): 89.9%
     fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
@@ -326,6 +336,7 @@ H200_SXM_141GB = H100_SXM5_80GB.replace(
     hbm_bytes=141 * 10**9,                     # [H200-DS] 141 GB HBM3e
     hbm_bandwidth_bytes_per_s=4.8e12,          # [H200-DS] 4.8 TB/s; compute as H100 SXM5
     tensor_fp8_gemm_fraction=1453.4 / 1978.9,  # [MAMF] H200 SXM fp8: 73.4% (bf16 as H100)
+    hbm_achievable_fraction=3783 / 4000,       # [STREAM] GH200 (HBM3) triad: 94.6%
 )
 
 GPUS: dict[str, GPU] = {g.name: g for g in (

@@ -59,6 +59,29 @@ def test_faster_than_flash2_for_the_modelled_reasons():
     assert f3_off.predicted_s == pytest.approx(f2_off.predicted_s, rel=0.02)
 
 
+def test_without_pipelining_each_warpgroup_is_one_chain_on_the_same_tiles():
+    """``--no-pipelining`` is the paper's Table 2 ablation: the same tiles, counts and
+    kernel, with W GEMM -> softmax chains per CTA instead of 2W, so only the time changes
+    (and only through the dependency chain)."""
+    for d, warpgroups in ((128, 2), (64, 3)):
+        wl = Workload(batch=4, heads=16, seq_q=8448, head_dim=d)
+        on = simulate("flash3", wl, "h100", compute=False)
+        off = simulate("flash3", wl, "h100", compute=False, options={"no_pipelining": True})
+        assert (on.plan["pipelining"], off.plan["pipelining"]) == (True, False)
+        assert {k: v for k, v in off.plan.items() if k != "pipelining"} == \
+            {k: v for k, v in on.plan.items() if k != "pipelining"}
+        assert off.counts == on.counts
+        kon, koff = on.time.kernels[0], off.time.kernels[0]
+        assert (kon.chains, koff.chains) == (2 * warpgroups, warpgroups)
+        assert koff.chain_s > kon.chain_s and off.time.predicted_s > on.time.predicted_s
+        assert (koff.matmul_s, koff.exp_s, koff.smem_s) == (kon.matmul_s, kon.exp_s, kon.smem_s)
+        # with the chains switched off altogether the option makes no difference
+        serial = TimingOptions(overlap=False)
+        assert simulate("flash3", wl, "h100", compute=False, timing=serial,
+                        options={"no_pipelining": True}).time.predicted_s == \
+            simulate("flash3", wl, "h100", compute=False, timing=serial).time.predicted_s
+
+
 def test_needs_hopper_and_fitting_stages():
     wl = Workload(seq_q=256, head_dim=128)
     with pytest.raises(PlanError, match="needs Hopper's wgmma"):

@@ -155,6 +155,19 @@ def test_flash3_d128_forward_is_at_70_to_80_percent_of_peak(validation):
     assert 70 <= lo <= hi <= 80
 
 
+def test_flash3_pipelining_gain_matches_the_papers_ablation(validation):
+    """FlashAttention-3's Table 2 (B 4, N 8448, H 16, d 128, non-causal): without the
+    intra-warpgroup GEMM-softmax pipelining its forward takes 4.021 ms instead of 3.538.
+    The model counts that pipelining as a second chain per consumer warpgroup; what it
+    gains from it must stay within the targets' band of what the paper measured."""
+    published = validation.FA3_TABLE2_MS["no pipelining"] / validation.FA3_TABLE2_MS["full"]
+    assert published == pytest.approx(1.1365, abs=1e-4)
+    (gain,) = validation.fa3_pipelining_gain()
+    assert gain > 1.0
+    lo, hi = validation.TARGET_BAND
+    assert lo <= gain / published <= hi
+
+
 def test_validation_page_is_the_scripts_output(validation):
     """docs/validation.md is regenerated whole by the script: no hand edits, no stale table."""
     page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "validation.md"
