@@ -29,7 +29,7 @@ seq_k, head_dim, dtype, elem_bytes, causal, scale, passes, dropout.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 class PlanError(ValueError):
@@ -68,6 +68,9 @@ class AlgorithmInfo:
     # its published kernel runs fp8, and executed mode quantizes as that kernel does (e4m3);
     # elsewhere --dtype fp8 prices fp8 storage and tensor rates, in count-only mode only
     fp8_kernel: bool = False
+    # why --kv-heads does not apply (its K/V are not per-head: MLA's one latent cache), or
+    # None: the algorithm reads K/V heads shared by groups of query heads (GQA/MQA)
+    no_kv_heads: str | None = None
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ INFO = AlgorithmInfo(
     paper="DeepSeek-AI, 2024 (arXiv 2405.04434), §2.1",
     exact=True,
     io_bound="Θ((H/g)⌈N_q/B_r⌉N(d_c+d_R)); upproject Θ(H⌈N_q/B_r⌉Nd_h)",
+    no_kv_heads="every head reads the one latent cache of its sequence",
     options=(
         Option("path", str, "absorbed", "absorbed: W_UK/W_UV folded into query/output, "
                "attention over the latent; upproject: K, V rebuilt from the cache each step",

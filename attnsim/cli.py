@@ -226,11 +226,11 @@ def cmd_run(a, extra_args: list[str]) -> int:
                          f"its own options: {valid} (see 'attnsim list')")
     options = {k: v for k, v in vars(opts).items() if v is not None}
     check_int(a.input_seed, "--input-seed", 0, MAX_SEED)   # before numpy sees it
-    if info.name == "mla" and a.kv_heads is not None:
-        # the report runs mla on its GQA workload, whose K/V heads MLA has no use for; a
-        # user who types the flag would see it echoed and ignored
-        raise AttnsimError(f"mla: --kv-heads {a.kv_heads} does not apply: every head reads "
-                           f"the one latent cache of its sequence; drop --kv-heads")
+    if info.no_kv_heads and a.kv_heads is not None:
+        # the report runs such an algorithm on its GQA workload, whose K/V heads it has no
+        # use for; a user who types the flag would see it echoed and ignored
+        raise AttnsimError(f"{info.name}: --kv-heads {a.kv_heads} does not apply: "
+                           f"{info.no_kv_heads}; drop --kv-heads")
     gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
     if not a.count_only:

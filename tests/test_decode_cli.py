@@ -74,10 +74,15 @@ def test_an_empty_model_name_is_unknown(capsys):
 
 
 def test_mla_refuses_kv_heads_it_would_ignore(capsys):
-    """Every head reads the one latent cache: --kv-heads would be echoed and ignored."""
+    """Every head reads the one latent cache: --kv-heads would be echoed and ignored. The
+    refusal comes from the algorithm's own declaration, and MLA is the only one to make it."""
+    from algorithms.registry import all_algorithms
+    assert [n for n, m in all_algorithms().items() if m.INFO.no_kv_heads] == ["mla"]
     assert main(["run", "mla", "--decode", "--count-only", "--seq", "512", "--kv-heads",
                  "1"]) == 2
-    assert "--kv-heads 1 does not apply" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "mla: --kv-heads 1 does not apply: every head reads the one latent cache" in err
+    assert "drop --kv-heads" in err
 
 
 def test_list_has_presets(capsys):
