@@ -52,7 +52,7 @@ TARGET_FA3_UTILIZATION = (70, 80)  # FA-3 fp16 forward at d = 128, % of the dens
 # The band the model meets today over every point of this page (primary and chart), rounded
 # outward to 0.05. tests/test_published.py asserts every ratio inside it and the README
 # quotes it: change all three together, and only when the model changes.
-DOCUMENTED_BAND = (0.70, 1.70)
+DOCUMENTED_BAND = (0.45, 1.70)
 
 
 def paper_workload(seq: int, head_dim: int, causal: bool = False, dtype: str = "fp16",
@@ -114,6 +114,16 @@ SOURCES = (
            "the abstract is the forward pass",
            "the backward pass reaches up to 63% of the theoretical maximum FLOPs/s on A100 "
            "(earlier versions of this page compared the backward with the forward's 73%)"),
+    Source("FA2-s4", "Dao 2023, FlashAttention-2, arXiv 2307.08691, §4 (empirical "
+           "validation) and §4.1 (benchmarking attention, A100 80GB SXM4; Figs. 4-7)",
+           "https://arxiv.org/abs/2307.08691 (§4 and §4.1; the same text in the paper's "
+           "transcriptions)",
+           "FlashAttention-2 is 1.7-3.0x faster than FlashAttention, 1.3-2.5x faster than "
+           "FlashAttention in Triton, and 3-10x faster than a standard attention "
+           "implementation. [...] Just running the same implementation on H100 GPUs (using no "
+           "special instructions to make use of new features such as TMA and 4th-gen Tensor "
+           "Cores), we obtain up to 335 TFLOPs/s (Fig. 7) [Fig. 7: attention forward + "
+           "backward speed, H100 80GB SXM5]"),
     Source("FA2-shapes", "flash-attention README, Performance / A100",
            "github.com/Dao-AILab/flash-attention README.md",
            "Head dimension 64 or 128, hidden dimension 2048 (i.e. either 32 or 16 heads). "
@@ -247,6 +257,49 @@ def fa1_a100_range():
     return min(u), max(u)
 
 
+def fa2_over_fa1_range():
+    """FA-2 over FlashAttention (v1), time over time, on the A100 over the README sweep's
+    forward, backward and forward+backward (the paper's Figs. 4-6), at the points whose
+    grid fills the SMs for both (as ``fa1_a100_range``)."""
+    gpu = get_gpu("a100-80gb")
+    ratios = [predicted_seconds("flash1", wl, "a100-80gb")
+              / predicted_seconds("flash2", wl, "a100-80gb")
+              for passes in ("fwd", "bwd", "fwd+bwd") for wl in sweep((64, 128), passes=passes)
+              if wl.batch * wl.heads >= gpu.sm_count]
+    return min(ratios), max(ratios)
+
+
+def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
+    """The same ratios as ``fa2_over_fa1_range``, (min, max) per pass."""
+    gpu = get_gpu("a100-80gb")
+    out = {}
+    for passes in ("fwd", "bwd", "fwd+bwd"):
+        r = [predicted_seconds("flash1", wl, "a100-80gb")
+             / predicted_seconds("flash2", wl, "a100-80gb")
+             for wl in sweep((64, 128), passes=passes) if wl.batch * wl.heads >= gpu.sm_count]
+        out[passes] = (min(r), max(r))
+    return out
+
+
+def flash1_a100_tiles(d: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """FlashAttention (v1)'s planned (B_r, B_c) on the A100 at head dim d: forward, backward."""
+    plan = simulate("flash1", paper_workload(512, d, passes="fwd+bwd"), "a100-80gb",
+                    compute=False).plan
+    return (plan["block_q"], plan["block_k"]), (plan["bwd"]["block_q"], plan["bwd"]["block_k"])
+
+
+def fa1_exchange_ratios() -> tuple[float, float]:
+    """FA-1's forward % of peak, predicted/published at the range's ends (the comparison
+    above, computed again so the prose can quote it)."""
+    lo, hi = fa1_a100_range()
+    return lo / 25, hi / 40
+
+
+def fa2_h100_fwd_bwd_max():
+    return (max(tflops("flash2", wl, "h100-sxm")
+                for wl in sweep((64, 128), passes="fwd+bwd")),)
+
+
 def fa2_h100_max():
     return (max(utilization("flash2", sweep((64, 128, 256)), "h100-sxm")),)
 
@@ -325,6 +378,12 @@ def comparisons() -> list[Comparison]:
                    "README sweep, d 64/128, causal and not, fp16, fwd; points with B·H >= 108",
                    (25, 40), "% of 312",
                    fa1_a100_range),
+        Comparison("FA2-s4", "FA-2 over FlashAttention (v1) speedup (range)", "a100-80gb",
+                   "README sweep, d 64/128, causal and not, fp16, fwd, bwd and fwd+bwd; "
+                   "points with B·H >= 108", (1.7, 3.0), "x", fa2_over_fa1_range),
+        Comparison("FA2-s4", "FA-2 fwd+bwd on H100 (sm80 code), best TFLOP/s", "h100-sxm",
+                   "README sweep, d 64/128, causal and not, fp16, fwd+bwd", (335,), "TFLOP/s",
+                   fa2_h100_fwd_bwd_max),
         Comparison("FA3", "FA-2 fwd on H100, % of peak", "h100-sxm",
                    "FA-3 sweep, d 64/128/256, fp16, fwd (best case)", (35,), "% of 989",
                    fa2_h100_max),
@@ -481,6 +540,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("FA-3", "h100-sxm", "H100, FlashAttention-3 (fp16, fp8)"),
     ("flash2", "h100-sxm", "H100, FlashAttention-2"),
     ("FA-2", "h100-sxm", "H100, FlashAttention-2"),
+    ("over FlashAttention (v1)", "a100-80gb", "A100, FA-2 over FA-1 speedup"),
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
 )
@@ -915,6 +975,30 @@ def document(fmt: str = "github") -> str:
         "through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
         "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
         "which of these binds.",
+        "- **FlashAttention-2 over FlashAttention (v1) on the A100: the model's FA-1 "
+        "backward is too fast at short sequences.** The FA-2 paper measures FA-2 1.7-3.0x "
+        "faster than FA-1 ([FA2-s4]); the model puts it at "
+        + ", ".join(f"{lo:.2f}-{hi:.2f}x ({passes})"
+                    for passes, (lo, hi) in fa2_over_fa1_by_pass().items())
+        + ", over the points where both fill the SMs. `flash1` simulates the paper's "
+        "Algorithms 1 and 4 with the tiles the paper derives from M (on the A100's 163 KiB, "
+        "at d = 64 and 128: forward "
+        + " and ".join(f"{fw[0]} x {fw[1]}" for fw, _ in map(flash1_a100_tiles, (64, 128)))
+        + ", backward "
+        + " and ".join(f"{bw[0]} x {bw[1]}" for _, bw in map(flash1_a100_tiles, (64, 128)))
+        + "), one CTA per head, and prices the warp layout of the v1 release the FA-2 "
+        "paper measured, which its §3.3 calls 'split-K': the 4 warps split K_j and V_j, so "
+        "each warp's fp32 partial P V (backward: dQ_i) and row statistics are written to "
+        "shared memory and read back to be summed (`smem_exchange_bytes`). With that "
+        "exchange FA-1's forward lands at "
+        + "–".join(f"{r:.2f}" for r in fa1_exchange_ratios())
+        + " of the published 25-40% and FA-2 over FA-1 in the "
+        "forward near the published range; what stays low is the backward at N = 512, "
+        "where FA-2's backward pays a preprocessing kernel (D = rowsum(dO ∘ O), dQ "
+        "accumulator cleared) and a dQ conversion kernel, each a pass over the N x d fp32 "
+        "dQ accumulator, that "
+        "FA-1's one-kernel backward does not. Neither backward has a published point of "
+        "its own at short sequences here; a GPU session can time both.",
         "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
         "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H200 "
         "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the `mma.sync` ratio from "

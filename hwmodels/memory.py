@@ -81,6 +81,11 @@ class KernelRecord:
             with ``smem_readers`` it prices the repeated operand reads. 0: not declared.
         prologue_bytes_per_cta: bytes a CTA must load before its first MMA (FA: Q_i and
             the first K_j); 0: not declared (the prologue is then one DRAM latency).
+        smem_exchange_bytes: shared-memory bytes the warps pass each other beyond their
+            operand tiles (FlashAttention v1's "split-K" warps: each warp's partial P V, or
+            dQ, and row statistics written to shared memory and read back to be summed);
+            pricing only, like ``smem_readers``: the SRAM counters keep the algorithm's
+            tile traffic. 0: none.
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
             reads one e-byte element from a different sector (a transposing copy). The
@@ -106,6 +111,7 @@ class KernelRecord:
     mma_rows_per_cta: int = 0
     prologue_bytes_per_cta: int = 0
     read_sector_use: float = 1.0
+    smem_exchange_bytes: int = 0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -164,7 +170,7 @@ class Recorder:
                matmul_dtype="fp16", unique_hbm_bytes=None,
                l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
                mma_rows_per_cta=0, prologue_bytes_per_cta=0,
-               read_sector_use=1.0) -> np.ndarray:
+               read_sector_use=1.0, smem_exchange_bytes=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -181,7 +187,8 @@ class Recorder:
                            chains_per_cta=int(chains_per_cta), smem_readers=int(smem_readers),
                            mma_rows_per_cta=int(mma_rows_per_cta),
                            prologue_bytes_per_cta=int(prologue_bytes_per_cta),
-                           read_sector_use=float(read_sector_use))
+                           read_sector_use=float(read_sector_use),
+                           smem_exchange_bytes=int(smem_exchange_bytes))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -17,7 +17,9 @@ Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
     t_smem(k)  = smem_bytes / (128 B x S x f)                   32 banks x 4 B per clock
                  smem_bytes = counted SRAM reads + writes + the operand re-reads of the
                  ``smem_readers`` warps/warpgroups that each read the shared GEMM operand:
-                 matmul_flops x e / 2 x (readers - 1) / mma_rows_per_cta.
+                 matmul_flops x e / 2 x (readers - 1) / mma_rows_per_cta, + the partial
+                 results that split-K warps sum through shared memory
+                 (``smem_exchange_bytes``: FlashAttention v1, FA-2 paper §3.3).
     t_issue(k) = warp-instructions / (4 x S x f)                4 schedulers, 1 instr/clk each
                  instructions: MMAs (4096 FLOPs per fp16 m16n8k16 ``mma.sync``, 8192 for fp8;
                  65536 per warp for a 64x128x16 ``wgmma``), exp/32, other/32, and one
@@ -288,10 +290,11 @@ def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
 
 
 def smem_bytes(k: KernelRecord) -> float:
-    """Shared-memory bytes as the warps move them: the counted reads and writes, plus the
-    shared GEMM operand once more for every further warp (or warpgroup) that reads it."""
+    """Shared-memory bytes as the warps move them: the counted reads and writes, the partial
+    results split-K warps exchange, plus the shared GEMM operand once more for every
+    further warp (or warpgroup) that reads it."""
     c = k.counters
-    counted = float(c[SRAM_READ_BYTES] + c[SRAM_WRITE_BYTES])
+    counted = float(c[SRAM_READ_BYTES] + c[SRAM_WRITE_BYTES]) + k.smem_exchange_bytes
     if k.smem_readers <= 1 or k.mma_rows_per_cta <= 0 or not c[MATMUL_FLOPS]:
         return counted
     operand = dtype_bytes(k.matmul_dtype)

@@ -197,6 +197,10 @@ def test_flash1_backward_counts_closed_form(nq, nk, d, causal, dropout):
     assert c["exp_ops"] == bh * area
     assert c["other_flops"] == bh * other
     assert c["atomic_bytes"] == 0
+    # the release's split-K warps sum their fp32 partial dQ_i through shared memory on every
+    # visited tile, written and read back (pricing only)
+    main = next(k for k in r.kernels if k.name == "flash1_bwd")
+    assert main.smem_exchange_bytes == bh * 2 * 4 * rows * 4 * d
 
 
 def gemm_counts(m, n, k, tiles, e, alpha):

@@ -3,11 +3,13 @@
 The closed forms are derived here from N, d, e and the plan's block sizes — by formula, or
 by enumerating the (row block, column block) pairs — never by re-running the simulator.
 """
+import dataclasses
 import math
 
 import pytest
 
 from attnsim import Workload, simulate
+from hwmodels.timing import smem_bytes
 
 cdiv = lambda a, b: -(-a // b)  # noqa: E731
 
@@ -90,6 +92,13 @@ def test_flash1_closed_form(shape, causal):
         4 * rows * cols + 6 * rows + 4 * rows * d + (rows * cols if m else 0)
         for rows, cols, m in pairs)
     assert r.counts["kernel_launches"] == 2 and r.counts["ctas"] == 2 * bh
+    # the release's 4 split-K warps sum their fp32 partial P V (d) and row max and sum (2)
+    # through shared memory on every visited pair: written and read back (pricing only)
+    fwd = next(k for k in r.kernels if k.name == "flash1_fwd")
+    exchange = bh * 2 * 4 * sum(rows for rows, _, _ in pairs) * (4 * d + 2 * stat)
+    assert fwd.smem_exchange_bytes == exchange
+    assert smem_bytes(fwd) - smem_bytes(dataclasses.replace(fwd, smem_exchange_bytes=0)) \
+        == pytest.approx(exchange)
     if not causal:  # the paper's form: K, V once; Q, O, l, m once per K/V block
         tc = cdiv(nk, bc)
         assert r.counts["hbm_read_bytes"] == bh * (2 * nk * d * e + tc * (2 * nq * d * e + 8 * nq))

@@ -21,7 +21,10 @@ ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + 2 B_r exps.
 
 Kernel: one CTA per (batch, head), as in the paper's released implementation (the
 parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
-idle when batch x heads < SMs. Shared memory holds K_j, V_j, Q_i and O_i (e bytes per
+idle when batch x heads < SMs. Its 4 warps split K_j and V_j between them, as the release
+does ("split-K", FlashAttention-2 §3.3): each warp's fp32 partial P_ij V_j and row max and
+sum go through shared memory to be summed, 2 · 4 · (4 d + 8) bytes per visited row, priced
+(``smem_exchange_bytes``) but not counted as the algorithm's SRAM traffic. Shared memory holds K_j, V_j, Q_i and O_i (e bytes per
 element): 2 B_c d + 2 B_r d <= 4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i,
 m_i are "on chip" in the paper and live in registers here (fp32), checked against the
 register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
@@ -139,8 +142,15 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
     c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
-                   # each warp reads all of K_j, V_j from shared memory (pricing only)
+                   # the release steps through Q_i 16 rows at a time, its 4 warps splitting
+                   # K_j, V_j: all of them are read per 16 rows, as 4 warps that each read
+                   # all of them for 16 rows of their own would (pricing only) ...
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
+                   # ... and P V sums over the split keys: every warp's fp32 partial O_i
+                   # and its row max and sum go through shared memory (FA-2 §3.3)
+                   smem_exchange_bytes=bh * flash1_bwd.split_k_exchange_bytes(
+                       flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k,
+                                               wl.causal), 4 * d + 2 * STAT_BYTES),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)

@@ -34,7 +34,10 @@ step as in line 19) + 2 r c (dS) + r c (τ dS) + r d (dQ_i + τ dS K_j) = 6 r c 
 + r c on diagonal tiles (mask); r c exps. Dropout: ⌈r c/16⌉·100 + r c (regenerate Z on
 chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM traffic.
 
-Kernel: one CTA per (batch, head), like the forward. Differences from the paper: the
+Kernel: one CTA per (batch, head), like the forward, its 4 warps splitting K_j and V_j:
+dQ_i = dS_ij K_j sums over the split keys, so each warp's fp32 partial dQ_i goes through
+shared memory, 2 · 4 · 4 d bytes per visited row (priced, ``smem_exchange_bytes``; dK_j and
+dV_j stay with the warp that owns their keys). Differences from the paper: the
 statistics are fp32 and the matrices are charged at the storage dtype; τ is applied to
 dS once and used for both dQ_i and dK̃_j.
 """
@@ -59,6 +62,23 @@ from hwmodels.primitives import (count_exp, count_other, count_store, load_rows,
 
 STAT_BYTES = 4
 THREADS_PER_CTA = 128
+# The release's 4 warps split K_j and V_j between them ("split-K", FlashAttention-2 §3.3):
+# each warp's partial products over its keys are summed through shared memory.
+SPLIT_K_WARPS = THREADS_PER_CTA // 32
+
+
+def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool) -> int:
+    """Σ, over the (Q block, K/V block) pairs Algorithms 1 and 4 visit, of the Q block's
+    rows: every K/V block sees the Q blocks from the first one that can see its first key."""
+    c0 = np.arange(0, seq_k, block_k, dtype=np.int64)
+    first = np.maximum(0, c0 - (seq_k - seq_q)) if causal else np.zeros_like(c0)
+    return int(np.sum(seq_q - (first // block_q) * block_q))
+
+
+def split_k_exchange_bytes(rows: int, row_bytes: int) -> int:
+    """Shared-memory bytes split-K warps move to sum their partials: each of the warps
+    writes ``row_bytes`` per row and they are read back, for ``rows`` visited rows."""
+    return 2 * SPLIT_K_WARPS * rows * row_bytes
 TILE_DIVISOR = 8      # B_c = ceil(M / 8d): see "Tile plan" above
 
 
@@ -125,7 +145,11 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                    overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread,
                    # the warps share the streamed Q_i, dO_i tiles (pricing only)
-                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k)
+                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
+                   # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
+                   # warp's fp32 partial dQ_i goes through shared memory (pricing only)
+                   smem_exchange_bytes=bh * split_k_exchange_bytes(
+                       visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal), 4 * d))
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:
