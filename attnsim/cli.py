@@ -285,7 +285,8 @@ def add_timing_args(p) -> None:
                         ("launch-pipeline", "launches overlapping earlier kernels"),
                         ("l2-atomics", "fp32 atomics at the L2 atomic rate"),
                         ("lockstep-ctas", "resident CTAs running in phase (off: each "
-                                          "resident CTA hides the others' softmax)"),
+                                          "resident CTA hides the others' softmax and "
+                                          "their successors' first loads)"),
                         ("sector-use", "uncoalesced reads moving whole 32-byte sectors "
                                        "from L2")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")

@@ -790,6 +790,12 @@ def fa3_short_fp8_vs_fp16(n: int = 512, d: int = 256) -> dict[str, tuple[float, 
     return out
 
 
+def fa2_a100_lowest(timing: TimingOptions = TimingOptions()) -> tuple[float, int, int, bool]:
+    """The A100 sweep's slowest FA-2 forward: (% of peak, head dim, N, causal)."""
+    return min((tflops("flash2", wl, "a100-80gb", timing) / peak_tflops("a100-80gb") * 100,
+                wl.head_dim, wl.seq_q, wl.causal) for wl in sweep((64, 128)))
+
+
 def fa2_h100_points(gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
     """predicted/published of every FlashAttention-2 H100 point, on ``gpu`` (a GPU object)."""
     out = [tflops("flash2", tb2296_workload(n), gpu, timing)
@@ -947,10 +953,8 @@ def document(fmt: str = "github") -> str:
         "256), every bar of both charts is matched, so the rates the rest is priced with "
         "(the `mma.sync` ceiling, shared memory at 128 B/clk, the SFU) are not what is off; "
         "the gap is at d = 128 and 64, where two CTAs share an SM and their tensor and "
-        "shared-memory times are close: what is missing acts there (candidates: the two "
-        "pipes overlapping less than the model's max(tensor, shared memory) lets them, and "
-        "the prologue of later waves, which the model hides behind a resident neighbour "
-        "although it takes resident CTAs to run in step). "
+        "shared-memory times are close: what is missing acts there (a candidate: the two "
+        "pipes overlapping less than the model's max(tensor, shared memory) lets them). "
         "The model no longer lets resident CTAs hide each other's softmax (`lockstep_ctas`): "
         "the chains in flight on an SM are those a CTA staggers on purpose, FlashAttention-3's "
         "ping-pong barriers and 2-stage pipeline, which its paper (§3.1) introduces because "
@@ -1076,6 +1080,15 @@ def document(fmt: str = "github") -> str:
         "through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
         "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
         "which of these binds.",
+        "- **The low end of FA-2's A100 forward range.** The abstract's 50-73% ([FA2]) "
+        "does not say which configuration its 50% is; the sweep's slowest point in the "
+        "model is {:.0f}% of peak at d = {}, N = {}{}, a short grid of two resident CTAs per "
+        "SM whose every generation waits for its first tiles (CTAs in step, "
+        "`lockstep_ctas`); with resident CTAs out of step (`--no-lockstep-ctas`, which also "
+        "lets them hide each other's softmax) it is {:.0f}%. FA-2's published per-length "
+        "A100 bars would settle which.".format(
+            *fa2_a100_lowest()[:3], ", causal" if fa2_a100_lowest()[3] else "",
+            fa2_a100_lowest(TimingOptions(lockstep_ctas=False))[0]),
         "- **FlashAttention-2 over FlashAttention (v1) on the A100: the model's FA-1 "
         "backward is too fast at short sequences.** The FA-2 paper measures FA-2 1.7-3.0x "
         "faster than FA-1 ([FA2-s4]); the model puts it at "

@@ -70,8 +70,10 @@ Memory:
                  (``prologue_bytes_per_cta`` each, all SMs loading at once) arrive one DRAM
                  latency plus their transfer after the wave starts, and the first tile of each
                  CTA's chains runs with nothing to overlap (pipeline fill: one tile's (G + P)
-                 less its share of the overlapped time). A resident neighbour hides both after
-                 the first wave; a lone CTA per SM pays them every wave. The epilogue's
+                 less its share of the overlapped time). Every generation of resident CTAs
+                 pays both: CTAs in step (``lockstep_ctas``) finish together and their
+                 successors load together (out of step, a neighbour hides the prologue after
+                 the first wave). The epilogue's
                  stores drain asynchronously and its normalization is counted work.
     t(k)       = max(t_bw - prologue transfer, q(k) x max(t_comp, t_lat), t_link) + t_fixed
                  t_bw = max(HBM, L2 terms) is shared by the whole GPU and does not stretch with
@@ -133,8 +135,9 @@ class TimingOptions:
     launch_pipeline: bool = True      # launches overlap earlier kernels (off: serial add)
     l2_atomics: bool = True           # fp32 atomics at the L2 atomic rate
     lockstep_ctas: bool = True        # resident CTAs run in phase: only a CTA's own staggered
-                                      # chains hide its softmax (off: each resident CTA is
-                                      # one more chain)
+                                      # chains hide its softmax, and each generation of them
+                                      # waits for its first tiles (off: each resident CTA is
+                                      # one more chain, and hides its successors' prologue)
     sector_use: bool = True           # uncoalesced reads move whole 32-byte sectors from L2
 
 
@@ -368,15 +371,19 @@ def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
     (``prologue_bytes_per_cta``) have arrived: one DRAM latency, plus the bytes of a whole
     wave of CTAs loading their first tiles at once (identical CTAs launched together stay in
     step), priced at the kernel's own mix of DRAM and L2 (memory_s per requested byte).
-    Every wave pays it when one CTA fits per SM; with two or more resident, only the first
-    wave does (afterwards a neighbour computes while a CTA loads). Pipeline fill: the first
+    Every generation of resident CTAs pays it: identical CTAs that start together stay in
+    step (``lockstep_ctas``), so the CTAs sharing an SM finish together and their successors
+    load together, with nothing to compute meanwhile. Out of step (``lockstep_ctas`` off),
+    a neighbour computes while a CTA loads and only the first wave pays it (one CTA per SM:
+    every wave either way). Pipeline fill: the first
     tile of a CTA's chains has nothing to overlap with: one tile's serial time less its
     share of the overlapped time, per CTA that no resident neighbour hides."""
     if not opts.cta_fixed_costs or k.ctas <= 0 or k.sram_bytes_per_cta <= 0:
         return 0.0, 0.0
     resident = resident_per_sm(gpu, k)
     per_sm = math.ceil(k.ctas / gpu.sm_count)
-    waves = per_sm if resident == 1 else 1
+    generations = math.ceil(per_sm / resident)
+    waves = generations if opts.lockstep_ctas or resident == 1 else 1
     c = k.counters
     requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
     wave_bytes = float(k.prologue_bytes_per_cta) * min(k.ctas, gpu.sm_count * resident)
@@ -385,8 +392,7 @@ def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
     if k.cta_work is not None and overlapped_s < serial_s:
         tiles_per_cta = float(np.mean(k.cta_work))
         fill = (serial_s - overlapped_s) / (k.ctas / gpu.sm_count) / max(1.0, tiles_per_cta)
-    exposed_ctas = math.ceil(per_sm / resident)
-    return waves * gpu.dram_latency_s + paid + exposed_ctas * fill, paid
+    return waves * gpu.dram_latency_s + paid + generations * fill, paid
 
 
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions(),

@@ -244,6 +244,24 @@ def test_prologue_is_paid_every_wave_by_a_lone_cta_per_sm():
     assert off.fixed_s == 0 and off.total_s < t.total_s
 
 
+def test_resident_ctas_in_step_pay_the_prologue_every_generation():
+    """Two CTAs fit per SM and four land on each: CTAs in step (``lockstep_ctas``) finish
+    together and their successors load together, so both generations pay the prologue; out
+    of step a neighbour computes while one loads and only the first wave pays it."""
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("pair", ctas=4 * 132, buffers={"tiles": 100 * 1024},
+                   prologue_bytes_per_cta=50 * 1024)
+    c[HBM_READ_BYTES], c[MATMUL_FLOPS] = 10**9, 10**13
+    t = predict_time(g, rec.kernels).kernels[0]
+    assert t.ctas_per_sm == 2
+    per_byte = t.memory_s / 1e9
+    wave = g.dram_latency_s + 2 * 132 * 50 * 1024 * per_byte
+    assert t.fixed_s == pytest.approx(2 * wave)
+    apart = predict_time(g, rec.kernels, TimingOptions(lockstep_ctas=False)).kernels[0]
+    assert apart.fixed_s == pytest.approx(wave)
+
+
 def test_launches_are_a_host_pipeline():
     g = get_gpu("a100")
     rec = Recorder(g)
