@@ -24,10 +24,11 @@ parallelism over the sequence came with FlashAttention-2), which is why FA-1 lea
 idle when batch x heads < SMs. Its 4 warps split K_j and V_j between them, as the release
 does ("split-K", FlashAttention-2 §3.3): each warp's fp32 partial P_ij V_j and row max and
 sum go through shared memory to be summed, 2 · 4 · (4 d + 8) bytes per visited row, priced
-(``smem_exchange_bytes``) but not counted as the algorithm's SRAM traffic. Shared memory holds K_j, V_j, Q_i and O_i (e bytes per
-element): 2 B_c d + 2 B_r d <= 4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i,
-m_i are "on chip" in the paper and live in registers here (fp32), checked against the
-register file. When rounding B_c up overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
+(``smem_exchange_bytes``) but not counted as the algorithm's SRAM traffic.
+Shared memory holds K_j, V_j, Q_i and O_i (e bytes per element): 2 B_c d + 2 B_r d <=
+4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i, m_i are "on chip" in the paper and
+live in registers here (fp32), checked against the register file. When rounding B_c up
+overflows M (⌈M/4d⌉ · 4d > M), B_c = ⌊M/4d⌋.
 
 Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is Algorithm 4, in
 ``algorithms.flash1.backward``; it reads the saved O, ℓ and m, recomputes P on chip and

@@ -79,6 +79,8 @@ def split_k_exchange_bytes(rows: int, row_bytes: int) -> int:
     """Shared-memory bytes split-K warps move to sum their partials: each of the warps
     writes ``row_bytes`` per row and they are read back, for ``rows`` visited rows."""
     return 2 * SPLIT_K_WARPS * rows * row_bytes
+
+
 TILE_DIVISOR = 8      # B_c = ceil(M / 8d): see "Tile plan" above
 
 
