@@ -179,7 +179,8 @@ SOURCES = (
     Source("FA3-fig", "FlashAttention-3 paper, forward-speed bar charts (machine "
            "transcriptions of the chart images)",
            "subtext.edge.nugit.net/image/e27582d2... (hd128, chart A), .../4ec66909... "
-           "(hd128, chart B), .../55f47a10... (hd64), .../72bb6693... (hd256), "
+           "(hd128, chart B), .../55f47a10... (hd64), .../9b7cf01f... (hd64 B, two "
+           "transcriptions that agree), .../72bb6693... (hd256), "
            ".../662fef77... (hd256 B), .../32f2f2fe... and .../8a30d0dd... (fp8 hd256, two "
            "transcriptions that agree), .../f474e7f2... (fp8 hd256 B)",
            "Attention forward speed, head dim 128 (H100 80GB SXM5) — Standard attention / "
@@ -480,6 +481,9 @@ FA3_CHARTS = {
     ("hd64", 64, False, "fp16"): {512: (52, 282, 333), 1024: (63, 306, 392),
                                   2048: (67, 318, 460), 4096: (72, 321, 476),
                                   8192: (73, 322, 496), 16384: (None, 324, 497)},
+    ("hd64 B", 64, True, "fp16"): {512: (16, 180, 197), 1024: (18, 229, 265),
+                                   2048: (18, 262, 371), 4096: (18, 284, 420),
+                                   8192: (18, 295, 460), 16384: (None, 299, 473)},
     ("hd256", 256, False, "fp16"): {512: (None, 275, 482), 1024: (None, 313, 639),
                                     2048: (None, 321, 707), 4096: (None, 323, 736),
                                     8192: (None, 324, 746), 16384: (None, 326, 756)},
@@ -925,8 +929,7 @@ def document(fmt: str = "github") -> str:
         "the transcriptions do not say which chart is causal: of the two charts at a head "
         "dimension and dtype, the one whose FA-3 bar at N = 512 is lower is read as causal "
         "(B): chart A (standard attention 74–139 TFLOP/s) is read as non-causal and chart B "
-        "(standard 26–35, FA-3 292 at N = 512) as causal. The d = 64 chart's causal twin was "
-        "not found. A dash: no bar (standard attention is out of memory at 16k and absent "
+        "(standard 26–35, FA-3 292 at N = 512) as causal. A dash: no bar (standard attention is out of memory at 16k and absent "
         "from the d = 256 charts). Two transcriptions of chart A disagree at N = 512 (467 or "
         "497 for FA-3); the lower is used. The standard-attention bars time PyTorch eager code "
         "(flash-attention's benchmark `attention_pytorch`, [FA-eager]), so they are predicted "
