@@ -260,20 +260,11 @@ def fa1_a100_range():
     return min(u), max(u)
 
 
-def fa2_over_fa1_range():
-    """FA-2 over FlashAttention (v1), time over time, on the A100 over the README sweep's
-    forward, backward and forward+backward (the paper's Figs. 4-6), at the points whose
-    grid fills the SMs for both (as ``fa1_a100_range``)."""
-    gpu = get_gpu("a100-80gb")
-    ratios = [predicted_seconds("flash1", wl, "a100-80gb")
-              / predicted_seconds("flash2", wl, "a100-80gb")
-              for passes in ("fwd", "bwd", "fwd+bwd") for wl in sweep((64, 128), passes=passes)
-              if wl.batch * wl.heads >= gpu.sm_count]
-    return min(ratios), max(ratios)
-
-
+@functools.lru_cache(maxsize=None)
 def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
-    """The same ratios as ``fa2_over_fa1_range``, (min, max) per pass."""
+    """FA-2 over FlashAttention (v1), time over time, on the A100 over the README sweep's
+    forward, backward and forward+backward (the paper's Figs. 4-6), at the points whose grid
+    fills the SMs for both (as ``fa1_a100_range``): (min, max) per pass."""
     gpu = get_gpu("a100-80gb")
     out = {}
     for passes in ("fwd", "bwd", "fwd+bwd"):
@@ -284,6 +275,13 @@ def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
     return out
 
 
+def fa2_over_fa1_range():
+    """(min, max) of ``fa2_over_fa1_by_pass`` over all three passes."""
+    ranges = fa2_over_fa1_by_pass().values()
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+
+
+@functools.lru_cache(maxsize=None)
 def flash1_a100_tiles(d: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """FlashAttention (v1)'s planned (B_r, B_c) on the A100 at head dim d: forward, backward."""
     plan = simulate("flash1", paper_workload(512, d, passes="fwd+bwd"), "a100-80gb",
@@ -789,6 +787,7 @@ def chart_ratio_range(algorithm: str, head_dim: int, dtype: str = "fp16") -> tup
     return min(r), max(r)
 
 
+@functools.lru_cache(maxsize=None)
 def fa2_layout(head_dim: int) -> tuple[int, int, int, float]:
     """FlashAttention-2's H100 plan at the papers' N = 4096: (B_r, B_c, CTAs per SM, its
     shared-memory time over its tensor time)."""
@@ -797,6 +796,7 @@ def fa2_layout(head_dim: int) -> tuple[int, int, int, float]:
     return run.plan["block_q"], run.plan["block_k"], k.ctas_per_sm, k.smem_s / k.matmul_s
 
 
+@functools.lru_cache(maxsize=None)
 def fa3_short_fp8_vs_fp16(n: int = 512, d: int = 256) -> dict[str, tuple[float, float]]:
     """FA-3's non-causal forward at (n, d) in fp16 and fp8: (published µs, predicted µs)."""
     out = {}
@@ -810,6 +810,7 @@ def fa3_short_fp8_vs_fp16(n: int = 512, d: int = 256) -> dict[str, tuple[float, 
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def fa2_a100_lowest(timing: TimingOptions = TimingOptions()) -> tuple[float, int, int, bool]:
     """The A100 sweep's slowest FA-2 forward: (% of peak, head dim, N, causal)."""
     return min((tflops("flash2", wl, "a100-80gb", timing) / peak_tflops("a100-80gb") * 100,

@@ -377,7 +377,7 @@ def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
     a neighbour computes while a CTA loads and only the first wave pays it (one CTA per SM:
     every wave either way). Pipeline fill: the first
     tile of a CTA's chains has nothing to overlap with: one tile's serial time less its
-    share of the overlapped time, per CTA that no resident neighbour hides."""
+    share of the overlapped time, once per generation of resident CTAs."""
     if not opts.cta_fixed_costs or k.ctas <= 0 or k.sram_bytes_per_cta <= 0:
         return 0.0, 0.0
     resident = resident_per_sm(gpu, k)
