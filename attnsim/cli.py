@@ -275,7 +275,7 @@ def add_timing_args(p) -> None:
                         ("l2-cache", "re-reads served by L2 when the working set fits"),
                         ("separate-sfu", "exp on the special-function units"),
                         ("interconnect", "peer transfers of multi-device algorithms (ring)"),
-                        ("achievable-rates", "measured GEMM/copy rates and sustained clock "
+                        ("achievable-rates", "measured GEMM/copy/L2 rates and sustained clock "
                                              "(off: datasheet peaks)"),
                         ("pipe-model", "issue rate and GEMM-softmax dependency chains (off: "
                                        "sum or max of the terms)"),

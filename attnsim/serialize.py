@@ -31,6 +31,7 @@ def gpu_dict(gpu) -> dict:
     d["sfu_ops_per_s"] = gpu.sfu_ops_per_s
     d["sustained_clock"] = gpu.sustained_clock
     d["fp32_lanes"] = gpu.fp32_lanes
+    d["l2_achievable_bytes_per_s"] = gpu.l2_bytes_per_s()
     d["atomic_bytes_per_s"] = gpu.atomic_bytes_per_s
     return d
 

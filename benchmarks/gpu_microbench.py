@@ -18,6 +18,9 @@ with the built-in model of that GPU:
   of the datasheet bandwidth, ``hbm_achievable_fraction``.
 * DRAM latency: one thread chasing a random cycle of 128-byte lines over twice the L2 ->
   ``dram_latency_s``.
+* L2: many CTAs each read a 64 KiB slice of a data set a third the size of L2, so every load
+  after the first pass is an L2 hit, as RRZE gpu-benches' gpu-l2-cache measures it -> the
+  read bandwidth's share of the model's L2 figure, ``l2_achievable_fraction``.
 * ``mma.sync.m16n8k16`` (fp16 in, fp32 accumulate, operands in registers, 4 independent
   MMAs per warp) and ``ex2.approx`` throughput loops: the ceiling of the sm80 tensor-core path
   (against the model's mma.sync GEMM rate) and the special-function rate per SM and clock
@@ -103,6 +106,22 @@ extern "C" __global__ void ex2_loop(float* out, int iters) {
 }
 """
 MMA_FLOPS_PER_WARP_ITER = 4 * 2 * 16 * 8 * 16
+
+# CTA b reads slice (b mod slices) of the data set: 1024 threads x SLICE_LOADS coalesced
+# 8-byte loads, summed so the loads stay live. With the data set a third of L2, every slice
+# is read by many CTAs and served from L2; L1 is not reused (each CTA reads its slice once).
+L2_READ_SOURCE = r"""
+extern "C" __global__ void l2_read(const double* __restrict__ data, int slices,
+                                   int slice_loads, double* sink) {
+    const double* slice = data + (long long)(blockIdx.x % slices) * slice_loads * blockDim.x;
+    double sum = 0.0;
+    for (int i = 0; i < slice_loads; ++i) sum += slice[i * blockDim.x + threadIdx.x];
+    if (sum == -1.0) sink[threadIdx.x] = sum;      // never true for the data written
+}
+"""
+L2_READ_THREADS = 1024
+L2_SLICE_LOADS = 8                        # 1024 threads x 8 loads x 8 B = 64 KiB per CTA
+L2_READ_CTAS = 200_000
 EX2_PER_THREAD_ITER = 4
 
 
@@ -121,6 +140,7 @@ class Measurements:
     copy_bytes_per_s: float | None = None
     triad_bytes_per_s: float | None = None
     dram_latency_s: float | None = None
+    l2_read_bytes_per_s: float | None = None
     mma_sync_flops_per_s: float | None = None
     ex2_per_s: float | None = None
     notes: list = field(default_factory=list)
@@ -163,6 +183,7 @@ def derive_fields(m: Measurements, gpu) -> Derived:
         fraction("tensor_fp8_gemm_fraction", m.gemm_flops_per_s.get("fp8"),
                  gpu.tensor_fp8_flops_per_s)
     fraction("hbm_achievable_fraction", m.triad_bytes_per_s, gpu.hbm_bandwidth_bytes_per_s)
+    fraction("l2_achievable_fraction", m.l2_read_bytes_per_s, gpu.l2_bandwidth_bytes_per_s)
     if m.sustained_clock_hz is not None:
         top = max(gpu.clock_hz, m.max_clock_hz or 0)
         if 1e8 <= m.sustained_clock_hz <= PLAUSIBLE_OVER_PEAK * top:
@@ -216,6 +237,7 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
     model = {"tensor_gemm_fraction": gpu.tensor_gemm_fraction,
              "tensor_fp8_gemm_fraction": gpu.tensor_fp8_gemm_fraction,
              "hbm_achievable_fraction": gpu.hbm_achievable_fraction,
+             "l2_achievable_fraction": gpu.l2_achievable_fraction,
              "sustained_clock_hz": gpu.sustained_clock,
              "dram_latency_s": gpu.dram_latency_s}
     rows = []
@@ -371,6 +393,21 @@ def measure_latency(cupy, m: Measurements, l2_bytes: int) -> None:
     m.dram_latency_s = _cupy_seconds(cupy, lambda: kernel((1,), (1,), args)) / steps
 
 
+def measure_l2(cupy, m: Measurements, l2_bytes: int) -> None:
+    slice_bytes = L2_READ_THREADS * L2_SLICE_LOADS * 8
+    slices = max(1, l2_bytes // 3 // slice_bytes)          # a third of L2: it stays there
+    data = cupy.ones(slices * slice_bytes // 8, dtype=cupy.float64)
+    sink = cupy.zeros(L2_READ_THREADS, dtype=cupy.float64)
+    kernel = cupy.RawKernel(L2_READ_SOURCE, "l2_read")
+    args = (data, cupy.int32(slices), cupy.int32(L2_SLICE_LOADS), sink)
+
+    def run():
+        kernel((L2_READ_CTAS,), (L2_READ_THREADS,), args)
+    run()                                                  # compile; bring the data into L2
+    seconds = min(_cupy_seconds(cupy, run) for _ in range(5))
+    m.l2_read_bytes_per_s = L2_READ_CTAS * slice_bytes / seconds
+
+
 def measure_loops(cupy, m: Measurements) -> None:
     blocks, threads = 4 * m.sm_count, 256
     out = cupy.zeros(blocks * threads, dtype=cupy.float32)
@@ -398,6 +435,7 @@ def measure() -> tuple[Measurements, object]:
              "clock": lambda: measure_clock(torch, cupy, m),
              "bandwidth": lambda: measure_bandwidth(torch, m),
              "DRAM latency": lambda: measure_latency(cupy, m, info.l2_bytes),
+             "L2 bandwidth": lambda: measure_l2(cupy, m, info.l2_bytes),
              "mma.sync and ex2 loops": lambda: measure_loops(cupy, m)}
     for name, step in steps.items():
         try:

@@ -690,6 +690,10 @@ CONSTANTS = (
      lambda g: f"{g.hbm_achievable_fraction:.3f}", "A100: STREAM (RRZE gpu-benches triad, "
      "1794 of 2039 GB/s); H100 SXM5: QUACK (a streaming kernel's DRAM throughput by Nsight "
      "Compute, 3.01 of 3.35 TB/s)"),
+    ("l2_achievable_fraction", "L2 read bandwidth / the architectural figure",
+     lambda g: f"{g.l2_achievable_fraction:.3f} ({g.l2_bytes_per_s() / 1e12:.1f} TB/s)",
+     "L2-RRZE (RRZE gpu-benches gpu-l2-cache, a 16.5 MB data set: A100 80GB 5.45 TB/s; "
+     "H100 SXM5: the H200's 9.77 TB/s, the same GH100 L2)"),
     ("fp32_lanes_per_sm", "FP32 FMA lanes per SM", lambda g: f"{g.fp32_lanes}", "WP-SM"),
     ("sfu_ops_per_clock_per_sm", "exp/log per clock per SM",
      lambda g: f"{g.sfu_ops_per_clock_per_sm}", "A100-WP; FA3 §1 (3.9 TFLOP/s)"),

@@ -81,6 +81,18 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              operands bring the fp32-accumulating wgmma to 665.4 (88%) on that power-capped
              board. N >= 64 wgmma shapes run within about 1% of each other (728.5 at N = 128,
              719.6 at N = 64).
+* [L2-RRZE]  RRZE-HPC/gpu-benches, gpu-l2-cache (README "gpu-l2-cache"; data
+             gpu-l2-cache/a100_80.txt, h100_pcie.txt, h200.txt): 200,000 blocks of 1024 threads
+             each read a 64 KiB slice (of fp64 pairs) from a data set that fits in L2, so every
+             load is served by L2 ("this benchmark explicitly does not target the L1 caches");
+             effective bandwidth = bytes read / time. The row at a 16,896 kB data set (a third
+             of either L2, on the plateau between the L1 effects below 2 MB and the L2
+             capacity): A100 80GB 5447.7 GB/s (75.5% of the whitepaper's 5120 B/clk at
+             1.41 GHz), H100 PCIe 6912.2 GB/s, H200 9765.2 GB/s. The H100 SXM5 takes the
+             H200's: the same GH100 die, 132 SMs and 50 MB L2 at the same clocks (an
+             L2-resident read does not reach the HBM, which is all the H200 changes). The
+             README's own summary: "similar L2 cache bandwidths of about 5.x TB/s" for the
+             older boards it then plotted.
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
@@ -145,13 +157,14 @@ class GPU:
     tensor_gemm_fraction: float = 1.0          # best large-GEMM fp16/bf16 (and tf32) rate / peak
     tensor_fp8_gemm_fraction: float = 1.0      # the same for fp8
     hbm_achievable_fraction: float = 1.0       # copy/stream bandwidth / datasheet bandwidth
+    l2_achievable_fraction: float = 1.0        # measured L2 read bandwidth / the field above
     fp32_lanes_per_sm: int = 0                 # FP32 FMA lanes per SM; 0: from fp32_flops_per_s
     smem_bytes_per_clock_per_sm: int = 128     # shared-memory bandwidth (32 banks x 4 B)
     issue_per_clock_per_sm: int = 4            # warp-instructions issued per clock per SM
     # ---- what one thread may hold ----------------------------------------------------------
     max_registers_per_thread: int = 255        # [CUDA-CC] 32-bit registers per thread, cc 5.0-9.0
     dram_latency_s: float = 0.0                # L2-miss load latency; 0: no latency terms
-    l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 bandwidth / 2
+    l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 rate / 2
     sources: str = ""                          # free text, for custom GPUs from TOML files
 
     # ---- derived rates -------------------------------------------------------------------
@@ -171,10 +184,21 @@ class GPU:
         return self.fp32_lanes_per_sm or round(self.fp32_flops_per_s / (2 * self.sm_count
                                                                           * self.clock_hz))
 
+    def l2_bytes_per_s(self, achievable: bool = True) -> float:
+        """L2 read bandwidth: as measured by a read-only benchmark [L2-RRZE], or (not
+        ``achievable``) the architectural figure ``l2_bandwidth_bytes_per_s``."""
+        fraction = self.l2_achievable_fraction if achievable else 1.0
+        return self.l2_bandwidth_bytes_per_s * fraction
+
+    def atomic_rate(self, achievable: bool = True) -> float:
+        """fp32 atomic (RED) bytes per second: a read-modify-write in the L2 slice, one read
+        and one write of L2 bandwidth per byte [NSIGHT-AT], unless measured on its own."""
+        return self.l2_atomic_bytes_per_s or self.l2_bytes_per_s(achievable) / 2
+
     @property
     def atomic_bytes_per_s(self) -> float:
-        """fp32 atomic (RED) bytes per second: read-modify-write in L2 [NSIGHT-AT]."""
-        return self.l2_atomic_bytes_per_s or self.l2_bandwidth_bytes_per_s / 2
+        """``atomic_rate`` at the measured L2 bandwidth."""
+        return self.atomic_rate()
 
     def gemm_fraction(self, dtype: str) -> float:
         """Best measured large-GEMM throughput over the dense peak, for the input dtype."""
@@ -257,6 +281,8 @@ A100_SXM4_40GB = GPU(
     sustained_clock_hz=1305e6,                 # [HPL-CLK] clock at the power limit under HPL
     tensor_gemm_fraction=271.2 / 312,          # [MAMF] A100 SXM bf16: 86.9%
     hbm_achievable_fraction=1358 / 1555,       # [STREAM] A100 40GB triad: 87.3%
+    l2_achievable_fraction=5447.7e9 / (5120 * 1410e6),  # [L2-RRZE] A100 80GB: 75.5% (the
+                                               # 40 GB part has the same GA100 L2)
     fp32_lanes_per_sm=64,                      # [WP-SM] 4 x 16 FP32 lanes
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
@@ -303,6 +329,7 @@ H100_SXM5_80GB = GPU(
     tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
     tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
     hbm_achievable_fraction=3.01 / 3.35,       # [QUACK] H100 SXM5 stream (ncu): 89.9%
+    l2_achievable_fraction=9765.2e9 / 12e12,   # [L2-RRZE] H200 (same GH100 L2): 81.4%
     fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
@@ -326,6 +353,7 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     nvlink_bytes_per_s=600e9,                  # [H100-DS] NVLink bridge 600 GB/s
     sustained_clock_hz=1620e6,                 # the clock of its tensor peak (as SXM5)
     hbm_achievable_fraction=1832 / 2000,       # [STREAM] H100 PCIe triad: 91.6%
+    l2_achievable_fraction=6912.2e9 / (12e12 * 1620 / 1830),  # [L2-RRZE] H100 PCIe: 6.9 TB/s
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe (the same board class)
     # GEMM fractions: [MAMF] has no H100 PCIe row; the SXM5's are kept
 )

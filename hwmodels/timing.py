@@ -55,6 +55,9 @@ every tile).
 Memory:
     t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)
     t_l2(k)    = (requested + sectors - atomic) / L2 bandwidth + atomic_bytes / L2 atomic rate
+                 L2 bandwidth: a read-only benchmark's, whose data set fits in L2 (RRZE
+                 gpu-benches gpu-l2-cache: 75% of the A100 whitepaper's 5120 B/clk, 81% of
+                 the ~12 TB/s quoted for the H100); the atomic rate: half of it
                  sectors = hbm_read_bytes x (1 / read_sector_use - 1): L2 moves 32-byte
                  sectors, so a warp whose 32 loads fall in 32 sectors (a transposing copy
                  of 2-byte elements) moves 16x the bytes it uses (CUDA C++ Best Practices
@@ -127,7 +130,8 @@ class TimingOptions:
     separate_sfu: bool = True         # exp on the SFUs; off: exp costs one fp32 op
     interconnect: bool = True         # peer transfers (ring); off: one device's own work, as
                                       # a port on one GPU, which moves nothing, measures it
-    achievable_rates: bool = True     # measured GEMM/copy rates, sustained clock (off: datasheet)
+    achievable_rates: bool = True     # measured GEMM/copy/L2 rates, sustained clock (off:
+                                      # datasheet)
     pipe_model: bool = True           # issue + dependency chain (off: sum or max of the terms)
     smem_bandwidth: bool = True       # shared-memory traffic at 128 B/clk/SM
     cta_fixed_costs: bool = True      # per-CTA prologue at DRAM latency
@@ -345,11 +349,11 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
         bandwidth *= gpu.hbm_achievable_fraction
     hbm_s = dram / bandwidth
     atomic = float(c[ATOMIC_BYTES]) if opts.l2_atomics else 0.0
-    atomic_s = atomic / gpu.atomic_bytes_per_s
+    atomic_s = atomic / gpu.atomic_rate(opts.achievable_rates)
     # a sector (32 B) is the least L2 delivers: reads that use part of each move it whole
     sectors = float(c[HBM_READ_BYTES]) * (1.0 / k.read_sector_use - 1.0) \
         if opts.sector_use else 0.0
-    l2_s = ((requested + sectors - atomic) / gpu.l2_bandwidth_bytes_per_s
+    l2_s = ((requested + sectors - atomic) / gpu.l2_bytes_per_s(opts.achievable_rates)
             if opts.l2_cache else 0.0) + atomic_s
     latency_s = 0.0
     if opts.latency_bound_memory and gpu.dram_latency_s > 0 and k.sram_bytes_per_cta > 0 \

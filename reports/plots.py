@@ -75,9 +75,10 @@ def roofline_ceilings(gpu) -> tuple[dict, dict]:
     """(memory ceilings in B/s, compute ceilings in FLOP/s) the roofline draws, read from the
     GPU's fields in this one place: the achievable rates the timing model prices with
     (datasheet peak x the measured fraction of each source in hwmodels/gpus.py: HBM copy
-    bandwidth, large-GEMM throughput per dtype and path, FP32 lanes at the sustained clock)."""
+    and L2 read bandwidth, large-GEMM throughput per dtype and path, FP32 lanes at the
+    sustained clock)."""
     memory = {"HBM": gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction,
-              "L2": gpu.l2_bandwidth_bytes_per_s}
+              "L2": gpu.l2_bytes_per_s()}
     fp16 = gpu.tensor_fp16_flops_per_s * gpu.gemm_fraction("fp16")
     compute = {}
     if gpu.has_wgmma:

@@ -30,6 +30,9 @@ def gpu_table(gpu) -> Table:
          f"{gpu.sustained_clock / 1e6:.0f} MHz"),
         ("achievable HBM bandwidth", gpu.hbm_achievable_fraction,
          f"{gpu.hbm_achievable_fraction:.2f} of the datasheet"),
+        ("achievable L2 read bandwidth", gpu.l2_bytes_per_s(),
+         f"{fmt.si(gpu.l2_bytes_per_s(), 'B/s')} ({gpu.l2_achievable_fraction:.2f} of "
+         f"{fmt.si(gpu.l2_bandwidth_bytes_per_s, 'B/s')})"),
         ("DRAM latency", gpu.dram_latency_s, fmt.seconds(gpu.dram_latency_s)),
         ("fp32 CUDA cores", gpu.fp32_flops_per_s, fmt.si(gpu.fp32_flops_per_s, "FLOP/s")),
         ("special functions (exp)", gpu.sfu_ops_per_s,

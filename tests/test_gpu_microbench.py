@@ -27,7 +27,8 @@ def h100_measurements(mb, **changes):
                         gemm_flops_per_s={"fp16": 780e12, "bf16": 795e12, "fp8": 1400e12},
                         sustained_clock_hz=1755.4e6, max_clock_hz=1980e6,
                         copy_bytes_per_s=3.0e12, triad_bytes_per_s=3.1e12,
-                        dram_latency_s=352.34e-9, mma_sync_flops_per_s=520e12,
+                        dram_latency_s=352.34e-9, l2_read_bytes_per_s=9.9e12,
+                        mma_sync_flops_per_s=520e12,
                         ex2_per_s=16 * 132 * 1755.4e6 * 0.98)
     for key, value in changes.items():
         setattr(m, key, value)
@@ -41,6 +42,7 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     assert d.fields["tensor_fp8_gemm_fraction"] == pytest.approx(1400e12 / 1978.9e12, abs=1e-4)
     assert d.fields["hbm_achievable_fraction"] == pytest.approx(
         3.1e12 / gpu.hbm_bandwidth_bytes_per_s, abs=1e-4)
+    assert d.fields["l2_achievable_fraction"] == pytest.approx(9.9e12 / 12e12, abs=1e-4)
     assert d.fields["sustained_clock_hz"] == 1755e6
     assert d.fields["dram_latency_s"] == pytest.approx(352.3e-9)
     assert d.ex2_per_clock_per_sm == pytest.approx(16 * 0.98 * 1755.4 / 1980)  # boost clock
@@ -98,7 +100,7 @@ def test_the_pointer_chase_visits_every_line_once_per_cycle(mb):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_the_kernels_compile(mb, arch, tmp_path):
     source = tmp_path / "microbench.cu"
-    source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE)
+    source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE + mb.L2_READ_SOURCE)
     done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings",
                            "-c", "-o", str(tmp_path / "microbench.o"), str(source)],
                           capture_output=True, text=True)

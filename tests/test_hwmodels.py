@@ -224,7 +224,7 @@ def test_atomics_run_at_the_l2_atomic_rate():
                    l2_working_set_bytes=2**20)        # dQ accumulators stay in L2
     c[HBM_WRITE_BYTES] = c[ATOMIC_BYTES] = 10**10
     t = predict_time(g, rec.kernels).kernels[0]
-    assert g.atomic_bytes_per_s == g.l2_bandwidth_bytes_per_s / 2     # read-modify-write in L2
+    assert g.atomic_bytes_per_s == g.l2_bytes_per_s() / 2             # read-modify-write in L2
     assert t.atomic_s == pytest.approx(1e10 / g.atomic_bytes_per_s)
     assert t.mechanism == "L2 atomics"
     off = predict_time(g, rec.kernels, TimingOptions(l2_atomics=False)).kernels[0]
@@ -314,7 +314,7 @@ def test_l2_serves_rereads_in_proportion_to_the_working_set_that_fits():
     assert fits.dram_bytes == 10**8
     hit = 25 / 40                        # half of the 50 MiB L2 against a 40 MiB working set
     assert spills.dram_bytes == int(10**8 + (10**10 - 10**8) * (1 - hit))
-    assert fits.memory_s == pytest.approx(1e10 / g.l2_bandwidth_bytes_per_s)   # L2-bound
+    assert fits.memory_s == pytest.approx(1e10 / g.l2_bytes_per_s())          # L2-bound
     assert spills.memory_s == pytest.approx(spills.dram_bytes
                                             / (3.01 / 3.35 * g.hbm_bandwidth_bytes_per_s))
     off = predict_time(g, rec.kernels, TimingOptions(l2_cache=False))
@@ -374,3 +374,30 @@ def test_microbenchmark_constants_follow_their_derivation():
     assert h200.hbm_achievable_fraction == pytest.approx(0.946, abs=5e-4)      # GH200's triad
     assert h100.mma_sync_fraction_of_peak == pytest.approx(0.680, abs=5e-4)
     assert a100.mma_sync_fraction_of_peak == 1.0
+    # [L2-RRZE]: gpu-l2-cache's 16,896 kB row; the H100 SXM5 and H200 share the GH100 L2
+    assert a100.l2_bytes_per_s() == pytest.approx(5447.7e9)
+    assert a100_40.l2_bytes_per_s() == a100.l2_bytes_per_s()
+    assert pcie.l2_bytes_per_s() == pytest.approx(6912.2e9)
+    assert h100.l2_bytes_per_s() == h200.l2_bytes_per_s() == pytest.approx(9765.2e9)
+    for g in (a100, pcie, h100):
+        assert g.l2_bytes_per_s(achievable=False) == g.l2_bandwidth_bytes_per_s
+        assert 0.6 < g.l2_achievable_fraction < 0.85     # a measured rate, below the figure
+
+
+def test_l2_terms_use_the_measured_rate_and_the_switch_restores_the_figure():
+    """An L2-bound kernel and an atomic one: priced at the measured L2 read bandwidth (and
+    half of it for atomics); --no-achievable-rates prices both at the architectural figure."""
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("l2_reads", ctas=1320, buffers={}, unique_hbm_bytes=10**8,
+                   l2_working_set_bytes=2**20)
+    c[HBM_READ_BYTES] = 10**10
+    c = rec.kernel("dq", ctas=1320, buffers={}, unique_hbm_bytes=10**8,
+                   l2_working_set_bytes=2**20)
+    c[HBM_WRITE_BYTES] = c[ATOMIC_BYTES] = 10**10
+    on = predict_time(g, rec.kernels).kernels
+    off = predict_time(g, rec.kernels, TimingOptions(achievable_rates=False)).kernels
+    assert on[0].l2_s == pytest.approx(1e10 / 9765.2e9)
+    assert off[0].l2_s == pytest.approx(1e10 / 12e12)
+    assert on[1].atomic_s == pytest.approx(1e10 / (9765.2e9 / 2))
+    assert off[1].atomic_s == pytest.approx(1e10 / 6e12)
