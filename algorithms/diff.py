@@ -39,8 +39,8 @@ from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               WARP, cdiv, heads_in_flight, new_output, online_softmax_tile,
-                               mma_warps, placeholder, scale_rows)
+                               cdiv, heads_in_flight, new_output, online_softmax_tile,
+                               mma_layout, placeholder, scale_rows)
 from algorithms.kernels.flash_tile import new_row_state
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
@@ -120,11 +120,10 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = flash2.smem_buffers(p.block_q, p.block_k, d2, e)
     # the two maps' state on 4 warps of 32 rows would be 384 registers a thread
-    warps = mma_warps(rec.gpu, p.block_q, p.register_bytes)
-    threads = warps * WARP
-    in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes, threads)
-    c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, threads_per_cta=threads,
-                   smem_readers=warps, mma_rows_per_cta=p.block_q,
+    layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)
+    in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes,
+                                layout["threads_per_cta"])
+    c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, **layout,
                    register_bytes_per_cta=p.register_bytes, tc_path="mma_sync", overlap="serial",
                    matmul_dtype=wl.dtype,
                    unique_hbm_bytes=bh * (2 * wl.seq_q + 2 * wl.seq_k) * d2 * e,

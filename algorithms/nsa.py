@@ -101,7 +101,7 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (cdiv, heads_in_flight, kv_group, placeholder,
-                                       WARP, mma_warps)
+                                       mma_layout)
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
@@ -380,15 +380,13 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
                           p.compress_stride, p.select_block, n)
     kc_bytes = 2 * p.compressed_tokens * d * e
     rows = g * p.cmp_block_q
-    warps = mma_warps(rec.gpu, rows, p.cmp_register_bytes)
-    threads = warps * WARP
+    layout = mma_layout(rec.gpu, rows, p.cmp_register_bytes)
     in_flight = heads_in_flight(rec, tr, b * G, p.cmp_smem_bytes, p.cmp_register_bytes,
-                                threads)
+                                layout["threads_per_cta"])
     unique = (b * H * (nq * d * e + 3 * d * e + nq * (d * e + 3 * STAT_BYTES))
               + b * G * (kc_bytes + nq * n * IDX_BYTES))
-    c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, threads_per_cta=threads,
+    c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, **layout,
                    register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
-                   smem_readers=warps, mma_rows_per_cta=rows,
                    overlap="serial", cta_work=_cmp_work(wl, p), matmul_dtype=wl.dtype,
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
     args = (nq, wl.seq_k, d, g, p.cmp_block_q, p.cmp_block_k, p.compressed_tokens,
@@ -415,8 +413,8 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     b, H, G, g = wl.batch, wl.heads, wl.kv_heads, p.group
     d, e, nq, n = wl.head_dim, wl.elem_bytes, wl.seq_q, p.selected
     kv_bytes = 2 * wl.seq_k * d * e
-    warps = mma_warps(rec.gpu, g, p.select_register_bytes)   # one token's g packed heads
-    threads = warps * WARP
+    layout = mma_layout(rec.gpu, g, p.select_register_bytes)   # one token's g packed heads
+    threads = layout["threads_per_cta"]
     in_flight = heads_in_flight(rec, nq, b * G, p.select_smem_bytes, p.select_register_bytes,
                                 threads)
     unique = b * H * nq * (4 * d * e + 3 * STAT_BYTES) + b * G * (kv_bytes + nq * n * IDX_BYTES)
@@ -424,8 +422,7 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
                                  threads)
     c = rec.kernel("nsa_slc", ctas=b * G * nq,
                    buffers=select_buffers(g, p.select_tile, d, e, n),
-                   threads_per_cta=threads, smem_readers=warps, mma_rows_per_cta=g,
-                   register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
+                   **layout, register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
                    unique_hbm_bytes=unique,
                    l2_working_set_bytes=in_flight * selected_working_set(wl, p, resident))

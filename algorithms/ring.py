@@ -40,7 +40,7 @@ import numpy as np
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.kernels.common import (WARP, cdiv, causal_key_end, iter_heads, mma_warps,
+from algorithms.kernels.common import (cdiv, causal_key_end, iter_heads, mma_layout,
                                        new_output, new_stats)
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
                                            finish_rows)
@@ -130,7 +130,7 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
     inner = flash2.Flash2Plan(p.block_q, p.block_k, 0, flash2.register_bytes(p.block_q, p.block_k, d))
     buffers = flash2.smem_buffers(p.block_q, p.block_k, d, e)
     tr = cdiv(q_hi - q_lo, p.block_q)
-    warps = mma_warps(rec.gpu, p.block_q, inner.register_bytes)   # FlashAttention-2's four
+    layout = mma_layout(rec.gpu, p.block_q, inner.register_bytes)   # as FlashAttention-2
     state_bytes = bh * (q_hi - q_lo) * (d + 2) * STAT_BYTES
     for step in range(p.devices):
         j = (dev - step) % p.devices
@@ -140,9 +140,7 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
         dram, working_set = flash2.l2_footprint(
             wl.replace(seq_q=q_hi - q_lo, seq_k=k_hi - k_lo), inner, rec, tr,
             sum(buffers.values()))
-        c = rec.kernel(f"ring_step{step}", ctas=tr * bh, buffers=buffers,
-                       threads_per_cta=warps * WARP, smem_readers=warps,
-                       mma_rows_per_cta=p.block_q,
+        c = rec.kernel(f"ring_step{step}", ctas=tr * bh, buffers=buffers, **layout,
                        register_bytes_per_cta=inner.register_bytes, tc_path="mma_sync",
                        overlap="serial", matmul_dtype=wl.dtype,
                        unique_hbm_bytes=dram + 2 * state_bytes, l2_working_set_bytes=working_set)

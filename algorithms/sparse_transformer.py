@@ -54,7 +54,7 @@ from algorithms.kernels import sparse_blocked as sb
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           pattern_footprint, positive_int, run_layout,
                                           run_pattern)
-from algorithms.kernels.common import WARP, finish_heads, for_each_head, mma_warps
+from algorithms.kernels.common import finish_heads, for_each_head, mma_layout
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.sparse_patterns import (FIXED, LOCAL, STRIDED, attended_pairs,
                                                 element_layout)
@@ -160,13 +160,12 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
         return out                                          # no key of A2 outside A1
     d, e = wl.head_dim, wl.elem_bytes
     buffers = smem_buffers(p.block_q, p.block_k, d, e)
-    warps = mma_warps(rec.gpu, p.block_q, p.register_bytes)   # as the natural-order part
+    layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)   # as the natural-order part
     unique, working_set = sb.l2_footprint(wl, tiles, rec, sum(buffers.values()),
-                                          p.register_bytes, warps * WARP)
+                                          p.register_bytes, layout["threads_per_cta"])
     c = rec.kernel(f"{INFO.name}_blocked_fwd", ctas=len(q_lo) * wl.batch * wl.heads,
-                   buffers=buffers, threads_per_cta=warps * WARP, smem_readers=warps,
-                   mma_rows_per_cta=p.block_q,
-                   register_bytes_per_cta=p.register_bytes, tc_path="mma_sync",
+                   buffers=buffers, **layout, register_bytes_per_cta=p.register_bytes,
+                   tc_path="mma_sync",
                    overlap="serial", cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)

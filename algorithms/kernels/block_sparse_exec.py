@@ -44,7 +44,7 @@ import numpy as np
 from algorithms.base import Plan, PlanError
 from algorithms.kernels import footprints
 from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
-                               new_stats, WARP, mma_warps)
+                               new_stats, mma_layout)
 from algorithms.flash2 import register_bytes, smem_buffers
 from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.compiled import compiled
@@ -110,11 +110,10 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     assert (layout.block_q, layout.block_k) == (p.block_q, p.block_k)
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
-    warps = mma_warps(rec.gpu, p.block_q, p.register_bytes)
+    warp_layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)
     unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes,
-                                       warps * WARP)
-    c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
-                   threads_per_cta=warps * WARP, smem_readers=warps, mma_rows_per_cta=p.block_q,
+                                       warp_layout["threads_per_cta"])
+    c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers, **warp_layout,
                    register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,

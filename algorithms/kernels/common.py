@@ -138,6 +138,14 @@ def mma_warps(gpu, rows: int, register_bytes: int) -> int:
     return tiles
 
 
+def mma_layout(gpu, rows: int, register_bytes: int) -> dict:
+    """``Recorder.kernel``'s warp-layout arguments for an ``mma.sync`` attention CTA of
+    ``rows`` query rows laid out by ``mma_warps``: its threads, the warps that each read the
+    shared K/V operand from shared memory, and the rows those warps cover."""
+    warps = mma_warps(gpu, rows, register_bytes)
+    return {"threads_per_cta": warps * WARP, "smem_readers": warps, "mma_rows_per_cta": rows}
+
+
 def wgmma_warpgroups(rows: int) -> int:
     """Warpgroups of a ``wgmma`` attention CTA of ``rows`` query rows: one per 64 rows, each
     reading the whole K and V tiles from shared memory."""
