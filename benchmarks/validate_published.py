@@ -1139,12 +1139,14 @@ def document(fmt: str = "github") -> str:
         "its own at short sequences here; a GPU session can time both.",
         "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
         "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H200 "
-        "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the `mma.sync` ratio from "
+        "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the H100 SXM5's L2 "
+        "bandwidth from an H200 (L2-RRZE: the same GH100 L2), the `mma.sync` ratio from "
         "an H800 PCIe "
         "(LUO-MMA), and the H100's sustained clock under tensor load is still the clock of "
         "its peak (see the constants table). `attnsim gpu-check` prints the clock and HBM "
         "bandwidth the model uses beside the device's; a GPU session should measure them on "
-        "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`).",
+        "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`; "
+        "`gpu_microbench.py` measures the L2 read bandwidth too).",
         "",
         "## Which source set which constant",
         "",
