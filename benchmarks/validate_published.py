@@ -701,7 +701,7 @@ CONSTANTS = (
     ("l2_achievable_fraction", "L2 read bandwidth / the architectural figure",
      lambda g: f"{g.l2_achievable_fraction:.3f} ({g.l2_bytes_per_s() / 1e12:.1f} TB/s)",
      "L2-RRZE (RRZE gpu-benches gpu-l2-cache, a 16.5 MB data set: A100 80GB 5.45 TB/s; "
-     "H100 SXM5: the H200's 9.77 TB/s, the same GH100 L2)"),
+     "H100 SXM5: a GH200's 9.77 TB/s, the same GH100 L2)"),
     ("fp32_lanes_per_sm", "FP32 FMA lanes per SM", lambda g: f"{g.fp32_lanes}", "WP-SM"),
     ("sfu_ops_per_clock_per_sm", "exp/log per clock per SM",
      lambda g: f"{g.sfu_ops_per_clock_per_sm}", "A100-WP; FA3 §1 (3.9 TFLOP/s)"),
@@ -1179,7 +1179,7 @@ def document(fmt: str = "github") -> str:
         "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
         "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H200 "
         "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the H100 SXM5's L2 "
-        "bandwidth from an H200 (L2-RRZE: the same GH100 L2), the `mma.sync` ratio from "
+        "bandwidth from a GH200 (L2-RRZE: the same GH100 L2), the `mma.sync` ratio from "
         "an H800 PCIe "
         "(LUO-MMA), and the H100's sustained clock under tensor load is still the clock of "
         "its peak (see the constants table). `attnsim gpu-check` prints the clock and HBM "

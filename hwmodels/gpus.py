@@ -85,14 +85,18 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              gpu-l2-cache/a100_80.txt, h100_pcie.txt, h200.txt): 200,000 blocks of 1024 threads
              each read a 64 KiB slice (of fp64 pairs) from a data set that fits in L2, so every
              load is served by L2 ("this benchmark explicitly does not target the L1 caches");
-             effective bandwidth = bytes read / time. The row at a 16,896 kB data set (a third
-             of either L2, on the plateau between the L1 effects below 2 MB and the L2
-             capacity): A100 80GB 5447.7 GB/s (75.5% of the whitepaper's 5120 B/clk at
-             1.41 GHz), H100 PCIe 6912.2 GB/s, H200 9765.2 GB/s. The H100 SXM5 takes the
-             H200's: the same GH100 die, 132 SMs and 50 MB L2 at the same clocks (an
-             L2-resident read does not reach the HBM, which is all the H200 changes). The
-             README's own summary: "similar L2 cache bandwidths of about 5.x TB/s" for the
-             older boards it then plotted.
+             effective bandwidth = bytes read / time. The row at a 16,896 kB data set: a third
+             of either L2, past the L1 effects below 2 MB and below the 20 / 25 MB of one of
+             the two L2 halves, where (the README says) data is replicated in both halves, as
+             the working sets the model lets L2 keep are (half of L2, ``hwmodels.timing``):
+             A100 80GB 5447.7 GB/s (75.5% of the whitepaper's 5120 B/clk at 1.41 GHz), H100
+             PCIe 6912.2 GB/s, and 9765.2 GB/s in the file named h200.txt. That file is the
+             repository's GH200: its stream results carried the same "h200" name until they
+             were renamed gh200 (commit d0c041e, 2024-09; their 3.9 TB/s copy is the GH200's
+             4 TB/s HBM3), and its L2 plateau ends at 44-48 MB, a 50 MB L2. The H100 SXM5 and
+             the H200 take it: the same GH100 die, 132 SMs and 50 MB of L2 at the same
+             1980 MHz maximum clock; an L2-resident read never reaches the HBM, the part in
+             which the boards differ.
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
@@ -329,7 +333,7 @@ H100_SXM5_80GB = GPU(
     tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
     tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
     hbm_achievable_fraction=3.01 / 3.35,       # [QUACK] H100 SXM5 stream (ncu): 89.9%
-    l2_achievable_fraction=9765.2e9 / 12e12,   # [L2-RRZE] H200 (same GH100 L2): 81.4%
+    l2_achievable_fraction=9765.2e9 / 12e12,   # [L2-RRZE] GH200 (same GH100 L2): 81.4%
     fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]

@@ -374,7 +374,7 @@ def test_microbenchmark_constants_follow_their_derivation():
     assert h200.hbm_achievable_fraction == pytest.approx(0.946, abs=5e-4)      # GH200's triad
     assert h100.mma_sync_fraction_of_peak == pytest.approx(0.680, abs=5e-4)
     assert a100.mma_sync_fraction_of_peak == 1.0
-    # [L2-RRZE]: gpu-l2-cache's 16,896 kB row; the H100 SXM5 and H200 share the GH100 L2
+    # [L2-RRZE]: gpu-l2-cache's 16,896 kB row; the H100 SXM5 and H200 take the GH200's
     assert a100.l2_bytes_per_s() == pytest.approx(5447.7e9)
     assert a100_40.l2_bytes_per_s() == a100.l2_bytes_per_s()
     assert pcie.l2_bytes_per_s() == pytest.approx(6912.2e9)
