@@ -380,12 +380,15 @@ def model_rates(gpu) -> dict:
     the device's own: ``model_clock_mhz`` is the clock every pipe rate is scaled by (the
     sustained clock under tensor load where the GPU has one, as ``TimingOptions`` uses by
     default), ``model_boost_clock_mhz`` the datasheet boost clock; the HBM bandwidth is the
-    datasheet peak and the achievable (copy/stream) bandwidth the model charges."""
+    datasheet peak and the achievable (copy/stream) bandwidth the model charges; the L2
+    bandwidth is the measured read rate the model charges L2 requests at (``gpu_microbench``
+    measures the device's)."""
     return {"model_clock_mhz": gpu.sustained_clock / 1e6,
             "model_boost_clock_mhz": gpu.clock_hz / 1e6,
             "model_hbm_gbs": gpu.hbm_bandwidth_bytes_per_s / 1e9,
             "model_hbm_achievable_gbs":
-                gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction / 1e9}
+                gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction / 1e9,
+            "model_l2_achievable_gbs": gpu.l2_bytes_per_s() / 1e9}
 
 
 # ---- the subcommand ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def test_model_hbm_bandwidths_are_the_peak_and_the_charged_rate():
     assert rates["model_hbm_achievable_gbs"] == pytest.approx(
         3350.0 * h100.hbm_achievable_fraction)
     assert rates["model_hbm_achievable_gbs"] < rates["model_hbm_gbs"]
+    assert rates["model_l2_achievable_gbs"] == pytest.approx(9765.2)   # [L2-RRZE]
 
 
 def test_model_clock_is_the_clock_the_timing_model_scales_its_pipes_by():
