@@ -469,6 +469,12 @@ def comparison_table(fmt: str) -> str:
 
 
 # -- the FlashAttention-3 charts (secondary: machine transcriptions) ----------------------------
+def fa3_bars_only(*tflops) -> dict:
+    """A chart that shows FlashAttention-3 alone (the fp8 charts): its bars from N = 512 up,
+    as many as were read."""
+    return {n: (None, None, v) for n, v in zip(SEQS, tflops)}
+
+
 # (chart, head dim, causal as read here, dtype) -> {N: (standard, FlashAttention-2,
 # FlashAttention-3)}; None: no bar (standard attention is out of memory at 16k; the d = 256
 # charts have no standard-attention bars; the fp8 charts show FlashAttention-3 alone).
@@ -491,21 +497,11 @@ FA3_CHARTS = {
     ("hd256 B", 256, True, "fp16"): {512: (None, 208, 286), 1024: (None, 251, 427),
                                      2048: (None, 278, 537), 4096: (None, 293, 612),
                                      8192: (None, 297, 628), 16384: (None, 298, 642)},
-    ("fp8 hd256", 256, False, "fp8"): {512: (None, None, 510), 1024: (None, None, 744),
-                                       2048: (None, None, 931), 4096: (None, None, 966),
-                                       8192: (None, None, 1151), 16384: (None, None, 1171)},
-    ("fp8 hd256 B", 256, True, "fp8"): {512: (None, None, 329), 1024: (None, None, 521),
-                                        2048: (None, None, 703), 4096: (None, None, 856),
-                                        8192: (None, None, 960), 16384: (None, None, 1024)},
-    ("fp8 hd128", 128, False, "fp8"): {512: (None, None, 348), 1024: (None, None, 596),
-                                       2048: (None, None, 733), 4096: (None, None, 918),
-                                       8192: (None, None, 974), 16384: (None, None, 1008)},
-    ("fp8 hd64", 64, False, "fp8"): {512: (None, None, 240), 1024: (None, None, 396),
-                                     2048: (None, None, 462), 4096: (None, None, 568),
-                                     8192: (None, None, 596), 16384: (None, None, 613)},
-    ("fp8 hd64 B", 64, True, "fp8"): {512: (None, None, 164), 1024: (None, None, 244),
-                                      2048: (None, None, None), 4096: (None, None, None),
-                                      8192: (None, None, None), 16384: (None, None, None)},
+    ("fp8 hd256", 256, False, "fp8"): fa3_bars_only(510, 744, 931, 966, 1151, 1171),
+    ("fp8 hd256 B", 256, True, "fp8"): fa3_bars_only(329, 521, 703, 856, 960, 1024),
+    ("fp8 hd128", 128, False, "fp8"): fa3_bars_only(348, 596, 733, 918, 974, 1008),
+    ("fp8 hd64", 64, False, "fp8"): fa3_bars_only(240, 396, 462, 568, 596, 613),
+    ("fp8 hd64 B", 64, True, "fp8"): fa3_bars_only(164, 244),
 }
 # Chart A's FlashAttention-3 value at 512 is 467 in one transcription and 497 in another
 # (they swap it with cuDNN's); the lower one is used. Of each pair of charts at one head
@@ -515,6 +511,7 @@ FA3_CHARTS = {
 # (348 / 467 = 0.75) falls between d = 64's (240 / 333 = 0.72) and d = 256's (510 / 482 =
 # 1.06), as the causal pairs (164 / 197 = 0.83, 329 / 286 = 1.15) do not. The causal fp8
 # d = 64 chart's transcription stops after 1k: its later bars are not read.
+CHART_DTYPE = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}
 CHART_ALGORITHMS = ("standard", "flash2", "flash3")
 # The charts' "standard attention" is flash-attention's benchmark function attention_pytorch
 # (hopper/benchmark_flash_attention.py) run by PyTorch eager: simulate that program, not the
@@ -814,7 +811,7 @@ def chart_speedups() -> tuple:
     their own), it compares the model's speedup with the charts' bar by bar."""
     bars = {(chart, d, causal, n, a): (pub, pred)
             for chart, d, causal, n, a, pub, pred in chart_points()
-            if not chart.startswith("fp8")}
+            if CHART_DTYPE[chart] == "fp16"}
     return tuple((chart, d, causal, n, pub3 / pub2, pred3 / pred2)
                  for (chart, d, causal, n, a), (pub3, pred3) in bars.items()
                  if a == "flash3" and (chart, d, causal, n, "flash2") in bars
@@ -842,7 +839,7 @@ def chart_ratio_range(algorithm: str, head_dim: int, dtype: str = "fp16") -> tup
     """(min, max) predicted/published over the chart bars of one algorithm, head dim, dtype."""
     r = [pred / pub for chart, d, _, _, a, pub, pred in chart_points()
          if a == algorithm and d == head_dim
-         and (chart.startswith("fp8") == (dtype == "fp8"))]
+         and CHART_DTYPE[chart] == dtype]
     return min(r), max(r)
 
 
