@@ -43,8 +43,8 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                mma_layout, placeholder, scale_rows)
 from algorithms.kernels.flash_tile import new_row_state
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_other, load_rows, matmul_nn, matmul_nt,
-                                 store_rows)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, load_rows,
+                                 matmul_nn, matmul_nt, store_rows)
 
 INFO = AlgorithmInfo(
     name="diff",
@@ -189,8 +189,9 @@ def _softmax_map(c, qi, kj, vj, acc, m, l, r0, c0, rows, cols, d, dv, scale, mas
     s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)          # S = Q_i K_jᵀ
     count_other(c, rows * cols)                                  # scale
     if masked:
-        count_other(c, rows * cols)
-    count_other(c, 3 * rows * cols + 4 * rows)                   # max, subtract, sum; m, l
+        count_alu(c, rows * cols)                                # select
+    count_alu(c, rows * cols + rows)                             # row max, max with m
+    count_other(c, 2 * rows * cols + 3 * rows)                   # subtract, sum; m, l
     count_exp(c, rows * cols + rows)                             # P, alpha
     count_other(c, rows * dv)                                    # acc *= alpha
     if compute:
@@ -199,6 +200,7 @@ def _softmax_map(c, qi, kj, vj, acc, m, l, r0, c0, rows, cols, d, dv, scale, mas
             apply_causal_mask(s, r0, c0, seq_q, seq_k)
         alpha = online_softmax_tile(s, m, l)
         scale_rows(acc, alpha)
+    count_convert(c, rows * cols, e)                             # P -> the MMA's dtype
     pv = matmul_nn(c, s, vj, rows, dv, cols, e, compute)         # acc += P V_j
     if compute:
         acc += pv

@@ -49,8 +49,8 @@ in ``algorithms.kernels.fp8``), in two kernels:
   processing: d sign flips and d log₂ d butterfly adds per row, the fast transform the
   paper uses, not a d x d GEMM); then each B_r x d block of Q and B_c x d block of K and V
   (``--fp8-scales block``; ``tensor``: one scale per tensor, the paper's baseline) gets
-  s = amax/448 and is converted to e4m3 — 3 CUDA-core ops per element (|x| max, x / s,
-  cvt) and 2 per block (s and 1/s, the 1/√b of H folded in). Reads 2 B, writes 1 B per
+  s = amax/448 and is converted to e4m3 — per element an ALU op (|x| max), an FMA-pipe op
+  (x / s) and a conversion, and 2 ops per block (s and 1/s, the 1/√b of H folded in). Reads 2 B, writes 1 B per
   element, plus a 4 B scale per block (per-tensor: a 4 B atomic max into the amax history
   per block, as delayed scaling keeps it; executed with the current amax).
 * ``flash3_fwd`` on the e4m3 tensors (1 B per element read, and the fp32 scales: s_Q,i per
@@ -58,8 +58,9 @@ in ``algorithms.kernels.fp8``), in two kernels:
   in bf16, as FA-3's FP8 forward does): S = (Q̂_i K̂_jᵀ)·s_Q,i·s_K,j·scale in fp32 (the
   block scales are folded into the softmax scale: 2 ops per tile); P is computed as
   2⁸·exp(S − m) — FA-3's offset of 8 in its exp2 (``Max_offset``), so P fills e4m3's
-  [0, 256] instead of [0, 1] and fewer small probabilities underflow — and converted to e4m3 before the P V GEMM (one
-  cvt per element); the row sum ℓ stays fp32 and unquantized; V's block scale is applied
+  [0, 256] instead of [0, 1] and fewer small probabilities underflow — and converted to
+  e4m3 before the P V GEMM (one conversion per element, then 4 ALU ops per 8 bytes to put P
+  in the layout fp8 ``wgmma`` reads, ``count_fp8_tile_extras``); the row sum ℓ stays fp32 and unquantized; V's block scale is applied
   by keeping the fp32 accumulator in units of the current block's scale, acc ← acc·α·
   s_V,j−1/s_V,j + P̂ V̂_j (B_r + 1 ops per tile, so the GEMM still accumulates in place);
   the epilogue multiplies by s_V,last/ℓ and takes 2⁻⁸ out of ℓ for the lse (2 B_r ops per
@@ -92,9 +93,9 @@ from algorithms.kernels.flash_tile import STAT_BYTES, count_tile, finish_rows, n
 from hwmodels.compiled import compiled
 from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
-from hwmodels.primitives import (count_atomic_add, count_exp, count_load, count_other,
-                                 count_store, load_rows, matmul_nn, matmul_nt, store_rows,
-                                 store_vector)
+from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, count_exp,
+                                 count_load, count_other, count_store, load_rows, matmul_nn,
+                                 matmul_nt, store_rows, store_vector)
 
 FP8_SCALES = ("block", "tensor")
 ROTATIONS = ("hadamard", "none")
@@ -312,9 +313,9 @@ def quantize_counts(wl, p: Flash3Plan) -> dict[str, int]:
     elements = (wl.batch * wl.heads * wl.seq_q + 2 * wl.batch * wl.kv_heads * wl.seq_k) * d
     rotated_rows = (wl.batch * wl.heads * wl.seq_q + wl.batch * wl.kv_heads * wl.seq_k
                     if p.rotation == "hadamard" else 0)
-    other = 3 * elements + 2 * blocks + rotated_rows * fp8.rotation_ops_per_row(d)
+    other = 2 * elements + 2 * blocks + rotated_rows * fp8.rotation_ops_per_row(d)
     return {"blocks": blocks, "elements": elements, "rotated_rows": rotated_rows,
-            "other_flops": other}
+            "other_flops": other, "alu_ops": elements}
 
 
 def quantize_inputs(wl, p: Flash3Plan, inputs, rec, compute: bool):
@@ -350,17 +351,24 @@ def count_quantize_kernel(wl, p: Flash3Plan, rec) -> None:
         count_store(c, 4 * n["blocks"])                          # one fp32 scale per block
     else:
         count_atomic_add(c, 4 * n["blocks"])                     # amax history (atomic max)
-    count_other(c, n["other_flops"])
+    count_other(c, n["other_flops"] - n["alu_ops"])
+    count_alu(c, n["alu_ops"])                                   # |x| max
+    count_convert(c, n["elements"], 1)                           # -> e4m3
 
 
 # ---- FP8: the attention kernel --------------------------------------------------------------
 
 @compiled
 def count_fp8_tile_extras(c, rows, cols, d, block_scales):
-    """What the FP8 tile adds to FlashAttention-2's tile (``count_tile`` at 1 B)."""
+    """What the FP8 tile adds to FlashAttention-2's tile (``count_tile`` at 1 B, which counts
+    P's conversion to e4m3). fp8 ``wgmma`` takes P from registers in another layout than the
+    first GEMM's accumulator: each thread reorders every 8 bytes of P with two shuffles,
+    two byte permutes and two selects (Colfax Research, "Adding FP8 to FlashAttention",
+    on the layout conformance FA-3 §3.3 describes); the permutes and selects are ALU ops,
+    the shuffles are not counted."""
     c[SRAM_READ_BYTES] += cols * d                        # V_j -> V_jᵀ in shared memory
     c[SRAM_WRITE_BYTES] += cols * d
-    count_other(c, rows * cols)                           # P -> e4m3 (cvt)
+    count_alu(c, 4 * ((rows * cols + 7) // 8))            # P: byte permutes, selects
     if block_scales:
         count_other(c, 2 + rows + 1)                      # s_Q s_K scale; α·s_V,j-1/s_V,j
 
@@ -377,9 +385,11 @@ def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_r
     count_other(c, rows * cols)                           # S *= scale · s_Q,i · s_K,j
     masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
     if masked:
-        count_other(c, rows * cols)
-    count_other(c, 3 * rows * cols + 4 * rows + rows * d)  # rowmax, S - m, ℓ, acc *= α (FA-2's)
+        count_alu(c, rows * cols)                         # select
+    count_alu(c, rows * cols + rows)                      # rowmax, max with m (FA-2's)
+    count_other(c, 2 * rows * cols + 3 * rows + rows * d)  # S - m, ℓ, acc *= α (FA-2's)
     count_exp(c, rows * cols + rows)
+    count_convert(c, rows * cols, 1)                      # P -> e4m3
     count_fp8_tile_extras(c, rows, cols, d, block_scales)
     p8 = np.empty((0, 0), dtype=np.float32)
     if compute:

@@ -14,9 +14,12 @@ whenever the d x d fp32 state fits, e.g. d <= 128 on an H100):
     non-causal: reads 2 N_k d e + N_q d e + T_q (4 d² + 4 d), writes N_q d e + 4 (d² + d)
     causal:     reads (N_q + 2 N_k) d e, writes N_q d e      (state stays in SRAM)
 FLOPs per head, non-causal: matmul 2 N_k d² (S) + 2 N_q d² (φ(Q) S); φ: N d exps and 3 N d
-other ops on each of Q and K; N_k d (z) + 2 N_q d (φ(Q)·z) + N_q d (divide) other ops.
-Causal (N_q = N_k, chunks of c rows): per chunk matmul 2c²d (A = φQ φKᵀ) + 2c²d (A V) +
-2cd² (φ(Q) S) + 2cd² (state update) and 2c² + 5cd + c other ops, plus φ.
+other ops on each of Q and K, 2 N d of them (min, select) on the ALU; N_k d (z) + 2 N_q d
+(φ(Q)·z) + N_q d (divide) other ops. Causal (N_q = N_k, chunks of c rows): per chunk matmul
+2c²d (A = φQ φKᵀ) + 2c²d (A V) + 2cd² (φ(Q) S) + 2cd² (state update) and 2c² + 5cd + c other
+ops, c² of them (the causal select) on the ALU, plus φ. Below fp32, φ (and A, and the fp32
+state S) are converted to the storage dtype before their products: non-causal
+(N_k + N_q) d + T_q d² per head, causal 2cd + c² + d² per chunk; O on its store.
 Bound: Θ(N d) bytes per head (+ Θ(N d²/B) for the state reads), FLOPs Θ(N d²).
 
 Differences from the paper's implementation: the causal CUDA kernel of the paper walks one

@@ -22,7 +22,8 @@ Branches and kernels (``algorithms.kernels.nsa_kernels``), e = storage bytes per
    weighted mean), E ∈ R^{l×d} seeded N(0, 0.1²) — the paper's φ is a learnable MLP. For a
    linear φ the position term is the bias wᵀE, computed once on the host (not counted).
    reads 2 Σ_CTA ((m − 1) d_s + l) d e + (2 l e + 2 d e) per CTA (m = the CTA's compressed
-   tokens, B_t or the remainder), writes 2 N_c d e; matmul 4 N_c l d, other 2 N_c d.
+   tokens, B_t or the remainder), writes 2 N_c d e; matmul 4 N_c l d, other 2 N_c d (no
+   ALU ops), 2 N_c d conversions below fp32 (K̃, Ṽ stored).
 2. ``nsa_cmp`` (per KV head, one CTA per B_r positions holding all g heads' rows): pass 1
    FlashAttention-2 over the compressed tokens complete before each query (Eq. 7–8) ->
    O_cmp, lse; the gates g = sigmoid(q·W_c), W_c ∈ R^{d} per head and branch drawn
@@ -50,7 +51,10 @@ FLOPs (causal; tile round-off aside): matmul 4 N_c l d per KV head (φ) + per qu
 6 N_q d (gates) + 3 N_q N_c d (pass 1: S and P Ṽ, pass 2: S, over ~N_c/2 visible tokens)
 + 4 N_q T d (selected, T ≈ n l' tokens) + 4 N_q w d (window); exps ≈ N_q N_c (passes 1
 and 2, each over ~N_c/2 tokens) + N_q (n l' + w); top-n ≈ n N_q N_k/(2 l') compares per KV
-head.
+head. Of the other ops, the ALU pipe's are the softmax tiles' row maxima (R B_c + R per tile
+of R rows) and masks (R B_c per masked tile, in both passes of kernel 2) and the top-n's
+3 + (j_t + 1) n per position; below fp32, P is converted before every P V product (R B_c per
+tile) and O_cmp, O before their stores (g d per position each).
 
 Closed-form leading terms (bytes; B batch), causal:
     HBM ≈ B G [3 N_q N_k d e / (2 d_s B_r) + 2 N_q n l' d e] + B H [2 N_q (w + B_r^w) d e / B_r^w

@@ -34,7 +34,9 @@ slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
     causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e   (state on chip)
 FLOPs: matmul 2 N m d per projection (Q and K) and 2 N m d each for building and applying the
-state; N m exps per projection. Bound: Θ(N d + N m d / B) bytes, FLOPs Θ(N m d).
+state; N m exps per projection; the stabilizers' maxes (the query's row max, the key's tile
+max of the exponents: N m each) run on the ALU; below fp32, φ is converted before each
+product (``feature_attention``). Bound: Θ(N d + N m d / B) bytes, FLOPs Θ(N m d).
 
 Differences from the paper's implementation: no epsilon added to the features; the key
 stabilizer is a running max (online rescaling of S, z) instead of a global max pass.

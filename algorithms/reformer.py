@@ -29,7 +29,8 @@ rotation of f_i/2 columns, bucket = mixed-radix combination. This keeps R at
 
 Kernels per (batch, head) (e = storage bytes, C = bucket size, b = N/C, k = Σ f_i/2):
   ``reformer_hash``: one CTA per B_h query rows: reads B_h d e + H k d e (R, per CTA), writes
-      bucket ids and positions (2 H B_h x 4 B); FLOPs 2 B_h H k d.
+      bucket ids and positions (2 H B_h x 4 B); FLOPs 2 B_h H k d; other B_h H (3 k + 2 f)
+      (f factors), of which the argmax over ±xR, 2 B_h H k, runs on the ALU.
   ``reformer_sort_hist`` + P x ``reformer_sort_pass``: LSD radix sort of the H N (bucket,
       position) pairs of each round (``algorithms.kernels.radix_sort``: CUB's onesweep, Adinets &
       Merrill 2022, arXiv 2206.01784): one histogram pass reading the keys (4 H N bytes) and
@@ -39,8 +40,12 @@ Kernels per (batch, head) (e = storage bytes, C = bucket size, b = N/C, k = Σ f
   ``reformer_attn``: one CTA per (round, chunk): reads the 2C sorted positions (8C B), gathers
       2C query rows and 2C value rows (4 C d e) and the bucket ids of all rounds of those
       tokens (8 C H B); writes C output rows (C d e) and, when H > 1, C fp32 lse (4C B).
-      FLOPs 2 C·2C·d twice per chunk (scores, P V).
-  ``reformer_combine`` (H > 1): one CTA per B_c rows: reads H B_c d e + 4 H B_c, writes B_c d e.
+      FLOPs 2 C·2C·d twice per chunk (scores, P V). Of its other ops the masks and selects
+      (4 + [causal]), the bucket compares over rounds (H) and the row max (1), per score
+      entry, run on the ALU. Below fp32 it converts 2C d (K̂ = Q/|Q|, normalised in fp32)
+      + C·2C (P) + C d (O rows) values per chunk.
+  ``reformer_combine`` (H > 1): one CTA per B_c rows: reads H B_c d e + 4 H B_c, writes B_c d e;
+      the max over rounds (H B_c) on the ALU, B_c d conversions of O below fp32.
 The exact closed form of the traffic is derived in ``tests/test_approx_reformer.py``.
 Bound: Θ(H N d + H N log N) bytes (the sort's passes grow as log b = log(N/C)); FLOPs
 Θ(H N C d + H N d log N).
@@ -82,8 +87,8 @@ from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, r
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
-from hwmodels.primitives import (count_exp, count_load, count_other, count_store, matmul_nn,
-                                 matmul_nt)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_other,
+                                 count_store, matmul_nn, matmul_nt)
 
 INFO = AlgorithmInfo(
     name="reformer",
@@ -308,7 +313,8 @@ def hash_head(c, q, rot, factors, buckets, positions, n, d, hashes, cols, block,
         for r in range(hashes):
             count_load(c, d * cols * e)                        # R_r -> SRAM
             proj = matmul_nn(c, qi, rot[r], rows, cols, d, e, compute)     # x R_r
-            count_other(c, rows * (cols + 2 * cols + 2 * nf))  # negate, argmax over ±, combine
+            count_alu(c, rows * 2 * cols)                      # argmax over ±
+            count_other(c, rows * (cols + 2 * nf))             # negate, combine
             if compute:
                 _argmax_buckets(proj, factors, buckets[r], positions[r], r0)
         count_store(c, hashes * rows * (4 + 4))                # bucket ids, positions -> HBM
@@ -354,10 +360,13 @@ def attn_head(c, q, v, buckets, perm, o_rounds, lse_rounds, o, n, d, hashes, chu
             count_load(c, w * hashes * 4)                      # their bucket ids, all rounds
             count_other(c, 2 * w * d + w * d)                  # |q|², normalise
             count_exp(c, w)                                    # rsqrt
-            count_other(c, chunk * w * (1 + 4 + (1 if causal else 0)))  # scale; masks, select
-            count_other(c, chunk * w * (2 * hashes + 1))       # N_ij over rounds, - log N_ij
+            count_other(c, chunk * w)                          # scale
+            count_alu(c, chunk * w * (4 + (1 if causal else 0)))   # masks, select
+            count_alu(c, chunk * w * hashes)                   # N_ij: bucket compares
+            count_other(c, chunk * w * (hashes + 1))           # N_ij: adds; - log N_ij
             count_exp(c, chunk * w)                            # log N_ij
-            count_other(c, 3 * chunk * w)                      # row max, subtract, row sum
+            count_alu(c, chunk * w)                            # row max
+            count_other(c, 2 * chunk * w)                      # subtract, row sum
             count_exp(c, chunk * w)                            # exp
             count_other(c, chunk * d + chunk)                  # O / l, lse = m + log l
             count_exp(c, chunk)                                # log l
@@ -378,12 +387,15 @@ def attn_head(c, q, v, buckets, perm, o_rounds, lse_rounds, o, n, d, hashes, chu
                     nrm = np.sqrt((keys[j] * keys[j]).sum())
                     if nrm > 0:
                         keys[j] = keys[j] / nrm
+            count_convert(c, w * d, e)                         # K̂ = Q/|Q| (fp32) -> MMA dtype
             s = matmul_nt(c, qk, keys, chunk, w, d, e, compute)  # C x 2C scores
             pmat = np.empty((0, 0), dtype=np.float32)
             lse = np.empty(0, dtype=np.float32)
             if compute:
                 pmat, lse = _masked_softmax(s, tok, buckets, r, chunk, scale, causal)
+            count_convert(c, chunk * w, e)                     # P -> the MMA's dtype
             ov = matmul_nn(c, pmat, vals, chunk, d, w, e, compute)  # P V
+            count_convert(c, chunk * d, e)                     # O rows to the storage dtype
             if hashes == 1:
                 count_store(c, chunk * d * e)                  # scatter O rows -> HBM
                 if compute:
@@ -439,10 +451,12 @@ def combine_head(c, o_rounds, lse_rounds, o, n, d, hashes, block, e, compute):
         r1 = min(r0 + block, n)
         rows = r1 - r0
         count_load(c, hashes * rows * (d * e + LSE_BYTES))     # o^(r), z^(r) -> SRAM
-        count_other(c, 3 * rows * hashes)                      # max, subtract, sum
+        count_alu(c, rows * hashes)                            # max
+        count_other(c, 2 * rows * hashes)                      # subtract, sum
         count_exp(c, rows * hashes)
         count_other(c, 2 * rows * d * hashes + rows * d)       # weighted sum, / total
         count_store(c, rows * d * e)                           # O rows -> HBM
+        count_convert(c, rows * d, e)                          # to the storage dtype
         if compute:
             for i in range(r0, r1):
                 mx = lse_rounds[:, i].max()

@@ -29,7 +29,9 @@ slice, see ``feature_attention`` for T_m > 1):
     non-causal: reads 2 N_k d e + w + N_q d e + T_q (w + 4 m d + 4 m), writes N_q d e + 4 (m d + m)
     causal:     reads (N_q + 2 N_k) d e + w, writes N_q d e   (state on chip)
 FLOPs: matmul 2 N D d per projection (Q and K), 2 N m d for the state and for applying it;
-2 N D sin/cos and N rsqrt per projection (special-function units). Bound: Θ(N d + N m d / B)
+2 N D sin/cos and N rsqrt per projection (special-function units). φ has no max or select
+(its other ops are FMA work; only the causal sweep's select of A runs on the ALU); below
+fp32 it is converted before each product (``feature_attention``). Bound: Θ(N d + N m d / B)
 bytes, FLOPs Θ(N m d).
 
 Gating (``--gate``, causal only; the paper's §3.2 recency bias): g_t = σ(w_g·x_t + b_g),

@@ -288,7 +288,10 @@ def add_timing_args(p) -> None:
                                           "resident CTA hides the others' softmax and "
                                           "their successors' first loads)"),
                         ("sector-use", "uncoalesced reads moving whole 32-byte sectors "
-                                       "from L2")):
+                                       "from L2"),
+                        ("alu-pipe", "max/compare/select and fp32 conversions on the ALU "
+                                     "pipe (off: all elementwise ops on the FMA pipe, "
+                                     "conversions free)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 

@@ -716,6 +716,9 @@ CONSTANTS = (
      "L2-RRZE (RRZE gpu-benches gpu-l2-cache, a 16.5 MB data set: A100 80GB 5.45 TB/s; "
      "H100 SXM5: a GH200's 9.77 TB/s, the same GH100 L2)"),
     ("fp32_lanes_per_sm", "FP32 FMA lanes per SM", lambda g: f"{g.fp32_lanes}", "WP-SM"),
+    ("alu_lanes_per_sm", "ALU lanes per SM (max/compare/select, fp32 narrowing conversions)",
+     lambda g: f"{g.alu_lanes_per_sm}", "WP-SM (16 INT32 units per sub-partition); NCU-PIPES "
+     "(Nsight Compute: FP32 arithmetic on the FMA pipe, FP32-to-FP16 conversion on the ALU)"),
     ("sfu_ops_per_clock_per_sm", "exp/log per clock per SM",
      lambda g: f"{g.sfu_ops_per_clock_per_sm}", "A100-WP; FA3 §1 (3.9 TFLOP/s)"),
     ("smem_bytes_per_clock_per_sm", "shared-memory bytes per clock per SM",
@@ -795,11 +798,11 @@ def breakdown_table(fmt: str) -> str:
         k = max(r.time.kernels, key=lambda t: t.total_s)
         us = lambda s: f"{s * 1e6:.0f}"  # noqa: E731
         rows.append([label, gpu, k.name, us(k.matmul_s),
-                     us(k.smem_s), us(k.exp_s), us(k.other_s), us(k.issue_s),
+                     us(k.smem_s), us(k.exp_s), us(k.other_s), us(k.alu_s), us(k.issue_s),
                      f"{us(k.chain_s)} ({k.chains})", us(k.hbm_s), us(k.l2_s), us(k.latency_s),
                      us(k.fixed_s), f"{k.quantization:.2f}", us(k.total_s), k.mechanism])
     return tabulate(rows, headers=["case", "GPU", "kernel", "tensor µs", "smem", "SFU", "FMA",
-                                   "issue", "chain (chains/SM)", "HBM", "L2", "latency",
+                                   "ALU", "issue", "chain (chains/SM)", "HBM", "L2", "latency",
                                    "fixed", "waves ×", "total µs", "set by"], tablefmt=fmt)
 
 

@@ -17,12 +17,16 @@ SRAM_WRITE_BYTES = 3      # bytes written into on-chip tiles (loads and results)
 SRAM_PEAK_BYTES = 4       # declared on-chip footprint of the largest kernel's CTA
 MATMUL_FLOPS = 5          # 2*m*n*k per (m x k) @ (k x n) product, on tensor cores
 EXP_OPS = 6               # exp / log / other special-function ops (SFU)
-OTHER_FLOPS = 7           # max, add, mul, div, compare ... on the fp32 CUDA cores
+OTHER_FLOPS = 7           # max, add, mul, div, compare ... elementwise fp32 ops
 KERNEL_LAUNCHES = 8       # kernels launched
 CTAS = 9                  # thread blocks launched, all kernels together
 INTERCONNECT_BYTES = 10   # bytes sent between devices (NVLink), multi-device algorithms
 ATOMIC_BYTES = 11         # of HBM_WRITE_BYTES, the part written by atomic read-modify-write
-NUM_SLOTS = 12
+ALU_OPS = 12              # of OTHER_FLOPS, the max/min, compare and select ops (the ALU pipe;
+                          # add, multiply, divide run on the FMA pipe)
+CONVERT_OPS = 13          # elements converted from fp32 to a narrower storage dtype (P before
+                          # the P V product, results before their store)
+NUM_SLOTS = 14
 
 COUNTER_NAMES = (
     "hbm_read_bytes",
@@ -37,6 +41,8 @@ COUNTER_NAMES = (
     "ctas",
     "interconnect_bytes",
     "atomic_bytes",
+    "alu_ops",
+    "convert_ops",
 )
 assert len(COUNTER_NAMES) == NUM_SLOTS
 
@@ -55,13 +61,15 @@ class Slot:
     CTAS = CTAS
     INTERCONNECT_BYTES = INTERCONNECT_BYTES
     ATOMIC_BYTES = ATOMIC_BYTES
+    ALU_OPS = ALU_OPS
+    CONVERT_OPS = CONVERT_OPS
 
 
 # Slots that add up when the same kernel body runs for several heads. The others
 # (peak footprint, launches, CTAs) are set once per kernel by the Recorder.
 ADDITIVE_SLOTS = np.array(
     [HBM_READ_BYTES, HBM_WRITE_BYTES, SRAM_READ_BYTES, SRAM_WRITE_BYTES, MATMUL_FLOPS,
-     EXP_OPS, OTHER_FLOPS, INTERCONNECT_BYTES, ATOMIC_BYTES],
+     EXP_OPS, OTHER_FLOPS, INTERCONNECT_BYTES, ATOMIC_BYTES, ALU_OPS, CONVERT_OPS],
     dtype=np.int64,
 )
 

@@ -73,6 +73,7 @@ FIELD_RANGES = {
     "hbm_achievable_fraction": (1e-3, 1.0),
     "l2_achievable_fraction": (1e-3, 1.0),
     "fp32_lanes_per_sm": (1, 1024),
+    "alu_lanes_per_sm": (1, 1024),
     "smem_bytes_per_clock_per_sm": (4, 4096),
     "issue_per_clock_per_sm": (1, 64),
     "dram_latency_s": (1e-8, 1e-4),

@@ -34,6 +34,17 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
 * [WP-SM]    A100 / H100 whitepapers, SM diagrams: 4 SM sub-partitions, each with one warp
              scheduler that dispatches one warp-instruction per clock; 16 (A100) / 32 (H100)
              FP32 lanes per sub-partition, i.e. 64 / 128 FP32 FMA per clock per SM.
+* [NCU-PIPES] NVIDIA Nsight Compute, Kernel Profiling Guide, "Metrics Decoder", Pipelines:
+             the FMA pipe "processes most FP32 arithmetic (FADD, FMUL, FMAD)"; the ALU pipe
+             executes "most bit manipulation and logic instructions" and integer instructions
+             other than IMAD/IMUL, and "on NVIDIA Ampere architecture chips, the ALU pipeline
+             performs fast FP32-to-FP16 conversion". fp32 max/min (FMNMX), compare (FSETP) and
+             select (FSEL) are not FMA-pipe arithmetic; ncu's per-pipe instruction counters
+             (``smsp__inst_executed_pipe_alu``) on a GPU confirm where they go. The ALU's width:
+             the whitepapers' SM diagrams ([WP-SM]) draw 16 INT32 units per sub-partition on
+             both GA100 and GH100, 64 per SM. PTX ``cvt.rn.f16x2.f32`` (sm_80+) and
+             ``cvt.rn.satfinite.e4m3x2.f32`` (sm_89+) convert two fp32 values per instruction
+             (PTX ISA, "cvt"), so a narrowing conversion costs half an ALU lane-op per element.
 * [SMEM-BK]  CUDA C++ Programming Guide, "Shared Memory" (compute capability 5.x and later):
              32 banks of 4 bytes, each bank serves one 32-bit word per clock: 128 B/clk/SM.
 * [LUO-LAT]  Luo et al., "Dissecting the NVIDIA Hopper Architecture through Microbenchmarking
@@ -163,6 +174,8 @@ class GPU:
     hbm_achievable_fraction: float = 1.0       # copy/stream bandwidth / datasheet bandwidth
     l2_achievable_fraction: float = 1.0        # measured L2 read bandwidth / the field above
     fp32_lanes_per_sm: int = 0                 # FP32 FMA lanes per SM; 0: from fp32_flops_per_s
+    alu_lanes_per_sm: int = 64                 # ALU lanes per SM: fp32 max/compare/select and
+                                               # narrowing conversions [NCU-PIPES]
     smem_bytes_per_clock_per_sm: int = 128     # shared-memory bandwidth (32 banks x 4 B)
     issue_per_clock_per_sm: int = 4            # warp-instructions issued per clock per SM
     # ---- what one thread may hold ----------------------------------------------------------
@@ -288,6 +301,7 @@ A100_SXM4_40GB = GPU(
     l2_achievable_fraction=5447.7e9 / (5120 * 1410e6),  # [L2-RRZE] A100 80GB: 75.5% (the
                                                # 40 GB part has the same GA100 L2)
     fp32_lanes_per_sm=64,                      # [WP-SM] 4 x 16 FP32 lanes
+    alu_lanes_per_sm=64,                       # [WP-SM] 4 x 16 INT32 lanes [NCU-PIPES]
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
     dram_latency_s=375.1e-9,                   # [LUO-LAT] A100 PCIe: 523.3 cycles at 1395 MHz
@@ -335,6 +349,7 @@ H100_SXM5_80GB = GPU(
     hbm_achievable_fraction=3.01 / 3.35,       # [QUACK] H100 SXM5 stream (ncu): 89.9%
     l2_achievable_fraction=9765.2e9 / 12e12,   # [L2-RRZE] GH200 (same GH100 L2): 81.4%
     fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes
+    alu_lanes_per_sm=64,                       # [WP-SM] 4 x 16 INT32 lanes [NCU-PIPES]
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe: 597.8 cycles at 1755 MHz

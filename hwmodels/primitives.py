@@ -16,13 +16,18 @@ Accounting rules (the same for every algorithm):
   (``sram_read_bytes`` += (mk + kn) x operand bytes).
 * ``exp`` / ``other``: ``exp_ops`` / ``other_flops`` += number of elementwise operations
   (a max, add, multiply, divide, compare or select is one op).
+* ``alu``: a max/min, compare or select: ``other_flops`` and ``alu_ops`` += ops. They run on
+  the SM's ALU pipe, the adds, multiplies and divides on its FMA pipe (Nsight Compute
+  Kernel Profiling Guide, "Pipelines"), so the timing model prices the two apart.
+* ``convert``: ``convert_ops`` += elements converted from fp32 to the storage dtype (fp16,
+  bf16, fp8) before a tensor-core product or a store; none when the storage dtype is fp32.
 """
 import numpy as np
 
 from hwmodels.compiled import compiled
-from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
-                               INTERCONNECT_BYTES, MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES,
-                               SRAM_WRITE_BYTES)
+from hwmodels.counters import (ALU_OPS, ATOMIC_BYTES, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES,
+                               HBM_WRITE_BYTES, INTERCONNECT_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
+                               SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 
 
 @compiled
@@ -67,6 +72,20 @@ def count_other(c, n):
 
 
 @compiled
+def count_alu(c, n):
+    """``n`` elementwise fp32 max/min, compare or select ops (ALU pipe), of ``other_flops``."""
+    c[OTHER_FLOPS] += n
+    c[ALU_OPS] += n
+
+
+@compiled
+def count_convert(c, n, elem_bytes):
+    """``n`` fp32 values converted to a storage dtype of ``elem_bytes`` (none for fp32)."""
+    if elem_bytes < 4:
+        c[CONVERT_OPS] += n
+
+
+@compiled
 def count_interconnect(c, nbytes):
     """``nbytes`` sent to another device over NVLink."""
     c[INTERCONNECT_BYTES] += nbytes
@@ -92,8 +111,10 @@ def load_vector(c, src, r0, r1, elem_bytes):
 
 @compiled
 def store_rows(c, dst, r0, tile, nrows, ncols, elem_bytes, compute):
-    """SRAM tile -> ``dst[r0:r0+nrows, :ncols]`` in HBM."""
+    """SRAM tile -> ``dst[r0:r0+nrows, :ncols]`` in HBM. The tile is a computed fp32 result,
+    converted to the storage dtype on its way out."""
     count_store(c, nrows * ncols * elem_bytes)
+    count_convert(c, nrows * ncols, elem_bytes)
     if compute:
         dst[r0:r0 + nrows, :] = tile
 

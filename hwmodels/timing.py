@@ -13,7 +13,12 @@ Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
                  board (0.68, Luo et al. 2025 on the H800; FlashAttention-3 §1 says about
                  2/3), 1 for the GPU's native path.
     t_mufu(k)  = exp_ops / (16 x S x f)                         special-function units
-    t_fma(k)   = other_flops / (fp32 lanes x S x f)             one instruction per counted op
+    t_fma(k)   = (other_flops - alu_ops) / (fp32 lanes x S x f)  add, multiply, divide
+    t_alu(k)   = (alu_ops + convert_ops / 2) / (ALU lanes x S x f)
+                 max/min, compare, select and the fp32 -> fp16/bf16/fp8 conversions run on the
+                 ALU pipe (Nsight Compute's pipe definitions), 16 lanes per sub-partition on
+                 both GPUs; one conversion instruction packs two values (PTX ``cvt`` .f16x2,
+                 .e4m3x2).
     t_smem(k)  = smem_bytes / (128 B x S x f)                   32 banks x 4 B per clock
                  smem_bytes = counted SRAM reads + writes + the operand re-reads of the
                  ``smem_readers`` warps/warpgroups that each read the shared GEMM operand:
@@ -22,13 +27,13 @@ Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
                  (``smem_exchange_bytes``: FlashAttention v1, FA-2 paper §3.3).
     t_issue(k) = warp-instructions / (4 x S x f)                4 schedulers, 1 instr/clk each
                  instructions: MMAs (4096 FLOPs per fp16 m16n8k16 ``mma.sync``, 8192 for fp8;
-                 65536 per warp for a 64x128x16 ``wgmma``), exp/32, other/32, and one
+                 65536 per warp for a 64x128x16 ``wgmma``), exp/32, other/32, convert/64, and one
                  ldmatrix/cp.async per 512 B of shared memory on the ``mma.sync`` path (TMA and
                  ``wgmma`` read shared memory without instructions).
 
 Dependency chain (replaces the binary sum-or-max of softmax and GEMMs): a warp's GEMM
 phase G = max(t_mma, t_smem) (fragments are prefetched while MMAs run) and its softmax
-phase P = max(t_mufu, t_fma) depend on each other, tile after tile. The chains in flight on
+phase P = max(t_mufu, t_fma, t_alu) depend on each other, tile after tile. The chains in flight on
 an SM share the two phases' pipes: a closed queueing network of g customers over two
 stations, solved exactly by mean-value analysis (Reiser & Lavenberg 1980): g = 1 gives
 G + P (fully serial), g -> inf gives max(G, P).
@@ -101,13 +106,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from hwmodels.cta_schedule import greedy_makespan
-from hwmodels.counters import (ATOMIC_BYTES, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
-                               INTERCONNECT_BYTES, KERNEL_LAUNCHES, MATMUL_FLOPS, OTHER_FLOPS,
-                               SRAM_READ_BYTES, SRAM_WRITE_BYTES)
+from hwmodels.counters import (ALU_OPS, ATOMIC_BYTES, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES,
+                               HBM_WRITE_BYTES, INTERCONNECT_BYTES, KERNEL_LAUNCHES,
+                               MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from hwmodels.gpus import GPU, dtype_bytes
 from hwmodels.memory import KernelRecord
 
-RESOURCES = ("memory", "matmul", "exp", "other", "smem", "issue", "interconnect", "launch")
+RESOURCES = ("memory", "matmul", "exp", "other", "alu", "smem", "issue", "interconnect",
+             "launch")
 
 # Warp-instruction sizes (PTX ISA, "Warp-level matrix instructions"): mma.sync m16n8k16 for
 # fp16/bf16 (m16n8k32 for fp8, m16n8k8 for tf32); wgmma m64nNk16 is issued by the 4 warps of
@@ -143,6 +149,9 @@ class TimingOptions:
                                       # waits for its first tiles (off: each resident CTA is
                                       # one more chain, and hides its successors' prologue)
     sector_use: bool = True           # uncoalesced reads move whole 32-byte sectors from L2
+    alu_pipe: bool = True             # max/compare/select and conversions on the ALU pipe
+                                      # (off: every elementwise op on the FMA pipe and
+                                      # conversions free, as the first model had it)
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,7 @@ class KernelTime:
     atomic_s: float = 0.0         # of l2_s, the atomics
     fixed_s: float = 0.0          # exposed per-CTA prologue
     mechanism: str = ""
+    alu_s: float = 0.0            # ALU pipe: max/compare/select, conversions
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,7 @@ class TimingBreakdown:
     atomic_s: float = 0.0
     fixed_s: float = 0.0
     time_by_mechanism_s: dict = dataclasses.field(default_factory=dict)
+    alu_s: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -281,6 +292,7 @@ class _Pipes:
     tensor_s: float
     mufu_s: float
     fma_s: float
+    alu_s: float
     smem_s: float
     issue_s: float
 
@@ -316,11 +328,18 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     sms = gpu.sm_count
     tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
     fma_rate = gpu.fp32_lanes * sms * clock
+    fma_ops = float(c[OTHER_FLOPS])
+    alu_s, converts = 0.0, 0.0
+    if opts.alu_pipe:
+        fma_ops -= float(c[ALU_OPS])
+        converts = float(c[CONVERT_OPS])
+        # a conversion instruction packs two values (cvt .f16x2 / .e4m3x2)
+        alu_s = (float(c[ALU_OPS]) + converts / 2) / (gpu.alu_lanes_per_sm * sms * clock)
     if opts.separate_sfu:
         mufu_s = float(c[EXP_OPS]) / (gpu.sfu_ops_per_clock_per_sm * sms * clock)
-        fma_s = float(c[OTHER_FLOPS]) / fma_rate
+        fma_s = fma_ops / fma_rate
     else:
-        mufu_s, fma_s = 0.0, float(c[OTHER_FLOPS] + c[EXP_OPS]) / fma_rate
+        mufu_s, fma_s = 0.0, (fma_ops + float(c[EXP_OPS])) / fma_rate
     nbytes = smem_bytes(k)
     smem_s = nbytes / (gpu.smem_bytes_per_clock_per_sm * sms * clock) \
         if opts.smem_bandwidth else 0.0
@@ -331,9 +350,10 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     else:
         mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
         smem_instr = nbytes / SMEM_BYTES_PER_INSTR
-    instr = mma_instr + float(c[EXP_OPS] + c[OTHER_FLOPS]) / WARP + smem_instr
+    instr = mma_instr + float(c[EXP_OPS] + c[OTHER_FLOPS]) / WARP + converts / (2 * WARP) \
+        + smem_instr
     issue_s = instr / (gpu.issue_per_clock_per_sm * sms * clock)
-    return _Pipes(tensor_s, mufu_s, fma_s, smem_s, issue_s)
+    return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s)
 
 
 def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
@@ -408,16 +428,16 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     memory_s, hbm_s, l2_s, latency_s, atomic_s, memory_mechanism = _memory(gpu, k, dram, opts)
     p = _pipes(gpu, k, opts)
     gemm = max(p.tensor_s, p.smem_s)
-    softmax = max(p.mufu_s, p.fma_s)
+    softmax = max(p.mufu_s, p.fma_s, p.alu_s)
     chains = chains_in_flight(gpu, k, opts)
     if opts.pipe_model:
         chain_s = closed_network_time((gemm, softmax), chains)
         compute_s = max(chain_s, p.issue_s)
     else:   # the first model: a pure sum, or a pure max for kernels that declare overlap
         if k.overlap == "overlap" and opts.overlap:
-            chain_s = max(p.tensor_s, p.mufu_s + p.fma_s)
+            chain_s = max(p.tensor_s, p.mufu_s + max(p.fma_s, p.alu_s))
         else:
-            chain_s = p.tensor_s + p.mufu_s + p.fma_s
+            chain_s = p.tensor_s + p.mufu_s + max(p.fma_s, p.alu_s)
         compute_s = max(chain_s, p.smem_s)
     interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
         if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
@@ -437,7 +457,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
             else 0.0
     # the bound compares each resource as it enters the kernel's time
     terms = {"memory": memory_eff, "matmul": q * p.tensor_s, "exp": q * p.mufu_s,
-             "other": q * p.fma_s, "smem": q * p.smem_s, "issue": q * p.issue_s,
+             "other": q * p.fma_s, "alu": q * p.alu_s, "smem": q * p.smem_s,
+             "issue": q * p.issue_s,
              "interconnect": interconnect_s}
     bound = max(terms, key=terms.get)
     mechanism = _mechanism(memory_eff / q, memory_mechanism, compute_s, chain_s, p, gemm,
@@ -451,7 +472,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       ctas_per_sm=ctas_per_sm(gpu, k), smem_s=p.smem_s, issue_s=p.issue_s,
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
-                      mechanism=mechanism)
+                      mechanism=mechanism, alu_s=p.alu_s)
 
 
 def chains_in_flight(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> int:
@@ -476,7 +497,7 @@ def _mechanism(memory_s, memory_mechanism, compute_s, chain_s, p: _Pipes, gemm, 
     if chain_s > 1.02 * max(gemm, softmax):
         return "dependency chain"
     pipes = {"tensor pipe": p.tensor_s, "shared memory": p.smem_s, "SFU pipe": p.mufu_s,
-             "FMA pipe": p.fma_s}
+             "FMA pipe": p.fma_s, "ALU pipe": p.alu_s}
     return max(pipes, key=pipes.get)
 
 
@@ -528,5 +549,5 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
         launch_s=summed("launch_s"), quantization=quant, time_by_bound_s=by_bound,
         kernels=times, smem_s=summed("smem_s"), issue_s=summed("issue_s"),
         chain_s=summed("chain_s"), latency_s=summed("latency_s"), atomic_s=summed("atomic_s"),
-        fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism,
+        fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism, alu_s=summed("alu_s"),
     )

@@ -19,6 +19,8 @@ def run_document(r) -> Document:
         ["matmul FLOPs", fmt.flops(c["matmul_flops"]), c["matmul_flops"]],
         ["exp ops", fmt.si(c["exp_ops"], "op"), c["exp_ops"]],
         ["other FLOPs", fmt.flops(c["other_flops"]), c["other_flops"]],
+        ["of other: max/compare/select (ALU)", fmt.si(c["alu_ops"], "op"), c["alu_ops"]],
+        ["fp32 conversions", fmt.si(c["convert_ops"], "op"), c["convert_ops"]],
         ["kernel launches", str(c["kernel_launches"]), c["kernel_launches"]],
         ["CTAs", str(c["ctas"]), c["ctas"]],
         ["interconnect", fmt.nbytes(c["interconnect_bytes"]), c["interconnect_bytes"]],
@@ -33,13 +35,13 @@ def run_document(r) -> Document:
     for kt in r.time.kernels:
         kt_rows.append([kt.name, kt.ctas, kt.ctas_per_sm, fmt.seconds(kt.memory_s),
                         fmt.seconds(kt.matmul_s), fmt.seconds(kt.exp_s), fmt.seconds(kt.other_s),
-                        fmt.seconds(kt.smem_s), fmt.seconds(kt.chain_s), kt.chains,
+                        fmt.seconds(kt.alu_s), fmt.seconds(kt.smem_s), fmt.seconds(kt.chain_s), kt.chains,
                         fmt.seconds(kt.fixed_s), f"{kt.quantization:.3f}",
                         fmt.seconds(kt.launch_s), fmt.seconds(kt.total_s), kt.bound,
                         kt.mechanism])
         kt_records.append(dict(kt.__dict__))
     kernels = Table("kernels", "", ["kernel", "CTAs", "CTAs/SM", "memory", "matmul", "exp",
-                                    "other", "smem", "chain", "chains/SM", "fixed",
+                                    "fma", "alu", "smem", "chain", "chains/SM", "fixed",
                                     "waves ×", "launch", "time", "bound", "set by"],
                     kt_rows, kt_records,
                     notes=[f"predicted total {fmt.seconds(r.time.predicted_s)}, bound by "

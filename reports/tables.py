@@ -116,7 +116,7 @@ def _accuracy(row):
 
 
 def timing_table(rows) -> Table:
-    headers = ["algorithm", "kernels", "memory", "matmul", "exp (SFU)", "other (fp32)",
+    headers = ["algorithm", "kernels", "memory", "matmul", "exp (SFU)", "other (FMA)", "ALU",
                "smem", "issue", "chain", "fixed", "launch", "waves ×", "predicted", "bound",
                "set by"]
     out, records = [], []
@@ -127,12 +127,12 @@ def timing_table(rows) -> Table:
         t = r.time
         out.append([r.algorithm, r.counts["kernel_launches"], fmt.seconds(t.memory_s),
                     fmt.seconds(t.matmul_s), fmt.seconds(t.exp_s), fmt.seconds(t.other_s),
-                    fmt.seconds(t.smem_s), fmt.seconds(t.issue_s), fmt.seconds(t.chain_s),
+                    fmt.seconds(t.alu_s), fmt.seconds(t.smem_s), fmt.seconds(t.issue_s), fmt.seconds(t.chain_s),
                     fmt.seconds(t.fixed_s), fmt.seconds(t.launch_s), f"{t.quantization:.3f}",
                     fmt.seconds(t.predicted_s), t.bound, _main_mechanism(t)])
         records.append({"algorithm": r.algorithm, "kernel_launches": r.counts["kernel_launches"],
                         "memory_s": t.memory_s, "matmul_s": t.matmul_s, "exp_s": t.exp_s,
-                        "other_s": t.other_s, "launch_s": t.launch_s,
+                        "other_s": t.other_s, "alu_s": t.alu_s, "launch_s": t.launch_s,
                         "quantization": t.quantization, "predicted_s": t.predicted_s,
                         "bound": t.bound, "smem_s": t.smem_s, "issue_s": t.issue_s,
                         "chain_s": t.chain_s, "fixed_s": t.fixed_s,
@@ -141,7 +141,9 @@ def timing_table(rows) -> Table:
                         "time_by_mechanism_s": t.time_by_mechanism_s})
     return Table(key="timing", title="", headers=headers, rows=out, records=records,
                  notes=["Each column sums one term over the kernels, unoverlapped: the pipes "
-                        "(memory, matmul, exp, other, smem = shared memory, issue), 'chain' the "
+                        "(memory, matmul, exp, other = adds and multiplies on the FMA pipe, ALU = "
+                        "max/compare/select and fp32 conversions, smem = shared memory, issue), "
+                        "'chain' the "
                         "GEMM-softmax dependency chain with the chains in flight per SM, "
                         "'fixed' the exposed per-CTA prologue, 'launch' what the host pipeline "
                         "does not hide. 'predicted' combines them per kernel; 'set by' is the "

@@ -239,9 +239,10 @@ def test_gate_changes_the_output_and_its_error_falls_with_the_features():
                                                    (130, 230, 32, 16)])
 def test_gate_counts_add_the_closed_form(seq, seq_k, d, features):
     """Gated minus ungated counts, per head, from the kernel docstring's table: per chunk of
-    r rows with m = 2D features, other 3rd + 8r + 3r² + rm + md + m and exp r² + 4r + 1;
-    per block of c keys folded in before the first query (N_k > N_q), other
-    2cd + 7c + cm + md + m and exp 3c + 1; (d + 1) e bytes of gate parameters per CTA."""
+    r rows with m = 2D features, other 3rd + 8r + 3r² + rm + md + m (alu r) and exp
+    r² + 4r + 1; per block of c keys folded in before the first query (N_k > N_q), other
+    2cd + 7c + cm + md + m (alu c) and exp 3c + 1; (d + 1) e bytes of gate parameters per
+    CTA; r m more conversions per chunk."""
     wl = Workload(batch=2, heads=3, seq_q=seq, seq_k=seq_k, head_dim=d, causal=True)
     gated = simulate("rfa", wl, "h100", compute=False, options={"gate": True,
                                                                  "features": features})
@@ -259,6 +260,12 @@ def test_gate_counts_add_the_closed_form(seq, seq_k, d, features):
     assert g["matmul_flops"] == p["matmul_flops"]
     assert g["other_flops"] - p["other_flops"] == heads * other
     assert g["exp_ops"] - p["exp_ops"] == heads * exp
+    # of the added other ops only |y| of each key's gate is an ALU op (r per chunk, c per
+    # folded block: the causal select of A is in both sweeps); the gated sweep converts the
+    # chunk's w ⊙ φ(K_c) (r m) for the state product where the plain one reuses φ(K_c)
+    # (folded blocks convert c m in both)
+    assert g["alu_ops"] - p["alu_ops"] == heads * (sum(rows) + sum(folds))
+    assert g["convert_ops"] - p["convert_ops"] == heads * sum(r * m for r in rows)
 
 
 def test_gate_count_only_equals_executed():

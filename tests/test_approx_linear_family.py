@@ -176,6 +176,57 @@ def expected_counts(kind, nq, nk, d, m, p, b, e, causal, slices=1):
     return reads, writes, mm, exp, other
 
 
+def feature_alu(kind, rows, p):
+    """ALU ops of φ on `rows` rows (max/min, select), by hand: elu+1 is min(x, 0) and the
+    select on x > 0 per element (2 r p; its add is FMA); trig has none (sums, scales,
+    sin/cos); positive features take one max per exponent (queries: the row max of W u,
+    keys: the tile max of E), r p."""
+    return {"elu": 2 * rows * p, "trig": 0, "positive": rows * p}[kind]
+
+
+def expected_alu_convert(kind, nq, nk, d, p, b, e, causal, slices=1):
+    """Per-head (alu_ops, convert_ops) of the feature-map kernels, by hand from what each
+    kernel does. ALU: φ's maxes and selects (``feature_alu``), the causal select of A
+    (r x r per chunk), with positive features sliced the max of the slices' key shifts (T_m
+    per query tile) and the running row max (r per slice), and in the causal combine the
+    new max of the log-scales (r per slice). Conversions (e < 4): every fp32 operand of a
+    tensor-core product, i.e. φ(K) (r m_t per key tile), φ(Q) and the fp32 state S
+    (r m_t + m_t d per query tile and slice), in the causal sweep also φ(K_c) and A
+    (r m_t + r²), plus O (r d) on its store; fp32 state and partials are stored as they are."""
+    rand = kind != "elu"
+    stab = kind == "positive"
+    per_unit = 2 if kind == "trig" else 1
+    units = p if rand else d
+    unit_slices = tiles(units, math.ceil(units / slices))
+    sliced = slices > 1 and stab
+    alu = conv = 0
+    if not causal:
+        for nu in unit_slices:                               # state kernel
+            for r in tiles(nk, b):
+                alu += feature_alu(kind, r, nu)
+                conv += r * per_unit * nu                    # φ_t(K_j)
+        for r in tiles(nq, b):                               # apply kernel
+            alu += slices if sliced else 0                   # C = max_t c_t
+            for nu in unit_slices:
+                m_t = per_unit * nu
+                alu += feature_alu(kind, r, nu) + (r if sliced else 0)
+                conv += r * m_t + m_t * d                    # φ_t(Q_i), S_t
+            conv += r * d                                    # O_i
+    else:
+        multi = slices > 1
+        for nu in unit_slices:                               # sweep kernel (N_q == N_k)
+            m_t = per_unit * nu
+            for r in tiles(nq, b):
+                alu += 2 * feature_alu(kind, r, nu) + r * r  # φ(Q_c), φ(K_c); select
+                conv += 2 * r * m_t + r * r + m_t * d        # φ(Q_c), φ(K_c), A, S
+                conv += 0 if multi else r * d                # O_c (partials stay fp32)
+        if multi:                                            # combine kernel
+            for r in tiles(nq, b):
+                alu += len(unit_slices) * r if stab else 0   # running max of log-scales
+                conv += r * d                                # O rows
+    return alu, (conv if e < 4 else 0)
+
+
 @pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
                                       ("performer", "positive")])
 @pytest.mark.parametrize("causal", [False, True])
@@ -193,6 +244,9 @@ def test_counts_equal_closed_form(alg, kind, causal, n):
     assert r.counts["matmul_flops"] == heads * mm
     assert r.counts["exp_ops"] == heads * exp
     assert r.counts["other_flops"] == heads * other
+    alu, conv = expected_alu_convert(kind, n, n, d, p, b, e, causal)
+    assert r.counts["alu_ops"] == heads * alu
+    assert r.counts["convert_ops"] == heads * conv
     assert r.counts["kernel_launches"] == (1 if causal else 2)
     assert r.counts["ctas"] == heads * (1 if causal else 1 + math.ceil(n / b))
 
@@ -217,8 +271,41 @@ def test_sliced_counts_equal_closed_form(alg, kind, causal):
     assert r.counts["matmul_flops"] == 2 * mm
     assert r.counts["exp_ops"] == 2 * exp
     assert r.counts["other_flops"] == 2 * other
+    alu, conv = expected_alu_convert(kind, 300, nk, d, p, b, 2, causal, slices)
+    assert r.counts["alu_ops"] == 2 * alu
+    assert r.counts["convert_ops"] == 2 * conv
     assert r.counts["ctas"] == 2 * (slices + math.ceil(300 / b))
     assert r.counts["kernel_launches"] == 2
+
+
+@pytest.mark.parametrize("alg,kind", [("linear", "elu"), ("rfa", "trig"),
+                                      ("performer", "positive")])
+def test_pipe_counts_at_fp32_and_in_a_decode_step(alg, kind):
+    """fp32 storage converts nothing and leaves the ALU ops as they are; a decode step
+    (``feature_decode``) has no ALU op outside φ, and converts per token and state slice
+    φ_t(k), φ_t(q) and the updated fp32 S_t for the two products, then o."""
+    wl = Workload(batch=1, heads=2, seq_q=100, head_dim=32, causal=True, dtype="fp32")
+    full = simulate(alg, wl, "h100", options=opts_for(alg, 40), compute=False)
+    p = 0 if kind == "elu" else 40
+    alu, conv = expected_alu_convert(kind, 100, 100, 32, p, full.plan["block"], 4, True)
+    assert conv == 0 and full.counts["convert_ops"] == 0
+    assert full.counts["alu_ops"] == 2 * alu
+    # decode: 2 new tokens, 4 query heads on 2 KV heads (g = 2 per state), 2 sequences
+    nq, g, d, batch, states = 2, 2, 32, 2, 2
+    dec = Workload(batch=batch, heads=4, kv_heads=2, seq_q=nq, seq_k=300, head_dim=d,
+                   causal=True, decode=True)
+    r = simulate(alg, dec, "h100", options=opts_for(alg, 40), compute=False)
+    splits = r.plan["decode_col_splits"]                     # column CTAs per state
+    m = {"elu": d, "trig": 80, "positive": 40}[kind]
+    # every column CTA computes φ(k) of the N_q keys and φ(q) of the g N_q queries itself
+    # (elu+1: all d columns, so p -> d): ALU = splits x (φ_k + φ_q)
+    units = d if kind == "elu" else p
+    alu = splits * (feature_alu(kind, nq, units) + feature_alu(kind, g * nq, units))
+    # conversions: per token, over the slices of a CTA of w_c columns, m (φ(k)) + g m (φ(q))
+    # + m w_c (S), then g N_q w_c for o; the CTAs' w_c add up to d
+    conv = splits * nq * (m + g * m) + nq * m * d + g * nq * d
+    assert r.counts["alu_ops"] == batch * states * alu
+    assert r.counts["convert_ops"] == batch * states * conv
 
 
 def test_plan_follows_the_sram_budget():

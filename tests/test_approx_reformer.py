@@ -10,7 +10,7 @@ from algorithms.base import PlanError
 from algorithms.kernels.radix_sort import radix_sort
 from attnsim import Workload, attention_reference, make_inputs, relative_error, simulate
 from attnsim.approx_sweep import sweep_accuracy
-from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES, new_counters
+from hwmodels.counters import ALU_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, OTHER_FLOPS, new_counters
 from hwmodels.memory import SramOverflowError
 from shapes import EXACT_TOL
 
@@ -103,6 +103,24 @@ def expected_counts(n, d, e, hashes, chunk, causal, hash_block, combine_block, c
     return reads, writes, mm, exp, other
 
 
+def expected_alu_convert(n, d, e, hashes, chunk, causal, cols):
+    """Per-head (alu_ops of the hash, attention and combine kernels, convert_ops), by hand.
+    hash: the argmax over [xR; -xR] compares 2 k entries per row and round (the negation
+    and the mixed-radix combine are FMA work). attention, per C x 2C score entry: the
+    bucket mask, self test and selects (4, + 1 causal compare), the H bucket compares
+    that count N_ij, and the row max. combine: the max of the H lse per row.
+    Conversions (e < 4): per chunk the normalised keys K̂ (2C d, computed in fp32), P
+    (C x 2C) and the C output rows; the combined O (N d); bucket ids are integers."""
+    nb, w = n // chunk, 2 * chunk
+    alu = n * hashes * 2 * cols
+    alu += hashes * nb * chunk * w * (4 + int(causal) + hashes + 1)
+    conv = hashes * nb * (w * d + chunk * w + chunk * d)
+    if hashes > 1:
+        alu += n * hashes
+        conv += n * d
+    return alu, (conv if e < 4 else 0)
+
+
 @pytest.mark.parametrize("n,chunk,hashes,causal", [(512, 64, 4, False), (384, 32, 1, True),
                                                    (2 ** 16, 64, 2, False)])
 def test_counts_equal_closed_form(n, chunk, hashes, causal):
@@ -125,6 +143,12 @@ def test_counts_equal_closed_form(n, chunk, hashes, causal):
     assert r.counts["matmul_flops"] == heads * mm
     assert r.counts["exp_ops"] == heads * exp
     assert r.counts["other_flops"] == heads * other
+    alu, conv = expected_alu_convert(n, d, e, hashes, chunk, causal, cols)
+    # the radix sort's ops are integer shifts, masks and adds: all of them ALU ops
+    sort = [k for k in r.kernels if k.name.startswith("reformer_sort")]
+    assert sort and all(k.counters[ALU_OPS] == k.counters[OTHER_FLOPS] > 0 for k in sort)
+    assert sum(int(k.counters[ALU_OPS]) for k in r.kernels if k not in sort) == heads * alu
+    assert r.counts["convert_ops"] == heads * conv
     assert r.counts["kernel_launches"] == 3 + r.plan["sort_passes"] + (hashes > 1)
 
 

@@ -25,6 +25,7 @@ ALGOS = ("standard", "flash1", "flash2")
 SMALL_SRAM = {"standard": 40_000, "flash1": 40_000, "flash2": 20_000}
 GPU = "h100"
 PHILOX = 100            # ops per Philox4x32-10 call (10 rounds x 10 ops)
+PHILOX_ALU = 60         # of them, 4 xors + 2 key adds per round (ALU); the 4 multiplies: FMA
 
 
 def cdiv(a, b):
@@ -133,6 +134,11 @@ def dropout_ops(r, c, applications):
     return cdiv(r * c, 16) * PHILOX + r * c + applications * r * c
 
 
+def dropout_alu_ops(r, c):
+    """Of ``dropout_ops``, the ALU pipe's: Philox's xors and adds, and the compare."""
+    return cdiv(r * c, 16) * PHILOX_ALU + r * c
+
+
 def bwd_counts(algo, wl, sram):
     return simulate(algo, wl.replace(passes="bwd"), GPU, compute=False, sram_bytes=sram)
 
@@ -168,6 +174,12 @@ def test_flash2_backward_counts_closed_form(nq, nk, d, causal, dropout):
     assert c["matmul_flops"] == bh * 10 * area * d
     assert c["exp_ops"] == bh * area
     assert c["other_flops"] == bh * other
+    # ALU: the causal select, the dropout RNG's xors/adds and compare; conversions: P and dS
+    # before their products (2 r c per tile), dK, dV and dQ on their way out
+    assert c["alu_ops"] == bh * sum((r_ * c_ if p_ else 0)
+                                    + (dropout_alu_ops(r_, c_) if dropout else 0)
+                                    for r_, c_, p_ in tiles)
+    assert c["convert_ops"] == bh * (2 * area + 2 * nk * d + nq * d)
     assert c["kernel_launches"] == 3
     assert c["ctas"] == bh * (2 * cdiv(nq, bq) + cdiv(nk, bk))
 
@@ -196,6 +208,11 @@ def test_flash1_backward_counts_closed_form(nq, nk, d, causal, dropout):
     assert c["matmul_flops"] == bh * 10 * area * d
     assert c["exp_ops"] == bh * area
     assert c["other_flops"] == bh * other
+    assert c["alu_ops"] == bh * sum((r_ * c_ if p_ else 0)
+                                    + (dropout_alu_ops(r_, c_) if dropout else 0)
+                                    for r_, c_, p_ in tiles)
+    # P and dS before their products; dQ_i on every store, dK_j and dV_j once
+    assert c["convert_ops"] == bh * (2 * area + rows * d + 2 * nk * d)
     assert c["atomic_bytes"] == 0
     # the release's split-K warps sum their fp32 partial dQ_i through shared memory on every
     # visited tile, written and read back (pricing only)
@@ -255,12 +272,15 @@ def test_forward_dropout_costs(algo):
         assert diff["hbm_read_bytes"] == bh * nq * nk * e
         assert diff["hbm_write_bytes"] == bh * nq * nk * (e + 1)
         assert diff["other_flops"] == bh * nq * (cdiv(nk, 4) * PHILOX + 2 * nk)
+        assert diff["alu_ops"] == bh * nq * (cdiv(nk, 4) * PHILOX_ALU + nk)
+        assert diff["convert_ops"] == bh * nq * nk            # P ∘ Z, narrowed for its store
         assert diff["kernel_launches"] == 1
         return
     bq, bk = base.plan["block_q"], base.plan["block_k"]
     tiles = visited_tiles(nq, nk, bq, bk, True)
     assert diff["other_flops"] == bh * sum(dropout_ops(r_, c_, 1) for r_, c_, _ in tiles)
-    assert all(v == 0 for k, v in diff.items() if k != "other_flops")
+    assert diff["alu_ops"] == bh * sum(dropout_alu_ops(r_, c_) for r_, c_, _ in tiles)
+    assert all(v == 0 for k, v in diff.items() if k not in ("other_flops", "alu_ops"))
 
 
 # ---- FLOP ratio -------------------------------------------------------------------------------

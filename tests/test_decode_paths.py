@@ -180,6 +180,48 @@ def test_nsa_several_new_tokens_and_small_sram_closed_forms():
     assert decode_kernel_bytes(tight) == fused_bytes(big, rescore=True)
 
 
+def test_nsa_decode_alu_and_conversions_closed_forms():
+    """One new token (kpos = N − 1: every compressed token and window key visible, so no
+    tile is masked): per group, each branch's softmax tiles of c keys spend g c row-max ops
+    and g max-with-m ops per tile; the top-n 3 + (j_t + 1) n comparisons; P is converted
+    before every P V product (g per token of each branch) and O before its store (g d)."""
+    b, h, kv, nk, d = 2, 4, 2, 1000, 64
+    wl = decode_wl(nk, batch=b, heads=h, kv_heads=kv, d=d)
+    g, bg = h // kv, b * kv
+    n_c = (nk - 16) // 8 + 1                          # l = 16, d_s = 8: 124 compressed tokens
+    jt = (nk - 1) // 32                               # l' = 32: current block 31
+    cur = nk - jt * 32                                # its 8 keys up to kpos
+    sel = 3 * 32 + cur                                # n_t = 4: three full blocks + current
+    win = 40
+    topn = 3 + (jt + 1) * 4
+    for schedule in ("fused", "split"):
+        r = simulate("nsa", wl, "h100", compute=False,
+                     options={**SMALL, "decode_schedule": schedule})
+        t = r.plan["decode_tile"]
+        tiles = -(-n_c // t) + 3 * -(-32 // t) + -(-cur // t) + -(-win // t)
+        tokens = n_c + sel + win
+        if schedule == "fused":
+            k = kernel(r, "nsa_decode")
+            assert k["alu_ops"] == bg * (g * tokens + g * tiles + topn)
+            assert k["convert_ops"] == bg * (g * tokens + g * d)
+            continue
+        n_cmp, n_win = r.plan["decode_cmp_splits"], r.plan["decode_win_splits"]
+        k = {name: kernel(r, name) for name in ("nsa_decode_cmp_win", "nsa_decode_select",
+                                                 "nsa_decode_slc", "nsa_decode_combine")}
+        # chunks of whole tiles: the branch's tiles do not change with the split
+        cw_tiles = -(-n_c // t) + -(-win // t)
+        assert k["nsa_decode_cmp_win"]["alu_ops"] == bg * g * (n_c + win + cw_tiles)
+        assert k["nsa_decode_cmp_win"]["convert_ops"] == bg * g * (n_c + win)  # fp32 partials
+        # the lse's max over the compressed chunks' m, then the top-n
+        assert k["nsa_decode_select"]["alu_ops"] == bg * (n_cmp * g + topn)
+        assert k["nsa_decode_select"]["convert_ops"] == 0
+        assert k["nsa_decode_slc"]["alu_ops"] == bg * g * (sel + tiles - cw_tiles)
+        assert k["nsa_decode_slc"]["convert_ops"] == bg * g * sel
+        # per query head: a max over each branch's partials (n_cmp + n_t + n_win), O stored
+        assert k["nsa_decode_combine"]["alu_ops"] == b * h * (n_cmp + 4 + n_win)
+        assert k["nsa_decode_combine"]["convert_ops"] == b * h * d
+
+
 def test_nsa_auto_schedule_fuses_when_the_grid_fills_the_gpu():
     wl = decode_wl(8192, batch=64)                       # 256 (sequence, KV group) CTAs
     assert simulate("nsa", wl, "h100", compute=False).plan["decode_schedule"] == "fused"

@@ -52,6 +52,11 @@ def test_flash2_closed_form(shape, causal):
     tile_other = sum(4 * rows * cols + 4 * rows + rows * d + (rows * cols if m else 0)
                      for rows, cols, m in tiles)
     assert r.counts["other_flops"] == bh * (tile_other + nq * d + nq)
+    # of them on the ALU: the row max and its max with m (r c + r), the causal select (r c)
+    assert r.counts["alu_ops"] == bh * sum(rows * cols + rows + (rows * cols if m else 0)
+                                           for rows, cols, m in tiles)
+    # fp32 -> fp16: P before every P V product, O once
+    assert r.counts["convert_ops"] == bh * (sum(rows * cols for rows, cols, _ in tiles) + nq * d)
     assert r.counts["kernel_launches"] == 1
     assert r.counts["ctas"] == bh * cdiv(nq, br)
     if not causal:
@@ -91,6 +96,12 @@ def test_flash1_closed_form(shape, causal):
     assert r.counts["other_flops"] == bh * sum(
         4 * rows * cols + 6 * rows + 4 * rows * d + (rows * cols if m else 0)
         for rows, cols, m in pairs)
+    # ALU: row max (r c), m_new = max(m_i, m̃) (r), causal select (r c); conversions: P̃
+    # before P̃ V and O_i on every store (r c + r d); the init kernel stores zeros, no
+    # conversion
+    assert r.counts["alu_ops"] == bh * sum(rows * cols + rows + (rows * cols if m else 0)
+                                           for rows, cols, m in pairs)
+    assert r.counts["convert_ops"] == bh * sum(rows * cols + rows * d for rows, cols, _ in pairs)
     assert r.counts["kernel_launches"] == 2 and r.counts["ctas"] == 2 * bh
     # the release's 4 split-K warps sum their fp32 partial P V (d) and row max and sum (2)
     # through shared memory on every visited pair: written and read back (pricing only)
@@ -125,6 +136,10 @@ def test_standard_closed_form(shape, causal):
     assert r.counts["exp_ops"] == bh * nq * nk
     # scale in the GEMM epilogue, max/subtract/sum/divide in the softmax, select in the mask
     assert r.counts["other_flops"] == bh * nq * nk * (1 + 4 + (1 if causal else 0))
+    # ALU: the softmax's max, the mask's select; conversions: S and O leave the GEMMs as
+    # fp16, P leaves the softmax as fp16
+    assert r.counts["alu_ops"] == bh * nq * nk * (1 + (1 if causal else 0))
+    assert r.counts["convert_ops"] == bh * (2 * nq * nk + nq * d)
     assert r.counts["kernel_launches"] == (4 if causal else 3)
 
 

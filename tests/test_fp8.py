@@ -201,11 +201,13 @@ def closed_form(wl, bq, bk, scales, rotation):
     log2b = int(np.log2(d & -d))
     quant = {"hbm_read_bytes": 2 * elems + (4 * blocks if scales == "tensor" else 0),
              "hbm_write_bytes": elems + 4 * blocks,
-             "other_flops": 3 * elems + 2 * blocks + rotated * (d + d * log2b),
+             # per element: |x| max (ALU), x / s, and the conversion to e4m3
+             "other_flops": 2 * elems + 2 * blocks + rotated * (d + d * log2b),
+             "alu_ops": elems, "convert_ops": elems,
              "matmul_flops": 0, "exp_ops": 0, "ctas": blocks}
     # attention, per head: Q block i (r rows) meets the key tiles it can see (c columns
     # each; causal: bottom-right aligned, tiles past the diagonal skipped)
-    kv = other = exp = flops = tiles = 0
+    kv = other = alu = convert = exp = flops = tiles = 0
     for i in range(tr):
         r0, r = i * bq, min(bq, nq - i * bq)
         end = min(nk, max(0, r0 + r + nk - nq)) if wl.causal else nk
@@ -215,17 +217,23 @@ def closed_form(wl, bq, bk, scales, rotation):
             kv += 2 * c * d                          # K_j, V_j at 1 B
             flops += 4 * r * c * d
             exp += r * c + r
+            # P's layout for the fp8 wgmma: 2 byte permutes + 2 selects per 8 bytes
+            relayout = 4 * cdiv(r * c, 8)
             other += (4 * r * c + 4 * r + r * d      # FA-2's scale, softmax, acc *= α
                       + r * c * masked               # the causal select
-                      + r * c                        # P -> e4m3
+                      + relayout
                       + (3 + r if scales == "block" else 0))   # s_Q s_K; α·s_V ratio
+            alu += r * c + r + r * c * masked + relayout   # row max, max with m, select
+            convert += r * c                         # P -> e4m3
             tiles += 1
         exp += r
         other += r * d + r + 2 * r                   # epilogue: acc / l, · s_V, 2^-8
+        convert += r * d                             # O -> bf16
     scale_bytes = tr * 4 + tiles * 8 if scales == "block" else tr * 12
     attn = {"hbm_read_bytes": nq * d + kv + scale_bytes,          # 1 B Q, K, V; fp32 scales
             "hbm_write_bytes": nq * d * 2 + 4 * nq,              # bf16 O, fp32 lse
-            "matmul_flops": flops, "exp_ops": exp, "other_flops": other, "ctas": tr}
+            "matmul_flops": flops, "exp_ops": exp, "other_flops": other, "alu_ops": alu,
+            "convert_ops": convert, "ctas": tr}
     return quant, {key: value * b * h for key, value in attn.items()}
 
 

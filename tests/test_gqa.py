@@ -55,6 +55,11 @@ def test_packed_prefill_traffic_closed_form():
     assert r.counts["hbm_write_bytes"] == b * h * n * (d * e + 4)
     assert r.counts["matmul_flops"] == 4 * b * h * n * n * d
     assert r.counts["ctas"] == b * g_kv * t_r
+    # ALU ops (no mask): each query row's max over its n keys plus one max with m per key
+    # tile, T_c = ⌈n/B_c⌉ tiles; conversions (fp16): P (n per row) and O (d per row)
+    t_c = cdiv(n, p["block_k"])
+    assert r.counts["alu_ops"] == b * h * n * (n + t_c)
+    assert r.counts["convert_ops"] == b * h * n * (n + d)
 
 
 @pytest.mark.parametrize("kv_heads,new,causal,mag", [(2, 1, False, 1.0), (1, 3, True, 1.0),
@@ -101,6 +106,15 @@ def test_decode_traffic_closed_form(splits):
     assert r.counts["hbm_read_bytes"] == reads
     assert r.counts["hbm_write_bytes"] == writes
     assert r.counts["matmul_flops"] == 4 * b * h * nq * n * d
+    # ALU: a row's max over the n keys + a max with m per key tile (the chunks are whole
+    # tiles: ⌈n/B_c⌉ in all), + the combine's max over the S partials of each row.
+    # Conversions (fp16): P, and O once — by the attention kernel unsplit, by the combine
+    # when split (the partials stay fp32)
+    alu = b * h * nq * (n + cdiv(n, r.plan["block_k"]))
+    if s > 1:
+        alu += b * h * nq * s
+    assert r.counts["alu_ops"] == alu
+    assert r.counts["convert_ops"] == b * h * nq * (n + d)
 
 
 def test_decode_count_only_equals_executed():

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from hwmodels import GPUS, Recorder, SramOverflowError, TimingOptions, get_gpu, predict_time
-from hwmodels.counters import (ATOMIC_BYTES, COUNTER_NAMES, EXP_OPS, HBM_READ_BYTES,
-                               HBM_WRITE_BYTES, MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES)
+from hwmodels.counters import (ALU_OPS, ATOMIC_BYTES, COUNTER_NAMES, CONVERT_OPS, EXP_OPS,
+                               HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
+                               SRAM_READ_BYTES)
 from hwmodels.gpu_file import GpuFileError, gpu_from_mapping, load_gpu_file
 from hwmodels.timing import closed_network_time, quantization_factor
 
@@ -145,6 +146,29 @@ def test_sustained_clock_sets_the_sfu_and_fma_rates():
     assert h.fp32_lanes == 128 and a.fp32_lanes == 64    # 66.9 TFLOP/s no longer leaks in
     o = predict_time(h, one_kernel(h, ctas=132, other=10**12)).kernels[0]
     assert o.other_s == pytest.approx(1e12 / (128 * 132 * 1830e6))
+
+
+def test_max_compare_select_and_conversions_run_on_the_alu_pipe():
+    a = get_gpu("a100")
+    rec = Recorder(a)
+    c = rec.kernel("k", ctas=108, buffers={"x": 1024})
+    # 10^12 elementwise ops, 4 x 10^11 of them maxes/selects; 4 x 10^11 conversions to fp16
+    c[OTHER_FLOPS], c[ALU_OPS], c[CONVERT_OPS] = 10**12, 4 * 10**11, 4 * 10**11
+    t = predict_time(a, rec.kernels).kernels[0]
+    clock = 108 * 1305e6
+    assert t.other_s == pytest.approx(6e11 / (64 * clock))      # adds, multiplies: FMA pipe
+    # 16 ALU lanes per sub-partition; a cvt packs two values (cvt.rn.f16x2.f32)
+    assert t.alu_s == pytest.approx((4e11 + 2e11) / (64 * clock))
+    # issue: 32 lanes an instruction, 64 values a conversion instruction, 4 schedulers
+    assert t.issue_s == pytest.approx((1e12 / 32 + 4e11 / 64) / (4 * clock))
+    assert t.compute_s == pytest.approx(max(t.other_s, t.alu_s, t.issue_s))
+    off = predict_time(a, rec.kernels, TimingOptions(alu_pipe=False)).kernels[0]
+    assert off.alu_s == 0 and off.other_s == pytest.approx(1e12 / (64 * clock))
+    assert off.issue_s == pytest.approx(1e12 / 32 / (4 * clock))
+    c[ALU_OPS] = 9 * 10**11                                      # a max-heavy kernel
+    t = predict_time(a, rec.kernels).kernels[0]
+    assert t.mechanism == "ALU pipe" and t.bound == "alu"
+    assert t.compute_s == pytest.approx((9e11 + 2e11) / (64 * clock))
 
 
 def test_resident_ctas_run_in_phase_and_add_no_chains():
@@ -351,10 +375,10 @@ def test_json_time_keeps_its_keys_and_adds_the_new_terms_per_kernel():
     old = {"predicted_s", "bound", "dram_bytes", "memory_s", "matmul_s", "exp_s", "other_s",
            "interconnect_s", "launch_s", "quantization", "time_by_bound_s"}
     new = {"smem_s", "issue_s", "chain_s", "latency_s", "atomic_s", "fixed_s",
-           "time_by_mechanism_s"}
+           "time_by_mechanism_s", "alu_s"}
     assert old | new <= set(d["time"])
     kt = d["kernels"][0]["time"]
-    assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism"} <= set(kt)
+    assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism", "alu_s"} <= set(kt)
     assert kt["smem_s"] == 0                       # the run's own options, not the defaults
 
 

@@ -70,6 +70,16 @@ def test_absorbed_traffic_closed_form(splits):
     assert r.counts["hbm_read_bytes"] == h * (q_r + o_r) + a_r
     assert r.counts["hbm_write_bytes"] == h * (q_w + o_w) + a_w
     assert r.counts["matmul_flops"] == h * (q_f + o_f) + 2 * b * h * nq * n * (2 * d_c + d_r)
+    # the latent attention's ALU ops: per head and row, the max over the n keys and one max
+    # with m per key tile (⌈n/B_c⌉ in all: the chunks are whole tiles); conversions (fp16):
+    # P (n per row), and ô (d_c) when unsplit — split, the combine converts it and spends
+    # one max per partial
+    attn = {k.name: k.counts() for k in r.kernels}
+    assert attn["mla_latent_attn"]["alu_ops"] == b * h * nq * (n + cdiv(n, p["block_k"]))
+    assert attn["mla_latent_attn"]["convert_ops"] == b * h * nq * (n + (d_c if s == 1 else 0))
+    if s > 1:
+        assert attn["splitkv_combine"]["alu_ops"] == b * h * nq * s
+        assert attn["splitkv_combine"]["convert_ops"] == b * h * nq * d_c
 
 
 @pytest.mark.parametrize("splits", [1, 2])

@@ -126,24 +126,35 @@ def test_selection_uses_the_scores_when_it_chooses():
 
 def selected_closed_form(wl, p):
     """nsa_slc: per position and KV head, indices, q, gates, O_cmp, O_win, the selected
-    tokens' K and V; writes O. T_t = (n_t - 1) l' + the current block up to kpos."""
+    tokens' K and V; writes O. T_t = (n_t - 1) l' + the current block up to kpos.
+    ALU ops per B_s sub-block of c keys for the g rows: the row max g c + the max with m g,
+    and g c for the mask's select when the sub-block reaches past kpos (only the current
+    block's last one can); conversions (fp16): P before P V (g c) and O before its store."""
     g, d, n, ls, bs = p["group"], wl.head_dim, p["selected"], p["select_block"], p["select_tile"]
-    reads = writes = mm = 0
+    reads = writes = mm = alu = cvt = 0
     for t in range(wl.seq_q):
         kpos = t + wl.seq_k - wl.seq_q
         reads += 4 * n + g * d * E + 12 * g + 2 * g * d * E
         writes += g * d * E
+        cvt += g * d                                           # O, even with no key
         if kpos < 0:
             continue
         jt = kpos // ls
         nt = min(n, jt + 1)
-        cur = min(wl.seq_k, jt * ls + cdiv(kpos + 1 - jt * ls, bs) * bs) - jt * ls
+        cur_tiles = cdiv(kpos + 1 - jt * ls, bs)               # sub-blocks of the current block
+        cur = min(wl.seq_k, jt * ls + cur_tiles * bs) - jt * ls
         tokens = (nt - 1) * ls + cur
         reads += 2 * tokens * d * E
         mm += 4 * g * tokens * d
+        tiles = (nt - 1) * (ls // bs) + cur_tiles              # earlier blocks: l'/B_s each
+        last = cur - (cur_tiles - 1) * bs                      # keys of the last sub-block
+        masked = last if jt * ls + cur > kpos + 1 else 0       # it reaches past kpos
+        alu += g * tokens + g * tiles + g * masked
+        cvt += g * tokens                                      # P
     bg = wl.batch * wl.kv_heads
     return {"hbm_read_bytes": bg * reads, "hbm_write_bytes": bg * writes,
-            "matmul_flops": bg * mm, "ctas": bg * wl.seq_q}
+            "matmul_flops": bg * mm, "ctas": bg * wl.seq_q, "alu_ops": bg * alu,
+            "convert_ops": bg * cvt}
 
 
 def compress_closed_form(wl, p):
@@ -152,25 +163,42 @@ def compress_closed_form(wl, p):
     reads = sum(2 * ((min(bt, nc - i0) - 1) * s + l) * d * E + 2 * l * E + 2 * d * E
                 for i0 in range(0, nc, bt))
     bg = wl.batch * wl.kv_heads
+    # the bias adds are FMA-pipe work (no ALU op); K̃ and Ṽ are converted to fp16 as stored
     return {"hbm_read_bytes": bg * reads, "hbm_write_bytes": bg * 2 * nc * d * E,
-            "matmul_flops": bg * 4 * nc * l * d, "other_flops": bg * 2 * nc * d}
+            "matmul_flops": bg * 4 * nc * l * d, "other_flops": bg * 2 * nc * d,
+            "alu_ops": 0, "convert_ops": bg * 2 * nc * d}
 
 
 def compressed_attention_closed_form(wl, p):
     """nsa_cmp: Q and gate weights per CTA; K̃, Ṽ (pass 1) and K̃ (pass 2) over the tiles
-    up to the last row's visible compressed tokens; writes gates, O_cmp, indices."""
+    up to the last row's visible compressed tokens; writes gates, O_cmp, indices.
+    ALU ops of a block's R = g B_r rows: pass 1's row max R cols + R per tile; the select of
+    every tile reaching past the first row's visible tokens, in both passes (R c each); the
+    top-n, 3 forced + (j_t + 1) n comparisons per position. Conversions (fp16): P before
+    P Ṽ (R cols) and O_cmp before its store (R d); the gates stay fp32."""
     g, d, n, br, bk = p["group"], wl.head_dim, p["selected"], p["cmp_block_q"], p["cmp_block_k"]
     nc, l, s = p["compressed_tokens"], p["compress_block"], p["compress_stride"]
-    reads = writes = 0
+    ls = p["select_block"]
+    visible = lambda kpos: 0 if kpos + 1 < l else (kpos + 1 - l) // s + 1  # noqa: E731
+    reads = writes = alu = cvt = 0
     for r0 in range(0, wl.seq_q, br):
         rows = min(br, wl.seq_q - r0)
         kpos = r0 + rows - 1 + wl.seq_k - wl.seq_q
-        nvis = 0 if kpos + 1 < l else (kpos + 1 - l) // s + 1
+        nvis = visible(kpos)
         cols = min(nc, cdiv(nvis, bk) * bk)
         reads += g * rows * d * E + 3 * g * d * E + 3 * cols * d * E
         writes += 3 * g * rows * 4 + g * rows * d * E + rows * n * 4
+        big = g * rows
+        first = visible(r0 + wl.seq_k - wl.seq_q)
+        ends = [min(c0 + bk, nc) for c0 in range(0, nvis, bk)]
+        masked = sum(c1 - c0 for c0, c1 in zip(range(0, nvis, bk), ends) if c1 > first)
+        alu += big * cols + big * len(ends) + 2 * big * masked
+        alu += sum(3 + ((r + wl.seq_k - wl.seq_q) // ls + 1) * n
+                   for r in range(r0, r0 + rows) if r + wl.seq_k - wl.seq_q >= 0)
+        cvt += big * cols + big * d
     bg = wl.batch * wl.kv_heads
-    return {"hbm_read_bytes": bg * reads, "hbm_write_bytes": bg * writes}
+    return {"hbm_read_bytes": bg * reads, "hbm_write_bytes": bg * writes, "alu_ops": bg * alu,
+            "convert_ops": bg * cvt}
 
 
 def kernel_counts(r, name, keys):

@@ -17,7 +17,9 @@ HBM traffic per head (bytes; fp32 statistics; non-causal):
 Theorem 2: Θ(N² d² M⁻¹) HBM accesses (T_c = 4 N d / M). Causal: pairs of blocks that are
 entirely masked are skipped (the inner loop starts at the first Q block that sees K_j).
 FLOPs: 4 N_q N_k d matmul; per visited B_r x B_c tile 4 B_r B_c + 6 B_r + 4 B_r d other
-ops (+ B_r B_c for the mask on diagonal tiles) and B_r B_c + 2 B_r exps.
+ops (+ B_r B_c for the mask on diagonal tiles), of which the maxes (B_r B_c + B_r) and the
+mask's select run on the ALU, B_r B_c + 2 B_r exps, and below fp32 B_r B_c + B_r d
+conversions (P̃ before P̃ V, O_i before its store).
 
 Kernel: one CTA per (batch, head), as in the paper's released implementation (the
 parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
@@ -51,17 +53,19 @@ from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
-from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile, rng_ops
+from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile,
+                                       rng_alu_ops, rng_ops)
 from hwmodels.compiled import compiled
-from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS,
-                               OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
+from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
+                               MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.footprints import with_passes
 from hwmodels.footprint import Allocation, Footprint
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.memory import SramOverflowError, check_sram_fits
-from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
-                                 matmul_nn, matmul_nt, store_rows, store_vector)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, count_store,
+                                 load_rows, load_vector, matmul_nn, matmul_nt, store_rows,
+                                 store_vector)
 
 INFO = AlgorithmInfo(
     name="flash1",
@@ -197,8 +201,8 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             count_other(c, rows * cols)
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if masked:
-                count_other(c, rows * cols)
-            count_other(c, rows * cols)                          # line 10: m̃ = rowmax(S)
+                count_alu(c, rows * cols)
+            count_alu(c, rows * cols)                            # line 10: m̃ = rowmax(S)
             count_other(c, rows * cols)                          #   S - m̃
             count_exp(c, rows * cols)                            #   P̃ = exp(S - m̃)
             count_other(c, rows * cols)                          #   ℓ̃ = rowsum(P̃)
@@ -215,8 +219,10 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
                 count_other(c, rows * cols)
                 if compute:
                     s = s * z
+            count_convert(c, rows * cols, e)                     # P̃ -> the MMA's dtype
             pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
-            count_other(c, 6 * rows)                             # line 11: m_new, ℓ_new
+            count_alu(c, rows)                                   # line 11: m_new = max
+            count_other(c, 5 * rows)                             #   differences, ℓ_new
             count_exp(c, 2 * rows)
             count_other(c, 4 * rows * d)                         # line 12: rescale, add, divide
             if compute:
@@ -238,11 +244,17 @@ def count_pair(c, rows, cols, d, e, masked, dropout):
     c[MATMUL_FLOPS] += 4 * rows * cols * d                       # S = Q Kᵀ, P̃ V
     c[SRAM_READ_BYTES] += (rows * d + cols * d) * e + (rows * cols + cols * d) * e
     other = 4 * rows * cols + 6 * rows + 4 * rows * d
+    alu = rows * cols + rows                                     # rowmax, m_new
     if masked:
         other += rows * cols
+        alu += rows * cols                                       # select
     if dropout:
         other += rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + 2 * rows * cols
+        alu += rng_alu_ops(rows * cols, FLASH_ELEMS_PER_CALL) + rows * cols   # + compare
     c[OTHER_FLOPS] += other
+    c[ALU_OPS] += alu
+    if e < 4:
+        c[CONVERT_OPS] += rows * cols + rows * d                 # P̃; O_i on its way out
     c[EXP_OPS] += rows * cols + 2 * rows
 
 

@@ -31,8 +31,10 @@ Causal: Q blocks entirely above the diagonal of K_j are skipped.
 FLOPs per visited tile (r x c): 10 r c d matmul (S, dṼ, dP, dQ, dK̃); other ops r c (τ) +
 r c (S - m) + r + r c (diag(ℓ)⁻¹) + 2 r d (D_i = rowsum(dO_i ∘ O_i), recomputed at every
 step as in line 19) + 2 r c (dS) + r c (τ dS) + r d (dQ_i + τ dS K_j) = 6 r c + r + 3 r d,
-+ r c on diagonal tiles (mask); r c exps. Dropout: ⌈r c/16⌉·100 + r c (regenerate Z on
-chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM traffic.
++ r c on diagonal tiles (mask, an ALU select); r c exps; below fp32, 2 r c conversions (P
+and dS, the products' operands) and those of every tile stored. Dropout: ⌈r c/16⌉·100 + r c
+(regenerate Z on chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM
+traffic.
 
 Kernel: one CTA per (batch, head), like the forward, its 4 warps splitting K_j and V_j:
 dQ_i = dS_ij K_j sums over the split keys, so each warp's fp32 partial dQ_i goes through
@@ -57,8 +59,9 @@ from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
-from hwmodels.primitives import (count_exp, count_other, count_store, load_rows, load_vector,
-                                 matmul_nn, matmul_nt, matmul_tn, store_rows)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, count_store,
+                                 load_rows, load_vector, matmul_nn, matmul_nt, matmul_tn,
+                                 store_rows)
 
 STAT_BYTES = 4
 THREADS_PER_CTA = 128
@@ -215,7 +218,7 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
             count_other(c, rows * cols)
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if masked:                                           # line 12: MASK
-                count_other(c, rows * cols)
+                count_alu(c, rows * cols)                        #   (a select)
             count_other(c, rows * cols + rows + rows * cols)     # line 13: S - m, 1/ℓ, x 1/ℓ
             count_exp(c, rows * cols)
             p = s
@@ -234,6 +237,7 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
                 count_other(c, rows * cols)
                 if compute:
                     p_used = p * z
+            count_convert(c, rows * cols, e)                     # P -> the MMA's dtype
             dv_part = matmul_tn(c, p_used, doi, cols, d, rows, e, compute)  # line 16
             dp = matmul_nt(c, doi, vj, rows, cols, d, e, compute)           # line 17
             if dropout:                                          # line 18: dP ∘ Z
@@ -247,6 +251,7 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
                 dv_acc += dv_part
                 d_i = (doi * oi).sum(axis=1)
                 softmax_grad_in_place(dp, p, d_i, np.float32(scale))  # dp now holds τ dS
+            count_convert(c, rows * cols, e)                     # dS, for lines 21 and 22
             dq_part = matmul_nn(c, ds, kj, rows, d, cols, e, compute)       # line 21
             count_other(c, rows * d)
             if compute:

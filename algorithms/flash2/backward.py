@@ -37,8 +37,9 @@ FlashAttention-2 counts it (Section 4.1), exactly when both passes visit the sam
 (non-causal). With causal masking each pass computes its diagonal tiles whole and the two
 passes tile differently, so the ratio is 2.5 x (backward visited area / forward visited
 area). Other ops per tile: r c (scale) + r c (S - lse) + 2 r c (dS = P ∘ (dP - D)), + r c
-mask select on diagonal tiles; r c exps. Per K/V block: c d (dK_j *= scale). Preprocess:
-2 N_q d (D); convert: N_q d (scale). Dropout (``algorithms.kernels.dropout``): per tile the RNG
+mask select on diagonal tiles (an ALU op); r c exps; below fp32, 2 r c conversions (P and dS
+to the products' operand dtype). Per K/V block: c d (dK_j *= scale). Preprocess: 2 N_q d
+(D); convert: N_q d (scale). Every stored tile is converted too (``store_rows``). Dropout (``algorithms.kernels.dropout``): per tile the RNG
 ops ⌈r c/16⌉·100 + r c compares, and 2 r c to apply Z to P and dP; no HBM traffic (Z is
 regenerated from the RNG state).
 
@@ -71,9 +72,9 @@ from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError
-from hwmodels.primitives import (count_atomic_add, count_exp, count_other, count_store,
-                                 load_rows, load_vector, matmul_nn, matmul_nt, matmul_tn,
-                                 store_rows, store_vector)
+from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, count_exp,
+                                 count_other, count_store, load_rows, load_vector, matmul_nn,
+                                 matmul_nt, matmul_tn, store_rows, store_vector)
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)
 THREADS_PER_CTA = 256   # 8 warps: flash-attn's Flash_bwd_kernel_traits for sm80
@@ -241,7 +242,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             count_other(c, rows * cols)                          # scale
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if masked:
-                count_other(c, rows * cols)                      # select -inf above diagonal
+                count_alu(c, rows * cols)                        # select -inf above diagonal
             count_other(c, rows * cols)                          # S - lse
             count_exp(c, rows * cols)
             p = s
@@ -259,6 +260,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
                 if compute:
                     p_used = p * z
             # -- dV_j += (P ∘ Z)ᵀ dO_i ; dP = (dO_i V_jᵀ) ∘ Z --
+            count_convert(c, rows * cols, e)                     # P -> the MMA's dtype
             dv_part = matmul_tn(c, p_used, doi, cols, d, rows, e, compute)
             dp = matmul_nt(c, doi, vj, rows, cols, d, e, compute)
             if dropout:
@@ -272,6 +274,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
                 dv_acc += dv_part
                 softmax_grad_in_place(dp, p, d_i, np.float32(1.0))   # dp now holds dS
             # -- dK_j += dSᵀ Q_i ; dQaccum_i += dS K_j (atomic, fp32) --
+            count_convert(c, rows * cols, e)                     # dS, for both products
             dk_part = matmul_tn(c, ds, qi, cols, d, rows, e, compute)
             dq_part = matmul_nn(c, ds, kj, rows, d, cols, e, compute)
             count_atomic_add(c, rows * d * ACCUM_BYTES)

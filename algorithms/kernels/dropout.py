@@ -29,9 +29,10 @@ from __future__ import annotations
 import numpy as np
 
 from hwmodels.compiled import compiled
-from hwmodels.primitives import count_other
+from hwmodels.primitives import count_alu, count_other
 
 PHILOX_OPS_PER_CALL = 100   # 10 rounds x (2 mul.lo + 2 mul.hi + 4 xor + 2 key adds)
+PHILOX_ALU_OPS_PER_CALL = 60  # the xors and adds; the integer multiplies run on the FMA pipe
 FLASH_ELEMS_PER_CALL = 16   # 128 bits / 8-bit comparisons (flash-attn's uint8 threshold)
 TORCH_ELEMS_PER_CALL = 4    # curand_uniform4: one fp32 uniform per element
 HASH_BITS = 24              # resolution of the simulator's keep decision
@@ -75,10 +76,18 @@ def rng_ops(n, elems_per_call):
 
 
 @compiled
+def rng_alu_ops(n, elems_per_call):
+    """Of ``rng_ops``, the ALU pipe's (xor, add): IMAD/IMUL issue to the FMA pipe."""
+    return -(-n // elems_per_call) * PHILOX_ALU_OPS_PER_CALL
+
+
+@compiled
 def dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep, compute):
     """Regenerate Z for one on-chip tile from the RNG state (no HBM traffic): random bits and
     one compare per element. Returns Z (an empty array in count-only mode)."""
-    count_other(c, rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + rows * cols)
+    n = rows * cols
+    count_alu(c, rng_alu_ops(n, FLASH_ELEMS_PER_CALL) + n)             # xor, add; compare
+    count_other(c, rng_ops(n, FLASH_ELEMS_PER_CALL) - rng_alu_ops(n, FLASH_ELEMS_PER_CALL))
     if compute:
         return keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
                                     inv_keep)

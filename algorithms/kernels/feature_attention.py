@@ -56,15 +56,25 @@ softmax over feature slices). RFA's inputs are ℓ2-normalised, so its features 
 and need none of this; elu+1 grows only linearly.
 
 Per-op accounting of φ for r rows (a max/add/mul/select is one "other" op, sin/cos/exp one
-special-function op; RFA: u = x / (|x| σ), Performer: u = x sqrt(scale)):
-  elu+1 (q and k):    exp r d,  other 3 r d (min, add, select)
+special-function op; RFA: u = x / (|x| σ), Performer: u = x sqrt(scale)); "alu" is the part
+of "other" that is a max, min, compare or select (the ALU pipe; the rest is FMA-pipe work):
+  elu+1 (q and k):    exp r d,  other 3 r d (min, add, select),  alu 2 r d (min, select)
   trig (q and k):     other 3 r d + 2 r P,        exp r + 2 r P,    matmul 2 r P d
-  positive query:     other r d + 4 r P,          exp r P,          matmul 2 r P d
-  positive key:       other 3 r d + r + 4 r P,    exp r P,          matmul 2 r P d
+  positive query:     other r d + 4 r P,          exp r P,          matmul 2 r P d,
+                      alu r P (row max of W u)
+  positive key:       other 3 r d + r + 4 r P,    exp r P,          matmul 2 r P d,
+                      alu r P (tile max of E)
   key stabilizer, per key tile (positive): other 1 + m d + m, exp 1
-  with T_m > 1 (positive), per query tile: other T_m (max shift); per slice: other
-  1 + m_t d + m_t, exp 1 (shift) and other 2 r + r d + r, exp r (running row max)
+  with T_m > 1 (positive), per query tile: other T_m (max shift, alu); per slice: other
+  1 + m_t d + m_t, exp 1 (shift) and other 2 r + r d + r, exp r (running row max: alu r)
 (P, m read per slice: P_t, m_t; elu+1 computes the slice's columns: exp r m_t, other 3 r m_t.)
+Outside φ: the causal sweep's select of A (alu r C per chunk) and, combining slices, the new
+running max (alu r per slice and row block); every sum, scale and divide is FMA work.
+φ, A and the fp32 state are fp32 on chip and the products take operands of the storage
+dtype, so below fp32 they are converted before each product: state kernel C m_t (φ_t(K_j))
+per key tile; apply kernel r m_t + m_t d (φ_t(Q_i), S_t) per slice; causal sweep per chunk
+r m + C m (φ(Q_c), φ(K_c)) + r C (A) + m d (S), and C m per key block folded before the
+first query chunk; O is converted on its store.
 """
 from __future__ import annotations
 

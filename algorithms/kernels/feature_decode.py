@@ -33,7 +33,10 @@ below the point where the re-reads exceed the state traffic (``feature_attention
 FLOPs: φ as ``feature_attention``'s table per CTA (N_q key rows, g N_q query rows), matmul
 2 m w_c per token for the update and 2 g m w_c for φ(q) S per CTA of w_c columns; other
 m + 2 g m per token (z, den) per CTA, w_c g N_q for the divide, and with positive features
-1 + m (z) and 1 + m_t w_c per slice (S) rescaling ops and one exp each.
+1 + m (z) and 1 + m_t w_c per slice (S) rescaling ops and one exp each. Outside φ (whose
+maxes and selects are the table's ALU ops) these are all adds, multiplies and divides (FMA
+pipe). Below fp32, per token and slice m_t (φ_t(k)) + g m_t (φ_t(q)) + m_t w_c (S_t, fp32,
+after its update) values are converted for the two products, and g N_q w_c for o.
 
 The state that earlier steps built is set up on the host (float64, rounded to fp32, not
 counted: it is what those steps wrote). A real model would initialise it in the prefill
@@ -48,8 +51,8 @@ import numpy as np
 from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, STATE_BYTES,
                                                 key_features, query_features)
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
-                                 load_rows)
+from hwmodels.primitives import (count_convert, count_exp, count_load, count_matmul, count_other,
+                                 count_store, load_rows)
 
 SHIFT_BYTES = 4          # the positive features' running key stabilizer c (fp32)
 SLICE_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
@@ -152,7 +155,9 @@ def recurrent_step(c, q, k, v, w, s, z, shift, o, nq, g, d, p, m, slice_rows, co
                 if compute and old != -np.inf:
                     st *= np.float32(np.exp(old - new))
             for i in range(nq):
+                count_convert(c, mt, e)                          # φ_t(k_i) -> the MMA's dtype
                 count_matmul(c, mt, wc, 1, e)                    # S_t += φ_t(k_i) v_iᵀ
+                count_convert(c, g * mt + mt * wc, e)            # φ_t(q), updated fp32 S_t
                 count_matmul(c, g, wc, mt, e)                    # num += φ_t(q) S_t
                 if compute:
                     st += np.outer(np.ascontiguousarray(phik[i, f0:f1]),
@@ -172,6 +177,7 @@ def recurrent_step(c, q, k, v, w, s, z, shift, o, nq, g, d, p, m, slice_rows, co
                     shift[0] = new
         count_other(c, rows * wc)                                # o = num / den
         count_store(c, rows * wc * e)
+        count_convert(c, rows * wc, e)                           # o to the storage dtype
         if compute:
             for r in range(rows):
                 if den[r] != 0:

@@ -24,12 +24,16 @@ query has its own key position; the plan checks).
 Counts added to the ungated sweep (r rows, C_k keys of a chunk or of a folded key block,
 m features of the CTA's slice, e storage bytes):
   once per CTA:   reads (d + 1) e (w_g, b_g)
-  per key block:  other 2 C_k d + C_k (logits) + 3 C_k (1 + e^-|x|, λ, 1 - g) + C_k (Λ);
-                  exp 2 C_k (exp, log1p);
+  per key block:  other 2 C_k d + C_k (logits) + 3 C_k (|y|, λ, 1 - g) + C_k (Λ), of which
+                  C_k (|y|) on the ALU; exp 2 C_k (exp, log1p);
                   state: other 2 C_k (Λ_last - Λ_j, x (1 - g_j)) + C_k m (scale φ(K)),
                   exp C_k; decay S, z: other m d + m, exp 1
   per chunk:      other 3 r C_k (Λ_i - Λ_j, x (1 - g_j), A x D), exp r C_k;
-                  other r d + r (inter-chunk num, den x exp(Λ_i)), exp r
+                  other r d + r (inter-chunk num, den x exp(Λ_i)), exp r;
+                  below fp32, r m conversions (the chunk's keys enter the state product as
+                  w ⊙ φ(K_c), converted apart from the φ(K_c) of A = φ(Q_c) φ(K_c)ᵀ)
+The causal select of A stays an ALU op as in the ungated sweep; the gate's other new ops
+(the logits' dot products, Λ, the decay factors) run on the FMA pipe.
 SRAM per CTA: the ungated sweep's buffers plus w_g, b_g ((d + 1) e) and three fp32 values
 per chunk row (g, λ / Λ, weight).
 """
@@ -43,8 +47,9 @@ from algorithms.kernels.feature_kernels import (KIND_POSITIVE, STATE_BYTES, _col
                                                 _divide_rows, combine_slices, key_features,
                                                 query_features)
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, matmul_nn,
-                                 matmul_nt, matmul_tn, store_rows, store_vector)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_other,
+                                 load_rows, matmul_nn, matmul_nt, matmul_tn, store_rows,
+                                 store_vector)
 
 GATE_VALUES_PER_ROW = 3      # g, λ (then Λ), the state weight: fp32 in SRAM
 
@@ -76,7 +81,8 @@ def gates(c, x, wg, bg, rows, d, compute):
     log σ(y) = min(y, 0) - log1p(e^-|y|), 1 - σ(y) = σ(-y)."""
     count_other(c, 2 * rows * d + rows)                        # y = x · w_g + b_g
     count_exp(c, 2 * rows)                                     # e^-|y|, log1p
-    count_other(c, 3 * rows)                                   # |y|, λ, 1 - g
+    count_alu(c, rows)                                         # |y|
+    count_other(c, 2 * rows)                                   # λ, 1 - g
     if not compute:
         return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.float32)
     y = np.dot(x, wg) + bg
@@ -101,6 +107,7 @@ def decay_fold(c, phik, vj, lam, one_minus, s, z, cols, m, d, e, compute):
         cum = np.cumsum(lam)
         wt = one_minus * np.exp(cum[-1] - cum)
         weighted = phik * wt.reshape((cols, 1))
+    count_convert(c, cols * m, e)                              # w ⊙ φ(K) -> the MMA's dtype
     kv = matmul_tn(c, weighted, vj, m, d, cols, e, compute)
     count_other(c, cols * m)                                   # z += colsum
     if compute:
@@ -151,8 +158,9 @@ def gated_causal_head(c, q, k, v, w, wg, bg, o, pnum, pden, t, seq_q, seq_k, d, 
                                kind, in_scale, shift, e, compute)
         lam, one_minus = gates(c, kj, wg, bg, rows, d, compute)
         # -- intra-chunk part: A = (φ(Q_c) φ(K_c)ᵀ) ⊙ D, lower triangle --
+        count_convert(c, 2 * rows * m, e)                      # φ(Q_c), φ(K_c) -> MMA dtype
         a = matmul_nt(c, phiq, phik, rows, rows, m, e, compute)
-        count_other(c, rows * rows)                            # causal select
+        count_alu(c, rows * rows)                              # causal select
         count_other(c, 3 * rows * rows)                        # Λ_i - Λ_j, x (1 - g_j), A x D
         count_exp(c, rows * rows)
         cum = np.empty(0, dtype=np.float32)
@@ -162,8 +170,10 @@ def gated_causal_head(c, q, k, v, w, wg, bg, o, pnum, pden, t, seq_q, seq_k, d, 
                 for j in range(rows):
                     a[i, j] = a[i, j] * one_minus[j] * np.exp(cum[i] - cum[j]) if j <= i else 0.0
         count_other(c, rows * rows)                            # row sums of A
+        count_convert(c, rows * rows, e)                       # A -> the MMA's dtype
         pv = matmul_nn(c, a, vj, rows, d, rows, e, compute)    # A V_c
         # -- inter-chunk part from the state, decayed by exp(Λ_i) --
+        count_convert(c, m * d, e)                             # fp32 S -> the MMA's dtype
         num = matmul_nn(c, phiq, s, rows, d, m, e, compute)    # φ(Q_c) S
         count_other(c, 2 * rows * m)                           # φ(Q_c) z
         count_exp(c, rows)                                     # exp(Λ_i)

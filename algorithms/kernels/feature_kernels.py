@@ -12,8 +12,9 @@ import numpy as np
 
 from algorithms.kernels.common import finite_or_zero
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
-                                 matmul_nn, matmul_nt, matmul_tn, store_rows, store_vector)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_other,
+                                 load_rows, load_vector, matmul_nn, matmul_nt, matmul_tn,
+                                 store_rows, store_vector)
 
 KIND_ELU, KIND_TRIG, KIND_POSITIVE = 0, 1, 2
 STATE_BYTES = 4          # S, z and the causal partials are fp32
@@ -37,7 +38,8 @@ def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, mx, e, co
     are dropped; positive features are taken relative to the running row max ``mx``."""
     if kind == KIND_ELU:
         count_exp(c, rows * ncols)
-        count_other(c, 3 * rows * ncols)                       # min, add, select
+        count_alu(c, 2 * rows * ncols)                         # min, select
+        count_other(c, rows * ncols)                           # add
         if compute:
             return _elu_plus_one(x), mx
         return np.empty((0, 0), dtype=np.float32), mx
@@ -51,7 +53,8 @@ def query_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, mx, e, co
     count_other(c, rows * d)                                   # u = x sqrt(scale)
     u = x * np.float32(in_scale)                               # (empty in count-only mode)
     proj = matmul_nt(c, u, w, rows, p, d, e, compute)          # W u  (rows x p)
-    count_other(c, 2 * rows * p)                               # row max, subtract
+    count_alu(c, rows * p)                                     # row max
+    count_other(c, rows * p)                                   # subtract
     count_exp(c, rows * p)
     count_other(c, rows * p)                                   # x 1/sqrt(M)
     count_other(c, rows * p)                                   # (kept: the table's 4 r P)
@@ -67,7 +70,8 @@ def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, shift, e, c
     exponents. Returns (phi (rows x m_t), new shift)."""
     if kind == KIND_ELU:
         count_exp(c, rows * ncols)
-        count_other(c, 3 * rows * ncols)
+        count_alu(c, 2 * rows * ncols)                         # min, select
+        count_other(c, rows * ncols)                           # add
         if compute:
             return _elu_plus_one(x), shift
         return np.empty((0, 0), dtype=np.float32), shift
@@ -85,7 +89,7 @@ def key_features(c, x, w, rows, ncols, d, p, p_norm, kind, in_scale, shift, e, c
     new_shift = shift
     phi = np.empty((0, 0), dtype=np.float32)
     count_other(c, rows + rows * p)                            # E = W u - |u|²/2
-    count_other(c, rows * p)                                   # tile max of E
+    count_alu(c, rows * p)                                     # tile max of E
     count_other(c, rows * p)                                   # E - c
     count_exp(c, rows * p)
     count_other(c, rows * p)                                   # x 1/sqrt(M)
@@ -149,6 +153,7 @@ def state_head(c, k, v, w, s_hbm, z_hbm, shift_hbm, seq_k, d, p_total, tile_unit
                                            in_scale, shift, e, compute)
             rescale_state(c, s, z, shift, new_shift, m_t, d, kind, compute)
             shift = new_shift
+            count_convert(c, cols * m_t, e)                    # φ_t(K_j) -> the MMA's dtype
             kv = matmul_tn(c, phik, vj, m_t, d, cols, e, compute)  # S_t += φ_t(K_j)ᵀ V_j
             count_other(c, cols * m_t)                         # z_t += colsum φ_t(K_j)
             if compute:
@@ -176,7 +181,7 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
         top = np.float32(0.0)
         if sliced:
             shifts = load_vector(c, shift_hbm, 0, tiles, 4)    # c_t of every slice
-            count_other(c, tiles)                              # C = max_t c_t
+            count_alu(c, tiles)                                # C = max_t c_t
             if compute:
                 top = shifts.max()
         num = np.zeros((rows if compute else 0, d), dtype=np.float32)
@@ -202,7 +207,8 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
             phiq, new_mx = query_features(c, x, w_t, rows, nu, d, nu, p_total, kind,
                                           in_scale, mx, e, compute)
             if sliced:
-                count_other(c, 2 * rows)                       # max with running, m_old - m_new
+                count_alu(c, rows)                             # max with running
+                count_other(c, rows)                           # m_old - m_new
                 count_exp(c, rows)                             # alpha
                 count_other(c, rows * d + rows)                # num, den *= alpha
                 if compute:
@@ -210,6 +216,7 @@ def apply_head(c, q, w, s_hbm, z_hbm, shift_hbm, o, seq_q, d, p_total, tile_unit
                     num *= alpha[:, None]
                     den *= alpha
             mx = new_mx
+            count_convert(c, rows * m_t + m_t * d, e)          # φ_t(Q_i), fp32 S_t -> MMA dtype
             part = matmul_nn(c, phiq, s_t, rows, d, m_t, e, compute)   # num += φ_t(Q_i) S_t
             count_other(c, 2 * rows * m_t)                     # den += φ_t(Q_i) z_t
             if compute:
@@ -264,13 +271,16 @@ def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total,
         rescale_state(c, s, z, shift, new_shift, m, d, kind, live)
         shift = new_shift
         # -- intra-chunk part: A = φ(Q_c) φ(K_c)ᵀ, lower triangle --
+        count_convert(c, rows * m + cols * m, e)               # φ(Q_c), φ(K_c) -> MMA dtype
         a = matmul_nt(c, phiq, phik, rows, cols, m, e, live)
-        count_other(c, rows * cols)                            # causal select
+        count_alu(c, rows * cols)                              # causal select
         if live:
             _mask_lower(a, r0, k_start, off)
         count_other(c, rows * cols)                            # row sums of A
+        count_convert(c, rows * cols, e)                       # A -> the MMA's dtype
         pv = matmul_nn(c, a, vj, rows, d, cols, e, live)       # A V_c
         # -- inter-chunk part from the state --
+        count_convert(c, m * d, e)                             # fp32 S -> the MMA's dtype
         num = matmul_nn(c, phiq, s, rows, d, m, e, compute)    # φ(Q_c) S
         count_other(c, 2 * rows * m)                           # φ(Q_c) z
         count_other(c, rows * d + rows)                        # num += A V, den += A 1
@@ -318,7 +328,8 @@ def combine_slices(c, pnum, pden, plog, o, seq_q, d, tiles, block, kind, e, comp
             dt = load_vector(c, pden[t], r0, r1, STATE_BYTES)
             if positive:
                 lt = load_vector(c, plog[t], r0, r1, STATE_BYTES)
-                count_other(c, 2 * rows)                       # new max, differences
+                count_alu(c, rows)                             # new max
+                count_other(c, rows)                           # differences
                 count_exp(c, 2 * rows)                         # rescale old, weight new
                 count_other(c, rows * d + rows)                # acc x rescale
                 if compute:
@@ -355,6 +366,7 @@ def _fold(c, kj, vj, w_s, s, z, cols, d, nu, p_total, kind, in_scale, shift, e, 
     phik, new_shift = key_features(c, kj, w_s, cols, nu, d, nu, p_total, kind, in_scale,
                                    shift, e, compute)
     rescale_state(c, s, z, shift, new_shift, m, d, kind, compute)
+    count_convert(c, cols * m, e)                              # φ(K) -> the MMA's dtype
     kv = matmul_tn(c, phik, vj, m, d, cols, e, compute)
     count_other(c, cols * m)
     if compute:

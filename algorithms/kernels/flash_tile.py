@@ -9,18 +9,22 @@ diagonal tiles, or an element mask on a sparse pattern's partial tiles), updates
 max m, sum l and un-normalized accumulator acc in place with the online softmax, applies
 dropout to P when asked (regenerated on chip), and adds P V_j to acc. Per B_r x B_c tile it
 counts: 2 B_c d e bytes read; 4 B_r B_c d matmul FLOPs; 4 B_r B_c + 4 B_r + B_r d other ops
-(+ B_r B_c for a mask, + the dropout ops of ``algorithms.kernels.dropout``); B_r B_c + B_r exps.
+(+ B_r B_c for a mask, + the dropout ops of ``algorithms.kernels.dropout``), of which the row
+max (B_r B_c + B_r) and the mask's select are ALU ops; B_r B_c + B_r exps; and, below fp32,
+B_r B_c conversions (P to the operand dtype of the P V product).
 ``finish_rows`` is the epilogue: O = acc / l, lse = m + log l.
 """
 import numpy as np
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
                                safe_normalizers, scale_rows)
-from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_tile, rng_ops
+from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, dropout_tile, rng_alu_ops,
+                                       rng_ops)
 from hwmodels.compiled import compiled
-from hwmodels.counters import (EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
-                               SRAM_READ_BYTES, SRAM_WRITE_BYTES)
-from hwmodels.primitives import count_exp, count_other, load_rows, matmul_nn, matmul_nt
+from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS,
+                               OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, load_rows,
+                                 matmul_nn, matmul_nt)
 
 STAT_BYTES = 4
 NO_DROPOUT_SCALE = np.float32(1.0)   # attend_tile's inv_keep when there is no dropout
@@ -37,6 +41,24 @@ def apply_element_mask(s, mask, r0, c0):
 
 
 @compiled
+def count_softmax_tile(c, rows, cols, dv, masked):
+    """FlashAttention-2's per-tile online-softmax ops, shared by every kernel that runs it: of
+    4 rows cols + 4 rows + rows dv (+ rows cols masked), the row max (rows cols + rows) and
+    the mask's select run on the ALU pipe. The caller counts P's conversion to the P V
+    product's operand dtype."""
+    count_other(c, rows * cols)                      # S *= scale
+    if masked:
+        count_alu(c, rows * cols)                    # select -inf where masked
+    count_alu(c, rows * cols + rows)                 # rowmax(S), max with m
+    count_other(c, rows * cols)                      # S - m_new
+    count_exp(c, rows * cols)                        # P = exp(S - m_new)
+    count_other(c, rows)                             # m_old - m_new
+    count_exp(c, rows)                               # alpha
+    count_other(c, rows * cols + 2 * rows)           # l = alpha l + rowsum(P)
+    count_other(c, rows * dv)                        # acc *= alpha
+
+
+@compiled
 def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_q, seq_k, e,
                 compute, mask, mask_partial, dropout, seed, bh, threshold, inv_keep):
     """Q_i (rows x d, on chip) against keys [c0, c1): the online-softmax step, in place.
@@ -47,18 +69,8 @@ def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_
     kj = load_rows(c, k, c0, c1, d, e)                       # K_j -> SRAM
     vj = load_rows(c, v, c0, c1, d, e)                       # V_j -> SRAM
     s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)      # S = Q_i K_jᵀ
-    count_other(c, rows * cols)                              # S *= scale
     causal_partial = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-    if causal_partial or mask_partial:
-        count_other(c, rows * cols)                          # select -inf where masked
-    # -- update m_i and l_i --
-    count_other(c, rows * cols + rows)                       # rowmax(S), max with m
-    count_other(c, rows * cols)                              # S - m_new
-    count_exp(c, rows * cols)                                # P = exp(S - m_new)
-    count_other(c, rows)                                     # m_old - m_new
-    count_exp(c, rows)                                       # alpha = exp(m_old - m_new)
-    count_other(c, rows * cols + 2 * rows)                   # l = alpha l + rowsum(P)
-    count_other(c, rows * d)                                 # acc *= alpha
+    count_softmax_tile(c, rows, cols, d, causal_partial or mask_partial)
     if compute:
         s *= np.float32(scale)
         if causal_partial:
@@ -73,6 +85,7 @@ def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_
         count_other(c, rows * cols)
         if compute:
             s = s * z
+    count_convert(c, rows * cols, e)                         # P -> the MMA's operand dtype
     pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)      # acc += P V_j (in the MMA)
     if compute:
         acc += pv
@@ -89,11 +102,17 @@ def count_tile(c, rows, cols, d, e, masked, dropout):
     c[MATMUL_FLOPS] += 4 * rows * cols * d                   # Q Kᵀ and P V
     c[SRAM_READ_BYTES] += (rows * d + cols * d) * e + (rows * cols + cols * d) * e
     other = 4 * rows * cols + 4 * rows + rows * d
+    alu = rows * cols + rows                                 # row max, max with m
     if masked:
         other += rows * cols
+        alu += rows * cols                                   # select
     if dropout:
         other += rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + 2 * rows * cols
+        alu += rng_alu_ops(rows * cols, FLASH_ELEMS_PER_CALL) + rows * cols   # + compare
     c[OTHER_FLOPS] += other
+    c[ALU_OPS] += alu
+    if e < 4:
+        c[CONVERT_OPS] += rows * cols                        # P
     c[EXP_OPS] += rows * cols + rows
 
 

@@ -51,6 +51,9 @@ in proportion to the branches' tiles.
 FLOPs follow the prefill kernels' accounting (``nsa_kernels``): matmul 4 rows d per token of
 each branch (2 for the rescore pass), FlashAttention-2's softmax ops per tile, the bins'
 rescale (rows × blocks touched so far per tile) and credit (rows × cols × l/d_s), merges.
+ALU ops: the row maxima and masks of the softmax tiles, the merges' maxima and the top-n
+(3 + (j_t + 1) n per position); conversions (below fp32): P before every P V product and
+O before its store.
 
 Count-only mode: as in prefill, the loops depend only on positions and n_t; slot s < n_t − 1
 stands for block 0 (a full earlier block), the last slot for the current block j_t.
@@ -60,11 +63,12 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.kernels.common import online_softmax_tile
-from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n, count_softmax_tile,
+from algorithms.kernels.flash_tile import count_softmax_tile
+from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n,
                                             selected_count, visible_compressed)
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
-                                 load_rows)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
+                                 count_other, count_store, load_rows)
 
 TOPN_SLOT_BYTES = 8     # fp32 score + int32 block index per on-chip top-n slot
 
@@ -134,6 +138,7 @@ def window_tile(c, qr, k, v, acc, m, l, c0, c1, rows, seq_q, seq_k, shift, d, e,
     masked = c0 < seq_k - window or c1 - 1 > shift
     count_matmul(c, rows, cols, d, e)
     count_softmax_tile(c, rows, cols, d, masked)
+    count_convert(c, rows * cols, e)                      # P -> the MMA's operand dtype
     count_matmul(c, rows, d, cols, e)
     if compute:
         s = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
@@ -156,6 +161,7 @@ def selected_block(c, qt, k, v, acc, m, l, b0, b1, g, d, tile, e, scale, compute
         vj = load_rows(c, v, c0, c1, d, e)
         count_matmul(c, g, cols, d, e)
         count_softmax_tile(c, g, cols, d, False)
+        count_convert(c, g * cols, e)                     # P -> the MMA's operand dtype
         count_matmul(c, g, d, cols, e)
         if compute:
             s = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
@@ -215,6 +221,7 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         masked = c1 > nv_first
         count_matmul(c, rows, cols, d, e)                 # S = Q K̃ᵀ
         count_softmax_tile(c, rows, cols, d, masked)
+        count_convert(c, rows * cols, e)                  # P -> the MMA's operand dtype
         count_matmul(c, rows, d, cols, e)                 # acc += P Ṽ
         touched = (c1 - 1 + seg_c - 1) // seg_s + 1       # selection blocks seen so far
         if not rescore:
@@ -259,7 +266,7 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
             count_matmul(c, rows, cols, d, e)
             count_other(c, rows * cols)                   # S *= scale
             if masked:
-                count_other(c, rows * cols)
+                count_alu(c, rows * cols)                 # select -inf
             count_other(c, rows * cols)                   # S − lse
             count_exp(c, rows * cols)
             count_other(c, (g - 1) * seq_q * cols)        # sum over the g heads
@@ -281,7 +288,7 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
                 sel[t, :] = -1
             continue
         jt = kpos // sblock
-        count_other(c, 3 + (jt + 1) * n_sel)
+        count_alu(c, 3 + (jt + 1) * n_sel)                # force 3; insert each candidate
         if compute:
             _top_n(pbins[t], jt, n_sel, sel[t])
     # -- selected branch: each position's blocks, loaded once for its g heads --
@@ -325,6 +332,7 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         out = (gates[:, 0:1] * o_cmp + gates[:, 1:2] * o_slc + gates[:, 2:3] * o_win)
         for j in range(g):
             o[j] = out[j * seq_q:(j + 1) * seq_q]
+    count_convert(c, rows * d, e)                         # O to the storage dtype
     count_store(c, rows * d * e)
 
 

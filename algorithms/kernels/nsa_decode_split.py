@@ -14,11 +14,12 @@ import numpy as np
 from algorithms.kernels.common import online_softmax_tile
 from algorithms.kernels.nsa_decode import (DECODE_TILES, TOPN_SLOT_BYTES, _mask_rows,
                                            selected_block, window_tile)
-from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n, count_softmax_tile,
+from algorithms.kernels.flash_tile import count_softmax_tile
+from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n,
                                             selected_count, visible_compressed)
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
-                                 load_rows)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
+                                 count_other, count_store, load_rows)
 
 PARTIAL_STAT_BYTES = 8   # fp32 m and l of a partial softmax state, per row
 
@@ -63,6 +64,7 @@ def cmp_partials(c, q, kc, vc, acc_p, m_p, l_p, bins_p, seq_q, seq_k, d, g, cblo
             masked = c1 > nv_first
             count_matmul(c, rows, cols, d, e)                 # S = Q K̃ᵀ
             count_softmax_tile(c, rows, cols, d, masked)
+            count_convert(c, rows * cols, e)                  # P -> the MMA's operand dtype
             count_matmul(c, rows, d, cols, e)                 # acc += P Ṽ
             touched = touched_blocks(a, c1, seg_c, seg_s)[1] - blo
             count_other(c, rows * touched)                    # bins *= alpha
@@ -126,7 +128,8 @@ def select_from_partials(c, m_p, l_p, bins_p, sel, seq_q, seq_k, g, cblock, stri
     n_split = ranges.shape[0]
     n_blocks = (seq_k + sblock - 1) // sblock
     count_load(c, n_split * rows * PARTIAL_STAT_BYTES)       # m, l of every chunk
-    count_other(c, 3 * n_split * rows)                       # max; l_s e^(m_s − M) summed
+    count_alu(c, n_split * rows)                             # M = max_s m_s
+    count_other(c, 2 * n_split * rows)                       # l_s e^(m_s − M) summed
     count_exp(c, n_split * rows + rows)                      # e^(m_s − M); log
     count_other(c, rows)                                     # lse = M + log L
     count_exp(c, n_split * rows)                             # e^(m_s − lse)
@@ -159,7 +162,7 @@ def select_from_partials(c, m_p, l_p, bins_p, sel, seq_q, seq_k, g, cblock, stri
                 sel[t, :] = -1
             continue
         jt = kpos // sblock
-        count_other(c, 3 + (jt + 1) * n_sel)
+        count_alu(c, 3 + (jt + 1) * n_sel)                   # force 3; insert each candidate
         if compute:
             _top_n(pb[t], jt, n_sel, sel[t])
     count_store(c, seq_q * n_sel * IDX_BYTES)
@@ -206,7 +209,8 @@ def slc_partials(c, q, k, v, sel, acc_p, m_p, l_p, seq_q, seq_k, d, g, sblock, n
 def _merge_rows(c, acc_p, m_p, l_p, parts, row, d, compute):
     """Merge ``parts`` partial softmax states of one row (loads and ops counted)."""
     count_load(c, parts * (d * STAT_BYTES + PARTIAL_STAT_BYTES))
-    count_other(c, parts + parts * (d + 2) + d)               # max; scale-add acc, l; divide
+    count_alu(c, parts)                                       # max of the m_s
+    count_other(c, parts * (d + 2) + d)                       # scale-add acc, l; divide
     count_exp(c, parts)
     out = np.zeros(d if compute else 0, dtype=np.float32)
     if compute:
@@ -248,6 +252,7 @@ def combine_head(c, q, wg, cmp_acc, cmp_m, cmp_l, slc_acc, slc_m, slc_l, win_acc
             x = np.dot(wg, q[t])
             gt = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
             o[t] = gt[0] * o_cmp + gt[1] * o_slc + gt[2] * o_win
+    count_convert(c, seq_q * d, e)                            # O to the storage dtype
     count_store(c, seq_q * d * e)
 
 

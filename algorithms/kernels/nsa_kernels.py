@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.kernels.common import online_softmax_tile, sort_small_in_place
+from algorithms.kernels.flash_tile import count_softmax_tile
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_matmul, count_other, count_store,
-                                 load_rows, store_rows)
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
+                                 count_other, count_store, load_rows, store_rows)
 
 IDX_BYTES = 4      # int32 selected-block index
 STAT_BYTES = 4     # fp32 gates and softmax statistics
@@ -34,21 +35,6 @@ def selected_count(kpos, sblock, n_sel):
     if kpos < 0:
         return 0
     return min(n_sel, kpos // sblock + 1)
-
-
-@compiled
-def count_softmax_tile(c, rows, cols, dv, masked):
-    """FlashAttention-2's per-tile softmax ops (as ``flash2.forward_head`` counts them)."""
-    count_other(c, rows * cols)                      # S *= scale
-    if masked:
-        count_other(c, rows * cols)                  # select -inf where masked
-    count_other(c, rows * cols + rows)               # rowmax(S), max with m
-    count_other(c, rows * cols)                      # S - m_new
-    count_exp(c, rows * cols)                        # P = exp(S - m_new)
-    count_other(c, rows)                             # m_old - m_new
-    count_exp(c, rows)                               # alpha
-    count_other(c, rows * cols + 2 * rows)           # l = alpha l + rowsum(P)
-    count_other(c, rows * dv)                        # acc *= alpha
 
 
 # ---- kernel 1: compression φ -------------------------------------------------------------
@@ -176,6 +162,7 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
             masked = c1 > nv_first
             count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ
             count_softmax_tile(c, big, cols, d, masked)
+            count_convert(c, big * cols, e)                      # P -> the MMA's operand dtype
             count_matmul(c, big, d, cols, e)                     # acc += P Ṽ_j
             if compute:
                 kt = np.ascontiguousarray(kj.T)
@@ -197,6 +184,7 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
                         lse[j, i] = m[j, i] + np.log(l[j, i])
                     else:
                         o_cmp[j, r0 + i] = 0.0
+        count_convert(c, big * d, e)                             # O_cmp to the storage dtype
         count_store(c, big * d * e)                              # O_cmp -> HBM
         # -- pass 2: p_cmp = exp(S - lse), summed over the group (Eq. 10), onto the
         #    selection blocks (Eq. 9): a compressed token counts once per stride segment
@@ -209,7 +197,7 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
             count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ (recomputed)
             count_other(c, big * cols)                           # S *= scale
             if masked:
-                count_other(c, big * cols)                       # select -inf
+                count_alu(c, big * cols)                         # select -inf
             count_other(c, big * cols)                           # S - lse
             count_exp(c, big * cols)                             # p_cmp
             count_other(c, (g - 1) * rows * cols)                # sum over the g heads
@@ -234,7 +222,7 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
                     idx[r0 + i, :] = -1
                 continue
             jt = kpos // sblock
-            count_other(c, 3 + (jt + 1) * n_sel)                 # force 3; insert each candidate
+            count_alu(c, 3 + (jt + 1) * n_sel)                   # force 3; insert each candidate
             if compute:
                 _top_n(bins[i], jt, n_sel, idx[r0 + i])
         count_store(c, rows * n_sel * IDX_BYTES)                 # indices -> HBM (int32)
@@ -281,6 +269,7 @@ def selected_pack(c, q, k, v, idx, gates, o_cmp, o_win, o, seq_q, seq_k, d, g, s
                 masked = c1 > kend
                 count_matmul(c, g, cols, d, e)                   # S = q_t K_jᵀ (g heads)
                 count_softmax_tile(c, g, cols, d, masked)
+                count_convert(c, g * cols, e)                    # P -> the MMA's operand dtype
                 count_matmul(c, g, d, cols, e)                   # acc += P V_j
                 if compute:
                     s = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
@@ -297,4 +286,5 @@ def selected_pack(c, q, k, v, idx, gates, o_cmp, o_win, o, seq_q, seq_k, d, g, s
                 slc = acc[j] / l[j] if l[j] > 0 else np.zeros(d, dtype=np.float32)
                 o[j, t] = (gates[j, t, 0] * o_cmp[j, t] + gates[j, t, 1] * slc
                            + gates[j, t, 2] * o_win[j, t])
+        count_convert(c, g * d, e)                               # O to the storage dtype
         count_store(c, g * d * e)                                # O -> HBM

@@ -12,13 +12,15 @@ and writes it to its place. Digits are 8 bits (radix 256; the width is our assum
 
 Traffic for n pairs of 4-byte keys and 4-byte values, P = ⌈key bits / 8⌉ passes:
     histogram: reads 4 n;  each pass: reads 8 n, writes 8 n.
+Ops: n P (histogram) + 2 n per pass, integer shifts, masks and adds, all on the ALU pipe
+(integer instructions other than IMAD run there), so alu_ops == other_flops.
 Histogram and look-back scratch (a few KB per CTA) is not counted. Executed mode really
 sorts (stable, so equal keys keep their input order); count-only mode runs the same passes.
 """
 import numpy as np
 
 from hwmodels.compiled import compiled
-from hwmodels.primitives import count_load, count_other, count_store
+from hwmodels.primitives import count_alu, count_load, count_store
 
 RADIX_BITS = 8            # digit width (radix 256)
 SORT_TILES = (4096, 2048, 1024, 512, 256)   # keys per sort CTA, largest that fits SRAM
@@ -52,14 +54,14 @@ def radix_sort(c_hist, c_passes, keys, values, keys_out, values_out, n, passes, 
 def sort_histogram(c, keys, n, passes):
     """Onesweep's up-front pass: every digit's histogram from one read of the keys."""
     count_load(c, n * KEY_BYTES)
-    count_other(c, n * passes)                                 # digit extract + bin increment
+    count_alu(c, n * passes)                                   # digit extract + bin increment
 
 
 @compiled
 def sort_pass(c, keys, values, keys_out, values_out, n, shift, compute):
     """One scatter pass on the digit at ``shift``: read keys+values, write them in place."""
     count_load(c, n * (KEY_BYTES + VALUE_BYTES))
-    count_other(c, 2 * n)                                      # digit, scatter offset
+    count_alu(c, 2 * n)                                        # digit, scatter offset
     count_store(c, n * (KEY_BYTES + VALUE_BYTES))
     if compute:
         radix = 1 << RADIX_BITS

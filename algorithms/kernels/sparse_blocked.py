@@ -47,8 +47,8 @@ from algorithms.kernels.common import heads_in_flight
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, attend_tile, count_tile, finish_rows,
                                            new_row_state)
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_exp, count_load, count_other, load_rows, load_vector,
-                                 store_rows, store_vector)
+from hwmodels.primitives import (count_alu, count_exp, count_load, count_other, load_rows,
+                                 load_vector, store_rows, store_vector)
 
 
 def residue_order(positions: np.ndarray, stride: int) -> np.ndarray:
@@ -244,7 +244,8 @@ def blocked_forward_head(c, q, k, v, o, lse, mask, q_lo, q_hi, row_ptr, k_lo, k_
         # -- merge with the local kernel's rows: lse = log(e^lse1 + e^lse2) --
         o1 = load_rows(c, o, r0, r1, d, e)                       # O (local) -> SRAM
         lse1 = load_vector(c, lse, r0, r1, STAT_BYTES)
-        count_other(c, rows * (3 * d + 4))                       # max, 2 diffs, sum; weights x O
+        count_alu(c, rows)                                       # max of the two lse
+        count_other(c, rows * (3 * d + 3))                       # 2 diffs, sum; weights x O
         count_exp(c, 3 * rows)                                   # 2 exp, log
         merged = np.empty((0, 0), dtype=np.float32)
         lse_new = np.empty(0, dtype=np.float32)

@@ -28,10 +28,12 @@ whole 16-key MMA steps.
 Per CTA (R = g·rows, e = storage bytes, o_b = 4 when split else e), HBM bytes:
     reads  = R d_k e (Q) + Σ_tiles cols (d_k + d_v [0 if v_in_k]) e
     writes = R d_v o_b + 4 R
-and the other/exp counts of ``flash2.forward_head`` with rows -> R (a packed CTA with g = 1
-counts exactly as FlashAttention-2). Combine kernel, per query head:
+and the other/ALU/exp/convert counts of ``flash2.forward_head`` with rows -> R (a packed CTA
+with g = 1 counts exactly as FlashAttention-2): per tile R B_c (+ R B_c masked) + R ALU ops,
+R B_c conversions of P below fp32, and R d_v of O when o_b < 4. Combine kernel, per query head:
     reads 4 S N_q (d_v + 1), writes N_q (d_v e + 4);
-    other 3 S N_q + 2 S N_q d_v + N_q d_v + N_q, exp S N_q + N_q.
+    other 3 S N_q + 2 S N_q d_v + N_q d_v + N_q (of which ALU S N_q: the max), exp S N_q + N_q,
+    convert N_q d_v below fp32.
 """
 from __future__ import annotations
 
@@ -45,9 +47,11 @@ from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_m
                                        heads_in_flight, mma_warps, online_softmax_tile,
                                        row_tiles, safe_normalizers, scale_rows,
                                        wgmma_warpgroups)
+from algorithms.kernels.flash_tile import count_softmax_tile
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
-from hwmodels.primitives import count_exp, count_load, count_matmul, count_other, count_store
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
+                                 count_other, count_store)
 
 Q_BLOCKS = (128, 64, 32, 16)                    # FlashAttention-2's per-head row blocks
 Q_BLOCKS_PACKED = (128, 64, 32, 16, 8, 4, 2, 1)  # packing g heads may need fewer rows per head
@@ -279,18 +283,9 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
             if not v_in_k:
                 count_load(c, cols * dv * e)                       # V_j -> SRAM
             count_matmul(c, big, cols, dk, e)                      # S = Q_i K_jᵀ (g heads)
-            count_other(c, big * cols)                             # S *= scale
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-            if masked:
-                count_other(c, big * cols)                         # select -inf
-            # -- update m_i and l_i (as flash2.forward_head) --
-            count_other(c, big * cols + big)
-            count_other(c, big * cols)
-            count_exp(c, big * cols)
-            count_other(c, big)
-            count_exp(c, big)
-            count_other(c, big * cols + 2 * big)
-            count_other(c, big * dv)
+            count_softmax_tile(c, big, cols, dv, masked)           # as flash2.forward_head
+            count_convert(c, big * cols, e)                        # P -> the MMA's operand dtype
             count_matmul(c, big, dv, cols, e)                      # acc += P V_j
             if compute:
                 kt = np.ascontiguousarray(k[c0:c1].T)
@@ -305,6 +300,7 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
         count_other(c, big * dv + big)
         count_exp(c, big)
+        count_convert(c, big * dv, out_bytes)                      # O_i (a fp32 partial: none)
         count_store(c, big * dv * out_bytes)                       # O_i (or partial) -> HBM
         count_store(c, big * STAT_BYTES)                           # lse_i -> HBM
         if compute:
@@ -318,11 +314,13 @@ def combine_head(c, o_part, lse_part, o, lse, seq_q, dv, splits, e, compute):
     """Merge S partials of one query head: o_part (S, N_q, d_v), lse_part (S, N_q)."""
     rows = seq_q * splits
     count_load(c, rows * STAT_BYTES)                               # lse_s
-    count_other(c, 3 * rows)                                       # max, lse_s - max, sum
+    count_alu(c, rows)                                             # max
+    count_other(c, 2 * rows)                                       # lse_s - max, sum
     count_exp(c, rows)                                             # w_s = exp(lse_s - max)
     count_load(c, rows * dv * STAT_BYTES)                          # O_s
     count_other(c, 2 * rows * dv + seq_q * dv + seq_q)             # Σ w_s O_s, / Σ w_s, + max
     count_exp(c, seq_q)                                            # log Σ w_s
+    count_convert(c, seq_q * dv, e)                                # O to the storage dtype
     count_store(c, seq_q * dv * e)                                 # O -> HBM
     count_store(c, seq_q * STAT_BYTES)                             # lse -> HBM
     if compute:

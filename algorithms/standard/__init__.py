@@ -51,7 +51,8 @@ from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
-from hwmodels.primitives import count_exp, count_load, count_other, count_store
+from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_other,
+                                 count_store)
 
 ALGORITHM0, PYTORCH_EAGER = "algorithm0", "pytorch-eager"
 PROGRAMS = (ALGORITHM0, PYTORCH_EAGER)
@@ -217,7 +218,7 @@ def mask_kernel(c, s, seq_q, seq_k, e, compute):
     for i in range(seq_q):
         count_load(c, seq_k * e)                  # row of S
         count_load(c, seq_k * MASK_BYTES)         # row of the boolean mask
-        count_other(c, seq_k)                     # select
+        count_alu(c, seq_k)                       # select
         count_store(c, seq_k * e)                 # masked row of S
         if compute:
             first_masked = max(0, i + seq_k - seq_q + 1)
@@ -230,7 +231,7 @@ def select_kernel(c, s, mask, seq_q, seq_k, e, compute):
     for i in range(seq_q):
         count_load(c, seq_k * e)                  # row of S
         count_load(c, seq_k * MASK_BYTES)         # row of the boolean mask
-        count_other(c, seq_k)                     # select
+        count_alu(c, seq_k)                       # select
         count_store(c, seq_k * e)                 # masked row of S
         if compute:
             for j in range(seq_k):
@@ -248,7 +249,8 @@ def softmax_kernel(c, s, seq_q, seq_k, chunk, e, compute):
     for i in range(seq_q):
         count_load(c, seq_k * e)                  # read the row (pass 1)
         if two_pass:
-            count_other(c, 3 * seq_k)             # running max, subtract, running sum
+            count_alu(c, seq_k)                   # running max
+            count_other(c, 2 * seq_k)             # subtract, running sum
             count_exp(c, seq_k)
             count_other(c, 2 * n_chunks)          # per chunk: m_old - m_new, rescale sum
             count_exp(c, n_chunks)
@@ -256,9 +258,11 @@ def softmax_kernel(c, s, seq_q, seq_k, chunk, e, compute):
             count_other(c, 2 * seq_k)             # subtract, divide
             count_exp(c, seq_k)
         else:
-            count_other(c, 4 * seq_k)             # max, subtract, sum, divide
+            count_alu(c, seq_k)                   # max
+            count_other(c, 3 * seq_k)             # subtract, sum, divide
             count_exp(c, seq_k)
         count_store(c, seq_k * e)                 # write the row of P
+        count_convert(c, seq_k, e)                #   computed in fp32
         if compute:
             row = s[i]
             m = row.max()

@@ -40,15 +40,15 @@ import numpy as np
 
 from algorithms.base import Plan
 from algorithms.kernels.common import heads_in_flight, placeholder
-from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args, keep_multiplier_tile,
-                                rng_ops)
+from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args,
+                                       keep_multiplier_tile, rng_alu_ops, rng_ops)
 from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path, l2_working_set
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder
-from hwmodels.primitives import count_load, count_other, count_store
+from hwmodels.primitives import count_alu, count_convert, count_load, count_other, count_store
 
 MASK_BYTES = 1           # bool masks (dropout, causal), one byte per entry
 ROW_THREADS = 256
@@ -107,8 +107,11 @@ def dropout_kernel(c, p, p_drop, mask, seq_q, seq_k, e, seed, bh, threshold, inv
     """P ∘ Z and the bool mask, one row per CTA."""
     for i in range(seq_q):
         count_load(c, seq_k * e)                                 # row of P
-        count_other(c, rng_ops(seq_k, TORCH_ELEMS_PER_CALL) + 2 * seq_k)
+        rng_alu = rng_alu_ops(seq_k, TORCH_ELEMS_PER_CALL)
+        count_alu(c, rng_alu + seq_k)                            # xor, add; compare
+        count_other(c, rng_ops(seq_k, TORCH_ELEMS_PER_CALL) - rng_alu + seq_k)   # + multiply
         count_store(c, seq_k * e)                                # row of P ∘ Z
+        count_convert(c, seq_k, e)
         count_store(c, seq_k * MASK_BYTES)                       # row of the mask
         if compute:
             z = keep_multiplier_tile(seed, bh, i, 0, 1, seq_k, seq_q, seq_k, threshold,
@@ -201,6 +204,7 @@ def dropout_bwd_kernel(c, dp, mask, seq_q, seq_k, e, inv_keep, compute):
         count_load(c, seq_k * MASK_BYTES)
         count_other(c, 2 * seq_k)
         count_store(c, seq_k * e)
+        count_convert(c, seq_k, e)
         if compute:
             dp[i] = dp[i] * mask[i] * inv_keep
 
@@ -216,6 +220,7 @@ def softmax_bwd_kernel(c, p, dp, seq_q, seq_k, chunk, e, compute):
             count_load(c, 2 * seq_k * e)          # read both rows again
         count_other(c, 2 * seq_k)                 # dP - D, times P
         count_store(c, seq_k * e)                 # row of dS
+        count_convert(c, seq_k, e)
         if compute:
             row_sum = (p[i] * dp[i]).sum()
             dp[i] = p[i] * (dp[i] - row_sum)
@@ -227,7 +232,7 @@ def mask_bwd_kernel(c, ds, seq_q, seq_k, e, compute):
     for i in range(seq_q):
         count_load(c, seq_k * e)
         count_load(c, seq_k * MASK_BYTES)
-        count_other(c, seq_k)
+        count_alu(c, seq_k)                       # select
         count_store(c, seq_k * e)
         if compute:
             ds[i, max(0, i + seq_k - seq_q + 1):] = 0.0
