@@ -27,6 +27,9 @@ with the built-in model of that GPU:
   (against ``sfu_ops_per_clock_per_sm``). Both are reported, not written: the loops run at
   clocks of their own (the ex2 loop draws little power), and the model's ``mma.sync`` field
   is a ratio to ``wgmma``, which no loop here measures.
+* ``max.f32`` and ``fma.rn.f32`` throughput loops: the ALU and FMA pipes' lanes per SM and
+  clock (against ``alu_lanes_per_sm``, where the model prices max/compare/select, and
+  ``fp32_lanes_per_sm``), reported, not written, for the same reason as ex2.
 
 ``--toml`` writes a GPU file that starts from the built-in model (``base = ...``) and sets
 the measured constants; ``attnsim run --hw measured.toml`` then predicts with them. A value
@@ -107,6 +110,37 @@ extern "C" __global__ void ex2_loop(float* out, int iters) {
 """
 MMA_FLOPS_PER_WARP_ITER = 4 * 2 * 16 * 8 * 16
 
+# Four independent chains per thread on one pipe each: x <- max(x, y) (FMNMX, the ALU pipe
+# where the model prices a softmax's row max) and x <- x * a + b (FFMA, the FMA pipe); the
+# operands keep the chains finite and the asm keeps the compiler from folding them.
+ALU_MAX_SOURCE = r"""
+extern "C" __global__ void max_loop(float* out, int iters) {
+    float x0 = 1e-6f * threadIdx.x, x1 = x0 + 1.0f, x2 = x0 + 2.0f, x3 = x0 + 3.0f;
+    const float y = 0.5f;
+    for (int i = 0; i < iters; ++i) {
+        asm volatile("max.f32 %0, %0, %1;" : "+f"(x0) : "f"(y));
+        asm volatile("max.f32 %0, %0, %1;" : "+f"(x1) : "f"(y));
+        asm volatile("max.f32 %0, %0, %1;" : "+f"(x2) : "f"(y));
+        asm volatile("max.f32 %0, %0, %1;" : "+f"(x3) : "f"(y));
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3;
+}
+"""
+FMA_SOURCE = r"""
+extern "C" __global__ void fma_loop(float* out, int iters) {
+    float x0 = 1e-6f * threadIdx.x, x1 = x0 + 1.0f, x2 = x0 + 2.0f, x3 = x0 + 3.0f;
+    const float a = 0.5f, b = 0.25f;
+    for (int i = 0; i < iters; ++i) {
+        asm volatile("fma.rn.f32 %0, %0, %1, %2;" : "+f"(x0) : "f"(a), "f"(b));
+        asm volatile("fma.rn.f32 %0, %0, %1, %2;" : "+f"(x1) : "f"(a), "f"(b));
+        asm volatile("fma.rn.f32 %0, %0, %1, %2;" : "+f"(x2) : "f"(a), "f"(b));
+        asm volatile("fma.rn.f32 %0, %0, %1, %2;" : "+f"(x3) : "f"(a), "f"(b));
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3;
+}
+"""
+PIPE_OPS_PER_THREAD_ITER = 4
+
 # CTA b reads slice (b mod slices) of the data set: 1024 threads x SLICE_LOADS coalesced
 # 8-byte loads, summed so the loads stay live. With the data set a third of L2, every slice
 # is read by many CTAs and served from L2; L1 is not reused (each CTA reads its slice once).
@@ -143,6 +177,8 @@ class Measurements:
     l2_read_bytes_per_s: float | None = None
     mma_sync_flops_per_s: float | None = None
     ex2_per_s: float | None = None
+    alu_max_per_s: float | None = None
+    fma_per_s: float | None = None
     notes: list = field(default_factory=list)
 
 
@@ -162,6 +198,8 @@ class Derived:
     mma_sync_ceiling_flops_per_s: float | None   # measured mma.sync loop
     model_mma_sync_flops_per_s: float            # the model's mma.sync GEMM rate
     ex2_per_clock_per_sm: float | None           # measured ex2 loop, at the boost clock
+    alu_per_clock_per_sm: float | None = None    # measured max.f32 loop, at the boost clock
+    fma_per_clock_per_sm: float | None = None    # measured fma.f32 loop, at the boost clock
 
 
 def derive_fields(m: Measurements, gpu) -> Derived:
@@ -198,13 +236,16 @@ def derive_fields(m: Measurements, gpu) -> Derived:
         else:
             rejected["dram_latency_s"] = f"{m.dram_latency_s * 1e9:.0f} ns is outside " \
                                          f"{lo * 1e9:.0f}-{hi * 1e9:.0f} ns"
-    # the ex2 loop draws little power and runs at the boost clock, not at the GEMM's
-    ex2_per_clock = None
-    if m.ex2_per_s is not None and m.sm_count:
-        ex2_per_clock = m.ex2_per_s / (m.sm_count * (m.max_clock_hz or gpu.clock_hz))
+    # the loops draw little power and run at the boost clock, not at the GEMM's
+    def per_sm_and_clock(per_s):
+        if per_s is None or not m.sm_count:
+            return None
+        return per_s / (m.sm_count * (m.max_clock_hz or gpu.clock_hz))
     model_mma = gpu.tensor_flops_per_s("fp16") * gpu.gemm_fraction("fp16") \
         * gpu.mma_sync_fraction_of_peak
-    return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma, ex2_per_clock)
+    return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma,
+                   per_sm_and_clock(m.ex2_per_s), per_sm_and_clock(m.alu_max_per_s),
+                   per_sm_and_clock(m.fma_per_s))
 
 
 def toml_text(gpu, derived: Derived, m: Measurements) -> str:
@@ -251,10 +292,16 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
                      f"{derived.mma_sync_ceiling_flops_per_s / 1e12:.0f} TFLOP/s",
                      f"{derived.model_mma_sync_flops_per_s / 1e12:.0f} TFLOP/s (GEMM rate)",
                      "reported only"])
-    if derived.ex2_per_clock_per_sm is not None:
-        rows.append(["ex2 per SM and clock", f"{derived.ex2_per_clock_per_sm:.1f}",
-                     f"{gpu.sfu_ops_per_clock_per_sm:g} (sfu_ops_per_clock_per_sm)",
-                     "reported only"])
+    for label, measured, model_value, field_name in (
+            ("ex2 per SM and clock", derived.ex2_per_clock_per_sm,
+             gpu.sfu_ops_per_clock_per_sm, "sfu_ops_per_clock_per_sm"),
+            ("max.f32 (ALU) per SM and clock", derived.alu_per_clock_per_sm,
+             gpu.alu_lanes_per_sm, "alu_lanes_per_sm"),
+            ("fma.f32 (FMA) per SM and clock", derived.fma_per_clock_per_sm,
+             gpu.fp32_lanes, "fp32_lanes_per_sm")):
+        if measured is not None:
+            rows.append([label, f"{measured:.1f}", f"{model_value:g} ({field_name})",
+                         "reported only"])
     return rows
 
 
@@ -414,7 +461,11 @@ def measure_loops(cupy, m: Measurements) -> None:
     for source, name, iters, work, field_name in (
             (MMA_SOURCE, "mma_sync_loop", 4096, MMA_FLOPS_PER_WARP_ITER * threads // 32,
              "mma_sync_flops_per_s"),
-            (EX2_SOURCE, "ex2_loop", 1 << 18, EX2_PER_THREAD_ITER * threads, "ex2_per_s")):
+            (EX2_SOURCE, "ex2_loop", 1 << 18, EX2_PER_THREAD_ITER * threads, "ex2_per_s"),
+            (ALU_MAX_SOURCE, "max_loop", 1 << 18, PIPE_OPS_PER_THREAD_ITER * threads,
+             "alu_max_per_s"),
+            (FMA_SOURCE, "fma_loop", 1 << 18, PIPE_OPS_PER_THREAD_ITER * threads,
+             "fma_per_s")):
         kernel = cupy.RawKernel(source, name)
         kernel((blocks,), (threads,), (out, cupy.int32(16)))          # compile and warm
         seconds = _cupy_seconds(
@@ -436,7 +487,7 @@ def measure() -> tuple[Measurements, object]:
              "bandwidth": lambda: measure_bandwidth(torch, m),
              "DRAM latency": lambda: measure_latency(cupy, m, info.l2_bytes),
              "L2 bandwidth": lambda: measure_l2(cupy, m, info.l2_bytes),
-             "mma.sync and ex2 loops": lambda: measure_loops(cupy, m)}
+             "mma.sync, ex2, max and fma loops": lambda: measure_loops(cupy, m)}
     for name, step in steps.items():
         try:
             step()

@@ -29,7 +29,9 @@ def h100_measurements(mb, **changes):
                         copy_bytes_per_s=3.0e12, triad_bytes_per_s=3.1e12,
                         dram_latency_s=352.34e-9, l2_read_bytes_per_s=9.9e12,
                         mma_sync_flops_per_s=520e12,
-                        ex2_per_s=16 * 132 * 1755.4e6 * 0.98)
+                        ex2_per_s=16 * 132 * 1755.4e6 * 0.98,
+                        alu_max_per_s=64 * 132 * 1980e6 * 0.97,
+                        fma_per_s=128 * 132 * 1980e6 * 0.99)
     for key, value in changes.items():
         setattr(m, key, value)
     return m
@@ -47,6 +49,9 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     assert d.fields["dram_latency_s"] == pytest.approx(352.3e-9)
     assert d.ex2_per_clock_per_sm == pytest.approx(16 * 0.98 * 1755.4 / 1980)  # boost clock
     assert "sfu_ops_per_clock_per_sm" not in d.fields                         # reported only
+    assert d.alu_per_clock_per_sm == pytest.approx(64 * 0.97)                  # the loops run
+    assert d.fma_per_clock_per_sm == pytest.approx(128 * 0.99)                 # at the boost
+    assert {"alu_lanes_per_sm", "fp32_lanes_per_sm"}.isdisjoint(d.fields)     # clock
     assert not d.rejected
     assert d.mma_sync_ceiling_flops_per_s == 520e12
     assert d.model_mma_sync_flops_per_s == pytest.approx(
@@ -68,6 +73,8 @@ def test_implausible_measurements_are_refused_with_the_reason(mb):
     assert rows["dram_latency_s"][3].startswith("implausible")
     assert rows["tensor_fp8_gemm_fraction"][3] == "not measured"
     assert rows["ex2 per SM and clock"][3] == "reported only"
+    assert rows["max.f32 (ALU) per SM and clock"][2] == "64 (alu_lanes_per_sm)"
+    assert rows["fma.f32 (FMA) per SM and clock"][2] == "128 (fp32_lanes_per_sm)"
 
 
 def test_the_gpu_file_loads_back_with_the_measured_constants(mb, tmp_path):
@@ -100,7 +107,8 @@ def test_the_pointer_chase_visits_every_line_once_per_cycle(mb):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_the_kernels_compile(mb, arch, tmp_path):
     source = tmp_path / "microbench.cu"
-    source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE + mb.L2_READ_SOURCE)
+    source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE + mb.L2_READ_SOURCE
+                      + mb.ALU_MAX_SOURCE + mb.FMA_SOURCE)
     done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings",
                            "-c", "-o", str(tmp_path / "microbench.o"), str(source)],
                           capture_output=True, text=True)
