@@ -35,6 +35,9 @@ def gpu_table(gpu) -> Table:
          f"{fmt.si(gpu.l2_bandwidth_bytes_per_s, 'B/s')})"),
         ("DRAM latency", gpu.dram_latency_s, fmt.seconds(gpu.dram_latency_s)),
         ("fp32 CUDA cores", gpu.fp32_flops_per_s, fmt.si(gpu.fp32_flops_per_s, "FLOP/s")),
+        ("FMA / ALU lanes per SM", gpu.alu_lanes_per_sm,
+         f"{gpu.fp32_lanes} / {gpu.alu_lanes_per_sm} (add, multiply / max, compare, select, "
+         f"conversions)"),
         ("special functions (exp)", gpu.sfu_ops_per_s,
          f"{fmt.si(gpu.sfu_ops_per_s, 'op/s')} ({gpu.sfu_ops_per_clock_per_sm}/clk/SM)"),
         ("NVLink (both directions)", gpu.nvlink_bytes_per_s, fmt.si(gpu.nvlink_bytes_per_s, "B/s")),

@@ -148,6 +148,14 @@ def test_time_split_sums_to_the_prediction_and_terms_are_read_generically():
         assert {"memory", "matmul", "exp", "other", "launch"} <= set(terms)
         assert "predicted" not in terms
         assert terms["memory"] == r.time.memory_s
+        assert terms["alu"] == r.time.alu_s > 0          # the ALU pipe's term, read as well
+
+
+def test_gpu_table_names_the_fma_and_alu_lanes():
+    from reports.tables import gpu_table
+    rows = dict(gpu_table(get_gpu("h100")).rows)
+    assert rows["FMA / ALU lanes per SM"].startswith("128 / 64 ")
+    assert dict(gpu_table(get_gpu("a100")).rows)["FMA / ALU lanes per SM"].startswith("64 / 64 ")
 
 
 def test_roofline_ceilings_follow_the_gpu():
