@@ -364,8 +364,10 @@ def count_fp8_tile_extras(c, rows, cols, d, block_scales):
     P's conversion to e4m3). fp8 ``wgmma`` takes P from registers in another layout than the
     first GEMM's accumulator: each thread reorders every 8 bytes of P with two shuffles,
     two byte permutes and two selects (Colfax Research, "Adding FP8 to FlashAttention",
-    on the layout conformance FA-3 §3.3 describes); the permutes and selects are ALU ops,
-    the shuffles are not counted."""
+    on the layout conformance FA-3 §3.3 describes; the release's ``permute_Aregs_fp8``);
+    the permutes and selects are ALU ops, the shuffles are not counted. Later releases
+    permute the accumulator's registers instead where V is transposed in the kernel, at no
+    instruction cost; the simulated program is the paper's."""
     c[SRAM_READ_BYTES] += cols * d                        # V_j -> V_jᵀ in shared memory
     c[SRAM_WRITE_BYTES] += cols * d
     count_alu(c, 4 * ((rows * cols + 7) // 8))            # P: byte permutes, selects
