@@ -9,9 +9,10 @@ with the built-in model of that GPU:
     python benchmarks/gpu_microbench.py                       # the table
     python benchmarks/gpu_microbench.py --json out.json --toml measured.toml
 
-* GEMM: ``torch.matmul`` of random normal square matrices (fp16, bf16; fp8 through
-  ``torch._scaled_mm`` where the GPU has it), the best of a few sizes, as the MAMF tables
-  measure it -> ``tensor_gemm_fraction``, ``tensor_fp8_gemm_fraction``.
+* GEMM: ``torch.matmul`` of random normal square matrices (fp16, bf16; fp32 with TF32
+  allowed; fp8 through ``torch._scaled_mm`` where the GPU has it), the best of a few sizes,
+  as the MAMF tables measure it -> ``tensor_gemm_fraction``, ``tensor_tf32_gemm_fraction``,
+  ``tensor_fp8_gemm_fraction``.
 * Clock: ``nvidia-smi`` samples the SM clock while the fp16 GEMM runs for a few seconds ->
   ``sustained_clock_hz`` (the clock the model prices SFU, FMA, shared memory and issue at).
 * HBM: a device copy and the STREAM triad a = b + s c on 1 GiB arrays -> the triad's share
@@ -217,6 +218,8 @@ def derive_fields(m: Measurements, gpu) -> Derived:
 
     gemm16 = max((m.gemm_flops_per_s.get(d) or 0 for d in ("fp16", "bf16")), default=0)
     fraction("tensor_gemm_fraction", gemm16 or None, gpu.tensor_flops_per_s("fp16"))
+    fraction("tensor_tf32_gemm_fraction", m.gemm_flops_per_s.get("tf32"),
+             gpu.tensor_flops_per_s("tf32"))
     if gpu.tensor_fp8_flops_per_s:
         fraction("tensor_fp8_gemm_fraction", m.gemm_flops_per_s.get("fp8"),
                  gpu.tensor_fp8_flops_per_s)
@@ -277,6 +280,7 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
     """(quantity, measured, model, what the TOML does with it) rows for the table."""
     model = {"tensor_gemm_fraction": gpu.tensor_gemm_fraction,
              "tensor_fp8_gemm_fraction": gpu.tensor_fp8_gemm_fraction,
+             "tensor_tf32_gemm_fraction": gpu.gemm_fraction("tf32"),
              "hbm_achievable_fraction": gpu.hbm_achievable_fraction,
              "l2_achievable_fraction": gpu.l2_achievable_fraction,
              "sustained_clock_hz": gpu.sustained_clock,
@@ -337,6 +341,21 @@ def _best_time(torch, run, repeats: int) -> float:
     return best
 
 
+def _tf32_gemm(torch) -> float:
+    """Best fp32 GEMM rate with TF32 allowed on the tensor cores (restored afterwards)."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        best = 0.0
+        for n in GEMM_SIZES:
+            pair = [torch.randn(n, n, device="cuda", dtype=torch.float32) for _ in range(2)]
+            best = max(best, 2 * n ** 3 / _best_time(torch, lambda: pair[0] @ pair[1], 10))
+            pair.clear()                       # free the pair before the next size
+        return best
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
 def measure_gemm(torch, m: Measurements) -> None:
     for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
         best = 0.0
@@ -345,6 +364,7 @@ def measure_gemm(torch, m: Measurements) -> None:
             best = max(best, 2 * n ** 3 / _best_time(torch, lambda: a @ b, 10))
             del a, b
         m.gemm_flops_per_s[name] = best
+    m.gemm_flops_per_s["tf32"] = _tf32_gemm(torch)
     if not hasattr(torch, "_scaled_mm") or not hasattr(torch, "float8_e4m3fn"):
         m.notes.append("fp8 GEMM: this torch has no _scaled_mm / float8_e4m3fn")
         return

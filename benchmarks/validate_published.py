@@ -704,6 +704,9 @@ CONSTANTS = (
      lambda g: f"{g.tensor_gemm_fraction:.3f}", "MAMF (ml-engineering, mamf-finder.py)"),
     ("tensor_fp8_gemm_fraction", "the same for fp8",
      lambda g: f"{g.tensor_fp8_gemm_fraction:.3f}" if g.tensor_fp8_flops_per_s else "—", "MAMF"),
+    ("tensor_tf32_gemm_fraction", "the same for tf32 (fp32 inputs)",
+     lambda g: f"{g.gemm_fraction('tf32'):.3f}", "TC-BENCH (cuBLAS TF32 on H100 SXM5, "
+     "417.64 of 494.7 TFLOP/s); A100: the fp16/bf16 fraction, no TF32 measurement found"),
     ("mma_sync_fraction_of_peak", "mma.sync throughput / wgmma's, one microbenchmark",
      lambda g: f"{g.mma_sync_fraction_of_peak:.3f}", "LUO-MMA (H800: mma.sync 494 of 757 "
      "TFLOP/s over wgmma's ~96%, as quoted; confirms FA3 §1's ~2/3); 1 on Ampere"),

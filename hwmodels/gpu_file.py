@@ -33,9 +33,9 @@ _BOOL_FIELDS = {"has_wgmma"}
 _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s",
                 # 0 means "not given": the timing model falls back as hwmodels.gpus documents
                 "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
-                "l2_atomic_bytes_per_s"}
+                "l2_atomic_bytes_per_s", "tensor_tf32_gemm_fraction"}
 _FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
-              "hbm_achievable_fraction", "l2_achievable_fraction"}
+              "hbm_achievable_fraction", "l2_achievable_fraction", "tensor_tf32_gemm_fraction"}
 _OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
 
 # What hardware of this kind has, with room to spare: (lowest, highest) accepted value of each
@@ -70,6 +70,7 @@ FIELD_RANGES = {
     "sustained_clock_hz": (1e8, 1e10),
     "tensor_gemm_fraction": (1e-3, 1.0),
     "tensor_fp8_gemm_fraction": (1e-3, 1.0),
+    "tensor_tf32_gemm_fraction": (1e-3, 1.0),
     "hbm_achievable_fraction": (1e-3, 1.0),
     "l2_achievable_fraction": (1e-3, 1.0),
     "fp32_lanes_per_sm": (1, 1024),

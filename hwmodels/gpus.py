@@ -28,6 +28,12 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              FP8 (e4m3) H100 SXM 1402.6 of 1979 (70.9%), H200 SXM 1453.4 of 1979 (73.4%).
              These are cuBLAS kernels (``mma.sync`` on Ampere, ``wgmma`` on Hopper) running at
              whatever clock the GPU sustains under the load, so they carry the power limit.
+* [TC-BENCH] waynehacking8/blackwell-tensorcore-kernels, results/bench.csv, rows of "NVIDIA H100
+             80GB HBM3" (the SXM5 board, sm_90): cuBLAS ``cublasGemmEx`` with FP32 inputs and
+             TF32 compute on square matrices, best of 512-8192: 417.64 TFLOP/s at 8192 (84.4%
+             of the 494.7 dense TF32 peak). The same file's fp16 cuBLAS row reaches 761.71
+             TFLOP/s (77.0%), below MAMF's 80.3%: the fp16 fraction keeps MAMF's figure. No A100
+             TF32 measurement was found; the A100 prices TF32 at its fp16/bf16 fraction.
 * [HPL-CLK]  G. Lockwood, "Peak FLOPS" (glennklockwood.com/garden/peak-FLOPS): NVIDIA computes
              HPL Rpeak at the clock sustainable at the power limit while running HPL, 1305 MHz
              for A100 (boost 1410 MHz).
@@ -169,8 +175,10 @@ class GPU:
     has_wgmma: bool                            # Hopper warpgroup MMA (needed for full peak)
     # ---- achievable rates (timing model v2); defaults mean "the datasheet, no derate" -------
     sustained_clock_hz: float = 0.0            # SM clock under tensor load; 0: clock_hz
-    tensor_gemm_fraction: float = 1.0          # best large-GEMM fp16/bf16 (and tf32) rate / peak
+    tensor_gemm_fraction: float = 1.0          # best large-GEMM fp16/bf16 rate / peak
     tensor_fp8_gemm_fraction: float = 1.0      # the same for fp8
+    tensor_tf32_gemm_fraction: float = 0.0     # the same for tf32 (fp32 inputs); 0: the
+                                               # fp16/bf16 fraction
     hbm_achievable_fraction: float = 1.0       # copy/stream bandwidth / datasheet bandwidth
     l2_achievable_fraction: float = 1.0        # measured L2 read bandwidth / the field above
     fp32_lanes_per_sm: int = 0                 # FP32 FMA lanes per SM; 0: from fp32_flops_per_s
@@ -219,7 +227,11 @@ class GPU:
 
     def gemm_fraction(self, dtype: str) -> float:
         """Best measured large-GEMM throughput over the dense peak, for the input dtype."""
-        return self.tensor_fp8_gemm_fraction if dtype == "fp8" else self.tensor_gemm_fraction
+        if dtype == "fp8":
+            return self.tensor_fp8_gemm_fraction
+        if dtype in ("tf32", "fp32") and self.tensor_tf32_gemm_fraction:
+            return self.tensor_tf32_gemm_fraction
+        return self.tensor_gemm_fraction
 
     @property
     def fp32_ops_per_s(self) -> float:
@@ -346,6 +358,7 @@ H100_SXM5_80GB = GPU(
                                                # found: [MAMF]'s 80% carries the power limit
     tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
     tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
+    tensor_tf32_gemm_fraction=417.64 / 494.7,  # [TC-BENCH] cuBLAS TF32, H100 SXM5: 84.4%
     hbm_achievable_fraction=3.01 / 3.35,       # [QUACK] H100 SXM5 stream (ncu): 89.9%
     l2_achievable_fraction=9765.2e9 / 12e12,   # [L2-RRZE] GH200 (same GH100 L2): 81.4%
     fp32_lanes_per_sm=128,                     # [WP-SM] 4 x 32 FP32 lanes

@@ -25,7 +25,8 @@ def gpu_table(gpu) -> Table:
          else "the native tensor-core path"),
         ("large GEMMs reach (measured)", gpu.tensor_gemm_fraction,
          f"{gpu.tensor_gemm_fraction:.2f} of peak"
-         + (f" (fp8 {gpu.tensor_fp8_gemm_fraction:.2f})" if gpu.tensor_fp8_flops_per_s else "")),
+         + (f" (fp8 {gpu.tensor_fp8_gemm_fraction:.2f})" if gpu.tensor_fp8_flops_per_s else "")
+         + f" (tf32 {gpu.gemm_fraction('tf32'):.2f})"),
         ("sustained clock under tensor load", gpu.sustained_clock,
          f"{gpu.sustained_clock / 1e6:.0f} MHz"),
         ("achievable HBM bandwidth", gpu.hbm_achievable_fraction,

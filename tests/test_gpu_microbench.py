@@ -24,7 +24,8 @@ def mb():
 
 def h100_measurements(mb, **changes):
     m = mb.Measurements(device="NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)", sm_count=132,
-                        gemm_flops_per_s={"fp16": 780e12, "bf16": 795e12, "fp8": 1400e12},
+                        gemm_flops_per_s={"fp16": 780e12, "bf16": 795e12, "fp8": 1400e12,
+                                          "tf32": 410e12},
                         sustained_clock_hz=1755.4e6, max_clock_hz=1980e6,
                         copy_bytes_per_s=3.0e12, triad_bytes_per_s=3.1e12,
                         dram_latency_s=352.34e-9, l2_read_bytes_per_s=9.9e12,
@@ -42,6 +43,7 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     d = mb.derive_fields(h100_measurements(mb), gpu)
     assert d.fields["tensor_gemm_fraction"] == pytest.approx(795e12 / 989.4e12, abs=1e-4)
     assert d.fields["tensor_fp8_gemm_fraction"] == pytest.approx(1400e12 / 1978.9e12, abs=1e-4)
+    assert d.fields["tensor_tf32_gemm_fraction"] == pytest.approx(410e12 / 494.7e12, abs=1e-4)
     assert d.fields["hbm_achievable_fraction"] == pytest.approx(
         3.1e12 / gpu.hbm_bandwidth_bytes_per_s, abs=1e-4)
     assert d.fields["l2_achievable_fraction"] == pytest.approx(9.9e12 / 12e12, abs=1e-4)

@@ -137,6 +137,19 @@ def test_tensor_rates_are_the_measured_gemm_fractions_and_mma_sync_ceiling():
         predict_time(a, one_kernel(a, mm=1, tc_path="wgmma"))
 
 
+def test_tf32_gemms_run_at_their_own_measured_fraction_where_one_is_published():
+    h, a = get_gpu("h100"), get_gpu("a100")
+    for gpu, fraction in ((h, 417.64 / 494.7), (a, 271.2 / 312)):   # A100: the bf16 MAMF
+        rec = Recorder(gpu)
+        c = rec.kernel("k", ctas=gpu.sm_count, buffers={"x": 1024}, tc_path="wgmma"
+                       if gpu.has_wgmma else "mma_sync", matmul_dtype="fp32")
+        c[MATMUL_FLOPS] = 10**15
+        t = predict_time(gpu, rec.kernels).kernels[0]
+        assert gpu.gemm_fraction("tf32") == gpu.gemm_fraction("fp32") == pytest.approx(fraction)
+        assert t.matmul_s == pytest.approx(1e15 / (gpu.tensor_tf32_flops_per_s * fraction))
+    assert h.gemm_fraction("fp16") == pytest.approx(794.5 / 989.4)     # unchanged
+
+
 def test_sustained_clock_sets_the_sfu_and_fma_rates():
     a = get_gpu("a100")                                  # 1305 MHz under load, 1410 boost
     t = predict_time(a, one_kernel(a, ctas=108, exp=10**12, other=10**12)).kernels[0]
