@@ -271,6 +271,11 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       chains_per_cta=p.consumer_warpgroups
                       * (PIPELINE_STAGES_PER_WARPGROUP if p.pipelining else 1),
                       smem_readers=p.consumer_warpgroups, mma_rows_per_cta=p.block_q,
+                      # one CTA per tile, as the model's generations: the release runs a
+                      # persistent grid of one CTA per SM, but each tile still starts cold:
+                      # the producer loads the next Q only once the consumers' last Q K^T
+                      # is done (one Q buffer), and the next V only once O's TMA store has
+                      # left shared memory (O aliases V's buffer)
                       prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim
                       * wl.elem_bytes,
                       matmul_dtype=wl.dtype, unique_hbm_bytes=unique,

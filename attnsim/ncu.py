@@ -17,6 +17,15 @@ Three numbers per kernel and direction, because they answer different questions:
   (K/V of concurrently resident CTAs), measured sits between the compulsory bytes and
   ``counted``, and ``modelled`` should track it.
 
+With ``pipes``, the same launches are checked per SM pipe: the warp-instructions ncu counts
+on the FMA, ALU and XU pipes (``smsp__inst_executed_pipe_{fma,alu,xu}.sum``; Nsight Compute's
+pipe definitions: FP32 add/multiply/FMA on the FMA pipe; compare, min/max, select, logic,
+integer and FP32-to-FP16 conversion on the ALU; exp2 and other special functions on the XU)
+next to the instructions the timing model prices there: (other_flops - alu_ops) / 32,
+(alu_ops + convert_ops / 2) / 32 and exp_ops / 32. A port also issues address and loop
+arithmetic the counts leave out, so measured above counted is expected; what the check shows
+is whether the counted instructions are the bulk, and the split between the pipes.
+
 ncu's CSV (``--csv --print-units base``) has one row per (kernel launch, metric), with the
 launch ``ID``, ``Kernel Name``, ``Metric Name``, ``Metric Unit`` and ``Metric Value``;
 values may carry thousands separators. CuPy launches kernels of its own (``fill``); only the
@@ -27,13 +36,19 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES
+from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
+                               OTHER_FLOPS)
 
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
 NCU_METRICS = f"{READ_METRIC},{WRITE_METRIC}"
+PIPE_METRICS = {"fma": "smsp__inst_executed_pipe_fma.sum",
+                "alu": "smsp__inst_executed_pipe_alu.sum",
+                "xu": "smsp__inst_executed_pipe_xu.sum"}
+PIPE_NCU_METRICS = ",".join(PIPE_METRICS.values())
+WARP = 32
 _UNIT_BYTES = {"byte": 1, "kbyte": 10**3, "mbyte": 10**6, "gbyte": 10**9, "tbyte": 10**12,
                "kibyte": 2**10, "mibyte": 2**20, "gibyte": 2**30}
 
@@ -49,6 +64,7 @@ class NcuLaunch:
     kernel: str
     read_bytes: float
     write_bytes: float
+    pipe_instructions: dict = field(default_factory=dict)   # pipe -> warp-instructions
 
 
 def _bytes(value: str, unit: str) -> float:
@@ -59,8 +75,17 @@ def _bytes(value: str, unit: str) -> float:
     return float(value.replace(",", "")) * factor
 
 
-def parse_ncu_csv(text: str) -> list[NcuLaunch]:
-    """Launches with both DRAM metrics from ``ncu --csv`` output, in launch order.
+def _count(value: str) -> float:
+    try:
+        return float(value.replace(",", ""))
+    except ValueError:
+        raise NcuParseError(f"pipe metric value {value!r} is not a number; this GPU or ncu "
+                            f"may not have the metric (run without --pipes)") from None
+
+
+def parse_ncu_csv(text: str, pipes: bool = False) -> list[NcuLaunch]:
+    """Launches with both DRAM metrics (and, with ``pipes``, the three pipe instruction
+    counts) from ``ncu --csv`` output, in launch order.
 
     Lines that are not CSV rows (``==PROF==`` messages, the program's own output) are skipped.
     The kernel name is cut at its first ``(`` (ncu may print a signature)."""
@@ -73,19 +98,27 @@ def parse_ncu_csv(text: str) -> list[NcuLaunch]:
     if missing:
         raise NcuParseError(f"ncu CSV lacks columns {sorted(missing)}; use the default "
                             f"(details) page with --csv")
+    pipe_of = {metric: pipe for pipe, metric in PIPE_METRICS.items()} if pipes else {}
     found: dict[int, dict] = {}
     for r in rows:
-        if r["Metric Name"] not in (READ_METRIC, WRITE_METRIC):
+        name = r["Metric Name"]
+        if name not in (READ_METRIC, WRITE_METRIC) and name not in pipe_of:
             continue
-        launch = found.setdefault(int(r["ID"]), {"kernel": r["Kernel Name"].split("(")[0].strip()})
-        launch[r["Metric Name"]] = _bytes(r["Metric Value"], r["Metric Unit"])
+        launch = found.setdefault(int(r["ID"]), {"kernel": r["Kernel Name"].split("(")[0].strip(),
+                                                 "pipes": {}})
+        if name in pipe_of:
+            launch["pipes"][pipe_of[name]] = _count(r["Metric Value"])
+        else:
+            launch[name] = _bytes(r["Metric Value"], r["Metric Unit"])
+    wanted = NCU_METRICS + ("," + PIPE_NCU_METRICS if pipes else "")
     launches = []
     for launch_id in sorted(found):
         f = found[launch_id]
-        if READ_METRIC not in f or WRITE_METRIC not in f:
+        if READ_METRIC not in f or WRITE_METRIC not in f or len(f["pipes"]) < len(pipe_of):
             raise NcuParseError(f"launch {launch_id} ({f['kernel']}) lacks one of "
-                                f"{NCU_METRICS}; pass --metrics {NCU_METRICS}")
-        launches.append(NcuLaunch(launch_id, f["kernel"], f[READ_METRIC], f[WRITE_METRIC]))
+                                f"{wanted}; pass --metrics {wanted}")
+        launches.append(NcuLaunch(launch_id, f["kernel"], f[READ_METRIC], f[WRITE_METRIC],
+                                  f["pipes"]))
     return launches
 
 
@@ -154,6 +187,54 @@ def compare(declared, sim_kernels, kernel_times, measured: list[NcuLaunch]) -> l
                             modelled_total=int(times[launch.sim_kernel].dram_bytes),
                             measured_read=got.read_bytes, measured_write=got.write_bytes))
     return rows
+
+
+def counted_pipe_instructions(counters) -> dict[str, float]:
+    """The warp-instructions the timing model prices on each pipe, from a kernel's counts."""
+    alu = float(counters[ALU_OPS])
+    return {"fma": (float(counters[OTHER_FLOPS]) - alu) / WARP,
+            "alu": (alu + float(counters[CONVERT_OPS]) / 2) / WARP,
+            "xu": float(counters[EXP_OPS]) / WARP}
+
+
+@dataclass(frozen=True)
+class PipeRow:
+    """One kernel: the warp-instructions counted and measured on each pipe."""
+    kernel: str
+    counted: dict
+    measured: dict
+
+    def ratio(self, pipe: str) -> float | None:
+        return self.measured[pipe] / self.counted[pipe] if self.counted[pipe] else None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "measured_over_counted": {p: self.ratio(p) for p in self.counted}}
+
+
+def compare_pipes(declared, sim_kernels, measured: list[NcuLaunch]) -> list[PipeRow]:
+    """Each declared launch's counted pipe instructions beside its profiled launch's."""
+    records = {k.name: k for k in sim_kernels}
+    if len(declared) != len(measured):
+        raise NcuParseError(f"{len(declared)} declared launches but {len(measured)} profiled")
+    return [PipeRow(launch.kernel, counted_pipe_instructions(records[launch.sim_kernel].counters),
+                    dict(got.pipe_instructions)) for launch, got in zip(declared, measured)]
+
+
+def render_pipe_rows(rows: list[PipeRow], fmt: str = "text") -> str:
+    """Counted and measured warp-instructions (millions) per pipe, and their ratio."""
+    from tabulate import tabulate
+    body, headers = [], ["kernel"]
+    for pipe in PIPE_METRICS:
+        headers += [f"{pipe} counted M", f"{pipe} ncu M", "ncu/counted"]
+    for r in rows:
+        line = [r.kernel]
+        for pipe in PIPE_METRICS:
+            ratio = r.ratio(pipe)
+            line += [f"{r.counted[pipe] / 1e6:,.2f}", f"{r.measured[pipe] / 1e6:,.2f}",
+                     "—" if ratio is None else f"{ratio:.2f}"]
+        body.append(line)
+    return tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple",
+                    disable_numparse=True)
 
 
 def render_rows(rows: list[DramRow], fmt: str = "text") -> str:

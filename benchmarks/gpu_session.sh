@@ -81,6 +81,10 @@ stage_quick() {
         --junitxml="$LOGS/q-pytest.xml"
     run q-ncu "$PY" benchmarks/ncu_dram.py flash2 --seq 16384 --ncu "${NCU:-ncu}" \
         --json "$LOGS/q-ncu-flash2.json"
+    # the FMA/ALU/XU pipes' instructions against the counted ones (a run of its own: a
+    # metric this ncu lacks must not cost the DRAM check above)
+    run q-ncu-pipes "$PY" benchmarks/ncu_dram.py flash2 --seq 4096 --pipes --ncu "${NCU:-ncu}" \
+        --json "$LOGS/q-ncu-pipes-flash2.json"
     run q-racecheck "${COMPUTE_SANITIZER:-compute-sanitizer}" --tool racecheck \
         --error-exitcode 9 "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider \
         -k "(flash2 or nsa or reformer or ring) and (97x97 or 130x130 or 192x192 or 333x333) and not bf16"

@@ -4,6 +4,7 @@
     python benchmarks/ncu_dram.py flash2 --seq 16384 --batch 4 --heads 16 --head-dim 64
     python benchmarks/ncu_dram.py standard --seq 4096 --format markdown --json standard.json
     python benchmarks/ncu_dram.py gqa --decode --seq 65536 --heads 32 --kv-heads 8
+    python benchmarks/ncu_dram.py flash2 --seq 4096 --pipes      # + FMA/ALU/XU instructions
 
 For one algorithm and workload it
 
@@ -15,6 +16,8 @@ For one algorithm and workload it
 3. prints, per kernel, the simulator's counted HBM reads/writes, the timing model's DRAM
    estimate after its L2 filter, the bytes ncu measured and their ratios
    (``attnsim.ncu`` explains the three numbers). ``--json FILE`` writes the rows.
+4. with ``--pipes``, also collects ncu's per-pipe instruction counts (FMA, ALU, XU) and prints
+   them beside the warp-instructions the timing model prices on each pipe.
 
 ``ncu`` usually needs permission to read the performance counters (root, or the driver's
 ``NVreg_RestrictProfilingToAdminUsers=0``). ``--ncu PATH`` picks the binary.
@@ -55,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an algorithm option, as `attnsim list` names it (repeatable), e.g. "
                         "--option path=upproject for mla")
+    p.add_argument("--pipes", action="store_true",
+                   help="also compare the FMA, ALU and XU pipes' instruction counts")
     p.add_argument("--run-once", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -107,7 +112,8 @@ def profile(a, argv: list[str]) -> int:
     wl, gpu, sim, spec = setup(a)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "ncu.csv"
-        cmd = [a.ncu, "--clock-control", "none", "--metrics", ncu.NCU_METRICS,
+        metrics = ncu.NCU_METRICS + ("," + ncu.PIPE_NCU_METRICS if a.pipes else "")
+        cmd = [a.ncu, "--clock-control", "none", "--metrics", metrics,
                "--print-units", "base", "--csv", "--log-file", str(log),
                sys.executable, str(Path(__file__).resolve()), "--run-once", *argv]
         done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
@@ -116,17 +122,21 @@ def profile(a, argv: list[str]) -> int:
             print(f"ncu_dram: ncu failed (exit {done.returncode}); command: {' '.join(cmd)}",
                   file=sys.stderr)
             return 1
-        launches = ncu.parse_ncu_csv(log.read_text())
+        launches = ncu.parse_ncu_csv(log.read_text(), pipes=a.pipes)
     kernels = [l.kernel for l in spec.launches]
-    rows = ncu.compare(spec.launches, sim.kernels, sim.time.kernels,
-                       ncu.port_launches_only(launches, kernels,
-                                              [l.kernel for l in spec.setup]))
+    mine = ncu.port_launches_only(launches, kernels, [l.kernel for l in spec.setup])
+    rows = ncu.compare(spec.launches, sim.kernels, sim.time.kernels, mine)
     print(f"{a.algorithm} on {gpu.full_name}: {wl.describe()}")
     print(ncu.render_rows(rows, a.format))
+    out = {"algorithm": a.algorithm, "gpu": gpu.name, "workload": wl.describe(),
+           "rows": [r.as_dict() for r in rows]}
+    if a.pipes:
+        pipe_rows = ncu.compare_pipes(spec.launches, sim.kernels, mine)
+        print("\nwarp-instructions per pipe, counted (the timing model's) and measured:")
+        print(ncu.render_pipe_rows(pipe_rows, a.format))
+        out["pipes"] = [r.as_dict() for r in pipe_rows]
     if a.json:
-        Path(a.json).write_text(json.dumps({"algorithm": a.algorithm, "gpu": gpu.name,
-                                            "workload": wl.describe(),
-                                            "rows": [r.as_dict() for r in rows]}, indent=2))
+        Path(a.json).write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -99,6 +99,51 @@ def test_compare_pairs_declared_launches_with_their_simulated_kernels(name, wl):
         ncu.compare(spec.launches, sim.kernels, sim.time.kernels, measured[:-1] if len(measured) > 1 else [])
 
 
+PIPE_SAMPLE = "\n".join([
+    HEADER,
+    row(1, "flash2_fwd", "dram__bytes_read.sum", "byte", "1,000"),
+    row(1, "flash2_fwd", "dram__bytes_write.sum", "byte", "500"),
+    row(1, "flash2_fwd", "smsp__inst_executed_pipe_fma.sum", "inst", "3,000,000"),
+    row(1, "flash2_fwd", "smsp__inst_executed_pipe_alu.sum", "inst", "1,500,000"),
+    row(1, "flash2_fwd", "smsp__inst_executed_pipe_xu.sum", "inst", "500,000"),
+])
+
+
+def test_pipe_instruction_counts_are_parsed_only_when_asked_for():
+    launch = ncu.parse_ncu_csv(PIPE_SAMPLE, pipes=True)[0]
+    assert launch.pipe_instructions == {"fma": 3e6, "alu": 1.5e6, "xu": 5e5}
+    assert ncu.parse_ncu_csv(PIPE_SAMPLE)[0].pipe_instructions == {}
+    without_xu = "\n".join(PIPE_SAMPLE.splitlines()[:-1])
+    with pytest.raises(ncu.NcuParseError, match="smsp__inst_executed_pipe_xu.sum"):
+        ncu.parse_ncu_csv(without_xu, pipes=True)
+    not_a_number = PIPE_SAMPLE.replace('"500,000"', '"n/a"')
+    with pytest.raises(ncu.NcuParseError, match="run without --pipes"):
+        ncu.parse_ncu_csv(not_a_number, pipes=True)
+
+
+def test_counted_pipe_instructions_are_what_the_timing_model_prices():
+    """FMA: other less ALU ops; ALU: maxes/selects and conversions (two per instruction);
+    XU: the exps — each a warp-instruction per 32 lanes."""
+    wl = Workload(batch=1, heads=2, seq_q=1024, head_dim=64)
+    gpu = get_gpu("h100-sxm")
+    sim = simulate("flash2", wl, gpu, compute=False)
+    k = sim.kernels[0]
+    c = sim.counts
+    counted = ncu.counted_pipe_instructions(k.counters)
+    assert counted["fma"] == (c["other_flops"] - c["alu_ops"]) / 32
+    assert counted["alu"] == (c["alu_ops"] + c["convert_ops"] / 2) / 32
+    assert counted["xu"] == c["exp_ops"] / 32
+    plan = get_algorithm("flash2").plan(wl, gpu, gpu.smem_bytes_per_block)
+    spec = ports.port_launches("flash2", wl, plan, sim.extra, gpu=gpu)
+    measured = [ncu.NcuLaunch(i, l.kernel, 1.0, 1.0, {p: 2 * v for p, v in counted.items()})
+                for i, l in enumerate(spec.launches)]
+    rows = ncu.compare_pipes(spec.launches, sim.kernels, measured)
+    assert all(r.ratio(p) == pytest.approx(2.0) for r in rows for p in ("fma", "alu", "xu"))
+    assert rows[0].as_dict()["measured_over_counted"]["alu"] == pytest.approx(2.0)
+    table = ncu.render_pipe_rows(rows, "markdown")
+    assert "alu ncu M" in table and table.count("\n") == len(rows) + 1
+
+
 def load_driver():
     """benchmarks/ncu_dram.py as a module (it is a script, not in a package)."""
     return load_benchmark("ncu_dram")
