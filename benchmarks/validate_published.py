@@ -1212,9 +1212,10 @@ def document(fmt: str = "github") -> str:
         "not overlap at all. The producer/consumer "
         "barrier hand-offs, the latency of a softmax run by one warp per SM sub-partition "
         "(its row max and sum go through shuffles before the exponentials can start), and "
-        "the consumer warpgroups' issue slots shared between `wgmma` and softmax are not "
-        "priced. Today's release (2.8.4) runs d = 64 on 192 x 192 tiles with P passed "
-        "through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
+        "a warpgroup's issue slots shared between its own `wgmma` and its softmax within a "
+        "tile are not priced (the issue term counts the SM's instructions over the whole "
+        "kernel, not a phase's). Today's release (2.8.4) runs d = 64 on 192 x 192 tiles "
+        "with P passed through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
         "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
         "which of these binds.",
         "- **The low end of FA-2's A100 forward range.** The abstract's 50-73% ([FA2]) "
