@@ -41,10 +41,10 @@ from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
                                cdiv, heads_in_flight, new_output, online_softmax_tile,
                                mma_layout, placeholder, scale_rows)
-from algorithms.kernels.flash_tile import new_row_state
+from algorithms.kernels.flash_tile import count_softmax_tile, new_row_state
 from hwmodels.compiled import compiled
-from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, load_rows,
-                                 matmul_nn, matmul_nt, store_rows)
+from hwmodels.primitives import (count_convert, count_exp, count_other, load_rows, matmul_nn,
+                                 matmul_nt, store_rows)
 
 INFO = AlgorithmInfo(
     name="diff",
@@ -187,13 +187,7 @@ def _softmax_map(c, qi, kj, vj, acc, m, l, r0, c0, rows, cols, d, dv, scale, mas
                  seq_k, e, compute):
     """One of the two maps on one tile: the FlashAttention-2 step with a 2d-wide V."""
     s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)          # S = Q_i K_jᵀ
-    count_other(c, rows * cols)                                  # scale
-    if masked:
-        count_alu(c, rows * cols)                                # select
-    count_alu(c, rows * cols + rows)                             # row max, max with m
-    count_other(c, 2 * rows * cols + 3 * rows)                   # subtract, sum; m, l
-    count_exp(c, rows * cols + rows)                             # P, alpha
-    count_other(c, rows * dv)                                    # acc *= alpha
+    count_softmax_tile(c, rows, cols, dv, masked)                # FA-2's, on a 2d-wide acc
     if compute:
         s *= np.float32(scale)
         if masked:

@@ -89,12 +89,13 @@ from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
                                        for_each_head, head_view, kv_group, new_output,
                                        new_stats, online_softmax_tile, scale_rows)
 from algorithms.kernels.dropout import dropout_args
-from algorithms.kernels.flash_tile import STAT_BYTES, count_tile, finish_rows, new_row_state
+from algorithms.kernels.flash_tile import (STAT_BYTES, count_softmax_tile, count_tile, finish_rows,
+                                          new_row_state)
 from hwmodels.compiled import compiled
 from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
-from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, count_exp,
-                                 count_load, count_other, count_store, load_rows, matmul_nn,
+from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, count_load,
+                                 count_other, count_store, load_rows, matmul_nn,
                                  matmul_nt, store_rows, store_vector)
 
 FP8_SCALES = ("block", "tensor")
@@ -389,13 +390,9 @@ def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_r
     kj = load_rows(c, k8, c0, c1, d, 1)                   # K̂_j -> SRAM (1 B)
     vj = load_rows(c, v8, c0, c1, d, 1)                   # V̂_j -> SRAM, then transposed
     s = matmul_nt(c, qi, kj, rows, cols, d, 1, compute)   # Q̂_i K̂_jᵀ, fp32 accumulate
-    count_other(c, rows * cols)                           # S *= scale · s_Q,i · s_K,j
     masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-    if masked:
-        count_alu(c, rows * cols)                         # select
-    count_alu(c, rows * cols + rows)                      # rowmax, max with m (FA-2's)
-    count_other(c, 2 * rows * cols + 3 * rows + rows * d)  # S - m, ℓ, acc *= α (FA-2's)
-    count_exp(c, rows * cols + rows)
+    # FA-2's softmax, its scale multiplied by s_Q,i · s_K,j
+    count_softmax_tile(c, rows, cols, d, masked)
     count_convert(c, rows * cols, 1)                      # P -> e4m3
     count_fp8_tile_extras(c, rows, cols, d, block_scales)
     p8 = np.empty((0, 0), dtype=np.float32)

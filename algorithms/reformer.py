@@ -88,7 +88,7 @@ from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import SramOverflowError
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_other,
-                                 count_store, matmul_nn, matmul_nt)
+                                 count_store, count_store_result, matmul_nn, matmul_nt)
 
 INFO = AlgorithmInfo(
     name="reformer",
@@ -455,8 +455,7 @@ def combine_head(c, o_rounds, lse_rounds, o, n, d, hashes, block, e, compute):
         count_other(c, 2 * rows * hashes)                      # subtract, sum
         count_exp(c, rows * hashes)
         count_other(c, 2 * rows * d * hashes + rows * d)       # weighted sum, / total
-        count_store(c, rows * d * e)                           # O rows -> HBM
-        count_convert(c, rows * d, e)                          # to the storage dtype
+        count_store_result(c, rows * d, e)                     # O rows -> HBM
         if compute:
             for i in range(r0, r1):
                 mx = lse_rounds[:, i].max()

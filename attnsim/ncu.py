@@ -38,8 +38,8 @@ import csv
 import io
 from dataclasses import asdict, dataclass, field
 
-from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
-                               OTHER_FLOPS)
+from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES
+from hwmodels.timing import WARP, pipe_lane_ops
 
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
@@ -48,7 +48,6 @@ PIPE_METRICS = {"fma": "smsp__inst_executed_pipe_fma.sum",
                 "alu": "smsp__inst_executed_pipe_alu.sum",
                 "xu": "smsp__inst_executed_pipe_xu.sum"}
 PIPE_NCU_METRICS = ",".join(PIPE_METRICS.values())
-WARP = 32
 _UNIT_BYTES = {"byte": 1, "kbyte": 10**3, "mbyte": 10**6, "gbyte": 10**9, "tbyte": 10**12,
                "kibyte": 2**10, "mibyte": 2**20, "gibyte": 2**30}
 
@@ -191,10 +190,7 @@ def compare(declared, sim_kernels, kernel_times, measured: list[NcuLaunch]) -> l
 
 def counted_pipe_instructions(counters) -> dict[str, float]:
     """The warp-instructions the timing model prices on each pipe, from a kernel's counts."""
-    alu = float(counters[ALU_OPS])
-    return {"fma": (float(counters[OTHER_FLOPS]) - alu) / WARP,
-            "alu": (alu + float(counters[CONVERT_OPS]) / 2) / WARP,
-            "xu": float(counters[EXP_OPS]) / WARP}
+    return {pipe: ops / WARP for pipe, ops in pipe_lane_ops(counters).items()}
 
 
 @dataclass(frozen=True)

@@ -341,30 +341,25 @@ def _best_time(torch, run, repeats: int) -> float:
     return best
 
 
-def _tf32_gemm(torch) -> float:
-    """Best fp32 GEMM rate with TF32 allowed on the tensor cores (restored afterwards)."""
-    allowed = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        best = 0.0
-        for n in GEMM_SIZES:
-            pair = [torch.randn(n, n, device="cuda", dtype=torch.float32) for _ in range(2)]
-            best = max(best, 2 * n ** 3 / _best_time(torch, lambda: pair[0] @ pair[1], 10))
-            pair.clear()                       # free the pair before the next size
-        return best
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = allowed
+def _best_matmul(torch, dtype) -> float:
+    """Best ``torch.matmul`` rate of random square matrices over ``GEMM_SIZES``."""
+    best = 0.0
+    for n in GEMM_SIZES:
+        pair = [torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2)]
+        best = max(best, 2 * n ** 3 / _best_time(torch, lambda: pair[0] @ pair[1], 10))
+        pair.clear()                           # free the pair before the next size
+    return best
 
 
 def measure_gemm(torch, m: Measurements) -> None:
     for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
-        best = 0.0
-        for n in GEMM_SIZES:
-            a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
-            best = max(best, 2 * n ** 3 / _best_time(torch, lambda: a @ b, 10))
-            del a, b
-        m.gemm_flops_per_s[name] = best
-    m.gemm_flops_per_s["tf32"] = _tf32_gemm(torch)
+        m.gemm_flops_per_s[name] = _best_matmul(torch, dtype)
+    allowed = torch.backends.cuda.matmul.allow_tf32       # fp32 inputs on the tensor cores
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        m.gemm_flops_per_s["tf32"] = _best_matmul(torch, torch.float32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
     if not hasattr(torch, "_scaled_mm") or not hasattr(torch, "float8_e4m3fn"):
         m.notes.append("fp8 GEMM: this torch has no _scaled_mm / float8_e4m3fn")
         return

@@ -21,6 +21,7 @@ Accounting rules (the same for every algorithm):
   Kernel Profiling Guide, "Pipelines"), so the timing model prices the two apart.
 * ``convert``: ``convert_ops`` += elements converted from fp32 to the storage dtype (fp16,
   bf16, fp8) before a tensor-core product or a store; none when the storage dtype is fp32.
+  ``store_result`` (and ``store_rows``) store computed values: the store and the conversion.
 """
 import numpy as np
 
@@ -86,6 +87,14 @@ def count_convert(c, n, elem_bytes):
 
 
 @compiled
+def count_store_result(c, n, elem_bytes):
+    """``n`` values computed in fp32 stored at ``elem_bytes`` each: the store and, below
+    fp32, their conversion on the way out."""
+    count_store(c, n * elem_bytes)
+    count_convert(c, n, elem_bytes)
+
+
+@compiled
 def count_interconnect(c, nbytes):
     """``nbytes`` sent to another device over NVLink."""
     c[INTERCONNECT_BYTES] += nbytes
@@ -113,8 +122,7 @@ def load_vector(c, src, r0, r1, elem_bytes):
 def store_rows(c, dst, r0, tile, nrows, ncols, elem_bytes, compute):
     """SRAM tile -> ``dst[r0:r0+nrows, :ncols]`` in HBM. The tile is a computed fp32 result,
     converted to the storage dtype on its way out."""
-    count_store(c, nrows * ncols * elem_bytes)
-    count_convert(c, nrows * ncols, elem_bytes)
+    count_store_result(c, nrows * ncols, elem_bytes)
     if compute:
         dst[r0:r0 + nrows, :] = tile
 

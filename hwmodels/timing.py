@@ -322,24 +322,33 @@ def smem_bytes(k: KernelRecord) -> float:
         / k.mma_rows_per_cta
 
 
+def pipe_lane_ops(c) -> dict[str, float]:
+    """Lane-ops of a kernel's elementwise work on each pipe: FMA (adds, multiplies, divides:
+    other_flops less alu_ops), ALU (max/compare/select, and the conversions, a ``cvt``
+    packing two values: .f16x2 / .e4m3x2), XU (exp, the special-function units). A warp
+    issues one instruction per 32 of them."""
+    alu = float(c[ALU_OPS])
+    return {"fma": float(c[OTHER_FLOPS]) - alu, "alu": alu + float(c[CONVERT_OPS]) / 2,
+            "xu": float(c[EXP_OPS])}
+
+
 def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     c = k.counters
     clock = gpu.sustained_clock if opts.achievable_rates else gpu.clock_hz
     sms = gpu.sm_count
     tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
     fma_rate = gpu.fp32_lanes * sms * clock
-    fma_ops = float(c[OTHER_FLOPS])
-    alu_s, converts = 0.0, 0.0
+    ops = pipe_lane_ops(c)
     if opts.alu_pipe:
-        fma_ops -= float(c[ALU_OPS])
-        converts = float(c[CONVERT_OPS])
-        # a conversion instruction packs two values (cvt .f16x2 / .e4m3x2)
-        alu_s = (float(c[ALU_OPS]) + converts / 2) / (gpu.alu_lanes_per_sm * sms * clock)
+        fma_ops, alu_ops = ops["fma"], ops["alu"]
+    else:       # the first model: every elementwise op on the FMA pipe, conversions free
+        fma_ops, alu_ops = float(c[OTHER_FLOPS]), 0.0
+    alu_s = alu_ops / (gpu.alu_lanes_per_sm * sms * clock)
     if opts.separate_sfu:
-        mufu_s = float(c[EXP_OPS]) / (gpu.sfu_ops_per_clock_per_sm * sms * clock)
+        mufu_s = ops["xu"] / (gpu.sfu_ops_per_clock_per_sm * sms * clock)
         fma_s = fma_ops / fma_rate
     else:
-        mufu_s, fma_s = 0.0, (fma_ops + float(c[EXP_OPS])) / fma_rate
+        mufu_s, fma_s = 0.0, (fma_ops + ops["xu"]) / fma_rate
     nbytes = smem_bytes(k)
     smem_s = nbytes / (gpu.smem_bytes_per_clock_per_sm * sms * clock) \
         if opts.smem_bandwidth else 0.0
@@ -350,8 +359,7 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     else:
         mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
         smem_instr = nbytes / SMEM_BYTES_PER_INSTR
-    instr = mma_instr + float(c[EXP_OPS] + c[OTHER_FLOPS]) / WARP + converts / (2 * WARP) \
-        + smem_instr
+    instr = mma_instr + (ops["xu"] + fma_ops + alu_ops) / WARP + smem_instr
     issue_s = instr / (gpu.issue_per_clock_per_sm * sms * clock)
     return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s)
 

@@ -53,8 +53,8 @@ from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
-from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile,
-                                       rng_alu_ops, rng_ops)
+from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
+                                       dropout_args, dropout_tile)
 from hwmodels.compiled import compiled
 from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
@@ -249,8 +249,8 @@ def count_pair(c, rows, cols, d, e, masked, dropout):
         other += rows * cols
         alu += rows * cols                                       # select
     if dropout:
-        other += rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + 2 * rows * cols
-        alu += rng_alu_ops(rows * cols, FLASH_ELEMS_PER_CALL) + rows * cols   # + compare
+        count_keep_decisions(c, rows * cols, FLASH_ELEMS_PER_CALL)
+        other += rows * cols                                     # P̃ ∘ Z
     c[OTHER_FLOPS] += other
     c[ALU_OPS] += alu
     if e < 4:

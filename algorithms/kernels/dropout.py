@@ -14,7 +14,8 @@ way; the hash here is only the simulator's stand-in for the bits, not for their 
 
 What dropout costs (other FLOPs, counted on the CUDA cores):
 * random bits: Philox4x32-10 takes 10 rounds of 2 ``mul.lo`` + 2 ``mul.hi`` + 4 xor + 2 key
-  additions = ``PHILOX_OPS_PER_CALL`` = 100 ops, and yields 128 random bits.
+  additions = 100 ops, and yields 128 random bits: the 60 xors and adds run on the ALU pipe,
+  the 40 integer multiplies on the FMA pipe (``count_keep_decisions``).
   - FlashAttention-2 compares 8-bit slices with a uint8 threshold (``p_dropout_in_uint8_t``
     in flash-attn's ``flash_api.cpp``): 16 elements per call (``FLASH_ELEMS_PER_CALL``); we
     charge FlashAttention-1 the same.
@@ -31,8 +32,8 @@ import numpy as np
 from hwmodels.compiled import compiled
 from hwmodels.primitives import count_alu, count_other
 
-PHILOX_OPS_PER_CALL = 100   # 10 rounds x (2 mul.lo + 2 mul.hi + 4 xor + 2 key adds)
-PHILOX_ALU_OPS_PER_CALL = 60  # the xors and adds; the integer multiplies run on the FMA pipe
+PHILOX_ALU_OPS_PER_CALL = 60  # 10 rounds x (4 xor + 2 key adds): the ALU pipe
+PHILOX_FMA_OPS_PER_CALL = 40  # 10 rounds x (2 mul.lo + 2 mul.hi): integer multiplies, FMA pipe
 FLASH_ELEMS_PER_CALL = 16   # 128 bits / 8-bit comparisons (flash-attn's uint8 threshold)
 TORCH_ELEMS_PER_CALL = 4    # curand_uniform4: one fp32 uniform per element
 HASH_BITS = 24              # resolution of the simulator's keep decision
@@ -70,24 +71,19 @@ def keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, 
 
 
 @compiled
-def rng_ops(n, elems_per_call):
-    """Philox ops that produce random bits for ``n`` elements."""
-    return -(-n // elems_per_call) * PHILOX_OPS_PER_CALL
-
-
-@compiled
-def rng_alu_ops(n, elems_per_call):
-    """Of ``rng_ops``, the ALU pipe's (xor, add): IMAD/IMUL issue to the FMA pipe."""
-    return -(-n // elems_per_call) * PHILOX_ALU_OPS_PER_CALL
+def count_keep_decisions(c, n, elems_per_call):
+    """The ops that decide keep or drop for ``n`` elements: the Philox calls that produce
+    their random bits (``elems_per_call`` elements each) and one compare per element."""
+    calls = -(-n // elems_per_call)
+    count_alu(c, calls * PHILOX_ALU_OPS_PER_CALL + n)              # xor, add; compare
+    count_other(c, calls * PHILOX_FMA_OPS_PER_CALL)                # integer multiplies
 
 
 @compiled
 def dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep, compute):
     """Regenerate Z for one on-chip tile from the RNG state (no HBM traffic): random bits and
     one compare per element. Returns Z (an empty array in count-only mode)."""
-    n = rows * cols
-    count_alu(c, rng_alu_ops(n, FLASH_ELEMS_PER_CALL) + n)             # xor, add; compare
-    count_other(c, rng_ops(n, FLASH_ELEMS_PER_CALL) - rng_alu_ops(n, FLASH_ELEMS_PER_CALL))
+    count_keep_decisions(c, rows * cols, FLASH_ELEMS_PER_CALL)
     if compute:
         return keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
                                     inv_keep)

@@ -52,7 +52,7 @@ from algorithms.kernels.feature_kernels import (KIND_ELU, KIND_POSITIVE, STATE_B
                                                 key_features, query_features)
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_convert, count_exp, count_load, count_matmul, count_other,
-                                 count_store, load_rows)
+                                 count_store, count_store_result, load_rows)
 
 SHIFT_BYTES = 4          # the positive features' running key stabilizer c (fp32)
 SLICE_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
@@ -176,8 +176,7 @@ def recurrent_step(c, q, k, v, w, s, z, shift, o, nq, g, d, p, m, slice_rows, co
                 if compute:
                     shift[0] = new
         count_other(c, rows * wc)                                # o = num / den
-        count_store(c, rows * wc * e)
-        count_convert(c, rows * wc, e)                           # o to the storage dtype
+        count_store_result(c, rows * wc, e)                      # o to the storage dtype
         if compute:
             for r in range(rows):
                 if den[r] != 0:

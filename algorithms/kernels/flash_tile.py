@@ -18,11 +18,9 @@ import numpy as np
 
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, online_softmax_tile,
                                safe_normalizers, scale_rows)
-from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, dropout_tile, rng_alu_ops,
-                                       rng_ops)
+from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, count_keep_decisions, dropout_tile
 from hwmodels.compiled import compiled
-from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, MATMUL_FLOPS,
-                               OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
+from hwmodels.counters import HBM_READ_BYTES, MATMUL_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, load_rows,
                                  matmul_nn, matmul_nt)
 
@@ -93,27 +91,19 @@ def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_
 
 @compiled
 def count_tile(c, rows, cols, d, e, masked, dropout):
-    """Exactly what ``attend_tile`` counts for one tile, as plain arithmetic: count-only mode
-    calls this instead (no placeholder arrays per tile), which makes a 1M-token forward
+    """Exactly what ``attend_tile`` counts for one tile, without its loads and products on
+    placeholder arrays: count-only mode calls this instead, which makes a 1M-token forward
     ~100x faster. ``tests/test_building_blocks.py`` checks the two agree."""
     kv_bytes = 2 * cols * d * e
     c[HBM_READ_BYTES] += kv_bytes                            # K_j, V_j
     c[SRAM_WRITE_BYTES] += kv_bytes
     c[MATMUL_FLOPS] += 4 * rows * cols * d                   # Q Kᵀ and P V
     c[SRAM_READ_BYTES] += (rows * d + cols * d) * e + (rows * cols + cols * d) * e
-    other = 4 * rows * cols + 4 * rows + rows * d
-    alu = rows * cols + rows                                 # row max, max with m
-    if masked:
-        other += rows * cols
-        alu += rows * cols                                   # select
+    count_softmax_tile(c, rows, cols, d, masked)
     if dropout:
-        other += rng_ops(rows * cols, FLASH_ELEMS_PER_CALL) + 2 * rows * cols
-        alu += rng_alu_ops(rows * cols, FLASH_ELEMS_PER_CALL) + rows * cols   # + compare
-    c[OTHER_FLOPS] += other
-    c[ALU_OPS] += alu
-    if e < 4:
-        c[CONVERT_OPS] += rows * cols                        # P
-    c[EXP_OPS] += rows * cols + rows
+        count_keep_decisions(c, rows * cols, FLASH_ELEMS_PER_CALL)
+        count_other(c, rows * cols)                          # P ∘ Z
+    count_convert(c, rows * cols, e)                         # P
 
 
 @compiled

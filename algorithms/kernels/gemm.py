@@ -19,7 +19,7 @@ import numpy as np
 from algorithms.base import PlanError
 from hwmodels.compiled import compiled
 from hwmodels.counters import MATMUL_FLOPS, SRAM_READ_BYTES
-from hwmodels.primitives import count_convert, count_load, count_matmul, count_other, count_store
+from hwmodels.primitives import count_load, count_matmul, count_other, count_store_result
 
 TILE_CANDIDATES = (128, 64, 32, 16)
 TILE_K = 32
@@ -85,8 +85,7 @@ def gemm_counts(c, m, n, k, tile_m, tile_n, e_in, e_out, alpha):
     c[SRAM_READ_BYTES] += loaded                      # every loaded chunk feeds one MMA
     if alpha != 1.0:
         count_other(c, m * n)
-    count_store(c, m * n * e_out)
-    count_convert(c, m * n, e_out)                    # the fp32 accumulators, narrowed
+    count_store_result(c, m * n, e_out)               # the fp32 accumulators, narrowed
 
 
 @compiled
@@ -114,7 +113,6 @@ def gemm(c, a, b, out, m, n, k, tile_m, tile_n, tile_k, e_in, e_out, trans_a, tr
                     acc += np.dot(np.ascontiguousarray(at), np.ascontiguousarray(bt))
             if alpha != 1.0:
                 count_other(c, (i1 - i0) * (j1 - j0))            # epilogue: alpha · acc
-            count_store(c, (i1 - i0) * (j1 - j0) * e_out)        # C tile -> HBM
-            count_convert(c, (i1 - i0) * (j1 - j0), e_out)       #   from fp32
+            count_store_result(c, (i1 - i0) * (j1 - j0), e_out)  # C tile -> HBM
             if compute:
                 out[i0:i1, j0:j1] = acc * np.float32(alpha)

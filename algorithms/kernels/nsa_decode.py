@@ -68,7 +68,7 @@ from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n,
                                             selected_count, visible_compressed)
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
-                                 count_other, count_store, load_rows)
+                                 count_other, count_store_result, load_rows)
 
 TOPN_SLOT_BYTES = 8     # fp32 score + int32 block index per on-chip top-n slot
 
@@ -332,8 +332,7 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         out = (gates[:, 0:1] * o_cmp + gates[:, 1:2] * o_slc + gates[:, 2:3] * o_win)
         for j in range(g):
             o[j] = out[j * seq_q:(j + 1) * seq_q]
-    count_convert(c, rows * d, e)                         # O to the storage dtype
-    count_store(c, rows * d * e)
+    count_store_result(c, rows * d, e)                    # O, narrowed, -> HBM
 
 
 # ---- host side: plan and launch ------------------------------------------------------------

@@ -19,7 +19,7 @@ from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n,
                                             selected_count, visible_compressed)
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
-                                 count_other, count_store, load_rows)
+                                 count_other, count_store, count_store_result, load_rows)
 
 PARTIAL_STAT_BYTES = 8   # fp32 m and l of a partial softmax state, per row
 
@@ -252,8 +252,7 @@ def combine_head(c, q, wg, cmp_acc, cmp_m, cmp_l, slc_acc, slc_m, slc_l, win_acc
             x = np.dot(wg, q[t])
             gt = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
             o[t] = gt[0] * o_cmp + gt[1] * o_slc + gt[2] * o_win
-    count_convert(c, seq_q * d, e)                            # O to the storage dtype
-    count_store(c, seq_q * d * e)
+    count_store_result(c, seq_q * d, e)                       # O to the storage dtype
 
 
 # ---- host side of the split decode ------------------------------------------------------------

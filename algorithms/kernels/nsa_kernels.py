@@ -14,7 +14,8 @@ from algorithms.kernels.common import online_softmax_tile, sort_small_in_place
 from algorithms.kernels.flash_tile import count_softmax_tile
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
-                                 count_other, count_store, load_rows, store_rows)
+                                 count_other, count_store, count_store_result, load_rows,
+                                 store_rows)
 
 IDX_BYTES = 4      # int32 selected-block index
 STAT_BYTES = 4     # fp32 gates and softmax statistics
@@ -184,8 +185,7 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
                         lse[j, i] = m[j, i] + np.log(l[j, i])
                     else:
                         o_cmp[j, r0 + i] = 0.0
-        count_convert(c, big * d, e)                             # O_cmp to the storage dtype
-        count_store(c, big * d * e)                              # O_cmp -> HBM
+        count_store_result(c, big * d, e)                        # O_cmp -> HBM
         # -- pass 2: p_cmp = exp(S - lse), summed over the group (Eq. 10), onto the
         #    selection blocks (Eq. 9): a compressed token counts once per stride segment
         #    it shares with a selection block --
@@ -286,5 +286,4 @@ def selected_pack(c, q, k, v, idx, gates, o_cmp, o_win, o, seq_q, seq_k, d, g, s
                 slc = acc[j] / l[j] if l[j] > 0 else np.zeros(d, dtype=np.float32)
                 o[j, t] = (gates[j, t, 0] * o_cmp[j, t] + gates[j, t, 1] * slc
                            + gates[j, t, 2] * o_win[j, t])
-        count_convert(c, g * d, e)                               # O to the storage dtype
-        count_store(c, g * d * e)                                # O -> HBM
+        count_store_result(c, g * d, e)                          # O -> HBM

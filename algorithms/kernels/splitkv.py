@@ -51,7 +51,7 @@ from algorithms.kernels.flash_tile import count_softmax_tile
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
-                                 count_other, count_store)
+                                 count_other, count_store, count_store_result)
 
 Q_BLOCKS = (128, 64, 32, 16)                    # FlashAttention-2's per-head row blocks
 Q_BLOCKS_PACKED = (128, 64, 32, 16, 8, 4, 2, 1)  # packing g heads may need fewer rows per head
@@ -300,8 +300,7 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
         count_other(c, big * dv + big)
         count_exp(c, big)
-        count_convert(c, big * dv, out_bytes)                      # O_i (a fp32 partial: none)
-        count_store(c, big * dv * out_bytes)                       # O_i (or partial) -> HBM
+        count_store_result(c, big * dv, out_bytes)                 # O_i (or partial) -> HBM
         count_store(c, big * STAT_BYTES)                           # lse_i -> HBM
         if compute:
             for j in range(g):
@@ -320,8 +319,7 @@ def combine_head(c, o_part, lse_part, o, lse, seq_q, dv, splits, e, compute):
     count_load(c, rows * dv * STAT_BYTES)                          # O_s
     count_other(c, 2 * rows * dv + seq_q * dv + seq_q)             # Σ w_s O_s, / Σ w_s, + max
     count_exp(c, seq_q)                                            # log Σ w_s
-    count_convert(c, seq_q * dv, e)                                # O to the storage dtype
-    count_store(c, seq_q * dv * e)                                 # O -> HBM
+    count_store_result(c, seq_q * dv, e)                           # O -> HBM
     count_store(c, seq_q * STAT_BYTES)                             # lse -> HBM
     if compute:
         for i in range(seq_q):

@@ -51,8 +51,8 @@ from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
-from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_other,
-                                 count_store)
+from hwmodels.primitives import (count_alu, count_exp, count_load, count_other, count_store,
+                                 count_store_result)
 
 ALGORITHM0, PYTORCH_EAGER = "algorithm0", "pytorch-eager"
 PROGRAMS = (ALGORITHM0, PYTORCH_EAGER)
@@ -261,8 +261,7 @@ def softmax_kernel(c, s, seq_q, seq_k, chunk, e, compute):
             count_alu(c, seq_k)                   # max
             count_other(c, 3 * seq_k)             # subtract, sum, divide
             count_exp(c, seq_k)
-        count_store(c, seq_k * e)                 # write the row of P
-        count_convert(c, seq_k, e)                #   computed in fp32
+        count_store_result(c, seq_k, e)           # write the row of P
         if compute:
             row = s[i]
             m = row.max()

@@ -40,15 +40,15 @@ import numpy as np
 
 from algorithms.base import Plan
 from algorithms.kernels.common import heads_in_flight, placeholder
-from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, dropout_args,
-                                       keep_multiplier_tile, rng_alu_ops, rng_ops)
+from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, count_keep_decisions,
+                                       dropout_args, keep_multiplier_tile)
 from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path, l2_working_set
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder
-from hwmodels.primitives import count_alu, count_convert, count_load, count_other, count_store
+from hwmodels.primitives import count_alu, count_load, count_other, count_store, count_store_result
 
 MASK_BYTES = 1           # bool masks (dropout, causal), one byte per entry
 ROW_THREADS = 256
@@ -107,11 +107,9 @@ def dropout_kernel(c, p, p_drop, mask, seq_q, seq_k, e, seed, bh, threshold, inv
     """P ∘ Z and the bool mask, one row per CTA."""
     for i in range(seq_q):
         count_load(c, seq_k * e)                                 # row of P
-        rng_alu = rng_alu_ops(seq_k, TORCH_ELEMS_PER_CALL)
-        count_alu(c, rng_alu + seq_k)                            # xor, add; compare
-        count_other(c, rng_ops(seq_k, TORCH_ELEMS_PER_CALL) - rng_alu + seq_k)   # + multiply
-        count_store(c, seq_k * e)                                # row of P ∘ Z
-        count_convert(c, seq_k, e)
+        count_keep_decisions(c, seq_k, TORCH_ELEMS_PER_CALL)
+        count_other(c, seq_k)                                    # P ∘ Z
+        count_store_result(c, seq_k, e)                          # row of P ∘ Z
         count_store(c, seq_k * MASK_BYTES)                       # row of the mask
         if compute:
             z = keep_multiplier_tile(seed, bh, i, 0, 1, seq_k, seq_q, seq_k, threshold,
@@ -203,8 +201,7 @@ def dropout_bwd_kernel(c, dp, mask, seq_q, seq_k, e, inv_keep, compute):
         count_load(c, seq_k * e)
         count_load(c, seq_k * MASK_BYTES)
         count_other(c, 2 * seq_k)
-        count_store(c, seq_k * e)
-        count_convert(c, seq_k, e)
+        count_store_result(c, seq_k, e)
         if compute:
             dp[i] = dp[i] * mask[i] * inv_keep
 
@@ -219,8 +216,7 @@ def softmax_bwd_kernel(c, p, dp, seq_q, seq_k, chunk, e, compute):
         if two_pass:
             count_load(c, 2 * seq_k * e)          # read both rows again
         count_other(c, 2 * seq_k)                 # dP - D, times P
-        count_store(c, seq_k * e)                 # row of dS
-        count_convert(c, seq_k, e)
+        count_store_result(c, seq_k, e)           # row of dS
         if compute:
             row_sum = (p[i] * dp[i]).sum()
             dp[i] = p[i] * (dp[i] - row_sum)

@@ -75,7 +75,7 @@ from algorithms.kernels.gemm import gemm
 from algorithms.standard import backward as standard_bwd
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
-from hwmodels.primitives import count_alu, count_convert, count_load, count_other, count_store
+from hwmodels.primitives import count_alu, count_load, count_other, count_store, count_store_result
 
 ELEMENTWISE_THREADS = 128        # Loops.cuh: num_threads() = 4 warps
 ELEMENTWISE_PER_CTA = 512        # ... x thread_work_size() = 4 elements per thread
@@ -246,8 +246,7 @@ def triu_kernel(c, src, out, n, compute):
 def cast_kernel(c, n, e):
     """causal_mask.to(dtype): fp32 in, e bytes out, one conversion per element."""
     count_load(c, n * n * MASK_BUILD_BYTES)
-    count_convert(c, n * n, e)
-    count_store(c, n * n * e)
+    count_store_result(c, n * n, e)
 
 
 @compiled
@@ -257,8 +256,7 @@ def mask_add_kernel(c, s, mask, n, e, compute):
         count_load(c, n * e)                      # row of S
         count_load(c, n * e)                      # row of the mask
         count_other(c, n)                         # add (in fp32, ATen's opmath)
-        count_store(c, n * e)                     # row of S + mask
-        count_convert(c, n, e)
+        count_store_result(c, n, e)               # row of S + mask
         if compute:
             s[i, :] += mask[i, :]
 
