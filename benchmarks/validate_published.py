@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from tabulate import tabulate
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
 from hwmodels import get_gpu
+from hwmodels.gpu_file import GpuFileError, load_gpu_file
 from hwmodels.timing import TimingOptions
 
 # -- the benchmark shapes -------------------------------------------------------------------
@@ -54,6 +56,53 @@ TARGET_FA3_UTILIZATION = (70, 80)  # FA-3 fp16 forward at d = 128, % of the dens
 # quotes it: change all three together, and only when the model changes.
 DOCUMENTED_BAND = (0.45, 2.60)
 
+# The GPUs of the published figures; ``--measured FILE`` replaces one with a GPU file measured
+# on that board (benchmarks/gpu_microbench.py --toml), so a GPU session's constants re-predict
+# every point of that GPU. Peaks ("% of peak") stay the datasheet's, as the papers divide.
+PAGE_GPUS = ("a100-80gb", "h100-sxm")
+DEFAULT_PAGE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                            "docs", "validation.md"))
+MEASURED: dict = {}
+
+
+def model_gpu(name: str):
+    """The GPU the predictions use: the measured file given for it, else the built-in model."""
+    return MEASURED.get(name) or get_gpu(name)
+
+
+def board_of(gpu) -> str | None:
+    """Which GPU of the page a GPU file describes: the one whose SMs, dense fp16 peak and HBM
+    (size and bandwidth) it keeps, as a file based on it does."""
+    for name in PAGE_GPUS:
+        ref = get_gpu(name)
+        if (gpu.sm_count, gpu.tensor_fp16_flops_per_s, gpu.hbm_bytes,
+                gpu.hbm_bandwidth_bytes_per_s) == (ref.sm_count, ref.tensor_fp16_flops_per_s,
+                                                   ref.hbm_bytes, ref.hbm_bandwidth_bytes_per_s):
+            return name
+    return None
+
+
+def use_measured(gpu) -> str:
+    """Predict the points of ``gpu``'s board with it (``None``: back to the built-in models);
+    returns the board's name. Clears every cached prediction."""
+    if gpu is None:
+        MEASURED.clear()
+        name = ""
+    else:
+        name = board_of(gpu)
+        if name is None:
+            raise ValueError(
+                f"it describes {gpu.sm_count} SMs, {gpu.tensor_fp16_flops_per_s / 1e12:.1f} "
+                f"TFLOP/s fp16 and {gpu.hbm_bandwidth_bytes_per_s / 1e12:.2f} TB/s of HBM, "
+                "which is neither of the page's GPUs (" + ", ".join(PAGE_GPUS) + "); "
+                "measure on one of them (gpu_microbench.py --toml keeps its base's datasheet "
+                "fields)")
+        MEASURED[name] = gpu
+    for value in list(globals().values()):
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
+    return name
+
 
 def paper_workload(seq: int, head_dim: int, causal: bool = False, dtype: str = "fp16",
                    passes: str = "fwd") -> Workload:
@@ -74,8 +123,8 @@ def paper_flops(wl: Workload) -> float:
 def predicted_seconds(algorithm: str, wl: Workload, gpu: str,
                       timing: TimingOptions = TimingOptions(), options: tuple = ()) -> float:
     """``options``: the algorithm's options as (name, value) pairs (hashable, for the cache)."""
-    return simulate(algorithm, wl, gpu, compute=False, timing=timing,
-                    options=dict(options)).time.predicted_s
+    return simulate(algorithm, wl, model_gpu(gpu) if isinstance(gpu, str) else gpu,
+                    compute=False, timing=timing, options=dict(options)).time.predicted_s
 
 
 def tflops(algorithm: str, wl: Workload, gpu: str,
@@ -219,6 +268,18 @@ SOURCES = (
            "stacked along the rows, Q not kept in registers (re-read from shared memory with "
            "ldmatrix on every K/V tile), 64 KiB of shared memory; hdim64: 128 x 128, 4 warps, "
            "48 KiB"),
+    Source("WH-REF", "waynehacking8/blackwell-tensorcore-kernels, results/reference/fa3.txt "
+           "and summary.md (a third-party GEMM study that also runs flash-attention's own "
+           "benchmark, 2026)",
+           "github.com/waynehacking8/blackwell-tensorcore-kernels (scripts/"
+           "run_reference_benches.sh: flash-attention main cloned at run time, hopper/"
+           "benchmark_attn.py unmodified, NGC PyTorch 26.02, one idle GPU of an 8x H100 SXM5 "
+           "box at stock clocks)",
+           "headdim = 128, causal = False, seqlen = 8192: Fav2 fwd: 2.831ms, 388.3 TFLOPS; Fav2 "
+           "bwd: 8.438ms, 325.8 TFLOPS; Fav3 fwd: 1.453ms, 756.9 TFLOPS. causal = True: Fav2 "
+           "fwd: 1.624ms, 338.5 TFLOPS; Fav2 bwd: 4.544ms, 302.5 TFLOPS; Fav3 fwd: 0.745ms, "
+           "738.3 TFLOPS — benchmark_attn.py's defaults: bf16, batch 2, 2048 / 128 = 16 heads; "
+           "Fav2 is flash_attn.flash_attn_func (the sm80 code), Fav3 the hopper/ build"),
 )
 
 
@@ -257,7 +318,7 @@ def fa1_a100_range():
     fills the A100's 108 SMs. Below that (B·H = 16 at N = 16k, d 128) it collapses, as the
     FA-2 paper explains and tests/test_published.py pins; the published 25-40% summarizes
     its typical points and is not compared with that collapse."""
-    gpu = get_gpu("a100-80gb")
+    gpu = model_gpu("a100-80gb")
     u = utilization("flash1", [wl for wl in sweep((64, 128))
                                if wl.batch * wl.heads >= gpu.sm_count], "a100-80gb")
     return min(u), max(u)
@@ -268,7 +329,7 @@ def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
     """FA-2 over FlashAttention (v1), time over time, on the A100 over the README sweep's
     forward, backward and forward+backward (the paper's Figs. 4-6), at the points whose grid
     fills the SMs for both (as ``fa1_a100_range``): (min, max) per pass."""
-    gpu = get_gpu("a100-80gb")
+    gpu = model_gpu("a100-80gb")
     out = {}
     for passes in ("fwd", "bwd", "fwd+bwd"):
         r = [predicted_seconds("flash1", wl, "a100-80gb")
@@ -361,6 +422,61 @@ def fa3_pipelining_gain() -> tuple:
             / predicted_seconds("flash3", wl, "h100-sxm"),)
 
 
+# WH-REF: flash-attention's hopper/benchmark_attn.py on one H100 SXM5, its defaults (bf16,
+# batch 2, 16 heads, N 8192, d 128), ms per call: (algorithm, pass, causal) -> ms. At d = 128
+# the FA-3 build it cloned keeps the release's tiles (128 x 176, causal 128 x 128), so the
+# simulated program is the measured one's; its FA-2 is flash_attn's sm80 kernel.
+WH_REF_MS = {("flash2", "fwd", False): 2.831, ("flash2", "bwd", False): 8.438,
+             ("flash3", "fwd", False): 1.453, ("flash2", "fwd", True): 1.624,
+             ("flash2", "bwd", True): 4.544, ("flash3", "fwd", True): 0.745}
+
+
+def wh_ref_workload(passes: str, causal: bool) -> Workload:
+    return Workload(batch=2, heads=16, seq_q=8192, head_dim=128, causal=causal, dtype="bf16",
+                    passes=passes)
+
+
+def wh_ref_comparisons() -> list[Comparison]:
+    rows = []
+    for (algorithm, passes, causal), ms in WH_REF_MS.items():
+        wl = wh_ref_workload(passes, causal)
+        name = {"flash2": "FA-2 (flash_attn, sm80 code)", "flash3": "FA-3"}[algorithm]
+        rows.append(Comparison(
+            "WH-REF", f"{name} {passes} TFLOP/s, measured", "h100-sxm",
+            f"B 2, H 16, N 8192, d 128, {'causal' if causal else 'non-causal'}, bf16, "
+            f"{passes} ({ms} ms)", (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
+            functools.partial(lambda a, w: (tflops(a, w, "h100-sxm"),), algorithm, wl)))
+    return rows
+
+
+# WH-REF's board, large GEMMs (DeepGEMM's own tests, whose lines also give cuBLAS's time on
+# the same shape, at 0.99-1.07x): the best bf16 GEMM 830 TFLOP/s (m 4096, n 1536, k 24576,
+# 1.00x cuBLAS), the best fp8 GEMM 1523 (the same shape, 1.07x cuBLAS); the repository's own
+# square cuBLAS fp16 GEMM, 761.71 at 8192 (TC-BENCH).
+WH_REF_GEMM_TFLOPS = {"bf16": 830.0, "fp8": 1523.0, "fp16 cuBLAS 8192": 761.71}
+
+
+@functools.lru_cache(maxsize=None)
+def wh_ref_gemm_sensitivity() -> dict:
+    """The WH-REF FA-3 points' predicted/published ratios with the GEMM fractions of the
+    model (MAMF) and with those measured on WH-REF's own board: how much of the agreement
+    rests on which large-GEMM measurement is taken as achievable."""
+    h100 = model_gpu("h100-sxm")
+    board = h100.replace(tensor_gemm_fraction=WH_REF_GEMM_TFLOPS["bf16"]
+                         / (h100.tensor_flops_per_s("bf16") / 1e12))
+    out = {}
+    for name, gpu in (("model", h100), ("board", board)):
+        out[name] = tuple(
+            paper_flops(wh_ref_workload(p, c)) / simulate("flash3", wh_ref_workload(p, c), gpu,
+                                                          compute=False).time.predicted_s
+            / 1e12 / (paper_flops(wh_ref_workload(p, c)) / (ms * 1e-3) / 1e12)
+            for (a, p, c), ms in WH_REF_MS.items() if a == "flash3")
+    out["fractions"] = (h100.tensor_gemm_fraction, board.tensor_gemm_fraction,
+                        h100.tensor_fp8_gemm_fraction,
+                        WH_REF_GEMM_TFLOPS["fp8"] / (h100.tensor_flops_per_s("fp8") / 1e12))
+    return out
+
+
 def tb2391_workload(seq):
     return Workload(batch=TOKENS // seq, heads=16, seq_q=seq, head_dim=128)
 
@@ -430,7 +546,7 @@ def comparisons() -> list[Comparison]:
                                f"B 128, H 8, N {n}, d 128, fp16, fwd ({ms} ms)",
                                (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
                                functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl)))
-    return rows
+    return rows + wh_ref_comparisons()
 
 
 def ratios_of(pred: tuple, pub: tuple) -> list[float]:
@@ -740,7 +856,7 @@ CONSTANTS = (
 
 
 def constants_table(fmt: str) -> str:
-    a100, h100 = get_gpu("a100-80gb"), get_gpu("h100-sxm")
+    a100, h100 = model_gpu("a100-80gb"), model_gpu("h100-sxm")
     rows = [[name, what, value(a100), value(h100), source]
             for name, what, value, source in CONSTANTS]
     return tabulate(rows, headers=["GPU field", "what", "A100 SXM4 80GB", "H100 SXM5",
@@ -922,6 +1038,9 @@ def fa2_h100_points(gpu, timing: TimingOptions = TimingOptions()) -> list[float]
     out = [tflops("flash2", tb2296_workload(n), gpu, timing)
            / (paper_flops(tb2296_workload(n)) / (ms * 1e-3) / 1e12)
            for n, ms in TB2296_SDPA_MS.items()]
+    out += [tflops("flash2", wh_ref_workload(p, c), gpu, timing)
+            / (paper_flops(wh_ref_workload(p, c)) / (ms * 1e-3) / 1e12)
+            for (a, p, c), ms in WH_REF_MS.items() if a == "flash2"]
     for (chart, d, causal, dtype), values in FA3_CHARTS.items():
         for n, published in values.items():
             if published[1] is not None:
@@ -936,7 +1055,7 @@ def lockstep_effect() -> dict:
     FlashAttention-2 points: the H100 points' (min, max, median) ratio and the A100 README
     sweep's best forward (% of peak, its head dimension), with the mechanism on and off."""
     off = TimingOptions(lockstep_ctas=False)
-    h100 = get_gpu("h100-sxm")
+    h100 = model_gpu("h100-sxm")
     on_r, off_r = fa2_h100_points(h100), fa2_h100_points(h100, off)
     a100 = "a100-80gb"
     best = {name: max((tflops("flash2", wl, a100, t) / peak_tflops(a100) * 100, wl.head_dim)
@@ -954,7 +1073,7 @@ def implied_mma_sync_fraction() -> tuple[float, tuple[float, float]]:
     range of their ratios there. A prediction for a GPU session to test (a CUTLASS sm80 GEMM on
     the H100), not a constant of the model: the model keeps the microbenchmark's ratio
     (``hwmodels.gpus`` [LUO-MMA])."""
-    h100 = get_gpu("h100-sxm")
+    h100 = model_gpu("h100-sxm")
     lo, hi = 0.2, h100.mma_sync_fraction_of_peak
     for _ in range(12):
         mid = (lo + hi) / 2
@@ -971,7 +1090,7 @@ def fa3_d64_epilogue_bound() -> tuple[tuple[int, float, float], ...]:
     counts as if no CTA hid another's: per CTA one DRAM latency (the TMA store's wait) plus its
     O tile (its HBM writes) through shared memory at 128 B/clk, times the CTAs per SM. A
     diagnostic of what a fixed per-CTA cost can explain, not a term of the model."""
-    h100 = get_gpu("h100-sxm")
+    h100 = model_gpu("h100-sxm")
     out = []
     for n, published in FA3_CHARTS[("hd64", 64, False, "fp16")].items():
         wl = paper_workload(n, 64)
@@ -997,6 +1116,21 @@ def sources_text() -> str:
 
 
 # -- the document ----------------------------------------------------------------------------
+def measured_note() -> list[str]:
+    """The paragraph that says which points a measured GPU file predicts (none by default)."""
+    if not MEASURED:
+        return []
+    lines = ["", "**Predicted with measured constants.** "
+             + " ".join(f"Every {name} point below is predicted with the GPU file "
+                        f"`{gpu.name}` ({gpu.full_name}; sources: {gpu.sources or 'not stated'}) "
+                        f"instead of the built-in model; its constants appear in the constants "
+                        "table, whose 'set by' column still names the built-in model's sources."
+                        for name, gpu in MEASURED.items())
+             + " Peaks (the '% of peak' figures) stay the datasheet's. This is not "
+             "docs/validation.md, which is the built-in model's page."]
+    return lines
+
+
 def document(fmt: str = "github") -> str:
     ratios = [r for _, r in all_ratios()]
     lo, hi = min(ratios), max(ratios)
@@ -1018,6 +1152,9 @@ def document(fmt: str = "github") -> str:
         "quotes no number the script did not compute). `tests/test_published.py` asserts every "
         f"ratio on this page inside the documented band {DOCUMENTED_BAND[0]:.2f}–"
         f"{DOCUMENTED_BAND[1]:.2f}, so a change of the model that moves a point outside it fails.",
+    ]
+    parts += measured_note()
+    parts += [
         "",
         "## Targets",
         "",
@@ -1061,7 +1198,7 @@ def document(fmt: str = "github") -> str:
         "What the remaining gaps point at (mechanisms the model does not have yet):",
         "",
         "- **FlashAttention-2 on the H100 is still predicted too fast, by less** (the FA-2 "
-        "chart bars and the SDPA log: "
+        "chart bars, the SDPA log and the measured WH-REF points: "
         f"{lockstep_effect()['h100_on'][0]:.2f}–{lockstep_effect()['h100_on'][1]:.2f}, median "
         f"{lockstep_effect()['h100_on'][2]:.2f}; through them the low end of the FA-3/FA-2 "
         "speedup). By head dimension the chart bars are "
@@ -1107,7 +1244,7 @@ def document(fmt: str = "github") -> str:
         "`mma.sync` path is priced at "
         "the ratio of `mma.sync` to `wgmma` throughput measured by one microbenchmark on one "
         "board (LUO-MMA: 0.653 against about 0.96 of the H800's peak, "
-        f"{get_gpu('h100-sxm').mma_sync_fraction_of_peak:.3f}; FA-3's 'about 2/3' agrees) "
+        f"{model_gpu('h100-sxm').mma_sync_fraction_of_peak:.3f}; FA-3's 'about 2/3' agrees) "
         "times the MAMF fraction measured for `wgmma` GEMMs; for the remaining points to "
         "centre on 1 with nothing else changed, that ratio would have to be "
         f"{implied_mma_sync_fraction()[0]:.2f} (their ratios then "
@@ -1179,9 +1316,9 @@ def document(fmt: str = "github") -> str:
                         "; ".join(f"d = {d}: " + ", ".join(f"{x:.0f}" for x in v)
                                   for d, v in fp8_excess_per_cta().items()),
                         min(min(v) for v in fp8_excess_per_cta().values())
-                        * get_gpu("h100-sxm").sm_count / 1e3,
+                        * model_gpu("h100-sxm").sm_count / 1e3,
                         max(max(v) for v in fp8_excess_per_cta().values())
-                        * get_gpu("h100-sxm").sm_count / 1e3,
+                        * model_gpu("h100-sxm").sm_count / 1e3,
                         fa3_short_fp8_vs_fp16()["fp8"][0], fa3_short_fp8_vs_fp16()["fp16"][0],
                         fa3_short_fp8_vs_fp16()["fp8"][1], fa3_short_fp8_vs_fp16()["fp16"][1]),
         "- **FlashAttention-3 at d = 64.** The per-CTA prologue (one DRAM latency) and the "
@@ -1261,6 +1398,26 @@ def document(fmt: str = "github") -> str:
         "bandwidth the model uses beside the device's; a GPU session should measure them on "
         "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`; "
         "`gpu_microbench.py` measures the L2 read bandwidth too).",
+        "- **Which large GEMM is achievable.** The tensor rates are MAMF's sweep maxima "
+        f"(bf16 {wh_ref_gemm_sensitivity()['fractions'][0]:.3f}, fp8 "
+        f"{wh_ref_gemm_sensitivity()['fractions'][2]:.3f} of the dense peak). On the board "
+        "that measured the WH-REF points, large GEMMs ran faster: DeepGEMM's tests reached "
+        f"{WH_REF_GEMM_TFLOPS['bf16']:.0f} TFLOP/s in bf16 "
+        f"({wh_ref_gemm_sensitivity()['fractions'][1]:.3f}, with cuBLAS as fast on the same "
+        f"shape) and {WH_REF_GEMM_TFLOPS['fp8']:.0f} in fp8 "
+        f"({wh_ref_gemm_sensitivity()['fractions'][3]:.3f}, 1.07x cuBLAS), while the same "
+        "board's square 8192 cuBLAS GEMM reached "
+        f"{WH_REF_GEMM_TFLOPS['fp16 cuBLAS 8192'] / peak_tflops('h100-sxm'):.3f} (TC-BENCH). "
+        "Boards, drivers and "
+        "library versions move the achievable GEMM rate by several percent, and the model's "
+        "tensor-bound predictions with it: with the board's own bf16 fraction the WH-REF "
+        "FA-3 points (non-causal, causal) would be "
+        + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["board"])
+        + " instead of "
+        + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["model"])
+        + ". The model keeps one sweep's maxima for every point rather than a board's own "
+        "figure for the points measured on that board; `gpu_microbench.py` measures the "
+        "fraction on the GPU at hand, and a GPU TOML sets it.",
         "",
         "## Which source set which constant",
         "",
@@ -1300,12 +1457,35 @@ def document(fmt: str = "github") -> str:
     return "\n".join(parts)
 
 
+def measured_error(path: str, output: str | None) -> str | None:
+    """Load ``path`` as the measured GPU (``use_measured``); the one-line reason it cannot be
+    used, or None."""
+    if output and os.path.abspath(output) == os.path.abspath(DEFAULT_PAGE):
+        return ("docs/validation.md is the built-in model's page (tests/test_published.py "
+                "checks it); write the measured page elsewhere with --output")
+    try:
+        use_measured(load_gpu_file(path))
+    except (GpuFileError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", help="write the document here (default: standard output)")
     ap.add_argument("--format", default="github", choices=("github", "simple", "plain"),
                     help="table format (tabulate): github = markdown")
+    ap.add_argument("--measured", metavar="FILE",
+                    help="a GPU file measured on an A100 SXM4 80GB or an H100 SXM5 "
+                         "(benchmarks/gpu_microbench.py --toml): predict that GPU's points "
+                         "with it instead of the built-in model")
     a = ap.parse_args(argv)
+    if a.measured:
+        error = measured_error(a.measured, a.output)
+        if error:
+            print(f"validate_published.py: error: --measured {a.measured}: {error}",
+                  file=sys.stderr)
+            return 2
     text = document(a.format)
     if a.output:
         with open(a.output, "w", encoding="utf-8") as f:

@@ -222,3 +222,47 @@ def test_chart_standard_bars_are_priced_as_the_benchmarks_program(validation):
     charted = [pred / pub for *_, algorithm, pub, pred in validation.chart_points()
                if algorithm == "standard"]
     assert charted == eager
+
+
+def test_a_measured_gpu_file_repredicts_its_boards_points_only(validation, tmp_path):
+    """``--measured``: a GPU file of one of the page's boards (here an H100 SXM5 whose clock
+    under load is 1.2 GHz) re-predicts that board's points and no other, and the page says
+    so; the built-in models come back afterwards."""
+    from hwmodels.gpu_file import load_gpu_file
+    path = tmp_path / "measured.toml"
+    path.write_text('base = "h100-sxm"\nname = "h100-sxm-measured"\nsources = "a test"\n'
+                    "sustained_clock_hz = 1.2e9\n")
+    wl = validation.paper_workload(4096, 64)
+    h100 = validation.predicted_seconds("flash3", wl, "h100-sxm")
+    a100 = validation.predicted_seconds("flash2", wl, "a100-80gb")
+    try:
+        assert validation.use_measured(load_gpu_file(str(path))) == "h100-sxm"
+        measured_h100 = validation.predicted_seconds("flash3", wl, "h100-sxm")
+        measured_a100 = validation.predicted_seconds("flash2", wl, "a100-80gb")
+        note = " ".join(validation.measured_note())
+        peak = validation.peak_tflops("h100-sxm")
+    finally:
+        validation.use_measured(None)
+    assert measured_h100 > h100 and measured_a100 == a100
+    assert "h100-sxm-measured" in note and "a test" in note
+    assert peak == validation.peak_tflops("h100-sxm")           # "% of peak": the datasheet's
+    assert validation.predicted_seconds("flash3", wl, "h100-sxm") == h100
+    assert not validation.measured_note()
+
+
+@pytest.mark.parametrize("toml,output,message", [
+    ('base = "h200"\n', None, "neither of the page's GPUs"),
+    ('base = "h100-sxm"\nsm_count = "many"\n', None, "'sm_count' must be a number"),
+    ('base = "h100-sxm"\n', "docs/validation.md", "built-in model's page"),
+])
+def test_a_measured_file_the_page_cannot_use_is_one_line_and_exit_2(validation, tmp_path,
+                                                                    capsys, toml, output,
+                                                                    message):
+    path = tmp_path / "measured.toml"
+    path.write_text(toml)
+    out = str(pathlib.Path(__file__).resolve().parents[1] / output) if output else \
+        str(tmp_path / "page.md")
+    assert validation.main(["--measured", str(path), "--output", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--measured" in err and message in err
+    assert not validation.MEASURED
