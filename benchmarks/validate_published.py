@@ -268,6 +268,18 @@ SOURCES = (
            "stacked along the rows, Q not kept in registers (re-read from shared memory with "
            "ldmatrix on every K/V tile), 64 KiB of shared memory; hdim64: 128 x 128, 4 warps, "
            "48 KiB"),
+    Source("FA3-1075", "flash-attention pull request #1075, 'Changes For FP8' (Colfax "
+           "Research, 2024-07-19, eight days after the paper), description",
+           "https://github.com/Dao-AILab/flash-attention/pull/1075",
+           "This PR contains the changes required for FP8 for persistent + ping-pong schedule, "
+           "with pre-transpose of V in python. The following are the experimental results from "
+           "PCIe based H100: ### causal=False, headdim=128, batch_size=32, seqlen=512 ### [...] "
+           "Flash3 fwd: 433.25 TFLOPs/s, 0.15861446736380458 ms [...] batch_size=16, "
+           "seqlen=1024 [...] 538.23 TFLOPs/s, 0.2553513351206978 ms [...] batch_size=8, "
+           "seqlen=2048 [...] 605.27, 0.4541443311609328 ms [...] batch_size=4, seqlen=4224 "
+           "[...] 618.83, 0.9447746366883317 ms [...] batch_size=2, seqlen=8448 [...] 618.05, "
+           "1.8919179681688547 ms — the fp8 benchmark of that PR: 2048 / 128 = 16 heads, Q, K, "
+           "V already in e4m3 (V transposed before timing), O in fp16"),
     Source("WH-REF", "waynehacking8/blackwell-tensorcore-kernels, results/reference/fa3.txt "
            "and summary.md (a third-party GEMM study that also runs flash-attention's own "
            "benchmark, 2026)",
@@ -477,6 +489,60 @@ def wh_ref_gemm_sensitivity() -> dict:
     return out
 
 
+# FA3-1075: FA-3's FP8 forward before its release, on an H100 PCIe: N -> (batch, ms), 16
+# heads, d 128, non-causal, Q, K, V in e4m3 (V pre-transposed, so this kernel transposes
+# nothing: the simulated program's in-kernel transpose is a few shared-memory bytes per tile).
+FA3_1075_MS = {512: (32, 0.15861446736380458), 1024: (16, 0.2553513351206978),
+               2048: (8, 0.4541443311609328), 4224: (4, 0.9447746366883317),
+               8448: (2, 1.8919179681688547)}
+
+
+def fa3_1075_workload(seq: int) -> Workload:
+    return Workload(batch=FA3_1075_MS[seq][0], heads=16, seq_q=seq, head_dim=128, dtype="fp8")
+
+
+def fa3_1075_comparisons() -> list[Comparison]:
+    rows = []
+    for n, (batch, ms) in FA3_1075_MS.items():
+        wl = fa3_1075_workload(n)
+        rows.append(Comparison(
+            "FA3-1075", "FA-3 fp8 fwd TFLOP/s (pre-release kernel), measured", "h100-pcie",
+            f"B {batch}, H 16, N {n}, d 128, non-causal, fp8, fwd ({ms:.4f} ms)",
+            (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
+            functools.partial(lambda w: (tflops("flash3", w, "h100-pcie",
+                                                options=FP8_BENCHMARK_OPTIONS),), wl)))
+    return rows
+
+
+def fa3_1075_ratio_text() -> str:
+    """The FA3-1075 points' predicted/published ratios, by length."""
+    ratios = {c.workload.split(",")[2].strip(): r[0] for c, _, r in evaluated()
+              if c.source == "FA3-1075"}
+    return ", ".join(f"{r:.2f} at {n}" for n, r in ratios.items())
+
+
+def fp8_length_dependence() -> dict[str, tuple[float, float]]:
+    """FA-3 fp8 at d = 128: throughput at the shortest length over the longest, (published,
+    predicted), for the paper's H100 SXM5 chart and for the pre-release kernel on the H100
+    PCIe (FA3-1075): how much each loses at short sequences."""
+    chart = FA3_CHARTS[("fp8 hd128", 128, False, "fp8")]
+    short, long_ = min(chart), max(chart)
+    sxm = (chart[short][2] / chart[long_][2],
+           tflops("flash3", paper_workload(short, 128, dtype="fp8"), "h100-sxm",
+                  options=FP8_BENCHMARK_OPTIONS)
+           / tflops("flash3", paper_workload(long_, 128, dtype="fp8"), "h100-sxm",
+                    options=FP8_BENCHMARK_OPTIONS))
+    lo, hi = min(FA3_1075_MS), max(FA3_1075_MS)
+
+    def pcie(n):
+        return tflops("flash3", fa3_1075_workload(n), "h100-pcie", options=FP8_BENCHMARK_OPTIONS)
+
+    def measured(n):
+        return paper_flops(fa3_1075_workload(n)) / (FA3_1075_MS[n][1] * 1e-3)
+
+    return {"sxm": sxm, "pcie": (measured(lo) / measured(hi), pcie(lo) / pcie(hi))}
+
+
 def tb2391_workload(seq):
     return Workload(batch=TOKENS // seq, heads=16, seq_q=seq, head_dim=128)
 
@@ -546,7 +612,7 @@ def comparisons() -> list[Comparison]:
                                f"B 128, H 8, N {n}, d 128, fp16, fwd ({ms} ms)",
                                (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
                                functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl)))
-    return rows + wh_ref_comparisons()
+    return rows + wh_ref_comparisons() + fa3_1075_comparisons()
 
 
 def ratios_of(pred: tuple, pub: tuple) -> list[float]:
@@ -710,6 +776,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("flash2", "h100-sxm", "H100, FlashAttention-2"),
     ("FA-2", "h100-sxm", "H100, FlashAttention-2"),
     ("over FlashAttention (v1)", "a100-80gb", "A100, FA-2 over FA-1 speedup"),
+    ("FA-3", "h100-pcie", "H100 PCIe, FlashAttention-3 fp8 (pre-release)"),
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
 )
@@ -1310,7 +1377,19 @@ def document(fmt: str = "github") -> str:
         "prologue and epilogue (one CTA per SM, every wave: Q and the first K/V tile before "
         "any MMA, O through shared memory after the last) weigh twice as much against "
         "compute that fp8 halves. ncu on FA-3's fp8 kernel at N = 512 would say which "
-        "binds.".format(fp8_chart_ranges_text(),
+        "binds. One measurement says the chart's short sequences may not be the kernel's: "
+        "eight days after the paper, the first pull request of FA-3's fp8 forward (merged, "
+        "then reverted for the release's in-kernel transpose) measured it on an H100 PCIe "
+        "([FA3-1075], d = 128, non-causal, V transposed before timing), where the model is "
+        "off by a factor that hardly moves "
+        "with the length ({}). There the shortest length reached {:.2f} of the longest's "
+        "throughput (the model: {:.2f}); on the paper's H100 SXM5 chart, {:.2f} (the model: "
+        "{:.2f}). A cost per fp8 CTA would weigh on the PCIe board's short sequences as "
+        "well; it does not, so the chart's N = 512 bars may come from a build before that "
+        "pull request. The level the PCIe points share is the h100-pcie model's own: its "
+        "GEMM fractions and clock under load are the SXM5's, which a 350 W board cannot "
+        "sustain ([MAMF] has no H100 PCIe row); a GEMM measured on that board would "
+        "replace them.".format(fp8_chart_ranges_text(),
                         ", ".join(f"d = {d} {r:.2f}"
                                   for d, r in fp8_over_fp16_published().items()),
                         "; ".join(f"d = {d}: " + ", ".join(f"{x:.0f}" for x in v)
@@ -1320,7 +1399,9 @@ def document(fmt: str = "github") -> str:
                         max(max(v) for v in fp8_excess_per_cta().values())
                         * model_gpu("h100-sxm").sm_count / 1e3,
                         fa3_short_fp8_vs_fp16()["fp8"][0], fa3_short_fp8_vs_fp16()["fp16"][0],
-                        fa3_short_fp8_vs_fp16()["fp8"][1], fa3_short_fp8_vs_fp16()["fp16"][1]),
+                        fa3_short_fp8_vs_fp16()["fp8"][1], fa3_short_fp8_vs_fp16()["fp16"][1],
+                        fa3_1075_ratio_text(),
+                        *fp8_length_dependence()["pcie"], *fp8_length_dependence()["sxm"]),
         "- **FlashAttention-3 at d = 64.** The per-CTA prologue (one DRAM latency) and the "
         "pipeline fill (one tile of each chain unhidden) are the only fixed costs; FA-3's "
         "epilogue (O through shared memory and a TMA store with a wait) is not priced. It is "
