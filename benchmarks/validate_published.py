@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import math
 import os
 import statistics
@@ -305,6 +306,8 @@ class Comparison:
     published: tuple        # (value,) or (low, high)
     unit: str
     predict: object         # () -> (value,) or (low, high)
+    algorithm: str = ""     # the algorithm whose time it measures ("": a speedup or a gain)
+    dtype: str = "fp16"
 
 
 def utilization(algorithm, workloads, gpu, dtype="fp16"):
@@ -457,7 +460,8 @@ def wh_ref_comparisons() -> list[Comparison]:
             "WH-REF", f"{name} {passes} TFLOP/s, measured", "h100-sxm",
             f"B 2, H 16, N 8192, d 128, {'causal' if causal else 'non-causal'}, bf16, "
             f"{passes} ({ms} ms)", (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
-            functools.partial(lambda a, w: (tflops(a, w, "h100-sxm"),), algorithm, wl)))
+            functools.partial(lambda a, w: (tflops(a, w, "h100-sxm"),), algorithm, wl),
+            algorithm=algorithm, dtype="bf16"))
     return rows
 
 
@@ -510,7 +514,8 @@ def fa3_1075_comparisons() -> list[Comparison]:
             f"B {batch}, H 16, N {n}, d 128, non-causal, fp8, fwd ({ms:.4f} ms)",
             (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
             functools.partial(lambda w: (tflops("flash3", w, "h100-pcie",
-                                                options=FP8_BENCHMARK_OPTIONS),), wl)))
+                                                options=FP8_BENCHMARK_OPTIONS),), wl),
+            algorithm="flash3", dtype="fp8"))
     return rows
 
 
@@ -556,44 +561,44 @@ def comparisons() -> list[Comparison]:
     rows = [
         Comparison("FA2", "FA-2 fwd, % of peak (range over the benchmark)", "a100-80gb",
                    "README sweep, d 64/128, causal and not, fp16, fwd", (50, 73), "% of 312",
-                   functools.partial(fa2_a100_range, "fwd")),
+                   functools.partial(fa2_a100_range, "fwd"), algorithm="flash2"),
         Comparison("FA2-bwd", "FA-2 bwd, best % of peak", "a100-80gb",
                    "README sweep, d 64/128, causal and not, fp16, bwd", (63,), "% of 312",
-                   fa2_a100_bwd_max),
+                   fa2_a100_bwd_max, algorithm="flash2"),
         Comparison("FA2-1059", "FA-2 fwd, best % of peak", "a100-80gb",
-                   "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max),
+                   "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max, algorithm="flash2"),
         Comparison("FA2", "FlashAttention (v1) fwd, % of peak (range)", "a100-80gb",
                    "README sweep, d 64/128, causal and not, fp16, fwd; points with B·H >= 108",
                    (25, 40), "% of 312",
-                   fa1_a100_range),
+                   fa1_a100_range, algorithm="flash1"),
         Comparison("FA2-s4", "FA-2 over FlashAttention (v1) speedup (range)", "a100-80gb",
                    "README sweep, d 64/128, causal and not, fp16, fwd, bwd and fwd+bwd; "
                    "points with B·H >= 108", (1.7, 3.0), "x", fa2_over_fa1_range),
         Comparison("FA2-s4", "FA-2 fwd+bwd on H100 (sm80 code), best TFLOP/s", "h100-sxm",
                    "README sweep, d 64/128, causal and not, fp16, fwd+bwd", (335,), "TFLOP/s",
-                   fa2_h100_fwd_bwd_max),
+                   fa2_h100_fwd_bwd_max, algorithm="flash2"),
         Comparison("FA3", "FA-2 fwd on H100, % of peak", "h100-sxm",
                    "FA-3 sweep, d 64/128/256, fp16, fwd (best case)", (35,), "% of 989",
-                   fa2_h100_max),
+                   fa2_h100_max, algorithm="flash2"),
         Comparison("FA3", "FA-3 fp16 fwd, best TFLOP/s", "h100-sxm",
                    "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (740,), "TFLOP/s",
-                   fa3_h100_max),
+                   fa3_h100_max, algorithm="flash3"),
         Comparison("FA3", "FA-3 over FA-2 fwd speedup (range)", "h100-sxm",
                    "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (1.5, 2.0), "x",
                    fa3_over_fa2_range),
         Comparison("FA3", "FA-3 fp8 fwd, best TFLOP/s", "h100-sxm",
-                   "FA-3 sweep, d 64/128/256, fp8, fwd", (1200,), "TFLOP/s", fa3_fp8_max),
+                   "FA-3 sweep, d 64/128/256, fp8, fwd", (1200,), "TFLOP/s", fa3_fp8_max, algorithm="flash3", dtype="fp8"),
     ]
     t2_flops = paper_flops(FA3_TABLE2_WORKLOAD)
     rows += [
         Comparison("FA3-T2", "FA-3 fp16 fwd TFLOP/s (Table 2, full)", "h100-sxm",
                    "B 4, H 16, N 8448, d 128, non-causal, fp16, fwd",
                    (t2_flops / (FA3_TABLE2_MS["full"] * 1e-3) / 1e12,), "TFLOP/s",
-                   functools.partial(fa3_table2_tflops, True)),
+                   functools.partial(fa3_table2_tflops, True), algorithm="flash3"),
         Comparison("FA3-T2", "FA-3 fwd without GEMM-softmax pipelining, TFLOP/s (Table 2)",
                    "h100-sxm", "the same; flash3 --no-pipelining",
                    (t2_flops / (FA3_TABLE2_MS["no pipelining"] * 1e-3) / 1e12,), "TFLOP/s",
-                   functools.partial(fa3_table2_tflops, False)),
+                   functools.partial(fa3_table2_tflops, False), algorithm="flash3"),
         Comparison("FA3-T2", "FA-3 pipelining gain: time without / time with (Table 2)",
                    "h100-sxm", "the same", (FA3_TABLE2_MS["no pipelining"]
                                             / FA3_TABLE2_MS["full"],), "x",
@@ -604,14 +609,16 @@ def comparisons() -> list[Comparison]:
         rows.append(Comparison("TB2391", "FA-3 fp16 fwd TFLOP/s", "h100-sxm",
                                f"B {wl.batch}, H 16, N {n}, d 128, fp16, fwd", (value,),
                                "TFLOP/s",
-                               functools.partial(lambda w: (tflops("flash3", w, "h100-sxm"),), wl)))
+                               functools.partial(lambda w: (tflops("flash3", w, "h100-sxm"),), wl),
+                               algorithm="flash3"))
     for n, ms in TB2296_SDPA_MS.items():
         wl = tb2296_workload(n)
         rows.append(Comparison("TB2296", "SDPA fwd (backend not stated) vs flash2, TFLOP/s "
                                "from the published ms", "h100-sxm",
                                f"B 128, H 8, N {n}, d 128, fp16, fwd ({ms} ms)",
                                (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
-                               functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl)))
+                               functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl),
+                               algorithm="flash2"))
     return rows + wh_ref_comparisons() + fa3_1075_comparisons()
 
 
@@ -793,6 +800,39 @@ def grouped_ratios() -> dict[str, list[float]]:
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         groups.setdefault(CHART_GROUP[algorithm], []).append(pred / pub)
     return groups
+
+
+EAGER_LABEL = "standard (PyTorch eager program)"
+
+
+def summary() -> dict:
+    """Every time-like point of the page (speedups and gains left out) by GPU, algorithm and
+    input type: how far the predictions of each are from what was measured. The report quotes
+    it for its GPU (``reports/validation_summary.json``, written by ``--summary``)."""
+    by_key: dict[tuple[str, str, str], list[float]] = {}
+
+    def add(gpu, algorithm, dtype, ratios):
+        kind = "fp8" if dtype == "fp8" else "fp16/bf16"
+        by_key.setdefault((gpu, algorithm, kind), []).extend(ratios)
+
+    for c, _, ratios in evaluated():
+        if c.algorithm:
+            add(c.gpu, c.algorithm, c.dtype, ratios)
+    chart_dtype = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}
+    for chart, d, causal, n, algorithm, pub, pred in chart_points():
+        add("h100-sxm", EAGER_LABEL if algorithm == "standard" else algorithm,
+            chart_dtype[chart], [pred / pub])
+    rows = [{"gpu": gpu, "algorithm": algorithm, "dtype": kind, "points": len(r),
+             "min": round(min(r), 2), "max": round(max(r), 2),
+             "median": round(statistics.median(r), 2), "inside_band": sum(in_band(x) for x in r)}
+            for (gpu, algorithm, kind), r in sorted(by_key.items())]
+    return {"page": "docs/validation.md", "script": "benchmarks/validate_published.py",
+            "ratio": "predicted / published throughput (above 1: the model is optimistic)",
+            "band": list(TARGET_BAND), "rows": rows}
+
+
+def summary_json() -> str:
+    return json.dumps(summary(), indent=1, ensure_ascii=False) + "\n"
 
 
 def groups_table(fmt: str) -> str:
@@ -1212,13 +1252,16 @@ def document(fmt: str = "github") -> str:
         "validate: no constant is set from them. The whole page is written by",
         "",
         "```bash",
-        "python benchmarks/validate_published.py --output docs/validation.md",
+        "python benchmarks/validate_published.py --output docs/validation.md \\",
+        "    --summary reports/validation_summary.json",
         "```",
         "",
         "(count-only simulations; nothing below is hand-written except the prose, and the prose "
         "quotes no number the script did not compute). `tests/test_published.py` asserts every "
         f"ratio on this page inside the documented band {DOCUMENTED_BAND[0]:.2f}–"
-        f"{DOCUMENTED_BAND[1]:.2f}, so a change of the model that moves a point outside it fails.",
+        f"{DOCUMENTED_BAND[1]:.2f}, so a change of the model that moves a point outside it fails. "
+        "The summary file holds the same points' ranges by GPU, algorithm and input type, which "
+        "`attnsim report` quotes under *How far to trust the predicted times*.",
     ]
     parts += measured_note()
     parts += [
@@ -1560,6 +1603,9 @@ def main(argv=None) -> int:
                     help="a GPU file measured on an A100 SXM4 80GB or an H100 SXM5 "
                          "(benchmarks/gpu_microbench.py --toml): predict that GPU's points "
                          "with it instead of the built-in model")
+    ap.add_argument("--summary", metavar="FILE",
+                    help="also write the points' ranges by GPU and algorithm as JSON (the "
+                         "report reads reports/validation_summary.json)")
     a = ap.parse_args(argv)
     if a.measured:
         error = measured_error(a.measured, a.output)
@@ -1568,6 +1614,9 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     text = document(a.format)
+    if a.summary:
+        with open(a.summary, "w", encoding="utf-8") as f:
+            f.write(summary_json())
     if a.output:
         with open(a.output, "w", encoding="utf-8") as f:
             f.write(text)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from attnsim.serialize import gpu_dict, jsonable, result_dict
 from reports import plots, tables
+from reports.validation import validation_section
 from reports.document import Document, Figure, Section
 
 
@@ -11,6 +12,7 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
     """Document with the GPU, the per-algorithm table, the timing breakdown and the growth
     of HBM traffic with N against each algorithm's bound."""
     budget = sram_bytes or gpu.smem_bytes_per_block
+    trust, trust_rows = validation_section(gpu)
     sections = [
         Section(f"GPU: {gpu.full_name}", tables=[tables.gpu_table(gpu)]),
         Section("Algorithms", paragraphs=[
@@ -36,6 +38,7 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                 figures=[Figure("time_terms", "The timing model's terms per algorithm, over "
                                 "its predicted time",
                                 lambda: plots.time_terms_figure(rows, gpu), after="timing")]),
+        trust,
         Section("Growth of HBM traffic with sequence length", paragraphs=[
             f"Same workload with N from {series[0].seqs[0] if series and series[0].seqs else '?'} "
             f"to {max((s.seqs[-1] for s in series if s.seqs), default='?')} (count-only)."],
@@ -74,6 +77,7 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                         "fitted_exponent": s.fitted_exponent(),
                         "bound_exponent": s.bound_exponent()}
                        for s in series],
+            "validation": trust_rows,
             **(extra_data or {}),
         })
     return Document(title=f"attnsim report — {gpu.full_name}", sections=sections, data=data)

@@ -266,3 +266,11 @@ def test_a_measured_file_the_page_cannot_use_is_one_line_and_exit_2(validation, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--measured" in err and message in err
     assert not validation.MEASURED
+
+
+def test_report_summary_is_the_scripts_output(validation):
+    """reports/validation_summary.json (what the report quotes) is regenerated with the page:
+    ``validate_published.py --output docs/validation.md --summary
+    reports/validation_summary.json``."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "reports" / "validation_summary.json"
+    assert path.read_text(encoding="utf-8") == validation.summary_json()

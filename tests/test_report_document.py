@@ -211,3 +211,28 @@ def test_an_explicit_json_format_wins_over_a_markdown_file_name(capsys, tmp_path
     assert code == 0
     assert json.loads(out.read_text())["algorithms"][0]["algorithm"] == "flash2"
     assert not (tmp_path / "report").exists()
+
+
+def test_report_says_how_far_its_predictions_are_from_measured_ones():
+    """The section quotes docs/validation.md's ranges for the report's GPU, row by row, and
+    says when a GPU has no published figure rather than borrowing another's rows."""
+    from reports.validation import load_summary, validation_section
+    summary = load_summary()
+    section, rows = validation_section(get_gpu("h100"))
+    expected = [r for r in summary["rows"] if r["gpu"] == "h100-sxm"]
+    assert rows == expected and {r["algorithm"] for r in rows} >= {"flash2", "flash3"}
+    table = section.tables[0]
+    assert [row[0] for row in table.rows] == [r["algorithm"] for r in expected]
+    fp8 = next(row for row in table.rows if row[:2] == ["flash3", "fp8"])
+    r = next(r for r in expected if r["dtype"] == "fp8")
+    assert fp8[3] == f"{r['min']:.2f}–{r['max']:.2f}"
+    h200, rows_h200 = validation_section(get_gpu("h200"))
+    assert not rows_h200 and not h200.tables and "No published figure" in h200.paragraphs[0]
+
+
+def test_report_json_carries_the_validation_rows(capsys):
+    code, out, err = run_cli(capsys, "report", "--hw", "a100", "--algorithms", "flash2",
+                             *SMALL, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)["validation"]
+    assert rows and {r["gpu"] for r in rows} == {"a100-80gb"}

@@ -1,0 +1,53 @@
+"""How far the report's predicted times are from measured ones: the ranges of
+docs/validation.md (predicted over published throughput) for the report's GPU.
+
+``reports/validation_summary.json`` is written by ``benchmarks/validate_published.py
+--summary`` with the page it summarizes; tests/test_published.py checks that both are the
+script's output, so the report never quotes a stale range.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from reports.document import Section, Table
+
+SUMMARY_FILE = "validation_summary.json"
+
+
+def load_summary() -> dict:
+    return json.loads(resources.files("reports").joinpath(SUMMARY_FILE)
+                      .read_text(encoding="utf-8"))
+
+
+def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[dict]]:
+    """The section and its records (the rows for ``gpu``; none for a GPU without published
+    figures, such as a custom GPU file)."""
+    summary = summary or load_summary()
+    lo, hi = summary["band"]
+    rows = [r for r in summary["rows"] if r["gpu"] == gpu.name]
+    validated = sorted({r["gpu"] for r in summary["rows"]})
+    intro = (f"The timing model against the figures measured for the same workloads "
+             f"({summary['page']}, written by {summary['script']}): {summary['ratio']}. "
+             "Algorithms without a row have no published figure on this GPU; they are "
+             "priced by the same mechanisms and constants, and the rows of the loops they "
+             "share (FlashAttention-2's, under local, sparse, GQA and the rest) are the "
+             "nearest evidence. The report's 'standard' is Algorithm 0; the published "
+             "standard-attention figures time PyTorch eager code, simulated as "
+             "`standard --program pytorch-eager`.")
+    if not rows:
+        intro = (f"No published figure for {gpu.full_name} ({gpu.name}) is compared on "
+                 f"{summary['page']}, which covers " + ", ".join(validated) + ": its "
+                 "predictions share their mechanisms with those GPUs' and carry their "
+                 "errors (`attnsim report --hw h100` quotes the H100 SXM5's), and any "
+                 "constant of its own that no microbenchmark measured on it (see the GPU "
+                 "table's sources) adds to them.")
+    table = Table(
+        key="validation", title="",
+        headers=["algorithm", "inputs", "points", "predicted / published", "median",
+                 f"within {lo}–{hi}"],
+        rows=[[r["algorithm"], r["dtype"], r["points"], f"{r['min']:.2f}–{r['max']:.2f}",
+               f"{r['median']:.2f}", f"{r['inside_band']} of {r['points']}"] for r in rows],
+        records=rows)
+    return Section("How far to trust the predicted times", paragraphs=[intro],
+                   tables=[table] if rows else []), rows
