@@ -4,6 +4,7 @@ from __future__ import annotations
 from reports import format as fmt
 from reports.document import Document, Section, Table
 from attnsim.serialize import result_dict
+from reports.validation import row_for, run_sentence
 
 
 def run_document(r) -> Document:
@@ -57,13 +58,16 @@ def run_document(r) -> Document:
         paragraphs.append(f"relative error vs float64 reference: {r.error_vs_reference:.2e}")
     if r.error_vs_exact is not None:
         paragraphs.append(f"relative error vs exact softmax attention: {r.error_vs_exact:.2e}")
+    validation = row_for(r.gpu.name, r.algorithm, r.workload.dtype, r.options)
+    if validation:
+        paragraphs.append(run_sentence(validation))
     extras = [extra_table(key, value) for key, value in r.extra.items()
               if key != "mask" and value is not None]
     memory = [memory_table(r.memory)] if r.memory else []
     return Document(title=f"attnsim run {r.algorithm}",
                     sections=[Section("Simulation", paragraphs,
                                       [plan, counts, kernels, *memory, *extras])],
-                    data=result_dict(r))
+                    data={**result_dict(r), "validation": validation})
 
 
 def memory_table(m: dict) -> Table:

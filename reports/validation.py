@@ -20,6 +20,32 @@ def load_summary() -> dict:
                       .read_text(encoding="utf-8"))
 
 
+EAGER_LABEL = "standard (PyTorch eager program)"
+
+
+def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,
+            summary: dict | None = None) -> dict | None:
+    """The summary's row for one run: its GPU, algorithm (standard counts only as the
+    PyTorch eager program, which the published standard figures time) and input type."""
+    if algorithm == "standard":
+        if (options or {}).get("program") != "pytorch-eager":
+            return None
+        algorithm = EAGER_LABEL
+    kind = "fp8" if dtype == "fp8" else "fp16/bf16" if dtype in ("fp16", "bf16") else None
+    summary = summary or load_summary()
+    return next((r for r in summary["rows"] if (r["gpu"], r["algorithm"], r["dtype"])
+                 == (gpu_name, algorithm, kind)), None)
+
+
+def run_sentence(row: dict, summary: dict | None = None) -> str:
+    """One line for ``attnsim run``: how far this algorithm's predictions have been."""
+    summary = summary or load_summary()
+    return (f"measured figures for {row['algorithm']} ({row['dtype']}) on {row['gpu']}: "
+            f"predicted/published {row['min']:.2f}–{row['max']:.2f}, median "
+            f"{row['median']:.2f} over {row['points']} points (above 1 the prediction is too "
+            f"fast; {summary['page']})")
+
+
 def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[dict]]:
     """The section and its records (the rows for ``gpu``; none for a GPU without published
     figures, such as a custom GPU file)."""

@@ -236,3 +236,26 @@ def test_report_json_carries_the_validation_rows(capsys):
     assert code == 0, err
     rows = json.loads(out)["validation"]
     assert rows and {r["gpu"] for r in rows} == {"a100-80gb"}
+
+
+def test_run_quotes_the_measured_range_of_its_algorithm_gpu_and_inputs(capsys):
+    """``attnsim run`` says how far its algorithm's predictions have been on that GPU, for
+    its input type; Algorithm 0 is not the program the standard figures time, so it quotes
+    nothing, and neither does a GPU without published figures."""
+    from reports.validation import load_summary
+    code, out, err = run_cli(capsys, "run", "flash2", "--hw", "a100", "--seq", "256",
+                             "--count-only")
+    assert code == 0, err
+    row = next(r for r in load_summary()["rows"]
+               if (r["gpu"], r["algorithm"]) == ("a100-80gb", "flash2"))
+    assert (f"measured figures for flash2 (fp16/bf16) on a100-80gb: predicted/published "
+            f"{row['min']:.2f}–{row['max']:.2f}") in out
+    for args in (("standard", "--hw", "h100"), ("flash2", "--hw", "h200"),
+                 ("flash3", "--hw", "h100", "--dtype", "fp32")):
+        code, out, err = run_cli(capsys, "run", *args, "--seq", "256", "--count-only",
+                                 "--format", "json")
+        assert code == 0, err
+        assert json.loads(out)["validation"] is None
+    code, out, err = run_cli(capsys, "run", "flash3", "--hw", "h100", "--dtype", "fp8",
+                             "--seq", "256", "--count-only", "--format", "json")
+    assert json.loads(out)["validation"]["dtype"] == "fp8"
