@@ -60,7 +60,7 @@ DOCUMENTED_BAND = (0.45, 2.60)
 # The GPUs of the published figures; ``--measured FILE`` replaces one with a GPU file measured
 # on that board (benchmarks/gpu_microbench.py --toml), so a GPU session's constants re-predict
 # every point of that GPU. Peaks ("% of peak") stay the datasheet's, as the papers divide.
-PAGE_GPUS = ("a100-80gb", "h100-sxm")
+PAGE_GPUS = ("a100-80gb", "h100-sxm", "h100-pcie")
 DEFAULT_PAGE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                             "docs", "validation.md"))
 MEASURED: dict = {}
@@ -95,7 +95,7 @@ def use_measured(gpu) -> str:
             raise ValueError(
                 f"it describes {gpu.sm_count} SMs, {gpu.tensor_fp16_flops_per_s / 1e12:.1f} "
                 f"TFLOP/s fp16 and {gpu.hbm_bandwidth_bytes_per_s / 1e12:.2f} TB/s of HBM, "
-                "which is neither of the page's GPUs (" + ", ".join(PAGE_GPUS) + "); "
+                "which is none of the page's GPUs (" + ", ".join(PAGE_GPUS) + "); "
                 "measure on one of them (gpu_microbench.py --toml keeps its base's datasheet "
                 "fields)")
         MEASURED[name] = gpu
@@ -1430,9 +1430,10 @@ def document(fmt: str = "github") -> str:
         "{:.2f}). A cost per fp8 CTA would weigh on the PCIe board's short sequences as "
         "well; it does not, so the chart's N = 512 bars may come from a build before that "
         "pull request. The level the PCIe points share is the h100-pcie model's own: its "
-        "GEMM fractions and clock under load are the SXM5's, which a 350 W board cannot "
-        "sustain ([MAMF] has no H100 PCIe row); a GEMM measured on that board would "
-        "replace them.".format(fp8_chart_ranges_text(),
+        "bf16 GEMM fraction is the 350 W board's ({:.2f}, [MAG-MAMF], against the SXM5's "
+        "{:.2f}), its fp8 fraction ({:.2f}) that times the SXM5's fp8-to-bf16 ratio, as no fp8 "
+        "GEMM was measured on a PCIe board, and its clock under load that of its peak; an fp8 "
+        "GEMM and the clock measured on that board would replace them.".format(fp8_chart_ranges_text(),
                         ", ".join(f"d = {d} {r:.2f}"
                                   for d, r in fp8_over_fp16_published().items()),
                         "; ".join(f"d = {d}: " + ", ".join(f"{x:.0f}" for x in v)
@@ -1444,7 +1445,10 @@ def document(fmt: str = "github") -> str:
                         fa3_short_fp8_vs_fp16()["fp8"][0], fa3_short_fp8_vs_fp16()["fp16"][0],
                         fa3_short_fp8_vs_fp16()["fp8"][1], fa3_short_fp8_vs_fp16()["fp16"][1],
                         fa3_1075_ratio_text(),
-                        *fp8_length_dependence()["pcie"], *fp8_length_dependence()["sxm"]),
+                        *fp8_length_dependence()["pcie"], *fp8_length_dependence()["sxm"],
+                        model_gpu("h100-pcie").tensor_gemm_fraction,
+                        model_gpu("h100-sxm").tensor_gemm_fraction,
+                        model_gpu("h100-pcie").tensor_fp8_gemm_fraction),
         "- **FlashAttention-3 at d = 64.** The per-CTA prologue (one DRAM latency) and the "
         "pipeline fill (one tile of each chain unhidden) are the only fixed costs; FA-3's "
         "epilogue (O through shared memory and a TMA store with a wait) is not priced. It is "
@@ -1600,9 +1604,9 @@ def main(argv=None) -> int:
     ap.add_argument("--format", default="github", choices=("github", "simple", "plain"),
                     help="table format (tabulate): github = markdown")
     ap.add_argument("--measured", metavar="FILE",
-                    help="a GPU file measured on an A100 SXM4 80GB or an H100 SXM5 "
-                         "(benchmarks/gpu_microbench.py --toml): predict that GPU's points "
-                         "with it instead of the built-in model")
+                    help="a GPU file measured on an A100 SXM4 80GB, an H100 SXM5 or an H100 "
+                         "PCIe (benchmarks/gpu_microbench.py --toml): predict that GPU's "
+                         "points with it instead of the built-in model")
     ap.add_argument("--summary", metavar="FILE",
                     help="also write the points' ranges by GPU and algorithm as JSON (the "
                          "report reads reports/validation_summary.json)")

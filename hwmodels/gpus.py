@@ -28,6 +28,12 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              FP8 (e4m3) H100 SXM 1402.6 of 1979 (70.9%), H200 SXM 1453.4 of 1979 (73.4%).
              These are cuBLAS kernels (``mma.sync`` on Ampere, ``wgmma`` on Hopper) running at
              whatever clock the GPU sustains under the load, so they carry the power limit.
+* [MAG-MAMF] mag-/gpu_benchmark, README "Stats" (2024-10; its mamf-finder.py: the fastest of
+             repeated bf16 ``torch.mm`` calls, shapes searched with Optuna): NVIDIA H100 PCIe
+             499.5 TFLOP/s at 6912x16384x2048, 66.1% of its 756 dense; in the same table H100
+             SXM 80GB 821.2 (83.0%) and A100 SXM 267.9 (85.9%), beside [MAMF]'s 80.3% and
+             86.9%. The one large-GEMM measurement found for the 350 W PCIe board; it has no
+             fp8 row.
 * [TC-BENCH] waynehacking8/blackwell-tensorcore-kernels, results/bench.csv, rows of "NVIDIA H100
              80GB HBM3" (the SXM5 board, sm_90): cuBLAS ``cublasGemmEx`` with FP32 inputs and
              TF32 compute on square matrices, best of 512-8192: 417.64 TFLOP/s at 8192 (84.4%
@@ -387,7 +393,12 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     hbm_achievable_fraction=1832 / 2000,       # [STREAM] H100 PCIe triad: 91.6%
     l2_achievable_fraction=6912.2e9 / (12e12 * 1620 / 1830),  # [L2-RRZE] H100 PCIe: 6.9 TB/s
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe (the same board class)
-    # GEMM fractions: [MAMF] has no H100 PCIe row; the SXM5's are kept
+    tensor_gemm_fraction=499.5 / 756,          # [MAG-MAMF] H100 PCIe bf16: 66.1%
+    # no fp8 GEMM was measured on the PCIe board: its bf16 fraction times the fp8-to-bf16
+    # ratio [MAMF] measured on the SXM5 (70.9% / 80.3%), i.e. the power limit taken to cost
+    # fp8 GEMMs what it costs bf16 ones; TF32 at the bf16 fraction (0), as on the A100
+    tensor_fp8_gemm_fraction=(499.5 / 756) * (1402.6 / 1978.9) / (794.5 / 989.4),
+    tensor_tf32_gemm_fraction=0.0,
 )
 
 H200_SXM_141GB = H100_SXM5_80GB.replace(

@@ -251,7 +251,7 @@ def test_a_measured_gpu_file_repredicts_its_boards_points_only(validation, tmp_p
 
 
 @pytest.mark.parametrize("toml,output,message", [
-    ('base = "h200"\n', None, "neither of the page's GPUs"),
+    ('base = "h200"\n', None, "none of the page's GPUs"),
     ('base = "h100-sxm"\nsm_count = "many"\n', None, "'sm_count' must be a number"),
     ('base = "h100-sxm"\n', "docs/validation.md", "built-in model's page"),
 ])
