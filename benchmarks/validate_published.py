@@ -470,6 +470,9 @@ def wh_ref_comparisons() -> list[Comparison]:
 # 1.00x cuBLAS), the best fp8 GEMM 1523 (the same shape, 1.07x cuBLAS); the repository's own
 # square cuBLAS fp16 GEMM, 761.71 at 8192 (TC-BENCH).
 WH_REF_GEMM_TFLOPS = {"bf16": 830.0, "fp8": 1523.0, "fp16 cuBLAS 8192": 761.71}
+# hwmodels/gpus.py [MAG-MAMF]: a second MAMF search (bf16, fastest torch.mm over searched
+# shapes), TFLOP/s on the boards the page's SXM points were measured on
+MAG_MAMF_TFLOPS = {"h100-sxm": 821.2, "a100-80gb": 267.9}
 
 
 @functools.lru_cache(maxsize=None)
@@ -1526,8 +1529,8 @@ def document(fmt: str = "github") -> str:
         "bandwidth the model uses beside the device's; a GPU session should measure them on "
         "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`; "
         "`gpu_microbench.py` measures the L2 read bandwidth too).",
-        "- **Which large GEMM is achievable.** The tensor rates are MAMF's sweep maxima "
-        f"(bf16 {wh_ref_gemm_sensitivity()['fractions'][0]:.3f}, fp8 "
+        "- **Which large GEMM is achievable.** The H100 SXM5's tensor rates are MAMF's "
+        f"sweep maxima (bf16 {wh_ref_gemm_sensitivity()['fractions'][0]:.3f}, fp8 "
         f"{wh_ref_gemm_sensitivity()['fractions'][2]:.3f} of the dense peak). On the board "
         "that measured the WH-REF points, large GEMMs ran faster: DeepGEMM's tests reached "
         f"{WH_REF_GEMM_TFLOPS['bf16']:.0f} TFLOP/s in bf16 "
@@ -1535,7 +1538,11 @@ def document(fmt: str = "github") -> str:
         f"shape) and {WH_REF_GEMM_TFLOPS['fp8']:.0f} in fp8 "
         f"({wh_ref_gemm_sensitivity()['fractions'][3]:.3f}, 1.07x cuBLAS), while the same "
         "board's square 8192 cuBLAS GEMM reached "
-        f"{WH_REF_GEMM_TFLOPS['fp16 cuBLAS 8192'] / peak_tflops('h100-sxm'):.3f} (TC-BENCH). "
+        f"{WH_REF_GEMM_TFLOPS['fp16 cuBLAS 8192'] / peak_tflops('h100-sxm'):.3f} (TC-BENCH), "
+        "and a second MAMF search found "
+        f"{MAG_MAMF_TFLOPS['h100-sxm'] / peak_tflops('h100-sxm'):.3f} on an H100 SXM5 and "
+        f"{MAG_MAMF_TFLOPS['a100-80gb'] / peak_tflops('a100-80gb'):.3f} on an A100 SXM "
+        f"(MAG-MAMF; MAMF: {model_gpu('a100-80gb').tensor_gemm_fraction:.3f}). "
         "Boards, drivers and "
         "library versions move the achievable GEMM rate by several percent, and the model's "
         "tensor-bound predictions with it: with the board's own bf16 fraction the WH-REF "
@@ -1543,8 +1550,8 @@ def document(fmt: str = "github") -> str:
         + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["board"])
         + " instead of "
         + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["model"])
-        + ". The model keeps one sweep's maxima for every point rather than a board's own "
-        "figure for the points measured on that board; `gpu_microbench.py` measures the "
+        + ". The model keeps one sweep's maxima for every point of a GPU rather than a board's "
+        "own figure for the points measured on that board; `gpu_microbench.py` measures the "
         "fraction on the GPU at hand, and a GPU TOML sets it.",
         "",
         "## Which source set which constant",
