@@ -35,6 +35,7 @@ from attnsim.workload import Workload
 from hwmodels import get_gpu
 from hwmodels.gpu_file import GpuFileError, load_gpu_file
 from hwmodels.timing import TimingOptions
+from reports.validation import EAGER_LABEL
 
 # -- the benchmark shapes -------------------------------------------------------------------
 # FlashAttention-2 README, "Performance" / A100: "Head dimension 64 or 128, hidden dimension
@@ -823,9 +824,6 @@ def grouped_ratios() -> dict[str, list[float]]:
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         groups.setdefault(CHART_GROUP[algorithm], []).append(pred / pub)
     return groups
-
-
-EAGER_LABEL = "standard (PyTorch eager program)"
 
 
 def summary() -> dict:

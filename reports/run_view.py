@@ -60,7 +60,7 @@ def run_document(r) -> Document:
         paragraphs.append(f"relative error vs exact softmax attention: {r.error_vs_exact:.2e}")
     validation = row_for(r.gpu.name, r.algorithm, r.workload.dtype, r.options)
     if validation:
-        paragraphs.append(run_sentence(validation))
+        paragraphs.append(run_sentence(validation, r.gpu))
     extras = [extra_table(key, value) for key, value in r.extra.items()
               if key != "mask" and value is not None]
     memory = [memory_table(r.memory)] if r.memory else []

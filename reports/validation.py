@@ -7,20 +7,33 @@ script's output, so the report never quotes a stale range.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from importlib import resources
 
+from hwmodels.gpus import GPUS
 from reports.document import Section, Table
 
 SUMMARY_FILE = "validation_summary.json"
+EAGER_LABEL = "standard (PyTorch eager program)"    # the program the standard figures time
 
 
+@functools.lru_cache(maxsize=1)
 def load_summary() -> dict:
+    """The summary as written (read once; callers do not modify it)."""
     return json.loads(resources.files("reports").joinpath(SUMMARY_FILE)
                       .read_text(encoding="utf-8"))
 
 
-EAGER_LABEL = "standard (PyTorch eager program)"
+def changed_fields(gpu) -> list[str]:
+    """The fields in which ``gpu`` differs from the built-in GPU of its name (a GPU file
+    with ``base = "h100"`` keeps the name): the ranges were measured for the built-in one."""
+    builtin = GPUS.get(gpu.name)
+    if builtin is None:
+        return []
+    mine, theirs = dataclasses.asdict(gpu), dataclasses.asdict(builtin)
+    return [k for k in mine if k != "sources" and mine[k] != theirs[k]]
 
 
 def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,
@@ -37,13 +50,16 @@ def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = No
                  == (gpu_name, algorithm, kind)), None)
 
 
-def run_sentence(row: dict, summary: dict | None = None) -> str:
+def run_sentence(row: dict, gpu, summary: dict | None = None) -> str:
     """One line for ``attnsim run``: how far this algorithm's predictions have been."""
     summary = summary or load_summary()
+    changed = changed_fields(gpu)
     return (f"measured figures for {row['algorithm']} ({row['dtype']}) on {row['gpu']}: "
             f"predicted/published {row['min']:.2f}–{row['max']:.2f}, median "
             f"{row['median']:.2f} over {row['points']} points (above 1 the prediction is too "
-            f"fast; {summary['page']})")
+            f"fast; {summary['page']})"
+            + (f"; for the built-in model, which this GPU file changes ({', '.join(changed)})"
+               if changed else ""))
 
 
 def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[dict]]:
@@ -61,13 +77,20 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
              "nearest evidence. The report's 'standard' is Algorithm 0; the published "
              "standard-attention figures time PyTorch eager code, simulated as "
              "`standard --program pytorch-eager`.")
+    changed = changed_fields(gpu)
+    if rows and changed:
+        intro += (f" This GPU file changes the built-in {gpu.name} model ("
+                  + ", ".join(changed) + "): the ranges are the built-in model's, and its "
+                  "own predictions move with what it changes.")
     if not rows:
         intro = (f"No published figure for {gpu.full_name} ({gpu.name}) is compared on "
                  f"{summary['page']}, which covers " + ", ".join(validated) + ": its "
                  "predictions share their mechanisms with those GPUs' and carry their "
                  "errors (`attnsim report --hw h100` quotes the H100 SXM5's), and any "
                  "constant of its own that no microbenchmark measured on it (see the GPU "
-                 "table's sources) adds to them.")
+                 "table's sources) adds to them. A GPU file measured on one of those boards "
+                 "re-predicts that board's published points: `python "
+                 "benchmarks/validate_published.py --measured FILE --output PAGE`.")
     table = Table(
         key="validation", title="",
         headers=["algorithm", "inputs", "points", "predicted / published", "median",

@@ -259,3 +259,21 @@ def test_run_quotes_the_measured_range_of_its_algorithm_gpu_and_inputs(capsys):
     code, out, err = run_cli(capsys, "run", "flash3", "--hw", "h100", "--dtype", "fp8",
                              "--seq", "256", "--count-only", "--format", "json")
     assert json.loads(out)["validation"]["dtype"] == "fp8"
+
+
+def test_a_gpu_file_that_changes_a_validated_gpu_is_told_the_ranges_are_the_builtins(
+        capsys, tmp_path):
+    """A GPU file with ``base = "h100"`` keeps the name h100-sxm: the ranges are quoted as the
+    built-in model's, naming what the file changes, in the report and in ``run``."""
+    from reports.validation import validation_section
+    path = tmp_path / "slow.toml"
+    path.write_text('base = "h100"\nhbm_bandwidth_bytes_per_s = 3.0e12\n')
+    section, rows = validation_section(get_gpu(str(path)))
+    assert rows and "changes the built-in h100-sxm model (hbm_bandwidth_bytes_per_s)" in \
+        section.paragraphs[0]
+    assert "changes" not in validation_section(get_gpu("h100"))[0].paragraphs[0]
+    code, out, err = run_cli(capsys, "run", "flash2", "--hw", str(path), "--seq", "256",
+                             "--count-only")
+    assert code == 0, err
+    assert "for the built-in model, which this GPU file changes (hbm_bandwidth_bytes_per_s)" \
+        in out
