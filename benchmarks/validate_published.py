@@ -942,26 +942,30 @@ def outside_table(fmt: str) -> str:
 CONSTANTS = (
     ("sustained_clock_hz", "SM clock under tensor load (scales SFU, FMA, shared memory, issue)",
      lambda g: f"{g.sustained_clock / 1e6:.0f} MHz",
-     "A100: HPL-CLK (NVIDIA's HPL Rpeak clock at the power limit); H100: the tensor peak's "
-     "clock (FA3 §3.3), no measured sustained clock found"),
+     "A100: HPL-CLK (NVIDIA's HPL Rpeak clock at the power limit); H100 SXM5 and PCIe: the "
+     "tensor peak's clock (FA3 §3.3), no measured sustained clock found"),
     ("tensor_gemm_fraction", "best large-GEMM fp16/bf16 throughput / dense peak",
-     lambda g: f"{g.tensor_gemm_fraction:.3f}", "MAMF (ml-engineering, mamf-finder.py)"),
+     lambda g: f"{g.tensor_gemm_fraction:.3f}", "MAMF (ml-engineering, mamf-finder.py); "
+     "H100 PCIe: MAG-MAMF (a second MAMF search, bf16 499.5 of 756 TFLOP/s)"),
     ("tensor_fp8_gemm_fraction", "the same for fp8",
-     lambda g: f"{g.tensor_fp8_gemm_fraction:.3f}" if g.tensor_fp8_flops_per_s else "—", "MAMF"),
+     lambda g: f"{g.tensor_fp8_gemm_fraction:.3f}" if g.tensor_fp8_flops_per_s else "—",
+     "MAMF; H100 PCIe: its bf16 fraction times the SXM5's fp8-to-bf16 ratio (no fp8 GEMM "
+     "measured on a PCIe board)"),
     ("tensor_tf32_gemm_fraction", "the same for tf32 (fp32 inputs)",
      lambda g: f"{g.gemm_fraction('tf32'):.3f}", "TC-BENCH (cuBLAS TF32 on H100 SXM5, "
-     "417.64 of 494.7 TFLOP/s); A100: the fp16/bf16 fraction, no TF32 measurement found"),
+     "417.64 of 494.7 TFLOP/s); A100 and H100 PCIe: the fp16/bf16 fraction, no TF32 "
+     "measurement found"),
     ("mma_sync_fraction_of_peak", "mma.sync throughput / wgmma's, one microbenchmark",
      lambda g: f"{g.mma_sync_fraction_of_peak:.3f}", "LUO-MMA (H800: mma.sync 494 of 757 "
      "TFLOP/s over wgmma's ~96%, as quoted; confirms FA3 §1's ~2/3); 1 on Ampere"),
     ("hbm_achievable_fraction", "copy/stream bandwidth / datasheet",
-     lambda g: f"{g.hbm_achievable_fraction:.3f}", "A100: STREAM (RRZE gpu-benches triad, "
-     "1794 of 2039 GB/s); H100 SXM5: QUACK (a streaming kernel's DRAM throughput by Nsight "
-     "Compute, 3.01 of 3.35 TB/s)"),
+     lambda g: f"{g.hbm_achievable_fraction:.3f}", "A100 and H100 PCIe: STREAM (RRZE "
+     "gpu-benches triad, 1794 of 2039 GB/s and 1832 of 2000); H100 SXM5: QUACK (a streaming "
+     "kernel's DRAM throughput by Nsight Compute, 3.01 of 3.35 TB/s)"),
     ("l2_achievable_fraction", "L2 read bandwidth / the architectural figure",
      lambda g: f"{g.l2_achievable_fraction:.3f} ({g.l2_bytes_per_s() / 1e12:.1f} TB/s)",
      "L2-RRZE (RRZE gpu-benches gpu-l2-cache, a 16.5 MB data set: A100 80GB 5.45 TB/s; "
-     "H100 SXM5: a GH200's 9.77 TB/s, the same GH100 L2)"),
+     "H100 PCIe 6.91 TB/s; H100 SXM5: a GH200's 9.77 TB/s, the same GH100 L2)"),
     ("fp32_lanes_per_sm", "FP32 FMA lanes per SM", lambda g: f"{g.fp32_lanes}", "WP-SM"),
     ("alu_lanes_per_sm", "ALU lanes per SM (max/compare/select, fp32 narrowing conversions)",
      lambda g: f"{g.alu_lanes_per_sm}", "WP-SM (16 INT32 units per sub-partition); NCU-PIPES "
@@ -984,11 +988,12 @@ CONSTANTS = (
 
 
 def constants_table(fmt: str) -> str:
-    a100, h100 = model_gpu("a100-80gb"), model_gpu("h100-sxm")
-    rows = [[name, what, value(a100), value(h100), source]
+    gpus = [model_gpu(name) for name in PAGE_GPUS]
+    rows = [[name, what, *(value(g) for g in gpus), source]
             for name, what, value, source in CONSTANTS]
     return tabulate(rows, headers=["GPU field", "what", "A100 SXM4 80GB", "H100 SXM5",
-                                   "set by (source keys in hwmodels/gpus.py)"], tablefmt=fmt)
+                                   "H100 PCIe", "set by (source keys in hwmodels/gpus.py)"],
+                    tablefmt=fmt)
 
 
 # -- what each mechanism contributes ----------------------------------------------------------
