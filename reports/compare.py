@@ -6,6 +6,7 @@ from attnsim.serialize import gpu_dict, jsonable, result_dict
 from reports import format as fmt
 from reports import tables
 from reports.document import Document, Figure, Section, Table
+from reports.validation import comparison_validation_section
 
 
 def gpus_table(gpus) -> Table:
@@ -113,6 +114,7 @@ def designed_comparison_section(gpus, points_by_gpu) -> Section:
 
 
 def build_comparison(gpus, wl, rows_by_gpu, extra_sections=(), extra_data=None) -> Document:
+    trust, trust_by_gpu = comparison_validation_section(gpus)
     sections = [
         Section("GPUs", tables=[gpus_table(gpus)]),
         Section("Algorithms on each GPU", paragraphs=[
@@ -122,6 +124,7 @@ def build_comparison(gpus, wl, rows_by_gpu, extra_sections=(), extra_data=None) 
             tables=[comparison_table(gpus, rows_by_gpu)],
             figures=[Figure("compare", "Predicted time of every algorithm on each GPU",
                             lambda: compare_figure(gpus, rows_by_gpu), after="compare")]),
+        trust,
         *extra_sections,
     ]
     data = {"gpus": [gpu_dict(g) for g in gpus], "workload": wl.to_dict(),
@@ -130,6 +133,7 @@ def build_comparison(gpus, wl, rows_by_gpu, extra_sections=(), extra_data=None) 
                                                                "error": r.error}),
                  "training": result_dict(r.training) if r.training else None}
                 for r in rows] for g, rows in zip(gpus, rows_by_gpu)},
+            "validation": trust_by_gpu,
             **(extra_data or {})}
     return Document(title="attnsim report — " + " vs ".join(g.full_name for g in gpus),
                     sections=sections, data=jsonable(data))

@@ -100,3 +100,30 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
         records=rows)
     return Section("How far to trust the predicted times", paragraphs=[intro],
                    tables=[table] if rows else []), rows
+
+
+def comparison_validation_section(gpus, summary: dict | None = None) -> tuple[Section, dict]:
+    """The same ranges for GPUs side by side: one table with a GPU column, and the records
+    by GPU name (an empty list for a GPU without published figures)."""
+    summary = summary or load_summary()
+    lo, hi = summary["band"]
+    by_gpu = {g.name: [r for r in summary["rows"] if r["gpu"] == g.name] for g in gpus}
+    missing = [g.full_name for g in gpus if not by_gpu[g.name]]
+    changed = {g.name: changed_fields(g) for g in gpus if by_gpu[g.name] and changed_fields(g)}
+    text = (f"The timing model against the figures measured for the same workloads "
+            f"({summary['page']}, written by {summary['script']}): {summary['ratio']}."
+            + (" No published figure is compared for " + ", ".join(missing) + "."
+               if missing else "")
+            + "".join(f" The {name} GPU file changes the built-in model ({', '.join(c)}): its "
+                      "rows are the built-in model's." for name, c in changed.items()))
+    table = Table(
+        key="validation", title="",
+        headers=["GPU", "algorithm", "inputs", "points", "predicted / published", "median",
+                 f"within {lo}–{hi}"],
+        rows=[[r["gpu"], r["algorithm"], r["dtype"], r["points"],
+               f"{r['min']:.2f}–{r['max']:.2f}", f"{r['median']:.2f}",
+               f"{r['inside_band']} of {r['points']}"]
+              for g in gpus for r in by_gpu[g.name]],
+        records=[r for g in gpus for r in by_gpu[g.name]])
+    return Section("How far to trust the predicted times", paragraphs=[text],
+                   tables=[table] if table.rows else []), by_gpu

@@ -101,10 +101,15 @@ def test_gpus_side_by_side(capsys, tmp_path):
     assert "error" in by_gpu["a100-80gb"]["flash3"]          # Hopper only: said, not hidden
     assert by_gpu["h100-sxm"]["flash2"]["time"]["predicted_s"] < \
         by_gpu["a100-80gb"]["flash2"]["time"]["predicted_s"]
+    # how far each GPU's predictions have been from measured figures; none for the H200
+    trust = data["validation"]
+    assert trust["h200"] == [] and {r["gpu"] for r in trust["h100-sxm"]} == {"h100-sxm"}
+    assert {r["algorithm"] for r in trust["a100-80gb"]} >= {"flash2"}
     code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "flash2",
                            *SMALL)
     assert "NVIDIA A100-SXM4-80GB" in out and "NVIDIA H100-SXM5-80GB" in out
     assert "fwd+bwd a100-80gb" in out
+    assert "How far to trust the predicted times" in out
     code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "gqa",
                            *SMALL, "--format", "json")
     rows = json.loads(out)["designed_to_win"]
