@@ -221,15 +221,15 @@ SOURCES = (
            "--n-heads 8 --d-head 128 ... SeqLen sdpa-latency sdpa-tflops ... 1024 1.91248 "
            "287.457 ... 16384 462.649 304.199 — latency in ms; causal not stated (the "
            "TFLOP/s match the non-causal 4·B·H·N²·d); SDPA's backend not stated"),
-    Source("TB-78", "pytorch-labs/tritonbench issue #78 ('[GPU_UTILS] H100 specs', "
-           "2024-11-26), a maintainer's reply quoted in the thread",
+    Source("TB-CI", "pytorch-labs/tritonbench GitHub thread '[GPU_UTILS] H100 specs' "
+           "(2024-11-26), a maintainer's reply quoted in the thread",
            "https://github.com/meta-pytorch/tritonbench/issues/78",
            "I think this is because in our CI infra (uses GCP spot instances), the GPU is H100 "
            "PCI-E (tritonbench grew out of pytorch/benchmark's triton userbenchmark, the "
            "harness of TB2296, TB2391 and TB2443)"),
-    Source("TB-141", "pytorch-labs/tritonbench issue #141 ('flash_v3 performance is slower "
-           "than cudnn and triton_tutorial_flash_v2 on certain input and H100', 2025-01-23 to "
-           "2025-05-03)", "https://github.com/meta-pytorch/tritonbench/issues/141",
+    Source("TB-DEVGPU", "pytorch-labs/tritonbench GitHub thread 'flash_v3 performance is "
+           "slower than cudnn and triton_tutorial_flash_v2 on certain input and H100' "
+           "(2025-01-23 to 2025-05-03)", "https://github.com/meta-pytorch/tritonbench/issues/141",
            "dtype: fp16 [...] --batch 8 --n-heads 16 --d-head 128 --seq-len 8192 [...] "
            "(8, 16, 8192, 128) cudnn-tflops 581.868 triton_tutorial_flash_v2-tflops 469.105 "
            "flash_v3-tflops 465.518 [...] This is because we were testing on devgpu H100."),
@@ -561,8 +561,8 @@ def fp8_length_dependence() -> dict[str, tuple[float, float]]:
     return {"sxm": sxm, "pcie": (measured(lo) / measured(hi), pcie(lo) / pcie(hi))}
 
 
-# tritonbench issue #141: FA-3 fp16 forward at (8, 16, 8192, 128) on a "devgpu H100"
-TB141_FA3_TFLOPS = 465.518
+# TB-DEVGPU: FA-3 fp16 forward at (8, 16, 8192, 128) on a "devgpu H100" of tritonbench's
+TB_DEVGPU_FA3_TFLOPS = 465.518
 
 
 def tb2296_on(gpu: str) -> list[float]:
@@ -1378,10 +1378,10 @@ def document(fmt: str = "github") -> str:
         "FA-2 at the FA-3 paper's shapes (d = 128, N = 512–16k), so the log's SDPA is most "
         "likely PyTorch's own copy of the FA-2 kernel and its points are FA-2 points. Which "
         "H100 the log ran on is not stated either, and the harness's boards vary: its "
-        "maintainers report that its CI runs on H100 PCIe spot instances ([TB-78]) and that "
-        f"FA-3 reached {TB141_FA3_TFLOPS:.0f} TFLOP/s at (8, 16, 8192, 128) on their "
+        "maintainers report that its CI runs on H100 PCIe spot instances ([TB-CI]) and that "
+        f"FA-3 reached {TB_DEVGPU_FA3_TFLOPS:.0f} TFLOP/s at (8, 16, 8192, 128) on their "
         "development H100s, where the paper's board reaches "
-        f"{FA3_CHARTS[('A', 128, False, 'fp16')][8192][2]} at that length ([TB-141]). "
+        f"{FA3_CHARTS[('A', 128, False, 'fp16')][8192][2]} at that length ([TB-DEVGPU]). "
         "Predicted for the h100-pcie "
         "model, the SDPA points would be "
         f"{min(tb2296_on('h100-pcie')):.2f}–{max(tb2296_on('h100-pcie')):.2f}; the page keeps "
