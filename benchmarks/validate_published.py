@@ -121,6 +121,11 @@ def paper_flops(wl: Workload) -> float:
     return fwd * PASS_FLOP_FACTOR[wl.passes]
 
 
+def measured_tflops(wl: Workload, ms: float) -> float:
+    """A benchmark log's time in ms as TFLOP/s, counted as the FlashAttention benchmarks count."""
+    return paper_flops(wl) / (ms * 1e-3) / 1e12
+
+
 @functools.lru_cache(maxsize=None)
 def predicted_seconds(algorithm: str, wl: Workload, gpu: str,
                       timing: TimingOptions = TimingOptions(), options: tuple = ()) -> float:
@@ -464,6 +469,13 @@ def wh_ref_workload(passes: str, causal: bool) -> Workload:
                     passes=passes)
 
 
+def wh_ref_ratios(algorithm: str, gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
+    """predicted / measured TFLOP/s of ``algorithm``'s WH-REF points, predicted on ``gpu``."""
+    return [tflops(algorithm, wh_ref_workload(p, c), gpu, timing)
+            / measured_tflops(wh_ref_workload(p, c), ms)
+            for (a, p, c), ms in WH_REF_MS.items() if a == algorithm]
+
+
 def wh_ref_comparisons() -> list[Comparison]:
     rows = []
     for (algorithm, passes, causal), ms in WH_REF_MS.items():
@@ -472,7 +484,7 @@ def wh_ref_comparisons() -> list[Comparison]:
         rows.append(Comparison(
             "WH-REF", f"{name} {passes} TFLOP/s, measured", "h100-sxm",
             f"B 2, H 16, N 8192, d 128, {'causal' if causal else 'non-causal'}, bf16, "
-            f"{passes} ({ms} ms)", (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
+            f"{passes} ({ms} ms)", (measured_tflops(wl, ms),), "TFLOP/s",
             functools.partial(lambda a, w: (tflops(a, w, "h100-sxm"),), algorithm, wl),
             algorithm=algorithm, dtype="bf16"))
     return rows
@@ -496,11 +508,8 @@ def wh_ref_gemm_sensitivity() -> dict:
     h100 = model_gpu("h100-sxm")
     board = h100.replace(tensor_gemm_fraction=WH_REF_GEMM_TFLOPS["bf16"]
                          / (h100.tensor_flops_per_s("bf16") / 1e12))
-    out = {}
-    for name, gpu in (("model", h100), ("board", board)):
-        out[name] = tuple(   # measured time over predicted: predicted / published TFLOP/s
-            ms * 1e-3 / predicted_seconds("flash3", wh_ref_workload(p, c), gpu)
-            for (a, p, c), ms in WH_REF_MS.items() if a == "flash3")
+    out = {name: tuple(wh_ref_ratios("flash3", gpu))
+           for name, gpu in (("model", h100), ("board", board))}
     out["fractions"] = (h100.tensor_gemm_fraction, board.tensor_gemm_fraction,
                         h100.tensor_fp8_gemm_fraction,
                         WH_REF_GEMM_TFLOPS["fp8"] / (h100.tensor_flops_per_s("fp8") / 1e12))
@@ -526,7 +535,7 @@ def fa3_1075_comparisons() -> list[Comparison]:
         rows.append(Comparison(
             "FA3-1075", "FA-3 fp8 fwd TFLOP/s (pre-release kernel), measured", "h100-pcie",
             f"B {batch}, H 16, N {n}, d 128, non-causal, fp8, fwd ({ms:.4f} ms)",
-            (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
+            (measured_tflops(wl, ms),), "TFLOP/s",
             functools.partial(lambda w: (tflops("flash3", w, "h100-pcie",
                                                 options=FP8_BENCHMARK_OPTIONS),), wl),
             algorithm="flash3", dtype="fp8"))
@@ -556,7 +565,7 @@ def fp8_length_dependence() -> dict[str, tuple[float, float]]:
         return tflops("flash3", fa3_1075_workload(n), "h100-pcie", options=FP8_BENCHMARK_OPTIONS)
 
     def measured(n):
-        return paper_flops(fa3_1075_workload(n)) / (FA3_1075_MS[n][1] * 1e-3)
+        return measured_tflops(fa3_1075_workload(n), FA3_1075_MS[n][1])
 
     return {"sxm": sxm, "pcie": (measured(lo) / measured(hi), pcie(lo) / pcie(hi))}
 
@@ -565,11 +574,10 @@ def fp8_length_dependence() -> dict[str, tuple[float, float]]:
 TB_DEVGPU_FA3_TFLOPS = 465.518
 
 
-def tb2296_on(gpu: str) -> list[float]:
+def tb2296_on(gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
     """predicted / published of the SDPA log's points if predicted for ``gpu``."""
-    return [tflops("flash2", tb2296_workload(n), gpu)
-            / (paper_flops(tb2296_workload(n)) / (ms * 1e-3) / 1e12)
-            for n, ms in TB2296_SDPA_MS.items()]
+    return [tflops("flash2", tb2296_workload(n), gpu, timing)
+            / measured_tflops(tb2296_workload(n), ms) for n, ms in TB2296_SDPA_MS.items()]
 
 
 def tb2391_workload(seq):
@@ -590,7 +598,8 @@ def comparisons() -> list[Comparison]:
                    "README sweep, d 64/128, causal and not, fp16, bwd", (63,), "% of 312",
                    fa2_a100_bwd_max, algorithm="flash2"),
         Comparison("FA2-1059", "FA-2 fwd, best % of peak", "a100-80gb",
-                   "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max, algorithm="flash2"),
+                   "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max,
+                   algorithm="flash2"),
         Comparison("FA2", "FlashAttention (v1) fwd, % of peak (range)", "a100-80gb",
                    "README sweep, d 64/128, causal and not, fp16, fwd; points with B·H >= 108",
                    (25, 40), "% of 312",
@@ -611,17 +620,18 @@ def comparisons() -> list[Comparison]:
                    "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (1.5, 2.0), "x",
                    fa3_over_fa2_range),
         Comparison("FA3", "FA-3 fp8 fwd, best TFLOP/s", "h100-sxm",
-                   "FA-3 sweep, d 64/128/256, fp8, fwd", (1200,), "TFLOP/s", fa3_fp8_max, algorithm="flash3", dtype="fp8"),
+                   "FA-3 sweep, d 64/128/256, fp8, fwd", (1200,), "TFLOP/s", fa3_fp8_max,
+                   algorithm="flash3", dtype="fp8"),
     ]
-    t2_flops = paper_flops(FA3_TABLE2_WORKLOAD)
     rows += [
         Comparison("FA3-T2", "FA-3 fp16 fwd TFLOP/s (Table 2, full)", "h100-sxm",
                    "B 4, H 16, N 8448, d 128, non-causal, fp16, fwd",
-                   (t2_flops / (FA3_TABLE2_MS["full"] * 1e-3) / 1e12,), "TFLOP/s",
+                   (measured_tflops(FA3_TABLE2_WORKLOAD, FA3_TABLE2_MS["full"]),), "TFLOP/s",
                    functools.partial(fa3_table2_tflops, True), algorithm="flash3"),
         Comparison("FA3-T2", "FA-3 fwd without GEMM-softmax pipelining, TFLOP/s (Table 2)",
                    "h100-sxm", "the same; flash3 --no-pipelining",
-                   (t2_flops / (FA3_TABLE2_MS["no pipelining"] * 1e-3) / 1e12,), "TFLOP/s",
+                   (measured_tflops(FA3_TABLE2_WORKLOAD, FA3_TABLE2_MS["no pipelining"]),),
+                   "TFLOP/s",
                    functools.partial(fa3_table2_tflops, False), algorithm="flash3"),
         Comparison("FA3-T2", "FA-3 pipelining gain: time without / time with (Table 2)",
                    "h100-sxm", "the same", (FA3_TABLE2_MS["no pipelining"]
@@ -640,7 +650,7 @@ def comparisons() -> list[Comparison]:
         rows.append(Comparison("TB2296", "SDPA fwd (backend not stated) vs flash2, TFLOP/s "
                                "from the published ms", "h100-sxm",
                                f"B 128, H 8, N {n}, d 128, fp16, fwd ({ms} ms)",
-                               (paper_flops(wl) / (ms * 1e-3) / 1e12,), "TFLOP/s",
+                               (measured_tflops(wl, ms),), "TFLOP/s",
                                functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl),
                                algorithm="flash2"))
     return rows + wh_ref_comparisons() + fa3_1075_comparisons()
@@ -878,7 +888,7 @@ def fa3_utilization_target_text() -> str:
     peak = peak_tflops("h100-sxm")
     d256 = [v[2] for n, v in FA3_CHARTS[("hd256", 256, False, "fp16")].items() if n >= 4096]
     d128 = [v[2] for n, v in FA3_CHARTS[("A", 128, False, "fp16")].items() if n >= 4096]
-    table2 = paper_flops(FA3_TABLE2_WORKLOAD) / (FA3_TABLE2_MS["full"] * 1e-3) / 1e12
+    table2 = measured_tflops(FA3_TABLE2_WORKLOAD, FA3_TABLE2_MS["full"])
     measured = d128 + [table2]
     lo, hi = chart_ratio_range("flash3", 128)
     return (f"The FA-3 utilization target comes from the abstract's 740 TFLOP/s (75%), which "
@@ -1168,12 +1178,7 @@ def fa2_a100_lowest(timing: TimingOptions = TimingOptions()) -> tuple[float, int
 
 def fa2_h100_points(gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
     """predicted/published of every FlashAttention-2 H100 point, on ``gpu`` (a GPU object)."""
-    out = [tflops("flash2", tb2296_workload(n), gpu, timing)
-           / (paper_flops(tb2296_workload(n)) / (ms * 1e-3) / 1e12)
-           for n, ms in TB2296_SDPA_MS.items()]
-    out += [tflops("flash2", wh_ref_workload(p, c), gpu, timing)
-            / (paper_flops(wh_ref_workload(p, c)) / (ms * 1e-3) / 1e12)
-            for (a, p, c), ms in WH_REF_MS.items() if a == "flash2"]
+    out = tb2296_on(gpu, timing) + wh_ref_ratios("flash2", gpu, timing)
     for (chart, d, causal, dtype), values in FA3_CHARTS.items():
         for n, published in values.items():
             if published[1] is not None:
@@ -1468,7 +1473,8 @@ def document(fmt: str = "github") -> str:
         "bf16 GEMM fraction is the 350 W board's ({:.2f}, [MAG-MAMF], against the SXM5's "
         "{:.2f}), its fp8 fraction ({:.2f}) that times the SXM5's fp8-to-bf16 ratio, as no fp8 "
         "GEMM was measured on a PCIe board, and its clock under load that of its peak; an fp8 "
-        "GEMM and the clock measured on that board would replace them.".format(fp8_chart_ranges_text(),
+        "GEMM and the clock measured on that board would replace them.".format(
+                        fp8_chart_ranges_text(),
                         ", ".join(f"d = {d} {r:.2f}"
                                   for d, r in fp8_over_fp16_published().items()),
                         "; ".join(f"d = {d}: " + ", ".join(f"{x:.0f}" for x in v)
