@@ -35,7 +35,7 @@ from attnsim.workload import Workload
 from hwmodels import get_gpu
 from hwmodels.gpu_file import GpuFileError, load_gpu_file
 from hwmodels.timing import TimingOptions
-from reports.validation import EAGER_LABEL
+from reports.validation import EAGER_LABEL, input_kind
 
 # -- the benchmark shapes -------------------------------------------------------------------
 # FlashAttention-2 README, "Performance" / A100: "Head dimension 64 or 128, hidden dimension
@@ -843,8 +843,7 @@ def summary() -> dict:
     by_key: dict[tuple[str, str, str], list[float]] = {}
 
     def add(gpu, algorithm, dtype, ratios):
-        kind = "fp8" if dtype == "fp8" else "fp16/bf16"
-        by_key.setdefault((gpu, algorithm, kind), []).extend(ratios)
+        by_key.setdefault((gpu, algorithm, input_kind(dtype)), []).extend(ratios)
 
     for c, _, ratios in evaluated():
         if c.algorithm:

@@ -26,6 +26,11 @@ def load_summary() -> dict:
                       .read_text(encoding="utf-8"))
 
 
+def input_kind(dtype: str) -> str | None:
+    """The summary's input types: fp8, or fp16/bf16 (same tensor rate); none for fp32."""
+    return "fp8" if dtype == "fp8" else "fp16/bf16" if dtype in ("fp16", "bf16") else None
+
+
 def changed_fields(gpu) -> list[str]:
     """The fields in which ``gpu`` differs from the built-in GPU of its name (a GPU file
     with ``base = "h100"`` keeps the name): the ranges were measured for the built-in one."""
@@ -44,10 +49,9 @@ def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = No
         if (options or {}).get("program") != "pytorch-eager":
             return None
         algorithm = EAGER_LABEL
-    kind = "fp8" if dtype == "fp8" else "fp16/bf16" if dtype in ("fp16", "bf16") else None
     summary = summary or load_summary()
     return next((r for r in summary["rows"] if (r["gpu"], r["algorithm"], r["dtype"])
-                 == (gpu_name, algorithm, kind)), None)
+                 == (gpu_name, algorithm, input_kind(dtype))), None)
 
 
 def run_sentence(row: dict, gpu, summary: dict | None = None) -> str:
@@ -62,27 +66,46 @@ def run_sentence(row: dict, gpu, summary: dict | None = None) -> str:
                if changed else ""))
 
 
+def _intro(summary: dict) -> str:
+    return (f"The timing model against the figures measured for the same workloads "
+            f"({summary['page']}, written by {summary['script']}): {summary['ratio']}.")
+
+
+def _changed_note(gpu) -> str:
+    changed = changed_fields(gpu)
+    return (f" This GPU file changes the built-in {gpu.name} model (" + ", ".join(changed)
+            + "): the ranges are the built-in model's, and its own predictions move with "
+            "what it changes." if changed else "")
+
+
+def _table(rows: list[dict], summary: dict, with_gpu: bool) -> Table:
+    lo, hi = summary["band"]
+    return Table(
+        key="validation", title="",
+        headers=(["GPU"] if with_gpu else []) + [
+            "algorithm", "inputs", "points", "predicted / published", "median",
+            f"within {lo}–{hi}"],
+        rows=[([r["gpu"]] if with_gpu else []) + [
+            r["algorithm"], r["dtype"], r["points"], f"{r['min']:.2f}–{r['max']:.2f}",
+            f"{r['median']:.2f}", f"{r['inside_band']} of {r['points']}"] for r in rows],
+        records=rows)
+
+
 def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[dict]]:
     """The section and its records (the rows for ``gpu``; none for a GPU without published
     figures, such as a custom GPU file)."""
     summary = summary or load_summary()
-    lo, hi = summary["band"]
     rows = [r for r in summary["rows"] if r["gpu"] == gpu.name]
     validated = sorted({r["gpu"] for r in summary["rows"]})
-    intro = (f"The timing model against the figures measured for the same workloads "
-             f"({summary['page']}, written by {summary['script']}): {summary['ratio']}. "
-             "Algorithms without a row have no published figure on this GPU; they are "
-             "priced by the same mechanisms and constants, and the rows of the loops they "
-             "share (FlashAttention-2's, under local, sparse, GQA and the rest) are the "
-             "nearest evidence. The report's 'standard' is Algorithm 0; the published "
+    intro = (_intro(summary) + " Algorithms without a row have no published figure on this "
+             "GPU; they are priced by the same mechanisms and constants, and the rows of the "
+             "loops they share (FlashAttention-2's, under local, sparse, GQA and the rest) "
+             "are the nearest evidence. The report's 'standard' is Algorithm 0; the published "
              "standard-attention figures time PyTorch eager code, simulated as "
              "`standard --program pytorch-eager`.")
-    changed = changed_fields(gpu)
-    if rows and changed:
-        intro += (f" This GPU file changes the built-in {gpu.name} model ("
-                  + ", ".join(changed) + "): the ranges are the built-in model's, and its "
-                  "own predictions move with what it changes.")
-    if not rows:
+    if rows:
+        intro += _changed_note(gpu)
+    else:
         intro = (f"No published figure for {gpu.full_name} ({gpu.name}) is compared on "
                  f"{summary['page']}, which covers " + ", ".join(validated) + ": its "
                  "predictions share their mechanisms with those GPUs' and carry their "
@@ -91,39 +114,20 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
                  "table's sources) adds to them. A GPU file measured on one of those boards "
                  "re-predicts that board's published points: `python "
                  "benchmarks/validate_published.py --measured FILE --output PAGE`.")
-    table = Table(
-        key="validation", title="",
-        headers=["algorithm", "inputs", "points", "predicted / published", "median",
-                 f"within {lo}–{hi}"],
-        rows=[[r["algorithm"], r["dtype"], r["points"], f"{r['min']:.2f}–{r['max']:.2f}",
-               f"{r['median']:.2f}", f"{r['inside_band']} of {r['points']}"] for r in rows],
-        records=rows)
     return Section("How far to trust the predicted times", paragraphs=[intro],
-                   tables=[table] if rows else []), rows
+                   tables=[_table(rows, summary, with_gpu=False)] if rows else []), rows
 
 
 def comparison_validation_section(gpus, summary: dict | None = None) -> tuple[Section, dict]:
     """The same ranges for GPUs side by side: one table with a GPU column, and the records
     by GPU name (an empty list for a GPU without published figures)."""
     summary = summary or load_summary()
-    lo, hi = summary["band"]
     by_gpu = {g.name: [r for r in summary["rows"] if r["gpu"] == g.name] for g in gpus}
     missing = [g.full_name for g in gpus if not by_gpu[g.name]]
-    changed = {g.name: changed_fields(g) for g in gpus if by_gpu[g.name] and changed_fields(g)}
-    text = (f"The timing model against the figures measured for the same workloads "
-            f"({summary['page']}, written by {summary['script']}): {summary['ratio']}."
+    text = (_intro(summary)
             + (" No published figure is compared for " + ", ".join(missing) + "."
                if missing else "")
-            + "".join(f" The {name} GPU file changes the built-in model ({', '.join(c)}): its "
-                      "rows are the built-in model's." for name, c in changed.items()))
-    table = Table(
-        key="validation", title="",
-        headers=["GPU", "algorithm", "inputs", "points", "predicted / published", "median",
-                 f"within {lo}–{hi}"],
-        rows=[[r["gpu"], r["algorithm"], r["dtype"], r["points"],
-               f"{r['min']:.2f}–{r['max']:.2f}", f"{r['median']:.2f}",
-               f"{r['inside_band']} of {r['points']}"]
-              for g in gpus for r in by_gpu[g.name]],
-        records=[r for g in gpus for r in by_gpu[g.name]])
+            + "".join(_changed_note(g) for g in gpus if by_gpu[g.name]))
+    rows = [r for g in gpus for r in by_gpu[g.name]]
     return Section("How far to trust the predicted times", paragraphs=[text],
-                   tables=[table] if table.rows else []), by_gpu
+                   tables=[_table(rows, summary, with_gpu=True)] if rows else []), by_gpu
