@@ -3,6 +3,8 @@
 counts rest on these two; the per-algorithm tests cover them only in aggregate."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from algorithms.kernels.flash_tile import NO_DROPOUT_SCALE, attend_tile, finish_rows, new_row_state
 from algorithms.kernels.gemm import gemm
@@ -115,6 +117,35 @@ def test_count_only_tile_counts_what_the_tile_step_counts(rows, cols, d, masked,
     counted = new_counters()
     count_tile(counted, rows, cols, d, 2, masked, dropout)
     np.testing.assert_array_equal(counted, executed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seq_q=st.integers(1, 700), extra_keys=st.integers(0, 700), block_q=st.integers(1, 130),
+       block_k=st.integers(1, 130), causal=st.booleans(), dropout=st.booleans(),
+       data=st.data())
+def test_count_tiles_counts_each_tile_as_count_tile_does(seq_q, extra_keys, block_q, block_k,
+                                                         causal, dropout, data):
+    """count_tiles counts a run of identical tiles once and scales it; the sum must equal
+    count_tile called tile by tile (the loop it replaces), for every Q block, key range and
+    masking, ragged and causal (N_k >= N_q, bottom-right aligned), with and without dropout."""
+    from algorithms.kernels.common import causal_block_is_partial
+    from algorithms.kernels.flash_tile import count_tile, count_tiles
+    seq_k = seq_q + extra_keys
+    r0 = data.draw(st.integers(0, seq_q - 1)) // block_q * block_q
+    rows = min(block_q, seq_q - r0)
+    key_limit = data.draw(st.integers(1, seq_k))
+    c_lo = data.draw(st.integers(0, key_limit - 1)) // block_k * block_k
+    c_hi = data.draw(st.integers(c_lo + 1, key_limit))
+    d = 24
+    tile_by_tile = new_counters()
+    for c0 in range(c_lo, c_hi, block_k):
+        c1 = min(c0 + block_k, key_limit)
+        masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+        count_tile(tile_by_tile, rows, c1 - c0, d, 2, masked, dropout)
+    runs = new_counters()
+    count_tiles(runs, r0, rows, c_lo, c_hi, block_k, key_limit, d, 2, causal, seq_q, seq_k,
+                dropout)
+    np.testing.assert_array_equal(runs, tile_by_tile)
 
 
 @pytest.mark.parametrize("m,n,k,tile", [(100, 70, 40, 32), (33, 129, 17, 16)])

@@ -110,11 +110,35 @@ def count_tile(c, rows, cols, d, e, masked, dropout):
 def count_tiles(c, r0, rows, c_lo, c_hi, block_k, key_limit, d, e, causal, seq_q, seq_k,
                 dropout):
     """``count_tile`` for the tiles starting in [c_lo, c_hi) of one Q block, each ending at
-    most at ``key_limit`` (the key block's end), in count-only mode."""
-    for c0 in range(c_lo, c_hi, block_k):
+    most at ``key_limit`` (the key block's end), in count-only mode.
+
+    Tiles of the same width and masking count the same, so each run of them is counted once
+    and scaled: a Q block costs O(1) runs (full unmasked tiles, the diagonal's masked ones,
+    the ragged last tile), not O(T_c) tiles, and N = 2**24 counts in seconds."""
+    one = np.zeros_like(c)
+    c0 = c_lo
+    while c0 < c_hi:
         c1 = min(c0 + block_k, key_limit)
         masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-        count_tile(c, rows, c1 - c0, d, e, masked, dropout)
+        run = same_tiles_run(r0, c0, c_hi, block_k, key_limit, causal, masked, seq_q, seq_k)
+        one[:] = 0
+        count_tile(one, rows, c1 - c0, d, e, masked, dropout)
+        c += run * one
+        c0 += run * block_k
+
+
+@compiled
+def same_tiles_run(r0, c0, c_hi, block_k, key_limit, causal, masked, seq_q, seq_k):
+    """How many tiles from the one at c0 on count like it: all start before c_hi; a full-width
+    tile is followed by full-width ones up to key_limit; an unmasked one by unmasked ones up
+    to the diagonal of row r0 (a tile is partial once its last key passes it, so masking,
+    once on, stays on). The ragged last tile is a run of one."""
+    if c0 + block_k > key_limit:
+        return 1
+    run = min(-(-(c_hi - c0) // block_k), (key_limit - c0) // block_k)
+    if causal and not masked:                # unmasked while c1 - 1 <= r0 + seq_k - seq_q
+        run = min(run, (r0 + seq_k - seq_q + 1 - c0) // block_k)
+    return max(run, 1)
 
 
 @compiled
