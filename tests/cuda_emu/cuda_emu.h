@@ -1,10 +1,11 @@
 // cuda_emu.h — a small CPU emulator for the attnsim CUDA ports, for tests without a GPU.
 //
 // It runs a kernel's CUDA C++ source as ordinary C++: every CUDA thread of a CTA is a green
-// thread (ucontext) on one OS thread; __syncthreads, __syncwarp and the warp-collective
-// operations (shuffles, ldmatrix, mma.sync) are barriers at which the green threads trade
-// places. The PTX wrappers of attn_common.cuh are replaced (ATTN_PTX_EMULATION) by versions
-// written from the PTX ISA's fragment layouts:
+// thread on one OS thread (its stack made by ucontext; its switches are _setjmp/_longjmp,
+// which unlike swapcontext make no system call to save the signal mask); __syncthreads,
+// __syncwarp and the warp-collective operations (shuffles, ldmatrix, mma.sync) are barriers
+// at which the green threads trade places. The PTX wrappers of attn_common.cuh are replaced
+// (ATTN_PTX_EMULATION) by versions written from the PTX ISA's fragment layouts:
 //   ldmatrix .m8n8.x4: lane l supplies row (l % 8) of matrix (l / 8) and receives, from each
 //     matrix, row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 (.trans: column l / 4, rows
 //     2 (l % 4) and +1);
@@ -22,14 +23,17 @@
 //     (or earlier in the epoch it was issued in).
 // A hazard stops the run with exit status 8.
 #pragma once
+#include <csetjmp>
 #include <ucontext.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #define __global__
@@ -113,8 +117,9 @@ namespace emu {
 struct Barrier { int count = 0; unsigned gen = 0; };
 
 struct Thread {
-    ucontext_t ctx;
-    std::vector<char> stack;
+    ucontext_t ctx;                 // its first entry, on its own stack
+    jmp_buf resume;                 // where it waits at a barrier
+    bool started = false;
     bool done = false;
     Barrier* waiting = nullptr;
     unsigned wait_gen = 0;
@@ -129,13 +134,17 @@ struct WarpScratch {
     int i[32];          // __match_any_sync's values
 };
 
-inline ucontext_t sched_ctx;
+inline jmp_buf sched;                   // the scheduler, between two turns of the threads
 inline std::vector<Thread> threads;
 inline int current = 0;
 inline Barrier block_barrier;
 inline std::vector<Barrier> warp_barriers;
 inline std::vector<WarpScratch> scratch;
 inline std::function<void()> body;
+// Green-thread stacks, kept from CTA to CTA: allocated once (uninitialized), not zero-filled
+// for every thread of every CTA
+constexpr size_t STACK_BYTES = 256 * 1024;
+inline std::vector<std::unique_ptr<char[]>> stacks;
 
 inline int lane() { return threads[current].tid & 31; }
 inline int warp() { return threads[current].tid >> 5; }
@@ -146,7 +155,7 @@ inline void wait(Barrier& b, int n) {
     Thread& t = threads[current];
     t.waiting = &b;
     t.wait_gen = gen;
-    swapcontext(&t.ctx, &sched_ctx);
+    if (!_setjmp(t.resume)) _longjmp(sched, 1);   // to the scheduler; it resumes us here
 }
 inline void warp_sync() { wait(warp_barriers[warp()], 32); }
 
@@ -157,17 +166,35 @@ inline unsigned char* smem_base = nullptr;      // set by the harness
 inline size_t smem_size = 0;
 inline std::vector<unsigned> w_epoch, r_epoch;  // per byte: last write (copy landed or store) / read
 inline std::vector<int> r_warp, w_warp;         // ... and its warp (w_warp -1: a cp.async copy)
+inline size_t touched = 0;                      // bytes [0, touched) noted since the last reset
 
+// Every CTA starts with no byte noted. Only the bytes the last CTA noted are reset: the whole
+// 4 x 4 bytes a byte of tracking is filled once, not once a CTA (that fill used to be most of
+// an emulated launch's time).
 inline void reset_hazards() {
     epoch = 0;
-    w_epoch.assign(smem_size, NEVER);
-    r_epoch.assign(smem_size, NEVER);
-    r_warp.assign(smem_size, -1);
-    w_warp.assign(smem_size, -1);
+    if (w_epoch.size() != smem_size) {
+        w_epoch.assign(smem_size, NEVER);
+        r_epoch.assign(smem_size, NEVER);
+        r_warp.assign(smem_size, -1);
+        w_warp.assign(smem_size, -1);
+    } else {
+        std::fill_n(w_epoch.begin(), touched, NEVER);
+        std::fill_n(r_epoch.begin(), touched, NEVER);
+        std::fill_n(r_warp.begin(), touched, -1);
+        std::fill_n(w_warp.begin(), touched, -1);
+    }
+    touched = 0;
 }
 inline long smem_offset(const void* p) {
     const unsigned char* c = static_cast<const unsigned char*>(p);
     return (smem_base && c >= smem_base && c < smem_base + smem_size) ? long(c - smem_base) : -1;
+}
+// smem_offset of an access of n bytes, which it records as touched (see reset_hazards)
+inline long tracked_offset(const void* p, long n) {
+    const long off = smem_offset(p);
+    if (off >= 0) touched = std::max(touched, std::min(smem_size, size_t(off + n)));
+    return off;
 }
 [[noreturn]] inline void hazard(const char* what, long off) {
     std::fprintf(stderr, "emu: shared-memory %s hazard at byte %ld (epoch %u, warp %d)\n",
@@ -177,7 +204,7 @@ inline long smem_offset(const void* p) {
 // A read of bytes written since the last barrier is a hazard, unless the reading warp stored
 // them itself (a copy's landing is visible to no other thread before a barrier: always one).
 inline void note_read(const void* p, long n) {
-    const long off = smem_offset(p);
+    const long off = tracked_offset(p, n);
     if (off < 0) return;
     for (long b = off; b < off + n; ++b) {
         if (w_epoch[b] == epoch && (w_warp[b] < 0 || w_warp[b] != warp()))
@@ -190,7 +217,7 @@ inline void note_read16(const void* p) { note_read(p, 16); }
 // A plain store (attn_st_shared*): a hazard when another warp read or wrote the bytes since
 // the last barrier.
 inline void note_store(const void* p, long n) {
-    const long off = smem_offset(p);
+    const long off = tracked_offset(p, n);
     if (off < 0) return;
     for (long b = off; b < off + n; ++b) {
         if (r_epoch[b] == epoch && r_warp[b] != warp()) hazard("write-after-read", b);
@@ -201,7 +228,7 @@ inline void note_store(const void* p, long n) {
     }
 }
 inline void note_write16(const void* p, unsigned issued) {
-    const long off = smem_offset(p);
+    const long off = tracked_offset(p, 16);
     if (off < 0) return;
     for (long b = off; b < off + 16; ++b) {
         if (r_epoch[b] != NEVER && r_epoch[b] >= issued && r_warp[b] != warp())
@@ -238,7 +265,8 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
 namespace emu {
 inline void trampoline() {
     body();
-    threads[current].done = true;                 // returns to sched_ctx through uc_link
+    threads[current].done = true;
+    _longjmp(sched, 1);                           // never returns: its stack is abandoned
 }
 
 // Run one CTA: blockDim threads of `kernel_body` until all finish; abort on deadlock.
@@ -256,11 +284,11 @@ inline void run_cta(const std::function<void()>& kernel_body) {
     for (unsigned i = 0; i < n; ++i) {
         Thread& t = threads[i];
         t.tid = i;
-        t.stack.resize(256 * 1024);
+        if (stacks.size() <= i) stacks.emplace_back(new char[STACK_BYTES]);
         getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = t.stack.data();
-        t.ctx.uc_stack.ss_size = t.stack.size();
-        t.ctx.uc_link = &sched_ctx;
+        t.ctx.uc_stack.ss_sp = stacks[i].get();
+        t.ctx.uc_stack.ss_size = STACK_BYTES;
+        t.ctx.uc_link = nullptr;
         makecontext(&t.ctx, trampoline, 0);
     }
     for (;;) {
@@ -275,7 +303,11 @@ inline void run_cta(const std::function<void()>& kernel_body) {
             threadIdx.x = i % blockDim.x;
             threadIdx.y = (i / blockDim.x) % blockDim.y;
             threadIdx.z = i / (blockDim.x * blockDim.y);
-            swapcontext(&sched_ctx, &t.ctx);
+            if (!_setjmp(sched)) {                    // a thread's turn ends with _longjmp(sched)
+                if (t.started) _longjmp(t.resume, 1);
+                t.started = true;
+                setcontext(&t.ctx);
+            }
             progress = true;
         }
         if (!alive) return;
@@ -396,7 +428,7 @@ inline void attn_mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned
 // then "another warp").
 namespace emu {
 inline void note_atomic(const void* p, long n) {
-    const long off = smem_offset(p);
+    const long off = tracked_offset(p, n);
     if (off < 0) return;                          // global memory: not tracked
     for (long b = off; b < off + n; ++b) {
         if (r_epoch[b] == epoch && r_warp[b] != warp()) hazard("write-after-read", b);

@@ -9,6 +9,7 @@ reads what it never wrote produces NaNs; bytes past each tensor are checked for 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -141,27 +142,41 @@ int main(int argc, char** argv) {{
 def build_text(text: str, defines: dict, kernels: list[str], label: str = "kernel") -> Path:
     """Compile (once, cached by content) the emulator binary for a source text."""
     main = harness("kernel.cu", kernels, kernel_params(text))
-    flags = (["-std=c++17", "-O1", "-w", "-fno-extern-tls-init", "-I", str(EMU_DIR)]
+    # -U_FORTIFY_SOURCE: a fortified _longjmp refuses to jump to another green thread's stack
+    flags = (["-std=c++17", "-O1", "-w", "-fno-extern-tls-init", "-U_FORTIFY_SOURCE",
+              "-I", str(EMU_DIR)]
              + [f"-D{k}={v}" for k, v in sorted(defines.items())])
     digest = hashlib.sha256("\0".join([text, main, *flags, (EMU_DIR / "cuda_emu.h").read_text()])
                             .encode()).hexdigest()[:16]
     out_dir = CACHE_DIR / digest
     binary = out_dir / "emu"
-    if not binary.exists():
-        # Private file names per process: concurrent test runs share the cache directory,
-        # and only the finished binary is published, by an atomic rename.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tag = f"{os.getpid()}.{id(text)}"
-        (out_dir / f"kernel.{tag}.cu").write_text(text)
-        main_cpp = out_dir / f"main.{tag}.cpp"
-        main_cpp.write_text(main.replace('#include "kernel.cu"', f'#include "kernel.{tag}.cu"'))
-        tmp = out_dir / f"emu.{tag}.tmp"
-        done = subprocess.run([compiler(), *flags, "-x", "c++", str(main_cpp), "-o", str(tmp)],
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode:
-            raise RuntimeError(f"emulator build of {label} failed:\n{done.stderr[-4000:]}")
-        tmp.replace(binary)
+    if binary.exists():
+        return binary
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Concurrent test runs (pytest-xdist's workers) share the cache directory: the first to
+    # lock a build compiles it while the others wait for it, instead of compiling it again
+    with open(out_dir / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            compile_binary(text, main, flags, out_dir, binary, label)
     return binary
+
+
+def compile_binary(text: str, main: str, flags: list[str], out_dir: Path, binary: Path,
+                   label: str) -> None:
+    """g++ the harness and the kernel text into ``binary``."""
+    # Private file names per process; only the finished binary is published, by an
+    # atomic rename, so a reader never sees a half-written one.
+    tag = f"{os.getpid()}.{id(text)}"
+    (out_dir / f"kernel.{tag}.cu").write_text(text)
+    main_cpp = out_dir / f"main.{tag}.cpp"
+    main_cpp.write_text(main.replace('#include "kernel.cu"', f'#include "kernel.{tag}.cu"'))
+    tmp = out_dir / f"emu.{tag}.tmp"
+    done = subprocess.run([compiler(), *flags, "-x", "c++", str(main_cpp), "-o", str(tmp)],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"emulator build of {label} failed:\n{done.stderr[-4000:]}")
+    tmp.replace(binary)
 
 
 class EmulationError(RuntimeError):
