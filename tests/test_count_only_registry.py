@@ -6,6 +6,8 @@ a new algorithm cannot skip this test; each list covers the modes its options sw
 Sizes are ragged and small (executed mode runs the arithmetic).
 """
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from algorithms.registry import algorithm_names
 from attnsim import Workload, make_inputs, simulate
@@ -86,3 +88,26 @@ def test_count_only_equals_executed(name, workload, options):
     # algorithm narrows what it computes in fp32 to the fp16 it stores
     assert all(k.counts()["alu_ops"] <= k.counts()["other_flops"] for k in counted.kernels)
     assert counted.counts["convert_ops"] > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(["flash2", "ring"]), nq=st.integers(3, 300),
+       extra_keys=st.integers(0, 200), d=st.sampled_from([16, 40, 64]),
+       causal=st.booleans(), passes=st.sampled_from(["fwd", "fwd+bwd"]),
+       dropout=st.sampled_from([0.0, 0.1]), sram_kb=st.sampled_from([None, 24, 48]))
+def test_count_only_runs_of_tiles_equal_executed_tile_by_tile(name, nq, extra_keys, d, causal,
+                                                              passes, dropout, sram_kb):
+    """Count-only mode steps through a run of tiles that count alike once and scales it
+    (flash_tile.count_tiles, the flash2 backward's Q blocks); executed mode steps through
+    every tile. Over ragged shapes, N_k >= N_q, causal or not, dropout and tile sizes (the
+    SRAM budget picks them) the two count the same, kernel by kernel."""
+    if name == "ring":                       # a forward; 3 devices need 3 tokens or more
+        passes = "fwd"
+    w = Workload(batch=1, heads=2, seq_q=nq, seq_k=nq + extra_keys, head_dim=d, causal=causal,
+                 passes=passes, dropout=dropout if passes != "fwd" else 0.0)
+    options = {"devices": 3} if name == "ring" else {}
+    sram = sram_kb * 1024 if sram_kb else None
+    executed = simulate(name, w, "h100", options=options, inputs=make_inputs(w, 5),
+                        sram_bytes=sram)
+    counted = simulate(name, w, "h100", options=options, compute=False, sram_bytes=sram)
+    assert kernel_counts(counted) == kernel_counts(executed)
