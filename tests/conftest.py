@@ -14,6 +14,18 @@ from attnsim import Workload, make_inputs, simulate  # noqa: E402
 from shapes import EXACT_FORWARD, RAGGED_SHAPES, rel_err  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config):
+    """pyproject's `-n auto` runs one test process per core, except for a run of the GPU
+    tests (`-m gpu`, or tests/gpu named): those run in one process, so that the ports do not
+    share the device or time each other's kernels, and compute-sanitizer (which
+    benchmarks/gpu_session.sh wraps around pytest) sees every launch. None: xdist's default."""
+    markexpr = config.getoption("markexpr", "") or ""
+    selects_gpu = "gpu" in markexpr and "not gpu" not in markexpr
+    if selects_gpu or any("tests/gpu" in str(a) for a in config.args):
+        return 0
+    return None
+
+
 @pytest.fixture
 def run_both():
     """simulate() in executed and count-only mode; returns both results."""
