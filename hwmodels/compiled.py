@@ -3,7 +3,12 @@
 It is Numba's ``njit`` with the options all of them share, written once:
 
 * ``cache=True``: compiled machine code is kept on disk beside the sources, so only the
-  first run after an install (or after a source file changes) compiles.
+  first run after an install (or after a source file changes) compiles. Numba keys a
+  function's cache on its own file only, but a compiled caller carries the machine code of
+  everything it calls: after an edit (or a ``git pull``) of ``flash_tile.py`` alone, the
+  cached ``flash2`` forward would go on counting with the old tile step. So every cache is
+  keyed on its file and on one hash of all the files that define compiled functions
+  (``compiled_sources_digest``): any change to any of them recompiles every kernel.
 * No C-callback wrapper (``no_cfunc_wrapper``): nothing here passes a kernel as a
   first-class function, and the wrapper is one more module for LLVM to build per
   specialization (about 7% of a first report's compile time).
@@ -19,7 +24,12 @@ it); the command line also lowers LLVM's optimisation level for it (``attnsim.__
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
+
 from numba.core import config, types
+from numba.core.caching import CompileResultCacheImpl, FunctionCache
 from numba.core.registry import CPUDispatcher
 
 _SHARED_OPTIONS = {"nopython": True, "no_cfunc_wrapper": True}
@@ -34,6 +44,49 @@ class _TypeSpecializedDispatcher(CPUDispatcher):
         return super().get_call_template(args, kws)
 
 
+# The packages whose compiled functions call one another (hwmodels' primitives are inlined
+# into every kernel of algorithms/).
+COMPILED_PACKAGES = ("hwmodels", "algorithms")
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def sources_digest(root: Path, packages=COMPILED_PACKAGES) -> bytes:
+    """One SHA-256 over the path and text of every ``.py`` file under ``root/<package>`` that
+    defines compiled functions (files without any cannot change compiled code)."""
+    h = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            text = path.read_bytes()
+            if b"@compiled" in text:
+                h.update(path.relative_to(root).as_posix().encode() + b"\0")
+                h.update(text)
+    return h.digest()
+
+
+@functools.lru_cache(maxsize=1)
+def compiled_sources_digest() -> bytes:
+    """``sources_digest`` of this installation, computed once per process."""
+    return sources_digest(_PROJECT_ROOT)
+
+
+def _keyed_on_all_sources(locator_class):
+    """Numba's ``locator_class`` with the source stamp extended by the project's digest."""
+    class Locator(locator_class):
+        def get_source_stamp(self):
+            return super().get_source_stamp(), compiled_sources_digest()
+    Locator.__name__ = Locator.__qualname__ = f"AllSources{locator_class.__name__}"
+    return Locator
+
+
+class _AllSourcesCacheImpl(CompileResultCacheImpl):
+    _locator_classes = [_keyed_on_all_sources(c) for c in CompileResultCacheImpl._locator_classes]
+
+
+class _AllSourcesFunctionCache(FunctionCache):
+    """Numba's on-disk function cache, stale when any compiled source changed."""
+    _impl_class = _AllSourcesCacheImpl
+
+
 def compiled(func=None, *, cache: bool = True, **options):
     """``@compiled`` or ``@compiled(fastmath=..., nogil=True)``: ``func`` compiled by Numba in
     nopython mode, cached on disk (unless ``cache=False``), specialized per argument type."""
@@ -43,6 +96,6 @@ def compiled(func=None, *, cache: bool = True, **options):
         return func
     dispatcher = _TypeSpecializedDispatcher(py_func=func, locals={},
                                             targetoptions={**_SHARED_OPTIONS, **options})
-    if cache:
-        dispatcher.enable_caching()
+    if cache:                                # Dispatcher.enable_caching, with our keys
+        dispatcher._cache = _AllSourcesFunctionCache(dispatcher.py_func)
     return dispatcher

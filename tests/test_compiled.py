@@ -4,10 +4,15 @@ import os
 import subprocess
 import sys
 
+import shutil
+import textwrap
+from pathlib import Path
+
 import numpy as np
 from numba import njit
+from numba.core.caching import FunctionCache
 
-from hwmodels.compiled import compiled
+from hwmodels.compiled import compiled, sources_digest
 
 
 # not cached on disk: a cached caller would load with its callees inside and compile nothing
@@ -47,9 +52,66 @@ def test_constants_passed_between_kernels_share_one_specialization():
 
 def test_compiled_functions_are_cached_on_disk_and_build_no_c_callback():
     from hwmodels.primitives import count_load
-    assert count_load._cache.__class__.__name__ == "FunctionCache"
+    from hwmodels.compiled import compiled_sources_digest
+    assert isinstance(count_load._cache, FunctionCache)
+    # keyed on its own file and on every compiled source (see the next tests)
+    assert count_load._cache._impl.locator.get_source_stamp()[1] == compiled_sources_digest()
     assert count_load.targetoptions["no_cfunc_wrapper"] is True
     assert _add._cache.__class__.__name__ == "NullCache"
+
+
+_CALLEE = textwrap.dedent("""\
+    from hwmodels.compiled import compiled
+
+    @compiled
+    def tile_count():
+        return {}
+    """)
+_CALLER = textwrap.dedent("""\
+    from hwmodels.compiled import compiled
+    from algorithms.callee import tile_count
+
+    @compiled
+    def kernel_count():
+        return 10 * tile_count()
+    """)
+
+
+def test_editing_a_callee_recompiles_its_cached_callers(tmp_path):
+    """A cached caller holds its callees' machine code, and Numba keys its cache on the
+    caller's file alone: with only the callee's file edited (a git pull of one module), the
+    caller loaded from the cache would still count with the old callee."""
+    (tmp_path / "hwmodels").mkdir()
+    shutil.copy(Path(__file__).parents[1] / "hwmodels" / "compiled.py", tmp_path / "hwmodels")
+    (tmp_path / "algorithms").mkdir()
+    callee = tmp_path / "algorithms" / "callee.py"
+    callee.write_text(_CALLEE.format(1))
+    (tmp_path / "algorithms" / "caller.py").write_text(_CALLER)
+    run = ("import sys; sys.path.insert(0, sys.argv[1]); "
+           "from algorithms.caller import kernel_count; print(kernel_count())")
+
+    def kernel_count() -> str:
+        return subprocess.run([sys.executable, "-c", run, str(tmp_path)], capture_output=True,
+                              text=True, check=True, cwd=tmp_path).stdout.strip()
+    assert kernel_count() == "10"
+    assert kernel_count() == "10"                                  # from the disk cache
+    assert list((tmp_path / "algorithms" / "__pycache__").glob("caller.kernel_count*.nbi"))
+    callee.write_text(_CALLEE.format(2))
+    assert kernel_count() == "20"
+
+
+def test_the_sources_digest_covers_the_files_that_define_compiled_functions(tmp_path):
+    (tmp_path / "algorithms" / "kernels").mkdir(parents=True)
+    (tmp_path / "hwmodels").mkdir()
+    kernel = tmp_path / "algorithms" / "kernels" / "tile.py"
+    plain = tmp_path / "algorithms" / "plan.py"
+    kernel.write_text("@compiled\ndef f():\n    return 1\n")
+    plain.write_text("def plan():\n    return 1\n")
+    before = sources_digest(tmp_path)
+    plain.write_text("def plan():\n    return 2\n")                # no compiled code
+    assert sources_digest(tmp_path) == before
+    kernel.write_text("@compiled\ndef f():\n    return 2\n")
+    assert sources_digest(tmp_path) != before
 
 
 def _python(code: str, **env) -> str:
