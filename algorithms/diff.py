@@ -41,7 +41,8 @@ from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
                                cdiv, heads_in_flight, new_output, online_softmax_tile,
                                mma_layout, placeholder, scale_rows)
-from algorithms.kernels.flash_tile import count_softmax_tile, new_row_state
+from algorithms.kernels.flash_tile import (count_softmax_tile, new_row_state, repeat_step,
+                                           same_tiles_run, snapshot)
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_convert, count_exp, count_other, load_rows, matmul_nn,
                                  matmul_nt, store_rows)
@@ -161,17 +162,24 @@ def forward_head(c, q1, q2, k1, k2, v, o, seq_q, seq_k, d, block_q, block_k, sca
         m1, l1, acc1 = new_row_state(rows, dv, compute)          # one state per map
         m2, l2, acc2 = new_row_state(rows, dv, compute)
         key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
-        for c0 in range(0, key_end, block_k):
+        c0 = 0
+        while c0 < key_end:
             c1 = min(c0 + block_k, seq_k)
             cols = c1 - c0
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            # count-only: a run of key tiles that count alike is stepped through once, then scaled
+            run = 1 if compute else same_tiles_run(r0, c0, key_end, block_k, seq_k, causal,
+                                                   masked, seq_q, seq_k)
+            before = snapshot(c, run)
             k1j = load_rows(c, k1, c0, c1, d, e)                 # K₁_j, K₂_j, V_j -> SRAM
             k2j = load_rows(c, k2, c0, c1, d, e)
             vj = load_rows(c, v, c0, c1, dv, e)
-            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             _softmax_map(c, q1i, k1j, vj, acc1, m1, l1, r0, c0, rows, cols, d, dv, scale,
                          masked, seq_q, seq_k, e, compute)
             _softmax_map(c, q2i, k2j, vj, acc2, m2, l2, r0, c0, rows, cols, d, dv, scale,
                          masked, seq_q, seq_k, e, compute)
+            repeat_step(c, before, run)
+            c0 += run * block_k
         # -- epilogue: O = acc₁/l₁ − λ acc₂/l₂, RMSNorm over 2d, × (1 − λ_init) --
         count_other(c, 4 * rows * dv)                            # two divides, λ·, subtract
         count_other(c, 4 * rows * dv)                            # square, sum, scale, (1-λ_init)

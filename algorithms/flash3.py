@@ -90,7 +90,8 @@ from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
                                        new_stats, online_softmax_tile, scale_rows)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, count_softmax_tile, count_tile, finish_rows,
-                                          new_row_state)
+                                          new_row_state, repeat_step, same_tiles_run,
+                                          snapshot)
 from hwmodels.compiled import compiled
 from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
@@ -420,15 +421,23 @@ def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q
         m, l, acc = new_row_state(rows, d, compute)
         key_end = causal_key_end(r1, seq_q, seq_k) if causal else seq_k
         v_prev = np.float32(1.0)
-        for c0 in range(0, key_end, block_k):
+        c0 = 0
+        while c0 < key_end:
             c1 = min(c0 + block_k, seq_k)
-            if block_scales:
-                count_load(c, 8)                             # s_K,j and s_V,j
-            if not compute:                                  # same counts, no arrays
+            if not compute:          # the same counts without arrays, a run of tiles at once
                 masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+                run = same_tiles_run(r0, c0, key_end, block_k, seq_k, causal, masked, seq_q,
+                                     seq_k)
+                before = snapshot(c, run)
+                if block_scales:
+                    count_load(c, 8)                         # s_K,j and s_V,j
                 count_tile(c, rows, c1 - c0, d, 1, masked, False)
                 count_fp8_tile_extras(c, rows, c1 - c0, d, block_scales)
+                repeat_step(c, before, run)
+                c0 += run * block_k
                 continue
+            if block_scales:
+                count_load(c, 8)                             # s_K,j and s_V,j
             j = c0 // block_k
             v_j = sv[j]
             v_ratio = v_prev / v_j if c0 > 0 else np.float32(1.0)
@@ -436,6 +445,7 @@ def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q
                             scale * sq[r0 // block_q] * sk[j], v_ratio, causal, seq_q, seq_k,
                             block_scales, compute)
             v_prev = v_j
+            c0 += block_k
         oi, lse_i = finish_rows(c, acc, m, l, rows, d, compute)   # acc / l, m + log l
         count_other(c, 2 * rows)                             # · s_V,last; ℓ·2⁻⁸ for the lse
         if compute:

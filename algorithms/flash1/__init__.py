@@ -55,6 +55,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                tile_softmax_stats)
 from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
+from algorithms.kernels.flash_tile import repeat_step, same_rows_run, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
@@ -186,12 +187,17 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
         vj = load_rows(c, v, c0, c1, d, e)
         # causal: Q blocks whose last row cannot see key c0 are skipped entirely
         first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
-        for r0 in range((first_row // block_q) * block_q, seq_q, block_q):  # line 7
+        r0 = (first_row // block_q) * block_q
+        while r0 < seq_q:                                        # line 7: for i in 1..T_r
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
-            if not compute:                                      # same counts, no arrays
-                count_pair(c, rows, cols, d, e,
-                           causal and causal_block_is_partial(r0, c1, seq_q, seq_k), dropout)
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            if not compute:        # the same counts without arrays, a run of Q blocks at once
+                run = same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked)
+                before = snapshot(c, run)
+                count_pair(c, rows, cols, d, e, masked, dropout)
+                repeat_step(c, before, run)
+                r0 += run * block_q
                 continue
             qi = load_rows(c, q, r0, r1, d, e)                   # line 8: Q_i, O_i, ℓ_i, m_i
             oi = load_rows(c, o, r0, r1, d, e)
@@ -199,7 +205,6 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             mi = load_vector(c, m, r0, r1, STAT_BYTES)
             s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 9: S_ij = τ Q_i K_jᵀ
             count_other(c, rows * cols)
-            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if masked:
                 count_alu(c, rows * cols)
             count_alu(c, rows * cols)                            # line 10: m̃ = rowmax(S)
@@ -230,6 +235,7 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
             store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
             store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+            r0 += block_q
 
 
 @compiled

@@ -53,6 +53,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.kernels.flash_tile import repeat_step, same_rows_run, snapshot
 from algorithms.flash2.backward import softmax_grad_in_place
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
@@ -205,9 +206,14 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
         dk_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)  # line 8
         dv_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)
         first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
-        for r0 in range((first_row // block_q) * block_q, seq_q, block_q):  # line 9
+        r0 = (first_row // block_q) * block_q
+        while r0 < seq_q:                                        # line 9: for i in 1..T_r
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            # count-only: a run of Q blocks that count alike is stepped through once, then scaled
+            run = 1 if compute else same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked)
+            before = snapshot(c, run)
             qi = load_rows(c, q, r0, r1, d, e)                   # line 10
             oi = load_rows(c, o, r0, r1, d, e)
             doi = load_rows(c, do, r0, r1, d, e)
@@ -216,7 +222,6 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
             mi = load_vector(c, m, r0, r1, STAT_BYTES)
             s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 11: S = τ Q_i K_jᵀ
             count_other(c, rows * cols)
-            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if masked:                                           # line 12: MASK
                 count_alu(c, rows * cols)                        #   (a select)
             count_other(c, rows * cols + rows + rows * cols)     # line 13: S - m, 1/ℓ, x 1/ℓ
@@ -260,6 +265,8 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
             dk_part = matmul_tn(c, ds, qi, cols, d, rows, e, compute)       # line 22
             if compute:
                 dk_acc += dk_part
+            repeat_step(c, before, run)
+            r0 += run * block_q
         store_rows(c, dk, c0, dk_acc, cols, d, e, compute)       # line 24: dK_j, dV_j -> HBM
         store_rows(c, dv, c0, dv_acc, cols, d, e, compute)
 

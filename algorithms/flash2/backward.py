@@ -67,6 +67,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
                                heads_in_flight, placeholder, placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.kernels.flash_tile import repeat_step, same_rows_run, snapshot
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
@@ -237,7 +238,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             # count-only: a run of tiles that count alike is stepped through once, then scaled
             run = 1 if compute else same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked)
-            before = c.copy() if run > 1 else c[:0]
+            before = snapshot(c, run)
             qi = load_rows(c, q, r0, r1, d, e)                   # Q_i, dO_i, lse_i, D_i
             doi = load_rows(c, do, r0, r1, d, e)
             lse_i = load_vector(c, lse, r0, r1, STAT_BYTES)
@@ -285,28 +286,13 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             if compute:
                 dk_acc += dk_part
                 dq_acc[r0:r1] += dq_part
-            if run > 1:
-                c += (run - 1) * (c - before)
+            repeat_step(c, before, run)
             r0 += run * block_q
         count_other(c, cols * d)                                 # dK_j *= scale
         if compute:
             dk_acc *= scale
         store_rows(c, dk, c0, dk_acc, cols, d, e, compute)       # dK_j, dV_j -> HBM, once
         store_rows(c, dv, c0, dv_acc, cols, d, e, compute)
-
-
-@compiled
-def same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked):
-    """How many Q blocks from the one at r0 count like it against the keys ending at c1: a
-    full block is followed by full ones up to seq_q; a masked one (causal, above the
-    diagonal) by masked ones while their first row is still above it, an unmasked one by
-    unmasked ones (rows further down see more keys). The ragged last block is a run of one."""
-    if r0 + block_q > seq_q:
-        return 1
-    run = (seq_q - r0) // block_q
-    if causal and masked:                    # masked while c1 - 1 > r0 + seq_k - seq_q
-        run = min(run, -(-(c1 - 1 - (seq_k - seq_q) - r0) // block_q))
-    return max(run, 1)
 
 
 @compiled

@@ -115,29 +115,66 @@ def count_tiles(c, r0, rows, c_lo, c_hi, block_k, key_limit, d, e, causal, seq_q
     Tiles of the same width and masking count the same, so each run of them is counted once
     and scaled: a Q block costs O(1) runs (full unmasked tiles, the diagonal's masked ones,
     the ragged last tile), not O(T_c) tiles, and N = 2**24 counts in seconds."""
-    one = np.zeros_like(c)
     c0 = c_lo
     while c0 < c_hi:
         c1 = min(c0 + block_k, key_limit)
         masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
         run = same_tiles_run(r0, c0, c_hi, block_k, key_limit, causal, masked, seq_q, seq_k)
-        one[:] = 0
-        count_tile(one, rows, c1 - c0, d, e, masked, dropout)
-        c += run * one
+        before = snapshot(c, run)
+        count_tile(c, rows, c1 - c0, d, e, masked, dropout)
+        repeat_step(c, before, run)
         c0 += run * block_k
+
+
+# ---- count-only runs: one step counted for a run of steps that count alike -------------------
+#
+# Count-only mode walks executed mode's loops, but where consecutive tiles (or Q blocks) have
+# the same shape and masking it counts the first and scales: a long sequence then costs O(T)
+# steps per head instead of O(T_r T_c). The run functions say how far a tile's shape and
+# masking stay the same; tests/test_count_only_registry.py holds the scaled counts equal to
+# executed mode's, kernel by kernel.
+
+@compiled
+def snapshot(c, run):
+    """The counters before a step that stands for ``run`` steps (nothing to keep for 1)."""
+    return c.copy() if run > 1 else c[:0]
+
+
+@compiled
+def repeat_step(c, before, run):
+    """Count the step counted since ``before`` (a ``snapshot``) ``run - 1`` more times."""
+    if run > 1:
+        c += (run - 1) * (c - before)
 
 
 @compiled
 def same_tiles_run(r0, c0, c_hi, block_k, key_limit, causal, masked, seq_q, seq_k):
-    """How many tiles from the one at c0 on count like it: all start before c_hi; a full-width
-    tile is followed by full-width ones up to key_limit; an unmasked one by unmasked ones up
-    to the diagonal of row r0 (a tile is partial once its last key passes it, so masking,
-    once on, stays on). The ragged last tile is a run of one."""
+    """How many key tiles of the Q block at r0, from the one at c0 on, count like it: all
+    start before c_hi; a full-width tile is followed by full-width ones up to key_limit; an
+    unmasked one by unmasked ones up to the diagonal of row r0 (a tile is partial once its
+    last key passes it, so masking, once on, stays on). The ragged last tile is a run of
+    one."""
     if c0 + block_k > key_limit:
         return 1
     run = min(-(-(c_hi - c0) // block_k), (key_limit - c0) // block_k)
     if causal and not masked:                # unmasked while c1 - 1 <= r0 + seq_k - seq_q
         run = min(run, (r0 + seq_k - seq_q + 1 - c0) // block_k)
+    return max(run, 1)
+
+
+@compiled
+def same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked):
+    """How many Q blocks, from the one at r0 on, count like it against the key tile ending
+    at c1 (loops with key blocks outside and Q blocks inside: FlashAttention's forward, the
+    backward passes): a full block is followed by full ones up to seq_q; a masked one
+    (causal, above the diagonal) by masked ones while their first row is still above it, an
+    unmasked one by unmasked ones (rows further down see more keys). The ragged last block
+    is a run of one."""
+    if r0 + block_q > seq_q:
+        return 1
+    run = (seq_q - r0) // block_q
+    if causal and masked:                    # masked while c1 - 1 > r0 + seq_k - seq_q
+        run = min(run, -(-(c1 - 1 - (seq_k - seq_q) - r0) // block_q))
     return max(run, 1)
 
 

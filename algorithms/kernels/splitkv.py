@@ -47,7 +47,7 @@ from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_m
                                        heads_in_flight, mma_warps, online_softmax_tile,
                                        row_tiles, safe_normalizers, scale_rows,
                                        wgmma_warpgroups)
-from algorithms.kernels.flash_tile import count_softmax_tile
+from algorithms.kernels.flash_tile import count_softmax_tile, repeat_step, same_tiles_run, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
@@ -276,17 +276,23 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
             l = np.zeros((g, rows), dtype=np.float32)
             acc = np.zeros((g, rows, dv), dtype=np.float32)
         key_end = min(k_hi, causal_key_end(r1, seq_q, seq_k)) if causal else k_hi
-        for c0 in range(k_lo, key_end, block_k):
+        c0 = k_lo
+        while c0 < key_end:
             c1 = min(c0 + block_k, k_hi)
             cols = c1 - c0
+            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            # count-only: a run of key tiles that count alike is counted once, then scaled
+            run = 1 if compute else same_tiles_run(r0, c0, key_end, block_k, k_hi, causal,
+                                                   masked, seq_q, seq_k)
+            before = snapshot(c, run)
             count_load(c, cols * dk * e)                           # K_j -> SRAM, once for g heads
             if not v_in_k:
                 count_load(c, cols * dv * e)                       # V_j -> SRAM
             count_matmul(c, big, cols, dk, e)                      # S = Q_i K_jᵀ (g heads)
-            masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             count_softmax_tile(c, big, cols, dv, masked)           # as flash2.forward_head
             count_convert(c, big * cols, e)                        # P -> the MMA's operand dtype
             count_matmul(c, big, dv, cols, e)                      # acc += P V_j
+            repeat_step(c, before, run)
             if compute:
                 kt = np.ascontiguousarray(k[c0:c1].T)
                 vj = np.ascontiguousarray(v[c0:c1])
@@ -297,6 +303,7 @@ def attend_pack(c, q, k, v, o, lse, seq_q, seq_k, dk, dv, g, block_q, block_k, k
                     alpha = online_softmax_tile(s, m[j], l[j])     # s now holds P
                     scale_rows(acc[j], alpha)
                     acc[j] += np.dot(s, vj)
+            c0 += run * block_k
         # -- epilogue: O_i = acc / l, lse_i = m + log l --
         count_other(c, big * dv + big)
         count_exp(c, big)
