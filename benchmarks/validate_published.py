@@ -258,6 +258,15 @@ SOURCES = (
            "512..16k. The transcriptions do not say which chart is causal: A (standard 74-139) "
            "is read here as non-causal, B (standard 26-35, FA-3 292 at 512) as causal; the one "
            "fp8 head dim 128 chart (FA-3 348-1008) as non-causal"),
+    Source("FA3-bwd-fig", "FlashAttention-3 paper, backward-speed bar charts (machine "
+           "transcriptions of the chart images)",
+           "subtext.edge.nugit.net/image/40bf2854... (head dim 64, two transcriptions that "
+           "agree), .../f60142e2... (head dim 128, two transcriptions that agree)",
+           "Attention backward speed, head dim 64 / head dim 128 (H100 80GB SXM5) — Standard "
+           "attention / FlashAttention-2 / cuDNN / FlashAttention-3, TFLOPs/s per sequence "
+           "length 512..16k; FlashAttention-2: d 64 198, 238, 264, 279, 287, 291; d 128 214, "
+           "260, 291, 310, 318, 322. Non-causal: the standard-attention bars (d 128: 104 at "
+           "512) are above the causal forward chart's (26) and near the non-causal one's (74)"),
     Source("FA3-pingpong", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, §3.1 "
            "(pingpong scheduling)", "https://arxiv.org/abs/2407.08608",
            "ideally we'd want the exponential calculation to be scheduled when the Tensor "
@@ -778,6 +787,45 @@ def chart_table(fmt: str) -> str:
                     tablefmt=fmt)
 
 
+# Head dim -> {N: FlashAttention-2's backward TFLOP/s} of the FA-3 paper's backward charts
+# (non-causal; the benchmark's FLOP convention, 2.5 x the forward's). Their other bars are
+# left out: FlashAttention-3's and cuDNN's backward kernels are not simulated, and the
+# standard-attention bars time autograd through the eager program, which ``standard
+# --program pytorch-eager`` simulates forward only.
+FA3_BWD_CHARTS = {
+    64: dict(zip(SEQS, (198, 238, 264, 279, 287, 291))),
+    128: dict(zip(SEQS, (214, 260, 291, 310, 318, 322))),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def backward_chart_points() -> tuple:
+    """(d, N, published, predicted) for every FlashAttention-2 bar of the backward charts."""
+    return tuple((d, n, pub, tflops("flash2", paper_workload(n, d, passes="bwd"), "h100-sxm"))
+                 for d, bars in FA3_BWD_CHARTS.items() for n, pub in bars.items())
+
+
+def backward_gap_text() -> str:
+    """The FA-2 backward bars' ratios by head dimension, with the kernel's occupancy and its
+    shared-memory time over its tensor time."""
+    parts = []
+    for d in FA3_BWD_CHARTS:
+        r = [pred / pub for dd, _, pub, pred in backward_chart_points() if dd == d]
+        run = simulate("flash2", paper_workload(4096, d, passes="bwd"), "h100-sxm",
+                       compute=False)
+        k = next(t for t in run.time.kernels if t.name == "flash2_bwd")
+        parts.append(f"d = {d}: {min(r):.2f}–{max(r):.2f}, {k.ctas_per_sm} CTA per SM, "
+                     f"shared-memory time {k.smem_s / k.matmul_s:.2f}x the tensor time")
+    return "; ".join(parts)
+
+
+def backward_chart_table(fmt: str) -> str:
+    rows = [[d, n, pub, f"{pred:.0f}", f"{pred / pub:.2f}"]
+            for d, n, pub, pred in backward_chart_points()]
+    return tabulate(rows, headers=["d", "N", "FA-2 bwd published", "predicted", "pred/pub"],
+                    tablefmt=fmt)
+
+
 def standard_chart_ratios(program: str, timing: TimingOptions = TimingOptions()) -> list[float]:
     """The charts' standard-attention bars, predicted/published, priced with one program of
     ``standard`` (``--program``)."""
@@ -821,6 +869,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
 )
+BACKWARD_CHART_GROUP = "H100, FlashAttention-2 backward (charts)"
 CHART_GROUP = {"standard": "H100, standard attention (charts)",
                "flash2": "H100, FlashAttention-2", "flash3": "H100, FlashAttention-3 (fp16, fp8)"}
 
@@ -833,6 +882,8 @@ def grouped_ratios() -> dict[str, list[float]]:
         groups.setdefault(group, []).extend(ratios)
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         groups.setdefault(CHART_GROUP[algorithm], []).append(pred / pub)
+    groups.setdefault(BACKWARD_CHART_GROUP, []).extend(
+        pred / pub for _, _, pub, pred in backward_chart_points())
     return groups
 
 
@@ -852,6 +903,7 @@ def summary() -> dict:
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         add("h100-sxm", EAGER_LABEL if algorithm == "standard" else algorithm,
             chart_dtype[chart], [pred / pub])
+    add("h100-sxm", "flash2", "fp16", [pred / pub for _, _, pub, pred in backward_chart_points()])
     rows = [{"gpu": gpu, "algorithm": algorithm, "dtype": kind, "points": len(r),
              "min": round(min(r), 2), "max": round(max(r), 2),
              "median": round(statistics.median(r), 2), "inside_band": sum(in_band(x) for x in r)}
@@ -878,6 +930,8 @@ def all_ratios() -> list[tuple[str, float]]:
            for c, _, ratios in evaluated() for r in ratios]
     out += [(f"FA3-fig {chart} d{d} {'causal' if causal else 'non-causal'} N{n} {algorithm}",
              pred / pub) for chart, d, causal, n, algorithm, pub, pred in chart_points()]
+    out += [(f"FA3-bwd-fig d{d} non-causal N{n} flash2 bwd", pred / pub)
+            for d, n, pub, pred in backward_chart_points()]
     return out
 
 
@@ -1331,6 +1385,17 @@ def document(fmt: str = "github") -> str:
         "",
         chart_table(fmt),
         "",
+        "## The FlashAttention-3 paper's backward charts (secondary)",
+        "",
+        "FlashAttention-2's backward on the H100 SXM5, non-causal, fp16, TFLOP/s at 2.5x the "
+        "forward's FLOPs ([FA3-bwd-fig]: machine transcriptions of the chart images; two "
+        "transcriptions of each chart agree). The charts' other bars are not predicted: "
+        "FlashAttention-3's and cuDNN's backward kernels are not simulated, and the standard "
+        "attention bars time autograd through the eager program, which `standard --program "
+        "pytorch-eager` simulates forward only.",
+        "",
+        backward_chart_table(fmt),
+        "",
         "## Where the model is still off",
         "",
         outside_table(fmt),
@@ -1401,8 +1466,12 @@ def document(fmt: str = "github") -> str:
         "Not priced yet: the `ldmatrix` operand traffic per MMA queueing in the shared-memory "
         "pipe at H100 tensor rates (the released kernel re-reads its Q tile from shared "
         "memory on every K/V tile, [FA2-src]), and how much of the `mma.sync` ceiling a real "
-        "sm80 GEMM reaches on the H100. A GPU session should time an sm80 CUTLASS GEMM and FA-2 with "
-        "one and two CTAs per SM on the H100 before anything else is changed.",
+        "sm80 GEMM reaches on the H100. The FA-3 paper's backward charts show the same gap in "
+        "FA-2's backward (" + backward_gap_text() + "): one CTA per SM there, shared memory "
+        "above the tensor time, and the same `mma.sync` path, so whatever is missing is not "
+        "peculiar to the forward's two resident CTAs. A GPU session should time an sm80 "
+        "CUTLASS GEMM and FA-2 with one and two CTAs per SM on the H100 before anything else "
+        "is changed.",
         "- **Standard attention at short sequences and causal.** The charts' standard "
         "attention is PyTorch eager code, flash-attention's benchmark function "
         "`attention_pytorch` ([FA-eager]), and its bars are priced with that program: "
