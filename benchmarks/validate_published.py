@@ -267,6 +267,18 @@ SOURCES = (
            "length 512..16k; FlashAttention-2: d 64 198, 238, 264, 279, 287, 291; d 128 214, "
            "260, 291, 310, 318, 322. Non-causal: the standard-attention bars (d 128: 104 at "
            "512) are above the causal forward chart's (26) and near the non-causal one's (74)"),
+    Source("FA3-clock", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, Appendix C.1 "
+           "(system and libraries; the same sentence in the May and October 2024 versions)",
+           "https://arxiv.org/abs/2407.08608",
+           "We benchmark the speed on an H100 80GB SXM5 (700W). [...] To reduce variability, "
+           "we fix the GPU clock speed to 1830MHz (clock speed used to calculate the 989 "
+           "TFLOPS FP16 theoretical max throughput)."),
+    Source("FA3-fp8-note", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, footnote "
+           "10 (on its FP8 benchmarks)", "https://arxiv.org/abs/2407.08608",
+           "For our benchmarks, FP16 FlashAttention-3 has a persistent kernel and load "
+           "balancing strategy, while FP8 FlashAttention-3 does not. This partly explains why "
+           "FP8 FlashAttention-3 does not perform as well for small sequence length and causal "
+           "masking compared to the FP8 cuDNN kernels."),
     Source("FA3-pingpong", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, §3.1 "
            "(pingpong scheduling)", "https://arxiv.org/abs/2407.08608",
            "ideally we'd want the exponential calculation to be scheduled when the Tensor "
@@ -1006,7 +1018,8 @@ CONSTANTS = (
     ("sustained_clock_hz", "SM clock under tensor load (scales SFU, FMA, shared memory, issue)",
      lambda g: f"{g.sustained_clock / 1e6:.0f} MHz",
      "A100: HPL-CLK (NVIDIA's HPL Rpeak clock at the power limit); H100 SXM5 and PCIe: the "
-     "tensor peak's clock (FA3 §3.3), no measured sustained clock found"),
+     "tensor peak's clock (FA3 §3.3), no measured sustained clock found; the FA-3 paper's "
+     "benchmarks (its charts and Table 2) fix the SXM5's clock at 1830 MHz (FA3-clock)"),
     ("tensor_gemm_fraction", "best large-GEMM fp16/bf16 throughput / dense peak",
      lambda g: f"{g.tensor_gemm_fraction:.3f}", "MAMF (ml-engineering, mamf-finder.py); "
      "H100 PCIe: MAG-MAMF (a second MAMF search, bf16 499.5 of 756 TFLOP/s)"),
@@ -1537,7 +1550,16 @@ def document(fmt: str = "github") -> str:
         "throughput (the model: {:.2f}); on the paper's H100 SXM5 chart, {:.2f} (the model: "
         "{:.2f}). A cost per fp8 CTA would weigh on the PCIe board's short sequences as "
         "well; it does not, so the chart's N = 512 bars may come from a build before that "
-        "pull request. The level the PCIe points share is the h100-pcie model's own: its "
+        "pull request, and the paper says as much of its own build ([FA3-fp8-note]): for "
+        "its benchmarks the fp16 kernel is persistent, with load balancing, and the fp8 "
+        "kernel is not, which 'partly explains' fp8's short and causal sequences, while the "
+        "pull request's kernel is persistent. The model prices every CTA of either as "
+        "starting cold (the release's persistent CTAs wait for their next Q and V all the "
+        "same) and charges nothing for what only a grid of short-lived CTAs pays: each "
+        "CTA's launch by the block scheduler, its setup (barriers, descriptors, register "
+        "reallocation) and the drain of its O store before the SM takes the next one. "
+        "Whether those account for the excess above needs a measurement of the "
+        "non-persistent kernel. The level the PCIe points share is the h100-pcie model's own: its "
         "bf16 GEMM fraction is the 350 W board's ({:.2f}, [MAG-MAMF], against the SXM5's "
         "{:.2f}), its fp8 fraction ({:.2f}) that times the SXM5's fp8-to-bf16 ratio, as no fp8 "
         "GEMM was measured on a PCIe board, and its clock under load that of its peak; an fp8 "

@@ -17,7 +17,9 @@ Every number below carries its source. Abbreviations used in the comments:
              instruction reaches only about 2/3 of the Hopper tensor-core peak, ``wgmma``
              is required for the rest (the field comes from a microbenchmark, [LUO-MMA]).
              Its hardware table gives the H100 SXM5's L2 as 50 MiB at about 12 TB/s (the
-             figure shared/FACTS.md records).
+             figure shared/FACTS.md records). Appendix C.1 (both versions, May and October
+             2024): "To reduce variability, we fix the GPU clock speed to 1830MHz (clock speed
+             used to calculate the 989 TFLOPS FP16 theoretical max throughput)".
 
 Achievable rates (timing model v2; measured by microbenchmarks, never fitted to attention):
 
@@ -359,9 +361,11 @@ H100_SXM5_80GB = GPU(
     launch_overhead_s=_LAUNCH_OVERHEAD_S,      # modelled, see above
     mma_sync_fraction_of_peak=(494 / 757) / 0.96,  # [LUO-MMA] mma.sync / wgmma on H800: 0.680
     has_wgmma=True,
-    sustained_clock_hz=1830e6,                 # the clock of the tensor peak ([FA3] §3.3); no
-                                               # published sustained clock under tensor load was
-                                               # found: [MAMF]'s 80% carries the power limit
+    sustained_clock_hz=1830e6,                 # the clock of the tensor peak ([FA3] §3.3),
+                                               # the clock the FA-3 paper's benchmarks fix
+                                               # ([FA3] App. C.1); no published clock under
+                                               # tensor load at stock settings was found:
+                                               # [MAMF]'s 80% carries the power limit
     tensor_gemm_fraction=794.5 / 989.4,        # [MAMF] H100 SXM bf16: 80.3%
     tensor_fp8_gemm_fraction=1402.6 / 1978.9,  # [MAMF] H100 SXM fp8: 70.9%
     tensor_tf32_gemm_fraction=417.64 / 494.7,  # [TC-BENCH] cuBLAS TF32, H100 SXM5: 84.4%
