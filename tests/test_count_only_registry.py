@@ -90,8 +90,9 @@ def test_count_only_equals_executed(name, workload, options):
     assert counted.counts["convert_ops"] > 0
 
 
-@settings(max_examples=50, deadline=None)
-@given(name=st.sampled_from(["flash1", "flash2", "ring", "diff", "flash3-fp8", "gqa", "mla"]),
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(["flash1", "flash2", "ring", "diff", "flash3-fp8", "gqa", "mla",
+                             "nsa"]),
        nq=st.integers(3, 300),
        extra_keys=st.integers(0, 200), d=st.sampled_from([16, 40, 64]),
        causal=st.booleans(), passes=st.sampled_from(["fwd", "fwd+bwd"]),
@@ -101,21 +102,24 @@ def test_count_only_runs_of_tiles_equal_executed_tile_by_tile(name, nq, extra_ke
     """Count-only mode steps through a run of tiles (or Q blocks) that count alike once and
     scales it (flash_tile.count_tiles, same_tiles_run, same_rows_run: the flash2 forward and
     ring, the FlashAttention forward and both backward passes, the differential kernel, the
-    packed kernel of GQA and MLA);
+    packed kernel of GQA and MLA, NSA's compressed tiles and its selected positions);
     executed mode steps through every tile. Over ragged shapes, N_k >= N_q, causal or not,
     dropout and tile sizes (the SRAM budget picks them) the two count the same, kernel by
     kernel; FlashAttention-3's fp8 forward steps through its own tile loop."""
     if name == "ring":        # a forward, over 3 devices: lengths they divide, so none idles
         passes = "fwd"
         nq, extra_keys = nq - nq % 3, extra_keys - extra_keys % 3
-    if name in ("diff", "flash3-fp8", "gqa", "mla"):        # forward kernels
+    if name in ("diff", "flash3-fp8", "gqa", "mla", "nsa"):        # forward kernels
         passes = "fwd"
+    if name == "nsa":         # causal by design
+        causal = True
     dtype = "fp8" if name == "flash3-fp8" else "fp16"
     name = name.removesuffix("-fp8")
     w = Workload(batch=1, heads=2, seq_q=nq, seq_k=nq + extra_keys, head_dim=d, causal=causal,
                  passes=passes, dropout=dropout if passes != "fwd" else 0.0, dtype=dtype,
                  kv_heads=1 if name == "gqa" else None)
-    options = {"ring": {"devices": 3}, "mla": {"kv_lora_rank": 64, "rope_dim": 16}}.get(name, {})
+    options = {"ring": {"devices": 3}, "mla": {"kv_lora_rank": 64, "rope_dim": 16},
+               "nsa": {"selected": 3, "select_block": 32, "window": 48}}.get(name, {})
     sram = sram_kb * 1024 if sram_kb else None
     executed = simulate(name, w, "h100", options=options, inputs=make_inputs(w, 5),
                         sram_bytes=sram)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.kernels.common import online_softmax_tile, sort_small_in_place
-from algorithms.kernels.flash_tile import count_softmax_tile
+from algorithms.kernels.flash_tile import (count_softmax_tile, repeat_step, same_tiles_run,
+                                           snapshot)
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
                                  count_other, count_store, count_store_result, load_rows,
@@ -119,6 +120,14 @@ def _ranks_above(a, b):
 
 
 @compiled
+def compressed_tiles_run(c0, c_hi, block_k, n_c, nv_first, masked):
+    """Count-only: how many tiles of compressed tokens, from the one at c0 on, count like it
+    (``flash_tile.same_tiles_run`` with the Q block's first row seeing ``nv_first`` of them:
+    full tiles up to n_c, unmasked ones while they end by nv_first)."""
+    return same_tiles_run(nv_first - 1, c0, c_hi, block_k, n_c, True, masked, 0, 0)
+
+
+@compiled
 def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, block_q, block_k,
                     n_c, cblock, stride, sblock, n_sel, scale, e, compute):
     """One GQA group (g query heads of one KV head); every block of ``block_q`` positions
@@ -155,12 +164,16 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
         nv_first = visible_compressed(r0 + seq_k - seq_q, cblock, stride)
         nv_last = visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride)
         # -- pass 1: online softmax over the compressed tokens (Eq. 8's attention) --
-        for c0 in range(0, nv_last, block_k):
+        c0 = 0
+        while c0 < nv_last:
             c1 = min(c0 + block_k, n_c)
             cols = c1 - c0
+            masked = c1 > nv_first
+            run = 1 if compute else compressed_tiles_run(c0, nv_last, block_k, n_c, nv_first,
+                                                         masked)
+            before = snapshot(c, run)
             kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j, Ṽ_j -> SRAM
             vj = load_rows(c, vc, c0, c1, d, e)
-            masked = c1 > nv_first
             count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ
             count_softmax_tile(c, big, cols, d, masked)
             count_convert(c, big * cols, e)                      # P -> the MMA's operand dtype
@@ -173,6 +186,8 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
                         _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride)
                     alpha = online_softmax_tile(s, m[j], l[j])
                     acc[j] = acc[j] * alpha.reshape((rows, 1)) + np.dot(s, vj)
+            repeat_step(c, before, run)
+            c0 += run * block_k
         count_other(c, big * d + big)                            # O = acc / l; lse = m + log l
         count_exp(c, big)
         lse = np.empty((0, 0), dtype=np.float32)
@@ -189,11 +204,15 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
         # -- pass 2: p_cmp = exp(S - lse), summed over the group (Eq. 10), onto the
         #    selection blocks (Eq. 9): a compressed token counts once per stride segment
         #    it shares with a selection block --
-        for c0 in range(0, nv_last, block_k):
+        c0 = 0
+        while c0 < nv_last:
             c1 = min(c0 + block_k, n_c)
             cols = c1 - c0
-            kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j again (no Ṽ)
             masked = c1 > nv_first
+            run = 1 if compute else compressed_tiles_run(c0, nv_last, block_k, n_c, nv_first,
+                                                         masked)
+            before = snapshot(c, run)
+            kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j again (no Ṽ)
             count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ (recomputed)
             count_other(c, big * cols)                           # S *= scale
             if masked:
@@ -214,6 +233,8 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
                     for jj in range(cols):
                         for sg in range(c0 + jj, c0 + jj + seg_per_cblock):
                             bins[i, sg // seg_per_sblock] += psum[i, jj]
+            repeat_step(c, before, run)
+            c0 += run * block_k
         # -- top-n per position (Eq. 11), initial and local blocks forced --
         for i in range(rows):
             kpos = r0 + i + seq_k - seq_q
@@ -239,51 +260,80 @@ def selected_pack(c, q, k, v, idx, gates, o_cmp, o_win, o, seq_q, seq_k, d, g, s
     q (g, N_q, d); k, v (N_k, d); idx (N_q, n); gates (g, N_q, 3); o_cmp, o_win, o
     (g, N_q, d). Only ``selected_count`` and the current block's length shape the loop:
     in count-only mode slot s < n_t - 1 stands for a full earlier block (block 0)."""
-    for t in range(seq_q):
-        kpos = t + seq_k - seq_q
-        kend = kpos + 1                                          # keys [0, kend) visible
-        n_t = selected_count(kpos, sblock, n_sel)
-        jt = kpos // sblock if kpos >= 0 else -1
-        count_load(c, n_sel * IDX_BYTES)                         # this position's indices
-        count_load(c, g * d * e)                                 # q_t of g heads -> SRAM
-        m = np.empty(0, dtype=np.float32)
-        l = np.empty(0, dtype=np.float32)
-        acc = np.empty((0, 0), dtype=np.float32)
-        qt = np.empty((0, 0), dtype=np.float32)
+    t0 = 0
+    while t0 < seq_q:
+        # count-only: a whole period of positions that count like the next ones, once
+        periods = 0 if compute else steady_periods(t0, seq_q, seq_k, sblock, n_sel)
+        span = sblock if periods else 1
+        before = snapshot(c, periods)
+        for t in range(t0, t0 + span):
+            _selected_position(c, q, k, v, idx, gates, o_cmp, o_win, o, t, seq_q, seq_k, d, g,
+                               sblock, n_sel, block_s, scale, e, compute)
+        repeat_step(c, before, periods)
+        t0 += span * max(periods, 1)
+
+
+@compiled
+def steady_periods(t, seq_q, seq_k, sblock, n_sel):
+    """Count-only: how many periods of ``sblock`` positions, from position t on, count alike
+    (0 where t starts none). Once every position selects n blocks, a position counts as the
+    one ``sblock`` before it: n - 1 full blocks and the current block's first
+    ``kpos mod sblock + 1`` keys. A period starts at a block boundary, so the whole periods
+    left end by the keys' end, and no current block is cut short there."""
+    kpos = t + seq_k - seq_q
+    if kpos < 0 or kpos % sblock or kpos // sblock + 1 < n_sel:
+        return 0
+    return (seq_q - t) // sblock
+
+
+@compiled
+def _selected_position(c, q, k, v, idx, gates, o_cmp, o_win, o, t, seq_q, seq_k, d, g, sblock,
+                       n_sel, block_s, scale, e, compute):
+    """Query position t of ``selected_pack``: its selected blocks, then the gated sum."""
+    kpos = t + seq_k - seq_q
+    kend = kpos + 1                                          # keys [0, kend) visible
+    n_t = selected_count(kpos, sblock, n_sel)
+    jt = kpos // sblock if kpos >= 0 else -1
+    count_load(c, n_sel * IDX_BYTES)                         # this position's indices
+    count_load(c, g * d * e)                                 # q_t of g heads -> SRAM
+    m = np.empty(0, dtype=np.float32)
+    l = np.empty(0, dtype=np.float32)
+    acc = np.empty((0, 0), dtype=np.float32)
+    qt = np.empty((0, 0), dtype=np.float32)
+    if compute:
+        m = np.full(g, -np.inf, dtype=np.float32)
+        l = np.zeros(g, dtype=np.float32)
+        acc = np.zeros((g, d), dtype=np.float32)
+        qt = np.ascontiguousarray(q[:, t, :])
+    for slot in range(n_t):
+        blk = jt if slot == n_t - 1 else 0
         if compute:
-            m = np.full(g, -np.inf, dtype=np.float32)
-            l = np.zeros(g, dtype=np.float32)
-            acc = np.zeros((g, d), dtype=np.float32)
-            qt = np.ascontiguousarray(q[:, t, :])
-        for slot in range(n_t):
-            blk = jt if slot == n_t - 1 else 0
+            blk = idx[t, slot]
+        b0 = blk * sblock
+        b1 = min(b0 + sblock, kend)
+        for c0 in range(b0, b1, block_s):
+            c1 = min(c0 + block_s, seq_k)
+            cols = c1 - c0
+            kj = load_rows(c, k, c0, c1, d, e)               # K, V sub-block -> SRAM
+            vj = load_rows(c, v, c0, c1, d, e)
+            masked = c1 > kend
+            count_matmul(c, g, cols, d, e)                   # S = q_t K_jᵀ (g heads)
+            count_softmax_tile(c, g, cols, d, masked)
+            count_convert(c, g * cols, e)                    # P -> the MMA's operand dtype
+            count_matmul(c, g, d, cols, e)                   # acc += P V_j
             if compute:
-                blk = idx[t, slot]
-            b0 = blk * sblock
-            b1 = min(b0 + sblock, kend)
-            for c0 in range(b0, b1, block_s):
-                c1 = min(c0 + block_s, seq_k)
-                cols = c1 - c0
-                kj = load_rows(c, k, c0, c1, d, e)               # K, V sub-block -> SRAM
-                vj = load_rows(c, v, c0, c1, d, e)
-                masked = c1 > kend
-                count_matmul(c, g, cols, d, e)                   # S = q_t K_jᵀ (g heads)
-                count_softmax_tile(c, g, cols, d, masked)
-                count_convert(c, g * cols, e)                    # P -> the MMA's operand dtype
-                count_matmul(c, g, d, cols, e)                   # acc += P V_j
-                if compute:
-                    s = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
-                    if masked:
-                        s[:, kend - c0:] = -np.inf
-                    alpha = online_softmax_tile(s, m, l)
-                    acc = acc * alpha.reshape((g, 1)) + np.dot(s, vj)
-        count_other(c, g * d + g)                                # O_slc = acc / l
-        count_load(c, 3 * g * STAT_BYTES)                        # gates (fp32)
-        count_load(c, 2 * g * d * e)                             # O_cmp, O_win of g heads
-        count_other(c, 5 * g * d)                                # Σ_c g_c O_c
-        if compute:
-            for j in range(g):
-                slc = acc[j] / l[j] if l[j] > 0 else np.zeros(d, dtype=np.float32)
-                o[j, t] = (gates[j, t, 0] * o_cmp[j, t] + gates[j, t, 1] * slc
-                           + gates[j, t, 2] * o_win[j, t])
-        count_store_result(c, g * d, e)                          # O -> HBM
+                s = np.dot(qt, np.ascontiguousarray(kj.T)) * np.float32(scale)
+                if masked:
+                    s[:, kend - c0:] = -np.inf
+                alpha = online_softmax_tile(s, m, l)
+                acc = acc * alpha.reshape((g, 1)) + np.dot(s, vj)
+    count_other(c, g * d + g)                                # O_slc = acc / l
+    count_load(c, 3 * g * STAT_BYTES)                        # gates (fp32)
+    count_load(c, 2 * g * d * e)                             # O_cmp, O_win of g heads
+    count_other(c, 5 * g * d)                                # Σ_c g_c O_c
+    if compute:
+        for j in range(g):
+            slc = acc[j] / l[j] if l[j] > 0 else np.zeros(d, dtype=np.float32)
+            o[j, t] = (gates[j, t, 0] * o_cmp[j, t] + gates[j, t, 1] * slc
+                       + gates[j, t, 2] * o_win[j, t])
+    count_store_result(c, g * d, e)                          # O -> HBM
