@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 from numba.core.caching import FunctionCache
+from numba.core.registry import CPUDispatcher
 
 from hwmodels.compiled import compiled, sources_digest
 
@@ -104,14 +105,41 @@ def test_the_sources_digest_covers_the_files_that_define_compiled_functions(tmp_
     (tmp_path / "algorithms" / "kernels").mkdir(parents=True)
     (tmp_path / "hwmodels").mkdir()
     kernel = tmp_path / "algorithms" / "kernels" / "tile.py"
+    wrapped = tmp_path / "algorithms" / "kernels" / "rounding.py"
     plain = tmp_path / "algorithms" / "plan.py"
-    kernel.write_text("@compiled\ndef f():\n    return 1\n")
+    imports = "from hwmodels.compiled import compiled\n"
+    kernel.write_text(imports + "@compiled\ndef f():\n    return 1\n")
+    wrapped.write_text(imports + "def g():\n    return 1\ng_jit = compiled(g)\n")
     plain.write_text("def plan():\n    return 1\n")
     before = sources_digest(tmp_path)
     plain.write_text("def plan():\n    return 2\n")                # no compiled code
     assert sources_digest(tmp_path) == before
-    kernel.write_text("@compiled\ndef f():\n    return 2\n")
-    assert sources_digest(tmp_path) != before
+    kernel.write_text(imports + "@compiled\ndef f():\n    return 2\n")
+    after_kernel = sources_digest(tmp_path)
+    assert after_kernel != before
+    wrapped.write_text(imports + "def g():\n    return 2\ng_jit = compiled(g)\n")
+    assert sources_digest(tmp_path) != after_kernel
+
+
+def test_the_digest_covers_every_module_that_compiles_code():
+    """Every module of the project with a compiled function (a Numba dispatcher at module
+    level) is one the digest reads."""
+    import importlib
+    import pkgutil
+
+    import algorithms
+    import hwmodels
+    from hwmodels.compiled import defines_compiled_code
+    missing = []
+    for package in (algorithms, hwmodels):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            if any(isinstance(v, CPUDispatcher) for v in vars(module).values()
+                   if getattr(v, "__module__", None) == info.name
+                   or getattr(getattr(v, "py_func", None), "__module__", None) == info.name):
+                if not defines_compiled_code(Path(module.__file__).read_bytes()):
+                    missing.append(info.name)
+    assert not missing
 
 
 def _python(code: str, **env) -> str:
