@@ -149,16 +149,23 @@ def repeat_step(c, before, run):
 
 @compiled
 def same_tiles_run(r0, c0, c_hi, block_k, key_limit, causal, masked, seq_q, seq_k):
-    """How many key tiles of the Q block at r0, from the one at c0 on, count like it: all
-    start before c_hi; a full-width tile is followed by full-width ones up to key_limit; an
-    unmasked one by unmasked ones up to the diagonal of row r0 (a tile is partial once its
-    last key passes it, so masking, once on, stays on). The ragged last tile is a run of
-    one."""
+    """How many key tiles of the Q block at r0, from the one at c0 on, count like it: a tile
+    stays unmasked while its last key is on or before row r0's diagonal (causal)."""
+    unmasked_end = r0 + seq_k - seq_q + 1 if causal else key_limit
+    return tiles_run(c0, c_hi, block_k, key_limit, unmasked_end, masked)
+
+
+@compiled
+def tiles_run(c0, c_hi, block_k, key_limit, unmasked_end, masked):
+    """How many tiles of ``block_k`` keys, from the one at c0 on, count like it: all start
+    before c_hi; a full-width tile is followed by full-width ones up to key_limit; an
+    unmasked one by unmasked ones while they end by ``unmasked_end`` (masking, once on,
+    stays on). The ragged last tile is a run of one."""
     if c0 + block_k > key_limit:
         return 1
     run = min(-(-(c_hi - c0) // block_k), (key_limit - c0) // block_k)
-    if causal and not masked:                # unmasked while c1 - 1 <= r0 + seq_k - seq_q
-        run = min(run, (r0 + seq_k - seq_q + 1 - c0) // block_k)
+    if not masked:
+        run = min(run, (unmasked_end - c0) // block_k)
     return max(run, 1)
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.kernels.common import online_softmax_tile, sort_small_in_place
-from algorithms.kernels.flash_tile import (count_softmax_tile, repeat_step, same_tiles_run,
-                                           snapshot)
+from algorithms.kernels.flash_tile import count_softmax_tile, repeat_step, snapshot, tiles_run
 from hwmodels.compiled import compiled
 from hwmodels.primitives import (count_alu, count_convert, count_exp, count_load, count_matmul,
                                  count_other, count_store, count_store_result, load_rows,
@@ -120,14 +119,6 @@ def _ranks_above(a, b):
 
 
 @compiled
-def compressed_tiles_run(c0, c_hi, block_k, n_c, nv_first, masked):
-    """Count-only: how many tiles of compressed tokens, from the one at c0 on, count like it
-    (``flash_tile.same_tiles_run`` with the Q block's first row seeing ``nv_first`` of them:
-    full tiles up to n_c, unmasked ones while they end by nv_first)."""
-    return same_tiles_run(nv_first - 1, c0, c_hi, block_k, n_c, True, masked, 0, 0)
-
-
-@compiled
 def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, block_q, block_k,
                     n_c, cblock, stride, sblock, n_sel, scale, e, compute):
     """One GQA group (g query heads of one KV head); every block of ``block_q`` positions
@@ -169,8 +160,8 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
             c1 = min(c0 + block_k, n_c)
             cols = c1 - c0
             masked = c1 > nv_first
-            run = 1 if compute else compressed_tiles_run(c0, nv_last, block_k, n_c, nv_first,
-                                                         masked)
+            # count-only: the Q block's first row sees nv_first compressed tokens unmasked
+            run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
             before = snapshot(c, run)
             kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j, Ṽ_j -> SRAM
             vj = load_rows(c, vc, c0, c1, d, e)
@@ -209,8 +200,8 @@ def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, blo
             c1 = min(c0 + block_k, n_c)
             cols = c1 - c0
             masked = c1 > nv_first
-            run = 1 if compute else compressed_tiles_run(c0, nv_last, block_k, n_c, nv_first,
-                                                         masked)
+            # count-only: the Q block's first row sees nv_first compressed tokens unmasked
+            run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
             before = snapshot(c, run)
             kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j again (no Ṽ)
             count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ (recomputed)
