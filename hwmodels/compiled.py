@@ -51,20 +51,21 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def defines_compiled_code(text: bytes) -> bool:
-    """A module that imports ``compiled`` (as a decorator or called, ``f_jit = compiled(f)``),
-    or this module, which decides how everything is compiled."""
-    return b"from hwmodels.compiled import" in text or b"class _TypeSpecializedDispatcher" in text
+    """A module that imports ``compiled``, as a decorator or called (``f_jit = compiled(f)``)."""
+    return b"from hwmodels.compiled import" in text
 
 
 def sources_digest(root: Path, packages=COMPILED_PACKAGES) -> bytes:
     """One SHA-256 over the path and text of every ``.py`` file under ``root/<package>`` that
-    defines compiled functions (files without any cannot change compiled code)."""
+    defines compiled functions (files without any cannot change compiled code), and of this
+    module, which decides how everything is compiled."""
     h = hashlib.sha256()
     for package in packages:
         for path in sorted((root / package).rglob("*.py")):
+            name = path.relative_to(root).as_posix()
             text = path.read_bytes()
-            if defines_compiled_code(text):
-                h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            if defines_compiled_code(text) or name == "hwmodels/compiled.py":
+                h.update(name.encode() + b"\0")
                 h.update(text)
     return h.digest()
 
