@@ -253,6 +253,7 @@ def head_gemms(rec, name, wl, p, *, m, n, k, a, w, trans_b, compute):
     c = rec.kernel(name, ctas=wl.heads * gemm_ctas(m, n, _tiles(p)),
                    buffers={"A_tile": tm * tk * e, "B_tile": tk * tn * e},
                    register_bytes_per_cta=4 * tm * tn, matmul_dtype=wl.dtype,
+                   prologue_bytes_per_cta=(tm + tn) * tk * e,   # the first k-chunks
                    **gemm_l2(rec, p, wl.heads, m, n, k, e, shared_b=False))
     if not compute:
         empty = np.empty((0, 0), np.float32)
@@ -276,6 +277,7 @@ def run_upproject(wl, p: MlaPlan, x, rec, compute):
     c = rec.kernel("mla_upproject", ctas=b * gemm_ctas(wl.seq_k, n_out, _tiles(p)),
                    buffers={"A_tile": tm * tk * e, "B_tile": tk * tn * e},
                    register_bytes_per_cta=4 * tm * tn, matmul_dtype=wl.dtype,
+                   prologue_bytes_per_cta=(tm + tn) * tk * e,   # the first k-chunks
                    **gemm_l2(rec, p, b, wl.seq_k, n_out, d_c, e, shared_b=True))
     q_full = k_full = v_full = None
     if not compute:

@@ -360,10 +360,11 @@ def _compress(wl, p, inputs, par, rec, compute):
         vc = np.zeros((b, G, n_c, d), dtype=np.float32)
     if n_c == 0:
         return kc, vc
-    c = rec.kernel("nsa_compress", ctas=b * G * cdiv(n_c, p.compress_tile),
-                   buffers=compress_buffers(p.compress_tile, p.compress_block,
-                                            p.compress_stride, d, e),
-                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", matmul_dtype=wl.dtype)
+    buffers = compress_buffers(p.compress_tile, p.compress_block, p.compress_stride, d, e)
+    c = rec.kernel("nsa_compress", ctas=b * G * cdiv(n_c, p.compress_tile), buffers=buffers,
+                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", matmul_dtype=wl.dtype,
+                   # the K span and φ's weights before the first block's MMA
+                   prologue_bytes_per_cta=buffers["K_span"] + buffers["w_bias"])
     args = (par["wk"], par["wv"], par["bk"], par["bv"], n_c, d, p.compress_block,
             p.compress_stride, p.compress_tile, e, compute)
     if not compute:
@@ -392,6 +393,7 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
     c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, **layout,
                    register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_cmp_work(wl, p), matmul_dtype=wl.dtype,
+                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
     args = (nq, wl.seq_k, d, g, p.cmp_block_q, p.cmp_block_k, p.compressed_tokens,
             p.compress_block, p.compress_stride, p.select_block, n, wl.scale, e, compute)
@@ -424,10 +426,12 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     unique = b * H * nq * (4 * d * e + 3 * STAT_BYTES) + b * G * (kv_bytes + nq * n * IDX_BYTES)
     resident = rec.resident_ctas(b * G * nq, p.select_smem_bytes, p.select_register_bytes,
                                  threads)
-    c = rec.kernel("nsa_slc", ctas=b * G * nq,
-                   buffers=select_buffers(g, p.select_tile, d, e, n),
+    buffers = select_buffers(g, p.select_tile, d, e, n)
+    c = rec.kernel("nsa_slc", ctas=b * G * nq, buffers=buffers,
                    **layout, register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
+                   # the token's queries and block indices, then its first selected block's keys
+                   prologue_bytes_per_cta=buffers["q_t"] + buffers["idx"] + buffers["K_s"],
                    unique_hbm_bytes=unique,
                    l2_working_set_bytes=in_flight * selected_working_set(wl, p, resident))
     args = (nq, wl.seq_k, d, g, p.select_block, n, p.select_tile, wl.scale, e, compute)
@@ -476,9 +480,10 @@ def _append_compressed(wl, p, inputs, par, kc, vc, first, rec, compute):
     reading the raw span they cover once."""
     b, G, d, e = wl.batch, wl.kv_heads, wl.head_dim, wl.elem_bytes
     l, ds, new = p.compress_block, p.compress_stride, p.compressed_tokens - first
-    c = rec.kernel("nsa_decode_compress", ctas=b * G,
-                   buffers=compress_buffers(new, l, ds, d, e), threads_per_cta=THREADS_PER_CTA,
-                   tc_path="mma_sync", matmul_dtype=wl.dtype)
+    buffers = compress_buffers(new, l, ds, d, e)
+    c = rec.kernel("nsa_decode_compress", ctas=b * G, buffers=buffers,
+                   threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", matmul_dtype=wl.dtype,
+                   prologue_bytes_per_cta=buffers["K_span"] + buffers["w_bias"])
     args = (par["wk"], par["wv"], par["bk"], par["bv"], new, d, l, ds, new, e, compute)
     if not compute:
         compress_head(c, placeholder(d), placeholder(d), placeholder(d), placeholder(d), *args)

@@ -245,18 +245,21 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
     rot = (rotations(p, d, inputs, wl.dtype) if compute
            else np.zeros((hh, 0, 0), dtype=np.float32))
     factors = np.array(p.factors, dtype=np.int64)
-    c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total,
-                        buffers=hash_buffers(p.hash_block, d, e, p.rotation_cols),
-                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    hb = hash_buffers(p.hash_block, d, e, p.rotation_cols)
+    c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total, buffers=hb,
+                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                        prologue_bytes_per_cta=hb["Q_h"] + hb["R_r"])
     sort_ctas = cdiv(n, p.sort_tile) * hh * heads_total
     c_hist = rec.kernel("reformer_sort_hist", ctas=sort_ctas,
                         buffers=sort_buffers(p.sort_tile), tc_path="none", threads_per_cta=256)
     c_passes = [rec.kernel(f"reformer_sort_pass{i}", ctas=sort_ctas,
                            buffers=sort_buffers(p.sort_tile), tc_path="none",
                            threads_per_cta=256) for i in range(p.sort_passes)]
-    c_attn = rec.kernel("reformer_attn", ctas=p.n_buckets * hh * heads_total,
-                        buffers=attn_buffers(p.bucket_size, d, e, hh),
-                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    ab = attn_buffers(p.bucket_size, d, e, hh)
+    c_attn = rec.kernel("reformer_attn", ctas=p.n_buckets * hh * heads_total, buffers=ab,
+                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                        # S = Q_c K̂ᵀ over the chunk and the one before it
+                        prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"])
     c_comb = None
     if hh > 1:
         c_comb = rec.kernel("reformer_combine", ctas=cdiv(n, p.combine_block) * heads_total,

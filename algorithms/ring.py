@@ -40,8 +40,8 @@ import numpy as np
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.kernels.common import (cdiv, causal_key_end, iter_heads, mma_layout,
-                                       new_output, new_stats)
+from algorithms.kernels.common import (cdiv, causal_key_end, iter_heads, key_tiles_per_row_block,
+                                       mma_layout, new_output, new_stats)
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
                                            finish_rows)
 from hwmodels.compiled import compiled
@@ -143,6 +143,10 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
         c = rec.kernel(f"ring_step{step}", ctas=tr * bh, buffers=buffers, **layout,
                        register_bytes_per_cta=inner.register_bytes, tc_path="mma_sync",
                        overlap="serial", matmul_dtype=wl.dtype,
+                       cta_work=key_tiles_per_row_block(q_lo, q_hi, k_lo, k_hi,
+                                                        *causal_alignment(wl, p, dev, j),
+                                                        p.block_q, p.block_k, wl.causal),
+                       prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                        unique_hbm_bytes=dram + 2 * state_bytes, l2_working_set_bytes=working_set)
         counters.append(c)
         # forward the K/V block to the next device (all but the last step)

@@ -80,7 +80,9 @@ class KernelRecord:
         mma_rows_per_cta: rows of the CTA's GEMM output tile shared by those readers (B_r);
             with ``smem_readers`` it prices the repeated operand reads. 0: not declared.
         prologue_bytes_per_cta: bytes a CTA must load before its first MMA (FA: Q_i and
-            the first K_j); 0: not declared (the prologue is then one DRAM latency).
+            the first K_j; a GEMM: the first k-chunks of A and B). Every tensor-core kernel
+            declares it (tests/test_kernel_pricing_declarations.py); 0, for the elementwise
+            and row kernels, prices the prologue as one DRAM latency.
         smem_exchange_bytes: shared-memory bytes the warps pass each other beyond their
             operand tiles (FlashAttention v1's "split-K" warps: each warp's partial P V, or
             dQ, and row statistics written to shared memory and read back to be summed);

@@ -157,6 +157,8 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    smem_exchange_bytes=bh * flash1_bwd.split_k_exchange_bytes(
                        flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k,
                                                wl.causal), 4 * d + 2 * STAT_BYTES),
+                   # the first S_ij = Q_i K_jᵀ waits for both tiles
+                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)

@@ -150,6 +150,8 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                    register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
                    overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread,
+                   # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
+                   prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j", "V_j")),
                    # the warps share the streamed Q_i, dO_i tiles (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                    # split-K: dQ_i = dS K_j sums over the keys the warps split, so every

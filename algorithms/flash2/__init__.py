@@ -47,7 +47,7 @@ import numpy as np
 from algorithms.flash2 import backward as flash2_bwd
 from algorithms.base import AlgorithmInfo, Plan, PlanError
 from algorithms.kernels.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
-                               new_output, new_stats)
+                               key_tiles_per_row_block, new_output, new_stats)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
                                    new_row_state)
@@ -153,12 +153,8 @@ def forward_register_budget(gpu) -> int:
 
 def cta_work(wl, p: Flash2Plan) -> np.ndarray:
     """K/V tiles each Q-block CTA of one head processes (unequal when causal)."""
-    tr = cdiv(wl.seq_q, p.block_q)
-    if not wl.causal:
-        return np.full(tr, cdiv(wl.seq_k, p.block_k), dtype=np.float64)
-    ends = [max(0, min(wl.seq_k, min(wl.seq_q, (i + 1) * p.block_q) + wl.seq_k - wl.seq_q))
-            for i in range(tr)]
-    return np.array([max(1, cdiv(end, p.block_k)) for end in ends], dtype=np.float64)
+    return key_tiles_per_row_block(0, wl.seq_q, 0, wl.seq_k, wl.seq_q, wl.seq_k, p.block_q,
+                                   p.block_k, wl.causal)
 
 
 def l2_footprint(wl, p: Flash2Plan, rec, tr: int, smem: int) -> tuple[int, int]:

@@ -116,6 +116,7 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers, **warp_layout,
                    register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
+                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

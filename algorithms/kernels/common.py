@@ -180,6 +180,18 @@ def causal_block_is_partial(r0, c1, seq_q, seq_k):
     return c1 - 1 > r0 + seq_k - seq_q
 
 
+def key_tiles_per_row_block(q_lo: int, q_hi: int, k_lo: int, k_hi: int, seq_q: int,
+                            seq_k: int, block_q: int, block_k: int, causal: bool) -> np.ndarray:
+    """K/V tiles each CTA of query rows [r0, r0 + B_r), r0 = q_lo, q_lo + B_r, ... < q_hi,
+    visits among keys [k_lo, k_hi), in launch order: the tiles from k_lo up to the last key
+    its rows may see (``causal_key_end``, alignment given by seq_q and seq_k), and at least
+    one, for a CTA still runs its epilogue. The timing model's ``cta_work``."""
+    r1 = np.minimum(np.arange(q_lo, q_hi, block_q, dtype=np.int64) + block_q, q_hi)
+    end = np.clip(r1 + (seq_k - seq_q), 0, seq_k) if causal else np.full_like(r1, seq_k)
+    keys = np.maximum(0, np.minimum(k_hi, end) - k_lo)
+    return np.maximum(1, -(-keys // block_k)).astype(np.float64)
+
+
 def causal_element_mask(seq_q: int, seq_k: int) -> np.ndarray:
     """The bottom-right aligned causal mask as a (seq_q, seq_k) bool array: True where query
     i sees key j (j < causal_key_end(i + 1)), for kernels that read a mask (the dense ports)."""

@@ -136,6 +136,12 @@ def causal_buffers(block: int, d: int, m: int, p: int, e: int) -> dict:
             "A": block * block * STATE_BYTES, "S": m * d * STATE_BYTES, "z": m * STATE_BYTES}
 
 
+def causal_prologue_bytes(buffers: dict) -> int:
+    """What a causal sweep CTA's first MMA waits for: K_c and φ's weights (φ(K_c) = f(K_c W)),
+    or, where φ is elementwise (elu + 1), K_c and Q_c (the chunk's φ(Q_c) φ(K_c)ᵀ)."""
+    return buffers["K_c"] + buffers.get("W", buffers["Q_c"])
+
+
 def state_buffers(kind: str, block: int, d: int, tile_units: int, e: int) -> dict:
     """One CTA of the state kernel: K, V tiles and one feature slice of W, φ(K), S, z."""
     m_t = tile_units * units(kind, d, 0)[1]
@@ -380,12 +386,16 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     # non-causal: state kernel (one CTA per head and feature slice), then apply kernel (one
     # CTA per Q tile, walking the feature slices)
     tq = cdiv(wl.seq_q, p.block)
-    cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total,
-                    buffers=state_buffers(p.kind, p.block, d, p.tile_units, e),
-                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
-    ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total,
-                    buffers=apply_buffers(p.kind, p.block, d, p.tile_units, p.feature_tiles, e),
-                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+    sb = state_buffers(p.kind, p.block, d, p.tile_units, e)
+    ab = apply_buffers(p.kind, p.block, d, p.tile_units, p.feature_tiles, e)
+    # the first MMA multiplies K_j (Q_i) by φ's weights, or, where φ is elementwise (elu + 1),
+    # φ(K_j) by V_j (φ(Q_i) by the state)
+    cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total, buffers=sb,
+                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                    prologue_bytes_per_cta=sb["K_j"] + sb.get("W_t", sb["V_j"]))
+    ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total, buffers=ab,
+                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                    prologue_bytes_per_cta=ab["Q_i"] + ab.get("W_t", ab["S_t"]))
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         w = _projection(projection_for_head, b, h, compute, empty_w, d)
         s_hbm = np.zeros((m if compute else 0, d), dtype=np.float32)      # S in HBM (fp32)
@@ -410,7 +420,8 @@ def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     sweep_buf = causal_buffers(p.block, d, p.tile_units * per_unit,
                                p.tile_units if p.kind != "elu" else 0, e)
     c = rec.kernel(f"{name}_causal", ctas=tiles * heads_total, buffers=sweep_buf,
-                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype)
+                   threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                   prologue_bytes_per_cta=causal_prologue_bytes(sweep_buf))
     cc = None
     if tiles > 1:
         cc = rec.kernel(f"{name}_combine", ctas=cdiv(wl.seq_q, p.block) * heads_total,
@@ -457,6 +468,9 @@ def _run_decode(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     reread = g * nq * d * e + nq * d * e + 4 * m + (0 if shared_w else w_bytes)
     c = rec.kernel(f"{name}_decode", ctas=wl.batch * states * len(cols), buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                   # the new key and φ's weights, or (elu + 1) the new key and values
+                   prologue_bytes_per_cta=buffers["k"] + buffers.get("W_slice",
+                                                                     buffers["v_cols"]),
                    unique_hbm_bytes=wl.batch * states * per_state + (w_bytes if shared_w else 0),
                    l2_working_set_bytes=(w_bytes if shared_w else 0) + in_flight * reread)
     args = (nq, g, d, p.projections, m, p.decode_slice_rows, cols, kind, in_scale, e, compute)

@@ -370,10 +370,11 @@ def run_fused_decode(wl, p, inputs, par, kc, vc, rec, compute):
     (o, selection) in executed mode, (None, None) in count-only mode."""
     b, G, g, d, e = wl.batch, wl.kv_heads, p.group, wl.head_dim, wl.elem_bytes
     nq, nk, n = wl.seq_q, wl.seq_k, p.selected
-    c = rec.kernel("nsa_decode", ctas=b * G,
-                   buffers=decode_buffers(g, nq, p.decode_tile, d, e, -(-nk // p.select_block),
-                                          n, p.decode_rescore),
+    buffers = decode_buffers(g, nq, p.decode_tile, d, e, -(-nk // p.select_block), n,
+                             p.decode_rescore)
+    c = rec.kernel("nsa_decode", ctas=b * G, buffers=buffers,
                    threads_per_cta=128, tc_path="mma_sync", overlap="serial",
+                   prologue_bytes_per_cta=buffers["Q_group"] + buffers["K_tile"],
                    matmul_dtype=wl.dtype)
     args = (nq, nk, d, g, p.compressed_tokens, p.compress_block, p.compress_stride,
             p.select_block, n, p.window, p.decode_tile, p.decode_rescore, wl.scale, e, compute)

@@ -339,15 +339,21 @@ def run_split_decode(wl, p, inputs, par, kc, vc, rec, compute):
     bufs = split_buffers(g, nq, tile, d, e, max_bins, -(-nk // ls), n)
     tiles_of = lambda r: [-(-(hi - lo) // tile) for lo, hi in r]
     kw = dict(threads_per_cta=128, matmul_dtype=wl.dtype)
+    first = {"nsa_decode_cmp_win": ("Q_group", "K_tile"), "nsa_decode_slc": ("q_t", "K_tile"),
+             "nsa_decode_combine": ("q", "W_gate")}     # what each first MMA waits for
+    prologue = {k: sum(bufs[k][b] for b in names) for k, names in first.items()}
     c1 = rec.kernel("nsa_decode_cmp_win", ctas=b * G * (n_cmp + n_win),
                     buffers=bufs["nsa_decode_cmp_win"], tc_path="mma_sync", overlap="serial",
-                    cta_work=tiles_of(cmp_r) + tiles_of(win_r), **kw)
+                    cta_work=tiles_of(cmp_r) + tiles_of(win_r),
+                    prologue_bytes_per_cta=prologue["nsa_decode_cmp_win"], **kw)
     c2 = rec.kernel("nsa_decode_select", ctas=b * G, buffers=bufs["nsa_decode_select"],
                     tc_path="none", **kw)
     c3 = rec.kernel("nsa_decode_slc", ctas=b * G * slots, buffers=bufs["nsa_decode_slc"],
-                    tc_path="mma_sync", overlap="serial", **kw)
+                    tc_path="mma_sync", overlap="serial",
+                    prologue_bytes_per_cta=prologue["nsa_decode_slc"], **kw)
     c4 = rec.kernel("nsa_decode_combine", ctas=b * H, buffers=bufs["nsa_decode_combine"],
-                    tc_path="mma_sync", **kw)
+                    tc_path="mma_sync", prologue_bytes_per_cta=prologue["nsa_decode_combine"],
+                    **kw)
     if not compute:
         z2, z3 = np.empty((0, 0), np.float32), np.empty((0, 0, d), np.float32)
         ph = np.empty((0, d), np.float32)

@@ -44,9 +44,9 @@ import numpy as np
 
 from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_mask,
                                        causal_block_is_partial, causal_key_end, cdiv,
-                                       heads_in_flight, mma_warps, online_softmax_tile,
-                                       row_tiles, safe_normalizers, scale_rows,
-                                       wgmma_warpgroups)
+                                       heads_in_flight, key_tiles_per_row_block, mma_warps,
+                                       online_softmax_tile, row_tiles, safe_normalizers,
+                                       scale_rows, wgmma_warpgroups)
 from algorithms.kernels.flash_tile import count_softmax_tile, repeat_step, same_tiles_run, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
@@ -144,13 +144,8 @@ def split_ranges(seq_k: int, block_k: int, splits: int) -> tuple[int, list[tuple
 
 def cta_work(seq_q, seq_k, block_q, block_k, ranges, causal) -> np.ndarray:
     """Key tiles each CTA of one pack processes, in launch order (split-major)."""
-    work = []
-    for k_lo, k_hi in ranges:
-        for r0 in range(0, seq_q, block_q):
-            r1 = min(r0 + block_q, seq_q)
-            end = min(k_hi, max(0, min(seq_k, r1 + seq_k - seq_q))) if causal else k_hi
-            work.append(max(1, cdiv(max(0, end - k_lo), block_k)))
-    return np.array(work, dtype=np.float64)
+    return np.concatenate([key_tiles_per_row_block(0, seq_q, k_lo, k_hi, seq_q, seq_k, block_q,
+                                                   block_k, causal) for k_lo, k_hi in ranges])
 
 
 def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv,
@@ -202,6 +197,7 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
                    threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
                    tc_path=tc_path, overlap="serial", smem_readers=readers,
                    mma_rows_per_cta=g * bq,
+                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal), matmul_dtype=dtype,
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
     if not compute:

@@ -176,6 +176,7 @@ def _batched_gemm_record(rec, wl, t: GemmTiles, name: str, cols: int, unique_ele
     flight = heads_in_flight(rec, tiles, bh, smem, regs)
     return rec.kernel(name, ctas=bh * tiles, buffers=t.smem_buffers(e),
                       register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                      prologue_bytes_per_cta=smem,       # the first k-chunks of A and B
                       tc_path=gemm_tc_path(rec.gpu), unique_hbm_bytes=bh * unique_elems * e,
                       l2_working_set_bytes=working_set(flight, tiles, smem, regs))
 

@@ -137,6 +137,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
         resident = rec.resident_ctas(bh * ctas, smem, regs)
         return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
                           register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                          prologue_bytes_per_cta=smem,   # the first k-chunks of A and B
                           tc_path=gemm_tc_path(rec.gpu),
                           unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
                           l2_working_set_bytes=l2_working_set(flight, resident, k, n, t, e))

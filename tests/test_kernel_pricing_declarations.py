@@ -1,0 +1,75 @@
+"""What every kernel tells the timing model beyond its counts, checked across the registry.
+
+The timing model prices a CTA's prologue (its first tiles at DRAM latency, ``hwmodels.timing``)
+from ``prologue_bytes_per_cta`` and the causal imbalance of a grid from ``cta_work``. A kernel
+that leaves them out is not priced by those mechanisms at all, so two kernels that run the same
+tile loop over the same tiles would get different times. These tests hold every tensor-core
+kernel of every registered algorithm (the cases of ``test_count_only_registry``) to declaring
+them, and kernels that share FlashAttention-2's forward loop to the same predicted time.
+"""
+import numpy as np
+import pytest
+
+from algorithms.kernels.common import key_tiles_per_row_block
+from attnsim import Workload, simulate
+from test_count_only_registry import CASES
+
+ALL_CASES = [pytest.param(n, w, o, id=f"{n}-{i}") for n, cases in CASES.items()
+             for i, (w, o) in enumerate(cases)]
+
+
+@pytest.mark.parametrize("name, workload, options", ALL_CASES)
+def test_every_tensor_core_kernel_declares_what_its_first_mma_waits_for(name, workload, options):
+    """A CTA's first MMA waits for its first operand tiles: some but not more than the
+    shared memory it declares."""
+    r = simulate(name, workload, "h100", options=options, compute=False)
+    for k in r.kernels:
+        if k.tc_path == "none" or not k.buffers:
+            continue
+        assert 0 < k.prologue_bytes_per_cta <= k.sram_bytes_per_cta, (k.name, k.buffers)
+
+
+@pytest.mark.parametrize("name, workload, options", ALL_CASES)
+def test_causal_tile_loops_declare_their_work_per_cta(name, workload, options):
+    """A causal grid whose CTAs visit different numbers of tiles declares them (wave
+    quantization and causal imbalance); and the declared work is the tiles the CTA visits."""
+    r = simulate(name, workload, "h100", options=options, compute=False)
+    for k in r.kernels:
+        if k.cta_work is not None:
+            assert k.cta_work.min() >= 1 and np.all(np.isfinite(k.cta_work)), k.name
+    if name in ("flash2", "diff", "ring", "local", "gqa") and workload.causal:
+        loops = [k for k in r.kernels if k.tc_path != "none"]
+        assert loops and all(k.cta_work is not None for k in loops), [k.name for k in loops]
+
+
+def test_key_tiles_per_row_block_counts_the_tiles_the_loop_visits():
+    """Rows [0, 100) in blocks of 32 against keys [0, 130), bottom-right causal (offset 30):
+    the row blocks end at 32, 64, 96, 100, so they see keys up to 62, 94, 126, 130: 4, 6, 8,
+    9 tiles of 16; keys [64, 130) only: 1 (nothing visible, the epilogue), 2, 4, 5."""
+    tiles = key_tiles_per_row_block(0, 100, 0, 130, 100, 130, 32, 16, True)
+    assert tiles.tolist() == [4, 6, 8, 9]
+    assert key_tiles_per_row_block(0, 100, 64, 130, 100, 130, 32, 16, True).tolist() == [1, 2, 4, 5]
+    assert key_tiles_per_row_block(0, 100, 0, 130, 100, 130, 32, 16, False).tolist() == [9] * 4
+    # rows [40, 100) of a longer grid: the first block is rows 40..72
+    assert key_tiles_per_row_block(40, 100, 0, 130, 100, 130, 32, 16, True).tolist() == [7, 9]
+
+
+# (algorithm, options, relative tolerance): the sliding window reads its block layout (an
+# index per visited tile) besides FlashAttention-2's traffic
+FA2_FORWARD_LOOP = [("gqa", {}, 1e-12), ("ring", {"devices": 1}, 1e-12),
+                    ("local", {"window": 1 << 20}, 1e-4)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq, d", [(512, 128), (1000, 64), (4096, 128)])
+def test_the_same_tile_loop_gets_the_same_time(seq, d, causal):
+    """Sliding-window attention with a window past N, MHA through the GQA kernel and Ring
+    Attention on one device run FlashAttention-2's forward over the same tiles: the same FLOPs, CTA work and prologue, so
+    the same predicted time, prologue and causal imbalance included."""
+    wl = Workload(batch=4, heads=16, seq_q=seq, head_dim=d, causal=causal)
+    (f,) = (flash2 := simulate("flash2", wl, "h100", compute=False)).kernels
+    for name, options, rel in FA2_FORWARD_LOOP:
+        (k,) = (r := simulate(name, wl, "h100", options=options, compute=False)).kernels
+        assert (k.counts()["matmul_flops"], k.cta_work.tolist(), k.prologue_bytes_per_cta) == \
+            (f.counts()["matmul_flops"], f.cta_work.tolist(), f.prologue_bytes_per_cta), name
+        assert r.time.predicted_s == pytest.approx(flash2.time.predicted_s, rel=rel), name
