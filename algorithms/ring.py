@@ -132,14 +132,17 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
     tr = cdiv(q_hi - q_lo, p.block_q)
     layout = mma_layout(rec.gpu, p.block_q, inner.register_bytes)   # as FlashAttention-2
     state_bytes = bh * (q_hi - q_lo) * (d + 2) * STAT_BYTES
+    out_bytes = bh * (q_hi - q_lo) * (d * e + STAT_BYTES)
     for step in range(p.devices):
         j = (dev - step) % p.devices
         k_lo, k_hi = device_rows(j, wl.seq_k, p.keys_per_device)
         # L2 as in FlashAttention-2 for this device's queries against the visiting block,
-        # plus the running state read and written once
-        dram, working_set = flash2.l2_footprint(
+        # with the running state and the output as this step moves them
+        flash2_dram, working_set = flash2.l2_footprint(
             wl.replace(seq_q=q_hi - q_lo, seq_k=k_hi - k_lo), inner, rec, tr,
             sum(buffers.values()))
+        dram = step_compulsory_bytes(flash2_dram, state_bytes, out_bytes, first=step == 0,
+                                     last=step == p.devices - 1)
         c = rec.kernel(f"ring_step{step}", ctas=tr * bh, buffers=buffers, **layout,
                        register_bytes_per_cta=inner.register_bytes, tc_path="mma_sync",
                        overlap="serial", matmul_dtype=wl.dtype,
@@ -147,7 +150,7 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
                                                         *causal_alignment(wl, p, dev, j),
                                                         p.block_q, p.block_k, wl.causal),
                        prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
-                       unique_hbm_bytes=dram + 2 * state_bytes, l2_working_set_bytes=working_set)
+                       unique_hbm_bytes=dram, l2_working_set_bytes=working_set)
         counters.append(c)
         # forward the K/V block to the next device (all but the last step)
         sends.append(2 * (k_hi - k_lo) * d * e * wl.batch * wl.kv_heads
@@ -182,6 +185,15 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
         count_interconnect(c, nbytes)
     rec.info["ring"] = _ring_info(wl, p, rec)
     return {"o": o, "lse": lse} if compute else {}
+
+
+def step_compulsory_bytes(flash2_bytes: int, state_bytes: int, out_bytes: int, first: bool,
+                          last: bool) -> int:
+    """A ring step's compulsory DRAM traffic: FlashAttention-2's for the same queries and
+    keys, whose O and lse only the last step writes, plus the fp32 running state (acc, m, l)
+    that every step but the first reads and every step but the last writes."""
+    return (flash2_bytes - (0 if last else out_bytes)
+            + state_bytes * ((not first) + (not last)))
 
 
 def striped_permutation(n: int, devices: int) -> np.ndarray:

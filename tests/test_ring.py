@@ -40,6 +40,23 @@ def test_per_device_closed_form_non_causal():
     assert r.extra["ring"]["interconnect_bytes_all_devices"] == P * r.counts["interconnect_bytes"]
 
 
+def test_each_step_declares_the_running_state_it_moves():
+    """L2 pricing: a step's compulsory DRAM traffic holds the fp32 running state only as the
+    step moves it (the first step writes it, the last reads it, the steps between do both),
+    and O and lse only in the last step, which writes them."""
+    n, d, P, b, h, e = 1024, 64, 4, 2, 3, 2
+    r = simulate("ring", Workload(batch=b, heads=h, seq_q=n, head_dim=d), "h100",
+                 options={"devices": P}, compute=False)
+    rows = n // P
+    state = b * h * (rows * d * 4 + 2 * rows * 4)
+    out = b * h * (rows * d * e + rows * 4)
+    first, *middle, last = (k.unique_hbm_bytes for k in r.kernels)
+    assert middle == [middle[0]] * (P - 2)
+    assert first + state == middle[0] == last + state - out
+    assert sum(k.unique_hbm_bytes for k in r.kernels) <= r.counts["hbm_read_bytes"] + \
+        r.counts["hbm_write_bytes"]
+
+
 def test_causal_simulates_the_busiest_device():
     wl = Workload(batch=1, heads=4, seq_q=4096, head_dim=64, causal=True)
     r = simulate("ring", wl, "h100", options={"devices": 4}, compute=False)
