@@ -104,8 +104,8 @@ from algorithms import local
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
 from algorithms.kernels import footprints as fp
-from algorithms.kernels.common import (cdiv, heads_in_flight, kv_group, placeholder,
-                                       mma_layout)
+from algorithms.kernels.common import (cdiv, heads_in_flight, kv_group, l2_arguments,
+                                       mma_layout, placeholder)
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
@@ -361,10 +361,16 @@ def _compress(wl, p, inputs, par, rec, compute):
     if n_c == 0:
         return kc, vc
     buffers = compress_buffers(p.compress_tile, p.compress_block, p.compress_stride, d, e)
-    c = rec.kernel("nsa_compress", ctas=b * G * cdiv(n_c, p.compress_tile), buffers=buffers,
+    ctas = cdiv(n_c, p.compress_tile)
+    # neighbouring CTAs' spans overlap by l - d_s tokens, and every CTA reads φ's weights
+    kv_covered = 2 * ((n_c - 1) * p.compress_stride + p.compress_block) * d * e
+    c = rec.kernel("nsa_compress", ctas=b * G * ctas, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, tc_path="mma_sync", matmul_dtype=wl.dtype,
                    # the K span and φ's weights before the first block's MMA
-                   prologue_bytes_per_cta=buffers["K_span"] + buffers["w_bias"])
+                   prologue_bytes_per_cta=buffers["K_span"] + buffers["w_bias"],
+                   **l2_arguments(rec, b * G, ctas, sum(buffers.values()),
+                                  kv_covered + buffers["w_bias"] + 2 * n_c * d * e,
+                                  kv_covered + buffers["w_bias"], THREADS_PER_CTA))
     args = (par["wk"], par["wv"], par["bk"], par["bv"], n_c, d, p.compress_block,
             p.compress_stride, p.compress_tile, e, compute)
     if not compute:

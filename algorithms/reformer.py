@@ -81,7 +81,8 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints
-from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads, new_output
+from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads, l2_arguments,
+                                       new_output)
 from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
                                   sort_buffers, sort_tile)
 from hwmodels.compiled import compiled
@@ -246,9 +247,14 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
            else np.zeros((hh, 0, 0), dtype=np.float32))
     factors = np.array(p.factors, dtype=np.int64)
     hb = hash_buffers(p.hash_block, d, e, p.rotation_cols)
+    ids = hh * n * (KEY_BYTES + VALUE_BYTES)        # a bucket id and a position per round
+    r_bytes = hh * d * p.rotation_cols * e
     c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total, buffers=hb,
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
-                        prologue_bytes_per_cta=hb["Q_h"] + hb["R_r"])
+                        prologue_bytes_per_cta=hb["Q_h"] + hb["R_r"],
+                        # every CTA of a head reads all of R
+                        **l2_arguments(rec, heads_total, cdiv(n, p.hash_block), sum(hb.values()),
+                                       n * d * e + r_bytes + ids, r_bytes, THREADS_PER_CTA))
     sort_ctas = cdiv(n, p.sort_tile) * hh * heads_total
     c_hist = rec.kernel("reformer_sort_hist", ctas=sort_ctas,
                         buffers=sort_buffers(p.sort_tile), tc_path="none", threads_per_cta=256)
@@ -256,10 +262,16 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
                            buffers=sort_buffers(p.sort_tile), tc_path="none",
                            threads_per_cta=256) for i in range(p.sort_passes)]
     ab = attn_buffers(p.bucket_size, d, e, hh)
+    rows = 2 * n * d * e                            # a head's Q (the keys too) and V rows
+    outputs = hh * n * (d * e + (LSE_BYTES if hh > 1 else 0))
     c_attn = rec.kernel("reformer_attn", ctas=p.n_buckets * hh * heads_total, buffers=ab,
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                         # S = Q_c K̂ᵀ over the chunk and the one before it
-                        prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"])
+                        prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"],
+                        # a chunk re-reads the rows, positions and ids of the chunk before
+                        # it, and every round gathers the head's rows and ids again
+                        **l2_arguments(rec, heads_total, p.n_buckets * hh, sum(ab.values()),
+                                       rows + ids + outputs, rows + ids, THREADS_PER_CTA))
     c_comb = None
     if hh > 1:
         c_comb = rec.kernel("reformer_combine", ctas=cdiv(n, p.combine_block) * heads_total,

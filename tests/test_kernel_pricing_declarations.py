@@ -73,3 +73,34 @@ def test_the_same_tile_loop_gets_the_same_time(seq, d, causal):
         assert (k.counts()["matmul_flops"], k.cta_work.tolist(), k.prologue_bytes_per_cta) == \
             (f.counts()["matmul_flops"], f.cta_work.tolist(), f.prologue_bytes_per_cta), name
         assert r.time.predicted_s == pytest.approx(flash2.time.predicted_s, rel=rel), name
+
+
+@pytest.mark.parametrize("name, workload, options", ALL_CASES)
+def test_declared_compulsory_traffic_is_at_most_what_the_kernel_moves(name, workload, options):
+    """``unique_hbm_bytes`` is every distinct byte read once and every output written once:
+    never more than the kernel's counted requests."""
+    r = simulate(name, workload, "h100", options=options, compute=False)
+    for k in r.kernels:
+        c = k.counts()
+        if k.unique_hbm_bytes is not None:
+            assert 0 < k.unique_hbm_bytes <= c["hbm_read_bytes"] + c["hbm_write_bytes"], k.name
+
+
+def test_feature_slices_and_query_tiles_re_read_from_l2():
+    """Performer at d = 128 slices its 621 features (the state alone is 318 KB): each slice's
+    state CTA streams the head's K, V, and each query tile's apply CTA reads the head's W, S,
+    z and key shifts. Those re-reads stay in L2 (the slices of a head stream together, a
+    head's state is small), so DRAM moves each byte once: per head K, V, W and the state for
+    the state kernel; Q, O, W and the state for the apply kernel."""
+    wl = Workload(batch=2, heads=8, seq_q=4096, head_dim=128)
+    r = simulate("performer", wl, "h100", compute=False)
+    p, e, d, n, heads = r.plan, 2, 128, 4096, 16
+    m, w, tiles = p["features"], p["projections"] * d * e, p["feature_tiles"]
+    state = 4 * (m * d + m) + 4 * tiles
+    assert tiles > 1
+    expected = {"performer_state": heads * (2 * n * d * e + w + state),
+                "performer_apply": heads * (2 * n * d * e + w + state)}
+    for k, t in zip(r.kernels, r.time.kernels):
+        c = k.counts()
+        assert c["hbm_read_bytes"] + c["hbm_write_bytes"] > 2 * expected[k.name]
+        assert t.dram_bytes == k.unique_hbm_bytes == expected[k.name]

@@ -161,6 +161,25 @@ def heads_in_flight(rec, ctas_per_head: int, heads: int, sram_bytes_per_cta: int
     return min(heads, cdiv(resident, ctas_per_head) + 1)
 
 
+def l2_arguments(rec, heads: int, ctas_per_head: int, smem: int, unique_per_head: int,
+                 reread_per_head: int, threads_per_cta: int,
+                 streamed_tile_bytes: int | None = None) -> dict:
+    """``Recorder.kernel``'s L2 arguments for a kernel of ``ctas_per_head`` CTAs a head,
+    launched head after head: the compulsory bytes (``unique_per_head`` a head), and the
+    working set L2 must hold for the re-reads among a head's CTAs to hit
+    (``hwmodels.timing``), as FlashAttention declares its K/V. CTAs that stream the same
+    tiles in step (feature slices walking a head's K, V) re-read only the tiles in flight,
+    ``streamed_tile_bytes`` a CTA, when a head's CTAs are resident together; otherwise the
+    heads in flight keep their ``reread_per_head`` bytes."""
+    resident = rec.resident_ctas(ctas_per_head * heads, smem, 0, threads_per_cta)
+    if streamed_tile_bytes is not None and ctas_per_head <= resident:
+        working_set = resident * streamed_tile_bytes
+    else:
+        working_set = reread_per_head * heads_in_flight(rec, ctas_per_head, heads, smem,
+                                                        threads_per_cta=threads_per_cta)
+    return {"unique_hbm_bytes": heads * unique_per_head, "l2_working_set_bytes": working_set}
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -86,7 +86,8 @@ import numpy as np
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (cdiv, finish_heads, head_view, heads_in_flight,
-                               iter_heads, new_output, placeholder, placeholder_vector)
+                               iter_heads, l2_arguments, new_output, placeholder,
+                               placeholder_vector)
 from algorithms.kernels.decode_info import decode_info
 from algorithms.kernels.feature_decode import decode_buffers as decode_state_buffers
 from algorithms.kernels.feature_decode import (COLUMN_UNIT, column_ranges, plan_slice,
@@ -142,6 +143,19 @@ def causal_prologue_bytes(buffers: dict) -> int:
     return buffers["K_c"] + buffers.get("W", buffers["Q_c"])
 
 
+def causal_l2(rec, wl, p, buffers: dict, params_per_head: int = 0) -> dict:
+    """L2 arguments of a causal sweep (``common.l2_arguments``): per head, Q, K, V once, W and
+    ``params_per_head`` more bytes of parameters, and the slices' partials or O written; the
+    slices of a head sweep its Q, K, V chunk by chunk in step."""
+    d, e, tiles = wl.head_dim, wl.elem_bytes, p.feature_tiles
+    qkv = (wl.seq_q + 2 * wl.seq_k) * d * e
+    out = (tiles * wl.seq_q * (d + 1 + (p.kind == "positive")) * STATE_BYTES if tiles > 1
+           else wl.seq_q * d * e)
+    return l2_arguments(rec, wl.batch * wl.heads, tiles, sum(buffers.values()),
+                        qkv + p.projections * d * e + params_per_head + out, qkv,
+                        THREADS_PER_CTA, sum(buffers[b] for b in ("Q_c", "K_c", "V_c")))
+
+
 def state_buffers(kind: str, block: int, d: int, tile_units: int, e: int) -> dict:
     """One CTA of the state kernel: K, V tiles and one feature slice of W, φ(K), S, z."""
     m_t = tile_units * units(kind, d, 0)[1]
@@ -168,6 +182,11 @@ def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
     state = tiles * 2 * wl.seq_k * d * e + p * d * e + 4 * (m * d + m) + shifts
     apply = 2 * wl.seq_q * d * e + cdiv(wl.seq_q, block) * (p * d * e + 4 * m * d + 4 * m + shifts)
     return state + apply
+
+
+def _shift_bytes(p) -> int:
+    """The key shifts c_t of a head's slices (positive features over several slices)."""
+    return 4 * p.feature_tiles if p.feature_tiles > 1 and p.kind == "positive" else 0
 
 
 def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
@@ -388,14 +407,23 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     tq = cdiv(wl.seq_q, p.block)
     sb = state_buffers(p.kind, p.block, d, p.tile_units, e)
     ab = apply_buffers(p.kind, p.block, d, p.tile_units, p.feature_tiles, e)
+    # L2: a head's slices stream its K, V together; its query tiles re-read its W and state
+    kv_bytes, w_bytes = 2 * wl.seq_k * d * e, p.projections * d * e
+    state_bytes = STATE_BYTES * (m * d + m) + _shift_bytes(p)     # S, z (and the key shifts)
     # the first MMA multiplies K_j (Q_i) by φ's weights, or, where φ is elementwise (elu + 1),
     # φ(K_j) by V_j (φ(Q_i) by the state)
     cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total, buffers=sb,
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
-                    prologue_bytes_per_cta=sb["K_j"] + sb.get("W_t", sb["V_j"]))
+                    prologue_bytes_per_cta=sb["K_j"] + sb.get("W_t", sb["V_j"]),
+                    **l2_arguments(rec, heads_total, p.feature_tiles, sum(sb.values()),
+                                   kv_bytes + w_bytes + state_bytes, kv_bytes, THREADS_PER_CTA,
+                                   sb["K_j"] + sb["V_j"]))
     ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total, buffers=ab,
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
-                    prologue_bytes_per_cta=ab["Q_i"] + ab.get("W_t", ab["S_t"]))
+                    prologue_bytes_per_cta=ab["Q_i"] + ab.get("W_t", ab["S_t"]),
+                    **l2_arguments(rec, heads_total, tq, sum(ab.values()),
+                                   2 * wl.seq_q * d * e + w_bytes + state_bytes,
+                                   w_bytes + state_bytes, THREADS_PER_CTA))
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
         w = _projection(projection_for_head, b, h, compute, empty_w, d)
         s_hbm = np.zeros((m if compute else 0, d), dtype=np.float32)      # S in HBM (fp32)
@@ -421,7 +449,8 @@ def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
                                p.tile_units if p.kind != "elu" else 0, e)
     c = rec.kernel(f"{name}_causal", ctas=tiles * heads_total, buffers=sweep_buf,
                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
-                   prologue_bytes_per_cta=causal_prologue_bytes(sweep_buf))
+                   prologue_bytes_per_cta=causal_prologue_bytes(sweep_buf),
+                   **causal_l2(rec, wl, p, sweep_buf))
     cc = None
     if tiles > 1:
         cc = rec.kernel(f"{name}_combine", ctas=cdiv(wl.seq_q, p.block) * heads_total,
