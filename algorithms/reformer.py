@@ -81,8 +81,8 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints
-from algorithms.kernels.common import (cdiv, finish_heads, head_view, iter_heads, l2_arguments,
-                                       new_output)
+from algorithms.kernels.common import (MMA_ROWS, cdiv, finish_heads, head_view, iter_heads,
+                                       l2_arguments, new_output)
 from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
                                   sort_buffers, sort_tile)
 from hwmodels.compiled import compiled
@@ -252,6 +252,9 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
     c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total, buffers=hb,
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                         prologue_bytes_per_cta=hb["Q_h"] + hb["R_r"],
+                        # the warps take 16 rows of Q_h at a time, each time reading all of R_r
+                        smem_readers=cdiv(p.hash_block, MMA_ROWS),
+                        mma_rows_per_cta=p.hash_block,
                         # every CTA of a head reads all of R
                         **l2_arguments(rec, heads_total, cdiv(n, p.hash_block), sum(hb.values()),
                                        n * d * e + r_bytes + ids, r_bytes, THREADS_PER_CTA))
@@ -268,6 +271,8 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                         # S = Q_c K̂ᵀ over the chunk and the one before it
                         prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"],
+                        # a warp per 16 queries, each reading the 2C keys and values
+                        smem_readers=cdiv(p.bucket_size, MMA_ROWS), mma_rows_per_cta=p.bucket_size,
                         # a chunk re-reads the rows, positions and ids of the chunk before
                         # it, and every round gathers the head's rows and ids again
                         **l2_arguments(rec, heads_total, p.n_buckets * hh, sum(ab.values()),

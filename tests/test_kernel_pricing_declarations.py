@@ -104,3 +104,22 @@ def test_feature_slices_and_query_tiles_re_read_from_l2():
         c = k.counts()
         assert c["hbm_read_bytes"] + c["hbm_write_bytes"] > 2 * expected[k.name]
         assert t.dram_bytes == k.unique_hbm_bytes == expected[k.name]
+
+
+ATTENTION_TILE_LOOPS = {"flash1": "flash1_fwd", "flash2": "flash2_fwd", "gqa": "gqa_fwd",
+                        "local": "local_fwd", "diff": "diff_fwd", "ring": "ring_step0",
+                        "nsa": "nsa_cmp", "reformer": "reformer_attn", "flash3": "flash3_fwd"}
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_TILE_LOOPS))
+def test_attention_tile_loops_price_every_warps_operand_reads(name):
+    """A CTA whose warps (warpgroups) each take some query rows and read all of the K and V
+    tiles declares how many read them, so shared memory is priced per reader
+    (``hwmodels.timing``): the Reformer port, for one, gives each 16 queries a warp."""
+    wl, options = CASES[name][0]
+    r = simulate(name, wl, "h100", options=options, compute=False)
+    (k,) = [k for k in r.kernels if k.name == ATTENTION_TILE_LOOPS[name]]
+    assert k.smem_readers > 1 and k.mma_rows_per_cta > 0, k.name
+    if name == "reformer":
+        assert (k.smem_readers, k.mma_rows_per_cta) == (r.plan["bucket_size"] // 16,
+                                                       r.plan["bucket_size"])
