@@ -57,6 +57,19 @@ def test_each_step_declares_the_running_state_it_moves():
         r.counts["hbm_write_bytes"]
 
 
+@pytest.mark.parametrize("order", ["contiguous", "striped"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_declared_work_per_cta_is_the_tiles_each_step_computes(order, causal):
+    """The steps' ``cta_work`` (causal imbalance in the timing model) adds up to the tiles the
+    kernels compute: with whole tiles everywhere, the matmul FLOPs over 4 B_r B_c d."""
+    wl = Workload(batch=2, heads=3, seq_q=1024, head_dim=64, causal=causal)
+    r = simulate("ring", wl, "h100", options={"devices": 4, "ring_order": order}, compute=False)
+    bq, bk = r.plan["block_q"], r.plan["block_k"]
+    assert 1024 // 4 % bq == 0 and 1024 // 4 % bk == 0          # whole tiles only
+    declared = sum(k.cta_work.sum() for k in r.kernels) * wl.batch * wl.heads
+    assert declared == r.counts["matmul_flops"] / (4 * bq * bk * wl.head_dim)
+
+
 def test_causal_simulates_the_busiest_device():
     wl = Workload(batch=1, heads=4, seq_q=4096, head_dim=64, causal=True)
     r = simulate("ring", wl, "h100", options={"devices": 4}, compute=False)
