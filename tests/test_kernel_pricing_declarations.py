@@ -123,3 +123,16 @@ def test_attention_tile_loops_price_every_warps_operand_reads(name):
     if name == "reformer":
         assert (k.smem_readers, k.mma_rows_per_cta) == (r.plan["bucket_size"] // 16,
                                                        r.plan["bucket_size"])
+
+
+@pytest.mark.parametrize("name", ["linear", "rfa", "performer"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_feature_kernels_price_each_strips_operand_reads(name, causal):
+    """The feature-map kernels' warps (the port's loops over 16-row tiles) each compute one
+    16-row strip of a product at a time, reading the whole other operand for it."""
+    wl = Workload(batch=2, heads=4, seq_q=1024, head_dim=64, causal=causal)
+    r = simulate(name, wl, "h100", compute=False)
+    block = r.plan["block"]
+    for k in r.kernels:
+        if k.tc_path != "none":
+            assert (k.smem_readers, k.mma_rows_per_cta) == (-(-block // 16), block), k.name

@@ -85,9 +85,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan, PlanError
-from algorithms.kernels.common import (cdiv, finish_heads, head_view, heads_in_flight,
-                               iter_heads, l2_arguments, new_output, placeholder,
-                               placeholder_vector)
+from algorithms.kernels.common import (MMA_ROWS, cdiv, finish_heads, head_view,
+                               heads_in_flight, iter_heads, l2_arguments, new_output,
+                               placeholder, placeholder_vector)
 from algorithms.kernels.decode_info import decode_info
 from algorithms.kernels.feature_decode import decode_buffers as decode_state_buffers
 from algorithms.kernels.feature_decode import (COLUMN_UNIT, column_ranges, plan_slice,
@@ -141,6 +141,15 @@ def causal_prologue_bytes(buffers: dict) -> int:
     """What a causal sweep CTA's first MMA waits for: K_c and φ's weights (φ(K_c) = f(K_c W)),
     or, where φ is elementwise (elu + 1), K_c and Q_c (the chunk's φ(Q_c) φ(K_c)ᵀ)."""
     return buffers["K_c"] + buffers.get("W", buffers["Q_c"])
+
+
+def strip_readers(p) -> dict:
+    """``Recorder.kernel``'s shared-memory reader arguments for the state, apply and causal
+    kernels: each warp computes one 16-row strip of a product at a time and reads the whole
+    other operand for it (the port's loops over 16-row tiles: K_j W_tᵀ, φ(Q) S, A V, ...), so
+    a B-row tile's partner operand is read B / 16 times. (φ(K)ᵀ V strips over the slice's
+    features instead; B rows stand for them.)"""
+    return {"smem_readers": cdiv(p.block, MMA_ROWS), "mma_rows_per_cta": p.block}
 
 
 def causal_l2(rec, wl, p, buffers: dict, params_per_head: int = 0) -> dict:
@@ -415,12 +424,14 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total, buffers=sb,
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                     prologue_bytes_per_cta=sb["K_j"] + sb.get("W_t", sb["V_j"]),
+                    **strip_readers(p),
                     **l2_arguments(rec, heads_total, p.feature_tiles, sum(sb.values()),
                                    kv_bytes + w_bytes + state_bytes, kv_bytes, THREADS_PER_CTA,
                                    sb["K_j"] + sb["V_j"]))
     ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total, buffers=ab,
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                     prologue_bytes_per_cta=ab["Q_i"] + ab.get("W_t", ab["S_t"]),
+                    **strip_readers(p),
                     **l2_arguments(rec, heads_total, tq, sum(ab.values()),
                                    2 * wl.seq_q * d * e + w_bytes + state_bytes,
                                    w_bytes + state_bytes, THREADS_PER_CTA))
@@ -450,6 +461,7 @@ def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     c = rec.kernel(f"{name}_causal", ctas=tiles * heads_total, buffers=sweep_buf,
                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                    prologue_bytes_per_cta=causal_prologue_bytes(sweep_buf),
+                   **strip_readers(p),
                    **causal_l2(rec, wl, p, sweep_buf))
     cc = None
     if tiles > 1:

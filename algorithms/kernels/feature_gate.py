@@ -43,7 +43,7 @@ import numpy as np
 
 from algorithms.base import PlanError
 from algorithms.kernels.common import cdiv, finish_heads, head_view, iter_heads
-from algorithms.kernels.feature_attention import causal_l2, causal_prologue_bytes
+from algorithms.kernels.feature_attention import causal_l2, causal_prologue_bytes, strip_readers
 from algorithms.kernels.feature_kernels import (KIND_POSITIVE, STATE_BYTES, _cols,
                                                 _divide_rows, combine_slices, key_features,
                                                 query_features)
@@ -208,6 +208,7 @@ def run_gated(name: str, wl, p, inputs, rec, compute: bool, projection_for_head,
     c = rec.kernel(f"{name}_gated_causal", ctas=tiles * heads_total, buffers=buffers,
                    threads_per_cta=128, matmul_dtype=wl.dtype,
                    prologue_bytes_per_cta=causal_prologue_bytes(causal_buffers),
+                   **strip_readers(p),
                    **causal_l2(rec, wl, p, buffers, params_per_head=(d + 1) * e))
     cc = None
     if tiles > 1:
