@@ -39,8 +39,8 @@ from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, heads_in_flight, key_tiles_per_row_block, mma_layout,
-                               new_output, online_softmax_tile, placeholder, scale_rows)
+                               cdiv, heads_in_flight, mma_layout, new_output,
+                               online_softmax_tile, placeholder, scale_rows)
 from algorithms.kernels.flash_tile import (count_softmax_tile, new_row_state, repeat_step,
                                            same_tiles_run, snapshot)
 from hwmodels.compiled import compiled
@@ -127,8 +127,7 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, **layout,
                    register_bytes_per_cta=p.register_bytes, tc_path="mma_sync", overlap="serial",
                    matmul_dtype=wl.dtype,
-                   cta_work=key_tiles_per_row_block(0, wl.seq_q, 0, wl.seq_k, wl.seq_q, wl.seq_k,
-                                                    p.block_q, p.block_k, wl.causal),
+                   cta_work=flash2.cta_work(wl, p),      # FlashAttention-2's Q-block CTAs
                    # Q_i and K_j, each holding both maps' halves, before the first S_ij
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    unique_hbm_bytes=bh * (2 * wl.seq_q + 2 * wl.seq_k) * d2 * e,

@@ -64,8 +64,9 @@ FA2_FORWARD_LOOP = [("gqa", {}, 1e-12), ("ring", {"devices": 1}, 1e-12),
 @pytest.mark.parametrize("seq, d", [(512, 128), (1000, 64), (4096, 128)])
 def test_the_same_tile_loop_gets_the_same_time(seq, d, causal):
     """Sliding-window attention with a window past N, MHA through the GQA kernel and Ring
-    Attention on one device run FlashAttention-2's forward over the same tiles: the same FLOPs, CTA work and prologue, so
-    the same predicted time, prologue and causal imbalance included."""
+    Attention on one device run FlashAttention-2's forward over the same tiles: the same
+    FLOPs, CTA work and prologue, so the same predicted time, prologue and causal imbalance
+    included."""
     wl = Workload(batch=4, heads=16, seq_q=seq, head_dim=d, causal=causal)
     (f,) = (flash2 := simulate("flash2", wl, "h100", compute=False)).kernels
     for name, options, rel in FA2_FORWARD_LOOP:

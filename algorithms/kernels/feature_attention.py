@@ -158,8 +158,7 @@ def causal_l2(rec, wl, p, buffers: dict, params_per_head: int = 0) -> dict:
     slices of a head sweep its Q, K, V chunk by chunk in step."""
     d, e, tiles = wl.head_dim, wl.elem_bytes, p.feature_tiles
     qkv = (wl.seq_q + 2 * wl.seq_k) * d * e
-    out = (tiles * wl.seq_q * (d + 1 + (p.kind == "positive")) * STATE_BYTES if tiles > 1
-           else wl.seq_q * d * e)
+    out = tiles * wl.seq_q * partial_row_bytes(p.kind, d) if tiles > 1 else wl.seq_q * d * e
     return l2_arguments(rec, wl.batch * wl.heads, tiles, sum(buffers.values()),
                         qkv + p.projections * d * e + params_per_head + out, qkv,
                         THREADS_PER_CTA, sum(buffers[b] for b in ("Q_c", "K_c", "V_c")))
@@ -184,18 +183,23 @@ def apply_buffers(kind: str, block: int, d: int, tile_units: int, tiles: int, e:
             "z_t": m_t * STATE_BYTES, **acc}
 
 
+def shift_bytes(kind: str, tiles: int) -> int:
+    """The key shifts c_t of a head's slices (positive features over several slices)."""
+    return 4 * tiles if tiles > 1 and kind == "positive" else 0
+
+
+def partial_row_bytes(kind: str, d: int) -> int:
+    """A slice's fp32 partials per query row: num, den (and, positive, their log-scale)."""
+    return (d + 1 + (kind == "positive")) * STATE_BYTES
+
+
 def estimated_traffic(kind, wl, block, tiles, m, p) -> int:
     """Per-head HBM bytes of the non-causal kernels (the closed form in the docstring)."""
     d, e = wl.head_dim, wl.elem_bytes
-    shifts = 4 * tiles if tiles > 1 and kind == "positive" else 0
+    shifts = shift_bytes(kind, tiles)
     state = tiles * 2 * wl.seq_k * d * e + p * d * e + 4 * (m * d + m) + shifts
     apply = 2 * wl.seq_q * d * e + cdiv(wl.seq_q, block) * (p * d * e + 4 * m * d + 4 * m + shifts)
     return state + apply
-
-
-def _shift_bytes(p) -> int:
-    """The key shifts c_t of a head's slices (positive features over several slices)."""
-    return 4 * p.feature_tiles if p.feature_tiles > 1 and p.kind == "positive" else 0
 
 
 def make_plan(name: str, kind: str, wl, sram_bytes: int, features: int, projections: int,
@@ -256,8 +260,7 @@ def causal_traffic(kind, wl, tiles, p) -> int:
     sweep = tiles * (wl.seq_q + 2 * wl.seq_k) * d * e + p * d * e
     if tiles == 1:
         return sweep + wl.seq_q * d * e
-    per_row = (d + 1 + (kind == "positive")) * STATE_BYTES  # num, den (and log-scale)
-    return sweep + 2 * tiles * wl.seq_q * per_row + wl.seq_q * d * e
+    return sweep + 2 * tiles * wl.seq_q * partial_row_bytes(kind, d) + wl.seq_q * d * e
 
 
 def _plan_causal(name, kind, wl, sram_bytes, m, p, seed, redraw, sigma) -> FeaturePlan:
@@ -418,7 +421,7 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     ab = apply_buffers(p.kind, p.block, d, p.tile_units, p.feature_tiles, e)
     # L2: a head's slices stream its K, V together; its query tiles re-read its W and state
     kv_bytes, w_bytes = 2 * wl.seq_k * d * e, p.projections * d * e
-    state_bytes = STATE_BYTES * (m * d + m) + _shift_bytes(p)     # S, z (and the key shifts)
+    state_bytes = STATE_BYTES * (m * d + m) + shift_bytes(p.kind, p.feature_tiles)  # S, z, shifts
     # the first MMA multiplies K_j (Q_i) by φ's weights, or, where φ is elementwise (elu + 1),
     # φ(K_j) by V_j (φ(Q_i) by the state)
     cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total, buffers=sb,
