@@ -62,6 +62,9 @@ stage_quick() {
     # triad bandwidth, DRAM latency, mma.sync, ex2, ALU and FMA ceilings; about 20 s)
     run q-microbench "$PY" benchmarks/gpu_microbench.py --json "$LOGS/q-microbench.json" \
         --toml "$LOGS/measured-gpu.toml"
+    # the pipe model's chain rule on a synthetic loop: do MMAs and exps of resident warps,
+    # staggered or in step, or of two CTAs per SM, hide each other? (a few seconds)
+    run q-overlap "$PY" benchmarks/gpu_overlap.py --json "$LOGS/q-overlap.json"
     # PyTorch eager attention (the papers' "standard" bars) step by step against the model
     run q-eager "$PY" benchmarks/profile_eager.py --json "$LOGS/q-eager.json"
     # the targets: flash2 >= 0.5x SDPA (and each SDPA backend), pred/meas within 1.5x
@@ -121,6 +124,7 @@ stage_correctness() {
 stage_timing() {
     run microbench "$PY" benchmarks/gpu_microbench.py --json "$LOGS/microbench.json" \
         --toml "$LOGS/measured-gpu.toml"
+    run overlap "$PY" benchmarks/gpu_overlap.py --json "$LOGS/overlap.json"
     # the targets: flash2 >= 0.5x SDPA; predicted/measured within 1.5x at large N
     run gpu-check-dense "$PY" -m attnsim gpu-check standard flash1 flash2 \
         --seq 1024 4096 16384 --format json -o "$LOGS/gpu-check-dense.json"

@@ -1487,7 +1487,8 @@ def document(fmt: str = "github") -> str:
         "published rate per SM and clock is about the same on the A100 and the H100, as a "
         "serial chain predicts. Causal grids, whose CTAs fall out of step, show the same, so "
         "the SMSP's issue and register-file ports shared by `mma.sync` and softmax warps may "
-        "be the cause as much as phase. With every "
+        "be the cause as much as phase; `benchmarks/gpu_overlap.py` times two CTAs per SM "
+        "alternating `mma.sync` and `ex2` phases, which tells the two apart. With every "
         "resident CTA "
         "counted as an independent chain (`--no-lockstep-ctas`: mean-value analysis of "
         "unsynchronized chains) the same points were "
@@ -1751,7 +1752,11 @@ def document(fmt: str = "github") -> str:
         "avoids. It is the measurement to make first on a GPU: FlashAttention-3 at d = 64 and "
         "128 under Nsight Compute, whether the tensor pipe's and the MUFU's active cycles "
         "add up to the kernel's or overlap, next to a large GEMM's rate at the same locked "
-        "clock.".format(short=FA3_SHORT, m=fa3_switch_range("model"),
+        "clock. The rule itself can be timed apart from any attention kernel: "
+        "`benchmarks/gpu_overlap.py` runs warps that alternate `mma.sync` and `ex2` phases, "
+        "each reading the other's result, in step, in ping-pong, and as two CTAs per SM, and "
+        "prints how far the phases hide each other beside what the model's mean-value "
+        "analysis gives for the same phases (part of `gpu_session.sh quick`).".format(short=FA3_SHORT, m=fa3_switch_range("model"),
                          o=fa3_switch_range("--no-overlap"),
                          p=fa3_switch_range("--no-overlap --no-achievable-rates"),
                          p16=fa3_switch_range("--no-overlap --no-achievable-rates",
