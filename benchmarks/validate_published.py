@@ -1753,8 +1753,9 @@ def document(fmt: str = "github") -> str:
         "128 under Nsight Compute, whether the tensor pipe's and the MUFU's active cycles "
         "add up to the kernel's or overlap, next to a large GEMM's rate at the same locked "
         "clock. The rule itself can be timed apart from any attention kernel: "
-        "`benchmarks/gpu_overlap.py` runs warps that alternate `mma.sync` and `ex2` phases, "
-        "each reading the other's result, in step, in ping-pong, and as two CTAs per SM, and "
+        "`benchmarks/gpu_overlap.py` runs warpgroups that alternate `wgmma` and `ex2` "
+        "phases, each reading the other's result, alone, in step, in ping-pong and with the "
+        "P V GEMM left running under the exps (FlashAttention-3's two-stage pipeline), and "
         "prints how far the phases hide each other beside what the model's mean-value "
         "analysis gives for the same phases (part of `gpu_session.sh quick`).".format(short=FA3_SHORT, m=fa3_switch_range("model"),
                          o=fa3_switch_range("--no-overlap"),

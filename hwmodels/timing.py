@@ -50,7 +50,8 @@ although its mma.sync rate per SM and clock there is about 1.3x the A100's. Caus
 whose CTAs do not stay in step, show the same, so phase may not be the whole reason: the
 SMSP's issue and register-file ports, shared by mma.sync and softmax warps, are the other
 candidate; timing FA-2 with one and two CTAs per SM on a GPU would tell them apart, and
-``benchmarks/gpu_overlap.py`` times the rule itself on a loop of MMAs and exps. (Off:
+``benchmarks/gpu_overlap.py`` times the rule itself on loops of MMAs and exps (two CTAs per
+SM, FlashAttention-3's warpgroups and two-stage pipeline). (Off:
 every resident CTA is one more independent chain, as mean-value analysis assumes of
 unsynchronized chains.)
 FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
