@@ -130,6 +130,7 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
                    cta_work=flash2.cta_work(wl, p),      # FlashAttention-2's Q-block CTAs
                    # Q_i and K_j, each holding both maps' halves, before the first S_ij
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   epilogue_elements_per_cta=p.block_q * d2,     # O_i, RMS-normalized
                    unique_hbm_bytes=bh * (2 * wl.seq_q + 2 * wl.seq_k) * d2 * e,
                    l2_working_set_bytes=in_flight * 2 * wl.seq_k * d2 * e)
     lam = lambdas(wl, p)

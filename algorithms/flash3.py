@@ -280,6 +280,8 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       # left shared memory (O aliases V's buffer)
                       prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim
                       * wl.elem_bytes,
+                      # O_i: normalized, converted, through shared memory to a TMA store
+                      epilogue_elements_per_cta=p.block_q * wl.head_dim,
                       matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                       l2_working_set_bytes=working_set)
 

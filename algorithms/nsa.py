@@ -400,6 +400,7 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
                    register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=_cmp_work(wl, p), matmul_dtype=wl.dtype,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   epilogue_elements_per_cta=rows * d,    # the compressed branch's O rows
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
     args = (nq, wl.seq_k, d, g, p.cmp_block_q, p.cmp_block_k, p.compressed_tokens,
             p.compress_block, p.compress_stride, p.select_block, n, wl.scale, e, compute)
@@ -438,6 +439,7 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
                    overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
                    # the token's queries and block indices, then its first selected block's keys
                    prologue_bytes_per_cta=buffers["q_t"] + buffers["idx"] + buffers["K_s"],
+                   epilogue_elements_per_cta=g * d,       # the token's g heads' O rows
                    unique_hbm_bytes=unique,
                    l2_working_set_bytes=in_flight * selected_working_set(wl, p, resident))
     args = (nq, wl.seq_k, d, g, p.select_block, n, p.select_tile, wl.scale, e, compute)

@@ -271,6 +271,7 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
                         threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                         # S = Q_c K̂ᵀ over the chunk and the one before it
                         prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"],
+                        epilogue_elements_per_cta=p.bucket_size * d,   # the chunk's O rows
                         # a warp per 16 queries, each reading the 2C keys and values
                         smem_readers=cdiv(p.bucket_size, MMA_ROWS), mma_rows_per_cta=p.bucket_size,
                         # a chunk re-reads the rows, positions and ids of the chunk before

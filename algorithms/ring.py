@@ -150,6 +150,8 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
                                                         *causal_alignment(wl, p, dev, j),
                                                         p.block_q, p.block_k, wl.causal),
                        prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                       # the running state, or (last step) O_i
+                       epilogue_elements_per_cta=p.block_q * d,
                        unique_hbm_bytes=dram, l2_working_set_bytes=working_set)
         counters.append(c)
         # forward the K/V block to the next device (all but the last step)

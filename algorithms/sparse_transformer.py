@@ -168,6 +168,7 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
                    tc_path="mma_sync",
                    overlap="serial", cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   epilogue_elements_per_cta=p.block_q * d,                # O_i
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     if not compute:

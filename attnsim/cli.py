@@ -281,6 +281,8 @@ def add_timing_args(p) -> None:
                                        "sum or max of the terms)"),
                         ("smem-bandwidth", "shared-memory traffic at 128 B/clk/SM"),
                         ("cta-fixed-costs", "per-CTA prologue (DRAM latency, pipeline fill)"),
+                        ("cta-epilogue", "per-CTA epilogue (normalize, convert and stage the "
+                                         "output through shared memory, in turn)"),
                         ("latency-bound-memory", "Little's law for thin grids"),
                         ("launch-pipeline", "launches overlapping earlier kernels"),
                         ("l2-atomics", "fp32 atomics at the L2 atomic rate"),

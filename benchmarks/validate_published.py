@@ -1288,23 +1288,17 @@ def implied_mma_sync_fraction() -> tuple[float, tuple[float, float]]:
 
 
 @functools.lru_cache(maxsize=None)
-def fa3_d64_epilogue_bound() -> tuple[tuple[int, float, float], ...]:
-    """(N, predicted/published, epilogue share) for the FA-3 d = 64 chart bars: the share of
-    the predicted time an unpriced epilogue could take at most, priced from the kernel's own
-    counts as if no CTA hid another's: per CTA one DRAM latency (the TMA store's wait) plus its
-    O tile (its HBM writes) through shared memory at 128 B/clk, times the CTAs per SM. A
-    diagnostic of what a fixed per-CTA cost can explain, not a term of the model."""
-    h100 = model_gpu("h100-sxm")
+def fa3_d64_fixed_shares() -> tuple[tuple[int, float, float, float], ...]:
+    """(N, predicted/published, the per-CTA fixed costs' share of the predicted time, the
+    epilogue's share) for the FA-3 d = 64 chart bars: how much of the prediction the costs
+    paid once per CTA are, length by length."""
     out = []
     for n, published in FA3_CHARTS[("hd64", 64, False, "fp16")].items():
         wl = paper_workload(n, 64)
-        run = simulate("flash3", wl, "h100-sxm", compute=False)
-        t, k = run.time, run.time.kernels[0]      # the forward is one kernel
-        o_bytes = run.counts["hbm_write_bytes"] / k.ctas
-        per_cta = h100.dram_latency_s + o_bytes / (h100.smem_bytes_per_clock_per_sm
-                                                   * h100.sustained_clock)
-        epilogue = math.ceil(k.ctas / h100.sm_count) * per_cta
-        out.append((n, tflops("flash3", wl, "h100-sxm") / published[2], epilogue / t.predicted_s))
+        t = simulate("flash3", wl, model_gpu("h100-sxm"), compute=False).time
+        (k,) = t.kernels                           # the forward is one kernel
+        out.append((n, tflops("flash3", wl, "h100-sxm") / published[2],
+                    k.fixed_s / t.predicted_s, k.epilogue_s / t.predicted_s))
     return tuple(out)
 
 
@@ -1630,15 +1624,17 @@ def document(fmt: str = "github") -> str:
                         model_gpu("h100-pcie").tensor_gemm_fraction,
                         model_gpu("h100-sxm").tensor_gemm_fraction,
                         model_gpu("h100-pcie").tensor_fp8_gemm_fraction),
-        "- **FlashAttention-3 at d = 64.** The per-CTA prologue (one DRAM latency) and the "
-        "pipeline fill (one tile of each chain unhidden) are the only fixed costs; FA-3's "
-        "epilogue (O through shared memory and a TMA store with a wait) is not priced. It is "
-        "not what is missing: the d = 64 bars are off by the same factor at every length ("
-        + ", ".join(f"{r:.2f} at N = {n}" for n, r, _ in fa3_d64_epilogue_bound())
-        + "), and an epilogue priced at its upper bound from the kernel's own counts (one DRAM "
-        "latency plus the O tile through shared memory, per CTA, none hidden) would take "
-        + ", ".join(f"{share:.1%}" for _, _, share in fa3_d64_epilogue_bound())
-        + " of the predicted time. The simulated program is the release's: the planner "
+        "- **FlashAttention-3 at d = 64.** The costs a CTA pays once — its prologue (Q and "
+        "the first K/V tile at DRAM latency), the pipeline fill (one tile of each chain "
+        "unhidden) and its epilogue (O normalized, converted and staged through shared "
+        "memory for the TMA store, in turn, while the tensor cores idle) — are not what is "
+        "missing: they take "
+        + ", ".join(f"{fixed:.1%}" for _, _, fixed, _ in fa3_d64_fixed_shares())
+        + " of the predicted time from N = 512 to 16384 (the epilogue "
+        + ", ".join(f"{epi:.1%}" for _, _, _, epi in fa3_d64_fixed_shares())
+        + "), while the d = 64 bars are off by about the same factor at every length ("
+        + ", ".join(f"{r:.2f} at N = {n}" for n, r, _, _ in fa3_d64_fixed_shares())
+        + "). The simulated program is the release's: the planner "
         "splits the registers as the release does (`setmaxnreg`: 240 a consumer thread for two "
         "warpgroups, 160 for three) and takes the largest tile they hold, which at d = 64 is "
         "the release's 192 x 128 with three consumer warpgroups and P in registers "

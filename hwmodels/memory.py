@@ -83,6 +83,13 @@ class KernelRecord:
             the first K_j; a GEMM: the first k-chunks of A and B). Every tensor-core kernel
             declares it (tests/test_kernel_pricing_declarations.py); 0, for the elementwise
             and row kernels, prices the prologue as one DRAM latency.
+        epilogue_elements_per_cta: output elements a CTA finishes once its tiles are done:
+            normalized, converted, staged through shared memory and stored, one step after
+            the other while its tensor cores idle (``hwmodels.timing``): FlashAttention-2's
+            O_i after its last tile; FlashAttention v1's O_i after every inner step, as
+            Algorithm 1 writes it back. Every attention tile loop declares it
+            (tests/test_kernel_pricing_declarations.py); 0 for kernels priced at a measured
+            GEMM rate, which holds cuBLAS's own epilogue, and for elementwise kernels.
         smem_exchange_bytes: shared-memory bytes the warps pass each other beyond their
             operand tiles (FlashAttention v1's "split-K" warps: each warp's partial P V, or
             dQ, and row statistics written to shared memory and read back to be summed);
@@ -114,6 +121,7 @@ class KernelRecord:
     prologue_bytes_per_cta: int = 0
     read_sector_use: float = 1.0
     smem_exchange_bytes: int = 0
+    epilogue_elements_per_cta: int = 0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -172,7 +180,8 @@ class Recorder:
                matmul_dtype="fp16", unique_hbm_bytes=None,
                l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
                mma_rows_per_cta=0, prologue_bytes_per_cta=0,
-               read_sector_use=1.0, smem_exchange_bytes=0) -> np.ndarray:
+               read_sector_use=1.0, smem_exchange_bytes=0,
+               epilogue_elements_per_cta=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -190,7 +199,8 @@ class Recorder:
                            mma_rows_per_cta=int(mma_rows_per_cta),
                            prologue_bytes_per_cta=int(prologue_bytes_per_cta),
                            read_sector_use=float(read_sector_use),
-                           smem_exchange_bytes=int(smem_exchange_bytes))
+                           smem_exchange_bytes=int(smem_exchange_bytes),
+                           epilogue_elements_per_cta=int(epilogue_elements_per_cta))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

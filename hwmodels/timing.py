@@ -83,8 +83,15 @@ Memory:
                  less its share of the overlapped time). Every generation of resident CTAs
                  pays both: CTAs in step (``lockstep_ctas``) finish together and their
                  successors load together (out of step, a neighbour hides the prologue after
-                 the first wave). The epilogue's
-                 stores drain asynchronously and its normalization is counted work.
+                 the first wave).
+               + per-CTA epilogue (``_epilogue_cost``): after its last tile a CTA normalizes
+                 its output (``epilogue_elements_per_cta``: one FMA-pipe op an element),
+                 converts it (an ALU op per two) and passes it through shared memory to the
+                 store (written, then read: 2 x the output's bytes), one step after the
+                 other, while its tensor cores idle; its stores then drain asynchronously.
+                 The steps are counted work that the pipes' totals already hold, so only those
+                 on pipes that do not set the body's time (below the tensor pipe's) are
+                 added; every generation of CTAs in step pays it (out of step, the last).
     t(k)       = max(t_bw - prologue transfer, q(k) x max(t_comp, t_lat), t_link) + t_fixed
                  t_bw = max(HBM, L2 terms) is shared by the whole GPU and does not stretch with
                  the waves; compute and latency-bound memory are per SM and do (q below).
@@ -143,6 +150,7 @@ class TimingOptions:
     pipe_model: bool = True           # issue + dependency chain (off: sum or max of the terms)
     smem_bandwidth: bool = True       # shared-memory traffic at 128 B/clk/SM
     cta_fixed_costs: bool = True      # per-CTA prologue at DRAM latency
+    cta_epilogue: bool = True         # per-CTA epilogue: normalize, convert, stage, in turn
     latency_bound_memory: bool = True  # Little's law for thin grids
     launch_pipeline: bool = True      # launches overlap earlier kernels (off: serial add)
     l2_atomics: bool = True           # fp32 atomics at the L2 atomic rate
@@ -181,9 +189,10 @@ class KernelTime:
     l2_s: float = 0.0             # requests at L2 bandwidth (atomics at the atomic rate)
     latency_s: float = 0.0        # Little's law: bytes in flight over the DRAM latency
     atomic_s: float = 0.0         # of l2_s, the atomics
-    fixed_s: float = 0.0          # exposed per-CTA prologue
+    fixed_s: float = 0.0          # exposed per-CTA fixed costs: prologue (+ fill) and epilogue
     mechanism: str = ""
     alu_s: float = 0.0            # ALU pipe: max/compare/select, conversions
+    epilogue_s: float = 0.0       # of fixed_s, the exposed per-CTA epilogue
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,7 @@ class TimingBreakdown:
     fixed_s: float = 0.0
     time_by_mechanism_s: dict = dataclasses.field(default_factory=dict)
     alu_s: float = 0.0
+    epilogue_s: float = 0.0     # of fixed_s, the CTAs' epilogues
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -429,6 +439,33 @@ def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
     return waves * gpu.dram_latency_s + paid + generations * fill, paid
 
 
+def _epilogue_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, p: _Pipes) -> float:
+    """Exposed time of the CTAs' epilogues: after its last tile a CTA normalizes its
+    ``epilogue_elements_per_cta`` outputs (O = acc / l, an FMA-pipe multiply each), converts
+    them to the output type (``cvt`` packs two: half an ALU op each) and writes them to shared
+    memory, from where the store reads them (FlashAttention-2 copies them out with vector
+    stores, FlashAttention-3 with a TMA store), each step waiting for the one before, while
+    the CTA's tensor cores have nothing to do. The resident CTAs, in step, do theirs at once
+    and share the pipes; out of step (``lockstep_ctas`` off), neighbours compute meanwhile and
+    only the last generation's is exposed. The same work sits in the pipes' totals (counted
+    normalization and conversions; the staging is priced here only): a step on a pipe that
+    sets the body's time (busier than the tensor pipe) is already paid there."""
+    n = float(k.epilogue_elements_per_cta)
+    if not opts.cta_epilogue or n <= 0 or k.ctas <= 0:
+        return 0.0
+    clock = gpu.sustained_clock if opts.achievable_rates else gpu.clock_hz
+    out_bytes = 2 if k.matmul_dtype == "fp8" else dtype_bytes(k.matmul_dtype)
+    steps = ((n / gpu.fp32_lanes, p.fma_s),
+             (n / 2 / gpu.alu_lanes_per_sm if opts.alu_pipe else 0.0, p.alu_s),
+             (2 * n * out_bytes / gpu.smem_bytes_per_clock_per_sm if opts.smem_bandwidth
+              else 0.0, p.smem_s))
+    per_cta = sum(clocks for clocks, pipe_s in steps if pipe_s < p.tensor_s) / clock
+    resident = resident_per_sm(gpu, k)
+    generations = math.ceil(math.ceil(k.ctas / gpu.sm_count) / resident)
+    waves = generations if opts.lockstep_ctas or resident == 1 else 1
+    return waves * resident * per_cta
+
+
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions(),
                 launch_s: float | None = None) -> KernelTime:
     """One kernel on its own: its launch charged whole unless ``launch_s`` says what of it is
@@ -453,6 +490,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
         if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
     bandwidth_s = max(hbm_s, l2_s)
     fixed_s, paid = _fixed_cost(gpu, k, opts, gemm + softmax, chain_s, bandwidth_s)
+    epilogue_s = _epilogue_cost(gpu, k, opts, p)
+    fixed_s += epilogue_s
     streamed_s = bandwidth_s - paid    # what the prologue did not already load
     q = quantization_factor(gpu, k) if opts.wave_quantization else 1.0
     # per-SM terms (compute, latency-bound memory) stretch with the waves; bandwidth does not
@@ -482,7 +521,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       ctas_per_sm=ctas_per_sm(gpu, k), smem_s=p.smem_s, issue_s=p.issue_s,
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
-                      mechanism=mechanism, alu_s=p.alu_s)
+                      mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s)
 
 
 def chains_in_flight(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> int:
@@ -560,4 +599,5 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
         kernels=times, smem_s=summed("smem_s"), issue_s=summed("issue_s"),
         chain_s=summed("chain_s"), latency_s=summed("latency_s"), atomic_s=summed("atomic_s"),
         fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism, alu_s=summed("alu_s"),
+        epilogue_s=summed("epilogue_s"),
     )

@@ -299,6 +299,45 @@ def test_resident_ctas_in_step_pay_the_prologue_every_generation():
     assert apart.fixed_s == pytest.approx(wave)
 
 
+def test_epilogue_steps_run_one_after_the_other_once_per_generation():
+    """A tensor-bound kernel of two CTAs per SM, four CTAs on each SM, 16,384 output
+    elements a CTA (a 128 x 128 O tile): after its last tile each CTA normalizes them (FMA
+    pipe, 128 lanes), converts them (ALU, 64 lanes, two a cvt) and writes them to shared memory
+    and reads them back for the store (128 B a clock), in turn. CTAs in step do theirs together
+    on the SM's pipes, every generation; out of step only the last is exposed; the switch
+    turns it off."""
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("attn", ctas=4 * 132, buffers={"tiles": 100 * 1024},
+                   epilogue_elements_per_cta=128 * 128)
+    c[MATMUL_FLOPS] = 10**14                             # the tensor pipe sets the body
+    t = predict_time(g, rec.kernels).kernels[0]
+    n = 128 * 128
+    clocks = n / 128 + n / 2 / 64 + 2 * n * 2 / 128      # 128 + 128 + 512
+    per_generation = 2 * clocks / g.sustained_clock      # two resident CTAs share the pipes
+    assert t.epilogue_s == pytest.approx(2 * per_generation)
+    # beside it, only the prologue's latency (no prologue bytes or tile count declared)
+    assert t.fixed_s == pytest.approx(t.epilogue_s + 2 * g.dram_latency_s)
+    apart = predict_time(g, rec.kernels, TimingOptions(lockstep_ctas=False)).kernels[0]
+    assert apart.epilogue_s == pytest.approx(per_generation)
+    off = predict_time(g, rec.kernels, TimingOptions(cta_epilogue=False)).kernels[0]
+    assert off.epilogue_s == 0 and off.total_s == pytest.approx(t.total_s - t.epilogue_s)
+
+
+def test_an_epilogue_step_on_the_pipe_that_sets_the_body_is_not_charged_twice():
+    """When shared memory outweighs the tensor pipe, the body's time is the shared-memory
+    pipe's, which already holds the epilogue's staging: only the normalization and the
+    conversion are added."""
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("attn", ctas=132, buffers={"tiles": 200 * 1024},
+                   epilogue_elements_per_cta=4096)
+    c[MATMUL_FLOPS], c[SRAM_READ_BYTES] = 10**12, 10**12
+    t = predict_time(g, rec.kernels).kernels[0]
+    assert t.smem_s > t.matmul_s
+    assert t.epilogue_s == pytest.approx((4096 / 128 + 4096 / 2 / 64) / g.sustained_clock)
+
+
 def test_launches_are_a_host_pipeline():
     g = get_gpu("a100")
     rec = Recorder(g)

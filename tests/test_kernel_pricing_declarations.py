@@ -42,6 +42,44 @@ def test_causal_tile_loops_declare_their_work_per_cta(name, workload, options):
         assert loops and all(k.cta_work is not None for k in loops), [k.name for k in loops]
 
 
+# kernels whose warps declare a layout but write no normalized tile: the hash kernel's output
+# is a bucket id per row and round (an argmax)
+NO_OUTPUT_TILE = {"reformer_hash"}
+
+
+@pytest.mark.parametrize("name, workload, options", ALL_CASES)
+def test_every_attention_tile_loop_declares_its_epilogue(name, workload, options):
+    """A kernel whose warps take rows of a tile loop (``mma_rows_per_cta``) finishes output
+    rows (normalized, converted, staged for the store) once its tiles are done, and declares
+    how many elements; kernels priced at a measured GEMM rate do not, as cuBLAS's rate holds
+    its own epilogue."""
+    r = simulate(name, workload, "h100", options=options, compute=False)
+    for k in r.kernels:
+        if k.tc_path == "none" or k.mma_rows_per_cta <= 0 or k.name in NO_OUTPUT_TILE:
+            continue
+        assert k.epilogue_elements_per_cta > 0, k.name
+        assert k.epilogue_elements_per_cta % workload.head_dim == 0 \
+            or name in ("linear", "rfa", "performer"), k.name       # state slices: m_t x d
+
+
+def test_the_flash_loops_declare_their_output_tile():
+    """FlashAttention-2's and -3's forward finish O_i (B_r x d) after their last tile; the
+    FA-2 backward dK_j and dV_j (2 B_c x d); FlashAttention v1 writes O_i back after every
+    inner step (Algorithm 1 line 12): the rows of all the tiles it visits."""
+    wl = Workload(batch=2, heads=4, seq_q=1000, head_dim=64, causal=True, passes="fwd+bwd")
+    r = simulate("flash2", wl, "h100", compute=False)
+    fwd, bwd = (k for k in r.kernels if k.name in ("flash2_fwd", "flash2_bwd"))
+    assert fwd.epilogue_elements_per_cta == r.plan["block_q"] * 64
+    assert bwd.epilogue_elements_per_cta == 2 * r.plan["bwd"]["block_k"] * 64
+    r3 = simulate("flash3", wl.replace(passes="fwd"), "h100", compute=False)
+    assert r3.kernels[0].epilogue_elements_per_cta == r3.plan["block_q"] * 64
+    r1 = simulate("flash1", wl.replace(passes="fwd"), "h100", compute=False)
+    (f1,) = [k for k in r1.kernels if k.name == "flash1_fwd"]
+    bq, bk = r1.plan["block_q"], r1.plan["block_k"]
+    visited = sum(1000 - (max(0, c0 - 0) // bq) * bq for c0 in range(0, 1000, bk))
+    assert f1.epilogue_elements_per_cta == 64 * visited
+
+
 def test_key_tiles_per_row_block_counts_the_tiles_the_loop_visits():
     """Rows [0, 100) in blocks of 32 against keys [0, 130), bottom-right causal (offset 30):
     the row blocks end at 32, 64, 96, 100, so they see keys up to 62, 94, 126, 130: 4, 6, 8,

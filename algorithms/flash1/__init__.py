@@ -159,6 +159,9 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                                                wl.causal), 4 * d + 2 * STAT_BYTES),
                    # the first S_ij = Q_i K_jᵀ waits for both tiles
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   # Algorithm 1 writes O_i back at the end of every inner step (line 12)
+                   epilogue_elements_per_cta=d * flash1_bwd.visited_rows(
+                       wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)

@@ -152,6 +152,10 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                    l2_working_set_bytes=resident * per_head_reread,
                    # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
                    prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j", "V_j")),
+                   # Algorithm 4 writes dQ_i back at every inner step (line 21) and dK_j, dV_j
+                   # at the end of every outer one (line 24)
+                   epilogue_elements_per_cta=d * (visited_rows(nq, nk, bp.block_q, bp.block_k,
+                                                               wl.causal) + 2 * nk),
                    # the warps share the streamed Q_i, dO_i tiles (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                    # split-K: dQ_i = dS K_j sums over the keys the warps split, so every

@@ -193,6 +193,7 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
                    # 4 warps of B_r/4 rows each read all of K_j, V_j (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

@@ -163,6 +163,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                         smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                         prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j",
                                                                         "V_j")),
+                        epilogue_elements_per_cta=2 * bp.block_k * d,     # dK_j, dV_j
                         matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                         l2_working_set_bytes=flight * per_head_shared)
     c_conv = rec.kernel("flash2_bwd_convert_dq", ctas=tr * bh, buffers={},

@@ -117,6 +117,7 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
                    register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

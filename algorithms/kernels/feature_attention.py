@@ -427,6 +427,7 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     cs = rec.kernel(f"{name}_state", ctas=p.feature_tiles * heads_total, buffers=sb,
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                     prologue_bytes_per_cta=sb["K_j"] + sb.get("W_t", sb["V_j"]),
+                    epilogue_elements_per_cta=sb["S_t"] // STATE_BYTES,   # the state slice
                     **strip_readers(p),
                     **l2_arguments(rec, heads_total, p.feature_tiles, sum(sb.values()),
                                    kv_bytes + w_bytes + state_bytes, kv_bytes, THREADS_PER_CTA,
@@ -434,6 +435,7 @@ def run_features(name: str, wl, p: FeaturePlan, inputs, rec, compute: bool,
     ca = rec.kernel(f"{name}_apply", ctas=tq * heads_total, buffers=ab,
                     threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                     prologue_bytes_per_cta=ab["Q_i"] + ab.get("W_t", ab["S_t"]),
+                    epilogue_elements_per_cta=p.block * d,                 # O_i
                     **strip_readers(p),
                     **l2_arguments(rec, heads_total, tq, sum(ab.values()),
                                    2 * wl.seq_q * d * e + w_bytes + state_bytes,
@@ -464,6 +466,8 @@ def _run_causal(name, wl, p, inputs, rec, compute, projection_for_head, o, kind,
     c = rec.kernel(f"{name}_causal", ctas=tiles * heads_total, buffers=sweep_buf,
                    threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
                    prologue_bytes_per_cta=causal_prologue_bytes(sweep_buf),
+                   # the sweep writes each chunk's output rows as it leaves the chunk
+                   epilogue_elements_per_cta=wl.seq_q * d,
                    **strip_readers(p),
                    **causal_l2(rec, wl, p, sweep_buf))
     cc = None

@@ -208,6 +208,8 @@ def run_gated(name: str, wl, p, inputs, rec, compute: bool, projection_for_head,
     c = rec.kernel(f"{name}_gated_causal", ctas=tiles * heads_total, buffers=buffers,
                    threads_per_cta=128, matmul_dtype=wl.dtype,
                    prologue_bytes_per_cta=causal_prologue_bytes(causal_buffers),
+                   # the sweep writes each chunk's output rows as it leaves the chunk
+                   epilogue_elements_per_cta=wl.seq_q * d,
                    **strip_readers(p),
                    **causal_l2(rec, wl, p, buffers, params_per_head=(d + 1) * e))
     cc = None

@@ -375,6 +375,7 @@ def run_fused_decode(wl, p, inputs, par, kc, vc, rec, compute):
     c = rec.kernel("nsa_decode", ctas=b * G, buffers=buffers,
                    threads_per_cta=128, tc_path="mma_sync", overlap="serial",
                    prologue_bytes_per_cta=buffers["Q_group"] + buffers["K_tile"],
+                   epilogue_elements_per_cta=g * nq * d,      # the group's O rows
                    matmul_dtype=wl.dtype)
     args = (nq, nk, d, g, p.compressed_tokens, p.compress_block, p.compress_stride,
             p.select_block, n, p.window, p.decode_tile, p.decode_rescore, wl.scale, e, compute)

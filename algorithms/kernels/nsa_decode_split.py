@@ -345,15 +345,17 @@ def run_split_decode(wl, p, inputs, par, kc, vc, rec, compute):
     c1 = rec.kernel("nsa_decode_cmp_win", ctas=b * G * (n_cmp + n_win),
                     buffers=bufs["nsa_decode_cmp_win"], tc_path="mma_sync", overlap="serial",
                     cta_work=tiles_of(cmp_r) + tiles_of(win_r),
-                    prologue_bytes_per_cta=prologue["nsa_decode_cmp_win"], **kw)
+                    prologue_bytes_per_cta=prologue["nsa_decode_cmp_win"],
+                    epilogue_elements_per_cta=rows * d, **kw)      # a partial O per chunk
     c2 = rec.kernel("nsa_decode_select", ctas=b * G, buffers=bufs["nsa_decode_select"],
                     tc_path="none", **kw)
     c3 = rec.kernel("nsa_decode_slc", ctas=b * G * slots, buffers=bufs["nsa_decode_slc"],
                     tc_path="mma_sync", overlap="serial",
-                    prologue_bytes_per_cta=prologue["nsa_decode_slc"], **kw)
+                    prologue_bytes_per_cta=prologue["nsa_decode_slc"],
+                    epilogue_elements_per_cta=rows * d, **kw)      # a partial O per slot
     c4 = rec.kernel("nsa_decode_combine", ctas=b * H, buffers=bufs["nsa_decode_combine"],
                     tc_path="mma_sync", prologue_bytes_per_cta=prologue["nsa_decode_combine"],
-                    **kw)
+                    epilogue_elements_per_cta=nq * d, **kw)        # the head's O rows
     if not compute:
         z2, z3 = np.empty((0, 0), np.float32), np.empty((0, 0, d), np.float32)
         ph = np.empty((0, d), np.float32)

@@ -198,6 +198,7 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
                    tc_path=tc_path, overlap="serial", smem_readers=readers,
                    mma_rows_per_cta=g * bq,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   epilogue_elements_per_cta=g * bq * dv,     # the pack's O rows (or partials)
                    cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal), matmul_dtype=dtype,
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
     if not compute:
