@@ -149,7 +149,8 @@ def timing_table(rows) -> Table:
                         "max/compare/select and fp32 conversions, smem = shared memory, issue), "
                         "'chain' the "
                         "GEMM-softmax dependency chain with the chains in flight per SM, "
-                        "'fixed' the exposed per-CTA prologue, 'launch' what the host pipeline "
+                        "'fixed' the exposed per-CTA prologue and epilogue, 'launch' what the "
+                        "host pipeline "
                         "does not hide. 'predicted' combines them per kernel; 'set by' is the "
                         "mechanism that sets most of the time (hwmodels/timing.py)."])
 

@@ -427,10 +427,12 @@ def test_json_time_keeps_its_keys_and_adds_the_new_terms_per_kernel():
     old = {"predicted_s", "bound", "dram_bytes", "memory_s", "matmul_s", "exp_s", "other_s",
            "interconnect_s", "launch_s", "quantization", "time_by_bound_s"}
     new = {"smem_s", "issue_s", "chain_s", "latency_s", "atomic_s", "fixed_s",
-           "time_by_mechanism_s", "alu_s"}
+           "time_by_mechanism_s", "alu_s", "epilogue_s"}
     assert old | new <= set(d["time"])
     kt = d["kernels"][0]["time"]
-    assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism", "alu_s"} <= set(kt)
+    assert {"chain_s", "chains", "fixed_s", "latency_s", "mechanism", "alu_s",
+            "epilogue_s"} <= set(kt)
+    assert 0 < kt["epilogue_s"] < kt["fixed_s"]    # the epilogue is one of the fixed costs
     assert kt["smem_s"] == 0                       # the run's own options, not the defaults
 
 
