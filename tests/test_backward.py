@@ -214,10 +214,11 @@ def test_flash1_backward_counts_closed_form(nq, nk, d, causal, dropout):
     # P and dS before their products; dQ_i on every store, dK_j and dV_j once
     assert c["convert_ops"] == bh * (2 * area + rows * d + 2 * nk * d)
     assert c["atomic_bytes"] == 0
-    # the release's split-K warps sum their fp32 partial dQ_i through shared memory on every
-    # visited tile, written and read back (pricing only)
+    # the release's 8 split-K warps (fmha_bwd_hdim*.cu: WARPS_N = 8) sum their fp32 partial
+    # dQ_i through shared memory on every visited tile, written and read back (pricing only)
     main = next(k for k in r.kernels if k.name == "flash1_bwd")
-    assert main.smem_exchange_bytes == bh * 2 * 4 * rows * 4 * d
+    assert main.smem_exchange_bytes == bh * 2 * 8 * rows * 4 * d
+    assert (main.threads_per_cta, main.smem_readers) == (256, 8)
 
 
 def gemm_counts(m, n, k, tiles, e, alpha):

@@ -79,6 +79,8 @@ INFO = AlgorithmInfo(
 )
 
 STAT_BYTES = 4
+# the release's forward CTA: 4 warps (flash-attention v1, csrc/flash_attn/src/
+# fmha_fwd_hdim*.cu: FMHA_kernel_traits<S, d, 16, 1, 4, ...>); its backward runs 8
 THREADS_PER_CTA = 128
 
 
@@ -156,7 +158,8 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    # and its row max and sum go through shared memory (FA-2 §3.3)
                    smem_exchange_bytes=bh * flash1_bwd.split_k_exchange_bytes(
                        flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k,
-                                               wl.causal), 4 * d + 2 * STAT_BYTES),
+                                               wl.causal), 4 * d + 2 * STAT_BYTES,
+                       THREADS_PER_CTA // 32),
                    # the first S_ij = Q_i K_jᵀ waits for both tiles
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    # Algorithm 1 writes O_i back at the end of every inner step (line 12)

@@ -36,9 +36,11 @@ and dS, the products' operands) and those of every tile stored. Dropout: ⌈r c/
 (regenerate Z on chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM
 traffic.
 
-Kernel: one CTA per (batch, head), like the forward, its 4 warps splitting K_j and V_j:
+Kernel: one CTA per (batch, head), like the forward, with the release's 8 warps splitting
+K_j and V_j (flash-attention v1, csrc/flash_attn/src/fmha_bwd_hdim64.cu and _hdim128.cu:
+``FMHA_kernel_traits<S, d, 16, 1, 8, ...>``, 16-row steps, WARPS_N = 8; its forward runs 4):
 dQ_i = dS_ij K_j sums over the split keys, so each warp's fp32 partial dQ_i goes through
-shared memory, 2 · 4 · 4 d bytes per visited row (priced, ``smem_exchange_bytes``; dK_j and
+shared memory, 2 · 8 · 4 d bytes per visited row (priced, ``smem_exchange_bytes``; dK_j and
 dV_j stay with the warp that owns their keys). Differences from the paper: the
 statistics are fp32 and the matrices are charged at the storage dtype; τ is applied to
 dS once and used for both dQ_i and dK̃_j.
@@ -65,9 +67,10 @@ from hwmodels.primitives import (count_alu, count_convert, count_exp, count_othe
                                  store_rows)
 
 STAT_BYTES = 4
-THREADS_PER_CTA = 128
-# The release's 4 warps split K_j and V_j between them ("split-K", FlashAttention-2 §3.3):
-# each warp's partial products over its keys are summed through shared memory.
+# The release's backward CTA is 8 warps (its forward's, 4: ``algorithms.flash1``), and they
+# split K_j and V_j between them ("split-K", FlashAttention-2 §3.3): each warp's partial
+# products over its keys are summed through shared memory.
+THREADS_PER_CTA = 256
 SPLIT_K_WARPS = THREADS_PER_CTA // 32
 
 
@@ -79,10 +82,10 @@ def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: boo
     return int(np.sum(seq_q - (first // block_q) * block_q))
 
 
-def split_k_exchange_bytes(rows: int, row_bytes: int) -> int:
-    """Shared-memory bytes split-K warps move to sum their partials: each of the warps
+def split_k_exchange_bytes(rows: int, row_bytes: int, warps: int = SPLIT_K_WARPS) -> int:
+    """Shared-memory bytes split-K warps move to sum their partials: each of the ``warps``
     writes ``row_bytes`` per row and they are read back, for ``rows`` visited rows."""
-    return 2 * SPLIT_K_WARPS * rows * row_bytes
+    return 2 * warps * rows * row_bytes
 
 
 TILE_DIVISOR = 8      # B_c = ceil(M / 8d): see "Tile plan" above
@@ -156,7 +159,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                    # at the end of every outer one (line 24)
                    epilogue_elements_per_cta=d * (visited_rows(nq, nk, bp.block_q, bp.block_k,
                                                                wl.causal) + 2 * nk),
-                   # the warps share the streamed Q_i, dO_i tiles (pricing only)
+                   # the 8 warps share the streamed Q_i, dO_i tiles (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                    # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
                    # warp's fp32 partial dQ_i goes through shared memory (pricing only)
