@@ -447,9 +447,10 @@ def _epilogue_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, p: _Pipes) ->
     stores, FlashAttention-3 with a TMA store), each step waiting for the one before, while
     the CTA's tensor cores have nothing to do. The resident CTAs, in step, do theirs at once
     and share the pipes; out of step (``lockstep_ctas`` off), neighbours compute meanwhile and
-    only the last generation's is exposed. The same work sits in the pipes' totals (counted
-    normalization and conversions; the staging is priced here only): a step on a pipe that
-    sets the body's time (busier than the tensor pipe) is already paid there."""
+    only the last generation's is exposed. The same work sits in the pipes' totals (the
+    counted normalization and conversions, and the store's read of shared memory): a step on
+    a pipe that sets the body's time (busier than the tensor pipe) is already paid there; the
+    others are exposed, as the tensor pipe that sets the body idles meanwhile."""
     n = float(k.epilogue_elements_per_cta)
     if not opts.cta_epilogue or n <= 0 or k.ctas <= 0:
         return 0.0
