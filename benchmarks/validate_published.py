@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import math
 import os
 import statistics
 import sys
@@ -389,24 +388,11 @@ def fa1_a100_range():
 
 
 @functools.lru_cache(maxsize=None)
-def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
+def fa2_over_fa1_points() -> tuple[tuple, ...]:
     """FA-2 over FlashAttention (v1), time over time, on the A100 over the README sweep's
     forward, backward and forward+backward (the paper's Figs. 4-6), at the points whose grid
-    fills the SMs for both (as ``fa1_a100_range``): (min, max) per pass."""
-    gpu = model_gpu("a100-80gb")
-    out = {}
-    for passes in ("fwd", "bwd", "fwd+bwd"):
-        r = [predicted_seconds("flash1", wl, "a100-80gb")
-             / predicted_seconds("flash2", wl, "a100-80gb")
-             for wl in sweep((64, 128), passes=passes) if wl.batch * wl.heads >= gpu.sm_count]
-        out[passes] = (min(r), max(r))
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def fa2_over_fa1_extremes() -> tuple[tuple, tuple]:
-    """The points of ``fa2_over_fa1_by_pass`` at the range's two ends: (speedup, passes, d,
-    causal, N, FA-1's % of peak there) for the lowest and the highest."""
+    fills the SMs for both (as ``fa1_a100_range``): (speedup, passes, d, causal, N, FA-1's %
+    of peak) per point."""
     gpu = model_gpu("a100-80gb")
     points = []
     for passes in ("fwd", "bwd", "fwd+bwd"):
@@ -417,7 +403,21 @@ def fa2_over_fa1_extremes() -> tuple[tuple, tuple]:
             points.append((t1 / predicted_seconds("flash2", wl, "a100-80gb"), passes,
                            wl.head_dim, wl.causal, wl.seq_q,
                            paper_flops(wl) / t1 / 1e12 / peak_tflops("a100-80gb") * 100))
-    return min(points), max(points)
+    return tuple(points)
+
+
+def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
+    """(min, max) of ``fa2_over_fa1_points`` per pass."""
+    out = {}
+    for passes in ("fwd", "bwd", "fwd+bwd"):
+        r = [x[0] for x in fa2_over_fa1_points() if x[1] == passes]
+        out[passes] = (min(r), max(r))
+    return out
+
+
+def fa2_over_fa1_extremes() -> tuple[tuple, tuple]:
+    """The points of ``fa2_over_fa1_points`` at the range's two ends."""
+    return min(fa2_over_fa1_points()), max(fa2_over_fa1_points())
 
 
 def fa2_over_fa1_range():
