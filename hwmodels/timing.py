@@ -344,9 +344,23 @@ def pipe_lane_ops(c) -> dict[str, float]:
             "xu": float(c[EXP_OPS])}
 
 
+def _clock(gpu: GPU, opts: TimingOptions) -> float:
+    """The SM clock the pipes run at: sustained under tensor load, or the datasheet's."""
+    return gpu.sustained_clock if opts.achievable_rates else gpu.clock_hz
+
+
+def _generations(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> tuple[int, int, int]:
+    """(resident CTAs per SM, generations of them each SM runs, the generations that pay a
+    per-CTA fixed cost): all of them when CTAs run in step or one fits per SM; out of step
+    (``lockstep_ctas`` off), a neighbour's work hides it after the first."""
+    resident = resident_per_sm(gpu, k)
+    generations = math.ceil(math.ceil(k.ctas / gpu.sm_count) / resident)
+    return resident, generations, generations if opts.lockstep_ctas or resident == 1 else 1
+
+
 def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     c = k.counters
-    clock = gpu.sustained_clock if opts.achievable_rates else gpu.clock_hz
+    clock = _clock(gpu, opts)
     sms = gpu.sm_count
     tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
     fma_rate = gpu.fp32_lanes * sms * clock
@@ -424,10 +438,7 @@ def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,
     share of the overlapped time, once per generation of resident CTAs."""
     if not opts.cta_fixed_costs or k.ctas <= 0 or k.sram_bytes_per_cta <= 0:
         return 0.0, 0.0
-    resident = resident_per_sm(gpu, k)
-    per_sm = math.ceil(k.ctas / gpu.sm_count)
-    generations = math.ceil(per_sm / resident)
-    waves = generations if opts.lockstep_ctas or resident == 1 else 1
+    resident, generations, waves = _generations(gpu, k, opts)
     c = k.counters
     requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
     wave_bytes = float(k.prologue_bytes_per_cta) * min(k.ctas, gpu.sm_count * resident)
@@ -454,16 +465,13 @@ def _epilogue_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, p: _Pipes) ->
     n = float(k.epilogue_elements_per_cta)
     if not opts.cta_epilogue or n <= 0 or k.ctas <= 0:
         return 0.0
-    clock = gpu.sustained_clock if opts.achievable_rates else gpu.clock_hz
     out_bytes = 2 if k.matmul_dtype == "fp8" else dtype_bytes(k.matmul_dtype)
     steps = ((n / gpu.fp32_lanes, p.fma_s),
              (n / 2 / gpu.alu_lanes_per_sm if opts.alu_pipe else 0.0, p.alu_s),
              (2 * n * out_bytes / gpu.smem_bytes_per_clock_per_sm if opts.smem_bandwidth
               else 0.0, p.smem_s))
-    per_cta = sum(clocks for clocks, pipe_s in steps if pipe_s < p.tensor_s) / clock
-    resident = resident_per_sm(gpu, k)
-    generations = math.ceil(math.ceil(k.ctas / gpu.sm_count) / resident)
-    waves = generations if opts.lockstep_ctas or resident == 1 else 1
+    per_cta = sum(clocks for clocks, pipe_s in steps if pipe_s < p.tensor_s) / _clock(gpu, opts)
+    resident, _, waves = _generations(gpu, k, opts)
     return waves * resident * per_cta
 
 
