@@ -148,6 +148,7 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     unique = bh * (per_head_reread + 2 * wl.seq_k * d * e + wl.seq_q * d * e
                    + 2 * wl.seq_q * STAT_BYTES)
     resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
+    visited = flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
     c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
                    # the release steps through Q_i 16 rows at a time, its 4 warps splitting
@@ -157,14 +158,11 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    # ... and P V sums over the split keys: every warp's fp32 partial O_i
                    # and its row max and sum go through shared memory (FA-2 §3.3)
                    smem_exchange_bytes=bh * flash1_bwd.split_k_exchange_bytes(
-                       flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k,
-                                               wl.causal), 4 * d + 2 * STAT_BYTES,
-                       THREADS_PER_CTA // 32),
+                       visited, 4 * d + 2 * STAT_BYTES, THREADS_PER_CTA // 32),
                    # the first S_ij = Q_i K_jᵀ waits for both tiles
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    # Algorithm 1 writes O_i back at the end of every inner step (line 12)
-                   epilogue_elements_per_cta=d * flash1_bwd.visited_rows(
-                       wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal),
+                   epilogue_elements_per_cta=d * visited,
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=resident * per_head_reread)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)

@@ -149,6 +149,7 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     per_head_reread = 4 * nq * d * e + 2 * nq * STAT_BYTES
     unique = bh * (per_head_reread + 2 * nk * d * e + nq * d * e + 2 * nk * d * e)
     resident = rec.resident_ctas(bh, sum(buffers.values()), bp.register_bytes, THREADS_PER_CTA)
+    visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal)
     c = rec.kernel("flash1_bwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
                    overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
@@ -157,14 +158,12 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                    prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j", "V_j")),
                    # Algorithm 4 writes dQ_i back at every inner step (line 21) and dK_j, dV_j
                    # at the end of every outer one (line 24)
-                   epilogue_elements_per_cta=d * (visited_rows(nq, nk, bp.block_q, bp.block_k,
-                                                               wl.causal) + 2 * nk),
+                   epilogue_elements_per_cta=d * (visited + 2 * nk),
                    # the 8 warps share the streamed Q_i, dO_i tiles (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                    # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
                    # warp's fp32 partial dQ_i goes through shared memory (pricing only)
-                   smem_exchange_bytes=bh * split_k_exchange_bytes(
-                       visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal), 4 * d))
+                   smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d))
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:
