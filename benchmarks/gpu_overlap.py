@@ -314,18 +314,13 @@ HEADERS = ["loop", "arrangement", "CTAs x warps per SM", "G only (ms)", "P only 
 # ---- the measurement (GPU) ------------------------------------------------------------------
 
 def _require_cupy():
-    try:
-        import cupy
-    except Exception as err:
-        raise Unavailable(f"CuPy is not importable ({type(err).__name__}); install it with: "
-                          f"pip install 'attnsim[gpu]'") from err
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:
-        raise Unavailable(f"no CUDA device ({type(err).__name__}); run this on a machine with "
-                          f"a GPU") from err
-    if count < 1:
-        raise Unavailable("no CUDA device; run this on a machine with a GPU")
+    """(cupy, the device's properties); Unavailable, with the reason ``attnsim.gpu`` gives,
+    where CuPy or a CUDA device is missing."""
+    from attnsim.gpu import gpu_available
+    ok, why = gpu_available()
+    if not ok:
+        raise Unavailable(why)
+    import cupy
     props = cupy.cuda.runtime.getDeviceProperties(0)
     if props["major"] < 8:
         raise Unavailable(f"mma.sync.m16n8k16 needs compute capability 8.0 or later; this GPU "
