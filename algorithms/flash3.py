@@ -5,7 +5,10 @@ Idea: the same tiled online-softmax forward as FlashAttention-2, rebuilt for Hop
 producer warp loads K/V tiles with TMA into an s-stage circular shared-memory buffer, the
 consumer warpgroups (64 query rows each, two in the paper's Section 3.1) run ``wgmma`` and
 take turns at the tensor cores (ping-pong) so that one's softmax hides behind the others'
-GEMMs.
+GEMMs. The release compiles the ping-pong's scheduler barrier in only where it paid off
+(``pingpong``): 16-bit dtypes at d <= 128, fp8 at d >= 128; elsewhere the warpgroups wait
+on the same K/V barriers and run in step, and only each one's two-tile pipelining
+(Section 3.2) overlaps its softmax with its own GEMMs.
 
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
@@ -140,6 +143,8 @@ CAUSAL_MAX_BLOCK_K = 128      # the release's causal tiles: 128 x 128 at d = 128
 CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64 (each owns wgmma's 64 rows)
 PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum
 PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
+PINGPONG_MAX_HEAD_DIM_16BIT = 128   # the release's scheduler barrier: fp16/bf16 at d <= 128
+PINGPONG_MIN_HEAD_DIM_FP8 = 128     # ... and fp8 at d >= 128 (``pingpong``)
 SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
 OUT_BYTES_FP8 = 2             # FA-3's FP8 forward writes O in bf16
 ROTATION_SEED = 0             # draws D's signs (one M for Q and K of every head)
@@ -159,6 +164,7 @@ class Flash3Plan(Plan):
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
     fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
     pipelining: bool = True           # Section 3.2's two tiles in flight per warpgroup
+    pingpong: bool = True             # Section 3.1's turns at the tensor cores (``pingpong``)
 
 
 def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
@@ -202,6 +208,23 @@ def largest_tile(d: int, e: int, stages: int, sram_bytes: int, gpu, is_fp8: bool
     return best
 
 
+def pingpong(warpgroups: int, d: int, is_fp8: bool) -> bool:
+    """Whether the consumer warpgroups take turns at the tensor cores (Section 3.1), as the
+    release decides it at compile time. Its scheduler barrier (the named barriers that make
+    warpgroup 1 issue its GEMMs before warpgroup 2) is built for 16-bit dtypes at d <= 128
+    only (flash-attention hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp at the paper's release,
+    7f67966c: ``UseSchedulerBarrier = kHeadDim <= 128``), and for fp8 at d >= 128 only (the
+    first FP8 kernel, 5018ac6a: ``sizeof_bits_v<Element> == 8 ? kHeadDim >= 128 : kHeadDim
+    <= 128``, a rule every later release keeps). Without it, the warpgroups wait on the same
+    K_j and V_j barriers and reach their GEMMs together: no warpgroup's softmax is set
+    against another's GEMMs, only against its own (the two-tile pipelining)."""
+    if warpgroups < 2:
+        return False
+    if is_fp8:
+        return d >= PINGPONG_MIN_HEAD_DIM_FP8
+    return d <= PINGPONG_MAX_HEAD_DIM_16BIT
+
+
 def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
          rotation: str | None = None, fp8_quantize: str | None = None,
          no_pipelining: bool = False) -> Flash3Plan:
@@ -223,11 +246,12 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
         smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
         regs = register_bytes(bq, bk, d)
         # the ablation keeps the tiles (and the second score tile's registers) unchanged
+        schedule = dict(pipelining=not no_pipelining, pingpong=pingpong(w, d, is_fp8))
         if not is_fp8:
-            return Flash3Plan(bq, bk, stages, smem, regs, w, pipelining=not no_pipelining)
+            return Flash3Plan(bq, bk, stages, smem, regs, w, **schedule)
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
                           rotation or "hadamard", fp8.hadamard_block(d),
-                          fp8_quantize or "kernel", pipelining=not no_pipelining)
+                          fp8_quantize or "kernel", **schedule)
     need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
@@ -268,9 +292,10 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
                       # Section 3.1-3.2: W consumer warpgroups taking turns (ping-pong), each
                       # pipelining two tiles: 2W independent GEMM -> softmax chains (W without
-                      # the pipelining); each warpgroup's wgmma reads K_j and V_j from shared
-                      # memory (pricing only)
-                      chains_per_cta=p.consumer_warpgroups
+                      # the pipelining); without the ping-pong the warpgroups run in step, one
+                      # chain between them; each warpgroup's wgmma reads K_j and V_j from
+                      # shared memory (pricing only)
+                      chains_per_cta=(p.consumer_warpgroups if p.pingpong else 1)
                       * (PIPELINE_STAGES_PER_WARPGROUP if p.pipelining else 1),
                       smem_readers=p.consumer_warpgroups, mma_rows_per_cta=p.block_q,
                       # one CTA per tile, as the model's generations: the release runs a

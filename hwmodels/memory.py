@@ -71,7 +71,8 @@ class KernelRecord:
         chains_per_cta: independent GEMM -> softmax -> GEMM dependency chains one CTA keeps
             in flight. 1 when its warps meet at a barrier on every tile (FlashAttention-2);
             FlashAttention-3 runs W consumer warpgroups in ping-pong (2, or 3 at d <= 64),
-            each with two-stage intra-warpgroup pipelining: 2W. The timing model hides a
+            each with two-stage intra-warpgroup pipelining: 2W (2 where the release builds
+            no ping-pong and the warpgroups run in step). The timing model hides a
             chain's latency only behind the other chains resident on the SM
             (``hwmodels.timing``).
         smem_readers: warps (mma.sync) or warpgroups (wgmma) that each read the shared

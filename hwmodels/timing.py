@@ -57,7 +57,8 @@ unsynchronized chains.)
 FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
 ceiling, no ldmatrix issue) and its 2W chains per CTA (W = 2 consumer warpgroups, 3 at
 d <= 64, in ping-pong x 2-stage pipelining, against FA-2's 1: its warps meet at a barrier on
-every tile).
+every tile); 2 where the release builds no ping-pong (fp16 at d > 128, fp8 at d < 128: its
+warpgroups run in step).
 
 Memory:
     t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)

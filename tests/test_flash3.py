@@ -82,6 +82,24 @@ def test_without_pipelining_each_warpgroup_is_one_chain_on_the_same_tiles():
             simulate("flash3", wl, "h100", compute=False, timing=serial).time.predicted_s
 
 
+@pytest.mark.parametrize("dtype, d, pingpong", [
+    ("fp16", 64, True), ("fp16", 128, True), ("fp16", 256, False),
+    ("fp8", 64, False), ("fp8", 128, True), ("fp8", 256, True)])
+def test_warpgroups_add_chains_only_where_the_release_builds_its_pingpong(dtype, d, pingpong):
+    """The release compiles its scheduler barrier for 16-bit dtypes at d <= 128 and for fp8
+    at d >= 128; without it the W consumer warpgroups run in step and only each one's
+    two-tile pipelining staggers anything: 2 chains per CTA instead of 2W."""
+    options = {"fp8_quantize": "upstream"} if dtype == "fp8" else {}
+    wl = Workload(batch=2, heads=16, seq_q=4096, head_dim=d, dtype=dtype)
+    r = simulate("flash3", wl, "h100", compute=False, options=options)
+    w = r.plan["consumer_warpgroups"]
+    assert w >= 2 and r.plan["pingpong"] is pingpong
+    assert r.time.kernels[-1].chains == 2 * (w if pingpong else 1)
+    unpiped = simulate("flash3", wl, "h100", compute=False,
+                       options={**options, "no_pipelining": True})
+    assert unpiped.time.kernels[-1].chains == (w if pingpong else 1)
+
+
 def test_needs_hopper_and_fitting_stages():
     wl = Workload(seq_q=256, head_dim=128)
     with pytest.raises(PlanError, match="needs Hopper's wgmma"):
