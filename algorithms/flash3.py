@@ -22,14 +22,14 @@ Tile plan, as the release sizes its kernels: the producer warpgroup gives up its
 rest in multiples of 8 (PTX ISA, setmaxnreg), at most 255 a thread: 240 for W = 2, 160 for
 W = 3 on a 64K-register SM, the release's own split (hopper/flash_fwd_kernel.h at 7f67966c:
 warpgroup_reg_dealloc<24 or 32> for the producer, warpgroup_reg_alloc<240 or 160>). For
-each W in {3, 2, 1}, the largest B_c from {176, 128, 112, 96, 64, 32, 16} whose tiles fit M
+each W in {3, 2, 1}, the largest B_c from {176, 128, 112, 96, 80, 64, 32, 16} whose tiles fit M
 and whose accumulators (a warpgroup's O, 64 d, and two score tiles, 2 · 64 B_c, in fp32:
 d/2 + B_c registers a thread) fit that share; the plan takes the W whose B_r x B_c tile is
 largest (the most work per K/V byte streamed); causal, the same W with B_c at most 128
 (the release's "Is_causal ? 128 : 176"). This reproduces the release of the paper's date at
 16-bit dtypes (flash-attention commit 7f67966c, flash_fwd_launch_template.h): 192 x 128
 with three consumer warpgroups at d = 64, 128 x 176 with two at d = 128 (128 x 128
-causal), and 128 x 64 at d = 256 (the release: 128 x 80). Not modelled: the release's later
+causal), and 128 x 80 at d = 256. Not modelled: the release's later
 choices (2.8.4: 192 x 192 at d = 64, with P V reading P from shared memory).
 
 At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the same tiles
@@ -138,7 +138,7 @@ INFO = AlgorithmInfo(
                     "softmax before its next GEMMs; same tiles")),
 )
 
-BLOCK_K_CANDIDATES = (176, 128, 112, 96, 64, 32, 16)
+BLOCK_K_CANDIDATES = (176, 128, 112, 96, 80, 64, 32, 16)
 CAUSAL_MAX_BLOCK_K = 128      # the release's causal tiles: 128 x 128 at d = 128
 CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64 (each owns wgmma's 64 rows)
 PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum

@@ -42,16 +42,17 @@ FLASH3 = [
     ("h100-sxm", 64, "fp16", 2, None, (192, 128),
      "W 3: 32 + B_c <= 160 -> 128, smem 704·128 = 88 KiB; W 2: 128 x 176 is smaller"),
     ("h100-sxm", 64, "fp16", 2, 100 * KIB, (192, 128), "W 3: 192 + 4 B_c <= 800: B_c <= 152"),
-    ("h100-sxm", 64, "fp16", 2, 64 * KIB, (192, 64),
-     "W 3: 192 + 4 B_c <= 512 -> 64; W 2: 128 + 4 B_c <= 512 -> 96: 12288 each, W 3"),
+    ("h100-sxm", 64, "fp16", 2, 64 * KIB, (192, 80),
+     "W 3: 192 + 4 B_c <= 512 -> 80 (15360); W 2: 128 + 4 B_c <= 512 -> 96 (12288)"),
     ("h200", 128, "fp16", 2, None, (128, 176),
      "W 2: 64 + B_c <= 240, (128 + 704)·256 = 208 KiB; W 3: 64 + B_c <= 160 -> 192 x 96"),
     ("h100-pcie", 128, "bf16", 2, 160 * KIB, (192, 96),
      "W 3: regs -> 96, 192 + 384 <= 640; W 2: 128 + 4 B_c <= 640 -> 128 x 128 is smaller"),
     ("h100-sxm", 128, "fp16", 3, None, (192, 96),
      "W 3: 192 + 6·96 <= 908; W 2: 128 + 6 B_c <= 908 -> 128 x 128 is smaller"),
-    ("h100-sxm", 256, "fp16", 2, None, (128, 64),
-     "W 2: regs cap B_c at 112, 128 + 4 B_c <= 454 -> 64; W 3: 32 (6144); W 1: 96 (6144)"),
+    ("h100-sxm", 256, "fp16", 2, None, (128, 80),
+     "W 2: regs cap B_c at 112, 128 + 4 B_c <= 454 -> 80, the release's 128 x 80; "
+     "W 3: 32 (6144); W 1: 96 (6144)"),
     # fp8 adds a transposed copy of V per stage (fp8 wgmma reads V K-major): B_r + 6 B_c rows
     ("h100-sxm", 128, "fp8", 2, 100 * KIB, (192, 96),
      "1-byte rows: W 3: 192 + 6·96 <= 800; W 2: 128 + 6 B_c <= 800 -> 112"),
@@ -110,7 +111,7 @@ def test_flash2_d128_tile_is_set_by_the_registers_a_thread_may_hold():
 
 
 @pytest.mark.parametrize("head_dim, tiles", [(64, (192, 128)), (128, (128, 128)),
-                                             (256, (128, 64))])
+                                             (256, (128, 80))])
 def test_flash3_causal_keeps_the_warpgroups_and_narrows_b_c_to_128(head_dim, tiles):
     """Causal, the release runs the same kernel with B_c at most 128 ("Is_causal ? 128 :
     176" at d = 128): the non-causal W, B_c = min(B_c, 128)."""
