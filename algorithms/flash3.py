@@ -214,10 +214,11 @@ def pingpong(warpgroups: int, d: int, is_fp8: bool) -> bool:
     warpgroup 1 issue its GEMMs before warpgroup 2) is built for 16-bit dtypes at d <= 128
     only (flash-attention hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp at the paper's release,
     7f67966c: ``UseSchedulerBarrier = kHeadDim <= 128``), and for fp8 at d >= 128 only (the
-    first FP8 kernel, 5018ac6a: ``sizeof_bits_v<Element> == 8 ? kHeadDim >= 128 : kHeadDim
-    <= 128``, a rule every later release keeps). Without it, the warpgroups wait on the same
-    K_j and V_j barriers and reach their GEMMs together: no warpgroup's softmax is set
-    against another's GEMMs, only against its own (the two-tile pipelining)."""
+    first FP8 kernel to transpose V in the kernel as Section 3.3 does, 5018ac6a:
+    ``sizeof_bits_v<Element> == 8 ? kHeadDim >= 128 : kHeadDim <= 128``, a rule every later
+    release keeps; the paper's own fp8 build is not public). Without it, the warpgroups wait
+    on the same K_j and V_j barriers and reach their GEMMs together: no warpgroup's softmax
+    is set against another's GEMMs, only against its own (the two-tile pipelining)."""
     if warpgroups < 2:
         return False
     if is_fp8:

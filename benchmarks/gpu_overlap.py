@@ -43,6 +43,9 @@ of the exps) and then O += P B with P from the last exps (as P V); the exp phase
   two warpgroups in step    2 warpgroups, a barrier every iteration, in phase: 1 chain.
   two warpgroups, ping-pong the second warpgroup runs its exp phase first: 2 chains.
   ping-pong, pipelined      both: FlashAttention-3's forward at d = 128, 4 chains.
+  in step, pipelined        two pipelined warpgroups with no stagger: FlashAttention-3
+                            where its release builds no ping-pong barrier (fp16 at
+                            d = 256, fp8 at d = 64): 2 chains, not 4.
 
 Warps go to the SM's four sub-partitions by warp index modulo 4 (what Nsight Compute's
 per-sub-partition counters show), so each four consecutive warps (a warpgroup) put one warp
@@ -250,6 +253,9 @@ ARRANGEMENTS = (
                 "FlashAttention-3's ping-pong: two chains"),
     Arrangement("ping-pong, pipelined", WGMMA, 1, 8, True, True, 4, 4,
                 "FlashAttention-3 at d = 128: 2W = 4 chains", pipelined=True),
+    Arrangement("in step, pipelined", WGMMA, 1, 8, True, False, 2, 2,
+                "FlashAttention-3 without its ping-pong barrier: the warpgroups' own "
+                "pipelines, 2 chains", pipelined=True),
 )
 
 

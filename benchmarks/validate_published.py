@@ -1599,8 +1599,11 @@ def document(fmt: str = "github") -> str:
         "kernels one by one (torch.profiler) before a mechanism is added for them.",
         "- **FlashAttention-3 in fp8 at short sequences.** The fp8 chart bars (Q, K, V "
         "already in e4m3 as FA-3's benchmark feeds them: `--fp8-quantize upstream`) are "
-        "{}: optimistic by the most at N = 512. The model follows the release's ping-pong "
-        "rule ([FA3-src]): fp8 warpgroups take turns at the tensor cores only at d >= 128, so "
+        "{}: optimistic by the most at N = 512. The model follows the ping-pong rule of the "
+        "first public fp8 forward that transposes V inside the kernel, as the paper's §3.3 "
+        "describes ([FA3-src], commit 5018ac6a, 19 days after the paper; the paper's own fp8 "
+        "build is not public, and the persistent pull request before it, [FA3-1075], kept "
+        "the fp16 rule): fp8 warpgroups take turns at the tensor cores only at d >= 128, so "
         "at d = 64 the three consumer warpgroups run in step and overlap their softmax with "
         "their own GEMMs only (2 chains per CTA, not 6), which brings the d = 64 bars at "
         "N >= 4096 to {}. At N = 512 the published fp8 forward is no faster than fp16, and "

@@ -197,7 +197,8 @@ def test_the_measurement_runs_end_to_end_on_a_stand_in(ov, monkeypatch, tmp_path
         ("overlap_wgmma", 132, 128, 1, 0), ("overlap_wgmma", 132, 256, 1, 0),
         ("overlap_wgmma", 132, 256, 1, 1),
         ("overlap_wgmma_pipelined", 132, 128, 1, 0),
-        ("overlap_wgmma_pipelined", 132, 256, 1, 1)}
+        ("overlap_wgmma_pipelined", 132, 256, 1, 1),
+        ("overlap_wgmma_pipelined", 132, 256, 1, 0)}
     data = json.loads(out.read_text())
     # the exp phase balanced against 8 GEMM groups: 16 steps of 0.5 µs
     assert data["exp_steps"] == {ov.MMA_SYNC: 16, ov.WGMMA: 16}
