@@ -142,6 +142,15 @@ def peak_tflops(gpu: str, dtype: str = "fp16") -> float:
     return get_gpu(gpu).tensor_flops_per_s(dtype) / 1e12
 
 
+def exp_over_mma_time(head_dim: int, gpu: str = "h100-sxm") -> float:
+    """One score's exponential on the special-function units over its 4 d MMA FLOPs at the
+    tensor peak, both at the model's clock: 1 means a softmax's exps alone take as long as
+    the tile's GEMMs."""
+    g = model_gpu(gpu)
+    sfu = g.sfu_ops_per_clock_per_sm * g.sm_count * g.sustained_clock
+    return g.tensor_flops_per_s("fp16") / (4 * head_dim * sfu)
+
+
 def sweep(head_dims, causals=(False, True), dtype="fp16", passes="fwd"):
     return [paper_workload(n, d, c, dtype, passes)
             for d in head_dims for c in causals for n in SEQS]
@@ -787,6 +796,10 @@ FA3_CHARTS = {
 # (348 / 467 = 0.75) falls between d = 64's (240 / 333 = 0.72) and d = 256's (510 / 482 =
 # 1.06), as the causal pairs (164 / 197 = 0.83, 329 / 286 = 1.15) do not. The causal fp8
 # d = 64 chart's transcription stops after 1k: its later bars are not read.
+# The other Hopper kernels of the d = 64 non-causal chart, from the same transcription as its
+# FA3_CHARTS entry ([FA3-fig], 55f47a10...): TFLOP/s at N = 512 to 16k.
+FA3_D64_OTHER_KERNELS = {"cuDNN": (335, 373, 395, 408, 412, 413),
+                         "Triton": (340, 382, 396, 400, 401, 403)}
 CHART_DTYPE = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}
 CHART_ALGORITHMS = ("standard", "flash2", "flash3")
 # The charts' "standard attention" is flash-attention's benchmark function attention_pytorch
@@ -1694,7 +1707,19 @@ def document(fmt: str = "github") -> str:
         "([FA3-T2]); with no chain hiding another (`--no-overlap`) the d = 64 bars would be "
         + ", ".join(f"{r:.2f}" for r in fa3_d64_unoverlapped())
         + ": the published rates are close to what the pipes give when softmax and GEMMs do "
-        "not overlap at all. The producer/consumer "
+        "not overlap at all. The other Hopper kernels on the same chart stop near the same "
+        "level: at 16k cuDNN reaches "
+        + " and Triton ".join(f"{v[-1]} TFLOP/s ({v[-1] / peak_tflops('h100-sxm'):.0%} of "
+                              "peak)" for v in FA3_D64_OTHER_KERNELS.values())
+        + f" beside FA-3's {FA3_CHARTS[('hd64', 64, False, 'fp16')][16384][2]} "
+        f"({FA3_CHARTS[('hd64', 64, False, 'fp16')][16384][2] / peak_tflops('h100-sxm'):.0%}). "
+        "At d = 64 a score's exponential on the special-function units takes "
+        f"{exp_over_mma_time(64):.2f}x the time of its 4 d MMA FLOPs at the tensor peak "
+        f"({exp_over_mma_time(128):.2f}x at d = 128): a kernel that overlapped the two "
+        "perfectly would approach the peak, one that overlapped nothing would reach half of "
+        "it, and every kernel on the chart sits near half, which points at how far the "
+        "hardware overlaps the tensor and special-function pipes at this ratio rather than "
+        "at FA-3's program. The producer/consumer "
         "barrier hand-offs, the latency of a softmax run by one warp per SM sub-partition "
         "(its row max and sum go through shuffles before the exponentials can start), and "
         "a warpgroup's issue slots shared between its own `wgmma` and its softmax within a "
