@@ -6,9 +6,10 @@ producer warp loads K/V tiles with TMA into an s-stage circular shared-memory bu
 consumer warpgroups (64 query rows each, two in the paper's Section 3.1) run ``wgmma`` and
 take turns at the tensor cores (ping-pong) so that one's softmax hides behind the others'
 GEMMs. The release compiles the ping-pong's scheduler barrier in only where it paid off
-(``pingpong``): 16-bit dtypes at d <= 128, fp8 at d >= 128; elsewhere the warpgroups wait
-on the same K/V barriers and run in step, and only each one's two-tile pipelining
-(Section 3.2) overlaps its softmax with its own GEMMs.
+(``release_pingpong``): 16-bit dtypes at d <= 128, fp8 at d >= 128; elsewhere the
+warpgroups wait on the same K/V barriers and run in step, and only each one's two-tile
+pipelining (Section 3.2) overlaps its softmax with its own GEMMs. ``--pingpong on|off``
+asks what the barrier would do where the release has it not, or does.
 
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
@@ -105,6 +106,7 @@ from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, cou
 FP8_SCALES = ("block", "tensor")
 ROTATIONS = ("hadamard", "none")
 FP8_QUANTIZE = ("kernel", "upstream")
+PINGPONG_CHOICES = ("release", "on", "off")
 
 
 def _one_of(valid):
@@ -135,7 +137,12 @@ INFO = AlgorithmInfo(
              Option("no_pipelining", bool, False,
                     "schedule without Section 3.2's intra-warpgroup GEMM-softmax pipelining "
                     "(the paper's Table 2 ablation): each consumer warpgroup waits for its "
-                    "softmax before its next GEMMs; same tiles")),
+                    "softmax before its next GEMMs; same tiles"),
+             Option("pingpong", str, "release",
+                    "Section 3.1's ping-pong of the consumer warpgroups: as the release builds "
+                    "it (release, the default: fp16/bf16 at d <= 128, fp8 at d >= 128), always "
+                    "(on) or never (off: the warpgroups run in step); same tiles",
+                    validate=_one_of(PINGPONG_CHOICES))),
 )
 
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 80, 64, 32, 16)
@@ -144,7 +151,7 @@ CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64 (each owns wgmma's
 PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum
 PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
 PINGPONG_MAX_HEAD_DIM_16BIT = 128   # the release's scheduler barrier: fp16/bf16 at d <= 128
-PINGPONG_MIN_HEAD_DIM_FP8 = 128     # ... and fp8 at d >= 128 (``pingpong``)
+PINGPONG_MIN_HEAD_DIM_FP8 = 128     # ... and fp8 at d >= 128 (``release_pingpong``)
 SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
 OUT_BYTES_FP8 = 2             # FA-3's FP8 forward writes O in bf16
 ROTATION_SEED = 0             # draws D's signs (one M for Q and K of every head)
@@ -164,7 +171,7 @@ class Flash3Plan(Plan):
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
     fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
     pipelining: bool = True           # Section 3.2's two tiles in flight per warpgroup
-    pingpong: bool = True             # Section 3.1's turns at the tensor cores (``pingpong``)
+    pingpong: bool = True             # Section 3.1's turns at the tensor cores (``--pingpong``)
 
 
 def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
@@ -208,7 +215,7 @@ def largest_tile(d: int, e: int, stages: int, sram_bytes: int, gpu, is_fp8: bool
     return best
 
 
-def pingpong(warpgroups: int, d: int, is_fp8: bool) -> bool:
+def release_pingpong(warpgroups: int, d: int, is_fp8: bool) -> bool:
     """Whether the consumer warpgroups take turns at the tensor cores (Section 3.1), as the
     release decides it at compile time. Its scheduler barrier (the named barriers that make
     warpgroup 1 issue its GEMMs before warpgroup 2) is built for 16-bit dtypes at d <= 128
@@ -226,9 +233,22 @@ def pingpong(warpgroups: int, d: int, is_fp8: bool) -> bool:
     return d <= PINGPONG_MAX_HEAD_DIM_16BIT
 
 
+def chosen_pingpong(choice: str, warpgroups: int, d: int, is_fp8: bool) -> bool:
+    """``--pingpong``: the release's rule, or the user's what-if (which needs two consumer
+    warpgroups to take turns)."""
+    if choice == "release":
+        return release_pingpong(warpgroups, d, is_fp8)
+    if choice == "on" and warpgroups < 2:
+        raise PlanError(f"flash3 --pingpong on needs two consumer warpgroups to take turns, but "
+                        f"the plan has {warpgroups} (B_r = {warpgroups * WGMMA_ROWS}: the "
+                        f"tiles that fit the SRAM budget); use --pingpong release or off, or a "
+                        f"larger --sram-kb")
+    return choice == "on"
+
+
 def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
          rotation: str | None = None, fp8_quantize: str | None = None,
-         no_pipelining: bool = False) -> Flash3Plan:
+         no_pipelining: bool = False, pingpong: str = "release") -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
@@ -247,7 +267,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = Non
         smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
         regs = register_bytes(bq, bk, d)
         # the ablation keeps the tiles (and the second score tile's registers) unchanged
-        schedule = dict(pipelining=not no_pipelining, pingpong=pingpong(w, d, is_fp8))
+        schedule = dict(pipelining=not no_pipelining,
+                        pingpong=chosen_pingpong(pingpong, w, d, is_fp8))
         if not is_fp8:
             return Flash3Plan(bq, bk, stages, smem, regs, w, **schedule)
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",

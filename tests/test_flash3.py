@@ -100,6 +100,31 @@ def test_warpgroups_add_chains_only_where_the_release_builds_its_pingpong(dtype,
     assert unpiped.time.kernels[-1].chains == (w if pingpong else 1)
 
 
+def test_pingpong_what_if_changes_only_the_chains():
+    """``--pingpong on`` gives fp8 at d = 64 the barrier its release leaves out (2W chains),
+    ``off`` takes it from fp16 at d = 128 (2): same tiles and counts, only the time moves,
+    and the barrier never makes the kernel slower. One warpgroup cannot take turns."""
+    for dtype, d, choice, w in (("fp8", 64, "on", 3), ("fp16", 128, "off", 2)):
+        options = {"fp8_quantize": "upstream"} if dtype == "fp8" else {}
+        wl = Workload(batch=2, heads=16, seq_q=4096, head_dim=d, dtype=dtype)
+        release = simulate("flash3", wl, "h100", compute=False, options=options)
+        what_if = simulate("flash3", wl, "h100", compute=False,
+                           options={**options, "pingpong": choice})
+        assert what_if.plan["pingpong"] is (choice == "on")
+        assert {k: v for k, v in what_if.plan.items() if k != "pingpong"} == \
+            {k: v for k, v in release.plan.items() if k != "pingpong"}
+        assert what_if.counts == release.counts
+        on, off = (what_if, release) if choice == "on" else (release, what_if)
+        assert (on.time.kernels[-1].chains, off.time.kernels[-1].chains) == (2 * w, 2)
+        assert on.time.predicted_s < off.time.predicted_s
+    wl = Workload(batch=1, heads=1, seq_q=512, head_dim=128)
+    with pytest.raises(PlanError, match="--pingpong on needs two consumer warpgroups"):
+        simulate("flash3", wl, "h100", compute=False, sram_bytes=40 * 1024,
+                 options={"pingpong": "on"})
+    assert simulate("flash3", wl, "h100", compute=False, sram_bytes=40 * 1024,
+                    options={"pingpong": "off"}).plan["consumer_warpgroups"] == 1
+
+
 def test_needs_hopper_and_fitting_stages():
     wl = Workload(seq_q=256, head_dim=128)
     with pytest.raises(PlanError, match="needs Hopper's wgmma"):
