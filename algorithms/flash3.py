@@ -9,7 +9,7 @@ GEMMs. The release compiles the ping-pong's scheduler barrier in only where it p
 (``release_pingpong``): 16-bit dtypes at d <= 128, fp8 at d >= 128; elsewhere the
 warpgroups wait on the same K/V barriers and run in step, and only each one's two-tile
 pipelining (Section 3.2) overlaps its softmax with its own GEMMs. ``--pingpong on|off``
-asks what the barrier would do where the release has it not, or does.
+asks what the barrier would give where the release leaves it out, or cost where it has it.
 
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
