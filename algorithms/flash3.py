@@ -94,8 +94,8 @@ from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
                                        new_stats, online_softmax_tile, scale_rows)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, count_softmax_tile, count_tile, finish_rows,
-                                          new_row_state, repeat_step, same_tiles_run,
-                                          snapshot)
+                                          new_row_state, p_in_registers, repeat_step,
+                                          same_tiles_run, snapshot)
 from hwmodels.compiled import compiled
 from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
@@ -329,6 +329,8 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       * wl.elem_bytes,
                       # O_i: normalized, converted, through shared memory to a TMA store
                       epilogue_elements_per_cta=p.block_q * wl.head_dim,
+                      # P V reads P from registers (wgmma's A operand), not shared memory
+                      **p_in_registers(wl.head_dim, wl.elem_bytes),
                       matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                       l2_working_set_bytes=working_set)
 

@@ -43,7 +43,7 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (cdiv, causal_key_end, iter_heads, key_tiles_per_row_block,
                                        mma_layout, new_output, new_stats)
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
-                                           finish_rows)
+                                           finish_rows, p_in_registers)
 from hwmodels.compiled import compiled
 from hwmodels.counters import new_counters
 from hwmodels.footprint import Allocation, Footprint
@@ -152,6 +152,7 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
                        prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                        # the running state, or (last step) O_i
                        epilogue_elements_per_cta=p.block_q * d,
+                       **p_in_registers(d, wl.elem_bytes),
                        unique_hbm_bytes=dram, l2_working_set_bytes=working_set)
         counters.append(c)
         # forward the K/V block to the next device (all but the last step)

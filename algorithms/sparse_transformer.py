@@ -51,6 +51,7 @@ import numpy as np
 from algorithms.base import AlgorithmInfo, Option, PlanError
 from algorithms.flash2 import smem_buffers
 from algorithms.kernels import sparse_blocked as sb
+from algorithms.kernels.flash_tile import p_in_registers
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           pattern_footprint, positive_int, run_layout,
                                           run_pattern)
@@ -169,6 +170,7 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
                    overlap="serial", cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * d,                # O_i
+                   **p_in_registers(d, e),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     if not compute:

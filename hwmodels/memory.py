@@ -96,6 +96,12 @@ class KernelRecord:
             dQ, and row statistics written to shared memory and read back to be summed);
             pricing only, like ``smem_readers``: the SRAM counters keep the algorithm's
             tile traffic. 0: none.
+        register_operand_bytes_per_flop: bytes per matmul FLOP that the SRAM counters record
+            as reads of a GEMM operand the kernel keeps in registers, which the shared-memory
+            pipe therefore does not carry: the flash tile's P, which FlashAttention-2 and -3
+            feed to the P V GEMM from registers (``gemm_rs``; ``wgmma`` with A in
+            registers), e / 4d per FLOP of the tile's two GEMMs
+            (``algorithms.kernels.flash_tile.p_in_registers``). Pricing only. 0: none.
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
             reads one e-byte element from a different sector (a transposing copy). The
@@ -123,6 +129,7 @@ class KernelRecord:
     read_sector_use: float = 1.0
     smem_exchange_bytes: int = 0
     epilogue_elements_per_cta: int = 0
+    register_operand_bytes_per_flop: float = 0.0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -182,7 +189,7 @@ class Recorder:
                l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
                mma_rows_per_cta=0, prologue_bytes_per_cta=0,
                read_sector_use=1.0, smem_exchange_bytes=0,
-               epilogue_elements_per_cta=0) -> np.ndarray:
+               epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -201,7 +208,9 @@ class Recorder:
                            prologue_bytes_per_cta=int(prologue_bytes_per_cta),
                            read_sector_use=float(read_sector_use),
                            smem_exchange_bytes=int(smem_exchange_bytes),
-                           epilogue_elements_per_cta=int(epilogue_elements_per_cta))
+                           epilogue_elements_per_cta=int(epilogue_elements_per_cta),
+                           register_operand_bytes_per_flop=float(
+                               register_operand_bytes_per_flop))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

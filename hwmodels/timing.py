@@ -20,7 +20,9 @@ Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
                  both GPUs; one conversion instruction packs two values (PTX ``cvt`` .f16x2,
                  .e4m3x2).
     t_smem(k)  = smem_bytes / (128 B x S x f)                   32 banks x 4 B per clock
-                 smem_bytes = counted SRAM reads + writes + the operand re-reads of the
+                 smem_bytes = counted SRAM reads + writes (less the operands a kernel keeps
+                 in registers: the flash tile's P, ``register_operand_bytes_per_flop``) + the
+                 operand re-reads of the
                  ``smem_readers`` warps/warpgroups that each read the shared GEMM operand:
                  matmul_flops x e / 2 x (readers - 1) / mma_rows_per_cta, + the partial
                  results that split-K warps sum through shared memory
@@ -322,11 +324,14 @@ def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
 
 
 def smem_bytes(k: KernelRecord) -> float:
-    """Shared-memory bytes as the warps move them: the counted reads and writes, the partial
+    """Shared-memory bytes as the warps move them: the counted reads and writes less the
+    operand reads the kernel serves from registers (the flash tile's P), the partial
     results split-K warps exchange, plus the shared GEMM operand once more for every
     further warp (or warpgroup) that reads it."""
     c = k.counters
-    counted = float(c[SRAM_READ_BYTES] + c[SRAM_WRITE_BYTES]) + k.smem_exchange_bytes
+    in_registers = float(c[MATMUL_FLOPS]) * k.register_operand_bytes_per_flop
+    counted = float(c[SRAM_READ_BYTES] + c[SRAM_WRITE_BYTES]) - in_registers \
+        + k.smem_exchange_bytes
     if k.smem_readers <= 1 or k.mma_rows_per_cta <= 0 or not c[MATMUL_FLOPS]:
         return counted
     operand = dtype_bytes(k.matmul_dtype)

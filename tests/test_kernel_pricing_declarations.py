@@ -175,3 +175,39 @@ def test_feature_kernels_price_each_strips_operand_reads(name, causal):
     for k in r.kernels:
         if k.tc_path != "none":
             assert (k.smem_readers, k.mma_rows_per_cta) == (-(-block // 16), block), k.name
+
+
+# the kernels that run FlashAttention-2's tile step (``flash_tile.count_tile``) and feed its P
+# to the P V product from registers, as FlashAttention-2's and -3's releases do
+P_IN_REGISTERS = ("flash2_fwd", "flash3_fwd", "local_fwd", "longformer_fwd", "bigbird_fwd",
+                  "block_sparse_fwd", "sparse_transformer_fwd", "sparse_transformer_blocked_fwd",
+                  "nsa_win_fwd", "ring_step")
+
+
+@pytest.mark.parametrize("name, workload, options", ALL_CASES)
+def test_flash_tile_loops_keep_p_off_the_shared_memory_pipe(name, workload, options):
+    """Every kernel of the flash tile step declares its P reads as register operands (e / 4d
+    per matmul FLOP), never more than the SRAM reads it counts; no other kernel does."""
+    r = simulate(name, workload, "h100", options=options, compute=False)
+    for k in r.kernels:
+        rate = k.register_operand_bytes_per_flop
+        if k.name.startswith(P_IN_REGISTERS):
+            e = 1 if k.matmul_dtype == "fp8" else workload.elem_bytes
+            assert rate == pytest.approx(e / (4 * workload.head_dim)), k.name
+            assert rate * k.counts()["matmul_flops"] <= k.counts()["sram_read_bytes"], k.name
+        else:
+            assert rate == 0, k.name
+
+
+def test_p_in_registers_is_the_tiles_p_in_closed_form():
+    """Non-causal FlashAttention-2 forward: every tile's P (B_r x B_c, e bytes) is counted as an
+    SRAM read, B H N_q N_k e in all, and exactly those bytes leave the shared-memory term."""
+    from hwmodels.timing import TimingOptions, smem_bytes
+    wl = Workload(batch=2, heads=4, seq_q=1000, seq_k=700, head_dim=64)
+    (k,) = simulate("flash2", wl, "h100", compute=False).kernels
+    p_bytes = 2 * 4 * 1000 * 700 * wl.elem_bytes
+    assert k.register_operand_bytes_per_flop * k.counts()["matmul_flops"] == p_bytes
+    without = simulate("flash2", wl, "h100", compute=False).kernels[0]
+    without.register_operand_bytes_per_flop = 0.0
+    assert smem_bytes(without) - smem_bytes(k) == pytest.approx(p_bytes)
+    assert TimingOptions().smem_bandwidth

@@ -50,7 +50,7 @@ from algorithms.kernels.common import (causal_key_end, cdiv, for_each_head, head
                                key_tiles_per_row_block, new_output, new_stats)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
-                                   new_row_state)
+                                   new_row_state, p_in_registers)
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
@@ -194,6 +194,7 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
+                   **p_in_registers(wl.head_dim, wl.elem_bytes),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

@@ -50,7 +50,7 @@ from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.compiled import compiled
 from hwmodels.memory import SramOverflowError
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, attend_tile, count_tile, finish_rows,
-                                           new_row_state)
+                                           new_row_state, p_in_registers)
 from hwmodels.primitives import count_load, load_rows, store_rows, store_vector
 
 LAYOUT_ROW_BYTES = 8     # row_ptr[i], row_ptr[i+1] as int32, read once per Q block
@@ -118,6 +118,7 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
                    tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
+                   **p_in_registers(wl.head_dim, wl.elem_bytes),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=working_set)
     o, lse = new_output(wl, compute), new_stats(wl, compute)

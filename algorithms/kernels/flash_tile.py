@@ -28,6 +28,15 @@ STAT_BYTES = 4
 NO_DROPOUT_SCALE = np.float32(1.0)   # attend_tile's inv_keep when there is no dropout
 
 
+def p_in_registers(d: int, e: int) -> dict:
+    """``Recorder.kernel``'s ``register_operand_bytes_per_flop`` for a kernel whose matmul
+    FLOPs are all its tiles' (``count_tile``): the tile counts P as an SRAM read of the P V
+    product (B_r B_c e bytes per 4 B_r B_c d FLOPs), but FlashAttention-2 (``gemm_rs``) and
+    FlashAttention-3 (``wgmma`` with A in registers) feed it to the tensor cores from the
+    registers the softmax left it in, so shared memory never carries it."""
+    return {"register_operand_bytes_per_flop": e / (4 * d)}
+
+
 @compiled
 def apply_element_mask(s, mask, r0, c0):
     """s[i, j] = -inf where mask[r0 + i, c0 + j] is False (a sparse pattern's partial tile)."""
