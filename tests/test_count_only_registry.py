@@ -25,7 +25,8 @@ CASES = {
                  (wl(causal=True, passes="fwd+bwd", dropout=0.1), {})],
     "flash1": [(wl(nk=130, causal=True), {}),
                (wl(passes="fwd+bwd", dropout=0.1), {}),
-               (wl(causal=True, passes="bwd"), {})],
+               (wl(causal=True, passes="bwd"), {}),
+               (wl(nq=130, nk=161, causal=True, passes="fwd+bwd"), {"grid": "release"})],
     "flash2": [(wl(nq=130, nk=97, kv_heads=1, causal=True), {}),
                (wl(causal=True, passes="fwd+bwd", dropout=0.1), {}),
                (wl(passes="bwd"), {})],
@@ -91,8 +92,8 @@ def test_count_only_equals_executed(name, workload, options):
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(["flash1", "flash2", "ring", "diff", "flash3-fp8", "gqa", "mla",
-                             "nsa"]),
+@given(name=st.sampled_from(["flash1", "flash1-release", "flash2", "ring", "diff", "flash3-fp8",
+                             "gqa", "mla", "nsa"]),
        nq=st.integers(3, 300),
        extra_keys=st.integers(0, 200), d=st.sampled_from([16, 40, 64]),
        causal=st.booleans(), passes=st.sampled_from(["fwd", "fwd+bwd"]),
@@ -114,12 +115,13 @@ def test_count_only_runs_of_tiles_equal_executed_tile_by_tile(name, nq, extra_ke
     if name == "nsa":         # causal by design
         causal = True
     dtype = "fp8" if name == "flash3-fp8" else "fp16"
-    name = name.removesuffix("-fp8")
+    grid = {"grid": "release"} if name == "flash1-release" else {}
+    name = name.removesuffix("-fp8").removesuffix("-release")
     w = Workload(batch=1, heads=2, seq_q=nq, seq_k=nq + extra_keys, head_dim=d, causal=causal,
                  passes=passes, dropout=dropout if passes != "fwd" else 0.0, dtype=dtype,
                  kv_heads=1 if name == "gqa" else None)
     options = {"ring": {"devices": 3}, "mla": {"kv_lora_rank": 64, "rope_dim": 16},
-               "nsa": {"selected": 3, "select_block": 32, "window": 48}}.get(name, {})
+               "nsa": {"selected": 3, "select_block": 32, "window": 48}}.get(name, grid)
     sram = sram_kb * 1024 if sram_kb else None
     executed = simulate(name, w, "h100", options=options, inputs=make_inputs(w, 5),
                         sram_bytes=sram)

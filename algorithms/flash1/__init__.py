@@ -21,10 +21,17 @@ ops (+ B_r B_c for the mask on diagonal tiles), of which the maxes (B_r B_c + B_
 mask's select run on the ALU, B_r B_c + 2 B_r exps, and below fp32 B_r B_c + B_r d
 conversions (P̃ before P̃ V, O_i before its store).
 
-Kernel: one CTA per (batch, head), as in the paper's released implementation (the
-parallelism over the sequence came with FlashAttention-2), which is why FA-1 leaves SMs
-idle when batch x heads < SMs. Its 4 warps split K_j and V_j between them, as the release
-does ("split-K", FlashAttention-2 §3.3): each warp's fp32 partial P_ij V_j and row max and
+Kernel grid (``--grid``): ``head`` (the default) runs one CTA per (batch, head), Algorithm 1
+as the paper writes it for one head, which leaves SMs idle when batch x heads < SMs.
+``release`` runs the grid of the release the FlashAttention-2 paper measures FlashAttention
+against (flash-attention v1, ``fmha_fwd_launch_template.h``, from October 2022: 'Split fwd on
+the seqlen_q dimension'): each head's Q blocks are dealt round-robin to ``splits`` CTAs
+(block i to CTA i mod splits, as the release deals its 16-row steps, which also balances a
+causal grid), ``splits`` being the release's choice (``release_forward_splits``): the fewest,
+at most 30, whose waves over the SMs are within 95% of the best fill. Every split CTA loads
+the K_j, V_j its Q blocks see, so K and V are read up to ``splits`` times per head (Q, O, ℓ,
+m once per visited pair, as with one CTA). The release's 4 warps split K_j and V_j between
+them ("split-K", FlashAttention-2 §3.3): each warp's fp32 partial P_ij V_j and row max and
 sum go through shared memory to be summed, 2 · 4 · (4 d + 8) bytes per visited row, priced
 (``smem_exchange_bytes``) but not counted as the algorithm's SRAM traffic.
 Shared memory holds K_j, V_j, Q_i and O_i (e bytes per element): 2 B_c d + 2 B_r d <=
@@ -49,13 +56,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.flash1 import backward as flash1_bwd
-from algorithms.base import AlgorithmInfo, Plan, PlanError
+from algorithms.flash1.backward import ctas_per_sm_of, wave_fill
+from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                tile_softmax_stats)
 from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
-from algorithms.kernels.flash_tile import repeat_step, same_rows_run, snapshot
+from algorithms.kernels.flash_tile import repeat_step, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
@@ -68,6 +76,10 @@ from hwmodels.primitives import (count_alu, count_convert, count_exp, count_othe
                                  load_rows, load_vector, matmul_nn, matmul_nt, store_rows,
                                  store_vector)
 
+GRIDS = ("head", "release")
+RELEASE_MAX_SPLITS = 30          # fmha_fwd_launch_template.h: max_splits = min(30, ...)
+RELEASE_FILL_FRACTION = 0.95     # ... the fewest splits within 95% of the best wave fill
+
 INFO = AlgorithmInfo(
     name="flash1",
     title="FlashAttention (Algorithm 1 forward, Algorithm 4 backward)",
@@ -76,6 +88,12 @@ INFO = AlgorithmInfo(
     io_bound="Θ(N²d²/M)",
     passes=("fwd", "bwd"),
     dropout=True,
+    options=(Option("grid", str, "head",
+                    "the CTAs a head runs on: head (the default: one CTA per batch and head, "
+                    "Algorithm 1 and 4 as the paper writes them) or release (the v1 release's "
+                    "grid: the forward deals a head's Q blocks to several CTAs, the backward "
+                    "gives each K/V block a CTA when that fills the SMs better; same tiles)",
+                    choices=GRIDS),),
 )
 
 STAT_BYTES = 4
@@ -91,6 +109,7 @@ class Flash1Plan(Plan):
     sram_elements: int  # M in elements
     smem_bytes: int
     bwd: flash1_bwd.Flash1BwdPlan | None = None   # Algorithm 4's tiles (training)
+    splits: int = 1     # CTAs per head (``--grid release``: the release's seqlen_q split)
 
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -103,11 +122,27 @@ def register_bytes(block_q: int, block_k: int) -> int:
     return block_q * block_k * 4 + 4 * block_q * STAT_BYTES
 
 
-def plan(wl, gpu, sram_bytes: int) -> Flash1Plan:
+def plan(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1Plan:
     fwd = plan_forward(wl, gpu, sram_bytes)
+    if grid == "release":
+        ctas_per_sm = ctas_per_sm_of(gpu, fwd.smem_bytes, register_bytes(fwd.block_q,
+                                     fwd.block_k), THREADS_PER_CTA)
+        fwd = dataclasses.replace(fwd, splits=release_forward_splits(
+            wl.batch * wl.heads, gpu.sm_count, ctas_per_sm, cdiv(wl.seq_q, fwd.block_q)))
     if not wl.has_backward:
         return fwd
-    return dataclasses.replace(fwd, bwd=flash1_bwd.plan_backward(wl, gpu, sram_bytes))
+    return dataclasses.replace(fwd, bwd=flash1_bwd.plan_backward(wl, gpu, sram_bytes, grid))
+
+
+def release_forward_splits(heads: int, sms: int, ctas_per_sm: int, row_blocks: int) -> int:
+    """The v1 release's ``num_splits_heuristic_fwd``: CTAs per head, the fewest (at most 30)
+    whose wave fill is within 95% of the best. The release deals 16-row steps, of which any
+    length it benchmarks has 30 or more; the simulated Q blocks are Algorithm 1's B_r rows,
+    so no more splits than T_r blocks (an empty CTA would only read K and V)."""
+    limit = max(1, min(RELEASE_MAX_SPLITS, row_blocks))
+    fills = [wave_fill(heads * n, sms * ctas_per_sm) for n in range(1, limit + 1)]
+    best = max(fills)
+    return next(n for n, f in enumerate(fills, 1) if f > RELEASE_FILL_FRACTION * best)
 
 
 def plan_forward(wl, gpu, sram_bytes: int) -> Flash1Plan:
@@ -147,9 +182,14 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     per_head_reread = 2 * wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES
     unique = bh * (per_head_reread + 2 * wl.seq_k * d * e + wl.seq_q * d * e
                    + 2 * wl.seq_q * STAT_BYTES)
-    resident = rec.resident_ctas(bh, sum(buffers.values()), regs, THREADS_PER_CTA)
+    ctas = bh * p.splits
+    resident = rec.resident_ctas(ctas, sum(buffers.values()), regs, THREADS_PER_CTA)
     visited = flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
-    c = rec.kernel("flash1_fwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+    # split CTAs re-read only their own rows' Q_i, O_i, ℓ_i, m_i, and every split of a head
+    # in flight re-reads its K and V
+    working_set = resident * per_head_reread // p.splits + (
+        min(bh, resident) * 2 * wl.seq_k * d * e if p.splits > 1 else 0)
+    c = rec.kernel("flash1_fwd", ctas=ctas, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
                    # the release steps through Q_i 16 rows at a time, its 4 warps splitting
                    # K_j, V_j: all of them are read per 16 rows, as 4 warps that each read
@@ -162,9 +202,10 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    # the first S_ij = Q_i K_jᵀ waits for both tiles
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    # Algorithm 1 writes O_i back at the end of every inner step (line 12)
-                   epilogue_elements_per_cta=d * visited,
+                   epilogue_elements_per_cta=d * (visited // p.splits),   # a CTA's share
+                   cta_work=split_pairs(wl, p) if p.splits > 1 else None,
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
-                   l2_working_set_bytes=resident * per_head_reread)
+                   l2_working_set_bytes=working_set)
     o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM (every head)
@@ -172,10 +213,11 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     finish_heads(c_init, wl, False)
 
     def head(c, b, h, q, k, v):
-        forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
-                     head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q, p.block_k,
-                     wl.scale, wl.causal, e, compute, wl.dropout > 0, seed, b * wl.heads + h,
-                     threshold, inv_keep)
+        for split in range(p.splits):
+            forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
+                         head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q,
+                         p.block_k, wl.scale, wl.causal, e, compute, wl.dropout > 0, seed,
+                         b * wl.heads + h, threshold, inv_keep, split, p.splits)
     for_each_head(wl, inputs, compute, c, head)
     if not compute:
         return {}
@@ -185,25 +227,31 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
 
 @compiled(nogil=True)
 def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
-                 compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0):
+                 compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0, split=0,
+                 splits=1):
+    """Algorithm 1 for one head, on the Q blocks i = split, split + splits, ... (all of them
+    with one split): each split is a CTA of its own, which loads the K_j, V_j its blocks see."""
+    stride = splits * block_q
     for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
         c1 = min(c0 + block_k, seq_k)
         cols = c1 - c0
-        kj = load_rows(c, k, c0, c1, d, e)                       # line 6: K_j, V_j -> SRAM
-        vj = load_rows(c, v, c0, c1, d, e)
         # causal: Q blocks whose last row cannot see key c0 are skipped entirely
         first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
-        r0 = (first_row // block_q) * block_q
+        r0 = first_block_of_split(first_row // block_q, split, splits) * block_q
+        if r0 >= seq_q:
+            continue                                             # this CTA's rows see no K_j
+        kj = load_rows(c, k, c0, c1, d, e)                       # line 6: K_j, V_j -> SRAM
+        vj = load_rows(c, v, c0, c1, d, e)
         while r0 < seq_q:                                        # line 7: for i in 1..T_r
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if not compute:        # the same counts without arrays, a run of Q blocks at once
-                run = same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked)
+                run = strided_rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked)
                 before = snapshot(c, run)
                 count_pair(c, rows, cols, d, e, masked, dropout)
                 repeat_step(c, before, run)
-                r0 += run * block_q
+                r0 += run * stride
                 continue
             qi = load_rows(c, q, r0, r1, d, e)                   # line 8: Q_i, O_i, ℓ_i, m_i
             oi = load_rows(c, o, r0, r1, d, e)
@@ -241,7 +289,40 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
             store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
             store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
-            r0 += block_q
+            r0 += stride
+
+
+@compiled
+def first_block_of_split(first, split, splits):
+    """The first Q block index >= ``first`` that the CTA ``split`` of ``splits`` owns."""
+    return first + (split - first) % splits
+
+
+@compiled
+def strided_rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked):
+    """``flash_tile.same_rows_run`` for a CTA's Q blocks ``stride`` rows apart: how many of
+    them, from the one at r0 on, count like it against the key tile ending at c1 (a full
+    block is followed by full ones; a masked one by masked ones while their first row is
+    above the diagonal; an unmasked one by unmasked ones). A ragged last block is a run of
+    one."""
+    if r0 + block_q > seq_q:
+        return 1
+    run = (seq_q - r0 - block_q) // stride + 1
+    if causal and masked:                    # masked while c1 - 1 > r0 + seq_k - seq_q
+        run = min(run, -(-(c1 - 1 - (seq_k - seq_q) - r0) // stride))
+    return max(run, 1)
+
+
+def split_pairs(wl, p: Flash1Plan) -> np.ndarray:
+    """(Q block, K/V block) pairs each split CTA of a head visits (unequal when causal: the
+    round-robin deal keeps them close)."""
+    t_r = cdiv(wl.seq_q, p.block_q)
+    first = np.array([max(0, c0 - (wl.seq_k - wl.seq_q)) // p.block_q if wl.causal else 0
+                      for c0 in range(0, wl.seq_k, p.block_k)], dtype=np.int64)
+    blocks = np.arange(t_r, dtype=np.int64)
+    seen_by = (blocks[:, None] >= first[None, :]).sum(axis=1)    # K/V blocks per Q block
+    return np.bincount(blocks % p.splits, weights=seen_by,
+                       minlength=p.splits).astype(np.float64)
 
 
 @compiled

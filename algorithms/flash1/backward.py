@@ -36,9 +36,19 @@ and dS, the products' operands) and those of every tile stored. Dropout: ⌈r c/
 (regenerate Z on chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM
 traffic.
 
-Kernel: one CTA per (batch, head), like the forward, with the release's 8 warps splitting
-K_j and V_j (flash-attention v1, csrc/flash_attn/src/fmha_bwd_hdim64.cu and _hdim128.cu:
-``FMHA_kernel_traits<S, d, 16, 1, 8, ...>``, 16-row steps, WARPS_N = 8; its forward runs 4):
+Kernel grid (``flash1 --grid``): ``head`` runs one CTA per (batch, head), like the forward;
+``release`` follows the v1 release ('Parallelize CUDA bwd along seqlen_k instead of
+seqlen_q', November 2022; ``fmha_bwd_launch_template.h``, ``num_splits_heuristic_bwd``):
+each K/V block gets a CTA of its own (the outer loop of Algorithm 4 spread over T_c CTAs)
+when that fills the SMs better than a CTA per head, discounted by 1 + B_c / N for the extra
+work (1 + B_c / 2N causal, and always from T_c >= 10 causal, where it also balances the
+triangle). The CTAs of a head then update the same dQ_i: the release adds them with fp32
+atomics into a buffer it zeroes before and converts after, and computes D = rowsum(dO ∘ O)
+in a kernel of its own; the simulation keeps Algorithm 4's read-modify-write of dQ_i and its
+D_i, so the counts do not depend on the grid, only the CTAs that share them. The
+release's 8 warps split K_j and V_j (flash-attention v1, csrc/flash_attn/src/
+fmha_bwd_hdim64.cu and _hdim128.cu: ``FMHA_kernel_traits<S, d, 16, 1, 8, ...>``, 16-row
+steps, WARPS_N = 8; its forward runs 4):
 dQ_i = dS_ij K_j sums over the split keys, so each warp's fp32 partial dQ_i goes through
 shared memory, 2 · 8 · 4 d bytes per visited row (priced, ``smem_exchange_bytes``; dK_j and
 dV_j stay with the warp that owns their keys). Differences from the paper: the
@@ -47,6 +57,7 @@ dS once and used for both dQ_i and dK̃_j.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +108,7 @@ class Flash1BwdPlan(Plan):
     block_k: int        # B_c
     smem_bytes: int
     register_bytes: int
+    splits: int = 1     # CTAs per head: 1, or T_c (``--grid release``: one per K/V block)
 
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -110,7 +122,39 @@ def register_bytes(block_q: int, block_k: int) -> int:
     return 2 * block_q * block_k * 4 + 3 * block_q * STAT_BYTES
 
 
-def plan_backward(wl, gpu, sram_bytes: int) -> Flash1BwdPlan:
+def ctas_per_sm_of(gpu, smem_bytes: int, register_bytes_per_cta: int, threads: int) -> int:
+    """The occupancy the release asks CUDA for (cudaOccupancyMaxActiveBlocksPerMultiprocessor):
+    CTAs of this shared memory, register and thread size that fit on one SM."""
+    fit = min(gpu.max_ctas_per_sm, gpu.max_threads_per_sm // threads)
+    if smem_bytes > 0:
+        fit = min(fit, gpu.smem_bytes_per_sm // smem_bytes)
+    if register_bytes_per_cta > 0:
+        fit = min(fit, gpu.register_bytes_per_sm // register_bytes_per_cta)
+    return max(1, fit)
+
+
+def wave_fill(ctas: int, slots: int) -> float:
+    """The release's efficiency of a grid: its waves over the SMs' CTA slots, divided by the
+    whole waves it occupies."""
+    waves = ctas / slots
+    return waves / math.ceil(waves)
+
+
+def release_backward_splits(heads: int, sms: int, ctas_per_sm: int, seq_k: int, block_k: int,
+                            causal: bool) -> int:
+    """The v1 release's ``num_splits_heuristic_bwd``: 1 (a CTA per head) or one CTA per K/V
+    block, whichever fills the SMs' waves better once the split's extra work is discounted;
+    causal with 10 or more K/V blocks always splits (it balances the triangle too)."""
+    blocks = -(-seq_k // block_k)
+    if causal and blocks >= 10:
+        return blocks
+    slots = sms * ctas_per_sm
+    discount = 1 + (0.5 if causal else 1.0) * block_k / seq_k
+    return 1 if wave_fill(heads, slots) >= wave_fill(heads * blocks, slots) / discount \
+        else blocks
+
+
+def plan_backward(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1BwdPlan:
     check_backward_workload("flash1", wl)
     d, e = wl.head_dim, wl.elem_bytes
     m_elems = sram_bytes // e
@@ -132,8 +176,13 @@ def plan_backward(wl, gpu, sram_bytes: int) -> Flash1BwdPlan:
                         f"bytes of fp32 registers for S_ij and dP_ij, more than the "
                         f"{gpu.register_bytes_per_sm:,}-byte register file; use a smaller "
                         f"--sram-kb or --head-dim")
+    splits = 1
+    if grid == "release":
+        splits = release_backward_splits(wl.batch * wl.heads, gpu.sm_count,
+                                         ctas_per_sm_of(gpu, need, regs, THREADS_PER_CTA),
+                                         wl.seq_k, block_k, wl.causal)
     return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need,
-                         register_bytes=regs)
+                         register_bytes=regs, splits=splits)
 
 
 def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
@@ -148,17 +197,21 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     # written once.
     per_head_reread = 4 * nq * d * e + 2 * nq * STAT_BYTES
     unique = bh * (per_head_reread + 2 * nk * d * e + nq * d * e + 2 * nk * d * e)
-    resident = rec.resident_ctas(bh, sum(buffers.values()), bp.register_bytes, THREADS_PER_CTA)
+    ctas = bh * bp.splits
+    resident = rec.resident_ctas(ctas, sum(buffers.values()), bp.register_bytes,
+                                 THREADS_PER_CTA)
     visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal)
-    c = rec.kernel("flash1_bwd", ctas=bh, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
+    # split, every CTA of a head in flight re-reads the head's Q, O, dO, dQ, ℓ, m
+    c = rec.kernel("flash1_bwd", ctas=ctas, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
                    overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
-                   l2_working_set_bytes=resident * per_head_reread,
+                   l2_working_set_bytes=min(bh, resident) * per_head_reread,
+                   cta_work=rows_per_key_block(wl, bp) if bp.splits > 1 else None,
                    # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
                    prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j", "V_j")),
                    # Algorithm 4 writes dQ_i back at every inner step (line 21) and dK_j, dV_j
                    # at the end of every outer one (line 24)
-                   epilogue_elements_per_cta=d * (visited + 2 * nk),
+                   epilogue_elements_per_cta=d * ((visited + 2 * nk) // bp.splits),
                    # the 8 warps share the streamed Q_i, dO_i tiles (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                    # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
@@ -181,9 +234,11 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
             else:
                 q = k = v = do = o = dq = dk = dv = placeholder(d)
                 l = m = placeholder_vector()
-            backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, nq, nk, d, bp.block_q,
-                          bp.block_k, wl.scale, wl.causal, e, wl.dropout > 0, seed,
-                          b * wl.heads + h, threshold, inv_keep, compute)
+            for split in range(bp.splits):
+                backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, nq, nk, d, bp.block_q,
+                              bp.block_k, wl.scale, wl.causal, e, wl.dropout > 0, seed,
+                              b * wl.heads + h, threshold, inv_keep, compute, split,
+                              bp.splits)
     if not compute:
         Recorder.repeat(c_init, bh)
         Recorder.repeat(c, bh)
@@ -203,10 +258,20 @@ def _no_key_safe(m, l):
     return m_safe, inv_l
 
 
+def rows_per_key_block(wl, bp: Flash1BwdPlan) -> np.ndarray:
+    """Q rows each K/V block's CTA visits (unequal when causal)."""
+    c0 = np.arange(0, wl.seq_k, bp.block_k, dtype=np.int64)
+    first = np.maximum(0, c0 - (wl.seq_k - wl.seq_q)) if wl.causal else np.zeros_like(c0)
+    return (wl.seq_q - (first // bp.block_q) * bp.block_q).astype(np.float64)
+
+
 @compiled
 def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q, block_k,
-                  scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute):
-    for c0 in range(0, seq_k, block_k):                          # line 6: for j in 1..T_c
+                  scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute, split=0,
+                  splits=1):
+    """Algorithm 4 for one head, on the K/V blocks j = split, split + splits, ... (all of
+    them with one split; the release's split gives each block a CTA)."""
+    for c0 in range(split * block_k, seq_k, splits * block_k):   # line 6: for j in 1..T_c
         c1 = min(c0 + block_k, seq_k)
         cols = c1 - c0
         kj = load_rows(c, k, c0, c1, d, e)                       # line 7: K_j, V_j -> SRAM
