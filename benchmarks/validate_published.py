@@ -481,10 +481,6 @@ def flash1_tiles(gpu: str, d: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (plan["block_q"], plan["block_k"]), (plan["bwd"]["block_q"], plan["bwd"]["block_k"])
 
 
-def flash1_a100_tiles(d: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    return flash1_tiles("a100-80gb", d)
-
-
 def fa1_head_grid_collapse(n: int = 16384, d: int = 128) -> float:
     """FA-1's A100 fwd+bwd chart bar at (N, d, non-causal), predicted with one CTA per head
     (the default grid) over published."""
@@ -1924,9 +1920,9 @@ def document(fmt: str = "github") -> str:
         + " over the whole sweep. `flash1` simulates the paper's "
         "Algorithms 1 and 4 with the tiles the paper derives from M (on the A100's 163 KiB, "
         "at d = 64 and 128: forward "
-        + " and ".join(f"{fw[0]} x {fw[1]}" for fw, _ in map(flash1_a100_tiles, (64, 128)))
+        + " and ".join(f"{fw[0]} x {fw[1]}" for fw, _ in (flash1_tiles("a100-80gb", d) for d in (64, 128)))
         + ", backward "
-        + " and ".join(f"{bw[0]} x {bw[1]}" for _, bw in map(flash1_a100_tiles, (64, 128)))
+        + " and ".join(f"{bw[0]} x {bw[1]}" for _, bw in (flash1_tiles("a100-80gb", d) for d in (64, 128)))
         + ") on the v1 release's grid (`--grid release`, [FA1-grid]: a head's Q blocks "
         "split over CTAs in the forward, a CTA per K/V block in the backward when that "
         "fills the SMs better; with one CTA per head, the default grid, the speedup reaches "

@@ -101,7 +101,7 @@ def test_count_only_equals_executed(name, workload, options):
 def test_count_only_runs_of_tiles_equal_executed_tile_by_tile(name, nq, extra_keys, d, causal,
                                                               passes, dropout, sram_kb):
     """Count-only mode steps through a run of tiles (or Q blocks) that count alike once and
-    scales it (flash_tile.count_tiles, same_tiles_run, same_rows_run: the flash2 forward and
+    scales it (flash_tile.count_tiles, same_tiles_run, rows_run: the flash2 forward and
     ring, the FlashAttention forward and both backward passes, the differential kernel, the
     packed kernel of GQA and MLA, NSA's compressed tiles and its selected positions);
     executed mode steps through every tile. Over ragged shapes, N_k >= N_q, causal or not,

@@ -63,7 +63,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                tile_softmax_stats)
 from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
-from algorithms.kernels.flash_tile import repeat_step, snapshot
+from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
@@ -247,7 +247,7 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             rows = r1 - r0
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             if not compute:        # the same counts without arrays, a run of Q blocks at once
-                run = strided_rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked)
+                run = rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked)
                 before = snapshot(c, run)
                 count_pair(c, rows, cols, d, e, masked, dropout)
                 repeat_step(c, before, run)
@@ -298,28 +298,11 @@ def first_block_of_split(first, split, splits):
     return first + (split - first) % splits
 
 
-@compiled
-def strided_rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked):
-    """``flash_tile.same_rows_run`` for a CTA's Q blocks ``stride`` rows apart: how many of
-    them, from the one at r0 on, count like it against the key tile ending at c1 (a full
-    block is followed by full ones; a masked one by masked ones while their first row is
-    above the diagonal; an unmasked one by unmasked ones). A ragged last block is a run of
-    one."""
-    if r0 + block_q > seq_q:
-        return 1
-    run = (seq_q - r0 - block_q) // stride + 1
-    if causal and masked:                    # masked while c1 - 1 > r0 + seq_k - seq_q
-        run = min(run, -(-(c1 - 1 - (seq_k - seq_q) - r0) // stride))
-    return max(run, 1)
-
-
 def split_pairs(wl, p: Flash1Plan) -> np.ndarray:
     """(Q block, K/V block) pairs each split CTA of a head visits (unequal when causal: the
     round-robin deal keeps them close)."""
-    t_r = cdiv(wl.seq_q, p.block_q)
-    first = np.array([max(0, c0 - (wl.seq_k - wl.seq_q)) // p.block_q if wl.causal else 0
-                      for c0 in range(0, wl.seq_k, p.block_k)], dtype=np.int64)
-    blocks = np.arange(t_r, dtype=np.int64)
+    first = flash1_bwd.first_q_blocks(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
+    blocks = np.arange(cdiv(wl.seq_q, p.block_q), dtype=np.int64)
     seen_by = (blocks[:, None] >= first[None, :]).sum(axis=1)    # K/V blocks per Q block
     return np.bincount(blocks % p.splits, weights=seen_by,
                        minlength=p.splits).astype(np.float64)

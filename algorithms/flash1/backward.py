@@ -66,7 +66,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
-from algorithms.kernels.flash_tile import repeat_step, same_rows_run, snapshot
+from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
 from algorithms.flash2.backward import softmax_grad_in_place
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
@@ -85,12 +85,25 @@ THREADS_PER_CTA = 256
 SPLIT_K_WARPS = THREADS_PER_CTA // 32
 
 
-def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool) -> int:
-    """Σ, over the (Q block, K/V block) pairs Algorithms 1 and 4 visit, of the Q block's
-    rows: every K/V block sees the Q blocks from the first one that can see its first key."""
+def first_q_blocks(seq_q: int, seq_k: int, block_q: int, block_k: int,
+                   causal: bool) -> np.ndarray:
+    """Per K/V block, the first Q block Algorithms 1 and 4 visit with it: the first that can
+    see its first key (causal), else 0."""
     c0 = np.arange(0, seq_k, block_k, dtype=np.int64)
     first = np.maximum(0, c0 - (seq_k - seq_q)) if causal else np.zeros_like(c0)
-    return int(np.sum(seq_q - (first // block_q) * block_q))
+    return first // block_q
+
+
+def rows_per_key_block(seq_q: int, seq_k: int, block_q: int, block_k: int,
+                       causal: bool) -> np.ndarray:
+    """Q rows each K/V block is visited with (unequal when causal)."""
+    return seq_q - first_q_blocks(seq_q, seq_k, block_q, block_k, causal) * block_q
+
+
+def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool) -> int:
+    """Σ, over the (Q block, K/V block) pairs Algorithms 1 and 4 visit, of the Q block's
+    rows."""
+    return int(np.sum(rows_per_key_block(seq_q, seq_k, block_q, block_k, causal)))
 
 
 def split_k_exchange_bytes(rows: int, row_bytes: int, warps: int = SPLIT_K_WARPS) -> int:
@@ -206,7 +219,8 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                    register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
                    overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
                    l2_working_set_bytes=min(bh, resident) * per_head_reread,
-                   cta_work=rows_per_key_block(wl, bp) if bp.splits > 1 else None,
+                   cta_work=rows_per_key_block(nq, nk, bp.block_q, bp.block_k, wl.causal)
+                   .astype(np.float64) if bp.splits > 1 else None,
                    # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
                    prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j", "V_j")),
                    # Algorithm 4 writes dQ_i back at every inner step (line 21) and dK_j, dV_j
@@ -258,13 +272,6 @@ def _no_key_safe(m, l):
     return m_safe, inv_l
 
 
-def rows_per_key_block(wl, bp: Flash1BwdPlan) -> np.ndarray:
-    """Q rows each K/V block's CTA visits (unequal when causal)."""
-    c0 = np.arange(0, wl.seq_k, bp.block_k, dtype=np.int64)
-    first = np.maximum(0, c0 - (wl.seq_k - wl.seq_q)) if wl.causal else np.zeros_like(c0)
-    return (wl.seq_q - (first // bp.block_q) * bp.block_q).astype(np.float64)
-
-
 @compiled
 def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q, block_k,
                   scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute, split=0,
@@ -285,7 +292,8 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
             rows = r1 - r0
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             # count-only: a run of Q blocks that count alike is stepped through once, then scaled
-            run = 1 if compute else same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked)
+            run = 1 if compute else rows_run(r0, block_q, block_q, seq_q, c1, seq_k, causal,
+                                             masked)
             before = snapshot(c, run)
             qi = load_rows(c, q, r0, r1, d, e)                   # line 10
             oi = load_rows(c, o, r0, r1, d, e)

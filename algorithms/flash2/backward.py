@@ -67,7 +67,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
                                heads_in_flight, placeholder, placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
-from algorithms.kernels.flash_tile import repeat_step, same_rows_run, snapshot
+from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
@@ -238,7 +238,8 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             rows = r1 - r0
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
             # count-only: a run of tiles that count alike is stepped through once, then scaled
-            run = 1 if compute else same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked)
+            run = 1 if compute else rows_run(r0, block_q, block_q, seq_q, c1, seq_k, causal,
+                                             masked)
             before = snapshot(c, run)
             qi = load_rows(c, q, r0, r1, d, e)                   # Q_i, dO_i, lse_i, D_i
             doi = load_rows(c, do, r0, r1, d, e)

@@ -179,18 +179,19 @@ def tiles_run(c0, c_hi, block_k, key_limit, unmasked_end, masked):
 
 
 @compiled
-def same_rows_run(r0, block_q, seq_q, c1, seq_k, causal, masked):
-    """How many Q blocks, from the one at r0 on, count like it against the key tile ending
-    at c1 (loops with key blocks outside and Q blocks inside: FlashAttention's forward, the
-    backward passes): a full block is followed by full ones up to seq_q; a masked one
-    (causal, above the diagonal) by masked ones while their first row is still above it, an
-    unmasked one by unmasked ones (rows further down see more keys). The ragged last block
-    is a run of one."""
+def rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked):
+    """How many Q blocks ``stride`` rows apart (``block_q`` for a CTA that owns them all; a
+    multiple of it when CTAs deal them out), from the one at r0 on, count like it against
+    the key tile ending at c1 (loops with key blocks outside and Q blocks inside:
+    FlashAttention's forward, the backward passes): a full block is followed by full ones up
+    to seq_q; a masked one (causal, above the diagonal) by masked ones while their first row
+    is still above it, an unmasked one by unmasked ones (rows further down see more keys).
+    The ragged last block is a run of one."""
     if r0 + block_q > seq_q:
         return 1
-    run = (seq_q - r0) // block_q
+    run = (seq_q - r0 - block_q) // stride + 1
     if causal and masked:                    # masked while c1 - 1 > r0 + seq_k - seq_q
-        run = min(run, -(-(c1 - 1 - (seq_k - seq_q) - r0) // block_q))
+        run = min(run, -(-(c1 - 1 - (seq_k - seq_q) - r0) // stride))
     return max(run, 1)
 
 
