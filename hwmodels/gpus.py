@@ -274,6 +274,17 @@ class GPU:
     def replace(self, **changes) -> "GPU":
         return dataclasses.replace(self, **changes)
 
+    def ctas_per_sm(self, smem_bytes_per_cta: int, register_bytes_per_cta: int = 0,
+                    threads_per_cta: int = 128) -> int:
+        """Resident CTAs per SM (the occupancy CUDA reports): limited by shared memory,
+        registers, threads and the cap; at least one."""
+        limit = min(self.max_ctas_per_sm, self.max_threads_per_sm // max(1, threads_per_cta))
+        if smem_bytes_per_cta > 0:
+            limit = min(limit, self.smem_bytes_per_sm // smem_bytes_per_cta)
+        if register_bytes_per_cta > 0:
+            limit = min(limit, self.register_bytes_per_sm // register_bytes_per_cta)
+        return max(1, int(limit))
+
     def register_bytes_for_threads(self, threads: int) -> int:
         """The most register bytes ``threads`` threads may hold (each at most
         ``max_registers_per_thread`` 32-bit registers), whatever the register file."""

@@ -221,12 +221,8 @@ class Recorder:
     def resident_ctas(self, ctas: int, sram_bytes_per_cta: int, register_bytes_per_cta: int = 0,
                       threads_per_cta: int = 128) -> int:
         """CTAs of a grid resident at one time (for L2 working sets)."""
-        per_sm = self.gpu.max_ctas_per_sm
-        if sram_bytes_per_cta > 0:
-            per_sm = min(per_sm, self.gpu.smem_bytes_per_sm // sram_bytes_per_cta)
-        if register_bytes_per_cta > 0:
-            per_sm = min(per_sm, self.gpu.register_bytes_per_sm // register_bytes_per_cta)
-        per_sm = max(1, min(per_sm, self.gpu.max_threads_per_sm // max(1, threads_per_cta)))
+        per_sm = self.gpu.ctas_per_sm(sram_bytes_per_cta, register_bytes_per_cta,
+                                      threads_per_cta)
         return min(ctas, self.gpu.sm_count * per_sm)
 
     @staticmethod

@@ -230,13 +230,7 @@ class TimingBreakdown:
 
 def ctas_per_sm(gpu: GPU, k: KernelRecord) -> int:
     """Resident CTAs per SM, limited by shared memory, registers, threads and the cap."""
-    limit = gpu.max_ctas_per_sm
-    if k.sram_bytes_per_cta > 0:
-        limit = min(limit, gpu.smem_bytes_per_sm // k.sram_bytes_per_cta)
-    if k.register_bytes_per_cta > 0:
-        limit = min(limit, gpu.register_bytes_per_sm // k.register_bytes_per_cta)
-    limit = min(limit, gpu.max_threads_per_sm // max(1, k.threads_per_cta))
-    return max(1, int(limit))
+    return gpu.ctas_per_sm(k.sram_bytes_per_cta, k.register_bytes_per_cta, k.threads_per_cta)
 
 
 def resident_per_sm(gpu: GPU, k: KernelRecord) -> int:

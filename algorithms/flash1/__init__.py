@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.flash1 import backward as flash1_bwd
-from algorithms.flash1.backward import ctas_per_sm_of, wave_fill
+from algorithms.flash1.backward import wave_fill
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
@@ -125,8 +125,9 @@ def register_bytes(block_q: int, block_k: int) -> int:
 def plan(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1Plan:
     fwd = plan_forward(wl, gpu, sram_bytes)
     if grid == "release":
-        ctas_per_sm = ctas_per_sm_of(gpu, fwd.smem_bytes, register_bytes(fwd.block_q,
-                                     fwd.block_k), THREADS_PER_CTA)
+        # the occupancy the release asks CUDA for (cudaOccupancyMaxActiveBlocksPerMultiprocessor)
+        ctas_per_sm = gpu.ctas_per_sm(fwd.smem_bytes, register_bytes(fwd.block_q, fwd.block_k),
+                                      THREADS_PER_CTA)
         fwd = dataclasses.replace(fwd, splits=release_forward_splits(
             wl.batch * wl.heads, gpu.sm_count, ctas_per_sm, cdiv(wl.seq_q, fwd.block_q)))
     if not wl.has_backward:

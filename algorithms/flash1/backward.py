@@ -135,17 +135,6 @@ def register_bytes(block_q: int, block_k: int) -> int:
     return 2 * block_q * block_k * 4 + 3 * block_q * STAT_BYTES
 
 
-def ctas_per_sm_of(gpu, smem_bytes: int, register_bytes_per_cta: int, threads: int) -> int:
-    """The occupancy the release asks CUDA for (cudaOccupancyMaxActiveBlocksPerMultiprocessor):
-    CTAs of this shared memory, register and thread size that fit on one SM."""
-    fit = min(gpu.max_ctas_per_sm, gpu.max_threads_per_sm // threads)
-    if smem_bytes > 0:
-        fit = min(fit, gpu.smem_bytes_per_sm // smem_bytes)
-    if register_bytes_per_cta > 0:
-        fit = min(fit, gpu.register_bytes_per_sm // register_bytes_per_cta)
-    return max(1, fit)
-
-
 def wave_fill(ctas: int, slots: int) -> float:
     """The release's efficiency of a grid: its waves over the SMs' CTA slots, divided by the
     whole waves it occupies."""
@@ -192,7 +181,8 @@ def plan_backward(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1BwdPlan
     splits = 1
     if grid == "release":
         splits = release_backward_splits(wl.batch * wl.heads, gpu.sm_count,
-                                         ctas_per_sm_of(gpu, need, regs, THREADS_PER_CTA),
+                                         # the occupancy the release asks CUDA for
+                                         gpu.ctas_per_sm(need, regs, THREADS_PER_CTA),
                                          wl.seq_k, block_k, wl.causal)
     return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need,
                          register_bytes=regs, splits=splits)
