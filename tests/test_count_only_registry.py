@@ -92,8 +92,8 @@ def test_count_only_equals_executed(name, workload, options):
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(["flash1", "flash1-release", "flash2", "ring", "diff", "flash3-fp8",
-                             "gqa", "mla", "nsa"]),
+@given(name=st.sampled_from(["flash1", "flash1-release", "flash1-tiles", "flash2", "ring",
+                             "diff", "flash3-fp8", "gqa", "mla", "nsa"]),
        nq=st.integers(3, 300),
        extra_keys=st.integers(0, 200), d=st.sampled_from([16, 40, 64]),
        causal=st.booleans(), passes=st.sampled_from(["fwd", "fwd+bwd"]),
@@ -115,8 +115,12 @@ def test_count_only_runs_of_tiles_equal_executed_tile_by_tile(name, nq, extra_ke
     if name == "nsa":         # causal by design
         causal = True
     dtype = "fp8" if name == "flash3-fp8" else "fp16"
-    grid = {"grid": "release"} if name == "flash1-release" else {}
-    name = name.removesuffix("-fp8").removesuffix("-release")
+    grid = {"flash1-release": {"grid": "release"},
+            # the release's tiles and traffic (on its grid), which set their own tile sizes
+            "flash1-tiles": {"grid": "release", "tiles": "release"}}.get(name, {})
+    if name == "flash1-tiles":
+        sram_kb = None
+    name = name.removesuffix("-fp8").removesuffix("-release").removesuffix("-tiles")
     w = Workload(batch=1, heads=2, seq_q=nq, seq_k=nq + extra_keys, head_dim=d, causal=causal,
                  passes=passes, dropout=dropout if passes != "fwd" else 0.0, dtype=dtype,
                  kv_heads=1 if name == "gqa" else None)

@@ -56,11 +56,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.flash1 import backward as flash1_bwd
+from algorithms.flash1 import release
 from algorithms.flash1.backward import wave_fill
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
-                               tile_softmax_stats)
+                               placeholder, placeholder_vector, tile_softmax_stats)
 from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
 from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
@@ -77,6 +78,7 @@ from hwmodels.primitives import (count_alu, count_convert, count_exp, count_othe
                                  store_vector)
 
 GRIDS = ("head", "release")
+TILES = ("paper", "release")
 RELEASE_MAX_SPLITS = 30          # fmha_fwd_launch_template.h: max_splits = min(30, ...)
 RELEASE_FILL_FRACTION = 0.95     # ... the fewest splits within 95% of the best wave fill
 
@@ -93,7 +95,14 @@ INFO = AlgorithmInfo(
                     "Algorithm 1 and 4 as the paper writes them) or release (the v1 release's "
                     "grid: the forward deals a head's Q blocks to several CTAs, the backward "
                     "gives each K/V block a CTA when that fills the SMs better; same tiles)",
-                    choices=GRIDS),),
+                    choices=GRIDS),
+             Option("tiles", str, "paper",
+                    "the tiles and their HBM traffic: paper (the default: Algorithm 1's B_c = "
+                    "ceil(M/4d), B_r = min(B_c, d), Algorithm 4's from M/8d) or release (the v1 "
+                    "release's kernels: 128 or 256 keys per K/V block, Q in 16-row steps, an "
+                    "fp32 O accumulator and one log-sum-exp per row between K/V blocks; fp16 "
+                    "and bf16, head_dim a multiple of 8 up to 128)",
+                    choices=TILES)),
 )
 
 STAT_BYTES = 4
@@ -110,6 +119,7 @@ class Flash1Plan(Plan):
     smem_bytes: int
     bwd: flash1_bwd.Flash1BwdPlan | None = None   # Algorithm 4's tiles (training)
     splits: int = 1     # CTAs per head (``--grid release``: the release's seqlen_q split)
+    tiles: str = "paper"    # ``--tiles``: Algorithm 1's (from M) or the release's
 
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -122,8 +132,12 @@ def register_bytes(block_q: int, block_k: int) -> int:
     return block_q * block_k * 4 + 4 * block_q * STAT_BYTES
 
 
-def plan(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1Plan:
-    fwd = plan_forward(wl, gpu, sram_bytes)
+def plan(wl, gpu, sram_bytes: int, grid: str = "head", tiles: str = "paper") -> Flash1Plan:
+    if tiles == "release":
+        release.check_workload(wl)
+        fwd = plan_release_forward(wl, gpu, sram_bytes)
+    else:
+        fwd = plan_forward(wl, gpu, sram_bytes)
     if grid == "release":
         # the occupancy the release asks CUDA for (cudaOccupancyMaxActiveBlocksPerMultiprocessor)
         ctas_per_sm = gpu.ctas_per_sm(fwd.smem_bytes, register_bytes(fwd.block_q, fwd.block_k),
@@ -132,7 +146,8 @@ def plan(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1Plan:
             wl.batch * wl.heads, gpu.sm_count, ctas_per_sm, cdiv(wl.seq_q, fwd.block_q)))
     if not wl.has_backward:
         return fwd
-    return dataclasses.replace(fwd, bwd=flash1_bwd.plan_backward(wl, gpu, sram_bytes, grid))
+    return dataclasses.replace(fwd, bwd=flash1_bwd.plan_backward(wl, gpu, sram_bytes, grid,
+                                                                  tiles))
 
 
 def release_forward_splits(heads: int, sms: int, ctas_per_sm: int, row_blocks: int) -> int:
@@ -160,12 +175,30 @@ def plan_forward(wl, gpu, sram_bytes: int) -> Flash1Plan:
             f"{sram_bytes:,} bytes; use a smaller --head-dim or a larger --sram-kb")
     need = check_sram_fits(f"flash1 (B_c = {block_k}, B_r = {block_q}, d = {d})",
                            sram_buffers(block_q, block_k, d, e), sram_bytes)
+    check_registers(gpu, block_q, block_k)
+    return Flash1Plan(block_q=block_q, block_k=block_k, sram_elements=m_elems, smem_bytes=need)
+
+
+def plan_release_forward(wl, gpu, sram_bytes: int) -> Flash1Plan:
+    """The release's tiles (``algorithms.flash1.release``): B_c keys by head_dim and key
+    length, Q in 16-row steps; they must fit the SRAM budget as Algorithm 1's do."""
+    d, e = wl.head_dim, wl.elem_bytes
+    block_k, block_q = release.key_block(d, wl.seq_k), release.STEP_ROWS
+    need = check_sram_fits(f"flash1 --tiles release (B_c = {block_k}, 16-row steps, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes,
+                           hint="use a larger --sram-kb, or --tiles paper")
+    check_registers(gpu, block_q, block_k)
+    return Flash1Plan(block_q=block_q, block_k=block_k,
+                      sram_elements=release.sram_elements(block_k, d), smem_bytes=need,
+                      tiles="release")
+
+
+def check_registers(gpu, block_q: int, block_k: int) -> None:
     regs = register_bytes(block_q, block_k)
     if regs > gpu.register_bytes_per_sm:
         raise PlanError(f"flash1 tiles B_r x B_c = {block_q} x {block_k} need {regs:,} bytes of "
                         f"fp32 registers for S_ij, more than the {gpu.register_bytes_per_sm:,}-byte "
                         f"register file; use a smaller --sram-kb or --head-dim")
-    return Flash1Plan(block_q=block_q, block_k=block_k, sram_elements=m_elems, smem_bytes=need)
 
 
 def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
@@ -175,69 +208,111 @@ def run(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
 def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     d, e = wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
-    c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
+    is_release = p.tiles == "release"
+    if not is_release:      # the release initializes nothing in HBM
+        c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
     buffers = sram_buffers(p.block_q, p.block_k, d, e)
     regs = register_bytes(p.block_q, p.block_k)
-    # O_i, ℓ_i, m_i and Q_i are re-read for every K/V block: L2 serves them only if the
-    # heads in flight (one CTA each) keep their whole Q, O, ℓ, m there.
-    per_head_reread = 2 * wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES
-    unique = bh * (per_head_reread + 2 * wl.seq_k * d * e + wl.seq_q * d * e
-                   + 2 * wl.seq_q * STAT_BYTES)
+    per_head_reread, unique_per_head = hbm_footprint_per_head(wl, is_release)
     ctas = bh * p.splits
     resident = rec.resident_ctas(ctas, sum(buffers.values()), regs, THREADS_PER_CTA)
     visited = flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
-    # split CTAs re-read only their own rows' Q_i, O_i, ℓ_i, m_i, and every split of a head
-    # in flight re-reads its K and V
+    # the re-read rows hit L2 only if those of the CTAs in flight fit there; split CTAs
+    # re-read only their own rows, and every split of a head in flight re-reads its K and V
     working_set = resident * per_head_reread // p.splits + (
         min(bh, resident) * 2 * wl.seq_k * d * e if p.splits > 1 else 0)
     c = rec.kernel("flash1_fwd", ctas=ctas, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
                    register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
-                   # the release steps through Q_i 16 rows at a time, its 4 warps splitting
-                   # K_j, V_j: all of them are read per 16 rows, as 4 warps that each read
-                   # all of them for 16 rows of their own would (pricing only) ...
-                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
-                   # ... and P V sums over the split keys: every warp's fp32 partial O_i
-                   # and its row max and sum go through shared memory (FA-2 §3.3)
-                   smem_exchange_bytes=bh * flash1_bwd.split_k_exchange_bytes(
-                       visited, 4 * d + 2 * STAT_BYTES, THREADS_PER_CTA // 32),
+                   **shared_memory_pricing(p, d, e, visited, bh),
                    # the first S_ij = Q_i K_jᵀ waits for both tiles
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    # Algorithm 1 writes O_i back at the end of every inner step (line 12)
                    epilogue_elements_per_cta=d * (visited // p.splits),   # a CTA's share
                    cta_work=split_pairs(wl, p) if p.splits > 1 else None,
-                   matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
+                   matmul_dtype=wl.dtype, unique_hbm_bytes=bh * unique_per_head,
                    l2_working_set_bytes=working_set)
-    o, l, m = new_output(wl, compute), new_stats(wl, compute), new_stats(wl, compute, -np.inf)
+    o = new_output(wl, compute)
+    if is_release:      # an fp32 O accumulator and the log-sum-exp between K/V blocks
+        state = {"o_acc": new_output(wl, compute), "lse": new_stats(wl, compute, -np.inf)}
+    else:
+        state = {"l": new_stats(wl, compute), "m": new_stats(wl, compute, -np.inf)}
+        # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM (every head)
+        count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
+        finish_heads(c_init, wl, False)
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
-    # line 2: initialize O = (0), ℓ = (0), m = (-inf) in HBM (every head)
-    count_store(c_init, wl.seq_q * d * e + 2 * wl.seq_q * STAT_BYTES)
-    finish_heads(c_init, wl, False)
 
     def head(c, b, h, q, k, v):
+        view = {name: head_view(x, b, h, compute) for name, x in state.items()}
+        rows, stats = placeholder(d), placeholder_vector()     # what this program lacks
         for split in range(p.splits):
-            forward_head(c, q, k, v, head_view(o, b, h, compute), head_view(l, b, h, compute),
-                         head_view(m, b, h, compute), wl.seq_q, wl.seq_k, d, p.block_q,
-                         p.block_k, wl.scale, wl.causal, e, compute, wl.dropout > 0, seed,
+            forward_head(c, q, k, v, head_view(o, b, h, compute), view.get("l", stats),
+                         view.get("m", stats), view.get("o_acc", rows), view.get("lse", stats),
+                         wl.seq_q, wl.seq_k, d, p.block_q, p.block_k,
+                         wl.scale, wl.causal, e, compute, is_release, wl.dropout > 0, seed,
                          b * wl.heads + h, threshold, inv_keep, split, p.splits)
     for_each_head(wl, inputs, compute, c, head)
     if not compute:
         return {}
+    if is_release:      # (m = lse, ℓ = 1) is what Algorithm 4 needs of the statistics
+        lse = state["lse"]
+        return {"o": o, "lse": lse, "l": np.ones_like(lse), "m": lse}
+    l, m = state["l"], state["m"]
     lse = np.where(l > 0, m + np.log(np.where(l > 0, l, 1)), -np.inf).astype(np.float32)
     return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
 
 
+def hbm_footprint_per_head(wl, is_release: bool) -> tuple[int, int]:
+    """(bytes of a head re-read for every K/V block, distinct bytes a head touches):
+    Algorithm 1 re-reads Q_i, O_i, ℓ_i, m_i; the release Q_i, its fp32 o_tmp_i and lse_i."""
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    if is_release:
+        reread = nq * d * e + nq * 4 * d + nq * STAT_BYTES
+        return reread, reread + 2 * nk * d * e + nq * d * e
+    reread = 2 * nq * d * e + 2 * nq * STAT_BYTES
+    return reread, reread + 2 * nk * d * e + nq * d * e + 2 * nq * STAT_BYTES
+
+
+def shared_memory_pricing(p: Flash1Plan, d: int, e: int, visited: int, bh: int) -> dict:
+    """The release's 4 warps split K_j and V_j between them ("split-K", FlashAttention-2
+    §3.3) and step through Q 16 rows at a time (pricing only): the tiles' reads as its warps
+    make them, and every warp's fp32 partial P V and row max and sum passed through shared
+    memory to be summed."""
+    warps = THREADS_PER_CTA // 32
+    exchange = bh * flash1_bwd.split_k_exchange_bytes(visited, 4 * d + 2 * STAT_BYTES, warps)
+    if p.tiles == "release":
+        # Each warp keeps its quarter of K_j and V_j in registers through the K/V block
+        # (fmha kernel traits: K_IN_REGS, V_IN_REGS; fmha_fprop_kernel_1xN.h "we keep the
+        # data in registers"), and P̃ too: of a pair's counted reads, K_j, V_j and P̃, (2 B_c
+        # d + B_r B_c) e bytes per 4 B_r B_c d FLOPs, never cross shared memory (their one
+        # read per K/V block and CTA, 1/steps of it, is left out). Q_i does, once per warp,
+        # for S = Q_i K_jᵀ (half the FLOPs): 3 B_r d e more a pair, = FLOPs x e / 2 x
+        # (4 - 1) / 2B_c.
+        return {"smem_readers": warps, "mma_rows_per_cta": 2 * p.block_k,
+                "smem_exchange_bytes": exchange,
+                "register_operand_bytes_per_flop": e / (2 * p.block_q) + e / (4 * d)}
+    # Algorithm 1's B_r rows: all of K_j, V_j are read per 16 rows, as 4 warps that each read
+    # them for B_r rows of their own would
+    return {"smem_readers": warps, "mma_rows_per_cta": p.block_q,
+            "smem_exchange_bytes": exchange}
+
+
 @compiled(nogil=True)
-def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, causal, e,
-                 compute, dropout=False, seed=0, bh=0, threshold=0, inv_keep=1.0, split=0,
-                 splits=1):
+def forward_head(c, q, k, v, o, l, m, o_acc, lse, seq_q, seq_k, d, block_q, block_k, scale,
+                 causal, e, compute, is_release, dropout, seed, bh, threshold, inv_keep, split,
+                 splits):
     """Algorithm 1 for one head, on the Q blocks i = split, split + splits, ... (all of them
-    with one split): each split is a CTA of its own, which loads the K_j, V_j its blocks see."""
+    with one split): each split is a CTA of its own, which loads the K_j, V_j its blocks see.
+    Between K/V blocks a row keeps O_i, ℓ_i, m_i (Algorithm 1: ``o, l, m``) or, the
+    release, its fp32 output and log-sum-exp (``o_acc, lse``; ``o`` takes its last)."""
     stride = splits * block_q
     for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
         c1 = min(c0 + block_k, seq_k)
         cols = c1 - c0
-        # causal: Q blocks whose last row cannot see key c0 are skipped entirely
-        first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
+        # causal: Q blocks whose last row cannot see key c0 are skipped entirely; but with
+        # nothing initialized in HBM the release visits every Q block at the first K/V
+        # block, so rows that see no key (N_q > N_k) still get O = 0 and lse = -inf
+        first_row = max(0, c0 - (seq_k - seq_q)) if causal and not (is_release and c0 == 0) \
+            else 0
         r0 = first_block_of_split(first_row // block_q, split, splits) * block_q
         if r0 >= seq_q:
             continue                                             # this CTA's rows see no K_j
@@ -247,50 +322,103 @@ def forward_head(c, q, k, v, o, l, m, seq_q, seq_k, d, block_q, block_k, scale, 
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
+            first = c0 == 0
+            final = is_last_key_block(r1, c1, seq_q, seq_k, causal)
             if not compute:        # the same counts without arrays, a run of Q blocks at once
-                run = rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked)
+                # (the release's last K/V block of a row differs along the diagonal: one at a
+                # time there)
+                run = 1 if is_release and masked else rows_run(r0, block_q, stride, seq_q,
+                                                               c1, seq_k, causal, masked)
                 before = snapshot(c, run)
-                count_pair(c, rows, cols, d, e, masked, dropout)
+                count_pair(c, rows, cols, d, e, masked, dropout, is_release, first, final)
                 repeat_step(c, before, run)
                 r0 += run * stride
                 continue
             qi = load_rows(c, q, r0, r1, d, e)                   # line 8: Q_i, O_i, ℓ_i, m_i
-            oi = load_rows(c, o, r0, r1, d, e)
-            li = load_vector(c, l, r0, r1, STAT_BYTES)
-            mi = load_vector(c, m, r0, r1, STAT_BYTES)
-            s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 9: S_ij = τ Q_i K_jᵀ
-            count_other(c, rows * cols)
-            if masked:
-                count_alu(c, rows * cols)
-            count_alu(c, rows * cols)                            # line 10: m̃ = rowmax(S)
-            count_other(c, rows * cols)                          #   S - m̃
-            count_exp(c, rows * cols)                            #   P̃ = exp(S - m̃)
-            count_other(c, rows * cols)                          #   ℓ̃ = rowsum(P̃)
-            m_tile = np.empty(0, dtype=np.float32)
-            l_tile = np.empty(0, dtype=np.float32)
-            if compute:
-                s *= np.float32(scale)
-                if masked:
-                    apply_causal_mask(s, r0, c0, seq_q, seq_k)
-                m_tile, l_tile = tile_softmax_stats(s)           # s now holds P̃_ij
-            if dropout:                                          # P̃ ∘ Z feeds P̃ V; ℓ̃ keeps P̃
-                z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
-                                 inv_keep, compute)
-                count_other(c, rows * cols)
-                if compute:
-                    s = s * z
-            count_convert(c, rows * cols, e)                     # P̃ -> the MMA's dtype
-            pv = matmul_nn(c, s, vj, rows, d, cols, e, compute)  # line 12: P̃_ij V_j
-            count_alu(c, rows)                                   # line 11: m_new = max
-            count_other(c, 5 * rows)                             #   differences, ℓ_new
-            count_exp(c, 2 * rows)
-            count_other(c, 4 * rows * d)                         # line 12: rescale, add, divide
-            if compute:
-                oi, mi, li = merge_into_output(oi, mi, li, pv, m_tile, l_tile)
-            store_rows(c, o, r0, oi, rows, d, e, compute)        # line 13: O_i -> HBM
-            store_vector(c, l, r0, li, rows, STAT_BYTES, compute)  # ℓ_i, m_i -> HBM
-            store_vector(c, m, r0, mi, rows, STAT_BYTES, compute)
+            if is_release:
+                oi, mi, li = load_release_state(c, o_acc, lse, r0, r1, d, first)
+            else:
+                oi = load_rows(c, o, r0, r1, d, e)
+                li = load_vector(c, l, r0, r1, STAT_BYTES)
+                mi = load_vector(c, m, r0, r1, STAT_BYTES)
+            oi, mi, li = attend_pair(c, qi, kj, vj, oi, mi, li, r0, c0, rows, cols, d, e,
+                                     scale, masked, seq_q, seq_k, dropout, seed, bh,
+                                     threshold, inv_keep)
+            if is_release:
+                store_release_state(c, o, o_acc, lse, r0, oi, mi, li, rows, d, e, final)
+            else:
+                store_rows(c, o, r0, oi, rows, d, e, True)       # line 13: O_i -> HBM
+                store_vector(c, l, r0, li, rows, STAT_BYTES, True)  # ℓ_i, m_i -> HBM
+                store_vector(c, m, r0, mi, rows, STAT_BYTES, True)
             r0 += stride
+
+
+@compiled
+def is_last_key_block(r1, c1, seq_q, seq_k, causal):
+    """Whether the K/V block ending at c1 holds the last key the Q block ending at r1 sees."""
+    last_key_end = min(seq_k, r1 + seq_k - seq_q) if causal else seq_k
+    return c1 >= last_key_end
+
+
+@compiled
+def attend_pair(c, qi, kj, vj, oi, mi, li, r0, c0, rows, cols, d, e, scale, masked, seq_q,
+                seq_k, dropout, seed, bh, threshold, inv_keep):
+    """Lines 9-12 for one (K/V block, Q block) pair, counted and computed: S_ij, its
+    softmax statistics, P̃_ij V_j, and the merge into (O_i, m_i, ℓ_i), which it returns."""
+    s = matmul_nt(c, qi, kj, rows, cols, d, e, True)             # line 9: S_ij = τ Q_i K_jᵀ
+    count_other(c, rows * cols)
+    if masked:
+        count_alu(c, rows * cols)
+    count_alu(c, rows * cols)                                    # line 10: m̃ = rowmax(S)
+    count_other(c, rows * cols)                                  #   S - m̃
+    count_exp(c, rows * cols)                                    #   P̃ = exp(S - m̃)
+    count_other(c, rows * cols)                                  #   ℓ̃ = rowsum(P̃)
+    s *= np.float32(scale)
+    if masked:
+        apply_causal_mask(s, r0, c0, seq_q, seq_k)
+    m_tile, l_tile = tile_softmax_stats(s)                       # s now holds P̃_ij
+    if dropout:                                                  # P̃ ∘ Z feeds P̃ V; ℓ̃ keeps P̃
+        z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep,
+                         True)
+        count_other(c, rows * cols)
+        s = s * z
+    count_convert(c, rows * cols, e)                             # P̃ -> the MMA's dtype
+    pv = matmul_nn(c, s, vj, rows, d, cols, e, True)             # line 12: P̃_ij V_j
+    count_alu(c, rows)                                           # line 11: m_new = max
+    count_other(c, 5 * rows)                                     #   differences, ℓ_new
+    count_exp(c, 2 * rows)
+    count_other(c, 4 * rows * d)                                 # line 12: rescale, add, divide
+    return merge_into_output(oi, mi, li, pv, m_tile, l_tile)
+
+
+@compiled
+def load_release_state(c, o_acc, lse, r0, r1, d, first):
+    """The release's saved row state as (O_i, m_i, ℓ_i) = (o_tmp_i, lse_i, 1): nothing to
+    read at the first K/V block (O_i = 0, m_i = -inf, ℓ_i = 0)."""
+    rows = r1 - r0
+    if first:
+        return (np.zeros((rows, d), dtype=np.float32), np.full(rows, -np.inf, np.float32),
+                np.zeros(rows, dtype=np.float32))
+    oi = load_rows(c, o_acc, r0, r1, d, 4)                       # fp32 o_tmp
+    mi = load_vector(c, lse, r0, r1, STAT_BYTES)
+    return oi, mi, np.ones(rows, dtype=np.float32)
+
+
+@compiled
+def store_release_state(c, o, o_acc, lse, r0, oi, mi, li, rows, d, e, final):
+    """lse_i = m_i + log ℓ_i back to HBM, and O_i: to O at e bytes after the row's last K/V
+    block, to the fp32 o_tmp before it."""
+    count_exp(c, rows)                                           # log ℓ_i
+    count_other(c, rows)                                         # m_i + log ℓ_i
+    lse_i = np.full(rows, -np.inf, dtype=np.float32)     # a row with no key yet: -inf
+    for i in range(rows):
+        if li[i] > 0:
+            lse_i[i] = mi[i] + np.log(li[i])
+    store_vector(c, lse, r0, lse_i, rows, STAT_BYTES, True)
+    if final:
+        store_rows(c, o, r0, oi, rows, d, e, True)
+    else:
+        store_rows(c, o_acc, r0, oi, rows, d, 4, True)
 
 
 @compiled
@@ -310,18 +438,29 @@ def split_pairs(wl, p: Flash1Plan) -> np.ndarray:
 
 
 @compiled
-def count_pair(c, rows, cols, d, e, masked, dropout):
+def count_pair(c, rows, cols, d, e, masked, dropout, is_release, first, final):
     """Exactly what one (K/V block, Q block) step of ``forward_head`` counts, as arithmetic:
     count-only mode calls this instead of running the step on placeholder arrays."""
-    io = 2 * rows * d * e + 2 * rows * STAT_BYTES                # Q_i, O_i, ℓ_i, m_i
-    c[HBM_READ_BYTES] += io
-    c[SRAM_WRITE_BYTES] += io
-    c[HBM_WRITE_BYTES] += io - rows * d * e                      # O_i, ℓ_i, m_i back
-    c[SRAM_READ_BYTES] += io - rows * d * e
+    if is_release:      # Q_i; o_tmp_i and lse_i after the first block; lse_i, then o_tmp_i or O_i
+        reads = rows * d * e + (0 if first else rows * (4 * d + STAT_BYTES))
+        writes = rows * STAT_BYTES + (rows * d * e if final else rows * 4 * d)
+        stored_below_fp32 = rows * d if final else 0
+    else:               # Q_i, O_i, ℓ_i, m_i; O_i, ℓ_i, m_i back
+        reads = 2 * rows * d * e + 2 * rows * STAT_BYTES
+        writes = reads - rows * d * e
+        stored_below_fp32 = rows * d
+    c[HBM_READ_BYTES] += reads
+    c[SRAM_WRITE_BYTES] += reads
+    c[HBM_WRITE_BYTES] += writes
+    c[SRAM_READ_BYTES] += writes
     c[MATMUL_FLOPS] += 4 * rows * cols * d                       # S = Q Kᵀ, P̃ V
     c[SRAM_READ_BYTES] += (rows * d + cols * d) * e + (rows * cols + cols * d) * e
     other = 4 * rows * cols + 6 * rows + 4 * rows * d
     alu = rows * cols + rows                                     # rowmax, m_new
+    exps = rows * cols + 2 * rows
+    if is_release:
+        other += rows                                            # lse = m + log ℓ
+        exps += rows
     if masked:
         other += rows * cols
         alu += rows * cols                                       # select
@@ -331,8 +470,8 @@ def count_pair(c, rows, cols, d, e, masked, dropout):
     c[OTHER_FLOPS] += other
     c[ALU_OPS] += alu
     if e < 4:
-        c[CONVERT_OPS] += rows * cols + rows * d                 # P̃; O_i on its way out
-    c[EXP_OPS] += rows * cols + 2 * rows
+        c[CONVERT_OPS] += rows * cols + stored_below_fp32        # P̃; O_i on its way out
+    c[EXP_OPS] += exps
 
 
 @compiled

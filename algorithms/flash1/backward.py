@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan, PlanError
+from algorithms.flash1 import release
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
@@ -156,22 +157,17 @@ def release_backward_splits(heads: int, sms: int, ctas_per_sm: int, seq_k: int, 
         else blocks
 
 
-def plan_backward(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1BwdPlan:
+def plan_backward(wl, gpu, sram_bytes: int, grid: str = "head",
+                  tiles: str = "paper") -> Flash1BwdPlan:
     check_backward_workload("flash1", wl)
     d, e = wl.head_dim, wl.elem_bytes
-    m_elems = sram_bytes // e
-    if m_elems < TILE_DIVISOR * d:
-        raise SramOverflowError(
-            f"flash1 backward with head_dim {d} needs M >= 8d = {8 * d} elements "
-            f"({8 * d * e:,} bytes) of SRAM for one row of each of K_j, V_j, dK_j, dV_j, Q_i, "
-            f"O_i, dO_i, dQ_i, but the budget is {sram_bytes:,} bytes; use a smaller "
-            f"--head-dim or a larger --sram-kb")
-    block_k = cdiv(m_elems, TILE_DIVISOR * d)          # B_c = ceil(M / 8d)
-    if block_k * TILE_DIVISOR * d > m_elems:
-        block_k = m_elems // (TILE_DIVISOR * d)        # rounding up would overflow M
-    block_q = min(block_k, d)                          # B_r = min(B_c, d)
-    need = check_sram_fits(f"flash1 backward (B_c = {block_k}, B_r = {block_q}, d = {d})",
-                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    if tiles == "release":     # the release's kernel traits (``algorithms.flash1.release``)
+        block_k, block_q = release.key_block(d, wl.seq_k), release.STEP_ROWS
+        need = check_sram_fits(f"flash1 --tiles release backward (B_c = {block_k}, 16-row "
+                               f"steps, d = {d})", sram_buffers(block_q, block_k, d, e),
+                               sram_bytes, hint="use a larger --sram-kb, or --tiles paper")
+    else:
+        block_k, block_q, need = paper_tiles(wl, sram_bytes)
     regs = register_bytes(block_q, block_k)
     if regs > gpu.register_bytes_per_sm:
         raise PlanError(f"flash1 backward tiles B_r x B_c = {block_q} x {block_k} need {regs:,} "
@@ -186,6 +182,25 @@ def plan_backward(wl, gpu, sram_bytes: int, grid: str = "head") -> Flash1BwdPlan
                                          wl.seq_k, block_k, wl.causal)
     return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need,
                          register_bytes=regs, splits=splits)
+
+
+def paper_tiles(wl, sram_bytes: int) -> tuple[int, int, int]:
+    """(B_c, B_r, shared-memory bytes) of Algorithm 4 from the SRAM budget: see "Tile plan"."""
+    d, e = wl.head_dim, wl.elem_bytes
+    m_elems = sram_bytes // e
+    if m_elems < TILE_DIVISOR * d:
+        raise SramOverflowError(
+            f"flash1 backward with head_dim {d} needs M >= 8d = {8 * d} elements "
+            f"({8 * d * e:,} bytes) of SRAM for one row of each of K_j, V_j, dK_j, dV_j, Q_i, "
+            f"O_i, dO_i, dQ_i, but the budget is {sram_bytes:,} bytes; use a smaller "
+            f"--head-dim or a larger --sram-kb")
+    block_k = cdiv(m_elems, TILE_DIVISOR * d)          # B_c = ceil(M / 8d)
+    if block_k * TILE_DIVISOR * d > m_elems:
+        block_k = m_elems // (TILE_DIVISOR * d)        # rounding up would overflow M
+    block_q = min(block_k, d)                          # B_r = min(B_c, d)
+    need = check_sram_fits(f"flash1 backward (B_c = {block_k}, B_r = {block_q}, d = {d})",
+                           sram_buffers(block_q, block_k, d, e), sram_bytes)
+    return block_k, block_q, need
 
 
 def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:

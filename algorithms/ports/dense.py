@@ -83,6 +83,10 @@ def flash1_port(wl, plan, extra=None) -> PortLaunches:
     """The forward (``flash1_fwd.cu``); with ``--pass bwd`` / ``fwd+bwd`` also Algorithm 4's
     kernels (``flash1_bwd.cu``, see ``backward.flash1_backward_launches``)."""
     check_common("flash1", wl, passes=("fwd", "bwd", "fwd+bwd"), dropout=True)
+    if plan.tiles != "paper" or plan.splits > 1 or (plan.bwd and plan.bwd.splits > 1):
+        raise PortUnsupported("the flash1 port runs Algorithms 1 and 4 as the paper writes "
+                              "them, one CTA per head on the paper's tiles: drop --grid "
+                              "release and --tiles release")
     bq, bk, d, bh = plan.block_q, plan.block_k, wl.head_dim, wl.batch * wl.heads
     bq_pad, bk_pad = round_up(bq, 16), round_up(bk, FLASH1_SUB_K)
     if bq_pad > 256:

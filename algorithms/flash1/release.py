@@ -1,0 +1,69 @@
+"""FlashAttention (v1) as released: the tiles and the HBM traffic of the flash-attention
+v1 kernels (csrc/flash_attn/src/fmha_*, up to the FlashAttention-2 release, 4f285b35), the
+program the FlashAttention-2 paper measures FlashAttention with. ``flash1 --tiles release``
+runs it; ``--tiles paper`` (the default) runs Algorithm 1 and 4 as the paper writes them.
+
+Tiles. The release does not derive its tiles from M; its kernel traits fix them
+(``FMHA_kernel_traits<S, d, 16, 1, W, ...>`` in fmha_fwd_hdim{32,64,128}.cu and
+fmha_bwd_hdim{32,64,128}.cu):
+    B_c = 128 keys per K/V block for head_dim > 64, or when the (padded) key length is at
+          most 128; 256 otherwise (fmha_api.cpp: ``blocksize_c = head_size > 64 ? 128 :
+          256``, and keys <= 128 run the 128-key kernel), forward and backward alike;
+    B_r = 16: a CTA walks its Q rows 16 at a time (``Cta_tile_p::M``), the loop order of
+          Algorithm 1 (K/V blocks outside, Q steps inside).
+The release takes fp16 or bf16 and head_dim a multiple of 8 up to 128 (``mha_fwd``'s
+checks; head_dim <= 32, <= 64 and <= 128 run the 32-, 64- and 128-wide kernels).
+
+Forward traffic. Between K/V blocks the release keeps each row's output in an fp32 buffer
+(``o_tmp``: it accumulates in fp32) and one statistic, the log-sum-exp (``softmax_lse``),
+instead of Algorithm 1's O_i at e bytes and ℓ_i, m_i. Nothing is initialized in HBM (no
+line 2): the first K/V block reads neither, and a row's last K/V block writes O at e bytes
+instead of o_tmp. Per head, not causal (T_c = ⌈N_k / B_c⌉):
+    reads  = 2 N_k d e + T_c N_q d e + (T_c - 1) N_q (4 d + 4)   (K_j, V_j; Q per step;
+                                                                  o_tmp and lse back)
+    writes = N_q d e + (T_c - 1) N_q 4 d + T_c N_q 4             (O once; o_tmp; lse per step)
+Causal: a Q step starts at the first K/V block that its rows see, as in Algorithm 1, and its
+last is the block holding its last row's last key. The merge is Algorithm 1's line 11-12
+with the saved (o_tmp_i, lse_i) standing for (O_i, m_i = lse_i, ℓ_i = 1): e^{lse - m} is a
+normalized output's weight. Per visited pair this adds lse = m + log ℓ (an exp-class log
+and an add per row) to Algorithm 1's ops; O_i's conversion below fp32 happens only at the
+final write.
+
+Backward. The release's tiles (B_c above, 16-row steps), on Algorithm 4's traffic: the
+release reads Q_i, dO_i, its fp32 dQ accumulator, lse_i and D_i per step (O_i only at the
+first K/V block, to compute D) where Algorithm 4 reads Q_i, O_i, dO_i, dQ_i at e bytes and
+ℓ_i, m_i — 2de + 4d + 8 against 4de + 8 bytes a row, equal at e = 2 — and writes dQ_i back
+at 4 bytes (Algorithm 4: e) when a CTA owns every K/V block, or adds it with fp32 atomics
+when the grid splits them (``--grid release``). The backward counts stay Algorithm 4's.
+"""
+from __future__ import annotations
+
+from algorithms.base import PlanError
+
+STEP_ROWS = 16              # Cta_tile_p::M: the Q rows a CTA takes per step
+SMALL_KEY_BLOCK = 128       # head_dim > 64, or keys <= 128
+LARGE_KEY_BLOCK = 256
+MAX_HEAD_DIM = 128
+DTYPES = ("fp16", "bf16")
+
+
+def key_block(head_dim: int, seq_k: int) -> int:
+    """B_c of the release's kernel for this head dimension and key length."""
+    return SMALL_KEY_BLOCK if head_dim > 64 or seq_k <= SMALL_KEY_BLOCK else LARGE_KEY_BLOCK
+
+
+def check_workload(wl) -> None:
+    """What the release has no kernel for, rejected with the fix."""
+    if wl.dtype not in DTYPES:
+        raise PlanError(f"flash1 --tiles release: the v1 release runs fp16 and bf16 only, not "
+                        f"{wl.dtype}; use --dtype fp16 or bf16, or --tiles paper")
+    if wl.head_dim % 8 or wl.head_dim > MAX_HEAD_DIM:
+        raise PlanError(f"flash1 --tiles release: the v1 release takes head_dim a multiple of "
+                        f"8 up to {MAX_HEAD_DIM}, not {wl.head_dim}; use such a --head-dim, or "
+                        f"--tiles paper")
+
+
+def sram_elements(block_k: int, head_dim: int) -> int:
+    """The M (in elements) Algorithm 1 would derive these tiles from (B_c = M / 4d): the
+    IO bound's M for the release's tiles."""
+    return 4 * block_k * head_dim

@@ -1,0 +1,163 @@
+"""``flash1 --tiles release``: FlashAttention (v1) on the tiles and the HBM traffic of its
+release (flash-attention v1, fmha_api.cpp, fmha_fwd_hdim*.cu, fmha_fprop_kernel_1xN.h):
+128 or 256 keys per K/V block, Q in 16-row steps, an fp32 output accumulator (o_tmp) and one
+log-sum-exp per row written and read back between K/V blocks, nothing initialized in HBM.
+
+The tile rule is checked against the release's dispatch written out here; the forward's HBM
+bytes against a closed form derived per 16-row step (a step reads Q at every K/V block it
+sees, o_tmp and lse at every one after its first, and writes lse at each, o_tmp before its
+last and O at its last), not against the module's loop; the outputs and gradients against
+a float64 softmax(Q Kᵀ τ) V written in this file; the release's limits against the CLI.
+"""
+import numpy as np
+import pytest
+
+from algorithms.flash1.release import key_block
+from attnsim import Workload, make_inputs, simulate
+from attnsim.cli import main
+
+STEP = 16
+
+
+@pytest.mark.parametrize("d, seq_k, block", [
+    (64, 4096, 256), (64, 129, 256),     # d <= 64: 256 keys once they exceed 128
+    (64, 128, 128), (32, 100, 128),      # keys <= 128: the 128-key kernel
+    (16, 1000, 256), (128, 4096, 128),   # d > 64: always 128
+    (72, 8192, 128),
+])
+def test_key_block_follows_the_release_dispatch(d, seq_k, block):
+    assert key_block(d, seq_k) == block
+
+
+def visits_per_step(nq, nk, block_k, causal):
+    """K/V blocks each 16-row step sees: those whose first key its last row sees (bottom-
+    right causal alignment), and at least the first."""
+    out = []
+    for r0 in range(0, nq, STEP):
+        r1 = min(r0 + STEP, nq)
+        starts = range(0, nk, block_k)
+        seen = [c0 for c0 in starts if not causal or c0 <= r1 - 1 + nk - nq]
+        out.append((r1 - r0, max(1, len(seen))))
+    return out
+
+
+def release_forward_bytes(nq, nk, d, e, causal):
+    """(HBM reads, HBM writes) of one head: K and V once; per step and K/V block seen, Q;
+    after the first, o_tmp (fp32) and lse back; lse out at each, o_tmp before the last, O at
+    the last."""
+    reads = 2 * nk * d * e
+    writes = 0
+    for rows, v in visits_per_step(nq, nk, key_block(d, nk), causal):
+        reads += v * rows * d * e + (v - 1) * rows * (4 * d + 4)
+        writes += v * rows * 4 + (v - 1) * rows * 4 * d + rows * d * e
+    return reads, writes
+
+
+def run(wl, compute=False, grid="head", seed=3):
+    return simulate("flash1", wl, "h100", compute=compute,
+                    inputs=make_inputs(wl, seed) if compute else None,
+                    options={"tiles": "release", "grid": grid})
+
+
+@pytest.mark.parametrize("nq, nk, d, causal", [
+    (300, 300, 64, False), (257, 700, 64, False), (100, 100, 32, False),   # one K/V block
+    (300, 300, 64, True), (520, 777, 128, True), (333, 200, 16, True),      # N_q > N_k
+])
+def test_forward_hbm_bytes_match_the_per_step_closed_form(nq, nk, d, causal):
+    wl = Workload(batch=2, heads=3, seq_q=nq, seq_k=nk, head_dim=d, causal=causal)
+    r = run(wl)
+    assert [k.name for k in r.kernels] == ["flash1_fwd"]     # no init kernel
+    reads, writes = release_forward_bytes(nq, nk, d, 2, causal)
+    assert r.counts["hbm_read_bytes"] == 6 * reads
+    assert r.counts["hbm_write_bytes"] == 6 * writes
+    assert r.plan["block_q"] == STEP and r.plan["block_k"] == key_block(d, nk)
+
+
+def test_one_key_block_moves_no_accumulator():
+    """Keys within one block: Q, K, V in, O and lse out, nothing else."""
+    wl = Workload(batch=1, heads=1, seq_q=200, seq_k=256, head_dim=64)
+    r = run(wl)
+    assert r.counts["hbm_read_bytes"] == (200 + 2 * 256) * 64 * 2
+    assert r.counts["hbm_write_bytes"] == 200 * 64 * 2 + 200 * 4
+
+
+def reference(q, k, v, causal):
+    """softmax(τ Q Kᵀ) V in float64, bottom-right causal mask; rows with no key give 0."""
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    s = q @ k.T / np.sqrt(q.shape[-1])
+    nq, nk = s.shape
+    if causal:
+        s = np.where(np.arange(nk)[None, :] <= np.arange(nq)[:, None] + nk - nq, s, -np.inf)
+    m = s.max(axis=1, keepdims=True)
+    p = np.exp(s - np.where(np.isfinite(m), m, 0))
+    l = p.sum(axis=1, keepdims=True)
+    return np.where(l > 0, p @ v / np.where(l > 0, l, 1), 0.0)
+
+
+@pytest.mark.parametrize("nq, nk, causal, grid", [
+    (300, 557, False, "head"), (300, 300, True, "head"), (400, 333, True, "release"),
+    (129, 1000, False, "release"),
+])
+def test_outputs_match_a_float64_softmax_attention(nq, nk, causal, grid):
+    wl = Workload(batch=1, heads=2, seq_q=nq, seq_k=nk, head_dim=64, causal=causal)
+    inputs = make_inputs(wl, 11)
+    r = simulate("flash1", wl, "h100", inputs=inputs,
+                 options={"tiles": "release", "grid": grid})
+    for h in range(2):
+        ref = reference(inputs.q[0, h], inputs.k[0, h], inputs.v[0, h], causal)
+        err = np.abs(r.outputs["o"][0, h] - ref).max() / np.abs(ref).max()
+        assert err < 2e-6       # float32 accumulation: about 4e-7 measured
+
+
+def test_large_logits_stay_finite_and_exact():
+    """Logits near 1e3: the saved log-sum-exp carries the max between K/V blocks."""
+    wl = Workload(batch=1, heads=1, seq_q=100, seq_k=600, head_dim=32)
+    inputs = make_inputs(wl, 4)
+    inputs.q[...] *= 40.0
+    r = simulate("flash1", wl, "h100", inputs=inputs, options={"tiles": "release"})
+    ref = reference(inputs.q[0, 0], inputs.k[0, 0], inputs.v[0, 0], False)
+    assert np.isfinite(r.outputs["o"]).all()
+    assert np.abs(r.outputs["o"][0, 0] - ref).max() / np.abs(ref).max() < 2e-5
+
+
+def test_gradients_match_the_paper_tiles():
+    """The backward (Algorithm 4 on the release's tiles) from the release's saved lse gives
+    the gradients Algorithm 4 gives from ℓ and m."""
+    wl = Workload(batch=1, heads=2, seq_q=200, seq_k=300, head_dim=32, causal=True,
+                  passes="fwd+bwd")
+    inputs = make_inputs(wl, 6)
+    rel = simulate("flash1", wl, "h100", inputs=inputs, options={"tiles": "release"})
+    paper = simulate("flash1", wl, "h100", inputs=inputs)
+    assert rel.plan["bwd"]["block_q"] == STEP and rel.plan["bwd"]["block_k"] == 256
+    for g in ("dq", "dk", "dv"):
+        scale = np.abs(paper.outputs[g]).max()
+        assert np.abs(rel.outputs[g] - paper.outputs[g]).max() / scale < 2e-5
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--dtype", "fp32"], "--dtype"),
+    (["--head-dim", "100"], "--head-dim"),
+    (["--head-dim", "256"], "--head-dim"),
+    (["--sram-kb", "32"], "--sram-kb"),
+])
+def test_what_the_release_cannot_run_is_one_line_and_exit_2(capsys, args, names):
+    code = main(["run", "flash1", "--tiles", "release", "--seq", "512", "--count-only",
+                 *args])
+    out, err = capsys.readouterr()
+    assert code == 2
+    line = err.strip()
+    assert "\n" not in line and "--tiles" in line and names in line
+
+
+@pytest.mark.parametrize("options", [{"tiles": "release"}, {"grid": "release"}])
+def test_the_gpu_port_refuses_what_it_does_not_run(options):
+    """The CUDA port runs Algorithms 1 and 4 on one CTA per head: gpu-check must not compare
+    it with a simulation of the release's tiles or grid."""
+    import algorithms.flash1 as flash1
+    from algorithms.ports import PortUnsupported, port_launches
+    from hwmodels import get_gpu
+    gpu = get_gpu("h100")
+    wl = Workload(batch=1, heads=2, seq_q=4096, head_dim=64)
+    plan = flash1.plan(wl, gpu, gpu.smem_bytes_per_block, **options)
+    with pytest.raises(PortUnsupported, match="--tiles release"):
+        port_launches("flash1", wl, plan)
