@@ -71,6 +71,10 @@ def _registry_cases():
         if "bwd" in get_algorithm(name).INFO.passes:
             yield name, wl.replace(passes="fwd+bwd", causal=True, dropout=0.1)
             yield name, wl.replace(passes="bwd")
+    for passes in ("fwd", "fwd+bwd"):           # FlashAttention's release program
+        for seq in (200, 512):                  # one K/V block (no o_tmp), several
+            yield ("flash1", Workload(batch=2, heads=4, seq_q=seq, head_dim=64, passes=passes),
+                   {"tiles": "release", "grid": "release"})
     yield "gqa", Workload(batch=2, heads=8, kv_heads=2, seq_q=1, seq_k=4096, head_dim=64,
                           decode=True)
     for name in ("linear", "rfa", "performer", "nsa"):      # the recurrent and NSA decoders

@@ -34,6 +34,10 @@ m once per visited pair, as with one CTA). The release's 4 warps split K_j and V
 them ("split-K", FlashAttention-2 §3.3): each warp's fp32 partial P_ij V_j and row max and
 sum go through shared memory to be summed, 2 · 4 · (4 d + 8) bytes per visited row, priced
 (``smem_exchange_bytes``) but not counted as the algorithm's SRAM traffic.
+Tiles (``--tiles``): ``paper``, the default, plans B_c and B_r from M as above; ``release``
+runs the release's fixed tiles (128 or 256 keys, Q in 16-row steps) with its traffic between
+K/V blocks, an fp32 o_tmp and one lse per row in place of O_i, ℓ_i, m_i and no line 2 (its
+closed forms in ``algorithms.flash1.release``).
 Shared memory holds K_j, V_j, Q_i and O_i (e bytes per element): 2 B_c d + 2 B_r d <=
 4 B_c d ≈ M, the paper's accounting; S_ij/P_ij and ℓ_i, m_i are "on chip" in the paper and
 live in registers here (fp32), checked against the register file. When rounding B_c up
@@ -508,6 +512,10 @@ def footprint(wl, p: Flash1Plan):
     """HBM allocations: Q, K, V and, from the init kernel (Algorithm 1 line 2), O and the
     fp32 ℓ and m, which the main kernel read-modify-writes — Θ(N d). Training keeps O, ℓ,
     m for Algorithm 4 (``flash1.backward.footprint_backward``)."""
+    if p.tiles == "release":
+        forward = release_footprint(wl, p)
+        return with_passes(wl, forward,
+                           flash1_bwd.footprint_backward(wl) if wl.has_backward else None)
     phases = ("flash1_init", "flash1_fwd")
     forward = Footprint(phases, fp.inputs(wl, *phases) + [
         Allocation("o", fp.q_bytes(wl), "flash1_init", "flash1_fwd", "output"),
@@ -515,3 +523,19 @@ def footprint(wl, p: Flash1Plan):
         Allocation("m", fp.row_stat_bytes(wl), "flash1_init", "flash1_fwd", "output")])
     return with_passes(wl, forward,
                        flash1_bwd.footprint_backward(wl) if wl.has_backward else None)
+
+
+def release_footprint(wl, p: Flash1Plan) -> Footprint:
+    """The release's forward (``--tiles release``): Q, K, V; O and the fp32 log-sum-exp as
+    outputs; the fp32 o_tmp accumulator while the keys span more than one K/V block
+    (fmha_api.cpp allocates it only then). Its backward's footprint is Algorithm 4's, whose
+    saved ℓ and m stand for the release's lse and the D = rowsum(dO ∘ O) it computes (the
+    same bytes)."""
+    phase = "flash1_fwd"
+    allocations = fp.inputs(wl, phase, phase) + [
+        Allocation("o", fp.q_bytes(wl), phase, phase, "output"),
+        Allocation("lse", fp.row_stat_bytes(wl), phase, phase, "output")]
+    if wl.seq_k > p.block_k:
+        allocations.append(Allocation("o_tmp", fp.q_bytes(wl) * 4 // wl.elem_bytes, phase,
+                                      phase, "workspace"))
+    return Footprint((phase,), allocations)

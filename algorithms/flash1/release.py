@@ -23,7 +23,9 @@ instead of o_tmp. Per head, not causal (T_c = ⌈N_k / B_c⌉):
                                                                   o_tmp and lse back)
     writes = N_q d e + (T_c - 1) N_q 4 d + T_c N_q 4             (O once; o_tmp; lse per step)
 Causal: a Q step starts at the first K/V block that its rows see, as in Algorithm 1, and its
-last is the block holding its last row's last key. The merge is Algorithm 1's line 11-12
+last is the block holding its last row's last key; every step visits the first K/V block, so
+rows that see no key (N_q > N_k under the simulator's bottom-right mask; the release's own
+mask aligns top-left, the same when N_q = N_k) still get O = 0 and lse = -inf written. The merge is Algorithm 1's line 11-12
 with the saved (o_tmp_i, lse_i) standing for (O_i, m_i = lse_i, ℓ_i = 1): e^{lse - m} is a
 normalized output's weight. Per visited pair this adds lse = m + log ℓ (an exp-class log
 and an add per row) to Algorithm 1's ops; O_i's conversion below fp32 happens only at the
