@@ -293,7 +293,10 @@ def add_timing_args(p) -> None:
                                        "from L2"),
                         ("alu-pipe", "max/compare/select and fp32 conversions on the ALU "
                                      "pipe (off: all elementwise ops on the FMA pipe, "
-                                     "conversions free)")):
+                                     "conversions free)"),
+                        ("exchange-phase", "split-K warps summing their partials through "
+                                           "shared memory as a phase of the dependency "
+                                           "chain (off: hidden behind the MMAs)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 

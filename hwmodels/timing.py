@@ -38,8 +38,12 @@ phase G = max(t_mma, t_smem) (fragments are prefetched while MMAs run) and its s
 phase P = max(t_mufu, t_fma, t_alu) depend on each other, tile after tile. The chains in flight on
 an SM share the two phases' pipes: a closed queueing network of g customers over two
 stations, solved exactly by mean-value analysis (Reiser & Lavenberg 1980): g = 1 gives
-G + P (fully serial), g -> inf gives max(G, P).
-    t_comp(k)  = max(MVA(G, P; g), t_issue)
+G + P (fully serial), g -> inf gives max(G, P). Split-K warps (FlashAttention v1's release,
+``smem_exchange_bytes``) add a third phase X: the partials a GEMM makes are written to
+shared memory, synchronized and summed before the step goes on (FlashAttention-2 §3.3), so
+that traffic, X = exchange bytes / smem bandwidth, follows the MMAs instead of hiding behind
+them as operand loads do, and G = max(t_mma, t_smem - X).
+    t_comp(k)  = max(MVA(G, P[, X]; g), t_issue, t_smem)
     g          = chains_per_cta: the chains a CTA staggers on purpose (FlashAttention-3's
                  ping-pong barriers between warpgroups, its 2-stage GEMM-softmax pipeline).
 Resident CTAs do not add chains (``lockstep_ctas``): the overlap of one warp's softmax with
@@ -165,6 +169,9 @@ class TimingOptions:
     alu_pipe: bool = True             # max/compare/select and conversions on the ALU pipe
                                       # (off: every elementwise op on the FMA pipe and
                                       # conversions free, as the first model had it)
+    exchange_phase: bool = True       # split-K warps sum their partials through shared
+                                      # memory after the GEMM that makes them, a phase of the
+                                      # chain (off: overlapped with the MMAs like operands)
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,7 @@ class KernelTime:
     mechanism: str = ""
     alu_s: float = 0.0            # ALU pipe: max/compare/select, conversions
     epilogue_s: float = 0.0       # of fixed_s, the exposed per-CTA epilogue
+    exchange_s: float = 0.0       # of smem_s, split-K partials summed: a phase of the chain
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,7 @@ class TimingBreakdown:
     time_by_mechanism_s: dict = dataclasses.field(default_factory=dict)
     alu_s: float = 0.0
     epilogue_s: float = 0.0     # of fixed_s, the CTAs' epilogues
+    exchange_s: float = 0.0     # of smem_s, split-K partials summed through shared memory
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -304,6 +313,7 @@ class _Pipes:
     alu_s: float
     smem_s: float
     issue_s: float
+    exchange_s: float = 0.0     # of smem_s: split-K partials summed through shared memory
 
 
 def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
@@ -376,8 +386,9 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     else:
         mufu_s, fma_s = 0.0, (fma_ops + ops["xu"]) / fma_rate
     nbytes = smem_bytes(k)
-    smem_s = nbytes / (gpu.smem_bytes_per_clock_per_sm * sms * clock) \
-        if opts.smem_bandwidth else 0.0
+    smem_rate = gpu.smem_bytes_per_clock_per_sm * sms * clock
+    smem_s = nbytes / smem_rate if opts.smem_bandwidth else 0.0
+    exchange_s = k.smem_exchange_bytes / smem_rate if opts.smem_bandwidth else 0.0
     if k.tc_path == "wgmma":
         mma_instr = float(c[MATMUL_FLOPS]) / WGMMA_FLOPS_PER_WARP_INSTR * \
             (2 if k.matmul_dtype == "fp8" else 1)
@@ -387,7 +398,7 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
         smem_instr = nbytes / SMEM_BYTES_PER_INSTR
     instr = mma_instr + (ops["xu"] + fma_ops + alu_ops) / WARP + smem_instr
     issue_s = instr / (gpu.issue_per_clock_per_sm * sms * clock)
-    return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s)
+    return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s, exchange_s)
 
 
 def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
@@ -483,12 +494,17 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     dram = dram_bytes(gpu, k, opts)
     memory_s, hbm_s, l2_s, latency_s, atomic_s, memory_mechanism = _memory(gpu, k, dram, opts)
     p = _pipes(gpu, k, opts)
-    gemm = max(p.tensor_s, p.smem_s)
     softmax = max(p.mufu_s, p.fma_s, p.alu_s)
     chains = chains_in_flight(gpu, k, opts)
+    # split-K warps sum the partials a GEMM makes before the step goes on (FA-2 §3.3: "write
+    # their intermediate results out to shared memory, synchronize, then add up"): that
+    # round trip is a phase of the chain, not operand traffic hidden behind the MMAs
+    exchange = p.exchange_s if opts.exchange_phase else 0.0
+    gemm = max(p.tensor_s, p.smem_s - exchange)
+    phases = (gemm, softmax, exchange) if exchange else (gemm, softmax)
     if opts.pipe_model:
-        chain_s = closed_network_time((gemm, softmax), chains)
-        compute_s = max(chain_s, p.issue_s)
+        chain_s = closed_network_time(phases, chains)
+        compute_s = max(chain_s, p.issue_s, p.smem_s)
     else:   # the first model: a pure sum, or a pure max for kernels that declare overlap
         if k.overlap == "overlap" and opts.overlap:
             chain_s = max(p.tensor_s, p.mufu_s + max(p.fma_s, p.alu_s))
@@ -498,7 +514,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
         if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
     bandwidth_s = max(hbm_s, l2_s)
-    fixed_s, paid = _fixed_cost(gpu, k, opts, gemm + softmax, chain_s, bandwidth_s)
+    fixed_s, paid = _fixed_cost(gpu, k, opts, sum(phases), chain_s, bandwidth_s)
     epilogue_s = _epilogue_cost(gpu, k, opts, p)
     fixed_s += epilogue_s
     streamed_s = bandwidth_s - paid    # what the prologue did not already load
@@ -530,7 +546,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       ctas_per_sm=ctas_per_sm(gpu, k), smem_s=p.smem_s, issue_s=p.issue_s,
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
-                      mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s)
+                      mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s,
+                      exchange_s=p.exchange_s)
 
 
 def chains_in_flight(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> int:
@@ -608,5 +625,5 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
         kernels=times, smem_s=summed("smem_s"), issue_s=summed("issue_s"),
         chain_s=summed("chain_s"), latency_s=summed("latency_s"), atomic_s=summed("atomic_s"),
         fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism, alu_s=summed("alu_s"),
-        epilogue_s=summed("epilogue_s"),
+        epilogue_s=summed("epilogue_s"), exchange_s=summed("exchange_s"),
     )

@@ -141,7 +141,7 @@ def timing_table(rows) -> Table:
                         "bound": t.bound, "smem_s": t.smem_s, "issue_s": t.issue_s,
                         "chain_s": t.chain_s, "fixed_s": t.fixed_s,
                         "latency_s": t.latency_s, "atomic_s": t.atomic_s,
-                        "mechanism": _main_mechanism(t),
+                        "exchange_s": t.exchange_s, "mechanism": _main_mechanism(t),
                         "time_by_mechanism_s": t.time_by_mechanism_s})
     return Table(key="timing", title="", headers=headers, rows=out, records=records,
                  notes=["Each column sums one term over the kernels, unoverlapped: the pipes "

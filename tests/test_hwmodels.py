@@ -479,3 +479,21 @@ def test_l2_terms_use_the_measured_rate_and_the_switch_restores_the_figure():
     assert off[0].l2_s == pytest.approx(1e10 / 12e12)
     assert on[1].atomic_s == pytest.approx(1e10 / (9765.2e9 / 2))
     assert off[1].atomic_s == pytest.approx(1e10 / 6e12)
+
+
+def test_split_k_exchange_is_a_phase_of_the_chain():
+    """Split-K warps sum the partials a GEMM makes through shared memory before the step goes
+    on (FlashAttention-2 §3.3): with one chain an SM, a tensor-bound GEMM phase, the softmax
+    and the exchange run one after the other; off, the exchange hides behind the MMAs as
+    operand loads do."""
+    g = get_gpu("h100")
+    rec = Recorder(g)
+    c = rec.kernel("k", ctas=g.sm_count, buffers={"x": 1024}, tc_path="mma_sync",
+                   smem_exchange_bytes=10**11)
+    c[MATMUL_FLOPS], c[EXP_OPS], c[SRAM_READ_BYTES] = 10**14, 10**11, 10**11
+    on = predict_time(g, rec.kernels).kernels[0]
+    off = predict_time(g, rec.kernels, TimingOptions(exchange_phase=False)).kernels[0]
+    exchange = 10**11 / (g.smem_bytes_per_clock_per_sm * g.sm_count * g.sustained_clock)
+    assert on.matmul_s > on.smem_s                 # the MMAs set the GEMM phase either way
+    assert on.chain_s == pytest.approx(on.matmul_s + on.exp_s + exchange)
+    assert off.chain_s == pytest.approx(off.matmul_s + off.exp_s)

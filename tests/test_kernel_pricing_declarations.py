@@ -189,13 +189,20 @@ P_IN_REGISTERS = ("flash2_fwd", "flash3_fwd", "local_fwd", "longformer_fwd", "bi
 @pytest.mark.parametrize("name, workload, options", ALL_CASES)
 def test_flash_tile_loops_keep_p_off_the_shared_memory_pipe(name, workload, options):
     """Every kernel of the flash tile step declares its P reads as register operands (e / 4d
-    per matmul FLOP), never more than the SRAM reads it counts; no other kernel does."""
+    per matmul FLOP), never more than the SRAM reads it counts; so does FlashAttention v1's
+    release program, for K_j and V_j too; no other kernel does."""
     r = simulate(name, workload, "h100", options=options, compute=False)
     for k in r.kernels:
         rate = k.register_operand_bytes_per_flop
         if k.name.startswith(P_IN_REGISTERS):
             e = 1 if k.matmul_dtype == "fp8" else workload.elem_bytes
             assert rate == pytest.approx(e / (4 * workload.head_dim)), k.name
+            assert rate * k.counts()["matmul_flops"] <= k.counts()["sram_read_bytes"], k.name
+        elif k.name == "flash1_fwd" and options.get("tiles") == "release":
+            # the release's warps hold K_j, V_j and P̃ in registers: (2 B_c d + 16 B_c) e
+            # bytes of a 16-row step's reads per its 64 B_c d FLOPs
+            e = workload.elem_bytes
+            assert rate == pytest.approx(e / 32 + e / (4 * workload.head_dim)), k.name
             assert rate * k.counts()["matmul_flops"] <= k.counts()["sram_read_bytes"], k.name
         else:
             assert rate == 0, k.name

@@ -217,7 +217,7 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
         c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
     buffers = sram_buffers(p.block_q, p.block_k, d, e)
     regs = register_bytes(p.block_q, p.block_k)
-    per_head_reread, unique_per_head = hbm_footprint_per_head(wl, is_release)
+    per_head_reread, unique_per_head = hbm_footprint_per_head(wl, p)
     ctas = bh * p.splits
     resident = rec.resident_ctas(ctas, sum(buffers.values()), regs, THREADS_PER_CTA)
     visited = flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
@@ -265,12 +265,13 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
 
 
-def hbm_footprint_per_head(wl, is_release: bool) -> tuple[int, int]:
+def hbm_footprint_per_head(wl, p: Flash1Plan) -> tuple[int, int]:
     """(bytes of a head re-read for every K/V block, distinct bytes a head touches):
-    Algorithm 1 re-reads Q_i, O_i, ℓ_i, m_i; the release Q_i, its fp32 o_tmp_i and lse_i."""
+    Algorithm 1 re-reads Q_i, O_i, ℓ_i, m_i; the release Q_i, its fp32 o_tmp_i and lse_i
+    (o_tmp only when the keys span more than one K/V block)."""
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
-    if is_release:
-        reread = nq * d * e + nq * 4 * d + nq * STAT_BYTES
+    if p.tiles == "release":
+        reread = nq * d * e + nq * STAT_BYTES + (nq * 4 * d if nk > p.block_k else 0)
         return reread, reread + 2 * nk * d * e + nq * d * e
     reread = 2 * nq * d * e + 2 * nq * STAT_BYTES
     return reread, reread + 2 * nk * d * e + nq * d * e + 2 * nq * STAT_BYTES
