@@ -1,13 +1,17 @@
 """``flash1 --tiles release``: FlashAttention (v1) on the tiles and the HBM traffic of its
-release (flash-attention v1, fmha_api.cpp, fmha_fwd_hdim*.cu, fmha_fprop_kernel_1xN.h):
-128 or 256 keys per K/V block, Q in 16-row steps, an fp32 output accumulator (o_tmp) and one
-log-sum-exp per row written and read back between K/V blocks, nothing initialized in HBM.
+release (flash-attention v1, fmha_api.cpp, fmha_fwd_hdim*.cu, fmha_fprop_kernel_1xN.h,
+fmha_dgrad_kernel_1xN_loop.h, fmha_bwd_launch_template.h): 128 or 256 keys per K/V block, Q
+in 16-row steps, an fp32 output accumulator (o_tmp) and one log-sum-exp per row written and
+read back between K/V blocks, nothing initialized in HBM; in the backward D stored at the
+first K/V block and dQ in an fp32 buffer (one CTA a head) or added with fp32 atomics between
+a D kernel and a conversion (a CTA per K/V block).
 
-The tile rule is checked against the release's dispatch written out here; the forward's HBM
-bytes against a closed form derived per 16-row step (a step reads Q at every K/V block it
+The tile rule is checked against the release's dispatch written out here; the HBM bytes of
+both passes against closed forms derived per 16-row step (a step reads Q at every K/V block it
 sees, o_tmp and lse at every one after its first, and writes lse at each, o_tmp before its
 last and O at its last), not against the module's loop; the outputs and gradients against
-a float64 softmax(Q Kᵀ τ) V written in this file; the release's limits against the CLI.
+a float64 softmax(Q Kᵀ τ) V and its gradients written in this file; the release's limits
+against the CLI.
 """
 import numpy as np
 import pytest
@@ -117,12 +121,13 @@ def test_large_logits_stay_finite_and_exact():
     r = simulate("flash1", wl, "h100", inputs=inputs, options={"tiles": "release"})
     ref = reference(inputs.q[0, 0], inputs.k[0, 0], inputs.v[0, 0], False)
     assert np.isfinite(r.outputs["o"]).all()
-    assert np.abs(r.outputs["o"][0, 0] - ref).max() / np.abs(ref).max() < 2e-5
+    # fp32 logits near 1e3 keep about 3e-6 of relative precision in exp: 3.3e-6 measured
+    assert np.abs(r.outputs["o"][0, 0] - ref).max() / np.abs(ref).max() < 1e-5
 
 
 def test_gradients_match_the_paper_tiles():
-    """The backward (Algorithm 4 on the release's tiles) from the release's saved lse gives
-    the gradients Algorithm 4 gives from ℓ and m."""
+    """The release's backward (its tiles, lse for ℓ and m, D stored once, dQ in fp32) gives
+    the gradients Algorithm 4 gives on the paper's tiles."""
     wl = Workload(batch=1, heads=2, seq_q=200, seq_k=300, head_dim=32, causal=True,
                   passes="fwd+bwd")
     inputs = make_inputs(wl, 6)
@@ -131,7 +136,7 @@ def test_gradients_match_the_paper_tiles():
     assert rel.plan["bwd"]["block_q"] == STEP and rel.plan["bwd"]["block_k"] == 256
     for g in ("dq", "dk", "dv"):
         scale = np.abs(paper.outputs[g]).max()
-        assert np.abs(rel.outputs[g] - paper.outputs[g]).max() / scale < 2e-5
+        assert np.abs(rel.outputs[g] - paper.outputs[g]).max() / scale < 3e-6   # 6e-7 measured
 
 
 @pytest.mark.parametrize("args, names", [
@@ -161,3 +166,76 @@ def test_the_gpu_port_refuses_what_it_does_not_run(options):
     plan = flash1.plan(wl, gpu, gpu.smem_bytes_per_block, **options)
     with pytest.raises(PortUnsupported, match="--tiles release"):
         port_launches("flash1", wl, plan)
+
+
+def release_backward_bytes(nq, nk, d, e, causal):
+    """(HBM reads, HBM writes) of the release's loop kernel for one head: K, V in and dK,
+    dV out once per K/V block; per step and K/V block seen, Q_i, dO_i and lse_i; at the
+    first, O_i to compute D_i, which it stores; after it, D_i and the fp32 dQ buffer back;
+    the buffer out before the step's last K/V block, dQ_i at e bytes at it."""
+    reads = writes = 2 * nk * d * e
+    for rows, v in visits_per_step(nq, nk, key_block(d, nk), causal):
+        reads += v * rows * (2 * d * e + 4) + rows * d * e + (v - 1) * rows * (4 + 4 * d)
+        writes += rows * 4 + (v - 1) * rows * 4 * d + rows * d * e
+    return reads, writes
+
+
+@pytest.mark.parametrize("nq, nk, d, causal", [
+    (300, 557, 64, False), (200, 200, 32, False), (300, 300, 64, True), (520, 777, 128, True),
+])
+def test_loop_backward_hbm_bytes_match_the_per_step_closed_form(nq, nk, d, causal):
+    wl = Workload(batch=1, heads=2, seq_q=nq, seq_k=nk, head_dim=d, causal=causal,
+                  passes="bwd")
+    r = run(wl)
+    assert [k.name for k in r.kernels] == ["flash1_bwd"]     # nothing zeroed first
+    reads, writes = release_backward_bytes(nq, nk, d, 2, causal)
+    assert r.counts["hbm_read_bytes"] == 2 * reads
+    assert r.counts["hbm_write_bytes"] == 2 * writes
+    assert r.counts["atomic_bytes"] == 0
+
+
+@pytest.mark.parametrize("nq, nk, d, causal", [(300, 700, 64, False), (2600, 2600, 64, True),
+                                               (700, 900, 128, True)])
+def test_split_backward_adds_dq_atomically_between_a_d_kernel_and_a_conversion(nq, nk, d,
+                                                                                causal):
+    """Split over K/V blocks (one head on the H100's 132 SMs), the release computes D in a
+    kernel of its own with the fp32 dQ buffer cleared, adds each step's dQ_i to it with fp32
+    atomics, and converts it to dQ after."""
+    wl = Workload(batch=1, heads=1, seq_q=nq, seq_k=nk, head_dim=d, causal=causal,
+                  passes="bwd")
+    r = run(wl, grid="release")
+    assert r.plan["bwd"]["splits"] > 1
+    kernels = {k.name: k.counts() for k in r.kernels}
+    assert list(kernels) == ["flash1_bwd_preprocess", "flash1_bwd", "flash1_bwd_convert_dq"]
+    pre, main, conv = kernels.values()
+    assert (pre["hbm_read_bytes"], pre["hbm_write_bytes"]) == (2 * nq * d * 2,
+                                                               nq * 4 + nq * d * 4)
+    pairs = sum(rows * v for rows, v in visits_per_step(nq, nk, key_block(d, nk), causal))
+    assert main["atomic_bytes"] == pairs * d * 4
+    assert main["hbm_read_bytes"] == 2 * nk * d * 2 + pairs * (2 * d * 2 + 8) + pairs * d * 4
+    assert main["hbm_write_bytes"] == 2 * nk * d * 2 + pairs * d * 4
+    assert (conv["hbm_read_bytes"], conv["hbm_write_bytes"]) == (nq * d * 4, nq * d * 2)
+
+
+@pytest.mark.parametrize("grid", ["head", "release"])
+def test_release_gradients_match_a_float64_backward(grid):
+    """dQ, dK, dV of softmax(τ Q Kᵀ) V against dO, written out here in float64: dP = dO Vᵀ,
+    dS = P ∘ (dP - rowsum(dO ∘ O)), dQ = τ dS K, dK = τ dSᵀ Q, dV = Pᵀ dO."""
+    wl = Workload(batch=1, heads=1, seq_q=260, seq_k=600, head_dim=32, causal=True,
+                  passes="fwd+bwd")
+    inputs = make_inputs(wl, 8)
+    r = simulate("flash1", wl, "h100", inputs=inputs,
+                 options={"tiles": "release", "grid": grid})
+    q, k, v, do = (x[0, 0].astype(np.float64) for x in (inputs.q, inputs.k, inputs.v,
+                                                        inputs.do))
+    tau = 1 / np.sqrt(32)
+    s = q @ k.T * tau
+    s = np.where(np.arange(600)[None, :] <= np.arange(260)[:, None] + 340, s, -np.inf)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    o = p @ v
+    ds = p * (do @ v.T - (do * o).sum(axis=1, keepdims=True))
+    expected = {"dq": tau * ds @ k, "dk": tau * ds.T @ q, "dv": p.T @ do}
+    for g, ref in expected.items():
+        err = np.abs(r.outputs[g][0, 0] - ref).max() / np.abs(ref).max()
+        assert err < 3e-6, g      # float32 tiles: about 6e-7 measured

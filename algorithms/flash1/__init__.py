@@ -61,7 +61,7 @@ import numpy as np
 
 from algorithms.flash1 import backward as flash1_bwd
 from algorithms.flash1 import release
-from algorithms.flash1.backward import wave_fill
+from algorithms.flash1.backward import is_last_key_block, wave_fill
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
@@ -104,8 +104,10 @@ INFO = AlgorithmInfo(
                     "the tiles and their HBM traffic: paper (the default: Algorithm 1's B_c = "
                     "ceil(M/4d), B_r = min(B_c, d), Algorithm 4's from M/8d) or release (the v1 "
                     "release's kernels: 128 or 256 keys per K/V block, Q in 16-row steps, an "
-                    "fp32 O accumulator and one log-sum-exp per row between K/V blocks; fp16 "
-                    "and bf16, head_dim a multiple of 8 up to 128)",
+                    "fp32 O accumulator and one log-sum-exp per row between K/V blocks; in "
+                    "the backward D stored once and dQ in fp32, added atomically where "
+                    "--grid release splits it; fp16 and bf16, head_dim a multiple of 8 up "
+                    "to 128)",
                     choices=TILES)),
 )
 
@@ -359,13 +361,6 @@ def forward_head(c, q, k, v, o, l, m, o_acc, lse, seq_q, seq_k, d, block_q, bloc
 
 
 @compiled
-def is_last_key_block(r1, c1, seq_q, seq_k, causal):
-    """Whether the K/V block ending at c1 holds the last key the Q block ending at r1 sees."""
-    last_key_end = min(seq_k, r1 + seq_k - seq_q) if causal else seq_k
-    return c1 >= last_key_end
-
-
-@compiled
 def attend_pair(c, qi, kj, vj, oi, mi, li, r0, c0, rows, cols, d, e, scale, masked, seq_q,
                 seq_k, dropout, seed, bh, threshold, inv_keep):
     """Lines 9-12 for one (K/V block, Q block) pair, counted and computed: S_ij, its
@@ -513,17 +508,15 @@ def footprint(wl, p: Flash1Plan):
     """HBM allocations: Q, K, V and, from the init kernel (Algorithm 1 line 2), O and the
     fp32 ℓ and m, which the main kernel read-modify-writes — Θ(N d). Training keeps O, ℓ,
     m for Algorithm 4 (``flash1.backward.footprint_backward``)."""
+    backward = flash1_bwd.footprint_backward(wl, p.bwd) if wl.has_backward else None
     if p.tiles == "release":
-        forward = release_footprint(wl, p)
-        return with_passes(wl, forward,
-                           flash1_bwd.footprint_backward(wl) if wl.has_backward else None)
+        return with_passes(wl, release_footprint(wl, p), backward)
     phases = ("flash1_init", "flash1_fwd")
     forward = Footprint(phases, fp.inputs(wl, *phases) + [
         Allocation("o", fp.q_bytes(wl), "flash1_init", "flash1_fwd", "output"),
         Allocation("l", fp.row_stat_bytes(wl), "flash1_init", "flash1_fwd", "output"),
         Allocation("m", fp.row_stat_bytes(wl), "flash1_init", "flash1_fwd", "output")])
-    return with_passes(wl, forward,
-                       flash1_bwd.footprint_backward(wl) if wl.has_backward else None)
+    return with_passes(wl, forward, backward)
 
 
 def release_footprint(wl, p: Flash1Plan) -> Footprint:

@@ -36,6 +36,11 @@ and dS, the products' operands) and those of every tile stored. Dropout: ⌈r c/
 (regenerate Z on chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM
 traffic.
 
+The release's program (``flash1 --tiles release``: its tiles, lse, D stored once, dQ in
+fp32, a loop kernel or, split, FlashAttention-2's three kernels) and its closed forms:
+``algorithms.flash1.release``; ``backward_head`` runs both, ``load_row_state`` and
+``store_dq`` holding what differs.
+
 Kernel grid (``flash1 --grid``): ``head`` runs one CTA per (batch, head), like the forward;
 ``release`` follows the v1 release ('Parallelize CUDA bwd along seqlen_k instead of
 seqlen_q', November 2022; ``fmha_bwd_launch_template.h``, ``num_splits_heuristic_bwd``):
@@ -44,8 +49,9 @@ when that fills the SMs better than a CTA per head, discounted by 1 + B_c / N fo
 work (1 + B_c / 2N causal, and always from T_c >= 10 causal, where it also balances the
 triangle). The CTAs of a head then update the same dQ_i: the release adds them with fp32
 atomics into a buffer it zeroes before and converts after, and computes D = rowsum(dO ∘ O)
-in a kernel of its own; the simulation keeps Algorithm 4's read-modify-write of dQ_i and its
-D_i, so the counts do not depend on the grid, only the CTAs that share them. The
+in a kernel of its own: with ``--tiles release`` the simulation does the same; on the
+paper's tiles it keeps Algorithm 4's read-modify-write of dQ_i and its D_i, so the counts do
+not depend on the grid, only the CTAs that share them. The
 release's 8 warps split K_j and V_j (flash-attention v1, csrc/flash_attn/src/
 fmha_bwd_hdim64.cu and _hdim128.cu: ``FMHA_kernel_traits<S, d, 16, 1, 8, ...>``, 16-row
 steps, WARPS_N = 8; its forward runs 4):
@@ -68,15 +74,17 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
                                placeholder_vector)
 from algorithms.kernels.dropout import dropout_args, dropout_tile
 from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
-from algorithms.flash2.backward import softmax_grad_in_place
+from algorithms.flash2.backward import (ACCUM_BYTES, convert_dq_head, preprocess_head,
+                                       softmax_grad_in_place)
+from algorithms.flash2.backward import footprint_backward as flash2_footprint_backward
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
 from hwmodels.memory import Recorder, SramOverflowError, check_sram_fits
-from hwmodels.primitives import (count_alu, count_convert, count_exp, count_other, count_store,
-                                 load_rows, load_vector, matmul_nn, matmul_nt, matmul_tn,
-                                 store_rows)
+from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, count_exp,
+                                 count_other, count_store, load_rows, load_vector, matmul_nn,
+                                 matmul_nt, matmul_tn, store_rows, store_vector)
 
 STAT_BYTES = 4
 # The release's backward CTA is 8 warps (its forward's, 4: ``algorithms.flash1``), and they
@@ -114,6 +122,7 @@ def split_k_exchange_bytes(rows: int, row_bytes: int, warps: int = SPLIT_K_WARPS
 
 
 TILE_DIVISOR = 8      # B_c = ceil(M / 8d): see "Tile plan" above
+PREPROCESS_ROWS = 128  # the release's D kernel: a CTA per 128 rows (fmha_bwd_dot_do_o_kernel)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class Flash1BwdPlan(Plan):
     smem_bytes: int
     register_bytes: int
     splits: int = 1     # CTAs per head: 1, or T_c (``--grid release``: one per K/V block)
+    tiles: str = "paper"    # ``--tiles``: Algorithm 4's tiles and traffic, or the release's
 
 
 def sram_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -181,7 +191,7 @@ def plan_backward(wl, gpu, sram_bytes: int, grid: str = "head",
                                          gpu.ctas_per_sm(need, regs, THREADS_PER_CTA),
                                          wl.seq_k, block_k, wl.causal)
     return Flash1BwdPlan(block_q=block_q, block_k=block_k, smem_bytes=need,
-                         register_bytes=regs, splits=splits)
+                         register_bytes=regs, splits=splits, tiles=tiles)
 
 
 def paper_tiles(wl, sram_bytes: int) -> tuple[int, int, int]:
@@ -203,39 +213,35 @@ def paper_tiles(wl, sram_bytes: int) -> tuple[int, int, int]:
     return block_k, block_q, need
 
 
+ALGORITHM_4, RELEASE_LOOP, RELEASE_SPLIT = 0, 1, 2     # the programs ``backward_head`` runs
+
+
+def program_of(bp: Flash1BwdPlan) -> int:
+    """Algorithm 4 (``--tiles paper``), or the release's loop kernel (a CTA per head, dQ in
+    an fp32 buffer read-modify-written) or its sequence-parallel one (a CTA per K/V block,
+    dQ added with fp32 atomics)."""
+    if bp.tiles != "release":
+        return ALGORITHM_4
+    return RELEASE_SPLIT if bp.splits > 1 else RELEASE_LOOP
+
+
 def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
-    """Launch the init and main kernels; ``saved`` holds o, l, m (executed mode)."""
+    """Launch the program's kernels; ``saved`` holds the forward's o and l, m (Algorithm 1)
+    or lse (the release), in executed mode."""
     bp: Flash1BwdPlan = fwd_plan.bwd
+    program = program_of(bp)
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
-    c_init = rec.kernel("flash1_bwd_init", ctas=bh, buffers={}, tc_path="none")
-    buffers = sram_buffers(bp.block_q, bp.block_k, d, e)
-    # L2: Q, O, dO, dQ, ℓ, m of a head are re-read for every K/V block; they hit when those
-    # of the heads in flight (one CTA each) fit. Compulsory: every input once, dQ, dK, dV
-    # written once.
-    per_head_reread = 4 * nq * d * e + 2 * nq * STAT_BYTES
-    unique = bh * (per_head_reread + 2 * nk * d * e + nq * d * e + 2 * nk * d * e)
-    ctas = bh * bp.splits
-    resident = rec.resident_ctas(ctas, sum(buffers.values()), bp.register_bytes,
-                                 THREADS_PER_CTA)
-    visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal)
-    # split, every CTA of a head in flight re-reads the head's Q, O, dO, dQ, ℓ, m
-    c = rec.kernel("flash1_bwd", ctas=ctas, buffers=buffers, threads_per_cta=THREADS_PER_CTA,
-                   register_bytes_per_cta=bp.register_bytes, tc_path="mma_sync",
-                   overlap="serial", matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
-                   l2_working_set_bytes=min(bh, resident) * per_head_reread,
-                   cta_work=rows_per_key_block(nq, nk, bp.block_q, bp.block_k, wl.causal)
-                   .astype(np.float64) if bp.splits > 1 else None,
-                   # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
-                   prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j", "V_j")),
-                   # Algorithm 4 writes dQ_i back at every inner step (line 21) and dK_j, dV_j
-                   # at the end of every outer one (line 24)
-                   epilogue_elements_per_cta=d * ((visited + 2 * nk) // bp.splits),
-                   # the 8 warps share the streamed Q_i, dO_i tiles (pricing only)
-                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
-                   # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
-                   # warp's fp32 partial dQ_i goes through shared memory (pricing only)
-                   smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d))
+    c_init = c_pre = c_conv = None
+    if program == ALGORITHM_4:
+        c_init = rec.kernel("flash1_bwd_init", ctas=bh, buffers={}, tc_path="none")
+    elif program == RELEASE_SPLIT:      # D and the cleared fp32 dQ buffer, as FA-2's
+        c_pre = rec.kernel("flash1_bwd_preprocess", ctas=cdiv(nq, PREPROCESS_ROWS) * bh,
+                           buffers={}, threads_per_cta=THREADS_PER_CTA, tc_path="none")
+    c = main_kernel(rec, wl, bp, program)
+    if program == RELEASE_SPLIT:
+        c_conv = rec.kernel("flash1_bwd_convert_dq", ctas=cdiv(nq, PREPROCESS_ROWS) * bh,
+                            buffers={}, threads_per_cta=THREADS_PER_CTA, tc_path="none")
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:
@@ -244,24 +250,82 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                  "dv": np.zeros((wl.batch, wl.heads, nk, d), np.float32)}
     for b in range(wl.batch if compute else 1):
         for h in range(wl.heads if compute else 1):
-            # line 5: dQ = dK = dV = 0 in HBM
-            count_store(c_init, (nq + 2 * nk) * d * e)
             if compute:
                 q, k, v, do = inputs.q[b, h], inputs.k[b, h], inputs.v[b, h], inputs.do[b, h]
-                o, l, m = saved["o"][b, h], saved["l"][b, h], saved["m"][b, h]
+                o = saved["o"][b, h]
+                l, m = saved["l"][b, h], saved["m"][b, h]     # the release's: 1 and lse
                 dq, dk, dv = grads["dq"][b, h], grads["dk"][b, h], grads["dv"][b, h]
+                dq_acc = np.zeros((nq, d), np.float32)         # the release's fp32 dQ
+                delta = np.zeros(nq, np.float32)               # ... and its D
             else:
-                q = k = v = do = o = dq = dk = dv = placeholder(d)
-                l = m = placeholder_vector()
+                q = k = v = do = o = dq = dk = dv = dq_acc = placeholder(d)
+                l = m = delta = placeholder_vector()
+            if c_init is not None:                             # line 5: dQ = dK = dV = 0
+                count_store(c_init, (nq + 2 * nk) * d * e)
+            if c_pre is not None:
+                preprocess_head(c_pre, do, o, delta, dq_acc, nq, d, PREPROCESS_ROWS, e,
+                                compute)
             for split in range(bp.splits):
-                backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, nq, nk, d, bp.block_q,
-                              bp.block_k, wl.scale, wl.causal, e, wl.dropout > 0, seed,
-                              b * wl.heads + h, threshold, inv_keep, compute, split,
-                              bp.splits)
+                backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, dq_acc, delta, nq, nk, d,
+                              bp.block_q, bp.block_k, wl.scale, wl.causal, e, wl.dropout > 0,
+                              seed, b * wl.heads + h, threshold, inv_keep, compute, program,
+                              split, bp.splits)
+            if c_conv is not None:     # dS carries τ already: the conversion alone
+                convert_dq_head(c_conv, dq_acc, dq, nq, d, PREPROCESS_ROWS, 1.0, e, compute,
+                                False)
     if not compute:
-        Recorder.repeat(c_init, bh)
-        Recorder.repeat(c, bh)
+        for kernel in (c_init, c_pre, c, c_conv):
+            if kernel is not None:
+                Recorder.repeat(kernel, bh)
     return grads
+
+
+def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
+    """The main kernel's record: its grid, tiles and what the timing model needs of it."""
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
+    buffers = sram_buffers(bp.block_q, bp.block_k, d, e)
+    # L2: the rows of a head re-read for every K/V block hit when those of the heads in
+    # flight fit. Compulsory: every input once, dQ, dK, dV written once.
+    per_head_reread, unique_per_head = hbm_footprint_per_head(wl, bp, program)
+    ctas = bh * bp.splits
+    resident = rec.resident_ctas(ctas, sum(buffers.values()), bp.register_bytes,
+                                 THREADS_PER_CTA)
+    visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal)
+    # split, every CTA of a head in flight re-reads the head's rows
+    return rec.kernel("flash1_bwd", ctas=ctas, buffers=buffers,
+                      threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
+                      tc_path="mma_sync", overlap="serial", matmul_dtype=wl.dtype,
+                      unique_hbm_bytes=bh * unique_per_head,
+                      l2_working_set_bytes=min(bh, resident) * per_head_reread,
+                      cta_work=rows_per_key_block(nq, nk, bp.block_q, bp.block_k, wl.causal)
+                      .astype(np.float64) if bp.splits > 1 else None,
+                      # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
+                      prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j",
+                                                                      "V_j")),
+                      # dQ_i goes back at every inner step (Algorithm 4 line 21; the release's
+                      # fp32 buffer) and dK_j, dV_j at the end of every outer one (line 24)
+                      epilogue_elements_per_cta=d * ((visited + 2 * nk) // bp.splits),
+                      # the 8 warps share the streamed Q_i, dO_i tiles (pricing only)
+                      smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
+                      # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
+                      # warp's fp32 partial dQ_i goes through shared memory (pricing only)
+                      smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d))
+
+
+def hbm_footprint_per_head(wl, bp: Flash1BwdPlan, program: int) -> tuple[int, int]:
+    """(bytes of a head re-read for every K/V block, distinct bytes the main kernel of a
+    head touches)."""
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    kv_in_grads_out = 2 * nk * d * e + 2 * nk * d * e + nq * d * e     # K, V; dK, dV; dQ
+    if program == ALGORITHM_4:      # Q, O, dO, dQ, ℓ, m
+        reread = 4 * nq * d * e + 2 * nq * STAT_BYTES
+        return reread, reread + kv_in_grads_out
+    # the release: Q, dO, lse, D and the fp32 dQ buffer (when there is more than one K/V
+    # block, or any split); the loop kernel reads O once, to compute D
+    acc = nq * d * ACCUM_BYTES if program == RELEASE_SPLIT or nk > bp.block_k else 0
+    reread = 2 * nq * d * e + 2 * nq * STAT_BYTES + acc
+    return reread, reread + kv_in_grads_out + (nq * d * e if program == RELEASE_LOOP else 0)
 
 
 @compiled
@@ -278,11 +342,14 @@ def _no_key_safe(m, l):
 
 
 @compiled
-def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q, block_k,
-                  scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute, split=0,
-                  splits=1):
+def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, dq_acc, delta, seq_q, seq_k, d, block_q,
+                  block_k, scale, causal, e, dropout, seed, bh, threshold, inv_keep, compute,
+                  program, split, splits):
     """Algorithm 4 for one head, on the K/V blocks j = split, split + splits, ... (all of
-    them with one split; the release's split gives each block a CTA)."""
+    them with one split; the release's split gives each block a CTA). ``program``: what
+    moves between HBM and the tile besides Q_i, K_j, V_j, dO_i (``load_row_state``,
+    ``store_dq``)."""
+    is_release = program != ALGORITHM_4
     for c0 in range(split * block_k, seq_k, splits * block_k):   # line 6: for j in 1..T_c
         c1 = min(c0 + block_k, seq_k)
         cols = c1 - c0
@@ -290,22 +357,28 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
         vj = load_rows(c, v, c0, c1, d, e)
         dk_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)  # line 8
         dv_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)
-        first_row = max(0, c0 - (seq_k - seq_q)) if causal else 0
+        # causal: Q blocks above the diagonal of K_j are skipped; the release visits every
+        # Q block at the first K/V block (it initializes nothing: rows that see no key get
+        # their dQ = 0 written there)
+        first_row = max(0, c0 - (seq_k - seq_q)) if causal and not (is_release and c0 == 0) \
+            else 0
         r0 = (first_row // block_q) * block_q
         while r0 < seq_q:                                        # line 9: for i in 1..T_r
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
             masked = causal and causal_block_is_partial(r0, c1, seq_q, seq_k)
-            # count-only: a run of Q blocks that count alike is stepped through once, then scaled
-            run = 1 if compute else rows_run(r0, block_q, block_q, seq_q, c1, seq_k, causal,
-                                             masked)
+            first = c0 == 0
+            final = is_last_key_block(r1, c1, seq_q, seq_k, causal)
+            # count-only: a run of Q blocks that count alike is stepped through once, then
+            # scaled (the release's last K/V block of a row differs along the diagonal: one
+            # at a time there)
+            run = 1 if compute or (is_release and masked) else \
+                rows_run(r0, block_q, block_q, seq_q, c1, seq_k, causal, masked)
             before = snapshot(c, run)
             qi = load_rows(c, q, r0, r1, d, e)                   # line 10
-            oi = load_rows(c, o, r0, r1, d, e)
             doi = load_rows(c, do, r0, r1, d, e)
-            dqi = load_rows(c, dq, r0, r1, d, e)
-            li = load_vector(c, l, r0, r1, STAT_BYTES)
-            mi = load_vector(c, m, r0, r1, STAT_BYTES)
+            li, mi, d_i, dqi = load_row_state(c, o, doi, l, m, delta, dq, dq_acc, r0, r1, d, e,
+                                              program, first, compute)
             s = matmul_nt(c, qi, kj, rows, cols, d, e, compute)  # line 11: S = τ Q_i K_jᵀ
             count_other(c, rows * cols)
             if masked:                                           # line 12: MASK
@@ -335,19 +408,14 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
                 count_other(c, rows * cols)
                 if compute:
                     dp = dp * z
-            count_other(c, 2 * rows * d)                         # line 19: D_i
             count_other(c, 2 * rows * cols + rows * cols)        # line 20: dS; τ dS
             ds = dp
             if compute:
                 dv_acc += dv_part
-                d_i = (doi * oi).sum(axis=1)
                 softmax_grad_in_place(dp, p, d_i, np.float32(scale))  # dp now holds τ dS
             count_convert(c, rows * cols, e)                     # dS, for lines 21 and 22
             dq_part = matmul_nn(c, ds, kj, rows, d, cols, e, compute)       # line 21
-            count_other(c, rows * d)
-            if compute:
-                dqi = dqi + dq_part
-            store_rows(c, dq, r0, dqi, rows, d, e, compute)      #   dQ_i -> HBM
+            store_dq(c, dq, dq_acc, r0, dqi, dq_part, rows, d, e, program, final, compute)
             dk_part = matmul_tn(c, ds, qi, cols, d, rows, e, compute)       # line 22
             if compute:
                 dk_acc += dk_part
@@ -357,16 +425,82 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, seq_q, seq_k, d, block_q,
         store_rows(c, dv, c0, dv_acc, cols, d, e, compute)
 
 
+@compiled
+def load_row_state(c, o, doi, l, m, delta, dq, dq_acc, r0, r1, d, e, program, first, compute):
+    """(ℓ_i, m_i, D_i, dQ_i so far) for a Q block. Algorithm 4 reads O_i, dQ_i, ℓ_i, m_i and
+    recomputes D_i (line 19); the release reads lse_i (as m_i, with ℓ_i = 1), computes D_i
+    from O_i at the first K/V block and stores it, reads it back after, with its fp32 dQ
+    buffer (the loop kernel) or from the preprocess (the split one, whose dQ is atomic)."""
+    rows = r1 - r0
+    zero_dq = np.zeros((rows, d) if compute else (0, 0), dtype=np.float32)
+    if program == ALGORITHM_4:
+        oi = load_rows(c, o, r0, r1, d, e)
+        dqi = load_rows(c, dq, r0, r1, d, e)
+        li = load_vector(c, l, r0, r1, STAT_BYTES)
+        mi = load_vector(c, m, r0, r1, STAT_BYTES)
+        return li, mi, row_dot(c, doi, oi, rows, d, compute), dqi
+    li = l[r0:r1] if compute else l                              # ℓ = 1: nothing to read
+    mi = load_vector(c, m, r0, r1, STAT_BYTES)                   # lse_i
+    if program == RELEASE_LOOP and first:
+        oi = load_rows(c, o, r0, r1, d, e)
+        d_i = row_dot(c, doi, oi, rows, d, compute)
+        store_vector(c, delta, r0, d_i, rows, STAT_BYTES, compute)
+        return li, mi, d_i, zero_dq
+    d_i = load_vector(c, delta, r0, r1, STAT_BYTES)
+    if program == RELEASE_LOOP:
+        return li, mi, d_i, load_rows(c, dq_acc, r0, r1, d, ACCUM_BYTES)
+    return li, mi, d_i, zero_dq
+
+
+@compiled
+def row_dot(c, doi, oi, rows, d, compute):
+    """D_i = rowsum(dO_i ∘ O_i) (Algorithm 4 line 19)."""
+    count_other(c, 2 * rows * d)
+    if compute:
+        return (doi * oi).sum(axis=1)
+    return np.empty(0, dtype=np.float32)
+
+
+@compiled
+def store_dq(c, dq, dq_acc, r0, dqi, dq_part, rows, d, e, program, final, compute):
+    """dQ_i += τ dS K_j, back to HBM: Algorithm 4's dQ_i at e bytes (line 21); the release's
+    fp32 buffer, or dQ itself at e bytes after the row's last K/V block (loop kernel), or an
+    fp32 atomic add (split)."""
+    count_other(c, rows * d)
+    if program == RELEASE_SPLIT:
+        count_atomic_add(c, rows * d * ACCUM_BYTES)
+        if compute:
+            dq_acc[r0:r0 + rows] += dq_part
+        return
+    new = dqi + dq_part if compute else dqi
+    if program == RELEASE_LOOP and not final:
+        store_rows(c, dq_acc, r0, new, rows, d, ACCUM_BYTES, compute)
+    else:
+        store_rows(c, dq, r0, new, rows, d, e, compute)
+
+@compiled
+def is_last_key_block(r1, c1, seq_q, seq_k, causal):
+    """Whether the K/V block ending at c1 holds the last key the Q block ending at r1 sees."""
+    last_key_end = min(seq_k, r1 + seq_k - seq_q) if causal else seq_k
+    return c1 >= last_key_end
+
+
 def io_bound_backward(wl, sram_elements: int) -> float:
     """Theorem 5: Θ(N² d² / M) in bytes (N_q N_k d² / M elements of e bytes per head)."""
     per_head = wl.seq_q * wl.seq_k * wl.head_dim ** 2 / sram_elements
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
 
 
-def footprint_backward(wl):
+def footprint_backward(wl, bp: Flash1BwdPlan):
     """The backward's HBM allocations (Algorithm 4): Q, K, V, dO and the saved O, ℓ, m as
     inputs; dQ, dK, dV at e bytes from the init kernel (line 5: zeroed in HBM), dQ
-    read-modify-written in place by the main kernel — Θ(N d)."""
+    read-modify-written in place by the main kernel — Θ(N d). The release's programs:
+    ``release_footprint_backward``."""
+    program = program_of(bp)
+    if program == RELEASE_SPLIT:
+        return flash2_footprint_backward(wl, "flash1")
+    if program == RELEASE_LOOP:
+        return release_footprint_backward(wl, bp)
     phases = ("flash1_bwd_init", "flash1_bwd")
     first, last = phases
     return Footprint(phases, fp.inputs(wl, first, last) + [
@@ -375,3 +509,21 @@ def footprint_backward(wl):
         Allocation("l", fp.row_stat_bytes(wl), first, last, "saved"),
         Allocation("m", fp.row_stat_bytes(wl), first, last, "saved"),
         *fp.grads(wl, first, last)])
+
+
+def release_footprint_backward(wl, bp: Flash1BwdPlan):
+    """The release's loop kernel (one CTA a head): Q, K, V, dO and the saved O and lse as
+    inputs; D (fp32, the kernel stores it at the first K/V block) and, when the keys span
+    more than one K/V block, the fp32 dQ buffer it read-modify-writes; dQ, dK, dV as
+    outputs. Nothing is zeroed first."""
+    phase = "flash1_bwd"
+    allocations = fp.inputs(wl, phase, phase) + [
+        Allocation("do", fp.q_bytes(wl), phase, phase, "input"),
+        Allocation("o", fp.q_bytes(wl), phase, phase, "saved"),
+        Allocation("lse", fp.row_stat_bytes(wl), phase, phase, "saved"),
+        Allocation("delta", fp.row_stat_bytes(wl), phase, phase),
+        *fp.grads(wl, phase, phase)]
+    if wl.seq_k > bp.block_k:
+        allocations.append(Allocation("dq_accum", fp.q_bytes(wl) * ACCUM_BYTES // wl.elem_bytes,
+                                      phase, phase))
+    return Footprint((phase,), allocations)

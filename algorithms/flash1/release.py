@@ -25,18 +25,28 @@ instead of o_tmp. Per head, not causal (T_c = ⌈N_k / B_c⌉):
 Causal: a Q step starts at the first K/V block that its rows see, as in Algorithm 1, and its
 last is the block holding its last row's last key; every step visits the first K/V block, so
 rows that see no key (N_q > N_k under the simulator's bottom-right mask; the release's own
-mask aligns top-left, the same when N_q = N_k) still get O = 0 and lse = -inf written. The merge is Algorithm 1's line 11-12
-with the saved (o_tmp_i, lse_i) standing for (O_i, m_i = lse_i, ℓ_i = 1): e^{lse - m} is a
-normalized output's weight. Per visited pair this adds lse = m + log ℓ (an exp-class log
+mask aligns top-left, the same when N_q = N_k) still get O = 0 and lse = -inf written.
+The merge is Algorithm 1's line 11-12 with the saved (o_tmp_i, lse_i) standing for (O_i,
+m_i = lse_i, ℓ_i = 1): e^{lse - m} is a normalized output's weight. Per visited pair this adds lse = m + log ℓ (an exp-class log
 and an add per row) to Algorithm 1's ops; O_i's conversion below fp32 happens only at the
 final write.
 
-Backward. The release's tiles (B_c above, 16-row steps), on Algorithm 4's traffic: the
-release reads Q_i, dO_i, its fp32 dQ accumulator, lse_i and D_i per step (O_i only at the
-first K/V block, to compute D) where Algorithm 4 reads Q_i, O_i, dO_i, dQ_i at e bytes and
-ℓ_i, m_i — 2de + 4d + 8 against 4de + 8 bytes a row, equal at e = 2 — and writes dQ_i back
-at 4 bytes (Algorithm 4: e) when a CTA owns every K/V block, or adds it with fp32 atomics
-when the grid splits them (``--grid release``). The backward counts stay Algorithm 4's.
+Backward (fmha_dgrad_kernel_1xN_loop.h, fmha_bwd_launch_template.h, mha_bwd). The
+release's tiles, Algorithm 4's loop order and math, and the release's traffic around it:
+lse_i (fp32) in place of ℓ_i, m_i; D_i = rowsum(dO_i ∘ O_i) stored once instead of
+recomputed at every step; dQ accumulated in fp32; nothing zeroed in HBM. Two programs, by
+the grid (``--grid``):
+  - one CTA per head (the loop kernel): at the first K/V block a step reads O_i, computes
+    D_i and stores it; after, it reads D_i and the fp32 dQ buffer back; it writes the buffer
+    before its last K/V block and dQ_i at e bytes at it. Per head, not causal:
+        reads  = 2 N_k d e + T_c N_q (2 d e + 4) + N_q d e + (T_c - 1) N_q (4 d + 4)
+        writes = 2 N_k d e + N_q 4 + (T_c - 1) N_q 4 d + N_q d e
+  - a CTA per K/V block (where the release's heuristic splits it): a kernel computes D and
+    clears the fp32 dQ buffer (the release clears it with a memset of its own: the same
+    bytes, one launch more), the main kernel reads Q_i, dO_i, lse_i, D_i per step and adds
+    dQ_i to the buffer with fp32 atomics, and a last kernel converts the buffer to dQ —
+    FlashAttention-2's three kernels (``algorithms.flash2.backward``), whose preprocess and
+    conversion it runs.
 """
 from __future__ import annotations
 

@@ -298,13 +298,15 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
 
 
 @compiled
-def convert_dq_head(c, dq_acc, dq, seq_q, d, block_q, scale, e, compute):
-    """dQ_i = scale · dQaccum_i, fp32 -> storage dtype."""
+def convert_dq_head(c, dq_acc, dq, seq_q, d, block_q, scale, e, compute, scaled=True):
+    """dQ_i = scale · dQaccum_i, fp32 -> storage dtype (``scaled`` False: the accumulator
+    holds dQ already, and is only converted)."""
     for r0 in range(0, seq_q, block_q):
         r1 = min(r0 + block_q, seq_q)
         rows = r1 - r0
         acc = load_rows(c, dq_acc, r0, r1, d, ACCUM_BYTES)
-        count_other(c, rows * d)
+        if scaled:
+            count_other(c, rows * d)
         store_rows(c, dq, r0, acc * np.float32(scale), rows, d, e, compute)
 
 
@@ -341,21 +343,22 @@ def io_bound_backward(wl, bp: Flash2BwdPlan) -> float:
     return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
 
 
-def footprint_backward(wl):
+def footprint_backward(wl, name: str = "flash2"):
     """The backward's HBM allocations: Q, K, V, dO and the saved O and lse as inputs; D
     (fp32, one per row) and the fp32 dQ accumulator (4 N_q d per head) from the preprocess
     kernel, D freed after the main kernel, dQaccum after the conversion; dK, dV from the
     main kernel, dQ from the conversion. Peak in the conversion kernel (dQaccum and dQ both
-    live): Θ(N d)."""
-    phases = ("flash2_bwd_preprocess", "flash2_bwd", "flash2_bwd_convert_dq")
-    first, last = phases[0], phases[-1]
+    live): Θ(N d). ``name``: the kernels' prefix (FlashAttention v1's release runs the same
+    three when it splits its backward over K/V blocks)."""
+    phases = (f"{name}_bwd_preprocess", f"{name}_bwd", f"{name}_bwd_convert_dq")
+    first, main, last = phases
     return Footprint(phases, fp.inputs(wl, first, last) + [
         Allocation("do", fp.q_bytes(wl), first, last, "input"),
-        Allocation("o", fp.q_bytes(wl), first, "flash2_bwd", "saved"),
-        Allocation("lse", fp.row_stat_bytes(wl), first, "flash2_bwd", "saved"),
-        Allocation("delta", fp.row_stat_bytes(wl), first, "flash2_bwd"),
+        Allocation("o", fp.q_bytes(wl), first, main, "saved"),
+        Allocation("lse", fp.row_stat_bytes(wl), first, main, "saved"),
+        Allocation("delta", fp.row_stat_bytes(wl), first, main),
         Allocation("dq_accum", wl.batch * wl.heads * wl.seq_q * wl.head_dim * ACCUM_BYTES,
                    first, last),
-        Allocation("dk", fp.kv_bytes(wl), "flash2_bwd", last, "output"),
-        Allocation("dv", fp.kv_bytes(wl), "flash2_bwd", last, "output"),
+        Allocation("dk", fp.kv_bytes(wl), main, last, "output"),
+        Allocation("dv", fp.kv_bytes(wl), main, last, "output"),
         Allocation("dq", fp.q_bytes(wl), last, last, "output")])
