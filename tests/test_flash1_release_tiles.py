@@ -239,3 +239,21 @@ def test_release_gradients_match_a_float64_backward(grid):
     for g, ref in expected.items():
         err = np.abs(r.outputs[g][0, 0] - ref).max() / np.abs(ref).max()
         assert err < 3e-6, g      # float32 tiles: about 6e-7 measured
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_the_registers_holding_k_and_v_set_the_forward_occupancy(d):
+    """The release's forward warps keep K_j, V_j (2 B_c d e bytes) and their fp32 partial
+    outputs (4 x 16 x d x 4) in registers besides S: about 96-104 KiB a CTA, so two CTAs on
+    an H100 SM (256 KiB of registers) where the 68-72 KiB of shared memory alone allow three."""
+    import algorithms.flash1 as flash1
+    from hwmodels import get_gpu
+    gpu = get_gpu("h100")
+    wl = Workload(batch=4, heads=16, seq_q=4096, head_dim=d)
+    p = flash1.plan(wl, gpu, gpu.smem_bytes_per_block, tiles="release")
+    regs = flash1.cta_register_bytes(p, d, 2)
+    assert regs == 16 * p.block_k * 4 + 4 * 16 * 4 + 2 * p.block_k * d * 2 + 4 * 16 * d * 4
+    assert gpu.ctas_per_sm(p.smem_bytes, 0, 128) == 3
+    assert gpu.ctas_per_sm(p.smem_bytes, regs, 128) == 2
+    r = run(Workload(batch=4, heads=16, seq_q=4096, head_dim=d))
+    assert r.time.kernels[0].ctas_per_sm == 2

@@ -138,6 +138,17 @@ def register_bytes(block_q: int, block_k: int) -> int:
     return block_q * block_k * 4 + 4 * block_q * STAT_BYTES
 
 
+def cta_register_bytes(p: Flash1Plan, d: int, e: int) -> int:
+    """What a CTA holds in registers: S_ij and the statistics; the release's warps also keep
+    their slices of K_j and V_j for the whole K/V block (kernel traits K_IN_REGS, V_IN_REGS)
+    and each its fp32 partial P̃ V for the step's rows (split-K), which is what its occupancy
+    (and so its split heuristic) sees."""
+    regs = register_bytes(p.block_q, p.block_k)
+    if p.tiles == "release":
+        regs += 2 * p.block_k * d * e + (THREADS_PER_CTA // 32) * p.block_q * d * 4
+    return regs
+
+
 def plan(wl, gpu, sram_bytes: int, grid: str = "head", tiles: str = "paper") -> Flash1Plan:
     if tiles == "release":
         release.check_workload(wl)
@@ -146,7 +157,8 @@ def plan(wl, gpu, sram_bytes: int, grid: str = "head", tiles: str = "paper") -> 
         fwd = plan_forward(wl, gpu, sram_bytes)
     if grid == "release":
         # the occupancy the release asks CUDA for (cudaOccupancyMaxActiveBlocksPerMultiprocessor)
-        ctas_per_sm = gpu.ctas_per_sm(fwd.smem_bytes, register_bytes(fwd.block_q, fwd.block_k),
+        ctas_per_sm = gpu.ctas_per_sm(fwd.smem_bytes,
+                                      cta_register_bytes(fwd, wl.head_dim, wl.elem_bytes),
                                       THREADS_PER_CTA)
         fwd = dataclasses.replace(fwd, splits=release_forward_splits(
             wl.batch * wl.heads, gpu.sm_count, ctas_per_sm, cdiv(wl.seq_q, fwd.block_q)))
@@ -218,7 +230,7 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     if not is_release:      # the release initializes nothing in HBM
         c_init = rec.kernel("flash1_init", ctas=bh, buffers={}, tc_path="none")
     buffers = sram_buffers(p.block_q, p.block_k, d, e)
-    regs = register_bytes(p.block_q, p.block_k)
+    regs = cta_register_bytes(p, d, e)
     per_head_reread, unique_per_head = hbm_footprint_per_head(wl, p)
     ctas = bh * p.splits
     resident = rec.resident_ctas(ctas, sum(buffers.values()), regs, THREADS_PER_CTA)
