@@ -989,26 +989,19 @@ def fa2_chart_table(fmt: str) -> str:
                              "FA-2 pub / pred (ratio)"], tablefmt=fmt)
 
 
-def fa1_chart_range_without(gpu: str, mechanism: str) -> tuple[float, float]:
-    """FA-1's chart bars on ``gpu``, predicted/published, with one timing mechanism off."""
-    r = []
-    off = TimingOptions(**{mechanism: False})
-    for g, d, causal, n, algorithm, pub, _ in fa2_chart_points():
-        if g == gpu and algorithm == "flash1":
-            wl = paper_workload(n, d, causal, passes="fwd+bwd")
-            r.append(tflops("flash1", wl, gpu, off, options=FLASH1_RELEASE) / pub)
-    return min(r), max(r)
-
-
-def fa1_chart_range_with_paper_tiles(gpu: str) -> tuple[float, float]:
-    """FA-1's chart bars on ``gpu``, predicted/published, with Algorithm 1's and 4's tiles
-    planned from the GPU's shared memory (``--tiles paper``) instead of the release's."""
+def fa1_chart_range(gpu: str, timing: TimingOptions = TimingOptions(),
+                    options: tuple = FLASH1_RELEASE) -> tuple[float, float]:
+    """FA-1's chart bars on ``gpu``, predicted/published, priced with ``timing`` and flash1
+    ``options`` (a mechanism off, or the paper's tiles instead of the release's)."""
     r = []
     for g, d, causal, n, algorithm, pub, _ in fa2_chart_points():
         if g == gpu and algorithm == "flash1":
             wl = paper_workload(n, d, causal, passes="fwd+bwd")
-            r.append(tflops("flash1", wl, gpu, options=(("grid", "release"),)) / pub)
+            r.append(tflops("flash1", wl, gpu, timing, options=options) / pub)
     return min(r), max(r)
+
+
+PAPER_TILES_ON_RELEASE_GRID = (("grid", "release"),)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1693,8 +1686,8 @@ def document(fmt: str = "github") -> str:
             *fa2_chart_range("h100-sxm", "flash1"),
             *(f"{q} x {k}" for q, k in flash1_tiles("h100-sxm", 128)),
             *(f"{q} x {k}" for q, k in flash1_tiles("a100-80gb", 128)),
-            *fa1_chart_range_with_paper_tiles("a100-80gb"),
-            *fa1_chart_range_with_paper_tiles("h100-sxm")),
+            *fa1_chart_range("a100-80gb", options=PAPER_TILES_ON_RELEASE_GRID),
+            *fa1_chart_range("h100-sxm", options=PAPER_TILES_ON_RELEASE_GRID)),
         "",
         fa2_chart_table(fmt),
         "",
@@ -1973,8 +1966,8 @@ def document(fmt: str = "github") -> str:
         "Neither backward has a published point of its own here; a GPU session can time "
         "both.".format(
             *fa2_chart_range("a100-80gb", "flash1"), *fa2_chart_range("h100-sxm", "flash1"),
-            *fa1_chart_range_without("a100-80gb", "exchange_phase"),
-            *fa1_chart_range_without("h100-sxm", "exchange_phase"),
+            *fa1_chart_range("a100-80gb", TimingOptions(exchange_phase=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(exchange_phase=False)),
             *(f"{passes}, d = {d}, {'causal' if causal else 'non-causal'}, N = {n}: {r:.2f}x"
               for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
             fa2_over_fa1_extremes()[1][5]),

@@ -61,14 +61,15 @@ import numpy as np
 
 from algorithms.flash1 import backward as flash1_bwd
 from algorithms.flash1 import release
-from algorithms.flash1.backward import is_last_key_block, wave_fill
+from algorithms.flash1.backward import (first_visited_row, is_last_key_block, pair_run,
+                                       wave_fill)
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                placeholder, placeholder_vector, tile_softmax_stats)
 from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
-from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
+from algorithms.kernels.flash_tile import repeat_step, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
@@ -297,22 +298,20 @@ def shared_memory_pricing(p: Flash1Plan, d: int, e: int, visited: int, bh: int) 
     make them, and every warp's fp32 partial P V and row max and sum passed through shared
     memory to be summed."""
     warps = THREADS_PER_CTA // 32
-    exchange = bh * flash1_bwd.split_k_exchange_bytes(visited, 4 * d + 2 * STAT_BYTES, warps)
-    if p.tiles == "release":
-        # Each warp keeps its quarter of K_j and V_j in registers through the K/V block
-        # (fmha kernel traits: K_IN_REGS, V_IN_REGS; fmha_fprop_kernel_1xN.h "we keep the
-        # data in registers"), and P̃ too: of a pair's counted reads, K_j, V_j and P̃, (2 B_c
-        # d + B_r B_c) e bytes per 4 B_r B_c d FLOPs, never cross shared memory (their one
-        # read per K/V block and CTA, 1/steps of it, is left out). Q_i does, once per warp,
-        # for S = Q_i K_jᵀ (half the FLOPs): 3 B_r d e more a pair, = FLOPs x e / 2 x
-        # (4 - 1) / 2B_c.
-        return {"smem_readers": warps, "mma_rows_per_cta": 2 * p.block_k,
-                "smem_exchange_bytes": exchange,
-                "register_operand_bytes_per_flop": e / (2 * p.block_q) + e / (4 * d)}
-    # Algorithm 1's B_r rows: all of K_j, V_j are read per 16 rows, as 4 warps that each read
-    # them for B_r rows of their own would
-    return {"smem_readers": warps, "mma_rows_per_cta": p.block_q,
-            "smem_exchange_bytes": exchange}
+    pricing = {"smem_readers": warps, "smem_exchange_bytes": bh * flash1_bwd.split_k_exchange_bytes(
+        visited, 4 * d + 2 * STAT_BYTES, warps)}
+    if p.tiles != "release":
+        # Algorithm 1's B_r rows: all of K_j, V_j are read per 16 rows, as 4 warps that each
+        # read them for B_r rows of their own would
+        return {**pricing, "mma_rows_per_cta": p.block_q}
+    # Each warp keeps its quarter of K_j and V_j in registers through the K/V block (fmha
+    # kernel traits: K_IN_REGS, V_IN_REGS; fmha_fprop_kernel_1xN.h "we keep the data in
+    # registers"), and P̃ too: of a pair's counted reads, K_j, V_j and P̃, (2 B_c d + B_r B_c)
+    # e bytes per 4 B_r B_c d FLOPs, never cross shared memory (their one read per K/V block
+    # and CTA, 1/steps of it, is left out). Q_i does, once per warp, for S = Q_i K_jᵀ (half
+    # the FLOPs): 3 B_r d e more a pair, = FLOPs x e / 2 x (4 - 1) / 2B_c.
+    return {**pricing, "mma_rows_per_cta": 2 * p.block_k,
+            "register_operand_bytes_per_flop": e / (2 * p.block_q) + e / (4 * d)}
 
 
 @compiled(nogil=True)
@@ -327,11 +326,8 @@ def forward_head(c, q, k, v, o, l, m, o_acc, lse, seq_q, seq_k, d, block_q, bloc
     for c0 in range(0, seq_k, block_k):                          # line 5: for j in 1..T_c
         c1 = min(c0 + block_k, seq_k)
         cols = c1 - c0
-        # causal: Q blocks whose last row cannot see key c0 are skipped entirely; but with
-        # nothing initialized in HBM the release visits every Q block at the first K/V
-        # block, so rows that see no key (N_q > N_k) still get O = 0 and lse = -inf
-        first_row = max(0, c0 - (seq_k - seq_q)) if causal and not (is_release and c0 == 0) \
-            else 0
+        # causal: Q blocks whose last row cannot see key c0 are skipped entirely
+        first_row = first_visited_row(c0, seq_q, seq_k, causal, is_release)
         r0 = first_block_of_split(first_row // block_q, split, splits) * block_q
         if r0 >= seq_q:
             continue                                             # this CTA's rows see no K_j
@@ -344,10 +340,8 @@ def forward_head(c, q, k, v, o, l, m, o_acc, lse, seq_q, seq_k, d, block_q, bloc
             first = c0 == 0
             final = is_last_key_block(r1, c1, seq_q, seq_k, causal)
             if not compute:        # the same counts without arrays, a run of Q blocks at once
-                # (the release's last K/V block of a row differs along the diagonal: one at a
-                # time there)
-                run = 1 if is_release and masked else rows_run(r0, block_q, stride, seq_q,
-                                                               c1, seq_k, causal, masked)
+                run = pair_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked,
+                               is_release)
                 before = snapshot(c, run)
                 count_pair(c, rows, cols, d, e, masked, dropout, is_release, first, final)
                 repeat_step(c, before, run)

@@ -255,8 +255,9 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                 o = saved["o"][b, h]
                 l, m = saved["l"][b, h], saved["m"][b, h]     # the release's: 1 and lse
                 dq, dk, dv = grads["dq"][b, h], grads["dk"][b, h], grads["dv"][b, h]
-                dq_acc = np.zeros((nq, d), np.float32)         # the release's fp32 dQ
-                delta = np.zeros(nq, np.float32)               # ... and its D
+                dq_acc, delta = placeholder(d), placeholder_vector()
+                if program != ALGORITHM_4:     # the release's fp32 dQ and its D
+                    dq_acc, delta = np.zeros((nq, d), np.float32), np.zeros(nq, np.float32)
             else:
                 q = k = v = do = o = dq = dk = dv = dq_acc = placeholder(d)
                 l = m = delta = placeholder_vector()
@@ -357,12 +358,8 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, dq_acc, delta, seq_q, seq
         vj = load_rows(c, v, c0, c1, d, e)
         dk_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)  # line 8
         dv_acc = np.zeros((cols, d) if compute else (0, 0), dtype=np.float32)
-        # causal: Q blocks above the diagonal of K_j are skipped; the release visits every
-        # Q block at the first K/V block (it initializes nothing: rows that see no key get
-        # their dQ = 0 written there)
-        first_row = max(0, c0 - (seq_k - seq_q)) if causal and not (is_release and c0 == 0) \
-            else 0
-        r0 = (first_row // block_q) * block_q
+        # causal: Q blocks above the diagonal of K_j are skipped
+        r0 = (first_visited_row(c0, seq_q, seq_k, causal, is_release) // block_q) * block_q
         while r0 < seq_q:                                        # line 9: for i in 1..T_r
             r1 = min(r0 + block_q, seq_q)
             rows = r1 - r0
@@ -370,10 +367,9 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, dq_acc, delta, seq_q, seq
             first = c0 == 0
             final = is_last_key_block(r1, c1, seq_q, seq_k, causal)
             # count-only: a run of Q blocks that count alike is stepped through once, then
-            # scaled (the release's last K/V block of a row differs along the diagonal: one
-            # at a time there)
-            run = 1 if compute or (is_release and masked) else \
-                rows_run(r0, block_q, block_q, seq_q, c1, seq_k, causal, masked)
+            # scaled
+            run = 1 if compute else pair_run(r0, block_q, block_q, seq_q, c1, seq_k, causal,
+                                             masked, is_release)
             before = snapshot(c, run)
             qi = load_rows(c, q, r0, r1, d, e)                   # line 10
             doi = load_rows(c, do, r0, r1, d, e)
@@ -432,7 +428,6 @@ def load_row_state(c, o, doi, l, m, delta, dq, dq_acc, r0, r1, d, e, program, fi
     from O_i at the first K/V block and stores it, reads it back after, with its fp32 dQ
     buffer (the loop kernel) or from the preprocess (the split one, whose dQ is atomic)."""
     rows = r1 - r0
-    zero_dq = np.zeros((rows, d) if compute else (0, 0), dtype=np.float32)
     if program == ALGORITHM_4:
         oi = load_rows(c, o, r0, r1, d, e)
         dqi = load_rows(c, dq, r0, r1, d, e)
@@ -445,11 +440,11 @@ def load_row_state(c, o, doi, l, m, delta, dq, dq_acc, r0, r1, d, e, program, fi
         oi = load_rows(c, o, r0, r1, d, e)
         d_i = row_dot(c, doi, oi, rows, d, compute)
         store_vector(c, delta, r0, d_i, rows, STAT_BYTES, compute)
-        return li, mi, d_i, zero_dq
+        return li, mi, d_i, np.zeros((rows, d) if compute else (0, 0), dtype=np.float32)
     d_i = load_vector(c, delta, r0, r1, STAT_BYTES)
     if program == RELEASE_LOOP:
         return li, mi, d_i, load_rows(c, dq_acc, r0, r1, d, ACCUM_BYTES)
-    return li, mi, d_i, zero_dq
+    return li, mi, d_i, np.empty((0, 0), dtype=np.float32)   # split: dQ_i goes atomically
 
 
 @compiled
@@ -477,6 +472,25 @@ def store_dq(c, dq, dq_acc, r0, dqi, dq_part, rows, d, e, program, final, comput
         store_rows(c, dq_acc, r0, new, rows, d, ACCUM_BYTES, compute)
     else:
         store_rows(c, dq, r0, new, rows, d, e, compute)
+
+@compiled
+def first_visited_row(c0, seq_q, seq_k, causal, is_release):
+    """The first Q row Algorithms 1 and 4 visit with the K/V block at c0: causal, the first
+    that can see key c0. The release visits every row at the first K/V block: it initializes
+    nothing in HBM, so rows that see no key (N_q > N_k) get their zeros written there."""
+    if not causal or (is_release and c0 == 0):
+        return 0
+    return max(0, c0 - (seq_k - seq_q))
+
+
+@compiled
+def pair_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked, is_release):
+    """``rows_run`` for count-only mode, but one Q block at a time where the release's
+    blocks on the diagonal differ in whether this K/V block is their last."""
+    if is_release and masked:
+        return 1
+    return rows_run(r0, block_q, stride, seq_q, c1, seq_k, causal, masked)
+
 
 @compiled
 def is_last_key_block(r1, c1, seq_q, seq_k, causal):
