@@ -37,6 +37,7 @@ import numpy as np
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import step_latency
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
                                cdiv, heads_in_flight, mma_layout, new_output,
@@ -124,10 +125,12 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)
     in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes,
                                 layout["threads_per_cta"])
+    work = flash2.cta_work(wl, p)      # FlashAttention-2's Q-block CTAs
     c = rec.kernel("diff_fwd", ctas=tr * bh, buffers=buffers, **layout,
                    register_bytes_per_cta=p.register_bytes, tc_path="mma_sync", overlap="serial",
-                   matmul_dtype=wl.dtype,
-                   cta_work=flash2.cta_work(wl, p),      # FlashAttention-2's Q-block CTAs
+                   matmul_dtype=wl.dtype, cta_work=work,
+                   # both maps' softmax in the same warps, side by side: one chain a step
+                   **step_latency.chain(step_latency.forward_step(p.block_k), work, bh),
                    # Q_i and K_j, each holding both maps' halves, before the first S_ij
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * d2,     # O_i, RMS-normalized

@@ -87,6 +87,7 @@ from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels import fp8
+from algorithms.kernels import step_latency
 from algorithms.kernels.fp8 import P_SCALE_LOG2, round_to_e4m3_jit
 from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
                                        causal_block_is_partial, causal_key_end, cdiv,
@@ -308,10 +309,17 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
     as_fa2 = flash2.Flash2Plan(p.block_q, p.block_k, p.smem_bytes, p.register_bytes)
     unique, working_set = flash2.l2_footprint(wl, as_fa2, rec, tr, p.smem_bytes)
     unique += wl.batch * wl.heads * wl.seq_q * wl.head_dim * (out_bytes - wl.elem_bytes)
+    work = flash2.cta_work(wl, as_fa2)
     return rec.kernel("flash3_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                       threads_per_cta=(p.consumer_warpgroups + 1) * WARPGROUP,
                       register_bytes_per_cta=p.register_bytes,
-                      tc_path="wgmma", overlap="overlap", cta_work=flash2.cta_work(wl, as_fa2),
+                      tc_path="wgmma", overlap="overlap", cta_work=work,
+                      # each warpgroup's own chain of steps (in ping-pong; in step, one);
+                      # wgmma reads its operands from shared memory without loads
+                      **step_latency.chain(step_latency.forward_step(p.block_k,
+                                                                     smem_fragments=0),
+                                           work, wl.batch * wl.heads,
+                                           p.consumer_warpgroups if p.pingpong else 1),
                       # Section 3.1-3.2: W consumer warpgroups taking turns (ping-pong), each
                       # pipelining two tiles: 2W independent GEMM -> softmax chains (W without
                       # the pipelining); without the ping-pong the warpgroups run in step, one

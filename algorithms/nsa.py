@@ -102,6 +102,7 @@ import numpy as np
 
 from algorithms import local
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import step_latency
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (cdiv, heads_in_flight, kv_group, l2_arguments,
@@ -396,9 +397,11 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
                                 layout["threads_per_cta"])
     unique = (b * H * (nq * d * e + 3 * d * e + nq * (d * e + 3 * STAT_BYTES))
               + b * G * (kc_bytes + nq * n * IDX_BYTES))
+    work = _cmp_work(wl, p)
     c = rec.kernel("nsa_cmp", ctas=b * G * tr, buffers=buffers, **layout,
                    register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
-                   overlap="serial", cta_work=_cmp_work(wl, p), matmul_dtype=wl.dtype,
+                   overlap="serial", cta_work=work, matmul_dtype=wl.dtype,
+                   **step_latency.chain(step_latency.forward_step(p.cmp_block_k), work, b * G),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=rows * d,    # the compressed branch's O rows
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
@@ -434,9 +437,12 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     resident = rec.resident_ctas(b * G * nq, p.select_smem_bytes, p.select_register_bytes,
                                  threads)
     buffers = select_buffers(g, p.select_tile, d, e, n)
+    work = _select_work(wl, p)
     c = rec.kernel("nsa_slc", ctas=b * G * nq, buffers=buffers,
                    **layout, register_bytes_per_cta=p.select_register_bytes, tc_path="mma_sync",
-                   overlap="serial", cta_work=_select_work(wl, p), matmul_dtype=wl.dtype,
+                   overlap="serial", cta_work=work,
+                   matmul_dtype=wl.dtype,
+                   **step_latency.chain(step_latency.forward_step(p.select_tile), work, b * G),
                    # the token's queries and block indices, then its first selected block's keys
                    prologue_bytes_per_cta=buffers["q_t"] + buffers["idx"] + buffers["K_s"],
                    epilogue_elements_per_cta=g * d,       # the token's g heads' O rows

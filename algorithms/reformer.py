@@ -81,6 +81,7 @@ import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints
+from algorithms.kernels import step_latency
 from algorithms.kernels.common import (MMA_ROWS, cdiv, finish_heads, head_view, iter_heads,
                                        l2_arguments, new_output)
 from algorithms.kernels.radix_sort import (KEY_BYTES, RADIX_BITS, VALUE_BYTES, radix_sort,
@@ -274,6 +275,9 @@ def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
                         epilogue_elements_per_cta=p.bucket_size * d,   # the chunk's O rows
                         # a warp per 16 queries, each reading the 2C keys and values
                         smem_readers=cdiv(p.bucket_size, MMA_ROWS), mma_rows_per_cta=p.bucket_size,
+                        # one step a chunk: its queries against the 2C keys
+                        **step_latency.chain(step_latency.forward_step(2 * p.bucket_size), 1,
+                                             p.n_buckets * hh * heads_total),
                         # a chunk re-reads the rows, positions and ids of the chunk before
                         # it, and every round gathers the head's rows and ids again
                         **l2_arguments(rec, heads_total, p.n_buckets * hh, sum(ab.values()),

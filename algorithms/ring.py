@@ -40,6 +40,7 @@ import numpy as np
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.kernels import step_latency
 from algorithms.kernels.common import (cdiv, causal_key_end, iter_heads, key_tiles_per_row_block,
                                        mma_layout, new_output, new_stats)
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
@@ -143,12 +144,12 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
             sum(buffers.values()))
         dram = step_compulsory_bytes(flash2_dram, state_bytes, out_bytes, first=step == 0,
                                      last=step == p.devices - 1)
+        work = key_tiles_per_row_block(q_lo, q_hi, k_lo, k_hi, *causal_alignment(wl, p, dev, j),
+                                       p.block_q, p.block_k, wl.causal)
         c = rec.kernel(f"ring_step{step}", ctas=tr * bh, buffers=buffers, **layout,
                        register_bytes_per_cta=inner.register_bytes, tc_path="mma_sync",
-                       overlap="serial", matmul_dtype=wl.dtype,
-                       cta_work=key_tiles_per_row_block(q_lo, q_hi, k_lo, k_hi,
-                                                        *causal_alignment(wl, p, dev, j),
-                                                        p.block_q, p.block_k, wl.causal),
+                       overlap="serial", matmul_dtype=wl.dtype, cta_work=work,
+                       **step_latency.chain(step_latency.forward_step(p.block_k), work, bh),
                        prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                        # the running state, or (last step) O_i
                        epilogue_elements_per_cta=p.block_q * d,

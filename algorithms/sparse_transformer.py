@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import AlgorithmInfo, Option, PlanError
+from algorithms.kernels import step_latency
 from algorithms.flash2 import smem_buffers
 from algorithms.kernels import sparse_blocked as sb
 from algorithms.kernels.flash_tile import p_in_registers
@@ -164,10 +165,12 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
     layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)   # as the natural-order part
     unique, working_set = sb.l2_footprint(wl, tiles, rec, sum(buffers.values()),
                                           p.register_bytes, layout["threads_per_cta"])
+    work = np.maximum(np.diff(tiles[2]), 1).astype(np.float64)
     c = rec.kernel(f"{INFO.name}_blocked_fwd", ctas=len(q_lo) * wl.batch * wl.heads,
                    buffers=buffers, **layout, register_bytes_per_cta=p.register_bytes,
-                   tc_path="mma_sync",
-                   overlap="serial", cta_work=np.maximum(np.diff(tiles[2]), 1).astype(np.float64),
+                   tc_path="mma_sync", overlap="serial", cta_work=work,
+                   **step_latency.chain(step_latency.forward_step(p.block_k), work,
+                                        wl.batch * wl.heads),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * d,                # O_i
                    **p_in_registers(d, e),

@@ -296,7 +296,10 @@ def add_timing_args(p) -> None:
                                      "conversions free)"),
                         ("exchange-phase", "split-K warps summing their partials through "
                                            "shared memory as a phase of the dependency "
-                                           "chain (off: hidden behind the MMAs)")):
+                                           "chain (off: hidden behind the MMAs)"),
+                        ("step-latency", "a tile step's wait on its instructions' latencies "
+                                         "(MMA, shared memory, exp, dependent fp32 ops) "
+                                         "beyond the pipes' busy time")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 

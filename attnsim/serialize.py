@@ -46,6 +46,7 @@ def result_dict(r) -> dict:
         kernels.append({"name": k.name, "ctas": k.ctas, "sram_bytes_per_cta": k.sram_bytes_per_cta,
                         "buffers": k.buffers, "tc_path": k.tc_path, "overlap": k.overlap,
                         "chains_per_cta": k.chains_per_cta, "smem_readers": k.smem_readers,
+                        "step_events": dict(k.step_events), "chain_steps": k.chain_steps,
                         "counts": k.counts(), "time": dataclasses.asdict(kt)})
     time = r.time.to_dict()
     time.pop("kernels")

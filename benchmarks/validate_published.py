@@ -1256,6 +1256,12 @@ CONSTANTS = (
     ("dram_latency_s", "L2-miss load latency",
      lambda g: f"{g.dram_latency_s * 1e9:.0f} ns", "LUO-LAT (pointer chasing at 2x L2: "
      "A100 PCIe 523 cycles at 1395 MHz, H800 PCIe 598 cycles at 1755 MHz)"),
+    ("mma/smem/sfu/fp_latency_clocks", "latency of an MMA, a shared-memory load, an exp2, "
+     "a dependent fp32 op (clocks)",
+     lambda g: f"{g.mma_latency_clocks:g} / {g.smem_latency_clocks:g} / "
+               f"{g.sfu_latency_clocks:g} / {g.fp_latency_clocks:g}",
+     "ACCEL-SIM (Accel-Sim's tested A100 and H100 configurations, tuned by its "
+     "microbenchmarks; the H100 PCIe takes the H100's)"),
     ("l2_atomic_bytes_per_s", "fp32 atomic (RED) throughput in L2",
      lambda g: f"{g.atomic_bytes_per_s / 1e12:.1f} TB/s", "NSIGHT-AT (read-modify-write at "
      "L2 bandwidth / 2)"),
@@ -1328,10 +1334,12 @@ def breakdown_table(fmt: str) -> str:
         us = lambda s: f"{s * 1e6:.0f}"  # noqa: E731
         rows.append([label, gpu, k.name, us(k.matmul_s),
                      us(k.smem_s), us(k.exp_s), us(k.other_s), us(k.alu_s), us(k.issue_s),
-                     f"{us(k.chain_s)} ({k.chains})", us(k.hbm_s), us(k.l2_s), us(k.latency_s),
+                     us(k.step_latency_s), f"{us(k.chain_s)} ({k.chains})", us(k.hbm_s),
+                     us(k.l2_s), us(k.latency_s),
                      us(k.fixed_s), f"{k.quantization:.2f}", us(k.total_s), k.mechanism])
     return tabulate(rows, headers=["case", "GPU", "kernel", "tensor µs", "smem", "SFU", "FMA",
-                                   "ALU", "issue", "chain (chains/SM)", "HBM", "L2", "latency",
+                                   "ALU", "issue", "step latency", "chain (chains/SM)", "HBM",
+                                   "L2", "latency",
                                    "fixed", "waves ×", "total µs", "set by"], tablefmt=fmt)
 
 
@@ -1516,8 +1524,8 @@ def fa3_d64_unoverlapped() -> tuple[float, ...]:
 # hiding another, and that at the datasheet rates (switches of ``TimingOptions``).
 FA3_SWITCHES = (("model", TimingOptions()),
                 ("--no-overlap", TimingOptions(overlap=False)),
-                ("--no-overlap --no-achievable-rates",
-                 TimingOptions(overlap=False, achievable_rates=False)))
+                ("--no-overlap --no-achievable-rates --no-step-latency",
+                 TimingOptions(overlap=False, achievable_rates=False, step_latency=False)))
 FA3_SHORT = 2048        # N below this: short sequences, where fixed costs weigh
 
 
@@ -1914,8 +1922,10 @@ def document(fmt: str = "github") -> str:
         "it, and every kernel on the chart sits near half, which points at how far the "
         "hardware overlaps the tensor and special-function pipes at this ratio rather than "
         "at FA-3's program. The producer/consumer "
-        "barrier hand-offs, the latency of a softmax run by one warp per SM sub-partition "
-        "(its row max and sum go through shuffles before the exponentials can start), and "
+        "barrier hand-offs, the shuffles of a softmax run by one warp per SM sub-partition "
+        "(its row max and sum cross the threads of a quad before the exponentials can start; "
+        "the chain of its in-register reduction and the MMAs' latency are priced, "
+        "`step_latency`, and hide behind the other chains), and "
         "a warpgroup's issue slots shared between its own `wgmma` and its softmax within a "
         "tile are not priced (the issue term counts the SM's instructions over the whole "
         "kernel, not a phase's). Today's release (2.8.4) runs d = 64 on 192 x 192 tiles "
@@ -1951,10 +1961,15 @@ def document(fmt: str = "github") -> str:
         "(A100) and {:.2f}–{:.2f} (H100), furthest at d = 64, and the backward, which the "
         "model prices as shared-memory-bound, takes most of the time. The model already "
         "prices the split-K exchange as a phase of the chain that follows the MMAs "
-        "(`exchange_phase`: without it the bars are {:.2f}–{:.2f} and {:.2f}–{:.2f}). Not "
-        "priced, and the first candidate for the rest: the latency of a 16-row step (the row "
-        "max, then the row sum, reduced across the warps with a barrier each, which the "
-        "model counts as pipe busy time, not as clocks on the chain). The registers the "
+        "(`exchange_phase`: without it the bars are {:.2f}–{:.2f} and {:.2f}–{:.2f}), and "
+        "the latency a 16-row step waits on its chain of instructions (`step_latency`: "
+        "without it {:.2f}–{:.2f} and {:.2f}–{:.2f}): S's last MMA, the row max over a "
+        "thread's values, the warps' maxima and partial outputs through shared memory, the "
+        "exps, P V's last MMA, at the latencies Accel-Sim's tuner measured ([ACCEL-SIM]); a "
+        "release step waits several times as long per FLOP as a FlashAttention-2 step, whose "
+        "warps each hold whole rows. Not priced, and the first candidate for the rest: the "
+        "warp shuffles and barriers of the row max, the row sum and the exchange (three "
+        "barriers a step), for which no published latency was found. The registers the "
         "release's warps hold K and V in (64 KiB a CTA at d = 64) count against its "
         "occupancy (two CTAs an SM on the H100 where shared memory alone would allow "
         "three). A GPU session can tell (`ncu` occupancy and stall reasons on the "
@@ -1968,6 +1983,8 @@ def document(fmt: str = "github") -> str:
             *fa2_chart_range("a100-80gb", "flash1"), *fa2_chart_range("h100-sxm", "flash1"),
             *fa1_chart_range("a100-80gb", TimingOptions(exchange_phase=False)),
             *fa1_chart_range("h100-sxm", TimingOptions(exchange_phase=False)),
+            *fa1_chart_range("a100-80gb", TimingOptions(step_latency=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(step_latency=False)),
             *(f"{passes}, d = {d}, {'causal' if causal else 'non-causal'}, N = {n}: {r:.2f}x"
               for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
             fa2_over_fa1_extremes()[1][5]),
@@ -2009,12 +2026,14 @@ def document(fmt: str = "github") -> str:
         "### What FlashAttention-3's bars say of its overlap",
         "",
         "Every FlashAttention-3 chart bar, predicted/published, as the model prices it and "
-        "with two of its switches off: no GEMM-softmax chain hiding another (`--no-overlap`: "
-        "each tile's GEMMs, then its softmax), and that with the datasheet's rates instead of "
-        "the microbenchmarks' (`--no-achievable-rates`). At N ≥ {short} the bars are "
+        "with switches off: no GEMM-softmax chain hiding another (`--no-overlap`: "
+        "each tile's GEMMs, then its softmax, and the steps' instruction latencies unhidden), "
+        "and that as the pipes alone would have it: the datasheet's rates instead of the "
+        "microbenchmarks' (`--no-achievable-rates`) and no instruction latency "
+        "(`--no-step-latency`). At N ≥ {short} the bars are "
         "{m[0]:.2f}–{m[1]:.2f} as modelled, {o[0]:.2f}–{o[1]:.2f} with no overlap, and "
-        "{p[0]:.2f}–{p[1]:.2f} (fp16 {p16[0]:.2f}–{p16[1]:.2f}) with no overlap at the "
-        "datasheet rates: in fp16, across d = 64, 128 and 256, causal and not, the published "
+        "{p[0]:.2f}–{p[1]:.2f} (fp16 {p16[0]:.2f}–{p16[1]:.2f}) with the pipes alone taking "
+        "turns at the datasheet rates: in fp16, across d = 64, 128 and 256, causal and not, the published "
         "long-sequence rates are those of a kernel whose exponentials and MMAs take turns on "
         "each SM, with the tensor cores at their full dense rate at the clock the paper fixes "
         "([FA3-clock]); the fp8 bars scatter more. The model does not adopt that: the FA-3 "
@@ -2033,8 +2052,8 @@ def document(fmt: str = "github") -> str:
         "prints how far the phases hide each other beside what the model's mean-value "
         "analysis gives for the same phases (part of `gpu_session.sh quick`).".format(short=FA3_SHORT, m=fa3_switch_range("model"),
                          o=fa3_switch_range("--no-overlap"),
-                         p=fa3_switch_range("--no-overlap --no-achievable-rates"),
-                         p16=fa3_switch_range("--no-overlap --no-achievable-rates",
+                         p=fa3_switch_range("--no-overlap --no-achievable-rates --no-step-latency"),
+                         p16=fa3_switch_range("--no-overlap --no-achievable-rates --no-step-latency",
                                               dtype="fp16")),
         "",
         fa3_switch_table(fmt),
@@ -2051,8 +2070,9 @@ def document(fmt: str = "github") -> str:
         "",
         ablation_table(fmt),
         "",
-        "The main kernel's terms (µs; each unoverlapped; 'chain' is the GEMM-softmax "
-        "dependency chain with the chains in flight per SM):",
+        "The main kernel's terms (µs; each unoverlapped; 'step latency' is what its tile "
+        "steps wait on their instructions' latencies, per SM, and 'chain' the GEMM-softmax "
+        "dependency chain, that wait included, with the chains in flight per SM):",
         "",
         breakdown_table(fmt),
         "",

@@ -122,6 +122,16 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              the H200 take it: the same GH100 die, 132 SMs and 50 MB of L2 at the same
              1980 MHz maximum clock; an L2-resident read never reaches the HBM, the part in
              which the boards differ.
+* [ACCEL-SIM] Accel-Sim (Khairy et al., ISCA 2020), the configurations it validates against
+             the real boards, accel-sim/gpgpu-sim_distribution
+             configs/tested-cfgs/SM80_A100/gpgpusim.config and SM90_H100/gpgpusim.config,
+             whose latencies its tuner (util/tuner/GPU_Microbenchmark: one dependent chain
+             of the instruction, timed with clock(), printing the config line) measured:
+             tensor-core MMA ``-ptx_opcode_latency_tesnor`` 25 (A100) / 24 (H100) clocks;
+             shared memory ``-gpgpu_smem_latency`` 28 / 29; special-function unit
+             ``-ptx_opcode_latency_sfu`` 23 / 23; fp32 add, max, multiply, FMA
+             ``-ptx_opcode_latency_fp`` 4 / 4. No warp-shuffle or barrier latency is given
+             there: the step-latency term leaves them out (a lower bound).
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
@@ -198,6 +208,12 @@ class GPU:
     max_registers_per_thread: int = 255        # [CUDA-CC] 32-bit registers per thread, cc 5.0-9.0
     dram_latency_s: float = 0.0                # L2-miss load latency; 0: no latency terms
     l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 rate / 2
+    # ---- instruction latencies on a tile step's dependency chain (clocks; 0: not given,
+    # the step-latency term leaves that event out) ------------------------------------------
+    mma_latency_clocks: float = 0.0            # a tensor-core MMA, issue to result
+    smem_latency_clocks: float = 0.0           # a shared-memory load
+    sfu_latency_clocks: float = 0.0            # an exp2 on the special-function units
+    fp_latency_clocks: float = 0.0             # a dependent fp32 add/max/multiply
     sources: str = ""                          # free text, for custom GPUs from TOML files
 
     # ---- derived rates -------------------------------------------------------------------
@@ -336,6 +352,10 @@ A100_SXM4_40GB = GPU(
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
     dram_latency_s=375.1e-9,                   # [LUO-LAT] A100 PCIe: 523.3 cycles at 1395 MHz
+    mma_latency_clocks=25,                     # [ACCEL-SIM] SM80_A100
+    smem_latency_clocks=28,                    # [ACCEL-SIM] SM80_A100
+    sfu_latency_clocks=23,                     # [ACCEL-SIM] SM80_A100
+    fp_latency_clocks=4,                       # [ACCEL-SIM] SM80_A100
 )
 
 A100_SXM4_80GB = A100_SXM4_40GB.replace(
@@ -387,6 +407,10 @@ H100_SXM5_80GB = GPU(
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe: 597.8 cycles at 1755 MHz
+    mma_latency_clocks=24,                     # [ACCEL-SIM] SM90_H100 (the PCIe board and
+    smem_latency_clocks=29,                    # the H200 take them: the same SM)
+    sfu_latency_clocks=23,                     # [ACCEL-SIM] SM90_H100
+    fp_latency_clocks=4,                       # [ACCEL-SIM] SM90_H100
 )
 
 H100_PCIE_80GB = H100_SXM5_80GB.replace(

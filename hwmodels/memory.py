@@ -102,6 +102,14 @@ class KernelRecord:
             feed to the P V GEMM from registers (``gemm_rs``; ``wgmma`` with A in
             registers), e / 4d per FLOP of the tile's two GEMMs
             (``algorithms.kernels.flash_tile.p_in_registers``). Pricing only. 0: none.
+        step_events: what lies on one tile step's dependency chain besides the pipes' busy
+            time, as (event, count) pairs: "mma" (a GEMM's last MMA retiring), "smem" (a
+            shared-memory load the next instruction waits for), "sfu" (an exp), "fp" (a
+            dependent fp32 add/max/multiply); the timing model prices each at the GPU's
+            measured latency (``hwmodels.timing``, ``algorithms.kernels.step_latency``).
+            Pricing only. (): none declared.
+        chain_steps: the tile steps those events are paid on, summed over the kernel's CTAs
+            and over each CTA's independent chains. 0: none.
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
             reads one e-byte element from a different sector (a transposing copy). The
@@ -130,6 +138,8 @@ class KernelRecord:
     smem_exchange_bytes: int = 0
     epilogue_elements_per_cta: int = 0
     register_operand_bytes_per_flop: float = 0.0
+    step_events: tuple = ()
+    chain_steps: int = 0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -189,7 +199,8 @@ class Recorder:
                l2_working_set_bytes=None, chains_per_cta=1, smem_readers=1,
                mma_rows_per_cta=0, prologue_bytes_per_cta=0,
                read_sector_use=1.0, smem_exchange_bytes=0,
-               epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0) -> np.ndarray:
+               epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
+               step_events=(), chain_steps=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -210,7 +221,9 @@ class Recorder:
                            smem_exchange_bytes=int(smem_exchange_bytes),
                            epilogue_elements_per_cta=int(epilogue_elements_per_cta),
                            register_operand_bytes_per_flop=float(
-                               register_operand_bytes_per_flop))
+                               register_operand_bytes_per_flop),
+                           step_events=tuple((str(e), float(n)) for e, n in step_events),
+                           chain_steps=int(chain_steps))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -43,9 +43,23 @@ G + P (fully serial), g -> inf gives max(G, P). Split-K warps (FlashAttention v1
 shared memory, synchronized and summed before the step goes on (FlashAttention-2 §3.3), so
 that traffic, X = exchange bytes / smem bandwidth, follows the MMAs instead of hiding behind
 them as operand loads do, and G = max(t_mma, t_smem - X).
-    t_comp(k)  = max(MVA(G, P[, X]; g), t_issue, t_smem)
+Step latency: a tile step is also a chain of dependent instructions, each waiting one
+latency no pipe is busy for: S's last MMA before the softmax, a row max reduced in a
+thread's registers one value after the other, the exp, a value another warp left in shared
+memory, P V's last MMA. The kernels declare those events per step (``step_events``, from
+``algorithms.kernels.step_latency``) and how many steps they take (``chain_steps``); the GPU
+gives each event's latency in clocks, measured by microbenchmarks ([ACCEL-SIM] in
+``hwmodels.gpus``: MMA, shared-memory load, exp2, dependent fp32 op; warp shuffles and
+barriers have no published figure and are left out, so the term is a lower bound). They
+enter the chain as a delay station Z of the mean-value analysis, which no chain queues for:
+    Z(k)       = chain_steps x sum(events x latency) / f / (S x resident CTAs in step)
+    t_comp(k)  = max(MVA(G, P[, X]; g; delay Z), t_issue, t_smem)
     g          = chains_per_cta: the chains a CTA staggers on purpose (FlashAttention-3's
                  ping-pong barriers between warpgroups, its 2-stage GEMM-softmax pipeline).
+                 One chain waits Z in full (G + P + Z); many hide it behind each other's
+                 pipes. Resident CTAs in step wait their latencies out together, hence the
+                 division by the CTAs an SM holds at once (``lockstep_ctas`` off: each chain
+                 waits its own and the analysis lets the others fill the wait).
 Resident CTAs do not add chains (``lockstep_ctas``): the overlap of one warp's softmax with
 another's GEMMs is not something the SM provides unasked. FlashAttention-3 §3.1 gets it only
 by forcing it ("we use synchronization barriers ... to force the GEMMs of warpgroup 1 to be
@@ -172,6 +186,9 @@ class TimingOptions:
     exchange_phase: bool = True       # split-K warps sum their partials through shared
                                       # memory after the GEMM that makes them, a phase of the
                                       # chain (off: overlapped with the MMAs like operands)
+    step_latency: bool = True         # a tile step's chain waits on its instructions'
+                                      # latencies (MMA, shared memory, exp, dependent fp32
+                                      # ops) beyond the pipes' busy time (off: busy time only)
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,7 @@ class KernelTime:
     alu_s: float = 0.0            # ALU pipe: max/compare/select, conversions
     epilogue_s: float = 0.0       # of fixed_s, the exposed per-CTA epilogue
     exchange_s: float = 0.0       # of smem_s, split-K partials summed: a phase of the chain
+    step_latency_s: float = 0.0   # the chain's instruction latencies per SM (a delay station)
 
 
 @dataclass(frozen=True)
@@ -230,6 +248,7 @@ class TimingBreakdown:
     alu_s: float = 0.0
     epilogue_s: float = 0.0     # of fixed_s, the CTAs' epilogues
     exchange_s: float = 0.0     # of smem_s, split-K partials summed through shared memory
+    step_latency_s: float = 0.0  # the chains' instruction latencies, per SM
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -290,17 +309,19 @@ def dram_bytes(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions())
     return int(unique + (requested - unique) * (1.0 - hit))
 
 
-def closed_network_time(demands: tuple[float, ...], customers: int) -> float:
+def closed_network_time(demands: tuple[float, ...], customers: int, delay: float = 0.0) -> float:
     """Time for a closed queueing network of ``customers`` cycling through stations whose
     total service demands are ``demands`` (exact mean-value analysis, exponential service,
-    first-come-first-served stations). 1 customer: the sum; many: the largest demand."""
-    if not any(demands):
+    first-come-first-served stations), and a delay station of total demand ``delay`` where
+    no customer waits for another (latency: each customer's own, paid in parallel).
+    1 customer: the sum of all; many: the largest station's demand."""
+    if not any(demands) and delay <= 0:
         return 0.0
     queue = [0.0] * len(demands)
     throughput = 0.0
     for n in range(1, max(1, customers) + 1):
         residence = [d * (1.0 + q) for d, q in zip(demands, queue)]
-        throughput = n / sum(residence)
+        throughput = n / (delay + sum(residence))
         queue = [throughput * r for r in residence]
     return 1.0 / throughput
 
@@ -399,6 +420,29 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     instr = mma_instr + (ops["xu"] + fma_ops + alu_ops) / WARP + smem_instr
     issue_s = instr / (gpu.issue_per_clock_per_sm * sms * clock)
     return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s, exchange_s)
+
+
+def step_latency_clocks(gpu: GPU, k: KernelRecord) -> float:
+    """Clocks one tile step of the kernel waits on its dependency chain beyond the pipes'
+    busy time: each declared event (``KernelRecord.step_events``) at the GPU's measured
+    latency; an event the GPU gives no latency for (0) adds nothing."""
+    latency = {"mma": gpu.mma_latency_clocks, "smem": gpu.smem_latency_clocks,
+               "sfu": gpu.sfu_latency_clocks, "fp": gpu.fp_latency_clocks}
+    return sum(latency[event] * count for event, count in k.step_events)
+
+
+def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
+    """The delay demand per SM: the kernel's tile steps (``chain_steps``) spread over the
+    SMs, each waiting ``step_latency_clocks``. Resident CTAs in step (``lockstep_ctas``) wait
+    out their latencies together, so an SM pays once for the CTAs it holds at a time (no
+    more than the grid gives it); out of step each chain pays its own, and the mean-value
+    analysis lets the other chains fill the wait."""
+    if not opts.step_latency or k.chain_steps <= 0 or k.ctas <= 0:
+        return 0.0
+    together = min(resident_per_sm(gpu, k), max(1.0, k.ctas / gpu.sm_count)) \
+        if opts.lockstep_ctas else 1.0
+    return k.chain_steps * step_latency_clocks(gpu, k) / _clock(gpu, opts) \
+        / (gpu.sm_count * together)
 
 
 def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
@@ -502,8 +546,9 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     exchange = p.exchange_s if opts.exchange_phase else 0.0
     gemm = max(p.tensor_s, p.smem_s - exchange)
     phases = (gemm, softmax, exchange) if exchange else (gemm, softmax)
+    step_latency_s = _step_latency(gpu, k, opts) if opts.pipe_model else 0.0
     if opts.pipe_model:
-        chain_s = closed_network_time(phases, chains)
+        chain_s = closed_network_time(phases, chains, step_latency_s)
         compute_s = max(chain_s, p.issue_s, p.smem_s)
     else:   # the first model: a pure sum, or a pure max for kernels that declare overlap
         if k.overlap == "overlap" and opts.overlap:
@@ -514,7 +559,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
         if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
     bandwidth_s = max(hbm_s, l2_s)
-    fixed_s, paid = _fixed_cost(gpu, k, opts, sum(phases), chain_s, bandwidth_s)
+    fixed_s, paid = _fixed_cost(gpu, k, opts, sum(phases) + step_latency_s, chain_s,
+                                bandwidth_s)
     epilogue_s = _epilogue_cost(gpu, k, opts, p)
     fixed_s += epilogue_s
     streamed_s = bandwidth_s - paid    # what the prologue did not already load
@@ -547,7 +593,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
                       mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s,
-                      exchange_s=p.exchange_s)
+                      exchange_s=p.exchange_s, step_latency_s=step_latency_s)
 
 
 def chains_in_flight(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> int:
@@ -626,4 +672,5 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
         chain_s=summed("chain_s"), latency_s=summed("latency_s"), atomic_s=summed("atomic_s"),
         fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism, alu_s=summed("alu_s"),
         epilogue_s=summed("epilogue_s"), exchange_s=summed("exchange_s"),
+        step_latency_s=summed("step_latency_s"),
     )

@@ -141,14 +141,16 @@ def timing_table(rows) -> Table:
                         "bound": t.bound, "smem_s": t.smem_s, "issue_s": t.issue_s,
                         "chain_s": t.chain_s, "fixed_s": t.fixed_s,
                         "latency_s": t.latency_s, "atomic_s": t.atomic_s,
-                        "exchange_s": t.exchange_s, "mechanism": _main_mechanism(t),
+                        "exchange_s": t.exchange_s, "step_latency_s": t.step_latency_s,
+                        "mechanism": _main_mechanism(t),
                         "time_by_mechanism_s": t.time_by_mechanism_s})
     return Table(key="timing", title="", headers=headers, rows=out, records=records,
                  notes=["Each column sums one term over the kernels, unoverlapped: the pipes "
                         "(memory, matmul, exp, other = adds and multiplies on the FMA pipe, ALU = "
                         "max/compare/select and fp32 conversions, smem = shared memory, issue), "
                         "'chain' the "
-                        "GEMM-softmax dependency chain with the chains in flight per SM, "
+                        "GEMM-softmax dependency chain with the chains in flight per SM "
+                        "(its tile steps' instruction latencies included), "
                         "'fixed' the exposed per-CTA prologue and epilogue, 'launch' what the "
                         "host pipeline "
                         "does not hide. 'predicted' combines them per kernel; 'set by' is the "

@@ -74,6 +74,7 @@ from hwmodels.compiled import compiled
 from hwmodels.counters import (ALU_OPS, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES, HBM_WRITE_BYTES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
 from algorithms.kernels import footprints as fp
+from algorithms.kernels import step_latency
 from algorithms.kernels.footprints import with_passes
 from hwmodels.footprint import Allocation, Footprint
 from algorithms.kernels.passes import bound_for_passes, run_passes
@@ -248,6 +249,9 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    # Algorithm 1 writes O_i back at the end of every inner step (line 12)
                    epilogue_elements_per_cta=d * (visited // p.splits),   # a CTA's share
                    cta_work=split_pairs(wl, p) if p.splits > 1 else None,
+                   **step_latency.chain(step_latency.split_k_forward_step(p.block_k),
+                                        flash1_bwd.visited_pairs(wl.seq_q, wl.seq_k, p.block_q,
+                                                                 p.block_k, wl.causal), bh),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=bh * unique_per_head,
                    l2_working_set_bytes=working_set)
     o = new_output(wl, compute)

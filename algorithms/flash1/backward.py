@@ -78,6 +78,7 @@ from algorithms.flash2.backward import (ACCUM_BYTES, convert_dq_head, preprocess
                                        softmax_grad_in_place)
 from algorithms.flash2.backward import footprint_backward as flash2_footprint_backward
 from algorithms.kernels import footprints as fp
+from algorithms.kernels import step_latency
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
@@ -113,6 +114,12 @@ def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: boo
     """Σ, over the (Q block, K/V block) pairs Algorithms 1 and 4 visit, of the Q block's
     rows."""
     return int(np.sum(rows_per_key_block(seq_q, seq_k, block_q, block_k, causal)))
+
+
+def visited_pairs(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool) -> int:
+    """The (Q block, K/V block) pairs Algorithms 1 and 4 visit: their tile steps."""
+    first = first_q_blocks(seq_q, seq_k, block_q, block_k, causal)
+    return int(np.sum(cdiv(seq_q, block_q) - first))
 
 
 def split_k_exchange_bytes(rows: int, row_bytes: int, warps: int = SPLIT_K_WARPS) -> int:
@@ -311,7 +318,10 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                       # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
                       # warp's fp32 partial dQ_i goes through shared memory (pricing only)
-                      smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d))
+                      smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d),
+                      **step_latency.chain(step_latency.split_k_backward_step(),
+                                           visited_pairs(nq, nk, bp.block_q, bp.block_k,
+                                                         wl.causal), bh))
 
 
 def hbm_footprint_per_head(wl, bp: Flash1BwdPlan, program: int) -> tuple[int, int]:

@@ -52,6 +52,7 @@ from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
                                    new_row_state, p_in_registers)
 from algorithms.kernels import footprints as fp
+from algorithms.kernels import step_latency
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from hwmodels.compiled import compiled
@@ -187,9 +188,12 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
     unique, working_set = l2_footprint(wl, p, rec, tr, sum(buffers.values()))
+    work = cta_work(wl, p)
     c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
                    threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
-                   tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, p),
+                   tc_path="mma_sync", overlap="serial", cta_work=work,
+                   **step_latency.chain(step_latency.forward_step(p.block_k), work,
+                                        wl.batch * wl.heads),
                    # 4 warps of B_r/4 rows each read all of K_j, V_j (pricing only)
                    smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],

@@ -69,6 +69,7 @@ from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partia
 from algorithms.kernels.dropout import dropout_args, dropout_tile
 from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
 from algorithms.kernels import footprints as fp
+from algorithms.kernels import step_latency
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
@@ -156,9 +157,11 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     buffers = smem_buffers(bp.block_q, bp.block_k, d, e)
     flight = heads_in_flight(rec, tc, bh, sum(buffers.values()), bp.register_bytes,
                              THREADS_PER_CTA)
+    work = cta_work(wl, bp)
     c_main = rec.kernel("flash2_bwd", ctas=tc * bh, buffers=buffers,
                         threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
-                        tc_path="mma_sync", overlap="serial", cta_work=cta_work(wl, bp),
+                        tc_path="mma_sync", overlap="serial", cta_work=work,
+                        **step_latency.chain(step_latency.backward_step(), work, bh),
                         # 8 warps share the streamed Q_i, dO_i tiles (pricing only)
                         smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
                         prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j",

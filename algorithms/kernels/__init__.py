@@ -25,4 +25,6 @@ the counted primitives of ``hwmodels.primitives``.
 * ``passes``            forward / backward / fwd+bwd composition for training workloads
 * ``decode_info``       KV-cache sizes and per-token decode timing for decode workloads
 * ``footprints``        HBM allocations shared by the algorithms' ``footprint`` declarations
+* ``step_latency``      what a tile step waits for beyond its pipes' busy time (every softmax
+                        tile loop's ``step_events``, pricing only)
 """

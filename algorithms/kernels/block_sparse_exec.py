@@ -43,6 +43,7 @@ import numpy as np
 
 from algorithms.base import Plan, PlanError
 from algorithms.kernels import footprints
+from algorithms.kernels import step_latency
 from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
                                new_stats, mma_layout)
 from algorithms.flash2 import register_bytes, smem_buffers
@@ -113,9 +114,12 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     warp_layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)
     unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes,
                                        warp_layout["threads_per_cta"])
+    work = cta_work(layout)
     c = rec.kernel(f"{name}_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers, **warp_layout,
                    register_bytes_per_cta=p.register_bytes,
-                   tc_path="mma_sync", overlap="serial", cta_work=cta_work(layout),
+                   tc_path="mma_sync", overlap="serial", cta_work=work,
+                   **step_latency.chain(step_latency.forward_step(p.block_k), work,
+                                        wl.batch * wl.heads),
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
                    **p_in_registers(wl.head_dim, wl.elem_bytes),

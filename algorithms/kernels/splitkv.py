@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from algorithms.kernels import step_latency
 from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_mask,
                                        causal_block_is_partial, causal_key_end, cdiv,
                                        heads_in_flight, key_tiles_per_row_block, mma_warps,
@@ -193,13 +194,18 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
               + batch * kv_heads * kv_bytes)
     in_flight = heads_in_flight(rec, t_r * n_split, batch * packs, sum(buffers.values()),
                                 tiles.register_bytes, threads)
+    work = cta_work(seq_q, seq_k, bq, bk, ranges, causal)
     c = rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
                    threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
                    tc_path=tc_path, overlap="serial", smem_readers=readers,
                    mma_rows_per_cta=g * bq,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=g * bq * dv,     # the pack's O rows (or partials)
-                   cta_work=cta_work(seq_q, seq_k, bq, bk, ranges, causal), matmul_dtype=dtype,
+                   cta_work=work, matmul_dtype=dtype,
+                   # wgmma reads its operands from shared memory without loads; the
+                   # warpgroups of a pack run in step
+                   **step_latency.chain(step_latency.forward_step(
+                       bk, smem_fragments=0 if tc_path == "wgmma" else 2), work, batch * packs),
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
     if not compute:
         for k_lo, k_hi in ranges:

@@ -1,0 +1,93 @@
+"""What one tile step of an attention kernel waits for beyond its pipes' busy time.
+
+The timing model prices the pipes by how long each is busy (``hwmodels.timing``). A tile
+step is also a chain of dependent instructions: the softmax cannot start until the last MMA
+of S has retired, the exp until the row max is known, the P V product until P is packed,
+and where a CTA's warps split the keys between them ("split-K", FlashAttention-2 §3.3) until
+the warps have passed their row statistics and partial outputs through shared memory. Each
+link waits one instruction latency that no pipe is busy for. The events counted here are
+those the GPU description has a measured latency for (``hwmodels.gpus``, [ACCEL-SIM]):
+
+    mma   a GEMM's last MMA, issue to result
+    smem  a shared-memory load the next instruction needs (the first operand fragment of a
+          GEMM, a value another warp wrote there; the store before it is fire-and-forget)
+    sfu   an exp2
+    fp    a dependent fp32 max, add, multiply or conversion
+
+Warp shuffles (the row max and sum across a quad of threads) and barriers are on the chain
+too, but no latency is given for them: they are left out, so the step latency here is a lower
+bound. Where a chain of ``n`` dependent fp32 operations reduces a row in a thread's
+registers, that is ``n`` fp events: FlashAttention-2's ``thread_reduce_`` and the v1
+release's ``Softmax::reduce`` walk a thread's values of a row one after the other.
+
+The values of one row a thread holds: an ``mma.sync`` m16n8 accumulator gives each thread two
+values of a row per 8 columns, so a warp spanning all B_c keys of its rows holds B_c / 4 a
+row per thread (FlashAttention-2; FlashAttention-3's m64nN ``wgmma`` accumulator alike, N / 4),
+and the v1 release's 4 warps, each spanning a quarter of the keys, B_c / 16.
+
+Pricing only: nothing here changes a count. ``KernelRecord.step_events`` holds the result,
+``chain_steps`` the steps it is paid on.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SPLIT_K_WARPS = 4       # the v1 release's warps, each a quarter of the keys
+
+
+def events(mma: int = 0, smem: int = 0, sfu: int = 0, fp: int = 0) -> tuple:
+    """The (event, count) pairs of ``KernelRecord.step_events``."""
+    return tuple((name, float(n)) for name, n in
+                 (("mma", mma), ("smem", smem), ("sfu", sfu), ("fp", fp)) if n)
+
+
+def row_values_per_thread(block_k: int, warps_across_keys: int = 1) -> int:
+    """Values of one row an ``mma.sync``/``wgmma`` accumulator gives a thread: 2 per 8 keys
+    of the keys its warp spans."""
+    return max(1, block_k // warps_across_keys // 4)
+
+
+def forward_step(block_k: int, smem_fragments: int = 2) -> tuple:
+    """FlashAttention-2's forward step (flash_fwd_kernel.h), and every kernel that runs it
+    (``flash_tile``): the first K fragment from shared memory, S's last MMA, the row max
+    over the thread's values, x·scale - m and its exp2, the conversion of P, the first V
+    fragment, P V's last MMA. ``wgmma`` (FlashAttention-3) reads its operands from shared
+    memory itself: ``smem_fragments=0``."""
+    return events(mma=2, smem=smem_fragments, sfu=1, fp=row_values_per_thread(block_k) + 2)
+
+
+def backward_step() -> tuple:
+    """FlashAttention-2's backward step (flash_bwd_kernel.h), one Q block against a K/V
+    block: the first Q fragment, S's last MMA, P = exp2(S·scale - L) (an FMA, an exp2),
+    dS = P (dP - D) (a subtract, a multiply; dP's GEMM runs beside S's), the conversion,
+    P and dS read back from shared memory for dV, dK and dQ, whose last MMA ends the step
+    (dQ's atomics drain on their own)."""
+    return events(mma=2, smem=3, sfu=1, fp=4)
+
+
+def split_k_forward_step(block_k: int) -> tuple:
+    """FlashAttention v1's forward step (the release's fmha_fprop_kernel_1xN.h; Algorithm 1
+    as its warps run it), 16 query rows against a K/V block split over 4 warps: the Q
+    fragment, S's last MMA, the row max over the thread's values, the four warps' maxima
+    through shared memory and their max (3), the exp, the conversion of P, P V's last MMA,
+    the partial outputs (and row sums) through shared memory and summed (3), the exp of the
+    previous statistics' rescale and the rescale and normalization (2)."""
+    return events(mma=2, smem=5, sfu=2,
+                  fp=row_values_per_thread(block_k, SPLIT_K_WARPS) + 3 + 1 + 1 + 3 + 2)
+
+
+def split_k_backward_step() -> tuple:
+    """FlashAttention v1's backward step (Algorithm 4 as the release's warps run it, its
+    dgrad kernels): the Q fragment, S's last MMA, P = exp(S - L), dS = P (dP - D), its
+    conversion, P and dS read back from shared memory for dV and dK, dQ_i = dS K_j's last
+    MMA, and its partials from the 4 warps through shared memory, summed (3)."""
+    return events(mma=3, smem=5, sfu=1, fp=1 + 2 + 1 + 3)
+
+
+def chain(step_events: tuple, steps_per_head: np.ndarray | float | int, heads: int,
+          chains_per_step: int = 1) -> dict:
+    """``Recorder.kernel``'s arguments for a kernel whose CTAs take ``steps_per_head`` tile
+    steps a head (the sum of ``cta_work``, say), over ``heads`` heads; a CTA that runs several
+    independent chains per step (FlashAttention-3's warpgroups) pays on each."""
+    steps = float(np.sum(steps_per_head)) * heads * chains_per_step
+    return {"step_events": step_events, "chain_steps": int(round(steps))}

@@ -1,0 +1,201 @@
+"""The step-latency mechanism: a tile step's chain waits on its instructions' latencies.
+
+Each attention tile loop declares what one step waits for beyond the pipes' busy time
+(``algorithms.kernels.step_latency``); the timing model prices those events at the GPU's
+measured latencies and adds them to the GEMM -> softmax chain as a delay station of the
+mean-value analysis (``hwmodels.timing``). These tests hold the declarations to the steps the
+kernels run, the queueing arithmetic to its closed forms, and the switch to what it adds.
+"""
+import numpy as np
+import pytest
+
+from algorithms.flash1 import release
+from algorithms.kernels import step_latency
+from attnsim import Workload, simulate
+from hwmodels import Recorder, TimingOptions, get_gpu, predict_time
+from hwmodels.counters import EXP_OPS, MATMUL_FLOPS
+from hwmodels.gpu_file import GpuFileError, gpu_from_mapping
+from hwmodels.timing import closed_network_time, resident_per_sm, step_latency_clocks
+from test_count_only_registry import CASES
+
+H100, A100 = get_gpu("h100"), get_gpu("a100")
+FEATURE_FAMILY = ("linear", "rfa", "performer")     # exps in the feature map, no softmax row
+
+
+# ---- the queueing arithmetic -----------------------------------------------------------------
+
+def test_one_chain_waits_the_delay_and_every_station_in_turn():
+    assert closed_network_time((1.0, 2.0), 1, delay=5.0) == pytest.approx(8.0)
+    assert closed_network_time((0.0,), 3, delay=4.0) == pytest.approx(4.0 / 3)
+
+
+def test_two_chains_share_a_station_and_overlap_their_delays():
+    """Mean-value analysis by hand, one station of demand D and a delay Z: with one customer
+    R = D, X = 1 / (Z + D), Q = D / (Z + D); with two R = D (1 + Q), X = 2 / (Z + R)."""
+    d, z = 1.0, 3.0
+    q1 = d / (z + d)
+    r2 = d * (1 + q1)
+    assert closed_network_time((d,), 2, delay=z) == pytest.approx((z + r2) / 2)
+    # many chains: the station is the bottleneck, the delay hidden
+    assert closed_network_time((d,), 64, delay=z) == pytest.approx(d, rel=1e-6)
+
+
+# ---- the GPU's latencies ---------------------------------------------------------------------
+
+def test_builtin_gpus_carry_the_measured_latencies():
+    """[ACCEL-SIM]: the A100 and H100 configurations' tuned latencies, in clocks."""
+    assert (A100.mma_latency_clocks, A100.smem_latency_clocks, A100.sfu_latency_clocks,
+            A100.fp_latency_clocks) == (25, 28, 23, 4)
+    assert (H100.mma_latency_clocks, H100.smem_latency_clocks, H100.sfu_latency_clocks,
+            H100.fp_latency_clocks) == (24, 29, 23, 4)
+
+
+def test_gpu_file_sets_or_clears_a_latency():
+    g = gpu_from_mapping({"base": "h100", "name": "x", "smem_latency_clocks": 40,
+                          "fp_latency_clocks": 0})
+    assert (g.smem_latency_clocks, g.fp_latency_clocks) == (40, 0)
+    with pytest.raises(GpuFileError, match="'mma_latency_clocks' must be in"):
+        gpu_from_mapping({"base": "h100", "mma_latency_clocks": 1e6}, origin="my.toml")
+    with pytest.raises(GpuFileError, match="'sfu_latency_clocks' must be positive"):
+        gpu_from_mapping({"base": "h100", "sfu_latency_clocks": -3}, origin="my.toml")
+
+
+# ---- what the kernels declare ----------------------------------------------------------------
+
+def test_flash1_release_step_is_the_releases_chain():
+    """The v1 release's forward step at d = 128 (B_c = 128): Q fragment, S, the row max over
+    the 128 / 16 = 8 values a thread holds of a row (its warp spans a quarter of the keys),
+    the four warps' maxima through shared memory, the exp, P V, the partials through
+    shared memory and summed, the rescale: 2 MMAs, 5 shared-memory loads, 2 exps and
+    8 + 10 dependent fp32 operations; 311 clocks on the H100 (24, 29, 23, 4 each). Its steps:
+    16-row steps x K/V blocks."""
+    wl = Workload(batch=2, heads=3, seq_q=1000, head_dim=128, passes="fwd")
+    r = simulate("flash1", wl, "h100", options={"tiles": "release"}, compute=False)
+    (k,) = [k for k in r.kernels if k.name == "flash1_fwd"]
+    assert release.key_block(128, 1000) == 128
+    assert dict(k.step_events) == {"mma": 2, "smem": 5, "sfu": 2, "fp": 18}
+    assert step_latency_clocks(H100, k) == 2 * 24 + 5 * 29 + 2 * 23 + 18 * 4 == 311
+    assert k.chain_steps == 6 * -(-1000 // 16) * -(-1000 // 128)
+
+
+def test_flash2_steps_are_its_cta_work():
+    """FlashAttention-2's forward: the row max over B_c / 4 values a thread (its warps each
+    span all B_c keys), two fragments, two MMAs, one exp, an FMA and a conversion; its steps
+    are the K/V tiles its CTAs visit (``cta_work``), per head."""
+    wl = Workload(batch=2, heads=3, seq_q=1000, head_dim=64, causal=True, passes="fwd+bwd")
+    r = simulate("flash2", wl, "a100", compute=False)
+    fwd, bwd = (k for k in r.kernels if k.name in ("flash2_fwd", "flash2_bwd"))
+    bk = r.plan["block_k"]
+    assert dict(fwd.step_events) == {"mma": 2, "smem": 2, "sfu": 1, "fp": bk // 4 + 2}
+    assert fwd.chain_steps == 6 * fwd.cta_work.sum()
+    assert dict(bwd.step_events) == {"mma": 2, "smem": 3, "sfu": 1, "fp": 4}
+    assert bwd.chain_steps == 6 * bwd.cta_work.sum()
+
+
+def test_flash3_warpgroups_each_run_a_chain_without_fragment_loads():
+    wl = Workload(batch=2, heads=3, seq_q=2048, head_dim=128, passes="fwd")
+    r = simulate("flash3", wl, "h100", compute=False)
+    (k,) = r.kernels
+    assert dict(k.step_events)["mma"] == 2 and "smem" not in dict(k.step_events)
+    assert k.chain_steps == 6 * k.cta_work.sum() * r.plan["consumer_warpgroups"]
+
+
+@pytest.mark.parametrize("name, workload, options",
+                         [pytest.param(n, w, o, id=f"{n}-{i}") for n, cases in CASES.items()
+                          for i, (w, o) in enumerate(cases) if n not in FEATURE_FAMILY])
+def test_every_softmax_tile_loop_declares_its_step_chain(name, workload, options):
+    """Every tensor-core kernel that takes a softmax over tiles says what a step waits for
+    and how many steps it takes: at least one per CTA, and (where it declares its CTAs' work)
+    the tiles its CTAs visit."""
+    r = simulate(name, workload, "h100", options=options, compute=False)
+    for k in r.kernels:
+        if k.tc_path == "none" or not k.counts()["exp_ops"]:
+            continue
+        assert {"mma", "fp"} <= set(dict(k.step_events)), k.name
+        assert k.chain_steps >= k.ctas, k.name
+        if k.cta_work is not None and not k.name.startswith(("flash3", "flash1")):
+            per_head = k.ctas // len(k.cta_work)
+            assert k.chain_steps == round(k.cta_work.sum() * per_head), k.name
+
+
+def test_the_events_are_the_steps_documented():
+    assert step_latency.forward_step(64) == (("mma", 2.0), ("smem", 2.0), ("sfu", 1.0),
+                                             ("fp", 18.0))
+    assert step_latency.forward_step(128, smem_fragments=0) == (("mma", 2.0), ("sfu", 1.0),
+                                                                ("fp", 34.0))
+    assert dict(step_latency.split_k_forward_step(256)) == {"mma": 2, "smem": 5, "sfu": 2,
+                                                           "fp": 16 + 10}
+    assert dict(step_latency.split_k_backward_step()) == {"mma": 3, "smem": 5, "sfu": 1, "fp": 7}
+
+
+# ---- what the timing model makes of them -----------------------------------------------------
+
+def _latency_kernel(gpu, ctas, steps, chains=1):
+    rec = Recorder(gpu)
+    c = rec.kernel("k", ctas=ctas, buffers={"x": 64 * 1024}, tc_path="mma_sync",
+                   chains_per_cta=chains, step_events=step_latency.events(mma=2, smem=2, fp=10),
+                   chain_steps=steps)
+    c[MATMUL_FLOPS], c[EXP_OPS] = 10**13, 10**10
+    return rec.kernels
+
+
+def test_the_delay_is_the_steps_latency_spread_over_the_sms():
+    """One chain a CTA, the SM's resident CTAs in step: each SM waits, per step of the CTAs
+    it holds at once, 2 x 24 + 2 x 29 + 10 x 4 = 146 clocks; the chain is the pipes' phases
+    plus that wait."""
+    g = H100
+    ks = _latency_kernel(g, ctas=4 * g.sm_count, steps=4 * g.sm_count * 100)
+    on = predict_time(g, ks).kernels[0]
+    off = predict_time(g, ks, TimingOptions(step_latency=False)).kernels[0]
+    together = min(resident_per_sm(g, ks[0]), 4)
+    expected = 4 * 100 * 146 / g.sustained_clock / together
+    assert on.step_latency_s == pytest.approx(expected)
+    assert off.step_latency_s == 0
+    assert on.chain_s == pytest.approx(off.chain_s + expected)
+    assert on.total_s > off.total_s
+
+
+def test_out_of_step_ctas_each_wait_but_hide_each_other():
+    g = H100
+    ks = _latency_kernel(g, ctas=4 * g.sm_count, steps=4 * g.sm_count * 100)
+    apart = predict_time(g, ks, TimingOptions(lockstep_ctas=False)).kernels[0]
+    assert apart.step_latency_s == pytest.approx(4 * 100 * 146 / g.sustained_clock)
+
+
+def test_chains_of_one_cta_hide_the_latency():
+    """FlashAttention-3's staggered chains: with 4 of them the wait hides mostly behind the
+    other chains' pipes."""
+    g = H100
+    one = predict_time(g, _latency_kernel(g, g.sm_count, g.sm_count * 1000)).kernels[0]
+    four = predict_time(g, _latency_kernel(g, g.sm_count, g.sm_count * 1000, chains=4)).kernels[0]
+    busy = predict_time(g, _latency_kernel(g, g.sm_count, g.sm_count * 1000, chains=4),
+                        TimingOptions(step_latency=False)).kernels[0]
+    assert four.step_latency_s == one.step_latency_s
+    assert four.chain_s - busy.chain_s < 0.5 * (one.chain_s - (one.matmul_s + one.exp_s))
+
+
+def test_a_gpu_without_latencies_adds_nothing():
+    g = H100.replace(mma_latency_clocks=0, smem_latency_clocks=0, sfu_latency_clocks=0,
+                     fp_latency_clocks=0)
+    wl = Workload(batch=4, heads=16, seq_q=2048, head_dim=128)
+    with_none = simulate("flash2", wl, g, compute=False).time
+    off = simulate("flash2", wl, H100, compute=False,
+                   timing=TimingOptions(step_latency=False)).time
+    assert with_none.step_latency_s == 0
+    assert with_none.predicted_s == pytest.approx(off.predicted_s)
+
+
+def test_v1_waits_more_a_flop_than_flashattention_2():
+    """FlashAttention v1's 16-row steps split the keys over the warps, which pass their row
+    statistics and partials through shared memory; FlashAttention-2's 128-row steps keep a
+    row in a warp: the release waits several times longer per matmul FLOP."""
+    wl = Workload(batch=4, heads=16, seq_q=4096, head_dim=128, passes="fwd")
+    v1 = simulate("flash1", wl, "h100", options={"tiles": "release", "grid": "release"},
+                  compute=False)
+    v2 = simulate("flash2", wl, "h100", compute=False)
+
+    def per_flop(r):
+        (k,) = [k for k in r.kernels if k.name.endswith("_fwd")]
+        return k.chain_steps * step_latency_clocks(H100, k) / k.counts()["matmul_flops"]
+    assert per_flop(v1) > 3 * per_flop(v2)
+    assert np.isfinite(v1.time.step_latency_s) and v1.time.step_latency_s > 0
