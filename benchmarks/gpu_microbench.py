@@ -28,6 +28,13 @@ with the built-in model of that GPU:
   (against ``sfu_ops_per_clock_per_sm``). Both are reported, not written: the loops run at
   clocks of their own (the ex2 loop draws little power), and the model's ``mma.sync`` field
   is a ratio to ``wgmma``, which no loop here measures.
+* Latency chains, one warp, timed with ``clock64``: each instruction waits for the one before
+  (an ``mma.sync.m16n8k16`` accumulating into the previous one's result, a shared-memory
+  load whose address the previous load returned, ``ex2.approx`` of the previous result, an
+  ``add.f32`` of it) -> ``mma_latency_clocks``, ``smem_latency_clocks``,
+  ``sfu_latency_clocks``, ``fp_latency_clocks``, the latencies a tile step's chain waits on
+  (``hwmodels.timing``; the built-in values are Accel-Sim's tuned configurations). In clocks,
+  so the clock they run at does not matter.
 * ``max.f32`` and ``fma.rn.f32`` throughput loops: the ALU and FMA pipes' lanes per SM and
   clock (against ``alu_lanes_per_sm``, where the model prices max/compare/select, and
   ``fp32_lanes_per_sm``), reported, not written, for the same reason as ex2.
@@ -154,6 +161,58 @@ extern "C" __global__ void l2_read(const double* __restrict__ data, int slices,
     if (sum == -1.0) sink[threadIdx.x] = sum;      // never true for the data written
 }
 """
+# One warp times four dependent chains with clock64, ITERS links each, in turn: every
+# instruction needs the previous one's result, so clocks per link are the latency. The
+# shared-memory chase follows a ring of 1024 words; the ex2 chain's value runs to +inf within
+# a few links (the special-function unit is a fixed-latency pipeline); asm volatile keeps
+# each chain in place between its clock reads.
+LATENCY_SOURCE = r"""
+extern "C" __global__ void latency_chains(const unsigned* ring, int iters, float* cycles) {
+    __shared__ unsigned chase[1024];
+    for (int i = threadIdx.x; i < 1024; i += blockDim.x) chase[i] = ring[i];
+    __syncthreads();
+    unsigned lane = threadIdx.x & 31u;
+    unsigned a0 = 0x2c002c00u + lane, a1 = 0x2c012c01u + lane;
+    unsigned a2 = 0x2c022c02u + lane, a3 = 0x2c032c03u + lane;
+    unsigned b0 = 0x2c042c04u + lane, b1 = 0x2c052c05u + lane;
+    float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f;
+    long long t0 = clock64();
+    for (int i = 0; i < iters; ++i)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    long long t1 = clock64();
+    unsigned p = 0;             // every lane the same word: a broadcast, no bank conflict
+    unsigned base = (unsigned)__cvta_generic_to_shared(chase);
+    for (int i = 0; i < iters; ++i)
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(p) : "r"(base + 4u * p));
+    long long t2 = clock64();
+    float x = 0.5f;
+    for (int i = 0; i < iters; ++i)
+        asm volatile("ex2.approx.ftz.f32 %0, %0;" : "+f"(x));
+    long long t3 = clock64();
+    float y = 0.5f;
+    const float z = 1e-7f;
+    for (int i = 0; i < iters; ++i)
+        asm volatile("add.f32 %0, %0, %1;" : "+f"(y) : "f"(z));
+    long long t4 = clock64();
+    if (threadIdx.x == 0) {
+        cycles[0] = (float)(t1 - t0) / iters;
+        cycles[1] = (float)(t2 - t1) / iters;
+        cycles[2] = (float)(t3 - t2) / iters;
+        cycles[3] = (float)(t4 - t3) / iters;
+        cycles[4] = c0 + c1 + c2 + c3 + (float)p + x + y;      // keeps every chain live
+    }
+}
+"""
+LATENCY_ITERS = 4096
+LATENCY_FIELDS = ("mma_latency_clocks", "smem_latency_clocks", "sfu_latency_clocks",
+                  "fp_latency_clocks")
+# What a latency may be to be written: below one clock, or above a DRAM access's, the timing
+# was broken, not the instruction slow.
+LATENCY_CLOCKS_RANGE = (1.0, 1000.0)
+
 L2_READ_THREADS = 1024
 L2_SLICE_LOADS = 8                        # 1024 threads x 8 loads x 8 B = 64 KiB per CTA
 L2_READ_CTAS = 200_000
@@ -180,6 +239,7 @@ class Measurements:
     ex2_per_s: float | None = None
     alu_max_per_s: float | None = None
     fma_per_s: float | None = None
+    latency_clocks: dict = field(default_factory=dict)      # LATENCY_FIELDS -> clocks
     notes: list = field(default_factory=list)
 
 
@@ -239,6 +299,13 @@ def derive_fields(m: Measurements, gpu) -> Derived:
         else:
             rejected["dram_latency_s"] = f"{m.dram_latency_s * 1e9:.0f} ns is outside " \
                                          f"{lo * 1e9:.0f}-{hi * 1e9:.0f} ns"
+    lo, hi = LATENCY_CLOCKS_RANGE
+    for name, clocks in m.latency_clocks.items():
+        if lo <= clocks <= hi:
+            fields[name] = round(float(clocks), 1)
+        else:
+            rejected[name] = f"{clocks:.4g} clocks is outside {lo:g}-{hi:g}"
+
     # the loops draw little power and run at the boost clock, not at the GEMM's
     def per_sm_and_clock(per_s):
         if per_s is None or not m.sm_count:
@@ -273,6 +340,8 @@ def _shown(key: str, value) -> str:
         return f"{value / 1e6:.0f} MHz"
     if key == "dram_latency_s":
         return f"{value * 1e9:.0f} ns"
+    if key in LATENCY_FIELDS:
+        return f"{value:.1f} clk"
     return f"{value:.3f}"
 
 
@@ -284,7 +353,8 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
              "hbm_achievable_fraction": gpu.hbm_achievable_fraction,
              "l2_achievable_fraction": gpu.l2_achievable_fraction,
              "sustained_clock_hz": gpu.sustained_clock,
-             "dram_latency_s": gpu.dram_latency_s}
+             "dram_latency_s": gpu.dram_latency_s,
+             **{name: getattr(gpu, name) for name in LATENCY_FIELDS}}
     rows = []
     for key, model_value in model.items():
         status = "written" if key in derived.fields else \
@@ -488,6 +558,24 @@ def measure_loops(cupy, m: Measurements) -> None:
         setattr(m, field_name, blocks * work * iters / seconds)
 
 
+def shared_ring(words: int = 1024, seed: int = 0):
+    """A random cycle through ``words`` shared-memory words: ring[i] is the next index."""
+    import numpy as np
+    order = np.random.default_rng(seed).permutation(words)
+    ring = np.empty(words, dtype=np.uint32)
+    ring[order] = np.roll(order, -1)
+    return ring
+
+
+def measure_latencies(cupy, m: Measurements) -> None:
+    ring = cupy.asarray(shared_ring())
+    cycles = cupy.zeros(5, dtype=cupy.float32)
+    kernel = cupy.RawKernel(LATENCY_SOURCE, "latency_chains")
+    kernel((1,), (32,), (ring, cupy.int32(16), cycles))               # compile and warm
+    kernel((1,), (32,), (ring, cupy.int32(LATENCY_ITERS), cycles))
+    m.latency_clocks = dict(zip(LATENCY_FIELDS, (float(c) for c in cycles.get()[:4])))
+
+
 def measure() -> tuple[Measurements, object]:
     torch, cupy = _require_gpu()
     from attnsim.gpu import detect_gpu_model, device_info
@@ -502,7 +590,8 @@ def measure() -> tuple[Measurements, object]:
              "bandwidth": lambda: measure_bandwidth(torch, m),
              "DRAM latency": lambda: measure_latency(cupy, m, info.l2_bytes),
              "L2 bandwidth": lambda: measure_l2(cupy, m, info.l2_bytes),
-             "mma.sync, ex2, max and fma loops": lambda: measure_loops(cupy, m)}
+             "mma.sync, ex2, max and fma loops": lambda: measure_loops(cupy, m),
+             "latency chains": lambda: measure_latencies(cupy, m)}
     for name, step in steps.items():
         try:
             step()

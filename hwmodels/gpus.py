@@ -132,6 +132,8 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              ``-ptx_opcode_latency_sfu`` 23 / 23; fp32 add, max, multiply, FMA
              ``-ptx_opcode_latency_fp`` 4 / 4. No warp-shuffle or barrier latency is given
              there: the step-latency term leaves them out (a lower bound).
+             ``benchmarks/gpu_microbench.py`` measures the four on the GPU at hand (one warp,
+             dependent chains timed with clock64) and writes them to a GPU file.
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the

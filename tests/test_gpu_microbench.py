@@ -32,7 +32,9 @@ def h100_measurements(mb, **changes):
                         mma_sync_flops_per_s=520e12,
                         ex2_per_s=16 * 132 * 1755.4e6 * 0.98,
                         alu_max_per_s=64 * 132 * 1980e6 * 0.97,
-                        fma_per_s=128 * 132 * 1980e6 * 0.99)
+                        fma_per_s=128 * 132 * 1980e6 * 0.99,
+                        latency_clocks={"mma_latency_clocks": 33.2, "smem_latency_clocks": 29.04,
+                                        "sfu_latency_clocks": 18.0, "fp_latency_clocks": 4.0})
     for key, value in changes.items():
         setattr(m, key, value)
     return m
@@ -54,6 +56,8 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     assert d.alu_per_clock_per_sm == pytest.approx(64 * 0.97)                  # the loops run
     assert d.fma_per_clock_per_sm == pytest.approx(128 * 0.99)                 # at the boost
     assert {"alu_lanes_per_sm", "fp32_lanes_per_sm"}.isdisjoint(d.fields)     # clock
+    assert (d.fields["mma_latency_clocks"], d.fields["smem_latency_clocks"],
+            d.fields["sfu_latency_clocks"], d.fields["fp_latency_clocks"]) == (33.2, 29.0, 18.0, 4.0)
     assert not d.rejected
     assert d.mma_sync_ceiling_flops_per_s == 520e12
     assert d.model_mma_sync_flops_per_s == pytest.approx(
@@ -63,8 +67,11 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
 def test_implausible_measurements_are_refused_with_the_reason(mb):
     gpu = get_gpu("h100-sxm")
     m = h100_measurements(mb, gemm_flops_per_s={"fp16": 1.2e15}, dram_latency_s=5e-6,
-                          sustained_clock_hz=3.5e9, triad_bytes_per_s=None)
+                          sustained_clock_hz=3.5e9, triad_bytes_per_s=None,
+                          latency_clocks={"mma_latency_clocks": 0.2, "fp_latency_clocks": 4.0})
     d = mb.derive_fields(m, gpu)
+    assert "0.2 clocks is outside 1-1000" in d.rejected["mma_latency_clocks"]
+    assert d.fields["fp_latency_clocks"] == 4.0
     assert {"tensor_gemm_fraction", "dram_latency_s", "sustained_clock_hz"} <= set(d.rejected)
     assert "1.21x the datasheet" in d.rejected["tensor_gemm_fraction"]
     assert "5000 ns" in d.rejected["dram_latency_s"]
@@ -75,6 +82,8 @@ def test_implausible_measurements_are_refused_with_the_reason(mb):
     assert rows["dram_latency_s"][3].startswith("implausible")
     assert rows["tensor_fp8_gemm_fraction"][3] == "not measured"
     assert rows["ex2 per SM and clock"][3] == "reported only"
+    assert rows["smem_latency_clocks"][3] == "not measured"
+    assert rows["smem_latency_clocks"][2] == "29.0 clk"
     assert rows["max.f32 (ALU) per SM and clock"][2] == "64 (alu_lanes_per_sm)"
     assert rows["fma.f32 (FMA) per SM and clock"][2] == "128 (fp32_lanes_per_sm)"
 
@@ -105,12 +114,21 @@ def test_the_pointer_chase_visits_every_line_once_per_cycle(mb):
     assert seen != sorted(seen)                          # in random order
 
 
+def test_the_shared_memory_ring_is_one_cycle_through_every_word(mb):
+    ring = mb.shared_ring(1024, seed=5)
+    p, seen = 0, []
+    for _ in range(1024):
+        seen.append(p)
+        p = int(ring[p])
+    assert p == 0 and sorted(seen) == list(range(1024))
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_the_kernels_compile(mb, arch, tmp_path):
     source = tmp_path / "microbench.cu"
     source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE + mb.L2_READ_SOURCE
-                      + mb.ALU_MAX_SOURCE + mb.FMA_SOURCE)
+                      + mb.ALU_MAX_SOURCE + mb.FMA_SOURCE + mb.LATENCY_SOURCE)
     done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings",
                            "-c", "-o", str(tmp_path / "microbench.o"), str(source)],
                           capture_output=True, text=True)
