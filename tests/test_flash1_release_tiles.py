@@ -77,6 +77,24 @@ def test_forward_hbm_bytes_match_the_per_step_closed_form(nq, nk, d, causal):
     assert r.plan["block_q"] == STEP and r.plan["block_k"] == key_block(d, nk)
 
 
+@pytest.mark.parametrize("nq, nk, d, causal", [
+    (300, 300, 64, False), (520, 777, 128, True), (333, 200, 16, True), (1000, 130, 64, True)])
+def test_the_priced_steps_are_the_steps_the_loop_takes(nq, nk, d, causal):
+    """What the timing model is told of the forward's work (its 16-row steps for the step
+    latency, the rows it finishes for the epilogue and the split-K exchange) is what the
+    closed form above walks: with N_q > N_k causal too, where the release visits the rows
+    that see no key at the first K/V block."""
+    wl = Workload(batch=2, heads=3, seq_q=nq, seq_k=nk, head_dim=d, causal=causal)
+    (k,) = run(wl).kernels
+    visits = visits_per_step(nq, nk, key_block(d, nk), causal)
+    assert k.chain_steps == 6 * sum(v for _, v in visits)
+    assert k.epilogue_elements_per_cta == d * sum(rows * v for rows, v in visits)
+    bwd = run(wl.replace(passes="bwd"))
+    (main,) = [k for k in bwd.kernels if k.name == "flash1_bwd"]
+    assert main.chain_steps == 6 * sum(v for _, v in visits_per_step(
+        nq, nk, bwd.plan["bwd"]["block_k"], causal))
+
+
 def test_one_key_block_moves_no_accumulator():
     """Keys within one block: Q, K, V in, O and lse out, nothing else."""
     wl = Workload(batch=1, heads=1, seq_q=200, seq_k=256, head_dim=64)

@@ -236,7 +236,8 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     per_head_reread, unique_per_head = hbm_footprint_per_head(wl, p)
     ctas = bh * p.splits
     resident = rec.resident_ctas(ctas, sum(buffers.values()), regs, THREADS_PER_CTA)
-    visited = flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
+    visited = flash1_bwd.visited_rows(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal,
+                                      is_release)
     # the re-read rows hit L2 only if those of the CTAs in flight fit there; split CTAs
     # re-read only their own rows, and every split of a head in flight re-reads its K and V
     working_set = resident * per_head_reread // p.splits + (
@@ -251,7 +252,8 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    cta_work=split_pairs(wl, p) if p.splits > 1 else None,
                    **step_latency.chain(step_latency.split_k_forward_step(p.block_k),
                                         flash1_bwd.visited_pairs(wl.seq_q, wl.seq_k, p.block_q,
-                                                                 p.block_k, wl.causal), bh),
+                                                                 p.block_k, wl.causal,
+                                                                 is_release), bh),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=bh * unique_per_head,
                    l2_working_set_bytes=working_set)
     o = new_output(wl, compute)
@@ -440,7 +442,8 @@ def first_block_of_split(first, split, splits):
 def split_pairs(wl, p: Flash1Plan) -> np.ndarray:
     """(Q block, K/V block) pairs each split CTA of a head visits (unequal when causal: the
     round-robin deal keeps them close)."""
-    first = flash1_bwd.first_q_blocks(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal)
+    first = flash1_bwd.first_q_blocks(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal,
+                                      p.tiles == "release")
     blocks = np.arange(cdiv(wl.seq_q, p.block_q), dtype=np.int64)
     seen_by = (blocks[:, None] >= first[None, :]).sum(axis=1)    # K/V blocks per Q block
     return np.bincount(blocks % p.splits, weights=seen_by,

@@ -95,30 +95,36 @@ THREADS_PER_CTA = 256
 SPLIT_K_WARPS = THREADS_PER_CTA // 32
 
 
-def first_q_blocks(seq_q: int, seq_k: int, block_q: int, block_k: int,
-                   causal: bool) -> np.ndarray:
+def first_q_blocks(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool,
+                   release: bool = False) -> np.ndarray:
     """Per K/V block, the first Q block Algorithms 1 and 4 visit with it: the first that can
-    see its first key (causal), else 0."""
+    see its first key (causal), else 0; the release visits every row at the first K/V block
+    (``first_visited_row``)."""
     c0 = np.arange(0, seq_k, block_k, dtype=np.int64)
     first = np.maximum(0, c0 - (seq_k - seq_q)) if causal else np.zeros_like(c0)
+    if release:
+        first[:1] = 0
     return first // block_q
 
 
-def rows_per_key_block(seq_q: int, seq_k: int, block_q: int, block_k: int,
-                       causal: bool) -> np.ndarray:
+def rows_per_key_block(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool,
+                       release: bool = False) -> np.ndarray:
     """Q rows each K/V block is visited with (unequal when causal)."""
-    return seq_q - first_q_blocks(seq_q, seq_k, block_q, block_k, causal) * block_q
+    return seq_q - first_q_blocks(seq_q, seq_k, block_q, block_k, causal, release) * block_q
 
 
-def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool) -> int:
-    """Σ, over the (Q block, K/V block) pairs Algorithms 1 and 4 visit, of the Q block's
-    rows."""
-    return int(np.sum(rows_per_key_block(seq_q, seq_k, block_q, block_k, causal)))
+def visited_rows(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool,
+                 release: bool = False) -> int:
+    """Σ, over the (Q block, K/V block) pairs Algorithms 1 and 4 (or the release) visit, of
+    the Q block's rows."""
+    return int(np.sum(rows_per_key_block(seq_q, seq_k, block_q, block_k, causal, release)))
 
 
-def visited_pairs(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool) -> int:
-    """The (Q block, K/V block) pairs Algorithms 1 and 4 visit: their tile steps."""
-    first = first_q_blocks(seq_q, seq_k, block_q, block_k, causal)
+def visited_pairs(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool,
+                  release: bool = False) -> int:
+    """The (Q block, K/V block) pairs Algorithms 1 and 4 (or the release) visit: their tile
+    steps."""
+    first = first_q_blocks(seq_q, seq_k, block_q, block_k, causal, release)
     return int(np.sum(cdiv(seq_q, block_q) - first))
 
 
@@ -299,14 +305,16 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
     ctas = bh * bp.splits
     resident = rec.resident_ctas(ctas, sum(buffers.values()), bp.register_bytes,
                                  THREADS_PER_CTA)
-    visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal)
+    is_release = bp.tiles == "release"
+    visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal, is_release)
     # split, every CTA of a head in flight re-reads the head's rows
     return rec.kernel("flash1_bwd", ctas=ctas, buffers=buffers,
                       threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
                       tc_path="mma_sync", overlap="serial", matmul_dtype=wl.dtype,
                       unique_hbm_bytes=bh * unique_per_head,
                       l2_working_set_bytes=min(bh, resident) * per_head_reread,
-                      cta_work=rows_per_key_block(nq, nk, bp.block_q, bp.block_k, wl.causal)
+                      cta_work=rows_per_key_block(nq, nk, bp.block_q, bp.block_k, wl.causal,
+                                                  is_release)
                       .astype(np.float64) if bp.splits > 1 else None,
                       # S_ij = Q_i K_jᵀ and dP_ij = dO_i V_jᵀ, the first two GEMMs (as FA-2's)
                       prologue_bytes_per_cta=sum(buffers[b] for b in ("Q_i", "dO_i", "K_j",
@@ -321,7 +329,7 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d),
                       **step_latency.chain(step_latency.split_k_backward_step(),
                                            visited_pairs(nq, nk, bp.block_q, bp.block_k,
-                                                         wl.causal), bh))
+                                                         wl.causal, is_release), bh))
 
 
 def hbm_footprint_per_head(wl, bp: Flash1BwdPlan, program: int) -> tuple[int, int]:
