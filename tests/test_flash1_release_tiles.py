@@ -275,3 +275,20 @@ def test_the_registers_holding_k_and_v_set_the_forward_occupancy(d):
     assert gpu.ctas_per_sm(p.smem_bytes, regs, 128) == 2
     r = run(Workload(batch=4, heads=16, seq_q=4096, head_dim=d))
     assert r.time.kernels[0].ctas_per_sm == 2
+
+
+@pytest.mark.parametrize("gpu, d, n, v_in_registers", [
+    ("h100", 128, 1024, False), ("a100", 64, 1024, False), ("h100", 64, 1024, True),
+    ("a100", 64, 128, True)])
+def test_the_backward_serves_k_ds_and_v_from_registers_as_its_traits_say(gpu, d, n,
+                                                                         v_in_registers):
+    """fmha_bwd_hdim*.cu: every backward kernel keeps K_j in registers (``K_IN_REGS``) and
+    each warp its own dS for dQ_i; V_j too (no flag 0x100) at d <= 64 on keys <= 128 or off
+    the A100, never at d = 128. Of a 16-row step's 160 B_c d FLOPs that is B_c d e and
+    16 B_c e of reads (and B_c d e more)."""
+    wl = Workload(batch=1, heads=2, seq_q=n, head_dim=d, passes="bwd")
+    r = simulate("flash1", wl, gpu, options={"tiles": "release"}, compute=False)
+    (k,) = [k for k in r.kernels if k.name == "flash1_bwd"]
+    e = 2
+    expected = e / 160 + e / (10 * d) + (e / 160 if v_in_registers else 0.0)
+    assert k.register_operand_bytes_per_flop == pytest.approx(expected)

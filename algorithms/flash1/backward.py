@@ -322,8 +322,15 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       # dQ_i goes back at every inner step (Algorithm 4 line 21; the release's
                       # fp32 buffer) and dK_j, dV_j at the end of every outer one (line 24)
                       epilogue_elements_per_cta=d * ((visited + 2 * nk) // bp.splits),
-                      # the 8 warps share the streamed Q_i, dO_i tiles (pricing only)
-                      smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=bp.block_k,
+                      # the 8 warps split the keys, and each reads all of the streamed Q_i
+                      # and dO_i for four of the five GEMMs (S, dP, dV, dK: not dQ, whose
+                      # operands are the warp's own dS and K_j slice): 4 B_r d e of the
+                      # 10 B_r B_c d FLOPs' operands, as FLOPs x e / 2 / (5 B_c / 4) prices
+                      # them per further reader (pricing only)
+                      smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=5 * bp.block_k // 4,
+                      register_operand_bytes_per_flop=release.backward_register_operand_bytes_per_flop(
+                          d, bp.block_q, e, release.backward_v_in_registers(d, nk, rec.gpu))
+                      if is_release else 0.0,
                       # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
                       # warp's fp32 partial dQ_i goes through shared memory (pricing only)
                       smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d),

@@ -79,3 +79,25 @@ def sram_elements(block_k: int, head_dim: int) -> int:
     """The M (in elements) Algorithm 1 would derive these tiles from (B_c = M / 4d): the
     IO bound's M for the release's tiles."""
     return 4 * block_k * head_dim
+
+
+def backward_v_in_registers(head_dim: int, seq_k: int, gpu) -> bool:
+    """Whether the release's backward warps hold their slice of V_j in registers for
+    dP = dO V_jᵀ (kernel traits without flag 0x100, fmha_bwd_hdim{32,64,128}.cu): at
+    head_dim <= 64, on keys <= 128, or on GPUs other than the A100 (sm80), which keeps V in
+    shared memory "to avoid register spills"; never at head_dim 128."""
+    if head_dim > 64:
+        return False
+    return seq_k <= SMALL_KEY_BLOCK or gpu.has_wgmma
+
+
+def backward_register_operand_bytes_per_flop(head_dim: int, step_rows: int, e: int,
+                                             v_in_registers: bool) -> float:
+    """Bytes per matmul FLOP of a backward step's counted operand reads that the release's
+    warps serve from registers: K_j for S = Q_i K_jᵀ (``K_IN_REGS``, every backward kernel),
+    each warp's own dS for dQ_i = dS K_j, and V_j for dP where ``backward_v_in_registers``.
+    A step of r rows against c keys counts 10 r c d FLOPs (S, dV, dP, dQ, dK) and reads
+    c d e of K_j, r c e of dS (and c d e of V_j) among them: e / 10r + e / 10d (+ e / 10r)."""
+    rate = e / (10 * step_rows) + e / (10 * head_dim)
+    return rate + (e / (10 * step_rows) if v_in_registers else 0.0)
+
