@@ -1523,10 +1523,12 @@ def fa3_d64_unoverlapped() -> tuple[float, ...]:
 
 
 # What the FA-3 bars say of the overlap the model gives FlashAttention-3: its default, no chain
-# hiding another, and that at the datasheet rates (switches of ``TimingOptions``).
+# hiding another, and that with the pipes alone at the datasheet rates (switches of
+# ``TimingOptions``).
+PIPES_ALONE = "--no-overlap --no-achievable-rates --no-step-latency"
 FA3_SWITCHES = (("model", TimingOptions()),
                 ("--no-overlap", TimingOptions(overlap=False)),
-                ("--no-overlap --no-achievable-rates --no-step-latency",
+                (PIPES_ALONE,
                  TimingOptions(overlap=False, achievable_rates=False, step_latency=False)))
 FA3_SHORT = 2048        # N below this: short sequences, where fixed costs weigh
 
@@ -2040,7 +2042,8 @@ def document(fmt: str = "github") -> str:
         "(`--no-step-latency`). At N ≥ {short} the bars are "
         "{m[0]:.2f}–{m[1]:.2f} as modelled, {o[0]:.2f}–{o[1]:.2f} with no overlap, and "
         "{p[0]:.2f}–{p[1]:.2f} (fp16 {p16[0]:.2f}–{p16[1]:.2f}) with the pipes alone taking "
-        "turns at the datasheet rates: in fp16, across d = 64, 128 and 256, causal and not, the published "
+        "turns at the datasheet rates: in fp16, across d = 64, 128 and 256, causal and not, "
+        "the published "
         "long-sequence rates are those of a kernel whose exponentials and MMAs take turns on "
         "each SM, with the tensor cores at their full dense rate at the clock the paper fixes "
         "([FA3-clock]); the fp8 bars scatter more. The model does not adopt that: the FA-3 "
@@ -2059,9 +2062,8 @@ def document(fmt: str = "github") -> str:
         "prints how far the phases hide each other beside what the model's mean-value "
         "analysis gives for the same phases (part of `gpu_session.sh quick`).".format(short=FA3_SHORT, m=fa3_switch_range("model"),
                          o=fa3_switch_range("--no-overlap"),
-                         p=fa3_switch_range("--no-overlap --no-achievable-rates --no-step-latency"),
-                         p16=fa3_switch_range("--no-overlap --no-achievable-rates --no-step-latency",
-                                              dtype="fp16")),
+                         p=fa3_switch_range(PIPES_ALONE),
+                         p16=fa3_switch_range(PIPES_ALONE, dtype="fp16")),
         "",
         fa3_switch_table(fmt),
         "",

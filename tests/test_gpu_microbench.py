@@ -56,8 +56,7 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     assert d.alu_per_clock_per_sm == pytest.approx(64 * 0.97)                  # the loops run
     assert d.fma_per_clock_per_sm == pytest.approx(128 * 0.99)                 # at the boost
     assert {"alu_lanes_per_sm", "fp32_lanes_per_sm"}.isdisjoint(d.fields)     # clock
-    assert (d.fields["mma_latency_clocks"], d.fields["smem_latency_clocks"],
-            d.fields["sfu_latency_clocks"], d.fields["fp_latency_clocks"]) == (33.2, 29.0, 18.0, 4.0)
+    assert [d.fields[name] for name in mb.LATENCY_FIELDS] == [33.2, 29.0, 18.0, 4.0]
     assert not d.rejected
     assert d.mma_sync_ceiling_flops_per_s == 520e12
     assert d.model_mma_sync_flops_per_s == pytest.approx(

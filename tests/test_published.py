@@ -184,8 +184,7 @@ def test_fa3_long_sequence_fp16_bars_match_unoverlapped_datasheet_pipes(validati
     bar is within 10% of the model with no chain hiding another, the pipes alone at the
     datasheet rates, and
     the model as it stands is optimistic by more at d = 64."""
-    lo, hi = validation.fa3_switch_range("--no-overlap --no-achievable-rates --no-step-latency",
-                                         dtype="fp16")
+    lo, hi = validation.fa3_switch_range(validation.PIPES_ALONE, dtype="fp16")
     assert 0.9 <= lo and hi <= 1.1
     d64 = validation.fa3_switch_ratios()[("hd64", 64, False, "fp16")]["model"][1]
     assert min(d64) > 1.25

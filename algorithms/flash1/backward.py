@@ -307,6 +307,8 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                                  THREADS_PER_CTA)
     is_release = bp.tiles == "release"
     visited = visited_rows(nq, nk, bp.block_q, bp.block_k, wl.causal, is_release)
+    in_registers = release.backward_register_operand_bytes_per_flop(
+        d, bp.block_q, e, release.backward_v_in_registers(d, nk, rec.gpu)) if is_release else 0.0
     # split, every CTA of a head in flight re-reads the head's rows
     return rec.kernel("flash1_bwd", ctas=ctas, buffers=buffers,
                       threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
@@ -328,9 +330,8 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       # 10 B_r B_c d FLOPs' operands, as FLOPs x e / 2 / (5 B_c / 4) prices
                       # them per further reader (pricing only)
                       smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=5 * bp.block_k // 4,
-                      register_operand_bytes_per_flop=release.backward_register_operand_bytes_per_flop(
-                          d, bp.block_q, e, release.backward_v_in_registers(d, nk, rec.gpu))
-                      if is_release else 0.0,
+                      # the release's warps keep K_j, their dS (and V_j) in registers
+                      register_operand_bytes_per_flop=in_registers,
                       # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
                       # warp's fp32 partial dQ_i goes through shared memory (pricing only)
                       smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d),

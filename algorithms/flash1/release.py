@@ -100,4 +100,3 @@ def backward_register_operand_bytes_per_flop(head_dim: int, step_rows: int, e: i
     c d e of K_j, r c e of dS (and c d e of V_j) among them: e / 10r + e / 10d (+ e / 10r)."""
     rate = e / (10 * step_rows) + e / (10 * head_dim)
     return rate + (e / (10 * step_rows) if v_in_registers else 0.0)
-
