@@ -199,3 +199,23 @@ def test_v1_waits_more_a_flop_than_flashattention_2():
         return k.chain_steps * step_latency_clocks(H100, k) / k.counts()["matmul_flops"]
     assert per_flop(v1) > 3 * per_flop(v2)
     assert np.isfinite(v1.time.step_latency_s) and v1.time.step_latency_s > 0
+
+
+def test_the_json_shows_the_step_chain_and_the_switch_removes_it(capsys):
+    """``run --format json``: each kernel's declared events and steps, its ``step_latency_s``
+    and the run's total; ``--no-step-latency`` prices the busy time alone."""
+    import json
+
+    from attnsim.cli import main
+    args = ["run", "flash2", "--hw", "h100", "--seq", "2048", "--head-dim", "64",
+            "--count-only", "--format", "json"]
+    assert main(args) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert main(args + ["--no-step-latency"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    (k,) = on["kernels"]
+    assert k["step_events"] == {"mma": 2, "smem": 2, "sfu": 1, "fp": on["plan"]["block_k"] / 4 + 2}
+    assert k["chain_steps"] > 0 and k["time"]["step_latency_s"] > 0
+    assert on["time"]["step_latency_s"] == pytest.approx(k["time"]["step_latency_s"])
+    assert off["time"]["step_latency_s"] == 0
+    assert off["time"]["predicted_s"] < on["time"]["predicted_s"]
