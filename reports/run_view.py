@@ -36,13 +36,15 @@ def run_document(r) -> Document:
     for kt in r.time.kernels:
         kt_rows.append([kt.name, kt.ctas, kt.ctas_per_sm, fmt.seconds(kt.memory_s),
                         fmt.seconds(kt.matmul_s), fmt.seconds(kt.exp_s), fmt.seconds(kt.other_s),
-                        fmt.seconds(kt.alu_s), fmt.seconds(kt.smem_s), fmt.seconds(kt.chain_s), kt.chains,
+                        fmt.seconds(kt.alu_s), fmt.seconds(kt.smem_s),
+                        fmt.seconds(kt.step_latency_s), fmt.seconds(kt.chain_s), kt.chains,
                         fmt.seconds(kt.fixed_s), f"{kt.quantization:.3f}",
                         fmt.seconds(kt.launch_s), fmt.seconds(kt.total_s), kt.bound,
                         kt.mechanism])
         kt_records.append(dict(kt.__dict__))
     kernels = Table("kernels", "", ["kernel", "CTAs", "CTAs/SM", "memory", "matmul", "exp",
-                                    "fma", "alu", "smem", "chain", "chains/SM", "fixed",
+                                    "fma", "alu", "smem", "step latency", "chain",
+                                    "chains/SM", "fixed",
                                     "waves ×", "launch", "time", "bound", "set by"],
                     kt_rows, kt_records,
                     notes=[f"predicted total {fmt.seconds(r.time.predicted_s)}, bound by "
