@@ -1296,6 +1296,7 @@ ABLATION_CASES = (
     ("gqa", "h100-sxm", Workload(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
                                  head_dim=128, decode=True)),
     ("standard", "h100-sxm", paper_workload(512, 128), CHART_OPTIONS["standard"]),
+    ("flash1", "a100-80gb", paper_workload(4096, 64, passes="fwd+bwd"), FLASH1_RELEASE),
 )
 
 
@@ -1304,7 +1305,8 @@ def ablation_case(case) -> tuple:
     algorithm, gpu, wl, *rest = case
     options = tuple(rest[0]) if rest else ()
     program = dict(options).get("program")
-    label = f"{algorithm}{f' ({program})' if program else ''} {wl.passes} {wl.dtype}"
+    shown = program or ("release" if dict(options).get("tiles") == "release" else None)
+    label = f"{algorithm}{f' ({shown})' if shown else ''} {wl.passes} {wl.dtype}"
     return algorithm, gpu, wl, options, label
 
 
