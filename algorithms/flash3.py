@@ -316,8 +316,7 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       tc_path="wgmma", overlap="overlap", cta_work=work,
                       # each warpgroup's own chain of steps (in ping-pong; in step, one);
                       # wgmma reads its operands from shared memory without loads
-                      **step_latency.chain(step_latency.forward_step(p.block_k,
-                                                                     smem_fragments=0),
+                      **step_latency.chain(step_latency.forward_step(p.block_k, wgmma=True),
                                            work, wl.batch * wl.heads,
                                            p.consumer_warpgroups if p.pingpong else 1),
                       # Section 3.1-3.2: W consumer warpgroups taking turns (ping-pong), each

@@ -31,10 +31,12 @@ with the built-in model of that GPU:
 * Latency chains, one warp, timed with ``clock64``: each instruction waits for the one before
   (an ``mma.sync.m16n8k16`` accumulating into the previous one's result, a shared-memory
   load whose address the previous load returned, ``ex2.approx`` of the previous result, an
-  ``add.f32`` of it) -> ``mma_latency_clocks``, ``smem_latency_clocks``,
-  ``sfu_latency_clocks``, ``fp_latency_clocks``, the latencies a tile step's chain waits on
-  (``hwmodels.timing``; the built-in values are Accel-Sim's tuned configurations). In clocks,
-  so the clock they run at does not matter.
+  ``add.f32`` of it, a ``shfl.sync.bfly`` of it), and 8 warps meeting at ``bar.sync`` in a
+  loop -> ``mma_latency_clocks``, ``smem_latency_clocks``, ``sfu_latency_clocks``,
+  ``fp_latency_clocks``, ``shfl_latency_clocks``, ``barrier_latency_clocks``, the latencies
+  a tile step's chain waits on (``hwmodels.timing``; the built-in values of the first four
+  are Accel-Sim's tuned configurations, the last two are not published for these GPUs and
+  are 0 there). In clocks, so the clock they run at does not matter.
 * ``max.f32`` and ``fma.rn.f32`` throughput loops: the ALU and FMA pipes' lanes per SM and
   clock (against ``alu_lanes_per_sm``, where the model prices max/compare/select, and
   ``fp32_lanes_per_sm``), reported, not written, for the same reason as ex2.
@@ -197,18 +199,33 @@ extern "C" __global__ void latency_chains(const unsigned* ring, int iters, float
     for (int i = 0; i < iters; ++i)
         asm volatile("add.f32 %0, %0, %1;" : "+f"(y) : "f"(z));
     long long t4 = clock64();
+    float w = 0.5f + lane;
+    for (int i = 0; i < iters; ++i)
+        asm volatile("shfl.sync.bfly.b32 %0, %0, 1, 0x1f, 0xffffffff;" : "+f"(w));
+    long long t5 = clock64();
     if (threadIdx.x == 0) {
         cycles[0] = (float)(t1 - t0) / iters;
         cycles[1] = (float)(t2 - t1) / iters;
         cycles[2] = (float)(t3 - t2) / iters;
         cycles[3] = (float)(t4 - t3) / iters;
-        cycles[4] = c0 + c1 + c2 + c3 + (float)p + x + y;      // keeps every chain live
+        cycles[4] = (float)(t5 - t4) / iters;
+        cycles[5] = c0 + c1 + c2 + c3 + (float)p + x + y + w;  // keeps every chain live
     }
 }
+
+// 8 warps (a FlashAttention v1 backward CTA) meet at a barrier, again and again: clocks per
+// round are a barrier's latency when every warp arrives at once.
+extern "C" __global__ void barrier_loop(int iters, float* cycles) {
+    long long t0 = clock64();
+    for (int i = 0; i < iters; ++i) asm volatile("bar.sync 0;" ::: "memory");
+    long long t1 = clock64();
+    if (threadIdx.x == 0) cycles[0] = (float)(t1 - t0) / iters;
+}
 """
+BARRIER_THREADS = 256
 LATENCY_ITERS = 4096
 LATENCY_FIELDS = ("mma_latency_clocks", "smem_latency_clocks", "sfu_latency_clocks",
-                  "fp_latency_clocks")
+                  "fp_latency_clocks", "shfl_latency_clocks", "barrier_latency_clocks")
 # What a latency may be to be written: below one clock, or above a DRAM access's, the timing
 # was broken, not the instruction slow.
 LATENCY_CLOCKS_RANGE = (1.0, 1000.0)
@@ -341,7 +358,7 @@ def _shown(key: str, value) -> str:
     if key == "dram_latency_s":
         return f"{value * 1e9:.0f} ns"
     if key in LATENCY_FIELDS:
-        return f"{value:.1f} clk"
+        return f"{value:.1f} clk" if value else "0 (not given)"
     return f"{value:.3f}"
 
 
@@ -569,11 +586,15 @@ def shared_ring(words: int = 1024, seed: int = 0):
 
 def measure_latencies(cupy, m: Measurements) -> None:
     ring = cupy.asarray(shared_ring())
-    cycles = cupy.zeros(5, dtype=cupy.float32)
-    kernel = cupy.RawKernel(LATENCY_SOURCE, "latency_chains")
-    kernel((1,), (32,), (ring, cupy.int32(16), cycles))               # compile and warm
-    kernel((1,), (32,), (ring, cupy.int32(LATENCY_ITERS), cycles))
-    m.latency_clocks = dict(zip(LATENCY_FIELDS, (float(c) for c in cycles.get()[:4])))
+    cycles = cupy.zeros(6, dtype=cupy.float32)
+    chains = cupy.RawKernel(LATENCY_SOURCE, "latency_chains")
+    chains((1,), (32,), (ring, cupy.int32(16), cycles))               # compile and warm
+    chains((1,), (32,), (ring, cupy.int32(LATENCY_ITERS), cycles))
+    measured = [float(c) for c in cycles.get()[:5]]
+    barrier = cupy.RawKernel(LATENCY_SOURCE, "barrier_loop")
+    barrier((1,), (BARRIER_THREADS,), (cupy.int32(16), cycles))
+    barrier((1,), (BARRIER_THREADS,), (cupy.int32(LATENCY_ITERS), cycles))
+    m.latency_clocks = dict(zip(LATENCY_FIELDS, measured + [float(cycles.get()[0])]))
 
 
 def measure() -> tuple[Measurements, object]:

@@ -1264,6 +1264,10 @@ CONSTANTS = (
                f"{g.sfu_latency_clocks:g} / {g.fp_latency_clocks:g}",
      "ACCEL-SIM (Accel-Sim's tested A100 and H100 configurations, tuned by its "
      "microbenchmarks; the H100 PCIe takes the H100's)"),
+    ("shfl/barrier_latency_clocks", "latency of a warp shuffle round, a CTA barrier (clocks)",
+     lambda g: f"{g.shfl_latency_clocks:g} / {g.barrier_latency_clocks:g}",
+     "not given: no published figure for these GPUs (0, not priced; gpu_microbench.py "
+     "measures them)"),
     ("l2_atomic_bytes_per_s", "fp32 atomic (RED) throughput in L2",
      lambda g: f"{g.atomic_bytes_per_s / 1e12:.1f} TB/s", "NSIGHT-AT (read-modify-write at "
      "L2 bandwidth / 2)"),
@@ -1974,8 +1978,11 @@ def document(fmt: str = "github") -> str:
         "exps, P V's last MMA, at the latencies Accel-Sim's tuner measured ([ACCEL-SIM]); a "
         "release step waits several times as long per FLOP as a FlashAttention-2 step, whose "
         "warps each hold whole rows. Not priced, and the first candidate for the rest: the "
-        "warp shuffles and barriers of the row max, the row sum and the exchange (three "
-        "barriers a step), for which no published latency was found. The registers the "
+        "warp shuffles and barriers of the row max, the row sum and the exchange (6 shuffle "
+        "rounds and 2 barriers a forward step, 2 barriers a backward step; FA-2: 2 and 2, "
+        "its backward 3 barriers), which the kernels declare but no published source gives "
+        "a latency for on these GPUs: the built-in GPUs price them at 0, and "
+        "`gpu_microbench.py` measures them for a GPU file. The registers the "
         "release's warps hold K and V in (64 KiB a CTA at d = 64) count against its "
         "occupancy (two CTAs an SM on the H100 where shared memory alone would allow "
         "three). A GPU session can tell (`ncu` occupancy and stall reasons on the "

@@ -34,7 +34,8 @@ _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead
                 # 0 means "not given": the timing model falls back as hwmodels.gpus documents
                 "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
                 "l2_atomic_bytes_per_s", "tensor_tf32_gemm_fraction", "mma_latency_clocks",
-                "smem_latency_clocks", "sfu_latency_clocks", "fp_latency_clocks"}
+                "smem_latency_clocks", "sfu_latency_clocks", "fp_latency_clocks",
+                "shfl_latency_clocks", "barrier_latency_clocks"}
 _FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
               "hbm_achievable_fraction", "l2_achievable_fraction", "tensor_tf32_gemm_fraction"}
 _OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
@@ -85,6 +86,8 @@ FIELD_RANGES = {
     "smem_latency_clocks": (1, 10000),
     "sfu_latency_clocks": (1, 10000),
     "fp_latency_clocks": (1, 10000),
+    "shfl_latency_clocks": (1, 10000),
+    "barrier_latency_clocks": (1, 10000),
 }
 
 

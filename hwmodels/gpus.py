@@ -131,9 +131,12 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              shared memory ``-gpgpu_smem_latency`` 28 / 29; special-function unit
              ``-ptx_opcode_latency_sfu`` 23 / 23; fp32 add, max, multiply, FMA
              ``-ptx_opcode_latency_fp`` 4 / 4. No warp-shuffle or barrier latency is given
-             there: the step-latency term leaves them out (a lower bound).
-             ``benchmarks/gpu_microbench.py`` measures the four on the GPU at hand (one warp,
-             dependent chains timed with clock64) and writes them to a GPU file.
+             there (nor, for these GPUs, in any source found): ``shfl_latency_clocks`` and
+             ``barrier_latency_clocks`` stay 0, so the step-latency term leaves those events
+             out (a lower bound) unless a GPU file sets them.
+             ``benchmarks/gpu_microbench.py`` measures all six on the GPU at hand (dependent
+             chains timed with clock64; a loop of barriers met by 8 warps) and writes them to
+             a GPU file.
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
@@ -216,6 +219,8 @@ class GPU:
     smem_latency_clocks: float = 0.0           # a shared-memory load
     sfu_latency_clocks: float = 0.0            # an exp2 on the special-function units
     fp_latency_clocks: float = 0.0             # a dependent fp32 add/max/multiply
+    shfl_latency_clocks: float = 0.0           # a warp shuffle round (no published figure:
+    barrier_latency_clocks: float = 0.0        # 0 on the built-in GPUs) and a CTA barrier
     sources: str = ""                          # free text, for custom GPUs from TOML files
 
     # ---- derived rates -------------------------------------------------------------------

@@ -105,7 +105,8 @@ class KernelRecord:
         step_events: what lies on one tile step's dependency chain besides the pipes' busy
             time, as (event, count) pairs: "mma" (a GEMM's last MMA retiring), "smem" (a
             shared-memory load the next instruction waits for), "sfu" (an exp), "fp" (a
-            dependent fp32 add/max/multiply); the timing model prices each at the GPU's
+            dependent fp32 add/max/multiply), "shfl" (a warp shuffle round), "bar" (a
+            barrier); the timing model prices each at the GPU's
             measured latency (``hwmodels.timing``, ``algorithms.kernels.step_latency``).
             Pricing only. (): none declared.
         chain_steps: the tile steps those events are paid on, summed over the kernel's CTAs

@@ -49,8 +49,9 @@ thread's registers one value after the other, the exp, a value another warp left
 memory, P V's last MMA. The kernels declare those events per step (``step_events``, from
 ``algorithms.kernels.step_latency``) and how many steps they take (``chain_steps``); the GPU
 gives each event's latency in clocks, measured by microbenchmarks ([ACCEL-SIM] in
-``hwmodels.gpus``: MMA, shared-memory load, exp2, dependent fp32 op; warp shuffles and
-barriers have no published figure and are left out, so the term is a lower bound). They
+``hwmodels.gpus``: MMA, shared-memory load, exp2, dependent fp32 op; the warp shuffles and
+barriers the kernels declare too have no published figure, 0 on the built-in GPUs, so the
+term is a lower bound until a GPU file sets them). They
 enter the chain as a delay station Z of the mean-value analysis, which no chain queues for:
     Z(k)       = chain_steps x sum(events x latency) / f / (S x resident CTAs in step)
     t_comp(k)  = max(MVA(G, P[, X]; g; delay Z), t_issue, t_smem)
@@ -427,7 +428,8 @@ def step_latency_clocks(gpu: GPU, k: KernelRecord) -> float:
     busy time: each declared event (``KernelRecord.step_events``) at the GPU's measured
     latency; an event the GPU gives no latency for (0) adds nothing."""
     latency = {"mma": gpu.mma_latency_clocks, "smem": gpu.smem_latency_clocks,
-               "sfu": gpu.sfu_latency_clocks, "fp": gpu.fp_latency_clocks}
+               "sfu": gpu.sfu_latency_clocks, "fp": gpu.fp_latency_clocks,
+               "shfl": gpu.shfl_latency_clocks, "bar": gpu.barrier_latency_clocks}
     return sum(latency[event] * count for event, count in k.step_events)
 
 

@@ -34,7 +34,9 @@ def h100_measurements(mb, **changes):
                         alu_max_per_s=64 * 132 * 1980e6 * 0.97,
                         fma_per_s=128 * 132 * 1980e6 * 0.99,
                         latency_clocks={"mma_latency_clocks": 33.2, "smem_latency_clocks": 29.04,
-                                        "sfu_latency_clocks": 18.0, "fp_latency_clocks": 4.0})
+                                        "sfu_latency_clocks": 18.0, "fp_latency_clocks": 4.0,
+                                        "shfl_latency_clocks": 23.0,
+                                        "barrier_latency_clocks": 41.5})
     for key, value in changes.items():
         setattr(m, key, value)
     return m
@@ -56,7 +58,7 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     assert d.alu_per_clock_per_sm == pytest.approx(64 * 0.97)                  # the loops run
     assert d.fma_per_clock_per_sm == pytest.approx(128 * 0.99)                 # at the boost
     assert {"alu_lanes_per_sm", "fp32_lanes_per_sm"}.isdisjoint(d.fields)     # clock
-    assert [d.fields[name] for name in mb.LATENCY_FIELDS] == [33.2, 29.0, 18.0, 4.0]
+    assert [d.fields[name] for name in mb.LATENCY_FIELDS] == [33.2, 29.0, 18.0, 4.0, 23.0, 41.5]
     assert not d.rejected
     assert d.mma_sync_ceiling_flops_per_s == 520e12
     assert d.model_mma_sync_flops_per_s == pytest.approx(
@@ -83,6 +85,7 @@ def test_implausible_measurements_are_refused_with_the_reason(mb):
     assert rows["ex2 per SM and clock"][3] == "reported only"
     assert rows["smem_latency_clocks"][3] == "not measured"
     assert rows["smem_latency_clocks"][2] == "29.0 clk"
+    assert rows["barrier_latency_clocks"][2] == "0 (not given)"    # no published figure
     assert rows["max.f32 (ALU) per SM and clock"][2] == "64 (alu_lanes_per_sm)"
     assert rows["fma.f32 (FMA) per SM and clock"][2] == "128 (fp32_lanes_per_sm)"
 

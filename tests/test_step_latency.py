@@ -67,28 +67,33 @@ def test_flash1_release_step_is_the_releases_chain():
     the 128 / 16 = 8 values a thread holds of a row (its warp spans a quarter of the keys),
     the four warps' maxima through shared memory, the exp, P V, the partials through
     shared memory and summed, the rescale: 2 MMAs, 5 shared-memory loads, 2 exps and
-    8 + 10 dependent fp32 operations; 311 clocks on the H100 (24, 29, 23, 4 each). Its steps:
-    16-row steps x K/V blocks."""
+    8 + 10 dependent fp32 operations, 6 shuffle rounds and 2 barriers; 311 clocks on the
+    H100 (24, 29, 23, 4 each; shuffles and barriers 0: not given), 311 + 6 s + 2 b with a
+    GPU file's. Its steps: 16-row steps x K/V blocks."""
     wl = Workload(batch=2, heads=3, seq_q=1000, head_dim=128, passes="fwd")
     r = simulate("flash1", wl, "h100", options={"tiles": "release"}, compute=False)
     (k,) = [k for k in r.kernels if k.name == "flash1_fwd"]
     assert release.key_block(128, 1000) == 128
-    assert dict(k.step_events) == {"mma": 2, "smem": 5, "sfu": 2, "fp": 18}
+    assert dict(k.step_events) == {"mma": 2, "smem": 5, "sfu": 2, "fp": 18, "shfl": 6, "bar": 2}
     assert step_latency_clocks(H100, k) == 2 * 24 + 5 * 29 + 2 * 23 + 18 * 4 == 311
+    measured = H100.replace(shfl_latency_clocks=20, barrier_latency_clocks=40)
+    assert step_latency_clocks(measured, k) == 311 + 6 * 20 + 2 * 40
     assert k.chain_steps == 6 * -(-1000 // 16) * -(-1000 // 128)
 
 
 def test_flash2_steps_are_its_cta_work():
     """FlashAttention-2's forward: the row max over B_c / 4 values a thread (its warps each
-    span all B_c keys), two fragments, two MMAs, one exp, an FMA and a conversion; its steps
-    are the K/V tiles its CTAs visit (``cta_work``), per head."""
+    span all B_c keys) and across its quad (2 shuffle rounds), two fragments, two MMAs, one
+    exp, an FMA and a conversion, two barriers; its backward: no reduction, three barriers.
+    Their steps are the tiles its CTAs visit (``cta_work``), per head."""
     wl = Workload(batch=2, heads=3, seq_q=1000, head_dim=64, causal=True, passes="fwd+bwd")
     r = simulate("flash2", wl, "a100", compute=False)
     fwd, bwd = (k for k in r.kernels if k.name in ("flash2_fwd", "flash2_bwd"))
     bk = r.plan["block_k"]
-    assert dict(fwd.step_events) == {"mma": 2, "smem": 2, "sfu": 1, "fp": bk // 4 + 2}
+    assert dict(fwd.step_events) == {"mma": 2, "smem": 2, "sfu": 1, "fp": bk // 4 + 2,
+                                     "shfl": 2, "bar": 2}
     assert fwd.chain_steps == 6 * fwd.cta_work.sum()
-    assert dict(bwd.step_events) == {"mma": 2, "smem": 3, "sfu": 1, "fp": 4}
+    assert dict(bwd.step_events) == {"mma": 2, "smem": 3, "sfu": 1, "fp": 4, "bar": 3}
     assert bwd.chain_steps == 6 * bwd.cta_work.sum()
 
 
@@ -120,12 +125,14 @@ def test_every_softmax_tile_loop_declares_its_step_chain(name, workload, options
 
 def test_the_events_are_the_steps_documented():
     assert step_latency.forward_step(64) == (("mma", 2.0), ("smem", 2.0), ("sfu", 1.0),
-                                             ("fp", 18.0))
-    assert step_latency.forward_step(128, smem_fragments=0) == (("mma", 2.0), ("sfu", 1.0),
-                                                                ("fp", 34.0))
+                                             ("fp", 18.0), ("shfl", 2.0), ("bar", 2.0))
+    assert step_latency.forward_step(128, wgmma=True) == (("mma", 2.0), ("sfu", 1.0),
+                                                          ("fp", 34.0), ("shfl", 2.0),
+                                                          ("bar", 1.0))
     assert dict(step_latency.split_k_forward_step(256)) == {"mma": 2, "smem": 5, "sfu": 2,
-                                                           "fp": 16 + 10}
-    assert dict(step_latency.split_k_backward_step()) == {"mma": 3, "smem": 5, "sfu": 1, "fp": 7}
+                                                           "fp": 16 + 10, "shfl": 6, "bar": 2}
+    assert dict(step_latency.split_k_backward_step()) == {"mma": 3, "smem": 5, "sfu": 1, "fp": 7,
+                                                          "bar": 2}
 
 
 # ---- what the timing model makes of them -----------------------------------------------------
@@ -214,8 +221,33 @@ def test_the_json_shows_the_step_chain_and_the_switch_removes_it(capsys):
     assert main(args + ["--no-step-latency"]) == 0
     off = json.loads(capsys.readouterr().out)
     (k,) = on["kernels"]
-    assert k["step_events"] == {"mma": 2, "smem": 2, "sfu": 1, "fp": on["plan"]["block_k"] / 4 + 2}
+    assert k["step_events"] == {"mma": 2, "smem": 2, "sfu": 1, "fp": on["plan"]["block_k"] / 4 + 2,
+                                "shfl": 2, "bar": 2}
     assert k["chain_steps"] > 0 and k["time"]["step_latency_s"] > 0
     assert on["time"]["step_latency_s"] == pytest.approx(k["time"]["step_latency_s"])
     assert off["time"]["step_latency_s"] == 0
     assert off["time"]["predicted_s"] < on["time"]["predicted_s"]
+
+
+def test_a_gpu_file_with_shuffle_and_barrier_latencies_prices_them(tmp_path):
+    """The built-in GPUs give no shuffle or barrier latency (no published figure): a GPU file
+    that sets them (as ``gpu_microbench.py --toml`` writes the measured ones) slows the v1
+    release, with its 6 shuffle rounds and 2 barriers a 16-row step, by more per FLOP than
+    FlashAttention-2, with 2 and 2 a 128-row step."""
+    from hwmodels.gpu_file import load_gpu_file
+    path = tmp_path / "measured.toml"
+    path.write_text('base = "h100"\nname = "h100-measured"\nshfl_latency_clocks = 20\n'
+                    'barrier_latency_clocks = 40\n')
+    measured = load_gpu_file(str(path))
+    assert (H100.shfl_latency_clocks, H100.barrier_latency_clocks) == (0, 0)
+    # d = 64, the papers' shape (at d = 128 the release's fp32 o_tmp traffic makes it
+    # HBM-bound on the H100, and no latency shows)
+    wl = Workload(batch=4, heads=32, seq_q=4096, head_dim=64, passes="fwd")
+
+    def slowdown(name, options):
+        times = [simulate(name, wl, g, options=options, compute=False).time.predicted_s
+                 for g in (H100, measured)]
+        return times[1] / times[0]
+    v1 = slowdown("flash1", {"tiles": "release", "grid": "release"})
+    v2 = slowdown("flash2", {})
+    assert v1 > v2 > 1.0

@@ -204,8 +204,8 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
                    cta_work=work, matmul_dtype=dtype,
                    # wgmma reads its operands from shared memory without loads; the
                    # warpgroups of a pack run in step
-                   **step_latency.chain(step_latency.forward_step(
-                       bk, smem_fragments=0 if tc_path == "wgmma" else 2), work, batch * packs),
+                   **step_latency.chain(step_latency.forward_step(bk, tc_path == "wgmma"),
+                                        work, batch * packs),
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
     if not compute:
         for k_lo, k_hi in ranges:

@@ -5,18 +5,22 @@ step is also a chain of dependent instructions: the softmax cannot start until t
 of S has retired, the exp until the row max is known, the P V product until P is packed,
 and where a CTA's warps split the keys between them ("split-K", FlashAttention-2 §3.3) until
 the warps have passed their row statistics and partial outputs through shared memory. Each
-link waits one instruction latency that no pipe is busy for. The events counted here are
-those the GPU description has a measured latency for (``hwmodels.gpus``, [ACCEL-SIM]):
+link waits one instruction latency that no pipe is busy for:
 
     mma   a GEMM's last MMA, issue to result
     smem  a shared-memory load the next instruction needs (the first operand fragment of a
           GEMM, a value another warp wrote there; the store before it is fire-and-forget)
     sfu   an exp2
     fp    a dependent fp32 max, add, multiply or conversion
+    shfl  a warp shuffle round (a row's max or sum across the quad of threads holding it)
+    bar   a barrier the CTA's warps meet at (``__syncthreads``; FlashAttention-3's named
+          barrier between warpgroups)
 
-Warp shuffles (the row max and sum across a quad of threads) and barriers are on the chain
-too, but no latency is given for them: they are left out, so the step latency here is a lower
-bound. Where a chain of ``n`` dependent fp32 operations reduces a row in a thread's
+The GPU description gives each a latency in clocks (``hwmodels.gpus``): the first four from
+Accel-Sim's tuned configurations ([ACCEL-SIM]); for shuffles and barriers no published
+figure was found for these GPUs, so the built-in GPUs give 0 and those events are declared
+but not priced (the step latency is then a lower bound) until a GPU file sets them
+(``benchmarks/gpu_microbench.py`` measures all six). Where a chain of ``n`` dependent fp32 operations reduces a row in a thread's
 registers, that is ``n`` fp events: FlashAttention-2's ``thread_reduce_`` and the v1
 release's ``Softmax::reduce`` walk a thread's values of a row one after the other.
 
@@ -35,10 +39,12 @@ import numpy as np
 SPLIT_K_WARPS = 4       # the v1 release's warps, each a quarter of the keys
 
 
-def events(mma: int = 0, smem: int = 0, sfu: int = 0, fp: int = 0) -> tuple:
+def events(mma: int = 0, smem: int = 0, sfu: int = 0, fp: int = 0, shfl: int = 0,
+           bar: int = 0) -> tuple:
     """The (event, count) pairs of ``KernelRecord.step_events``."""
     return tuple((name, float(n)) for name, n in
-                 (("mma", mma), ("smem", smem), ("sfu", sfu), ("fp", fp)) if n)
+                 (("mma", mma), ("smem", smem), ("sfu", sfu), ("fp", fp), ("shfl", shfl),
+                  ("bar", bar)) if n)
 
 
 def row_values_per_thread(block_k: int, warps_across_keys: int = 1) -> int:
@@ -47,13 +53,16 @@ def row_values_per_thread(block_k: int, warps_across_keys: int = 1) -> int:
     return max(1, block_k // warps_across_keys // 4)
 
 
-def forward_step(block_k: int, smem_fragments: int = 2) -> tuple:
+def forward_step(block_k: int, wgmma: bool = False) -> tuple:
     """FlashAttention-2's forward step (flash_fwd_kernel.h), and every kernel that runs it
-    (``flash_tile``): the first K fragment from shared memory, S's last MMA, the row max
-    over the thread's values, x·scale - m and its exp2, the conversion of P, the first V
-    fragment, P V's last MMA. ``wgmma`` (FlashAttention-3) reads its operands from shared
-    memory itself: ``smem_fragments=0``."""
-    return events(mma=2, smem=smem_fragments, sfu=1, fp=row_values_per_thread(block_k) + 2)
+    (``flash_tile``, split-KV): a barrier once K_j has landed, the first K fragment from
+    shared memory, S's last MMA, the row max over the thread's values and across its quad
+    (two shuffle rounds; the row sum waits for the end), x·scale - m and its exp2, the
+    conversion of P, a barrier once V_j has landed, the first V fragment, P V's last MMA.
+    ``wgmma`` (FlashAttention-3's consumer warpgroups) reads its operands from shared memory
+    itself and meets one named barrier a step (its ping-pong hand-off)."""
+    return events(mma=2, smem=0 if wgmma else 2, sfu=1, fp=row_values_per_thread(block_k) + 2,
+                  shfl=2, bar=1 if wgmma else 2)
 
 
 def backward_step() -> tuple:
@@ -61,8 +70,9 @@ def backward_step() -> tuple:
     block: the first Q fragment, S's last MMA, P = exp2(S·scale - L) (an FMA, an exp2),
     dS = P (dP - D) (a subtract, a multiply; dP's GEMM runs beside S's), the conversion,
     P and dS read back from shared memory for dV, dK and dQ, whose last MMA ends the step
-    (dQ's atomics drain on their own)."""
-    return events(mma=2, smem=3, sfu=1, fp=4)
+    (dQ's atomics drain on their own); three barriers (Q_i landed, dS stored, dO's buffer
+    free); no row reduction (L and D come precomputed)."""
+    return events(mma=2, smem=3, sfu=1, fp=4, bar=3)
 
 
 def split_k_forward_step(block_k: int) -> tuple:
@@ -71,17 +81,22 @@ def split_k_forward_step(block_k: int) -> tuple:
     fragment, S's last MMA, the row max over the thread's values, the four warps' maxima
     through shared memory and their max (3), the exp, the conversion of P, P V's last MMA,
     the partial outputs (and row sums) through shared memory and summed (3), the exp of the
-    previous statistics' rescale and the rescale and normalization (2)."""
+    previous statistics' rescale and the rescale and normalization (2); its ``Softmax``
+    reduces the row max across the quad before and after the warps' exchange (4 shuffle
+    rounds) and the sums after (2), at two barriers (the maxima, the partials)."""
     return events(mma=2, smem=5, sfu=2,
-                  fp=row_values_per_thread(block_k, SPLIT_K_WARPS) + 3 + 1 + 1 + 3 + 2)
+                  fp=row_values_per_thread(block_k, SPLIT_K_WARPS) + 3 + 1 + 1 + 3 + 2,
+                  shfl=6, bar=2)
 
 
 def split_k_backward_step() -> tuple:
     """FlashAttention v1's backward step (Algorithm 4 as the release's warps run it, its
     dgrad kernels): the Q fragment, S's last MMA, P = exp(S - L), dS = P (dP - D), its
     conversion, P and dS read back from shared memory for dV and dK, dQ_i = dS K_j's last
-    MMA, and its partials from the 4 warps through shared memory, summed (3)."""
-    return events(mma=3, smem=5, sfu=1, fp=1 + 2 + 1 + 3)
+    MMA, and its partials from the 8 warps through shared memory, summed (3 levels of a
+    tree); two barriers
+    (dS stored, the partials stored), no row reduction."""
+    return events(mma=3, smem=5, sfu=1, fp=1 + 2 + 1 + 3, bar=2)
 
 
 def chain(step_events: tuple, steps_per_head: np.ndarray | float | int, heads: int,
