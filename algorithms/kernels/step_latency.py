@@ -20,9 +20,11 @@ The GPU description gives each a latency in clocks (``hwmodels.gpus``): the firs
 Accel-Sim's tuned configurations ([ACCEL-SIM]); for shuffles and barriers no published
 figure was found for these GPUs, so the built-in GPUs give 0 and those events are declared
 but not priced (the step latency is then a lower bound) until a GPU file sets them
-(``benchmarks/gpu_microbench.py`` measures all six). Where a chain of ``n`` dependent fp32 operations reduces a row in a thread's
-registers, that is ``n`` fp events: FlashAttention-2's ``thread_reduce_`` and the v1
-release's ``Softmax::reduce`` walk a thread's values of a row one after the other.
+(``benchmarks/gpu_microbench.py`` measures all six).
+
+Where a chain of ``n`` dependent fp32 operations reduces a row in a thread's registers, that
+is ``n`` fp events: FlashAttention-2's ``thread_reduce_`` and the v1 release's
+``Softmax::reduce`` walk a thread's values of a row one after the other.
 
 The values of one row a thread holds: an ``mma.sync`` m16n8 accumulator gives each thread two
 values of a row per 8 columns, so a warp spanning all B_c keys of its rows holds B_c / 4 a
