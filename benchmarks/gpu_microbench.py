@@ -60,6 +60,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
+from hwmodels.gpus import STEP_EVENT_LATENCY_FIELDS
+
 GEMM_SIZES = (4096, 8192, 16384)
 COPY_BYTES = 1 << 30
 CLOCK_SAMPLE_S = 4.0
@@ -163,7 +165,7 @@ extern "C" __global__ void l2_read(const double* __restrict__ data, int slices,
     if (sum == -1.0) sink[threadIdx.x] = sum;      // never true for the data written
 }
 """
-# One warp times four dependent chains with clock64, ITERS links each, in turn: every
+# One warp times five dependent chains with clock64, ITERS links each, in turn: every
 # instruction needs the previous one's result, so clocks per link are the latency. The
 # shared-memory chase follows a ring of 1024 words; the ex2 chain's value runs to +inf within
 # a few links (the special-function unit is a fixed-latency pipeline); asm volatile keeps
@@ -224,8 +226,8 @@ extern "C" __global__ void barrier_loop(int iters, float* cycles) {
 """
 BARRIER_THREADS = 256
 LATENCY_ITERS = 4096
-LATENCY_FIELDS = ("mma_latency_clocks", "smem_latency_clocks", "sfu_latency_clocks",
-                  "fp_latency_clocks", "shfl_latency_clocks", "barrier_latency_clocks")
+# the GPU fields they set, in the order the kernels write them (mma, smem, sfu, fp, shfl, bar)
+LATENCY_FIELDS = tuple(STEP_EVENT_LATENCY_FIELDS.values())
 # What a latency may be to be written: below one clock, or above a DRAM access's, the timing
 # was broken, not the instruction slow.
 LATENCY_CLOCKS_RANGE = (1.0, 1000.0)
@@ -515,9 +517,15 @@ def chase_table(footprint_bytes: int, seed: int = 0):
     (one cycle: no line is revisited before all the others, so none is still cached)."""
     import numpy as np
     line = 128 // 8                                   # 8-byte entries per 128-byte line
-    lines = footprint_bytes // 128
-    order = np.random.default_rng(seed).permutation(lines).astype(np.uint64) * line
-    nxt = np.zeros(lines * line, dtype=np.uint64)
+    return random_cycle(footprint_bytes // 128, line, seed, np.uint64)
+
+
+def random_cycle(points: int, stride: int, seed: int, dtype):
+    """(next, start): a table of ``points * stride`` entries where following next[] from
+    start visits every stride-th entry once, in random order, then repeats."""
+    import numpy as np
+    order = np.random.default_rng(seed).permutation(points).astype(dtype) * dtype(stride)
+    nxt = np.zeros(points * stride, dtype=dtype)
     nxt[order] = np.roll(order, -1)
     return nxt, int(order[0])
 
@@ -578,10 +586,7 @@ def measure_loops(cupy, m: Measurements) -> None:
 def shared_ring(words: int = 1024, seed: int = 0):
     """A random cycle through ``words`` shared-memory words: ring[i] is the next index."""
     import numpy as np
-    order = np.random.default_rng(seed).permutation(words)
-    ring = np.empty(words, dtype=np.uint32)
-    ring[order] = np.roll(order, -1)
-    return ring
+    return random_cycle(words, 1, seed, np.uint32)[0]
 
 
 def measure_latencies(cupy, m: Measurements) -> None:

@@ -18,7 +18,7 @@ import dataclasses
 import math
 
 from hwmodels.config_file import base_chain, read_toml, start_from_base
-from hwmodels.gpus import GPU, builtin_gpu
+from hwmodels.gpus import GPU, STEP_EVENT_LATENCY_FIELDS, builtin_gpu
 
 
 class GpuFileError(ValueError):
@@ -33,9 +33,8 @@ _BOOL_FIELDS = {"has_wgmma"}
 _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s",
                 # 0 means "not given": the timing model falls back as hwmodels.gpus documents
                 "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
-                "l2_atomic_bytes_per_s", "tensor_tf32_gemm_fraction", "mma_latency_clocks",
-                "smem_latency_clocks", "sfu_latency_clocks", "fp_latency_clocks",
-                "shfl_latency_clocks", "barrier_latency_clocks"}
+                "l2_atomic_bytes_per_s", "tensor_tf32_gemm_fraction",
+                *STEP_EVENT_LATENCY_FIELDS.values()}
 _FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
               "hbm_achievable_fraction", "l2_achievable_fraction", "tensor_tf32_gemm_fraction"}
 _OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
@@ -82,12 +81,7 @@ FIELD_RANGES = {
     "dram_latency_s": (1e-8, 1e-4),
     "l2_atomic_bytes_per_s": (1e9, 1e15),
     "max_registers_per_thread": (16, 1024),
-    "mma_latency_clocks": (1, 10000),
-    "smem_latency_clocks": (1, 10000),
-    "sfu_latency_clocks": (1, 10000),
-    "fp_latency_clocks": (1, 10000),
-    "shfl_latency_clocks": (1, 10000),
-    "barrier_latency_clocks": (1, 10000),
+    **{name: (1, 10000) for name in STEP_EVENT_LATENCY_FIELDS.values()},    # clocks
 }
 
 

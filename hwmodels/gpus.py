@@ -156,6 +156,12 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
+# The GPU field giving the latency, in clocks, of each event a tile step's dependency chain
+# waits on (``KernelRecord.step_events``, ``algorithms.kernels.step_latency``).
+STEP_EVENT_LATENCY_FIELDS = {"mma": "mma_latency_clocks", "smem": "smem_latency_clocks",
+                             "sfu": "sfu_latency_clocks", "fp": "fp_latency_clocks",
+                             "shfl": "shfl_latency_clocks", "bar": "barrier_latency_clocks"}
+
 # Bytes per element of each storage dtype the simulator counts.
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 

@@ -140,7 +140,7 @@ from hwmodels.cta_schedule import greedy_makespan
 from hwmodels.counters import (ALU_OPS, ATOMIC_BYTES, CONVERT_OPS, EXP_OPS, HBM_READ_BYTES,
                                HBM_WRITE_BYTES, INTERCONNECT_BYTES, KERNEL_LAUNCHES,
                                MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES, SRAM_WRITE_BYTES)
-from hwmodels.gpus import GPU, dtype_bytes
+from hwmodels.gpus import GPU, STEP_EVENT_LATENCY_FIELDS, dtype_bytes
 from hwmodels.memory import KernelRecord
 
 RESOURCES = ("memory", "matmul", "exp", "other", "alu", "smem", "issue", "interconnect",
@@ -427,10 +427,8 @@ def step_latency_clocks(gpu: GPU, k: KernelRecord) -> float:
     """Clocks one tile step of the kernel waits on its dependency chain beyond the pipes'
     busy time: each declared event (``KernelRecord.step_events``) at the GPU's measured
     latency; an event the GPU gives no latency for (0) adds nothing."""
-    latency = {"mma": gpu.mma_latency_clocks, "smem": gpu.smem_latency_clocks,
-               "sfu": gpu.sfu_latency_clocks, "fp": gpu.fp_latency_clocks,
-               "shfl": gpu.shfl_latency_clocks, "bar": gpu.barrier_latency_clocks}
-    return sum(latency[event] * count for event, count in k.step_events)
+    return sum(getattr(gpu, STEP_EVENT_LATENCY_FIELDS[event]) * count
+               for event, count in k.step_events)
 
 
 def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:

@@ -96,8 +96,7 @@ def split_k_backward_step() -> tuple:
     dgrad kernels): the Q fragment, S's last MMA, P = exp(S - L), dS = P (dP - D), its
     conversion, P and dS read back from shared memory for dV and dK, dQ_i = dS K_j's last
     MMA, and its partials from the 8 warps through shared memory, summed (3 levels of a
-    tree); two barriers
-    (dS stored, the partials stored), no row reduction."""
+    tree); two barriers (dS stored, the partials stored), no row reduction."""
     return events(mma=3, smem=5, sfu=1, fp=1 + 2 + 1 + 3, bar=2)
 
 
