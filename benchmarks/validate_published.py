@@ -365,7 +365,18 @@ SOURCES = (
            "or 8 (backward) splitting the keys; 'K_IN_REGS = (FLAGS & 0x10u) == 0u', "
            "'V_IN_REGS = (FLAGS & 0x100u) == 0u'; fmha_bwd_hdim64.cu: keys <= 128 and sm8x "
            "other than sm80 run 0x08u, 'Don't share smem for K & V, and don't keep V in "
-           "registers' on sm80 only"),
+           "registers' on sm80 only (on sm80 and sm90 from [FA1-H100] on)"),
+    Source("FA1-H100", "flash-attention v1 commit 1b18f1b7, 'Support H100' (2023-03-15; in "
+           "every v1.0.x release up to v1.0.9, 6d48e14a, the last before FlashAttention-2)",
+           "github.com/Dao-AILab/flash-attention",
+           "fmha_api.cpp: 'bool is_sm90 = dprops->major == 9 && dprops->minor == 0; "
+           "TORCH_CHECK(is_sm90 || is_sm8x || is_sm75);' (before it the release refused the "
+           "H100: 'TORCH_CHECK(is_sm8x || is_sm75)'); fmha_bwd_hdim64.cu, keys >= 256: "
+           "'if ((dprops->major == 8 && dprops->minor == 0) || (dprops->major == 9 && "
+           "dprops->minor == 0))' runs <256, 64, 16, 1, 8, 0x100u>, '[...] uses more shared "
+           "memory, which is fine on A100 and H100 but not other GPUs'. The kernels and their "
+           "tiles are otherwise those of 8a2ece89 (the commits between change the dropout "
+           "seed's storage, CUDA-graph capture and compilation, not the tiles or the traffic)"),
     Source("FA3-1075", "flash-attention pull request #1075, 'Changes For FP8' (Colfax "
            "Research, 2024-07-19, eight days after the paper), description",
            "https://github.com/Dao-AILab/flash-attention/pull/1075",
@@ -1992,8 +2003,9 @@ def document(fmt: str = "github") -> str:
         "accumulated in fp32, and where it splits over K/V blocks FA-2's three kernels (D "
         "with the buffer cleared, fp32 dQ atomics at the L2 atomic rate, the conversion), and "
         "its warps' operands as its kernel traits keep them: K_j for S and each warp's own dS "
-        "for dQ_i in registers, V_j for dP too at d <= 64 except on the A100 (`K_IN_REGS`, "
-        "`V_IN_REGS`; [FA1-tiles]), the rest read from shared memory by every warp that "
+        "for dQ_i in registers, V_j for dP too only on keys <= 128 at d <= 64 (`K_IN_REGS`, "
+        "`V_IN_REGS`; [FA1-tiles]; on longer keys the A100 and, from the release's H100 "
+        "support on, the H100 keep V_j in shared memory, [FA1-H100]), the rest read from shared memory by every warp that "
         "needs it (Q_i and dO_i by all 8 warps for four of the five GEMMs). Each of these "
         "faithful steps made FA-1's backward faster in the model, not slower. "
         "Neither backward has a published point of its own here; a GPU session can time "

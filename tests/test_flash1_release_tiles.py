@@ -278,17 +278,36 @@ def test_the_registers_holding_k_and_v_set_the_forward_occupancy(d):
 
 
 @pytest.mark.parametrize("gpu, d, n, v_in_registers", [
-    ("h100", 128, 1024, False), ("a100", 64, 1024, False), ("h100", 64, 1024, True),
-    ("a100", 64, 128, True)])
+    ("h100", 128, 1024, False), ("a100", 64, 1024, False), ("h100", 64, 1024, False),
+    ("a100", 64, 128, True), ("h100", 64, 128, True), ("h200", 64, 4096, False)])
 def test_the_backward_serves_k_ds_and_v_from_registers_as_its_traits_say(gpu, d, n,
                                                                          v_in_registers):
     """fmha_bwd_hdim*.cu: every backward kernel keeps K_j in registers (``K_IN_REGS``) and
-    each warp its own dS for dQ_i; V_j too (no flag 0x100) at d <= 64 on keys <= 128 or off
-    the A100, never at d = 128. Of a 16-row step's 160 B_c d FLOPs that is B_c d e and
-    16 B_c e of reads (and B_c d e more)."""
+    each warp its own dS for dQ_i; V_j too (no flag 0x100) at d <= 64 on keys <= 128, never
+    at d = 128, and at d = 64 on longer keys not on the A100 (sm80) and, from the release's
+    "Support H100" commit on (the only release that runs on sm90), not on the H100 either.
+    Of a 16-row step's 160 B_c d FLOPs that is B_c d e and 16 B_c e of reads (and B_c d e
+    more)."""
     wl = Workload(batch=1, heads=2, seq_q=n, head_dim=d, passes="bwd")
     r = simulate("flash1", wl, gpu, options={"tiles": "release"}, compute=False)
     (k,) = [k for k in r.kernels if k.name == "flash1_bwd"]
     e = 2
     expected = e / 160 + e / (10 * d) + (e / 160 if v_in_registers else 0.0)
     assert k.register_operand_bytes_per_flop == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("smem_kib, v_in_registers", [(99, True), (163, False), (227, False)])
+def test_the_other_sm8x_gpus_keep_v_in_registers(smem_kib, v_in_registers):
+    """fmha_bwd_hdim64.cu: the sm8x GPUs other than the A100 (99 KiB of shared memory a CTA:
+    sm86, sm89) run the d = 64 backward on 256 keys with V_j in registers; the release tells
+    them apart by compute capability, the simulator (whose GPUs carry none) by the shared
+    memory a CTA may use."""
+    import dataclasses
+
+    from algorithms.flash1.release import backward_v_in_registers
+    from hwmodels.gpus import builtin_gpu
+
+    gpu = dataclasses.replace(builtin_gpu("a100"), smem_bytes_per_block=smem_kib * 1024)
+    assert backward_v_in_registers(64, 4096, gpu) is v_in_registers
+    assert backward_v_in_registers(64, 128, gpu) is True
+    assert backward_v_in_registers(128, 4096, gpu) is False

@@ -12,7 +12,11 @@ fmha_bwd_hdim{32,64,128}.cu):
     B_r = 16: a CTA walks its Q rows 16 at a time (``Cta_tile_p::M``), the loop order of
           Algorithm 1 (K/V blocks outside, Q steps inside).
 The release takes fp16 or bf16 and head_dim a multiple of 8 up to 128 (``mha_fwd``'s
-checks; head_dim <= 32, <= 64 and <= 128 run the 32-, 64- and 128-wide kernels).
+checks; head_dim <= 32, <= 64 and <= 128 run the 32-, 64- and 128-wide kernels). It runs on
+the H100 from its "Support H100" commit on (1b18f1b7, v1.0.x; before it ``mha_fwd`` refused
+sm90), which runs the A100's kernels there, the d <= 64 backward that keeps V_j in shared
+memory included (``backward_v_in_registers``): the program the FlashAttention-2 paper's H100
+figure measures.
 
 Forward traffic. Between K/V blocks the release keeps each row's output in an fp32 buffer
 (``o_tmp``: it accumulates in fp32) and one statistic, the log-sum-exp (``softmax_lse``),
@@ -55,6 +59,7 @@ from algorithms.base import PlanError
 STEP_ROWS = 16              # Cta_tile_p::M: the Q rows a CTA takes per step
 SMALL_KEY_BLOCK = 128       # head_dim > 64, or keys <= 128
 LARGE_KEY_BLOCK = 256
+SM80_SMEM_PER_BLOCK = 163 * 1024    # the A100's; the H100's is 227 KiB, sm86/sm89's 99 KiB
 MAX_HEAD_DIM = 128
 DTYPES = ("fp16", "bf16")
 
@@ -84,11 +89,21 @@ def sram_elements(block_k: int, head_dim: int) -> int:
 def backward_v_in_registers(head_dim: int, seq_k: int, gpu) -> bool:
     """Whether the release's backward warps hold their slice of V_j in registers for
     dP = dO V_jᵀ (kernel traits without flag 0x100, fmha_bwd_hdim{32,64,128}.cu): at
-    head_dim <= 64, on keys <= 128, or on GPUs other than the A100 (sm80), which keeps V in
-    shared memory "to avoid register spills"; never at head_dim 128."""
+    head_dim <= 64 on keys <= 128, or on the sm8x GPUs other than the A100; never at
+    head_dim 128. The A100 (sm80) and the H100 (sm90, from the release's H100 support on)
+    keep V in shared memory "to avoid register spills", which "uses more shared memory,
+    which is fine on A100 and H100 but not other GPUs"."""
     if head_dim > 64:
         return False
-    return seq_k <= SMALL_KEY_BLOCK or gpu.has_wgmma
+    return seq_k <= SMALL_KEY_BLOCK or not keeps_v_in_shared_memory(gpu)
+
+
+def keeps_v_in_shared_memory(gpu) -> bool:
+    """Whether the release runs the d <= 64 backward that keeps V_j in shared memory on this
+    GPU: it chooses by compute capability (sm80 and sm90), which the simulator's GPUs do not
+    carry; what tells them from the other sm8x GPUs is the shared memory a CTA may use (163
+    and 227 KiB against 99 KiB), the reason the release's comment gives."""
+    return gpu.smem_bytes_per_block >= SM80_SMEM_PER_BLOCK
 
 
 def backward_register_operand_bytes_per_flop(head_dim: int, step_rows: int, e: int,
