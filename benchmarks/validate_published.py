@@ -1077,6 +1077,18 @@ def eager_causal_extra_us(n: int = 512, d: int = 128) -> tuple[float, float]:
     return published * 1e6, predicted * 1e6
 
 
+def eager_mask_l2_limit(e: int = 2, gpu: str = "h100-sxm") -> int:
+    """The longest power-of-two N at which the causal add's mask stays in L2 between heads:
+    a head's S, mask and output (``MASK_ADD_STREAMS`` e N²) within the usable part of L2."""
+    from algorithms.standard.pytorch_eager import MASK_ADD_STREAMS
+    from hwmodels.timing import L2_USABLE_FRACTION
+    usable = L2_USABLE_FRACTION * get_gpu(gpu).l2_bytes
+    n = 512
+    while MASK_ADD_STREAMS * e * (2 * n) ** 2 <= usable:
+        n *= 2
+    return n
+
+
 GROUP_OF_SOURCE_CLAIM = (
     # (substring of the claim, GPU) -> group; first match wins
     ("over FA-2", "h100-sxm", "H100, FA-3 over FA-2 speedup"),
@@ -1823,7 +1835,12 @@ def document(fmt: str = "github") -> str:
         "row panels of the resident CTAs (each read by one CTA, once) for part of L2's "
         "working set; the CTAs of a head read V together, k-chunk by k-chunk, and it stays in "
         "L2 (`algorithms/kernels/gemm.py: l2_working_set`), so the bmm is priced at one pass "
-        "over P and the bars are optimistic by more. Causality adds "
+        "over P and the bars are optimistic by more. The causal add reads the mask once per "
+        "head, and L2 serves the re-reads only while what passes through it between two "
+        "heads' reads of an entry fits in the part of L2 a working set may use: ATen walks "
+        "the output head after head, so that is a head's S, mask and output, 3·e·N² bytes, "
+        f"up to N = {eager_mask_l2_limit()} in fp16 on the H100; beyond it most of the mask "
+        "comes from DRAM for every head. Causality adds "
         f"{eager_causal_extra_us()[1]:.0f} µs to the predicted time at N = 512, d = 128, "
         f"where charts A and B imply {eager_causal_extra_us()[0]:.0f} µs, and the non-causal "
         "N = 512 bars are still optimistic. Every kernel of the program is a stream priced at "

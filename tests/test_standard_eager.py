@@ -184,3 +184,25 @@ def test_the_transposing_k_copy_moves_whole_sectors_through_l2(dtype, e):
     off = kernel_time(H100, k_copy, TimingOptions(sector_use=False))
     assert off.l2_s == pytest.approx(2 * reads / H100.l2_bytes_per_s(), rel=1e-12)
     assert kernel_time(H100, q_copy, TimingOptions()).l2_s == pytest.approx(off.l2_s)
+
+
+@pytest.mark.parametrize("n", [1024, 4096, 8192])
+def test_the_mask_stays_in_l2_only_while_a_head_streaming_past_it_fits(n):
+    """The add walks its output head after head: between two heads' reads of a mask entry
+    L2 sees the rest of one head's S, mask and output, 3 e N² bytes. Where that fits in the
+    usable half of L2 every re-read of the mask is a hit (DRAM moves S, the output and the
+    mask once); beyond it L2 keeps usable / (3 e N²) of them and the rest come from DRAM."""
+    from hwmodels.timing import L2_USABLE_FRACTION, TimingOptions, dram_bytes
+    b, h, e = 2, 4, 2
+    r = simulate("standard", Workload(batch=b, heads=h, seq_q=n, head_dim=64, causal=True),
+                 H100, options=EAGER, compute=False)
+    (add,) = [k for k in r.kernels if k.name == "mask_add"]
+    plane = n * n * e
+    requested = 3 * b * h * plane                             # S and mask read, S' written
+    once = 2 * b * h * plane + plane                          # the mask read once
+    usable = L2_USABLE_FRACTION * H100.l2_bytes
+    hit = min(1.0, usable / (3 * plane))
+    assert add.counts()["hbm_read_bytes"] + add.counts()["hbm_write_bytes"] == requested
+    assert dram_bytes(H100, add) == int(once + (requested - once) * (1 - hit))
+    assert (hit == 1.0) == (n == 1024)
+    assert dram_bytes(H100, add, TimingOptions(l2_cache=False)) == requested

@@ -43,9 +43,12 @@ launches them, 128 threads x 4 elements per CTA, ``ATen/native/cuda/Loops.cuh``)
   6. ``mask_cast`` .to(dtype=e-byte dtype): reads 4 N², writes e N²; one conversion per
                    element. Not launched for fp32 workloads (``.to`` returns the tensor).
   7. ``mask_add``  scores + mask, broadcast over B·H, out of place: reads S and the mask
-                   per head (2 e N² B H; the mask's re-reads are L2 hits, declared as such),
-                   writes the new S (e N² B H); one add per element. -10000 instead of -∞:
-                   exp underflows to 0 all the same.
+                   per head (2 e N² B H), writes the new S (e N² B H); one add per element.
+                   -10000 instead of -∞: exp underflows to 0 all the same. The mask's
+                   re-reads are L2 hits while L2 holds what passes through it between two
+                   reads of a mask entry: TensorIterator walks the output in order, head
+                   after head, so between head h's and head h+1's read of an entry go the
+                   rest of head h's S, mask and output: 3 e N² (the working set declared).
   8. ``softmax``   torch.softmax(scores, -1): fp16 in and out, fp32 inside; reads S, writes P
                    (e N² B H each), as ``algorithms.standard``'s softmax kernel.
   9. ``dropout``   dropout_p > 0 only (F.dropout returns its input for p = 0):
@@ -127,6 +130,7 @@ def kernel_names(wl) -> tuple[str, ...]:
 
 
 SECTOR_BYTES = 32                # the unit L2 delivers (CUDA Best Practices Guide)
+MASK_ADD_STREAMS = 3             # S read, mask read, S + mask written: a head's N² each
 
 
 def elementwise_record(rec, name: str, elements: int, **l2):
@@ -152,10 +156,11 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
                             ctas=cdiv(rows_padded // TRIU_ELEMS_PER_THREAD, TRIU_THREADS),
                             tc_path="none")
         c_cast = elementwise_record(rec, "mask_cast", n * n) if casts_mask(wl) else None
-        # the mask (N² e) is read by every head: after the first, from L2
+        # the mask (N² e) is read by every head: after the first, from L2 if L2 keeps it
+        # while a head's S, mask and output (3 N² e) stream through between two reads of it
         c_add = elementwise_record(rec, "mask_add", bh * n * n,
                                    unique_hbm_bytes=bh * 2 * n * n * e + n * n * e,
-                                   l2_working_set_bytes=n * n * e)
+                                   l2_working_set_bytes=MASK_ADD_STREAMS * n * n * e)
     c_sm = standard.softmax_record(rec, wl, p)
     c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
     c_vc = elementwise_record(rec, "v_copy", bh * n * d) if copies else None
