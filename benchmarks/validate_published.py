@@ -1079,12 +1079,12 @@ def eager_causal_extra_us(n: int = 512, d: int = 128) -> tuple[float, float]:
 
 def eager_mask_l2_limit(e: int = 2, gpu: str = "h100-sxm") -> int:
     """The longest power-of-two N at which the causal add's mask stays in L2 between heads:
-    a head's S, mask and output (``MASK_ADD_STREAMS`` e N²) within the usable part of L2."""
-    from algorithms.standard.pytorch_eager import MASK_ADD_STREAMS
+    the mask with a head's S and output (3 e N²) within the usable part of L2."""
+    from algorithms.kernels.common import shared_operand_working_set
     from hwmodels.timing import L2_USABLE_FRACTION
     usable = L2_USABLE_FRACTION * get_gpu(gpu).l2_bytes
     n = 512
-    while MASK_ADD_STREAMS * e * (2 * n) ** 2 <= usable:
+    while shared_operand_working_set(e * (2 * n) ** 2, 2 * e * (2 * n) ** 2) <= usable:
         n *= 2
     return n
 

@@ -172,6 +172,31 @@ def test_gemm_l2_working_set_counts_a_panels_only_where_they_are_re_read():
         heads * k * 256 * e + resident * 128 * k * e
 
 
+@pytest.mark.parametrize("n, hits", [(1024, True), (4096, False)])
+def test_algorithm0_causal_mask_hits_l2_only_while_a_head_streaming_past_it_fits(n, hits):
+    """Algorithm 0's causal mask kernels (forward ``mask``, backward ``mask_bwd``) read the
+    one-byte mask once per head, head after head: between two heads' reads of an entry a
+    head's S (or dS) is read and written, 2 e N² bytes, so L2 holds the mask for its
+    re-reads only while N² (1 + 2 e) fits in its usable half; beyond, it keeps
+    usable / (N² (1 + 2 e)) of them, the rest come from DRAM."""
+    from attnsim import Workload, simulate
+    from hwmodels import get_gpu
+    from hwmodels.timing import L2_USABLE_FRACTION, dram_bytes
+    gpu, b, h, e = get_gpu("h100"), 2, 2, 2
+    wl = Workload(batch=b, heads=h, seq_q=n, head_dim=64, causal=True, passes="fwd+bwd")
+    r = simulate("standard", wl, gpu, compute=False)
+    usable = L2_USABLE_FRACTION * gpu.l2_bytes
+    working_set = n * n * (1 + 2 * e)
+    assert (working_set <= usable) == hits
+    hit = min(1.0, usable / working_set)
+    for name in ("mask", "mask_bwd"):
+        (k,) = [k for k in r.kernels if k.name == name]
+        requested = b * h * n * n * (2 * e + 1)               # S, mask read; S written
+        once = b * h * n * n * 2 * e + n * n                  # the mask read once
+        assert k.counts()["hbm_read_bytes"] + k.counts()["hbm_write_bytes"] == requested
+        assert dram_bytes(gpu, k) == int(once + (requested - once) * (1 - hit)), name
+
+
 def test_standard_pv_gemm_reads_v_from_l2_and_p_once_from_dram():
     """O = P V at N = 8192, d = 128 on an H100: the counts charge V once per row tile, the
     timing model's DRAM estimate is one pass over P, V once and O once (the CTAs of a head

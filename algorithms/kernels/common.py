@@ -180,6 +180,15 @@ def l2_arguments(rec, heads: int, ctas_per_head: int, smem: int, unique_per_head
     return {"unique_hbm_bytes": heads * unique_per_head, "l2_working_set_bytes": working_set}
 
 
+def shared_operand_working_set(shared_bytes: int, streamed_per_head: int) -> int:
+    """The L2 working set of an operand every head reads whole (a mask) in a kernel that
+    walks head after head: between two heads' reads of an entry, the rest of one head's own
+    traffic (``streamed_per_head``: what it reads and writes besides the operand) passes
+    through L2 with the operand, so its re-reads hit only while both fit (LRU's reuse
+    distance), not while the operand alone does."""
+    return shared_bytes + streamed_per_head
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -43,7 +43,8 @@ import numpy as np
 from algorithms.standard import backward as standard_bwd
 from algorithms.standard import pytorch_eager
 from algorithms.base import AlgorithmInfo, Option, Plan
-from algorithms.kernels.common import heads_in_flight, iter_heads, new_output, placeholder
+from algorithms.kernels.common import (heads_in_flight, iter_heads, new_output, placeholder,
+                                      shared_operand_working_set)
 from algorithms.kernels.gemm import (GemmTiles, gemm, gemm_ctas, gemm_tc_path, l2_working_set,
                                     plan_gemm)
 from algorithms.kernels import footprints as fp
@@ -131,11 +132,13 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     c_qk = qk_gemm_record(rec, wl, t, "qk_gemm")
     c_mask = None
     if wl.causal or mask is not None:
-        # the boolean mask is shared by every head: after the first head it comes from L2
+        # the boolean mask is shared by every head: after the first head it comes from L2,
+        # while L2 holds it and a head's S read and written between two reads of it
         c_mask = rec.kernel("mask", ctas=bh * nq, buffers={}, threads_per_cta=SOFTMAX_THREADS,
                             tc_path="none",
                             unique_hbm_bytes=bh * 2 * nq * nk * e + nq * nk * MASK_BYTES,
-                            l2_working_set_bytes=nq * nk * MASK_BYTES)
+                            l2_working_set_bytes=shared_operand_working_set(
+                                nq * nk * MASK_BYTES, 2 * nq * nk * e))
     c_sm = softmax_record(rec, wl, p)
     c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
     c_pv = pv_gemm_record(rec, wl, t, "pv_gemm")

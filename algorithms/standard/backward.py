@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan
-from algorithms.kernels.common import heads_in_flight, placeholder
+from algorithms.kernels.common import heads_in_flight, placeholder, shared_operand_working_set
 from algorithms.kernels.dropout import (TORCH_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, keep_multiplier_tile)
 from algorithms.kernels.gemm import gemm, gemm_ctas, gemm_tc_path, l2_working_set
@@ -155,9 +155,11 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                       l2_working_set_bytes=rec.resident_ctas(bh * nq, row_bytes, 0, ROW_THREADS)
                       * 2 * nk * e)
     c_mask = None
-    if wl.causal:                            # the mask is shared by all heads: L2 after one
-        c_mask = row_kernel("mask_bwd", {}, unique_hbm_bytes=bh * 2 * nq * nk * e
-                            + nq * nk * MASK_BYTES, l2_working_set_bytes=nq * nk * MASK_BYTES)
+    if wl.causal:      # the mask is shared by all heads: L2 after one, if L2 holds it and
+        mask_bytes = nq * nk * MASK_BYTES    # a head's dS read and written between two reads
+        c_mask = row_kernel("mask_bwd", {}, unique_hbm_bytes=bh * 2 * nq * nk * e + mask_bytes,
+                            l2_working_set_bytes=shared_operand_working_set(
+                                mask_bytes, 2 * nq * nk * e))
     c_dq, c_dk = gemm_kernel("dq_gemm", nq, d, nk), gemm_kernel("dk_gemm", nk, d, nq)
     _, _, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}

@@ -73,7 +73,8 @@ import numpy as np
 import algorithms.standard as standard
 from algorithms.base import PlanError
 from algorithms.kernels import footprints as fp
-from algorithms.kernels.common import cdiv, iter_heads, new_output, placeholder
+from algorithms.kernels.common import (cdiv, iter_heads, new_output, placeholder,
+                                      shared_operand_working_set)
 from algorithms.kernels.gemm import gemm
 from algorithms.standard import backward as standard_bwd
 from hwmodels.compiled import compiled
@@ -130,7 +131,6 @@ def kernel_names(wl) -> tuple[str, ...]:
 
 
 SECTOR_BYTES = 32                # the unit L2 delivers (CUDA Best Practices Guide)
-MASK_ADD_STREAMS = 3             # S read, mask read, S + mask written: a head's N² each
 
 
 def elementwise_record(rec, name: str, elements: int, **l2):
@@ -157,10 +157,11 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
                             tc_path="none")
         c_cast = elementwise_record(rec, "mask_cast", n * n) if casts_mask(wl) else None
         # the mask (N² e) is read by every head: after the first, from L2 if L2 keeps it
-        # while a head's S, mask and output (3 N² e) stream through between two reads of it
+        # while a head's S and output (2 N² e) stream through between two reads of it
         c_add = elementwise_record(rec, "mask_add", bh * n * n,
                                    unique_hbm_bytes=bh * 2 * n * n * e + n * n * e,
-                                   l2_working_set_bytes=MASK_ADD_STREAMS * n * n * e)
+                                   l2_working_set_bytes=shared_operand_working_set(
+                                       n * n * e, 2 * n * n * e))
     c_sm = standard.softmax_record(rec, wl, p)
     c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
     c_vc = elementwise_record(rec, "v_copy", bh * n * d) if copies else None
