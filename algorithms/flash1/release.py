@@ -55,11 +55,11 @@ the grid (``--grid``):
 from __future__ import annotations
 
 from algorithms.base import PlanError
+from algorithms.kernels.common import runs_sm80_kernels
 
 STEP_ROWS = 16              # Cta_tile_p::M: the Q rows a CTA takes per step
 SMALL_KEY_BLOCK = 128       # head_dim > 64, or keys <= 128
 LARGE_KEY_BLOCK = 256
-SM80_SMEM_PER_BLOCK = 163 * 1024    # the A100's; the H100's is 227 KiB, sm86/sm89's 99 KiB
 MAX_HEAD_DIM = 128
 DTYPES = ("fp16", "bf16")
 
@@ -100,10 +100,9 @@ def backward_v_in_registers(head_dim: int, seq_k: int, gpu) -> bool:
 
 def keeps_v_in_shared_memory(gpu) -> bool:
     """Whether the release runs the d <= 64 backward that keeps V_j in shared memory on this
-    GPU: it chooses by compute capability (sm80 and sm90), which the simulator's GPUs do not
-    carry; what tells them from the other sm8x GPUs is the shared memory a CTA may use (163
-    and 227 KiB against 99 KiB), the reason the release's comment gives."""
-    return gpu.smem_bytes_per_block >= SM80_SMEM_PER_BLOCK
+    GPU: it does on sm80 and sm90 (``runs_sm80_kernels``: the shared memory "fine on A100
+    and H100 but not other GPUs")."""
+    return runs_sm80_kernels(gpu)
 
 
 def backward_register_operand_bytes_per_flop(head_dim: int, step_rows: int, e: int,

@@ -25,8 +25,10 @@ configurations) and in the 255 registers a thread may hold, over the CTA's 128 t
 (the hardware's limit: at d = 128 a 128 x 128 tile would need 256 accumulator registers per
 thread). This gives the release's tiles for 16-bit inputs on the A100 and H100 [FA-2
 flash_fwd_launch_template.h, run_mha_fwd_hdim64/128]: 128 x 128 at d = 64, 128 x 64 at
-d = 128. Differences from the CUDA implementation: the simulator runs the tiles
-of a CTA in sequence; warps and the exp2/FMA fusion of the scale are not modelled.
+d = 128, but not the release's at d = 96, 192 and 256 (``--tiles release`` runs those,
+with their warps: ``algorithms.flash2.release``). Differences from the CUDA implementation:
+the simulator runs the tiles of a CTA in sequence; the exp2/FMA fusion of the scale is not
+modelled.
 
 Training (``--pass bwd`` / ``fwd+bwd``): the backward pass is ``algorithms.flash2.backward``
 (FA-2's preprocessing kernel D = rowsum(dO ∘ O), the main kernel parallel over K/V blocks with
@@ -45,7 +47,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.flash2 import backward as flash2_bwd
-from algorithms.base import AlgorithmInfo, Plan, PlanError
+from algorithms.flash2 import release
+from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
                                key_tiles_per_row_block, new_output, new_stats)
 from algorithms.kernels.dropout import dropout_args
@@ -67,10 +70,18 @@ INFO = AlgorithmInfo(
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
     passes=("fwd", "bwd"),
     dropout=True,
+    options=(Option("tiles", str, "paper",
+                    "the forward's tiles: paper (the default: the largest B_r, then B_c, whose "
+                    "Q, K, V fit M and whose accumulators let two CTAs share an SM, 4 warps) "
+                    "or release (the release's tiles and warps for the head dim and GPU, "
+                    "flash_fwd_launch_template.h: 128 x 128 at d = 64, 128 x 64 at d = 128, "
+                    "at d = 256 64 x 64 on the H100 and 128 x 64 on 8 warps on the A100; "
+                    "head dims 32, 64, 96, 128, 192, 256, fp16 and bf16)",
+                    choices=("paper", "release")),),
 )
 
 BLOCK_CANDIDATES = (128, 64, 32, 16)
-THREADS_PER_CTA = 128   # 4 warps, as FA-2's forward kernels for d <= 128
+THREADS_PER_CTA = 128   # 4 warps, as FA-2's forward kernels for d <= 128 (``--tiles paper``)
 # Head dims the tensor-core kernels run: mma.sync (m16n8k8/k16) and wgmma take operands in
 # 8-column groups, so flash-attn pads a head dim that is not a multiple of 8 up to one
 # before its kernels run (and its tests use d = 59 on purpose); its kernels are
@@ -104,6 +115,11 @@ class Flash2Plan(Plan):
     smem_bytes: int         # Q_i, K_j, V_j tiles
     register_bytes: int     # fp32 O accumulator and score tile
     bwd: flash2_bwd.Flash2BwdPlan | None = None   # the backward's own tiles (training)
+    warps: int = THREADS_PER_CTA // 32   # the forward CTA's warps, of B_r / warps rows each
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
 
 
 def smem_buffers(block_q: int, block_k: int, d: int, e: int) -> dict[str, int]:
@@ -114,9 +130,13 @@ def register_bytes(block_q: int, block_k: int, d: int) -> int:
     return 4 * block_q * d + 4 * block_q * block_k
 
 
-def plan(wl, gpu, sram_bytes: int) -> Flash2Plan:
+def plan(wl, gpu, sram_bytes: int, tiles: str = "paper") -> Flash2Plan:
     check_head_dim(wl.head_dim)
-    fwd = plan_forward(wl, gpu, sram_bytes)
+    if tiles == "release":
+        release.check_workload(wl)
+        fwd = plan_release_forward(wl, gpu, sram_bytes)
+    else:
+        fwd = plan_forward(wl, gpu, sram_bytes)
     if not wl.has_backward:
         return fwd
     return dataclasses.replace(fwd, bwd=flash2_bwd.plan_backward(wl, gpu, sram_bytes))
@@ -146,6 +166,26 @@ def plan_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
                     f"{THREADS_PER_CTA} threads)")
 
 
+def plan_release_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
+    """The release's forward tiles and warps (``algorithms.flash2.release``), checked against
+    the SRAM budget and the registers its threads may hold."""
+    d, e = wl.head_dim, wl.elem_bytes
+    bq, bk, warps = release.forward_tiles(d, gpu, wl.causal, wl.dropout > 0)
+    smem = sum(smem_buffers(bq, bk, d, e).values())
+    if smem > sram_bytes:
+        raise SramOverflowError(
+            f"flash2 --tiles release: the release's {bq} x {bk} tiles at head_dim {d} need "
+            f"{smem:,} bytes of shared memory per CTA but the budget is {sram_bytes:,}; use a "
+            f"larger --sram-kb, or --tiles paper")
+    regs = register_bytes(bq, bk, d)
+    if regs > gpu.register_bytes_for_threads(32 * warps):
+        raise PlanError(f"flash2 --tiles release: the release's {bq} x {bk} tiles at head_dim "
+                        f"{d} need {regs:,} bytes of fp32 accumulators, more than its "
+                        f"{32 * warps} threads may hold on {gpu.full_name}; use --tiles paper")
+    return Flash2Plan(block_q=bq, block_k=bk, smem_bytes=smem, register_bytes=regs,
+                      warps=warps)
+
+
 def forward_register_budget(gpu) -> int:
     """Bytes of fp32 accumulators one forward CTA may keep: half the register file (two
     CTAs resident per SM), and no more than its threads may hold."""
@@ -169,10 +209,10 @@ def l2_footprint(wl, p: Flash2Plan, rec, tr: int, smem: int) -> tuple[int, int]:
     d, e, b = wl.head_dim, wl.elem_bytes, wl.batch
     kv_bytes = 2 * wl.seq_k * d * e
     qo_bytes = b * wl.heads * (2 * wl.seq_q * d * e + STAT_BYTES * wl.seq_q)
-    in_flight = heads_in_flight(rec, tr, b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
+    in_flight = heads_in_flight(rec, tr, b * wl.heads, smem, p.register_bytes, p.threads)
     if in_flight * kv_bytes <= rec.gpu.l2_bytes // 2:
         return qo_bytes + b * wl.kv_heads * kv_bytes, in_flight * kv_bytes
-    resident = rec.resident_ctas(tr * b * wl.heads, smem, p.register_bytes, THREADS_PER_CTA)
+    resident = rec.resident_ctas(tr * b * wl.heads, smem, p.register_bytes, p.threads)
     waves_per_head = cdiv(tr, resident)
     tiles_in_flight = resident * 2 * p.block_k * d * e
     return qo_bytes + b * wl.heads * waves_per_head * kv_bytes, tiles_in_flight
@@ -190,12 +230,12 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
     unique, working_set = l2_footprint(wl, p, rec, tr, sum(buffers.values()))
     work = cta_work(wl, p)
     c = rec.kernel("flash2_fwd", ctas=tr * wl.batch * wl.heads, buffers=buffers,
-                   threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=p.register_bytes,
+                   threads_per_cta=p.threads, register_bytes_per_cta=p.register_bytes,
                    tc_path="mma_sync", overlap="serial", cta_work=work,
                    **step_latency.chain(step_latency.forward_step(p.block_k), work,
                                         wl.batch * wl.heads),
-                   # 4 warps of B_r/4 rows each read all of K_j, V_j (pricing only)
-                   smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=p.block_q,
+                   # the warps, of B_r / warps rows each, read all of K_j, V_j (pricing only)
+                   smem_readers=p.warps, mma_rows_per_cta=p.block_q,
                    prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
                    **p_in_registers(wl.head_dim, wl.elem_bytes),

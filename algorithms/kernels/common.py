@@ -189,6 +189,18 @@ def shared_operand_working_set(shared_bytes: int, streamed_per_head: int) -> int
     return shared_bytes + streamed_per_head
 
 
+# The shared memory a CTA may use on sm80 (A100; sm90, H100: 227 KiB); sm86/sm89: 99 KiB.
+SM80_SMEM_PER_BLOCK = 163 * 1024
+
+
+def runs_sm80_kernels(gpu) -> bool:
+    """Whether flash-attention's releases take their sm80/sm90 branch on this GPU, not their
+    sm8x one (sm86, sm89). They branch on compute capability, which the simulator's GPUs do
+    not carry; what the branches differ in is the shared memory a CTA may use, which tells
+    the classes apart (163 and 227 KiB against 99 KiB)."""
+    return gpu.smem_bytes_per_block >= SM80_SMEM_PER_BLOCK
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
