@@ -359,7 +359,10 @@ SOURCES = (
            "Flash_fwd_kernel_traits<128, 128, 64, 4, false, false, T> — 128 x 64 tiles, 4 warps "
            "stacked along the rows, Q not kept in registers (re-read from shared memory with "
            "ldmatrix on every K/V tile), 64 KiB of shared memory; hdim64: 128 x 128, 4 warps, "
-           "48 KiB"),
+           "48 KiB; hdim256: 'if (max_smem_per_block >= 2 * Headdim * (128 + 2 * 64) && "
+           "max_smem_per_sm < 4 * Headdim * (64 + 2 * 64))' 128 x 64 on 8 warps (the A100), "
+           "else 64 x 64 on 4 warps, 96 KiB (the H100: two CTAs to its 228 KiB); the same "
+           "dispatch at v2.0.0 (4f285b35) and v2.6.0"),
     Source("FA1-tiles", "flash-attention v1 csrc/flash_attn/fmha_api.cpp and "
            "src/fmha_fprop_kernel_1xN.h (commit 8a2ece89)",
            "github.com/Dao-AILab/flash-attention",
