@@ -28,7 +28,7 @@ def test_same_traffic_as_flash2_with_the_same_tiles(monkeypatch):
     assert (f3.plan["block_q"], f3.plan["block_k"], f3.plan["consumer_warpgroups"]) == \
         (192, 128, 3)
     tiles = flash2.Flash2Plan(192, 128, f3.plan["smem_bytes"], f3.plan["register_bytes"])
-    monkeypatch.setattr(flash2, "plan", lambda wl, gpu, sram_bytes: tiles)
+    monkeypatch.setattr(flash2, "plan", lambda wl, gpu, sram_bytes, **options: tiles)
     f2 = simulate("flash2", wl, "h100", compute=False)
     assert (f2.plan["block_q"], f2.plan["block_k"]) == (192, 128)
     same = ("hbm_read_bytes", "hbm_write_bytes", "matmul_flops", "exp_ops", "other_flops")
