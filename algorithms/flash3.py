@@ -8,8 +8,10 @@ take turns at the tensor cores (ping-pong) so that one's softmax hides behind th
 GEMMs. The release compiles the ping-pong's scheduler barrier in only where it paid off
 (``release_pingpong``): 16-bit dtypes at d <= 128, fp8 at d >= 128; elsewhere the
 warpgroups wait on the same K/V barriers and run in step, and only each one's two-tile
-pipelining (Section 3.2) overlaps its softmax with its own GEMMs. ``--pingpong on|off``
-asks what the barrier would give where the release leaves it out, or cost where it has it.
+pipelining (Section 3.2) overlaps its softmax with its own GEMMs — at 16-bit dtypes: the
+fp8 release waits for each GEMM before the step's next work (``--fp8-kernel``, below).
+``--pingpong on|off`` asks what the barrier would give where the release leaves it out, or
+cost where it has it.
 
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
@@ -73,6 +75,18 @@ in ``algorithms.kernels.fp8``), in two kernels:
   ``wgmma`` needs V K-major: each V_j is transposed in shared memory
   (B_c d bytes read and written per tile, an s-stage Vᵀ buffer), as the paper describes.
 
+The fp8 kernel's program (``--fp8-kernel``): ``release`` (the default) is the first public
+FP8 forward, the one that transposes V in the kernel as Section 3.3 describes (flash-attention
+5018ac6a, 19 days after the paper; the paper's own fp8 build is not public): its mainloop
+(``mma_fp8``) issues Q̂_i K̂_jᵀ, waits for it (``wgmma`` wait 0), runs the softmax, issues P̂
+V̂_j and waits again, so a warpgroup's softmax never overlaps its own GEMMs (one score tile
+in registers); its warpgroups take turns only at d >= 128; its tiles are fixed per head dim
+(192 x 128 on 4 stages at d = 64, 128 x 256 at d = 128, 128 x 128 at d = 256, causal or
+not: ``FP8_TILES``). ``pretransposed`` is the pull request before it (#1075, 1899c970,
+merged and reverted): V transposed before the kernel (no Vᵀ buffer, no transpose traffic),
+the 16-bit mainloop with its two-tile pipelining and its ping-pong rule, 128 x 128 on 4
+stages at d = 128. Head dims without such a kernel take the planner's tiles.
+
 Not modelled in the numbers: the bf16 rounding of the quantize kernel's input and of O
 (2⁻⁹ relative, against e4m3's 2⁻⁴); the inputs are taken as given in float32.
 """
@@ -107,6 +121,7 @@ from hwmodels.primitives import (count_alu, count_atomic_add, count_convert, cou
 FP8_SCALES = ("block", "tensor")
 ROTATIONS = ("hadamard", "none")
 FP8_QUANTIZE = ("kernel", "upstream")
+FP8_KERNELS = ("release", "pretransposed")
 PINGPONG_CHOICES = ("release", "on", "off")
 
 
@@ -121,7 +136,9 @@ INFO = AlgorithmInfo(
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
     fp8_kernel=True,
-    options=(Option("stages", int, 2, "K/V pipeline stages in shared memory",
+    options=(Option("stages", int, None,
+                    "K/V pipeline stages in shared memory (default: the release's, 2; fp8 "
+                    "at d = 64: 4)",
                     validate=lambda s: None if s >= 1 else "must be at least 1"),
              Option("fp8_scales", str, None,
                     "with --dtype fp8: one e4m3 scale per B_r x d / B_c x d block (block, "
@@ -135,10 +152,21 @@ INFO = AlgorithmInfo(
                     "Q, K, V already in e4m3 from upstream (upstream: FA-3's benchmarks, or "
                     "the rotary-embedding fusion the paper proposes)",
                     validate=_one_of(FP8_QUANTIZE)),
+             Option("fp8_kernel", str, None,
+                    "with --dtype fp8: the kernel's program: release (the default: the first "
+                    "public fp8 forward, which transposes V in shared memory as the paper's "
+                    "Section 3.3 does, waits for each GEMM before the step's next work — no "
+                    "intra-warpgroup pipelining —, takes turns at d >= 128, on 192 x 128 / 4 "
+                    "stages at d = 64, 128 x 256 at d = 128, 128 x 128 at d = 256) or "
+                    "pretransposed (the pull request before it: V transposed before the "
+                    "kernel, the 16-bit mainloop with its pipelining and ping-pong rule, 128 x "
+                    "128 on 4 stages at d = 128)",
+                    validate=_one_of(FP8_KERNELS)),
              Option("no_pipelining", bool, False,
                     "schedule without Section 3.2's intra-warpgroup GEMM-softmax pipelining "
                     "(the paper's Table 2 ablation): each consumer warpgroup waits for its "
-                    "softmax before its next GEMMs; same tiles"),
+                    "softmax before its next GEMMs; same tiles (fp8 already runs so, as its "
+                    "release)"),
              Option("pingpong", str, "release",
                     "Section 3.1's ping-pong of the consumer warpgroups: as the release builds "
                     "it (release, the default: fp16/bf16 at d <= 128, fp8 at d >= 128), always "
@@ -147,6 +175,16 @@ INFO = AlgorithmInfo(
 )
 
 BLOCK_K_CANDIDATES = (176, 128, 112, 96, 80, 64, 32, 16)
+# The fp8 kernels' tiles (hopper/flash_fwd_launch_template.h): head dim -> (consumer
+# warpgroups, B_c, stages), B_r = 64 per warpgroup, the same causal or not. "release": the
+# first public FP8 forward (5018ac6a, run_mha_fwd_hdim{64,128,256}_fp8); "pretransposed": the
+# pull request before it (1899c970: d = 64 ran the 16-bit kernel's 192 x 128 on 2 stages,
+# d = 128 its fp8 branch; its d = 256 branch, 128 x 128 on 3 stages, would need 256
+# registers a consumer thread beside the pipelining's second score tile, more than the 240
+# it gets: there the planner's tiles stand)
+FP8_TILES = {"release": {64: (3, 128, 4), 128: (2, 256, 2), 256: (2, 128, 2)},
+             "pretransposed": {64: (3, 128, 2), 128: (2, 128, 4)}}
+DEFAULT_STAGES = 2
 CAUSAL_MAX_BLOCK_K = 128      # the release's causal tiles: 128 x 128 at d = 128
 CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64 (each owns wgmma's 64 rows)
 PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum
@@ -171,6 +209,7 @@ class Flash3Plan(Plan):
     rotation: str | None = None       # "hadamard" / "none" under --dtype fp8, else None
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
     fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
+    fp8_kernel: str | None = None     # "release" / "pretransposed" under --dtype fp8, else None
     pipelining: bool = True           # Section 3.2's two tiles in flight per warpgroup
     pingpong: bool = True             # Section 3.1's turns at the tensor cores (``--pingpong``)
 
@@ -183,8 +222,10 @@ def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]
     return buffers
 
 
-def register_bytes(block_q: int, block_k: int, d: int) -> int:
-    return 4 * block_q * d + 2 * 4 * block_q * block_k
+def register_bytes(block_q: int, block_k: int, d: int, score_tiles: int = 2) -> int:
+    """fp32 O accumulators and the score tiles in flight (two with the intra-warpgroup
+    pipelining, one without)."""
+    return 4 * block_q * d + score_tiles * 4 * block_q * block_k
 
 
 def consumer_registers_per_thread(gpu, warpgroups: int) -> int:
@@ -247,34 +288,60 @@ def chosen_pingpong(choice: str, warpgroups: int, d: int, is_fp8: bool) -> bool:
     return choice == "on"
 
 
-def plan(wl, gpu, sram_bytes: int, stages: int = 2, fp8_scales: str | None = None,
+def fp8_kernel_tile(kernel: str, d: int, stages: int | None, sram_bytes: int, gpu):
+    """(W, B_r, B_c, stages) of the fp8 kernel ``kernel`` at this head dim, where it has one
+    and its tiles fit the SRAM budget and the registers; None otherwise (the planner's
+    tiles then)."""
+    if d not in FP8_TILES[kernel]:
+        return None
+    w, bk, kernel_stages = FP8_TILES[kernel][d]
+    stages = stages or kernel_stages
+    bq = w * WGMMA_ROWS
+    transposes = kernel == "release"
+    if (sum(smem_buffers(bq, bk, stages, d, 1, transposes).values()) > sram_bytes
+            or register_bytes(bq, bk, d, 1 if transposes else 2)
+            > consumer_register_budget(gpu, w)):
+        return None
+    return w, bq, bk, stages
+
+
+def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | None = None,
          rotation: str | None = None, fp8_quantize: str | None = None,
-         no_pipelining: bool = False, pingpong: str = "release") -> Flash3Plan:
+         fp8_kernel: str | None = None, no_pipelining: bool = False,
+         pingpong: str = "release") -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
     flash2.check_head_dim(wl.head_dim)
     is_fp8 = wl.dtype == "fp8"
-    if not is_fp8 and (fp8_scales, rotation, fp8_quantize) != (None, None, None):
-        raise PlanError(f"flash3: --fp8-scales, --rotation and --fp8-quantize apply to "
-                        f"--dtype fp8 (the workload is {wl.dtype}); add --dtype fp8 or drop "
-                        f"them")
+    fp8_options = (fp8_scales, rotation, fp8_quantize, fp8_kernel)
+    if not is_fp8 and fp8_options != (None,) * len(fp8_options):
+        raise PlanError(f"flash3: --fp8-scales, --rotation, --fp8-quantize and --fp8-kernel "
+                        f"apply to --dtype fp8 (the workload is {wl.dtype}); add --dtype fp8 "
+                        f"or drop them")
     d, e = wl.head_dim, wl.elem_bytes
-    tile = largest_tile(d, e, stages, sram_bytes, gpu, is_fp8)
+    fp8_kernel = (fp8_kernel or "release") if is_fp8 else None
+    # the release transposes V in shared memory and waits for each GEMM (wgmma wait 0)
+    # before the step's next work: no intra-warpgroup pipelining, one score tile a
+    # warpgroup, its own ping-pong rule; the pretransposed kernel runs the 16-bit mainloop
+    transposes_v = fp8_kernel == "release"
+    fixed = fp8_kernel_tile(fp8_kernel, d, stages, sram_bytes, gpu) if is_fp8 else None
+    stages = fixed[3] if fixed else (stages or DEFAULT_STAGES)
+    tile = fixed[:3] if fixed else largest_tile(d, e, stages, sram_bytes, gpu, transposes_v)
     if tile is not None:
         w, bq, bk = tile
-        if wl.causal:     # the same kernel with narrower K/V tiles, as the release
+        if wl.causal and not fixed:   # the same kernel, narrower K/V tiles, as the release
             bk = min(bk, CAUSAL_MAX_BLOCK_K)
-        smem = sum(smem_buffers(bq, bk, stages, d, e, is_fp8).values())
-        regs = register_bytes(bq, bk, d)
-        # the ablation keeps the tiles (and the second score tile's registers) unchanged
-        schedule = dict(pipelining=not no_pipelining,
-                        pingpong=chosen_pingpong(pingpong, w, d, is_fp8))
+        smem = sum(smem_buffers(bq, bk, stages, d, e, transposes_v).values())
+        # the fp16 ablation keeps the tiles (and the second score tile's registers)
+        regs = register_bytes(bq, bk, d, 1 if transposes_v else 2)
+        schedule = dict(pipelining=not no_pipelining and not transposes_v,
+                        pingpong=chosen_pingpong(pingpong, w, d, transposes_v))
         if not is_fp8:
             return Flash3Plan(bq, bk, stages, smem, regs, w, **schedule)
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
                           rotation or "hadamard", fp8.hadamard_block(d),
-                          fp8_quantize or "kernel", **schedule)
+                          fp8_quantize or "kernel", fp8_kernel, **schedule)
     need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, is_fp8).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
@@ -305,7 +372,7 @@ def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
 def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, p.stages, wl.head_dim, wl.elem_bytes,
-                           p.fp8_scales is not None)
+                           p.fp8_kernel == "release")
     as_fa2 = flash2.Flash2Plan(p.block_q, p.block_k, p.smem_bytes, p.register_bytes)
     unique, working_set = flash2.l2_footprint(wl, as_fa2, rec, tr, p.smem_bytes)
     unique += wl.batch * wl.heads * wl.seq_q * wl.head_dim * (out_bytes - wl.elem_bytes)
@@ -356,7 +423,8 @@ def run_fp8(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
                        quantized.sv[b, h // group]) if compute else (empty, empty, empty))
         forward_head_fp8(c, q, k, v, sq, sk, sv, head_view(o, b, h, compute),
                          head_view(lse, b, h, compute), wl.seq_q, wl.seq_k, wl.head_dim,
-                         p.block_q, p.block_k, wl.scale, wl.causal, block_scales, compute)
+                         p.block_q, p.block_k, wl.scale, wl.causal, block_scales, compute,
+                         p.fp8_kernel == "release")
     for_each_head(wl, quantized, compute, c, head)
     rec.info["fp8"] = {"format": "e4m3", "scales": p.fp8_scales,
                        "q_block_rows": p.block_q, "kv_block_rows": p.block_k,
@@ -424,7 +492,7 @@ def count_quantize_kernel(wl, p: Flash3Plan, rec) -> None:
 # ---- FP8: the attention kernel --------------------------------------------------------------
 
 @compiled
-def count_fp8_tile_extras(c, rows, cols, d, block_scales):
+def count_fp8_tile_extras(c, rows, cols, d, block_scales, transposes_v=True):
     """What the FP8 tile adds to FlashAttention-2's tile (``count_tile`` at 1 B, which counts
     P's conversion to e4m3). fp8 ``wgmma`` takes P from registers in another layout than the
     first GEMM's accumulator: each thread reorders every 8 bytes of P with two shuffles,
@@ -433,8 +501,9 @@ def count_fp8_tile_extras(c, rows, cols, d, block_scales):
     the permutes and selects are ALU ops, the shuffles are not counted. Later releases
     permute the accumulator's registers instead where V is transposed in the kernel, at no
     instruction cost; the simulated program is the paper's."""
-    c[SRAM_READ_BYTES] += cols * d                        # V_j -> V_jᵀ in shared memory
-    c[SRAM_WRITE_BYTES] += cols * d
+    if transposes_v:                                      # V_j -> V_jᵀ in shared memory
+        c[SRAM_READ_BYTES] += cols * d
+        c[SRAM_WRITE_BYTES] += cols * d
     count_alu(c, 4 * ((rows * cols + 7) // 8))            # P: byte permutes, selects
     if block_scales:
         count_other(c, 2 + rows + 1)                      # s_Q s_K scale; α·s_V,j-1/s_V,j
@@ -442,7 +511,7 @@ def count_fp8_tile_extras(c, rows, cols, d, block_scales):
 
 @compiled
 def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_ratio, causal,
-                    seq_q, seq_k, block_scales, compute):
+                    seq_q, seq_k, block_scales, compute, transposes_v=True):
     """Q̂_i against the keys [c0, c1) of the e4m3 K̂, V̂: the online-softmax step with P cast
     to e4m3 before P V̂_j, in place on acc (in units of this block's V scale), m and l."""
     cols = c1 - c0
@@ -453,7 +522,7 @@ def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_r
     # FA-2's softmax, its scale multiplied by s_Q,i · s_K,j
     count_softmax_tile(c, rows, cols, d, masked)
     count_convert(c, rows * cols, 1)                      # P -> e4m3
-    count_fp8_tile_extras(c, rows, cols, d, block_scales)
+    count_fp8_tile_extras(c, rows, cols, d, block_scales, transposes_v)
     p8 = np.empty((0, 0), dtype=np.float32)
     if compute:
         s *= np.float32(qk_scale)
@@ -469,7 +538,7 @@ def attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d, qk_scale, v_r
 
 @compiled(nogil=True)
 def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q, block_k,
-                     scale, causal, block_scales, compute):
+                     scale, causal, block_scales, compute, transposes_v=True):
     """One head of the FP8 forward: every Q block is one CTA (run here one after another)."""
     for r0 in range(0, seq_q, block_q):
         r1 = min(r0 + block_q, seq_q)
@@ -490,7 +559,7 @@ def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q
                 if block_scales:
                     count_load(c, 8)                         # s_K,j and s_V,j
                 count_tile(c, rows, c1 - c0, d, 1, masked, False)
-                count_fp8_tile_extras(c, rows, c1 - c0, d, block_scales)
+                count_fp8_tile_extras(c, rows, c1 - c0, d, block_scales, transposes_v)
                 repeat_step(c, before, run)
                 c0 += run * block_k
                 continue
@@ -501,7 +570,7 @@ def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q
             v_ratio = v_prev / v_j if c0 > 0 else np.float32(1.0)
             attend_tile_fp8(c, qi, k8, v8, acc, m, l, r0, rows, c0, c1, d,
                             scale * sq[r0 // block_q] * sk[j], v_ratio, causal, seq_q, seq_k,
-                            block_scales, compute)
+                            block_scales, compute, transposes_v)
             v_prev = v_j
             c0 += block_k
         oi, lse_i = finish_rows(c, acc, m, l, rows, d, compute)   # acc / l, m + log l

@@ -88,23 +88,68 @@ def test_without_pipelining_each_warpgroup_is_one_chain_on_the_same_tiles():
 def test_warpgroups_add_chains_only_where_the_release_builds_its_pingpong(dtype, d, pingpong):
     """The release compiles its scheduler barrier for 16-bit dtypes at d <= 128 and for fp8
     at d >= 128; without it the W consumer warpgroups run in step and only each one's
-    two-tile pipelining staggers anything: 2 chains per CTA instead of 2W."""
+    two-tile pipelining staggers anything: 2 chains per CTA instead of 2W. The fp8 release
+    waits for each GEMM (no two-tile pipelining): W chains with the barrier, 1 without."""
     options = {"fp8_quantize": "upstream"} if dtype == "fp8" else {}
     wl = Workload(batch=2, heads=16, seq_q=4096, head_dim=d, dtype=dtype)
     r = simulate("flash3", wl, "h100", compute=False, options=options)
     w = r.plan["consumer_warpgroups"]
+    per_warpgroup = 2 if dtype == "fp16" else 1
     assert w >= 2 and r.plan["pingpong"] is pingpong
-    assert r.time.kernels[-1].chains == 2 * (w if pingpong else 1)
+    assert r.plan["pipelining"] is (dtype == "fp16")
+    assert r.time.kernels[-1].chains == per_warpgroup * (w if pingpong else 1)
     unpiped = simulate("flash3", wl, "h100", compute=False,
                        options={**options, "no_pipelining": True})
     assert unpiped.time.kernels[-1].chains == (w if pingpong else 1)
 
 
+@pytest.mark.parametrize("kernel, d, tiles, pipelining, pingpong", [
+    ("release", 64, (192, 128, 4), False, False), ("release", 128, (128, 256, 2), False, True),
+    ("release", 256, (128, 128, 2), False, True),
+    ("pretransposed", 64, (192, 128, 2), True, True),
+    ("pretransposed", 128, (128, 128, 4), True, True)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fp8_kernels_run_their_own_tiles_and_mainloop(kernel, d, tiles, pipelining, pingpong,
+                                                      causal):
+    """hopper/flash_fwd_launch_template.h: the first public fp8 forward (5018ac6a,
+    run_mha_fwd_hdim*_fp8) and the pull request before it (1899c970) fix their tiles per head
+    dim, causal or not; the release's ``mma_fp8`` waits for each GEMM (``wgmma`` wait 0) and
+    takes turns at d >= 128, the pull request runs the 16-bit mainloop (pipelined, turns at
+    d <= 128) on V transposed before the kernel: no Vᵀ buffer, no transpose traffic."""
+    wl = Workload(batch=2, heads=4, seq_q=1024, head_dim=d, dtype="fp8", causal=causal)
+    r = simulate("flash3", wl, "h100", compute=False,
+                 options={"fp8_quantize": "upstream", "fp8_kernel": kernel})
+    p = r.plan
+    assert (p["block_q"], p["block_k"], p["stages"]) == tiles
+    assert (p["pipelining"], p["pingpong"], p["fp8_kernel"]) == (pipelining, pingpong, kernel)
+    (k,) = r.kernels
+    assert ("V_jᵀ stages" in k.buffers) is (kernel == "release")
+    w = p["consumer_warpgroups"]
+    assert r.time.kernels[-1].chains == (2 if pipelining else 1) * (w if pingpong else 1)
+    # the transpose: V_j read and written once more in shared memory per tile, release only
+    from algorithms.flash3 import count_fp8_tile_extras
+    from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES, new_counters
+    with_t, without = new_counters(), new_counters()
+    count_fp8_tile_extras(with_t, 64, 96, d, True, True)
+    count_fp8_tile_extras(without, 64, 96, d, True, False)
+    assert with_t[SRAM_READ_BYTES] - without[SRAM_READ_BYTES] == 96 * d
+    assert with_t[SRAM_WRITE_BYTES] - without[SRAM_WRITE_BYTES] == 96 * d
+
+
+def test_fp8_kernel_needs_fp8(capsys):
+    from attnsim.cli import main
+    assert main(["run", "flash3", "--fp8-kernel", "release", "--count-only"]) == 2
+    err = capsys.readouterr().err
+    assert "--fp8-kernel" in err and "--dtype fp8" in err
+
+
 def test_pingpong_what_if_changes_only_the_chains():
-    """``--pingpong on`` gives fp8 at d = 64 the barrier its release leaves out (2W chains),
-    ``off`` takes it from fp16 at d = 128 (2): same tiles and counts, only the time moves,
-    and the barrier never makes the kernel slower. One warpgroup cannot take turns."""
+    """``--pingpong on`` gives fp8 at d = 64 the barrier its release leaves out (W chains:
+    the fp8 release has no two-tile pipelining), ``off`` takes it from fp16 at d = 128 (2
+    chains, not 2W): same tiles and counts, only the time moves, and the barrier never makes
+    the kernel slower. One warpgroup cannot take turns."""
     for dtype, d, choice, w in (("fp8", 64, "on", 3), ("fp16", 128, "off", 2)):
+        per_warpgroup = 1 if dtype == "fp8" else 2
         options = {"fp8_quantize": "upstream"} if dtype == "fp8" else {}
         wl = Workload(batch=2, heads=16, seq_q=4096, head_dim=d, dtype=dtype)
         release = simulate("flash3", wl, "h100", compute=False, options=options)
@@ -115,7 +160,8 @@ def test_pingpong_what_if_changes_only_the_chains():
             {k: v for k, v in release.plan.items() if k != "pingpong"}
         assert what_if.counts == release.counts
         on, off = (what_if, release) if choice == "on" else (release, what_if)
-        assert (on.time.kernels[-1].chains, off.time.kernels[-1].chains) == (2 * w, 2)
+        assert (on.time.kernels[-1].chains, off.time.kernels[-1].chains) == \
+            (per_warpgroup * w, per_warpgroup)
         assert on.time.predicted_s < off.time.predicted_s
     wl = Workload(batch=1, heads=1, seq_q=512, head_dim=128)
     with pytest.raises(PlanError, match="--pingpong on needs two consumer warpgroups"):

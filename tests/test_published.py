@@ -198,19 +198,16 @@ def test_fa3_long_sequence_fp16_bars_match_unoverlapped_datasheet_pipes(validati
                for v in validation.FA3_D64_OTHER_KERNELS.values())
 
 
-def test_fa3_fp8_short_sequences_are_faster_than_fp16_in_the_model(validation):
+def test_fa3_fp8_gains_less_over_fp16_at_short_sequences_than_the_model_says(validation):
     """What docs/validation.md says of FA-3's fp8 bars at N = 512: the published fp8 forward
-    is slower than fp16 at d = 64 and 128, while the model's is faster at every head
-    dimension (the ping-pong fp8 lacks at d = 64 costs it less than its halved bytes and
-    doubled tensor rate gain), so the missing cost is one fp8 pays more than fp16."""
-    for d in (64, 128, 256):
-        times = {dtype: validation.predicted_seconds(
-                     "flash3", validation.paper_workload(512, d, dtype=dtype), "h100-sxm",
-                     options=validation.chart_options("flash3", dtype))
-                 for dtype in ("fp16", "fp8")}
-        assert times["fp8"] < times["fp16"]
+    is slower than fp16 at d = 64 and 128; the model's fp8 over fp16 throughput is above the
+    published at every head dimension, and grows with it (fp8's missing overlap weighs the
+    most at d = 64), so the missing cost is one fp8 pays more than fp16."""
     published = validation.fp8_over_fp16_published()
+    model = validation.fp8_over_fp16_model()
     assert published[64] < 1 and published[128] < 1
+    assert all(model[d] > published[d] for d in published)
+    assert model[64] < model[128] < model[256]
 
 
 def test_fa3_over_fa2_speedup_is_compared_bar_by_bar(validation):
