@@ -166,22 +166,33 @@ def plan_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
                     f"{THREADS_PER_CTA} threads)")
 
 
-def plan_release_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
-    """The release's forward tiles and warps (``algorithms.flash2.release``), checked against
-    the SRAM budget and the registers its threads may hold."""
-    d, e = wl.head_dim, wl.elem_bytes
-    bq, bk, warps = release.forward_tiles(d, gpu, wl.causal, wl.dropout > 0)
+def check_fixed_tiles(what: str, bq: int, bk: int, d: int, e: int, sram_bytes: int,
+                      register_limit: int, limit_text: str, fix: str) -> tuple[int, int]:
+    """(shared-memory bytes, fp32 register bytes) of given B_r x B_c tiles, or the error that
+    names the numbers: ``what`` the kernel, ``limit_text`` what bounds its registers, ``fix``
+    the flags that change the tiles."""
     smem = sum(smem_buffers(bq, bk, d, e).values())
     if smem > sram_bytes:
         raise SramOverflowError(
-            f"flash2 --tiles release: the release's {bq} x {bk} tiles at head_dim {d} need "
-            f"{smem:,} bytes of shared memory per CTA but the budget is {sram_bytes:,}; use a "
-            f"larger --sram-kb, or --tiles paper")
+            f"{what}: {bq} x {bk} tiles at head_dim {d} need {smem:,} bytes of SRAM per CTA "
+            f"(Q, K and V tiles at {e} B) but the budget is {sram_bytes:,} bytes; use "
+            f"{fix} or a larger --sram-kb")
     regs = register_bytes(bq, bk, d)
-    if regs > gpu.register_bytes_for_threads(32 * warps):
-        raise PlanError(f"flash2 --tiles release: the release's {bq} x {bk} tiles at head_dim "
-                        f"{d} need {regs:,} bytes of fp32 accumulators, more than its "
-                        f"{32 * warps} threads may hold on {gpu.full_name}; use --tiles paper")
+    if regs > register_limit:
+        raise PlanError(f"{what}: {bq} x {bk} tiles at head_dim {d} need {regs:,} bytes of "
+                        f"fp32 registers per CTA, more than {limit_text}; use {fix}")
+    return smem, regs
+
+
+def plan_release_forward(wl, gpu, sram_bytes: int) -> Flash2Plan:
+    """The release's forward tiles and warps (``algorithms.flash2.release``), checked against
+    the SRAM budget and the registers its threads may hold."""
+    bq, bk, warps = release.forward_tiles(wl.head_dim, gpu, wl.causal, wl.dropout > 0)
+    threads = 32 * warps
+    smem, regs = check_fixed_tiles(
+        "flash2 --tiles release (the release's tiles)", bq, bk, wl.head_dim, wl.elem_bytes,
+        sram_bytes, gpu.register_bytes_for_threads(threads),
+        f"its {threads} threads may hold on {gpu.full_name}", "--tiles paper")
     return Flash2Plan(block_q=bq, block_k=bk, smem_bytes=smem, register_bytes=regs,
                       warps=warps)
 

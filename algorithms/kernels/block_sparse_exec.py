@@ -46,7 +46,7 @@ from algorithms.kernels import footprints
 from algorithms.kernels import step_latency
 from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
                                new_stats, mma_layout)
-from algorithms.flash2 import register_bytes, smem_buffers
+from algorithms.flash2 import check_fixed_tiles, smem_buffers
 from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.compiled import compiled
 from hwmodels.memory import SramOverflowError
@@ -69,18 +69,10 @@ class TilePlan(Plan):
 
 def fixed_tile_plan(wl, gpu, sram_bytes: int, block: int, name: str) -> TilePlan:
     """B x B tiles fixed by the pattern's block size; errors name the numbers."""
-    d, e = wl.head_dim, wl.elem_bytes
-    smem = sum(smem_buffers(block, block, d, e).values())
-    if smem > sram_bytes:
-        raise SramOverflowError(
-            f"{name} with block {block} and head_dim {d} needs {smem:,} bytes of SRAM per CTA "
-            f"(Q, K and V tiles of {block}x{d} at {e} B) but the budget is {sram_bytes:,} "
-            f"bytes; use a smaller --block or a larger --sram-kb")
-    regs = register_bytes(block, block, d)
-    if regs > gpu.register_bytes_per_sm // 2:
-        raise PlanError(f"{name} with block {block} and head_dim {d} needs {regs:,} bytes of "
-                        f"fp32 registers per CTA, more than half of the "
-                        f"{gpu.register_bytes_per_sm:,}-byte register file; use a smaller --block")
+    smem, regs = check_fixed_tiles(
+        f"{name} with block {block}", block, block, wl.head_dim, wl.elem_bytes, sram_bytes,
+        gpu.register_bytes_per_sm // 2,
+        f"half of the {gpu.register_bytes_per_sm:,}-byte register file", "a smaller --block")
     return TilePlan(block_q=block, block_k=block, smem_bytes=smem, register_bytes=regs)
 
 
