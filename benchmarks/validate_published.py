@@ -1520,6 +1520,26 @@ def fp8_excess_per_cta(seqs: tuple = (512, 1024)) -> dict[int, tuple[float, ...]
     return out
 
 
+def options_text(options: tuple) -> str:
+    """'--name value ...' of (name, value) option pairs, as the CLI spells them."""
+    return " ".join(f"--{name.replace('_', '-')} {value}" for name, value in options)
+
+
+def programs_text() -> str:
+    """Which options every group of published figures is predicted with."""
+    return "; ".join([
+        f"every FlashAttention-2 figure `flash2 {options_text(PUBLISHED_PROGRAM['flash2'])}` "
+        "(the release's tiles and warps, [FA2-src])",
+        f"the FA-2 paper's FlashAttention bars `flash1 {options_text(FLASH1_RELEASE)}` "
+        "([FA1-grid], [FA1-tiles], [FA1-src]; on the H100 [FA1-H100])",
+        f"the FA-3 paper's standard-attention bars `standard "
+        f"{options_text(CHART_OPTIONS['standard'])}` ([FA-eager])",
+        f"its fp8 bars `flash3 {options_text(FP8_BENCHMARK_OPTIONS)}` on the first public fp8 "
+        "forward (`--fp8-kernel release`, the default, [FA3-src])",
+        f"the pre-release fp8 measurements `flash3 {options_text(FA3_1075_OPTIONS)}` "
+        "([FA3-1075])"])
+
+
 def fp8_kernel_what_if(min_seq: int) -> tuple[str, str]:
     """('a–b', 'c–d'): predicted/published of the fp8 chart bars from ``min_seq`` on, priced
     as the pull request's program (``--fp8-kernel pretransposed``) and as modelled."""
@@ -2224,6 +2244,8 @@ def document(fmt: str = "github") -> str:
         "same work by their times.",
         "- **% of peak** divides by the dense datasheet peak (312 TFLOP/s A100, 989.4 H100 "
         "fp16), as the papers do.",
+        "- **Programs.** Each figure is predicted with the program that produced it, where "
+        "it differs from the simulator's default: " + programs_text() + ".",
         "",
         "## Sources",
         "",
