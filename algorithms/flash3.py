@@ -342,11 +342,11 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
                           rotation or "hadamard", fp8.hadamard_block(d),
                           fp8_quantize or "kernel", fp8_kernel, **schedule)
-    need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, is_fp8).values())
+    need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, transposes_v).values())
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
         f"per CTA (Q_i 64x{d} + {stages} stages of 16x{d} K and V"
-        f"{' and Vᵀ' if is_fp8 else ''}) but the budget is "
+        f"{' and Vᵀ' if transposes_v else ''}) but the budget is "
         f"{sram_bytes:,} bytes; use fewer --stages, a smaller --head-dim or a larger --sram-kb")
 
 

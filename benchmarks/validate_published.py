@@ -1543,19 +1543,12 @@ def programs_text() -> str:
 def fp8_kernel_what_if(min_seq: int) -> tuple[str, str]:
     """('a–b', 'c–d'): predicted/published of the fp8 chart bars from ``min_seq`` on, priced
     as the pull request's program (``--fp8-kernel pretransposed``) and as modelled."""
-    what_if, modelled = [], []
-    for (chart, d, causal, dtype), bars in FA3_CHARTS.items():
-        if dtype != "fp8":
-            continue
-        for n, (*_, published) in bars.items():
-            if n < min_seq or published is None:
-                continue
-            wl = paper_workload(n, d, causal, dtype)
-            options = chart_options("flash3", dtype)
-            modelled.append(tflops("flash3", wl, "h100-sxm", options=options) / published)
-            what_if.append(tflops("flash3", wl, "h100-sxm",
-                                  options=(*options, ("fp8_kernel", "pretransposed")))
-                           / published)
+    bars = [(d, causal, n, pub, pred) for chart, d, causal, n, a, pub, pred in chart_points()
+            if a == "flash3" and CHART_DTYPE[chart] == "fp8" and n >= min_seq]
+    options = (*chart_options("flash3", "fp8"), ("fp8_kernel", "pretransposed"))
+    what_if = [tflops("flash3", paper_workload(n, d, causal, "fp8"), "h100-sxm",
+                      options=options) / pub for d, causal, n, pub, _ in bars]
+    modelled = [pred / pub for *_, pub, pred in bars]
     return (f"{min(what_if):.2f}–{max(what_if):.2f}",
             f"{min(modelled):.2f}–{max(modelled):.2f}")
 

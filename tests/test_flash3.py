@@ -190,3 +190,18 @@ def test_fp8_uses_the_fp8_peak_and_one_byte_elements():
     assert t8.time.matmul_s == pytest.approx(t16.time.matmul_s / 2 * (794.5 / 989.4)
                                              / (1402.6 / 1978.9), rel=1e-4)
     assert t8.counts["hbm_read_bytes"] < t16.counts["hbm_read_bytes"]
+
+
+@pytest.mark.parametrize("kernel, transposes", [("release", True), ("pretransposed", False)])
+def test_fp8_sram_refusal_counts_the_transposed_v_only_where_the_kernel_has_one(kernel,
+                                                                               transposes):
+    """A budget too small for even 64 x 16 tiles is refused with the bytes the kernel needs:
+    Q_i and the stages of K_j, V_j, and of V_jᵀ only where V is transposed in the kernel."""
+    from hwmodels.memory import SramOverflowError
+    wl = Workload(batch=1, heads=1, seq_q=256, head_dim=128, dtype="fp8")
+    with pytest.raises(SramOverflowError) as err:
+        simulate("flash3", wl, "h100", compute=False, sram_bytes=4096,
+                 options={"fp8_quantize": "upstream", "fp8_kernel": kernel})
+    need = 64 * 128 + 2 * (2 + transposes) * 16 * 128
+    assert f"{need:,} bytes" in str(err.value)
+    assert ("Vᵀ" in str(err.value)) is transposes

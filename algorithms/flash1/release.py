@@ -89,20 +89,13 @@ def sram_elements(block_k: int, head_dim: int) -> int:
 def backward_v_in_registers(head_dim: int, seq_k: int, gpu) -> bool:
     """Whether the release's backward warps hold their slice of V_j in registers for
     dP = dO V_jᵀ (kernel traits without flag 0x100, fmha_bwd_hdim{32,64,128}.cu): at
-    head_dim <= 64 on keys <= 128, or on the sm8x GPUs other than the A100; never at
-    head_dim 128. The A100 (sm80) and the H100 (sm90, from the release's H100 support on)
+    head_dim <= 64 on keys <= 128, or on the sm8x GPUs other than the A100
+    (``runs_sm80_kernels``); never at head_dim 128. The A100 (sm80) and the H100 (sm90, from the release's H100 support on)
     keep V in shared memory "to avoid register spills", which "uses more shared memory,
     which is fine on A100 and H100 but not other GPUs"."""
     if head_dim > 64:
         return False
-    return seq_k <= SMALL_KEY_BLOCK or not keeps_v_in_shared_memory(gpu)
-
-
-def keeps_v_in_shared_memory(gpu) -> bool:
-    """Whether the release runs the d <= 64 backward that keeps V_j in shared memory on this
-    GPU: it does on sm80 and sm90 (``runs_sm80_kernels``: the shared memory "fine on A100
-    and H100 but not other GPUs")."""
-    return runs_sm80_kernels(gpu)
+    return seq_k <= SMALL_KEY_BLOCK or not runs_sm80_kernels(gpu)
 
 
 def backward_register_operand_bytes_per_flop(head_dim: int, step_rows: int, e: int,
