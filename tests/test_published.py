@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-from _benchmarks import load_benchmark
+from _benchmarks import load_benchmark, load_benchmark_module
 from attnsim import Workload, simulate
 
 cdiv = lambda a, b: -(-a // b)  # noqa: E731
@@ -134,128 +134,147 @@ def test_published_ordering_standard_flash2_flash3_on_h100(head_dim, causal, seq
 # ---- the timing model against every published figure of docs/validation.md -------------------
 
 @pytest.fixture(scope="module")
-def validation():
+def script():
     """benchmarks/validate_published.py, the script that writes docs/validation.md."""
     return load_benchmark("validate_published")
 
 
-def test_every_documented_ratio_is_inside_the_documented_band(validation):
+def published_module(name: str):
+    """A fixture: benchmarks/published/<name>.py, a module of the package behind the script,
+    imported as the script imports it (so that both see one ``MEASURED``)."""
+    return pytest.fixture(scope="module", name=name)(
+        lambda: load_benchmark_module(f"published.{name}"))
+
+
+predictions = published_module("predictions")      # shapes, GPUs, predicted times
+targets = published_module("targets")              # the target and documented bands
+figures = published_module("figures")              # the primary published figures
+charts = published_module("charts")                # the published charts, bar by bar
+scorecard = published_module("scorecard")          # every point of the page at once
+diagnostics = published_module("diagnostics")      # what the prose quotes (FA-1, FA-2, ...)
+fa3_diagnostics = published_module("fa3_diagnostics")  # ... and of FlashAttention-3
+document = published_module("document")            # the page
+summary = published_module("summary")              # reports/validation_summary.json
+
+
+def test_every_documented_ratio_is_inside_the_documented_band(targets, scorecard):
     """Every predicted/published ratio on docs/validation.md (primary figures and chart bars)
     lies in the band the README and the page state, so drift of the model fails here."""
-    lo, hi = validation.DOCUMENTED_BAND
-    outside = [(label, round(r, 3)) for label, r in validation.all_ratios()
+    lo, hi = targets.DOCUMENTED_BAND
+    outside = [(label, round(r, 3)) for label, r in scorecard.all_ratios()
                if not lo <= r <= hi]
     assert not outside
 
 
-def test_flash3_d128_forward_is_at_70_to_80_percent_of_peak(validation):
+def test_flash3_d128_forward_is_at_70_to_80_percent_of_peak(scorecard):
     """FlashAttention-3, abstract: "up to 740 TFLOPs/s (75% utilization)" in fp16; the
     model, from microbenchmark rates alone, must put its long-sequence forward there."""
-    lo, hi = validation.fa3_d128_utilization()
+    lo, hi = scorecard.fa3_d128_utilization()
     assert 70 <= lo <= hi <= 80
 
 
-def test_flash3_pipelining_gain_matches_the_papers_ablation(validation):
+def test_flash3_pipelining_gain_matches_the_papers_ablation(targets, figures):
     """FlashAttention-3's Table 2 (B 4, N 8448, H 16, d 128, non-causal): without the
     intra-warpgroup GEMM-softmax pipelining its forward takes 4.021 ms instead of 3.538.
     The model counts that pipelining as a second chain per consumer warpgroup; what it
     gains from it must stay within the targets' band of what the paper measured."""
-    published = validation.FA3_TABLE2_MS["no pipelining"] / validation.FA3_TABLE2_MS["full"]
+    published = figures.FA3_TABLE2_MS["no pipelining"] / figures.FA3_TABLE2_MS["full"]
     assert published == pytest.approx(1.1365, abs=1e-4)
-    (gain,) = validation.fa3_pipelining_gain()
+    (gain,) = figures.fa3_pipelining_gain()
     assert gain > 1.0
-    lo, hi = validation.TARGET_BAND
+    lo, hi = targets.TARGET_BAND
     assert lo <= gain / published <= hi
 
 
-def test_flash2_at_d256_matches_every_chart_bar(validation):
+def test_flash2_at_d256_matches_every_chart_bar(charts, diagnostics):
     """At d = 256 FlashAttention-2's release runs 64 x 64 tiles, two CTAs to an H100 SM (as
     at d = 64 and 128), and is bound by shared memory: there the FA-3 paper's bars (both
     charts) are matched within 10%, the evidence that the rates the model prices FA-2 with
     (mma.sync ceiling, 128 B/clk shared memory, SFU) are right. A change of those rates or
     of the shared-memory pricing that breaks it fails here."""
-    lo, hi = validation.chart_ratio_range("flash2", 256)
+    lo, hi = charts.chart_ratio_range("flash2", 256)
     assert 0.9 <= lo <= hi <= 1.1
-    assert validation.fa2_layout(256)[:3] == (64, 64, 2)  # the release's tiles, 2 CTAs/SM
-    assert validation.fa2_layout(256)[3] > 1              # shared memory outweighs tensor
+    assert diagnostics.fa2_layout(256)[:3] == (64, 64, 2)  # the release's tiles, 2 CTAs/SM
+    assert diagnostics.fa2_layout(256)[3] > 1              # shared memory outweighs tensor
 
 
-def test_fa3_long_sequence_fp16_bars_match_unoverlapped_datasheet_pipes(validation):
+def test_fa3_long_sequence_fp16_bars_match_unoverlapped_datasheet_pipes(predictions, charts,
+                                                                         fa3_diagnostics):
     """What docs/validation.md says of FA-3's overlap stays true: at N >= 2048 every fp16
     bar is within 10% of the model with no chain hiding another, the pipes alone at the
     datasheet rates, and
     the model as it stands is optimistic by more at d = 64."""
-    lo, hi = validation.fa3_switch_range(validation.PIPES_ALONE, dtype="fp16")
+    lo, hi = fa3_diagnostics.fa3_switch_range(fa3_diagnostics.PIPES_ALONE, dtype="fp16")
     assert 0.9 <= lo and hi <= 1.1
-    d64 = validation.fa3_switch_ratios()[("hd64", 64, False, "fp16")]["model"][1]
+    d64 = fa3_diagnostics.fa3_switch_ratios()[("hd64", 64, False, "fp16")]["model"][1]
     assert min(d64) > 1.25
     # and the page's reading of it: at d = 64 a score's exponential costs as much as its
     # MMAs at the peaks (FA-3 §3.3's 3.9 TFLOP/s of special functions against 989), and the
     # chart's other Hopper kernels stop below 55% of the peak, as FA-3 does
-    assert validation.exp_over_mma_time(64) == pytest.approx(1.0, abs=0.01)
-    assert validation.exp_over_mma_time(128) == pytest.approx(0.5, abs=0.01)
-    assert all(max(v) < 0.55 * validation.peak_tflops("h100-sxm")
-               for v in validation.FA3_D64_OTHER_KERNELS.values())
+    assert predictions.exp_over_mma_time(64) == pytest.approx(1.0, abs=0.01)
+    assert predictions.exp_over_mma_time(128) == pytest.approx(0.5, abs=0.01)
+    assert all(max(v) < 0.55 * predictions.peak_tflops("h100-sxm")
+               for v in charts.FA3_D64_OTHER_KERNELS.values())
 
 
-def test_fa3_fp8_gains_less_over_fp16_at_short_sequences_than_the_model_says(validation):
+def test_fa3_fp8_gains_less_over_fp16_at_short_sequences_than_the_model_says(fa3_diagnostics):
     """What docs/validation.md says of FA-3's fp8 bars at N = 512: the published fp8 forward
     is slower than fp16 at d = 64 and 128; the model's fp8 over fp16 throughput is above the
     published at every head dimension, and grows with it (fp8's missing overlap weighs the
     most at d = 64), so the missing cost is one fp8 pays more than fp16."""
-    published = validation.fp8_over_fp16_published()
-    model = validation.fp8_over_fp16_model()
+    published = fa3_diagnostics.fp8_over_fp16_published()
+    model = fa3_diagnostics.fp8_over_fp16_model()
     assert published[64] < 1 and published[128] < 1
     assert all(model[d] > published[d] for d in published)
     assert model[64] < model[128] < model[256]
 
 
-def test_fa3_over_fa2_speedup_is_compared_bar_by_bar(validation):
+def test_fa3_over_fa2_speedup_is_compared_bar_by_bar(targets, charts):
     """The FA-3 paper's charts, read bar by bar, give FA-3 over FA-2 speedups of 1.09
     (d = 64, causal, N = 512) to 2.32 (d = 256, N = 16k), outside the abstract's 1.5-2.0 at
     both ends; the page compares the model's speedup with each bar, and at d = 128 (the
     head dimension of the paper's headline) the model stays within the targets' band."""
-    bars = validation.chart_speedups()
+    bars = charts.chart_speedups()
     assert len(bars) == 36                       # 6 fp16 charts x 6 lengths, both bars shown
     published = {(chart, n): pub for chart, _, _, n, pub, _ in bars}
     assert published[("hd64 B", 512)] == pytest.approx(197 / 180)
     assert published[("hd256", 16384)] == pytest.approx(756 / 326)
-    lo, hi = validation.DOCUMENTED_BAND
+    lo, hi = targets.DOCUMENTED_BAND
     assert all(lo <= pred / pub <= hi for *_, pub, pred in bars)
-    band_lo, band_hi = validation.TARGET_BAND
+    band_lo, band_hi = targets.TARGET_BAND
     assert all(band_lo <= pred / pub <= band_hi for _, d, _, _, pub, pred in bars if d == 128)
 
 
-def test_validation_page_is_the_scripts_output(validation):
+def test_validation_page_is_the_scripts_output(document):
     """docs/validation.md is regenerated whole by the script: no hand edits, no stale table."""
     page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "validation.md"
-    assert page.read_text(encoding="utf-8") == validation.document()
+    assert page.read_text(encoding="utf-8") == document.document()
 
 
-def test_readme_states_the_page_range_and_the_documented_band(validation):
+def test_readme_states_the_page_range_and_the_documented_band(targets, scorecard):
     """The README's band sentence quotes the page's range and the band this file enforces."""
     readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
     text = " ".join(readme.read_text(encoding="utf-8").split())
-    ratios = [r for _, r in validation.all_ratios()]
-    lo, hi = validation.DOCUMENTED_BAND
+    ratios = [r for _, r in scorecard.all_ratios()]
+    lo, hi = targets.DOCUMENTED_BAND
     assert f"within {min(ratios):.2f}–{max(ratios):.2f}×" in text
     assert f"tests hold them inside {lo:.2f}–{hi:.2f}" in text
 
 
-def test_chart_standard_bars_are_priced_as_the_benchmarks_program(validation):
+def test_chart_standard_bars_are_priced_as_the_benchmarks_program(charts):
     """The FA-3 charts' standard attention is flash-attention's ``attention_pytorch`` run by
     PyTorch eager: its bars are priced with ``--program pytorch-eager``, whose copies and
     per-call mask only add work to Algorithm 0's, so every bar's ratio drops."""
-    assert validation.CHART_OPTIONS["standard"] == (("program", "pytorch-eager"),)
-    eager = validation.standard_chart_ratios("pytorch-eager")
-    algorithm0 = validation.standard_chart_ratios("algorithm0")
+    assert charts.CHART_OPTIONS["standard"] == (("program", "pytorch-eager"),)
+    eager = charts.standard_chart_ratios("pytorch-eager")
+    algorithm0 = charts.standard_chart_ratios("algorithm0")
     assert all(e < a for e, a in zip(eager, algorithm0))
-    charted = [pred / pub for *_, algorithm, pub, pred in validation.chart_points()
+    charted = [pred / pub for *_, algorithm, pub, pred in charts.chart_points()
                if algorithm == "standard"]
     assert charted == eager
 
 
-def test_a_measured_gpu_file_repredicts_its_boards_points_only(validation, tmp_path):
+def test_a_measured_gpu_file_repredicts_its_boards_points_only(predictions, document, tmp_path):
     """``--measured``: a GPU file of one of the page's boards (here an H100 SXM5 whose clock
     under load is 1.2 GHz) re-predicts that board's points and no other, and the page says
     so; the built-in models come back afterwards."""
@@ -263,22 +282,22 @@ def test_a_measured_gpu_file_repredicts_its_boards_points_only(validation, tmp_p
     path = tmp_path / "measured.toml"
     path.write_text('base = "h100-sxm"\nname = "h100-sxm-measured"\nsources = "a test"\n'
                     "sustained_clock_hz = 1.2e9\n")
-    wl = validation.paper_workload(4096, 64)
-    h100 = validation.predicted_seconds("flash3", wl, "h100-sxm")
-    a100 = validation.predicted_seconds("flash2", wl, "a100-80gb")
+    wl = predictions.paper_workload(4096, 64)
+    h100 = predictions.predicted_seconds("flash3", wl, "h100-sxm")
+    a100 = predictions.predicted_seconds("flash2", wl, "a100-80gb")
     try:
-        assert validation.use_measured(load_gpu_file(str(path))) == "h100-sxm"
-        measured_h100 = validation.predicted_seconds("flash3", wl, "h100-sxm")
-        measured_a100 = validation.predicted_seconds("flash2", wl, "a100-80gb")
-        note = " ".join(validation.measured_note())
-        peak = validation.peak_tflops("h100-sxm")
+        assert predictions.use_measured(load_gpu_file(str(path))) == "h100-sxm"
+        measured_h100 = predictions.predicted_seconds("flash3", wl, "h100-sxm")
+        measured_a100 = predictions.predicted_seconds("flash2", wl, "a100-80gb")
+        note = " ".join(document.measured_note())
+        peak = predictions.peak_tflops("h100-sxm")
     finally:
-        validation.use_measured(None)
+        predictions.use_measured(None)
     assert measured_h100 > h100 and measured_a100 == a100
     assert "h100-sxm-measured" in note and "a test" in note
-    assert peak == validation.peak_tflops("h100-sxm")           # "% of peak": the datasheet's
-    assert validation.predicted_seconds("flash3", wl, "h100-sxm") == h100
-    assert not validation.measured_note()
+    assert peak == predictions.peak_tflops("h100-sxm")           # "% of peak": the datasheet's
+    assert predictions.predicted_seconds("flash3", wl, "h100-sxm") == h100
+    assert not document.measured_note()
 
 
 @pytest.mark.parametrize("toml,output,message", [
@@ -286,22 +305,23 @@ def test_a_measured_gpu_file_repredicts_its_boards_points_only(validation, tmp_p
     ('base = "h100-sxm"\nsm_count = "many"\n', None, "'sm_count' must be a number"),
     ('base = "h100-sxm"\n', "docs/validation.md", "built-in model's page"),
 ])
-def test_a_measured_file_the_page_cannot_use_is_one_line_and_exit_2(validation, tmp_path,
-                                                                    capsys, toml, output,
-                                                                    message):
+def test_a_measured_file_the_page_cannot_use_is_one_line_and_exit_2(script, predictions,
+                                                                    tmp_path, capsys, toml,
+                                                                    output, message):
     path = tmp_path / "measured.toml"
     path.write_text(toml)
     out = str(pathlib.Path(__file__).resolve().parents[1] / output) if output else \
         str(tmp_path / "page.md")
-    assert validation.main(["--measured", str(path), "--output", out]) == 2
+    assert script.use_measured is predictions.use_measured     # one MEASURED, not two copies
+    assert script.main(["--measured", str(path), "--output", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--measured" in err and message in err
-    assert not validation.MEASURED
+    assert not predictions.MEASURED
 
 
-def test_report_summary_is_the_scripts_output(validation):
+def test_report_summary_is_the_scripts_output(summary):
     """reports/validation_summary.json (what the report quotes) is regenerated with the page:
     ``validate_published.py --output docs/validation.md --summary
     reports/validation_summary.json``."""
     path = pathlib.Path(__file__).resolve().parents[1] / "reports" / "validation_summary.json"
-    assert path.read_text(encoding="utf-8") == validation.summary_json()
+    assert path.read_text(encoding="utf-8") == summary.summary_json()

@@ -1,0 +1,379 @@
+"""The primary published figures (papers, maintainers, benchmark logs) and their predictions.
+
+Each figure is a ``Comparison``: what was published, on which GPU and workload, and the
+function that predicts the same quantity. ``evaluated`` computes them all once;
+``comparison_table`` is the page's primary table. The data of each benchmark log sits with
+the workload it was measured on. Attention figures only validate: no constant of the model
+is set from them.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from attnsim.workload import Workload
+from hwmodels.timing import TimingOptions
+
+from .predictions import (TOKENS, measured_tflops, paper_flops, peak_tflops,
+                          predicted_seconds, sweep, tflops)
+from .targets import in_band
+
+
+@dataclass(frozen=True)
+class Comparison:
+    source: str
+    claim: str
+    gpu: str
+    workload: str
+    published: tuple        # (value,) or (low, high)
+    unit: str
+    predict: object         # () -> (value,) or (low, high)
+    algorithm: str = ""     # the algorithm whose time it measures ("": a speedup or a gain)
+    dtype: str = "fp16"
+
+
+# FlashAttention (v1) as the FA-2 paper measured it: the v1 release's grid (``flash1 --grid
+# release``: the forward split over Q blocks, the backward over K/V blocks) and its tiles
+# and traffic (``--tiles release``: 128 or 256 keys, 16-row steps, fp32 o_tmp and lse)
+FLASH1_RELEASE = (("grid", "release"), ("tiles", "release"))
+
+
+def published_options(algorithm: str) -> tuple:
+    """The options that simulate the program a published figure of ``algorithm`` timed."""
+    return FLASH1_RELEASE if algorithm == "flash1" else ()
+
+
+def utilization(algorithm, workloads, gpu, dtype="fp16"):
+    return [tflops(algorithm, wl, gpu, options=published_options(algorithm))
+            / peak_tflops(gpu, dtype) * 100 for wl in workloads]
+
+
+def fa2_a100_range(passes):
+    """FA-2 over the README sweep (d 64/128, causal or not) on the A100 80GB."""
+    u = utilization("flash2", sweep((64, 128), passes=passes), "a100-80gb")
+    return min(u), max(u)
+
+
+def fa2_a100_bwd_max():
+    return (max(utilization("flash2", sweep((64, 128), passes="bwd"), "a100-80gb")),)
+
+
+def fa2_a100_fwd_max():
+    return (max(utilization("flash2", sweep((64, 128)), "a100-80gb")),)
+
+
+def fa1_a100_range():
+    """FlashAttention (v1) over the README sweep, on the release's grid."""
+    u = utilization("flash1", sweep((64, 128)), "a100-80gb")
+    return min(u), max(u)
+
+
+@functools.lru_cache(maxsize=None)
+def fa2_over_fa1_points() -> tuple[tuple, ...]:
+    """FA-2 over FlashAttention (v1), time over time, on the A100 over the README sweep's
+    forward, backward and forward+backward (the paper's Figs. 4-6), at the points whose grid
+    (speedup, passes, d, causal, N, FA-1's % of peak) per point, FA-1 on the release's
+    grid."""
+    points = []
+    for passes in ("fwd", "bwd", "fwd+bwd"):
+        for wl in sweep((64, 128), passes=passes):
+            t1 = predicted_seconds("flash1", wl, "a100-80gb", options=FLASH1_RELEASE)
+            points.append((t1 / predicted_seconds("flash2", wl, "a100-80gb"), passes,
+                           wl.head_dim, wl.causal, wl.seq_q,
+                           paper_flops(wl) / t1 / 1e12 / peak_tflops("a100-80gb") * 100))
+    return tuple(points)
+
+
+def fa2_over_fa1_head_grid_max() -> float:
+    """The largest FA-2 over FA-1 speedup over the sweep with FA-1 on one CTA per head."""
+    return max(predicted_seconds("flash1", wl, "a100-80gb", options=(("tiles", "release"),))
+               / predicted_seconds("flash2", wl, "a100-80gb")
+               for passes in ("fwd", "bwd", "fwd+bwd") for wl in sweep((64, 128), passes=passes))
+
+
+def fa2_over_fa1_by_pass() -> dict[str, tuple[float, float]]:
+    """(min, max) of ``fa2_over_fa1_points`` per pass."""
+    out = {}
+    for passes in ("fwd", "bwd", "fwd+bwd"):
+        r = [x[0] for x in fa2_over_fa1_points() if x[1] == passes]
+        out[passes] = (min(r), max(r))
+    return out
+
+
+def fa2_over_fa1_extremes() -> tuple[tuple, tuple]:
+    """The points of ``fa2_over_fa1_points`` at the range's two ends."""
+    return min(fa2_over_fa1_points()), max(fa2_over_fa1_points())
+
+
+def fa2_over_fa1_range():
+    """(min, max) of ``fa2_over_fa1_by_pass`` over all three passes."""
+    ranges = fa2_over_fa1_by_pass().values()
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+
+
+def fa2_h100_fwd_bwd_max():
+    return (max(tflops("flash2", wl, "h100-sxm")
+                for wl in sweep((64, 128), passes="fwd+bwd")),)
+
+
+def fa2_h100_max():
+    return (max(utilization("flash2", sweep((64, 128, 256)), "h100-sxm")),)
+
+
+def fa3_h100_max():
+    return (max(tflops("flash3", wl, "h100-sxm") for wl in sweep((64, 128, 256))),)
+
+
+def fa3_over_fa2_range():
+    ratios = [predicted_seconds("flash2", wl, "h100-sxm")
+              / predicted_seconds("flash3", wl, "h100-sxm") for wl in sweep((64, 128, 256))]
+    return min(ratios), max(ratios)
+
+
+def fa3_fp8_max():
+    """FA-3's fp8 benchmark times attention on Q, K, V already in e4m3 (no quantize kernel)."""
+    return (max(tflops("flash3", wl, "h100-sxm", options=FP8_BENCHMARK_OPTIONS)
+                for wl in sweep((64, 128, 256), dtype="fp8")),)
+
+
+# pytorch/benchmark PR #2391: flash_v3 TFLOP/s at (batch, 16 heads, N, d 128), batch·N = 16k
+TB2391_FA3 = {512: 430.32, 1024: 517.099, 2048: 565.544, 4096: 590.233, 8192: 614.234,
+              16384: 620.73}
+# pytorch/benchmark PR #2296: sdpa latency in ms at batch 128, 8 heads, d 128, on H100
+TB2296_SDPA_MS = {1024: 1.91248, 2048: 7.49987, 4096: 29.4748, 8192: 122.297, 16384: 462.649}
+# pytorch/benchmark PR #2443: (sdpa, flash_v2) latency in ms at (16k / N, 16 heads, N, d 128),
+# non-causal, in the same harness as PR #2296 two months later (GPU not named)
+TB2443_SDPA_FLASH2_MS = {512: (0.24512, 0.236768), 1024: (0.442944, 0.41968),
+                         2048: (0.845728, 0.798688), 4096: (1.65574, 1.55882),
+                         8192: (3.27904, 3.08669), 16384: (6.55098, 6.14246)}
+
+
+def sdpa_over_flash2() -> tuple[float, float]:
+    """(min, max) of SDPA's forward time over flash-attn's FA-2 in PR #2443's harness."""
+    ratios = [sdpa / fa2 for sdpa, fa2 in TB2443_SDPA_FLASH2_MS.values()]
+    return min(ratios), max(ratios)
+
+
+# FlashAttention-3 Table 2: the forward at (4, 8448, 16, 128), non-causal fp16, in ms, with
+# and without the intra-warpgroup GEMM-softmax pipelining (both warp-specialized). Its third
+# row (pipelining without warp specialization) has no counterpart here: the model has no
+# kernel whose consumers issue their own loads.
+FA3_TABLE2_MS = {"full": 3.538, "no pipelining": 4.021}
+FA3_TABLE2_WORKLOAD = Workload(batch=4, heads=16, seq_q=8448, head_dim=128)
+
+
+def fa3_table2_tflops(pipelining: bool) -> tuple:
+    options = () if pipelining else (("no_pipelining", True),)
+    return (tflops("flash3", FA3_TABLE2_WORKLOAD, "h100-sxm", options=options),)
+
+
+def fa3_pipelining_gain() -> tuple:
+    wl = FA3_TABLE2_WORKLOAD
+    return (predicted_seconds("flash3", wl, "h100-sxm", options=(("no_pipelining", True),))
+            / predicted_seconds("flash3", wl, "h100-sxm"),)
+
+
+def fa3_table2_comparisons() -> list[Comparison]:
+    """Table 2's forward with and without the pipelining, and the gain between them."""
+    return [
+        Comparison("FA3-T2", "FA-3 fp16 fwd TFLOP/s (Table 2, full)", "h100-sxm",
+                   "B 4, H 16, N 8448, d 128, non-causal, fp16, fwd",
+                   (measured_tflops(FA3_TABLE2_WORKLOAD, FA3_TABLE2_MS["full"]),), "TFLOP/s",
+                   functools.partial(fa3_table2_tflops, True), algorithm="flash3"),
+        Comparison("FA3-T2", "FA-3 fwd without GEMM-softmax pipelining, TFLOP/s (Table 2)",
+                   "h100-sxm", "the same; flash3 --no-pipelining",
+                   (measured_tflops(FA3_TABLE2_WORKLOAD, FA3_TABLE2_MS["no pipelining"]),),
+                   "TFLOP/s",
+                   functools.partial(fa3_table2_tflops, False), algorithm="flash3"),
+        Comparison("FA3-T2", "FA-3 pipelining gain: time without / time with (Table 2)",
+                   "h100-sxm", "the same", (FA3_TABLE2_MS["no pipelining"]
+                                            / FA3_TABLE2_MS["full"],), "x",
+                   fa3_pipelining_gain),
+    ]
+
+
+# WH-REF: flash-attention's hopper/benchmark_attn.py on one H100 SXM5, its defaults (bf16,
+# batch 2, 16 heads, N 8192, d 128), ms per call: (algorithm, pass, causal) -> ms. At d = 128
+# the FA-3 build it cloned keeps the release's tiles (128 x 176, causal 128 x 128), so the
+# simulated program is the measured one's; its FA-2 is flash_attn's sm80 kernel.
+WH_REF_MS = {("flash2", "fwd", False): 2.831, ("flash2", "bwd", False): 8.438,
+             ("flash3", "fwd", False): 1.453, ("flash2", "fwd", True): 1.624,
+             ("flash2", "bwd", True): 4.544, ("flash3", "fwd", True): 0.745}
+
+
+def wh_ref_workload(passes: str, causal: bool) -> Workload:
+    return Workload(batch=2, heads=16, seq_q=8192, head_dim=128, causal=causal, dtype="bf16",
+                    passes=passes)
+
+
+def wh_ref_ratios(algorithm: str, gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
+    """predicted / measured TFLOP/s of ``algorithm``'s WH-REF points, predicted on ``gpu``."""
+    return [tflops(algorithm, wh_ref_workload(p, c), gpu, timing)
+            / measured_tflops(wh_ref_workload(p, c), ms)
+            for (a, p, c), ms in WH_REF_MS.items() if a == algorithm]
+
+
+def wh_ref_comparisons() -> list[Comparison]:
+    rows = []
+    for (algorithm, passes, causal), ms in WH_REF_MS.items():
+        wl = wh_ref_workload(passes, causal)
+        name = {"flash2": "FA-2 (flash_attn, sm80 code)", "flash3": "FA-3"}[algorithm]
+        rows.append(Comparison(
+            "WH-REF", f"{name} {passes} TFLOP/s, measured", "h100-sxm",
+            f"B 2, H 16, N 8192, d 128, {'causal' if causal else 'non-causal'}, bf16, "
+            f"{passes} ({ms} ms)", (measured_tflops(wl, ms),), "TFLOP/s",
+            functools.partial(lambda a, w: (tflops(a, w, "h100-sxm"),), algorithm, wl),
+            algorithm=algorithm, dtype="bf16"))
+    return rows
+
+
+# FA-3's fp8 benchmarks feed the kernel Q, K, V already in e4m3
+FP8_BENCHMARK_OPTIONS = (("fp8_quantize", "upstream"),)
+# FA3-1075: FA-3's FP8 forward before its release, on an H100 PCIe: N -> (batch, ms), 16
+# heads, d 128, non-causal, Q, K, V in e4m3, V pre-transposed: the pull request's own
+# program (``flash3 --fp8-kernel pretransposed``: no in-kernel transpose, the 16-bit
+# mainloop, 128 x 128 tiles on 4 stages).
+FA3_1075_OPTIONS = FP8_BENCHMARK_OPTIONS + (("fp8_kernel", "pretransposed"),)
+FA3_1075_MS = {512: (32, 0.15861446736380458), 1024: (16, 0.2553513351206978),
+               2048: (8, 0.4541443311609328), 4224: (4, 0.9447746366883317),
+               8448: (2, 1.8919179681688547)}
+
+
+def fa3_1075_workload(seq: int) -> Workload:
+    return Workload(batch=FA3_1075_MS[seq][0], heads=16, seq_q=seq, head_dim=128, dtype="fp8")
+
+
+def fa3_1075_comparisons() -> list[Comparison]:
+    rows = []
+    for n, (batch, ms) in FA3_1075_MS.items():
+        wl = fa3_1075_workload(n)
+        rows.append(Comparison(
+            "FA3-1075", "FA-3 fp8 fwd TFLOP/s (pre-release kernel), measured", "h100-pcie",
+            f"B {batch}, H 16, N {n}, d 128, non-causal, fp8, fwd ({ms:.4f} ms)",
+            (measured_tflops(wl, ms),), "TFLOP/s",
+            functools.partial(lambda w: (tflops("flash3", w, "h100-pcie",
+                                                options=FA3_1075_OPTIONS),), wl),
+            algorithm="flash3", dtype="fp8"))
+    return rows
+
+
+# TB-DEVGPU: FA-3 fp16 forward at (8, 16, 8192, 128) on a "devgpu H100" of tritonbench's
+TB_DEVGPU_FA3_TFLOPS = 465.518
+
+
+def tb2296_on(gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
+    """predicted / published of the SDPA log's points if predicted for ``gpu``."""
+    return [tflops("flash2", tb2296_workload(n), gpu, timing)
+            / measured_tflops(tb2296_workload(n), ms) for n, ms in TB2296_SDPA_MS.items()]
+
+
+def tb2391_workload(seq):
+    return Workload(batch=TOKENS // seq, heads=16, seq_q=seq, head_dim=128)
+
+
+def tb2296_workload(seq):
+    return Workload(batch=128, heads=8, seq_q=seq, head_dim=128)
+
+
+def comparisons() -> list[Comparison]:
+    """Every primary published figure (papers, maintainers, benchmark logs)."""
+    return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
+            + tb2296_comparisons() + wh_ref_comparisons() + fa3_1075_comparisons())
+
+
+def paper_comparisons() -> list[Comparison]:
+    """The figures the FlashAttention-2 and -3 papers and their maintainers state."""
+    return [
+        Comparison("FA2", "FA-2 fwd, % of peak (range over the benchmark)", "a100-80gb",
+                   "README sweep, d 64/128, causal and not, fp16, fwd", (50, 73), "% of 312",
+                   functools.partial(fa2_a100_range, "fwd"), algorithm="flash2"),
+        Comparison("FA2-bwd", "FA-2 bwd, best % of peak", "a100-80gb",
+                   "README sweep, d 64/128, causal and not, fp16, bwd", (63,), "% of 312",
+                   fa2_a100_bwd_max, algorithm="flash2"),
+        Comparison("FA2-1059", "FA-2 fwd, best % of peak", "a100-80gb",
+                   "README sweep, d 64/128, fp16, fwd", (70,), "% of 312", fa2_a100_fwd_max,
+                   algorithm="flash2"),
+        Comparison("FA2", "FlashAttention (v1) fwd, % of peak (range)", "a100-80gb",
+                   "README sweep, d 64/128, causal and not, fp16, fwd; flash1 --grid release "
+                   "--tiles release",
+                   (25, 40), "% of 312",
+                   fa1_a100_range, algorithm="flash1"),
+        Comparison("FA2-s4", "FA-2 over FlashAttention (v1) speedup (range)", "a100-80gb",
+                   "README sweep, d 64/128, causal and not, fp16, fwd, bwd and fwd+bwd; "
+                   "flash1 --grid release --tiles release", (1.7, 3.0), "x", fa2_over_fa1_range),
+        Comparison("FA2-s4", "FA-2 fwd+bwd on H100 (sm80 code), best TFLOP/s", "h100-sxm",
+                   "README sweep, d 64/128, causal and not, fp16, fwd+bwd", (335,), "TFLOP/s",
+                   fa2_h100_fwd_bwd_max, algorithm="flash2"),
+        Comparison("FA3", "FA-2 fwd on H100, % of peak", "h100-sxm",
+                   "FA-3 sweep, d 64/128/256, fp16, fwd (best case)", (35,), "% of 989",
+                   fa2_h100_max, algorithm="flash2"),
+        Comparison("FA3", "FA-3 fp16 fwd, best TFLOP/s", "h100-sxm",
+                   "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (740,), "TFLOP/s",
+                   fa3_h100_max, algorithm="flash3"),
+        Comparison("FA3", "FA-3 over FA-2 fwd speedup (range)", "h100-sxm",
+                   "FA-3 sweep, d 64/128/256, causal and not, fp16, fwd", (1.5, 2.0), "x",
+                   fa3_over_fa2_range),
+        Comparison("FA3", "FA-3 fp8 fwd, best TFLOP/s", "h100-sxm",
+                   "FA-3 sweep, d 64/128/256, fp8, fwd", (1200,), "TFLOP/s", fa3_fp8_max,
+                   algorithm="flash3", dtype="fp8"),
+    ]
+
+
+def tb2391_comparisons() -> list[Comparison]:
+    """PR #2391's flash_v3 TFLOP/s, length by length."""
+    rows = []
+    for n, value in TB2391_FA3.items():
+        wl = tb2391_workload(n)
+        rows.append(Comparison("TB2391", "FA-3 fp16 fwd TFLOP/s", "h100-sxm",
+                               f"B {wl.batch}, H 16, N {n}, d 128, fp16, fwd", (value,),
+                               "TFLOP/s",
+                               functools.partial(lambda w: (tflops("flash3", w, "h100-sxm"),), wl),
+                               algorithm="flash3"))
+    return rows
+
+
+def tb2296_comparisons() -> list[Comparison]:
+    """PR #2296's SDPA times as TFLOP/s, each against flash2's prediction."""
+    rows = []
+    for n, ms in TB2296_SDPA_MS.items():
+        wl = tb2296_workload(n)
+        rows.append(Comparison("TB2296", "SDPA fwd (backend not stated) vs flash2, TFLOP/s "
+                               "from the published ms", "h100-sxm",
+                               f"B 128, H 8, N {n}, d 128, fp16, fwd ({ms} ms)",
+                               (measured_tflops(wl, ms),), "TFLOP/s",
+                               functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl),
+                               algorithm="flash2"))
+    return rows
+
+
+def ratios_of(pred: tuple, pub: tuple) -> list[float]:
+    """predicted / published; for ranges, low/low and high/high. Every published figure is a
+    throughput (or a ratio of throughputs), so above 1 means the model is optimistic."""
+    return [p / q for p, q in zip(pred, pub)]
+
+
+def value_text(values: tuple, unit: str) -> str:
+    fmt = "{:.2f}" if unit == "x" else "{:.0f}"
+    return "–".join(fmt.format(v) for v in values)
+
+
+@functools.lru_cache(maxsize=None)
+def evaluated() -> tuple:
+    """(comparison, predicted tuple, ratios) for every primary figure."""
+    out = []
+    for c in comparisons():
+        pred = tuple(c.predict())
+        out.append((c, pred, tuple(ratios_of(pred, c.published))))
+    return tuple(out)
+
+
+def comparison_table(fmt: str) -> str:
+    rows = []
+    for c, pred, ratios in evaluated():
+        rows.append([c.source, c.claim, c.gpu, c.workload, c.unit, value_text(c.published, c.unit),
+                     value_text(pred, c.unit), " – ".join(f"{r:.2f}" for r in ratios),
+                     "yes" if all(in_band(r) for r in ratios) else "no"])
+    return tabulate(rows, headers=["source", "figure", "GPU", "workload", "unit", "published",
+                                   "predicted", "pred/pub", "in 0.8–1.25"], tablefmt=fmt)

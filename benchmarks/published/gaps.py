@@ -1,0 +1,459 @@
+"""The prose of the section "Where the model is still off", one function per paragraph.
+
+Each bullet names a group of points the model still misses and the mechanism it lacks,
+quoting the diagnostics (``diagnostics``, ``fa3_diagnostics``) that back the explanation;
+the last paragraph says what FlashAttention-3's bars say of its overlap.
+``document.still_off_section`` puts them under their heading with the tables.
+"""
+from __future__ import annotations
+
+from hwmodels.timing import TimingOptions
+
+from .charts import (FA3_CHARTS, FA3_D64_OTHER_KERNELS, chart_ratio_range, fa1_chart_range,
+                     fa2_chart_range, standard_chart_ratios)
+from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text,
+                          eager_causal_extra_us, eager_copy_share, eager_mask_l2_limit,
+                          fa1_exchange_ratios, fa2_a100_lowest, fa2_layout,
+                          fa2_occupancy_sentence, implied_mma_sync_fraction, lockstep_effect,
+                          wh_ref_gemm_sensitivity)
+from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d64_fixed_shares,
+                              fa3_d64_unoverlapped, fa3_pingpong_what_if, fa3_short_fp8_vs_fp16,
+                              fa3_switch_range, fp8_chart_ranges_text, fp8_excess_per_cta,
+                              fp8_kernel_what_if, fp8_length_dependence, fp8_over_fp16_model,
+                              fp8_over_fp16_published)
+from .figures import (FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, fa2_over_fa1_by_pass,
+                      fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max, fa3_pipelining_gain,
+                      sdpa_over_flash2, tb2296_on)
+from .predictions import exp_over_mma_time, model_gpu, peak_tflops
+
+
+def fa2_on_h100_bullet() -> str:
+    """FlashAttention-2 on the H100 is still predicted too fast: by head dimension, the lockstep
+    switch, the SDPA log's board and the `mma.sync` ratio it would take."""
+    return (
+        "- **FlashAttention-2 on the H100 is still predicted too fast, by less** (the FA-2 "
+        "chart bars, the SDPA log and the measured WH-REF points: "
+        f"{lockstep_effect()['h100_on'][0]:.2f}–{lockstep_effect()['h100_on'][1]:.2f}, median "
+        f"{lockstep_effect()['h100_on'][2]:.2f}; through them the low end of the FA-3/FA-2 "
+        "speedup). By head dimension the chart bars are "
+        + "; ".join("d = {}: {:.2f}-{:.2f} ({} x {} tiles, CTAs per SM: {}, shared-memory "
+                    "time {:.2f}x the tensor time)"
+                    .format(d, *chart_ratio_range("flash2", d), *fa2_layout(d))
+                    for d in (64, 128, 256))
+        + " (the release's tiles, `flash2 --tiles release`, as every FA-2 figure here is "
+        "predicted: at d = 256 the release runs 64 x 64 tiles, two CTAs to the H100's "
+        "228 KiB, where the simulator's own plan takes one CTA of 64 x 128; at d = 64 and "
+        "128 the two plans agree). " + fa2_occupancy_sentence() + " Where shared memory "
+        "outweighs the tensor cores (d = 256) every bar of both charts is matched, so the "
+        "rates the "
+        "rest is priced with (the `mma.sync` ceiling, shared memory at 128 B/clk, the SFU) "
+        "are not what is off; the gap is at d = 128 and 64, where their tensor and "
+        "shared-memory times are close: what is missing acts there (a candidate: the two "
+        "pipes overlapping less than the model's max(tensor, shared memory) lets them). "
+        "The model no longer lets resident CTAs hide each other's softmax (`lockstep_ctas`): "
+        "the chains in flight on an SM are those a CTA staggers on purpose, FlashAttention-3's "
+        "ping-pong barriers and 2-stage pipeline, which its paper (§3.1) introduces because "
+        "the overlap has to be forced ([FA3-pingpong]); two FA-2 CTAs that start together on "
+        "identical work reach their GEMMs together and their softmax together, and FA-2's "
+        "published rate per SM and clock is about the same on the A100 and the H100, as a "
+        "serial chain predicts. Causal grids, whose CTAs fall out of step, show the same, so "
+        "the SMSP's issue and register-file ports shared by `mma.sync` and softmax warps may "
+        "be the cause as much as phase; `benchmarks/gpu_overlap.py` times two CTAs per SM "
+        "alternating `mma.sync` and `ex2` phases, which tells the two apart. With every "
+        "resident CTA "
+        "counted as an independent chain (`--no-lockstep-ctas`: mean-value analysis of "
+        "unsynchronized chains) the same points were "
+        f"{lockstep_effect()['h100_off'][0]:.2f}–{lockstep_effect()['h100_off'][1]:.2f} "
+        f"(median {lockstep_effect()['h100_off'][2]:.2f}): the simulator's FA-2 plan fits "
+        "two CTAs per SM (the release's 128 x 64 tiles at d = 128, 64 KiB, 96 KiB of "
+        "accumulators), and their mutual hiding was most of the gap. The same switch moves "
+        "the A100 sweep's best forward from "
+        f"{lockstep_effect()['a100_best_off'][0]:.0f}% of peak (d = "
+        f"{lockstep_effect()['a100_best_off'][1]}) to "
+        f"{lockstep_effect()['a100_best_on'][0]:.0f}% (d = "
+        f"{lockstep_effect()['a100_best_on'][1]}) against the published 70–73%: the A100 "
+        "lands a little below, the H100 still above, so the rest of the gap is specific to the "
+        "H100 running sm80 code. "
+        "What remains is largest at N = 512 (causal above all) and in the SDPA log, whose "
+        "backend and FlashAttention version are not stated; in the same harness in August 2024 "
+        "([TB2443], GPU not named) SDPA's forward took "
+        f"{sdpa_over_flash2()[0]:.3f}–{sdpa_over_flash2()[1]:.3f}x the time of flash-attn's "
+        "FA-2 at the FA-3 paper's shapes (d = 128, N = 512–16k), so the log's SDPA is most "
+        "likely PyTorch's own copy of the FA-2 kernel and its points are FA-2 points. Which "
+        "H100 the log ran on is not stated either, and the harness's boards vary: its "
+        "maintainers report that its CI runs on H100 PCIe spot instances ([TB-CI]) and that "
+        f"FA-3 reached {TB_DEVGPU_FA3_TFLOPS:.0f} TFLOP/s at (8, 16, 8192, 128) on their "
+        "development H100s, where the paper's board reaches "
+        f"{FA3_CHARTS[('A', 128, False, 'fp16')][8192][2]} at that length ([TB-DEVGPU]). "
+        "Predicted for the h100-pcie "
+        "model, the SDPA points would be "
+        f"{min(tb2296_on('h100-pcie')):.2f}–{max(tb2296_on('h100-pcie')):.2f}; the page keeps "
+        "them on the SXM5, as the log says H100 and nothing more. The "
+        "`mma.sync` path is priced at "
+        "the ratio of `mma.sync` to `wgmma` throughput measured by one microbenchmark on one "
+        "board (LUO-MMA: 0.653 against about 0.96 of the H800's peak, "
+        f"{model_gpu('h100-sxm').mma_sync_fraction_of_peak:.3f}; FA-3's 'about 2/3' agrees) "
+        "times the MAMF fraction measured for `wgmma` GEMMs; for the remaining points to "
+        "centre on 1 with nothing else changed, that ratio would have to be "
+        f"{implied_mma_sync_fraction()[0]:.2f} (their ratios then "
+        f"{implied_mma_sync_fraction()[1][0]:.2f}–{implied_mma_sync_fraction()[1][1]:.2f}). "
+        "Not priced yet: the `ldmatrix` operand traffic per MMA queueing in the shared-memory "
+        "pipe at H100 tensor rates (the released kernel re-reads its Q tile from shared "
+        "memory on every K/V tile, [FA2-src]), and how much of the `mma.sync` ceiling a real "
+        "sm80 GEMM reaches on the H100. The FA-3 paper's backward charts show the same gap in "
+        "FA-2's backward (" + backward_gap_text() + "): one CTA per SM there, shared memory "
+        "above the tensor time, and the same `mma.sync` path, so whatever is missing is not "
+        "peculiar to the forward's two resident CTAs. A GPU session should time an sm80 "
+        "CUTLASS GEMM and FA-2 with one and two CTAs per SM on the H100 before anything else "
+        "is changed.")
+
+
+def standard_attention_bullet() -> str:
+    """Standard attention at short sequences and causal: the eager program, its copies and
+    mask, and what remains of pricing."""
+    return (
+        "- **Standard attention at short sequences and causal.** The charts' standard "
+        "attention is PyTorch eager code, flash-attention's benchmark function "
+        "`attention_pytorch` ([FA-eager]), and its bars are priced with that program: "
+        "`standard --program pytorch-eager` (`algorithms/standard/pytorch_eager.py` lists its "
+        "kernels) adds to Algorithm 0's GEMM, softmax and GEMM the copies that `rearrange` and "
+        "`einsum` make of Q, K and V (a slice of the packed qkv cannot be viewed as "
+        "(B·H, N, d)) and, causal, the mask built in fp32 per call (full, triu, cast) and "
+        "added to S out of place. Priced as Algorithm 0 the bars were "
+        f"{min(standard_chart_ratios('algorithm0')):.2f}–"
+        f"{max(standard_chart_ratios('algorithm0')):.2f}; as the benchmark's program they are "
+        f"{min(standard_chart_ratios('pytorch-eager')):.2f}–"
+        f"{max(standard_chart_ratios('pytorch-eager')):.2f} (the copies are "
+        f"{eager_copy_share():.0%} of the predicted HBM traffic at N = 512, d = 128). The K "
+        "copy transposes (`rearrange(k, 'b s h d -> (b h) d s')`): ATen walks its contiguous "
+        "output, so the 32 loads of a warp fall 3·H·d·e bytes apart, each in a sector of its "
+        "own, and L2 moves each whole 32-byte sector for the 2 bytes a thread uses "
+        "([CUDA-BP]; the next d's CTAs take the rest of the sector from L2, so DRAM moves each "
+        "byte once): `read_sector_use`, without which (`--no-sector-use`) the bars were "
+        f"{min(standard_chart_ratios('pytorch-eager', TimingOptions(sector_use=False))):.2f}–"
+        f"{max(standard_chart_ratios('pytorch-eager', TimingOptions(sector_use=False))):.2f}. "
+        "What "
+        "remains is pricing, not the program, and it is larger than it looked: the model "
+        "used to count the P V GEMM's re-reads of V as DRAM traffic, because it took the P "
+        "row panels of the resident CTAs (each read by one CTA, once) for part of L2's "
+        "working set; the CTAs of a head read V together, k-chunk by k-chunk, and it stays in "
+        "L2 (`algorithms/kernels/gemm.py: l2_working_set`), so the bmm is priced at one pass "
+        "over P and the bars are optimistic by more. The causal add reads the mask once per "
+        "head, and L2 serves the re-reads only while what passes through it between two "
+        "heads' reads of an entry fits in the part of L2 a working set may use: ATen walks "
+        "the output head after head, so that is a head's S, mask and output, 3·e·N² bytes, "
+        f"up to N = {eager_mask_l2_limit()} in fp16 on the H100; beyond it most of the mask "
+        "comes from DRAM for every head. Causality adds "
+        f"{eager_causal_extra_us()[1]:.0f} µs to the predicted time at N = 512, d = 128, "
+        f"where charts A and B imply {eager_causal_extra_us()[0]:.0f} µs, and the non-causal "
+        "N = 512 bars are still optimistic. Every kernel of the program is a stream priced at "
+        "the copy bandwidth; the broadcast add (its mask operand has stride 0 over B·H, and "
+        "ATen's elementwise loop vectorizes contiguous operands only) and PyTorch's softmax on "
+        "512-element rows may well run below it. A GPU session should time the program's "
+        "kernels one by one (torch.profiler) before a mechanism is added for them.")
+
+
+def fa3_fp8_bullet() -> str:
+    """FlashAttention-3 in fp8 at short sequences: the release's fp8 kernel, the what-ifs, the
+    excess per CTA and the pre-release measurements."""
+    return (
+        "- **FlashAttention-3 in fp8 at short sequences.** The fp8 chart bars (Q, K, V "
+        "already in e4m3 as FA-3's benchmark feeds them: `--fp8-quantize upstream`) are "
+        "{}: optimistic by the most at N = 512. The model runs the first public fp8 "
+        "forward, the one that transposes V inside the kernel as the paper's §3.3 describes "
+        "([FA3-src], commit 5018ac6a, 19 days after the paper; the paper's own fp8 build is "
+        "not public): its tiles (192 x 128 on 4 stages at d = 64, 128 x 256 at d = 128, "
+        "128 x 128 at d = 256), its ping-pong rule (the warpgroups take turns at the tensor "
+        "cores only at d >= 128) and its mainloop, which waits for each GEMM before the "
+        "step's next work (`mma_fp8`: `wgmma` wait 0 after Q K^T and after P V), so no "
+        "warpgroup overlaps its softmax with its own GEMMs as the 16-bit kernels' two-tile "
+        "pipelining does (`flash3 --fp8-kernel release`, the default: one chain per CTA at "
+        "d = 64, where the three warpgroups run in step, one per warpgroup at d >= 128). "
+        "With the 16-bit mainloop instead (`--fp8-kernel pretransposed`, the pull request "
+        "before it, [FA3-1075]: pipelining, the 16-bit ping-pong rule, V transposed before "
+        "the kernel) the bars at N >= 4096 would be {} against {} as modelled. The d = 64 "
+        "bars at N >= 4096 are {} with the barrier (`flash3 --pingpong on`), and the "
+        "non-causal fp16 d = 256 bars, whose warpgroups the release also runs in step, {} "
+        "at N >= 2048. At N = 512 the "
+        "published fp8 forward is no faster than fp16, and "
+        "slower at d = 64 and 128 (fp8 over fp16 throughput, non-causal: {}); the model's: "
+        "{} (fp8 halves the bytes and doubles the tensor rate, every fixed cost the model "
+        "charges is the same or smaller in fp8, and against that fp8's missing overlap, one "
+        "chain a CTA at d = 64 and one a warpgroup at d >= 128 where the 16-bit kernels "
+        "have two a warpgroup, weighs the most at d = 64): above the published at every "
+        "head dimension, so what is missing costs fp8 more than fp16 per CTA. Spread over "
+        "the simulated grid, "
+        "the published time beyond the predicted one at N = 512 and 1024 is {} ns per CTA "
+        "(one CTA per SM: about {:.0f}–{:.0f} µs per CTA on each SM) at every head "
+        "dimension, although a d = 64 CTA does a quarter of a d = 256 CTA's MMAs: a cost "
+        "per fp8 CTA, not per tile or per byte. At "
+        "N = 512, d = 256 the published fp8 forward takes {:.0f} µs against fp16's {:.0f} µs; "
+        "the model predicts {:.0f} µs and {:.0f} µs. What fp8 adds per CTA and the model does "
+        "not "
+        "price: the in-kernel transpose of each V tile ([FA3] §3.3: fp8 `wgmma` wants V "
+        "K-major, done with LDSM/STSM through shared memory; the model counts its "
+        "shared-memory reads and writes, not the warps' time issuing them or the barrier "
+        "the consumers wait on before the P V GEMM), and a short CTA's "
+        "prologue and epilogue (one CTA per SM, every wave: Q and the first K/V tile before "
+        "any MMA, O through shared memory after the last) weigh twice as much against "
+        "compute that fp8 halves. ncu on FA-3's fp8 kernel at N = 512 would say which "
+        "binds. One measurement says the chart's short sequences may not be the kernel's: "
+        "eight days after the paper, the first pull request of FA-3's fp8 forward (merged, "
+        "then reverted for the release's in-kernel transpose) measured it on an H100 PCIe "
+        "([FA3-1075], d = 128, non-causal, V transposed before timing; priced as its own "
+        "program, `--fp8-kernel pretransposed`), where the model is "
+        "off by a factor that hardly moves "
+        "with the length ({}). There the shortest length reached {:.2f} of the longest's "
+        "throughput (the model: {:.2f}); on the paper's H100 SXM5 chart, {:.2f} (the model: "
+        "{:.2f}). A cost per fp8 CTA would weigh on the PCIe board's short sequences as "
+        "well; it does not, so the chart's N = 512 bars may come from a build before that "
+        "pull request, and the paper says as much of its own build ([FA3-fp8-note]): for "
+        "its benchmarks the fp16 kernel is persistent, with load balancing, and the fp8 "
+        "kernel is not, which 'partly explains' fp8's short and causal sequences, while the "
+        "pull request's kernel is persistent. The model prices every CTA of either as "
+        "starting cold (the release's persistent CTAs wait for their next Q and V all the "
+        "same) and charges nothing for what only a grid of short-lived CTAs pays: each "
+        "CTA's launch by the block scheduler, its setup (barriers, descriptors, register "
+        "reallocation) and the drain of its O store before the SM takes the next one. "
+        "Whether those account for the excess above needs a measurement of the "
+        "non-persistent kernel. The level the PCIe points share is the h100-pcie model's own: its "
+        "bf16 GEMM fraction is the 350 W board's ({:.2f}, [MAG-MAMF], against the SXM5's "
+        "{:.2f}), its fp8 fraction ({:.2f}) that times the SXM5's fp8-to-bf16 ratio, as no fp8 "
+        "GEMM was measured on a PCIe board, and its clock under load that of its peak; an fp8 "
+        "GEMM and the clock measured on that board would replace them.".format(
+                        fp8_chart_ranges_text(),
+                        *fp8_kernel_what_if(4096),
+                        fa3_pingpong_what_if("fp8 hd64", 4096),
+                        fa3_pingpong_what_if("hd256", 2048),
+                        ", ".join(f"d = {d} {r:.2f}"
+                                  for d, r in fp8_over_fp16_published().items()),
+                        ", ".join(f"d = {d} {r:.2f}"
+                                  for d, r in fp8_over_fp16_model().items()),
+                        "; ".join(f"d = {d}: " + ", ".join(f"{x:.0f}" for x in v)
+                                  for d, v in fp8_excess_per_cta().items()),
+                        min(min(v) for v in fp8_excess_per_cta().values())
+                        * model_gpu("h100-sxm").sm_count / 1e3,
+                        max(max(v) for v in fp8_excess_per_cta().values())
+                        * model_gpu("h100-sxm").sm_count / 1e3,
+                        fa3_short_fp8_vs_fp16()["fp8"][0], fa3_short_fp8_vs_fp16()["fp16"][0],
+                        fa3_short_fp8_vs_fp16()["fp8"][1], fa3_short_fp8_vs_fp16()["fp16"][1],
+                        fa3_1075_ratio_text(),
+                        *fp8_length_dependence()["pcie"], *fp8_length_dependence()["sxm"],
+                        model_gpu("h100-pcie").tensor_gemm_fraction,
+                        model_gpu("h100-sxm").tensor_gemm_fraction,
+                        model_gpu("h100-pcie").tensor_fp8_gemm_fraction))
+
+
+def fa3_d64_bullet() -> str:
+    """FlashAttention-3 at d = 64: not the costs paid once per CTA; the overlap of softmax and
+    GEMMs, against the chart's other Hopper kernels."""
+    return (
+        "- **FlashAttention-3 at d = 64.** The costs a CTA pays once — its prologue (Q and "
+        "the first K/V tile at DRAM latency), the pipeline fill (one tile of each chain "
+        "unhidden) and its epilogue (O normalized, converted and staged through shared "
+        "memory for the TMA store, in turn, while the tensor cores idle) — are not what is "
+        "missing: they take "
+        + ", ".join(f"{fixed:.1%}" for _, _, fixed, _ in fa3_d64_fixed_shares())
+        + " of the predicted time from N = 512 to 16384 (the epilogue "
+        + ", ".join(f"{epi:.1%}" for _, _, _, epi in fa3_d64_fixed_shares())
+        + "), while the d = 64 bars are off by about the same factor at every length ("
+        + ", ".join(f"{r:.2f} at N = {n}" for n, r, _, _ in fa3_d64_fixed_shares())
+        + "). The simulated program is the release's: the planner "
+        "splits the registers as the release does (`setmaxnreg`: 240 a consumer thread for two "
+        "warpgroups, 160 for three) and takes the largest tile they hold, which at d = 64 is "
+        "the release's 192 x 128 with three consumer warpgroups and P in registers "
+        "([FA3-src], the commit of the paper's date), not the 128 x 176 with two warpgroups "
+        "it planned at every head dimension before. A gap that scales with the tiles "
+        "points at the softmax: at d = 64 a tile's exp, FMA and shared-memory work nearly "
+        "equal its MMAs, and the model lets the six chains of a CTA (three warpgroups taking "
+        "turns, two tiles each) hide them behind each other, as the round-robin barrier "
+        "intends. At d = 128 the paper's own ablation checks the second factor of that "
+        "count: without the intra-warpgroup pipelining (`flash3 --no-pipelining`, W chains "
+        "instead of 2W) the model's time grows "
+        f"{fa3_pipelining_gain()[0]:.2f}x, Table 2's "
+        f"{FA3_TABLE2_MS['no pipelining'] / FA3_TABLE2_MS['full']:.2f}x "
+        "([FA3-T2]); with no chain hiding another (`--no-overlap`) the d = 64 bars would be "
+        + ", ".join(f"{r:.2f}" for r in fa3_d64_unoverlapped())
+        + ": the published rates are close to what the pipes give when softmax and GEMMs do "
+        "not overlap at all. The other Hopper kernels on the same chart stop near the same "
+        "level: at 16k cuDNN reaches "
+        + " and Triton ".join(f"{v[-1]} TFLOP/s ({v[-1] / peak_tflops('h100-sxm'):.0%} of "
+                              "peak)" for v in FA3_D64_OTHER_KERNELS.values())
+        + f" beside FA-3's {FA3_CHARTS[('hd64', 64, False, 'fp16')][16384][2]} "
+        f"({FA3_CHARTS[('hd64', 64, False, 'fp16')][16384][2] / peak_tflops('h100-sxm'):.0%}). "
+        "At d = 64 a score's exponential on the special-function units takes "
+        f"{exp_over_mma_time(64):.2f}x the time of its 4 d MMA FLOPs at the tensor peak "
+        f"({exp_over_mma_time(128):.2f}x at d = 128): a kernel that overlapped the two "
+        "perfectly would approach the peak, one that overlapped nothing would reach half of "
+        "it, and every kernel on the chart sits near half, which points at how far the "
+        "hardware overlaps the tensor and special-function pipes at this ratio rather than "
+        "at FA-3's program. The producer/consumer "
+        "barrier hand-offs, the shuffles of a softmax run by one warp per SM sub-partition "
+        "(its row max and sum cross the threads of a quad before the exponentials can start; "
+        "the chain of its in-register reduction and the MMAs' latency are priced, "
+        "`step_latency`, and hide behind the other chains), and "
+        "a warpgroup's issue slots shared between its own `wgmma` and its softmax within a "
+        "tile are not priced (the issue term counts the SM's instructions over the whole "
+        "kernel, not a phase's). Today's release (2.8.4) runs d = 64 on 192 x 192 tiles "
+        "with P passed through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
+        "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
+        "which of these binds.")
+
+
+def fa2_a100_low_end_bullet() -> str:
+    """The low end of FA-2's A100 forward range: the sweep's slowest point, with and without
+    resident CTAs in step."""
+    return (
+        "- **The low end of FA-2's A100 forward range.** The abstract's 50-73% ([FA2]) "
+        "does not say which configuration its 50% is; the sweep's slowest point in the "
+        "model is {:.0f}% of peak at d = {}, N = {}{}, a short grid of two resident CTAs per "
+        "SM whose every generation waits for its first tiles (CTAs in step, "
+        "`lockstep_ctas`); with resident CTAs out of step (`--no-lockstep-ctas`, which also "
+        "lets them hide each other's softmax) it is {:.0f}%. FA-2's published per-length "
+        "A100 bars would settle which.".format(
+            *fa2_a100_lowest()[:3], ", causal" if fa2_a100_lowest()[3] else "",
+            fa2_a100_lowest(TimingOptions(lockstep_ctas=False))[0]))
+
+
+def flash1_bullet() -> str:
+    """FlashAttention (v1) is predicted too fast: its release program, the mechanisms already
+    priced and the first candidates for the rest."""
+    return (
+        "- **FlashAttention (v1) is predicted too fast, so FlashAttention-2's speedup over "
+        "it too small.** The FA-2 paper measures FA-2 1.7-3.0x faster than FA-1 ([FA2-s4]); "
+        "the model puts it at "
+        + ", ".join(f"{lo:.2f}-{hi:.2f}x ({passes})"
+                    for passes, (lo, hi) in fa2_over_fa1_by_pass().items())
+        + " over the whole A100 sweep, with FA-1 simulated as the v1 release runs it: its "
+        "tiles and traffic (`--tiles release`, [FA1-src], [FA1-tiles]: a block of 128 or 256 "
+        "keys walked 16 query rows at a time by 4 warps in the forward and 8 in the "
+        "backward that split the keys, 'split-K' in FA-2's §3.3, so each warp's fp32 "
+        "partial P V (backward: dQ_i) and row statistics go through shared memory to be "
+        "summed, `smem_exchange_bytes`; the forward's warps keep their K and V slices and P "
+        "in registers) on its grid (`--grid release`, [FA1-grid]; with one CTA per head, "
+        "the default grid, the speedup reaches "
+        + f"{fa2_over_fa1_head_grid_max():.2f}x where few heads leave most SMs idle). "
+        "FA-1's forward lands at "
+        + "–".join(f"{r:.2f}" for r in fa1_exchange_ratios())
+        + " of the published 25-40%, and its forward + backward chart bars at {:.2f}–{:.2f} "
+        "(A100) and {:.2f}–{:.2f} (H100), furthest at d = 64, and the backward, which the "
+        "model prices as shared-memory-bound, takes most of the time. The model already "
+        "prices the split-K exchange as a phase of the chain that follows the MMAs "
+        "(`exchange_phase`: without it the bars are {:.2f}–{:.2f} and {:.2f}–{:.2f}), and "
+        "the latency a 16-row step waits on its chain of instructions (`step_latency`: "
+        "without it {:.2f}–{:.2f} and {:.2f}–{:.2f}): S's last MMA, the row max over a "
+        "thread's values, the warps' maxima and partial outputs through shared memory, the "
+        "exps, P V's last MMA, at the latencies Accel-Sim's tuner measured ([ACCEL-SIM]); a "
+        "release step waits several times as long per FLOP as a FlashAttention-2 step, whose "
+        "warps each hold whole rows. Not priced, and the first candidate for the rest: the "
+        "warp shuffles and barriers of the row max, the row sum and the exchange (6 shuffle "
+        "rounds and 2 barriers a forward step, 2 barriers a backward step; FA-2: 2 and 2, "
+        "its backward 3 barriers), which the kernels declare but no published source gives "
+        "a latency for on these GPUs: the built-in GPUs price them at 0, and "
+        "`gpu_microbench.py` measures them for a GPU file. The registers the "
+        "release's warps hold K and V in (64 KiB a CTA at d = 64) count against its "
+        "occupancy (two CTAs an SM on the H100 where shared memory alone would allow "
+        "three). A GPU session can tell (`ncu` occupancy and stall reasons on the "
+        "release's kernels). "
+        "The speedup is lowest at {} and highest at {} (FA-1 there at {:.0f}% of peak). The "
+        "release's backward is simulated with its own traffic too: D stored once, dQ "
+        "accumulated in fp32, and where it splits over K/V blocks FA-2's three kernels (D "
+        "with the buffer cleared, fp32 dQ atomics at the L2 atomic rate, the conversion), and "
+        "its warps' operands as its kernel traits keep them: K_j for S and each warp's own dS "
+        "for dQ_i in registers, V_j for dP too only on keys <= 128 at d <= 64 (`K_IN_REGS`, "
+        "`V_IN_REGS`; [FA1-tiles]; on longer keys the A100 and, from the release's H100 "
+        "support on, the H100 keep V_j in shared memory, [FA1-H100]), the rest read from shared memory by every warp that "
+        "needs it (Q_i and dO_i by all 8 warps for four of the five GEMMs). Each of these "
+        "faithful steps made FA-1's backward faster in the model, not slower, but the last: "
+        "V_j read from shared memory on the H100 as on the A100 brings the H100's d = 64 "
+        "bars a little closer. "
+        "Neither backward has a published point of its own here; a GPU session can time "
+        "both.".format(
+            *fa2_chart_range("a100-80gb", "flash1"), *fa2_chart_range("h100-sxm", "flash1"),
+            *fa1_chart_range("a100-80gb", TimingOptions(exchange_phase=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(exchange_phase=False)),
+            *fa1_chart_range("a100-80gb", TimingOptions(step_latency=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(step_latency=False)),
+            *(f"{passes}, d = {d}, {'causal' if causal else 'non-causal'}, N = {n}: {r:.2f}x"
+              for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
+            fa2_over_fa1_extremes()[1][5]))
+
+
+def sibling_board_constants_bullet() -> str:
+    """Constants measured on sibling boards, and what a GPU session should measure instead."""
+    return (
+        "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
+        "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H200 "
+        "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the H100 SXM5's L2 "
+        "bandwidth from a GH200 (L2-RRZE: the same GH100 L2), the `mma.sync` ratio from "
+        "an H800 PCIe "
+        "(LUO-MMA), and the H100's sustained clock under tensor load is still the clock of "
+        "its peak (see the constants table). `attnsim gpu-check` prints the clock and HBM "
+        "bandwidth the model uses beside the device's; a GPU session should measure them on "
+        "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`; "
+        "`gpu_microbench.py` measures the L2 read bandwidth too).")
+
+
+def achievable_gemm_bullet() -> str:
+    """Which large GEMM is achievable: how the WH-REF points move with the GEMM rate taken."""
+    return (
+        "- **Which large GEMM is achievable.** The H100 SXM5's tensor rates are MAMF's "
+        f"sweep maxima (bf16 {wh_ref_gemm_sensitivity()['fractions'][0]:.3f}, fp8 "
+        f"{wh_ref_gemm_sensitivity()['fractions'][2]:.3f} of the dense peak). On the board "
+        "that measured the WH-REF points, large GEMMs ran faster: DeepGEMM's tests reached "
+        f"{WH_REF_GEMM_TFLOPS['bf16']:.0f} TFLOP/s in bf16 "
+        f"({wh_ref_gemm_sensitivity()['fractions'][1]:.3f}, with cuBLAS as fast on the same "
+        f"shape) and {WH_REF_GEMM_TFLOPS['fp8']:.0f} in fp8 "
+        f"({wh_ref_gemm_sensitivity()['fractions'][3]:.3f}, 1.07x cuBLAS), while the same "
+        "board's square 8192 cuBLAS GEMM reached "
+        f"{WH_REF_GEMM_TFLOPS['fp16 cuBLAS 8192'] / peak_tflops('h100-sxm'):.3f} (TC-BENCH), "
+        "and a second MAMF search found "
+        f"{MAG_MAMF_TFLOPS['h100-sxm'] / peak_tflops('h100-sxm'):.3f} on an H100 SXM5 and "
+        f"{MAG_MAMF_TFLOPS['a100-80gb'] / peak_tflops('a100-80gb'):.3f} on an A100 SXM "
+        f"(MAG-MAMF; MAMF: {model_gpu('a100-80gb').tensor_gemm_fraction:.3f}). "
+        "Boards, drivers and "
+        "library versions move the achievable GEMM rate by several percent, and the model's "
+        "tensor-bound predictions with it: with the board's own bf16 fraction the WH-REF "
+        "FA-3 points (non-causal, causal) would be "
+        + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["board"])
+        + " instead of "
+        + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["model"])
+        + ". The model keeps one sweep's maxima for every point of a GPU rather than a board's "
+        "own figure for the points measured on that board; `gpu_microbench.py` measures the "
+        "fraction on the GPU at hand, and a GPU TOML sets it.")
+
+
+def fa3_overlap_paragraph() -> str:
+    """What FlashAttention-3's bars say of its overlap: every bar under the overlap switches
+    (the table follows it), and why the model does not adopt the setting they fit."""
+    return (
+        "Every FlashAttention-3 chart bar, predicted/published, as the model prices it and "
+        "with switches off: no GEMM-softmax chain hiding another (`--no-overlap`: "
+        "each tile's GEMMs, then its softmax, and the steps' instruction latencies unhidden), "
+        "and that as the pipes alone would have it: the datasheet's rates instead of the "
+        "microbenchmarks' (`--no-achievable-rates`) and no instruction latency "
+        "(`--no-step-latency`). At N ≥ {short} the bars are "
+        "{m[0]:.2f}–{m[1]:.2f} as modelled, {o[0]:.2f}–{o[1]:.2f} with no overlap, and "
+        "{p[0]:.2f}–{p[1]:.2f} (fp16 {p16[0]:.2f}–{p16[1]:.2f}) with the pipes alone taking "
+        "turns at the datasheet rates: in fp16, across d = 64, 128 and 256, causal and not, "
+        "the published "
+        "long-sequence rates are those of a kernel whose exponentials and MMAs take turns on "
+        "each SM, with the tensor cores at their full dense rate at the clock the paper fixes "
+        "([FA3-clock]); the fp8 bars scatter more. The model does not adopt that: the FA-3 "
+        "paper designs its ping-pong and intra-warpgroup pipelining to overlap them and "
+        "measures what each adds (Table 2, compared above), the best large GEMMs measured on "
+        "H100s stay below the datasheet "
+        "rate, and FlashAttention-2's points, priced with the same rates, are already "
+        "optimistic; fitting one switch setting to these bars would be the fudge the model "
+        "avoids. It is the measurement to make first on a GPU: FlashAttention-3 at d = 64 and "
+        "128 under Nsight Compute, whether the tensor pipe's and the MUFU's active cycles "
+        "add up to the kernel's or overlap, next to a large GEMM's rate at the same locked "
+        "clock. The rule itself can be timed apart from any attention kernel: "
+        "`benchmarks/gpu_overlap.py` runs warpgroups that alternate `wgmma` and `ex2` "
+        "phases, each reading the other's result, alone, in step, in ping-pong and with the "
+        "P V GEMM left running under the exps (FlashAttention-3's two-stage pipeline), and "
+        "prints how far the phases hide each other beside what the model's mean-value "
+        "analysis gives for the same phases (part of `gpu_session.sh quick`).".format(short=FA3_SHORT, m=fa3_switch_range("model"),
+                         o=fa3_switch_range("--no-overlap"),
+                         p=fa3_switch_range(PIPES_ALONE),
+                         p16=fa3_switch_range(PIPES_ALONE, dtype="fp16")))

@@ -1,0 +1,267 @@
+"""The sources of the published figures, each with the words it was read from.
+
+The page cites them by key ([FA3-T2], [TB2296], ...) and lists them whole at its end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    citation: str
+    where: str          # address where the text was read
+    quote: str
+
+
+SOURCES = (
+    Source("FA2", "Dao 2023, FlashAttention-2, arXiv 2307.08691, abstract",
+           "https://huggingface.co/papers/2307.08691 (abstract; the sentence is quoted whole "
+           "in github.com/vtabbott/Efficient_Deep_Learning)",
+           "FlashAttention is still not nearly as fast as optimized matrix-multiply (GEMM) "
+           "operations, reaching only 25-40% of the theoretical maximum FLOPs/s. [...] These "
+           "yield around 2x speedup compared to FlashAttention, reaching 50-73% of the "
+           "theoretical maximum FLOPs/s on A100"),
+    Source("FA2-bwd", "Dao 2023, FlashAttention-2, arXiv 2307.08691, §4.1 (backward pass)",
+           "the paper's benchmark section; the 50-73% of "
+           "the abstract is the forward pass",
+           "the backward pass reaches up to 63% of the theoretical maximum FLOPs/s on A100 "
+           "(earlier versions of this page compared the backward with the forward's 73%)"),
+    Source("FA2-s4", "Dao 2023, FlashAttention-2, arXiv 2307.08691, §4 (empirical "
+           "validation) and §4.1 (benchmarking attention, A100 80GB SXM4; Figs. 4-7)",
+           "https://arxiv.org/abs/2307.08691 (§4 and §4.1; the same text in the paper's "
+           "transcriptions)",
+           "FlashAttention-2 is 1.7-3.0x faster than FlashAttention, 1.3-2.5x faster than "
+           "FlashAttention in Triton, and 3-10x faster than a standard attention "
+           "implementation. [...] Just running the same implementation on H100 GPUs (using no "
+           "special instructions to make use of new features such as TMA and 4th-gen Tensor "
+           "Cores), we obtain up to 335 TFLOPs/s (Fig. 7) [Fig. 7: attention forward + "
+           "backward speed, H100 80GB SXM5]"),
+    Source("FA2-shapes", "flash-attention README, Performance / A100",
+           "github.com/Dao-AILab/flash-attention README.md",
+           "Head dimension 64 or 128, hidden dimension 2048 (i.e. either 32 or 16 heads). "
+           "Sequence length 512, 1k, 2k, 4k, 8k, 16k. Batch size set to 16k / seqlen. "
+           "[figure: FlashAttention speedup on A100 80GB SXM5 with FP16/BF16]"),
+    Source("FA-flops", "flash-attention benchmarks/benchmark_flash_attention.py, flops()",
+           "github.com/Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py "
+           "(also quoted in the flash-attention GitHub thread #477)",
+           "f = 4 * batch * seqlen**2 * nheads * headdim // (2 if casual else 1); "
+           "return f if mode == 'fwd' else (2.5 * f if mode == 'bwd' else 3.5 * f)"),
+    Source("FA-eager", "flash-attention benchmarks/benchmark_flash_attention.py and "
+           "hopper/benchmark_flash_attention.py (the FA-3 benchmark), attention_pytorch()",
+           "github.com/Dao-AILab/flash-attention (both files define the same function)",
+           "the 'Pytorch' method the benchmarks time: rearrange of the packed qkv, "
+           "torch.baddbmm(scores, q, k, beta=0, alpha=softmax_scale), causal: "
+           "torch.triu(torch.full((seqlen, seqlen), -10000.0), 1) added as "
+           "causal_mask.to(dtype=scores.dtype), torch.softmax, F.dropout, "
+           "torch.einsum('bhts,bshd->bthd', ...) — simulated kernel by kernel by "
+           "standard --program pytorch-eager (algorithms/standard/pytorch_eager.py)"),
+    Source("FA2-1059", "T. Dao, in the flash-attention GitHub thread #1059 (2024-07-16)",
+           "https://github.com/Dao-AILab/flash-attention/issues/1059",
+           "FA2 on A100 is already at around 70% theoretical max FLOPS"),
+    Source("FA3", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, abstract",
+           "https://huggingface.co/papers/2407.08608 (abstract)",
+           "with FlashAttention-2 achieving only 35% utilization on the H100 GPU. [...] "
+           "FlashAttention-3, achieves speedup on H100 GPUs by 1.5-2.0x with FP16 reaching up "
+           "to 740 TFLOPs/s (75% utilization), and with FP8 reaching close to 1.2 PFLOPs/s"),
+    Source("FA3-T2", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, §4.2, Table 2 "
+           "(pipelining ablation)", "https://arxiv.org/abs/2407.08608 (Table 2, p. 11; the "
+           "shape is given in the text above it)",
+           "(batch, seqlen, nheads, hdim) = (4, 8448, 16, 128), non-causal FP16 forward: "
+           "FlashAttention-3 3.538 ms, 661 TFLOPs/s; No GEMM-Softmax Pipelining, "
+           "Warp-Specialization 4.021 ms, 582; GEMM-Softmax Pipelining, No Warp-Specialization "
+           "4.105 ms, 570"),
+    Source("TB2391", "pytorch/benchmark PR #2391 (commit ff65cb6), test plan",
+           "https://github.com/pytorch/benchmark/pull/2391 "
+           "(app.semanticdiff.com/gh/pytorch/benchmark/commit/ff65cb67...)",
+           "(Batch, Heads, SeqLen, Dhead) ... flash_v3-tflops: (32, 16, 512, 128) 430.32 ... "
+           "(1, 16, 16384, 128) 620.73 — GPU not named in this commit; the same operator's "
+           "PR #2296 names H100; causal not stated"),
+    Source("TB2296", "pytorch/benchmark PR #2296 (commit d5f0a12), test plan",
+           "https://github.com/pytorch/benchmark/pull/2296",
+           "Run with sdpa, triton_tutorial_flash_v2, and colfax_cutlass on H100: --batch 128 "
+           "--n-heads 8 --d-head 128 ... SeqLen sdpa-latency sdpa-tflops ... 1024 1.91248 "
+           "287.457 ... 16384 462.649 304.199 — latency in ms; causal not stated (the "
+           "TFLOP/s match the non-causal 4·B·H·N²·d); SDPA's backend not stated"),
+    Source("TB-CI", "pytorch-labs/tritonbench GitHub thread '[GPU_UTILS] H100 specs' "
+           "(2024-11-26), a maintainer's reply quoted in the thread",
+           "https://github.com/meta-pytorch/tritonbench/issues/78",
+           "I think this is because in our CI infra (uses GCP spot instances), the GPU is H100 "
+           "PCI-E (tritonbench grew out of pytorch/benchmark's triton userbenchmark, the "
+           "harness of TB2296, TB2391 and TB2443)"),
+    Source("TB-DEVGPU", "pytorch-labs/tritonbench GitHub thread 'flash_v3 performance is "
+           "slower than cudnn and triton_tutorial_flash_v2 on certain input and H100' "
+           "(2025-01-23 to 2025-05-03)", "https://github.com/meta-pytorch/tritonbench/issues/141",
+           "dtype: fp16 [...] --batch 8 --n-heads 16 --d-head 128 --seq-len 8192 [...] "
+           "(8, 16, 8192, 128) cudnn-tflops 581.868 triton_tutorial_flash_v2-tflops 469.105 "
+           "flash_v3-tflops 465.518 [...] This is because we were testing on devgpu H100."),
+    Source("TB2443", "pytorch/benchmark PR #2443 (2024-08-28), test plan",
+           "https://github.com/pytorch/benchmark/pull/2443",
+           "run_benchmark.py triton --op flash_attention --d-head 128 --only "
+           "sdpa,flash_v2,flex_attention: (Batch, Heads, SeqLen, Dhead) sdpa-latency "
+           "flash_v2-latency ... (32, 16, 512, 128) 0.24512 0.236768 ... (1, 16, 16384, 128) "
+           "6.55098 6.14246 — ms, non-causal; GPU not named"),
+    Source("FA3-fig", "FlashAttention-3 paper, forward-speed bar charts (machine "
+           "transcriptions of the chart images)",
+           "subtext.edge.nugit.net/image/e27582d2... (hd128, chart A), .../4ec66909... "
+           "(hd128, chart B), .../55f47a10... (hd64), .../9b7cf01f... (hd64 B, two "
+           "transcriptions that agree), .../72bb6693... (hd256), "
+           ".../662fef77... (hd256 B), .../32f2f2fe... and .../8a30d0dd... (fp8 hd256, two "
+           "transcriptions that agree), .../f474e7f2... (fp8 hd256 B), .../c33ff2e1... (fp8 "
+           "hd128), .../0c6bcc5c... (fp8 hd64), .../66c4bb4b... (fp8 hd64 B, 512 and 1k only: "
+           "the transcription stops there)",
+           "Attention forward speed, head dim 128 (H100 80GB SXM5) — Standard attention / "
+           "FlashAttention-2 / Triton / cuDNN / FlashAttention-3, TFLOPS/s per sequence length "
+           "512..16k. The transcriptions do not say which chart is causal: A (standard 74-139) "
+           "is read here as non-causal, B (standard 26-35, FA-3 292 at 512) as causal; the one "
+           "fp8 head dim 128 chart (FA-3 348-1008) as non-causal"),
+    Source("FA3-bwd-fig", "FlashAttention-3 paper, backward-speed bar charts (machine "
+           "transcriptions of the chart images)",
+           "subtext.edge.nugit.net/image/40bf2854... (head dim 64, two transcriptions that "
+           "agree), .../f60142e2... (head dim 128, two transcriptions that agree)",
+           "Attention backward speed, head dim 64 / head dim 128 (H100 80GB SXM5) — Standard "
+           "attention / FlashAttention-2 / cuDNN / FlashAttention-3, TFLOPs/s per sequence "
+           "length 512..16k; FlashAttention-2: d 64 198, 238, 264, 279, 287, 291; d 128 214, "
+           "260, 291, 310, 318, 322. Non-causal: the standard-attention bars (d 128: 104 at "
+           "512) are above the causal forward chart's (26) and near the non-causal one's (74)"),
+    Source("FA2-fig", "FlashAttention-2 paper, Fig. 4 (A100) and Fig. 7 (H100): attention "
+           "forward + backward speed, the same charts as the flash-attention README's",
+           "github.com/Dao-AILab/flash-attention assets/flash2_a100_fwd_bwd_benchmark.png and "
+           "assets/flash2_h100_fwd_bwd_benchmark.png (added with the FlashAttention-2 release, "
+           "commit 4f285b35, 2023-07-17), values read from the bars' labels",
+           "Attention forward + backward speed (A100 80GB SXM4) / (H100 80GB SXM5), (a) without "
+           "causal mask, head dimension 64, (b) ... 128, (c) with causal mask, head dimension 64, "
+           "(d) ... 128 — Pytorch / FlashAttention / xformers / FlashAttention Triton / "
+           "FlashAttention-2 (H100: Pytorch / FlashAttention / FlashAttention-2), Speed "
+           "(TFLOPs/s) per sequence length 512..16k. A100 (b) FlashAttention-2: [under the "
+           "legend], [under the legend], 187, 196, 201, 203; H100 (b) FlashAttention-2: 248, "
+           "294, 320, 326, 335, 338; H100 (b) FlashAttention: 127, 127, 128, 131, 137, 139"),
+    Source("FA1-grid", "flash-attention v1 csrc/flash_attn/src/fmha_fwd_launch_template.h "
+           "and fmha_bwd_launch_template.h (commits a44f48df 'Split fwd on the seqlen_q "
+           "dimension', 2022-10-21, and 55778193 'Parallelize CUDA bwd along seqlen_k "
+           "instead of seqlen_q', 2022-11-05; as at 8a2ece89)",
+           "github.com/Dao-AILab/flash-attention",
+           "num_splits_heuristic_fwd: efficiency = n_waves / ceil(n_waves) for 1..max_splits "
+           "splits, the first within 95% of the best; dim3 grid(b, h, num_splits). "
+           "num_splits_heuristic_bwd: a CTA per head or seqlen_k / blocksize CTAs per head "
+           "(discounted by 1 + blocksize / seqlen; causal: 1 + 0.5 blocksize / seqlen, and "
+           "always when seqlen / blocksize >= 10); dq accumulated in an fp32 dq_tmp, zeroed "
+           "before and copied to dq after"),
+    Source("FA3-clock", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, Appendix C.1 "
+           "(system and libraries; the same sentence in the May and October 2024 versions)",
+           "https://arxiv.org/abs/2407.08608",
+           "We benchmark the speed on an H100 80GB SXM5 (700W). [...] To reduce variability, "
+           "we fix the GPU clock speed to 1830MHz (clock speed used to calculate the 989 "
+           "TFLOPS FP16 theoretical max throughput)."),
+    Source("FA3-fp8-note", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, footnote "
+           "10 (on its FP8 benchmarks)", "https://arxiv.org/abs/2407.08608",
+           "For our benchmarks, FP16 FlashAttention-3 has a persistent kernel and load "
+           "balancing strategy, while FP8 FlashAttention-3 does not. This partly explains why "
+           "FP8 FlashAttention-3 does not perform as well for small sequence length and causal "
+           "masking compared to the FP8 cuDNN kernels."),
+    Source("FA3-pingpong", "Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, §3.1 "
+           "(pingpong scheduling)", "https://arxiv.org/abs/2407.08608",
+           "ideally we'd want the exponential calculation to be scheduled when the Tensor "
+           "Cores are performing the matmul. To do so, we use synchronization barriers "
+           "(bar.sync instructions) to force the GEMMs [...] of warpgroup 1 to be scheduled "
+           "before the GEMMs of warpgroup 2"),
+    Source("FA3-src", "flash-attention hopper/flash_fwd_launch_template.h and "
+           "hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp at the FA-3 release (commit 7f67966c, "
+           "2024-07-11) and at the first FP8 forward (commit 5018ac6a, 2024-07-30, 'Fp8 kernel "
+           "with in-kernel transpose of V in producer'), hopper/tile_size.h (release 2.8.4, "
+           "commit 0251105a)", "github.com/Dao-AILab/flash-attention",
+           "7f67966c run_mha_fwd_hdim64: Flash_fwd_kernel_traits<64, 192, 128, 16 warps, 2 "
+           "stages> (3 consumer warpgroups, P V from registers: rs_op_selector), "
+           "flash_fwd_kernel.h warpgroup_reg_alloc<kNWarps == 12 ? 240 : 160>; hdim128: 128 x "
+           "(causal 128 : 176), 12 warps; hdim256: 128 x 80; the ping-pong's scheduler barrier "
+           "'UseSchedulerBarrier = kHeadDim <= 128'. 5018ac6a: 'UseSchedulerBarrier = "
+           "cutlass::sizeof_bits_v<Element> == 8 ? kHeadDim >= 128 : kHeadDim <= 128' (fp8 "
+           "hdim64: 192 x 128, 16 warps); run_mha_fwd_hdim64_fp8 'kBlockM = 192; kBlockN = "
+           "128; kStages = 4', hdim128_fp8 '128 ... 256 ... 2', hdim256_fp8 '128 ... 128 ... "
+           "2', causal or not; mma_fp8: 'flash::gemm</*zero_init=*/true, /*wg_wait=*/0>"
+           "(tiled_mma0, ...)', the softmax, then 'flash::gemm</*zero_init=*/false, "
+           "/*wg_wait=*/0>(tiled_mma1, ...)'. 1899c970 (pull request #1075 merged): the fp8 "
+           "branch of run_mha_fwd_hdim128 'Flash_fwd_kernel_traits<Headdim, 128, 128, 12, 4, "
+           "...>' on the 16-bit mainloop. 0251105a tile_size_fwd_sm90, fp16, "
+           "d <= 64: {192, causal ? 128 : 192, MmaPV_is_RS = causal, IntraWGOverlap = true}"),
+    Source("CUDA-BP", "CUDA C++ Best Practices Guide, 'Coalesced Access to Global Memory'",
+           "https://docs.nvidia.com/cuda/cuda-c-best-practices-guide/index.html"
+           "#coalesced-access-to-global-memory",
+           "(paraphrased) the concurrent accesses of a warp's threads coalesce into as many "
+           "transactions as the 32-byte segments they touch; with a large stride between "
+           "threads every access is a 32-byte transaction of its own, of which the thread uses "
+           "its element's bytes"),
+    Source("FA2-src", "flash-attention csrc/flash_attn/src/flash_fwd_launch_template.h and "
+           "kernel_traits.h (release 2.8.4, commit 0251105a)",
+           "github.com/Dao-AILab/flash-attention",
+           "run_mha_fwd_hdim128 on sm80 and sm90 (the is_sm8x branch is sm86/sm89 only): "
+           "Flash_fwd_kernel_traits<128, 128, 64, 4, false, false, T> — 128 x 64 tiles, 4 warps "
+           "stacked along the rows, Q not kept in registers (re-read from shared memory with "
+           "ldmatrix on every K/V tile), 64 KiB of shared memory; hdim64: 128 x 128, 4 warps, "
+           "48 KiB; hdim256: 'if (max_smem_per_block >= 2 * Headdim * (128 + 2 * 64) && "
+           "max_smem_per_sm < 4 * Headdim * (64 + 2 * 64))' 128 x 64 on 8 warps (the A100), "
+           "else 64 x 64 on 4 warps, 96 KiB (the H100: two CTAs to its 228 KiB); the same "
+           "dispatch at v2.0.0 (4f285b35) and v2.6.0"),
+    Source("FA1-tiles", "flash-attention v1 csrc/flash_attn/fmha_api.cpp and "
+           "src/fmha_fprop_kernel_1xN.h (commit 8a2ece89)",
+           "github.com/Dao-AILab/flash-attention",
+           "mha_fwd / mha_bwd: 'blocksize_c = head_size > 64 ? 128 : 256', key lengths <= 128 "
+           "run the 128-key kernel; 'o_tmp = torch::empty({total_q, num_heads, head_size}, "
+           "opts.dtype(at::kFloat))' when the keys span more than one block; 'softmax_lse = "
+           "torch::empty({batch_size, num_heads, max_seqlen_q}, opts.dtype(at::kFloat))'. "
+           "device_1xN_: the first K/V block reads neither o_tmp nor lse; every step writes "
+           "lse, and O at the element type after a row's last K/V block, o_tmp before; 'Load "
+           "the fragments for V. We keep the data in registers during the entire kernel.'"),
+    Source("FA1-src", "flash-attention v1 csrc/flash_attn/src/fmha_fwd_hdim128.cu, "
+           "fmha_bwd_hdim64.cu, fmha_bwd_hdim128.cu and fmha/kernel_traits.h (commit "
+           "8a2ece89)",
+           "github.com/Dao-AILab/flash-attention",
+           "FMHA_kernel_traits<S, D, STEP, WARPS_M, WARPS_N, FLAGS>: forward d = 128 "
+           "<128, 128, 16, 1, 4, 0x08u> (d = 64, N >= 256: <256, 64, 16, 1, 4, 0x08u>); "
+           "backward d = 64 on sm80 <256, 64, 16, 1, 8, 0x100u>, d = 128 <128, 128, 16, 1, 8, "
+           "0x100u> — a key block of S keys walked 16 query rows at a time by 4 warps (forward) "
+           "or 8 (backward) splitting the keys; 'K_IN_REGS = (FLAGS & 0x10u) == 0u', "
+           "'V_IN_REGS = (FLAGS & 0x100u) == 0u'; fmha_bwd_hdim64.cu: keys <= 128 and sm8x "
+           "other than sm80 run 0x08u, 'Don't share smem for K & V, and don't keep V in "
+           "registers' on sm80 only (on sm80 and sm90 from [FA1-H100] on)"),
+    Source("FA1-H100", "flash-attention v1 commit 1b18f1b7, 'Support H100' (2023-03-15; in "
+           "every v1.0.x release up to v1.0.9, 6d48e14a, the last before FlashAttention-2)",
+           "github.com/Dao-AILab/flash-attention",
+           "fmha_api.cpp: 'bool is_sm90 = dprops->major == 9 && dprops->minor == 0; "
+           "TORCH_CHECK(is_sm90 || is_sm8x || is_sm75);' (before it the release refused the "
+           "H100: 'TORCH_CHECK(is_sm8x || is_sm75)'); fmha_bwd_hdim64.cu, keys >= 256: "
+           "'if ((dprops->major == 8 && dprops->minor == 0) || (dprops->major == 9 && "
+           "dprops->minor == 0))' runs <256, 64, 16, 1, 8, 0x100u>, '[...] uses more shared "
+           "memory, which is fine on A100 and H100 but not other GPUs'. The kernels and their "
+           "tiles are otherwise those of 8a2ece89 (the commits between change the dropout "
+           "seed's storage, CUDA-graph capture and compilation, not the tiles or the traffic)"),
+    Source("FA3-1075", "flash-attention pull request #1075, 'Changes For FP8' (Colfax "
+           "Research, 2024-07-19, eight days after the paper), description",
+           "https://github.com/Dao-AILab/flash-attention/pull/1075",
+           "This PR contains the changes required for FP8 for persistent + ping-pong schedule, "
+           "with pre-transpose of V in python. The following are the experimental results from "
+           "PCIe based H100: ### causal=False, headdim=128, batch_size=32, seqlen=512 ### [...] "
+           "Flash3 fwd: 433.25 TFLOPs/s, 0.15861446736380458 ms [...] batch_size=16, "
+           "seqlen=1024 [...] 538.23 TFLOPs/s, 0.2553513351206978 ms [...] batch_size=8, "
+           "seqlen=2048 [...] 605.27, 0.4541443311609328 ms [...] batch_size=4, seqlen=4224 "
+           "[...] 618.83, 0.9447746366883317 ms [...] batch_size=2, seqlen=8448 [...] 618.05, "
+           "1.8919179681688547 ms — the fp8 benchmark of that PR: 2048 / 128 = 16 heads, Q, K, "
+           "V already in e4m3 (V transposed before timing), O in fp16"),
+    Source("WH-REF", "waynehacking8/blackwell-tensorcore-kernels, results/reference/fa3.txt "
+           "and summary.md (a third-party GEMM study that also runs flash-attention's own "
+           "benchmark, 2026)",
+           "github.com/waynehacking8/blackwell-tensorcore-kernels (scripts/"
+           "run_reference_benches.sh: flash-attention main cloned at run time, hopper/"
+           "benchmark_attn.py unmodified, NGC PyTorch 26.02, one idle GPU of an 8x H100 SXM5 "
+           "box at stock clocks)",
+           "headdim = 128, causal = False, seqlen = 8192: Fav2 fwd: 2.831ms, 388.3 TFLOPS; Fav2 "
+           "bwd: 8.438ms, 325.8 TFLOPS; Fav3 fwd: 1.453ms, 756.9 TFLOPS. causal = True: Fav2 "
+           "fwd: 1.624ms, 338.5 TFLOPS; Fav2 bwd: 4.544ms, 302.5 TFLOPS; Fav3 fwd: 0.745ms, "
+           "738.3 TFLOPS — benchmark_attn.py's defaults: bf16, batch 2, 2048 / 128 = 16 heads; "
+           "Fav2 is flash_attn.flash_attn_func (the sm80 code), Fav3 the hopper/ build"),
+)
+
+
+def sources_text() -> str:
+    return "\n".join(f"- [{s.key}] {s.citation} — {s.where}: \"{s.quote}\"" for s in SOURCES)

@@ -1,0 +1,47 @@
+"""reports/validation_summary.json: the page's points by GPU, algorithm and input type.
+
+``attnsim report`` quotes its GPU's rows under "How far to trust the predicted times"
+(reports/validation.py reads the file).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+
+from reports.validation import EAGER_LABEL, input_kind
+
+from .charts import FA3_CHARTS, backward_chart_points, chart_points, fa2_chart_points
+from .figures import evaluated
+from .targets import TARGET_BAND, in_band
+
+
+def summary() -> dict:
+    """Every time-like point of the page (speedups and gains left out) by GPU, algorithm and
+    input type: how far the predictions of each are from what was measured. The report quotes
+    it for its GPU (``reports/validation_summary.json``, written by ``--summary``)."""
+    by_key: dict[tuple[str, str, str], list[float]] = {}
+
+    def add(gpu, algorithm, dtype, ratios):
+        by_key.setdefault((gpu, algorithm, input_kind(dtype)), []).extend(ratios)
+
+    for c, _, ratios in evaluated():
+        if c.algorithm:
+            add(c.gpu, c.algorithm, c.dtype, ratios)
+    chart_dtype = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}
+    for chart, d, causal, n, algorithm, pub, pred in chart_points():
+        add("h100-sxm", EAGER_LABEL if algorithm == "standard" else algorithm,
+            chart_dtype[chart], [pred / pub])
+    add("h100-sxm", "flash2", "fp16", [pred / pub for _, _, pub, pred in backward_chart_points()])
+    for gpu, _, _, _, algorithm, pub, pred in fa2_chart_points():
+        add(gpu, algorithm, "fp16", [pred / pub])
+    rows = [{"gpu": gpu, "algorithm": algorithm, "dtype": kind, "points": len(r),
+             "min": round(min(r), 2), "max": round(max(r), 2),
+             "median": round(statistics.median(r), 2), "inside_band": sum(in_band(x) for x in r)}
+            for (gpu, algorithm, kind), r in sorted(by_key.items())]
+    return {"page": "docs/validation.md", "script": "benchmarks/validate_published.py",
+            "ratio": "predicted / published throughput (above 1: the model is optimistic)",
+            "band": list(TARGET_BAND), "rows": rows}
+
+
+def summary_json() -> str:
+    return json.dumps(summary(), indent=1, ensure_ascii=False) + "\n"
