@@ -7,11 +7,18 @@ consumer warpgroups (64 query rows each, two in the paper's Section 3.1) run ``w
 take turns at the tensor cores (ping-pong) so that one's softmax hides behind the others'
 GEMMs. The release compiles the ping-pong's scheduler barrier in only where it paid off
 (``release_pingpong``): 16-bit dtypes at d <= 128, fp8 at d >= 128; elsewhere the
-warpgroups wait on the same K/V barriers and run in step, and only each one's two-tile
-pipelining (Section 3.2) overlaps its softmax with its own GEMMs — at 16-bit dtypes: the
-fp8 release waits for each GEMM before the step's next work (``--fp8-kernel``, below).
-``--pingpong on|off`` asks what the barrier would give where the release leaves it out, or
-cost where it has it.
+warpgroups wait on the same K/V barriers and run in step. ``--pingpong on|off`` asks what
+the barrier would give where the release leaves it out, or cost where it has it.
+Section 3.2's pipelining has a warpgroup issue its next S = Q K^T together with this step's
+P V and start the next softmax once S is in; how much of that softmax then runs beside the
+warpgroup's own GEMMs is the compiler's doing. The release's SASS (ptxas 12.3, the toolchain
+it pinned; ``RELEASE_SOFTMAX_SPLIT``, ``benchmarks/sass_schedule.py``) waits for P V before
+the exponentials at d = 64 and 128 (causal d = 128: after a third of them), so there only
+the row max and O's rescaling overlap its GEMMs; at d = 256 two fifths of the exps do.
+The model prices that (``--pipelining release``); ``--pipelining paper`` prices the
+pipelining as the paper draws it (two tiles in flight a warpgroup, each softmax wholly
+beside the other tile's GEMMs, a chain each), ``--no-pipelining`` none of it. The fp8
+release waits for each GEMM before the step's next work (``--fp8-kernel``, below).
 
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
@@ -39,8 +46,8 @@ At 16-bit dtypes, HBM traffic and FLOPs are exactly FlashAttention-2's for the s
 (same math, same IO): reads N_q d e + T_r · 2 N_k d e, writes N_q d e + 4 N_q per head;
 Θ(Nd + N²d/B_r), i.e. Θ(N² d² / M) of FlashAttention's Theorem 2. What changes is the
 time: the GEMMs run on ``wgmma`` (full tensor-core peak, where FA-2's ``mma.sync`` reaches
-about 2/3 on H100) and softmax overlaps the GEMMs (``overlap="overlap"`` in the timing
-model: compute = max(matmul, exp + other) instead of their sum).
+about 2/3 on H100), one warpgroup's softmax overlaps another's GEMMs (ping-pong) and, in
+part, its own (pipelining).
 Needs Hopper (``wgmma``, TMA): planning on a GPU without them is an error.
 Shared memory: Q_i (B_r d e) + s stages of K_j and V_j (2 s B_c d e); registers: the
 O accumulators (B_r d fp32) and two score tiles in flight per warpgroup for the
@@ -93,7 +100,7 @@ Not modelled in the numbers: the bf16 rounding of the quantize kernel's input an
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -123,6 +130,7 @@ ROTATIONS = ("hadamard", "none")
 FP8_QUANTIZE = ("kernel", "upstream")
 FP8_KERNELS = ("release", "pretransposed")
 PINGPONG_CHOICES = ("release", "on", "off")
+PIPELINING_CHOICES = ("release", "paper")
 
 
 def _one_of(valid):
@@ -167,6 +175,14 @@ INFO = AlgorithmInfo(
                     "(the paper's Table 2 ablation): each consumer warpgroup waits for its "
                     "softmax before its next GEMMs; same tiles (fp8 already runs so, as its "
                     "release)"),
+             Option("pipelining", str, None,
+                    "what Section 3.2's intra-warpgroup pipelining overlaps: as the release's "
+                    "compiled kernel does (release, the default: a warpgroup issues the next "
+                    "Q K^T with this step's P V, but waits for P V before its exponentials, "
+                    "so only the share of its softmax the SASS issues before that wait runs "
+                    "beside its own GEMMs) or as the paper draws it (paper: two tiles in "
+                    "flight a warpgroup, each softmax wholly beside the other tile's GEMMs); "
+                    "same tiles", validate=_one_of(PIPELINING_CHOICES)),
              Option("pingpong", str, "release",
                     "Section 3.1's ping-pong of the consumer warpgroups: as the release builds "
                     "it (release, the default: fp16/bf16 at d <= 128, fp8 at d >= 128), always "
@@ -188,7 +204,28 @@ DEFAULT_STAGES = 2
 CAUSAL_MAX_BLOCK_K = 128      # the release's causal tiles: 128 x 128 at d = 128
 CONSUMER_WARPGROUP_CHOICES = (3, 2, 1)   # B_r = 192, 128, 64 (each owns wgmma's 64 rows)
 PRODUCER_REGISTERS = 24       # the TMA producer's setmaxnreg.dec: PTX's minimum
-PIPELINE_STAGES_PER_WARPGROUP = 2   # intra-warpgroup GEMM-softmax pipelining (Section 3.2)
+PIPELINE_STAGES_PER_WARPGROUP = 2   # Section 3.2's two tiles in flight, as the paper draws it
+# What the release's compiled 16-bit forward runs beside a consumer warpgroup's own GEMMs:
+# (head dim, causal) -> {pipe: (before, after)}, a consumer thread's softmax instructions in
+# the steady-state loop before its wait for every wgmma in flight (WARPGROUP.DEPBAR.LE gsb0,
+# 0x0: the next Q K^T and this step's P V) and from it on; pipes as the timing model prices
+# them (xu: MUFU; fma: FFMA, FADD, FMUL; alu: FMNMX, FSEL, FSETP, F2FP). Read off the SASS of
+# hopper/flash_fwd_hdim{64,128,256}_fp16_sm90.cu at 7f67966c (FA-3's release with the
+# paper), assembled by ptxas 12.3.107, the toolchain the release pinned ("nvcc 12.3 gives the
+# best perf currently", hopper/setup.py), with benchmarks/sass_schedule.py; the run is
+# reports/fa3_sass_schedule.json. The source waits for P V after the softmax
+# (``warpgroup_wait<0>()`` after ``online_softmax``); ptxas places the wait before the
+# exponentials at d = 64 and 128 (at d = 128 causal, after a third of them): only the row
+# max and O's rescaling run beside the GEMMs there; at d = 256 two fifths of the exps do.
+RELEASE_SOFTMAX_SPLIT = {
+    (64, False): {"xu": (0, 66), "fma": (32, 134), "alu": (33, 67)},
+    (64, True): {"xu": (0, 66), "fma": (32, 134), "alu": (0, 100)},
+    (128, False): {"xu": (0, 90), "fma": (65, 181), "alu": (49, 87)},
+    (128, True): {"xu": (22, 44), "fma": (109, 89), "alu": (68, 32)},
+    (256, False): {"xu": (17, 25), "fma": (170, 44), "alu": (44, 20)},
+    (256, True): {"xu": (0, 42), "fma": (128, 86), "alu": (21, 43)},
+}
+RELEASE_HEAD_DIMS = (64, 128, 256)   # the head dims the release compiles
 PINGPONG_MAX_HEAD_DIM_16BIT = 128   # the release's scheduler barrier: fp16/bf16 at d <= 128
 PINGPONG_MIN_HEAD_DIM_FP8 = 128     # ... and fp8 at d >= 128 (``release_pingpong``)
 SOURCE_BYTES = 2              # the quantize kernel reads bf16 Q, K, V
@@ -210,8 +247,11 @@ class Flash3Plan(Plan):
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
     fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
     fp8_kernel: str | None = None     # "release" / "pretransposed" under --dtype fp8, else None
-    pipelining: bool = True           # Section 3.2's two tiles in flight per warpgroup
+    pipelining: bool = True           # Section 3.2's GEMM-softmax pipelining (``--no-pipelining``)
     pingpong: bool = True             # Section 3.1's turns at the tensor cores (``--pingpong``)
+    pipelining_as: str = "release"    # what the pipelining overlaps (``--pipelining``)
+    # pipe -> share of the softmax a warpgroup runs beside its own GEMMs (the release's SASS)
+    softmax_beside_own_gemm: dict = field(default_factory=dict)
 
 
 def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
@@ -288,6 +328,17 @@ def chosen_pingpong(choice: str, warpgroups: int, d: int, is_fp8: bool) -> bool:
     return choice == "on"
 
 
+def release_softmax_beside_gemm(d: int, causal: bool) -> dict[str, float]:
+    """Pipe -> share of its softmax work that the release's compiled forward issues while a
+    warpgroup's own GEMMs are in flight (``RELEASE_SOFTMAX_SPLIT``, to 4 decimals), for the
+    kernel the release runs head dim ``d`` on: the next one it compiles (64, 128, 256), as
+    later releases round a head dim up; 256 beyond."""
+    compiled = next((h for h in RELEASE_HEAD_DIMS if d <= h), RELEASE_HEAD_DIMS[-1])
+    return {pipe: round(before / (before + after), 4)
+            for pipe, (before, after) in RELEASE_SOFTMAX_SPLIT[(compiled, causal)].items()
+            if before + after}
+
+
 def fp8_kernel_tile(kernel: str, d: int, stages: int | None, sram_bytes: int, gpu):
     """(W, B_r, B_c, stages) of the fp8 kernel ``kernel`` at this head dim, where it has one
     and its tiles fit the SRAM budget and the registers; None otherwise (the planner's
@@ -308,7 +359,7 @@ def fp8_kernel_tile(kernel: str, d: int, stages: int | None, sram_bytes: int, gp
 def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | None = None,
          rotation: str | None = None, fp8_quantize: str | None = None,
          fp8_kernel: str | None = None, no_pipelining: bool = False,
-         pingpong: str = "release") -> Flash3Plan:
+         pingpong: str = "release", pipelining: str | None = None) -> Flash3Plan:
     if not gpu.has_wgmma:
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
@@ -319,6 +370,9 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
         raise PlanError(f"flash3: --fp8-scales, --rotation, --fp8-quantize and --fp8-kernel "
                         f"apply to --dtype fp8 (the workload is {wl.dtype}); add --dtype fp8 "
                         f"or drop them")
+    if no_pipelining and pipelining == "paper":
+        raise PlanError("flash3: --no-pipelining and --pipelining paper contradict each other "
+                        "(no pipelining, or the paper's); give one")
     d, e = wl.head_dim, wl.elem_bytes
     fp8_kernel = (fp8_kernel or "release") if is_fp8 else None
     # the release transposes V in shared memory and waits for each GEMM (wgmma wait 0)
@@ -335,8 +389,14 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
         smem = sum(smem_buffers(bq, bk, stages, d, e, transposes_v).values())
         # the fp16 ablation keeps the tiles (and the second score tile's registers)
         regs = register_bytes(bq, bk, d, 1 if transposes_v else 2)
-        schedule = dict(pipelining=not no_pipelining and not transposes_v,
-                        pingpong=chosen_pingpong(pingpong, w, d, transposes_v))
+        pipelined = not no_pipelining and not transposes_v
+        pipelining_as = pipelining or "release"
+        # the pretransposed fp8 kernel runs the 16-bit mainloop: its release's schedule
+        beside = release_softmax_beside_gemm(d, wl.causal) \
+            if pipelined and pipelining_as == "release" else {}
+        schedule = dict(pipelining=pipelined,
+                        pingpong=chosen_pingpong(pingpong, w, d, transposes_v),
+                        pipelining_as=pipelining_as, softmax_beside_own_gemm=beside)
         if not is_fp8:
             return Flash3Plan(bq, bk, stages, smem, regs, w, **schedule)
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
@@ -386,13 +446,17 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       **step_latency.chain(step_latency.forward_step(p.block_k, wgmma=True),
                                            work, wl.batch * wl.heads,
                                            p.consumer_warpgroups if p.pingpong else 1),
-                      # Section 3.1-3.2: W consumer warpgroups taking turns (ping-pong), each
-                      # pipelining two tiles: 2W independent GEMM -> softmax chains (W without
-                      # the pipelining); without the ping-pong the warpgroups run in step, one
-                      # chain between them; each warpgroup's wgmma reads K_j and V_j from
-                      # shared memory (pricing only)
+                      # Section 3.1: W consumer warpgroups taking turns (ping-pong), W
+                      # independent GEMM -> softmax chains; without the ping-pong the
+                      # warpgroups run in step, one chain between them. Section 3.2: as the
+                      # compiled release runs it, the share of the softmax issued before the
+                      # wait for the warpgroup's own GEMMs runs beside them; as the paper
+                      # draws it, two tiles in flight a warpgroup, a chain each. Each
+                      # warpgroup's wgmma reads K_j and V_j from shared memory (pricing only)
                       chains_per_cta=(p.consumer_warpgroups if p.pingpong else 1)
-                      * (PIPELINE_STAGES_PER_WARPGROUP if p.pipelining else 1),
+                      * (PIPELINE_STAGES_PER_WARPGROUP
+                         if p.pipelining and p.pipelining_as == "paper" else 1),
+                      softmax_beside_own_gemm=p.softmax_beside_own_gemm,
                       smem_readers=p.consumer_warpgroups, mma_rows_per_cta=p.block_q,
                       # one CTA per tile, as the model's generations: the release runs a
                       # persistent grid of one CTA per SM, but each tile still starts cold:

@@ -299,7 +299,10 @@ def add_timing_args(p) -> None:
                                            "chain (off: hidden behind the MMAs)"),
                         ("step-latency", "a tile step's wait on its instructions' latencies "
                                          "(MMA, shared memory, exp, dependent fp32 ops) "
-                                         "beyond the pipes' busy time")):
+                                         "beyond the pipes' busy time"),
+                        ("own-gemm-overlap", "the share of a softmax a kernel issues while "
+                                             "its own GEMMs are in flight run beside them "
+                                             "(off: the whole softmax waits for them)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 

@@ -47,6 +47,7 @@ def result_dict(r) -> dict:
                         "buffers": k.buffers, "tc_path": k.tc_path, "overlap": k.overlap,
                         "chains_per_cta": k.chains_per_cta, "smem_readers": k.smem_readers,
                         "step_events": dict(k.step_events), "chain_steps": k.chain_steps,
+                        "softmax_beside_own_gemm": dict(k.softmax_beside_own_gemm),
                         "counts": k.counts(), "time": dataclasses.asdict(kt)})
     time = r.time.to_dict()
     time.pop("kernels")

@@ -26,6 +26,7 @@ from hwmodels.gpus import GPU
 
 TC_PATHS = ("mma_sync", "wgmma", "none")
 OVERLAP_MODES = ("serial", "overlap")
+SOFTMAX_PIPES = ("xu", "fma", "alu")     # the pipes a softmax runs on (``hwmodels.timing``)
 
 
 class SramOverflowError(ValueError):
@@ -70,9 +71,10 @@ class KernelRecord:
             re-reads beyond ``unique_hbm_bytes`` are served by L2 (``hwmodels.timing``).
         chains_per_cta: independent GEMM -> softmax -> GEMM dependency chains one CTA keeps
             in flight. 1 when its warps meet at a barrier on every tile (FlashAttention-2);
-            FlashAttention-3 runs W consumer warpgroups in ping-pong (2, or 3 at d <= 64),
-            each with two-stage intra-warpgroup pipelining: 2W (2 where the release builds
-            no ping-pong and the warpgroups run in step). The timing model hides a
+            FlashAttention-3 runs W consumer warpgroups in ping-pong (2, or 3 at d <= 64):
+            W (1 where the release builds no ping-pong and the warpgroups run in step; what
+            each overlaps with its own GEMMs is ``softmax_beside_own_gemm``). The timing
+            model hides a
             chain's latency only behind the other chains resident on the SM
             (``hwmodels.timing``).
         smem_readers: warps (mma.sync) or warpgroups (wgmma) that each read the shared
@@ -109,6 +111,12 @@ class KernelRecord:
             barrier); the timing model prices each at the GPU's
             measured latency (``hwmodels.timing``, ``algorithms.kernels.step_latency``).
             Pricing only. (): none declared.
+        softmax_beside_own_gemm: the share of each softmax pipe's work ("xu": exps, "fma",
+            "alu") that a chain issues while its own GEMMs of the step are still in flight,
+            as (pipe, fraction) pairs: the rest waits for them, a phase of the chain after
+            the GEMM phase (``hwmodels.timing``). Read off the compiled kernel where a source
+            gives it (FlashAttention-3's release: ``algorithms.flash3``). Pricing only.
+            (): the whole softmax follows the GEMMs.
         chain_steps: the tile steps those events are paid on, summed over the kernel's CTAs
             and over each CTA's independent chains. 0: none.
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
@@ -140,6 +148,7 @@ class KernelRecord:
     epilogue_elements_per_cta: int = 0
     register_operand_bytes_per_flop: float = 0.0
     step_events: tuple = ()
+    softmax_beside_own_gemm: tuple = ()
     chain_steps: int = 0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
@@ -201,12 +210,16 @@ class Recorder:
                mma_rows_per_cta=0, prologue_bytes_per_cta=0,
                read_sector_use=1.0, smem_exchange_bytes=0,
                epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
-               step_events=(), chain_steps=0) -> np.ndarray:
+               step_events=(), chain_steps=0, softmax_beside_own_gemm=()) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
         if overlap not in OVERLAP_MODES:
             raise ValueError(f"overlap must be one of {OVERLAP_MODES}, got {overlap!r}")
+        for pipe, share in dict(softmax_beside_own_gemm).items():
+            if pipe not in SOFTMAX_PIPES or not 0.0 <= share <= 1.0:
+                raise ValueError(f"softmax_beside_own_gemm takes shares in [0, 1] of the "
+                                 f"pipes {SOFTMAX_PIPES}, got {pipe!r}: {share!r}")
         check_sram_fits(f"kernel {name!r}", buffers, self.sram_budget_bytes)
         rec = KernelRecord(name=name, ctas=int(ctas), buffers=dict(buffers),
                            threads_per_cta=threads_per_cta,
@@ -224,6 +237,9 @@ class Recorder:
                            register_operand_bytes_per_flop=float(
                                register_operand_bytes_per_flop),
                            step_events=tuple((str(e), float(n)) for e, n in step_events),
+                           softmax_beside_own_gemm=tuple(
+                               (str(pipe), float(share))
+                               for pipe, share in dict(softmax_beside_own_gemm).items()),
                            chain_steps=int(chain_steps))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)

@@ -43,6 +43,13 @@ G + P (fully serial), g -> inf gives max(G, P). Split-K warps (FlashAttention v1
 shared memory, synchronized and summed before the step goes on (FlashAttention-2 §3.3), so
 that traffic, X = exchange bytes / smem bandwidth, follows the MMAs instead of hiding behind
 them as operand loads do, and G = max(t_mma, t_smem - X).
+A softmax a chain starts while its own GEMMs are still in flight (``softmax_beside_own_gemm``:
+the share of each pipe's work a kernel issues before it waits for them, read off the
+compiled kernel; FlashAttention-3's release issues its next S = Q K^T and this step's P V
+together and starts the next softmax once S is in, but ptxas places the wait for P V before
+the exponentials at d <= 128, so only the row max and O's rescaling run beside its GEMMs)
+leaves the rest for the phase: P = max over pipes of (t_pipe - min(share x t_pipe, G)), and
+the pipes' totals still bound the time (``own_gemm_overlap`` off: P takes it all).
 Step latency: a tile step is also a chain of dependent instructions, each waiting one
 latency no pipe is busy for: S's last MMA before the softmax, a row max reduced in a
 thread's registers one value after the other, the exp, a value another warp left in shared
@@ -54,9 +61,9 @@ barriers the kernels declare too have no published figure, 0 on the built-in GPU
 term is a lower bound until a GPU file sets them). They
 enter the chain as a delay station Z of the mean-value analysis, which no chain queues for:
     Z(k)       = chain_steps x sum(events x latency) / f / (S x resident CTAs in step)
-    t_comp(k)  = max(MVA(G, P[, X]; g; delay Z), t_issue, t_smem)
+    t_comp(k)  = max(MVA(G, P[, X]; g; delay Z), t_issue, t_smem, t_mufu, t_fma, t_alu)
     g          = chains_per_cta: the chains a CTA staggers on purpose (FlashAttention-3's
-                 ping-pong barriers between warpgroups, its 2-stage GEMM-softmax pipeline).
+                 ping-pong barriers between warpgroups).
                  One chain waits Z in full (G + P + Z); many hide it behind each other's
                  pipes. Resident CTAs in step wait their latencies out together, hence the
                  division by the CTAs an SM holds at once (``lockstep_ctas`` off: each chain
@@ -76,10 +83,10 @@ SM, FlashAttention-3's warpgroups and two-stage pipeline). (Off:
 every resident CTA is one more independent chain, as mean-value analysis assumes of
 unsynchronized chains.)
 FlashAttention-3's gain over FlashAttention-2 comes out of this: its ``wgmma`` path (no ``mma.sync``
-ceiling, no ldmatrix issue) and its 2W chains per CTA (W = 2 consumer warpgroups, 3 at
-d <= 64, in ping-pong x 2-stage pipelining, against FA-2's 1: its warps meet at a barrier on
-every tile); 2 where the release builds no ping-pong (fp16 at d > 128, fp8 at d < 128: its
-warpgroups run in step).
+ceiling, no ldmatrix issue), its W chains per CTA (W = 2 consumer warpgroups, 3 at d <= 64,
+in ping-pong, against FA-2's 1: its warps meet at a barrier on every tile; 1 where the
+release builds no ping-pong, fp16 at d > 128, fp8 at d < 128: its warpgroups run in step),
+and the part of each softmax its compiled release runs beside its own GEMMs (above).
 
 Memory:
     t_hbm(k)   = dram_bytes / (HBM bandwidth x achievable fraction)
@@ -190,6 +197,9 @@ class TimingOptions:
     step_latency: bool = True         # a tile step's chain waits on its instructions'
                                       # latencies (MMA, shared memory, exp, dependent fp32
                                       # ops) beyond the pipes' busy time (off: busy time only)
+    own_gemm_overlap: bool = True     # the share of a softmax a chain issues while its own
+                                      # GEMMs are in flight runs beside them (off: the whole
+                                      # softmax waits for them)
 
 
 @dataclass(frozen=True)
@@ -538,18 +548,19 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     dram = dram_bytes(gpu, k, opts)
     memory_s, hbm_s, l2_s, latency_s, atomic_s, memory_mechanism = _memory(gpu, k, dram, opts)
     p = _pipes(gpu, k, opts)
-    softmax = max(p.mufu_s, p.fma_s, p.alu_s)
     chains = chains_in_flight(gpu, k, opts)
     # split-K warps sum the partials a GEMM makes before the step goes on (FA-2 §3.3: "write
     # their intermediate results out to shared memory, synchronize, then add up"): that
     # round trip is a phase of the chain, not operand traffic hidden behind the MMAs
     exchange = p.exchange_s if opts.exchange_phase else 0.0
     gemm = max(p.tensor_s, p.smem_s - exchange)
+    softmax = softmax_after_gemm(p, k, gemm, opts)
     phases = (gemm, softmax, exchange) if exchange else (gemm, softmax)
     step_latency_s = _step_latency(gpu, k, opts) if opts.pipe_model else 0.0
     if opts.pipe_model:
         chain_s = closed_network_time(phases, chains, step_latency_s)
-        compute_s = max(chain_s, p.issue_s, p.smem_s)
+        # the softmax run beside the GEMMs still occupies its pipes
+        compute_s = max(chain_s, p.issue_s, p.smem_s, p.mufu_s, p.fma_s, p.alu_s)
     else:   # the first model: a pure sum, or a pure max for kernels that declare overlap
         if k.overlap == "overlap" and opts.overlap:
             chain_s = max(p.tensor_s, p.mufu_s + max(p.fma_s, p.alu_s))
@@ -596,6 +607,21 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       exchange_s=p.exchange_s, step_latency_s=step_latency_s)
 
 
+def softmax_after_gemm(p: _Pipes, k: KernelRecord, gemm_s: float,
+                       opts: TimingOptions = TimingOptions()) -> float:
+    """The softmax phase of the chain: the busiest softmax pipe's work that waits for the
+    chain's own GEMMs. The share a kernel issues while they are in flight
+    (``KernelRecord.softmax_beside_own_gemm``) runs beside them, as far as the GEMM phase
+    lasts; the rest follows it. With ``overlap`` off softmax and GEMMs are serial: all of it."""
+    beside = dict(k.softmax_beside_own_gemm) if opts.own_gemm_overlap and opts.overlap \
+        else {}
+    after = []
+    for pipe, busy_s in (("xu", p.mufu_s), ("fma", p.fma_s), ("alu", p.alu_s)):
+        hidden = min(busy_s * beside.get(pipe, 0.0), gemm_s)
+        after.append(busy_s - hidden)
+    return max(after)
+
+
 def chains_in_flight(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> int:
     """The GEMM -> softmax chains that hide each other on an SM: the ones a CTA staggers on
     purpose, times its resident neighbours only if they are taken to run out of phase."""
@@ -613,6 +639,10 @@ def _mechanism(memory_s, memory_mechanism, compute_s, chain_s, p: _Pipes, gemm, 
         return "interconnect"
     if memory_s >= compute_s:
         return memory_mechanism if memory_s > 0 else "none"
+    softmax_pipes = {"SFU pipe": p.mufu_s, "FMA pipe": p.fma_s, "ALU pipe": p.alu_s}
+    if max(softmax_pipes.values()) >= max(chain_s, p.issue_s, p.smem_s):
+        # a softmax run partly beside the GEMMs keeps its pipe busier than the chain
+        return max(softmax_pipes, key=softmax_pipes.get)
     if p.issue_s >= chain_s:
         return "issue"
     if chain_s > 1.02 * max(gemm, softmax):

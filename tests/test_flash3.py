@@ -53,33 +53,90 @@ def test_faster_than_flash2_for_the_modelled_reasons():
     # per-warp shared-memory reads, per-CTA prologues and step latencies their different
     # tiles imply) and flash3's time becomes flash2's
     off = TimingOptions(overlap=False, tc_path_derate=False, smem_bandwidth=False,
-                        cta_fixed_costs=False, step_latency=False)
+                        cta_fixed_costs=False, step_latency=False, own_gemm_overlap=False)
     f2_off = simulate("flash2", wl, "h100", compute=False, timing=off).time
     f3_off = simulate("flash3", wl, "h100", compute=False, timing=off).time
     assert f3_off.predicted_s == pytest.approx(f2_off.predicted_s, rel=0.02)
 
 
-def test_without_pipelining_each_warpgroup_is_one_chain_on_the_same_tiles():
-    """``--no-pipelining`` is the paper's Table 2 ablation: the same tiles, counts and
-    kernel, with W GEMM -> softmax chains per CTA instead of 2W, so only the time changes
-    (and only through the dependency chain)."""
+def test_pipelining_changes_only_what_a_warpgroup_overlaps_on_the_same_tiles():
+    """``--no-pipelining`` is the paper's Table 2 ablation and ``--pipelining paper`` its
+    Section 3.2 as drawn: the same tiles, counts and kernel as the release, so only the time
+    changes. The release (the default) runs beside a warpgroup's own GEMMs the share of its
+    softmax the compiled kernel issues before waiting for them, one chain a warpgroup; the
+    ablation none of it; the paper's drawing keeps two tiles in flight a warpgroup, 2W
+    chains, each softmax wholly beside the other tile's GEMMs."""
     for d, warpgroups in ((128, 2), (64, 3)):
         wl = Workload(batch=4, heads=16, seq_q=8448, head_dim=d)
-        on = simulate("flash3", wl, "h100", compute=False)
+        release = simulate("flash3", wl, "h100", compute=False)
         off = simulate("flash3", wl, "h100", compute=False, options={"no_pipelining": True})
-        assert (on.plan["pipelining"], off.plan["pipelining"]) == (True, False)
-        assert {k: v for k, v in off.plan.items() if k != "pipelining"} == \
-            {k: v for k, v in on.plan.items() if k != "pipelining"}
-        assert off.counts == on.counts
-        kon, koff = on.time.kernels[0], off.time.kernels[0]
-        assert (kon.chains, koff.chains) == (2 * warpgroups, warpgroups)
-        assert koff.chain_s > kon.chain_s and off.time.predicted_s > on.time.predicted_s
-        assert (koff.matmul_s, koff.exp_s, koff.smem_s) == (kon.matmul_s, kon.exp_s, kon.smem_s)
-        # with the chains switched off altogether the option makes no difference
-        serial = TimingOptions(overlap=False)
-        assert simulate("flash3", wl, "h100", compute=False, timing=serial,
-                        options={"no_pipelining": True}).time.predicted_s == \
-            simulate("flash3", wl, "h100", compute=False, timing=serial).time.predicted_s
+        paper = simulate("flash3", wl, "h100", compute=False, options={"pipelining": "paper"})
+        assert (release.plan["pipelining"], off.plan["pipelining"], paper.plan["pipelining"]) \
+            == (True, False, True)
+        assert release.plan["softmax_beside_own_gemm"] and \
+            off.plan["softmax_beside_own_gemm"] == paper.plan["softmax_beside_own_gemm"] == {}
+        schedule = ("pipelining", "pipelining_as", "softmax_beside_own_gemm")
+        for other in (off, paper):
+            assert {k: v for k, v in other.plan.items() if k not in schedule} == \
+                {k: v for k, v in release.plan.items() if k not in schedule}
+            assert other.counts == release.counts
+        kr, ko, kp = (r.time.kernels[0] for r in (release, off, paper))
+        assert (kr.chains, ko.chains, kp.chains) == (warpgroups, warpgroups, 2 * warpgroups)
+        assert (ko.matmul_s, ko.exp_s, ko.smem_s) == (kr.matmul_s, kr.exp_s, kr.smem_s)
+        assert kp.chain_s < kr.chain_s <= ko.chain_s
+        assert paper.time.predicted_s < release.time.predicted_s <= off.time.predicted_s
+        # with the chains and the overlap switched off the options make no difference
+        serial = TimingOptions(overlap=False, own_gemm_overlap=False)
+        times = {simulate("flash3", wl, "h100", compute=False, timing=serial,
+                          options=o).time.predicted_s
+                 for o in ({}, {"no_pipelining": True}, {"pipelining": "paper"})}
+        assert len(times) == 1
+
+
+def test_release_overlap_is_read_off_the_compiled_release():
+    """The shares of the softmax a warpgroup runs beside its own GEMMs are the counts
+    benchmarks/sass_schedule.py read off the release's SASS (reports/fa3_sass_schedule.json:
+    7f67966c, ptxas 12.3), per head dim and causal; a head dim the release does not compile
+    takes the next one it does, as later releases round it up."""
+    import json
+    import pathlib
+    from algorithms.flash3 import RELEASE_SOFTMAX_SPLIT, release_softmax_beside_gemm
+    run = json.loads((pathlib.Path(__file__).resolve().parents[1] / "reports" /
+                      "fa3_sass_schedule.json").read_text())
+    assert run["source"]["flash_attention_commit"].startswith("7f67966c")
+    assert run["source"]["ptxas_release"] == "12.3"
+    read = {(k["head_dim"], k["causal"]): {pipe: (k["before_full_wait"][pipe],
+                                                  k["after_full_wait"][pipe])
+                                           for pipe in ("xu", "fma", "alu")}
+            for k in run["kernels"]}
+    assert read == RELEASE_SOFTMAX_SPLIT
+    # the release's tiles are the planner's: the SASS was read off the kernels simulated
+    for k in run["kernels"]:
+        wl = Workload(batch=1, heads=2, seq_q=4096, head_dim=k["head_dim"], causal=k["causal"])
+        plan = simulate("flash3", wl, "h100", compute=False).plan
+        assert (plan["block_q"], plan["block_k"]) == (k["block_q"], k["block_k"])
+        before, after = k["before_full_wait"], k["after_full_wait"]
+        assert plan["softmax_beside_own_gemm"] == pytest.approx(
+            {p: before[p] / (before[p] + after[p]) for p in ("xu", "fma", "alu")}, abs=5e-5)
+    # no exp runs beside the GEMMs at d = 64 and d = 128 non-causal; two fifths at d = 256
+    assert release_softmax_beside_gemm(64, False)["xu"] == 0.0
+    assert release_softmax_beside_gemm(128, False)["xu"] == 0.0
+    assert release_softmax_beside_gemm(256, False)["xu"] == pytest.approx(17 / 42, abs=5e-5)
+    assert release_softmax_beside_gemm(96, True) == release_softmax_beside_gemm(128, True)
+    assert release_softmax_beside_gemm(192, False) == release_softmax_beside_gemm(256, False)
+
+
+def test_no_pipelining_and_the_papers_pipelining_contradict(capsys):
+    from attnsim.cli import main
+    wl = Workload(batch=1, heads=1, seq_q=512, head_dim=128)
+    with pytest.raises(PlanError, match="--no-pipelining and --pipelining paper"):
+        simulate("flash3", wl, "h100", compute=False,
+                 options={"no_pipelining": True, "pipelining": "paper"})
+    assert main(["run", "flash3", "--no-pipelining", "--pipelining", "paper",
+                 "--count-only"]) == 2
+    assert "--pipelining paper" in capsys.readouterr().err
+    assert main(["run", "flash3", "--pipelining", "drawn", "--count-only"]) == 2
+    assert "--pipelining" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dtype, d, pingpong", [
@@ -87,20 +144,23 @@ def test_without_pipelining_each_warpgroup_is_one_chain_on_the_same_tiles():
     ("fp8", 64, False), ("fp8", 128, True), ("fp8", 256, True)])
 def test_warpgroups_add_chains_only_where_the_release_builds_its_pingpong(dtype, d, pingpong):
     """The release compiles its scheduler barrier for 16-bit dtypes at d <= 128 and for fp8
-    at d >= 128; without it the W consumer warpgroups run in step and only each one's
-    two-tile pipelining staggers anything: 2 chains per CTA instead of 2W. The fp8 release
-    waits for each GEMM (no two-tile pipelining): W chains with the barrier, 1 without."""
+    at d >= 128: W chains a CTA with it; without it the W consumer warpgroups run in step,
+    one chain. The fp8 release waits for each GEMM (no pipelining); the 16-bit release's
+    pipelining overlaps a share of each softmax, not a second chain (``--pipelining paper``:
+    two a warpgroup)."""
     options = {"fp8_quantize": "upstream"} if dtype == "fp8" else {}
     wl = Workload(batch=2, heads=16, seq_q=4096, head_dim=d, dtype=dtype)
     r = simulate("flash3", wl, "h100", compute=False, options=options)
     w = r.plan["consumer_warpgroups"]
-    per_warpgroup = 2 if dtype == "fp16" else 1
     assert w >= 2 and r.plan["pingpong"] is pingpong
     assert r.plan["pipelining"] is (dtype == "fp16")
-    assert r.time.kernels[-1].chains == per_warpgroup * (w if pingpong else 1)
+    assert r.time.kernels[-1].chains == (w if pingpong else 1)
     unpiped = simulate("flash3", wl, "h100", compute=False,
                        options={**options, "no_pipelining": True})
     assert unpiped.time.kernels[-1].chains == (w if pingpong else 1)
+    if dtype == "fp16":
+        paper = simulate("flash3", wl, "h100", compute=False, options={"pipelining": "paper"})
+        assert paper.time.kernels[-1].chains == 2 * (w if pingpong else 1)
 
 
 @pytest.mark.parametrize("kernel, d, tiles, pipelining, pingpong", [
@@ -125,7 +185,9 @@ def test_fp8_kernels_run_their_own_tiles_and_mainloop(kernel, d, tiles, pipelini
     (k,) = r.kernels
     assert ("V_jᵀ stages" in k.buffers) is (kernel == "release")
     w = p["consumer_warpgroups"]
-    assert r.time.kernels[-1].chains == (2 if pipelining else 1) * (w if pingpong else 1)
+    assert r.time.kernels[-1].chains == (w if pingpong else 1)
+    # the pull request's mainloop is the 16-bit one: the 16-bit release's overlap
+    assert bool(p["softmax_beside_own_gemm"]) is pipelining
     # the transpose: V_j read and written once more in shared memory per tile, release only
     from algorithms.flash3 import count_fp8_tile_extras
     from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES, new_counters
@@ -145,11 +207,10 @@ def test_fp8_kernel_needs_fp8(capsys):
 
 def test_pingpong_what_if_changes_only_the_chains():
     """``--pingpong on`` gives fp8 at d = 64 the barrier its release leaves out (W chains:
-    the fp8 release has no two-tile pipelining), ``off`` takes it from fp16 at d = 128 (2
-    chains, not 2W): same tiles and counts, only the time moves, and the barrier never makes
+    the fp8 release has no pipelining), ``off`` takes it from fp16 at d = 128 (1 chain, not
+    W): same tiles and counts, only the time moves, and the barrier never makes
     the kernel slower. One warpgroup cannot take turns."""
     for dtype, d, choice, w in (("fp8", 64, "on", 3), ("fp16", 128, "off", 2)):
-        per_warpgroup = 1 if dtype == "fp8" else 2
         options = {"fp8_quantize": "upstream"} if dtype == "fp8" else {}
         wl = Workload(batch=2, heads=16, seq_q=4096, head_dim=d, dtype=dtype)
         release = simulate("flash3", wl, "h100", compute=False, options=options)
@@ -160,8 +221,7 @@ def test_pingpong_what_if_changes_only_the_chains():
             {k: v for k, v in release.plan.items() if k != "pingpong"}
         assert what_if.counts == release.counts
         on, off = (what_if, release) if choice == "on" else (release, what_if)
-        assert (on.time.kernels[-1].chains, off.time.kernels[-1].chains) == \
-            (per_warpgroup * w, per_warpgroup)
+        assert (on.time.kernels[-1].chains, off.time.kernels[-1].chains) == (w, 1)
         assert on.time.predicted_s < off.time.predicted_s
     wl = Workload(batch=1, heads=1, seq_q=512, head_dim=128)
     with pytest.raises(PlanError, match="--pingpong on needs two consumer warpgroups"):

@@ -497,3 +497,41 @@ def test_split_k_exchange_is_a_phase_of_the_chain():
     assert on.matmul_s > on.smem_s                 # the MMAs set the GEMM phase either way
     assert on.chain_s == pytest.approx(on.matmul_s + on.exp_s + exchange)
     assert off.chain_s == pytest.approx(off.matmul_s + off.exp_s)
+
+
+def test_softmax_issued_beside_its_own_gemms_leaves_the_rest_for_the_chain():
+    """A kernel that issues a share of a pipe's softmax work while its own GEMMs are in
+    flight (``softmax_beside_own_gemm``) keeps only the rest in the chain's softmax phase,
+    no more of it than the GEMM phase lasts; the pipe's total still bounds the time, and
+    --no-own-gemm-overlap puts the whole softmax back in the phase."""
+    g = get_gpu("h100")
+
+    def kernel_time_with(beside, opts=TimingOptions()):
+        rec = Recorder(g)
+        c = rec.kernel("k", ctas=132, buffers={"x": 1024}, tc_path="wgmma",
+                       softmax_beside_own_gemm=beside)
+        c[MATMUL_FLOPS], c[EXP_OPS] = 10**14, 4 * 10**10
+        return predict_time(g, rec.kernels, opts).kernels[0]
+
+    alone = kernel_time_with({})
+    assert alone.chain_s == pytest.approx(alone.matmul_s + alone.exp_s)   # one chain: serial
+    half = kernel_time_with({"xu": 0.5})
+    assert half.chain_s == pytest.approx(half.matmul_s + 0.5 * half.exp_s)
+    assert kernel_time_with({"xu": 0.5}, TimingOptions(own_gemm_overlap=False)).chain_s == \
+        pytest.approx(alone.chain_s)
+    # the GEMM phase hides no more than its own length; the exps still need their pipe
+    rec = Recorder(g)
+    c = rec.kernel("k", ctas=132, buffers={"x": 1024}, tc_path="wgmma",
+                   softmax_beside_own_gemm={"xu": 1.0})
+    c[MATMUL_FLOPS], c[EXP_OPS] = 10**12, 4 * 10**10
+    t = predict_time(g, rec.kernels).kernels[0]
+    assert t.exp_s > t.matmul_s
+    assert t.chain_s == pytest.approx(t.matmul_s + (t.exp_s - t.matmul_s))
+    assert t.compute_s == pytest.approx(t.exp_s) and t.mechanism == "SFU pipe"
+
+
+def test_softmax_beside_own_gemm_takes_shares_of_the_softmax_pipes_only():
+    rec = Recorder(get_gpu("h100"))
+    for bad in ({"tensor": 0.5}, {"xu": 1.5}, {"fma": -0.1}):
+        with pytest.raises(ValueError, match="softmax_beside_own_gemm"):
+            rec.kernel("k", ctas=1, buffers={"x": 1}, softmax_beside_own_gemm=bad)

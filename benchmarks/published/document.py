@@ -10,11 +10,12 @@ from __future__ import annotations
 from .charts import (CHART_OPTIONS, PAPER_TILES_ON_RELEASE_GRID, backward_chart_table,
                      chart_table, fa1_chart_range, fa2_chart_range, fa2_chart_table)
 from .diagnostics import fa1_head_grid_collapse, flash1_tiles
-from .fa3_diagnostics import chart_speedup_text, fa3_switch_table
+from .fa3_diagnostics import chart_speedup_text, fa3_switch_table, sass_schedule_table
 from .figures import FA3_1075_OPTIONS, FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, comparison_table
 from .gaps import (achievable_gemm_bullet, fa2_a100_low_end_bullet, fa2_on_h100_bullet,
-                   fa3_d64_bullet, fa3_fp8_bullet, fa3_overlap_paragraph, flash1_bullet,
-                   sibling_board_constants_bullet, standard_attention_bullet)
+                   fa3_d64_bullet, fa3_fp8_bullet, fa3_overlap_paragraph, fa3_pipelining_bullet,
+                   fa3_sass_paragraph, flash1_bullet, sibling_board_constants_bullet,
+                   standard_attention_bullet)
 from .model_tables import ablation_table, breakdown_table, constants_table
 from .predictions import MEASURED, PUBLISHED_PROGRAM
 from .scorecard import (all_ratios, fa3_utilization_target_text, groups_table, outside_table,
@@ -189,7 +190,8 @@ def still_off_section(fmt: str) -> str:
     """The section "Where the model is still off": the points outside the band, one bullet
     per gap the model still has (``gaps``), then FlashAttention-3's overlap."""
     bullets = [fa2_on_h100_bullet(), standard_attention_bullet(), fa3_fp8_bullet(),
-               fa3_d64_bullet(), fa2_a100_low_end_bullet(), flash1_bullet(),
+               fa3_pipelining_bullet(), fa3_d64_bullet(), fa2_a100_low_end_bullet(),
+               flash1_bullet(),
                sibling_board_constants_bullet(), achievable_gemm_bullet()]
     return blocks(
         "## Where the model is still off",
@@ -205,7 +207,9 @@ def fa3_overlap_subsection(fmt: str) -> str:
     return blocks(
         "### What FlashAttention-3's bars say of its overlap",
         fa3_overlap_paragraph(),
-        fa3_switch_table(fmt))
+        fa3_switch_table(fmt),
+        fa3_sass_paragraph(),
+        sass_schedule_table(fmt))
 
 
 def constants_section(fmt: str) -> str:

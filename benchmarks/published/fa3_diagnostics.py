@@ -7,6 +7,8 @@ under the overlap switches (``FA3_SWITCHES``). None of them sets a constant of t
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 
 from tabulate import tabulate
 
@@ -237,3 +239,78 @@ def fa3_switch_table(fmt: str) -> str:
         f"{label}, N {'< ' if i == 0 else '≥ '}{FA3_SHORT}" for label, _ in FA3_SWITCHES
         for i in (0, 1)]
     return tabulate(rows, headers=headers, tablefmt=fmt)
+
+
+# ---- what the release's compiled forward overlaps ([FA3-sass]) -------------------------------
+
+SASS_SCHEDULE = pathlib.Path(__file__).resolve().parents[2] / "reports" / "fa3_sass_schedule.json"
+
+
+@functools.lru_cache(maxsize=None)
+def sass_schedule() -> dict:
+    """benchmarks/sass_schedule.py's reading of the release's SASS (its JSON, committed)."""
+    return json.loads(SASS_SCHEDULE.read_text())
+
+
+def sass_schedule_table(fmt: str) -> str:
+    rows = []
+    for k in sass_schedule()["kernels"]:
+        before, after = k["before_full_wait"], k["after_full_wait"]
+        rows.append([k["head_dim"], "causal" if k["causal"] else "non-causal",
+                     f"{k['block_q']} x {k['block_k']}", k["loop_instructions"],
+                     before["wgmma"] + after["wgmma"]]
+                    + [f"{before[p]} / {after[p]}" for p in ("xu", "fma", "alu")])
+    return tabulate(rows, headers=["d", "mask", "tile", "instructions a step",
+                                   "wgmma a step", "exp: before / after the wait",
+                                   "FMA pipe: before / after", "ALU pipe: before / after"],
+                    tablefmt=fmt)
+
+
+def fa3_fp16_ranges(options: tuple = ()) -> dict[int, tuple[float, float]]:
+    """Head dim -> (min, max) predicted/published over the fp16 FA-3 chart bars, priced with
+    flash3 ``options`` (the release's pipelining by default)."""
+    out = {}
+    for (chart, d, causal, dtype), values in FA3_CHARTS.items():
+        if dtype != "fp16":
+            continue
+        for n, published in values.items():
+            r = tflops("flash3", paper_workload(n, d, causal), "h100-sxm",
+                       options=options) / published[2]
+            lo, hi = out.get(d, (r, r))
+            out[d] = (min(lo, r), max(hi, r))
+    return dict(sorted(out.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def fa3_issue_against_sass(n: int = 8192) -> dict[int, tuple[float, int]]:
+    """Head dim -> (warp-instructions a consumer warp issues per K/V tile as the model counts
+    them for its issue term, the compiled release's steady-state loop): the non-causal paper
+    workload at ``n``, the model's issue time turned back into instructions."""
+    out = {}
+    loops = {k["head_dim"]: k["loop_instructions"] for k in sass_schedule()["kernels"]
+             if not k["causal"]}
+    gpu = model_gpu("h100-sxm")
+    for d, loop in sorted(loops.items()):
+        r = simulate("flash3", paper_workload(n, d), gpu, compute=False)
+        (k,) = r.time.kernels
+        instructions = k.issue_s * gpu.issue_per_clock_per_sm * gpu.sm_count * \
+            gpu.sustained_clock
+        warps = 4 * r.plan["consumer_warpgroups"]
+        tiles = k.ctas * -(-n // r.plan["block_k"])
+        out[d] = (instructions / (warps * tiles), loop)
+    return out
+
+
+def fa3_pipe_loads_per_tile(d: int = 64) -> dict[str, float]:
+    """Per CTA and K/V tile of the release's non-causal forward at head dim ``d``, each
+    busy pipe's clocks over the tensor cores' at their dense peak: the SM's four schedulers
+    issuing the compiled loop's instructions for every consumer warp, and the MUFU running
+    its exps (the SASS's MUFU count a thread), at 16 a clock an SM (the CUDA guide's rate)."""
+    (k,) = [k for k in sass_schedule()["kernels"] if k["head_dim"] == d and not k["causal"]]
+    gpu = model_gpu("h100-sxm")
+    warps = 4 * k["block_q"] // 64
+    tensor_per_clock = gpu.tensor_flops_per_s("fp16") / (gpu.sm_count * gpu.clock_hz)
+    tensor = 4 * k["block_q"] * k["block_k"] * d / tensor_per_clock
+    exps = (k["before_full_wait"]["xu"] + k["after_full_wait"]["xu"]) * warps * 32
+    return {"issue": k["loop_instructions"] * warps / gpu.issue_per_clock_per_sm / tensor,
+            "mufu": exps / gpu.sfu_ops_per_clock_per_sm / tensor}

@@ -17,10 +17,11 @@ from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text
                           fa2_occupancy_sentence, implied_mma_sync_fraction, lockstep_effect,
                           wh_ref_gemm_sensitivity)
 from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d64_fixed_shares,
-                              fa3_d64_unoverlapped, fa3_pingpong_what_if, fa3_short_fp8_vs_fp16,
-                              fa3_switch_range, fp8_chart_ranges_text, fp8_excess_per_cta,
-                              fp8_kernel_what_if, fp8_length_dependence, fp8_over_fp16_model,
-                              fp8_over_fp16_published)
+                              fa3_d64_unoverlapped, fa3_fp16_ranges, fa3_issue_against_sass,
+                              fa3_pingpong_what_if, fa3_pipe_loads_per_tile,
+                              fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
+                              fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
+                              fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
 from .figures import (FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, fa2_over_fa1_by_pass,
                       fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max, fa3_pipelining_gain,
                       sdpa_over_flash2, tb2296_on)
@@ -52,7 +53,7 @@ def fa2_on_h100_bullet() -> str:
         "pipes overlapping less than the model's max(tensor, shared memory) lets them). "
         "The model no longer lets resident CTAs hide each other's softmax (`lockstep_ctas`): "
         "the chains in flight on an SM are those a CTA staggers on purpose, FlashAttention-3's "
-        "ping-pong barriers and 2-stage pipeline, which its paper (§3.1) introduces because "
+        "ping-pong barriers, which its paper (§3.1) introduces because "
         "the overlap has to be forced ([FA3-pingpong]); two FA-2 CTAs that start together on "
         "identical work reach their GEMMs together and their softmax together, and FA-2's "
         "published rate per SM and clock is about the same on the A100 and the H100, as a "
@@ -166,12 +167,14 @@ def fa3_fp8_bullet() -> str:
         "128 x 128 at d = 256), its ping-pong rule (the warpgroups take turns at the tensor "
         "cores only at d >= 128) and its mainloop, which waits for each GEMM before the "
         "step's next work (`mma_fp8`: `wgmma` wait 0 after Q K^T and after P V), so no "
-        "warpgroup overlaps its softmax with its own GEMMs as the 16-bit kernels' two-tile "
-        "pipelining does (`flash3 --fp8-kernel release`, the default: one chain per CTA at "
-        "d = 64, where the three warpgroups run in step, one per warpgroup at d >= 128). "
-        "With the 16-bit mainloop instead (`--fp8-kernel pretransposed`, the pull request "
-        "before it, [FA3-1075]: pipelining, the 16-bit ping-pong rule, V transposed before "
-        "the kernel) the bars at N >= 4096 would be {} against {} as modelled. The d = 64 "
+        "warpgroup overlaps any of its softmax with its own GEMMs, where the 16-bit release "
+        "overlaps its row max and O's rescaling ([FA3-sass]; `flash3 --fp8-kernel release`, "
+        "the default: one chain per CTA at d = 64, where the three warpgroups run in step, "
+        "one per warpgroup at d >= 128). With the 16-bit mainloop instead (`--fp8-kernel "
+        "pretransposed`, the pull request before it, [FA3-1075]: the 16-bit pipelining and "
+        "ping-pong rule, priced with the 16-bit release's overlap as its SASS shows it, since "
+        "the pull request as merged does not compile; V transposed before the kernel) the "
+        "bars at N >= 4096 would be {} against {} as modelled. The d = 64 "
         "bars at N >= 4096 are {} with the barrier (`flash3 --pingpong on`), and the "
         "non-causal fp16 d = 256 bars, whose warpgroups the release also runs in step, {} "
         "at N >= 2048. At N = 512 the "
@@ -179,8 +182,8 @@ def fa3_fp8_bullet() -> str:
         "slower at d = 64 and 128 (fp8 over fp16 throughput, non-causal: {}); the model's: "
         "{} (fp8 halves the bytes and doubles the tensor rate, every fixed cost the model "
         "charges is the same or smaller in fp8, and against that fp8's missing overlap, one "
-        "chain a CTA at d = 64 and one a warpgroup at d >= 128 where the 16-bit kernels "
-        "have two a warpgroup, weighs the most at d = 64): above the published at every "
+        "chain a CTA at d = 64 where the 16-bit kernel's three warpgroups take turns, weighs "
+        "the most at d = 64): above the published at every "
         "head dimension, so what is missing costs fp8 more than fp16 per CTA. Spread over "
         "the simulated grid, "
         "the published time beyond the predicted one at N = 512 and 1024 is {} ns per CTA "
@@ -244,6 +247,39 @@ def fa3_fp8_bullet() -> str:
                         model_gpu("h100-pcie").tensor_fp8_gemm_fraction))
 
 
+def fa3_pipelining_bullet() -> str:
+    """FlashAttention-3's pipelining as its release compiled it: the head dims it moved, d = 256
+    now pessimistic, Table 2's gain not reproduced."""
+    ranges = fa3_fp16_ranges()
+    paper = fa3_fp16_ranges((("pipelining", "paper"),))
+    return (
+        "- **FlashAttention-3's intra-warpgroup pipelining, as its release compiled it.** The "
+        "model prices what the release's SASS overlaps ([FA3-sass], table below: at d = 64 "
+        "and 128 no exponential of a warpgroup runs beside its own GEMMs, only its row max "
+        "and O's rescaling; `flash3 --pipelining release`, the default), not Section 3.2 as "
+        "the paper draws it (two tiles in flight a warpgroup, each a chain of its own: "
+        "`--pipelining paper`, the model before). The fp16 chart bars by head dimension: "
+        + "; ".join(f"d = {d}: {lo:.2f}–{hi:.2f} (drawn as the paper does: "
+                    f"{paper[d][0]:.2f}–{paper[d][1]:.2f})" for d, (lo, hi) in ranges.items())
+        + ". d = 128, the head dimension of the paper's ablation and of most of the published "
+        "figures, now lands on its measurements. d = 256 turned pessimistic: the release "
+        "builds no ping-pong barrier there, so its two warpgroups run in step in the model, "
+        "one chain a CTA with two fifths of its exps (none, causal) beside its GEMMs, while "
+        "the published 76% of peak needs almost the whole softmax hidden behind MMAs running "
+        "at the large GEMMs' rate: warpgroups that wait on no barrier of each other's may "
+        "drift apart and hide each other's softmax, which the model does not credit without "
+        "the barrier; ncu on the d = 256 kernel (tensor-pipe activity against the MUFU's) "
+        "would say. Table 2's pipelining gain is not reproduced: the model's release and its "
+        "ablation (`--no-pipelining`: the whole softmax after the GEMMs) differ by "
+        f"{fa3_pipelining_gain()[0]:.2f}x where Table 2 measured "
+        f"{FA3_TABLE2_MS['no pipelining'] / FA3_TABLE2_MS['full']:.2f}x ([FA3-T2]); the "
+        "ablation's kernel is not public, and what it lost beyond the row max and the "
+        "rescaling is in no program the model can read. The ptxas matters: the placement "
+        f"holds for the {sass_schedule()['source']['ptxas_release']} the build pinned and, "
+        "read the same way, for 12.4, 12.6, 12.8 and 13.0 at d = 64 and 128; 12.5's leaves "
+        "the exponentials before the wait at d = 128.")
+
+
 def fa3_d64_bullet() -> str:
     """FlashAttention-3 at d = 64: not the costs paid once per CTA; the overlap of softmax and
     GEMMs, against the chart's other Hopper kernels."""
@@ -265,14 +301,10 @@ def fa3_d64_bullet() -> str:
         "([FA3-src], the commit of the paper's date), not the 128 x 176 with two warpgroups "
         "it planned at every head dimension before. A gap that scales with the tiles "
         "points at the softmax: at d = 64 a tile's exp, FMA and shared-memory work nearly "
-        "equal its MMAs, and the model lets the six chains of a CTA (three warpgroups taking "
-        "turns, two tiles each) hide them behind each other, as the round-robin barrier "
-        "intends. At d = 128 the paper's own ablation checks the second factor of that "
-        "count: without the intra-warpgroup pipelining (`flash3 --no-pipelining`, W chains "
-        "instead of 2W) the model's time grows "
-        f"{fa3_pipelining_gain()[0]:.2f}x, Table 2's "
-        f"{FA3_TABLE2_MS['no pipelining'] / FA3_TABLE2_MS['full']:.2f}x "
-        "([FA3-T2]); with no chain hiding another (`--no-overlap`) the d = 64 bars would be "
+        "equal its MMAs, and the model lets the three chains of a CTA (three warpgroups "
+        "taking turns; no exp of a warpgroup runs beside its own GEMMs in the release's "
+        "SASS at d = 64, [FA3-sass]) hide them behind each other, as the round-robin barrier "
+        "intends; with no chain hiding another (`--no-overlap`) the d = 64 bars would be "
         + ", ".join(f"{r:.2f}" for r in fa3_d64_unoverlapped())
         + ": the published rates are close to what the pipes give when softmax and GEMMs do "
         "not overlap at all. The other Hopper kernels on the same chart stop near the same "
@@ -294,8 +326,16 @@ def fa3_d64_bullet() -> str:
         "`step_latency`, and hide behind the other chains), and "
         "a warpgroup's issue slots shared between its own `wgmma` and its softmax within a "
         "tile are not priced (the issue term counts the SM's instructions over the whole "
-        "kernel, not a phase's). Today's release (2.8.4) runs d = 64 on 192 x 192 tiles "
-        "with P passed through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
+        "kernel, not a phase's), nor every instruction the compiled loop issues: "
+        + "; ".join(f"d = {d}: {sass} a warp a K/V tile where the issue term counts "
+                    f"{model:.0f}" for d, (model, sass) in fa3_issue_against_sass().items())
+        + " (the rest: barriers, loop and address arithmetic, shuffles). At the compiled "
+        "count the SM's four schedulers are busy {:.0%} of the time the tensor cores take "
+        "for a tile at their dense peak, and the MUFU its exps {:.0%}: three pipes near "
+        "saturation at once, which only a perfect overlap of all three would sustain. "
+        "Today's release (2.8.4) runs d = 64 on 192 x 192 tiles ".format(
+            fa3_pipe_loads_per_tile(64)["issue"], fa3_pipe_loads_per_tile(64)["mufu"])
+        + "with P passed through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
         "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
         "which of these binds.")
 
@@ -439,21 +479,47 @@ def fa3_overlap_paragraph() -> str:
         "the published "
         "long-sequence rates are those of a kernel whose exponentials and MMAs take turns on "
         "each SM, with the tensor cores at their full dense rate at the clock the paper fixes "
-        "([FA3-clock]); the fp8 bars scatter more. The model does not adopt that: the FA-3 "
-        "paper designs its ping-pong and intra-warpgroup pipelining to overlap them and "
-        "measures what each adds (Table 2, compared above), the best large GEMMs measured on "
-        "H100s stay below the datasheet "
-        "rate, and FlashAttention-2's points, priced with the same rates, are already "
-        "optimistic; fitting one switch setting to these bars would be the fudge the model "
-        "avoids. It is the measurement to make first on a GPU: FlashAttention-3 at d = 64 and "
+        "([FA3-clock]); the fp8 bars scatter more. The model does not adopt that setting: "
+        "it prices the overlap the release's compiled program leaves (the ping-pong between "
+        "warpgroups, and of a warpgroup's own softmax only what its SASS issues before "
+        "waiting for its GEMMs, below), the best large GEMMs measured on H100s stay below "
+        "the datasheet rate, and FlashAttention-2's points, priced with the same rates, are "
+        "already optimistic; fitting one switch setting to these bars would be the fudge the "
+        "model avoids. It is the measurement to make first on a GPU: FlashAttention-3 at d = 64 and "
         "128 under Nsight Compute, whether the tensor pipe's and the MUFU's active cycles "
         "add up to the kernel's or overlap, next to a large GEMM's rate at the same locked "
         "clock. The rule itself can be timed apart from any attention kernel: "
         "`benchmarks/gpu_overlap.py` runs warpgroups that alternate `wgmma` and `ex2` "
         "phases, each reading the other's result, alone, in step, in ping-pong and with the "
-        "P V GEMM left running under the exps (FlashAttention-3's two-stage pipeline), and "
+        "P V GEMM left running under the exps (Section 3.2's pipelining as the paper draws "
+        "it, which the release's compiled code does not do at d <= 128), and "
         "prints how far the phases hide each other beside what the model's mean-value "
         "analysis gives for the same phases (part of `gpu_session.sh quick`).".format(short=FA3_SHORT, m=fa3_switch_range("model"),
                          o=fa3_switch_range("--no-overlap"),
                          p=fa3_switch_range(PIPES_ALONE),
                          p16=fa3_switch_range(PIPES_ALONE, dtype="fp16")))
+
+
+def fa3_sass_paragraph() -> str:
+    """What the release's compiled forward overlaps, as ``benchmarks/sass_schedule.py`` read
+    it (the table follows it)."""
+    source = sass_schedule()["source"]
+    return (
+        "What a warpgroup of the release runs beside its own GEMMs, read off the compiled "
+        f"kernel ([FA3-sass]): FlashAttention-3 at {source['flash_attention_commit'][:8]} "
+        f"(CUTLASS {source['cutlass_commit'][:8]}) assembled by ptxas "
+        f"{source['ptxas_release']}, the toolchain its build pinned, and disassembled; in "
+        "each kernel's steady-state loop, a consumer thread's softmax instructions on each "
+        "pipe before its wait for every `wgmma` in flight (`WARPGROUP.DEPBAR.LE gsb0, 0x0`: "
+        "the next Q K^T and this step's P V, issued together) and from it on. The source "
+        "waits for P V after the softmax (`warpgroup_wait<0>()` after `online_softmax`); "
+        "ptxas places the wait before the exponentials, so what runs beside the GEMMs is "
+        "the row max (in part) and O's rescaling, at d = 256 also two fifths of the exps "
+        "(non-causal) and at d = 128 causal a third. The model takes each pipe's share "
+        "before the wait as the share of its softmax work that runs beside the chain's own "
+        "GEMMs (`softmax_beside_own_gemm`, `--no-own-gemm-overlap` to drop it) and keeps "
+        "one chain a warpgroup. `python benchmarks/sass_schedule.py --flash-attention REPO "
+        "--cutlass REPO --ptxas PTXAS --cuobjdump CUOBJDUMP --json "
+        "reports/fa3_sass_schedule.json` rebuilds the table (no GPU; pip's "
+        "nvidia-cuda-nvcc-cu12==12.3.107 has the ptxas, nvidia-cuda-cuobjdump the "
+        "disassembler).")

@@ -72,6 +72,24 @@ SOURCES = (
            "FlashAttention-3 3.538 ms, 661 TFLOPs/s; No GEMM-Softmax Pipelining, "
            "Warp-Specialization 4.021 ms, 582; GEMM-Softmax Pipelining, No Warp-Specialization "
            "4.105 ms, 570"),
+    Source("FA3-sass", "FlashAttention-3's release compiled as its build pinned it and read "
+           "off the SASS (benchmarks/sass_schedule.py; reports/fa3_sass_schedule.json)",
+           "github.com/Dao-AILab/flash-attention 7f67966c hopper/flash_fwd_hdim{64,128,256}"
+           "_fp16_sm90.cu and mainloop_fwd_sm90_tma_gmma_ws.hpp, CUTLASS at its submodule's "
+           "fa4f6359; ptxas 12.3.107 (pip nvidia-cuda-nvcc-cu12==12.3.107), the toolchain "
+           "hopper/setup.py pinned ('NVIDIA_TOOLCHAIN_VERSION = {\"nvcc\": \"12.3.107\"}', "
+           "'nvcc 12.3 gives the best perf currently', 7a802796 until 454ce315) and the README "
+           "recommended ('For now, we highly recommend CUDA 12.3 for best performance', "
+           "7435839e); disassembled with cuobjdump",
+           "mainloop, per K/V tile: flash::gemm(Q K_j^T, wg_wait=-1); softmax.rescale_o; "
+           "flash::gemm(P V, wg_wait=-1); warpgroup_wait<1>(); softmax.max; "
+           "softmax.online_softmax; warpgroup_wait<0>(). SASS of the steady-state loop (d = "
+           "64, non-causal): HGMMA.64x128x16 x 4 (Q K^T), HGMMA.64x64x16 x 8 (P V), "
+           "WARPGROUP.DEPBAR.LE gsb0, 0x1, 33 FMNMX, WARPGROUP.DEPBAR.LE gsb0, 0x0, then all "
+           "66 MUFU.EX2, 66 FFMA, 64 FADD, 32 F2FP; d = 128 the same with 0 of 90 MUFU before "
+           "the second wait; d = 256 17 of 42 (causal 0 of 42); d = 128 causal 22 of 66. The "
+           "same placement at d = 64 and 128 with ptxas 12.4, 12.6, 12.8 and 13.0; ptxas 12.5 "
+           "leaves the MUFU before the wait at d = 128"),
     Source("TB2391", "pytorch/benchmark PR #2391 (commit ff65cb6), test plan",
            "https://github.com/pytorch/benchmark/pull/2391 "
            "(app.semanticdiff.com/gh/pytorch/benchmark/commit/ff65cb67...)",
