@@ -247,7 +247,7 @@ class Flash3Plan(Plan):
     hadamard_block: int | None = None  # size of H's diagonal blocks (d's power-of-two part)
     fp8_quantize: str | None = None   # "kernel" / "upstream" under --dtype fp8, else None
     fp8_kernel: str | None = None     # "release" / "pretransposed" under --dtype fp8, else None
-    pipelining: bool = True           # Section 3.2's GEMM-softmax pipelining (``--no-pipelining``)
+    pipelining: bool = True           # Section 3.2's pipelining (off: ``--no-pipelining``)
     pingpong: bool = True             # Section 3.1's turns at the tensor cores (``--pingpong``)
     pipelining_as: str = "release"    # what the pipelining overlaps (``--pipelining``)
     # pipe -> share of the softmax a warpgroup runs beside its own GEMMs (the release's SASS)

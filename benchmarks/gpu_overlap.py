@@ -39,13 +39,21 @@ of the exps) and then O += P B with P from the last exps (as P V); the exp phase
 
   one warpgroup             1 chain, every GEMM waited for before the exps (the control).
   one warpgroup, pipelined  the P V GEMM is waited for only before the next GEMM phase, so
-                            it runs under the exps: the model's 2 chains.
+                            it runs under the exps (FlashAttention-3's Section 3.2 as the
+                            paper draws it; ``flash3 --pipelining paper``): 2 chains.
   two warpgroups in step    2 warpgroups, a barrier every iteration, in phase: 1 chain.
-  two warpgroups, ping-pong the second warpgroup runs its exp phase first: 2 chains.
-  ping-pong, pipelined      both: FlashAttention-3's forward at d = 128, 4 chains.
+  two warpgroups, ping-pong the second warpgroup runs its exp phase first: 2 chains
+                            (FlashAttention-3's forward at d <= 128 as its release compiles
+                            it: its SASS waits for P V before the exps, docs/validation.md).
+  ping-pong, pipelined      both: FlashAttention-3 at d = 128 as the paper draws it, 4
+                            chains.
   in step, pipelined        two pipelined warpgroups with no stagger: FlashAttention-3
                             where its release builds no ping-pong barrier (fp16 at
-                            d = 256, fp8 at d = 64): 2 chains, not 4.
+                            d = 256, fp8 at d = 64) as the paper draws it: 2 chains, not 4.
+
+This kernel's own SASS (ptxas 13.0) runs the exps after the wait for S and before the wait for
+P V, as written; the release of FlashAttention-3 at d <= 128 does not
+(``benchmarks/sass_schedule.py``).
 
 Warps go to the SM's four sub-partitions by warp index modulo 4 (what Nsight Compute's
 per-sub-partition counters show), so each four consecutive warps (a warpgroup) put one warp

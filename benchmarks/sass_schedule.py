@@ -18,7 +18,9 @@ from it on. ``algorithms/flash3.py`` (``RELEASE_SOFTMAX_SPLIT``) prices the rele
 counts; ``reports/fa3_sass_schedule.json`` holds the run they come from.
 
 No GPU needed. The PyTorch headers the sources include are replaced by stubs (the device
-code uses none of them). The PTX comes from this machine's nvcc (its ISA version lowered to
+code uses none of them). ``--commit`` takes any commit with those per-head-dim sources (the
+release and the months after it); later releases generate their kernels into
+hopper/instantiations/ with other template parameters, a different program to read. The PTX comes from this machine's nvcc (its ISA version lowered to
 what the given ptxas reads): the front end keeps the source's order of the waits, so where
 they land in the SASS is the given ptxas's doing.
 """
