@@ -61,7 +61,8 @@ def programs_text() -> str:
         f"its fp8 bars `flash3 {options_text(FP8_BENCHMARK_OPTIONS)}` on the first public fp8 "
         "forward (`--fp8-kernel release`, the default, [FA3-src])",
         f"the pre-release fp8 measurements `flash3 {options_text(FA3_1075_OPTIONS)}` "
-        "([FA3-1075])"])
+        "([FA3-1075]); and every FlashAttention-3 figure on what the release's compiled "
+        "kernel overlaps (`flash3 --pipelining release`, the default, [FA3-sass])"])
 
 
 def intro_section() -> str:
