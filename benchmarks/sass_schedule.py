@@ -31,6 +31,7 @@ import json
 import pathlib
 import re
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 
@@ -203,6 +204,20 @@ def table(kernels: list[dict]) -> str:
                                    "ALU before / after"])
 
 
+def read_release(a) -> list[dict]:
+    """Build every head dim's forward of the release at ``a.commit`` and read its schedule."""
+    kernels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        prepare_sources(a.flash_attention, a.commit, a.cutlass, root)
+        for d in HEAD_DIMS:
+            src = root / "hopper" / f"flash_fwd_hdim{d}_fp16_sm90.cu"
+            if not src.exists():
+                raise RuntimeError(f"{a.commit} has no hopper/{src.name}")
+            kernels += schedule_of(build_sass(src, a.nvcc, a.ptxas, a.cuobjdump))
+    return kernels
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flash-attention", required=True, help="a clone of flash-attention")
@@ -214,13 +229,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cuobjdump", required=True, help="cuobjdump (sm_90a)")
     ap.add_argument("--json", help="write the counts here (reports/fa3_sass_schedule.json)")
     a = ap.parse_args(argv)
-    kernels = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = pathlib.Path(tmp)
-        prepare_sources(a.flash_attention, a.commit, a.cutlass, root)
-        for d in HEAD_DIMS:
-            src = root / "hopper" / f"flash_fwd_hdim{d}_fp16_sm90.cu"
-            kernels += schedule_of(build_sass(src, a.nvcc, a.ptxas, a.cuobjdump))
+    try:
+        kernels = read_release(a)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"sass_schedule.py: error: {str(exc).strip().splitlines()[0]} (check "
+              "--flash-attention, --cutlass, --commit, --nvcc, --ptxas and --cuobjdump)",
+              file=sys.stderr)
+        return 2
     print(table(kernels))
     if a.json:
         pinned = run(["git", "-C", a.flash_attention, "ls-tree", a.commit,

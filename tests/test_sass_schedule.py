@@ -78,3 +78,13 @@ def test_the_steady_state_loop_is_the_innermost_that_issues_wgmma():
 @pytest.mark.parametrize("release, isa", [((12, 3), "8.3"), ((12, 8), "8.7"), ((13, 0), "9.0")])
 def test_the_ptx_is_lowered_to_what_the_ptxas_reads(release, isa):
     assert load_benchmark("sass_schedule").PTX_ISA_OF_CUDA[release] == isa
+
+
+def test_a_missing_repository_or_tool_is_one_line_and_exit_2(tmp_path, capsys):
+    sass = load_benchmark("sass_schedule")
+    missing = str(tmp_path / "missing")
+    assert sass.main(["--flash-attention", missing, "--cutlass", missing,
+                      "--ptxas", missing, "--cuobjdump", missing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sass_schedule.py: error:") and "\n" not in err
+    assert "--flash-attention" in err
