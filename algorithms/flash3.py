@@ -11,8 +11,9 @@ warpgroups wait on the same K/V barriers and run in step. ``--pingpong on|off`` 
 the barrier would give where the release leaves it out, or cost where it has it.
 Section 3.2's pipelining has a warpgroup issue its next S = Q K^T together with this step's
 P V and start the next softmax once S is in; how much of that softmax then runs beside the
-warpgroup's own GEMMs is the compiler's doing. The release's SASS (ptxas 12.3, the toolchain
-it pinned; ``RELEASE_SOFTMAX_SPLIT``, ``benchmarks/sass_schedule.py``) waits for P V before
+warpgroup's own GEMMs is the compiler's doing. The release's SASS (ptxas 12.3, the CUDA its
+maintainers recommended and later pinned for FA-3; ``RELEASE_SOFTMAX_SPLIT``,
+``benchmarks/sass_schedule.py``) waits for P V before
 the exponentials at d = 64 and 128 (causal d = 128: after a third of them), so there only
 the row max and O's rescaling overlap its GEMMs; at d = 256 two fifths of the exps do.
 The model prices that (``--pipelining release``); ``--pipelining paper`` prices the
@@ -211,8 +212,10 @@ PIPELINE_STAGES_PER_WARPGROUP = 2   # Section 3.2's two tiles in flight, as the 
 # 0x0: the next Q K^T and this step's P V) and from it on; pipes as the timing model prices
 # them (xu: MUFU; fma: FFMA, FADD, FMUL; alu: FMNMX, FSEL, FSETP, F2FP). Read off the SASS of
 # hopper/flash_fwd_hdim{64,128,256}_fp16_sm90.cu at 7f67966c (FA-3's release with the
-# paper), assembled by ptxas 12.3.107, the toolchain the release pinned ("nvcc 12.3 gives the
-# best perf currently", hopper/setup.py), with benchmarks/sass_schedule.py; the run is
+# paper, which asks for CUDA >= 12.3), assembled by ptxas 12.3.107: the CUDA its maintainers
+# recommended for FA-3 (README from 7435839e: "we highly recommend CUDA 12.3 for best
+# performance") and then pinned (hopper/setup.py 7a802796..454ce315: "nvcc 12.3 gives the
+# best perf currently"), with benchmarks/sass_schedule.py; the run is
 # reports/fa3_sass_schedule.json. The source waits for P V after the softmax
 # (``warpgroup_wait<0>()`` after ``online_softmax``); ptxas places the wait before the
 # exponentials at d = 64 and 128 (at d = 128 causal, after a third of them): only the row

@@ -9,8 +9,9 @@ S is in. Whether the exponentials really run while P V is in flight is the compi
 decide: ptxas may place the wait for every wgmma (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) earlier
 than the source's ``warpgroup_wait<0>()``. This script builds the release's forward kernels
 (hopper/flash_fwd_hdim{64,128,256}_fp16_sm90.cu at ``--commit``, with the CUTLASS its
-submodule pins) to PTX with nvcc, assembles the PTX with ``--ptxas`` (the release pinned
-12.3.107: "nvcc 12.3 gives the best perf currently"; pip install
+submodule pins) to PTX with nvcc, assembles the PTX with ``--ptxas`` (12.3.107: the release
+asks for CUDA >= 12.3, its maintainers recommended 12.3 "for best performance" and later
+pinned it, "nvcc 12.3 gives the best perf currently"; pip install
 nvidia-cuda-nvcc-cu12==12.3.107 has it), disassembles it (``--cuobjdump``: pip install
 nvidia-cuda-cuobjdump), and in each kernel's steady-state loop (the innermost loop that
 issues wgmma) counts a consumer thread's softmax instructions by pipe before that wait and

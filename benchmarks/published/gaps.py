@@ -275,7 +275,8 @@ def fa3_pipelining_bullet() -> str:
         f"{FA3_TABLE2_MS['no pipelining'] / FA3_TABLE2_MS['full']:.2f}x ([FA3-T2]); the "
         "ablation's kernel is not public, and what it lost beyond the row max and the "
         "rescaling is in no program the model can read. The ptxas matters: the placement "
-        f"holds for the {sass_schedule()['source']['ptxas_release']} the build pinned and, "
+        f"holds for the {sass_schedule()['source']['ptxas_release']} its maintainers "
+        "recommended and pinned and, "
         "read the same way, for 12.4, 12.6, 12.8 and 13.0 at d = 64 and 128; 12.5's leaves "
         "the exponentials before the wait at d = 128.")
 
@@ -508,7 +509,8 @@ def fa3_sass_paragraph() -> str:
         "What a warpgroup of the release runs beside its own GEMMs, read off the compiled "
         f"kernel ([FA3-sass]): FlashAttention-3 at {source['flash_attention_commit'][:8]} "
         f"(CUTLASS {source['cutlass_commit'][:8]}) assembled by ptxas "
-        f"{source['ptxas_release']}, the toolchain its build pinned, and disassembled; in "
+        f"{source['ptxas_release']}, the CUDA its maintainers recommended for it and later "
+        "pinned, and disassembled; in "
         "each kernel's steady-state loop, a consumer thread's softmax instructions on each "
         "pipe before its wait for every `wgmma` in flight (`WARPGROUP.DEPBAR.LE gsb0, 0x0`: "
         "the next Q K^T and this step's P V, issued together) and from it on. The source "

@@ -72,7 +72,8 @@ SOURCES = (
            "FlashAttention-3 3.538 ms, 661 TFLOPs/s; No GEMM-Softmax Pipelining, "
            "Warp-Specialization 4.021 ms, 582; GEMM-Softmax Pipelining, No Warp-Specialization "
            "4.105 ms, 570"),
-    Source("FA3-sass", "FlashAttention-3's release compiled as its build pinned it and read "
+    Source("FA3-sass", "FlashAttention-3's release compiled with the ptxas its maintainers "
+           "recommended and later pinned, and read "
            "off the SASS (benchmarks/sass_schedule.py; reports/fa3_sass_schedule.json)",
            "github.com/Dao-AILab/flash-attention 7f67966c hopper/flash_fwd_hdim{64,128,256}"
            "_fp16_sm90.cu and mainloop_fwd_sm90_tma_gmma_ws.hpp, CUTLASS at its submodule's "
