@@ -85,20 +85,30 @@ def sass_functions(text: str) -> dict[str, list[tuple[int, str]]]:
     return functions
 
 
-def steady_state_loop(body: list[tuple[int, str]]) -> list[str]:
-    """The instructions of the innermost loop that issues wgmma: the shortest range from a
-    backward branch's target to the branch."""
+def loops(body: list[tuple[int, str]]) -> list[list[str]]:
+    """Every range from a backward branch's target to the branch, shortest first."""
     at = {address: i for i, (address, _) in enumerate(body)}
-    best = None
+    found = []
     for i, (address, instruction) in enumerate(body):
         m = re.match(r"BRA\s+(?:`\()?0x([0-9a-f]+)", instruction)
-        if not m or int(m.group(1), 16) >= address or int(m.group(1), 16) not in at:
-            continue
-        loop = [ins for _, ins in body[at[int(m.group(1), 16)]:i + 1]]
-        if any(ins.startswith(WGMMA_OPCODES) for ins in loop) and \
-                (best is None or len(loop) < len(best)):
-            best = loop
-    return best or []
+        if m and int(m.group(1), 16) < address and int(m.group(1), 16) in at:
+            found.append([ins for _, ins in body[at[int(m.group(1), 16)]:i + 1]])
+    return sorted(found, key=len)
+
+
+def wgmma_groups(loop: list[str]) -> int:
+    """The wgmma groups a loop commits: each GEMM's last wgmma carries ``gsb0``."""
+    return sum(ins.startswith(WGMMA_OPCODES) and "gsb0" in ins for ins in loop)
+
+
+def steady_state_loop(body: list[tuple[int, str]]) -> list[str]:
+    """The instructions of the innermost loop that issues both GEMMs of a tile (two wgmma
+    groups: Q K^T and P V; a loop around P V alone, as later releases have for their last
+    tiles, is not it), or failing one, the innermost that issues any wgmma."""
+    candidates = loops(body)
+    both = [loop for loop in candidates if wgmma_groups(loop) >= 2]
+    any_ = [loop for loop in candidates if wgmma_groups(loop) >= 1]
+    return (both or any_ or [[]])[0]
 
 
 def pipe_counts(instructions: list[str]) -> dict[str, int]:

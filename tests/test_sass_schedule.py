@@ -88,3 +88,18 @@ def test_a_missing_repository_or_tool_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("sass_schedule.py: error:") and "\n" not in err
     assert "--flash-attention" in err
+
+
+def test_the_steady_state_loop_issues_both_gemms():
+    """A shorter loop around the P V GEMM alone (one wgmma group) is not the tile loop."""
+    sass = load_benchmark("sass_schedule")
+    pv_only = ["HGMMA.64x128x16.F32 R24, R176, gdesc[UR8].tnspB, R24, gsb0",
+               "WARPGROUP.DEPBAR.LE gsb0, 0x0", "MUFU.EX2 R3, R3"]
+    # the tile loop first, then a short loop around P V alone branching back into itself
+    text = listing(0, LOOP)
+    body = sass.sass_functions(text)[NAME.format(causal=0)]
+    end = body[-1][0]
+    extra = [(end + 0x10 * (i + 1), ins) for i, ins in enumerate(pv_only)]
+    extra.append((end + 0x10 * (len(pv_only) + 1), f"@P3 BRA 0x{end + 0x10:x}"))
+    loop = sass.steady_state_loop(body + extra)
+    assert sass.wgmma_groups(loop) == 2 and loop[0].startswith("BAR.SYNC")
