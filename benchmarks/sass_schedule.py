@@ -14,7 +14,7 @@ asks for CUDA >= 12.3, its maintainers recommended 12.3 "for best performance" a
 pinned it, "nvcc 12.3 gives the best perf currently"; pip install
 nvidia-cuda-nvcc-cu12==12.3.107 has it), disassembles it (``--cuobjdump``: pip install
 nvidia-cuda-cuobjdump), and in each kernel's steady-state loop (the innermost loop that
-issues wgmma) counts a consumer thread's softmax instructions by pipe before that wait and
+issues both GEMMs of a tile) counts a consumer thread's softmax instructions by pipe before that wait and
 from it on. ``algorithms/flash3.py`` (``RELEASE_SOFTMAX_SPLIT``) prices the release with the
 counts; ``reports/fa3_sass_schedule.json`` holds the run they come from.
 
