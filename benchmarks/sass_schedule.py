@@ -203,16 +203,19 @@ def build_sass(src: pathlib.Path, nvcc: str, ptxas: str, cuobjdump: str) -> str:
     return run([cuobjdump, "-sass", str(cubin)])
 
 
-def table(kernels: list[dict]) -> str:
+def table(kernels: list[dict], fmt: str = "simple") -> str:
+    """The kernels' schedules as a table (this script prints it, docs/validation.md shows it)."""
     rows = []
     for k in kernels:
-        b, a = k["before_full_wait"], k["after_full_wait"]
-        rows.append([k["head_dim"], k["causal"], f"{k['block_q']} x {k['block_k']}",
-                     k["loop_instructions"], b["wgmma"] + a["wgmma"],
-                     *(f"{b[p]} / {a[p]}" for p in ("xu", "fma", "alu"))])
-    return tabulate(rows, headers=["d", "causal", "tile", "loop instr.", "wgmma",
-                                   "exp before / after", "FMA before / after",
-                                   "ALU before / after"])
+        before, after = k["before_full_wait"], k["after_full_wait"]
+        rows.append([k["head_dim"], "causal" if k["causal"] else "non-causal",
+                     f"{k['block_q']} x {k['block_k']}", k["loop_instructions"],
+                     before["wgmma"] + after["wgmma"]]
+                    + [f"{before[p]} / {after[p]}" for p in ("xu", "fma", "alu")])
+    return tabulate(rows, headers=["d", "mask", "tile", "instructions a step",
+                                   "wgmma a step", "exp: before / after the wait",
+                                   "FMA pipe: before / after", "ALU pipe: before / after"],
+                    tablefmt=fmt)
 
 
 def read_release(a) -> list[dict]:

@@ -400,6 +400,32 @@ def _generations(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> tuple[int, i
     return resident, generations, generations if opts.lockstep_ctas or resident == 1 else 1
 
 
+def _fma_alu_ops(c, opts: TimingOptions) -> tuple[float, float]:
+    """Lane-ops on the FMA and the ALU pipe (``pipe_lane_ops``), or with ``alu_pipe`` off the
+    first model's: every elementwise op on the FMA pipe, conversions free."""
+    if opts.alu_pipe:
+        ops = pipe_lane_ops(c)
+        return ops["fma"], ops["alu"]
+    return float(c[OTHER_FLOPS]), 0.0
+
+
+def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> float:
+    """The warp-instructions the issue term counts for a kernel: its MMAs (a ``wgmma`` per
+    65536 FLOPs a warp, an ``mma.sync`` per 4096), one per 32 lane-ops of its elementwise
+    work, and on the ``mma.sync`` path one shared-memory load per 512 bytes (TMA and
+    ``wgmma`` read shared memory without instructions)."""
+    c = k.counters
+    fma_ops, alu_ops = _fma_alu_ops(c, opts)
+    if k.tc_path == "wgmma":
+        mma_instr = float(c[MATMUL_FLOPS]) / WGMMA_FLOPS_PER_WARP_INSTR * \
+            (2 if k.matmul_dtype == "fp8" else 1)
+        smem_instr = 0.0
+    else:
+        mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
+        smem_instr = smem_bytes(k) / SMEM_BYTES_PER_INSTR
+    return mma_instr + (pipe_lane_ops(c)["xu"] + fma_ops + alu_ops) / WARP + smem_instr
+
+
 def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     c = k.counters
     clock = _clock(gpu, opts)
@@ -407,10 +433,7 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
     fma_rate = gpu.fp32_lanes * sms * clock
     ops = pipe_lane_ops(c)
-    if opts.alu_pipe:
-        fma_ops, alu_ops = ops["fma"], ops["alu"]
-    else:       # the first model: every elementwise op on the FMA pipe, conversions free
-        fma_ops, alu_ops = float(c[OTHER_FLOPS]), 0.0
+    fma_ops, alu_ops = _fma_alu_ops(c, opts)
     alu_s = alu_ops / (gpu.alu_lanes_per_sm * sms * clock)
     if opts.separate_sfu:
         mufu_s = ops["xu"] / (gpu.sfu_ops_per_clock_per_sm * sms * clock)
@@ -421,15 +444,7 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     smem_rate = gpu.smem_bytes_per_clock_per_sm * sms * clock
     smem_s = nbytes / smem_rate if opts.smem_bandwidth else 0.0
     exchange_s = k.smem_exchange_bytes / smem_rate if opts.smem_bandwidth else 0.0
-    if k.tc_path == "wgmma":
-        mma_instr = float(c[MATMUL_FLOPS]) / WGMMA_FLOPS_PER_WARP_INSTR * \
-            (2 if k.matmul_dtype == "fp8" else 1)
-        smem_instr = 0.0        # TMA loads and stores, wgmma reads its operands itself
-    else:
-        mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
-        smem_instr = nbytes / SMEM_BYTES_PER_INSTR
-    instr = mma_instr + (ops["xu"] + fma_ops + alu_ops) / WARP + smem_instr
-    issue_s = instr / (gpu.issue_per_clock_per_sm * sms * clock)
+    issue_s = warp_instructions(k, opts) / (gpu.issue_per_clock_per_sm * sms * clock)
     return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s, exchange_s)
 
 

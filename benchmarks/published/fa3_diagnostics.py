@@ -13,7 +13,9 @@ import pathlib
 from tabulate import tabulate
 
 from attnsim.simulate import simulate
-from hwmodels.timing import TimingOptions
+from hwmodels.timing import TimingOptions, warp_instructions
+
+import sass_schedule as sass_schedule_script   # benchmarks/sass_schedule.py, beside the package
 
 from .charts import (CHART_DTYPE, FA3_CHARTS, chart_options, chart_points, chart_ratio_range,
                      chart_speedups)
@@ -253,17 +255,7 @@ def sass_schedule() -> dict:
 
 
 def sass_schedule_table(fmt: str) -> str:
-    rows = []
-    for k in sass_schedule()["kernels"]:
-        before, after = k["before_full_wait"], k["after_full_wait"]
-        rows.append([k["head_dim"], "causal" if k["causal"] else "non-causal",
-                     f"{k['block_q']} x {k['block_k']}", k["loop_instructions"],
-                     before["wgmma"] + after["wgmma"]]
-                    + [f"{before[p]} / {after[p]}" for p in ("xu", "fma", "alu")])
-    return tabulate(rows, headers=["d", "mask", "tile", "instructions a step",
-                                   "wgmma a step", "exp: before / after the wait",
-                                   "FMA pipe: before / after", "ALU pipe: before / after"],
-                    tablefmt=fmt)
+    return sass_schedule_script.table(sass_schedule()["kernels"], fmt)
 
 
 def fa3_fp16_ranges(options: tuple = ()) -> dict[int, tuple[float, float]]:
@@ -285,19 +277,17 @@ def fa3_fp16_ranges(options: tuple = ()) -> dict[int, tuple[float, float]]:
 def fa3_issue_against_sass(n: int = 8192) -> dict[int, tuple[float, int]]:
     """Head dim -> (warp-instructions a consumer warp issues per K/V tile as the model counts
     them for its issue term, the compiled release's steady-state loop): the non-causal paper
-    workload at ``n``, the model's issue time turned back into instructions."""
+    workload at ``n``."""
     out = {}
     loops = {k["head_dim"]: k["loop_instructions"] for k in sass_schedule()["kernels"]
              if not k["causal"]}
     gpu = model_gpu("h100-sxm")
     for d, loop in sorted(loops.items()):
         r = simulate("flash3", paper_workload(n, d), gpu, compute=False)
-        (k,) = r.time.kernels
-        instructions = k.issue_s * gpu.issue_per_clock_per_sm * gpu.sm_count * \
-            gpu.sustained_clock
+        (k,) = r.kernels
         warps = 4 * r.plan["consumer_warpgroups"]
         tiles = k.ctas * -(-n // r.plan["block_k"])
-        out[d] = (instructions / (warps * tiles), loop)
+        out[d] = (warp_instructions(k) / (warps * tiles), loop)
     return out
 
 
