@@ -69,7 +69,8 @@ def _registry_cases():
                       head_dim=64, causal=name == "nsa")
         yield name, wl
         if "bwd" in get_algorithm(name).INFO.passes:
-            yield name, wl.replace(passes="fwd+bwd", causal=True, dropout=0.1)
+            dropout = 0.1 if get_algorithm(name).INFO.dropout else 0.0
+            yield name, wl.replace(passes="fwd+bwd", causal=True, dropout=dropout)
             yield name, wl.replace(passes="bwd")
     for passes in ("fwd", "fwd+bwd"):           # FlashAttention's release program
         for seq in (200, 512):                  # one K/V block (no o_tmp), several

@@ -215,6 +215,12 @@ def test_flash_tile_loops_keep_p_off_the_shared_memory_pipe(name, workload, opti
             assert rate == pytest.approx(e / 160 + e / (10 * d)
                                          + (e / 160 if v_in_registers else 0)), k.name
             assert rate * k.counts()["matmul_flops"] <= k.counts()["sram_read_bytes"], k.name
+        elif k.name == "flash3_bwd":
+            # FlashAttention-3's backward warpgroups keep P for dV_j and dS for dK_j in
+            # registers (wgmma's A operand): 2 r c e of a tile's reads per its 10 r c d FLOPs
+            e = workload.elem_bytes
+            assert rate == pytest.approx(e / (5 * workload.head_dim)), k.name
+            assert rate * k.counts()["matmul_flops"] <= k.counts()["sram_read_bytes"], k.name
         else:
             assert rate == 0, k.name
 

@@ -295,7 +295,7 @@ def test_gpu_check_without_a_device_answers_in_the_format_and_file_asked(monkeyp
 
 
 @pytest.mark.parametrize("args,message", [(["--hw", "nosuch"], "unknown GPU 'nosuch'"),
-                                          (["--pass", "bwd", "flash3"],
+                                          (["--pass", "bwd", "local"],
                                            "--pass bwd is not available for it")])
 def test_gpu_check_refuses_bad_flags_even_without_a_device(monkeypatch, capsys, args, message):
     """A CI job with a typo must fail on a runner without a GPU too."""

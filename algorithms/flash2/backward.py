@@ -144,19 +144,32 @@ def cta_work(wl, bp: Flash2BwdPlan) -> np.ndarray:
 def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     """Launch the three kernels; ``saved`` holds the forward's o and lse (executed mode)."""
     bp: Flash2BwdPlan = fwd_plan.bwd
+    return run_kernels(wl, bp, inputs, saved, compute, *declare_kernels(wl, bp, rec))
+
+
+def l2_footprint(wl, bp, rec: Recorder, smem_bytes: int, threads_per_cta: int) -> tuple[int, int]:
+    """(compulsory HBM bytes, L2 working set) of the main kernel. The CTAs in flight (K/V
+    blocks of a few heads) sweep the same Q, dO, lse, D and dQaccum rows; atomics execute in
+    L2. When those heads' tensors fit, DRAM sees the compulsory traffic: inputs once, dK, dV
+    once, dQaccum read and written back once."""
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
-    tr, tc = cdiv(nq, bp.block_q), cdiv(nk, bp.block_k)
-    c_pre = rec.kernel("flash2_bwd_preprocess", ctas=tr * bh, buffers={},
-                       threads_per_cta=THREADS_PER_CTA, tc_path="none")
-    # L2: the CTAs in flight (K/V blocks of a few heads) sweep the same Q, dO, lse, D and
-    # dQaccum rows; atomics execute in L2. When those heads' tensors fit, DRAM sees the
-    # compulsory traffic: inputs once, dK, dV once, dQaccum read and written back once.
     per_head_shared = 2 * nq * d * e + 2 * STAT_BYTES * nq + ACCUM_BYTES * nq * d
     unique = bh * (per_head_shared + ACCUM_BYTES * nq * d + 4 * nk * d * e)
-    buffers = smem_buffers(bp.block_q, bp.block_k, d, e)
-    flight = heads_in_flight(rec, tc, bh, sum(buffers.values()), bp.register_bytes,
-                             THREADS_PER_CTA)
+    flight = heads_in_flight(rec, cdiv(nk, bp.block_k), bh, smem_bytes, bp.register_bytes,
+                             threads_per_cta)
+    return unique, flight * per_head_shared
+
+
+def declare_kernels(wl, bp: Flash2BwdPlan, rec: Recorder) -> tuple:
+    """FlashAttention-2's three backward kernels (preprocess, main, convert), as records."""
+    d = wl.head_dim
+    bh = wl.batch * wl.heads
+    tr, tc = cdiv(wl.seq_q, bp.block_q), cdiv(wl.seq_k, bp.block_k)
+    c_pre = rec.kernel("flash2_bwd_preprocess", ctas=tr * bh, buffers={},
+                       threads_per_cta=THREADS_PER_CTA, tc_path="none")
+    buffers = smem_buffers(bp.block_q, bp.block_k, d, wl.elem_bytes)
+    unique, working_set = l2_footprint(wl, bp, rec, sum(buffers.values()), THREADS_PER_CTA)
     work = cta_work(wl, bp)
     c_main = rec.kernel("flash2_bwd", ctas=tc * bh, buffers=buffers,
                         threads_per_cta=THREADS_PER_CTA, register_bytes_per_cta=bp.register_bytes,
@@ -168,9 +181,17 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
                                                                         "V_j")),
                         epilogue_elements_per_cta=2 * bp.block_k * d,     # dK_j, dV_j
                         matmul_dtype=wl.dtype, unique_hbm_bytes=unique,
-                        l2_working_set_bytes=flight * per_head_shared)
+                        l2_working_set_bytes=working_set)
     c_conv = rec.kernel("flash2_bwd_convert_dq", ctas=tr * bh, buffers={},
                         threads_per_cta=THREADS_PER_CTA, tc_path="none")
+    return c_pre, c_main, c_conv
+
+
+def run_kernels(wl, bp, inputs, saved, compute: bool, c_pre, c_main, c_conv) -> dict:
+    """Algorithm 2's backward on ``bp``'s tiles, counted on the three kernel records: the
+    program FlashAttention-2's kernels run, and FlashAttention-3's on other tiles."""
+    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
+    bh = wl.batch * wl.heads
     seed, threshold, inv_keep = dropout_args(wl, inputs, compute)
     grads = _new_grads(wl, compute)
     for b in range(wl.batch if compute else 1):

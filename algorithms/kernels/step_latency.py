@@ -67,13 +67,19 @@ def forward_step(block_k: int, wgmma: bool = False) -> tuple:
                   shfl=2, bar=1 if wgmma else 2)
 
 
-def backward_step() -> tuple:
+def backward_step(wgmma: bool = False) -> tuple:
     """FlashAttention-2's backward step (flash_bwd_kernel.h), one Q block against a K/V
     block: the first Q fragment, S's last MMA, P = exp2(S·scale - L) (an FMA, an exp2),
     dS = P (dP - D) (a subtract, a multiply; dP's GEMM runs beside S's), the conversion,
     P and dS read back from shared memory for dV, dK and dQ, whose last MMA ends the step
     (dQ's atomics drain on their own); three barriers (Q_i landed, dS stored, dO's buffer
-    free); no row reduction (L and D come precomputed)."""
+    free); no row reduction (L and D come precomputed).
+    ``wgmma`` (FlashAttention-3's consumer warpgroups, ``compute_dqkv_ws``): operands come
+    from shared memory or registers without loads; the step waits for the previous dS K_j
+    (dQ_i), for S, then for dSᵀ Q_i (the step's last wait), at one named barrier (dS
+    complete in shared memory, the dQ buffer free)."""
+    if wgmma:
+        return events(mma=3, sfu=1, fp=4, bar=1)
     return events(mma=2, smem=3, sfu=1, fp=4, bar=3)
 
 

@@ -141,28 +141,42 @@ def standard_chart_ratios(program: str, timing: TimingOptions = TimingOptions())
             for n, published in values.items() if published[0] is not None]
 
 
-# Head dim -> {N: FlashAttention-2's backward TFLOP/s} of the FA-3 paper's backward charts
-# (non-causal; the benchmark's FLOP convention, 2.5 x the forward's). Their other bars are
-# left out: FlashAttention-3's and cuDNN's backward kernels are not simulated, and the
-# standard-attention bars time autograd through the eager program, which ``standard
+# Head dim -> algorithm -> {N: backward TFLOP/s} of the FA-3 paper's backward charts
+# (non-causal; the benchmark's FLOP convention, 2.5 x the forward's): FlashAttention-2's and
+# FlashAttention-3's bars (``flash3 --pass bwd``: the release's backward, which is the one
+# these charts time). Their other bars are left out: cuDNN's backward is not simulated, and
+# the standard-attention bars time autograd through the eager program, which ``standard
 # --program pytorch-eager`` simulates forward only.
 FA3_BWD_CHARTS = {
-    64: dict(zip(SEQS, (198, 238, 264, 279, 287, 291))),
-    128: dict(zip(SEQS, (214, 260, 291, 310, 318, 322))),
+    64: {"flash2": dict(zip(SEQS, (198, 238, 264, 279, 287, 291))),
+         "flash3": dict(zip(SEQS, (272, 363, 422, 453, 472, 474)))},
+    128: {"flash2": dict(zip(SEQS, (214, 260, 291, 310, 318, 322))),
+          "flash3": dict(zip(SEQS, (316, 424, 501, 542, 559, 561)))},
 }
 
 
 @functools.lru_cache(maxsize=None)
 def backward_chart_points() -> tuple:
-    """(d, N, published, predicted) for every FlashAttention-2 bar of the backward charts."""
-    return tuple((d, n, pub, tflops("flash2", paper_workload(n, d, passes="bwd"), "h100-sxm"))
-                 for d, bars in FA3_BWD_CHARTS.items() for n, pub in bars.items())
+    """(d, N, algorithm, published, predicted) for every FlashAttention-2 and FlashAttention-3
+    bar of the backward charts."""
+    return tuple((d, n, algorithm, pub,
+                  tflops(algorithm, paper_workload(n, d, passes="bwd"), "h100-sxm"))
+                 for d, by_algorithm in FA3_BWD_CHARTS.items()
+                 for algorithm, bars in by_algorithm.items() for n, pub in bars.items())
 
 
 def backward_chart_table(fmt: str) -> str:
-    rows = [[d, n, pub, f"{pred:.0f}", f"{pred / pub:.2f}"]
-            for d, n, pub, pred in backward_chart_points()]
-    return tabulate(rows, headers=["d", "N", "FA-2 bwd published", "predicted", "pred/pub"],
+    """One row a bar pair: each algorithm's published / predicted (ratio), and FA-3's
+    speedup over FA-2, published and predicted."""
+    bars = {(d, n, a): (pub, pred) for d, n, a, pub, pred in backward_chart_points()}
+    rows = []
+    for d, by_algorithm in FA3_BWD_CHARTS.items():
+        for n in by_algorithm["flash2"]:
+            (p2, q2), (p3, q3) = bars[d, n, "flash2"], bars[d, n, "flash3"]
+            rows.append([d, n, f"{p2} / {q2:.0f} ({q2 / p2:.2f})",
+                         f"{p3} / {q3:.0f} ({q3 / p3:.2f})", f"{p3 / p2:.2f} / {q3 / q2:.2f}"])
+    return tabulate(rows, headers=["d", "N", "FA-2 bwd pub / pred (ratio)",
+                                   "FA-3 bwd pub / pred (ratio)", "FA-3 / FA-2 pub / pred"],
                     tablefmt=fmt)
 
 

@@ -120,7 +120,8 @@ def backward_gap_text() -> str:
     shared-memory time over its tensor time."""
     parts = []
     for d in FA3_BWD_CHARTS:
-        r = [pred / pub for dd, _, pub, pred in backward_chart_points() if dd == d]
+        r = [pred / pub for dd, _, a, pub, pred in backward_chart_points()
+             if dd == d and a == "flash2"]
         run = simulate("flash2", paper_workload(4096, d, passes="bwd"), "h100-sxm",
                        compute=False)
         k = next(t for t in run.time.kernels if t.name == "flash2_bwd")

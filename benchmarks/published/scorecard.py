@@ -28,7 +28,8 @@ GROUP_OF_SOURCE_CLAIM = (
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
 )
-BACKWARD_CHART_GROUP = "H100, FlashAttention-2 backward (charts)"
+BACKWARD_CHART_GROUP = {"flash2": "H100, FlashAttention-2 backward (charts)",
+                        "flash3": "H100, FlashAttention-3 backward (charts)"}
 CHART_GROUP = {"standard": "H100, standard attention (charts)",
                "flash2": "H100, FlashAttention-2", "flash3": "H100, FlashAttention-3 (fp16, fp8)"}
 FA2_CHART_GROUP = {("a100-80gb", "flash2"): "A100, FlashAttention-2 fwd+bwd (charts)",
@@ -45,8 +46,8 @@ def grouped_ratios() -> dict[str, list[float]]:
         groups.setdefault(group, []).extend(ratios)
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         groups.setdefault(CHART_GROUP[algorithm], []).append(pred / pub)
-    groups.setdefault(BACKWARD_CHART_GROUP, []).extend(
-        pred / pub for _, _, pub, pred in backward_chart_points())
+    for _, _, algorithm, pub, pred in backward_chart_points():
+        groups.setdefault(BACKWARD_CHART_GROUP[algorithm], []).append(pred / pub)
     for gpu, _, _, _, algorithm, pub, pred in fa2_chart_points():
         groups.setdefault(FA2_CHART_GROUP[gpu, algorithm], []).append(pred / pub)
     return groups
@@ -65,8 +66,8 @@ def all_ratios() -> list[tuple[str, float]]:
            for c, _, ratios in evaluated() for r in ratios]
     out += [(f"FA3-fig {chart} d{d} {'causal' if causal else 'non-causal'} N{n} {algorithm}",
              pred / pub) for chart, d, causal, n, algorithm, pub, pred in chart_points()]
-    out += [(f"FA3-bwd-fig d{d} non-causal N{n} flash2 bwd", pred / pub)
-            for d, n, pub, pred in backward_chart_points()]
+    out += [(f"FA3-bwd-fig d{d} non-causal N{n} {algorithm} bwd", pred / pub)
+            for d, n, algorithm, pub, pred in backward_chart_points()]
     out += [(f"FA2-fig {gpu} d{d} {'causal' if causal else 'non-causal'} N{n} {algorithm} "
              "fwd+bwd", pred / pub)
             for gpu, d, causal, n, algorithm, pub, pred in fa2_chart_points()]

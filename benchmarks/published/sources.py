@@ -187,7 +187,8 @@ SOURCES = (
            "before the GEMMs of warpgroup 2"),
     Source("FA3-src", "flash-attention hopper/flash_fwd_launch_template.h and "
            "hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp at the FA-3 release (commit 7f67966c, "
-           "2024-07-11) and at the first FP8 forward (commit 5018ac6a, 2024-07-30, 'Fp8 kernel "
+           "2024-07-11; its backward: hopper/flash_bwd_launch_template.h, flash_bwd_kernel.h) "
+           "and at the first FP8 forward (commit 5018ac6a, 2024-07-30, 'Fp8 kernel "
            "with in-kernel transpose of V in producer'), hopper/tile_size.h (release 2.8.4, "
            "commit 0251105a)", "github.com/Dao-AILab/flash-attention",
            "7f67966c run_mha_fwd_hdim64: Flash_fwd_kernel_traits<64, 192, 128, 16 warps, 2 "
@@ -203,7 +204,13 @@ SOURCES = (
            "/*wg_wait=*/0>(tiled_mma1, ...)'. 1899c970 (pull request #1075 merged): the fp8 "
            "branch of run_mha_fwd_hdim128 'Flash_fwd_kernel_traits<Headdim, 128, 128, 12, 4, "
            "...>' on the 16-bit mainloop. 0251105a tile_size_fwd_sm90, fp16, "
-           "d <= 64: {192, causal ? 128 : 192, MmaPV_is_RS = causal, IntraWGOverlap = true}"),
+           "d <= 64: {192, causal ? 128 : 192, MmaPV_is_RS = causal, IntraWGOverlap = true}. "
+           "7f67966c backward: run_mha_bwd_hdim64 'Flash_bwd_kernel_traits<Headdim, 128, 128, "
+           "12, true, ...>', hdim128 '<Headdim, 64, 128, 12, true, ...>', hdim256 empty, "
+           "each 'run_flash_bwd<Flash_bwd_kernel_traits<...>, false>' (template parameter "
+           "Is_causal); compute_dqkv_ws: 'NamedBarrier::sync(NumMmaThreads + 32, 0 /*id*/)' "
+           "every step, S and dP issued together, 'warpgroup_wait<1>()' before the exp, "
+           "'tma_reduce_add_dQ'"),
     Source("CUDA-BP", "CUDA C++ Best Practices Guide, 'Coalesced Access to Global Memory'",
            "https://docs.nvidia.com/cuda/cuda-c-best-practices-guide/index.html"
            "#coalesced-access-to-global-memory",

@@ -31,7 +31,8 @@ def summary() -> dict:
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         add("h100-sxm", EAGER_LABEL if algorithm == "standard" else algorithm,
             chart_dtype[chart], [pred / pub])
-    add("h100-sxm", "flash2", "fp16", [pred / pub for _, _, pub, pred in backward_chart_points()])
+    for _, _, algorithm, pub, pred in backward_chart_points():
+        add("h100-sxm", algorithm, "fp16", [pred / pub])
     for gpu, _, _, _, algorithm, pub, pred in fa2_chart_points():
         add(gpu, algorithm, "fp16", [pred / pub])
     rows = [{"gpu": gpu, "algorithm": algorithm, "dtype": kind, "points": len(r),

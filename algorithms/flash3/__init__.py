@@ -107,6 +107,7 @@ import numpy as np
 
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.flash3 import backward as flash3_bwd
 from algorithms.kernels import footprints as fp
 from algorithms.kernels import fp8
 from algorithms.kernels import step_latency
@@ -116,6 +117,8 @@ from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
                                        for_each_head, head_view, kv_group, new_output,
                                        new_stats, online_softmax_tile, scale_rows)
 from algorithms.kernels.dropout import dropout_args
+from algorithms.kernels.footprints import with_passes
+from algorithms.kernels.passes import bound_for_passes, run_passes
 from algorithms.kernels.flash_tile import (STAT_BYTES, count_softmax_tile, count_tile, finish_rows,
                                           new_row_state, p_in_registers, repeat_step,
                                           same_tiles_run, snapshot)
@@ -140,10 +143,11 @@ def _one_of(valid):
 
 INFO = AlgorithmInfo(
     name="flash3",
-    title="FlashAttention-3 (forward, Hopper)",
+    title="FlashAttention-3 (Hopper; forward, and the release's backward)",
     paper="Shah et al., 2024 (arXiv 2407.08608)",
     exact=True,
     io_bound="Θ(Nd + N²d/B_r) = Θ(N²d²/M)",
+    passes=("fwd", "bwd"),
     fp8_kernel=True,
     options=(Option("stages", int, None,
                     "K/V pipeline stages in shared memory (default: the release's, 2; fp8 "
@@ -255,6 +259,7 @@ class Flash3Plan(Plan):
     pipelining_as: str = "release"    # what the pipelining overlaps (``--pipelining``)
     # pipe -> share of the softmax a warpgroup runs beside its own GEMMs (the release's SASS)
     softmax_beside_own_gemm: dict = field(default_factory=dict)
+    bwd: flash3_bwd.Flash3BwdPlan | None = None   # the backward's own tiles (training)
 
 
 def smem_buffers(block_q, block_k, stages, d, e, fp8_vt=False) -> dict[str, int]:
@@ -377,6 +382,8 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
         raise PlanError("flash3: --no-pipelining and --pipelining paper contradict each other "
                         "(no pipelining, or the paper's); give one")
     d, e = wl.head_dim, wl.elem_bytes
+    bwd = flash3_bwd.plan_backward(wl, gpu, sram_bytes, consumer_register_budget(
+        gpu, flash3_bwd.CONSUMER_WARPGROUPS)) if wl.has_backward else None
     fp8_kernel = (fp8_kernel or "release") if is_fp8 else None
     # the release transposes V in shared memory and waits for each GEMM (wgmma wait 0)
     # before the step's next work: no intra-warpgroup pipelining, one score tile a
@@ -401,7 +408,7 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
                         pingpong=chosen_pingpong(pingpong, w, d, transposes_v),
                         pipelining_as=pipelining_as, softmax_beside_own_gemm=beside)
         if not is_fp8:
-            return Flash3Plan(bq, bk, stages, smem, regs, w, **schedule)
+            return Flash3Plan(bq, bk, stages, smem, regs, w, **schedule, bwd=bwd)
         return Flash3Plan(bq, bk, stages, smem, regs, w, fp8_scales or "block",
                           rotation or "hadamard", fp8.hadamard_block(d),
                           fp8_quantize or "kernel", fp8_kernel, **schedule)
@@ -418,6 +425,11 @@ def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
         rec.info["note"] = flash2.head_dim_note(wl.head_dim)
     if wl.dtype == "fp8":
         return run_fp8(wl, p, inputs, rec, compute)
+    return run_passes(wl, p, inputs, rec, compute, forward, flash3_bwd.backward)
+
+
+def forward(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
+    """The 16-bit forward: FlashAttention-2's tile loop on the release's tiles and schedule."""
     c = declare_attention_kernel(wl, p, rec, wl.elem_bytes)
     o, lse = new_output(wl, compute), new_stats(wl, compute)
     # no dropout here, but the same argument types as flash2's call: one compiled kernel
@@ -649,9 +661,11 @@ def forward_head_fp8(c, q8, k8, v8, sq, sk, sv, o, lse, seq_q, seq_k, d, block_q
 
 
 def io_bound(wl, p: Flash3Plan, sram_bytes: int) -> float:
-    """Θ(N d + N² d / B_r) in bytes, all heads."""
+    """Θ(N d + N² d / B_r) in bytes, all heads (plus the backward's Θ(N d + N² d / B_c),
+    when simulated)."""
     per_head = wl.seq_q * wl.head_dim + wl.seq_q * wl.seq_k * wl.head_dim / p.block_q
-    return float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    fwd = float(per_head * wl.elem_bytes * wl.batch * wl.heads)
+    return bound_for_passes(wl, fwd, flash3_bwd.io_bound_backward(wl, p.bwd) if p.bwd else 0.0)
 
 
 def footprint(wl, p: Flash3Plan):
@@ -660,7 +674,8 @@ def footprint(wl, p: Flash3Plan):
     attention kernel, which writes O in bf16 (with ``--fp8-quantize upstream`` the e4m3
     tensors and scales are the call's inputs)."""
     if wl.dtype != "fp8":
-        return fp.single_kernel(wl, "flash3_fwd")
+        return with_passes(wl, fp.single_kernel(wl, "flash3_fwd"),
+                           flash3_bwd.footprint_backward(wl) if wl.has_backward else None)
     n = quantize_counts(wl, p)
     e4m3 = [fp.Allocation(f"{x}_e4m3", size, "flash3_fp8_quantize", "flash3_fwd")
             for x, size in (("q", fp.q_bytes(wl)), ("k", fp.kv_bytes(wl)),
