@@ -47,7 +47,8 @@ A softmax a chain starts while its own GEMMs are still in flight (``softmax_besi
 the share of each pipe's work a kernel issues before it waits for them, read off the
 compiled kernel; FlashAttention-3's release issues its next S = Q K^T and this step's P V
 together and starts the next softmax once S is in, but ptxas places the wait for P V before
-the exponentials at d <= 128, so only the row max and O's rescaling run beside its GEMMs)
+the exponentials at d <= 128, so only the row max and O's rescaling run beside its GEMMs; its
+backward runs a quarter to a third of P's exponentials beside the dP GEMM)
 leaves the rest for the phase: P = max over pipes of (t_pipe - min(share x t_pipe, G)), and
 the pipes' totals still bound the time (``own_gemm_overlap`` off: P takes it all).
 Step latency: a tile step is also a chain of dependent instructions, each waiting one

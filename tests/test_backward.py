@@ -147,13 +147,10 @@ CASES = [(97, 131, 40, False, 0.0), (97, 131, 40, True, 0.0), (131, 61, 24, True
          (97, 131, 40, True, 0.2), (128, 128, 32, False, 0.1)]
 
 
-@pytest.mark.parametrize("nq,nk,d,causal,dropout", CASES)
-def test_flash2_backward_counts_closed_form(nq, nk, d, causal, dropout):
-    wl = Workload(batch=2, heads=3, seq_q=nq, seq_k=nk, head_dim=d, causal=causal,
-                  dropout=dropout, passes="bwd")
-    r = bwd_counts("flash2", wl, SMALL_SRAM["flash2"])
-    bq, bk = r.plan["bwd"]["block_q"], r.plan["bwd"]["block_k"]
-    e, bh = wl.elem_bytes, 6
+def fa2_backward_closed_form(nq, nk, d, causal, dropout, bq, bk, e) -> dict:
+    """Per head, FlashAttention-2's three backward kernels (Algorithm 2 as its release runs
+    it) on B_r x B_c = bq x bk tiles: the counts derived from the shapes. FlashAttention-3's
+    release runs the same program on its own tiles (tests/test_flash3_backward.py)."""
     tiles = visited_tiles(nq, nk, bq, bk, causal)
     rows = sum(t[0] for t in tiles)                    # Σ B_r over visited tiles
     area = sum(t[0] * t[1] for t in tiles)
@@ -167,21 +164,32 @@ def test_flash2_backward_counts_closed_form(nq, nk, d, causal, dropout):
     other = (2 * nq * d + nq * d + nk * d
              + sum(4 * r_ * c_ + (r_ * c_ if p_ else 0)
                    + (dropout_ops(r_, c_, 2) if dropout else 0) for r_, c_, p_ in tiles))
-    c = r.counts
-    assert c["hbm_read_bytes"] == bh * reads
-    assert c["hbm_write_bytes"] == bh * writes
-    assert c["atomic_bytes"] == bh * atomic
-    assert c["matmul_flops"] == bh * 10 * area * d
-    assert c["exp_ops"] == bh * area
-    assert c["other_flops"] == bh * other
     # ALU: the causal select, the dropout RNG's xors/adds and compare; conversions: P and dS
     # before their products (2 r c per tile), dK, dV and dQ on their way out
-    assert c["alu_ops"] == bh * sum((r_ * c_ if p_ else 0)
-                                    + (dropout_alu_ops(r_, c_) if dropout else 0)
-                                    for r_, c_, p_ in tiles)
-    assert c["convert_ops"] == bh * (2 * area + 2 * nk * d + nq * d)
-    assert c["kernel_launches"] == 3
-    assert c["ctas"] == bh * (2 * cdiv(nq, bq) + cdiv(nk, bk))
+    alu = sum((r_ * c_ if p_ else 0) + (dropout_alu_ops(r_, c_) if dropout else 0)
+              for r_, c_, p_ in tiles)
+    return {"hbm_read_bytes": reads, "hbm_write_bytes": writes, "atomic_bytes": atomic,
+            "matmul_flops": 10 * area * d, "exp_ops": area, "other_flops": other,
+            "alu_ops": alu, "convert_ops": 2 * area + 2 * nk * d + nq * d,
+            "ctas": 2 * cdiv(nq, bq) + cdiv(nk, bk)}
+
+
+def assert_backward_closed_form(counts, want, heads):
+    """The three kernels' counts are ``heads`` times the per-head closed form."""
+    for key in ("hbm_read_bytes", "hbm_write_bytes", "atomic_bytes", "matmul_flops",
+                "exp_ops", "other_flops", "alu_ops", "convert_ops", "ctas"):
+        assert counts[key] == heads * want[key], key
+    assert counts["kernel_launches"] == 3
+
+
+@pytest.mark.parametrize("nq,nk,d,causal,dropout", CASES)
+def test_flash2_backward_counts_closed_form(nq, nk, d, causal, dropout):
+    wl = Workload(batch=2, heads=3, seq_q=nq, seq_k=nk, head_dim=d, causal=causal,
+                  dropout=dropout, passes="bwd")
+    r = bwd_counts("flash2", wl, SMALL_SRAM["flash2"])
+    bq, bk = r.plan["bwd"]["block_q"], r.plan["bwd"]["block_k"]
+    assert_backward_closed_form(r.counts, fa2_backward_closed_form(
+        nq, nk, d, causal, dropout, bq, bk, wl.elem_bytes), heads=6)
 
 
 @pytest.mark.parametrize("nq,nk,d,causal,dropout", CASES)

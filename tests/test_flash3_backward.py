@@ -17,13 +17,10 @@ from attnsim.reference import attention_backward_reference, relative_error
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
 from hwmodels.memory import SramOverflowError
-from test_backward import visited_tiles     # (rows, cols, partially masked) of visited tiles
+# FlashAttention-2's backward counts in closed form, on given tiles
+from test_backward import assert_backward_closed_form, fa2_backward_closed_form
 
 GPU = "h100"
-
-
-def cdiv(a, b):
-    return -(-a // b)
 
 
 # ---- numerics ---------------------------------------------------------------------------------
@@ -91,26 +88,8 @@ def test_counts_closed_form(nq, nk, d, causal):
                   passes="bwd")
     r = simulate("flash3", wl, GPU, compute=False)
     bq, bk = (128, 128) if d <= 64 else (64, 128)
-    e, bh = wl.elem_bytes, 6
-    tiles = visited_tiles(nq, nk, bq, bk, causal)
-    rows = sum(t[0] for t in tiles)
-    area = sum(t[0] * t[1] for t in tiles)
-    atomic = 4 * rows * d
-    reads = 2 * nq * d * e + 2 * nk * d * e + rows * (2 * d * e + 8) + atomic + 4 * nq * d
-    writes = 4 * nq + 4 * nq * d + 2 * nk * d * e + atomic + nq * d * e
-    other = 2 * nq * d + nq * d + nk * d + sum(4 * r_ * c_ + (r_ * c_ if p_ else 0)
-                                               for r_, c_, p_ in tiles)
-    c = r.counts
-    assert c["hbm_read_bytes"] == bh * reads
-    assert c["hbm_write_bytes"] == bh * writes
-    assert c["atomic_bytes"] == bh * atomic
-    assert c["matmul_flops"] == bh * 10 * area * d
-    assert c["exp_ops"] == bh * area
-    assert c["other_flops"] == bh * other
-    assert c["alu_ops"] == bh * sum(r_ * c_ for r_, c_, p_ in tiles if p_)
-    assert c["convert_ops"] == bh * (2 * area + 2 * nk * d + nq * d)
-    assert c["kernel_launches"] == 3
-    assert c["ctas"] == bh * (2 * cdiv(nq, bq) + cdiv(nk, bk))
+    assert_backward_closed_form(r.counts, fa2_backward_closed_form(
+        nq, nk, d, causal, 0.0, bq, bk, wl.elem_bytes), heads=6)
     assert [k.name for k in r.kernels] == ["flash3_bwd_preprocess", "flash3_bwd",
                                            "flash3_bwd_convert_dq"]
 

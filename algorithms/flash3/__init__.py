@@ -121,7 +121,7 @@ from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
 from algorithms.kernels.flash_tile import (STAT_BYTES, count_softmax_tile, count_tile, finish_rows,
                                           new_row_state, p_in_registers, repeat_step,
-                                          same_tiles_run, snapshot)
+                                          same_tiles_run, shares_beside_own_gemm, snapshot)
 from hwmodels.compiled import compiled
 from hwmodels.counters import SRAM_READ_BYTES, SRAM_WRITE_BYTES
 from hwmodels.memory import SramOverflowError
@@ -342,9 +342,7 @@ def release_softmax_beside_gemm(d: int, causal: bool) -> dict[str, float]:
     kernel the release runs head dim ``d`` on: the next one it compiles (64, 128, 256), as
     later releases round a head dim up; 256 beyond."""
     compiled = next((h for h in RELEASE_HEAD_DIMS if d <= h), RELEASE_HEAD_DIMS[-1])
-    return {pipe: round(before / (before + after), 4)
-            for pipe, (before, after) in RELEASE_SOFTMAX_SPLIT[(compiled, causal)].items()
-            if before + after}
+    return shares_beside_own_gemm(RELEASE_SOFTMAX_SPLIT[(compiled, causal)])
 
 
 def fp8_kernel_tile(kernel: str, d: int, stages: int | None, sram_bytes: int, gpu):

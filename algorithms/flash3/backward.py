@@ -32,8 +32,9 @@ Tiles (the release's ``run_mha_bwd_hdim{64,128}``; the paper's backward charts t
 12 warps: the producer warpgroup and two consumer warpgroups, each of which owns half of
 the CTA's keys for S = Q K_jᵀ, dP = dO V_jᵀ (computed transposed, ``SdP_swapAB``), dV_j and
 dK_j, and half of dQ_i (its rows at d = 64, its columns at d = 128). The release compiles no
-kernel beyond d = 128 (``run_mha_bwd_hdim256`` is empty), no causal kernel (it launches
-``run_flash_bwd<..., Is_causal=false>``) and no fp8 backward: d > 128 and fp8 are refused;
+kernel beyond d = 128 (``run_mha_bwd_hdim256`` is empty), no causal kernel (each launch is
+``run_flash_bwd<Flash_bwd_kernel_traits<...>, false>``, the false its ``Is_causal``) and no
+fp8 backward: d > 128 and fp8 are refused;
 causal masking is simulated as FlashAttention-2's (a K/V block skips the Q blocks above the
 diagonal) on the same tiles, a program the release did not ship, so no published figure
 checks it.
@@ -54,8 +55,8 @@ memory; dV_j += Pᵀ dO_i and dK_j += dSᵀ Q_i. The two warpgroups meet at the 
 step, so they form one GEMM -> softmax -> GEMM chain a CTA (``chains_per_cta`` 1), as
 FlashAttention-2's warps do. What of the softmax runs beside the warpgroup's own dP GEMM is
 read off the release's SASS (``RELEASE_SOFTMAX_SPLIT``), as the forward's is: ptxas places
-the wait for dP after a third of the exponentials (d = 64: 19 of 64; d = 128: 7 of 32), so
-the rest of P, and all of dS, wait for it.
+the wait for dP after a quarter to a third of the exponentials (d = 64: 19 of 64; d = 128:
+7 of 32), so the rest of P, and all of dS, wait for it.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.flash2 import backward as fa2_bwd
 from algorithms.kernels import step_latency
 from algorithms.kernels.common import WARPGROUP, cdiv
+from algorithms.kernels.flash_tile import shares_beside_own_gemm
 from algorithms.kernels.passes import check_backward_workload
 from hwmodels.memory import Recorder, SramOverflowError
 
@@ -156,9 +158,7 @@ def release_softmax_beside_gemm(d: int) -> dict[str, float]:
     """Pipe -> share of its softmax work that the release's compiled backward issues while
     the warpgroup's dP GEMM is in flight (``RELEASE_SOFTMAX_SPLIT``, to 4 decimals), for the
     kernel head dim ``d`` runs on."""
-    return {pipe: round(before / (before + after), 4)
-            for pipe, (before, after) in RELEASE_SOFTMAX_SPLIT[release_head_dim(d)].items()
-            if before + after}
+    return shares_beside_own_gemm(RELEASE_SOFTMAX_SPLIT[release_head_dim(d)])
 
 
 def register_operand_bytes_per_flop(d: int, e: int) -> float:
@@ -174,6 +174,7 @@ def declare_kernels(wl, bp: Flash3BwdPlan, rec: Recorder) -> tuple:
     d, e = wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     tr, tc = cdiv(wl.seq_q, bp.block_q), cdiv(wl.seq_k, bp.block_k)
+    # the preprocess runs kNThreadsNonWS = 8 warps, as FA-2's
     c_pre = rec.kernel("flash3_bwd_preprocess", ctas=tr * bh, buffers={},
                        threads_per_cta=fa2_bwd.THREADS_PER_CTA, tc_path="none")
     buffers = smem_buffers(bp.block_q, bp.block_k, d, e)

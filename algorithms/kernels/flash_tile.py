@@ -37,6 +37,15 @@ def p_in_registers(d: int, e: int) -> dict:
     return {"register_operand_bytes_per_flop": e / (4 * d)}
 
 
+def shares_beside_own_gemm(split: dict) -> dict[str, float]:
+    """``Recorder.kernel``'s ``softmax_beside_own_gemm`` from a compiled kernel's counts:
+    pipe -> (softmax instructions issued while the warpgroup's own GEMMs are in flight, the
+    rest), to pipe -> the first's share, to 4 decimals; a pipe with no instruction is left
+    out."""
+    return {pipe: round(before / (before + after), 4)
+            for pipe, (before, after) in split.items() if before + after}
+
+
 @compiled
 def apply_element_mask(s, mask, r0, c0):
     """s[i, j] = -inf where mask[r0 + i, c0 + j] is False (a sparse pattern's partial tile)."""
