@@ -49,8 +49,9 @@ import numpy as np
 from algorithms.flash2 import backward as flash2_bwd
 from algorithms.flash2 import release
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.kernels.common import (causal_key_end, cdiv, for_each_head, head_view, heads_in_flight,
-                               key_tiles_per_row_block, new_output, new_stats)
+from algorithms.kernels.common import (causal_key_end, cdiv, check_tile_limits, for_each_head,
+                               head_view, heads_in_flight, key_tiles_per_row_block,
+                               new_output, new_stats)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
                                    new_row_state, p_in_registers)
@@ -172,15 +173,9 @@ def check_fixed_tiles(what: str, bq: int, bk: int, d: int, e: int, sram_bytes: i
     names the numbers: ``what`` the kernel, ``limit_text`` what bounds its registers, ``fix``
     the flags that change the tiles."""
     smem = sum(smem_buffers(bq, bk, d, e).values())
-    if smem > sram_bytes:
-        raise SramOverflowError(
-            f"{what}: {bq} x {bk} tiles at head_dim {d} need {smem:,} bytes of SRAM per CTA "
-            f"(Q, K and V tiles at {e} B) but the budget is {sram_bytes:,} bytes; use "
-            f"{fix} or a larger --sram-kb")
     regs = register_bytes(bq, bk, d)
-    if regs > register_limit:
-        raise PlanError(f"{what}: {bq} x {bk} tiles at head_dim {d} need {regs:,} bytes of "
-                        f"fp32 registers per CTA, more than {limit_text}; use {fix}")
+    check_tile_limits(what, bq, bk, d, smem, regs, f"Q, K and V tiles at {e} B", sram_bytes,
+                      register_limit, limit_text, fix)
     return smem, regs
 
 

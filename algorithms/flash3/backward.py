@@ -65,10 +65,10 @@ from dataclasses import dataclass
 from algorithms.base import Plan, PlanError
 from algorithms.flash2 import backward as fa2_bwd
 from algorithms.kernels import step_latency
-from algorithms.kernels.common import WARPGROUP, cdiv
+from algorithms.kernels.common import WARPGROUP, cdiv, check_tile_limits
 from algorithms.kernels.flash_tile import shares_beside_own_gemm
 from algorithms.kernels.passes import check_backward_workload
-from hwmodels.memory import Recorder, SramOverflowError
+from hwmodels.memory import Recorder
 
 # head dim -> (B_r, B_c): run_mha_bwd_hdim64 / hdim128 (Flash_bwd_kernel_traits<d, B_r, B_c,
 # 12 warps, ...>) at 7f67966c
@@ -140,17 +140,10 @@ def plan_backward(wl, gpu, sram_bytes: int, consumer_register_budget: int) -> Fl
     d, e = wl.head_dim, wl.elem_bytes
     bq, bk = RELEASE_TILES[release_head_dim(d)]
     smem = sum(smem_buffers(bq, bk, d, e).values())
-    if smem > sram_bytes:
-        raise SramOverflowError(
-            f"flash3 backward with head_dim {d} needs {smem:,} bytes of SRAM per CTA (the "
-            f"release's {bq}x{bk} tiles: two stages of Q and dO, K, V, dS and the fp32 dQ "
-            f"tile) but the budget is {sram_bytes:,} bytes; use a larger --sram-kb or "
-            f"--pass fwd")
     regs = register_bytes(bq, bk, d)
-    if regs > consumer_register_budget:
-        raise PlanError(f"flash3 backward with head_dim {d}: the {bq}x{bk} tiles need "
-                        f"{regs:,} bytes of fp32 registers, more than the "
-                        f"{consumer_register_budget:,} its consumer warpgroups hold")
+    check_tile_limits("flash3 backward (the release's tiles)", bq, bk, d, smem, regs,
+                      "two stages of Q and dO, K, V, dS and the fp32 dQ tile", sram_bytes,
+                      consumer_register_budget, "its consumer warpgroups hold", "--pass fwd")
     return Flash3BwdPlan(block_q=bq, block_k=bk, smem_bytes=smem, register_bytes=regs)
 
 

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from algorithms.base import PlanError
 from hwmodels.compiled import compiled
-from hwmodels.memory import Recorder
+from hwmodels.memory import Recorder, SramOverflowError
 
 
 def placeholder(ncols: int) -> np.ndarray:
@@ -422,3 +423,19 @@ def scale_rows(x, factor):
         f = factor[i]
         for j in range(x.shape[1]):
             x[i, j] *= f
+
+
+def check_tile_limits(what: str, bq: int, bk: int, d: int, smem: int, regs: int, holds: str,
+                      sram_bytes: int, register_limit: int, limit_text: str, fix: str) -> None:
+    """The error that names the numbers when given B_r x B_c tiles (``smem`` bytes of shared
+    memory: ``holds``; ``regs`` of fp32 registers) exceed the SRAM budget or the registers:
+    ``what`` the kernel, ``limit_text`` what bounds its registers, ``fix`` the flags that
+    change the tiles."""
+    if smem > sram_bytes:
+        raise SramOverflowError(
+            f"{what}: {bq} x {bk} tiles at head_dim {d} need {smem:,} bytes of SRAM per CTA "
+            f"({holds}) but the budget is {sram_bytes:,} bytes; use {fix} or a larger "
+            f"--sram-kb")
+    if regs > register_limit:
+        raise PlanError(f"{what}: {bq} x {bk} tiles at head_dim {d} need {regs:,} bytes of "
+                        f"fp32 registers per CTA, more than {limit_text}; use {fix}")
