@@ -1,4 +1,4 @@
-"""What FlashAttention-3's compiled forward overlaps: its steady-state loop, read off the SASS.
+"""What FlashAttention-3's compiled kernels overlap: their steady-state loops, read off the SASS.
 
     python benchmarks/sass_schedule.py --flash-attention REPO --cutlass REPO \\
         --ptxas PATH --cuobjdump PATH [--commit 7f67966c] [--json FILE]
@@ -15,8 +15,15 @@ pinned it, "nvcc 12.3 gives the best perf currently"; pip install
 nvidia-cuda-nvcc-cu12==12.3.107 has it), disassembles it (``--cuobjdump``: pip install
 nvidia-cuda-cuobjdump), and in each kernel's steady-state loop (the innermost loop that
 issues both GEMMs of a tile) counts a consumer thread's softmax instructions by pipe before that wait and
-from it on. ``algorithms/flash3.py`` (``RELEASE_SOFTMAX_SPLIT``) prices the release with the
-counts; ``reports/fa3_sass_schedule.json`` holds the run they come from.
+from it on. ``algorithms/flash3/__init__.py`` (``RELEASE_SOFTMAX_SPLIT``) prices the release
+with the counts; ``reports/fa3_sass_schedule.json`` holds the run they come from.
+
+The backward (hopper/flash_bwd_hdim{64,128}_fp16_sm90.cu, ``compute_dqkv_ws``) issues
+S = Q K^T and dP = dO V^T together, waits for S alone (``warpgroup_wait<1>()``,
+``WARPGROUP.DEPBAR.LE gsb0, 0x1``) before the exponentials of P and for dP
+(``warpgroup_wait<0>()``) before dS; the script counts, in the loop that issues all five
+GEMMs, a consumer thread's softmax instructions between those two waits (beside the dP GEMM)
+and elsewhere in the loop, for ``algorithms/flash3/backward.py`` (``RELEASE_SOFTMAX_SPLIT``).
 
 No GPU needed. The PyTorch headers the sources include are replaced by stubs (the device
 code uses none of them). ``--commit`` takes any commit with those per-head-dim sources (the
@@ -39,6 +46,7 @@ from collections import Counter
 from tabulate import tabulate
 
 HEAD_DIMS = (64, 128, 256)
+BACKWARD_HEAD_DIMS = (64, 128)       # the release compiles no backward beyond d = 128
 NVCC_FLAGS = ("-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr",
               "--expt-extended-lambda", "-U__CUDA_NO_HALF_OPERATORS__",
               "-U__CUDA_NO_HALF_CONVERSIONS__", "-U__CUDA_NO_BFLOAT16_OPERATORS__",
@@ -52,6 +60,7 @@ PIPE_OF_OPCODE = {"MUFU": "xu", "FFMA": "fma", "FADD": "fma", "FMUL": "fma",
                   "FMNMX": "alu", "FSEL": "alu", "FSETP": "alu", "F2FP": "alu"}
 WGMMA_OPCODES = ("HGMMA", "QGMMA")
 FULL_WAIT = re.compile(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x0\b")
+ALL_BUT_ONE_WAIT = re.compile(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x1\b")
 # PTX ISA version each CUDA release's ptxas reads up to (PTX ISA reference, "Release Notes")
 PTX_ISA_OF_CUDA = {(12, 3): "8.3", (12, 4): "8.4", (12, 5): "8.5", (12, 6): "8.5",
                    (12, 8): "8.7", (12, 9): "8.8", (13, 0): "9.0"}
@@ -132,14 +141,54 @@ def split_at_full_wait(loop: list[str]) -> tuple[list[str], list[str]]:
     return [], loop
 
 
+def split_beside_last_gemm(loop: list[str]) -> tuple[list[str], list[str]]:
+    """The loop's instructions between its first wait that leaves one wgmma group in flight
+    and the next wait for every group (what runs beside that last group: the backward's dP
+    GEMM), and the rest of the loop (all of it, if it never waits so)."""
+    for i, ins in enumerate(loop):
+        if ALL_BUT_ONE_WAIT.match(ins):
+            for j in range(i + 1, len(loop)):
+                if FULL_WAIT.match(loop[j]):
+                    return loop[i:j], loop[:i] + loop[j:]
+            return loop[i:], loop[:i]
+    return [], loop
+
+
 def kernel_shape(name: str) -> dict | None:
     """Head dim, tile and causal flag from a mangled ``compute_attn_ws`` name
     (``Flash_fwd_kernel_traits<d, B_r, B_c, warps, stages, ...>``, then ``Is_causal``)."""
-    m = re.search(r"kernel_traits(?:_fp8)?ILi(\d+)ELi(\d+)ELi(\d+)E.*?EELb([01])E", name)
+    m = re.search(r"Flash_fwd_kernel_traits(?:_fp8)?ILi(\d+)ELi(\d+)ELi(\d+)E.*?EELb([01])E", name)
     if not m:
         return None
     return {"head_dim": int(m.group(1)), "block_q": int(m.group(2)),
             "block_k": int(m.group(3)), "causal": m.group(4) == "1"}
+
+
+def backward_kernel_shape(name: str) -> dict | None:
+    """Head dim, tile and causal flag from a mangled ``compute_dqkv_ws`` name
+    (``Flash_bwd_kernel_traits<d, B_r, B_c, warps, ...>``, then ``Is_causal``)."""
+    m = re.search(r"compute_dqkv_wsI23Flash_bwd_kernel_traitsILi(\d+)ELi(\d+)ELi(\d+)E"
+                  r".*?EELb([01])E", name)
+    if not m:
+        return None
+    return {"head_dim": int(m.group(1)), "block_q": int(m.group(2)),
+            "block_k": int(m.group(3)), "causal": m.group(4) == "1"}
+
+
+def backward_schedule_of(sass_text: str) -> list[dict]:
+    """Each warp-specialized backward kernel of a SASS listing: its shape, its steady-state
+    loop's length, and a consumer thread's softmax instructions beside its dP GEMM and
+    elsewhere in the loop."""
+    out = []
+    for name, body in sass_functions(sass_text).items():
+        shape = backward_kernel_shape(name)
+        loop = steady_state_loop(body)
+        if shape is None or not loop:
+            continue
+        beside, elsewhere = split_beside_last_gemm(loop)
+        out.append({**shape, "loop_instructions": len(loop),
+                    "beside_dp_gemm": pipe_counts(beside), "elsewhere": pipe_counts(elsewhere)})
+    return sorted(out, key=lambda k: (k["head_dim"], k["causal"]))
 
 
 def schedule_of(sass_text: str) -> list[dict]:
@@ -218,17 +267,35 @@ def table(kernels: list[dict], fmt: str = "simple") -> str:
                     tablefmt=fmt)
 
 
-def read_release(a) -> list[dict]:
-    """Build every head dim's forward of the release at ``a.commit`` and read its schedule."""
-    kernels = []
+def backward_table(kernels: list[dict], fmt: str = "simple") -> str:
+    """The backward kernels' schedules as a table."""
+    rows = [[k["head_dim"], f"{k['block_q']} x {k['block_k']}", k["loop_instructions"],
+             k["beside_dp_gemm"]["wgmma"] + k["elsewhere"]["wgmma"]]
+            + [f"{k['beside_dp_gemm'][p]} / {k['elsewhere'][p]}" for p in ("xu", "fma", "alu")]
+            for k in kernels]
+    return tabulate(rows, headers=["d", "tile", "instructions a step", "wgmma a step",
+                                   "exp: beside dP / elsewhere", "FMA pipe: beside / elsewhere",
+                                   "ALU pipe: beside / elsewhere"], tablefmt=fmt)
+
+
+SOURCES = {"fwd": ("flash_fwd_hdim{}_fp16_sm90.cu", HEAD_DIMS, schedule_of),
+           "bwd": ("flash_bwd_hdim{}_fp16_sm90.cu", BACKWARD_HEAD_DIMS, backward_schedule_of)}
+
+
+def read_release(a) -> dict[str, list[dict]]:
+    """Build every head dim's forward and backward of the release at ``a.commit`` and read
+    their schedules: {"fwd": [...], "bwd": [...]}."""
+    kernels = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         prepare_sources(a.flash_attention, a.commit, a.cutlass, root)
-        for d in HEAD_DIMS:
-            src = root / "hopper" / f"flash_fwd_hdim{d}_fp16_sm90.cu"
-            if not src.exists():
-                raise RuntimeError(f"{a.commit} has no hopper/{src.name}")
-            kernels += schedule_of(build_sass(src, a.nvcc, a.ptxas, a.cuobjdump))
+        for pass_, (pattern, head_dims, reader) in SOURCES.items():
+            kernels[pass_] = []
+            for d in head_dims:
+                src = root / "hopper" / pattern.format(d)
+                if not src.exists():
+                    raise RuntimeError(f"{a.commit} has no hopper/{src.name}")
+                kernels[pass_] += reader(build_sass(src, a.nvcc, a.ptxas, a.cuobjdump))
     return kernels
 
 
@@ -250,7 +317,7 @@ def main(argv=None) -> int:
               "--flash-attention, --cutlass, --commit, --nvcc, --ptxas and --cuobjdump)",
               file=sys.stderr)
         return 2
-    print(table(kernels))
+    print(table(kernels["fwd"]), backward_table(kernels["bwd"]), sep="\n\n")
     if a.json:
         pinned = run(["git", "-C", a.flash_attention, "ls-tree", a.commit,
                       "csrc/cutlass"]).split()[2]
@@ -261,9 +328,11 @@ def main(argv=None) -> int:
                   "ptxas": run([a.ptxas, "--version"]).strip().splitlines()[-1],
                   "ptxas_release": ".".join(map(str, ptxas_release(a.ptxas))),
                   "nvcc_flags": list(NVCC_FLAGS),
-                  "sources": [f"hopper/flash_fwd_hdim{d}_fp16_sm90.cu" for d in HEAD_DIMS]}
-        pathlib.Path(a.json).write_text(json.dumps({"source": source, "kernels": kernels},
-                                                   indent=1) + "\n")
+                  "sources": [f"hopper/{pattern.format(d)}"
+                              for pattern, head_dims, _ in SOURCES.values() for d in head_dims]}
+        pathlib.Path(a.json).write_text(json.dumps(
+            {"source": source, "kernels": kernels["fwd"], "backward_kernels": kernels["bwd"]},
+            indent=1) + "\n")
     return 0
 
 

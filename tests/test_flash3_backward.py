@@ -187,3 +187,23 @@ def test_softmax_beside_its_own_dp_gemm_is_the_release_sass():
         off = simulate("flash3", wl, GPU, compute=False,
                        timing=TimingOptions(own_gemm_overlap=False))
         assert off.time.predicted_s > r.time.predicted_s
+
+
+def test_the_sass_table_is_the_scripts_reading():
+    """``RELEASE_SOFTMAX_SPLIT`` is what benchmarks/sass_schedule.py read off the release's
+    backward (reports/fa3_sass_schedule.json: 7f67966c, ptxas 12.3), on the tiles the
+    planner takes."""
+    import json
+    import pathlib
+    from algorithms.flash3.backward import RELEASE_SOFTMAX_SPLIT
+    run = json.loads((pathlib.Path(__file__).resolve().parents[1] / "reports" /
+                      "fa3_sass_schedule.json").read_text())
+    assert run["source"]["ptxas_release"] == "12.3"
+    read = {k["head_dim"]: {pipe: (k["beside_dp_gemm"][pipe], k["elsewhere"][pipe])
+                            for pipe in ("xu", "fma", "alu")}
+            for k in run["backward_kernels"] if not k["causal"]}
+    assert read == RELEASE_SOFTMAX_SPLIT
+    for k in run["backward_kernels"]:
+        wl = Workload(seq_q=1024, head_dim=k["head_dim"], passes="bwd")
+        bwd = simulate("flash3", wl, GPU, compute=False).plan["bwd"]
+        assert (bwd["block_q"], bwd["block_k"]) == (k["block_q"], k["block_k"])

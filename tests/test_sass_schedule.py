@@ -103,3 +103,41 @@ def test_the_steady_state_loop_issues_both_gemms():
     extra.append((end + 0x10 * (len(pv_only) + 1), f"@P3 BRA 0x{end + 0x10:x}"))
     loop = sass.steady_state_loop(body + extra)
     assert sass.wgmma_groups(loop) == 2 and loop[0].startswith("BAR.SYNC")
+
+
+BWD_NAME = ("_ZN5flash15compute_dqkv_wsI23Flash_bwd_kernel_traitsILi128ELi64ELi128ELi12ELb1ELb0ELb1E"
+            "Li1ELi2ELi1ELi1EN7cutlass6half_tEELb0EN4cute9TiledCopyEEEv16Flash_bwd_params")
+BWD_LOOP = ["BAR.SYNC.DEFER_BLOCKING R0, 0x120",
+            "WARPGROUP.ARRIVE",
+            "HGMMA.64x64x16.F32 R24, gdesc[UR8], RZ, !UPT, gsb0",        # dQ = dS K
+            "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+            "FMUL.FTZ R90, R90, R2",                                      # not beside dP
+            "WARPGROUP.ARRIVE",
+            "HGMMA.64x64x16.F32 R40, gdesc[UR12], RZ, !UPT, gsb0",       # S
+            "HGMMA.64x64x16.F32 R72, gdesc[UR16], RZ, !UPT, gsb0",       # dP
+            "WARPGROUP.DEPBAR.LE gsb0, 0x1",                              # S in, dP in flight
+            "FFMA.FTZ R40, R40, R3, -R4",
+            "MUFU.EX2 R40, R40",
+            "WARPGROUP.DEPBAR.LE gsb0, 0x0",                              # dP in
+            "MUFU.EX2 R41, R41",
+            "FADD.FTZ R72, R72, -R5",
+            "F2FP.F16.F32.PACK_AB R100, R41, R40",
+            "WARPGROUP.ARRIVE",
+            "HGMMA.64x64x16.F32 R104, R100, gdesc[UR20], R104, gsb0",    # dV, dK
+            "WARPGROUP.DEPBAR.LE gsb0, 0x0"]
+
+
+def test_the_backward_counts_the_softmax_beside_its_dp_gemm():
+    """Between the wait that leaves dP in flight and the wait for it: beside dP; the rest of
+    the loop (the dQ GEMM's, after dP, and dV/dK's): elsewhere."""
+    sass = load_benchmark("sass_schedule")
+    text = listing(0, BWD_LOOP).replace(NAME.format(causal=0), BWD_NAME)
+    assert sass.schedule_of(text) == []                  # not a forward kernel
+    (kernel,) = sass.backward_schedule_of(text)
+    assert (kernel["head_dim"], kernel["block_q"], kernel["block_k"], kernel["causal"]) == \
+        (128, 64, 128, False)
+    assert kernel["loop_instructions"] == len(BWD_LOOP) + 1
+    assert kernel["beside_dp_gemm"] == {"xu": 1, "fma": 1, "alu": 0, "wgmma": 0}
+    assert kernel["elsewhere"] == {"xu": 1, "fma": 2, "alu": 1, "wgmma": 4}
+    table = sass.backward_table([kernel])
+    assert "64 x 128" in table and "1 / 1" in table

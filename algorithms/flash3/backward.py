@@ -85,8 +85,8 @@ DTYPES = ("fp16", "bf16")
 # flight) and its wait for dP (gsb0, 0x0), and elsewhere in the loop; pipes as the timing
 # model prices them (xu: MUFU; fma: FFMA, FADD, FMUL; alu: FMNMX, FSEL, FSETP, F2FP). Read
 # off the SASS of hopper/flash_bwd_hdim{64,128}_fp16_sm90.cu at 7f67966c assembled by ptxas
-# 12.3.107, with the forward's tools (benchmarks/sass_schedule.py: its sources, stubs and
-# build; the loop that issues all five GEMMs). The source waits for S alone before
+# 12.3.107, by benchmarks/sass_schedule.py as the forward's (the loop that issues all five
+# GEMMs; the run: reports/fa3_sass_schedule.json, "backward_kernels"). The source waits for S alone before
 # ``scale_apply_exp2`` and for dP after it (``warpgroup_wait<1>``, ``warpgroup_wait<0>``);
 # ptxas moves the second wait ahead of most of the exponentials.
 RELEASE_SOFTMAX_SPLIT = {

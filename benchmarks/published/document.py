@@ -10,7 +10,8 @@ from __future__ import annotations
 from .charts import (CHART_OPTIONS, PAPER_TILES_ON_RELEASE_GRID, backward_chart_table,
                      chart_table, fa1_chart_range, fa2_chart_range, fa2_chart_table)
 from .diagnostics import fa1_head_grid_collapse, flash1_tiles
-from .fa3_diagnostics import chart_speedup_text, fa3_switch_table, sass_schedule_table
+from .fa3_diagnostics import (chart_speedup_text, fa3_switch_table, sass_backward_exps_text,
+                              sass_backward_table, sass_schedule_table)
 from .figures import FA3_1075_OPTIONS, FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, comparison_table
 from .gaps import (achievable_gemm_bullet, fa2_a100_low_end_bullet, fa2_on_h100_bullet,
                    fa3_d64_bullet, fa3_fp8_bullet, fa3_overlap_paragraph, fa3_pipelining_bullet,
@@ -145,14 +146,19 @@ def fa3_backward_charts_section(fmt: str) -> str:
         "are predicted with the release's backward (`flash3 --pass bwd`, [FA3-src]: its "
         "128 x 128 tiles at d = 64 and 64 x 128 at d = 128, two consumer warpgroups that "
         "meet at a barrier every step, one chain a CTA, on `wgmma`; what of the softmax runs "
-        "beside its own dP GEMM read off its SASS as the forward's is, ptxas 12.3: 19 of 64 "
-        "exponentials at d = 64, 7 of 32 at d = 128, `flash3.backward.RELEASE_SOFTMAX_SPLIT`), "
+        "beside its own dP GEMM read off its SASS as the forward's is, [FA3-sass]: "
+        f"{sass_backward_exps_text()}, `flash3.backward.RELEASE_SOFTMAX_SPLIT`, table below), "
         "FlashAttention-2's with "
         "its release's (`flash2 --tiles release`). The charts' other bars are not predicted: "
         "cuDNN's backward is not simulated, and the standard attention bars time autograd "
         "through the eager program, which `standard --program pytorch-eager` simulates "
         "forward only.",
-        backward_chart_table(fmt))
+        backward_chart_table(fmt),
+        "The release's backward as ptxas 12.3 compiled it (`benchmarks/sass_schedule.py`, "
+        "`reports/fa3_sass_schedule.json`): a consumer thread's softmax instructions in the "
+        "loop that issues all five GEMMs, between its wait for S and its wait for dP (beside "
+        "the dP GEMM) and elsewhere in the loop.",
+        sass_backward_table(fmt))
 
 
 def fa2_charts_section(fmt: str) -> str:

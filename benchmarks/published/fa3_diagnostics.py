@@ -258,6 +258,17 @@ def sass_schedule_table(fmt: str) -> str:
     return sass_schedule_script.table(sass_schedule()["kernels"], fmt)
 
 
+def sass_backward_table(fmt: str) -> str:
+    return sass_schedule_script.backward_table(sass_schedule()["backward_kernels"], fmt)
+
+
+def sass_backward_exps_text() -> str:
+    """'19 of 64 exponentials at d = 64, ...': the backward's exps beside its dP GEMM."""
+    return ", ".join(f"{k['beside_dp_gemm']['xu']} of "
+                     f"{k['beside_dp_gemm']['xu'] + k['elsewhere']['xu']} exponentials at "
+                     f"d = {k['head_dim']}" for k in sass_schedule()["backward_kernels"])
+
+
 def fa3_fp16_ranges(options: tuple = ()) -> dict[int, tuple[float, float]]:
     """Head dim -> (min, max) predicted/published over the fp16 FA-3 chart bars, priced with
     flash3 ``options`` (the release's pipelining by default)."""

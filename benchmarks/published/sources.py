@@ -76,7 +76,8 @@ SOURCES = (
            "recommended and later pinned, and read "
            "off the SASS (benchmarks/sass_schedule.py; reports/fa3_sass_schedule.json)",
            "github.com/Dao-AILab/flash-attention 7f67966c hopper/flash_fwd_hdim{64,128,256}"
-           "_fp16_sm90.cu and mainloop_fwd_sm90_tma_gmma_ws.hpp, CUTLASS at its submodule's "
+           "_fp16_sm90.cu and mainloop_fwd_sm90_tma_gmma_ws.hpp (the backward: "
+           "flash_bwd_hdim{64,128}_fp16_sm90.cu, flash_bwd_kernel.h), CUTLASS at its submodule's "
            "fa4f6359; ptxas 12.3.107 (pip nvidia-cuda-nvcc-cu12==12.3.107), the toolchain "
            "hopper/setup.py pinned ('NVIDIA_TOOLCHAIN_VERSION = {\"nvcc\": \"12.3.107\"}', "
            "'nvcc 12.3 gives the best perf currently', 7a802796 until 454ce315) and the README "
@@ -90,7 +91,11 @@ SOURCES = (
            "66 MUFU.EX2, 66 FFMA, 64 FADD, 32 F2FP; d = 128 the same with 0 of 90 MUFU before "
            "the second wait; d = 256 17 of 42 (causal 0 of 42); d = 128 causal 22 of 66. The "
            "same placement at d = 64 and 128 with ptxas 12.4, 12.6, 12.8 and 13.0; ptxas 12.5 "
-           "leaves the MUFU before the wait at d = 128"),
+           "leaves the MUFU before the wait at d = 128. Backward (compute_dqkv_ws, d = 64): "
+           "HGMMA x 8 (dQ), WARPGROUP.DEPBAR.LE gsb0, 0x0, HGMMA x 8 (S, dP), "
+           "WARPGROUP.DEPBAR.LE gsb0, 0x1, 19 MUFU.EX2, WARPGROUP.DEPBAR.LE gsb0, 0x0, 45 "
+           "MUFU.EX2, HGMMA x 16 (dV, dK), WARPGROUP.DEPBAR.LE gsb0, 0x0; d = 128: 7 and 25 "
+           "MUFU.EX2"),
     Source("TB2391", "pytorch/benchmark PR #2391 (commit ff65cb6), test plan",
            "https://github.com/pytorch/benchmark/pull/2391 "
            "(app.semanticdiff.com/gh/pytorch/benchmark/commit/ff65cb67...)",
