@@ -163,13 +163,17 @@ def test_count_only_gemm_counts_what_the_executed_gemm_counts(m, n, k, tile):
 
 def test_gemm_l2_working_set_counts_a_panels_only_where_they_are_re_read():
     """A panel is re-read only by the further column tiles of its rows: with one column
-    tile (n <= tile_n) the working set is the B operands of the heads in flight alone."""
+    tile (n <= tile_n) the working set is the B operands of the heads in flight alone. B is
+    re-read only by further row tiles: with one row tile (m <= tile_m) each B panel is read
+    once and the head's one A panel is what its column tiles re-read."""
     from algorithms.kernels.gemm import GemmTiles, l2_working_set
     t = GemmTiles(128, 128, 32)
-    heads, resident, k, e = 3, 264, 8192, 2
-    assert l2_working_set(heads, resident, k, 128, t, e) == heads * k * 128 * e
-    assert l2_working_set(heads, resident, k, 256, t, e) == \
+    heads, resident, m, k, e = 3, 264, 8192, 8192, 2
+    assert l2_working_set(heads, resident, m, k, 128, t, e) == heads * k * 128 * e
+    assert l2_working_set(heads, resident, m, k, 256, t, e) == \
         heads * k * 256 * e + resident * 128 * k * e
+    assert l2_working_set(heads, resident, 128, k, 8192, t, e) == heads * 128 * k * e
+    assert l2_working_set(heads, resident, 100, k, 128, t, e) == 0     # nothing re-read
 
 
 @pytest.mark.parametrize("n, hits", [(1024, True), (4096, False)])

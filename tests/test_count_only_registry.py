@@ -22,7 +22,10 @@ SMALL_NSA = {"compress_block": 16, "compress_stride": 8, "select_block": 32, "se
              "window": 40}
 CASES = {
     "standard": [(wl(nk=130, kv_heads=1, causal=True), {}),
-                 (wl(causal=True, passes="fwd+bwd", dropout=0.1), {})],
+                 (wl(causal=True, passes="fwd+bwd", dropout=0.1), {}),
+                 (wl(causal=True), {"program": "pytorch-eager"}),
+                 (wl(causal=True, passes="fwd+bwd", dropout=0.1), {"program": "pytorch-eager"}),
+                 (wl(passes="bwd"), {"program": "pytorch-eager"})],
     "flash1": [(wl(nk=130, causal=True), {}),
                (wl(passes="fwd+bwd", dropout=0.1), {}),
                (wl(causal=True, passes="bwd"), {}),

@@ -33,11 +33,27 @@ def test_the_steps_are_the_simulated_kernels_in_launch_order(pe, causal):
     assert float(table[-1][1]) == pytest.approx(sum(predicted.values()) * 1e6, abs=0.1)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_backward_steps_are_the_simulated_backward_kernels(pe, causal):
+    from algorithms.standard.pytorch_eager_backward import kernel_names as backward_names
+    shape = pe.Shape(1024, 64, causal)
+    predicted = pe.predicted_steps(shape, passes="bwd")
+    wl = Workload(batch=16, heads=32, seq_q=1024, head_dim=64, causal=causal, passes="bwd")
+    assert tuple(predicted) == backward_names(wl)
+    source = SCRIPT.read_text()
+    assert all(f'mark("{name}")' in source for name in predicted)
+    # the whole autograd backward, measured beside the steps, is compared with their total
+    table = pe.rows(predicted, {**{name: 1e-6 for name in predicted}, "autograd (whole)": 2e-6})
+    assert table[-2][0] == "total" and table[-1][0] == "autograd (whole)"
+    assert float(table[-1][3]) == pytest.approx(sum(predicted.values()) / 2e-6, rel=1e-2)
+
+
 def test_predict_only_runs_without_a_gpu_and_bad_shapes_exit_2():
     done = subprocess.run([sys.executable, str(SCRIPT), "--predict-only", "--seq", "1024",
                            "--causal"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "N 1024, d 128, causal" in done.stdout and "mask_triu" in done.stdout
+    assert "backward" in done.stdout and "stack_k" in done.stdout
     bad = subprocess.run([sys.executable, str(SCRIPT), "--predict-only", "--head-dim", "96"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2

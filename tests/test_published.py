@@ -287,6 +287,34 @@ def test_chart_standard_bars_are_priced_as_the_benchmarks_program(charts):
     assert charted == eager
 
 
+def test_eager_backward_and_fwd_bwd_bars_are_priced_with_its_autograd_backward(charts,
+                                                                               scorecard):
+    """The FA-3 paper's standard-attention backward bars and the FA-2 paper's PyTorch
+    forward + backward bars time the same eager program with autograd's backward: each is
+    predicted by ``standard --program pytorch-eager`` with that pass (none at 16k, where
+    the charts say out of memory), and each has its group on the page."""
+    def tflops(n, d, causal, passes, gpu):
+        wl = paper_shape(n, d, causal, passes)
+        run = simulate("standard", wl, gpu, compute=False, options={"program": "pytorch-eager"})
+        return paper_forward_flops(wl) * {"bwd": 2.5, "fwd+bwd": 3.5}[passes] \
+            / run.time.predicted_s / 1e12
+
+    bwd = [(d, n, pub, pred) for d, n, a, pub, pred in charts.backward_chart_points()
+           if a == "standard"]
+    fwd_bwd = [(g, d, c, n, pub, pred) for g, d, c, n, a, pub, pred in charts.fa2_chart_points()
+               if a == "standard"]
+    assert len(bwd) == 10 and len(fwd_bwd) == 40
+    assert all(n < 16384 for _, n, _, _ in bwd) and all(p[3] < 16384 for p in fwd_bwd)
+    d, n, pub, pred = bwd[0]
+    assert pred == pytest.approx(tflops(n, d, False, "bwd", "h100-sxm"), rel=1e-12)
+    g, d, c, n, pub, pred = fwd_bwd[-1]
+    assert pred == pytest.approx(tflops(n, d, c, "fwd+bwd", g), rel=1e-12)
+    groups = scorecard.grouped_ratios()
+    assert len(groups["H100, standard attention backward (charts)"]) == 10
+    assert len(groups["A100, standard attention fwd+bwd (charts)"]) == 20
+    assert len(groups["H100, standard attention fwd+bwd (charts)"]) == 20
+
+
 def test_a_measured_gpu_file_repredicts_its_boards_points_only(predictions, document, tmp_path):
     """``--measured``: a GPU file of one of the page's boards (here an H100 SXM5 whose clock
     under load is 1.2 GHz) re-predicts that board's points and no other, and the page says

@@ -57,20 +57,25 @@ def gemm_ctas(m: int, n: int, tiles: GemmTiles) -> int:
     return -(-m // tiles.tile_m) * -(-n // tiles.tile_n)
 
 
-def l2_working_set(heads_in_flight: int, resident_ctas: int, k: int, n: int,
+def l2_working_set(heads_in_flight: int, resident_ctas: int, m: int, k: int, n: int,
                    tiles: GemmTiles, e: int) -> int:
     """Bytes a batched GEMM re-reads from L2 (``KernelRecord.l2_working_set_bytes``).
 
-    The B operand (k x n) of the heads in flight is re-read by every row tile of its head.
-    A CTA's A panel (tile_m x k) is re-read only when its rows have further column tiles
-    (n > tile_n); when one tile spans n, each panel is read by one CTA, once, and streams
-    through L2 without being any part of a re-read (P in O = P V at d <= tile_n: counting
-    it would price V's re-reads, which the CTAs of a head make together, k-chunk by
-    k-chunk, as DRAM traffic)."""
-    b_operands = heads_in_flight * k * n * e
-    if -(-n // tiles.tile_n) <= 1:
-        return b_operands
-    return b_operands + resident_ctas * tiles.tile_m * k * e
+    The B operand (k x n) of the heads in flight is re-read by every row tile of its head,
+    when there are several (m > tile_m). A CTA's A panel (tile_m x k) is re-read only when
+    its rows have further column tiles (n > tile_n); when one tile spans n, each panel is
+    read by one CTA, once, and streams through L2 without being any part of a re-read (P in
+    O = P V at d <= tile_n: counting it would price V's re-reads, which the CTAs of a head
+    make together, k-chunk by k-chunk, as DRAM traffic). When one tile spans m, B is read
+    once, panel by panel, and the head's single A panel (m x k) is what every column tile
+    re-reads (Qᵀ in q'ᵀ dS, a (d x N) product)."""
+    row_tiles, col_tiles = -(-m // tiles.tile_m), -(-n // tiles.tile_n)
+    b_rereads = heads_in_flight * k * n * e if row_tiles > 1 else 0
+    if col_tiles <= 1:
+        return b_rereads
+    a_panels = resident_ctas * tiles.tile_m * k * e if row_tiles > 1 \
+        else heads_in_flight * m * k * e
+    return b_rereads + a_panels
 
 
 @compiled

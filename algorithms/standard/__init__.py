@@ -30,8 +30,10 @@ reads P, writes P ∘ Z and the mask (N_q N_k (2e + 1) bytes), ⌈N_k/4⌉·100 
 Programs (``--program``): ``algorithm0`` (the default) is the paper's Algorithm 0 above;
 ``pytorch-eager`` is the PyTorch code that published "standard attention" figures time
 (flash-attention's benchmark ``attention_pytorch``: layout copies, a baddbmm, the causal mask
-built in fp32 per call and added to S, softmax, an einsum), forward only, in
-``algorithms.standard.pytorch_eager``, whose docstring lists its kernels.
+built in fp32 per call and added to S, softmax, an einsum), in
+``algorithms.standard.pytorch_eager``, and its backward as autograd runs it (bmm's and
+baddbmm's products, softmax's backward, out-of-place multiplies by softmax_scale, unbind's
+stack) in ``algorithms.standard.pytorch_eager_backward``; their docstrings list the kernels.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.standard import backward as standard_bwd
-from algorithms.standard import pytorch_eager
+from algorithms.standard import pytorch_eager, pytorch_eager_backward
 from algorithms.base import AlgorithmInfo, Option, Plan
 from algorithms.kernels.common import (heads_in_flight, iter_heads, new_output, placeholder,
                                       shared_operand_working_set)
@@ -70,7 +72,7 @@ INFO = AlgorithmInfo(
                     "the program simulated: algorithm0 (the paper's Algorithm 0: GEMM, [mask], "
                     "softmax, GEMM) or pytorch-eager (flash-attention's benchmark baseline "
                     "attention_pytorch as PyTorch eager runs it: layout copies, an fp32 causal "
-                    "mask built per call and added to S; forward only)",
+                    "mask built per call and added to S; its backward as autograd runs it)",
                     choices=PROGRAMS),),
 )
 
@@ -94,10 +96,9 @@ class StandardPlan(Plan):
 
 
 def plan(wl, gpu, sram_bytes: int, program: str = ALGORITHM0) -> StandardPlan:
-    fwd = plan_forward(wl, gpu, sram_bytes)
     if program == PYTORCH_EAGER:
         pytorch_eager.check_workload(wl)
-        return dataclasses.replace(fwd, program=program)
+    fwd = dataclasses.replace(plan_forward(wl, gpu, sram_bytes), program=program)
     if not wl.has_backward:
         return fwd
     return dataclasses.replace(fwd, bwd=standard_bwd.plan_backward(wl, gpu, sram_bytes))
@@ -120,7 +121,13 @@ def run(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     mask — ``algorithms.masked_dense`` runs a sparse pattern's mask this way (forward only)."""
     if mask is not None:
         return forward(wl, p, inputs, rec, compute, mask=mask)
-    return run_passes(wl, p, inputs, rec, compute, forward, standard_bwd.backward)
+    return run_passes(wl, p, inputs, rec, compute, forward, backward)
+
+
+def backward(wl, p: StandardPlan, inputs, saved, rec, compute: bool) -> dict:
+    if p.program == PYTORCH_EAGER:
+        return pytorch_eager_backward.backward(wl, p, inputs, saved, rec, compute)
+    return standard_bwd.backward(wl, p, inputs, saved, rec, compute)
 
 
 def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
@@ -211,7 +218,8 @@ def pv_gemm_record(rec, wl, t: GemmTiles, name: str):
     bh = wl.batch * wl.heads
 
     def working_set(flight, tiles, smem, regs):
-        return l2_working_set(flight, rec.resident_ctas(bh * tiles, smem, regs), nk, d, t, e)
+        return l2_working_set(flight, rec.resident_ctas(bh * tiles, smem, regs), nq, nk, d, t,
+                              e)
 
     return _batched_gemm_record(rec, wl, t, name, d, nq * nk + nk * d + nq * d, working_set)
 
@@ -292,7 +300,8 @@ def footprint(wl, p: StandardPlan, mask_name: str | None = None):
     Θ(N²) either way. ``mask_name``: a sparse pattern's mask in place of the causal one
     (``masked_dense``)."""
     if p.program == PYTORCH_EAGER:
-        return pytorch_eager.footprint(wl)
+        return with_passes(wl, pytorch_eager.footprint(wl),
+                           pytorch_eager_backward.footprint(wl) if wl.has_backward else None)
     return with_passes(wl, footprint_forward(wl, mask_name),
                        standard_bwd.footprint_backward(wl) if wl.has_backward else None)
 

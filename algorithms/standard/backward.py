@@ -120,47 +120,58 @@ def dropout_kernel(c, p, p_drop, mask, seq_q, seq_k, e, seed, bh, threshold, inv
 
 # ---- backward ------------------------------------------------------------------------------
 
+def gemm_record(rec, wl, t, name: str, m: int, n: int, k: int):
+    """One launch of an (m x n) = (m x k)(k x n) GEMM batched over the heads. L2 as the
+    forward's GEMMs (``gemm.l2_working_set``); compulsory traffic is each operand once and
+    the result once."""
+    bh, e = wl.batch * wl.heads, wl.elem_bytes
+    smem, regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    ctas = gemm_ctas(m, n, t)
+    flight = heads_in_flight(rec, ctas, bh, smem, regs)
+    resident = rec.resident_ctas(bh * ctas, smem, regs)
+    return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                      prologue_bytes_per_cta=smem,   # the first k-chunks of A and B
+                      tc_path=gemm_tc_path(rec.gpu),
+                      unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
+                      l2_working_set_bytes=l2_working_set(flight, resident, m, k, n, t, e))
+
+
+def softmax_bwd_record(rec, wl, bp: StandardBwdPlan):
+    """dS = P ∘ (dP - rowsum(P ∘ dP)), one row per CTA; a second pass over a row that does
+    not fit in SRAM hits L2 (the rows of the resident CTAs are its working set)."""
+    bh, nq, nk, e = wl.batch * wl.heads, wl.seq_q, wl.seq_k, wl.elem_bytes
+    row_bytes = 2 * bp.softmax_bwd_chunk * e
+    return rec.kernel("softmax_bwd", ctas=bh * nq, buffers={"P_row,dP_row": row_bytes},
+                      threads_per_cta=ROW_THREADS, tc_path="none",
+                      unique_hbm_bytes=bh * 3 * nq * nk * e,
+                      l2_working_set_bytes=rec.resident_ctas(bh * nq, row_bytes, 0, ROW_THREADS)
+                      * 2 * nk * e)
+
+
 def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     t = fwd_plan.tiles
     bp: StandardBwdPlan = fwd_plan.bwd
-    regs = t.register_bytes()
-
-    smem = sum(t.smem_buffers(e).values())
-
-    def gemm_kernel(name, m, n, k):
-        # L2, as the forward's GEMMs (gemm.l2_working_set); compulsory traffic is each
-        # operand once and the result once
-        ctas = gemm_ctas(m, n, t)
-        flight = heads_in_flight(rec, ctas, bh, smem, regs)
-        resident = rec.resident_ctas(bh * ctas, smem, regs)
-        return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
-                          register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
-                          prologue_bytes_per_cta=smem,   # the first k-chunks of A and B
-                          tc_path=gemm_tc_path(rec.gpu),
-                          unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
-                          l2_working_set_bytes=l2_working_set(flight, resident, k, n, t, e))
 
     def row_kernel(name, buffers, **l2):
         return rec.kernel(name, ctas=bh * nq, buffers=buffers, threads_per_cta=ROW_THREADS,
                           tc_path="none", **l2)
 
     dropout = wl.dropout > 0
-    c_dv, c_dp = gemm_kernel("dv_gemm", nk, d, nq), gemm_kernel("dp_gemm", nq, nk, d)
+    c_dv = gemm_record(rec, wl, t, "dv_gemm", nk, d, nq)
+    c_dp = gemm_record(rec, wl, t, "dp_gemm", nq, nk, d)
     c_drop = row_kernel("dropout_bwd", {}) if dropout else None
-    row_bytes = 2 * bp.softmax_bwd_chunk * e
-    c_sm = row_kernel("softmax_bwd", {"P_row,dP_row": row_bytes},
-                      unique_hbm_bytes=bh * 3 * nq * nk * e,      # a second pass hits L2
-                      l2_working_set_bytes=rec.resident_ctas(bh * nq, row_bytes, 0, ROW_THREADS)
-                      * 2 * nk * e)
+    c_sm = softmax_bwd_record(rec, wl, bp)
     c_mask = None
     if wl.causal:      # the mask is shared by all heads: L2 after one, if L2 holds it and
         mask_bytes = nq * nk * MASK_BYTES    # a head's dS read and written between two reads
         c_mask = row_kernel("mask_bwd", {}, unique_hbm_bytes=bh * 2 * nq * nk * e + mask_bytes,
                             l2_working_set_bytes=shared_operand_working_set(
                                 mask_bytes, 2 * nq * nk * e))
-    c_dq, c_dk = gemm_kernel("dq_gemm", nq, d, nk), gemm_kernel("dk_gemm", nk, d, nq)
+    c_dq = gemm_record(rec, wl, t, "dq_gemm", nq, d, nk)
+    c_dk = gemm_record(rec, wl, t, "dk_gemm", nk, d, nq)
     _, _, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}
     if compute:
@@ -171,16 +182,11 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
     tiles = (t.tile_m, t.tile_n, t.tile_k)
     for b in range(wl.batch if compute else 1):
         for h in range(wl.heads if compute else 1):
+            q, k, v, do, p, p_drop, mask = head_tensors(wl, inputs, saved, b, h, compute)
             if compute:
-                q, k, v, do = inputs.q[b, h], inputs.k[b, h], inputs.v[b, h], inputs.do[b, h]
-                p = saved["p"][b, h]
-                p_drop = saved["p_drop"][b, h] if dropout else p
-                mask = saved["mask"][b, h] if dropout else np.empty((0, nk), np.uint8)
                 dq, dk, dv = grads["dq"][b, h], grads["dk"][b, h], grads["dv"][b, h]
             else:
-                q = k = v = do = dq = dk = dv = placeholder(d)
-                p = p_drop = placeholder(nk)
-                mask = np.empty((0, nk), np.uint8)
+                dq = dk = dv = placeholder(d)
             gemm(c_dv, p_drop, do, dv, nk, d, nq, *tiles, e, e, True, False, 1.0, compute)
             gemm(c_dp, do, v, dp, nq, nk, d, *tiles, e, e, False, True, 1.0, compute)
             if dropout:
@@ -195,6 +201,21 @@ def backward(wl, fwd_plan, inputs, saved, rec: Recorder, compute: bool) -> dict:
             if c is not None:
                 Recorder.repeat(c, bh)
     return grads
+
+
+def head_tensors(wl, inputs, saved, b: int, h: int, compute: bool) -> tuple:
+    """(Q, K, V, dO, P, P ∘ Z, dropout mask) of head (b, h) as the backward reads them: the
+    inputs and what the forward saved (P ∘ Z is P and the mask empty without dropout);
+    zero-row placeholders in count-only mode."""
+    nk, d = wl.seq_k, wl.head_dim
+    no_mask = np.empty((0, nk), np.uint8)
+    if not compute:
+        return (*[placeholder(d)] * 4, placeholder(nk), placeholder(nk), no_mask)
+    p = saved["p"][b, h]
+    dropout = wl.dropout > 0
+    return (inputs.q[b, h], inputs.k[b, h], inputs.v[b, h], inputs.do[b, h], p,
+            saved["p_drop"][b, h] if dropout else p,
+            saved["mask"][b, h] if dropout else no_mask)
 
 
 @compiled

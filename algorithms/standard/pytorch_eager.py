@@ -65,6 +65,8 @@ entry instead of 1, and once per call the mask built in about 14 + e bytes per e
 Differences from PyTorch: cuBLAS's and the softmax's own tilings are not modelled (the GEMMs
 and the row softmax are ``algorithms.standard``'s); ``torch.empty`` and the views launch
 nothing, as on a GPU.
+Training (``--pass bwd`` / ``fwd+bwd``): the forward keeps P (with dropout P ∘ Z and the
+mask) as autograd saves it, and the backward is ``algorithms.standard.pytorch_eager_backward``.
 """
 from __future__ import annotations
 
@@ -91,11 +93,8 @@ TRIU_ELEMS_PER_THREAD = 8 // MASK_BUILD_BYTES   # TriangularOps.cu: 8 / sizeof(s
 
 def check_workload(wl) -> None:
     """What ``attention_pytorch(qkv, ...)`` can run: one packed qkv (one sequence length,
-    as many K/V heads as query heads), forward only, a dtype PyTorch's GEMMs take."""
+    as many K/V heads as query heads), a dtype PyTorch's GEMMs take."""
     flag = "standard --program pytorch-eager"
-    if wl.has_backward:
-        raise PlanError(f"{flag} simulates the forward only (--pass {wl.passes}); use --pass fwd, "
-                        f"or --program algorithm0 for the backward (Algorithm 3)")
     if getattr(wl, "decode", False) or wl.seq_q != wl.seq_k:
         raise PlanError(f"{flag} runs one packed qkv (B, N, 3, H, d): --seq-q {wl.seq_q} and "
                         f"--seq-k {wl.seq_k} must be equal and --decode off; drop --seq-q/--seq-k "
@@ -172,7 +171,10 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
         mask = build_causal_mask(c_full, c_triu, c_cast, n, e, compute)
     o = new_output(wl, compute)
     s = np.zeros((n, n) if compute else (0, n), dtype=np.float32)
+    saved = standard_bwd.new_saved(wl, compute)    # training: P (and P ∘ Z, mask) per head
     for b, h, q, k, v in iter_heads(wl, inputs, compute):
+        if saved:
+            s = saved["p"][b, h]
         if copies:
             layout_copy_kernel(c_qc, n, d, e)
             layout_copy_kernel(c_kc, n, d, e)
@@ -183,7 +185,7 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
         standard.softmax_kernel(c_sm, s, n, n, p.softmax_chunk, e, compute)
         p_used = s
         if wl.dropout > 0:
-            p_used = standard_bwd.dropout_forward(c_drop, wl, s, {}, b, h, inputs, compute)
+            p_used = standard_bwd.dropout_forward(c_drop, wl, s, saved, b, h, inputs, compute)
         if copies:
             layout_copy_kernel(c_vc, n, d, e)
         o_head = o[b, h] if compute else placeholder(d)
@@ -193,7 +195,7 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
         for counters in (c_qc, c_kc, c_qk, c_add, c_sm, c_drop, c_vc, c_pv):
             if counters is not None:
                 rec.repeat(counters, bh)
-    return {"o": o} if compute else {}
+    return {"o": o, **saved} if compute else {}
 
 
 def build_causal_mask(c_full, c_triu, c_cast, n: int, e: int, compute: bool) -> np.ndarray:

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from hwmodels.timing import TimingOptions
 
-from .figures import FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, published_options
+from .figures import FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, STANDARD_EAGER, published_options
 from .predictions import SEQS, paper_workload, tflops
 
 
@@ -71,7 +71,7 @@ CHART_ALGORITHMS = ("standard", "flash2", "flash3")
 # (hopper/benchmark_flash_attention.py) run by PyTorch eager: simulate that program, not the
 # paper's Algorithm 0. FA-3's fp8 benchmark times attention on Q, K, V already in e4m3: no
 # quantize kernel.
-CHART_OPTIONS = {"standard": (("program", "pytorch-eager"),)}
+CHART_OPTIONS = {"standard": STANDARD_EAGER}
 
 
 def chart_options(algorithm: str, dtype: str) -> tuple:
@@ -142,42 +142,57 @@ def standard_chart_ratios(program: str, timing: TimingOptions = TimingOptions())
 
 
 # Head dim -> algorithm -> {N: backward TFLOP/s} of the FA-3 paper's backward charts
-# (non-causal; the benchmark's FLOP convention, 2.5 x the forward's): FlashAttention-2's and
-# FlashAttention-3's bars (``flash3 --pass bwd``: the release's backward, which is the one
-# these charts time). Their other bars are left out: cuDNN's backward is not simulated, and
-# the standard-attention bars time autograd through the eager program, which ``standard
-# --program pytorch-eager`` simulates forward only.
+# (non-causal; the benchmark's FLOP convention, 2.5 x the forward's): standard attention's
+# bars (autograd through the benchmark's eager program, ``standard --program pytorch-eager``;
+# out of memory at 16k), FlashAttention-2's and FlashAttention-3's (``flash3 --pass bwd``:
+# the release's backward, which is the one these charts time). cuDNN's bars are left out:
+# its backward is not simulated.
 FA3_BWD_CHARTS = {
-    64: {"flash2": dict(zip(SEQS, (198, 238, 264, 279, 287, 291))),
+    64: {"standard": dict(zip(SEQS, (68, 76, 88, 92, 95))),
+         "flash2": dict(zip(SEQS, (198, 238, 264, 279, 287, 291))),
          "flash3": dict(zip(SEQS, (272, 363, 422, 453, 472, 474)))},
-    128: {"flash2": dict(zip(SEQS, (214, 260, 291, 310, 318, 322))),
+    128: {"standard": dict(zip(SEQS, (104, 131, 159, 174, 181))),
+          "flash2": dict(zip(SEQS, (214, 260, 291, 310, 318, 322))),
           "flash3": dict(zip(SEQS, (316, 424, 501, 542, 559, 561)))},
 }
 
 
 @functools.lru_cache(maxsize=None)
 def backward_chart_points() -> tuple:
-    """(d, N, algorithm, published, predicted) for every FlashAttention-2 and FlashAttention-3
-    bar of the backward charts."""
+    """(d, N, algorithm, published, predicted) for every standard-attention,
+    FlashAttention-2 and FlashAttention-3 bar of the backward charts."""
     return tuple((d, n, algorithm, pub,
-                  tflops(algorithm, paper_workload(n, d, passes="bwd"), "h100-sxm"))
+                  tflops(algorithm, paper_workload(n, d, passes="bwd"), "h100-sxm",
+                         options=published_options(algorithm)))
                  for d, by_algorithm in FA3_BWD_CHARTS.items()
                  for algorithm, bars in by_algorithm.items() for n, pub in bars.items())
+
+
+def backward_chart_range(algorithm: str) -> tuple[float, float]:
+    r = [pred / pub for _, _, a, pub, pred in backward_chart_points() if a == algorithm]
+    return min(r), max(r)
 
 
 def backward_chart_table(fmt: str) -> str:
     """One row a bar pair: each algorithm's published / predicted (ratio), and FA-3's
     speedup over FA-2, published and predicted."""
     bars = {(d, n, a): (pub, pred) for d, n, a, pub, pred in backward_chart_points()}
+
+    def cell(d, n, a):
+        if (d, n, a) not in bars:
+            return "—"
+        pub, pred = bars[d, n, a]
+        return f"{pub} / {pred:.0f} ({pred / pub:.2f})"
+
     rows = []
     for d, by_algorithm in FA3_BWD_CHARTS.items():
         for n in by_algorithm["flash2"]:
             (p2, q2), (p3, q3) = bars[d, n, "flash2"], bars[d, n, "flash3"]
-            rows.append([d, n, f"{p2} / {q2:.0f} ({q2 / p2:.2f})",
-                         f"{p3} / {q3:.0f} ({q3 / p3:.2f})", f"{p3 / p2:.2f} / {q3 / q2:.2f}"])
-    return tabulate(rows, headers=["d", "N", "FA-2 bwd pub / pred (ratio)",
-                                   "FA-3 bwd pub / pred (ratio)", "FA-3 / FA-2 pub / pred"],
-                    tablefmt=fmt)
+            rows.append([d, n, cell(d, n, "standard"), cell(d, n, "flash2"),
+                         cell(d, n, "flash3"), f"{p3 / p2:.2f} / {q3 / q2:.2f}"])
+    return tabulate(rows, headers=["d", "N", "standard bwd pub / pred (ratio)",
+                                   "FA-2 bwd pub / pred (ratio)", "FA-3 bwd pub / pred (ratio)",
+                                   "FA-3 / FA-2 pub / pred"], tablefmt=fmt)
 
 
 # The FlashAttention-2 paper's forward + backward bar charts (its Fig. 4 on the A100 80GB SXM4,
@@ -185,24 +200,35 @@ def backward_chart_table(fmt: str) -> str:
 # flash2_h100_fwd_bwd_benchmark.png): TFLOP/s at 3.5x the forward's FLOPs, per N in SEQS, for
 # (GPU, d, causal). Three A100 FlashAttention-2 labels sit under the chart's legend and are
 # read from their bars' heights against the labelled bars of the same chart ([FA2-fig]).
+# "standard": the charts' "Pytorch" bars (the benchmark's attention_pytorch, forward and
+# autograd backward: ``standard --program pytorch-eager``), N = 512 to 8k: out of memory at 16k.
 FA2_FWD_BWD_CHARTS = {
-    ("a100-80gb", 64, False): {"flash1": (91, 92, 104, 108, 110, 110),
+    ("a100-80gb", 64, False): {"standard": (36, 40, 43, 45, 46),
+                               "flash1": (91, 92, 104, 108, 110, 110),
                                "flash2": (132, 153, 162, 171, 175, 176)},
-    ("a100-80gb", 128, False): {"flash1": (76, 72, 76, 80, 82, 83),
+    ("a100-80gb", 128, False): {"standard": (53, 67, 76, 79, 86),
+                                "flash1": (76, 72, 76, 80, 82, 83),
                                 "flash2": (151, 172, 187, 196, 201, 203)},
-    ("a100-80gb", 64, True): {"flash1": (58, 70, 77, 87, 92, 97),
+    ("a100-80gb", 64, True): {"standard": (15, 16, 17, 18, 18),
+                              "flash1": (58, 70, 77, 87, 92, 97),
                               "flash2": (88, 119, 140, 156, 165, 171)},
-    ("a100-80gb", 128, True): {"flash1": (55, 62, 69, 76, 80, 83),
+    ("a100-80gb", 128, True): {"standard": (23, 28, 32, 32, 34),
+                               "flash1": (55, 62, 69, 76, 80, 83),
                                "flash2": (99, 133, 155, 173, 182, 189)},
-    ("h100-sxm", 64, False): {"flash1": (157, 159, 161, 161, 166, 168),
+    ("h100-sxm", 64, False): {"standard": (62, 72, 81, 86, 87),
+                              "flash1": (157, 159, 161, 161, 166, 168),
                               "flash2": (215, 254, 274, 288, 294, 296)},
-    ("h100-sxm", 128, False): {"flash1": (127, 127, 128, 131, 137, 139),
+    ("h100-sxm", 128, False): {"standard": (93, 120, 145, 160, 167),
+                               "flash1": (127, 127, 128, 131, 137, 139),
                                "flash2": (248, 294, 320, 326, 335, 338)},
-    ("h100-sxm", 64, True): {"flash1": (104, 123, 136, 138, 149, 156),
+    ("h100-sxm", 64, True): {"standard": (26, 29, 31, 32, 32),
+                             "flash1": (104, 123, 136, 138, 149, 156),
                              "flash2": (141, 192, 232, 257, 273, 284)},
-    ("h100-sxm", 128, True): {"flash1": (98, 109, 108, 126, 135, 137),
+    ("h100-sxm", 128, True): {"standard": (40, 50, 57, 61, 63),
+                              "flash1": (98, 109, 108, 126, 135, 137),
                               "flash2": (163, 221, 265, 294, 308, 328)},
 }
+FA2_CHART_COLUMNS = {"standard": 4, "flash1": 5, "flash2": 6}    # fa2_chart_table's columns
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,10 +253,11 @@ def fa2_chart_table(fmt: str) -> str:
     rows = {}
     for gpu, d, causal, n, algorithm, pub, pred in fa2_chart_points():
         row = rows.setdefault((gpu, d, causal, n), [gpu, d, "causal" if causal else
-                                                     "non-causal", n, "", ""])
-        row[4 if algorithm == "flash1" else 5] = f"{pub} / {pred:.0f} ({pred / pub:.2f})"
+                                                     "non-causal", n, "—", "", ""])
+        row[FA2_CHART_COLUMNS[algorithm]] = f"{pub} / {pred:.0f} ({pred / pub:.2f})"
     return tabulate(list(rows.values()),
-                    headers=["GPU", "d", "mask", "N", "FlashAttention (v1) pub / pred (ratio)",
+                    headers=["GPU", "d", "mask", "N", "PyTorch (eager) pub / pred (ratio)",
+                             "FlashAttention (v1) pub / pred (ratio)",
                              "FA-2 pub / pred (ratio)"], tablefmt=fmt)
 
 

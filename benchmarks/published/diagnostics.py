@@ -165,6 +165,43 @@ def eager_mask_l2_limit(e: int = 2, gpu: str = "h100-sxm") -> int:
     return n
 
 
+def eager_implied_bandwidth(gpu: str) -> tuple[float, float]:
+    """(min, max) over the FA-2 paper's PyTorch fwd+bwd bars on ``gpu`` of the DRAM bandwidth
+    the published times imply for the eager program's HBM traffic (the model's DRAM
+    estimate, after L2), as a fraction of the achievable copy bandwidth the model prices
+    every eager kernel at: how fast the program's memory-bound kernels ran, if that traffic
+    is what they moved."""
+    from hwmodels.timing import dram_bytes
+    model = model_gpu(gpu)
+    copy = model.hbm_bandwidth_bytes_per_s * model.hbm_achievable_fraction
+    out = []
+    for (g, d, causal), bars in FA2_FWD_BWD_CHARTS.items():
+        if g != gpu:
+            continue
+        for n, pub in zip(SEQS, bars["standard"]):
+            wl = paper_workload(n, d, causal, passes="fwd+bwd")
+            run = simulate("standard", wl, model, compute=False,
+                           options=dict(CHART_OPTIONS["standard"]))
+            seconds = paper_flops(wl) / (pub * 1e12)
+            out.append(sum(dram_bytes(model, k) for k in run.kernels) / seconds / copy)
+    return min(out), max(out)
+
+
+def eager_backward_shares(n: int = 2048, d: int = 128) -> dict[str, float]:
+    """Shares of the eager backward's predicted time (H100 SXM5, the FA-3 paper's shape):
+    its four GEMMs, softmax's backward, and the elementwise kernels (the multiplies by
+    softmax_scale and the stack)."""
+    run = simulate("standard", paper_workload(n, d, passes="bwd"), "h100-sxm", compute=False,
+                   options=dict(CHART_OPTIONS["standard"]))
+    total = sum(k.total_s for k in run.time.kernels)
+    share = {"GEMMs": 0.0, "softmax backward": 0.0, "elementwise": 0.0}
+    for k in run.time.kernels:
+        kind = "GEMMs" if k.name.endswith("_bmm") else \
+            "softmax backward" if k.name == "softmax_bwd" else "elementwise"
+        share[kind] += k.total_s / total
+    return share
+
+
 # WH-REF's board, large GEMMs (DeepGEMM's own tests, whose lines also give cuBLAS's time on
 # the same shape, at 0.99-1.07x): the best bf16 GEMM 830 TFLOP/s (m 4096, n 1536, k 24576,
 # 1.00x cuBLAS), the best fp8 GEMM 1523 (the same shape, 1.07x cuBLAS); the repository's own

@@ -7,8 +7,9 @@ in ``gaps``.
 """
 from __future__ import annotations
 
-from .charts import (CHART_OPTIONS, PAPER_TILES_ON_RELEASE_GRID, backward_chart_table,
-                     chart_table, fa1_chart_range, fa2_chart_range, fa2_chart_table)
+from .charts import (CHART_OPTIONS, PAPER_TILES_ON_RELEASE_GRID, backward_chart_range,
+                     backward_chart_table, chart_table, fa1_chart_range, fa2_chart_range,
+                     fa2_chart_table)
 from .diagnostics import fa1_head_grid_collapse, flash1_tiles
 from .fa3_diagnostics import (chart_speedup_text, fa3_switch_table, sass_backward_exps_text,
                               sass_backward_table, sass_schedule_table)
@@ -137,10 +138,13 @@ def fa3_forward_charts_section(fmt: str) -> str:
 
 
 def fa3_backward_charts_section(fmt: str) -> str:
-    """The section on the FlashAttention-3 paper's backward charts: FlashAttention-2's bars."""
+    """The section on the FlashAttention-3 paper's backward charts: standard attention's,
+    FlashAttention-2's and FlashAttention-3's bars."""
+    eager_lo, eager_hi = backward_chart_range("standard")
     return blocks(
         "## The FlashAttention-3 paper's backward charts (secondary)",
-        "FlashAttention-2's and FlashAttention-3's backward on the H100 SXM5, non-causal, "
+        "Standard attention's, FlashAttention-2's and FlashAttention-3's backward on the "
+        "H100 SXM5, non-causal, "
         "fp16, TFLOP/s at 2.5x the forward's FLOPs ([FA3-bwd-fig]: machine transcriptions of "
         "the chart images; two transcriptions of each chart agree). FlashAttention-3's bars "
         "are predicted with the release's backward (`flash3 --pass bwd`, [FA3-src]: its "
@@ -149,10 +153,11 @@ def fa3_backward_charts_section(fmt: str) -> str:
         "beside its own dP GEMM read off its SASS as the forward's is, [FA3-sass]: "
         f"{sass_backward_exps_text()}, `flash3.backward.RELEASE_SOFTMAX_SPLIT`, table below), "
         "FlashAttention-2's with "
-        "its release's (`flash2 --tiles release`). The charts' other bars are not predicted: "
-        "cuDNN's backward is not simulated, and the standard attention bars time autograd "
-        "through the eager program, which `standard --program pytorch-eager` simulates "
-        "forward only.",
+        "its release's (`flash2 --tiles release`), standard attention's, which time "
+        "autograd through the benchmark's eager program ([FA-eager]), with that program's "
+        "backward (`standard --program pytorch-eager --pass bwd`: "
+        f"{eager_lo:.2f}–{eager_hi:.2f}, see *Where the model is still off*). cuDNN's bars "
+        "are not predicted: its backward is not simulated.",
         backward_chart_table(fmt),
         "The release's backward as ptxas 12.3 compiled it (`benchmarks/sass_schedule.py`, "
         "`reports/fa3_sass_schedule.json`): a consumer thread's softmax instructions in the "
@@ -166,11 +171,15 @@ def fa2_charts_section(fmt: str) -> str:
     (v1) as its release runs it, and both algorithms' bars."""
     return blocks(
         "## The FlashAttention-2 paper's forward + backward charts (secondary)",
-        "FlashAttention (v1) and FlashAttention-2, forward + backward, fp16, TFLOP/s at 3.5x "
+        "PyTorch's eager attention, FlashAttention (v1) and FlashAttention-2, forward + "
+        "backward, fp16, TFLOP/s at 3.5x "
         "the forward's FLOPs, the papers' sweep, on the A100 80GB SXM4 (Fig. 4) and the H100 "
-        "80GB SXM5 (Fig. 7, the same sm80 code) ([FA2-fig]). The charts' other bars are not "
-        "predicted (PyTorch's bars time autograd through the eager program; xformers and "
-        "the Triton kernel are not simulated). FlashAttention is simulated as the v1 release "
+        "80GB SXM5 (Fig. 7, the same sm80 code) ([FA2-fig]). The PyTorch bars time the "
+        "benchmark's eager program, its forward and its autograd backward ([FA-eager]), and "
+        "are predicted with both (`standard --program pytorch-eager --pass fwd+bwd`: "
+        "{:.2f}–{:.2f} on the A100, {:.2f}–{:.2f} on the H100, see *Where the model is still "
+        "off*); xformers and the Triton kernel are not simulated. FlashAttention is "
+        "simulated as the v1 release "
         "the paper measured runs it: on its tiles, with its traffic (`flash1 --tiles "
         "release`, [FA1-src], [FA1-tiles]: a block of 128 keys, or 256 at d <= 64, held in "
         "the warps' registers and walked 16 query rows at a time, an fp32 output and a "
@@ -190,6 +199,7 @@ def fa2_charts_section(fmt: str) -> str:
         "release does not make (K_j and V_j read per 16 rows where its warps keep them in "
         "registers) standing in for what the model still lacks (*Where the model is still "
         "off*).".format(
+            *fa2_chart_range("a100-80gb", "standard"), *fa2_chart_range("h100-sxm", "standard"),
             fa1_head_grid_collapse(), *fa2_chart_range("a100-80gb", "flash2"),
             *fa2_chart_range("h100-sxm", "flash2"), *fa2_chart_range("a100-80gb", "flash1"),
             *fa2_chart_range("h100-sxm", "flash1"),

@@ -38,11 +38,15 @@ class Comparison:
 # release``: the forward split over Q blocks, the backward over K/V blocks) and its tiles
 # and traffic (``--tiles release``: 128 or 256 keys, 16-row steps, fp32 o_tmp and lse)
 FLASH1_RELEASE = (("grid", "release"), ("tiles", "release"))
+# The papers' "standard attention" / "Pytorch" bars: flash-attention's benchmark function
+# attention_pytorch run by PyTorch eager, forward and autograd backward (``standard --program
+# pytorch-eager``), not the paper's Algorithm 0
+STANDARD_EAGER = (("program", "pytorch-eager"),)
 
 
 def published_options(algorithm: str) -> tuple:
     """The options that simulate the program a published figure of ``algorithm`` timed."""
-    return FLASH1_RELEASE if algorithm == "flash1" else ()
+    return {"flash1": FLASH1_RELEASE, "standard": STANDARD_EAGER}.get(algorithm, ())
 
 
 def utilization(algorithm, workloads, gpu, dtype="fp16"):

@@ -28,11 +28,14 @@ GROUP_OF_SOURCE_CLAIM = (
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
 )
-BACKWARD_CHART_GROUP = {"flash2": "H100, FlashAttention-2 backward (charts)",
+BACKWARD_CHART_GROUP = {"standard": "H100, standard attention backward (charts)",
+                        "flash2": "H100, FlashAttention-2 backward (charts)",
                         "flash3": "H100, FlashAttention-3 backward (charts)"}
 CHART_GROUP = {"standard": "H100, standard attention (charts)",
                "flash2": "H100, FlashAttention-2", "flash3": "H100, FlashAttention-3 (fp16, fp8)"}
-FA2_CHART_GROUP = {("a100-80gb", "flash2"): "A100, FlashAttention-2 fwd+bwd (charts)",
+FA2_CHART_GROUP = {("a100-80gb", "standard"): "A100, standard attention fwd+bwd (charts)",
+                   ("h100-sxm", "standard"): "H100, standard attention fwd+bwd (charts)",
+                   ("a100-80gb", "flash2"): "A100, FlashAttention-2 fwd+bwd (charts)",
                    ("a100-80gb", "flash1"): "A100, FlashAttention (v1) fwd+bwd (charts)",
                    ("h100-sxm", "flash2"): "H100, FlashAttention-2",
                    ("h100-sxm", "flash1"): "H100, FlashAttention (v1) fwd+bwd (charts)"}

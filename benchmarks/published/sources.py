@@ -56,7 +56,11 @@ SOURCES = (
            "torch.triu(torch.full((seqlen, seqlen), -10000.0), 1) added as "
            "causal_mask.to(dtype=scores.dtype), torch.softmax, F.dropout, "
            "torch.einsum('bhts,bshd->bthd', ...) — simulated kernel by kernel by "
-           "standard --program pytorch-eager (algorithms/standard/pytorch_eager.py)"),
+           "standard --program pytorch-eager (algorithms/standard/pytorch_eager.py); the "
+           "backward as flash_attn/utils/benchmark.py's benchmark_backward times it: one forward "
+           "outside the timer, grad = torch.randn_like(y), then per call 'x.grad = None' and "
+           "y.backward(grad, retain_graph=True) (autograd's kernels: "
+           "algorithms/standard/pytorch_eager_backward.py); dropout_p = 0.0 in both benchmarks"),
     Source("FA2-1059", "T. Dao, in the flash-attention GitHub thread #1059 (2024-07-16)",
            "https://github.com/Dao-AILab/flash-attention/issues/1059",
            "FA2 on A100 is already at around 70% theoretical max FLOPS"),
@@ -147,8 +151,10 @@ SOURCES = (
            "Attention backward speed, head dim 64 / head dim 128 (H100 80GB SXM5) — Standard "
            "attention / FlashAttention-2 / cuDNN / FlashAttention-3, TFLOPs/s per sequence "
            "length 512..16k; FlashAttention-2: d 64 198, 238, 264, 279, 287, 291; d 128 214, "
-           "260, 291, 310, 318, 322. Non-causal: the standard-attention bars (d 128: 104 at "
-           "512) are above the causal forward chart's (26) and near the non-causal one's (74)"),
+           "260, 291, 310, 318, 322; standard attention: d 64 68, 76, 88, 92, 95, OOM; d 128 "
+           "104, 131, 159, 174, 181, OOM. Non-causal: the standard-attention bars (d 128: 104 "
+           "at 512) are above the causal forward chart's (26) and near the non-causal one's "
+           "(74)"),
     Source("FA2-fig", "FlashAttention-2 paper, Fig. 4 (A100) and Fig. 7 (H100): attention "
            "forward + backward speed, the same charts as the flash-attention README's",
            "github.com/Dao-AILab/flash-attention assets/flash2_a100_fwd_bwd_benchmark.png and "
@@ -160,7 +166,10 @@ SOURCES = (
            "FlashAttention-2 (H100: Pytorch / FlashAttention / FlashAttention-2), Speed "
            "(TFLOPs/s) per sequence length 512..16k. A100 (b) FlashAttention-2: [under the "
            "legend], [under the legend], 187, 196, 201, 203; H100 (b) FlashAttention-2: 248, "
-           "294, 320, 326, 335, 338; H100 (b) FlashAttention: 127, 127, 128, 131, 137, 139"),
+           "294, 320, 326, 335, 338; H100 (b) FlashAttention: 127, 127, 128, 131, 137, 139; "
+           "Pytorch, 512..8k and OOM at 16k, A100 (a) 36, 40, 43, 45, 46, (b) 53, 67, 76, 79, "
+           "86, (c) 15, 16, 17, 18, 18, (d) 23, 28, 32, 32, 34; H100 (a) 62, 72, 81, 86, 87, "
+           "(b) 93, 120, 145, 160, 167, (c) 26, 29, 31, 32, 32, (d) 40, 50, 57, 61, 63"),
     Source("FA1-grid", "flash-attention v1 csrc/flash_attn/src/fmha_fwd_launch_template.h "
            "and fmha_bwd_launch_template.h (commits a44f48df 'Split fwd on the seqlen_q "
            "dimension', 2022-10-21, and 55778193 'Parallelize CUDA bwd along seqlen_k "

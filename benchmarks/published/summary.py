@@ -24,17 +24,19 @@ def summary() -> dict:
     def add(gpu, algorithm, dtype, ratios):
         by_key.setdefault((gpu, algorithm, input_kind(dtype)), []).extend(ratios)
 
+    def label(algorithm):       # the papers' standard attention is the eager program
+        return EAGER_LABEL if algorithm == "standard" else algorithm
+
     for c, _, ratios in evaluated():
         if c.algorithm:
             add(c.gpu, c.algorithm, c.dtype, ratios)
     chart_dtype = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
-        add("h100-sxm", EAGER_LABEL if algorithm == "standard" else algorithm,
-            chart_dtype[chart], [pred / pub])
+        add("h100-sxm", label(algorithm), chart_dtype[chart], [pred / pub])
     for _, _, algorithm, pub, pred in backward_chart_points():
-        add("h100-sxm", algorithm, "fp16", [pred / pub])
+        add("h100-sxm", label(algorithm), "fp16", [pred / pub])
     for gpu, _, _, _, algorithm, pub, pred in fa2_chart_points():
-        add(gpu, algorithm, "fp16", [pred / pub])
+        add(gpu, label(algorithm), "fp16", [pred / pub])
     rows = [{"gpu": gpu, "algorithm": algorithm, "dtype": kind, "points": len(r),
              "min": round(min(r), 2), "max": round(max(r), 2),
              "median": round(statistics.median(r), 2), "inside_band": sum(in_band(x) for x in r)}
