@@ -120,8 +120,9 @@ def latent_dims(wl, kv_lora_rank: int, rope_dim: int) -> tuple[int, int]:
     """(d_c, d_h^R): the options, else the model preset's, else DeepSeek-V2's."""
     model = getattr(wl, "model", None)
     if model is not None and not model.is_mla:
+        # the name may be only a file's label (attnsim.simulate names the preset or the file)
         raise PlanError(f"{model.name} uses {model.attention.upper()} attention, not MLA: run "
-                        f"'attnsim run gqa --model {model.name}'")
+                        f"'attnsim run gqa' with the same --model")
     dims = []
     for given, field, default, flag in ((kv_lora_rank, "kv_lora_rank", DEFAULT_KV_LORA_RANK,
                                          "--kv-lora-rank"),

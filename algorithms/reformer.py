@@ -98,6 +98,7 @@ INFO = AlgorithmInfo(
     paper="Kitaev et al., 2020 (arXiv 2001.04451)",
     exact=False,
     io_bound="Θ(H N d + H N log N) bytes; FLOPs Θ(H N C d)",
+    no_kv_heads="its keys are its queries (shared-QK attention), one per query head",
     options=(
         Option("hashes", int, 4, "hash rounds H (the paper's Fig. 4 compares round counts)",
                validate=lambda v: None if v > 0 else "must be a positive integer"),

@@ -90,18 +90,7 @@ def plan(wl, gpu, sram_bytes: int, devices: int = 8, ring_order: str = "contiguo
         raise PlanError(f"ring: --ring-order striped deals the tokens of a self-attention "
                         f"sequence round-robin, so it needs seq_q == seq_k and a multiple of "
                         f"--devices; got seq_q={wl.seq_q}, seq_k={wl.seq_k}, devices={devices}")
-    if devices > min(wl.seq_q, wl.seq_k):
-        raise PlanError(f"ring: {devices} devices for a sequence of {min(wl.seq_q, wl.seq_k)} "
-                        f"tokens leaves devices without a block; use --devices <= the sequence")
-    for what, n in (("query rows", wl.seq_q), ("keys", wl.seq_k)):
-        if _empty_devices(n, devices):
-            # blocks of ⌈n/P⌉ tokens run out before the last device (e.g. 9 tokens over 8
-            # devices: blocks of 2 fill 5 devices): a device without a block would count nothing
-            fit = max(p for p in range(1, devices + 1) if not _empty_devices(n, p))
-            raise PlanError(f"ring: {devices} devices with blocks of ⌈{n}/{devices}⌉ = "
-                            f"{cdiv(n, devices)} {what} leave the last "
-                            f"{_empty_devices(n, devices)} without any; use --devices {fit} "
-                            f"(or a count that divides the sequence)")
+    check_every_device_has_a_block(wl, devices)
     inner = flash2.plan(wl, gpu, sram_bytes)
     # Compute per key block (4 c d FLOPs per key) vs sending it (2 d e bytes per key).
     flops = gpu.tensor_flops_per_s(wl.dtype) * gpu.mma_sync_fraction_of_peak
@@ -111,6 +100,30 @@ def plan(wl, gpu, sram_bytes: int, devices: int = 8, ring_order: str = "contiguo
                     keys_per_device=cdiv(wl.seq_k, devices), block_q=inner.block_q,
                     block_k=inner.block_k, simulated_device=devices - 1 if wl.causal else 0,
                     min_block_for_overlap=c_min, order=ring_order)
+
+
+def check_every_device_has_a_block(wl, devices: int) -> None:
+    """Blocks of ⌈n/P⌉ tokens can run out before the last device (more devices than tokens,
+    or 9 tokens over 8 devices: blocks of 2 fill 5): a device without a block would count
+    nothing. The message names the flag that set the length (with --decode the query rows
+    are --new-tokens, not --seq) and a device count that fits both lengths."""
+    q_flag, k_flag = length_flags(wl)
+    for what, n, flag in (("query rows", wl.seq_q, q_flag), ("keys", wl.seq_k, k_flag)):
+        empty = _empty_devices(n, devices)
+        if empty:
+            fit = max(p for p in range(1, devices + 1)
+                      if not _empty_devices(wl.seq_q, p) and not _empty_devices(wl.seq_k, p))
+            raise PlanError(f"ring: {devices} devices with blocks of ⌈{n:,}/{devices}⌉ = "
+                            f"{cdiv(n, devices):,} {what} ({flag} {n:,}) leave the last {empty} "
+                            f"without any; use --devices {fit}")
+
+
+def length_flags(wl) -> tuple[str, str]:
+    """The flags that set the query and the key lengths: with --decode, --new-tokens
+    queries against a cache of --seq; otherwise --seq, and --seq-k where the keys differ."""
+    if getattr(wl, "decode", False):
+        return "--new-tokens", "--seq"
+    return "--seq", ("--seq-k" if wl.seq_k != wl.seq_q else "--seq")
 
 
 def _empty_devices(n: int, devices: int) -> int:

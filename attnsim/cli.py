@@ -2,7 +2,7 @@
 
 User errors print one line, ``attnsim: error: ...``, and exit with status 2. Anything else
 is a bug and says so in one line, with status 1; ``--debug`` (or ATTNSIM_DEBUG=1) shows the
-traceback instead.
+traceback too (a bug then ends as Python ends it; bad input keeps status 2).
 """
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
+import traceback
 
 from algorithms.base import Option
 from algorithms.registry import algorithm_names, get_algorithm
@@ -641,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line. User errors: one line on stderr and status 2. Anything else is a
-    bug: one line saying so and status 1 (``--debug`` or ATTNSIM_DEBUG=1 show the traceback)."""
+    bug: one line saying so and status 1 (``--debug`` or ATTNSIM_DEBUG=1 show the traceback,
+    of bad input too, whose status stays 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or bool(os.environ.get("ATTNSIM_DEBUG"))
     argv = [x for x in argv if x != "--debug"]
@@ -672,27 +675,51 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     except Exception as exc:           # noqa: BLE001 - the one place every error ends up
-        if debug:
-            raise
         code, line = describe_error(exc)
+        if debug and code != 2:        # a bug: Python's own traceback and status
+            raise
+        if debug:                      # bad input stays status 2, so scripts see the same
+            traceback.print_exc()
         print(line, file=sys.stderr)
         return code
 
 
 def check_not_an_input(args, extra: list[str], flag: str) -> None:
-    """--output/--plot must not name a file the run reads (--hw, --model, --mask-file): it
-    would be overwritten with the results."""
+    """--output/--plot must not name a file the run reads (--hw, --model, --mask-file, and
+    the files their ``base`` chains read): it would be overwritten with the results."""
     out = os.path.realpath(getattr(args, flag))
-    inputs = {"--hw": getattr(args, "hw", None), "--model": getattr(args, "model", None)}
+    for name, path, via in _files_the_run_reads(args, extra):
+        if os.path.exists(path) and os.path.realpath(path) == out:
+            what = f"the file {name} reads" if via is None else \
+                f"a file {name} reads (the base of {via!r})"
+            raise AttnsimError(f"--{flag} {getattr(args, flag)!r} is {what}; write the "
+                               f"results elsewhere")
+
+
+def _files_the_run_reads(args, extra: list[str]):
+    """(flag, path, the file whose ``base`` names it or None) of every input file: the
+    GPU files (report's --hw may list several) and model file with their base chains, and
+    an algorithm's --mask-file."""
+    from hwmodels.config_file import files_read
+    named = [("--hw", hw) for hw in _hw_entries(getattr(args, "hw", None))]
+    if getattr(args, "model", None):
+        named.append(("--model", args.model))
+    for name, path in named:
+        chain = files_read(path) or [path]
+        yield name, chain[0], None
+        yield from ((name, base, parent) for parent, base in zip(chain, chain[1:]))
     for i, arg in enumerate(extra):
         if arg == "--mask-file" and i + 1 < len(extra):
-            inputs["--mask-file"] = extra[i + 1]
+            yield "--mask-file", extra[i + 1], None
         elif arg.startswith("--mask-file="):
-            inputs["--mask-file"] = arg.split("=", 1)[1]
-    for name, path in inputs.items():
-        if path and os.path.exists(path) and os.path.realpath(path) == out:
-            raise AttnsimError(f"--{flag} {getattr(args, flag)!r} is the file {name} reads; "
-                               f"write the results elsewhere")
+            yield "--mask-file", arg.split("=", 1)[1], None
+
+
+def _hw_entries(hw: str | None) -> list[str]:
+    """--hw as given and, for report's comma-separated list, each GPU in it."""
+    if not hw:
+        return []
+    return list(dict.fromkeys([hw, *(h.strip() for h in hw.split(",") if h.strip())]))
 
 
 def describe_error(exc: BaseException) -> tuple[int, str]:
@@ -719,11 +746,38 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse, with its errors on one line (``attnsim: error: argument --batch: ...``) and
     status 2, as every other user error."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._args_seen = list(sys.argv[1:] if args is None else args)   # for error()
+        return super().parse_known_args(args, namespace)
+
     def error(self, message):
-        print(f"attnsim: error: {' '.join(message.split())} (see '{self.help_command}')",
-              file=sys.stderr)
+        print(f"attnsim: error: {' '.join(message.split())}{self._negative_hint(message)} "
+              f"(see '{self.help_command}')", file=sys.stderr)
         raise SystemExit(2)
+
+    def _negative_hint(self, message: str) -> str:
+        """argparse reads a value such as -1e30 (which its negative-number pattern, digits
+        and a point only, does not cover) as a flag and says "expected one argument"; name
+        the form it does read."""
+        match = re.match(r"argument ([^:\s]+): expected one argument", message)
+        args = getattr(self, "_args_seen", [])
+        typed = [f for f in (match.group(1).split("/") if match else []) if f in args]
+        if not typed:
+            return ""
+        at = args.index(typed[0]) + 1
+        value = args[at] if at < len(args) else ""
+        if not value.startswith("-") or not _is_number(value):
+            return ""
+        return f"; for a negative value write {typed[0]}={value}"
 
     @property
     def help_command(self) -> str:
         return f"{self.prog} --help" if self.add_help else "attnsim list"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -131,18 +131,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if workload.passes not in _supported_passes(info):
         raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
                            f"--pass {workload.passes} is not available for it")
-    if compute and workload.dtype == "fp8" and not info.fp8_kernel:
-        # its arithmetic would run unquantized: an "fp8" error that is fp32's
-        raise AttnsimError(f"{info.name} has no fp8 kernel to execute (its arithmetic would not "
-                           f"be quantized, so its error would not be fp8's): add --count-only "
-                           f"for fp8 storage's counts and time, or run flash3 (FlashAttention-3's "
-                           f"e4m3 forward)")
-    model = getattr(workload, "model", None)
-    if model is not None and model.is_mla and info.name != "mla":
-        # its heads read one latent cache: run as heads x head_dim attention, the numbers
-        # would describe a model that does not exist
-        raise PlanError(f"{model.name} uses multi-head latent attention, which {info.name} "
-                        f"does not simulate: run 'attnsim run mla --model {model.name}'")
+    check_model_attention(info, getattr(workload, "model", None))
     if workload.dropout > 0 and not info.dropout:
         raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
                            f"of the algorithms that do (standard, flash1, flash2)")
@@ -158,6 +147,10 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         # inputs too, since the float64 reference and the outputs are still to be allocated
         check_host_memory(workload)
     plan = module.plan(workload, gpu, budget, **opts)
+    if compute:
+        # after the plan: a program that takes no fp8 at all (pytorch-eager, the releases'
+        # tiles) refuses first, so the --count-only suggested here is a fix that runs
+        check_executed_fp8(info, workload)
     own_bytes = getattr(module, "executed_host_bytes", None)
     if compute and own_bytes is not None:       # workspaces an option sizes (features)
         sized_by = [o.flag for o in info.options if o.name == "features"]
@@ -184,6 +177,39 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
         extra=dict(rec.info), footprint_question=footprint)
+
+
+def check_model_attention(info, model) -> None:
+    """MLA models run on mla only, and mla runs MLA models only: an MLA model's heads read
+    one latent cache, so as heads x head_dim attention the numbers would describe a model
+    that does not exist (and mla has no latent for a GQA model)."""
+    if model is None or model.is_mla == (info.name == "mla"):
+        return
+    if model.is_mla:
+        raise PlanError(f"{model.name} uses multi-head latent attention, which {info.name} "
+                        f"does not simulate: run {run_command('mla', model)}")
+    raise PlanError(f"{model.name} uses {model.attention.upper()} attention, not MLA: run "
+                    f"{run_command('gqa', model)}")
+
+
+def run_command(algorithm: str, model) -> str:
+    """The command that runs ``model`` on ``algorithm``. A preset is found by its name; a
+    model read from a TOML file is not (its name is only a label, and the file's path is
+    not kept), so the user is sent back to the same file."""
+    from attnsim.models import PRESETS
+    if PRESETS.get(model.name) == model:
+        return f"'attnsim run {algorithm} --model {model.name}'"
+    return f"'attnsim run {algorithm} --model FILE' with FILE the same .toml file"
+
+
+def check_executed_fp8(info, workload: Workload) -> None:
+    """Executed fp8 needs the algorithm's own fp8 kernel: without one its arithmetic would
+    run unquantized, an "fp8" error that is fp32's."""
+    if workload.dtype == "fp8" and not info.fp8_kernel:
+        raise AttnsimError(f"{info.name} has no fp8 kernel to execute (its arithmetic would not "
+                           f"be quantized, so its error would not be fp8's): add --count-only "
+                           f"for fp8 storage's counts and time, or run flash3 (FlashAttention-3's "
+                           f"e4m3 forward)")
 
 
 def _single_threaded_blas(compute: bool):

@@ -165,6 +165,21 @@ def check_gpu_check_flags(a) -> None:
         check_int(d, "each --devices count", 1, 4096)
     if getattr(a, "cpu_check_max_n", None) is not None:
         check_int(a.cpu_check_max_n, "--cpu-check-max-n", 0, MAX_SEQ)
+    _check_gpu_check_workloads(a)
+
+
+def _check_gpu_check_workloads(a) -> None:
+    """Each swept workload as ``run`` would check it (heads a multiple of --kv-heads, rows
+    within 2**30), so a shape that could never run is refused before the device is sought."""
+    from attnsim.workload import Workload     # workload.py imports this module
+    flags = {"batch": "--batch", "heads": "--heads", "head_dim": "--head-dim",
+             "kv_heads": "--kv-heads" if getattr(a, "kv_heads", None) is not None
+             else "--heads", "seq_q": "--seq", "seq_k": "--seq"}
+    with flag_names(flags):
+        for n in a.seq:
+            Workload(batch=a.batch, heads=a.heads, kv_heads=getattr(a, "kv_heads", None),
+                     seq_q=n, head_dim=a.head_dim, causal=getattr(a, "causal", False),
+                     dtype=getattr(a, "dtype", "fp16"), passes=getattr(a, "passes", "fwd"))
 
 
 def check_seqs(seqs: list[int], flag: str = "--seqs") -> list[int]:

@@ -66,6 +66,14 @@ class Workload:
         if self.passes not in PASSES:
             raise AttnsimError(f"unknown pass {self.passes!r}; valid: {', '.join(PASSES)}")
         check_workload(self, flags)
+        self._check_decode()
+
+    def _check_decode(self) -> None:
+        """A decode step is inference, forward only (as --pass bwd is refused with it):
+        dropout, a training option, would only add a kernel and change the time."""
+        if self.decode and self.dropout > 0:
+            raise AttnsimError(f"--dropout {self.dropout:g} is a training option and --decode "
+                               f"one inference step: drop --dropout (or --decode)")
 
     @property
     def elem_bytes(self) -> int:

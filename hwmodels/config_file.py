@@ -1,6 +1,7 @@
 """What every TOML description file shares (GPUs here, model presets in ``attnsim.models``):
-reading the file, starting from a built-in entry with ``base = "NAME"``, and rejecting
-unknown fields with the valid ones listed. Field types are checked by each file's owner."""
+reading the file, starting from a built-in entry with ``base = "NAME"`` (or another file,
+``base = "other.toml"``, relative to the file that names it), and rejecting unknown fields
+with the valid ones listed. Field types are checked by each file's owner."""
 from __future__ import annotations
 
 import contextlib
@@ -56,6 +57,43 @@ def base_chain(path: str, what: str, error_cls: type[Exception]):
         stack.pop()
 
 
+def resolve_base(base: str, including: str | None = None) -> str:
+    """``base`` as the loader should look it up: a relative ``.toml`` path is taken from the
+    folder of the file that names it (``including``), so a file and its base can move
+    together and be read from any working directory; names and absolute paths as given."""
+    if including is None or not base.lower().endswith(".toml") or os.path.isabs(base):
+        return base
+    return os.path.join(os.path.dirname(including), base)
+
+
+def _including_file() -> str | None:
+    """The file whose ``base`` is being looked up: the innermost one ``base_chain`` guards
+    (None for a mapping that did not come from a file)."""
+    stack = getattr(_chain, "files", None)
+    return stack[-1][1] if stack else None
+
+
+def files_read(path: str) -> list[str]:
+    """``path`` and every file its ``base`` chain reads, in order; stops quietly where the
+    chain ends, breaks or cycles (loading the file reports those problems)."""
+    files, seen = [], set()
+    while path.lower().endswith(".toml") and len(files) <= MAX_BASE_DEPTH:
+        key = os.path.realpath(path)
+        if key in seen:
+            break
+        seen.add(key)
+        files.append(path)
+        try:
+            with open(path, "rb") as fh:
+                base = tomllib.load(fh).get("base")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            break
+        if not isinstance(base, str):
+            break
+        path = resolve_base(base, path)
+    return files
+
+
 def _whole(error_cls, message: str) -> Exception:
     """An error that already names the whole chain: the files it passes through re-raise it
     as it is instead of prefixing their own names."""
@@ -79,7 +117,7 @@ def start_from_base(data: dict, fields, lookup, what: str, origin: str,
     if not isinstance(base, str):
         raise error_cls(f"{origin}: 'base' must be a {what} name string")
     try:
-        return lookup(base), data
+        return lookup(resolve_base(base, _including_file())), data
     except ValueError as exc:
         if getattr(exc, "names_whole_chain", False):
             raise

@@ -101,8 +101,11 @@ def load_gpu_file(path: str) -> GPU:
 def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
     values, data = start_from_base(data, _FIELDS, lambda name: dataclasses.asdict(get_gpu(name)),
                                    "GPU", origin, GpuFileError)
+    base = dict(values)
     for key, value in data.items():
         values[key] = _checked(origin, key, value)
+    if _modified(base, values) and "full_name" not in data:
+        values["full_name"] = f"{values['name']} (custom, based on {base['name']})"
     missing = [n for n in _FIELDS if n not in values and n not in _OPTIONAL]
     if missing:
         raise GpuFileError(f"{origin}: missing field(s) {', '.join(missing)} "
@@ -110,6 +113,13 @@ def gpu_from_mapping(data: dict, origin: str = "<mapping>") -> GPU:
     gpu = GPU(**values)
     _check_consistency(origin, gpu)
     return gpu
+
+
+def _modified(base: dict, values: dict) -> bool:
+    """Whether a file changes its base's hardware: then the base's full name (which messages
+    show, e.g. "NVIDIA H100-SXM5-80GB has no fp8 tensor cores") no longer describes it."""
+    kept = {"name", "full_name", "sources"}
+    return bool(base) and any(values[k] != v for k, v in base.items() if k not in kept)
 
 
 def _checked(origin: str, key: str, value):
@@ -159,8 +169,16 @@ def _check_consistency(origin: str, gpu: GPU) -> None:
         raise GpuFileError(
             f"{origin}: sustained_clock_hz ({gpu.sustained_clock_hz:g}), the clock under load, "
             f"exceeds clock_hz ({gpu.clock_hz:g}), the boost clock; lower it or raise clock_hz")
-    if gpu.tensor_fp16_flops_per_s < gpu.fp32_flops_per_s:
+    for field in ("tensor_fp16_flops_per_s", "tensor_bf16_flops_per_s",
+                  "tensor_tf32_flops_per_s"):
+        if getattr(gpu, field) < gpu.fp32_flops_per_s:
+            raise GpuFileError(
+                f"{origin}: {field} ({getattr(gpu, field):g}) is below fp32_flops_per_s "
+                f"({gpu.fp32_flops_per_s:g}); tensor cores are the faster path on every GPU "
+                f"that has them: check the units (FLOP/s)")
+    if gpu.l2_bytes > gpu.hbm_bytes:
+        # the model keeps re-reads in L2 when they fit: an L2 larger than the memory it
+        # caches would serve traffic no real GPU can
         raise GpuFileError(
-            f"{origin}: tensor_fp16_flops_per_s ({gpu.tensor_fp16_flops_per_s:g}) is below "
-            f"fp32_flops_per_s ({gpu.fp32_flops_per_s:g}); tensor cores are the faster path on "
-            f"every GPU that has them: check the units (FLOP/s)")
+            f"{origin}: l2_bytes ({gpu.l2_bytes:,}) exceeds hbm_bytes ({gpu.hbm_bytes:,}); "
+            f"an L2 cache is smaller than the HBM it caches: check the units (bytes)")

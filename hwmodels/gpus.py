@@ -199,6 +199,7 @@ class GPU:
     fp32_flops_per_s: float                    # CUDA cores (FMA = 2 FLOPs)
     sfu_ops_per_clock_per_sm: int              # exp2/log2/rcp ... on the special-function units
     nvlink_bytes_per_s: float                  # total NVLink bandwidth per GPU, both directions
+                                               # (0: none; ring then needs --no-interconnect)
     launch_overhead_s: float                   # per kernel launch (host + front-end), modelled
     mma_sync_fraction_of_peak: float           # what the sm80 mma.sync path reaches (1.0 = peak)
     has_wgmma: bool                            # Hopper warpgroup MMA (needed for full peak)

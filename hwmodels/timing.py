@@ -556,6 +556,21 @@ def _epilogue_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, p: _Pipes) ->
     return waves * resident * per_cta
 
 
+def _interconnect_time(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
+    """Peer transfers at the one-direction NVLink rate. A GPU file's nvlink_bytes_per_s = 0
+    means no interconnect: a kernel that sends to its peers (ring) cannot be priced there,
+    as fp8 cannot run without fp8 tensor cores, so it is refused rather than divided by 0."""
+    sent = float(k.counters[INTERCONNECT_BYTES])
+    if not sent or not opts.interconnect:
+        return 0.0
+    if gpu.nvlink_bytes_per_s <= 0:
+        raise ValueError(f"GPU {gpu.name}: nvlink_bytes_per_s is 0 (no interconnect), but "
+                         f"kernel {k.name} sends blocks to its peer devices, which needs a "
+                         f"positive nvlink_bytes_per_s: set the link's bandwidth in the GPU "
+                         f"file, or add --no-interconnect to leave the transfers unpriced")
+    return sent / gpu.nvlink_bytes_per_s_one_direction
+
+
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions(),
                 launch_s: float | None = None) -> KernelTime:
     """One kernel on its own: its launch charged whole unless ``launch_s`` says what of it is
@@ -583,8 +598,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
         else:
             chain_s = p.tensor_s + p.mufu_s + max(p.fma_s, p.alu_s)
         compute_s = max(chain_s, p.smem_s)
-    interconnect_s = float(c[INTERCONNECT_BYTES]) / gpu.nvlink_bytes_per_s_one_direction \
-        if c[INTERCONNECT_BYTES] and opts.interconnect else 0.0
+    interconnect_s = _interconnect_time(gpu, k, opts)
     bandwidth_s = max(hbm_s, l2_s)
     fixed_s, paid = _fixed_cost(gpu, k, opts, sum(phases) + step_latency_s, chain_s,
                                 bandwidth_s)

@@ -32,13 +32,15 @@ def input_kind(dtype: str) -> str | None:
 
 
 def changed_fields(gpu) -> list[str]:
-    """The fields in which ``gpu`` differs from the built-in GPU of its name (a GPU file
-    with ``base = "h100"`` keeps the name): the ranges were measured for the built-in one."""
+    """The hardware fields in which ``gpu`` differs from the built-in GPU of its name (a GPU
+    file with ``base = "h100"`` keeps the name): the ranges were measured for the built-in
+    one. Its labels (sources, and the full name a modified file is given) are not
+    hardware."""
     builtin = GPUS.get(gpu.name)
     if builtin is None:
         return []
     mine, theirs = dataclasses.asdict(gpu), dataclasses.asdict(builtin)
-    return [k for k in mine if k != "sources" and mine[k] != theirs[k]]
+    return [k for k in mine if k not in ("sources", "full_name") and mine[k] != theirs[k]]
 
 
 def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,

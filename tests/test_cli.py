@@ -186,3 +186,55 @@ def test_output_never_overwrites_a_file_the_run_reads(capsys, tmp_path):
                  "--output", str(gpu_file)]) == 2
     assert "is the file --hw reads" in capsys.readouterr().err
     assert gpu_file.read_text() == 'base = "h100"\n'
+
+
+def test_output_never_overwrites_a_file_a_base_chain_reads(capsys, tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text('base = "h100"\nname = "mybase"\n')
+    child = tmp_path / "child.toml"
+    child.write_text(f'base = "{base}"\nname = "mychild"\n')
+    assert main(["run", "flash2", "--seq", "256", "--count-only", "--hw", str(child),
+                 "--output", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert f"is a file --hw reads (the base of '{child}')" in err and err.count("\n") == 1
+    assert base.read_text() == 'base = "h100"\nname = "mybase"\n'
+    model_base = tmp_path / "m_base.toml"
+    model_base.write_text('base = "llama-3-8b"\nname = "mb"\n')
+    (tmp_path / "m.toml").write_text('base = "m_base.toml"\nname = "mc"\n')   # relative
+    assert main(["run", "gqa", "--decode", "--seq", "256", "--count-only", "--model",
+                 str(tmp_path / "m.toml"), "--output", str(model_base)]) == 2
+    assert "is a file --model reads (the base of" in capsys.readouterr().err
+    assert model_base.read_text() == 'base = "llama-3-8b"\nname = "mb"\n'
+
+
+def test_a_gpu_without_interconnect_refuses_the_ring_in_one_line(capsys, tmp_path):
+    gpu = tmp_path / "nolink.toml"
+    gpu.write_text('base = "h100-sxm"\nname = "h100-nolink"\nnvlink_bytes_per_s = 0\n')
+    code, _, err = run_cli(capsys, "run", "ring", "--seq", "1024", "--count-only",
+                           "--hw", str(gpu))
+    assert code == 2 and err.count("\n") == 1 and "internal error" not in err
+    assert "nvlink_bytes_per_s is 0 (no interconnect)" in err and "--no-interconnect" in err
+    code, _, _ = run_cli(capsys, "run", "ring", "--seq", "1024", "--count-only", "--hw",
+                         str(gpu), "--no-interconnect")
+    assert code == 0
+
+
+def test_debug_shows_the_traceback_of_bad_input_but_keeps_status_2(capsys):
+    code, _, err = run_cli(capsys, "--debug", "run", "flash2", "--seq", "0", "--count-only")
+    assert code == 2 and "Traceback" in err
+    assert err.splitlines()[-1] == "attnsim: error: --seq must be in [1, 16,777,216], got 0"
+
+
+@pytest.mark.parametrize("args,hint", [
+    (["run", "rfa", "--causal", "--gate", "--gate-bias", "-1e30"], "write --gate-bias=-1e30"),
+    (["run", "flash2", "--scale", "-1e-3"], "write --scale=-1e-3"),
+])
+def test_a_negative_number_in_scientific_notation_says_how_to_write_it(capsys, args, hint):
+    code, _, err = run_cli(capsys, *args, "--seq", "256", "--count-only")
+    assert code == 2 and err.count("\n") == 1
+    assert "expected one argument" in err and hint in err
+
+
+def test_a_missing_value_gets_no_negative_number_hint(capsys):
+    code, _, err = run_cli(capsys, "run", "flash2", "--count-only", "--scale", "--causal")
+    assert code == 2 and "expected one argument" in err and "negative" not in err

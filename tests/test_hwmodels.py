@@ -6,8 +6,8 @@ import pytest
 
 from hwmodels import GPUS, Recorder, SramOverflowError, TimingOptions, get_gpu, predict_time
 from hwmodels.counters import (ALU_OPS, ATOMIC_BYTES, COUNTER_NAMES, CONVERT_OPS, EXP_OPS,
-                               HBM_READ_BYTES, HBM_WRITE_BYTES, MATMUL_FLOPS, OTHER_FLOPS,
-                               SRAM_READ_BYTES)
+                               HBM_READ_BYTES, HBM_WRITE_BYTES, INTERCONNECT_BYTES,
+                               MATMUL_FLOPS, OTHER_FLOPS, SRAM_READ_BYTES)
 from hwmodels.gpu_file import GpuFileError, gpu_from_mapping, load_gpu_file
 from hwmodels.timing import closed_network_time, quantization_factor
 
@@ -63,6 +63,12 @@ def test_gpu_file_from_base(tmp_path):
     ({"base": "h100", "max_threads_per_sm": 1056 + 1}, "multiple of the 32-thread warp"),
     ({"base": "h100", "clock_hz": 1e9, "sustained_clock_hz": 2e9}, "exceeds clock_hz"),
     ({"base": "h100", "tensor_fp16_flops_per_s": 1e12}, "is below fp32_flops_per_s"),
+    ({"base": "h100", "tensor_bf16_flops_per_s": 1e12},
+     "tensor_bf16_flops_per_s (1e+12) is below fp32_flops_per_s"),
+    ({"base": "h100", "tensor_tf32_flops_per_s": 1e12},
+     "tensor_tf32_flops_per_s (1e+12) is below fp32_flops_per_s"),
+    ({"base": "h100", "l2_bytes": 2**31, "hbm_bytes": 2**30}, "l2_bytes (2,147,483,648) exceeds "
+                                                              "hbm_bytes (1,073,741,824)"),
     ({"base": "tpu"}, "unknown GPU 'tpu'"),
     ({"name": "x", "sm_count": 10}, "missing field(s) full_name"),
 ])
@@ -70,6 +76,43 @@ def test_gpu_file_errors_name_the_field(data, message):
     with pytest.raises(GpuFileError) as exc:
         gpu_from_mapping(data, origin="my.toml")
     assert message in str(exc.value) and "my.toml" in str(exc.value)
+
+
+def test_relative_base_is_read_from_the_including_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "gpus"
+    folder.mkdir()
+    (folder / "ok.toml").write_text('base = "h100"\nname = "ok"\nsm_count = 100\n')
+    (folder / "rel.toml").write_text('base = "ok.toml"\nname = "rel"\n')
+    monkeypatch.chdir(tmp_path)                  # not the files' folder
+    g = load_gpu_file(str(folder / "rel.toml"))
+    assert g.name == "rel" and g.sm_count == 100
+    monkeypatch.chdir(folder)
+    assert load_gpu_file("rel.toml") == g
+
+
+def test_a_modified_gpu_is_not_shown_under_its_bases_full_name():
+    nofp8 = gpu_from_mapping({"base": "h100", "name": "h100-nofp8",
+                              "tensor_fp8_flops_per_s": 0}, origin="my.toml")
+    assert nofp8.full_name == "h100-nofp8 (custom, based on h100-sxm)"
+    with pytest.raises(ValueError, match=r"^h100-nofp8 \(custom, based on h100-sxm\) has no "
+                                         r"fp8 tensor cores"):
+        nofp8.tensor_flops_per_s("fp8")
+    # a renamed copy, or one with a full name of its own, keeps the name it has
+    assert gpu_from_mapping({"base": "h100", "name": "copy"}).full_name == \
+        get_gpu("h100").full_name
+    assert gpu_from_mapping({"base": "h100", "full_name": "ours", "sm_count": 100}).full_name \
+        == "ours"
+
+
+def test_no_interconnect_refuses_to_price_peer_transfers():
+    g = gpu_from_mapping({"base": "h100", "name": "no-link", "nvlink_bytes_per_s": 0})
+    rec = Recorder(g)
+    c = rec.kernel("ring_step0", ctas=132, buffers={"x": 1024})
+    c[HBM_READ_BYTES], c[INTERCONNECT_BYTES] = 10**6, 10**6
+    with pytest.raises(ValueError, match="no-link: nvlink_bytes_per_s is 0 .* needs a positive "
+                                         "nvlink_bytes_per_s"):
+        predict_time(g, rec.kernels)
+    assert predict_time(g, rec.kernels, TimingOptions(interconnect=False)).interconnect_s == 0
 
 
 def test_full_gpu_file_round_trip(tmp_path):

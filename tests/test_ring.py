@@ -106,7 +106,8 @@ def test_per_device_traffic_grows_as_n_squared_over_p():
 
 
 def test_bad_device_count():
-    with pytest.raises(PlanError, match="--devices <= the sequence"):
+    with pytest.raises(PlanError, match=r"\(--seq 4\) leave the last 4 without any; "
+                                        r"use --devices 4"):
         simulate("ring", Workload(seq_q=4, head_dim=16), "h100", options={"devices": 8})
     with pytest.raises(PlanError, match="--devices must be at least 1"):
         simulate("ring", Workload(seq_q=64, head_dim=16), "h100", options={"devices": 0})
@@ -114,9 +115,25 @@ def test_bad_device_count():
     with pytest.raises(PlanError, match=r"leave the last 3 without any; use --devices 5"):
         simulate("ring", Workload(seq_q=9, head_dim=16, causal=True), "h100",
                  options={"devices": 8})
-    with pytest.raises(PlanError, match="keys leave the last"):
+    with pytest.raises(PlanError, match=r"keys \(--seq-k 9\) leave the last"):
         simulate("ring", Workload(seq_q=64, seq_k=9, head_dim=16), "h100",
                  options={"devices": 8})
+
+
+def test_a_decode_step_names_new_tokens_not_the_cache(capsys):
+    """With --decode the query rows are the step's --new-tokens (the --seq cache is long
+    enough): the message names that flag, and its --devices runs."""
+    from attnsim.cli import main
+    step = ["run", "ring", "--decode", "--seq", "1024", "--count-only"]
+    assert main(step) == 2
+    err = capsys.readouterr().err
+    assert "(--new-tokens 1)" in err and "use --devices 1" in err and "--seq" not in err
+    assert main(step + ["--devices", "1"]) == 0
+    capsys.readouterr()
+    with pytest.raises(PlanError, match=r"\(--new-tokens 9\) leave the last 3 without "
+                                        r"any; use --devices 5"):
+        simulate("ring", Workload(seq_q=9, seq_k=1024, head_dim=16, causal=True, decode=True),
+                 "h100", options={"devices": 8}, compute=False)
 
 
 def test_switching_the_link_off_leaves_one_devices_own_work():

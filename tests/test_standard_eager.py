@@ -150,14 +150,30 @@ def test_footprint_phases_are_the_kernels_and_peak_is_closed_form(causal):
 
 
 @pytest.mark.parametrize("workload,flag", [
-    (Workload(batch=1, heads=2, seq_q=64, seq_k=128, head_dim=32), "--seq-q 64"),
-    (Workload(batch=1, heads=2, seq_q=64, seq_k=128, head_dim=32, passes="bwd"), "--seq-q 64"),
+    (Workload(batch=1, heads=2, seq_q=64, seq_k=128, head_dim=32), "--seq-k 128"),
+    (Workload(batch=1, heads=2, seq_q=64, seq_k=128, head_dim=32, passes="bwd"), "--seq-k 128"),
+    (Workload(batch=1, heads=2, seq_q=1, seq_k=64, head_dim=32, decode=True), "drop --decode"),
     (wl(h=4, kv_heads=2), "--kv-heads 2"), (wl(h=4, kv_heads=2, passes="fwd+bwd"), "--kv-heads 2"),
     (wl(dtype="fp8"), "--dtype fp16"), (wl(dtype="fp8", passes="bwd"), "--dtype fp16")])
 def test_what_the_program_cannot_run_is_refused_naming_the_flag(workload, flag):
     with pytest.raises(PlanError, match="--program pytorch-eager") as err:
         simulate("standard", workload, "h100", options=EAGER, compute=False)
     assert flag in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("argv,named,not_named", [
+    (["--seq", "64", "--seq-k", "128"], "drop --seq-k", "--decode"),
+    (["--seq", "64", "--decode"], "drop --decode", "--seq-k")])
+def test_cli_names_the_flag_given_for_unequal_lengths(capsys, argv, named, not_named):
+    """There is no --seq-q flag; --decode and --seq-k each get their own message, and the
+    fix it names runs."""
+    base = ["run", "standard", "--program", "pytorch-eager", "--count-only"]
+    assert main(base + argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and not_named not in err and "--seq-q" not in err
+    fixed = [a for a in argv if a not in ("--seq-k", "128", "--decode")]
+    assert main(base + fixed) == 0
+    capsys.readouterr()
 
 
 def test_cli_refuses_what_the_program_cannot_run_in_one_line(capsys):

@@ -132,6 +132,49 @@ def test_flash_head_dims_off_the_mma_grid_say_how_flash_attn_runs_them(capsys, a
     assert "note" not in json.loads(out)
 
 
+@pytest.mark.parametrize("head_dim,compiled", [(7, 64), (96, 128)])
+def test_flash3_says_when_the_release_compiles_no_kernel_for_the_head_dim(capsys, head_dim,
+                                                                          compiled):
+    """The release's forward exists at d = 64, 128 and 256 only: elsewhere the result is a
+    kernel planned for that head dim, and the output says so."""
+    code, out, _ = run_cli(capsys, "run", "flash3", "--head-dim", head_dim, "--count-only",
+                           "--format", "json")
+    note = json.loads(out)["note"]
+    assert code == 0 and "compiles its forward for head dims 64, 128, 256 only" in note
+    assert f"the release's d = {compiled} kernel" in note
+    code, out, _ = run_cli(capsys, "run", "flash3", "--head-dim", 96, "--pass", "bwd",
+                           "--count-only", "--format", "json")
+    assert code == 0 and "note" not in json.loads(out)      # the backward's d <= 128 kernel
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--stages", "1"], "--stages shapes"), (["--no-pipelining"], "--no-pipelining shapes"),
+    (["--pingpong", "off", "--pipelining", "paper"], "--pipelining, --pingpong shape")])
+def test_flash3_backward_refuses_the_forwards_options(capsys, flags, named):
+    err = one_error_line(capsys, "run", "flash3", "--pass", "bwd", "--seq", 1024,
+                         "--count-only", *flags)
+    assert named in err and "--pass fwd+bwd" in err
+    code, _, _ = run_cli(capsys, "run", "flash3", "--pass", "fwd+bwd", "--seq", 1024,
+                         "--count-only", *flags)
+    assert code == 0                          # they shape the forward of fwd+bwd
+
+
+@pytest.mark.parametrize("passes", ["fwd", "bwd"])
+def test_flash3_refuses_fp32(capsys, passes):
+    err = one_error_line(capsys, "run", "flash3", "--dtype", "fp32", "--pass", passes,
+                         "--seq", 256, "--count-only")
+    assert "fp16, bf16 and fp8" in err and "--dtype" in err
+
+
+def test_flash3_names_registers_when_they_are_what_refuses_the_tile(capsys, tmp_path):
+    gpu = tmp_path / "small-regs.toml"
+    gpu.write_text('base = "h100-sxm"\nname = "h100-small-regs"\nsources = "a test"\n'
+                   "register_bytes_per_sm = 16384\n")
+    err = one_error_line(capsys, "run", "flash3", "--seq", 1024, "--count-only", "--hw",
+                         str(gpu))
+    assert "bytes of registers" in err and "SRAM" not in err
+
+
 def test_report_growth_needs_two_different_lengths(capsys):
     err = one_error_line(capsys, "report", "--seqs", "1024,1024")
     assert "--seqs needs at least two different lengths" in err
@@ -292,3 +335,13 @@ def test_json_of_a_valid_run_is_unchanged_in_shape(capsys):
 def test_gpu_check_flags_are_checked_without_a_device(capsys):
     err = one_error_line(capsys, "gpu-check", "flash2", "--seq", -1)
     assert "each --seq length must be in [1, 16,777,216], got -1" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--heads", 8, "--kv-heads", 3], "--heads (8) must be a multiple of --kv-heads (3)"),
+    (["--batch", 4096, "--seq", 256, 2**20], "batch x heads x --seq = 68,719,476,736"),
+])
+def test_gpu_check_workloads_are_checked_as_run_checks_them_without_a_device(capsys, args,
+                                                                             message):
+    err = one_error_line(capsys, "gpu-check", "flash2", "--seq", 256, *args)
+    assert message in err

@@ -370,6 +370,12 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
         raise PlanError(f"flash3 needs Hopper's wgmma and TMA; {gpu.full_name} has neither "
                         f"(use flash2, or --hw h100)")
     flash2.check_head_dim(wl.head_dim)
+    if wl.dtype == "fp32":
+        raise PlanError("flash3: FlashAttention-3 runs fp16, bf16 and fp8 (e4m3) only, in "
+                        "every release; use --dtype fp16, bf16 or fp8, or standard or flash1 "
+                        "for fp32")
+    if not wl.has_forward:
+        check_forward_options_unused(stages, no_pipelining, pipelining, pingpong)
     is_fp8 = wl.dtype == "fp8"
     fp8_options = (fp8_scales, rotation, fp8_quantize, fp8_kernel)
     if not is_fp8 and fp8_options != (None,) * len(fp8_options):
@@ -411,6 +417,14 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
                           rotation or "hadamard", fp8.hadamard_block(d),
                           fp8_quantize or "kernel", fp8_kernel, **schedule)
     need = sum(smem_buffers(WGMMA_ROWS, 16, stages, d, e, transposes_v).values())
+    if need <= sram_bytes:      # the smallest tile fits shared memory: registers refuse it
+        regs = register_bytes(WGMMA_ROWS, 16, d, 1 if transposes_v else 2)
+        raise PlanError(
+            f"flash3 with head_dim {d}: even a 64 x 16 tile's fp32 O and score accumulators "
+            f"need {regs:,} bytes of registers, but {gpu.full_name} leaves one consumer "
+            f"warpgroup {consumer_register_budget(gpu, 1):,} (register_bytes_per_sm "
+            f"{gpu.register_bytes_per_sm:,}, less the producer's); use a smaller --head-dim or "
+            f"a GPU with more registers")
     raise SramOverflowError(
         f"flash3 with head_dim {d} and {stages} stages needs at least {need:,} bytes of SRAM "
         f"per CTA (Q_i 64x{d} + {stages} stages of 16x{d} K and V"
@@ -418,9 +432,37 @@ def plan(wl, gpu, sram_bytes: int, stages: int | None = None, fp8_scales: str | 
         f"{sram_bytes:,} bytes; use fewer --stages, a smaller --head-dim or a larger --sram-kb")
 
 
+def check_forward_options_unused(stages, no_pipelining, pipelining, pingpong) -> None:
+    """--pass bwd runs the release's backward alone: the options that shape the forward
+    kernel would be shown as applied and change nothing."""
+    given = [flag for flag, used in (("--stages", stages is not None),
+                                     ("--no-pipelining", no_pipelining),
+                                     ("--pipelining", pipelining is not None),
+                                     ("--pingpong", pingpong != "release")) if used]
+    if given:
+        verb = "shapes" if len(given) == 1 else "shape"
+        raise PlanError(f"flash3: {', '.join(given)} {verb} the forward kernel, and --pass bwd "
+                        f"runs the release's backward alone; drop them, or use --pass fwd+bwd")
+
+
+def head_dim_note(wl) -> str | None:
+    """One line on a head dim flash-attn pads to a multiple of 8, and on one the release
+    compiles no forward for (it refuses all but 64, 128 and 256); None when neither."""
+    d = wl.head_dim
+    notes = [flash2.head_dim_note(d)]
+    if wl.has_forward and wl.dtype != "fp8" and d not in RELEASE_HEAD_DIMS:
+        compiled = next((h for h in RELEASE_HEAD_DIMS if d <= h), RELEASE_HEAD_DIMS[-1])
+        notes.append(f"FlashAttention-3's release compiles its forward for head dims "
+                     f"{', '.join(map(str, RELEASE_HEAD_DIMS))} only (its API refuses others): "
+                     f"at d = {d} this is a kernel planned for that head dim, on tiles that fit "
+                     f"it, with the softmax overlap read off the release's d = {compiled} "
+                     f"kernel, not a kernel the release runs")
+    return "; ".join(n for n in notes if n) or None
+
+
 def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
-    if flash2.head_dim_note(wl.head_dim):
-        rec.info["note"] = flash2.head_dim_note(wl.head_dim)
+    if head_dim_note(wl):
+        rec.info["note"] = head_dim_note(wl)
     if wl.dtype == "fp8":
         return run_fp8(wl, p, inputs, rec, compute)
     return run_passes(wl, p, inputs, rec, compute, forward, flash3_bwd.backward)

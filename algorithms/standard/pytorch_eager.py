@@ -95,10 +95,14 @@ def check_workload(wl) -> None:
     """What ``attention_pytorch(qkv, ...)`` can run: one packed qkv (one sequence length,
     as many K/V heads as query heads), a dtype PyTorch's GEMMs take."""
     flag = "standard --program pytorch-eager"
-    if getattr(wl, "decode", False) or wl.seq_q != wl.seq_k:
-        raise PlanError(f"{flag} runs one packed qkv (B, N, 3, H, d): --seq-q {wl.seq_q} and "
-                        f"--seq-k {wl.seq_k} must be equal and --decode off; drop --seq-q/--seq-k "
-                        f"or use --program algorithm0")
+    # each cause names its own flag: with --decode the lengths differ because of --decode
+    # (--new-tokens queries against a cache of --seq), not because of --seq-k
+    if getattr(wl, "decode", False):
+        raise PlanError(f"{flag} runs one packed qkv (B, N, 3, H, d), a prefill or training "
+                        f"call, not a decode step: drop --decode or use --program algorithm0")
+    if wl.seq_q != wl.seq_k:
+        raise PlanError(f"{flag} runs one packed qkv (B, N, 3, H, d): --seq-k {wl.seq_k} must "
+                        f"equal --seq {wl.seq_q}; drop --seq-k or use --program algorithm0")
     if wl.kv_heads != wl.heads:
         raise PlanError(f"{flag} runs one packed qkv, as many K/V heads as query heads: drop "
                         f"--kv-heads {wl.kv_heads} or use --program algorithm0")

@@ -187,6 +187,17 @@ def eager_implied_bandwidth(gpu: str) -> tuple[float, float]:
     return min(out), max(out)
 
 
+def eager_peak_gb_at_16k() -> dict[int, float]:
+    """Head dim -> the eager program's HBM peak (GB) for forward + backward at the charts'
+    N = 16k shape (batch 1, 2048 / d heads), as the footprint model counts it."""
+    out = {}
+    for d in (64, 128):
+        run = simulate("standard", paper_workload(16384, d, passes="fwd+bwd"), "h100-sxm",
+                       compute=False, options=dict(CHART_OPTIONS["standard"]))
+        out[d] = run.footprint_question.summary()["peak_bytes"] / 1e9
+    return out
+
+
 def eager_backward_shares(n: int = 2048, d: int = 128) -> dict[str, float]:
     """Shares of the eager backward's predicted time (H100 SXM5, the FA-3 paper's shape):
     its four GEMMs, softmax's backward, and the elementwise kernels (the multiplies by

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .charts import (CHART_OPTIONS, PAPER_TILES_ON_RELEASE_GRID, backward_chart_range,
                      backward_chart_table, chart_table, fa1_chart_range, fa2_chart_range,
                      fa2_chart_table)
-from .diagnostics import fa1_head_grid_collapse, flash1_tiles
+from .diagnostics import eager_peak_gb_at_16k, fa1_head_grid_collapse, flash1_tiles
 from .fa3_diagnostics import (chart_speedup_text, fa3_switch_table, sass_backward_exps_text,
                               sass_backward_table, sass_schedule_table)
 from .figures import FA3_1075_OPTIONS, FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, comparison_table
@@ -130,11 +130,22 @@ def fa3_forward_charts_section(fmt: str) -> str:
         "dimension and dtype, the one whose FA-3 bar at N = 512 is lower is read as causal "
         "(B): chart A (standard attention 74–139 TFLOP/s) is read as non-causal and chart B "
         "(standard 26–35, FA-3 292 at N = 512) as causal. A dash: no bar (standard attention is out of memory at 16k and absent "
-        "from the d = 256 charts). Two transcriptions of chart A disagree at N = 512 (467 or "
+        "from the d = 256 charts). " + eager_oom_text() + " Two transcriptions of chart A "
+        "disagree at N = 512 (467 or "
         "497 for FA-3); the lower is used. The standard-attention bars time PyTorch eager code "
         "(flash-attention's benchmark `attention_pytorch`, [FA-eager]), so they are predicted "
         "with that program, `standard --program pytorch-eager`, not with Algorithm 0.",
         chart_table(fmt))
+
+
+def eager_oom_text() -> str:
+    """What the charts' 'OOM' at 16k is and is not, against the simulated footprint."""
+    peak = eager_peak_gb_at_16k()
+    return ("The charts' 'OOM' is the benchmarks' label for any exception the eager program "
+            "raised (`except: # Skip if OOM`, [FA-eager]); the simulated program at 16k, "
+            f"forward and backward, peaks at {peak[128]:.1f} GB (d = 128) and {peak[64]:.1f} GB "
+            "(d = 64), within the 80 GB boards, so the failure there need not be memory (S "
+            "then holds 2^32 or 2^33 elements); the papers do not say which it was.")
 
 
 def fa3_backward_charts_section(fmt: str) -> str:

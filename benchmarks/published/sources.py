@@ -60,7 +60,9 @@ SOURCES = (
            "backward as flash_attn/utils/benchmark.py's benchmark_backward times it: one forward "
            "outside the timer, grad = torch.randn_like(y), then per call 'x.grad = None' and "
            "y.backward(grad, retain_graph=True) (autograd's kernels: "
-           "algorithms/standard/pytorch_eager_backward.py); dropout_p = 0.0 in both benchmarks"),
+           "algorithms/standard/pytorch_eager_backward.py); dropout_p = 0.0 in both benchmarks; "
+           "the Pytorch timing is wrapped in 'try: ... except:  # Skip if OOM', any exception "
+           "becoming a NaN bar"),
     Source("FA2-1059", "T. Dao, in the flash-attention GitHub thread #1059 (2024-07-16)",
            "https://github.com/Dao-AILab/flash-attention/issues/1059",
            "FA2 on A100 is already at around 70% theoretical max FLOPS"),
