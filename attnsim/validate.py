@@ -123,10 +123,12 @@ def check_workload(wl, flags: dict | None = None) -> None:
             (wl.batch * wl.heads * wl.seq_q, "heads", "seq_q", "query"),
             (wl.batch * wl.kv_heads * wl.seq_k, "kv heads", "seq_k", "key/value")):
         if rows > MAX_ROWS and not hypothetical:
+            # a --model fixes the heads: only the batch and the length are the user's to change
+            heads_flag = "" if getattr(wl, "model", None) is not None else ", --heads"
             raise AttnsimError(
                 f"batch x {heads} x {name(field)} = {rows:,} {what} rows exceeds 2**30 "
-                f"({MAX_ROWS:,}, more than any one GPU's HBM holds); use a smaller --batch, "
-                f"--heads or --seq")
+                f"({MAX_ROWS:,}, more than any one GPU's HBM holds); use a smaller --batch"
+                f"{heads_flag} or {name(field) if name(field).startswith('--') else '--seq'}")
     check_float(wl.dropout, name("dropout"), 0.0, 1.0, hi_open=True)
     if isinstance(wl.scale, bool) or not isinstance(wl.scale, (int, float)) \
             or not math.isfinite(wl.scale) or not 0 < wl.scale <= MAX_SCALE:

@@ -345,3 +345,14 @@ def test_gpu_check_workloads_are_checked_as_run_checks_them_without_a_device(cap
                                                                              message):
     err = one_error_line(capsys, "gpu-check", "flash2", "--seq", 256, *args)
     assert message in err
+
+
+def test_row_limit_with_a_model_does_not_suggest_heads(capsys):
+    """A --model fixes the heads (and --heads is refused with it): the row limit's fix names
+    only the batch and the length."""
+    err = one_error_line(capsys, "run", "flash2", "--model", "llama-3-8b", "--batch", 8192,
+                         "--seq", 65536, "--count-only")
+    assert "exceeds 2**30" in err and "--heads" not in err and "--batch or --seq" in err
+    err = one_error_line(capsys, "run", "flash2", "--batch", 1024, "--heads", 64, "--seq",
+                         65536, "--count-only")
+    assert "--batch, --heads or --seq" in err
