@@ -74,6 +74,8 @@ def kernel_names(wl) -> tuple[str, ...]:
 
 
 def backward(wl, p, inputs, saved, rec: Recorder, compute: bool) -> dict:
+    """Autograd's kernels for one backward (the module docstring's list), head by head over
+    the tensors the forward saved; returns dQ, dK, dV (B, H, N, d) in executed mode."""
     n, d, e = wl.seq_q, wl.head_dim, wl.elem_bytes
     bh = wl.batch * wl.heads
     t = p.tiles
