@@ -68,8 +68,8 @@ INFO = AlgorithmInfo(
     exact=False,
     io_bound="Θ(N d + N m d/B) bytes; FLOPs Θ(N m d)",
     options=(
-        Option("features", int, None, "m random features; default round(d ln d)",
-               validate=fa.check_positive),
+        Option("features", int, None, "m random features; default round(d ln d), at most 65,536",
+               validate=fa.check_features),
         Option("seed", int, None, fa.SEED_HELP.format(what="orthogonal projection"),
                validate=fa.check_seed),
         Option("redraw", str, "none", "none: one projection for all heads; head: a fresh "

@@ -98,7 +98,7 @@ INFO = AlgorithmInfo(
     io_bound="Θ(N d + N m d/B) bytes; FLOPs Θ(N m d), m = 2D",
     options=(
         Option("features", int, None, "D random Fourier features (φ has 2D entries); "
-               "default: head_dim", validate=fa.check_positive),
+               "default: head_dim; at most 65,536", validate=fa.check_features),
         Option("sigma", float, 1.0, "σ: attention is softmax(q̂·k̂/σ²) over ℓ2-normalised "
                f"queries and keys (learned in the paper; fixed here), in [{SIGMA_MIN:g}, "
                f"{SIGMA_MAX:g}]", validate=check_sigma),

@@ -281,14 +281,27 @@ def test_host_memory_estimate_counts_the_reference_scores():
 
 
 def test_executed_feature_attention_counts_its_feature_maps(monkeypatch):
-    """φ(Q), φ(K) grow with --features, which the workload alone does not show: 10**6 random
-    features at N = 512 are about 12 GB a head, refused before anything is drawn."""
+    """φ(Q), φ(K) grow with --features, which the workload alone does not show: 2**16 random
+    features at N = 8192 are about 13 GB a head, refused before anything is drawn."""
     import attnsim.validate as validate
     monkeypatch.setattr(validate, "available_host_bytes", lambda: 8 * 2**30)
-    wl = Workload(batch=1, heads=2, seq_q=512, head_dim=64)
+    wl = Workload(batch=1, heads=2, seq_q=8192, head_dim=64)
     with pytest.raises(AttnsimError, match=r"performer's feature maps.*--features or --seq"):
-        simulate("performer", wl, "h100", options={"features": 10**6})
-    simulate("performer", wl, "h100", options={"features": 64})
+        simulate("performer", wl, "h100", options={"features": 2**16})
+    small = Workload(batch=1, heads=2, seq_q=512, head_dim=64)
+    simulate("performer", small, "h100", options={"features": 64})
+
+
+@pytest.mark.parametrize("algo", ["performer", "rfa"])
+def test_feature_counts_are_bounded_by_what_the_papers_use(capsys, algo):
+    """Θ(d log d) features: 2**16 is far above any paper's and still drawn in seconds; a
+    million would spend minutes drawing W before counting anything."""
+    err = one_error_line(capsys, "run", algo, "--features", 2_000_000, "--seq", 64,
+                         "--count-only")
+    assert "--features" in err and "65,536" in err
+    code, _, _ = run_cli(capsys, "run", algo, "--features", 2**16, "--seq", 64,
+                         "--count-only")
+    assert code == 0
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -640,8 +640,17 @@ def executed_host_bytes(wl, p: FeaturePlan) -> int:
     return (12 * (wl.seq_q + wl.seq_k) * p.features + 8 * p.features * wl.head_dim) * workers
 
 
-def check_positive(value) -> str | None:
-    return None if value > 0 else "must be a positive integer"
+# The papers' feature counts are Θ(d log d): a few hundred to a few thousand (at the largest
+# head dim a workload may have, 1024, d ln d is about 7,100). Far beyond, drawing W alone
+# takes minutes (orthogonal blocks of d rows, one QR each) before anything is counted.
+MAX_FEATURES = 2**16
+
+
+def check_features(value) -> str | None:
+    if not 0 < value <= MAX_FEATURES:
+        return (f"must be an integer in [1, {MAX_FEATURES:,}] (the papers use Θ(d log d) "
+                f"features: about 7,100 at the largest head dim, 1024)")
+    return None
 
 
 def check_seed(value) -> str | None:
