@@ -179,31 +179,30 @@ def backward_schedule_of(sass_text: str) -> list[dict]:
     """Each warp-specialized backward kernel of a SASS listing: its shape, its steady-state
     loop's length, and a consumer thread's softmax instructions beside its dP GEMM and
     elsewhere in the loop."""
-    out = []
-    for name, body in sass_functions(sass_text).items():
-        shape = backward_kernel_shape(name)
-        loop = steady_state_loop(body)
-        if shape is None or not loop:
-            continue
-        beside, elsewhere = split_beside_last_gemm(loop)
-        out.append({**shape, "loop_instructions": len(loop),
-                    "beside_dp_gemm": pipe_counts(beside), "elsewhere": pipe_counts(elsewhere)})
-    return sorted(out, key=lambda k: (k["head_dim"], k["causal"]))
+    return loop_schedules(sass_text, backward_kernel_shape, split_beside_last_gemm,
+                          ("beside_dp_gemm", "elsewhere"))
 
 
 def schedule_of(sass_text: str) -> list[dict]:
     """Each forward kernel of a SASS listing: its shape, its steady-state loop's length, and
     a consumer thread's softmax instructions before and after its wait for every wgmma."""
+    return loop_schedules(sass_text, kernel_shape, split_at_full_wait,
+                          ("before_full_wait", "after_full_wait"))
+
+
+def loop_schedules(sass_text: str, shape_of, split, keys: tuple[str, str]) -> list[dict]:
+    """Every kernel ``shape_of`` recognizes (by its mangled name) in a SASS listing: its
+    shape, its steady-state loop's length, and the pipe counts of the two parts ``split``
+    cuts the loop into, under ``keys``; ordered by head dim, then causal."""
     out = []
     for name, body in sass_functions(sass_text).items():
-        shape = kernel_shape(name)
+        shape = shape_of(name)
         loop = steady_state_loop(body)
         if shape is None or not loop:
             continue
-        before, after = split_at_full_wait(loop)
+        first, second = split(loop)
         out.append({**shape, "loop_instructions": len(loop),
-                    "before_full_wait": pipe_counts(before),
-                    "after_full_wait": pipe_counts(after)})
+                    keys[0]: pipe_counts(first), keys[1]: pipe_counts(second)})
     return sorted(out, key=lambda k: (k["head_dim"], k["causal"]))
 
 

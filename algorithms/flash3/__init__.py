@@ -341,8 +341,12 @@ def release_softmax_beside_gemm(d: int, causal: bool) -> dict[str, float]:
     warpgroup's own GEMMs are in flight (``RELEASE_SOFTMAX_SPLIT``, to 4 decimals), for the
     kernel the release runs head dim ``d`` on: the next one it compiles (64, 128, 256), as
     later releases round a head dim up; 256 beyond."""
-    compiled = next((h for h in RELEASE_HEAD_DIMS if d <= h), RELEASE_HEAD_DIMS[-1])
-    return shares_beside_own_gemm(RELEASE_SOFTMAX_SPLIT[(compiled, causal)])
+    return shares_beside_own_gemm(RELEASE_SOFTMAX_SPLIT[(release_head_dim(d), causal)])
+
+
+def release_head_dim(d: int) -> int:
+    """The head dim of the release's forward kernel nearest above ``d`` (256 beyond)."""
+    return next((h for h in RELEASE_HEAD_DIMS if d <= h), RELEASE_HEAD_DIMS[-1])
 
 
 def fp8_kernel_tile(kernel: str, d: int, stages: int | None, sram_bytes: int, gpu):
@@ -451,18 +455,19 @@ def head_dim_note(wl) -> str | None:
     d = wl.head_dim
     notes = [flash2.head_dim_note(d)]
     if wl.has_forward and wl.dtype != "fp8" and d not in RELEASE_HEAD_DIMS:
-        compiled = next((h for h in RELEASE_HEAD_DIMS if d <= h), RELEASE_HEAD_DIMS[-1])
         notes.append(f"FlashAttention-3's release compiles its forward for head dims "
                      f"{', '.join(map(str, RELEASE_HEAD_DIMS))} only (its API refuses others): "
                      f"at d = {d} this is a kernel planned for that head dim, on tiles that fit "
-                     f"it, with the softmax overlap read off the release's d = {compiled} "
+                     f"it, with the softmax overlap read off the release's d = "
+                     f"{release_head_dim(d)} "
                      f"kernel, not a kernel the release runs")
     return "; ".join(n for n in notes if n) or None
 
 
 def run(wl, p: Flash3Plan, inputs, rec, compute: bool) -> dict:
-    if head_dim_note(wl):
-        rec.info["note"] = head_dim_note(wl)
+    note = head_dim_note(wl)
+    if note:
+        rec.info["note"] = note
     if wl.dtype == "fp8":
         return run_fp8(wl, p, inputs, rec, compute)
     return run_passes(wl, p, inputs, rec, compute, forward, flash3_bwd.backward)
