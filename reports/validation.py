@@ -17,6 +17,7 @@ from reports.document import Section, Table
 
 SUMMARY_FILE = "validation_summary.json"
 EAGER_LABEL = "standard (PyTorch eager program)"    # the program the standard figures time
+MLA_LABEL = "mla (absorbed decode, latent kernels)"  # what the FlashMLA figures time
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,11 +47,16 @@ def changed_fields(gpu) -> list[str]:
 def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,
             summary: dict | None = None) -> dict | None:
     """The summary's row for one run: its GPU, algorithm (standard counts only as the
-    PyTorch eager program, which the published standard figures time) and input type."""
+    PyTorch eager program, which the published standard figures time; mla only on its
+    absorbed path, FlashMLA's) and input type."""
     if algorithm == "standard":
         if (options or {}).get("program") != "pytorch-eager":
             return None
         algorithm = EAGER_LABEL
+    elif algorithm == "mla":
+        if (options or {}).get("path", "absorbed") != "absorbed":
+            return None
+        algorithm = MLA_LABEL
     summary = summary or load_summary()
     return next((r for r in summary["rows"] if (r["gpu"], r["algorithm"], r["dtype"])
                  == (gpu_name, algorithm, input_kind(dtype))), None)
@@ -104,7 +110,9 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
              "loops they share (FlashAttention-2's, under local, sparse, GQA and the rest) "
              "are the nearest evidence. The report's 'standard' is Algorithm 0; the published "
              "standard-attention figures time PyTorch eager code, simulated as "
-             "`standard --program pytorch-eager`.")
+             "`standard --program pytorch-eager`; the MLA figures time FlashMLA's decode "
+             "kernel, `mla --path absorbed` without its absorption GEMMs, which the report's "
+             "'mla' includes.")
     if rows:
         intro += _changed_note(gpu)
     else:

@@ -194,3 +194,25 @@ def test_decode_counts_follow_the_bound():
         ratios.append(r.io_ratio)
     # K and V (2 G N d e) against the bound's G N d e: the ratio tends to 2, the constant
     assert all(1.9 < x < 2.2 for x in ratios)
+
+
+def test_kv_rereads_need_only_the_tiles_in_flight_when_a_kv_heads_ctas_run_together():
+    """The CTAs that share a KV head launch together; when they are all resident at once they
+    walk its K/V in step, so L2 must hold only the tiles in flight (the working set does not
+    grow with the cache); when a KV head's CTAs span several waves, a re-read comes after
+    other heads' K/V have passed through L2, and every KV head in flight must stay there (the
+    working set grows with N)."""
+    def working_set(wl):
+        run = simulate("gqa", wl, H100, compute=False, options={"pack_group": 1})
+        return next(k for k in run.kernels if k.name.startswith("gqa")).l2_working_set_bytes
+
+    def decode(n):       # 8 query heads a KV head, each its own CTA: 8 CTAs read each K/V
+        return Workload(batch=8, heads=64, kv_heads=8, seq_q=1, seq_k=n, head_dim=128,
+                        decode=True)
+
+    assert working_set(decode(8192)) == working_set(decode(65536))
+
+    def prefill(n):      # 8 x N/128 CTAs a KV head: more than the SMs hold
+        return Workload(batch=1, heads=16, kv_heads=2, seq_q=n, head_dim=128)
+
+    assert working_set(prefill(65536)) == 2 * working_set(prefill(32768))

@@ -155,6 +155,7 @@ diagnostics = published_module("diagnostics")      # what the prose quotes (FA-1
 fa3_diagnostics = published_module("fa3_diagnostics")  # ... and of FlashAttention-3
 document = published_module("document")            # the page
 summary = published_module("summary")              # reports/validation_summary.json
+flashmla = published_module("flashmla")            # FlashMLA's decode figures
 
 
 def test_every_documented_ratio_is_inside_the_documented_band(targets, scorecard):
@@ -366,3 +367,37 @@ def test_report_summary_is_the_scripts_output(summary):
     reports/validation_summary.json``."""
     path = pathlib.Path(__file__).resolve().parents[1] / "reports" / "validation_summary.json"
     assert path.read_text(encoding="utf-8") == summary.summary_json()
+
+
+def test_flashmla_figures_time_the_latent_kernels_by_its_benchmarks_counts(flashmla, scorecard):
+    """FlashMLA's benchmark times flash_mla_with_kvcache on absorbed queries: the prediction
+    is ``mla --path absorbed``'s latent attention kernel (and combine) alone, and its GB/s
+    are the benchmark's bytes, (Σ N_k) d_k + B s_q h_q (d_k + d_v) in bf16, over that time —
+    which turns the log's 0.215 ms into the 2826 GB/s it prints."""
+    assert flashmla.bytes_moved(16, 1, 4096) / 0.215e-3 / 1e9 == pytest.approx(2826, rel=2e-3)
+    assert flashmla.flops(16, 1, 4096) / 0.215e-3 / 1e12 == pytest.approx(85, rel=6e-3)
+    wl = flashmla.workload(64, 1, 4096)
+    run = simulate("mla", wl, "h100-sxm", compute=False, options={"path": "absorbed"})
+    names = [k.name for k in run.time.kernels]
+    assert names[0] == "mla_absorb_q" and names[-1] == "mla_absorb_o"
+    latent = [k.total_s for k in run.time.kernels if k.name in flashmla.LATENT_KERNELS]
+    assert flashmla.predicted_seconds(64, 1, 4096) == pytest.approx(sum(latent), rel=1e-12)
+    assert sum(latent) < run.time.predicted_s
+    assert len(scorecard.grouped_ratios()["H100/H800, FlashMLA decode (mla, absorbed)"]) == 7
+
+
+def test_flashmla_memory_bound_points_stream_the_latent_once(flashmla):
+    """Up to 64 query rows a sequence the kernel reads each latent once at HBM bandwidth;
+    at 128 rows two CTAs a sequence read it in step and L2 serves the second, so DRAM
+    traffic stays near one pass and the time is the dependency chain's, not two passes'."""
+    def latent_kernel(heads, new_tokens):
+        run = simulate("mla", flashmla.workload(heads, new_tokens, 4096), "h100-sxm",
+                       compute=False, options={"path": "absorbed"})
+        return next(k for k in run.time.kernels if k.name == "mla_latent_attn")
+
+    one_pass = 128 * 4096 * 576 * 2
+    k64, k128 = latent_kernel(64, 1), latent_kernel(128, 1)
+    assert k64.mechanism == "HBM bandwidth"
+    assert k128.dram_bytes < 1.1 * one_pass
+    assert k128.mechanism == "dependency chain"
+    assert k128.total_s < 1.2 * k64.total_s

@@ -186,14 +186,9 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
         readers = (mma_warps(rec.gpu, g * bq, tiles.register_bytes) if slices == 1
                    else row_tiles(g * bq))
         threads = readers * slices * WARP
-    # L2 (hwmodels.timing): compulsory traffic is Q once, each KV head's K/V once, every
-    # output once; the re-reads (K/V by the other heads of a group when not packed, Q by
-    # the splits) hit L2 if the K/V of the packs in flight fit there — as flash2 declares.
     kv_bytes = seq_k * (dk + (0 if v_in_k else dv)) * e
     unique = (batch * q_heads * seq_q * (dk * e + n_split * (dv * out_bytes + STAT_BYTES))
               + batch * kv_heads * kv_bytes)
-    in_flight = heads_in_flight(rec, t_r * n_split, batch * packs, sum(buffers.values()),
-                                tiles.register_bytes, threads)
     work = cta_work(seq_q, seq_k, bq, bk, ranges, causal)
     c = rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
                    threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
@@ -206,7 +201,10 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
                    # warpgroups of a pack run in step
                    **step_latency.chain(step_latency.forward_step(bk, tc_path == "wgmma"),
                                         work, batch * packs),
-                   unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kv_bytes)
+                   unique_hbm_bytes=unique,
+                   l2_working_set_bytes=kv_working_set(rec, batch * kv_heads, packs // kv_heads,
+                                                       t_r * n_split, buffers, tiles, threads,
+                                                       kv_bytes, v_in_k))
     if not compute:
         for k_lo, k_hi in ranges:
             attend_pack(c, np.empty((0, 0, dk), np.float32), np.empty((0, dk), np.float32),
@@ -234,6 +232,30 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
     if n_split == 1:
         return o_part[0], lse_part[0]
     return combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, n_split, e, True)
+
+
+def kv_working_set(rec, kv_units, packs_per_kv, ctas_per_pack, buffers, tiles, threads,
+                   kv_bytes, v_in_k) -> int:
+    """The L2 working set of the K/V re-reads (``hwmodels.timing``): compulsory traffic is Q
+    once, each KV head's K/V once, every output once; the other packs of a KV head and its
+    other row blocks re-read its K/V.
+
+    The CTAs of a KV head launch one after another (pack by pack, each split-major). When
+    they are all resident together, the readers of a key chunk start together and walk it
+    tile by tile in step, so a tile is re-read while it is still among the tiles in flight:
+    the working set is the resident CTAs' K/V tiles (FlashMLA's m-blocks of one sequence
+    share its latent tiles this way). Otherwise a reader comes back to a KV head after
+    other heads' CTAs have streamed through L2, and the K/V of every KV head in flight must
+    stay there, as FlashAttention-2's K/V re-reads are declared."""
+    ctas_per_kv = packs_per_kv * ctas_per_pack
+    smem = sum(buffers.values())
+    resident = rec.resident_ctas(kv_units * ctas_per_kv, smem, tiles.register_bytes, threads)
+    if ctas_per_kv <= resident:
+        tile_bytes = buffers["K_j"] + (0 if v_in_k else buffers["V_j"])
+        return resident * tile_bytes
+    in_flight = heads_in_flight(rec, ctas_per_pack, kv_units * packs_per_kv, smem,
+                                tiles.register_bytes, threads)
+    return in_flight * kv_bytes
 
 
 def combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, splits, e, compute):

@@ -14,6 +14,7 @@ from .diagnostics import eager_peak_gb_at_16k, fa1_head_grid_collapse, flash1_ti
 from .fa3_diagnostics import (chart_speedup_text, fa3_switch_table, sass_backward_exps_text,
                               sass_backward_table, sass_schedule_table)
 from .figures import FA3_1075_OPTIONS, FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, comparison_table
+from . import flashmla
 from .gaps import (achievable_gemm_bullet, fa2_a100_low_end_bullet, fa2_on_h100_bullet,
                    fa3_d64_bullet, fa3_fp8_bullet, fa3_overlap_paragraph, fa3_pipelining_bullet,
                    fa3_sass_paragraph, flash1_bullet, sibling_board_constants_bullet,
@@ -64,7 +65,8 @@ def programs_text() -> str:
         "forward (`--fp8-kernel release`, the default, [FA3-src])",
         f"the pre-release fp8 measurements `flash3 {options_text(FA3_1075_OPTIONS)}` "
         "([FA3-1075]); and every FlashAttention-3 figure on what the release's compiled "
-        "kernel overlaps (`flash3 --pipelining release`, the default, [FA3-sass])"])
+        "kernel overlaps (`flash3 --pipelining release`, the default, [FA3-sass]); FlashMLA's "
+        "figures `mla --path absorbed`, its latent attention kernels alone ([FMLA])"])
 
 
 def intro_section() -> str:
@@ -301,5 +303,5 @@ def document(fmt: str = "github") -> str:
     """The whole page, its tables in ``fmt`` (a tabulate format; github: markdown)."""
     return blocks(intro_section(), targets_section(fmt), primary_figures_section(fmt),
                   fa3_forward_charts_section(fmt), fa3_backward_charts_section(fmt),
-                  fa2_charts_section(fmt), still_off_section(fmt), constants_section(fmt),
+                  fa2_charts_section(fmt), flashmla.section(fmt), still_off_section(fmt), constants_section(fmt),
                   mechanisms_section(fmt), how_compared_section(), sources_section()) + "\n"

@@ -285,8 +285,10 @@ def tb2296_workload(seq):
 
 def comparisons() -> list[Comparison]:
     """Every primary published figure (papers, maintainers, benchmark logs)."""
+    from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
-            + tb2296_comparisons() + wh_ref_comparisons() + fa3_1075_comparisons())
+            + tb2296_comparisons() + wh_ref_comparisons() + fa3_1075_comparisons()
+            + flashmla_comparisons())
 
 
 def paper_comparisons() -> list[Comparison]:

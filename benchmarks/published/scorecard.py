@@ -19,6 +19,7 @@ from .targets import DOCUMENTED_BAND, TARGET_FA3_UTILIZATION, TARGET_MEDIAN, in_
 # The groups of the page's table "By group" (groups_table)
 GROUP_OF_SOURCE_CLAIM = (
     # (substring of the claim, GPU) -> group; first match wins
+    ("FlashMLA", "h100-sxm", "H100/H800, FlashMLA decode (mla, absorbed)"),
     ("over FA-2", "h100-sxm", "H100, FA-3 over FA-2 speedup"),
     ("FA-3", "h100-sxm", "H100, FlashAttention-3 (fp16, fp8)"),
     ("flash2", "h100-sxm", "H100, FlashAttention-2"),

@@ -302,6 +302,39 @@ SOURCES = (
            "fwd: 1.624ms, 338.5 TFLOPS; Fav2 bwd: 4.544ms, 302.5 TFLOPS; Fav3 fwd: 0.745ms, "
            "738.3 TFLOPS — benchmark_attn.py's defaults: bf16, batch 2, 2048 / 128 = 16 heads; "
            "Fav2 is flash_attn.flash_attn_func (the sm80 code), Fav3 the hopper/ build"),
+    Source("FMLA", "deepseek-ai/FlashMLA, README and tests/test_flash_mla.py at the first "
+           "release (commit 414a2f3, 21 February 2025)",
+           "github.com/deepseek-ai/FlashMLA (README.md, tests/test_flash_mla.py at 414a2f3)",
+           "Achieving up to 3000 GB/s in memory-bound configuration and 580 TFLOPS in "
+           "computation-bound configuration on H800 SXM5, using CUDA 12.6. [...] h_kv = 1; d, "
+           "dv = 576, 512; causal = True; for b in [128]: for s in [4096, 8192]: for h_q in "
+           "[16, 32, 64, 128]:  # TP = 8, 4, 2, 1; for s_q in [1, 2]:  # MTP = 1, 2; for "
+           "varlen in [False, True] [...] t = triton.testing.do_bench(flash_mla, ...); FLOPS = "
+           "s_q * total_seqlens * h_q * (d + dv) * 2; bytes = (total_seqlens * h_kv * d + b * "
+           "s_q * h_q * d + b * s_q * h_q * dv) * (torch.finfo(dtype).bits // 8) — dtype "
+           "bfloat16; flash_mla() calls flash_mla_with_kvcache on q of width d = 576, already "
+           "in the latent space"),
+    Source("FMLA-dive", "deepseek-ai/FlashMLA, docs/20250422-new-kernel-deep-dive.md (commit "
+           "c2067be, 22 April 2025)",
+           "github.com/deepseek-ai/FlashMLA/blob/main/docs/20250422-new-kernel-deep-dive.md",
+           "In the previous version of the Flash MLA kernel, we have achieved impressive "
+           "performance: 3000 GB/s in memory-intensive settings and 580 TFlops in "
+           "compute-bound settings. [...] An NVIDIA H800 SXM5 GPU has a peak memory bandwidth "
+           "of 3.35 TB/s and peak FLOPs of 990 TFlops. However, due to throttling (reducing to "
+           "~1600 MHz in our case), the practical peak FLOPs drops to ~865 TFlops — the H100 "
+           "SXM5's bandwidth and dense bf16 peak (NVIDIA's H100 datasheet, hwmodels/gpus.py); the page predicts the H800's "
+           "figures with the h100-sxm model"),
+    Source("FMLA-H100", "ai-bot-pro/achatbot pull request #123, 'feat: add deepseek flash mal "
+           "bench on modal H100' (24 February 2025): FlashMLA's tests/test_flash_mla.py run on "
+           "a Modal H100 (pytorch/pytorch:2.6.0-cuda12.6 image, FlashMLA cloned that day)",
+           "github.com/ai-bot-pro/achatbot/pull/123 (description)",
+           "b=128, s_q=1, mean_sk=4096, h_q=16, h_kv=1, d=576, dv=512, causal=True, "
+           "varlen=False 0.215 ms, 85 TFLOPS, 2826 GB/s [...] s_q=2, h_q=16, varlen=False "
+           "0.218 ms, 168 TFLOPS, 2812 GB/s [...] s_q=1, h_q=32, varlen=False 0.218 ms, 168 "
+           "TFLOPS, 2813 GB/s [...] s_q=2, h_q=32, varlen=False 0.223 ms, 327 TFLOPS, 2788 GB/s "
+           "[...] s_q=1, h_q=64, varlen=False 0.223 ms, 328 TFLOPS, 2789 GB/s — the stored "
+           "text of the log ends there; the log does not name the board, but 2826 GB/s is "
+           "above the H100 PCIe's 2.0 TB/s, and Modal's H100s have 80 GB, so it is the SXM5"),
 )
 
 

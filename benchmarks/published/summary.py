@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from reports.validation import EAGER_LABEL, input_kind
+from reports.validation import EAGER_LABEL, MLA_LABEL, input_kind
 
 from .charts import FA3_CHARTS, backward_chart_points, chart_points, fa2_chart_points
 from .figures import evaluated
@@ -25,11 +25,11 @@ def summary() -> dict:
         by_key.setdefault((gpu, algorithm, input_kind(dtype)), []).extend(ratios)
 
     def label(algorithm):       # the papers' standard attention is the eager program
-        return EAGER_LABEL if algorithm == "standard" else algorithm
+        return {"standard": EAGER_LABEL, "mla": MLA_LABEL}.get(algorithm, algorithm)
 
     for c, _, ratios in evaluated():
         if c.algorithm:
-            add(c.gpu, c.algorithm, c.dtype, ratios)
+            add(c.gpu, label(c.algorithm), c.dtype, ratios)
     chart_dtype = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}
     for chart, d, causal, n, algorithm, pub, pred in chart_points():
         add("h100-sxm", label(algorithm), chart_dtype[chart], [pred / pub])
