@@ -17,7 +17,9 @@ Per device and head (e bytes per element, fp32 running state), over the P steps:
 FLOPs as FlashAttention-2 over the device's c x N_k scores. Bound per device:
 Θ(N d + c N d / B_r) HBM bytes and Θ(N d) interconnect bytes; compute hides the
 transfer when c ≥ F / B (F: FLOP/s per device, B: one-direction link bandwidth; the
-paper's condition, with 4 d FLOPs per score pair and 2 d e bytes per key).
+paper's condition, with 4 d FLOPs per score pair and 2 d e bytes per key); on a GPU without
+interconnect (a GPU file's nvlink_bytes_per_s = 0, run with --no-interconnect) no c does,
+and the figure is None (``min_rows_to_hide_transfers``).
 Counts are per device (devices are symmetric; causal: the last device, which sees every
 block, is simulated — the slowest); ``rec.info["ring"]`` gives the totals over devices.
 Each ring step is one kernel here; the transfer overlaps it (``t_link`` in the timing
@@ -81,7 +83,7 @@ class RingPlan(Plan):
     block_q: int               # FlashAttention-2 tiles inside a step
     block_k: int
     simulated_device: int
-    min_block_for_overlap: int  # c >= F / B
+    min_block_for_overlap: int | None  # c >= F / B; None without a link
     order: str = "contiguous"  # token assignment (``ORDERS``)
 
 
@@ -92,14 +94,24 @@ def plan(wl, gpu, sram_bytes: int, devices: int = 8, ring_order: str = "contiguo
                         f"--devices; got seq_q={wl.seq_q}, seq_k={wl.seq_k}, devices={devices}")
     check_every_device_has_a_block(wl, devices)
     inner = flash2.plan(wl, gpu, sram_bytes)
-    # Compute per key block (4 c d FLOPs per key) vs sending it (2 d e bytes per key).
-    flops = gpu.tensor_flops_per_s(wl.dtype) * gpu.mma_sync_fraction_of_peak
-    link = gpu.nvlink_bytes_per_s_one_direction
-    c_min = int(np.ceil(flops * 2 * wl.elem_bytes / (4 * link))) if link else 0
+    c_min = min_rows_to_hide_transfers(wl, gpu)
     return RingPlan(devices=devices, rows_per_device=cdiv(wl.seq_q, devices),
                     keys_per_device=cdiv(wl.seq_k, devices), block_q=inner.block_q,
                     block_k=inner.block_k, simulated_device=devices - 1 if wl.causal else 0,
                     min_block_for_overlap=c_min, order=ring_order)
+
+
+def min_rows_to_hide_transfers(wl, gpu) -> int | None:
+    """The paper's overlap condition c ≥ F / B: a step computes 4 c d FLOPs per key of the
+    visiting block while the link sends that key in 2 d e bytes, so the transfer hides once
+    c reaches F · 2 e / (4 B). None on a GPU without interconnect (nvlink_bytes_per_s = 0):
+    there no block size hides a transfer that has no link to go over (a 0 would claim
+    that every block does)."""
+    link = gpu.nvlink_bytes_per_s_one_direction
+    if link <= 0:
+        return None
+    flops = gpu.tensor_flops_per_s(wl.dtype) * gpu.mma_sync_fraction_of_peak
+    return int(np.ceil(flops * 2 * wl.elem_bytes / (4 * link)))
 
 
 def check_every_device_has_a_block(wl, devices: int) -> None:
@@ -332,10 +344,28 @@ def _ring_info(wl, p: RingPlan, rec) -> dict:
         "hbm_bytes_all_devices": int(per_device[0] + per_device[1]) * p.devices,
         "interconnect_bytes_all_devices": int(per_device[10]) * p.devices,
         "rows_per_device": p.rows_per_device,
-        "min_rows_per_device_to_hide_transfers": p.min_block_for_overlap,
-        "transfers_hidden": p.rows_per_device >= p.min_block_for_overlap,
+        **_overlap_info(p, rec.gpu),
         "load_balance": load_balance(wl, p),
     }
+
+
+def _overlap_info(p: RingPlan, gpu) -> dict:
+    """Whether the link's transfers hide behind compute (``min_rows_to_hide_transfers``).
+    Without a link neither figure applies: both are None, and ``transfers_note`` says why
+    rather than leave a bare null (or a 0 that reads as "any block hides them")."""
+    c_min = p.min_block_for_overlap
+    if p.devices == 1:          # a ring of one device sends nothing: there is nothing to hide
+        return {"min_rows_per_device_to_hide_transfers": c_min, "transfers_hidden": None,
+                "transfers_note": "one device: no K/V block travels, so no transfer needs "
+                                  "hiding"}
+    if c_min is not None:
+        return {"min_rows_per_device_to_hide_transfers": c_min,
+                "transfers_hidden": p.rows_per_device >= c_min}
+    return {"min_rows_per_device_to_hide_transfers": None, "transfers_hidden": None,
+            "transfers_note": f"{gpu.name} has no interconnect (nvlink_bytes_per_s = 0): no "
+                              f"block size hides K/V transfers over it, so the overlap rule "
+                              f"does not apply (a ring of several devices runs on it only "
+                              f"with --no-interconnect, its transfers unpriced)"}
 
 
 def io_bound(wl, p: RingPlan, sram_bytes: int) -> float:

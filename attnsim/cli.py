@@ -249,6 +249,7 @@ def cmd_run(a, extra_args: list[str]) -> int:
     attach_variant_errors(result)
     warn_if_it_does_not_fit(result)
     emit(run_document(result).render(a.format), a.output)
+    warn_if_ill_conditioned(result)
     return 0
 
 
@@ -265,6 +266,16 @@ def warn_if_it_does_not_fit(result) -> None:
           f"{result.gpu.name}'s {nbytes(m['capacity_bytes'])}; counts are printed "
           f"anyway; " + (f"the longest sequence that fits is {longest:,}" if longest else
                          "no sequence length fits this workload"), file=sys.stderr)
+
+
+def warn_if_ill_conditioned(result) -> None:
+    """One line on stderr when the logits make the executed error's comparison with the
+    float64 reference ill-conditioned (``attnsim.conditioning``; the figures are in the
+    output's ``error_conditioning``). After the output, so that a run that fails to write it
+    still ends with its one error line."""
+    warning = (result.extra.get("error_conditioning") or {}).get("warning")
+    if warning:
+        print(f"attnsim: warning: {warning}", file=sys.stderr)
 
 
 def add_timing_args(p) -> None:

@@ -13,6 +13,7 @@ from threadpoolctl import ThreadpoolController
 from algorithms.base import PlanError, check_options
 from algorithms.kernels.dropout import keep_multiplier
 from algorithms.registry import get_algorithm
+from attnsim.conditioning import error_conditioning
 from attnsim.errors import AttnsimError
 from attnsim.inputs import Inputs, make_inputs
 from attnsim.memory import FootprintQuestion
@@ -34,6 +35,8 @@ class SimResult:
     ``error_vs_reference``: relative Frobenius error of the output against the float64
     reference of *the same math* (exact algorithms: exact attention).
     ``error_vs_exact``: for approximate algorithms, the same against exact softmax attention.
+    ``extra["error_conditioning"]`` (executed runs compared with softmax attention): whether
+    the logits' magnitude makes those comparisons ill-conditioned (``attnsim.conditioning``).
     """
     algorithm: str
     info: object
@@ -168,15 +171,19 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     if "ring" in rec.info:   # the longest total context the P devices hold
         rec.info["ring"]["max_context_tokens"] = footprint.summary()["max_seq_that_fits"]
     err_ref = err_exact = None
+    extra = dict(rec.info)
     if compute and check and (getattr(module, "OUTPUT", "o") in outputs or "dq" in outputs):
         err_ref, err_exact = _errors(module, workload, plan, inputs, outputs, rec.info)
+        conditioning = _conditioning(module, workload, plan, inputs, rec.info)
+        if conditioning is not None:
+            extra["error_conditioning"] = conditioning
     return SimResult(
         algorithm=info.name, info=info, gpu=gpu, workload=workload, options=opts,
         sram_budget_bytes=budget, plan=plan.to_dict(), counts=counters_to_dict(totals),
         kernels=tuple(rec.kernels), time=breakdown,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
-        extra=dict(rec.info), footprint_question=footprint)
+        extra=extra, footprint_question=footprint)
 
 
 def check_model_attention(info, model) -> None:
@@ -264,6 +271,25 @@ def _exact_attention(q, k, v, causal, scale, mask, keep):
     return _REFERENCES[key]
 
 
+def _softmax_problem(module, wl, plan, inputs, info):
+    """(q, k, v, mask) of the softmax attention an executed run is compared with: the
+    inputs, or the exact problem an algorithm that changes it names (Reformer's shared QK,
+    RFA's normalised q, k)."""
+    problem = getattr(module, "exact_problem", None)
+    return problem(wl, plan, inputs) if problem else (inputs.q, inputs.k, inputs.v,
+                                                      info.get("mask"))
+
+
+def _conditioning(module, wl, plan, inputs, info) -> dict | None:
+    """``attnsim.conditioning`` at the logits of the softmax attention the run is compared
+    with; None for an exact algorithm of another function (differential attention, MLA),
+    whose own reference forms other logits."""
+    if module.INFO.exact and getattr(module, "reference", None) is not None:
+        return None
+    q, k, _, _ = _softmax_problem(module, wl, plan, inputs, info)
+    return error_conditioning(q, k, wl.scale)
+
+
 def _errors(module, wl, plan, inputs, outputs, info):
     """(error against the algorithm's own float64 math, error against exact attention).
 
@@ -288,11 +314,7 @@ def _errors(module, wl, plan, inputs, outputs, info):
     keep = keep_multiplier(wl, inputs.seed) if wl.dropout > 0 else None
     errors = []
     if "o" in outputs:
-        # an algorithm that changes the problem (Reformer's shared QK, RFA's normalised q, k)
-        # names the exact one
-        problem = getattr(module, "exact_problem", None)
-        q, k, v, mask = (problem(wl, plan, inputs) if problem else
-                         (inputs.q, inputs.k, inputs.v, info.get("mask")))
+        q, k, v, mask = _softmax_problem(module, wl, plan, inputs, info)
         exact_o = _exact_attention(q, k, v, wl.causal, wl.scale, mask, keep)
         errors.append(relative_error(outputs["o"], exact_o))
     if "dq" in outputs:

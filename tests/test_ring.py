@@ -153,3 +153,52 @@ def test_switching_the_link_off_leaves_one_devices_own_work():
     on_b, off_b = (simulate("ring", big, "h100", options={"devices": 8}, compute=False,
                             timing=t).time.predicted_s for t in (TimingOptions(), off))
     assert off_b == pytest.approx(on_b, rel=1e-9)
+
+
+def test_without_a_link_the_overlap_rule_does_not_apply():
+    """A GPU file with nvlink_bytes_per_s = 0 (run with --no-interconnect): no block size
+    hides a transfer over no link, so the rule's figures are None with a note saying why,
+    not a 0 that claims every block hides the transfers."""
+    from hwmodels.gpu_file import gpu_from_mapping
+    from hwmodels.timing import TimingOptions
+    no_link = gpu_from_mapping({"base": "h100-sxm", "name": "h100-nolink",
+                                "nvlink_bytes_per_s": 0})
+    r = simulate("ring", Workload(heads=8, seq_q=65536, head_dim=128), no_link,
+                 options={"devices": 8}, compute=False,
+                 timing=TimingOptions(interconnect=False))
+    ring = r.extra["ring"]
+    assert r.plan["min_block_for_overlap"] is None
+    assert ring["min_rows_per_device_to_hide_transfers"] is None
+    assert ring["transfers_hidden"] is None
+    assert "h100-nolink has no interconnect" in ring["transfers_note"]
+    linked = simulate("ring", Workload(heads=8, seq_q=65536, head_dim=128), "h100-sxm",
+                      options={"devices": 8}, compute=False)
+    assert "transfers_note" not in linked.extra["ring"]
+    assert linked.extra["ring"]["transfers_hidden"] is True
+
+
+def test_a_ring_of_one_device_has_no_transfer_to_hide():
+    """One device sends nothing, so whether transfers hide does not apply (a False there
+    would send the user looking for a bottleneck that does not exist)."""
+    r = simulate("ring", Workload(heads=8, seq_q=512, head_dim=128), "h100-sxm",
+                 options={"devices": 1}, compute=False)
+    ring = r.extra["ring"]
+    assert ring["interconnect_bytes_all_devices"] == 0
+    assert ring["transfers_hidden"] is None and "one device" in ring["transfers_note"]
+
+
+def test_without_a_link_the_cli_prints_null_and_why(capsys, tmp_path):
+    import json
+    from attnsim.cli import main
+    gpu = tmp_path / "nolink.toml"
+    gpu.write_text('base = "h100-sxm"\nname = "h100-nolink"\nnvlink_bytes_per_s = 0\n')
+    args = ["run", "ring", "--seq", "1024", "--count-only", "--hw", str(gpu),
+            "--no-interconnect"]
+    assert main(args + ["--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["plan"]["min_block_for_overlap"] is None
+    assert data["ring"]["min_rows_per_device_to_hide_transfers"] is None
+    assert data["ring"]["transfers_hidden"] is None
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "overlap rule does not apply" in text and "True" not in text.split("ring field")[1]

@@ -45,10 +45,9 @@ import numpy as np
 from algorithms.standard import backward as standard_bwd
 from algorithms.standard import pytorch_eager, pytorch_eager_backward
 from algorithms.base import AlgorithmInfo, Option, Plan
-from algorithms.kernels.common import (heads_in_flight, iter_heads, new_output, placeholder,
+from algorithms.kernels.common import (iter_heads, new_output, placeholder,
                                       shared_operand_working_set)
-from algorithms.kernels.gemm import (GemmTiles, gemm, gemm_ctas, gemm_tc_path, l2_working_set,
-                                    plan_gemm)
+from algorithms.kernels.gemm import GemmTiles, gemm, plan_gemm
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
@@ -175,29 +174,12 @@ def forward(wl, p: StandardPlan, inputs, rec, compute: bool, mask=None) -> dict:
     return {"o": o, **saved} if compute else {}
 
 
-def _batched_gemm_record(rec, wl, t: GemmTiles, name: str, cols: int, unique_elems: int,
-                         working_set):
-    """One launch of a GEMM batched over the heads, N_q x ``cols`` outputs per head.
-    ``working_set(heads in flight, tiles per head, smem bytes, register bytes)`` gives its
-    L2 working set in bytes; ``unique_elems`` its compulsory elements per head."""
-    bh, e = wl.batch * wl.heads, wl.elem_bytes
-    smem, regs = sum(t.smem_buffers(e).values()), t.register_bytes()
-    tiles = gemm_ctas(wl.seq_q, cols, t)
-    flight = heads_in_flight(rec, tiles, bh, smem, regs)
-    return rec.kernel(name, ctas=bh * tiles, buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
-                      prologue_bytes_per_cta=smem,       # the first k-chunks of A and B
-                      tc_path=gemm_tc_path(rec.gpu), unique_hbm_bytes=bh * unique_elems * e,
-                      l2_working_set_bytes=working_set(flight, tiles, smem, regs))
-
-
 def qk_gemm_record(rec, wl, t: GemmTiles, name: str):
-    """S = scale · Q Kᵀ as one batched GEMM launch. L2: a GEMM re-reads its operands' panels;
-    they hit while the operands of the heads in flight fit. Compulsory traffic: each operand
-    once, the result once."""
+    """S = scale · Q Kᵀ as one batched GEMM launch (``backward.gemm_record``). L2: a GEMM
+    re-reads its operands' panels; they hit while both operands of the heads in flight fit."""
     nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
-    return _batched_gemm_record(rec, wl, t, name, nk, (nq + nk) * d + nq * nk,
-                                lambda flight, tiles, smem, regs: flight * (nq + nk) * d * e)
+    return standard_bwd.gemm_record(rec, wl, t, name, nq, nk, d,
+                                    working_set=lambda flight, _: flight * (nq + nk) * d * e)
 
 
 def softmax_record(rec, wl, p: StandardPlan):
@@ -212,16 +194,10 @@ def softmax_record(rec, wl, p: StandardPlan):
 
 
 def pv_gemm_record(rec, wl, t: GemmTiles, name: str):
-    """O = P V as one batched GEMM launch; the V of the heads in flight is its L2 working set,
-    and the P row panels of the resident CTAs when d spans more than one column tile."""
-    nq, nk, d, e = wl.seq_q, wl.seq_k, wl.head_dim, wl.elem_bytes
-    bh = wl.batch * wl.heads
-
-    def working_set(flight, tiles, smem, regs):
-        return l2_working_set(flight, rec.resident_ctas(bh * tiles, smem, regs), nq, nk, d, t,
-                              e)
-
-    return _batched_gemm_record(rec, wl, t, name, d, nq * nk + nk * d + nq * d, working_set)
+    """O = P V as one batched GEMM launch (``backward.gemm_record``); the V of the heads in
+    flight is its L2 working set, and the P row panels of the resident CTAs when d spans
+    more than one column tile (``gemm.l2_working_set``)."""
+    return standard_bwd.gemm_record(rec, wl, t, name, wl.seq_q, wl.head_dim, wl.seq_k)
 
 
 @compiled

@@ -1,7 +1,8 @@
 """Standard attention backward — Algorithm 3 of Dao et al., "FlashAttention" (2022, arXiv
 2205.14135, Appendix B.3), run as a framework's autograd runs it: one kernel per op, every
 N_q x N_k intermediate read from and written to HBM. Used by ``algorithms.standard`` (not
-registered on its own); also the framework dropout kernel of its forward.
+registered on its own); also the framework dropout kernel of its forward, and the batched
+GEMM declaration (``gemm_record``) of every GEMM of the standard programs, both passes.
 
 Saved by the forward (what PyTorch's autograd keeps for ``softmax(scale·Q Kᵀ) V``): Q, K, V
 (matmul inputs), P (the softmax output: its backward uses it, and without dropout it is also
@@ -68,6 +69,30 @@ def plan_backward(wl, gpu, sram_bytes: int) -> StandardBwdPlan:
     return StandardBwdPlan(1 << int(np.log2(sram_bytes // (2 * e))), 2)
 
 
+# ---- the batched GEMMs of both passes -------------------------------------------------------
+
+def gemm_record(rec, wl, t, name: str, m: int, n: int, k: int, working_set=None):
+    """One launch of an (m x n) = (m x k)(k x n) GEMM batched over the heads, as every GEMM
+    of the standard programs (forward and backward, Algorithm 0 and PyTorch eager) declares
+    it. Compulsory traffic is each operand once and the result once. L2:
+    ``working_set(heads in flight, resident CTAs)`` gives the bytes the re-reads need held,
+    by default ``gemm.l2_working_set`` (the B operand of the heads in flight, and the A
+    panels of the resident CTAs when n spans several column tiles)."""
+    bh, e = wl.batch * wl.heads, wl.elem_bytes
+    smem, regs = sum(t.smem_buffers(e).values()), t.register_bytes()
+    ctas = gemm_ctas(m, n, t)
+    flight = heads_in_flight(rec, ctas, bh, smem, regs)
+    resident = rec.resident_ctas(bh * ctas, smem, regs)
+    l2_bytes = (working_set(flight, resident) if working_set is not None
+                else l2_working_set(flight, resident, m, k, n, t, e))
+    return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
+                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
+                      prologue_bytes_per_cta=smem,   # the first k-chunks of A and B
+                      tc_path=gemm_tc_path(rec.gpu),
+                      unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
+                      l2_working_set_bytes=l2_bytes)
+
+
 # ---- forward: the framework dropout kernel and the tensors saved for the backward -----------
 
 def new_saved(wl, compute: bool) -> dict:
@@ -119,23 +144,6 @@ def dropout_kernel(c, p, p_drop, mask, seq_q, seq_k, e, seed, bh, threshold, inv
 
 
 # ---- backward ------------------------------------------------------------------------------
-
-def gemm_record(rec, wl, t, name: str, m: int, n: int, k: int):
-    """One launch of an (m x n) = (m x k)(k x n) GEMM batched over the heads. L2 as the
-    forward's GEMMs (``gemm.l2_working_set``); compulsory traffic is each operand once and
-    the result once."""
-    bh, e = wl.batch * wl.heads, wl.elem_bytes
-    smem, regs = sum(t.smem_buffers(e).values()), t.register_bytes()
-    ctas = gemm_ctas(m, n, t)
-    flight = heads_in_flight(rec, ctas, bh, smem, regs)
-    resident = rec.resident_ctas(bh * ctas, smem, regs)
-    return rec.kernel(name, ctas=bh * ctas, buffers=t.smem_buffers(e),
-                      register_bytes_per_cta=regs, matmul_dtype=wl.dtype,
-                      prologue_bytes_per_cta=smem,   # the first k-chunks of A and B
-                      tc_path=gemm_tc_path(rec.gpu),
-                      unique_hbm_bytes=bh * (m * k + k * n + m * n) * e,
-                      l2_working_set_bytes=l2_working_set(flight, resident, m, k, n, t, e))
-
 
 def softmax_bwd_record(rec, wl, bp: StandardBwdPlan):
     """dS = P ∘ (dP - rowsum(P ∘ dP)), one row per CTA; a second pass over a row that does
