@@ -103,6 +103,10 @@ ABLATION_CASES = (
     ("standard", "h100-sxm", paper_workload(4096, 128)),
     ("gqa", "h100-sxm", Workload(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
                                  head_dim=128, decode=True)),
+    # FlashMLA's compute-bound shape: two packs of 64 heads share each latent through L2
+    ("mla", "h100-sxm", Workload(batch=128, heads=128, seq_q=1, seq_k=4096, head_dim=128,
+                                 dtype="bf16", causal=True, decode=True),
+     (("path", "absorbed"),)),
     ("standard", "h100-sxm", paper_workload(512, 128), CHART_OPTIONS["standard"]),
     ("flash1", "a100-80gb", paper_workload(4096, 64, passes="fwd+bwd"), FLASH1_RELEASE),
 )
