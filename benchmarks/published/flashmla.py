@@ -58,11 +58,16 @@ def workload(heads: int, new_tokens: int, cache: int) -> Workload:
 
 
 @functools.lru_cache(maxsize=None)
-def predicted_seconds(heads: int, new_tokens: int, cache: int, gpu: str = "h100-sxm") -> float:
-    """The predicted time of the latent attention (and combine) kernels of one decode step."""
+def latent_kernels(heads: int, new_tokens: int, cache: int, gpu: str = "h100-sxm") -> tuple:
+    """The timing model's terms for the latent attention (and combine) kernels of one decode
+    step of ``mla --path absorbed`` (``hwmodels.timing.KernelTime``)."""
     result = simulate("mla", workload(heads, new_tokens, cache), model_gpu(gpu),
                       compute=False, options={"path": "absorbed"})
-    return sum(k.total_s for k in result.time.kernels if k.name in LATENT_KERNELS)
+    return tuple(k for k in result.time.kernels if k.name in LATENT_KERNELS)
+
+
+def predicted_seconds(heads: int, new_tokens: int, cache: int, gpu: str = "h100-sxm") -> float:
+    return sum(k.total_s for k in latent_kernels(heads, new_tokens, cache, gpu))
 
 
 def flops(heads: int, new_tokens: int, cache: int) -> float:
@@ -117,9 +122,7 @@ def comparisons() -> list[Comparison]:
 
 def kernel_mechanisms(heads: int, new_tokens: int, cache: int) -> str:
     """The mechanism that bounds each latent kernel of a configuration (``hwmodels.timing``)."""
-    result = simulate("mla", workload(heads, new_tokens, cache), model_gpu("h100-sxm"),
-                      compute=False, options={"path": "absorbed"})
-    return ", ".join(k.mechanism for k in result.time.kernels if k.name in LATENT_KERNELS)
+    return ", ".join(k.mechanism for k in latent_kernels(heads, new_tokens, cache))
 
 
 def sweep_table(fmt: str) -> str:
