@@ -32,6 +32,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+# The most query or key/value rows (batch x heads x length) a workload may have: more than
+# any one GPU's HBM holds (``attnsim.validate`` explains the bound and applies it; an
+# algorithm that materialises more rows than the workload declares checks its own).
+MAX_ROWS = 2**30
+
+
 class PlanError(ValueError):
     """Parameters or a workload an algorithm cannot plan for (the message says why)."""
 

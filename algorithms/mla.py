@@ -57,7 +57,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
+from algorithms.base import MAX_ROWS, AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
@@ -136,24 +136,42 @@ def latent_dims(wl, kv_lora_rank: int, rope_dim: int) -> tuple[int, int]:
     return dims[0], dims[1]
 
 
+def check_upproject_rows(wl) -> None:
+    """The up-projected path rebuilds K and V for every head: batch x heads x N_k rows, under
+    the workload row limit (``attnsim.validate``), which counts an MLA model's cache as the
+    one latent row per token the absorbed path reads. Checked when that path is simulated;
+    the absorbed run's comparison with it (``compare_paths``) only counts it, in Python
+    integers, as a closed form of what it would move."""
+    rows = wl.batch * wl.heads * wl.seq_k
+    if rows > MAX_ROWS:
+        raise PlanError(f"mla --path upproject rebuilds K and V per head: batch x heads x "
+                        f"keys = {rows:,} rows exceeds 2**30 ({MAX_ROWS:,}, more than any one "
+                        f"GPU's HBM holds); use --path absorbed (one latent row per token), "
+                        f"or a smaller --batch or --seq")
+
+
 def plan(wl, gpu, sram_bytes: int, path: str = "absorbed", kv_lora_rank: int = 0,
          rope_dim: int = 0, splits: int = 0) -> MlaPlan:
     d_c, d_r = latent_dims(wl, kv_lora_rank, rope_dim)
     e, d = wl.elem_bytes, wl.head_dim
     if path == "absorbed":
         groups = tuple(g for g in HEAD_BLOCKS if g <= wl.heads and wl.heads % g == 0)
-        tiles = plan_tiles(groups, wl.seq_q, d_c + d_r, d_c, e, sram_bytes,
-                           gpu.register_bytes_per_sm, v_in_k=True, q_blocks=Q_BLOCKS_PACKED)
+        regs = gpu.register_bytes_per_sm
+        tiles = plan_tiles(groups, wl.seq_q, d_c + d_r, d_c, e, sram_bytes, regs,
+                           v_in_k=True, q_blocks=Q_BLOCKS_PACKED)
         kv_units = wl.batch                        # one latent "KV head" per sequence
     else:
-        tiles = plan_tiles((1,), wl.seq_q, d + d_r, d, e, sram_bytes,
-                           gpu.register_bytes_per_sm // 2, q_blocks=Q_BLOCKS_PACKED)
+        regs = gpu.register_bytes_per_sm // 2
+        tiles = plan_tiles((1,), wl.seq_q, d + d_r, d, e, sram_bytes, regs,
+                           q_blocks=Q_BLOCKS_PACKED)
         kv_units = wl.batch * wl.heads
     if tiles is None:
+        # the registers may be what refuses (a GPU file's small register file): name both
         roomier = " a larger --sram-kb or" if sram_bytes < gpu.smem_bytes_per_block else ""
         raise SramOverflowError(f"mla ({path}): no tile with d_c = {d_c}, d_h^R = {d_r}, "
-                                f"d_h = {d} fits {sram_bytes:,} bytes of SRAM per CTA; use"
-                                f"{roomier} a smaller --kv-lora-rank or --rope-dim")
+                                f"d_h = {d} fits {sram_bytes:,} bytes of SRAM and {regs:,} "
+                                f"bytes of fp32 registers per CTA; use{roomier} a smaller "
+                                f"--kv-lora-rank or --rope-dim")
     key_blocks = cdiv(wl.seq_k, tiles.block_k)
     if splits > key_blocks:
         raise PlanError(f"mla: --splits {splits} exceeds the {key_blocks} key blocks of "
@@ -216,6 +234,8 @@ OUTPUT = "o_mla"      # the output ``reference`` checks (not the workload's q, k
 # ---- run ----------------------------------------------------------------------------------
 
 def run(wl, p: MlaPlan, inputs, rec, compute: bool) -> dict:
+    if p.path == "upproject":       # here, not in plan: the footprint's probes plan it too
+        check_upproject_rows(wl)
     x = mla_inputs(wl, p, inputs) if compute else None
     start = len(rec.kernels)
     o = (run_absorbed if p.path == "absorbed" else run_upproject)(wl, p, x, rec, compute)

@@ -43,6 +43,7 @@ from algorithms import ports
 from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 from attnsim import gpu as backend
+from attnsim.errors import AttnsimError
 from attnsim.inputs import make_inputs
 from attnsim.reference import relative_error
 from attnsim.simulate import simulate
@@ -401,6 +402,25 @@ def _environment() -> dict:
         return {"error": f"{type(err).__name__}: {err}"}
 
 
+def check_flags_apply(a, names: list[str]) -> None:
+    """Flags that shape one algorithm's rows need it among those checked: --path (mla) and
+    --devices (ring) were dropped without a word when it was not named, and --kv-heads is
+    refused for the algorithms that have no K/V heads (``run`` refuses it for them too;
+    their sweep workload would replace it). Checked with or without a device."""
+    for flag, value, owner in (("--path", getattr(a, "path", None), "mla"),
+                               ("--devices", getattr(a, "devices", None), "ring")):
+        if value and owner not in names:
+            raise AttnsimError(f"{flag} applies to {owner}'s rows and {owner} is not among the "
+                               f"algorithms checked ({', '.join(names)}); add {owner} or drop "
+                               f"{flag}")
+    if getattr(a, "kv_heads", None) is not None and a.algorithms:
+        for name in names:
+            why = get_algorithm(name).INFO.no_kv_heads
+            if why:
+                raise AttnsimError(f"{name}: --kv-heads {a.kv_heads} does not apply: {why}; "
+                                   f"drop --kv-heads or check {name} separately")
+
+
 def cmd_gpu_check(a) -> int:
     names = [n.strip().lower().replace("-", "_") for n in a.algorithms] or checkable_algorithms()
     unknown = [n for n in names if n not in checkable_algorithms()]
@@ -408,6 +428,7 @@ def cmd_gpu_check(a) -> int:
         raise ValueError(f"no GPU port for {', '.join(unknown)}; ported: "
                          f"{', '.join(ports.ported_algorithms())}; set against an SDPA "
                          f"stand-in: {', '.join(STAND_INS)}")
+    check_flags_apply(a, names)
     if a.hw != "auto":
         get_gpu(a.hw)                 # an unknown GPU or a bad file: an error with or without one
     if a.algorithms:                  # a pass the named algorithm does not have

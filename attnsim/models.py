@@ -278,6 +278,10 @@ def _checked(origin: str, key: str, value):
     if key in _STR_FIELDS:
         if not isinstance(value, str) or (key != "source" and not value.strip()):
             raise ModelFileError(f"{where} must be a non-empty string, got {value!r}")
+        if key != "source" and not value.isprintable():
+            # messages and warnings quote the names: a newline would split their one line
+            raise ModelFileError(f"{where} must be printable text on one line (no newline, "
+                                 f"tab or other control character), got {value!r}")
         if key == "attention" and value not in ATTENTION_KINDS:
             raise ModelFileError(f"{where} must be one of {', '.join(ATTENTION_KINDS)}, "
                                  f"got {value!r}")
@@ -296,6 +300,13 @@ def _checked(origin: str, key: str, value):
 
 
 def _check_consistency(origin: str, m: ModelConfig) -> None:
+    if m.is_mla and m.kv_heads != m.heads:
+        # MLA up-projects its latent into every query head (config.json's num_key_value_heads
+        # = num_attention_heads): a workload's kv_heads below heads would describe GQA
+        # groups that mla does not simulate, yet be echoed in its output
+        raise ModelFileError(f"{origin}: attention = \"mla\" up-projects the latent into "
+                             f"every head, so kv_heads must equal heads ({m.heads}), got "
+                             f"{m.kv_heads}; set kv_heads = {m.heads}")
     if m.heads % m.kv_heads:
         raise ModelFileError(f"{origin}: heads ({m.heads}) must be a multiple of kv_heads "
                              f"({m.kv_heads}): each key/value head serves a whole group")

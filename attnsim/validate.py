@@ -17,7 +17,9 @@ Why these limits (``WORKLOAD_LIMITS``):
   models have 128 query heads).
 * query rows and key rows, batch x heads x seq, ≤ 2**30 each: 2**30 fp16 rows of d = 64 are
   128 GiB, as much as the largest GPU's HBM (H200: 141 GB), so no single GPU holds more; the
-  bound also keeps the timing model's CTA-by-CTA schedule of causal grids short.
+  bound also keeps the timing model's CTA-by-CTA schedule of causal grids short. Key rows
+  are the rows the K/V cache holds: for an MLA model one latent row per token
+  (``key_value_rows``; ``mla --path upproject`` checks its per-head K and V itself).
 """
 from __future__ import annotations
 
@@ -26,14 +28,13 @@ import contextvars
 import math
 import os
 
-from algorithms.base import PlanError
+from algorithms.base import MAX_ROWS, PlanError
 from attnsim.errors import AttnsimError
 
 MAX_SEQ = 2**24
 MAX_HEAD_DIM = 1024
 MAX_BATCH = 2**20
 MAX_HEADS = 2**14
-MAX_ROWS = 2**30
 MAX_SEED = 2**63 - 1
 MAX_SCALE = 10_000
 
@@ -121,14 +122,15 @@ def check_workload(wl, flags: dict | None = None) -> None:
                            f"key/value head serves a whole group")
     for rows, heads, field, what in (
             (wl.batch * wl.heads * wl.seq_q, "heads", "seq_q", "query"),
-            (wl.batch * wl.kv_heads * wl.seq_k, "kv heads", "seq_k", "key/value")):
+            key_value_rows(wl)):
         if rows > MAX_ROWS and not hypothetical:
             # a --model fixes the heads: only the batch and the length are the user's to change
             heads_flag = "" if getattr(wl, "model", None) is not None else ", --heads"
             raise AttnsimError(
-                f"batch x {heads} x {name(field)} = {rows:,} {what} rows exceeds 2**30 "
-                f"({MAX_ROWS:,}, more than any one GPU's HBM holds); use a smaller --batch"
-                f"{heads_flag} or {name(field) if name(field).startswith('--') else '--seq'}")
+                f"batch x {heads + ' x ' if heads else ''}{name(field)} = {rows:,} {what} "
+                f"rows exceeds 2**30 ({MAX_ROWS:,}, more than any one GPU's HBM holds); use "
+                f"a smaller --batch{heads_flag} or "
+                f"{name(field) if name(field).startswith('--') else '--seq'}")
     check_float(wl.dropout, name("dropout"), 0.0, 1.0, hi_open=True)
     if isinstance(wl.scale, bool) or not isinstance(wl.scale, (int, float)) \
             or not math.isfinite(wl.scale) or not 0 < wl.scale <= MAX_SCALE:
@@ -136,6 +138,20 @@ def check_workload(wl, flags: dict | None = None) -> None:
                            f"(the usual 1/sqrt(d) is at most 1; random-feature methods divide "
                            f"by it, and far larger scales overflow fp32 scores), got "
                            f"{wl.scale!r}")
+
+
+def key_value_rows(wl) -> tuple[int, str, str, str]:
+    """(rows, the heads that multiply batch x length or "", field, label) of the K/V the
+    workload stores, for the row limit. An MLA model's workload runs on ``mla`` only
+    (``attnsim.simulate``), whose cache holds one latent row (c_KV and k^R) per token,
+    whatever its head count: counting its 128 up-projected heads refused a context of 2**24
+    tokens whose latent cache (19 GB at fp16) fits one GPU. ``mla --path upproject``, which
+    materialises per-head K and V, checks those rows itself
+    (``algorithms.mla.check_upproject_rows``)."""
+    model = getattr(wl, "model", None)
+    if model is not None and getattr(model, "is_mla", False):
+        return wl.batch * wl.seq_k, "", "seq_k", "latent cache"
+    return wl.batch * wl.kv_heads * wl.seq_k, "kv heads", "seq_k", "key/value"
 
 
 def sram_budget_bytes(sram_kb, smem_bytes_per_block: int, flag: str = "--sram-kb") -> int | None:

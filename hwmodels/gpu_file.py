@@ -127,6 +127,10 @@ def _checked(origin: str, key: str, value):
     if key in _STR_FIELDS:
         if not isinstance(value, str) or (key != "sources" and not value.strip()):
             raise GpuFileError(f"{where} must be a non-empty string, got {value!r}")
+        if key != "sources" and not value.isprintable():
+            # messages and warnings quote the names: a newline would split their one line
+            raise GpuFileError(f"{where} must be printable text on one line (no newline, tab "
+                               f"or other control character), got {value!r}")
         return value
     if key in _BOOL_FIELDS:
         if not isinstance(value, bool):

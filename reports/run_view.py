@@ -4,7 +4,7 @@ from __future__ import annotations
 from reports import format as fmt
 from reports.document import Document, Section, Table
 from attnsim.serialize import result_dict
-from reports.validation import row_for, run_sentence
+from reports.validation import changed_fields, row_for, run_sentence
 
 
 def run_document(r) -> Document:
@@ -63,6 +63,9 @@ def run_document(r) -> Document:
     validation = row_for(r.gpu.name, r.algorithm, r.workload.dtype, r.options)
     if validation:
         paragraphs.append(run_sentence(validation, r.gpu))
+        # the ranges were measured for the built-in GPU: a GPU file that keeps its name but
+        # changes its hardware says which fields, in JSON as in the sentence
+        validation = {**validation, "changed_fields": changed_fields(r.gpu)}
     extras = [extra_table(key, value) for key, value in r.extra.items()
               if key != "mask" and value is not None]
     memory = [memory_table(r.memory)] if r.memory else []

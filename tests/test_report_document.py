@@ -282,3 +282,9 @@ def test_a_gpu_file_that_changes_a_validated_gpu_is_told_the_ranges_are_the_buil
     assert code == 0, err
     assert "for the built-in model, which this GPU file changes (hbm_bandwidth_bytes_per_s)" \
         in out
+    code, out, err = run_cli(capsys, "run", "flash2", "--hw", str(path), "--seq", "256",
+                             "--count-only", "--format", "json")
+    assert json.loads(out)["validation"]["changed_fields"] == ["hbm_bandwidth_bytes_per_s"]
+    code, out, err = run_cli(capsys, "run", "flash2", "--hw", "h100", "--seq", "256",
+                             "--count-only", "--format", "json")
+    assert json.loads(out)["validation"]["changed_fields"] == []

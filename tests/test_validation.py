@@ -2,6 +2,7 @@
 validation layer's ranges, the host-memory guard, and every input that once went wrong."""
 import json
 import os
+import re
 import tracemalloc
 
 import numpy as np
@@ -175,6 +176,21 @@ def test_flash3_names_registers_when_they_are_what_refuses_the_tile(capsys, tmp_
     assert "bytes of registers" in err and "SRAM" not in err
 
 
+@pytest.mark.parametrize("algo,expect", [
+    # was "need 2,048 bytes of SRAM but the budget is 232,448": the registers refused it
+    ("standard", "16x16 tile's fp32 accumulator needs 1,024 bytes of registers"),
+    ("mla", "232,448 bytes of SRAM and 1,024 bytes of fp32 registers"),
+    # was "leaves one consumer warpgroup -12,288"
+    ("flash3", "leaves one consumer warpgroup 0 "),
+])
+def test_a_tiny_register_file_is_named_without_contradictory_figures(capsys, tmp_path, algo,
+                                                                     expect):
+    gpu = write(tmp_path, "tiny-regs.toml", 'base = "h100-sxm"\nname = "tiny-regs"\n'
+                                              "register_bytes_per_sm = 1024\n")
+    err = one_error_line(capsys, "run", algo, "--seq", 1024, "--count-only", "--hw", gpu)
+    assert expect in err and not re.search(r" -\d", err)          # no negative figure
+
+
 def test_report_growth_needs_two_different_lengths(capsys):
     err = one_error_line(capsys, "report", "--seqs", "1024,1024")
     assert "--seqs needs at least two different lengths" in err
@@ -191,6 +207,27 @@ def write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text) if isinstance(text, str) else path.write_bytes(text)
     return str(path)
+
+
+@pytest.mark.parametrize("flag,fields", [
+    ("--hw", 'base = "h100"\nname = "two\\nlines"\nhbm_bytes = 2000000000\n'),
+    ("--hw", 'base = "h100"\nfull_name = "tab\\there"\n'),
+    ("--model", 'base = "llama-3-8b"\nname = "two\\nlines"\n'),
+])
+def test_names_with_control_characters_are_refused(capsys, tmp_path, flag, fields):
+    """A newline in a GPU's name split the one-line HBM warning that quotes it in two."""
+    path = write(tmp_path, "odd.toml", fields)
+    algo = ["gqa", "--decode"] if flag == "--model" else ["standard", "--seq", 100000]
+    err = one_error_line(capsys, "run", *algo, flag, path, "--count-only")
+    assert "must be printable text on one line" in err
+
+
+def test_mla_model_file_kv_heads_must_equal_heads(capsys, tmp_path):
+    """mla up-projects the latent into every head: kv_heads 8 of 128 was accepted and echoed
+    as the workload's kv_heads, a GQA grouping mla does not simulate."""
+    path = write(tmp_path, "mla.toml", 'base = "deepseek-v2"\nname = "x"\nkv_heads = 8\n')
+    err = one_error_line(capsys, "run", "mla", "--decode", "--model", path, "--count-only")
+    assert "kv_heads must equal heads (128), got 8" in err
 
 
 def test_gpu_file_base_cycles_are_named(capsys, tmp_path):
@@ -357,6 +394,43 @@ def test_gpu_check_flags_are_checked_without_a_device(capsys):
 def test_gpu_check_workloads_are_checked_as_run_checks_them_without_a_device(capsys, args,
                                                                              message):
     err = one_error_line(capsys, "gpu-check", "flash2", "--seq", 256, *args)
+    assert message in err
+
+
+def test_mla_model_rows_count_the_latent_cache_not_the_up_projected_heads(capsys):
+    """DeepSeek-V2's cache is one latent row per token: at N = 2**24 its 128 heads made
+    2**31 "key/value rows" and the limit refused a decode step whose latent cache (19 GB)
+    fits. The absorbed path now runs; the up-projected path, which does build per-head K
+    and V, is refused with the path that fits named."""
+    from attnsim.models import get_model
+    model = get_model("deepseek-v2")
+    wl = Workload(batch=1, heads=128, seq_q=1, seq_k=MAX_SEQ, head_dim=128, decode=True,
+                  model=model)
+    assert wl.batch * wl.kv_heads * wl.seq_k > MAX_ROWS       # what used to be counted
+    r = simulate("mla", wl, "h100", compute=False)
+    assert r.time.predicted_s > 0 and r.memory["fits"]
+    code, out, err = run_cli(capsys, "run", "mla", "--model", "deepseek-v2", "--decode",
+                             "--seq", MAX_SEQ, "--count-only", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["workload"]["seq_k"] == MAX_SEQ
+    err = one_error_line(capsys, "run", "mla", "--model", "deepseek-v2", "--decode", "--seq",
+                         MAX_SEQ, "--path", "upproject", "--count-only")
+    assert "upproject rebuilds K and V per head" in err and "use --path absorbed" in err
+    # the latent rows keep the limit: 128 sequences of 2**24 tokens are 2**31 latent rows
+    err = one_error_line(capsys, "run", "mla", "--model", "deepseek-v2", "--decode", "--seq",
+                         MAX_SEQ, "--batch", 128, "--count-only")
+    assert "batch x --seq = 2,147,483,648 latent cache rows exceeds 2**30" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["flash2", "--path", "upproject"], "--path applies to mla's rows"),
+    (["flash2", "--devices", 4], "--devices applies to ring's rows"),
+    (["mla", "--kv-heads", 2], "mla: --kv-heads 2 does not apply"),
+    (["reformer", "--kv-heads", 2], "reformer: --kv-heads 2 does not apply"),
+])
+def test_gpu_check_flags_of_an_algorithm_not_checked_are_refused(capsys, args, message):
+    """They were dropped without a word (with or without a device)."""
+    err = one_error_line(capsys, "gpu-check", *args)
     assert message in err
 
 

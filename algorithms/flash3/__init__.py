@@ -280,7 +280,9 @@ def consumer_registers_per_thread(gpu, warpgroups: int) -> int:
     """Registers each consumer thread gets: what the producer warpgroup leaves of the SM's
     file, split over ``warpgroups`` warpgroups in setmaxnreg's multiples of 8, at most what
     a thread may hold."""
-    free = gpu.register_bytes_per_sm // 4 - WARPGROUP * PRODUCER_REGISTERS
+    # none when the producer's registers alone exceed the file (a GPU file's tiny register
+    # file): 0, not the negative share an error message would print
+    free = max(0, gpu.register_bytes_per_sm // 4 - WARPGROUP * PRODUCER_REGISTERS)
     share = free // (warpgroups * WARPGROUP)
     return min(share, gpu.max_registers_per_thread) // 8 * 8
 

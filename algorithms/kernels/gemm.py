@@ -44,8 +44,17 @@ def plan_gemm(e: int, sram_bytes: int, register_budget: int) -> GemmTiles:
         tiles = GemmTiles(t, t, TILE_K)
         if sum(tiles.smem_buffers(e).values()) <= sram_bytes and tiles.register_bytes() <= register_budget:
             return tiles
+    smallest = GemmTiles(16, 16, TILE_K)
+    smem = sum(smallest.smem_buffers(e).values())
+    if smem <= sram_bytes:
+        # the SRAM fits: the registers refuse it (a GPU file's small register file); naming
+        # the SRAM here printed "need 2,048 bytes ... but the budget is 232,448"
+        raise PlanError(f"no GEMM tile fits: even a 16x16 tile's fp32 accumulator needs "
+                        f"{smallest.register_bytes():,} bytes of registers but a CTA may hold "
+                        f"{register_budget:,}; use a GPU with more registers "
+                        f"(register_bytes_per_sm)")
     raise PlanError(f"no GEMM tile fits: even 16x16 tiles with k-chunks of {TILE_K} need "
-                    f"{(16 + 16) * TILE_K * e:,} bytes of SRAM but the budget is {sram_bytes:,}")
+                    f"{smem:,} bytes of SRAM but the budget is {sram_bytes:,}")
 
 
 def gemm_tc_path(gpu) -> str:

@@ -322,8 +322,8 @@ SOURCES = (
            "compute-bound settings. [...] An NVIDIA H800 SXM5 GPU has a peak memory bandwidth "
            "of 3.35 TB/s and peak FLOPs of 990 TFlops. However, due to throttling (reducing to "
            "~1600 MHz in our case), the practical peak FLOPs drops to ~865 TFlops — the H100 "
-           "SXM5's bandwidth and dense bf16 peak (NVIDIA's H100 datasheet, hwmodels/gpus.py); the page predicts the H800's "
-           "figures with the h100-sxm model"),
+           "SXM5's bandwidth and dense bf16 peak (NVIDIA's H100 datasheet, hwmodels/gpus.py); "
+           "the page predicts the H800's figures with the h100-sxm model"),
     Source("FMLA-H100", "ai-bot-pro/achatbot pull request #123, 'feat: add deepseek flash mal "
            "bench on modal H100' (24 February 2025): FlashMLA's tests/test_flash_mla.py run on "
            "a Modal H100 (pytorch/pytorch:2.6.0-cuda12.6 image, FlashMLA cloned that day)",
