@@ -327,12 +327,25 @@ def timing_from_args(a) -> TimingOptions:
 
 # ---- report --------------------------------------------------------------------------------
 
+def _refuse_repeated_gpus(hw: str, gpus: list) -> None:
+    """A GPU named twice (h100,h100, or h100 and its alias h100-sxm) would be compared with
+    itself, column for column; two files with the same name could not be told apart."""
+    seen = {}
+    for given, gpu in zip((h.strip() for h in hw.split(",") if h.strip()), gpus):
+        if gpu.name in seen:
+            raise AttnsimError(f"--hw names {gpu.name} twice ({seen[gpu.name]} and {given}); "
+                               f"list each GPU once (a GPU file with another 'name' to "
+                               f"compare variants)")
+        seen[gpu.name] = given
+
+
 def cmd_report(a) -> int:
     from attnsim import suite
     from reports.report import build_report
     gpus = [get_gpu(h.strip()) for h in a.hw.split(",") if h.strip()]
     if not gpus:
         raise ValueError("--hw needs a GPU name, e.g. --hw h100 or --hw a100,h100,h200")
+    _refuse_repeated_gpus(a.hw, gpus)
     document_out = _document_output(a)
     wl = workload_from_args(a)
     seqs = parse_seqs(a.seqs)

@@ -103,6 +103,7 @@ BAD_INPUTS = [
     (["run", "flash3", "--dropout", "0.1"], "flash3 does not simulate dropout"),
     (["run", "ring", "--pass", "bwd"], "ring simulates passes fwd; --pass bwd is not available"),
     (["report", "--seqs", "12,x"], "--seqs must be comma-separated integers"),
+    (["report", "--hw", "h100,h100-sxm", "--seqs", "1024"], "--hw names h100-sxm twice"),
     (["run", "flash2", "--hw", "nonexistent.toml"], "does not exist"),
 ]
 
