@@ -4,6 +4,7 @@ from __future__ import annotations
 from reports import format as fmt
 from reports.document import Document, Section, Table
 from attnsim.serialize import result_dict
+from attnsim.validate import MAX_SEQ
 from reports.validation import changed_fields, row_for, run_sentence
 
 
@@ -82,11 +83,20 @@ def memory_table(m: dict) -> Table:
             *[[f"  {name}", fmt.nbytes(b), f"{b:,}"] for name, b in m["by_tensor"].items()],
             ["HBM capacity", fmt.nbytes(m["capacity_bytes"]), f"{m['capacity_bytes']:,}"],
             ["fits", "yes" if m["fits"] else "NO", str(m["fits"])],
-            [f"longest {m['varies']} that fits", f"{longest:,}" if longest else "none",
-             str(longest)]]
+            [f"longest {m['varies']} that fits", _longest_text(longest), str(longest)]]
     return Table("memory", "", ["memory", "value", "exact"], rows,
                  [{k: v for k, v in m.items() if k != "allocations"}],
                  notes=[f"peak in kernel {m['peak_phase']}; {m['search']}"])
+
+
+def _longest_text(longest: int | None) -> str:
+    """The longest length that fits HBM, said to be beyond what a run accepts when it is:
+    the closed form can pass --seq's bound, which a user would otherwise try and be refused."""
+    if not longest:
+        return "none"
+    if longest > MAX_SEQ:
+        return f"{longest:,} (above the longest accepted --seq, {MAX_SEQ:,})"
+    return f"{longest:,}"
 
 
 def extra_table(key: str, value) -> Table:

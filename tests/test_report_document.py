@@ -288,3 +288,16 @@ def test_a_gpu_file_that_changes_a_validated_gpu_is_told_the_ranges_are_the_buil
     code, out, err = run_cli(capsys, "run", "flash2", "--hw", "h100", "--seq", "256",
                              "--count-only", "--format", "json")
     assert json.loads(out)["validation"]["changed_fields"] == []
+
+
+def test_a_longest_fitting_length_beyond_the_accepted_seq_says_so(capsys):
+    """The longest context that fits HBM is a closed form and may pass --seq's bound (MLA's
+    latent cache at 2**24 tokens): the text says a run would not accept it; JSON keeps the
+    number."""
+    args = ("run", "mla", "--model", "deepseek-v2", "--decode", "--seq", "16777216",
+            "--count-only")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "(above the longest accepted --seq, 16,777,216)" in out
+    code, out, err = run_cli(capsys, *args, "--format", "json")
+    assert json.loads(out)["memory"]["max_seq_that_fits"] > 16_777_216
