@@ -237,6 +237,9 @@ def cmd_run(a, extra_args: list[str]) -> int:
     wl = workload_from_args(a)
     if not a.count_only:
         check_host_memory(wl)                     # before drawing the inputs
+    if not a.count_only:
+        warn_if_executed_work_is_large(a.algorithm, wl, gpu, sram_bytes_from_args(a, gpu),
+                                       options, a.input_seed)
     inputs = None if a.count_only else make_inputs(wl, a.input_seed, family=a.inputs)
     result = simulate(a.algorithm, wl, gpu,
                       compute=not a.count_only, sram_bytes=sram_bytes_from_args(a, gpu),
@@ -251,6 +254,26 @@ def cmd_run(a, extra_args: list[str]) -> int:
     emit(run_document(result).render(a.format), a.output)
     warn_if_ill_conditioned(result)
     return 0
+
+
+# Arithmetic (counted FLOPs and elementwise ops) from which an executed run takes minutes:
+# executed mode does each one in float32 on the CPU, at a few GFLOP/s a core (flash2 at
+# N = 4096, 16 heads, d = 64: 7e10 in about 25 s on two cores).
+EXECUTED_WORK_WARNING = 2.5e11
+
+
+def warn_if_executed_work_is_large(algorithm, wl, gpu, sram_bytes, options, seed) -> None:
+    """One line on stderr before a long executed run starts, naming ``--count-only``, which
+    gives the same counts and predicted times without the arithmetic. The work comes from a
+    count-only pass of the same run (the same loops without data: a small fraction of the
+    executed run's time), not from a guess per algorithm."""
+    counts = simulate(algorithm, wl, gpu, compute=False, sram_bytes=sram_bytes,
+                      options=options, seed=seed).counts
+    work = sum(counts.get(k, 0) for k in ("matmul_flops", "other_flops", "exp_ops", "alu_ops"))
+    if work >= EXECUTED_WORK_WARNING:
+        print(f"attnsim: warning: executed mode will do {work:.2e} counted operations in "
+              f"float32 on this CPU, which takes minutes; --count-only gives the same counts "
+              f"and predicted times without the arithmetic", file=sys.stderr)
 
 
 def warn_if_it_does_not_fit(result) -> None:

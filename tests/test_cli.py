@@ -239,3 +239,22 @@ def test_a_negative_number_in_scientific_notation_says_how_to_write_it(capsys, a
 def test_a_missing_value_gets_no_negative_number_hint(capsys):
     code, _, err = run_cli(capsys, "run", "flash2", "--count-only", "--scale", "--causal")
     assert code == 2 and "expected one argument" in err and "negative" not in err
+
+
+def test_a_long_executed_run_is_announced_with_the_count_only_way_out(capsys, monkeypatch):
+    """Executed mode does every counted operation on the CPU: a count-only pass of the same
+    run measures that work first, and above the threshold one stderr line says it will take
+    minutes and names --count-only; the output itself is unchanged."""
+    import attnsim.cli as cli
+    args = ("run", "flash2", "--seq", "64", "--format", "json")
+    monkeypatch.setattr(cli, "EXECUTED_WORK_WARNING", 1e30)
+    code, quiet, err = run_cli(capsys, *args)
+    assert code == 0 and err == ""
+    monkeypatch.setattr(cli, "EXECUTED_WORK_WARNING", 1e3)
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0 and err.count("\n") == 1
+    assert err.startswith("attnsim: warning: executed mode will do ")
+    assert "--count-only gives the same counts" in err
+    assert json.loads(out)["counts"] == json.loads(quiet)["counts"]
+    code, _, err = run_cli(capsys, *args, "--count-only")
+    assert code == 0 and err == ""
