@@ -235,14 +235,13 @@ def cmd_run(a, extra_args: list[str]) -> int:
                            f"{info.no_kv_heads}; drop --kv-heads")
     gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
+    sram_bytes = sram_bytes_from_args(a, gpu)
     if not a.count_only:
         check_host_memory(wl)                     # before drawing the inputs
-    if not a.count_only:
-        warn_if_executed_work_is_large(a.algorithm, wl, gpu, sram_bytes_from_args(a, gpu),
-                                       options, a.input_seed)
+        warn_if_executed_work_is_large(a.algorithm, wl, gpu, sram_bytes, options, a.input_seed)
     inputs = None if a.count_only else make_inputs(wl, a.input_seed, family=a.inputs)
     result = simulate(a.algorithm, wl, gpu,
-                      compute=not a.count_only, sram_bytes=sram_bytes_from_args(a, gpu),
+                      compute=not a.count_only, sram_bytes=sram_bytes,
                       options=options, seed=a.input_seed, inputs=inputs,
                       timing=timing_from_args(a))
     if inputs is not None:
@@ -350,11 +349,11 @@ def timing_from_args(a) -> TimingOptions:
 
 # ---- report --------------------------------------------------------------------------------
 
-def _refuse_repeated_gpus(hw: str, gpus: list) -> None:
+def _refuse_repeated_gpus(given_names: list[str], gpus: list) -> None:
     """A GPU named twice (h100,h100, or h100 and its alias h100-sxm) would be compared with
     itself, column for column; two files with the same name could not be told apart."""
     seen = {}
-    for given, gpu in zip((h.strip() for h in hw.split(",") if h.strip()), gpus):
+    for given, gpu in zip(given_names, gpus):
         if gpu.name in seen:
             raise AttnsimError(f"--hw names {gpu.name} twice ({seen[gpu.name]} and {given}); "
                                f"list each GPU once (a GPU file with another 'name' to "
@@ -365,10 +364,11 @@ def _refuse_repeated_gpus(hw: str, gpus: list) -> None:
 def cmd_report(a) -> int:
     from attnsim import suite
     from reports.report import build_report
-    gpus = [get_gpu(h.strip()) for h in a.hw.split(",") if h.strip()]
+    given = [h.strip() for h in a.hw.split(",") if h.strip()]
+    gpus = [get_gpu(h) for h in given]
     if not gpus:
         raise ValueError("--hw needs a GPU name, e.g. --hw h100 or --hw a100,h100,h200")
-    _refuse_repeated_gpus(a.hw, gpus)
+    _refuse_repeated_gpus(given, gpus)
     document_out = _document_output(a)
     wl = workload_from_args(a)
     seqs = parse_seqs(a.seqs)

@@ -18,6 +18,8 @@ from reports.document import Section, Table
 SUMMARY_FILE = "validation_summary.json"
 EAGER_LABEL = "standard (PyTorch eager program)"    # the program the standard figures time
 MLA_LABEL = "mla (absorbed decode, latent kernels)"  # what the FlashMLA figures time
+# The summary's name of an algorithm whose published figures time one program of it
+SUMMARY_LABELS = {"standard": EAGER_LABEL, "mla": MLA_LABEL}
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,14 +51,12 @@ def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = No
     """The summary's row for one run: its GPU, algorithm (standard counts only as the
     PyTorch eager program, which the published standard figures time; mla only on its
     absorbed path, FlashMLA's) and input type."""
-    if algorithm == "standard":
-        if (options or {}).get("program") != "pytorch-eager":
-            return None
-        algorithm = EAGER_LABEL
-    elif algorithm == "mla":
-        if (options or {}).get("path", "absorbed") != "absorbed":
-            return None
-        algorithm = MLA_LABEL
+    options = options or {}
+    if algorithm == "standard" and options.get("program") != "pytorch-eager":
+        return None
+    if algorithm == "mla" and options.get("path", "absorbed") != "absorbed":
+        return None
+    algorithm = SUMMARY_LABELS.get(algorithm, algorithm)
     summary = summary or load_summary()
     return next((r for r in summary["rows"] if (r["gpu"], r["algorithm"], r["dtype"])
                  == (gpu_name, algorithm, input_kind(dtype))), None)

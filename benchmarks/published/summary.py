@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from reports.validation import EAGER_LABEL, MLA_LABEL, input_kind
+from reports.validation import SUMMARY_LABELS, input_kind
 
 from .charts import FA3_CHARTS, backward_chart_points, chart_points, fa2_chart_points
 from .figures import evaluated
@@ -24,8 +24,8 @@ def summary() -> dict:
     def add(gpu, algorithm, dtype, ratios):
         by_key.setdefault((gpu, algorithm, input_kind(dtype)), []).extend(ratios)
 
-    def label(algorithm):       # the papers' standard attention is the eager program
-        return {"standard": EAGER_LABEL, "mla": MLA_LABEL}.get(algorithm, algorithm)
+    def label(algorithm):       # e.g. the papers' standard attention is the eager program
+        return SUMMARY_LABELS.get(algorithm, algorithm)
 
     for c, _, ratios in evaluated():
         if c.algorithm:
