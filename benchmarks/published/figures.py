@@ -265,6 +265,27 @@ def fa3_1075_comparisons() -> list[Comparison]:
     return rows
 
 
+# FA3-1777: a user's FA-3 forward on an H100 PCIe (July 2025, a build of that year: at d = 64
+# its tiles are 192 x 192 with P V reading P from shared memory, not the release's 192 x 128
+# with P in registers), 16-bit, B 16, H 32, d 64, non-causal: N -> TFLOP/s. The thread states
+# the batch at N = 1024 only; ``fa3_1777_ratios`` predicts the later lengths at B 16 and at the
+# same tokens (B 16 x 1024 / N) and keeps both.
+FA3_1777_TFLOPS = {1024: 243, 2048: 298, 4096: 310, 8192: 323}
+
+
+def fa3_1777_workload(seq: int, same_tokens: bool = False) -> Workload:
+    batch = max(1, 16 * 1024 // seq) if same_tokens else 16
+    return Workload(batch=batch, heads=32, seq_q=seq, head_dim=64)
+
+
+def fa3_1777_ratios(timing: TimingOptions = TimingOptions()) -> dict[int, tuple[float, float]]:
+    """N -> predicted / measured TFLOP/s of the FA3-1777 points, the release's program on the
+    h100-pcie model, at batch 16 and at batch 16 x 1024 / N."""
+    return {n: tuple(tflops("flash3", fa3_1777_workload(n, same), "h100-pcie", timing)
+                     / measured for same in (False, True))
+            for n, measured in FA3_1777_TFLOPS.items()}
+
+
 # TB-DEVGPU: FA-3 fp16 forward at (8, 16, 8192, 128) on a "devgpu H100" of tritonbench's
 TB_DEVGPU_FA3_TFLOPS = 465.518
 

@@ -23,9 +23,9 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
-from .figures import (FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, fa2_over_fa1_by_pass,
+from .figures import (FA3_1777_TFLOPS, FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, fa2_over_fa1_by_pass,
                       fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max, fa3_pipelining_gain,
-                      sdpa_over_flash2, tb2296_on)
+                      fa3_1777_ratios, sdpa_over_flash2, tb2296_on)
 from .predictions import exp_over_mma_time, model_gpu, peak_tflops
 
 
@@ -369,9 +369,32 @@ def fa3_d64_bullet() -> str:
         "saturation at once, which only a perfect overlap of all three would sustain. "
         "Today's release (2.8.4) runs d = 64 on 192 x 192 tiles ".format(
             fa3_pipe_loads_per_tile(64)["issue"], fa3_pipe_loads_per_tile(64)["mufu"])
-        + "with P passed through shared memory, a different program. A GPU session timing FA-3 at d = 64 "
+        + "with P passed through shared memory, a different program. " + fa3_1777_sentence()
+        + " A GPU session timing FA-3 at d = 64 "
         "with its per-kernel counters (ncu: tensor and MUFU pipe utilization) would say "
         "which of these binds.")
+
+
+def fa3_1777_sentence() -> str:
+    """A user's FA-3 at d = 64 on an H100 PCIe against the release's program on the h100-pcie
+    model, with and without chains hiding each other."""
+    full, none = fa3_1777_ratios(), fa3_1777_ratios(TimingOptions(overlap=False))
+    same_tokens = [r[1] for r in full.values()]
+    between = all(none[n][0] <= 1 <= full[n][0] for n in full)
+    chart_between = all(lo <= 1 <= hi for lo, (_, hi, _, _) in
+                        zip(fa3_d64_unoverlapped(), fa3_d64_fixed_shares()))
+    return (
+        "A user's measurements on another board show the same gap: FA-3 on an H100 PCIe, a "
+        "2025 build whose d = 64 tiles are the later 192 x 192 ([FA3-1777]: B 16, H 32, "
+        "d = 64, non-causal, "
+        + ", ".join(f"{v} TFLOP/s at N = {n}" for n, v in FA3_1777_TFLOPS.items())
+        + "), against the release's program predicted for the h100-pcie model: "
+        + ", ".join(f"{r[0]:.2f}" for r in full.values())
+        + f" ({min(same_tokens):.2f}–{max(same_tokens):.2f} with the batch shrinking as N "
+        "grows, which the thread does not state), and with no chain hiding another "
+        + ", ".join(f"{r[0]:.2f}" for r in none.values())
+        + (": the measured rates lie between the two" if between else "")
+        + (", as the SXM5 chart's do." if between and chart_between else "."))
 
 
 def fa2_a100_low_end_bullet() -> str:

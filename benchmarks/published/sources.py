@@ -126,6 +126,14 @@ SOURCES = (
            "dtype: fp16 [...] --batch 8 --n-heads 16 --d-head 128 --seq-len 8192 [...] "
            "(8, 16, 8192, 128) cudnn-tflops 581.868 triton_tutorial_flash_v2-tflops 469.105 "
            "flash_v3-tflops 465.518 [...] This is because we were testing on devgpu H100."),
+    Source("FA3-1777", "flash-attention issue #1777, 'H100 PCIE fa3 performs similar as "
+           "triton' (2025-07-26/27), the reporter's figures",
+           "https://github.com/Dao-AILab/flash-attention/issues/1777",
+           "settings: batch_size 16, num heads 32, head dim 64, ctx length 1024, causal=False; "
+           "hardware: h100 pcie [...] fa3 243 TFLOPS while in fa3 H100 SXM it is 392 TFLOPS "
+           "[...] seq len 1k 2k 4k 8k [...] FA3: 243, 298, 310, 323 — the FA-3 of mid-2025 "
+           "(hopper/tile_size.h then: 192 x 192 tiles at d = 64 non-causal, P V reading P from "
+           "shared memory); the batch at 2k-8k is not restated"),
     Source("TB2443", "pytorch/benchmark PR #2443 (2024-08-28), test plan",
            "https://github.com/pytorch/benchmark/pull/2443",
            "run_benchmark.py triton --op flash_attention --d-head 128 --only "
