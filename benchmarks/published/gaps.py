@@ -23,9 +23,9 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
-from .figures import (FA3_1777_TFLOPS, FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, fa2_over_fa1_by_pass,
+from .figures import (FA3_1777_TFLOPS, FA3_1791_MS, FA3_TABLE2_MS, WH_REF_MS, TB_DEVGPU_FA3_TFLOPS, fa2_over_fa1_by_pass,
                       fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max, fa3_pipelining_gain,
-                      fa3_1777_ratios, sdpa_over_flash2, tb2296_on)
+                      fa3_1777_ratios, sdpa_over_flash2, tb2296_on, wh_ref_ratios)
 from .predictions import exp_over_mma_time, model_gpu, peak_tflops
 
 
@@ -34,7 +34,7 @@ def fa2_on_h100_bullet() -> str:
     switch, the SDPA log's board and the `mma.sync` ratio it would take."""
     return (
         "- **FlashAttention-2 on the H100 is still predicted too fast, by less** (the FA-2 "
-        "chart bars, the SDPA log and the measured WH-REF points: "
+        "chart bars, the SDPA log and the measured WH-REF and FA3-1791 points: "
         f"{lockstep_effect()['h100_on'][0]:.2f}–{lockstep_effect()['h100_on'][1]:.2f}, median "
         f"{lockstep_effect()['h100_on'][2]:.2f}; through them the low end of the FA-3/FA-2 "
         "speedup). By head dimension the chart bars are "
@@ -515,9 +515,27 @@ def achievable_gemm_bullet() -> str:
         + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["board"])
         + " instead of "
         + ", ".join(f"{r:.2f}" for r in wh_ref_gemm_sensitivity()["model"])
+        + ". The same benchmark on another board ([FA3-1791], unnamed, in July 2025) took "
+        + board_spread_text()
         + ". The model keeps one sweep's maxima for every point of a GPU rather than a board's "
         "own figure for the points measured on that board; `gpu_microbench.py` measures the "
         "fraction on the GPU at hand, and a GPU TOML sets it.")
+
+
+def board_spread_text() -> str:
+    """The two benchmark_attn.py logs side by side: how much longer FA3-1791's board took than
+    WH-REF's, kernel by kernel, and the model's ratio against each."""
+    names = {"flash2": "FA-2", "flash3": "FA-3"}
+    parts = [f"{names[algorithm]} {passes}{' causal' if causal else ''} {ms / ref_ms:.2f}x"
+             for (algorithm, passes, causal), ms in FA3_1791_MS.items()
+             if (ref_ms := WH_REF_MS.get((algorithm, passes, causal))) is not None]
+    wh, other = wh_ref_ratios("flash3", "h100-sxm"), wh_ref_ratios("flash3", "h100-sxm",
+                                                                    log="FA3-1791")
+    return ("longer than WH-REF's for every kernel both logs ran (" + ", ".join(parts)
+            + "); the model, one figure for both boards, puts FA-3's forward (non-causal, "
+            "causal) at "
+            + ", ".join(f"{r:.2f}" for r in wh) + " of WH-REF's and "
+            + ", ".join(f"{r:.2f}" for r in other) + " of FA3-1791's")
 
 
 def fa3_overlap_paragraph() -> str:

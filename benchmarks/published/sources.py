@@ -310,6 +310,17 @@ SOURCES = (
            "fwd: 1.624ms, 338.5 TFLOPS; Fav2 bwd: 4.544ms, 302.5 TFLOPS; Fav3 fwd: 0.745ms, "
            "738.3 TFLOPS — benchmark_attn.py's defaults: bf16, batch 2, 2048 / 128 = 16 heads; "
            "Fav2 is flash_attn.flash_attn_func (the sm80 code), Fav3 the hopper/ build"),
+    Source("FA3-1791", "flash-attention pull request #1791, 'ABI stable fa3' (2025-07-31), "
+           "its description's 'Results of python benchmark_attn.py' on main",
+           "https://github.com/Dao-AILab/flash-attention/pull/1791",
+           "headdim = 128, causal = False, seqlen = 8192: Fav2 fwd: 2.972ms, 369.9 TFLOPS; Fav2 "
+           "bwd: 9.460ms, 290.6 TFLOPS; Fav3 fwd: 1.668ms, 659.1 TFLOPS; Fav3 bwd: 4.962ms, "
+           "553.9 TFLOPS. causal = True: Fav2 fwd: 1.935ms, 284.1 TFLOPS; Fav2 bwd: 4.788ms, "
+           "287.1 TFLOPS; Fav3 fwd: 0.873ms, 630.0 TFLOPS; Fav3 bwd: 2.585ms, 531.6 TFLOPS — "
+           "benchmark_attn.py's defaults as in WH-REF (bf16, batch 2, 16 heads); the board is "
+           "not named; the Fav3 bwd lines are not compared (the backward of that date runs "
+           "80 x 128 tiles non-causal at d = 128 and has causal kernels; the model runs the "
+           "release's)"),
     Source("FMLA", "deepseek-ai/FlashMLA, README and tests/test_flash_mla.py at the first "
            "release (commit 414a2f3, 21 February 2025)",
            "github.com/deepseek-ai/FlashMLA (README.md, tests/test_flash_mla.py at 414a2f3)",
