@@ -243,6 +243,26 @@ def test_fa3_fp8_gains_less_over_fp16_at_short_sequences_than_the_model_says(fa3
     assert model[64] < model[128] < model[256]
 
 
+def test_measured_logs_are_read_as_their_own_tflops(figures, predictions):
+    """The logs quote each time beside the TFLOP/s it printed; turning the times into
+    TFLOP/s by the benchmarks' FLOP count gives those figures back (the workload, batch and
+    heads of each point are the ones measured): FA3-1075's eager baseline (52.28 at N = 512,
+    82.08 at 16896) and FA3-1791's benchmark_attn.py lines (FA-2 forward 369.9, FA-3
+    causal forward 630.0)."""
+    rows = {(c.source, c.algorithm, c.workload): c for c in figures.comparisons()}
+    eager = [c for (source, algorithm, _), c in rows.items()
+             if source == "FA3-1075" and algorithm == "standard"]
+    assert [round(c.published[0], 2) for c in eager][::5] == [52.28, 82.08]
+    assert all(c.gpu == "h100-pcie" and "fp16" in c.workload for c in eager)
+    wl = figures.wh_ref_workload
+    log = figures.FA3_1791_MS
+    assert predictions.measured_tflops(wl("fwd", False), log["flash2", "fwd", False]) \
+        == pytest.approx(369.9, abs=0.2)
+    assert predictions.measured_tflops(wl("fwd", True), log["flash3", "fwd", True]) \
+        == pytest.approx(630.0, abs=0.5)
+    assert ("flash3", "bwd", False) not in log     # that year's backward is another program
+
+
 def test_fa3_d64_gap_shows_on_a_users_h100_pcie_too(figures, fa3_diagnostics):
     """What docs/validation.md says of a user's FA-3 at d = 64 on an H100 PCIe ([FA3-1777]):
     predicted for the h100-pcie model it is as optimistic as the SXM5 chart's d = 64 bars,

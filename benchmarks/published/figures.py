@@ -282,6 +282,35 @@ def fa3_1075_comparisons() -> list[Comparison]:
     return rows
 
 
+# FA3-1075's baseline: the same benchmark times flash-attention's attention_pytorch on the
+# packed qkv in fp16 (the eager program, ``standard --program pytorch-eager``), non-causal,
+# 16 heads, d 128, on the same H100 PCIe: N -> (batch, ms).
+FA3_1075_EAGER_MS = {512: (32, 1.3145040992336967), 1024: (16, 2.0810180343687534),
+                     2048: (8, 3.7247368328583734), 4224: (4, 8.542563331623873),
+                     8448: (2, 14.902190600211421), 16896: (1, 28.49179443437606)}
+
+
+def fa3_1075_eager_comparisons() -> list[Comparison]:
+    rows = []
+    for n, (batch, ms) in FA3_1075_EAGER_MS.items():
+        wl = Workload(batch=batch, heads=16, seq_q=n, head_dim=128)
+        rows.append(Comparison(
+            "FA3-1075", "PyTorch eager attention fwd TFLOP/s (the benchmark's baseline), "
+            "measured", "h100-pcie",
+            f"B {batch}, H 16, N {n}, d 128, non-causal, fp16, fwd ({ms:.4f} ms)",
+            (measured_tflops(wl, ms),), "TFLOP/s",
+            functools.partial(lambda w: (tflops("standard", w, "h100-pcie",
+                                                options=STANDARD_EAGER),), wl),
+            algorithm="standard"))
+    return rows
+
+
+def fa3_1075_eager_ratios() -> list[float]:
+    """predicted / measured of FA3-1075's eager baseline, N ascending."""
+    return [r for c, _, ratios in evaluated() if c.source == "FA3-1075"
+            and c.algorithm == "standard" for r in ratios]
+
+
 # FA3-1777: a user's FA-3 forward on an H100 PCIe (July 2025, a build of that year: at d = 64
 # its tiles are 192 x 192 with P V reading P from shared memory, not the release's 192 x 128
 # with P in registers), 16-bit, B 16, H 32, d 64, non-causal: N -> TFLOP/s. The thread states
@@ -326,6 +355,7 @@ def comparisons() -> list[Comparison]:
     from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
             + tb2296_comparisons() + wh_ref_comparisons() + fa3_1075_comparisons()
+            + fa3_1075_eager_comparisons()
             + flashmla_comparisons())
 
 

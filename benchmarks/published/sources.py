@@ -297,7 +297,14 @@ SOURCES = (
            "seqlen=2048 [...] 605.27, 0.4541443311609328 ms [...] batch_size=4, seqlen=4224 "
            "[...] 618.83, 0.9447746366883317 ms [...] batch_size=2, seqlen=8448 [...] 618.05, "
            "1.8919179681688547 ms — the fp8 benchmark of that PR: 2048 / 128 = 16 heads, Q, K, "
-           "V already in e4m3 (V transposed before timing), O in fp16"),
+           "V already in e4m3 (V transposed before timing), O in fp16. Its baseline, on the "
+           "same board: 'Pytorch fwd: 52.28 TFLOPs/s, 1.3145040992336967 ms' (32, 512), "
+           "'66.04 TFLOPs/s, 2.0810180343687534 ms' (16, 1024), '73.80 [...], "
+           "3.7247368328583734 ms' (8, 2048), '68.44 [...], 8.542563331623873 ms' (4, 4224), "
+           "'78.47 [...], 14.902190600211421 ms' (2, 8448), '82.08 [...], 28.49179443437606' "
+           "(1, 16896): hopper/benchmark_flash_attention_fp8.py times attention_pytorch (the "
+           "benchmarks' eager program, [FA-eager]) on qkv converted to fp16 (as the file reads "
+           "at 5018ac6a)"),
     Source("WH-REF", "waynehacking8/blackwell-tensorcore-kernels, results/reference/fa3.txt "
            "and summary.md (a third-party GEMM study that also runs flash-attention's own "
            "benchmark, 2026)",
