@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from hwmodels.timing import TimingOptions
 
-from .charts import (FA3_CHARTS, FA3_D64_OTHER_KERNELS, backward_chart_range, chart_ratio_range,
+from .charts import (FA3_CHARTS, FA3_D64_OTHER_KERNELS, backward_chart_range, chart_points,
+                     chart_ratio_range,
                      fa1_chart_range, fa2_chart_range, standard_chart_ratios)
 from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text,
                           eager_backward_shares, eager_causal_extra_us, eager_copy_share,
@@ -159,7 +160,46 @@ def standard_attention_bullet() -> str:
         "H100 PCIe ([FA3-1075]: non-causal, d = 128, N = "
         + ", ".join(str(n) for n in FA3_1075_EAGER_MS)
         + ") is predicted at " + ", ".join(f"{r:.2f}" for r in fa3_1075_eager_ratios())
-        + " of the measured rates. " + eager_backward_text())
+        + " of the measured rates. " + eager_softmax_switch_text() + " "
+        + eager_backward_text())
+
+
+def eager_softmax_switch_text() -> str:
+    """Where the eager forward's optimism grows: across the row length at which PyTorch's
+    softmax changes kernel, on the PCIe log and on the SXM5 charts' non-causal bars."""
+    short, long_ = split_at_warp_softmax(zip(FA3_1075_EAGER_MS, fa3_1075_eager_ratios()))
+    charts = {d: split_at_warp_softmax((n, pred / pub) for _, dd, causal, n, algorithm, pub, pred
+                                       in chart_points()
+                                       if algorithm == "standard" and dd == d and not causal)
+              for d in (64, 128)}
+
+    def span(values):
+        lo, hi = f"{min(values):.2f}", f"{max(values):.2f}"
+        return lo if lo == hi else f"{lo}–{hi}"
+    return (
+        f"Those ratios are {span(short)} at N ≤ {WARP_SOFTMAX_MAX_ROW} and {span(long_)} "
+        f"above, where PyTorch's row softmax changes kernel (ATen's host_softmax: rows of at "
+        f"most {WARP_SOFTMAX_MAX_ROW} elements go to a warp a row, held in registers and read "
+        "once; longer rows to a CTA a row, whose cunn_SoftMaxForward reads the row three "
+        "times, for its max, its sum of exps and its output, where a later variant keeps it "
+        "in shared memory); on the SXM5 charts' non-causal bars the step is "
+        + ("smaller" if all(max(b) - max(a) < max(long_) - max(short)
+                            for a, b in charts.values()) else "comparable")
+        + " ("
+        + "; ".join(f"d = {d}: {span(a)} to {span(b)}" for d, (a, b) in charts.items())
+        + "). The model prices both kernels as one stream over the row; "
+        "`benchmarks/profile_eager.py` times the softmax step on its own, and its default "
+        "lengths (512 and 8192) fall on either side.")
+
+
+WARP_SOFTMAX_MAX_ROW = 1024     # ATen host_softmax: dim_size <= 1024 goes to the warp softmax
+
+
+def split_at_warp_softmax(points) -> tuple[list[float], list[float]]:
+    """Ratios of (N, ratio) points at N <= the warp softmax's longest row, and above it."""
+    points = list(points)
+    return ([r for n, r in points if n <= WARP_SOFTMAX_MAX_ROW],
+            [r for n, r in points if n > WARP_SOFTMAX_MAX_ROW])
 
 
 def eager_backward_text() -> str:
