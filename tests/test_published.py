@@ -254,7 +254,7 @@ def test_measured_logs_are_read_as_their_own_tflops(figures, predictions):
              if source == "FA3-1075" and algorithm == "standard"]
     assert [round(c.published[0], 2) for c in eager][::5] == [52.28, 82.08]
     assert all(c.gpu == "h100-pcie" and "fp16" in c.workload for c in eager)
-    wl = figures.wh_ref_workload
+    wl = figures.benchmark_attn_workload
     log = figures.FA3_1791_MS
     assert predictions.measured_tflops(wl("fwd", False), log["flash2", "fwd", False]) \
         == pytest.approx(369.9, abs=0.2)

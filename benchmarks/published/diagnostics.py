@@ -16,7 +16,7 @@ from hwmodels.timing import TimingOptions
 
 from .charts import (CHART_OPTIONS, FA2_FWD_BWD_CHARTS, FA3_BWD_CHARTS, FA3_CHARTS,
                      backward_chart_points)
-from .figures import BENCHMARK_ATTN_LOGS, fa1_a100_range, tb2296_on, wh_ref_ratios
+from .figures import BENCHMARK_ATTN_LOGS, benchmark_attn_ratios, fa1_a100_range, tb2296_on
 from .predictions import (PUBLISHED_PROGRAM, SEQS, model_gpu, paper_flops, paper_workload,
                           peak_tflops, predicted_seconds, sweep, tflops)
 
@@ -73,7 +73,7 @@ def fa2_a100_lowest(timing: TimingOptions = TimingOptions()) -> tuple[float, int
 def fa2_h100_points(gpu, timing: TimingOptions = TimingOptions()) -> list[float]:
     """predicted/published of every FlashAttention-2 H100 point, on ``gpu`` (a GPU object)."""
     out = tb2296_on(gpu, timing) + [r for log in BENCHMARK_ATTN_LOGS
-                                     for r in wh_ref_ratios("flash2", gpu, timing, log)]
+                                     for r in benchmark_attn_ratios("flash2", gpu, timing, log)]
     for (chart, d, causal, dtype), values in FA3_CHARTS.items():
         for n, published in values.items():
             if published[1] is not None:
@@ -232,7 +232,7 @@ def wh_ref_gemm_sensitivity() -> dict:
     h100 = model_gpu("h100-sxm")
     board = h100.replace(tensor_gemm_fraction=WH_REF_GEMM_TFLOPS["bf16"]
                          / (h100.tensor_flops_per_s("bf16") / 1e12))
-    out = {name: tuple(wh_ref_ratios("flash3", gpu))
+    out = {name: tuple(benchmark_attn_ratios("flash3", gpu))
            for name, gpu in (("model", h100), ("board", board))}
     out["fractions"] = (h100.tensor_gemm_fraction, board.tensor_gemm_fraction,
                         h100.tensor_fp8_gemm_fraction,

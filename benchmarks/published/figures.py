@@ -221,27 +221,27 @@ FA3_1791_MS = {("flash2", "fwd", False): 2.972, ("flash2", "bwd", False): 9.460,
 BENCHMARK_ATTN_LOGS = {"WH-REF": WH_REF_MS, "FA3-1791": FA3_1791_MS}
 
 
-def wh_ref_workload(passes: str, causal: bool) -> Workload:
+def benchmark_attn_workload(passes: str, causal: bool) -> Workload:
     """hopper/benchmark_attn.py's default workload (both logs ran it)."""
     return Workload(batch=2, heads=16, seq_q=8192, head_dim=128, causal=causal, dtype="bf16",
                     passes=passes)
 
 
-def wh_ref_ratios(algorithm: str, gpu, timing: TimingOptions = TimingOptions(),
+def benchmark_attn_ratios(algorithm: str, gpu, timing: TimingOptions = TimingOptions(),
                   log: str = "WH-REF") -> list[float]:
     """predicted / measured TFLOP/s of ``algorithm``'s points in one benchmark_attn.py log
     (``BENCHMARK_ATTN_LOGS``), predicted on ``gpu``."""
-    return [tflops(algorithm, wh_ref_workload(p, c), gpu, timing)
-            / measured_tflops(wh_ref_workload(p, c), ms)
+    return [tflops(algorithm, benchmark_attn_workload(p, c), gpu, timing)
+            / measured_tflops(benchmark_attn_workload(p, c), ms)
             for (a, p, c), ms in BENCHMARK_ATTN_LOGS[log].items() if a == algorithm]
 
 
-def wh_ref_comparisons() -> list[Comparison]:
+def benchmark_attn_comparisons() -> list[Comparison]:
     """The benchmark_attn.py logs' points: WH-REF's board, then FA3-1791's."""
     rows = []
     for source, log in BENCHMARK_ATTN_LOGS.items():
         for (algorithm, passes, causal), ms in log.items():
-            wl = wh_ref_workload(passes, causal)
+            wl = benchmark_attn_workload(passes, causal)
             name = {"flash2": "FA-2 (flash_attn, sm80 code)", "flash3": "FA-3"}[algorithm]
             rows.append(Comparison(
                 source, f"{name} {passes} TFLOP/s, measured", "h100-sxm",
@@ -354,7 +354,7 @@ def comparisons() -> list[Comparison]:
     """Every primary published figure (papers, maintainers, benchmark logs)."""
     from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
-            + tb2296_comparisons() + wh_ref_comparisons() + fa3_1075_comparisons()
+            + tb2296_comparisons() + benchmark_attn_comparisons() + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons()
             + flashmla_comparisons())
 

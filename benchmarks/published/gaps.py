@@ -25,10 +25,10 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
 from .figures import (FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_1791_MS, FA3_TABLE2_MS,
-                      TB_DEVGPU_FA3_TFLOPS, WH_REF_MS, fa2_over_fa1_by_pass,
-                      fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max, fa3_1075_eager_ratios,
-                      fa3_1777_ratios, fa3_pipelining_gain, sdpa_over_flash2, tb2296_on,
-                      wh_ref_ratios)
+                      TB_DEVGPU_FA3_TFLOPS, WH_REF_MS, benchmark_attn_ratios,
+                      fa2_over_fa1_by_pass, fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max,
+                      fa3_1075_eager_ratios, fa3_1777_ratios, fa3_pipelining_gain,
+                      sdpa_over_flash2, tb2296_on)
 from .predictions import exp_over_mma_time, model_gpu, peak_tflops
 
 
@@ -576,8 +576,8 @@ def board_spread_text() -> str:
     parts = [f"{names[algorithm]} {passes}{' causal' if causal else ''} {ms / ref_ms:.2f}x"
              for (algorithm, passes, causal), ms in FA3_1791_MS.items()
              if (ref_ms := WH_REF_MS.get((algorithm, passes, causal))) is not None]
-    wh, other = wh_ref_ratios("flash3", "h100-sxm"), wh_ref_ratios("flash3", "h100-sxm",
-                                                                    log="FA3-1791")
+    wh = benchmark_attn_ratios("flash3", "h100-sxm")
+    other = benchmark_attn_ratios("flash3", "h100-sxm", log="FA3-1791")
     return ("longer than WH-REF's for every kernel both logs ran (" + ", ".join(parts)
             + "); the model, one figure for both boards, puts FA-3's forward (non-causal, "
             "causal) at "
