@@ -30,6 +30,7 @@ import os
 
 from algorithms.base import MAX_ROWS, PlanError
 from attnsim.errors import AttnsimError
+from attnsim.reference import BLOCK_BYTES as REFERENCE_BLOCK_BYTES
 
 MAX_SEQ = 2**24
 MAX_HEAD_DIM = 1024
@@ -292,10 +293,11 @@ def executed_host_bytes(wl) -> int:
     """Host memory an executed run needs at its peak, in bytes (an upper estimate).
 
     * inputs and outputs in float32: Q, K, V, O (and dO, dQ, dK, dV for a backward);
-    * the float64 reference (``attnsim.reference``): float64 copies of Q, K, V (K and V
-      expanded to every query head) and O, and its (B, H, N_q, N_k) score matrices — S and
-      P and one temporary at a time in the forward (24 B per score), S, P, dP, dS and one
-      temporary in the backward (40 B), plus the dropout multiplier (8 B);
+    * the float64 reference (``attnsim.reference``): float64 copies of Q, K, V and O (and
+      of dO, dQ, and dK, dV per query head before they are summed over a group), and a
+      handful of temporaries of one block of scores (``reference.BLOCK_BYTES``): it walks
+      the rows in blocks and never holds a (B, H, N_q, N_k) array;
+    * the dropout multiplier Z, (B, H, N_q, N_k) float32, which the references read;
     * the algorithms' own workspaces, at most two float32 (N_q, N_k) matrices per head in
       flight (standard attention's S and P), one head per CPU core.
     """
@@ -303,13 +305,13 @@ def executed_host_bytes(wl) -> int:
     q_elems, kv_elems = b * h * nq * d, b * wl.kv_heads * nk * d
     tensors = 2 if wl.has_backward else 1                  # (Q, O) or also (dO, dQ) ...
     io32 = 4 * tensors * (2 * q_elems + 2 * kv_elems)
-    ref64 = 8 * (2 * q_elems + 2 * b * h * nk * d)
-    per_score = (24 if wl.has_forward or wl.has_backward else 0) + \
-        (40 if wl.has_backward else 0) + (8 if wl.dropout > 0 else 0)
-    scores = per_score * b * h * nq * nk
+    ref64 = 8 * (2 * q_elems + 2 * kv_elems) + \
+        (8 * (2 * q_elems + 2 * b * h * nk * d) if wl.has_backward else 0)
+    blocks = (8 if wl.has_backward else 4) * REFERENCE_BLOCK_BYTES
+    dropout = 4 * b * h * nq * nk if wl.dropout > 0 else 0
     workers = max(1, min(os.cpu_count() or 1, b * h))
     workspace = 2 * 4 * nq * nk * workers
-    return io32 + ref64 + scores + workspace
+    return io32 + ref64 + blocks + dropout + workspace
 
 
 def check_host_memory(wl, available: int | None = None, extra: int = 0,
@@ -324,9 +326,9 @@ def check_host_memory(wl, available: int | None = None, extra: int = 0,
     if need > available:
         raise AttnsimError(
             f"executed mode needs about {_gib(need)} of host memory for this workload "
-            f"(inputs, outputs, the float64 reference's {wl.seq_q:,} x {wl.seq_k:,} score "
-            f"matrices per head{what}) but {_gib(available)} is available; add --count-only "
-            f"(the same counts, no data), or use a smaller --batch, --heads"
+            f"(inputs, outputs, the float64 reference, {wl.seq_q:,} x {wl.seq_k:,} score "
+            f"matrices of the heads in flight{what}) but {_gib(available)} is available; add "
+            f"--count-only (the same counts, no data), or use a smaller --batch, --heads"
             f"{''.join(', ' + flag for flag in also)} or --seq")
 
 

@@ -303,18 +303,26 @@ def test_output_in_a_missing_folder_is_refused_before_computing(capsys, tmp_path
 
 # ---- host memory -------------------------------------------------------------------------------
 
-def test_executed_mode_refuses_what_the_machine_cannot_hold(capsys):
-    # the float64 reference alone: 16 heads x 65536² scores x 24 B = 1.5 TiB
+def test_executed_mode_refuses_what_the_machine_cannot_hold(capsys, monkeypatch):
+    # standard attention's S and P of one head in flight: 65536² scores x 8 B = 32 GiB
+    import attnsim.validate as validate
+    monkeypatch.setattr(validate, "available_host_bytes", lambda: 16 * 2**30)
     err = one_error_line(capsys, "run", "standard", "--seq", 65536, "--heads", 16)
     assert "executed mode needs about" in err and "--count-only" in err
 
 
-def test_host_memory_estimate_counts_the_reference_scores():
-    wl = Workload(batch=1, heads=4, seq_q=32768, head_dim=64)
-    assert executed_host_bytes(wl) >= 24 * 4 * 32768**2       # S, P and a temporary
+def test_host_memory_estimate_counts_the_score_matrices_in_flight():
+    """The float64 reference walks the rows in blocks (``attnsim.reference.row_blocks``),
+    so what grows as N² is the algorithms' own score matrices, a head per core, and the
+    dropout multiplier Z (float32, B x H x N_q x N_k), not the reference."""
+    wl = Workload(batch=1, heads=4, seq_q=65536, head_dim=64)
+    assert executed_host_bytes(wl) >= 2 * 4 * 65536**2        # S and P of one head
     with pytest.raises(AttnsimError, match="add --count-only"):
         check_host_memory(wl, available=16 * 2**30)
     check_host_memory(Workload(batch=1, heads=1, seq_q=256, head_dim=64), available=2**30)
+    shape = dict(batch=2, heads=4, seq_q=8192, head_dim=64)
+    assert executed_host_bytes(Workload(**shape, dropout=0.1)) \
+        - executed_host_bytes(Workload(**shape)) == 4 * 2 * 4 * 8192**2
 
 
 def test_executed_feature_attention_counts_its_feature_maps(monkeypatch):
