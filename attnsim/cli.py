@@ -255,9 +255,10 @@ def cmd_run(a, extra_args: list[str]) -> int:
     return 0
 
 
-# Arithmetic (counted FLOPs and elementwise ops) from which an executed run takes minutes:
-# executed mode does each one in float32 on the CPU, at a few GFLOP/s a core (flash2 at
-# N = 4096, 16 heads, d = 64: 7e10 in about 25 s on two cores).
+# Arithmetic (counted FLOPs and elementwise ops) from which an executed run takes tens of
+# seconds to minutes: executed mode does each one in float32 on the CPU, and the rate
+# depends on the algorithm (on two cores: flash2 at N = 8192, 16 heads, d = 64, 2.8e11 in
+# 22 s; performer's default run, 9.2e9 in 9 s: about 1e9 a second).
 EXECUTED_WORK_WARNING = 2.5e11
 
 
@@ -271,7 +272,8 @@ def warn_if_executed_work_is_large(algorithm, wl, gpu, sram_bytes, options, seed
     work = sum(counts.get(k, 0) for k in ("matmul_flops", "other_flops", "exp_ops", "alu_ops"))
     if work >= EXECUTED_WORK_WARNING:
         print(f"attnsim: warning: executed mode will do {work:.2e} counted operations in "
-              f"float32 on this CPU, which takes minutes; --count-only gives the same counts "
+              f"float32 on this CPU, tens of seconds to minutes by algorithm; --count-only "
+              f"gives the same counts "
               f"and predicted times without the arithmetic", file=sys.stderr)
 
 

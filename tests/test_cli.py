@@ -244,7 +244,7 @@ def test_a_missing_value_gets_no_negative_number_hint(capsys):
 def test_a_long_executed_run_is_announced_with_the_count_only_way_out(capsys, monkeypatch):
     """Executed mode does every counted operation on the CPU: a count-only pass of the same
     run measures that work first, and above the threshold one stderr line says it will take
-    minutes and names --count-only; the output itself is unchanged."""
+    tens of seconds to minutes and names --count-only; the output itself is unchanged."""
     import attnsim.cli as cli
     args = ("run", "flash2", "--seq", "64", "--format", "json")
     monkeypatch.setattr(cli, "EXECUTED_WORK_WARNING", 1e30)
