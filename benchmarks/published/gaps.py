@@ -187,9 +187,30 @@ def eager_softmax_switch_text() -> str:
                             for a, b in charts.values()) else "comparable")
         + " ("
         + "; ".join(f"d = {d}: {span(a)} to {span(b)}" for d, (a, b) in charts.items())
-        + "). The model prices both kernels as one stream over the row; "
+        + "). The same benchmark on a B200, a GPU the model does not price ([FA-1589]: "
+        "PyTorch 2.8, d = 64, non-causal), shows the step in the forward alone: "
+        + b200_eager_step_text()
+        + ". The model prices both kernels as one stream over the row; "
         "`benchmarks/profile_eager.py` times the softmax step on its own, and its default "
         "lengths (512 and 8192) fall on either side.")
+
+
+def b200_eager_step_text() -> str:
+    """The B200 log's eager forward and backward across the warp softmax's longest row."""
+    short = {n: v for n, v in B200_EAGER_TFLOPS.items() if n <= WARP_SOFTMAX_MAX_ROW}
+    long_ = {n: v for n, v in B200_EAGER_TFLOPS.items() if n > WARP_SOFTMAX_MAX_ROW}
+    (n0, (f0, b0)), (n1, (f1, b1)) = max(short.items()), min(long_.items())
+    stays = all(f < f0 for f, _ in long_.values())
+    return (f"the forward falls from {f0:.2f} TFLOP/s at N = {n0} to {f1:.2f} at {n1}"
+            + (f" and stays below {f0:.2f} at every longer length" if stays else "")
+            + f", while the backward rises from {b0:.2f} to {b1:.2f}")
+
+
+# FA-1589: flash-attention's benchmark on a B200 (not a modelled GPU; quoted as evidence of
+# where the eager forward slows, not compared): N -> (Pytorch fwd, bwd) TFLOP/s, d = 64,
+# non-causal, batch 16k / N, 32 heads
+B200_EAGER_TFLOPS = {512: (76.05, 108.36), 1024: (88.67, 123.00), 2048: (57.73, 168.60),
+                     4096: (68.98, 178.36), 8192: (62.18, 176.59)}
 
 
 WARP_SOFTMAX_MAX_ROW = 1024     # ATen host_softmax: dim_size <= 1024 goes to the warp softmax
