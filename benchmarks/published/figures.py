@@ -311,6 +311,13 @@ def fa3_1075_eager_ratios() -> list[float]:
             and c.algorithm == "standard" for r in ratios]
 
 
+# FA-1589: flash-attention's benchmark on a B200 (not a modelled GPU; quoted on the page as
+# evidence of where the eager forward slows, never compared): N -> (Pytorch fwd, bwd) TFLOP/s,
+# d = 64, non-causal, batch 16k / N, 32 heads.
+B200_EAGER_TFLOPS = {512: (76.05, 108.36), 1024: (88.67, 123.00), 2048: (57.73, 168.60),
+                     4096: (68.98, 178.36), 8192: (62.18, 176.59)}
+
+
 # FA3-1777: a user's FA-3 forward on an H100 PCIe (July 2025, a build of that year: at d = 64
 # its tiles are 192 x 192 with P V reading P from shared memory, not the release's 192 x 128
 # with P in registers), 16-bit, B 16, H 32, d 64, non-causal: N -> TFLOP/s. The thread states

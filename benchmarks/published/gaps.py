@@ -10,8 +10,7 @@ from __future__ import annotations
 from hwmodels.timing import TimingOptions
 
 from .charts import (FA3_CHARTS, FA3_D64_OTHER_KERNELS, backward_chart_range, chart_points,
-                     chart_ratio_range,
-                     fa1_chart_range, fa2_chart_range, standard_chart_ratios)
+                     chart_ratio_range, fa1_chart_range, fa2_chart_range, standard_chart_ratios)
 from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text,
                           eager_backward_shares, eager_causal_extra_us, eager_copy_share,
                           eager_implied_bandwidth, eager_mask_l2_limit,
@@ -24,7 +23,7 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
-from .figures import (FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_1791_MS, FA3_TABLE2_MS,
+from .figures import (B200_EAGER_TFLOPS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_1791_MS, FA3_TABLE2_MS,
                       TB_DEVGPU_FA3_TFLOPS, WH_REF_MS, benchmark_attn_ratios,
                       fa2_over_fa1_by_pass, fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max,
                       fa3_1075_eager_ratios, fa3_1777_ratios, fa3_pipelining_gain,
@@ -205,12 +204,6 @@ def b200_eager_step_text() -> str:
             + (f" and stays below {f0:.2f} at every longer length" if stays else "")
             + f", while the backward rises from {b0:.2f} to {b1:.2f}")
 
-
-# FA-1589: flash-attention's benchmark on a B200 (not a modelled GPU; quoted as evidence of
-# where the eager forward slows, not compared): N -> (Pytorch fwd, bwd) TFLOP/s, d = 64,
-# non-causal, batch 16k / N, 32 heads
-B200_EAGER_TFLOPS = {512: (76.05, 108.36), 1024: (88.67, 123.00), 2048: (57.73, 168.60),
-                     4096: (68.98, 178.36), 8192: (62.18, 176.59)}
 
 
 WARP_SOFTMAX_MAX_ROW = 1024     # ATen host_softmax: dim_size <= 1024 goes to the warp softmax
@@ -594,12 +587,14 @@ def board_spread_text() -> str:
     """The two benchmark_attn.py logs side by side: how much longer FA3-1791's board took than
     WH-REF's, kernel by kernel, and the model's ratio against each."""
     names = {"flash2": "FA-2", "flash3": "FA-3"}
-    parts = [f"{names[algorithm]} {passes}{' causal' if causal else ''} {ms / ref_ms:.2f}x"
-             for (algorithm, passes, causal), ms in FA3_1791_MS.items()
-             if (ref_ms := WH_REF_MS.get((algorithm, passes, causal))) is not None]
+    both = [(f"{names[algorithm]} {passes}{' causal' if causal else ''}", ms / ref_ms)
+            for (algorithm, passes, causal), ms in FA3_1791_MS.items()
+            if (ref_ms := WH_REF_MS.get((algorithm, passes, causal))) is not None]
+    parts = [f"{kernel} {ratio:.2f}x" for kernel, ratio in both]
     wh = benchmark_attn_ratios("flash3", "h100-sxm")
     other = benchmark_attn_ratios("flash3", "h100-sxm", log="FA3-1791")
-    return ("longer than WH-REF's for every kernel both logs ran (" + ", ".join(parts)
+    longer = "longer than" if all(r > 1 for _, r in both) else "relative to"
+    return (f"{longer} WH-REF's time for every kernel both logs ran (" + ", ".join(parts)
             + "); the model, one figure for both boards, puts FA-3's forward (non-causal, "
             "causal) at "
             + ", ".join(f"{r:.2f}" for r in wh) + " of WH-REF's and "
