@@ -79,6 +79,19 @@ def _intro(summary: dict) -> str:
             f"({summary['page']}, written by {summary['script']}): {summary['ratio']}.")
 
 
+def _board_note(summary: dict, gpu) -> str:
+    """How far two boards of this GPU model differ on one benchmark, where the page has two
+    logs of it: the part of any comparison with one's own GPU that no model constant sets."""
+    spread = summary.get("board_spread")
+    if not spread or spread["gpu"] != gpu.name:
+        return ""
+    return (f" Boards differ as well: the same benchmark ({spread['benchmark']}) took "
+            f"{spread['min']:.2f}–{spread['max']:.2f}x as long on one {gpu.name} board as on "
+            f"another, kernel by kernel ({spread['kernels']} kernels; the logs "
+            f"{' and '.join(spread['logs'])} in {summary['page']}), where the model gives "
+            "both boards one time.")
+
+
 def _changed_note(gpu) -> str:
     changed = changed_fields(gpu)
     return (f" This GPU file changes the built-in {gpu.name} model (" + ", ".join(changed)
@@ -114,7 +127,7 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
              "kernel, `mla --path absorbed` without its absorption GEMMs, which the report's "
              "'mla' includes.")
     if rows:
-        intro += _changed_note(gpu)
+        intro += _board_note(summary, gpu) + _changed_note(gpu)
     else:
         intro = (f"No published figure for {gpu.full_name} ({gpu.name}) is compared on "
                  f"{summary['page']}, which covers " + ", ".join(validated) + ": its "

@@ -235,6 +235,20 @@ def test_report_says_how_far_its_predictions_are_from_measured_ones():
     assert not rows_h200 and not h200.tables and "No published figure" in h200.paragraphs[0]
 
 
+def test_trust_section_says_how_far_two_boards_of_the_gpu_differ():
+    """Where the page has two logs of one benchmark on boards of the report's GPU, the trust
+    section says how far their times differ (a spread one set of constants cannot follow);
+    for another GPU it says nothing of it."""
+    from reports.validation import load_summary, validation_section
+    spread = load_summary()["board_spread"]
+    assert spread["gpu"] == "h100-sxm" and 1 <= spread["min"] <= spread["max"]
+    h100, _ = validation_section(get_gpu("h100"))
+    assert (f"took {spread['min']:.2f}–{spread['max']:.2f}x as long on one h100-sxm board "
+            "as on another") in h100.paragraphs[0]
+    a100, _ = validation_section(get_gpu("a100"))
+    assert "Boards differ" not in a100.paragraphs[0]
+
+
 def test_report_json_carries_the_validation_rows(capsys):
     code, out, err = run_cli(capsys, "report", "--hw", "a100", "--algorithms", "flash2",
                              *SMALL, "--format", "json")
