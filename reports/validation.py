@@ -150,7 +150,8 @@ def comparison_validation_section(gpus, summary: dict | None = None) -> tuple[Se
     text = (_intro(summary)
             + (" No published figure is compared for " + ", ".join(missing) + "."
                if missing else "")
-            + "".join(_changed_note(g) for g in gpus if by_gpu[g.name]))
+            + "".join(_board_note(summary, g) + _changed_note(g)
+                      for g in gpus if by_gpu[g.name]))
     rows = [r for g in gpus for r in by_gpu[g.name]]
     return Section("How far to trust the predicted times", paragraphs=[text],
                    tables=[_table(rows, summary, with_gpu=True)] if rows else []), by_gpu

@@ -247,6 +247,9 @@ def test_trust_section_says_how_far_two_boards_of_the_gpu_differ():
             "as on another") in h100.paragraphs[0]
     a100, _ = validation_section(get_gpu("a100"))
     assert "Boards differ" not in a100.paragraphs[0]
+    from reports.validation import comparison_validation_section
+    both, _ = comparison_validation_section([get_gpu("h100"), get_gpu("a100")])
+    assert both.paragraphs[0].count("Boards differ") == 1
 
 
 def test_report_json_carries_the_validation_rows(capsys):
