@@ -126,7 +126,7 @@ SOURCES = (
            "dtype: fp16 [...] --batch 8 --n-heads 16 --d-head 128 --seq-len 8192 [...] "
            "(8, 16, 8192, 128) cudnn-tflops 581.868 triton_tutorial_flash_v2-tflops 469.105 "
            "flash_v3-tflops 465.518 [...] This is because we were testing on devgpu H100."),
-    Source("FA-1589", "flash-attention issue #1589, 'benchmark is low on B200' (2025-04-13), "
+    Source("FA-1589", "flash-attention GitHub thread 'benchmark is low on B200' (2025-04-13), "
            "the reporter's output of benchmarks/benchmark_flash_attention.py",
            "https://github.com/Dao-AILab/flash-attention/issues/1589",
            "flash_attn 2.7.4.post1 and torch 2.8.0.dev20250408+cu128 on B200 [...] causal=False, "
@@ -136,7 +136,7 @@ SOURCES = (
            "seqlen=4096: Pytorch fwd: 68.98, bwd: 178.36 [...] batch_size=2, seqlen=8192: "
            "Pytorch fwd: 62.18, bwd: 176.59 — the benchmarks' eager program ([FA-eager]) on a "
            "GPU the model has no constants for: quoted, not compared"),
-    Source("FA3-1777", "flash-attention issue #1777, 'H100 PCIE fa3 performs similar as "
+    Source("FA3-1777", "flash-attention GitHub thread 'H100 PCIE fa3 performs similar as "
            "triton' (2025-07-26/27), the reporter's figures",
            "https://github.com/Dao-AILab/flash-attention/issues/1777",
            "settings: batch_size 16, num heads 32, head dim 64, ctx length 1024, causal=False; "
