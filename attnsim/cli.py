@@ -273,8 +273,8 @@ def warn_if_executed_work_is_large(algorithm, wl, gpu, sram_bytes, options, seed
     if work >= EXECUTED_WORK_WARNING:
         print(f"attnsim: warning: executed mode will do {work:.2e} counted operations in "
               f"float32 on this CPU, tens of seconds to minutes by algorithm; --count-only "
-              f"gives the same counts "
-              f"and predicted times without the arithmetic", file=sys.stderr)
+              f"gives the same counts and predicted times without the arithmetic",
+              file=sys.stderr)
 
 
 def warn_if_it_does_not_fit(result) -> None:

@@ -303,5 +303,6 @@ def document(fmt: str = "github") -> str:
     """The whole page, its tables in ``fmt`` (a tabulate format; github: markdown)."""
     return blocks(intro_section(), targets_section(fmt), primary_figures_section(fmt),
                   fa3_forward_charts_section(fmt), fa3_backward_charts_section(fmt),
-                  fa2_charts_section(fmt), flashmla.section(fmt), still_off_section(fmt), constants_section(fmt),
+                  fa2_charts_section(fmt), flashmla.section(fmt), still_off_section(fmt),
+                  constants_section(fmt),
                   mechanisms_section(fmt), how_compared_section(), sources_section()) + "\n"

@@ -221,6 +221,13 @@ FA3_1791_MS = {("flash2", "fwd", False): 2.972, ("flash2", "bwd", False): 9.460,
 BENCHMARK_ATTN_LOGS = {"WH-REF": WH_REF_MS, "FA3-1791": FA3_1791_MS}
 
 
+def board_time_ratios() -> dict[tuple, float]:
+    """(algorithm, pass, causal) -> the second benchmark_attn.py log's time over the first's,
+    for each kernel both logs ran: how far two boards of one GPU model differ."""
+    (_, first), (_, second) = BENCHMARK_ATTN_LOGS.items()
+    return {kernel: second[kernel] / first[kernel] for kernel in first if kernel in second}
+
+
 def benchmark_attn_workload(passes: str, causal: bool) -> Workload:
     """hopper/benchmark_attn.py's default workload (both logs ran it)."""
     return Workload(batch=2, heads=16, seq_q=8192, head_dim=128, causal=causal, dtype="bf16",

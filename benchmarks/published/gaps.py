@@ -23,8 +23,8 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
-from .figures import (B200_EAGER_TFLOPS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_1791_MS, FA3_TABLE2_MS,
-                      TB_DEVGPU_FA3_TFLOPS, WH_REF_MS, benchmark_attn_ratios,
+from .figures import (B200_EAGER_TFLOPS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_TABLE2_MS,
+                      TB_DEVGPU_FA3_TFLOPS, benchmark_attn_ratios, board_time_ratios,
                       fa2_over_fa1_by_pass, fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max,
                       fa3_1075_eager_ratios, fa3_1777_ratios, fa3_pipelining_gain,
                       sdpa_over_flash2, tb2296_on)
@@ -587,9 +587,8 @@ def board_spread_text() -> str:
     """The two benchmark_attn.py logs side by side: how much longer FA3-1791's board took than
     WH-REF's, kernel by kernel, and the model's ratio against each."""
     names = {"flash2": "FA-2", "flash3": "FA-3"}
-    both = [(f"{names[algorithm]} {passes}{' causal' if causal else ''}", ms / ref_ms)
-            for (algorithm, passes, causal), ms in FA3_1791_MS.items()
-            if (ref_ms := WH_REF_MS.get((algorithm, passes, causal))) is not None]
+    both = [(f"{names[algorithm]} {passes}{' causal' if causal else ''}", ratio)
+            for (algorithm, passes, causal), ratio in board_time_ratios().items()]
     parts = [f"{kernel} {ratio:.2f}x" for kernel, ratio in both]
     wh = benchmark_attn_ratios("flash3", "h100-sxm")
     other = benchmark_attn_ratios("flash3", "h100-sxm", log="FA3-1791")

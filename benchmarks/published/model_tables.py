@@ -14,6 +14,7 @@ from attnsim.simulate import simulate
 from attnsim.workload import Workload
 from hwmodels.timing import TimingOptions
 
+from . import flashmla
 from .charts import CHART_OPTIONS
 from .figures import FLASH1_RELEASE
 from .predictions import (PAGE_GPUS, model_gpu, paper_workload, predicted_seconds,
@@ -104,8 +105,7 @@ ABLATION_CASES = (
     ("gqa", "h100-sxm", Workload(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
                                  head_dim=128, decode=True)),
     # FlashMLA's compute-bound shape: two packs of 64 heads share each latent through L2
-    ("mla", "h100-sxm", Workload(batch=128, heads=128, seq_q=1, seq_k=4096, head_dim=128,
-                                 dtype="bf16", causal=True, decode=True),
+    ("mla", "h100-sxm", flashmla.workload(heads=128, new_tokens=1, cache=4096),
      (("path", "absorbed"),)),
     ("standard", "h100-sxm", paper_workload(512, 128), CHART_OPTIONS["standard"]),
     ("flash1", "a100-80gb", paper_workload(4096, 64, passes="fwd+bwd"), FLASH1_RELEASE),
