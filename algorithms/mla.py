@@ -244,7 +244,10 @@ def run(wl, p: MlaPlan, inputs, rec, compute: bool) -> dict:
     rec.info["kv_cache"] = kv_cache_info(wl, rec.gpu, p.kv_lora_rank + p.rope_dim)
     if getattr(wl, "decode", False):
         rows = (wl.heads if p.path == "absorbed" else 1) * wl.seq_q
-        rec.info["decode"] = decode_info(wl, rec.gpu, mine, rows)
+        # both paths read W_UK and W_UV (d_h x d_c each, per head) in their own GEMMs
+        rec.info["decode"] = decode_info(wl, rec.gpu, mine, rows,
+                                         attention_weight_params=2 * wl.heads * wl.head_dim
+                                         * p.kv_lora_rank)
     return {"o_mla": o} if compute else {}
 
 

@@ -18,7 +18,11 @@ parameter sits in the one GPU's HBM, and nothing else (activations, workspace, C
 context) is reserved; the rest of HBM holds KV cache. A decode step reads the weights
 that one token activates once (``active_params``: all of them for a dense model, the
 routed-to experts for a mixture of experts — a lower bound at batch > 1, where different
-tokens choose different experts).
+tokens choose different experts), less the input embedding table where the model states
+its ``vocab_size`` (a lookup reads one row a token; the Llama-family presets, whose
+parameter counts are their shapes' sums, state it; the mixture-of-experts presets quote
+a published activated count whose rounding cannot tell whether it holds that table, and
+leave it in).
 
 A custom model is a TOML file (``--model path/to/model.toml``)::
 
@@ -30,6 +34,7 @@ A custom model is a TOML file (``--model path/to/model.toml``)::
     kv_heads = 8
     head_dim = 64
     params = 1.2e9
+    vocab_size = 32000     # optional: decode looks up its embedding rows, not the whole table
     source = "our config.json"
 
 MLA models set ``attention = "mla"`` and ``kv_lora_rank``, ``rope_head_dim`` (and optionally
@@ -73,6 +78,9 @@ class ModelConfig:
         kv_lora_rank: MLA's d_c, the KV latent width (0 otherwise).
         rope_head_dim: MLA's d_h^R, the decoupled RoPE key width (0 otherwise).
         q_lora_rank: MLA's d_c', the query latent width (0: queries not compressed).
+        vocab_size: rows of the input embedding table, which a decode step looks up one row
+            of per token rather than reading whole (0: not stated, or tied to the lm_head,
+            which does read it whole; the step then reads every active parameter).
         source: where the numbers come from.
     """
 
@@ -89,6 +97,7 @@ class ModelConfig:
     kv_lora_rank: int = 0
     rope_head_dim: int = 0
     q_lora_rank: int = 0
+    vocab_size: int = 0
     source: str = ""
 
     def __post_init__(self):
@@ -120,6 +129,15 @@ class ModelConfig:
     def active_weight_bytes(self, dtype: str) -> int:
         """Bytes of the weights one decode step reads (see the module docstring)."""
         return self.active_params * dtype_bytes(dtype)
+
+    def decode_weight_params(self, tokens: int) -> int:
+        """Parameters a decode step of ``tokens`` new tokens (all sequences together) reads:
+        every active parameter once, except the input embedding table (``vocab_size`` x
+        ``d_model``, where stated), of which each token reads its own row."""
+        if not self.vocab_size:
+            return self.active_params
+        rows = min(int(tokens), self.vocab_size)
+        return self.active_params - (self.vocab_size - rows) * self.d_model
 
     def tokens_that_fit(self, hbm_bytes: int, kv_dtype: str, weight_dtype: str) -> int:
         """Tokens of KV cache that fit in ``hbm_bytes`` after the weights (0 if none)."""
@@ -153,33 +171,39 @@ PRESETS: dict[str, ModelConfig] = {m.name: m for m in (
         name="llama-2-7b", full_name="Llama 2 7B", layers=32, d_model=4096, heads=32,
         kv_heads=32, head_dim=128, attention="mha",
         params=_llama_params(32000, 4096, 32, 32, 32, 128, 11008),   # 6,738,415,616
+        vocab_size=32000,
         source="meta-llama/Llama-2-7b-hf config.json; Touvron et al. 2023 (arXiv 2307.09288) "
                "Table 1"),
     ModelConfig(
         name="llama-2-13b", full_name="Llama 2 13B", layers=40, d_model=5120, heads=40,
         kv_heads=40, head_dim=128, attention="mha",
         params=_llama_params(32000, 5120, 40, 40, 40, 128, 13824),   # 13,015,864,320
+        vocab_size=32000,
         source="meta-llama/Llama-2-13b-hf config.json"),
     ModelConfig(
         name="llama-2-70b", full_name="Llama 2 70B", layers=80, d_model=8192, heads=64,
         kv_heads=8, head_dim=128, attention="gqa",
         params=_llama_params(32000, 8192, 80, 64, 8, 128, 28672),    # 68,976,648,192
+        vocab_size=32000,
         source="meta-llama/Llama-2-70b-hf config.json (num_key_value_heads = 8); "
                "arXiv 2307.09288 §2.2 (GQA for 34B/70B)"),
     ModelConfig(
         name="llama-3-8b", full_name="Meta Llama 3 8B", layers=32, d_model=4096, heads=32,
         kv_heads=8, head_dim=128, attention="gqa",
         params=_llama_params(128256, 4096, 32, 32, 8, 128, 14336),   # 8,030,261,248
+        vocab_size=128256,
         source="meta-llama/Meta-Llama-3-8B config.json"),
     ModelConfig(
         name="llama-3-70b", full_name="Meta Llama 3 70B", layers=80, d_model=8192, heads=64,
         kv_heads=8, head_dim=128, attention="gqa",
         params=_llama_params(128256, 8192, 80, 64, 8, 128, 28672),   # 70,553,706,496
+        vocab_size=128256,
         source="meta-llama/Meta-Llama-3-70B config.json"),
     ModelConfig(
         name="mistral-7b", full_name="Mistral 7B v0.1", layers=32, d_model=4096, heads=32,
         kv_heads=8, head_dim=128, attention="gqa",
         params=_llama_params(32000, 4096, 32, 32, 8, 128, 14336),    # 7,241,732,096
+        vocab_size=32000,
         source="mistralai/Mistral-7B-v0.1 config.json; Jiang et al. 2023 (arXiv 2310.06825) "
                "Table 1"),
     ModelConfig(
@@ -228,7 +252,7 @@ def get_model(name_or_path: str) -> ModelConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
 _REQUIRED = ("name", "layers", "d_model", "heads", "head_dim", "params")
 _STR_FIELDS = {"name", "full_name", "attention", "source"}
-_MAY_BE_ZERO = {"kv_lora_rank", "rope_head_dim", "q_lora_rank"}
+_MAY_BE_ZERO = {"kv_lora_rank", "rope_head_dim", "q_lora_rank", "vocab_size"}
 
 # (lowest, highest) of each numeric field: the published models above sit well inside
 # (the largest: 128 heads, 126 layers (Llama 3.1 405B), d_model 16,384, 671B parameters);
@@ -244,6 +268,7 @@ FIELD_RANGES = {
     "kv_lora_rank": (0, 2**16),
     "rope_head_dim": (0, 2**12),
     "q_lora_rank": (0, 2**20),
+    "vocab_size": (0, 2**24),
 }
 
 
@@ -313,6 +338,10 @@ def _check_consistency(origin: str, m: ModelConfig) -> None:
     if m.active_params > m.params:
         raise ModelFileError(f"{origin}: active_params ({m.active_params}) exceeds params "
                              f"({m.params})")
+    if m.vocab_size * m.d_model > m.active_params:
+        raise ModelFileError(f"{origin}: the input embedding table (vocab_size {m.vocab_size:,}"
+                             f" x d_model {m.d_model:,}) holds more than active_params "
+                             f"({m.active_params:,}); check vocab_size, or leave it out")
     if m.is_mla and (m.kv_lora_rank <= 0 or m.rope_head_dim <= 0):
         raise ModelFileError(f"{origin}: attention = \"mla\" needs positive kv_lora_rank "
                              f"(d_c) and rope_head_dim (d_h^R)")

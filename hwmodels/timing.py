@@ -349,12 +349,24 @@ class _Pipes:
     exchange_s: float = 0.0     # of smem_s: split-K partials summed through shared memory
 
 
+def hbm_rate(gpu: GPU, opts: TimingOptions = TimingOptions()) -> float:
+    """HBM bandwidth a stream reaches: the copy benchmark's, or (``achievable_rates`` off)
+    the datasheet's."""
+    fraction = gpu.hbm_achievable_fraction if opts.achievable_rates else 1.0
+    return gpu.hbm_bandwidth_bytes_per_s * fraction
+
+
+def gemm_rate(gpu: GPU, dtype: str, opts: TimingOptions = TimingOptions()) -> float:
+    """Tensor-core FLOP/s of a large library GEMM on ``dtype`` inputs: the best measured, or
+    (``achievable_rates`` off) the dense peak."""
+    rate = gpu.tensor_flops_per_s(dtype)
+    return rate * gpu.gemm_fraction(dtype) if opts.achievable_rates else rate
+
+
 def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
     if k.tc_path == "wgmma" and not gpu.has_wgmma:
         raise ValueError(f"kernel {k.name} uses wgmma, which {gpu.full_name} does not have")
-    rate = gpu.tensor_flops_per_s(k.matmul_dtype)
-    if opts.achievable_rates:
-        rate *= gpu.gemm_fraction(k.matmul_dtype)
+    rate = gemm_rate(gpu, k.matmul_dtype, opts)
     if k.tc_path == "mma_sync" and opts.tc_path_derate:
         rate *= gpu.mma_sync_fraction_of_peak
     return rate
@@ -479,10 +491,7 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
     resident CTAs); the caller scales it, like compute, by wave quantization."""
     c = k.counters
     requested = float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES])
-    bandwidth = gpu.hbm_bandwidth_bytes_per_s
-    if opts.achievable_rates:
-        bandwidth *= gpu.hbm_achievable_fraction
-    hbm_s = dram / bandwidth
+    hbm_s = dram / hbm_rate(gpu, opts)
     atomic = float(c[ATOMIC_BYTES]) if opts.l2_atomics else 0.0
     atomic_s = atomic / gpu.atomic_rate(opts.achievable_rates)
     # a sector (32 B) is the least L2 delivers: reads that use part of each move it whole

@@ -49,8 +49,11 @@ def decode_section(gpu, wl) -> tuple[Section, list[dict]]:
          "+ weights / token", "attention bound", "compute/memory", "tokens fit in HBM"],
         rows, records,
         notes=["attention: all layers, simulated (split-KV decode; MLA absorbed); weights: "
-               "active parameters read once per step, max(bytes/bandwidth, 2·params·batch/"
-               "peak)",
+               "the active parameters read once per step, max(bytes / bandwidth, 2·params·"
+               "batch / GEMM rate), at the timing model's achievable HBM bandwidth and "
+               "large-GEMM rate; the input embedding table counts only the rows the step "
+               "looks up (where the model states its vocabulary: the Llama-family presets), "
+               "MLA's W_UK and W_UV are read in the attention column, not again here",
                "compute/memory of decode attention does not change with the batch (each "
                "sequence reads its own cache): batching never makes it compute-bound",
                "tokens fit: (HBM − parameters × dtype bytes) / KV bytes per token; nothing "

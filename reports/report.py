@@ -27,7 +27,8 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                f"poorly (their error falls with more features or hashes: see "
                f"attnsim.approx_sweep). RFA is compared with exact attention on unit-normalized "
                f"queries and keys, Reformer with exact shared-QK attention, as in the papers; "
-               f"MLA's output lives in its latent space and has no such column."
+               f"MLA, whose output lives in its latent space, is compared with float64 "
+               f"attention over the keys and values its latent up-projects to."
                if accuracy_workload else "")],
             tables=[tables.algorithms_table(rows)],
             figures=[Figure("roofline", f"Roofline of {gpu.full_name} with every algorithm on "

@@ -1,5 +1,7 @@
 """mla: the absorbed and up-projected decode paths against each other, the float64 reference
 over the up-projected K/V, and their traffic/FLOP closed forms (derived here)."""
+import math
+
 import numpy as np
 import pytest
 
@@ -119,6 +121,22 @@ def test_deepseek_v2_preset_decode():
     assert r.extra["decode"]["query_rows_per_kv_load"] == 128
     # the latent is read once per head block: (H / g) (d_c + d_h^R) N e bytes at least
     assert r.counts["hbm_read_bytes"] >= 128 // r.plan["head_block"] * 576 * 32768 * 2
+
+
+@pytest.mark.parametrize("path", ["absorbed", "upproject"])
+def test_decode_weights_leave_out_what_the_attention_reads(path):
+    """W_UK and W_UV (d_h x d_c per head, in the activated parameters) are read by the
+    simulated kernels of both paths; the per-token weights term must not read them again."""
+    model = get_model("deepseek-v2")
+    wl = Workload(batch=1, heads=128, kv_heads=128, seq_q=1, seq_k=4096, head_dim=128,
+                  decode=True, model=model)
+    r = simulate("mla", wl, H100, compute=False, options={"path": path})
+    dec = r.extra["decode"]
+    in_attention = 60 * 2 * 128 * 128 * 512
+    assert dec["weights_params_in_attention"] == in_attention
+    assert dec["weights_params_per_step"] == 21_000_000_000 - in_attention
+    bandwidth = H100.hbm_bandwidth_bytes_per_s * H100.hbm_achievable_fraction
+    assert math.isclose(dec["weights_s"], dec["weights_params_per_step"] * 2 / bandwidth)
 
 
 def test_bad_parameters_raise_clear_errors():

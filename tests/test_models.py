@@ -55,6 +55,19 @@ def test_tokens_that_fit_after_weights():
     assert not big["weights_fit"] and big["tokens_that_fit"] == 0   # 138 GB > 80 GiB
 
 
+def test_decode_reads_the_embedding_rows_it_looks_up():
+    """A decode step reads every active parameter once, except the input embedding table,
+    of which each new token reads one row (vocab sizes from the config.json files)."""
+    m = get_model("llama-3-8b")
+    assert m.vocab_size == 128256
+    assert m.decode_weight_params(1) == 8_030_261_248 - 128255 * 4096
+    assert m.decode_weight_params(64) == 8_030_261_248 - (128256 - 64) * 4096
+    assert m.decode_weight_params(10**9) == m.params          # every row looked up: the table
+    assert get_model("llama-2-7b").decode_weight_params(1) == 6_738_415_616 - 31999 * 4096
+    # the mixture-of-experts presets quote a published activated count and leave it whole
+    assert get_model("deepseek-v2").decode_weight_params(1) == 21_000_000_000
+
+
 def test_unknown_model_lists_valid_names():
     with pytest.raises(AttnsimError) as exc:
         get_model("llama-9-1t")
@@ -72,6 +85,9 @@ def test_custom_model_from_toml(tmp_path):
     m = get_model(write(tmp_path, 'name = "tiny"\nlayers = 4\nd_model = 512\nheads = 8\n'
                                   'kv_heads = 2\nhead_dim = 64\nparams = 3e7\n'))
     assert (m.attention, m.kv_bytes_per_token("fp16")) == ("gqa", 2 * 2 * 64 * 4 * 2)
+    assert m.vocab_size == 0 and m.decode_weight_params(1) == 30_000_000
+    v = get_model(write(tmp_path, 'base = "llama-3-8b"\nname = "v"\nvocab_size = 32000\n'))
+    assert v.decode_weight_params(2) == v.params - (32000 - 2) * 4096
     mla = load_model_file(write(tmp_path, 'base = "deepseek-v2"\nname = "ds-small"\n'
                                           'layers = 2\n'))
     assert mla.is_mla and mla.kv_bytes_per_token("fp8") == 576 * 2
@@ -89,6 +105,10 @@ def test_custom_model_from_toml(tmp_path):
     ('name = "x"\nlayers = 4\nd_model = 64\nheads = 4\nhead_dim = 16\nparams = 10\n'
      'attention = "mla"\n', "needs positive kv_lora_rank"),
     ('name = [broken', "not valid TOML"),
+    ('name = "x"\nlayers = 4\nd_model = 64\nheads = 4\nhead_dim = 16\nparams = 1000\n'
+     'vocab_size = 32000\n', "input embedding table"),
+    ('name = "x"\nlayers = 4\nd_model = 64\nheads = 4\nhead_dim = 16\nparams = 1000\n'
+     'vocab_size = -1\n', "'vocab_size' must be positive"),
 ])
 def test_malformed_model_toml(tmp_path, text, message):
     with pytest.raises(ModelFileError, match=message):

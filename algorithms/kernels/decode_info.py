@@ -13,8 +13,16 @@ Both algorithms put two dicts into ``rec.info`` (and so into ``attnsim run --for
 
         attention only        = L x t_attn          t_attn: the simulated kernels of one layer
                                                     through the timing model (default switches)
-        weights               = max(W e / BW, 2 W B n / peak)    W: active parameters,
-                                                    e: weight bytes, n: new tokens per sequence
+        weights               = max(W e / BW, 2 W B n / R)    W: the parameters the step
+                                                    reads (``ModelConfig.decode_weight_params``:
+                                                    the active ones, the input embedding's
+                                                    looked-up rows only) less those the
+                                                    simulated attention kernels already read
+                                                    (MLA's W_UK and W_UV), e: weight bytes,
+                                                    n: new tokens per sequence; BW and R the
+                                                    timing model's achievable HBM bandwidth
+                                                    and large-GEMM rate (``hbm_rate``,
+                                                    ``gemm_rate``)
         attention + weights   = the sum (other per-token work — norms, activations, sampling,
                                                     the MoE router — is not modelled)
 
@@ -26,14 +34,14 @@ own cache). What raises its arithmetic intensity is the number of query rows tha
 K/V load — r = (query heads per KV head) x (new tokens), or H x n for MLA's latent — and
 the ratio grows about linearly in r, so attention turns compute-bound near
 r* ≈ r / (compute/memory). The weights' GEMMs, in contrast, reuse each weight across the
-batch: they stop being memory-bound at B* = e · peak / (2 · BW · n).
+batch: they stop being memory-bound at B* = e · R / (2 · BW · n).
 """
 from __future__ import annotations
 
 import math
 
 from hwmodels.gpus import DTYPE_BYTES
-from hwmodels.timing import predict_time
+from hwmodels.timing import gemm_rate, hbm_rate, predict_time
 
 KV_DTYPES = ("fp16", "bf16", "fp8")
 
@@ -88,8 +96,11 @@ def kv_cache_info(wl, gpu, elements_per_token_per_layer: int) -> dict:
     return info
 
 
-def decode_info(wl, gpu, kernels, rows_per_kv_load: int) -> dict:
-    """``decode``: per-step time, attention only and with the weights, and the bounds."""
+def decode_info(wl, gpu, kernels, rows_per_kv_load: int,
+                attention_weight_params: int = 0) -> dict:
+    """``decode``: per-step time, attention only and with the weights, and the bounds.
+    ``attention_weight_params``: parameters per layer that ``kernels`` already read (left out
+    of the weights term, which would otherwise read them twice)."""
     model = getattr(wl, "model", None)
     layers = model.layers if model is not None else 1
     t = predict_time(gpu, kernels)
@@ -98,7 +109,7 @@ def decode_info(wl, gpu, kernels, rows_per_kv_load: int) -> dict:
     ratio = compute_s / memory_s if memory_s > 0 else float("inf")
     attention_s = layers * t.predicted_s
     n_new, e = wl.seq_q, wl.elem_bytes
-    peak = gpu.tensor_flops_per_s(wl.dtype)
+    bandwidth, rate = hbm_rate(gpu), gemm_rate(gpu, wl.dtype)
     out = {
         "new_tokens_per_sequence": n_new,
         "batch": wl.batch,
@@ -107,6 +118,8 @@ def decode_info(wl, gpu, kernels, rows_per_kv_load: int) -> dict:
         "attention_per_layer_s": t.predicted_s,
         "attention_per_layer_bound": t.bound,
         "attention_only_s": attention_s,
+        "weights_params_per_step": None,
+        "weights_params_in_attention": None,
         "weights_bytes_per_step": None,
         "weights_s": None,
         "attention_plus_weights_s": None,
@@ -118,8 +131,7 @@ def decode_info(wl, gpu, kernels, rows_per_kv_load: int) -> dict:
         "query_rows_per_kv_load": rows_per_kv_load,
         "query_rows_per_kv_load_for_compute_bound":
             math.ceil(rows_per_kv_load / ratio) if 0 < ratio < 1 else rows_per_kv_load,
-        "weights_compute_bound_from_batch": math.ceil(e * peak /
-                                                      (2 * gpu.hbm_bandwidth_bytes_per_s * n_new)),
+        "weights_compute_bound_from_batch": math.ceil(e * rate / (2 * bandwidth * n_new)),
         "note": ("decode attention's bytes and FLOPs both grow linearly with the batch, so "
                  "its compute/memory ratio — and its bound — do not change with the batch; "
                  "it turns compute-bound only when more query rows share each K/V load "
@@ -127,11 +139,14 @@ def decode_info(wl, gpu, kernels, rows_per_kv_load: int) -> dict:
                  "turn compute-bound from weights_compute_bound_from_batch."),
     }
     if model is not None:
-        weights_bytes = model.active_weight_bytes(wl.dtype)
-        weights_s = max(weights_bytes / gpu.hbm_bandwidth_bytes_per_s,
-                        2.0 * model.active_params * wl.batch * n_new / peak)
+        params = (model.decode_weight_params(wl.batch * n_new)
+                  - layers * attention_weight_params)
+        weights_bytes = params * e
+        weights_s = max(weights_bytes / bandwidth, 2.0 * params * wl.batch * n_new / rate)
         total = attention_s + weights_s
-        out.update(weights_bytes_per_step=weights_bytes, weights_s=weights_s,
+        out.update(weights_params_per_step=params,
+                   weights_params_in_attention=layers * attention_weight_params,
+                   weights_bytes_per_step=weights_bytes, weights_s=weights_s,
                    attention_plus_weights_s=total, time_per_token_s=total,
                    tokens_per_s=wl.batch * n_new / total)
     return out
