@@ -261,6 +261,52 @@ def benchmark_attn_comparisons() -> list[Comparison]:
 
 # FA-3's fp8 benchmarks feed the kernel Q, K, V already in e4m3
 FP8_BENCHMARK_OPTIONS = (("fp8_quantize", "upstream"),)
+# FA2-A100-LOG: flash_attn_func (FA-2's sm80 forward, flash-attention main at 0586d2e7, 2026)
+# timed by a third party's benchmark_fav2.py on an A100 whose memory size the log does not
+# state: fp16, d 128, 4096 / 128 = 32 query heads, K/V heads 32 or 8 (GQA), 100 repeats of
+# flash_attn.utils.benchmark.benchmark_forward. (causal, batch, N_q, N_k, K/V heads) -> ms;
+# the times, not the TFLOP/s beside them (the log's causal count halves N_q N_k even where
+# N_q < N_k, and one of its figures was edited while its time stayed).
+FA2_A100_LOG_MS = {
+    (True, 16, 1024, 1024, 32): 0.956, (True, 16, 1024, 1024, 8): 0.978,
+    (True, 4, 1024, 4096, 32): 1.401, (True, 4, 1024, 4096, 8): 1.377,
+    (True, 1, 4096, 4096, 32): 0.879, (True, 1, 4096, 4096, 8): 0.862,
+    (False, 16, 1024, 1024, 32): 1.535, (False, 16, 1024, 1024, 8): 1.532,
+    (False, 4, 1024, 4096, 32): 1.528, (False, 4, 1024, 4096, 8): 1.505,
+    (False, 1, 4096, 4096, 32): 1.494, (False, 1, 4096, 4096, 8): 1.497,
+}
+
+
+def fa2_a100_log_workload(causal: bool, batch: int, seq_q: int, seq_k: int,
+                          kv_heads: int) -> Workload:
+    return Workload(batch=batch, heads=32, kv_heads=kv_heads, seq_q=seq_q, seq_k=seq_k,
+                    head_dim=128, causal=causal)
+
+
+def fa2_a100_log_ratios(causal: bool) -> list[float]:
+    """predicted / measured TFLOP/s of the A100 log's causal or non-causal points."""
+    return [tflops("flash2", fa2_a100_log_workload(*key), "a100-80gb")
+            / measured_tflops(fa2_a100_log_workload(*key), ms)
+            for key, ms in FA2_A100_LOG_MS.items() if key[0] == causal]
+
+
+def fa2_a100_log_comparisons() -> list[Comparison]:
+    """The A100 log's points, priced on the a100-80gb (the 40 GB model gives the same times
+    within 1.5%: these forwards are bound by the tensor cores, not by HBM)."""
+    rows = []
+    for key, ms in FA2_A100_LOG_MS.items():
+        causal, batch, seq_q, seq_k, kv = key
+        wl = fa2_a100_log_workload(*key)
+        rows.append(Comparison(
+            "FA2-A100-LOG", "FA-2 (flash_attn, sm80 code) fwd TFLOP/s, measured", "a100-80gb",
+            f"B {batch}, H 32, K/V heads {kv}, N_q {seq_q}, N_k {seq_k}, d 128, "
+            f"{'causal' if causal else 'non-causal'}, fp16, fwd ({ms} ms)",
+            (measured_tflops(wl, ms),), "TFLOP/s",
+            functools.partial(lambda w: (tflops("flash2", w, "a100-80gb"),), wl),
+            algorithm="flash2"))
+    return rows
+
+
 # FA3-1075: FA-3's FP8 forward before its release, on an H100 PCIe: N -> (batch, ms), 16
 # heads, d 128, non-causal, Q, K, V in e4m3, V pre-transposed: the pull request's own
 # program (``flash3 --fp8-kernel pretransposed``: no in-kernel transpose, the 16-bit
@@ -369,7 +415,7 @@ def comparisons() -> list[Comparison]:
     from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
             + tb2296_comparisons() + benchmark_attn_comparisons() + fa3_1075_comparisons()
-            + fa3_1075_eager_comparisons()
+            + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()
             + flashmla_comparisons())
 
 

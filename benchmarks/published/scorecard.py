@@ -27,6 +27,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("over FlashAttention (v1)", "a100-80gb", "A100, FA-2 over FA-1 speedup"),
     ("FA-3", "h100-pcie", "H100 PCIe, FlashAttention-3 fp8 (pre-release)"),
     ("PyTorch eager", "h100-pcie", "H100 PCIe, standard attention (PyTorch eager), measured"),
+    ("measured", "a100-80gb", "A100, FlashAttention-2 fwd, measured"),
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
 )

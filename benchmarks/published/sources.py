@@ -338,6 +338,22 @@ SOURCES = (
            "not named; the Fav3 bwd lines are not compared (the backward of that date runs "
            "80 x 128 tiles non-causal at d = 128 and has causal kernels; the model runs the "
            "release's)"),
+    Source("FA2-A100-LOG", "liangan1/GPU_travel, performance/flash-attn/README.md (its "
+           "second table) with the benchmark_fav2.py and commit.txt beside it (a third "
+           "party's study of FA-2 on the A100, 2026)",
+           "github.com/liangan1/GPU_travel (performance/flash-attn/, README.md at 07d0469e)",
+           "This file is used to describe the performance of Flash-Attention V2 on the SM80. "
+           "[...] The peak frequency is 1410MHZ and it will drop to ~1200MHZ [...] | causal | "
+           "bs | seqlen_q | seqlen_kv | kv_heads | TFLOPs/s | time (ms) | True 16 1024 1024 32 "
+           "143.70 0.956; True 16 1024 1024 8 140.59 0.978; True 4 1024 4096 32 171 1.401; "
+           "True 4 1024 4096 8 174.7 1.377; True 1 4096 4096 32 156.27 0.879; True 1 4096 "
+           "4096 8 159.41 0.862; False 16 1024 1024 32 179.11 1.535; False 16 1024 1024 8 "
+           "179.48 1.532; False 4 1024 4096 32 179.89 1.528; False 4 1024 4096 8 182.60 "
+           "1.505; False 1 4096 4096 32 184.04 1.494; False 1 4096 4096 8 183.63 1.497 — "
+           "benchmark_fav2.py: flash_attn_func, fp16, headdim 128, nheads = 4096 // 128, "
+           "benchmark_forward with 100 repeats; commit.txt: flash-attention 0586d2e7 "
+           "(2026-02-25). The A100's memory size is not stated. The first table's baseline "
+           "column (the same non-causal runs, another session) agrees within 1%"),
     Source("FMLA", "deepseek-ai/FlashMLA, README and tests/test_flash_mla.py at the first "
            "release (commit 414a2f3, 21 February 2025)",
            "github.com/deepseek-ai/FlashMLA (README.md, tests/test_flash_mla.py at 414a2f3)",
