@@ -307,6 +307,34 @@ def fa2_a100_log_comparisons() -> list[Comparison]:
     return rows
 
 
+# PT-SDPA-A100: PyTorch's scaled_dot_product_attention with its FLASH_ATTENTION backend
+# (PyTorch's own copy of FA-2's sm80 forward) on an A100 the thread does not size, as a
+# maintainer's pull request measured it: bf16, batch 1, no grad, non-causal, triton's
+# do_bench; Q, K, V are views of one (1, N, 3 H d) tensor chunked along its last dim (each
+# row's d elements contiguous, as FA-2 reads them; no copy). (N, heads, d) -> µs; the rows
+# the thread shows.
+PT_SDPA_A100_US = {(4096, 32, 64): 799.391, (4096, 16, 128): 750.131,
+                   (8192, 32, 64): 3211.84}
+
+
+def pt_sdpa_a100_ratios() -> list[float]:
+    return [c.predict()[0] / c.published[0] for c in pt_sdpa_a100_comparisons()]
+
+
+def pt_sdpa_a100_comparisons() -> list[Comparison]:
+    rows = []
+    for (n, heads, d), us in PT_SDPA_A100_US.items():
+        wl = Workload(batch=1, heads=heads, seq_q=n, head_dim=d, dtype="bf16")
+        rows.append(Comparison(
+            "PT-SDPA-A100", "SDPA, FLASH_ATTENTION backend (PyTorch's FA-2) fwd TFLOP/s, "
+            "measured", "a100-80gb",
+            f"B 1, H {heads}, N {n}, d {d}, non-causal, bf16, fwd ({us} µs)",
+            (measured_tflops(wl, us / 1e3),), "TFLOP/s",
+            functools.partial(lambda w: (tflops("flash2", w, "a100-80gb"),), wl),
+            algorithm="flash2", dtype="bf16"))
+    return rows
+
+
 # FA3-1075: FA-3's FP8 forward before its release, on an H100 PCIe: N -> (batch, ms), 16
 # heads, d 128, non-causal, Q, K, V in e4m3, V pre-transposed: the pull request's own
 # program (``flash3 --fp8-kernel pretransposed``: no in-kernel transpose, the 16-bit
@@ -416,6 +444,7 @@ def comparisons() -> list[Comparison]:
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
             + tb2296_comparisons() + benchmark_attn_comparisons() + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()
+            + pt_sdpa_a100_comparisons()
             + flashmla_comparisons())
 
 

@@ -354,6 +354,17 @@ SOURCES = (
            "benchmark_forward with 100 repeats; commit.txt: flash-attention 0586d2e7 "
            "(2026-02-25). The A100's memory size is not stated. The first table's baseline "
            "column (the same non-causal runs, another session) agrees within 1%"),
+    Source("PT-SDPA-A100", "pytorch/pytorch pull request 'Update context manager for cudnn' "
+           "(May 2024), its description's script and 'A100 Numbers' table",
+           "https://github.com/pytorch/pytorch/pull/126122",
+           "causal = False [...] batch_sizes = [1] [...] for h, d in zip((32, 16), (64, 128)): "
+           "q, k, v = torch.randn(b, s, h * d * 3, dtype=torch.bfloat16, device=\"cuda\", "
+           "requires_grad=False).chunk(3, dim=-1) [...] with torch.no_grad(), "
+           "sdpa_kernel(backend_enum) [...] | Batch Size | Sequence Length | Heads | Head Dim | "
+           "Flash Time (µs) | CUDNN Time (µs) | Flex Time (µs) | [...] | 1 | 4096 | 32 | 64 | "
+           "799.391 | 836.327 | 981.234 | [...] | 1 | 4096 | 16 | 128 | 750.131 | 806.964 | "
+           "944.766 | [...] | 1 | 8192 | 32 | 64 | 3211.84 | 3234.41 | 3803.09 | — the table "
+           "goes on to N = 131072 beyond what was read; the A100's memory size is not stated"),
     Source("FMLA", "deepseek-ai/FlashMLA, README and tests/test_flash_mla.py at the first "
            "release (commit 414a2f3, 21 February 2025)",
            "github.com/deepseek-ai/FlashMLA (README.md, tests/test_flash_mla.py at 414a2f3)",
