@@ -243,6 +243,15 @@ def benchmark_attn_ratios(algorithm: str, gpu, timing: TimingOptions = TimingOpt
             for (a, p, c), ms in BENCHMARK_ATTN_LOGS[log].items() if a == algorithm]
 
 
+def benchmark_attn_fwd_ratios(algorithm: str, causal: bool) -> list[float]:
+    """predicted / measured TFLOP/s of ``algorithm``'s causal or non-causal forward in every
+    benchmark_attn.py log, on the h100-sxm model."""
+    return [tflops(algorithm, benchmark_attn_workload(p, c), "h100-sxm")
+            / measured_tflops(benchmark_attn_workload(p, c), ms)
+            for log in BENCHMARK_ATTN_LOGS.values()
+            for (a, p, c), ms in log.items() if (a, p, c) == (algorithm, "fwd", causal)]
+
+
 def benchmark_attn_comparisons() -> list[Comparison]:
     """The benchmark_attn.py logs' points: WH-REF's board, then FA3-1791's."""
     rows = []
@@ -332,6 +341,38 @@ def pt_sdpa_a100_comparisons() -> list[Comparison]:
             (measured_tflops(wl, us / 1e3),), "TFLOP/s",
             functools.partial(lambda w: (tflops("flash2", w, "a100-80gb"),), wl),
             algorithm="flash2", dtype="bf16"))
+    return rows
+
+
+# PT-SDPA-H100: the same backend named (SDPBackend.FLASH_ATTENTION) in PyTorch's own SDPA
+# benchmark, on "my H100 machine" (not sized or named further) of a PyTorch maintainer, June
+# 2024: fp16, batch 1, 16 heads, N 4096, embed 2048 (d 128), Q, K and V chunked from one
+# packed tensor. causal -> forward µs. Its backward times are not compared: with the packed
+# layout autograd also concatenates dQ, dK and dV, a kernel FA-2's backward does not have.
+PT_SDPA_H100_US = {True: 334.3069322033899, False: 457.07045251396613}
+
+
+def pt_sdpa_h100_workload(causal: bool) -> Workload:
+    return Workload(batch=1, heads=16, seq_q=4096, head_dim=128, causal=causal)
+
+
+def pt_sdpa_h100_ratios() -> dict[bool, float]:
+    return {causal: tflops("flash2", pt_sdpa_h100_workload(causal), "h100-sxm")
+            / measured_tflops(pt_sdpa_h100_workload(causal), us / 1e3)
+            for causal, us in PT_SDPA_H100_US.items()}
+
+
+def pt_sdpa_h100_comparisons() -> list[Comparison]:
+    rows = []
+    for causal, us in PT_SDPA_H100_US.items():
+        wl = pt_sdpa_h100_workload(causal)
+        rows.append(Comparison(
+            "PT-SDPA-H100", "SDPA, FLASH_ATTENTION backend (PyTorch's FA-2) fwd TFLOP/s, "
+            "measured", "h100-sxm",
+            f"B 1, H 16, N 4096, d 128, {'causal' if causal else 'non-causal'}, fp16, fwd "
+            f"({us:.1f} µs)", (measured_tflops(wl, us / 1e3),), "TFLOP/s",
+            functools.partial(lambda w: (tflops("flash2", w, "h100-sxm"),), wl),
+            algorithm="flash2"))
     return rows
 
 
@@ -444,7 +485,7 @@ def comparisons() -> list[Comparison]:
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
             + tb2296_comparisons() + benchmark_attn_comparisons() + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()
-            + pt_sdpa_a100_comparisons()
+            + pt_sdpa_a100_comparisons() + pt_sdpa_h100_comparisons()
             + flashmla_comparisons())
 
 

@@ -24,11 +24,13 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
 from .figures import (B200_EAGER_TFLOPS, FA2_A100_LOG_MS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS,
-                      FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, benchmark_attn_ratios,
+                      FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, benchmark_attn_fwd_ratios,
+                      benchmark_attn_ratios,
                       board_time_ratios, fa2_a100_log_ratios, fa2_over_fa1_by_pass,
                       fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max,
                       fa3_1075_eager_ratios, fa3_1777_ratios, fa3_pipelining_gain,
-                      pt_sdpa_a100_ratios, sdpa_over_flash2, tb2296_on)
+                      pt_sdpa_a100_ratios, pt_sdpa_h100_ratios, sdpa_over_flash2,
+                      tb2296_on)
 from .predictions import exp_over_mma_time, model_gpu, peak_tflops
 
 
@@ -90,6 +92,7 @@ def fa2_on_h100_bullet() -> str:
         f"FA-3 reached {TB_DEVGPU_FA3_TFLOPS:.0f} TFLOP/s at (8, 16, 8192, 128) on their "
         "development H100s, where the paper's board reaches "
         f"{FA3_CHARTS[('A', 128, False, 'fp16')][8192][2]} at that length ([TB-DEVGPU]). "
+        + pt_sdpa_h100_sentence() +
         "Predicted for the h100-pcie "
         "model, the SDPA points would be "
         f"{min(tb2296_on('h100-pcie')):.2f}–{max(tb2296_on('h100-pcie')):.2f}; the page keeps "
@@ -480,6 +483,18 @@ def fa2_a100_low_end_bullet() -> str:
         "where it was measured.".format(len(FA2_A100_LOG_MS), *_range(fa2_a100_log_ratios(False)),
                                         *_range(fa2_a100_log_ratios(True)),
                                         *_range(pt_sdpa_a100_ratios())))
+
+
+def pt_sdpa_h100_sentence() -> str:
+    """PyTorch's FA-2 measured by its maintainer on an H100, beside flash-attn's own."""
+    own_off = _range(benchmark_attn_fwd_ratios("flash2", False))
+    own_on = _range(benchmark_attn_fwd_ratios("flash2", True))
+    return ("A PyTorch maintainer's own SDPA benchmark with the FA-2 backend named, on an "
+            "H100 it does not name further ([PT-SDPA-H100]: B 1, H 16, N 4096, d 128, fp16), "
+            f"lands where the log does: {pt_sdpa_h100_ratios()[False]:.2f} non-causal, "
+            f"{pt_sdpa_h100_ratios()[True]:.2f} causal; flash-attn's own FA-2 forward (B 2, "
+            f"N 8192, d 128) on the WH-REF and FA3-1791 boards: {own_off[0]:.2f}–"
+            f"{own_off[1]:.2f} non-causal, {own_on[0]:.2f}–{own_on[1]:.2f} causal. ")
 
 
 def _range(values) -> tuple[float, float]:

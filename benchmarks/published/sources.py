@@ -365,6 +365,16 @@ SOURCES = (
            "799.391 | 836.327 | 981.234 | [...] | 1 | 4096 | 16 | 128 | 750.131 | 806.964 | "
            "944.766 | [...] | 1 | 8192 | 32 | 64 | 3211.84 | 3234.41 | 3803.09 | — the table "
            "goes on to N = 131072 beyond what was read; the A100's memory size is not stated"),
+    Source("PT-SDPA-H100", "pytorch/pytorch pull request 'Add packed layout to SDPA "
+           "benchmark' (2024-06-17), its description",
+           "https://github.com/pytorch/pytorch/pull/128888",
+           "Updates the sdpa benchmark to also measure the packed layout. On my H100 machine "
+           "[...] | batch_size | num_heads | q_seq_len | kv_seq_len | embed_dim | is_causal | "
+           "dtype | backend | packed_layout | forward_time | backward_time | [...] | 1 | 16 | "
+           "4096 | 4096 | 2048 | True | torch.float16 | SDPBackend.FLASH_ATTENTION | True | "
+           "334.3069322033899 | 962.5839729729724 | [...] | 1 | 16 | 4096 | 4096 | 2048 | False "
+           "| torch.float16 | SDPBackend.FLASH_ATTENTION | True | 457.07045251396613 | [...] — "
+           "times in µs; the H100 is not named further"),
     Source("FMLA", "deepseek-ai/FlashMLA, README and tests/test_flash_mla.py at the first "
            "release (commit 414a2f3, 21 February 2025)",
            "github.com/deepseek-ai/FlashMLA (README.md, tests/test_flash_mla.py at 414a2f3)",
