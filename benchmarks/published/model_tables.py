@@ -25,7 +25,9 @@ from .predictions import (PAGE_GPUS, model_gpu, paper_workload, predicted_second
 CONSTANTS = (
     ("sustained_clock_hz", "SM clock under tensor load (scales SFU, FMA, shared memory, issue)",
      lambda g: f"{g.sustained_clock / 1e6:.0f} MHz",
-     "A100: HPL-CLK (NVIDIA's HPL Rpeak clock at the power limit); H100 SXM5 and PCIe: the "
+     "A100: HPL-CLK (NVIDIA's HPL Rpeak clock at the power limit; a third party watched "
+     "an A100 fall from 1410 to about 1200 MHz under FA-2's forward, FA2-A100-LOG, not used: "
+     "attention runs only validate); H100 SXM5 and PCIe: the "
      "tensor peak's clock (FA3 §3.3), no measured sustained clock found; the FA-3 paper's "
      "benchmarks (its charts and Table 2) fix the SXM5's clock at 1830 MHz (FA3-clock)"),
     ("tensor_gemm_fraction", "best large-GEMM fp16/bf16 throughput / dense peak",
