@@ -108,8 +108,10 @@ def plan(wl, gpu, sram_bytes: int, layer: int = 1, seed: int = 0) -> DiffPlan:
     if wl.head_dim % 2:
         raise PlanError(f"diff: --head-dim is the paper's 2d and must be even, got {wl.head_dim}")
     if wl.kv_heads != wl.heads:
-        raise PlanError("diff: differential attention is simulated for multi-head attention "
-                        "(kv_heads == heads); drop --kv-heads")
+        raise PlanError(f"diff: differential attention is simulated for multi-head "
+                        f"attention (kv_heads == heads), got heads={wl.heads}, "
+                        f"kv_heads={wl.kv_heads}; drop --kv-heads, or give --heads and "
+                        f"--head-dim instead of a GQA --model")
     inner = flash2.plan_forward(wl, gpu, sram_bytes)          # tiles sized for 2d-wide rows
     # two score tiles and two 2d-wide accumulators in registers
     regs = 2 * flash2.register_bytes(inner.block_q, inner.block_k, wl.head_dim)

@@ -297,10 +297,14 @@ def _plan_decode(wl, gpu, sram_bytes, l, ds, ls, n, w, seed, schedule) -> NsaPla
                           decode_win_splits=dec["win_splits"], decode_slots=dec["slots"],
                           decode_smem_bytes=dec["smem"])
     if dec is None:
+        blocks = -(-wl.seq_k // ls)
         raise SramOverflowError(f"nsa: a {schedule} decode step of {g} packed head(s) x "
                                 f"{wl.seq_q} new token(s), head_dim {d}, fits no K/V tile of "
-                                f"{DECODE_TILES[-1]} tokens in {sram_bytes:,} bytes of SRAM; "
-                                f"use fewer --new-tokens or a larger --sram-kb")
+                                f"{DECODE_TILES[-1]} tokens in {sram_bytes:,} bytes of SRAM "
+                                f"beside a score for each of the {blocks:,} selection blocks "
+                                f"of the {wl.seq_k:,}-token cache; use a shorter --seq, a "
+                                f"larger --select-block, fewer --new-tokens or a larger "
+                                f"--sram-kb")
     new = compressed_count(wl.seq_k, l, ds) - compressed_count(wl.seq_k - wl.seq_q, l, ds)
     if new and sum(compress_buffers(new, l, ds, d, e).values()) > sram_bytes:
         raise SramOverflowError(f"nsa: compressing the {new} block(s) of {l} tokens this step "

@@ -235,6 +235,12 @@ def cmd_run(a, extra_args: list[str]) -> int:
                            f"{info.no_kv_heads}; drop --kv-heads")
     gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
+    if info.no_kv_heads and wl.kv_heads != wl.heads:
+        # the K/V heads came from --model (a typed --kv-heads is refused above)
+        raise AttnsimError(f"{info.name}: --model {wl.model.name} has {wl.kv_heads} K/V "
+                           f"heads for {wl.heads} query heads, which {info.name} cannot "
+                           f"use: {info.no_kv_heads}; give --heads and --head-dim instead "
+                           f"of --model")
     sram_bytes = sram_bytes_from_args(a, gpu)
     if not a.count_only:
         check_host_memory(wl)                     # before drawing the inputs
@@ -250,6 +256,7 @@ def cmd_run(a, extra_args: list[str]) -> int:
     from attnsim.fp8_error import attach_variant_errors
     attach_variant_errors(result)
     warn_if_it_does_not_fit(result)
+    warn_if_the_model_does_not_fit(result)
     emit(run_document(result).render(a.format), a.output)
     warn_if_ill_conditioned(result)
     return 0
@@ -287,9 +294,29 @@ def warn_if_it_does_not_fit(result) -> None:
     longest = m["max_seq_that_fits"]
     print(f"attnsim: warning: {result.algorithm} needs {nbytes(m['peak_bytes'])} of HBM "
           f"at its peak ({m['largest_at_peak']} is the largest tensor), more than "
-          f"{result.gpu.name}'s {nbytes(m['capacity_bytes'])}; counts are printed "
+          f"{result.gpu.full_name}'s {nbytes(m['capacity_bytes'])}; counts are printed "
           f"anyway; " + (f"the longest sequence that fits is {longest:,}" if longest else
                          "no sequence length fits this workload"), file=sys.stderr)
+
+
+def warn_if_the_model_does_not_fit(result) -> None:
+    """One line on stderr when a --model run's weights, or its weights and the KV cache of
+    the workload's batch and context, exceed the GPU's memory: the attention footprint
+    (``warn_if_it_does_not_fit``) is one layer's call, and a decode step's time per token
+    then describes a GPU that could hold the whole model."""
+    kv = result.extra.get("kv_cache") or {}
+    if kv.get("weights_bytes") is None:
+        return
+    from reports.format import nbytes
+    weights, cache, hbm = kv["weights_bytes"], kv["bytes_total"], kv["hbm_bytes"]
+    if weights + cache <= hbm:
+        return
+    what = (f"its weights alone ({nbytes(weights)})" if weights > hbm else
+            f"its weights ({nbytes(weights)}) and the KV cache of {kv['batch']:,} "
+            f"sequence(s) of {kv['context_tokens']:,} tokens ({nbytes(cache)})")
+    print(f"attnsim: warning: {kv['model']}: {what} exceed {result.gpu.full_name}'s "
+          f"{nbytes(hbm)} of HBM; the figures are those of a GPU that could hold them "
+          f"(kv_cache.tokens_that_fit: {kv['tokens_that_fit']:,})", file=sys.stderr)
 
 
 def warn_if_ill_conditioned(result) -> None:

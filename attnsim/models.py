@@ -241,7 +241,7 @@ def get_model(name_or_path: str) -> ModelConfig:
     key = ALIASES.get(key, key)
     if key in PRESETS:
         return PRESETS[key]
-    if str(name_or_path).endswith(".toml"):
+    if str(name_or_path).lower().endswith(".toml"):       # as --hw reads GPU files
         return load_model_file(name_or_path)
     raise AttnsimError(f"unknown model {name_or_path!r}; valid models: "
                        f"{', '.join(model_names())}, or a path to a .toml file")
@@ -294,7 +294,7 @@ def model_from_mapping(data: dict, origin: str = "<mapping>") -> ModelConfig:
                                "mha" if values["kv_heads"] == values["heads"] else
                                "mqa" if values["kv_heads"] == 1 else "gqa")
     model = ModelConfig(**values)
-    _check_consistency(origin, model)
+    _check_consistency(origin, model, given=set(data))
     return model
 
 
@@ -324,7 +324,14 @@ def _checked(origin: str, key: str, value):
     return value
 
 
-def _check_consistency(origin: str, m: ModelConfig) -> None:
+def _check_consistency(origin: str, m: ModelConfig, given: set = frozenset()) -> None:
+    """Fields that contradict each other; ``given``: the fields the file itself sets (a
+    message names a value the file left to its base as the base's)."""
+    def field(name: str) -> str:
+        value = getattr(m, name)
+        shown = f"{value:,}" if isinstance(value, int) else repr(value)
+        return f"{name} ({shown}{'' if name in given else ', from the base'})"
+
     if m.is_mla and m.kv_heads != m.heads:
         # MLA up-projects its latent into every query head (config.json's num_key_value_heads
         # = num_attention_heads): a workload's kv_heads below heads would describe GQA
@@ -336,18 +343,18 @@ def _check_consistency(origin: str, m: ModelConfig) -> None:
         raise ModelFileError(f"{origin}: heads ({m.heads}) must be a multiple of kv_heads "
                              f"({m.kv_heads}): each key/value head serves a whole group")
     if m.active_params > m.params:
-        raise ModelFileError(f"{origin}: active_params ({m.active_params}) exceeds params "
-                             f"({m.params})")
+        raise ModelFileError(f"{origin}: {field('active_params')} exceeds {field('params')}; "
+                             f"set active_params to at most params")
     if m.vocab_size * m.d_model > m.active_params:
-        raise ModelFileError(f"{origin}: the input embedding table (vocab_size {m.vocab_size:,}"
-                             f" x d_model {m.d_model:,}) holds more than active_params "
-                             f"({m.active_params:,}); check vocab_size, or leave it out")
+        raise ModelFileError(f"{origin}: the input embedding table ({field('vocab_size')} x "
+                             f"{field('d_model')}) holds more than {field('active_params')}; "
+                             f"set vocab_size to the model's, or to 0")
     if m.is_mla and (m.kv_lora_rank <= 0 or m.rope_head_dim <= 0):
         raise ModelFileError(f"{origin}: attention = \"mla\" needs positive kv_lora_rank "
                              f"(d_c) and rope_head_dim (d_h^R)")
     if not m.is_mla and (m.kv_lora_rank or m.rope_head_dim):
-        raise ModelFileError(f"{origin}: kv_lora_rank/rope_head_dim are MLA fields; set "
-                             f"attention = \"mla\" or remove them")
+        raise ModelFileError(f"{origin}: {field('kv_lora_rank')} and {field('rope_head_dim')} "
+                             f"are MLA fields; set attention = \"mla\", or set both to 0")
     expected = {"mha": m.heads, "mqa": 1}.get(m.attention)
     if expected is not None and m.kv_heads != expected:
         raise ModelFileError(f"{origin}: attention = {m.attention!r} means kv_heads = "

@@ -110,6 +110,24 @@ def resolve_gpu(gpu: GPU | str) -> GPU:
     return gpu if isinstance(gpu, GPU) else get_gpu(gpu)
 
 
+SRAM_ADVICE = "a larger --sram-kb"
+
+
+def _plan(module, workload, gpu, budget: int, opts: dict):
+    """``module.plan``; where it advises a larger --sram-kb and the budget is already the
+    GPU's whole shared memory per block, the advice --sram-kb cannot follow names the GPU's
+    field instead."""
+    try:
+        return module.plan(workload, gpu, budget, **opts)
+    except (PlanError, SramOverflowError) as exc:
+        if budget < gpu.smem_bytes_per_block or SRAM_ADVICE not in str(exc):
+            raise
+        raise type(exc)(str(exc).replace(
+            SRAM_ADVICE, f"a GPU with more shared memory per block ({gpu.full_name} has "
+                         f"{gpu.smem_bytes_per_block:,} bytes, smem_bytes_per_block, the most "
+                         f"--sram-kb can give)")) from None
+
+
 def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
              compute: bool = True, sram_bytes: int | None = None, options: dict | None = None,
              inputs: Inputs | None = None, seed: int = 0,
@@ -149,7 +167,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         # before planning: a plan may already build per-block tables of the workload; given
         # inputs too, since the float64 reference and the outputs are still to be allocated
         check_host_memory(workload)
-    plan = module.plan(workload, gpu, budget, **opts)
+    plan = _plan(module, workload, gpu, budget, opts)
     if compute:
         # after the plan: a program that takes no fp8 at all (pytorch-eager, the releases'
         # tiles) refuses first, so the --count-only suggested here is a fix that runs

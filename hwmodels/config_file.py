@@ -17,6 +17,9 @@ _chain = threading.local()  # the files being read, outermost first (one list pe
 def read_toml(path: str, what: str, error_cls: type[Exception]) -> dict:
     """The file as a dict; ``error_cls`` naming the file when it is missing, unreadable, not
     text or not TOML."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        # a FIFO or a device would block the read or never end it
+        raise error_cls(f"{what} file {path!r} is not a regular file; give a .toml file")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

@@ -138,8 +138,10 @@ def _checked(origin: str, key: str, value):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GpuFileError(f"{where} must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value) or abs(value) >= 2**63:
+    if isinstance(value, float) and not math.isfinite(value):
         raise GpuFileError(f"{where} must be finite, got {value!r}")
+    if abs(value) >= 2**63:          # beyond any range below, and beyond a 64-bit integer
+        raise GpuFileError(f"{where} {_range_text(key)}got {value!r}")
     if key in _INT_FIELDS:
         if isinstance(value, float) and not value.is_integer():
             raise GpuFileError(f"{where} must be a whole number, got {value!r}")
@@ -151,10 +153,17 @@ def _checked(origin: str, key: str, value):
                            f"got {value!r}")
     lo, hi = FIELD_RANGES.get(key, (None, None))
     if lo is not None and value != 0 and not lo <= value <= hi:
-        zero = " (or 0: none)" if key in _MAY_BE_ZERO else ""
-        raise GpuFileError(f"{where} must be in [{_number(lo)}, {_number(hi)}]{zero}, the "
-                           f"range of real GPUs, got {value!r}")
+        raise GpuFileError(f"{where} {_range_text(key)}got {value!r}")
     return float(value) if key in _FLOAT_FIELDS else value
+
+
+def _range_text(key: str) -> str:
+    """What the field accepts, as the start of an error message."""
+    lo, hi = FIELD_RANGES.get(key, (None, None))
+    if lo is None:
+        return "must be a positive number below 2^63, "
+    zero = " (or 0: none)" if key in _MAY_BE_ZERO else ""
+    return f"must be in [{_number(lo)}, {_number(hi)}]{zero}, the range of real GPUs, "
 
 
 def _number(x) -> str:

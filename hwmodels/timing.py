@@ -573,7 +573,7 @@ def _interconnect_time(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
     if not sent or not opts.interconnect:
         return 0.0
     if gpu.nvlink_bytes_per_s <= 0:
-        raise ValueError(f"GPU {gpu.name}: nvlink_bytes_per_s is 0 (no interconnect), but "
+        raise ValueError(f"{gpu.full_name}: nvlink_bytes_per_s is 0 (no interconnect), but "
                          f"kernel {k.name} sends blocks to its peer devices, which needs a "
                          f"positive nvlink_bytes_per_s: set the link's bandwidth in the GPU "
                          f"file, or add --no-interconnect to leave the transfers unpriced")

@@ -44,4 +44,5 @@ def check_backward_workload(name: str, wl) -> None:
     if wl.has_backward and wl.kv_heads != wl.heads:
         raise PlanError(f"{name}: the backward pass is simulated for multi-head attention only "
                         f"(kv_heads == heads); got heads={wl.heads}, kv_heads={wl.kv_heads}. "
-                        f"Use --pass fwd for GQA/MQA, or drop --kv-heads")
+                        f"Use --pass fwd for GQA/MQA, or drop --kv-heads (or the GQA "
+                        f"--model that sets it)")
