@@ -399,6 +399,7 @@ def cmd_report(a) -> int:
         raise ValueError("--hw needs a GPU name, e.g. --hw h100 or --hw a100,h100,h200")
     _refuse_repeated_gpus(given, gpus)
     document_out = _document_output(a)
+    _report_refuse_clashing_outputs(a, document_out)
     wl = workload_from_args(a)
     seqs = parse_seqs(a.seqs)
     names = None
@@ -451,6 +452,23 @@ def _document_output(a) -> bool:
         raise ValueError("--svg writes figures beside a document: give --output "
                          "DIR/report.md or DIR/report.html")
     return doc
+
+
+def _report_refuse_clashing_outputs(a, document_out: bool) -> None:
+    """Before computing: --plot and --output naming one file (the figure would overwrite the
+    report), and a document whose figures folder (DIR/report/ of DIR/report.md) is a file,
+    which would fail only once the whole report has been computed."""
+    if a.plot and a.output and os.path.realpath(a.plot) == os.path.realpath(a.output):
+        raise AttnsimError(f"--plot and --output both name {a.output!r}: the growth figure "
+                           f"would overwrite the report; give --plot another file")
+    if not document_out:
+        return
+    from reports.document import figures_folder, matplotlib_available
+    folder = figures_folder(a.output)
+    if os.path.exists(folder) and not os.path.isdir(folder) and matplotlib_available():
+        raise AttnsimError(f"--output {a.output!r} writes its figures into the folder "
+                           f"{folder!r}, which is a file; move or remove that file, or give "
+                           f"--output another name")
 
 
 def _emit_report(a, doc, document_out: bool) -> None:
@@ -510,24 +528,24 @@ def _report_side_tasks(a, gpu, wl, names, seqs, sram) -> dict:
 
 def _report_sweeps(gpu, wl, rows, side: dict):
     """The sections of the side tasks' results (``_report_side_tasks``)."""
-    from reports.designed import designed_section
-    from reports.sweeps import approx_section, throughput_section
+    from reports import designed, sweeps
     sections, data = [], {}
-    if "throughput" in side:
-        records = side["throughput"]
-        sec = throughput_section(records, gpu, wl)
+    records = _side_result(side, "throughput", sweeps.THROUGHPUT_HEADING, sections, data)
+    if records is not None:
+        sec = sweeps.throughput_section(records, gpu, wl)
         if sec is not None:
             sections.append(sec)
             data["throughput"] = records
-    if "approx_cost_accuracy" in side:
-        records = side["approx_cost_accuracy"]
+    records = _side_result(side, "approx_cost_accuracy", sweeps.APPROX_HEADING, sections, data)
+    if records is not None:
         exact = next((r.result for r in rows if r.name == "flash2" and r.result), None)
-        sec = approx_section(records, gpu, exact)
+        sec = sweeps.approx_section(records, gpu, exact)
         if sec is not None:
             sections.append(sec)
             data["approx_cost_accuracy"] = records
-    if "designed_to_win" in side:
-        sec, records = designed_section(side["designed_to_win"], gpu, wl)
+    points = _side_result(side, "designed_to_win", designed.HEADING, sections, data)
+    if points is not None:
+        sec, records = designed.designed_section(points, gpu, wl)
         sections.append(sec)
         data["designed_to_win"] = records
     approx_sections, approx_data = _approx_sections(side, wl)
@@ -570,39 +588,57 @@ def _report_extras(gpu, side: dict):
     if sec is not None:
         sections.append(sec[0])
         data["gpu_check"] = sec[1]
+    from reports import decode, fp8, memory
     from reports.document import Figure
     from reports.plots import decode_figure
-    sec, sec_data = side["decode"]
-    sec.figures.append(Figure("decode", "Decoding: attention time per generated token "
-                              "against the context length",
-                              lambda records=sec_data: decode_figure(records, gpu)))
-    sections.append(sec)
-    data["decode"] = sec_data
-    if side.get("fp8") is not None:
-        sections.append(side["fp8"][0])
-        data["fp8"] = side["fp8"][1]
-    for key in ("memory", "decode_paths"):
-        sec, sec_data = side[key]
+    for key, heading in (("decode", decode.DECODE_HEADING), ("fp8", fp8.HEADING),
+                         ("memory", memory.HEADING), ("decode_paths", decode.PATHS_HEADING)):
+        result = _side_result(side, key, heading, sections, data)
+        if result is None:
+            continue
+        sec, sec_data = result
+        if key == "decode":
+            sec.figures.append(Figure("decode", "Decoding: attention time per generated "
+                                      "token against the context length",
+                                      lambda records=sec_data: decode_figure(records, gpu)))
         sections.append(sec)
         data[key] = sec_data
     return sections, data
+
+
+def _side_result(side: dict, key: str, heading: str, sections: list, data: dict):
+    """The side task's result, or None when it was not run or the workload or GPU ruled it
+    out (``suite.Skipped``): then its section is its heading and the reason, and its JSON
+    the reason, so the rest of the report stands."""
+    from attnsim.suite import Skipped
+    from reports.document import left_out_section
+    result = side.get(key)
+    if isinstance(result, Skipped):
+        sections.append(left_out_section(heading, result.reason))
+        data[key] = {"left_out": result.reason}
+        return None
+    return result
 
 
 def _approx_sections(side: dict, wl):
     """The approximation-error table by input family (executed) and the Sparse Transformer's
     two layouts (count-only), from the side tasks' results (``_report_side_tasks``)."""
     from attnsim.approx_sweep import REPORT_SEEDS
-    from reports.approx import family_error_section, sparse_layout_section
+    from reports import approx
     sections, data = [], {}
-    if "approx_error_by_family" in side:
-        data["approx_error_by_family"] = side["approx_error_by_family"]
-        data["performer_kernel_mse"] = side["performer_kernel_mse"]
-        sections.append(family_error_section(data["approx_error_by_family"], len(REPORT_SEEDS),
-                                             data["performer_kernel_mse"]))
-    if "sparse_transformer_layouts" in side:
-        data["sparse_transformer_layouts"] = side["sparse_transformer_layouts"]
-        sections.append(sparse_layout_section(data["sparse_transformer_layouts"],
-                                              wl.describe()))
+    records = _side_result(side, "approx_error_by_family", approx.FAMILY_HEADING, sections,
+                           data)
+    if records is not None:
+        data["approx_error_by_family"] = records
+        kernel = _side_result(side, "performer_kernel_mse", approx.FAMILY_HEADING, [], data)
+        if kernel is not None:          # a left-out kernel table leaves its reason in data
+            data["performer_kernel_mse"] = kernel
+        sections.append(approx.family_error_section(records, len(REPORT_SEEDS), kernel))
+    records = _side_result(side, "sparse_transformer_layouts", approx.LAYOUT_HEADING,
+                           sections, data)
+    if records is not None:
+        data["sparse_transformer_layouts"] = records
+        sections.append(approx.sparse_layout_section(records, wl.describe()))
     return sections, data
 
 
@@ -824,7 +860,34 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self._args_seen = list(sys.argv[1:] if args is None else args)   # for error()
+        self._refuse_repeated_flags(self._args_seen)
         return super().parse_known_args(args, namespace)
+
+    def _refuse_repeated_flags(self, args: list[str]) -> None:
+        """argparse keeps the last of a flag given twice (--seq 1024 --seq 2048 runs 2048)
+        without a word: a slip that would print numbers for a workload the user did not
+        mean. Flags that take values are counted as this parser knows them (an unambiguous
+        prefix, --flag=value and aliases such as -o/--output count as the flag)."""
+        seen: dict[str, str] = {}
+        for arg in args:
+            if arg == "--":
+                break
+            action = self._value_action(arg.split("=", 1)[0]) if arg.startswith("-") else None
+            if action is None:
+                continue
+            if action.dest in seen:
+                self.error(f"{seen[action.dest]} is given twice; give it once")
+            seen[action.dest] = action.option_strings[-1]
+
+    def _value_action(self, flag: str):
+        """The store action ``flag`` names in this parser (exactly or as a unique prefix), or
+        None: flags of subcommands, flags without values and unknown ones."""
+        actions = self._option_string_actions
+        action = actions.get(flag)
+        if action is None and flag.startswith("--") and self.allow_abbrev:
+            matches = {actions[o] for o in actions if o.startswith(flag)}
+            action = matches.pop() if len(matches) == 1 else None
+        return action if isinstance(action, argparse._StoreAction) else None
 
     def error(self, message):
         print(f"attnsim: error: {' '.join(message.split())}{self._negative_hint(message)} "

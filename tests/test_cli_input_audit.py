@@ -102,3 +102,15 @@ def test_a_model_file_with_an_upper_case_suffix_is_read(capsys, tmp_path):
     path = write(tmp_path, "M.TOML", 'base = "llama-3-8b"\nname = "upper"\n')
     code, out, _ = run_cli(capsys, "run", "gqa", "--count-only", "--seq", "512", "--model", path)
     assert code == 0 and "upper" in out
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["run", "flash2", "--count-only", "--seq", "1024", "--seq", "2048"], "--seq"),
+    (["run", "flash2", "--count-only", "--seq=1024", "--seq", "2048"], "--seq"),
+    (["run", "local", "--count-only", "--window", "4", "--window", "8"], "--window"),
+    (["report", "--hw", "h100", "--algorithms", "flash2", "--hw", "a100"], "--hw"),
+])
+def test_a_flag_given_twice_is_refused(capsys, args, flag):
+    """argparse would keep the last value without a word."""
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and f"{flag} is given twice; give it once" in err
