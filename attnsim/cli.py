@@ -530,20 +530,22 @@ def _report_sweeps(gpu, wl, rows, side: dict):
     """The sections of the side tasks' results (``_report_side_tasks``)."""
     from reports import designed, sweeps
     sections, data = [], {}
-    records = _side_result(side, "throughput", sweeps.THROUGHPUT_HEADING, sections, data)
+    records = _report_side_result(side, "throughput", sweeps.THROUGHPUT_HEADING, sections,
+                                  data)
     if records is not None:
         sec = sweeps.throughput_section(records, gpu, wl)
         if sec is not None:
             sections.append(sec)
             data["throughput"] = records
-    records = _side_result(side, "approx_cost_accuracy", sweeps.APPROX_HEADING, sections, data)
+    records = _report_side_result(side, "approx_cost_accuracy", sweeps.APPROX_HEADING,
+                                  sections, data)
     if records is not None:
         exact = next((r.result for r in rows if r.name == "flash2" and r.result), None)
         sec = sweeps.approx_section(records, gpu, exact)
         if sec is not None:
             sections.append(sec)
             data["approx_cost_accuracy"] = records
-    points = _side_result(side, "designed_to_win", designed.HEADING, sections, data)
+    points = _report_side_result(side, "designed_to_win", designed.HEADING, sections, data)
     if points is not None:
         sec, records = designed.designed_section(points, gpu, wl)
         sections.append(sec)
@@ -593,7 +595,7 @@ def _report_extras(gpu, side: dict):
     from reports.plots import decode_figure
     for key, heading in (("decode", decode.DECODE_HEADING), ("fp8", fp8.HEADING),
                          ("memory", memory.HEADING), ("decode_paths", decode.PATHS_HEADING)):
-        result = _side_result(side, key, heading, sections, data)
+        result = _report_side_result(side, key, heading, sections, data)
         if result is None:
             continue
         sec, sec_data = result
@@ -606,7 +608,7 @@ def _report_extras(gpu, side: dict):
     return sections, data
 
 
-def _side_result(side: dict, key: str, heading: str, sections: list, data: dict):
+def _report_side_result(side: dict, key: str, heading: str, sections: list, data: dict):
     """The side task's result, or None when it was not run or the workload or GPU ruled it
     out (``suite.Skipped``): then its section is its heading and the reason, and its JSON
     the reason, so the rest of the report stands."""
@@ -626,16 +628,17 @@ def _approx_sections(side: dict, wl):
     from attnsim.approx_sweep import REPORT_SEEDS
     from reports import approx
     sections, data = [], {}
-    records = _side_result(side, "approx_error_by_family", approx.FAMILY_HEADING, sections,
-                           data)
+    records = _report_side_result(side, "approx_error_by_family", approx.FAMILY_HEADING,
+                                  sections, data)
     if records is not None:
         data["approx_error_by_family"] = records
-        kernel = _side_result(side, "performer_kernel_mse", approx.FAMILY_HEADING, [], data)
+        kernel = _report_side_result(side, "performer_kernel_mse", approx.FAMILY_HEADING, [],
+                                     data)
         if kernel is not None:          # a left-out kernel table leaves its reason in data
             data["performer_kernel_mse"] = kernel
         sections.append(approx.family_error_section(records, len(REPORT_SEEDS), kernel))
-    records = _side_result(side, "sparse_transformer_layouts", approx.LAYOUT_HEADING,
-                           sections, data)
+    records = _report_side_result(side, "sparse_transformer_layouts", approx.LAYOUT_HEADING,
+                                  sections, data)
     if records is not None:
         data["sparse_transformer_layouts"] = records
         sections.append(approx.sparse_layout_section(records, wl.describe()))

@@ -15,6 +15,7 @@ from algorithms.base import PlanError
 from algorithms.registry import algorithm_names, get_algorithm
 from attnsim.simulate import SimResult, blas_controller, simulate
 from attnsim.workload import Workload
+from hwmodels import get_gpu
 from hwmodels.gpus import GPU
 from hwmodels.memory import SramOverflowError
 
@@ -71,6 +72,21 @@ def _try(fn):
         return fn(), None
     except (PlanError, SramOverflowError, ValueError) as exc:
         return None, str(exc)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A side task of the report that this workload or GPU rules out (a plan that does not
+    fit, a head dim or model an algorithm does not take): the report leaves its section out
+    and says why, as the per-algorithm table's ``n/a`` rows do, instead of failing whole."""
+    reason: str
+
+
+def side_task(fn, args):
+    """``fn(*args)``, or ``Skipped`` with the reason when the workload or GPU rules it out.
+    Anything else is a bug and propagates."""
+    result, err = _try(lambda: fn(*args))
+    return Skipped(err) if err is not None else result
 
 
 def run_all(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, names=None, sram_bytes=None,
@@ -218,7 +234,8 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
     ``side_tasks``: {key: (function, args)} of other picklable work the report needs (its
     sweeps over features or dtypes, its decode and memory sections), run in the same
     workers, every unit longest first (``FIRST_RUN_SECONDS``); each result is stored back
-    into the dict under its key, replacing the task.
+    into the dict under its key, replacing the task, or ``Skipped`` where the workload or
+    GPU rules the task out.
     """
     names = list(names or algorithm_names())
     families = _families(names)
@@ -243,7 +260,7 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
             for family in families:
                 collect(*_sweep_family(gpu, wl, family, seqs, sram_bytes, accuracy))
             for key, (fn, args) in side.items():
-                collect_side(key, fn(*args))
+                collect_side(key, side_task(fn, args))
     else:
         units = [(family[0], family) for family in families] + [(key, None) for key in side]
         units.sort(key=lambda unit: -first_run_seconds(unit[0]))   # longest first
@@ -255,8 +272,7 @@ def sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GROWTH_SEQS, n
                     future = pool.submit(_sweep_family, gpu, wl, family, seqs, sram_bytes,
                                          accuracy)
                 else:
-                    fn, args = side[key]
-                    future = pool.submit(fn, *args)
+                    future = pool.submit(side_task, *side[key])
                 pending[future] = (key, family)
             for future in as_completed(pending):
                 key, family = pending[future]
@@ -282,12 +298,15 @@ def throughput_sweep(gpu: GPU, wl: Workload = DEFAULT_WORKLOAD, seqs=DEFAULT_GRO
     per batch (batch × N = the workload's, as the FlashAttention-2 and -3 papers plot it),
     count-only. One record per (algorithm, dtype) that runs on ``gpu``:
     {"algorithm", "dtype", "seqs", "batch", "predicted_s", "flops", "flops_per_s"}."""
+    gpu = gpu if isinstance(gpu, GPU) else get_gpu(gpu)
     tokens = wl.batch * wl.seq_q
     out = []
     for name in names:
         for dtype in dtypes:
             if dtype == "fp8" and not get_algorithm(name).INFO.fp8_kernel:
                 continue            # no fp8 kernel was published: no fp8 row to compare
+            if dtype == "fp8" and not gpu.tensor_fp8_flops_per_s:
+                continue            # no fp8 tensor cores (the table's note says so)
             rec = {"algorithm": name, "dtype": dtype, "seqs": [], "batch": [],
                    "predicted_s": [], "flops": [], "flops_per_s": []}
             for n in seqs:

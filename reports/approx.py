@@ -7,6 +7,9 @@ from attnsim.inputs import FAMILIES
 from reports import format as fmt
 from reports.document import Section, Table
 
+FAMILY_HEADING = "Approximation error by input family"
+LAYOUT_HEADING = "Sparse Transformer: natural order vs the paper's blocked layout"
+
 
 def family_error_section(records: list[dict], seeds: int, kernel: dict | None = None) -> Section:
     """One row per (algorithm, setting), one column per input family; ``kernel``
@@ -17,7 +20,7 @@ def family_error_section(records: list[dict], seeds: int, kernel: dict | None = 
     wl = records[0]["workload"] if records else {}
     table = Table("approx_error_by_family", "", ["algorithm", "setting", *families], rows,
                   records)
-    return Section("Approximation error by input family", paragraphs=[
+    return Section(FAMILY_HEADING, paragraphs=[
         f"Relative Frobenius error of the executed output against exact attention, N = "
         f"{wl.get('seq_q', '?')}, d = {wl.get('head_dim', '?')}, averaged over {seeds} seeds "
         "of the random features / hashes (inputs: seed 0). 'normal' is standard-normal Q, K, "
@@ -56,7 +59,7 @@ def sparse_layout_section(records: list[dict], wl_text: str) -> Section:
     table = Table("sparse_transformer_layouts", "",
                   ["pattern", "N", "l", "layout", "HBM", "FLOPs", "tiles", "of dense tiles",
                    "pairs attended", "predicted", "bound"], rows, records)
-    return Section("Sparse Transformer: natural order vs the paper's blocked layout",
+    return Section(LAYOUT_HEADING,
                    paragraphs=[
         f"Strided pattern at l = √N and fixed pattern at l = 128, c = 8, {wl_text}, "
         "count-only. In natural order every tile holds a key of the second set (every l-th "

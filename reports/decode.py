@@ -16,6 +16,7 @@ from reports.document import Section, Table
 
 CONTEXTS = (4096, 32768, 131072)
 BATCH = 1
+DECODE_HEADING = "Decode: KV cache and per-token latency"
 
 
 def decode_step(model, gpu, context: int, batch: int = BATCH, dtype: str = "fp16"):
@@ -29,10 +30,14 @@ def decode_section(gpu, wl) -> tuple[Section, list[dict]]:
     """(Section, JSON records): the report workload's --model, or every preset."""
     models = [wl.model] if getattr(wl, "model", None) is not None else list(PRESETS.values())
     dtype = wl.dtype if wl.dtype in ("fp16", "bf16", "fp8") else "fp16"
-    rows, records = [], []
+    rows, records, left_out = [], [], {}
     for model in models:
         for context in CONTEXTS:
-            r = decode_step(model, gpu, context, dtype=dtype)
+            try:
+                r = decode_step(model, gpu, context, dtype=dtype)
+            except ValueError as exc:     # no plan on this GPU: the row is left out
+                left_out.setdefault((model.name, str(exc)), []).append(f"{context // 1024}K")
+                continue
             kv, dec = r.extra["kv_cache"], r.extra["decode"]
             records.append({"model": model.name, "algorithm": r.algorithm, "context": context,
                             "batch": BATCH, "kv_cache": kv, "decode": dec})
@@ -58,14 +63,19 @@ def decode_section(gpu, wl) -> tuple[Section, list[dict]]:
                "sequence reads its own cache): batching never makes it compute-bound",
                "tokens fit: (HBM − parameters × dtype bytes) / KV bytes per token; nothing "
                "else reserved"])
+    if not rows:                          # the report leaves the section out, saying why
+        raise ValueError(next(reason for _, reason in left_out))
+    table.notes += [f"{name}{'' if len(at) == len(CONTEXTS) else ' at ' + ', '.join(at)} "
+                    f"left out: {reason}" for (name, reason), at in left_out.items()]
     paragraphs = ["Per generated token at batch 1: KV cache read by attention in every layer, "
                   "plus the weights. GQA/MQA shrink the cache by heads/kv-heads; MLA caches "
                   "d_c + d_h^R elements per token and layer."]
-    return Section("Decode: KV cache and per-token latency", paragraphs, [table]), records
+    return Section(DECODE_HEADING, paragraphs, [table]), records
 
 
 # ---- decode paths: what one step loads against the context length -------------------------
 
+PATHS_HEADING = "Decode paths: what a step loads against the context"
 # NSA paper (Yuan et al. 2025, arXiv 2502.11089), Table 4: memory access volume per decoding
 # step in equivalent tokens, and the expected speedup over full attention.
 NSA_PAPER_TABLE = {8192: (2048, 4.0), 16384: (2560, 6.4), 32768: (3584, 9.1), 65536: (5632, 11.6)}
@@ -131,9 +141,16 @@ def nsa_table(gpu, dtype: str) -> Table:
 
 def paths_table(gpu, dtype: str) -> Table:
     """HBM bytes per decode step of every decode path against the context length."""
-    rows, records = [], []
+    rows, records, reasons = [], [], []
     for algorithm in PATH_ALGORITHMS:
-        results = [_path_step(algorithm, gpu, n, dtype) for n in PATH_CONTEXTS]
+        try:
+            results = [_path_step(algorithm, gpu, n, dtype) for n in PATH_CONTEXTS]
+        except ValueError as exc:         # no plan on this GPU: the row says why
+            rows.append([algorithm, "n/a: " + fmt.clip(str(exc))]
+                        + ["—"] * (len(PATH_CONTEXTS) + 3))
+            records.append({"algorithm": algorithm, "error": str(exc)})
+            reasons.append(f"{algorithm} n/a: {exc}")
+            continue
         hbm = [r.hbm_bytes for r in results]
         exponent = (math.log(hbm[-1] / hbm[0]) / math.log(PATH_CONTEXTS[-1] / PATH_CONTEXTS[0]))
         last = results[-1]
@@ -158,18 +175,27 @@ def paths_table(gpu, dtype: str) -> Table:
                "the recurrent state (m × d + m, fp32) read and written per KV head",
                "exponent: log-log slope of the bytes between the first and last context",
                "nsa: the split schedule at batch 1; linear family: the state's value columns "
-               "over several CTAs per KV head, each re-reading the queries, keys, W and z"])
+               "over several CTAs per KV head, each re-reading the queries, keys, W and z",
+               *reasons])
 
 
 def decode_paths_section(gpu, wl) -> tuple[Section, dict]:
     """(Section, JSON): NSA's decoding table and every decode path's bytes per step."""
     dtype = wl.dtype if wl.dtype in ("fp16", "bf16", "fp8") else "fp16"
-    nsa_t, paths_t = nsa_table(gpu, dtype), paths_table(gpu, dtype)
+    paths_t = paths_table(gpu, dtype)
+    if all("error" in r for r in paths_t.records):   # the report leaves the section out
+        raise ValueError(paths_t.records[0]["error"])
     paragraphs = ["What one generated token reads, against the context length: dense GQA and "
                   "MLA read their whole cache every step; NSA reads its compressed cache "
                   "(N/16 tokens), 16 selected blocks and a 512-token window, shared by the query "
                   "heads of a KV group; linear attention, RFA and Performer read and write a "
                   "fixed-size state, whatever the context."]
-    return (Section("Decode paths: what a step loads against the context", paragraphs,
-                    [nsa_t, paths_t]),
-            {"nsa": nsa_t.records, "paths": paths_t.records})
+    tables, data = [paths_t], {"nsa": [], "paths": paths_t.records}
+    try:
+        nsa_t = nsa_table(gpu, dtype)
+        tables.insert(0, nsa_t)
+        data["nsa"] = nsa_t.records
+    except ValueError as exc:             # NSA or dense GQA has no plan on this GPU
+        data["nsa_left_out"] = str(exc)
+        paragraphs.append(f"NSA's decoding table (the NSA paper's Table 4) is left out: {exc}")
+    return Section(PATHS_HEADING, paragraphs, tables), data

@@ -7,17 +7,20 @@ from attnsim.serialize import result_dict
 from reports import format as fmt
 from reports.document import Section, Table
 
+HEADING = "Where each algorithm was designed to win"
+
 
 def designed_section(points, gpu, wl=None) -> tuple[Section, list[dict]]:
     """(Section, JSON records); ``wl``: the report's workload, named in the text."""
-    rows, records = [], []
+    rows, records, reasons = [], [], []
     for p in points:
         r, b = p.result, p.baseline_result
         if r is None or b is None:
-            rows.append([p.label, p.workload.describe(), "—", "—", "—", p.baseline_label,
-                         "—",
-                         "—", p.claim_short, "n/a: " + (p.error or "")[:60]])
+            rows.append([p.label, p.workload.describe(), "n/a: " + fmt.clip(p.error or ""),
+                         "—", "—", p.baseline_label, "—", "—", "—", p.claim_short])
             records.append({"label": p.label, "algorithm": p.algorithm, "error": p.error})
+            if p.error and fmt.clip(p.error) != p.error:
+                reasons.append(f"{p.label} n/a: {p.error}")
             continue
         speedup = b.time.predicted_s / r.time.predicted_s
         rows.append([p.label, p.workload.describe(), fmt.seconds(r.time.predicted_s),
@@ -47,14 +50,14 @@ def designed_section(points, gpu, wl=None) -> tuple[Section, list[dict]]:
                       "The papers' figures are measured end to end on their kernels and GPUs "
                       "(NSA: Triton on A100, d_k = 192, d_v = 128; here one head dim, 128); "
                       "ours are the timing model's predictions for this GPU: compare the "
-                      "direction and the order of magnitude, not the digits."])
+                      "direction and the order of magnitude, not the digits."] + reasons)
     text = ("NSA was built for large GQA groups (64 query heads over 4 KV heads in its paper) "
             "and long contexts, GQA/MQA and MLA for decoding with a small KV cache. On the "
             "report's workload" + (f" ({wl.heads} query heads over {wl.kv_heads} KV heads, "
                                    f"N = {wl.seq_q:,})" if wl is not None else "")
             + " they can look slow; here each runs the configuration its paper evaluates, "
             "against flash2 on the same shapes.")
-    return Section("Where each algorithm was designed to win", [text], [table]), records
+    return Section(HEADING, [text], [table]), records
 
 
 def _flat(rec: dict) -> dict:

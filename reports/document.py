@@ -12,6 +12,8 @@ from typing import Callable
 
 from tabulate import tabulate
 
+from attnsim.serialize import jsonable
+
 FORMATS = ("text", "markdown", "json", "csv")
 PLOT_HINT = ("Figures need matplotlib: pip install -e '.[plot]' (or pip install matplotlib), "
              "then write the report with --output DIR/report.md or .html.")
@@ -79,6 +81,12 @@ class Document:
         return [f for sec in self.sections for f in sec.figures]
 
 
+def left_out_section(heading: str, reason: str) -> Section:
+    """A side section this workload or GPU rules out: its heading and why, so that the rest
+    of the report stands and the reader sees what is missing."""
+    return Section(heading, [f"Left out of this report: {reason}"])
+
+
 def _placed(sec: Section):
     """(table or None, figures shown after it): figures under the table they illustrate,
     the rest (and those naming a table the section lacks) at the end of the section."""
@@ -111,13 +119,22 @@ def _table_lines(t: Table, tablefmt: str, md: bool) -> list[str]:
     out = []
     if t.title:
         out += [f"**{t.title}**" if md else t.title, ""]
-    out.append(tabulate(t.rows, headers=t.headers, tablefmt=tablefmt, disable_numparse=True))
+    rows, headers = t.rows, t.headers
+    if md:
+        rows = [[_md_cell(c) for c in row] for row in rows]
+        headers = [_md_cell(h) for h in headers]
+    out.append(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True))
     out.append("")
     for n in t.notes:
         out += [f"_{n}_", ""] if md else [f"  {n}"]
     if t.notes and not md:
         out.append("")
     return out
+
+
+def _md_cell(cell) -> str:
+    """A markdown table cell: a '|' in it (a GPU file's name, say) would end the cell."""
+    return str(cell).replace("|", "\\|")
 
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;"
@@ -165,9 +182,17 @@ def _render_csv(doc: Document) -> str:
             w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             w.writeheader()
             for r in t.records:
-                w.writerow(r)
+                w.writerow({k: _csv_cell(v) for k, v in r.items()})
             buf.write("\n")
     return buf.getvalue()
+
+
+def _csv_cell(value):
+    """Nested values (dicts, lists) and booleans as JSON, which a CSV reader can parse back,
+    not as Python's repr (single quotes, True, None); None as an empty cell."""
+    if isinstance(value, (dict, list, tuple, bool)):
+        return json.dumps(jsonable(value), allow_nan=False)
+    return value
 
 
 def matplotlib_available() -> bool:
@@ -178,6 +203,12 @@ def matplotlib_available() -> bool:
     return True
 
 
+def figures_folder(path: str) -> str:
+    """The folder ``write_document`` puts a document's figures in: beside it, named after it
+    (``out/report.md`` -> ``out/report``)."""
+    return os.path.splitext(os.path.abspath(path))[0]
+
+
 def write_document(doc: Document, path: str, svg: bool = False, dpi: int = 110) -> list[str]:
     """Write ``doc`` as markdown (``.md``) or HTML (``.html``) to ``path`` with its figures
     as PNG (and SVG when asked) in a folder beside it named after the file
@@ -186,12 +217,12 @@ def write_document(doc: Document, path: str, svg: bool = False, dpi: int = 110) 
     Returns the paths written."""
     fmt = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}[
         os.path.splitext(path)[1].lower()]
-    base, stem = os.path.split(os.path.abspath(path))
-    stem = os.path.splitext(stem)[0]
+    folder = figures_folder(path)
+    base, stem = os.path.split(folder)
     written, figure_paths = [], {}
     figures = doc.figures()
     if figures and matplotlib_available():
-        os.makedirs(os.path.join(base, stem), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -43,3 +43,13 @@ def ratio(value, digits: int = 3) -> str:
 
 def sci(value) -> str:
     return "—" if value is None else f"{value:.1e}"
+
+
+def clip(text: str, width: int = 60) -> str:
+    """``text`` cut to ``width`` characters at a word boundary, with an ellipsis: a table
+    cell with the start of a reason (the table's notes give it whole), never a cut word."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    cut = text[:width].rsplit(" ", 1)[0] if " " in text[:width] else text[:width - 1]
+    return cut.rstrip(" ,;:") + "…"

@@ -6,6 +6,8 @@ from attnsim.memory import longest_context_table, ring_capacity_table
 from reports import format as fmt
 from reports.document import Section, Table
 
+HEADING = "Longest context on this GPU"
+
 
 def _tokens(n) -> str:
     return "—" if n is None else f"{n:,}"
@@ -57,4 +59,4 @@ def longest_context_section(gpu, wl, names=None, sram_bytes=None) -> tuple[Secti
                   f"sequence each algorithm fits on this GPU. Standard attention materializes "
                   f"N x N scores (Θ(N²)); FlashAttention keeps Θ(N d) (Dao et al. 2022, "
                   f"Theorem 1)."]
-    return Section("Longest context on this GPU", paragraphs, tables), data
+    return Section(HEADING, paragraphs, tables), data

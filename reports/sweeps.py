@@ -6,6 +6,9 @@ from reports import format as fmt
 from reports import plots
 from reports.document import Figure, Section, Table
 
+THROUGHPUT_HEADING = "FlashAttention-2/3 throughput against N"
+APPROX_HEADING = "Approximations: error against cost"
+
 
 def throughput_section(records, gpu, wl) -> Section | None:
     """Predicted TFLOP/s of flash2/flash3 per dtype against N (``suite.throughput_sweep``)."""
@@ -33,7 +36,7 @@ def throughput_section(records, gpu, wl) -> Section | None:
     fig = Figure("throughput", f"FlashAttention-2/3 predicted TFLOP/s against N, "
                  f"{gpu.full_name}", lambda: plots.throughput_figure(records, gpu),
                  after="throughput")
-    return Section("FlashAttention-2/3 throughput against N",
+    return Section(THROUGHPUT_HEADING,
                    [f"{wl.heads} heads × d = {wl.head_dim}, "
                     f"{'causal' if wl.causal else 'non-causal'}, forward, count-only."],
                    [table], [fig])
@@ -63,7 +66,7 @@ def approx_section(records, gpu, exact=None) -> Section | None:
                  lambda: plots.approx_figure(records, gpu, exact.algorithm if exact else None,
                                              exact.time.predicted_s if exact else None),
                  after="approx_cost")
-    return Section("Approximations: error against cost",
+    return Section(APPROX_HEADING,
                    ["More random features (rfa, performer) or hash rounds (reformer) cost "
                     "time and buy accuracy; an exact kernel is the line to beat."],
                    [table], [fig])

@@ -55,13 +55,15 @@ def gpu_table(gpu) -> Table:
 def algorithms_table(rows, title="") -> Table:
     headers = ["algorithm", "exact", "HBM read", "HBM write", "FLOPs", "FLOP/B", "SRAM/CTA",
                "predicted", "bound", "HBM ÷ IO bound", "causal", "fwd+bwd", "err vs exact"]
-    out, records = [], []
+    out, records, reasons = [], [], []
     for row in rows:
         r = row.result
         if r is None:
             out.append([row.name, "", "—", "—", "—", "—", "—", "—", "—", "—", "—", "—",
-                        "n/a: " + (row.error or "")[:60]])
+                        "n/a: " + fmt.clip(row.error or "")])
             records.append({"algorithm": row.name, "error": row.error})
+            if row.error and fmt.clip(row.error) != row.error:
+                reasons.append(f"{row.name} n/a: {row.error}")
             continue
         c = r.counts
         err = _accuracy(row)
@@ -94,7 +96,7 @@ def algorithms_table(rows, title="") -> Table:
     notes = ([f"{EXCEEDS}: the run's HBM footprint exceeds the GPU's memory (see 'Longest "
               f"context on this GPU'); its counts and times are those of a GPU that could "
               f"hold it"] if any(EXCEEDS in cell for line in out for cell in map(str, line))
-             else [])
+             else []) + reasons
     return Table(key="algorithms", title=title, headers=headers, rows=out, records=records,
                  notes=notes)
 
