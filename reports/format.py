@@ -19,6 +19,16 @@ def nbytes(value) -> str:
     return si(value, "B")
 
 
+def binary_bytes(value) -> str:
+    """Bytes in the largest binary unit (B, KiB, MiB, GiB, TiB) that keeps the number at
+    least 1, as the datasheets size caches and memories: 50 MiB, 80 GiB, 1 KiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while i + 1 < len(units) and value >= 1024 ** (i + 1):
+        i += 1
+    return f"{value / 1024 ** i:.3g} {units[i]}"
+
+
 def kib(value) -> str:
     return "—" if value is None else f"{value / 1024:.1f} KiB"
 

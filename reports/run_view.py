@@ -82,11 +82,13 @@ def memory_table(m: dict) -> Table:
     rows = [["HBM peak", fmt.nbytes(m["peak_bytes"]), f"{m['peak_bytes']:,}"],
             *[[f"  {name}", fmt.nbytes(b), f"{b:,}"] for name, b in m["by_tensor"].items()],
             ["HBM capacity", fmt.nbytes(m["capacity_bytes"]), f"{m['capacity_bytes']:,}"],
-            ["fits", "yes" if m["fits"] else "NO", str(m["fits"])],
+            ["fits (this attention call)", "yes" if m["fits"] else "NO", str(m["fits"])],
             [f"longest {m['varies']} that fits", _longest_text(longest), str(longest)]]
     return Table("memory", "", ["memory", "value", "exact"], rows,
                  [{k: v for k, v in m.items() if k != "allocations"}],
-                 notes=[f"peak in kernel {m['peak_phase']}; {m['search']}"])
+                 notes=[f"peak in kernel {m['peak_phase']}; {m['search']}; the footprint of "
+                        f"this one attention call (with --model, one layer's: kv_cache has "
+                        f"the model's weights and whole cache)"])
 
 
 def _longest_text(longest: int | None) -> str:
