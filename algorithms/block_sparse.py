@@ -26,6 +26,7 @@ per tile — the same Θ bound.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from dataclasses import dataclass
 
@@ -37,8 +38,9 @@ from algorithms.kernels.block_sparse_exec import (TilePlan, fixed_tile_plan, pos
                                           square_tile_plan)
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.footprints import INDEX_BYTES
-from algorithms.kernels.sparse_patterns import (block_layout, block_mask_to_csr, layout_element_mask,
-                                        random_block_csr)
+from algorithms.kernels.sparse_patterns import (MAX_LAYOUT_TILES, block_layout,
+                                                layout_element_mask, random_block_csr,
+                                                too_many_tiles)
 from hwmodels.footprint import Allocation
 
 DEFAULT_DENSITY = 0.25
@@ -76,29 +78,75 @@ class BlockSparsePlan(TilePlan):
     mask_file: str | None
 
 
-def load_block_mask(path: str, tq: int, tk: int, block: int) -> np.ndarray:
-    """The boolean block mask in ``path``, checked against the (T_r, T_c) tiling."""
-    if not os.path.isfile(path):
-        raise PlanError(f"block_sparse: --mask-file {path!r} does not exist")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise PlanError(f"block_sparse: --mask-file {path!r} is not a .npy array ({err})") from None
-    if not isinstance(mask, np.ndarray):     # a .npz archive loads as a dict of arrays
-        mask.close()
-        raise PlanError(f"block_sparse: --mask-file {path!r} is a .npz archive; save the "
-                        f"(T_r, T_c) mask alone with numpy.save (.npy)")
-    if mask.shape != (tq, tk):
-        raise PlanError(f"block_sparse: --mask-file holds a {mask.shape} mask but --block "
-                        f"{block} tiles this workload into ({tq}, {tk}) blocks (T_r, T_c)")
-    if mask.dtype != np.bool_:
-        if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
-            raise PlanError(f"block_sparse: --mask-file must hold booleans (or 0/1), got "
-                            f"dtype {mask.dtype}")
-        mask = mask.astype(bool)
-    if not mask.any():
-        raise PlanError("block_sparse: --mask-file has no non-zero block")
-    return mask
+# the mask is read this many bytes of rows at a time: np.nonzero of a chunk takes 16 bytes per
+# kept block, so a chunk's indices stay within 64 MiB whatever the file's size
+MASK_CHUNK_BYTES = 2**22
+MAX_NPY_HEADER_BYTES = 10_000   # numpy's own limit on the headers it parses (max_header_size)
+
+
+def load_block_mask(path: str, tq: int, tk: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The boolean (T_r, T_c) block mask in ``path`` as CSR (row_ptr, cols). The .npy header
+    is checked against the tiling and the file's size before any data is read, and the data
+    is walked in row chunks of a memory map, so neither a header claiming a huge shape nor a
+    large mask allocates more than the kept blocks' indices."""
+    name = f"block_sparse: --mask-file {path!r}"
+    if not os.path.exists(path):
+        raise PlanError(f"{name} does not exist")
+    if not os.path.isfile(path):        # a device or pipe: /dev/zero would never end
+        raise PlanError(f"{name} is not a regular file; give a .npy file (numpy.save)")
+    with open(path, "rb") as fh:
+        start = fh.read(12)            # magic, version, header length (2 or 4 bytes)
+        if start[:4] == b"PK\x03\x04":        # a zip: what numpy.savez writes
+            raise PlanError(f"{name} is a .npz archive; save the (T_r, T_c) mask alone with "
+                            f"numpy.save (.npy)")
+        if start[:6] != b"\x93NUMPY":
+            raise PlanError(f"{name} is not a .npy file (it does not begin with numpy's "
+                            f".npy header); save the mask with numpy.save")
+        # numpy allocates the header length a version 2 file claims (up to 4 GiB) to read it
+        claimed = struct.unpack("<I", start[8:])[0] if len(start) == 12 else 0
+        if start[6:8] == b"\x02\x00" and claimed > MAX_NPY_HEADER_BYTES:
+            raise PlanError(f"{name} has a damaged .npy header (it claims {claimed:,} bytes of "
+                            f"header); save the mask with numpy.save")
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):     # 3.0: utf-8 field names, never a mask
+                raise ValueError(f"format version {version[0]}.{version[1]}")
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(fh))
+        except Exception as err:        # numpy's header parser also raises tokenize's errors
+            raise PlanError(f"{name} has a damaged or unsupported .npy header ({err}); save "
+                            f"the mask with numpy.save") from None
+        offset = fh.tell()
+    if dtype != np.bool_ and not np.issubdtype(dtype, np.integer):
+        raise PlanError(f"{name} must hold booleans (or 0/1), got dtype {dtype}")
+    if shape != (tq, tk):
+        raise PlanError(f"{name} holds a {shape} mask but --block {block} tiles this workload "
+                        f"into ({tq}, {tk}) blocks (T_r, T_c); save a ({tq}, {tk}) mask")
+    data_bytes = tq * tk * dtype.itemsize
+    if os.path.getsize(path) - offset < data_bytes:
+        raise PlanError(f"{name} is truncated: its {shape} {dtype} mask needs {data_bytes:,} "
+                        f"bytes of data, the file holds {os.path.getsize(path) - offset:,}")
+    mask = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+    step = max(1, MASK_CHUNK_BYTES // (tk * dtype.itemsize))
+    row_ptr, cols, kept = np.zeros(tq + 1, dtype=np.int64), [], 0
+    for r0 in range(0, tq, step):
+        chunk = mask[r0:r0 + step]
+        if chunk.dtype != np.bool_ and not np.isin(chunk, (0, 1)).all():
+            raise PlanError(f"{name} must hold booleans (or 0/1), got dtype {dtype} with "
+                            f"other values")
+        per_row = np.count_nonzero(chunk, axis=1)
+        row_ptr[r0 + 1:r0 + 1 + len(chunk)] = per_row
+        kept += int(per_row.sum())
+        if kept > MAX_LAYOUT_TILES:     # refused before their indices are built
+            raise too_many_tiles(kept, tq, "at least " if r0 + step < tq else "")
+        cols.append(np.nonzero(chunk)[1].astype(np.int64))
+    del mask
+    np.cumsum(row_ptr, out=row_ptr)
+    if row_ptr[-1] == 0:
+        raise PlanError(f"{name} has no non-zero block")
+    return row_ptr, np.concatenate(cols)
 
 
 def plan(wl, gpu, sram_bytes: int, density: float = DEFAULT_DENSITY, block: int | None = None,
@@ -111,7 +159,7 @@ def plan(wl, gpu, sram_bytes: int, density: float = DEFAULT_DENSITY, block: int 
     tq, tk = cdiv(wl.seq_q, block), cdiv(wl.seq_k, block)
     per_row = 0
     if mask_file:
-        density = float(load_block_mask(mask_file, tq, tk, block).mean())
+        density = len(load_block_mask(mask_file, tq, tk, block)[1]) / (tq * tk)
     else:
         per_row = max(1, round(density * tk))
     return BlockSparsePlan(**tiles.to_dict(), density=density, blocks_per_row=per_row,
@@ -121,7 +169,7 @@ def plan(wl, gpu, sram_bytes: int, density: float = DEFAULT_DENSITY, block: int 
 def layout(wl, p: BlockSparsePlan):
     tq, tk = cdiv(wl.seq_q, p.block_q), cdiv(wl.seq_k, p.block_k)
     if p.mask_file:
-        row_ptr, cols = block_mask_to_csr(load_block_mask(p.mask_file, tq, tk, p.block_q))
+        row_ptr, cols = load_block_mask(p.mask_file, tq, tk, p.block_q)
     else:
         row_ptr, cols = random_block_csr(tq, tk, p.blocks_per_row, p.seed)
     return block_layout(row_ptr, cols, wl.causal, wl.seq_q, wl.seq_k, p.block_q)
@@ -154,7 +202,7 @@ def footprint(wl, p):
     blocks); causal skipping of the blocks above the diagonal is index arithmetic."""
     tq = cdiv(wl.seq_q, p.block_q)
     if p.mask_file:
-        kept = int(load_block_mask(p.mask_file, tq, cdiv(wl.seq_k, p.block_k), p.block_q).sum())
+        kept = len(load_block_mask(p.mask_file, tq, cdiv(wl.seq_k, p.block_k), p.block_q)[1])
     else:
         kept = tq * p.blocks_per_row
     return pattern_footprint(sys.modules[__name__], wl, p, lambda kernel: [

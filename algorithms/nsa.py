@@ -607,22 +607,22 @@ def block_credit(p: NsaPlan, n_c: int, n_blocks: int) -> np.ndarray:
 def reference_block_scores(wl, p: NsaPlan, q, kc):
     """(B, G, N_q, ⌈N_k/l'⌉) float64 importance scores of the selection blocks (Eqs. 9–10,
     before Eq. 11's forcing), and the (N_q, N_c) visibility of the compressed tokens."""
-    b, G, nq, nk = wl.batch, wl.kv_heads, wl.seq_q, wl.seq_k
-    n_c = kc.shape[2]
+    (b, G, n_c, _), nq, nk = kc.shape, wl.seq_q, wl.seq_k      # all heads, or one group
     kpos = np.arange(nq) + nk - nq                                       # (N_q,)
     nvis = np.where(kpos + 1 < p.compress_block, 0,
                     (kpos + 1 - p.compress_block) // p.compress_stride + 1)
     vis = np.arange(n_c)[None, :] < nvis[:, None]                       # (N_q, N_c)
     n_blocks = cdiv(nk, p.select_block)
-    if n_c == 0:
-        p_group = np.zeros((b, G, nq, 0))
-    else:
-        s = np.einsum("bhid,bhjd->bhij", q, np.repeat(kc, p.group, axis=1)) * wl.scale
-        s = np.where(vis, s, -np.inf)
+    p_group = np.zeros((b, G, nq, n_c))
+    # a query head at a time, its scores changed in place: they are 8 N_q N_c bytes a head
+    for h in range(q.shape[1] if n_c else 0):      # (no compressed token: no scores)
+        g = h // p.group
+        s = np.einsum("bhid,bhjd->bhij", q[:, h:h + 1], kc[:, g:g + 1]) * wl.scale
+        s[..., ~vis] = -np.inf
         mx = np.where(nvis[:, None] > 0, s.max(-1, keepdims=True), 0.0)
-        prob = np.exp(s - mx)
+        prob = np.exp(np.subtract(s, mx, out=s), out=s)
         prob /= np.where(nvis[:, None] > 0, prob.sum(-1, keepdims=True), 1.0)
-        p_group = prob.reshape(b, G, p.group, nq, n_c).sum(2)          # Eq. 10
+        p_group[:, g] += prob[:, 0]                                     # Eq. 10
     return p_group @ block_credit(p, n_c, n_blocks), vis                # Eq. 9
 
 
@@ -725,18 +725,28 @@ def reference(wl, p: NsaPlan, inputs, attention_reference, selection=None) -> np
     n_c = p.compressed_tokens
     kc = _compress_reference(k, par["wk"], par["bk"], p, n_c)
     vc = _compress_reference(v, par["wv"], par["bv"], p, n_c)
-    idx, vis = reference_selection(wl, p, q, kc)
-    if selection is not None:
-        idx = np.asarray(selection)
-    o_cmp = (attention_reference(q, kc, vc, scale=wl.scale, mask=vis)[0] if n_c
-             else np.zeros_like(q))
     kpos = np.arange(nq) + nk - nq
     key_block = np.arange(nk) // p.select_block
-    sel = (idx[..., :, None] == key_block).any(axis=-2)                 # (B, G, N_q, N_k)
-    sel = np.repeat(sel, p.group, axis=1)                               # the group shares it
-    o_slc, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=sel)
     window = (np.arange(nk)[None, :] > kpos[:, None] - p.window)
-    o_win, _ = attention_reference(q, k, v, causal=True, scale=wl.scale, mask=window)
+    o_cmp, o_slc, o_win = (np.zeros_like(q) for _ in range(3))
+    # one KV group at a time, its (N_q, N_k) selection mask serving its g query heads: all
+    # groups' masks at once were B H N_q N_k bytes, built from n bytes a pair of comparisons
+    for b in range(wl.batch):
+        for g in range(wl.kv_heads):
+            kv = (slice(b, b + 1), slice(g, g + 1))                  # (1, 1, N, d) views
+            heads = (kv[0], slice(g * p.group, (g + 1) * p.group))   # its g query heads
+            idx, vis = reference_selection(wl, p, q[heads], kc[kv])
+            if selection is not None:
+                idx = np.asarray(selection)[kv]
+            if n_c:
+                o_cmp[heads] = attention_reference(q[heads], kc[kv], vc[kv], scale=wl.scale,
+                                                   mask=vis)[0]
+            chosen = np.zeros((nq, key_block[-1] + 2), dtype=bool)    # last column: the -1s
+            chosen[np.arange(nq)[:, None], idx[0, 0]] = True
+            o_slc[heads] = attention_reference(q[heads], k[kv], v[kv], causal=True,
+                                               scale=wl.scale, mask=chosen[:, key_block])[0]
+            o_win[heads] = attention_reference(q[heads], k[kv], v[kv], causal=True,
+                                               scale=wl.scale, mask=window)[0]
     gates = 1.0 / (1.0 + np.exp(-np.einsum("bhid,hcd->bhic", q, par["wg"].astype(np.float64))))
     return gates[..., 0:1] * o_cmp + gates[..., 1:2] * o_slc + gates[..., 2:3] * o_win
 

@@ -527,8 +527,8 @@ def exact_problem(wl, p, inputs):
     q = np.asarray(inputs.q, dtype=np.float64)
     n = wl.seq_q
     allowed = ~np.eye(n, dtype=bool)
-    visible = np.tril(np.ones((n, n), dtype=bool)) if wl.causal else np.ones((n, n), bool)
-    lonely = ~(allowed & visible).any(axis=1)
+    # rows with no visible key but their own: causal, the first; else only when N = 1
+    lonely = np.arange(n) == 0 if wl.causal else np.full(n, n == 1)
     allowed[lonely, lonely] = True
     return q, _shared_keys(q), inputs.v, allowed
 
@@ -566,7 +566,6 @@ def _reference_head(q, q_hash, v, rot, p, scale, causal):
     n, c, nb, hh = q.shape[0], p.bucket_size, p.n_buckets, p.hashes
     keys = _shared_keys(q)
     bk = reference_buckets(q_hash, rot, p.factors)             # (H, N), from the stored Q
-    shared = (bk[:, :, None] == bk[:, None, :]).sum(axis=0)    # N_ij
     o_r = np.zeros((hh, n, q.shape[1]))
     lse_r = np.zeros((hh, n))
     for r in range(hh):
@@ -575,7 +574,9 @@ def _reference_head(q, q_hash, v, rot, p, scale, causal):
             prev = (ch - 1) % nb
             tok = np.concatenate([perm[prev * c:(prev + 1) * c], perm[ch * c:(ch + 1) * c]])
             qi = tok[c:]
-            s = q[qi] @ keys[tok].T * scale - np.log(np.maximum(shared[qi][:, tok], 1))
+            # N_ij of the chunk's pairs only (the whole N x N table took H + 8 bytes a pair)
+            shared = (bk[:, qi, None] == bk[:, None, tok]).sum(axis=0)
+            s = q[qi] @ keys[tok].T * scale - np.log(np.maximum(shared, 1))
             same = bk[r][qi][:, None] == bk[r][tok][None, :]
             s = np.where(same, s, -np.inf)
             if causal:

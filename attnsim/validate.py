@@ -244,6 +244,8 @@ def check_input_file(path: str, name: str) -> None:
         raise PlanError(f"{name} {path!r} is a directory; give a file")
     if not os.path.exists(path):
         raise PlanError(f"{name} {path!r} does not exist")
+    if not os.path.isfile(path):        # a device or pipe: reading /dev/zero never ends
+        raise PlanError(f"{name} {path!r} is not a regular file; give a file")
     if not os.access(path, os.R_OK):
         raise PlanError(f"{name} {path!r} is not readable")
 
@@ -299,7 +301,10 @@ def executed_host_bytes(wl) -> int:
       the rows in blocks and never holds a (B, H, N_q, N_k) array;
     * the dropout multiplier Z, (B, H, N_q, N_k) float32, which the references read;
     * the algorithms' own workspaces, at most two float32 (N_q, N_k) matrices per head in
-      flight (standard attention's S and P), one head per CPU core.
+      flight (standard attention's S and P), one head per CPU core. The patterns' boolean
+      (N_q, N_k) masks (1 B a pair) and the float64 references of NSA, the feature maps and
+      Reformer fit in it: they hold no N_q x N_k float64 or int64 array
+      (tests/test_host_memory_audit.py).
     """
     b, h, nq, nk, d = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.head_dim
     q_elems, kv_elems = b * h * nq * d, b * wl.kv_heads * nk * d

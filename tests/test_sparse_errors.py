@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import algorithms.kernels.block_sparse_exec as executor
+import algorithms.sparse_transformer as sparse_transformer
 from algorithms.base import PlanError
 from attnsim import Workload, simulate
 from attnsim.cli import main
@@ -20,6 +21,8 @@ def no_kernel(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the kernel ran before the parameters were rejected")
     monkeypatch.setattr(executor, "run_layout", refuse)
+    # it binds the name when imported (above, before any patch): patched where it looks
+    monkeypatch.setattr(sparse_transformer, "run_layout", refuse)
 
 
 @pytest.mark.parametrize("alg,options,wl,match", [

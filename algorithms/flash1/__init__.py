@@ -445,7 +445,9 @@ def split_pairs(wl, p: Flash1Plan) -> np.ndarray:
     first = flash1_bwd.first_q_blocks(wl.seq_q, wl.seq_k, p.block_q, p.block_k, wl.causal,
                                       p.tiles == "release")
     blocks = np.arange(cdiv(wl.seq_q, p.block_q), dtype=np.int64)
-    seen_by = (blocks[:, None] >= first[None, :]).sum(axis=1)    # K/V blocks per Q block
+    # K/V blocks per Q block: those whose first Q block is at or before it, by binary search
+    # (a T_r x T_c comparison table is 64 GiB at N = 2**24 on the release's tiles)
+    seen_by = np.searchsorted(np.sort(first), blocks, side="right")
     return np.bincount(blocks % p.splits, weights=seen_by,
                        minlength=p.splits).astype(np.float64)
 

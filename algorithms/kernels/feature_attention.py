@@ -609,26 +609,37 @@ def reference_features(kind: str, x: np.ndarray, w: np.ndarray | None, scale: fl
     return np.exp(u @ w.T - sq) / math.sqrt(p)
 
 
+# Scores of one block of query rows in the reference (as ``attnsim.reference``'s blocks): a
+# whole (N_q, N_k) float64 matrix and its causally masked copy were 16 bytes a pair at once.
+REFERENCE_BLOCK_BYTES = 8 << 20
+
+
 def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_head,
                         sigma: float | None = None) -> np.ndarray:
-    """float64 feature-map attention, (B, H, N_q, d); ``w_for_head(b, h)`` gives W or None."""
+    """float64 feature-map attention, (B, H, N_q, d); ``w_for_head(b, h)`` gives W or None:
+    o_i = Σ_j φ(q_i)·φ(k_j) v_j / Σ_j φ(q_i)·φ(k_j) (causal: j <= i + N_k − N_q), a block of
+    query rows at a time. Rows are independent: blocking changes at most the last bit, where
+    BLAS sums a block's products in another order."""
     batch, heads, seq_q, _ = q.shape
     group = heads // k.shape[1]
     seq_k = k.shape[2]
+    rows = max(1, REFERENCE_BLOCK_BYTES // (8 * seq_k))
     out = np.zeros(q.shape, dtype=np.float64)
     for b in range(batch):
         for h in range(heads):
             w = w_for_head(b, h)
             fq = reference_features(kind, q[b, h], w, scale, False, sigma)
             fk = reference_features(kind, k[b, h // group], w, scale, True, sigma)
-            a = fq @ fk.T                                          # (N_q, N_k)
-            if causal:
-                i = np.arange(seq_q)[:, None]
-                j = np.arange(seq_k)[None, :]
-                a = np.where(j <= i + (seq_k - seq_q), a, 0.0)
-            den = a.sum(axis=1)
-            num = a @ np.asarray(v[b, h // group], dtype=np.float64)
-            out[b, h] = np.where(den[:, None] != 0, num / np.where(den == 0, 1, den)[:, None], 0)
+            vh = np.asarray(v[b, h // group], dtype=np.float64)
+            for r0 in range(0, seq_q, rows):
+                a = fq[r0:r0 + rows] @ fk.T                                # (rows, N_k)
+                if causal:
+                    i = np.arange(r0, min(r0 + rows, seq_q))[:, None]
+                    a[np.arange(seq_k)[None, :] > i + (seq_k - seq_q)] = 0.0
+                den = a.sum(axis=1)
+                num = a @ vh
+                out[b, h, r0:r0 + rows] = np.where(
+                    den[:, None] != 0, num / np.where(den == 0, 1, den)[:, None], 0)
     return out
 
 

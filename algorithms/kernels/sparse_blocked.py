@@ -213,12 +213,22 @@ def l2_footprint(wl, tiles, rec, smem: int, regs: int, threads: int) -> tuple[in
     return fixed + wl.batch * wl.kv_heads * per_head, in_flight * per_head
 
 
+# rows of the strided mask built at once: the int64 position differences of every pair were
+# 16 bytes a pair in flight, twice what an executed run is budgeted for its score matrices
+MASK_CHUNK_PAIRS = 1 << 20
+
+
 def strided_mask(stride: int, causal: bool, seq_q: int, seq_k: int, perm_q, perm_k):
-    """Boolean mask of A2 \\ A1 in residue order (executed mode: small N)."""
-    p = (perm_q + seq_k - seq_q)[:, None]
-    diff = p - perm_k[None, :]
-    allowed = (diff % stride == 0) & (np.abs(diff) > stride)
-    return allowed & (diff >= 0) if causal else allowed
+    """Boolean mask of A2 \\ A1 in residue order (executed mode: small N), a chunk of rows
+    at a time."""
+    p = perm_q + seq_k - seq_q
+    mask = np.empty((len(perm_q), len(perm_k)), dtype=bool)
+    rows = max(1, MASK_CHUNK_PAIRS // max(1, len(perm_k)))
+    for r0 in range(0, len(p), rows):
+        diff = p[r0:r0 + rows, None] - perm_k[None, :]
+        allowed = (diff % stride == 0) & (np.abs(diff) > stride)
+        mask[r0:r0 + rows] = allowed & (diff >= 0) if causal else allowed
+    return mask
 
 
 @compiled(nogil=True)

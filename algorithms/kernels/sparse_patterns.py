@@ -360,14 +360,6 @@ def block_layout(row_ptr, cols, causal: bool, seq_q: int, seq_k: int, block: int
     return BlockLayout(seq_q, seq_k, block, block, rp, c, partial, int(pairs.sum()))
 
 
-def block_mask_to_csr(block_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense boolean (T_r, T_c) block mask -> (row_ptr, cols)."""
-    rows, cols = np.nonzero(block_mask)
-    row_ptr = np.zeros(block_mask.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=block_mask.shape[0]), out=row_ptr[1:])
-    return row_ptr, cols.astype(np.int64)
-
-
 def layout_element_mask(layout: BlockLayout, causal: bool) -> np.ndarray:
     """The (N_q, N_k) element mask of a block layout (block patterns): visited tiles
     expanded, then the causal mask."""
