@@ -235,8 +235,9 @@ def cmd_run(a, extra_args: list[str]) -> int:
                            f"{info.no_kv_heads}; drop --kv-heads")
     gpu = get_gpu(a.hw)
     wl = workload_from_args(a)
-    if info.no_kv_heads and wl.kv_heads != wl.heads:
-        # the K/V heads came from --model (a typed --kv-heads is refused above)
+    if info.no_kv_heads and wl.kv_heads != wl.heads and info.name != "mla":
+        # the K/V heads came from --model (a typed --kv-heads is refused above); mla's
+        # own check (simulate) says which algorithm a GQA model is for
         raise AttnsimError(f"{info.name}: --model {wl.model.name} has {wl.kv_heads} K/V "
                            f"heads for {wl.heads} query heads, which {info.name} cannot "
                            f"use: {info.no_kv_heads}; give --heads and --head-dim instead "
