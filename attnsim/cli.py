@@ -791,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     except Exception as exc:           # noqa: BLE001 - the one place every error ends up
-        code, line = describe_error(exc)
+        code, line = describe_error(exc, count_only="--count-only" in argv)
         if debug and code != 2:        # a bug: Python's own traceback and status
             raise
         if debug:                      # bad input stays status 2, so scripts see the same
@@ -838,8 +838,9 @@ def _hw_entries(hw: str | None) -> list[str]:
     return list(dict.fromkeys([hw, *(h.strip() for h in hw.split(",") if h.strip())]))
 
 
-def describe_error(exc: BaseException) -> tuple[int, str]:
-    """(exit status, the one stderr line) for an exception that reached ``main``."""
+def describe_error(exc: BaseException, count_only: bool = False) -> tuple[int, str]:
+    """(exit status, the one stderr line) for an exception that reached ``main``;
+    ``count_only``: the run already had --count-only (not advised again)."""
     if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)) \
             and not isinstance(exc, UnicodeError):
         # every user error (AttnsimError, PlanError, GPU and model file errors) is one
@@ -847,9 +848,13 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, OSError) and exc.filename:   # a path the user gave, e.g. a full disk
         return 2, f"attnsim: error: {exc.filename!r}: {exc.strerror or _one_line(exc)}"
     if isinstance(exc, MemoryError):
+        if count_only:
+            return 2, ("attnsim: error: out of host memory for this workload even with "
+                       "--count-only; use a smaller --batch, --heads or --seq, or a sparser "
+                       "pattern")
         return 2, ("attnsim: error: out of host memory for this workload; add --count-only "
-                   "if it is not given (the same counts, no data), or use a smaller --batch, "
-                   "--heads or --seq, or a sparser pattern")
+                   "(the same counts, no data), or use a smaller --batch, --heads or --seq, "
+                   "or a sparser pattern")
     return 1, (f"attnsim: internal error (a bug in attnsim, please report it): "
                f"{type(exc).__name__}: {_one_line(exc)}; rerun with --debug to see the traceback")
 

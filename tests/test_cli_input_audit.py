@@ -114,3 +114,11 @@ def test_a_flag_given_twice_is_refused(capsys, args, flag):
     """argparse would keep the last value without a word."""
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and f"{flag} is given twice; give it once" in err
+
+
+def test_out_of_memory_advises_count_only_only_where_it_was_not_given():
+    from attnsim.cli import describe_error
+    code, line = describe_error(MemoryError())
+    assert code == 2 and "add --count-only" in line
+    code, line = describe_error(MemoryError(), count_only=True)
+    assert code == 2 and "even with --count-only" in line and "add --count-only" not in line
