@@ -51,6 +51,7 @@ def plan(wl, gpu, sram_bytes: int) -> fa.FeaturePlan:
 
 
 executed_host_bytes = fa.executed_host_bytes    # its φ maps, for the host check
+EXECUTED_WORKSPACE = "feature maps"              # what those bytes are, in messages
 
 
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:

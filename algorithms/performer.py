@@ -131,6 +131,7 @@ def projection_fn(p: PerformerPlan, d: int, seed: int):
 
 
 executed_host_bytes = fa.executed_host_bytes    # its φ maps, for the host check
+EXECUTED_WORKSPACE = "feature maps"              # what those bytes are, in messages
 
 
 def run(wl, p: fa.FeaturePlan, inputs, rec, compute: bool) -> dict:

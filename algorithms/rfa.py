@@ -156,6 +156,7 @@ def gate_params(p: RFAPlan, d: int, seed: int) -> tuple[np.ndarray, np.float32]:
 
 
 executed_host_bytes = fa.executed_host_bytes    # its φ maps, for the host check
+EXECUTED_WORKSPACE = "feature maps"              # what those bytes are, in messages
 
 
 def run(wl, p: RFAPlan, inputs, rec, compute: bool) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from algorithms.base import PlanError
 from attnsim.inputs import FAMILIES, make_inputs
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
@@ -101,10 +102,16 @@ def family_error_table(gpu="h100", workload=REPORT_WORKLOAD, configs=REPORT_CONF
     records = []
     for algorithm, setting, options, causal in configs:
         wl = workload.replace(causal=causal)
-        rows = error_by_family(algorithm, wl, gpu, families, seeds, options)
-        records.append({"algorithm": algorithm, "setting": setting, "options": options,
-                        "causal": causal, "workload": wl.to_dict(),
-                        "errors": {r["family"]: r["error_vs_exact"] for r in rows}})
+        record = {"algorithm": algorithm, "setting": setting, "options": options,
+                  "causal": causal, "workload": wl.to_dict()}
+        try:
+            rows = error_by_family(algorithm, wl, gpu, families, seeds, options)
+        except (PlanError, ValueError) as exc:
+            # a setting this GPU cannot plan (little shared memory) is a row of its own,
+            # with the reason, as the report's per-algorithm table has them
+            records.append({**record, "errors": None, "error": " ".join(str(exc).split())})
+            continue
+        records.append({**record, "errors": {r["family"]: r["error_vs_exact"] for r in rows}})
     return records
 
 

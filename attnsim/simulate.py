@@ -175,8 +175,9 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     own_bytes = getattr(module, "executed_host_bytes", None)
     if compute and own_bytes is not None:       # workspaces an option sizes (features)
         sized_by = [o.flag for o in info.options if o.name == "features"]
+        named = getattr(module, "EXECUTED_WORKSPACE", "own workspaces")
         check_host_memory(workload, extra=own_bytes(workload, plan),
-                          what=f", {info.name}'s feature maps", also=sized_by)
+                          what=f", {info.name}'s {named}", also=sized_by)
     rec = Recorder(gpu, budget)
     if compute and inputs is None:
         check_int(seed, "input seed (--input-seed)", 0, MAX_SEED)

@@ -310,3 +310,24 @@ def test_report_sections_render_the_records():
     assert len(layouts) == 8 and all(r["hbm_bytes"] > 0 for r in layouts)
     csv = doc.render("csv")
     assert "approx_error_by_family" in csv and "sparse_transformer_layouts" in csv
+
+
+def test_a_setting_the_gpu_cannot_plan_is_an_na_row_not_a_lost_table():
+    """On a GPU with little shared memory, gated causal RFA does not fit while plain RFA
+    does: the table keeps the rows it can measure and names the reason for the rest."""
+    from attnsim.approx_sweep import family_error_table
+    from hwmodels.gpu_file import gpu_from_mapping
+    from reports.approx import family_error_section
+    from reports.document import Document
+    small = gpu_from_mapping({"base": "a100", "name": "small", "smem_bytes_per_block": 2048,
+                              "smem_bytes_per_sm": 2048})
+    configs = (("rfa", "D = 8", {"features": 8}, False),
+               ("rfa", "D = 256, gated (causal)", {"features": 256, "gate": True}, True))
+    records = family_error_table(small, workload=Workload(batch=1, heads=1, seq_q=64,
+                                                          head_dim=16),
+                                 configs=configs, seeds=(0,))
+    assert records[0]["errors"] is not None and "error" not in records[0]
+    assert records[1]["errors"] is None and "SRAM" in records[1]["error"]
+    text = Document("t", [family_error_section(records, 1)], {}).render("text")
+    assert "D = 8" in text and "n/a:" in text and records[1]["error"][:40] in " ".join(
+        text.split())
