@@ -94,6 +94,28 @@ def load_block_mask(path: str, tq: int, tk: int, block: int) -> tuple[np.ndarray
         raise PlanError(f"{name} does not exist")
     if not os.path.isfile(path):        # a device or pipe: /dev/zero would never end
         raise PlanError(f"{name} is not a regular file; give a .npy file (numpy.save)")
+    shape, fortran, dtype, offset = read_npy_header(path, name)
+    if dtype != np.bool_ and not np.issubdtype(dtype, np.integer):
+        raise PlanError(f"{name} must hold booleans (or 0/1), got dtype {dtype}")
+    if shape != (tq, tk):
+        raise PlanError(f"{name} holds a {shape} mask but --block {block} tiles this workload "
+                        f"into ({tq}, {tk}) blocks (T_r, T_c); save a ({tq}, {tk}) mask")
+    data_bytes = tq * tk * dtype.itemsize
+    if os.path.getsize(path) - offset < data_bytes:
+        raise PlanError(f"{name} is truncated: its {shape} {dtype} mask needs {data_bytes:,} "
+                        f"bytes of data, the file holds {os.path.getsize(path) - offset:,}")
+    mask = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+    row_ptr, cols = mask_to_csr_in_chunks(mask, name)
+    if row_ptr[-1] == 0:
+        raise PlanError(f"{name} has no non-zero block")
+    return row_ptr, cols
+
+
+def read_npy_header(path: str, name: str):
+    """(shape, fortran order, dtype, data offset) of the .npy file ``path``, read from its
+    header alone; PlanError naming ``name`` for an .npz archive, a file that is not .npy or a
+    damaged header."""
     with open(path, "rb") as fh:
         start = fh.read(12)            # magic, version, header length (2 or 4 bytes)
         if start[:4] == b"PK\x03\x04":        # a zip: what numpy.savez writes
@@ -117,35 +139,28 @@ def load_block_mask(path: str, tq: int, tk: int, block: int) -> tuple[np.ndarray
         except Exception as err:        # numpy's header parser also raises tokenize's errors
             raise PlanError(f"{name} has a damaged or unsupported .npy header ({err}); save "
                             f"the mask with numpy.save") from None
-        offset = fh.tell()
-    if dtype != np.bool_ and not np.issubdtype(dtype, np.integer):
-        raise PlanError(f"{name} must hold booleans (or 0/1), got dtype {dtype}")
-    if shape != (tq, tk):
-        raise PlanError(f"{name} holds a {shape} mask but --block {block} tiles this workload "
-                        f"into ({tq}, {tk}) blocks (T_r, T_c); save a ({tq}, {tk}) mask")
-    data_bytes = tq * tk * dtype.itemsize
-    if os.path.getsize(path) - offset < data_bytes:
-        raise PlanError(f"{name} is truncated: its {shape} {dtype} mask needs {data_bytes:,} "
-                        f"bytes of data, the file holds {os.path.getsize(path) - offset:,}")
-    mask = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
-    step = max(1, MASK_CHUNK_BYTES // (tk * dtype.itemsize))
+        return shape, fortran, dtype, fh.tell()
+
+
+def mask_to_csr_in_chunks(mask, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (row_ptr, cols) of the non-zero entries of a (T_r, T_c) 0/1 array, walked
+    ``MASK_CHUNK_BYTES`` of rows at a time; refused past ``MAX_LAYOUT_TILES`` kept blocks
+    before their indices are built."""
+    tq, tk = mask.shape
+    step = max(1, MASK_CHUNK_BYTES // (tk * mask.dtype.itemsize))
     row_ptr, cols, kept = np.zeros(tq + 1, dtype=np.int64), [], 0
     for r0 in range(0, tq, step):
         chunk = mask[r0:r0 + step]
         if chunk.dtype != np.bool_ and not np.isin(chunk, (0, 1)).all():
-            raise PlanError(f"{name} must hold booleans (or 0/1), got dtype {dtype} with "
+            raise PlanError(f"{name} must hold booleans (or 0/1), got dtype {mask.dtype} with "
                             f"other values")
         per_row = np.count_nonzero(chunk, axis=1)
         row_ptr[r0 + 1:r0 + 1 + len(chunk)] = per_row
         kept += int(per_row.sum())
-        if kept > MAX_LAYOUT_TILES:     # refused before their indices are built
+        if kept > MAX_LAYOUT_TILES:
             raise too_many_tiles(kept, tq, "at least " if r0 + step < tq else "")
         cols.append(np.nonzero(chunk)[1].astype(np.int64))
-    del mask
     np.cumsum(row_ptr, out=row_ptr)
-    if row_ptr[-1] == 0:
-        raise PlanError(f"{name} has no non-zero block")
     return row_ptr, np.concatenate(cols)
 
 
