@@ -466,6 +466,11 @@ def _report_refuse_clashing_outputs(a, document_out: bool) -> None:
         return
     from reports.document import figures_folder, matplotlib_available
     folder = figures_folder(a.output)
+    if a.plot and os.path.dirname(os.path.realpath(a.plot)) == os.path.realpath(folder):
+        # the document rewrites its figures there: --plot could collide with one of them
+        raise AttnsimError(f"--plot {a.plot!r} is inside {folder!r}, the folder --output "
+                           f"{a.output!r} writes its figures into; give --plot a path "
+                           f"outside it")
     if os.path.exists(folder) and not os.path.isdir(folder) and matplotlib_available():
         raise AttnsimError(f"--output {a.output!r} writes its figures into the folder "
                            f"{folder!r}, which is a file; move or remove that file, or give "

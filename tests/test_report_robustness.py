@@ -196,3 +196,15 @@ def test_na_reasons_are_cut_at_a_word_and_given_whole_in_a_note():
     assert f"flash3 n/a: {reason}" in table.notes
     assert table.rows[1][-1] == "n/a: short reason" and len(table.notes) == 1
     assert fmt.clip("a" * 80).endswith("…") and len(fmt.clip("a" * 80)) == 60
+
+
+def test_plot_inside_the_documents_figures_folder_is_refused(capsys, tmp_path, monkeypatch):
+    """The document rewrites its figures in DIR/report/: a --plot there could be one."""
+    from attnsim import suite
+    monkeypatch.setattr(suite, "sweep", lambda *a, **k: pytest.fail("computed first"))
+    (tmp_path / "report").mkdir()
+    code, _, err = run_cli(capsys, "report", "--algorithms", "flash2", "--no-accuracy",
+                           *SMALL, "--output", str(tmp_path / "report.md"),
+                           "--plot", str(tmp_path / "report" / "growth.png"))
+    assert code == 2 and err.count("\n") == 1
+    assert "the folder --output" in err and "outside it" in err
