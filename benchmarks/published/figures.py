@@ -245,11 +245,9 @@ def benchmark_attn_ratios(algorithm: str, gpu, timing: TimingOptions = TimingOpt
 
 def benchmark_attn_fwd_ratios(algorithm: str, causal: bool) -> list[float]:
     """predicted / measured TFLOP/s of ``algorithm``'s causal or non-causal forward in every
-    benchmark_attn.py log, on the h100-sxm model."""
-    return [tflops(algorithm, benchmark_attn_workload(p, c), "h100-sxm")
-            / measured_tflops(benchmark_attn_workload(p, c), ms)
-            for log in BENCHMARK_ATTN_LOGS.values()
-            for (a, p, c), ms in log.items() if (a, p, c) == (algorithm, "fwd", causal)]
+    benchmark_attn.py log, as the page evaluates them."""
+    return [r for log, times in BENCHMARK_ATTN_LOGS.items()
+            for key, r in zip(times, source_ratios(log)) if key == (algorithm, "fwd", causal)]
 
 
 def benchmark_attn_comparisons() -> list[Comparison]:
@@ -294,9 +292,8 @@ def fa2_a100_log_workload(causal: bool, batch: int, seq_q: int, seq_k: int,
 
 def fa2_a100_log_ratios(causal: bool) -> list[float]:
     """predicted / measured TFLOP/s of the A100 log's causal or non-causal points."""
-    return [tflops("flash2", fa2_a100_log_workload(*key), "a100-80gb")
-            / measured_tflops(fa2_a100_log_workload(*key), ms)
-            for key, ms in FA2_A100_LOG_MS.items() if key[0] == causal]
+    return [r for key, r in zip(FA2_A100_LOG_MS, source_ratios("FA2-A100-LOG"))
+            if key[0] == causal]
 
 
 def fa2_a100_log_comparisons() -> list[Comparison]:
@@ -327,7 +324,7 @@ PT_SDPA_A100_US = {(4096, 32, 64): 799.391, (4096, 16, 128): 750.131,
 
 
 def pt_sdpa_a100_ratios() -> list[float]:
-    return [c.predict()[0] / c.published[0] for c in pt_sdpa_a100_comparisons()]
+    return source_ratios("PT-SDPA-A100")
 
 
 def pt_sdpa_a100_comparisons() -> list[Comparison]:
@@ -357,9 +354,7 @@ def pt_sdpa_h100_workload(causal: bool) -> Workload:
 
 
 def pt_sdpa_h100_ratios() -> dict[bool, float]:
-    return {causal: tflops("flash2", pt_sdpa_h100_workload(causal), "h100-sxm")
-            / measured_tflops(pt_sdpa_h100_workload(causal), us / 1e3)
-            for causal, us in PT_SDPA_H100_US.items()}
+    return dict(zip(PT_SDPA_H100_US, source_ratios("PT-SDPA-H100")))
 
 
 def pt_sdpa_h100_comparisons() -> list[Comparison]:
@@ -573,6 +568,12 @@ def evaluated() -> tuple:
         pred = tuple(c.predict())
         out.append((c, pred, tuple(ratios_of(pred, c.published))))
     return tuple(out)
+
+
+def source_ratios(source: str) -> list[float]:
+    """predicted / published of every point of one source, in the order it lists them, as
+    ``evaluated`` computed them (not predicted again)."""
+    return [r for c, _, ratios in evaluated() if c.source == source for r in ratios]
 
 
 def comparison_table(fmt: str) -> str:
