@@ -365,6 +365,8 @@ def add_timing_args(p) -> None:
                         ("step-latency", "a tile step's wait on its instructions' latencies "
                                          "(MMA, shared memory, exp, dependent fp32 ops) "
                                          "beyond the pipes' busy time"),
+                        ("sync-latency", "of that wait, the warps' shuffles and barriers "
+                                         "at their measured latencies (off: free)"),
                         ("own-gemm-overlap", "the share of a softmax a kernel issues while "
                                              "its own GEMMs are in flight run beside them "
                                              "(off: the whole softmax waits for them)")):

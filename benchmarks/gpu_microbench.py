@@ -34,9 +34,11 @@ with the built-in model of that GPU:
   ``add.f32`` of it, a ``shfl.sync.bfly`` of it), and 8 warps meeting at ``bar.sync`` in a
   loop -> ``mma_latency_clocks``, ``smem_latency_clocks``, ``sfu_latency_clocks``,
   ``fp_latency_clocks``, ``shfl_latency_clocks``, ``barrier_latency_clocks``, the latencies
-  a tile step's chain waits on (``hwmodels.timing``; the built-in values of the first four
-  are Accel-Sim's tuned configurations, the last two are not published for these GPUs and
-  are 0 there). In clocks, so the clock they run at does not matter.
+  a tile step's chain waits on (``hwmodels.timing``; the built-in values come from
+  Accel-Sim's tuned configurations and published microbenchmarks, ``hwmodels.gpus``). The
+  shuffle is written as the model's round, the shuffle plus its add; the barrier as the
+  model's fixed part, the 8-warp figure less ``barrier_clocks_per_warp`` for each warp. In
+  clocks, so the clock they run at does not matter.
 * ``max.f32`` and ``fma.rn.f32`` throughput loops: the ALU and FMA pipes' lanes per SM and
   clock (against ``alu_lanes_per_sm``, where the model prices max/compare/select, and
   ``fp32_lanes_per_sm``), reported, not written, for the same reason as ex2.
@@ -324,6 +326,7 @@ def derive_fields(m: Measurements, gpu) -> Derived:
             fields[name] = round(float(clocks), 1)
         else:
             rejected[name] = f"{clocks:.4g} clocks is outside {lo:g}-{hi:g}"
+    as_the_model_counts_them(gpu, fields)
 
     # the loops draw little power and run at the boost clock, not at the GEMM's
     def per_sm_and_clock(per_s):
@@ -335,6 +338,20 @@ def derive_fields(m: Measurements, gpu) -> Derived:
     return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma,
                    per_sm_and_clock(m.ex2_per_s), per_sm_and_clock(m.alu_max_per_s),
                    per_sm_and_clock(m.fma_per_s))
+
+
+def as_the_model_counts_them(gpu, fields: dict) -> None:
+    """The chains time a bare shuffle and 8 warps at a barrier; the model's shuffle round
+    is a shuffle and the add that combines it, and its barrier a fixed part plus
+    ``barrier_clocks_per_warp`` (kept from the built-in model, measured over 2 to 32 warps)
+    for each warp that meets it."""
+    if "shfl_latency_clocks" in fields and "fp_latency_clocks" in fields:
+        fields["shfl_latency_clocks"] = round(fields["shfl_latency_clocks"]
+                                              + fields["fp_latency_clocks"], 1)
+    if "barrier_latency_clocks" in fields:
+        warps_part = gpu.barrier_clocks_per_warp * (BARRIER_THREADS // 32)
+        fields["barrier_latency_clocks"] = round(
+            max(1.0, fields["barrier_latency_clocks"] - warps_part), 1)
 
 
 def toml_text(gpu, derived: Derived, m: Measurements) -> str:

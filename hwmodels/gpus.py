@@ -131,12 +131,44 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              shared memory ``-gpgpu_smem_latency`` 28 / 29; special-function unit
              ``-ptx_opcode_latency_sfu`` 23 / 23; fp32 add, max, multiply, FMA
              ``-ptx_opcode_latency_fp`` 4 / 4. No warp-shuffle or barrier latency is given
-             there (nor, for these GPUs, in any source found): ``shfl_latency_clocks`` and
-             ``barrier_latency_clocks`` stay 0, so the step-latency term leaves those events
-             out (a lower bound) unless a GPU file sets them.
+             there: those come from [KW-SHFL], [AMORA-BAR] and [GMB-GA100].
              ``benchmarks/gpu_microbench.py`` measures all six on the GPU at hand (dependent
              chains timed with clock64; a loop of barriers met by 8 warps) and writes them to
              a GPU file.
+* [KW-SHFL]  new-TonyWang/KernelWiki, experience record "2026 04 16 Warp Primitives" (probe
+             artifacts/experience/hw-probes/shfl-sync-bfly/warp_reduce_probe.cu, commit
+             a0fc178a), measured on an "NVIDIA H200" (sm_90a, CUDA 12.9): one warp, clock64
+             around 128 unrolled butterfly reductions (``__shfl_xor_sync`` then a dependent
+             ``fadd``, 5 a reduction), median of 4096 trials (p10 = p90 = median): "29.00
+             cycles per shfl_xor_sync" and 144.98 a 5-step reduction. That pair is the
+             step-latency term's shuffle round (a row's max or sum across a quad: a shuffle,
+             then the op that combines it), so ``shfl_latency_clocks`` = 29.0 on the GH100
+             SM (the H100 SXM5, the H100 PCIe and the H200 share it). The record quotes a bare
+             shuffle chain at 23.83 cycles from a baseline it does not show.
+* [AMORA-BAR] hotneutron/amora, reports/nvidia/hopper/probes-h100-80g.md (commit 307c4098),
+             section synchronization.barrier_latency, on an "NVIDIA H100 80GB HBM3" (the SXM5
+             board): one CTA loops 4096 times over ``if (threadIdx.x == 0) s += 1;
+             __syncthreads();`` (s in shared memory), clock64, median of 32 launches:
+             45.27, 49.28, 57.29, 74.30, 106.44 cycles a barrier at 2, 4, 8, 16, 32 warps,
+             41.16 + 2.045 clocks a warp by least squares (within 0.43 clocks of every
+             point). Each round also holds thread 0's dependent shared-memory load and add
+             before the barrier ([ACCEL-SIM]: 29 + 4 clocks on the H100), so the barrier's
+             own latency is 8.2 + 2.045 clocks a warp (``barrier_latency_clocks``,
+             ``barrier_clocks_per_warp``); the store after the add may still be in it, so
+             this is an upper bound.
+* [GMB-GA100] arabel1a/gpu-micro-bench, results/ctrl/NVIDIA_Graphics_Device.json and
+             results/arithm/results.md (commit 1bd88ec6), a GA100 board (sm_80, 70 SMs; the
+             repository's plan.md names it a CMP 170HX, a GA100 sold for mining, not an
+             A100): one CTA of 4 warps, each a dependent chain of 8 instructions a loop
+             iteration, wall-clock ns an instruction: ``shfl.sync.bfly`` 17.03 ns,
+             ``bar.sync 0`` (the 4 warps, nothing between) 20.80 ns, ``add.f32`` 3.431 ns.
+             No clock is recorded, so the clock is the one at which the add's chain runs at
+             its 4 clocks ([ACCEL-SIM] SM80_A100; 1.17 GHz): a shuffle 19.9 clocks, a
+             shuffle round (with its add) 23.9, a barrier of 4 warps 24.2. The GA100 SM is
+             the A100's; the board, its clock and its firmware are not, and its ``mul.f32``
+             chain (3.044 ns, also 4 clocks) would put them at 22.4 and 27.3: a weaker
+             source than the H100's. No sweep over warps was published for this SM
+             (``barrier_clocks_per_warp`` 0: the 4-warp figure for every CTA).
 * [NSIGHT-AT] NVIDIA Nsight VSE documentation, "Memory Statistics - Atomics": on compute
              capability >= 3.x "many atomics can be performed ... nearly as quickly as memory
              loads"; a reduction (RED, FA-2's dQ update) is a read-modify-write executed in the
@@ -226,8 +258,9 @@ class GPU:
     smem_latency_clocks: float = 0.0           # a shared-memory load
     sfu_latency_clocks: float = 0.0            # an exp2 on the special-function units
     fp_latency_clocks: float = 0.0             # a dependent fp32 add/max/multiply
-    shfl_latency_clocks: float = 0.0           # a warp shuffle round (no published figure:
-    barrier_latency_clocks: float = 0.0        # 0 on the built-in GPUs) and a CTA barrier
+    shfl_latency_clocks: float = 0.0           # a warp shuffle round (shuffle + combine)
+    barrier_latency_clocks: float = 0.0        # a CTA barrier: this, plus
+    barrier_clocks_per_warp: float = 0.0       # this for each of the CTA's warps
     sources: str = ""                          # free text, for custom GPUs from TOML files
 
     # ---- derived rates -------------------------------------------------------------------
@@ -370,6 +403,8 @@ A100_SXM4_40GB = GPU(
     smem_latency_clocks=28,                    # [ACCEL-SIM] SM80_A100
     sfu_latency_clocks=23,                     # [ACCEL-SIM] SM80_A100
     fp_latency_clocks=4,                       # [ACCEL-SIM] SM80_A100
+    shfl_latency_clocks=23.9,                  # [GMB-GA100] 17.03 ns + add.f32, at its 4 clk
+    barrier_latency_clocks=24.2,               # [GMB-GA100] bar.sync, 4 warps (no sweep)
 )
 
 A100_SXM4_80GB = A100_SXM4_40GB.replace(
@@ -425,6 +460,9 @@ H100_SXM5_80GB = GPU(
     smem_latency_clocks=29,                    # the H200 take them: the same SM)
     sfu_latency_clocks=23,                     # [ACCEL-SIM] SM90_H100
     fp_latency_clocks=4,                       # [ACCEL-SIM] SM90_H100
+    shfl_latency_clocks=29.0,                  # [KW-SHFL] H200: shfl.bfly + dependent fadd
+    barrier_latency_clocks=8.2,                # [AMORA-BAR] H100 SXM5: 41.16 + 2.045 W less
+    barrier_clocks_per_warp=2.045,             # the loop's load and add (29 + 4 clocks)
 )
 
 H100_PCIE_80GB = H100_SXM5_80GB.replace(

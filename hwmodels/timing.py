@@ -56,10 +56,11 @@ latency no pipe is busy for: S's last MMA before the softmax, a row max reduced 
 thread's registers one value after the other, the exp, a value another warp left in shared
 memory, P V's last MMA. The kernels declare those events per step (``step_events``, from
 ``algorithms.kernels.step_latency``) and how many steps they take (``chain_steps``); the GPU
-gives each event's latency in clocks, measured by microbenchmarks ([ACCEL-SIM] in
-``hwmodels.gpus``: MMA, shared-memory load, exp2, dependent fp32 op; the warp shuffles and
-barriers the kernels declare too have no published figure, 0 on the built-in GPUs, so the
-term is a lower bound until a GPU file sets them). They
+gives each event's latency in clocks, measured by microbenchmarks (in ``hwmodels.gpus``:
+[ACCEL-SIM] for MMA, shared-memory load, exp2 and dependent fp32 op; [KW-SHFL] and
+[GMB-GA100] for a shuffle round; [AMORA-BAR] and [GMB-GA100] for a barrier, which costs more
+the more warps meet at it: ``barrier_latency_clocks`` + ``barrier_clocks_per_warp`` x the
+CTA's warps). They
 enter the chain as a delay station Z of the mean-value analysis, which no chain queues for:
     Z(k)       = chain_steps x sum(events x latency) / f / (S x resident CTAs in step)
     t_comp(k)  = max(MVA(G, P[, X]; g; delay Z), t_issue, t_smem, t_mufu, t_fma, t_alu)
@@ -198,6 +199,9 @@ class TimingOptions:
     step_latency: bool = True         # a tile step's chain waits on its instructions'
                                       # latencies (MMA, shared memory, exp, dependent fp32
                                       # ops) beyond the pipes' busy time (off: busy time only)
+    sync_latency: bool = True         # of those, the warp shuffles and barriers, at their
+                                      # measured latencies (off: free, as the model first
+                                      # had them, when no source gave one)
     own_gemm_overlap: bool = True     # the share of a softmax a chain issues while its own
                                       # GEMMs are in flight runs beside them (off: the whole
                                       # softmax waits for them)
@@ -461,12 +465,28 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     return _Pipes(tensor_s, mufu_s, fma_s, alu_s, smem_s, issue_s, exchange_s)
 
 
-def step_latency_clocks(gpu: GPU, k: KernelRecord) -> float:
+SYNC_EVENTS = ("shfl", "bar")      # the step events ``sync_latency`` switches off
+
+
+def step_latency_clocks(gpu: GPU, k: KernelRecord, sync: bool = True) -> float:
     """Clocks one tile step of the kernel waits on its dependency chain beyond the pipes'
     busy time: each declared event (``KernelRecord.step_events``) at the GPU's measured
-    latency; an event the GPU gives no latency for (0) adds nothing."""
-    return sum(getattr(gpu, STEP_EVENT_LATENCY_FIELDS[event]) * count
-               for event, count in k.step_events)
+    latency; an event the GPU gives no latency for (0) adds nothing, nor (not ``sync``) do
+    the warps' shuffles and barriers."""
+    return sum(event_latency_clocks(gpu, event, k.threads_per_cta) * count
+               for event, count in k.step_events if sync or event not in SYNC_EVENTS)
+
+
+def event_latency_clocks(gpu: GPU, event: str, threads_per_cta: int) -> float:
+    """One step event's latency. A barrier releases its warps only once the last has
+    arrived and the arrivals are counted, which takes longer the more warps meet: measured
+    on the H100 at 2 to 32 warps, a straight line in the warp count ([AMORA-BAR]). The CTA's
+    warps are taken to meet (FlashAttention-3's named barriers are met by its consumer
+    warpgroups only, so its barriers are priced a little high)."""
+    clocks = getattr(gpu, STEP_EVENT_LATENCY_FIELDS[event])
+    if event == "bar" and clocks:
+        clocks += gpu.barrier_clocks_per_warp * max(1, threads_per_cta // 32)
+    return clocks
 
 
 def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
@@ -479,7 +499,7 @@ def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
         return 0.0
     together = min(resident_per_sm(gpu, k), max(1.0, k.ctas / gpu.sm_count)) \
         if opts.lockstep_ctas else 1.0
-    return k.chain_steps * step_latency_clocks(gpu, k) / _clock(gpu, opts) \
+    return k.chain_steps * step_latency_clocks(gpu, k, opts.sync_latency) / _clock(gpu, opts) \
         / (gpu.sm_count * together)
 
 

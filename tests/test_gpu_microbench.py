@@ -58,7 +58,8 @@ def test_measurements_become_fractions_of_the_datasheet(mb):
     assert d.alu_per_clock_per_sm == pytest.approx(64 * 0.97)                  # the loops run
     assert d.fma_per_clock_per_sm == pytest.approx(128 * 0.99)                 # at the boost
     assert {"alu_lanes_per_sm", "fp32_lanes_per_sm"}.isdisjoint(d.fields)     # clock
-    assert [d.fields[name] for name in mb.LATENCY_FIELDS] == [33.2, 29.0, 18.0, 4.0, 23.0, 41.5]
+    assert [d.fields[name] for name in mb.LATENCY_FIELDS] == \
+        [33.2, 29.0, 18.0, 4.0, 23.0 + 4.0, pytest.approx(41.5 - 8 * 2.045, abs=0.05)]
     assert not d.rejected
     assert d.mma_sync_ceiling_flops_per_s == 520e12
     assert d.model_mma_sync_flops_per_s == pytest.approx(
@@ -85,7 +86,7 @@ def test_implausible_measurements_are_refused_with_the_reason(mb):
     assert rows["ex2 per SM and clock"][3] == "reported only"
     assert rows["smem_latency_clocks"][3] == "not measured"
     assert rows["smem_latency_clocks"][2] == "29.0 clk"
-    assert rows["barrier_latency_clocks"][2] == "0 (not given)"    # no published figure
+    assert rows["barrier_latency_clocks"][2] == "8.2 clk"        # the H100's, [AMORA-BAR]
     assert rows["max.f32 (ALU) per SM and clock"][2] == "64 (alu_lanes_per_sm)"
     assert rows["fma.f32 (FMA) per SM and clock"][2] == "128 (fp32_lanes_per_sm)"
 
@@ -149,3 +150,15 @@ def test_without_a_gpu_one_line_and_exit_2():
     assert len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("gpu_microbench: ")
     assert "Traceback" not in done.stderr
+
+
+def test_shuffle_and_barrier_are_written_as_the_model_counts_them(mb):
+    """The chain times a bare shuffle, the model's round is a shuffle and its add; the loop
+    times 8 warps at a barrier, the model's field is the fixed part, the per-warp slope kept
+    from the built-in model: 23.0 + 4.0 and 41.5 - 8 x 2.045."""
+    gpu = get_gpu("h100-sxm")
+    d = mb.derive_fields(h100_measurements(mb), gpu)
+    assert d.fields["shfl_latency_clocks"] == 27.0
+    assert d.fields["barrier_latency_clocks"] == pytest.approx(41.5 - 8 * 2.045, abs=0.05)
+    a100 = get_gpu("a100-80gb")                       # no slope published: the 8-warp figure
+    assert mb.derive_fields(h100_measurements(mb), a100).fields["barrier_latency_clocks"] == 41.5

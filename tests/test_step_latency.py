@@ -67,16 +67,20 @@ def test_flash1_release_step_is_the_releases_chain():
     the 128 / 16 = 8 values a thread holds of a row (its warp spans a quarter of the keys),
     the four warps' maxima through shared memory, the exp, P V, the partials through
     shared memory and summed, the rescale: 2 MMAs, 5 shared-memory loads, 2 exps and
-    8 + 10 dependent fp32 operations, 6 shuffle rounds and 2 barriers; 311 clocks on the
-    H100 (24, 29, 23, 4 each; shuffles and barriers 0: not given), 311 + 6 s + 2 b with a
-    GPU file's. Its steps: 16-row steps x K/V blocks."""
+    8 + 10 dependent fp32 operations, 6 shuffle rounds and 2 barriers: 311 clocks on the
+    H100 at Accel-Sim's 24, 29, 23 and 4, plus 6 rounds at 29 and 2 barriers of its 4 warps
+    at 8.2 + 4 x 2.045 (the published microbenchmarks, hwmodels.gpus); a GPU file's own
+    latencies replace them. Its steps: 16-row steps x K/V blocks."""
     wl = Workload(batch=2, heads=3, seq_q=1000, head_dim=128, passes="fwd")
     r = simulate("flash1", wl, "h100", options={"tiles": "release"}, compute=False)
     (k,) = [k for k in r.kernels if k.name == "flash1_fwd"]
     assert release.key_block(128, 1000) == 128
     assert dict(k.step_events) == {"mma": 2, "smem": 5, "sfu": 2, "fp": 18, "shfl": 6, "bar": 2}
-    assert step_latency_clocks(H100, k) == 2 * 24 + 5 * 29 + 2 * 23 + 18 * 4 == 311
-    measured = H100.replace(shfl_latency_clocks=20, barrier_latency_clocks=40)
+    assert k.threads_per_cta == 128
+    assert step_latency_clocks(H100, k, sync=False) == 2 * 24 + 5 * 29 + 2 * 23 + 18 * 4 == 311
+    assert step_latency_clocks(H100, k) == pytest.approx(311 + 6 * 29 + 2 * (8.2 + 4 * 2.045))
+    measured = H100.replace(shfl_latency_clocks=20, barrier_latency_clocks=40,
+                            barrier_clocks_per_warp=0)
     assert step_latency_clocks(measured, k) == 311 + 6 * 20 + 2 * 40
     assert k.chain_steps == 6 * -(-1000 // 16) * -(-1000 // 128)
 
@@ -183,7 +187,7 @@ def test_chains_of_one_cta_hide_the_latency():
 
 def test_a_gpu_without_latencies_adds_nothing():
     g = H100.replace(mma_latency_clocks=0, smem_latency_clocks=0, sfu_latency_clocks=0,
-                     fp_latency_clocks=0)
+                     fp_latency_clocks=0, shfl_latency_clocks=0, barrier_latency_clocks=0)
     wl = Workload(batch=4, heads=16, seq_q=2048, head_dim=128)
     with_none = simulate("flash2", wl, g, compute=False).time
     off = simulate("flash2", wl, H100, compute=False,
@@ -229,25 +233,66 @@ def test_the_json_shows_the_step_chain_and_the_switch_removes_it(capsys):
     assert off["time"]["predicted_s"] < on["time"]["predicted_s"]
 
 
-def test_a_gpu_file_with_shuffle_and_barrier_latencies_prices_them(tmp_path):
-    """The built-in GPUs give no shuffle or barrier latency (no published figure): a GPU file
-    that sets them (as ``gpu_microbench.py --toml`` writes the measured ones) slows the v1
+def test_shuffle_and_barrier_latencies_weigh_most_on_the_split_k_release(tmp_path):
+    """Priced at their measured latencies (the built-in GPUs', or a GPU file's as
+    ``gpu_microbench.py --toml`` writes them), the warps' shuffles and barriers slow the v1
     release, with its 6 shuffle rounds and 2 barriers a 16-row step, by more per FLOP than
-    FlashAttention-2, with 2 and 2 a 128-row step."""
+    FlashAttention-2, with 2 and 2 a 128-row step; a GPU file that sets them to 0 prices
+    them as --no-sync-latency does."""
     from hwmodels.gpu_file import load_gpu_file
-    path = tmp_path / "measured.toml"
-    path.write_text('base = "h100"\nname = "h100-measured"\nshfl_latency_clocks = 20\n'
-                    'barrier_latency_clocks = 40\n')
-    measured = load_gpu_file(str(path))
-    assert (H100.shfl_latency_clocks, H100.barrier_latency_clocks) == (0, 0)
+    path = tmp_path / "free.toml"
+    path.write_text('base = "h100"\nname = "h100-free-sync"\nshfl_latency_clocks = 0\n'
+                    'barrier_latency_clocks = 0\n')
+    free = load_gpu_file(str(path))
+    measured = H100
     # d = 64, the papers' shape (at d = 128 the release's fp32 o_tmp traffic makes it
     # HBM-bound on the H100, and no latency shows)
     wl = Workload(batch=4, heads=32, seq_q=4096, head_dim=64, passes="fwd")
 
     def slowdown(name, options):
         times = [simulate(name, wl, g, options=options, compute=False).time.predicted_s
-                 for g in (H100, measured)]
+                 for g in (free, measured)]
+        off = simulate(name, wl, H100, options=options, compute=False,
+                       timing=TimingOptions(sync_latency=False)).time.predicted_s
+        assert off == pytest.approx(times[0])
         return times[1] / times[0]
     v1 = slowdown("flash1", {"tiles": "release", "grid": "release"})
     v2 = slowdown("flash2", {})
     assert v1 > v2 > 1.0
+
+
+def test_a_barrier_costs_more_the_more_warps_meet_at_it():
+    """The H100's barrier, measured over 2 to 32 warps ([AMORA-BAR]): 41.16 + 2.045 clocks a
+    warp, less the loop's own shared-memory load and add (29 + 4), so 8.2 + 2.045 W; the
+    A100's board gives one 4-warp figure and no slope. FlashAttention v1's backward (8 warps)
+    waits longer at each of its barriers than its forward (4)."""
+    from hwmodels.timing import event_latency_clocks
+    for warps, measured in ((2, 45.27), (4, 49.28), (8, 57.29), (16, 74.30), (32, 106.44)):
+        assert event_latency_clocks(H100, "bar", 32 * warps) + 29 + 4 == \
+            pytest.approx(measured, abs=0.5)
+    a100 = get_gpu("a100-80gb")
+    assert event_latency_clocks(a100, "bar", 128) == event_latency_clocks(a100, "bar", 256) \
+        == 24.2
+    assert event_latency_clocks(H100, "shfl", 256) == event_latency_clocks(H100, "shfl", 32) \
+        == 29.0
+    wl = Workload(batch=2, heads=16, seq_q=2048, head_dim=64, passes="fwd+bwd")
+    r = simulate("flash1", wl, H100, options={"tiles": "release", "grid": "release"},
+                 compute=False)
+    fwd, bwd = ([k for k in r.kernels if k.name == name][0]
+                for name in ("flash1_fwd", "flash1_bwd"))
+    assert (fwd.threads_per_cta, bwd.threads_per_cta) == (128, 256)
+    assert event_latency_clocks(H100, "bar", bwd.threads_per_cta) - \
+        event_latency_clocks(H100, "bar", fwd.threads_per_cta) == pytest.approx(4 * 2.045)
+
+
+def test_no_sync_latency_frees_the_shuffles_and_barriers_only():
+    """``--no-sync-latency`` keeps the MMA, shared-memory, exp and fp32 waits and drops the
+    shuffles' and barriers'; the v1 release, with 6 rounds and 2 barriers a 16-row step,
+    gets faster, and the step-latency term keeps what the other events cost."""
+    wl = Workload(batch=4, heads=32, seq_q=4096, head_dim=64, passes="fwd")
+    opts = {"tiles": "release", "grid": "release"}
+    on = simulate("flash1", wl, H100, options=opts, compute=False).time
+    off = simulate("flash1", wl, H100, options=opts, compute=False,
+                   timing=TimingOptions(sync_latency=False)).time
+    assert 0 < off.step_latency_s < on.step_latency_s
+    assert off.predicted_s < on.predicted_s

@@ -17,10 +17,10 @@ link waits one instruction latency that no pipe is busy for:
           barrier between warpgroups)
 
 The GPU description gives each a latency in clocks (``hwmodels.gpus``): the first four from
-Accel-Sim's tuned configurations ([ACCEL-SIM]); for shuffles and barriers no published
-figure was found for these GPUs, so the built-in GPUs give 0 and those events are declared
-but not priced (the step latency is then a lower bound) until a GPU file sets them
-(``benchmarks/gpu_microbench.py`` measures all six).
+Accel-Sim's tuned configurations ([ACCEL-SIM]), the shuffle round and the barrier from
+published microbenchmarks of those instructions ([KW-SHFL], [AMORA-BAR], [GMB-GA100]; a
+barrier costs more the more warps meet at it); ``benchmarks/gpu_microbench.py`` measures
+all six on the GPU at hand.
 
 Where a chain of ``n`` dependent fp32 operations reduces a row in a thread's registers, that
 is ``n`` fp events: FlashAttention-2's ``thread_reduce_`` and the v1 release's

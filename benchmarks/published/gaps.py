@@ -531,12 +531,15 @@ def flash1_bullet() -> str:
         "thread's values, the warps' maxima and partial outputs through shared memory, the "
         "exps, P V's last MMA, at the latencies Accel-Sim's tuner measured ([ACCEL-SIM]); a "
         "release step waits several times as long per FLOP as a FlashAttention-2 step, whose "
-        "warps each hold whole rows. Not priced, and the first candidate for the rest: the "
-        "warp shuffles and barriers of the row max, the row sum and the exchange (6 shuffle "
-        "rounds and 2 barriers a forward step, 2 barriers a backward step; FA-2: 2 and 2, "
-        "its backward 3 barriers), which the kernels declare but no published source gives "
-        "a latency for on these GPUs: the built-in GPUs price them at 0, and "
-        "`gpu_microbench.py` measures them for a GPU file. The registers the "
+        "warps each hold whole rows. That chain includes the warp shuffles and barriers of "
+        "the row max, the row sum and the exchange (6 shuffle rounds and 2 barriers a "
+        "forward step, 2 barriers a backward step; FA-2: 2 and 2, its backward 3 barriers), "
+        "at the latencies microbenchmarks of those instructions measured (a shuffle round "
+        "29 clocks on an H200, [KW-SHFL]; a barrier 8.2 + 2.0 clocks a warp on an H100 SXM5, "
+        "[AMORA-BAR]; on a GA100 board, in ns, 23.9 and 24.2, [GMB-GA100]: sources in "
+        "`hwmodels/gpus.py`); free (`--no-sync-latency`, as the model had them before a "
+        "source was found) the bars were {:.2f}–{:.2f} and {:.2f}–{:.2f}. Not priced, and "
+        "a candidate for the rest: the registers the "
         "release's warps hold K and V in (64 KiB a CTA at d = 64) count against its "
         "occupancy (two CTAs an SM on the H100 where shared memory alone would allow "
         "three). A GPU session can tell (`ncu` occupancy and stall reasons on the "
@@ -560,6 +563,8 @@ def flash1_bullet() -> str:
             *fa1_chart_range("h100-sxm", TimingOptions(exchange_phase=False)),
             *fa1_chart_range("a100-80gb", TimingOptions(step_latency=False)),
             *fa1_chart_range("h100-sxm", TimingOptions(step_latency=False)),
+            *fa1_chart_range("a100-80gb", TimingOptions(sync_latency=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(sync_latency=False)),
             *(f"{passes}, d = {d}, {'causal' if causal else 'non-causal'}, N = {n}: {r:.2f}x"
               for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
             fa2_over_fa1_extremes()[1][5]))
@@ -573,7 +578,9 @@ def sibling_board_constants_bullet() -> str:
         "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the H100 SXM5's L2 "
         "bandwidth from a GH200 (L2-RRZE: the same GH100 L2), the `mma.sync` ratio from "
         "an H800 PCIe "
-        "(LUO-MMA), and the H100's sustained clock under tensor load is still the clock of "
+        "(LUO-MMA), the shuffle latency from an H200 (KW-SHFL), the A100's shuffle and "
+        "barrier latencies from a GA100 mining board timed in ns (GMB-GA100), "
+        "and the H100's sustained clock under tensor load is still the clock of "
         "its peak (see the constants table). `attnsim gpu-check` prints the clock and HBM "
         "bandwidth the model uses beside the device's; a GPU session should measure them on "
         "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`; "

@@ -71,10 +71,17 @@ CONSTANTS = (
                f"{g.sfu_latency_clocks:g} / {g.fp_latency_clocks:g}",
      "ACCEL-SIM (Accel-Sim's tested A100 and H100 configurations, tuned by its "
      "microbenchmarks; the H100 PCIe takes the H100's)"),
-    ("shfl/barrier_latency_clocks", "latency of a warp shuffle round, a CTA barrier (clocks)",
-     lambda g: f"{g.shfl_latency_clocks:g} / {g.barrier_latency_clocks:g}",
-     "not given: no published figure for these GPUs (0, not priced; gpu_microbench.py "
-     "measures them)"),
+    ("shfl_latency_clocks", "latency of a warp shuffle round: a shuffle and the op that "
+     "combines it (clocks)", lambda g: f"{g.shfl_latency_clocks:g}",
+     "KW-SHFL (H200, clock64: shfl.bfly + dependent fadd 29.00, the GH100 SM's); GMB-GA100 "
+     "(a GA100 mining board, in ns: 17.03 a shuffle, in clocks by its add chain's 4, plus "
+     "the add)"),
+    ("barrier_latency_clocks + barrier_clocks_per_warp x W",
+     "latency of a CTA barrier met by W warps (clocks)",
+     lambda g: f"{g.barrier_latency_clocks:g} + {g.barrier_clocks_per_warp:g} W",
+     "AMORA-BAR (H100 SXM5, clock64, 2-32 warps: 41.16 + 2.045 W, less the loop's own "
+     "shared-memory load and add, 29 + 4); GMB-GA100 (4 warps, 20.80 ns, in clocks by its "
+     "add chain; no slope)"),
     ("l2_atomic_bytes_per_s", "fp32 atomic (RED) throughput in L2",
      lambda g: f"{g.atomic_bytes_per_s / 1e12:.1f} TB/s", "NSIGHT-AT (read-modify-write at "
      "L2 bandwidth / 2)"),
