@@ -156,6 +156,7 @@ fa3_diagnostics = published_module("fa3_diagnostics")  # ... and of FlashAttenti
 document = published_module("document")            # the page
 summary = published_module("summary")              # reports/validation_summary.json
 flashmla = published_module("flashmla")            # FlashMLA's decode figures
+readme = published_module("readme")                # the README's block of the same figures
 
 
 def test_every_documented_ratio_is_inside_the_documented_band(targets, scorecard):
@@ -309,6 +310,30 @@ def test_readme_states_the_page_range_and_the_documented_band(targets, scorecard
     assert f"tests hold them inside {lo:.2f}–{hi:.2f}" in text
 
 
+def test_readme_figures_are_the_scripts_output(readme):
+    """The README's block of validation figures is what ``validate_published.py --readme
+    README.md`` writes: the page's targets and groups, not numbers copied by hand."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    text = path.read_text(encoding="utf-8")
+    assert readme.with_block(text, readme.readme_block()) == text
+    assert text.count(readme.BEGIN) == text.count(readme.END) == 1
+
+
+def test_readme_option_refuses_a_file_without_the_markers(script, tmp_path, capsys):
+    """``--readme`` on a file without the block's markers: one line naming the flag and the
+    markers, exit 2, before anything is computed, and the file untouched."""
+    path = tmp_path / "README.md"
+    path.write_text("# a README without the block\n", encoding="utf-8")
+    assert script.main(["--readme", str(path), "--output", str(tmp_path / "page.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"validate_published.py: error: --readme {path}: ") and "\n" not in err
+    assert "markers" in err
+    assert path.read_text(encoding="utf-8") == "# a README without the block\n"
+    assert not (tmp_path / "page.md").exists()
+    assert script.main(["--readme", str(tmp_path / "missing.md")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
 def test_chart_standard_bars_are_priced_as_the_benchmarks_program(charts):
     """The FA-3 charts' standard attention is flash-attention's ``attention_pytorch`` run by
     PyTorch eager: its bars are priced with ``--program pytorch-eager``, whose copies and
@@ -398,7 +423,7 @@ def test_a_measured_file_the_page_cannot_use_is_one_line_and_exit_2(script, pred
 def test_report_summary_is_the_scripts_output(summary):
     """reports/validation_summary.json (what the report quotes) is regenerated with the page:
     ``validate_published.py --output docs/validation.md --summary
-    reports/validation_summary.json``."""
+    reports/validation_summary.json --readme README.md``."""
     path = pathlib.Path(__file__).resolve().parents[1] / "reports" / "validation_summary.json"
     assert path.read_text(encoding="utf-8") == summary.summary_json()
 

@@ -15,6 +15,7 @@ concern, each importing only those above it:
 - ``gaps``: the prose of "Where the model is still off", one function per bullet.
 - ``document``: the page, one function per section.
 - ``summary``: reports/validation_summary.json, the points' ranges that the report quotes.
+- ``readme``: the README's block of the page's targets and groups, between its markers.
 
 The scripts put benchmarks/ on ``sys.path`` (Python does for the script it runs; the tests'
 ``_benchmarks.py`` does for them), so the package is imported as ``published``; importing it

@@ -75,7 +75,7 @@ def intro_section() -> str:
     command = "\n".join([
         "```bash",
         "python benchmarks/validate_published.py --output docs/validation.md \\",
-        "    --summary reports/validation_summary.json",
+        "    --summary reports/validation_summary.json --readme README.md",
         "```"])
     page = blocks(
         "# Validation against published figures",
