@@ -367,6 +367,10 @@ def add_timing_args(p) -> None:
                                          "beyond the pipes' busy time"),
                         ("sync-latency", "of that wait, the warps' shuffles and barriers "
                                          "at their measured latencies (off: free)"),
+                        ("staged-load-latency", "of that wait, the latency of global loads "
+                                                "a step stages through registers that the "
+                                                "work between issue and use does not cover "
+                                                "(off: free)"),
                         ("own-gemm-overlap", "the share of a softmax a kernel issues while "
                                              "its own GEMMs are in flight run beside them "
                                              "(off: the whole softmax waits for them)")):

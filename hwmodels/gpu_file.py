@@ -34,7 +34,8 @@ _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead
                 # 0 means "not given": the timing model falls back as hwmodels.gpus documents
                 "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
                 "l2_atomic_bytes_per_s", "tensor_tf32_gemm_fraction",
-                "barrier_clocks_per_warp", *STEP_EVENT_LATENCY_FIELDS.values()}
+                "barrier_clocks_per_warp", "l2_latency_clocks",
+                *STEP_EVENT_LATENCY_FIELDS.values()}
 _FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
               "hbm_achievable_fraction", "l2_achievable_fraction", "tensor_tf32_gemm_fraction"}
 _OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
@@ -83,6 +84,7 @@ FIELD_RANGES = {
     "max_registers_per_thread": (16, 1024),
     **{name: (1, 10000) for name in STEP_EVENT_LATENCY_FIELDS.values()},    # clocks
     "barrier_clocks_per_warp": (0.01, 1000),
+    "l2_latency_clocks": (1, 10000),
 }
 
 

@@ -70,7 +70,13 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              H800 PCIe 597.8 cycles at 1755 MHz = 340.6 ns, A100 PCIe 523.3 cycles at 1395 MHz
              = 375.1 ns. Cross-checks: RRZE-HPC/gpu-benches gpu-latency (same method) A100 80GB
              369-383 ns at 60-120 MB, GH200 (HBM3) 310-331 ns at 94-117 MB. Held in seconds:
-             DRAM latency is set by the memory, not by the SM clock.
+             DRAM latency is set by the memory, not by the SM clock. L2 hit latency = the
+             plateau past L1 (0.4 to 17 MB, the near half of L2): A100 PCIe 202.8 cycles
+             (145.4 ns at 1395 MHz), H800 PCIe 264.5 cycles (150.7 ns at 1755 MHz); held in
+             clocks, as the SM and L2 clocks set it. A third board agrees in kind: an H100
+             SXM5's pointer chase at 4 MB, 329.9 cycles against 645.9 from DRAM
+             (hotneutron/amora, reports/nvidia/hopper/probes-h100-80g.md, l2_cache.pointer_chase;
+             another method, address arithmetic in the chain).
 * [STREAM]   RRZE-HPC/gpu-benches, gpu-stream (README "gpu-stream"; data gpu-stream/*.txt): the
              STREAM triad A[i] = B[i] + D[i]*C[i] (3 load streams, 1 store) at 100% occupancy:
              A100 40GB 1358 of 1555 GB/s (87.3%), A100 80GB 1794 of 2039 GB/s (88.0%), H100 PCIe
@@ -251,6 +257,7 @@ class GPU:
     # ---- what one thread may hold ----------------------------------------------------------
     max_registers_per_thread: int = 255        # [CUDA-CC] 32-bit registers per thread, cc 5.0-9.0
     dram_latency_s: float = 0.0                # L2-miss load latency; 0: no latency terms
+    l2_latency_clocks: float = 0.0             # L2-hit load latency; 0: not given
     l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 rate / 2
     # ---- instruction latencies on a tile step's dependency chain (clocks; 0: not given,
     # the step-latency term leaves that event out) ------------------------------------------
@@ -399,6 +406,7 @@ A100_SXM4_40GB = GPU(
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
     dram_latency_s=375.1e-9,                   # [LUO-LAT] A100 PCIe: 523.3 cycles at 1395 MHz
+    l2_latency_clocks=202.8,                   # [LUO-LAT] A100 PCIe: L2 hit, 145.4 ns
     mma_latency_clocks=25,                     # [ACCEL-SIM] SM80_A100
     smem_latency_clocks=28,                    # [ACCEL-SIM] SM80_A100
     sfu_latency_clocks=23,                     # [ACCEL-SIM] SM80_A100
@@ -456,6 +464,7 @@ H100_SXM5_80GB = GPU(
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe: 597.8 cycles at 1755 MHz
+    l2_latency_clocks=264.5,                   # [LUO-LAT] H800 PCIe: L2 hit, 150.7 ns
     mma_latency_clocks=24,                     # [ACCEL-SIM] SM90_H100 (the PCIe board and
     smem_latency_clocks=29,                    # the H200 take them: the same SM)
     sfu_latency_clocks=23,                     # [ACCEL-SIM] SM90_H100

@@ -48,6 +48,39 @@ def check_sram_fits(what: str, buffers: dict[str, int], budget_bytes: int, hint:
     return need
 
 
+@dataclass(frozen=True)
+class StepLoad:
+    """One global load on a tile step's chain (``KernelRecord.step_loads``).
+
+    source: "stream" for data the kernel streams and re-reads (an L2 hit as often as its
+        re-reads hit, ``hwmodels.timing.l2_reread_hit``, else a DRAM access); "l2" for a
+        few bytes a row that stay in L2 (a row's log-sum-exp).
+    gemm_share, softmax_share: the shares of the step's GEMM phase and softmax phase the
+        warp works through between the load's issue and its use.
+    events: the step's chain events (as ``KernelRecord.step_events``) the warp waits out
+        between issue and use: they cover the load's latency too.
+    steps: the share of the kernel's steps that make it (1: every step)."""
+
+    source: str
+    gemm_share: float = 0.0
+    softmax_share: float = 0.0
+    events: tuple = ()
+    steps: float = 1.0
+
+
+STEP_LOAD_SOURCES = ("stream", "l2")
+
+
+def check_step_load(load) -> None:
+    """A ``StepLoad`` with a known source and shares in [0, 1]."""
+    if not isinstance(load, StepLoad) or load.source not in STEP_LOAD_SOURCES:
+        raise ValueError(f"step_loads takes StepLoads with a source in {STEP_LOAD_SOURCES}, "
+                         f"got {load!r}")
+    for share in (load.gemm_share, load.softmax_share, load.steps):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"a StepLoad's shares lie in [0, 1], got {load!r}")
+
+
 @dataclass
 class KernelRecord:
     """One simulated kernel launch and everything the timing model needs about it.
@@ -119,6 +152,13 @@ class KernelRecord:
             (): the whole softmax follows the GEMMs.
         chain_steps: the tile steps those events are paid on, summed over the kernel's CTAs
             and over each CTA's independent chains. 0: none.
+        step_loads: global loads a tile step issues into registers and uses later in the
+            same step or the next (the v1 release's next Q_i and dO_i, staged through
+            registers on their way to shared memory; its loop kernel's fp32 dQ_i read back
+            to be added to): each a ``StepLoad`` saying where the data comes from and how
+            much of the step's work lies between issue and use. What of the load's latency
+            that work does not cover waits on the chain (``hwmodels.timing``). Pricing only.
+            (): none (cp.async and TMA loads, issued a whole tile ahead, wait on no chain).
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
             reads one e-byte element from a different sector (a transposing copy). The
@@ -150,6 +190,7 @@ class KernelRecord:
     step_events: tuple = ()
     softmax_beside_own_gemm: tuple = ()
     chain_steps: int = 0
+    step_loads: tuple = ()
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -210,7 +251,8 @@ class Recorder:
                mma_rows_per_cta=0, prologue_bytes_per_cta=0,
                read_sector_use=1.0, smem_exchange_bytes=0,
                epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
-               step_events=(), chain_steps=0, softmax_beside_own_gemm=()) -> np.ndarray:
+               step_events=(), chain_steps=0, softmax_beside_own_gemm=(),
+               step_loads=()) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -220,6 +262,8 @@ class Recorder:
             if pipe not in SOFTMAX_PIPES or not 0.0 <= share <= 1.0:
                 raise ValueError(f"softmax_beside_own_gemm takes shares in [0, 1] of the "
                                  f"pipes {SOFTMAX_PIPES}, got {pipe!r}: {share!r}")
+        for load in step_loads:
+            check_step_load(load)
         check_sram_fits(f"kernel {name!r}", buffers, self.sram_budget_bytes)
         rec = KernelRecord(name=name, ctas=int(ctas), buffers=dict(buffers),
                            threads_per_cta=threads_per_cta,
@@ -240,7 +284,7 @@ class Recorder:
                            softmax_beside_own_gemm=tuple(
                                (str(pipe), float(share))
                                for pipe, share in dict(softmax_beside_own_gemm).items()),
-                           chain_steps=int(chain_steps))
+                           chain_steps=int(chain_steps), step_loads=tuple(step_loads))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -70,6 +70,15 @@ enter the chain as a delay station Z of the mean-value analysis, which no chain 
                  pipes. Resident CTAs in step wait their latencies out together, hence the
                  division by the CTAs an SM holds at once (``lockstep_ctas`` off: each chain
                  waits its own and the analysis lets the others fill the wait).
+A step may also wait on a global load it staged through registers (``step_loads``: the v1
+release loads the next Q_i into registers and stores it to shared memory a few GEMMs later,
+and reads its fp32 dQ_i back to add to it): the load's latency, an L2 hit or a DRAM access
+by the kernel's L2 hit share ([LUO-LAT]), less the work between issue and use (shares of
+the step's GEMM and softmax phases, and the events the warp waits out meanwhile), joins Z:
+    Z_load(k)  = sum over loads of steps x max(0, n (L - events between) - g G - s P),
+                 n = chain_steps / (S x resident CTAs in step)
+(``staged_load_latency`` off: the loads are free). cp.async and TMA loads, issued a tile
+ahead, declare none.
 Resident CTAs do not add chains (``lockstep_ctas``): the overlap of one warp's softmax with
 another's GEMMs is not something the SM provides unasked. FlashAttention-3 §3.1 gets it only
 by forcing it ("we use synchronization barriers ... to force the GEMMs of warpgroup 1 to be
@@ -202,6 +211,9 @@ class TimingOptions:
     sync_latency: bool = True         # of those, the warp shuffles and barriers, at their
                                       # measured latencies (off: free, as the model first
                                       # had them, when no source gave one)
+    staged_load_latency: bool = True  # global loads a step stages through registers wait
+                                      # their L2/DRAM latency less the work between issue
+                                      # and use (off: free, covered by the pipes' time)
     own_gemm_overlap: bool = True     # the share of a softmax a chain issues while its own
                                       # GEMMs are in flight runs beside them (off: the whole
                                       # softmax waits for them)
@@ -238,6 +250,7 @@ class KernelTime:
     epilogue_s: float = 0.0       # of fixed_s, the exposed per-CTA epilogue
     exchange_s: float = 0.0       # of smem_s, split-K partials summed: a phase of the chain
     step_latency_s: float = 0.0   # the chain's instruction latencies per SM (a delay station)
+    load_wait_s: float = 0.0      # of step_latency_s, the staged loads' uncovered latency
 
 
 @dataclass(frozen=True)
@@ -265,6 +278,7 @@ class TimingBreakdown:
     epilogue_s: float = 0.0     # of fixed_s, the CTAs' epilogues
     exchange_s: float = 0.0     # of smem_s, split-K partials summed through shared memory
     step_latency_s: float = 0.0  # the chains' instruction latencies, per SM
+    load_wait_s: float = 0.0    # of step_latency_s, the staged loads' uncovered latency
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -320,9 +334,17 @@ def dram_bytes(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions())
     if not opts.l2_cache or k.unique_hbm_bytes is None or k.l2_working_set_bytes is None:
         return requested
     unique = min(requested, int(k.unique_hbm_bytes))
+    return int(unique + (requested - unique) * (1.0 - l2_reread_hit(gpu, k, opts)))
+
+
+def l2_reread_hit(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()) -> float:
+    """The share of the kernel's re-reads L2 serves: all while the working set fits in the
+    usable part of L2, usable / working set beyond (0 without the L2 term or a declared
+    working set)."""
+    if not opts.l2_cache or k.unique_hbm_bytes is None or k.l2_working_set_bytes is None:
+        return 0.0
     usable = L2_USABLE_FRACTION * gpu.l2_bytes
-    hit = 1.0 if k.l2_working_set_bytes <= usable else usable / k.l2_working_set_bytes
-    return int(unique + (requested - unique) * (1.0 - hit))
+    return 1.0 if k.l2_working_set_bytes <= usable else usable / k.l2_working_set_bytes
 
 
 def closed_network_time(demands: tuple[float, ...], customers: int, delay: float = 0.0) -> float:
@@ -489,18 +511,57 @@ def event_latency_clocks(gpu: GPU, event: str, threads_per_cta: int) -> float:
     return clocks
 
 
-def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
-    """The delay demand per SM: the kernel's tile steps (``chain_steps``) spread over the
-    SMs, each waiting ``step_latency_clocks``. Resident CTAs in step (``lockstep_ctas``) wait
-    out their latencies together, so an SM pays once for the CTAs it holds at a time (no
-    more than the grid gives it); out of step each chain pays its own, and the mean-value
-    analysis lets the other chains fill the wait."""
-    if not opts.step_latency or k.chain_steps <= 0 or k.ctas <= 0:
-        return 0.0
+def _steps_per_sm(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
+    """The kernel's tile steps (``chain_steps``) an SM waits out one after the other: spread
+    over the SMs, and resident CTAs in step (``lockstep_ctas``) wait out their latencies
+    together, so an SM pays once for the CTAs it holds at a time (no more than the grid
+    gives it); out of step each chain pays its own, and the mean-value analysis lets the
+    other chains fill the wait."""
     together = min(resident_per_sm(gpu, k), max(1.0, k.ctas / gpu.sm_count)) \
         if opts.lockstep_ctas else 1.0
-    return k.chain_steps * step_latency_clocks(gpu, k, opts.sync_latency) / _clock(gpu, opts) \
-        / (gpu.sm_count * together)
+    return k.chain_steps / (gpu.sm_count * together)
+
+
+def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
+    """The delay demand per SM of the instruction latencies: ``_steps_per_sm`` steps, each
+    waiting ``step_latency_clocks``."""
+    if not opts.step_latency or k.chain_steps <= 0 or k.ctas <= 0:
+        return 0.0
+    return _steps_per_sm(gpu, k, opts) * step_latency_clocks(gpu, k, opts.sync_latency) \
+        / _clock(gpu, opts)
+
+
+def load_latency_s(gpu: GPU, k: KernelRecord, source: str, opts: TimingOptions) -> float:
+    """A step load's latency: an L2 hit for data that stays in L2; for streamed data an L2
+    hit as often as the kernel's re-reads hit (``l2_reread_hit``), else a DRAM access
+    ([LUO-LAT] in ``hwmodels.gpus``: both by pointer chasing, one load at a time)."""
+    l2_s = gpu.l2_latency_clocks / _clock(gpu, opts)
+    if source == "l2":
+        return l2_s
+    hit = l2_reread_hit(gpu, k, opts)
+    return hit * l2_s + (1.0 - hit) * gpu.dram_latency_s
+
+
+def _load_wait(gpu: GPU, k: KernelRecord, opts: TimingOptions, gemm_s: float,
+               softmax_s: float) -> float:
+    """The delay demand per SM of the loads a step issues into registers and uses later
+    (``KernelRecord.step_loads``): each waits its latency less the work between issue and
+    use, the shares of the step's GEMM and softmax phases it names (per SM, ``gemm_s`` and
+    ``softmax_s`` over ``_steps_per_sm`` steps). A load that the work covers adds nothing."""
+    if not (opts.step_latency and opts.staged_load_latency) or not k.step_loads \
+            or k.chain_steps <= 0 or k.ctas <= 0:
+        return 0.0
+    steps = _steps_per_sm(gpu, k, opts)
+    clock = _clock(gpu, opts)
+    wait = 0.0
+    for load in k.step_loads:
+        between = sum(event_latency_clocks(gpu, event, k.threads_per_cta) * count
+                      for event, count in load.events
+                      if opts.sync_latency or event not in SYNC_EVENTS) / clock
+        wait += load.steps * max(0.0, steps * (load_latency_s(gpu, k, load.source, opts)
+                                               - between)
+                                 - load.gemm_share * gemm_s - load.softmax_share * softmax_s)
+    return wait
 
 
 def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
@@ -616,7 +677,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     gemm = max(p.tensor_s, p.smem_s - exchange)
     softmax = softmax_after_gemm(p, k, gemm, opts)
     phases = (gemm, softmax, exchange) if exchange else (gemm, softmax)
-    step_latency_s = _step_latency(gpu, k, opts) if opts.pipe_model else 0.0
+    load_wait_s = _load_wait(gpu, k, opts, gemm, softmax) if opts.pipe_model else 0.0
+    step_latency_s = (_step_latency(gpu, k, opts) + load_wait_s) if opts.pipe_model else 0.0
     if opts.pipe_model:
         chain_s = closed_network_time(phases, chains, step_latency_s)
         # the softmax run beside the GEMMs still occupies its pipes
@@ -663,7 +725,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       chain_s=chain_s, chains=chains, hbm_s=hbm_s, l2_s=l2_s,
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
                       mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s,
-                      exchange_s=p.exchange_s, step_latency_s=step_latency_s)
+                      exchange_s=p.exchange_s, step_latency_s=step_latency_s,
+                      load_wait_s=load_wait_s)
 
 
 def softmax_after_gemm(p: _Pipes, k: KernelRecord, gemm_s: float,
@@ -761,5 +824,5 @@ def predict_time(gpu: GPU, kernels: list[KernelRecord],
         chain_s=summed("chain_s"), latency_s=summed("latency_s"), atomic_s=summed("atomic_s"),
         fixed_s=summed("fixed_s"), time_by_mechanism_s=by_mechanism, alu_s=summed("alu_s"),
         epilogue_s=summed("epilogue_s"), exchange_s=summed("exchange_s"),
-        step_latency_s=summed("step_latency_s"),
+        step_latency_s=summed("step_latency_s"), load_wait_s=summed("load_wait_s"),
     )

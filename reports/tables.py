@@ -144,6 +144,7 @@ def timing_table(rows) -> Table:
                         "chain_s": t.chain_s, "fixed_s": t.fixed_s,
                         "latency_s": t.latency_s, "atomic_s": t.atomic_s,
                         "exchange_s": t.exchange_s, "step_latency_s": t.step_latency_s,
+                        "load_wait_s": t.load_wait_s,
                         "mechanism": _main_mechanism(t),
                         "time_by_mechanism_s": t.time_by_mechanism_s})
     return Table(key="timing", title="", headers=headers, rows=out, records=records,

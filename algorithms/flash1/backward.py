@@ -337,7 +337,25 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       smem_exchange_bytes=bh * split_k_exchange_bytes(visited, 4 * d),
                       **step_latency.chain(step_latency.split_k_backward_step(),
                                            visited_pairs(nq, nk, bp.block_q, bp.block_k,
-                                                         wl.causal, is_release), bh))
+                                                         wl.causal, is_release), bh),
+                      step_loads=release_step_loads(wl, bp) if is_release else ())
+
+
+def steps_per_key_block(wl, block_q: int, block_k: int) -> np.ndarray:
+    """The release's steps (Q blocks) with each K/V block of a head."""
+    first = first_q_blocks(wl.seq_q, wl.seq_k, block_q, block_k, wl.causal, release=True)
+    return cdiv(wl.seq_q, block_q) - first
+
+
+def release_step_loads(wl, bp: Flash1BwdPlan) -> tuple:
+    """The loads the release's backward stages through registers in a step
+    (``step_latency.split_k_backward_loads``): the next step's tiles on every step but a
+    pass's last; the loop kernel's dQ_i read back on the steps of every K/V block but the
+    first, which starts the buffer."""
+    steps = steps_per_key_block(wl, bp.block_q, bp.block_k)
+    readback = float(np.sum(steps[1:]) / np.sum(steps)) \
+        if program_of(bp) == RELEASE_LOOP and np.sum(steps) else 0.0
+    return step_latency.split_k_backward_loads(step_latency.next_step_share(steps), readback)
 
 
 def hbm_footprint_per_head(wl, bp: Flash1BwdPlan, program: int) -> tuple[int, int]:

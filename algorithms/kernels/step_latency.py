@@ -31,12 +31,21 @@ values of a row per 8 columns, so a warp spanning all B_c keys of its rows holds
 row per thread (FlashAttention-2; FlashAttention-3's m64nN ``wgmma`` accumulator alike, N / 4),
 and the v1 release's 4 warps, each spanning a quarter of the keys, B_c / 16.
 
+The v1 release also stages global loads through registers inside a step (``StepLoad``): the
+next step's Q_i and dO_i are loaded into registers and stored to shared memory a few GEMMs
+later, and its loop kernel reads its fp32 dQ_i back to add the step's part to it; what of
+each load's L2 or DRAM latency the work between issue and use does not cover waits on the
+chain. FlashAttention-2 and -3 copy their tiles with cp.async or TMA a whole tile ahead and
+declare none.
+
 Pricing only: nothing here changes a count. ``KernelRecord.step_events`` holds the result,
-``chain_steps`` the steps it is paid on.
+``chain_steps`` the steps it is paid on, ``step_loads`` the staged loads.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from hwmodels.memory import StepLoad
 
 SPLIT_K_WARPS = 4       # the v1 release's warps, each a quarter of the keys
 
@@ -104,6 +113,57 @@ def split_k_backward_step() -> tuple:
     MMA, and its partials from the 8 warps through shared memory, summed (3 levels of a
     tree); two barriers (dS stored, the partials stored), no row reduction."""
     return events(mma=3, smem=5, sfu=1, fp=1 + 2 + 1 + 3, bar=2)
+
+
+def split_k_forward_loads(block_k: int, next_q_share: float) -> tuple:
+    """The v1 release's forward (fmha_fprop_kernel_1xN.h) issues the load of the next step's
+    Q_i once S's MMAs are issued and stores it to shared memory before the P V GEMM: the
+    softmax lies between, with the waits of ``split_k_forward_step`` up to the conversion of
+    P (S's last MMA, the row max over the thread's values, four shuffle rounds around the
+    warps' maxima through shared memory at a barrier and their max, the exp, the
+    conversion). Its fp32 O and log-sum-exp read back from the previous K/V block are loaded
+    as early and used after P V: covered. ``next_q_share``: the steps that load a next Q_i
+    (``next_step_share``)."""
+    between = events(mma=1, smem=1, sfu=1,
+                     fp=row_values_per_thread(block_k, SPLIT_K_WARPS) + 3 + 1,
+                     shfl=4, bar=1)
+    return (StepLoad("stream", softmax_share=1.0, events=between, steps=next_q_share),)
+
+
+def split_k_backward_loads(next_share: float, readback_share: float) -> tuple:
+    """The v1 release's backward (fmha_dgrad_kernel_1xN_loop.h), whose step runs five GEMMs of
+    equal size (S, dP, dQ, dV, dK), with the waits of ``split_k_backward_step`` between them:
+    the next Q_i is loaded once P is packed and stored after dV (dP, dQ, dV between; dS and
+    its conversion, dQ's last MMA, the barrier, P read back), the next dO_i after dP and
+    stored after dV (dQ, dV; the conversion, dQ's last MMA, the barrier, P read back); the
+    next step's log-sum-exp after dV, used once the next S is in (dK, S; dS read back, the
+    barrier, the Q fragment, S's last MMA), its D_i after the barrier, used after the next S
+    (S; the Q fragment, S's last MMA, the exp), both a few bytes a row that stay in L2; the
+    loop kernel (a CTA per head) reads its fp32 dQ_i back after dV and adds the step's part
+    after dK and the barrier (dK; dS read back, the barrier), at every K/V block but the
+    first (``readback_share`` of the steps), where the split kernel adds with atomics and
+    reads nothing."""
+    loads = (StepLoad("stream", gemm_share=3 / 5, events=events(mma=1, smem=1, fp=3, bar=1),
+                      steps=next_share),
+             StepLoad("stream", gemm_share=2 / 5, events=events(mma=1, smem=1, fp=1, bar=1),
+                      steps=next_share),
+             StepLoad("l2", gemm_share=2 / 5, events=events(mma=1, smem=2, bar=1),
+                      steps=next_share),
+             StepLoad("l2", gemm_share=1 / 5, events=events(mma=1, smem=1, sfu=1),
+                      steps=next_share))
+    if readback_share:
+        loads += (StepLoad("stream", gemm_share=1 / 5, events=events(smem=1, bar=1),
+                           steps=readback_share),)
+    return loads
+
+
+def next_step_share(steps_per_pass: np.ndarray, ctas_per_pass: int = 1) -> float:
+    """The share of a release kernel's steps that load the next step's tiles: all but each
+    CTA's last of a pass over a K/V block (``steps_per_pass``: the steps of each pass of a
+    head; ``ctas_per_pass``: the CTAs a pass is dealt to)."""
+    steps = float(np.sum(steps_per_pass))
+    last = float(np.sum(np.minimum(steps_per_pass, ctas_per_pass)))
+    return (steps - last) / steps if steps else 0.0
 
 
 def chain(step_events: tuple, steps_per_head: np.ndarray | float | int, heads: int,

@@ -538,8 +538,16 @@ def flash1_bullet() -> str:
         "29 clocks on an H200, [KW-SHFL]; a barrier 8.2 + 2.0 clocks a warp on an H100 SXM5, "
         "[AMORA-BAR]; on a GA100 board, in ns, 23.9 and 24.2, [GMB-GA100]: sources in "
         "`hwmodels/gpus.py`); free (`--no-sync-latency`, as the model had them before a "
-        "source was found) the bars were {:.2f}–{:.2f} and {:.2f}–{:.2f}. Not priced, and "
-        "a candidate for the rest: the registers the "
+        "source was found) the bars were {:.2f}–{:.2f} and {:.2f}–{:.2f}. The chain also "
+        "waits on the global loads the release stages through registers inside a step "
+        "(`step_loads`: the next Q_i and dO_i, loaded a few GEMMs before they are stored "
+        "to shared memory, and the loop kernel's fp32 dQ_i, read back after the dV GEMM and "
+        "needed after dK, one GEMM later; [FA1-src]), for what of their L2 or DRAM "
+        "latency the work between issue and use does not cover: little on the A100, "
+        "whose mma.sync steps are long against its DRAM latency in clocks, more on the "
+        "H100's loop kernel; free (`--no-staged-load-latency`) the bars were "
+        "{:.2f}–{:.2f} and {:.2f}–{:.2f}. Not priced, and a candidate for the rest: the "
+        "registers the "
         "release's warps hold K and V in (64 KiB a CTA at d = 64) count against its "
         "occupancy (two CTAs an SM on the H100 where shared memory alone would allow "
         "three). A GPU session can tell (`ncu` occupancy and stall reasons on the "
@@ -565,6 +573,8 @@ def flash1_bullet() -> str:
             *fa1_chart_range("h100-sxm", TimingOptions(step_latency=False)),
             *fa1_chart_range("a100-80gb", TimingOptions(sync_latency=False)),
             *fa1_chart_range("h100-sxm", TimingOptions(sync_latency=False)),
+            *fa1_chart_range("a100-80gb", TimingOptions(staged_load_latency=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(staged_load_latency=False)),
             *(f"{passes}, d = {d}, {'causal' if causal else 'non-causal'}, N = {n}: {r:.2f}x"
               for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
             fa2_over_fa1_extremes()[1][5]))

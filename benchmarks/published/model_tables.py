@@ -65,6 +65,9 @@ CONSTANTS = (
     ("dram_latency_s", "L2-miss load latency",
      lambda g: f"{g.dram_latency_s * 1e9:.0f} ns", "LUO-LAT (pointer chasing at 2x L2: "
      "A100 PCIe 523 cycles at 1395 MHz, H800 PCIe 598 cycles at 1755 MHz)"),
+    ("l2_latency_clocks", "L2-hit load latency (clocks)",
+     lambda g: f"{g.l2_latency_clocks:g}", "LUO-LAT (the same chase within L2: A100 PCIe "
+     "202.8 cycles, H800 PCIe 264.5 cycles)"),
     ("mma/smem/sfu/fp_latency_clocks", "latency of an MMA, a shared-memory load, an exp2, "
      "a dependent fp32 op (clocks)",
      lambda g: f"{g.mma_latency_clocks:g} / {g.smem_latency_clocks:g} / "
