@@ -18,7 +18,9 @@ with the built-in model of that GPU:
 * HBM: a device copy and the STREAM triad a = b + s c on 1 GiB arrays -> the triad's share
   of the datasheet bandwidth, ``hbm_achievable_fraction``.
 * DRAM latency: one thread chasing a random cycle of 128-byte lines over twice the L2 ->
-  ``dram_latency_s``.
+  ``dram_latency_s``; the same chase over 4 MiB, past L1 and well inside L2, in clocks at
+  the boost clock the single thread runs at -> ``l2_latency_clocks`` (as [LUO-LAT] in
+  ``hwmodels.gpus`` measures both).
 * L2: many CTAs each read a 64 KiB slice of a data set a third the size of L2, so every load
   after the first pass is an L2 hit, as RRZE gpu-benches' gpu-l2-cache measures it -> the
   read bandwidth's share of the model's L2 figure, ``l2_achievable_fraction``.
@@ -227,6 +229,7 @@ extern "C" __global__ void barrier_loop(int iters, float* cycles) {
 }
 """
 BARRIER_THREADS = 256
+L2_CHASE_BYTES = 4 * 1024 * 1024    # past L1 (256 KiB an SM), inside the near half of L2
 LATENCY_ITERS = 4096
 # the GPU fields they set, in the order the kernels write them (mma, smem, sfu, fp, shfl, bar)
 LATENCY_FIELDS = tuple(STEP_EVENT_LATENCY_FIELDS.values())
@@ -255,6 +258,7 @@ class Measurements:
     copy_bytes_per_s: float | None = None
     triad_bytes_per_s: float | None = None
     dram_latency_s: float | None = None
+    l2_latency_s: float | None = None
     l2_read_bytes_per_s: float | None = None
     mma_sync_flops_per_s: float | None = None
     ex2_per_s: float | None = None
@@ -321,7 +325,10 @@ def derive_fields(m: Measurements, gpu) -> Derived:
             rejected["dram_latency_s"] = f"{m.dram_latency_s * 1e9:.0f} ns is outside " \
                                          f"{lo * 1e9:.0f}-{hi * 1e9:.0f} ns"
     lo, hi = LATENCY_CLOCKS_RANGE
-    for name, clocks in m.latency_clocks.items():
+    chased = {}
+    if m.l2_latency_s is not None:      # one thread runs at the boost clock, as the loops do
+        chased["l2_latency_clocks"] = m.l2_latency_s * (m.max_clock_hz or gpu.clock_hz)
+    for name, clocks in {**m.latency_clocks, **chased}.items():
         if lo <= clocks <= hi:
             fields[name] = round(float(clocks), 1)
         else:
@@ -376,7 +383,7 @@ def _shown(key: str, value) -> str:
         return f"{value / 1e6:.0f} MHz"
     if key == "dram_latency_s":
         return f"{value * 1e9:.0f} ns"
-    if key in LATENCY_FIELDS:
+    if key in LATENCY_FIELDS or key == "l2_latency_clocks":
         return f"{value:.1f} clk" if value else "0 (not given)"
     return f"{value:.3f}"
 
@@ -390,6 +397,7 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
              "l2_achievable_fraction": gpu.l2_achievable_fraction,
              "sustained_clock_hz": gpu.sustained_clock,
              "dram_latency_s": gpu.dram_latency_s,
+             "l2_latency_clocks": gpu.l2_latency_clocks,
              **{name: getattr(gpu, name) for name in LATENCY_FIELDS}}
     rows = []
     for key, model_value in model.items():
@@ -558,13 +566,18 @@ def _cupy_seconds(cupy, run) -> float:
 
 
 def measure_latency(cupy, m: Measurements, l2_bytes: int) -> None:
-    nxt, first = chase_table(2 * l2_bytes)            # twice the L2: every load misses it
+    m.dram_latency_s = chase_seconds(cupy, 2 * l2_bytes)   # twice the L2: every load misses
+    m.l2_latency_s = chase_seconds(cupy, L2_CHASE_BYTES)
+
+
+def chase_seconds(cupy, footprint_bytes: int, steps: int = 200_000) -> float:
+    """Seconds a load of one thread chasing a random cycle over ``footprint_bytes``."""
+    nxt, first = chase_table(footprint_bytes)
     d_next, sink = cupy.asarray(nxt), cupy.zeros(1, dtype=cupy.uint64)
     kernel = cupy.RawKernel(CHASE_SOURCE, "pointer_chase")
-    steps = 200_000
     args = (d_next, cupy.uint64(first), cupy.int64(steps), sink)
-    kernel((1,), (1,), args)                          # warm the TLB and the code
-    m.dram_latency_s = _cupy_seconds(cupy, lambda: kernel((1,), (1,), args)) / steps
+    kernel((1,), (1,), args)                          # warm the TLB, the code and the cache
+    return _cupy_seconds(cupy, lambda: kernel((1,), (1,), args)) / steps
 
 
 def measure_l2(cupy, m: Measurements, l2_bytes: int) -> None:

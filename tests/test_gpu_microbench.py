@@ -162,3 +162,17 @@ def test_shuffle_and_barrier_are_written_as_the_model_counts_them(mb):
     assert d.fields["barrier_latency_clocks"] == pytest.approx(41.5 - 8 * 2.045, abs=0.05)
     a100 = get_gpu("a100-80gb")                       # no slope published: the 8-warp figure
     assert mb.derive_fields(h100_measurements(mb), a100).fields["barrier_latency_clocks"] == 41.5
+
+
+def test_the_l2_chase_is_written_in_clocks_at_the_boost_clock(mb):
+    """The same pointer chase over 4 MiB (past L1, inside L2): its seconds a load at the boost
+    clock the single thread runs at, 140 ns x 1980 MHz = 277.2 clocks; implausible ones are
+    refused like the other latencies."""
+    gpu = get_gpu("h100-sxm")
+    d = mb.derive_fields(h100_measurements(mb, l2_latency_s=140e-9), gpu)
+    assert d.fields["l2_latency_clocks"] == pytest.approx(277.2)
+    rows = {r[0]: r for r in mb.report_rows(gpu, d)}
+    assert rows["l2_latency_clocks"][1:] == ["277.2 clk", "264.5 clk", "written"]
+    bad = mb.derive_fields(h100_measurements(mb, l2_latency_s=1e-3), gpu)
+    assert "l2_latency_clocks" in bad.rejected
+    assert mb.L2_CHASE_BYTES < gpu.l2_bytes // 4
