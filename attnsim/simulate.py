@@ -22,7 +22,7 @@ from attnsim.reference import (attention_backward_reference, attention_reference
 from attnsim.validate import (MAX_SEED, check_host_memory, check_int, check_option_values)
 from attnsim.workload import Workload
 from hwmodels.counters import counters_to_dict
-from hwmodels.gpus import GPU
+from hwmodels.gpus import GPU, MissingUnitError
 from hwmodels import get_gpu
 from hwmodels.memory import Recorder, SramOverflowError
 from hwmodels.timing import TimingBreakdown, TimingOptions, predict_time
@@ -109,6 +109,11 @@ class SimResult:
 def resolve_gpu(gpu: GPU | str) -> GPU:
     return gpu if isinstance(gpu, GPU) else get_gpu(gpu)
 
+
+# What ``simulate`` raises when a workload has no plan on a GPU (tiles that do not fit, an
+# option the algorithm does not take) or is not a valid input: the report leaves such a row
+# or section out with the reason. Any other exception is a bug and propagates.
+NOT_SIMULATED = (PlanError, SramOverflowError, AttnsimError, MissingUnitError)
 
 SRAM_ADVICE = "a larger --sram-kb"
 

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from algorithms.base import PlanError
 from algorithms.registry import algorithm_names, get_algorithm
-from attnsim.simulate import SimResult, blas_controller, simulate
+from attnsim.simulate import NOT_SIMULATED, SimResult, blas_controller, simulate
 from attnsim.workload import Workload
 from hwmodels import get_gpu
 from hwmodels.gpus import GPU
-from hwmodels.memory import SramOverflowError
 
 # The report's default workload: the FlashAttention-2 paper's benchmark shape (hidden size
 # 2048 = 16 heads x 128, batch x seq = 16K tokens) at N = 4096, in fp16.
@@ -70,7 +68,7 @@ class GrowthSeries:
 def _try(fn):
     try:
         return fn(), None
-    except (PlanError, SramOverflowError, ValueError) as exc:
+    except NOT_SIMULATED as exc:
         return None, str(exc)
 
 

@@ -73,10 +73,10 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              DRAM latency is set by the memory, not by the SM clock. L2 hit latency = the
              plateau past L1 (0.4 to 17 MB, the near half of L2): A100 PCIe 202.8 cycles
              (145.4 ns at 1395 MHz), H800 PCIe 264.5 cycles (150.7 ns at 1755 MHz); held in
-             clocks, as the SM and L2 clocks set it. A third board agrees in kind: an H100
-             SXM5's pointer chase at 4 MB, 329.9 cycles against 645.9 from DRAM
-             (hotneutron/amora, reports/nvidia/hopper/probes-h100-80g.md, l2_cache.pointer_chase;
-             another method, address arithmetic in the chain).
+             clocks, as the SM and L2 clocks set it. An H100 SXM5 agrees: its working-set
+             sweep reads 264.518 cycles at 512 KB, and its pointer chase 645.9 cycles from
+             DRAM (hotneutron/amora, reports/nvidia/hopper/probes-h100-80g.md, clock64;
+             that report's headline L2 figure, 329.9 cycles at 4 MB, reaches the far half).
 * [STREAM]   RRZE-HPC/gpu-benches, gpu-stream (README "gpu-stream"; data gpu-stream/*.txt): the
              STREAM triad A[i] = B[i] + D[i]*C[i] (3 load streams, 1 store) at 100% occupancy:
              A100 40GB 1358 of 1555 GB/s (87.3%), A100 80GB 1794 of 2039 GB/s (88.0%), H100 PCIe
@@ -202,6 +202,11 @@ STEP_EVENT_LATENCY_FIELDS = {"mma": "mma_latency_clocks", "smem": "smem_latency_
 
 # Bytes per element of each storage dtype the simulator counts.
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+
+
+class MissingUnitError(ValueError):
+    """The GPU lacks a unit the workload needs (fp8 tensor cores on an A100): that GPU cannot
+    run it, which a comparison of several GPUs reports rather than fails on."""
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -337,8 +342,8 @@ class GPU:
         if peak is None:
             raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPE_BYTES)}")
         if peak <= 0:
-            raise ValueError(f"{self.full_name} has no {dtype} tensor cores; "
-                             f"use --dtype fp16 or bf16")
+            raise MissingUnitError(f"{self.full_name} has no {dtype} tensor cores; "
+                                   f"use --dtype fp16 or bf16")
         return peak
 
     def replace(self, **changes) -> "GPU":

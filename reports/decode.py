@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 import math
 
+from algorithms.base import PlanError
 from attnsim.models import PRESETS
-from attnsim.simulate import simulate
+from attnsim.simulate import NOT_SIMULATED, simulate
 from attnsim.workload import Workload
 from reports import format as fmt
 from reports.document import Section, Table
@@ -35,7 +36,7 @@ def decode_section(gpu, wl) -> tuple[Section, list[dict]]:
         for context in CONTEXTS:
             try:
                 r = decode_step(model, gpu, context, dtype=dtype)
-            except ValueError as exc:     # no plan on this GPU: the row is left out
+            except NOT_SIMULATED as exc:  # no plan on this GPU: the row is left out
                 left_out.setdefault((model.name, str(exc)), []).append(f"{context // 1024}K")
                 continue
             kv, dec = r.extra["kv_cache"], r.extra["decode"]
@@ -64,7 +65,7 @@ def decode_section(gpu, wl) -> tuple[Section, list[dict]]:
                "tokens fit: (HBM − parameters × dtype bytes) / KV bytes per token; nothing "
                "else reserved"])
     if not rows:                          # the report leaves the section out, saying why
-        raise ValueError(next(reason for _, reason in left_out))
+        raise PlanError(next(reason for _, reason in left_out))
     table.notes += [f"{name}{'' if len(at) == len(CONTEXTS) else ' at ' + ', '.join(at)} "
                     f"left out: {reason}" for (name, reason), at in left_out.items()]
     paragraphs = ["Per generated token at batch 1: KV cache read by attention in every layer, "
@@ -145,7 +146,7 @@ def paths_table(gpu, dtype: str) -> Table:
     for algorithm in PATH_ALGORITHMS:
         try:
             results = [_path_step(algorithm, gpu, n, dtype) for n in PATH_CONTEXTS]
-        except ValueError as exc:         # no plan on this GPU: the row says why
+        except NOT_SIMULATED as exc:     # no plan on this GPU: the row says why
             rows.append([algorithm, "n/a: " + fmt.clip(str(exc))]
                         + ["—"] * (len(PATH_CONTEXTS) + 3))
             records.append({"algorithm": algorithm, "error": str(exc)})
@@ -184,7 +185,7 @@ def decode_paths_section(gpu, wl) -> tuple[Section, dict]:
     dtype = wl.dtype if wl.dtype in ("fp16", "bf16", "fp8") else "fp16"
     paths_t = paths_table(gpu, dtype)
     if all("error" in r for r in paths_t.records):   # the report leaves the section out
-        raise ValueError(paths_t.records[0]["error"])
+        raise PlanError(paths_t.records[0]["error"])
     paragraphs = ["What one generated token reads, against the context length: dense GQA and "
                   "MLA read their whole cache every step; NSA reads its compressed cache "
                   "(N/16 tokens), 16 selected blocks and a 512-token window, shared by the query "
@@ -195,7 +196,7 @@ def decode_paths_section(gpu, wl) -> tuple[Section, dict]:
         nsa_t = nsa_table(gpu, dtype)
         tables.insert(0, nsa_t)
         data["nsa"] = nsa_t.records
-    except ValueError as exc:             # NSA or dense GQA has no plan on this GPU
+    except NOT_SIMULATED as exc:         # NSA or dense GQA has no plan on this GPU
         data["nsa_left_out"] = str(exc)
         paragraphs.append(f"NSA's decoding table (the NSA paper's Table 4) is left out: {exc}")
     return Section(PATHS_HEADING, paragraphs, tables), data

@@ -208,3 +208,28 @@ def test_plot_inside_the_documents_figures_folder_is_refused(capsys, tmp_path, m
                            "--plot", str(tmp_path / "report" / "growth.png"))
     assert code == 2 and err.count("\n") == 1
     assert "the folder --output" in err and "outside it" in err
+
+
+# ---- what a left-out section is, and what is a bug ------------------------------------------
+
+def test_only_a_missing_plan_or_unit_leaves_a_section_out(monkeypatch):
+    """A side task that finds no plan on the GPU (or the GPU lacks the unit) becomes a
+    section left out with the reason; any other exception, a plain ValueError included, is a
+    bug and propagates rather than reading as a missing row."""
+    from algorithms.base import PlanError
+    from attnsim import suite
+    from hwmodels.gpus import MissingUnitError
+    from reports import decode
+
+    def raising(exc):
+        def fn():
+            raise exc
+        return fn
+    assert suite.side_task(raising(PlanError("no tile fits")), ()) == suite.Skipped("no tile fits")
+    assert suite.side_task(raising(MissingUnitError("no fp8")), ()) == suite.Skipped("no fp8")
+    with pytest.raises(ValueError, match="a bug"):
+        suite.side_task(raising(ValueError("a bug")), ())
+    monkeypatch.setattr(decode, "decode_step", lambda *a, **k: raising(ValueError("a bug"))())
+    with pytest.raises(ValueError, match="a bug"):
+        decode.decode_section(get_gpu("h100"), Workload(batch=1, heads=2, seq_q=512,
+                                                        seq_k=512, head_dim=64))
