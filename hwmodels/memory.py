@@ -152,6 +152,9 @@ class KernelRecord:
             (): the whole softmax follows the GEMMs.
         chain_steps: the tile steps those events are paid on, summed over the kernel's CTAs
             and over each CTA's independent chains. 0: none.
+        barrier_threads: the threads that meet at the step's barriers (``step_events``'
+            "bar"), which take longer the more warps meet: FlashAttention-3's named barriers
+            join two consumer warpgroups, not its producer. 0: the whole CTA.
         step_loads: global loads a tile step issues into registers and uses later in the
             same step or the next (the v1 release's next Q_i and dO_i, staged through
             registers on their way to shared memory; its loop kernel's fp32 dQ_i read back
@@ -191,6 +194,7 @@ class KernelRecord:
     softmax_beside_own_gemm: tuple = ()
     chain_steps: int = 0
     step_loads: tuple = ()
+    barrier_threads: int = 0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -252,7 +256,7 @@ class Recorder:
                read_sector_use=1.0, smem_exchange_bytes=0,
                epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
                step_events=(), chain_steps=0, softmax_beside_own_gemm=(),
-               step_loads=()) -> np.ndarray:
+               step_loads=(), barrier_threads=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -284,7 +288,8 @@ class Recorder:
                            softmax_beside_own_gemm=tuple(
                                (str(pipe), float(share))
                                for pipe, share in dict(softmax_beside_own_gemm).items()),
-                           chain_steps=int(chain_steps), step_loads=tuple(step_loads))
+                           chain_steps=int(chain_steps), step_loads=tuple(step_loads),
+                           barrier_threads=int(barrier_threads))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -495,19 +495,23 @@ def step_latency_clocks(gpu: GPU, k: KernelRecord, sync: bool = True) -> float:
     busy time: each declared event (``KernelRecord.step_events``) at the GPU's measured
     latency; an event the GPU gives no latency for (0) adds nothing, nor (not ``sync``) do
     the warps' shuffles and barriers."""
-    return sum(event_latency_clocks(gpu, event, k.threads_per_cta) * count
+    return sum(event_latency_clocks(gpu, event, barrier_threads(k)) * count
                for event, count in k.step_events if sync or event not in SYNC_EVENTS)
 
 
-def event_latency_clocks(gpu: GPU, event: str, threads_per_cta: int) -> float:
+def barrier_threads(k: KernelRecord) -> int:
+    """The threads that meet at the kernel's step barriers: those it declares, or the CTA."""
+    return k.barrier_threads or k.threads_per_cta
+
+
+def event_latency_clocks(gpu: GPU, event: str, threads: int) -> float:
     """One step event's latency. A barrier releases its warps only once the last has
     arrived and the arrivals are counted, which takes longer the more warps meet: measured
-    on the H100 at 2 to 32 warps, a straight line in the warp count ([AMORA-BAR]). The CTA's
-    warps are taken to meet (FlashAttention-3's named barriers are met by its consumer
-    warpgroups only, so its barriers are priced a little high)."""
+    on the H100 at 2 to 32 warps, a straight line in the warp count ([AMORA-BAR]); ``threads``
+    meet at it."""
     clocks = getattr(gpu, STEP_EVENT_LATENCY_FIELDS[event])
     if event == "bar" and clocks:
-        clocks += gpu.barrier_clocks_per_warp * max(1, threads_per_cta // 32)
+        clocks += gpu.barrier_clocks_per_warp * max(1, threads // 32)
     return clocks
 
 
@@ -555,7 +559,7 @@ def _load_wait(gpu: GPU, k: KernelRecord, opts: TimingOptions, gemm_s: float,
     clock = _clock(gpu, opts)
     wait = 0.0
     for load in k.step_loads:
-        between = sum(event_latency_clocks(gpu, event, k.threads_per_cta) * count
+        between = sum(event_latency_clocks(gpu, event, barrier_threads(k)) * count
                       for event, count in load.events
                       if opts.sync_latency or event not in SYNC_EVENTS) / clock
         wait += load.steps * max(0.0, steps * (load_latency_s(gpu, k, load.source, opts)

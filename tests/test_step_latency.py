@@ -283,6 +283,14 @@ def test_a_barrier_costs_more_the_more_warps_meet_at_it():
     assert (fwd.threads_per_cta, bwd.threads_per_cta) == (128, 256)
     assert event_latency_clocks(H100, "bar", bwd.threads_per_cta) - \
         event_latency_clocks(H100, "bar", fwd.threads_per_cta) == pytest.approx(4 * 2.045)
+    # FlashAttention-3's named barrier joins two consumer warpgroups, not its producer
+    from hwmodels.timing import barrier_threads
+    r3 = simulate("flash3", Workload(batch=2, heads=16, seq_q=2048, head_dim=64,
+                                     passes="fwd+bwd"), H100, compute=False)
+    by_name = {k.name: k for k in r3.kernels}
+    assert by_name["flash3_fwd"].threads_per_cta == 512          # 3 consumers + producer
+    assert barrier_threads(by_name["flash3_fwd"]) == barrier_threads(by_name["flash3_bwd"]) \
+        == 256
 
 
 def test_no_sync_latency_frees_the_shuffles_and_barriers_only():

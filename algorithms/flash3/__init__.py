@@ -503,6 +503,9 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       threads_per_cta=(p.consumer_warpgroups + 1) * WARPGROUP,
                       register_bytes_per_cta=p.register_bytes,
                       tc_path="wgmma", overlap="overlap", cta_work=work,
+                      # a step's named barrier hands the tensor cores from one consumer
+                      # warpgroup to the next: two warpgroups meet at it
+                      barrier_threads=2 * WARPGROUP,
                       # each warpgroup's own chain of steps (in ping-pong; in step, one);
                       # wgmma reads its operands from shared memory without loads
                       **step_latency.chain(step_latency.forward_step(p.block_k, wgmma=True),

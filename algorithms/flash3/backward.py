@@ -179,6 +179,7 @@ def declare_kernels(wl, bp: Flash3BwdPlan, rec: Recorder) -> tuple:
                         # the two consumer warpgroups meet at a named barrier every step:
                         # one chain a CTA, part of whose softmax runs beside its dP GEMM
                         **step_latency.chain(step_latency.backward_step(wgmma=True), work, bh),
+                        barrier_threads=CONSUMER_WARPGROUPS * WARPGROUP,
                         softmax_beside_own_gemm=release_softmax_beside_gemm(d),
                         # each warpgroup's wgmma reads all of the streamed Q_i and dO_i for
                         # its half of the keys (S, dP, dV, dK), and K_j or dS for its half
