@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# the references' block of float64 scores, shared with the feature-map references
+from algorithms.kernels.common import REFERENCE_BLOCK_BYTES as BLOCK_BYTES
+
 
 def causal_mask(seq_q: int, seq_k: int, rows: slice = slice(None)) -> np.ndarray:
     """Bottom-right aligned causal mask: True where query i may see key j (j <= i + N_k - N_q);
@@ -22,13 +25,6 @@ def expand_kv(x: np.ndarray, heads: int) -> np.ndarray:
     """(B, G, N, d) key/value heads -> (B, heads, N, d): query head h uses kv head h // (heads/G)."""
     groups = x.shape[1]
     return np.repeat(x, heads // groups, axis=1)
-
-
-# Float64 scores of one block of rows: the references walk the (head, query row) pairs in
-# blocks this size, so that a long sequence is not materialised as several B x H x N_q x N_k
-# float64 arrays at once (at B 1, H 16, N 4096 each is 2 GB, and page faults took most of a
-# run's time). Rows of softmax attention are independent, so blocking changes no number.
-BLOCK_BYTES = 8 << 20
 
 
 def row_blocks(heads: int, seq_q: int, seq_k: int, block_bytes: int = BLOCK_BYTES):

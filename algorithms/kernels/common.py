@@ -119,6 +119,13 @@ WARP = 32
 WGMMA_ROWS = 64    # the M of a wgmma: a warpgroup's (4 warps') row tile
 WARPGROUP = 4 * WARP
 
+# Float64 scores of one block of query rows in the references (``attnsim.reference`` and the
+# feature-map references): they walk the rows in blocks this size, so that a long sequence
+# is not materialised as several B x H x N_q x N_k float64 arrays at once (at B 1, H 16,
+# N 4096 each is 2 GB, and page faults took most of a run's time). Rows of attention are
+# independent, so blocking changes no number beyond BLAS's order of summation.
+REFERENCE_BLOCK_BYTES = 8 << 20
+
 
 def row_tiles(rows: int) -> int:
     """16-row MMA tiles of a CTA's ``rows`` query rows (padded to 16)."""

@@ -85,9 +85,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Plan, PlanError
-from algorithms.kernels.common import (MMA_ROWS, cdiv, finish_heads, head_view,
-                               heads_in_flight, iter_heads, l2_arguments, new_output,
-                               placeholder, placeholder_vector)
+from algorithms.kernels.common import (MMA_ROWS, REFERENCE_BLOCK_BYTES, cdiv, finish_heads,
+                                       head_view, heads_in_flight, iter_heads, l2_arguments,
+                                       new_output, placeholder, placeholder_vector)
 from algorithms.kernels.decode_info import decode_info
 from algorithms.kernels.feature_decode import decode_buffers as decode_state_buffers
 from algorithms.kernels.feature_decode import (COLUMN_UNIT, column_ranges, plan_slice,
@@ -607,11 +607,6 @@ def reference_features(kind: str, x: np.ndarray, w: np.ndarray | None, scale: fl
     u = x * math.sqrt(scale)
     sq = 0.5 * (u * u).sum(axis=-1, keepdims=True)
     return np.exp(u @ w.T - sq) / math.sqrt(p)
-
-
-# Scores of one block of query rows in the reference (as ``attnsim.reference``'s blocks): a
-# whole (N_q, N_k) float64 matrix and its causally masked copy were 16 bytes a pair at once.
-REFERENCE_BLOCK_BYTES = 8 << 20
 
 
 def reference_attention(kind: str, q, k, v, causal: bool, scale: float, w_for_head,
