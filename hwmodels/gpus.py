@@ -136,8 +136,11 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              tensor-core MMA ``-ptx_opcode_latency_tesnor`` 25 (A100) / 24 (H100) clocks;
              shared memory ``-gpgpu_smem_latency`` 28 / 29; special-function unit
              ``-ptx_opcode_latency_sfu`` 23 / 23; fp32 add, max, multiply, FMA
-             ``-ptx_opcode_latency_fp`` 4 / 4. No warp-shuffle or barrier latency is given
-             there: those come from [KW-SHFL], [AMORA-BAR] and [GMB-GA100].
+             ``-ptx_opcode_latency_fp`` 4 / 4. An H100 SXM5 measured by other probes agrees
+             (hotneutron/amora, reports/nvidia/hopper/probes-h100-80g.md, clock64): a
+             dependent ``wmma`` m16n16k16 (two HMMAs) 24.46 clocks, a shared-memory chase
+             29.01, a dependent FMA 4.38 with its loop. No warp-shuffle or barrier latency is
+             given there: those come from [KW-SHFL], [AMORA-BAR] and [GMB-GA100].
              ``benchmarks/gpu_microbench.py`` measures all six on the GPU at hand (dependent
              chains timed with clock64; a loop of barriers met by 8 warps) and writes them to
              a GPU file.
@@ -157,11 +160,11 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              __syncthreads();`` (s in shared memory), clock64, median of 32 launches:
              45.27, 49.28, 57.29, 74.30, 106.44 cycles a barrier at 2, 4, 8, 16, 32 warps,
              41.16 + 2.045 clocks a warp by least squares (within 0.43 clocks of every
-             point). Each round also holds thread 0's dependent shared-memory load and add
-             before the barrier ([ACCEL-SIM]: 29 + 4 clocks on the H100), so the barrier's
-             own latency is 8.2 + 2.045 clocks a warp (``barrier_latency_clocks``,
-             ``barrier_clocks_per_warp``); the store after the add may still be in it, so
-             this is an upper bound.
+             point). Each round also holds thread 0's dependent shared-memory load and
+             integer add before the barrier (29 + 4 clocks at the H100's load and add
+             latencies, [ACCEL-SIM]), so the barrier's own latency is 8.2 + 2.045 clocks a
+             warp (``barrier_latency_clocks``, ``barrier_clocks_per_warp``); the store after
+             the add may still be in it, so this is an upper bound.
 * [GMB-GA100] arabel1a/gpu-micro-bench, results/ctrl/NVIDIA_Graphics_Device.json and
              results/arithm/results.md (commit 1bd88ec6), a GA100 board (sm_80, 70 SMs; the
              repository's plan.md names it a CMP 170HX, a GA100 sold for mining, not an
