@@ -874,40 +874,36 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+class StoreOnce(argparse.Action):
+    """argparse's store, refusing a flag given twice: argparse keeps the last (--seq 1024
+    --seq 2048 runs 2048) without a word, a slip that would print numbers for a workload the
+    user did not mean. A flag counts however it was spelled (an unambiguous prefix,
+    --flag=value, an alias such as -o for --output)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = parser.flags_given
+        if option_string is not None:
+            if self.dest in given:
+                parser.error(f"{given[self.dest]} is given twice; give it once")
+            given[self.dest] = max(self.option_strings, key=len)    # its long name
+        setattr(namespace, self.dest, values)
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse, with its errors on one line (``attnsim: error: argument --batch: ...``) and
-    status 2, as every other user error."""
+    status 2, as every other user error, and flags that take a value refused when given
+    twice (``StoreOnce``, every value flag's action, argument groups' included)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.flags_given: dict[str, str] = {}
+        for name in (None, "store"):           # an argument's default action, and "store"
+            self.register("action", name, StoreOnce)
 
     def parse_known_args(self, args=None, namespace=None):
         self._args_seen = list(sys.argv[1:] if args is None else args)   # for error()
-        self._refuse_repeated_flags(self._args_seen)
+        self.flags_given = {}
         return super().parse_known_args(args, namespace)
-
-    def _refuse_repeated_flags(self, args: list[str]) -> None:
-        """argparse keeps the last of a flag given twice (--seq 1024 --seq 2048 runs 2048)
-        without a word: a slip that would print numbers for a workload the user did not
-        mean. Flags that take values are counted as this parser knows them (an unambiguous
-        prefix, --flag=value and aliases such as -o/--output count as the flag)."""
-        seen: dict[str, str] = {}
-        for arg in args:
-            if arg == "--":
-                break
-            action = self._value_action(arg.split("=", 1)[0]) if arg.startswith("-") else None
-            if action is None:
-                continue
-            if action.dest in seen:
-                self.error(f"{seen[action.dest]} is given twice; give it once")
-            seen[action.dest] = action.option_strings[-1]
-
-    def _value_action(self, flag: str):
-        """The store action ``flag`` names in this parser (exactly or as a unique prefix), or
-        None: flags of subcommands, flags without values and unknown ones."""
-        actions = self._option_string_actions
-        action = actions.get(flag)
-        if action is None and flag.startswith("--") and self.allow_abbrev:
-            matches = {actions[o] for o in actions if o.startswith(flag)}
-            action = matches.pop() if len(matches) == 1 else None
-        return action if isinstance(action, argparse._StoreAction) else None
 
     def error(self, message):
         print(f"attnsim: error: {' '.join(message.split())}{self._negative_hint(message)} "

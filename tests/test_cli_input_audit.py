@@ -109,6 +109,8 @@ def test_a_model_file_with_an_upper_case_suffix_is_read(capsys, tmp_path):
     (["run", "flash2", "--count-only", "--seq=1024", "--seq", "2048"], "--seq"),
     (["run", "local", "--count-only", "--window", "4", "--window", "8"], "--window"),
     (["report", "--hw", "h100", "--algorithms", "flash2", "--hw", "a100"], "--hw"),
+    (["report", "-o", "a.md", "--output", "b.md"], "--output"),             # an alias
+    (["run", "flash2", "--count-only", "--head-d", "64", "--head-dim", "128"], "--head-dim"),
 ])
 def test_a_flag_given_twice_is_refused(capsys, args, flag):
     """argparse would keep the last value without a word."""
