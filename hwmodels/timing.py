@@ -60,7 +60,7 @@ gives each event's latency in clocks, measured by microbenchmarks (in ``hwmodels
 [ACCEL-SIM] for MMA, shared-memory load, exp2 and dependent fp32 op; [KW-SHFL] and
 [GMB-GA100] for a shuffle round; [AMORA-BAR] and [GMB-GA100] for a barrier, which costs more
 the more warps meet at it: ``barrier_latency_clocks`` + ``barrier_clocks_per_warp`` x the
-CTA's warps). They
+warps that meet, ``barrier_threads`` / 32). They
 enter the chain as a delay station Z of the mean-value analysis, which no chain queues for:
     Z(k)       = chain_steps x sum(events x latency) / f / (S x resident CTAs in step)
     t_comp(k)  = max(MVA(G, P[, X]; g; delay Z), t_issue, t_smem, t_mufu, t_fma, t_alu)
@@ -495,8 +495,14 @@ def step_latency_clocks(gpu: GPU, k: KernelRecord, sync: bool = True) -> float:
     busy time: each declared event (``KernelRecord.step_events``) at the GPU's measured
     latency; an event the GPU gives no latency for (0) adds nothing, nor (not ``sync``) do
     the warps' shuffles and barriers."""
+    return events_clocks(gpu, k, k.step_events, sync)
+
+
+def events_clocks(gpu: GPU, k: KernelRecord, events: tuple, sync: bool = True) -> float:
+    """Clocks a chain of ``events`` ((event, count) pairs) of kernel ``k`` waits; not ``sync``:
+    without its shuffles and barriers."""
     return sum(event_latency_clocks(gpu, event, barrier_threads(k)) * count
-               for event, count in k.step_events if sync or event not in SYNC_EVENTS)
+               for event, count in events if sync or event not in SYNC_EVENTS)
 
 
 def barrier_threads(k: KernelRecord) -> int:
@@ -559,9 +565,7 @@ def _load_wait(gpu: GPU, k: KernelRecord, opts: TimingOptions, gemm_s: float,
     clock = _clock(gpu, opts)
     wait = 0.0
     for load in k.step_loads:
-        between = sum(event_latency_clocks(gpu, event, barrier_threads(k)) * count
-                      for event, count in load.events
-                      if opts.sync_latency or event not in SYNC_EVENTS) / clock
+        between = events_clocks(gpu, k, load.events, opts.sync_latency) / clock
         wait += load.steps * max(0.0, steps * (load_latency_s(gpu, k, load.source, opts)
                                                - between)
                                  - load.gemm_share * gemm_s - load.softmax_share * softmax_s)

@@ -97,7 +97,7 @@ def test_the_v1_release_declares_its_staged_loads():
     bwd = kernels["flash1_bwd"].step_loads
     assert [(ld.source, ld.gemm_share) for ld in bwd] == \
         [("stream", 3 / 5), ("stream", 2 / 5), ("l2", 2 / 5), ("l2", 1 / 5), ("stream", 1 / 5)]
-    steps = flash1_bwd.steps_per_key_block(loop, 16, 256)        # 4 passes of 64 steps
+    steps = flash1_bwd.steps_per_key_block(1024, 1024, 16, 256, False, release=True)  # 4 x 64
     assert list(steps) == [64] * 4
     assert bwd[-1].steps == pytest.approx(3 / 4)                  # all passes but the first
     assert bwd[0].steps == pytest.approx(63 / 64)                 # all steps but a pass's last

@@ -258,7 +258,9 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    # written loads its tiles to SRAM at the top of the loop: none)
                    step_loads=step_latency.split_k_forward_loads(
                        p.block_k, step_latency.next_step_share(
-                           flash1_bwd.steps_per_key_block(wl, p.block_q, p.block_k), p.splits))
+                           flash1_bwd.steps_per_key_block(wl.seq_q, wl.seq_k, p.block_q,
+                                                          p.block_k, wl.causal, release=True),
+                           p.splits))
                    if is_release else (),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=bh * unique_per_head,
                    l2_working_set_bytes=working_set)

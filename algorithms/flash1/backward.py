@@ -124,8 +124,14 @@ def visited_pairs(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bo
                   release: bool = False) -> int:
     """The (Q block, K/V block) pairs Algorithms 1 and 4 (or the release) visit: their tile
     steps."""
-    first = first_q_blocks(seq_q, seq_k, block_q, block_k, causal, release)
-    return int(np.sum(cdiv(seq_q, block_q) - first))
+    return int(np.sum(steps_per_key_block(seq_q, seq_k, block_q, block_k, causal, release)))
+
+
+def steps_per_key_block(seq_q: int, seq_k: int, block_q: int, block_k: int, causal: bool,
+                        release: bool = False) -> np.ndarray:
+    """The tile steps (Q blocks) visited with each K/V block of a head."""
+    return cdiv(seq_q, block_q) - first_q_blocks(seq_q, seq_k, block_q, block_k, causal,
+                                                 release)
 
 
 def split_k_exchange_bytes(rows: int, row_bytes: int, warps: int = SPLIT_K_WARPS) -> int:
@@ -341,18 +347,13 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       step_loads=release_step_loads(wl, bp) if is_release else ())
 
 
-def steps_per_key_block(wl, block_q: int, block_k: int) -> np.ndarray:
-    """The release's steps (Q blocks) with each K/V block of a head."""
-    first = first_q_blocks(wl.seq_q, wl.seq_k, block_q, block_k, wl.causal, release=True)
-    return cdiv(wl.seq_q, block_q) - first
-
-
 def release_step_loads(wl, bp: Flash1BwdPlan) -> tuple:
     """The loads the release's backward stages through registers in a step
     (``step_latency.split_k_backward_loads``): the next step's tiles on every step but a
     pass's last; the loop kernel's dQ_i read back on the steps of every K/V block but the
     first, which starts the buffer."""
-    steps = steps_per_key_block(wl, bp.block_q, bp.block_k)
+    steps = steps_per_key_block(wl.seq_q, wl.seq_k, bp.block_q, bp.block_k, wl.causal,
+                                release=True)
     readback = float(np.sum(steps[1:]) / np.sum(steps)) \
         if program_of(bp) == RELEASE_LOOP and np.sum(steps) else 0.0
     return step_latency.split_k_backward_loads(step_latency.next_step_share(steps), readback)
