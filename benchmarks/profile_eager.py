@@ -49,15 +49,24 @@ class Shape:
 
 
 def predicted_steps(shape: Shape, hw: str = "h100-sxm", passes: str = "fwd") -> dict[str, float]:
-    """Predicted seconds of each kernel of the simulated program (its launch included), in
+    """Predicted seconds of each step of the simulated program (launches included), in
     launch order; the layout copies, the mask, the GEMMs and the backward's steps carry the
-    names the script's steps use."""
+    names the script's steps use, a step the sum of the kernels its op launches."""
     from attnsim.simulate import simulate
     from attnsim.workload import Workload
     wl = Workload(batch=shape.batch, heads=shape.heads, seq_q=shape.seq,
                   head_dim=shape.head_dim, causal=shape.causal, passes=passes)
     run = simulate("standard", wl, hw, compute=False, options={"program": "pytorch-eager"})
-    return {k.name: k.total_s for k in run.time.kernels}
+    steps: dict[str, float] = {}
+    for k in run.time.kernels:
+        step = STEP_OF_KERNEL.get(k.name, k.name)
+        steps[step] = steps.get(step, 0.0) + k.total_s
+    return steps
+
+
+# kernels one measured step launches together: ATen's softmax backward runs its product
+# (tmp = dP ∘ P) and its row kernel inside the one op the script times
+STEP_OF_KERNEL = {"softmax_bwd_mul": "softmax_bwd"}
 
 
 def timed(one_call, repeats: int) -> dict[str, float]:

@@ -196,15 +196,17 @@ def test_backward_gradients_hold_at_large_logits():
 
 def expected_backward_bytes(b, h, n, d, e, tm, tn, dropout=False):
     """HBM (read, write) bytes of autograd's backward through attention_pytorch, op by op
-    (derivatives.yaml): bmm's two products, [native_dropout_backward], softmax's backward,
-    baddbmm's two products each times alpha out of place, and unbind's stack (three copies
-    into the packed gradient). A GEMM (m x k)(k x n) reads A's row panels once per column
+    (derivatives.yaml): bmm's two products, [native_dropout_backward], softmax's backward
+    (ATen's two kernels: tmp = dP ∘ P, then the row kernel on tmp and P), baddbmm's two
+    products each times alpha out of place, and unbind's stack (three copies into the packed
+    gradient). A GEMM (m x k)(k x n) reads A's row panels once per column
     tile and B's column panels once per row tile, and writes m x n."""
     def gemm(m, n_, k):
         return (cdiv(n_, tn) * m * k + cdiv(m, tm) * k * n_) * e, m * n_ * e
     per_head = [gemm(n, n, d),                    # dP = dO V'ᵀ
                 gemm(n, d, n),                    # dV' = Pᵀ dO
-                (2 * n * n * e, n * n * e),       # softmax backward: P and dP in, dS out
+                (2 * n * n * e, n * n * e),       # grad * output: dP and P in, tmp out
+                (2 * n * n * e, n * n * e),       # the row kernel: tmp and P in, dS out
                 gemm(n, d, n),                    # dS k'ᵀ
                 (n * d * e, n * d * e),           # × scale
                 gemm(d, n, n),                    # q'ᵀ dS: (d x N), as k' is
@@ -226,7 +228,7 @@ def test_backward_hbm_bytes_closed_form(shape, dtype, e, causal):
     read, write = expected_backward_bytes(b, h, n, d, e, r.plan["gemm_tile_m"],
                                           r.plan["gemm_tile_n"])
     assert (r.counts["hbm_read_bytes"], r.counts["hbm_write_bytes"]) == (read, write)
-    assert r.counts["kernel_launches"] == 10            # causal or not: the add's backward
+    assert r.counts["kernel_launches"] == 11            # causal or not: the add's backward
     assert r.counts["matmul_flops"] == 8 * b * h * n * n * d     # is the identity
     assert r.counts["exp_ops"] == 0
 
@@ -242,9 +244,10 @@ def test_backward_with_dropout_adds_its_elementwise_kernel():
 
 
 def test_backward_against_algorithm3_is_the_multiplies_and_the_stack():
-    """The same four GEMMs and softmax backward as Algorithm 3; per head +4 N d e for the
-    two out-of-place multiplies by alpha and +6 N d e for the stack, and, causal, none of
-    Algorithm 3's masked_fill backward (the additive mask passes dS through)."""
+    """The same four GEMMs and softmax backward as Algorithm 3; per head +3 N² e for the
+    product ATen's softmax backward writes and reads back, +4 N d e for the two out-of-place
+    multiplies by alpha and +6 N d e for the stack, and, causal, none of Algorithm 3's
+    masked_fill backward (the additive mask passes dS through)."""
     b, h, n, d, e = 2, 3, 128, 64, 2
     traffic = lambda r: r.counts["hbm_read_bytes"] + r.counts["hbm_write_bytes"]  # noqa: E731
     for causal in (False, True):
@@ -258,7 +261,9 @@ def test_backward_against_algorithm3_is_the_multiplies_and_the_stack():
             {g: v for g, v in gemms(a3).items() if g != "dk"}
         mask_bwd = 2 * b * h * n * n * e + b * h * n * n if causal else 0
         dk_diff = (gemms(eager)["dk"] - gemms(a3)["dk"])
-        assert traffic(eager) - traffic(a3) == 10 * b * h * n * d * e - mask_bwd + dk_diff
+        product = 3 * b * h * n * n * e
+        assert traffic(eager) - traffic(a3) == \
+            product + 10 * b * h * n * d * e - mask_bwd + dk_diff
 
 
 def test_fwd_plus_bwd_is_the_forward_then_the_backward():
@@ -294,10 +299,10 @@ def test_backward_footprint_phases_are_the_kernels_and_peak_is_closed_form(dropo
         assert f.phases == tuple(k.name for k in r.kernels)
     scores, head_rows = b * h * n * n * e, b * h * n * d * e
     f = footprint_of(wl(b, h, n, d, passes="bwd", dropout=dropout))
-    # at the softmax backward: P, dP and dS; Q, K, V, dO, the saved copies q' and k' (V' is
-    # freed after dP), dV'. With dropout the peak is its backward: P, the 1-byte mask, dP̃
-    # and dP
-    peak = 3 * scores + 7 * head_rows + (b * h * n * n if dropout else 0)
+    # at the softmax backward: P, dP, the product tmp and dS (allocated before the product
+    # runs); Q, K, V, dO, the saved copies q' and k' (V' is freed after dP), dV'. Dropout's
+    # backward (P, the 1-byte mask, dP̃ and dP) stays below it
+    peak = 4 * scores + 7 * head_rows
     assert f.peak_bytes == peak
     assert f.allocation("dqkv").nbytes == 3 * head_rows
 
@@ -311,7 +316,8 @@ def test_cli_runs_the_backward_and_json_lists_its_kernels(capsys):
     d = json.loads(out)
     names = [k["name"] for k in d["kernels"]]
     assert code == 0 and d["workload"]["passes"] == "fwd+bwd"
-    assert names[-11:] == ["bmm", "dp_bmm", "dv_bmm", "softmax_bwd", "dq_bmm", "dq_scale",
+    assert names[-12:] == ["bmm", "dp_bmm", "dv_bmm", "softmax_bwd_mul", "softmax_bwd",
+                           "dq_bmm", "dq_scale",
                            "dk_bmm", "dk_scale", "stack_q", "stack_k", "stack_v"]
 
 

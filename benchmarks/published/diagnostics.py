@@ -201,17 +201,34 @@ def eager_peak_gb_at_16k() -> dict[int, float]:
 
 def eager_backward_shares(n: int = 2048, d: int = 128) -> dict[str, float]:
     """Shares of the eager backward's predicted time (H100 SXM5, the FA-3 paper's shape):
-    its four GEMMs, softmax's backward, and the elementwise kernels (the multiplies by
-    softmax_scale and the stack)."""
+    its four GEMMs, softmax's backward (ATen's product tmp = dP ∘ P and its row kernel), and
+    the elementwise kernels (the multiplies by softmax_scale and the stack)."""
     run = simulate("standard", paper_workload(n, d, passes="bwd"), "h100-sxm", compute=False,
                    options=dict(CHART_OPTIONS["standard"]))
     total = sum(k.total_s for k in run.time.kernels)
-    share = {"GEMMs": 0.0, "softmax backward": 0.0, "elementwise": 0.0}
+    share = {"GEMMs": 0.0, "softmax product": 0.0, "softmax row kernel": 0.0,
+             "elementwise": 0.0}
+    kind_of = {"softmax_bwd_mul": "softmax product", "softmax_bwd": "softmax row kernel"}
     for k in run.time.kernels:
-        kind = "GEMMs" if k.name.endswith("_bmm") else \
-            "softmax backward" if k.name == "softmax_bwd" else "elementwise"
+        kind = "GEMMs" if k.name.endswith("_bmm") else kind_of.get(k.name, "elementwise")
         share[kind] += k.total_s / total
     return share
+
+
+def eager_backward_without_product() -> tuple[float, float]:
+    """(min, max) predicted/published over the FA-3 paper's standard-attention backward bars
+    with the time of ATen's softmax product kernel taken out of each prediction: the bars
+    as the model stood when it ran softmax's backward as one row kernel over P and dP."""
+    out = []
+    for d, n, algorithm, pub, pred in backward_chart_points():
+        if algorithm != "standard":
+            continue
+        run = simulate("standard", paper_workload(n, d, passes="bwd"), "h100-sxm",
+                       compute=False, options=dict(CHART_OPTIONS["standard"]))
+        product = next(k.total_s for k in run.time.kernels if k.name == "softmax_bwd_mul")
+        total = run.time.predicted_s
+        out.append(pred / pub * total / (total - product))
+    return min(out), max(out)
 
 
 # WH-REF's board, large GEMMs (DeepGEMM's own tests, whose lines also give cuBLAS's time on

@@ -12,7 +12,8 @@ from hwmodels.timing import TimingOptions
 from .charts import (FA3_CHARTS, FA3_D64_OTHER_KERNELS, backward_chart_range, chart_points,
                      chart_ratio_range, fa1_chart_range, fa2_chart_range, standard_chart_ratios)
 from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text,
-                          eager_backward_shares, eager_causal_extra_us, eager_copy_share,
+                          eager_backward_shares, eager_backward_without_product,
+                          eager_causal_extra_us, eager_copy_share,
                           eager_implied_bandwidth, eager_mask_l2_limit,
                           fa1_exchange_ratios, fa2_a100_lowest, fa2_layout,
                           fa2_occupancy_sentence, implied_mma_sync_fraction, lockstep_effect,
@@ -221,35 +222,39 @@ def split_at_warp_softmax(points) -> tuple[list[float], list[float]]:
 
 
 def eager_backward_text() -> str:
-    """The eager program's backward and forward + backward bars, and the bandwidth their
-    published times imply."""
+    """The eager program's backward and forward + backward bars, what ATen's softmax product
+    kernel adds, and the bandwidth the published times imply."""
     h_lo, h_hi = eager_implied_bandwidth("h100-sxm")
     a_lo, a_hi = eager_implied_bandwidth("a100-80gb")
     shares = eager_backward_shares()
     return (
-        "Its backward, autograd through the same program (`--pass bwd`: bmm's two products, "
-        "softmax's backward, baddbmm's two products each followed by an out-of-place "
-        "multiply by softmax_scale, and unbind's stack of the three gradients into the "
-        "packed one, `algorithms/standard/pytorch_eager_backward.py`), is optimistic as "
-        "well: by {:.2f}–{:.2f} on the FA-3 paper's backward charts, and the whole program, "
-        "forward and backward, on the FA-2 paper's charts by {:.2f}–{:.2f} on the "
-        "A100 and {:.2f}–{:.2f} on the H100, where FlashAttention-2's bars on the same "
-        "charts, priced with the same HBM and tensor rates, land at {:.2f}–{:.2f} and "
-        "{:.2f}–{:.2f}. Read as bandwidth, the published times move the program's DRAM "
-        "traffic (the model's estimate, after L2) at {:.2f}–{:.2f} of the copy bandwidth the "
-        "model gives its kernels on the H100 and at {:.2f}–{:.2f} on the A100: the eager "
-        "program's kernels — batched GEMMs that are memory-bound at k = d or an output d "
-        "wide ({:.0%} of the predicted backward at N = 2048, d = 128), PyTorch's row softmax "
-        "and its backward ({:.0%}), the copies and multiplies ({:.0%}) — ran at about two "
-        "thirds of a streaming kernel's bandwidth, and the model, which prices each at the "
-        "copy bandwidth, has no mechanism for it yet. No microbenchmark of these kernels "
-        "against a copy on the same board is published for these GPUs; "
-        "`benchmarks/profile_eager.py` times the program step by step on a GPU, forward and "
-        "backward (`--pass bwd`), and should come before a mechanism is added for them."
-    ).format(*backward_chart_range("standard"), *fa2_chart_range("a100-80gb", "standard"),
+        "Its backward, autograd through the same program (`--pass bwd`: bmm's two products; "
+        "softmax's backward, which ATen runs as two kernels, an elementwise product "
+        "tmp = dP ∘ P written out whole and the row kernel dS = tmp − P · rowsum(tmp) that "
+        "reads it back ([PT-SOFTMAX]); baddbmm's two products each followed by an "
+        "out-of-place multiply by softmax_scale; and unbind's stack of the three gradients "
+        "into the packed one, `algorithms/standard/pytorch_eager_backward.py`), lands at "
+        "{:.2f}–{:.2f} on the FA-3 paper's backward charts; with the product kernel's time "
+        "taken out, as the model ran softmax's backward before (one row kernel over P and "
+        "dP), the same bars would be {:.2f}–{:.2f}. At N = 2048, d = 128 the product takes "
+        "{:.0%} of the predicted backward, the row kernel {:.0%}, the GEMMs {:.0%}, the "
+        "copies and multiplies {:.0%}. The whole program, forward and backward, lands on the "
+        "FA-2 paper's charts at {:.2f}–{:.2f} on the A100 and {:.2f}–{:.2f} on the H100, "
+        "where FlashAttention-2's bars on the same charts, priced with the same HBM and "
+        "tensor rates, land at {:.2f}–{:.2f} and {:.2f}–{:.2f}: what stays optimistic there "
+        "is most likely the forward's share (above), since the backward bars alone land near 1. Read as bandwidth, the published forward + backward "
+        "times move the program's DRAM traffic (the model's estimate, after L2) at "
+        "{:.2f}–{:.2f} of the copy bandwidth the model gives its kernels on the H100 and at "
+        "{:.2f}–{:.2f} on the A100. No microbenchmark of PyTorch's row softmax or of "
+        "memory-bound batched GEMMs against a copy on the same board is published for these "
+        "GPUs; `benchmarks/profile_eager.py` times the program step by step on a GPU, "
+        "forward and backward (`--pass bwd`), and should come before a mechanism is added "
+        "for the forward's kernels."
+    ).format(*backward_chart_range("standard"), *eager_backward_without_product(),
+             shares["softmax product"], shares["softmax row kernel"], shares["GEMMs"],
+             shares["elementwise"], *fa2_chart_range("a100-80gb", "standard"),
              *fa2_chart_range("h100-sxm", "standard"), *fa2_chart_range("a100-80gb", "flash2"),
-             *fa2_chart_range("h100-sxm", "flash2"), h_lo, h_hi, a_lo, a_hi,
-             shares["GEMMs"], shares["softmax backward"], shares["elementwise"])
+             *fa2_chart_range("h100-sxm", "flash2"), h_lo, h_hi, a_lo, a_hi)
 
 
 def fa3_fp8_bullet() -> str:

@@ -126,6 +126,18 @@ SOURCES = (
            "dtype: fp16 [...] --batch 8 --n-heads 16 --d-head 128 --seq-len 8192 [...] "
            "(8, 16, 8192, 128) cudnn-tflops 581.868 triton_tutorial_flash_v2-tflops 469.105 "
            "flash_v3-tflops 465.518 [...] This is because we were testing on devgpu H100."),
+    Source("PT-SOFTMAX", "PyTorch aten/src/ATen/native/cuda/SoftMax.cu, "
+           "softmax_backward_cuda_out (the CUDA softmax backward)",
+           "github.com/pytorch/pytorch aten/src/ATen/native/cuda/SoftMax.cu at 000cace5 (2024, "
+           "with the shared-memory forward); the same two lines in the file before that "
+           "forward was added and in its 2018 form (softmax_backward_cuda)",
+           "Tensor tmp = grad * output; host_softmax_backward<SoftMaxBackwardEpilogue, "
+           "false>(tmp, output, dim, half_to_float, grad_input); [the epilogue:] // XXX: "
+           "gradOutput that we get here is really gradOutput * output [...] return "
+           "static_cast<T>(gradOutput - output * sum); — an elementwise product written out "
+           "whole, then the row kernel (cunn_SoftMaxBackward, or the warp softmax for rows of "
+           "at most 1024) on it: simulated as the eager backward's softmax_bwd_mul and "
+           "softmax_bwd (algorithms/standard/pytorch_eager_backward.py)"),
     Source("FA-1589", "flash-attention GitHub thread 'benchmark is low on B200' (2025-04-13), "
            "the reporter's output of benchmarks/benchmark_flash_attention.py",
            "https://github.com/Dao-AILab/flash-attention/issues/1589",
