@@ -68,8 +68,10 @@ enter the chain as a delay station Z of the mean-value analysis, which no chain 
                  ping-pong barriers between warpgroups).
                  One chain waits Z in full (G + P + Z); many hide it behind each other's
                  pipes. Resident CTAs in step wait their latencies out together, hence the
-                 division by the CTAs an SM holds at once (``lockstep_ctas`` off: each chain
-                 waits its own and the analysis lets the others fill the wait).
+                 division by the CTAs an SM holds at once (``resident_per_sm``: the busiest
+                 SM's count, since q below scales Z to that SM as it does the pipes' work;
+                 ``lockstep_ctas`` off: each chain waits its own and the analysis lets the
+                 others fill the wait).
 A step may also wait on a global load it staged through registers (``step_loads``: the v1
 release loads the next Q_i into registers and stores it to shared memory a few GEMMs later,
 and reads its fp32 dQ_i back to add to it): the load's latency, an L2 hit or a DRAM access
@@ -522,13 +524,16 @@ def event_latency_clocks(gpu: GPU, event: str, threads: int) -> float:
 
 
 def _steps_per_sm(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
-    """The kernel's tile steps (``chain_steps``) an SM waits out one after the other: spread
-    over the SMs, and resident CTAs in step (``lockstep_ctas``) wait out their latencies
-    together, so an SM pays once for the CTAs it holds at a time (no more than the grid
-    gives it); out of step each chain pays its own, and the mean-value analysis lets the
-    other chains fill the wait."""
-    together = min(resident_per_sm(gpu, k), max(1.0, k.ctas / gpu.sm_count)) \
-        if opts.lockstep_ctas else 1.0
+    """The kernel's tile steps (``chain_steps``) an SM waits out one after the other, as a
+    per-SM demand that wave quantization scales to the busiest SM (the caller multiplies
+    it by ``quantization_factor``, as it does the pipes' work): spread over the SMs, and
+    resident CTAs in step (``lockstep_ctas``) wait out their latencies together, so an SM
+    pays once for the CTAs it holds at a time. The busiest SM holds
+    ``resident_per_sm`` of them at once, however few the others hold: a grid of 1.2 CTAs
+    per SM puts two on some SMs, which take twice the work of one but wait out its
+    latencies once. Out of step each chain pays its own, and the mean-value analysis lets
+    the other chains fill the wait."""
+    together = resident_per_sm(gpu, k) if opts.lockstep_ctas else 1.0
     return k.chain_steps / (gpu.sm_count * together)
 
 

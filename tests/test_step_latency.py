@@ -166,6 +166,22 @@ def test_the_delay_is_the_steps_latency_spread_over_the_sms():
     assert on.total_s > off.total_s
 
 
+def test_an_sm_holding_more_ctas_than_the_mean_waits_its_latencies_once():
+    """A grid of 1.5 CTAs an SM, two resident at a time: the busiest SMs hold two CTAs in
+    step, twice the work of one, but wait out each step's latencies once; the makespan is
+    q = 2 / 1.5 times the mean SM's phases, and one CTA's latency, not q times it."""
+    g = H100
+    ctas = g.sm_count * 3 // 2
+    ks = _latency_kernel(g, ctas=ctas, steps=ctas * 100)
+    assert resident_per_sm(g, ks[0]) == 2
+    on = predict_time(g, ks).kernels[0]
+    off = predict_time(g, ks, TimingOptions(step_latency=False)).kernels[0]
+    one_cta = 100 * 146 / g.sustained_clock
+    assert on.quantization == pytest.approx(2 * g.sm_count / ctas)
+    assert on.quantization * on.step_latency_s == pytest.approx(one_cta)
+    assert on.quantization * (on.chain_s - off.chain_s) == pytest.approx(one_cta)
+
+
 def test_out_of_step_ctas_each_wait_but_hide_each_other():
     g = H100
     ks = _latency_kernel(g, ctas=4 * g.sm_count, steps=4 * g.sm_count * 100)
