@@ -129,14 +129,19 @@ def visited_tiles(nq, nk, bq, bk, causal):
     return out
 
 
-def dropout_ops(r, c, applications):
-    """Regenerate Z on chip (Philox, 16 elements per call) + compare + apply."""
-    return cdiv(r * c, 16) * PHILOX + r * c + applications * r * c
+# elements a Philox call decides: FlashAttention-2 compares 8-bit slices of its 128 bits
+# (flash_api.cpp's uint8 threshold), the v1 release 16-bit ones (apply_dropout_16bits)
+ELEMS_PER_CALL = {"flash2": 16, "flash1": 8}
 
 
-def dropout_alu_ops(r, c):
+def dropout_ops(r, c, applications, algo="flash2"):
+    """Regenerate Z on chip (Philox, ``ELEMS_PER_CALL`` elements a call) + compare + apply."""
+    return cdiv(r * c, ELEMS_PER_CALL[algo]) * PHILOX + r * c + applications * r * c
+
+
+def dropout_alu_ops(r, c, algo="flash2"):
     """Of ``dropout_ops``, the ALU pipe's: Philox's xors and adds, and the compare."""
-    return cdiv(r * c, 16) * PHILOX_ALU + r * c
+    return cdiv(r * c, ELEMS_PER_CALL[algo]) * PHILOX_ALU + r * c
 
 
 def bwd_counts(algo, wl, sram):
@@ -209,7 +214,7 @@ def test_flash1_backward_counts_closed_form(nq, nk, d, causal, dropout):
     reads = 2 * nk * d * e + rows * (4 * d * e + 8)    # K, V once; Q, O, dO, dQ, ℓ, m per step
     writes = (nq + 2 * nk) * d * e + rows * d * e + 2 * nk * d * e   # init; dQ_i; dK, dV
     other = sum(6 * r_ * c_ + r_ + 3 * r_ * d + (r_ * c_ if p_ else 0)
-                + (dropout_ops(r_, c_, 2) if dropout else 0) for r_, c_, p_ in tiles)
+                + (dropout_ops(r_, c_, 2, "flash1") if dropout else 0) for r_, c_, p_ in tiles)
     c = r.counts
     assert c["hbm_read_bytes"] == bh * reads
     assert c["hbm_write_bytes"] == bh * writes
@@ -217,7 +222,7 @@ def test_flash1_backward_counts_closed_form(nq, nk, d, causal, dropout):
     assert c["exp_ops"] == bh * area
     assert c["other_flops"] == bh * other
     assert c["alu_ops"] == bh * sum((r_ * c_ if p_ else 0)
-                                    + (dropout_alu_ops(r_, c_) if dropout else 0)
+                                    + (dropout_alu_ops(r_, c_, "flash1") if dropout else 0)
                                     for r_, c_, p_ in tiles)
     # P and dS before their products; dQ_i on every store, dK_j and dV_j once
     assert c["convert_ops"] == bh * (2 * area + rows * d + 2 * nk * d)
@@ -287,8 +292,8 @@ def test_forward_dropout_costs(algo):
         return
     bq, bk = base.plan["block_q"], base.plan["block_k"]
     tiles = visited_tiles(nq, nk, bq, bk, True)
-    assert diff["other_flops"] == bh * sum(dropout_ops(r_, c_, 1) for r_, c_, _ in tiles)
-    assert diff["alu_ops"] == bh * sum(dropout_alu_ops(r_, c_) for r_, c_, _ in tiles)
+    assert diff["other_flops"] == bh * sum(dropout_ops(r_, c_, 1, algo) for r_, c_, _ in tiles)
+    assert diff["alu_ops"] == bh * sum(dropout_alu_ops(r_, c_, algo) for r_, c_, _ in tiles)
     assert all(v == 0 for k, v in diff.items() if k not in ("other_flops", "alu_ops"))
 
 

@@ -49,8 +49,9 @@ read-modify-writes dQ_i through HBM at every inner step. Theorem 5: Θ(N² d² M
 accesses, as the forward (its tiles are B_c = ⌈M/8d⌉, B_r = min(B_c, d): Algorithm 4
 holds twice the forward's d-wide tiles on chip). Dropout (``--dropout p``): Z is regenerated on
 chip from the RNG state (Algorithm 2 lines 14-15; no HBM traffic; RNG cost in
-``algorithms.kernels.dropout``): per visited tile ⌈B_r B_c/16⌉·100 + 2 B_r B_c other ops in the
-forward, where P̃ ∘ Z feeds P̃ V_j while ℓ̃ sums the undropped P̃.
+``algorithms.kernels.dropout``): per visited tile ⌈B_r B_c/8⌉·100 + 2 B_r B_c other ops in the
+forward (the v1 release compares 16-bit slices of the random bits, 8 elements a Philox call;
+FlashAttention-2 compares 8-bit ones), where P̃ ∘ Z feeds P̃ V_j while ℓ̃ sums the undropped P̃.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
                                for_each_head, head_view, new_output, new_stats,
                                placeholder, placeholder_vector, tile_softmax_stats)
-from algorithms.kernels.dropout import (FLASH_ELEMS_PER_CALL, count_keep_decisions,
+from algorithms.kernels.dropout import (V1_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
 from algorithms.kernels.flash_tile import repeat_step, snapshot
 from hwmodels.compiled import compiled
@@ -399,7 +400,7 @@ def attend_pair(c, qi, kj, vj, oi, mi, li, r0, c0, rows, cols, d, e, scale, mask
     m_tile, l_tile = tile_softmax_stats(s)                       # s now holds P̃_ij
     if dropout:                                                  # P̃ ∘ Z feeds P̃ V; ℓ̃ keeps P̃
         z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep,
-                         True)
+                         True, V1_ELEMS_PER_CALL)
         count_other(c, rows * cols)
         s = s * z
     count_convert(c, rows * cols, e)                             # P̃ -> the MMA's dtype
@@ -488,7 +489,7 @@ def count_pair(c, rows, cols, d, e, masked, dropout, is_release, first, final):
         other += rows * cols
         alu += rows * cols                                       # select
     if dropout:
-        count_keep_decisions(c, rows * cols, FLASH_ELEMS_PER_CALL)
+        count_keep_decisions(c, rows * cols, V1_ELEMS_PER_CALL)
         other += rows * cols                                     # P̃ ∘ Z
     c[OTHER_FLOPS] += other
     c[ALU_OPS] += alu

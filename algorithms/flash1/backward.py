@@ -32,7 +32,7 @@ FLOPs per visited tile (r x c): 10 r c d matmul (S, dṼ, dP, dQ, dK̃); other o
 r c (S - m) + r + r c (diag(ℓ)⁻¹) + 2 r d (D_i = rowsum(dO_i ∘ O_i), recomputed at every
 step as in line 19) + 2 r c (dS) + r c (τ dS) + r d (dQ_i + τ dS K_j) = 6 r c + r + 3 r d,
 + r c on diagonal tiles (mask, an ALU select); r c exps; below fp32, 2 r c conversions (P
-and dS, the products' operands) and those of every tile stored. Dropout: ⌈r c/16⌉·100 + r c
+and dS, the products' operands) and those of every tile stored. Dropout: ⌈r c/8⌉·100 + r c
 (regenerate Z on chip, ``algorithms.kernels.dropout``) + 2 r c (P ∘ Z, dP ∘ Z); no HBM
 traffic.
 
@@ -72,7 +72,7 @@ from algorithms.base import Plan, PlanError
 from algorithms.flash1 import release
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, placeholder,
                                placeholder_vector)
-from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.kernels.dropout import V1_ELEMS_PER_CALL, dropout_args, dropout_tile
 from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
 from algorithms.flash2.backward import (ACCUM_BYTES, convert_dq_head, preprocess_head,
                                        softmax_grad_in_place)
@@ -438,7 +438,7 @@ def backward_head(c, q, k, v, o, do, l, m, dq, dk, dv, dq_acc, delta, seq_q, seq
             z = np.empty((0, 0), dtype=np.float32)
             if dropout:                                          # lines 14-15: Z, P ∘ Z
                 z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
-                                 inv_keep, compute)
+                                 inv_keep, compute, V1_ELEMS_PER_CALL)
                 count_other(c, rows * cols)
                 if compute:
                     p_used = p * z

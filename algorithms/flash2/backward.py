@@ -66,7 +66,7 @@ import numpy as np
 from algorithms.base import Plan, PlanError
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
                                heads_in_flight, placeholder, placeholder_vector)
-from algorithms.kernels.dropout import dropout_args, dropout_tile
+from algorithms.kernels.dropout import FLASH_ELEMS_PER_CALL, dropout_args, dropout_tile
 from algorithms.kernels.flash_tile import repeat_step, rows_run, snapshot
 from algorithms.kernels import footprints as fp
 from algorithms.kernels import step_latency
@@ -286,7 +286,7 @@ def backward_head(c, q, k, v, do, lse, delta, dq_acc, dk, dv, seq_q, seq_k, d, b
             z = np.empty((0, 0), dtype=np.float32)
             if dropout:                                          # Z regenerated on chip
                 z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
-                                 inv_keep, compute)
+                                 inv_keep, compute, FLASH_ELEMS_PER_CALL)
                 count_other(c, rows * cols)                      # P ∘ Z
                 if compute:
                     p_used = p * z

@@ -17,8 +17,11 @@ What dropout costs (other FLOPs, counted on the CUDA cores):
   additions = 100 ops, and yields 128 random bits: the 60 xors and adds run on the ALU pipe,
   the 40 integer multiplies on the FMA pipe (``count_keep_decisions``).
   - FlashAttention-2 compares 8-bit slices with a uint8 threshold (``p_dropout_in_uint8_t``
-    in flash-attn's ``flash_api.cpp``): 16 elements per call (``FLASH_ELEMS_PER_CALL``); we
-    charge FlashAttention-1 the same.
+    in flash-attn's ``flash_api.cpp``): 16 elements per call (``FLASH_ELEMS_PER_CALL``).
+  - FlashAttention (v1) compares 16-bit slices (``apply_dropout_16bits`` in the v1
+    release's ``fmha/softmax.h``, forward and backward, from its first release to its
+    last: one Philox call's uint4 split into eight uint16 against
+    ``p_dropout_in_uint16_t``): 8 elements per call (``V1_ELEMS_PER_CALL``).
   - PyTorch's fused dropout kernel draws one 32-bit uniform per element
     (``curand_uniform4``): 4 elements per call (``TORCH_ELEMS_PER_CALL``).
   Calls are counted per tile (flash) or per row (standard): ⌈n / elements per call⌉.
@@ -35,6 +38,7 @@ from hwmodels.primitives import count_alu, count_other
 PHILOX_ALU_OPS_PER_CALL = 60  # 10 rounds x (4 xor + 2 key adds): the ALU pipe
 PHILOX_FMA_OPS_PER_CALL = 40  # 10 rounds x (2 mul.lo + 2 mul.hi): integer multiplies, FMA pipe
 FLASH_ELEMS_PER_CALL = 16   # 128 bits / 8-bit comparisons (flash-attn's uint8 threshold)
+V1_ELEMS_PER_CALL = 8       # 128 bits / 16-bit comparisons (the v1 release's uint16 one)
 TORCH_ELEMS_PER_CALL = 4    # curand_uniform4: one fp32 uniform per element
 HASH_BITS = 24              # resolution of the simulator's keep decision
 
@@ -80,10 +84,12 @@ def count_keep_decisions(c, n, elems_per_call):
 
 
 @compiled
-def dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep, compute):
-    """Regenerate Z for one on-chip tile from the RNG state (no HBM traffic): random bits and
-    one compare per element. Returns Z (an empty array in count-only mode)."""
-    count_keep_decisions(c, rows * cols, FLASH_ELEMS_PER_CALL)
+def dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep, compute,
+                 elems_per_call):
+    """Regenerate Z for one on-chip tile from the RNG state (no HBM traffic): random bits
+    (``elems_per_call`` elements a Philox call: the kernel's comparison width) and one
+    compare per element. Returns Z (an empty array in count-only mode)."""
+    count_keep_decisions(c, rows * cols, elems_per_call)
     if compute:
         return keep_multiplier_tile(seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold,
                                     inv_keep)

@@ -97,7 +97,7 @@ def attend_tile(c, qi, k, v, acc, m, l, r0, rows, c0, c1, d, scale, causal, seq_
         scale_rows(acc, alpha)
     if dropout:                                              # P ∘ Z feeds P V; l keeps P
         z = dropout_tile(c, seed, bh, r0, c0, rows, cols, seq_q, seq_k, threshold, inv_keep,
-                         compute)
+                         compute, FLASH_ELEMS_PER_CALL)
         count_other(c, rows * cols)
         if compute:
             s = s * z

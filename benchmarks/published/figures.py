@@ -428,6 +428,61 @@ def fa3_1075_eager_ratios() -> list[float]:
             and c.algorithm == "standard" for r in ratios]
 
 
+# FA1-tables: the FlashAttention paper's own runtimes (Appendix E.6) of its first release, on
+# an A100 40GB, B 16, H 8, d 64, fp16, no masking: N -> (fwd, fwd with dropout 0.1, bwd,
+# bwd with dropout 0.1) in ms (Tables 18, 15, 19, 16). Printed to 0.01 ms, so only lengths
+# from 1024 on, where that rounding stays under 1%.
+FA1_TABLES_MS = {1024: (0.68, 0.83, 1.62, 1.86), 2048: (2.40, 2.81, 5.45, 6.50),
+                 4096: (8.42, 10.38, 21.57, 26.21), 8192: (33.54, 41.63, 84.75, 104.27),
+                 16384: (134.03, 167.01, 336.00, 416.10),
+                 32768: (535.95, 668.74, 1338.56, 1661.92),
+                 65536: (2147.05, 2678.11, 5343.19, 6643.01)}
+# the first release as the model runs it: the release's tiles and traffic, on that release's
+# grid, one CTA per head (``dim3 grid(h, b)``, [FA1-first])
+FLASH1_FIRST_RELEASE = (("grid", "head"), ("tiles", "release"))
+
+
+def fa1_tables_workload(seq: int, passes: str, dropout: float = 0.0) -> Workload:
+    return Workload(batch=16, heads=8, seq_q=seq, head_dim=64, passes=passes,
+                    dropout=dropout)
+
+
+def fa1_dropout_throughput(seq: int, passes: str) -> float:
+    """Predicted throughput of FA-1 with dropout 0.1 over without, same pass and shape."""
+    def seconds(p):
+        return predicted_seconds("flash1", fa1_tables_workload(seq, passes, p), "a100-40gb",
+                                 options=FLASH1_FIRST_RELEASE)
+    return seconds(0.0) / seconds(0.1)
+
+
+def fa1_tables_comparisons() -> list[Comparison]:
+    """What dropout costs FlashAttention (v1), as its paper's tables measured it: the
+    throughput with dropout 0.1 over the throughput without, forward and backward. A ratio of
+    two measurements of one program, so the release's RNG is what it prices."""
+    rows = []
+    for passes, (plain, dropped) in (("fwd", (0, 1)), ("bwd", (2, 3))):
+        for n, ms in FA1_TABLES_MS.items():
+            rows.append(Comparison(
+                "FA1-tables", f"FlashAttention (v1) {passes} with dropout 0.1, throughput "
+                "over without, measured", "a100-40gb",
+                f"B 16, H 8, N {n}, d 64, non-causal, fp16, {passes} ({ms[plain]} ms, "
+                f"{ms[dropped]} ms with dropout); flash1 --grid head --tiles release",
+                (ms[plain] / ms[dropped],), "x",
+                functools.partial(lambda n_, p_: (fa1_dropout_throughput(n_, p_),), n, passes)))
+    return rows
+
+
+@functools.lru_cache(maxsize=None)
+def fa1_tables_time_ratios() -> dict[str, dict[int, float]]:
+    """pass -> N -> predicted/measured throughput of the first release without dropout
+    (Tables 18 and 19), FA-1 as ``FLASH1_FIRST_RELEASE`` runs it: a diagnostic, not a
+    compared point, since the model's backward keeps V_j where the later release does."""
+    return {passes: {n: ms[column] * 1e-3 / predicted_seconds(
+                "flash1", fa1_tables_workload(n, passes), "a100-40gb",
+                options=FLASH1_FIRST_RELEASE) for n, ms in FA1_TABLES_MS.items()}
+            for passes, column in (("fwd", 0), ("bwd", 2))}
+
+
 # FA-1589: flash-attention's benchmark on a B200 (not a modelled GPU; quoted on the page as
 # evidence of where the eager forward slows, never compared): N -> (Pytorch fwd, bwd) TFLOP/s,
 # d = 64, non-causal, batch 16k / N, 32 heads.
@@ -481,7 +536,7 @@ def comparisons() -> list[Comparison]:
             + tb2296_comparisons() + benchmark_attn_comparisons() + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()
             + pt_sdpa_a100_comparisons() + pt_sdpa_h100_comparisons()
-            + flashmla_comparisons())
+            + fa1_tables_comparisons() + flashmla_comparisons())
 
 
 def paper_comparisons() -> list[Comparison]:

@@ -30,6 +30,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("measured", "a100-80gb", "A100, FlashAttention-2 fwd, measured"),
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),
+    ("dropout", "a100-40gb", "A100 40GB, FlashAttention (v1) dropout cost, measured"),
 )
 BACKWARD_CHART_GROUP = {"standard": "H100, standard attention backward (charts)",
                         "flash2": "H100, FlashAttention-2 backward (charts)",

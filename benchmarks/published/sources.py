@@ -297,6 +297,29 @@ SOURCES = (
            "'V_IN_REGS = (FLAGS & 0x100u) == 0u'; fmha_bwd_hdim64.cu: keys <= 128 and sm8x "
            "other than sm80 run 0x08u, 'Don't share smem for K & V, and don't keep V in "
            "registers' on sm80 only (on sm80 and sm90 from [FA1-H100] on)"),
+    Source("FA1-tables", "Dao et al. 2022, FlashAttention, arXiv 2205.14135, Appendix E.6, "
+           "Tables 15, 16, 18 and 19",
+           "https://arxiv.org/abs/2205.14135 (the appendix's full benchmarking results)",
+           "We measure runtime and memory usage of the attention computation with 8 heads of "
+           "dimension 64, and batch size 16 on a machine with one A100 GPU with 40 GB of GPU "
+           "HBM. [...] For dropout, we use dropout 0.1 [...] To measure runtime, we take the "
+           "average of 100 measurements of the attention call. [...] We use FP16 for all "
+           "measurements [...] FlashAttention, forward (ms), 1024 to 65536: 0.68, 2.40, 8.42, "
+           "33.54, 134.03, 535.95, 2147.05 (Table 18); with dropout: 0.83, 2.81, 10.38, "
+           "41.63, 167.01, 668.74, 2678.11 (Table 15); backward: 1.62, 5.45, 21.57, 84.75, "
+           "336.00, 1338.56, 5343.19 (Table 19); with dropout: 1.86, 6.50, 26.21, 104.27, "
+           "416.10, 1661.92, 6643.01 (Table 16)"),
+    Source("FA1-first", "flash-attention commit 1fcbe6f0, 'First release' (2022-05-20), "
+           "csrc/stream_attn/src/fmha_fprop_fp16_kernel.sm80.cu, "
+           "fmha_dgrad_fp16_kernel_loop.sm80.cu and fmha/softmax.h",
+           "github.com/Dao-AILab/flash-attention",
+           "forward and backward: 'dim3 grid(launch_params.params.h, launch_params.params.b)' "
+           "(backward: 'dim3 grid(params.h, params.b)'): one CTA per head; d = 64: "
+           "FMHA_kernel_traits<256, 64, 16, 1, 4, 0x08u> (forward), <256, 64, 16, 1, 8, "
+           "0x08u> (backward: V_j in registers, where the later release's 0x100u keeps it in "
+           "shared memory on sm80); dropout: 'softmax.template apply_dropout_16bits' in both, "
+           "one Philox call ('uint4 tmp_32 = ph()') split into eight uint16 compared with "
+           "p_dropout_in_uint16_t, as in every later v1 release"),
     Source("FA1-H100", "flash-attention v1 commit 1b18f1b7, 'Support H100' (2023-03-15; in "
            "every v1.0.x release up to v1.0.9, 6d48e14a, the last before FlashAttention-2)",
            "github.com/Dao-AILab/flash-attention",
