@@ -36,9 +36,9 @@ elementwise kernels as the forward's, 128 threads x 4 elements a CTA):
   3. ``dropout_bwd`` dropout only: reads dP and the 1-byte mask, writes dP: B H N² (2e + 1)
   4. ``softmax_bwd_mul`` ATen's ``softmax_backward_cuda_out`` first computes
                     ``tmp = grad * output`` (dP ∘ P) with an elementwise kernel of its own
-                    (PyTorch ``aten/src/ATen/native/cuda/SoftMax.cu``, from the 2023
-                    releases the papers ran to today's): reads dP and P, writes tmp:
-                    3 B H N² e, one multiply per element
+                    (PyTorch ``aten/src/ATen/native/cuda/SoftMax.cu``: in its sources from
+                    2018's to 2024's, so in every release the published baselines ran):
+                    reads dP and P, writes tmp: 3 B H N² e, one multiply per element
   5. ``softmax_bwd`` the row kernel on tmp (``cunn_SoftMaxBackward``, or the warp-per-row
                     kernel for rows of at most 1024): rowsum(tmp), then
                     dS = tmp - P · rowsum(tmp); reads tmp and P, writes dS: 3 B H N² e (the
