@@ -1,4 +1,4 @@
-"""The published bar charts (secondary: machine transcriptions) and their predicted bars.
+"""The published bar charts (secondary: read off chart images) and their predicted bars.
 
 The FlashAttention-3 paper's forward charts (standard attention, FlashAttention-2 and -3 on
 the H100 SXM5, fp16 and fp8) and backward charts (FlashAttention-2), and the
@@ -53,16 +53,17 @@ FA3_CHARTS = {
     ("fp8 hd64", 64, False, "fp8"): fa3_bars_only(240, 396, 462, 568, 596, 613),
     ("fp8 hd64 B", 64, True, "fp8"): fa3_bars_only(164, 244),
 }
-# Chart A's FlashAttention-3 value at 512 is 467 in one transcription and 497 in another
-# (they swap it with cuDNN's); the lower one is used. Of each pair of charts at one head
-# dimension and dtype, the one whose FlashAttention-3 bar at N = 512 is lower is read as
-# causal (the transcriptions do not say). The fp8 d = 128 chart is the only one transcribed at
-# that head dimension and is read as non-causal: its N = 512 bar over the fp16 non-causal one
+# The 16-bit charts are read off the repository's image of them, whose captions say which is
+# causal (A and B: '(c)' and '(d) Forward, without / with causal mask, head dim 128'; chart
+# A's FlashAttention-3 bar at 512 is 467, next to cuDNN's 497). Of each pair of fp8 charts,
+# transcribed from the paper's images, the one whose FlashAttention-3 bar at N = 512 is lower
+# is read as causal (the transcriptions do not say). The fp8 d = 128 chart is the only one
+# transcribed at that head dimension and is read as non-causal: its N = 512 bar over the fp16 non-causal one
 # (348 / 467 = 0.75) falls between d = 64's (240 / 333 = 0.72) and d = 256's (510 / 482 =
 # 1.06), as the causal pairs (164 / 197 = 0.83, 329 / 286 = 1.15) do not. The causal fp8
 # d = 64 chart's transcription stops after 1k: its later bars are not read.
-# The other Hopper kernels of the d = 64 non-causal chart, from the same transcription as its
-# FA3_CHARTS entry ([FA3-fig], 55f47a10...): TFLOP/s at N = 512 to 16k.
+# The other Hopper kernels of the d = 64 non-causal chart ([FA3-fig], panel (a)): TFLOP/s at
+# N = 512 to 16k.
 FA3_D64_OTHER_KERNELS = {"cuDNN": (335, 373, 395, 408, 412, 413),
                          "Triton": (340, 382, 396, 400, 401, 403)}
 CHART_DTYPE = {chart: dtype for chart, _, _, dtype in FA3_CHARTS}

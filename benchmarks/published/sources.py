@@ -162,20 +162,26 @@ SOURCES = (
            "sdpa,flash_v2,flex_attention: (Batch, Heads, SeqLen, Dhead) sdpa-latency "
            "flash_v2-latency ... (32, 16, 512, 128) 0.24512 0.236768 ... (1, 16, 16384, 128) "
            "6.55098 6.14246 — ms, non-causal; GPU not named"),
-    Source("FA3-fig", "FlashAttention-3 paper, forward-speed bar charts (machine "
-           "transcriptions of the chart images)",
-           "subtext.edge.nugit.net/image/e27582d2... (hd128, chart A), .../4ec66909... "
-           "(hd128, chart B), .../55f47a10... (hd64), .../9b7cf01f... (hd64 B, two "
-           "transcriptions that agree), .../72bb6693... (hd256), "
-           ".../662fef77... (hd256 B), .../32f2f2fe... and .../8a30d0dd... (fp8 hd256, two "
-           "transcriptions that agree), .../f474e7f2... (fp8 hd256 B), .../c33ff2e1... (fp8 "
-           "hd128), .../0c6bcc5c... (fp8 hd64), .../66c4bb4b... (fp8 hd64 B, 512 and 1k only: "
-           "the transcription stops there)",
+    Source("FA3-fig", "FlashAttention-3 paper, forward-speed bar charts: the 16-bit ones as "
+           "the flash-attention repository ships them, the fp8 ones from machine "
+           "transcriptions of the paper's images",
+           "github.com/Dao-AILab/flash-attention assets/flash3_fp16_fwd.png (the six 16-bit "
+           "charts with their captions; values read from the bars' labels, the d = 256 "
+           "non-causal FlashAttention-3 bar at 1k from a transcription, "
+           "subtext.edge.nugit.net/image/72bb6693..., as its label sits under the legend); "
+           "fp8: subtext.edge.nugit.net/image/32f2f2fe... and .../8a30d0dd... (hd256, two "
+           "transcriptions that agree), .../f474e7f2... (hd256 B), .../c33ff2e1... (hd128), "
+           ".../0c6bcc5c... (hd64), .../66c4bb4b... (hd64 B, 512 and 1k only: the "
+           "transcription stops there)",
            "Attention forward speed, head dim 128 (H100 80GB SXM5) — Standard attention / "
-           "FlashAttention-2 / Triton / cuDNN / FlashAttention-3, TFLOPS/s per sequence length "
-           "512..16k. The transcriptions do not say which chart is causal: A (standard 74-139) "
-           "is read here as non-causal, B (standard 26-35, FA-3 292 at 512) as causal; the one "
-           "fp8 head dim 128 chart (FA-3 348-1008) as non-causal"),
+           "FlashAttention-2 / Triton / cuDNN / FlashAttention-3, Speed (TFLOPs/s) per "
+           "sequence length 512..16k; '(c) Forward, without causal mask, head dim 128': "
+           "FlashAttention-3 467, 565, 625, 638, 646, 648 (cuDNN 497 at 512); '(d) Forward, "
+           "with causal mask, head dim 128': 292, 423, 521, 579, 602, 616; (a), (b) head dim "
+           "64 and (e), (f) head dim 256 likewise without and with the mask. The fp8 "
+           "transcriptions do not say which chart is causal: of two at a head dimension the "
+           "one whose N = 512 bar is lower is read as causal; the one fp8 head dim 128 chart "
+           "(FA-3 348-1008) as non-causal"),
     Source("FA3-bwd-fig", "FlashAttention-3 paper, backward-speed bar charts (machine "
            "transcriptions of the chart images)",
            "subtext.edge.nugit.net/image/40bf2854... (head dim 64, two transcriptions that "
