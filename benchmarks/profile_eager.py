@@ -8,7 +8,9 @@ by kernel, and docs/validation.md finds the predictions optimistic, forward and 
 This script runs the same program step by step, each step between two CUDA events (the
 backward as the ops autograd runs, called by hand, and the whole autograd backward beside
 them), and prints measured against predicted per step, so that the step the model prices
-wrong shows itself:
+wrong shows itself, and the bandwidth each step reached on the model's DRAM bytes against
+this GPU's copy rate (a ``copy_`` of 512 MiB): the microbenchmark of PyTorch's softmax, its
+broadcast add and its memory-bound bmms that no publication gives for these GPUs:
 
     python benchmarks/profile_eager.py                     # the FA-3 charts' d = 128 shapes
     python benchmarks/profile_eager.py --seq 512 2048 --head-dim 64 --causal --json out.json
@@ -67,6 +69,54 @@ def predicted_steps(shape: Shape, hw: str = "h100-sxm", passes: str = "fwd") -> 
 # kernels one measured step launches together: ATen's softmax backward runs its product
 # (tmp = dP ∘ P) and its row kernel inside the one op the script times
 STEP_OF_KERNEL = {"softmax_bwd_mul": "softmax_bwd"}
+
+
+def predicted_step_dram(shape: Shape, hw: str = "h100-sxm", passes: str = "fwd") -> dict[str, int]:
+    """The model's DRAM bytes (its estimate after L2) of each step, keyed as
+    ``predicted_steps``: what a step's measured time is divided by for the bandwidth it
+    reached."""
+    from attnsim.simulate import simulate
+    from attnsim.workload import Workload
+    wl = Workload(batch=shape.batch, heads=shape.heads, seq_q=shape.seq,
+                  head_dim=shape.head_dim, causal=shape.causal, passes=passes)
+    run = simulate("standard", wl, hw, compute=False, options={"program": "pytorch-eager"})
+    steps: dict[str, int] = {}
+    for k in run.time.kernels:
+        step = STEP_OF_KERNEL.get(k.name, k.name)
+        steps[step] = steps.get(step, 0) + k.dram_bytes
+    return steps
+
+
+def copy_bandwidth(nbytes: int = 1 << 29, repeats: int = 20) -> float:
+    """This GPU's device-to-device copy rate, bytes moved (read and written) per second: a
+    ``copy_`` between two fp16 tensors of ``nbytes`` each, the median of ``repeats``. The
+    reference every step's reached bandwidth is set against; the model prices each eager
+    kernel at its own copy bandwidth."""
+    import torch
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+
+    def one_call():
+        marks, mark = marker()
+        mark("start")
+        dst.copy_(src)
+        mark("copy")
+        return marks
+
+    return 2 * nbytes / timed(one_call, repeats)["copy"]
+
+
+def bandwidth_rows(dram: dict, measured: dict | None, copy: float | None) -> list[list]:
+    """Per step: the model's DRAM bytes, the bandwidth the measured time implies for them,
+    and that bandwidth over this GPU's copy rate: below 1, the kernel runs under the copy
+    bandwidth the model gives it."""
+    out = []
+    for name, nbytes in dram.items():
+        meas = None if measured is None else measured.get(name)
+        rate = nbytes / meas if meas else None
+        out.append([name, f"{nbytes / 1e6:.1f}", "—" if rate is None else f"{rate / 1e9:.0f}",
+                    "—" if rate is None or not copy else f"{rate / copy:.2f}"])
+    return out
 
 
 def timed(one_call, repeats: int) -> dict[str, float]:
@@ -270,21 +320,29 @@ def main(argv=None) -> int:
               for c in ((True,) if a.causal else (False, True))]
     passes = ("fwd", "bwd") if a.passes == "both" else (a.passes,)
     measure = {"fwd": measured_steps, "bwd": measured_backward_steps}
+    copy = None if a.predict_only else copy_bandwidth()
+    if copy:
+        print(f"copy_ between two 512 MiB fp16 tensors: {copy / 1e9:.0f} GB/s moved")
     results = []
     for shape in shapes:
         for p in passes:
             predicted = predicted_steps(shape, a.hw, p)
+            dram = predicted_step_dram(shape, a.hw, p)
             measured = None if a.predict_only else measure[p](shape)
             print(f"\n{shape.label()}, {'forward' if p == 'fwd' else 'backward'} (batch "
                   f"{shape.batch}, {shape.heads} heads, fp16), µs:")
             print(tabulate(rows(predicted, measured),
                            headers=["kernel", "predicted", "measured", "pred/meas"]))
+            print("\nthe bandwidth each step reached, on the model's DRAM bytes:")
+            print(tabulate(bandwidth_rows(dram, measured, copy),
+                           headers=["kernel", "DRAM MB (model)", "GB/s (measured)",
+                                    "of copy"]))
             results.append({"seq": shape.seq, "head_dim": shape.head_dim,
                             "causal": shape.causal, "pass": p, "predicted_s": predicted,
-                            "measured_s": measured})
+                            "measured_s": measured, "dram_bytes": dram})
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"hw": a.hw, "shapes": results}, f, indent=2)
+            json.dump({"hw": a.hw, "copy_bytes_per_s": copy, "shapes": results}, f, indent=2)
     return 0
 
 

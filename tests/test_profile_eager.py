@@ -61,8 +61,27 @@ def test_predict_only_runs_without_a_gpu_and_bad_shapes_exit_2():
     assert done.returncode == 0, done.stderr
     assert "N 1024, d 128, causal" in done.stdout and "mask_triu" in done.stdout
     assert "backward" in done.stdout and "stack_k" in done.stdout
+    assert "DRAM MB (model)" in done.stdout and "of copy" in done.stdout
     bad = subprocess.run([sys.executable, str(SCRIPT), "--predict-only", "--head-dim", "96"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2
     assert bad.stderr.startswith("profile_eager: --seq takes")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_bandwidth_table_divides_the_models_bytes_by_the_measured_time(pe):
+    """Each step's reached bandwidth is the model's DRAM bytes over its measured time, and
+    its share of the copy rate; steps without a measurement show dashes. The bytes are the
+    kernels' own, a step summing the kernels its op launches."""
+    shape = pe.Shape(1024, 64, False)
+    dram = pe.predicted_step_dram(shape, passes="bwd")
+    assert tuple(dram) == tuple(pe.predicted_steps(shape, passes="bwd"))
+    wl = Workload(batch=16, heads=32, seq_q=1024, head_dim=64, passes="bwd")
+    run = simulate("standard", wl, "h100-sxm", compute=False,
+                   options={"program": "pytorch-eager"})
+    by_kernel = {k.name: k.dram_bytes for k in run.time.kernels}
+    assert dram["softmax_bwd"] == by_kernel["softmax_bwd_mul"] + by_kernel["softmax_bwd"]
+    table = pe.bandwidth_rows({"a": 2e9, "b": 1e9}, {"a": 1e-3}, 4e12)
+    assert table[0] == ["a", "2000.0", "2000", "0.50"]
+    assert table[1] == ["b", "1000.0", "—", "—"]
+    assert pe.bandwidth_rows({"a": 2e9}, None, None)[0][2:] == ["—", "—"]
