@@ -476,7 +476,8 @@ def fa1_tables_comparisons() -> list[Comparison]:
 def fa1_tables_time_ratios() -> dict[str, dict[int, float]]:
     """pass -> N -> predicted/measured throughput of the first release without dropout
     (Tables 18 and 19), FA-1 as ``FLASH1_FIRST_RELEASE`` runs it: a diagnostic, not a
-    compared point, since the model's backward keeps V_j where the later release does."""
+    compared point, since the model's backward keeps V_j in shared memory, as the later
+    release does, where the first release held it in registers."""
     return {passes: {n: ms[column] * 1e-3 / predicted_seconds(
                 "flash1", fa1_tables_workload(n, passes), "a100-40gb",
                 options=FLASH1_FIRST_RELEASE) for n, ms in FA1_TABLES_MS.items()}
