@@ -50,41 +50,38 @@ class Shape:
         return f"N {self.seq}, d {self.head_dim}, {'causal' if self.causal else 'non-causal'}"
 
 
-def predicted_steps(shape: Shape, hw: str = "h100-sxm", passes: str = "fwd") -> dict[str, float]:
-    """Predicted seconds of each step of the simulated program (launches included), in
-    launch order; the layout copies, the mask, the GEMMs and the backward's steps carry the
-    names the script's steps use, a step the sum of the kernels its op launches."""
+# kernels one measured step launches together: ATen's softmax backward runs its product
+# (tmp = dP ∘ P) and its row kernel inside the one op the script times
+STEP_OF_KERNEL = {"softmax_bwd_mul": "softmax_bwd"}
+
+
+def _per_step(shape: Shape, hw: str, passes: str, field: str) -> dict:
+    """``field`` of each simulated kernel of the program, summed by the step that launches
+    it, in launch order."""
     from attnsim.simulate import simulate
     from attnsim.workload import Workload
     wl = Workload(batch=shape.batch, heads=shape.heads, seq_q=shape.seq,
                   head_dim=shape.head_dim, causal=shape.causal, passes=passes)
     run = simulate("standard", wl, hw, compute=False, options={"program": "pytorch-eager"})
-    steps: dict[str, float] = {}
+    steps: dict = {}
     for k in run.time.kernels:
         step = STEP_OF_KERNEL.get(k.name, k.name)
-        steps[step] = steps.get(step, 0.0) + k.total_s
+        steps[step] = steps.get(step, 0) + getattr(k, field)
     return steps
 
 
-# kernels one measured step launches together: ATen's softmax backward runs its product
-# (tmp = dP ∘ P) and its row kernel inside the one op the script times
-STEP_OF_KERNEL = {"softmax_bwd_mul": "softmax_bwd"}
+def predicted_steps(shape: Shape, hw: str = "h100-sxm", passes: str = "fwd") -> dict[str, float]:
+    """Predicted seconds of each step of the simulated program (launches included), in
+    launch order; the layout copies, the mask, the GEMMs and the backward's steps carry the
+    names the script's steps use, a step the sum of the kernels its op launches."""
+    return _per_step(shape, hw, passes, "total_s")
 
 
 def predicted_step_dram(shape: Shape, hw: str = "h100-sxm", passes: str = "fwd") -> dict[str, int]:
     """The model's DRAM bytes (its estimate after L2) of each step, keyed as
     ``predicted_steps``: what a step's measured time is divided by for the bandwidth it
     reached."""
-    from attnsim.simulate import simulate
-    from attnsim.workload import Workload
-    wl = Workload(batch=shape.batch, heads=shape.heads, seq_q=shape.seq,
-                  head_dim=shape.head_dim, causal=shape.causal, passes=passes)
-    run = simulate("standard", wl, hw, compute=False, options={"program": "pytorch-eager"})
-    steps: dict[str, int] = {}
-    for k in run.time.kernels:
-        step = STEP_OF_KERNEL.get(k.name, k.name)
-        steps[step] = steps.get(step, 0) + k.dram_bytes
-    return steps
+    return _per_step(shape, hw, passes, "dram_bytes")
 
 
 def copy_bandwidth(nbytes: int = 1 << 29, repeats: int = 20) -> float:
