@@ -336,7 +336,8 @@ def main_kernel(rec: Recorder, wl, bp: Flash1BwdPlan, program: int):
                       # 10 B_r B_c d FLOPs' operands, as FLOPs x e / 2 / (5 B_c / 4) prices
                       # them per further reader (pricing only)
                       smem_readers=THREADS_PER_CTA // 32, mma_rows_per_cta=5 * bp.block_k // 4,
-                      # the release's warps keep K_j, their dS (and V_j) in registers
+                      # the release's warps keep their own dS (and V_j) in registers; K_j they
+                      # reload from shared memory every step
                       register_operand_bytes_per_flop=in_registers,
                       # split-K: dQ_i = dS K_j sums over the keys the warps split, so every
                       # warp's fp32 partial dQ_i goes through shared memory (pricing only)

@@ -101,9 +101,12 @@ def backward_v_in_registers(head_dim: int, seq_k: int, gpu) -> bool:
 def backward_register_operand_bytes_per_flop(head_dim: int, step_rows: int, e: int,
                                              v_in_registers: bool) -> float:
     """Bytes per matmul FLOP of a backward step's counted operand reads that the release's
-    warps serve from registers: K_j for S = Q_i K_jᵀ (``K_IN_REGS``, every backward kernel),
-    each warp's own dS for dQ_i = dS K_j, and V_j for dP where ``backward_v_in_registers``.
-    A step of r rows against c keys counts 10 r c d FLOPs (S, dV, dP, dQ, dK) and reads
-    c d e of K_j, r c e of dS (and c d e of V_j) among them: e / 10r + e / 10d (+ e / 10r)."""
-    rate = e / (10 * step_rows) + e / (10 * head_dim)
+    warps serve from registers: each warp's own dS for dQ_i = dS K_j, and V_j for dP where
+    ``backward_v_in_registers``. Not K_j: the backward builds its S = Q_i K_jᵀ GEMM with K
+    in shared memory whatever the traits say (fmha_dgrad_kernel_1xN_loop.h, from the first
+    release to v1.0.9: ``Gemm_Q_K<Kernel_traits, /*K-in_regs=*/false>``, the traits'
+    ``K_IN_REGS`` commented out beside it), so every step reloads its K_j slice, as it does
+    for dQ_i's Kᵀ. A step of r rows against c keys counts 10 r c d FLOPs (S, dV, dP, dQ,
+    dK) and reads r c e of dS (and c d e of V_j) among them: e / 10d (+ e / 10r)."""
+    rate = e / (10 * head_dim)
     return rate + (e / (10 * step_rows) if v_in_registers else 0.0)

@@ -16,7 +16,8 @@ from hwmodels.timing import TimingOptions
 
 from .charts import (CHART_OPTIONS, FA2_FWD_BWD_CHARTS, FA3_BWD_CHARTS, FA3_CHARTS,
                      backward_chart_points)
-from .figures import BENCHMARK_ATTN_LOGS, benchmark_attn_ratios, fa1_a100_range, tb2296_on
+from .figures import (BENCHMARK_ATTN_LOGS, FA1_BWD_PUBLISHED, FA1_FWD_PUBLISHED,
+                      benchmark_attn_ratios, fa1_a100_range, tb2296_on)
 from .predictions import (PUBLISHED_PROGRAM, SEQS, model_gpu, paper_flops, paper_workload,
                           peak_tflops, predicted_seconds, sweep, tflops)
 
@@ -37,11 +38,12 @@ def fa1_head_grid_collapse(n: int = 16384, d: int = 128) -> float:
     return tflops("flash1", wl, "a100-80gb", options=(("tiles", "release"),)) / pub
 
 
-def fa1_exchange_ratios() -> tuple[float, float]:
-    """FA-1's forward % of peak, predicted/published at the range's ends (the comparison
-    above, computed again so the prose can quote it)."""
-    lo, hi = fa1_a100_range()
-    return lo / 25, hi / 40
+def fa1_exchange_ratios(passes: str = "fwd") -> tuple[float, float]:
+    """FA-1's forward (or backward) % of peak, predicted/published at the range's ends (the
+    comparison above, computed again so the prose can quote it)."""
+    lo, hi = fa1_a100_range(passes)
+    pub_lo, pub_hi = FA1_FWD_PUBLISHED if passes == "fwd" else FA1_BWD_PUBLISHED
+    return lo / pub_lo, hi / pub_hi
 
 
 @functools.lru_cache(maxsize=None)

@@ -24,9 +24,11 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
-from .figures import (B200_EAGER_TFLOPS, FA2_A100_LOG_MS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS,
-                      FA3_TABLE2_MS, TB_DEVGPU_FA3_TFLOPS, benchmark_attn_fwd_ratios,
-                      benchmark_attn_ratios, board_time_ratios, fa1_tables_time_ratios,
+from .figures import (B200_EAGER_TFLOPS, FA1_BWD_PUBLISHED, FA1_FWD_PUBLISHED,
+                      FA2_A100_LOG_MS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_TABLE2_MS,
+                      TB_DEVGPU_FA3_TFLOPS, benchmark_attn_fwd_ratios,
+                      benchmark_attn_ratios, board_time_ratios, fa1_a100_range,
+                      fa1_tables_time_ratios,
                       fa2_a100_log_ratios, fa2_over_fa1_by_pass,
                       fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max,
                       fa3_1075_eager_ratios, fa3_1777_ratios, fa3_pipelining_gain,
@@ -524,9 +526,8 @@ def flash1_bullet() -> str:
         "in registers) on its grid (`--grid release`, [FA1-grid]; with one CTA per head, "
         "the default grid, the speedup reaches "
         + f"{fa2_over_fa1_head_grid_max():.2f}x where few heads leave most SMs idle). "
-        "FA-1's forward lands at "
-        + "–".join(f"{r:.2f}" for r in fa1_exchange_ratios())
-        + " of the published 25-40%, and its forward + backward chart bars at {:.2f}–{:.2f} "
+        + fa1_pass_ranges_text()
+        + " Its forward + backward chart bars land at {:.2f}–{:.2f} "
         "(A100) and {:.2f}–{:.2f} (H100), furthest at d = 64, and the backward, which the "
         "model prices as shared-memory-bound, takes most of the time. The model already "
         "prices the split-K exchange as a phase of the chain that follows the MMAs "
@@ -560,14 +561,15 @@ def flash1_bullet() -> str:
         "release's backward is simulated with its own traffic too: D stored once, dQ "
         "accumulated in fp32, and where it splits over K/V blocks FA-2's three kernels (D "
         "with the buffer cleared, fp32 dQ atomics at the L2 atomic rate, the conversion), and "
-        "its warps' operands as its kernel traits keep them: K_j for S and each warp's own dS "
-        "for dQ_i in registers, V_j for dP too only on keys <= 128 at d <= 64 (`K_IN_REGS`, "
-        "`V_IN_REGS`; [FA1-tiles]; on longer keys the A100 and, from the release's H100 "
-        "support on, the H100 keep V_j in shared memory, [FA1-H100]), the rest read from shared memory by every warp that "
-        "needs it (Q_i and dO_i by all 8 warps for four of the five GEMMs). Each of these "
-        "faithful steps made FA-1's backward faster in the model, not slower, but the last: "
-        "V_j read from shared memory on the H100 as on the A100 brings the H100's d = 64 "
-        "bars a little closer. ".format(
+        "its warps' operands where its kernel keeps them: each warp's own dS for dQ_i in "
+        "registers, V_j for dP too only on keys <= 128 at d <= 64 (`V_IN_REGS`; "
+        "[FA1-tiles]; on longer keys the A100 and, from the release's H100 support on, the "
+        "H100 keep V_j in shared memory, [FA1-H100]), K_j reloaded from shared memory at "
+        "every step (the backward builds S = Q_i K_jᵀ with K out of registers whatever its "
+        "traits' `K_IN_REGS` says, [FA1-src]), the rest read from shared "
+        "memory by every warp that needs it (Q_i and dO_i by all 8 warps for four of the "
+        "five GEMMs). Most of these faithful steps made FA-1's backward faster in the model; "
+        "V_j and K_j read from shared memory make it slower. ".format(
             *fa2_chart_range("a100-80gb", "flash1"), *fa2_chart_range("h100-sxm", "flash1"),
             *fa1_chart_range("a100-80gb", TimingOptions(exchange_phase=False)),
             *fa1_chart_range("h100-sxm", TimingOptions(exchange_phase=False)),
@@ -581,6 +583,27 @@ def flash1_bullet() -> str:
               for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
             fa2_over_fa1_extremes()[1][5])
         + flash1_paper_tables_text())
+
+
+def fa1_pass_ranges_text() -> str:
+    """FA-1's forward and backward % of peak against the FA-2 paper's introduction, and why
+    that introduction's ranges cannot all hold at their ends."""
+    fwd_lo, fwd_hi = fa1_a100_range("fwd")
+    fa2_best = 73           # [FA2-intro]: FA-2's forward "up to 73%"
+    return (
+        "FA-1's forward lands at {}, its backward at {} of the ranges the FA-2 paper's "
+        "introduction gives them ({}-{}% and {}-{}% of peak, [FA2-intro]): the model's "
+        "forward ({:.0f}-{:.0f}% of peak over the sweep) too slow at both ends, its backward "
+        "too fast at the top. The introduction's forward range does not square with the "
+        "paper's speedup: with FA-2's forward at most {}% of peak (the same paragraph), an "
+        "FA-1 forward at {}% would leave FA-2 at most {:.2f}x faster, where §4 measures "
+        "1.7-3.0x ([FA2-s4]), and the abstract puts FA-1 at 25-40% without naming a pass "
+        "([FA2]); the per-length forward bars (its Fig. 5) would settle which, and no "
+        "first-hand reading of them is at hand.".format(
+            "–".join(f"{r:.2f}" for r in fa1_exchange_ratios("fwd")),
+            "–".join(f"{r:.2f}" for r in fa1_exchange_ratios("bwd")),
+            *FA1_FWD_PUBLISHED, *FA1_BWD_PUBLISHED, fwd_lo, fwd_hi, fa2_best,
+            FA1_FWD_PUBLISHED[1], fa2_best / FA1_FWD_PUBLISHED[1]))
 
 
 def flash1_paper_tables_text() -> str:
