@@ -319,6 +319,9 @@ def test_cli_runs_the_backward_and_json_lists_its_kernels(capsys):
     assert names[-12:] == ["bmm", "dp_bmm", "dv_bmm", "softmax_bwd_mul", "softmax_bwd",
                            "dq_bmm", "dq_scale",
                            "dk_bmm", "dk_scale", "stack_q", "stack_k", "stack_v"]
+    # PyTorch's row kernel holds P and the product the kernel before it wrote, not dP
+    (row,) = [k for k in d["kernels"] if k["name"] == "softmax_bwd"]
+    assert list(row["buffers"]) == ["P_row,tmp_row"]
 
 
 def test_cli_runs_the_program_and_json_names_it(capsys):

@@ -145,12 +145,14 @@ def dropout_kernel(c, p, p_drop, mask, seq_q, seq_k, e, seed, bh, threshold, inv
 
 # ---- backward ------------------------------------------------------------------------------
 
-def softmax_bwd_record(rec, wl, bp: StandardBwdPlan):
+def softmax_bwd_record(rec, wl, bp: StandardBwdPlan, rows: str = "P_row,dP_row"):
     """dS = P ∘ (dP - rowsum(P ∘ dP)), one row per CTA; a second pass over a row that does
-    not fit in SRAM hits L2 (the rows of the resident CTAs are its working set)."""
+    not fit in SRAM hits L2 (the rows of the resident CTAs are its working set). ``rows``
+    names the two rows a CTA holds (the SRAM buffer the JSON lists): P and dP here, P and
+    the product P ∘ dP in PyTorch's row kernel, which reads the same bytes."""
     bh, nq, nk, e = wl.batch * wl.heads, wl.seq_q, wl.seq_k, wl.elem_bytes
     row_bytes = 2 * bp.softmax_bwd_chunk * e
-    return rec.kernel("softmax_bwd", ctas=bh * nq, buffers={"P_row,dP_row": row_bytes},
+    return rec.kernel("softmax_bwd", ctas=bh * nq, buffers={rows: row_bytes},
                       threads_per_cta=ROW_THREADS, tc_path="none",
                       unique_hbm_bytes=bh * 3 * nq * nk * e,
                       l2_working_set_bytes=rec.resident_ctas(bh * nq, row_bytes, 0, ROW_THREADS)

@@ -99,7 +99,8 @@ def backward(wl, p, inputs, saved, rec: Recorder, compute: bool) -> dict:
     c_dv = standard_bwd.gemm_record(rec, wl, t, "dv_bmm", n, d, n)
     c_drop = eager.elementwise_record(rec, "dropout_bwd", bh * n * n) if dropout else None
     c_mul = eager.elementwise_record(rec, "softmax_bwd_mul", bh * n * n)
-    c_sm = standard_bwd.softmax_bwd_record(rec, wl, p.bwd)
+    # the row kernel reads the product back beside P (SoftMax.cu: tmp - output * sum)
+    c_sm = standard_bwd.softmax_bwd_record(rec, wl, p.bwd, rows="P_row,tmp_row")
     c_dq = standard_bwd.gemm_record(rec, wl, t, "dq_bmm", n, d, n)
     c_dqs = eager.elementwise_record(rec, "dq_scale", head)
     c_dk = standard_bwd.gemm_record(rec, wl, t, "dk_bmm", d, n, n)
