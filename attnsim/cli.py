@@ -373,7 +373,10 @@ def add_timing_args(p) -> None:
                                                 "(off: free)"),
                         ("own-gemm-overlap", "the share of a softmax a kernel issues while "
                                              "its own GEMMs are in flight run beside them "
-                                             "(off: the whole softmax waits for them)")):
+                                             "(off: the whole softmax waits for them)"),
+                        ("accurate-math", "the instructions of the accurate expf and IEEE "
+                                          "division a kernel built without fast math "
+                                          "(PyTorch's) runs (off: one op each, as counted)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 

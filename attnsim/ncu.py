@@ -39,7 +39,7 @@ import io
 from dataclasses import asdict, dataclass, field
 
 from hwmodels.counters import HBM_READ_BYTES, HBM_WRITE_BYTES
-from hwmodels.timing import WARP, pipe_lane_ops
+from hwmodels.timing import WARP, kernel_lane_ops
 
 READ_METRIC = "dram__bytes_read.sum"
 WRITE_METRIC = "dram__bytes_write.sum"
@@ -188,9 +188,10 @@ def compare(declared, sim_kernels, kernel_times, measured: list[NcuLaunch]) -> l
     return rows
 
 
-def counted_pipe_instructions(counters) -> dict[str, float]:
-    """The warp-instructions the timing model prices on each pipe, from a kernel's counts."""
-    return {pipe: ops / WARP for pipe, ops in pipe_lane_ops(counters).items()}
+def counted_pipe_instructions(kernel) -> dict[str, float]:
+    """The warp-instructions the timing model prices on each pipe: a kernel's counted ops and
+    its math-library routines' instructions (``KernelRecord.library_lane_ops``)."""
+    return {pipe: ops / WARP for pipe, ops in kernel_lane_ops(kernel).items()}
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def compare_pipes(declared, sim_kernels, measured: list[NcuLaunch]) -> list[Pipe
     records = {k.name: k for k in sim_kernels}
     if len(declared) != len(measured):
         raise NcuParseError(f"{len(declared)} declared launches but {len(measured)} profiled")
-    return [PipeRow(launch.kernel, counted_pipe_instructions(records[launch.sim_kernel].counters),
+    return [PipeRow(launch.kernel, counted_pipe_instructions(records[launch.sim_kernel]),
                     dict(got.pipe_instructions)) for launch, got in zip(declared, measured)]
 
 

@@ -48,6 +48,7 @@ def result_dict(r) -> dict:
                         "chains_per_cta": k.chains_per_cta, "smem_readers": k.smem_readers,
                         "step_events": dict(k.step_events), "chain_steps": k.chain_steps,
                         "softmax_beside_own_gemm": dict(k.softmax_beside_own_gemm),
+                        "library_lane_ops": dict(k.library_lane_ops),
                         "counts": k.counts(), "time": dataclasses.asdict(kt)})
     time = r.time.to_dict()
     time.pop("kernels")

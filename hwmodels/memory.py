@@ -27,6 +27,7 @@ from hwmodels.gpus import GPU
 TC_PATHS = ("mma_sync", "wgmma", "none")
 OVERLAP_MODES = ("serial", "overlap")
 SOFTMAX_PIPES = ("xu", "fma", "alu")     # the pipes a softmax runs on (``hwmodels.timing``)
+LIBRARY_PIPES = SOFTMAX_PIPES            # the pipes a math-library routine's instructions use
 
 
 class SramOverflowError(ValueError):
@@ -162,6 +163,12 @@ class KernelRecord:
             much of the step's work lies between issue and use. What of the load's latency
             that work does not cover waits on the chain (``hwmodels.timing``). Pricing only.
             (): none (cp.async and TMA loads, issued a whole tile ahead, wait on no chain).
+        library_lane_ops: lane-ops the compiled kernel spends, beyond the ops it counts, in
+            the math library's routines, as (pipe, lane-ops) pairs over the pipes "fma",
+            "alu" and "xu": a kernel built without ``--use_fast_math`` (PyTorch's) computes
+            ``std::exp`` as an accurate ``expf``, several instructions around one MUFU.EX2,
+            and ``x / y`` as an IEEE division (``algorithms.standard.pytorch_eager``).
+            Pricing only (``accurate_math``). (): none (the counted ops are the instructions).
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
             reads one e-byte element from a different sector (a transposing copy). The
@@ -195,6 +202,7 @@ class KernelRecord:
     chain_steps: int = 0
     step_loads: tuple = ()
     barrier_threads: int = 0
+    library_lane_ops: tuple = ()
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -256,7 +264,7 @@ class Recorder:
                read_sector_use=1.0, smem_exchange_bytes=0,
                epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
                step_events=(), chain_steps=0, softmax_beside_own_gemm=(),
-               step_loads=(), barrier_threads=0) -> np.ndarray:
+               step_loads=(), barrier_threads=0, library_lane_ops=()) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -268,6 +276,10 @@ class Recorder:
                                  f"pipes {SOFTMAX_PIPES}, got {pipe!r}: {share!r}")
         for load in step_loads:
             check_step_load(load)
+        for pipe, ops in dict(library_lane_ops).items():
+            if pipe not in LIBRARY_PIPES or ops < 0:
+                raise ValueError(f"library_lane_ops takes non-negative lane-ops on the pipes "
+                                 f"{LIBRARY_PIPES}, got {pipe!r}: {ops!r}")
         check_sram_fits(f"kernel {name!r}", buffers, self.sram_budget_bytes)
         rec = KernelRecord(name=name, ctas=int(ctas), buffers=dict(buffers),
                            threads_per_cta=threads_per_cta,
@@ -289,7 +301,9 @@ class Recorder:
                                (str(pipe), float(share))
                                for pipe, share in dict(softmax_beside_own_gemm).items()),
                            chain_steps=int(chain_steps), step_loads=tuple(step_loads),
-                           barrier_threads=int(barrier_threads))
+                           barrier_threads=int(barrier_threads),
+                           library_lane_ops=tuple((str(pipe), float(ops)) for pipe, ops
+                                                  in dict(library_lane_ops).items()))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -12,6 +12,8 @@ Accounting rules (the same for every algorithm):
 * ``store`` SRAM -> HBM: ``hbm_write_bytes`` and ``sram_read_bytes`` += bytes.
 * ``atomic_add`` to HBM (read-modify-write through L2): ``hbm_read_bytes`` and
   ``hbm_write_bytes`` += bytes, and ``atomic_bytes`` += bytes.
+* ``sram_read``: a re-read of data already on chip (a row a kernel read from HBM once and
+  walks again from L1 or shared memory): ``sram_read_bytes`` += bytes.
 * ``matmul`` (m x k) @ (k x n): ``matmul_flops`` += 2mnk; its operands are read from SRAM
   (``sram_read_bytes`` += (mk + kn) x operand bytes).
 * ``exp`` / ``other``: ``exp_ops`` / ``other_flops`` += number of elementwise operations
@@ -42,6 +44,12 @@ def count_load(c, nbytes):
 def count_store(c, nbytes):
     """SRAM -> HBM transfer of ``nbytes``."""
     c[HBM_WRITE_BYTES] += nbytes
+    c[SRAM_READ_BYTES] += nbytes
+
+
+@compiled
+def count_sram_read(c, nbytes):
+    """A re-read of ``nbytes`` already on chip (no HBM traffic)."""
     c[SRAM_READ_BYTES] += nbytes
 
 

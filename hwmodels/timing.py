@@ -14,6 +14,9 @@ Pipes (busy time of each SM pipe, the whole grid spread over the SMs):
                  2/3), 1 for the GPU's native path.
     t_mufu(k)  = exp_ops / (16 x S x f)                         special-function units
     t_fma(k)   = (other_flops - alu_ops) / (fp32 lanes x S x f)  add, multiply, divide
+                 (each pipe's term also carries the lane-ops a kernel built without fast
+                 math spends in its library routines, accurate expf and IEEE division,
+                 ``library_lane_ops``; ``accurate_math`` off: one op each, as counted)
     t_alu(k)   = (alu_ops + convert_ops / 2) / (ALU lanes x S x f)
                  max/min, compare, select and the fp32 -> fp16/bf16/fp8 conversions run on the
                  ALU pipe (Nsight Compute's pipe definitions), 16 lanes per sub-partition on
@@ -216,6 +219,9 @@ class TimingOptions:
     staged_load_latency: bool = True  # global loads a step stages through registers wait
                                       # their L2/DRAM latency less the work between issue
                                       # and use (off: free, covered by the pipes' time)
+    accurate_math: bool = True        # a kernel built without fast math pays its library
+                                      # routines' instructions (accurate expf, IEEE division:
+                                      # ``library_lane_ops``; off: one op each, as counted)
     own_gemm_overlap: bool = True     # the share of a softmax a chain issues while its own
                                       # GEMMs are in flight runs beside them (off: the whole
                                       # softmax waits for them)
@@ -441,13 +447,24 @@ def _generations(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> tuple[int, i
     return resident, generations, generations if opts.lockstep_ctas or resident == 1 else 1
 
 
-def _fma_alu_ops(c, opts: TimingOptions) -> tuple[float, float]:
-    """Lane-ops on the FMA and the ALU pipe (``pipe_lane_ops``), or with ``alu_pipe`` off the
+def kernel_lane_ops(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> dict[str, float]:
+    """``pipe_lane_ops`` of the kernel's counts, plus (``accurate_math``) the instructions its
+    math-library routines spend beyond the ops counted (``library_lane_ops``)."""
+    ops = pipe_lane_ops(k.counters)
+    if opts.accurate_math:
+        for pipe, extra in k.library_lane_ops:
+            ops[pipe] += extra
+    return ops
+
+
+def _fma_alu_ops(k: KernelRecord, opts: TimingOptions) -> tuple[float, float]:
+    """Lane-ops on the FMA and the ALU pipe (``kernel_lane_ops``), or with ``alu_pipe`` off the
     first model's: every elementwise op on the FMA pipe, conversions free."""
     if opts.alu_pipe:
-        ops = pipe_lane_ops(c)
+        ops = kernel_lane_ops(k, opts)
         return ops["fma"], ops["alu"]
-    return float(c[OTHER_FLOPS]), 0.0
+    library = dict(k.library_lane_ops) if opts.accurate_math else {}
+    return float(k.counters[OTHER_FLOPS]) + library.get("fma", 0.0) + library.get("alu", 0.0), 0.0
 
 
 def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> float:
@@ -456,7 +473,7 @@ def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) ->
     work, and on the ``mma.sync`` path one shared-memory load per 512 bytes (TMA and
     ``wgmma`` read shared memory without instructions)."""
     c = k.counters
-    fma_ops, alu_ops = _fma_alu_ops(c, opts)
+    fma_ops, alu_ops = _fma_alu_ops(k, opts)
     if k.tc_path == "wgmma":
         mma_instr = float(c[MATMUL_FLOPS]) / WGMMA_FLOPS_PER_WARP_INSTR * \
             (2 if k.matmul_dtype == "fp8" else 1)
@@ -464,7 +481,7 @@ def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) ->
     else:
         mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
         smem_instr = smem_bytes(k) / SMEM_BYTES_PER_INSTR
-    return mma_instr + (pipe_lane_ops(c)["xu"] + fma_ops + alu_ops) / WARP + smem_instr
+    return mma_instr + (kernel_lane_ops(k, opts)["xu"] + fma_ops + alu_ops) / WARP + smem_instr
 
 
 def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
@@ -473,8 +490,8 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
     sms = gpu.sm_count
     tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
     fma_rate = gpu.fp32_lanes * sms * clock
-    ops = pipe_lane_ops(c)
-    fma_ops, alu_ops = _fma_alu_ops(c, opts)
+    ops = kernel_lane_ops(k, opts)
+    fma_ops, alu_ops = _fma_alu_ops(k, opts)
     alu_s = alu_ops / (gpu.alu_lanes_per_sm * sms * clock)
     if opts.separate_sfu:
         mufu_s = ops["xu"] / (gpu.sfu_ops_per_clock_per_sm * sms * clock)

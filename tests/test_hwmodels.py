@@ -227,6 +227,38 @@ def test_max_compare_select_and_conversions_run_on_the_alu_pipe():
     assert t.compute_s == pytest.approx((9e11 + 2e11) / (64 * clock))
 
 
+def test_library_routines_add_their_instructions_to_the_pipes_and_the_issue():
+    """A kernel built without fast math declares what its accurate expf and IEEE division
+    add beyond the counted ops (``library_lane_ops``): the FMA, ALU and SFU pipes carry
+    them and the issue counts them, one warp-instruction per 32 lanes; --no-accurate-math
+    prices the counted ops alone."""
+    a = get_gpu("a100")
+    clock = 108 * 1305e6
+
+    def timed(library, opts=TimingOptions()):
+        rec = Recorder(a)
+        c = rec.kernel("k", ctas=108, buffers={"x": 1024}, library_lane_ops=library)
+        c[OTHER_FLOPS], c[EXP_OPS] = 10**12, 10**11
+        return predict_time(a, rec.kernels, opts).kernels[0]
+
+    plain = timed({})
+    extra = timed({"fma": 6e11, "alu": 2e11, "xu": 1e11})
+    assert extra.other_s == pytest.approx((1e12 + 6e11) / (64 * clock))
+    assert extra.alu_s == pytest.approx(2e11 / (64 * clock))
+    assert extra.exp_s == pytest.approx(2e11 / (16 * clock))
+    assert extra.issue_s - plain.issue_s == pytest.approx(9e11 / 32 / (4 * clock))
+    off = timed({"fma": 6e11, "alu": 2e11, "xu": 1e11}, TimingOptions(accurate_math=False))
+    assert (off.other_s, off.alu_s, off.exp_s, off.issue_s) == \
+        (plain.other_s, plain.alu_s, plain.exp_s, plain.issue_s)
+    # the first model (ALU pipe off) runs the library's ALU instructions on the FMA pipe too
+    first = timed({"fma": 6e11, "alu": 2e11}, TimingOptions(alu_pipe=False))
+    assert first.other_s == pytest.approx((1e12 + 8e11) / (64 * clock))
+    rec = Recorder(a)
+    for bad in ({"tensor": 1.0}, {"fma": -1.0}):
+        with pytest.raises(ValueError, match="library_lane_ops"):
+            rec.kernel("k", ctas=1, buffers={"x": 1}, library_lane_ops=bad)
+
+
 def test_resident_ctas_run_in_phase_and_add_no_chains():
     """Two CTAs fit per SM (1 KiB of shared memory each, 264 CTAs on 132 SMs): by default
     only the CTA's own staggered chains hide its softmax; with lockstep_ctas off each

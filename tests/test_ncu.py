@@ -129,7 +129,7 @@ def test_counted_pipe_instructions_are_what_the_timing_model_prices():
     sim = simulate("flash2", wl, gpu, compute=False)
     k = sim.kernels[0]
     c = sim.counts
-    counted = ncu.counted_pipe_instructions(k.counters)
+    counted = ncu.counted_pipe_instructions(k)
     assert counted["fma"] == (c["other_flops"] - c["alu_ops"]) / 32
     assert counted["alu"] == (c["alu_ops"] + c["convert_ops"] / 2) / 32
     assert counted["xu"] == c["exp_ops"] / 32

@@ -24,7 +24,7 @@ def wl(b=2, h=3, n=97, d=40, **kw):
 
 CASES = [wl(), wl(causal=True), wl(b=1, causal=True), wl(h=1, n=130),
          wl(causal=True, dtype="bf16"), wl(causal=True, dtype="fp32"),
-         wl(causal=True, dropout=0.1)]
+         wl(causal=True, dropout=0.1), wl(b=1, h=2, n=1030, d=16, causal=True)]
 TRAINING = [wl(passes="bwd"), wl(causal=True, passes="fwd+bwd"), wl(b=1, passes="bwd"),
             wl(h=1, n=130, causal=True, passes="bwd"), wl(causal=True, dtype="fp32", passes="bwd"),
             wl(causal=True, dropout=0.1, passes="fwd+bwd"), wl(n=300, d=64, passes="bwd")]
@@ -120,6 +120,32 @@ def test_extra_work_over_algorithm0_is_the_copies_and_the_mask():
         extra = 6 * b * h * n * d * e + (b * h * (e - 1) * n * n + build if causal else 0)
         assert traffic(eager) - traffic(a0) == extra
         assert eager.counts["exp_ops"] == a0.counts["exp_ops"]
+
+
+@pytest.mark.parametrize("n, dtype, block", [(1024, "fp16", False), (1025, "fp16", True),
+                                            (2048, "bf16", True), (1024, "fp32", False)])
+def test_the_softmax_counts_atens_kernel_for_the_row_length(n, dtype, block):
+    """host_softmax gives a row of at most 1024 elements (4096 bytes) a warp, which takes one
+    exp an element; a longer row a CTA, which reads the row three times (once from HBM, twice
+    on chip) and takes the exp in its sum pass and again in its output pass. Beside the
+    counted ops, the library routines PyTorch compiles without fast math, from their SASS:
+    expf 6 FMA-pipe + 1 ALU instructions around its MUFU.EX2 (5 + 1 where the sum's add
+    takes its last multiply), the IEEE divide 1 MUFU.RCP + 4 FMA-pipe + 4 ALU/branch."""
+    b, h = 1, 2
+    w = wl(b, h, n, 64, dtype=dtype)
+    r = simulate("standard", w, "h100", options=EAGER, compute=False)
+    (k,) = [k for k in r.kernels if k.name == "softmax"]
+    c, e, elements = k.counts(), w.elem_bytes, b * h * n * n
+    assert c["exp_ops"] == (2 if block else 1) * elements
+    assert c["other_flops"] == (5 if block else 4) * elements     # max, x - max (x2), sum, divide
+    assert c["alu_ops"] == elements                               # the max
+    assert (c["hbm_read_bytes"], c["hbm_write_bytes"]) == (elements * e, elements * e)
+    assert c["sram_read_bytes"] == (3 if block else 1) * elements * e
+    per = {"fma": 15, "alu": 6, "xu": 1} if block else {"fma": 10, "alu": 5, "xu": 1}
+    assert dict(k.library_lane_ops) == {pipe: elements * v for pipe, v in per.items()}
+    a0 = simulate("standard", w, "h100", compute=False)
+    (k0,) = [k for k in a0.kernels if k.name == "softmax"]
+    assert k0.library_lane_ops == () and k0.counts()["exp_ops"] == elements
 
 
 def footprint_of(w):

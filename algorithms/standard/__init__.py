@@ -182,15 +182,16 @@ def qk_gemm_record(rec, wl, t: GemmTiles, name: str):
                                     working_set=lambda flight, _: flight * (nq + nk) * d * e)
 
 
-def softmax_record(rec, wl, p: StandardPlan):
-    """P = softmax(S), one row per CTA."""
+def softmax_record(rec, wl, p: StandardPlan, library_lane_ops=()):
+    """P = softmax(S), one row per CTA (``library_lane_ops``: ``KernelRecord``'s)."""
     nq, nk, e = wl.seq_q, wl.seq_k, wl.elem_bytes
     bh = wl.batch * wl.heads
     resident_rows = rec.resident_ctas(bh * nq, p.softmax_chunk * e, 0, SOFTMAX_THREADS)
     return rec.kernel("softmax", ctas=bh * nq, buffers={"row": p.softmax_chunk * e},
                       threads_per_cta=SOFTMAX_THREADS, tc_path="none",
                       unique_hbm_bytes=bh * 2 * nq * nk * e,
-                      l2_working_set_bytes=resident_rows * nk * e)
+                      l2_working_set_bytes=resident_rows * nk * e,
+                      library_lane_ops=library_lane_ops)
 
 
 def pv_gemm_record(rec, wl, t: GemmTiles, name: str):

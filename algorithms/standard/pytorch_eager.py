@@ -50,7 +50,10 @@ launches them, 128 threads x 4 elements per CTA, ``ATen/native/cuda/Loops.cuh``)
                    after head, so between head h's and head h+1's read of an entry go the
                    rest of head h's S, mask and output: 3 e N² (the working set declared).
   8. ``softmax``   torch.softmax(scores, -1): fp16 in and out, fp32 inside; reads S, writes P
-                   (e N² B H each), as ``algorithms.standard``'s softmax kernel.
+                   (e N² B H each), as ATen's row softmax runs it
+                   (``algorithms.standard.aten_softmax``): rows longer than 1024 take the
+                   exponential twice and re-read the row on chip, and the accurate ``expf``
+                   and IEEE division PyTorch compiles cost their library instructions.
   9. ``dropout``   dropout_p > 0 only (F.dropout returns its input for p = 0):
                    ``native_dropout``'s fused kernel, as ``algorithms.standard.backward``'s.
  10. ``v_copy``    einsum turns the product into a bmm of (B·H, N, N) by (B·H, N, d): P
@@ -62,9 +65,9 @@ Bound: Θ(N d + N²) HBM accesses per head, as Algorithm 0. Against Algorithm 0,
 +6 N d e (the three copies; none when B = 1 or H = 1); causal, the mask read at e bytes per
 entry instead of 1, and once per call the mask built in about 14 + e bytes per entry
 (fill 4; triu about 2 read, 4 written; cast 4 read, e written).
-Differences from PyTorch: cuBLAS's and the softmax's own tilings are not modelled (the GEMMs
-and the row softmax are ``algorithms.standard``'s); ``torch.empty`` and the views launch
-nothing, as on a GPU.
+Differences from PyTorch: cuBLAS's tilings and the softmax's launch are not modelled (the
+GEMMs, and the softmax's CTA a row of 256 threads, are ``algorithms.standard``'s);
+``torch.empty`` and the views launch nothing, as on a GPU.
 Training (``--pass bwd`` / ``fwd+bwd``): the forward keeps P (with dropout P ∘ Z and the
 mask) as autograd saves it, and the backward is ``algorithms.standard.pytorch_eager_backward``.
 """
@@ -73,6 +76,7 @@ from __future__ import annotations
 import numpy as np
 
 import algorithms.standard as standard
+from algorithms.standard import aten_softmax
 from algorithms.base import PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (cdiv, iter_heads, new_output, placeholder,
@@ -165,7 +169,7 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
                                    unique_hbm_bytes=bh * 2 * n * n * e + n * n * e,
                                    l2_working_set_bytes=shared_operand_working_set(
                                        n * n * e, 2 * n * n * e))
-    c_sm = standard.softmax_record(rec, wl, p)
+    c_sm = aten_softmax.softmax_record(rec, wl, p)
     c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
     c_vc = elementwise_record(rec, "v_copy", bh * n * d) if copies else None
     c_pv = standard.pv_gemm_record(rec, wl, t, "bmm")
@@ -186,7 +190,7 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
              wl.scale, compute)
         if wl.causal:
             mask_add_kernel(c_add, s, mask, n, e, compute)
-        standard.softmax_kernel(c_sm, s, n, n, p.softmax_chunk, e, compute)
+        aten_softmax.softmax_kernel(c_sm, s, n, n, e, aten_softmax.block_path(n, e), compute)
         p_used = s
         if wl.dropout > 0:
             p_used = standard_bwd.dropout_forward(c_drop, wl, s, saved, b, h, inputs, compute)

@@ -262,16 +262,23 @@ def fa2_chart_table(fmt: str) -> str:
                              "FA-2 pub / pred (ratio)"], tablefmt=fmt)
 
 
+def fwd_bwd_chart_range(gpu: str, algorithm: str, timing: TimingOptions = TimingOptions(),
+                        options: tuple = ()) -> tuple[float, float]:
+    """An algorithm's forward + backward chart bars on ``gpu``, predicted/published, priced
+    with ``timing`` and ``options`` (a mechanism off, another program)."""
+    r = []
+    for g, d, causal, n, a, pub, _ in fa2_chart_points():
+        if g == gpu and a == algorithm:
+            wl = paper_workload(n, d, causal, passes="fwd+bwd")
+            r.append(tflops(algorithm, wl, gpu, timing, options=options) / pub)
+    return min(r), max(r)
+
+
 def fa1_chart_range(gpu: str, timing: TimingOptions = TimingOptions(),
                     options: tuple = FLASH1_RELEASE) -> tuple[float, float]:
-    """FA-1's chart bars on ``gpu``, predicted/published, priced with ``timing`` and flash1
-    ``options`` (a mechanism off, or the paper's tiles instead of the release's)."""
-    r = []
-    for g, d, causal, n, algorithm, pub, _ in fa2_chart_points():
-        if g == gpu and algorithm == "flash1":
-            wl = paper_workload(n, d, causal, passes="fwd+bwd")
-            r.append(tflops("flash1", wl, gpu, timing, options=options) / pub)
-    return min(r), max(r)
+    """FA-1's chart bars on ``gpu`` (the paper's tiles instead of the release's, or a
+    mechanism off)."""
+    return fwd_bwd_chart_range(gpu, "flash1", timing, options)
 
 
 PAPER_TILES_ON_RELEASE_GRID = (("grid", "release"),)

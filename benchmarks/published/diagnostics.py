@@ -201,6 +201,15 @@ def eager_peak_gb_at_16k() -> dict[int, float]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def eager_softmax_mechanism(gpu: str, n: int = 2048, d: int = 64) -> str:
+    """What bounds the eager forward's softmax kernel on ``gpu`` at the papers' shape."""
+    run = simulate("standard", paper_workload(n, d), gpu, compute=False,
+                   options=dict(CHART_OPTIONS["standard"]))
+    (k,) = [k for k in run.time.kernels if k.name == "softmax"]
+    return k.mechanism
+
+
 def eager_backward_shares(n: int = 2048, d: int = 128) -> dict[str, float]:
     """Shares of the eager backward's predicted time (H100 SXM5, the FA-3 paper's shape):
     its four GEMMs, softmax's backward (ATen's product tmp = dP ∘ P and its row kernel), and

@@ -7,12 +7,15 @@ the last paragraph says what FlashAttention-3's bars say of its overlap.
 """
 from __future__ import annotations
 
+from algorithms.standard import aten_softmax
 from hwmodels.timing import TimingOptions
 
 from .charts import (FA3_CHARTS, FA3_D64_OTHER_KERNELS, backward_chart_range, chart_points,
-                     chart_ratio_range, fa1_chart_range, fa2_chart_range, standard_chart_ratios)
+                     chart_ratio_range, fa1_chart_range, fa2_chart_range, fwd_bwd_chart_range,
+                     standard_chart_ratios)
 from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text,
                           eager_backward_shares, eager_backward_without_product,
+                          eager_softmax_mechanism,
                           eager_causal_extra_us, eager_copy_share,
                           eager_implied_bandwidth, eager_mask_l2_limit,
                           fa1_exchange_ratios, fa2_a100_lowest, fa2_layout,
@@ -24,7 +27,7 @@ from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d
                               fa3_short_fp8_vs_fp16, fa3_switch_range, fp8_chart_ranges_text,
                               fp8_excess_per_cta, fp8_kernel_what_if, fp8_length_dependence,
                               fp8_over_fp16_model, fp8_over_fp16_published, sass_schedule)
-from .figures import (B200_EAGER_TFLOPS, FA1_BWD_PUBLISHED, FA1_FWD_PUBLISHED,
+from .figures import (B200_EAGER_TFLOPS, FA1_BWD_PUBLISHED, FA1_FWD_PUBLISHED, STANDARD_EAGER,
                       FA2_A100_LOG_MS, FA3_1075_EAGER_MS, FA3_1777_TFLOPS, FA3_TABLE2_MS,
                       TB_DEVGPU_FA3_TFLOPS, benchmark_attn_fwd_ratios,
                       benchmark_attn_ratios, board_time_ratios, fa1_a100_range,
@@ -196,9 +199,30 @@ def eager_softmax_switch_text() -> str:
         + "). The same benchmark on a B200, a GPU the model does not price ([FA-1589]: "
         "PyTorch 2.8, d = 64, non-causal), shows the step in the forward alone: "
         + b200_eager_step_text()
-        + ". The model prices both kernels as one stream over the row; "
+        + ". " + aten_softmax_text())
+
+
+def aten_softmax_text() -> str:
+    """What the model prices of ATen's two softmax kernels, and what it changes."""
+    per_row = {n: aten_softmax.library_ops_per_element(n, 2)["fma"] for n in (1024, 2048)}
+    without = fwd_bwd_chart_range("a100-80gb", "standard", TimingOptions(accurate_math=False),
+                                  options=STANDARD_EAGER)
+    return (
+        "The model counts the two kernels apart (`algorithms/standard/aten_softmax.py`): the "
+        "CTA-a-row kernel takes the exponential twice an element and re-reads the row on "
+        "chip, and both pay for the accurate expf and the IEEE division PyTorch compiles "
+        "(its kernels are built without fast math: PyTorch PR #122970 kept `std::exp` "
+        "over `__expf`), routines of several instructions each read off their SASS "
+        "([ATEN-SASS]): {} FMA-pipe instructions an element beside the counted ops at "
+        "N ≤ {}, {} above (`accurate_math`). At N = 2048, d = 64 the kernel is bound by {} "
+        "on the H100 ({} fp32 lanes an SM) and by {} on the A100 ({}); without the routines "
+        "(`--no-accurate-math`) the A100 forward + backward bars would be {:.2f}–{:.2f}. "
         "`benchmarks/profile_eager.py` times the softmax step on its own, and its default "
-        "lengths (512 and 8192) fall on either side.")
+        "lengths (512 and 8192) fall on either side.".format(
+            per_row[1024], WARP_SOFTMAX_MAX_ROW, per_row[2048],
+            eager_softmax_mechanism("h100-sxm"), model_gpu("h100-sxm").fp32_lanes,
+            eager_softmax_mechanism("a100-80gb"), model_gpu("a100-80gb").fp32_lanes,
+            *without))
 
 
 def b200_eager_step_text() -> str:
@@ -213,7 +237,7 @@ def b200_eager_step_text() -> str:
 
 
 
-WARP_SOFTMAX_MAX_ROW = 1024     # ATen host_softmax: dim_size <= 1024 goes to the warp softmax
+WARP_SOFTMAX_MAX_ROW = aten_softmax.WARP_SOFTMAX_MAX_ELEMENTS   # the warp softmax's longest row
 
 
 def split_at_warp_softmax(points) -> tuple[list[float], list[float]]:

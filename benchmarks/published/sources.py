@@ -143,6 +143,19 @@ SOURCES = (
            "whole, then the row kernel (cunn_SoftMaxBackward, or the warp softmax for rows of "
            "at most 1024) on it: simulated as the eager backward's softmax_bwd_mul and "
            "softmax_bwd (algorithms/standard/pytorch_eager_backward.py)"),
+    Source("ATEN-SASS", "PyTorch's row softmax (SoftMax.cu, PersistentSoftmax.cuh) compiled "
+           "as PyTorch builds it, without --use_fast_math, read off its SASS; and PyTorch PR "
+           "#122970 (2024-03-29) on why it keeps std::exp",
+           "benchmarks/aten_softmax_math.cu and benchmarks/aten_softmax_sass.py (nvcc 13.0, "
+           "-O3, sm_80 and sm_90; the run: reports/aten_softmax_sass.json); "
+           "https://github.com/pytorch/pytorch/pull/122970",
+           "per element, sm_80 and sm_90 alike: the output pass std::exp(x - max) / sum = "
+           "HADD2.F32, FADD, [expf:] FFMA.SAT, FFMA.RM, FADD, SHF.L, FFMA, FFMA, MUFU.EX2, "
+           "FMUL, [IEEE division:] MUFU.RCP, 5 FFMA, FCHK, BSSY, BSYNC, BRA; the sum pass "
+           "the same expf with its FMUL fused into the sum's FFMA; the warp kernel one expf "
+           "and one division an element. PR #122970: 'We were able to recover the gap by "
+           "using native `__expf` but we decided to leave `std::exp` to avoid affecting "
+           "numerical stability.'"),
     Source("FA-1589", "flash-attention GitHub thread 'benchmark is low on B200' (2025-04-13), "
            "the reporter's output of benchmarks/benchmark_flash_attention.py",
            "https://github.com/Dao-AILab/flash-attention/issues/1589",
