@@ -167,7 +167,7 @@ class KernelRecord:
             the math library's routines, as (pipe, lane-ops) pairs over the pipes "fma",
             "alu" and "xu": a kernel built without ``--use_fast_math`` (PyTorch's) computes
             ``std::exp`` as an accurate ``expf``, several instructions around one MUFU.EX2,
-            and ``x / y`` as an IEEE division (``algorithms.standard.pytorch_eager``).
+            and ``x / y`` as an IEEE division (``algorithms.standard.aten_softmax``).
             Pricing only (``accurate_math``). (): none (the counted ops are the instructions).
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp

@@ -24,8 +24,8 @@ PyTorch compiles these kernels without ``--use_fast_math``: ``std::exp`` is the 
 ``expf``, not the one-instruction ``__expf`` (PR #122970: "We were able to recover the gap
 by using native `__expf` but we decided to leave `std::exp` to avoid affecting numerical
 stability"), and ``/`` is an IEEE division. Compiled, each is a routine of several
-instructions (nvcc -O3 for sm_80 and sm_90 alike, ``benchmarks/sass/aten_softmax.cu``,
-counted by ``benchmarks/sass/count_sass.py``):
+instructions (nvcc -O3 for sm_80 and sm_90 alike: ``benchmarks/aten_softmax_math.cu``,
+counted by ``benchmarks/aten_softmax_sass.py``, the run in ``reports/aten_softmax_sass.json``):
     expf(x)    FFMA.SAT, FFMA.RM, FADD, SHF, FFMA, FFMA, MUFU.EX2, FMUL: beside the one
                counted exp, 6 FMA-pipe and 1 ALU instructions; in the block path's sum pass
                the closing FMUL fuses into the sum's add (5 and 1)

@@ -76,12 +76,12 @@ from __future__ import annotations
 import numpy as np
 
 import algorithms.standard as standard
-from algorithms.standard import aten_softmax
 from algorithms.base import PlanError
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (cdiv, iter_heads, new_output, placeholder,
                                       shared_operand_working_set)
 from algorithms.kernels.gemm import gemm
+from algorithms.standard import aten_softmax
 from algorithms.standard import backward as standard_bwd
 from hwmodels.compiled import compiled
 from hwmodels.footprint import Allocation, Footprint
