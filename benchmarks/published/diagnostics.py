@@ -38,7 +38,7 @@ def fa1_head_grid_collapse(n: int = 16384, d: int = 128) -> float:
     return tflops("flash1", wl, "a100-80gb", options=(("tiles", "release"),)) / pub
 
 
-def fa1_exchange_ratios(passes: str = "fwd") -> tuple[float, float]:
+def fa1_pass_ratios(passes: str = "fwd") -> tuple[float, float]:
     """FA-1's forward (or backward) % of peak, predicted/published at the range's ends (the
     comparison above, computed again so the prose can quote it)."""
     lo, hi = fa1_a100_range(passes)

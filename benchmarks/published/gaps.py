@@ -19,7 +19,7 @@ from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text
                           eager_softmax_mechanism,
                           eager_causal_extra_us, eager_copy_share,
                           eager_implied_bandwidth, eager_mask_l2_limit,
-                          fa1_exchange_ratios, fa2_a100_lowest, fa2_layout,
+                          fa1_pass_ratios, fa2_a100_lowest, fa2_layout,
                           fa2_occupancy_sentence, implied_mma_sync_fraction, lockstep_effect,
                           wh_ref_gemm_sensitivity)
 from .fa3_diagnostics import (FA3_SHORT, PIPES_ALONE, fa3_1075_ratio_text, fa3_d64_fixed_shares,
@@ -634,8 +634,8 @@ def fa1_pass_ranges_text() -> str:
         "1.7-3.0x ([FA2-s4]), and the abstract puts FA-1 at 25-40% without naming a pass "
         "([FA2]); the per-length forward bars (its Fig. 5) would settle which, and no "
         "first-hand reading of them is at hand.".format(
-            "–".join(f"{r:.2f}" for r in fa1_exchange_ratios("fwd")),
-            "–".join(f"{r:.2f}" for r in fa1_exchange_ratios("bwd")),
+            "–".join(f"{r:.2f}" for r in fa1_pass_ratios("fwd")),
+            "–".join(f"{r:.2f}" for r in fa1_pass_ratios("bwd")),
             *FA1_FWD_PUBLISHED, *FA1_BWD_PUBLISHED, fwd_lo, fwd_hi, fa2_best,
             FA1_FWD_PUBLISHED[1], fa2_best / FA1_FWD_PUBLISHED[1]))
 
