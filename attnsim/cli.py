@@ -349,6 +349,10 @@ def add_timing_args(p) -> None:
                         ("cta-epilogue", "per-CTA epilogue (normalize, convert and stage the "
                                          "output through shared memory, in turn)"),
                         ("latency-bound-memory", "Little's law for thin grids"),
+                        ("loaded-latency", "streaming kernels whose threads hold one round "
+                                           "in flight (PyTorch's elementwise loops) waiting "
+                                           "a DRAM round trip a round, at the latency their "
+                                           "load puts on the DRAM (off: priced as streams)"),
                         ("launch-pipeline", "launches overlapping earlier kernels"),
                         ("l2-atomics", "fp32 atomics at the L2 atomic rate"),
                         ("lockstep-ctas", "resident CTAs running in phase (off: each "

@@ -49,6 +49,7 @@ def result_dict(r) -> dict:
                         "step_events": dict(k.step_events), "chain_steps": k.chain_steps,
                         "softmax_beside_own_gemm": dict(k.softmax_beside_own_gemm),
                         "library_lane_ops": dict(k.library_lane_ops),
+                        "thread_round_bytes": k.thread_round_bytes,
                         "counts": k.counts(), "time": dataclasses.asdict(kt)})
     time = r.time.to_dict()
     time.pop("kernels")

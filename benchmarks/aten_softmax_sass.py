@@ -15,7 +15,6 @@ counts. No GPU needed.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from collections import Counter
 from tabulate import tabulate
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from sass_schedule import loops, sass_functions  # noqa: E402
+from sass_schedule import loops, sass_functions, write_run  # noqa: E402
 
 SOURCE = pathlib.Path(__file__).with_name("aten_softmax_math.cu")
 ARCHS = ("sm_80", "sm_90")
@@ -82,10 +81,7 @@ def main(argv=None) -> int:
             return 2
         print(f"== {arch}: instructions per element\n{table(result[arch])}\n")
     if a.json:
-        version = subprocess.run([a.nvcc, "--version"], capture_output=True,
-                                 text=True).stdout.strip().splitlines()[-1]
-        pathlib.Path(a.json).write_text(json.dumps({"nvcc": version, **result}, indent=1,
-                                                   sort_keys=True) + "\n")
+        write_run(a.json, a.nvcc, result)
     return 0
 
 

@@ -208,6 +208,14 @@ def loop_schedules(sass_text: str, shape_of, split, keys: tuple[str, str]) -> li
 
 # ---- building ---------------------------------------------------------------------------------
 
+def write_run(path: str, nvcc: str, result: dict) -> None:
+    """Write a SASS reading to ``path`` as JSON, with the nvcc release that built it."""
+    version = subprocess.run([nvcc, "--version"], capture_output=True,
+                             text=True).stdout.strip().splitlines()[-1]
+    pathlib.Path(path).write_text(json.dumps({"nvcc": version, **result}, indent=1,
+                                             sort_keys=True) + "\n")
+
+
 def run(cmd: list, **kw) -> str:
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
     if done.returncode:

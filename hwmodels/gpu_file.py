@@ -29,13 +29,14 @@ _FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
 _INT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("int", int)}
 _FLOAT_FIELDS = {n for n, f in _FIELDS.items() if f.type in ("float", float)}
 _STR_FIELDS = {"name", "full_name", "sources"}
+_CURVE_FIELDS = {"stream_curve"}
 _BOOL_FIELDS = {"has_wgmma"}
 _MAY_BE_ZERO = {"tensor_fp8_flops_per_s", "nvlink_bytes_per_s", "launch_overhead_s",
                 # 0 means "not given": the timing model falls back as hwmodels.gpus documents
                 "sustained_clock_hz", "fp32_lanes_per_sm", "dram_latency_s",
                 "l2_atomic_bytes_per_s", "tensor_tf32_gemm_fraction",
-                "barrier_clocks_per_warp", "l2_latency_clocks",
-                *STEP_EVENT_LATENCY_FIELDS.values()}
+                "barrier_clocks_per_warp", "l2_latency_clocks", "stream_curve_sm_count",
+                "stream_curve_peak_bytes_per_s", *STEP_EVENT_LATENCY_FIELDS.values()}
 _FRACTIONS = {"mma_sync_fraction_of_peak", "tensor_gemm_fraction", "tensor_fp8_gemm_fraction",
               "hbm_achievable_fraction", "l2_achievable_fraction", "tensor_tf32_gemm_fraction"}
 _OPTIONAL = {n for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
@@ -85,6 +86,8 @@ FIELD_RANGES = {
     **{name: (1, 10000) for name in STEP_EVENT_LATENCY_FIELDS.values()},    # clocks
     "barrier_clocks_per_warp": (0.01, 1000),
     "l2_latency_clocks": (1, 10000),
+    "stream_curve_sm_count": (1, 1024),
+    "stream_curve_peak_bytes_per_s": (1e9, 1e14),
 }
 
 
@@ -135,6 +138,8 @@ def _checked(origin: str, key: str, value):
             raise GpuFileError(f"{where} must be printable text on one line (no newline, tab "
                                f"or other control character), got {value!r}")
         return value
+    if key in _CURVE_FIELDS:
+        return _checked_curve(where, value)
     if key in _BOOL_FIELDS:
         if not isinstance(value, bool):
             raise GpuFileError(f"{where} must be true or false, got {value!r}")
@@ -158,6 +163,34 @@ def _checked(origin: str, key: str, value):
     if lo is not None and value != 0 and not lo <= value <= hi:
         raise GpuFileError(f"{where} {_range_text(key)}got {value!r}")
     return float(value) if key in _FLOAT_FIELDS else value
+
+
+def _checked_curve(where: str, value) -> tuple:
+    """An occupancy sweep ([[threads per SM, bytes/s], ...], ``hwmodels.gpus.GPU``): the
+    threads and the bandwidth both rise row by row, and so does the time a round takes
+    (threads / bandwidth): more load never shortens the DRAM's latency, which keeps the
+    timing model's solution for a kernel's utilization unique."""
+    hint = "an array of [threads per SM, bytes/s] pairs, e.g. [[64, 1.8e11], [2048, 1.7e12]]"
+    if not isinstance(value, list) or (value and len(value) < 2):
+        raise GpuFileError(f"{where} must be {hint} (two rows at least), or [] for none")
+    rows = []
+    for row in value:
+        if not (isinstance(row, list) and len(row) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                        and math.isfinite(x) for x in row)):
+            raise GpuFileError(f"{where} must be {hint}; got the row {row!r}")
+        threads, rate = row
+        if not (isinstance(threads, int) or float(threads).is_integer()) \
+                or not 1 <= threads <= 2**16 or not 1e9 <= rate <= 1e14:
+            raise GpuFileError(f"{where}: the row {row!r} needs a whole number of threads in "
+                               f"[1, 65,536] and a bandwidth in [1e9, 1e14] bytes/s")
+        rows.append((int(threads), float(rate)))
+    for (t0, r0), (t1, r1) in zip(rows, rows[1:]):
+        if not (t1 > t0 and r1 > r0 and t1 / r1 >= t0 / r0):
+            raise GpuFileError(f"{where}: from row {[t0, r0]} to {[t1, r1]} the threads and "
+                               f"the bandwidth must both rise, the bandwidth by no more than "
+                               f"the threads (a round never gets faster under more load)")
+    return tuple(rows)
 
 
 def _range_text(key: str) -> str:
@@ -192,6 +225,12 @@ def _check_consistency(origin: str, gpu: GPU) -> None:
                 f"{origin}: {field} ({getattr(gpu, field):g}) is below fp32_flops_per_s "
                 f"({gpu.fp32_flops_per_s:g}); tensor cores are the faster path on every GPU "
                 f"that has them: check the units (FLOP/s)")
+    if gpu.stream_curve and not (gpu.stream_curve_sm_count and gpu.stream_curve_peak_bytes_per_s
+                                 >= max(rate for _, rate in gpu.stream_curve)):
+        raise GpuFileError(
+            f"{origin}: stream_curve needs stream_curve_sm_count (the SMs of the board that "
+            f"ran the sweep) and stream_curve_peak_bytes_per_s (its best stream rate, at least "
+            f"the sweep's top {max(r for _, r in gpu.stream_curve):g} bytes/s)")
     if gpu.l2_bytes > gpu.hbm_bytes:
         # the model keeps re-reads in L2 when they fit: an L2 larger than the memory it
         # caches would serve traffic no real GPU can

@@ -93,6 +93,26 @@ Achievable rates (timing model v2; measured by microbenchmarks, never fitted to 
              measured by Nsight Compute, and "about 3 TB/s (~90% peak) for a reduction
              dimension larger than 4k". The H100 SXM5's own copy-like measurement, preferred
              to GH200's triad (another board: six HBM3 stacks at 4 TB/s against five at 3.35).
+* [STREAM-OCC] The same benchmark's occupancy sweep (gpu-stream: "Measures the bandwidth of
+             several streaming kernels for varying occupancy"): each thread of its 'scale'
+             kernel, A[i] = B[i] * 1.2, loads one 8-byte double, stores one and exits, so an
+             SM holding t threads keeps t x 16 bytes of one round in flight; the sweep raises
+             t from 64 to 2048 threads per SM (two blocks per SM). One round then takes
+             SMs x t x 16 B / bandwidth: about 0.6 us at the lightest load, over 1 us near
+             saturation, the DRAM latency as the load raises it (queueing) plus a thread's
+             own issue, store and exit. Rows read (threads per SM: 'scale' GB/s):
+             A100 80GB (108 SMs; xxrjun/gpu-benches, a fork of RRZE-HPC's, gpu-stream/
+             a100_80.txt at 977b0870) 64: 159, 128: 303, 256: 579, 512: 1025, 768: 1379,
+             1024: 1577, 1536: 1682, 2048: 1737; A100 40GB (the same fork at d0c041ed,
+             a100_40.txt) 151, 292, 548, 956, 1245, 1338, 1367, 1382; H100 PCIe (114 SMs;
+             te42kyfo/gpu-benches cuda-stream/h100_pcie.txt at cdcc732d, the same kernels)
+             183, 341, 607, 1037, 1378, 1583, 1666, 1704; GH200 (132 SMs, HBM3 at 4 TB/s;
+             gh200.txt at 977b0870) 237, 464, 854, 1397, 1868, 2269, 2854, 3174. Each board's
+             utilization is measured against its own best stream rate in the same run: the
+             triad at full occupancy (A100 80GB 1794, H100 PCIe 1832, GH200 3783 GB/s;
+             the A100 40GB's scale tops its triad, 1382 against 1358, and is its own top).
+             The H100 SXM5 takes GH200's sweep (the same GH100 with 132 SMs and HBM3, as
+             [L2-RRZE]), the H200 too.
 * [LUO-MMA]  Luo et al. 2025 (arXiv 2501.12084), tensor-core throughput of the register-
              resident ``mma.sync.m16n8k16`` fp16 benchmark on every SM (HPMLL/NVIDIA-Hopper-
              Benchmark, TensorCores/mma/m16n8k16/run_m16n8k16_all_SM.cu: f16 inputs, f32 or
@@ -193,6 +213,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -202,6 +224,18 @@ GiB = 1024 * MiB
 STEP_EVENT_LATENCY_FIELDS = {"mma": "mma_latency_clocks", "smem": "smem_latency_clocks",
                              "sfu": "sfu_latency_clocks", "fp": "fp_latency_clocks",
                              "shfl": "shfl_latency_clocks", "bar": "barrier_latency_clocks"}
+
+# [STREAM-OCC]: a thread of the sweep's 'scale' kernel loads one 8-byte double and stores one.
+STREAM_ROUND_BYTES = 16
+
+# [STREAM-OCC] rows at 64, 128, 256, 512, 768, 1024, 1536 and 2048 resident threads per SM.
+_STREAM_THREADS = (64, 128, 256, 512, 768, 1024, 1536, 2048)
+
+
+def _sweep(*gb_per_s: float) -> tuple:
+    """The occupancy sweep's 'scale' rates (GB/s) as (threads per SM, bytes/s) rows."""
+    return tuple((t, rate * 1e9) for t, rate in zip(_STREAM_THREADS, gb_per_s, strict=True))
+
 
 # Bytes per element of each storage dtype the simulator counts.
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
@@ -265,6 +299,13 @@ class GPU:
     # ---- what one thread may hold ----------------------------------------------------------
     max_registers_per_thread: int = 255        # [CUDA-CC] 32-bit registers per thread, cc 5.0-9.0
     dram_latency_s: float = 0.0                # L2-miss load latency; 0: no latency terms
+    # a streaming thread's round trip under load [STREAM-OCC]: an occupancy sweep of a copy
+    # kernel (one 8-byte load and one 8-byte store a thread), as (resident threads per SM,
+    # bytes/s) rows, on a board of ``stream_curve_sm_count`` SMs whose best stream rate was
+    # ``stream_curve_peak_bytes_per_s``; (): not given, no such term
+    stream_curve: tuple = ()
+    stream_curve_sm_count: int = 0
+    stream_curve_peak_bytes_per_s: float = 0.0
     l2_latency_clocks: float = 0.0             # L2-hit load latency; 0: not given
     l2_atomic_bytes_per_s: float = 0.0         # fp32 RED throughput in L2; 0: L2 rate / 2
     # ---- instruction latencies on a tile step's dependency chain (clocks; 0: not given,
@@ -349,6 +390,14 @@ class GPU:
                                    f"use --dtype fp16 or bf16")
         return peak
 
+    def stream_round_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(DRAM utilization, round time in s) at each row of ``stream_curve``: a round of
+        the benchmark's threads (each with its 16 bytes in flight) takes
+        SMs x threads x 16 B / bandwidth, at a utilization of bandwidth / the board's best."""
+        threads, rate = (np.array(column, dtype=float) for column in zip(*self.stream_curve))
+        round_s = self.stream_curve_sm_count * threads * STREAM_ROUND_BYTES / rate
+        return rate / self.stream_curve_peak_bytes_per_s, round_s
+
     def replace(self, **changes) -> "GPU":
         return dataclasses.replace(self, **changes)
 
@@ -414,6 +463,9 @@ A100_SXM4_40GB = GPU(
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM] 4 schedulers x 1 warp-instr/clk
     dram_latency_s=375.1e-9,                   # [LUO-LAT] A100 PCIe: 523.3 cycles at 1395 MHz
+    stream_curve=_sweep(151, 292, 548, 956, 1245, 1338, 1367, 1382),  # [STREAM-OCC] A100 40GB
+    stream_curve_sm_count=108,
+    stream_curve_peak_bytes_per_s=1382e9,      # [STREAM-OCC] its scale's top (triad 1358)
     l2_latency_clocks=202.8,                   # [LUO-LAT] A100 PCIe: L2 hit, 145.4 ns
     mma_latency_clocks=25,                     # [ACCEL-SIM] SM80_A100
     smem_latency_clocks=28,                    # [ACCEL-SIM] SM80_A100
@@ -429,6 +481,8 @@ A100_SXM4_80GB = A100_SXM4_40GB.replace(
     hbm_bytes=80 * GiB,                        # [A100-DS] 80 GB HBM2e
     hbm_bandwidth_bytes_per_s=2039e9,          # [A100-DS] 2,039 GB/s
     hbm_achievable_fraction=1794 / 2039,       # [STREAM] A100 80GB triad: 88.0%
+    stream_curve=_sweep(159, 303, 579, 1025, 1379, 1577, 1682, 1737),  # [STREAM-OCC] A100 80GB
+    stream_curve_peak_bytes_per_s=1794e9,      # [STREAM-OCC] its triad at full occupancy
 )
 
 H100_SXM5_80GB = GPU(
@@ -472,6 +526,9 @@ H100_SXM5_80GB = GPU(
     smem_bytes_per_clock_per_sm=128,           # [SMEM-BK]
     issue_per_clock_per_sm=4,                  # [WP-SM]
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe: 597.8 cycles at 1755 MHz
+    stream_curve=_sweep(237, 464, 854, 1397, 1868, 2269, 2854, 3174),  # [STREAM-OCC] GH200
+    stream_curve_sm_count=132,                 # (the same GH100, 132 SMs, HBM3)
+    stream_curve_peak_bytes_per_s=3783e9,      # [STREAM-OCC] GH200's triad
     l2_latency_clocks=264.5,                   # [LUO-LAT] H800 PCIe: L2 hit, 150.7 ns
     mma_latency_clocks=24,                     # [ACCEL-SIM] SM90_H100 (the PCIe board and
     smem_latency_clocks=29,                    # the H200 take them: the same SM)
@@ -501,6 +558,9 @@ H100_PCIE_80GB = H100_SXM5_80GB.replace(
     hbm_achievable_fraction=1832 / 2000,       # [STREAM] H100 PCIe triad: 91.6%
     l2_achievable_fraction=6912.2e9 / (12e12 * 1620 / 1830),  # [L2-RRZE] H100 PCIe: 6.9 TB/s
     dram_latency_s=340.6e-9,                   # [LUO-LAT] H800 PCIe (the same board class)
+    stream_curve=_sweep(183, 341, 607, 1037, 1378, 1583, 1666, 1704),  # [STREAM-OCC] H100 PCIe
+    stream_curve_sm_count=114,
+    stream_curve_peak_bytes_per_s=1832e9,      # [STREAM-OCC] its triad at full occupancy
     tensor_gemm_fraction=499.5 / 756,          # [MAG-MAMF] H100 PCIe bf16: 66.1%
     # no fp8 GEMM was measured on the PCIe board: its bf16 fraction times the fp8-to-bf16
     # ratio [MAMF] measured on the SXM5 (70.9% / 80.3%), i.e. the power limit taken to cost

@@ -169,6 +169,13 @@ class KernelRecord:
             ``std::exp`` as an accurate ``expf``, several instructions around one MUFU.EX2,
             and ``x / y`` as an IEEE division (``algorithms.standard.aten_softmax``).
             Pricing only (``accurate_math``). (): none (the counted ops are the instructions).
+        thread_round_bytes: bytes one thread of a register-staged streaming kernel (no
+            shared-memory tiles) moves in one round: the loads it issues before it waits for
+            them, plus the stores it then issues. Its threads hold no more in flight, so the
+            kernel takes one DRAM round trip, at the latency its own traffic loads the DRAM
+            to, for every SMs x resident threads x this many bytes (``hwmodels.timing``,
+            ``loaded_latency``): ATen's elementwise loop over non-contiguous operands moves one
+            element a round (``algorithms.standard.pytorch_eager``). 0: not declared.
         read_sector_use: the share of each 32-byte sector L2 delivers that the kernel's
             reads use: 1 when a warp's loads are coalesced; e / 32 when each thread of a warp
             reads one e-byte element from a different sector (a transposing copy). The
@@ -203,6 +210,7 @@ class KernelRecord:
     step_loads: tuple = ()
     barrier_threads: int = 0
     library_lane_ops: tuple = ()
+    thread_round_bytes: int = 0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -264,7 +272,8 @@ class Recorder:
                read_sector_use=1.0, smem_exchange_bytes=0,
                epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
                step_events=(), chain_steps=0, softmax_beside_own_gemm=(),
-               step_loads=(), barrier_threads=0, library_lane_ops=()) -> np.ndarray:
+               step_loads=(), barrier_threads=0, library_lane_ops=(),
+               thread_round_bytes=0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -280,6 +289,9 @@ class Recorder:
             if pipe not in LIBRARY_PIPES or ops < 0:
                 raise ValueError(f"library_lane_ops takes non-negative lane-ops on the pipes "
                                  f"{LIBRARY_PIPES}, got {pipe!r}: {ops!r}")
+        if thread_round_bytes < 0 or (thread_round_bytes and sum(buffers.values())):
+            raise ValueError(f"kernel {name!r}: thread_round_bytes ({thread_round_bytes}) is "
+                             f"a register-staged kernel's, non-negative and without buffers")
         check_sram_fits(f"kernel {name!r}", buffers, self.sram_budget_bytes)
         rec = KernelRecord(name=name, ctas=int(ctas), buffers=dict(buffers),
                            threads_per_cta=threads_per_cta,
@@ -303,7 +315,8 @@ class Recorder:
                            chain_steps=int(chain_steps), step_loads=tuple(step_loads),
                            barrier_threads=int(barrier_threads),
                            library_lane_ops=tuple((str(pipe), float(ops)) for pipe, ops
-                                                  in dict(library_lane_ops).items()))
+                                                  in dict(library_lane_ops).items()),
+                           thread_round_bytes=int(thread_round_bytes))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

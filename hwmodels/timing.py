@@ -120,6 +120,16 @@ Memory:
                  bound); dram = requested unless L2 serves re-reads (``dram_bytes``); the last
                  term is Little's law: a CTA has at most its shared-memory tiles in flight, so
                  thin grids (split-KV decode) are latency-bound.
+                 A register-staged streaming kernel (``thread_round_bytes``: ATen's
+                 elementwise loops) holds in flight only what each thread loads before it
+                 waits, and the wait grows with the load its own traffic puts on the DRAM
+                 (``loaded_latency``): it runs R = requested / (SMs x resident threads x
+                 round bytes) rounds, each as long as one round of a stream benchmark's
+                 threads at the same DRAM utilization u (the GPU's ``stream_curve``, an
+                 occupancy sweep: round time L(u), interpolated), so
+                     t_lat = R x L(u),  u = dram_bytes / (t_lat x achievable HBM bandwidth)
+                 solved for u (u L(u) rises with u: one solution; below the sweep's lightest
+                 load L is its first row's, past its heaviest its last).
     t_link(k)  = interconnect_bytes / (NVLink bandwidth in one direction)   (ring)
     t_fixed(k) = per-CTA prologue (``_fixed_cost``): the first tiles of a wave of CTAs
                  (``prologue_bytes_per_cta`` each, all SMs loading at once) arrive one DRAM
@@ -197,6 +207,10 @@ class TimingOptions:
     cta_fixed_costs: bool = True      # per-CTA prologue at DRAM latency
     cta_epilogue: bool = True         # per-CTA epilogue: normalize, convert, stage, in turn
     latency_bound_memory: bool = True  # Little's law for thin grids
+    loaded_latency: bool = True       # register-staged streaming kernels (ATen's elementwise
+                                      # loops) wait one DRAM round trip a round, at the
+                                      # latency their load puts on the DRAM (a stream
+                                      # benchmark's occupancy sweep; off: priced as streams)
     launch_pipeline: bool = True      # launches overlap earlier kernels (off: serial add)
     l2_atomics: bool = True           # fp32 atomics at the L2 atomic rate
     lockstep_ctas: bool = True        # resident CTAs run in phase: only a CTA's own staggered
@@ -617,9 +631,35 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
         # grid of fewer CTAs than SMs for the SMs it leaves idle
         in_flight = gpu.sm_count * resident_per_sm(gpu, k) * k.sram_bytes_per_cta
         latency_s = dram * gpu.dram_latency_s / in_flight
+    elif opts.loaded_latency and k.thread_round_bytes > 0 and gpu.stream_curve and dram > 0 \
+            and k.ctas > 0:
+        threads = gpu.sm_count * resident_per_sm(gpu, k) * k.threads_per_cta
+        latency_s = streaming_rounds_s(gpu, requested / (threads * k.thread_round_bytes),
+                                       dram, hbm_rate(gpu, opts))
     mechanism = "HBM bandwidth" if hbm_s >= l2_s else \
         "L2 atomics" if atomic_s > l2_s / 2 else "L2 bandwidth"
     return max(hbm_s, l2_s, latency_s), hbm_s, l2_s, latency_s, atomic_s, mechanism
+
+
+def streaming_rounds_s(gpu: GPU, rounds: float, dram: float, rate: float) -> float:
+    """Time of ``rounds`` round trips of a streaming kernel's threads moving ``dram`` bytes
+    from and to DRAM (achievable bandwidth ``rate``): each round lasts L(u), the round time
+    the GPU's stream benchmark measures at DRAM utilization u, and u is the utilization
+    those rounds produce, dram / (rounds x L(u) x rate). u L(u) grows with u, so bisection
+    finds the one u with u L(u) = dram / (rounds x rate); beyond the benchmark's heaviest
+    load (u = 1 at most) the traffic is bandwidth-bound and t_hbm takes over."""
+    util, round_s = gpu.stream_round_curve()
+    target = dram / (rounds * rate)
+    lo, hi = 0.0, 1.0
+    if hi * np.interp(hi, util, round_s) <= target:
+        return rounds * float(np.interp(hi, util, round_s))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if mid * np.interp(mid, util, round_s) < target:
+            lo = mid
+        else:
+            hi = mid
+    return rounds * float(np.interp(hi, util, round_s))
 
 
 def _fixed_cost(gpu: GPU, k: KernelRecord, opts: TimingOptions, serial_s: float,

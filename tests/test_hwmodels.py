@@ -119,6 +119,8 @@ def test_full_gpu_file_round_trip(tmp_path):
     g = get_gpu("h100-pcie")
     lines = []
     for k, v in dataclasses.asdict(g).items():
+        if isinstance(v, tuple):          # the occupancy sweep: an array of [threads, bytes/s]
+            v = [list(row) for row in v]
         lines.append(f'{k} = {str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, str) else v}')
     f = tmp_path / "full.toml"
     f.write_text("\n".join(lines).replace("'", '"'))
@@ -610,3 +612,82 @@ def test_softmax_beside_own_gemm_takes_shares_of_the_softmax_pipes_only():
     for bad in ({"tensor": 0.5}, {"xu": 1.5}, {"fma": -0.1}):
         with pytest.raises(ValueError, match="softmax_beside_own_gemm"):
             rec.kernel("k", ctas=1, buffers={"x": 1}, softmax_beside_own_gemm=bad)
+
+
+# ---- streaming kernels at the DRAM's loaded latency ----------------------------------------
+
+def scale_like_kernel(gpu, threads_per_sm, elements=2**30, opts=TimingOptions()):
+    """A kernel shaped like the occupancy sweep's 'scale' (A[i] = B[i] * c in doubles): each
+    thread loads 8 bytes and stores 8, two CTAs of threads_per_sm / 2 threads on every SM."""
+    rec = Recorder(gpu)
+    c = rec.kernel("scale", ctas=elements // (threads_per_sm // 2), buffers={},
+                   threads_per_cta=threads_per_sm // 2, tc_path="none",
+                   register_bytes_per_cta=gpu.register_bytes_per_sm // 2,
+                   thread_round_bytes=16)
+    c[HBM_READ_BYTES], c[HBM_WRITE_BYTES] = 8 * elements, 8 * elements
+    return predict_time(gpu, rec.kernels, opts).kernels[0]
+
+
+@pytest.mark.parametrize("name", ["a100-80gb", "h100-pcie"])
+def test_a_streaming_kernel_runs_at_the_rate_its_gpus_sweep_measured(name):
+    """Priced on the board that ran the sweep (its achievable HBM rate is the sweep's own
+    triad), the benchmark's kernel at each measured occupancy moves its bytes at the measured
+    rate: the round time L(u) and the utilization it solves for reproduce the data."""
+    gpu = get_gpu(name)
+    assert gpu.hbm_bandwidth_bytes_per_s * gpu.hbm_achievable_fraction == \
+        pytest.approx(gpu.stream_curve_peak_bytes_per_s)
+    for threads, rate in gpu.stream_curve:
+        k = scale_like_kernel(gpu, threads)
+        assert k.latency_s == pytest.approx(16 * 2**30 / rate, rel=1e-9)
+        assert k.total_s == pytest.approx(max(k.latency_s, k.hbm_s, k.l2_s), rel=1e-3)
+    # the lightest loads are latency-bound, the heaviest stream at the HBM rate
+    assert scale_like_kernel(gpu, 64).mechanism == "DRAM latency"
+    assert scale_like_kernel(gpu, 4096 // 2).latency_s >= scale_like_kernel(gpu, 2048).hbm_s
+
+
+def test_loaded_latency_is_a_switch_and_needs_a_curve():
+    h = get_gpu("h100")
+    k = scale_like_kernel(h, 512)
+    off = scale_like_kernel(h, 512, opts=TimingOptions(loaded_latency=False))
+    assert k.latency_s > k.hbm_s and k.mechanism == "DRAM latency"
+    assert off.latency_s == 0 and off.total_s == pytest.approx(max(off.hbm_s, off.l2_s),
+                                                               rel=1e-3)
+    bare = scale_like_kernel(h.replace(stream_curve=()), 512)
+    assert bare.latency_s == 0
+
+
+def test_between_the_rows_the_round_time_is_interpolated_in_utilization():
+    """On the H100 SXM5 (GH200's sweep, its own HBM rate) a thread with 6 bytes a round at
+    full occupancy (ATen's broadcast add in fp16) solves u L(u) = dram / (rounds x rate) on
+    the segment the data bracket; the closed form of that linear segment agrees."""
+    h = get_gpu("h100")
+    util, round_s = h.stream_round_curve()
+    rate = h.hbm_bandwidth_bytes_per_s * h.hbm_achievable_fraction
+    rec = Recorder(h)
+    elements = 2**31
+    c = rec.kernel("add", ctas=elements // 512, buffers={}, threads_per_cta=128,
+                   tc_path="none", thread_round_bytes=6)
+    c[HBM_READ_BYTES], c[HBM_WRITE_BYTES] = 4 * elements, 2 * elements
+    k = predict_time(h, rec.kernels).kernels[0]
+    rounds = elements / (132 * 2048)
+    target = 6 * elements / (rounds * rate)
+    i = int(np.searchsorted(util * round_s, target))      # the bracketing segment
+    slope = (round_s[i] - round_s[i - 1]) / (util[i] - util[i - 1])
+    a, b = slope, round_s[i - 1] - slope * util[i - 1]    # u (a u + b) = target
+    u = (-b + np.sqrt(b * b + 4 * a * target)) / (2 * a)
+    assert k.latency_s == pytest.approx(rounds * (a * u + b), rel=1e-9)
+    assert 1.5 < k.latency_s / k.hbm_s < 3
+
+
+def test_a_gpu_file_takes_an_occupancy_sweep_and_checks_it():
+    base = {"base": "h100", "name": "h100-swept"}
+    g = gpu_from_mapping({**base, "stream_curve": [[64, 2e11], [2048, 3e12]],
+                          "stream_curve_sm_count": 132, "stream_curve_peak_bytes_per_s": 3.3e12})
+    assert g.stream_curve == ((64, 2e11), (2048, 3e12))
+    with pytest.raises(GpuFileError, match="the threads and the bandwidth must both rise"):
+        gpu_from_mapping({**base, "stream_curve": [[64, 2e11], [128, 5e11]]})
+    with pytest.raises(GpuFileError, match=r"\[threads per SM, bytes/s\] pairs"):
+        gpu_from_mapping({**base, "stream_curve": [64, 2e11]})
+    with pytest.raises(GpuFileError, match="stream_curve_peak_bytes_per_s"):
+        gpu_from_mapping({**base, "stream_curve": [[64, 2e11], [2048, 3e12]],
+                          "stream_curve_peak_bytes_per_s": 2e12})

@@ -358,6 +358,10 @@ def test_cli_runs_the_program_and_json_names_it(capsys):
     d = json.loads(out)
     assert code == 0 and d["options"]["program"] == "pytorch-eager"
     assert [k["name"] for k in d["kernels"]][:3] == ["q_copy", "k_copy", "baddbmm"]
+    # what a thread of the broadcast add holds in flight, and what that costs it
+    (add,) = [k for k in d["kernels"] if k["name"] == "mask_add"]
+    assert add["thread_round_bytes"] == 6 and add["time"]["latency_s"] > 0
+    assert len(d["gpu"]["stream_curve"]) == 8
 
 
 @pytest.mark.parametrize("dtype,e", [("fp16", 2), ("fp32", 4)])
@@ -401,3 +405,61 @@ def test_the_mask_stays_in_l2_only_while_a_head_streaming_past_it_fits(n):
     assert dram_bytes(H100, add) == int(once + (requested - once) * (1 - hit))
     assert (hit == 1.0) == (n == 1024)
     assert dram_bytes(H100, add, TimingOptions(l2_cache=False)) == requested
+
+
+@pytest.mark.parametrize("dtype,e", [("fp16", 2), ("fp32", 4)])
+def test_atens_elementwise_kernels_declare_what_a_thread_holds_in_flight(dtype, e):
+    """ATen's loop over non-contiguous operands (the copies of permuted slices, the add of
+    the broadcast mask, the stack into the packed gradient) takes a thread's elements one
+    after the other: one element of each operand a round. Its vectorized loop (contiguous
+    operands) loads a thread's 4 elements of every input at once. The fill only stores;
+    triu loads its 8 bytes and stores 8."""
+    w = Workload(batch=2, heads=4, seq_q=256, head_dim=64, causal=True, dtype=dtype,
+                 passes="fwd+bwd")
+    r = simulate("standard", w, H100, options=EAGER, compute=False)
+    rounds = {k.name: k.thread_round_bytes for k in r.kernels}
+    expected = {"q_copy": 2 * e, "k_copy": 2 * e, "v_copy": 2 * e, "mask_add": 3 * e,
+                "mask_full": 0, "mask_triu": 16, "softmax_bwd_mul": 4 * 3 * e,
+                "dq_scale": 4 * 2 * e, "dk_scale": 4 * 2 * e, "stack_q": 2 * e,
+                "stack_k": 2 * e, "stack_v": 2 * e}
+    if dtype != "fp32":
+        expected["mask_cast"] = 4 * (4 + e)
+    assert {name: rounds[name] for name in expected} == expected
+    # the tiled kernels keep theirs in shared memory: Little's law there is the tiles'
+    assert all(rounds[name] == 0 for name in ("baddbmm", "softmax", "bmm", "dp_bmm"))
+
+
+def test_the_broadcast_add_waits_on_dram_a_round_at_the_latency_its_load_sets():
+    """At N = 8192 (fp16, d = 128) on the H100 SXM5 the add's threads hold 6 bytes a round
+    (S, the mask and the sum), 12 KiB an SM: the GH200 sweep puts that load at about half
+    the DRAM's rate, where a round takes about 0.93 us; as a stream it would take the copy
+    bandwidth (``--no-loaded-latency``)."""
+    from hwmodels.timing import TimingOptions, kernel_time
+    w = Workload(batch=2, heads=16, seq_q=8192, head_dim=128, causal=True)
+    r = simulate("standard", w, H100, options=EAGER, compute=False)
+    (add,) = [k for k in r.kernels if k.name == "mask_add"]
+    t = kernel_time(H100, add, TimingOptions())
+    rounds = 2 * 16 * 8192 * 8192 / (132 * 2048)
+    assert t.mechanism == "DRAM latency"
+    assert 0.85e-6 < t.latency_s / rounds < 1.0e-6
+    off = kernel_time(H100, add, TimingOptions(loaded_latency=False))
+    assert off.mechanism == "HBM bandwidth" and off.latency_s == 0
+    assert 1.6 < t.total_s / off.total_s < 1.9
+
+
+def test_the_legacy_loops_round_is_what_its_compiled_code_keeps_in_flight():
+    """``benchmarks/aten_elementwise_sass.py`` built ATen's non-contiguous loop (a binary op
+    in fp16) for sm_80 and sm_90 (reports/aten_elementwise_sass.json): each element's two
+    loads follow the previous element's store, so one element of each operand is in flight,
+    as ``legacy_loop_round`` declares; and its registers let 2048 threads share an SM, the
+    occupancy the model gives the kernel (the thread limit)."""
+    import json
+    import pathlib
+    from algorithms.standard import pytorch_eager as eager
+    sass = json.loads((pathlib.Path(__file__).parents[1] / "reports"
+                       / "aten_elementwise_sass.json").read_text())
+    for arch in ("sm_80", "sm_90"):
+        assert sass[arch]["global_memory_order"] == ["LDG", "LDG", "STG"] * eager.THREAD_ELEMENTS
+        assert sass[arch]["elements_in_flight"] == 1
+        assert sass[arch]["registers"] * H100.max_threads_per_sm * 4 <= H100.register_bytes_per_sm
+    assert eager.legacy_loop_round(2, 2, 2) == sass["sm_90"]["elements_in_flight"] * 3 * 2

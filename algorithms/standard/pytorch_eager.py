@@ -20,7 +20,10 @@ packed ``qkv`` of shape (B, N, 3, H, d), and the function runs, line by line:
     return output.to(dtype=qkv.dtype)                             no-op (same dtype)
 
 Kernels (B, H, N, d; e = storage bytes; elementwise kernels as ATen's TensorIterator
-launches them, 128 threads x 4 elements per CTA, ``ATen/native/cuda/Loops.cuh``):
+launches them, 128 threads x 4 elements per CTA, ``ATen/native/cuda/Loops.cuh``; over a
+permuted or broadcast operand (the copies, the mask add) its legacy loop, whose threads hold
+one element of each operand in flight, otherwise its vectorized loop, 4 at once:
+``thread_round_bytes``, which the timing model prices at the DRAM's loaded latency):
   1. ``q_copy``    einops' rearrange permutes and reshapes; merging b and h cannot be a view
                    of the packed qkv (b's stride is 3·N·H·d elements, not H·d), so reshape
                    copies: reads and writes B H N d e. Not launched when B = 1 or H = 1
@@ -88,7 +91,8 @@ from hwmodels.footprint import Allocation, Footprint
 from hwmodels.primitives import count_alu, count_load, count_other, count_store, count_store_result
 
 ELEMENTWISE_THREADS = 128        # Loops.cuh: num_threads() = 4 warps
-ELEMENTWISE_PER_CTA = 512        # ... x thread_work_size() = 4 elements per thread
+THREAD_ELEMENTS = 4              # ... x thread_work_size() = 4 elements per thread
+ELEMENTWISE_PER_CTA = ELEMENTWISE_THREADS * THREAD_ELEMENTS
 TRIU_THREADS = 128               # TriangularOps.cu: block_size
 MASK_FILL = -10000.0             # the benchmark's masked score
 MASK_BUILD_BYTES = 4             # torch.full's default dtype, float32
@@ -140,9 +144,28 @@ def kernel_names(wl) -> tuple[str, ...]:
 SECTOR_BYTES = 32                # the unit L2 delivers (CUDA Best Practices Guide)
 
 
-def elementwise_record(rec, name: str, elements: int, **l2):
+def legacy_loop_round(*operand_bytes: int) -> int:
+    """A round of a thread of ATen's elementwise loop over non-contiguous operands (a
+    broadcast or permuted one; ``CUDALoops.cuh``, ``launch_legacy_kernel``): its 4 elements go
+    one after the other, each loaded, computed and stored before the next is loaded (the
+    store may alias the next load), so one element of each operand is in flight."""
+    return sum(operand_bytes)
+
+
+def vectorized_round(*operand_bytes: int) -> int:
+    """A round of a thread of ATen's vectorized loop (every operand contiguous,
+    ``launch_vectorized_kernel``): it loads its 4 elements of each input, then computes and
+    stores them, all at once."""
+    return THREAD_ELEMENTS * sum(operand_bytes)
+
+
+def elementwise_record(rec, name: str, elements: int, round_bytes: int, **l2):
+    """One of ATen's elementwise kernels over ``elements``; ``round_bytes`` is what one of
+    its threads moves in a round (``legacy_loop_round``, ``vectorized_round``; 0 for a kernel
+    whose threads only store, and so wait on nothing)."""
     return rec.kernel(name, ctas=cdiv(elements, ELEMENTWISE_PER_CTA), buffers={},
-                      threads_per_cta=ELEMENTWISE_THREADS, tc_path="none", **l2)
+                      threads_per_cta=ELEMENTWISE_THREADS, tc_path="none",
+                      thread_round_bytes=round_bytes, **l2)
 
 
 def forward(wl, p, inputs, rec, compute: bool) -> dict:
@@ -151,27 +174,32 @@ def forward(wl, p, inputs, rec, compute: bool) -> dict:
     t = p.tiles
     copies = layout_copies(wl)
     # kernels declared in launch order (the report and the footprint list them so)
-    c_qc = elementwise_record(rec, "q_copy", bh * n * d) if copies else None
-    c_kc = elementwise_record(rec, "k_copy", bh * n * d,    # reads strided by 3 H d e
+    copy_round = legacy_loop_round(e, e)     # the copies read a permuted slice
+    c_qc = elementwise_record(rec, "q_copy", bh * n * d, copy_round) if copies else None
+    c_kc = elementwise_record(rec, "k_copy", bh * n * d, copy_round,  # reads strided by 3 H d e
                               read_sector_use=min(1.0, e / SECTOR_BYTES)) if copies else None
     c_qk = standard.qk_gemm_record(rec, wl, t, "baddbmm")
     c_full = c_triu = c_cast = c_add = None
     if wl.causal:
-        c_full = elementwise_record(rec, "mask_full", n * n)
+        c_full = elementwise_record(rec, "mask_full", n * n, 0)
         rows_padded = n * (cdiv(n, TRIU_ELEMS_PER_THREAD) * TRIU_ELEMS_PER_THREAD)
         c_triu = rec.kernel("mask_triu", buffers={}, threads_per_cta=TRIU_THREADS,
                             ctas=cdiv(rows_padded // TRIU_ELEMS_PER_THREAD, TRIU_THREADS),
-                            tc_path="none")
-        c_cast = elementwise_record(rec, "mask_cast", n * n) if casts_mask(wl) else None
+                            tc_path="none",      # a thread loads its 8 bytes, then stores 8
+                            thread_round_bytes=2 * TRIU_ELEMS_PER_THREAD * MASK_BUILD_BYTES)
+        c_cast = elementwise_record(rec, "mask_cast", n * n,
+                                    vectorized_round(MASK_BUILD_BYTES, e)) \
+            if casts_mask(wl) else None
         # the mask (N² e) is read by every head: after the first, from L2 if L2 keeps it
-        # while a head's S and output (2 N² e) stream through between two reads of it
-        c_add = elementwise_record(rec, "mask_add", bh * n * n,
+        # while a head's S and output (2 N² e) stream through between two reads of it;
+        # the mask broadcasts over B·H, so ATen runs the legacy loop
+        c_add = elementwise_record(rec, "mask_add", bh * n * n, legacy_loop_round(e, e, e),
                                    unique_hbm_bytes=bh * 2 * n * n * e + n * n * e,
                                    l2_working_set_bytes=shared_operand_working_set(
                                        n * n * e, 2 * n * n * e))
     c_sm = aten_softmax.softmax_record(rec, wl, p)
     c_drop = standard_bwd.dropout_record(rec, wl) if wl.dropout > 0 else None
-    c_vc = elementwise_record(rec, "v_copy", bh * n * d) if copies else None
+    c_vc = elementwise_record(rec, "v_copy", bh * n * d, copy_round) if copies else None
     c_pv = standard.pv_gemm_record(rec, wl, t, "bmm")
 
     mask = None

@@ -97,18 +97,24 @@ def backward(wl, p, inputs, saved, rec: Recorder, compute: bool) -> dict:
     # declared in launch order
     c_dp = standard_bwd.gemm_record(rec, wl, t, "dp_bmm", n, n, d)
     c_dv = standard_bwd.gemm_record(rec, wl, t, "dv_bmm", n, d, n)
-    c_drop = eager.elementwise_record(rec, "dropout_bwd", bh * n * n) if dropout else None
-    c_mul = eager.elementwise_record(rec, "softmax_bwd_mul", bh * n * n)
+    # contiguous operands (ATen's vectorized loop), but for the stack's copies into the
+    # packed gradient's strided slices (its legacy loop)
+    c_drop = eager.elementwise_record(rec, "dropout_bwd", bh * n * n,
+                                      eager.vectorized_round(e, standard_bwd.MASK_BYTES, e)) \
+        if dropout else None
+    c_mul = eager.elementwise_record(rec, "softmax_bwd_mul", bh * n * n,
+                                     eager.vectorized_round(e, e, e))
     # the row kernel reads the product back beside P (SoftMax.cu: tmp - output * sum)
     c_sm = standard_bwd.softmax_bwd_record(rec, wl, p.bwd, rows="P_row,tmp_row")
     c_dq = standard_bwd.gemm_record(rec, wl, t, "dq_bmm", n, d, n)
-    c_dqs = eager.elementwise_record(rec, "dq_scale", head)
+    scale_round, copy_round = eager.vectorized_round(e, e), eager.legacy_loop_round(e, e)
+    c_dqs = eager.elementwise_record(rec, "dq_scale", head, scale_round)
     c_dk = standard_bwd.gemm_record(rec, wl, t, "dk_bmm", d, n, n)
-    c_dks = eager.elementwise_record(rec, "dk_scale", head)
-    c_sq = eager.elementwise_record(rec, "stack_q", head)
-    c_sk = eager.elementwise_record(rec, "stack_k", head,
+    c_dks = eager.elementwise_record(rec, "dk_scale", head, scale_round)
+    c_sq = eager.elementwise_record(rec, "stack_q", head, copy_round)
+    c_sk = eager.elementwise_record(rec, "stack_k", head, copy_round,
                                     read_sector_use=min(1.0, e / eager.SECTOR_BYTES))
-    c_sv = eager.elementwise_record(rec, "stack_v", head)
+    c_sv = eager.elementwise_record(rec, "stack_v", head, copy_round)
 
     _, _, inv_keep = dropout_args(wl, inputs, compute)
     grads = {}

@@ -133,12 +133,14 @@ def chart_speedups() -> tuple:
                  for pub2, pred2 in [bars[(chart, d, causal, n, "flash2")]])
 
 
-def standard_chart_ratios(program: str, timing: TimingOptions = TimingOptions()) -> list[float]:
+def standard_chart_ratios(program: str, timing: TimingOptions = TimingOptions(),
+                          causal: bool | None = None) -> list[float]:
     """The charts' standard-attention bars, predicted/published, priced with one program of
-    ``standard`` (``--program``)."""
-    return [tflops("standard", paper_workload(n, d, causal), "h100-sxm", timing,
+    ``standard`` (``--program``); with ``causal``, only the causal (or non-causal) charts'."""
+    return [tflops("standard", paper_workload(n, d, is_causal), "h100-sxm", timing,
                    options=(("program", program),)) / published[0]
-            for (_, d, causal, _), values in FA3_CHARTS.items()
+            for (_, d, is_causal, _), values in FA3_CHARTS.items()
+            if causal is None or is_causal == causal
             for n, published in values.items() if published[0] is not None]
 
 

@@ -168,6 +168,27 @@ def eager_mask_l2_limit(e: int = 2, gpu: str = "h100-sxm") -> int:
     return n
 
 
+def eager_add_at_loaded_latency(n: int = 8192, d: int = 128) -> dict[str, float]:
+    """The causal add of the FA-3 paper's eager forward on the H100 SXM5 (chart B's shape):
+    what each thread holds in flight, the round time and DRAM utilization its rounds settle
+    at, and its DRAM rate as a fraction of the copy bandwidth a stream gets."""
+    from hwmodels.timing import dram_bytes, hbm_rate, kernel_time
+    gpu = model_gpu("h100-sxm")
+    run = simulate("standard", paper_workload(n, d, True), gpu, compute=False,
+                   options=dict(CHART_OPTIONS["standard"]))
+    (add,) = [k for k in run.kernels if k.name == "mask_add"]
+    t = kernel_time(gpu, add, TimingOptions())
+    rate = dram_bytes(gpu, add) / t.total_s
+    copy = hbm_rate(gpu, TimingOptions())
+    threads = gpu.max_threads_per_sm
+    counts = add.counts()
+    rounds = (counts["hbm_read_bytes"] + counts["hbm_write_bytes"]) \
+        / (gpu.sm_count * threads * add.thread_round_bytes)
+    return {"round_bytes": add.thread_round_bytes,
+            "kib_per_sm": add.thread_round_bytes * threads / 1024,
+            "round_ns": t.latency_s / rounds * 1e9, "utilization": rate / copy}
+
+
 def eager_implied_bandwidth(gpu: str) -> tuple[float, float]:
     """(min, max) over the FA-2 paper's PyTorch fwd+bwd bars on ``gpu`` of the DRAM bandwidth
     the published times imply for the eager program's HBM traffic (the model's DRAM

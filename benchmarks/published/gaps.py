@@ -17,7 +17,8 @@ from .charts import (FA2_FWD_BWD_CHARTS, FA3_CHARTS, FA3_D64_OTHER_KERNELS, back
 from .diagnostics import (MAG_MAMF_TFLOPS, WH_REF_GEMM_TFLOPS, backward_gap_text,
                           eager_backward_shares, eager_backward_without_product,
                           eager_softmax_mechanism,
-                          eager_causal_extra_us, eager_copy_share,
+                          eager_add_at_loaded_latency, eager_causal_extra_us,
+                          eager_copy_share,
                           eager_implied_bandwidth, eager_mask_l2_limit,
                           fa1_pass_ratios, fa2_a100_lowest, fa2_layout,
                           fa2_occupancy_sentence, implied_mma_sync_fraction, lockstep_effect,
@@ -162,16 +163,43 @@ def standard_attention_bullet() -> str:
         "comes from DRAM for every head. Causality adds "
         f"{eager_causal_extra_us()[1]:.0f} µs to the predicted time at N = 512, d = 128, "
         f"where charts A and B imply {eager_causal_extra_us()[0]:.0f} µs, and the non-causal "
-        "N = 512 bars are still optimistic. Every kernel of the program is a stream priced at "
-        "the copy bandwidth; the broadcast add (its mask operand has stride 0 over B·H, and "
-        "ATen's elementwise loop vectorizes contiguous operands only) and PyTorch's softmax on "
-        "512-element rows may well run below it. Measured rather than read off a chart, the "
+        "N = 512 bars are still optimistic. " + eager_loaded_latency_text() + " "
+        "Measured rather than read off a chart, the "
         "program shows the same: its forward as the baseline of FA-3's fp8 benchmark on an "
         "H100 PCIe ([FA3-1075]: non-causal, d = 128, N = "
         + ", ".join(str(n) for n in FA3_1075_EAGER_MS)
         + ") is predicted at " + ", ".join(f"{r:.2f}" for r in fa3_1075_eager_ratios())
         + " of the measured rates. " + eager_softmax_switch_text() + " "
         + eager_backward_text())
+
+
+def eager_loaded_latency_text() -> str:
+    """Why ATen's broadcast add and permuted copies run below the copy bandwidth, and what
+    pricing them at the DRAM's loaded latency changes."""
+    add = eager_add_at_loaded_latency()
+    streams = TimingOptions(loaded_latency=False)
+    as_streams = standard_chart_ratios("pytorch-eager", streams)
+    causal_streams = standard_chart_ratios("pytorch-eager", streams, causal=True)
+    causal = standard_chart_ratios("pytorch-eager", causal=True)
+    return (
+        "ATen's elementwise loop vectorizes contiguous operands only ([ATEN-LOOP]): the "
+        "broadcast add (its mask has stride 0 over B·H) and the copies of permuted slices run "
+        "its legacy loop, whose threads take their elements one after the other, each loaded, "
+        "added and stored before the next is loaded (the store may alias the next load; its "
+        "compiled code issues LDG, LDG, STG four times over), so a thread holds one element "
+        "of each operand in flight: {round_bytes} bytes a round "
+        "for the add in fp16, {kib_per_sm:.0f} KiB an SM at full occupancy. Little's law "
+        "then bounds it by the DRAM's latency, and that latency grows with the load: the "
+        "model takes a round to last what a round of RRZE gpu-benches' stream kernel lasts "
+        "at the same DRAM utilization, from its occupancy sweep ([STREAM-OCC], "
+        "`loaded_latency`; GH200's for the SXM5, the board's own for the A100 and the H100 "
+        "PCIe), and solves for the utilization the rounds produce. At N = 8192, d = 128 the "
+        "add's rounds settle at {utilization:.0%} of the copy bandwidth, {round_ns:.0f} ns a "
+        "round. Priced as streams at the copy bandwidth (`--no-loaded-latency`) the chart "
+        "bars were {lo:.2f}–{hi:.2f}, the causal ones {clo:.2f}–{chi:.2f}; the causal ones "
+        "are now {nlo:.2f}–{nhi:.2f}."
+    ).format(**add, lo=min(as_streams), hi=max(as_streams), clo=min(causal_streams),
+             chi=max(causal_streams), nlo=min(causal), nhi=max(causal))
 
 
 def eager_softmax_switch_text() -> str:
@@ -271,7 +299,7 @@ def eager_backward_text() -> str:
         "tensor rates, land at {:.2f}–{:.2f} and {:.2f}–{:.2f}: what stays optimistic there "
         "is most likely the forward's share (above), since the backward bars alone land near 1. Read as bandwidth, the published forward + backward "
         "times move the program's DRAM traffic (the model's estimate, after L2) at "
-        "{:.2f}–{:.2f} of the copy bandwidth the model gives its kernels on the H100 and at "
+        "{:.2f}–{:.2f} of the copy bandwidth on the H100 and at "
         "{:.2f}–{:.2f} on the A100. No microbenchmark of PyTorch's row softmax or of "
         "memory-bound batched GEMMs against a copy on the same board is published for these "
         "GPUs; `benchmarks/profile_eager.py` times the program step by step on a GPU, "
@@ -674,7 +702,9 @@ def sibling_board_constants_bullet() -> str:
         "- **Constants measured on sibling boards.** The DRAM latency comes from pointer "
         "chasing on an A100 PCIe and an H800 PCIe (LUO-LAT), the copy bandwidth of the H200 "
         "from a GH200 (STREAM; the H100 SXM5's is its own, QUACK), the H100 SXM5's L2 "
-        "bandwidth from a GH200 (L2-RRZE: the same GH100 L2), the `mma.sync` ratio from "
+        "bandwidth from a GH200 (L2-RRZE: the same GH100 L2), the H100 SXM5's and the "
+        "H200's DRAM round trip under load from a GH200's occupancy sweep (STREAM-OCC: "
+        "the same 132 SMs, HBM3 at 4 TB/s, where the SXM5 has 3.35), the `mma.sync` ratio from "
         "an H800 PCIe "
         "(LUO-MMA), the shuffle latency from an H200 (KW-SHFL), the A100's shuffle and "
         "barrier latencies from a GA100 mining board timed in ns (GMB-GA100), "

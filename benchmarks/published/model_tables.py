@@ -65,6 +65,12 @@ CONSTANTS = (
     ("dram_latency_s", "L2-miss load latency",
      lambda g: f"{g.dram_latency_s * 1e9:.0f} ns", "LUO-LAT (pointer chasing at 2x L2: "
      "A100 PCIe 523 cycles at 1395 MHz, H800 PCIe 598 cycles at 1755 MHz)"),
+    ("stream_curve", "a streaming thread's DRAM round trip under load: round time at "
+     "the lightest and the heaviest load of an occupancy sweep",
+     lambda g: "{:.0f}–{:.0f} ns".format(*(1e9 * g.stream_round_curve()[1][[0, -1]])),
+     "STREAM-OCC (RRZE gpu-benches gpu-stream's 'scale' kernel from 64 to 2048 threads an "
+     "SM: A100 80GB and H100 PCIe their own sweeps; H100 SXM5: GH200's, the same GH100 "
+     "with 132 SMs and HBM3)"),
     ("l2_latency_clocks", "L2-hit load latency (clocks)",
      lambda g: f"{g.l2_latency_clocks:g}", "LUO-LAT (the same chase within L2: A100 PCIe "
      "202.8 cycles, H800 PCIe 264.5 cycles)"),

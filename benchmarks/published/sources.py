@@ -143,6 +143,31 @@ SOURCES = (
            "whole, then the row kernel (cunn_SoftMaxBackward, or the warp softmax for rows of "
            "at most 1024) on it: simulated as the eager backward's softmax_bwd_mul and "
            "softmax_bwd (algorithms/standard/pytorch_eager_backward.py)"),
+    Source("STREAM-OCC", "RRZE gpu-benches (D. Ernst), gpu-stream: 'Measures the bandwidth "
+           "of several streaming kernels for varying occupancy'; its 'scale' kernel "
+           "A[i] = B[i] * 1.2 in doubles, one element a thread, two blocks an SM",
+           "github.com/RRZE-HPC/gpu-benches, read in the fork xxrjun/gpu-benches "
+           "(gpu-stream/a100_80.txt and gh200.txt at 977b0870, a100_40.txt at d0c041ed) and "
+           "te42kyfo/gpu-benches (cuda-stream/h100_pcie.txt at cdcc732d)",
+           "'scale' GB/s at 64, 128, 256, 512, 768, 1024, 1536, 2048 threads an SM: A100 80GB "
+           "159, 303, 579, 1025, 1379, 1577, 1682, 1737 (triad at full occupancy 1794); "
+           "A100 40GB 151, 292, 548, 956, 1245, 1338, 1367, 1382 (triad 1358); H100 PCIe "
+           "183, 341, 607, 1037, 1378, 1583, 1666, 1704 (triad 1832); GH200 237, 464, 854, "
+           "1397, 1868, 2269, 2854, 3174 (triad 3783)"),
+    Source("ATEN-LOOP", "PyTorch aten/src/ATen/native/cuda/CUDALoops.cuh, gpu_kernel_impl "
+           "(launch_vectorized_kernel for contiguous iterators, launch_legacy_kernel "
+           "otherwise), its loop written out and compiled",
+           "github.com/pytorch/pytorch aten/src/ATen/native/cuda/CUDALoops.cuh (read at "
+           "002a5676); benchmarks/aten_elementwise_loop.cu and "
+           "benchmarks/aten_elementwise_sass.py (nvcc 13.0, -O3, sm_80 and sm_90; the run: "
+           "reports/aten_elementwise_sass.json)",
+           "if (contiguous) { return launch_vectorized_kernel(numel, f, data); } auto "
+           "offset_calc = ::make_offset_calculator<traits::arity + 1>(iter); constexpr int "
+           "unroll_factor = sizeof(arg0_t) >= 4 ? 2 : 4; launch_legacy_kernel<128, "
+           "unroll_factor>(numel, [=] GPU_LAMBDA(int idx) { auto offsets = "
+           "offset_calc.get(idx); arg0_t* out = (arg0_t*)(data[0] + offsets[0]); *out = "
+           "invoke(f, &data[1], &offsets[1], 1); }); — compiled, a thread's global memory "
+           "operations in order: LDG LDG STG, four times (12 or 17 registers)"),
     Source("ATEN-SASS", "PyTorch's row softmax (SoftMax.cu, PersistentSoftmax.cuh) compiled "
            "as PyTorch builds it, without --use_fast_math, read off its SASS; and PyTorch PR "
            "#122970 (2024-03-29) on why it keeps std::exp",
