@@ -349,10 +349,12 @@ def add_timing_args(p) -> None:
                         ("cta-epilogue", "per-CTA epilogue (normalize, convert and stage the "
                                          "output through shared memory, in turn)"),
                         ("latency-bound-memory", "Little's law for thin grids"),
-                        ("loaded-latency", "streaming kernels whose threads hold one round "
-                                           "in flight (PyTorch's elementwise loops) waiting "
-                                           "a DRAM round trip a round, at the latency their "
-                                           "load puts on the DRAM (off: priced as streams)"),
+                        ("loaded-latency", "the DRAM latency under a kernel's own load: "
+                                           "streaming kernels whose threads hold one round "
+                                           "in flight (PyTorch's elementwise loops) wait a "
+                                           "round trip at it a round, and staged loads wait "
+                                           "it (off: streams at the copy bandwidth, staged "
+                                           "loads at the unloaded latency)"),
                         ("launch-pipeline", "launches overlapping earlier kernels"),
                         ("l2-atomics", "fp32 atomics at the L2 atomic rate"),
                         ("lockstep-ctas", "resident CTAs running in phase (off: each "

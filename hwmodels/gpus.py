@@ -398,6 +398,16 @@ class GPU:
         round_s = self.stream_curve_sm_count * threads * STREAM_ROUND_BYTES / rate
         return rate / self.stream_curve_peak_bytes_per_s, round_s
 
+    def loaded_dram_latency_s(self, utilization: float) -> float:
+        """The DRAM latency a load waits at a DRAM utilization: the pointer chase's, one load
+        at a time, plus what a round of the stream sweep gains over its lightest load at that
+        utilization (the queueing; the rest of a sweep round is its threads' own launch,
+        index, store and exit, which a tile loop's load does not pay)."""
+        if not self.stream_curve:
+            return self.dram_latency_s
+        util, round_s = self.stream_round_curve()
+        return self.dram_latency_s + float(np.interp(utilization, util, round_s) - round_s[0])
+
     def replace(self, **changes) -> "GPU":
         return dataclasses.replace(self, **changes)
 

@@ -77,13 +77,17 @@ enter the chain as a delay station Z of the mean-value analysis, which no chain 
                  others fill the wait).
 A step may also wait on a global load it staged through registers (``step_loads``: the v1
 release loads the next Q_i into registers and stores it to shared memory a few GEMMs later,
-and reads its fp32 dQ_i back to add to it): the load's latency, an L2 hit or a DRAM access
+and reads its fp32 O_i (forward) and dQ_i (backward) back to add to them): the load's latency, an L2 hit or a DRAM access
 by the kernel's L2 hit share ([LUO-LAT]), less the work between issue and use (shares of
 the step's GEMM and softmax phases, and the events the warp waits out meanwhile), joins Z:
     Z_load(k)  = sum over loads of steps x max(0, n (L - events between) - g G - s P),
                  n = chain_steps / (S x resident CTAs in step)
 (``staged_load_latency`` off: the loads are free). cp.async and TMA loads, issued a tile
-ahead, declare none.
+ahead, declare none. A DRAM access waits the latency the kernel's own traffic loads the DRAM
+to (``loaded_latency``): the pointer chase's plus what a round of the GPU's stream sweep
+gains over its lightest load at the kernel's utilization u = dram_bytes / (t x achievable
+HBM bandwidth), t the kernel's time, which the wait lengthens: ``kernel_time`` solves the
+fixed point.
 Resident CTAs do not add chains (``lockstep_ctas``): the overlap of one warp's softmax with
 another's GEMMs is not something the SM provides unasked. FlashAttention-3 §3.1 gets it only
 by forcing it ("we use synchronization barriers ... to force the GEMMs of warpgroup 1 to be
@@ -207,10 +211,12 @@ class TimingOptions:
     cta_fixed_costs: bool = True      # per-CTA prologue at DRAM latency
     cta_epilogue: bool = True         # per-CTA epilogue: normalize, convert, stage, in turn
     latency_bound_memory: bool = True  # Little's law for thin grids
-    loaded_latency: bool = True       # register-staged streaming kernels (ATen's elementwise
-                                      # loops) wait one DRAM round trip a round, at the
-                                      # latency their load puts on the DRAM (a stream
-                                      # benchmark's occupancy sweep; off: priced as streams)
+    loaded_latency: bool = True       # the DRAM latency under a kernel's own load (a stream
+                                      # benchmark's occupancy sweep): register-staged
+                                      # streaming kernels (ATen's elementwise loops) wait a
+                                      # round trip at it a round, and tile steps' staged
+                                      # loads wait it (off: streams at the copy bandwidth,
+                                      # staged loads at the unloaded latency)
     launch_pipeline: bool = True      # launches overlap earlier kernels (off: serial add)
     l2_atomics: bool = True           # fp32 atomics at the L2 atomic rate
     lockstep_ctas: bool = True        # resident CTAs run in phase: only a CTA's own staggered
@@ -273,6 +279,7 @@ class KernelTime:
     exchange_s: float = 0.0       # of smem_s, split-K partials summed: a phase of the chain
     step_latency_s: float = 0.0   # the chain's instruction latencies per SM (a delay station)
     load_wait_s: float = 0.0      # of step_latency_s, the staged loads' uncovered latency
+    dram_latency_s: float = 0.0   # what a load from DRAM waited, under the kernel's own load
 
 
 @dataclass(frozen=True)
@@ -577,19 +584,22 @@ def _step_latency(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
         / _clock(gpu, opts)
 
 
-def load_latency_s(gpu: GPU, k: KernelRecord, source: str, opts: TimingOptions) -> float:
+def load_latency_s(gpu: GPU, k: KernelRecord, source: str, opts: TimingOptions,
+                   dram_latency_s: float | None = None) -> float:
     """A step load's latency: an L2 hit for data that stays in L2; for streamed data an L2
     hit as often as the kernel's re-reads hit (``l2_reread_hit``), else a DRAM access
-    ([LUO-LAT] in ``hwmodels.gpus``: both by pointer chasing, one load at a time)."""
+    ([LUO-LAT] in ``hwmodels.gpus``: both by pointer chasing, one load at a time), at
+    ``dram_latency_s`` where the kernel's own load raises it (``kernel_time``)."""
     l2_s = gpu.l2_latency_clocks / _clock(gpu, opts)
     if source == "l2":
         return l2_s
     hit = l2_reread_hit(gpu, k, opts)
-    return hit * l2_s + (1.0 - hit) * gpu.dram_latency_s
+    dram_s = gpu.dram_latency_s if dram_latency_s is None else dram_latency_s
+    return hit * l2_s + (1.0 - hit) * dram_s
 
 
 def _load_wait(gpu: GPU, k: KernelRecord, opts: TimingOptions, gemm_s: float,
-               softmax_s: float) -> float:
+               softmax_s: float, dram_latency_s: float) -> float:
     """The delay demand per SM of the loads a step issues into registers and uses later
     (``KernelRecord.step_loads``): each waits its latency less the work between issue and
     use, the shares of the step's GEMM and softmax phases it names (per SM, ``gemm_s`` and
@@ -602,8 +612,8 @@ def _load_wait(gpu: GPU, k: KernelRecord, opts: TimingOptions, gemm_s: float,
     wait = 0.0
     for load in k.step_loads:
         between = events_clocks(gpu, k, load.events, opts.sync_latency) / clock
-        wait += load.steps * max(0.0, steps * (load_latency_s(gpu, k, load.source, opts)
-                                               - between)
+        latency = load_latency_s(gpu, k, load.source, opts, dram_latency_s)
+        wait += load.steps * max(0.0, steps * (latency - between)
                                  - load.gemm_share * gemm_s - load.softmax_share * softmax_s)
     return wait
 
@@ -628,7 +638,9 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
     if opts.latency_bound_memory and gpu.dram_latency_s > 0 and k.sram_bytes_per_cta > 0 \
             and k.ctas > 0:
         # as if every SM held the grid's resident CTAs; wave quantization then charges a
-        # grid of fewer CTAs than SMs for the SMs it leaves idle
+        # grid of fewer CTAs than SMs for the SMs it leaves idle. At the unloaded latency:
+        # the term is there for thin grids, which load the DRAM lightly, and a CTA's tiles
+        # are only the least it keeps in flight (a row kernel holds its row in registers too)
         in_flight = gpu.sm_count * resident_per_sm(gpu, k) * k.sram_bytes_per_cta
         latency_s = dram * gpu.dram_latency_s / in_flight
     elif opts.loaded_latency and k.thread_round_bytes > 0 and gpu.stream_curve and dram > 0 \
@@ -734,7 +746,40 @@ def _interconnect_time(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
 def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions(),
                 launch_s: float | None = None) -> KernelTime:
     """One kernel on its own: its launch charged whole unless ``launch_s`` says what of it is
-    exposed (``predict_time`` pipelines the launches of kernels run back to back)."""
+    exposed (``predict_time`` pipelines the launches of kernels run back to back).
+
+    The loads its tile steps stage through registers (``step_loads``) wait the DRAM latency
+    its own traffic loads the DRAM to (``loaded_latency``; ``GPU.loaded_dram_latency_s``):
+    the kernel's time sets its DRAM utilization, which sets the latency those loads wait,
+    which sets its time. The time at a latency falls as the latency does, and the latency as the
+    time grows, so one time agrees with itself: bisection between the time at the unloaded
+    latency and the time at the latency that time's utilization gives."""
+    unloaded = _kernel_time_at(gpu, k, opts, launch_s, gpu.dram_latency_s)
+    if not (opts.loaded_latency and gpu.stream_curve and k.step_loads
+            and gpu.dram_latency_s > 0 and unloaded.dram_bytes > 0):
+        return unloaded
+    rate = hbm_rate(gpu, opts)
+
+    def at(busy_s: float) -> KernelTime:
+        utilization = unloaded.dram_bytes / (busy_s * rate)
+        return _kernel_time_at(gpu, k, opts, launch_s, gpu.loaded_dram_latency_s(utilization))
+
+    def busy(t: KernelTime) -> float:     # the time the kernel's traffic is spread over
+        return t.total_s - t.launch_s
+    lo = busy(unloaded)
+    loaded = at(lo)
+    if busy(loaded) <= lo:                # no latency the load raises sets its time
+        return loaded
+    hi = busy(loaded)
+    while hi - lo > 1e-9 * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if busy(at(mid)) > mid else (lo, mid)
+    return at(hi)
+
+
+def _kernel_time_at(gpu: GPU, k: KernelRecord, opts: TimingOptions, launch_s: float | None,
+                    dram_latency_s: float) -> KernelTime:
+    """``kernel_time`` with its loads from DRAM waiting ``dram_latency_s``."""
     c = k.counters
     dram = dram_bytes(gpu, k, opts)
     memory_s, hbm_s, l2_s, latency_s, atomic_s, memory_mechanism = _memory(gpu, k, dram, opts)
@@ -747,7 +792,8 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     gemm = max(p.tensor_s, p.smem_s - exchange)
     softmax = softmax_after_gemm(p, k, gemm, opts)
     phases = (gemm, softmax, exchange) if exchange else (gemm, softmax)
-    load_wait_s = _load_wait(gpu, k, opts, gemm, softmax) if opts.pipe_model else 0.0
+    load_wait_s = _load_wait(gpu, k, opts, gemm, softmax, dram_latency_s) \
+        if opts.pipe_model else 0.0
     step_latency_s = (_step_latency(gpu, k, opts) + load_wait_s) if opts.pipe_model else 0.0
     if opts.pipe_model:
         chain_s = closed_network_time(phases, chains, step_latency_s)
@@ -796,7 +842,7 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
                       mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s,
                       exchange_s=p.exchange_s, step_latency_s=step_latency_s,
-                      load_wait_s=load_wait_s)
+                      load_wait_s=load_wait_s, dram_latency_s=dram_latency_s)
 
 
 def softmax_after_gemm(p: _Pipes, k: KernelRecord, gemm_s: float,

@@ -7,6 +7,7 @@ The expected waits below are worked out by hand from the GPU's latencies.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from algorithms.flash1 import backward as flash1_bwd
@@ -83,7 +84,8 @@ def test_a_malformed_step_load_is_refused(bad):
 
 
 def test_the_v1_release_declares_its_staged_loads():
-    """The release's forward stages the next Q_i (the softmax between); its backward the next
+    """The release's forward stages the next Q_i (the softmax between) and, at every K/V
+    block but the first, reads back its fp32 O_i (the softmax and P V between); its backward the next
     Q_i and dO_i, the next log-sum-exp and D_i, and, in the loop kernel (a CTA per head),
     the fp32 dQ_i read back at every K/V block but the first; the split kernel adds dQ with
     atomics and reads nothing back. Algorithm 1 and 4 as written (--tiles paper), and
@@ -92,8 +94,13 @@ def test_the_v1_release_declares_its_staged_loads():
     r = simulate("flash1", loop, H100, options=RELEASE, compute=False)
     kernels = {k.name: k for k in r.kernels}
     assert r.plan["bwd"]["splits"] == 1
-    (fwd_load,) = kernels["flash1_fwd"].step_loads
-    assert fwd_load.softmax_share == 1.0 and fwd_load.gemm_share == 0.0
+    next_q, o_back = kernels["flash1_fwd"].step_loads
+    assert next_q.softmax_share == 1.0 and next_q.gemm_share == 0.0
+    assert (o_back.source, o_back.softmax_share, o_back.gemm_share) == ("stream", 1.0, 1 / 2)
+    assert o_back.steps == pytest.approx(3 / 4)                   # all passes but the first
+    one_block = simulate("flash1", Workload(batch=16, heads=32, seq_q=256, head_dim=64),
+                         H100, options=RELEASE, compute=False)
+    assert len(one_block.kernels[0].step_loads) == 1              # nothing to read back
     bwd = kernels["flash1_bwd"].step_loads
     assert [(ld.source, ld.gemm_share) for ld in bwd] == \
         [("stream", 3 / 5), ("stream", 2 / 5), ("l2", 2 / 5), ("l2", 1 / 5), ("stream", 1 / 5)]
@@ -124,3 +131,27 @@ def test_the_release_backward_waits_on_its_dq_readback_on_the_h100_not_the_a100(
     assert h100.plan["splits"] == 1 and a100.plan["splits"] > 1
     assert h.load_wait_s > 0.05 * h.total_s
     assert a.load_wait_s == 0
+
+
+def test_a_load_from_dram_waits_the_latency_its_kernels_own_traffic_raises():
+    """A kernel streaming DRAM at utilization u: its staged loads wait the pointer chase's
+    340.6 ns plus what a round of the GH200 stream sweep gains over its lightest load at u
+    (``GPU.loaded_dram_latency_s``), u being the utilization the kernel's own time gives
+    (the fixed point ``kernel_time`` solves); ``--no-loaded-latency`` keeps the chase's."""
+    from hwmodels.counters import HBM_READ_BYTES
+    from hwmodels.timing import hbm_rate
+    ks = _loading_kernel(H100, (StepLoad("stream"),))
+    ks[0].raw[HBM_READ_BYTES] = 2 * 10**9
+    t = predict_time(H100, ks).kernels[0]
+    u = t.dram_bytes / ((t.total_s - t.launch_s) * hbm_rate(H100, TimingOptions()))
+    assert 0.2 < u < 0.9
+    assert t.dram_latency_s == pytest.approx(H100.loaded_dram_latency_s(u), rel=1e-6)
+    util, round_s = H100.stream_round_curve()
+    assert t.dram_latency_s - 340.6e-9 == pytest.approx(
+        float(np.interp(u, util, round_s)) - round_s[0], rel=1e-6)
+    off = predict_time(H100, ks, TimingOptions(loaded_latency=False)).kernels[0]
+    assert off.dram_latency_s == 340.6e-9 and off.load_wait_s < t.load_wait_s
+    # below the sweep's lightest load, and on a GPU without a sweep: the chase's latency
+    assert H100.loaded_dram_latency_s(0.0) == H100.loaded_dram_latency_s(util[0]) == 340.6e-9
+    bare = H100.replace(stream_curve=())
+    assert predict_time(bare, ks).kernels[0].dram_latency_s == 340.6e-9

@@ -255,14 +255,9 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                                         flash1_bwd.visited_pairs(wl.seq_q, wl.seq_k, p.block_q,
                                                                  p.block_k, wl.causal,
                                                                  is_release), bh),
-                   # the release stages the next Q_i through registers (Algorithm 1 as
-                   # written loads its tiles to SRAM at the top of the loop: none)
-                   step_loads=step_latency.split_k_forward_loads(
-                       p.block_k, step_latency.next_step_share(
-                           flash1_bwd.steps_per_key_block(wl.seq_q, wl.seq_k, p.block_q,
-                                                          p.block_k, wl.causal, release=True),
-                           p.splits))
-                   if is_release else (),
+                   # the release stages the next Q_i, and O_i read back, through registers
+                   # (Algorithm 1 as written loads its tiles to SRAM at the top of the loop)
+                   step_loads=release_forward_loads(wl, p) if is_release else (),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=bh * unique_per_head,
                    l2_working_set_bytes=working_set)
     o = new_output(wl, compute)
@@ -293,6 +288,18 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
     l, m = state["l"], state["m"]
     lse = np.where(l > 0, m + np.log(np.where(l > 0, l, 1)), -np.inf).astype(np.float32)
     return {"o": o, "lse": lse, "l": l, "m": m}     # l, m: saved for the backward
+
+
+def release_forward_loads(wl, p: Flash1Plan) -> tuple:
+    """The loads the release's forward stages through registers in a step
+    (``step_latency.split_k_forward_loads``): the next Q_i on every step but a pass's last
+    (of each split's rows), and the fp32 O_i read back on the steps of every K/V block but
+    the first."""
+    steps = flash1_bwd.steps_per_key_block(wl.seq_q, wl.seq_k, p.block_q, p.block_k,
+                                           wl.causal, release=True)
+    return step_latency.split_k_forward_loads(
+        p.block_k, step_latency.next_step_share(steps, p.splits),
+        step_latency.later_blocks_share(steps))
 
 
 def hbm_footprint_per_head(wl, p: Flash1Plan) -> tuple[int, int]:

@@ -355,8 +355,8 @@ def release_step_loads(wl, bp: Flash1BwdPlan) -> tuple:
     first, which starts the buffer."""
     steps = steps_per_key_block(wl.seq_q, wl.seq_k, bp.block_q, bp.block_k, wl.causal,
                                 release=True)
-    readback = float(np.sum(steps[1:]) / np.sum(steps)) \
-        if program_of(bp) == RELEASE_LOOP and np.sum(steps) else 0.0
+    readback = step_latency.later_blocks_share(steps) if program_of(bp) == RELEASE_LOOP \
+        else 0.0
     return step_latency.split_k_backward_loads(step_latency.next_step_share(steps), readback)
 
 

@@ -33,7 +33,8 @@ and the v1 release's 4 warps, each spanning a quarter of the keys, B_c / 16.
 
 The v1 release also stages global loads through registers inside a step (``StepLoad``): the
 next step's Q_i and dO_i are loaded into registers and stored to shared memory a few GEMMs
-later, and its loop kernel reads its fp32 dQ_i back to add the step's part to it; what of
+later, its forward reads its fp32 O_i back to rescale it and its loop kernel its fp32 dQ_i
+to add the step's part to it; what of
 each load's L2 or DRAM latency the work between issue and use does not cover waits on the
 chain. FlashAttention-2 and -3 copy their tiles with cp.async or TMA a whole tile ahead and
 declare none.
@@ -115,19 +116,29 @@ def split_k_backward_step() -> tuple:
     return events(mma=3, smem=5, sfu=1, fp=1 + 2 + 1 + 3, bar=2)
 
 
-def split_k_forward_loads(block_k: int, next_q_share: float) -> tuple:
+def split_k_forward_loads(block_k: int, next_q_share: float,
+                          readback_share: float = 0.0) -> tuple:
     """The v1 release's forward (fmha_fprop_kernel_1xN.h) issues the load of the next step's
     Q_i once S's MMAs are issued and stores it to shared memory before the P V GEMM: the
     softmax lies between, with the waits of ``split_k_forward_step`` up to the conversion of
     P (S's last MMA, the row max over the thread's values, four shuffle rounds around the
     warps' maxima through shared memory at a barrier and their max, the exp, the
-    conversion). Its fp32 O and log-sum-exp read back from the previous K/V block are loaded
-    as early and used after P V: covered. ``next_q_share``: the steps that load a next Q_i
+    conversion). At every K/V block but the first (``readback_share`` of the steps) it reads
+    back the fp32 O_i the block before left (``gmem_o_tmp.load``), issued with the next Q_i
+    and used once P V's partials are summed: the softmax, P V (half the step's GEMM work),
+    its last MMA and the partials through shared memory at the second barrier lie between.
+    The next step's log-sum-exp, loaded mid-softmax and used in the next step, has a whole
+    step between: covered. ``next_q_share``: the steps that load a next Q_i
     (``next_step_share``)."""
-    between = events(mma=1, smem=1, sfu=1,
-                     fp=row_values_per_thread(block_k, SPLIT_K_WARPS) + 3 + 1,
-                     shfl=4, bar=1)
-    return (StepLoad("stream", softmax_share=1.0, events=between, steps=next_q_share),)
+    softmax = dict(sfu=1, fp=row_values_per_thread(block_k, SPLIT_K_WARPS) + 3 + 1, shfl=4)
+    loads = (StepLoad("stream", softmax_share=1.0, events=events(mma=1, smem=1, bar=1,
+                                                                  **softmax),
+                      steps=next_q_share),)
+    if readback_share:
+        loads += (StepLoad("stream", gemm_share=1 / 2, softmax_share=1.0,
+                           events=events(mma=2, smem=2, bar=2, **softmax),
+                           steps=readback_share),)
+    return loads
 
 
 def split_k_backward_loads(next_share: float, readback_share: float) -> tuple:
@@ -164,6 +175,13 @@ def next_step_share(steps_per_pass: np.ndarray, ctas_per_pass: int = 1) -> float
     steps = float(np.sum(steps_per_pass))
     last = float(np.sum(np.minimum(steps_per_pass, ctas_per_pass)))
     return (steps - last) / steps if steps else 0.0
+
+
+def later_blocks_share(steps_per_pass: np.ndarray) -> float:
+    """The share of a release kernel's steps in its passes over every K/V block but the
+    first: those that read back the fp32 accumulator the block before left."""
+    steps = float(np.sum(steps_per_pass))
+    return float(np.sum(steps_per_pass[1:])) / steps if steps else 0.0
 
 
 def chain(step_events: tuple, steps_per_head: np.ndarray | float | int, heads: int,

@@ -609,12 +609,19 @@ def flash1_bullet() -> str:
         "source was found) the bars were {:.2f}–{:.2f} and {:.2f}–{:.2f}. The chain also "
         "waits on the global loads the release stages through registers inside a step "
         "(`step_loads`: the next Q_i and dO_i, loaded a few GEMMs before they are stored "
-        "to shared memory, and the loop kernel's fp32 dQ_i, read back after the dV GEMM and "
-        "needed after dK, one GEMM later; [FA1-src]), for what of their L2 or DRAM "
+        "to shared memory, the forward's fp32 O_i, read back from the K/V block before "
+        "once S is issued and needed after P V, and the loop kernel's fp32 dQ_i, read back "
+        "after the dV GEMM and needed after dK, one GEMM later; [FA1-src]), for what of their "
+        "L2 or DRAM "
         "latency the work between issue and use does not cover: little on the A100, "
         "whose mma.sync steps are long against its DRAM latency in clocks, more on the "
         "H100's loop kernel; free (`--no-staged-load-latency`) the bars were "
-        "{:.2f}–{:.2f} and {:.2f}–{:.2f}. What the rest is needs a GPU: the registers "
+        "{:.2f}–{:.2f} and {:.2f}–{:.2f}. A load from DRAM waits the latency the kernel's "
+        "own traffic raises it to, not a lone pointer chase's (`loaded_latency`: the chase's "
+        "latency plus what a round of RRZE gpu-benches' stream sweep gains over its lightest "
+        "load at the kernel's DRAM utilization, [STREAM-OCC]); at the unloaded latency the "
+        "bars were {:.2f}–{:.2f} and {:.2f}–{:.2f}: the latency in ns does not shrink with "
+        "the H100's faster steps. What the rest is needs a GPU: the registers "
         "the release's warps hold K and V in (64 KiB a CTA at d = 64) already limit it to "
         "two CTAs an SM on the H100 where shared memory alone would allow three, and "
         "`ncu` occupancy and stall reasons on the release's kernels would say what its "
@@ -641,6 +648,8 @@ def flash1_bullet() -> str:
             *fa1_chart_range("h100-sxm", TimingOptions(sync_latency=False)),
             *fa1_chart_range("a100-80gb", TimingOptions(staged_load_latency=False)),
             *fa1_chart_range("h100-sxm", TimingOptions(staged_load_latency=False)),
+            *fa1_chart_range("a100-80gb", TimingOptions(loaded_latency=False)),
+            *fa1_chart_range("h100-sxm", TimingOptions(loaded_latency=False)),
             *(f"{passes}, d = {d}, {'causal' if causal else 'non-causal'}, N = {n}: {r:.2f}x"
               for r, passes, d, causal, n, _ in fa2_over_fa1_extremes()),
             fa2_over_fa1_extremes()[1][5])
