@@ -14,7 +14,6 @@ after the store of this one mean a thread has one element of each operand in fli
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import re
 import subprocess
@@ -22,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from sass_schedule import sass_functions, write_run  # noqa: E402
+from sass_schedule import sass_functions, toolkit_main  # noqa: E402
 
 SOURCE = pathlib.Path(__file__).with_name("aten_elementwise_loop.cu")
 ARCHS = ("sm_80", "sm_90")
@@ -55,28 +54,19 @@ def build(arch: str, nvcc: str, cuobjdump: str) -> tuple[str, int]:
     return sass, int(re.search(r"REG:(\d+)", usage).group(1))
 
 
+def read_arch(arch: str, nvcc: str, cuobjdump: str) -> tuple[dict, str]:
+    """The loop built for ``arch``: its memory order, registers and elements in flight."""
+    sass, registers = build(arch, nvcc, cuobjdump)
+    order = memory_order(sass)
+    record = {"global_memory_order": order, "registers": registers,
+              "elements_in_flight": elements_in_flight(order)}
+    return record, (f"{arch}: {' '.join(order)}; {registers} registers a thread; "
+                    f"{record['elements_in_flight']} element(s) in flight a thread")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nvcc", default="nvcc")
-    ap.add_argument("--cuobjdump", default="cuobjdump")
-    ap.add_argument("--json", help="write the order and the registers here")
-    a = ap.parse_args(argv)
-    result = {}
-    for arch in ARCHS:
-        try:
-            sass, registers = build(arch, a.nvcc, a.cuobjdump)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"aten_elementwise_sass.py: cannot build for {arch} ({exc}); give --nvcc "
-                  f"and --cuobjdump (the CUDA toolkit's)", file=sys.stderr)
-            return 2
-        order = memory_order(sass)
-        result[arch] = {"global_memory_order": order, "registers": registers,
-                        "elements_in_flight": elements_in_flight(order)}
-        print(f"{arch}: {' '.join(order)}; {registers} registers a thread; "
-              f"{result[arch]['elements_in_flight']} element(s) in flight a thread")
-    if a.json:
-        write_run(a.json, a.nvcc, result)
-    return 0
+    return toolkit_main(argv, __doc__, "write the order and the registers here", ARCHS,
+                        read_arch)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ counts. No GPU needed.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from collections import Counter
 from tabulate import tabulate
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from sass_schedule import loops, sass_functions, write_run  # noqa: E402
+from sass_schedule import loops, sass_functions, toolkit_main  # noqa: E402
 
 SOURCE = pathlib.Path(__file__).with_name("aten_softmax_math.cu")
 ARCHS = ("sm_80", "sm_90")
@@ -65,24 +64,14 @@ def table(counts: dict[str, dict[str, float]]) -> str:
     return tabulate(rows, headers=["opcode"] + list(counts), floatfmt=".3g")
 
 
+def read_arch(arch: str, nvcc: str, cuobjdump: str) -> tuple[dict, str]:
+    """The passes built for ``arch``: each one's instructions per element."""
+    counts = per_element(build(arch, nvcc, cuobjdump))
+    return counts, f"== {arch}: instructions per element\n{table(counts)}\n"
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nvcc", default="nvcc")
-    ap.add_argument("--cuobjdump", default="cuobjdump")
-    ap.add_argument("--json", help="write the per-element counts here")
-    a = ap.parse_args(argv)
-    result = {}
-    for arch in ARCHS:
-        try:
-            result[arch] = per_element(build(arch, a.nvcc, a.cuobjdump))
-        except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"aten_softmax_sass.py: cannot build for {arch} ({exc}); give --nvcc and "
-                  f"--cuobjdump (the CUDA toolkit's)", file=sys.stderr)
-            return 2
-        print(f"== {arch}: instructions per element\n{table(result[arch])}\n")
-    if a.json:
-        write_run(a.json, a.nvcc, result)
-    return 0
+    return toolkit_main(argv, __doc__, "write the per-element counts here", ARCHS, read_arch)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ with the built-in model of that GPU:
 * L2: many CTAs each read a 64 KiB slice of a data set a third the size of L2, so every load
   after the first pass is an L2 hit, as RRZE gpu-benches' gpu-l2-cache measures it -> the
   read bandwidth's share of the model's L2 figure, ``l2_achievable_fraction``.
+* Stream occupancy sweep: the copy kernel A[i] = B[i] * 1.2 in doubles, one element a
+  thread, two blocks an SM (dynamic shared memory keeps a third out), 64 to 2048 threads an
+  SM, as RRZE gpu-benches' gpu-stream sweeps it ([STREAM-OCC] in ``hwmodels.gpus``) ->
+  ``stream_curve`` (threads an SM, bytes/s), ``stream_curve_sm_count`` and
+  ``stream_curve_peak_bytes_per_s`` (the triad of the same run, or the sweep's top if
+  higher): the DRAM round trip under load the timing model prices ATen's elementwise loops
+  and the v1 release's staged loads at (``loaded_latency``).
 * ``mma.sync.m16n8k16`` (fp16 in, fp32 accumulate, operands in registers, 4 independent
   MMAs per warp) and ``ex2.approx`` throughput loops: the ceiling of the sm80 tensor-core path
   (against the model's mma.sync GEMM rate) and the special-function rate per SM and clock
@@ -64,7 +71,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
-from hwmodels.gpus import STEP_EVENT_LATENCY_FIELDS
+from hwmodels.gpus import STEP_EVENT_LATENCY_FIELDS, STREAM_ROUND_BYTES, STREAM_SWEEP_THREADS
 
 GEMM_SIZES = (4096, 8192, 16384)
 COPY_BYTES = 1 << 30
@@ -229,6 +236,17 @@ extern "C" __global__ void barrier_loop(int iters, float* cycles) {
 }
 """
 BARRIER_THREADS = 256
+
+# The occupancy sweep's kernel: each thread copies one double, scaled ([STREAM-OCC]); the
+# launch's dynamic shared memory, unused, keeps the SM at two blocks.
+STREAM_SCALE_SOURCE = r"""
+extern "C" __global__ void stream_scale(double* a, const double* b, long long n) {
+    extern __shared__ double unused[];
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) a[i] = b[i] * 1.2;
+}
+"""
+STREAM_BLOCKS_PER_SM = 2
 L2_CHASE_BYTES = 4 * 1024 * 1024    # past L1 (256 KiB an SM), inside the near half of L2
 LATENCY_ITERS = 4096
 # the GPU fields they set, in the order the kernels write them (mma, smem, sfu, fp, shfl, bar)
@@ -265,6 +283,7 @@ class Measurements:
     alu_max_per_s: float | None = None
     fma_per_s: float | None = None
     latency_clocks: dict = field(default_factory=dict)      # LATENCY_FIELDS -> clocks
+    stream_sweep: dict = field(default_factory=dict)        # threads an SM -> bytes/s
     notes: list = field(default_factory=list)
 
 
@@ -334,6 +353,7 @@ def derive_fields(m: Measurements, gpu) -> Derived:
         else:
             rejected[name] = f"{clocks:.4g} clocks is outside {lo:g}-{hi:g}"
     as_the_model_counts_them(gpu, fields)
+    stream_curve_fields(m, gpu, fields, rejected)
 
     # the loops draw little power and run at the boost clock, not at the GEMM's
     def per_sm_and_clock(per_s):
@@ -345,6 +365,30 @@ def derive_fields(m: Measurements, gpu) -> Derived:
     return Derived(fields, rejected, m.mma_sync_flops_per_s, model_mma,
                    per_sm_and_clock(m.ex2_per_s), per_sm_and_clock(m.alu_max_per_s),
                    per_sm_and_clock(m.fma_per_s))
+
+
+def stream_curve_fields(m: Measurements, gpu, fields: dict, rejected: dict) -> None:
+    """The occupancy sweep as the GPU fields ``stream_curve`` and its board's SMs and best
+    stream rate, if every row is below the datasheet and the rows rise as a memory does:
+    more threads, more bandwidth, and a round no shorter (``hwmodels.gpu_file`` refuses any
+    other)."""
+    if not m.stream_sweep:
+        return
+    rows = sorted((int(t), float(rate)) for t, rate in m.stream_sweep.items())
+    top = max(rate for _, rate in rows)
+    peak = PLAUSIBLE_OVER_PEAK * gpu.hbm_bandwidth_bytes_per_s
+    if top > peak:
+        rejected["stream_curve"] = f"{top:.4g} B/s is above the datasheet's " \
+                                   f"{gpu.hbm_bandwidth_bytes_per_s:.4g}"
+        return
+    for (t0, r0), (t1, r1) in zip(rows, rows[1:]):
+        if not (r1 > r0 and t1 / r1 >= t0 / r0):
+            rejected["stream_curve"] = f"from {t0} to {t1} threads an SM the bandwidth " \
+                                       f"went {r0:.4g} -> {r1:.4g} B/s, not as a memory does"
+            return
+    fields["stream_curve"] = [[t, float(f"{rate:.4g}")] for t, rate in rows]
+    fields["stream_curve_sm_count"] = m.sm_count
+    fields["stream_curve_peak_bytes_per_s"] = float(f"{max(top, m.triad_bytes_per_s or 0):.4g}")
 
 
 def as_the_model_counts_them(gpu, fields: dict) -> None:
@@ -388,6 +432,21 @@ def _shown(key: str, value) -> str:
     return f"{value:.3f}"
 
 
+def status_of(key: str, derived: Derived) -> str:
+    """What the TOML does with a field: written, refused (and why) or not measured."""
+    return "written" if key in derived.fields else \
+        f"implausible: {derived.rejected[key]}" if key in derived.rejected else "not measured"
+
+
+def sweep_rounds(fields: dict) -> str:
+    """The measured sweep's round time at its lightest and heaviest rows."""
+    if "stream_curve" not in fields:
+        return "—"
+    rounds = [fields["stream_curve_sm_count"] * t * STREAM_ROUND_BYTES / rate
+              for t, rate in fields["stream_curve"]]
+    return f"{rounds[0] * 1e9:.0f}–{rounds[-1] * 1e9:.0f} ns"
+
+
 def report_rows(gpu, derived: Derived) -> list[list[str]]:
     """(quantity, measured, model, what the TOML does with it) rows for the table."""
     model = {"tensor_gemm_fraction": gpu.tensor_gemm_fraction,
@@ -401,10 +460,11 @@ def report_rows(gpu, derived: Derived) -> list[list[str]]:
              **{name: getattr(gpu, name) for name in LATENCY_FIELDS}}
     rows = []
     for key, model_value in model.items():
-        status = "written" if key in derived.fields else \
-            f"implausible: {derived.rejected[key]}" if key in derived.rejected else "not measured"
         rows.append([key, _shown(key, derived.fields.get(key)), _shown(key, model_value),
-                     status])
+                     status_of(key, derived)])
+    rows.append(["stream round, lightest to heaviest load", sweep_rounds(derived.fields),
+                 "{:.0f}–{:.0f} ns".format(*1e9 * gpu.stream_round_curve()[1][[0, -1]])
+                 if gpu.stream_curve else "—", status_of("stream_curve", derived)])
     if derived.mma_sync_ceiling_flops_per_s is not None:
         rows.append(["mma.sync m16n8k16 loop",
                      f"{derived.mma_sync_ceiling_flops_per_s / 1e12:.0f} TFLOP/s",
@@ -595,6 +655,28 @@ def measure_l2(cupy, m: Measurements, l2_bytes: int) -> None:
     m.l2_read_bytes_per_s = L2_READ_CTAS * slice_bytes / seconds
 
 
+def measure_stream_sweep(cupy, m: Measurements) -> None:
+    """The copy kernel's bandwidth at each of the sweep's threads an SM ([STREAM-OCC]): blocks
+    of half that, each asking for a third of the SM's shared memory (and the 1 KiB the
+    runtime reserves a block), so two fit an SM and a third does not."""
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    smem_per_sm = int(props["sharedMemPerMultiprocessor"])
+    n = COPY_BYTES // 8
+    a, b = cupy.zeros(n, dtype=cupy.float64), cupy.ones(n, dtype=cupy.float64)
+    kernel = cupy.RawKernel(STREAM_SCALE_SOURCE, "stream_scale")
+    smem = smem_per_sm // 3 + 1024
+    kernel.max_dynamic_shared_size_bytes = smem
+    for threads in STREAM_SWEEP_THREADS:
+        block = threads // STREAM_BLOCKS_PER_SM
+        grid = -(-n // block)
+
+        def run():
+            kernel((grid,), (block,), (a, b, cupy.int64(n)), shared_mem=smem)
+        run()
+        seconds = min(_cupy_seconds(cupy, run) for _ in range(5))
+        m.stream_sweep[threads] = STREAM_ROUND_BYTES * n / seconds
+
+
 def measure_loops(cupy, m: Measurements) -> None:
     blocks, threads = 4 * m.sm_count, 256
     out = cupy.zeros(blocks * threads, dtype=cupy.float32)
@@ -646,6 +728,7 @@ def measure() -> tuple[Measurements, object]:
              "bandwidth": lambda: measure_bandwidth(torch, m),
              "DRAM latency": lambda: measure_latency(cupy, m, info.l2_bytes),
              "L2 bandwidth": lambda: measure_l2(cupy, m, info.l2_bytes),
+             "stream occupancy sweep": lambda: measure_stream_sweep(cupy, m),
              "mma.sync, ex2, max and fma loops": lambda: measure_loops(cupy, m),
              "latency chains": lambda: measure_latencies(cupy, m)}
     for name, step in steps.items():

@@ -208,6 +208,29 @@ def loop_schedules(sass_text: str, shape_of, split, keys: tuple[str, str]) -> li
 
 # ---- building ---------------------------------------------------------------------------------
 
+def toolkit_main(argv, doc: str, json_help: str, archs, read_arch) -> int:
+    """The command line of a script that builds a source for each of ``archs`` and reads its
+    SASS: ``read_arch(arch, nvcc, cuobjdump)`` returns (what to record, what to print); the
+    records go to --json. A toolkit that cannot build gets one line and exit status 2."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--nvcc", default="nvcc")
+    ap.add_argument("--cuobjdump", default="cuobjdump")
+    ap.add_argument("--json", help=json_help)
+    a = ap.parse_args(argv)
+    result = {}
+    for arch in archs:
+        try:
+            result[arch], shown = read_arch(arch, a.nvcc, a.cuobjdump)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"{pathlib.Path(sys.argv[0]).name}: cannot build for {arch} ({exc}); give "
+                  f"--nvcc and --cuobjdump (the CUDA toolkit's)", file=sys.stderr)
+            return 2
+        print(shown)
+    if a.json:
+        write_run(a.json, a.nvcc, result)
+    return 0
+
+
 def write_run(path: str, nvcc: str, result: dict) -> None:
     """Write a SASS reading to ``path`` as JSON, with the nvcc release that built it."""
     version = subprocess.run([nvcc, "--version"], capture_output=True,

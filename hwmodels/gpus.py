@@ -229,12 +229,12 @@ STEP_EVENT_LATENCY_FIELDS = {"mma": "mma_latency_clocks", "smem": "smem_latency_
 STREAM_ROUND_BYTES = 16
 
 # [STREAM-OCC] rows at 64, 128, 256, 512, 768, 1024, 1536 and 2048 resident threads per SM.
-_STREAM_THREADS = (64, 128, 256, 512, 768, 1024, 1536, 2048)
+STREAM_SWEEP_THREADS = (64, 128, 256, 512, 768, 1024, 1536, 2048)
 
 
 def _sweep(*gb_per_s: float) -> tuple:
     """The occupancy sweep's 'scale' rates (GB/s) as (threads per SM, bytes/s) rows."""
-    return tuple((t, rate * 1e9) for t, rate in zip(_STREAM_THREADS, gb_per_s, strict=True))
+    return tuple((t, rate * 1e9) for t, rate in zip(STREAM_SWEEP_THREADS, gb_per_s, strict=True))
 
 
 # Bytes per element of each storage dtype the simulator counts.

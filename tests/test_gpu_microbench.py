@@ -91,9 +91,34 @@ def test_implausible_measurements_are_refused_with_the_reason(mb):
     assert rows["fma.f32 (FMA) per SM and clock"][2] == "128 (fp32_lanes_per_sm)"
 
 
+# An H100 SXM5's sweep as it might measure: GH200's rows scaled to its 3.35 TB/s of HBM
+SWEEP = dict(zip((64, 128, 256, 512, 768, 1024, 1536, 2048),
+                 (237e9, 464e9, 854e9, 1397e9, 1868e9, 2200e9, 2650e9, 2850e9)))
+
+
+def test_the_occupancy_sweep_becomes_the_stream_curve(mb):
+    """Rows that rise as a memory does are written with the board's SMs and its best stream
+    rate (the triad of the same run, 3.1 TB/s, above the sweep's top); a row above the
+    datasheet, or one faster than the row before per thread, is refused with the reason."""
+    gpu = get_gpu("h100-sxm")
+    d = mb.derive_fields(h100_measurements(mb, stream_sweep=SWEEP), gpu)
+    assert d.fields["stream_curve"] == [[t, rate] for t, rate in SWEEP.items()]
+    assert d.fields["stream_curve_sm_count"] == 132
+    assert d.fields["stream_curve_peak_bytes_per_s"] == 3.1e12
+    rows = {r[0]: r for r in mb.report_rows(gpu, d)}
+    assert rows["stream round, lightest to heaviest load"][1:] == \
+        ["570–1518 ns", "570–1363 ns", "written"]
+    fast = mb.derive_fields(h100_measurements(mb, stream_sweep={**SWEEP, 2048: 4e12}), gpu)
+    assert "above the datasheet" in fast.rejected["stream_curve"]
+    dip = mb.derive_fields(h100_measurements(mb, stream_sweep={**SWEEP, 256: 1000e9}), gpu)
+    assert "not as a memory does" in dip.rejected["stream_curve"]
+    assert "stream_curve" not in dip.fields and "stream_curve" not in \
+        mb.derive_fields(h100_measurements(mb), gpu).fields
+
+
 def test_the_gpu_file_loads_back_with_the_measured_constants(mb, tmp_path):
     gpu = get_gpu("h100-sxm")
-    m = h100_measurements(mb)
+    m = h100_measurements(mb, stream_sweep=SWEEP)
     d = mb.derive_fields(m, gpu)
     path = tmp_path / "measured.toml"
     path.write_text(mb.toml_text(gpu, d, m))
@@ -101,7 +126,10 @@ def test_the_gpu_file_loads_back_with_the_measured_constants(mb, tmp_path):
     assert loaded.name == "h100-sxm-measured"
     assert "gpu_microbench.py on NVIDIA H100" in loaded.sources
     for key, value in d.fields.items():
-        assert getattr(loaded, key) == pytest.approx(value)
+        if key == "stream_curve":
+            assert loaded.stream_curve == tuple(tuple(row) for row in value)
+        else:
+            assert getattr(loaded, key) == pytest.approx(value)
     assert loaded.hbm_bandwidth_bytes_per_s == gpu.hbm_bandwidth_bytes_per_s   # from the base
     assert loaded.mma_sync_fraction_of_peak == gpu.mma_sync_fraction_of_peak
 
@@ -131,7 +159,8 @@ def test_the_shared_memory_ring_is_one_cycle_through_every_word(mb):
 def test_the_kernels_compile(mb, arch, tmp_path):
     source = tmp_path / "microbench.cu"
     source.write_text(mb.CHASE_SOURCE + mb.MMA_SOURCE + mb.EX2_SOURCE + mb.L2_READ_SOURCE
-                      + mb.ALU_MAX_SOURCE + mb.FMA_SOURCE + mb.LATENCY_SOURCE)
+                      + mb.ALU_MAX_SOURCE + mb.FMA_SOURCE + mb.LATENCY_SOURCE
+                      + mb.STREAM_SCALE_SOURCE)
     done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-Werror", "all-warnings",
                            "-c", "-o", str(tmp_path / "microbench.o"), str(source)],
                           capture_output=True, text=True)
