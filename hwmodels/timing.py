@@ -279,7 +279,10 @@ class KernelTime:
     exchange_s: float = 0.0       # of smem_s, split-K partials summed: a phase of the chain
     step_latency_s: float = 0.0   # the chain's instruction latencies per SM (a delay station)
     load_wait_s: float = 0.0      # of step_latency_s, the staged loads' uncovered latency
-    dram_latency_s: float = 0.0   # what a load from DRAM waited, under the kernel's own load
+    dram_latency_s: float = 0.0   # the DRAM latency the kernel's tile loads are priced at:
+                                  # under its own load where it stages loads (step_loads)
+    stream_round_s: float = 0.0   # a streaming thread's round (thread_round_bytes) at the DRAM
+                                  # utilization its rounds produce; 0: none declared
 
 
 @dataclass(frozen=True)
@@ -645,12 +648,21 @@ def _memory(gpu: GPU, k: KernelRecord, dram: int, opts: TimingOptions):
         latency_s = dram * gpu.dram_latency_s / in_flight
     elif opts.loaded_latency and k.thread_round_bytes > 0 and gpu.stream_curve and dram > 0 \
             and k.ctas > 0:
-        threads = gpu.sm_count * resident_per_sm(gpu, k) * k.threads_per_cta
-        latency_s = streaming_rounds_s(gpu, requested / (threads * k.thread_round_bytes),
-                                       dram, hbm_rate(gpu, opts))
+        latency_s = streaming_rounds_s(gpu, thread_rounds(gpu, k), dram, hbm_rate(gpu, opts))
     mechanism = "HBM bandwidth" if hbm_s >= l2_s else \
         "L2 atomics" if atomic_s > l2_s / 2 else "L2 bandwidth"
     return max(hbm_s, l2_s, latency_s), hbm_s, l2_s, latency_s, atomic_s, mechanism
+
+
+def thread_rounds(gpu: GPU, k: KernelRecord) -> float:
+    """The rounds a register-staged streaming kernel's threads run one after the other: its
+    requested bytes over what the resident threads of every SM move in one round
+    (``thread_round_bytes``); 0 for a kernel that declares none."""
+    if k.thread_round_bytes <= 0:
+        return 0.0
+    c = k.counters
+    threads = gpu.sm_count * resident_per_sm(gpu, k) * k.threads_per_cta
+    return float(c[HBM_READ_BYTES] + c[HBM_WRITE_BYTES]) / (threads * k.thread_round_bytes)
 
 
 def streaming_rounds_s(gpu: GPU, rounds: float, dram: float, rate: float) -> float:
@@ -833,6 +845,7 @@ def _kernel_time_at(gpu: GPU, k: KernelRecord, opts: TimingOptions, launch_s: fl
                            softmax, interconnect_s / q)
     if launch_s > scaled + fixed_s:
         bound = mechanism = "launch"
+    rounds = thread_rounds(gpu, k) if k.sram_bytes_per_cta == 0 else 0.0
     return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=p.tensor_s,
                       exp_s=p.mufu_s, other_s=p.fma_s, interconnect_s=interconnect_s,
                       compute_s=compute_s, body_s=body_s, quantization=q, launch_s=launch_s,
@@ -842,7 +855,8 @@ def _kernel_time_at(gpu: GPU, k: KernelRecord, opts: TimingOptions, launch_s: fl
                       latency_s=latency_s, atomic_s=atomic_s, fixed_s=fixed_s,
                       mechanism=mechanism, alu_s=p.alu_s, epilogue_s=epilogue_s,
                       exchange_s=p.exchange_s, step_latency_s=step_latency_s,
-                      load_wait_s=load_wait_s, dram_latency_s=dram_latency_s)
+                      load_wait_s=load_wait_s, dram_latency_s=dram_latency_s,
+                      stream_round_s=latency_s / rounds if rounds and latency_s else 0.0)
 
 
 def softmax_after_gemm(p: _Pipes, k: KernelRecord, gemm_s: float,

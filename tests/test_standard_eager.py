@@ -442,6 +442,7 @@ def test_the_broadcast_add_waits_on_dram_a_round_at_the_latency_its_load_sets():
     rounds = 2 * 16 * 8192 * 8192 / (132 * 2048)
     assert t.mechanism == "DRAM latency"
     assert 0.85e-6 < t.latency_s / rounds < 1.0e-6
+    assert t.stream_round_s == pytest.approx(t.latency_s / rounds, rel=1e-9)
     off = kernel_time(H100, add, TimingOptions(loaded_latency=False))
     assert off.mechanism == "HBM bandwidth" and off.latency_s == 0
     assert 1.6 < t.total_s / off.total_s < 1.9
