@@ -395,8 +395,10 @@ class GPU:
         the benchmark's threads (each with its 16 bytes in flight) takes
         SMs x threads x 16 B / bandwidth, at a utilization of bandwidth / the board's best."""
         threads, rate = (np.array(column, dtype=float) for column in zip(*self.stream_curve))
-        round_s = self.stream_curve_sm_count * threads * STREAM_ROUND_BYTES / rate
-        return rate / self.stream_curve_peak_bytes_per_s, round_s
+        # a board's SMs and best rate not given: this GPU's SMs, the sweep's own top
+        sms = self.stream_curve_sm_count or self.sm_count
+        round_s = sms * threads * STREAM_ROUND_BYTES / rate
+        return rate / (self.stream_curve_peak_bytes_per_s or rate.max()), round_s
 
     def loaded_dram_latency_s(self, utilization: float) -> float:
         """The DRAM latency a load waits at a DRAM utilization: the pointer chase's, one load
