@@ -77,9 +77,10 @@ enter the chain as a delay station Z of the mean-value analysis, which no chain 
                  others fill the wait).
 A step may also wait on a global load it staged through registers (``step_loads``: the v1
 release loads the next Q_i into registers and stores it to shared memory a few GEMMs later,
-and reads its fp32 O_i (forward) and dQ_i (backward) back to add to them): the load's latency, an L2 hit or a DRAM access
-by the kernel's L2 hit share ([LUO-LAT]), less the work between issue and use (shares of
-the step's GEMM and softmax phases, and the events the warp waits out meanwhile), joins Z:
+and reads its fp32 O_i (forward) and dQ_i (backward) back to add to them): the load's
+latency, an L2 hit or a DRAM access by the kernel's L2 hit share ([LUO-LAT]), less the
+work between issue and use (shares of the step's GEMM and softmax phases, and the events
+the warp waits out meanwhile), joins Z:
     Z_load(k)  = sum over loads of steps x max(0, n (L - events between) - g G - s P),
                  n = chain_steps / (S x resident CTAs in step)
 (``staged_load_latency`` off: the loads are free). cp.async and TMA loads, issued a tile
@@ -763,9 +764,9 @@ def kernel_time(gpu: GPU, k: KernelRecord, opts: TimingOptions = TimingOptions()
     The loads its tile steps stage through registers (``step_loads``) wait the DRAM latency
     its own traffic loads the DRAM to (``loaded_latency``; ``GPU.loaded_dram_latency_s``):
     the kernel's time sets its DRAM utilization, which sets the latency those loads wait,
-    which sets its time. The time at a latency falls as the latency does, and the latency as the
-    time grows, so one time agrees with itself: bisection between the time at the unloaded
-    latency and the time at the latency that time's utilization gives."""
+    which sets its time. The time at a latency falls as the latency does, and the latency
+    as the time grows, so one time agrees with itself: bisection between the time at the
+    unloaded latency and the time at the latency that time's utilization gives."""
     unloaded = _kernel_time_at(gpu, k, opts, launch_s, gpu.dram_latency_s)
     if not (opts.loaded_latency and gpu.stream_curve and k.step_loads
             and gpu.dram_latency_s > 0 and unloaded.dram_bytes > 0):
@@ -845,7 +846,7 @@ def _kernel_time_at(gpu: GPU, k: KernelRecord, opts: TimingOptions, launch_s: fl
                            softmax, interconnect_s / q)
     if launch_s > scaled + fixed_s:
         bound = mechanism = "launch"
-    rounds = thread_rounds(gpu, k) if k.sram_bytes_per_cta == 0 else 0.0
+    rounds = thread_rounds(gpu, k)
     return KernelTime(name=k.name, dram_bytes=dram, memory_s=memory_s, matmul_s=p.tensor_s,
                       exp_s=p.mufu_s, other_s=p.fma_s, interconnect_s=interconnect_s,
                       compute_s=compute_s, body_s=body_s, quantization=q, launch_s=launch_s,

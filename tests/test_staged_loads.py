@@ -85,11 +85,11 @@ def test_a_malformed_step_load_is_refused(bad):
 
 def test_the_v1_release_declares_its_staged_loads():
     """The release's forward stages the next Q_i (the softmax between) and, at every K/V
-    block but the first, reads back its fp32 O_i (the softmax and P V between); its backward the next
-    Q_i and dO_i, the next log-sum-exp and D_i, and, in the loop kernel (a CTA per head),
-    the fp32 dQ_i read back at every K/V block but the first; the split kernel adds dQ with
-    atomics and reads nothing back. Algorithm 1 and 4 as written (--tiles paper), and
-    FlashAttention-2, stage nothing."""
+    block but the first, reads back its fp32 O_i (the softmax and P V between); its
+    backward the next Q_i and dO_i, the next log-sum-exp and D_i, and, in the loop kernel
+    (a CTA per head), the fp32 dQ_i read back at every K/V block but the first; the split
+    kernel adds dQ with atomics and reads nothing back. Algorithm 1 and 4 as written
+    (--tiles paper), and FlashAttention-2, stage nothing."""
     loop = Workload(batch=16, heads=32, seq_q=1024, head_dim=64, passes="fwd+bwd")
     r = simulate("flash1", loop, H100, options=RELEASE, compute=False)
     kernels = {k.name: k for k in r.kernels}
