@@ -59,7 +59,8 @@ stage_quick() {
     [ "$CMD_TIMEOUT" -eq 0 ] && CMD_TIMEOUT=150
     run env-short bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,driver_version --format=csv; $PY -c 'import cupy, torch; print(cupy.__version__, torch.__version__)'"
     # the timing model's microbenchmark constants on this board (GEMM, clock under load,
-    # triad bandwidth, DRAM latency, mma.sync, ex2, ALU and FMA ceilings; about 20 s)
+    # triad bandwidth, DRAM latency, the stream occupancy sweep, mma.sync, ex2, ALU and FMA
+    # ceilings; about 20 s)
     run q-microbench "$PY" benchmarks/gpu_microbench.py --json "$LOGS/q-microbench.json" \
         --toml "$LOGS/measured-gpu.toml"
     # the pipe model's chain rule on a synthetic loop: do MMAs and exps of resident warps,
