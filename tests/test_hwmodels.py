@@ -3,6 +3,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwmodels import GPUS, Recorder, SramOverflowError, TimingOptions, get_gpu, predict_time
 from hwmodels.counters import (ALU_OPS, ATOMIC_BYTES, COUNTER_NAMES, CONVERT_OPS, EXP_OPS,
@@ -691,3 +693,24 @@ def test_a_gpu_file_takes_an_occupancy_sweep_and_checks_it():
     with pytest.raises(GpuFileError, match="stream_curve_peak_bytes_per_s"):
         gpu_from_mapping({**base, "stream_curve": [[64, 2e11], [2048, 3e12]],
                           "stream_curve_peak_bytes_per_s": 2e12})
+
+
+@given(rounds=st.floats(1.0, 1e5), dram=st.floats(1e6, 1e12), more=st.floats(1.0, 4.0))
+@settings(max_examples=200, deadline=None)
+def test_the_rounds_time_is_the_one_its_utilization_agrees_with(rounds, dram, more):
+    """``streaming_rounds_s``: the rounds last L(u) each at the utilization u they produce,
+    or, where even the heaviest load's rounds move the bytes faster than the HBM rate, the
+    bandwidth bound takes over (the time returned is then below dram / rate). More rounds
+    or more bytes never take less time."""
+    from hwmodels.timing import streaming_rounds_s
+    h = get_gpu("h100")
+    rate = h.hbm_bandwidth_bytes_per_s * h.hbm_achievable_fraction
+    util, round_s = h.stream_round_curve()
+    t = streaming_rounds_s(h, rounds, dram, rate)
+    u = dram / (t * rate)
+    if u < 1:
+        assert t == pytest.approx(rounds * float(np.interp(u, util, round_s)), rel=1e-6)
+    else:
+        assert t == pytest.approx(rounds * round_s[-1], rel=1e-12)
+    assert streaming_rounds_s(h, rounds * more, dram, rate) >= t * (1 - 1e-9)
+    assert streaming_rounds_s(h, rounds, dram * more, rate) >= t * (1 - 1e-9)
