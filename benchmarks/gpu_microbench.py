@@ -71,6 +71,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
+from hwmodels.gpu_file import GpuFileError, checked_stream_curve
 from hwmodels.gpus import STEP_EVENT_LATENCY_FIELDS, STREAM_ROUND_BYTES, STREAM_SWEEP_THREADS
 
 GEMM_SIZES = (4096, 8192, 16384)
@@ -370,23 +371,22 @@ def derive_fields(m: Measurements, gpu) -> Derived:
 def stream_curve_fields(m: Measurements, gpu, fields: dict, rejected: dict) -> None:
     """The occupancy sweep as the GPU fields ``stream_curve`` and its board's SMs and best
     stream rate, if every row is below the datasheet and the rows rise as a memory does:
-    more threads, more bandwidth, and a round no shorter (``hwmodels.gpu_file`` refuses any
-    other)."""
+    more threads, more bandwidth, and a round no shorter (the rule a GPU file's sweep is
+    held to, ``hwmodels.gpu_file.checked_stream_curve``)."""
     if not m.stream_sweep:
         return
-    rows = sorted((int(t), float(rate)) for t, rate in m.stream_sweep.items())
+    rows = [[int(t), float(f"{rate:.4g}")] for t, rate in sorted(m.stream_sweep.items())]
     top = max(rate for _, rate in rows)
-    peak = PLAUSIBLE_OVER_PEAK * gpu.hbm_bandwidth_bytes_per_s
-    if top > peak:
+    if top > PLAUSIBLE_OVER_PEAK * gpu.hbm_bandwidth_bytes_per_s:
         rejected["stream_curve"] = f"{top:.4g} B/s is above the datasheet's " \
                                    f"{gpu.hbm_bandwidth_bytes_per_s:.4g}"
         return
-    for (t0, r0), (t1, r1) in zip(rows, rows[1:]):
-        if not (r1 > r0 and t1 / r1 >= t0 / r0):
-            rejected["stream_curve"] = f"from {t0} to {t1} threads an SM the bandwidth " \
-                                       f"went {r0:.4g} -> {r1:.4g} B/s, not as a memory does"
-            return
-    fields["stream_curve"] = [[t, float(f"{rate:.4g}")] for t, rate in rows]
+    try:
+        checked_stream_curve("the sweep", rows)
+    except GpuFileError as err:
+        rejected["stream_curve"] = f"{err}, not as a memory does"
+        return
+    fields["stream_curve"] = rows
     fields["stream_curve_sm_count"] = m.sm_count
     fields["stream_curve_peak_bytes_per_s"] = float(f"{max(top, m.triad_bytes_per_s or 0):.4g}")
 

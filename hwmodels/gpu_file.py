@@ -139,7 +139,7 @@ def _checked(origin: str, key: str, value):
                                f"or other control character), got {value!r}")
         return value
     if key in _CURVE_FIELDS:
-        return _checked_curve(where, value)
+        return checked_stream_curve(where, value)
     if key in _BOOL_FIELDS:
         if not isinstance(value, bool):
             raise GpuFileError(f"{where} must be true or false, got {value!r}")
@@ -165,7 +165,7 @@ def _checked(origin: str, key: str, value):
     return float(value) if key in _FLOAT_FIELDS else value
 
 
-def _checked_curve(where: str, value) -> tuple:
+def checked_stream_curve(where: str, value) -> tuple:
     """An occupancy sweep ([[threads per SM, bytes/s], ...], ``hwmodels.gpus.GPU``): the
     threads and the bandwidth both rise row by row, and so does the time a round takes
     (threads / bandwidth): more load never shortens the DRAM's latency, which keeps the

@@ -160,8 +160,9 @@ class KernelRecord:
             same step or the next (the v1 release's next Q_i and dO_i, staged through
             registers on their way to shared memory; its forward's fp32 O_i and its loop
             kernel's fp32 dQ_i read back to be added to): each a ``StepLoad`` saying where
-            the data comes from and how much of the step's work lies between issue and use. What of the load's latency
-            that work does not cover waits on the chain (``hwmodels.timing``). Pricing only.
+            the data comes from and how much of the step's work lies between issue and use.
+            What of the load's latency that work does not cover waits on the chain
+            (``hwmodels.timing``). Pricing only.
             (): none (cp.async and TMA loads, issued a whole tile ahead, wait on no chain).
         library_lane_ops: lane-ops the compiled kernel spends, beyond the ops it counts, in
             the math library's routines, as (pipe, lane-ops) pairs over the pipes "fma",

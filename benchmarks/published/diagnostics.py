@@ -180,13 +180,9 @@ def eager_add_at_loaded_latency(n: int = 8192, d: int = 128) -> dict[str, float]
     t = kernel_time(gpu, add, TimingOptions())
     rate = dram_bytes(gpu, add) / t.total_s
     copy = hbm_rate(gpu, TimingOptions())
-    threads = gpu.max_threads_per_sm
-    counts = add.counts()
-    rounds = (counts["hbm_read_bytes"] + counts["hbm_write_bytes"]) \
-        / (gpu.sm_count * threads * add.thread_round_bytes)
     return {"round_bytes": add.thread_round_bytes,
-            "kib_per_sm": add.thread_round_bytes * threads / 1024,
-            "round_ns": t.latency_s / rounds * 1e9, "utilization": rate / copy}
+            "kib_per_sm": add.thread_round_bytes * gpu.max_threads_per_sm / 1024,
+            "round_ns": t.stream_round_s * 1e9, "utilization": rate / copy}
 
 
 def eager_implied_bandwidth(gpu: str) -> tuple[float, float]:
