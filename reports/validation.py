@@ -16,6 +16,7 @@ from hwmodels.gpus import GPUS
 from reports.document import Section, Table
 
 SUMMARY_FILE = "validation_summary.json"
+FEW_POINTS = 10      # fewer published points than this on a GPU: the report points further
 EAGER_LABEL = "standard (PyTorch eager program)"    # the program the standard figures time
 MLA_LABEL = "mla (absorbed decode, latent kernels)"  # what the FlashMLA figures time
 # The summary's name of an algorithm whose published figures time one program of it
@@ -92,6 +93,19 @@ def _board_note(summary: dict, gpu) -> str:
             "both boards one time.")
 
 
+def _few_points_note(rows: list[dict], validated: list[str], gpu) -> str:
+    """Where a GPU has only a handful of published points: they say little beyond the board
+    that measured them, so point to the GPUs with more, whose mechanisms it shares."""
+    points = sum(r["points"] for r in rows)
+    if points >= FEW_POINTS:
+        return ""
+    others = [name for name in validated if name != gpu.name]
+    return (f" Only {points} published point{'s' if points > 1 else ''} "
+            f"{'were' if points > 1 else 'was'} measured on this GPU; its "
+            "predictions share their mechanisms with those of " + ", ".join(others)
+            + ", and carry their errors (`attnsim report --hw h100` quotes the H100 SXM5's).")
+
+
 def _changed_note(gpu) -> str:
     changed = changed_fields(gpu)
     return (f" This GPU file changes the built-in {gpu.name} model (" + ", ".join(changed)
@@ -127,7 +141,8 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
              "kernel, `mla --path absorbed` without its absorption GEMMs, which the report's "
              "'mla' includes.")
     if rows:
-        intro += _board_note(summary, gpu) + _changed_note(gpu)
+        intro += _few_points_note(rows, validated, gpu) + _board_note(summary, gpu) \
+            + _changed_note(gpu)
     else:
         intro = (f"No published figure for {gpu.full_name} ({gpu.name}) is compared on "
                  f"{summary['page']}, which covers " + ", ".join(validated) + ": its "

@@ -101,9 +101,11 @@ def test_gpus_side_by_side(capsys, tmp_path):
     assert "error" in by_gpu["a100-80gb"]["flash3"]          # Hopper only: said, not hidden
     assert by_gpu["h100-sxm"]["flash2"]["time"]["predicted_s"] < \
         by_gpu["a100-80gb"]["flash2"]["time"]["predicted_s"]
-    # how far each GPU's predictions have been from measured figures; none for the H200
+    # how far each GPU's predictions have been from measured figures, each GPU its own rows
+    # (the H200 has one FA-3 point)
     trust = data["validation"]
-    assert trust["h200"] == [] and {r["gpu"] for r in trust["h100-sxm"]} == {"h100-sxm"}
+    assert {(r["gpu"], r["algorithm"]) for r in trust["h200"]} == {("h200", "flash3")}
+    assert {r["gpu"] for r in trust["h100-sxm"]} == {"h100-sxm"}
     assert {r["algorithm"] for r in trust["a100-80gb"]} >= {"flash2"}
     code, out, _ = run_cli(capsys, "report", "--hw", "a100,h100", "--algorithms", "flash2",
                            *SMALL)
@@ -231,8 +233,21 @@ def test_report_says_how_far_its_predictions_are_from_measured_ones():
     fp8 = next(row for row in table.rows if row[:2] == ["flash3", "fp8"])
     r = next(r for r in expected if r["dtype"] == "fp8")
     assert fp8[3] == f"{r['min']:.2f}–{r['max']:.2f}"
-    h200, rows_h200 = validation_section(get_gpu("h200"))
-    assert not rows_h200 and not h200.tables and "No published figure" in h200.paragraphs[0]
+    a100_40, rows_40 = validation_section(get_gpu("a100-40gb"))
+    assert not rows_40 and not a100_40.tables and "No published figure" in a100_40.paragraphs[0]
+
+
+def test_a_gpu_with_a_handful_of_points_is_pointed_to_the_gpus_with_more():
+    """The H200's one measured point is quoted, and the section says it is one point and
+    where the rest of the evidence for its mechanisms lies; the H100 SXM5, with hundreds,
+    gets no such note."""
+    from reports.validation import FEW_POINTS, validation_section
+    h200, rows = validation_section(get_gpu("h200"))
+    points = sum(r["points"] for r in rows)
+    assert rows and h200.tables and points < FEW_POINTS
+    note = h200.paragraphs[0]
+    assert f"Only {points} published point" in note and "h100-sxm" in note
+    assert "Only" not in validation_section(get_gpu("h100"))[0].paragraphs[0]
 
 
 def test_trust_section_says_how_far_two_boards_of_the_gpu_differ():

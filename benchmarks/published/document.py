@@ -17,7 +17,7 @@ from .figures import FA3_1075_OPTIONS, FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, co
 from . import flashmla
 from .gaps import (achievable_gemm_bullet, fa2_a100_low_end_bullet, fa2_on_h100_bullet,
                    fa3_d64_bullet, fa3_fp8_bullet, fa3_overlap_paragraph, fa3_pipelining_bullet,
-                   fa3_sass_paragraph, flash1_bullet, sibling_board_constants_bullet,
+                   fa3_sass_paragraph, flash1_bullet, h200_bullet, sibling_board_constants_bullet,
                    standard_attention_bullet)
 from .model_tables import ablation_table, breakdown_table, constants_table
 from .predictions import MEASURED, PUBLISHED_PROGRAM
@@ -231,7 +231,7 @@ def still_off_section(fmt: str) -> str:
     bullets = [fa2_on_h100_bullet(), standard_attention_bullet(), fa3_fp8_bullet(),
                fa3_pipelining_bullet(), fa3_d64_bullet(), fa2_a100_low_end_bullet(),
                flash1_bullet(),
-               sibling_board_constants_bullet(), achievable_gemm_bullet()]
+               sibling_board_constants_bullet(), h200_bullet(), achievable_gemm_bullet()]
     return blocks(
         "## Where the model is still off",
         outside_table(fmt),

@@ -272,6 +272,33 @@ def benchmark_attn_comparisons() -> list[Comparison]:
     return rows
 
 
+# FA-1438: one user's H100 and H200 running the same FA-3 build (August 2024, whose d = 64
+# forward is the release's), bf16, non-causal, B 1, H 8, N 32768, d 64: model GPU -> ms. The
+# thread names the boards no further: an H200 is an SXM part, and the H100 is read as the
+# SXM5: at 4.28 ms it ran at 514 TFLOP/s, 52% of the SXM5's dense peak, where a PCIe board
+# would be at 68% of its own, above what FA-3 reaches at d = 64 on any of the paper's charts.
+FA_1438_MS = {"h100-sxm": 4.27728, "h200": 4.51709}
+FA_1438_WORKLOAD = Workload(batch=1, heads=8, seq_q=32768, head_dim=64, dtype="bf16")
+
+
+def fa_1438_comparisons() -> list[Comparison]:
+    """The thread's two forward times, each against flash3 on its GPU."""
+    return [Comparison("FA-1438", "FA-3 fwd TFLOP/s, measured", gpu,
+                       f"B 1, H 8, N 32768, d 64, non-causal, bf16, fwd ({ms} ms)",
+                       (measured_tflops(FA_1438_WORKLOAD, ms),), "TFLOP/s",
+                       functools.partial(lambda g: (tflops("flash3", FA_1438_WORKLOAD, g),), gpu),
+                       algorithm="flash3", dtype="bf16")
+            for gpu, ms in FA_1438_MS.items()]
+
+
+def fa_1438_h200_over_h100() -> tuple[float, float]:
+    """(measured, predicted) H200 time over the H100's for the thread's forward."""
+    measured = FA_1438_MS["h200"] / FA_1438_MS["h100-sxm"]
+    predicted = (predicted_seconds("flash3", FA_1438_WORKLOAD, "h200")
+                 / predicted_seconds("flash3", FA_1438_WORKLOAD, "h100-sxm"))
+    return measured, predicted
+
+
 # FA-3's fp8 benchmarks feed the kernel Q, K, V already in e4m3
 FP8_BENCHMARK_OPTIONS = (("fp8_quantize", "upstream"),)
 # FA2-A100-LOG: flash_attn_func (FA-2's sm80 forward, flash-attention main at 0586d2e7, 2026)
@@ -540,7 +567,8 @@ def comparisons() -> list[Comparison]:
     """Every primary published figure (papers, maintainers, benchmark logs)."""
     from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
     return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
-            + tb2296_comparisons() + benchmark_attn_comparisons() + fa3_1075_comparisons()
+            + tb2296_comparisons() + benchmark_attn_comparisons() + fa_1438_comparisons()
+            + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()
             + pt_sdpa_a100_comparisons() + pt_sdpa_h100_comparisons()
             + fa1_tables_comparisons() + flashmla_comparisons())

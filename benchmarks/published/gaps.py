@@ -37,6 +37,7 @@ from .figures import (B200_EAGER_TFLOPS, FA1_BWD_PUBLISHED, FA1_FWD_PUBLISHED, S
                       fa2_a100_log_ratios, fa2_over_fa1_by_pass,
                       fa2_over_fa1_extremes, fa2_over_fa1_head_grid_max,
                       fa3_1075_eager_ratios, fa3_1777_ratios, fa3_pipelining_gain,
+                      fa_1438_h200_over_h100, source_ratios,
                       pt_sdpa_a100_ratios, pt_sdpa_h100_ratios, sdpa_over_flash2,
                       tb2296_on)
 from .predictions import SEQS, exp_over_mma_time, model_gpu, peak_tflops
@@ -722,6 +723,25 @@ def sibling_board_constants_bullet() -> str:
         "bandwidth the model uses beside the device's; a GPU session should measure them on "
         "the A100/H100 SXM themselves (`bash benchmarks/gpu_session.sh quick`; "
         "`gpu_microbench.py` measures the L2 read bandwidth too).")
+
+
+def h200_bullet() -> str:
+    """The one H200 figure: how its time compares with the same user's H100, measured and
+    modelled."""
+    measured, predicted = fa_1438_h200_over_h100()
+    h100, h200 = source_ratios("FA-1438")
+    return (
+        "- **The H200.** Its one published figure is a user's FA-3 forward timed on an H100 "
+        "and an H200 with the same build ([FA-1438]: bf16, d = 64, N = 32768): the model "
+        f"is at {h100:.2f} of the H100's throughput and {h200:.2f} of the H200's. The "
+        f"H200 took {measured:.3f}x the H100's time; the model {predicted:.3f}x. It gives "
+        "the H200 the H100 SXM5's SMs, sustained clock and bf16 GEMM rate ([MAMF] gives it "
+        "the H100's bf16 figure: 'H200 is the same'), and this forward is bound by its SMs, "
+        "not by "
+        "the HBM the H200 has more of. A lower sustained clock under tensor load on the "
+        "H200 board would make it slower, and no microbenchmark of that clock was found; "
+        "one pair of boards does not tell it from the spread between boards of one model "
+        "(below). `gpu_microbench.py` on an H200 measures the clock and the GEMM rate.")
 
 
 def achievable_gemm_bullet() -> str:

@@ -26,6 +26,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("FA-2", "h100-sxm", "H100, FlashAttention-2"),
     ("over FlashAttention (v1)", "a100-80gb", "A100, FA-2 over FA-1 speedup"),
     ("FA-3", "h100-pcie", "H100 PCIe, FlashAttention-3 fp8 (pre-release)"),
+    ("FA-3", "h200", "H200, FlashAttention-3 fwd, measured"),
     ("PyTorch eager", "h100-pcie", "H100 PCIe, standard attention (PyTorch eager), measured"),
     ("measured", "a100-80gb", "A100, FlashAttention-2 fwd, measured"),
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),

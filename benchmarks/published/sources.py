@@ -427,6 +427,16 @@ SOURCES = (
            "not named; the Fav3 bwd lines are not compared (the backward of that date runs "
            "80 x 128 tiles non-causal at d = 128 and has causal kernels; the model runs the "
            "release's)"),
+    Source("FA-1438", "flash-attention GitHub thread 'FA3 forward performance regression on "
+           "H200' (2025-01-10 to 2025-01-14), the reporter's runtimes",
+           "https://github.com/Dao-AILab/flash-attention/issues/1438",
+           "I found that in the forward pass, H200 is slightly slower (4% average). [...] when "
+           "(batch_size, num_heads, seq_len, dim)= (1, 8, 32768, 64), - for H100 at forward bf16 "
+           "task (full attention), I get 4.27728 ms. - for H200 at forward bf16 task (full "
+           "attention), I get 4.51709 ms. I used commit: "
+           "3cea2fb6ee54fb7e1aad9db6ac6c9331184b8647 — a build of August 2024 whose d = 64 "
+           "forward is the release's (Flash_fwd_kernel_traits<64, 192, 128, 16, 2, ...> in "
+           "hopper/flash_fwd_launch_template.h); the boards are named no further"),
     Source("FA2-A100-LOG", "liangan1/GPU_travel, performance/flash-attn/README.md (its "
            "second table) with the benchmark_fav2.py and commit.txt beside it (a third "
            "party's study of FA-2 on the A100, 2026)",
