@@ -31,8 +31,9 @@ FLOPs: 4 B H N_q N_k d matmul (causal: visible tiles only) + FlashAttention-2's 
 
 rec.info gets ``kv_cache`` (per token 2 G d L elements) and, for decode, ``decode`` with the
 predicted time per generated token (``algorithms.kernels.decode_info``).
-Differences from flash-attn: splits are chosen by the same wave-efficiency idea but not its
-exact table; the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's;
+Differences from flash-attn: splits are chosen by the same rule (no split when the grid
+almost fills the SMs, else the wave efficiency) but counted in SMs where flash-attn's
+``num_splits_heuristic`` counts two CTAs an SM, and without its table of eligible counts; the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's;
 the warps are laid out as FA-2's (``common.mma_warps``), where the CUDA port
 (``gqa_decode.cu``) runs one warp per 16 packed rows.
 """

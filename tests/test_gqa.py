@@ -91,6 +91,21 @@ def test_split_kv_equals_unsplit():
     assert [k.name for k in one.kernels] == ["gqa_decode"]
 
 
+def test_a_grid_that_almost_fills_the_sms_is_not_split():
+    """flash-attn's num_splits_heuristic: no split once the unsplit grid has 80% of the SMs'
+    worth of CTAs (a split's partials and combine would buy only a fuller last wave); below
+    that, the wave-efficiency rule. On the A100's 108 SMs, 256 CTAs fill 2.37 waves (the
+    last 37% full, 2 splits would fill 95%) and stay unsplit; 64 CTAs are split."""
+    from algorithms.kernels.splitkv import ALMOST_FULL, choose_splits
+    assert ALMOST_FULL == 0.8
+    assert choose_splits(256, 64, 108) == 1 and choose_splits(87, 64, 108) == 1
+    assert choose_splits(86, 64, 108) > 1 and choose_splits(64, 64, 108) > 1
+    # MLA's absorbed path on a prefill whose grid fills the A100: one kernel, no combine
+    wl = Workload(batch=2, heads=16, seq_q=512, head_dim=128)
+    r = simulate("mla", wl, get_gpu("a100"), compute=False)
+    assert r.plan["splits"] == 1 and "splitkv_combine" not in [k.name for k in r.kernels]
+
+
 @pytest.mark.parametrize("splits", [1, 3])
 def test_decode_traffic_closed_form(splits):
     b, h, g_kv, nq, n, d, e = 3, 8, 2, 1, 1000, 128, 2

@@ -60,6 +60,7 @@ K_BLOCKS = (128, 64, 32, 16)
 STAT_BYTES = 4         # lse and the partial O of split CTAs are fp32
 MAX_SPLITS = 128       # as flash-attn's num_splits heuristic caps it
 SPLIT_EFFICIENCY = 0.85  # smallest split count within 85% of the best wave efficiency
+ALMOST_FULL = 0.8      # a grid of this many CTAs per SM or more is not split (flash-attn)
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,14 @@ def plan_tiles(groups, seq_q, dk, dv, e, sram_bytes, register_budget, *, v_in_k=
 
 
 def choose_splits(base_ctas: int, key_blocks: int, sm_count: int) -> int:
-    """Flash-decoding's split count: the smallest S whose grid (base_ctas x S) fills the SMs'
-    waves within 85% of the best S, at most one split per key block and ``MAX_SPLITS``."""
+    """Flash-decoding's split count: none when the unsplit grid already almost fills the SMs
+    (``ALMOST_FULL``: flash-attn's ``num_splits_heuristic`` returns 1 there, "If we have
+    enough to almost fill the SMs, then just use 1 split"), else the smallest S whose grid
+    (base_ctas x S) fills the SMs' waves within 85% of the best S, at most one split per key
+    block and ``MAX_SPLITS``. A split's partials cost a combine kernel and their own traffic,
+    which a fuller last wave of an already full grid does not repay."""
+    if base_ctas >= ALMOST_FULL * sm_count:
+        return 1
     top = max(1, min(MAX_SPLITS, key_blocks))
     eff = []
     for s in range(1, top + 1):
