@@ -81,12 +81,16 @@ class PortCase:
                 f"{dtype}{passes}{dropout}")
 
 
+# 9 new tokens over 2 splits at d = 64: the combine merges 8 rows a CTA (combine_rows), so
+# each head's rows take two combine CTAs
+GQA_COMBINE_ROWS_CASE = PortCase("gqa", (1, 4, 2, 9, 300, 64, True), {"splits": 2}, decode=True)
 PORT_CASES = (
     [PortCase(n, s) for n in DENSE_PORTS for s in SHAPES]
     + [PortCase("gqa", s) for s in SHAPES]
     + [PortCase("gqa", s, {"pack_group": True}) for s in SHAPES[2:]]
     + [PortCase("gqa", s, decode=True) for s in DECODE_SHAPES]
     + [PortCase("gqa", s, {"splits": 2}, decode=True) for s in DECODE_SHAPES]
+    + [GQA_COMBINE_ROWS_CASE]
     + [PortCase(n, s, o) for n, o in SPARSE_OPTIONS.items()
        for s in (SHAPES[1], SELF_ATTENTION_SHAPE if n in SELF_ATTENTION_ONLY else SHAPES[4])]
     + [PortCase("linear", s) for s in SHAPES]
@@ -107,6 +111,9 @@ MLA_CASES = [
     PortCase("mla", (1, 4, 4, 1, 200, 128, False), decode=True),
     # 32 heads in one CTA (2 row tiles x 4 slices), one split: mla_attn writes o_lat itself
     PortCase("mla", (1, 32, 32, 1, 130, 64, False), {"splits": 1}, decode=True),
+    # 9 new tokens, 2 splits, d_c = 64: two combine CTAs a head (8 rows each)
+    PortCase("mla", (1, 4, 4, 9, 300, 32, True), {"kv_lora_rank": 64, "rope_dim": 16,
+                                                  "splits": 2}, decode=True),
 ]
 PORT_CASES += MLA_CASES
 # bf16 storage (the ATTN_BF16 build of the same sources): one case per port family

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from algorithms import ports
+from algorithms.kernels.splitkv import combine_rows
 from algorithms.base import check_options
 from algorithms.registry import get_algorithm
 
@@ -70,21 +71,22 @@ def expected_defines(name, plan, d, source=None, dropout=0.0):
                 "TILE_K": plan.gemm_tile_k, "HEAD_DIM": d}
     if name == "gqa":
         return {"BLOCK_Q": plan.block_q, "GROUP": plan.group, "BLOCK_K": plan.block_k,
-                "HEAD_DIM": d}
+                "HEAD_DIM": d, "COMBINE_ROWS": combine_rows(d)}
     if name in ("linear", "rfa", "performer"):
         return {"CHUNK": plan.block, "HEAD_DIM": d, "FEAT_KIND": ports.FEATURE_KINDS[plan.kind],
                 "FEAT_UNITS": plan.tile_units}
     if source == "mla_upproject.cu":            # mla --path upproject: one head per CTA
         return {"BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k, "HEAD_DIM": d,
                 "DR": plan.rope_dim, "DC": plan.kv_lora_rank, "TILE_M": plan.gemm_tile_m,
-                "TILE_N": plan.gemm_tile_n, "TILE_K": plan.gemm_tile_k}
+                "TILE_N": plan.gemm_tile_n, "TILE_K": plan.gemm_tile_k,
+                "COMBINE_ROWS": combine_rows(d)}
     if name == "mla":
         from algorithms.kernels.splitkv import value_column_slices
         return {"GROUP": plan.head_block, "BLOCK_Q": plan.block_q, "BLOCK_K": plan.block_k,
                 "DC": plan.kv_lora_rank, "DR": plan.rope_dim, "HEAD_DIM": d,
                 "COL_SLICES": value_column_slices(plan.kv_lora_rank),
                 "TILE_M": plan.gemm_tile_m, "TILE_N": plan.gemm_tile_n,
-                "TILE_K": plan.gemm_tile_k}
+                "TILE_K": plan.gemm_tile_k, "COMBINE_ROWS": combine_rows(plan.kv_lora_rank)}
     if name == "reformer":
         return {"HEAD_DIM": d, "CHUNK": plan.bucket_size, "HASHES": plan.hashes,
                 "HASH_ROWS": plan.hash_block, "ROT_COLS": plan.rotation_cols,

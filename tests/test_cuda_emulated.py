@@ -20,7 +20,8 @@ from attnsim.reference import attention_backward_reference, attention_reference,
 from hwmodels import get_gpu
 from _benchmarks import load_benchmark
 from cuda_emu import emulate as emulate_mod
-from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, FEATURE_SHAPES, MLA_CASES,
+from port_cases import (BF16_CASES, DECODE_SHAPES, DIFF_CASES, FEATURE_SHAPES,
+                        GQA_COMBINE_ROWS_CASE, MLA_CASES,
                         MASKED_DENSE_CASES, PORT_CASES, SHAPES, PortCase, backward_baseline, diff_fp16_baseline,
                         fp16_baseline, workload)
 
@@ -34,6 +35,7 @@ EMULATED = [PortCase("flash2", SHAPES[i]) for i in (1, 2, 3, 4)] + [
     PortCase("standard", SHAPES[0]), PortCase("standard", SHAPES[1]),
     PortCase("gqa", DECODE_SHAPES[0], decode=True),
     PortCase("gqa", DECODE_SHAPES[1], {"splits": 2}, decode=True),
+    GQA_COMBINE_ROWS_CASE,
     PortCase("gqa", SHAPES[2], {"pack_group": True}),
     PortCase("local", SHAPES[1], {"window": 64}),
     PortCase("bigbird", SHAPES[1], {"block": 32}),

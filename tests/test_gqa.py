@@ -106,6 +106,24 @@ def test_a_grid_that_almost_fills_the_sms_is_not_split():
     assert r.plan["splits"] == 1 and "splitkv_combine" not in [k.name for k in r.kernels]
 
 
+def test_the_combine_spreads_each_heads_rows_over_ctas():
+    """flash-attn's combine merges a few rows a CTA ("kBlockM ... as small as possible for
+    more parallelism": 4 rows at a value width that is a multiple of 128, 8 of 64, else 16),
+    so a step of several new tokens spreads each head's rows over CTAs instead of one CTA
+    walking them all; the traffic is the same."""
+    from algorithms.kernels.splitkv import combine_rows
+    assert (combine_rows(128), combine_rows(512), combine_rows(64), combine_rows(40)) == \
+        (4, 4, 8, 16)
+    wl = Workload(batch=2, heads=4, kv_heads=2, seq_q=9, seq_k=300, head_dim=64, decode=True,
+                  causal=True)
+    r = simulate("gqa", wl, H100, options={"splits": 2}, compute=False)
+    combine = next(k for k in r.kernels if k.name == "splitkv_combine")
+    assert combine.ctas == 2 * 4 * 2                    # B x H x ceil(9 / 8)
+    one = Workload(batch=2, heads=4, kv_heads=2, seq_q=1, seq_k=300, head_dim=64, decode=True)
+    r1 = simulate("gqa", one, H100, options={"splits": 2}, compute=False)
+    assert next(k for k in r1.kernels if k.name == "splitkv_combine").ctas == 2 * 4
+
+
 @pytest.mark.parametrize("splits", [1, 3])
 def test_decode_traffic_closed_form(splits):
     b, h, g_kv, nq, n, d, e = 3, 8, 2, 1, 1000, 128, 2

@@ -13,7 +13,8 @@
 //   gqa_splitkv   grid (n_splits, B · (H / GROUP) · ceil(N_q / BLOCK_Q)). With one split it
 //                 writes O (fp16) and lse (fp32) directly; with several it writes each split's
 //                 normalized partial O_s and lse_s in fp32.
-//   gqa_combine   grid (B · H), one CTA per query head merging its N_q rows:
+//   gqa_combine   grid (B · H, ceil(N_q / COMBINE_ROWS)), one CTA per query head and block of
+//                 COMBINE_ROWS rows (the simulator's ``splitkv.combine_rows``), merging them:
 //                 O = Σ_s exp(lse_s − lse) O_s with lse = log Σ_s exp(lse_s) (launched only
 //                 when n_splits > 1, as the simulator's ``splitkv_combine``).
 // The splits are the simulator's: the ceil(N_k / BLOCK_K) key blocks dealt into n_splits
@@ -51,6 +52,9 @@
 #define NWARPS (ROWS_PAD / 16)
 #define NTHREADS (NWARPS * 32)
 #define COMBINE_THREADS (((HEAD_DIM + 31) / 32) * 32)
+#ifndef COMBINE_ROWS
+#define COMBINE_ROWS 4
+#endif
 
 static_assert(ROWS_PAD <= 512, "GROUP * BLOCK_Q must be <= 512 (32 warps)");
 static_assert(BLOCK_K % 16 == 0, "BLOCK_K must be a multiple of 16");
@@ -166,11 +170,14 @@ gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const at
     }
 }
 
-// Merge the n_splits partials of every row of one query head. Grid (B·H).
+// Merge the n_splits partials of COMBINE_ROWS rows of one query head.
+// Grid (B·H, ceil(n_q / COMBINE_ROWS)).
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 gqa_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
             attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_splits) {
-    for (int i = 0; i < n_q; ++i)
+    const int first = blockIdx.y * COMBINE_ROWS;
+    const int last = min(n_q, first + COMBINE_ROWS);
+    for (int i = first; i < last; ++i)
         attn_combine_row<HEAD_DIM>(o_part, lse_part, o, lse, blockIdx.x, i, n_q, n_splits,
                                    threadIdx.x);
 }

@@ -9,7 +9,8 @@
 //   mla_absorb_q     q̃_h = q^C_h W_UK^h            per head a (B·N_q x d_h) @ (d_h x DC) GEMM
 //   mla_attn         ô_h = softmax(scale [q̃_h ; q^R_h] [c_KV ; k^R]ᵀ) c_KV, split over keys;
 //                    GROUP heads x BLOCK_Q tokens packed per CTA share every latent tile
-//   mla_combine      merges the splits' fp32 partials (when there are several)
+//   mla_combine      merges the splits' fp32 partials (when there are several), a CTA per
+//                    head and COMBINE_ROWS tokens
 //   mla_absorb_o     o_h = ô_h W_UV^hᵀ                per head a (B·N_q x DC) @ (DC x d_h) GEMM
 // Causal (several new tokens, bottom-right aligned): token i sees key j iff j <= i + N_k − N_q.
 //
@@ -72,6 +73,9 @@
 #define NWARPS (ROW_TILES * COL_SLICES)
 #define NTHREADS (NWARPS * 32)
 #define COMBINE_THREADS (((DC + 31) / 32) * 32)
+#ifndef COMBINE_ROWS
+#define COMBINE_ROWS 4
+#endif
 
 static_assert(NWARPS <= 32, "ROWS_PAD / 16 x COL_SLICES warps must be <= 32");
 static_assert(KEY_SLICE % 16 == 0, "BLOCK_K / COL_SLICES must be a multiple of 16");
@@ -323,11 +327,14 @@ mla_attn(const attn_t* __restrict__ q_lat, const attn_t* __restrict__ q_rope,
     }
 }
 
-// Merge the n_splits partials of every row of one query head into o_lat and lse. Grid (B·H).
+// Merge the n_splits partials of COMBINE_ROWS rows of one query head into o_lat and lse.
+// Grid (B·H, ceil(n_q / COMBINE_ROWS)).
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 mla_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
             attn_t* __restrict__ o_lat, float* __restrict__ lse, int n_q, int n_splits) {
-    for (int i = 0; i < n_q; ++i)
+    const int first = blockIdx.y * COMBINE_ROWS;
+    const int last = min(n_q, first + COMBINE_ROWS);
+    for (int i = first; i < last; ++i)
         attn_combine_row<DC>(o_part, lse_part, o_lat, lse, blockIdx.x, i, n_q, n_splits,
                              threadIdx.x);
 }

@@ -11,7 +11,8 @@
 //   mla_up_attn     o_h = softmax(scale [q^C_h ; q^R_h] [K^C_h ; k^R]ᵀ) V_h, split over keys,
 //                   one head x BLOCK_Q tokens per CTA (FlashAttention-2's loop, online
 //                   softmax in fp32 registers); d_k = HEAD_DIM + DR, d_v = HEAD_DIM
-//   mla_up_combine  merges the splits' fp32 partials (launched only with several splits)
+//   mla_up_combine  merges the splits' fp32 partials (launched only with several splits), a
+//                   CTA per head and COMBINE_ROWS tokens
 // Causal (several new tokens, bottom-right aligned): token i sees key j iff j <= i + N_k − N_q.
 //
 // K = [K^C_h ; k^R] is assembled in shared memory, not in HBM: a key tile's first HEAD_DIM
@@ -61,6 +62,9 @@
 #define NWARPS (ROWS_PAD / 16)
 #define NTHREADS (NWARPS * 32)
 #define COMBINE_THREADS (((HEAD_DIM + 31) / 32) * 32)
+#ifndef COMBINE_ROWS
+#define COMBINE_ROWS 4
+#endif
 
 static_assert(ROWS_PAD <= 512, "BLOCK_Q must be <= 512 (32 warps)");
 static_assert(BLOCK_K % 16 == 0, "BLOCK_K must be a multiple of 16");
@@ -215,11 +219,14 @@ mla_up_attn(const attn_t* __restrict__ q, const attn_t* __restrict__ q_rope,
     }
 }
 
-// Merge the n_splits partials of every row of one query head into o and lse. Grid (B·H).
+// Merge the n_splits partials of COMBINE_ROWS rows of one query head into o and lse.
+// Grid (B·H, ceil(n_q / COMBINE_ROWS)).
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 mla_up_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
                attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_splits) {
-    for (int i = 0; i < n_q; ++i)
+    const int first = blockIdx.y * COMBINE_ROWS;
+    const int last = min(n_q, first + COMBINE_ROWS);
+    for (int i = first; i < last; ++i)
         attn_combine_row<HEAD_DIM>(o_part, lse_part, o, lse, blockIdx.x, i, n_q, n_splits,
                                    threadIdx.x);
 }

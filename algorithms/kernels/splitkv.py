@@ -265,9 +265,20 @@ def kv_working_set(rec, kv_units, packs_per_kv, ctas_per_pack, buffers, tiles, t
     return in_flight * kv_bytes
 
 
+def combine_rows(dv: int) -> int:
+    """Query rows one combine CTA merges: flash-attn's ``kBlockM`` for its split-KV combine
+    ("as small as possible for more parallelism", flash_fwd_launch_template.h: 4 when the
+    value width is a multiple of 128, 8 when of 64, else 16)."""
+    return 4 if dv % 128 == 0 else 8 if dv % 64 == 0 else 16
+
+
 def combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, splits, e, compute):
-    """The reduction kernel: one CTA per (sequence, query head) merges the S partials."""
-    c = rec.kernel("splitkv_combine", ctas=batch * q_heads,
+    """The reduction kernel: one CTA per (sequence, query head, ``combine_rows`` query rows)
+    merges their S partials, row after row. flash-attn spreads the rows over CTAs the same
+    way (its blocks of rows run across heads: a decode step's one row per head shares a CTA
+    with three other heads' there, where here each head has its own)."""
+    c = rec.kernel("splitkv_combine",
+                   ctas=batch * q_heads * cdiv(seq_q, combine_rows(dv)),
                    # rows are merged one after another: one row's partials on chip at a time
                    buffers={"lse_s": splits * STAT_BYTES, "O_s": dv * STAT_BYTES,
                             "O_acc": dv * STAT_BYTES},

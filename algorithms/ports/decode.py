@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.kernels.common import cdiv
+from algorithms.kernels.splitkv import combine_rows
 from algorithms.ports.core import (Launch, PortLaunches, PortUnsupported, Scalar, Tensor,
                                    check_common, gemm_tile_problem, head_args, out_tensor, pad16,
                                    qkv_tensors, round_up, stats_tensor)
@@ -27,7 +28,8 @@ def gqa_port(wl, plan, extra=None) -> PortLaunches:
                               f"block_q <= {GQA_MAX_ROWS}; the plan has {g} x {bq}, {bk}")
     d, bh = wl.head_dim, wl.batch * wl.heads
     t_r = cdiv(wl.seq_q, bq)
-    defines = {"BLOCK_Q": bq, "GROUP": g, "BLOCK_K": bk, "HEAD_DIM": d}
+    defines = {"BLOCK_Q": bq, "GROUP": g, "BLOCK_K": bk, "HEAD_DIM": d,
+               "COMBINE_ROWS": combine_rows(d)}
     tensors = {**qkv_tensors(wl), "o": out_tensor(wl), "lse": stats_tensor(wl)}
     if splits > 1:
         tensors["o_part"] = Tensor((bh, splits, wl.seq_q, d), "fp32", "work")
@@ -41,7 +43,8 @@ def gqa_port(wl, plan, extra=None) -> PortLaunches:
                         Scalar(int(wl.causal), "int")),
                        "gqa_decode" if plan.mode == "decode" else "gqa_fwd")]
     if splits > 1:
-        launches.append(Launch("gqa_decode.cu", "gqa_combine", (bh, 1, 1),
+        launches.append(Launch("gqa_decode.cu", "gqa_combine",
+                               (bh, cdiv(wl.seq_q, combine_rows(d)), 1),
                                (round_up(d, 32), 1, 1), 0, defines,
                                ("o_part", "lse_part", "o", "lse", n_q, Scalar(splits, "int")),
                                "splitkv_combine"))
@@ -78,7 +81,8 @@ def mla_port(wl, plan, extra=None) -> PortLaunches:
     b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads
     dk_pad = pad16(d_c + d_r)
     defines = {"GROUP": g, "BLOCK_Q": bq, "BLOCK_K": bk, "DC": d_c, "DR": d_r, "HEAD_DIM": d,
-               "COL_SLICES": slices, "TILE_M": tm, "TILE_N": tn, "TILE_K": tk}
+               "COL_SLICES": slices, "TILE_M": tm, "TILE_N": tn, "TILE_K": tk,
+               "COMBINE_ROWS": combine_rows(d_c)}
     latent = _mla_latent_inputs(wl, plan)
     tensors = {
         "q": Tensor((b, h, nq, d), wl.dtype, "input"),                 # q^C
@@ -109,7 +113,8 @@ def mla_port(wl, plan, extra=None) -> PortLaunches:
                 *ints(nq, nk, h), Scalar(plan.scale, "float"), Scalar(int(wl.causal), "int")),
                "mla_latent_attn")]
     if splits > 1:
-        launches.append(Launch("mla_decode.cu", "mla_combine", (bh, 1, 1),
+        launches.append(Launch("mla_decode.cu", "mla_combine",
+                               (bh, cdiv(nq, combine_rows(d_c)), 1),
                                (round_up(d_c, 32), 1, 1), 0, defines,
                                ("o_part", "lse_part", "o_lat", "lse", *ints(nq, splits)),
                                "splitkv_combine"))
@@ -145,7 +150,7 @@ def mla_upproject_port(wl, plan) -> PortLaunches:
         raise PortUnsupported("the mla --path upproject port needs " + "; ".join(problems))
     b, h, nq, nk, bh = wl.batch, wl.heads, wl.seq_q, wl.seq_k, wl.batch * wl.heads
     defines = {"BLOCK_Q": bq, "BLOCK_K": bk, "HEAD_DIM": d, "DR": d_r, "DC": d_c,
-               "TILE_M": tm, "TILE_N": tn, "TILE_K": tk}
+               "TILE_M": tm, "TILE_N": tn, "TILE_K": tk, "COMBINE_ROWS": combine_rows(d)}
     latent = _mla_latent_inputs(wl, plan)
     tensors = {
         "q": Tensor((b, h, nq, d), wl.dtype, "input"),                 # q^C
@@ -172,7 +177,8 @@ def mla_upproject_port(wl, plan) -> PortLaunches:
                ("q", "q_rope", "kv", "k_rope", *part, "o", "lse", *ints(nq, nk, h),
                 Scalar(plan.scale, "float"), Scalar(int(wl.causal), "int")), "mla_attn")]
     if splits > 1:
-        launches.append(Launch("mla_upproject.cu", "mla_up_combine", (bh, 1, 1),
+        launches.append(Launch("mla_upproject.cu", "mla_up_combine",
+                               (bh, cdiv(nq, combine_rows(d)), 1),
                                (round_up(d, 32), 1, 1), 0, defines,
                                ("o_part", "lse_part", "o", "lse", *ints(nq, splits)),
                                "splitkv_combine"))
