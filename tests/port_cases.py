@@ -7,8 +7,6 @@ that the MMA k-step must pad (40), causal rows that see no key (N_q > N_k), spli
 """
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from algorithms import ports
 from attnsim import Workload
 from attnsim.reference import (attention_backward_reference, attention_reference,
