@@ -275,8 +275,8 @@ def combine_rows(dv: int) -> int:
 def combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, splits, e, compute):
     """The reduction kernel: one CTA per (sequence, query head, ``combine_rows`` query rows)
     merges their S partials, row after row. flash-attn spreads the rows over CTAs the same
-    way (its blocks of rows run across heads: a decode step's one row per head shares a CTA
-    with three other heads' there, where here each head has its own)."""
+    way, except that its blocks of rows run across heads: there a decode step's one row a
+    head shares its CTA with the next heads' rows, here each head has a CTA of its own."""
     c = rec.kernel("splitkv_combine",
                    ctas=batch * q_heads * cdiv(seq_q, combine_rows(dv)),
                    # rows are merged one after another: one row's partials on chip at a time
