@@ -436,7 +436,9 @@ SOURCES = (
            "attention), I get 4.51709 ms. I used commit: "
            "3cea2fb6ee54fb7e1aad9db6ac6c9331184b8647 — a build of August 2024 whose d = 64 "
            "forward is the release's (Flash_fwd_kernel_traits<64, 192, 128, 16, 2, ...> in "
-           "hopper/flash_fwd_launch_template.h); the boards are named no further"),
+           "hopper/flash_fwd_launch_template.h); the boards are named no further: the H100, "
+           "at 514 TFLOP/s, is read as the SXM5 (52% of its dense peak; a PCIe board would be "
+           "at 68% of its own, above every d = 64 bar of FA-3's charts)"),
     Source("FA2-A100-LOG", "liangan1/GPU_travel, performance/flash-attn/README.md (its "
            "second table) with the benchmark_fav2.py and commit.txt beside it (a third "
            "party's study of FA-2 on the A100, 2026)",
