@@ -63,13 +63,20 @@ def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = No
                  == (gpu_name, algorithm, input_kind(dtype))), None)
 
 
+def ratio_range(row: dict) -> str:
+    """A row's predicted/published range, one figure when its points agree to two decimals."""
+    low, high = f"{row['min']:.2f}", f"{row['max']:.2f}"
+    return low if low == high else f"{low}–{high}"
+
+
 def run_sentence(row: dict, gpu, summary: dict | None = None) -> str:
     """One line for ``attnsim run``: how far this algorithm's predictions have been."""
     summary = summary or load_summary()
     changed = changed_fields(gpu)
     return (f"measured figures for {row['algorithm']} ({row['dtype']}) on {row['gpu']}: "
-            f"predicted/published {row['min']:.2f}–{row['max']:.2f}, median "
-            f"{row['median']:.2f} over {row['points']} points (above 1 the prediction is too "
+            f"predicted/published {ratio_range(row)}, median "
+            f"{row['median']:.2f} over {row['points']} point{'s' if row['points'] > 1 else ''} "
+            "(above 1 the prediction is too "
             f"fast; {summary['page']})"
             + (f"; for the built-in model, which this GPU file changes ({', '.join(changed)})"
                if changed else ""))
@@ -121,7 +128,7 @@ def _table(rows: list[dict], summary: dict, with_gpu: bool) -> Table:
             "algorithm", "inputs", "points", "predicted / published", "median",
             f"within {lo}–{hi}"],
         rows=[([r["gpu"]] if with_gpu else []) + [
-            r["algorithm"], r["dtype"], r["points"], f"{r['min']:.2f}–{r['max']:.2f}",
+            r["algorithm"], r["dtype"], r["points"], ratio_range(r),
             f"{r['median']:.2f}", f"{r['inside_band']} of {r['points']}"] for r in rows],
         records=rows)
 

@@ -248,6 +248,8 @@ def test_a_gpu_with_a_handful_of_points_is_pointed_to_the_gpus_with_more():
     note = h200.paragraphs[0]
     assert f"Only {points} published point" in note and "h100-sxm" in note
     assert "Only" not in validation_section(get_gpu("h100"))[0].paragraphs[0]
+    one = next(r for r in rows if r["points"] == 1)      # one figure, not "1.20–1.20"
+    assert h200.tables[0].rows[rows.index(one)][3] == f"{one['min']:.2f}"
 
 
 def test_trust_section_says_how_far_two_boards_of_the_gpu_differ():
