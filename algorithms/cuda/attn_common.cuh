@@ -513,3 +513,15 @@ __device__ __forceinline__ void attn_combine_row(const float* o_part, const floa
     if (col < kDV) o[orow * kDV + col] = attn_from_f32(total > 0.f ? out / total : 0.f);
     if (col == 0) lse[orow] = total > 0.f ? mx + __logf(total) : ATTN_NEG_INF;
 }
+
+// Merge the rows of one combine CTA: head blockIdx.x, rows [blockIdx.y·kRows, +kRows) of
+// its n_q (grid (B·H, ceil(n_q / kRows)), each row as attn_combine_row).
+template <int kDV, int kRows>
+__device__ __forceinline__ void attn_combine_rows(const float* o_part, const float* lse_part,
+                                                  attn_t* o, float* lse, int n_q,
+                                                  int n_splits) {
+    const int last = min(n_q, (int)(blockIdx.y + 1) * kRows);
+    for (int i = blockIdx.y * kRows; i < last; ++i)
+        attn_combine_row<kDV>(o_part, lse_part, o, lse, blockIdx.x, i, n_q, n_splits,
+                              threadIdx.x);
+}

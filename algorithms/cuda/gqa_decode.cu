@@ -175,9 +175,5 @@ gqa_splitkv(const attn_t* __restrict__ q, const attn_t* __restrict__ k, const at
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 gqa_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
             attn_t* __restrict__ o, float* __restrict__ lse, int n_q, int n_splits) {
-    const int first = blockIdx.y * COMBINE_ROWS;
-    const int last = min(n_q, first + COMBINE_ROWS);
-    for (int i = first; i < last; ++i)
-        attn_combine_row<HEAD_DIM>(o_part, lse_part, o, lse, blockIdx.x, i, n_q, n_splits,
-                                   threadIdx.x);
+    attn_combine_rows<HEAD_DIM, COMBINE_ROWS>(o_part, lse_part, o, lse, n_q, n_splits);
 }

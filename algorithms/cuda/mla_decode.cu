@@ -332,9 +332,5 @@ mla_attn(const attn_t* __restrict__ q_lat, const attn_t* __restrict__ q_rope,
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 mla_combine(const float* __restrict__ o_part, const float* __restrict__ lse_part,
             attn_t* __restrict__ o_lat, float* __restrict__ lse, int n_q, int n_splits) {
-    const int first = blockIdx.y * COMBINE_ROWS;
-    const int last = min(n_q, first + COMBINE_ROWS);
-    for (int i = first; i < last; ++i)
-        attn_combine_row<DC>(o_part, lse_part, o_lat, lse, blockIdx.x, i, n_q, n_splits,
-                             threadIdx.x);
+    attn_combine_rows<DC, COMBINE_ROWS>(o_part, lse_part, o_lat, lse, n_q, n_splits);
 }
