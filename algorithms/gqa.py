@@ -33,9 +33,10 @@ rec.info gets ``kv_cache`` (per token 2 G d L elements) and, for decode, ``decod
 predicted time per generated token (``algorithms.kernels.decode_info``).
 Differences from flash-attn: splits are chosen by the same rule (no split when the grid
 almost fills the SMs, else the wave efficiency) but counted in SMs where flash-attn's
-``num_splits_heuristic`` counts two CTAs an SM, and without its table of eligible counts; the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's;
-the warps are laid out as FA-2's (``common.mma_warps``), where the CUDA port
-(``gqa_decode.cu``) runs one warp per 16 packed rows.
+``num_splits_heuristic`` counts two CTAs an SM, and without its table of eligible counts;
+the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's; the warps
+are laid out as FA-2's (``common.mma_warps``), where the CUDA port (``gqa_decode.cu``) runs
+one warp per 16 packed rows.
 """
 from __future__ import annotations
 
