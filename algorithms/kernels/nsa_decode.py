@@ -181,19 +181,9 @@ def _finish(acc, l):
 
 
 @compiled
-def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock, stride,
-                 sblock, n_sel, window, tile, rescore, scale, e, compute):
-    """One (sequence, KV group) of a decode step (the CTA of ``nsa_decode``).
-
-    q (g, N_q, d); kc, vc (N_c, d) the compressed cache; k, v (N_k, d) the raw cache;
-    wg (g, 3, d) gate weights; o (g, N_q, d) out; sel (N_q, n) int32 out: the selection,
-    kept on chip by the kernel and returned for inspection (not counted)."""
-    rows = g * seq_q
-    shift = seq_k - seq_q
-    seg_c = cblock // stride
-    seg_s = sblock // stride
-    n_blocks = (seq_k + sblock - 1) // sblock
-    # -- the group's queries and gates g_c = sigmoid(q · w_c), once --
+def group_gates(c, q, wg, rows, seq_q, g, d, e, compute):
+    """The group's queries once, and their gates g_c = sigmoid(q · w_c) (Eq. 5): returns
+    the queries as (g N_q, d) rows and the (g N_q, 3) gates."""
     count_load(c, rows * d * e)
     count_load(c, 3 * g * d * e)
     count_matmul(c, rows, 3, d, e)
@@ -207,7 +197,17 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         for j in range(g):
             x = np.dot(np.ascontiguousarray(q[j]), np.ascontiguousarray(wg[j].T))
             gates[j * seq_q:(j + 1) * seq_q] = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
-    # -- compressed branch: K̃, Ṽ once; bins of Eq. 9 kept per row on chip --
+    return qr, gates
+
+
+@compiled
+def compressed_pass(c, qr, kc, vc, rows, seq_q, shift, d, n_c, cblock, stride, sblock,
+                    n_blocks, tile, rescore, scale, e, compute):
+    """The compressed branch over K̃, Ṽ once (online softmax), with each row's bins of the
+    selection blocks (Eq. 9) kept on chip relative to the running max unless ``rescore``:
+    returns (O_cmp, m, l, bins)."""
+    seg_c = cblock // stride
+    seg_s = sblock // stride
     nv_first = visible_compressed(shift, cblock, stride)
     m = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
     l = np.zeros(rows if compute else 0, dtype=np.float32)
@@ -230,7 +230,7 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         if compute:
             s = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
             if masked:
-                _mask_rows(s, seq_q, c0, shift, cblock, stride, window, 0)
+                _mask_rows(s, seq_q, c0, shift, cblock, stride, 0, 0)
             alpha = online_softmax_tile(s, m, l)
             acc = acc * alpha.reshape((rows, 1)) + np.dot(s, vj)
             if not rescore:
@@ -241,46 +241,67 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
                             hbins[r, sg // seg_s] += s[r, jj]
     count_other(c, rows * d + rows)                       # O_cmp = acc / l
     o_cmp = _finish(acc, l) if compute else acc
-    # -- importance scores per position: p = exp(S − lse) summed over the group (Eq. 10) --
+    return o_cmp, m, l, hbins
+
+
+@compiled
+def block_scores_from_bins(c, hbins, l, rows, seq_q, g, n_blocks, compute):
+    """Each position's selection-block scores (Eq. 10) from the on-chip bins: the bins
+    over l, summed over the group's g heads."""
     pbins = np.zeros((seq_q if compute else 0, n_blocks), dtype=np.float32)
-    if not rescore:
-        count_other(c, rows * n_blocks)                   # bins / l
-        count_other(c, (g - 1) * seq_q * n_blocks)        # sum over the g heads
+    count_other(c, rows * n_blocks)                       # bins / l
+    count_other(c, (g - 1) * seq_q * n_blocks)            # sum over the g heads
+    if compute:
+        for r in range(rows):
+            if l[r] > 0:
+                pbins[r % seq_q] += hbins[r] / l[r]
+    return pbins
+
+
+@compiled
+def block_scores_rescored(c, qr, kc, m, l, rows, seq_q, shift, g, d, n_c, cblock, stride,
+                          sblock, n_blocks, tile, scale, e, compute):
+    """Each position's selection-block scores (Eq. 10) when the bins did not fit: K̃ read
+    again, p = exp(S − lse) credited to the blocks and summed over the group's g heads."""
+    seg_c = cblock // stride
+    seg_s = sblock // stride
+    nv_first = visible_compressed(shift, cblock, stride)
+    pbins = np.zeros((seq_q if compute else 0, n_blocks), dtype=np.float32)
+    count_other(c, rows)                                  # lse = m + log l
+    count_exp(c, rows)
+    lse = np.full(rows if compute else 0, np.inf, dtype=np.float32)
+    if compute:
+        for r in range(rows):
+            if l[r] > 0:
+                lse[r] = m[r] + np.log(l[r])
+    for c0 in range(0, n_c, tile):
+        c1 = min(c0 + tile, n_c)
+        cols = c1 - c0
+        kj = load_rows(c, kc, c0, c1, d, e)               # K̃ again
+        masked = c1 > nv_first
+        count_matmul(c, rows, cols, d, e)
+        count_other(c, rows * cols)                       # S *= scale
+        if masked:
+            count_alu(c, rows * cols)                     # select -inf
+        count_other(c, rows * cols)                       # S − lse
+        count_exp(c, rows * cols)
+        count_other(c, (g - 1) * seq_q * cols)            # sum over the g heads
+        count_other(c, seq_q * cols * seg_c)              # credit to the blocks
         if compute:
-            for r in range(rows):
-                if l[r] > 0:
-                    pbins[r % seq_q] += hbins[r] / l[r]
-    else:
-        count_other(c, rows)                              # lse = m + log l
-        count_exp(c, rows)
-        lse = np.full(rows if compute else 0, np.inf, dtype=np.float32)
-        if compute:
-            for r in range(rows):
-                if l[r] > 0:
-                    lse[r] = m[r] + np.log(l[r])
-        for c0 in range(0, n_c, tile):
-            c1 = min(c0 + tile, n_c)
-            cols = c1 - c0
-            kj = load_rows(c, kc, c0, c1, d, e)           # K̃ again (the bins did not fit)
-            masked = c1 > nv_first
-            count_matmul(c, rows, cols, d, e)
-            count_other(c, rows * cols)                   # S *= scale
+            s = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
             if masked:
-                count_alu(c, rows * cols)                 # select -inf
-            count_other(c, rows * cols)                   # S − lse
-            count_exp(c, rows * cols)
-            count_other(c, (g - 1) * seq_q * cols)        # sum over the g heads
-            count_other(c, seq_q * cols * seg_c)          # credit to the blocks
-            if compute:
-                s = np.dot(qr, np.ascontiguousarray(kj.T)) * np.float32(scale)
-                if masked:
-                    _mask_rows(s, seq_q, c0, shift, cblock, stride, window, 0)
-                p = np.exp(s - lse.reshape((rows, 1)))
-                for r in range(rows):
-                    for jj in range(cols):
-                        for sg in range(c0 + jj, c0 + jj + seg_c):
-                            pbins[r % seq_q, sg // seg_s] += p[r, jj]
-    # -- top-n per position (Eq. 11) --
+                _mask_rows(s, seq_q, c0, shift, cblock, stride, 0, 0)
+            p = np.exp(s - lse.reshape((rows, 1)))
+            for r in range(rows):
+                for jj in range(cols):
+                    for sg in range(c0 + jj, c0 + jj + seg_c):
+                        pbins[r % seq_q, sg // seg_s] += p[r, jj]
+    return pbins
+
+
+@compiled
+def select_top_n(c, pbins, sel, seq_q, shift, sblock, n_sel, compute):
+    """Top-n blocks per position (Eq. 11), kept on chip (``sel`` returned for inspection)."""
     for t in range(seq_q):
         kpos = t + shift
         if kpos < 0:
@@ -291,7 +312,13 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         count_alu(c, 3 + (jt + 1) * n_sel)                # force 3; insert each candidate
         if compute:
             _top_n(pbins[t], jt, n_sel, sel[t])
-    # -- selected branch: each position's blocks, loaded once for its g heads --
+
+
+@compiled
+def selected_pass(c, q, k, v, sel, rows, seq_q, shift, g, d, sblock, n_sel, tile, scale, e,
+                  compute):
+    """The selected branch: each position's blocks, loaded once for its g heads; returns
+    O_slc as (g N_q, d) rows."""
     o_slc = np.zeros((rows if compute else 0, d), dtype=np.float32)
     for t in range(seq_q):
         kpos = t + shift
@@ -316,7 +343,13 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
             fin = _finish(accs, ls)
             for j in range(g):
                 o_slc[j * seq_q + t] = fin[j]
-    # -- window branch: the last w keys of every position, loaded once for all rows --
+    return o_slc
+
+
+@compiled
+def window_pass(c, qr, k, v, rows, seq_q, seq_k, shift, d, window, tile, scale, e, compute):
+    """The window branch: the last w keys of every position, loaded once for all rows;
+    returns O_win."""
     w0 = max(0, shift - window + 1)
     mw = np.full(rows if compute else 0, -np.inf, dtype=np.float32)
     lw = np.zeros(rows if compute else 0, dtype=np.float32)
@@ -325,10 +358,37 @@ def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock
         accw = window_tile(c, qr, k, v, accw, mw, lw, c0, min(c0 + tile, seq_k), rows, seq_q,
                            seq_k, shift, d, e, window, scale, compute)
     count_other(c, rows * d + rows)                       # O_win = acc / l
-    # -- gated combination o = Σ_c g_c O_c, written once --
-    count_other(c, 5 * rows * d)
+    return _finish(accw, lw) if compute else accw
+
+
+@compiled
+def decode_group(c, q, kc, vc, k, v, wg, o, sel, seq_q, seq_k, d, g, n_c, cblock, stride,
+                 sblock, n_sel, window, tile, rescore, scale, e, compute):
+    """One (sequence, KV group) of a decode step (the CTA of ``nsa_decode``): the gates, the
+    three branches and their gated sum o = Σ_c g_c O_c (Eq. 5), written once.
+
+    q (g, N_q, d); kc, vc (N_c, d) the compressed cache; k, v (N_k, d) the raw cache;
+    wg (g, 3, d) gate weights; o (g, N_q, d) out; sel (N_q, n) int32 out: the selection,
+    kept on chip by the kernel and returned for inspection (not counted)."""
+    rows = g * seq_q
+    shift = seq_k - seq_q
+    n_blocks = (seq_k + sblock - 1) // sblock
+    qr, gates = group_gates(c, q, wg, rows, seq_q, g, d, e, compute)
+    o_cmp, m, l, hbins = compressed_pass(c, qr, kc, vc, rows, seq_q, shift, d, n_c, cblock,
+                                         stride, sblock, n_blocks, tile, rescore, scale, e,
+                                         compute)
+    if rescore:
+        pbins = block_scores_rescored(c, qr, kc, m, l, rows, seq_q, shift, g, d, n_c, cblock,
+                                      stride, sblock, n_blocks, tile, scale, e, compute)
+    else:
+        pbins = block_scores_from_bins(c, hbins, l, rows, seq_q, g, n_blocks, compute)
+    select_top_n(c, pbins, sel, seq_q, shift, sblock, n_sel, compute)
+    o_slc = selected_pass(c, q, k, v, sel, rows, seq_q, shift, g, d, sblock, n_sel, tile,
+                          scale, e, compute)
+    o_win = window_pass(c, qr, k, v, rows, seq_q, seq_k, shift, d, window, tile, scale, e,
+                        compute)
+    count_other(c, 5 * rows * d)                          # o = Σ_c g_c O_c
     if compute:
-        o_win = _finish(accw, lw)
         out = (gates[:, 0:1] * o_cmp + gates[:, 1:2] * o_slc + gates[:, 2:3] * o_win)
         for j in range(g):
             o[j] = out[j * seq_q:(j + 1) * seq_q]

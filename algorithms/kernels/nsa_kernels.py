@@ -122,122 +122,150 @@ def _ranks_above(a, b):
 def compressed_pack(c, q, kc, vc, wg, o_cmp, gates, idx, seq_q, seq_k, d, g, block_q, block_k,
                     n_c, cblock, stride, sblock, n_sel, scale, e, compute):
     """One GQA group (g query heads of one KV head); every block of ``block_q`` positions
-    is one CTA holding the g x block_q query rows.
+    is one CTA holding the g x block_q query rows: its gates, the compressed attention
+    (pass 1), the block scores (pass 2) and the top-n selection.
 
     q (g, N_q, d); kc, vc (N_c, d); wg (g, 3, d); o_cmp (g, N_q, d); gates (g, N_q, 3);
     idx (N_q, n) int32 — the selection, shared by the group."""
+    for r0 in range(0, seq_q, block_q):
+        r1 = min(r0 + block_q, seq_q)
+        count_load(c, g * (r1 - r0) * d * e)                     # Q_i of g heads -> SRAM
+        pack_gates(c, q, wg, gates, r0, r1, g, d, e, compute)
+        lse = compressed_attention_pass(c, q, kc, vc, o_cmp, r0, r1, seq_q, seq_k, d, g,
+                                        block_k, n_c, cblock, stride, scale, e, compute)
+        bins = selection_scores_pass(c, q, kc, lse, r0, r1, seq_q, seq_k, d, g, block_k, n_c,
+                                     cblock, stride, sblock, scale, e, compute)
+        pack_top_n(c, bins, idx, r0, r1, seq_q, seq_k, sblock, n_sel, compute)
+
+
+@compiled
+def pack_gates(c, q, wg, gates, r0, r1, g, d, e, compute):
+    """The block's gates g_c = sigmoid(q · w_c), c in (cmp, slc, win), stored in fp32."""
+    big = g * (r1 - r0)
+    count_load(c, 3 * g * d * e)                                 # the group's gate weights
+    count_matmul(c, big, 3, d, e)
+    count_exp(c, 3 * big)                                        # exp(-x)
+    count_other(c, 3 * 3 * big)                                  # negate, 1 +, reciprocal
+    count_store(c, 3 * big * STAT_BYTES)                         # gates -> HBM (fp32)
+    if compute:
+        for j in range(g):
+            x = np.dot(np.ascontiguousarray(q[j, r0:r1]), np.ascontiguousarray(wg[j].T))
+            gates[j, r0:r1] = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+@compiled
+def compressed_attention_pass(c, q, kc, vc, o_cmp, r0, r1, seq_q, seq_k, d, g, block_k, n_c,
+                              cblock, stride, scale, e, compute):
+    """Pass 1: online softmax over the compressed tokens the block's rows see (Eq. 8's
+    attention); writes O_cmp and returns each row's lse (+inf for a row that saw none)."""
+    rows = r1 - r0
+    big = g * rows
+    m = np.full((g if compute else 0, rows), -np.inf, dtype=np.float32)
+    l = np.zeros((g if compute else 0, rows), dtype=np.float32)
+    acc = np.zeros((g if compute else 0, rows, d), dtype=np.float32)
+    nv_first = visible_compressed(r0 + seq_k - seq_q, cblock, stride)
+    nv_last = visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride)
+    c0 = 0
+    while c0 < nv_last:
+        c1 = min(c0 + block_k, n_c)
+        cols = c1 - c0
+        masked = c1 > nv_first
+        # count-only: the Q block's first row sees nv_first compressed tokens unmasked
+        run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
+        before = snapshot(c, run)
+        kj = load_rows(c, kc, c0, c1, d, e)                      # K̃_j, Ṽ_j -> SRAM
+        vj = load_rows(c, vc, c0, c1, d, e)
+        count_matmul(c, big, cols, d, e)                         # S = Q_i K̃_jᵀ
+        count_softmax_tile(c, big, cols, d, masked)
+        count_convert(c, big * cols, e)                          # P -> the MMA's operand dtype
+        count_matmul(c, big, d, cols, e)                         # acc += P Ṽ_j
+        if compute:
+            kt = np.ascontiguousarray(kj.T)
+            for j in range(g):
+                s = np.dot(np.ascontiguousarray(q[j, r0:r1]), kt) * np.float32(scale)
+                if masked:
+                    _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride)
+                alpha = online_softmax_tile(s, m[j], l[j])
+                acc[j] = acc[j] * alpha.reshape((rows, 1)) + np.dot(s, vj)
+        repeat_step(c, before, run)
+        c0 += run * block_k
+    count_other(c, big * d + big)                                # O = acc / l; lse = m + log l
+    count_exp(c, big)
+    lse = np.full((g if compute else 0, rows), np.inf, dtype=np.float32)  # +inf: p = 0
+    if compute:
+        for j in range(g):
+            for i in range(rows):
+                if l[j, i] > 0:
+                    o_cmp[j, r0 + i] = acc[j, i] / l[j, i]
+                    lse[j, i] = m[j, i] + np.log(l[j, i])
+                else:
+                    o_cmp[j, r0 + i] = 0.0
+    count_store_result(c, big * d, e)                            # O_cmp -> HBM
+    return lse
+
+
+@compiled
+def selection_scores_pass(c, q, kc, lse, r0, r1, seq_q, seq_k, d, g, block_k, n_c, cblock,
+                          stride, sblock, scale, e, compute):
+    """Pass 2: p_cmp = exp(S - lse), summed over the group (Eq. 10), onto the selection
+    blocks (Eq. 9): a compressed token counts once per stride segment it shares with a
+    selection block. Returns the (rows, blocks) scores."""
+    rows = r1 - r0
+    big = g * rows
     seg_per_cblock = cblock // stride
     seg_per_sblock = sblock // stride
     n_blocks = (seq_k + sblock - 1) // sblock
-    for r0 in range(0, seq_q, block_q):
-        r1 = min(r0 + block_q, seq_q)
-        rows = r1 - r0
-        big = g * rows
-        count_load(c, big * d * e)                               # Q_i of g heads -> SRAM
-        # -- gates: g_c = sigmoid(q · w_c), c in (cmp, slc, win) --
-        count_load(c, 3 * g * d * e)                             # the group's gate weights
-        count_matmul(c, big, 3, d, e)
-        count_exp(c, 3 * big)                                    # exp(-x)
-        count_other(c, 3 * 3 * big)                              # negate, 1 +, reciprocal
-        count_store(c, 3 * big * STAT_BYTES)                     # gates -> HBM (fp32)
-        m = np.empty((0, 0), dtype=np.float32)
-        l = np.empty((0, 0), dtype=np.float32)
-        acc = np.empty((0, 0, 0), dtype=np.float32)
-        bins = np.empty((0, 0), dtype=np.float32)
+    bins = np.zeros((rows if compute else 0, n_blocks), dtype=np.float32)
+    nv_first = visible_compressed(r0 + seq_k - seq_q, cblock, stride)
+    nv_last = visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride)
+    c0 = 0
+    while c0 < nv_last:
+        c1 = min(c0 + block_k, n_c)
+        cols = c1 - c0
+        masked = c1 > nv_first
+        # count-only: the Q block's first row sees nv_first compressed tokens unmasked
+        run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
+        before = snapshot(c, run)
+        kj = load_rows(c, kc, c0, c1, d, e)                      # K̃_j again (no Ṽ)
+        count_matmul(c, big, cols, d, e)                         # S = Q_i K̃_jᵀ (recomputed)
+        count_other(c, big * cols)                               # S *= scale
+        if masked:
+            count_alu(c, big * cols)                             # select -inf
+        count_other(c, big * cols)                               # S - lse
+        count_exp(c, big * cols)                                 # p_cmp
+        count_other(c, (g - 1) * rows * cols)                    # sum over the g heads
+        count_other(c, rows * cols * seg_per_cblock)             # accumulate into blocks
         if compute:
-            m = np.full((g, rows), -np.inf, dtype=np.float32)
-            l = np.zeros((g, rows), dtype=np.float32)
-            acc = np.zeros((g, rows, d), dtype=np.float32)
-            bins = np.zeros((rows, n_blocks), dtype=np.float32)
+            kt = np.ascontiguousarray(kj.T)
+            psum = np.zeros((rows, cols), dtype=np.float32)
             for j in range(g):
-                x = np.dot(np.ascontiguousarray(q[j, r0:r1]), np.ascontiguousarray(wg[j].T))
-                gates[j, r0:r1] = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
-        nv_first = visible_compressed(r0 + seq_k - seq_q, cblock, stride)
-        nv_last = visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride)
-        # -- pass 1: online softmax over the compressed tokens (Eq. 8's attention) --
-        c0 = 0
-        while c0 < nv_last:
-            c1 = min(c0 + block_k, n_c)
-            cols = c1 - c0
-            masked = c1 > nv_first
-            # count-only: the Q block's first row sees nv_first compressed tokens unmasked
-            run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
-            before = snapshot(c, run)
-            kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j, Ṽ_j -> SRAM
-            vj = load_rows(c, vc, c0, c1, d, e)
-            count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ
-            count_softmax_tile(c, big, cols, d, masked)
-            count_convert(c, big * cols, e)                      # P -> the MMA's operand dtype
-            count_matmul(c, big, d, cols, e)                     # acc += P Ṽ_j
+                s = np.dot(np.ascontiguousarray(q[j, r0:r1]), kt) * np.float32(scale)
+                if masked:
+                    _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride)
+                psum += np.exp(s - lse[j].reshape((rows, 1)))
+            for i in range(rows):
+                for jj in range(cols):
+                    for sg in range(c0 + jj, c0 + jj + seg_per_cblock):
+                        bins[i, sg // seg_per_sblock] += psum[i, jj]
+        repeat_step(c, before, run)
+        c0 += run * block_k
+    return bins
+
+
+@compiled
+def pack_top_n(c, bins, idx, r0, r1, seq_q, seq_k, sblock, n_sel, compute):
+    """Top-n per position (Eq. 11), initial and local blocks forced; indices -> HBM."""
+    for i in range(r1 - r0):
+        kpos = r0 + i + seq_k - seq_q
+        if kpos < 0:
             if compute:
-                kt = np.ascontiguousarray(kj.T)
-                for j in range(g):
-                    s = np.dot(np.ascontiguousarray(q[j, r0:r1]), kt) * np.float32(scale)
-                    if masked:
-                        _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride)
-                    alpha = online_softmax_tile(s, m[j], l[j])
-                    acc[j] = acc[j] * alpha.reshape((rows, 1)) + np.dot(s, vj)
-            repeat_step(c, before, run)
-            c0 += run * block_k
-        count_other(c, big * d + big)                            # O = acc / l; lse = m + log l
-        count_exp(c, big)
-        lse = np.empty((0, 0), dtype=np.float32)
+                idx[r0 + i, :] = -1
+            continue
+        jt = kpos // sblock
+        count_alu(c, 3 + (jt + 1) * n_sel)                       # force 3; insert each candidate
         if compute:
-            lse = np.full((g, rows), np.inf, dtype=np.float32)  # +inf: p = 0 in pass 2
-            for j in range(g):
-                for i in range(rows):
-                    if l[j, i] > 0:
-                        o_cmp[j, r0 + i] = acc[j, i] / l[j, i]
-                        lse[j, i] = m[j, i] + np.log(l[j, i])
-                    else:
-                        o_cmp[j, r0 + i] = 0.0
-        count_store_result(c, big * d, e)                        # O_cmp -> HBM
-        # -- pass 2: p_cmp = exp(S - lse), summed over the group (Eq. 10), onto the
-        #    selection blocks (Eq. 9): a compressed token counts once per stride segment
-        #    it shares with a selection block --
-        c0 = 0
-        while c0 < nv_last:
-            c1 = min(c0 + block_k, n_c)
-            cols = c1 - c0
-            masked = c1 > nv_first
-            # count-only: the Q block's first row sees nv_first compressed tokens unmasked
-            run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
-            before = snapshot(c, run)
-            kj = load_rows(c, kc, c0, c1, d, e)                  # K̃_j again (no Ṽ)
-            count_matmul(c, big, cols, d, e)                     # S = Q_i K̃_jᵀ (recomputed)
-            count_other(c, big * cols)                           # S *= scale
-            if masked:
-                count_alu(c, big * cols)                         # select -inf
-            count_other(c, big * cols)                           # S - lse
-            count_exp(c, big * cols)                             # p_cmp
-            count_other(c, (g - 1) * rows * cols)                # sum over the g heads
-            count_other(c, rows * cols * seg_per_cblock)         # accumulate into blocks
-            if compute:
-                kt = np.ascontiguousarray(kj.T)
-                psum = np.zeros((rows, cols), dtype=np.float32)
-                for j in range(g):
-                    s = np.dot(np.ascontiguousarray(q[j, r0:r1]), kt) * np.float32(scale)
-                    if masked:
-                        _mask_compressed(s, r0, c0, seq_q, seq_k, cblock, stride)
-                    psum += np.exp(s - lse[j].reshape((rows, 1)))
-                for i in range(rows):
-                    for jj in range(cols):
-                        for sg in range(c0 + jj, c0 + jj + seg_per_cblock):
-                            bins[i, sg // seg_per_sblock] += psum[i, jj]
-            repeat_step(c, before, run)
-            c0 += run * block_k
-        # -- top-n per position (Eq. 11), initial and local blocks forced --
-        for i in range(rows):
-            kpos = r0 + i + seq_k - seq_q
-            if kpos < 0:
-                if compute:
-                    idx[r0 + i, :] = -1
-                continue
-            jt = kpos // sblock
-            count_alu(c, 3 + (jt + 1) * n_sel)                   # force 3; insert each candidate
-            if compute:
-                _top_n(bins[i], jt, n_sel, idx[r0 + i])
-        count_store(c, rows * n_sel * IDX_BYTES)                 # indices -> HBM (int32)
+            _top_n(bins[i], jt, n_sel, idx[r0 + i])
+    count_store(c, (r1 - r0) * n_sel * IDX_BYTES)                # indices -> HBM (int32)
 
 
 # ---- kernel 4: selected attention and the gated combination ------------------------------
