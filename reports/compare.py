@@ -6,7 +6,7 @@ from attnsim.serialize import gpu_dict, jsonable, result_dict
 from reports import format as fmt
 from reports import tables
 from reports.document import Document, Figure, Section, Table
-from reports.validation import comparison_validation_section
+from reports.validation import comparison_validation_section, switch_records
 
 
 def gpus_table(gpus) -> Table:
@@ -134,6 +134,7 @@ def build_comparison(gpus, wl, rows_by_gpu, extra_sections=(), extra_data=None) 
                  "training": result_dict(r.training) if r.training else None}
                 for r in rows] for g, rows in zip(gpus, rows_by_gpu)},
             "validation": trust_by_gpu,
+            "validation_switches": {g.name: switch_records([g.name]) for g in gpus},
             **(extra_data or {})}
     return Document(title="attnsim report — " + " vs ".join(g.full_name for g in gpus),
                     sections=sections, data=jsonable(data))

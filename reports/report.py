@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from attnsim.serialize import gpu_dict, jsonable, result_dict
 from reports import plots, tables
-from reports.validation import validation_section
+from reports.validation import switch_records, validation_section
 from reports.document import Document, Figure, Section
 
 
@@ -79,6 +79,7 @@ def build_report(gpu, wl, rows, series, *, sram_bytes=None, accuracy_workload=No
                         "bound_exponent": s.bound_exponent()}
                        for s in series],
             "validation": trust_rows,
+            "validation_switches": switch_records([gpu.name]),
             **(extra_data or {}),
         })
     return Document(title=f"attnsim report — {gpu.full_name}", sections=sections, data=data)

@@ -5,7 +5,8 @@ from reports import format as fmt
 from reports.document import Document, Section, Table
 from attnsim.serialize import result_dict
 from attnsim.validate import MAX_SEQ
-from reports.validation import changed_fields, row_for, run_sentence
+from reports.validation import (changed_fields, row_for, run_sentence, switch_sentence,
+                                switches_for_run)
 
 
 def run_document(r) -> Document:
@@ -67,13 +68,17 @@ def run_document(r) -> Document:
         # the ranges were measured for the built-in GPU: a GPU file that keeps its name but
         # changes its hardware says which fields, in JSON as in the sentence
         validation = {**validation, "changed_fields": changed_fields(r.gpu)}
+    switches = switches_for_run(r.gpu.name, r.algorithm, r.workload.dtype, r.options)
+    if switches:
+        paragraphs.append(switch_sentence(switches))
     extras = [extra_table(key, value) for key, value in r.extra.items()
               if key != "mask" and value is not None]
     memory = [memory_table(r.memory)] if r.memory else []
     return Document(title=f"attnsim run {r.algorithm}",
                     sections=[Section("Simulation", paragraphs,
                                       [plan, counts, kernels, *memory, *extras])],
-                    data={**result_dict(r), "validation": validation})
+                    data={**result_dict(r), "validation": validation,
+                          "validation_switches": switches})
 
 
 def memory_table(m: dict) -> Table:

@@ -133,6 +133,59 @@ def _table(rows: list[dict], summary: dict, with_gpu: bool) -> Table:
         records=rows)
 
 
+def switch_records(gpu_names, summary: dict | None = None) -> list[dict]:
+    """The summary's predicted speedups (one kernel or input type over another, bar by bar)
+    measured on the GPUs named."""
+    summary = summary or load_summary()
+    return [s for s in summary.get("switches", []) if s["gpu"] in gpu_names]
+
+
+def switches_for_run(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,
+                     summary: dict | None = None) -> list[dict]:
+    """The predicted speedups with this run's algorithm on one side, measured on its GPU with
+    its input type on one side (standard only as the PyTorch eager program the charts time)."""
+    options = options or {}
+    if algorithm == "standard" and options.get("program") != "pytorch-eager":
+        return []
+    kind = input_kind(dtype)
+    return [s for s in switch_records([gpu_name], summary)
+            if algorithm in s["algorithms"] and kind is not None
+            and any(input_kind(d) == kind for d in s["dtypes"])]
+
+
+def switch_sentence(records: list[dict], summary: dict | None = None) -> str:
+    """One line for ``attnsim run``: how far the predicted speedups it takes part in have
+    been from the published ones."""
+    summary = summary or load_summary()
+    return ("predicted speedups against published ones, bar by bar ("
+            + f"{records[0]['gpu']}; above 1 the model overstates the gain; "
+            + f"{summary['page']}): "
+            + "; ".join(f"{s['switch']} ({s['passes']}): {s['min']:.2f}–{s['max']:.2f} over "
+                        f"{s['bars']} bars" for s in records))
+
+
+def _switch_table(records: list[dict], summary: dict, with_gpu: bool) -> Table:
+    lo, hi = summary["band"]
+    return Table(
+        key="validation_switches",
+        title="Predicted speedups of one kernel or input type over another",
+        headers=(["GPU"] if with_gpu else []) + [
+            "switch", "pass", "bars", "published speedup", "predicted speedup",
+            "predicted / published", "median", f"within {lo}–{hi}",
+            "furthest bar: published / predicted"],
+        rows=[([s["gpu"]] if with_gpu else []) + [
+            s["switch"], s["passes"], s["bars"], "{:.2f}–{:.2f}".format(*s["published"]),
+            "{:.2f}–{:.2f}".format(*s["predicted"]), f"{s['min']:.2f}–{s['max']:.2f}",
+            f"{s['median']:.2f}", f"{s['inside_band']} of {s['bars']}",
+            f"{s['furthest']['bar']}: {s['furthest']['published']:.2f} / "
+            f"{s['furthest']['predicted']:.2f}"] for s in records],
+        records=records,
+        notes=[f"Bar by bar, wherever a published chart shows both sides ({summary['page']}): "
+               "a speedup is the ratio of two predictions, in which an error both share "
+               "cancels and an error of one alone does not; above 1 the model overstates "
+               "what the switch gains."])
+
+
 def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[dict]]:
     """The section and its records (the rows for ``gpu``; none for a GPU without published
     figures, such as a custom GPU file)."""
@@ -159,8 +212,11 @@ def validation_section(gpu, summary: dict | None = None) -> tuple[Section, list[
                  "table's sources) adds to them. A GPU file measured on one of those boards "
                  "re-predicts that board's published points: `python "
                  "benchmarks/validate_published.py --measured FILE --output PAGE`.")
+    switches = switch_records([gpu.name], summary)
+    tables = ([_table(rows, summary, with_gpu=False)] if rows else []) \
+        + ([_switch_table(switches, summary, with_gpu=False)] if switches else [])
     return Section("How far to trust the predicted times", paragraphs=[intro],
-                   tables=[_table(rows, summary, with_gpu=False)] if rows else []), rows
+                   tables=tables), rows
 
 
 def comparison_validation_section(gpus, summary: dict | None = None) -> tuple[Section, dict]:
@@ -175,5 +231,8 @@ def comparison_validation_section(gpus, summary: dict | None = None) -> tuple[Se
             + "".join(_board_note(summary, g) + _changed_note(g)
                       for g in gpus if by_gpu[g.name]))
     rows = [r for g in gpus for r in by_gpu[g.name]]
+    switches = switch_records([g.name for g in gpus], summary)
+    tables = ([_table(rows, summary, with_gpu=True)] if rows else []) \
+        + ([_switch_table(switches, summary, with_gpu=True)] if switches else [])
     return Section("How far to trust the predicted times", paragraphs=[text],
-                   tables=[_table(rows, summary, with_gpu=True)] if rows else []), by_gpu
+                   tables=tables), by_gpu

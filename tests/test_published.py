@@ -157,6 +157,7 @@ document = published_module("document")            # the page
 summary = published_module("summary")              # reports/validation_summary.json
 flashmla = published_module("flashmla")            # FlashMLA's decode figures
 readme = published_module("readme")                # the README's block of the same figures
+switches = published_module("switches")            # predicted speedups, bar by bar
 
 
 def test_every_documented_ratio_is_inside_the_documented_band(targets, scorecard):
@@ -294,6 +295,38 @@ def test_fa3_over_fa2_speedup_is_compared_bar_by_bar(targets, charts):
     assert all(band_lo <= pred / pub <= band_hi for _, d, _, _, pub, pred in bars if d == 128)
 
 
+def test_every_switch_pairs_the_bars_of_one_workload(switches, charts):
+    """Each predicted speedup is the ratio of two bars of the same chart workload: the FA-3
+    over FA-2 rows are the bar-by-bar speedups the targets compare, an fp8 bar is paired with
+    the fp16 bar of its head dimension, mask and length, and every chart pair is there."""
+    rows = {(s.faster, s.baseline, s.gpu, s.passes, s.inputs): s for s in switches.switches()}
+    assert [len(s.bars) for s in rows.values()] == [36, 12, 26, 20, 24, 24, 20, 20]
+    forward = rows["flash3", "flash2", "h100-sxm", "fwd", "fp16"]
+    assert sorted(b[1:] for b in forward.bars) == sorted(x[4:] for x in charts.chart_speedups())
+    fp8 = {bar: (pub, pred) for bar, pub, pred in
+           rows["flash3", "flash3", "h100-sxm", "fwd", "fp8 over fp16"].bars}
+    assert fp8["d = 128, non-causal, N = 512"][0] == pytest.approx(348 / 467)
+    assert fp8["d = 64, causal, N = 1024"][0] == pytest.approx(244 / 265)
+    assert "d = 64, causal, N = 2048" not in fp8          # its transcription stops at 1k
+    v1 = {bar: pub for bar, pub, _ in rows["flash2", "flash1", "a100-80gb", "fwd+bwd", "fp16"].bars}
+    assert v1["d = 128, non-causal, N = 16384"] == pytest.approx(203 / 83)
+
+
+def test_switches_are_held_to_their_band_and_turned_bars_are_named(switches, targets):
+    """Every predicted speedup over its published one lies in the band the README states,
+    so drift fails here; the page names every bar where the model puts the faster side
+    second (by more than 5% each way), and only those."""
+    lo, hi = targets.SWITCH_BAND
+    assert all(lo <= r <= hi for s in switches.switches() for r in s.ratios)
+    turned = switches.inverted_bars()
+    assert all((pub - 1) * (pred - 1) < 0 for _, (_, pub, pred) in turned)
+    text = switches.switches_text()
+    assert f"{len(turned)} {'bars turn' if len(turned) > 1 else 'bar turns'} the switch " \
+        "around" in text
+    assert all(f"{bar} ({pub:.2f} published, {pred:.2f} predicted)" in text
+               for _, (bar, pub, pred) in turned)
+
+
 def test_validation_page_is_the_scripts_output(document):
     """docs/validation.md is regenerated whole by the script: no hand edits, no stale table."""
     page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "validation.md"
@@ -301,13 +334,16 @@ def test_validation_page_is_the_scripts_output(document):
 
 
 def test_readme_states_the_page_range_and_the_documented_band(targets, scorecard):
-    """The README's band sentence quotes the page's range and the band this file enforces."""
+    """The README's band sentences quote the page's range and the bands this file enforces
+    (the points' and the predicted speedups')."""
     readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
     text = " ".join(readme.read_text(encoding="utf-8").split())
     ratios = [r for _, r in scorecard.all_ratios()]
     lo, hi = targets.DOCUMENTED_BAND
     assert f"within {min(ratios):.2f}–{max(ratios):.2f}×" in text
     assert f"tests hold them inside {lo:.2f}–{hi:.2f}" in text
+    lo, hi = targets.SWITCH_BAND
+    assert f"tests hold them inside {lo:.2f}–{hi:.2f}; the page lists the bars" in text
 
 
 def test_readme_figures_are_the_scripts_output(readme):

@@ -237,6 +237,48 @@ def test_report_says_how_far_its_predictions_are_from_measured_ones():
     assert not rows_40 and not a100_40.tables and "No published figure" in a100_40.paragraphs[0]
 
 
+def test_report_quotes_the_predicted_speedups_measured_on_its_gpu(capsys):
+    """Beside the points, the section quotes how far the model's speedups of one kernel or
+    input type over another have been from the published ones on its GPU (a table titled as
+    such, the summary's records in JSON); a GPU with none gets no such table."""
+    from reports.validation import load_summary, switch_records, validation_section
+    h100, _ = validation_section(get_gpu("h100"))
+    expected = [s for s in load_summary()["switches"] if s["gpu"] == "h100-sxm"]
+    assert expected and switch_records(["h100-sxm"]) == expected
+    table = next(t for t in h100.tables if t.key == "validation_switches")
+    assert [row[0] for row in table.rows] == [s["switch"] for s in expected]
+    fp8 = next(s for s in expected if s["dtypes"] == ["fp16", "fp8"])
+    row = table.rows[expected.index(fp8)]
+    assert row[5] == f"{fp8['min']:.2f}–{fp8['max']:.2f}"
+    h200, _ = validation_section(get_gpu("h200"))
+    assert all(t.key != "validation_switches" for t in h200.tables)
+    code, out, err = run_cli(capsys, "report", "--hw", "a100", "--algorithms", "flash2",
+                             *SMALL, "--format", "json")
+    assert code == 0, err
+    records = json.loads(out)["validation_switches"]
+    assert records and {s["gpu"] for s in records} == {"a100-80gb"}
+
+
+def test_run_quotes_the_predicted_speedups_it_takes_part_in(capsys):
+    """``attnsim run`` quotes the predicted speedups with its algorithm on one side and its
+    input type on one side, on its GPU: FA-3 in fp8 its fp8-over-fp16 row only; FA-2 on the
+    A100 its rows over FA-1 and over PyTorch eager; Algorithm 0 none."""
+    code, out, err = run_cli(capsys, "run", "flash3", "--dtype", "fp8", "--seq", "256",
+                             "--count-only", "--format", "json")
+    assert code == 0, err
+    assert [s["switch"] for s in json.loads(out)["validation_switches"]] == \
+        ["FlashAttention-3, fp8 over fp16"]
+    code, out, err = run_cli(capsys, "run", "flash2", "--hw", "a100", "--seq", "256",
+                             "--count-only")
+    assert code == 0, err
+    assert ("FlashAttention-2 over FlashAttention (v1) (fwd+bwd)" in out
+            and "FlashAttention-2 over PyTorch eager (fwd+bwd)" in out)
+    code, out, err = run_cli(capsys, "run", "standard", "--seq", "256", "--count-only",
+                             "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["validation_switches"] == []
+
+
 def test_a_gpu_with_a_handful_of_points_is_pointed_to_the_gpus_with_more():
     """The H200's one measured point is quoted, and the section says it is one point and
     where the rest of the evidence for its mechanisms lies; the H100 SXM5, with hundreds,

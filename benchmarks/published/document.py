@@ -24,6 +24,7 @@ from .predictions import MEASURED, PUBLISHED_PROGRAM
 from .scorecard import (all_ratios, fa3_utilization_target_text, groups_table, outside_table,
                         targets_table)
 from .sources import sources_text
+from .switches import switch_table, switches_text
 from .targets import DOCUMENTED_BAND
 
 
@@ -225,6 +226,15 @@ def fa2_charts_section(fmt: str) -> str:
         fa2_chart_table(fmt))
 
 
+def switches_section(fmt: str) -> str:
+    """The section on predicted speedups: one kernel or input type over another, bar by
+    bar."""
+    return blocks(
+        "## Predicted speedups: one kernel or input type over another",
+        switches_text(),
+        switch_table(fmt))
+
+
 def still_off_section(fmt: str) -> str:
     """The section "Where the model is still off": the points outside the band, one bullet
     per gap the model still has (``gaps``), then FlashAttention-3's overlap."""
@@ -305,6 +315,7 @@ def document(fmt: str = "github") -> str:
     """The whole page, its tables in ``fmt`` (a tabulate format; github: markdown)."""
     return blocks(intro_section(), targets_section(fmt), primary_figures_section(fmt),
                   fa3_forward_charts_section(fmt), fa3_backward_charts_section(fmt),
-                  fa2_charts_section(fmt), flashmla.section(fmt), still_off_section(fmt),
+                  fa2_charts_section(fmt), switches_section(fmt), flashmla.section(fmt),
+                  still_off_section(fmt),
                   constants_section(fmt),
                   mechanisms_section(fmt), how_compared_section(), sources_section()) + "\n"

@@ -206,6 +206,48 @@ def fa3_table2_comparisons() -> list[Comparison]:
     ]
 
 
+# The FlashAttention-3 blog's scheduling ladder at d = 128, N = 8K, non-causal fp16 forward,
+# TFLOP/s ('around'): warpgroups free-running (no ping-pong barrier, no intra-warpgroup
+# pipelining), then with the ping-pong barrier. The simulated programs: ``flash3 --pingpong
+# off --no-pipelining`` and ``--no-pipelining``; the shape, unstated, the paper's benchmark's.
+FA3_BLOG_TFLOPS = {"free-running": 570, "ping-pong": 620}
+FA3_BLOG_WORKLOAD = Workload(batch=2, heads=16, seq_q=8192, head_dim=128)
+FA3_BLOG_OPTIONS = {"free-running": (("pingpong", "off"), ("no_pipelining", True)),
+                    "ping-pong": (("no_pipelining", True),)}
+
+
+def fa3_blog_tflops(stage: str) -> tuple:
+    return (tflops("flash3", FA3_BLOG_WORKLOAD, "h100-sxm", options=FA3_BLOG_OPTIONS[stage]),)
+
+
+def fa3_pingpong_gain() -> tuple:
+    """The blog's shape: the time without the ping-pong barrier over the time with it."""
+    wl, opts = FA3_BLOG_WORKLOAD, FA3_BLOG_OPTIONS
+    return (predicted_seconds("flash3", wl, "h100-sxm", options=opts["free-running"])
+            / predicted_seconds("flash3", wl, "h100-sxm", options=opts["ping-pong"]),)
+
+
+def fa3_blog_comparisons() -> list[Comparison]:
+    """The blog's forward without and with the ping-pong barrier, and the gain between
+    them: how much warpgroups that wait on no barrier of each other's overlap."""
+    shape = "B 2, H 16, N 8192, d 128, non-causal, fp16, fwd"
+    return [
+        Comparison("FA3-blog", "FA-3 fwd, warpgroups free-running (no ping-pong, no "
+                   "intra-warpgroup pipelining), TFLOP/s", "h100-sxm",
+                   f"{shape}; flash3 --pingpong off --no-pipelining",
+                   (FA3_BLOG_TFLOPS["free-running"],), "TFLOP/s",
+                   functools.partial(fa3_blog_tflops, "free-running"), algorithm="flash3"),
+        Comparison("FA3-blog", "FA-3 fwd with the ping-pong barrier, no intra-warpgroup "
+                   "pipelining, TFLOP/s", "h100-sxm", f"{shape}; flash3 --no-pipelining",
+                   (FA3_BLOG_TFLOPS["ping-pong"],), "TFLOP/s",
+                   functools.partial(fa3_blog_tflops, "ping-pong"), algorithm="flash3"),
+        Comparison("FA3-blog", "FA-3 ping-pong gain: time free-running / time with the "
+                   "barrier", "h100-sxm", "the same",
+                   (FA3_BLOG_TFLOPS["ping-pong"] / FA3_BLOG_TFLOPS["free-running"],), "x",
+                   fa3_pingpong_gain),
+    ]
+
+
 # WH-REF: flash-attention's hopper/benchmark_attn.py on one H100 SXM5, its defaults (bf16,
 # batch 2, 16 heads, N 8192, d 128), ms per call: (algorithm, pass, causal) -> ms. At d = 128
 # the FA-3 build it cloned keeps the release's tiles (128 x 176, causal 128 x 128), so the
@@ -566,7 +608,8 @@ def tb2296_workload(seq):
 def comparisons() -> list[Comparison]:
     """Every primary published figure (papers, maintainers, benchmark logs)."""
     from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
-    return (paper_comparisons() + fa3_table2_comparisons() + tb2391_comparisons()
+    return (paper_comparisons() + fa3_table2_comparisons() + fa3_blog_comparisons()
+            + tb2391_comparisons()
             + tb2296_comparisons() + benchmark_attn_comparisons() + fa_1438_comparisons()
             + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()

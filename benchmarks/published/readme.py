@@ -8,7 +8,8 @@ markers (``tests/test_published.py`` fails when the block differs from what this
 from __future__ import annotations
 
 from .scorecard import all_ratios, groups_table, targets_table
-from .targets import DOCUMENTED_BAND
+from .switches import switch_table
+from .targets import DOCUMENTED_BAND, SWITCH_BAND
 
 BEGIN = ("<!-- validation figures: written by benchmarks/validate_published.py --readme "
          "README.md; edit the script, not this block -->")
@@ -20,8 +21,8 @@ class MarkersError(ValueError):
 
 
 def readme_block(fmt: str = "github") -> str:
-    """The markers and, between them, the overall range, the documented band, the targets
-    and the ratios by group."""
+    """The markers and, between them, the overall range, the documented band, the targets,
+    the ratios by group and the predicted speedups against the published ones."""
     ratios = [r for _, r in all_ratios()]
     lo, hi = min(ratios), max(ratios)
     band_lo, band_hi = DOCUMENTED_BAND
@@ -34,6 +35,11 @@ def readme_block(fmt: str = "github") -> str:
         "By group of published figures (the page lists every point, its source and its "
         "workload):",
         groups_table(fmt),
+        "Predicted speedups of one kernel or input type over another, bar by bar wherever a "
+        "published chart shows both sides (pred/pub above 1: the model overstates the "
+        f"switch's gain; tests hold them inside {SWITCH_BAND[0]:.2f}–{SWITCH_BAND[1]:.2f}; the "
+        "page lists the bars where the model turns a switch around):",
+        switch_table(fmt, compact=True),
         END])
 
 

@@ -12,13 +12,15 @@ from reports.validation import SUMMARY_LABELS, input_kind
 
 from .charts import FA3_CHARTS, backward_chart_points, chart_points, fa2_chart_points
 from .figures import BENCHMARK_ATTN_LOGS, board_time_ratios, evaluated
+from .switches import switch_records
 from .targets import TARGET_BAND, in_band
 
 
 def summary() -> dict:
     """Every time-like point of the page (speedups and gains left out) by GPU, algorithm and
     input type: how far the predictions of each are from what was measured. The report quotes
-    it for its GPU (``reports/validation_summary.json``, written by ``--summary``)."""
+    it for its GPU (``reports/validation_summary.json``, written by ``--summary``), with the
+    predicted speedups of one kernel or input type over another (``switches``)."""
     by_key: dict[tuple[str, str, str], list[float]] = {}
 
     def add(gpu, algorithm, dtype, ratios):
@@ -43,7 +45,8 @@ def summary() -> dict:
             for (gpu, algorithm, kind), r in sorted(by_key.items())]
     return {"page": "docs/validation.md", "script": "benchmarks/validate_published.py",
             "ratio": "predicted / published throughput (above 1: the model is optimistic)",
-            "band": list(TARGET_BAND), "rows": rows, "board_spread": board_spread()}
+            "band": list(TARGET_BAND), "rows": rows, "switches": switch_records(),
+            "board_spread": board_spread()}
 
 
 def board_spread() -> dict:

@@ -1,0 +1,179 @@
+"""Predicted speedups against published ones: one kernel, or one input type, over another on
+the same workload, bar by bar, wherever a published chart shows both bars.
+
+A user deciding between FlashAttention-2 and -3, or fp16 and fp8, acts on the ratio of two
+predictions: an error both share cancels in it, an error of one alone does not, so a model
+can place each bar within its band and still turn a speedup around. These rows are derived
+from the chart points the page compares (not points of their own) and are held to their own
+band (``targets.SWITCH_BAND``) by tests/test_published.py; the report quotes its GPU's rows
+beside the points' (``reports/validation_summary.json``, key ``switches``).
+"""
+from __future__ import annotations
+
+import functools
+import statistics
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from .charts import CHART_DTYPE, backward_chart_points, chart_points, fa2_chart_points
+from .targets import TARGET_BAND, in_band
+
+FA3_FORWARD = "FA3-fig"       # the FlashAttention-3 paper's forward charts
+FA3_BACKWARD = "FA3-bwd-fig"  # its backward charts
+FA2_FWD_BWD = "FA2-fig"       # the FlashAttention-2 paper's forward + backward charts
+NAMES = {"standard": "PyTorch eager", "flash1": "FlashAttention (v1)",
+         "flash2": "FlashAttention-2", "flash3": "FlashAttention-3"}
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One switch (``faster`` over ``baseline``) and its bars: (bar, published speedup,
+    predicted speedup) with the speedup as the ratio of the two throughputs."""
+    faster: str
+    baseline: str
+    gpu: str
+    passes: str
+    inputs: str
+    source: str
+    bars: tuple
+
+    @property
+    def ratios(self) -> list[float]:
+        return [pred / pub for _, pub, pred in self.bars]
+
+
+def bar_name(d: int, causal: bool, n: int) -> str:
+    return f"d = {d}, {'causal' if causal else 'non-causal'}, N = {n}"
+
+
+def fa3_forward_switch(faster: str, baseline: str, dtypes: tuple[str, str]) -> Switch:
+    """``faster`` over ``baseline`` on the FlashAttention-3 paper's forward charts, the first
+    in ``dtypes[0]``, the second in ``dtypes[1]``, at the same head dimension, mask and N."""
+    bars = {(d, causal, n, a, CHART_DTYPE[chart]): (pub, pred)
+            for chart, d, causal, n, a, pub, pred in chart_points()}
+    pairs = []
+    for (d, causal, n, a, dtype), (pub, pred) in bars.items():
+        other = bars.get((d, causal, n, baseline, dtypes[1]))
+        if a == faster and dtype == dtypes[0] and other:
+            pairs.append((bar_name(d, causal, n), pub / other[0], pred / other[1]))
+    inputs = dtypes[0] if dtypes[0] == dtypes[1] else f"{dtypes[0]} over {dtypes[1]}"
+    return Switch(faster, baseline, "h100-sxm", "fwd", inputs, FA3_FORWARD, tuple(pairs))
+
+
+def fa3_backward_switch() -> Switch:
+    """FlashAttention-3 over -2 on the FlashAttention-3 paper's backward charts."""
+    bars = {(d, n, a): (pub, pred) for d, n, a, pub, pred in backward_chart_points()}
+    pairs = [(bar_name(d, False, n), pub / bars[d, n, "flash2"][0],
+              pred / bars[d, n, "flash2"][1])
+             for (d, n, a), (pub, pred) in bars.items() if a == "flash3"]
+    return Switch("flash3", "flash2", "h100-sxm", "bwd", "fp16", FA3_BACKWARD, tuple(pairs))
+
+
+def fa2_paper_switch(gpu: str, faster: str, baseline: str) -> Switch:
+    """``faster`` over ``baseline`` on the FlashAttention-2 paper's forward + backward chart
+    of ``gpu``."""
+    bars = {(d, causal, n, a): (pub, pred)
+            for g, d, causal, n, a, pub, pred in fa2_chart_points() if g == gpu}
+    pairs = [(bar_name(d, causal, n), pub / bars[d, causal, n, baseline][0],
+              pred / bars[d, causal, n, baseline][1])
+             for (d, causal, n, a), (pub, pred) in bars.items()
+             if a == faster and (d, causal, n, baseline) in bars]
+    return Switch(faster, baseline, gpu, "fwd+bwd", "fp16", FA2_FWD_BWD, tuple(pairs))
+
+
+@functools.lru_cache(maxsize=None)
+def switches() -> tuple[Switch, ...]:
+    """Every switch a published chart shows both sides of."""
+    return (fa3_forward_switch("flash3", "flash2", ("fp16", "fp16")),
+            fa3_backward_switch(),
+            fa3_forward_switch("flash3", "flash3", ("fp8", "fp16")),
+            fa3_forward_switch("flash2", "standard", ("fp16", "fp16")),
+            fa2_paper_switch("a100-80gb", "flash2", "flash1"),
+            fa2_paper_switch("h100-sxm", "flash2", "flash1"),
+            fa2_paper_switch("a100-80gb", "flash2", "standard"),
+            fa2_paper_switch("h100-sxm", "flash2", "standard"))
+
+
+def switch_label(s: Switch) -> str:
+    if s.faster == s.baseline:
+        return f"{NAMES[s.faster]}, {s.inputs}"
+    return f"{NAMES[s.faster]} over {NAMES[s.baseline]}"
+
+
+def switch_record(s: Switch) -> dict:
+    """One switch as the summary file and the report carry it."""
+    r = s.ratios
+    worst = max(s.bars, key=lambda bar: abs(bar[2] / bar[1] - 1.0))
+    return {"gpu": s.gpu, "switch": switch_label(s), "passes": s.passes, "inputs": s.inputs,
+            "algorithms": sorted({s.faster, s.baseline}),
+            "dtypes": sorted(set(s.inputs.split(" over "))),
+            "source": s.source, "bars": len(s.bars),
+            "published": [round(min(b[1] for b in s.bars), 2),
+                          round(max(b[1] for b in s.bars), 2)],
+            "predicted": [round(min(b[2] for b in s.bars), 2),
+                          round(max(b[2] for b in s.bars), 2)],
+            "min": round(min(r), 2), "max": round(max(r), 2),
+            "median": round(statistics.median(r), 2), "inside_band": sum(in_band(x) for x in r),
+            "furthest": {"bar": worst[0], "published": round(worst[1], 2),
+                         "predicted": round(worst[2], 2)}}
+
+
+def switch_records() -> list[dict]:
+    return [switch_record(s) for s in switches()]
+
+
+def switch_table(fmt: str, compact: bool = False) -> str:
+    """One row a switch; ``compact`` (the README's) leaves out the inputs, the chart, the
+    median and the furthest bar."""
+    lo, hi = TARGET_BAND
+    rows = []
+    for rec in switch_records():
+        far = rec["furthest"]
+        ranges = ["{:.2f}–{:.2f}".format(*rec["published"]),
+                  "{:.2f}–{:.2f}".format(*rec["predicted"]), f"{rec['min']:.2f}–{rec['max']:.2f}"]
+        inside = f"{rec['inside_band']} of {rec['bars']}"
+        if compact:
+            rows.append([rec["gpu"], rec["switch"], rec["passes"], rec["bars"], *ranges, inside])
+        else:
+            rows.append([rec["gpu"], rec["switch"], rec["passes"], rec["inputs"],
+                         f"[{rec['source']}]", rec["bars"], *ranges, f"{rec['median']:.2f}",
+                         inside, f"{far['bar']}: {far['published']:.2f} / "
+                                 f"{far['predicted']:.2f}"])
+    headers = (["GPU", "switch", "pass", "bars", "published speedup", "predicted speedup",
+                "pred/pub", f"in {lo}–{hi}"] if compact else
+               ["GPU", "switch", "pass", "inputs", "chart", "bars", "published speedup",
+                "predicted speedup", "pred/pub", "median", f"in {lo}–{hi}",
+                "furthest bar: published / predicted"])
+    return tabulate(rows, headers=headers, tablefmt=fmt)
+
+
+def inverted_bars() -> list[tuple[Switch, tuple]]:
+    """Bars where the model and the chart disagree on which side is faster (by more than
+    5% either way): the predictions a user would act on in the wrong direction."""
+    return [(s, bar) for s in switches() for bar in s.bars
+            if (bar[1] > 1.05 and bar[2] < 0.95) or (bar[1] < 0.95 and bar[2] > 1.05)]
+
+
+def switches_text() -> str:
+    """The section's paragraph: what the rows are and where the model turns a switch
+    around."""
+    flipped = inverted_bars()
+    by_switch: dict[str, list[tuple]] = {}
+    for s, bar in flipped:
+        by_switch.setdefault(f"{switch_label(s)} ({s.gpu}, {s.passes})", []).append(bar)
+    listed = "; ".join(
+        f"{label}: " + ", ".join(f"{name} ({pub:.2f} published, {pred:.2f} predicted)"
+                                 for name, pub, pred in bars)
+        for label, bars in by_switch.items())
+    return ("The speedup of one kernel or input type over another on the same workload is "
+            "the ratio of two predictions: an error both share cancels in it, an error of "
+            "one alone does not. Wherever a chart shows both bars, the table compares the "
+            "model's speedup with the chart's, bar by bar (pred/pub above 1: the model "
+            "overstates the switch's gain). "
+            + (f"{len(flipped)} {'bars turn' if len(flipped) > 1 else 'bar turns'} the switch "
+               f"around (the chart's faster side is the model's slower one, by more than 5% "
+               f"each way): {listed}. *Where the model is still off* says what the model "
+               "lacks there (FlashAttention-3 in fp8 at short sequences; warpgroups that no "
+               "barrier staggers, run in step by the model)." if flipped else
+               "No bar turns a switch around (by more than 5% each way)."))
