@@ -68,7 +68,7 @@ def run_document(r) -> Document:
         # the ranges were measured for the built-in GPU: a GPU file that keeps its name but
         # changes its hardware says which fields, in JSON as in the sentence
         validation = {**validation, "changed_fields": changed_fields(r.gpu)}
-    switches = switches_for_run(r.gpu.name, r.algorithm, r.workload.dtype, r.options)
+    switches = switches_for_run(r.gpu.name, r.algorithm, r.workload, r.options)
     if switches:
         paragraphs.append(switch_sentence(switches))
     extras = [extra_table(key, value) for key, value in r.extra.items()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from importlib import resources
 
 from hwmodels.gpus import GPUS
@@ -140,28 +141,46 @@ def switch_records(gpu_names, summary: dict | None = None) -> list[dict]:
     return [s for s in summary.get("switches", []) if s["gpu"] in gpu_names]
 
 
-def switches_for_run(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,
+def nearest_bar(record: dict, head_dim: int, causal: bool, seq: int) -> dict | None:
+    """The switch's bar at this head dimension and mask whose N is nearest ``seq`` (on a log
+    scale), or None where the charts have none."""
+    bars = [b for b in record.get("per_bar", []) if b["d"] == head_dim and b["causal"] == causal]
+    if not bars or seq <= 0:
+        return None
+    return min(bars, key=lambda b: (abs(math.log2(b["n"] / seq)), b["n"]))
+
+
+def switches_for_run(gpu_name: str, algorithm: str, workload, options: dict | None = None,
                      summary: dict | None = None) -> list[dict]:
     """The predicted speedups with this run's algorithm on one side, measured on its GPU with
-    its input type on one side (standard only as the PyTorch eager program the charts time)."""
+    its input type on one side (standard only as the PyTorch eager program the charts time),
+    each with the bar nearest the run's workload (``nearest_bar``) instead of all of them."""
     options = options or {}
     if algorithm == "standard" and options.get("program") != "pytorch-eager":
         return []
-    kind = input_kind(dtype)
-    return [s for s in switch_records([gpu_name], summary)
-            if algorithm in s["algorithms"] and kind is not None
-            and any(input_kind(d) == kind for d in s["dtypes"])]
+    kind = input_kind(workload.dtype)
+    if kind is None:
+        return []
+    return [{**{k: v for k, v in s.items() if k != "per_bar"},
+             "nearest_bar": nearest_bar(s, workload.head_dim, workload.causal, workload.seq_q)}
+            for s in switch_records([gpu_name], summary)
+            if algorithm in s["algorithms"] and any(input_kind(d) == kind for d in s["dtypes"])]
 
 
 def switch_sentence(records: list[dict], summary: dict | None = None) -> str:
     """One line for ``attnsim run``: how far the predicted speedups it takes part in have
-    been from the published ones."""
+    been from the published ones, and at the chart bar nearest its workload."""
     summary = summary or load_summary()
+
+    def nearest(s):
+        b = s["nearest_bar"]
+        return (f"; nearest this workload, {b['bar']}: {b['published']:.2f}x published, "
+                f"{b['predicted']:.2f}x predicted" if b else "")
     return ("predicted speedups against published ones, bar by bar ("
             + f"{records[0]['gpu']}; above 1 the model overstates the gain; "
             + f"{summary['page']}): "
             + "; ".join(f"{s['switch']} ({s['passes']}): {s['min']:.2f}–{s['max']:.2f} over "
-                        f"{s['bars']} bars" for s in records))
+                        f"{s['bars']} bars{nearest(s)}" for s in records))
 
 
 def _switch_table(records: list[dict], summary: dict, with_gpu: bool) -> Table:

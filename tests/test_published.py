@@ -302,14 +302,16 @@ def test_every_switch_pairs_the_bars_of_one_workload(switches, charts):
     rows = {(s.faster, s.baseline, s.gpu, s.passes, s.inputs): s for s in switches.switches()}
     assert [len(s.bars) for s in rows.values()] == [36, 12, 26, 20, 24, 24, 20, 20]
     forward = rows["flash3", "flash2", "h100-sxm", "fwd", "fp16"]
-    assert sorted(b[1:] for b in forward.bars) == sorted(x[4:] for x in charts.chart_speedups())
-    fp8 = {bar: (pub, pred) for bar, pub, pred in
-           rows["flash3", "flash3", "h100-sxm", "fwd", "fp8 over fp16"].bars}
-    assert fp8["d = 128, non-causal, N = 512"][0] == pytest.approx(348 / 467)
-    assert fp8["d = 64, causal, N = 1024"][0] == pytest.approx(244 / 265)
-    assert "d = 64, causal, N = 2048" not in fp8          # its transcription stops at 1k
-    v1 = {bar: pub for bar, pub, _ in rows["flash2", "flash1", "a100-80gb", "fwd+bwd", "fp16"].bars}
-    assert v1["d = 128, non-causal, N = 16384"] == pytest.approx(203 / 83)
+    assert sorted((b.published, b.predicted) for b in forward.bars) == \
+        sorted(x[4:] for x in charts.chart_speedups())
+    fp8 = {(b.d, b.causal, b.n): b.published
+           for b in rows["flash3", "flash3", "h100-sxm", "fwd", "fp8 over fp16"].bars}
+    assert fp8[128, False, 512] == pytest.approx(348 / 467)
+    assert fp8[64, True, 1024] == pytest.approx(244 / 265)
+    assert (64, True, 2048) not in fp8                    # its transcription stops at 1k
+    v1 = {(b.d, b.causal, b.n): b.published
+          for b in rows["flash2", "flash1", "a100-80gb", "fwd+bwd", "fp16"].bars}
+    assert v1[128, False, 16384] == pytest.approx(203 / 83)
 
 
 def test_switches_are_held_to_their_band_and_turned_bars_are_named(switches, targets):
@@ -319,12 +321,12 @@ def test_switches_are_held_to_their_band_and_turned_bars_are_named(switches, tar
     lo, hi = targets.SWITCH_BAND
     assert all(lo <= r <= hi for s in switches.switches() for r in s.ratios)
     turned = switches.inverted_bars()
-    assert all((pub - 1) * (pred - 1) < 0 for _, (_, pub, pred) in turned)
+    assert all((b.published - 1) * (b.predicted - 1) < 0 for _, b in turned)
     text = switches.switches_text()
     assert f"{len(turned)} {'bars turn' if len(turned) > 1 else 'bar turns'} the switch " \
         "around" in text
-    assert all(f"{bar} ({pub:.2f} published, {pred:.2f} predicted)" in text
-               for _, (bar, pub, pred) in turned)
+    assert all(f"{b.name} ({b.published:.2f} published, {b.predicted:.2f} predicted)" in text
+               for _, b in turned)
 
 
 def test_validation_page_is_the_scripts_output(document):

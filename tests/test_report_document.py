@@ -263,11 +263,17 @@ def test_run_quotes_the_predicted_speedups_it_takes_part_in(capsys):
     """``attnsim run`` quotes the predicted speedups with its algorithm on one side and its
     input type on one side, on its GPU: FA-3 in fp8 its fp8-over-fp16 row only; FA-2 on the
     A100 its rows over FA-1 and over PyTorch eager; Algorithm 0 none."""
-    code, out, err = run_cli(capsys, "run", "flash3", "--dtype", "fp8", "--seq", "256",
+    code, out, err = run_cli(capsys, "run", "flash3", "--dtype", "fp8", "--seq", "3000",
                              "--count-only", "--format", "json")
     assert code == 0, err
-    assert [s["switch"] for s in json.loads(out)["validation_switches"]] == \
-        ["FlashAttention-3, fp8 over fp16"]
+    (fp8,) = json.loads(out)["validation_switches"]
+    assert fp8["switch"] == "FlashAttention-3, fp8 over fp16" and "per_bar" not in fp8
+    # d = 64 (the default), non-causal: the chart bar nearest N = 3000 on a log scale is 4096
+    assert fp8["nearest_bar"]["bar"] == "d = 64, non-causal, N = 4096"
+    code, out, err = run_cli(capsys, "run", "flash3", "--dtype", "fp8", "--seq", "3000",
+                             "--head-dim", "96", "--count-only", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["validation_switches"][0]["nearest_bar"] is None
     code, out, err = run_cli(capsys, "run", "flash2", "--hw", "a100", "--seq", "256",
                              "--count-only")
     assert code == 0, err

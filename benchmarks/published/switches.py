@@ -27,24 +27,38 @@ NAMES = {"standard": "PyTorch eager", "flash1": "FlashAttention (v1)",
 
 
 @dataclass(frozen=True)
+class Bar:
+    """One chart workload where both sides were measured: the published and the predicted
+    speedup (the ratio of the two throughputs)."""
+    d: int
+    causal: bool
+    n: int
+    published: float
+    predicted: float
+
+    @property
+    def name(self) -> str:
+        return f"d = {self.d}, {'causal' if self.causal else 'non-causal'}, N = {self.n}"
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted / self.published
+
+
+@dataclass(frozen=True)
 class Switch:
-    """One switch (``faster`` over ``baseline``) and its bars: (bar, published speedup,
-    predicted speedup) with the speedup as the ratio of the two throughputs."""
+    """One switch (``faster`` over ``baseline``) and its bars."""
     faster: str
     baseline: str
     gpu: str
     passes: str
     inputs: str
     source: str
-    bars: tuple
+    bars: tuple[Bar, ...]
 
     @property
     def ratios(self) -> list[float]:
-        return [pred / pub for _, pub, pred in self.bars]
-
-
-def bar_name(d: int, causal: bool, n: int) -> str:
-    return f"d = {d}, {'causal' if causal else 'non-causal'}, N = {n}"
+        return [bar.ratio for bar in self.bars]
 
 
 def fa3_forward_switch(faster: str, baseline: str, dtypes: tuple[str, str]) -> Switch:
@@ -56,7 +70,7 @@ def fa3_forward_switch(faster: str, baseline: str, dtypes: tuple[str, str]) -> S
     for (d, causal, n, a, dtype), (pub, pred) in bars.items():
         other = bars.get((d, causal, n, baseline, dtypes[1]))
         if a == faster and dtype == dtypes[0] and other:
-            pairs.append((bar_name(d, causal, n), pub / other[0], pred / other[1]))
+            pairs.append(Bar(d, causal, n, pub / other[0], pred / other[1]))
     inputs = dtypes[0] if dtypes[0] == dtypes[1] else f"{dtypes[0]} over {dtypes[1]}"
     return Switch(faster, baseline, "h100-sxm", "fwd", inputs, FA3_FORWARD, tuple(pairs))
 
@@ -64,8 +78,7 @@ def fa3_forward_switch(faster: str, baseline: str, dtypes: tuple[str, str]) -> S
 def fa3_backward_switch() -> Switch:
     """FlashAttention-3 over -2 on the FlashAttention-3 paper's backward charts."""
     bars = {(d, n, a): (pub, pred) for d, n, a, pub, pred in backward_chart_points()}
-    pairs = [(bar_name(d, False, n), pub / bars[d, n, "flash2"][0],
-              pred / bars[d, n, "flash2"][1])
+    pairs = [Bar(d, False, n, pub / bars[d, n, "flash2"][0], pred / bars[d, n, "flash2"][1])
              for (d, n, a), (pub, pred) in bars.items() if a == "flash3"]
     return Switch("flash3", "flash2", "h100-sxm", "bwd", "fp16", FA3_BACKWARD, tuple(pairs))
 
@@ -75,8 +88,8 @@ def fa2_paper_switch(gpu: str, faster: str, baseline: str) -> Switch:
     of ``gpu``."""
     bars = {(d, causal, n, a): (pub, pred)
             for g, d, causal, n, a, pub, pred in fa2_chart_points() if g == gpu}
-    pairs = [(bar_name(d, causal, n), pub / bars[d, causal, n, baseline][0],
-              pred / bars[d, causal, n, baseline][1])
+    pairs = [Bar(d, causal, n, pub / bars[d, causal, n, baseline][0],
+                 pred / bars[d, causal, n, baseline][1])
              for (d, causal, n, a), (pub, pred) in bars.items()
              if a == faster and (d, causal, n, baseline) in bars]
     return Switch(faster, baseline, gpu, "fwd+bwd", "fp16", FA2_FWD_BWD, tuple(pairs))
@@ -102,21 +115,27 @@ def switch_label(s: Switch) -> str:
 
 
 def switch_record(s: Switch) -> dict:
-    """One switch as the summary file and the report carry it."""
+    """One switch as the summary file and the report carry it, its bars included (``run``
+    quotes the one nearest its workload)."""
     r = s.ratios
-    worst = max(s.bars, key=lambda bar: abs(bar[2] / bar[1] - 1.0))
+    worst = max(s.bars, key=lambda bar: abs(bar.ratio - 1.0))
     return {"gpu": s.gpu, "switch": switch_label(s), "passes": s.passes, "inputs": s.inputs,
             "algorithms": sorted({s.faster, s.baseline}),
             "dtypes": sorted(set(s.inputs.split(" over "))),
             "source": s.source, "bars": len(s.bars),
-            "published": [round(min(b[1] for b in s.bars), 2),
-                          round(max(b[1] for b in s.bars), 2)],
-            "predicted": [round(min(b[2] for b in s.bars), 2),
-                          round(max(b[2] for b in s.bars), 2)],
+            "published": [round(min(b.published for b in s.bars), 2),
+                          round(max(b.published for b in s.bars), 2)],
+            "predicted": [round(min(b.predicted for b in s.bars), 2),
+                          round(max(b.predicted for b in s.bars), 2)],
             "min": round(min(r), 2), "max": round(max(r), 2),
             "median": round(statistics.median(r), 2), "inside_band": sum(in_band(x) for x in r),
-            "furthest": {"bar": worst[0], "published": round(worst[1], 2),
-                         "predicted": round(worst[2], 2)}}
+            "furthest": bar_record(worst),
+            "per_bar": [bar_record(b) for b in s.bars]}
+
+
+def bar_record(bar: Bar) -> dict:
+    return {"bar": bar.name, "d": bar.d, "causal": bar.causal, "n": bar.n,
+            "published": round(bar.published, 2), "predicted": round(bar.predicted, 2)}
 
 
 def switch_records() -> list[dict]:
@@ -148,23 +167,24 @@ def switch_table(fmt: str, compact: bool = False) -> str:
     return tabulate(rows, headers=headers, tablefmt=fmt)
 
 
-def inverted_bars() -> list[tuple[Switch, tuple]]:
+def inverted_bars() -> list[tuple[Switch, Bar]]:
     """Bars where the model and the chart disagree on which side is faster (by more than
     5% either way): the predictions a user would act on in the wrong direction."""
     return [(s, bar) for s in switches() for bar in s.bars
-            if (bar[1] > 1.05 and bar[2] < 0.95) or (bar[1] < 0.95 and bar[2] > 1.05)]
+            if (bar.published > 1.05 and bar.predicted < 0.95)
+            or (bar.published < 0.95 and bar.predicted > 1.05)]
 
 
 def switches_text() -> str:
     """The section's paragraph: what the rows are and where the model turns a switch
     around."""
     flipped = inverted_bars()
-    by_switch: dict[str, list[tuple]] = {}
+    by_switch: dict[str, list[Bar]] = {}
     for s, bar in flipped:
         by_switch.setdefault(f"{switch_label(s)} ({s.gpu}, {s.passes})", []).append(bar)
     listed = "; ".join(
-        f"{label}: " + ", ".join(f"{name} ({pub:.2f} published, {pred:.2f} predicted)"
-                                 for name, pub, pred in bars)
+        f"{label}: " + ", ".join(f"{b.name} ({b.published:.2f} published, {b.predicted:.2f} "
+                                 "predicted)" for b in bars)
         for label, bars in by_switch.items())
     return ("The speedup of one kernel or input type over another on the same workload is "
             "the ratio of two predictions: an error both share cancels in it, an error of "
@@ -175,5 +195,6 @@ def switches_text() -> str:
                f"around (the chart's faster side is the model's slower one, by more than 5% "
                f"each way): {listed}. *Where the model is still off* says what the model "
                "lacks there (FlashAttention-3 in fp8 at short sequences; warpgroups that no "
-               "barrier staggers, run in step by the model)." if flipped else
+               "barrier staggers, run in step by the model). `attnsim run` quotes, beside "
+               "its prediction, the bar of each switch nearest its workload." if flipped else
                "No bar turns a switch around (by more than 5% each way)."))
