@@ -159,14 +159,8 @@ def cta_work(seq_q, seq_k, block_q, block_k, ranges, causal) -> np.ndarray:
 def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv,
                      tiles: PackedTiles, splits, scale, causal, e, dtype, v_in_k, tc_path,
                      compute):
-    """Launch the (split) attention kernel, and the combine kernel when ``splits`` > 1.
-
-    On the ``mma.sync`` path a CTA's warps are laid out as FlashAttention-2's
-    (``common.mma_warps``: two 16-row tiles a warp when the registers allow, else one); on
-    the ``wgmma`` path, a warpgroup per 64 rows. Wide values give each row tile
-    ``value_column_slices`` warps (warpgroups), which share its K and V reads. Each reader
-    reads the whole K and V tiles from shared memory: the pricing charges them once per
-    reader.
+    """Launch the (split) attention kernel (``attention_record``), and the combine kernel
+    when ``splits`` > 1.
 
     Arguments:
         q: (B, H_q, N_q, d_k); k: (B, H_kv, N_k, d_k); v: (B, H_kv, N_k, d_v) or None when
@@ -177,10 +171,37 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
         (o, lse): (B, H_q, N_q, d_v) and (B, H_q, N_q) float32; (None, None) in count-only
         mode.
     """
+    _, ranges = split_ranges(seq_k, tiles.block_k, splits)
+    out_bytes = STAT_BYTES if len(ranges) > 1 else e
+    c = attention_record(rec, name, batch=batch, q_heads=q_heads, kv_heads=kv_heads,
+                         seq_q=seq_q, seq_k=seq_k, dk=dk, dv=dv, tiles=tiles, ranges=ranges,
+                         causal=causal, e=e, dtype=dtype, v_in_k=v_in_k, tc_path=tc_path)
+    if not compute:
+        count_packs(c, seq_q, seq_k, dk, dv, tiles, ranges, scale, causal, e, out_bytes,
+                    v_in_k, batch * (q_heads // tiles.group))
+        if len(ranges) > 1:
+            combine(rec, None, None, batch, q_heads, seq_q, dv, len(ranges), e, False)
+        return None, None
+    o_part, lse_part = run_packs(c, q, k, v, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv,
+                                 tiles, ranges, scale, causal, e, out_bytes, v_in_k)
+    if len(ranges) == 1:
+        return o_part[0], lse_part[0]
+    return combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, len(ranges), e, True)
+
+
+def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv,
+                     tiles: PackedTiles, ranges, causal, e, dtype, v_in_k, tc_path):
+    """The (split) attention kernel's record: one CTA per (sequence, pack, row block, split)
+    and what the timing model prices it with.
+
+    On the ``mma.sync`` path a CTA's warps are laid out as FlashAttention-2's
+    (``common.mma_warps``: two 16-row tiles a warp when the registers allow, else one); on
+    the ``wgmma`` path, a warpgroup per 64 rows. Wide values give each row tile
+    ``value_column_slices`` warps (warpgroups), which share its K and V reads. Each reader
+    reads the whole K and V tiles from shared memory: the pricing charges them once per
+    reader."""
     g, bq, bk = tiles.group, tiles.block_q, tiles.block_k
     packs = q_heads // g
-    heads_per_kv = q_heads // kv_heads
-    _, ranges = split_ranges(seq_k, bk, splits)
     n_split = len(ranges)
     t_r = cdiv(seq_q, bq)
     out_bytes = STAT_BYTES if n_split > 1 else e
@@ -197,36 +218,46 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
     unique = (batch * q_heads * seq_q * (dk * e + n_split * (dv * out_bytes + STAT_BYTES))
               + batch * kv_heads * kv_bytes)
     work = cta_work(seq_q, seq_k, bq, bk, ranges, causal)
-    c = rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
-                   threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
-                   tc_path=tc_path, overlap="serial", smem_readers=readers,
-                   mma_rows_per_cta=g * bq,
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
-                   epilogue_elements_per_cta=g * bq * dv,     # the pack's O rows (or partials)
-                   cta_work=work, matmul_dtype=dtype,
-                   # wgmma reads its operands from shared memory without loads; the
-                   # warpgroups of a pack run in step
-                   **step_latency.chain(step_latency.forward_step(bk, tc_path == "wgmma"),
-                                        work, batch * packs),
-                   unique_hbm_bytes=unique,
-                   l2_working_set_bytes=kv_working_set(rec, batch * kv_heads, packs // kv_heads,
-                                                       t_r * n_split, buffers, tiles, threads,
-                                                       kv_bytes, v_in_k))
-    if not compute:
-        for k_lo, k_hi in ranges:
-            attend_pack(c, np.empty((0, 0, dk), np.float32), np.empty((0, dk), np.float32),
-                        np.empty((0, dv), np.float32), np.empty((0, 0, dv), np.float32),
-                        np.empty((0, 0), np.float32), seq_q, seq_k, dk, dv, g, bq, bk, k_lo,
-                        k_hi, scale, causal, e, out_bytes, v_in_k, False)
-        Recorder.repeat(c, batch * packs)
-        if n_split > 1:
-            combine(rec, None, None, batch, q_heads, seq_q, dv, n_split, e, False)
-        return None, None
-    o_part = np.zeros((n_split, batch, q_heads, seq_q, dv), dtype=np.float32)
-    lse_part = np.full((n_split, batch, q_heads, seq_q), -np.inf, dtype=np.float32)
+    return rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
+                      threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
+                      tc_path=tc_path, overlap="serial", smem_readers=readers,
+                      mma_rows_per_cta=g * bq,
+                      prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                      epilogue_elements_per_cta=g * bq * dv,  # the pack's O rows (or partials)
+                      cta_work=work, matmul_dtype=dtype,
+                      # wgmma reads its operands from shared memory without loads; the
+                      # warpgroups of a pack run in step
+                      **step_latency.chain(step_latency.forward_step(bk, tc_path == "wgmma"),
+                                           work, batch * packs),
+                      unique_hbm_bytes=unique,
+                      l2_working_set_bytes=kv_working_set(rec, batch * kv_heads,
+                                                          packs // kv_heads, t_r * n_split,
+                                                          buffers, tiles, threads, kv_bytes,
+                                                          v_in_k))
+
+
+def count_packs(c, seq_q, seq_k, dk, dv, tiles: PackedTiles, ranges, scale, causal, e,
+                out_bytes, v_in_k, packs_total):
+    """Count-only: one pack's splits counted without data, then repeated for every pack of
+    every sequence (their counts are the same)."""
+    for k_lo, k_hi in ranges:
+        attend_pack(c, np.empty((0, 0, dk), np.float32), np.empty((0, dk), np.float32),
+                    np.empty((0, dv), np.float32), np.empty((0, 0, dv), np.float32),
+                    np.empty((0, 0), np.float32), seq_q, seq_k, dk, dv, tiles.group,
+                    tiles.block_q, tiles.block_k, k_lo, k_hi, scale, causal, e, out_bytes,
+                    v_in_k, False)
+    Recorder.repeat(c, packs_total)
+
+
+def run_packs(c, q, k, v, batch, q_heads, kv_heads, seq_q, seq_k, dk, dv, tiles: PackedTiles,
+              ranges, scale, causal, e, out_bytes, v_in_k):
+    """Executed: every pack's splits, each writing its partial O and lse (fp32)."""
+    g = tiles.group
+    heads_per_kv = q_heads // kv_heads
+    o_part = np.zeros((len(ranges), batch, q_heads, seq_q, dv), dtype=np.float32)
+    lse_part = np.full((len(ranges), batch, q_heads, seq_q), -np.inf, dtype=np.float32)
     for b in range(batch):
-        for p in range(packs):
-            h0 = p * g
+        for h0 in range(0, q_heads, g):
             kv = h0 // heads_per_kv
             kb = np.ascontiguousarray(k[b, kv])
             # contiguous either way: one compiled specialization of attend_pack, not two
@@ -234,11 +265,9 @@ def packed_attention(rec, name, *, q, k, v, batch, q_heads, kv_heads, seq_q, seq
             qb = np.ascontiguousarray(q[b, h0:h0 + g])
             for s, (k_lo, k_hi) in enumerate(ranges):
                 attend_pack(c, qb, kb, vb, o_part[s, b, h0:h0 + g], lse_part[s, b, h0:h0 + g],
-                            seq_q, seq_k, dk, dv, g, bq, bk, k_lo, k_hi, scale, causal, e,
-                            out_bytes, v_in_k, True)
-    if n_split == 1:
-        return o_part[0], lse_part[0]
-    return combine(rec, o_part, lse_part, batch, q_heads, seq_q, dv, n_split, e, True)
+                            seq_q, seq_k, dk, dv, g, tiles.block_q, tiles.block_k, k_lo, k_hi,
+                            scale, causal, e, out_bytes, v_in_k, True)
+    return o_part, lse_part
 
 
 def kv_working_set(rec, kv_units, packs_per_kv, ctas_per_pack, buffers, tiles, threads,
