@@ -243,88 +243,144 @@ def storage_values(x, dtype: str) -> np.ndarray:
 # ---- running -----------------------------------------------------------------------------
 
 def run(wl, p: ReformerPlan, inputs, rec, compute: bool) -> dict:
+    """The four kernels (hash, the sort's histogram and scatter passes, chunked attention,
+    the rounds' combine when there are several) declared once, then run head by head."""
+    kernels = Kernels(hash=hash_record(rec, wl, p), hist=sort_record(rec, wl, p, "hist"),
+                      passes=[sort_record(rec, wl, p, f"pass{i}")
+                              for i in range(p.sort_passes)],
+                      attn=attention_record(rec, wl, p),
+                      comb=combine_record(rec, wl, p) if p.hashes > 1 else None)
+    rot = (rotations(p, wl.head_dim, inputs, wl.dtype) if compute
+           else np.zeros((p.hashes, 0, 0), dtype=np.float32))
+    o = new_output(wl, compute)
+    rows_alloc = wl.seq_q if compute else 0
+    # (B, H, hashes, N) bucket ids and sorted permutations, returned with o (executed mode)
+    all_buckets = np.zeros((wl.batch, wl.heads, p.hashes, rows_alloc), dtype=np.int32)
+    all_perm = np.zeros((wl.batch, wl.heads, p.hashes, rows_alloc), dtype=np.int32)
+    for b, h, q, _k, v in iter_heads(wl, inputs, compute):
+        buckets, perm = run_head(kernels, wl, p, q, v, rot, head_view(o, b, h, compute),
+                                 compute)
+        if compute:
+            all_buckets[b, h], all_perm[b, h] = buckets, perm
+    for counters in kernels.all():
+        finish_heads(counters, wl, compute)
+    rec.info["reversible"] = reversible_activation_bytes(wl, p.layers)
+    rec.info["lsh"] = lsh_info(wl, p)
+    return {"o": o, "buckets": all_buckets, "perm": all_perm} if compute else {}
+
+
+@dataclass
+class Kernels:
+    """The counters of one Reformer call's kernels."""
+    hash: object
+    hist: object
+    passes: list
+    attn: object
+    comb: object      # None with one round of hashes
+
+    def all(self) -> list:
+        return [self.hash, self.hist, *self.passes, self.attn] \
+            + ([self.comb] if self.comb is not None else [])
+
+
+def hash_record(rec, wl, p: ReformerPlan):
+    """``reformer_hash``: a CTA per block of ``hash_block`` rows of a head, each rotating its
+    rows by every round's R and writing a bucket id and a position per round."""
     n, d, e, hh = wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
     heads_total = wl.batch * wl.heads
-    rot = (rotations(p, d, inputs, wl.dtype) if compute
-           else np.zeros((hh, 0, 0), dtype=np.float32))
-    factors = np.array(p.factors, dtype=np.int64)
     hb = hash_buffers(p.hash_block, d, e, p.rotation_cols)
     ids = hh * n * (KEY_BYTES + VALUE_BYTES)        # a bucket id and a position per round
     r_bytes = hh * d * p.rotation_cols * e
-    c_hash = rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total, buffers=hb,
-                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
-                        prologue_bytes_per_cta=hb["Q_h"] + hb["R_r"],
-                        # the warps take 16 rows of Q_h at a time, each time reading all of R_r
-                        smem_readers=cdiv(p.hash_block, MMA_ROWS),
-                        mma_rows_per_cta=p.hash_block,
-                        # every CTA of a head reads all of R
-                        **l2_arguments(rec, heads_total, cdiv(n, p.hash_block), sum(hb.values()),
-                                       n * d * e + r_bytes + ids, r_bytes, THREADS_PER_CTA))
-    sort_ctas = cdiv(n, p.sort_tile) * hh * heads_total
-    c_hist = rec.kernel("reformer_sort_hist", ctas=sort_ctas,
-                        buffers=sort_buffers(p.sort_tile), tc_path="none", threads_per_cta=256)
-    c_passes = [rec.kernel(f"reformer_sort_pass{i}", ctas=sort_ctas,
-                           buffers=sort_buffers(p.sort_tile), tc_path="none",
-                           threads_per_cta=256) for i in range(p.sort_passes)]
+    return rec.kernel("reformer_hash", ctas=cdiv(n, p.hash_block) * heads_total, buffers=hb,
+                      threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                      prologue_bytes_per_cta=hb["Q_h"] + hb["R_r"],
+                      # the warps take 16 rows of Q_h at a time, each time reading all of R_r
+                      smem_readers=cdiv(p.hash_block, MMA_ROWS),
+                      mma_rows_per_cta=p.hash_block,
+                      # every CTA of a head reads all of R
+                      **l2_arguments(rec, heads_total, cdiv(n, p.hash_block), sum(hb.values()),
+                                     n * d * e + r_bytes + ids, r_bytes, THREADS_PER_CTA))
+
+
+def sort_record(rec, wl, p: ReformerPlan, step: str):
+    """One launch of the bucket sort (``hist``, or ``pass<i>``): a CTA per tile of every
+    round's (bucket id, position) pairs."""
+    return rec.kernel(f"reformer_sort_{step}",
+                      ctas=cdiv(wl.seq_q, p.sort_tile) * p.hashes * wl.batch * wl.heads,
+                      buffers=sort_buffers(p.sort_tile), tc_path="none", threads_per_cta=256)
+
+
+def attention_record(rec, wl, p: ReformerPlan):
+    """``reformer_attn``: a CTA per (chunk, round, head), its queries against its own chunk's
+    keys and the chunk's before it."""
+    n, d, e, hh = wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
+    heads_total = wl.batch * wl.heads
     ab = attn_buffers(p.bucket_size, d, e, hh)
+    ids = hh * n * (KEY_BYTES + VALUE_BYTES)
     rows = 2 * n * d * e                            # a head's Q (the keys too) and V rows
     outputs = hh * n * (d * e + (LSE_BYTES if hh > 1 else 0))
-    c_attn = rec.kernel("reformer_attn", ctas=p.n_buckets * hh * heads_total, buffers=ab,
-                        threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
-                        # S = Q_c K̂ᵀ over the chunk and the one before it
-                        prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"],
-                        epilogue_elements_per_cta=p.bucket_size * d,   # the chunk's O rows
-                        # a warp per 16 queries, each reading the 2C keys and values
-                        smem_readers=cdiv(p.bucket_size, MMA_ROWS), mma_rows_per_cta=p.bucket_size,
-                        # one step a chunk: its queries against the 2C keys
-                        **step_latency.chain(step_latency.forward_step(2 * p.bucket_size), 1,
-                                             p.n_buckets * hh * heads_total),
-                        # a chunk re-reads the rows, positions and ids of the chunk before
-                        # it, and every round gathers the head's rows and ids again
-                        **l2_arguments(rec, heads_total, p.n_buckets * hh, sum(ab.values()),
-                                       rows + ids + outputs, rows + ids, THREADS_PER_CTA))
-    c_comb = None
-    if hh > 1:
-        c_comb = rec.kernel("reformer_combine", ctas=cdiv(n, p.combine_block) * heads_total,
-                            buffers=combine_buffers(p.combine_block, d, e, hh), tc_path="none",
-                            threads_per_cta=THREADS_PER_CTA)
-    o = new_output(wl, compute)
+    return rec.kernel("reformer_attn", ctas=p.n_buckets * hh * heads_total, buffers=ab,
+                      threads_per_cta=THREADS_PER_CTA, matmul_dtype=wl.dtype,
+                      # S = Q_c K̂ᵀ over the chunk and the one before it
+                      prologue_bytes_per_cta=ab["Q_c"] + ab["Khat_2c"],
+                      epilogue_elements_per_cta=p.bucket_size * d,   # the chunk's O rows
+                      # a warp per 16 queries, each reading the 2C keys and values
+                      smem_readers=cdiv(p.bucket_size, MMA_ROWS),
+                      mma_rows_per_cta=p.bucket_size,
+                      # one step a chunk: its queries against the 2C keys
+                      **step_latency.chain(step_latency.forward_step(2 * p.bucket_size), 1,
+                                           p.n_buckets * hh * heads_total),
+                      # a chunk re-reads the rows, positions and ids of the chunk before
+                      # it, and every round gathers the head's rows and ids again
+                      **l2_arguments(rec, heads_total, p.n_buckets * hh, sum(ab.values()),
+                                     rows + ids + outputs, rows + ids, THREADS_PER_CTA))
+
+
+def combine_record(rec, wl, p: ReformerPlan):
+    """``reformer_combine``: the rounds' outputs merged by their log-sum-exps, a CTA per
+    ``combine_block`` rows of a head."""
+    return rec.kernel("reformer_combine",
+                      ctas=cdiv(wl.seq_q, p.combine_block) * wl.batch * wl.heads,
+                      buffers=combine_buffers(p.combine_block, wl.head_dim, wl.elem_bytes,
+                                              p.hashes),
+                      tc_path="none", threads_per_cta=THREADS_PER_CTA)
+
+
+def run_head(k: Kernels, wl, p: ReformerPlan, q, v, rot, o_head, compute: bool):
+    """One head through the four kernels; returns its bucket ids and sorted permutation
+    (each (hashes, N); empty in count-only mode)."""
+    n, d, e, hh = wl.seq_q, wl.head_dim, wl.elem_bytes, p.hashes
     rows_alloc = n if compute else 0
-    # (B, H, hashes, N) bucket ids and sorted permutations, returned with o (executed mode)
-    all_buckets = np.zeros((wl.batch, wl.heads, hh, rows_alloc), dtype=np.int32)
-    all_perm = np.zeros((wl.batch, wl.heads, hh, rows_alloc), dtype=np.int32)
-    for b, h, q, _k, v in iter_heads(wl, inputs, compute):
-        # HBM scratch of this head: bucket ids and positions per round, sorted copies,
-        # per-round outputs and log-sum-exps
-        buckets = np.zeros((hh, rows_alloc), dtype=np.int32)
-        positions = np.zeros((hh, rows_alloc), dtype=np.int32)
-        q_hash = storage_values(q, wl.dtype) if compute else q     # Q rows as stored
-        hash_head(c_hash, q_hash, rot, factors, buckets, positions, n, d, hh, p.rotation_cols,
-                  p.hash_block, e, compute)
-        sorted_keys = np.zeros((hh, rows_alloc), dtype=np.int32)
-        perm = np.zeros((hh, rows_alloc), dtype=np.int32)
-        for r in range(hh):
-            radix_sort(c_hist, c_passes, buckets[r], positions[r], sorted_keys[r], perm[r], n,
-                       p.sort_passes, compute)
-        if compute:
-            all_buckets[b, h], all_perm[b, h] = buckets, perm
-        o_head = head_view(o, b, h, compute)
-        o_rounds = np.zeros((hh if hh > 1 else 0, rows_alloc, d), dtype=np.float32)
-        lse_rounds = np.zeros((hh if hh > 1 else 0, rows_alloc), dtype=np.float32)
-        attn_head(c_attn, q, v, buckets, perm, o_rounds, lse_rounds, o_head, n, d, hh,
-                  p.bucket_size, p.n_buckets, wl.scale, wl.causal, e, compute)
-        if c_comb is not None:
-            combine_head(c_comb, o_rounds, lse_rounds, o_head, n, d, hh, p.combine_block, e,
-                         compute)
-    for counters in [c_hash, c_hist, *c_passes, c_attn] + ([c_comb] if c_comb is not None else []):
-        finish_heads(counters, wl, compute)
-    rec.info["reversible"] = reversible_activation_bytes(wl, p.layers)
-    rec.info["lsh"] = {"n_buckets": p.n_buckets, "bucket_factors": list(p.factors),
-                       "sort_passes": p.sort_passes, "radix_bits": RADIX_BITS,
-                       # every scatter pass reads and writes each (bucket id, position) pair
-                       "sort_bytes_per_pass": 2 * (KEY_BYTES + VALUE_BYTES) * hh * n * heads_total,
-                       "sort_histogram_bytes": KEY_BYTES * hh * n * heads_total}
-    return {"o": o, "buckets": all_buckets, "perm": all_perm} if compute else {}
+    # HBM scratch of this head: bucket ids and positions per round, sorted copies,
+    # per-round outputs and log-sum-exps
+    buckets = np.zeros((hh, rows_alloc), dtype=np.int32)
+    positions = np.zeros((hh, rows_alloc), dtype=np.int32)
+    q_hash = storage_values(q, wl.dtype) if compute else q     # Q rows as stored
+    hash_head(k.hash, q_hash, rot, np.array(p.factors, dtype=np.int64), buckets, positions, n,
+              d, hh, p.rotation_cols, p.hash_block, e, compute)
+    sorted_keys = np.zeros((hh, rows_alloc), dtype=np.int32)
+    perm = np.zeros((hh, rows_alloc), dtype=np.int32)
+    for r in range(hh):
+        radix_sort(k.hist, k.passes, buckets[r], positions[r], sorted_keys[r], perm[r], n,
+                   p.sort_passes, compute)
+    o_rounds = np.zeros((hh if hh > 1 else 0, rows_alloc, d), dtype=np.float32)
+    lse_rounds = np.zeros((hh if hh > 1 else 0, rows_alloc), dtype=np.float32)
+    attn_head(k.attn, q, v, buckets, perm, o_rounds, lse_rounds, o_head, n, d, hh,
+              p.bucket_size, p.n_buckets, wl.scale, wl.causal, e, compute)
+    if k.comb is not None:
+        combine_head(k.comb, o_rounds, lse_rounds, o_head, n, d, hh, p.combine_block, e,
+                     compute)
+    return buckets, perm
+
+
+def lsh_info(wl, p: ReformerPlan) -> dict:
+    """The JSON ``lsh`` block: buckets, the sort's passes and their bytes."""
+    pairs = p.hashes * wl.seq_q * wl.batch * wl.heads
+    return {"n_buckets": p.n_buckets, "bucket_factors": list(p.factors),
+            "sort_passes": p.sort_passes, "radix_bits": RADIX_BITS,
+            # every scatter pass reads and writes each (bucket id, position) pair
+            "sort_bytes_per_pass": 2 * (KEY_BYTES + VALUE_BYTES) * pairs,
+            "sort_histogram_bytes": KEY_BYTES * pairs}
 
 
 @compiled
