@@ -250,14 +250,9 @@ def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total,
         rows = r1 - r0
         k_start = max(0, min(seq_k, r0 + off))                 # first key on the diagonal
         k_end = max(0, min(seq_k, r1 + off))
-        # -- fold the keys every row of this chunk sees into the state (only when N_k > N_q) --
-        while done < k_start:
-            c1 = min(done + block, k_start)
-            kj = load_rows(c, k, done, c1, d, e)
-            vj = load_rows(c, v, done, c1, d, e)
-            shift = _fold(c, _cols(kj, u0, u1, kind), vj, w_s, s, z, c1 - done, d, nu,
-                          p_total, kind, in_scale, shift, e, compute)
-            done = c1
+        # the keys every row of this chunk sees go into the state (only when N_k > N_q)
+        shift = fold_prefix(c, k, v, w_s, s, z, done, k_start, block, d, u0, u1, nu, p_total,
+                            kind, in_scale, shift, e, compute)
         qi = load_rows(c, q, r0, r1, d, e)                     # Q_c -> SRAM
         cols = k_end - k_start
         kj = load_rows(c, k, k_start, k_end, d, e)             # K_c -> SRAM
@@ -270,15 +265,7 @@ def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total,
                                        p_total, kind, in_scale, shift, e, live)
         rescale_state(c, s, z, shift, new_shift, m, d, kind, live)
         shift = new_shift
-        # -- intra-chunk part: A = φ(Q_c) φ(K_c)ᵀ, lower triangle --
-        count_convert(c, rows * m + cols * m, e)               # φ(Q_c), φ(K_c) -> MMA dtype
-        a = matmul_nt(c, phiq, phik, rows, cols, m, e, live)
-        count_alu(c, rows * cols)                              # causal select
-        if live:
-            _mask_lower(a, r0, k_start, off)
-        count_other(c, rows * cols)                            # row sums of A
-        count_convert(c, rows * cols, e)                       # A -> the MMA's dtype
-        pv = matmul_nn(c, a, vj, rows, d, cols, e, live)       # A V_c
+        a, pv = intra_chunk(c, phiq, phik, vj, rows, cols, m, d, r0, k_start, off, e, live)
         # -- inter-chunk part from the state --
         count_convert(c, m * d, e)                             # fp32 S -> the MMA's dtype
         num = matmul_nn(c, phiq, s, rows, d, m, e, compute)    # φ(Q_c) S
@@ -290,19 +277,8 @@ def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total,
             if live:
                 den = den + a.sum(axis=1)
                 num = num + pv
-        if sliced:
-            # un-normalised partials: true values are these x exp(row max + key shift)
-            if kind == KIND_POSITIVE:
-                count_other(c, rows)                           # log-scale = max + shift
-            store_rows(c, pnum[t], r0, num, rows, d, STATE_BYTES, compute)
-            store_vector(c, pden[t], r0, den, rows, STATE_BYTES, compute)
-            if kind == KIND_POSITIVE:
-                store_vector(c, plog[t], r0, qmax + shift if compute else den, rows,
-                             STATE_BYTES, compute)
-        else:
-            count_other(c, rows * d)                           # num / den
-            oi = _divide_rows(num, den) if compute else np.empty((0, 0), dtype=np.float32)
-            store_rows(c, o, r0, oi, rows, d, e, compute)      # O_c -> HBM
+        emit_chunk(c, o, pnum, pden, plog, t, num, den, qmax, shift, r0, rows, d, kind, e,
+                   compute, sliced)
         # -- fold this chunk's keys into the state, from the tiles already in SRAM --
         kv = matmul_tn(c, phik, vj, m, d, cols, e, live)
         count_other(c, cols * m)
@@ -310,6 +286,55 @@ def causal_head(c, q, k, v, w, o, pnum, pden, plog, t, seq_q, seq_k, d, p_total,
             s += kv
             z += phik.sum(axis=0)
         done = k_end
+
+
+@compiled
+def fold_prefix(c, k, v, w_s, s, z, done, k_start, block, d, u0, u1, nu, p_total, kind,
+                in_scale, shift, e, compute):
+    """Keys [done, k_start), which every row of the chunk sees, folded into (S, z) in chunks
+    of ``block``; returns the state's key shift."""
+    while done < k_start:
+        c1 = min(done + block, k_start)
+        kj = load_rows(c, k, done, c1, d, e)
+        vj = load_rows(c, v, done, c1, d, e)
+        shift = _fold(c, _cols(kj, u0, u1, kind), vj, w_s, s, z, c1 - done, d, nu, p_total,
+                      kind, in_scale, shift, e, compute)
+        done = c1
+    return shift
+
+
+@compiled
+def intra_chunk(c, phiq, phik, vj, rows, cols, m, d, r0, k_start, off, e, live):
+    """The chunk's own keys: A = φ(Q_c) φ(K_c)ᵀ, its lower triangle, and A V_c."""
+    count_convert(c, rows * m + cols * m, e)                   # φ(Q_c), φ(K_c) -> MMA dtype
+    a = matmul_nt(c, phiq, phik, rows, cols, m, e, live)
+    count_alu(c, rows * cols)                                  # causal select
+    if live:
+        _mask_lower(a, r0, k_start, off)
+    count_other(c, rows * cols)                                # row sums of A
+    count_convert(c, rows * cols, e)                           # A -> the MMA's dtype
+    pv = matmul_nn(c, a, vj, rows, d, cols, e, live)           # A V_c
+    return a, pv
+
+
+@compiled
+def emit_chunk(c, o, pnum, pden, plog, t, num, den, qmax, shift, r0, rows, d, kind, e, compute,
+               sliced):
+    """The chunk's rows out: O = num / den, or (``sliced``) the slice's un-normalised num,
+    den and log-scale for ``combine_slices``."""
+    if sliced:
+        # un-normalised partials: true values are these x exp(row max + key shift)
+        if kind == KIND_POSITIVE:
+            count_other(c, rows)                               # log-scale = max + shift
+        store_rows(c, pnum[t], r0, num, rows, d, STATE_BYTES, compute)
+        store_vector(c, pden[t], r0, den, rows, STATE_BYTES, compute)
+        if kind == KIND_POSITIVE:
+            store_vector(c, plog[t], r0, qmax + shift if compute else den, rows,
+                         STATE_BYTES, compute)
+    else:
+        count_other(c, rows * d)                               # num / den
+        oi = _divide_rows(num, den) if compute else np.empty((0, 0), dtype=np.float32)
+        store_rows(c, o, r0, oi, rows, d, e, compute)          # O_c -> HBM
 
 
 @compiled
