@@ -32,7 +32,9 @@ def throughput_section(records, gpu, wl) -> Section | None:
                          f"{wl.batch * wl.seq_q:,} tokens, as the FlashAttention-2 and -3 "
                          "papers' benchmark figures; fp8 where the GPU has FP8 tensor cores and "
                          "the algorithm a published fp8 kernel (FlashAttention-3; "
-                         "FlashAttention-2 has none)."])
+                         "FlashAttention-2 has none), on Q, K, V already in e4m3 as FA-3's fp8 "
+                         "benchmark feeds them (`--fp8-quantize upstream`; the FP8 section "
+                         "prices the quantize kernel)."])
     fig = Figure("throughput", f"FlashAttention-2/3 predicted TFLOP/s against N, "
                  f"{gpu.full_name}", lambda: plots.throughput_figure(records, gpu),
                  after="throughput")

@@ -373,3 +373,17 @@ def test_the_throughput_sweep_has_fp8_rows_only_for_a_published_fp8_kernel():
                                seqs=(512, 1024))
     assert {(r["algorithm"], r["dtype"]) for r in records} == {
         ("flash2", "fp16"), ("flash3", "fp16"), ("flash3", "fp8")}
+
+
+def test_the_throughput_sweep_times_fp8_as_the_papers_benchmark_does():
+    """FA-3's fp8 benchmark feeds e4m3 inputs: the sweep's fp8 row leaves the quantize
+    kernel out (the FP8 section prices it), and says so in its record."""
+    from attnsim.suite import throughput_sweep
+    wl = Workload(batch=1, seq_q=1024, head_dim=128)
+    (fp8,) = [r for r in throughput_sweep("h100", wl, seqs=(1024,), names=("flash3",))
+              if r["dtype"] == "fp8"]
+    assert fp8["options"] == {"fp8_quantize": "upstream"}
+    upstream = simulate("flash3", wl.replace(dtype="fp8"), "h100", compute=False,
+                        options={"fp8_quantize": "upstream"})
+    assert fp8["predicted_s"] == [upstream.time.predicted_s]
+    assert [k.name for k in upstream.kernels] == ["flash3_fwd"]
