@@ -50,6 +50,10 @@ of the exps) and then O += P B with P from the last exps (as P V); the exp phase
   in step, pipelined        two pipelined warpgroups with no stagger: FlashAttention-3
                             where its release builds no ping-pong barrier (fp16 at
                             d = 256, fp8 at d = 64) as the paper draws it: 2 chains, not 4.
+  two warpgroups, free      2 warpgroups, no barrier between them: FlashAttention-3's
+                            consumers where its release builds no ping-pong barrier, as
+                            they wait only on the producer. In step (the model: 1 chain),
+                            or do they drift apart and hide each other's exps (2)?
 
 This kernel's own SASS (ptxas 13.0) runs the exps after the wait for S and before the wait for
 P V, as written; the release of FlashAttention-3 at d <= 128 does not
@@ -264,6 +268,11 @@ ARRANGEMENTS = (
     Arrangement("in step, pipelined", WGMMA, 1, 8, True, False, 2, 2,
                 "FlashAttention-3 without its ping-pong barrier: the warpgroups' own "
                 "pipelines, 2 chains", pipelined=True),
+    Arrangement("two warpgroups, free", WGMMA, 1, 8, False, False, 1, 2,
+                "warpgroups that wait on no barrier of each other's (FlashAttention-3's "
+                "fp8 release at d = 64, fp16 at d = 256) stay in step, or drift apart and "
+                "hide each other's exps ('the warp schedulers do some of this overlapping "
+                "for us, for free', its authors' blog)"),
 )
 
 

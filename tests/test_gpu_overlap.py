@@ -90,14 +90,15 @@ def test_the_two_ctas_verdict_follows_the_nearer_reading(ov):
 def test_the_arrangements_put_one_warp_of_each_group_on_every_sub_partition(ov):
     """Warps go to sub-partitions by index modulo 4: every arrangement runs whole groups of
     four (a warpgroup), and the staggered ones two, so each sub-partition holds one warp of
-    each; every loop has an unpipelined ping-pong to balance its phases in; only the
-    mma.sync loop asks the lockstep question, and only wgmma pipelines."""
+    each; every loop has an unpipelined ping-pong to balance its phases in; the lockstep
+    question is asked of CTAs and warps (mma.sync) and of warpgroups (wgmma) with no barrier
+    between them, and only wgmma pipelines."""
     assert all(a.warps % 4 == 0 and a.ctas_per_sm * a.warps <= 8 for a in ov.ARRANGEMENTS)
     assert all(a.warps == 8 and a.barrier for a in ov.ARRANGEMENTS if a.stagger)
     for path in (ov.MMA_SYNC, ov.WGMMA):
         assert any(a.stagger and not a.pipelined for a in ov.ARRANGEMENTS if a.path == path)
     assert [a.name for a in ov.ARRANGEMENTS if a.chains_lockstep != a.chains_free] == \
-        ["two CTAs", "free warps"]
+        ["two CTAs", "free warps", "two warpgroups, free"]
     assert {a.path for a in ov.ARRANGEMENTS if a.pipelined} == {ov.WGMMA}
     # the model's FlashAttention-3 count: 2 chains per warpgroup when pipelined
     fa3 = next(a for a in ov.ARRANGEMENTS if a.stagger and a.pipelined)
@@ -195,7 +196,7 @@ def test_the_measurement_runs_end_to_end_on_a_stand_in(ov, monkeypatch, tmp_path
         ("overlap_loop", 132, 256, 1, 1), ("overlap_loop", 264, 128, 1, 0),
         ("overlap_loop", 132, 256, 0, 0),
         ("overlap_wgmma", 132, 128, 1, 0), ("overlap_wgmma", 132, 256, 1, 0),
-        ("overlap_wgmma", 132, 256, 1, 1),
+        ("overlap_wgmma", 132, 256, 1, 1), ("overlap_wgmma", 132, 256, 0, 0),
         ("overlap_wgmma_pipelined", 132, 128, 1, 0),
         ("overlap_wgmma_pipelined", 132, 256, 1, 1),
         ("overlap_wgmma_pipelined", 132, 256, 1, 0)}
