@@ -199,7 +199,8 @@ def _switch_table(records: list[dict], summary: dict, with_gpu: bool) -> Table:
             f"{s['furthest']['bar']}: {s['furthest']['published']:.2f} / "
             f"{s['furthest']['predicted']:.2f}"] for s in records],
         records=records,
-        notes=[f"Bar by bar, wherever a published chart shows both sides ({summary['page']}): "
+        notes=[f"Bar by bar, wherever a published chart, or one benchmark run, shows both "
+               f"sides ({summary['page']}): "
                "a speedup is the ratio of two predictions, in which an error both share "
                "cancels and an error of one alone does not; above 1 the model overstates "
                "what the switch gains."])

@@ -36,7 +36,7 @@ def readme_block(fmt: str = "github") -> str:
         "workload):",
         groups_table(fmt),
         "Predicted speedups of one kernel or input type over another, bar by bar wherever a "
-        "published chart shows both sides (pred/pub above 1: the model overstates the "
+        "published chart, or one benchmark run, shows both sides (pred/pub above 1: the model overstates the "
         f"switch's gain; tests hold them inside {SWITCH_BAND[0]:.2f}–{SWITCH_BAND[1]:.2f}; the "
         "page lists the bars where the model turns a switch around):",
         switch_table(fmt, compact=True),

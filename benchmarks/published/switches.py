@@ -1,10 +1,12 @@
 """Predicted speedups against published ones: one kernel, or one input type, over another on
-the same workload, bar by bar, wherever a published chart shows both bars.
+the same workload, bar by bar, wherever a published chart (or one run of a benchmark) shows
+both.
 
 A user deciding between FlashAttention-2 and -3, or fp16 and fp8, acts on the ratio of two
 predictions: an error both share cancels in it, an error of one alone does not, so a model
 can place each bar within its band and still turn a speedup around. These rows are derived
-from the chart points the page compares (not points of their own) and are held to their own
+from the points the page compares (chart bars, and the benchmark_attn.py logs that timed both
+kernels on one board), not points of their own, and are held to their own
 band (``targets.SWITCH_BAND``) by tests/test_published.py; the report quotes its GPU's rows
 beside the points' (``reports/validation_summary.json``, key ``switches``).
 """
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from .charts import CHART_DTYPE, backward_chart_points, chart_points, fa2_chart_points
+from .figures import BENCHMARK_ATTN_LOGS, benchmark_attn_workload
+from .predictions import predicted_seconds
 from .targets import TARGET_BAND, in_band
 
 FA3_FORWARD = "FA3-fig"       # the FlashAttention-3 paper's forward charts
@@ -35,10 +39,12 @@ class Bar:
     n: int
     published: float
     predicted: float
+    board: str = ""     # the log whose board measured both sides, where there are several
 
     @property
     def name(self) -> str:
-        return f"d = {self.d}, {'causal' if self.causal else 'non-causal'}, N = {self.n}"
+        return (f"d = {self.d}, {'causal' if self.causal else 'non-causal'}, N = {self.n}"
+                + (f" ({self.board})" if self.board else ""))
 
     @property
     def ratio(self) -> float:
@@ -53,8 +59,9 @@ class Switch:
     gpu: str
     passes: str
     inputs: str
-    source: str
+    sources: tuple[str, ...]
     bars: tuple[Bar, ...]
+    qualifier: str = ""  # what tells it from another switch of the same kernels
 
     @property
     def ratios(self) -> list[float]:
@@ -72,7 +79,7 @@ def fa3_forward_switch(faster: str, baseline: str, dtypes: tuple[str, str]) -> S
         if a == faster and dtype == dtypes[0] and other:
             pairs.append(Bar(d, causal, n, pub / other[0], pred / other[1]))
     inputs = dtypes[0] if dtypes[0] == dtypes[1] else f"{dtypes[0]} over {dtypes[1]}"
-    return Switch(faster, baseline, "h100-sxm", "fwd", inputs, FA3_FORWARD, tuple(pairs))
+    return Switch(faster, baseline, "h100-sxm", "fwd", inputs, (FA3_FORWARD,), tuple(pairs))
 
 
 def fa3_backward_switch() -> Switch:
@@ -80,7 +87,8 @@ def fa3_backward_switch() -> Switch:
     bars = {(d, n, a): (pub, pred) for d, n, a, pub, pred in backward_chart_points()}
     pairs = [Bar(d, False, n, pub / bars[d, n, "flash2"][0], pred / bars[d, n, "flash2"][1])
              for (d, n, a), (pub, pred) in bars.items() if a == "flash3"]
-    return Switch("flash3", "flash2", "h100-sxm", "bwd", "fp16", FA3_BACKWARD, tuple(pairs))
+    return Switch("flash3", "flash2", "h100-sxm", "bwd", "fp16", (FA3_BACKWARD,),
+                  tuple(pairs))
 
 
 def fa2_paper_switch(gpu: str, faster: str, baseline: str) -> Switch:
@@ -92,13 +100,30 @@ def fa2_paper_switch(gpu: str, faster: str, baseline: str) -> Switch:
                  pred / bars[d, causal, n, baseline][1])
              for (d, causal, n, a), (pub, pred) in bars.items()
              if a == faster and (d, causal, n, baseline) in bars]
-    return Switch(faster, baseline, gpu, "fwd+bwd", "fp16", FA2_FWD_BWD, tuple(pairs))
+    return Switch(faster, baseline, gpu, "fwd+bwd", "fp16", (FA2_FWD_BWD,), tuple(pairs))
+
+
+def benchmark_attn_switch() -> Switch:
+    """FlashAttention-3 over -2, forward, as two boards measured both in one run of
+    flash-attention's hopper/benchmark_attn.py (``figures.BENCHMARK_ATTN_LOGS``): measured
+    pairs, not chart readings."""
+    pairs = []
+    for log, times in BENCHMARK_ATTN_LOGS.items():
+        for causal in (False, True):
+            wl = benchmark_attn_workload("fwd", causal)
+            predicted = predicted_seconds("flash2", wl, "h100-sxm") \
+                / predicted_seconds("flash3", wl, "h100-sxm")
+            published = times["flash2", "fwd", causal] / times["flash3", "fwd", causal]
+            pairs.append(Bar(wl.head_dim, causal, wl.seq_q, published, predicted, board=log))
+    return Switch("flash3", "flash2", "h100-sxm", "fwd", "bf16",
+                  tuple(BENCHMARK_ATTN_LOGS), tuple(pairs), qualifier="measured runs")
 
 
 @functools.lru_cache(maxsize=None)
 def switches() -> tuple[Switch, ...]:
-    """Every switch a published chart shows both sides of."""
+    """Every switch a published chart, or one benchmark run, shows both sides of."""
     return (fa3_forward_switch("flash3", "flash2", ("fp16", "fp16")),
+            benchmark_attn_switch(),
             fa3_backward_switch(),
             fa3_forward_switch("flash3", "flash3", ("fp8", "fp16")),
             fa3_forward_switch("flash2", "standard", ("fp16", "fp16")),
@@ -109,9 +134,9 @@ def switches() -> tuple[Switch, ...]:
 
 
 def switch_label(s: Switch) -> str:
-    if s.faster == s.baseline:
-        return f"{NAMES[s.faster]}, {s.inputs}"
-    return f"{NAMES[s.faster]} over {NAMES[s.baseline]}"
+    label = (f"{NAMES[s.faster]}, {s.inputs}" if s.faster == s.baseline
+             else f"{NAMES[s.faster]} over {NAMES[s.baseline]}")
+    return f"{label}, {s.qualifier}" if s.qualifier else label
 
 
 def switch_record(s: Switch) -> dict:
@@ -122,7 +147,7 @@ def switch_record(s: Switch) -> dict:
     return {"gpu": s.gpu, "switch": switch_label(s), "passes": s.passes, "inputs": s.inputs,
             "algorithms": sorted({s.faster, s.baseline}),
             "dtypes": sorted(set(s.inputs.split(" over "))),
-            "source": s.source, "bars": len(s.bars),
+            "sources": list(s.sources), "bars": len(s.bars),
             "published": [round(min(b.published for b in s.bars), 2),
                           round(max(b.published for b in s.bars), 2)],
             "predicted": [round(min(b.predicted for b in s.bars), 2),
@@ -135,7 +160,8 @@ def switch_record(s: Switch) -> dict:
 
 def bar_record(bar: Bar) -> dict:
     return {"bar": bar.name, "d": bar.d, "causal": bar.causal, "n": bar.n,
-            "published": round(bar.published, 2), "predicted": round(bar.predicted, 2)}
+            "published": round(bar.published, 2), "predicted": round(bar.predicted, 2),
+            **({"board": bar.board} if bar.board else {})}
 
 
 def switch_records() -> list[dict]:
@@ -156,12 +182,13 @@ def switch_table(fmt: str, compact: bool = False) -> str:
             rows.append([rec["gpu"], rec["switch"], rec["passes"], rec["bars"], *ranges, inside])
         else:
             rows.append([rec["gpu"], rec["switch"], rec["passes"], rec["inputs"],
-                         f"[{rec['source']}]", rec["bars"], *ranges, f"{rec['median']:.2f}",
+                         ", ".join(f"[{x}]" for x in rec["sources"]), rec["bars"], *ranges,
+                         f"{rec['median']:.2f}",
                          inside, f"{far['bar']}: {far['published']:.2f} / "
                                  f"{far['predicted']:.2f}"])
     headers = (["GPU", "switch", "pass", "bars", "published speedup", "predicted speedup",
                 "pred/pub", f"in {lo}–{hi}"] if compact else
-               ["GPU", "switch", "pass", "inputs", "chart", "bars", "published speedup",
+               ["GPU", "switch", "pass", "inputs", "source", "bars", "published speedup",
                 "predicted speedup", "pred/pub", "median", f"in {lo}–{hi}",
                 "furthest bar: published / predicted"])
     return tabulate(rows, headers=headers, tablefmt=fmt)
@@ -188,8 +215,9 @@ def switches_text() -> str:
         for label, bars in by_switch.items())
     return ("The speedup of one kernel or input type over another on the same workload is "
             "the ratio of two predictions: an error both share cancels in it, an error of "
-            "one alone does not. Wherever a chart shows both bars, the table compares the "
-            "model's speedup with the chart's, bar by bar (pred/pub above 1: the model "
+            "one alone does not. Wherever a chart shows both bars, or one benchmark run timed "
+            "both kernels on one board, the table compares the model's speedup with the "
+            "published one, bar by bar (pred/pub above 1: the model "
             "overstates the switch's gain). "
             + (f"{len(flipped)} {'bars turn' if len(flipped) > 1 else 'bar turns'} the switch "
                f"around (the chart's faster side is the model's slower one, by more than 5% "
