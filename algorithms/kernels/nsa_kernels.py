@@ -154,6 +154,23 @@ def pack_gates(c, q, wg, gates, r0, r1, g, d, e, compute):
 
 
 @compiled
+def visible_span(r0, r1, seq_q, seq_k, cblock, stride):
+    """Compressed tokens the first and the last row of query block [r0, r1) see."""
+    return (visible_compressed(r0 + seq_k - seq_q, cblock, stride),
+            visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride))
+
+
+@compiled
+def compressed_tile(c0, block_k, n_c, nv_first, nv_last, compute):
+    """The compressed tile from c0: its end, whether some row's mask cuts it, and how many
+    tiles count like it (count-only: the block's first row sees nv_first tokens unmasked)."""
+    c1 = min(c0 + block_k, n_c)
+    masked = c1 > nv_first
+    run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
+    return c1, masked, run
+
+
+@compiled
 def compressed_attention_pass(c, q, kc, vc, o_cmp, r0, r1, seq_q, seq_k, d, g, block_k, n_c,
                               cblock, stride, scale, e, compute):
     """Pass 1: online softmax over the compressed tokens the block's rows see (Eq. 8's
@@ -163,15 +180,11 @@ def compressed_attention_pass(c, q, kc, vc, o_cmp, r0, r1, seq_q, seq_k, d, g, b
     m = np.full((g if compute else 0, rows), -np.inf, dtype=np.float32)
     l = np.zeros((g if compute else 0, rows), dtype=np.float32)
     acc = np.zeros((g if compute else 0, rows, d), dtype=np.float32)
-    nv_first = visible_compressed(r0 + seq_k - seq_q, cblock, stride)
-    nv_last = visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride)
+    nv_first, nv_last = visible_span(r0, r1, seq_q, seq_k, cblock, stride)
     c0 = 0
     while c0 < nv_last:
-        c1 = min(c0 + block_k, n_c)
+        c1, masked, run = compressed_tile(c0, block_k, n_c, nv_first, nv_last, compute)
         cols = c1 - c0
-        masked = c1 > nv_first
-        # count-only: the Q block's first row sees nv_first compressed tokens unmasked
-        run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
         before = snapshot(c, run)
         kj = load_rows(c, kc, c0, c1, d, e)                      # K̃_j, Ṽ_j -> SRAM
         vj = load_rows(c, vc, c0, c1, d, e)
@@ -216,15 +229,11 @@ def selection_scores_pass(c, q, kc, lse, r0, r1, seq_q, seq_k, d, g, block_k, n_
     seg_per_sblock = sblock // stride
     n_blocks = (seq_k + sblock - 1) // sblock
     bins = np.zeros((rows if compute else 0, n_blocks), dtype=np.float32)
-    nv_first = visible_compressed(r0 + seq_k - seq_q, cblock, stride)
-    nv_last = visible_compressed(r1 - 1 + seq_k - seq_q, cblock, stride)
+    nv_first, nv_last = visible_span(r0, r1, seq_q, seq_k, cblock, stride)
     c0 = 0
     while c0 < nv_last:
-        c1 = min(c0 + block_k, n_c)
+        c1, masked, run = compressed_tile(c0, block_k, n_c, nv_first, nv_last, compute)
         cols = c1 - c0
-        masked = c1 > nv_first
-        # count-only: the Q block's first row sees nv_first compressed tokens unmasked
-        run = 1 if compute else tiles_run(c0, nv_last, block_k, n_c, nv_first, masked)
         before = snapshot(c, run)
         kj = load_rows(c, kc, c0, c1, d, e)                      # K̃_j again (no Ṽ)
         count_matmul(c, big, cols, d, e)                         # S = Q_i K̃_jᵀ (recomputed)
