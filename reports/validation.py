@@ -179,7 +179,7 @@ def switch_sentence(records: list[dict], summary: dict | None = None) -> str:
     return ("predicted speedups against published ones, bar by bar ("
             + f"{records[0]['gpu']}; above 1 the model overstates the gain; "
             + f"{summary['page']}): "
-            + "; ".join(f"{s['switch']} ({s['passes']}): {s['min']:.2f}–{s['max']:.2f} over "
+            + "; ".join(f"{s['switch']} ({s['passes']}): {ratio_range(s)} over "
                         f"{s['bars']} bars{nearest(s)}" for s in records))
 
 
@@ -194,7 +194,7 @@ def _switch_table(records: list[dict], summary: dict, with_gpu: bool) -> Table:
             "furthest bar: published / predicted"],
         rows=[([s["gpu"]] if with_gpu else []) + [
             s["switch"], s["passes"], s["bars"], "{:.2f}–{:.2f}".format(*s["published"]),
-            "{:.2f}–{:.2f}".format(*s["predicted"]), f"{s['min']:.2f}–{s['max']:.2f}",
+            "{:.2f}–{:.2f}".format(*s["predicted"]), ratio_range(s),
             f"{s['median']:.2f}", f"{s['inside_band']} of {s['bars']}",
             f"{s['furthest']['bar']}: {s['furthest']['published']:.2f} / "
             f"{s['furthest']['predicted']:.2f}"] for s in records],

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
+from reports.validation import ratio_range
+
 from .charts import CHART_DTYPE, backward_chart_points, chart_points, fa2_chart_points
 from .figures import BENCHMARK_ATTN_LOGS, benchmark_attn_workload
 from .predictions import predicted_seconds
@@ -176,7 +178,7 @@ def switch_table(fmt: str, compact: bool = False) -> str:
     for rec in switch_records():
         far = rec["furthest"]
         ranges = ["{:.2f}–{:.2f}".format(*rec["published"]),
-                  "{:.2f}–{:.2f}".format(*rec["predicted"]), f"{rec['min']:.2f}–{rec['max']:.2f}"]
+                  "{:.2f}–{:.2f}".format(*rec["predicted"]), ratio_range(rec)]
         inside = f"{rec['inside_band']} of {rec['bars']}"
         if compact:
             rows.append([rec["gpu"], rec["switch"], rec["passes"], rec["bars"], *ranges, inside])
