@@ -124,7 +124,7 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = flash2.smem_buffers(p.block_q, p.block_k, d2, e)
     # the two maps' state on 4 warps of 32 rows would be 384 registers a thread
-    layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)
+    layout = mma_layout(rec.gpu, p.block_q, p.register_bytes, wl.seq_q)
     in_flight = heads_in_flight(rec, tr, bh, p.smem_bytes, p.register_bytes,
                                 layout["threads_per_cta"])
     work = flash2.cta_work(wl, p)      # FlashAttention-2's Q-block CTAs

@@ -396,7 +396,7 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
                           p.compress_stride, p.select_block, n)
     kc_bytes = 2 * p.compressed_tokens * d * e
     rows = g * p.cmp_block_q
-    layout = mma_layout(rec.gpu, rows, p.cmp_register_bytes)
+    layout = mma_layout(rec.gpu, rows, p.cmp_register_bytes, g * nq)
     in_flight = heads_in_flight(rec, tr, b * G, p.cmp_smem_bytes, p.cmp_register_bytes,
                                 layout["threads_per_cta"])
     unique = (b * H * (nq * d * e + 3 * d * e + nq * (d * e + 3 * STAT_BYTES))
@@ -433,7 +433,8 @@ def _selected_attention(wl, p, inputs, idx, gates, o_cmp, o_win, rec, compute):
     b, H, G, g = wl.batch, wl.heads, wl.kv_heads, p.group
     d, e, nq, n = wl.head_dim, wl.elem_bytes, wl.seq_q, p.selected
     kv_bytes = 2 * wl.seq_k * d * e
-    layout = mma_layout(rec.gpu, g, p.select_register_bytes)   # one token's g packed heads
+    # one token's g packed heads: fewer than 16 fill part of every MMA
+    layout = mma_layout(rec.gpu, g, p.select_register_bytes, g)
     threads = layout["threads_per_cta"]
     in_flight = heads_in_flight(rec, nq, b * G, p.select_smem_bytes, p.select_register_bytes,
                                 threads)

@@ -156,7 +156,7 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
     inner = flash2.Flash2Plan(p.block_q, p.block_k, 0, flash2.register_bytes(p.block_q, p.block_k, d))
     buffers = flash2.smem_buffers(p.block_q, p.block_k, d, e)
     tr = cdiv(q_hi - q_lo, p.block_q)
-    layout = mma_layout(rec.gpu, p.block_q, inner.register_bytes)   # as FlashAttention-2
+    layout = mma_layout(rec.gpu, p.block_q, inner.register_bytes, q_hi - q_lo)   # as FA-2
     state_bytes = bh * (q_hi - q_lo) * (d + 2) * STAT_BYTES
     out_bytes = bh * (q_hi - q_lo) * (d * e + STAT_BYTES)
     for step in range(p.devices):

@@ -163,6 +163,9 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
     d, e = wl.head_dim, wl.elem_bytes
     buffers = smem_buffers(p.block_q, p.block_k, d, e)
     layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)   # as the natural-order part
+    # each CTA computes its whole B_r rows, the last block's past N_q included
+    counted = int(np.minimum(p.block_q, wl.seq_q - np.asarray(q_lo)).sum())
+    layout["row_padding"] = len(q_lo) * p.block_q / counted
     unique, working_set = sb.l2_footprint(wl, tiles, rec, sum(buffers.values()),
                                           p.register_bytes, layout["threads_per_cta"])
     work = np.maximum(np.diff(tiles[2]), 1).astype(np.float64)

@@ -382,7 +382,11 @@ def add_timing_args(p) -> None:
                                              "(off: the whole softmax waits for them)"),
                         ("accurate-math", "the instructions of the accurate expf and IEEE "
                                           "division a kernel built without fast math "
-                                          "(PyTorch's) runs (off: one op each, as counted)")):
+                                          "(PyTorch's) runs (off: one op each, as counted)"),
+                        ("row-padding", "MMAs and softmax on a kernel's whole row tiles, the "
+                                        "rows past the sequence included (a decode step's "
+                                        "one query row costs a whole tile; off: the rows "
+                                        "counted only)")):
         g.add_argument(f"--no-{flag}", action="store_true", help=f"disable: {help_}")
 
 

@@ -50,6 +50,7 @@ def result_dict(r) -> dict:
                         "softmax_beside_own_gemm": dict(k.softmax_beside_own_gemm),
                         "library_lane_ops": dict(k.library_lane_ops),
                         "thread_round_bytes": k.thread_round_bytes,
+                        "row_padding": k.row_padding,
                         "counts": k.counts(), "time": dataclasses.asdict(kt)})
     time = r.time.to_dict()
     time.pop("kernels")

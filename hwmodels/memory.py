@@ -138,6 +138,15 @@ class KernelRecord:
             feed to the P V GEMM from registers (``gemm_rs``; ``wgmma`` with A in
             registers), e / 4d per FLOP of the tile's two GEMMs
             (``algorithms.kernels.flash_tile.p_in_registers``). Pricing only. 0: none.
+        row_padding: the rows the kernel's MMAs and softmax compute over the rows its
+            counters record (>= 1). A CTA computes its whole row tile whatever the sequence
+            leaves of it (FlashAttention-2's forward does not load Q_i's rows past the end,
+            runs its GEMMs and softmax on the whole tile and writes the valid rows only:
+            flash_fwd_kernel.h), and an MMA instruction computes its whole shape (16 rows
+            for ``mma.sync``, 64 for ``wgmma``): one query row, as in decoding, costs a whole
+            tile. The timing model prices the compute pipes, the issue and the re-reads of
+            the shared GEMM operand at the rows computed; the counters keep the algorithm's
+            (``algorithms.kernels.common.row_padding``). 1: every row computed is counted.
         step_events: what lies on one tile step's dependency chain besides the pipes' busy
             time, as (event, count) pairs: "mma" (a GEMM's last MMA retiring), "smem" (a
             shared-memory load the next instruction waits for), "sfu" (an exp), "fp" (a
@@ -212,6 +221,7 @@ class KernelRecord:
     barrier_threads: int = 0
     library_lane_ops: tuple = ()
     thread_round_bytes: int = 0
+    row_padding: float = 1.0
     raw: np.ndarray = field(default_factory=new_counters)
     folded: list = field(default_factory=lambda: [0] * NUM_SLOTS)
 
@@ -274,7 +284,7 @@ class Recorder:
                epilogue_elements_per_cta=0, register_operand_bytes_per_flop=0.0,
                step_events=(), chain_steps=0, softmax_beside_own_gemm=(),
                step_loads=(), barrier_threads=0, library_lane_ops=(),
-               thread_round_bytes=0) -> np.ndarray:
+               thread_round_bytes=0, row_padding=1.0) -> np.ndarray:
         """Declare one kernel launch; returns the counter array its body adds to."""
         if tc_path not in TC_PATHS:
             raise ValueError(f"tc_path must be one of {TC_PATHS}, got {tc_path!r}")
@@ -293,6 +303,9 @@ class Recorder:
         if thread_round_bytes < 0 or (thread_round_bytes and sum(buffers.values())):
             raise ValueError(f"kernel {name!r}: thread_round_bytes ({thread_round_bytes}) is "
                              f"a register-staged kernel's, non-negative and without buffers")
+        if not row_padding >= 1.0:
+            raise ValueError(f"kernel {name!r}: row_padding ({row_padding}) is the rows "
+                             f"computed over the rows counted, at least 1")
         check_sram_fits(f"kernel {name!r}", buffers, self.sram_budget_bytes)
         rec = KernelRecord(name=name, ctas=int(ctas), buffers=dict(buffers),
                            threads_per_cta=threads_per_cta,
@@ -317,7 +330,8 @@ class Recorder:
                            barrier_threads=int(barrier_threads),
                            library_lane_ops=tuple((str(pipe), float(ops)) for pipe, ops
                                                   in dict(library_lane_ops).items()),
-                           thread_round_bytes=int(thread_round_bytes))
+                           thread_round_bytes=int(thread_round_bytes),
+                           row_padding=float(row_padding))
         rec.folded[KERNEL_LAUNCHES] = 1
         rec.folded[CTAS] = int(ctas)
         rec.folded[SRAM_PEAK_BYTES] = rec.sram_bytes_per_cta

@@ -246,6 +246,9 @@ class TimingOptions:
     own_gemm_overlap: bool = True     # the share of a softmax a chain issues while its own
                                       # GEMMs are in flight runs beside them (off: the whole
                                       # softmax waits for them)
+    row_padding: bool = True          # a kernel's MMAs and softmax run on its whole row tiles,
+                                      # the rows past the sequence included (``row_padding``
+                                      # of the kernel; off: on the rows counted only)
 
 
 @dataclass(frozen=True)
@@ -431,11 +434,30 @@ def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
     return rate
 
 
-def smem_bytes(k: KernelRecord) -> float:
+# the counters that grow with the rows a kernel computes: its MMAs and its softmax
+PER_ROW_SLOTS = (MATMUL_FLOPS, EXP_OPS, OTHER_FLOPS, ALU_OPS, CONVERT_OPS)
+
+
+def executed_counters(k: KernelRecord, opts: TimingOptions = TimingOptions()):
+    """The kernel's counters with its MMA FLOPs and elementwise ops at the rows it computes,
+    ``row_padding`` times the rows counted (``row_padding`` off, or a kernel that declares
+    none: as counted). The other counters (bytes, launches, CTAs) are as counted: the rows
+    past the sequence are neither loaded nor stored."""
+    c = k.counters
+    padding = k.row_padding if opts.row_padding else 1.0
+    if padding == 1.0:
+        return c
+    c = c.copy()
+    for slot in PER_ROW_SLOTS:
+        c[slot] = float(c[slot]) * padding
+    return c
+
+
+def smem_bytes(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> float:
     """Shared-memory bytes as the warps move them: the counted reads and writes less the
     operand reads the kernel serves from registers (the flash tile's P), the partial
     results split-K warps exchange, plus the shared GEMM operand once more for every
-    further warp (or warpgroup) that reads it."""
+    further warp (or warpgroup) that reads it, for every row tile computed."""
     c = k.counters
     in_registers = float(c[MATMUL_FLOPS]) * k.register_operand_bytes_per_flop
     counted = float(c[SRAM_READ_BYTES] + c[SRAM_WRITE_BYTES]) - in_registers \
@@ -443,9 +465,10 @@ def smem_bytes(k: KernelRecord) -> float:
     if k.smem_readers <= 1 or k.mma_rows_per_cta <= 0 or not c[MATMUL_FLOPS]:
         return counted
     operand = dtype_bytes(k.matmul_dtype)
-    # an (m x k) @ (k x n) product of 2mnk FLOPs reads the k x n operand once per reader
-    return counted + float(c[MATMUL_FLOPS]) * operand / 2 * (k.smem_readers - 1) \
-        / k.mma_rows_per_cta
+    # an (m x k) @ (k x n) product of 2mnk FLOPs reads the k x n operand once per reader;
+    # a tile computed whole has its m rows whatever the sequence left of them
+    flops = float(executed_counters(k, opts)[MATMUL_FLOPS])
+    return counted + flops * operand / 2 * (k.smem_readers - 1) / k.mma_rows_per_cta
 
 
 def pipe_lane_ops(c) -> dict[str, float]:
@@ -475,10 +498,11 @@ def _generations(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> tuple[int, i
 def kernel_lane_ops(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> dict[str, float]:
     """``pipe_lane_ops`` of the kernel's counts, plus (``accurate_math``) the instructions its
     math-library routines spend beyond the ops counted (``library_lane_ops``)."""
-    ops = pipe_lane_ops(k.counters)
+    ops = pipe_lane_ops(executed_counters(k, opts))
+    padding = k.row_padding if opts.row_padding else 1.0
     if opts.accurate_math:
         for pipe, extra in k.library_lane_ops:
-            ops[pipe] += extra
+            ops[pipe] += extra * padding
     return ops
 
 
@@ -489,7 +513,9 @@ def _fma_alu_ops(k: KernelRecord, opts: TimingOptions) -> tuple[float, float]:
         ops = kernel_lane_ops(k, opts)
         return ops["fma"], ops["alu"]
     library = dict(k.library_lane_ops) if opts.accurate_math else {}
-    return float(k.counters[OTHER_FLOPS]) + library.get("fma", 0.0) + library.get("alu", 0.0), 0.0
+    padding = k.row_padding if opts.row_padding else 1.0
+    return float(executed_counters(k, opts)[OTHER_FLOPS]) + padding * (
+        library.get("fma", 0.0) + library.get("alu", 0.0)), 0.0
 
 
 def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> float:
@@ -497,7 +523,7 @@ def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) ->
     65536 FLOPs a warp, an ``mma.sync`` per 4096), one per 32 lane-ops of its elementwise
     work, and on the ``mma.sync`` path one shared-memory load per 512 bytes (TMA and
     ``wgmma`` read shared memory without instructions)."""
-    c = k.counters
+    c = executed_counters(k, opts)
     fma_ops, alu_ops = _fma_alu_ops(k, opts)
     if k.tc_path == "wgmma":
         mma_instr = float(c[MATMUL_FLOPS]) / WGMMA_FLOPS_PER_WARP_INSTR * \
@@ -505,12 +531,12 @@ def warp_instructions(k: KernelRecord, opts: TimingOptions = TimingOptions()) ->
         smem_instr = 0.0
     else:
         mma_instr = float(c[MATMUL_FLOPS]) / MMA_SYNC_FLOPS_PER_INSTR.get(k.matmul_dtype, 4096)
-        smem_instr = smem_bytes(k) / SMEM_BYTES_PER_INSTR
+        smem_instr = smem_bytes(k, opts) / SMEM_BYTES_PER_INSTR
     return mma_instr + (kernel_lane_ops(k, opts)["xu"] + fma_ops + alu_ops) / WARP + smem_instr
 
 
 def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
-    c = k.counters
+    c = executed_counters(k, opts)
     clock = _clock(gpu, opts)
     sms = gpu.sm_count
     tensor_s = float(c[MATMUL_FLOPS]) / _tensor_rate(gpu, k, opts) if c[MATMUL_FLOPS] else 0.0
@@ -523,7 +549,7 @@ def _pipes(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> _Pipes:
         fma_s = fma_ops / fma_rate
     else:
         mufu_s, fma_s = 0.0, (fma_ops + ops["xu"]) / fma_rate
-    nbytes = smem_bytes(k)
+    nbytes = smem_bytes(k, opts)
     smem_rate = gpu.smem_bytes_per_clock_per_sm * sms * clock
     smem_s = nbytes / smem_rate if opts.smem_bandwidth else 0.0
     exchange_s = k.smem_exchange_bytes / smem_rate if opts.smem_bandwidth else 0.0

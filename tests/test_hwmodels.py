@@ -714,3 +714,37 @@ def test_the_rounds_time_is_the_one_its_utilization_agrees_with(rounds, dram, mo
         assert t == pytest.approx(rounds * round_s[-1], rel=1e-12)
     assert streaming_rounds_s(h, rounds * more, dram, rate) >= t * (1 - 1e-9)
     assert streaming_rounds_s(h, rounds, dram * more, rate) >= t * (1 - 1e-9)
+
+
+def test_row_padding_prices_the_rows_a_kernel_computes():
+    """A kernel that computes whole row tiles (``row_padding``: rows computed over rows
+    counted) spends that many times the counted MMAs and elementwise ops on its pipes, and
+    issues them; its bytes and counters stay as counted. --no-row-padding prices the counted
+    rows only, as a kernel that declares no padding is priced."""
+    g = get_gpu("a100")
+
+    def kernel(padding):
+        rec = Recorder(g)
+        c = rec.kernel("k", ctas=16, buffers={"x": 1024}, tc_path="mma_sync",
+                       smem_readers=4, mma_rows_per_cta=128, row_padding=padding)
+        c[MATMUL_FLOPS], c[EXP_OPS], c[OTHER_FLOPS] = 4 * 10**9, 10**7, 4 * 10**7
+        c[SRAM_READ_BYTES] = 10**8
+        return rec.kernels
+
+    plain, padded = kernel(1.0), kernel(128.0)
+    t1, t128 = predict_time(g, plain).kernels[0], predict_time(g, padded).kernels[0]
+    for term in ("matmul_s", "exp_s", "other_s"):
+        assert getattr(t128, term) == pytest.approx(128 * getattr(t1, term)), term
+    # the issue too, but for the shared-memory loads of the counted bytes
+    assert 100 * t1.issue_s < t128.issue_s < 128 * t1.issue_s
+    # the operand re-reads of the three further warps grow with the rows; the counted
+    # bytes do not
+    reread = 4 * 10**9 * 2 / 2 * 3 / 128
+    rate = g.smem_bytes_per_clock_per_sm * g.sm_count * g.sustained_clock
+    assert t128.smem_s - t1.smem_s == pytest.approx(127 * reread / rate)
+    assert list(padded[0].counters) == list(plain[0].counters)
+    assert t128.dram_bytes == t1.dram_bytes
+    off = predict_time(g, padded, TimingOptions(row_padding=False)).kernels[0]
+    assert off.total_s == pytest.approx(t1.total_s)
+    with pytest.raises(ValueError, match="row_padding"):
+        Recorder(g).kernel("k", ctas=1, buffers={}, row_padding=0.5)

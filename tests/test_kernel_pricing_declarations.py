@@ -236,3 +236,35 @@ def test_p_in_registers_is_the_tiles_p_in_closed_form():
     without = dataclasses.replace(k, register_operand_bytes_per_flop=0.0)
     assert smem_bytes(without) - smem_bytes(k) == pytest.approx(p_bytes)
     assert TimingOptions().smem_bandwidth
+
+
+@pytest.mark.parametrize("name, seq_q, options, rows, tile_rows, mma_rows", [
+    # one query row in FlashAttention-2's 128-row tile (d = 128): a decode step
+    ("flash2", 1, {"tiles": "release"}, 1, 128, 16),
+    # FlashAttention-3's 192-row tiles at d = 64 overrun 512 rows by a third of a tile
+    ("flash3", 512, {}, 512, 192, 64),
+    # the v1 release's 16-row steps
+    ("flash1", 40, {"tiles": "release", "grid": "release"}, 40, 16, 16),
+])
+def test_flash_forwards_declare_the_rows_they_compute(name, seq_q, options, rows, tile_rows,
+                                                      mma_rows):
+    """A forward kernel computes whole row tiles, the rows past N_q included, and declares the
+    rows it computes over the rows counted (``row_padding``), in closed form."""
+    d = 64 if name == "flash3" else 128
+    wl = Workload(batch=2, heads=4, seq_q=seq_q, seq_k=1024, head_dim=d)
+    r = simulate(name, wl, "h100", options=options, compute=False)
+    fwd = next(k for k in r.kernels if k.name.endswith("_fwd"))
+    computed = -(-rows // tile_rows) * tile_rows
+    assert -(-tile_rows // mma_rows) * mma_rows == tile_rows
+    assert fwd.row_padding == pytest.approx(computed / rows)
+
+
+def test_split_kv_decode_declares_its_packs_mma_rows():
+    """``gqa``'s decode packs a group's query heads into a CTA's rows: 8 heads of one new
+    token fill half of a 16-row ``mma.sync`` tile; 16 heads fill it."""
+    for kv_heads, padding in ((2, 2.0), (1, 1.0)):
+        wl = Workload(batch=2, heads=16, kv_heads=kv_heads, seq_q=1, seq_k=4096,
+                      head_dim=128, decode=True)
+        k = simulate("gqa", wl, "a100", compute=False).kernels[0]
+        assert k.tc_path == "mma_sync" and k.mma_rows_per_cta == 16 // kv_heads
+        assert k.row_padding == padding, kv_heads

@@ -158,6 +158,7 @@ summary = published_module("summary")              # reports/validation_summary.
 flashmla = published_module("flashmla")            # FlashMLA's decode figures
 readme = published_module("readme")                # the README's block of the same figures
 switches = published_module("switches")            # predicted speedups, bar by bar
+flash_decoding = published_module("flash_decoding")  # decoding through FlashAttention-2
 
 
 def test_every_documented_ratio_is_inside_the_documented_band(targets, scorecard):
@@ -222,8 +223,10 @@ def test_fa3_long_sequence_fp16_bars_match_unoverlapped_datasheet_pipes(predicti
     the model as it stands is optimistic by more at d = 64."""
     lo, hi = fa3_diagnostics.fa3_switch_range(fa3_diagnostics.PIPES_ALONE, dtype="fp16")
     assert 0.9 <= lo and hi <= 1.1
-    d64 = fa3_diagnostics.fa3_switch_ratios()[("hd64", 64, False, "fp16")]["model"][1]
-    assert min(d64) > 1.15
+    ratios = fa3_diagnostics.fa3_switch_ratios()
+    d64 = ratios[("hd64", 64, False, "fp16")]["model"][1]
+    d128 = ratios[("A", 128, False, "fp16")]["model"][1]
+    assert min(d64) > 1.1 and min(d64) > max(d128) + 0.05
     # and the page's reading of it: at d = 64 a score's exponential costs as much as its
     # MMAs at the peaks (FA-3 §3.3's 3.9 TFLOP/s of special functions against 989), and the
     # chart's other Hopper kernels stop below 55% of the peak, as FA-3 does
@@ -502,3 +505,35 @@ def test_flashmla_memory_bound_points_stream_the_latent_once(flashmla):
     assert k128.dram_bytes < 1.1 * one_pass
     assert k128.mechanism == "dependency chain"
     assert k128.total_s < 1.2 * k64.total_s
+
+
+def test_a_decode_step_through_flash2_costs_its_whole_row_tiles(flash_decoding, scorecard,
+                                                                 targets):
+    """FlashAttention v2.0.9 decoding (one query row in a 128-row tile) as the Flash-Decoding
+    post measured it: priced at the rows it computes, every point lands inside the band the
+    page documents and the thin grids (B <= 4) inside the target band; priced at the rows
+    counted they would be several times too fast."""
+    from hwmodels.timing import TimingOptions
+    ratios = {key: us[flash_decoding.FA2_COLUMN] * 1e-6 / flash_decoding.flash2_seconds(*key)
+              for key, us in flash_decoding.FD_BLOG_US.items()}
+    assert len(scorecard.grouped_ratios()["A100, FlashAttention-2 decode step, measured"]) \
+        == len(ratios) == 10
+    assert all(targets.in_band(r) for (batch, _), r in ratios.items() if batch <= 4)
+    unpadded = TimingOptions(row_padding=False)
+    one = (1, 65536)
+    assert flash_decoding.FD_BLOG_US[one][flash_decoding.FA2_COLUMN] * 1e-6 \
+        / flash_decoding.flash2_seconds(*one, timing=unpadded) > 3
+    wl = flash_decoding.workload(*one)
+    k = simulate("flash2", wl, "a100", compute=False, options={"tiles": "release"}).kernels[0]
+    assert k.row_padding == 128 and k.ctas == 16
+
+
+def test_the_flash_decoding_board_moves_more_than_a_40gb_a100_can(flash_decoding):
+    """The post names no A100 size; its Flash-Decoding column's extra time from 65,536 to
+    131,072 tokens moves the extra cache at more than the 40 GB part's datasheet bandwidth,
+    which is why the page predicts the 80 GB part."""
+    from hwmodels import get_gpu
+    assert 67_108_864 == flash_decoding.cache_bytes(1, 131072) \
+        - flash_decoding.cache_bytes(1, 65536)
+    assert flash_decoding.marginal_bandwidth() > get_gpu("a100-40gb").hbm_bandwidth_bytes_per_s
+    assert flash_decoding.GPU == "a100-80gb"

@@ -115,7 +115,8 @@ from algorithms.kernels.fp8 import P_SCALE_LOG2, round_to_e4m3_jit
 from algorithms.kernels.common import (WARPGROUP, WGMMA_ROWS, apply_causal_mask,
                                        causal_block_is_partial, causal_key_end, cdiv,
                                        for_each_head, head_view, kv_group, new_output,
-                                       new_stats, online_softmax_tile, scale_rows)
+                                       new_stats, online_softmax_tile, row_padding,
+                                       scale_rows)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.footprints import with_passes
 from algorithms.kernels.passes import bound_for_passes, run_passes
@@ -523,6 +524,8 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                          if p.pipelining and p.pipelining_as == "paper" else 1),
                       softmax_beside_own_gemm=p.softmax_beside_own_gemm,
                       smem_readers=p.consumer_warpgroups, mma_rows_per_cta=p.block_q,
+                      # a CTA computes its whole B_r rows, those past N_q included
+                      row_padding=row_padding(wl.seq_q, p.block_q, WGMMA_ROWS),
                       # one CTA per tile, as the model's generations: the release runs a
                       # persistent grid of one CTA per SM, but each tile still starts cold:
                       # the producer loads the next Q only once the consumers' last Q K^T

@@ -103,7 +103,7 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
     assert (layout.block_q, layout.block_k) == (p.block_q, p.block_k)
     tr = cdiv(wl.seq_q, p.block_q)
     buffers = smem_buffers(p.block_q, p.block_k, wl.head_dim, wl.elem_bytes)
-    warp_layout = mma_layout(rec.gpu, p.block_q, p.register_bytes)
+    warp_layout = mma_layout(rec.gpu, p.block_q, p.register_bytes, wl.seq_q)
     unique, working_set = l2_footprint(wl, layout, rec, sum(buffers.values()), p.register_bytes,
                                        warp_layout["threads_per_cta"])
     work = cta_work(layout)

@@ -146,18 +146,35 @@ def mma_warps(gpu, rows: int, register_bytes: int) -> int:
     return tiles
 
 
-def mma_layout(gpu, rows: int, register_bytes: int) -> dict:
+def mma_layout(gpu, rows: int, register_bytes: int, seq_rows: int | None = None) -> dict:
     """``Recorder.kernel``'s warp-layout arguments for an ``mma.sync`` attention CTA of
     ``rows`` query rows laid out by ``mma_warps``: its threads, the warps that each read the
-    shared K/V operand from shared memory, and the rows those warps cover."""
+    shared K/V operand from shared memory, and the rows those warps cover; given the rows
+    its CTAs cover between them (``seq_rows``: N_q, or a pack's g N_q), also the rows they
+    compute over those (``row_padding``)."""
     warps = mma_warps(gpu, rows, register_bytes)
-    return {"threads_per_cta": warps * WARP, "smem_readers": warps, "mma_rows_per_cta": rows}
+    layout = {"threads_per_cta": warps * WARP, "smem_readers": warps, "mma_rows_per_cta": rows}
+    if seq_rows is not None:
+        layout["row_padding"] = row_padding(seq_rows, rows)
+    return layout
 
 
 def wgmma_warpgroups(rows: int) -> int:
     """Warpgroups of a ``wgmma`` attention CTA of ``rows`` query rows: one per 64 rows, each
     reading the whole K and V tiles from shared memory."""
     return cdiv(rows, WGMMA_ROWS)
+
+
+def row_padding(rows: int, tile_rows: int, mma_rows: int = MMA_ROWS) -> float:
+    """Rows a kernel computes over the ``rows`` it counts, when it covers them with tiles of
+    ``tile_rows`` rows (a CTA's row block, or a pack of heads' rows) and computes each tile
+    whole, in MMAs of ``mma_rows`` rows (16 for ``mma.sync``, 64 for ``wgmma``): the rows
+    past the end are computed and discarded (``KernelRecord.row_padding``). 1 when the tiles
+    divide the rows."""
+    if rows <= 0:
+        return 1.0
+    computed = cdiv(rows, tile_rows) * cdiv(tile_rows, mma_rows) * mma_rows
+    return max(1.0, computed / rows)
 
 
 def heads_in_flight(rec, ctas_per_head: int, heads: int, sram_bytes_per_cta: int,

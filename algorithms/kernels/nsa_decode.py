@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.kernels.common import online_softmax_tile
+from algorithms.kernels.common import online_softmax_tile, row_padding
 from algorithms.kernels.flash_tile import count_softmax_tile
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, _top_n,
                                             selected_count, visible_compressed)
@@ -436,7 +436,8 @@ def run_fused_decode(wl, p, inputs, par, kc, vc, rec, compute):
                    threads_per_cta=128, tc_path="mma_sync", overlap="serial",
                    prologue_bytes_per_cta=buffers["Q_group"] + buffers["K_tile"],
                    epilogue_elements_per_cta=g * nq * d,      # the group's O rows
-                   matmul_dtype=wl.dtype)
+                   # the group's g x N_q rows, in 16-row MMAs
+                   row_padding=row_padding(g * nq, g * nq), matmul_dtype=wl.dtype)
     args = (nq, nk, d, g, p.compressed_tokens, p.compress_block, p.compress_stride,
             p.select_block, n, p.window, p.decode_tile, p.decode_rescore, wl.scale, e, compute)
     if not compute:

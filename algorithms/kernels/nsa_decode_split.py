@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algorithms.kernels.common import online_softmax_tile
+from algorithms.kernels.common import online_softmax_tile, row_padding
 from algorithms.kernels.nsa_decode import (DECODE_TILES, TOPN_SLOT_BYTES, _mask_rows,
                                            selected_block, window_tile)
 from algorithms.kernels.flash_tile import count_softmax_tile
@@ -346,16 +346,19 @@ def run_split_decode(wl, p, inputs, par, kc, vc, rec, compute):
                     buffers=bufs["nsa_decode_cmp_win"], tc_path="mma_sync", overlap="serial",
                     cta_work=tiles_of(cmp_r) + tiles_of(win_r),
                     prologue_bytes_per_cta=prologue["nsa_decode_cmp_win"],
-                    epilogue_elements_per_cta=rows * d, **kw)      # a partial O per chunk
+                    epilogue_elements_per_cta=rows * d,            # a partial O per chunk
+                    row_padding=row_padding(rows, rows), **kw)     # g x N_q rows, 16-row MMAs
     c2 = rec.kernel("nsa_decode_select", ctas=b * G, buffers=bufs["nsa_decode_select"],
                     tc_path="none", **kw)
     c3 = rec.kernel("nsa_decode_slc", ctas=b * G * slots, buffers=bufs["nsa_decode_slc"],
                     tc_path="mma_sync", overlap="serial",
                     prologue_bytes_per_cta=prologue["nsa_decode_slc"],
-                    epilogue_elements_per_cta=rows * d, **kw)      # a partial O per slot
+                    epilogue_elements_per_cta=rows * d,            # a partial O per slot
+                    row_padding=row_padding(rows, rows), **kw)
     c4 = rec.kernel("nsa_decode_combine", ctas=b * H, buffers=bufs["nsa_decode_combine"],
                     tc_path="mma_sync", prologue_bytes_per_cta=prologue["nsa_decode_combine"],
-                    epilogue_elements_per_cta=nq * d, **kw)        # the head's O rows
+                    epilogue_elements_per_cta=nq * d,              # the head's O rows
+                    row_padding=row_padding(nq, nq), **kw)
     if not compute:
         z2, z3 = np.empty((0, 0), np.float32), np.empty((0, 0, d), np.float32)
         ph = np.empty((0, d), np.float32)

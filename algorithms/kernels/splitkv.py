@@ -43,11 +43,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.kernels import step_latency
-from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, apply_causal_mask,
-                                       causal_block_is_partial, causal_key_end, cdiv,
-                                       heads_in_flight, key_tiles_per_row_block, mma_warps,
-                                       online_softmax_tile, row_tiles, safe_normalizers,
-                                       scale_rows, wgmma_warpgroups)
+from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, WGMMA_ROWS,
+                                       apply_causal_mask, causal_block_is_partial,
+                                       causal_key_end, cdiv, heads_in_flight,
+                                       key_tiles_per_row_block, mma_warps, online_softmax_tile,
+                                       row_padding, row_tiles, safe_normalizers, scale_rows,
+                                       wgmma_warpgroups)
 from algorithms.kernels.flash_tile import count_softmax_tile, repeat_step, same_tiles_run, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
@@ -222,6 +223,10 @@ def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, d
                       threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
                       tc_path=tc_path, overlap="serial", smem_readers=readers,
                       mma_rows_per_cta=g * bq,
+                      # a pack's g x B_r rows computed whole, in MMAs of 16 (64) rows: a
+                      # decode step's g rows fill part of one
+                      row_padding=row_padding(g * seq_q, g * bq,
+                                              WGMMA_ROWS if tc_path == "wgmma" else MMA_ROWS),
                       prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
                       epilogue_elements_per_cta=g * bq * dv,  # the pack's O rows (or partials)
                       cta_work=work, matmul_dtype=dtype,

@@ -14,7 +14,7 @@ from .diagnostics import eager_peak_gb_at_16k, fa1_head_grid_collapse, flash1_ti
 from .fa3_diagnostics import (chart_speedup_text, fa3_switch_table, sass_backward_exps_text,
                               sass_backward_table, sass_schedule_table)
 from .figures import FA3_1075_OPTIONS, FLASH1_RELEASE, FP8_BENCHMARK_OPTIONS, comparison_table
-from . import flashmla
+from . import flash_decoding, flashmla
 from .gaps import (achievable_gemm_bullet, fa2_a100_low_end_bullet, fa2_on_h100_bullet,
                    fa3_d64_bullet, fa3_fp8_bullet, fa3_overlap_paragraph, fa3_pipelining_bullet,
                    fa3_sass_paragraph, flash1_bullet, h200_bullet, sibling_board_constants_bullet,
@@ -316,6 +316,7 @@ def document(fmt: str = "github") -> str:
     return blocks(intro_section(), targets_section(fmt), primary_figures_section(fmt),
                   fa3_forward_charts_section(fmt), fa3_backward_charts_section(fmt),
                   fa2_charts_section(fmt), switches_section(fmt), flashmla.section(fmt),
+                  flash_decoding.section(fmt),
                   still_off_section(fmt),
                   constants_section(fmt),
                   mechanisms_section(fmt), how_compared_section(), sources_section()) + "\n"

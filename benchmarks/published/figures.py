@@ -608,13 +608,15 @@ def tb2296_workload(seq):
 def comparisons() -> list[Comparison]:
     """Every primary published figure (papers, maintainers, benchmark logs)."""
     from .flashmla import comparisons as flashmla_comparisons   # it builds on Comparison
+    from .flash_decoding import comparisons as flash_decoding_comparisons   # likewise
     return (paper_comparisons() + fa3_table2_comparisons() + fa3_blog_comparisons()
             + tb2391_comparisons()
             + tb2296_comparisons() + benchmark_attn_comparisons() + fa_1438_comparisons()
             + fa3_1075_comparisons()
             + fa3_1075_eager_comparisons() + fa2_a100_log_comparisons()
             + pt_sdpa_a100_comparisons() + pt_sdpa_h100_comparisons()
-            + fa1_tables_comparisons() + flashmla_comparisons())
+            + fa1_tables_comparisons() + flashmla_comparisons()
+            + flash_decoding_comparisons())
 
 
 def paper_comparisons() -> list[Comparison]:

@@ -144,7 +144,7 @@ def section(fmt: str) -> str:
             for (h, s), ms in FMLA_H100_MS.items()]
     return "\n\n".join([
         "## FlashMLA's decode figures",
-        "The page's only decode kernel: DeepSeek's FlashMLA ([FMLA]), MLA's absorbed decode "
+        "A kernel built for decoding: DeepSeek's FlashMLA ([FMLA]), MLA's absorbed decode "
         "over the latent cache (`mla --path absorbed`; the prediction is its latent attention "
         "kernels' time, as FlashMLA's benchmark times `flash_mla_with_kvcache` on queries "
         "already absorbed; `mla`'s two absorption GEMMs are outside that timer). Its benchmark "

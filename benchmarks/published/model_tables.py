@@ -122,6 +122,10 @@ ABLATION_CASES = (
     ("standard", "h100-sxm", paper_workload(4096, 128)),
     ("gqa", "h100-sxm", Workload(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
                                  head_dim=128, decode=True)),
+    # a decode step through FlashAttention-2: one query row of a 128-row tile (row_padding),
+    # the Flash-Decoding post's FlashAttention v2.0.9 at B 1
+    ("flash2", "a100-80gb", Workload(batch=1, heads=16, kv_heads=2, seq_q=1, seq_k=65536,
+                                     head_dim=128)),
     # FlashMLA's compute-bound shape: two packs of 64 heads share each latent through L2
     ("mla", "h100-sxm", flashmla.workload(heads=128, new_tokens=1, cache=4096),
      (("path", "absorbed"),)),

@@ -28,6 +28,7 @@ GROUP_OF_SOURCE_CLAIM = (
     ("FA-3", "h100-pcie", "H100 PCIe, FlashAttention-3 fp8 (pre-release)"),
     ("FA-3", "h200", "H200, FlashAttention-3 fwd, measured"),
     ("PyTorch eager", "h100-pcie", "H100 PCIe, standard attention (PyTorch eager), measured"),
+    ("decode step", "a100-80gb", "A100, FlashAttention-2 decode step, measured"),
     ("measured", "a100-80gb", "A100, FlashAttention-2 fwd, measured"),
     ("FA-2", "a100-80gb", "A100, FlashAttention-2 (fwd, bwd)"),
     ("v1", "a100-80gb", "A100, FlashAttention (v1)"),

@@ -523,6 +523,19 @@ SOURCES = (
            "[...] s_q=1, h_q=64, varlen=False 0.223 ms, 328 TFLOPS, 2789 GB/s — the stored "
            "text of the log ends there; the log does not name the board, but 2826 GB/s is "
            "above the H100 PCIe's 2.0 TB/s, and Modal's H100s have 80 GB, so it is the SXM5"),
+    Source("FD-BLOG", "Dao, Haziza, Massa, Sizov, 'Flash-Decoding for long-context "
+           "inference', PyTorch blog (October 2023), 'Component-level micro-benchmarks'",
+           "https://pytorch.org/blog/flash-decoding/",
+           "We also micro-benchmark the scaled multi-head attention for various sequence "
+           "lengths and batch sizes on A100 with inputs in f16. We set the batch size to 1, "
+           "and use 16 query heads of dimension 128, for 2 key/value heads (grouped-query "
+           "attention), which matches the dimensions used in CodeLLaMa-34b when running on 4 "
+           "GPUs. [...] Setting \\ Algorithm | PyTorch Eager (us) | Flash-Attention v2.0.9 "
+           "(us) | Flash-Decoding (us) | B=256, seqlen=256 | 3058.6 | 390.5 | 63.4 | [...] | "
+           "B=1, seqlen=65536 | 1335.6 | 2300.6 | 64.4 | B=1, seqlen=131072 | 2664 | 4592.2 | "
+           "106.6 — ten rows (benchmarks/published/flash_decoding.py has them all); the rows "
+           "name B from 256 down to 1, against the sentence's 'batch size to 1'; the page "
+           "takes the rows' B"),
 )
 
 
