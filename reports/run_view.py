@@ -50,7 +50,7 @@ def run_document(r) -> Document:
                                     "waves ×", "launch", "time", "bound", "set by"],
                     kt_rows, kt_records,
                     notes=[f"predicted total {fmt.seconds(r.time.predicted_s)}, bound by "
-                           f"{r.time.bound}"])
+                           f"{r.time.bound}", *padding_notes(r)])
     plan = Table("plan", "", ["plan field", "value"], [[k, v] for k, v in r.plan.items()],
                  [r.plan])
     paragraphs = [f"{r.info.title} — {r.info.paper}",
@@ -79,6 +79,20 @@ def run_document(r) -> Document:
                                       [plan, counts, kernels, *memory, *extras])],
                     data={**result_dict(r), "validation": validation,
                           "validation_switches": switches})
+
+
+# a kernel computing this many times the rows it counts gets a line saying so
+NOTED_ROW_PADDING = 1.1
+
+
+def padding_notes(r) -> list[str]:
+    """A line for each kernel that computes notably more rows than it counts (whole row
+    tiles over a short sequence, a decode step's one query row): why its pipes take longer
+    than its counted FLOPs suggest."""
+    return [f"{k.name} computes {k.row_padding:.3g}x the rows it counts (whole row tiles and "
+            f"MMAs, the rows past the sequence discarded): its MMAs and softmax are priced "
+            f"at the rows computed (--no-row-padding: at the rows counted)"
+            for k in r.kernels if k.row_padding >= NOTED_ROW_PADDING]
 
 
 def memory_table(m: dict) -> Table:

@@ -103,3 +103,18 @@ def test_report_decode_section():
     times = [r["decode"]["attention_only_s"] for r in records]
     assert times == sorted(times) and times[-1] > 10 * times[0]
     assert section.tables[0].rows[0][0] == "mistral-7b"
+
+
+def test_a_decode_step_through_flash2_says_it_computes_whole_tiles(capsys):
+    """flash2 decoding computes its 128-row tile for one query row: the JSON declares the
+    rows computed over the rows counted, the text says why the step costs what it does, and
+    --no-row-padding prices the rows counted (faster, the counts the same)."""
+    args = ["run", "flash2", "--decode", "--batch", "1", "--heads", "16", "--kv-heads", "2",
+            "--seq", "65536", "--head-dim", "128", "--hw", "a100", "--count-only"]
+    d = run_json(capsys, *args, "--format", "json")
+    off = run_json(capsys, *args, "--format", "json", "--no-row-padding")
+    assert d["kernels"][0]["row_padding"] == 128.0
+    assert d["counts"] == off["counts"]
+    assert d["time"]["predicted_s"] > 3 * off["time"]["predicted_s"]
+    assert main(args) == 0
+    assert "flash2_fwd computes 128x the rows it counts" in capsys.readouterr().out
