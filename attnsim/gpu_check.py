@@ -104,35 +104,8 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
         row["note"] = f"port skipped: {err}"
         return row
     inputs = make_inputs(wl, seed)
-    reference = cpu = None
-    # the CPU run's cost per head: N_q N_k; mla's (a decode step) B H N_k, its up-projection
-    # GEMM or its latent attention per key and head; reformer's N 2C rounds (LSH attention:
-    # each token meets 2C keys in each round)
-    cpu_cost, cost_words = wl.seq_q * wl.seq_k, "N_q N_k"
-    if name == "mla":
-        cpu_cost, cost_words = wl.batch * wl.heads * wl.seq_k, "B H N_k"
-    elif name == "reformer":
-        cpu_cost, cost_words = wl.seq_q * 2 * plan.bucket_size * plan.hashes, "N 2C rounds"
-    if cpu_cost <= cpu_max_n ** 2:
-        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
-        reference, row["error_vs"] = cpu.outputs[spec.cpu_key(spec.output)], "cpu"
-        if len(spec.outputs) > 1:                     # a backward: dq, dk, dv (and o)
-            reference = {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}
-    elif name in PLAIN_SOFTMAX and not wl.has_backward:
-        reference, row["error_vs"] = backend.device_reference(wl, inputs), "gpu fp32"
-    elif name == "mla":           # latent inputs: its definition in fp32 on the device
-        reference, row["error_vs"] = backend.mla_device_reference(wl, plan, inputs), "gpu fp32"
-    elif name == "diff":          # not plain softmax attention: its own fp32 device reference
-        reference, row["error_vs"] = backend.diff_device_reference(wl, plan, inputs), "gpu fp32"
-    elif name in DENSE_EXACT:
-        reference = backend.device_backward_reference(wl, inputs)
-        reference, row["error_vs"] = {n: reference[n] for n in spec.outputs}, "gpu fp32"
-    else:       # no device reference: only the CPU run is one, and it is too large here
-        row["error_vs"] = "none"
-        what = ("approximates softmax attention" if not get_algorithm(name).INFO.exact
-                else "is not plain dense attention (no device reference for it)")
-        unchecked = (f"error not checked: {name} {what}, so only its CPU run is a reference, "
-                     f"and {cost_words} > {cpu_max_n}² (--cpu-check-max-n)")
+    reference, row["error_vs"], cpu, unchecked = error_reference(
+        name, wl, gpu, plan, spec, inputs, cpu_max_n, options)
     # nsa's top-n is a discrete choice: keep the port's selection to judge it (see below)
     keep = ("sel",) if name == "nsa" and cpu is not None else ()
     try:
@@ -162,18 +135,67 @@ def check_one(name: str, wl: Workload, gpu, *, repeats: int = 30, cpu_max_n: int
     if judged is not None and judged >= target:
         notes.append(f"error above the {target:g} {wl.dtype} target")
     if sdpa and (name in DENSE_EXACT or name == "diff"):   # SDPA computes the same attention
-        if name == "diff":        # two SDPA calls + combine: the unfused formulation of diff
-            row["sdpa_s"], why = backend.torch_sdpa_diff_time(wl, plan, inputs, repeats=repeats)
-        else:
-            row["sdpa_s"], why = backend.torch_sdpa_time(wl, inputs, repeats=repeats)
-        if row["sdpa_s"] is None:
-            notes.append(f"no SDPA: {why}")
-        else:
-            row["of_sdpa"] = row["sdpa_s"] / t          # flash2's target: >= 0.5
-        if name in DENSE_EXACT:                         # each backend: which kernel is which
-            row["sdpa_backends"] = sdpa_backend_times(wl, inputs, repeats)
+        notes.extend(sdpa_columns(row, name, wl, plan, inputs, repeats, t))
     row["note"] = "; ".join(notes)
     return row
+
+
+def cpu_check_cost(name: str, wl: Workload, plan) -> tuple[int, str]:
+    """(the CPU run's cost per head, its name): N_q N_k; mla's (a decode step) B H N_k, its
+    up-projection GEMM or its latent attention per key and head; reformer's N 2C rounds (LSH
+    attention: each token meets 2C keys in each round)."""
+    if name == "mla":
+        return wl.batch * wl.heads * wl.seq_k, "B H N_k"
+    if name == "reformer":
+        return wl.seq_q * 2 * plan.bucket_size * plan.hashes, "N 2C rounds"
+    return wl.seq_q * wl.seq_k, "N_q N_k"
+
+
+def error_reference(name: str, wl: Workload, gpu, plan, spec, inputs, cpu_max_n: int,
+                    options) -> tuple:
+    """(the reference the port's outputs are held to, what it is: 'cpu', 'gpu fp32' or
+    'none', the CPU run or None, the note saying why nothing is checked or None): the
+    simulator's own executed run where it is small enough, else a device reference where
+    the algorithm has one."""
+    cost, cost_words = cpu_check_cost(name, wl, plan)
+    if cost <= cpu_max_n ** 2:
+        cpu = simulate(name, wl, gpu, compute=True, inputs=inputs, check=False, options=options)
+        if len(spec.outputs) > 1:                     # a backward: dq, dk, dv (and o)
+            return {n: cpu.outputs[spec.cpu_key(n)] for n in spec.outputs}, "cpu", cpu, None
+        return cpu.outputs[spec.cpu_key(spec.output)], "cpu", cpu, None
+    if name in PLAIN_SOFTMAX and not wl.has_backward:
+        return backend.device_reference(wl, inputs), "gpu fp32", None, None
+    if name == "mla":           # latent inputs: its definition in fp32 on the device
+        return backend.mla_device_reference(wl, plan, inputs), "gpu fp32", None, None
+    if name == "diff":          # not plain softmax attention: its own fp32 device reference
+        return backend.diff_device_reference(wl, plan, inputs), "gpu fp32", None, None
+    if name in DENSE_EXACT:
+        grads = backend.device_backward_reference(wl, inputs)
+        return {n: grads[n] for n in spec.outputs}, "gpu fp32", None, None
+    # no device reference: only the CPU run is one, and it is too large here
+    what = ("approximates softmax attention" if not get_algorithm(name).INFO.exact
+            else "is not plain dense attention (no device reference for it)")
+    return None, "none", None, (f"error not checked: {name} {what}, so only its CPU run is a "
+                                f"reference, and {cost_words} > {cpu_max_n}² "
+                                f"(--cpu-check-max-n)")
+
+
+def sdpa_columns(row: dict, name: str, wl: Workload, plan, inputs, repeats: int,
+                 port_s: float) -> list[str]:
+    """PyTorch SDPA on the same attention, into ``row`` (its time, the port's share of it,
+    each backend's time); the notes to add where it could not run."""
+    if name == "diff":        # two SDPA calls + combine: the unfused formulation of diff
+        row["sdpa_s"], why = backend.torch_sdpa_diff_time(wl, plan, inputs, repeats=repeats)
+    else:
+        row["sdpa_s"], why = backend.torch_sdpa_time(wl, inputs, repeats=repeats)
+    notes = []
+    if row["sdpa_s"] is None:
+        notes.append(f"no SDPA: {why}")
+    else:
+        row["of_sdpa"] = row["sdpa_s"] / port_s          # flash2's target: >= 0.5
+    if name in DENSE_EXACT:                             # each backend: which kernel is which
+        row["sdpa_backends"] = sdpa_backend_times(wl, inputs, repeats)
+    return notes
 
 
 def nsa_selection_verdict(wl: Workload, plan, inputs, o, sel, cpu_outputs) -> dict:

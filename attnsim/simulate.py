@@ -154,20 +154,7 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
     module = get_algorithm(algorithm)
     info = module.INFO
     gpu = resolve_gpu(gpu)
-    if workload.passes not in _supported_passes(info):
-        raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
-                           f"--pass {workload.passes} is not available for it")
-    check_model_attention(info, getattr(workload, "model", None))
-    if workload.dropout > 0 and not info.dropout:
-        raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
-                           f"of the algorithms that do (standard, flash1, flash2)")
-    budget = gpu.smem_bytes_per_block if sram_bytes is None else \
-        check_int(sram_bytes, "SRAM budget (--sram-kb) in bytes", 1)
-    if budget > gpu.smem_bytes_per_block:
-        raise AttnsimError(f"SRAM budget (--sram-kb) {budget:,} B exceeds {gpu.full_name}'s "
-                           f"{gpu.smem_bytes_per_block:,} B of shared memory per block")
-    check_option_values(info, options or {})
-    opts = check_options(info, options or {})
+    budget, opts = _checked_request(info, workload, gpu, sram_bytes, options or {})
     if compute:
         # before planning: a plan may already build per-block tables of the workload; given
         # inputs too, since the float64 reference and the outputs are still to be allocated
@@ -177,12 +164,8 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         # after the plan: a program that takes no fp8 at all (pytorch-eager, the releases'
         # tiles) refuses first, so the --count-only suggested here is a fix that runs
         check_executed_fp8(info, workload)
-    own_bytes = getattr(module, "executed_host_bytes", None)
-    if compute and own_bytes is not None:       # workspaces an option sizes (features)
-        sized_by = [o.flag for o in info.options if o.name == "features"]
-        named = getattr(module, "EXECUTED_WORKSPACE", "own workspaces")
-        check_host_memory(workload, extra=own_bytes(workload, plan),
-                          what=f", {info.name}'s {named}", also=sized_by)
+    if compute:
+        _check_own_workspaces(module, workload, plan)
     rec = Recorder(gpu, budget)
     if compute and inputs is None:
         check_int(seed, "input seed (--input-seed)", 0, MAX_SEED)
@@ -208,6 +191,40 @@ def simulate(algorithm: str, workload: Workload, gpu: GPU | str = "h100", *,
         io_bound_bytes=float(module.io_bound(workload, plan, budget)), compute=compute,
         outputs=outputs, error_vs_reference=err_ref, error_vs_exact=err_exact,
         extra=extra, footprint_question=footprint)
+
+
+def _checked_request(info, workload: Workload, gpu: GPU, sram_bytes: int | None,
+                     options: dict) -> tuple[int, dict]:
+    """(the SRAM budget, the algorithm's options with their defaults) of a request the
+    algorithm can run, or a one-line error naming the flag: a pass, a model, dropout, an
+    SRAM budget or an option it does not take."""
+    if workload.passes not in _supported_passes(info):
+        raise AttnsimError(f"{info.name} simulates passes {', '.join(info.passes)}; "
+                           f"--pass {workload.passes} is not available for it")
+    check_model_attention(info, getattr(workload, "model", None))
+    if workload.dropout > 0 and not info.dropout:
+        raise AttnsimError(f"{info.name} does not simulate dropout; drop --dropout, or use one "
+                           f"of the algorithms that do (standard, flash1, flash2)")
+    budget = gpu.smem_bytes_per_block if sram_bytes is None else \
+        check_int(sram_bytes, "SRAM budget (--sram-kb) in bytes", 1)
+    if budget > gpu.smem_bytes_per_block:
+        raise AttnsimError(f"SRAM budget (--sram-kb) {budget:,} B exceeds {gpu.full_name}'s "
+                           f"{gpu.smem_bytes_per_block:,} B of shared memory per block")
+    check_option_values(info, options)
+    return budget, check_options(info, options)
+
+
+def _check_own_workspaces(module, workload: Workload, plan) -> None:
+    """An executed run's workspaces that an option sizes (the random features) must fit the
+    host's memory too."""
+    own_bytes = getattr(module, "executed_host_bytes", None)
+    if own_bytes is None:
+        return
+    info = module.INFO
+    sized_by = [o.flag for o in info.options if o.name == "features"]
+    named = getattr(module, "EXECUTED_WORKSPACE", "own workspaces")
+    check_host_memory(workload, extra=own_bytes(workload, plan),
+                      what=f", {info.name}'s {named}", also=sized_by)
 
 
 def check_model_attention(info, model) -> None:
