@@ -45,8 +45,11 @@ def designed_section(points, gpu, wl=None) -> tuple[Section, list[dict]]:
                   notes=[f"{name}: {claim} ({source})." for name, (claim, source) in
                          claims.items()] + [
                       "flash2 loads K/V once per query head, so on GQA/MQA shapes it reads "
-                      "what multi-head attention reads; gqa packs a group's heads per K/V "
-                      "load (split-KV decode).",
+                      "what multi-head attention reads, and decoding it computes a whole "
+                      "128-row tile for each query row (FlashAttention-2 before split-KV, as "
+                      "the Flash-Decoding post timed it: docs/validation.md); gqa packs a "
+                      "group's heads per K/V load (split-KV decode, the schedule later "
+                      "FlashAttention releases run for one query row).",
                       "The papers' figures are measured end to end on their kernels and GPUs "
                       "(NSA: Triton on A100, d_k = 192, d_v = 128; here one head dim, 128); "
                       "ours are the timing model's predictions for this GPU: compare the "

@@ -26,7 +26,11 @@ configurations) and in the 255 registers a thread may hold, over the CTA's 128 t
 thread). This gives the release's tiles for 16-bit inputs on the A100 and H100 [FA-2
 flash_fwd_launch_template.h, run_mha_fwd_hdim64/128]: 128 x 128 at d = 64, 128 x 64 at
 d = 128, but not the release's at d = 96, 192 and 256 (``--tiles release`` runs those,
-with their warps: ``algorithms.flash2.release``). Differences from the CUDA implementation:
+with their warps: ``algorithms.flash2.release``). Decoding (one query row, ``--decode``) runs
+this forward as FlashAttention-2 did before split-KV (the Flash-Decoding post's FlashAttention
+v2.0.9): one CTA per head and row block, each computing its whole B_r rows (``row_padding``);
+the split-KV schedule of later releases, a group's heads packed as rows, is ``gqa --decode``.
+Differences from the CUDA implementation:
 the simulator runs the tiles of a CTA in sequence; the exp2/FMA fusion of the scale is not
 modelled.
 
