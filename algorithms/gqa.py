@@ -36,7 +36,10 @@ almost fills the SMs, else the wave efficiency) but counted in SMs where flash-a
 ``num_splits_heuristic`` counts two CTAs an SM, and without its table of eligible counts;
 the packed prefill schedule is FA-3/FlashInfer-style head packing, not FA-2's; the warps
 are laid out as FA-2's (``common.mma_warps``), where the CUDA port (``gqa_decode.cu``) runs
-one warp per 16 packed rows.
+one warp per 16 packed rows. ``--tiles release`` decodes as flash-attn's split-KV kernel
+runs one new token (flash_fwd_launch_template.h, flash_api.cpp): the group's g rows in a
+64-row tile computed whole (``row_padding``) on 4 warps that each read the K/V tiles, of
+256, 128 or 64 keys for d <= 64, <= 128 or more.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import cdiv
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
 from algorithms.kernels.splitkv import (Q_BLOCKS, Q_BLOCKS_PACKED, PackedTiles, choose_splits,
-                                packed_attention, plan_tiles, split_ranges)
+                                packed_attention, plan_tiles, smem_buffers, split_ranges)
 from hwmodels.footprint import Footprint
 from hwmodels.memory import SramOverflowError
 
@@ -64,6 +67,13 @@ INFO = AlgorithmInfo(
                "K/V are read once per group (decode always packs)"),
         Option("splits", int, 0, "decode: key chunks per (sequence, KV head); 0 = enough "
                "to fill the SMs", validate=lambda s: None if s >= 0 else "must be >= 0"),
+        Option("tiles", str, "auto",
+               "decode: auto (the planner's: a CTA holds the group's rows padded to 16, "
+               "its warps laid out by them, as the CUDA port runs) or release (flash-attn's "
+               "split-KV kernel, flash_fwd_launch_template.h: the group's rows in a 64-row "
+               "tile on 4 warps, K/V tiles of 256, 128 or 64 keys for d <= 64, 128 or more)",
+               validate=lambda t: None if t in DECODE_TILES else
+               f"must be one of {', '.join(DECODE_TILES)}"),
     ),
 )
 
@@ -78,9 +88,12 @@ class GqaPlan(Plan):
     blocks_per_split: int   # key blocks per chunk
     smem_bytes: int
     register_bytes: int
+    tile_rows: int = 0      # the CTA's tile rows (0: the packed rows, padded to 16)
+    warps: int = 0          # the CTA's warps (0: laid out by its rows)
 
 
-def plan(wl, gpu, sram_bytes: int, pack_group: bool = False, splits: int = 0) -> GqaPlan:
+def plan(wl, gpu, sram_bytes: int, pack_group: bool = False, splits: int = 0,
+         tiles: str = "auto") -> GqaPlan:
     decode = bool(getattr(wl, "decode", False))
     if splits and not decode:
         raise PlanError("gqa: --splits applies to decode (--decode); prefill uses one chunk")
@@ -89,9 +102,12 @@ def plan(wl, gpu, sram_bytes: int, pack_group: bool = False, splits: int = 0) ->
     # per head, FlashAttention-2's tiles exactly (its 4 warps hold them); packed, half the
     # register file, over as many warps as the tiles need (common.mma_warps)
     budget = gpu.register_bytes_per_sm // 2 if packed else flash2.forward_register_budget(gpu)
-    tiles = plan_tiles((g,), wl.seq_q, wl.head_dim, wl.head_dim, wl.elem_bytes, sram_bytes,
-                       budget, q_blocks=Q_BLOCKS_PACKED if packed else Q_BLOCKS,
-                       clamp_to_seq=decode)
+    if tiles == "release":
+        tiles = release_decode_tiles(wl, g, sram_bytes, budget)
+    else:
+        tiles = plan_tiles((g,), wl.seq_q, wl.head_dim, wl.head_dim, wl.elem_bytes,
+                           sram_bytes, budget, q_blocks=Q_BLOCKS_PACKED if packed else Q_BLOCKS,
+                           clamp_to_seq=decode)
     if tiles is None:
         raise SramOverflowError(
             f"gqa: no tiling of {g} packed head(s) with head_dim {wl.head_dim} fits "
@@ -111,7 +127,35 @@ def plan(wl, gpu, sram_bytes: int, pack_group: bool = False, splits: int = 0) ->
                    schedule="packed" if packed else "per_head", group=g,
                    block_q=tiles.block_q, block_k=tiles.block_k, splits=len(ranges),
                    blocks_per_split=per, smem_bytes=tiles.smem_bytes,
-                   register_bytes=tiles.register_bytes)
+                   register_bytes=tiles.register_bytes, tile_rows=tiles.tile_rows,
+                   warps=tiles.warps)
+
+
+DECODE_TILES = ("auto", "release")
+RELEASE_TILE_ROWS, RELEASE_WARPS = 64, 4     # flash-attn's split-KV kernel: kBlockM, warps
+
+
+def release_decode_tiles(wl, g: int, sram_bytes: int, register_budget: int) -> PackedTiles:
+    """flash-attn's split-KV kernel as its decode runs it (run_mha_fwd_splitkv_dispatch:
+    kBlockM = 64 for every head dim, kBlockN = 256, 128 or 64 for d <= 64, <= 128 or more, 4
+    warps; flash_api.cpp swaps one query row's group of g heads into the 64 rows,
+    seqlenq_ngroups_swapped): one new token, at most 64 heads a group."""
+    if not getattr(wl, "decode", False) or wl.seq_q != 1:
+        raise PlanError("gqa: --tiles release is flash-attn's split-KV decode of one new "
+                        "token (--decode, --new-tokens 1); drop --tiles for other workloads")
+    if g > RELEASE_TILE_ROWS:
+        raise PlanError(f"gqa: --tiles release holds a group of at most {RELEASE_TILE_ROWS} "
+                        f"query heads in its tile, this one has {g}; drop --tiles")
+    d, e = wl.head_dim, wl.elem_bytes
+    block_k = 256 if d <= 64 else 128 if d <= 128 else 64
+    smem = sum(smem_buffers(g, 1, block_k, d, d, e, False, RELEASE_TILE_ROWS).values())
+    regs = 4 * RELEASE_TILE_ROWS * (d + block_k)       # fp32 O and scores of the 64 rows
+    if smem > sram_bytes or regs > register_budget:
+        raise SramOverflowError(
+            f"gqa: flash-attn's split-KV tiles ({RELEASE_TILE_ROWS} x {block_k}, d {d}) need "
+            f"{smem:,} bytes of SRAM and {regs:,} of fp32 registers a CTA; this GPU and "
+            f"--sram-kb give {sram_bytes:,} and {register_budget:,}; drop --tiles release")
+    return PackedTiles(g, 1, block_k, smem, regs, RELEASE_TILE_ROWS, RELEASE_WARPS)
 
 
 def run(wl, p: GqaPlan, inputs, rec, compute: bool) -> dict:
@@ -130,7 +174,8 @@ def run(wl, p: GqaPlan, inputs, rec, compute: bool) -> dict:
 
 
 def _tiles(p: GqaPlan) -> PackedTiles:
-    return PackedTiles(p.group, p.block_q, p.block_k, p.smem_bytes, p.register_bytes)
+    return PackedTiles(p.group, p.block_q, p.block_k, p.smem_bytes, p.register_bytes,
+                       p.tile_rows, p.warps)
 
 
 def io_bound(wl, p: GqaPlan, sram_bytes: int) -> float:

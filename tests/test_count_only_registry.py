@@ -53,7 +53,9 @@ CASES = {
     "gqa": [(wl(nq=130, heads=4, kv_heads=2, causal=True), {}),
             (wl(nq=130, heads=4, kv_heads=2, causal=True), {"pack_group": True}),
             (wl(nq=1, nk=300, heads=8, kv_heads=2, decode=True), {}),
-            (wl(nq=3, nk=257, heads=8, kv_heads=1, causal=True, decode=True), {"splits": 2})],
+            (wl(nq=3, nk=257, heads=8, kv_heads=1, causal=True, decode=True), {"splits": 2}),
+            # flash-attn's split-KV CTA: the group's rows in a 64-row tile, 4 warps
+            (wl(nq=1, nk=300, heads=8, kv_heads=2, decode=True), {"tiles": "release"})],
     "mla": [(wl(nq=1, nk=301, heads=4, d=32, decode=True), {"kv_lora_rank": 64, "rope_dim": 16}),
             (wl(nq=3, nk=257, heads=8, d=64, causal=True, decode=True),
              {"path": "upproject", "kv_lora_rank": 128, "rope_dim": 32}),

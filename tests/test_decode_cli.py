@@ -118,3 +118,17 @@ def test_a_decode_step_through_flash2_says_it_computes_whole_tiles(capsys):
     assert d["time"]["predicted_s"] > 3 * off["time"]["predicted_s"]
     assert main(args) == 0
     assert "flash2_fwd computes 128x the rows it counts" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seq", "512"], "--tiles release is flash-attn's split-KV decode of one new token"),
+    (["--decode", "--new-tokens", "2", "--seq", "512"], "one new token"),
+    (["--decode", "--seq", "512", "--heads", "128", "--kv-heads", "1"],
+     "at most 64 query heads"),
+])
+def test_gqa_release_tiles_refuse_what_flash_attn_does_not_run(capsys, args, message):
+    """flash-attn packs a group's heads into its 64-row tile only for one new token and at
+    most 64 heads: anything else is one line naming the flag, exit 2."""
+    assert main(["run", "gqa", "--tiles", "release", "--count-only", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "--tiles" in err[0]

@@ -268,3 +268,25 @@ def test_split_kv_decode_declares_its_packs_mma_rows():
         k = simulate("gqa", wl, "a100", compute=False).kernels[0]
         assert k.tc_path == "mma_sync" and k.mma_rows_per_cta == 16 // kv_heads
         assert k.row_padding == padding, kv_heads
+
+
+def test_gqa_release_tiles_are_flash_attns_split_kv_cta():
+    """``gqa --tiles release`` decodes as flash-attn's split-KV kernel: a group's query rows
+    in a 64-row tile computed whole on 4 warps that each read the K/V tiles (of 128 keys at
+    d = 128, 256 at d = 64); the traffic the step counts is the default tiles' but for the
+    query rows each split reads (the splits follow the key blocks)."""
+    for d, block_k in ((128, 128), (64, 256)):
+        wl = Workload(batch=2, heads=16, kv_heads=2, seq_q=1, seq_k=4096, head_dim=d,
+                      decode=True)
+        r = simulate("gqa", wl, "a100", compute=False, options={"tiles": "release"})
+        k = r.kernels[0]
+        assert r.plan["block_k"] == block_k and r.plan["tile_rows"] == 64
+        assert (k.threads_per_cta, k.smem_readers, k.mma_rows_per_cta) == (128, 4, 64)
+        assert k.row_padding == 64 / 8
+        auto = simulate("gqa", wl, "a100", compute=False)
+        # the attention kernels read the cache once and the queries once a split
+        reads = [x.kernels[0].counts()["hbm_read_bytes"] for x in (r, auto)]
+        q_once = wl.batch * wl.heads * d * 2
+        cache = 2 * wl.batch * wl.kv_heads * wl.seq_k * d * 2
+        assert reads == [cache + q_once * x.plan["splits"] for x in (r, auto)]
+        assert r.counts["matmul_flops"] == auto.counts["matmul_flops"]

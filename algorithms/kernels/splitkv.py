@@ -71,6 +71,8 @@ class PackedTiles:
     block_k: int
     smem_bytes: int
     register_bytes: int
+    tile_rows: int = 0      # rows a CTA's tile holds and computes; 0: g·B_r, padded to 16
+    warps: int = 0          # warps (wgmma: warpgroups) of a CTA; 0: laid out by its rows
 
 
 VALUE_COLUMNS_PER_WARP = 128   # fp32 O columns of a 16-row tile one warp holds (64 regs/thread)
@@ -81,10 +83,11 @@ def value_column_slices(dv: int) -> int:
     return max(1, math.ceil(dv / VALUE_COLUMNS_PER_WARP))
 
 
-def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k) -> dict[str, int]:
+def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k, tile_rows=0) -> dict[str, int]:
     """Shared memory of a packed CTA. Its g·B_r query rows are padded to a multiple of 16,
-    the M of an m16n8k16 MMA (a decode step packs, e.g., 4 rows: the tile still holds 16)."""
-    rows = -(-g * block_q // MMA_ROWS) * MMA_ROWS
+    the M of an m16n8k16 MMA (a decode step packs, e.g., 4 rows: the tile still holds 16),
+    or held in a tile of ``tile_rows``."""
+    rows = tile_rows or -(-g * block_q // MMA_ROWS) * MMA_ROWS
     buffers = {"Q_i": rows * dk * e, "K_j": block_k * dk * e}
     if not v_in_k:
         buffers["V_j"] = block_k * dv * e
@@ -206,9 +209,14 @@ def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, d
     n_split = len(ranges)
     t_r = cdiv(seq_q, bq)
     out_bytes = STAT_BYTES if n_split > 1 else e
-    buffers = smem_buffers(g, bq, bk, dk, dv, e, v_in_k)
+    buffers = smem_buffers(g, bq, bk, dk, dv, e, v_in_k, tiles.tile_rows)
     slices = value_column_slices(dv)
-    if tc_path == "wgmma":                  # warpgroups of 64 rows (x slices of 128 columns)
+    rows = tiles.tile_rows or g * bq
+    mma = WGMMA_ROWS if tc_path == "wgmma" else MMA_ROWS
+    if tiles.warps:                         # a program's own warps (flash-attn's split-KV)
+        readers = tiles.warps
+        threads = readers * (WARPGROUP if tc_path == "wgmma" else WARP)
+    elif tc_path == "wgmma":                # warpgroups of 64 rows (x slices of 128 columns)
         readers = wgmma_warpgroups(g * bq)
         threads = readers * slices * WARPGROUP
     else:                                   # warps (or groups of slices) reading K and V
@@ -222,13 +230,13 @@ def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, d
     return rec.kernel(name, ctas=batch * packs * t_r * n_split, buffers=buffers,
                       threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
                       tc_path=tc_path, overlap="serial", smem_readers=readers,
-                      mma_rows_per_cta=g * bq,
-                      # a pack's g x B_r rows computed whole, in MMAs of 16 (64) rows: a
-                      # decode step's g rows fill part of one
-                      row_padding=row_padding(g * seq_q, g * bq,
-                                              WGMMA_ROWS if tc_path == "wgmma" else MMA_ROWS),
+                      mma_rows_per_cta=rows,
+                      # a pack's g x B_r rows computed whole, in MMAs of 16 (64) rows, or in
+                      # the program's own tile: a decode step's g rows fill part of one
+                      row_padding=row_padding(g * seq_q, g * bq, mma) if not tiles.tile_rows
+                      else t_r * tiles.tile_rows / (g * seq_q),
                       prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
-                      epilogue_elements_per_cta=g * bq * dv,  # the pack's O rows (or partials)
+                      epilogue_elements_per_cta=rows * dv,    # the pack's O rows (or partials)
                       cta_work=work, matmul_dtype=dtype,
                       # wgmma reads its operands from shared memory without loads; the
                       # warpgroups of a pack run in step

@@ -240,7 +240,7 @@ def still_off_section(fmt: str) -> str:
     per gap the model still has (``gaps``), then FlashAttention-3's overlap."""
     bullets = [fa2_on_h100_bullet(), standard_attention_bullet(), fa3_fp8_bullet(),
                fa3_pipelining_bullet(), fa3_d64_bullet(), fa2_a100_low_end_bullet(),
-               flash1_bullet(),
+               flash1_bullet(), flash_decoding.split_kv_bullet(),
                sibling_board_constants_bullet(), h200_bullet(), achievable_gemm_bullet()]
     return blocks(
         "## Where the model is still off",

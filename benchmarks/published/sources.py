@@ -536,6 +536,23 @@ SOURCES = (
            "106.6 — ten rows (benchmarks/published/flash_decoding.py has them all); the rows "
            "name B from 256 down to 1, against the sentence's 'batch size to 1'; the page "
            "takes the rows' B"),
+    Source("XF-DECODE", "xFormers xformers/benchmarks/benchmark_attn_decoding.py at "
+           "106c42af (2023-10-11), with xformers/ops/fmha/flash.py and its third_party/"
+           "flash-attention at 601b4dc4 ('Bump to v2.3.0'), csrc/flash_attn/flash_api.cpp",
+           "github.com/facebookresearch/xformers",
+           "CASES = [...] dict(B=max(1, 2 ** (16 - i)), Mq=1, Mkv=2**i, Hq=16, Hkv=2, K=128) "
+           "for i in range(8, 18) [...] if cuda_graph: [...] g = torch.cuda.CUDAGraph() [...] "
+           "class AttentionDecodingFlashDecoding: OP: Any = xops.fmha.flash.FwOp [...] "
+           "self.k = torch.randn([B, Mkv, Hkv, 1, K], ...).expand(-1, -1, -1, Hq // Hkv, -1) "
+           "[...] class AttentionDecodingPyTorchRepeat: [...] k = self.k.reshape([B, Mkv, -1, "
+           "K]) [...] flash_attn.flash_attn_func(q, k, v); flash_api.cpp mha_fwd: 'const int "
+           "seqlenq_ngroups_swapped = seqlen_q == 1 && num_heads > num_heads_k && [...]' "
+           "[...] 'params.num_splits = num_splits_heuristic(batch_size * num_heads * "
+           "num_m_blocks, dprops->multiProcessorCount, num_n_blocks, 128)'; "
+           "flash_fwd_launch_template.h run_mha_fwd_splitkv_dispatch: 'constexpr int kBlockM "
+           "= 64;  // Fixed for all head dimensions' [...] 'constexpr int kBlockN = Headdim "
+           "<= 64 ? 256 : (Headdim <= 128 ? 128 : 64)' [...] Flash_fwd_kernel_traits<Headdim, "
+           "kBlockM, kBlockN, 4, false, false, T> — the post's cases and columns"),
 )
 
 
