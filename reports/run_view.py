@@ -62,7 +62,8 @@ def run_document(r) -> Document:
         paragraphs.append(f"relative error vs float64 reference: {r.error_vs_reference:.2e}")
     if r.error_vs_exact is not None:
         paragraphs.append(f"relative error vs exact softmax attention: {r.error_vs_exact:.2e}")
-    validation = row_for(r.gpu.name, r.algorithm, r.workload.dtype, r.options)
+    validation = row_for(r.gpu.name, r.algorithm, r.workload.dtype, r.options,
+                         decode=bool(r.workload.decode))
     if validation:
         paragraphs.append(run_sentence(validation, r.gpu))
         # the ranges were measured for the built-in GPU: a GPU file that keeps its name but

@@ -21,7 +21,8 @@ FEW_POINTS = 10      # fewer published points than this on a GPU: the report poi
 EAGER_LABEL = "standard (PyTorch eager program)"    # the program the standard figures time
 MLA_LABEL = "mla (absorbed decode, latent kernels)"  # what the FlashMLA figures time
 # The summary's name of an algorithm whose published figures time one program of it
-SUMMARY_LABELS = {"standard": EAGER_LABEL, "mla": MLA_LABEL}
+GQA_LABEL = "gqa (split-KV decode)"                 # what the Flash-Decoding figures time
+SUMMARY_LABELS = {"standard": EAGER_LABEL, "mla": MLA_LABEL, "gqa": GQA_LABEL}
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,14 +50,17 @@ def changed_fields(gpu) -> list[str]:
 
 
 def row_for(gpu_name: str, algorithm: str, dtype: str, options: dict | None = None,
-            summary: dict | None = None) -> dict | None:
+            summary: dict | None = None, decode: bool = True) -> dict | None:
     """The summary's row for one run: its GPU, algorithm (standard counts only as the
     PyTorch eager program, which the published standard figures time; mla only on its
-    absorbed path, FlashMLA's) and input type."""
+    absorbed path, FlashMLA's; gqa only decoding, as the Flash-Decoding figures) and input
+    type."""
     options = options or {}
     if algorithm == "standard" and options.get("program") != "pytorch-eager":
         return None
     if algorithm == "mla" and options.get("path", "absorbed") != "absorbed":
+        return None
+    if algorithm == "gqa" and not decode:
         return None
     algorithm = SUMMARY_LABELS.get(algorithm, algorithm)
     summary = summary or load_summary()

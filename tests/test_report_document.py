@@ -346,6 +346,14 @@ def test_run_quotes_the_measured_range_of_its_algorithm_gpu_and_inputs(capsys):
     code, out, err = run_cli(capsys, "run", "flash3", "--hw", "h100", "--dtype", "fp8",
                              "--seq", "256", "--count-only", "--format", "json")
     assert json.loads(out)["validation"]["dtype"] == "fp8"
+    # gqa's figures are decoding steps (the Flash-Decoding post's): a decode run quotes
+    # them, a prefill run does not
+    for args, quoted in ((("--decode", "--seq", "4096"), True), (("--seq", "256"), False)):
+        code, out, err = run_cli(capsys, "run", "gqa", "--hw", "a100", *args, "--count-only",
+                                 "--format", "json")
+        assert code == 0, err
+        row = json.loads(out)["validation"]
+        assert (row is not None and row["algorithm"] == "gqa (split-KV decode)") == quoted
 
 
 def test_a_gpu_file_that_changes_a_validated_gpu_is_told_the_ranges_are_the_builtins(
