@@ -37,7 +37,7 @@ from attnsim.workload import Workload
 from hwmodels.timing import TimingOptions
 
 from .figures import Comparison, evaluated
-from .predictions import predicted_seconds
+from .predictions import model_gpu, predicted_seconds
 
 # FD-BLOG: (B, N) -> (PyTorch eager, FlashAttention v2.0.9, Flash-Decoding), µs
 FD_BLOG_US = {(256, 256): (3058.6, 390.5, 63.4), (128, 512): (3151.4, 366.3, 67.7),
@@ -129,7 +129,6 @@ def measured_tbps() -> str:
 
 def copy_bandwidth() -> float:
     """The board's achievable HBM bandwidth in the model (a copy benchmark's), bytes/s."""
-    from .predictions import model_gpu
     g = model_gpu(GPU)
     return g.hbm_bandwidth_bytes_per_s * g.hbm_achievable_fraction
 
