@@ -40,8 +40,8 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import step_latency
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, causal_key_end,
-                               cdiv, heads_in_flight, mma_layout, new_output,
-                               online_softmax_tile, placeholder, scale_rows)
+                                       cdiv, first_q_bytes, heads_in_flight, mma_layout,
+                                       new_output, online_softmax_tile, placeholder, scale_rows)
 from algorithms.kernels.flash_tile import (count_softmax_tile, new_row_state, repeat_step,
                                            same_tiles_run, snapshot)
 from hwmodels.compiled import compiled
@@ -134,7 +134,8 @@ def run(wl, p: DiffPlan, inputs, rec, compute: bool) -> dict:
                    # both maps' softmax in the same warps, side by side: one chain a step
                    **step_latency.chain(step_latency.forward_step(p.block_k), work, bh),
                    # Q_i and K_j, each holding both maps' halves, before the first S_ij
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], p.block_q, wl.seq_q)
+                   + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * d2,     # O_i, RMS-normalized
                    unique_hbm_bytes=bh * (2 * wl.seq_q + 2 * wl.seq_k) * d2 * e,
                    l2_working_set_bytes=in_flight * 2 * wl.seq_k * d2 * e)

@@ -105,8 +105,8 @@ from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import step_latency
 from algorithms.kernels.block_sparse_exec import positive_int, run_layout
 from algorithms.kernels import footprints as fp
-from algorithms.kernels.common import (cdiv, heads_in_flight, kv_group, l2_arguments,
-                                       mma_layout, placeholder)
+from algorithms.kernels.common import (cdiv, first_q_bytes, heads_in_flight, kv_group,
+                                       l2_arguments, mma_layout, placeholder)
 from algorithms.kernels.nsa_kernels import (IDX_BYTES, STAT_BYTES, compress_head, compressed_pack,
                                     selected_pack, visible_compressed)
 from algorithms.kernels.decode_info import decode_info, kv_cache_info
@@ -406,7 +406,8 @@ def _compressed_attention(wl, p, inputs, kc, vc, par, rec, compute):
                    register_bytes_per_cta=p.cmp_register_bytes, tc_path="mma_sync",
                    overlap="serial", cta_work=work, matmul_dtype=wl.dtype,
                    **step_latency.chain(step_latency.forward_step(p.cmp_block_k), work, b * G),
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], rows, g * nq)
+                   + buffers["K_j"],
                    epilogue_elements_per_cta=rows * d,    # the compressed branch's O rows
                    unique_hbm_bytes=unique, l2_working_set_bytes=in_flight * kc_bytes)
     args = (nq, wl.seq_k, d, g, p.cmp_block_q, p.cmp_block_k, p.compressed_tokens,

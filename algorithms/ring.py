@@ -43,8 +43,8 @@ import numpy as np
 from algorithms import flash2
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
 from algorithms.kernels import step_latency
-from algorithms.kernels.common import (cdiv, causal_key_end, iter_heads, key_tiles_per_row_block,
-                                       mma_layout, new_output, new_stats)
+from algorithms.kernels.common import (causal_key_end, cdiv, first_q_bytes, iter_heads,
+                                       key_tiles_per_row_block, mma_layout, new_output, new_stats)
 from algorithms.kernels.flash_tile import (NO_DROPOUT_SCALE, STAT_BYTES, attend_tile, count_tiles,
                                            finish_rows, p_in_registers)
 from hwmodels.compiled import compiled
@@ -175,7 +175,8 @@ def run(wl, p: RingPlan, inputs, rec, compute: bool) -> dict:
                        register_bytes_per_cta=inner.register_bytes, tc_path="mma_sync",
                        overlap="serial", matmul_dtype=wl.dtype, cta_work=work,
                        **step_latency.chain(step_latency.forward_step(p.block_k), work, bh),
-                       prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                       prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], p.block_q,
+                                                            q_hi - q_lo) + buffers["K_j"],
                        # the running state, or (last step) O_i
                        epilogue_elements_per_cta=p.block_q * d,
                        **p_in_registers(d, wl.elem_bytes),

@@ -56,7 +56,7 @@ from algorithms.kernels.flash_tile import p_in_registers
 from algorithms.kernels.block_sparse_exec import (TilePlan, flash2_tile_plan, keys_io_bound,
                                           pattern_footprint, positive_int, run_layout,
                                           run_pattern)
-from algorithms.kernels.common import finish_heads, for_each_head, mma_layout
+from algorithms.kernels.common import finish_heads, first_q_bytes, for_each_head, mma_layout
 from algorithms.kernels import footprints as fp
 from algorithms.kernels.sparse_patterns import (FIXED, LOCAL, STRIDED, attended_pairs,
                                                 element_layout)
@@ -174,7 +174,8 @@ def run_blocked(wl, p: SparseTransformerPlan, inputs, rec, compute: bool) -> dic
                    tc_path="mma_sync", overlap="serial", cta_work=work,
                    **step_latency.chain(step_latency.forward_step(p.block_k), work,
                                         wl.batch * wl.heads),
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], p.block_q, wl.seq_q)
+                   + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * d,                # O_i
                    **p_in_registers(d, e),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,

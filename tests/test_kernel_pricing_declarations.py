@@ -290,3 +290,18 @@ def test_gqa_release_tiles_are_flash_attns_split_kv_cta():
         cache = 2 * wl.batch * wl.kv_heads * wl.seq_k * d * 2
         assert reads == [cache + q_once * x.plan["splits"] for x in (r, auto)]
         assert r.counts["matmul_flops"] == auto.counts["matmul_flops"]
+
+
+@pytest.mark.parametrize("name, options", [("flash2", {"tiles": "release"}), ("flash3", {}),
+                                           ("flash1", {"tiles": "release"})])
+def test_a_ctas_first_mma_waits_for_the_q_rows_it_loads(name, options):
+    """The rows of a Q tile past the sequence are not loaded (flash_fwd_kernel.h; FA-3's TMA
+    fills them without reading): one query row's CTA waits for one row of Q and its first
+    K tile, not for the whole Q tile its shared memory holds."""
+    d = 128
+    wl = Workload(batch=2, heads=4, seq_q=1, seq_k=1024, head_dim=d)
+    r = simulate(name, wl, "h100", options=options, compute=False)
+    k = next(k for k in r.kernels if k.name.endswith("_fwd"))
+    assert k.prologue_bytes_per_cta == (1 + r.plan["block_k"]) * d * wl.elem_bytes
+    assert k.prologue_bytes_per_cta < r.plan["block_q"] * d * wl.elem_bytes + \
+        r.plan["block_k"] * d * wl.elem_bytes

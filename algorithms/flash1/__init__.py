@@ -65,10 +65,10 @@ from algorithms.flash1 import release
 from algorithms.flash1.backward import (first_visited_row, is_last_key_block, pair_run,
                                        wave_fill)
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv, finish_heads,
-                               for_each_head, head_view, new_output, new_stats,
-                               placeholder, placeholder_vector, row_padding,
-                               tile_softmax_stats)
+from algorithms.kernels.common import (apply_causal_mask, causal_block_is_partial, cdiv,
+                                       finish_heads, first_q_bytes, for_each_head, head_view,
+                                       new_output, new_stats, placeholder, placeholder_vector,
+                                       row_padding, tile_softmax_stats)
 from algorithms.kernels.dropout import (V1_ELEMS_PER_CALL, count_keep_decisions,
                                        dropout_args, dropout_tile)
 from algorithms.kernels.flash_tile import repeat_step, snapshot
@@ -248,7 +248,8 @@ def forward(wl, p: Flash1Plan, inputs, rec, compute: bool) -> dict:
                    register_bytes_per_cta=regs, tc_path="mma_sync", overlap="serial",
                    **shared_memory_pricing(p, d, e, visited, bh),
                    # the first S_ij = Q_i K_jᵀ waits for both tiles
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], p.block_q, wl.seq_q)
+                   + buffers["K_j"],
                    # each step computes its whole B_r rows, those past N_q included
                    row_padding=row_padding(wl.seq_q, p.block_q),
                    # Algorithm 1 writes O_i back at the end of every inner step (line 12)

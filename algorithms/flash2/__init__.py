@@ -53,9 +53,9 @@ import numpy as np
 from algorithms.flash2 import backward as flash2_bwd
 from algorithms.flash2 import release
 from algorithms.base import AlgorithmInfo, Option, Plan, PlanError
-from algorithms.kernels.common import (causal_key_end, cdiv, check_tile_limits, for_each_head,
-                               head_view, heads_in_flight, key_tiles_per_row_block,
-                               new_output, new_stats, row_padding)
+from algorithms.kernels.common import (causal_key_end, cdiv, check_tile_limits, first_q_bytes,
+                                       for_each_head, head_view, heads_in_flight,
+                                       key_tiles_per_row_block, new_output, new_stats, row_padding)
 from algorithms.kernels.dropout import dropout_args
 from algorithms.kernels.flash_tile import (STAT_BYTES, attend_tile, count_tiles, finish_rows,
                                    new_row_state, p_in_registers)
@@ -248,7 +248,8 @@ def forward(wl, p: Flash2Plan, inputs, rec, compute: bool) -> dict:
                    smem_readers=p.warps, mma_rows_per_cta=p.block_q,
                    # a CTA computes its whole B_r rows, those past N_q included
                    row_padding=row_padding(wl.seq_q, p.block_q),
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], p.block_q, wl.seq_q)
+                   + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
                    **p_in_registers(wl.head_dim, wl.elem_bytes),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,

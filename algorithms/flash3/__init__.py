@@ -531,7 +531,7 @@ def declare_attention_kernel(wl, p: Flash3Plan, rec, out_bytes: int):
                       # the producer loads the next Q only once the consumers' last Q K^T
                       # is done (one Q buffer), and the next V only once O's TMA store has
                       # left shared memory (O aliases V's buffer)
-                      prologue_bytes_per_cta=(p.block_q + p.block_k) * wl.head_dim
+                      prologue_bytes_per_cta=(min(p.block_q, wl.seq_q) + p.block_k) * wl.head_dim
                       * wl.elem_bytes,
                       # O_i: normalized, converted, through shared memory to a TMA store
                       epilogue_elements_per_cta=p.block_q * wl.head_dim,

@@ -44,8 +44,8 @@ import numpy as np
 from algorithms.base import Plan, PlanError
 from algorithms.kernels import footprints
 from algorithms.kernels import step_latency
-from algorithms.kernels.common import (cdiv, for_each_head, head_view, heads_in_flight, new_output,
-                               new_stats, mma_layout)
+from algorithms.kernels.common import (cdiv, first_q_bytes, for_each_head, head_view,
+                                       heads_in_flight, mma_layout, new_output, new_stats)
 from algorithms.flash2 import check_fixed_tiles, smem_buffers
 from algorithms.kernels.sparse_patterns import BlockLayout
 from hwmodels.compiled import compiled
@@ -112,7 +112,8 @@ def run_layout(name: str, wl, p, layout: BlockLayout, mask, inputs, rec, compute
                    tc_path="mma_sync", overlap="serial", cta_work=work,
                    **step_latency.chain(step_latency.forward_step(p.block_k), work,
                                         wl.batch * wl.heads),
-                   prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                   prologue_bytes_per_cta=first_q_bytes(buffers["Q_i"], p.block_q, wl.seq_q)
+                   + buffers["K_j"],
                    epilogue_elements_per_cta=p.block_q * wl.head_dim,      # O_i
                    **p_in_registers(wl.head_dim, wl.elem_bytes),
                    matmul_dtype=wl.dtype, unique_hbm_bytes=unique,

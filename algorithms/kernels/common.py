@@ -177,6 +177,13 @@ def row_padding(rows: int, tile_rows: int, mma_rows: int = MMA_ROWS) -> float:
     return max(1.0, computed / rows)
 
 
+def first_q_bytes(q_buffer_bytes: int, tile_rows: int, seq_rows: int) -> int:
+    """The bytes of its Q tile a CTA loads before its first MMA: the tile's rows within the
+    sequence (``seq_rows``), as the rows past the end are not loaded, though the tile's
+    shared memory (``q_buffer_bytes``, ``tile_rows`` rows) holds them."""
+    return q_buffer_bytes * min(tile_rows, seq_rows) // tile_rows
+
+
 def heads_in_flight(rec, ctas_per_head: int, heads: int, sram_bytes_per_cta: int,
                     register_bytes_per_cta: int = 0, threads_per_cta: int = 128) -> int:
     """Heads whose CTAs are resident at one time (CTAs launch head after head): the number

@@ -43,12 +43,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.kernels import step_latency
-from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, WGMMA_ROWS,
-                                       apply_causal_mask, causal_block_is_partial,
-                                       causal_key_end, cdiv, heads_in_flight,
-                                       key_tiles_per_row_block, mma_warps, online_softmax_tile,
-                                       row_padding, row_tiles, safe_normalizers, scale_rows,
-                                       wgmma_warpgroups)
+from algorithms.kernels.common import (MMA_ROWS, WARP, WARPGROUP, WGMMA_ROWS, apply_causal_mask,
+                                       causal_block_is_partial, causal_key_end, cdiv,
+                                       first_q_bytes, heads_in_flight, key_tiles_per_row_block,
+                                       mma_warps, online_softmax_tile, row_padding, row_tiles,
+                                       safe_normalizers, scale_rows, wgmma_warpgroups)
 from algorithms.kernels.flash_tile import count_softmax_tile, repeat_step, same_tiles_run, snapshot
 from hwmodels.compiled import compiled
 from hwmodels.memory import Recorder
@@ -235,7 +234,9 @@ def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, d
                       # the program's own tile: a decode step's g rows fill part of one
                       row_padding=row_padding(g * seq_q, g * bq, mma) if not tiles.tile_rows
                       else t_r * tiles.tile_rows / (g * seq_q),
-                      prologue_bytes_per_cta=buffers["Q_i"] + buffers["K_j"],
+                      prologue_bytes_per_cta=first_q_bytes(
+                          buffers["Q_i"], tiles.tile_rows or row_tiles(g * bq) * MMA_ROWS,
+                          g * min(bq, seq_q)) + buffers["K_j"],
                       epilogue_elements_per_cta=rows * dv,    # the pack's O rows (or partials)
                       cta_work=work, matmul_dtype=dtype,
                       # wgmma reads its operands from shared memory without loads; the
