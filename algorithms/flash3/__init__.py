@@ -21,6 +21,11 @@ pipelining as the paper draws it (two tiles in flight a warpgroup, each softmax 
 beside the other tile's GEMMs, a chain each), ``--no-pipelining`` none of it. The fp8
 release waits for each GEMM before the step's next work (``--fp8-kernel``, below).
 
+Decoding (one query row, ``--decode``) runs this forward as the paper's kernel would: a CTA
+per head and row block, its whole B_r rows computed (``row_padding``); the split-KV decode
+with a group's heads packed as rows that FlashAttention's later Hopper releases run is not
+simulated for ``wgmma`` (``gqa --decode`` is that schedule on ``mma.sync``).
+
 Notation -> code: B_r == block_q (W consumer warpgroups x 64 rows), B_c == block_k,
 s == stages (K/V pipeline depth), W == consumer_warpgroups.
 
