@@ -438,13 +438,19 @@ def _tensor_rate(gpu: GPU, k: KernelRecord, opts: TimingOptions) -> float:
 PER_ROW_SLOTS = (MATMUL_FLOPS, EXP_OPS, OTHER_FLOPS, ALU_OPS, CONVERT_OPS)
 
 
+def row_padding(k: KernelRecord, opts: TimingOptions) -> float:
+    """The rows the kernel computes over the rows it counts, as priced (1 with
+    ``row_padding`` off)."""
+    return k.row_padding if opts.row_padding else 1.0
+
+
 def executed_counters(k: KernelRecord, opts: TimingOptions = TimingOptions()):
     """The kernel's counters with its MMA FLOPs and elementwise ops at the rows it computes,
     ``row_padding`` times the rows counted (``row_padding`` off, or a kernel that declares
     none: as counted). The other counters (bytes, launches, CTAs) are as counted: the rows
     past the sequence are neither loaded nor stored."""
     c = k.counters
-    padding = k.row_padding if opts.row_padding else 1.0
+    padding = row_padding(k, opts)
     if padding == 1.0:
         return c
     c = c.copy()
@@ -499,10 +505,9 @@ def kernel_lane_ops(k: KernelRecord, opts: TimingOptions = TimingOptions()) -> d
     """``pipe_lane_ops`` of the kernel's counts, plus (``accurate_math``) the instructions its
     math-library routines spend beyond the ops counted (``library_lane_ops``)."""
     ops = pipe_lane_ops(executed_counters(k, opts))
-    padding = k.row_padding if opts.row_padding else 1.0
     if opts.accurate_math:
         for pipe, extra in k.library_lane_ops:
-            ops[pipe] += extra * padding
+            ops[pipe] += extra * row_padding(k, opts)
     return ops
 
 
@@ -513,8 +518,7 @@ def _fma_alu_ops(k: KernelRecord, opts: TimingOptions) -> tuple[float, float]:
         ops = kernel_lane_ops(k, opts)
         return ops["fma"], ops["alu"]
     library = dict(k.library_lane_ops) if opts.accurate_math else {}
-    padding = k.row_padding if opts.row_padding else 1.0
-    return float(executed_counters(k, opts)[OTHER_FLOPS]) + padding * (
+    return float(executed_counters(k, opts)[OTHER_FLOPS]) + row_padding(k, opts) * (
         library.get("fma", 0.0) + library.get("alu", 0.0)), 0.0
 
 

@@ -82,11 +82,16 @@ def value_column_slices(dv: int) -> int:
     return max(1, math.ceil(dv / VALUE_COLUMNS_PER_WARP))
 
 
+def q_tile_rows(g, block_q, tile_rows=0) -> int:
+    """Rows of a packed CTA's Q tile: its g·B_r query rows padded to a multiple of 16, the M
+    of an m16n8k16 MMA (a decode step packs, e.g., 4 rows: the tile still holds 16), or a
+    program's own tile of ``tile_rows``."""
+    return tile_rows or row_tiles(g * block_q) * MMA_ROWS
+
+
 def smem_buffers(g, block_q, block_k, dk, dv, e, v_in_k, tile_rows=0) -> dict[str, int]:
-    """Shared memory of a packed CTA. Its g·B_r query rows are padded to a multiple of 16,
-    the M of an m16n8k16 MMA (a decode step packs, e.g., 4 rows: the tile still holds 16),
-    or held in a tile of ``tile_rows``."""
-    rows = tile_rows or -(-g * block_q // MMA_ROWS) * MMA_ROWS
+    """Shared memory of a packed CTA (its Q tile: ``q_tile_rows``)."""
+    rows = q_tile_rows(g, block_q, tile_rows)
     buffers = {"Q_i": rows * dk * e, "K_j": block_k * dk * e}
     if not v_in_k:
         buffers["V_j"] = block_k * dv * e
@@ -211,7 +216,6 @@ def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, d
     buffers = smem_buffers(g, bq, bk, dk, dv, e, v_in_k, tiles.tile_rows)
     slices = value_column_slices(dv)
     rows = tiles.tile_rows or g * bq
-    mma = WGMMA_ROWS if tc_path == "wgmma" else MMA_ROWS
     if tiles.warps:                         # a program's own warps (flash-attn's split-KV)
         readers = tiles.warps
         threads = readers * (WARPGROUP if tc_path == "wgmma" else WARP)
@@ -230,12 +234,12 @@ def attention_record(rec, name, *, batch, q_heads, kv_heads, seq_q, seq_k, dk, d
                       threads_per_cta=threads, register_bytes_per_cta=tiles.register_bytes,
                       tc_path=tc_path, overlap="serial", smem_readers=readers,
                       mma_rows_per_cta=rows,
-                      # a pack's g x B_r rows computed whole, in MMAs of 16 (64) rows, or in
+                      # a pack's g x B_r rows computed whole, in MMAs of 16 (64) rows or in
                       # the program's own tile: a decode step's g rows fill part of one
-                      row_padding=row_padding(g * seq_q, g * bq, mma) if not tiles.tile_rows
-                      else t_r * tiles.tile_rows / (g * seq_q),
+                      row_padding=row_padding(g * seq_q, g * bq, tiles.tile_rows or (
+                          WGMMA_ROWS if tc_path == "wgmma" else MMA_ROWS)),
                       prologue_bytes_per_cta=first_q_bytes(
-                          buffers["Q_i"], tiles.tile_rows or row_tiles(g * bq) * MMA_ROWS,
+                          buffers["Q_i"], q_tile_rows(g, bq, tiles.tile_rows),
                           g * min(bq, seq_q)) + buffers["K_j"],
                       epilogue_elements_per_cta=rows * dv,    # the pack's O rows (or partials)
                       cta_work=work, matmul_dtype=dtype,

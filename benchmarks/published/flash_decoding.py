@@ -34,7 +34,7 @@ from tabulate import tabulate
 
 from attnsim.simulate import simulate
 from attnsim.workload import Workload
-from hwmodels.timing import TimingOptions
+from hwmodels.timing import TimingOptions, hbm_rate
 
 from .figures import Comparison, evaluated
 from .predictions import model_gpu, predicted_seconds
@@ -77,10 +77,16 @@ def flash2_seconds(batch: int, seq: int, gpu: str = GPU,
 SPLIT_KV_RELEASE = (("tiles", "release"),)
 
 
-def split_seconds(batch: int, seq: int, gpu: str = GPU) -> float:
+@functools.lru_cache(maxsize=None)
+def split_run(batch: int, seq: int, gpu: str = GPU):
     """Flash-Decoding's step as the model runs it: ``gqa --decode --tiles release``."""
-    return predicted_seconds("gqa", workload(batch, seq, decode=True), gpu,
-                             options=SPLIT_KV_RELEASE)
+    return simulate("gqa", workload(batch, seq, decode=True), model_gpu(gpu), compute=False,
+                    options=dict(SPLIT_KV_RELEASE))
+
+
+def split_seconds(batch: int, seq: int, gpu: str = GPU) -> float:
+    """Flash-Decoding's step time as the model predicts it."""
+    return split_run(batch, seq, gpu).time.predicted_s
 
 
 # the columns compared: (column, claim, what the workload names beyond the shape, the
@@ -113,9 +119,7 @@ def split_mechanisms() -> str:
     """What sets the split-KV kernel's time in the model, with the batches it does so at."""
     by = {}
     for batch, seq in FD_BLOG_US:
-        run = simulate("gqa", workload(batch, seq, decode=True), GPU, compute=False,
-                       options=dict(SPLIT_KV_RELEASE))
-        by.setdefault(run.time.kernels[0].mechanism, []).append(batch)
+        by.setdefault(split_run(batch, seq).time.kernels[0].mechanism, []).append(batch)
     return " and ".join(f"{m} at B = {', '.join(map(str, sorted(set(bs), reverse=True)))}"
                         for m, bs in by.items())
 
@@ -129,8 +133,7 @@ def measured_tbps() -> str:
 
 def copy_bandwidth() -> float:
     """The board's achievable HBM bandwidth in the model (a copy benchmark's), bytes/s."""
-    g = model_gpu(GPU)
-    return g.hbm_bandwidth_bytes_per_s * g.hbm_achievable_fraction
+    return hbm_rate(model_gpu(GPU))
 
 
 def marginal_bandwidth() -> float:
